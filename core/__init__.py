@@ -1,0 +1,28 @@
+"""qtui.core: the library users import. A Celery-style API that speaks Celery's wire protocols."""
+
+from __future__ import annotations
+
+from . import brokers, states
+from .app import App, current_app
+from .exceptions import (
+    ConfigError,
+    ImproperlyConfigured,
+    MaxRetriesExceededError,
+    NotRegistered,
+    ProtocolError,
+    QtuiError,
+    Retry,
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+)
+from .result import AsyncResult
+from .task import Task
+
+brokers.register()
+
+__all__ = [
+    "App", "AsyncResult", "Task", "current_app", "states", "ConfigError", "ImproperlyConfigured",
+    "MaxRetriesExceededError", "NotRegistered", "ProtocolError", "QtuiError", "Retry",
+    "SoftTimeLimitExceeded", "TimeLimitExceeded",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,269 @@
+"""The App: configuration, the task registry, sending tasks, and the broker and backend it uses."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any, overload
+
+from kombu import Connection, Producer
+from kombu.pools import ProducerPool
+
+from . import brokers, config
+from .backends import ResultBackend, backend_for
+from .config import Conf
+from .exceptions import ConfigError, NotRegistered
+from .protocol import TaskMessage, build
+from .result import AsyncResult
+from .routing import Router
+from .task import Task, _MISSING, new_task_id, resolve_eta, resolve_expires
+
+_apps: list[weakref.ref[App]] = []
+_default_app: App | None = None
+
+
+def current_app() -> App:
+    """The most recently created app, or a default one (embedded broker) if none exists."""
+    global _default_app
+    for ref in reversed(_apps):
+        app = ref()
+        if app is not None:
+            return app
+    if _default_app is None:
+        _default_app = App("default")
+    return _default_app
+
+
+def gen_task_name(app: App, name: str, module: str) -> str:
+    """``module.name``; in a script run as ``__main__`` the app's main name replaces the module,
+    so a worker that imports the module under its real name finds the same task."""
+    if module == "__main__" and app.main:
+        module = app.main
+    return f"{module}.{name}"
+
+
+class App:
+    """A qtui application: ``app = App('tasks', broker='redis://', backend='redis://')``.
+
+    With no broker configured, the embedded SQLite broker in the user's data directory is used,
+    and results go next to it unless ``result_backend`` says otherwise.
+    """
+
+    def __init__(self, main: str | None = None, broker: str | None = None,
+                 backend: str | None = None, *, include: list[str] | None = None,
+                 config_source: Any = None, **settings: Any) -> None:
+        self.main = main
+        self.conf = Conf()
+        self.tasks: dict[str, Task] = {}
+        self._lock = threading.RLock()
+        self._backends: dict[str, ResultBackend] = {}
+        self._router: tuple[int, Router] | None = None
+        self._producer_pool: ProducerPool | None = None
+        if config_source is not None:
+            self.config_from_object(config_source)
+        explicit = {"broker_url": broker, "result_backend": backend, "imports": include}
+        self.conf.update({k: v for k, v in explicit.items() if v is not None}, source=f"App({main!r})")
+        if settings:
+            self.conf.update(settings, source=f"App({main!r})")
+        _apps.append(weakref.ref(self))
+
+    # configuration -----------------------------------------------------------------------
+    def config_from_object(self, obj: Any) -> None:
+        """Load settings from a module (or its import name), an object or a mapping."""
+        name = obj if isinstance(obj, str) else getattr(obj, "__name__", type(obj).__name__)
+        self.conf.update(config.settings_from_object(obj), source=f"config object {name}")
+
+    def config_from_file(self, path: str | os.PathLike[str]) -> None:
+        """Load settings from a TOML file; errors name the file and the key."""
+        self.conf.update(config.load_toml(path), source=f"config file {os.fspath(path)}")
+
+    def config_from_envvar(self, variable: str = config.CONFIG_ENV) -> None:
+        """Load the TOML file named by an environment variable."""
+        path = os.environ.get(variable)
+        if not path:
+            raise ConfigError(f"environment variable {variable} is not set; "
+                              "it should name a TOML config file")
+        self.config_from_file(path)
+
+    @property
+    def broker_url(self) -> str:
+        return self.conf.broker_url or brokers.default_broker_url()
+
+    @property
+    def result_backend_url(self) -> str | None:
+        if self.conf.result_backend:
+            return self.conf.result_backend
+        if not self.conf.broker_url:
+            return f"sqlite://{brokers.default_broker_path().with_name('results.sqlite')}"
+        return None
+
+    # tasks ---------------------------------------------------------------------------------
+    @overload
+    def task(self, fun: Callable[..., Any]) -> Task: ...
+    @overload
+    def task(self, *, name: str | None = None, base: type[Task] | None = None,
+             **options: Any) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(self, fun: Callable[..., Any] | None = None, *, name: str | None = None,
+             base: type[Task] | None = None, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+        def register(f: Callable[..., Any]) -> Task:
+            task_name = name or gen_task_name(self, f.__name__, f.__module__)
+            cls = base or Task
+            task = cls(self, f, task_name, **options)
+            with self._lock:
+                self.tasks[task_name] = task
+            return task
+        return register(fun) if fun is not None else register
+
+    def get_task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotRegistered(f"task {name!r} is not registered with app {self.main!r}. "
+                                "Is its module imported by the worker (-A / imports)?") from None
+
+    def annotation(self, task_name: str, option: str) -> Any:
+        """The value ``task_annotations`` sets for one option of one task, or _MISSING."""
+        annotations = self.conf.task_annotations
+        if not annotations:
+            return _MISSING
+        tables = annotations if isinstance(annotations, (list, tuple)) else [annotations]
+        for table in tables:
+            if callable(table) and not isinstance(table, Mapping):
+                found = table(task_name)
+                if found and option in found:
+                    return found[option]
+                continue
+            if task_name in table and option in table[task_name]:
+                return table[task_name][option]
+            for pattern, values in table.items():
+                if isinstance(pattern, str) and fnmatch.fnmatchcase(task_name, pattern) \
+                        and option in values:
+                    return values[option]
+        return _MISSING
+
+    # connections ----------------------------------------------------------------------------
+    def connection_for_write(self, url: str | None = None) -> Connection:
+        return Connection(url or self.broker_url,
+                          connect_timeout=self.conf.broker_connection_timeout,
+                          transport_options=dict(self.conf.broker_transport_options))
+
+    connection_for_read = connection_for_write
+    connection = connection_for_write
+
+    @contextmanager
+    def producer(self) -> Iterator[Producer]:
+        """A producer from the app's pool (one per process; made again after a fork)."""
+        with self._lock:
+            pool = self._producer_pool
+            if pool is None or getattr(self, "_pool_pid", None) != os.getpid():
+                pool = self._producer_pool = ProducerPool(
+                    self.connection_for_write().Pool(limit=10), limit=10)
+                self._pool_pid = os.getpid()
+        with pool.acquire(block=True) as producer:
+            yield producer
+
+    @property
+    def router(self) -> Router:
+        version = self.conf.version
+        if self._router is None or self._router[0] != version:
+            self._router = (version, Router(self.conf))
+        return self._router[1]
+
+    @property
+    def backend(self) -> ResultBackend:
+        url = self.result_backend_url or ""
+        with self._lock:
+            if url not in self._backends:
+                self._backends[url] = backend_for(self, url)
+            return self._backends[url]
+
+    @cached_property
+    def control(self) -> Any:
+        from .control import Control
+        return Control(self)
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    # sending ------------------------------------------------------------------------------------
+    def send_task(self, name: str, args: Any = None, kwargs: Mapping[str, Any] | None = None, *,
+                  countdown: float | None = None, eta: datetime | None = None,
+                  expires: float | datetime | None = None, queue: str | None = None,
+                  routing_key: str | None = None, exchange: str | None = None,
+                  priority: int | None = None, headers: Mapping[str, Any] | None = None,
+                  time_limit: float | None = None, soft_time_limit: float | None = None,
+                  ignore_result: bool | None = None, task_id: str | None = None,
+                  serializer: str | None = None, retries: int = 0, root_id: str | None = None,
+                  parent_id: str | None = None, group_id: str | None = None,
+                  reply_to: str | None = None, task: Task | None = None,
+                  **unknown: Any) -> AsyncResult:
+        """Send a task by name (it need not be registered here) and return its AsyncResult.
+
+        ``countdown`` (seconds) or ``eta`` (datetime) delay it; ``expires`` (seconds or
+        datetime) discards it if not started by then; ``queue``/``exchange``/``routing_key``/
+        ``priority`` override routing; ``time_limit``/``soft_time_limit`` bound its run time.
+        """
+        if unknown:
+            raise TypeError(f"send_task({name!r}): unknown option(s) {sorted(unknown)}")
+        if args is not None and not isinstance(args, (list, tuple)):
+            raise TypeError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise TypeError(f"{name}: kwargs must be a mapping, got {type(kwargs).__name__}")
+        if ignore_result is None:
+            ignore_result = self.conf.task_ignore_result
+        route = self.router.route(name, args, kwargs, {
+            "queue": queue, "exchange": exchange, "routing_key": routing_key, "priority": priority,
+        }, task=task)
+        message = TaskMessage(
+            id=task_id or new_task_id(), task=name, args=tuple(args or ()),
+            kwargs=dict(kwargs or {}),
+            eta=resolve_eta(countdown, eta, self.conf.timezone),
+            expires=resolve_expires(expires, self.conf.timezone),
+            retries=retries, time_limit=time_limit, soft_time_limit=soft_time_limit,
+            root_id=root_id, parent_id=parent_id, group=group_id,
+            ignore_result=ignore_result, reply_to=reply_to, priority=route.priority,
+            headers=dict(headers or {}),
+        )
+        backend = self.backend
+        if not ignore_result and not reply_to:
+            backend.on_task_call(message)
+        self.publish(message, route.exchange, route.routing_key,
+                     declare=[route.queue] if route.queue is not None else [],
+                     serializer=serializer or self.conf.task_serializer)
+        return AsyncResult(message.id, app=self, backend=backend, task_name=name)
+
+    def publish(self, message: TaskMessage, exchange: str, routing_key: str,
+                declare: list[Any] | None = None, serializer: str | None = None) -> None:
+        """Publish a built task message, retrying per ``task_publish_retry_policy``."""
+        wire = build(message)
+        with self.producer() as producer:
+            producer.publish(
+                wire.body, exchange=exchange, routing_key=routing_key,
+                serializer=serializer or self.conf.task_serializer, headers=wire.headers,
+                declare=declare or [], retry=self.conf.task_publish_retry,
+                retry_policy=dict(self.conf.task_publish_retry_policy),
+                delivery_mode=2, **wire.properties)
+
+    def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
+        return AsyncResult(task_id, app=self, task_name=task_name)
+
+    def close(self) -> None:
+        """Release the producer pool and backend connections."""
+        with self._lock:
+            if self._producer_pool is not None:
+                self._producer_pool.force_close_all()
+                self._producer_pool = None
+            for backend in self._backends.values():
+                backend.close()
+            self._backends.clear()
+
+    def __repr__(self) -> str:
+        return f"<App {self.main or '__main__'} broker={config.mask_url(self.broker_url)}>"

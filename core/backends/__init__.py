@@ -1,0 +1,37 @@
+"""Result backends, chosen by the scheme of ``result_backend``."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ..exceptions import ImproperlyConfigured
+from .base import DisabledBackend, ResultBackend, exception_from_meta, exception_to_meta
+
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["ResultBackend", "DisabledBackend", "backend_for", "exception_from_meta",
+           "exception_to_meta"]
+
+BACKENDS = {
+    "redis": "redis:RedisBackend",
+    "rediss": "redis:RedisBackend",
+    "unix": "redis:RedisBackend",
+    "rpc": "rpc:RPCBackend",
+    "sqlite": "sqlite:SQLiteBackend",
+}
+
+
+def backend_for(app: App, url: str | None) -> ResultBackend:
+    """The backend for a URL; no URL means results are disabled."""
+    if not url or url.startswith("disabled"):
+        return DisabledBackend(app)
+    scheme = url.partition("://")[0].lower()
+    if scheme not in BACKENDS:
+        raise ImproperlyConfigured(
+            f"result_backend {scheme!r}:// is not supported; use one of "
+            f"{', '.join(s + '://' for s in sorted(BACKENDS))}")
+    module, _, name = BACKENDS[scheme].partition(":")
+    cls = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return cls(app, url)

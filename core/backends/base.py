@@ -1,0 +1,249 @@
+"""The result backend interface and what every backend shares: meta layout and exception transport.
+
+A backend stores one *meta* per task, in Celery's layout, so Celery clients and monitors read
+qtui's results and the other way round::
+
+    {"status": "SUCCESS", "result": 8, "traceback": None, "children": [],
+     "date_done": "2026-11-24T06:00:00.000000+00:00", "task_id": "..."}
+
+A failure's ``result`` is ``{"exc_type", "exc_message", "exc_module"}``. Reading it back never
+imports or executes anything named by stored data: a type is taken from ``builtins``, from qtui's
+own exceptions, or from a module this process already imported; otherwise a stand-in class with
+the same name is made.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from kombu.serialization import dumps, loads, prepare_accept_content, registry
+
+from .. import exceptions, states
+from ..exceptions import BackendError, RemoteTaskError
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..protocol import TaskMessage
+
+_STANDIN_TYPES: dict[tuple[str, str], type[BaseException]] = {}
+
+
+def exception_to_meta(exc: BaseException) -> dict[str, Any]:
+    """Celery's JSON form of an exception: type name, message arguments and module."""
+    exc_type = type(exc)
+    return {"exc_type": exc_type.__qualname__,
+            "exc_message": [_jsonable(a) for a in exc.args],
+            "exc_module": exc_type.__module__}
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return repr(value)
+
+
+def exception_from_meta(meta: Any) -> BaseException:
+    """Rebuild an exception from stored data without importing anything it names."""
+    if isinstance(meta, BaseException):
+        return meta
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("exc_type"), str):
+        return RemoteTaskError(f"the task failed; its stored exception is unreadable: {meta!r:.200}")
+    name, module = meta["exc_type"], meta.get("exc_module") or "builtins"
+    message = meta.get("exc_message", ())
+    args = tuple(message) if isinstance(message, (list, tuple)) else (message,)
+    cls = _known_exception_type(module, name) or _standin_type(module, name)
+    try:
+        return cls(*args)
+    except Exception:  # a real type whose __init__ wants other arguments
+        standin = _standin_type(module, name)
+        return standin(*args)
+
+
+def _known_exception_type(module: str, name: str) -> type[BaseException] | None:
+    if module == "builtins":
+        found = getattr(builtins, name, None)
+    elif module in (exceptions.__name__, "celery.exceptions") and hasattr(exceptions, name):
+        found = getattr(exceptions, name)
+    else:
+        found = sys.modules.get(module)
+        for part in name.split("."):
+            found = getattr(found, part, None)
+    return found if isinstance(found, type) and issubclass(found, BaseException) else None
+
+
+def _standin_type(module: str, name: str) -> type[BaseException]:
+    key = (module, name)
+    if key not in _STANDIN_TYPES:
+        _STANDIN_TYPES[key] = type(name.rpartition(".")[2] or "RemoteError", (RemoteTaskError,),
+                                   {"__module__": module, "__qualname__": name})
+    return _STANDIN_TYPES[key]
+
+
+def pending_meta(task_id: str) -> dict[str, Any]:
+    return {"status": states.PENDING, "result": None, "traceback": None, "children": [],
+            "date_done": None, "task_id": task_id}
+
+
+class ResultBackend(ABC):
+    """Stores and reads task metas. Subclasses implement the storage verbs only."""
+
+    #: Whether results survive the client that sent the task (rpc:// does not).
+    persistent = True
+
+    def __init__(self, app: App, url: str) -> None:
+        self.app = app
+        self.url = url
+        self.serializer: str = app.conf.result_serializer
+        try:
+            self.content_type = registry.name_to_type[self.serializer]
+        except KeyError:
+            raise exceptions.ImproperlyConfigured(
+                f"result_serializer {self.serializer!r} is not a known serializer; "
+                f"known: {', '.join(sorted(registry.name_to_type))}") from None
+        accept = app.conf.result_accept_content or app.conf.accept_content
+        self.accept: set[str] = prepare_accept_content(accept)
+        self.expires: float | None = app.conf.result_expires
+
+    # storage verbs --------------------------------------------------------------------------
+    @abstractmethod
+    def _set(self, task_id: str, payload: bytes, meta: dict[str, Any],
+             request: TaskMessage | None) -> None:
+        """Store the encoded meta (and notify waiters)."""
+
+    @abstractmethod
+    def _get(self, task_id: str) -> bytes | None:
+        """The encoded meta, or None when nothing is stored."""
+
+    @abstractmethod
+    def _delete(self, task_id: str) -> None:
+        """Forget the stored meta."""
+
+    def _wait(self, task_id: str, timeout: float | None, interval: float) -> dict[str, Any]:
+        """Block until the task is ready. Default: poll every ``interval`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            meta = self.get_task_meta(task_id)
+            if meta["status"] in states.READY_STATES:
+                return meta
+            if deadline is not None and time.monotonic() >= deadline:
+                raise exceptions.TimeoutError(f"task {task_id} not ready after {timeout}s")
+            sleep = interval if deadline is None else min(interval, deadline - time.monotonic())
+            time.sleep(max(sleep, 0.0))
+
+    # encoding ---------------------------------------------------------------------------------
+    def encode(self, meta: Mapping[str, Any]) -> bytes:
+        _content_type, _encoding, payload = dumps(meta, serializer=self.serializer)
+        return payload if isinstance(payload, bytes) else payload.encode()
+
+    def decode(self, payload: bytes | str) -> dict[str, Any]:
+        try:
+            meta = loads(payload, self.content_type, "utf-8", accept=self.accept)
+        except Exception as exc:
+            raise BackendError(f"stored result cannot be read with {self.serializer!r}: {exc}") from exc
+        if not isinstance(meta, Mapping) or "status" not in meta:
+            raise BackendError(f"stored result is not a task meta: {meta!r:.200}")
+        return dict(meta)
+
+    def make_meta(self, task_id: str, result: Any, state: str, traceback: str | None = None,
+                  request: TaskMessage | None = None) -> dict[str, Any]:
+        if isinstance(result, BaseException):
+            result = exception_to_meta(result)
+        meta: dict[str, Any] = {
+            "status": state, "result": result, "traceback": traceback, "children": [],
+            "date_done": datetime.now(timezone.utc).isoformat()
+            if state in states.READY_STATES else None,
+            "task_id": task_id,
+        }
+        if request is not None:
+            if request.group:
+                meta["group_id"] = request.group
+            if request.parent_id:
+                meta["parent_id"] = request.parent_id
+            if self.app.conf.result_extended:
+                meta.update(name=request.task, args=list(request.args), kwargs=request.kwargs,
+                            retries=request.retries)
+        return meta
+
+    # the interface ----------------------------------------------------------------------------
+    def store_result(self, task_id: str, result: Any, state: str, traceback: str | None = None,
+                     request: TaskMessage | None = None, **extra: Any) -> dict[str, Any]:
+        """Store a task's state and result. A result the serializer cannot encode is stored as
+        a FAILURE that says so, rather than lost."""
+        meta = self.make_meta(task_id, result, state, traceback, request)
+        meta.update(extra)
+        try:
+            payload = self.encode(meta)
+        except Exception as exc:
+            error = BackendError(f"the result of task {task_id} ({type(result).__name__}) cannot "
+                                 f"be serialized with {self.serializer!r}: {exc}")
+            meta = self.make_meta(task_id, error, states.FAILURE, traceback, request)
+            payload = self.encode(meta)
+        self._set(task_id, payload, meta, request)
+        return meta
+
+    def get_task_meta(self, task_id: str) -> dict[str, Any]:
+        payload = self._get(task_id)
+        return pending_meta(task_id) if payload is None else self.decode(payload)
+
+    def wait_for(self, task_id: str, timeout: float | None = None,
+                 interval: float = 0.5) -> dict[str, Any]:
+        return self._wait(task_id, timeout, interval)
+
+    def forget(self, task_id: str) -> None:
+        self._delete(task_id)
+
+    def on_task_call(self, message: TaskMessage) -> None:
+        """Called before a task is sent (rpc:// sets ``reply_to`` here)."""
+
+    def cleanup(self) -> None:
+        """Remove expired results where the store does not expire them itself."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def __repr__(self) -> str:
+        from ..config import mask_url
+        return f"<{type(self).__name__} {mask_url(self.url)}>"
+
+
+class DisabledBackend(ResultBackend):
+    """No result backend configured: sending works, asking for a result says how to get one."""
+
+    persistent = False
+
+    def __init__(self, app: App, url: str = "disabled://") -> None:
+        super().__init__(app, url)
+
+    def _fail(self) -> Any:
+        raise exceptions.ImproperlyConfigured(
+            "no result backend is configured, so results are not stored. Set result_backend "
+            "(for example 'redis://127.0.0.1:6379/0', 'rpc://' or 'sqlite://results.sqlite') "
+            "in App(backend=...) or the config file.")
+
+    def _set(self, task_id: str, payload: bytes, meta: dict[str, Any],
+             request: TaskMessage | None) -> None:
+        """Nothing is stored."""
+
+    def _get(self, task_id: str) -> bytes | None:
+        return self._fail()
+
+    def _delete(self, task_id: str) -> None:
+        """Nothing is stored, so nothing to forget."""
+
+    def store_result(self, task_id: str, result: Any, state: str, traceback: str | None = None,
+                     request: TaskMessage | None = None, **extra: Any) -> dict[str, Any]:
+        return self.make_meta(task_id, None, state, None, request)
+
+    def wait_for(self, task_id: str, timeout: float | None = None,
+                 interval: float = 0.5) -> dict[str, Any]:
+        return self._fail()

@@ -1,0 +1,111 @@
+"""rpc:// results: sent back as messages to the client's own reply queue, as Celery does.
+
+The client declares one auto-delete queue per process (its ``oid``) and puts its name in each
+task's ``reply_to``; the worker publishes the meta to the default exchange with that routing key
+and ``correlation_id`` = task id. Results are not stored anywhere else: only the client that sent
+the task can read them, once.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from kombu import Consumer, Exchange, Queue
+
+from .. import exceptions, states
+from .base import ResultBackend, pending_meta
+
+if TYPE_CHECKING:
+    from kombu import Connection, Message
+
+    from ..app import App
+    from ..protocol import TaskMessage
+
+REPLY_QUEUE_EXPIRES = 86400.0
+
+
+class RPCBackend(ResultBackend):
+    persistent = False
+
+    def __init__(self, app: App, url: str) -> None:
+        super().__init__(app, url)
+        self.oid = str(uuid.uuid4())
+        self.binding = Queue(self.oid, Exchange("", type="direct"), routing_key=self.oid,
+                             durable=False, auto_delete=True, expires=REPLY_QUEUE_EXPIRES)
+        self._results: dict[str, dict[str, Any]] = {}
+        self._lock = threading.RLock()
+        self._connection: Connection | None = None
+        self._consumer: Consumer | None = None
+
+    def on_task_call(self, message: TaskMessage) -> None:
+        message.reply_to = self.oid
+        self._ensure_consumer()
+
+    def _ensure_consumer(self) -> Consumer:
+        with self._lock:
+            if self._consumer is None:
+                self._connection = self.app.connection_for_read()
+                self._consumer = Consumer(self._connection.default_channel, [self.binding],
+                                          callbacks=[self._on_message], no_ack=True,
+                                          accept=self.accept)
+                self._consumer.consume()
+            return self._consumer
+
+    def _on_message(self, body: Any, message: Message) -> None:
+        task_id = message.properties.get("correlation_id") or (
+            body.get("task_id") if isinstance(body, dict) else None)
+        if task_id and isinstance(body, dict) and "status" in body:
+            previous = self._results.get(task_id)
+            if previous is None or previous["status"] not in states.READY_STATES:
+                self._results[task_id] = body
+
+    def _drain(self, timeout: float) -> None:
+        self._ensure_consumer()
+        assert self._connection is not None
+        try:
+            self._connection.drain_events(timeout=timeout)
+        except socket.timeout:
+            pass
+
+    def _set(self, task_id: str, payload: bytes, meta: dict[str, Any],
+             request: TaskMessage | None) -> None:
+        if request is None or not request.reply_to:
+            return
+        with self.app.producer() as producer:
+            producer.publish(meta, exchange="", routing_key=request.reply_to,
+                             correlation_id=task_id, serializer=self.serializer,
+                             delivery_mode=1, retry=True)
+
+    def _get(self, task_id: str) -> bytes | None:
+        raise NotImplementedError  # get_task_meta is overridden: results are messages
+
+    def get_task_meta(self, task_id: str) -> dict[str, Any]:
+        with self._lock:
+            self._drain(0.0001)
+            return dict(self._results.get(task_id) or pending_meta(task_id))
+
+    def _wait(self, task_id: str, timeout: float | None, interval: float) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                meta = self._results.get(task_id)
+                if meta and meta["status"] in states.READY_STATES:
+                    return dict(meta)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise exceptions.TimeoutError(f"task {task_id} not ready after {timeout}s")
+                self._drain(1.0 if remaining is None else min(remaining, 1.0))
+
+    def _delete(self, task_id: str) -> None:
+        with self._lock:
+            self._results.pop(task_id, None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.release()
+            self._connection = self._consumer = None

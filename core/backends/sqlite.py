@@ -1,0 +1,112 @@
+"""SQLite result backend: results in a local file, with Redis-like expiry, readable across processes.
+
+The embedded default stores results next to the embedded broker; ``sqlite://PATH`` names another
+file. Waiting polls a single indexed row every few milliseconds (SQLite has no notifications).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import exceptions
+from ..exceptions import BackendError
+from .base import ResultBackend
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..protocol import TaskMessage
+
+SCHEMA_VERSION = 1
+POLL_INTERVAL = 0.01
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    task_id    TEXT PRIMARY KEY,
+    meta       BLOB NOT NULL,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS results_expires_at ON results (expires_at);
+"""
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite://results.db`` is relative to the working directory; ``sqlite:///abs`` and
+    ``sqlite:////abs`` are absolute; ``~`` is expanded."""
+    rest = url.partition("://")[2]
+    if not rest:
+        raise exceptions.ImproperlyConfigured(f"{url!r} names no file: use sqlite://PATH")
+    if rest.startswith("/"):
+        rest = "/" + rest.lstrip("/")
+    return Path(rest).expanduser().absolute()
+
+
+class SQLiteBackend(ResultBackend):
+    def __init__(self, app: App, url: str) -> None:
+        super().__init__(app, url)
+        self.path = path_from_url(url)
+        self._local = threading.local()
+        self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            return conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise BackendError(f"result store {self.path} was written by a newer qtui "
+                                   f"(schema {version}, this one knows {SCHEMA_VERSION}); "
+                                   "upgrade qtui or use another file")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise BackendError(f"cannot use {self.path} as a result store: {exc}") from exc
+        except OSError as exc:
+            raise BackendError(f"cannot create the result store {self.path}: {exc}") from exc
+        self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _set(self, task_id: str, payload: bytes, meta: dict[str, Any],
+             request: TaskMessage | None) -> None:
+        expires_at = time.time() + self.expires if self.expires else None
+        try:
+            self._connect().execute(
+                "INSERT OR REPLACE INTO results (task_id, meta, expires_at) VALUES (?, ?, ?)",
+                (task_id, payload, expires_at))
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot store the result of task {task_id} in {self.path}: "
+                               f"{exc}") from exc
+
+    def _get(self, task_id: str) -> bytes | None:
+        try:
+            row = self._connect().execute(
+                "SELECT meta FROM results WHERE task_id = ? "
+                "AND (expires_at IS NULL OR expires_at > ?)", (task_id, time.time())).fetchone()
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot read the result of task {task_id} from {self.path}: "
+                               f"{exc}") from exc
+        return None if row is None else bytes(row[0])
+
+    def _delete(self, task_id: str) -> None:
+        self._connect().execute("DELETE FROM results WHERE task_id = ?", (task_id,))
+
+    def _wait(self, task_id: str, timeout: float | None, interval: float) -> dict[str, Any]:
+        return super()._wait(task_id, timeout, min(interval, POLL_INTERVAL))
+
+    def cleanup(self) -> None:
+        self._connect().execute("DELETE FROM results WHERE expires_at <= ?", (time.time(),))
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,308 @@
+"""Settings: their names (Celery's wherever Celery has one), defaults, types, loading and checks.
+
+A setting is declared once in :data:`SETTINGS`; ``config.example.toml`` documents each of them
+and a test keeps the two in step. :class:`Conf` is what ``app.conf`` is: attribute and mapping
+access, ``update()`` that checks types and warns about unknown keys with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CONFIG_ENV = "QTUI_CONFIG"
+DEFAULT_CONFIG_FILE = "qtui.toml"
+
+
+class UnknownSettingWarning(UserWarning):
+    """A configuration key that qtui does not know (probably a typo)."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What values a setting takes: a check and the words used to say what was expected."""
+
+    expected: str
+    check: Callable[[Any], bool]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _optional(kind: Kind) -> Kind:
+    return Kind(f"{kind.expected} or nothing", lambda v: v is None or kind.check(v))
+
+
+STR = Kind("a string", lambda v: isinstance(v, str))
+BOOL = Kind("true or false", lambda v: isinstance(v, bool))
+INT = Kind("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool))
+NUMBER = Kind("a number", _is_number)
+STR_LIST = Kind("a list of strings",
+                lambda v: isinstance(v, (list, tuple)) and all(isinstance(i, str) for i in v))
+TABLE = Kind("a table (mapping)", lambda v: isinstance(v, Mapping))
+ROUTES = Kind("a table of task name -> route, a list of routers, or a callable",
+              lambda v: v is None or isinstance(v, (Mapping, list, tuple)) or callable(v))
+RATE = Kind('a rate such as "10/s", "10/m", "10/h" or a number per second',
+            lambda v: v is None or _is_number(v)
+            or (isinstance(v, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*(/\s*[smh])?\s*", v) is not None))
+QUEUES = Kind("a table of queue name -> options, or a list of kombu Queues",
+              lambda v: v is None or isinstance(v, (Mapping, list, tuple)))
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    kind: Kind
+    doc: str
+    secret: bool = False
+
+
+SETTINGS: dict[str, Setting] = {s.name: s for s in [
+    # Broker
+    Setting("broker_url", None, _optional(STR),
+            "Where messages go. Unset: the embedded SQLite broker in the user's data directory.",
+            secret=True),
+    Setting("broker_connection_timeout", 4.0, NUMBER,
+            "Seconds to wait for the broker to accept a connection."),
+    Setting("broker_connection_max_retries", 100, _optional(INT),
+            "How often to retry a lost broker connection before giving up (nothing: forever)."),
+    Setting("broker_transport_options", {}, TABLE,
+            "Options passed to the kombu transport (for example visibility_timeout)."),
+    # Results
+    Setting("result_backend", None, _optional(STR),
+            "Where results are stored: redis://, rpc://, sqlite://PATH; unset: no results.",
+            secret=True),
+    Setting("result_serializer", "json", STR, "Serializer for results (json unless you opt in)."),
+    Setting("result_accept_content", None, _optional(STR_LIST),
+            "Content types accepted when reading results; nothing means accept_content."),
+    Setting("result_expires", 86400, _optional(NUMBER),
+            "Seconds a stored result is kept (nothing: forever)."),
+    Setting("result_extended", False, BOOL,
+            "Store the task name, args, kwargs, worker and queue with the result."),
+    # Serialization and time
+    Setting("task_serializer", "json", STR, "Serializer for task messages."),
+    Setting("accept_content", ["json"], STR_LIST,
+            "Content types a worker or client accepts. Add 'pickle' only if you trust every sender."),
+    Setting("timezone", "UTC", STR, "Time zone for ETAs given without one."),
+    Setting("enable_utc", True, BOOL, "Dates in messages are UTC."),
+    # Tasks and routing
+    Setting("task_default_queue", "celery", STR, "Queue for tasks no route sends elsewhere."),
+    Setting("task_default_exchange", None, _optional(STR),
+            "Exchange of the default queue (nothing: the queue's name)."),
+    Setting("task_default_exchange_type", "direct", STR, "Type of the default exchange."),
+    Setting("task_default_routing_key", None, _optional(STR),
+            "Routing key of the default queue (nothing: the queue's name)."),
+    Setting("task_default_priority", None, _optional(INT), "Priority of tasks sent without one."),
+    Setting("task_queue_max_priority", None, _optional(INT),
+            "x-max-priority of declared queues (RabbitMQ priority queues)."),
+    Setting("task_queues", None, QUEUES,
+            "Named queues with their exchange, exchange_type, routing_key and max_priority."),
+    Setting("task_routes", None, ROUTES,
+            "Which queue, exchange, routing key and priority each task goes to."),
+    Setting("task_annotations", None, ROUTES,
+            "Per-task option overrides, for example {'tasks.add': {'rate_limit': '10/s'}}."),
+    Setting("task_create_missing_queues", True, BOOL,
+            "Declare a queue named by a route even when task_queues does not list it."),
+    Setting("task_acks_late", True, BOOL,
+            "Acknowledge a task after it ran, so a crash never loses it (Celery's default is false)."),
+    Setting("task_ignore_result", False, BOOL, "Do not store results unless a task asks for it."),
+    Setting("task_time_limit", None, _optional(NUMBER), "Hard time limit in seconds for every task."),
+    Setting("task_soft_time_limit", None, _optional(NUMBER),
+            "Soft time limit in seconds for every task."),
+    Setting("task_default_rate_limit", None, RATE, "Rate limit of task types that set none."),
+    Setting("task_publish_retry", True, BOOL,
+            "Retry sending a task when the broker connection fails."),
+    Setting("task_publish_retry_policy", {"max_retries": 3, "interval_start": 0,
+                                          "interval_step": 0.2, "interval_max": 0.2}, TABLE,
+            "kombu retry policy for sending tasks."),
+    Setting("imports", [], STR_LIST, "Modules the worker imports to register their tasks."),
+    # Worker
+    Setting("worker_concurrency", None, _optional(INT),
+            "Pool size (nothing: the number of CPUs)."),
+    Setting("worker_prefetch_multiplier", 4, INT,
+            "Messages reserved per pool slot; 1 for long tasks."),
+]}
+
+
+def _suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, SETTINGS, n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def check_setting(name: str, value: Any, source: str) -> bool:
+    """Check one key: warn if unknown (with a did-you-mean), raise ConfigError on a wrong type.
+
+    Returns whether the key is a known setting.
+    """
+    setting = SETTINGS.get(name)
+    if setting is None:
+        warnings.warn(f"{source}: unknown setting {name!r}.{_suggest(name)}",
+                      UnknownSettingWarning, stacklevel=4)
+        return False
+    if not setting.kind.check(value):
+        raise ConfigError(f"{source}: setting {name!r} must be {setting.kind.expected}, "
+                          f"got {type(value).__name__} {value!r:.80}")
+    return True
+
+
+class Conf(MutableMapping[str, Any]):
+    """``app.conf``: every setting with its default, readable as attributes or as a mapping."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_values", {})
+        object.__setattr__(self, "_changed", set())
+        object.__setattr__(self, "version", 0)
+        if values:
+            self.update(values)
+
+    # mapping protocol
+    def __getitem__(self, key: str) -> Any:
+        if key in self._values:
+            return self._values[key]
+        setting = SETTINGS.get(key)
+        if setting is None:
+            raise KeyError(f"unknown setting {key!r}.{_suggest(key)}")
+        default = setting.default
+        return default.copy() if isinstance(default, (dict, list)) else default
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def __delitem__(self, key: str) -> None:
+        del self._values[key]
+        self._changed.discard(key)
+        object.__setattr__(self, "version", self.version + 1)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from SETTINGS
+        yield from (k for k in self._values if k not in SETTINGS)
+
+    def __len__(self) -> int:
+        return len(SETTINGS) + sum(1 for k in self._values if k not in SETTINGS)
+
+    def __contains__(self, key: object) -> bool:
+        return key in SETTINGS or key in self._values
+
+    # attribute access
+    version: int
+    """Counts changes, so what is derived from settings (the router) knows when to rebuild."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(exc.args[0]) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def update(self, other: Any = (), /, source: str = "app.conf.update()",  # type: ignore[override]
+               **kwargs: Any) -> None:
+        """Set several settings at once, checking each; unknown keys warn and are kept."""
+        items = dict(other) if other else {}
+        items.update(kwargs)
+        for key, value in items.items():
+            check_setting(key, value, source)
+        self._values.update(items)
+        self._changed.update(items)
+        object.__setattr__(self, "version", self.version + 1)
+
+    def changes(self) -> dict[str, Any]:
+        """Settings set explicitly (not defaults)."""
+        return {k: self._values[k] for k in self._changed}
+
+    def censored(self) -> dict[str, Any]:
+        """Every setting with secrets masked: safe to print, log or send in a `conf` reply."""
+        return {k: censor(k, self[k]) for k in self}
+
+    def __repr__(self) -> str:
+        return f"<Conf {self.changes()!r}>"
+
+
+_SECRET_WORDS = re.compile(r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|DATABASE|CREDENTIAL", re.I)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@\s]*:)(?P<password>[^@/\s]+)(?=@)", re.I)
+
+
+def mask_url(url: str) -> str:
+    """``redis://:secret@host`` -> ``redis://:**@host``; any scheme, several URLs in one string."""
+    return _URL_PASSWORD.sub(r"\g<head>**", url)
+
+
+def censor(key: str, value: Any) -> Any:
+    """Mask passwords in URLs everywhere, and the whole value of any other key that names a secret."""
+    if key not in SETTINGS and _SECRET_WORDS.search(key) and value not in (None, "", [], {}):
+        return "********"
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, Mapping):
+        return {k: censor(str(k), v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [censor("", v) for v in value]
+    return value
+
+
+def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML config file; errors name the file and what is wrong with it."""
+    file = Path(path).expanduser()
+    try:
+        with file.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {file} is a directory, not a TOML file") from None
+    except PermissionError:
+        raise ConfigError(f"config file {file} cannot be read: permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {file} is not UTF-8 text: {exc}") from None
+    return data
+
+
+def settings_from_object(obj: Any) -> dict[str, Any]:
+    """The lowercase public attributes of a module or object (Celery's config_from_object)."""
+    if isinstance(obj, str):
+        try:
+            obj = importlib.import_module(obj)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import config module {obj!r}: {exc}") from exc
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    return {k: getattr(obj, k) for k in dir(obj)
+            if not k.startswith("_") and k.islower() and not _is_module(getattr(obj, k))}
+
+
+def _is_module(value: Any) -> bool:
+    return type(value).__name__ == "module"
+
+
+def discover_config_file(explicit: str | None = None, cwd: str | os.PathLike[str] | None = None
+                         ) -> Path | None:
+    """The CLI's config file: ``--config``, else ``$QTUI_CONFIG``, else ``./qtui.toml`` if present."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env).expanduser()
+    local = Path(cwd or os.getcwd()) / DEFAULT_CONFIG_FILE
+    return local if local.is_file() else None

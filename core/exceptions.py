@@ -1,0 +1,76 @@
+"""Exceptions a qtui user can meet, each with a message that says what to do."""
+
+from __future__ import annotations
+
+
+class QtuiError(Exception):
+    """Base class of every error qtui raises on purpose."""
+
+
+class ConfigError(QtuiError):
+    """A configuration file or object is wrong: the message names the source, the key and the fix."""
+
+
+class ProtocolError(QtuiError):
+    """A message does not follow Celery's task protocol v2; the message says which part is wrong."""
+
+
+class ContentDisallowed(ProtocolError):
+    """A message uses a serializer that `accept_content` does not allow (pickle is opt-in)."""
+
+
+class NotRegistered(QtuiError, KeyError):
+    """No task of that name is registered with the app."""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
+class ImproperlyConfigured(QtuiError):
+    """The app cannot do what was asked with the configuration it has (for example no result backend)."""
+
+
+class TimeoutError(QtuiError, TimeoutError):  # noqa: A001 - the name users of Celery expect
+    """`AsyncResult.get()` waited longer than its timeout."""
+
+
+class BackendError(QtuiError):
+    """A result backend could not store or read a result."""
+
+
+class TaskRevokedError(QtuiError):
+    """The task was revoked (or expired) before it ran."""
+
+
+class TaskRejectedError(QtuiError):
+    """The worker rejected the task (for example an unknown task name or a malformed message)."""
+
+
+class Retry(QtuiError):
+    """Raised by `Task.retry()` so the worker reschedules the task; not an error of the task itself."""
+
+    def __init__(self, message: str | None = None, exc: BaseException | None = None,
+                 when: float | None = None) -> None:
+        self.exc = exc
+        self.when = when
+        super().__init__(message or f"Retry in {when}s" + (f": {exc!r}" if exc else ""))
+
+
+class MaxRetriesExceededError(QtuiError):
+    """`Task.retry()` was called after the task's `max_retries` was reached."""
+
+
+class SoftTimeLimitExceeded(QtuiError):
+    """Raised inside a task when its soft time limit passes, so it can clean up."""
+
+
+class TimeLimitExceeded(QtuiError):
+    """The task ran past its hard time limit and its process was killed."""
+
+
+class WorkerLostError(QtuiError):
+    """The process running the task died."""
+
+
+class RemoteTaskError(QtuiError):
+    """A task failed with an exception type this process does not have; keeps the remote type's name."""

@@ -1,0 +1,363 @@
+"""Celery's task message protocol v2: the one place that builds and parses task messages.
+
+Everything else in qtui handles :class:`TaskMessage`; raw header dicts stop here. Parsing
+validates every field it reads and raises :class:`~qtui.core.exceptions.ProtocolError` naming
+the field, so nothing downstream ever sees an unvalidated message. Protocol v1 messages (the
+whole task in the body, as Celery 3 sent them) are read too and turned into the same object.
+"""
+
+from __future__ import annotations
+
+import os
+import reprlib
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
+from kombu.exceptions import DecodeError
+from kombu.serialization import loads, prepare_accept_content
+
+from .exceptions import ContentDisallowed, ProtocolError
+
+ARGSREPR_MAXSIZE = 1024
+KWARGSREPR_MAXSIZE = 1024
+
+#: Header keys of protocol v2 that map to TaskMessage fields; any other header is a user header.
+_PROTOCOL_HEADERS = frozenset({
+    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
+    "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
+    "replaced_task_nesting", "stamped_headers", "stamps",
+})
+
+
+@dataclass
+class TaskMessage:
+    """One task invocation as it travels: what to run, with what, and under which limits."""
+
+    id: str
+    task: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    eta: datetime | None = None
+    expires: datetime | None = None
+    retries: int = 0
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    group_index: int | None = None
+    shadow: str | None = None
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
+    origin: str | None = None
+    ignore_result: bool = False
+    reply_to: str | None = None
+    priority: int | None = None
+    callbacks: list[Any] | None = None
+    errbacks: list[Any] | None = None
+    chain: list[Any] | None = None
+    chord: Any = None
+    replaced_task_nesting: int = 0
+    stamped_headers: list[str] | None = None
+    stamps: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, Any] = field(default_factory=dict)
+    """User headers: everything in the message headers that is not part of the protocol."""
+
+    def __post_init__(self) -> None:
+        if self.argsrepr is None:
+            self.argsrepr = saferepr(self.args, ARGSREPR_MAXSIZE)
+        if self.kwargsrepr is None:
+            self.kwargsrepr = saferepr(self.kwargs, KWARGSREPR_MAXSIZE)
+        if self.root_id is None:
+            self.root_id = self.id
+        if self.origin is None:
+            self.origin = default_origin()
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires is not None and (now or utcnow()) >= self.expires
+
+    def seconds_until_eta(self, now: datetime | None = None) -> float:
+        """Seconds until the task may run: 0 when it has no ETA or the ETA has passed."""
+        if self.eta is None:
+            return 0.0
+        return max(0.0, (self.eta - (now or utcnow())).total_seconds())
+
+
+@dataclass
+class WireMessage:
+    """What goes to kombu's ``Producer.publish``: body, headers and message properties."""
+
+    body: tuple[Any, ...]
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def default_origin() -> str:
+    """Celery's ``anon_nodename``: ``gen<pid>@<host>``, so a monitor can tell who sent a task."""
+    return f"gen{os.getpid()}@{socket.gethostname()}"
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = ARGSREPR_MAXSIZE
+_repr.maxother = ARGSREPR_MAXSIZE
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 64
+_repr.maxlevel = 4
+
+
+def saferepr(value: Any, maxsize: int) -> str:
+    """A repr bounded in size and effort (deep or huge arguments never cost much), like Celery's."""
+    text = _repr.repr(value)  # reprlib also copes with a __repr__ that raises
+    if len(text) > maxsize:
+        text = text[: max(0, maxsize - 3)] + "..."
+    return text
+
+
+def build(message: TaskMessage) -> WireMessage:
+    """Turn a TaskMessage into protocol-v2 body, headers and properties, exactly as Celery sends them."""
+    headers: dict[str, Any] = dict(message.headers)
+    headers.update({
+        "lang": "py",
+        "task": message.task,
+        "id": message.id,
+        "shadow": message.shadow,
+        "eta": message.eta.isoformat() if message.eta else None,
+        "expires": message.expires.isoformat() if message.expires else None,
+        "group": message.group,
+        "group_index": message.group_index,
+        "retries": message.retries,
+        "timelimit": [message.time_limit, message.soft_time_limit],
+        "root_id": message.root_id,
+        "parent_id": message.parent_id,
+        "argsrepr": message.argsrepr,
+        "kwargsrepr": message.kwargsrepr,
+        "origin": message.origin,
+        "ignore_result": message.ignore_result,
+        "replaced_task_nesting": message.replaced_task_nesting,
+        "stamped_headers": message.stamped_headers,
+        "stamps": message.stamps,
+    })
+    properties: dict[str, Any] = {"correlation_id": message.id, "reply_to": message.reply_to or ""}
+    if message.priority is not None:
+        properties["priority"] = message.priority
+    embed = {"callbacks": message.callbacks, "errbacks": message.errbacks,
+             "chain": message.chain, "chord": message.chord}
+    return WireMessage(body=(list(message.args), dict(message.kwargs), embed),
+                       headers=headers, properties=properties)
+
+
+def decode(raw: bytes | str, content_type: str | None, content_encoding: str | None,
+           accept: Sequence[str]) -> Any:
+    """Deserialize a raw body, refusing any content type not in ``accept``."""
+    try:
+        return loads(raw, content_type, content_encoding or "utf-8",
+                     accept=prepare_accept_content(accept))
+    except KombuContentDisallowed as exc:
+        raise ContentDisallowed(
+            f"refused a message of content type {content_type!r}: {exc}. "
+            "Add it to accept_content only if you trust every sender (pickle runs code)."
+        ) from exc
+    except DecodeError as exc:
+        raise ProtocolError(f"cannot decode the message body as {content_type!r}: {exc}") from exc
+    except Exception as exc:  # serializers raise anything on garbage (UnicodeDecodeError, ValueError)
+        raise ProtocolError(f"cannot decode the message body as {content_type!r}: {exc}") from exc
+
+
+def parse(body: Any, headers: Mapping[str, Any] | None,
+          properties: Mapping[str, Any] | None = None) -> TaskMessage:
+    """Validate a decoded message and return it as a TaskMessage.
+
+    A message is protocol v2 when its headers carry ``task``; otherwise a body that is a mapping
+    with ``task`` and ``id`` is protocol v1. Anything else raises ProtocolError.
+    """
+    headers = _mapping(headers if headers is not None else {}, "headers")
+    properties = _mapping(properties if properties is not None else {}, "properties")
+    if "task" in headers:
+        return _parse_v2(body, headers, properties)
+    if isinstance(body, Mapping) and "task" in body:
+        return _parse_v1(body, properties)
+    raise ProtocolError("not a task message: the headers carry no 'task' (protocol v2) "
+                        "and the body is not a protocol v1 task")
+
+
+def _parse_v2(body: Any, headers: Mapping[str, Any], properties: Mapping[str, Any]) -> TaskMessage:
+    task = _text(headers.get("task"), "headers.task", required=True)
+    task_id = _text(headers.get("id"), "headers.id", required=True)
+    if not isinstance(body, (list, tuple)) or len(body) != 3:
+        raise ProtocolError(f"task {task} [{task_id}]: the body must be [args, kwargs, embed], "
+                            f"got {saferepr(body, 120)}")
+    args, kwargs, embed = body
+    embed = {} if embed is None else _mapping(embed, "body embed", task_id)
+    hard, soft = _timelimit(headers.get("timelimit"), task_id)
+    return TaskMessage(
+        id=task_id,
+        task=task,
+        args=_args(args, task_id),
+        kwargs=_kwargs(kwargs, task_id),
+        eta=_date(headers.get("eta"), "headers.eta", task_id),
+        expires=_date(headers.get("expires"), "headers.expires", task_id),
+        retries=_count(headers.get("retries"), "headers.retries", task_id),
+        time_limit=hard,
+        soft_time_limit=soft,
+        root_id=_text(headers.get("root_id"), "headers.root_id", task_id=task_id),
+        parent_id=_text(headers.get("parent_id"), "headers.parent_id", task_id=task_id),
+        group=_text(headers.get("group"), "headers.group", task_id=task_id),
+        group_index=_optional_count(headers.get("group_index"), "headers.group_index", task_id),
+        shadow=_text(headers.get("shadow"), "headers.shadow", task_id=task_id),
+        argsrepr=_text(headers.get("argsrepr"), "headers.argsrepr", task_id=task_id),
+        kwargsrepr=_text(headers.get("kwargsrepr"), "headers.kwargsrepr", task_id=task_id),
+        origin=_text(headers.get("origin"), "headers.origin", task_id=task_id),
+        ignore_result=bool(headers.get("ignore_result") or False),
+        reply_to=_text(properties.get("reply_to"), "properties.reply_to", task_id=task_id) or None,
+        priority=_priority(properties.get("priority"), task_id),
+        callbacks=_optional_list(embed.get("callbacks"), "embed.callbacks", task_id),
+        errbacks=_optional_list(embed.get("errbacks"), "embed.errbacks", task_id),
+        chain=_optional_list(embed.get("chain"), "embed.chain", task_id),
+        chord=embed.get("chord"),
+        replaced_task_nesting=_count(headers.get("replaced_task_nesting"),
+                                     "headers.replaced_task_nesting", task_id),
+        stamped_headers=_optional_list(headers.get("stamped_headers"), "headers.stamped_headers",
+                                       task_id),
+        stamps=dict(_mapping(_or(headers.get("stamps"), {}), "headers.stamps", task_id)),
+        headers={k: v for k, v in headers.items() if k not in _PROTOCOL_HEADERS},
+    )
+
+
+def _parse_v1(body: Mapping[str, Any], properties: Mapping[str, Any]) -> TaskMessage:
+    task = _text(body.get("task"), "body.task", required=True)
+    task_id = _text(body.get("id"), "body.id", required=True)
+    hard, soft = _timelimit(body.get("timelimit"), task_id)
+    return TaskMessage(
+        id=task_id,
+        task=task,
+        args=_args(body.get("args", ()), task_id),
+        kwargs=_kwargs(body.get("kwargs", {}), task_id),
+        eta=_date(body.get("eta"), "body.eta", task_id),
+        expires=_date(body.get("expires"), "body.expires", task_id),
+        retries=_count(body.get("retries"), "body.retries", task_id),
+        time_limit=hard,
+        soft_time_limit=soft,
+        group=_text(body.get("taskset"), "body.taskset", task_id=task_id),
+        reply_to=_text(properties.get("reply_to"), "properties.reply_to", task_id=task_id) or None,
+        priority=_priority(properties.get("priority"), task_id),
+        callbacks=_optional_list(body.get("callbacks"), "body.callbacks", task_id),
+        errbacks=_optional_list(body.get("errbacks"), "body.errbacks", task_id),
+        chord=body.get("chord"),
+    )
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _where(task_id: str | None) -> str:
+    return f"task {task_id}: " if task_id else ""
+
+
+def _mapping(value: Any, name: str, task_id: str | None = None) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ProtocolError(f"{_where(task_id)}{name} must be a mapping, "
+                            f"got {type(value).__name__}")
+    return value
+
+
+def _text(value: Any, name: str, required: bool = False, task_id: str | None = None) -> Any:
+    if value is None or value == "":
+        if required:
+            raise ProtocolError(f"{_where(task_id)}{name} is missing")
+        return value
+    if not isinstance(value, str):
+        raise ProtocolError(f"{_where(task_id)}{name} must be a string, "
+                            f"got {type(value).__name__}: {saferepr(value, 80)}")
+    return value
+
+
+def _args(value: Any, task_id: str) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise ProtocolError(f"task {task_id}: args must be a list, got {type(value).__name__}")
+    return tuple(value)
+
+
+def _kwargs(value: Any, task_id: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    kwargs = _mapping(value, "kwargs", task_id)
+    bad = [k for k in kwargs if not isinstance(k, str)]
+    if bad:
+        raise ProtocolError(f"task {task_id}: kwargs keys must be strings, got {bad[0]!r}")
+    return dict(kwargs)
+
+
+def _count(value: Any, name: str, task_id: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProtocolError(f"task {task_id}: {name} must be a whole number >= 0, "
+                            f"got {saferepr(value, 80)}")
+    return value
+
+
+def _optional_count(value: Any, name: str, task_id: str) -> int | None:
+    return None if value is None else _count(value, name, task_id)
+
+
+def _priority(value: Any, task_id: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+        raise ProtocolError(f"task {task_id}: properties.priority must be a whole number "
+                            f"from 0 to 255, got {saferepr(value, 80)}")
+    return value
+
+
+def _optional_list(value: Any, name: str, task_id: str) -> list[Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)):
+        raise ProtocolError(f"task {task_id}: {name} must be a list, got {type(value).__name__}")
+    return list(value)
+
+
+def _seconds(value: Any, name: str, task_id: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+        raise ProtocolError(f"task {task_id}: {name} must be a number of seconds >= 0, "
+                            f"got {saferepr(value, 80)}")
+    return float(value)
+
+
+def _timelimit(value: Any, task_id: str) -> tuple[float | None, float | None]:
+    """Celery sends ``[hard, soft]`` (its protocol document says otherwise; the code wins)."""
+    if value is None:
+        return None, None
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ProtocolError(f"task {task_id}: headers.timelimit must be [hard, soft], "
+                            f"got {saferepr(value, 80)}")
+    return (_seconds(value[0], "the hard time limit", task_id),
+            _seconds(value[1], "the soft time limit", task_id))
+
+
+def _date(value: Any, name: str, task_id: str) -> datetime | None:
+    """An ISO 8601 date; a date without a zone is taken as UTC (Celery's enable_utc default)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolError(f"task {task_id}: {name} must be an ISO 8601 date string, "
+                            f"got {type(value).__name__}")
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ProtocolError(f"task {task_id}: {name} is not an ISO 8601 date: "
+                            f"{saferepr(value, 80)}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

@@ -1,0 +1,144 @@
+"""AsyncResult: a handle on a sent task's state and result, read from the app's result backend."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import states
+from .backends import exception_from_meta
+from .exceptions import TaskRevokedError
+
+if TYPE_CHECKING:
+    from .app import App
+    from .backends import ResultBackend
+
+
+class AsyncResult:
+    """The state and outcome of one task, as Celery's ``AsyncResult``.
+
+    A ready meta is cached: once a task is ready its result never changes.
+    """
+
+    def __init__(self, id: str, app: App | None = None, backend: ResultBackend | None = None,
+                 task_name: str | None = None) -> None:
+        if app is None:
+            from .app import current_app
+            app = current_app()
+        self.id = id
+        self.app = app
+        self.name = task_name
+        self._backend = backend
+        self._cache: dict[str, Any] | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.id
+
+    @property
+    def backend(self) -> ResultBackend:
+        return self._backend or self.app.backend
+
+    def _meta(self) -> dict[str, Any]:
+        if self._cache is not None:
+            return self._cache
+        meta = self.backend.get_task_meta(self.id)
+        if meta["status"] in states.READY_STATES:
+            self._cache = meta
+        return meta
+
+    @property
+    def state(self) -> str:
+        return str(self._meta()["status"])
+
+    status = state
+
+    def ready(self) -> bool:
+        return self.state in states.READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == states.FAILURE
+
+    @property
+    def result(self) -> Any:
+        """The return value, or the exception for a failed, retried or revoked task."""
+        meta = self._meta()
+        if meta["status"] in states.EXCEPTION_STATES:
+            return self._exception(meta)
+        return meta.get("result")
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._meta().get("traceback")
+
+    @property
+    def date_done(self) -> datetime | None:
+        value = self._meta().get("date_done")
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+    @property
+    def args(self) -> list[Any] | None:
+        return self._meta().get("args")
+
+    @property
+    def kwargs(self) -> dict[str, Any] | None:
+        return self._meta().get("kwargs")
+
+    @property
+    def retries(self) -> int | None:
+        return self._meta().get("retries")
+
+    def _exception(self, meta: dict[str, Any]) -> BaseException:
+        if meta["status"] == states.REVOKED and not isinstance(meta.get("result"), dict):
+            return TaskRevokedError(meta.get("result") or f"task {self.id} was revoked")
+        return exception_from_meta(meta.get("result"))
+
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float = 0.5) -> Any:
+        """Wait until the task is ready and return its result.
+
+        With ``propagate`` a failed (or revoked, or rejected) task raises its exception here;
+        without it the exception is returned. Raises ``qtui.core.exceptions.TimeoutError``
+        when ``timeout`` seconds pass first.
+        """
+        if self._cache is None:
+            self._cache = self.backend.wait_for(self.id, timeout=timeout, interval=interval)
+        meta = self._cache
+        if meta["status"] in states.PROPAGATE_STATES:
+            exc = self._exception(meta)
+            if propagate:
+                raise exc
+            return exc
+        return meta.get("result")
+
+    wait = get
+
+    def forget(self) -> None:
+        """Delete the stored result."""
+        self._cache = None
+        self.backend.forget(self.id)
+
+    def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
+        """Ask every worker not to run this task (and to kill it if running and ``terminate``)."""
+        self.app.control.revoke(self.id, terminate=terminate, signal=signal)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AsyncResult):
+            return other.id == self.id
+        if isinstance(other, str):
+            return other == self.id
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __str__(self) -> str:
+        return self.id
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult: {self.id}>"

@@ -1,0 +1,301 @@
+"""Tasks: a function registered with an app, callable directly or sent to workers.
+
+Each option (rate_limit, time_limit, acks_late, ...) is read in this order: ``task_annotations``
+for the task's name, then what the decorator set, then the app's config default, then the class
+default. So a config change reaches tasks defined before it, as Celery users expect.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from zoneinfo import ZoneInfo
+
+from .exceptions import MaxRetriesExceededError, Retry
+from .protocol import TaskMessage
+
+if TYPE_CHECKING:
+    from .app import App
+    from .result import AsyncResult
+
+T = TypeVar("T")
+
+#: Options that ``task_annotations`` and the decorator may set, with the config key supplying
+#: their default (None: the class default).
+_CONF_DEFAULTS = {
+    "rate_limit": "task_default_rate_limit",
+    "time_limit": "task_time_limit",
+    "soft_time_limit": "task_soft_time_limit",
+    "acks_late": "task_acks_late",
+    "ignore_result": "task_ignore_result",
+    "serializer": "task_serializer",
+    "priority": "task_default_priority",
+}
+
+
+class Option(Generic[T]):
+    """A task attribute that annotations can override and config can default."""
+
+    def __init__(self, default: T) -> None:
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, task: Task | None, owner: type | None = None) -> T:
+        if task is None:
+            return self.default  # type: ignore[return-value]
+        annotated = task.app.annotation(task.name, self.name)
+        if annotated is not _MISSING:
+            return annotated
+        if self.name in task.__dict__:
+            return task.__dict__[self.name]
+        conf_key = _CONF_DEFAULTS.get(self.name)
+        return task.app.conf[conf_key] if conf_key else self.default
+
+    def __set__(self, task: Task, value: T) -> None:
+        task.__dict__[self.name] = value
+
+
+_MISSING: Any = object()
+
+
+@dataclass
+class Request:
+    """What a running task knows about its own invocation (``self.request`` in a bound task)."""
+
+    id: str | None = None
+    task: str | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    eta: datetime | None = None
+    expires: datetime | None = None
+    hostname: str | None = None
+    delivery_info: dict[str, Any] = field(default_factory=dict)
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    origin: str | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+    called_directly: bool = True
+
+    @classmethod
+    def from_message(cls, message: TaskMessage, hostname: str | None = None,
+                     delivery_info: Mapping[str, Any] | None = None) -> Request:
+        return cls(id=message.id, task=message.task, args=message.args, kwargs=message.kwargs,
+                   retries=message.retries, eta=message.eta, expires=message.expires,
+                   hostname=hostname, delivery_info=dict(delivery_info or {}),
+                   reply_to=message.reply_to, correlation_id=message.id,
+                   root_id=message.root_id, parent_id=message.parent_id, group=message.group,
+                   origin=message.origin, time_limit=message.time_limit,
+                   soft_time_limit=message.soft_time_limit, headers=dict(message.headers),
+                   called_directly=False)
+
+
+class Task:
+    """A registered task. Made by ``@app.task``; subclass it and pass ``base=`` for shared behaviour."""
+
+    name: str
+    app: App
+    bind: bool = False
+    typing: bool = True
+
+    rate_limit = Option[Any](None)
+    time_limit = Option[Any](None)
+    soft_time_limit = Option[Any](None)
+    acks_late = Option[bool](True)
+    ignore_result = Option[bool](False)
+    serializer = Option[str]("json")
+    priority = Option[Any](None)
+    queue = Option[Any](None)
+    routing_key = Option[Any](None)
+    exchange = Option[Any](None)
+    expires = Option[Any](None)
+    max_retries = Option[Any](3)
+    default_retry_delay = Option[float](180)
+    autoretry_for = Option[tuple[type[BaseException], ...]](())
+    retry_kwargs = Option[dict[str, Any]]({})
+    retry_backoff = Option[Any](False)
+    retry_backoff_max = Option[float](600)
+    retry_jitter = Option[bool](True)
+
+    #: Decorator options a task accepts; anything else is a typo and raises TypeError.
+    OPTIONS = frozenset({
+        "name", "bind", "typing", "rate_limit", "time_limit", "soft_time_limit", "acks_late",
+        "ignore_result", "serializer", "priority", "queue", "routing_key", "exchange", "expires",
+        "max_retries", "default_retry_delay", "autoretry_for", "retry_kwargs", "retry_backoff",
+        "retry_backoff_max", "retry_jitter",
+    })
+
+    def __init__(self, app: App, fun: Callable[..., Any], name: str, **options: Any) -> None:
+        unknown = set(options) - self.OPTIONS
+        if unknown:
+            raise TypeError(f"task {name!r}: unknown option(s) {sorted(unknown)}; "
+                            f"known: {', '.join(sorted(self.OPTIONS))}")
+        self.app = app
+        self.name = name
+        self.run = fun
+        self.__wrapped__ = fun
+        self.__doc__ = fun.__doc__
+        self.__module__ = fun.__module__
+        self.__name__ = getattr(fun, "__name__", name)
+        self.__qualname__ = getattr(fun, "__qualname__", name)
+        for key, value in options.items():
+            setattr(self, key, value)
+        self._local = threading.local()
+
+    # calling --------------------------------------------------------------------------------
+    @property
+    def request(self) -> Request:
+        """The current invocation (a default one when called directly)."""
+        stack = getattr(self._local, "stack", None)
+        return stack[-1] if stack else Request()
+
+    def push_request(self, request: Request) -> None:
+        self._local.__dict__.setdefault("stack", []).append(request)
+
+    def pop_request(self) -> None:
+        self._local.stack.pop()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task here and now, in this process (no broker involved)."""
+        if self.bind:
+            return self.run(self, *args, **kwargs)
+        return self.run(*args, **kwargs)
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Send the task to a worker: ``add.delay(2, 2)``."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(self, args: tuple[Any, ...] | list[Any] | None = None,
+                    kwargs: Mapping[str, Any] | None = None, *,
+                    countdown: float | None = None, eta: datetime | None = None,
+                    expires: float | datetime | None = None, queue: str | None = None,
+                    routing_key: str | None = None, exchange: str | None = None,
+                    priority: int | None = None, headers: Mapping[str, Any] | None = None,
+                    time_limit: float | None = None, soft_time_limit: float | None = None,
+                    ignore_result: bool | None = None, task_id: str | None = None,
+                    serializer: str | None = None, **options: Any) -> AsyncResult:
+        """Send the task with options; see :meth:`App.send_task` for what each one does."""
+        if self.typing:
+            self._check_signature(args or (), kwargs or {})
+        return self.app.send_task(
+            self.name, args, kwargs, countdown=countdown, eta=eta,
+            expires=expires if expires is not None else self.expires,
+            queue=queue or self.queue, routing_key=routing_key or self.routing_key,
+            exchange=exchange or self.exchange,
+            priority=priority if priority is not None else self.priority,
+            headers=headers,
+            time_limit=time_limit if time_limit is not None else self.time_limit,
+            soft_time_limit=soft_time_limit if soft_time_limit is not None else self.soft_time_limit,
+            ignore_result=ignore_result if ignore_result is not None else self.ignore_result,
+            task_id=task_id, serializer=serializer or self.serializer, task=self, **options)
+
+    def _check_signature(self, args: Any, kwargs: Any) -> None:
+        """Fail at the call site, not in a worker, when arguments do not fit the function."""
+        import inspect
+        try:
+            signature = inspect.signature(self.run)
+        except (TypeError, ValueError):
+            return
+        try:
+            if self.bind:
+                signature.bind(self, *args, **kwargs)
+            else:
+                signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}: {exc}") from None
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+        from .result import AsyncResult
+        return AsyncResult(task_id, app=self.app, task_name=self.name)
+
+    # retrying -------------------------------------------------------------------------------
+    def retry_delay(self, retries: int) -> float:
+        """Seconds before retry number ``retries + 1``: exponential with ``retry_backoff``."""
+        backoff = self.retry_backoff
+        if not backoff:
+            return float(self.default_retry_delay)
+        factor = 1 if backoff is True else float(backoff)
+        delay = min(factor * (2 ** retries), float(self.retry_backoff_max))
+        return random.uniform(0, delay) if self.retry_jitter else delay
+
+    def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None,
+              throw: bool = True, eta: datetime | None = None, countdown: float | None = None,
+              max_retries: int | None = _MISSING, **options: Any) -> Retry:
+        """Send this task again, later, and stop the current run by raising :class:`Retry`.
+
+        Raises ``exc`` (or MaxRetriesExceededError) instead once ``max_retries`` is reached;
+        ``max_retries=None`` retries forever.
+        """
+        request = self.request
+        if request.called_directly:
+            raise RuntimeError(f"{self.name}.retry() can only be called from a task run by a "
+                               "worker (the task was called directly)")
+        limit = self.max_retries if max_retries is _MISSING else max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"can't retry {self.name}[{request.id}] args:{request.args} "
+                f"kwargs:{request.kwargs}: max_retries={limit} reached")
+        if eta is None and countdown is None:
+            countdown = self.retry_delay(request.retries)
+        # Back where it came from: the same exchange and routing key, unless told otherwise.
+        delivery = request.delivery_info
+        route = {key: options.pop(key, None) for key in ("queue", "exchange", "routing_key")}
+        if not any(route.values()) and delivery.get("routing_key"):
+            route = {"exchange": delivery.get("exchange") or "",
+                     "routing_key": delivery["routing_key"]}
+        self.app.send_task(
+            self.name, request.args if args is None else args,
+            request.kwargs if kwargs is None else kwargs,
+            task_id=request.id, retries=request.retries + 1, eta=eta, countdown=countdown,
+            **route,
+            time_limit=request.time_limit, soft_time_limit=request.soft_time_limit,
+            root_id=request.root_id, parent_id=request.parent_id, group_id=request.group,
+            reply_to=request.reply_to, headers=request.headers, task=self, **options)
+        when = countdown if countdown is not None else (
+            (eta - datetime.now(timezone.utc)).total_seconds() if eta else None)
+        retry = Retry(exc=exc, when=when)
+        if throw:
+            raise retry
+        return retry
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name} of {self.app.main or '__main__'}>"
+
+
+def resolve_eta(countdown: float | None, eta: datetime | None, tz: str,
+                now: datetime | None = None) -> datetime | None:
+    """An aware ETA from a countdown or a datetime; a naive datetime is in the app's time zone."""
+    if countdown is not None:
+        if countdown != countdown or countdown < 0:
+            raise ValueError(f"countdown must be a number of seconds >= 0, got {countdown!r}")
+        return (now or datetime.now(timezone.utc)) + timedelta(seconds=countdown)
+    if eta is None:
+        return None
+    return eta if eta.tzinfo else eta.replace(tzinfo=ZoneInfo(tz))
+
+
+def resolve_expires(expires: float | datetime | None, tz: str,
+                    now: datetime | None = None) -> datetime | None:
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        return expires if expires.tzinfo else expires.replace(tzinfo=ZoneInfo(tz))
+    return (now or datetime.now(timezone.utc)) + timedelta(seconds=float(expires))
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,68 @@
+"""Shared fixtures: real Redis and RabbitMQ (skipped, or failed under QTUI_REQUIRE_SERVICES=1),
+unique names per test, and real worker processes that are always cleaned up."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+AMQP_HOST, AMQP_PORT = "127.0.0.1", 5672
+REQUIRE_SERVICES = os.environ.get("QTUI_REQUIRE_SERVICES") == "1"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _need(name: str, host: str, port: int) -> None:
+    if _reachable(host, port):
+        return
+    message = (f"{name} is not reachable at {host}:{port}; start it (see the README's "
+               "'Services' section)")
+    if REQUIRE_SERVICES:
+        pytest.fail(f"QTUI_REQUIRE_SERVICES=1 and {message}", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token for queue names, task names and keys owned by one test."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def redis_url() -> str:
+    _need("Redis", REDIS_HOST, REDIS_PORT)
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    _need("RabbitMQ", AMQP_HOST, AMQP_PORT)
+    return f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//"
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(broker_url, result_backend) for each real broker, as the Celery tutorial pairs them."""
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        return url, url
+    return request.getfixturevalue("amqp_url"), "rpc://"
+
+
+@pytest.fixture
+def data_home(tmp_path, monkeypatch) -> Iterator[str]:
+    """Point the embedded broker's default location at a temporary directory."""
+    path = tmp_path / "xdg-data"
+    monkeypatch.setenv("XDG_DATA_HOME", str(path))
+    yield str(path)

@@ -1,0 +1,194 @@
+"""Task message protocol v2: building, parsing, validation, and agreement with real Celery."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qtui.core.exceptions import ContentDisallowed, ProtocolError
+from qtui.core.protocol import (
+    ARGSREPR_MAXSIZE,
+    TaskMessage,
+    build,
+    decode,
+    parse,
+    saferepr,
+)
+
+
+def _wire(**overrides):
+    message = TaskMessage(id="t-1", task="tasks.add", args=(2, 3), kwargs={"z": 1})
+    wire = build(message)
+    wire.headers.update(overrides)
+    return wire
+
+
+def test_build_then_parse_round_trips_every_field():
+    eta = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    sent = TaskMessage(
+        id="abc", task="tasks.add", args=(1, "two", [3]), kwargs={"k": {"n": 1}}, eta=eta,
+        expires=eta + timedelta(hours=1), retries=2, time_limit=30.0, soft_time_limit=20.0,
+        parent_id="p", group="g", group_index=4, reply_to="reply-q", priority=7,
+        ignore_result=True, headers={"custom": "x"},
+    )
+    wire = build(sent)
+    got = parse(list(wire.body), wire.headers, wire.properties)
+    assert got == sent
+
+
+def test_build_uses_celery_header_layout():
+    wire = build(TaskMessage(id="i", task="t", args=(1,), time_limit=10, soft_time_limit=5))
+    assert wire.headers["lang"] == "py"
+    assert wire.headers["timelimit"] == [10, 5]  # [hard, soft], as Celery's code sends
+    assert wire.headers["root_id"] == "i"
+    assert wire.headers["argsrepr"] == "(1,)"
+    assert wire.properties == {"correlation_id": "i", "reply_to": ""}
+    assert wire.body == ([1], {}, {"callbacks": None, "errbacks": None, "chain": None,
+                                   "chord": None})
+
+
+def test_argsrepr_is_truncated_to_its_limit():
+    message = TaskMessage(id="i", task="t", args=("x" * 50_000,))
+    assert len(message.argsrepr) <= ARGSREPR_MAXSIZE
+    assert message.argsrepr.endswith("...")
+
+
+def test_saferepr_survives_a_failing_repr():
+    class Bad:
+        def __repr__(self):
+            raise RuntimeError("boom")
+
+    assert "Bad" in saferepr([Bad()], 100)
+
+
+def test_naive_dates_are_read_as_utc_and_z_suffix_is_accepted():
+    wire = _wire(eta="2030-01-01T00:00:00", expires="2030-01-01T01:00:00Z")
+    got = parse(list(wire.body), wire.headers, wire.properties)
+    assert got.eta == datetime(2030, 1, 1, tzinfo=timezone.utc)
+    assert got.expires == datetime(2030, 1, 1, 1, tzinfo=timezone.utc)
+
+
+def test_user_headers_are_kept_apart_from_protocol_headers():
+    wire = _wire(tenant="acme")
+    assert parse(list(wire.body), wire.headers, wire.properties).headers == {"tenant": "acme"}
+
+
+def test_protocol_v1_body_is_understood():
+    body = {"task": "tasks.add", "id": "v1", "args": [1, 2], "kwargs": {}, "retries": 1,
+            "eta": None, "expires": None, "timelimit": [None, None]}
+    got = parse(body, {}, {})
+    assert (got.task, got.id, got.args, got.retries) == ("tasks.add", "v1", (1, 2), 1)
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"task": None}, "headers.task is missing"),
+    ({"id": ""}, "headers.id is missing"),
+    ({"task": 5}, "headers.task must be a string"),
+    ({"eta": "tomorrow"}, "headers.eta is not an ISO 8601 date"),
+    ({"expires": 12}, "headers.expires must be an ISO 8601 date string"),
+    ({"retries": -1}, "headers.retries must be a whole number >= 0"),
+    ({"retries": "3"}, "headers.retries must be a whole number >= 0"),
+    ({"timelimit": [1]}, "headers.timelimit must be [hard, soft]"),
+    ({"timelimit": ["a", None]}, "hard time limit must be a number"),
+    ({"stamps": []}, "headers.stamps must be a mapping"),
+    ({"argsrepr": 3}, "headers.argsrepr must be a string"),
+])
+def test_malformed_headers_name_the_field(change, words):
+    wire = _wire(**change)
+    with pytest.raises(ProtocolError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        parse(list(wire.body), wire.headers, wire.properties)
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ([[1], {}], r"body must be \[args, kwargs, embed\]"),
+    ("hello", r"body must be \[args, kwargs, embed\]"),
+    ([5, {}, {}], "args must be a list"),
+    ([[], [1], {}], "kwargs must be a mapping"),
+    ([[], {}, []], "body embed must be a mapping"),
+    ([[], {}, {"callbacks": "x"}], "embed.callbacks must be a list"),
+])
+def test_malformed_bodies_name_the_problem(body, words):
+    wire = _wire()
+    with pytest.raises(ProtocolError, match=words):
+        parse(body, wire.headers, wire.properties)
+
+
+def test_bad_priority_is_refused():
+    wire = _wire()
+    with pytest.raises(ProtocolError, match="priority"):
+        parse(list(wire.body), wire.headers, {**wire.properties, "priority": 1000})
+
+
+def test_a_message_that_is_no_task_is_refused():
+    with pytest.raises(ProtocolError, match="not a task message"):
+        parse({"hello": "world"}, {"x": 1}, {})
+
+
+def test_pickle_is_refused_unless_accepted():
+    import pickle
+    with pytest.raises(ContentDisallowed, match="pickle"):
+        decode(pickle.dumps([1]), "application/x-python-serialize", "binary", ["json"])
+
+
+def test_undecodable_json_is_a_protocol_error():
+    with pytest.raises(ProtocolError, match="cannot decode"):
+        decode(b"{not json", "application/json", "utf-8", ["json"])
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+header_keys = st.sampled_from(["task", "id", "eta", "expires", "retries", "timelimit", "root_id",
+                               "parent_id", "group", "group_index", "argsrepr", "stamps",
+                               "stamped_headers", "shadow", "origin", "ignore_result"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=json_values, headers=st.dictionaries(header_keys, json_values, max_size=8),
+       properties=st.dictionaries(st.sampled_from(["priority", "reply_to", "x"]), json_values,
+                                  max_size=3))
+def test_fuzzed_messages_parse_or_raise_protocol_error(body, headers, properties):
+    try:
+        message = parse(body, headers, properties)
+    except ProtocolError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(message.task, str) and message.task
+        assert isinstance(message.id, str) and message.id
+        assert isinstance(message.args, tuple) and isinstance(message.kwargs, dict)
+
+
+@settings(max_examples=200, deadline=None)
+@given(args=st.lists(json_values, max_size=5),
+       kwargs=st.dictionaries(st.text(min_size=1, max_size=8), json_values, max_size=5),
+       retries=st.integers(0, 100), priority=st.none() | st.integers(0, 9))
+def test_fuzzed_valid_messages_round_trip(args, kwargs, retries, priority):
+    sent = TaskMessage(id="x", task="t", args=tuple(args), kwargs=kwargs, retries=retries,
+                       priority=priority)
+    wire = build(sent)
+    got = parse(list(wire.body), wire.headers, wire.properties)
+    assert (got.args, got.kwargs, got.retries, got.priority) == (
+        sent.args, sent.kwargs, retries, priority)
+
+
+def test_a_message_built_by_real_celery_parses_to_the_same_task():
+    celery = pytest.importorskip("celery")
+    app = celery.Celery("interop", set_as_current=False)
+    eta = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+    built = app.amqp.as_task_v2(
+        "tid-1", "tasks.mul", args=(6, 7), kwargs={"scale": 2}, eta=eta, expires=eta,
+        retries=1, time_limit=60, soft_time_limit=50, parent_id="par", group_id="grp",
+        reply_to="rq",
+    )
+    got = parse(list(built.body), built.headers, built.properties)
+    assert (got.id, got.task, got.args, got.kwargs) == ("tid-1", "tasks.mul", (6, 7),
+                                                         {"scale": 2})
+    assert (got.eta, got.expires, got.retries) == (eta, eta, 1)
+    assert (got.time_limit, got.soft_time_limit) == (60.0, 50.0)
+    assert (got.parent_id, got.group, got.reply_to) == ("par", "grp", "rq")

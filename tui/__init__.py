@@ -1,0 +1,1 @@
+"""qtui.tui: the ``qtui`` command, its console and scripted subcommands."""

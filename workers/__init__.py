@@ -1,0 +1,1 @@
+"""qtui.workers: the worker process behind ``qtui run-worker``."""

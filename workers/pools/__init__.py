@@ -1,0 +1,1 @@
+"""Execution pools: prefork, threads and solo."""
