@@ -8,9 +8,10 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from functools import cached_property
 from typing import Any, overload
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kombu import Connection, Producer
 from kombu.pools import ProducerPool
@@ -190,6 +191,17 @@ class App:
         from .control import Control
         return Control(self)
 
+    @property
+    def timezone(self) -> tzinfo:
+        """The zone naive datetimes are read in (Celery's timezone and enable_utc rules)."""
+        if self.conf.timezone:
+            try:
+                return ZoneInfo(self.conf.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ConfigError(f"timezone {self.conf.timezone!r} is not a known time zone "
+                                  "(use an IANA name such as 'Europe/Paris')") from None
+        return timezone.utc if self.conf.enable_utc else datetime.now().astimezone().tzinfo
+
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
 
@@ -225,8 +237,8 @@ class App:
         message = TaskMessage(
             id=task_id or new_task_id(), task=name, args=tuple(args or ()),
             kwargs=dict(kwargs or {}),
-            eta=resolve_eta(countdown, eta, self.conf.timezone),
-            expires=resolve_expires(expires, self.conf.timezone),
+            eta=resolve_eta(countdown, eta, self.timezone),
+            expires=resolve_expires(expires, self.timezone),
             retries=retries, time_limit=time_limit, soft_time_limit=soft_time_limit,
             root_id=root_id, parent_id=parent_id, group=group_id,
             ignore_result=ignore_result, reply_to=reply_to, priority=route.priority,

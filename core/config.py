@@ -56,8 +56,10 @@ NUMBER = Kind("a number", _is_number)
 STR_LIST = Kind("a list of strings",
                 lambda v: isinstance(v, (list, tuple)) and all(isinstance(i, str) for i in v))
 TABLE = Kind("a table (mapping)", lambda v: isinstance(v, Mapping))
-ROUTES = Kind("a table of task name -> route, a list of routers, or a callable",
-              lambda v: v is None or isinstance(v, (Mapping, list, tuple)) or callable(v))
+ROUTES = Kind("a table of task name -> route, a list of routers, a callable or its import name",
+              lambda v: v is None or isinstance(v, (Mapping, list, tuple, str)) or callable(v))
+ANNOTATIONS = Kind("a table of task name -> options, a list of such tables, or a callable",
+                   lambda v: v is None or isinstance(v, (Mapping, list, tuple)) or callable(v))
 RATE = Kind('a rate such as "10/s", "10/m", "10/h" or a number per second',
             lambda v: v is None or _is_number(v)
             or (isinstance(v, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*(/\s*[smh])?\s*", v) is not None))
@@ -87,7 +89,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "Options passed to the kombu transport (for example visibility_timeout)."),
     # Results
     Setting("result_backend", None, _optional(STR),
-            "Where results are stored: redis://, rpc://, sqlite://PATH; unset: no results.",
+            "Where results are stored: redis://, rpc://, sqlite://PATH. Unset: beside the "
+            "embedded broker when broker_url is unset too, otherwise results are not stored.",
             secret=True),
     Setting("result_serializer", "json", STR, "Serializer for results (json unless you opt in)."),
     Setting("result_accept_content", None, _optional(STR_LIST),
@@ -100,8 +103,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("task_serializer", "json", STR, "Serializer for task messages."),
     Setting("accept_content", ["json"], STR_LIST,
             "Content types a worker or client accepts. Add 'pickle' only if you trust every sender."),
-    Setting("timezone", "UTC", STR, "Time zone for ETAs given without one."),
-    Setting("enable_utc", True, BOOL, "Dates in messages are UTC."),
+    Setting("timezone", None, _optional(STR),
+            "Time zone of naive ETA and expiry datetimes (nothing: UTC, or local time when "
+            "enable_utc is false)."),
+    Setting("enable_utc", True, BOOL, "Read naive datetimes as UTC when timezone is unset."),
     # Tasks and routing
     Setting("task_default_queue", "celery", STR, "Queue for tasks no route sends elsewhere."),
     Setting("task_default_exchange", None, _optional(STR),
@@ -116,7 +121,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "Named queues with their exchange, exchange_type, routing_key and max_priority."),
     Setting("task_routes", None, ROUTES,
             "Which queue, exchange, routing key and priority each task goes to."),
-    Setting("task_annotations", None, ROUTES,
+    Setting("task_annotations", None, ANNOTATIONS,
             "Per-task option overrides, for example {'tasks.add': {'rate_limit': '10/s'}}."),
     Setting("task_create_missing_queues", True, BOOL,
             "Declare a queue named by a route even when task_queues does not list it."),

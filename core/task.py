@@ -12,9 +12,8 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
-from zoneinfo import ZoneInfo
 
 from .exceptions import MaxRetriesExceededError, Retry
 from .protocol import TaskMessage
@@ -276,7 +275,7 @@ class Task:
         return f"<@task: {self.name} of {self.app.main or '__main__'}>"
 
 
-def resolve_eta(countdown: float | None, eta: datetime | None, tz: str,
+def resolve_eta(countdown: float | None, eta: datetime | None, tz: tzinfo,
                 now: datetime | None = None) -> datetime | None:
     """An aware ETA from a countdown or a datetime; a naive datetime is in the app's time zone."""
     if countdown is not None:
@@ -285,15 +284,15 @@ def resolve_eta(countdown: float | None, eta: datetime | None, tz: str,
         return (now or datetime.now(timezone.utc)) + timedelta(seconds=countdown)
     if eta is None:
         return None
-    return eta if eta.tzinfo else eta.replace(tzinfo=ZoneInfo(tz))
+    return eta if eta.tzinfo else eta.replace(tzinfo=tz)
 
 
-def resolve_expires(expires: float | datetime | None, tz: str,
+def resolve_expires(expires: float | datetime | None, tz: tzinfo,
                     now: datetime | None = None) -> datetime | None:
     if expires is None:
         return None
     if isinstance(expires, datetime):
-        return expires if expires.tzinfo else expires.replace(tzinfo=ZoneInfo(tz))
+        return expires if expires.tzinfo else expires.replace(tzinfo=tz)
     return (now or datetime.now(timezone.utc)) + timedelta(seconds=float(expires))
 
 

@@ -1,4 +1,4 @@
-"""Redis result backend in Celery's layout: ``celery-task-meta-<id>`` with SETEX, then PUBLISH.
+"""Redis result backend in Celery's layout: ``celery-task-meta-<id>`` set with its expiry, then PUBLISH.
 
 ``get()`` subscribes to the key's channel before reading the key, so a result written in between
 is never missed, and then waits on the publication instead of polling.
@@ -40,10 +40,7 @@ class RedisBackend(ResultBackend):
         key = self.key(task_id)
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                if self.expires:
-                    pipe.setex(key, max(1, int(self.expires)), payload)
-                else:
-                    pipe.set(key, payload)
+                pipe.set(key, payload, ex=max(1, int(self.expires)) if self.expires else None)
                 pipe.publish(key, payload)
                 pipe.execute()
         except redis.RedisError as exc:

@@ -1,0 +1,221 @@
+"""App and tasks (unit level, on kombu's in-memory transport): naming, options, annotations,
+sending, ETA and expiry, retries."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from kombu import Connection
+
+from qtui.core import App
+from qtui.core.exceptions import ImproperlyConfigured, MaxRetriesExceededError, NotRegistered, Retry
+from qtui.core.protocol import parse
+from qtui.core.task import Request
+
+
+@pytest.fixture
+def app(unique):
+    app = App("tasks", broker="memory://", task_default_queue=f"q-{unique}")
+    yield app
+    app.close()
+
+
+def fetch(app: App, queue: str):
+    """The next message on a queue of the in-memory broker, parsed."""
+    with Connection("memory://") as conn:
+        message = conn.SimpleQueue(queue).get(timeout=1)
+        message.ack()
+        return parse(message.decode(), message.headers, message.properties), message
+
+
+def test_bare_decorator_names_the_task_after_module_and_function(app):
+    @app.task
+    def add(x, y):
+        return x + y
+
+    assert add.name == f"{__name__}.add"
+    assert app.tasks[add.name] is add
+    assert add(2, 3) == 5
+
+
+def test_main_module_tasks_are_named_after_the_app(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent("""
+        from qtui.core import App
+        app = App("tasks", broker="memory://")
+        @app.task
+        def add(x, y):
+            return x + y
+        print(add.name)
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "tasks.add"
+
+
+def test_decorator_options_are_kept(app):
+    @app.task(name="custom.name", bind=True, max_retries=7, default_retry_delay=2,
+              rate_limit="10/s", time_limit=30, soft_time_limit=20, acks_late=False,
+              ignore_result=True, queue="hipri", autoretry_for=(KeyError,), retry_backoff=True)
+    def job(self):
+        return self.request.id
+
+    assert job.name == "custom.name"
+    assert (job.max_retries, job.default_retry_delay, job.rate_limit) == (7, 2, "10/s")
+    assert (job.time_limit, job.soft_time_limit, job.acks_late) == (30, 20, False)
+    assert (job.ignore_result, job.queue, job.autoretry_for) == (True, "hipri", (KeyError,))
+    assert job() is None  # called directly: a default request
+
+
+def test_an_unknown_decorator_option_is_a_clear_error(app):
+    with pytest.raises(TypeError, match="unknown option.*'retrys'"):
+        @app.task(retrys=3)
+        def job():
+            pass
+
+
+def test_config_defaults_reach_tasks_defined_before_the_change(app):
+    @app.task
+    def job():
+        pass
+
+    assert job.acks_late is True
+    app.conf.update(task_acks_late=False, task_time_limit=9)
+    assert (job.acks_late, job.time_limit) == (False, 9)
+
+
+def test_annotations_override_decorator_options(app):
+    @app.task(rate_limit="1/s")
+    def job():
+        pass
+
+    @app.task
+    def other():
+        pass
+
+    app.conf.task_annotations = {job.name: {"rate_limit": "10/m"}, "*": {"max_retries": 1}}
+    assert job.rate_limit == "10/m"
+    assert other.rate_limit is None
+    assert (job.max_retries, other.max_retries) == (1, 1)
+    app.conf.task_annotations = [lambda name: {"time_limit": 5} if name == other.name else None]
+    assert (other.time_limit, job.time_limit) == (5, None)
+
+
+def test_delay_sends_a_protocol_v2_message_to_the_default_queue(app):
+    @app.task
+    def add(x, y):
+        return x + y
+
+    result = add.delay(4, 4)
+    message, raw = fetch(app, app.conf.task_default_queue)
+    assert (message.id, message.task, message.args, message.kwargs) == (result.id, add.name,
+                                                                        (4, 4), {})
+    assert raw.content_type == "application/json"
+    assert raw.headers["lang"] == "py" and raw.properties["correlation_id"] == result.id
+
+
+def test_apply_async_carries_every_option(app, unique):
+    @app.task
+    def add(x, y):
+        return x + y
+
+    before = datetime.now(timezone.utc)
+    result = add.apply_async((1,), {"y": 2}, countdown=30, expires=60, queue=f"other-{unique}",
+                             priority=3, headers={"tenant": "acme"}, time_limit=10,
+                             soft_time_limit=5, ignore_result=True, task_id="fixed-id")
+    message, raw = fetch(app, f"other-{unique}")
+    assert result.id == message.id == "fixed-id"
+    assert before + timedelta(seconds=29) < message.eta < before + timedelta(seconds=32)
+    assert before + timedelta(seconds=59) < message.expires < before + timedelta(seconds=62)
+    assert (message.priority, message.time_limit, message.soft_time_limit) == (3, 10, 5)
+    assert message.ignore_result is True and message.headers == {"tenant": "acme"}
+
+
+def test_naive_eta_is_read_in_the_configured_time_zone(app):
+    @app.task
+    def job():
+        pass
+
+    app.conf.timezone = "Asia/Tokyo"
+    job.apply_async(eta=datetime(2030, 1, 1, 9, 0))
+    message, _ = fetch(app, app.conf.task_default_queue)
+    assert message.eta == datetime(2030, 1, 1, 0, 0, tzinfo=timezone.utc)
+
+
+def test_arguments_that_do_not_fit_fail_at_the_call_site(app):
+    @app.task
+    def add(x, y):
+        return x + y
+
+    with pytest.raises(TypeError, match="missing a required argument"):
+        add.delay(1)
+
+
+def test_send_task_needs_no_registered_task(app):
+    result = app.send_task("elsewhere.task", args=[1], kwargs={"a": 2})
+    message, _ = fetch(app, app.conf.task_default_queue)
+    assert (message.task, message.id, message.args) == ("elsewhere.task", result.id, (1,))
+
+
+def test_get_task_names_what_is_missing(app):
+    with pytest.raises(NotRegistered, match="'nope' is not registered"):
+        app.get_task("nope")
+
+
+def test_get_without_a_backend_says_how_to_configure_one(app):
+    result = app.send_task("x")
+    with pytest.raises(ImproperlyConfigured, match="no result backend is configured"):
+        result.get(timeout=1)
+
+
+def test_retry_resends_with_one_more_retry_and_raises_retry(app):
+    @app.task(bind=True, default_retry_delay=5)
+    def flaky(self, n):
+        raise self.retry(exc=ValueError("not yet"))
+
+    flaky.push_request(Request(id="r-1", task=flaky.name, args=(1,), retries=0,
+                               called_directly=False))
+    try:
+        with pytest.raises(Retry) as info:
+            flaky.run(flaky, 1)
+    finally:
+        flaky.pop_request()
+    assert info.value.when == 5
+    message, _ = fetch(app, app.conf.task_default_queue)
+    assert (message.id, message.retries, message.args) == ("r-1", 1, (1,))
+    assert message.eta is not None
+
+
+def test_retry_past_max_retries_raises_the_original_exception(app):
+    @app.task(bind=True, max_retries=2)
+    def flaky(self):
+        raise self.retry(exc=KeyError("gone"))
+
+    flaky.push_request(Request(id="r-2", retries=2, called_directly=False))
+    try:
+        with pytest.raises(KeyError):
+            flaky.run(flaky)
+        with pytest.raises(MaxRetriesExceededError, match="max_retries=2"):
+            flaky.retry()
+    finally:
+        flaky.pop_request()
+
+
+def test_retry_outside_a_worker_is_refused(app):
+    @app.task(bind=True)
+    def job(self):
+        return self.retry()
+
+    with pytest.raises(RuntimeError, match="called directly"):
+        job()
+
+
+def test_retry_backoff_grows_exponentially_and_is_capped(app):
+    @app.task(retry_backoff=2, retry_backoff_max=10, retry_jitter=False)
+    def job():
+        pass
+
+    assert [job.retry_delay(n) for n in range(5)] == [2, 4, 8, 10, 10]

@@ -1,0 +1,160 @@
+"""Configuration: app.conf, loading from objects and TOML files, checks, discovery, the example."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+
+from qtui.core import App
+from qtui.core.config import (
+    SETTINGS,
+    Conf,
+    UnknownSettingWarning,
+    censor,
+    discover_config_file,
+    load_toml,
+    mask_url,
+)
+from qtui.core.exceptions import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_conf_reads_as_attributes_and_as_a_mapping():
+    conf = Conf()
+    assert conf.task_default_queue == "celery"
+    assert conf["task_serializer"] == "json"
+    conf.update(task_default_queue="jobs")
+    assert conf.task_default_queue == conf["task_default_queue"] == "jobs"
+    conf.result_expires = 60
+    assert conf["result_expires"] == 60
+    assert conf.changes() == {"task_default_queue": "jobs", "result_expires": 60}
+
+
+def test_defaults_are_not_shared_between_apps():
+    first = Conf()
+    first.accept_content.append("pickle")
+    assert Conf().accept_content == ["json"]
+
+
+def test_unknown_key_warns_with_a_did_you_mean():
+    with pytest.warns(UnknownSettingWarning, match="'task_serialiser'.*Did you mean 'task_serializer'"):
+        Conf().update(task_serialiser="json")
+
+
+def test_wrong_type_fails_with_the_key_and_what_was_expected():
+    with pytest.raises(ConfigError, match="'worker_prefetch_multiplier' must be a whole number"):
+        Conf().update(worker_prefetch_multiplier="four")
+
+
+def test_config_from_object_takes_a_module_name(tmp_path, monkeypatch):
+    (tmp_path / "celeryconfig.py").write_text(
+        "broker_url = 'redis://127.0.0.1:6379/3'\nresult_expires = 30\nimport os\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = App("t")
+    app.config_from_object("celeryconfig")
+    assert app.conf.broker_url == "redis://127.0.0.1:6379/3"
+    assert app.conf.result_expires == 30
+    sys.modules.pop("celeryconfig", None)
+
+
+def test_config_from_object_takes_an_object_and_ignores_private_and_upper_names():
+    settings = types.SimpleNamespace(task_default_queue="objq", _private=1, CONSTANT=2)
+    app = App("t", config_source=settings)
+    assert app.conf.task_default_queue == "objq"
+    assert "CONSTANT" not in app.conf.changes()
+
+
+def test_config_from_file_loads_toml_tables(tmp_path):
+    path = tmp_path / "qtui.toml"
+    path.write_text('broker_url = "redis://127.0.0.1:6379/1"\n'
+                    '[task_routes]\n"tasks.add" = { queue = "hipri" }\n')
+    app = App("t")
+    app.config_from_file(path)
+    assert app.conf.task_routes == {"tasks.add": {"queue": "hipri"}}
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("broker_url = 'redis://\n", "is not valid TOML"),
+    ("[task_routes\n", "is not valid TOML"),
+    ("worker_concurrency = 'many'\n", "setting 'worker_concurrency' must be a whole number"),
+    ("accept_content = 'json'\n", "setting 'accept_content' must be a list of strings"),
+    ("enable_utc = 1\n", "setting 'enable_utc' must be true or false"),
+    ("task_default_rate_limit = 'fast'\n", "must be a rate such as"),
+])
+def test_malformed_config_files_name_the_file_and_the_problem(tmp_path, text, words):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        App("t").config_from_file(path)
+    assert str(path) in str(info.value)
+    assert words in str(info.value)
+
+
+def test_a_typo_in_a_config_file_warns_with_the_file_and_a_suggestion(tmp_path):
+    path = tmp_path / "typo.toml"
+    path.write_text("result_backendd = 'redis://'\n")
+    with pytest.warns(UnknownSettingWarning) as caught:
+        App("t").config_from_file(path)
+    message = str(caught[0].message)
+    assert str(path) in message and "Did you mean 'result_backend'" in message
+
+
+def test_missing_unreadable_and_binary_config_files_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_toml(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_toml(tmp_path)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not"):
+        load_toml(binary)
+
+
+def test_discovery_prefers_the_flag_then_the_environment_then_the_working_directory(
+        tmp_path, monkeypatch):
+    local = tmp_path / "qtui.toml"
+    monkeypatch.delenv("QTUI_CONFIG", raising=False)
+    assert discover_config_file(cwd=tmp_path) is None
+    local.write_text("")
+    assert discover_config_file(cwd=tmp_path) == local
+    monkeypatch.setenv("QTUI_CONFIG", "/etc/from-env.toml")
+    assert discover_config_file(cwd=tmp_path) == Path("/etc/from-env.toml")
+    assert discover_config_file("/x/flag.toml", cwd=tmp_path) == Path("/x/flag.toml")
+
+
+def test_secrets_are_censored():
+    assert mask_url("redis://:hunter2@host:6379/0") == "redis://:**@host:6379/0"
+    assert mask_url("amqp://guest:guest@h//") == "amqp://guest:**@h//"
+    conf = Conf({"broker_url": "amqp://u:pw@h//", "broker_transport_options": {"password": "x"}})
+    censored = conf.censored()
+    assert censored["broker_url"] == "amqp://u:**@h//"
+    assert censored["broker_transport_options"] == {"password": "********"}
+    assert censor("my_api_token", "abc") == "********"
+    assert censor("task_default_routing_key", "celery") == "celery"
+
+
+def _example() -> dict:
+    from qtui.core.config import tomllib
+    return tomllib.loads((REPO / "config.example.toml").read_text())
+
+
+def test_config_example_documents_every_setting_with_its_default():
+    text = (REPO / "config.example.toml").read_text()
+    for name in SETTINGS:
+        assert re.search(rf"^(# )?(\[{name}\]|{name} =)", text, re.M), f"{name} is not documented"
+    example = _example()
+    for name, value in example.items():
+        if name in SETTINGS:
+            assert value == SETTINGS[name].default, f"{name}: example differs from the default"
+
+
+def test_config_example_loads_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        App("t").conf.update(_example(), source="config.example.toml")

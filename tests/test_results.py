@@ -1,0 +1,161 @@
+"""Results: AsyncResult against each backend, Celery's Redis layout, exceptions that travel safely."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import redis
+
+from qtui.core import App, states
+from qtui.core.backends import exception_from_meta, exception_to_meta
+from qtui.core.exceptions import BackendError, RemoteTaskError, TimeoutError
+from qtui.core.protocol import TaskMessage
+
+
+def test_builtin_exceptions_round_trip_with_their_type():
+    exc = exception_from_meta(exception_to_meta(KeyError("missing")))
+    assert type(exc) is KeyError and exc.args == ("missing",)
+
+
+def test_unknown_exception_types_become_named_stand_ins():
+    meta = {"exc_type": "PaymentDeclined", "exc_module": "shop.errors", "exc_message": ["card"]}
+    exc = exception_from_meta(meta)
+    assert isinstance(exc, RemoteTaskError)
+    assert type(exc).__name__ == "PaymentDeclined" and exc.args == ("card",)
+    assert "shop.errors" not in sys.modules  # nothing was imported
+
+
+def test_stored_data_never_names_a_callable_into_execution():
+    meta = {"exc_type": "system", "exc_module": "os", "exc_message": ["touch /tmp/pwned"]}
+    exc = exception_from_meta(meta)
+    assert isinstance(exc, RemoteTaskError) and exc.args == ("touch /tmp/pwned",)
+
+
+def test_garbage_exception_data_is_still_an_exception():
+    assert isinstance(exception_from_meta("nonsense"), RemoteTaskError)
+
+
+@pytest.fixture
+def redis_app(redis_url):
+    app = App("results", broker="memory://", backend=redis_url)
+    yield app
+    app.close()
+
+
+def test_redis_layout_is_celerys(redis_app, unique):
+    task_id = f"id-{unique}"
+    redis_app.backend.store_result(task_id, {"sum": 8}, states.SUCCESS)
+    client = redis.Redis()
+    stored = json.loads(client.get(f"celery-task-meta-{task_id}"))
+    assert stored["status"] == "SUCCESS" and stored["result"] == {"sum": 8}
+    assert stored["task_id"] == task_id and stored["children"] == [] and stored["date_done"]
+    assert 0 < client.ttl(f"celery-task-meta-{task_id}") <= 86400
+    client.delete(f"celery-task-meta-{task_id}")
+
+
+def test_get_wakes_on_the_publication(redis_app, unique):
+    task_id = f"id-{unique}"
+    result = redis_app.AsyncResult(task_id)
+    assert result.state == states.PENDING and not result.ready()
+    timer = threading.Timer(0.3, redis_app.backend.store_result, (task_id, 42, states.SUCCESS))
+    timer.start()
+    try:
+        assert result.get(timeout=10, interval=60) == 42  # interval=60: a poll would time out
+    finally:
+        timer.join()
+        result.forget()
+    assert redis_app.AsyncResult(task_id).state == states.PENDING
+
+
+def test_failure_propagates_or_is_returned_with_its_traceback(redis_app, unique):
+    task_id = f"id-{unique}"
+    redis_app.backend.store_result(task_id, ZeroDivisionError("division by zero"),
+                                   states.FAILURE, traceback="Traceback (most recent call last):")
+    result = redis_app.AsyncResult(task_id)
+    assert result.failed() and result.ready() and not result.successful()
+    with pytest.raises(ZeroDivisionError, match="division by zero"):
+        result.get(timeout=1)
+    assert isinstance(result.get(timeout=1, propagate=False), ZeroDivisionError)
+    assert result.traceback.startswith("Traceback")
+    result.forget()
+
+
+def test_get_times_out_with_a_clear_error(redis_app, unique):
+    with pytest.raises(TimeoutError, match="not ready after 0.2s"):
+        redis_app.AsyncResult(f"never-{unique}").get(timeout=0.2)
+
+
+def test_an_unserializable_result_is_stored_as_a_failure_that_says_so(redis_app, unique):
+    task_id = f"id-{unique}"
+    redis_app.backend.store_result(task_id, object(), states.SUCCESS)
+    result = redis_app.AsyncResult(task_id)
+    assert result.state == states.FAILURE
+    with pytest.raises(BackendError, match="cannot be serialized with 'json'"):
+        result.get(timeout=1)
+    result.forget()
+
+
+def test_extended_results_carry_name_and_arguments(redis_url, unique):
+    app = App("results", broker="memory://", backend=redis_url, result_extended=True)
+    request = TaskMessage(id=f"id-{unique}", task="tasks.add", args=(1, 2), kwargs={"k": 3})
+    app.backend.store_result(request.id, 3, states.SUCCESS, request=request)
+    result = app.AsyncResult(request.id)
+    assert (result.args, result.kwargs, result.retries) == ([1, 2], {"k": 3}, 0)
+    result.forget()
+    app.close()
+
+
+def test_sqlite_results_written_by_one_process_are_read_by_another(tmp_path):
+    url = f"sqlite://{tmp_path / 'results.sqlite'}"
+    code = (f"from qtui.core import App; App('w', broker='memory://', backend={url!r})"
+            ".backend.store_result('t-1', [1, 2], 'SUCCESS')")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    app = App("r", broker="memory://", backend=url)
+    assert app.AsyncResult("t-1").get(timeout=5) == [1, 2]
+    app.close()
+
+
+def test_sqlite_results_expire(tmp_path):
+    app = App("r", broker="memory://", backend=f"sqlite://{tmp_path / 'r.sqlite'}",
+              result_expires=1)
+    app.backend.store_result("t-1", 1, states.SUCCESS)
+    assert app.AsyncResult("t-1").state == states.SUCCESS
+    time.sleep(1.2)
+    assert app.AsyncResult("t-1").state == states.PENDING
+    app.backend.cleanup()
+    app.close()
+
+
+def test_sqlite_backend_refuses_a_file_that_is_not_a_database(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("this is not a database" * 100)
+    app = App("r", broker="memory://", backend=f"sqlite://{path}")
+    with pytest.raises(BackendError, match="cannot use .*notes.txt as a result store"):
+        app.AsyncResult("x").state
+
+
+def test_unknown_backend_scheme_lists_the_known_ones():
+    from qtui.core.exceptions import ImproperlyConfigured
+    app = App("r", broker="memory://", backend="mongodb://localhost")
+    with pytest.raises(ImproperlyConfigured, match="'mongodb':// is not supported"):
+        app.backend
+
+
+def test_rpc_results_come_back_to_the_sender(amqp_url, unique):
+    app = App("rpc", broker=amqp_url, backend="rpc://", task_default_queue=f"rpc-{unique}")
+    try:
+        result = app.send_task("tasks.add", args=[1, 1])
+        worker_side = App("worker", broker=amqp_url, backend="rpc://")
+        request = TaskMessage(id=result.id, task="tasks.add", reply_to=app.backend.oid)
+        worker_side.backend.store_result(result.id, 2, states.SUCCESS, request=request)
+        assert result.get(timeout=10) == 2
+        worker_side.close()
+    finally:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(f"rpc-{unique}")
+        app.close()
