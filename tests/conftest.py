@@ -3,34 +3,12 @@ unique names per test, and real worker processes that are always cleaned up."""
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-AMQP_HOST, AMQP_PORT = "127.0.0.1", 5672
-REQUIRE_SERVICES = os.environ.get("QTUI_REQUIRE_SERVICES") == "1"
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def _need(name: str, host: str, port: int) -> None:
-    if _reachable(host, port):
-        return
-    message = (f"{name} is not reachable at {host}:{port}; start it (see the README's "
-               "'Services' section)")
-    if REQUIRE_SERVICES:
-        pytest.fail(f"QTUI_REQUIRE_SERVICES=1 and {message}", pytrace=False)
-    pytest.skip(message)
+from .services import AMQP_HOST, AMQP_PORT, REDIS_HOST, REDIS_PORT, need
 
 
 @pytest.fixture
@@ -41,13 +19,13 @@ def unique() -> str:
 
 @pytest.fixture
 def redis_url() -> str:
-    _need("Redis", REDIS_HOST, REDIS_PORT)
+    need("Redis", REDIS_HOST, REDIS_PORT)
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 
 
 @pytest.fixture
 def amqp_url() -> str:
-    _need("RabbitMQ", AMQP_HOST, AMQP_PORT)
+    need("RabbitMQ", AMQP_HOST, AMQP_PORT)
     return f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//"
 
 
