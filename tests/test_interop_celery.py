@@ -156,3 +156,25 @@ def test_remote_error_types_not_known_here_keep_their_name(cluster):
     assert type(exception_from_meta(meta)).__name__ == "CardDeclined"
     assert isinstance(exception_from_meta(meta), RemoteTaskError)
     assert result.id == "x"
+
+
+@pytest.mark.timeout(120)
+def test_tutorial_configuration_and_a_route_to_the_workers_queue(cluster, tmp_path, monkeypatch):
+    """conf.update, config_from_object and a task_routes entry that lands the task on the queue
+    the worker consumes, while the default queue points nowhere."""
+    worker_queue = cluster.conf.task_default_queue
+    config_module = f"tutorialconfig_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{config_module}.py").write_text(
+        f"task_routes = {{'tasks.add': {{'queue': {worker_queue!r}}}}}\n"
+        "result_expires = 600\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = App("tasks", broker=cluster.conf.broker_url, backend=cluster.conf.result_backend)
+    app.conf.update(task_default_queue=f"nobody-listens-{uuid.uuid4().hex[:8]}",
+                    task_serializer="json", accept_content=["json"])
+    app.config_from_object(config_module)
+    try:
+        assert app.send_task("tasks.add", args=[2, 3]).get(timeout=20) == 5
+    finally:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(app.conf.task_default_queue)
+        app.close()
