@@ -14,12 +14,14 @@ from typing import Any, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kombu import Connection, Producer
+from kombu.exceptions import EncodeError
+from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.pools import ProducerPool
 
 from . import brokers, config
 from .backends import ResultBackend, backend_for
 from .config import Conf
-from .exceptions import ConfigError, NotRegistered
+from .exceptions import BrokerUnavailable, ConfigError, NotRegistered
 from .protocol import TaskMessage, build
 from .result import AsyncResult
 from .routing import Router
@@ -256,13 +258,23 @@ class App:
                 declare: list[Any] | None = None, serializer: str | None = None) -> None:
         """Publish a built task message, retrying per ``task_publish_retry_policy``."""
         wire = build(message)
-        with self.producer() as producer:
-            producer.publish(
-                wire.body, exchange=exchange, routing_key=routing_key,
-                serializer=serializer or self.conf.task_serializer, headers=wire.headers,
-                declare=declare or [], retry=self.conf.task_publish_retry,
-                retry_policy=dict(self.conf.task_publish_retry_policy),
-                delivery_mode=2, **wire.properties)
+        try:
+            with self.producer() as producer:
+                producer.publish(
+                    wire.body, exchange=exchange, routing_key=routing_key,
+                    serializer=serializer or self.conf.task_serializer, headers=wire.headers,
+                    declare=declare or [], retry=self.conf.task_publish_retry,
+                    retry_policy=dict(self.conf.task_publish_retry_policy),
+                    delivery_mode=2, **wire.properties)
+        except KombuOperationalError as exc:
+            raise BrokerUnavailable(
+                f"cannot send task {message.task} [{message.id}]: the broker at "
+                f"{config.mask_url(self.broker_url)} is unreachable ({exc}). Is it running? "
+                "task_publish_retry_policy sets how long sending retries.") from exc
+        except EncodeError as exc:
+            raise TypeError(f"cannot send task {message.task}: its arguments cannot be "
+                            f"serialized with {serializer or self.conf.task_serializer!r}: "
+                            f"{exc}") from exc
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)

@@ -19,6 +19,10 @@ class ContentDisallowed(ProtocolError):
     """A message uses a serializer that `accept_content` does not allow (pickle is opt-in)."""
 
 
+class BrokerUnavailable(QtuiError):
+    """The broker could not be reached (after the configured retries)."""
+
+
 class NotRegistered(QtuiError, KeyError):
     """No task of that name is registered with the app."""
 

@@ -219,3 +219,19 @@ def test_retry_backoff_grows_exponentially_and_is_capped(app):
         pass
 
     assert [job.retry_delay(n) for n in range(5)] == [2, 4, 8, 10, 10]
+
+
+def test_an_unreachable_broker_is_a_clear_error_with_the_url_masked():
+    from qtui.core.exceptions import BrokerUnavailable
+    app = App("t", broker="redis://:secret@127.0.0.1:1/0",
+              task_publish_retry_policy={"max_retries": 1, "interval_start": 0,
+                                         "interval_step": 0.1, "interval_max": 0.1})
+    with pytest.raises(BrokerUnavailable) as info:
+        app.send_task("tasks.add")
+    assert "redis://:**@127.0.0.1:1/0 is unreachable" in str(info.value)
+    assert "secret" not in str(info.value)
+
+
+def test_arguments_json_cannot_encode_are_refused_at_the_call_site(app):
+    with pytest.raises(TypeError, match="cannot be serialized with 'json'"):
+        app.send_task("tasks.add", args=[object()])
