@@ -16,11 +16,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from kombu import Connection, Producer
 from kombu.exceptions import EncodeError
 from kombu.exceptions import OperationalError as KombuOperationalError
-from kombu.pools import ProducerPool
 
 from . import brokers, config
+from .brokers import redis as redis_broker
 from .backends import ResultBackend, backend_for
 from .config import Conf
+from .events import EventDispatcher, task_sent_fields
 from .exceptions import BrokerUnavailable, ConfigError, NotRegistered
 from .protocol import TaskMessage, build
 from .result import AsyncResult
@@ -67,7 +68,9 @@ class App:
         self._lock = threading.RLock()
         self._backends: dict[str, ResultBackend] = {}
         self._router: tuple[int, Router] | None = None
-        self._producer_pool: ProducerPool | None = None
+        self._producers: list[Producer] = []
+        """Idle producers, each on a connection of its own (see :meth:`producer`)."""
+        self._producers_pid = os.getpid()
         if config_source is not None:
             self.config_from_object(config_source)
         explicit = {"broker_url": broker, "result_backend": backend, "imports": include}
@@ -153,25 +156,36 @@ class App:
         return _MISSING
 
     # connections ----------------------------------------------------------------------------
-    def connection_for_write(self, url: str | None = None) -> Connection:
-        return Connection(url or self.broker_url,
-                          connect_timeout=self.conf.broker_connection_timeout,
-                          transport_options=dict(self.conf.broker_transport_options))
+    def connection_for_write(self, url: str | None = None,
+                             redis_transport: type[Any] | None = None) -> Connection:
+        """A new (unconnected) kombu Connection to the broker; Redis URLs get qtui's channel
+        (:mod:`qtui.core.brokers.redis`), or ``redis_transport`` when given."""
+        return redis_broker.connection(
+            url or self.broker_url, redis_transport or redis_broker.Transport,
+            connect_timeout=self.conf.broker_connection_timeout,
+            transport_options=dict(self.conf.broker_transport_options))
 
     connection_for_read = connection_for_write
     connection = connection_for_write
 
     @contextmanager
     def producer(self) -> Iterator[Producer]:
-        """A producer from the app's pool (one per process; made again after a fork)."""
-        with self._lock:
-            pool = self._producer_pool
-            if pool is None or getattr(self, "_pool_pid", None) != os.getpid():
-                pool = self._producer_pool = ProducerPool(
-                    self.connection_for_write().Pool(limit=10), limit=10)
-                self._pool_pid = os.getpid()
-        with pool.acquire(block=True) as producer:
+        """A producer no other thread uses meanwhile: an idle one of this process, else a new
+        one on a connection of its own. It goes back to the idle list afterwards, or is closed
+        if its block raised (its connection may be in any state). A list pop and append are
+        atomic, so this costs no lock on the path every task takes."""
+        if self._producers_pid != os.getpid():
+            self.after_fork()
+        try:
+            producer = self._producers.pop()
+        except IndexError:
+            producer = Producer(self.connection_for_write(), auto_declare=False)
+        try:
             yield producer
+        except BaseException:
+            _release(producer)
+            raise
+        self._producers.append(producer)
 
     @property
     def router(self) -> Router:
@@ -187,6 +201,11 @@ class App:
             if url not in self._backends:
                 self._backends[url] = backend_for(self, url)
             return self._backends[url]
+
+    @cached_property
+    def events(self) -> EventDispatcher:
+        """Sends this client's events (task-sent, when task_send_sent_event is on)."""
+        return EventDispatcher()
 
     @cached_property
     def control(self) -> Any:
@@ -260,12 +279,20 @@ class App:
         wire = build(message)
         try:
             with self.producer() as producer:
+                # What this connection declared already needs no declaring (kombu would check
+                # the same set, after copying and binding each entity).
+                declared = producer.connection.declared_entities
                 producer.publish(
                     wire.body, exchange=exchange, routing_key=routing_key,
                     serializer=serializer or self.conf.task_serializer, headers=wire.headers,
-                    declare=declare or [], retry=self.conf.task_publish_retry,
+                    declare=[e for e in declare or () if hash(e) not in declared],
+                    retry=self.conf.task_publish_retry,
                     retry_policy=dict(self.conf.task_publish_retry_policy),
                     delivery_mode=2, **wire.properties)
+                if self.conf.task_send_sent_event:
+                    queue = declare[0].name if declare else None
+                    self.events.publish("task-sent", task_sent_fields(
+                        message, queue, exchange, routing_key), producer)
         except KombuOperationalError as exc:
             raise BrokerUnavailable(
                 f"cannot send task {message.task} [{message.id}]: the broker at "
@@ -279,15 +306,30 @@ class App:
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)
 
+    def after_fork(self) -> None:
+        """In a forked child: drop the parent's connections without closing them (they are the
+        parent's), and a lock another parent thread may have held at the fork."""
+        self._lock = threading.RLock()
+        self._producers = []
+        self._producers_pid = os.getpid()
+        self._backends = {}
+
     def close(self) -> None:
         """Release the producer pool and backend connections."""
         with self._lock:
-            if self._producer_pool is not None:
-                self._producer_pool.force_close_all()
-                self._producer_pool = None
+            producers, self._producers = self._producers, []
+            for producer in producers:
+                _release(producer)
             for backend in self._backends.values():
                 backend.close()
             self._backends.clear()
 
     def __repr__(self) -> str:
         return f"<App {self.main or '__main__'} broker={config.mask_url(self.broker_url)}>"
+
+
+def _release(producer: Producer) -> None:
+    try:
+        producer.connection.release()
+    except Exception:  # closing a broken connection can raise anything
+        pass

@@ -87,6 +87,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "How often to retry a lost broker connection before giving up (nothing: forever)."),
     Setting("broker_transport_options", {}, TABLE,
             "Options passed to the kombu transport (for example visibility_timeout)."),
+    Setting("broker_management_url", None, _optional(STR),
+            "RabbitMQ management API (http://user:password@host:15672/), so the console and "
+            "`qtui status` list every queue, including those no worker consumes.",
+            secret=True),
     # Results
     Setting("result_backend", None, _optional(STR),
             "Where results are stored: redis://, rpc://, sqlite://PATH. Unset: beside the "
@@ -137,12 +141,45 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("task_publish_retry_policy", {"max_retries": 3, "interval_start": 0,
                                           "interval_step": 0.2, "interval_max": 0.2}, TABLE,
             "kombu retry policy for sending tasks."),
+    Setting("task_send_sent_event", False, BOOL,
+            "Send a task-sent event for every task sent, so monitors see tasks still queued."),
     Setting("imports", [], STR_LIST, "Modules the worker imports to register their tasks."),
     # Worker
     Setting("worker_concurrency", None, _optional(INT),
             "Pool size (nothing: the number of CPUs)."),
     Setting("worker_prefetch_multiplier", 4, INT,
             "Messages reserved per pool slot; 1 for long tasks."),
+    Setting("worker_pool", "prefork", STR,
+            "Execution pool: prefork (processes), threads or solo (in the worker's own thread)."),
+    Setting("worker_max_tasks_per_child", None, _optional(INT),
+            "Replace a prefork child after it ran this many tasks (nothing: never)."),
+    Setting("worker_shutdown_timeout", 30.0, NUMBER,
+            "Seconds a warm shutdown waits for running tasks before it requeues them and exits."),
+    Setting("worker_send_task_events", True, BOOL,
+            "Send task events to the celeryev exchange (the console shows them)."),
+    Setting("worker_enable_remote_control", True, BOOL,
+            "Serve remote control (the celery.pidbox mailbox: inspect, control, the console's "
+            "commands); false: the worker answers none of them."),
+    Setting("worker_statedb", None, _optional(STR),
+            "File keeping the revoked task ids across worker restarts (nothing: memory only)."),
+    Setting("worker_eta_horizon", 10.0, NUMBER,
+            "A task due within this many seconds is held by the worker; a later one goes to the "
+            "broker's delayed store (Redis sorted set, RabbitMQ delay queues) until nearly due."),
+    Setting("task_max_redeliveries", 3, INT,
+            "Deliveries of one message after which it goes to the dead-letter queue "
+            "<queue>.dead instead of running again (a poison message cannot loop forever)."),
+    # Console
+    Setting("console_max_tasks", 100_000, INT,
+            "Tasks the console keeps in memory (finished ones are forgotten first)."),
+    Setting("console_history", True, BOOL,
+            "Keep the tasks the console saw in a local SQLite file, so a restart is not blank."),
+    Setting("console_history_file", None, _optional(STR),
+            "Where the console keeps its history (nothing: <data dir>/qtui/console-history.sqlite)."),
+    Setting("console_refresh_interval", 0.25, NUMBER,
+            "Seconds between the console's redraws from the event stream."),
+    Setting("contexts", {}, TABLE,
+            "Named clusters for the console ([contexts.NAME] tables of settings such as "
+            "broker_url); pick one with --context NAME or :context NAME."),
 ]}
 
 

@@ -100,9 +100,17 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+_origin: tuple[int, str] = (0, "")
+
+
 def default_origin() -> str:
-    """Celery's ``anon_nodename``: ``gen<pid>@<host>``, so a monitor can tell who sent a task."""
-    return f"gen{os.getpid()}@{socket.gethostname()}"
+    """Celery's ``anon_nodename``: ``gen<pid>@<host>``, so a monitor can tell who sent a task
+    (worked out once per process: every message asks)."""
+    global _origin
+    pid = os.getpid()
+    if _origin[0] != pid:
+        _origin = (pid, f"gen{pid}@{socket.gethostname()}")
+    return _origin[1]
 
 
 _repr = reprlib.Repr()

@@ -7,6 +7,7 @@ default. So a config change reaches tasks defined before it, as Celery users exp
 
 from __future__ import annotations
 
+import inspect
 import random
 import threading
 import uuid
@@ -202,10 +203,8 @@ class Task:
 
     def _check_signature(self, args: Any, kwargs: Any) -> None:
         """Fail at the call site, not in a worker, when arguments do not fit the function."""
-        import inspect
-        try:
-            signature = inspect.signature(self.run)
-        except (TypeError, ValueError):
+        signature = self._signature
+        if signature is None:
             return
         try:
             if self.bind:
@@ -214,6 +213,18 @@ class Task:
                 signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}: {exc}") from None
+
+    @property
+    def _signature(self) -> inspect.Signature | None:
+        """The signature of ``run``, read once per function (None when it has none)."""
+        cached = self.__dict__.get("_run_signature")
+        if cached is None or cached[0] is not self.run:
+            try:
+                signature = inspect.signature(self.run)
+            except (TypeError, ValueError):
+                signature = None
+            cached = self.__dict__["_run_signature"] = (self.run, signature)
+        return cached[1]
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         from .result import AsyncResult

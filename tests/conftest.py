@@ -44,3 +44,14 @@ def data_home(tmp_path, monkeypatch) -> Iterator[str]:
     path = tmp_path / "xdg-data"
     monkeypatch.setenv("XDG_DATA_HOME", str(path))
     yield str(path)
+
+
+@pytest.fixture
+def utc(monkeypatch) -> Iterator[None]:
+    """Local time is UTC for the test (the console shows local times)."""
+    import time
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

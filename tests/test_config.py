@@ -147,7 +147,7 @@ def _example() -> dict:
 def test_config_example_documents_every_setting_with_its_default():
     text = (REPO / "config.example.toml").read_text()
     for name in SETTINGS:
-        assert re.search(rf"^(# )?(\[{name}\]|{name} =)", text, re.M), f"{name} is not documented"
+        assert re.search(rf"^(# )?(\[{name}[\].]|{name} =)", text, re.M), f"{name} is not documented"
     example = _example()
     for name, value in example.items():
         if name in SETTINGS:

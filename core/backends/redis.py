@@ -1,11 +1,15 @@
 """Redis result backend in Celery's layout: ``celery-task-meta-<id>`` set with its expiry, then PUBLISH.
 
 ``get()`` subscribes to the key's channel before reading the key, so a result written in between
-is never missed, and then waits on the publication instead of polling.
+is never missed, and then waits on the publication instead of polling. Each thread keeps its
+subscriber connection from one ``get()`` to the next (a new connection costs a handshake of
+several round trips); it only ever holds the subscription of the task it waits for.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +34,9 @@ class RedisBackend(ResultBackend):
                                                health_check_interval=30)
         except ValueError as exc:
             raise exceptions.ImproperlyConfigured(f"result_backend: bad Redis URL: {exc}") from exc
+        self._local = threading.local()
+        self._listeners: list[redis.client.PubSub] = []
+        self._listeners_lock = threading.Lock()
 
     @staticmethod
     def key(task_id: str) -> str:
@@ -55,27 +62,70 @@ class RedisBackend(ResultBackend):
     def _delete(self, task_id: str) -> None:
         self.client.delete(self.key(task_id))
 
+    def _listener(self) -> redis.client.PubSub:
+        """This thread's subscriber connection (a new one after a fork)."""
+        found = getattr(self._local, "listener", None)
+        if found is None or found[0] != os.getpid():
+            pubsub = self.client.pubsub()
+            with self._listeners_lock:
+                self._listeners.append(pubsub)
+            found = self._local.listener = (os.getpid(), pubsub)
+        return found[1]
+
+    def _drop_listener(self, pubsub: redis.client.PubSub) -> None:
+        self._local.listener = None
+        with self._listeners_lock:
+            if pubsub in self._listeners:
+                self._listeners.remove(pubsub)
+        pubsub.close()
+
     def _wait(self, task_id: str, timeout: float | None, interval: float) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        key = self.key(task_id)
+        channel = key.encode()
+        pubsub = self._listener()
+
+        def next_message() -> dict[str, Any] | None:
+            """The next message about this task, None after a quiet while; messages left
+            over from earlier tasks are skipped."""
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise exceptions.TimeoutError(f"task {task_id} not ready after {timeout}s")
+            # Wake at least every few seconds to re-read the key: a publication can be lost
+            # if the pub/sub connection drops, the stored key cannot.
+            message = pubsub.get_message(timeout=5.0 if remaining is None else min(remaining, 5.0))
+            if message is not None and message["channel"] != channel:
+                return {"type": "other"}
+            return message
+
         try:
-            pubsub.subscribe(self.key(task_id))
-            meta = self.get_task_meta(task_id)
+            pubsub.subscribe(key)
+            meta = None
+            # Once the subscription is confirmed no publication can be missed: read the key.
+            while meta is None:
+                message = next_message()
+                if message is None or message["type"] == "subscribe":
+                    meta = self.get_task_meta(task_id)
+                elif message["type"] == "message":
+                    meta = self.decode(message["data"])
             while meta["status"] not in states.READY_STATES:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise exceptions.TimeoutError(f"task {task_id} not ready after {timeout}s")
-                # Wake at least every few seconds to re-read the key: a publication can be lost
-                # if the pub/sub connection drops, the stored key cannot.
-                wait = 5.0 if remaining is None else min(remaining, 5.0)
-                message = pubsub.get_message(timeout=wait)
-                meta = (self.decode(message["data"]) if message and message["type"] == "message"
-                        else self.get_task_meta(task_id))
+                message = next_message()
+                if message is None:
+                    meta = self.get_task_meta(task_id)
+                elif message["type"] == "message":
+                    meta = self.decode(message["data"])
+            pubsub.unsubscribe(key)  # sent, not waited for: its answer is skipped later
             return meta
         except redis.RedisError as exc:
+            self._drop_listener(pubsub)
             raise BackendError(f"lost Redis while waiting for task {task_id}: {exc}") from exc
-        finally:
-            pubsub.close()
+        except BaseException:
+            self._drop_listener(pubsub)  # a timeout: leave no subscription behind
+            raise
 
     def close(self) -> None:
+        with self._listeners_lock:
+            listeners, self._listeners = self._listeners, []
+        for pubsub in listeners:
+            pubsub.close()
         self.client.close()

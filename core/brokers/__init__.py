@@ -15,12 +15,19 @@ def register() -> None:
     TRANSPORT_ALIASES["sqlite"] = SQLITE_TRANSPORT
 
 
+def data_dir() -> Path:
+    """``$XDG_DATA_HOME/qtui`` (``~/.local/share/qtui`` when unset): qtui's per-user files."""
+    base = (os.environ.get("XDG_DATA_HOME")
+            or os.path.join(os.path.expanduser("~"), ".local", "share"))
+    return Path(base).absolute() / "qtui"
+
+
 def default_broker_path() -> Path:
-    """``$XDG_DATA_HOME/qtui/broker.sqlite`` (``~/.local/share`` when unset): one file per user,
-    so a worker and a console started in different terminals meet."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base).absolute() / "qtui" / "broker.sqlite"
+    """``<data dir>/broker.sqlite``: one file per user, so a worker and a console started in
+    different terminals meet."""
+    return data_dir() / "broker.sqlite"
 
 
 def default_broker_url() -> str:
+    """``sqlite://`` + the absolute :func:`default_broker_path` (so ``sqlite:///home/...``)."""
     return f"sqlite://{default_broker_path()}"

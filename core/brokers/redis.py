@@ -1,0 +1,105 @@
+"""kombu's Redis transport with less work per message: what every qtui connection to Redis uses.
+
+kombu's Redis channel builds a new ``redis.Redis`` client (with its ~170 response callbacks) for
+every command, and publishing a message to an exchange costs two round trips: the exchange's
+binding set (``SMEMBERS``), then an ``LPUSH`` to each queue it routes to. This channel keeps
+kombu's data layout and routing rules, so kombu and Celery on the same Redis see nothing
+different, and:
+
+* keeps one command client per connection pool (redis-py clients are thread-safe);
+* publishes to a direct exchange in one round trip: a Lua script reads the binding set and pushes
+  the message to every queue bound with its routing key (its priority list), atomically. The
+  bindings are read at publish time as kombu reads them -- nothing is cached -- so a queue bound
+  a moment ago by another process gets the message.
+
+Topic and fanout exchanges, queues declared with an expiry, batches (``Producer.batch``) and
+``global_keyprefix`` go through kombu's own code. The script touches queue keys it is not given
+as ``KEYS`` (it learns them from the binding set), which plain Redis allows and Redis Cluster
+does not -- kombu's transport does not support Redis Cluster either.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from kombu import Connection
+from kombu.transport import redis as kombu_redis
+from kombu.transport.virtual.base import UNDELIVERABLE_FMT, UndeliverableWarning
+from kombu.utils.json import dumps
+
+#: Route a message as kombu's direct exchange does and push it, in one round trip.
+#: KEYS[1] the exchange's binding set; ARGV: routing key, message, separator, priority suffix.
+_PUBLISH_DIRECT = """
+local sep = ARGV[3]
+local pushed = {}
+local count = 0
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local first = string.find(member, sep, 1, true)
+  if first and string.sub(member, 1, first - 1) == ARGV[1] then
+    local second = string.find(member, sep, first + #sep, true)
+    if second then
+      local queue = string.sub(member, second + #sep)
+      if not pushed[queue] then
+        pushed[queue] = true
+        redis.call('LPUSH', queue .. ARGV[4], ARGV[2])
+        count = count + 1
+      end
+    end
+  end
+end
+return count
+"""
+
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+class Channel(kombu_redis.Channel):
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        pool = self.pool
+        cached = self.__dict__.get("_command_client")
+        if cached is None or cached[0] is not pool:
+            cached = self.__dict__["_command_client"] = (pool, super()._create_client())
+        return cached[1]
+
+    def _script(self, name: str, source: str) -> Any:
+        """A registered Lua script (EVALSHA, loaded again if the server lost it)."""
+        scripts = self.__dict__.setdefault("_scripts", {})
+        if name not in scripts:
+            scripts[name] = self._create_client().register_script(source)
+        return scripts[name]
+
+    def basic_publish(self, message: Any, exchange: str, routing_key: str, **kwargs: Any) -> Any:
+        if (not exchange or kwargs.get("_publish_batch") is not None or self._expires
+                or self.global_keyprefix or self.typeof(exchange).type != "direct"):
+            return super().basic_publish(message, exchange, routing_key, **kwargs)
+        self._inplace_augment_message(message, exchange, routing_key)
+        priority = self.priority(self._get_message_priority(message, reverse=False))
+        suffix = f"{self.sep}{priority}" if priority else ""
+        client = self._create_client()
+        pushed = self._script("publish_direct", _PUBLISH_DIRECT)(
+            keys=[self.keyprefix_queue % (exchange,)],
+            args=[routing_key, dumps(message), self.sep, suffix], client=client)
+        if not pushed and self.deadletter_queue is not None:
+            # What kombu does with a message no queue is bound for.
+            warnings.warn(UndeliverableWarning(UNDELIVERABLE_FMT.format(
+                exchange=exchange, routing_key=routing_key)))
+            self._new_queue(self.deadletter_queue)
+            self._put(self.deadletter_queue, message)
+        return None
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+def connection(url: str, transport: type[kombu_redis.Transport] = Transport,
+               **kwargs: Any) -> Connection:
+    """A kombu Connection to ``url``; a ``redis://`` or ``rediss://`` one uses ``transport``
+    (qtui's channel unless told otherwise), every other URL its usual kombu transport."""
+    conn = Connection(url, **kwargs)
+    if conn.transport_cls not in REDIS_SCHEMES:
+        return conn
+    return Connection(url, transport=transport, ssl=conn.ssl, **kwargs)

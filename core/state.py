@@ -1,0 +1,456 @@
+"""The cluster as seen through its events: workers, tasks and throughput. Pure Python, no I/O.
+
+Feed it the decoded events of an :class:`~qtui.core.events.EventReceiver` (Celery's event
+dicts) with :meth:`State.event` or :meth:`State.ingest`. Events arrive late, batched and out of
+order; the merge rules below keep each task's state right anyway. Memory is bounded: at most
+``max_tasks`` tasks are kept, finished ones forgotten first. Not thread-safe: one thread
+ingests, and readers take what they need under the caller's own lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from sys import intern
+from typing import Any
+
+from . import states
+
+#: Seconds between a worker's heartbeats when its events do not say (Celery's default).
+HEARTBEAT_FREQ = 2.0
+#: A worker is offline once this many heartbeat periods pass without one.
+HEARTBEAT_EXPIRE_FACTOR = 2.0
+#: Seconds two hosts' clocks may disagree: events of different hosts further apart than this
+#: are ordered by timestamp, closer ones by where their state sits in a task's life.
+MAX_CLOCK_SKEW = 1.0
+#: Events kept in one task's timeline (a task that retries forever stays bounded).
+TIMELINE_MAX = 32
+
+TASK_EVENT_STATES = {
+    "task-sent": states.PENDING,
+    "task-received": states.RECEIVED,
+    "task-started": states.STARTED,
+    "task-retried": states.RETRY,
+    "task-succeeded": states.SUCCESS,
+    "task-failed": states.FAILURE,
+    "task-revoked": states.REVOKED,
+    "task-rejected": states.REJECTED,
+}
+
+#: Where each state sits in a task's life; RETRY starts the cycle again.
+_RANK = {states.PENDING: 0, states.RECEIVED: 1, states.STARTED: 2, states.RETRY: 3,
+         states.SUCCESS: 4, states.FAILURE: 4, states.REVOKED: 4, states.REJECTED: 4}
+
+#: The task's own timestamp attribute set by each event type.
+_STAMP = {"task-sent": "sent", "task-received": "received", "task-started": "started",
+          "task-retried": "retried", "task-succeeded": "succeeded", "task-failed": "failed",
+          "task-revoked": "revoked", "task-rejected": "rejected"}
+
+#: Fields any event may set, when it is the newest word on the task.
+_TASK_FIELDS = ("name", "args", "kwargs", "retries", "eta", "expires", "root_id", "parent_id",
+                "queue", "exchange", "routing_key", "result", "exception", "traceback",
+                "runtime")
+#: Fields an older event may still fill in: what describes the task, not what happened to it.
+_IDENTITY_FIELDS = ("name", "args", "kwargs", "retries", "eta", "expires", "root_id",
+                    "parent_id", "queue", "exchange", "routing_key")
+
+_WORKER_FIELDS = ("pid", "freq", "active", "processed", "loadavg", "sw_ident", "sw_ver",
+                  "sw_sys")
+
+
+@dataclass(slots=True)
+class WorkerState:
+    """One worker, known from its heartbeats and task events."""
+
+    hostname: str
+    pid: int | None = None
+    freq: float = HEARTBEAT_FREQ
+    last_heartbeat: float | None = None
+    """Local time the last sign of life arrived (receiver's clock, so host clock skew is moot)."""
+    offline: bool = False
+    """The worker said goodbye (worker-offline); set again to False when it comes back."""
+    clock: int = 0
+    active: int | None = None
+    processed: int | None = None
+    loadavg: list[float] | None = None
+    sw_ident: str | None = None
+    sw_ver: str | None = None
+    sw_sys: str | None = None
+
+    @property
+    def heartbeat_expires(self) -> float | None:
+        if self.last_heartbeat is None:
+            return None
+        return self.last_heartbeat + self.freq * HEARTBEAT_EXPIRE_FACTOR
+
+    def alive(self, now: float | None = None) -> bool:
+        """Alive while ``now < last heartbeat + 2 x freq`` and it has not gone offline."""
+        expires = self.heartbeat_expires
+        return (not self.offline and expires is not None
+                and (time.time() if now is None else now) < expires)
+
+
+@dataclass(slots=True)
+class TaskState:
+    """One task, merged from all the events seen about it."""
+
+    uuid: str
+    state: str = states.PENDING
+    name: str | None = None
+    worker: str | None = None
+    client: str | None = None
+    args: str | None = None
+    kwargs: str | None = None
+    retries: int | None = None
+    eta: str | None = None
+    expires: str | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    queue: str | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+    result: Any = None
+    exception: str | None = None
+    traceback: str | None = None
+    runtime: float | None = None
+    sent: float | None = None
+    received: float | None = None
+    started: float | None = None
+    retried: float | None = None
+    succeeded: float | None = None
+    failed: float | None = None
+    revoked: float | None = None
+    rejected: float | None = None
+    timestamp: float | None = None
+    """When the event that set ``state`` happened (sender's clock)."""
+    clock: int = 0
+    """Lamport clock of the event that set ``state``."""
+    origin: str | None = None
+    """Hostname that sent the event that set ``state``."""
+    updated: float = 0.0
+    """Local time of the last event about this task."""
+    timeline: list[tuple[str, float, str]] = field(default_factory=list)
+    """(event type, timestamp, hostname) of each event, in arrival order."""
+
+    @property
+    def id(self) -> str:
+        return self.uuid
+
+    @property
+    def ready(self) -> bool:
+        return self.state in states.READY_STATES
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed since the last :meth:`State.take_changes`: tasks updated and ids forgotten."""
+
+    tasks: list[TaskState]
+    removed: list[str]
+
+
+class Throughput:
+    """Events counted per key (a task state) in fixed time buckets: a ring of ``slots`` buckets
+    of ``interval`` seconds, so memory is constant however long the console runs."""
+
+    def __init__(self, interval: float = 1.0, slots: int = 300) -> None:
+        self.interval = interval
+        self.slots = slots
+        self._counts: dict[str, list[int]] = {}
+        self._bucket = 0
+        """The newest bucket number seen (time // interval)."""
+
+    def add(self, key: str, when: float, n: int = 1) -> None:
+        bucket = int(when // self.interval)
+        if bucket > self._bucket:
+            self._advance(bucket)
+        elif bucket <= self._bucket - self.slots:
+            return  # older than the window
+        counts = self._counts.get(key)
+        if counts is None:
+            counts = self._counts[key] = [0] * self.slots
+        counts[bucket % self.slots] += n
+
+    def _advance(self, bucket: int) -> None:
+        stale = range(self._bucket + 1, bucket + 1) if bucket - self._bucket < self.slots \
+            else range(self.slots)
+        for counts in self._counts.values():
+            for b in stale:
+                counts[b % self.slots] = 0
+        self._bucket = bucket
+
+    def keys(self) -> list[str]:
+        return sorted(self._counts)
+
+    def series(self, key: str, now: float | None = None) -> list[int]:
+        """Counts per bucket for the last ``slots`` buckets up to ``now``, oldest first."""
+        end = int((time.time() if now is None else now) // self.interval)
+        if end > self._bucket:
+            self._advance(end)
+        counts = self._counts.get(key)
+        if counts is None:
+            return [0] * self.slots
+        oldest = self._bucket - self.slots
+        return [counts[b % self.slots] if b > oldest else 0
+                for b in range(end - self.slots + 1, end + 1)]
+
+    def rate(self, key: str, window: float = 10.0, now: float | None = None) -> float:
+        """Events per second over the last ``window`` seconds (whole buckets)."""
+        buckets = max(1, min(self.slots, round(window / self.interval)))
+        return sum(self.series(key, now)[-buckets:]) / (buckets * self.interval)
+
+
+class State:
+    """Workers and tasks of a cluster, kept up to date from its events.
+
+    Task merge rules: an event is *newer* than the one that set the task's state if it comes
+    from the same host with a higher Lamport clock. Across hosts (or without clocks): a
+    client's task-sent is older than anything a worker says (unless after a retry); events
+    more than :data:`MAX_CLOCK_SKEW` apart, or involving a retry (which starts the life over),
+    are ordered by timestamp; closer ones by where their state sits in a task's life (PENDING
+    < RECEIVED < STARTED < final), so host clocks that disagree a little cannot undo a
+    success. A newer event sets the state and every field it carries; an older one only fills
+    in what describes the task (name, arguments, routing) where still unknown. Each event type
+    also stamps its own time (``received``, ``started``, ...) and joins the task's timeline.
+    """
+
+    def __init__(self, max_tasks: int = 100_000, throughput_interval: float = 1.0,
+                 throughput_slots: int = 300, track_changes: bool = False) -> None:
+        if max_tasks < 1:
+            raise ValueError(f"max_tasks must be at least 1, got {max_tasks}")
+        self.max_tasks = max_tasks
+        self.workers: dict[str, WorkerState] = {}
+        self.throughput = Throughput(throughput_interval, throughput_slots)
+        self.event_count = 0
+        self.track_changes = track_changes
+        # Two LRU orders, so running tasks outlive finished ones when memory runs out.
+        self._unready: OrderedDict[str, TaskState] = OrderedDict()
+        self._ready: OrderedDict[str, TaskState] = OrderedDict()
+        self._by_type: dict[str, dict[str, TaskState]] = {}
+        self._by_worker: dict[str, dict[str, TaskState]] = {}
+        self._changed: dict[str, TaskState] = {}
+        self._removed: set[str] = set()
+
+    # ingesting -----------------------------------------------------------------------------
+    def ingest(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """Apply a batch of events; returns how many."""
+        n = 0
+        for event in events:
+            self.event(event)
+            n += 1
+        return n
+
+    def event(self, event: Mapping[str, Any]) -> None:
+        """Apply one event (an event dict as Celery sends it, as the receiver yields it)."""
+        self.event_count += 1
+        kind = event.get("type", "")
+        if kind.startswith("task-"):
+            self._task_event(kind, event)
+        elif kind.startswith("worker-"):
+            self._worker_event(kind, event)
+
+    def _worker_event(self, kind: str, event: Mapping[str, Any]) -> None:
+        hostname = event.get("hostname")
+        if not hostname:
+            return
+        worker = self.workers.get(hostname)
+        if worker is None:
+            worker = self.workers[hostname] = WorkerState(hostname)
+        clock = event.get("clock") or 0
+        if kind == "worker-offline":
+            worker.offline = True
+            worker.clock = max(worker.clock, clock)
+            return
+        if worker.offline and clock and clock < worker.clock:
+            return  # a heartbeat from before it went offline, arriving late
+        for name in _WORKER_FIELDS:
+            value = event.get(name)
+            if value is not None:
+                setattr(worker, name, value)
+        worker.offline = False
+        worker.clock = max(worker.clock, clock)
+        worker.last_heartbeat = _local_time(event)
+
+    def _task_event(self, kind: str, event: Mapping[str, Any]) -> None:
+        uuid = event.get("uuid")
+        if not uuid:
+            return
+        # Interned: a hostname or type is repeated by every task and every timeline entry.
+        kind, hostname = intern(kind), intern(event.get("hostname") or "")
+        local = _local_time(event)
+        timestamp = event.get("timestamp") or local
+        clock = event.get("clock") or 0
+        new_state = TASK_EVENT_STATES.get(kind)
+
+        task = self._unready.get(uuid)
+        if task is None:
+            task = self._ready.get(uuid)
+        created = task is None
+        if task is None:
+            task = TaskState(uuid)
+        was_ready = task.ready
+        old_name, old_worker = task.name, task.worker
+
+        newer = new_state is not None and _is_newer(task, new_state, hostname, clock, timestamp)
+        if kind == "task-sent":
+            task.client = hostname
+        elif hostname:
+            if newer or task.worker is None:
+                task.worker = hostname
+            worker = self.workers.get(hostname)
+            if worker is None:
+                worker = self.workers[hostname] = WorkerState(hostname)
+            if not worker.offline:
+                worker.last_heartbeat = local  # a busy worker is a live one
+
+        if newer:
+            task.state = new_state
+            task.timestamp, task.clock, task.origin = timestamp, clock, hostname
+            for name in _TASK_FIELDS:
+                value = event.get(name)
+                if value is not None:
+                    setattr(task, name, value)
+        else:
+            for name in _IDENTITY_FIELDS:
+                if getattr(task, name) is None:
+                    value = event.get(name)
+                    if value is not None:
+                        setattr(task, name, value)
+        stamp = _STAMP.get(kind)
+        if stamp is not None:
+            setattr(task, stamp, timestamp)
+        task.updated = local
+        timeline = task.timeline
+        timeline.append((kind, timestamp, hostname))
+        if len(timeline) > TIMELINE_MAX:
+            del timeline[0]
+
+        self._store(task, created, was_ready)
+        if task.name is not None and task.name != old_name:
+            task.name = intern(task.name)
+            self._index(self._by_type, old_name, task.name, task)
+        if task.worker != old_worker:
+            self._index(self._by_worker, old_worker, task.worker, task)
+        if new_state is not None:
+            self.throughput.add(new_state, local)
+        if self.track_changes:
+            self._changed[uuid] = task
+            if created:
+                self._removed.discard(uuid)
+        if created and len(self._ready) + len(self._unready) > self.max_tasks:
+            self._evict()
+
+    def restore(self, tasks: Iterable[TaskState]) -> int:
+        """Take back tasks kept from an earlier session (oldest first), without counting them as
+        events or throughput; tasks already known are left as they are. Returns how many."""
+        n = 0
+        for task in tasks:
+            if self.task(task.uuid) is not None:
+                continue
+            self._store(task, True, task.ready)
+            if task.name is not None:
+                self._index(self._by_type, None, task.name, task)
+            if task.worker is not None:
+                self._index(self._by_worker, None, task.worker, task)
+            if self.track_changes:
+                self._changed[task.uuid] = task
+            n += 1
+            if len(self._ready) + len(self._unready) > self.max_tasks:
+                self._evict()
+        return n
+
+    def _store(self, task: TaskState, created: bool, was_ready: bool) -> None:
+        """Put the task at the young end of its LRU order (ready or unready)."""
+        uuid, ready = task.uuid, task.ready
+        if created:
+            (self._ready if ready else self._unready)[uuid] = task
+        elif ready == was_ready:
+            (self._ready if ready else self._unready).move_to_end(uuid)
+        else:
+            del (self._ready if was_ready else self._unready)[uuid]
+            (self._ready if ready else self._unready)[uuid] = task
+
+    def _evict(self) -> None:
+        """Forget the least recently updated finished task, else the least recent of all."""
+        _, task = (self._ready or self._unready).popitem(last=False)
+        for index, key in ((self._by_type, task.name), (self._by_worker, task.worker)):
+            if key is not None:
+                self._unindex(index, key, task.uuid)
+        if self.track_changes:
+            self._changed.pop(task.uuid, None)
+            self._removed.add(task.uuid)
+
+    def _index(self, index: dict[str, dict[str, TaskState]], old: str | None, new: str | None,
+               task: TaskState) -> None:
+        if old is not None:
+            self._unindex(index, old, task.uuid)
+        if new is not None:
+            index.setdefault(new, {})[task.uuid] = task
+
+    @staticmethod
+    def _unindex(index: dict[str, dict[str, TaskState]], key: str, uuid: str) -> None:
+        tasks = index.get(key)
+        if tasks is not None:
+            tasks.pop(uuid, None)
+            if not tasks:
+                del index[key]
+
+    # reading -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._ready) + len(self._unready)
+
+    def task(self, uuid: str) -> TaskState | None:
+        return self._unready.get(uuid) or self._ready.get(uuid)
+
+    def tasks(self) -> Iterator[TaskState]:
+        """Every task kept: finished ones, then unfinished ones, least recently updated first."""
+        yield from self._ready.values()
+        yield from self._unready.values()
+
+    def task_types(self) -> dict[str, int]:
+        """Task names seen, with how many tasks of each are kept."""
+        return {name: len(tasks) for name, tasks in self._by_type.items()}
+
+    def tasks_by_type(self, name: str) -> list[TaskState]:
+        return list(self._by_type.get(name, {}).values())
+
+    def tasks_by_worker(self, hostname: str) -> list[TaskState]:
+        return list(self._by_worker.get(hostname, {}).values())
+
+    def alive_workers(self, now: float | None = None) -> list[WorkerState]:
+        now = time.time() if now is None else now
+        return [w for w in self.workers.values() if w.alive(now)]
+
+    def remove_worker(self, hostname: str) -> bool:
+        """Forget a worker (one gone for good); its tasks stay. Returns whether it was known."""
+        return self.workers.pop(hostname, None) is not None
+
+    def take_changes(self) -> Changes:
+        """Tasks changed and ids forgotten since the last call (needs ``track_changes``)."""
+        changes = Changes(list(self._changed.values()), sorted(self._removed))
+        self._changed = {}
+        self._removed = set()
+        return changes
+
+
+def _local_time(event: Mapping[str, Any]) -> float:
+    return event.get("local_received") or event.get("timestamp") or time.time()
+
+
+def _is_newer(task: TaskState, state: str, hostname: str, clock: int, timestamp: float) -> bool:
+    """Whether an event in ``state`` happened after the event that set the task's state."""
+    if task.timestamp is None:
+        return True
+    if hostname and hostname == task.origin and clock and task.clock:
+        return clock > task.clock
+    if state == states.PENDING and task.state not in (states.PENDING, states.RETRY):
+        return False  # a task is sent before any worker hears of it
+    if state == states.RETRY or task.state == states.RETRY \
+            or abs(timestamp - task.timestamp) > MAX_CLOCK_SKEW:
+        return timestamp >= task.timestamp
+    rank, current = _RANK[state], _RANK[task.state]
+    if rank != current:
+        return rank > current
+    return timestamp >= task.timestamp

@@ -1,0 +1,289 @@
+"""Queue inspection per broker: Redis (priority lists, queues found without a consumer), AMQP
+(passive declare, the management API), qtui's embedded SQLite broker, and any other transport.
+
+The RabbitMQ management plugin is not enabled on the test machine: the management client is
+tested against a local HTTP server that answers with a recorded ``/api/queues`` reply.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from kombu import Connection
+
+from qtui.core import App
+from qtui.core.queues import (
+    AmqpQueues,
+    DeclaredQueues,
+    QueueInfo,
+    QueueInspectionError,
+    RedisQueues,
+    SqliteQueues,
+    fetch_management_queues,
+    inspector_for,
+    is_internal,
+    parse_management_queues,
+)
+
+from .test_control import delete_queues
+
+#: Recorded from RabbitMQ 3.10's ``GET /api/queues/?columns=name,vhost,messages_ready,
+#: messages_unacknowledged,consumers`` (two vhosts); "fresh" was declared a moment before, so
+#: its message stats were not collected yet.
+MANAGEMENT_SAMPLE = [
+    {"consumers": 1, "messages_ready": 0, "messages_unacknowledged": 4, "name": "celery",
+     "vhost": "/"},
+    {"consumers": 0, "messages_ready": 10, "messages_unacknowledged": 0, "name": "reports",
+     "vhost": "/"},
+    {"consumers": 1, "messages_ready": 0, "messages_unacknowledged": 0,
+     "name": "celeryev.5d4c2a1e-93d7-4f0e-a7c8-2f0b1c0f7a11", "vhost": "/"},
+    {"consumers": 1, "messages_ready": 0, "messages_unacknowledged": 0,
+     "name": "celery@vm.celery.pidbox", "vhost": "/"},
+    {"consumers": 0, "messages_ready": 3, "messages_unacknowledged": 0, "name": "other-vhost",
+     "vhost": "prod"},
+    {"consumers": 0, "name": "fresh", "vhost": "/"},
+]
+
+
+def send(app: App, queue: str, priorities: list[int]) -> None:
+    for priority in priorities:
+        app.send_task("tasks.add", args=[1, 2], queue=queue, priority=priority)
+
+
+def find(queues: list[QueueInfo], name: str) -> QueueInfo | None:
+    return next((q for q in queues if q.name == name), None)
+
+
+# Redis -------------------------------------------------------------------------------------------
+@pytest.fixture
+def redis_app(redis_url, unique):
+    app = App("client", broker=redis_url, task_default_queue=f"qi-{unique}")
+    yield app
+    app.close()
+    delete_queues(redis_url, f"qi-{unique}")
+
+
+def test_redis_lists_a_queue_nobody_consumes_with_every_priority_counted(redis_app):
+    queue = redis_app.conf.task_default_queue
+    send(redis_app, queue, [0, 3, 6, 9, 9])
+    with inspector_for(redis_app) as inspector:
+        assert isinstance(inspector, RedisQueues) and inspector.lists_all
+        assert find(inspector.queues(), queue) == QueueInfo(queue, 5, None)
+
+
+def test_redis_leaves_out_the_protocols_own_queues(redis_app):
+    send(redis_app, redis_app.conf.task_default_queue, [0])
+    redis_app.control.ping(timeout=0.2)  # leaves a reply queue behind
+    with inspector_for(redis_app) as inspector:
+        names = [q.name for q in inspector.queues()]
+    assert redis_app.conf.task_default_queue in names
+    assert not [name for name in names if is_internal(name)]
+
+
+def test_redis_reports_a_named_empty_queue_as_empty(redis_app, unique):
+    with inspector_for(redis_app) as inspector:
+        assert find(inspector.queues([f"never-{unique}"]), f"never-{unique}") == QueueInfo(
+            f"never-{unique}", 0, None)
+
+
+def test_redis_honours_the_global_key_prefix(redis_url, unique):
+    app = App("client", broker=redis_url, task_default_queue=f"qp-{unique}",
+              broker_transport_options={"global_keyprefix": f"pfx-{unique}:"})
+    try:
+        send(app, f"qp-{unique}", [0, 9])
+        with inspector_for(app) as inspector:
+            assert find(inspector.queues(), f"qp-{unique}") == QueueInfo(f"qp-{unique}", 2)
+            assert inspector.purge(f"qp-{unique}") == 2
+    finally:
+        app.close()
+        with Connection(redis_url) as conn:
+            client = conn.default_channel.client
+            for key in client.scan_iter(match=f"pfx-{unique}:*"):
+                client.delete(key)
+
+
+def test_redis_purge_empties_every_priority_list(redis_app):
+    queue = redis_app.conf.task_default_queue
+    send(redis_app, queue, [0, 5, 9])
+    with inspector_for(redis_app) as inspector:
+        assert inspector.purge(queue) == 3
+        assert find(inspector.queues([queue]), queue).messages == 0
+
+
+# RabbitMQ ----------------------------------------------------------------------------------------
+@pytest.fixture
+def amqp_app(amqp_url, unique):
+    app = App("client", broker=amqp_url, task_default_queue=f"qi-{unique}")
+    yield app
+    app.close()
+    delete_queues(amqp_url, f"qi-{unique}")
+
+
+def test_amqp_counts_messages_and_consumers_of_a_named_queue(amqp_app):
+    queue = amqp_app.conf.task_default_queue
+    send(amqp_app, queue, [0, 0, 0])
+    with inspector_for(amqp_app) as inspector:
+        assert isinstance(inspector, AmqpQueues) and not inspector.lists_all
+        assert inspector.queues([queue]) == [QueueInfo(queue, 3, 0)]
+    with Connection(amqp_app.broker_url) as conn:
+        with conn.Consumer(amqp_app.router.queues[queue], callbacks=[], prefetch_count=1):
+            with inspector_for(amqp_app) as inspector:
+                assert inspector.queues([queue])[0].consumers == 1
+
+
+def test_amqp_reports_an_absent_queue_as_empty(amqp_app, unique):
+    with inspector_for(amqp_app) as inspector:
+        assert inspector.queues([f"absent-{unique}", f"absent2-{unique}"]) == [
+            QueueInfo(f"absent-{unique}", 0, 0), QueueInfo(f"absent2-{unique}", 0, 0)]
+
+
+def test_amqp_purge(amqp_app, unique):
+    queue = amqp_app.conf.task_default_queue
+    send(amqp_app, queue, [0, 0])
+    with inspector_for(amqp_app) as inspector:
+        assert inspector.purge(queue) == 2
+        assert inspector.purge(f"absent-{unique}") == 0
+        assert inspector.queues([queue]) == [QueueInfo(queue, 0, 0)]
+
+
+# the RabbitMQ management API ---------------------------------------------------------------------
+def test_management_replies_are_parsed_per_vhost():
+    assert parse_management_queues(MANAGEMENT_SAMPLE, "/") == [
+        QueueInfo("celery", 0, 1, 4),
+        QueueInfo("celery@vm.celery.pidbox", 0, 1, 0),
+        QueueInfo("celeryev.5d4c2a1e-93d7-4f0e-a7c8-2f0b1c0f7a11", 0, 1, 0),
+        QueueInfo("fresh", None, 0, None),
+        QueueInfo("reports", 10, 0, 0),
+    ]
+    assert parse_management_queues(MANAGEMENT_SAMPLE, "prod") == [
+        QueueInfo("other-vhost", 3, 0, 0)]
+
+
+def test_a_management_reply_that_is_not_a_list_is_an_error():
+    with pytest.raises(QueueInspectionError, match="did not answer with a list"):
+        parse_management_queues({"error": "not_authorised"})
+
+
+class FakeManagement:
+    """A local HTTP server answering ``/api/queues/<vhost>`` like RabbitMQ's management API."""
+
+    def __init__(self, user: str = "guest", password: str = "guest") -> None:
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.paths: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                fake.paths.append(self.path)
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401, "Unauthorized")
+                    self.end_headers()
+                    return
+                body = json.dumps(MANAGEMENT_SAMPLE).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def management() -> Iterator[FakeManagement]:
+    server = FakeManagement()
+    yield server
+    server.close()
+
+
+def test_the_management_client_asks_for_the_vhosts_queues_with_credentials(management):
+    queues = fetch_management_queues(management.url, "/", userid="guest", password="guest")
+    assert QueueInfo("reports", 10, 0, 0) in queues
+    assert management.paths[0].startswith("/api/queues/%2F?columns=")
+
+
+def test_credentials_in_the_management_url_win(management):
+    url = management.url.replace("http://", "http://guest:guest@")
+    assert fetch_management_queues(url, "/", userid="other", password="wrong")
+
+
+def test_wrong_management_credentials_say_what_to_check(management):
+    url = management.url.replace("http://", "http://guest:nope@")
+    with pytest.raises(QueueInspectionError, match=r"guest:\*\*@.* answered 401") as failure:
+        fetch_management_queues(url, "/")
+    assert "nope" not in str(failure.value)
+
+
+def test_an_unreachable_management_api_says_what_to_do():
+    with pytest.raises(QueueInspectionError, match="rabbitmq_management plugin"):
+        fetch_management_queues("http://127.0.0.1:1/", "/", timeout=2)
+
+
+def test_with_the_management_api_rabbitmq_lists_every_queue(amqp_app, management):
+    """Listed queues come from the API; a named queue it does not list is declared passively."""
+    amqp_app.conf.broker_management_url = management.url
+    queue = amqp_app.conf.task_default_queue
+    send(amqp_app, queue, [0])
+    with inspector_for(amqp_app) as inspector:
+        assert inspector.lists_all
+        queues = inspector.queues([queue])
+    assert [q.name for q in queues] == ["celery", "fresh", queue, "reports"]
+    assert find(queues, queue) == QueueInfo(queue, 1, 0)
+
+
+# the embedded SQLite broker and other transports -------------------------------------------------
+def test_other_transports_look_named_queues_up(app_on_memory):
+    queue = app_on_memory.conf.task_default_queue
+    send(app_on_memory, queue, [0, 0])
+    with inspector_for(app_on_memory) as inspector:
+        assert isinstance(inspector, DeclaredQueues) and not inspector.lists_all
+        assert inspector.queues([queue]) == [QueueInfo(queue, 2, None)]
+        assert inspector.purge(queue) == 2
+
+
+@pytest.fixture
+def app_on_memory(unique):
+    app = App("client", broker="memory://", task_default_queue=f"mem-{unique}")
+    yield app
+    app.close()
+
+
+SQLITE_MISSING = importlib.util.find_spec("qtui.core.brokers.sqlite") is None
+
+
+@pytest.mark.skipif(SQLITE_MISSING, reason="qtui.core.brokers.sqlite (issue 3) is not in the "
+                                           "tree yet")
+def test_the_embedded_broker_lists_a_queue_nobody_consumes(tmp_path, unique):
+    app = App("client", broker=f"sqlite://{tmp_path / 'broker.sqlite'}",
+              task_default_queue=f"sq-{unique}", result_backend=None)
+    try:
+        send(app, f"sq-{unique}", [0, 5, 9])
+        with inspector_for(app) as inspector:
+            assert isinstance(inspector, SqliteQueues) and inspector.lists_all
+            assert find(inspector.queues(), f"sq-{unique}") == QueueInfo(f"sq-{unique}", 3,
+                                                                         None, 0)
+            assert inspector.purge(f"sq-{unique}") == 3
+    finally:
+        app.close()
+
+
+def test_internal_queue_names():
+    assert is_internal("celeryev.1f0e") and is_internal("celery@vm.celery.pidbox")
+    assert is_internal("0d1f.reply.celery.pidbox")
+    assert not is_internal("celery") and not is_internal("reports.daily")

@@ -1,0 +1,98 @@
+"""qtui's Redis channel publishes in one round trip and routes exactly as kombu's does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from kombu import Connection, Exchange, Producer, Queue
+
+from qtui.core.brokers import redis as redis_broker
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def names(unique: str, redis_url: str) -> Iterator[dict[str, str]]:
+    found = {"exchange": f"ex-{unique}", "a": f"a-{unique}", "b": f"b-{unique}",
+             "other": f"other-{unique}", "dead": f"dead-{unique}"}
+    yield found
+    client = redis.Redis.from_url(redis_url)
+    client.delete(f"_kombu.binding.{found['exchange']}", *(
+        found[q] + suffix for q in ("a", "b", "other", "dead")
+        for suffix in ("", "\x06\x163", "\x06\x166", "\x06\x169")))
+
+
+def received(url: str, queue: str) -> list[object]:
+    """Every message waiting on ``queue``, read with kombu's own Redis transport."""
+    bodies = []
+    with Connection(url) as conn:
+        simple = conn.SimpleQueue(queue, no_ack=True)
+        while True:
+            try:
+                bodies.append(simple.get(timeout=0.2).payload)
+            except simple.Empty:
+                break
+        simple.close()
+    return bodies
+
+
+def bind(url: str, exchange: Exchange, queue: str, key: str) -> None:
+    with Connection(url) as conn:
+        Queue(queue, exchange, routing_key=key)(conn.default_channel).declare()
+
+
+def test_a_direct_publish_reaches_every_queue_bound_with_its_key(redis_url, names):
+    exchange = Exchange(names["exchange"], type="direct")
+    bind(redis_url, exchange, names["a"], "key")
+    bind(redis_url, exchange, names["b"], "key")
+    bind(redis_url, exchange, names["other"], "other-key")
+    with redis_broker.connection(redis_url) as conn:
+        Producer(conn.default_channel).publish({"n": 1}, exchange=exchange, routing_key="key",
+                                               declare=[exchange])
+    assert received(redis_url, names["a"]) == [{"n": 1}]
+    assert received(redis_url, names["b"]) == [{"n": 1}]
+    assert received(redis_url, names["other"]) == []
+
+
+def test_a_queue_bound_by_another_process_gets_the_next_message_at_once(redis_url, names):
+    exchange = Exchange(names["exchange"], type="direct")
+    bind(redis_url, exchange, names["a"], "key")
+    with redis_broker.connection(redis_url) as conn:
+        producer = Producer(conn.default_channel)
+        producer.publish({"n": 1}, exchange=exchange, routing_key="key", declare=[exchange])
+        bind(redis_url, exchange, names["b"], "key")
+        producer.publish({"n": 2}, exchange=exchange, routing_key="key")
+    assert received(redis_url, names["a"]) == [{"n": 1}, {"n": 2}]
+    assert received(redis_url, names["b"]) == [{"n": 2}]
+
+
+def test_a_message_with_a_priority_goes_to_kombus_priority_list(redis_url, names):
+    exchange = Exchange(names["exchange"], type="direct")
+    bind(redis_url, exchange, names["a"], "key")
+    with redis_broker.connection(redis_url) as conn:
+        Producer(conn.default_channel).publish({"n": 1}, exchange=exchange, routing_key="key",
+                                               declare=[exchange], priority=6)
+    client = redis.Redis.from_url(redis_url)
+    assert client.llen(names["a"] + "\x06\x166") == 1
+    assert received(redis_url, names["a"]) == [{"n": 1}]
+
+
+def test_an_unroutable_message_goes_to_the_dead_letter_queue_as_with_kombu(redis_url, names):
+    exchange = Exchange(names["exchange"], type="direct")
+    bind(redis_url, exchange, names["a"], "key")
+    with redis_broker.connection(redis_url, transport_options={
+            "deadletter_queue": names["dead"]}) as conn:
+        with pytest.warns(UserWarning, match="No queue"):
+            Producer(conn.default_channel).publish({"n": 1}, exchange=exchange,
+                                                   routing_key="nobody", declare=[exchange])
+    assert received(redis_url, names["a"]) == []
+    assert received(redis_url, names["dead"]) == [{"n": 1}]
+
+
+def test_other_urls_keep_their_own_kombu_transport(tmp_path):
+    conn = redis_broker.connection(f"sqlite://{tmp_path / 'b.sqlite'}")
+    assert conn.transport_cls == "sqlite"
+    assert redis_broker.connection("redis://127.0.0.1:6379/0").transport_cls \
+        is redis_broker.Transport

@@ -1,0 +1,520 @@
+"""qtui's SQLite broker as a kombu transport, exercised through kombu's public API with real
+separate processes, each test on its own database file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.exceptions import OperationalError
+from kombu.transport import TRANSPORT_ALIASES
+
+from qtui.core import brokers
+from qtui.core.brokers import sqlite as transport
+
+brokers.register()
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+# -- helpers run in child processes (top-level so that spawn can find them) -----------------------
+
+def produce(url: str, queue: str, producer: int, count: int) -> None:
+    brokers.register()
+    with Connection(url) as conn:
+        q = conn.SimpleQueue(queue)
+        for i in range(count):
+            q.put({"id": f"{producer}-{i}"})
+        q.close()
+
+
+def consume_until_done(url: str, queue: str, out: str, done: str) -> None:
+    """Ack everything from ``queue``; once ``done`` exists and the queue stays empty for a
+    second, write the received ids to ``out``."""
+    brokers.register()
+    received: list[str] = []
+    with Connection(url) as conn:
+        def on_message(body: dict[str, Any], message: Any) -> None:
+            received.append(body["id"])
+            message.ack()
+        with Consumer(conn, [Queue(queue)], callbacks=[on_message]):
+            while True:
+                try:
+                    conn.drain_events(timeout=1)
+                except TimeoutError:
+                    if os.path.exists(done):
+                        break
+    Path(out).write_text(json.dumps(received))
+
+
+def hold_without_ack(url: str, queue: str, count: int, out: str,
+                     options: dict[str, Any] | None = None) -> None:
+    """Take ``count`` messages, never ack them, report their ids, then wait to be killed."""
+    brokers.register()
+    held: list[Any] = []
+    with Connection(url, transport_options=options or {}) as conn, \
+            Consumer(conn, [Queue(queue)], callbacks=[lambda body, m: held.append(m)],
+                     prefetch_count=count):
+        while len(held) < count:
+            conn.drain_events(timeout=30)
+        Path(out).write_text(json.dumps([m.payload["id"] for m in held]))
+        time.sleep(3600)
+
+
+def subscribe(url: str, exchange: str, count: int, ready: str, out: str) -> None:
+    """Bind an auto-delete queue of this process to a fanout exchange; collect ``count``."""
+    brokers.register()
+    received: list[int] = []
+    with Connection(url) as conn:
+        queue = Queue(f"sub-{os.getpid()}", Exchange(exchange, type="fanout"),
+                      auto_delete=True)
+        def on_message(body: dict[str, Any], message: Any) -> None:
+            received.append(body["n"])
+            message.ack()
+        with Consumer(conn, [queue], callbacks=[on_message]):
+            Path(ready).touch()
+            while len(received) < count:
+                conn.drain_events(timeout=30)
+    Path(out).write_text(json.dumps(received))
+
+
+def subscribe_and_wait(url: str, exchange: str, queue: str, ready: str) -> None:
+    """Bind an auto-delete queue to a fanout exchange, then wait to be killed."""
+    brokers.register()
+    with Connection(url) as conn:
+        q = Queue(queue, Exchange(exchange, type="fanout"), auto_delete=True)
+        with Consumer(conn, [q], callbacks=[]):
+            Path(ready).touch()
+            time.sleep(3600)
+
+
+def publish_by_name(url: str, exchange: str, routing_key: str) -> None:
+    """Publish to an exchange this process never declared."""
+    brokers.register()
+    with Connection(url) as conn:
+        Producer(conn, exchange=Exchange(exchange), auto_declare=False).publish(
+            {"id": "routed"}, routing_key=routing_key)
+
+
+# -- harness ------------------------------------------------------------------------------------
+
+@contextmanager
+def started(*targets: tuple[Callable[..., None], tuple[Any, ...]]
+            ) -> Iterator[list[BaseProcess]]:
+    """Start one spawned process per (function, args); always kill and join them all."""
+    procs: list[BaseProcess] = [SPAWN.Process(target=fn, args=args, daemon=True) for fn, args in targets]
+    try:
+        for proc in procs:
+            proc.start()
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+        for proc in procs:
+            proc.join(10)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Wait (generously) until ``condition()``; fail with ``what`` if it never holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite://{tmp_path / 'broker.sqlite'}"
+
+
+def queue_row(url: str, name: str) -> tuple[str, int, int] | None:
+    return next((row for row in transport.list_queues(url) if row[0] == name), None)
+
+
+# -- delivery -----------------------------------------------------------------------------------
+
+@pytest.mark.timeout(180)
+def test_four_producers_and_four_consumers_move_20000_messages_none_lost_none_twice(
+        url: str, tmp_path: Path) -> None:
+    per_producer, producers, consumers = 5000, 4, 4
+    done = tmp_path / "done"
+    outs = [tmp_path / f"consumer-{n}.json" for n in range(consumers)]
+    with Connection(url) as conn:
+        conn.SimpleQueue("work").close()
+    with started(*[(consume_until_done, (url, "work", str(out), str(done))) for out in outs],
+                 *[(produce, (url, "work", p, per_producer)) for p in range(producers)]) as procs:
+        for proc in procs[consumers:]:
+            proc.join(150)
+            assert proc.exitcode == 0
+        wait_for(lambda: queue_row(url, "work") == ("work", 0, 0), "the queue to drain", 150)
+        done.touch()
+        for proc in procs[:consumers]:
+            proc.join(60)
+            assert proc.exitcode == 0
+    received = Counter(i for out in outs for i in json.loads(out.read_text()))
+    expected = {f"{p}-{i}" for p in range(producers) for i in range(per_producer)}
+    assert set(received) == expected
+    assert [i for i, n in received.items() if n > 1] == []
+
+
+@pytest.mark.timeout(120)
+def test_messages_held_by_a_killed_consumer_are_redelivered_to_a_survivor(
+        url: str, tmp_path: Path) -> None:
+    with Connection(url) as conn:
+        q = conn.SimpleQueue("jobs")
+        for i in range(10):
+            q.put({"id": i})
+        held_file = tmp_path / "held.json"
+        with started((hold_without_ack, (url, "jobs", 10, str(held_file)))) as (holder,):
+            wait_for(held_file.exists, "the holder to take every message")
+            assert queue_row(url, "jobs") == ("jobs", 0, 10)
+            holder.kill()  # not reaped yet: a zombie must count as dead
+            redelivered = []
+            for _ in range(10):
+                message = q.get(timeout=60)
+                redelivered.append((message.payload["id"], message.delivery_info["redelivered"],
+                                    message.headers["redelivered"]))
+                message.ack()
+        q.close()
+    assert sorted(redelivered) == [(i, True, True) for i in json.loads(held_file.read_text())]
+
+
+@pytest.mark.timeout(120)
+def test_a_message_whose_visibility_timeout_passes_is_redelivered(url: str,
+                                                                  tmp_path: Path) -> None:
+    with Connection(url) as conn:
+        q = conn.SimpleQueue("slow")
+        q.put({"id": "late"})
+        held_file = tmp_path / "held.json"
+        # The holder stays alive: only the timeout (the claimer's) can bring the message back.
+        short = {"visibility_timeout": 1}
+        with started((hold_without_ack, (url, "slow", 1, str(held_file), short))) as (holder,):
+            wait_for(held_file.exists, "the holder to take the message")
+            message = q.get(timeout=60)
+            assert holder.is_alive()
+        assert (message.payload, message.delivery_info["redelivered"]) == ({"id": "late"}, True)
+        message.ack()
+        q.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_rejected_message_with_requeue_is_the_next_one_delivered(url: str) -> None:
+    with Connection(url) as conn:
+        q = conn.SimpleQueue("retry")
+        for i in range(3):
+            q.put({"id": i})
+        first = q.get(timeout=10)
+        first.reject(requeue=True)
+        assert queue_row(url, "retry") == ("retry", 3, 0)
+        again = q.get(timeout=10)
+        assert (again.payload, again.delivery_info["redelivered"]) == ({"id": 0}, True)
+        assert [q.get(timeout=10).payload["id"] for _ in range(2)] == [1, 2]
+        q.close()
+
+
+@pytest.mark.timeout(60)
+def test_an_acked_message_is_gone_and_a_rejected_one_without_requeue_too(url: str) -> None:
+    with Connection(url) as conn:
+        q = conn.SimpleQueue("once")
+        q.put({"id": 1})
+        q.put({"id": 2})
+        q.get(timeout=10).ack()
+        q.get(timeout=10).reject()
+        assert queue_row(url, "once") == ("once", 0, 0)
+        q.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_no_ack_consumer_removes_messages_as_it_receives_them(url: str) -> None:
+    with Connection(url) as conn:
+        q = conn.SimpleQueue("fire-and-forget", no_ack=True)
+        for i in range(3):
+            q.put({"id": i})
+        assert [q.get(timeout=10).payload["id"] for _ in range(2)] == [0, 1]
+        assert queue_row(url, "fire-and-forget") == ("fire-and-forget", 1, 0)
+        assert q.get_nowait().payload == {"id": 2}
+        assert queue_row(url, "fire-and-forget") == ("fire-and-forget", 0, 0)
+        q.close()
+
+
+@pytest.mark.timeout(60)
+def test_closing_a_channel_makes_its_unacked_messages_visible_again(url: str) -> None:
+    with Connection(url) as conn:
+        channel = conn.channel()
+        q = conn.SimpleQueue("closing", channel=channel)
+        for i in range(3):
+            q.put({"id": i})
+        q.get(timeout=10)
+        channel.close()
+        assert queue_row(url, "closing") == ("closing", 3, 0)
+        q = conn.SimpleQueue("closing")
+        message = q.get(timeout=10)
+        assert (message.payload, message.delivery_info["redelivered"]) == ({"id": 0}, True)
+        # Claimed ahead but never delivered: not flagged.
+        assert q.get(timeout=10).delivery_info.get("redelivered") is None
+        q.close()
+
+
+@pytest.mark.timeout(60)
+def test_cancelling_a_consumer_gives_back_what_it_claimed_ahead_but_not_its_unacked(
+        url: str) -> None:
+    with Connection(url) as conn:
+        q = conn.SimpleQueue("cancel")
+        for i in range(3):
+            q.put({"id": i})
+        q.get(timeout=10)
+        q.close()
+        assert queue_row(url, "cancel") == ("cancel", 2, 1)
+
+
+@pytest.mark.timeout(60)
+def test_basic_recover_requeues_unacked_messages(url: str) -> None:
+    with Connection(url) as conn:
+        q = conn.SimpleQueue("recover")
+        q.put({"id": 1})
+        q.get(timeout=10)
+        q.channel.basic_recover(requeue=True)
+        assert queue_row(url, "recover") == ("recover", 1, 0)
+        q.close()
+
+
+@pytest.mark.timeout(60)
+def test_priority_0_is_served_first_and_9_last_as_on_redis(url: str) -> None:
+    with Connection(url) as conn:
+        queue = Queue("ranked", Exchange("ranked"), routing_key="ranked")
+        producer = Producer(conn, exchange=queue.exchange, routing_key="ranked")
+        queue(conn.default_channel).declare()
+        sent = [(9, "a"), (0, "b"), (5, "c"), (9, "d"), (0, "e"), (3, "f")]
+        for priority, name in sent:
+            producer.publish({"name": name}, priority=priority)
+        q = conn.SimpleQueue(queue)
+        got = [q.get(timeout=10).payload["name"] for _ in sent]
+        q.close()
+    assert got == ["b", "e", "f", "c", "a", "d"]
+
+
+# -- exchanges ----------------------------------------------------------------------------------
+
+@pytest.mark.timeout(120)
+def test_fanout_reaches_every_bound_queue_in_three_processes(url: str, tmp_path: Path) -> None:
+    count = 20
+    ready = [tmp_path / f"ready-{n}" for n in range(3)]
+    outs = [tmp_path / f"out-{n}.json" for n in range(3)]
+    with started(*[(subscribe, (url, "news", count, str(r), str(o)))
+                   for r, o in zip(ready, outs)]) as procs:
+        wait_for(lambda: all(r.exists() for r in ready), "three subscribers")
+        with Connection(url) as conn:
+            producer = Producer(conn, exchange=Exchange("news", type="fanout"))
+            for n in range(count):
+                producer.publish({"n": n})
+        for proc in procs:
+            proc.join(60)
+            assert proc.exitcode == 0
+    assert [json.loads(o.read_text()) for o in outs] == [list(range(count))] * 3
+    # Each subscriber's auto-delete queue went with its consumer.
+    assert [row for row in transport.list_queues(url) if row[0].startswith("sub-")] == []
+
+
+@pytest.mark.timeout(120)
+def test_an_auto_delete_queue_of_a_killed_process_is_dropped(url: str, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    with started((subscribe_and_wait, (url, "events", "listener", str(ready)))) as (proc,):
+        wait_for(ready.exists, "the listener")
+        with Connection(url) as conn:
+            Producer(conn, exchange=Exchange("events", type="fanout")).publish({"n": 1})
+            # Looking at the queue from here does not make it this process's.
+            assert Queue("listener")(conn.default_channel).queue_declare(passive=True) \
+                == ("listener", 1, 0)
+            proc.kill()
+            proc.join(10)
+            wait_for(lambda: queue_row(url, "listener") is None, "the dead listener's queue to go")
+            # And the fanout no longer copies messages into it.
+            Producer(conn, exchange=Exchange("events", type="fanout")).publish({"n": 2})
+    assert queue_row(url, "listener") is None
+
+
+@pytest.mark.timeout(60)
+def test_a_process_that_never_declared_the_exchange_routes_by_its_recorded_type(
+        url: str, tmp_path: Path) -> None:
+    with Connection(url) as conn:
+        queue = Queue("task-events", Exchange("evts", type="topic"), routing_key="task.#")
+        q = conn.SimpleQueue(queue)
+        with started((publish_by_name, (url, "evts", "task.succeeded"))) as (proc,):
+            proc.join(60)
+            assert proc.exitcode == 0
+        assert q.get(timeout=10).payload == {"id": "routed"}
+        q.close()
+
+
+# -- inspection ---------------------------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_size_counts_ready_messages_and_purge_removes_them_but_not_unacked(url: str) -> None:
+    with Connection(url, transport_options={"fetch_batch": 1}) as conn:
+        q = conn.SimpleQueue("tidy")
+        for i in range(5):
+            q.put({"id": i})
+        assert q.qsize() == 5
+        held = q.get(timeout=10)
+        assert q.qsize() == 4
+        assert q.channel.queue_purge("tidy") == 4
+        assert q.qsize() == 0
+        held.reject(requeue=True)
+        assert q.qsize() == 1
+        q.close()
+
+
+@pytest.mark.timeout(60)
+def test_list_queues_shows_queues_without_consumers_from_another_connection(url: str) -> None:
+    with Connection(url) as conn:
+        conn.SimpleQueue("lonely").put({"id": 1})
+        Queue("empty")(conn.default_channel).declare()
+    with Connection(url) as other:
+        listed = other.default_channel.list_queues()
+    assert ("lonely", 1, 0) in listed
+    assert ("empty", 0, 0) in listed
+    assert transport.list_queues(url) == listed
+
+
+# -- a busy file --------------------------------------------------------------------------------
+
+class RetryWarnings(logging.Handler):
+    """Collects the broker's retry warnings; can end the locking transaction at the first."""
+
+    def __init__(self, locker: sqlite3.Connection, release: bool) -> None:
+        super().__init__(logging.WARNING)
+        self.locker, self.end_transaction = locker, release
+        self.warnings: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.warnings.append(record.getMessage())
+        if self.end_transaction and self.locker.in_transaction:
+            self.locker.execute("ROLLBACK")
+
+
+@contextmanager
+def write_locked(path: Path, release_on_first_retry: bool) -> Iterator[RetryWarnings]:
+    """Hold the broker file's write lock from another connection; collect the retries."""
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    handler = RetryWarnings(locker, release_on_first_retry)
+    log = logging.getLogger(transport.__name__)
+    log.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        log.removeHandler(handler)
+        if locker.in_transaction:
+            locker.execute("ROLLBACK")
+        locker.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_publish_that_finds_the_file_locked_is_retried_with_a_warning(url: str) -> None:
+    with Connection(url, transport_options={"busy_timeout": 0.05}) as conn:
+        q = conn.SimpleQueue("busy")
+        with write_locked(conn.transport.path, release_on_first_retry=True) as retries:
+            q.put({"id": 1})
+        assert len(retries.warnings) == 1 and "busy" in retries.warnings[0]
+        assert q.get(timeout=10).payload == {"id": 1}
+        q.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_publish_that_never_gets_the_lock_fails_loudly_after_bounded_retries(url: str) -> None:
+    with Connection(url, transport_options={"busy_timeout": 0.05}) as conn:
+        q = conn.SimpleQueue("stuck")
+        with write_locked(conn.transport.path, release_on_first_retry=False) as retries, \
+                pytest.raises((sqlite3.OperationalError, OperationalError), match="locked"):
+            q.put({"id": 1})
+        assert len(retries.warnings) == transport.BUSY_RETRIES - 1
+        assert q.qsize() == 0
+        q.close()
+
+
+# -- files and URLs -----------------------------------------------------------------------------
+
+def test_register_is_idempotent_and_kombu_resolves_sqlite_urls_to_this_transport(
+        url: str) -> None:
+    brokers.register()
+    brokers.register()
+    assert TRANSPORT_ALIASES["sqlite"] == "qtui.core.brokers.sqlite:Transport"
+    with Connection(url) as conn:
+        assert isinstance(conn.transport, transport.Transport)
+        assert conn.transport.driver_type == "sqlite"
+
+
+def test_absolute_urls_with_three_or_four_slashes_and_relative_urls(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert transport.path_from_url("sqlite:///tmp/x.db") == Path("/tmp/x.db")
+    assert transport.path_from_url("sqlite:////tmp/x.db") == Path("/tmp/x.db")
+    assert transport.path_from_url("sqlite://data/Broker.db") == tmp_path / "data/Broker.db"
+    assert transport.path_from_url("sqlite://~/b.db") == tmp_path / "home/b.db"
+    assert transport.path_from_url("sqlite://") == brokers.default_broker_path()
+
+
+def test_default_broker_url_is_absolute_under_xdg_data_home(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert brokers.default_broker_url() == f"sqlite://{tmp_path}/qtui/broker.sqlite"
+    assert transport.path_from_url(brokers.default_broker_url()) == brokers.default_broker_path()
+
+
+@pytest.mark.timeout(60)
+def test_a_relative_url_creates_the_file_under_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with Connection("sqlite://sub/rel.sqlite") as conn:
+        conn.SimpleQueue("q").put({"id": 1})
+        assert conn.as_uri() == f"sqlite://{tmp_path}/sub/rel.sqlite"
+    assert (tmp_path / "sub" / "rel.sqlite").exists()
+
+
+def test_a_path_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OperationalError, match="cannot create the directory"):
+        Connection(f"sqlite://{tmp_path}/a-file/broker.sqlite").connect()
+
+
+def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("this is not a database, " * 100)
+    with pytest.raises(OperationalError, match="is not an SQLite database"):
+        Connection(f"sqlite://{path}").connect()
+
+
+def test_a_newer_schema_version_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {transport.SCHEMA_VERSION + 1}")
+    with pytest.raises(OperationalError, match="newer than this qtui understands"):
+        Connection(f"sqlite://{path}").connect()
+
+
+def test_a_new_file_is_in_wal_mode_at_the_current_schema(url: str) -> None:
+    with Connection(url) as conn:
+        conn.connect()
+        path = conn.transport.path
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == transport.SCHEMA_VERSION
+        plan = " ".join(row[3] for row in db.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM messages WHERE queue = 'q' AND visible_at <= 0 "
+            "ORDER BY priority, id LIMIT 1"))
+    assert "USING COVERING INDEX messages_fetch" in plan and "TEMP B-TREE" not in plan
