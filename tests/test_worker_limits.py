@@ -1,0 +1,86 @@
+"""Time limits and rate limits, enforced by real worker processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from qtui.core import states
+from qtui.core.exceptions import TimeLimitExceeded
+
+from .worker_helpers import Setup, redis_setup  # noqa: F401 - fixtures
+
+
+@pytest.mark.timeout(90)
+def test_hard_time_limit_kills_the_prefork_child_and_records_failure(redis_setup: Setup):
+    with redis_setup.worker("-P", "prefork", "-c", "1"):
+        app = redis_setup.app()
+        result = app.send_task("tasks.slow", args=[30, "never"], time_limit=1)
+        exc = result.get(timeout=20, propagate=False)
+        assert result.state == states.FAILURE
+        assert isinstance(exc, TimeLimitExceeded)
+        assert redis_setup.records("done") == []
+        assert app.send_task("tasks.add", args=[1, 1]).get(timeout=20) == 2  # respawned
+        app.close()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("pool", ["prefork", "solo"])
+def test_soft_time_limit_raises_inside_the_task(redis_setup: Setup, pool):
+    with redis_setup.worker("-P", pool, "-c", "1"):
+        app = redis_setup.app()
+        result = app.send_task("tasks.soft_limited", args=[10], soft_time_limit=0.5)
+        assert result.get(timeout=20) == "soft limit caught"
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_soft_time_limit_from_the_command_line(redis_setup: Setup):
+    with redis_setup.worker("-P", "prefork", "-c", "1", "--soft-time-limit", "0.5"):
+        app = redis_setup.app()
+        assert app.send_task("tasks.soft_limited", args=[10]).get(timeout=20) == \
+            "soft limit caught"
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_solo_hard_time_limit_raises_time_limit_exceeded(redis_setup: Setup):
+    with redis_setup.worker("-P", "solo"):
+        app = redis_setup.app()
+        result = app.send_task("tasks.slow", args=[30], time_limit=1)
+        assert isinstance(result.get(timeout=20, propagate=False), TimeLimitExceeded)
+        assert app.send_task("tasks.add", args=[1, 1]).get(timeout=20) == 2
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_threads_enforce_time_limits_on_python_code(redis_setup: Setup):
+    with redis_setup.worker("-P", "threads", "-c", "2"):
+        app = redis_setup.app()
+        soft = app.send_task("tasks.spin", args=[10], soft_time_limit=0.5)
+        hard = app.send_task("tasks.spin", args=[10], time_limit=0.5, soft_time_limit=None)
+        assert soft.get(timeout=20) == "soft limit caught"
+        assert isinstance(hard.get(timeout=20, propagate=False), TimeLimitExceeded)
+        app.close()
+
+
+@pytest.mark.timeout(120)
+def test_rate_limit_of_5_per_second_is_honoured_without_blocking_other_tasks(redis_setup: Setup):
+    app = redis_setup.app()
+    ticks = [app.send_task("tasks.tick", args=[i]) for i in range(20)]
+    others = [app.send_task("tasks.mark", args=[i]) for i in range(5)]
+    with redis_setup.worker("-P", "prefork", "-c", "2"):
+        for r in ticks:
+            r.get(timeout=60)
+        for r in others:
+            r.get(timeout=60)
+    times = sorted(r["t"] for r in redis_setup.records("tick"))
+    marks = [r["t"] for r in redis_setup.records("mark")]
+    assert len(times) == 20
+    span = times[-1] - times[0]
+    assert 19 / 5 * 0.9 <= span <= 19 / 5 * 1.5, span
+    # no more than 5 starts in any one-second window (plus the bucket's first token)
+    for i, start in enumerate(times):
+        assert sum(1 for t in times[i:] if t < start + 1.0) <= 6
+    # the other task type ran while ticks were still waiting for their turn
+    assert max(marks) < times[-1] - 1.0
+    app.close()

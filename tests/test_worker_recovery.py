@@ -1,0 +1,176 @@
+"""Nothing is lost: warm and cold shutdown, a SIGKILLed worker, broker restarts mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from kombu import Connection
+
+from .worker_helpers import (  # noqa: F401 - fixtures
+    REDIS_URL,
+    Setup,
+    amqp_setup,
+    make_setup,
+    redis_setup,
+    wait_for,
+)
+
+
+def _tags(setup: Setup, kind: str = "mark") -> list:
+    return [r["tag"] for r in setup.records(kind)]
+
+
+@pytest.mark.timeout(120)
+def test_warm_shutdown_finishes_running_tasks_and_requeues_prefetched_ones(redis_setup: Setup):
+    app = redis_setup.app()
+    with redis_setup.worker("-P", "prefork", "-c", "1") as proc:
+        app.send_task("tasks.slow", args=[2, "running"])
+        for i in range(5):
+            app.send_task("tasks.mark", args=[i], countdown=0)
+        redis_setup.wait_records("started", 1)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        log = proc.log_path.read_text()
+    assert "Warm shutdown" in log and "Requeued" in log
+    assert _tags(redis_setup, "done") == ["running"]
+    assert _tags(redis_setup) == []
+    with redis_setup.worker("-P", "solo", name="second"):
+        assert wait_for(lambda: len(_tags(redis_setup)) == 5, 30)
+    assert sorted(_tags(redis_setup)) == [0, 1, 2, 3, 4]
+    app.close()
+
+
+@pytest.mark.timeout(120)
+def test_cold_shutdown_requeues_the_running_task(redis_setup: Setup):
+    app = redis_setup.app()
+    with redis_setup.worker("-P", "prefork", "-c", "1") as proc:
+        result = app.send_task("tasks.slow", args=[3, "cold"])
+        redis_setup.wait_records("started", 1)
+        os.kill(proc.pid, signal.SIGQUIT)
+        proc.wait(10)
+        assert "Cold shutdown" in proc.log_path.read_text()
+    assert _tags(redis_setup, "done") == []
+    with redis_setup.worker("-P", "prefork", "-c", "1", name="second"):
+        assert result.get(timeout=30) == "cold"
+    assert _tags(redis_setup, "done") == ["cold"]
+    app.close()
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_of_the_whole_worker_with_1000_tasks_queued_loses_none(redis_setup: Setup):
+    redis_setup.conf["broker_transport_options"] = {"visibility_timeout": 4}
+    app = redis_setup.app()
+    with app.producer():
+        pass
+    for i in range(1000):
+        app.send_task("tasks.mark", args=[i], ignore_result=True)
+    with redis_setup.worker("-P", "prefork", "-c", "2", "--prefetch-multiplier", "10") as proc:
+        assert wait_for(lambda: len(redis_setup.records("mark")) >= 100, 60)
+        os.killpg(proc.pid, signal.SIGKILL)
+    done_before = len(set(_tags(redis_setup)))
+    assert done_before < 1000
+    with redis_setup.worker("-P", "prefork", "-c", "2", name="second"):
+        assert wait_for(lambda: len(set(_tags(redis_setup))) == 1000, 120)
+    assert set(_tags(redis_setup)) == set(range(1000))  # lost = 0
+    app.close()
+
+
+@contextmanager
+def _redis_server(directory: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--dir", str(directory), "--appendonly", "yes",
+         "--appendfsync", "always", "--save", ""],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_for(lambda: _listening(port), 10), "redis-server did not start"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def _spare_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.timeout(240)
+def test_broker_restart_mid_run_on_redis(tmp_path, unique, redis_url):
+    port = _spare_port()
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{port}/0", REDIS_URL)
+    server = _redis_server(data, port)
+    server.__enter__()
+    try:
+        app = setup.app()
+        for i in range(300):
+            app.send_task("tasks.slow", args=[0.02, i])
+        app.close()
+        with setup.worker("-P", "prefork", "-c", "2") as worker:
+            assert wait_for(lambda: len(setup.records("done")) >= 30, 60)
+            server.__exit__(None, None, None)
+            time.sleep(2)
+            server = _redis_server(data, port)
+            server.__enter__()
+            assert wait_for(lambda: len(set(_tags(setup, "done"))) == 300, 120), \
+                worker.log_path.read_text()[-3000:]
+            log = worker.log_path.read_text()
+        assert "Broker connection lost" in log and "Reconnected" in log
+        assert set(_tags(setup, "done")) == set(range(300))
+    finally:
+        server.__exit__(None, None, None)
+        setup.cleanup()
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+@pytest.mark.timeout(300)
+def test_broker_restart_mid_run_on_rabbitmq(amqp_setup: Setup):
+    app = amqp_setup.app()
+    for i in range(300):
+        app.send_task("tasks.slow", args=[0.02, i])
+    app.close()
+    try:
+        with amqp_setup.worker("-P", "prefork", "-c", "2") as worker:
+            assert wait_for(lambda: len(amqp_setup.records("done")) >= 30, 60)
+            _rabbitmqctl("stop_app")
+            time.sleep(2)
+            _rabbitmqctl("start_app")
+            assert wait_for(lambda: len(set(_tags(amqp_setup, "done"))) == 300, 120), \
+                worker.log_path.read_text()[-3000:]
+            log = worker.log_path.read_text()
+    finally:
+        _rabbitmqctl("start_app")
+        wait_for(lambda: _amqp_up(amqp_setup.broker), 60)
+    assert "Broker connection lost" in log and "Reconnected" in log
+    assert set(_tags(amqp_setup, "done")) == set(range(300))
+
+
+def _amqp_up(url: str) -> bool:
+    try:
+        with Connection(url, connect_timeout=1) as conn:
+            conn.ensure_connection(max_retries=1)
+        return True
+    except Exception:
+        return False

@@ -1,0 +1,107 @@
+"""The complete arguments of the tasks this worker received lately, for ``task_arguments``.
+
+Events carry ``argsrepr`` and ``kwargsrepr``, cut at 1 KiB: enough to read, not to run the task
+again. A monitor that re-sends a failed task (the console's retry) asks the workers for the real
+arguments with the ``task_arguments`` remote-control command, answered from this store.
+
+Bounded three ways: the most recent :data:`MAX_TASKS` tasks, at most :data:`MAX_BYTES` of
+arguments in all, and no task whose arguments take more than :data:`MAX_TASK_BYTES` as JSON
+(those are not kept). Sizes come from the message body where it is plain JSON, so keeping a task
+costs no serialization; the store holds the decoded message's own objects, copying nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .hooks import Observer
+
+if TYPE_CHECKING:
+    from .job import Job
+
+MAX_TASKS = 5_000
+MAX_TASK_BYTES = 256 * 1024
+MAX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Arguments:
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    name: str
+    queue: str
+    size: int
+
+    def reply(self) -> dict[str, Any]:
+        """The ``task_arguments`` reply for this task."""
+        return {"args": list(self.args), "kwargs": self.kwargs, "name": self.name,
+                "queue": self.queue}
+
+
+class ArgumentStore(Observer):
+    """An LRU of task id -> :class:`Arguments`, filled as tasks are received."""
+
+    def __init__(self, max_tasks: int = MAX_TASKS, max_bytes: int = MAX_BYTES,
+                 max_task_bytes: int = MAX_TASK_BYTES) -> None:
+        self.max_tasks = max_tasks
+        self.max_bytes = max_bytes
+        self.max_task_bytes = max_task_bytes
+        self.bytes = 0
+        self._tasks: OrderedDict[str, Arguments] = OrderedDict()
+
+    def on_task_received(self, job: Job) -> None:
+        msg = job.message
+        size = json_size(job)
+        if size is None or size > self.max_task_bytes:
+            return
+        self.add(msg.id, Arguments(msg.args, msg.kwargs, msg.task, job.queue, size))
+
+    def add(self, task_id: str, arguments: Arguments) -> None:
+        old = self._tasks.pop(task_id, None)
+        if old is not None:
+            self.bytes -= old.size
+        self._tasks[task_id] = arguments
+        self.bytes += arguments.size
+        while self._tasks and (len(self._tasks) > self.max_tasks or self.bytes > self.max_bytes):
+            _, dropped = self._tasks.popitem(last=False)
+            self.bytes -= dropped.size
+
+    def get(self, task_id: str) -> Arguments | None:
+        return self._tasks.get(task_id)
+
+    def lookup(self, task_ids: Iterable[str], max_bytes: int) -> dict[str, dict[str, Any]]:
+        """Replies for the ids known here, in order, until about ``max_bytes`` of them."""
+        found: dict[str, dict[str, Any]] = {}
+        total = 0
+        for task_id in task_ids:
+            arguments = self._tasks.get(task_id)
+            if arguments is None or task_id in found:
+                continue
+            total += arguments.size
+            if total > max_bytes and found:
+                break
+            found[task_id] = arguments.reply()
+        return found
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._tasks
+
+
+def json_size(job: Job) -> int | None:
+    """About how many bytes the job's arguments take as JSON; None if they are not JSON."""
+    delivery = job.delivery
+    body = delivery.body
+    compressed = (delivery.headers or {}).get("compression")
+    if delivery.content_type == "application/json" and not compressed and body is not None:
+        return len(body)  # [args, kwargs, embed]: a little more than the arguments alone
+    try:
+        return len(json.dumps([job.message.args, job.message.kwargs]))
+    except (TypeError, ValueError):
+        return None

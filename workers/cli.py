@@ -1,0 +1,166 @@
+"""``qtui run-worker``: the worker's command-line options and how they become a Worker.
+
+The ``qtui`` command adds these options to its ``run-worker`` subcommand with
+:func:`add_arguments` and calls :func:`run`; :func:`main` is the same worker as a command of its
+own (``python -m qtui.workers.cli -A tasks``), handy in scripts and tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import socket
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qtui.core.exceptions import ConfigError, QtuiError
+
+from . import log
+from .pools import POOLS
+
+if TYPE_CHECKING:
+    from qtui.core.app import App
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run-worker options (Celery's names and meanings)."""
+    parser.add_argument("-l", "--loglevel", default="WARNING", metavar="LEVEL",
+                        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: WARNING)")
+    parser.add_argument("-c", "--concurrency", type=int, metavar="N",
+                        help="pool size (default: worker_concurrency, else the number of CPUs)")
+    parser.add_argument("-P", "--pool", choices=sorted(POOLS),
+                        help="where tasks run: prefork (child processes), threads, or solo (the "
+                             "worker's own thread) (default: worker_pool, prefork)")
+    parser.add_argument("-Q", "--queues", metavar="NAME[,NAME...]",
+                        help="queues to consume, comma-separated (default: task_default_queue)")
+    parser.add_argument("-n", "--hostname", metavar="NAME",
+                        help="node name; %%h is the host name, %%n its first part, %%d the "
+                             "domain (default: qtui@%%h)")
+    parser.add_argument("--prefetch-multiplier", type=int, metavar="N",
+                        help="messages reserved per pool slot; 0 for no limit "
+                             "(default: worker_prefetch_multiplier, 4)")
+    parser.add_argument("--max-tasks-per-child", type=int, metavar="N",
+                        help="replace a prefork child after N tasks (default: never)")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                        help="hard time limit of every task: its process is killed "
+                             "(default: task_time_limit)")
+    parser.add_argument("--soft-time-limit", type=float, metavar="SECONDS",
+                        help="soft time limit: SoftTimeLimitExceeded is raised in the task "
+                             "(default: task_soft_time_limit)")
+    parser.add_argument("--pidfile", metavar="FILE",
+                        help="write the worker's pid here; refuse to start if that worker runs")
+    parser.add_argument("--logfile", metavar="FILE", help="log here instead of stderr")
+    parser.add_argument("--statedb", metavar="FILE",
+                        help="keep the revoked task ids in this file across restarts")
+    parser.add_argument("--without-heartbeat", action="store_true",
+                        help="send no worker heartbeat events")
+    parser.add_argument("--without-events", action="store_true",
+                        help="send no task events (the console then sees no task activity)")
+
+
+def expand_hostname(template: str | None) -> str:
+    """``%h`` -> ``host.example.com``, ``%n`` -> ``host``, ``%d`` -> ``example.com``."""
+    host = socket.gethostname()
+    name, _, domain = host.partition(".")
+    text = template or "qtui@%h"
+    if "@" not in text:
+        text = f"{text}@%h"
+    return (text.replace("%%", "\0").replace("%h", host).replace("%n", name)
+            .replace("%d", domain).replace("\0", "%"))
+
+
+@contextmanager
+def pidfile(path: str | None) -> Iterator[None]:
+    """Hold ``path`` with this process's pid for the block; refuse if a live worker holds it."""
+    if not path:
+        yield
+        return
+    file = Path(path).expanduser()
+    try:
+        pid = int(file.read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        pid = 0
+    if pid and pid != os.getpid() and _alive(pid):
+        raise ConfigError(f"pidfile {file} says a worker already runs as pid {pid}; stop it or "
+                          "choose another --pidfile")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        try:
+            if file.read_text().strip() == str(os.getpid()):
+                file.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _import_task_modules(app: App) -> None:
+    for name in app.conf.imports:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"imports: cannot import task module {name!r}: {exc}") from exc
+
+
+def run(args: argparse.Namespace, app: App) -> int:
+    """Start a worker for ``app`` with the parsed run-worker options; returns the exit code."""
+    from .worker import Worker
+
+    try:
+        log.setup(args.loglevel, args.logfile)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    overrides = {"task_time_limit": args.time_limit, "task_soft_time_limit": args.soft_time_limit}
+    app.conf.update({k: v for k, v in overrides.items() if v is not None},
+                    source="qtui run-worker")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    _import_task_modules(app)
+    queues = [q.strip() for q in (args.queues or "").split(",") if q.strip()] or None
+    with pidfile(args.pidfile):
+        worker = Worker(
+            app, hostname=expand_hostname(args.hostname), pool=args.pool,
+            concurrency=args.concurrency, queues=queues,
+            prefetch_multiplier=args.prefetch_multiplier,
+            max_tasks_per_child=args.max_tasks_per_child, statedb=args.statedb,
+            send_events=False if args.without_events else None,
+            heartbeat=not args.without_heartbeat)
+        return worker.start()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The worker as a command of its own: ``python -m qtui.workers.cli -A tasks [options]``."""
+    from qtui.core.loader import load_app
+
+    parser = argparse.ArgumentParser(prog="qtui-worker", description="Run a qtui worker.")
+    parser.add_argument("-A", "--app", metavar="MODULE[:ATTR]",
+                        help="module defining the qtui App (as with celery -A)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML config file (default: $QTUI_CONFIG, else ./qtui.toml)")
+    parser.add_argument("-b", "--broker", metavar="URL", help="broker URL (overrides config)")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args, load_app(args.app, args.config, args.broker))
+    except QtuiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The consumer: the worker's broker connection.
+
+It connects (retrying with backoff), declares and consumes the worker's queues with one kombu
+Consumer per queue (so every message is known by the queue it came from), keeps the prefetch
+window (``basic_qos``) in step with what the worker may hold, serves the ``celery.pidbox``
+mailbox on the same connection (unless ``worker_enable_remote_control`` is false), starts and
+stops consuming a queue at run time (``add_consumer`` / ``cancel_consumer``), and publishes what
+the worker puts back (redeliveries, dead letters, delayed messages) on a channel of its own.
+Messages are handed raw to the worker's ``on_message``: decoding and validation live in
+:mod:`qtui.core.protocol`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from functools import partial
+from queue import Empty
+from typing import TYPE_CHECKING, Any
+
+from kombu import Connection, Producer, Queue
+from kombu import Consumer as KombuConsumer
+from kombu.exceptions import OperationalError
+from kombu.message import Message
+
+from qtui.core.config import mask_url
+from qtui.core.exceptions import BrokerUnavailable
+
+from . import control, redis_transport
+from .leases import DEFAULT_VISIBILITY_TIMEOUT, Leases
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+logger = logging.getLogger("qtui.worker")
+
+RECONNECT_INTERVAL_START = 0.5
+RECONNECT_INTERVAL_MAX = 10.0
+
+
+class Consumer:
+    def __init__(self, worker: Worker, queues: list[Queue],
+                 on_message: Callable[[str, Message], None]) -> None:
+        self.worker = worker
+        self.app = worker.app
+        self.queues = queues
+        self.on_message = on_message
+        self.connection: Connection | None = None
+        self.channel: Any = None
+        self.producer: Producer | None = None
+        self.leases: Leases | None = None
+        self.prefetch = 0
+        self._consumers: dict[str, KombuConsumer] = {}
+        """One per consumed queue, by queue name."""
+        self._pidbox: KombuConsumer | None = None
+        self.consuming = False
+
+    # connecting ------------------------------------------------------------------------------
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """Exceptions that mean the connection is gone (reconnect), not a bug."""
+        conn = self.connection or self.app.connection_for_read()
+        return (*conn.connection_errors, *conn.recoverable_channel_errors, OperationalError,
+                OSError)
+
+    @property
+    def is_redis(self) -> bool:
+        return self.connection is not None and self.connection.transport.driver_type == "redis"
+
+    def connect(self, prefetch: int) -> None:
+        """Connect and start consuming; retries with backoff per broker_connection_max_retries."""
+        max_retries = self.app.conf.broker_connection_max_retries
+        interval, attempt = RECONNECT_INTERVAL_START, 0
+        while True:
+            try:
+                self._connect(prefetch)
+                return
+            except self.errors as exc:
+                self.close()
+                attempt += 1
+                if max_retries is not None and attempt > max_retries:
+                    raise BrokerUnavailable(
+                        f"cannot connect to the broker at {mask_url(self.app.broker_url)} "
+                        f"after {attempt} attempts: {exc}") from exc
+                if self.worker.stopping:
+                    raise
+                logger.error("Cannot connect to %s: %s. Trying again in %.1fs...",
+                             mask_url(self.app.broker_url), exc, interval)
+                self.worker.sleep(interval)
+                interval = min(interval * 2, RECONNECT_INTERVAL_MAX)
+
+    def _connect(self, prefetch: int) -> None:
+        conn = self.connection = self.app.connection_for_read(
+            redis_transport=redis_transport.Transport)
+        if self.is_redis:
+            conn.transport_options = {"visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT,
+                                      **conn.transport_options}
+        conn.ensure_connection(max_retries=1)
+        self.channel = conn.channel()
+        if self.is_redis:
+            # The worker settles every delivery itself; closing must not requeue running tasks.
+            self.channel.do_restore = False
+        for queue in self.queues:
+            queue(self.channel).declare()
+        self.producer = Producer(conn.channel())
+        self._consumers = {queue.name: self._consumer_for(queue) for queue in self.queues}
+        self.prefetch = 0
+        self.set_prefetch(prefetch)
+        if self.app.conf.worker_enable_remote_control:
+            self._listen_pidbox(conn)
+        for consumer in self._consumers.values():
+            consumer.consume()
+        self.consuming = True
+        if self.is_redis:
+            self.leases = Leases(self.channel, self.worker.held_tags)
+            self.leases.start()
+
+    def _consumer_for(self, queue: Queue) -> KombuConsumer:
+        return KombuConsumer(self.channel, [queue], no_ack=False, auto_declare=False,
+                             on_message=partial(self.on_message, queue.name))
+
+    def _listen_pidbox(self, conn: Connection) -> None:
+        node = control.ControlNode(self.worker.hostname, state=self.worker,
+                                   handlers=control.HANDLERS, mailbox=self.app.control.mailbox)
+        node.channel = conn.channel()
+        self._pidbox = node.listen(callback=self._on_control)
+        self._node = node
+
+    def _on_control(self, body: Any, message: Message) -> None:
+        try:
+            self._node.handle_message(body, message)
+        except Exception as exc:
+            logger.error("Remote control command failed: %r", exc, exc_info=True)
+
+    # queues ----------------------------------------------------------------------------------
+    def add_queue(self, queue: Queue) -> bool:
+        """Consume ``queue`` too, now and after every reconnection; False if it already is.
+
+        It is declared on a channel of its own first: a declaration the broker refuses (the
+        queue exists with other arguments) closes that channel, not the one tasks arrive on.
+        """
+        if any(q.name == queue.name for q in self.queues):
+            return False
+        if self.connection is not None:
+            with self.connection.channel() as channel:
+                queue(channel).declare()
+        self.queues.append(queue)
+        if self.channel is not None:
+            consumer = self._consumers[queue.name] = self._consumer_for(queue)
+            if self.consuming:
+                consumer.consume()
+        return True
+
+    def cancel_queue(self, name: str) -> bool:
+        """Stop consuming the queue named ``name``; False if it was not consumed."""
+        queue = next((q for q in self.queues if q.name == name), None)
+        if queue is None:
+            return False
+        self.queues.remove(queue)
+        consumer = self._consumers.pop(name, None)
+        if consumer is not None and self.consuming:
+            self._finish_pending_read()
+            consumer.cancel()
+        return True
+
+    def _finish_pending_read(self) -> None:
+        """Redis: read a pending BRPOP's reply now, while every callback is registered; after
+        ``basic_cancel`` kombu would read it later and hand the message it popped to nobody."""
+        if self.is_redis and getattr(self.channel, "_in_poll", None):
+            try:
+                self.channel._brpop_read()
+            except Empty:
+                pass
+
+    # running ---------------------------------------------------------------------------------
+    def set_prefetch(self, count: int) -> None:
+        """Let the broker send up to ``count`` unacked messages."""
+        if count == self.prefetch or self.channel is None:
+            return
+        self.prefetch = count
+        apply_global = not self.connection.qos_semantics_matches_spec  # type: ignore[union-attr]
+        self.channel.basic_qos(0, count, apply_global)
+
+    def drain(self, timeout: float) -> None:
+        """Deliver what arrives within ``timeout`` seconds to the callbacks."""
+        assert self.connection is not None
+        try:
+            self.connection.drain_events(timeout=timeout)
+        except socket.timeout:
+            pass
+
+    def fetch(self, room: int, acks: list[str]) -> int | None:
+        """Ack ``acks`` and take up to ``room`` waiting messages without blocking, in one round
+        trip, where the transport can (the worker's Redis channel). None when it cannot (the
+        acks were not sent), else how many messages came."""
+        fetch_many = getattr(self.channel, "fetch_many", None)
+        if fetch_many is None or not self.consuming:
+            return None
+        got = 0
+        for queue in self.queues:
+            if got >= room and not acks:
+                break
+            got += fetch_many(queue.name, room - got, acks)
+            acks = []
+        return got
+
+    def ack_many(self, tags: list[str]) -> None:
+        """Ack deliveries of this connection in one round trip where the transport can."""
+        ack_many = getattr(self.channel, "ack_many", None)
+        if ack_many is not None:
+            ack_many(tags)
+            return
+        for tag in tags:
+            self.channel.basic_ack(tag)
+
+    @property
+    def batches_acks(self) -> bool:
+        return hasattr(self.channel, "ack_many")
+
+    def publisher(self) -> Producer:
+        assert self.producer is not None
+        return self.producer
+
+    def cancel(self) -> None:
+        """Stop receiving task messages (remote control goes on)."""
+        if not self.consuming:
+            return
+        self.consuming = False
+        self._finish_pending_read()
+        for consumer in self._consumers.values():
+            try:
+                consumer.cancel()
+            except self.errors as exc:
+                logger.debug("cancel failed: %s", exc)
+
+    def close(self) -> None:
+        if self.leases is not None:
+            self.leases.stop()
+            self.leases = None
+        self.consuming = False
+        self._consumers = {}
+        conn, self.connection = self.connection, None
+        if conn is not None:
+            try:
+                conn.release()
+            except Exception as exc:  # closing a broken connection can raise anything
+                logger.debug("closing the connection failed: %s", exc)
+
+    def broker_name(self) -> str:
+        return mask_url(self.app.broker_url)

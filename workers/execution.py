@@ -1,0 +1,244 @@
+"""Running one task, in whatever process or thread the pool gives it.
+
+:func:`execute` pushes the request, calls the task, stores the outcome in the result backend
+and returns an :class:`Outcome` small enough to cross a pipe. It handles ``Retry``,
+``autoretry_for``, failures and results the backend cannot serialize.
+
+Time limits: in a process's main thread (prefork children, the solo pool) :func:`alarm_limits`
+arms ``SIGALRM`` with ``signal.setitimer``, so ``SoftTimeLimitExceeded`` is raised inside the
+task when its soft limit passes (and, for solo, ``TimeLimitExceeded`` at the hard limit; a prefork
+child is killed by its parent instead). A thread cannot be interrupted that way: the threads pool
+raises the same exceptions asynchronously in the task's thread, which takes effect at its next
+Python instruction, not inside a blocking C call -- limits there are cooperative.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from qtui.core import states
+from qtui.core.exceptions import (
+    Retry,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
+from qtui.core.protocol import TaskMessage, saferepr
+
+from .redelivery import TRANSIENT_HEADERS
+
+if TYPE_CHECKING:
+    from qtui.core.app import App
+
+logger = logging.getLogger("qtui.worker")
+
+RESULT_REPR_MAXSIZE = 256
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """What a pool needs to run one task; picklable, so it crosses a pipe to a prefork child."""
+
+    job_id: int
+    message: TaskMessage
+    delivery_info: dict[str, Any]
+    hostname: str
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+
+
+@dataclass
+class Outcome:
+    """How a task run ended, as the worker needs it to ack, log and call its hooks."""
+
+    job_id: int
+    state: str
+    runtime: float
+    pid: int = field(default_factory=os.getpid)
+    result: str | None = None
+    """The result's repr (bounded), for the log line."""
+    exception: str | None = None
+    """The exception's repr, for FAILURE, RETRY and REVOKED."""
+    traceback: str | None = None
+    retry_when: float | None = None
+    dead_letter: str | None = None
+    """Set when the message must go to the dead-letter queue (for example an unstorable result)."""
+
+
+@dataclass
+class Lost:
+    """The pool lost a running task without an outcome: its process died or was killed.
+
+    ``cause`` is ``"time-limit"`` (killed at the hard limit), ``"signalled"`` (revoked with
+    terminate) or ``"died"`` (anything else: the task will be delivered again).
+    """
+
+    job_id: int
+    cause: str
+    pid: int | None = None
+    exitcode: int | None = None
+    signum: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """The options of one task type the worker needs for every message of that type."""
+
+    acks_late: bool
+    time_limit: float | None
+    soft_time_limit: float | None
+
+    @classmethod
+    def of(cls, app: App, name: str) -> TaskOptions:
+        """From the task (decorator, ``task_annotations``, config defaults)."""
+        task = app.get_task(name)
+        hard, soft = task.time_limit, task.soft_time_limit
+        return cls(bool(task.acks_late), float(hard) if hard else None,
+                   float(soft) if soft else None)
+
+    def limits(self, message: TaskMessage) -> tuple[float | None, float | None]:
+        """(hard, soft): the message's ``timelimit`` header first, then the task's own."""
+        return (message.time_limit or self.time_limit,
+                message.soft_time_limit or self.soft_time_limit)
+
+
+class _Alarm:
+    """SIGALRM-driven time limits for the calling (main) thread."""
+
+    def __init__(self, soft: float | None, hard: float | None) -> None:
+        now = time.monotonic()
+        self.soft_at = now + soft if soft else None
+        self.hard_at = now + hard if hard else None
+        self.soft_limit, self.hard_limit = soft, hard
+
+    def arm(self) -> None:
+        pending = [t for t in (self.soft_at, self.hard_at) if t is not None]
+        if pending:
+            signal.setitimer(signal.ITIMER_REAL, max(min(pending) - time.monotonic(), 0.001))
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if self.soft_at is not None and now >= self.soft_at - 0.001:
+            self.soft_at = None
+            self.arm()
+            raise SoftTimeLimitExceeded(f"soft time limit ({self.soft_limit}s) exceeded")
+        if self.hard_at is not None and now >= self.hard_at - 0.001:
+            self.hard_at = None
+            raise TimeLimitExceeded(self.hard_limit)
+        self.arm()
+
+
+@contextmanager
+def alarm_limits(soft: float | None, hard: float | None = None) -> Iterator[None]:
+    """Raise SoftTimeLimitExceeded (and TimeLimitExceeded when ``hard`` is given) in this thread."""
+    if not soft and not hard:
+        yield
+        return
+    alarm = _Alarm(soft, hard)
+    previous = signal.signal(signal.SIGALRM, alarm)
+    alarm.arm()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bool = False
+            ) -> Outcome:
+    """Run the task of ``item`` here, store its state and return the outcome.
+
+    ``use_alarm`` arms the soft limit with SIGALRM (main thread only); ``hard_by_alarm`` arms the
+    hard limit the same way (solo: there is no parent to kill the process).
+    """
+    from qtui.core.task import Request
+
+    message = item.message
+    task = app.get_task(message.task)
+    request = Request.from_message(message, item.hostname, item.delivery_info)
+    request.time_limit, request.soft_time_limit = item.time_limit, item.soft_time_limit
+    # What describes this delivery (its count, the broker's flags) must not follow a retry.
+    request.headers = {k: v for k, v in request.headers.items()
+                       if not k.startswith("x-qtui-") and k not in TRANSIENT_HEADERS}
+    store = not (message.ignore_result or task.ignore_result)
+    started = time.monotonic()
+    task.push_request(request)
+    try:
+        limits = alarm_limits(item.soft_time_limit, item.time_limit if hard_by_alarm else None) \
+            if use_alarm else _no_limits()
+        with limits:
+            try:
+                value = task(*message.args, **message.kwargs)
+            except Retry:
+                raise
+            except TaskRevokedError:
+                raise
+            except Exception as exc:
+                autoretry = task.autoretry_for
+                if autoretry and isinstance(exc, tuple(autoretry)):
+                    task.retry(exc=exc, **dict(task.retry_kwargs or {}))
+                raise
+    except Retry as retry:
+        reason = retry.exc if retry.exc is not None else retry
+        return _finish(app, item, store, states.RETRY, reason, started,
+                       retry_when=retry.when, trace=None)
+    except TaskRevokedError as exc:
+        return _finish(app, item, store, states.REVOKED, exc, started, trace=None)
+    except Exception as exc:
+        return _finish(app, item, store, states.FAILURE, exc, started,
+                       trace=traceback.format_exc())
+    finally:
+        task.pop_request()
+    return _finish(app, item, store, states.SUCCESS, value, started, trace=None)
+
+
+@contextmanager
+def _no_limits() -> Iterator[None]:
+    yield
+
+
+def _finish(app: App, item: WorkItem, store: bool, state: str, value: Any, started: float,
+            trace: str | None, retry_when: float | None = None) -> Outcome:
+    runtime = time.monotonic() - started
+    outcome = Outcome(job_id=item.job_id, state=state, runtime=runtime, traceback=trace,
+                      retry_when=retry_when)
+    if isinstance(value, BaseException):
+        outcome.exception = _safe_repr(value)
+    else:
+        outcome.result = _safe_repr(value)
+    if store:
+        outcome.dead_letter = store_state(app, item.message, value, state, trace)
+    return outcome
+
+
+def store_state(app: App, message: TaskMessage, value: Any, state: str,
+                trace: str | None = None) -> str | None:
+    """Store a state in the result backend. Returns a dead-letter reason when the value could not
+    be stored as it is (it is then stored as a FAILURE that says why), else None."""
+    try:
+        meta = app.backend.store_result(message.id, value, state, traceback=trace,
+                                        request=message)
+    except Exception as exc:  # a result whose repr raises, or a backend that is down
+        logger.error("Task %s[%s]: cannot store its %s state: %s", message.task, message.id,
+                     state, exc)
+        return None
+    if meta.get("status") != state:
+        reason = f"unserializable result: {meta.get('result', {}).get('exc_message', [''])[0]}"
+        logger.error("Task %s[%s]: %s", message.task, message.id, reason)
+        return reason
+    return None
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return saferepr(value, RESULT_REPR_MAXSIZE)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"

@@ -1,0 +1,72 @@
+"""Redis: keeping what the worker holds, and giving back what a dead worker held.
+
+kombu's Redis transport records each unacked message in ``unacked_index`` with the time it was
+delivered, and any consumer puts back the ones older than ``visibility_timeout``. Celery needs a
+long timeout (1 hour) so that long tasks and ETA tasks are not delivered twice; the cost is that
+the messages of a killed worker wait an hour. qtui renews a lease instead: a thread re-stamps the
+worker's unacked messages every quarter of the timeout, so the timeout can be short (qtui's
+default is 60 s) and a dead worker's messages come back within a minute, while a message held
+for hours by a live worker never does. The main loop also runs the restore regularly (kombu
+only does it when a connection starts).
+
+Delivery tags stay valid across reconnections on Redis (they are keys in Redis, not in the
+connection), so :func:`settle` acks or requeues a message whose connection was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+logger = logging.getLogger("qtui.worker")
+
+DEFAULT_VISIBILITY_TIMEOUT = 60.0
+
+
+class Leases:
+    """Renews the visibility lease of the messages ``held()`` returns, from its own thread."""
+
+    def __init__(self, channel: Any, held: Callable[[], Iterable[str]]) -> None:
+        self.channel = channel
+        self.held = held
+        self.interval = max(0.5, float(channel.visibility_timeout) / 4)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="qtui-redis-leases", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.renew()
+            except Exception as exc:  # the broker may be down: the main loop reconnects
+                logger.debug("lease renewal failed: %s", exc)
+
+    def renew(self) -> None:
+        tags = list(self.held())
+        if tags:
+            now = time.time()
+            with self.channel.conn_or_acquire() as client:
+                client.zadd(self.channel.unacked_index_key, {tag: now for tag in tags}, xx=True)
+
+    def restore_expired(self) -> None:
+        """Put back the messages of holders that stopped renewing (dead workers)."""
+        self.channel.qos.restore_visible(num=1000, interval=1)
+
+
+def settle(channel: Any, tags: Iterable[str], requeue: bool) -> None:
+    """Ack (or requeue at the head) deliveries made on a connection that was lost since."""
+    with channel.conn_or_acquire() as client:
+        for tag in tags:
+            if requeue:
+                channel.qos.restore_by_tag(tag, client=client, leftmost=True)
+            else:
+                client.pipeline().zrem(channel.unacked_index_key, tag) \
+                    .hdel(channel.unacked_key, tag).execute()

@@ -1,0 +1,165 @@
+"""The threads pool: tasks run in a fixed set of threads of the worker process.
+
+Good for I/O-bound tasks. Time limits and ``terminate`` are cooperative: a watchdog raises
+``SoftTimeLimitExceeded``, ``TimeLimitExceeded`` or ``TaskRevokedError`` in the task's thread
+(``PyThreadState_SetAsyncExc``), which takes effect at its next Python instruction -- a thread
+blocked inside a C call (a socket read, ``time.sleep``) sees it only when that call returns.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from qtui.core import states
+from qtui.core.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
+
+from ..execution import Outcome, WorkItem, execute
+from .base import Pool
+
+logger = logging.getLogger("qtui.worker")
+_STOP = object()
+
+
+@dataclass
+class _Running:
+    item: WorkItem
+    thread_id: int
+    soft_at: float | None
+    hard_at: float | None
+
+
+def _raise_in(thread_id: int, exc_type: type[BaseException] | None) -> None:
+    """Raise ``exc_type`` in another thread at its next Python instruction (None: cancel)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type) if exc_type else None)
+
+
+class ThreadsPool(Pool):
+    name = "threads"
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._running: dict[int, _Running] = {}
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._names = itertools.count(1)
+        self._watchdog_wake = threading.Event()
+        self._stopping = False
+
+    def start(self) -> None:
+        for _ in range(self.concurrency):
+            self._add_thread()
+        threading.Thread(target=self._watchdog, name="qtui-time-limits", daemon=True).start()
+
+    def _add_thread(self) -> None:
+        thread = threading.Thread(target=self._run, name=f"ThreadPoolWorker-{next(self._names)}",
+                                  daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            assert isinstance(item, WorkItem)
+            now = time.monotonic()
+            with self._lock:
+                self._pending -= 1
+                self._running[item.job_id] = _Running(
+                    item, threading.get_ident(),
+                    now + item.soft_time_limit if item.soft_time_limit else None,
+                    now + item.time_limit if item.time_limit else None)
+            if item.soft_time_limit or item.time_limit:
+                self._watchdog_wake.set()
+            outcome: Outcome | None = None
+            try:
+                try:
+                    outcome = execute(self.app, item)
+                finally:
+                    with self._lock:
+                        self._running.pop(item.job_id, None)
+                    _raise_in(threading.get_ident(), None)  # drop a limit that fired too late
+            except BaseException as exc:  # noqa: BLE001 - an async exception outside the task
+                if outcome is None:
+                    outcome = Outcome(item.job_id, states.FAILURE, time.monotonic() - now,
+                                      exception=repr(exc))
+            self.report(outcome)
+
+    def _watchdog(self) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            wait = 1.0
+            with self._lock:
+                for running in self._running.values():
+                    if running.soft_at is not None and now >= running.soft_at:
+                        running.soft_at = None
+                        _raise_in(running.thread_id, SoftTimeLimitExceeded)
+                    if running.hard_at is not None and now >= running.hard_at:
+                        running.hard_at = None
+                        _raise_in(running.thread_id, TimeLimitExceeded)
+                    for at in (running.soft_at, running.hard_at):
+                        if at is not None:
+                            wait = min(wait, at - now)
+            self._watchdog_wake.wait(max(wait, 0.005))
+            self._watchdog_wake.clear()
+
+    def apply(self, item: WorkItem) -> bool:
+        with self._lock:
+            if self._pending + len(self._running) >= self.concurrency:
+                return False
+            self._pending += 1
+        self._queue.put(item)
+        return True
+
+    @property
+    def free_slots(self) -> int:
+        with self._lock:
+            return max(0, self.concurrency - self._pending - len(self._running))
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return self._pending + len(self._running)
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "threads": sum(1 for t in self._threads if t.is_alive())}
+
+    def grow(self, n: int = 1) -> None:
+        self.concurrency += n
+        self._threads = [t for t in self._threads if t.is_alive()]
+        for _ in range(n):
+            self._add_thread()
+
+    def shrink(self, n: int = 1) -> None:
+        n = min(n, self.concurrency - 1)
+        self.concurrency -= n
+        for _ in range(n):
+            self._queue.put(_STOP)
+
+    def signal(self, job_id: int, signum: int) -> bool:
+        with self._lock:
+            running = self._running.get(job_id)
+            if running is None:
+                return False
+            _raise_in(running.thread_id, TaskRevokedError)
+        return True
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._watchdog_wake.set()
+        for _ in self._threads:
+            self._queue.put(_STOP)
+
+    def terminate(self) -> None:
+        """Threads cannot be killed; they are daemons and end with the process."""
+        self.stop()

@@ -1,0 +1,77 @@
+"""Revoked task ids: a bounded set with expiry, kept across restarts in ``--statedb``.
+
+A revoked task is never started: the worker checks the set when a message arrives, when its ETA
+comes and right before the task would start. The state database is a small SQLite file (one
+row per revoked id with its expiry time), written as revocations arrive, so a worker that
+restarts still refuses what was revoked while it was running.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+
+REVOKES_MAX = 50_000
+REVOKE_EXPIRES = 10_800.0  # 3 hours, as Celery
+
+
+class Revoked:
+    def __init__(self, statedb: str | None = None, expires: float = REVOKE_EXPIRES,
+                 maxlen: int = REVOKES_MAX) -> None:
+        self.expires = expires
+        self.maxlen = maxlen
+        self._ids: OrderedDict[str, float] = OrderedDict()
+        self._db: sqlite3.Connection | None = None
+        if statedb:
+            self._open(Path(statedb).expanduser())
+
+    def _open(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS revoked "
+                         "(task_id TEXT PRIMARY KEY, expires REAL NOT NULL)")
+        now = time.time()
+        self._db.execute("DELETE FROM revoked WHERE expires <= ?", (now,))
+        for task_id, expires in self._db.execute(
+                "SELECT task_id, expires FROM revoked ORDER BY expires"):
+            self._ids[task_id] = expires
+
+    def add(self, task_ids: Iterable[str]) -> list[str]:
+        expires = time.time() + self.expires
+        added = []
+        for task_id in task_ids:
+            self._ids.pop(task_id, None)
+            self._ids[task_id] = expires
+            added.append(task_id)
+        while len(self._ids) > self.maxlen:
+            self._ids.popitem(last=False)
+        if self._db is not None and added:
+            self._db.executemany("INSERT OR REPLACE INTO revoked VALUES (?, ?)",
+                                 [(i, expires) for i in added])
+        return added
+
+    def __contains__(self, task_id: object) -> bool:
+        expires = self._ids.get(task_id)  # type: ignore[arg-type]
+        if expires is None:
+            return False
+        if expires <= time.time():
+            del self._ids[task_id]  # type: ignore[arg-type]
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def ids(self) -> list[str]:
+        now = time.time()
+        return [i for i, e in self._ids.items() if e > now]
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.execute("DELETE FROM revoked WHERE expires <= ?", (time.time(),))
+            self._db.close()
+            self._db = None

@@ -1,0 +1,744 @@
+"""The worker: receives task messages, runs them in a pool, and settles every delivery exactly once.
+
+A job's path (each step a method below, each feature in its own module):
+
+``on_message`` (decode and validate; bad input is dead-lettered) -> ``_receive`` (delivery
+counter, unknown task, revoked or expired, ETA) -> ``_ready`` (revoked or expired again, rate
+limit) -> ``_reserve`` -> ``_dispatch`` to the pool -> ``_on_outcome`` / ``_on_lost`` (ack,
+dead-letter or deliver again).
+
+Everything that touches the broker runs on the main thread. Pools report outcomes through a
+thread-safe queue that the main loop drains between broker reads, so the loop never blocks on
+the broker while a finished task waits for its ack. Features plug in at the named points of
+:class:`~qtui.workers.hooks.Hooks` (events, the arguments store); remote-control commands
+(:mod:`~qtui.workers.control`) arrive on the same thread and change the worker through the
+methods of its "remote control" section.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from kombu import Queue
+from kombu.message import Message
+from rich.console import Console
+from rich.table import Table
+
+from qtui.core import states
+from qtui.core.config import mask_url
+from qtui.core.exceptions import (
+    NotRegistered,
+    ProtocolError,
+    TaskRejectedError,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
+from qtui.core.protocol import TaskMessage, decode, parse
+
+from . import leases
+from .arguments import ArgumentStore
+from .consumer import Consumer
+from .deadletter import DeadLetters
+from .eta import RedisDelayedStore, Scheduler, delayed_store_for
+from .events import Events
+from .execution import Lost, Outcome, TaskOptions, WorkItem, store_state
+from .hooks import Hooks
+from .job import ACTIVE, RESERVED, Job
+from .pools import pool_class
+from .ratelimit import RateLimiter
+from .redelivery import DELIVERIES_HEADER, delivery_number, republish
+from .revoke import Revoked
+from .timer import Timer
+
+if TYPE_CHECKING:
+    from qtui.core.app import App
+
+logger = logging.getLogger("qtui.worker")
+
+#: Main-loop waits: short while tasks run (their acks free prefetch slots), longer when idle.
+BUSY_WAIT = 0.05
+IDLE_WAIT = 1.0
+#: Prefetch slots added for jobs held for an ETA or a rate limit, at most this many times the
+#: normal window (so a flood of delayed tasks cannot pull a whole queue into memory).
+HELD_WINDOW_FACTOR = 10
+#: Most messages taken in one round trip where the transport can (Redis).
+FETCH_MAX = 100
+
+
+class WorkerTerminate(SystemExit):
+    """Raised in the main thread on a cold shutdown while the solo pool runs a task there."""
+
+
+def default_hostname() -> str:
+    return f"qtui@{socket.gethostname()}"
+
+
+class Worker:
+    def __init__(self, app: App, *, hostname: str | None = None, pool: str | None = None,
+                 concurrency: int | None = None, queues: list[str] | None = None,
+                 prefetch_multiplier: int | None = None, max_tasks_per_child: int | None = None,
+                 statedb: str | None = None, send_events: bool | None = None,
+                 heartbeat: bool = True, shutdown_timeout: float | None = None) -> None:
+        conf = app.conf
+        self.app = app
+        self.hostname = hostname or default_hostname()
+        self.pool_name = pool or conf.worker_pool
+        cls = pool_class(self.pool_name)
+        self.concurrency = 1 if self.pool_name == "solo" else (
+            concurrency or conf.worker_concurrency or os.cpu_count() or 1)
+        self.prefetch_multiplier = conf.worker_prefetch_multiplier \
+            if prefetch_multiplier is None else prefetch_multiplier
+        self.base_prefetch = max(0, self.concurrency * self.prefetch_multiplier)
+        self.queues = self._select_queues(queues)
+        self.send_events = conf.worker_send_task_events if send_events is None else send_events
+        self.heartbeat = heartbeat
+        self.shutdown_timeout = float(conf.worker_shutdown_timeout if shutdown_timeout is None
+                                      else shutdown_timeout)
+        self.max_redeliveries = int(conf.task_max_redeliveries)
+
+        self.hooks = Hooks()
+        self.timer = Timer()
+        self.clock = app.control.mailbox.clock
+        """The Lamport clock of this worker's events and remote-control replies."""
+        self.started_at = time.time()
+        self.revoked = Revoked(statedb or conf.worker_statedb)
+        self.rate_limits = RateLimiter(app, self.timer, self._reserve)
+        self.scheduler = Scheduler(self.timer, self._ready, float(conf.worker_eta_horizon))
+        self.jobs: dict[int, Job] = {}
+        """Every job this worker knows of: held (unacked) or running."""
+        self.reserved: deque[Job] = deque()
+        self.active: dict[int, Job] = {}
+        self.processed = 0
+        self.total: Counter[str] = Counter()
+        """Tasks started, by task name (``inspect stats``)."""
+        self._events: queue.SimpleQueue[Outcome | Lost] = queue.SimpleQueue()
+        self.pool = cls(app, self.concurrency, self._events.put,
+                        max_tasks_per_child if max_tasks_per_child is not None
+                        else conf.worker_max_tasks_per_child)
+        self.consumer = Consumer(self, self.queues, self.on_message)
+        self.dead_letters = DeadLetters(self.consumer.publisher)
+        self._stale_by_task: dict[str, Job] = {}
+        self._orphans: list[tuple[str, bool]] = []
+        self._acks: list[str] = []
+        self._next_drain = 0.0
+        self._polling = False
+        self._task_options: dict[str, tuple[int, TaskOptions]] = {}
+        self._time_limits: dict[str, tuple[float | None, float | None]] = {}
+        """(hard, soft) set by the time_limit command, by task name."""
+        """Redis deliveries to settle once reconnected: (delivery tag, requeue)."""
+        self.stopping = False
+        self._cold = False
+        self._shutdown_deadline = 0.0
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.events = Events(self)
+        self.arguments = ArgumentStore()
+        self.hooks.add(self.events)
+        self.hooks.add(self.arguments)
+
+    def _select_queues(self, names: list[str] | None) -> list[Queue]:
+        router = self.app.router
+        if not names:
+            return [router.queue(self.app.conf.task_default_queue)]
+        return [router.queue(name) for name in names]
+
+    # running ---------------------------------------------------------------------------------
+    def start(self) -> int:
+        """Run until shut down; returns the process exit code."""
+        self.print_banner()
+        self._install_signals()
+        self.started_at = time.time()
+        self.pool.start()
+        try:
+            self.consumer.connect(self.prefetch_target())
+            self._on_connected()
+            print(f"qtui worker {self.hostname} ready.", flush=True)
+            logger.info("Connected to %s; consuming %s", self.consumer.broker_name(),
+                        ", ".join(q.name for q in self.queues))
+            self.hooks.on_worker_ready(self)
+            self._loop()
+        except WorkerTerminate:
+            self._cold = True
+        finally:
+            self._shutdown()
+        return 0
+
+    def _loop(self) -> None:
+        while not self._cold:
+            if self.stopping and (not self.active or time.monotonic() > self._shutdown_deadline):
+                return
+            try:
+                self._turn()
+            except self.consumer.errors as exc:
+                if self.stopping:
+                    logger.error("Broker connection lost during shutdown: %s", exc)
+                    return
+                self._on_connection_lost(exc)
+
+    def _turn(self) -> None:
+        self._process_events()
+        self.pool.maintain()
+        next_timer = self.timer.run_due()
+        self._dispatch()
+        prefetch = self.prefetch_target()
+        self.consumer.set_prefetch(prefetch)
+        timeout = IDLE_WAIT if next_timer is None else min(IDLE_WAIT, next_timer)
+        if self.active or self.reserved:
+            timeout = min(timeout, BUSY_WAIT)
+        room = FETCH_MAX if prefetch == 0 else min(FETCH_MAX, prefetch - self.held())
+        # While enough work is reserved, let the window empty further: bigger, rarer fetches.
+        starving = len(self.reserved) < self.concurrency
+        if self.consumer.consuming and room > 0 and (starving or 2 * room >= prefetch):
+            acks, self._acks = self._acks, []
+            try:
+                fetched = self.consumer.fetch(room, acks)
+            except self.consumer.errors:
+                self._orphans.extend((tag, False) for tag in acks)
+                raise
+            if fetched is None:
+                self._acks = acks
+                self._flush_acks()
+            if not fetched:
+                self.consumer.drain(timeout)
+            elif time.monotonic() >= self._next_drain:
+                self.consumer.drain(0)  # remote control rides the same connection
+                self._next_drain = time.monotonic() + BUSY_WAIT
+        else:
+            if starving or 2 * len(self._acks) >= prefetch:
+                self._flush_acks()  # otherwise they ride with the next fetch
+            self._process_events(wait=timeout)
+            if time.monotonic() >= self._next_drain:
+                self.consumer.drain(0)
+                self._next_drain = time.monotonic() + BUSY_WAIT
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but wake up for a shutdown request."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.1, deadline - time.monotonic()))
+
+    def held(self) -> int:
+        """Deliveries not settled yet: what counts against the prefetch window."""
+        return sum(1 for job in self.jobs.values() if not job.acked)
+
+    def held_tags(self) -> list[str]:
+        """Delivery tags of unsettled deliveries (read by the lease thread: a copy, no lock)."""
+        return [job.delivery_tag for job in self.jobs.copy().values() if not job.acked]
+
+    def prefetch_target(self) -> int:
+        if self.base_prefetch == 0:
+            return 0
+        waiting = self.scheduler.held + self.rate_limits.waiting
+        return self.base_prefetch + min(waiting, self.base_prefetch * HELD_WINDOW_FACTOR)
+
+    def _on_connected(self) -> None:
+        consumer = self.consumer
+        self.scheduler.store = delayed_store_for(
+            consumer.connection, consumer.channel, consumer.publisher,  # type: ignore[arg-type]
+            [q.name for q in self.queues])
+        store = self.scheduler.store
+        if store is not None and store.poll_interval and not self._polling:
+            self._polling = True
+            self.timer.call_repeatedly(store.poll_interval, self._poll_delayed)
+            if consumer.leases is not None:
+                self.timer.call_repeatedly(consumer.leases.interval, self._restore_expired)
+        self._settle_orphans()
+
+    def _settle_orphans(self) -> None:
+        """Redis: settle the deliveries of a lost connection through the current one."""
+        if self.consumer.is_redis and self._orphans and self.consumer.connection is not None:
+            orphans, self._orphans = self._orphans, []
+            for tag, requeue in orphans:
+                leases.settle(self.consumer.channel, [tag], requeue)
+
+    def _poll_delayed(self) -> None:
+        if self.scheduler.store is not None and self.consumer.consuming:
+            self.scheduler.store.poll()
+
+    def _restore_expired(self) -> None:
+        if self.consumer.leases is not None:
+            self.consumer.leases.restore_expired()
+
+    # receiving -------------------------------------------------------------------------------
+    def on_message(self, queue_name: str, message: Message) -> None:
+        """A message arrived from ``queue_name``: validate it, then take it in as a job."""
+        if self.stopping:
+            self._put_back(queue_name, message)
+            return
+        try:
+            body = decode(message.body, message.content_type, message.content_encoding,
+                          self.app.conf.accept_content)
+            task_message = parse(body, message.headers, message.properties)
+        except ProtocolError as exc:
+            self._reject_bad(queue_name, message, str(exc))
+            return
+        job = Job(task_message, message, queue_name, delivery_number(message))
+        self.jobs[job.id] = job
+        self._receive(job)
+
+    def _receive(self, job: Job) -> None:
+        msg = job.message
+        stale = self._stale_by_task.get(msg.id)
+        if stale is not None and stale.id in self.active:
+            # Redelivered after a reconnection while this worker still runs it: adopt it.
+            stale.delivery, stale.stale = job.delivery, False
+            del self._stale_by_task[msg.id]
+            self.jobs.pop(job.id, None)
+            return
+        if job.delivery.delivery_info.get("redelivered") and self._redelivered(job):
+            return
+        if msg.task not in self.app.tasks:
+            self._reject_bad(job.queue, job.delivery, f"unknown task {msg.task!r}",
+                             job=job, state=states.FAILURE,
+                             exc=NotRegistered(f"task {msg.task!r} is not registered with the "
+                                               f"worker {self.hostname}"))
+            return
+        logger.info("Task %s[%s] received", msg.task, msg.id)
+        self.hooks.on_task_received(job)
+        if self._refuse(job):
+            return
+        delay = msg.seconds_until_eta()
+        if delay > 0:
+            if self.scheduler.store_for_later(job, delay):
+                logger.info("Task %s[%s] stored until its ETA %s", msg.task, msg.id,
+                            msg.eta.isoformat() if msg.eta else "")
+                self._forget(job)
+            else:
+                self.scheduler.hold(job, delay)
+            return
+        self._ready(job)
+
+    def _redelivered(self, job: Job) -> bool:
+        """A message the broker delivers again (its holder died). True when it was handled:
+        already done, dead-lettered, or published again with its delivery count."""
+        msg = job.message
+        if self._already_done(msg):
+            logger.info("Task %s[%s] was redelivered but already ran; dropping the copy",
+                        msg.task, msg.id)
+            self._ack(job)
+            self._forget(job)
+            return True
+        if job.delivery_number > self.max_redeliveries:
+            self._give_up(job, f"delivered {job.delivery_number} times; the worker holding it "
+                               "was lost each time")
+            return True
+        republish(self.consumer.publisher(), job.delivery, job.queue,
+                  headers={DELIVERIES_HEADER: job.delivery_number - 1})
+        self._ack(job)
+        self._forget(job)
+        return True
+
+    def _already_done(self, msg: TaskMessage) -> bool:
+        backend = self.app.backend
+        if not backend.persistent or msg.ignore_result:
+            return False
+        try:
+            return backend.get_task_meta(msg.id)["status"] in (
+                states.SUCCESS, states.FAILURE, states.REVOKED, states.REJECTED)
+        except Exception:
+            return False
+
+    def _refuse(self, job: Job) -> bool:
+        """Settle a job that must not run (expired or revoked); True if it was refused."""
+        msg = job.message
+        if msg.is_expired():
+            self._revoke_job(job, expired=True)
+            return True
+        if msg.id in self.revoked:
+            self._revoke_job(job)
+            return True
+        return False
+
+    def _revoke_job(self, job: Job, expired: bool = False) -> None:
+        msg = job.message
+        why = "expired" if expired else "revoked"
+        logger.warning("Discarding %s task %s[%s]", why, msg.task, msg.id)
+        store_state(self.app, msg, TaskRevokedError(why), states.REVOKED)
+        self._ack(job)
+        self._forget(job)
+        self.hooks.on_task_revoked(job, expired=expired)
+
+    def _ready(self, job: Job) -> None:
+        """The job may run now (its ETA passed): last checks, then the rate limit."""
+        if self._refuse(job):
+            return
+        if self.rate_limits.admit(job):
+            self._reserve(job)
+
+    def _reserve(self, job: Job) -> None:
+        job.stage = RESERVED
+        self.reserved.append(job)
+
+    def _dispatch(self) -> None:
+        while self.reserved and self.pool.free_slots > 0 and not self.stopping:
+            job = self.reserved.popleft()
+            if self._refuse(job):
+                continue
+            options = self.task_options(job.name)
+            job.time_limit, job.soft_time_limit = options.limits(job.message)
+            item = WorkItem(job.id, job.message, job.delivery_info(), self.hostname,
+                            job.time_limit, job.soft_time_limit)
+            job.stage, job.started_at = ACTIVE, time.time()
+            self.active[job.id] = job
+            self.total[job.name] += 1
+            if not options.acks_late:
+                self._ack(job)
+            self.hooks.on_task_started(job, None)
+            if not self.pool.apply(item):
+                del self.active[job.id]
+                job.stage = RESERVED
+                self.reserved.appendleft(job)
+                return
+
+    def task_options(self, name: str) -> TaskOptions:
+        """A task type's options, read again whenever the configuration changes."""
+        version = self.app.conf.version
+        cached = self._task_options.get(name)
+        if cached is None or cached[0] != version:
+            options = TaskOptions.of(self.app, name)
+            if name in self._time_limits:
+                hard, soft = self._time_limits[name]
+                options = replace(options, time_limit=hard, soft_time_limit=soft)
+            cached = self._task_options[name] = (version, options)
+        return cached[1]
+
+    # outcomes --------------------------------------------------------------------------------
+    def _process_events(self, wait: float | None = None) -> None:
+        try:
+            event = self._events.get(timeout=wait) if wait else self._events.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if isinstance(event, Outcome):
+                self._on_outcome(event)
+            else:
+                self._on_lost(event)
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        job = self.active.pop(outcome.job_id, None)
+        if job is None:
+            return
+        self.processed += 1
+        msg = job.message
+        if outcome.dead_letter:
+            self._dead_letter(job, outcome.dead_letter)
+        else:
+            self._ack(job)
+        self._forget(job)
+        if outcome.state == states.SUCCESS:
+            logger.info("Task %s[%s] succeeded in %.6fs: %s", msg.task, msg.id, outcome.runtime,
+                        outcome.result)
+            self.hooks.on_task_succeeded(job, outcome)
+        elif outcome.state == states.RETRY:
+            logger.info("Task %s[%s] retry: %s", msg.task, msg.id, outcome.exception)
+            self.hooks.on_task_retried(job, outcome)
+        elif outcome.state == states.REVOKED:
+            logger.warning("Task %s[%s] terminated (revoked)", msg.task, msg.id)
+            self.hooks.on_task_revoked(job, terminated=True)
+        else:
+            logger.error("Task %s[%s] raised unexpected: %s\n%s", msg.task, msg.id,
+                         outcome.exception, outcome.traceback or "")
+            self.hooks.on_task_failed(job, outcome.exception or "", outcome.traceback)
+
+    def _on_lost(self, lost: Lost) -> None:
+        job = self.active.pop(lost.job_id, None)
+        if job is None or self._cold:
+            return
+        msg = job.message
+        if lost.cause == "time-limit":
+            exc: Exception = TimeLimitExceeded(job.time_limit)
+            logger.error("Task %s[%s]: hard time limit (%ss) exceeded; its process was killed",
+                         msg.task, msg.id, job.time_limit)
+            store_state(self.app, msg, exc, states.FAILURE)
+            self._ack(job)
+            self._forget(job)
+            self.hooks.on_task_failed(job, repr(exc), None)
+        elif lost.cause == "signalled":
+            logger.warning("Task %s[%s] terminated by signal %s (revoked)", msg.task, msg.id,
+                           lost.signum)
+            store_state(self.app, msg, TaskRevokedError("terminated"), states.REVOKED)
+            self._ack(job)
+            self._forget(job)
+            self.hooks.on_task_revoked(job, terminated=True, signum=lost.signum)
+        else:
+            how = f"signal {lost.signum}" if lost.signum else f"exit code {lost.exitcode}"
+            reason = f"the process running it (pid {lost.pid}) died ({how})"
+            logger.error("Task %s[%s]: %s", msg.task, msg.id, reason)
+            if job.acked:
+                store_state(self.app, msg, WorkerLostError(reason), states.FAILURE)
+                self._forget(job)
+                self.hooks.on_task_failed(job, repr(WorkerLostError(reason)), None)
+            else:
+                self._deliver_again(job, reason)
+
+    def _deliver_again(self, job: Job, reason: str) -> None:
+        """Its process died: publish it again with its count raised, or give up past the limit."""
+        if job.delivery_number + 1 > self.max_redeliveries:
+            self._give_up(job, f"{reason}; delivered {job.delivery_number} times "
+                               f"(task_max_redeliveries = {self.max_redeliveries})")
+            return
+        republish(self.consumer.publisher(), job.delivery, job.queue,
+                  headers={DELIVERIES_HEADER: job.delivery_number})
+        self._ack(job)
+        self._forget(job)
+
+    def _give_up(self, job: Job, reason: str) -> None:
+        store_state(self.app, job.message, WorkerLostError(reason), states.FAILURE)
+        self._dead_letter(job, reason)
+        self._forget(job)
+        self.hooks.on_task_failed(job, repr(WorkerLostError(reason)), None)
+
+    # settling deliveries ---------------------------------------------------------------------
+    def _ack(self, job: Job) -> None:
+        if job.acked:
+            return
+        job.acked = True
+        if job.stale:
+            if self.consumer.is_redis:
+                self._orphans.append((job.delivery_tag, False))
+                self._settle_orphans()
+            return  # RabbitMQ gave it back when the connection died; see _receive
+        if self.consumer.batches_acks:
+            self._acks.append(job.delivery_tag)
+            return
+        try:
+            job.delivery.ack()
+        except self.consumer.errors:
+            if self.consumer.is_redis:
+                self._orphans.append((job.delivery_tag, False))
+            raise
+
+    def _flush_acks(self) -> None:
+        """Send the acks gathered during this turn, in one round trip."""
+        if not self._acks:
+            return
+        tags, self._acks = self._acks, []
+        try:
+            self.consumer.ack_many(tags)
+        except self.consumer.errors:
+            self._orphans.extend((tag, False) for tag in tags)
+            raise
+
+    def _dead_letter(self, job: Job, reason: str) -> None:
+        job.acked = True
+        self.dead_letters.send(job.delivery, job.queue, reason)
+        self.hooks.on_task_rejected(job, reason)
+
+    def _forget(self, job: Job) -> None:
+        self.jobs.pop(job.id, None)
+        if self._stale_by_task.get(job.task_id) is job:
+            del self._stale_by_task[job.task_id]
+
+    def _reject_bad(self, queue_name: str, message: Message, reason: str, job: Job | None = None,
+                    state: str = states.REJECTED, exc: Exception | None = None) -> None:
+        """A message that cannot run: log why, record it where there is a task id, dead-letter."""
+        headers = message.headers or {}
+        task_id = headers.get("id") or message.properties.get("correlation_id")
+        name = headers.get("task")
+        logger.error("Rejected a message from queue %s%s: %s", queue_name,
+                     f" (task {name}[{task_id}])" if task_id else "", reason)
+        if isinstance(task_id, str) and task_id:
+            stub = job.message if job is not None else TaskMessage(
+                id=task_id, task=name if isinstance(name, str) else "unknown",
+                reply_to=message.properties.get("reply_to") or None)
+            store_state(self.app, stub, exc or TaskRejectedError(reason), state)
+        if job is not None:
+            job.acked = True
+            self._forget(job)
+        self.dead_letters.send(message, queue_name, reason)
+        self.hooks.on_task_rejected(job, reason)
+
+    def _put_back(self, queue_name: str, message: Message) -> None:
+        """Return a delivery that did not run to its queue, keeping its delivery count."""
+        republish(self.consumer.publisher(), message, queue_name,
+                  headers={DELIVERIES_HEADER: delivery_number(message) - 1})
+        message.ack()
+
+    # remote control --------------------------------------------------------------------------
+    def call_soon(self, action: Callable[[], Any], what: str) -> None:
+        """Run ``action`` on the next turn of the main loop, outside any broker callback (a
+        command that touches the broker or forks must not run inside ``drain_events``)."""
+        def run() -> None:
+            try:
+                action()
+            except self.consumer.errors:
+                raise  # the loop reconnects
+            except Exception:
+                logger.exception("%s failed", what)
+        self.timer.call_later(0, run)
+
+    def consume_from(self, queue: Queue) -> None:
+        """Consume ``queue`` too (``add_consumer``)."""
+        if self.consumer.add_queue(queue):
+            logger.info("Consuming from queue %s too", queue.name)
+            self._queues_changed()
+
+    def stop_consuming_from(self, name: str) -> None:
+        """Stop consuming the queue ``name`` (``cancel_consumer``); what this worker already
+        holds from it still runs."""
+        if self.consumer.cancel_queue(name):
+            logger.info("No longer consuming from queue %s", name)
+            self._queues_changed()
+
+    def _queues_changed(self) -> None:
+        store = self.scheduler.store
+        if isinstance(store, RedisDelayedStore):
+            store.queues = [q.name for q in self.queues]
+
+    def resize_pool(self, delta: int) -> None:
+        """Grow (``delta`` > 0) or shrink the pool, and the prefetch window with it."""
+        if delta > 0:
+            self.pool.grow(delta)
+        elif delta < 0:
+            self.pool.shrink(-delta)
+        self.concurrency = self.pool.concurrency
+        self.base_prefetch = max(0, self.concurrency * self.prefetch_multiplier)
+        logger.info("Pool resized to %d", self.concurrency)
+
+    def set_time_limits(self, name: str, hard: float | None, soft: float | None) -> None:
+        """Time limits of a task type from its next task on (``time_limit``); None: none."""
+        self._time_limits[name] = (hard, soft)
+        self._task_options.pop(name, None)
+
+    def revoke(self, task_ids: list[str], terminate: bool = False,
+               signum: int = signal.SIGTERM) -> list[str]:
+        """Never start these tasks; with ``terminate``, signal the processes running them."""
+        self.revoked.add(task_ids)
+        logger.info("Tasks flagged as revoked: %s", ", ".join(task_ids))
+        terminated = []
+        if terminate:
+            wanted = set(task_ids)
+            for job in list(self.active.values()):
+                if job.task_id in wanted and self.pool.signal(job.id, signum):
+                    terminated.append(job.task_id)
+        return terminated
+
+    # connection loss and shutdown ------------------------------------------------------------
+    def _on_connection_lost(self, exc: BaseException) -> None:
+        logger.error("Broker connection lost: %s. Reconnecting...", exc or type(exc).__name__)
+        redis = self.consumer.is_redis
+        self._orphans.extend((tag, False) for tag in self._acks)
+        self._acks = []
+        waiting = [*self.scheduler.take_all(), *self.rate_limits.take_all(), *self.reserved]
+        self.reserved.clear()
+        for job in waiting:
+            self._forget(job)
+            if redis and not job.acked:
+                self._orphans.append((job.delivery_tag, True))
+        for job in self.active.values():
+            job.stale = True
+            self._stale_by_task[job.task_id] = job
+        self.consumer.close()
+        self.consumer.connect(self.prefetch_target())
+        self._on_connected()
+        logger.warning("Reconnected to %s; consuming again", self.consumer.broker_name())
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_warm_signal)
+        signal.signal(signal.SIGINT, self._on_warm_signal)
+        signal.signal(signal.SIGQUIT, self._on_cold_signal)
+
+    def _on_warm_signal(self, signum: int, frame: Any) -> None:
+        if self.stopping:
+            self._on_cold_signal(signum, frame)
+            return
+        logger.warning("worker: Warm shutdown (%s): finishing running tasks (up to %ss)",
+                       signal.Signals(signum).name, self.shutdown_timeout)
+        self.stopping = True
+        self._shutdown_deadline = time.monotonic() + self.shutdown_timeout
+
+    def _on_cold_signal(self, signum: int, frame: Any) -> None:
+        logger.warning("worker: Cold shutdown (%s): requeueing everything unacked",
+                       signal.Signals(signum).name)
+        self.stopping = True
+        self._cold = True
+        if self.pool_name == "solo" and self.pool.active:
+            raise WorkerTerminate(1)
+
+    def stop(self, cold: bool = False) -> None:
+        """Ask the main loop to shut down (warm: finish running tasks first)."""
+        self.stopping = True
+        self._shutdown_deadline = time.monotonic() + self.shutdown_timeout
+        self._cold = self._cold or cold
+
+    def _shutdown(self) -> None:
+        self.stopping = True
+        self.hooks.on_worker_stopping(self)
+        try:
+            self._flush_acks()
+            self._put_back_waiting()
+            if not self._cold:
+                self._finish_active()
+            if self.active:
+                self.pool.terminate()
+                for job in list(self.active.values()):
+                    if not job.acked and not job.stale:
+                        job.delivery.requeue()
+                        job.acked = True
+                    self._forget(job)
+                self.active.clear()
+            self._flush_acks()
+        except self.consumer.errors as exc:
+            logger.error("Broker unreachable while shutting down (%s); the broker returns what "
+                         "this worker held", exc)
+        finally:
+            self.pool.stop()
+            self.consumer.close()
+            self.revoked.close()
+            self.hooks.on_worker_stopped(self)
+        logger.info("worker %s stopped", self.hostname)
+
+    def _put_back_waiting(self) -> None:
+        """Warm or cold: what was prefetched but did not start goes back to its queue."""
+        if self.consumer.connection is None:
+            return
+        self.consumer.cancel()
+        waiting = [*self.scheduler.take_all(), *self.rate_limits.take_all(), *self.reserved]
+        self.reserved.clear()
+        for job in waiting:
+            if not job.acked and not job.stale:
+                self._put_back(job.queue, job.delivery)
+                job.acked = True
+            self._forget(job)
+        if waiting:
+            logger.info("Requeued %d prefetched task(s)", len(waiting))
+
+    def _finish_active(self) -> None:
+        deadline = self._shutdown_deadline or time.monotonic() + self.shutdown_timeout
+        while self.active and not self._cold and time.monotonic() < deadline:
+            self._process_events(wait=0.1)
+            self._flush_acks()
+            self.consumer.drain(0)
+        if self.active:
+            logger.warning("%d task(s) still running at shutdown: requeued", len(self.active))
+
+    # banner ----------------------------------------------------------------------------------
+    def print_banner(self) -> None:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        backend = self.app.result_backend_url
+        table.add_row("app", f"{self.app.main or '__main__'}")
+        table.add_row("broker", mask_url(self.app.broker_url))
+        table.add_row("results", mask_url(backend) if backend else "disabled")
+        table.add_row("pool", f"{self.pool_name} (concurrency {self.concurrency}, "
+                              f"prefetch {self.base_prefetch or 'unlimited'})")
+        table.add_row("queues", ", ".join(
+            f"{q.name} (exchange {q.exchange.name or 'default'}, key {q.routing_key})"
+            for q in self.queues))
+        table.add_row("tasks", "\n".join(sorted(self.app.tasks)) or "(none registered)")
+        self.console.print(f"[bold]qtui worker[/] {self.hostname}")
+        self.console.print(table)
