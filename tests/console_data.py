@@ -1,0 +1,104 @@
+"""A fixed cluster for console tests that need no broker: workers, tasks in every state, queues.
+
+Times are fixed (and tests set TZ=UTC) so that snapshots of the layout are the same on every
+machine and every day.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from qtui.core import App
+from qtui.tui.console import Console
+from qtui.tui.rows import QueueRow, Snapshot, TaskEvent, TaskRow, Throughput, WorkerRow
+
+T0 = 1_790_000_000.0  # a fixed instant: 2026-09-21 14:13:20 UTC
+
+WORKERS = (
+    WorkerRow("qtui@alpha", True, 1.2, "prefork", 4, 2, 1520, (0.42, 0.38, 0.30),
+              ("celery", "images"), "qtui 0.1.0"),
+    WorkerRow("qtui@beta", True, 0.4, "threads", 8, 1, 980, (0.10, 0.12, 0.11), ("celery",),
+              "qtui 0.1.0"),
+    WorkerRow("celery@gamma", False, 42.0, "", None, 0, 311, (1.5, 1.2, 0.9), (),
+              "py-celery 5.7.0"),
+)
+
+
+FINAL_EVENTS = {"SUCCESS": "task-succeeded", "FAILURE": "task-failed", "RETRY": "task-retried",
+                "REVOKED": "task-revoked"}
+
+
+def _task(n: int, name: str, state: str, worker: str, **extra: object) -> TaskRow:
+    received = T0 + n
+    timeline = [TaskEvent("task-received", received, worker)]
+    if state not in ("RECEIVED",):
+        timeline.append(TaskEvent("task-started", received + 0.01, worker))
+    if state in FINAL_EVENTS:
+        timeline.append(TaskEvent(FINAL_EVENTS[state], received + 0.5, worker))
+    values: dict[str, object] = dict(
+        id=f"00000000-0000-4000-8000-{n:012d}", name=name, state=state, worker=worker,
+        received=received, started=received + 0.01 if state != "RECEIVED" else None,
+        runtime=0.49 if state in ("SUCCESS", "FAILURE") else None, args=f"({n}, {n * 2})",
+        kwargs="{}", timeline=tuple(timeline), updated=received + 0.5)
+    values.update(extra)
+    return TaskRow(**values)  # type: ignore[arg-type]
+
+
+TASKS = (
+    _task(1, "tasks.add", "SUCCESS", "qtui@alpha", result="3"),
+    _task(2, "tasks.add", "SUCCESS", "qtui@beta", result="6"),
+    _task(3, "images.resize", "STARTED", "qtui@alpha", args="('/photos/3.jpg', 640, 480)"),
+    _task(4, "billing.charge", "FAILURE", "qtui@alpha", args="(4, 19.99)",
+          exception="ValueError('card declined for order 4')",
+          traceback='Traceback (most recent call last):\n  File "tasks.py", line 12, in charge\n'
+                    "    raise ValueError(f'card declined for order {order}')\n"
+                    "ValueError: card declined for order 4\n"),
+    _task(5, "feeds.fetch", "RETRY", "qtui@beta", args="('https://example.com/feed',)",
+          exception="ConnectionError('timed out')", retries=1),
+    _task(6, "tasks.add", "RECEIVED", "qtui@beta"),
+    _task(7, "tasks.add", "REVOKED", "qtui@alpha"),
+    _task(8, "billing.charge", "FAILURE", "qtui@beta", args="(8, 5.0)",
+          exception="ValueError('card declined for order 8')"),
+)
+
+QUEUES = (
+    QueueRow("celery", 12, 2, -3.5, ("qtui@alpha", "qtui@beta")),
+    QueueRow("images", 3, 1, 0.0, ("qtui@alpha",)),
+    QueueRow("reports", 250, 0, 1.0, ()),
+)
+
+THROUGHPUT = Throughput(1.0, {
+    "SUCCESS": [3, 5, 8, 6, 9, 12, 10, 7, 11, 14, 9, 8],
+    "FAILURE": [0, 1, 0, 0, 2, 0, 1, 0, 0, 3, 0, 1],
+    "RETRY": [0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 0],
+    "RECEIVED": [4, 6, 9, 7, 10, 13, 11, 8, 12, 15, 10, 9],
+})
+
+SNAPSHOT = Snapshot(workers=WORKERS, tasks=TASKS, queues=QUEUES, throughput=THROUGHPUT,
+                    task_count=len(TASKS), events_seen=1234, connected=True)
+
+
+class FixedConsole(Console):
+    """The console showing the fixed cluster, with no feed and no history."""
+
+    def __init__(self, read_only: bool = False, snapshot: Snapshot = SNAPSHOT) -> None:
+        super().__init__(App("console-tests", broker="redis://127.0.0.1:6379/15"),
+                         read_only=read_only, start_feed=False, history=False)
+        self.fixed = snapshot
+        self.notes: list[tuple[str, str]] = []
+        """(severity, message) of every notification shown."""
+
+    def notify(self, message: str, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        self.notes.append((str(kwargs.get("severity", "information")), message))
+        super().notify(message, *args, **kwargs)  # type: ignore[arg-type]
+
+    def initial_snapshot(self) -> Snapshot:
+        return self.fixed
+
+
+def screen_text(console: Console) -> str:
+    """What the terminal shows, as plain text (from Textual's own screenshot)."""
+    svg = console.export_screenshot()
+    lines = re.findall(r"<text[^>]*>(.*?)</text>", svg)
+    return html.unescape(" ".join(lines)).replace("\xa0", " ")

@@ -1,0 +1,158 @@
+"""End to end in a real terminal: tmux runs ``qtui`` against a live worker, keys are typed, and
+the captured pane is read as a user would read the screen (filter, drill down, revoke, rate
+limit)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from .services import REDIS_HOST, REDIS_PORT, need
+from .worker_helpers import Setup, make_setup
+
+BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/9"
+
+
+class Terminal:
+    """One tmux server of our own (its own socket), one window running the console."""
+
+    def __init__(self, name: str) -> None:
+        self.socket = name
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True,
+                              text=True, timeout=10, check=True).stdout
+
+    def start(self, command: list[str], cwd: str, env: dict[str, str]) -> None:
+        exports = " ".join(f"{k}={v!r}" for k, v in env.items())
+        # COLUMNS and LINES (pytest's own, say) would override the pane's real size.
+        self.tmux("new-session", "-d", "-x", "160", "-y", "45", "-c", cwd,
+                  f"env -u COLUMNS -u LINES {exports} {' '.join(command)}")
+
+    def keys(self, *keys: str, literal: bool = False) -> None:
+        self.tmux("send-keys", *(["-l"] if literal else []), *keys)
+        time.sleep(0.3)
+
+    def type(self, text: str) -> None:
+        self.keys(text, literal=True)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p")
+
+    def wait_for(self, *texts: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if all(text in screen for text in texts):
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{texts} not on screen after {timeout}s:\n{screen}")
+
+    def notifications(self) -> str:
+        """The text of the toasts in the bottom-right corner, their lines joined."""
+        parts = [line.split("▌", 1)[1] for line in self.screen().splitlines() if "▌" in line]
+        return " ".join(" ".join(parts).split())
+
+    def wait_for_note(self, *texts: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        notes = ""
+        while time.monotonic() < deadline:
+            notes = self.notifications()
+            if all(text in notes for text in texts):
+                return notes
+            time.sleep(0.2)
+        raise AssertionError(f"{texts} not in the notifications after {timeout}s:\n{notes}\n"
+                             f"{self.screen()}")
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
+                       timeout=10)
+
+
+@pytest.fixture
+def terminal(unique) -> Iterator[Terminal]:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    term = Terminal(f"qtui-test-{unique}")
+    yield term
+    term.kill()
+
+
+@pytest.fixture
+def live(tmp_path, unique) -> Iterator[tuple[Setup, str]]:
+    need("Redis", REDIS_HOST, REDIS_PORT)
+    setup = make_setup(tmp_path, f"ct-{unique}", BROKER, BROKER)
+    with setup.worker("-P", "threads", "-c", "2", name="tmux"):
+        yield setup, f"tmux-{setup.queue}@{socket.gethostname()}"
+    setup.cleanup()
+
+
+@pytest.mark.timeout(180)
+def test_the_console_in_a_real_terminal(terminal: Terminal, live, tmp_path):
+    setup, hostname = live
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg"), "TERM": "xterm-256color",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    terminal.start([sys.executable, "-m", "qtui.tui.cli", "-b", BROKER, "--no-history"],
+                   str(tmp_path), env)
+    terminal.wait_for("Overview", "connected")
+
+    app = setup.app()
+    good = app.send_task("tasks.add", args=[20, 22])
+    app.send_task("tasks.fail", args=["printer on fire"])
+    later = app.send_task("tasks.mark", args=["never"], countdown=30)
+    assert good.get(timeout=20) == 42
+
+    terminal.keys("2")
+    terminal.wait_for(hostname, "online", "threads")
+
+    # Filter the tasks to the failures, then drill into the failure.
+    terminal.keys("3")
+    terminal.wait_for("tasks.add", "tasks.fail")
+    terminal.keys("/")
+    terminal.type("state:FAILURE")
+    terminal.keys("Enter")
+    screen = terminal.wait_for("tasks.fail", "filter: state:FAILURE")
+    assert "tasks.add" not in screen.split("filter:")[0].split("Args")[-1]
+    terminal.keys("Enter")
+    terminal.wait_for("printer on fire", "Timeline", "task-failed")
+    terminal.keys("Escape")
+    terminal.wait_for("filter: state:FAILURE")
+
+    # Revoke the scheduled task.
+    terminal.keys(":")
+    terminal.type(f"tasks id:{later.id}")
+    terminal.keys("Enter")
+    terminal.wait_for(later.id[:20], "RECEIVED")
+    terminal.keys("R")
+    terminal.wait_for("Revoke tasks.mark")
+    terminal.keys("y")
+    terminal.wait_for_note(f"{hostname}: OK tasks", later.id, "flagged as revoked")
+
+    # Rate-limit a task type on every worker.
+    terminal.keys(":")
+    terminal.type(f"tasks id:{good.id}")
+    terminal.keys("Enter")
+    terminal.wait_for(good.id[:20], "SUCCESS")
+    terminal.keys("L")
+    terminal.wait_for("Apply to")
+    terminal.keys("Enter")
+    terminal.wait_for("Rate limit for tasks.add")
+    terminal.type("10/m")
+    terminal.keys("Enter")
+    terminal.wait_for_note(f"{hostname}: OK new rate limit set successfully")
+
+    terminal.keys("q")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if "qtui" not in terminal.screen():
+            break
+        time.sleep(0.2)
+    app.close()

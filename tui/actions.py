@@ -1,0 +1,155 @@
+"""What the console's actions do: remote-control calls and broker operations, each returning an
+Outcome to show as a notification. These block on the network, so the console runs them in
+thread workers; nothing here touches the UI."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from qtui.core import App
+
+#: Seconds to wait for workers' replies to an action.
+REPLY_TIMEOUT = 2.0
+
+SIGNALS = ("SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    title: str
+    lines: tuple[str, ...]
+    ok: bool
+
+    @property
+    def message(self) -> str:
+        return "\n".join(self.lines)
+
+
+def describe_reply(reply: Any) -> tuple[bool, str]:
+    """One worker's reply in words: ``{'ok': 'text'}`` or ``{'error': 'text'}`` (Celery's
+    shapes)."""
+    if isinstance(reply, Mapping):
+        if "error" in reply:
+            return False, f"error: {reply['error']}"
+        if "ok" in reply:
+            return True, f"OK {reply['ok']}".rstrip()
+    return True, f"OK {reply}"
+
+
+def outcome_from_replies(title: str, replies: Iterable[Mapping[str, Any]] | None,
+                         expected: Iterable[str] = ()) -> Outcome:
+    """Per-worker lines, with "no reply" for each expected worker that said nothing."""
+    lines, ok, answered = [], True, set()
+    for reply in replies or []:
+        for hostname, body in reply.items():
+            answered.add(hostname)
+            good, text = describe_reply(body)
+            ok &= good
+            lines.append(f"{hostname}: {text}")
+    for hostname in sorted(set(expected) - answered):
+        ok = False
+        lines.append(f"{hostname}: no reply")
+    if not lines:
+        return Outcome(title, ("no worker replied",), False)
+    return Outcome(title, tuple(lines), ok)
+
+
+class Actions:
+    """The console's verbs, bound to one qtui App (one cluster)."""
+
+    def __init__(self, app: App, timeout: float = REPLY_TIMEOUT) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    def _call(self, title: str, method: str, expected: Iterable[str] = (),
+              destination: list[str] | None = None, **arguments: Any) -> Outcome:
+        try:
+            replies = self.app.control.broadcast(method, arguments, destination=destination,
+                                                 reply=True, timeout=self.timeout)
+        except Exception as exc:  # the broker is gone: say so instead of failing the console
+            return Outcome(title, (f"could not reach the broker: {exc}",), False)
+        return outcome_from_replies(title, replies, destination or expected)
+
+    def revoke(self, task_id: str, workers: Iterable[str] = ()) -> Outcome:
+        return self._call(f"revoke {task_id}", "revoke", workers, task_id=task_id,
+                          terminate=False, signal="SIGTERM")
+
+    def terminate(self, task_id: str, signal: str, workers: Iterable[str] = ()) -> Outcome:
+        return self._call(f"terminate {task_id} ({signal})", "revoke", workers, task_id=task_id,
+                          terminate=True, signal=signal)
+
+    def rate_limit(self, task_name: str, rate: str, destination: list[str] | None = None,
+                   workers: Iterable[str] = ()) -> Outcome:
+        return self._call(f"rate limit {task_name} {rate}", "rate_limit", workers, destination,
+                          task_name=task_name, rate_limit=rate)
+
+    def time_limit(self, task_name: str, soft: float | None, hard: float | None,
+                   destination: list[str] | None = None, workers: Iterable[str] = ()) -> Outcome:
+        return self._call(f"time limit {task_name} soft={soft} hard={hard}", "time_limit",
+                          workers, destination, task_name=task_name, soft=soft, hard=hard)
+
+    def pool_grow(self, worker: str, n: int = 1) -> Outcome:
+        return self._call(f"pool grow {worker} +{n}", "pool_grow", (), [worker], n=n)
+
+    def pool_shrink(self, worker: str, n: int = 1) -> Outcome:
+        return self._call(f"pool shrink {worker} -{n}", "pool_shrink", (), [worker], n=n)
+
+    def add_consumer(self, queue: str, destination: list[str] | None = None,
+                     workers: Iterable[str] = ()) -> Outcome:
+        return self._call(f"add consumer {queue}", "add_consumer", workers, destination,
+                          queue=queue)
+
+    def cancel_consumer(self, queue: str, destination: list[str] | None = None,
+                        workers: Iterable[str] = ()) -> Outcome:
+        return self._call(f"cancel consumer {queue}", "cancel_consumer", workers, destination,
+                          queue=queue)
+
+    def shutdown(self, worker: str) -> Outcome:
+        try:
+            self.app.control.broadcast("shutdown", {}, destination=[worker], reply=False)
+        except Exception as exc:
+            return Outcome(f"shutdown {worker}", (f"could not reach the broker: {exc}",), False)
+        return Outcome(f"shutdown {worker}", (f"{worker}: shutdown requested",), True)
+
+    def purge(self, queue: str) -> Outcome:
+        try:
+            with self.app.connection_for_write() as conn:
+                count = conn.default_channel.queue_purge(queue) or 0
+        except Exception as exc:
+            return Outcome(f"purge {queue}", (f"could not purge {queue}: {exc}",), False)
+        return Outcome(f"purge {queue}", (f"removed {count} message(s) from {queue}",), True)
+
+    def retry(self, name: str, args: Any, kwargs: Any, queue: str | None = None) -> Outcome:
+        """Send the task again as a new task with the same name and arguments."""
+        try:
+            result = self.app.send_task(name, args=list(args), kwargs=dict(kwargs), queue=queue)
+        except Exception as exc:
+            return Outcome(f"retry {name}", (f"could not send: {exc}",), False)
+        return Outcome(f"retry {name}", (f"sent again as {result.id}",), True)
+
+
+def full_arguments(args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]] | None:
+    """The task's real arguments from what events carry: full values, or reprs that are complete
+    Python literals. None when only a truncated repr is known (it cannot be re-sent faithfully)."""
+    parsed_args = _literal(args, (list, tuple))
+    parsed_kwargs = _literal(kwargs, (dict,))
+    if parsed_args is None or parsed_kwargs is None:
+        return None
+    return list(parsed_args), dict(parsed_kwargs)
+
+
+def _literal(value: Any, types: tuple[type, ...]) -> Any:
+    if isinstance(value, types):
+        return value
+    if value in (None, ""):
+        return types[0]()
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, types) else None

@@ -1,0 +1,356 @@
+"""The scripted subcommands: ``inspect``, ``control``, ``status``, ``purge`` and ``events``.
+
+Output is for people (rich tables, one ``worker: OK`` line per reply) unless ``--json`` asks for
+what scripts read. Exit status: 0 when every worker asked answered, 1 when one answered with an
+error or a named worker did not answer, 69 (EX_UNAVAILABLE, as ``celery inspect``) when no worker
+answered at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from kombu.exceptions import OperationalError as KombuOperationalError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from qtui.core import App, brokers
+from qtui.core.config import mask_url
+from qtui.core.control import COMMANDS, Command, Replies
+from qtui.core.events import EventReceiver
+from qtui.core.exceptions import BrokerUnavailable
+from qtui.core.queues import QueueInfo, inspector_for
+
+NO_REPLY = 69
+"""Exit status when no worker answered (sysexits' EX_UNAVAILABLE, as Celery's CLI uses)."""
+
+
+def _out() -> Console:
+    return Console(soft_wrap=True, highlight=False)
+
+
+def _err() -> Console:
+    return Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+# parsers --------------------------------------------------------------------------------------
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Declare the subcommands on the ``qtui`` parser; each sets ``func(args, app) -> int``."""
+    for kind, func, verb, what in (
+            ("inspect", inspect_command, "Ask the workers", "what they hold and run"),
+            ("control", control_command, "Tell the workers", "to change what they do")):
+        commands = {name: c for name, c in COMMANDS.items() if c.kind == kind}
+        parser = subparsers.add_parser(
+            kind, help=f"{verb.lower()} {what} (`qtui {kind} -h` lists the commands)",
+            description=f"{verb} through the remote-control mailbox and show each one's reply.",
+            epilog=_command_list(commands.values()),
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("method", metavar="COMMAND", choices=sorted(commands),
+                            help="one of the commands below")
+        parser.add_argument("arguments", metavar="ARG", nargs="*", help="the command's arguments")
+        _remote_options(parser)
+        parser.set_defaults(func=func)
+
+    status = subparsers.add_parser(
+        "status", help="workers online, the broker, queues and their depths",
+        description="Ping the workers, then show the broker and every queue it can list.")
+    _remote_options(status, destination=False)
+    status.set_defaults(func=status_command)
+
+    purge = subparsers.add_parser(
+        "purge", help="discard every waiting task of some queues",
+        description="Delete the messages waiting in queues (the app's task queues unless -Q).")
+    purge.add_argument("-Q", "--queues", action="append", metavar="QUEUE[,QUEUE]",
+                       help="queues to purge (comma-separated, repeatable)")
+    purge.add_argument("-f", "--force", action="store_true", help="do not ask first")
+    purge.set_defaults(func=purge_command)
+
+    events = subparsers.add_parser(
+        "events", help="print the cluster's events as they arrive",
+        description="Print events as they arrive, until Ctrl-C (the console is plain `qtui`).")
+    events.add_argument("--dump", action="store_true", required=True,
+                        help="print every event as one line")
+    events.add_argument("-n", "--count", type=int, metavar="N",
+                        help="exit after N events")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.set_defaults(func=events_command)
+
+
+def _remote_options(parser: argparse.ArgumentParser, destination: bool = True) -> None:
+    if destination:
+        parser.add_argument("-d", "--destination", action="append", metavar="WORKER[,WORKER]",
+                            help="only these workers (comma-separated, repeatable)")
+    parser.add_argument("-t", "--timeout", type=float, default=1.0, metavar="SECONDS",
+                        help="how long to wait for replies (default: 1.0)")
+    parser.add_argument("--json", action="store_true", help="print the replies as JSON")
+
+
+def _command_list(commands: Iterable[Command]) -> str:
+    lines = ["commands:"]
+    for command in commands:
+        lines.append(f"  {command.name} {command.signature}".rstrip())
+        lines.append(f"      {command.help}")
+    return "\n".join(lines)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+# inspect and control ---------------------------------------------------------------------------
+def inspect_command(args: argparse.Namespace, app: App) -> int:
+    """``qtui inspect COMMAND [ARG...]``: ask the workers and show every reply."""
+    return _remote(args, app)
+
+
+def control_command(args: argparse.Namespace, app: App) -> int:
+    """``qtui control COMMAND [ARG...]``: tell the workers and show every reply."""
+    return _remote(args, app)
+
+
+def _remote(args: argparse.Namespace, app: App) -> int:
+    command = COMMANDS[args.method]
+    try:
+        arguments = command.arguments(args.arguments)
+    except ValueError as exc:
+        _err().print(f"error: {exc}", markup=False)
+        return 2
+    destination = _split(args.destination) or None
+    replies = app.control.broadcast(command.name, arguments, destination=destination, reply=True,
+                                    timeout=args.timeout)
+    assert replies is not None
+    if not command.replies and not replies:
+        _err().print(f"{command.name} sent to {', '.join(destination or ['every worker'])} "
+                     "(workers exit without replying; `qtui status` shows who is left)",
+                     markup=False)
+        if args.json:
+            print("{}")
+        return 0
+    if args.json:
+        print(json.dumps(replies.by_worker(), default=str, sort_keys=True))
+    else:
+        show_replies(_out(), command.name, replies)
+    return _exit_status(replies, args.timeout)
+
+
+def _exit_status(replies: Replies, timeout: float) -> int:
+    err = _err()
+    for hostname in replies.no_reply:
+        err.print(f"{hostname}: no reply within {timeout:g} s", markup=False)
+    if not replies:
+        err.print(f"No worker replied within {timeout:g} s.", markup=False)
+        return NO_REPLY
+    failed = any(isinstance(r, Mapping) and "error" in r for r in replies.by_worker().values())
+    return 1 if failed or replies.no_reply else 0
+
+
+def show_replies(console: Console, command: str, replies: Replies) -> None:
+    """Each worker's reply, as Celery's CLI words it (``worker: OK`` then the reply), with
+    tables for lists of tasks and queues."""
+    by_worker = replies.by_worker()
+    if command in ("active", "reserved", "scheduled") and _all_lists(by_worker):
+        console.print(_task_table(command, by_worker))
+        return
+    if command == "active_queues" and _all_lists(by_worker):
+        console.print(_active_queues_table(by_worker))
+        return
+    for hostname, reply in sorted(by_worker.items()):
+        status, body = _describe(reply)
+        line = Text(f"{hostname}: ", style="bold cyan")
+        line.append(status, style="green" if status == "OK" else "bold red")
+        console.print(line)
+        if body:
+            console.print(_indent(body), markup=False)
+
+
+def _all_lists(by_worker: Mapping[str, Any]) -> bool:
+    return all(isinstance(reply, list) for reply in by_worker.values())
+
+
+def _describe(reply: Any) -> tuple[str, str]:
+    """("OK" or "ERROR", the text to show below it)."""
+    if isinstance(reply, Mapping) and ("ok" in reply or "error" in reply) and len(reply) == 1:
+        if "error" in reply:
+            return "ERROR", _text(reply["error"])
+        return "OK", _text(reply["ok"])
+    return "OK", _text(reply)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip("\n")
+    if isinstance(value, list):
+        return "\n".join(f"* {_text(item)}" for item in value) if value else "- empty -"
+    return json.dumps(value, indent=4, sort_keys=True, default=str)
+
+
+def _indent(text: str, by: int = 4) -> str:
+    return "\n".join(" " * by + line for line in text.splitlines())
+
+
+def _task_table(command: str, by_worker: Mapping[str, list[Any]]) -> Table:
+    table = Table(title=f"{command} tasks", title_justify="left")
+    for column in ("worker", "id", "name"):
+        table.add_column(column, no_wrap=True)  # whole, so they can be copied
+    for column in ("args", "kwargs", "eta" if command == "scheduled" else "started"):
+        table.add_column(column, overflow="fold")
+    for hostname, items in sorted(by_worker.items()):
+        if not items:
+            table.add_row(Text(hostname), "- empty -")
+        for item in items:
+            info = item.get("request", item) if isinstance(item, Mapping) else {}
+            when = item.get("eta") if command == "scheduled" else info.get("time_start")
+            if isinstance(when, (int, float)):
+                when = datetime.fromtimestamp(when).isoformat(sep=" ", timespec="seconds")
+            table.add_row(*map(Text, (hostname, str(info.get("id", "")),
+                                      str(info.get("name", "")), _short(info.get("args")),
+                                      _short(info.get("kwargs")), str(when or ""))))
+    return table
+
+
+def _active_queues_table(by_worker: Mapping[str, list[Any]]) -> Table:
+    table = Table(title="queues consumed", title_justify="left")
+    for column in ("worker", "queue", "exchange", "routing key"):
+        table.add_column(column, overflow="fold")
+    for hostname, queues in sorted(by_worker.items()):
+        for queue in queues:
+            exchange = queue.get("exchange") or {}
+            table.add_row(*map(Text, (hostname, str(queue.get("name", "")),
+                                      f"{exchange.get('name', '')} ({exchange.get('type', '')})",
+                                      str(queue.get("routing_key", "")))))
+    return table
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# status -----------------------------------------------------------------------------------------
+def status_command(args: argparse.Namespace, app: App) -> int:
+    """``qtui status``: workers that answer a ping, the broker, and the queues it can list."""
+    replies = app.control.ping(timeout=args.timeout)
+    assert replies is not None
+    workers = sorted(replies.by_worker())
+    consumed: dict[str, list[str]] = {}
+    if workers:
+        answers = app.control.inspect(destination=workers, timeout=args.timeout).active_queues()
+        for hostname, queues in (answers or {}).items():
+            for queue in queues if isinstance(queues, list) else []:
+                consumed.setdefault(str(queue.get("name")), []).append(hostname)
+    with inspector_for(app) as inspector:
+        queues = inspector.queues(set(app.router.queues) | set(consumed))
+    embedded = None if app.conf.broker_url else str(brokers.default_broker_path())
+    if args.json:
+        print(json.dumps({
+            "broker": mask_url(app.broker_url), "embedded_broker": embedded,
+            "workers": replies.by_worker(),
+            "queues": [{"name": q.name, "messages": q.messages, "unacked": q.unacked,
+                        "consumers": q.consumers, "workers": sorted(consumed.get(q.name, []))}
+                       for q in queues],
+        }, default=str, sort_keys=True))
+    else:
+        _show_status(app, embedded, workers, queues, consumed)
+    if not workers:
+        _err().print(f"No worker replied within {args.timeout:g} s.", markup=False)
+        return NO_REPLY
+    return 0
+
+
+def _show_status(app: App, embedded: str | None, workers: list[str], queues: list[QueueInfo],
+                 consumed: Mapping[str, list[str]]) -> None:
+    out = _out()
+    out.print(Text.assemble(("broker: ", "bold"), mask_url(app.broker_url)))
+    if embedded:
+        out.print(Text.assemble(("embedded broker file: ", "bold"), embedded))
+    title = f"{len(workers)} worker{'s' if len(workers) != 1 else ''} online"
+    if workers:
+        table = Table(title=title, title_justify="left")
+        for column in ("worker", "status", "queues"):
+            table.add_column(column)
+        for hostname in workers:
+            mine = sorted(name for name, consumers in consumed.items() if hostname in consumers)
+            table.add_row(Text(hostname), Text("OK", style="green"), Text(", ".join(mine)))
+        out.print(table)
+    else:
+        out.print(title)
+    table = Table(title="queues", title_justify="left")
+    for column, justify in (("queue", "left"), ("messages", "right"), ("unacked", "right"),
+                            ("consumers", "right"), ("consumed by", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for queue in queues:
+        table.add_row(Text(queue.name), _count(queue.messages), _count(queue.unacked),
+                      _count(queue.consumers),
+                      Text(", ".join(sorted(consumed.get(queue.name, []))) or "-"))
+    out.print(table)
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+# purge ------------------------------------------------------------------------------------------
+def purge_command(args: argparse.Namespace, app: App) -> int:
+    """``qtui purge [-Q queues] [-f]``: discard waiting messages, after asking unless ``-f``."""
+    names = _split(args.queues) or sorted(app.router.queues)
+    where = mask_url(app.broker_url)
+    if not args.force:
+        sys.stdout.write(f"Discard every waiting message in {len(names)} queue"
+                         f"{'s' if len(names) != 1 else ''} ({', '.join(names)}) on {where}? "
+                         "This cannot be undone. [y/N] ")
+        sys.stdout.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            print("Nothing purged.")
+            return 1
+    out = _out()
+    total = 0
+    with inspector_for(app) as inspector:
+        for name in names:
+            count = inspector.purge(name)
+            total += count
+            out.print(f"{name}: purged {count} message{'s' if count != 1 else ''}", markup=False)
+    out.print(f"Purged {total} message{'s' if total != 1 else ''} from {len(names)} queue"
+              f"{'s' if len(names) != 1 else ''}.", markup=False)
+    return 0
+
+
+# events -----------------------------------------------------------------------------------------
+def events_command(args: argparse.Namespace, app: App) -> int:
+    """``qtui events --dump [--count N]``: print events until Ctrl-C or N of them."""
+    out = _out()
+    try:
+        with EventReceiver(app) as receiver:
+            for event in receiver.events(limit=args.count):
+                if args.json:
+                    print(json.dumps(event, default=str, sort_keys=True), flush=True)
+                else:
+                    out.print(format_event(event), markup=False)
+    except KeyboardInterrupt:
+        return 0
+    except (OSError, KombuOperationalError) as exc:
+        raise BrokerUnavailable(f"cannot read events from the broker at "
+                                f"{mask_url(app.broker_url)}: {exc}. Is it running?") from exc
+    return 0
+
+
+#: Fields every event has; a dump line shows them in its head, not in the key=value list.
+_COMMON = frozenset({"type", "hostname", "timestamp", "utcoffset", "pid", "clock",
+                     "local_received"})
+
+
+def format_event(event: Mapping[str, Any]) -> str:
+    """``hostname [time] type key=value ...`` (Celery's ``events --dump`` order)."""
+    when = datetime.fromtimestamp(event.get("timestamp") or event.get("local_received") or 0)
+    fields = " ".join(f"{key}={value if isinstance(value, (int, float)) else _short(value, 120)}"
+                      for key, value in sorted(event.items()) if key not in _COMMON)
+    return (f"{event.get('hostname', '?')} [{when.isoformat(sep=' ', timespec='milliseconds')}] "
+            f"{event.get('type')} {fields}").rstrip()

@@ -1,0 +1,288 @@
+"""The console: a full-screen Textual app to see and steer a qtui or Celery cluster.
+
+The feed's thread workers receive events and poll the broker; every refresh interval they hand
+the UI a Snapshot, which the console applies to its model and the visible view redraws from.
+The UI thread never waits on the network: actions run in thread workers too and report back
+as notifications.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import events, work
+from textual.app import App as TextualApp
+from textual.app import SystemCommand
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.screen import Screen
+
+from qtui.core import App
+from qtui.core.config import mask_url
+
+from .actions import Actions, Outcome, full_arguments
+from .feed import Feed
+from .history import History, default_history_path
+from .model import ConsoleModel
+from .rows import Snapshot, TaskRow
+from .views.base import ClusterView
+from .views.modals import CommandScreen, HelpScreen
+from .views.overview import OverviewScreen
+from .views.queues import QueuesScreen
+from .views.tasks import TasksScreen
+from .views.workers import WorkersScreen
+
+#: Action outcomes kept in :attr:`Console.outcomes`.
+OUTCOMES_KEPT = 50
+
+VIEWS: dict[str, type[ClusterView]] = {
+    "overview": OverviewScreen, "workers": WorkersScreen, "tasks": TasksScreen,
+    "queues": QueuesScreen,
+}
+
+
+class Console(TextualApp[None]):
+    """``qtui``: the console. ``read_only`` hides and refuses every action that changes anything."""
+
+    CSS_PATH = Path(__file__).with_name("console.tcss")  # absolute: subclasses live elsewhere
+    TITLE = "qtui"
+    MODES: ClassVar[dict[str, Any]] = dict(VIEWS)
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("1", "switch_mode('overview')", "Overview"),
+        Binding("2", "switch_mode('workers')", "Workers"),
+        Binding("3", "switch_mode('tasks')", "Tasks"),
+        Binding("4", "switch_mode('queues')", "Queues"),
+        Binding("colon", "command", "Command"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    class SnapshotReady(Message):
+        def __init__(self, snapshot: Snapshot) -> None:
+            super().__init__()
+            self.snapshot = snapshot
+
+    class ActionDone(Message):
+        def __init__(self, outcome: Outcome) -> None:
+            super().__init__()
+            self.outcome = outcome
+
+    def __init__(self, app: App, *, read_only: bool = False, context: str | None = None,
+                 contexts: dict[str, App] | None = None, start_feed: bool = True,
+                 history: bool | None = None) -> None:
+        super().__init__()
+        self.read_only = read_only
+        self.contexts = contexts or {}
+        self.start_feed = start_feed
+        self.use_history = app.conf.console_history if history is None else history
+        self.last_input = 0.0
+        """Monotonic time of the latest key or click (views hold redraws back meanwhile)."""
+        self.outcomes: deque[Outcome] = deque(maxlen=OUTCOMES_KEPT)
+        """The latest actions' outcomes, oldest first (each was also shown as a notification)."""
+        self._attach(app, context)
+
+    def _attach(self, app: App, context: str | None) -> None:
+        """Point the console at a cluster: a fresh model, feed and actions."""
+        conf = app.conf
+        self.cluster = app
+        self.context = context
+        self.refresh_interval = float(conf.console_refresh_interval)
+        self.model = ConsoleModel(max_tasks=conf.console_max_tasks)
+        self.actions = Actions(app)
+        history = None
+        if self.use_history:
+            history = History(conf.console_history_file or default_history_path(),
+                              cluster=mask_url(app.broker_url), limit=conf.console_max_tasks)
+        self.feed = Feed(app, max_tasks=conf.console_max_tasks, history=history)
+        self.sub_title = self._describe()
+
+    def _describe(self) -> str:
+        mode = " · read-only" if self.read_only else ""
+        context = f"{self.context} · " if self.context else ""
+        return f"{context}{mask_url(self.cluster.broker_url)}{mode}"
+
+    def on_mount(self) -> None:
+        self.switch_mode("overview")
+        self.apply(self.initial_snapshot())
+        if self.start_feed:
+            self.start()
+
+    def initial_snapshot(self) -> Snapshot:
+        """What to show before the first events arrive: what the history kept."""
+        with self.feed.lock:
+            return self.feed.snapshot()
+
+    def start(self) -> None:
+        self.run_feed(self.feed)
+        self.run_poll(self.feed)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)):
+            self.last_input = time.monotonic()
+        await super().on_event(event)
+
+    # data ---------------------------------------------------------------------------------------
+    @work(thread=True, group="feed", exit_on_error=False)
+    def run_feed(self, feed: Feed) -> None:
+        """Receive events until the feed stops; post a snapshot every refresh interval."""
+        feed.run(lambda snapshot: self._post_snapshot(feed, snapshot),
+                 interval=self.refresh_interval)
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def run_poll(self, feed: Feed) -> None:
+        """Poll queue depths and worker details until the feed stops."""
+        feed.poll()
+
+    def _post_snapshot(self, feed: Feed, snapshot: Snapshot) -> None:
+        if feed is self.feed:  # a context switch leaves the old feed's last words unread
+            self.post_message(self.SnapshotReady(snapshot))
+
+    def on_console_snapshot_ready(self, message: SnapshotReady) -> None:
+        self.apply(message.snapshot)
+
+    def apply(self, snapshot: Snapshot) -> None:
+        self.model.apply(snapshot)
+        if self.screen_stack and isinstance(self.screen, ClusterView):  # not while exiting
+            self.screen.redraw()
+
+    def inspect(self, hostname: str, method: str, *arguments: str) -> Any:
+        """One worker's reply to an inspect method, or None if it did not answer (blocking)."""
+        return self.feed.inspect(hostname, method, *arguments)
+
+    # actions ------------------------------------------------------------------------------------
+    def perform(self, call: Callable[[], Outcome]) -> None:
+        if self.read_only:
+            self.notify("The console is read-only (--read-only)", severity="error")
+            return
+        self._perform(call)
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def _perform(self, call: Callable[[], Outcome]) -> None:
+        self.post_message(self.ActionDone(call()))
+
+    def on_console_action_done(self, message: ActionDone) -> None:
+        outcome = message.outcome
+        self.outcomes.append(outcome)
+        self.notify(outcome.message, title=outcome.title,
+                    severity="information" if outcome.ok else "error", timeout=8)
+
+    def retry_task(self, task: TaskRow) -> None:
+        """Send a task again with its full original arguments (refused when only a truncated
+        repr of them is known)."""
+        if self.read_only:
+            self.notify("The console is read-only (--read-only)", severity="error")
+            return
+        self._retry(task)
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def _retry(self, task: TaskRow) -> None:
+        arguments = self.feed.full_arguments(task.id) or full_arguments(task.args, task.kwargs)
+        if arguments is None:
+            self.call_from_thread(
+                self.notify, f"The full arguments of {task.id} are unknown (only a truncated "
+                "repr was seen), so it cannot be retried faithfully.", severity="error")
+            return
+        args, kwargs = arguments
+        self.post_message(self.ActionDone(self.actions.retry(task.name, args, kwargs)))
+
+    # navigation ---------------------------------------------------------------------------------
+    def action_back(self) -> None:
+        if len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    def action_command(self) -> None:
+        def entered(text: str | None) -> None:
+            if text:
+                self.run_command(text)
+        self.push_screen(CommandScreen(), entered)
+
+    def run_command(self, text: str) -> None:
+        """Carry out one ``:`` command."""
+        word, _, rest = text.strip().lstrip(":").strip().partition(" ")
+        word = word.lower()
+        aliases = {"w": "workers", "t": "tasks", "qu": "queues", "o": "overview",
+                   "wo": "workers", "ta": "tasks", "ov": "overview"}
+        word = aliases.get(word, word)
+        if word in ("q", "quit", "exit"):
+            self.exit()
+        elif word in VIEWS:
+            self.switch_mode(word)
+            if word == "tasks":
+                screen = self.screen
+                if isinstance(screen, TasksScreen):
+                    screen.set_filter(rest.strip())
+        elif word in ("context", "ctx"):
+            self.switch_context(rest.strip())
+        elif word == "help":
+            self.action_help()
+        elif word:
+            self.notify(f"Unknown command :{word}. Try :workers, :tasks QUERY, :queues, "
+                        ":overview, :context NAME, :quit", severity="error")
+
+    def switch_context(self, name: str) -> None:
+        if name not in self.contexts:
+            known = ", ".join(sorted(self.contexts)) or "none configured ([contexts.NAME])"
+            self.notify(f"Unknown context {name!r}; known: {known}", severity="error")
+            return
+        self.feed.stop()
+        self._attach(self.contexts[name], name)
+        self.apply(self.initial_snapshot())
+        if self.start_feed:
+            self.start()
+        self.notify(f"Switched to {name}", title="Context")
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """The command palette (ctrl+p): Textual's own commands, the views and the contexts."""
+        yield from super().get_system_commands(screen)
+        for name in VIEWS:
+            yield SystemCommand(f"{name.title()} view", f"Show the {name} view (:{name})",
+                                partial(self.switch_mode, name))
+        for name in sorted(self.contexts):
+            yield SystemCommand(f"Context: {name}", f"Switch to the cluster {name}",
+                                partial(self.switch_context, name))
+
+    def action_help(self) -> None:
+        sections = []
+        screen_keys = [(b.key_display or b.key, b.description) for b in _bindings(self.screen)
+                       if self.screen.check_action(b.action, ()) is not False]
+        if screen_keys:
+            sections.append(("This view", screen_keys))
+        sections.append(("Everywhere", [(b.key_display or b.key, b.description)
+                                        for b in _bindings(self)]))
+        sections.append(("Commands (:)", [(":workers", "workers view"),
+                                          (":tasks QUERY", "tasks view, filtered"),
+                                          (":queues", "queues view"),
+                                          (":overview", "overview"),
+                                          (":context NAME", "switch cluster"),
+                                          (":quit", "leave")]))
+        sections.append(("Filter (/)", [("name:TEXT", "name contains TEXT"),
+                                        ("state:A,B", "state is A or B"),
+                                        ("worker: args: id: result:", "other fields"),
+                                        ("/REGEX/", "regular expression"),
+                                        ("-term", "negate a term"),
+                                        ("text", "free text anywhere")]))
+        sections.append(("Also", [("ctrl+p", "command palette (themes, keys)"),
+                                  ("Enter", "drill down"), ("Esc", "back")]))
+        self.push_screen(HelpScreen(sections))
+
+    async def action_quit(self) -> None:
+        self.feed.stop()
+        self.exit()
+
+    def on_unmount(self) -> None:
+        self.feed.stop()
+
+
+def _bindings(node: Any) -> list[Binding]:
+    found = []
+    for binding in getattr(node, "BINDINGS", []):
+        if isinstance(binding, Binding):
+            found.append(binding)
+        elif isinstance(binding, tuple):
+            found.append(Binding(*binding))
+    return found

@@ -1,0 +1,261 @@
+"""The console's data layer: everything it knows about a cluster arrives through a Feed.
+
+Two threads (run by the console as Textual thread workers, or by anything else) keep it
+current without ever touching the UI:
+
+* ``run`` receives the event stream, merges it into a :class:`~qtui.core.state.State` and,
+  every ``interval`` seconds, hands a :class:`~qtui.tui.rows.Snapshot` of what changed to
+  ``emit`` (the console posts it to the UI thread as a message);
+* ``poll`` asks the broker for queue depths and the workers for their pool and queues
+  (``stats`` and ``active_queues``), each with a short timeout, so a slow or dead worker costs
+  one timeout per poll and never holds anything else up.
+
+Blocking calls made for the UI on demand (inspect a worker, look up a task's full arguments)
+are methods here too; the console runs them in thread workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from qtui.core import App
+from qtui.core.events import EventReceiver
+from qtui.core.queues import inspector_for
+from qtui.core.state import State, TaskState, WorkerState
+
+from .history import History
+from .rows import QueueRow, Snapshot, TaskEvent, TaskRow, Throughput, WorkerRow
+
+logger = logging.getLogger("qtui.console")
+
+#: Seconds between queue-depth and worker-details polls.
+POLL_INTERVAL = 2.0
+#: Seconds a worker has to answer the console's own inspect calls.
+INSPECT_TIMEOUT = 1.0
+#: Throughput buckets shown (one per second).
+THROUGHPUT_SLOTS = 120
+
+
+def worker_row(worker: WorkerState, details: Mapping[str, Any], now: float) -> WorkerRow:
+    """A worker as the console shows it: heartbeat fields plus what ``stats`` and
+    ``active_queues`` said (pool and queues are not in heartbeats)."""
+    stats = details.get("stats") or {}
+    pool = stats.get("pool") if isinstance(stats.get("pool"), Mapping) else {}
+    concurrency = pool.get("max-concurrency")
+    queues = tuple(q.get("name", "") for q in details.get("queues") or ()
+                   if isinstance(q, Mapping))
+    return WorkerRow(
+        hostname=worker.hostname,
+        alive=worker.alive(now),
+        heartbeat_age=None if worker.last_heartbeat is None else now - worker.last_heartbeat,
+        # "qtui.workers.pools.prefork:PreforkPool", "celery.concurrency.prefork:TaskPool"
+        pool=str(pool.get("implementation", "")).partition(":")[0].rpartition(".")[2],
+        concurrency=concurrency if isinstance(concurrency, int) else None,
+        active=worker.active or 0,
+        processed=worker.processed or 0,
+        loadavg=tuple(worker.loadavg or ()),
+        queues=queues,
+        software=" ".join(str(p) for p in (worker.sw_ident, worker.sw_ver) if p),
+    )
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else repr(value)
+
+
+def task_row(task: TaskState) -> TaskRow:
+    return TaskRow(
+        id=task.uuid, name=task.name or "", state=task.state, worker=task.worker or "",
+        received=task.received or task.sent, started=task.started, runtime=task.runtime,
+        args=_text(task.args), kwargs=_text(task.kwargs), result=_text(task.result),
+        exception=_text(task.exception), traceback=task.traceback or "",
+        retries=task.retries or 0, eta=task.eta or "",
+        timeline=tuple(TaskEvent(kind, stamp, host) for kind, stamp, host in task.timeline),
+        updated=task.updated)
+
+
+class Feed:
+    """One cluster's live data for the console. Thread-safe: the event thread writes the state
+    under ``lock``; snapshots are taken under it."""
+
+    def __init__(self, app: App, *, max_tasks: int = 100_000, history: History | None = None,
+                 poll_interval: float = POLL_INTERVAL) -> None:
+        self.app = app
+        self.history = history
+        self.poll_interval = poll_interval
+        self.state = State(max_tasks=max_tasks, throughput_slots=THROUGHPUT_SLOTS,
+                           track_changes=True)
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.connected = False
+        self.error = ""
+        self._queues: tuple[QueueRow, ...] = ()
+        self._queue_error = ""
+        self._details: dict[str, dict[str, Any]] = {}
+        self._depths: dict[str, tuple[int | None, float]] = {}
+        self._receiver: EventReceiver | None = None
+        if history is not None:
+            self._restore()
+
+    def _restore(self) -> None:
+        assert self.history is not None
+        try:
+            tasks = self.history.load(self.state.max_tasks)
+        except Exception as exc:  # a damaged history must not keep the console from starting
+            logger.warning("console history unreadable (%s); starting without it", exc)
+            return
+        with self.lock:
+            self.state.restore(tasks)
+
+    # the event thread ---------------------------------------------------------------------------
+    def run(self, emit: Callable[[Snapshot], None], interval: float = 0.25) -> None:
+        """Receive events until :meth:`stop`; call ``emit`` with a snapshot every ``interval``."""
+        receiver = self._receiver = EventReceiver(self.app)
+        try:
+            for batch in receiver.batches(interval=interval):
+                if self.stopped.is_set():
+                    return
+                with self.lock:
+                    self.state.ingest(batch)
+                    self.connected, self.error = receiver.connected, receiver.error
+                    snapshot = self.snapshot()
+                if self.history is not None and snapshot.tasks:
+                    self._save(snapshot)
+                emit(snapshot)
+        finally:
+            receiver.close()
+            if self.history is not None:
+                self.history.close()
+
+    def _save(self, snapshot: Snapshot) -> None:
+        assert self.history is not None
+        with self.lock:
+            tasks = [t for t in (self.state.task(row.id) for row in snapshot.tasks) if t]
+        try:
+            self.history.save(tasks)
+        except Exception as exc:
+            logger.warning("console history not saved: %s", exc)
+
+    def snapshot(self) -> Snapshot:
+        """What changed since the previous snapshot, plus the current workers and queues.
+        Call with ``lock`` held."""
+        state, now = self.state, time.time()
+        changes = state.take_changes()
+        return Snapshot(
+            workers=tuple(worker_row(w, self._details.get(w.hostname, {}), now)
+                          for w in state.workers.values()),
+            tasks=tuple(task_row(t) for t in changes.tasks),
+            removed=tuple(changes.removed),
+            queues=self._queues,
+            throughput=Throughput(state.throughput.interval, {
+                key: state.throughput.series(key, now) for key in state.throughput.keys()}),
+            task_count=len(state),
+            events_seen=state.event_count,
+            connected=self.connected,
+            error=self.error or self._queue_error,
+        )
+
+    # the polling thread -------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Poll queue depths and worker details until :meth:`stop`."""
+        while not self.stopped.is_set():
+            self.poll_once()
+            self.stopped.wait(self.poll_interval)
+
+    def poll_once(self) -> None:
+        self._poll_workers()
+        self._poll_queues()
+
+    def _poll_workers(self) -> None:
+        with self.lock:
+            alive = [w.hostname for w in self.state.alive_workers()]
+        if not alive:
+            return
+        try:
+            inspect = self.app.control.inspect(destination=alive, timeout=INSPECT_TIMEOUT)
+            stats = inspect.stats() or {}
+            queues = inspect.active_queues() or {}
+        except Exception as exc:
+            logger.info("worker details unavailable: %s", exc)
+            return
+        details = {host: {"stats": stats.get(host), "queues": queues.get(host)}
+                   for host in set(stats) | set(queues)}
+        with self.lock:
+            self._details.update(details)
+
+    def _poll_queues(self) -> None:
+        with self.lock:
+            consumers: dict[str, list[str]] = {}
+            for host, detail in self._details.items():
+                for queue in detail.get("queues") or ():
+                    if isinstance(queue, Mapping) and queue.get("name"):
+                        consumers.setdefault(queue["name"], []).append(host)
+        try:
+            with inspector_for(self.app) as inspector:
+                found = inspector.queues(consumers)
+        except Exception as exc:
+            self._queue_error = f"queue depths unavailable: {exc}"
+            return
+        self._queue_error = ""
+        now, rows = time.monotonic(), []
+        for q in found:
+            hosts = tuple(sorted(consumers.get(q.name, ())))
+            # A broker that cannot count consumers (the embedded one): the workers that said
+            # they consume the queue are its consumers.
+            count = q.consumers if q.consumers is not None else len(hosts)
+            rows.append(QueueRow(q.name, q.messages, count, self._rate(q.name, q.messages, now),
+                                 hosts))
+            self._depths[q.name] = (q.messages, now)
+        self._queues = tuple(rows)
+
+    def _rate(self, name: str, depth: int | None, now: float) -> float | None:
+        """Change of depth per second since the previous poll (negative: draining)."""
+        previous = self._depths.get(name)
+        if depth is None or previous is None or previous[0] is None or now <= previous[1]:
+            return None
+        return (depth - previous[0]) / (now - previous[1])
+
+    # on demand (blocking: call from a thread worker) --------------------------------------------
+    def inspect(self, hostname: str, method: str, *arguments: str, timeout: float = 2.0) -> Any:
+        """One worker's reply to an inspect method, or None when it did not answer."""
+        inspect = self.app.control.inspect(destination=[hostname], timeout=timeout)
+        replies = getattr(inspect, method)(*arguments) or {}
+        return replies.get(hostname)
+
+    def full_arguments(self, task_id: str) -> tuple[list[Any], dict[str, Any]] | None:
+        """A task's complete arguments: from the workers that ran it (``task_arguments``), else
+        from the result backend when it stores them (``result_extended``)."""
+        try:
+            replies = self.app.control.broadcast("task_arguments", {"ids": [task_id]},
+                                                 reply=True, timeout=INSPECT_TIMEOUT)
+        except Exception as exc:
+            logger.info("task_arguments unavailable: %s", exc)
+            replies = []
+        for reply in replies or []:
+            for answer in reply.values():
+                found = answer.get(task_id) if isinstance(answer, Mapping) else None
+                if isinstance(found, Mapping) and isinstance(found.get("args"), list) \
+                        and isinstance(found.get("kwargs"), Mapping):
+                    return list(found["args"]), dict(found["kwargs"])
+        try:
+            meta = self.app.backend.get_task_meta(task_id)
+        except Exception:
+            return None
+        if isinstance(meta.get("args"), list) and isinstance(meta.get("kwargs"), Mapping):
+            return list(meta["args"]), dict(meta["kwargs"])
+        return None
+
+    def forget_worker(self, hostname: str) -> bool:
+        """Drop a worker (one gone for good) from the state; its tasks stay."""
+        with self.lock:
+            self._details.pop(hostname, None)
+            return self.state.remove_worker(hostname)
+
+    def stop(self) -> None:
+        self.stopped.set()

@@ -1,0 +1,54 @@
+"""The console's own copy of the cluster, built from feed snapshots on the UI thread.
+
+It holds plain rows only (no I/O, no locks): the feed's threads produce snapshots, the console
+applies them here, and views read from here when they refresh.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from .rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
+
+
+class ConsoleModel:
+    def __init__(self, max_tasks: int = 100_000) -> None:
+        self.max_tasks = max_tasks
+        self.workers: dict[str, WorkerRow] = {}
+        self.tasks: OrderedDict[str, TaskRow] = OrderedDict()
+        self.queues: dict[str, QueueRow] = {}
+        self.throughput = Throughput(1.0)
+        self.events_seen = 0
+        self.connected = False
+        self.error = ""
+        self.version = 0
+        """Bumped by every applied snapshot, so a view knows whether it is stale."""
+
+    def apply(self, snapshot: Snapshot) -> None:
+        self.workers = {w.hostname: w for w in snapshot.workers}
+        for task_id in snapshot.removed:
+            self.tasks.pop(task_id, None)
+        for task in snapshot.tasks:
+            self.tasks[task.id] = task
+            self.tasks.move_to_end(task.id)
+        while len(self.tasks) > self.max_tasks:
+            self.tasks.popitem(last=False)
+        if snapshot.queues or not self.queues:
+            self.queues = {q.name: q for q in snapshot.queues}
+        self.throughput = snapshot.throughput
+        self.events_seen = snapshot.events_seen
+        self.connected = snapshot.connected
+        self.error = snapshot.error
+        self.version += 1
+
+    def recent_failures(self, limit: int = 10) -> list[TaskRow]:
+        failures = []
+        for task in reversed(self.tasks.values()):
+            if task.state == "FAILURE":
+                failures.append(task)
+                if len(failures) >= limit:
+                    break
+        return failures
+
+    def workers_consuming(self, queue: str) -> list[str]:
+        return sorted(w.hostname for w in self.workers.values() if queue in w.queues)

@@ -1,0 +1,93 @@
+"""What the console shows, as plain immutable rows: views render these and never touch I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    hostname: str
+    alive: bool
+    heartbeat_age: float | None
+    pool: str = ""
+    concurrency: int | None = None
+    active: int = 0
+    processed: int = 0
+    loadavg: tuple[float, ...] = ()
+    queues: tuple[str, ...] = ()
+    software: str = ""
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One step of a task's life, for its timeline."""
+
+    type: str
+    timestamp: float
+    hostname: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    id: str
+    name: str
+    state: str
+    worker: str = ""
+    received: float | None = None
+    started: float | None = None
+    runtime: float | None = None
+    args: str = ""
+    kwargs: str = ""
+    result: str = ""
+    exception: str = ""
+    traceback: str = ""
+    retries: int = 0
+    eta: str = ""
+    timeline: tuple[TaskEvent, ...] = ()
+    updated: float = 0.0
+
+    def filter_values(self) -> dict[str, str]:
+        """The texts the filter language matches against."""
+        return {"id": self.id, "name": self.name, "state": self.state, "worker": self.worker,
+                "args": f"{self.args} {self.kwargs}",
+                "result": f"{self.result} {self.exception}"}
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    name: str
+    depth: int | None
+    consumers: int | None = None
+    rate: float | None = None
+    workers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Tasks per interval for each final state, oldest first, for the overview's sparklines."""
+
+    interval: float
+    series: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a refresh of the console needs, taken at one instant under the feed's lock.
+
+    ``tasks`` holds only tasks changed since the previous snapshot (views keep their own
+    table); ``removed`` the ids the state forgot (its LRU bound).
+    """
+
+    workers: tuple[WorkerRow, ...] = ()
+    tasks: tuple[TaskRow, ...] = ()
+    removed: tuple[str, ...] = ()
+    queues: tuple[QueueRow, ...] = ()
+    throughput: Throughput = field(default_factory=lambda: Throughput(1.0))
+    task_count: int = 0
+    events_seen: int = 0
+    connected: bool = False
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)

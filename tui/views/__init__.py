@@ -1,0 +1,1 @@
+"""The console's screens: overview, workers, tasks, queues, their drill-downs and dialogs."""

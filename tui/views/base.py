@@ -1,0 +1,139 @@
+"""What every cluster view shares: refreshing from the console model, and asking for actions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Header, Static
+
+if TYPE_CHECKING:
+    from ..actions import Outcome
+    from ..console import Console
+
+#: Actions that change the cluster; hidden and refused in --read-only mode.
+WRITE_ACTIONS = frozenset({
+    "revoke", "terminate", "retry", "rate_limit", "time_limit", "grow", "shrink",
+    "add_consumer", "cancel_consumer", "purge", "shutdown",
+})
+
+
+#: Seconds after a key during which snapshots do not redraw the view.
+INPUT_QUIET = 0.3
+
+
+class ClusterView(Screen[None]):
+    """A full-screen view of one part of the cluster."""
+
+    @property
+    def console(self) -> Console:
+        return self.app  # type: ignore[return-value]
+
+    composed = False
+    """Set once the view's widgets exist: a snapshot may arrive before that."""
+    min_interval = 0.0
+    """Seconds between redraws caused by snapshots: a view that is costly to draw skips some
+    under a flood of events (the last one is always drawn), so keys stay responsive."""
+    _last_redraw = 0.0
+    _pending: Timer | None = None
+
+    def refresh_view(self) -> None:
+        """Redraw from ``self.console.model``; called after each snapshot while visible."""
+
+    def redraw(self) -> None:
+        if not self.composed:
+            return
+        now = time.monotonic()
+        # Keys come first: no redraw while the user is typing or moving (the table also stays
+        # still under the cursor), and none more often than the view can afford.
+        wait = max(self._last_redraw + self.min_interval,
+                   self.console.last_input + INPUT_QUIET) - now
+        if wait > 0:
+            if self._pending is None:
+                self._pending = self.set_timer(wait, self._redraw_now)
+            return
+        self._redraw_now()
+
+    def _redraw_now(self) -> None:
+        self._pending = None
+        self._last_redraw = time.monotonic()
+        self.refresh_view()
+
+    def on_mount(self) -> None:
+        self.composed = True
+        self.refresh_view()
+
+    def on_screen_resume(self) -> None:
+        self.redraw()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in WRITE_ACTIONS and self.console.read_only:
+            return False
+        return True
+
+    def perform(self, call: Callable[[], Outcome]) -> None:
+        self.console.perform(call)
+
+    def confirm(self, question: str, then: Callable[[], Any]) -> None:
+        from .modals import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                then()
+        self.app.push_screen(ConfirmScreen(question), answered)
+
+    def ask(self, question: str, then: Callable[[str], Any], placeholder: str = "",
+            value: str = "") -> None:
+        from .modals import PromptScreen
+
+        def answered(text: str | None) -> None:
+            if text:
+                then(text)
+        self.app.push_screen(PromptScreen(question, placeholder, value), answered)
+
+    def choose(self, question: str, choices: list[str], then: Callable[[str], Any]) -> None:
+        from .modals import ChoiceScreen
+
+        def answered(choice: str | None) -> None:
+            if choice:
+                then(choice)
+        self.app.push_screen(ChoiceScreen(question, choices), answered)
+
+
+class TableView(ClusterView):
+    """A view that is one table (one row per ``NOUN``) under a summary line."""
+
+    TABLE: ClassVar[str]
+    COLUMNS: ClassVar[tuple[str, ...]]
+    NOUN: ClassVar[str]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="summary", classes="summary")
+        table: DataTable[object] = DataTable(id=self.TABLE, cursor_type="row", zebra_stripes=True)
+        for column in self.COLUMNS:
+            table.add_column(column, key=column)
+        yield table
+        yield Footer()
+
+    @property
+    def table(self) -> DataTable[object]:
+        return self.query_one(f"#{self.TABLE}", DataTable)
+
+    def cursor_key(self) -> str | None:
+        """The key of the row under the cursor, if any."""
+        table = self.table
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def selected(self) -> str | None:
+        """The row an action applies to; says so when there is none."""
+        key = self.cursor_key()
+        if key is None:
+            self.notify(f"No {self.NOUN} selected", severity="warning")
+        return key

@@ -1,0 +1,170 @@
+"""Drill-downs: one task (arguments, result, traceback, timeline) and one worker (its inspect
+replies)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.table import Table
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+
+from . import format
+from .base import ClusterView
+
+#: Arguments of inspect methods: registered tasks come with the limits that apply to them now.
+INSPECT_ARGUMENTS = {"registered": ("rate_limit", "time_limit", "soft_time_limit")}
+INSPECT_TABS = (
+    ("stats", "Stats"), ("active", "Active"), ("reserved", "Reserved"),
+    ("scheduled", "Scheduled"), ("revoked", "Revoked"), ("registered", "Registered"),
+    ("active_queues", "Queues"), ("conf", "Config"),
+)
+
+
+class TaskDetailScreen(ClusterView):
+    BINDINGS = [
+        Binding("escape", "app.back", "Back"),
+        Binding("R", "revoke", "Revoke"),
+        Binding("T", "terminate", "Terminate"),
+        Binding("y", "retry", "Retry"),
+    ]
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self.full_arguments: tuple[list[Any], dict[str, Any]] | None = None
+        """The complete args and kwargs, once a worker or the result backend gave them."""
+
+    def on_mount(self) -> None:
+        self.load_arguments()
+
+    @work(thread=True, group="arguments")
+    def load_arguments(self) -> None:
+        found = self.console.feed.full_arguments(self.task_id)
+        if found is not None:
+            self.app.call_from_thread(self._show_arguments, found)
+
+    def _show_arguments(self, found: tuple[list[Any], dict[str, Any]]) -> None:
+        self.full_arguments = found
+        if self.is_mounted:
+            self.refresh_view()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="detail"):
+            yield Static(id="fields")
+            yield Static(id="arguments")
+            yield Static(id="outcome")
+            yield Static(id="timeline")
+            yield Static(id="traceback")
+        yield Footer()
+
+    def refresh_view(self) -> None:
+        task = self.console.model.tasks.get(self.task_id)
+        if task is None:
+            self.query_one("#fields", Static).update(
+                f"Task {self.task_id} is no longer in memory.")
+            return
+        fields = Table.grid(padding=(0, 2))
+        fields.add_column(style="bold")
+        fields.add_column()
+        for label, value in (("ID", task.id), ("Name", task.name),
+                             ("State", format.state(task.state)),
+                             ("Worker", task.worker), ("Retries", str(task.retries)),
+                             ("ETA", task.eta), ("Received", format.clock(task.received)),
+                             ("Started", format.clock(task.started)),
+                             ("Runtime", format.duration(task.runtime))):
+            fields.add_row(*format.cells(label, value))
+        self.query_one("#fields", Static).update(fields)
+        if self.full_arguments is not None:
+            args, kwargs = self.full_arguments
+            self.query_one("#arguments", Static).update(
+                f"[b]args[/b]   {escape(repr(tuple(args)))}\n[b]kwargs[/b] {escape(repr(kwargs))}"
+                "\n[dim](complete, from the worker that received it)[/dim]")
+        else:
+            self.query_one("#arguments", Static).update(
+                f"[b]args[/b]   {escape(task.args or '()')}\n"
+                f"[b]kwargs[/b] {escape(task.kwargs or '{}')}")
+        outcome = ""
+        if task.result:
+            outcome += f"[b]result[/b] {escape(task.result)}\n"
+        if task.exception:
+            outcome += f"[b red]exception[/b red] {escape(task.exception)}\n"
+        self.query_one("#outcome", Static).update(outcome)
+        self.query_one("#traceback", Static).update(
+            Syntax(task.traceback, "pytb", word_wrap=True) if task.traceback else "")
+        timeline = Table("time", "event", "worker", "detail", title="Timeline", expand=True)
+        for step in task.timeline:
+            timeline.add_row(*format.cells(format.clock(step.timestamp), step.type,
+                                           step.hostname, step.detail))
+        self.query_one("#timeline", Static).update(timeline)
+
+    def _task(self):  # type: ignore[no-untyped-def]
+        task = self.console.model.tasks.get(self.task_id)
+        if task is None:
+            self.notify("Task is no longer in memory", severity="warning")
+        return task
+
+    def action_revoke(self) -> None:
+        if task := self._task():
+            self.confirm(f"Revoke {task.name} [{task.id}]?", lambda: self.perform(
+                lambda: self.console.actions.revoke(task.id, self.console.model.workers)))
+
+    def action_terminate(self) -> None:
+        from ..actions import SIGNALS
+        if task := self._task():
+            self.choose("Signal", list(SIGNALS), lambda signal: self.confirm(
+                f"Terminate {task.name} [{task.id}] with {signal}?", lambda: self.perform(
+                    lambda: self.console.actions.terminate(task.id, signal,
+                                                           self.console.model.workers))))
+
+    def action_retry(self) -> None:
+        if task := self._task():
+            self.console.retry_task(task)
+
+
+class WorkerDetailScreen(ClusterView):
+    BINDINGS = [Binding("escape", "app.back", "Back"), Binding("f5,ctrl+r", "reload", "Reload")]
+
+    def __init__(self, hostname: str) -> None:
+        super().__init__()
+        self.hostname = hostname
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"[b]{self.hostname}[/b]", classes="summary")
+        with TabbedContent(id="inspect"):
+            for method, title in INSPECT_TABS:
+                with TabPane(title, id=f"tab-{method}"):
+                    with VerticalScroll():
+                        yield Static("loading…", id=f"body-{method}")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        for method, _ in INSPECT_TABS:
+            self.query_one(f"#body-{method}", Static).update("loading…")
+            self.load(method)
+
+    @work(thread=True, group="inspect")
+    def load(self, method: str) -> None:
+        reply = self.console.inspect(self.hostname, method, *INSPECT_ARGUMENTS.get(method, ()))
+        self.app.call_from_thread(self.show, method, reply)
+
+    def show(self, method: str, reply: Any) -> None:
+        if not self.is_mounted:
+            return
+        body = self.query_one(f"#body-{method}", Static)
+        if reply is None:
+            body.update(f"[red]{self.hostname} did not reply to {method}[/red]")
+            return
+        text = json.dumps(reply, indent=2, sort_keys=True, default=str)
+        body.update(Syntax(text, "json", word_wrap=True))

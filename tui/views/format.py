@@ -1,0 +1,61 @@
+"""How values look in the console's tables."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from rich.text import Text
+
+STATE_STYLES = {
+    "PENDING": "dim", "RECEIVED": "cyan", "STARTED": "yellow", "SUCCESS": "green",
+    "FAILURE": "bold red", "RETRY": "magenta", "REVOKED": "dim red", "REJECTED": "red",
+}
+
+
+def cells(*values: str | Text) -> list[Text]:
+    """Table cells as plain text: task names, arguments and queue names are data, never markup
+    (``[1, 2]`` must show as itself)."""
+    return [v if isinstance(v, Text) else Text(v) for v in values]
+
+
+def state(value: str) -> Text:
+    return Text(value, style=STATE_STYLES.get(value, ""))
+
+
+def clock(timestamp: float | None) -> str:
+    if not timestamp:
+        return ""
+    return datetime.fromtimestamp(timestamp).strftime("%H:%M:%S")
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 60:
+        return f"{seconds:.0f}s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.2f}s"
+    return f"{seconds / 60:.1f}m"
+
+
+def alive(is_alive: bool) -> Text:
+    return Text("online", style="green") if is_alive else Text("offline", style="red")
+
+
+def load(values: tuple[float, ...]) -> str:
+    return " ".join(f"{v:.2f}" for v in values)
+
+
+def since(timestamp: float | None) -> float | None:
+    return None if not timestamp else max(0.0, time.time() - timestamp)

@@ -1,0 +1,64 @@
+"""Overview: workers online, throughput by state over time, queue depths, recent failures."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Footer, Header, Label, Sparkline, Static
+
+from . import format
+from .base import ClusterView
+
+SPARK_STATES = ("SUCCESS", "FAILURE", "RETRY", "RECEIVED")
+
+
+class OverviewScreen(ClusterView):
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="summary", classes="summary")
+        with Horizontal(id="sparks"):
+            for state in SPARK_STATES:
+                with Vertical(classes="spark"):
+                    yield Label(state.title(), id=f"label-{state}")
+                    yield Sparkline([], id=f"spark-{state}", classes=state.lower())
+        with Horizontal(id="tables"):
+            with Vertical():
+                yield Label("Queues", classes="title")
+                queues: DataTable[object] = DataTable(id="overview-queues", cursor_type="row")
+                queues.add_columns("Queue", "Depth", "Consumers")
+                yield queues
+            with Vertical():
+                yield Label("Recent failures", classes="title")
+                failures: DataTable[object] = DataTable(id="failures", cursor_type="row")
+                failures.add_columns("Time", "Task", "Worker", "Exception")
+                yield failures
+        yield Footer()
+
+    def refresh_view(self) -> None:
+        model = self.console.model
+        online = sum(w.alive for w in model.workers.values())
+        status = ("[green]connected[/]" if model.connected
+                  else f"[red]{escape(model.error or 'connecting…')}[/]")
+        self.query_one("#summary", Static).update(
+            f"Workers: [b]{online}[/b] online, [b]{len(model.workers) - online}[/b] offline · "
+            f"Tasks in memory: [b]{len(model.tasks)}[/b] · Events: {model.events_seen} · {status}")
+        for state in SPARK_STATES:
+            series = model.throughput.series.get(state) or []
+            self.query_one(f"#spark-{state}", Sparkline).data = series
+            # The newest bucket is still filling: the rate is read off the one before it.
+            done = series[-2] if len(series) > 1 else 0
+            self.query_one(f"#label-{state}", Label).update(
+                f"{state.title()} {done / model.throughput.interval:.1f}/s "
+                f"(max {max(series, default=0)})")
+        queues = self.query_one("#overview-queues", DataTable)
+        queues.clear()
+        for queue in sorted(model.queues.values(), key=lambda q: -(q.depth or 0)):
+            queues.add_row(*format.cells(
+                queue.name, "?" if queue.depth is None else str(queue.depth),
+                "" if queue.consumers is None else str(queue.consumers)))
+        failures = self.query_one("#failures", DataTable)
+        failures.clear()
+        for task in model.recent_failures():
+            failures.add_row(*format.cells(format.clock(task.updated), task.name, task.worker,
+                                           task.exception[:80]), key=task.id)
