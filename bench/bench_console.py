@@ -1,0 +1,197 @@
+"""The console under load: events ingested per second, key-to-repaint latency while ingesting,
+and memory with 100,000 tasks in its state.
+
+A publisher process sends Celery task events (task-received, task-started, task-succeeded for
+each task, batched as ``task.multi`` lists of 100 as workers batch them) to Redis at a target
+rate. The console runs headless (Textual's ``run_test``) on the tasks view with its real feed
+attached to the same Redis database. While the events flow, a key (``down``/``up``, which moves
+the table cursor) is pressed every 50-600 ms and the time until the screen has handled it and
+repainted is recorded. At the end: events applied per second, the lag behind the publisher, the
+key latency percentiles and the process's resident memory.
+
+    python -m bench.bench_console [--tasks 100000] [--rate 10000] [--redis URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from typing import Any
+
+import redis
+
+EVENTS_PER_TASK = 3
+BATCH = 100
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def publish(url: str, tasks: int, rate: float, start: Any) -> None:
+    """Send ``tasks`` tasks' events at ``rate`` events per second, in task.multi batches."""
+    from kombu import Connection, Producer
+
+    from qtui.core.events import EventDispatcher, event_exchange
+
+    with Connection(url) as conn:
+        producer = Producer(conn.default_channel, auto_declare=False)
+        exchange = event_exchange(conn)
+        dispatcher = EventDispatcher(conn, hostname="bench@worker")
+        start.wait()
+        began = time.perf_counter()
+        sent = 0
+        batch: list[dict[str, Any]] = []
+        for n in range(tasks):
+            task_id = str(uuid.uuid4())
+            batch.append(dispatcher.event("task-received", {
+                "uuid": task_id, "name": f"bench.task{n % 20}", "args": f"({n}, {n * 2})",
+                "kwargs": "{}", "retries": 0, "eta": None, "expires": None,
+                "root_id": task_id, "parent_id": None}))
+            batch.append(dispatcher.event("task-started", {"uuid": task_id, "pid": 1}))
+            batch.append(dispatcher.event("task-succeeded", {
+                "uuid": task_id, "result": str(n * 3), "runtime": 0.001}))
+            if len(batch) >= BATCH or n == tasks - 1:
+                producer.publish(batch, exchange=exchange.name, routing_key="task.multi",
+                                 serializer="json", delivery_mode=1, declare=[exchange])
+                sent += len(batch)
+                batch = []
+                ahead = sent / rate - (time.perf_counter() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+        took = time.perf_counter() - began
+        print(f"publisher: {sent:,} events in {took:.1f}s ({sent / took:,.0f}/s)", flush=True)
+
+
+async def key_to_repaint(console: Any, key: str, writes: list[float],
+                         handled: list[float]) -> float | None:
+    """Seconds from a key event arriving to the repaint that shows its effect (the table cursor
+    moved), as a user would see it; None if it did not happen within 10 s."""
+    from textual import events
+
+    handled.clear()
+    start = time.perf_counter()
+    console.post_message(events.Key(key, None))
+    deadline = start + 10
+    while time.perf_counter() < deadline:
+        if handled:
+            shown = [t for t in writes if t >= handled[0]]
+            if shown:
+                return shown[0] - start
+        await asyncio.sleep(0.0005)
+    return None
+
+
+async def run(url: str, tasks: int, rate: float, history: str | None = None
+              ) -> dict[str, float]:
+    from qtui.core import App
+    from qtui.tui.console import Console
+
+    app = App("bench", broker=url)
+    app.conf.update(console_max_tasks=max(tasks, 1000), console_history_file=history,
+                    source="bench")
+    console = Console(app, history=history is not None)
+    start = multiprocessing.Event()
+    publisher = multiprocessing.Process(target=publish, args=(url, tasks, rate, start))
+    publisher.start()
+    total = tasks * EVENTS_PER_TASK
+    latencies: list[float] = []
+    rss_before = rss_mb()
+    async with console.run_test(size=(140, 40)) as pilot:
+        # Headless, nothing reaches a terminal: a repaint is the compositor handing an update
+        # to App._display, which in a terminal writes it out.
+        writes: list[float] = []
+        original_display = console._display
+
+        def timed_display(screen: Any, renderable: Any) -> None:
+            if renderable is not None:
+                writes.append(time.perf_counter())
+            original_display(screen, renderable)
+        console._display = timed_display  # type: ignore[method-assign]
+        await pilot.press("3")
+        from textual.widgets import DataTable
+        table = console.screen.query_one(DataTable)
+        handled: list[float] = []
+        for action in ("action_cursor_down", "action_cursor_up"):
+            def timed(original: Any = getattr(table, action)) -> None:
+                original()
+                handled.append(time.perf_counter())
+            setattr(table, action, timed)
+        deadline = time.monotonic() + 15
+        while not console.model.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        base = console.model.events_seen
+        start.set()
+        while table.row_count < 2:  # a key on an empty table changes nothing on screen
+            await asyncio.sleep(0.01)
+        began = time.perf_counter()
+        key = "down"
+        finished_at = None
+        publish_deadline = began + total / rate + 120
+        while time.perf_counter() < publish_deadline:
+            latency = await key_to_repaint(console, key, writes, handled)
+            if latency is not None:
+                latencies.append(latency)
+            key = "up" if key == "down" else "down"
+            if console.model.events_seen - base >= total:
+                finished_at = time.perf_counter()
+                break
+            await asyncio.sleep(random.uniform(0.05, 0.6))  # a person, not a metronome
+        applied = console.model.events_seen - base
+        elapsed = (finished_at or time.perf_counter()) - began
+        memory = rss_mb()
+        in_memory = len(console.model.tasks)
+        state_tasks = len(console.feed.state)
+        console.feed.stop()
+    publisher.join(30)
+    print("slowest keys (ms):", [round(1000 * x) for x in sorted(latencies)[-6:]])
+    latencies.sort()
+    return {
+        "events": applied, "seconds": elapsed, "rate": applied / elapsed,
+        "target": rate, "lag": elapsed - total / rate,
+        "keys": len(latencies),
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "max_ms": 1000 * latencies[-1],
+        "rss_mb": memory, "rss_start_mb": rss_before, "tasks_in_view": in_memory,
+        "tasks_in_state": state_tasks,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=10_000, help="events per second")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--history", action="store_true",
+                        help="with the console's history file on (a fresh temporary file)")
+    args = parser.parse_args()
+    redis.Redis.from_url(args.redis).flushdb()
+    with tempfile.TemporaryDirectory() as directory:
+        history = os.path.join(directory, "history.sqlite") if args.history else None
+        result = asyncio.run(run(args.redis, args.tasks, args.rate, history))
+    print(f"ingested {result['events']:,} events in {result['seconds']:.1f}s: "
+          f"{result['rate']:,.0f} events/s (target {result['target']:,.0f}/s, "
+          f"finished {result['lag']:+.1f}s after the publisher's schedule)")
+    print(f"key-to-repaint while ingesting: p50 {result['p50_ms']:.1f} ms, "
+          f"p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms "
+          f"over {result['keys']} keys")
+    print(f"memory: {result['rss_mb']:.0f} MB resident with {result['tasks_in_state']:,} tasks "
+          f"in state and {result['tasks_in_view']:,} in the console model "
+          f"(started at {result['rss_start_mb']:.0f} MB); pid {os.getpid()}")
+
+
+if __name__ == "__main__":
+    main()

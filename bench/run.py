@@ -1,0 +1,641 @@
+"""qtui against Celery and Dramatiq on the same machine and broker: what ``make bench`` runs.
+
+Sections (``--only`` picks some, comma-separated):
+
+- ``redis``: enqueue and drain rates of no-op tasks -- qtui and Celery (prefork, threads, solo)
+  and Dramatiq, all on the same Redis database;
+- ``rabbitmq``: the same for qtui and Celery on RabbitMQ;
+- ``sqlite``: qtui on its embedded SQLite broker (a fresh file per run);
+- ``latency``: round trip from ``delay`` to ``get``, one task at a time, qtui and Celery on Redis
+  (results in the same Redis);
+- ``console``: :mod:`bench.bench_console` in a process of its own (without it, the last
+  figures recorded in bench/RESULTS.md are printed).
+
+Every case runs the same way: a client process sends the tasks one ``delay()`` at a time (the
+enqueue rate), then the worker starts, and the clock runs from the first message it takes until
+every task has run and, where the broker shows it (Redis, SQLite), nothing is left unacknowledged
+(the drain rate). A task is a no-op that appends one byte to a file of its case, which is how
+the bench counts the runs on every framework and broker (RabbitMQ shows no unacked count without
+its management plugin); the queue is checked to be empty once the worker has stopped, and a
+count above the number of tasks would show tasks that ran twice. Each case uses its own queue,
+Redis runs use a database of their own (it must be empty at the start; it is flushed between
+cases and at the end), RabbitMQ queues and exchanges are deleted after each case, and every
+worker process is stopped whatever happens.
+
+    python -m bench.run                      # everything: 20,000 tasks, 2,000 round trips
+    python -m bench.run --quick              # 2,000 tasks, 300 round trips, console 10,000
+    python -m bench.run --only redis,latency --repeat 3 --workers qtui
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import redis
+
+SECTIONS = ("redis", "rabbitmq", "sqlite", "latency", "console")
+REPO = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 120.0
+"""Seconds a worker may take to start taking messages."""
+DRAIN_TIMEOUT = 600.0
+POLL = 0.005
+
+# The tasks modules each case imports (client and worker), written to a temporary folder.
+QTUI_MODULE = """
+from qtui.core import App
+
+import os as _os
+
+# One byte per task run: how the bench knows every task ran (the same for every framework).
+_ran = _os.open({counter!r}, _os.O_WRONLY | _os.O_APPEND | _os.O_CREAT, 0o644)
+
+app = App("benchtasks", broker={broker!r}, backend={backend!r}, task_default_queue={queue!r})
+
+@app.task(name="benchtasks.noop", ignore_result=True)
+def noop():
+    _os.write(_ran, b".")
+
+@app.task(name="benchtasks.echo")
+def echo(x):
+    return x
+
+def send():
+    noop.delay()
+
+def roundtrip(i):
+    assert echo.delay(i).get(timeout=30) == i
+
+def close():
+    app.close()
+"""
+
+CELERY_MODULE = """
+from celery import Celery
+
+import os as _os
+
+# One byte per task run: how the bench knows every task ran (the same for every framework).
+_ran = _os.open({counter!r}, _os.O_WRONLY | _os.O_APPEND | _os.O_CREAT, 0o644)
+
+app = Celery("benchtasks", broker={broker!r}, backend={backend!r})
+app.conf.task_default_queue = {queue!r}
+
+@app.task(name="benchtasks.noop", ignore_result=True)
+def noop():
+    _os.write(_ran, b".")
+
+@app.task(name="benchtasks.echo")
+def echo(x):
+    return x
+
+def send():
+    noop.delay()
+
+def roundtrip(i):
+    assert echo.delay(i).get(timeout=30) == i
+
+def close():
+    app.close()
+"""
+
+DRAMATIQ_MODULE = """
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+import os as _os
+
+# One byte per task run: how the bench knows every task ran (the same for every framework).
+_ran = _os.open({counter!r}, _os.O_WRONLY | _os.O_APPEND | _os.O_CREAT, 0o644)
+
+broker = RedisBroker(url={broker!r})
+dramatiq.set_broker(broker)
+
+@dramatiq.actor(queue_name={queue!r}, max_retries=0)
+def noop():
+    _os.write(_ran, b".")
+
+def send():
+    noop.send()
+
+def close():
+    broker.close()
+"""
+
+
+# the cases -----------------------------------------------------------------------------------
+@dataclass
+class Case:
+    """One framework and pool on one broker."""
+
+    broker: str
+    framework: str
+    pool: str
+    argv: Callable[[str, str], list[str]] = field(repr=False)
+    """(tasks module, queue) -> the worker's command line."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.framework} {self.pool}"
+
+
+@dataclass
+class Measure:
+    broker: str
+    framework: str
+    pool: str
+    tasks: int
+    enqueue: float
+    drain: float
+    seconds: float
+    ran: int
+    """Task runs counted (more than ``tasks``: some ran twice)."""
+    left: int = 0
+    """Messages still on the queue once the worker stopped (should be 0)."""
+
+
+def worker_cases(broker: str, concurrency: int, threads: int) -> list[Case]:
+    py = sys.executable
+
+    def qtui(pool: str, extra: list[str]) -> Callable[[str, str], list[str]]:
+        return lambda module, queue: [
+            py, "-m", "qtui.workers.cli", "-A", module, "-l", "WARNING", "-Q", queue,
+            "-n", f"bench-{uuid.uuid4().hex[:8]}@%h", "-P", pool, *extra]
+
+    def celery(pool: str, extra: list[str]) -> Callable[[str, str], list[str]]:
+        return lambda module, queue: [
+            py, "-m", "celery", "-A", module, "worker", "-l", "WARNING", "-Q", queue,
+            "-n", f"bench-{uuid.uuid4().hex[:8]}@%h", "-P", pool, *extra,
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+    pools = [("prefork", ["-c", str(concurrency)], f"prefork -c {concurrency}"),
+             ("threads", ["-c", str(threads)], f"threads -c {threads}"),
+             ("solo", [], "solo")]
+    cases = [Case(broker, "qtui", label, qtui(pool, extra)) for pool, extra, label in pools]
+    if broker != "sqlite":
+        cases += [Case(broker, "celery", label, celery(pool, extra))
+                  for pool, extra, label in pools]
+    if broker == "redis":
+        cases.append(Case(broker, "dramatiq", f"-p {concurrency} -t {threads}",
+                          lambda module, queue: [py, "-m", "dramatiq", module, "-Q", queue,
+                                                 "-p", str(concurrency), "-t", str(threads)]))
+    return cases
+
+
+# brokers: how to count a queue, and how to leave nothing behind -------------------------------
+class Broker:
+    """A broker the cases of one section share."""
+
+    name: str
+    url: str
+
+    def count(self, framework: str, queue: str) -> tuple[int, int | None]:
+        """(ready, in flight) messages of ``queue``; in flight None when it cannot be seen."""
+        raise NotImplementedError
+
+    def reset(self, queue: str) -> None:
+        """Remove what a case left (its queue, its keys)."""
+
+    def describe(self) -> str:
+        return self.name
+
+
+class RedisBroker(Broker):
+    name = "redis"
+    PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = redis.Redis.from_url(url)
+        keys = self.client.dbsize()
+        if keys:
+            raise SystemExit(f"bench: the Redis database {url} holds {keys} keys; the benchmark "
+                             "needs a database of its own (pass --redis with an empty one, or "
+                             "flush this one if an earlier bench run left it)")
+
+    def count(self, framework: str, queue: str) -> tuple[int, int | None]:
+        if framework == "dramatiq":
+            with self.client.pipeline(transaction=False) as pipe:
+                ready, total = pipe.llen(f"dramatiq:{queue}").hlen(f"dramatiq:{queue}.msgs") \
+                    .execute()
+            return ready, max(0, total - ready)
+        with self.client.pipeline(transaction=False) as pipe:
+            for suffix in self.PRIORITY_SUFFIXES:
+                pipe.llen(queue + suffix)
+            pipe.hlen("unacked")
+            *lengths, unacked = pipe.execute()
+        return sum(lengths), unacked
+
+    def reset(self, queue: str) -> None:
+        self.client.flushdb()
+
+    def describe(self) -> str:
+        return f"Redis {self.client.info('server')['redis_version']}"
+
+
+class RabbitBroker(Broker):
+    name = "rabbitmq"
+
+    def __init__(self, url: str) -> None:
+        from kombu import Connection
+        self.url = url
+        self.connection = Connection(url)
+        self.connection.ensure_connection(max_retries=1)
+        self.channel = self.connection.channel()
+
+    def count(self, framework: str, queue: str) -> tuple[int, int | None]:
+        try:
+            ok = self.channel.queue_declare(queue, passive=True)
+        except self.connection.channel_errors:
+            self.channel = self.connection.channel()  # a 404 closes the channel
+            return 0, None
+        return ok.message_count, None
+
+    def reset(self, queue: str) -> None:
+        for delete in (lambda c: c.queue_delete(queue), lambda c: c.exchange_delete(queue)):
+            try:
+                delete(self.channel)
+            except self.connection.channel_errors:
+                self.channel = self.connection.channel()
+
+    def describe(self) -> str:
+        props = self.connection.connection.server_properties
+        version = props.get("version", "?")
+        return f"RabbitMQ {version.decode() if isinstance(version, bytes) else version}"
+
+
+class SQLiteBroker(Broker):
+    name = "sqlite"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.url = ""
+
+    def new_file(self) -> str:
+        self.url = f"sqlite://{self.folder / f'broker-{uuid.uuid4().hex[:8]}.sqlite'}"
+        return self.url
+
+    def count(self, framework: str, queue: str) -> tuple[int, int | None]:
+        path = self.url.removeprefix("sqlite://")
+        if not os.path.exists(path):
+            return 0, 0
+        db = sqlite3.connect(path, timeout=5)
+        try:
+            total, held = db.execute(
+                "SELECT count(*), count(holder) FROM messages WHERE queue = ?", (queue,)
+            ).fetchone()
+        finally:
+            db.close()
+        return total - held, held
+
+    def reset(self, queue: str) -> None:
+        path = self.url.removeprefix("sqlite://")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+
+    def describe(self) -> str:
+        return f"SQLite {sqlite3.sqlite_version} (qtui's embedded broker)"
+
+
+# running one case ----------------------------------------------------------------------------
+class Bench:
+    def __init__(self, workdir: Path, verbose: bool) -> None:
+        self.workdir = workdir
+        self.verbose = verbose
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(workdir), str(REPO)]),
+                    "PYTHONUNBUFFERED": "1"}
+
+    def module(self, framework: str, broker: str, backend: str | None, queue: str
+               ) -> tuple[str, Path]:
+        """A tasks module for one case: its import name and the file its tasks count runs in."""
+        template = {"qtui": QTUI_MODULE, "celery": CELERY_MODULE,
+                    "dramatiq": DRAMATIQ_MODULE}[framework]
+        name = f"bench_{framework}_{uuid.uuid4().hex[:8]}"
+        counter = self.workdir / f"{name}.ran"
+        (self.workdir / f"{name}.py").write_text(textwrap.dedent(template.format(
+            broker=broker, backend=backend, queue=queue, counter=str(counter))))
+        return name, counter
+
+    def client(self, what: str, module: str, count: int) -> dict[str, Any]:
+        done = subprocess.run([sys.executable, "-m", "bench.client", what, module, str(count)],
+                              cwd=self.workdir, env=self.env, capture_output=True, text=True,
+                              timeout=DRAIN_TIMEOUT)
+        if done.returncode != 0:
+            raise RuntimeError(f"bench client {what} {module} failed:\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    @contextmanager
+    def worker(self, argv: list[str], label: str) -> Iterator[tuple[subprocess.Popen, Path]]:
+        """A worker in a process group of its own, stopped (warm, then killed) on the way out."""
+        log_path = self.workdir / f"{label.replace(' ', '_')}-{uuid.uuid4().hex[:6]}.log"
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(argv, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+                                    env=self.env, start_new_session=True)
+        try:
+            yield proc, log_path
+        finally:
+            stop(proc)
+
+    def run_case(self, case: Case, broker: Broker, tasks: int) -> Measure:
+        queue = f"qtui-bench-{uuid.uuid4().hex[:8]}"
+        url = broker.new_file() if isinstance(broker, SQLiteBroker) else broker.url
+        module, counter = self.module(case.framework, url, None, queue)
+        try:
+            sent = self.client("enqueue", module, tasks)
+            deadline = time.monotonic() + 30  # RabbitMQ counts what it routed, a moment late
+            while (ready := broker.count(case.framework, queue)[0]) < tasks \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if ready != tasks:
+                raise RuntimeError(f"{case.label}: {ready} messages on the queue, "
+                                   f"expected {tasks}")
+            with self.worker(case.argv(module, queue), case.label) as (proc, log_path):
+                seconds = self._drain(case, broker, queue, tasks, counter, proc, log_path)
+            left = sum(n or 0 for n in broker.count(case.framework, queue))
+            return Measure(broker.name, case.framework, case.pool, tasks, sent["rate"],
+                           tasks / seconds, seconds, counter.stat().st_size, left)
+        finally:
+            broker.reset(queue)
+
+    def _drain(self, case: Case, broker: Broker, queue: str, tasks: int, counter: Path,
+               proc: subprocess.Popen, log_path: Path) -> float:
+        """Seconds from the first message taken until every task ran and, where the broker
+        shows it, nothing is left unacknowledged."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while broker.count(case.framework, queue)[0] >= tasks:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{case.label} did not start taking messages:\n"
+                                   f"{log_path.read_text()[-3000:]}")
+            time.sleep(0.001)
+        start = time.perf_counter()
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while True:
+            if counter.stat().st_size >= tasks:
+                ready, in_flight = broker.count(case.framework, queue)
+                if ready == 0 and not in_flight:
+                    return time.perf_counter() - start
+            else:
+                ready = tasks - counter.stat().st_size
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{case.label} stopped with {ready} messages left:\n"
+                                   f"{log_path.read_text()[-3000:]}")
+            time.sleep(POLL)
+
+    def run_latency(self, case: Case, redis_url: str, count: int) -> dict[str, Any]:
+        queue = f"qtui-bench-{uuid.uuid4().hex[:8]}"
+        module, _ = self.module(case.framework, redis_url, redis_url, queue)
+        with self.worker(case.argv(module, queue), f"{case.label}-latency"):
+            result = self.client("latency", module, count)
+        samples = sorted(result["ms"])
+        return {"framework": case.framework, "pool": case.pool, "tasks": count,
+                "p50": percentile(samples, 50), "p99": percentile(samples, 99),
+                "mean": statistics.fmean(samples), "max": samples[-1]}
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Warm shutdown of the worker's process group; killed if it takes longer than 30 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # children a worker left behind, if any
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+# reporting -----------------------------------------------------------------------------------
+def spread(values: list[float], digits: int = 0) -> str:
+    """``median (min-max)`` of repeated measurements, or the one value."""
+    fmt = f"{{:,.{digits}f}}"
+    middle = fmt.format(statistics.median(values))
+    if len(values) == 1:
+        return middle
+    return f"{middle} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def ratio(value: float, reference: float | None) -> str:
+    return f"{value / reference:.1f}x" if reference else "-"
+
+
+def rates_table(measures: list[Measure], broker: str) -> str:
+    rows = [m for m in measures if m.broker == broker]
+    if not rows:
+        return ""
+    by_case: dict[tuple[str, str], list[Measure]] = {}
+    for m in rows:
+        by_case.setdefault((m.framework, m.pool), []).append(m)
+    enqueue_by_fw: dict[str, list[float]] = {}
+    for m in rows:
+        enqueue_by_fw.setdefault(m.framework, []).append(m.enqueue)
+    celery_enqueue = statistics.median(enqueue_by_fw["celery"]) if "celery" in enqueue_by_fw \
+        else None
+    drains = {case: statistics.median(m.drain for m in ms) for case, ms in by_case.items()}
+    celery_best = max((v for (fw, _), v in drains.items() if fw == "celery"), default=None)
+    dramatiq = next((v for (fw, _), v in drains.items() if fw == "dramatiq"), None)
+    tasks = rows[0].tasks
+    lines = [f"| {broker}: {tasks:,} no-op tasks | enqueue tasks/s | vs Celery | "
+             f"drain tasks/s | vs Celery's best | vs Dramatiq |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for (fw, pool), ms in by_case.items():
+        enqueue = [m.enqueue for m in ms]
+        drain = [m.drain for m in ms]
+        left = sum(m.left for m in ms)
+        extra = sum(m.ran - m.tasks for m in ms)
+        note = (f" (left {left})" if left else "") + (f" ({extra} ran twice)" if extra else "")
+        lines.append(
+            f"| {fw} {pool}{note} | {spread(enqueue)} | "
+            f"{ratio(statistics.median(enqueue), celery_enqueue)} | {spread(drain)} | "
+            f"{ratio(statistics.median(drain), celery_best)} | "
+            f"{ratio(statistics.median(drain), dramatiq)} |")
+    lines.append("")
+    lines.append("Enqueue, every fill of the section: " + "; ".join(
+        f"{fw} {spread(values)} tasks/s over {len(values)} runs"
+        + (f" ({ratio(statistics.median(values), celery_enqueue)} Celery)" if fw != "celery"
+           and celery_enqueue else "")
+        for fw, values in enqueue_by_fw.items()))
+    return "\n".join(lines)
+
+
+def latency_table(results: list[dict[str, Any]]) -> str:
+    if not results:
+        return ""
+    by_case: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        by_case.setdefault((r["framework"], r["pool"]), []).append(r)
+    p50s = {case: statistics.median(r["p50"] for r in rs) for case, rs in by_case.items()}
+    celery_best = min((v for (fw, _), v in p50s.items() if fw == "celery"), default=None)
+    lines = [f"| Redis, {results[0]['tasks']:,} sequential round trips | p50 ms | p99 ms | "
+             "mean ms | p50: Celery same pool / qtui | p50: Celery's best / qtui |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for (fw, pool), rs in by_case.items():
+        same = p50s.get(("celery", pool))
+        mine = p50s[(fw, pool)]
+        versus = (f"{same / mine:.2f}x" if same else "-", f"{celery_best / mine:.2f}x"
+                  if celery_best else "-") if fw != "celery" else ("-", "-")
+        lines.append(f"| {fw} {pool} | {spread([r['p50'] for r in rs], 2)} | "
+                     f"{spread([r['p99'] for r in rs], 2)} | "
+                     f"{spread([r['mean'] for r in rs], 2)} | {versus[0]} | {versus[1]} |")
+    return "\n".join(lines)
+
+
+def machine(brokers: list[Broker]) -> str:
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    packages = ", ".join(f"{name} {version(name)}" for name in
+                         ("qtui", "kombu", "redis", "amqp", "celery", "billiard", "dramatiq"))
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"date {date.today().isoformat()}; {os.cpu_count()} cores (nproc); "
+            f"{platform.system()} {platform.release()}; Python {platform.python_version()}; "
+            f"{packages}; brokers: {', '.join(b.describe() for b in brokers)}; "
+            f"load average at start {load}")
+
+
+def last_console_figures() -> str:
+    """The console figures last written to bench/RESULTS.md."""
+    text = (REPO / "bench" / "RESULTS.md").read_text()
+    section = text.partition("## Console")[2]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    return "\n".join(rows[:5]) or "(none recorded)"
+
+
+# main ----------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections out of {', '.join(SECTIONS)}")
+    parser.add_argument("--workers", help="only the cases whose label contains this text "
+                                          "(for example qtui, celery, threads)")
+    parser.add_argument("--tasks", type=int, help="tasks per enqueue/drain case (20000)")
+    parser.add_argument("--latency-tasks", type=int, help="sequential round trips (2000)")
+    parser.add_argument("--console-tasks", type=int, help="tasks of the console bench (100000)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every case this many times (figures: median and range)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2,000 tasks, 300 round trips, a console bench of 10,000 tasks")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/12",
+                        help="an empty Redis database the benchmark may flush")
+    parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672//")
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2,
+                        help="prefork processes (and Dramatiq processes)")
+    parser.add_argument("--threads", type=int, default=8,
+                        help="threads of the threads pools (and per Dramatiq process)")
+    parser.add_argument("--json", metavar="FILE", help="also write every measurement here")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {sorted(unknown)}; known: {', '.join(SECTIONS)}")
+    tasks = args.tasks or (2_000 if args.quick else 20_000)
+    latency_tasks = args.latency_tasks or (300 if args.quick else 2_000)
+    console_tasks = args.console_tasks or (10_000 if args.quick else 100_000)
+
+    brokers: dict[str, Broker] = {}
+    if {"redis", "latency"} & set(sections):
+        brokers["redis"] = RedisBroker(args.redis)
+    if "rabbitmq" in sections:
+        brokers["rabbitmq"] = RabbitBroker(args.amqp)
+    measures: list[Measure] = []
+    latencies: list[dict[str, Any]] = []
+    console = ""
+    with tempfile.TemporaryDirectory(prefix="qtui-bench-") as tmp:
+        workdir = Path(tmp)
+        if "sqlite" in sections:
+            brokers["sqlite"] = SQLiteBroker(workdir)
+        print(f"# qtui bench\n\n{machine(list(brokers.values()))}\n", flush=True)
+        bench = Bench(workdir, args.verbose)
+        try:
+            for name in ("redis", "rabbitmq", "sqlite"):
+                if name not in sections:
+                    continue
+                cases = [c for c in worker_cases(name, args.concurrency, args.threads)
+                         if not args.workers or args.workers in c.label]
+                for _ in range(args.repeat):  # round-robin, so a noisy minute hits every case
+                    for case in cases:
+                        m = bench.run_case(case, brokers[name], tasks)
+                        measures.append(m)
+                        print(f"{name:<9} {case.label:<22} enqueue {m.enqueue:8,.0f}/s   "
+                              f"drain {m.drain:8,.0f}/s ({m.seconds:.2f} s)"
+                              + (f"  LEFT {m.left}" if m.left else "")
+                              + (f"  RAN {m.ran}" if m.ran != tasks else ""), flush=True)
+            if "latency" in sections:
+                cases = [c for c in worker_cases("redis", args.concurrency, args.threads)
+                         if c.framework in ("qtui", "celery")
+                         and (not args.workers or args.workers in c.label)]
+                for _ in range(args.repeat):
+                    for case in cases:
+                        r = bench.run_latency(case, args.redis, latency_tasks)
+                        brokers["redis"].reset("")
+                        latencies.append(r)
+                        print(f"latency   {case.label:<22} p50 {r['p50']:.2f} ms  "
+                              f"p99 {r['p99']:.2f} ms  mean {r['mean']:.2f} ms", flush=True)
+            if "console" in sections:
+                done = subprocess.run(
+                    [sys.executable, "-m", "bench.bench_console", "--tasks", str(console_tasks),
+                     "--redis", args.redis], cwd=REPO, capture_output=True, text=True)
+                console = done.stdout.strip() or done.stderr[-2000:]
+                if "redis" in brokers:
+                    brokers["redis"].reset("")
+        finally:
+            if "redis" in brokers:
+                brokers["redis"].reset("")
+
+    print("\n## Results\n")
+    for name in ("redis", "rabbitmq", "sqlite"):
+        table = rates_table(measures, name)
+        if table:
+            print(table + "\n")
+    if latencies:
+        print(latency_table(latencies) + "\n")
+    if console:
+        print(f"Console ({console_tasks:,} tasks):\n{console}\n")
+    else:
+        print("Console: not run (--only console runs it); last recorded in bench/RESULTS.md:\n"
+              + last_console_figures())
+    print(f"\nload average at the end {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "machine": machine(list(brokers.values())),
+            "measures": [asdict(m) for m in measures], "latency": latencies,
+            "console": console}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
