@@ -8,6 +8,8 @@ looks at this module's worker (by hostname) and never at the whole set of replie
 from __future__ import annotations
 
 import inspect as pyinspect
+import os
+import signal
 import socket
 import time
 import uuid
@@ -356,7 +358,7 @@ def test_a_busy_worker_is_no_reply_and_does_not_hold_up_the_others(cluster, tmp_
     queue = f"busy-{unique}"
     busy = f"celery-{queue}@{HOST}"
     try:
-        with start_celery(tmp_path, cluster.broker, queue, pool="solo"):
+        with start_celery(tmp_path, cluster.broker, queue, pool="solo") as proc:
             app = App("client", broker=cluster.broker, task_default_queue=queue)
             app.send_task("tasks.sleep", args=[60])
             eventually(lambda: app.control.ping(destination=[busy], timeout=1).no_reply,
@@ -365,6 +367,7 @@ def test_a_busy_worker_is_no_reply_and_does_not_hold_up_the_others(cluster, tmp_
             assert replies == [{cluster.hostname: {"ok": "pong"}}]
             assert replies.no_reply == (busy,)
             app.close()
+            os.killpg(proc.pid, signal.SIGKILL)  # its warm shutdown would wait for the sleep
     finally:
         delete_queues(cluster.broker, queue)
 

@@ -24,9 +24,8 @@ from .worker_helpers import (  # noqa: F401 - fixtures
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("pool", ["prefork", "solo"])
-def test_countdown_of_2s_is_not_run_early_and_runs_once(every_setup: Setup, pool):
-    with every_setup.worker("-P", pool, "-c", "2"):
+def test_countdown_of_2s_is_not_run_early_and_runs_once(every_setup: Setup):
+    with every_setup.worker("-P", "prefork", "-c", "2"):
         app = every_setup.app()
         sent = datetime.now(timezone.utc).timestamp()
         result = app.send_task("tasks.mark", args=["later"], countdown=2)
