@@ -140,7 +140,9 @@ def test_unknown_commands_are_refused_by_the_parser():
 
 # status, purge, events ---------------------------------------------------------------------------
 @pytest.mark.timeout(120)
-def test_status_shows_the_worker_the_broker_and_the_queue_it_consumes(cluster, capsys):
+def test_status_shows_the_worker_the_broker_and_the_queue_it_consumes(cluster, capsys,
+                                                                     monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # other tests' long queue names must not squeeze ours
     assert qtui(cluster.app, "status", "-t", "2") == 0
     out = capsys.readouterr().out
     assert cluster.hostname in out and "worker" in out
