@@ -11,7 +11,7 @@ import re
 
 from qtui.core import App
 from qtui.tui.console import Console
-from qtui.tui.rows import QueueRow, Snapshot, TaskEvent, TaskRow, Throughput, WorkerRow
+from qtui.tui.rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
 
 T0 = 1_790_000_000.0  # a fixed instant: 2026-09-21 14:13:20 UTC
 
@@ -31,11 +31,11 @@ FINAL_EVENTS = {"SUCCESS": "task-succeeded", "FAILURE": "task-failed", "RETRY": 
 
 def _task(n: int, name: str, state: str, worker: str, **extra: object) -> TaskRow:
     received = T0 + n
-    timeline = [TaskEvent("task-received", received, worker)]
+    timeline = [("task-received", received, worker, "")]
     if state not in ("RECEIVED",):
-        timeline.append(TaskEvent("task-started", received + 0.01, worker))
+        timeline.append(("task-started", received + 0.01, worker, ""))
     if state in FINAL_EVENTS:
-        timeline.append(TaskEvent(FINAL_EVENTS[state], received + 0.5, worker))
+        timeline.append((FINAL_EVENTS[state], received + 0.5, worker, ""))
     values: dict[str, object] = dict(
         id=f"00000000-0000-4000-8000-{n:012d}", name=name, state=state, worker=worker,
         received=received, started=received + 0.01 if state != "RECEIVED" else None,

@@ -26,6 +26,7 @@ from qtui.core import App
 from qtui.core.config import mask_url
 
 from .actions import Actions, Outcome, full_arguments
+from .collector import IdleCollector
 from .feed import Feed
 from .history import History, default_history_path
 from .model import ConsoleModel
@@ -84,6 +85,7 @@ class Console(TextualApp[None]):
         """Monotonic time of the latest key or click (views hold redraws back meanwhile)."""
         self.outcomes: deque[Outcome] = deque(maxlen=OUTCOMES_KEPT)
         """The latest actions' outcomes, oldest first (each was also shown as a notification)."""
+        self.collector = IdleCollector()
         self._attach(app, context)
 
     def _attach(self, app: App, context: str | None) -> None:
@@ -107,6 +109,8 @@ class Console(TextualApp[None]):
         return f"{context}{mask_url(self.cluster.broker_url)}{mode}"
 
     def on_mount(self) -> None:
+        self.collector.start()
+        self.set_interval(1.0, lambda: self.collector.tick(self.last_input))
         self.switch_mode("overview")
         self.apply(self.initial_snapshot())
         if self.start_feed:
@@ -276,6 +280,7 @@ class Console(TextualApp[None]):
 
     def on_unmount(self) -> None:
         self.feed.stop()
+        self.collector.stop()
 
 
 def _bindings(node: Any) -> list[Binding]:

@@ -28,7 +28,7 @@ from qtui.core.queues import inspector_for
 from qtui.core.state import State, TaskState, WorkerState
 
 from .history import History
-from .rows import QueueRow, Snapshot, TaskEvent, TaskRow, Throughput, WorkerRow
+from .rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
 
 logger = logging.getLogger("qtui.console")
 
@@ -76,7 +76,7 @@ def task_row(task: TaskState) -> TaskRow:
         args=_text(task.args), kwargs=_text(task.kwargs), result=_text(task.result),
         exception=_text(task.exception), traceback=task.traceback or "",
         retries=task.retries or 0, eta=task.eta or "",
-        timeline=tuple(TaskEvent(kind, stamp, host) for kind, stamp, host in task.timeline),
+        timeline=tuple((kind, stamp, host, "") for kind, stamp, host in task.timeline),
         updated=task.updated)
 
 

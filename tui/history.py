@@ -113,7 +113,7 @@ def _load(data: str) -> TaskState | None:
     try:
         values: dict[str, Any] = json.loads(data)
         values = {k: v for k, v in values.items() if k in _FIELDS}
-        values["timeline"] = [tuple(step) for step in values.get("timeline") or []]
+        values["timeline"] = tuple(tuple(step) for step in values.get("timeline") or ())
         return TaskState(**values)
     except (ValueError, TypeError):
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -20,8 +20,7 @@ class WorkerRow:
     software: str = ""
 
 
-@dataclass(frozen=True)
-class TaskEvent:
+class TaskEvent(NamedTuple):
     """One step of a task's life, for its timeline."""
 
     type: str
@@ -30,8 +29,16 @@ class TaskEvent:
     detail: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskRow:
+    """One task as the tables show it.
+
+    ``timeline`` holds plain tuples (``TaskEvent._make`` names them): Python's cyclic garbage
+    collector stops tracking a plain tuple of strings and numbers, not a named tuple or any
+    other object. With 100,000 rows in the console every tracked object lengthens each full
+    collection, and a full collection stops the UI thread along with everything else.
+    """
+
     id: str
     name: str
     state: str
@@ -46,7 +53,7 @@ class TaskRow:
     traceback: str = ""
     retries: int = 0
     eta: str = ""
-    timeline: tuple[TaskEvent, ...] = ()
+    timeline: tuple[tuple[str, float, str, str], ...] = ()
     updated: float = 0.0
 
     def filter_values(self) -> dict[str, str]:

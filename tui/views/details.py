@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
+from ..rows import TaskEvent
 from . import format
 from .base import ClusterView
 
@@ -100,7 +101,7 @@ class TaskDetailScreen(ClusterView):
         self.query_one("#traceback", Static).update(
             Syntax(task.traceback, "pytb", word_wrap=True) if task.traceback else "")
         timeline = Table("time", "event", "worker", "detail", title="Timeline", expand=True)
-        for step in task.timeline:
+        for step in map(TaskEvent._make, task.timeline):
             timeline.add_row(*format.cells(format.clock(step.timestamp), step.type,
                                            step.hostname, step.detail))
         self.query_one("#timeline", Static).update(timeline)
