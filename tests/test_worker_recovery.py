@@ -20,6 +20,7 @@ from .worker_helpers import (  # noqa: F401 - fixtures
     amqp_setup,
     make_setup,
     redis_setup,
+    sqlite_setup,
     wait_for,
 )
 
@@ -174,3 +175,17 @@ def _amqp_up(url: str) -> bool:
         return True
     except Exception:
         return False
+
+
+@pytest.mark.timeout(90)
+def test_a_task_held_past_the_visibility_timeout_on_sqlite_runs_once(sqlite_setup: Setup):
+    """The lease thread renews what a worker holds on the embedded broker too: a task running
+    three times the visibility timeout is not delivered to the other worker meanwhile."""
+    sqlite_setup.conf["broker_transport_options"] = {"visibility_timeout": 1}
+    with sqlite_setup.worker("-P", "threads", "-c", "2", name="a"), \
+            sqlite_setup.worker("-P", "threads", "-c", "2", name="b"):
+        app = sqlite_setup.app()
+        assert app.send_task("tasks.slow", args=[3, "long"]).get(timeout=30) == "long"
+        time.sleep(1.5)
+        app.close()
+    assert [r["tag"] for r in sqlite_setup.records("started")] == ["long"]

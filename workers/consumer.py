@@ -112,7 +112,7 @@ class Consumer:
         for consumer in self._consumers.values():
             consumer.consume()
         self.consuming = True
-        if self.is_redis:
+        if self.is_redis or hasattr(self.channel, "renew"):  # Redis, or the embedded broker
             self.leases = Leases(self.channel, self.worker.held_tags)
             self.leases.start()
 

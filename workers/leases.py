@@ -1,4 +1,5 @@
-"""Redis: keeping what the worker holds, and giving back what a dead worker held.
+"""Redis and the embedded SQLite broker: keeping what the worker holds, and giving back what a
+dead worker held.
 
 kombu's Redis transport records each unacked message in ``unacked_index`` with the time it was
 delivered, and any consumer puts back the ones older than ``visibility_timeout``. Celery needs a
@@ -8,6 +9,11 @@ worker's unacked messages every quarter of the timeout, so the timeout can be sh
 default is 60 s) and a dead worker's messages come back within a minute, while a message held
 for hours by a live worker never does. The main loop also runs the restore regularly (kombu
 only does it when a connection starts).
+
+The embedded SQLite broker finds dead holders itself (by pid, on the same host), so its
+visibility timeout stays long (3600 s by default); the same lease thread renews what the worker
+holds there too, so neither a task that runs longer than the timeout nor an ETA held in memory is
+delivered twice, whatever the timeout is set to.
 
 Delivery tags stay valid across reconnections on Redis (they are keys in Redis, not in the
 connection), so :func:`settle` acks or requeues a message whose connection was lost.
@@ -51,14 +57,22 @@ class Leases:
 
     def renew(self) -> None:
         tags = list(self.held())
-        if tags:
-            now = time.time()
-            with self.channel.conn_or_acquire() as client:
-                client.zadd(self.channel.unacked_index_key, {tag: now for tag in tags}, xx=True)
+        if not tags:
+            return
+        renew = getattr(self.channel, "renew", None)
+        if renew is not None:  # qtui's embedded SQLite transport
+            renew(tags)
+            return
+        now = time.time()
+        with self.channel.conn_or_acquire() as client:
+            client.zadd(self.channel.unacked_index_key, {tag: now for tag in tags}, xx=True)
 
     def restore_expired(self) -> None:
-        """Put back the messages of holders that stopped renewing (dead workers)."""
-        self.channel.qos.restore_visible(num=1000, interval=1)
+        """Put back the messages of holders that stopped renewing (dead workers). The SQLite
+        transport does this itself whenever it claims."""
+        restore = getattr(self.channel.qos, "restore_visible", None)
+        if restore is not None:
+            restore(num=1000, interval=1)
 
 
 def settle(channel: Any, tags: Iterable[str], requeue: bool) -> None:

@@ -447,6 +447,16 @@ class Database:
     def ack(self, message_id: int) -> None:
         self._write(lambda c: c.execute("DELETE FROM messages WHERE id = ?", (message_id,)))
 
+    def renew(self, message_ids: list[int], visibility_timeout: float) -> None:
+        """Keep messages this process holds invisible for another ``visibility_timeout`` (the
+        worker's lease thread: a task held longer than the timeout is not delivered twice)."""
+        if not message_ids:
+            return
+        until, me = time.time() + visibility_timeout, current_process().token
+        self._write(lambda c: c.executemany(
+            "UPDATE messages SET visible_at = ? WHERE id = ? AND holder = ?",
+            [(until, i, me) for i in message_ids]))
+
     def release(self, message_ids: list[int], delivered: bool = True) -> None:
         """Make messages this process still holds visible at once (one whose visibility timeout
         passed may be someone else's by now); ``delivered=False`` for rows claimed ahead and
@@ -717,6 +727,10 @@ class Channel(virtual.Channel):
 
     def _purge(self, queue: str) -> int:
         return self.db.purge(queue)
+
+    def renew(self, delivery_tags: list[str]) -> None:
+        """Renew the visibility lease of these deliveries (see :meth:`Database.renew`)."""
+        self.db.renew([message_id(tag) for tag in delivery_tags], self.visibility_timeout)
 
     def _size(self, queue: str) -> int:
         return self.db.size(queue)
