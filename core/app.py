@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import threading
@@ -294,10 +295,16 @@ class App:
                     self.events.publish("task-sent", task_sent_fields(
                         message, queue, exchange, routing_key), producer)
         except KombuOperationalError as exc:
+            where = f"the broker at {config.mask_url(self.broker_url)}"
+            if _out_of_space(exc):
+                raise BrokerUnavailable(
+                    f"cannot send task {message.task} [{message.id}]: {where} has no space left "
+                    f"on its disk ({exc}). Nothing was sent; what it stored before is kept. "
+                    "Free some space and send again.") from exc
             raise BrokerUnavailable(
-                f"cannot send task {message.task} [{message.id}]: the broker at "
-                f"{config.mask_url(self.broker_url)} is unreachable ({exc}). Is it running? "
-                "task_publish_retry_policy sets how long sending retries.") from exc
+                f"cannot send task {message.task} [{message.id}]: {where} is unreachable "
+                f"({exc}). Is it running? task_publish_retry_policy sets how long sending "
+                "retries.") from exc
         except EncodeError as exc:
             raise TypeError(f"cannot send task {message.task}: its arguments cannot be "
                             f"serialized with {serializer or self.conf.task_serializer!r}: "
@@ -333,3 +340,17 @@ def _release(producer: Producer) -> None:
         producer.connection.release()
     except Exception:  # closing a broken connection can raise anything
         pass
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    """A send failed for a full disk (the embedded broker's SQLite, or a broker's own ENOSPC)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the exception and what it was raised from
+        if seen is None:
+            return False
+        text = str(seen)
+        if "database or disk is full" in text or "No space left" in text \
+                or getattr(seen, "errno", None) == errno.ENOSPC:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
