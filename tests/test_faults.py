@@ -1,0 +1,35 @@
+"""The fast part of the fault suite (``make faults`` runs it all, at full counts): the same
+scenario code, small counts, real processes and brokers."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench import faults
+
+from .services import REDIS_HOST, REDIS_PORT, need
+
+
+@pytest.fixture(autouse=True)
+def _redis() -> None:
+    need("Redis", REDIS_HOST, REDIS_PORT)
+
+
+@pytest.mark.timeout(120)
+def test_malformed_messages_among_valid_ones_are_dead_lettered_with_reasons(tmp_path):
+    outcome = faults.malformed(tmp_path, bad=300, good=100)
+    assert outcome.passed, outcome
+    assert outcome.figures["dead_lettered"] == 300 and outcome.lost == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_full_disk_under_the_embedded_broker_is_a_clear_error_and_loses_nothing(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    outcome = faults.disk_full(tmp_path, batch=20)
+    if any(note.startswith("not run") for note in outcome.notes):
+        pytest.skip(outcome.notes[0])
+    assert outcome.passed, outcome
+    assert "has no space left on its disk" in " ".join(outcome.notes)
