@@ -68,6 +68,13 @@ class Consumer:
     def is_redis(self) -> bool:
         return self.connection is not None and self.connection.transport.driver_type == "redis"
 
+    @property
+    def keeps_deliveries(self) -> bool:
+        """Delivery tags outlive the connection (Redis: keys in Redis; the embedded broker: rows
+        this process holds), so deliveries of a lost connection are settled through the next."""
+        return self.connection is not None and \
+            self.connection.transport.driver_type in ("redis", "sqlite")
+
     def connect(self, prefetch: int) -> None:
         """Connect and start consuming; retries with backoff per broker_connection_max_retries."""
         max_retries = self.app.conf.broker_connection_max_retries
@@ -112,7 +119,7 @@ class Consumer:
         for consumer in self._consumers.values():
             consumer.consume()
         self.consuming = True
-        if self.is_redis or hasattr(self.channel, "renew"):  # Redis, or the embedded broker
+        if self.keeps_deliveries:
             self.leases = Leases(self.channel, self.worker.held_tags)
             self.leases.start()
 

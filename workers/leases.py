@@ -77,6 +77,10 @@ class Leases:
 
 def settle(channel: Any, tags: Iterable[str], requeue: bool) -> None:
     """Ack (or requeue at the head) deliveries made on a connection that was lost since."""
+    settle_held = getattr(channel, "settle", None)
+    if settle_held is not None:  # the embedded SQLite broker
+        settle_held(list(tags), requeue)
+        return
     with channel.conn_or_acquire() as client:
         for tag in tags:
             if requeue:

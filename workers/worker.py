@@ -73,6 +73,9 @@ IDLE_WAIT = 1.0
 HELD_WINDOW_FACTOR = 10
 #: Most messages taken in one round trip where the transport can (Redis).
 FETCH_MAX = 100
+QUICK_LOSS = 2.0
+"""A connection lost within this many seconds of reconnecting makes the next attempt wait."""
+RECONNECT_DELAY_MIN, RECONNECT_DELAY_MAX = 0.1, 5.0
 
 
 class WorkerTerminate(SystemExit):
@@ -135,7 +138,10 @@ class Worker:
         self._task_options: dict[str, tuple[int, TaskOptions]] = {}
         self._time_limits: dict[str, tuple[float | None, float | None]] = {}
         """(hard, soft) set by the time_limit command, by task name."""
-        """Redis deliveries to settle once reconnected: (delivery tag, requeue)."""
+        """Deliveries of a lost connection to settle through the next (Redis and the embedded
+        broker): (delivery tag, requeue)."""
+        self._connected_at = 0.0
+        self._reconnect_delay = 0.0
         self.stopping = False
         self._cold = False
         self._shutdown_deadline = 0.0
@@ -185,6 +191,8 @@ class Worker:
                 self._on_connection_lost(exc)
 
     def _turn(self) -> None:
+        if self._orphans:
+            self._settle_orphans()
         self._process_events()
         self.pool.maintain()
         next_timer = self.timer.run_due()
@@ -254,11 +262,21 @@ class Worker:
         self._settle_orphans()
 
     def _settle_orphans(self) -> None:
-        """Redis: settle the deliveries of a lost connection through the current one."""
-        if self.consumer.is_redis and self._orphans and self.consumer.connection is not None:
-            orphans, self._orphans = self._orphans, []
-            for tag, requeue in orphans:
+        """Settle the deliveries of a lost connection through the current one; what cannot be
+        settled yet (the broker is still failing) is tried again on the next turn."""
+        if not self._orphans or self.consumer.connection is None:
+            return
+        if not self.consumer.keeps_deliveries:  # RabbitMQ gave them back with the connection
+            self._orphans.clear()
+            return
+        orphans, self._orphans = self._orphans, []
+        for done, (tag, requeue) in enumerate(orphans):
+            try:
                 leases.settle(self.consumer.channel, [tag], requeue)
+            except self.consumer.errors as exc:
+                self._orphans = orphans[done:] + self._orphans
+                logger.debug("%d deliveries not settled yet: %s", len(self._orphans), exc)
+                return
 
     def _poll_delayed(self) -> None:
         if self.scheduler.store is not None and self.consumer.consuming:
@@ -507,7 +525,7 @@ class Worker:
             return
         job.acked = True
         if job.stale:
-            if self.consumer.is_redis:
+            if self.consumer.keeps_deliveries:
                 self._orphans.append((job.delivery_tag, False))
                 self._settle_orphans()
             return  # RabbitMQ gave it back when the connection died; see _receive
@@ -517,7 +535,7 @@ class Worker:
         try:
             job.delivery.ack()
         except self.consumer.errors:
-            if self.consumer.is_redis:
+            if self.consumer.keeps_deliveries:
                 self._orphans.append((job.delivery_tag, False))
             raise
 
@@ -628,22 +646,32 @@ class Worker:
 
     # connection loss and shutdown ------------------------------------------------------------
     def _on_connection_lost(self, exc: BaseException) -> None:
-        logger.error("Broker connection lost: %s. Reconnecting...", exc or type(exc).__name__)
-        redis = self.consumer.is_redis
+        # Lost again right after reconnecting (a broker that accepts connections and then
+        # fails, like a full disk under the embedded one): wait longer each time.
+        if time.monotonic() - self._connected_at < QUICK_LOSS:
+            self._reconnect_delay = min(RECONNECT_DELAY_MAX,
+                                        self._reconnect_delay * 2 or RECONNECT_DELAY_MIN)
+        else:
+            self._reconnect_delay = 0.0
+        logger.error("Broker connection lost: %s. Reconnecting%s...", exc or type(exc).__name__,
+                     f" in {self._reconnect_delay:.1f}s" if self._reconnect_delay else "")
+        keeps = self.consumer.keeps_deliveries
         self._orphans.extend((tag, False) for tag in self._acks)
         self._acks = []
         waiting = [*self.scheduler.take_all(), *self.rate_limits.take_all(), *self.reserved]
         self.reserved.clear()
         for job in waiting:
             self._forget(job)
-            if redis and not job.acked:
+            if keeps and not job.acked:
                 self._orphans.append((job.delivery_tag, True))
         for job in self.active.values():
             job.stale = True
             self._stale_by_task[job.task_id] = job
         self.consumer.close()
+        self.sleep(self._reconnect_delay)
         self.consumer.connect(self.prefetch_target())
         self._on_connected()
+        self._connected_at = time.monotonic()
         logger.warning("Reconnected to %s; consuming again", self.consumer.broker_name())
 
     def _install_signals(self) -> None:

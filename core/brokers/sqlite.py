@@ -139,6 +139,13 @@ BUSY_RETRIES = 5
 BUSY_BACKOFF = 0.05
 
 _HAS_PROC = os.path.exists("/proc/self/stat")
+
+_UNRELEASED: dict[str, set[tuple[int, bool]]] = {}
+"""Per broker file: rows this process held and failed to give back (a full disk, say), as
+(row id, delivered); given back by the next claim that can write. Per process, not per
+connection, because a row's holder is the process: a worker that reconnects would otherwise keep
+them invisible until their visibility timeout."""
+_UNRELEASED_LOCK = threading.Lock()
 #: SQLite connections inherited across fork: never used or closed in the child (SQLite forbids it).
 _INHERITED: list[sqlite3.Connection] = []
 
@@ -415,6 +422,8 @@ class Database:
     def claim(self, queue: str, limit: int, visibility_timeout: float) -> list[Claimed]:
         """Take up to ``limit`` visible messages, best priority first, in one statement (a claim
         that finds nothing changes nothing, so it does not move :meth:`generation`)."""
+        if _UNRELEASED:
+            self._release_leftovers()
         now = time.time()
         until = now + visibility_timeout
         # ORDER BY priority: 0 first, as on kombu's Redis transport (see the module docstring).
@@ -464,10 +473,27 @@ class Database:
         if not message_ids:
             return
         now, undo, me = time.time(), 0 if delivered else 1, current_process().token
-        self._write(lambda c: c.executemany(
-            "UPDATE messages SET visible_at = ?, holder = NULL, "
-            "delivered_count = delivered_count - ? WHERE id = ? AND holder = ?",
-            [(now, undo, i, me) for i in message_ids]))
+        try:
+            self._write(lambda c: c.executemany(
+                "UPDATE messages SET visible_at = ?, holder = NULL, "
+                "delivered_count = delivered_count - ? WHERE id = ? AND holder = ?",
+                [(now, undo, i, me) for i in message_ids]))
+        except sqlite3.Error:
+            with _UNRELEASED_LOCK:
+                _UNRELEASED.setdefault(str(self.path), set()).update(
+                    (i, delivered) for i in message_ids)
+            raise
+
+    def _release_leftovers(self) -> None:
+        """Give back what an earlier :meth:`release` of this process could not."""
+        with _UNRELEASED_LOCK:
+            pending = _UNRELEASED.pop(str(self.path), None)
+        for delivered in (True, False):
+            ids = [i for i, d in pending or () if d is delivered]
+            try:
+                self.release(ids, delivered)  # a failure puts them back in _UNRELEASED
+            except sqlite3.Error:
+                pass
 
     def purge(self, queue: str) -> int:
         """Delete the ready messages of ``queue`` (held ones stay, as in AMQP)."""
@@ -642,7 +668,8 @@ class QoS(virtual.QoS):
         except sqlite3.Error as exc:
             # Still held by this process: the next sweep after it exits releases them.
             logger.error("SQLite broker: could not restore %d unacked message(s) now (%s); "
-                         "they come back when this process exits", len(tags), exc)
+                         "they come back as soon as the file can be written again",
+                         len(tags), exc)
         return []
 
 
@@ -731,6 +758,16 @@ class Channel(virtual.Channel):
     def renew(self, delivery_tags: list[str]) -> None:
         """Renew the visibility lease of these deliveries (see :meth:`Database.renew`)."""
         self.db.renew([message_id(tag) for tag in delivery_tags], self.visibility_timeout)
+
+    def settle(self, delivery_tags: list[str], requeue: bool) -> None:
+        """Ack or requeue deliveries this process holds, whichever channel they came through
+        (a worker settles those of a channel it lost this way)."""
+        ids = [message_id(tag) for tag in delivery_tags]
+        if requeue:
+            self.db.release(ids)
+            return
+        for row in ids:
+            self.db.ack(row)
 
     def _size(self, queue: str) -> int:
         return self.db.size(queue)
@@ -851,9 +888,15 @@ class Channel(virtual.Channel):
         self.db.release(ahead, delivered=False)
 
     def close(self) -> None:
-        """Release the rows claimed ahead, then close as kombu does (restoring unacked)."""
+        """Release the rows claimed ahead, then close as kombu does (restoring unacked). What
+        cannot be given back now (the disk is full) is given back by this process's next claim
+        that can write."""
         if not self.closed:
-            self.release_ahead()
+            try:
+                self.release_ahead()
+            except sqlite3.Error as exc:
+                logger.error("SQLite broker: could not give back the messages claimed ahead now "
+                             "(%s); they come back as soon as the file can be written again", exc)
         super().close()
 
 
