@@ -37,6 +37,8 @@ logger = logging.getLogger("qtui.worker")
 
 RECONNECT_INTERVAL_START = 0.5
 RECONNECT_INTERVAL_MAX = 10.0
+#: Seconds the Redis restore mutex lasts when its holder dies (kombu's default is 300).
+RESTORE_MUTEX_EXPIRE = 10.0
 
 
 class Consumer:
@@ -101,8 +103,13 @@ class Consumer:
         conn = self.connection = self.app.connection_for_read(
             redis_transport=redis_transport.Transport)
         if self.is_redis:
-            conn.transport_options = {"visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT,
-                                      **conn.transport_options}
+            options = {"visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT, **conn.transport_options}
+            # A worker killed inside a restore leaves kombu's restore mutex behind for 300 s,
+            # holding back every other worker's restore that long; restores are WATCH
+            # transactions (two at once do no harm), so the mutex need only cover one sweep.
+            options.setdefault("unacked_mutex_expire",
+                               min(float(options["visibility_timeout"]), RESTORE_MUTEX_EXPIRE))
+            conn.transport_options = options
         conn.ensure_connection(max_retries=1)
         self.channel = conn.channel()
         if self.is_redis:
