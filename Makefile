@@ -30,7 +30,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-faults: $(VENV)/.installed-test
+faults: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.faults $(FAULTS_ARGS)
 
 clean:

@@ -3,10 +3,12 @@ contention and a full disk, with counts. What ``make faults`` runs.
 
 Every scenario sends numbered tasks (``faults.record(i)``); each run of a task adds ``i`` to a
 set and counts one run in Redis (database 11, apart from the brokers), so the suite knows what
-was lost (sent, never run) and what ran twice (runs minus distinct). The brokers are the real
-ones on this machine, plus a ``redis-server --appendonly yes`` of the suite's own for the Redis
-restart and a small tmpfs for the full disk. Results go to the "Fault suite" section of
-``bench/RESULTS.md``; ``--quick`` runs small counts and does not write them.
+was lost (sent, never run) and what ran twice (runs minus distinct). The workers are real
+``qtui run-worker`` processes and the brokers the real ones on this machine (Redis database 10,
+RabbitMQ), plus a ``redis-server --appendonly yes`` of the suite's own for the Redis restart and
+small tmpfs mounts for the full disk. Each scenario has a time budget: one that hangs or breaks
+is reported failed and the suite goes on. A full run replaces the "Fault suite" section of
+``bench/RESULTS.md`` (keeping its "### Notes"); ``--quick`` (small counts) and ``--only`` do not.
 
     python -m bench.faults [--quick] [--only kill-parent,malformed,...]
 """
@@ -14,6 +16,7 @@ restart and a small tmpfs for the full disk. Results go to the "Fault suite" sec
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import pickle
@@ -22,16 +25,17 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,7 @@ from rich.table import Table
 
 from qtui.core import App
 from qtui.workers.deadletter import DEAD_REASON_HEADER, dead_letter_queue_name
+from bench.run import Broker, SQLiteBroker, machine
 from tests.processes import running, write_module
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,6 +54,9 @@ REDIS = "redis://127.0.0.1:6379"
 RECORDS = f"{REDIS}/11"
 BROKER_DB = f"{REDIS}/10"
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
+#: The kill scenarios' pool: two prefork children, qtui's default prefetch multiplier (4).
+CONCURRENCY = 2
+PREFETCH = 4
 
 TASKS = """
 import json, os, time
@@ -81,6 +89,11 @@ class Outcome:
     passed: bool = False
     figures: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    key: str = ""
+    """The scenario's name on the command line (``--only``)."""
+    details: list[str] = field(default_factory=list)
+    """Markdown written under the results table (a breakdown too wide for one cell)."""
 
     @property
     def lost(self) -> int:
@@ -113,8 +126,8 @@ class World:
         hostname = f"{name}-{self.queue}"
         argv = [sys.executable, "-m", "qtui.tui.cli", "-A", "faulttasks", "run-worker",
                 "-n", hostname, "-l", "INFO", *options]
-        with running(argv, self.dir, ready=f"qtui worker {hostname}@{socket.gethostname()} ready.", timeout=60,
-                     env=self.env) as proc:
+        ready = f"qtui worker {hostname}@{socket.gethostname()} ready."
+        with running(argv, self.dir, ready=ready, timeout=60, env=self.env) as proc:
             yield proc
 
     def app(self) -> App:
@@ -160,11 +173,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
     return True
 
 
-def unacked(url: str) -> int:
-    """Messages a Redis broker holds as delivered and not yet acked (kombu's ``unacked``)."""
-    return redis.Redis.from_url(url).hlen("unacked")
-
-
 def spare_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -181,56 +189,83 @@ def listening(port: int) -> bool:
 
 # scenarios ----------------------------------------------------------------------------------------
 def kill_parent(work: Path, n: int, kills: int) -> Outcome:
-    """SIGKILL the whole worker (parent and children) again and again while it drains ``n``
-    tasks with late acks; a last worker finishes. In flight at each kill: the broker's count of
-    delivered, unacked messages."""
+    """SIGKILL the worker's parent process (its prefork children die with it) again and again
+    while it drains ``n`` tasks with late acks; a last worker finishes. In flight at a kill: the
+    broker's delivered, unacked messages this worker fetched (at most prefetch x concurrency)."""
     redis.Redis.from_url(BROKER_DB).flushdb()
+    # A short visibility timeout, so the next worker restores a killed one's messages in
+    # seconds instead of qtui's default minute; late acks are qtui's default.
     world = World(work, BROKER_DB, broker_transport_options={"visibility_timeout": 4})
-    outcome = Outcome("SIGKILL the worker, repeatedly (Redis, prefork -c 2)")
+    outcome = Outcome("SIGKILL the worker parent, repeatedly (Redis, prefork -c 2)")
+    broker = redis.Redis.from_url(BROKER_DB)
     try:
         outcome.sent = world.send(range(n), seconds=0.002)
-        in_flight = []
+        in_flight, orphans = [], 0
         for k in range(kills):
             goal = world.done() + n // (kills + 2)
-            with world.worker("-P", "prefork", "-c", "2", name=f"k{k}") as proc:
+            started = time.time()
+            with world.worker("-P", "prefork", "-c", str(CONCURRENCY), name=f"k{k}") as proc:
                 wait_for(lambda g=goal: world.done() >= g, 120)
-                in_flight.append(unacked(BROKER_DB))
-                os.killpg(proc.pid, signal.SIGKILL)
-        with world.worker("-P", "prefork", "-c", "2", name="last"):
+                children = child_pids(proc.pid)
+                in_flight.append(broker.zcount("unacked_index", started, "+inf"))
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+                wait_for(lambda c=children: not any(alive(pid) for pid in c), 5)
+                orphans += sum(1 for pid in children if alive(pid))
+        with world.worker("-P", "prefork", "-c", str(CONCURRENCY), name="last"):
             finished = world.settle(outcome, n, 300)
-        bound = sum(in_flight)
-        outcome.figures.update(kills=kills, in_flight=f"{min(in_flight)}-{max(in_flight)}",
-                               duplicate_bound=bound)
-        outcome.passed = finished and outcome.lost == 0 and outcome.duplicates <= bound
+        window = PREFETCH * CONCURRENCY
+        outcome.figures.update(kills=kills, in_flight_seen=max(in_flight), window=window,
+                               duplicate_bound=kills * window, orphaned_children=orphans)
+        outcome.notes.append(f"in flight at each kill {in_flight}")
+        outcome.passed = (finished and outcome.lost == 0 and orphans == 0
+                          and outcome.duplicates <= kills * window)
         return outcome
     finally:
         world.cleanup()
         redis.Redis.from_url(BROKER_DB).flushdb()
 
 
+def child_pids(pid: int) -> list[int]:
+    """The children of ``pid`` (``pgrep -P``)."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def kill_child(work: Path, n: int, kills: int) -> Outcome:
     """SIGKILL one prefork child at a time while the worker drains; the worker redelivers the
-    task the child held (one in flight per kill)."""
+    task the child held (one in flight per kill: a child runs one task at a time)."""
     redis.Redis.from_url(BROKER_DB).flushdb()
     world = World(work, BROKER_DB)
     outcome = Outcome("SIGKILL a prefork child, repeatedly (Redis, prefork -c 2)")
     try:
         outcome.sent = world.send(range(n), seconds=0.002)
         done_kills = 0
-        with world.worker("-P", "prefork", "-c", "2") as proc:
+        with world.worker("-P", "prefork", "-c", str(CONCURRENCY)) as proc:
             rng = random.Random(7)
             for k in range(kills):
                 wait_for(lambda g=(k + 1) * n // (kills + 2): world.done() >= g, 120)
-                children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                          text=True).stdout.split()
+                children = child_pids(proc.pid)
                 if children:
-                    os.kill(int(rng.choice(children)), signal.SIGKILL)
+                    os.kill(rng.choice(children), signal.SIGKILL)
                     done_kills += 1
             finished = world.settle(outcome, n, 300)
+            parent_alive = proc.poll() is None
         dead = redis.Redis.from_url(BROKER_DB).llen(dead_letter_queue_name(world.queue))
-        outcome.figures.update(kills=done_kills, in_flight=1, duplicate_bound=done_kills,
+        outcome.figures.update(kills=done_kills, window=1,
+                               duplicate_bound=done_kills, parent_alive=parent_alive,
                                dead_lettered=dead)
-        outcome.passed = (finished and outcome.lost == 0 and outcome.duplicates <= done_kills)
+        outcome.passed = (finished and parent_alive and outcome.lost == 0
+                          and outcome.duplicates <= done_kills)
         return outcome
     finally:
         world.cleanup()
@@ -270,8 +305,9 @@ def broker_restart(work: Path, n: int, kind: str) -> Outcome:
         outcome.sent = world.send(range(n), seconds=0.005)
         with world.worker("-P", "prefork", "-c", "2") as proc:
             wait_for(lambda: world.done() >= n // 5, 120)
+            stopped = time.monotonic()
             if server is not None:
-                server.__exit__(None, None, None)
+                server.__exit__(None, None, None)  # SIGTERM: Redis writes its AOF and exits
                 time.sleep(2)
                 server = redis_server(data, port)
                 server.__enter__()
@@ -281,9 +317,12 @@ def broker_restart(work: Path, n: int, kind: str) -> Outcome:
                 rabbitmqctl("start_app")
                 wait_for(lambda: amqp_up(url), 60)
             back, before = time.monotonic(), world.done()
+            outcome.figures["down_s"] = round(back - stopped, 1)
             resumed = wait_for(lambda: world.done() > before, 60, interval=0.01)
             outcome.figures["resume_s"] = round(time.monotonic() - back, 2) if resumed else None
-            finished = world.settle(outcome, n, 300)
+            finished = wait_for(lambda: world.done() >= n, 300)
+            outcome.figures["all_ran_s"] = round(time.monotonic() - back, 1)
+            world.settle(outcome, n, 0)
             log = proc.log_path.read_text()  # type: ignore[attr-defined]
         outcome.figures["reconnected"] = "Reconnected" in log
         outcome.passed = (finished and outcome.lost == 0 and resumed
@@ -323,39 +362,66 @@ def delete_amqp_queues(*names: str) -> None:
                 conn.connect()
 
 
-#: Malformed messages, each a way a message can be wrong: (kind, body, content type, headers).
+#: The ways a message can be wrong; each must end in the dead-letter queue with its reason.
+BAD_KINDS = ("not-json", "truncated-json", "random-bytes", "random-bytes-as-json",
+             "pickle-not-accepted", "text-plain", "no-task-header", "no-id-header",
+             "task-not-a-string", "unknown-task", "body-not-a-triple", "args-not-a-list",
+             "kwargs-not-a-mapping", "embed-not-a-mapping", "bad-eta", "bad-retries",
+             "bad-timelimit")
+
+
+KIND_HEADER = "x-faults-kind"
+
+
 def bad_message(rng: random.Random, queue: str) -> tuple[str, bytes, str, str, dict[str, Any]]:
+    """One malformed message: (kind, body, content type, content encoding, headers)."""
     task_id = str(uuid.uuid4())
-    good_headers = {"lang": "py", "task": "faults.record", "id": task_id, "root_id": task_id,
-                    "parent_id": None, "group": None, "retries": 0, "eta": None,
-                    "expires": None, "timelimit": [None, None], "argsrepr": "()",
-                    "kwargsrepr": "{}", "origin": "faults"}
-    good_body = json.dumps([[1], {}, {"callbacks": None, "errbacks": None, "chain": None,
-                                      "chord": None}]).encode()
-    kind = rng.choice(["not-json", "pickle-not-accepted", "no-task-header", "unknown-task",
-                       "body-not-a-triple", "random-bytes", "bad-eta", "bad-retries",
-                       "truncated-json"])
+    headers = {"lang": "py", "task": "faults.record", "id": task_id, "root_id": task_id,
+               "parent_id": None, "group": None, "retries": 0, "eta": None,
+               "expires": None, "timelimit": [None, None], "argsrepr": "()",
+               "kwargsrepr": "{}", "origin": "faults"}
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    good = json.dumps([[1], {}, embed]).encode()
+    kind = rng.choice(BAD_KINDS)
+    body, content_type, encoding = good, "application/json", "utf-8"
     if kind == "not-json":
-        return kind, b"{this is not json", "application/json", "utf-8", good_headers
-    if kind == "pickle-not-accepted":
-        return (kind, pickle.dumps([[1], {}, {}]), "application/x-python-serialize", "binary",
-                good_headers)
-    if kind == "no-task-header":
-        return kind, good_body, "application/json", "utf-8", {"id": task_id}
-    if kind == "unknown-task":
-        return kind, good_body, "application/json", "utf-8", {**good_headers,
-                                                              "task": f"no.such.{queue}"}
-    if kind == "body-not-a-triple":
-        return kind, json.dumps({"args": [1]}).encode(), "application/json", "utf-8", good_headers
-    if kind == "random-bytes":
-        return (kind, rng.randbytes(rng.randint(1, 200)), "application/octet-stream", "binary",
-                good_headers)
-    if kind == "bad-eta":
-        return kind, good_body, "application/json", "utf-8", {**good_headers, "eta": "tomorrow"}
-    if kind == "bad-retries":
-        return kind, good_body, "application/json", "utf-8", {**good_headers, "retries": "x"}
-    return kind, good_body[: rng.randint(1, len(good_body) - 1)], "application/json", "utf-8", \
-        good_headers
+        body = b"{this is not json"
+    elif kind == "truncated-json":
+        body = good[: rng.randint(1, len(good) - 1)]
+    elif kind == "random-bytes":
+        body, content_type, encoding = (rng.randbytes(rng.randint(1, 200)),
+                                        "application/octet-stream", "binary")
+    elif kind == "random-bytes-as-json":
+        body = rng.randbytes(rng.randint(1, 200))
+    elif kind == "pickle-not-accepted":
+        body, content_type, encoding = (pickle.dumps([[1], {}, {}]),
+                                        "application/x-python-serialize", "binary")
+    elif kind == "text-plain":
+        content_type = "text/plain"
+    elif kind == "no-task-header":
+        headers = {"id": task_id}
+    elif kind == "no-id-header":
+        del headers["id"]
+    elif kind == "task-not-a-string":
+        headers["task"] = 42
+    elif kind == "unknown-task":
+        headers["task"] = f"no.such.{queue}"
+    elif kind == "body-not-a-triple":
+        body = json.dumps({"args": [1]}).encode()
+    elif kind == "args-not-a-list":
+        body = json.dumps([{"i": 1}, {}, embed]).encode()
+    elif kind == "kwargs-not-a-mapping":
+        body = json.dumps([[1], [2], embed]).encode()
+    elif kind == "embed-not-a-mapping":
+        body = json.dumps([[1], {}, "callbacks"]).encode()
+    elif kind == "bad-eta":
+        headers["eta"] = "tomorrow"
+    elif kind == "bad-retries":
+        headers["retries"] = "x"
+    elif kind == "bad-timelimit":
+        headers["timelimit"] = "soon"
+    headers[KIND_HEADER] = kind  # kept in the dead letter: what was sent meets what came out
+    return kind, body, content_type, encoding, headers
 
 
 def malformed(work: Path, bad: int, good: int) -> Outcome:
@@ -392,22 +458,30 @@ def malformed(work: Path, bad: int, good: int) -> Outcome:
             time.sleep(1.0)
             alive = proc.poll() is None
         outcome.distinct, outcome.runs = world.done(), world.runs()
-        reasons: Counter[str] = Counter()
+        dead_kinds: Counter[str] = Counter()
+        reasons: dict[str, str] = {}
         without_reason = 0
         for raw in client.lrange(dead_queue, 0, -1):
             headers = json.loads(raw).get("headers") or {}
-            reason = headers.get(DEAD_REASON_HEADER)
-            if reason:
-                reasons[UUID.sub("<id>", reason).split(" (")[0][:70]] += 1
-            else:
+            kind, reason = headers.get(KIND_HEADER, "?"), headers.get(DEAD_REASON_HEADER)
+            dead_kinds[kind] += 1
+            if not reason:
                 without_reason += 1
+            reasons.setdefault(kind, UUID.sub("<id>", str(reason))[:110].replace("|", "/"))
         dead = client.llen(dead_queue)
-        outcome.figures.update(invalid_sent=bad, dead_lettered=dead, without_reason=without_reason,
-                               worker_alive=alive, kinds=dict(kinds))
-        outcome.notes.append("reasons: " + "; ".join(f"{r} x{c}"
-                                                     for r, c in reasons.most_common(12)))
+        outcome.figures.update(valid_succeeded=outcome.distinct, invalid_sent=bad,
+                               dead_lettered=dead, without_reason=without_reason,
+                               worker_restarts=0 if alive else 1)
+        outcome.details = [
+            f"Malformed messages by kind ({bad:,} sent among {good:,} valid, "
+            "`random.Random(2481)`):", "",
+            "| kind | sent | dead-lettered | reason recorded (the first of its kind) |",
+            "| --- | ---: | ---: | --- |",
+            *(f"| {k} | {kinds[k]:,} | {dead_kinds[k]:,} | {reasons.get(k, '')} |"
+              for k in sorted(kinds))]
         outcome.passed = (finished and alive and outcome.lost == 0 and dead == bad
-                          and without_reason == 0 and outcome.duplicates == 0)
+                          and dead_kinds == kinds and without_reason == 0
+                          and outcome.duplicates == 0)
         return outcome
     finally:
         world.cleanup()
@@ -436,6 +510,7 @@ def long_eta(work: Path, n: int, kind: str) -> Outcome:
             finished = world.settle(outcome, n, 60)
             time.sleep(4)  # past another visibility timeout: nothing runs again
             outcome.runs = world.runs()
+        outcome.figures.update(countdown_s="3-8", visibility_timeout_s=2, workers=2)
         outcome.passed = finished and outcome.lost == 0 and outcome.duplicates == 0
         return outcome
     finally:
@@ -503,10 +578,7 @@ def disk_full(work: Path, batch: int) -> Outcome:
         accepted, error = 0, None
         app.send_task("faults.record", args=[0, 0.0], ignore_result=True)  # creates the file
         accepted = 1
-        filler = mount / "filler"
-        with filler.open("wb") as f:  # leave ~64 KB for the broker
-            free = shutil.disk_usage(mount).free
-            f.write(b"\0" * max(0, free - 64 * 1024))
+        filler = fill(mount, leave=64 * 1024)  # room for a few messages more
         for i in range(1, 100_000):
             try:
                 app.send_task("faults.record", args=[i, 0.0], ignore_result=True)
@@ -530,21 +602,115 @@ def disk_full(work: Path, batch: int) -> Outcome:
         return outcome
     finally:
         world.cleanup()
-        subprocess.run(["umount", str(mount)], capture_output=True)
+        subprocess.run(["umount", "--lazy", str(mount)], capture_output=True)
+
+
+def disk_full_consuming(work: Path, n: int) -> Outcome:
+    """The disk under the embedded broker fills while a worker consumes (its acks fail) and
+    frees 5 s later: every task runs, and nothing stays held by the live worker."""
+    mount = work / "tmpfs-consuming"
+    mount.mkdir()
+    outcome = Outcome("embedded broker: the disk fills under a consuming worker for 5 s "
+                      "(16 MB tmpfs, threads -c 4)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        outcome.notes.append(f"not run: mount refused ({mounted.stderr.strip()})")
+        return outcome
+    path = mount / "broker.sqlite"
+    world = World(work, f"sqlite://{path}")
+    try:
+        outcome.sent = world.send(range(n), seconds=0.02)
+        with world.worker("-P", "threads", "-c", "4") as proc:
+            wait_for(lambda: world.done() >= n // 6, 60)
+            filler = fill(mount)
+            full_at = world.done()
+            time.sleep(5)
+            ran_while_full = world.done() - full_at
+            filler.unlink()
+            finished = world.settle(outcome, n, 60)
+            held = queue_rows(path, world.queue)[1]
+            log = proc.log_path.read_text()  # type: ignore[attr-defined]
+        outcome.figures.update(ran_while_full=ran_while_full, held_by_the_live_worker=held,
+                               left_after_it_stopped=queue_rows(path, world.queue)[0],
+                               reconnects_logged=log.count("Reconnected"))
+        outcome.passed = finished and outcome.lost == 0
+        return outcome
+    finally:
+        world.cleanup()
+        subprocess.run(["umount", "--lazy", str(mount)], capture_output=True)
+
+
+def fill(mount: Path, leave: int = 0) -> Path:
+    """Fill the file system at ``mount`` up to ``leave`` free bytes; return the filler file."""
+    filler = mount / "filler"
+    with filler.open("wb", buffering=0) as f:
+        chunk = 1 << 20
+        while chunk >= 4096:
+            if shutil.disk_usage(mount).free - chunk < leave:
+                chunk //= 2
+                continue
+            try:
+                f.write(b"\0" * chunk)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                chunk //= 2
+    return filler
+
+
+def queue_rows(path: Path, queue: str) -> tuple[int, int]:
+    """(messages, of which held by a consumer) of ``queue`` in an embedded broker's file."""
+    db = sqlite3.connect(path, timeout=5)
+    try:
+        return db.execute("SELECT count(*), count(holder) FROM messages WHERE queue = ?",
+                          (queue,)).fetchone()
+    finally:
+        db.close()
 
 
 # running ----------------------------------------------------------------------------------------
-SCENARIOS: dict[str, Callable[[Path, bool], Outcome]] = {
-    "kill-parent": lambda w, q: kill_parent(w, 2_000 if q else 10_000, 3 if q else 5),
-    "kill-child": lambda w, q: kill_child(w, 2_000 if q else 10_000, 5 if q else 20),
-    "restart-redis": lambda w, q: broker_restart(w, 600 if q else 3_000, "redis"),
-    "restart-rabbitmq": lambda w, q: broker_restart(w, 600 if q else 3_000, "rabbitmq"),
-    "malformed": lambda w, q: malformed(w, 1_000 if q else 10_000, 500 if q else 2_000),
-    "eta-redis": lambda w, q: long_eta(w, 50 if q else 200, "redis"),
-    "eta-sqlite": lambda w, q: long_eta(w, 50 if q else 200, "sqlite"),
-    "sqlite-contention": lambda w, q: sqlite_contention(w, 4, 500 if q else 2_500),
-    "disk-full": lambda w, q: disk_full(w, 100 if q else 500),
+#: name: (run it at full or --quick counts, its time budget in seconds at full counts).
+SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
+    "kill-parent": (lambda w, q: kill_parent(w, 2_000 if q else 10_000, 3 if q else 8), 900),
+    "kill-child": (lambda w, q: kill_child(w, 2_000 if q else 10_000, 5 if q else 20), 600),
+    "restart-redis": (lambda w, q: broker_restart(w, 600 if q else 3_000, "redis"), 600),
+    "restart-rabbitmq": (lambda w, q: broker_restart(w, 600 if q else 3_000, "rabbitmq"), 600),
+    "malformed": (lambda w, q: malformed(w, 1_000 if q else 10_000, 500 if q else 2_000), 600),
+    "eta-redis": (lambda w, q: long_eta(w, 50 if q else 200, "redis"), 300),
+    "eta-sqlite": (lambda w, q: long_eta(w, 50 if q else 200, "sqlite"), 300),
+    "sqlite-contention": (lambda w, q: sqlite_contention(w, 4, 500 if q else 2_500), 600),
+    "disk-full": (lambda w, q: disk_full(w, 100 if q else 500), 300),
+    "disk-full-consuming": (lambda w, q: disk_full_consuming(w, 200 if q else 400), 300),
 }
+
+
+class ScenarioTimeout(Exception):
+    """A scenario ran past its time budget (raised from SIGALRM; its cleanup still runs)."""
+
+
+def _timed_out(signum: int, frame: Any) -> None:
+    raise ScenarioTimeout
+
+
+def run_scenario(name: str, work: Path, quick: bool) -> Outcome:
+    """Run one scenario within its time budget; an error or a timeout is a failed outcome."""
+    scenario, budget = SCENARIOS[name]
+    previous = signal.signal(signal.SIGALRM, _timed_out)
+    signal.alarm(int(budget))
+    try:
+        outcome = scenario(work, quick)
+    except ScenarioTimeout:
+        outcome = Outcome(name, notes=[f"timed out after {budget:.0f} s"])
+    except Exception as exc:  # a scenario that breaks is a failed scenario, not the end
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        outcome = Outcome(name, notes=[f"scenario error: {type(exc).__name__}: {exc} "
+                                       f"(at {Path(where.filename).name}:{where.lineno})"])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    outcome.key = name
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -556,70 +722,112 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     outcomes = []
+    setting = versions()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="qtui-faults-") as tmp:
         for name in names:
             console.print(f"[bold]{name}[/bold] ...")
-            try:
-                outcome = SCENARIOS[name](Path(tmp), args.quick)
-            except Exception as exc:  # a scenario that breaks is a failed scenario, not the end
-                outcome = Outcome(name, notes=[f"scenario error: {type(exc).__name__}: {exc}"])
+            began = time.monotonic()
+            outcome = run_scenario(name, Path(tmp), args.quick)
+            outcome.seconds = time.monotonic() - began
             outcomes.append(outcome)
-            console.print(f"  {'PASS' if outcome.passed else 'FAIL'} sent {outcome.sent:,} "
-                          f"lost {outcome.lost:,} duplicates {outcome.duplicates:,} "
-                          f"{outcome.figures} {' '.join(outcome.notes)}", markup=False)
+            console.print(f"  {'PASS' if outcome.passed else 'FAIL'} in {outcome.seconds:.0f} s: "
+                          f"sent {outcome.sent:,} ran {outcome.distinct:,} lost {outcome.lost:,} "
+                          f"duplicates {outcome.duplicates:,}; {describe(outcome)}", markup=False)
+            for line in outcome.details:
+                console.print(f"    {line}", markup=False)
     seconds = time.monotonic() - started
     console.print(table(outcomes))
+    console.print(f"whole run {seconds:.0f} s")
     if not args.quick and not args.only:
-        write_results(outcomes, seconds)
+        write_results(outcomes, seconds, setting)
     return 0 if all(o.passed for o in outcomes) else 1
+
+
+#: Figures with a column of their own in the table.
+COLUMNS = {"kills": "kills", "window": "max in flight per kill", "resume_s": "resume (s)"}
 
 
 def table(outcomes: list[Outcome]) -> Table:
     result = Table(title="fault suite")
-    for column in ("scenario", "sent", "ran", "lost", "duplicates", "figures", "result"):
-        result.add_column(column)
+    for title in ("scenario", "sent", "ran", "lost", "duplicates", *COLUMNS.values(),
+                  "other figures", "s", "result"):
+        result.add_column(title, overflow="fold")
     for o in outcomes:
-        result.add_row(o.name, f"{o.sent:,}", f"{o.distinct:,}", f"{o.lost:,}",
-                       f"{o.duplicates:,}", describe(o), "PASS" if o.passed else "FAIL")
+        result.add_row(o.key, f"{o.sent:,}", f"{o.distinct:,}", f"{o.lost:,}",
+                       f"{o.duplicates:,}", *(column(o, key) for key in COLUMNS),
+                       describe(o, notes=False), f"{o.seconds:.0f}",
+                       "PASS" if o.passed else "FAIL")
     return result
 
 
-def describe(o: Outcome) -> str:
-    parts = [f"{k.replace('_', ' ')} {v}" for k, v in o.figures.items()]
-    return "; ".join(parts + o.notes)
+def column(o: Outcome, key: str) -> str:
+    value = o.figures.get(key)
+    return "" if value is None else str(value)
 
 
-def write_results(outcomes: list[Outcome], seconds: float) -> None:
+def describe(o: Outcome, notes: bool = True) -> str:
+    parts = [f"{k.replace('_', ' ')} {v}" for k, v in o.figures.items() if k not in COLUMNS]
+    return "; ".join(parts + (o.notes if notes else []))
+
+
+def versions() -> str:
+    """The machine and what ran on it, as ``make bench`` writes them."""
+    with Connection(AMQP) as conn:
+        conn.connect()
+        rabbit = conn.connection.server_properties.get("version", "?")
+    rabbit = rabbit.decode() if isinstance(rabbit, bytes) else rabbit
+    redis_version = redis.Redis.from_url(REDIS).info("server")["redis_version"]
+
+    class Named(Broker):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    return machine([Named(f"Redis {redis_version}"), Named(f"RabbitMQ {rabbit}"),
+                    SQLiteBroker(REPO)])
+
+
+def write_results(outcomes: list[Outcome], seconds: float, setting: str) -> None:
+    """Replace the "Fault suite" section of bench/RESULTS.md, keeping its "### Notes"."""
     path = REPO / "bench" / "RESULTS.md"
     text = path.read_text()
-    marker = "## Fault suite"
+    marker, notes_marker = "## Fault suite", "### Notes"
+    head, tail, notes = text, "", ""
     if marker in text:
         head, _, rest = text.partition(marker)
-        tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-        text = head.rstrip() + "\n\n" + tail.lstrip("\n")
-    versions = subprocess.run(["redis-server", "--version"], capture_output=True,
-                              text=True).stdout.split()[2]
+        end = rest.find("\n## ")
+        section, tail = (rest, "") if end < 0 else (rest[:end], rest[end:])
+        if notes_marker in section:
+            notes = notes_marker + section.partition(notes_marker)[2]
     lines = [
         marker, "",
-        "Command, from the repository root: `make faults` (that is, `python -m bench.faults`).",
+        "Command, from the repository root: `make faults` (that is, `python -m bench.faults`; "
+        "`--quick` for small counts, `--only NAME,...` for some scenarios: neither writes here).",
         "",
-        f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores; "
-        f"Python {sys.version.split()[0]}; Redis {versions.removeprefix('v=')}; "
-        f"whole run {seconds:.0f} s.",
-        "- Lost: sent and never run. Duplicates: runs beyond the first (at-least-once: a task "
-        "killed after its work and before its ack runs again); for kills, bounded by the "
-        "messages in flight at each kill.",
-        "", "| scenario | sent | ran | lost | duplicates | figures | result |",
-        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+        f"- Machine: {setting}; whole run {seconds:.0f} s.",
+        "- Every task adds its number to a Redis set and counts its run (Redis db 11). Sent: "
+        "tasks published. Ran: distinct tasks that ran. Lost: sent and never run. Duplicates: "
+        "runs beyond the first (at-least-once: a task killed after its work and before its ack "
+        "runs again); for kills, at most kills x the messages in flight per kill (prefetch 4 x "
+        "concurrency 2 for the parent, the one running task for a child). Resume: from the "
+        "broker accepting connections again to the next task run.",
+        "", "| scenario | sent | ran | lost | duplicates | " + " | ".join(COLUMNS.values())
+        + " | other figures | s | result |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |",
     ]
     for o in outcomes:
-        lines.append(f"| {o.name} | {o.sent:,} | {o.distinct:,} | **{o.lost:,}** | "
-                     f"{o.duplicates:,} | {describe(o).replace('|', '/')} | "
-                     f"{'pass' if o.passed else 'FAIL'} |")
-    path.write_text(text.rstrip() + "\n\n" + "\n".join(lines) + "\n")
+        cells = [o.name, f"{o.sent:,}", f"{o.distinct:,}", f"**{o.lost:,}**",
+                 f"{o.duplicates:,}", *(column(o, key) for key in COLUMNS),
+                 describe(o).replace("|", "/"), f"{o.seconds:.0f}",
+                 "pass" if o.passed else "**FAIL**"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for o in outcomes:
+        if o.details:
+            lines += ["", *o.details]
+    section = "\n".join(lines) + "\n" + ("\n" + notes.rstrip() + "\n" if notes else "")
+    path.write_text(head.rstrip() + "\n\n" + section + tail)
 
 
 if __name__ == "__main__":
