@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from queue import Empty
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,7 @@ from kombu.message import Message
 from qtui.core.config import mask_url
 from qtui.core.exceptions import BrokerUnavailable
 
-from . import control, redis_transport
+from . import control, leases, redis_transport
 from .leases import DEFAULT_VISIBILITY_TIMEOUT, Leases
 
 if TYPE_CHECKING:
@@ -57,6 +57,8 @@ class Consumer:
         """One per consumed queue, by queue name."""
         self._pidbox: KombuConsumer | None = None
         self.consuming = False
+        self.unanswered: list[float] = []
+        """Stamps of fetches whose reply was lost (Redis): what they took is reclaimed."""
 
     # connecting ------------------------------------------------------------------------------
     @property
@@ -215,9 +217,25 @@ class Consumer:
         for queue in self.queues:
             if got >= room and not acks:
                 break
-            got += fetch_many(queue.name, room - got, acks)
+            try:
+                got += fetch_many(queue.name, room - got, acks)
+            except self.errors:
+                # The script may have run and its reply been lost: remember its stamp.
+                if self.channel.fetch_stamp is not None:
+                    self.unanswered.append(self.channel.fetch_stamp)
+                raise
             acks = []
         return got
+
+    def reclaim_unanswered(self, held: Iterable[str]) -> None:
+        """Put back what fetches with a lost reply took (see :func:`leases.reclaim`)."""
+        held = list(held)
+        while self.unanswered:
+            back = leases.reclaim(self.channel, self.unanswered[0], held)
+            if back:
+                logger.warning("Put back %d message(s) a fetch took while the connection "
+                               "was lost", back)
+            self.unanswered.pop(0)
 
     def ack_many(self, tags: list[str]) -> None:
         """Ack deliveries of this connection in one round trip where the transport can."""

@@ -16,7 +16,8 @@ holds there too, so neither a task that runs longer than the timeout nor an ETA 
 delivered twice, whatever the timeout is set to.
 
 Delivery tags stay valid across reconnections on Redis (they are keys in Redis, not in the
-connection), so :func:`settle` acks or requeues a message whose connection was lost.
+connection), so :func:`settle` acks or requeues a message whose connection was lost, and
+:func:`reclaim` puts back what a fetch took while its reply was lost.
 """
 
 from __future__ import annotations
@@ -73,6 +74,20 @@ class Leases:
         restore = getattr(self.channel.qos, "restore_visible", None)
         if restore is not None:
             restore(num=1000, interval=1)
+
+
+def reclaim(channel: Any, stamp: float, held: Iterable[str]) -> int:
+    """Put back, at the front of their queues, the messages a fetch stamped ``stamp`` recorded as
+    unacked while its reply was lost (Redis); ``held`` are the tags the worker did receive.
+    Returns how many came back."""
+    keep = set(held)
+    with channel.conn_or_acquire() as client:
+        tags = [tag.decode() if isinstance(tag, bytes) else tag
+                for tag in client.zrangebyscore(channel.unacked_index_key, stamp, stamp)]
+        lost = [tag for tag in tags if tag not in keep]
+        for tag in lost:
+            channel.qos.restore_by_tag(tag, client=client)
+    return len(lost)
 
 
 def settle(channel: Any, tags: Iterable[str], requeue: bool) -> None:

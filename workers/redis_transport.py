@@ -13,6 +13,12 @@ the same queues) restore, ack and inspect these messages as their own:
   per batch, whatever the batch holds.
 * :meth:`Channel.ack_many` -- one pipeline acks a batch (when there is nothing to fetch).
 
+A fetch whose reply is lost (Redis shut down or the connection broke after the script ran) has
+still recorded its messages as unacked, for a worker that never received them: nothing renews
+or settles them, so they would wait out the visibility timeout. Each fetch stamps its messages
+with its own time, which the worker keeps when the call fails; after reconnecting,
+:func:`qtui.workers.leases.reclaim` puts back what carries that stamp and is not held.
+
 Blocking waits still use kombu's BRPOP, so an idle worker wakes at once. It builds on
 :mod:`qtui.core.brokers.redis` (one command client per connection pool, one round trip per
 published message).
@@ -70,17 +76,22 @@ class QoS(kombu_redis.QoS):
 class Channel(redis_broker.Channel):
     QoS = QoS
 
+    #: The stamp (``unacked_index`` score) of the last :meth:`fetch_many` call.
+    fetch_stamp: float | None = None
+
     def fetch_many(self, queue: str, limit: int, acks: list[str] | None = None) -> int:
         """Ack ``acks``, then deliver up to ``limit`` waiting messages of ``queue`` to its
         consumer, all in one round trip; returns how many messages there were."""
         acks = acks or []
+        self.fetch_stamp = None
         if limit <= 0 and not acks:
             return 0
         client = self._create_client()
         script = self._script("fetch", _FETCH)
         lists = [self._q_for_pri(queue, pri) for pri in self.priority_steps]
+        self.fetch_stamp = time.time()
         items = script(keys=[self.unacked_index_key, self.unacked_key, *dict.fromkeys(lists)],
-                       args=[max(limit, 0), time.time(), len(acks), *acks], client=client)
+                       args=[max(limit, 0), self.fetch_stamp, len(acks), *acks], client=client)
         for tag in acks:
             virtual.QoS.ack(self.qos, tag)
         for item in items:

@@ -191,7 +191,7 @@ class Worker:
                 self._on_connection_lost(exc)
 
     def _turn(self) -> None:
-        if self._orphans:
+        if self._orphans or self.consumer.unanswered:
             self._settle_orphans()
         self._process_events()
         self.pool.maintain()
@@ -264,7 +264,7 @@ class Worker:
     def _settle_orphans(self) -> None:
         """Settle the deliveries of a lost connection through the current one; what cannot be
         settled yet (the broker is still failing) is tried again on the next turn."""
-        if not self._orphans or self.consumer.connection is None:
+        if not (self._orphans or self.consumer.unanswered) or self.consumer.connection is None:
             return
         if not self.consumer.keeps_deliveries:  # RabbitMQ gave them back with the connection
             self._orphans.clear()
@@ -277,6 +277,11 @@ class Worker:
                 self._orphans = orphans[done:] + self._orphans
                 logger.debug("%d deliveries not settled yet: %s", len(self._orphans), exc)
                 return
+        # After the acks above: a finished task's message must not come back.
+        try:
+            self.consumer.reclaim_unanswered(self.held_tags())
+        except self.consumer.errors as exc:
+            logger.debug("lost fetches not reclaimed yet: %s", exc)
 
     def _poll_delayed(self) -> None:
         if self.scheduler.store is not None and self.consumer.consuming:

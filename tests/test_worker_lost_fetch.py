@@ -1,0 +1,118 @@
+"""A fetch whose reply is lost on Redis: the worker's fetch script records the messages it pops as
+unacked, atomically, and the reply carrying them never arrives (Redis shut down or the connection
+broke in between). The worker must put them back when it reconnects, not leave them for the
+visibility timeout."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import redis
+
+from .services import REDIS_HOST, REDIS_PORT
+from .worker_helpers import make_setup, wait_for
+
+#: A database of this test's own: kombu's unacked index is per database.
+DB = 14
+TASKS = 300
+VISIBILITY_TIMEOUT = 40
+
+
+class ReplyCutter:
+    """A TCP proxy to Redis that, once armed, drops the first script reply carrying messages and
+    closes that connection, as a Redis shutting down after running the script would."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.cut = threading.Event()
+        self.dropped = b""
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection((REDIS_HOST, REDIS_PORT))
+            self._sockets += [client, server]
+            state = {"script": False}
+            threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
+        while data := self._recv(client):
+            state["script"] = b"EVALSHA" in data.upper()
+            server.sendall(data)
+
+    def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
+        while data := self._recv(server):
+            carries_messages = data.startswith(b"*") and not data.startswith(b"*0\r\n")
+            if (state["script"] and carries_messages and self.armed.is_set()
+                    and not self.cut.is_set()):
+                self.dropped = data
+                self.cut.set()
+                for sock in (client, server):
+                    self._shut(sock)
+                return
+            client.sendall(data)
+
+    @staticmethod
+    def _recv(sock: socket.socket) -> bytes:
+        try:
+            return sock.recv(65536)
+        except OSError:
+            return b""
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        """Close now, waking a thread blocked on it (close alone does not send the FIN then)."""
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self._sockets:
+            self._shut(sock)
+
+
+@pytest.mark.timeout(90)
+def test_what_a_fetch_took_when_its_reply_was_lost_comes_back_at_once(tmp_path, unique,
+                                                                       redis_url):
+    client = redis.Redis(REDIS_HOST, REDIS_PORT, db=DB)
+    client.flushdb()
+    cutter = ReplyCutter()
+    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/{DB}", None,
+                       broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
+    try:
+        app = setup.app()
+        for i in range(TASKS):
+            app.send_task("tasks.slow", args=[0.02, i])
+        app.close()
+        with setup.worker("-P", "threads", "-c", "4") as worker:
+            assert wait_for(lambda: len(setup.records("done")) >= 40, 20)
+            cutter.armed.set()
+            assert cutter.cut.wait(10), "no fetch reply carrying messages was cut"
+            cut_at = time.monotonic()
+            ran = wait_for(lambda: len({r["tag"] for r in setup.records("done")}) >= TASKS,
+                           VISIBILITY_TIMEOUT / 2)
+            log = worker.log_path.read_text()
+        done = {r["tag"] for r in setup.records("done")}
+        assert ran, (f"{TASKS - len(done)} of {TASKS} still not run "
+                     f"{time.monotonic() - cut_at:.0f} s after the cut; "
+                     f"{client.zcard('unacked_index')} unacked in Redis\n{log[-3000:]}")
+        assert done == set(range(TASKS))
+        assert "Put back" in log, log[-3000:]
+    finally:
+        cutter.close()
+        setup.cleanup()
+        client.flushdb()
