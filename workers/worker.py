@@ -268,6 +268,7 @@ class Worker:
             return
         if not self.consumer.keeps_deliveries:  # RabbitMQ gave them back with the connection
             self._orphans.clear()
+            self.consumer.unanswered.clear()
             return
         orphans, self._orphans = self._orphans, []
         for done, (tag, requeue) in enumerate(orphans):
