@@ -165,8 +165,17 @@ class Router:
             queue = self.queue(self.conf.task_default_queue)
         priority = merged.get("priority", self.conf.task_default_priority)
         if queue is not None:
-            exchange = merged.get("exchange", queue.exchange.name if queue.exchange else "")
-            routing_key = merged.get("routing_key", queue.routing_key or queue.name)
+            exchange = merged.get("exchange")
+            routing_key = merged.get("routing_key")
+            exchange_type = merged.get("exchange_type") or (
+                queue.exchange.type if queue.exchange else "direct")
+            if (not exchange or not routing_key) and exchange_type == "direct":
+                # Celery's rule: straight to the queue through the default exchange, which
+                # needs no binding (on Redis a lost binding set would drop the message).
+                exchange, routing_key = "", queue.name
+            else:
+                exchange = exchange or (queue.exchange.name if queue.exchange else "")
+                routing_key = routing_key or queue.routing_key or queue.name
         else:
             exchange = merged["exchange"]
             routing_key = merged.get("routing_key", name)

@@ -19,7 +19,7 @@ def names(unique: str, redis_url: str) -> Iterator[dict[str, str]]:
              "other": f"other-{unique}", "dead": f"dead-{unique}"}
     yield found
     client = redis.Redis.from_url(redis_url)
-    client.delete(f"_kombu.binding.{found['exchange']}", *(
+    client.delete(f"_kombu.binding.{found['exchange']}", f"_kombu.binding.{found['a']}", *(
         found[q] + suffix for q in ("a", "b", "other", "dead")
         for suffix in ("", "\x06\x163", "\x06\x166", "\x06\x169")))
 
@@ -96,3 +96,20 @@ def test_other_urls_keep_their_own_kombu_transport(tmp_path):
     assert conn.transport_cls == "sqlite"
     assert redis_broker.connection("redis://127.0.0.1:6379/0").transport_cls \
         is redis_broker.Transport
+
+
+def test_a_task_reaches_its_queue_after_redis_lost_the_binding_set(redis_url, names):
+    """Redis restarted without persistence (or flushed) loses kombu's binding sets; a client
+    that declared its queue before must not send into nowhere: a task with no explicit exchange
+    goes straight to its queue, as Celery's client sends it."""
+    from qtui.core import App
+
+    queue = names["a"]
+    app = App("client", broker=redis_url, backend=None, task_default_queue=queue)
+    try:
+        app.send_task("tasks.add", args=[1, 1])
+        redis.Redis.from_url(redis_url).delete(f"_kombu.binding.{queue}")
+        app.send_task("tasks.add", args=[2, 2])
+    finally:
+        app.close()
+    assert redis.Redis.from_url(redis_url).llen(queue) == 2

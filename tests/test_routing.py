@@ -17,14 +17,31 @@ def route(conf: dict, name: str = "tasks.add", **options):
     return Router(Conf(conf)).route(name, (), {}, options)
 
 
-def test_default_queue_exchange_and_routing_key_are_celery():
+def test_default_queue_is_celery_bound_to_celery_and_sent_through_the_default_exchange():
     r = route({})
-    assert (r.queue.name, r.exchange, r.routing_key) == ("celery", "celery", "celery")
+    assert (r.queue.name, r.queue.exchange.name, r.queue.routing_key) == \
+        ("celery", "celery", "celery")
+    # Celery's rule: a direct route with no explicit exchange and routing key goes straight
+    # to the queue by name, needing no binding.
+    assert (r.exchange, r.routing_key) == ("", "celery")
 
 
 def test_task_default_queue_renames_the_default():
     r = route({"task_default_queue": "jobs"})
-    assert (r.queue.name, r.exchange, r.routing_key) == ("jobs", "jobs", "jobs")
+    assert (r.queue.name, r.queue.exchange.name, r.exchange, r.routing_key) == \
+        ("jobs", "jobs", "", "jobs")
+
+
+def test_an_explicit_exchange_and_routing_key_are_used_as_given():
+    r = route({}, queue="celery", exchange="celery", routing_key="celery")
+    assert (r.queue.name, r.exchange, r.routing_key) == ("celery", "celery", "celery")
+    r = route({"task_routes": {"tasks.add": {"queue": "q", "exchange": "x", "routing_key": "k"}}})
+    assert (r.queue.name, r.exchange, r.routing_key) == ("q", "x", "k")
+
+
+def test_half_an_explicit_route_on_a_direct_queue_goes_to_the_queue_as_celery_sends_it():
+    assert (route({}, routing_key="other").exchange, route({}, routing_key="other").routing_key) \
+        == ("", "celery")
 
 
 def test_exact_name_route():
