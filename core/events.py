@@ -47,10 +47,12 @@ def event_exchange(connection: Connection) -> Exchange:
 
 
 def utcoffset() -> float:
-    """This host's offset from UTC in hours, as Celery puts it in every event."""
+    """This host's offset from UTC in hours, as Celery puts it in every event: hours *west* of
+    UTC (``time.timezone``), so Paris in winter is -1.0; receivers (Celery's included) subtract
+    it from what their own host reports to compare timestamps."""
     if time.localtime().tm_isdst:
-        return -time.altzone / 3600
-    return -time.timezone / 3600
+        return time.altzone / 3600
+    return time.timezone / 3600
 
 
 def routing_key_for(event_type: str) -> str:

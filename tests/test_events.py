@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from celery.utils.time import adjust_timestamp
+from celery.utils.time import utcoffset as celery_utcoffset
 from kombu import Connection, Queue
 
 from qtui.core import App, states
@@ -17,6 +19,7 @@ from qtui.core.events import (
     EventDispatcher,
     EventReceiver,
     event_exchange,
+    utcoffset,
 )
 from qtui.core.state import State
 
@@ -258,3 +261,18 @@ def test_the_receiver_comes_back_after_the_broker_restarts(tmp_path):
     finally:
         receiver.close()
         app.close()
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"])
+def test_utcoffset_is_what_celery_sends_so_its_receivers_place_our_events_right(
+        zone, monkeypatch):
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        assert utcoffset() == celery_utcoffset()
+        now = time.time()
+        # A Celery receiver on the same host leaves our timestamp as it is.
+        assert adjust_timestamp(now, utcoffset()) == now
+    finally:
+        monkeypatch.undo()
+        time.tzset()
