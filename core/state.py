@@ -263,7 +263,10 @@ class State:
             worker.offline = True
             worker.clock = max(worker.clock, clock)
             return
-        if worker.offline and clock and clock < worker.clock:
+        same_process = event.get("pid") in (None, worker.pid)
+        if kind == "worker-online" or not same_process:
+            worker.clock = 0  # a new process (a restart): a Lamport clock of its own
+        elif worker.offline and clock and clock < worker.clock:
             return  # a heartbeat from before it went offline, arriving late
         for name in _WORKER_FIELDS:
             value = event.get(name)

@@ -83,6 +83,22 @@ def test_a_late_heartbeat_from_before_going_offline_does_not_revive(ev):
     assert state.workers[W1].alive(now=ev.now)
 
 
+def test_a_worker_restarted_after_going_offline_is_alive_again(ev):
+    """A restarted worker starts a new Lamport clock, far below the one it went offline with."""
+    state = State()
+    state.event(ev("worker-online", freq=2.0, pid=100))
+    for _ in range(50):
+        state.event(ev("worker-heartbeat", freq=2.0, pid=100))
+    state.event(ev("worker-offline", pid=100))
+    assert not state.workers[W1].alive(now=ev.now)
+    state.event({**ev("worker-heartbeat", freq=2.0, pid=200), "clock": 2})  # online missed
+    assert state.workers[W1].alive(now=ev.now)
+    state.event(ev("worker-offline", pid=200))
+    state.event({**ev("worker-online", freq=2.0, pid=300), "clock": 1})
+    assert state.workers[W1].alive(now=ev.now)
+    assert state.workers[W1].pid == 300
+
+
 def test_a_worker_can_be_removed(ev):
     state = State()
     state.event(ev("worker-online"))
