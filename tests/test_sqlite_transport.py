@@ -378,6 +378,23 @@ def test_size_counts_ready_messages_and_purge_removes_them_but_not_unacked(url: 
         q.close()
 
 
+def test_basic_get_takes_one_message_and_holds_none_ahead_from_others(url: str) -> None:
+    with Connection(url) as first, Connection(url) as second:
+        queue = Queue("polled")
+        producer = Producer(first.default_channel)
+        for i in range(20):
+            producer.publish({"id": i}, routing_key="polled", declare=[queue])
+        message = queue(first.default_channel).get(no_ack=False)
+        assert message is not None
+        message.ack()
+        others = queue(second.default_channel)
+        taken = []
+        while (got := others.get(no_ack=False)) is not None:
+            taken.append(got.payload["id"])
+            got.ack()
+        assert sorted(taken) == list(range(1, 20))
+
+
 @pytest.mark.timeout(60)
 def test_list_queues_shows_queues_without_consumers_from_another_connection(url: str) -> None:
     with Connection(url) as conn:

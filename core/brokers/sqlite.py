@@ -728,6 +728,8 @@ class Channel(virtual.Channel):
         if queue in self._no_ack:
             taken = self.db.take(queue)
             rows = [taken] if taken else []
+        elif queue not in self._active_queues:  # basic_get: one, nothing held ahead
+            rows = self.db.claim(queue, 1, self.visibility_timeout)
         else:
             limit = max(1, min(self.fetch_batch,
                                self.qos.can_consume_max_estimate() or self.fetch_batch))
