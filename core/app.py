@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import logging
 import os
 import threading
 import weakref
@@ -28,6 +29,8 @@ from .protocol import TaskMessage, build
 from .result import AsyncResult
 from .routing import Router
 from .task import Task, _MISSING, new_task_id, resolve_eta, resolve_expires
+
+logger = logging.getLogger(__name__)
 
 _apps: list[weakref.ref[App]] = []
 _default_app: App | None = None
@@ -291,9 +294,7 @@ class App:
                     retry_policy=dict(self.conf.task_publish_retry_policy),
                     delivery_mode=2, **wire.properties)
                 if self.conf.task_send_sent_event:
-                    queue = declare[0].name if declare else None
-                    self.events.publish("task-sent", task_sent_fields(
-                        message, queue, exchange, routing_key), producer)
+                    self._send_sent_event(message, declare, exchange, routing_key, producer)
         except KombuOperationalError as exc:
             where = f"the broker at {config.mask_url(self.broker_url)}"
             if _out_of_space(exc):
@@ -309,6 +310,18 @@ class App:
             raise TypeError(f"cannot send task {message.task}: its arguments cannot be "
                             f"serialized with {serializer or self.conf.task_serializer!r}: "
                             f"{exc}") from exc
+
+    def _send_sent_event(self, message: TaskMessage, declare: list[Any] | None, exchange: str,
+                         routing_key: str, producer: Any) -> None:
+        """task-sent; the task is sent already, so a failure here is logged, not raised (the
+        caller would send the task again)."""
+        queue = declare[0].name if declare else None
+        try:
+            self.events.publish("task-sent", task_sent_fields(
+                message, queue, exchange, routing_key), producer)
+        except Exception as exc:  # noqa: BLE001 - any failure: the task itself went out
+            logger.warning("task %s [%s] was sent, but its task-sent event was not: %s",
+                           message.task, message.id, exc)
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)

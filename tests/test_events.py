@@ -11,6 +11,7 @@ import pytest
 from celery.utils.time import adjust_timestamp
 from celery.utils.time import utcoffset as celery_utcoffset
 from kombu import Connection, Queue
+from kombu.exceptions import OperationalError
 
 from qtui.core import App, states
 from qtui.core.events import (
@@ -113,6 +114,21 @@ def test_a_client_sends_task_sent_when_asked(app):
     assert (event["name"], event["args"], event["kwargs"]) == ("tasks.add", "(1, 2)", "{'z': 3}")
     assert event["queue"] == app.conf.task_default_queue and event["eta"] is not None
     assert event["hostname"].startswith("gen")
+
+
+def test_a_task_sent_event_that_fails_does_not_make_a_sent_task_look_unsent(
+        app, monkeypatch, caplog):
+    app.conf.task_send_sent_event = True
+
+    def broken(*args, **kwargs):
+        raise OperationalError("the event exchange is gone")
+
+    monkeypatch.setattr(app.events, "publish", broken)
+    result = app.send_task("tasks.add", args=[1, 2])  # no error: the task went out
+    with app.connection_for_write() as conn:
+        message = conn.SimpleQueue(app.conf.task_default_queue).get(timeout=1)
+    assert message.headers["id"] == result.id
+    assert "was sent, but its task-sent event was not" in caplog.text
 
 
 def test_no_task_sent_event_by_default(app):
