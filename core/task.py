@@ -267,6 +267,13 @@ class Task:
         if not any(route.values()) and delivery.get("routing_key"):
             route = {"exchange": delivery.get("exchange") or "",
                      "routing_key": delivery["routing_key"]}
+        # What the first send had, as Celery's retry keeps it: the expiry, the priority, and the
+        # task's serializer and result setting.
+        options.setdefault("expires", request.expires)
+        priority = delivery.get("priority")
+        options.setdefault("priority", self.priority if priority is None else priority)
+        options.setdefault("serializer", self.serializer)
+        options.setdefault("ignore_result", self.ignore_result)
         self.app.send_task(
             self.name, request.args if args is None else args,
             request.kwargs if kwargs is None else kwargs,

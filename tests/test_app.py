@@ -9,7 +9,7 @@ import textwrap
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from kombu import Connection
+from kombu import Connection, Queue
 
 from qtui.core import App
 from qtui.core.exceptions import ImproperlyConfigured, MaxRetriesExceededError, NotRegistered, Retry
@@ -187,6 +187,29 @@ def test_retry_resends_with_one_more_retry_and_raises_retry(app):
     message, _ = fetch(app, app.conf.task_default_queue)
     assert (message.id, message.retries, message.args) == ("r-1", 1, (1,))
     assert message.eta is not None
+
+
+def test_retry_keeps_the_expiry_priority_serializer_and_result_setting(app):
+    app.conf.accept_content = ["json", "pickle"]
+
+    @app.task(bind=True, serializer="pickle", ignore_result=True, default_retry_delay=1)
+    def flaky(self):
+        raise self.retry()
+
+    expires = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    flaky.push_request(Request(id="r-3", task=flaky.name, retries=0, expires=expires,
+                               delivery_info={"priority": 7}, called_directly=False))
+    try:
+        with pytest.raises(Retry):
+            flaky.run(flaky)
+    finally:
+        flaky.pop_request()
+    with Connection("memory://") as conn:  # pickle: read as it arrives, never decoded
+        raw = Queue(app.conf.task_default_queue)(conn.default_channel).get(
+            no_ack=True, accept=["application/x-python-serialize"])
+    assert raw.content_type == "application/x-python-serialize"
+    assert raw.headers["expires"] == expires.isoformat()
+    assert (raw.properties["priority"], raw.headers["ignore_result"]) == (7, True)
 
 
 def test_retry_past_max_retries_raises_the_original_exception(app):
