@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kombu import serialization
+
 from .exceptions import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -67,6 +69,43 @@ QUEUES = Kind("a table of queue name -> options, or a list of kombu Queues",
               lambda v: v is None or isinstance(v, (Mapping, list, tuple)))
 
 
+def _at_least(kind: Kind, low: float, above: bool = False) -> Kind:
+    """``kind``, and >= ``low`` (> with ``above``); NaN is neither."""
+    word = ">" if above else ">="
+    return Kind(f"{kind.expected} {word} {low:g}", lambda v: kind.check(v) and (
+        v > low if above else v >= low))
+
+
+def _between(kind: Kind, low: int, high: int) -> Kind:
+    return Kind(f"{kind.expected} from {low} to {high}",
+                lambda v: kind.check(v) and low <= v <= high)
+
+
+def _one_of(*names: str) -> Kind:
+    return Kind("one of " + ", ".join(repr(n) for n in names), lambda v: v in names)
+
+
+def _serializer(value: Any) -> bool:
+    return isinstance(value, str) and value in serialization.registry.name_to_type
+
+
+def _content_type(value: Any) -> bool:
+    """A serializer name or its content type, as accept_content takes them."""
+    registry = serialization.registry
+    return isinstance(value, str) and (value in registry.name_to_type
+                                       or value in registry.type_to_name)
+
+
+SERIALIZER = Kind("a serializer name kombu knows (json, pickle, yaml, msgpack)", _serializer)
+CONTENT_LIST = Kind("a list of serializer names or content types (json, application/json, ...)",
+                    lambda v: isinstance(v, (list, tuple)) and all(map(_content_type, v)))
+#: The keyword arguments kombu's ``Connection.ensure`` takes from a retry policy.
+RETRY_POLICY_KEYS = frozenset({"max_retries", "interval_start", "interval_step", "interval_max",
+                               "errback", "on_revive", "retry_errors"})
+RETRY_POLICY = Kind("a table with " + ", ".join(sorted(RETRY_POLICY_KEYS)),
+                    lambda v: isinstance(v, Mapping) and set(v) <= RETRY_POLICY_KEYS)
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -81,9 +120,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("broker_url", None, _optional(STR),
             "Where messages go. Unset: the embedded SQLite broker in the user's data directory.",
             secret=True),
-    Setting("broker_connection_timeout", 4.0, NUMBER,
+    Setting("broker_connection_timeout", 4.0, _at_least(NUMBER, 0, above=True),
             "Seconds to wait for the broker to accept a connection."),
-    Setting("broker_connection_max_retries", 100, _optional(INT),
+    Setting("broker_connection_max_retries", 100, _optional(_at_least(INT, 0)),
             "How often to retry a lost broker connection before giving up (nothing: forever)."),
     Setting("broker_transport_options", {}, TABLE,
             "Options passed to the kombu transport (for example visibility_timeout)."),
@@ -96,16 +135,17 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "Where results are stored: redis://, rpc://, sqlite://PATH. Unset: beside the "
             "embedded broker when broker_url is unset too, otherwise results are not stored.",
             secret=True),
-    Setting("result_serializer", "json", STR, "Serializer for results (json unless you opt in)."),
-    Setting("result_accept_content", None, _optional(STR_LIST),
+    Setting("result_serializer", "json", SERIALIZER,
+            "Serializer for results (json unless you opt in)."),
+    Setting("result_accept_content", None, _optional(CONTENT_LIST),
             "Content types accepted when reading results; nothing means accept_content."),
-    Setting("result_expires", 86400, _optional(NUMBER),
+    Setting("result_expires", 86400, _optional(_at_least(NUMBER, 0)),
             "Seconds a stored result is kept (nothing: forever)."),
     Setting("result_extended", False, BOOL,
             "Store the task name, args, kwargs, worker and queue with the result."),
     # Serialization and time
-    Setting("task_serializer", "json", STR, "Serializer for task messages."),
-    Setting("accept_content", ["json"], STR_LIST,
+    Setting("task_serializer", "json", SERIALIZER, "Serializer for task messages."),
+    Setting("accept_content", ["json"], CONTENT_LIST,
             "Content types a worker or client accepts. Add 'pickle' only if you trust every sender."),
     Setting("timezone", None, _optional(STR),
             "Time zone of naive ETA and expiry datetimes (nothing: UTC, or local time when "
@@ -115,11 +155,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("task_default_queue", "celery", STR, "Queue for tasks no route sends elsewhere."),
     Setting("task_default_exchange", None, _optional(STR),
             "Exchange of the default queue (nothing: the queue's name)."),
-    Setting("task_default_exchange_type", "direct", STR, "Type of the default exchange."),
+    Setting("task_default_exchange_type", "direct",
+            _one_of("direct", "topic", "fanout", "headers"), "Type of the default exchange."),
     Setting("task_default_routing_key", None, _optional(STR),
             "Routing key of the default queue (nothing: the queue's name)."),
-    Setting("task_default_priority", None, _optional(INT), "Priority of tasks sent without one."),
-    Setting("task_queue_max_priority", None, _optional(INT),
+    Setting("task_default_priority", None, _optional(_between(INT, 0, 255)),
+            "Priority of tasks sent without one."),
+    Setting("task_queue_max_priority", None, _optional(_between(INT, 1, 255)),
             "x-max-priority of declared queues (RabbitMQ priority queues)."),
     Setting("task_queues", None, QUEUES,
             "Named queues with their exchange, exchange_type, routing_key and max_priority."),
@@ -132,28 +174,30 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("task_acks_late", True, BOOL,
             "Acknowledge a task after it ran, so a crash never loses it (Celery's default is false)."),
     Setting("task_ignore_result", False, BOOL, "Do not store results unless a task asks for it."),
-    Setting("task_time_limit", None, _optional(NUMBER), "Hard time limit in seconds for every task."),
-    Setting("task_soft_time_limit", None, _optional(NUMBER),
+    Setting("task_time_limit", None, _optional(_at_least(NUMBER, 0, above=True)),
+            "Hard time limit in seconds for every task."),
+    Setting("task_soft_time_limit", None, _optional(_at_least(NUMBER, 0, above=True)),
             "Soft time limit in seconds for every task."),
     Setting("task_default_rate_limit", None, RATE, "Rate limit of task types that set none."),
     Setting("task_publish_retry", True, BOOL,
             "Retry sending a task when the broker connection fails."),
     Setting("task_publish_retry_policy", {"max_retries": 3, "interval_start": 0,
-                                          "interval_step": 0.2, "interval_max": 0.2}, TABLE,
+                                          "interval_step": 0.2, "interval_max": 0.2},
+            RETRY_POLICY,
             "kombu retry policy for sending tasks."),
     Setting("task_send_sent_event", False, BOOL,
             "Send a task-sent event for every task sent, so monitors see tasks still queued."),
     Setting("imports", [], STR_LIST, "Modules the worker imports to register their tasks."),
     # Worker
-    Setting("worker_concurrency", None, _optional(INT),
+    Setting("worker_concurrency", None, _optional(_at_least(INT, 1)),
             "Pool size (nothing: the number of CPUs)."),
-    Setting("worker_prefetch_multiplier", 4, INT,
+    Setting("worker_prefetch_multiplier", 4, _at_least(INT, 0),
             "Messages reserved per pool slot; 1 for long tasks."),
-    Setting("worker_pool", "prefork", STR,
+    Setting("worker_pool", "prefork", _one_of("prefork", "threads", "solo"),
             "Execution pool: prefork (processes), threads or solo (in the worker's own thread)."),
-    Setting("worker_max_tasks_per_child", None, _optional(INT),
+    Setting("worker_max_tasks_per_child", None, _optional(_at_least(INT, 1)),
             "Replace a prefork child after it ran this many tasks (nothing: never)."),
-    Setting("worker_shutdown_timeout", 30.0, NUMBER,
+    Setting("worker_shutdown_timeout", 30.0, _at_least(NUMBER, 0),
             "Seconds a warm shutdown waits for running tasks before it requeues them and exits."),
     Setting("worker_send_task_events", True, BOOL,
             "Send task events to the celeryev exchange (the console shows them)."),
@@ -162,20 +206,20 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "commands); false: the worker answers none of them."),
     Setting("worker_statedb", None, _optional(STR),
             "File keeping the revoked task ids across worker restarts (nothing: memory only)."),
-    Setting("worker_eta_horizon", 10.0, NUMBER,
+    Setting("worker_eta_horizon", 10.0, _at_least(NUMBER, 0),
             "A task due within this many seconds is held by the worker; a later one goes to the "
             "broker's delayed store (Redis sorted set, RabbitMQ delay queues) until nearly due."),
-    Setting("task_max_redeliveries", 3, INT,
+    Setting("task_max_redeliveries", 3, _at_least(INT, 1),
             "Deliveries of one message after which it goes to the dead-letter queue "
             "<queue>.dead instead of running again (a poison message cannot loop forever)."),
     # Console
-    Setting("console_max_tasks", 100_000, INT,
+    Setting("console_max_tasks", 100_000, _at_least(INT, 1),
             "Tasks the console keeps in memory (finished ones are forgotten first)."),
     Setting("console_history", True, BOOL,
             "Keep the tasks the console saw in a local SQLite file, so a restart is not blank."),
     Setting("console_history_file", None, _optional(STR),
             "Where the console keeps its history (nothing: <data dir>/qtui/console-history.sqlite)."),
-    Setting("console_refresh_interval", 0.25, NUMBER,
+    Setting("console_refresh_interval", 0.25, _at_least(NUMBER, 0, above=True),
             "Seconds between the console's redraws from the event stream."),
     Setting("contexts", {}, TABLE,
             "Named clusters for the console ([contexts.NAME] tables of settings such as "
