@@ -73,6 +73,9 @@ IDLE_WAIT = 1.0
 HELD_WINDOW_FACTOR = 10
 #: Most messages taken in one round trip where the transport can (Redis).
 FETCH_MAX = 100
+#: Longest an ack waits to ride with a fetch before it is sent on its own (seconds); far below
+#: any visibility timeout, so a finished task's message is never given back.
+ACK_MAX_WAIT = 1.0
 QUICK_LOSS = 2.0
 """A connection lost within this many seconds of reconnecting makes the next attempt wait."""
 RECONNECT_DELAY_MIN, RECONNECT_DELAY_MAX = 0.1, 5.0
@@ -132,14 +135,17 @@ class Worker:
         self.dead_letters = DeadLetters(self.consumer.publisher)
         self._stale_by_task: dict[str, Job] = {}
         self._orphans: list[tuple[str, bool]] = []
+        """Deliveries of a lost connection to settle through the next (Redis and the embedded
+        broker): (delivery tag, requeue)."""
         self._acks: list[str] = []
+        """Acks gathered to send in one round trip (with the next fetch, or on their own)."""
+        self._acks_since = 0.0
+        """When the oldest of ``_acks`` was gathered (monotonic)."""
         self._next_drain = 0.0
         self._polling = False
         self._task_options: dict[str, tuple[int, TaskOptions]] = {}
         self._time_limits: dict[str, tuple[float | None, float | None]] = {}
         """(hard, soft) set by the time_limit command, by task name."""
-        """Deliveries of a lost connection to settle through the next (Redis and the embedded
-        broker): (delivery tag, requeue)."""
         self._connected_at = 0.0
         self._reconnect_delay = 0.0
         self.stopping = False
@@ -221,7 +227,8 @@ class Worker:
                 self.consumer.drain(0)  # remote control rides the same connection
                 self._next_drain = time.monotonic() + BUSY_WAIT
         else:
-            if starving or 2 * len(self._acks) >= prefetch:
+            if (starving or 2 * len(self._acks) >= prefetch
+                    or time.monotonic() - self._acks_since >= ACK_MAX_WAIT):
                 self._flush_acks()  # otherwise they ride with the next fetch
             self._process_events(wait=timeout)
             if time.monotonic() >= self._next_drain:
@@ -239,8 +246,10 @@ class Worker:
         return sum(1 for job in self.jobs.values() if not job.acked)
 
     def held_tags(self) -> list[str]:
-        """Delivery tags of unsettled deliveries (read by the lease thread: a copy, no lock)."""
-        return [job.delivery_tag for job in self.jobs.copy().values() if not job.acked]
+        """Delivery tags of unsettled deliveries, acks not sent yet included (read by the lease
+        thread: copies, no lock)."""
+        return [*(job.delivery_tag for job in self.jobs.copy().values() if not job.acked),
+                *self._acks.copy()]
 
     def prefetch_target(self) -> int:
         if self.base_prefetch == 0:
@@ -536,6 +545,8 @@ class Worker:
                 self._settle_orphans()
             return  # RabbitMQ gave it back when the connection died; see _receive
         if self.consumer.batches_acks:
+            if not self._acks:
+                self._acks_since = time.monotonic()
             self._acks.append(job.delivery_tag)
             return
         try:
