@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 import os
 import re
 import sys
@@ -63,7 +64,7 @@ ROUTES = Kind("a table of task name -> route, a list of routers, a callable or i
 ANNOTATIONS = Kind("a table of task name -> options, a list of such tables, or a callable",
                    lambda v: v is None or isinstance(v, (Mapping, list, tuple)) or callable(v))
 RATE = Kind('a rate such as "10/s", "10/m", "10/h" or a number per second',
-            lambda v: v is None or _is_number(v)
+            lambda v: v is None or (_is_number(v) and math.isfinite(v) and v >= 0)
             or (isinstance(v, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*(/\s*[smh])?\s*", v) is not None))
 QUEUES = Kind("a table of queue name -> options, or a list of kombu Queues",
               lambda v: v is None or isinstance(v, (Mapping, list, tuple)))

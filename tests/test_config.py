@@ -96,6 +96,7 @@ def test_config_from_file_loads_toml_tables(tmp_path):
     ("result_expires = -5\n", "setting 'result_expires' must be a number >= 0 or nothing"),
     ("enable_utc = 1\n", "setting 'enable_utc' must be true or false"),
     ("task_default_rate_limit = 'fast'\n", "must be a rate such as"),
+    ("task_default_rate_limit = -1\n", "must be a rate such as"),
 ])
 def test_malformed_config_files_name_the_file_and_the_problem(tmp_path, text, words):
     path = tmp_path / "bad.toml"

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("qtui.worker")
 
 RESULT_REPR_MAXSIZE = 256
+#: The longest time limit a run gets, in seconds (a year); OS timers overflow far above it.
+MAX_TIME_LIMIT = 365 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,12 @@ class TaskOptions:
                    float(soft) if soft else None)
 
     def limits(self, message: TaskMessage) -> tuple[float | None, float | None]:
-        """(hard, soft): the message's ``timelimit`` header first, then the task's own."""
-        return (message.time_limit or self.time_limit,
-                message.soft_time_limit or self.soft_time_limit)
+        """(hard, soft): the message's ``timelimit`` header first, then the task's own; at most
+        :data:`MAX_TIME_LIMIT` (a bigger one, even infinite, means that long: timers overflow)."""
+        hard = message.time_limit or self.time_limit
+        soft = message.soft_time_limit or self.soft_time_limit
+        return (min(hard, MAX_TIME_LIMIT) if hard else None,
+                min(soft, MAX_TIME_LIMIT) if soft else None)
 
 
 class _Alarm:

@@ -10,6 +10,8 @@ overrides them at run time (:meth:`RateLimiter.set_rate`).
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 import time
 from collections import deque
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 
     from .timer import Entry, Timer
 
+logger = logging.getLogger("qtui.worker")
+
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*")
 _PER = {"s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -32,6 +36,8 @@ def parse_rate(value: Any) -> float | None:
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"rate limit {value!r} is not a number of tasks per second >= 0")
         return float(value) or None
     match = _RATE.fullmatch(str(value))
     if match is None:
@@ -77,6 +83,8 @@ class RateLimiter:
         self._waiting: dict[str, deque[Job]] = {}
         self._wakeups: dict[str, Entry] = {}
         self._overrides: dict[str, Any] = {}
+        self._invalid: set[str] = set()
+        """Task types whose configured rate limit is not a rate (reported once)."""
 
     def rate_of(self, name: str) -> Any:
         """The rate limit in force for a task type, as it was given ("10/m", 5, None)."""
@@ -96,7 +104,13 @@ class RateLimiter:
         self._wake(name)
 
     def _bucket(self, name: str) -> TokenBucket | None:
-        rate = parse_rate(self.rate_of(name))
+        try:
+            rate = parse_rate(self.rate_of(name))
+        except (ValueError, TypeError) as exc:  # from the decorator or config, never checked
+            if name not in self._invalid:
+                self._invalid.add(name)
+                logger.error("Task %s: %s; running it without a rate limit", name, exc)
+            rate = None
         if rate is None:
             self._buckets.pop(name, None)
             return None

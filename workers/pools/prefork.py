@@ -229,31 +229,43 @@ class PreforkPool(Pool):
             pass
 
     def _collect(self) -> None:
-        """The results thread: outcomes, dead children and hard time limits."""
+        """The results thread: outcomes, dead children and hard time limits. It must outlive
+        any surprise: without it no task would ever finish."""
         while True:
-            with self._lock:
-                live = {c.results: c for c in self._children if not c.dead}
-                deadlines = [c.deadline for c in live.values()
-                             if c.deadline is not None and c.cause is None]
-            if self._stopping and not live:
-                return
-            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 1.0
-            ready = wait([*live, self._wake_r], timeout)
-            for conn in ready:
-                if conn is self._wake_r:
-                    try:
-                        self._wake_r.recv_bytes()
-                    except (EOFError, OSError):
-                        pass
-                    continue
-                child = live[conn]
+            try:
+                if not self._collect_once():
+                    return
+            except Exception:  # noqa: BLE001 - logged; the next turn goes on
+                logger.exception("prefork pool: the results thread hit an error; going on")
+                time.sleep(0.1)
+
+    def _collect_once(self) -> bool:
+        """One wait for outcomes; False once the pool stopped and no child is left."""
+        with self._lock:
+            live = {c.results: c for c in self._children if not c.dead}
+            deadlines = [c.deadline for c in live.values()
+                         if c.deadline is not None and c.cause is None]
+        if self._stopping and not live:
+            return False
+        # At most a second: a wait far in the future overflows the poll timeout.
+        timeout = min(1.0, max(0.0, min(deadlines) - time.monotonic())) if deadlines else 1.0
+        ready = wait([*live, self._wake_r], timeout)
+        for conn in ready:
+            if conn is self._wake_r:
                 try:
-                    outcome = conn.recv()
+                    self._wake_r.recv_bytes()
                 except (EOFError, OSError):
-                    self._on_exit(child)
-                    continue
-                self._on_outcome(child, outcome)
-            self._enforce_hard_limits()
+                    pass
+                continue
+            child = live[conn]
+            try:
+                outcome = conn.recv()
+            except (EOFError, OSError):
+                self._on_exit(child)
+                continue
+            self._on_outcome(child, outcome)
+        self._enforce_hard_limits()
+        return True
 
     def _on_outcome(self, child: _Child, outcome: Outcome) -> None:
         with self._lock:

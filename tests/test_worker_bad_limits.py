@@ -1,0 +1,59 @@
+"""Limits that are numbers but not sensible ones (negative, NaN, infinite, astronomically
+large) get a clear answer and never stop a worker."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from qtui.core import App
+from qtui.core.protocol import TaskMessage
+from qtui.workers import control
+from qtui.workers.execution import MAX_TIME_LIMIT, TaskOptions
+from qtui.workers.ratelimit import RateLimiter, parse_rate
+from qtui.workers.timer import Timer
+
+from .worker_helpers import redis_setup  # noqa: F401 - fixture
+
+
+@pytest.mark.parametrize("rate", [-1, -0.5, float("nan"), float("inf")])
+def test_a_rate_that_is_not_a_rate_is_refused(rate):
+    with pytest.raises(ValueError, match="tasks per second >= 0"):
+        parse_rate(rate)
+
+
+def test_rate_limit_command_answers_an_error_for_a_negative_rate():
+    reply = control.rate_limit(None, "tasks.add", -1)  # refused before the worker is touched
+    assert "error" in reply and "Invalid rate limit" in reply["error"]
+
+
+def test_a_task_with_a_negative_rate_runs_unlimited_and_says_why_once(caplog):
+    app = App("t", broker="memory://")
+
+    @app.task(name="tasks.neg", rate_limit=-1)
+    def neg():
+        pass
+
+    limiter = RateLimiter(app, Timer(), release=lambda job: None)
+    with caplog.at_level(logging.ERROR, logger="qtui.worker"):
+        assert limiter._bucket("tasks.neg") is None
+        assert limiter._bucket("tasks.neg") is None
+    assert caplog.text.count("running it without a rate limit") == 1
+
+
+@pytest.mark.parametrize("limit", [1e300, float("inf")])
+def test_a_huge_time_limit_is_capped_where_timers_can_hold_it(limit):
+    message = TaskMessage(id="i", task="t", time_limit=limit, soft_time_limit=limit)
+    assert TaskOptions(True, None, None).limits(message) == (MAX_TIME_LIMIT, MAX_TIME_LIMIT)
+
+
+@pytest.mark.timeout(60)
+def test_a_prefork_worker_goes_on_after_a_message_with_a_huge_time_limit(redis_setup):  # noqa: F811
+    app = redis_setup.app()
+    app.send_task("tasks.mark", args=[1], time_limit=1e300)
+    app.send_task("tasks.mark", args=[2])
+    app.close()
+    with redis_setup.worker("-P", "prefork", "-c", "1"):
+        marks = redis_setup.wait_records("mark", 2, timeout=20)
+    assert sorted(r["tag"] for r in marks) == [1, 2]
