@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from kombu import Connection
 
+from .processes import redis_server, spare_port
 from .worker_helpers import (  # noqa: F401 - fixtures
     REDIS_URL,
     Setup,
@@ -84,42 +81,13 @@ def test_sigkill_of_the_whole_worker_with_1000_tasks_queued_loses_none(redis_set
     app.close()
 
 
-@contextmanager
-def _redis_server(directory: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--dir", str(directory), "--appendonly", "yes",
-         "--appendfsync", "always", "--save", ""],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        assert wait_for(lambda: _listening(port), 10), "redis-server did not start"
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
-def _spare_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.timeout(240)
 def test_broker_restart_mid_run_on_redis(tmp_path, unique, redis_url):
-    port = _spare_port()
+    port = spare_port()
     data = tmp_path / "redis-data"
     data.mkdir()
     setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{port}/0", REDIS_URL)
-    server = _redis_server(data, port)
+    server = redis_server(data, port)
     server.__enter__()
     try:
         app = setup.app()
@@ -130,7 +98,7 @@ def test_broker_restart_mid_run_on_redis(tmp_path, unique, redis_url):
             assert wait_for(lambda: len(setup.records("done")) >= 30, 60)
             server.__exit__(None, None, None)
             time.sleep(2)
-            server = _redis_server(data, port)
+            server = redis_server(data, port)
             server.__enter__()
             assert wait_for(lambda: len(set(_tags(setup, "done"))) == 300, 120), \
                 worker.log_path.read_text()[-3000:]

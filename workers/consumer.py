@@ -19,6 +19,7 @@ from functools import partial
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
+import redis
 from kombu import Connection, Producer, Queue
 from kombu import Consumer as KombuConsumer
 from kombu.exceptions import OperationalError
@@ -65,8 +66,12 @@ class Consumer:
     def errors(self) -> tuple[type[BaseException], ...]:
         """Exceptions that mean the connection is gone (reconnect), not a bug."""
         conn = self.connection or self.app.connection_for_read()
+        # Redis refusing writes (out of memory, a replica after a failover, a failed snapshot)
+        # answers with an error reply, not a broken connection: wait and reconnect all the same.
+        refused = (redis.exceptions.ResponseError,) if conn.transport.driver_type == "redis" \
+            else ()
         return (*conn.connection_errors, *conn.recoverable_channel_errors, OperationalError,
-                OSError)
+                OSError, *refused)
 
     @property
     def is_redis(self) -> bool:

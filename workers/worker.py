@@ -194,9 +194,20 @@ class Worker:
                 if self.stopping:
                     logger.error("Broker connection lost during shutdown: %s", exc)
                     return
-                self._on_connection_lost(exc)
+                try:
+                    self._on_connection_lost(exc)
+                except self.consumer.errors as again:
+                    if not self.stopping:
+                        raise
+                    # Told to stop while reconnecting: finish the running tasks without it.
+                    logger.error("Shutting down while the broker is unreachable (%s)", again)
+                    return
 
     def _turn(self) -> None:
+        if self.stopping and self.consumer.consuming:
+            # Warm shutdown: take no more tasks (each would only be put back) and return what
+            # was prefetched now; remote control goes on while running tasks finish.
+            self._put_back_waiting()
         if self._orphans or self.consumer.unanswered:
             self._settle_orphans()
         self._process_events()
@@ -765,8 +776,9 @@ class Worker:
         deadline = self._shutdown_deadline or time.monotonic() + self.shutdown_timeout
         while self.active and not self._cold and time.monotonic() < deadline:
             self._process_events(wait=0.1)
-            self._flush_acks()
-            self.consumer.drain(0)
+            if self.consumer.connection is not None:  # None: stopped during a broker outage
+                self._flush_acks()
+                self.consumer.drain(0)
         if self.active:
             logger.warning("%d task(s) still running at shutdown: requeued", len(self.active))
 
