@@ -4,6 +4,7 @@ worker shuts down, and a warm shutdown that must not churn the queue."""
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 import redis
@@ -96,3 +97,36 @@ def test_a_warm_shutdown_while_redis_is_gone_finishes_the_running_task(tmp_path,
         assert code == 0, log[-3000:]
     assert [r["tag"] for r in setup.records("done")] == ["long"]
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.timeout(120)
+def test_tasks_given_back_on_lost_connections_are_not_dead_lettered_for_it(tmp_path, unique):
+    """Each lost connection gives the prefetched tasks back to Redis, and they come back
+    flagged redelivered; that is not a delivery that failed, so three Redis restarts in a row
+    must not send a task that never ran to the dead-letter queue."""
+    port = spare_port()
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    setup = _setup(tmp_path, unique, port)
+    server = redis_server(data, port)
+    server.__enter__()
+    try:
+        app = setup.app()
+        app.send_task("tasks.slow", args=[12, "long"])
+        app.send_task("tasks.mark", args=["waiting"])
+        app.close()
+        with setup.worker("-P", "threads", "-c", "1", "--prefetch-multiplier", "4") as worker:
+            assert wait_for(lambda: setup.records("started"), 20)
+            for restart in range(1, 4):
+                server.__exit__(None, None, None)
+                server = redis_server(data, port)
+                server.__enter__()
+                assert wait_for(
+                    lambda: worker.log_path.read_text().count("Reconnected") >= restart, 20)
+                time.sleep(0.5)  # the waiting task is taken again before the next restart
+            assert wait_for(lambda: setup.records("mark"), 30), worker.log_path.read_text()[-3000:]
+        assert [r["tag"] for r in setup.records("mark")] == ["waiting"]
+        assert redis.Redis(port=port).llen(f"{setup.queue}.dead") == 0
+    finally:
+        server.__exit__(None, None, None)
+        setup.cleanup()

@@ -76,6 +76,8 @@ FETCH_MAX = 100
 #: Longest an ack waits to ride with a fetch before it is sent on its own (seconds); far below
 #: any visibility timeout, so a finished task's message is never given back.
 ACK_MAX_WAIT = 1.0
+#: Task ids remembered as given back unrun on a lost connection.
+RETURNED_MAX = 10_000
 QUICK_LOSS = 2.0
 """A connection lost within this many seconds of reconnecting makes the next attempt wait."""
 RECONNECT_DELAY_MIN, RECONNECT_DELAY_MAX = 0.1, 5.0
@@ -141,6 +143,9 @@ class Worker:
         """Acks gathered to send in one round trip (with the next fetch, or on their own)."""
         self._acks_since = 0.0
         """When the oldest of ``_acks`` was gathered (monotonic)."""
+        self._returned: dict[str, None] = {}
+        """Ids of tasks given back unrun when the connection was lost (oldest first): when
+        one comes back flagged redelivered, that delivery does not count against it."""
         self._next_drain = 0.0
         self._polling = False
         self._task_options: dict[str, tuple[int, TaskOptions]] = {}
@@ -325,7 +330,11 @@ class Worker:
         except ProtocolError as exc:
             self._reject_bad(queue_name, message, str(exc))
             return
-        job = Job(task_message, message, queue_name, delivery_number(message))
+        number = delivery_number(message)
+        if self._returned.pop(task_message.id, False) is None \
+                and (message.delivery_info or {}).get("redelivered"):
+            number -= 1  # this worker gave it back unrun when its connection was lost
+        job = Job(task_message, message, queue_name, number)
         self.jobs[job.id] = job
         self._receive(job)
 
@@ -690,8 +699,12 @@ class Worker:
         self.reserved.clear()
         for job in waiting:
             self._forget(job)
-            if keeps and not job.acked:
-                self._orphans.append((job.delivery_tag, True))
+            if not job.acked:  # back to the broker unrun: not a delivery that failed
+                self._returned[job.task_id] = None
+                while len(self._returned) > RETURNED_MAX:
+                    del self._returned[next(iter(self._returned))]
+                if keeps:
+                    self._orphans.append((job.delivery_tag, True))
         for job in self.active.values():
             job.stale = True
             self._stale_by_task[job.task_id] = job
