@@ -342,10 +342,13 @@ class Worker:
         msg = job.message
         stale = self._stale_by_task.get(msg.id)
         if stale is not None and stale.id in self.active:
-            # Redelivered after a reconnection while this worker still runs it: adopt it.
-            stale.delivery, stale.stale = job.delivery, False
+            # Redelivered after a reconnection while this worker still runs it: adopt it. The
+            # new delivery is unacked, even where the old one was acked before the task ran.
+            stale.delivery, stale.stale, stale.acked = job.delivery, False, False
             del self._stale_by_task[msg.id]
             self.jobs.pop(job.id, None)
+            if not self.task_options(stale.name).acks_late:
+                self._ack(stale)
             return
         if job.delivery.delivery_info.get("redelivered") and self._redelivered(job):
             return
@@ -751,14 +754,22 @@ class Worker:
             self._put_back_waiting()
             if not self._cold:
                 self._finish_active()
+            self._process_events()  # outcomes already in: those tasks are done, not requeued
             if self.active:
                 self.pool.terminate()
+                abandoned = []
                 for job in list(self.active.values()):
                     if not job.acked and not job.stale:
                         job.delivery.requeue()
                         job.acked = True
+                    elif not job.stale:
+                        abandoned.append(job)
                     self._forget(job)
                 self.active.clear()
+                for job in abandoned:
+                    logger.warning("Task %s[%s] was stopped at shutdown and is not requeued: it "
+                                   "was acknowledged before it ran (acks_late is off)",
+                                   job.name, job.task_id)
             self._flush_acks()
         except self.consumer.errors as exc:
             logger.error("Broker unreachable while shutting down (%s); the broker returns what "
@@ -793,7 +804,7 @@ class Worker:
                 self._flush_acks()
                 self.consumer.drain(0)
         if self.active:
-            logger.warning("%d task(s) still running at shutdown: requeued", len(self.active))
+            logger.warning("%d task(s) still running at shutdown", len(self.active))
 
     # banner ----------------------------------------------------------------------------------
     def print_banner(self) -> None:
