@@ -49,7 +49,8 @@ TASKS = (
     _task(1, "tasks.add", "SUCCESS", "qtui@alpha", result="3"),
     _task(2, "tasks.add", "SUCCESS", "qtui@beta", result="6"),
     _task(3, "images.resize", "STARTED", "qtui@alpha", args="('/photos/3.jpg', 640, 480)"),
-    _task(4, "billing.charge", "FAILURE", "qtui@alpha", args="(4, 19.99)",
+    _task(4, "billing.charge", "FAILURE", "qtui@alpha", args="(4, 19.99)", queue="billing",
+          routing_key="billing",
           exception="ValueError('card declined for order 4')",
           traceback='Traceback (most recent call last):\n  File "tasks.py", line 12, in charge\n'
                     "    raise ValueError(f'card declined for order {order}')\n"
@@ -82,8 +83,9 @@ SNAPSHOT = Snapshot(workers=WORKERS, tasks=TASKS, queues=QUEUES, throughput=THRO
 class FixedConsole(Console):
     """The console showing the fixed cluster, with no feed and no history."""
 
-    def __init__(self, read_only: bool = False, snapshot: Snapshot = SNAPSHOT) -> None:
-        super().__init__(App("console-tests", broker="redis://127.0.0.1:6379/15"),
+    def __init__(self, read_only: bool = False, snapshot: Snapshot = SNAPSHOT,
+                 app: App | None = None) -> None:
+        super().__init__(app or App("console-tests", broker="redis://127.0.0.1:6379/15"),
                          read_only=read_only, start_feed=False, history=False)
         self.fixed = snapshot
         self.notes: list[tuple[str, str]] = []

@@ -6,14 +6,19 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
 import uuid
+from pathlib import Path
 
 import pytest
+from kombu import Connection
 
 from qtui.core import App
+from qtui.core.events import EventDispatcher
 from qtui.core.exceptions import BrokerUnavailable
 from qtui.tui import commands
 from qtui.tui.commands import NO_REPLY, format_event
@@ -175,7 +180,6 @@ def test_status_masks_the_brokers_password(capsys, monkeypatch):
 
 
 def test_status_names_the_embedded_brokers_file(capsys, monkeypatch, data_home):
-    pytest.importorskip("qtui.core.brokers.sqlite", reason="the embedded broker (issue 3)")
     app = App("t", task_default_queue="st-embedded")
     monkeypatch.setattr(app.control, "ping", lambda timeout: commands.Replies())
     try:
@@ -251,6 +255,55 @@ def test_an_unreachable_broker_is_an_error_naming_it():
     app = App("t", broker="redis://127.0.0.1:1/0")
     with pytest.raises(BrokerUnavailable, match="127.0.0.1:1"):
         qtui(app, "inspect", "ping")
+
+
+UNREACHABLE = "redis://:hunter2@127.0.0.1:1/0"
+
+
+def run_qtui(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The real ``qtui`` command, its error lines unwrapped."""
+    return subprocess.run([sys.executable, "-m", "qtui.tui.cli", *argv], cwd=cwd,
+                          capture_output=True, text=True, timeout=50,
+                          env={**os.environ, "COLUMNS": "300"})
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("argv", [("purge", "-f"), ("events", "--dump")])
+def test_an_unreachable_broker_is_one_error_line_with_the_password_masked(argv, tmp_path):
+    out = run_qtui(tmp_path, "-b", UNREACHABLE, *argv)
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr, out.stderr
+    assert "redis://:**@127.0.0.1:1/0" in out.stderr and "hunter2" not in out.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("argv", [("--dump",), ("--dump", "--json")])
+def test_events_dump_ends_quietly_when_its_reader_leaves(argv, tmp_path):
+    """``qtui events --dump | head -1``."""
+    broker = need_broker("redis")
+    proc = subprocess.Popen([sys.executable, "-m", "qtui.tui.cli", "-b", broker, "events",
+                             *argv], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    stop = threading.Event()
+
+    def send_events() -> None:
+        with Connection(broker) as conn:
+            dispatcher = EventDispatcher(conn, "pipe@test")
+            while not stop.wait(0.1):
+                dispatcher.send("worker-heartbeat", freq=2.0)
+    sender = threading.Thread(target=send_events, daemon=True)
+    sender.start()
+    try:
+        assert proc.stdout is not None and proc.stdout.readline()
+        proc.stdout.close()  # head has read its line
+        assert proc.wait(30) == 0
+        assert proc.stderr is not None and proc.stderr.read() == ""
+    finally:
+        stop.set()
+        sender.join(5)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 # the real command --------------------------------------------------------------------------------

@@ -4,21 +4,26 @@ history. The same console against live workers is in test_console_live.py."""
 
 from __future__ import annotations
 
+import os
+import stat
+from types import SimpleNamespace
+
 import pytest
-from textual.widgets import DataTable
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input
 
 from qtui.core import App
 from qtui.tui.console import Console
 from qtui.tui.feed import Feed
 from qtui.tui.history import History
-from qtui.tui.views.details import TaskDetailScreen
+from qtui.tui.views.details import TaskDetailScreen, WorkerDetailScreen
 from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen, HelpScreen, PromptScreen
 from qtui.tui.views.overview import OverviewScreen
 from qtui.tui.views.queues import QueuesScreen
 from qtui.tui.views.tasks import TasksScreen
 from qtui.tui.views.workers import WorkersScreen
 
-from .console_data import TASKS, FixedConsole, screen_text
+from .console_data import SNAPSHOT, TASKS, FixedConsole, screen_text
 
 SIZE = (140, 40)
 
@@ -287,3 +292,190 @@ async def test_an_offline_worker_can_be_forgotten_but_not_an_online_one():
         table.move_cursor(row=table.get_row_index("celery@gamma"))
         await pilot.press("delete")
         assert [r[0] for r in rows(console, "workers")] == ["qtui@alpha", "qtui@beta"]
+
+
+# a task's detail screen ---------------------------------------------------------------------------
+FAILED = TASKS[3]  # billing.charge (4, 19.99), sent to the "billing" queue
+
+
+async def open_failed_task(pilot: Pilot[None]) -> TaskDetailScreen:
+    await pilot.press("colon", *"tasks args:19.99", "enter", "enter")
+    screen = pilot.app.screen
+    assert isinstance(screen, TaskDetailScreen) and screen.task_id == FAILED.id
+    return screen
+
+
+class SentTasks(list[tuple[str, dict[str, object]]]):
+    """Stands in for ``App.send_task``: records each call's name and options."""
+
+    def __call__(self, name: str, **options: object) -> SimpleNamespace:
+        self.append((name, options))
+        return SimpleNamespace(id="new-task-id")
+
+
+async def test_R_on_a_task_asks_before_revoking_it():
+    console = FixedConsole()
+    async with console.run_test(size=SIZE) as pilot:
+        await open_failed_task(pilot)
+        await pilot.press("R")
+        assert isinstance(console.screen, ConfirmScreen)
+        assert FAILED.id in str(console.screen.question)
+
+
+async def test_T_on_a_task_offers_the_signals():
+    console = FixedConsole()
+    async with console.run_test(size=SIZE) as pilot:
+        await open_failed_task(pilot)
+        await pilot.press("T")
+        assert isinstance(console.screen, ChoiceScreen)
+        await pilot.press("escape")
+        assert isinstance(console.screen, TaskDetailScreen)
+
+
+async def test_y_on_a_task_sends_it_again(monkeypatch):
+    console = FixedConsole()
+    sent = SentTasks()
+    monkeypatch.setattr(console.feed, "full_arguments", lambda task_id: None)
+    monkeypatch.setattr(console.cluster, "send_task", sent)
+    async with console.run_test(size=SIZE) as pilot:
+        await open_failed_task(pilot)
+        await pilot.press("y")
+        await console.workers.wait_for_complete()
+        await pilot.pause()
+        assert [name for name, _ in sent] == ["billing.charge"]
+        assert sent[0][1]["args"] == [4, 19.99] and sent[0][1]["kwargs"] == {}
+        assert console.outcomes[-1].ok
+
+
+async def test_a_retry_goes_to_the_queue_the_task_was_sent_to(monkeypatch):
+    console = FixedConsole()
+    sent = SentTasks()
+    monkeypatch.setattr(console.feed, "full_arguments", lambda task_id: None)
+    monkeypatch.setattr(console.cluster, "send_task", sent)
+    async with console.run_test(size=SIZE) as pilot:
+        console.retry_task(FAILED)
+        await console.workers.wait_for_complete()
+        await pilot.pause()
+    options = sent[0][1]
+    assert options["queue"] == "billing" and options["routing_key"] == "billing"
+
+
+def test_a_task_row_keeps_the_queue_its_task_sent_event_named():
+    from qtui.core.state import State
+    from qtui.tui.feed import task_row
+    state = State()
+    state.ingest([{"type": "task-sent", "uuid": "a", "name": "billing.charge", "args": "(4,)",
+                   "queue": "billing", "exchange": "", "routing_key": "billing",
+                   "hostname": "client", "timestamp": 1.0, "clock": 1},
+                  {"type": "task-failed", "uuid": "a", "exception": "ValueError()",
+                   "hostname": "w1", "timestamp": 2.0, "clock": 2}])
+    row = task_row(state.task("a"))
+    assert (row.queue, row.exchange, row.routing_key) == ("billing", "", "billing")
+
+
+# actions expect replies only from the workers online ----------------------------------------------
+def replying(monkeypatch, console: Console, *hostnames: str) -> None:
+    """Make the workers named (and no other) answer every remote-control call with 'ok'."""
+    def broadcast(method: str, arguments: object, **options: object) -> list[dict[str, object]]:
+        return [{hostname: {"ok": "done"}} for hostname in hostnames]
+    monkeypatch.setattr(console.cluster.control, "broadcast", broadcast)
+
+
+async def test_revoking_a_task_expects_no_reply_from_an_offline_worker(monkeypatch):
+    console = FixedConsole()  # celery@gamma is offline
+    replying(monkeypatch, console, "qtui@alpha", "qtui@beta")
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("3", "R", "y")
+        await console.workers.wait_for_complete()
+        await pilot.pause()
+    outcome = console.outcomes[-1]
+    assert outcome.ok and "no reply" not in outcome.message
+
+
+async def test_terminating_from_a_tasks_details_expects_no_reply_from_an_offline_worker(
+        monkeypatch):
+    console = FixedConsole()
+    replying(monkeypatch, console, "qtui@alpha", "qtui@beta")
+    async with console.run_test(size=SIZE) as pilot:
+        await open_failed_task(pilot)
+        await pilot.press("T", "enter", "y")  # SIGTERM, yes
+        await console.workers.wait_for_complete()
+        await pilot.pause()
+    outcome = console.outcomes[-1]
+    assert outcome.title.startswith("terminate") and outcome.ok, outcome
+
+
+async def test_adding_a_consumer_on_all_workers_expects_no_reply_from_an_offline_worker(
+        monkeypatch):
+    console = FixedConsole()
+    replying(monkeypatch, console, "qtui@alpha", "qtui@beta")
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4", "a", "enter")  # all workers
+        await console.workers.wait_for_complete()
+        await pilot.pause()
+    outcome = console.outcomes[-1]
+    assert outcome.title.startswith("add consumer") and outcome.ok, outcome
+
+
+def test_the_workers_expected_to_answer_are_those_online():
+    from qtui.tui.model import ConsoleModel
+    model = ConsoleModel()
+    model.apply(SNAPSHOT)
+    assert model.alive_workers() == ["qtui@alpha", "qtui@beta"]
+
+
+# narrow terminals, vanishing queues, an unreachable broker ----------------------------------------
+async def test_arrows_switch_state_tabs_on_a_narrow_terminal():
+    console = FixedConsole()
+    async with console.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        assert console.screen.query_one("#tasks", DataTable).max_scroll_x > 0
+        await pilot.press("right", "right")  # ALL -> RECEIVED -> STARTED
+        assert [r[2] for r in rows(console, "tasks")] == ["STARTED"]
+        await pilot.press("left")
+        assert [r[2] for r in rows(console, "tasks")] == ["RECEIVED"]
+
+
+async def test_the_filter_box_keeps_the_arrows_and_the_letters_h_and_l():
+    console = FixedConsole()
+    async with console.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3", "slash", *"hl", "left", "X")
+        screen = console.screen
+        assert isinstance(screen, TasksScreen) and screen.state_tab == "ALL"
+        assert screen.query_one("#filter", Input).value == "hXl"
+
+
+async def test_purging_a_queue_that_just_left_the_broker_still_asks_first():
+    console = FixedConsole()
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        del console.model.queues["celery"]  # the first row; the table has not redrawn yet
+        await pilot.press("P")
+        assert isinstance(console.screen, ConfirmScreen)
+        assert "Purge celery? All waiting" in str(console.screen.question)
+
+
+async def test_a_workers_details_say_when_the_broker_is_unreachable():
+    app = App("t", broker="redis://127.0.0.1:1/0", broker_connection_timeout=0.2)
+    console = FixedConsole(app=app)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("2", "enter")
+        assert isinstance(console.screen, WorkerDetailScreen)
+        await console.workers.wait_for_complete()
+        await pilot.pause()
+        assert "unavailable: cannot send 'stats'" in screen_text(console)
+        assert isinstance(console.screen, WorkerDetailScreen)
+
+
+def test_the_history_file_is_readable_by_its_owner_only(tmp_path):
+    from qtui.core.state import TaskState
+    path = tmp_path / "history.sqlite"
+    umask = os.umask(0o022)  # the usual one, under which files come out world-readable
+    history = History(path, cluster="c")
+    try:
+        history.save([TaskState("t1", args="('secret',)", updated=1.0)])
+        for name in (path, tmp_path / "history.sqlite-wal"):
+            assert stat.S_IMODE(name.stat().st_mode) == 0o600, name
+    finally:
+        history.close()
+        os.umask(umask)

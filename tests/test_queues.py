@@ -8,7 +8,6 @@ tested against a local HTTP server that answers with a recorded ``/api/queues`` 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import threading
 from collections.abc import Iterator
@@ -264,11 +263,6 @@ def app_on_memory(unique):
     app.close()
 
 
-SQLITE_MISSING = importlib.util.find_spec("qtui.core.brokers.sqlite") is None
-
-
-@pytest.mark.skipif(SQLITE_MISSING, reason="qtui.core.brokers.sqlite (issue 3) is not in the "
-                                           "tree yet")
 def test_the_embedded_broker_lists_a_queue_nobody_consumes(tmp_path, unique):
     app = App("client", broker=f"sqlite://{tmp_path / 'broker.sqlite'}",
               task_default_queue=f"sq-{unique}", result_backend=None)

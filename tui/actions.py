@@ -122,10 +122,13 @@ class Actions:
             return Outcome(f"purge {queue}", (f"could not purge {queue}: {exc}",), False)
         return Outcome(f"purge {queue}", (f"removed {count} message(s) from {queue}",), True)
 
-    def retry(self, name: str, args: Any, kwargs: Any, queue: str | None = None) -> Outcome:
-        """Send the task again as a new task with the same name and arguments."""
+    def retry(self, name: str, args: Any, kwargs: Any, queue: str | None = None,
+              exchange: str | None = None, routing_key: str | None = None) -> Outcome:
+        """Send the task again as a new task with the same name and arguments, routed as given
+        (the app's routing for what is None)."""
         try:
-            result = self.app.send_task(name, args=list(args), kwargs=dict(kwargs), queue=queue)
+            result = self.app.send_task(name, args=list(args), kwargs=dict(kwargs), queue=queue,
+                                        exchange=exchange, routing_key=routing_key)
         except Exception as exc:
             return Outcome(f"retry {name}", (f"could not send: {exc}",), False)
         return Outcome(f"retry {name}", (f"sent again as {result.id}",), True)

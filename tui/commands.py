@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -313,11 +314,15 @@ def purge_command(args: argparse.Namespace, app: App) -> int:
             return 1
     out = _out()
     total = 0
-    with inspector_for(app) as inspector:
-        for name in names:
-            count = inspector.purge(name)
-            total += count
-            out.print(f"{name}: purged {count} message{'s' if count != 1 else ''}", markup=False)
+    try:
+        with inspector_for(app) as inspector:
+            for name in names:
+                count = inspector.purge(name)
+                total += count
+                out.print(f"{name}: purged {count} message{'s' if count != 1 else ''}",
+                          markup=False)
+    except _broker_errors(app) as exc:
+        raise _unavailable(app, "cannot purge", exc) from exc
     out.print(f"Purged {total} message{'s' if total != 1 else ''} from {len(names)} queue"
               f"{'s' if len(names) != 1 else ''}.", markup=False)
     return 0
@@ -326,20 +331,37 @@ def purge_command(args: argparse.Namespace, app: App) -> int:
 # events -----------------------------------------------------------------------------------------
 def events_command(args: argparse.Namespace, app: App) -> int:
     """``qtui events --dump [--count N]``: print events until Ctrl-C or N of them."""
-    out = _out()
     try:
         with EventReceiver(app) as receiver:
             for event in receiver.events(limit=args.count):
-                if args.json:
-                    print(json.dumps(event, default=str, sort_keys=True), flush=True)
-                else:
-                    out.print(format_event(event), markup=False)
+                line = json.dumps(event, default=str, sort_keys=True) if args.json \
+                    else format_event(event)
+                print(line, flush=True)
     except KeyboardInterrupt:
         return 0
-    except (OSError, KombuOperationalError) as exc:
-        raise BrokerUnavailable(f"cannot read events from the broker at "
-                                f"{mask_url(app.broker_url)}: {exc}. Is it running?") from exc
+    except BrokenPipeError:  # the reader left (`qtui events --dump | head`): that is the end
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        return 0
+    except _broker_errors(app) as exc:
+        raise _unavailable(app, "cannot read events", exc) from exc
     return 0
+
+
+def _broker_errors(app: App) -> tuple[type[BaseException], ...]:
+    """What the app's transport raises when its broker is unreachable or refuses."""
+    connection = app.connection_for_read()  # not connected: only asked for its errors
+    return (*connection.connection_errors, *connection.channel_errors, OSError,
+            KombuOperationalError)
+
+
+def _unavailable(app: App, what: str, exc: BaseException) -> BrokerUnavailable:
+    """The error to show for ``exc``, the broker's password masked."""
+    where = mask_url(app.broker_url)
+    reason = str(exc).replace(app.broker_url, where) or type(exc).__name__
+    if isinstance(exc, app.connection_for_read().channel_errors):
+        return BrokerUnavailable(f"{what}: the broker at {where} refused ({reason})")
+    return BrokerUnavailable(f"{what}: the broker at {where} is unreachable ({reason}). "
+                             "Is it running?")
 
 
 #: Fields every event has; a dump line shows them in its head, not in the key=value list.

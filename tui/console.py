@@ -176,8 +176,8 @@ class Console(TextualApp[None]):
                     severity="information" if outcome.ok else "error", timeout=8)
 
     def retry_task(self, task: TaskRow) -> None:
-        """Send a task again with its full original arguments (refused when only a truncated
-        repr of them is known)."""
+        """Send a task again with its full original arguments, where it was sent the first time
+        (refused when only a truncated repr of the arguments is known)."""
         if self.read_only:
             self.notify("The console is read-only (--read-only)", severity="error")
             return
@@ -192,7 +192,9 @@ class Console(TextualApp[None]):
                 "repr was seen), so it cannot be retried faithfully.", severity="error")
             return
         args, kwargs = arguments
-        self.post_message(self.ActionDone(self.actions.retry(task.name, args, kwargs)))
+        self.post_message(self.ActionDone(self.actions.retry(
+            task.name, args, kwargs, queue=task.queue or None, exchange=task.exchange or None,
+            routing_key=task.routing_key or None)))
 
     # navigation ---------------------------------------------------------------------------------
     def action_back(self) -> None:

@@ -75,7 +75,8 @@ def task_row(task: TaskState) -> TaskRow:
         received=task.received or task.sent, started=task.started, runtime=task.runtime,
         args=_text(task.args), kwargs=_text(task.kwargs), result=_text(task.result),
         exception=_text(task.exception), traceback=task.traceback or "",
-        retries=task.retries or 0, eta=task.eta or "",
+        retries=task.retries or 0, eta=task.eta or "", queue=task.queue or "",
+        exchange=task.exchange or "", routing_key=task.routing_key or "",
         timeline=tuple((kind, stamp, host, "") for kind, stamp, host in task.timeline),
         updated=task.updated)
 
@@ -223,7 +224,8 @@ class Feed:
 
     # on demand (blocking: call from a thread worker) --------------------------------------------
     def inspect(self, hostname: str, method: str, *arguments: str, timeout: float = 2.0) -> Any:
-        """One worker's reply to an inspect method, or None when it did not answer."""
+        """One worker's reply to an inspect method, or None when it did not answer; raises
+        BrokerUnavailable when the broker cannot be reached."""
         inspect = self.app.control.inspect(destination=[hostname], timeout=timeout)
         replies = getattr(inspect, method)(*arguments) or {}
         return replies.get(hostname)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -40,6 +41,9 @@ class History:
         self._writes = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner only: it holds task arguments, results and tracebacks. SQLite gives its
+            # -wal and -shm files the mode of the database file.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]

@@ -50,5 +50,9 @@ class ConsoleModel:
                     break
         return failures
 
+    def alive_workers(self) -> list[str]:
+        """Hostnames of the workers online now: the only ones an action can expect to answer."""
+        return sorted(w.hostname for w in self.workers.values() if w.alive)
+
     def workers_consuming(self, queue: str) -> list[str]:
         return sorted(w.hostname for w in self.workers.values() if queue in w.queues)

@@ -53,6 +53,10 @@ class TaskRow:
     traceback: str = ""
     retries: int = 0
     eta: str = ""
+    queue: str = ""
+    exchange: str = ""
+    routing_key: str = ""
+    """Where the task was sent ('' unless a task-sent event said): a retry goes there too."""
     timeline: tuple[tuple[str, float, str, str], ...] = ()
     updated: float = 0.0
 

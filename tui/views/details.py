@@ -15,7 +15,10 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
-from ..rows import TaskEvent
+from qtui.core.exceptions import BrokerUnavailable
+
+from ..actions import SIGNALS
+from ..rows import TaskEvent, TaskRow
 from . import format
 from .base import ClusterView
 
@@ -106,27 +109,28 @@ class TaskDetailScreen(ClusterView):
                                            step.hostname, step.detail))
         self.query_one("#timeline", Static).update(timeline)
 
-    def _task(self):  # type: ignore[no-untyped-def]
+    def current_task(self) -> TaskRow | None:
+        """The task shown, as the model has it now (says so when it is gone). Not ``_task``:
+        Textual's message pump keeps its asyncio task under that name."""
         task = self.console.model.tasks.get(self.task_id)
         if task is None:
             self.notify("Task is no longer in memory", severity="warning")
         return task
 
     def action_revoke(self) -> None:
-        if task := self._task():
+        if task := self.current_task():
             self.confirm(f"Revoke {task.name} [{task.id}]?", lambda: self.perform(
-                lambda: self.console.actions.revoke(task.id, self.console.model.workers)))
+                lambda: self.console.actions.revoke(task.id, self.console.model.alive_workers())))
 
     def action_terminate(self) -> None:
-        from ..actions import SIGNALS
-        if task := self._task():
+        if task := self.current_task():
             self.choose("Signal", list(SIGNALS), lambda signal: self.confirm(
                 f"Terminate {task.name} [{task.id}] with {signal}?", lambda: self.perform(
-                    lambda: self.console.actions.terminate(task.id, signal,
-                                                           self.console.model.workers))))
+                    lambda: self.console.actions.terminate(
+                        task.id, signal, self.console.model.alive_workers()))))
 
     def action_retry(self) -> None:
-        if task := self._task():
+        if task := self.current_task():
             self.console.retry_task(task)
 
 
@@ -155,10 +159,20 @@ class WorkerDetailScreen(ClusterView):
             self.query_one(f"#body-{method}", Static).update("loading…")
             self.load(method)
 
-    @work(thread=True, group="inspect")
+    @work(thread=True, group="inspect", exit_on_error=False)
     def load(self, method: str) -> None:
-        reply = self.console.inspect(self.hostname, method, *INSPECT_ARGUMENTS.get(method, ()))
+        try:
+            reply = self.console.inspect(self.hostname, method,
+                                         *INSPECT_ARGUMENTS.get(method, ()))
+        except BrokerUnavailable as exc:
+            self.app.call_from_thread(self.show_unavailable, method, str(exc))
+            return
         self.app.call_from_thread(self.show, method, reply)
+
+    def show_unavailable(self, method: str, reason: str) -> None:
+        if self.is_mounted:
+            self.query_one(f"#body-{method}", Static).update(
+                f"[red]unavailable: {escape(reason)}[/red]")
 
     def show(self, method: str, reply: Any) -> None:
         if not self.is_mounted:

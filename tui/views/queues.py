@@ -39,7 +39,8 @@ class QueuesScreen(TableView):
 
     def action_purge(self) -> None:
         if queue := self.selected():
-            depth = self.console.model.queues[queue].depth
+            row = self.console.model.queues.get(queue)  # it may have just left the broker
+            depth = row.depth if row is not None else None
             self.confirm(f"Purge {queue}? {depth if depth is not None else 'All'} waiting "
                          "message(s) will be deleted.",
                          lambda: self.perform(lambda: self.console.actions.purge(queue)))
@@ -48,13 +49,13 @@ class QueuesScreen(TableView):
         if queue := self.selected():
             self._for_workers(f"Which worker should consume {queue}?",
                               lambda dest: self.console.actions.add_consumer(
-                                  queue, dest, self.console.model.workers))
+                                  queue, dest, self.console.model.alive_workers()))
 
     def action_cancel_consumer(self) -> None:
         if queue := self.selected():
             self._for_workers(f"Which worker should stop consuming {queue}?",
                               lambda dest: self.console.actions.cancel_consumer(
-                                  queue, dest, self.console.model.workers))
+                                  queue, dest, self.console.model.alive_workers()))
 
     def _for_workers(self, question: str, call) -> None:  # type: ignore[no-untyped-def]
         choices = ["all workers", *sorted(self.console.model.workers)]

@@ -37,8 +37,10 @@ class TasksScreen(ClusterView):
         Binding("S", "reverse", "Reverse"),
         Binding("right_square_bracket", "page(1)", "Next page"),
         Binding("left_square_bracket", "page(-1)", "Prev page", show=False),
-        Binding("left,h", "tab(-1)", "Prev state", show=False),
-        Binding("right,l", "tab(1)", "Next state", show=False),
+        # Before the table's own keys (it scrolls sideways with the arrows when it is wider
+        # than the terminal); not in the filter box: see check_action.
+        Binding("left,h", "tab(-1)", "Prev state", show=False, priority=True),
+        Binding("right,l", "tab(1)", "Next state", show=False, priority=True),
         Binding("R", "revoke", "Revoke"),
         Binding("T", "terminate", "Terminate"),
         Binding("y", "retry", "Retry"),
@@ -165,6 +167,11 @@ class TasksScreen(ClusterView):
             self.notify("No task selected", severity="warning")
         return task
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "tab" and isinstance(self.focused, Input):
+            return False  # the keys edit the filter
+        return super().check_action(action, parameters)
+
     # events -----------------------------------------------------------------------------------
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
         self.state_tab = event.tab.id or "ALL"
@@ -223,14 +230,14 @@ class TasksScreen(ClusterView):
         if task := self.selected():
             self.confirm(f"Revoke {task.name} [{task.id}]? It will not run.",
                          lambda: self.perform(lambda: self.console.actions.revoke(
-                             task.id, self.console.model.workers)))
+                             task.id, self.console.model.alive_workers())))
 
     def action_terminate(self) -> None:
         if task := self.selected():
             def chosen(signal: str) -> None:
                 self.confirm(f"Terminate {task.name} [{task.id}] with {signal}?",
                              lambda: self.perform(lambda: self.console.actions.terminate(
-                                 task.id, signal, self.console.model.workers)))
+                                 task.id, signal, self.console.model.alive_workers())))
             self.choose(f"Signal for {task.name} [{task.id}]", list(SIGNALS), chosen)
 
     def action_retry(self) -> None:
@@ -243,7 +250,8 @@ class TasksScreen(ClusterView):
                 destination = None if scope == "all workers" else [scope]
                 self.ask(f"Rate limit for {task.name} on {scope} (e.g. 10/s, 5/m, 0 = none)",
                          lambda rate: self.perform(lambda: self.console.actions.rate_limit(
-                             task.name, rate, destination, self.console.model.workers)),
+                             task.name, rate, destination,
+                             self.console.model.alive_workers())),
                          "10/m")
             self.choose("Apply to", ["all workers", *sorted(self.console.model.workers)], chosen)
 
