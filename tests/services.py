@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import NoReturn
 
 import pytest
 
@@ -20,11 +21,15 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-def need(name: str, host: str, port: int) -> None:
-    if _reachable(host, port):
-        return
-    message = (f"{name} is not reachable at {host}:{port}; start it (see the README's "
-               "'Services' section)")
+def unavailable(message: str) -> NoReturn:
+    """Skip the test because something it needs is missing (a service, a program, root), or
+    fail it under QTUI_REQUIRE_SERVICES=1, where every test must run."""
     if REQUIRE_SERVICES:
         pytest.fail(f"QTUI_REQUIRE_SERVICES=1 and {message}", pytrace=False)
     pytest.skip(message)
+
+
+def need(name: str, host: str, port: int) -> None:
+    if not _reachable(host, port):
+        unavailable(f"{name} is not reachable at {host}:{port}; start it (see the README's "
+                    "'Services' section)")

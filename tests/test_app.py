@@ -52,7 +52,8 @@ def test_main_module_tasks_are_named_after_the_app(tmp_path):
             return x + y
         print(add.name)
     """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                         timeout=60)
     assert out.stdout.strip() == "tasks.add"
 
 

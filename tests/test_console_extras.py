@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +79,23 @@ async def test_a_worker_that_does_not_answer_is_shown_as_such(monkeypatch):
         assert "qtui@alpha did not reply to stats" in screen_text(console)
 
 
+def started_at(pid: int) -> str | None:
+    """When process ``pid`` started (a reused pid starts later); None once it has ended (gone,
+    or a zombie)."""
+    try:
+        state, *fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+    return None if state == "Z" else fields[18]
+
+
+def children(pid: int) -> dict[int, str]:
+    """The running processes ``pid`` started, each with its start time."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=10)
+    return {child: start for child in map(int, found.stdout.split())
+            if (start := started_at(child)) is not None}
+
+
 @pytest.mark.timeout(90)
 def test_qtui_demo_brings_up_a_live_cluster_and_takes_it_down(tmp_path):
     """`make run` runs `qtui demo`: within seconds a worker is online and tasks of every kind
@@ -89,6 +107,7 @@ def test_qtui_demo_brings_up_a_live_cluster_and_takes_it_down(tmp_path):
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     feed = Feed(App("watcher", broker=broker))
     thread = threading.Thread(target=feed.run, args=(lambda snapshot: None, 0.2), daemon=True)
+    started: dict[int, str] = {}
     try:
         thread.start()
         deadline = time.monotonic() + 45
@@ -104,6 +123,9 @@ def test_qtui_demo_brings_up_a_live_cluster_and_takes_it_down(tmp_path):
         assert wanted <= seen, seen
         assert alive and alive[0].startswith("demo@")
         assert {"demo.add", "demo.charge_card", "demo.fetch_feed"} <= names
+        started = children(demo.pid)
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in started]
+        assert any(b"qtui.workers.cli" in command for command in commands), commands
     finally:
         feed.stop()
         os.killpg(demo.pid, signal.SIGINT)
@@ -114,5 +136,6 @@ def test_qtui_demo_brings_up_a_live_cluster_and_takes_it_down(tmp_path):
             output, _ = demo.communicate()
         thread.join(5)
     assert demo.returncode == 0, output
-    leftover = subprocess.run(["pgrep", "-f", f"demo_tasks.*{tmp_path}"], capture_output=True)
-    assert leftover.stdout == b""
+    leftover = [pid for pid, start in started.items() if started_at(pid) == start]
+    assert leftover == [], f"the demo left {leftover} running"
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,6 +28,9 @@ from .worker_helpers import Setup, make_setup
 
 SIZE = (160, 45)
 BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/9"
+#: Seconds a task runs (or waits for its countdown) when the test stops it: long enough to stop it
+#: from the console, short enough that the test can wait past its end to see it never ran.
+SHORT = 5
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +74,23 @@ def outcome_text(console: Console) -> str:
     return "\n".join(f"{o.title}: {o.message}" for o in console.outcomes)
 
 
-async def show_task(pilot: Any, console: Console, task_id: str, state: str | None = None) -> None:
-    """Open the tasks view filtered to one task, and wait for it (in ``state``)."""
+async def filter_tasks(pilot: Any, task_id: str) -> None:
+    """Open the tasks view filtered to one task (sent already, or about to be)."""
     await pilot.press("colon", *f"tasks id:{task_id}", "enter")
 
+
+async def wait_task(pilot: Any, console: Console, task_id: str, state: str | None = None) -> None:
+    """Wait for the filtered tasks view to show the task (in ``state``)."""
     def shown() -> bool:
         rows = table_rows(console, "tasks")
         return bool(rows) and (state is None or rows[0][2] == state)
     await until(pilot, shown, what=f"task {task_id} in state {state}")
+
+
+async def show_task(pilot: Any, console: Console, task_id: str, state: str | None = None) -> None:
+    """Open the tasks view filtered to one task, and wait for it (in ``state``)."""
+    await filter_tasks(pilot, task_id)
+    await wait_task(pilot, console, task_id, state)
 
 
 async def test_workers_view_shows_the_live_worker_with_its_pool_and_queues(world):
@@ -129,8 +142,11 @@ async def test_revoke_a_scheduled_task_from_the_tasks_view(world):
     console = open_console(setup)
     async with console.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: console.model.connected, what="connected")
-        later = app.send_task("tasks.mark", args=["never"], countdown=4)
-        await show_task(pilot, console, later.id, "RECEIVED")
+        task_id = str(uuid.uuid4())
+        await filter_tasks(pilot, task_id)  # before sending: typing the filter takes seconds
+        sent = time.time()
+        later = app.send_task("tasks.mark", args=["never"], countdown=SHORT, task_id=task_id)
+        await wait_task(pilot, console, later.id, "RECEIVED")
         await pilot.press("R")
         assert isinstance(console.screen, ConfirmScreen)
         await pilot.press("y")
@@ -139,7 +155,8 @@ async def test_revoke_a_scheduled_task_from_the_tasks_view(world):
         assert "revoked" in outcome_text(console)
         await until(pilot, lambda: table_rows(console, "tasks")[0][2] == "REVOKED", timeout=15,
                     what="task revoked")
-    assert setup.records("mark") == []
+    await asyncio.sleep(max(0.0, sent + SHORT + 2 - time.time()))  # past its countdown
+    assert [r for r in setup.records("mark") if r["tag"] == "never"] == []
     app.close()
 
 
@@ -149,8 +166,11 @@ async def test_terminate_a_running_task_with_a_chosen_signal(world):
     console = open_console(setup)
     async with console.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: console.model.connected, what="connected")
-        running = app.send_task("tasks.slow", args=[30, "terminate-me"])
-        await show_task(pilot, console, running.id, "STARTED")
+        task_id = str(uuid.uuid4())
+        await filter_tasks(pilot, task_id)  # before sending: typing the filter takes seconds
+        sent = time.time()
+        running = app.send_task("tasks.slow", args=[SHORT, "terminate-me"], task_id=task_id)
+        await wait_task(pilot, console, running.id, "STARTED")
         await pilot.press("T")
         assert isinstance(console.screen, ChoiceScreen)
         await pilot.press("down", "enter")  # SIGKILL
@@ -160,7 +180,9 @@ async def test_terminate_a_running_task_with_a_chosen_signal(world):
         assert f"{hostname}: OK" in outcome_text(console)
         await until(pilot, lambda: table_rows(console, "tasks")[0][2] == "REVOKED", timeout=15,
                     what="task terminated")
-    assert [r["tag"] for r in setup.records("done")] == []
+    started = next((r["t"] for r in setup.records("started") if r["tag"] == "terminate-me"), sent)
+    await asyncio.sleep(max(0.0, started + SHORT + 2 - time.time()))  # past when it would end
+    assert [r for r in setup.records("done") if r["tag"] == "terminate-me"] == []
     app.close()
 
 
@@ -235,33 +257,43 @@ async def test_pool_grow_and_shrink_from_the_workers_view(world):
 async def test_time_limit_and_consumers_from_the_workers_view(world):
     setup, hostname = world
     extra = f"{setup.queue}-extra"
+    app = setup.app()
     console = open_console(setup)
-    async with console.run_test(size=SIZE) as pilot:
-        await pilot.press("2")
-        await until(pilot, lambda: any(r[0] == hostname for r in table_rows(console, "workers")),
-                    what="worker row")
-        select(console, "workers", hostname)
-        await pilot.press("t", *"tasks.slow 10 20", "enter")
-        await until(pilot, lambda: console.outcomes, what="time limit outcome")
-        assert f"{hostname}: OK" in outcome_text(console)
+    try:
+        async with console.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await until(pilot, lambda: any(r[0] == hostname
+                                           for r in table_rows(console, "workers")),
+                        what="worker row")
+            select(console, "workers", hostname)
+            await pilot.press("t", *"tasks.slow 10 20", "enter")
+            await until(pilot, lambda: console.outcomes, what="time limit outcome")
+            assert f"{hostname}: OK" in outcome_text(console)
 
-        select(console, "workers", hostname)
-        await pilot.press("a", *extra, "enter")
-        await until(pilot, lambda: len(console.outcomes) == 2, what="add consumer outcome")
-        assert f"{hostname}: OK" in console.outcomes[-1].message
-        await pilot.press("4")
-        await until(pilot, lambda: any(r[0] == extra and hostname in r[4]
-                                       for r in table_rows(console, "queues")),
-                    what="the new queue consumed by the worker")
-        await pilot.press("2")
-        select(console, "workers", hostname)
-        await pilot.press("x", *extra, "enter")
-        await until(pilot, lambda: len(console.outcomes) == 3, what="cancel consumer outcome")
-        assert f"{hostname}: OK" in console.outcomes[-1].message
-        await pilot.press("4")
-        await until(pilot, lambda: not any(r[0] == extra and hostname in r[4]
+            select(console, "workers", hostname)
+            await pilot.press("a", *extra, "enter")
+            await until(pilot, lambda: len(console.outcomes) == 2, what="add consumer outcome")
+            assert f"{hostname}: OK" in console.outcomes[-1].message
+            await pilot.press("4")
+            await until(pilot, lambda: any(r[0] == extra and hostname in r[4]
                                            for r in table_rows(console, "queues")),
-                    what="the queue no longer consumed")
+                        what="the new queue consumed by the worker")
+            await pilot.press("2")
+            select(console, "workers", hostname)
+            await pilot.press("x", *extra, "enter")
+            await until(pilot, lambda: len(console.outcomes) == 3,
+                        what="cancel consumer outcome")
+            assert f"{hostname}: OK" in console.outcomes[-1].message
+            await pilot.press("4")
+            await until(pilot, lambda: not any(r[0] == extra and hostname in r[4]
+                                               for r in table_rows(console, "queues")),
+                        what="the queue no longer consumed")
+    finally:
+        # The module's worker is shared: give tasks.slow back its time limits (none).
+        reset = app.control.time_limit("tasks.slow", destination=[hostname], reply=True,
+                                       timeout=10)
+        app.close()
+    assert reset.by_worker()[hostname] == {"ok": "time limits set successfully"}
 
 
 async def test_purge_a_queue_nobody_consumes(world):

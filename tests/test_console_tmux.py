@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .services import REDIS_HOST, REDIS_PORT, need
+from .services import REDIS_HOST, REDIS_PORT, need, unavailable
 from .worker_helpers import Setup, make_setup
 
 BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/9"
@@ -72,6 +72,12 @@ class Terminal:
         raise AssertionError(f"{texts} not in the notifications after {timeout}s:\n{notes}\n"
                              f"{self.screen()}")
 
+    def running(self) -> bool:
+        """Whether the console still runs: its pane is alive (the server ends with it)."""
+        panes = subprocess.run(["tmux", "-L", self.socket, "list-panes", "-a", "-F",
+                                "#{pane_dead}"], capture_output=True, text=True, timeout=10)
+        return panes.returncode == 0 and "0" in panes.stdout.split()
+
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
                        timeout=10)
@@ -80,7 +86,7 @@ class Terminal:
 @pytest.fixture
 def terminal(unique) -> Iterator[Terminal]:
     if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
+        unavailable("tmux is not installed")
     term = Terminal(f"qtui-test-{unique}")
     yield term
     term.kill()
@@ -151,8 +157,7 @@ def test_the_console_in_a_real_terminal(terminal: Terminal, live, tmp_path):
 
     terminal.keys("q")
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if "qtui" not in terminal.screen():
-            break
+    while terminal.running() and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert not terminal.running(), f"the console still runs after q:\n{terminal.screen()}"
     app.close()

@@ -9,7 +9,7 @@ import pytest
 
 from bench import faults
 
-from .services import REDIS_HOST, REDIS_PORT, need
+from .services import REDIS_HOST, REDIS_PORT, need, unavailable
 
 
 @pytest.fixture(autouse=True)
@@ -27,9 +27,9 @@ def test_malformed_messages_among_valid_ones_are_dead_lettered_with_reasons(tmp_
 @pytest.mark.timeout(120)
 def test_a_full_disk_under_the_embedded_broker_is_a_clear_error_and_loses_nothing(tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+        unavailable("mounting a small tmpfs needs root")
     outcome = faults.disk_full(tmp_path, batch=20)
     if any(note.startswith("not run") for note in outcome.notes):
-        pytest.skip(outcome.notes[0])
+        unavailable(outcome.notes[0])
     assert outcome.passed, outcome
     assert "has no space left on its disk" in " ".join(outcome.notes)

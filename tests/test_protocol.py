@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import celery
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -178,7 +179,6 @@ def test_fuzzed_valid_messages_round_trip(args, kwargs, retries, priority):
 
 
 def test_a_message_built_by_real_celery_parses_to_the_same_task():
-    celery = pytest.importorskip("celery")
     app = celery.Celery("interop", set_as_current=False)
     eta = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
     built = app.amqp.as_task_v2(

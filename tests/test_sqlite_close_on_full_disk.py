@@ -16,6 +16,8 @@ from kombu import Connection, Consumer, Producer, Queue
 
 from qtui.core import brokers
 
+from .services import unavailable
+
 brokers.register()
 
 
@@ -23,13 +25,13 @@ brokers.register()
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MB tmpfs of the test's own."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+        unavailable("mounting a small tmpfs needs root")
     disk = tmp_path / "disk"
     disk.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        unavailable(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
         yield disk
     finally:

@@ -39,7 +39,7 @@ def test_tasks_run_and_results_are_stored_on_each_pool_and_broker(every_setup: S
 @pytest.mark.timeout(60)
 def test_run_worker_help_lists_every_option():
     out = subprocess.run([sys.executable, "-m", "qtui.tui.cli", "run-worker", "--help"],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, timeout=60).stdout
     for option in ("--loglevel", "--concurrency", "--pool", "--queues", "--hostname",
                    "--prefetch-multiplier", "--max-tasks-per-child", "--time-limit",
                    "--soft-time-limit", "--pidfile", "--logfile", "--statedb",

@@ -39,6 +39,9 @@ REQUEST_INFO_KEYS = {"id", "name", "args", "kwargs", "type", "hostname", "time_s
                      "acknowledged", "delivery_info", "worker_pid"}
 #: Keys of a Celery worker's stats reply.
 STATS_KEYS = {"total", "pid", "clock", "uptime", "pool", "broker", "prefetch_count", "rusage"}
+#: Seconds a task runs when the test shows it was stopped: long enough to reach it while it
+#: runs, short enough that the test can wait past its end to see it never finished.
+SHORT = 5
 
 
 class Node:
@@ -155,7 +158,8 @@ def test_scheduled_lists_a_task_waiting_for_its_eta(node: Node):
 # control ----------------------------------------------------------------------------------------
 @pytest.mark.timeout(90)
 def test_revoke_with_terminate_kills_only_the_target_task(node: Node):
-    target = node.app.send_task("tasks.slow", args=[30, "target"])
+    tag, sent = f"target-{uuid.uuid4().hex[:8]}", time.time()
+    target = node.app.send_task("tasks.slow", args=[SHORT, tag])
     other = node.app.send_task("tasks.slow", args=[30, "other"])
     try:
         eventually(lambda: {target.id, other.id} <= set(node.active_ids()), "both running")
@@ -169,7 +173,9 @@ def test_revoke_with_terminate_kills_only_the_target_task(node: Node):
     finally:
         node.app.control.terminate(other.id, destination=[node.hostname])
     other.get(timeout=30, propagate=False)
-    assert node.setup.records("done") == []
+    started = next((r["t"] for r in node.setup.records("started") if r["tag"] == tag), sent)
+    time.sleep(max(0.0, started + SHORT + 2 - time.time()))  # past when it would have ended
+    assert [r for r in node.setup.records("done") if r["tag"] == tag] == []
 
 
 @pytest.mark.timeout(60)
@@ -187,16 +193,17 @@ def test_rate_limit_changes_behaviour_at_run_time(node: Node):
     try:
         assert "tasks.mark [rate_limit=1/h]" in \
             node.inspect().registered("rate_limit")[node.hostname]
-        results = [node.app.send_task("tasks.mark", args=[f"r{n}"]) for n in range(3)]
-        assert results[0].get(timeout=30) == "r0"
+        tags = [f"rate-{n}-{uuid.uuid4().hex[:8]}" for n in range(3)]
+        results = [node.app.send_task("tasks.mark", args=[tag]) for tag in tags]
+        assert results[0].get(timeout=30) == tags[0]
         waiting = eventually(lambda: [t["id"] for t in node.inspect().reserved()[node.hostname]
                                       if t["name"] == "tasks.mark"], "two tasks waiting")
         assert sorted(waiting) == sorted(r.id for r in results[1:])
-        assert [r["tag"] for r in node.setup.records("mark")] == ["r0"]
+        assert [r["tag"] for r in node.setup.records("mark") if r["tag"] in tags] == tags[:1]
     finally:
         assert node.ask("rate_limit", task_name="tasks.mark", rate_limit=0) == {
             "ok": "rate limit disabled successfully"}
-    assert [r.get(timeout=30) for r in results[1:]] == ["r1", "r2"]
+    assert [r.get(timeout=30) for r in results[1:]] == tags[1:]
 
 
 @pytest.mark.timeout(60)

@@ -16,8 +16,9 @@ from kombu import Connection
 from .services import REDIS_HOST, REDIS_PORT
 from .worker_helpers import make_setup, wait_for
 
-#: A database of this test's own: kombu's unacked index and restore mutex are per database.
-BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/12"
+#: A database of this test's own (no other test or benchmark uses it; this test flushes it):
+#: kombu's unacked index and restore mutex are per database.
+BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/2"
 MESSAGES = 300
 
 

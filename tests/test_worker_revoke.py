@@ -10,7 +10,11 @@ import pytest
 from qtui.core import states
 from qtui.core.exceptions import TaskRevokedError
 
-from .worker_helpers import Setup, every_setup, redis_setup  # noqa: F401 - fixtures
+from .worker_helpers import Setup, every_setup, hostname_of, redis_setup  # noqa: F401 - fixtures
+
+#: Seconds a task runs when the test shows it was stopped: short enough that the test can wait
+#: past its end to see it never finished.
+SHORT = 3
 
 
 @pytest.mark.timeout(90)
@@ -32,7 +36,7 @@ def test_ping_is_answered(redis_setup: Setup):
     with redis_setup.worker("-P", "solo"):
         app = redis_setup.app()
         replies = app.control.broadcast("ping", reply=True, timeout=3)
-        assert any(reply.get(next(iter(reply))) == {"ok": "pong"} for reply in replies)
+        assert replies.by_worker().get(hostname_of(redis_setup)) == {"ok": "pong"}
         app.close()
 
 
@@ -43,7 +47,8 @@ def test_the_revoked_set_survives_a_restart_with_statedb(redis_setup: Setup, tmp
     app = redis_setup.app()
     with redis_setup.worker("-P", "solo", "--statedb", statedb):
         replies = app.control.revoke(task_id, reply=True, timeout=3)
-        assert replies and "flagged as revoked" in str(replies)
+        assert replies.by_worker().get(hostname_of(redis_setup)) == {
+            "ok": f"tasks {{'{task_id}'}} flagged as revoked"}
     result = app.send_task("tasks.mark", args=["revoked"], task_id=task_id)
     with redis_setup.worker("-P", "solo", "--statedb", statedb, name="again"):
         exc = result.get(timeout=30, propagate=False)
@@ -56,11 +61,12 @@ def test_the_revoked_set_survives_a_restart_with_statedb(redis_setup: Setup, tmp
 def test_revoke_with_terminate_kills_the_running_task(redis_setup: Setup):
     with redis_setup.worker("-P", "prefork", "-c", "2"):
         app = redis_setup.app()
-        result = app.send_task("tasks.slow", args=[30, "killed"])
-        redis_setup.wait_records("started", 1)
+        result = app.send_task("tasks.slow", args=[SHORT, "killed"])
+        started = redis_setup.wait_records("started", 1)[0]["t"]
         app.control.revoke(result.id, terminate=True, signal="SIGKILL")
         exc = result.get(timeout=20, propagate=False)
         assert result.state == states.REVOKED and "terminated" in str(exc)
+        time.sleep(max(0.0, started + SHORT + 2 - time.time()))  # past when it would have ended
         assert redis_setup.records("done") == []
         assert app.send_task("tasks.add", args=[2, 2]).get(timeout=20) == 4
         app.close()
