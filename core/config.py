@@ -326,7 +326,10 @@ class Conf(MutableMapping[str, Any]):
 
 
 _SECRET_WORDS = re.compile(r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|DATABASE|CREDENTIAL", re.I)
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@\s]*:)(?P<password>[^@/\s]+)(?=@)", re.I)
+#: A URL's password: up to the *last* ``@`` of the authority (a password may hold one, as
+#: kombu and urllib read it).
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@\s]*:)(?P<password>[^/\s]+)"
+                           r"(?=@[^@/\s]*(?:[/?#\s]|$))", re.I)
 
 
 def mask_url(url: str) -> str:

@@ -142,6 +142,10 @@ def test_discovery_prefers_the_flag_then_the_environment_then_the_working_direct
 def test_secrets_are_censored():
     assert mask_url("redis://:hunter2@host:6379/0") == "redis://:**@host:6379/0"
     assert mask_url("amqp://guest:guest@h//") == "amqp://guest:**@h//"
+    assert mask_url("amqp://user:p@ss@host//") == "amqp://user:**@host//"
+    assert mask_url("redis://:a@h1/0 and amqp://u:p@ss@h2:5672//") == \
+        "redis://:**@h1/0 and amqp://u:**@h2:5672//"
+    assert mask_url("redis://h:6379/0") == "redis://h:6379/0"
     conf = Conf({"broker_url": "amqp://u:pw@h//", "broker_transport_options": {"password": "x"}})
     censored = conf.censored()
     assert censored["broker_url"] == "amqp://u:**@h//"
