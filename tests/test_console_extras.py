@@ -138,4 +138,3 @@ def test_qtui_demo_brings_up_a_live_cluster_and_takes_it_down(tmp_path):
     assert demo.returncode == 0, output
     leftover = [pid for pid, start in started.items() if started_at(pid) == start]
     assert leftover == [], f"the demo left {leftover} running"
-

@@ -22,18 +22,18 @@ def test_a_finished_task_is_not_given_back_while_its_ack_waits(tmp_path, unique,
     client = redis.Redis(REDIS_HOST, REDIS_PORT, db=DB)
     client.flushdb()
     setup = make_setup(tmp_path, f"qw-{unique}", f"redis://{REDIS_HOST}:{REDIS_PORT}/{DB}", None,
-                       broker_transport_options={"visibility_timeout": 2})
+                       broker_transport_options={"visibility_timeout": 1})
     try:
         app = setup.app()
         for i in range(TASKS):
-            app.send_task("tasks.slow", args=[2.5, i])
+            app.send_task("tasks.slow", args=[1.5, i])
         app.close()
         # Six of eight reserved while two run: the worker is not starved for work, so acks
-        # would otherwise wait for the next pair to finish, past the 2 s timeout.
+        # would otherwise wait for the next pair to finish, past the 1 s timeout.
         with setup.worker("-P", "threads", "-c", "2", "--prefetch-multiplier", "4"):
             assert wait_for(lambda: len({r["tag"] for r in setup.records("done")}) >= TASKS, 60)
             # Long enough for a wrongly given-back message to be restored and start again.
-            wait_for(lambda: len(setup.records("started")) > TASKS, 4)
+            wait_for(lambda: len(setup.records("started")) > TASKS, 2.5)
         runs = Counter(r["tag"] for r in setup.records("started"))
         assert runs == Counter(range(TASKS)), f"ran more than once: {runs}"
     finally:

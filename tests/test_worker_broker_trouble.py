@@ -112,7 +112,7 @@ def test_tasks_given_back_on_lost_connections_are_not_dead_lettered_for_it(tmp_p
     server.__enter__()
     try:
         app = setup.app()
-        app.send_task("tasks.slow", args=[12, "long"])
+        app.send_task("tasks.slow", args=[8, "long"])
         app.send_task("tasks.mark", args=["waiting"])
         app.close()
         with setup.worker("-P", "threads", "-c", "1", "--prefetch-multiplier", "4") as worker:

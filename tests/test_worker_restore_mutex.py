@@ -4,7 +4,6 @@ restore mutex behind; the other workers' restores must not wait kombu's five min
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time

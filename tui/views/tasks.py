@@ -254,4 +254,3 @@ class TasksScreen(ClusterView):
                              self.console.model.alive_workers())),
                          "10/m")
             self.choose("Apply to", ["all workers", *sorted(self.console.model.workers)], chosen)
-
