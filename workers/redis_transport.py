@@ -73,11 +73,23 @@ class QoS(kombu_redis.QoS):
         super().append(message, delivery_tag)
 
 
+#: An idle worker's BRPOP wait (kombu's is 1 s). A shutdown waits for the pending BRPOP's reply
+#: (a message it popped must not be dropped), so this bounds how long SIGTERM takes to act.
+#: Redis takes fractions of a second from 6.0 on; older servers keep kombu's whole second.
+BRPOP_TIMEOUT = 0.25
+
+
 class Channel(redis_broker.Channel):
     QoS = QoS
 
     #: The stamp (``unacked_index`` score) of the last :meth:`fetch_many` call.
     fetch_stamp: float | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        version = str(self.client.info("server").get("redis_version", "0"))
+        if int(version.split(".")[0] or 0) >= 6:
+            self.brpop_timeout = BRPOP_TIMEOUT
 
     def fetch_many(self, queue: str, limit: int, acks: list[str] | None = None) -> int:
         """Ack ``acks``, then deliver up to ``limit`` waiting messages of ``queue`` to its

@@ -65,9 +65,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("qtui.worker")
 
-#: Main-loop waits: short while tasks run (their acks free prefetch slots), longer when idle.
+#: Main-loop waits: short while tasks run (their acks free prefetch slots), longer when idle;
+#: a signal (SIGTERM) is acted on after at most the current wait.
 BUSY_WAIT = 0.05
-IDLE_WAIT = 1.0
+IDLE_WAIT = 0.25
 #: Prefetch slots added for jobs held for an ETA or a rate limit, at most this many times the
 #: normal window (so a flood of delayed tasks cannot pull a whole queue into memory).
 HELD_WINDOW_FACTOR = 10
