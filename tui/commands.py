@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from kombu.exceptions import OperationalError as KombuOperationalError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -321,7 +320,7 @@ def purge_command(args: argparse.Namespace, app: App) -> int:
                 total += count
                 out.print(f"{name}: purged {count} message{'s' if count != 1 else ''}",
                           markup=False)
-    except _broker_errors(app) as exc:
+    except brokers.broker_errors(app.connection_for_read()) as exc:
         raise _unavailable(app, "cannot purge", exc) from exc
     out.print(f"Purged {total} message{'s' if total != 1 else ''} from {len(names)} queue"
               f"{'s' if len(names) != 1 else ''}.", markup=False)
@@ -342,16 +341,9 @@ def events_command(args: argparse.Namespace, app: App) -> int:
     except BrokenPipeError:  # the reader left (`qtui events --dump | head`): that is the end
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
         return 0
-    except _broker_errors(app) as exc:
+    except brokers.broker_errors(app.connection_for_read()) as exc:
         raise _unavailable(app, "cannot read events", exc) from exc
     return 0
-
-
-def _broker_errors(app: App) -> tuple[type[BaseException], ...]:
-    """What the app's transport raises when its broker is unreachable or refuses."""
-    connection = app.connection_for_read()  # not connected: only asked for its errors
-    return (*connection.connection_errors, *connection.channel_errors, OSError,
-            KombuOperationalError)
 
 
 def _unavailable(app: App, what: str, exc: BaseException) -> BrokerUnavailable:

@@ -29,9 +29,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from kombu.exceptions import OperationalError
-
 from qtui.core import __version__
+from qtui.core.brokers import broker_errors
 from qtui.core.events import EventDispatcher
 
 from .hooks import Observer
@@ -210,8 +209,7 @@ class Events(Observer):
             send(*args, **kwargs)
         except Exception as exc:
             # Worked out only on failure: this runs for every task event.
-            if not isinstance(exc, (*connection.connection_errors, *connection.channel_errors,
-                                    OperationalError, OSError)):
+            if not isinstance(exc, broker_errors(connection)):
                 raise
             self.dropped += 1
             logger.warning("Cannot send events to the broker (%s); dropping them for %.0fs",

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from kombu.exceptions import OperationalError
 from kombu.transport import TRANSPORT_ALIASES
+
+if TYPE_CHECKING:
+    from kombu import Connection
 
 SQLITE_TRANSPORT = "qtui.core.brokers.sqlite:Transport"
 
@@ -13,6 +18,13 @@ SQLITE_TRANSPORT = "qtui.core.brokers.sqlite:Transport"
 def register() -> None:
     """Make ``kombu.Connection('sqlite://PATH')`` use qtui's transport (idempotent)."""
     TRANSPORT_ALIASES["sqlite"] = SQLITE_TRANSPORT
+
+
+def broker_errors(connection: Connection) -> tuple[type[BaseException], ...]:
+    """What ``connection``'s transport raises when its broker is unreachable or refuses an
+    operation (the connection need not be open: only its transport is asked)."""
+    return (*connection.connection_errors, *connection.channel_errors, OSError,
+            OperationalError)
 
 
 def data_dir() -> Path:
