@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -75,38 +74,3 @@ def celery_worker(cwd: Path, module: str, queue: str, pool: str = "solo",
     with running(argv, cwd, ready="ready.", timeout=60.0) as proc:
         yield proc
 
-
-def spare_port() -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def redis_server(directory: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A Redis of the test's own (appendonly, in ``directory``), so the test may stop, restart
-    or starve it without touching the machine's."""
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--dir", str(directory), "--appendonly", "yes",
-         "--appendfsync", "always", "--save", ""],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not listening(port):
-            assert proc.poll() is None and time.monotonic() < deadline, \
-                "redis-server did not start"
-            time.sleep(0.05)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)

@@ -9,7 +9,8 @@ import time
 import pytest
 import redis
 
-from .processes import redis_server, spare_port
+from bench.faults import redis_server, spare_port
+
 from .worker_helpers import REDIS_URL, make_setup, wait_for
 
 

@@ -10,7 +10,8 @@ import time
 import pytest
 from kombu import Connection
 
-from .processes import redis_server, spare_port
+from bench.faults import redis_server, spare_port
+
 from .worker_helpers import (  # noqa: F401 - fixtures
     REDIS_URL,
     Setup,
