@@ -4,11 +4,15 @@ Design: the worker forks its children from its main thread (they inherit the app
 registered tasks). Each child has two pipes of its own: the parent writes a work item to the
 child's job pipe only when that child is idle (per-child dispatch: the parent always knows which
 child runs which task), and the child writes the outcome back on its result pipe. One thread in
-the parent waits on every result pipe at once; end-of-file on a result pipe means the child
-died, and the task it was running is reported lost -- killed at its hard time limit, signalled
-by ``revoke(terminate=True)``, or died for any other reason (then the worker delivers the task
-again). The main thread respawns missing children on every turn of its loop, so a child that
-died, retired after ``max_tasks_per_child`` or was added by :meth:`grow` is replaced at once.
+the parent waits on every result pipe and every child's pidfd at once. A child's death is seen
+by its pid (the pidfd turns readable; ``waitpid`` polling where there are no pidfds), not by
+end-of-file on its result pipe, which a grandchild the task forked may keep open; a grandchild
+does not get the pool's pipes anyway (closed after ``fork``, close-on-exec for ``exec``). The
+task a dead child was running is reported lost -- killed at its hard time limit, signalled by
+``revoke(terminate=True)`` (still killed at the hard limit if it survives the signal), or died
+for any other reason (then the worker delivers the task again). The main thread respawns
+missing children on every turn of its loop, so a child that died, retired after
+``max_tasks_per_child`` or was added by :meth:`grow` is replaced at once.
 
 Children run in their own process group (a Ctrl-C or a group signal reaches the worker, which
 then shuts them down in order) and die with the worker (``PR_SET_PDEATHSIG``), so no orphan ever
@@ -43,6 +47,8 @@ class _Child:
     pid: int
     jobs: Connection
     results: Connection
+    exits: int | None
+    """A pidfd that turns readable when the child exits (None where the OS has none)."""
     item: WorkItem | None = None
     deadline: float | None = None
     tasks_done: int = 0
@@ -51,6 +57,8 @@ class _Child:
     cause: str | None = None
     """Why the parent signalled it while it ran a task: "time-limit" or "signalled"."""
     signum: int | None = None
+    killed: bool = False
+    """SIGKILLed at its hard time limit (after a terminate-revoke too, if it outlived that)."""
 
 
 class PreforkPool(Pool):
@@ -96,6 +104,8 @@ class PreforkPool(Pool):
                 for child in self._children:
                     child.jobs.close()
                     child.results.close()
+                    if child.exits is not None:
+                        os.close(child.exits)
                 self._wake_r.close()
                 self._wake_w.close()
                 jobs_w.close()
@@ -109,7 +119,7 @@ class PreforkPool(Pool):
         jobs_r.close()
         results_w.close()
         with self._lock:
-            self._children.append(_Child(index, pid, jobs_w, results_r))
+            self._children.append(_Child(index, pid, jobs_w, results_r, _watch_exit(pid)))
 
     def stop(self) -> None:
         self._stopping = True
@@ -154,7 +164,7 @@ class PreforkPool(Pool):
                     continue  # dying: the results thread will see it go
                 child.item = item
                 child.deadline = time.monotonic() + item.time_limit if item.time_limit else None
-                child.cause = None
+                child.cause, child.killed = None, False
                 if child.deadline is not None:
                     self._wake()
                 return True
@@ -242,30 +252,43 @@ class PreforkPool(Pool):
     def _collect_once(self) -> bool:
         """One wait for outcomes; False once the pool stopped and no child is left."""
         with self._lock:
-            live = {c.results: c for c in self._children if not c.dead}
-            deadlines = [c.deadline for c in live.values()
-                         if c.deadline is not None and c.cause is None]
-        if self._stopping and not live:
+            children = [c for c in self._children if not c.dead]
+        if self._stopping and not children:
             return False
+        results = {c.results: c for c in children}
+        exits = {c.exits: c for c in children if c.exits is not None}
+        deadlines = [c.deadline for c in children if c.deadline is not None and not c.killed]
         # At most a second: a wait far in the future overflows the poll timeout.
         timeout = min(1.0, max(0.0, min(deadlines) - time.monotonic())) if deadlines else 1.0
-        ready = wait([*live, self._wake_r], timeout)
-        for conn in ready:
-            if conn is self._wake_r:
+        for ready in wait([*results, *exits, self._wake_r], timeout):
+            if ready is self._wake_r:
                 try:
                     self._wake_r.recv_bytes()
                 except (EOFError, OSError):
                     pass
-                continue
-            child = live[conn]
-            try:
-                outcome = conn.recv()
-            except (EOFError, OSError):
-                self._on_exit(child)
-                continue
-            self._on_outcome(child, outcome)
+            elif ready in exits:
+                self._on_exit(exits[ready])
+            elif not results[ready].dead:
+                self._receive(results[ready])
+        for child in children:
+            if child.exits is None and not child.dead:
+                try:
+                    pid, status = os.waitpid(child.pid, os.WNOHANG)
+                except ChildProcessError:  # reaped by terminate()
+                    pid, status = child.pid, 0
+                if pid:
+                    self._on_exit(child, status)
         self._enforce_hard_limits()
         return True
+
+    def _receive(self, child: _Child) -> None:
+        """Read one outcome; end-of-file means the child is gone."""
+        try:
+            outcome = child.results.recv()
+        except (EOFError, OSError):
+            self._on_exit(child)
+            return
+        self._on_outcome(child, outcome)
 
     def _on_outcome(self, child: _Child, outcome: Outcome) -> None:
         with self._lock:
@@ -275,11 +298,21 @@ class PreforkPool(Pool):
                 child.retiring = True  # it exits by itself; maintain() replaces it
         self.report(outcome)
 
-    def _on_exit(self, child: _Child) -> None:
+    def _on_exit(self, child: _Child, status: int | None = None) -> None:
+        """The child is gone (or going: its pipe is closed): take what it sent before it
+        exited, reap it, and report the task it was running, if any."""
+        if child.dead:
+            return
         try:
-            _, status = os.waitpid(child.pid, 0)
-        except ChildProcessError:
-            status = 0
+            while child.results.poll(0):  # an outcome sent just before exiting (a retirement)
+                self._on_outcome(child, child.results.recv())
+        except (EOFError, OSError):
+            pass
+        if status is None:
+            try:
+                _, status = os.waitpid(child.pid, 0)
+            except ChildProcessError:
+                status = 0
         with self._lock:
             child.dead = True
             item, cause, signum = child.item, child.cause, child.signum
@@ -287,6 +320,8 @@ class PreforkPool(Pool):
             self._children.remove(child)
         child.jobs.close()
         child.results.close()
+        if child.exits is not None:
+            os.close(child.exits)
         if item is None:
             return
         exitcode = os.waitstatus_to_exitcode(status) if status else 0
@@ -298,9 +333,13 @@ class PreforkPool(Pool):
         now = time.monotonic()
         with self._lock:
             for child in self._children:
-                if (child.deadline is not None and child.cause is None and not child.dead
+                if (child.deadline is not None and not child.killed and not child.dead
                         and now >= child.deadline):
-                    child.cause = "time-limit"
+                    if child.cause == "signalled":
+                        logger.warning("pool child %d outlived signal %s (revoked with "
+                                       "terminate); killed at its hard time limit",
+                                       child.pid, child.signum)
+                    child.cause, child.killed = child.cause or "time-limit", True
                     try:
                         os.kill(child.pid, signal.SIGKILL)
                     except ProcessLookupError:
@@ -316,6 +355,9 @@ def _child_main(app, jobs: Connection, results: Connection, parent: int, index: 
     for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGALRM):
         signal.signal(signum, signal.SIG_DFL)
     multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
+    # A task that forks must not hand the pool's pipes on: a grandchild holding the result pipe
+    # would keep it open after this child dies. (``exec`` drops them anyway: close-on-exec.)
+    os.register_at_fork(after_in_child=lambda: (jobs.close(), results.close()))
     app.after_fork()
     done = 0
     while True:
@@ -329,6 +371,17 @@ def _child_main(app, jobs: Connection, results: Connection, parent: int, index: 
         done += 1
         if max_tasks and done >= max_tasks:
             return
+
+
+def _watch_exit(pid: int) -> int | None:
+    """A pidfd for ``pid`` (Linux 5.3+), or None: the pool then polls ``waitpid``."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        return pidfd_open(pid)
+    except OSError:  # ENOSYS on older kernels, EPERM under some sandboxes
+        return None
 
 
 def _die_with(parent: int) -> None:
