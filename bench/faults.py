@@ -29,12 +29,13 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -669,6 +670,62 @@ def queue_rows(path: Path, queue: str) -> tuple[int, int]:
         db.close()
 
 
+# the embedded broker's locks ---------------------------------------------------------------
+
+@contextmanager
+def lock_storm(path: Path, hold: float, gap: float) -> Iterator[list[int]]:
+    """Another connection takes ``path``'s write lock for ``hold`` s, lets go for ``gap`` s,
+    again and again until the block ends; yields [times it took the lock]."""
+    stop = threading.Event()
+    held = [0]
+
+    def storm() -> None:
+        locker = sqlite3.connect(path, isolation_level=None, timeout=30)
+        try:
+            while not stop.is_set():
+                locker.execute("BEGIN IMMEDIATE")
+                held[0] += 1
+                stop.wait(hold)
+                locker.execute("ROLLBACK")
+                stop.wait(gap)
+        finally:
+            locker.close()
+
+    thread = threading.Thread(target=storm, name="lock-storm", daemon=True)
+    thread.start()
+    try:
+        yield held
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def sqlite_lock_storm(work: Path, n: int, seconds: float) -> Outcome:
+    """Four workers on one SQLite file while another connection keeps taking its write lock for
+    longer than a worker's retries last (busy_timeout 0.1 s): workers reconnect, and no task is
+    given back, and started again, while it runs."""
+    path = work / f"storm-{uuid.uuid4().hex[:6]}.sqlite"
+    world = World(work, f"sqlite://{path}", broker_transport_options={"busy_timeout": 0.1})
+    outcome = Outcome("embedded broker: 4 workers on one file under a lock storm (1.6 s held, "
+                      "0.3 s free)")
+    try:
+        with ExitStack() as stack:
+            procs = [stack.enter_context(world.worker("-P", "threads", "-c", "2", name=f"w{i}"))
+                     for i in range(4)]
+            outcome.sent = world.send(range(n), seconds=seconds)
+            with lock_storm(path, hold=1.6, gap=0.3) as held:
+                finished = world.settle(outcome, n, 300)
+            logs = "".join(p.log_path.read_text() for p in procs)  # type: ignore[attr-defined]
+        outcome.figures.update(workers=4, task_s=seconds, storm_locks=held[0],
+                               reconnects=logs.count("Broker connection lost"),
+                               busy_retries_logged=logs.count(" busy ("))
+        # No worker dies here: any duplicate is a running task started again.
+        outcome.passed = finished and outcome.lost == 0 and outcome.duplicates == 0
+        return outcome
+    finally:
+        world.cleanup()
+
+
 # running ----------------------------------------------------------------------------------------
 #: name: (run it at full or --quick counts, its time budget in seconds at full counts).
 SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
@@ -682,6 +739,7 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "sqlite-contention": (lambda w, q: sqlite_contention(w, 4, 500 if q else 2_500), 600),
     "disk-full": (lambda w, q: disk_full(w, 100 if q else 500), 300),
     "disk-full-consuming": (lambda w, q: disk_full_consuming(w, 200 if q else 400), 300),
+    "sqlite-lock-storm": (lambda w, q: sqlite_lock_storm(w, 40 if q else 200, 1.0), 600),
 }
 
 

@@ -535,3 +535,20 @@ def test_a_new_file_is_in_wal_mode_at_the_current_schema(url: str) -> None:
             "EXPLAIN QUERY PLAN SELECT id FROM messages WHERE queue = 'q' AND visible_at <= 0 "
             "ORDER BY priority, id LIMIT 1"))
     assert "USING COVERING INDEX messages_fetch" in plan and "TEMP B-TREE" not in plan
+
+
+def test_a_failed_commit_is_rolled_back_so_the_connection_can_write_again() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.executescript("""
+        PRAGMA foreign_keys = ON;
+        CREATE TABLE parent (id INTEGER PRIMARY KEY);
+        CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
+    """)
+    with pytest.raises(sqlite3.IntegrityError):  # raised by COMMIT (the check is deferred)
+        with transport.Database._transaction(conn):
+            conn.execute("INSERT INTO child VALUES (1)")
+    assert not conn.in_transaction
+    with transport.Database._transaction(conn):
+        conn.execute("INSERT INTO parent VALUES (1)")
+    assert conn.execute("SELECT count(*) FROM parent").fetchone()[0] == 1
+    conn.close()

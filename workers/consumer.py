@@ -119,8 +119,9 @@ class Consumer:
             conn.transport_options = options
         conn.ensure_connection(max_retries=1)
         self.channel = conn.channel()
-        if self.is_redis:
-            # The worker settles every delivery itself; closing must not requeue running tasks.
+        if self.keeps_deliveries:
+            # The worker settles every delivery itself; closing (a lost connection, the embedded
+            # broker's file locked past its retries) must not requeue running tasks.
             self.channel.do_restore = False
         for queue in self.queues:
             queue(self.channel).declare()

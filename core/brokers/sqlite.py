@@ -36,7 +36,9 @@ Transport options: ``visibility_timeout`` (s, 3600; the claiming consumer's valu
 ``polling_interval`` and ``idle_polling_interval`` (s, 0.005 and 0.03: the sleep between empty
 polls while messages flow, and after a second without any; an empty poll costs one
 ``PRAGMA data_version``), ``busy_timeout`` (s, 5: SQLite's wait for the write lock, after which
-the operation is retried with backoff and a warning), ``fetch_batch`` (16: rows one claim may
+the operation is retried with backoff and a warning, five attempts in all; then
+:class:`BrokerLocked`, a connection error: qtui's worker reconnects and keeps what it holds, it
+does not give back tasks still running), ``fetch_batch`` (16: rows one claim may
 take ahead, within the consumer's prefetch limit; they stay invisible until acked, and go back
 on cancel, requeue and close).
 """
@@ -154,6 +156,11 @@ class BrokerFileError(OperationalError):
     """The broker file cannot be used (path, format or schema); the message says what to do."""
 
 
+class BrokerLocked(OperationalError, sqlite3.OperationalError):
+    """The broker file stayed locked by other connections past every retry (an SQLite error
+    too, so what gives back held rows later still sees it as one)."""
+
+
 def path_from_url(url: str | None) -> Path:
     """The broker file a ``sqlite://`` URL (or a bare path) names; see the module docstring."""
     rest = (url or "").partition("://")[2] if "://" in (url or "") else (url or "")
@@ -238,7 +245,10 @@ class Claimed:
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    """SQLITE_BUSY or SQLITE_LOCKED (any extended code); by message before Python 3.11."""
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code); by message before Python 3.11. Not
+    :class:`BrokerLocked`: its retries are already spent."""
+    if isinstance(exc, BrokerLocked):
+        return False
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return code & 0xFF in (5, 6)
@@ -358,19 +368,27 @@ class Database:
 
     def _retrying(self, op: Callable[[], T]) -> T:
         """Run ``op``, retrying with backoff (and a warning) while the file stays locked past
-        ``busy_timeout``; the last failure is raised, never swallowed."""
-        delay = BUSY_BACKOFF
-        for attempt in range(1, BUSY_RETRIES):
+        ``busy_timeout``; past the last retry, :class:`BrokerLocked` says so (a kombu
+        connection error: a worker reconnects, keeping what it holds)."""
+        delay, started, attempt = BUSY_BACKOFF, time.monotonic(), 1
+        while True:
             try:
                 return op()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise
+                if attempt == BUSY_RETRIES:
+                    raise BrokerLocked(
+                        f"the SQLite broker at {self.path} stayed locked for "
+                        f"{time.monotonic() - started:.1f}s ({BUSY_RETRIES} attempts of "
+                        f"busy_timeout {self.busy_timeout}s): another process holds its write "
+                        "lock; raise the transport option busy_timeout if that is expected") \
+                        from exc
                 logger.warning("SQLite broker %s busy (%s): retry %d of %d in %.2fs",
                                self.path, exc, attempt, BUSY_RETRIES - 1, delay)
                 time.sleep(delay)
                 delay *= 2
-        return op()
+                attempt += 1
 
     def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         return self._run(op, write=False)
@@ -381,13 +399,16 @@ class Database:
     @staticmethod
     @contextmanager
     def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """A write transaction, rolled back on any failure, a failed ``COMMIT`` included (it
+        leaves the transaction open, and the connection would refuse every later ``BEGIN``)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def generation(self) -> tuple[int, int, int]:
         """Changes whenever anything may have become visible: a commit by another connection
