@@ -670,7 +670,7 @@ def queue_rows(path: Path, queue: str) -> tuple[int, int]:
         db.close()
 
 
-# the embedded broker's locks ---------------------------------------------------------------
+# the embedded broker's locks and ETA rows -------------------------------------------------
 
 @contextmanager
 def lock_storm(path: Path, hold: float, gap: float) -> Iterator[list[int]]:
@@ -726,6 +726,53 @@ def sqlite_lock_storm(work: Path, n: int, seconds: float) -> Outcome:
         world.cleanup()
 
 
+def drain_seconds(work: Path, n: int, future_rows: int) -> tuple[float, Outcome]:
+    """Seconds a worker takes to run ``n`` queued tasks when their queue also holds
+    ``future_rows`` ETA rows due in an hour (inserted first: the lowest ids)."""
+    path = work / f"eta-rows-{uuid.uuid4().hex[:6]}.sqlite"
+    world = World(work, f"sqlite://{path}")
+    outcome = Outcome("")
+    try:
+        world.send(range(1))  # one real envelope, copied into every ETA row
+        db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        try:
+            payload, = db.execute("SELECT payload FROM messages WHERE queue = ?",
+                                  (world.queue,)).fetchone()
+            db.execute("DELETE FROM messages WHERE queue = ?", (world.queue,))
+            later, now = time.time() + 3600, time.time()
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT INTO messages (queue, priority, payload, visible_at, "
+                           "created_at) VALUES (?, 0, ?, ?, ?)",
+                           ((world.queue, payload, later, now) for _ in range(future_rows)))
+            db.execute("COMMIT")
+            # Into the database file now, not at the worker's first write during the drain.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()
+        outcome.sent = world.send(range(n))
+        with world.worker("-P", "prefork", "-c", str(CONCURRENCY)):
+            started = time.monotonic()
+            world.settle(outcome, n, 300)
+            seconds = time.monotonic() - started - 1.0  # settle waits a second for duplicates
+        return seconds, outcome
+    finally:
+        world.cleanup()
+
+
+def eta_rows(work: Path, n: int, future_rows: int) -> Outcome:
+    """The same drain of ``n`` ready tasks with and without ``future_rows`` future ETA rows in
+    their queue: the fetch reads ready rows only, so the drain takes about as long."""
+    without, _ = drain_seconds(work, n, 0)
+    seconds, outcome = drain_seconds(work, n, future_rows)
+    outcome.name = (f"embedded broker: drain {n:,} tasks beside {future_rows:,} future ETA rows "
+                    "(prefork -c 2)")
+    ratio = seconds / without
+    outcome.figures.update(drain_s=round(seconds, 1), without_eta_rows_s=round(without, 1),
+                           ratio=round(ratio, 2))
+    outcome.passed = outcome.lost == 0 and outcome.duplicates == 0 and ratio <= 1.5
+    return outcome
+
+
 # running ----------------------------------------------------------------------------------------
 #: name: (run it at full or --quick counts, its time budget in seconds at full counts).
 SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
@@ -740,6 +787,7 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "disk-full": (lambda w, q: disk_full(w, 100 if q else 500), 300),
     "disk-full-consuming": (lambda w, q: disk_full_consuming(w, 200 if q else 400), 300),
     "sqlite-lock-storm": (lambda w, q: sqlite_lock_storm(w, 40 if q else 200, 1.0), 600),
+    "eta-rows": (lambda w, q: eta_rows(w, 3_000, 100_000), 600),
 }
 
 

@@ -532,9 +532,60 @@ def test_a_new_file_is_in_wal_mode_at_the_current_schema(url: str) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA user_version").fetchone()[0] == transport.SCHEMA_VERSION
         plan = " ".join(row[3] for row in db.execute(
-            "EXPLAIN QUERY PLAN SELECT id FROM messages WHERE queue = 'q' AND visible_at <= 0 "
-            "ORDER BY priority, id LIMIT 1"))
-    assert "USING COVERING INDEX messages_fetch" in plan and "TEMP B-TREE" not in plan
+            f"EXPLAIN QUERY PLAN {transport.READY} LIMIT 16", ("q", 0)))
+    # One index range per priority, bounded by visible_at: future rows are never read.
+    assert "COVERING INDEX messages_ready (queue=? AND priority=? AND visible_at<?)" in plan
+    assert "TEMP B-TREE" not in plan
+
+
+def vm_steps(db: transport.Database, op: Callable[[], object]) -> int:
+    """SQLite virtual-machine instructions ``op`` runs on ``db``'s connection (a measure of the
+    rows it reads that does not depend on the machine's speed)."""
+    steps = [0]
+    conn = db._connect()
+    conn.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 1)
+    try:
+        op()
+    finally:
+        conn.set_progress_handler(None, 1)
+    return steps[0]
+
+
+@pytest.mark.timeout(60)
+def test_a_fetch_does_not_read_the_future_eta_rows_of_its_queue(tmp_path: Path) -> None:
+    db = transport.Database(tmp_path / "eta.sqlite")
+    try:
+        for i in range(40):
+            db.put("q", 5, json.dumps({"id": i}))
+        claimed: list[transport.Claimed] = []
+        before = vm_steps(db, lambda: claimed.extend(db.claim("q", 16, 60)))
+        db.release([c.id for c in claimed], delivered=False)
+        later = time.time() + 3600
+        for i in range(5_000):  # due in an hour, and at a better priority than the ready ones
+            db.put("q", 0, json.dumps({"eta": i}), not_before=later)
+        after = vm_steps(db, lambda: db.claim("q", 16, 60))
+        assert after < 2 * before, (before, after)
+    finally:
+        db.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_version_1_file_is_migrated_and_keeps_its_messages(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite"
+    with Connection(f"sqlite://{path}") as conn:
+        conn.SimpleQueue("old").put({"id": "kept"})
+    with sqlite3.connect(path, isolation_level=None) as db:  # back to what version 1 made
+        db.executescript("DROP INDEX messages_ready; CREATE INDEX messages_fetch ON messages "
+                         "(queue, priority, id, visible_at); PRAGMA user_version = 1;")
+    with Connection(f"sqlite://{path}") as conn:
+        q = conn.SimpleQueue("old")
+        assert q.get(timeout=10).payload == {"id": "kept"}
+        q.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == transport.SCHEMA_VERSION
+        indexes = {name for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")}
+    assert "messages_ready" in indexes and "messages_fetch" not in indexes
 
 
 def test_a_failed_commit_is_rolled_back_so_the_connection_can_write_again() -> None:

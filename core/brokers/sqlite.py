@@ -27,6 +27,9 @@ and ``x-message-ttl``.
 Priorities follow kombu's Redis transport, which is what Celery users of a virtual transport know:
 0 is served first and 9 last (the opposite of AMQP), values are clamped to 0-9, unset means 0.
 Unlike Redis, which folds priorities into the buckets 0/3/6/9, every value is its own level.
+Within a level, messages go out in the order they became visible (a message given back keeps
+its place; a delayed one takes its place when it is due); a fetch reads only ready rows, however
+many delayed or held ones its queue has (index ``messages_ready``, schema version 2).
 
 Delayed delivery: a message published with the header ``x-qtui-not-before`` (epoch seconds)
 stays invisible until then; the worker stores far-off ETA tasks this way instead of holding them
@@ -72,7 +75,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: The schema this code writes; files with a newer ``PRAGMA user_version`` are refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Statements that take a file from version ``n - 1`` to ``n``.
 MIGRATIONS: dict[int, str] = {
@@ -108,7 +111,6 @@ MIGRATIONS: dict[int, str] = {
         delivered_count INTEGER NOT NULL DEFAULT 0,
         created_at      REAL NOT NULL
     );
-    -- Serves WHERE queue=? AND visible_at<=? ORDER BY priority, id from the index alone.
     CREATE INDEX messages_fetch ON messages (queue, priority, id, visible_at);
     CREATE INDEX messages_holder ON messages (holder) WHERE holder IS NOT NULL;
     CREATE TABLE processes (
@@ -118,7 +120,22 @@ MIGRATIONS: dict[int, str] = {
         started TEXT              -- start time from /proc/<pid>/stat, when there is one
     );
     """,
+    # visible_at before id: a fetch reads only ready rows (see READY), however many future
+    # rows (ETA, held) its queue has; messages_fetch walked them all.
+    2: """
+    DROP INDEX messages_fetch;
+    CREATE INDEX messages_ready ON messages (queue, priority, visible_at, id);
+    """,
 }
+
+#: The ready rows of a queue (parameters: queue, now). Every priority level is listed (kombu
+#: clamps them to 0-9), so each level is one range of ``messages_ready`` that starts at its
+#: oldest ready row and ends at its first future one.
+READY_ROWS = "queue = ? AND priority IN (0, 1, 2, 3, 4, 5, 6, 7, 8, 9) AND visible_at <= ?"
+#: Their ids in delivery order, best priority first, then by when they became visible (a
+#: released row keeps its place: it is visible again from its ``created_at``); read from the
+#: index, without a sort.
+READY = f"SELECT id FROM messages WHERE {READY_ROWS} ORDER BY priority, visible_at, id"
 
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 #: Message header: epoch seconds before which a published message stays invisible (delayed
@@ -450,23 +467,20 @@ class Database:
         # ORDER BY priority: 0 first, as on kombu's Redis transport (see the module docstring).
         rows = self._read(lambda c: c.execute(
             "UPDATE messages SET visible_at = ?, holder = ?, "
-            "delivered_count = delivered_count + 1 "
-            "WHERE id IN (SELECT id FROM messages WHERE queue = ? AND visible_at <= ? "
-            "ORDER BY priority, id LIMIT ?) "
+            f"delivered_count = delivered_count + 1 WHERE id IN ({READY} LIMIT ?) "
             "RETURNING priority, id, payload, delivered_count",
             (until, current_process().token, queue, now, limit)).fetchall())
         if rows:
             with self._lock:
                 self._local_writes += 1
-        rows.sort()
+        rows.sort()  # RETURNING has no order: within one claim, by priority, then id
         return [Claimed(id, payload, count, until) for _, id, payload, count in rows]
 
     def take(self, queue: str) -> Claimed | None:
         """Remove and return the next visible message: delivery without acknowledgement."""
         now = time.time()
         row = self._read(lambda c: c.execute(
-            "DELETE FROM messages WHERE id = (SELECT id FROM messages WHERE queue = ? AND "
-            "visible_at <= ? ORDER BY priority, id LIMIT 1) "
+            f"DELETE FROM messages WHERE id = ({READY} LIMIT 1) "
             "RETURNING id, payload, delivered_count", (queue, now)).fetchone())
         if row is None:
             return None
@@ -493,12 +507,12 @@ class Database:
         never handed to kombu, so they are not flagged as redelivered."""
         if not message_ids:
             return
-        now, undo, me = time.time(), 0 if delivered else 1, current_process().token
+        undo, me = 0 if delivered else 1, current_process().token
         try:
             self._write(lambda c: c.executemany(
-                "UPDATE messages SET visible_at = ?, holder = NULL, "
+                "UPDATE messages SET visible_at = created_at, holder = NULL, "
                 "delivered_count = delivered_count - ? WHERE id = ? AND holder = ?",
-                [(now, undo, i, me) for i in message_ids]))
+                [(undo, i, me) for i in message_ids]))
         except sqlite3.Error:
             with _UNRELEASED_LOCK:
                 _UNRELEASED.setdefault(str(self.path), set()).update(
@@ -520,12 +534,12 @@ class Database:
         """Delete the ready messages of ``queue`` (held ones stay, as in AMQP)."""
         now = time.time()
         return self._write(lambda c: c.execute(
-            "DELETE FROM messages WHERE queue = ? AND visible_at <= ?", (queue, now)).rowcount)
+            f"DELETE FROM messages WHERE {READY_ROWS}", (queue, now)).rowcount)
 
     def size(self, queue: str) -> int:
         now = time.time()
         return self._read(lambda c: c.execute(
-            "SELECT count(*) FROM messages WHERE queue = ? AND visible_at <= ?",
+            f"SELECT count(*) FROM messages WHERE {READY_ROWS}",
             (queue, now)).fetchone()[0])
 
     def list_queues(self) -> list[tuple[str, int, int]]:
@@ -632,20 +646,19 @@ class Database:
             return
 
         def op(c: sqlite3.Connection) -> None:
-            now = time.time()
             with self._transaction(c):
                 for token in dead:
                     released = c.execute(
-                        "UPDATE messages SET visible_at = ?, holder = NULL WHERE holder = ?",
-                        (now, token)).rowcount
+                        "UPDATE messages SET visible_at = created_at, holder = NULL "
+                        "WHERE holder = ?", (token,)).rowcount
                     gone = [name for (name,) in c.execute(
                         "SELECT name FROM queues WHERE owner = ?", (token,))]
                     self._drop_queues(c, "SELECT name FROM queues WHERE owner = ?", (token,))
                     c.execute("DELETE FROM processes WHERE token = ?", (token,))
                     logger.info("SQLite broker: process %s is gone; released %d message(s) "
                                 "and dropped queue(s) %s", token, released, gone)
-                c.execute("UPDATE messages SET visible_at = ?, holder = NULL WHERE holder IS NOT "
-                          "NULL AND holder NOT IN (SELECT token FROM processes)", (now,))
+                c.execute("UPDATE messages SET visible_at = created_at, holder = NULL WHERE "
+                          "holder IS NOT NULL AND holder NOT IN (SELECT token FROM processes)")
         self._write(op)
 
 
