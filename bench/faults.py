@@ -670,7 +670,7 @@ def queue_rows(path: Path, queue: str) -> tuple[int, int]:
         db.close()
 
 
-# the embedded broker's locks and ETA rows -------------------------------------------------
+# the embedded broker's locks and ETA rows, prefork grandchildren ------------------------------
 
 @contextmanager
 def lock_storm(path: Path, hold: float, gap: float) -> Iterator[list[int]]:
@@ -773,6 +773,59 @@ def eta_rows(work: Path, n: int, future_rows: int) -> Outcome:
     return outcome
 
 
+FORKING_TASK = """
+
+@app.task(name="faults.fork_grandchild", ignore_result=True)
+def fork_grandchild(k, seconds):
+    pid = os.fork()
+    if pid == 0:  # the grandchild keeps every fd the pool child had, and sleeps
+        try:
+            time.sleep(seconds)
+        finally:
+            os._exit(0)
+    _records.rpush(_key + ":forked", json.dumps([k, time.time(), pid]))
+    time.sleep(seconds)
+"""
+
+
+def fork_grandchild(work: Path, forks: int, n: int) -> Outcome:
+    """Tasks that fork a sleeping grandchild and overrun a 2 s hard time limit, one after
+    another in one prefork slot, then ``n`` ordinary tasks: each forking task is killed on time
+    and the slot is back at once (the next task starts within a second of the limit)."""
+    limit, sleep = 2.0, 60.0
+    world = World(work, f"sqlite://{work}/fork-{uuid.uuid4().hex[:6]}.sqlite")
+    write_module(world.dir, "faulttasks", TASKS + FORKING_TASK)
+    outcome = Outcome(f"prefork: {forks} tasks forking a grandchild past a {limit:.0f} s hard "
+                      "time limit (-c 1)")
+    grandchildren: list[int] = []
+    try:
+        with world.worker("-P", "prefork", "-c", "1"):
+            app = world.app()
+            for k in range(forks):
+                app.send_task("faults.fork_grandchild", args=[k, sleep], time_limit=limit,
+                              ignore_result=True)
+            app.close()
+            outcome.sent = world.send(range(n))
+            finished = world.settle(outcome, n, forks * (limit + 5) + 60)
+            forked = [json.loads(r) for r in world.records.lrange(f"{world.queue}:forked", 0, -1)]
+        grandchildren = [pid for _, _, pid in forked]
+        starts = [t for _, t, _ in sorted(forked)]
+        slot_back = [later - (earlier + limit) for earlier, later in zip(starts, starts[1:])]
+        outcome.figures.update(forked=len(forked), time_limit_s=limit,
+                               slot_back_max_s=round(max(slot_back), 2) if slot_back else None)
+        outcome.passed = (finished and len(forked) == forks and outcome.lost == 0
+                          and outcome.duplicates == 0 and bool(slot_back)
+                          and max(slot_back) < 1.0)
+        return outcome
+    finally:
+        for pid in grandchildren:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        world.cleanup()
+
+
 # running ----------------------------------------------------------------------------------------
 #: name: (run it at full or --quick counts, its time budget in seconds at full counts).
 SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
@@ -788,6 +841,7 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "disk-full-consuming": (lambda w, q: disk_full_consuming(w, 200 if q else 400), 300),
     "sqlite-lock-storm": (lambda w, q: sqlite_lock_storm(w, 40 if q else 200, 1.0), 600),
     "eta-rows": (lambda w, q: eta_rows(w, 3_000, 100_000), 600),
+    "fork-grandchild": (lambda w, q: fork_grandchild(w, 3 if q else 10, 50 if q else 200), 300),
 }
 
 
