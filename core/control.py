@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 MAILBOX_NAME = "celery"
 TERM_SIGNAME = "SIGTERM"
+#: Commands and replies travel as JSON whatever ``accept_content`` says: a reply comes from
+#: anyone who can publish to the broker, and decoding pickle from them would run their code.
+CONTROL_CONTENT = ["json"]
+#: Stands for the (unknown) sender of a reply that could not be decoded, numbered.
+UNDECODABLE = "undecodable reply #"
 
 
 def _strtobool(text: str) -> bool:
@@ -159,7 +164,7 @@ class Control:
     def __init__(self, app: App) -> None:
         self.app = app
         # Celery's control_queue_ttl (300 s) and control_queue_expires (10 s).
-        self.mailbox = Mailbox(MAILBOX_NAME, type="fanout", accept=app.conf.accept_content,
+        self.mailbox = Mailbox(MAILBOX_NAME, type="fanout", accept=CONTROL_CONTENT,
                                serializer="json", queue_ttl=300.0, reply_queue_ttl=300.0,
                                queue_expires=10.0, reply_queue_expires=10.0)
 
@@ -307,23 +312,36 @@ class Control:
 def _collect(mailbox: Mailbox, conn: Connection, ticket: str, timeout: float,
              limit: int | None, callback: Callable[[dict[str, Any]], None] | None
              ) -> list[dict[str, Any]]:
-    """Replies carrying our ticket, until the deadline or ``limit`` of them."""
+    """Replies carrying our ticket, until the deadline or ``limit`` of them. A reply that is
+    not JSON is not decoded: it becomes an error entry, and the other replies still count."""
     replies: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
 
-    def on_message(body: Any, message: Any) -> None:
+    def ours(message: Any) -> bool:
         headers = message.headers or {}
-        mailbox.clock.adjust(headers.get("clock") or 0)
-        if headers.get("ticket") != ticket or not isinstance(body, dict):
-            return  # a late answer to an earlier request, or garbage
+        clock = headers.get("clock")
+        if isinstance(clock, int) and not isinstance(clock, bool):
+            mailbox.clock.adjust(clock)
+        return bool(headers.get("ticket") == ticket)
+
+    def add(body: dict[str, Any]) -> None:
         if callback is not None:
             callback(body)
         replies.append(body)
 
+    def on_message(body: Any, message: Any) -> None:
+        if ours(message) and isinstance(body, dict):  # else a late answer, or garbage
+            add(body)
+
+    def on_decode_error(message: Any, exc: Exception) -> None:
+        if ours(message):
+            add({f"{UNDECODABLE}{len(replies) + 1}": {"error": (
+                f"a reply that is not JSON ({message.content_type}) was dropped: {exc}")}})
+
     queue = mailbox.reply_queue
     channel = conn.default_channel
-    consumer = Consumer(channel, [queue], accept=mailbox.accept, no_ack=True,
-                        callbacks=[on_message])
+    consumer = Consumer(channel, [queue], accept=CONTROL_CONTENT, no_ack=True,
+                        callbacks=[on_message], on_decode_error=on_decode_error)
     try:
         with consumer:
             while limit is None or len(replies) < limit:
