@@ -16,13 +16,15 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from kombu import Connection, Consumer
+from kombu import Connection, Consumer, Producer
+from kombu.common import maybe_declare
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.pidbox import Mailbox
 from kombu.utils.uuid import uuid
 
 from .config import mask_url
 from .exceptions import BrokerUnavailable
+from .signing import secret_of, sign
 
 if TYPE_CHECKING:
     from .app import App
@@ -190,6 +192,7 @@ class Control:
         """
         destination = _destinations(destination)
         arguments = dict(arguments or {}, **extra_kwargs)
+        secret = secret_of(self.app.conf)
         if limit is None and destination:
             limit = len(destination)
         context = nullcontext(connection) if connection is not None \
@@ -198,9 +201,9 @@ class Control:
             with context as conn:
                 mailbox = self.mailbox(conn)
                 ticket = uuid() if reply else None
-                mailbox._publish(command, arguments, destination=destination,
-                                 reply_ticket=ticket, channel=conn.default_channel,
-                                 timeout=timeout, pattern=pattern, matcher=matcher)
+                _publish(mailbox, conn, {"method": command, "arguments": arguments,
+                                         "destination": destination, "pattern": pattern,
+                                         "matcher": matcher}, ticket, timeout, secret)
                 if ticket is None:
                     return None
                 replies = _collect(mailbox, conn, ticket, timeout, limit, callback)
@@ -307,6 +310,23 @@ class Control:
             return sum(inspector.purge(name) for name in names)
 
     discard_all = purge
+
+
+def _publish(mailbox: Mailbox, conn: Connection, message: dict[str, Any], ticket: str | None,
+             timeout: float, secret: bytes | None) -> None:
+    """kombu's ``Mailbox._publish``, signing the command when there is a control secret."""
+    channel = conn.default_channel
+    if ticket is not None:
+        maybe_declare(mailbox.reply_queue(channel))
+        message.update(ticket=ticket, reply_to={"exchange": mailbox.reply_exchange.name,
+                                                "routing_key": mailbox.oid})
+    if secret is not None:
+        message = sign(message, secret)
+    exchange = mailbox.exchange
+    Producer(channel, auto_declare=False).publish(
+        message, exchange=exchange.name, declare=[exchange], serializer="json", retry=True,
+        headers={"clock": mailbox.clock.forward(),
+                 "expires": time.time() + timeout if timeout else 0})
 
 
 def _collect(mailbox: Mailbox, conn: Connection, ticket: str, timeout: float,

@@ -24,7 +24,8 @@ every request: an unknown command, arguments of the wrong names or types, or a h
 fails get an ``{"error": "..."}`` reply, and nothing a request carries can stop the worker.
 Commands that touch the broker (add_consumer, cancel_consumer) or the pool (pool_grow,
 pool_shrink) answer at once and act on the next turn of the worker's loop, as Celery's do.
-``worker_enable_remote_control = false`` turns the mailbox off.
+``worker_enable_remote_control = false`` turns the mailbox off. With a ``control_secret``, a
+command whose signature :mod:`qtui.core.signing` refuses is logged and answered with an error.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ except ImportError:  # pragma: no cover - not on Windows
 
 if TYPE_CHECKING:
     from kombu.message import Message
+
+    from qtui.core.signing import Verifier
 
     from .worker import Worker
 
@@ -135,7 +138,11 @@ def _short(value: Any, limit: int = 100) -> str:
 
 class ControlNode(Node):
     """kombu's pidbox node, with every request checked before it is dispatched: whatever a
-    message holds, it gets a reply (an error one if need be) or is dropped with a log line."""
+    message holds, it gets a reply (an error one if need be) or is dropped with a log line.
+    With a :class:`~qtui.core.signing.Verifier`, a command it refuses is logged and answered
+    with an error instead of being run."""
+
+    verifier: Verifier | None = None
 
     def handle_message(self, body: Any, message: Message | None = None) -> Any:
         if not isinstance(body, Mapping):
@@ -164,21 +171,28 @@ class ControlNode(Node):
                 logger.warning("Dropped a remote-control message with pattern %s and matcher "
                                "%s: %r", _short(pattern), _short(matcher), exc)
                 return None
-        return self.dispatch(body.get("method"), body.get("arguments"), body.get("reply_to"),
+        method = body.get("method")
+        refusal = self.verifier.refusal(body) if self.verifier is not None else None
+        if refusal is not None:
+            logger.warning("Refused remote-control command %s: %s", _short(method), refusal)
+            return self._answer(nok(f"{_short(method)} refused: {refusal}"),
+                                body.get("reply_to"), body.get("ticket"))
+        return self.dispatch(method, body.get("arguments"), body.get("reply_to"),
                              body.get("ticket"))
 
     def dispatch(self, method: Any = None, arguments: Any = None, reply_to: Any = None,
                  ticket: Any = None, **kwargs: Any) -> Any:
+        logger.debug("pidbox received method %s [reply_to:%s ticket:%s]", _short(method),
+                     _short(reply_to), _short(ticket))
+        return self._answer(call(self.state, method, arguments), reply_to, ticket)
+
+    def _answer(self, reply: Any, reply_to: Any, ticket: Any) -> Any:
         # Replies go to the mailbox's reply exchange only: declaring one a request names could
         # clash with an existing exchange and, on RabbitMQ, close the channel commands arrive on.
-        if not (isinstance(reply_to, Mapping)
-                and reply_to.get("exchange") == self.mailbox.reply_exchange.name
-                and isinstance(reply_to.get("routing_key"), str)):
-            reply_to = None  # nowhere to answer: run it as a cast
-        logger.debug("pidbox received method %s [reply_to:%s ticket:%s]", _short(method),
-                     reply_to, _short(ticket))
-        reply = call(self.state, method, arguments)
-        if reply_to is not None:
+        # Without one, there is nowhere to answer: the command was a cast.
+        if isinstance(reply_to, Mapping) \
+                and reply_to.get("exchange") == self.mailbox.reply_exchange.name \
+                and isinstance(reply_to.get("routing_key"), str):
             self.reply({self.hostname: reply}, exchange=reply_to["exchange"],
                        routing_key=reply_to["routing_key"], ticket=ticket)
         return reply

@@ -44,6 +44,7 @@ from qtui.core.exceptions import (
     WorkerLostError,
 )
 from qtui.core.protocol import TaskMessage, decode, parse
+from qtui.core.signing import verifier_for
 
 from . import leases
 from .arguments import ArgumentStore
@@ -114,6 +115,8 @@ class Worker:
         self.shutdown_timeout = float(conf.worker_shutdown_timeout if shutdown_timeout is None
                                       else shutdown_timeout)
         self.max_redeliveries = int(conf.task_max_redeliveries)
+        self.control_verifier = verifier_for(conf)
+        """Checks remote-control commands' signatures; None without a control secret."""
 
         self.hooks = Hooks()
         self.timer = Timer()
