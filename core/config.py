@@ -247,6 +247,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("control_replay_window", 60.0, _at_least(NUMBER, 0, above=True),
             "Seconds a signed command stays valid (clocks of clients and workers must agree "
             "this well); its nonce is remembered that long, so it cannot be replayed."),
+    Setting("worker_max_concurrency", None, _optional(_at_least(INT, 1)),
+            "Most pool slots pool_grow and autoscale may reach (nothing: 4 per CPU, at least 8)."),
     Setting("contexts", {}, TABLE,
             "Named clusters for the console ([contexts.NAME] tables of settings such as "
             "broker_url); pick one with --context NAME or :context NAME."),

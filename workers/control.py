@@ -51,6 +51,7 @@ from qtui.core.config import censor, mask_url
 from qtui.core.exceptions import ConfigError
 from qtui.core.routing import make_queue
 
+from .execution import MAX_TIME_LIMIT
 from .job import ACTIVE, RESERVED, SCHEDULED, WAITING, Job
 from .ratelimit import parse_rate
 
@@ -76,6 +77,8 @@ _SIGNATURES: dict[str, inspect.Signature] = {}
 DEFAULT_TASK_INFO_ITEMS = ("exchange", "routing_key", "rate_limit")
 #: A ``task_arguments`` reply stops adding tasks past about this many bytes.
 ARGUMENTS_REPLY_MAX = 4 * 1024 * 1024
+#: The slowest rate ``rate_limit`` may set (tasks per second): one an hour.
+MIN_RATE = 1 / 3600
 
 
 class ControlError(Exception):
@@ -521,6 +524,9 @@ def rate_limit(worker: Worker, task_name: Any = None, rate_limit: Any = None,
         rate = parse_rate(rate_limit)
     except (ValueError, TypeError) as exc:
         return nok(f"Invalid rate limit string: {exc!r}")
+    if rate is not None and rate < MIN_RATE:
+        return nok(f"Invalid rate limit {_short(rate_limit)}: below 1/h it stops the task type; "
+                   "revoke its tasks instead")
     if not isinstance(task_name, str) or task_name not in worker.app.tasks:
         logger.error("Rate limit attempt for unknown task %s", _short(task_name))
         return nok("unknown task")
@@ -541,6 +547,11 @@ def time_limit(worker: Worker, task_name: Any = None, hard: Any = None, soft: An
         logger.error("Change time limit attempt for unknown task %s", _short(task_name))
         return nok("unknown task")
     hard_s, soft_s = _seconds(hard, "hard"), _seconds(soft, "soft")
+    if max(hard_s or 0, soft_s or 0) > MAX_TIME_LIMIT:
+        return nok(f"time limits above {MAX_TIME_LIMIT:.0f} s (a year) cannot be set")
+    if hard_s is not None and soft_s is not None and soft_s > hard_s:
+        return nok(f"the soft time limit ({soft_s:g} s) must not exceed the hard one "
+                   f"({hard_s:g} s)")
     worker.set_time_limits(task_name, hard=hard_s, soft=soft_s)
     logger.info("New time limits for tasks of type %s: soft=%s hard=%s", task_name, soft_s,
                 hard_s)
@@ -579,6 +590,9 @@ def pool_grow(worker: Worker, n: Any = 1, **kwargs: Any) -> dict[str, str]:
     if worker.pool_name == "solo":
         return nok("the solo pool runs one task at a time and cannot grow; "
                    "start the worker with -P prefork or -P threads")
+    if worker.concurrency + n > worker.max_concurrency:
+        return nok(f"pool_grow: {worker.concurrency} + {n} slots would exceed "
+                   f"worker_max_concurrency ({worker.max_concurrency})")
     worker.call_soon(partial(worker.resize_pool, n), "pool_grow")
     return ok("pool will grow")
 
@@ -597,7 +611,11 @@ def pool_shrink(worker: Worker, n: Any = 1, **kwargs: Any) -> dict[str, str]:
 def autoscale(worker: Worker, max: Any = None, min: Any = None,  # noqa: A002 - Celery's names
               **kwargs: Any) -> dict[str, str]:
     """Modify autoscale settings: a qtui worker has a fixed pool, as a Celery one started
-    without --autoscale, and answers as that one does."""
+    without --autoscale, and answers as that one does (after checking the arguments)."""
+    for value, what in ((max, "max"), (min, "min")):
+        if value is not None and _count(value, what) > worker.max_concurrency:
+            return nok(f"autoscale: {what} {value} exceeds worker_max_concurrency "
+                       f"({worker.max_concurrency})")
     return nok("Autoscale not enabled: this worker's pool has a fixed size; "
                "use pool_grow and pool_shrink")
 
