@@ -116,6 +116,11 @@ INSPECT_COMMANDS = frozenset({
     "dump_active", "dump_reserved", "dump_schedule", "dump_revoked", "dump_tasks", "dump_conf"})
 INSPECT_LIST = Kind("a list of read-only inspect commands (" + ", ".join(sorted(
     INSPECT_COMMANDS)) + ")", lambda v: STR_LIST.check(v) and set(v) <= INSPECT_COMMANDS)
+#: What the console can do to a cluster, as console_permissions names it.
+CONSOLE_ACTIONS = ("revoke", "terminate", "retry", "rate_limit", "time_limit", "pool_grow",
+                   "pool_shrink", "add_consumer", "cancel_consumer", "purge", "shutdown")
+PERMISSIONS = Kind("a list of console actions (" + ", ".join(CONSOLE_ACTIONS) + ")",
+                   lambda v: STR_LIST.check(v) and set(v) <= set(CONSOLE_ACTIONS))
 
 
 @dataclass(frozen=True)
@@ -233,7 +238,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "Where the console keeps its history (nothing: <data dir>/qtui/console-history.sqlite)."),
     Setting("console_refresh_interval", 0.25, _at_least(NUMBER, 0, above=True),
             "Seconds between the console's redraws from the event stream."),
-    # Remote control
+    # Remote control and console permissions
     Setting("control_secret", None, _optional(STR),
             "Sign remote-control commands with this secret (16 characters or more): qtui "
             "clients sign every command, and qtui workers that have it refuse unsigned, badly "
@@ -249,6 +254,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "this well); its nonce is remembered that long, so it cannot be replayed."),
     Setting("worker_max_concurrency", None, _optional(_at_least(INT, 1)),
             "Most pool slots pool_grow and autoscale may reach (nothing: 4 per CPU, at least 8)."),
+    Setting("console_permissions", None, _optional(PERMISSIONS),
+            "Console actions allowed (nothing: all of them); the others are hidden and refused "
+            "as with --read-only."),
     Setting("contexts", {}, TABLE,
             "Named clusters for the console ([contexts.NAME] tables of settings such as "
             "broker_url); pick one with --context NAME or :context NAME."),
