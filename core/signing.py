@@ -106,8 +106,9 @@ class Verifier:
             return "bad signature (not signed with this worker's control secret)"
         now = time.time() if now is None else now
         if abs(now - timestamp) > self.window:
-            return (f"stale signature: signed {now - timestamp:.0f} s from now, outside the "
-                    f"replay window of {self.window:g} s (check both clocks)")
+            return (f"stale signature: its timestamp is {abs(now - timestamp):.0f} s from this "
+                    f"worker's clock, outside the replay window of {self.window:g} s (a replay, "
+                    "or clocks that disagree)")
         self._forget(now)
         if nonce in self._seen:
             return "replayed command (its nonce was seen already)"

@@ -2,8 +2,8 @@
 worker that holds the secret refuses unsigned (except the allowed read-only inspect commands),
 badly signed, stale and replayed ones, logging each refusal and answering with an error.
 Celery's own ``celery inspect`` still reads such a worker; ``celery control shutdown`` cannot
-stop it. The verifier is checked alone first, then a real worker on Redis and the real
-``celery`` program."""
+stop it, and a real Celery worker obeys signed commands (it ignores the signature). The
+verifier is checked alone first, then a real worker on Redis and the real ``celery`` program."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from qtui.core.config import Conf
 from qtui.core.exceptions import ConfigError
 from qtui.core.signing import SIGNATURE_FIELD, Verifier, secret_of, sign
 
+from .test_control import HOST, delete_queues, need_broker, start_celery
 from .test_interop_celery_cli import CeleryCLI
 from .worker_helpers import (  # noqa: F401 - fixtures
     ModuleWorkers,
@@ -202,3 +203,21 @@ def test_celery_inspect_reads_a_signed_worker_but_celery_control_cannot_stop_it(
     assert "'shutdown' refused: unsigned command" in out
     assert signed.process.poll() is None
     assert signed.ask(signed.signed, "ping") == {"ok": "pong"}
+
+
+@pytest.mark.timeout(120)
+def test_a_celery_worker_obeys_signed_commands(tmp_path, unique):
+    broker = need_broker("redis")
+    queue = f"signed-celery-{unique}"
+    hostname = f"celery-{queue}@{HOST}"
+    app = App("client", broker=broker, task_default_queue=queue, control_secret=SECRET)
+    try:
+        with start_celery(tmp_path, broker, queue, pool="solo"):
+            assert app.control.ping(destination=[hostname], timeout=10).by_worker() == {
+                hostname: {"ok": "pong"}}
+            replies = app.control.rate_limit("tasks.add", "10/m", destination=[hostname],
+                                             reply=True, timeout=10)
+            assert replies.by_worker()[hostname] == {"ok": "new rate limit set successfully"}
+    finally:
+        app.close()
+        delete_queues(broker, queue)
