@@ -1,6 +1,7 @@
 """Control replies and events come from anyone who can publish to the broker: they are decoded
 as JSON only, whatever the app's ``accept_content``; a reply that is not JSON is an error of its
-own and the other workers' replies are still shown. Fake nodes answer on the real Redis."""
+own and the other workers' replies are still shown. Fake nodes answer on the real Redis
+and RabbitMQ."""
 
 from __future__ import annotations
 
@@ -56,14 +57,15 @@ def fake_node(broker: str, hostname: str, serializer: str, reply: Any) -> Iterat
 
 
 @pytest.mark.parametrize("accept", [["json"], ["json", "pickle"]])
-def test_a_pickle_reply_is_an_error_and_never_unpickled(redis_url, unique, tmp_path, accept):
+def test_a_pickle_reply_is_an_error_and_never_unpickled(broker, unique, tmp_path, accept):
+    url, _ = broker
     planted = tmp_path / "unpickled"
     good, evil = f"good-{unique}@test", f"evil-{unique}@test"
-    app = App("client", broker=redis_url, accept_content=accept)
+    app = App("client", broker=url, accept_content=accept)
     try:
         with ExitStack() as stack:
-            stack.enter_context(fake_node(redis_url, good, "json", {"ok": "pong"}))
-            stack.enter_context(fake_node(redis_url, evil, "pickle", Planted(planted)))
+            stack.enter_context(fake_node(url, good, "json", {"ok": "pong"}))
+            stack.enter_context(fake_node(url, evil, "pickle", Planted(planted)))
             replies = app.control.ping(destination=[good, evil], timeout=5)
     finally:
         app.close()
