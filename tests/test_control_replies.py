@@ -19,6 +19,8 @@ from qtui.core import App
 from qtui.core.control import MAILBOX_NAME, UNDECODABLE
 from qtui.core.events import EventReceiver, event_exchange
 
+from .test_commands import qtui
+
 
 class Planted:
     """Unpickling this creates a file: proof that a reply was unpickled."""
@@ -94,3 +96,19 @@ def test_a_pickle_event_is_dropped_never_unpickled_and_the_feed_goes_on(unique, 
         app.close()
     assert not planted.exists()
     assert [e["hostname"] for e in events] == [unique]
+
+
+def test_qtui_inspect_shows_the_good_replies_beside_the_undecodable_one(redis_url, unique,
+                                                                        tmp_path, capsys):
+    good, evil = f"good-{unique}@test", f"evil-{unique}@test"
+    app = App("client", broker=redis_url)
+    try:
+        with fake_node(redis_url, good, "json", {"ok": "pong"}), \
+                fake_node(redis_url, evil, "pickle", Planted(tmp_path / "unpickled")):
+            status = qtui(app, "inspect", "ping", "-d", f"{good},{evil}", "-t", "5")
+    finally:
+        app.close()
+    out = capsys.readouterr().out
+    assert status == 1  # a worker replied with an error
+    assert f"{good}: OK" in out and "pong" in out
+    assert f"{UNDECODABLE}1: ERROR" in out and "not JSON" in out
