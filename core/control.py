@@ -9,6 +9,7 @@ that said nothing.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -335,6 +336,7 @@ def _collect(mailbox: Mailbox, conn: Connection, ticket: str, timeout: float,
     """Replies carrying our ticket, until the deadline or ``limit`` of them. A reply that is
     not JSON is not decoded: it becomes an error entry, and the other replies still count."""
     replies: list[dict[str, Any]] = []
+    undecodable = itertools.count(1)
     deadline = time.monotonic() + timeout
 
     def ours(message: Any) -> bool:
@@ -355,7 +357,7 @@ def _collect(mailbox: Mailbox, conn: Connection, ticket: str, timeout: float,
 
     def on_decode_error(message: Any, exc: Exception) -> None:
         if ours(message):
-            add({f"{UNDECODABLE}{len(replies) + 1}": {"error": (
+            add({f"{UNDECODABLE}{next(undecodable)}": {"error": (
                 f"a reply that is not JSON ({message.content_type}) was dropped: {exc}")}})
 
     queue = mailbox.reply_queue
