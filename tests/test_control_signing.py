@@ -7,12 +7,16 @@ verifier is checked alone first, then a real worker on Redis and the real ``cele
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
+from kombu import Producer
+from kombu.common import maybe_declare
 
 from qtui.core import App
 from qtui.core.config import Conf
+from qtui.core.control import _collect
 from qtui.core.exceptions import ConfigError
 from qtui.core.signing import SIGNATURE_FIELD, Verifier, secret_of, sign
 
@@ -221,3 +225,25 @@ def test_a_celery_worker_obeys_signed_commands(tmp_path, unique):
     finally:
         app.close()
         delete_queues(broker, queue)
+
+
+def test_a_signed_worker_refuses_a_replayed_command(signed):
+    """The same signed message published twice (as anyone reading the broker could): the
+    first one runs, the copy is refused."""
+    with signed.signed.connection_for_write() as conn:
+        mailbox = signed.signed.control.mailbox(conn)
+        channel = conn.default_channel
+        maybe_declare(mailbox.reply_queue(channel))
+        ticket = uuid.uuid4().hex
+        body = sign({"method": "clock", "arguments": {}, "destination": [signed.hostname],
+                     "pattern": None, "matcher": None, "ticket": ticket,
+                     "reply_to": {"exchange": mailbox.reply_exchange.name,
+                                  "routing_key": mailbox.oid}}, SECRET.encode())
+        producer = Producer(channel)
+        for _ in range(2):
+            producer.publish(body, exchange=mailbox.exchange.name, declare=[mailbox.exchange],
+                             serializer="json")
+        replies = _collect(mailbox, conn, ticket, 10, 2, None)
+    first, second = (reply[signed.hostname] for reply in replies)
+    assert "clock" in first
+    assert "replayed command" in second["error"]
