@@ -107,6 +107,22 @@ RETRY_POLICY = Kind("a table with " + ", ".join(sorted(RETRY_POLICY_KEYS)),
                     lambda v: isinstance(v, Mapping) and set(v) <= RETRY_POLICY_KEYS)
 
 
+#: Inspect commands that show no task's arguments: the default of control_allow_unsigned.
+DEFAULT_ALLOW_UNSIGNED = ("ping", "stats", "active_queues", "registered", "clock", "report")
+#: Commands control_allow_unsigned may list: read-only ones (never task_arguments, never
+#: hello, which revokes tasks, never a command that changes anything).
+INSPECT_COMMANDS = frozenset({
+    *DEFAULT_ALLOW_UNSIGNED, "active", "reserved", "scheduled", "revoked", "query_task", "conf",
+    "dump_active", "dump_reserved", "dump_schedule", "dump_revoked", "dump_tasks", "dump_conf"})
+INSPECT_LIST = Kind("a list of read-only inspect commands (" + ", ".join(sorted(
+    INSPECT_COMMANDS)) + ")", lambda v: STR_LIST.check(v) and set(v) <= INSPECT_COMMANDS)
+#: What the console can do to a cluster, as console_permissions names it.
+CONSOLE_ACTIONS = ("revoke", "terminate", "retry", "rate_limit", "time_limit", "pool_grow",
+                   "pool_shrink", "add_consumer", "cancel_consumer", "purge", "shutdown")
+PERMISSIONS = Kind("a list of console actions (" + ", ".join(CONSOLE_ACTIONS) + ")",
+                   lambda v: STR_LIST.check(v) and set(v) <= set(CONSOLE_ACTIONS))
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -222,6 +238,25 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "Where the console keeps its history (nothing: <data dir>/qtui/console-history.sqlite)."),
     Setting("console_refresh_interval", 0.25, _at_least(NUMBER, 0, above=True),
             "Seconds between the console's redraws from the event stream."),
+    # Remote control and console permissions
+    Setting("control_secret", None, _optional(STR),
+            "Sign remote-control commands with this secret (16 characters or more): qtui "
+            "clients sign every command, and qtui workers that have it refuse unsigned, badly "
+            "signed, stale and replayed ones. Nothing: commands are not signed (Celery's way).",
+            secret=True),
+    Setting("control_secret_file", None, _optional(STR),
+            "A file holding the control secret (instead of control_secret)."),
+    Setting("control_allow_unsigned", list(DEFAULT_ALLOW_UNSIGNED), INSPECT_LIST,
+            "Read-only inspect commands a worker with a control secret still answers unsigned "
+            "(Celery's tools, Flower)."),
+    Setting("control_replay_window", 60.0, _at_least(NUMBER, 0, above=True),
+            "Seconds a signed command stays valid (clocks of clients and workers must agree "
+            "this well); its nonce is remembered that long, so it cannot be replayed."),
+    Setting("worker_max_concurrency", None, _optional(_at_least(INT, 1)),
+            "Most pool slots pool_grow and autoscale may reach (nothing: 4 per CPU, at least 8)."),
+    Setting("console_permissions", None, _optional(PERMISSIONS),
+            "Console actions allowed (nothing: all of them); the others are hidden and refused "
+            "as with --read-only."),
     Setting("contexts", {}, TABLE,
             "Named clusters for the console ([contexts.NAME] tables of settings such as "
             "broker_url); pick one with --context NAME or :context NAME."),
@@ -340,6 +375,9 @@ def mask_url(url: str) -> str:
 def censor(key: str, value: Any) -> Any:
     """Mask passwords in URLs everywhere, and the whole value of any other key that names a secret."""
     if key not in SETTINGS and _SECRET_WORDS.search(key) and value not in (None, "", [], {}):
+        return "********"
+    if key in SETTINGS and SETTINGS[key].secret and isinstance(value, str) \
+            and "://" not in value and value:  # a secret that is not a URL with a password
         return "********"
     if isinstance(value, str):
         return mask_url(value)

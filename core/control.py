@@ -9,6 +9,7 @@ that said nothing.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,19 +17,26 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from kombu import Connection, Consumer
+from kombu import Connection, Consumer, Producer
+from kombu.common import maybe_declare
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.pidbox import Mailbox
 from kombu.utils.uuid import uuid
 
 from .config import mask_url
 from .exceptions import BrokerUnavailable
+from .signing import secret_of, sign
 
 if TYPE_CHECKING:
     from .app import App
 
 MAILBOX_NAME = "celery"
 TERM_SIGNAME = "SIGTERM"
+#: Commands and replies travel as JSON whatever ``accept_content`` says: a reply comes from
+#: anyone who can publish to the broker, and decoding pickle from them would run their code.
+CONTROL_CONTENT = ["json"]
+#: Stands for the (unknown) sender of a reply that could not be decoded, numbered.
+UNDECODABLE = "undecodable reply #"
 
 
 def _strtobool(text: str) -> bool:
@@ -159,7 +167,7 @@ class Control:
     def __init__(self, app: App) -> None:
         self.app = app
         # Celery's control_queue_ttl (300 s) and control_queue_expires (10 s).
-        self.mailbox = Mailbox(MAILBOX_NAME, type="fanout", accept=app.conf.accept_content,
+        self.mailbox = Mailbox(MAILBOX_NAME, type="fanout", accept=CONTROL_CONTENT,
                                serializer="json", queue_ttl=300.0, reply_queue_ttl=300.0,
                                queue_expires=10.0, reply_queue_expires=10.0)
 
@@ -185,6 +193,7 @@ class Control:
         """
         destination = _destinations(destination)
         arguments = dict(arguments or {}, **extra_kwargs)
+        secret = secret_of(self.app.conf)
         if limit is None and destination:
             limit = len(destination)
         context = nullcontext(connection) if connection is not None \
@@ -193,9 +202,9 @@ class Control:
             with context as conn:
                 mailbox = self.mailbox(conn)
                 ticket = uuid() if reply else None
-                mailbox._publish(command, arguments, destination=destination,
-                                 reply_ticket=ticket, channel=conn.default_channel,
-                                 timeout=timeout, pattern=pattern, matcher=matcher)
+                _publish(mailbox, conn, {"method": command, "arguments": arguments,
+                                         "destination": destination, "pattern": pattern,
+                                         "matcher": matcher}, ticket, timeout, secret)
                 if ticket is None:
                     return None
                 replies = _collect(mailbox, conn, ticket, timeout, limit, callback)
@@ -304,26 +313,57 @@ class Control:
     discard_all = purge
 
 
+def _publish(mailbox: Mailbox, conn: Connection, message: dict[str, Any], ticket: str | None,
+             timeout: float, secret: bytes | None) -> None:
+    """kombu's ``Mailbox._publish``, signing the command when there is a control secret."""
+    channel = conn.default_channel
+    if ticket is not None:
+        maybe_declare(mailbox.reply_queue(channel))
+        message.update(ticket=ticket, reply_to={"exchange": mailbox.reply_exchange.name,
+                                                "routing_key": mailbox.oid})
+    if secret is not None:
+        message = sign(message, secret)
+    exchange = mailbox.exchange
+    Producer(channel, auto_declare=False).publish(
+        message, exchange=exchange.name, declare=[exchange], serializer="json", retry=True,
+        headers={"clock": mailbox.clock.forward(),
+                 "expires": time.time() + timeout if timeout else 0})
+
+
 def _collect(mailbox: Mailbox, conn: Connection, ticket: str, timeout: float,
              limit: int | None, callback: Callable[[dict[str, Any]], None] | None
              ) -> list[dict[str, Any]]:
-    """Replies carrying our ticket, until the deadline or ``limit`` of them."""
+    """Replies carrying our ticket, until the deadline or ``limit`` of them. A reply that is
+    not JSON is not decoded: it becomes an error entry, and the other replies still count."""
     replies: list[dict[str, Any]] = []
+    undecodable = itertools.count(1)
     deadline = time.monotonic() + timeout
 
-    def on_message(body: Any, message: Any) -> None:
+    def ours(message: Any) -> bool:
         headers = message.headers or {}
-        mailbox.clock.adjust(headers.get("clock") or 0)
-        if headers.get("ticket") != ticket or not isinstance(body, dict):
-            return  # a late answer to an earlier request, or garbage
+        clock = headers.get("clock")
+        if isinstance(clock, int) and not isinstance(clock, bool):
+            mailbox.clock.adjust(clock)
+        return bool(headers.get("ticket") == ticket)
+
+    def add(body: dict[str, Any]) -> None:
         if callback is not None:
             callback(body)
         replies.append(body)
 
+    def on_message(body: Any, message: Any) -> None:
+        if ours(message) and isinstance(body, dict):  # else a late answer, or garbage
+            add(body)
+
+    def on_decode_error(message: Any, exc: Exception) -> None:
+        if ours(message):
+            add({f"{UNDECODABLE}{next(undecodable)}": {"error": (
+                f"a reply that is not JSON ({message.content_type}) was dropped: {exc}")}})
+
     queue = mailbox.reply_queue
     channel = conn.default_channel
-    consumer = Consumer(channel, [queue], accept=mailbox.accept, no_ack=True,
-                        callbacks=[on_message])
+    consumer = Consumer(channel, [queue], accept=CONTROL_CONTENT, no_ack=True,
+                        callbacks=[on_message], on_decode_error=on_decode_error)
     try:
         with consumer:
             while limit is None or len(replies) < limit:

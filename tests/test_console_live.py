@@ -206,6 +206,8 @@ async def test_retry_sends_a_failed_task_again_with_its_full_arguments(world):
         assert "complete, from the worker" in screen_text(console)
         await pilot.press("escape")
         await pilot.press("y")
+        assert isinstance(console.screen, ConfirmScreen)
+        await pilot.press("y")
         text = await until(pilot, lambda: outcome_text(console), what="retry outcome")
         assert "sent again as" in text
         new_id = console.outcomes[-1].message.rsplit(" ", 1)[-1]

@@ -23,7 +23,7 @@ from textual.message import Message
 from textual.screen import Screen
 
 from qtui.core import App
-from qtui.core.config import mask_url
+from qtui.core.config import CONSOLE_ACTIONS, mask_url
 
 from .actions import Actions, Outcome, full_arguments
 from .collector import IdleCollector
@@ -32,7 +32,7 @@ from .history import History, default_history_path
 from .model import ConsoleModel
 from .rows import Snapshot, TaskRow
 from .views.base import ClusterView
-from .views.modals import CommandScreen, HelpScreen
+from .views.modals import CommandScreen, ConfirmScreen, HelpScreen
 from .views.overview import OverviewScreen
 from .views.queues import QueuesScreen
 from .views.tasks import TasksScreen
@@ -48,7 +48,8 @@ VIEWS: dict[str, type[ClusterView]] = {
 
 
 class Console(TextualApp[None]):
-    """``qtui``: the console. ``read_only`` hides and refuses every action that changes anything."""
+    """``qtui``: the console. ``read_only`` hides and refuses every action that changes anything;
+    ``console_permissions`` only those it does not list."""
 
     CSS_PATH = Path(__file__).with_name("console.tcss")  # absolute: subclasses live elsewhere
     TITLE = "qtui"
@@ -96,6 +97,10 @@ class Console(TextualApp[None]):
         self.refresh_interval = float(conf.console_refresh_interval)
         self.model = ConsoleModel(max_tasks=conf.console_max_tasks)
         self.actions = Actions(app)
+        allowed = conf.console_permissions
+        self.permissions = frozenset() if self.read_only else frozenset(
+            CONSOLE_ACTIONS if allowed is None else allowed)
+        """The actions this console may take (``console_permissions`` names)."""
         history = None
         if self.use_history:
             history = History(conf.console_history_file or default_history_path(),
@@ -105,6 +110,8 @@ class Console(TextualApp[None]):
 
     def _describe(self) -> str:
         mode = " · read-only" if self.read_only else ""
+        if not self.read_only and self.permissions != set(CONSOLE_ACTIONS):
+            mode = f" · may {', '.join(sorted(self.permissions)) or 'do nothing'}"
         context = f"{self.context} · " if self.context else ""
         return f"{context}{mask_url(self.cluster.broker_url)}{mode}"
 
@@ -159,6 +166,10 @@ class Console(TextualApp[None]):
         return self.feed.inspect(hostname, method, *arguments)
 
     # actions ------------------------------------------------------------------------------------
+    def allows(self, permission: str) -> bool:
+        """Whether ``permission`` (a ``console_permissions`` name) is granted."""
+        return permission in self.permissions
+
     def perform(self, call: Callable[[], Outcome]) -> None:
         if self.read_only:
             self.notify("The console is read-only (--read-only)", severity="error")
@@ -177,11 +188,19 @@ class Console(TextualApp[None]):
 
     def retry_task(self, task: TaskRow) -> None:
         """Send a task again with its full original arguments, where it was sent the first time
-        (refused when only a truncated repr of the arguments is known)."""
+        (refused when only a truncated repr of the arguments is known), once the user said yes."""
         if self.read_only:
             self.notify("The console is read-only (--read-only)", severity="error")
             return
-        self._retry(task)
+        if not self.allows("retry"):
+            self.notify("Retry is not in console_permissions", severity="error")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._retry(task)
+        self.push_screen(ConfirmScreen(f"Retry {task.name} [{task.id}]? It is sent again as a "
+                                       "new task with the same arguments."), answered)
 
     @work(thread=True, group="actions", exit_on_error=False)
     def _retry(self, task: TaskRow) -> None:

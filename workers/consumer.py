@@ -145,6 +145,7 @@ class Consumer:
     def _listen_pidbox(self, conn: Connection) -> None:
         node = control.ControlNode(self.worker.hostname, state=self.worker,
                                    handlers=control.HANDLERS, mailbox=self.app.control.mailbox)
+        node.verifier = self.worker.control_verifier
         node.channel = conn.channel()
         self._pidbox = node.listen(callback=self._on_control)
         self._node = node

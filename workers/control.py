@@ -24,7 +24,8 @@ every request: an unknown command, arguments of the wrong names or types, or a h
 fails get an ``{"error": "..."}`` reply, and nothing a request carries can stop the worker.
 Commands that touch the broker (add_consumer, cancel_consumer) or the pool (pool_grow,
 pool_shrink) answer at once and act on the next turn of the worker's loop, as Celery's do.
-``worker_enable_remote_control = false`` turns the mailbox off.
+``worker_enable_remote_control = false`` turns the mailbox off. With a ``control_secret``, a
+command whose signature :mod:`qtui.core.signing` refuses is logged and answered with an error.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from qtui.core.config import censor, mask_url
 from qtui.core.exceptions import ConfigError
 from qtui.core.routing import make_queue
 
+from .execution import MAX_TIME_LIMIT
 from .job import ACTIVE, RESERVED, SCHEDULED, WAITING, Job
 from .ratelimit import parse_rate
 
@@ -60,6 +62,8 @@ except ImportError:  # pragma: no cover - not on Windows
 
 if TYPE_CHECKING:
     from kombu.message import Message
+
+    from qtui.core.signing import Verifier
 
     from .worker import Worker
 
@@ -73,6 +77,8 @@ _SIGNATURES: dict[str, inspect.Signature] = {}
 DEFAULT_TASK_INFO_ITEMS = ("exchange", "routing_key", "rate_limit")
 #: A ``task_arguments`` reply stops adding tasks past about this many bytes.
 ARGUMENTS_REPLY_MAX = 4 * 1024 * 1024
+#: The slowest rate ``rate_limit`` may set (tasks per second): one an hour.
+MIN_RATE = 1 / 3600
 
 
 class ControlError(Exception):
@@ -135,7 +141,11 @@ def _short(value: Any, limit: int = 100) -> str:
 
 class ControlNode(Node):
     """kombu's pidbox node, with every request checked before it is dispatched: whatever a
-    message holds, it gets a reply (an error one if need be) or is dropped with a log line."""
+    message holds, it gets a reply (an error one if need be) or is dropped with a log line.
+    With a :class:`~qtui.core.signing.Verifier`, a command it refuses is logged and answered
+    with an error instead of being run."""
+
+    verifier: Verifier | None = None
 
     def handle_message(self, body: Any, message: Message | None = None) -> Any:
         if not isinstance(body, Mapping):
@@ -164,21 +174,28 @@ class ControlNode(Node):
                 logger.warning("Dropped a remote-control message with pattern %s and matcher "
                                "%s: %r", _short(pattern), _short(matcher), exc)
                 return None
-        return self.dispatch(body.get("method"), body.get("arguments"), body.get("reply_to"),
+        method = body.get("method")
+        refusal = self.verifier.refusal(body) if self.verifier is not None else None
+        if refusal is not None:
+            logger.warning("Refused remote-control command %s: %s", _short(method), refusal)
+            return self._answer(nok(f"{_short(method)} refused: {refusal}"),
+                                body.get("reply_to"), body.get("ticket"))
+        return self.dispatch(method, body.get("arguments"), body.get("reply_to"),
                              body.get("ticket"))
 
     def dispatch(self, method: Any = None, arguments: Any = None, reply_to: Any = None,
                  ticket: Any = None, **kwargs: Any) -> Any:
+        logger.debug("pidbox received method %s [reply_to:%s ticket:%s]", _short(method),
+                     _short(reply_to), _short(ticket))
+        return self._answer(call(self.state, method, arguments), reply_to, ticket)
+
+    def _answer(self, reply: Any, reply_to: Any, ticket: Any) -> Any:
         # Replies go to the mailbox's reply exchange only: declaring one a request names could
         # clash with an existing exchange and, on RabbitMQ, close the channel commands arrive on.
-        if not (isinstance(reply_to, Mapping)
-                and reply_to.get("exchange") == self.mailbox.reply_exchange.name
-                and isinstance(reply_to.get("routing_key"), str)):
-            reply_to = None  # nowhere to answer: run it as a cast
-        logger.debug("pidbox received method %s [reply_to:%s ticket:%s]", _short(method),
-                     reply_to, _short(ticket))
-        reply = call(self.state, method, arguments)
-        if reply_to is not None:
+        # Without one, there is nowhere to answer: the command was a cast.
+        if isinstance(reply_to, Mapping) \
+                and reply_to.get("exchange") == self.mailbox.reply_exchange.name \
+                and isinstance(reply_to.get("routing_key"), str):
             self.reply({self.hostname: reply}, exchange=reply_to["exchange"],
                        routing_key=reply_to["routing_key"], ticket=ticket)
         return reply
@@ -507,6 +524,9 @@ def rate_limit(worker: Worker, task_name: Any = None, rate_limit: Any = None,
         rate = parse_rate(rate_limit)
     except (ValueError, TypeError) as exc:
         return nok(f"Invalid rate limit string: {exc!r}")
+    if rate is not None and rate < MIN_RATE:
+        return nok(f"Invalid rate limit {_short(rate_limit)}: below 1/h it stops the task type; "
+                   "revoke its tasks instead")
     if not isinstance(task_name, str) or task_name not in worker.app.tasks:
         logger.error("Rate limit attempt for unknown task %s", _short(task_name))
         return nok("unknown task")
@@ -527,6 +547,11 @@ def time_limit(worker: Worker, task_name: Any = None, hard: Any = None, soft: An
         logger.error("Change time limit attempt for unknown task %s", _short(task_name))
         return nok("unknown task")
     hard_s, soft_s = _seconds(hard, "hard"), _seconds(soft, "soft")
+    if max(hard_s or 0, soft_s or 0) > MAX_TIME_LIMIT:
+        return nok(f"time limits above {MAX_TIME_LIMIT:.0f} s (a year) cannot be set")
+    if hard_s is not None and soft_s is not None and soft_s > hard_s:
+        return nok(f"the soft time limit ({soft_s:g} s) must not exceed the hard one "
+                   f"({hard_s:g} s)")
     worker.set_time_limits(task_name, hard=hard_s, soft=soft_s)
     logger.info("New time limits for tasks of type %s: soft=%s hard=%s", task_name, soft_s,
                 hard_s)
@@ -565,6 +590,9 @@ def pool_grow(worker: Worker, n: Any = 1, **kwargs: Any) -> dict[str, str]:
     if worker.pool_name == "solo":
         return nok("the solo pool runs one task at a time and cannot grow; "
                    "start the worker with -P prefork or -P threads")
+    if worker.concurrency + n > worker.max_concurrency:
+        return nok(f"pool_grow: {worker.concurrency} + {n} slots would exceed "
+                   f"worker_max_concurrency ({worker.max_concurrency})")
     worker.call_soon(partial(worker.resize_pool, n), "pool_grow")
     return ok("pool will grow")
 
@@ -583,7 +611,11 @@ def pool_shrink(worker: Worker, n: Any = 1, **kwargs: Any) -> dict[str, str]:
 def autoscale(worker: Worker, max: Any = None, min: Any = None,  # noqa: A002 - Celery's names
               **kwargs: Any) -> dict[str, str]:
     """Modify autoscale settings: a qtui worker has a fixed pool, as a Celery one started
-    without --autoscale, and answers as that one does."""
+    without --autoscale, and answers as that one does (after checking the arguments)."""
+    for value, what in ((max, "max"), (min, "min")):
+        if value is not None and _count(value, what) > worker.max_concurrency:
+            return nok(f"autoscale: {what} {value} exceeds worker_max_concurrency "
+                       f"({worker.max_concurrency})")
     return nok("Autoscale not enabled: this worker's pool has a fixed size; "
                "use pool_grow and pool_shrink")
 

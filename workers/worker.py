@@ -44,6 +44,7 @@ from qtui.core.exceptions import (
     WorkerLostError,
 )
 from qtui.core.protocol import TaskMessage, decode, parse
+from qtui.core.signing import verifier_for
 
 from . import leases
 from .arguments import ArgumentStore
@@ -114,6 +115,11 @@ class Worker:
         self.shutdown_timeout = float(conf.worker_shutdown_timeout if shutdown_timeout is None
                                       else shutdown_timeout)
         self.max_redeliveries = int(conf.task_max_redeliveries)
+        self.max_concurrency = int(conf.worker_max_concurrency
+                                   or max(8, 4 * (os.cpu_count() or 1)))
+        """Most pool slots remote control may grow the pool to."""
+        self.control_verifier = verifier_for(conf)
+        """Checks remote-control commands' signatures; None without a control secret."""
 
         self.hooks = Hooks()
         self.timer = Timer()
@@ -658,9 +664,10 @@ class Worker:
             store.queues = [q.name for q in self.queues]
 
     def resize_pool(self, delta: int) -> None:
-        """Grow (``delta`` > 0) or shrink the pool, and the prefetch window with it."""
+        """Grow (``delta`` > 0, up to :attr:`max_concurrency`) or shrink the pool, and the
+        prefetch window with it."""
         if delta > 0:
-            self.pool.grow(delta)
+            self.pool.grow(max(0, min(delta, self.max_concurrency - self.pool.concurrency)))
         elif delta < 0:
             self.pool.shrink(-delta)
         self.concurrency = self.pool.concurrency

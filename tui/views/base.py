@@ -15,11 +15,14 @@ if TYPE_CHECKING:
     from ..actions import Outcome
     from ..console import Console
 
-#: Actions that change the cluster; hidden and refused in --read-only mode.
-WRITE_ACTIONS = frozenset({
-    "revoke", "terminate", "retry", "rate_limit", "time_limit", "grow", "shrink",
-    "add_consumer", "cancel_consumer", "purge", "shutdown",
-})
+#: Actions that change the cluster, with the console permission each needs (as
+#: ``console_permissions`` names it); hidden and refused without it, and all in --read-only mode.
+PERMISSION_OF = {
+    "revoke": "revoke", "terminate": "terminate", "retry": "retry", "rate_limit": "rate_limit",
+    "time_limit": "time_limit", "grow": "pool_grow", "shrink": "pool_shrink",
+    "add_consumer": "add_consumer", "cancel_consumer": "cancel_consumer", "purge": "purge",
+    "shutdown": "shutdown",
+}
 
 
 #: Seconds after a key during which snapshots do not redraw the view.
@@ -71,7 +74,8 @@ class ClusterView(Screen[None]):
         self.redraw()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in WRITE_ACTIONS and self.console.read_only:
+        permission = PERMISSION_OF.get(action)
+        if permission is not None and not self.console.allows(permission):
             return False
         return True
 
