@@ -134,7 +134,7 @@ class Worker:
         self.pool = cls(app, self.concurrency, self._events.put,
                         max_tasks_per_child if max_tasks_per_child is not None
                         else conf.worker_max_tasks_per_child)
-        self.consumer = Consumer(self, self.queues, self.on_message)
+        self.consumer = Consumer(self, self.queues, self.on_message, self.on_undecodable)
         self.dead_letters = DeadLetters(self.consumer.publisher)
         self._stale_by_task: dict[str, Job] = {}
         self._orphans: list[tuple[str, bool]] = []
@@ -338,6 +338,19 @@ class Worker:
         job = Job(task_message, message, queue_name, number)
         self.jobs[job.id] = job
         self._receive(job)
+
+    def on_undecodable(self, queue_name: str, message: Message, exc: Exception) -> None:
+        """kombu could not unpack a message from ``queue_name`` (its ``compression`` header is
+        unknown or does not match the body): dead-letter it as it came."""
+        if self.stopping:
+            self._put_back(queue_name, message)
+            return
+        compression = (message.headers or {}).get("compression")
+        if isinstance(exc, KeyError):
+            reason = f"unknown compression {compression!r}: the body cannot be decompressed"
+        else:
+            reason = f"cannot decompress the body as {compression!r}: {exc!r}"
+        self._reject_bad(queue_name, message, reason)
 
     def _receive(self, job: Job) -> None:
         msg = job.message
