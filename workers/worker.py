@@ -177,7 +177,13 @@ class Worker:
         self.started_at = time.time()
         self.pool.start()
         try:
-            self.consumer.connect(self.prefetch_target())
+            try:
+                self.consumer.connect(self.prefetch_target())
+            except self.consumer.errors as exc:
+                if not self.stopping:
+                    raise
+                logger.warning("Stopped before the broker was reached (%s)", exc)
+                return 0
             self._on_connected()
             print(f"qtui worker {self.hostname} ready.", flush=True)
             logger.info("Connected to %s; consuming %s", self.consumer.broker_name(),
