@@ -16,8 +16,15 @@ PRIVATE_MODE = 0o600
 
 def create_private(path: str | os.PathLike[str]) -> Path:
     """Create ``path`` (and its directory) readable and writable by its owner only, unless it
-    exists; returns it."""
+    exists; returns it.
+
+    An existing file is never opened: closing any descriptor of a file drops every POSIX lock
+    this process holds on it, which would break the locks of its open SQLite connections.
+    """
     file = Path(path).expanduser()
     file.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_MODE))
+    try:
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+    except FileExistsError:
+        pass  # it keeps the mode its owner gave it
     return file
