@@ -5,6 +5,7 @@ every file holding task data (embedded broker, results, log, statedb, pidfile, S
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import sys
 import pytest
 
 from qtui.core.exceptions import ConfigError
+from qtui.core.files import create_private
 from qtui.workers.cli import pidfile
 
 from .worker_helpers import Setup, sqlite_setup, wait_for  # noqa: F401 - fixtures
@@ -92,3 +94,24 @@ def test_files_holding_task_data_are_created_owner_only(sqlite_setup: Setup, tmp
                  "results.sqlite-wal", "results.sqlite-shm", "worker.log", "revoked.db",
                  "revoked.db-wal", "revoked.db-shm", "worker.pid"):
         assert found.get(name) == 0o600, (name, found)
+
+
+def test_an_existing_file_keeps_its_mode_and_this_process_keeps_its_sqlite_locks(tmp_path):
+    """Closing any descriptor of a file drops the process's POSIX locks on it: a file that
+    exists must not be opened at all (a threads worker on the embedded broker froze)."""
+    path = tmp_path / "broker.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE t (x)")
+    path.chmod(0o640)
+    conn.execute("BEGIN IMMEDIATE")  # a write lock, held by this process
+    try:
+        create_private(path)
+        other = subprocess.run(
+            [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], "
+             "timeout=0, isolation_level=None); c.execute('BEGIN IMMEDIATE')", str(path)],
+            capture_output=True, text=True, timeout=30)
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+    assert other.returncode != 0 and "database is locked" in other.stderr
+    assert _mode(path) == 0o640
