@@ -32,6 +32,15 @@ def test_check_url_names_the_problem_and_masks_the_password(url):
     assert "hunter2" not in str(caught.value)
 
 
+def test_a_transport_whose_library_is_missing_is_named():
+    import importlib.util
+
+    if importlib.util.find_spec("pymongo") is not None:
+        pytest.skip("pymongo is installed here")
+    with pytest.raises(ConfigError, match="needs a library that is not installed"):
+        check_url("mongodb://h/db")
+
+
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/3", "amqp://guest:guest@h:5672//",
                                  "sqlite:///tmp/broker.sqlite", "memory://",
                                  "redis://a:1/0;redis://b:2/0"])

@@ -345,14 +345,20 @@ class Worker:
         self.jobs[job.id] = job
         self._receive(job)
 
-    def on_undecodable(self, queue_name: str, message: Message, exc: Exception) -> None:
+    def on_undecodable(self, queue_name: str, message: Message | Any, exc: Exception) -> None:
         """kombu could not unpack a message from ``queue_name`` (its ``compression`` header is
-        unknown or does not match the body): dead-letter it as it came."""
+        unknown or does not match the body): dead-letter it as it came. Where kombu could not
+        even make a Message of what the broker sent, there is nothing to dead-letter here:
+        ``exc`` goes on as before."""
+        if not isinstance(message, Message):
+            raise exc
         if self.stopping:
             self._put_back(queue_name, message)
             return
-        compression = (message.headers or {}).get("compression")
-        if isinstance(exc, KeyError):
+        compression = message.headers.get("compression")
+        if not compression:
+            reason = f"cannot read the message body: {exc!r}"
+        elif isinstance(exc, KeyError):
             reason = f"unknown compression {compression!r}: the body cannot be decompressed"
         else:
             reason = f"cannot decompress the body as {compression!r}: {exc!r}"

@@ -44,6 +44,9 @@ def check_url(url: str) -> None:
                               f"known schemes include redis, amqp, sqlite") from None
         except ValueError as exc:  # urllib's port and host checks, the transport's own
             raise ConfigError(f"broker URL {mask_url(url)!r} is not valid: {exc}") from None
+        except ImportError as exc:  # a kombu transport whose client library is missing
+            raise ConfigError(f"broker URL {mask_url(url)!r} needs a library that is not "
+                              f"installed: {exc}") from None
 
 
 def data_dir() -> Path:
