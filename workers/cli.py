@@ -109,7 +109,7 @@ def pidfile(path: str | None) -> Iterator[None]:
         except ConfigError:
             ours = False  # replaced by a link meanwhile: not ours to remove
         if ours:
-            file.unlink()
+            file.unlink(missing_ok=True)
 
 
 def _read_pid(file: Path) -> int | None:
