@@ -18,15 +18,20 @@ from .worker_helpers import Setup, broker_urls, make_setup, wait_for
 TASK_BODY = "[[1, 2], {}, {}]"
 
 
-def _publish_compressed(setup: Setup, task_id: str, compression: str) -> None:
-    """A tasks.add message whose ``compression`` header lies about its (plain JSON) body."""
+def _publish_compressed(setup: Setup, task_id: str, compression: str | None = None,
+                        really: str | None = None) -> None:
+    """A tasks.add message whose ``compression`` header lies about its (plain JSON) body, or
+    one ``really`` compressed that way by kombu."""
     headers = {"lang": "py", "task": "tasks.add", "id": task_id, "retries": 0,
-               "root_id": task_id, "timelimit": [None, None], "compression": compression}
+               "root_id": task_id, "timelimit": [None, None]}
+    if compression:
+        headers["compression"] = compression
     with Connection(setup.broker) as conn:
         queue = Queue(setup.queue, Exchange(setup.queue), routing_key=setup.queue)
         Producer(conn.default_channel).publish(
             TASK_BODY, exchange=setup.queue, routing_key=setup.queue, headers=headers,
-            content_type="application/json", content_encoding="utf-8", declare=[queue])
+            content_type="application/json", content_encoding="utf-8", declare=[queue],
+            compression=really)
 
 
 def _dead_letters(setup: Setup, expected: int) -> list:
@@ -64,8 +69,10 @@ def test_a_bad_compression_header_is_dead_lettered_and_the_worker_goes_on(setup:
     good.append(app.send_task("tasks.add", args=[2, 2]))
     _publish_compressed(setup, "bad-kind", "application/x-bogus")
     good.append(app.send_task("tasks.add", args=[3, 3]))
+    _publish_compressed(setup, "good-zlib", really="zlib")
+    good.append(app.AsyncResult("good-zlib"))
     with setup.worker("-P", pool, "-c", "2") as proc:
-        assert [r.get(timeout=30) for r in good] == [2, 4, 6]
+        assert [r.get(timeout=30) for r in good] == [2, 4, 6, 3]
         dead = _dead_letters(setup, expected=2)
         assert proc.poll() is None
     reasons = {m.headers.get("id"): m.headers[DEAD_REASON_HEADER] for m in dead}
