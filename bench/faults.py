@@ -489,6 +489,84 @@ def malformed(work: Path, bad: int, good: int) -> Outcome:
         redis.Redis.from_url(BROKER_DB).flushdb()
 
 
+#: Lying ``compression`` headers: a known type that does not match the (plain JSON) body, and
+#: types kombu does not know.
+COMPRESSION_KINDS = ("application/x-gzip", "application/x-bz2", "application/x-bogus", "br")
+
+
+def compression(work: Path, bad: int, good: int) -> Outcome:
+    """``bad`` messages whose ``compression`` header is wrong or unknown among ``good`` valid
+    tasks, on Redis and on the embedded broker (threads -c 4 on each): the worker neither dies
+    nor reconnects, every valid task runs, every bad message is dead-lettered with a reason."""
+    outcome = Outcome(f"{bad:,} bad compression headers among {good:,} valid, per broker "
+                      "(Redis and SQLite, threads -c 4)")
+    rng = random.Random(14)
+    checks = []
+    outcome.details = ["| broker | valid run | bad sent | dead-lettered | without reason | "
+                       "connection losses | worker died |", "| --- | ---: | ---: | ---: | ---: | "
+                       "---: | --- |"]
+    for name, url in (("redis", BROKER_DB), ("sqlite", f"sqlite://{work}/compression.sqlite")):
+        world = World(work, url)
+        try:
+            kinds: Counter[str] = Counter()
+            app = world.app()
+            order = ["bad"] * bad + ["good"] * good
+            rng.shuffle(order)
+            with Connection(url) as conn:
+                producer = Producer(conn.default_channel, exchange=Exchange(""))
+                i = 0
+                for what in order:
+                    if what == "good":
+                        app.send_task("faults.record", args=[i, 0.0], ignore_result=True)
+                        i += 1
+                        continue
+                    kind = rng.choice(COMPRESSION_KINDS)
+                    kinds[kind] += 1
+                    task_id = str(uuid.uuid4())
+                    headers = {"lang": "py", "task": "faults.record", "id": task_id,
+                               "root_id": task_id, "retries": 0, "timelimit": [None, None],
+                               "compression": kind, KIND_HEADER: kind}
+                    producer.publish(json.dumps([[-1], {}, {}]), routing_key=world.queue,
+                                     content_type="application/json", content_encoding="utf-8",
+                                     headers=headers)
+            app.close()
+            dead: list[dict[str, Any]] = []
+            with world.worker("-P", "threads", "-c", "4") as proc, Connection(url) as conn:
+                channel = conn.default_channel
+                dead_queue = dead_letter_queue_name(world.queue)
+
+                def collect() -> bool:
+                    while (message := channel.basic_get(dead_queue, no_ack=True)) is not None:
+                        dead.append(message.headers or {})
+                    return world.done() >= good and len(dead) >= bad
+                finished = wait_for(collect, 300, interval=0.2)
+                time.sleep(1.0)
+                collect()
+                alive = proc.poll() is None
+                losses = proc.log_path.read_text().count("Broker connection lost")
+            ran, runs = world.done(), world.runs()
+            without_reason = sum(1 for h in dead if not h.get(DEAD_REASON_HEADER))
+            outcome.sent += good
+            outcome.distinct += ran
+            outcome.runs += runs
+            outcome.figures[f"{name}_dead_lettered"] = len(dead)
+            outcome.details.append(f"| {name} | {ran:,} | {bad:,} | {len(dead):,} | "
+                                   f"{without_reason} | {losses} | {'no' if alive else 'yes'} |")
+            checks.append(finished and alive and ran == good and runs == good
+                          and len(dead) == bad and without_reason == 0 and losses == 0
+                          and Counter(h.get(KIND_HEADER) for h in dead) == kinds)
+        finally:
+            world.cleanup()
+            broker_db = redis.Redis.from_url(BROKER_DB)  # shared: delete only this queue's keys
+            for pattern in (f"{world.queue}*", f"_kombu.binding.{world.queue}*"):
+                for key in broker_db.scan_iter(pattern):
+                    broker_db.delete(key)
+    outcome.figures["dead_lettered"] = sum(v for k, v in outcome.figures.items()
+                                           if k.endswith("_dead_lettered"))
+    outcome.passed = len(checks) == 2 and all(checks)
+    return outcome
+
+
 def long_eta(work: Path, n: int, kind: str) -> Outcome:
     """ETA tasks due 3-8 s ahead with a 2 s visibility timeout: each runs exactly once."""
     if kind == "redis":
@@ -834,6 +912,7 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "restart-redis": (lambda w, q: broker_restart(w, 600 if q else 3_000, "redis"), 600),
     "restart-rabbitmq": (lambda w, q: broker_restart(w, 600 if q else 3_000, "rabbitmq"), 600),
     "malformed": (lambda w, q: malformed(w, 1_000 if q else 10_000, 500 if q else 2_000), 600),
+    "compression": (lambda w, q: compression(w, 200 if q else 1_000, 200 if q else 1_000), 600),
     "eta-redis": (lambda w, q: long_eta(w, 50 if q else 200, "redis"), 300),
     "eta-sqlite": (lambda w, q: long_eta(w, 50 if q else 200, "sqlite"), 300),
     "sqlite-contention": (lambda w, q: sqlite_contention(w, 4, 500 if q else 2_500), 600),

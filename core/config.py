@@ -360,7 +360,10 @@ class Conf(MutableMapping[str, Any]):
         return f"<Conf {self.changes()!r}>"
 
 
-_SECRET_WORDS = re.compile(r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|DATABASE|CREDENTIAL", re.I)
+#: A key naming a credential: its whole value is masked (Celery's words, and more).
+_SECRET_WORDS = re.compile(r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|DATABASE|CREDENTIAL"
+                           r"|AUTH(?!OR)|DSN|COOKIE|PRIVATE|(?<![a-z])PWD?(?![a-z])", re.I)
+MASK = "********"
 #: A URL's password: up to the *last* ``@`` of the authority (a password may hold one, as
 #: kombu and urllib read it).
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@\s]*:)(?P<password>[^/\s]+)"
@@ -372,15 +375,42 @@ def mask_url(url: str) -> str:
     return _URL_PASSWORD.sub(r"\g<head>**", url)
 
 
+#: Secrets recognised by their shape, wherever they are: (pattern, replacement).
+_SECRET_SHAPES = [
+    # A URL whose user part alone is the secret (a token-only Sentry DSN: https://KEY@host/1).
+    (re.compile(r"(?P<head>[a-z0-9+.-]+://)[^:/@\s]+(?=@[^@/\s]*(?:[/?#\s]|$))", re.I),
+     r"\g<head>**"),
+    # A credential in a URL's query (?password=..., &access_token=...).
+    (re.compile(r"(?P<head>[?&;][a-z_]*(?:pass|pw|token|secret|key|auth|signature|sig)"
+                r"[a-z_]*=)[^&#;\s]+", re.I), r"\g<head>**"),
+    # An HTTP authorization value.
+    (re.compile(r"(?P<head>\b(?:Bearer|Basic|Token|Bot)\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\g<head>**"),
+    # key=value DSNs (libpq, ODBC): password=..., Pwd=...
+    (re.compile(r"(?P<head>(?<![a-z])(?:password|passwd|pwd|pw|secret|token)\s*=\s*)"
+                r"(?:'[^']*'|\"[^\"]*\"|[^;\s&#]+)", re.I), r"\g<head>**"),
+]
+
+
+def mask_secrets(text: str) -> str:
+    """Mask what looks like a secret in ``text`` whatever key holds it: URL passwords and
+    user-only URL credentials, credentials in a query string, bearer and basic tokens, and
+    ``password=`` in DSNs."""
+    text = mask_url(text)
+    for pattern, replacement in _SECRET_SHAPES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def censor(key: str, value: Any) -> Any:
-    """Mask passwords in URLs everywhere, and the whole value of any other key that names a secret."""
+    """Mask the whole value of any key that names a credential, and secrets by their shape in
+    every other value (:func:`mask_secrets`)."""
     if key not in SETTINGS and _SECRET_WORDS.search(key) and value not in (None, "", [], {}):
-        return "********"
+        return MASK
     if key in SETTINGS and SETTINGS[key].secret and isinstance(value, str) \
             and "://" not in value and value:  # a secret that is not a URL with a password
-        return "********"
+        return MASK
     if isinstance(value, str):
-        return mask_url(value)
+        return mask_secrets(value)
     if isinstance(value, Mapping):
         return {k: censor(str(k), v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import brokers
 from .app import App
 from .config import discover_config_file
 from .exceptions import ConfigError
@@ -52,4 +53,5 @@ def load_app(spec: str | None = None, config_file: str | None = None,
         app.config_from_file(Path(path))
     if broker:
         app.conf.update(broker_url=broker, source="--broker")
+    brokers.check_url(app.broker_url)
     return app

@@ -154,6 +154,38 @@ def test_secrets_are_censored():
     assert censor("task_default_routing_key", "celery") == "celery"
 
 
+@pytest.mark.parametrize("key", ["smtp_pw", "db_pwd", "auth", "sentry_dsn", "aws_credentials",
+                                 "oauth_client", "session_cookie", "private_pem"])
+def test_every_value_of_a_key_that_names_a_credential_is_masked(key):
+    """Issue 14.14: ``smtp_pw`` and a Bearer token under ``auth`` leaked from inspect conf."""
+    assert censor(key, "hunter2") == "********"
+    assert censor("options", {key: ["hunter2"]}) == {key: "********"}
+
+
+@pytest.mark.parametrize("value, masked", [
+    ("https://0123abcd@o42.ingest.sentry.io/7", "https://**@o42.ingest.sentry.io/7"),
+    ("Bearer eyJhbGciOiJIUzI1NiJ9.e30.abc", "Bearer **"),
+    ("Basic dXNlcjpodW50ZXIy", "Basic **"),
+    ("https://hooks.example.com/x?v=1&access_token=hunter2#top",
+     "https://hooks.example.com/x?v=1&access_token=**#top"),
+    ("host=db user=me password=hunter2 dbname=app", "host=db user=me password=** dbname=app"),
+    ("Server=db;Uid=me;Pwd=hunter2;", "Server=db;Uid=me;Pwd=**;"),
+    ("postgresql://me:hunter2@db/app", "postgresql://me:**@db/app"),
+])
+def test_secrets_are_masked_by_their_shape_under_any_key(value, masked):
+    assert censor("notes", value) == masked
+    assert censor("notes", [value]) == [masked]
+    # A secret setting keeps a URL's shape (password masked) and is masked whole otherwise.
+    assert censor("broker_url", value) == (masked if "://" in value else "********")
+
+
+@pytest.mark.parametrize("key, value", [("author", "Jo"), ("task_default_routing_key", "celery"),
+                                        ("notes", "redis://h:6379/0"), ("notes", "Token 12"),
+                                        ("upward", "password")])
+def test_what_is_no_secret_is_shown_as_it_is(key, value):
+    assert censor(key, value) == value
+
+
 def _example() -> dict:
     from qtui.core.config import tomllib
     return tomllib.loads((REPO / "config.example.toml").read_text())

@@ -33,3 +33,10 @@ def test_a_full_disk_under_the_embedded_broker_is_a_clear_error_and_loses_nothin
         unavailable(outcome.notes[0])
     assert outcome.passed, outcome
     assert "has no space left on its disk" in " ".join(outcome.notes)
+
+
+@pytest.mark.timeout(120)
+def test_bad_compression_headers_are_dead_lettered_on_redis_and_sqlite(tmp_path):
+    outcome = faults.compression(tmp_path, bad=20, good=20)
+    assert outcome.passed, outcome
+    assert outcome.figures["dead_lettered"] == 40 and outcome.lost == 0

@@ -40,6 +40,17 @@ def test_garbage_exception_data_is_still_an_exception():
     assert isinstance(exception_from_meta("nonsense"), RemoteTaskError)
 
 
+@pytest.mark.parametrize("module, name", [
+    ("builtins", "SystemExit"), ("builtins", "KeyboardInterrupt"), ("builtins", "GeneratorExit"),
+    ("builtins", "BaseException"), ("qtui.workers.worker", "WorkerTerminate")])
+def test_a_stored_exception_that_is_not_an_exception_comes_back_as_a_named_error(module, name):
+    import qtui.workers.worker  # noqa: F401 - so the last case names a type this process has
+
+    exc = exception_from_meta({"exc_type": name, "exc_module": module, "exc_message": [3]})
+    assert type(exc) is RemoteTaskError
+    assert f"{module}.{name}" in str(exc) and "not an Exception" in str(exc)
+
+
 @pytest.fixture
 def redis_app(redis_url):
     app = App("results", broker="memory://", backend=redis_url)
@@ -159,3 +170,17 @@ def test_rpc_results_come_back_to_the_sender(amqp_url, unique):
         with app.connection_for_write() as conn:
             conn.default_channel.queue_delete(f"rpc-{unique}")
         app.close()
+
+
+def test_a_crafted_result_cannot_make_get_raise_system_exit(redis_app, unique):
+    """A result anyone with Redis access can write: get() raises an Exception, so ``except
+    Exception`` around it still holds (issue 14.15)."""
+    task_id = f"id-{unique}"
+    client = redis.Redis()
+    client.set(f"celery-task-meta-{task_id}", json.dumps({
+        "status": "FAILURE", "result": {"exc_type": "SystemExit", "exc_module": "builtins",
+                                        "exc_message": [0]},
+        "traceback": None, "children": [], "date_done": None, "task_id": task_id}), ex=60)
+    with pytest.raises(RemoteTaskError, match="builtins.SystemExit"):
+        redis_app.AsyncResult(task_id).get(timeout=5)
+    client.delete(f"celery-task-meta-{task_id}")

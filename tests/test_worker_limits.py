@@ -7,7 +7,7 @@ import time
 import pytest
 
 from qtui.core import states
-from qtui.core.exceptions import TimeLimitExceeded
+from qtui.core.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from .worker_helpers import Setup, redis_setup  # noqa: F401 - fixtures
 
@@ -68,6 +68,25 @@ def test_threads_enforce_time_limits_on_python_code(redis_setup: Setup):
         hard = app.send_task("tasks.spin", args=[10], time_limit=0.5, soft_time_limit=None)
         assert soft.get(timeout=20) == "soft limit caught"
         assert isinstance(hard.get(timeout=20, propagate=False), TimeLimitExceeded)
+        app.close()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("limit", ["soft_time_limit", "time_limit"])
+def test_threads_time_limits_never_interrupt_the_result_write(redis_setup: Setup, limit):
+    """A limit so short that it fires as the task ends: the task's outcome is stored either way
+    (issue 14.3: the result was lost; issue 12.6: a success became "cannot be serialized")."""
+    with redis_setup.worker("-P", "threads", "-c", "2"):
+        app = redis_setup.app()
+        results = [app.send_task("tasks.add", args=[i, 1], **{limit: 1e-6}) for i in range(10)]
+        for i, result in enumerate(results):
+            value = result.get(timeout=20, propagate=False)
+            if result.state == states.SUCCESS:
+                assert value == i + 1
+            else:
+                assert result.state == states.FAILURE
+                assert isinstance(value, (SoftTimeLimitExceeded, TimeLimitExceeded)), value
+        assert redis_setup.dead_letters(expected=1, timeout=1) == []
         app.close()
 
 

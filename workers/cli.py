@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qtui.core.exceptions import ConfigError, QtuiError
+from qtui.core.files import PRIVATE_MODE
 
 from . import log
 from .pools import POOLS
@@ -73,30 +74,64 @@ def expand_hostname(template: str | None) -> str:
             .replace("%d", domain).replace("\0", "%"))
 
 
+#: Create, never open an existing file or follow a symbolic link (Celery's pidfile flags).
+PIDFILE_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+
+
 @contextmanager
 def pidfile(path: str | None) -> Iterator[None]:
-    """Hold ``path`` with this process's pid for the block; refuse if a live worker holds it."""
+    """Hold ``path`` with this process's pid for the block; refuse if a live worker holds it.
+
+    Created with O_EXCL, mode 0600: a file (or link) planted at the path is never written
+    through. A stale pidfile (its process is gone, or it holds no pid) is removed first.
+    """
     if not path:
         yield
         return
     file = Path(path).expanduser()
-    try:
-        pid = int(file.read_text().strip() or 0)
-    except (FileNotFoundError, ValueError):
-        pid = 0
-    if pid and pid != os.getpid() and _alive(pid):
-        raise ConfigError(f"pidfile {file} says a worker already runs as pid {pid}; stop it or "
-                          "choose another --pidfile")
     file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(f"{os.getpid()}\n")
+    try:
+        fd = os.open(file, PIDFILE_FLAGS, PRIVATE_MODE)
+    except FileExistsError:
+        _remove_if_stale(file)
+        try:
+            fd = os.open(file, PIDFILE_FLAGS, PRIVATE_MODE)
+        except FileExistsError:
+            raise ConfigError(f"pidfile {file} was created by another process meanwhile; "
+                              "is another worker starting with it?") from None
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{os.getpid()}\n")
     try:
         yield
     finally:
         try:
-            if file.read_text().strip() == str(os.getpid()):
-                file.unlink()
-        except FileNotFoundError:
-            pass
+            ours = _read_pid(file) == os.getpid()
+        except ConfigError:
+            ours = False  # replaced by a link meanwhile: not ours to remove
+        if ours:
+            file.unlink(missing_ok=True)
+
+
+def _read_pid(file: Path) -> int | None:
+    """The pid in ``file``, read without following a link; None if there is none to read."""
+    try:
+        with os.fdopen(os.open(file, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+            text = handle.read(64).strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # a symbolic link (ELOOP), a directory, no permission
+        raise ConfigError(f"pidfile {file} is a symbolic link or cannot be read ({exc.strerror}); "
+                          "remove it or choose another --pidfile") from None
+    return int(text) if text.isdigit() else None
+
+
+def _remove_if_stale(file: Path) -> None:
+    """Remove ``file`` if no live process holds it; refuse if one does."""
+    pid = _read_pid(file)
+    if pid and pid != os.getpid() and _alive(pid):
+        raise ConfigError(f"pidfile {file} says a worker already runs as pid {pid}; stop it or "
+                          "choose another --pidfile")
+    file.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -125,6 +160,8 @@ def run(args: argparse.Namespace, app: App) -> int:
         log.setup(args.loglevel, args.logfile)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot open the log file {args.logfile}: {exc.strerror}") from None
     overrides = {"task_time_limit": args.time_limit, "task_soft_time_limit": args.soft_time_limit}
     app.conf.update({k: v for k, v in overrides.items() if v is not None},
                     source="qtui run-worker")

@@ -44,11 +44,15 @@ RESTORE_MUTEX_EXPIRE = 10.0
 
 class Consumer:
     def __init__(self, worker: Worker, queues: list[Queue],
-                 on_message: Callable[[str, Message], None]) -> None:
+                 on_message: Callable[[str, Message], None],
+                 on_undecodable: Callable[[str, Message, Exception], None]) -> None:
         self.worker = worker
         self.app = worker.app
         self.queues = queues
         self.on_message = on_message
+        self.on_undecodable = on_undecodable
+        """Called with a message kombu could not even unpack (a ``compression`` header that is
+        unknown or does not match the body): it must not reach the connection loop."""
         self.connection: Connection | None = None
         self.channel: Any = None
         self.producer: Producer | None = None
@@ -140,7 +144,8 @@ class Consumer:
 
     def _consumer_for(self, queue: Queue) -> KombuConsumer:
         return KombuConsumer(self.channel, [queue], no_ack=False, auto_declare=False,
-                             on_message=partial(self.on_message, queue.name))
+                             on_message=partial(self.on_message, queue.name),
+                             on_decode_error=partial(self.on_undecodable, queue.name))
 
     def _listen_pidbox(self, conn: Connection) -> None:
         node = control.ControlNode(self.worker.hostname, state=self.worker,

@@ -20,7 +20,7 @@ import signal
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -157,12 +157,14 @@ def alarm_limits(soft: float | None, hard: float | None = None) -> Iterator[None
         signal.signal(signal.SIGALRM, previous)
 
 
-def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bool = False
-            ) -> Outcome:
+def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bool = False,
+            limits: AbstractContextManager[None] | None = None) -> Outcome:
     """Run the task of ``item`` here, store its state and return the outcome.
 
     ``use_alarm`` arms the soft limit with SIGALRM (main thread only); ``hard_by_alarm`` arms the
-    hard limit the same way (solo: there is no parent to kill the process).
+    hard limit the same way (solo: there is no parent to kill the process). ``limits`` replaces
+    both: a context manager that enforces the limits while it is entered. Either way only the
+    task's own code is bounded, never the result write after it.
     """
     from qtui.core.task import Request
 
@@ -177,8 +179,10 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
     started = time.monotonic()
     task.push_request(request)
     try:
-        limits = alarm_limits(item.soft_time_limit, item.time_limit if hard_by_alarm else None) \
-            if use_alarm else _no_limits()
+        if limits is None:
+            limits = alarm_limits(item.soft_time_limit,
+                                  item.time_limit if hard_by_alarm else None) \
+                if use_alarm else _no_limits()
         with limits:
             try:
                 value = task(*message.args, **message.kwargs)

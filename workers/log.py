@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from qtui.core.files import create_private
+
 FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 
 
@@ -19,7 +21,7 @@ def setup(level: str | int = "WARNING", logfile: str | None = None) -> None:
         level = numeric
     handler: logging.Handler
     if logfile:
-        handler = logging.FileHandler(logfile)
+        handler = logging.FileHandler(create_private(logfile))
         handler.setFormatter(logging.Formatter(FORMAT))
     elif sys.stderr.isatty():
         from rich.logging import RichHandler

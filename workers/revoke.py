@@ -14,6 +14,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
+from qtui.core.files import create_private
+
 REVOKES_MAX = 50_000
 REVOKE_EXPIRES = 10_800.0  # 3 hours, as Celery
 
@@ -29,7 +31,7 @@ class Revoked:
             self._open(Path(statedb).expanduser())
 
     def _open(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS revoked "

@@ -140,7 +140,7 @@ class Worker:
         self.pool = cls(app, self.concurrency, self._events.put,
                         max_tasks_per_child if max_tasks_per_child is not None
                         else conf.worker_max_tasks_per_child)
-        self.consumer = Consumer(self, self.queues, self.on_message)
+        self.consumer = Consumer(self, self.queues, self.on_message, self.on_undecodable)
         self.dead_letters = DeadLetters(self.consumer.publisher)
         self._stale_by_task: dict[str, Job] = {}
         self._orphans: list[tuple[str, bool]] = []
@@ -183,7 +183,13 @@ class Worker:
         self.started_at = time.time()
         self.pool.start()
         try:
-            self.consumer.connect(self.prefetch_target())
+            try:
+                self.consumer.connect(self.prefetch_target())
+            except self.consumer.errors as exc:
+                if not self.stopping:
+                    raise
+                logger.warning("Stopped before the broker was reached (%s)", exc)
+                return 0
             self._on_connected()
             print(f"qtui worker {self.hostname} ready.", flush=True)
             logger.info("Connected to %s; consuming %s", self.consumer.broker_name(),
@@ -344,6 +350,25 @@ class Worker:
         job = Job(task_message, message, queue_name, number)
         self.jobs[job.id] = job
         self._receive(job)
+
+    def on_undecodable(self, queue_name: str, message: Message | Any, exc: Exception) -> None:
+        """kombu could not unpack a message from ``queue_name`` (its ``compression`` header is
+        unknown or does not match the body): dead-letter it as it came. Where kombu could not
+        even make a Message of what the broker sent, there is nothing to dead-letter here:
+        ``exc`` goes on as before."""
+        if not isinstance(message, Message):
+            raise exc
+        if self.stopping:
+            self._put_back(queue_name, message)
+            return
+        compression = message.headers.get("compression")
+        if not compression:
+            reason = f"cannot read the message body: {exc!r}"
+        elif isinstance(exc, KeyError):
+            reason = f"unknown compression {compression!r}: the body cannot be decompressed"
+        else:
+            reason = f"cannot decompress the body as {compression!r}: {exc!r}"
+        self._reject_bad(queue_name, message, reason)
 
     def _receive(self, job: Job) -> None:
         msg = job.message

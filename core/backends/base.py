@@ -9,7 +9,8 @@ qtui's results and the other way round::
 A failure's ``result`` is ``{"exc_type", "exc_message", "exc_module"}``. Reading it back never
 imports or executes anything named by stored data: a type is taken from ``builtins``, from qtui's
 own exceptions, or from a module this process already imported; otherwise a stand-in class with
-the same name is made.
+the same name is made. What comes back is always an ``Exception``: a stored ``SystemExit`` or
+``KeyboardInterrupt`` would end the reader's process or slip past its ``except Exception``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from ..app import App
     from ..protocol import TaskMessage
 
-_STANDIN_TYPES: dict[tuple[str, str], type[BaseException]] = {}
+_STANDIN_TYPES: dict[tuple[str, str], type[RemoteTaskError]] = {}
 
 
 def exception_to_meta(exc: BaseException) -> dict[str, Any]:
@@ -52,21 +53,31 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def exception_from_meta(meta: Any) -> BaseException:
+def exception_from_meta(meta: Any) -> Exception:
     """Rebuild an exception from stored data without importing anything it names."""
-    if isinstance(meta, BaseException):
+    if isinstance(meta, Exception):
         return meta
+    if isinstance(meta, BaseException):
+        return _not_an_exception(type(meta).__module__, type(meta).__qualname__)
     if not isinstance(meta, Mapping) or not isinstance(meta.get("exc_type"), str):
         return RemoteTaskError(f"the task failed; its stored exception is unreadable: {meta!r:.200}")
     name, module = meta["exc_type"], meta.get("exc_module") or "builtins"
     message = meta.get("exc_message", ())
     args = tuple(message) if isinstance(message, (list, tuple)) else (message,)
-    cls = _known_exception_type(module, name) or _standin_type(module, name)
+    known = _known_exception_type(module, name)
+    if known is not None and not issubclass(known, Exception):
+        return _not_an_exception(module, name)
+    cls = known or _standin_type(module, name)
     try:
         return cls(*args)
     except Exception:  # a real type whose __init__ wants other arguments
         standin = _standin_type(module, name)
         return standin(*args)
+
+
+def _not_an_exception(module: str, name: str) -> RemoteTaskError:
+    return RemoteTaskError(f"the task failed with {module}.{name}, which is not an Exception "
+                           "subclass; it is reported as this error instead of being raised")
 
 
 def _known_exception_type(module: str, name: str) -> type[BaseException] | None:
@@ -81,7 +92,7 @@ def _known_exception_type(module: str, name: str) -> type[BaseException] | None:
     return found if isinstance(found, type) and issubclass(found, BaseException) else None
 
 
-def _standin_type(module: str, name: str) -> type[BaseException]:
+def _standin_type(module: str, name: str) -> type[RemoteTaskError]:
     key = (module, name)
     if key not in _STANDIN_TYPES:
         _STANDIN_TYPES[key] = type(name.rpartition(".")[2] or "RemoteError", (RemoteTaskError,),

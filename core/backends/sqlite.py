@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
 from ..exceptions import BackendError
+from ..files import create_private
 from .base import ResultBackend
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class SQLiteBackend(ResultBackend):
         if conn is not None and self._local.pid == os.getpid():
             return conn
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")

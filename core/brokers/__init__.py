@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from kombu import Connection
 from kombu.exceptions import OperationalError
 from kombu.transport import TRANSPORT_ALIASES
 
-if TYPE_CHECKING:
-    from kombu import Connection
+from ..config import mask_url
+from ..exceptions import ConfigError
 
 SQLITE_TRANSPORT = "qtui.core.brokers.sqlite:Transport"
 
@@ -25,6 +25,28 @@ def broker_errors(connection: Connection) -> tuple[type[BaseException], ...]:
     operation (the connection need not be open: only its transport is asked)."""
     return (*connection.connection_errors, *connection.channel_errors, OSError,
             OperationalError)
+
+
+def check_url(url: str) -> None:
+    """Raise ConfigError, in one line, for a broker URL kombu cannot use (an unknown scheme, a
+    bad port or host, a virtual host the transport refuses), before anything connects: kombu
+    would raise a bare KeyError or ValueError deep inside the first connection."""
+    for part in url.split(";"):
+        try:
+            connection = Connection(part.strip())
+            # What the transport does with the virtual host when it connects (a Redis DB number).
+            channel_type = getattr(connection.transport, "Channel", None)  # kombu's virtual ones
+            prepare = getattr(channel_type, "_prepare_virtual_host", None)
+            if prepare is not None:
+                prepare(None, connection.virtual_host)
+        except KeyError as exc:  # kombu's "No such transport"
+            raise ConfigError(f"broker URL {mask_url(url)!r} is not valid: {exc.args[0]}; "
+                              f"known schemes include redis, amqp, sqlite") from None
+        except ValueError as exc:  # urllib's port and host checks, the transport's own
+            raise ConfigError(f"broker URL {mask_url(url)!r} is not valid: {exc}") from None
+        except ImportError as exc:  # a kombu transport whose client library is missing
+            raise ConfigError(f"broker URL {mask_url(url)!r} needs a library that is not "
+                              f"installed: {exc}") from None
 
 
 def data_dir() -> Path:

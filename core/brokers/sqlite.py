@@ -68,6 +68,7 @@ from kombu.exceptions import OperationalError
 from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 
+from ..files import create_private
 from . import default_broker_path
 
 logger = logging.getLogger(__name__)
@@ -310,9 +311,10 @@ class Database:
                                   f"{self.path} ({exc.strerror or exc}): choose a writable "
                                   "path in the broker URL (sqlite://PATH)") from exc
         try:
+            create_private(self.path)
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                    check_same_thread=False)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise BrokerFileError(f"cannot open the SQLite broker at {self.path} ({exc}): "
                                   "choose a writable path in the broker URL") from exc
         try:

@@ -4,6 +4,8 @@ Good for I/O-bound tasks. Time limits and ``terminate`` are cooperative: a watch
 ``SoftTimeLimitExceeded``, ``TimeLimitExceeded`` or ``TaskRevokedError`` in the task's thread
 (``PyThreadState_SetAsyncExc``), which takes effect at its next Python instruction -- a thread
 blocked inside a C call (a socket read, ``time.sleep``) sees it only when that call returns.
+It does so only while the task's own code runs (the job is *armed*): an exception landing in the
+pool's bookkeeping or in the result write would lose the result or store the wrong one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +37,8 @@ class _Running:
     thread_id: int
     soft_at: float | None
     hard_at: float | None
+    armed: bool = False
+    """True while the task's own code runs: the only time an exception may be raised in it."""
 
 
 def _raise_in(thread_id: int, exc_type: type[BaseException] | None) -> None:
@@ -79,21 +85,40 @@ class ThreadsPool(Pool):
                     item, threading.get_ident(),
                     now + item.soft_time_limit if item.soft_time_limit else None,
                     now + item.time_limit if item.time_limit else None)
-            if item.soft_time_limit or item.time_limit:
-                self._watchdog_wake.set()
             outcome: Outcome | None = None
             try:
-                try:
-                    outcome = execute(self.app, item)
-                finally:
-                    with self._lock:
-                        self._running.pop(item.job_id, None)
-                    _raise_in(threading.get_ident(), None)  # drop a limit that fired too late
-            except BaseException as exc:  # noqa: BLE001 - an async exception outside the task
-                if outcome is None:
-                    outcome = Outcome(item.job_id, states.FAILURE, time.monotonic() - now,
-                                      exception=repr(exc))
+                outcome = execute(self.app, item, limits=self._armed(item.job_id))
+            except BaseException as exc:  # noqa: BLE001 - a bug in execute must not kill the thread
+                logger.exception("Job %s: running it failed", item.job_id)
+                outcome = Outcome(item.job_id, states.FAILURE, time.monotonic() - now,
+                                  exception=repr(exc))
+            finally:
+                with self._lock:
+                    self._running.pop(item.job_id, None)
             self.report(outcome)
+
+    @contextmanager
+    def _armed(self, job_id: int) -> Iterator[None]:
+        """Let the watchdog (and ``terminate``) interrupt the task only inside this block."""
+        try:
+            with self._lock:
+                self._running[job_id].armed = True
+            self._watchdog_wake.set()
+            yield
+        finally:
+            self._disarm(job_id)
+
+    def _disarm(self, job_id: int) -> None:
+        """Stop interrupting the job, and drop an interruption still pending: it fired as the
+        task ended, too late to matter. Repeated if one lands here before the flag is down."""
+        while True:
+            try:
+                with self._lock:
+                    self._running[job_id].armed = False
+                _raise_in(threading.get_ident(), None)
+                return
+            except (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError):
+                continue
 
     def _watchdog(self) -> None:
         while not self._stopping:
@@ -101,6 +126,8 @@ class ThreadsPool(Pool):
             wait = 1.0
             with self._lock:
                 for running in self._running.values():
+                    if not running.armed:
+                        continue
                     if running.soft_at is not None and now >= running.soft_at:
                         running.soft_at = None
                         _raise_in(running.thread_id, SoftTimeLimitExceeded)
@@ -149,7 +176,7 @@ class ThreadsPool(Pool):
     def signal(self, job_id: int, signum: int) -> bool:
         with self._lock:
             running = self._running.get(job_id)
-            if running is None:
+            if running is None or not running.armed:
                 return False
             _raise_in(running.thread_id, TaskRevokedError)
         return True
