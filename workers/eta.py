@@ -107,7 +107,8 @@ class RedisDelayedStore(DelayedStore):
             "content-encoding": message.content_encoding, "content-type": message.content_type,
             "headers": headers, "properties": properties,
         })
-        # kombu's channel.client carries the pending BRPOP: commands go through a pooled client.
+        # kombu's channel.client carries the pending blocking wait: commands go through a pooled
+        # client.
         with self.channel.conn_or_acquire() as client:
             pipe = client.pipeline(transaction=True)
             pipe.zadd(DELAYED_KEY.format(queue=job.queue),

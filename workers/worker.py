@@ -777,7 +777,7 @@ class Worker:
                          "this worker held", exc)
         finally:
             self.pool.stop()
-            self.consumer.close()
+            self.consumer.stop()
             self.revoked.close()
             self.hooks.on_worker_stopped(self)
         logger.info("worker %s stopped", self.hostname)
