@@ -19,7 +19,7 @@ from kombu import Consumer, Queue
 from qtui.core.brokers import redis as redis_broker
 from qtui.workers import redis_transport
 from qtui.workers.deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER
-from qtui.workers.redis_transport import ALIVE_KEY, OWNED_KEY, OWNERS_KEY
+from qtui.workers.liveness import ALIVE_KEY, OWNED_KEY, OWNERS_KEY
 
 from .processes import running, write_module
 from .services import REDIS_HOST, REDIS_PORT

@@ -24,7 +24,17 @@ import time
 
 import redis
 
-from .redis_transport import ALIVE_KEY, OWNED_KEY, OWNERS_KEY
+# An owner's (a worker's) keys on Redis: here, so that the helper imports nothing but redis-py.
+OWNERS_KEY = "qtui.owners"
+"""Every live or not yet restored owner, by id."""
+ALIVE_KEY = "qtui.alive.{owner}"
+"""Exists while the owner lives (a key with a TTL its liveness helper refreshes)."""
+OWNED_KEY = "qtui.owned.{owner}"
+"""The delivery tags the owner holds (also in kombu's ``unacked``)."""
+PROCESSING_KEY = "qtui.processing.{owner}/{queue}"
+"""Where the owner's idle wait moves a message of ``queue`` before it is recorded."""
+PROCESSING_QUEUES_KEY = "qtui.processing.{owner}"
+"""The queues the owner has a processing list for."""
 
 #: How often the helper checks that its parent lives (seconds).
 PARENT_CHECK = 0.2

@@ -41,19 +41,10 @@ from kombu.utils.json import loads
 from qtui.core.brokers import redis as redis_broker
 
 from .deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, dead_letter_queue_name
+from .liveness import (ALIVE_KEY, OWNED_KEY, OWNERS_KEY, PROCESSING_KEY,
+                       PROCESSING_QUEUES_KEY)
 
 logger = logging.getLogger("qtui.worker")
-
-#: Every live or not yet restored owner (a worker), by id.
-OWNERS_KEY = "qtui.owners"
-ALIVE_KEY = "qtui.alive.{owner}"
-"""Exists while the owner lives (a key with a TTL its liveness helper refreshes)."""
-OWNED_KEY = "qtui.owned.{owner}"
-"""The delivery tags the owner holds (also in kombu's ``unacked``)."""
-PROCESSING_KEY = "qtui.processing.{owner}/{queue}"
-"""Where the owner's idle wait moves a message of ``queue`` before it is recorded."""
-PROCESSING_QUEUES_KEY = "qtui.processing.{owner}"
-"""The queues the owner has a processing list for."""
 
 #: How often a consumer looks for dead owners to restore (seconds).
 RESTORE_INTERVAL = 1.0
