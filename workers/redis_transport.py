@@ -236,8 +236,11 @@ class Channel(redis_broker.Channel):
         for queue in client.smembers(processing_queues):
             queue = queue.decode() if isinstance(queue, bytes) else queue
             source = PROCESSING_KEY.format(owner=owner, queue=queue)
-            # Moved by an idle wait, never delivered: back to the consuming end, as it was.
-            while client.lmove(source, queue, "RIGHT", "RIGHT") is not None:
+            # Moved by an idle wait, never delivered: back to the consuming end, as it was
+            # (to the other end before Redis 6.2, which has no LMOVE).
+            while (client.lmove(source, queue, "RIGHT", "RIGHT")
+                   if self._blocking_move == "BLMOVE"
+                   else client.rpoplpush(source, queue)) is not None:
                 restored += 1
         owned = OWNED_KEY.format(owner=owner)
         for tag in client.smembers(owned):
