@@ -33,3 +33,10 @@ def test_a_full_disk_under_the_embedded_broker_is_a_clear_error_and_loses_nothin
         unavailable(outcome.notes[0])
     assert outcome.passed, outcome
     assert "has no space left on its disk" in " ".join(outcome.notes)
+
+
+@pytest.mark.timeout(120)
+def test_raw_non_envelopes_on_redis_are_dead_lettered_with_reasons(tmp_path):
+    outcome = faults.malformed_redis(tmp_path, bad=60, good=40)
+    assert outcome.passed, outcome
+    assert outcome.figures["dead_lettered"] == 60 and outcome.lost == 0
