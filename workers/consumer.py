@@ -216,6 +216,9 @@ class Consumer:
             self.connection.drain_events(timeout=timeout)
         except socket.timeout:
             pass
+        except self.errors:
+            self._remember_unanswered()  # the idle wait's fetch may have lost its reply
+            raise
 
     def fetch(self, room: int, acks: list[str]) -> int | None:
         """Ack ``acks`` and take up to ``room`` waiting messages without blocking, in one round
@@ -227,10 +230,15 @@ class Consumer:
         try:
             return int(fetch_many([q.name for q in self.queues], room, acks))
         except self.errors:
-            # The script may have run and its reply been lost: remember its stamp.
-            if self.channel.fetch_stamp is not None:
-                self.unanswered.append(self.channel.fetch_stamp)
+            self._remember_unanswered()
             raise
+
+    def _remember_unanswered(self) -> None:
+        """A fetch script may have run and its reply been lost: remember its stamp."""
+        stamp = getattr(self.channel, "fetch_stamp", None)
+        if stamp is not None:
+            self.unanswered.append(stamp)
+            self.channel.fetch_stamp = None
 
     def reclaim_unanswered(self, held: Iterable[str]) -> None:
         """Put back what fetches with a lost reply took (see :func:`leases.reclaim`)."""
@@ -241,6 +249,20 @@ class Consumer:
                 logger.warning("Put back %d message(s) a fetch took while the connection "
                                "was lost", back)
             self.unanswered.pop(0)
+
+    def reclaim_unheld(self, held: Iterable[str]) -> None:
+        """Redis: put back what this worker owns but does not hold (see
+        :meth:`~qtui.workers.redis_transport.Channel.reclaim_unheld`)."""
+        reclaim = getattr(self.channel, "reclaim_unheld", None)
+        if reclaim is None or self.connection is None:
+            return
+        try:
+            back = reclaim(held)
+        except self.errors as exc:
+            logger.debug("unheld deliveries not reclaimed yet: %s", exc)
+            return
+        if back:
+            logger.warning("Put back %d message(s) this worker owned but never received", back)
 
     def ack_many(self, tags: list[str]) -> None:
         """Ack deliveries of this connection in one round trip where the transport can."""

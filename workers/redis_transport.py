@@ -65,25 +65,25 @@ local function b64(data)
   end
   return table.concat(out)
 end
--- Why an item cannot be delivered as a kombu message, or nil.
-local function problem(item)
+-- The decoded envelope, or nil and why the item cannot be delivered as a kombu message.
+local function envelope(item)
   local ok, msg = pcall(cjson.decode, item)
   if not ok or type(msg) ~= 'table' or msg[1] ~= nil then
-    return 'not a kombu message: not a JSON object' end
-  if type(msg['body']) ~= 'string' then return "not a kombu message: no 'body' string" end
+    return nil, 'not a kombu message: not a JSON object' end
+  if type(msg['body']) ~= 'string' then return nil, "not a kombu message: no 'body' string" end
   local props = msg['properties']
-  if type(props) ~= 'table' then return "not a kombu message: no 'properties' object" end
+  if type(props) ~= 'table' then return nil, "not a kombu message: no 'properties' object" end
   if type(props['delivery_tag']) ~= 'string' then
-    return "not a kombu message: no 'properties.delivery_tag' string" end
+    return nil, "not a kombu message: no 'properties.delivery_tag' string" end
   if type(props['delivery_info']) ~= 'table' then
-    return "not a kombu message: no 'properties.delivery_info' object" end
+    return nil, "not a kombu message: no 'properties.delivery_info' object" end
   if msg['headers'] ~= nil and type(msg['headers']) ~= 'table' then
-    return "not a kombu message: 'headers' is not an object" end
+    return nil, "not a kombu message: 'headers' is not an object" end
   if props['body_encoding'] == 'base64' then
     local clean = string.gsub(msg['body'], '[^%w%+/=]', '')
-    if #clean % 4 ~= 0 then return "not a kombu message: 'body' is not base64" end
+    if #clean % 4 ~= 0 then return nil, "not a kombu message: 'body' is not base64" end
   end
-  return nil
+  return msg
 end
 -- KEYS: unacked_index, unacked, owned, then per queue `size` lists: processing, priorities.
 -- ARGV: limit, stamp, size, dead-letter tag prefix, reason header, queue header, #acks, acks,
@@ -112,8 +112,8 @@ while taken < limit and busy do
     end
     if item then
       busy = true
-      local why = problem(item)
-      if why then
+      local msg, why = envelope(item)
+      if not msg then
         local queue, dead = ARGV[names + 2 * (g - 1)], ARGV[names + 2 * (g - 1) + 1]
         local headers = {}
         headers[ARGV[5]] = why
@@ -127,7 +127,7 @@ while taken < limit and busy do
         out[#out + 1] = -g
         out[#out + 1] = why
       else
-        local props = cjson.decode(item)['properties']
+        local props = msg['properties']
         local info = props['delivery_info']
         local tag = props['delivery_tag']
         redis.call('ZADD', KEYS[1], stamp, tag)
@@ -185,7 +185,8 @@ BRPOP_TIMEOUT = 0.25
 class Channel(redis_broker.Channel):
     QoS = QoS
 
-    #: The stamp (``unacked_index`` score) of the last :meth:`fetch_many` call.
+    #: The stamp (``unacked_index`` score) of a :meth:`fetch_many` call whose reply has not
+    #: arrived (it failed): what it took is reclaimed after reconnecting.
     fetch_stamp: float | None = None
     owner: str | None = None
     """The worker that owns what this channel takes (see :meth:`own`); None: kombu's ways."""
@@ -252,6 +253,21 @@ class Channel(redis_broker.Channel):
             logger.warning("Restored %d message(s) held by the dead worker %s", restored, owner)
         return restored
 
+    def reclaim_unheld(self, held: Iterable[str]) -> int:
+        """Put back, at the front of their queues, what this owner's set records and the worker
+        does not hold: taken by a fetch whose reply never reached it (lost with its connection,
+        or a reply to a first try that redis-py sent again). Call it between fetches only.
+        Returns how many came back."""
+        if self.owned_key is None:
+            return 0
+        keep = set(held)
+        client = self._create_client()
+        lost = [tag for tag in (t.decode() if isinstance(t, bytes) else t
+                                for t in client.smembers(self.owned_key)) if tag not in keep]
+        for tag in lost:
+            self.qos.restore_by_tag(tag, client)
+        return len(lost)
+
     # taking ----------------------------------------------------------------------------------
     def fetch_many(self, queues: list[str], limit: int, acks: list[str] | None = None) -> int:
         """Ack ``acks``, then deliver up to ``limit`` waiting messages of ``queues`` (one from
@@ -276,6 +292,7 @@ class Channel(redis_broker.Channel):
                        args=[max(limit, 0), self.fetch_stamp, size, uuid.uuid4().hex,
                              DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks), *acks, *names],
                        client=client)
+        self.fetch_stamp = None  # answered: nothing of this fetch to reclaim
         for tag in acks:
             virtual.QoS.ack(self.qos, tag)
         if order:
