@@ -1,5 +1,6 @@
 """The fault suite: qtui's worker under kills, broker restarts, bad input, long ETAs, lock
-contention and a full disk, with counts. What ``make faults`` runs.
+contention, a full disk, a Celery worker on the same Redis and tasks that hold the GIL, with
+counts. What ``make faults`` runs.
 
 Every scenario sends numbered tasks (``faults.record(i)``); each run of a task adds ``i`` to a
 set and counts one run in Redis (database 11, apart from the brokers), so the suite knows what
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from celery import Celery
 from kombu import Connection, Exchange, Producer
 from rich.console import Console
 from rich.table import Table
@@ -78,6 +80,12 @@ def record(i, seconds=0.0):
     pipe.incr(_key + ":runs")
     pipe.sadd(_key + ":done", i)
     pipe.execute()
+
+@app.task(name="faults.hold_gil", ignore_result=True)
+def hold_gil(i, seconds):
+    import ctypes
+    ctypes.PyDLL(None).sleep(int(seconds))  # a C call that keeps the GIL the whole time
+    record(i)
 """
 
 
@@ -598,6 +606,219 @@ def long_eta(work: Path, n: int, kind: str) -> Outcome:
             redis.Redis.from_url(BROKER_DB).flushdb()
 
 
+# Redis ownership (issue 12): idle kills, raw malformed items, mixed clusters, the GIL ------------
+def idle_kill(work: Path, kills: int) -> Outcome:
+    """SIGSTOP an idle worker inside its blocking wait, send a task (Redis moves it at once),
+    SIGKILL the worker; again and again with new workers, then a last one: every task runs."""
+    world = World(work, BROKER_DB, broker_transport_options={"visibility_timeout": 4})
+    outcome = Outcome(f"worker SIGKILLed in its idle blocking wait, {kills} times (Redis, solo)")
+    client = redis.Redis.from_url(BROKER_DB)
+    app = world.app()
+    taken = attempts = 0
+    try:
+        for k in range(kills):
+            with world.worker("-P", "solo", name=f"i{k}") as proc:
+                while True:
+                    attempts += 1
+                    time.sleep(0.1)
+                    os.kill(proc.pid, signal.SIGSTOP)
+                    app.send_task("faults.record", args=[outcome.sent, 0.0], ignore_result=True)
+                    outcome.sent += 1
+                    if wait_for(lambda: client.llen(world.queue) == 0, 1.0):
+                        taken += 1  # moved by the stopped worker's pending wait
+                        break
+                    os.kill(proc.pid, signal.SIGCONT)
+                    wait_for(lambda: client.llen(world.queue) == 0, 10)
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        with world.worker("-P", "solo", name="last"):
+            finished = world.settle(outcome, outcome.sent, 60)
+        outcome.figures.update(kills=kills, taken_while_stopped=taken, attempts=attempts)
+        outcome.passed = (finished and taken == kills and outcome.lost == 0
+                          and outcome.duplicates == 0)
+        return outcome
+    finally:
+        app.close()
+        world.cleanup()
+        for key in client.scan_iter(f"{world.queue}*"):
+            client.delete(key)
+
+
+def raw_malformed(rng: random.Random) -> tuple[str, bytes]:
+    """One item pushed to a queue list that is not a kombu envelope: (kind, bytes)."""
+    kind = rng.choice(["plain text", "binary", "empty", "JSON array", "JSON number",
+                       "JSON without body", "JSON without properties", "no delivery tag",
+                       "body not base64"])
+    envelope = {"body": "e30=", "content-type": "application/json", "content-encoding": "utf-8",
+                "headers": {}, "properties": {"body_encoding": "base64",
+                                              "delivery_tag": str(uuid.uuid4()),
+                                              "delivery_info": {"exchange": "",
+                                                                "routing_key": "x"}}}
+    if kind == "plain text":
+        return kind, b"hello, not JSON"
+    if kind == "binary":
+        return kind, bytes(rng.randrange(256) for _ in range(32))
+    if kind == "empty":
+        return kind, b""
+    if kind == "JSON array":
+        return kind, json.dumps([envelope]).encode()
+    if kind == "JSON number":
+        return kind, b"42"
+    if kind == "JSON without body":
+        del envelope["body"]
+    elif kind == "JSON without properties":
+        del envelope["properties"]
+    elif kind == "no delivery tag":
+        del envelope["properties"]["delivery_tag"]
+    else:
+        envelope["body"] = "not*base64!"
+    return kind, json.dumps(envelope).encode()
+
+
+def malformed_redis(work: Path, bad: int, good: int) -> Outcome:
+    """Items that are not kombu envelopes at all, pushed straight onto a Redis queue among valid
+    tasks, half before the worker starts (its busy fetch) and half while it idles (its blocking
+    wait): each reaches ``<queue>.dead`` with its reason, every valid task runs."""
+    world = World(work, BROKER_DB)
+    outcome = Outcome(f"{bad:,} raw non-envelopes among {good:,} valid (Redis, threads -c 4)")
+    rng = random.Random(12)
+    kinds: Counter[str] = Counter()
+    client = redis.Redis.from_url(BROKER_DB)
+    dead_queue = dead_letter_queue_name(world.queue)
+    app = world.app()
+
+    def push(bad_count: int, numbers: range) -> None:
+        order = ["bad"] * bad_count + list(numbers)
+        rng.shuffle(order)
+        for what in order:
+            if what == "bad":
+                kind, item = raw_malformed(rng)
+                kinds[kind] += 1
+                client.lpush(world.queue, item)
+            else:
+                app.send_task("faults.record", args=[what, 0.0], ignore_result=True)
+
+    try:
+        push(bad // 2, range(good // 2))
+        with world.worker("-P", "threads", "-c", "4") as proc:
+            wait_for(lambda: world.done() >= good // 2, 60)
+            push(bad - bad // 2, range(good // 2, good))
+            finished = wait_for(lambda: world.done() >= good and client.llen(dead_queue) >= bad,
+                                120)
+            time.sleep(1.0)
+            alive = proc.poll() is None
+        outcome.sent = good
+        outcome.distinct, outcome.runs = world.done(), world.runs()
+        reasons: Counter[str] = Counter()
+        without_reason = 0
+        for raw in client.lrange(dead_queue, 0, -1):
+            reason = (json.loads(raw).get("headers") or {}).get(DEAD_REASON_HEADER)
+            if reason:
+                reasons[reason] += 1
+            else:
+                without_reason += 1
+        dead = client.llen(dead_queue)
+        outcome.figures.update(invalid_sent=bad, dead_lettered=dead, without_reason=without_reason)
+        outcome.details = [
+            f"Raw non-envelopes on Redis by kind ({bad:,} among {good:,} valid, "
+            "`random.Random(12)`): " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())),
+            "", "| reason recorded | dead-lettered |", "| --- | ---: |",
+            *(f"| {r} | {n:,} |" for r, n in sorted(reasons.items()))]
+        outcome.passed = (finished and alive and outcome.lost == 0 and dead == bad
+                          and without_reason == 0 and outcome.duplicates == 0)
+        return outcome
+    finally:
+        app.close()
+        world.cleanup()
+        for key in client.scan_iter(f"{world.queue}*"):
+            client.delete(key)
+
+
+CELERY_TASKS = """
+import os, time
+import redis
+from celery import Celery
+
+app = Celery("celerytasks", broker=os.environ["FAULTS_BROKER"])
+_records = redis.Redis.from_url(os.environ["FAULTS_RECORDS"])
+_key = os.environ["FAULTS_QUEUE"]
+
+@app.task(name="faults.celery_record", ignore_result=True)
+def celery_record(i, seconds=0.0):
+    if seconds:
+        time.sleep(seconds)
+    pipe = _records.pipeline()
+    pipe.incr(_key + ":runs")
+    pipe.sadd(_key + ":done", i)
+    pipe.execute()
+"""
+
+
+def mixed_celery(work: Path, each: int) -> Outcome:
+    """A Celery worker and a qtui worker (visibility timeout 2 s) on one Redis database: Celery
+    ETA tasks (3-8 s ahead) and long tasks (3 s) on Celery's queue, long tasks on qtui's; every
+    task runs exactly once (qtui gives back only what dead qtui workers held)."""
+    world = World(work, BROKER_DB, broker_transport_options={"visibility_timeout": 2})
+    write_module(world.dir, "celerytasks", CELERY_TASKS)
+    celery_queue = f"{world.queue}-celery"
+    outcome = Outcome(f"a Celery and a qtui worker on one Redis DB, {3 * each} tasks "
+                      "(Celery ETA 3-8 s and 3 s tasks, qtui 3 s tasks; qtui timeout 2 s)")
+    celery_argv = [sys.executable, "-m", "celery", "-A", "celerytasks", "worker", "--pool",
+                   "threads", "-c", "8", "-Q", celery_queue, "-n", f"celery-{world.queue}@%h",
+                   "--loglevel", "INFO", "--without-mingle", "--without-gossip"]
+    celery = Celery("faults-celery-client", broker=BROKER_DB)
+    try:
+        with world.worker("-P", "threads", "-c", "8"), \
+                running(celery_argv, world.dir, "ready.", timeout=60, env=world.env):
+            rng = random.Random(5)
+            for i in range(each):
+                celery.send_task("faults.celery_record", args=[i], queue=celery_queue,
+                                 countdown=rng.uniform(3, 8))
+                celery.send_task("faults.celery_record", args=[each + i, 3.0],
+                                 queue=celery_queue)
+            outcome.sent = 2 * each + world.send(range(2 * each, 3 * each), seconds=3.0)
+            finished = world.settle(outcome, outcome.sent, 120)
+            time.sleep(4)  # past another visibility timeout: nothing runs again
+            outcome.runs = world.runs()
+        outcome.figures.update(celery_eta=each, celery_long=each, qtui_long=each,
+                               qtui_visibility_timeout_s=2)
+        outcome.passed = finished and outcome.lost == 0 and outcome.duplicates == 0
+        return outcome
+    finally:
+        celery.close()
+        world.cleanup()
+        client = redis.Redis.from_url(BROKER_DB)
+        for key in client.scan_iter(f"{world.queue}*"):
+            client.delete(key)
+
+
+def gil_holder(work: Path, n: int) -> Outcome:
+    """Tasks that hold the GIL for 5 s (one C call) with a 2 s visibility timeout, two solo
+    workers: the workers' lease threads cannot run, their liveness helpers can; each task runs
+    once."""
+    world = World(work, BROKER_DB, broker_transport_options={"visibility_timeout": 2})
+    outcome = Outcome(f"{n} tasks holding the GIL 5 s past a 2 s visibility timeout "
+                      "(Redis, two solo workers)")
+    app = world.app()
+    try:
+        with world.worker("-P", "solo", name="a"), world.worker("-P", "solo", name="b"):
+            for i in range(n):
+                app.send_task("faults.hold_gil", args=[i, 5], ignore_result=True)
+            outcome.sent = n
+            finished = world.settle(outcome, n, 30 + 6 * n)
+            time.sleep(4)  # past another visibility timeout: nothing runs again
+            outcome.runs = world.runs()
+        outcome.figures.update(hold_s=5, visibility_timeout_s=2, workers=2)
+        outcome.passed = finished and outcome.lost == 0 and outcome.duplicates == 0
+        return outcome
+    finally:
+        app.close()
+        world.cleanup()
+        client = redis.Redis.from_url(BROKER_DB)
+        for key in client.scan_iter(f"{world.queue}*"):
+            client.delete(key)
+
+
 PRODUCER = """
 import sys, time
 from qtui.core import App
@@ -921,6 +1142,11 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "sqlite-lock-storm": (lambda w, q: sqlite_lock_storm(w, 40 if q else 200, 1.0), 600),
     "eta-rows": (lambda w, q: eta_rows(w, 3_000, 100_000), 600),
     "fork-grandchild": (lambda w, q: fork_grandchild(w, 3 if q else 10, 50 if q else 200), 300),
+    "idle-brpop-kill": (lambda w, q: idle_kill(w, 3 if q else 10), 300),
+    "malformed-redis": (lambda w, q: malformed_redis(w, 200 if q else 2_000, 200 if q else 1_000),
+                        300),
+    "mixed-celery": (lambda w, q: mixed_celery(w, 10 if q else 40), 300),
+    "gil-holder": (lambda w, q: gil_holder(w, 4 if q else 10), 300),
 }
 
 

@@ -40,3 +40,10 @@ def test_bad_compression_headers_are_dead_lettered_on_redis_and_sqlite(tmp_path)
     outcome = faults.compression(tmp_path, bad=20, good=20)
     assert outcome.passed, outcome
     assert outcome.figures["dead_lettered"] == 40 and outcome.lost == 0
+
+
+@pytest.mark.timeout(120)
+def test_raw_non_envelopes_on_redis_are_dead_lettered_with_reasons(tmp_path):
+    outcome = faults.malformed_redis(tmp_path, bad=60, good=40)
+    assert outcome.passed, outcome
+    assert outcome.figures["dead_lettered"] == 60 and outcome.lost == 0

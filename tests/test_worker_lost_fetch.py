@@ -117,3 +117,26 @@ def test_what_a_fetch_took_when_its_reply_was_lost_comes_back_at_once(tmp_path, 
         cutter.close()
         setup.cleanup()
         client.flushdb()
+
+
+@pytest.mark.timeout(60)
+def test_what_the_idle_waits_fetch_took_when_its_reply_was_lost_comes_back(tmp_path, unique,
+                                                                           redis_url):
+    client = redis.Redis(REDIS_HOST, REDIS_PORT, db=DB)
+    cutter = ReplyCutter()
+    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/{DB}", None,
+                       broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
+    try:
+        with setup.worker("-P", "solo") as worker:
+            cutter.armed.set()  # idle: the next script reply carrying a message is its wait's
+            app = setup.app()
+            app.send_task("tasks.mark", args=["idle"])
+            app.close()
+            assert cutter.cut.wait(10), "no fetch reply carrying messages was cut"
+            ran = wait_for(lambda: setup.records("mark"), VISIBILITY_TIMEOUT / 2)
+            log = worker.log_path.read_text()
+        assert ran, f"{client.zcard('unacked_index')} unacked in Redis\n{log[-3000:]}"
+        assert "Put back" in log, log[-3000:]
+    finally:
+        cutter.close()
+        setup.cleanup()

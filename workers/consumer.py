@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import uuid
 from collections.abc import Callable, Iterable
 from functools import partial
 from queue import Empty
@@ -30,6 +31,7 @@ from qtui.core.exceptions import BrokerUnavailable
 
 from . import control, leases, redis_transport
 from .leases import DEFAULT_VISIBILITY_TIMEOUT, Leases
+from .liveness import Liveness
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -38,8 +40,6 @@ logger = logging.getLogger("qtui.worker")
 
 RECONNECT_INTERVAL_START = 0.5
 RECONNECT_INTERVAL_MAX = 10.0
-#: Seconds the Redis restore mutex lasts when its holder dies (kombu's default is 300).
-RESTORE_MUTEX_EXPIRE = 10.0
 
 
 class Consumer:
@@ -57,6 +57,9 @@ class Consumer:
         self.channel: Any = None
         self.producer: Producer | None = None
         self.leases: Leases | None = None
+        self.owner = f"{worker.hostname}/{uuid.uuid4().hex}"
+        """Who this worker is on Redis: it takes and gives back deliveries as this owner."""
+        self.liveness: Liveness | None = None
         self.prefetch = 0
         self._consumers: dict[str, KombuConsumer] = {}
         """One per consumed queue, by queue name."""
@@ -114,19 +117,20 @@ class Consumer:
         conn = self.connection = self.app.connection_for_read(
             redis_transport=redis_transport.Transport)
         if self.is_redis:
-            options = {"visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT, **conn.transport_options}
-            # A worker killed inside a restore leaves kombu's restore mutex behind for 300 s,
-            # holding back every other worker's restore that long; restores are WATCH
-            # transactions (two at once do no harm), so the mutex need only cover one sweep.
-            options.setdefault("unacked_mutex_expire",
-                               min(float(options["visibility_timeout"]), RESTORE_MUTEX_EXPIRE))
-            conn.transport_options = options
+            conn.transport_options = {"visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT,
+                                      **conn.transport_options}
         conn.ensure_connection(max_retries=1)
         self.channel = conn.channel()
         if self.keeps_deliveries:
             # The worker settles every delivery itself; closing (a lost connection, the embedded
             # broker's file locked past its retries) must not requeue running tasks.
             self.channel.do_restore = False
+            ttl = float(self.channel.visibility_timeout)
+            self.channel.own(self.owner, ttl)
+            if self.liveness is None:
+                self.liveness = Liveness(str(self.app.broker_url), self.owner, ttl,
+                                         self.channel.unacked_index_key)
+                self.liveness.start()
         for queue in self.queues:
             queue(self.channel).declare()
         self.producer = Producer(conn.channel())
@@ -140,7 +144,8 @@ class Consumer:
         self.consuming = True
         if self.keeps_deliveries:
             self.leases = Leases(self.channel, self.worker.held_tags)
-            self.leases.start()
+            if not self.is_redis:  # on Redis the liveness helper keeps what this worker owns
+                self.leases.start()
 
     def _consumer_for(self, queue: Queue) -> KombuConsumer:
         return KombuConsumer(self.channel, [queue], no_ack=False, auto_declare=False,
@@ -193,8 +198,9 @@ class Consumer:
         return True
 
     def _finish_pending_read(self) -> None:
-        """Redis: read a pending BRPOP's reply now, while every callback is registered; after
-        ``basic_cancel`` kombu would read it later and hand the message it popped to nobody."""
+        """Redis: read a pending blocking wait's reply now, while every callback is registered;
+        after ``basic_cancel`` kombu would read it later and hand the message it took to
+        nobody."""
         if self.is_redis and getattr(self.channel, "_in_poll", None):
             try:
                 self.channel._brpop_read()
@@ -217,6 +223,9 @@ class Consumer:
             self.connection.drain_events(timeout=timeout)
         except socket.timeout:
             pass
+        except self.errors:
+            self._remember_unanswered()  # the idle wait's fetch may have lost its reply
+            raise
 
     def fetch(self, room: int, acks: list[str]) -> int | None:
         """Ack ``acks`` and take up to ``room`` waiting messages without blocking, in one round
@@ -225,19 +234,18 @@ class Consumer:
         fetch_many = getattr(self.channel, "fetch_many", None)
         if fetch_many is None or not self.consuming:
             return None
-        got = 0
-        for queue in self.queues:
-            if got >= room and not acks:
-                break
-            try:
-                got += fetch_many(queue.name, room - got, acks)
-            except self.errors:
-                # The script may have run and its reply been lost: remember its stamp.
-                if self.channel.fetch_stamp is not None:
-                    self.unanswered.append(self.channel.fetch_stamp)
-                raise
-            acks = []
-        return got
+        try:
+            return int(fetch_many([q.name for q in self.queues], room, acks))
+        except self.errors:
+            self._remember_unanswered()
+            raise
+
+    def _remember_unanswered(self) -> None:
+        """A fetch script may have run and its reply been lost: remember its stamp."""
+        stamp = getattr(self.channel, "fetch_stamp", None)
+        if stamp is not None:
+            self.unanswered.append(stamp)
+            self.channel.fetch_stamp = None
 
     def reclaim_unanswered(self, held: Iterable[str]) -> None:
         """Put back what fetches with a lost reply took (see :func:`leases.reclaim`)."""
@@ -248,6 +256,20 @@ class Consumer:
                 logger.warning("Put back %d message(s) a fetch took while the connection "
                                "was lost", back)
             self.unanswered.pop(0)
+
+    def reclaim_unheld(self, held: Iterable[str]) -> None:
+        """Redis: put back what this worker owns but does not hold (see
+        :meth:`~qtui.workers.redis_transport.Channel.reclaim_unheld`)."""
+        reclaim = getattr(self.channel, "reclaim_unheld", None)
+        if reclaim is None or self.connection is None:
+            return
+        try:
+            back = reclaim(held)
+        except self.errors as exc:
+            logger.debug("unheld deliveries not reclaimed yet: %s", exc)
+            return
+        if back:
+            logger.warning("Put back %d message(s) this worker owned but never received", back)
 
     def ack_many(self, tags: list[str]) -> None:
         """Ack deliveries of this connection in one round trip where the transport can."""
@@ -290,6 +312,14 @@ class Consumer:
                 conn.release()
             except Exception as exc:  # closing a broken connection can raise anything
                 logger.debug("closing the connection failed: %s", exc)
+
+    def stop(self) -> None:
+        """Close for good: on Redis, this worker is no longer alive, so whatever it still
+        owns is given back by the other workers."""
+        self.close()
+        if self.liveness is not None:
+            self.liveness.stop()
+            self.liveness = None
 
     def broker_name(self) -> str:
         return mask_url(self.app.broker_url)

@@ -6,8 +6,8 @@ timeout. qtui keeps only what is nearly due:
 
 * **Due within ``worker_eta_horizon`` seconds** (default 10): held by the worker, unacked, on a
   timer. Holding is safe for that long on every broker: RabbitMQ gives an unacked message back
-  only when the worker's connection ends, and on Redis the worker renews the visibility lease of
-  what it holds (``leases.py``). If the worker dies, the broker delivers the message again.
+  only when the worker's connection ends, and on Redis what a live worker owns is never given
+  back (``redis_transport.py``). If the worker dies, the message is delivered again.
 * **Later**: handed to the broker's delayed store, then acked.
 
   - *Redis*: a sorted set per queue, ``qtui.delayed.<queue>``, scored by due time; each member is
@@ -107,7 +107,8 @@ class RedisDelayedStore(DelayedStore):
             "content-encoding": message.content_encoding, "content-type": message.content_type,
             "headers": headers, "properties": properties,
         })
-        # kombu's channel.client carries the pending BRPOP: commands go through a pooled client.
+        # kombu's channel.client carries the pending blocking wait: commands go through a pooled
+        # client.
         with self.channel.conn_or_acquire() as client:
             pipe = client.pipeline(transaction=True)
             pipe.zadd(DELAYED_KEY.format(queue=job.queue),

@@ -1,18 +1,16 @@
-"""Redis and the embedded SQLite broker: keeping what the worker holds, and giving back what a
-dead worker held.
+"""Keeping what the worker holds, and giving back what a dead worker held.
 
-kombu's Redis transport records each unacked message in ``unacked_index`` with the time it was
-delivered, and any consumer puts back the ones older than ``visibility_timeout``. Celery needs a
-long timeout (1 hour) so that long tasks and ETA tasks are not delivered twice; the cost is that
-the messages of a killed worker wait an hour. qtui renews a lease instead: a thread re-stamps the
-worker's unacked messages every quarter of the timeout, so the timeout can be short (qtui's
-default is 60 s) and a dead worker's messages come back within a minute, while a message held
-for hours by a live worker never does. The main loop also runs the restore regularly (kombu
-only does it when a connection starts).
+On Redis the worker owns each delivery from the moment it leaves its queue (its own ``owned``
+set beside kombu's ``unacked`` records) and a helper process vouches for the worker's life
+(:mod:`qtui.workers.redis_transport`, :mod:`qtui.workers.liveness`): a worker gives back only
+what dead owners held, never another client's deliveries by their age, and a task that holds
+the GIL cannot make its worker look dead. The visibility timeout (qtui's default 60 s) is the
+TTL of a worker's life when its helper dies with it; a worker that dies alone is seen at once.
+The main loop runs that restore regularly (kombu only does it when a connection idles).
 
 The embedded SQLite broker finds dead holders itself (by pid, on the same host), so its
-visibility timeout stays long (3600 s by default); the same lease thread renews what the worker
-holds there too, so neither a task that runs longer than the timeout nor an ETA held in memory is
+visibility timeout stays long (3600 s by default); a lease thread renews what the worker
+holds there, so neither a task that runs longer than the timeout nor an ETA held in memory is
 delivered twice, whatever the timeout is set to.
 
 Delivery tags stay valid across reconnections on Redis (they are keys in Redis, not in the
@@ -24,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,7 +31,8 @@ DEFAULT_VISIBILITY_TIMEOUT = 60.0
 
 
 class Leases:
-    """Renews the visibility lease of the messages ``held()`` returns, from its own thread."""
+    """Renews the visibility lease of the messages ``held()`` returns, from its own thread
+    (the embedded SQLite broker), and restores what dead holders held (every broker)."""
 
     def __init__(self, channel: Any, held: Callable[[], Iterable[str]]) -> None:
         self.channel = channel
@@ -58,19 +56,13 @@ class Leases:
 
     def renew(self) -> None:
         tags = list(self.held())
-        if not tags:
-            return
-        renew = getattr(self.channel, "renew", None)
-        if renew is not None:  # qtui's embedded SQLite transport
-            renew(tags)
-            return
-        now = time.time()
-        with self.channel.conn_or_acquire() as client:
-            client.zadd(self.channel.unacked_index_key, {tag: now for tag in tags}, xx=True)
+        if tags:
+            self.channel.renew(tags)
 
     def restore_expired(self) -> None:
-        """Put back the messages of holders that stopped renewing (dead workers). The SQLite
-        transport does this itself whenever it claims."""
+        """Put back the messages of dead holders (Redis: dead owners only, see
+        :meth:`~qtui.workers.redis_transport.QoS.restore_visible`). The SQLite transport does
+        this itself whenever it claims."""
         restore = getattr(self.channel.qos, "restore_visible", None)
         if restore is not None:
             restore(num=1000, interval=1)
@@ -96,10 +88,9 @@ def settle(channel: Any, tags: Iterable[str], requeue: bool) -> None:
     if settle_held is not None:  # the embedded SQLite broker
         settle_held(list(tags), requeue)
         return
+    if not requeue:
+        channel.ack_many(tags)
+        return
     with channel.conn_or_acquire() as client:
         for tag in tags:
-            if requeue:
-                channel.qos.restore_by_tag(tag, client=client, leftmost=True)
-            else:
-                client.pipeline().zrem(channel.unacked_index_key, tag) \
-                    .hdel(channel.unacked_key, tag).execute()
+            channel.qos.restore_by_tag(tag, client=client, leftmost=True)

@@ -1,69 +1,159 @@
-"""kombu's Redis transport as the worker uses it: fewer round trips per message.
+"""kombu's Redis transport as the worker uses it: every message owned from the moment it leaves its
+queue, fewer round trips per message.
 
-kombu's Redis channel spends three round trips on every message -- BRPOP one message, record it
-as unacked (ZADD + HSET), ack it (ZREM + HDEL) -- and builds a new ``redis.Redis`` object for
-each of the last two. On a queue with work waiting that is the whole cost of a no-op task. The
-worker's channel adds two verbs and keeps kombu's data layout, so kombu (and Celery workers on
-the same queues) restore, ack and inspect these messages as their own:
+kombu's Redis channel BRPOPs a message and only then records it as unacked (ZADD + HSET): a
+worker killed between the two loses the message. Any consumer then restores every entry of the
+database-wide ``unacked_index`` older than its visibility timeout, Celery workers' deliveries
+included. The worker's channel keeps kombu's data layout (so kombu and Celery ack and inspect
+these messages as their own) and changes who takes and who gives back:
 
-* :meth:`Channel.fetch_many` -- one Lua script acks the deliveries finished since the last call,
-  pops up to N messages (priority sublists in kombu's order) and records each in
-  ``unacked``/``unacked_index`` exactly as kombu's QoS does, atomically; the messages then go
-  through kombu's usual delivery path to the consumer. A busy worker so spends one round trip
-  per batch, whatever the batch holds.
-* :meth:`Channel.ack_many` -- one pipeline acks a batch (when there is nothing to fetch).
+* **Taking** is one server-side step. :meth:`Channel.fetch_many` is one Lua script that acks the
+  deliveries finished since the last call, pops up to N messages round-robin over the worker's
+  queues (priority sublists in kombu's order), and records each in ``unacked``/``unacked_index``
+  and in the worker's own ``owned`` set, atomically. An idle worker blocks in ``BLMOVE``, which
+  moves a message into the worker's processing list (not into the void), and the same script
+  then takes it from there. A popped item that is not a kombu envelope is wrapped and pushed to
+  ``<queue>.dead`` with the reason, in the same script.
+* **Giving back** is by ownership, never by age. Each worker is an owner with an ``alive`` key
+  that a helper process (:mod:`qtui.workers.liveness`) refreshes, so a task holding the GIL
+  cannot make its worker look dead. A worker restores only what dead owners hold (their
+  ``owned`` deliveries and processing lists), never kombu's database-wide restore.
 
 A fetch whose reply is lost (Redis shut down or the connection broke after the script ran) has
-still recorded its messages as unacked, for a worker that never received them: nothing renews
-or settles them, so they would wait out the visibility timeout. Each fetch stamps its messages
-with its own time, which the worker keeps when the call fails; after reconnecting,
+still recorded its messages as unacked, for a worker that never received them. Each fetch stamps
+its messages with its own time, which the worker keeps when the call fails; after reconnecting,
 :func:`qtui.workers.leases.reclaim` puts back what carries that stamp and is not held.
-
-Blocking waits still use kombu's BRPOP, so an idle worker wakes at once. It builds on
-:mod:`qtui.core.brokers.redis` (one command client per connection pool, one round trip per
-published message).
 """
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import Iterable
+from queue import Empty
+from time import monotonic
 from typing import Any
 
-from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads
 
 from qtui.core.brokers import redis as redis_broker
 
+from .deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, dead_letter_queue_name
+from .liveness import (ALIVE_KEY, OWNED_KEY, OWNERS_KEY, PROCESSING_KEY,
+                       PROCESSING_QUEUES_KEY)
+
+logger = logging.getLogger("qtui.worker")
+
+#: How often a consumer looks for dead owners to restore (seconds).
+RESTORE_INTERVAL = 1.0
+
 _FETCH = """
-for i = 4, 3 + tonumber(ARGV[3]) do
+local b64chars = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+local function b64(data)
+  local out = {}
+  for i = 1, #data, 3 do
+    local a, b, c = string.byte(data, i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local d = {math.floor(n / 262144) % 64, math.floor(n / 4096) % 64,
+               math.floor(n / 64) % 64, n % 64}
+    for j = 1, 4 do d[j] = string.sub(b64chars, d[j] + 1, d[j] + 1) end
+    if not b then d[3] = '=' end
+    if not c then d[4] = '=' end
+    out[#out + 1] = table.concat(d)
+  end
+  return table.concat(out)
+end
+-- The decoded envelope, or nil and why the item cannot be delivered as a kombu message.
+local function envelope(item)
+  local ok, msg = pcall(cjson.decode, item)
+  if not ok or type(msg) ~= 'table' or msg[1] ~= nil then
+    return nil, 'not a kombu message: not a JSON object' end
+  if type(msg['body']) ~= 'string' then return nil, "not a kombu message: no 'body' string" end
+  local props = msg['properties']
+  if type(props) ~= 'table' then return nil, "not a kombu message: no 'properties' object" end
+  if type(props['delivery_tag']) ~= 'string' then
+    return nil, "not a kombu message: no 'properties.delivery_tag' string" end
+  if type(props['delivery_info']) ~= 'table' then
+    return nil, "not a kombu message: no 'properties.delivery_info' object" end
+  if msg['headers'] ~= nil and type(msg['headers']) ~= 'table' then
+    return nil, "not a kombu message: 'headers' is not an object" end
+  if props['body_encoding'] == 'base64' then
+    local clean = string.gsub(msg['body'], '[^%w%+/=]', '')
+    if #clean % 4 ~= 0 then return nil, "not a kombu message: 'body' is not base64" end
+  end
+  return msg
+end
+-- KEYS: unacked_index, unacked, owned, then per queue `size` lists: processing, priorities.
+-- ARGV: limit, stamp, size, dead-letter tag prefix, reason header, queue header, #acks, acks,
+--       then the queue names and their dead-letter queues' list names.
+local limit, stamp, size = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local nacks = tonumber(ARGV[7])
+for i = 8, 7 + nacks do
   redis.call('ZREM', KEYS[1], ARGV[i])
   redis.call('HDEL', KEYS[2], ARGV[i])
+  redis.call('SREM', KEYS[3], ARGV[i])
 end
-local limit = tonumber(ARGV[1])
+local groups = (#KEYS - 3) / size
+local names = 8 + nacks
+local cursor = {}
+for g = 1, groups do cursor[g] = 1 end
 local out = {}
-for i = 3, #KEYS do
-  while #out < limit do
-    local item = redis.call('RPOP', KEYS[i])
-    if not item then break end
-    local props = cjson.decode(item)['properties']
-    local info = props['delivery_info']
-    redis.call('ZADD', KEYS[1], ARGV[2], props['delivery_tag'])
-    redis.call('HSET', KEYS[2], props['delivery_tag'], '[' .. item .. ',' ..
-               cjson.encode(info['exchange']) .. ',' .. cjson.encode(info['routing_key']) .. ']')
-    out[#out + 1] = item
+local taken, busy = 0, true
+while taken < limit and busy do
+  busy = false
+  for g = 1, groups do
+    if taken >= limit then break end
+    local item
+    while cursor[g] <= size and not item do
+      item = redis.call('RPOP', KEYS[3 + (g - 1) * size + cursor[g]])
+      if not item then cursor[g] = cursor[g] + 1 end
+    end
+    if item then
+      busy = true
+      local msg, why = envelope(item)
+      if not msg then
+        local queue, dead = ARGV[names + 2 * (g - 1)], ARGV[names + 2 * (g - 1) + 1]
+        local headers = {}
+        headers[ARGV[5]] = why
+        headers[ARGV[6]] = queue
+        redis.call('LPUSH', dead, cjson.encode({
+          body = b64(item), ['content-encoding'] = 'binary',
+          ['content-type'] = 'application/octet-stream', headers = headers,
+          properties = {body_encoding = 'base64', delivery_mode = 2, priority = 0,
+                        delivery_tag = ARGV[4] .. '-' .. #out,
+                        delivery_info = {exchange = '', routing_key = dead}}}))
+        out[#out + 1] = -g
+        out[#out + 1] = why
+      else
+        local props = msg['properties']
+        local info = props['delivery_info']
+        local tag = props['delivery_tag']
+        redis.call('ZADD', KEYS[1], stamp, tag)
+        redis.call('HSET', KEYS[2], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'])
+                   .. ',' .. cjson.encode(info['routing_key']) .. ']')
+        redis.call('SADD', KEYS[3], tag)
+        out[#out + 1] = g
+        out[#out + 1] = item
+        taken = taken + 1
+      end
+    end
   end
 end
 return out
 """
 
 
-class QoS(kombu_redis.QoS):
+class QoS(redis_broker.QoS):
+    """kombu's QoS, but settling a delivery also drops it from the owner's ``owned`` set, and
+    restoring gives back only what dead owners hold."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.recorded: set[str] = set()
         """Tags fetch_many already recorded as unacked in Redis."""
+        self._next_restore = 0.0
 
     def append(self, message: Any, delivery_tag: str) -> None:
         if delivery_tag in self.recorded:
@@ -72,9 +162,22 @@ class QoS(kombu_redis.QoS):
             return
         super().append(message, delivery_tag)
 
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        pipe = super()._remove_from_indices(delivery_tag, pipe)
+        owned = self.channel.owned_key
+        return pipe if owned is None else pipe.srem(owned, delivery_tag)
 
-#: An idle worker's BRPOP wait (kombu's is 1 s). A shutdown waits for the pending BRPOP's reply
-#: (a message it popped must not be dropped), so this bounds how long SIGTERM takes to act.
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        """What kombu calls to restore expired deliveries database-wide: here, the deliveries of
+        dead owners only, at most every :data:`RESTORE_INTERVAL` seconds."""
+        if self.channel.owner is None or monotonic() < self._next_restore:
+            return
+        self._next_restore = monotonic() + RESTORE_INTERVAL
+        self.channel.restore_dead_owners()
+
+
+#: An idle worker's blocking wait (kombu's BRPOP waits 1 s). A shutdown waits for the pending
+#: wait's reply (a message it moved must be taken), so this bounds how long SIGTERM takes to act.
 #: Redis takes fractions of a second from 6.0 on; older servers keep kombu's whole second.
 BRPOP_TIMEOUT = 0.25
 
@@ -82,43 +185,183 @@ BRPOP_TIMEOUT = 0.25
 class Channel(redis_broker.Channel):
     QoS = QoS
 
-    #: The stamp (``unacked_index`` score) of the last :meth:`fetch_many` call.
+    #: The stamp (``unacked_index`` score) of a :meth:`fetch_many` call whose reply has not
+    #: arrived (it failed): what it took is reclaimed after reconnecting.
     fetch_stamp: float | None = None
+    owner: str | None = None
+    """The worker that owns what this channel takes (see :meth:`own`); None: kombu's ways."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         version = str(self.client.info("server").get("redis_version", "0"))
-        if int(version.split(".")[0] or 0) >= 6:
+        major, minor = (int(part or 0) for part in (version.split(".") + ["0"])[:2])
+        if major >= 6:
             self.brpop_timeout = BRPOP_TIMEOUT
+        self._blocking_move = "BLMOVE" if (major, minor) >= (6, 2) else "BRPOPLPUSH"
+        self._waiting_on: str | None = None
+        """The queue a pending blocking move waits on."""
+        self._processing_known: set[str] = set()
 
-    def fetch_many(self, queue: str, limit: int, acks: list[str] | None = None) -> int:
-        """Ack ``acks``, then deliver up to ``limit`` waiting messages of ``queue`` to its
-        consumer, all in one round trip; returns how many messages there were."""
+    # ownership -------------------------------------------------------------------------------
+    def own(self, owner: str, ttl: float) -> None:
+        """Take and settle deliveries as ``owner``, announced alive for ``ttl`` seconds (its
+        liveness helper keeps it so)."""
+        self.owner = owner
+        self._create_client().pipeline(transaction=False) \
+            .set(ALIVE_KEY.format(owner=owner), "1", px=int(ttl * 1000)) \
+            .sadd(OWNERS_KEY, owner).execute()
+
+    @property
+    def owned_key(self) -> str | None:
+        return None if self.owner is None else OWNED_KEY.format(owner=self.owner)
+
+    def restore_dead_owners(self) -> int:
+        """Give back what owners whose ``alive`` key is gone held; returns how many messages.
+        Every step is idempotent (a restore is a WATCH transaction, a move is atomic), so
+        several consumers may restore one owner at once, and a restorer killed half-way leaves
+        the owner registered for the next one to finish."""
+        client = self._create_client()
+        owners = [o.decode() if isinstance(o, bytes) else o for o in client.smembers(OWNERS_KEY)]
+        owners = [o for o in owners if o != self.owner]
+        if not owners:
+            return 0
+        pipe = client.pipeline(transaction=False)
+        for owner in owners:
+            pipe.exists(ALIVE_KEY.format(owner=owner))
+        return sum(self._restore_owner(client, owner)
+                   for owner, alive in zip(owners, pipe.execute()) if not alive)
+
+    def _restore_owner(self, client: Any, owner: str) -> int:
+        restored = 0
+        processing_queues = PROCESSING_QUEUES_KEY.format(owner=owner)
+        for queue in client.smembers(processing_queues):
+            queue = queue.decode() if isinstance(queue, bytes) else queue
+            source = PROCESSING_KEY.format(owner=owner, queue=queue)
+            # Moved by an idle wait, never delivered: back to the consuming end, as it was
+            # (to the other end before Redis 6.2, which has no LMOVE).
+            while (client.lmove(source, queue, "RIGHT", "RIGHT")
+                   if self._blocking_move == "BLMOVE"
+                   else client.rpoplpush(source, queue)) is not None:
+                restored += 1
+        owned = OWNED_KEY.format(owner=owner)
+        for tag in client.smembers(owned):
+            self.qos.restore_by_tag(tag.decode() if isinstance(tag, bytes) else tag, client)
+            restored += 1
+        client.pipeline(transaction=False).delete(owned, processing_queues) \
+            .srem(OWNERS_KEY, owner).execute()
+        if restored:
+            logger.warning("Restored %d message(s) held by the dead worker %s", restored, owner)
+        return restored
+
+    def reclaim_unheld(self, held: Iterable[str]) -> int:
+        """Put back, at the front of their queues, what this owner's set records and the worker
+        does not hold: taken by a fetch whose reply never reached it (lost with its connection,
+        or a reply to a first try that redis-py sent again). Call it between fetches only.
+        Returns how many came back."""
+        if self.owned_key is None:
+            return 0
+        keep = set(held)
+        client = self._create_client()
+        lost = [tag for tag in (t.decode() if isinstance(t, bytes) else t
+                                for t in client.smembers(self.owned_key)) if tag not in keep]
+        for tag in lost:
+            self.qos.restore_by_tag(tag, client)
+        return len(lost)
+
+    # taking ----------------------------------------------------------------------------------
+    def fetch_many(self, queues: list[str], limit: int, acks: list[str] | None = None) -> int:
+        """Ack ``acks``, then deliver up to ``limit`` waiting messages of ``queues`` (one from
+        each in turn) to their consumers, all in one round trip; returns how many there were."""
         acks = acks or []
         self.fetch_stamp = None
-        if limit <= 0 and not acks:
+        if (limit <= 0 or not queues) and not acks:
             return 0
+        assert self.owner is not None, "fetch_many takes messages for an owner"
+        order = [q for q in self._queue_cycle.consume(len(self._queue_cycle.items))
+                 if q in queues] or list(queues)
+        keys: list[str] = []
+        for queue in order:
+            keys.append(PROCESSING_KEY.format(owner=self.owner, queue=queue))
+            keys.extend(dict.fromkeys(self._q_for_pri(queue, pri) for pri in self.priority_steps))
+        size = len(keys) // len(order) if order else 1
+        names = [name for queue in order for name in (queue, dead_letter_queue_name(queue))]
         client = self._create_client()
         script = self._script("fetch", _FETCH)
-        lists = [self._q_for_pri(queue, pri) for pri in self.priority_steps]
         self.fetch_stamp = time.time()
-        items = script(keys=[self.unacked_index_key, self.unacked_key, *dict.fromkeys(lists)],
-                       args=[max(limit, 0), self.fetch_stamp, len(acks), *acks], client=client)
+        reply = script(keys=[self.unacked_index_key, self.unacked_key, self.owned_key, *keys],
+                       args=[max(limit, 0), self.fetch_stamp, size, uuid.uuid4().hex,
+                             DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks), *acks, *names],
+                       client=client)
+        self.fetch_stamp = None  # answered: nothing of this fetch to reclaim
         for tag in acks:
             virtual.QoS.ack(self.qos, tag)
-        for item in items:
+        if order:
+            self._queue_cycle.rotate(order[0])
+        delivered = 0
+        for group, item in zip(reply[::2], reply[1::2]):
+            queue = order[abs(int(group)) - 1]
+            if group < 0:
+                reason = item.decode() if isinstance(item, bytes) else item
+                logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue), reason)
+                continue
             payload = loads(item)
             self.qos.recorded.add(payload["properties"]["delivery_tag"])
             self.connection._deliver(payload, queue)
-        return len(items)
+            delivered += 1
+        return delivered
 
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        """Wait for a message of the next queue in turn by moving it into this owner's
+        processing list (``BLMOVE``): taken by Redis, it is never only in a socket buffer."""
+        if self.owner is None:
+            return super()._brpop_start(timeout)
+        queues = self._queue_cycle.consume(1)
+        if not queues:
+            return None
+        queue = queues[0]
+        if queue not in self._processing_known:
+            self._create_client().sadd(PROCESSING_QUEUES_KEY.format(owner=self.owner), queue)
+            self._processing_known.add(queue)
+        target = PROCESSING_KEY.format(owner=self.owner, queue=queue)
+        wait = self.brpop_timeout if timeout is None else timeout
+        args = (queue, target, "RIGHT", "LEFT", wait) if self._blocking_move == "BLMOVE" \
+            else (queue, target, wait)
+        self._waiting_on = queue
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        self.client.connection.send_command(self._blocking_move, *args)
+        return None
+
+    def _brpop_read(self, **options: Any) -> bool:
+        if self._waiting_on is None:
+            return super()._brpop_read(**options)
+        queue, self._waiting_on = self._waiting_on, None
+        try:
+            try:
+                moved = self.client.parse_response(self.client.connection, self._blocking_move,
+                                                   **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+        self._queue_cycle.rotate(queue)
+        if moved is None or not self.fetch_many([queue], 1):
+            raise Empty()
+        return True
+
+    # settling --------------------------------------------------------------------------------
     def ack_many(self, tags: Iterable[str]) -> None:
         """Ack a batch of deliveries in one pipeline."""
         tags = list(tags)
         if not tags:
             return
-        self._create_client().pipeline(transaction=False) \
-            .zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags).execute()
+        pipe = self._create_client().pipeline(transaction=False) \
+            .zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags)
+        if self.owned_key is not None:
+            pipe.srem(self.owned_key, *tags)
+        pipe.execute()
         for tag in tags:
             virtual.QoS.ack(self.qos, tag)
 

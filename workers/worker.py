@@ -329,6 +329,9 @@ class Worker:
     def _restore_expired(self) -> None:
         if self.consumer.leases is not None:
             self.consumer.leases.restore_expired()
+        # From the main loop's timer, so no fetch is under way: what this worker owns and does
+        # not hold (nor has to settle) was taken by a fetch whose reply it never read.
+        self.consumer.reclaim_unheld([*self.held_tags(), *(tag for tag, _ in self._orphans)])
 
     # receiving -------------------------------------------------------------------------------
     def on_message(self, queue_name: str, message: Message) -> None:
@@ -809,7 +812,7 @@ class Worker:
                          "this worker held", exc)
         finally:
             self.pool.stop()
-            self.consumer.close()
+            self.consumer.stop()
             self.revoked.close()
             self.hooks.on_worker_stopped(self)
         logger.info("worker %s stopped", self.hostname)

@@ -7,6 +7,7 @@ kombu's data layout and routing rules, so kombu and Celery on the same Redis see
 different, and:
 
 * keeps one command client per connection pool (redis-py clients are thread-safe);
+* never restores other clients' deliveries by their age (see :class:`QoS`);
 * publishes to a direct exchange in one round trip: a Lua script reads the binding set and pushes
   the message to every queue bound with its routing key (its priority list), atomically. The
   bindings are read at publish time as kombu reads them -- nothing is cached -- so a queue bound
@@ -54,7 +55,17 @@ return count
 REDIS_SCHEMES = ("redis", "rediss")
 
 
+class QoS(kombu_redis.QoS):
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        """Never restore by age: kombu's restore (run whenever a consumer's poll comes back
+        empty, the console's and ``qtui inspect``'s too) gives back every delivery of the
+        database older than the visibility timeout, Celery workers' included. qtui workers
+        give back only what dead qtui workers held (:mod:`qtui.workers.redis_transport`)."""
+
+
 class Channel(kombu_redis.Channel):
+    QoS = QoS
+
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
             return super()._create_client(asynchronous=True)

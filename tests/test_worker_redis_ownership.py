@@ -1,0 +1,194 @@
+"""On Redis a worker owns each delivery from the moment it leaves its queue, and gives back only
+what dead owners held: nothing is lost by a worker killed in its idle wait or by a malformed
+message, nothing of a Celery worker's or of a live worker's is delivered twice, and busy queues
+do not starve the others."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from celery import Celery
+from kombu import Consumer, Queue
+
+from qtui.core.brokers import redis as redis_broker
+from qtui.workers import redis_transport
+from qtui.workers.deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER
+from qtui.workers.liveness import ALIVE_KEY, OWNED_KEY, OWNERS_KEY
+
+from .processes import running, write_module
+from .services import REDIS_HOST, REDIS_PORT
+from .worker_helpers import REDIS_URL, TASKS, Setup, make_setup, wait_for
+
+#: A database of these tests' own: another consumer restoring by age with a short visibility
+#: timeout (an older qtui, kombu) would give back the deliveries these tests watch.
+BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/7"
+#: Short, so that a worker restoring by age (as kombu does) would do it within the test.
+VISIBILITY_TIMEOUT = 2
+
+GIL_TASK = """
+
+import ctypes
+
+@app.task
+def hold_gil(seconds):
+    record("started")
+    ctypes.PyDLL(None).sleep(int(seconds))  # a C call that keeps the GIL the whole time
+    record("done")
+"""
+
+
+@pytest.fixture
+def setup(tmp_path, unique, redis_url) -> Iterator[Setup]:
+    setup = make_setup(tmp_path, f"qw-{unique}", BROKER, BROKER,
+                       broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
+    write_module(tmp_path, "tasks", TASKS + GIL_TASK)
+    yield setup
+    setup.cleanup()
+
+
+def pending(setup: Setup) -> int:
+    """Messages waiting in the test's queue."""
+    return redis.Redis.from_url(BROKER).llen(setup.queue)
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_killed_in_its_idle_wait_loses_nothing(setup: Setup):
+    app = setup.app()
+    taken: str | None = None
+    with setup.worker("-P", "solo", name="a") as first:
+        app.send_task("tasks.mark", args=["warm-up"])  # the client's connection is open
+        assert setup.wait_records("mark", 1)
+        for attempt in range(20):
+            time.sleep(0.1)  # idle again, most likely inside its blocking wait
+            os.kill(first.pid, signal.SIGSTOP)
+            app.send_task("tasks.mark", args=[f"t{attempt}"])
+            # Taken from the queue while the worker is stopped: by its pending blocking wait.
+            if wait_for(lambda: pending(setup) == 0, 1.0):
+                taken = f"t{attempt}"
+                break
+            os.kill(first.pid, signal.SIGCONT)
+            assert wait_for(lambda: pending(setup) == 0, 10)
+        assert taken is not None, "the worker was never stopped inside its blocking wait"
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+    with setup.worker("-P", "solo", name="b"):
+        ran = wait_for(lambda: taken in {r["tag"] for r in setup.records("mark")}, 20)
+    assert ran, f"{taken} never ran: {setup.records('mark')}"
+
+
+@pytest.mark.timeout(60)
+def test_malformed_messages_reach_the_dead_letter_queue_with_their_reason(setup: Setup):
+    client = redis.Redis.from_url(BROKER)
+    app = setup.app()
+    client.lpush(setup.queue, b"plain text, not JSON")  # taken by a busy fetch
+    with setup.worker("-P", "solo"):
+        app.send_task("tasks.mark", args=["first"])
+        assert setup.wait_records("mark", 1)
+        client.lpush(setup.queue, b'{"properties": {"delivery_tag": "x"}}')  # by the idle wait
+        app.send_task("tasks.mark", args=["second"])
+        assert len(setup.wait_records("mark", 2)) == 2
+        dead = setup.dead_letters(expected=2)
+    assert sorted(m.body for m in dead) == [b"plain text, not JSON",
+                                             b'{"properties": {"delivery_tag": "x"}}']
+    reasons = {m.body: m.headers[DEAD_REASON_HEADER] for m in dead}
+    assert "not a JSON object" in reasons[b"plain text, not JSON"]
+    assert "'body'" in reasons[b'{"properties": {"delivery_tag": "x"}}']
+    assert {m.headers[DEAD_QUEUE_HEADER] for m in dead} == {setup.queue}
+
+
+CELERY_TASKS = """
+import os
+import redis
+from celery import Celery
+
+app = Celery("celery_tasks", broker=os.environ["QTUI_TEST_BROKER"])
+app.conf.task_default_queue = os.environ["QTUI_TEST_QUEUE"] + "-celery"
+_redis = redis.Redis.from_url(os.environ["QTUI_TEST_RECORDS"])
+
+@app.task
+def count(key):
+    _redis.incr(key)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_qtui_worker_never_restores_a_celery_workers_deliveries(setup: Setup):
+    write_module(setup.directory, "celery_tasks", CELERY_TASKS)
+    queue = f"{setup.queue}-celery"
+    counter = f"{setup.queue}:count"
+    records = redis.Redis.from_url(REDIS_URL)
+    celery_argv = [sys.executable, "-m", "celery", "-A", "celery_tasks", "worker", "--pool",
+                   "solo", "-Q", queue, "-n", f"celery-{queue}@%h", "--loglevel", "INFO",
+                   "--without-mingle", "--without-gossip"]
+    celery = Celery("client", broker=BROKER)
+    try:
+        with setup.worker("-P", "solo"), \
+                running(celery_argv, setup.directory, "ready.", timeout=60, env=setup.env):
+            # Held unacked by the Celery worker until due, far past qtui's visibility timeout.
+            celery.send_task("celery_tasks.count", args=[counter], queue=queue, countdown=6)
+            assert wait_for(lambda: records.get(counter) is not None, 30)
+            celery.send_task("celery_tasks.count", args=[f"{counter}:after"], queue=queue)
+            assert wait_for(lambda: records.get(f"{counter}:after") is not None, 30)
+            runs = int(records.get(counter))
+    finally:
+        celery.close()
+        records.delete(counter, f"{counter}:after")
+    assert runs == 1
+
+
+@pytest.mark.timeout(90)
+def test_a_task_holding_the_gil_past_the_visibility_timeout_runs_once(setup: Setup):
+    app = setup.app()
+    with setup.worker("-P", "solo", name="a"):
+        app.send_task("tasks.hold_gil", args=[3 * VISIBILITY_TIMEOUT])
+        assert setup.wait_records("started", 1)
+        with setup.worker("-P", "solo", name="b"):
+            assert setup.wait_records("done", 1, timeout=40)
+            app.send_task("tasks.mark", args=["after"])  # either worker; both are consuming
+            assert setup.wait_records("mark", 1)
+    assert len(setup.records("started")) == 1
+
+
+@pytest.mark.timeout(60)
+def test_the_fetch_takes_the_queues_in_turn(setup: Setup):
+    busy, other = setup.queue, f"{setup.queue}-b"
+    app = setup.app()
+    for i in range(500):
+        app.send_task("tasks.mark", args=[f"a{i}"], queue=busy)
+    app.send_task("tasks.mark", args=["b0"], queue=other)
+    with setup.worker("-P", "solo", "-Q", f"{busy},{other}"):
+        assert wait_for(lambda: "b0" in {r["tag"] for r in setup.records("mark")}, 30)
+    order = [r["tag"] for r in setup.records("mark")]
+    assert order.index("b0") < 10, order[:20]
+
+
+@pytest.mark.timeout(60)
+def test_a_restore_cut_short_is_finished_by_the_next_worker(setup: Setup, unique: str):
+    app = setup.app()
+    for i in range(300):
+        app.send_task("tasks.mark", args=[i])
+    owner = f"dead-{unique}"
+    client = redis.Redis.from_url(BROKER)
+    with redis_broker.connection(BROKER, transport=redis_transport.Transport) as conn:
+        channel = conn.channel()
+        channel.do_restore = False  # an owner that died holding them all
+        channel.own(owner, ttl=60)
+        Consumer(channel, [Queue(setup.queue)], callbacks=[lambda body, message: None],
+                 auto_declare=False).consume()
+        assert channel.fetch_many([setup.queue], 300) == 300
+        client.delete(ALIVE_KEY.format(owner=owner))
+        # A worker killed after restoring a third of them: the owner is still registered.
+        for tag in list(client.smembers(OWNED_KEY.format(owner=owner)))[:100]:
+            channel.qos.restore_by_tag(tag.decode(), client)
+    with setup.worker("-P", "threads", "-c", "4"):
+        ran = wait_for(lambda: len(setup.records("mark")) >= 300, 30)
+        assert wait_for(lambda: not client.sismember(OWNERS_KEY, owner), 10)
+    assert ran, f"{len(setup.records('mark'))} of 300 ran"
+    assert sorted(r["tag"] for r in setup.records("mark")) == list(range(300))
+    assert not client.exists(OWNED_KEY.format(owner=owner))
