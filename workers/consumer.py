@@ -125,6 +125,7 @@ class Consumer:
             # The worker settles every delivery itself; closing (a lost connection, the embedded
             # broker's file locked past its retries) must not requeue running tasks.
             self.channel.do_restore = False
+        if self.is_redis:
             ttl = float(self.channel.visibility_timeout)
             self.channel.own(self.owner, ttl)
             if self.liveness is None:
