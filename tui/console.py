@@ -20,10 +20,12 @@ from textual.app import App as TextualApp
 from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from qtui.core import App
 from qtui.core.config import mask_url
+from qtui.core.display import printable
 
 from .actions import Actions, Outcome, full_arguments
 from .collector import IdleCollector
@@ -174,6 +176,14 @@ class Console(TextualApp[None]):
         self.outcomes.append(outcome)
         self.notify(outcome.message, title=outcome.title,
                     severity="information" if outcome.ok else "error", timeout=8)
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """A notification shown as plain text with control characters made visible: messages
+        carry hostnames, task names and workers' replies. ``markup`` is accepted and ignored so
+        that no caller can turn it back on."""
+        super().notify(printable(message, multiline=True), title=printable(title),
+                       severity=severity, timeout=timeout, markup=False)
 
     def retry_task(self, task: TaskRow) -> None:
         """Send a task again with its full original arguments, where it was sent the first time

@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
+from qtui.core.display import printable, safe_text
 from qtui.core.exceptions import BrokerUnavailable
 
 from ..actions import SIGNALS
@@ -73,7 +74,7 @@ class TaskDetailScreen(ClusterView):
         task = self.console.model.tasks.get(self.task_id)
         if task is None:
             self.query_one("#fields", Static).update(
-                f"Task {self.task_id} is no longer in memory.")
+                safe_text(f"Task {self.task_id} is no longer in memory."))
             return
         fields = Table.grid(padding=(0, 2))
         fields.add_column(style="bold")
@@ -88,21 +89,23 @@ class TaskDetailScreen(ClusterView):
         self.query_one("#fields", Static).update(fields)
         if self.full_arguments is not None:
             args, kwargs = self.full_arguments
-            self.query_one("#arguments", Static).update(
-                f"[b]args[/b]   {escape(repr(tuple(args)))}\n[b]kwargs[/b] {escape(repr(kwargs))}"
-                "\n[dim](complete, from the worker that received it)[/dim]")
+            arguments = Text.assemble(
+                ("args   ", "bold"), safe_text(tuple(args)), "\n", ("kwargs ", "bold"),
+                safe_text(kwargs), ("\n(complete, from the worker that received it)", "dim"))
         else:
-            self.query_one("#arguments", Static).update(
-                f"[b]args[/b]   {escape(task.args or '()')}\n"
-                f"[b]kwargs[/b] {escape(task.kwargs or '{}')}")
-        outcome = ""
+            arguments = Text.assemble(("args   ", "bold"), safe_text(task.args or "()"), "\n",
+                                      ("kwargs ", "bold"), safe_text(task.kwargs or "{}"))
+        self.query_one("#arguments", Static).update(arguments)
+        outcome = Text()
         if task.result:
-            outcome += f"[b]result[/b] {escape(task.result)}\n"
+            outcome.append_text(Text.assemble(("result ", "bold"), safe_text(task.result), "\n"))
         if task.exception:
-            outcome += f"[b red]exception[/b red] {escape(task.exception)}\n"
+            outcome.append_text(Text.assemble(("exception ", "bold red"),
+                                              safe_text(task.exception), "\n"))
         self.query_one("#outcome", Static).update(outcome)
         self.query_one("#traceback", Static).update(
-            Syntax(task.traceback, "pytb", word_wrap=True) if task.traceback else "")
+            Syntax(printable(task.traceback, multiline=True), "pytb", word_wrap=True)
+            if task.traceback else "")
         timeline = Table("time", "event", "worker", "detail", title="Timeline", expand=True)
         for step in map(TaskEvent._make, task.timeline):
             timeline.add_row(*format.cells(format.clock(step.timestamp), step.type,
@@ -143,7 +146,7 @@ class WorkerDetailScreen(ClusterView):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"[b]{self.hostname}[/b]", classes="summary")
+        yield Static(safe_text(self.hostname, "bold"), classes="summary")
         with TabbedContent(id="inspect"):
             for method, title in INSPECT_TABS:
                 with TabPane(title, id=f"tab-{method}"):
@@ -172,14 +175,14 @@ class WorkerDetailScreen(ClusterView):
     def show_unavailable(self, method: str, reason: str) -> None:
         if self.is_mounted:
             self.query_one(f"#body-{method}", Static).update(
-                f"[red]unavailable: {escape(reason)}[/red]")
+                safe_text(f"unavailable: {reason}", "red"))
 
     def show(self, method: str, reply: Any) -> None:
         if not self.is_mounted:
             return
         body = self.query_one(f"#body-{method}", Static)
         if reply is None:
-            body.update(f"[red]{self.hostname} did not reply to {method}[/red]")
+            body.update(safe_text(f"{self.hostname} did not reply to {method}", "red"))
             return
         text = json.dumps(reply, indent=2, sort_keys=True, default=str)
         body.update(Syntax(text, "json", word_wrap=True))
