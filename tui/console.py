@@ -101,7 +101,8 @@ class Console(TextualApp[None]):
         history = None
         if self.use_history:
             history = History(conf.console_history_file or default_history_path(),
-                              cluster=mask_url(app.broker_url), limit=conf.console_max_tasks)
+                              cluster=mask_url(app.broker_url), limit=conf.console_max_tasks,
+                              max_field=conf.console_max_field)
         self.feed = Feed(app, max_tasks=conf.console_max_tasks, history=history)
         self.sub_title = self._describe()
 
@@ -152,7 +153,12 @@ class Console(TextualApp[None]):
         self.apply(message.snapshot)
 
     def apply(self, snapshot: Snapshot) -> None:
+        failures = self.model.feed_failures
         self.model.apply(snapshot)
+        if snapshot.feed_failures > failures:
+            self.notify(f"The event feed failed ({snapshot.last_feed_failure}) and was started "
+                        "again; events sent meanwhile may be missing.", title="Event feed",
+                        severity="error", timeout=15)
         if self.screen_stack and isinstance(self.screen, ClusterView):  # not while exiting
             self.screen.redraw()
 

@@ -38,6 +38,8 @@ POLL_INTERVAL = 2.0
 INSPECT_TIMEOUT = 1.0
 #: Throughput buckets shown (one per second).
 THROUGHPUT_SLOTS = 120
+#: Seconds before a failed event loop starts again.
+RESTART_DELAY = 1.0
 
 
 def worker_row(worker: WorkerState, details: Mapping[str, Any], now: float) -> WorkerRow:
@@ -91,11 +93,15 @@ class Feed:
         self.history = history
         self.poll_interval = poll_interval
         self.state = State(max_tasks=max_tasks, throughput_slots=THROUGHPUT_SLOTS,
-                           track_changes=True)
+                           track_changes=True, max_workers=app.conf.console_max_workers,
+                           max_field=app.conf.console_max_field)
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.connected = False
         self.error = ""
+        self.failures = 0
+        """Times the event loop failed and started again."""
+        self.last_failure = ""
         self._queues: tuple[QueueRow, ...] = ()
         self._queue_error = ""
         self._details: dict[str, dict[str, Any]] = {}
@@ -116,7 +122,27 @@ class Feed:
 
     # the event thread ---------------------------------------------------------------------------
     def run(self, emit: Callable[[Snapshot], None], interval: float = 0.25) -> None:
-        """Receive events until :meth:`stop`; call ``emit`` with a snapshot every ``interval``."""
+        """Receive events until :meth:`stop`; call ``emit`` with a snapshot every ``interval``.
+        If the loop fails, the snapshot it emits says so and the loop starts again."""
+        try:
+            while not self.stopped.is_set():
+                try:
+                    self._receive(emit, interval)
+                except Exception as exc:  # noqa: BLE001 - anything: the console must hear of it
+                    logger.exception("the console's event feed failed; starting it again")
+                    with self.lock:
+                        self.failures += 1
+                        self.last_failure = f"{type(exc).__name__}: {exc}"
+                        self.connected = False
+                        self.error = f"event feed failed ({self.last_failure}); restarting"
+                        snapshot = self.snapshot()
+                    emit(snapshot)
+                    self.stopped.wait(RESTART_DELAY)
+        finally:
+            if self.history is not None:
+                self.history.close()
+
+    def _receive(self, emit: Callable[[Snapshot], None], interval: float) -> None:
         receiver = self._receiver = EventReceiver(self.app)
         try:
             for batch in receiver.batches(interval=interval):
@@ -131,8 +157,6 @@ class Feed:
                 emit(snapshot)
         finally:
             receiver.close()
-            if self.history is not None:
-                self.history.close()
 
     def _save(self, snapshot: Snapshot) -> None:
         assert self.history is not None
@@ -160,6 +184,10 @@ class Feed:
             events_seen=state.event_count,
             connected=self.connected,
             error=self.error or self._queue_error,
+            bad_events=state.bad_events,
+            last_bad_event=state.last_bad_event,
+            feed_failures=self.failures,
+            last_feed_failure=self.last_failure,
         )
 
     # the polling thread -------------------------------------------------------------------------

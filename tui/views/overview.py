@@ -46,6 +46,9 @@ class OverviewScreen(ClusterView):
             "Workers: ", (str(online), "bold"), " online, ",
             (str(len(model.workers) - online), "bold"), " offline · Tasks in memory: ",
             (str(len(model.tasks)), "bold"), f" · Events: {model.events_seen} · ", status)
+        if model.bad_events:
+            summary.append_text(safe_text(f" · {model.bad_events} bad event(s) skipped "
+                                          f"(last: {model.last_bad_event})", "yellow"))
         self.query_one("#summary", Static).update(summary)
         for state in SPARK_STATES:
             series = model.throughput.series.get(state) or []
