@@ -214,8 +214,8 @@ def test_worker_log_lines_show_control_characters(tmp_path):
 
     from qtui.workers import log
     path = tmp_path / "worker.log"
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    root, qtui_logger = logging.getLogger(), logging.getLogger("qtui")
+    saved = root.handlers[:], root.level, qtui_logger.level
     try:
         log.setup("INFO", str(path))
         logging.getLogger("qtui.test").info("task %s received: %s", EVIL, "x\ny")
@@ -223,10 +223,12 @@ def test_worker_log_lines_show_control_characters(tmp_path):
             raise ValueError(EVIL)
         except ValueError:
             logging.getLogger("qtui.test").exception("failed")
+    finally:
         for handler in root.handlers:
             handler.close()
-    finally:
-        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        qtui_logger.setLevel(saved[2])
     written = path.read_text()
     assert ESC not in written and "\x07" not in written
     assert EVIL_SHOWN in written and "received: x␊y" in written
