@@ -164,6 +164,18 @@ async def test_confirm_and_choice_dialogs_take_ids_starting_a_to_f_as_text():
         assert_no_injected_sequence(console)
 
 
+async def test_a_choice_between_two_workers_of_the_same_name_does_not_crash():
+    console = FixedConsole()
+    async with console.run_test(size=SIZE) as pilot:
+        chosen: list[str | None] = []
+        console.push_screen(ChoiceScreen("Apply to", ["all workers", "w[/]", "w[/]"]),
+                            chosen.append)
+        await pilot.pause()
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert chosen == ["w[/]"]
+
+
 async def test_a_notification_is_plain_text_whatever_its_caller_asks():
     console = FixedConsole()
     async with console.run_test(size=SIZE, notifications=True) as pilot:

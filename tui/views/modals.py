@@ -82,10 +82,11 @@ class ChoiceScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(safe_text(self.question, multiline=True), id="question")
-            yield OptionList(*[Option(safe_text(c), id=c) for c in self.choices], id="choices")
+            # Options are told apart by position: two workers may send the same hostname.
+            yield OptionList(*[Option(safe_text(c)) for c in self.choices], id="choices")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
+        self.dismiss(self.choices[event.option_index])
 
     def action_cancel(self) -> None:
         self.dismiss(None)
