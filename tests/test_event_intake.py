@@ -194,3 +194,26 @@ async def test_the_console_says_when_the_feed_failed_and_counts_bad_events():
         await pilot.pause(0.3)
         assert any("The event feed failed (KeyError: 'x') and was started again" in text
                    for _, text in console.notes)
+
+
+@pytest.mark.parametrize("stats, queues", [
+    ([1, 2], 5),
+    ({"pool": [1]}, [{"name": 3}, "celery", None]),
+    ({"pool": {"implementation": 7, "max-concurrency": "8"}}, {"name": "celery"}),
+    ({"pool": {"implementation": "a.b:C", "max-concurrency": True}}, [{"name": ["x"]}]),
+])
+def test_worker_details_of_the_wrong_shape_are_left_out(stats, queues):
+    from qtui.core.state import WorkerState
+    from qtui.tui.feed import worker_row
+    row = worker_row(WorkerState("w1"), {"stats": stats, "queues": queues}, NOW)
+    assert row.queues == () and row.concurrency is None
+    assert isinstance(row.pool, str)
+
+
+def test_a_crafted_stats_reply_does_not_break_the_feeds_snapshots():
+    feed = Feed(App("t", broker="redis://127.0.0.1:6379/15"))
+    feed.state.event({"type": "worker-heartbeat", "hostname": "w1", "timestamp": time.time()})
+    feed._details["w1"] = {"stats": ["not", "a", "dict"], "queues": [{"name": 1}]}
+    with feed.lock:
+        snapshot = feed.snapshot()
+    assert [w.hostname for w in snapshot.workers] == ["w1"]

@@ -44,25 +44,40 @@ RESTART_DELAY = 1.0
 
 def worker_row(worker: WorkerState, details: Mapping[str, Any], now: float) -> WorkerRow:
     """A worker as the console shows it: heartbeat fields plus what ``stats`` and
-    ``active_queues`` said (pool and queues are not in heartbeats)."""
-    stats = details.get("stats") or {}
-    pool = stats.get("pool") if isinstance(stats.get("pool"), Mapping) else {}
+    ``active_queues`` said (pool and queues are not in heartbeats). Replies come from anyone on
+    the broker: parts of the wrong shape are left out."""
+    stats = _mapping(details.get("stats"))
+    pool = _mapping(stats.get("pool"))
     concurrency = pool.get("max-concurrency")
-    queues = tuple(q.get("name", "") for q in details.get("queues") or ()
-                   if isinstance(q, Mapping))
+    implementation = pool.get("implementation")
     return WorkerRow(
         hostname=worker.hostname,
         alive=worker.alive(now),
         heartbeat_age=None if worker.last_heartbeat is None else now - worker.last_heartbeat,
         # "qtui.workers.pools.prefork:PreforkPool", "celery.concurrency.prefork:TaskPool"
-        pool=str(pool.get("implementation", "")).partition(":")[0].rpartition(".")[2],
-        concurrency=concurrency if isinstance(concurrency, int) else None,
+        pool=implementation.partition(":")[0].rpartition(".")[2]
+        if isinstance(implementation, str) else "",
+        concurrency=concurrency
+        if isinstance(concurrency, int) and not isinstance(concurrency, bool) else None,
         active=worker.active or 0,
         processed=worker.processed or 0,
         loadavg=tuple(worker.loadavg or ()),
-        queues=queues,
+        queues=tuple(consumed_queues(details.get("queues"))),
         software=" ".join(str(p) for p in (worker.sw_ident, worker.sw_ver) if p),
     )
+
+
+def consumed_queues(reply: Any) -> list[str]:
+    """The queue names of an ``active_queues`` reply (a list of queue dicts); entries of another
+    shape are left out."""
+    if not isinstance(reply, list):
+        return []
+    return [q["name"] for q in reply
+            if isinstance(q, Mapping) and isinstance(q.get("name"), str) and q["name"]]
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _text(value: Any) -> str:
@@ -222,9 +237,8 @@ class Feed:
         with self.lock:
             consumers: dict[str, list[str]] = {}
             for host, detail in self._details.items():
-                for queue in detail.get("queues") or ():
-                    if isinstance(queue, Mapping) and queue.get("name"):
-                        consumers.setdefault(queue["name"], []).append(host)
+                for name in consumed_queues(detail.get("queues")):
+                    consumers.setdefault(name, []).append(host)
         try:
             with inspector_for(self.app) as inspector:
                 found = inspector.queues(consumers)
