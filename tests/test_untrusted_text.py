@@ -245,3 +245,23 @@ def test_worker_log_lines_show_control_characters(tmp_path):
     assert ESC not in written and "\x07" not in written
     assert EVIL_SHOWN in written and "received: x␊y" in written
     assert "Traceback (most recent call last):\n" in written
+
+
+async def test_huge_arguments_and_replies_are_shown_cut(monkeypatch):
+    console = evil_console()
+    monkeypatch.setattr(console.feed, "full_arguments",
+                        lambda task_id: (["a" * 1_000_000], {"k": "b" * 1_000_000}))
+    monkeypatch.setattr(console.feed, "inspect",
+                        lambda hostname, method, *a, **kw: {"big": "c" * 1_000_000})
+    async with console.run_test(size=SIZE) as pilot:
+        console.push_screen(TaskDetailScreen(EVIL_ID))
+        await console.workers.wait_for_complete()
+        await pilot.pause()
+        shown = str(console.screen.query_one("#arguments").render())
+        assert "complete, from the worker" in shown and len(shown) < 30_000
+        assert "…[+" in shown
+        console.push_screen(WorkerDetailScreen(EVIL_HOST))
+        await console.workers.wait_for_complete()
+        await pilot.pause()
+        body = console.screen.query_one("#body-stats").content
+        assert len(body.code) < 110_000 and "…[+" in body.code

@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
-from qtui.core.display import printable, safe_text
+from qtui.core.display import clip, printable, safe_text
 from qtui.core.exceptions import BrokerUnavailable
 
 from ..actions import SIGNALS
@@ -25,6 +25,8 @@ from .base import ClusterView
 
 #: Arguments of inspect methods: registered tasks come with the limits that apply to them now.
 INSPECT_ARGUMENTS = {"registered": ("rate_limit", "time_limit", "soft_time_limit")}
+#: Characters of one inspect reply shown (as JSON): a reply is whatever a worker sent.
+REPLY_SHOWN = 100_000
 INSPECT_TABS = (
     ("stats", "Stats"), ("active", "Active"), ("reserved", "Reserved"),
     ("scheduled", "Scheduled"), ("revoked", "Revoked"), ("registered", "Registered"),
@@ -89,9 +91,11 @@ class TaskDetailScreen(ClusterView):
         self.query_one("#fields", Static).update(fields)
         if self.full_arguments is not None:
             args, kwargs = self.full_arguments
+            limit = self.console.cluster.conf.console_max_field
             arguments = Text.assemble(
-                ("args   ", "bold"), safe_text(tuple(args)), "\n", ("kwargs ", "bold"),
-                safe_text(kwargs), ("\n(complete, from the worker that received it)", "dim"))
+                ("args   ", "bold"), safe_text(clip(repr(tuple(args)), limit)), "\n",
+                ("kwargs ", "bold"), safe_text(clip(repr(kwargs), limit)),
+                ("\n(complete, from the worker that received it)", "dim"))
         else:
             arguments = Text.assemble(("args   ", "bold"), safe_text(task.args or "()"), "\n",
                                       ("kwargs ", "bold"), safe_text(task.kwargs or "{}"))
@@ -184,5 +188,6 @@ class WorkerDetailScreen(ClusterView):
         if reply is None:
             body.update(safe_text(f"{self.hostname} did not reply to {method}", "red"))
             return
-        text = json.dumps(reply, indent=2, sort_keys=True, default=str)
+        # JSON escapes every control character (\u001b); the size is the sender's choice.
+        text = clip(json.dumps(reply, indent=2, sort_keys=True, default=str), REPLY_SHOWN)
         body.update(Syntax(text, "json", word_wrap=True))
