@@ -217,3 +217,28 @@ def test_a_crafted_stats_reply_does_not_break_the_feeds_snapshots():
     with feed.lock:
         snapshot = feed.snapshot()
     assert [w.hostname for w in snapshot.workers] == ["w1"]
+
+
+async def test_the_workers_view_redraws_at_most_once_a_second_under_a_flood(monkeypatch):
+    from dataclasses import replace
+
+    from qtui.tui.rows import WorkerRow
+    from qtui.tui.views.workers import WorkersScreen
+    workers = tuple(WorkerRow(f"fake-{n}", True, 1.0) for n in range(300))
+    console = FixedConsole()
+    async with console.run_test(size=(160, 40)) as pilot:
+        await pilot.press("2")
+        await pilot.pause()
+        assert isinstance(console.screen, WorkersScreen)
+        console.last_input = 0.0  # no key held redraws back: only the view's own pace
+        drawn: list[int] = []
+        original = console.screen.refresh_view
+        monkeypatch.setattr(console.screen, "refresh_view",
+                            lambda: (drawn.append(1), original())[1])
+        console.screen._last_redraw = 0.0
+        for n in range(20):
+            console.apply(replace(SNAPSHOT, workers=workers[: 100 + n * 10]))
+        assert 1 <= len(drawn) <= 2
+        await pilot.pause(1.5)
+        assert len(drawn) <= 3  # the last snapshot is drawn once its turn comes
+        assert console.screen.table.row_count == 290
