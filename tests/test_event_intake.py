@@ -242,3 +242,27 @@ async def test_the_workers_view_redraws_at_most_once_a_second_under_a_flood(monk
         await pilot.pause(1.5)
         assert len(drawn) <= 3  # the last snapshot is drawn once its turn comes
         assert console.screen.table.row_count == 290
+
+
+@pytest.mark.redis
+def test_a_feed_whose_snapshots_fail_still_says_so_and_waits_longer_each_time(redis_url,
+                                                                              monkeypatch):
+    from qtui.tui import feed as feed_module
+    monkeypatch.setattr(feed_module, "RESTART_DELAY", 0.1)
+    feed = Feed(App("t", broker=redis_url))
+
+    def broken() -> Snapshot:
+        raise KeyError("snapshot")
+    feed.snapshot = broken  # type: ignore[method-assign]
+    waits: list[float] = []
+    wait = feed.stopped.wait
+    feed.stopped.wait = lambda seconds: (waits.append(seconds), wait(0.01))[1]  # type: ignore
+    thread, snapshots = run_feed(feed)
+    try:
+        assert wait_for(lambda: len(snapshots) >= 4)
+    finally:
+        feed.stop()
+        thread.join(10)
+    assert snapshots[0].feed_failures == 1 and snapshots[3].feed_failures == 4
+    assert "event feed failed (KeyError: 'snapshot')" in snapshots[3].error
+    assert waits[:4] == [0.1, 0.2, 0.4, 0.8]

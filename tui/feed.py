@@ -38,8 +38,10 @@ POLL_INTERVAL = 2.0
 INSPECT_TIMEOUT = 1.0
 #: Throughput buckets shown (one per second).
 THROUGHPUT_SLOTS = 120
-#: Seconds before a failed event loop starts again.
+#: Seconds before a failed event loop starts again; doubled after each failure that comes
+#: before a batch went through, up to the maximum.
 RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 30.0
 
 
 def worker_row(worker: WorkerState, details: Mapping[str, Any], now: float) -> WorkerRow:
@@ -117,6 +119,8 @@ class Feed:
         self.failures = 0
         """Times the event loop failed and started again."""
         self.last_failure = ""
+        self._batches = 0
+        """Batches of events applied: tells a failure that keeps coming back from a new one."""
         self._queues: tuple[QueueRow, ...] = ()
         self._queue_error = ""
         self._details: dict[str, dict[str, Any]] = {}
@@ -139,23 +143,35 @@ class Feed:
     def run(self, emit: Callable[[Snapshot], None], interval: float = 0.25) -> None:
         """Receive events until :meth:`stop`; call ``emit`` with a snapshot every ``interval``.
         If the loop fails, the snapshot it emits says so and the loop starts again."""
+        streak, batches = 0, -1
         try:
             while not self.stopped.is_set():
                 try:
                     self._receive(emit, interval)
                 except Exception as exc:  # noqa: BLE001 - anything: the console must hear of it
                     logger.exception("the console's event feed failed; starting it again")
-                    with self.lock:
-                        self.failures += 1
-                        self.last_failure = f"{type(exc).__name__}: {exc}"
-                        self.connected = False
-                        self.error = f"event feed failed ({self.last_failure}); restarting"
-                        snapshot = self.snapshot()
-                    emit(snapshot)
-                    self.stopped.wait(RESTART_DELAY)
+                    streak = 1 if self._batches != batches else streak + 1
+                    batches = self._batches
+                    emit(self._failed(exc))
+                    # A failure that comes back at once is waited out longer each time.
+                    self.stopped.wait(min(RESTART_DELAY * 2 ** (streak - 1), MAX_RESTART_DELAY))
         finally:
             if self.history is not None:
                 self.history.close()
+
+    def _failed(self, exc: Exception) -> Snapshot:
+        """The snapshot that tells the console the loop failed (a bare one if taking the
+        snapshot is what fails)."""
+        with self.lock:
+            self.failures += 1
+            self.last_failure = f"{type(exc).__name__}: {exc}"
+            self.connected = False
+            self.error = f"event feed failed ({self.last_failure}); restarting"
+            try:
+                return self.snapshot()
+            except Exception:  # noqa: BLE001 - the snapshot itself failed: say what is known
+                return Snapshot(error=self.error, feed_failures=self.failures,
+                                last_feed_failure=self.last_failure)
 
     def _receive(self, emit: Callable[[Snapshot], None], interval: float) -> None:
         receiver = self._receiver = EventReceiver(self.app)
@@ -170,6 +186,7 @@ class Feed:
                 if self.history is not None and snapshot.tasks:
                     self._save(snapshot)
                 emit(snapshot)
+                self._batches += 1
         finally:
             receiver.close()
 
