@@ -96,6 +96,23 @@ def test_random_replies_and_names_print_no_raw_controls(replies, names):
     no_raw_controls(out.getvalue())
 
 
+item = st.one_of(value, st.fixed_dictionaries({}, optional={
+    "id": value, "name": value, "args": value, "kwargs": value, "time_start": value,
+    "eta": value, "exchange": value, "routing_key": value,
+    "request": st.one_of(value, st.fixed_dictionaries({}, optional={
+        "id": value, "name": value, "time_start": value}))}))
+
+
+@settings(FUZZ, max_examples=20)
+@given(st.dictionaries(text, st.lists(item, max_size=3), max_size=3))
+def test_task_and_queue_tables_take_replies_of_any_shape(replies):
+    out = io.StringIO()
+    rich = RichConsole(file=out, force_terminal=True, width=120, soft_wrap=True)
+    for command in ("active", "scheduled", "reserved", "active_queues"):
+        show_replies(rich, command, Replies([{h: r} for h, r in replies.items()]))
+    no_raw_controls(out.getvalue())
+
+
 @settings(FUZZ, max_examples=2)
 @given(events.filter(lambda b: len(b) > 5))
 def test_random_events_render_in_every_view_without_raw_controls(batch):

@@ -28,6 +28,8 @@ from qtui.core.events import EventReceiver
 from qtui.core.exceptions import BrokerUnavailable
 from qtui.core.queues import QueueInfo, inspector_for
 
+from .feed import consumed_queues
+
 NO_REPLY = 69
 """Exit status when no worker answered (sysexits' EX_UNAVAILABLE, as Celery's CLI uses)."""
 
@@ -207,10 +209,11 @@ def _task_table(command: str, by_worker: Mapping[str, list[Any]]) -> Table:
         if not items:
             table.add_row(safe_text(hostname), "- empty -")
         for item in items:
-            info = item.get("request", item) if isinstance(item, Mapping) else {}
+            item = _mapping(item)
+            info = _mapping(item.get("request", item))
             when = item.get("eta") if command == "scheduled" else info.get("time_start")
             if isinstance(when, (int, float)):
-                when = datetime.fromtimestamp(when).isoformat(sep=" ", timespec="seconds")
+                when = _isotime(when, "seconds")
             table.add_row(*map(safe_text, (hostname, str(info.get("id", "")),
                                       str(info.get("name", "")), _short(info.get("args")),
                                       _short(info.get("kwargs")), str(when or ""))))
@@ -222,12 +225,17 @@ def _active_queues_table(by_worker: Mapping[str, list[Any]]) -> Table:
     for column in ("worker", "queue", "exchange", "routing key"):
         table.add_column(column, overflow="fold")
     for hostname, queues in sorted(by_worker.items()):
-        for queue in queues:
-            exchange = queue.get("exchange") or {}
+        for queue in filter(lambda q: isinstance(q, Mapping), queues):
+            exchange = _mapping(queue.get("exchange"))
             table.add_row(*map(safe_text, (hostname, str(queue.get("name", "")),
                                       f"{exchange.get('name', '')} ({exchange.get('type', '')})",
                                       str(queue.get("routing_key", "")))))
     return table
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """A reply's part as a mapping (an empty one when a worker sent something else)."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -245,8 +253,8 @@ def status_command(args: argparse.Namespace, app: App) -> int:
     if workers:
         answers = app.control.inspect(destination=workers, timeout=args.timeout).active_queues()
         for hostname, queues in (answers or {}).items():
-            for queue in queues if isinstance(queues, list) else []:
-                consumed.setdefault(str(queue.get("name")), []).append(hostname)
+            for name in consumed_queues(queues):
+                consumed.setdefault(name, []).append(hostname)
     with inspector_for(app) as inspector:
         queues = inspector.queues(set(app.router.queues) | set(consumed))
     embedded = None if app.conf.broker_url else str(brokers.default_broker_path())
@@ -367,16 +375,15 @@ def format_event(event: Mapping[str, Any]) -> str:
     """``hostname [time] type key=value ...`` (Celery's ``events --dump`` order), on one line
     with every control character made visible: the fields are whatever a sender put there."""
     fields = " ".join(f"{key}={value if isinstance(value, (int, float)) else _short(value, 120)}"
-                      for key, value in sorted(event.items())
-                      if key not in _COMMON)
-    return printable(f"{event.get('hostname', '?')} [{_when(event)}] {event.get('type')} "
+                      for key, value in sorted(event.items()) if key not in _COMMON)
+    stamp = event.get("timestamp") or event.get("local_received") or 0
+    return printable(f"{event.get('hostname', '?')} [{_isotime(stamp)}] {event.get('type')} "
                      f"{fields}".rstrip())
 
 
-def _when(event: Mapping[str, Any]) -> str:
-    """The event's time, or its raw value when that is no time a calendar holds."""
-    stamp = event.get("timestamp") or event.get("local_received") or 0
+def _isotime(stamp: Any, timespec: str = "milliseconds") -> str:
+    """A timestamp as local ISO time, or its raw value when it is no time a calendar holds."""
     try:
-        return datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="milliseconds")
+        return datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec=timespec)
     except (OverflowError, ValueError, OSError, TypeError):
         return f"bad timestamp {stamp!r}"
