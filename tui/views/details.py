@@ -8,11 +8,11 @@ from typing import Any
 
 from rich.syntax import Syntax
 from rich.table import Table
-from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.content import Content
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
 from qtui.core.display import clip, printable, safe_text
@@ -92,20 +92,21 @@ class TaskDetailScreen(ClusterView):
         if self.full_arguments is not None:
             args, kwargs = self.full_arguments
             limit = self.console.cluster.conf.console_max_field
-            arguments = Text.assemble(
-                ("args   ", "bold"), safe_text(clip(repr(tuple(args)), limit)), "\n",
-                ("kwargs ", "bold"), safe_text(clip(repr(kwargs), limit)),
-                ("\n(complete, from the worker that received it)", "dim"))
+            arguments = Content.assemble(
+                ("args", "bold"), "   ", printable(clip(repr(tuple(args)), limit)), "\n",
+                ("kwargs", "bold"), " ", printable(clip(repr(kwargs), limit)), "\n",
+                ("(complete, from the worker that received it)", "dim"))
         else:
-            arguments = Text.assemble(("args   ", "bold"), safe_text(task.args or "()"), "\n",
-                                      ("kwargs ", "bold"), safe_text(task.kwargs or "{}"))
+            arguments = Content.assemble(
+                ("args", "bold"), "   ", printable(task.args or "()"), "\n",
+                ("kwargs", "bold"), " ", printable(task.kwargs or "{}"))
         self.query_one("#arguments", Static).update(arguments)
-        outcome = Text()
+        outcome = Content()
         if task.result:
-            outcome.append_text(Text.assemble(("result ", "bold"), safe_text(task.result), "\n"))
+            outcome += Content.assemble(("result", "bold"), " ", printable(task.result), "\n")
         if task.exception:
-            outcome.append_text(Text.assemble(("exception ", "bold red"),
-                                              safe_text(task.exception), "\n"))
+            outcome += Content.assemble(("exception", "bold red"), " ",
+                                        printable(task.exception), "\n")
         self.query_one("#outcome", Static).update(outcome)
         self.query_one("#traceback", Static).update(
             Syntax(printable(task.traceback, multiline=True), "pytb", word_wrap=True)
