@@ -15,7 +15,7 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
-from qtui.core.display import clip, printable, safe_text
+from qtui.core.display import clip, printable
 from qtui.core.exceptions import BrokerUnavailable
 
 from ..actions import SIGNALS
@@ -76,7 +76,7 @@ class TaskDetailScreen(ClusterView):
         task = self.console.model.tasks.get(self.task_id)
         if task is None:
             self.query_one("#fields", Static).update(
-                safe_text(f"Task {self.task_id} is no longer in memory."))
+                Content(printable(f"Task {self.task_id} is no longer in memory.")))
             return
         fields = Table.grid(padding=(0, 2))
         fields.add_column(style="bold")
@@ -151,7 +151,7 @@ class WorkerDetailScreen(ClusterView):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(safe_text(self.hostname, "bold"), classes="summary")
+        yield Static(Content.styled(printable(self.hostname), "bold"), classes="summary")
         with TabbedContent(id="inspect"):
             for method, title in INSPECT_TABS:
                 with TabPane(title, id=f"tab-{method}"):
@@ -180,14 +180,15 @@ class WorkerDetailScreen(ClusterView):
     def show_unavailable(self, method: str, reason: str) -> None:
         if self.is_mounted:
             self.query_one(f"#body-{method}", Static).update(
-                safe_text(f"unavailable: {reason}", "red"))
+                Content.styled(printable(f"unavailable: {reason}"), "red"))
 
     def show(self, method: str, reply: Any) -> None:
         if not self.is_mounted:
             return
         body = self.query_one(f"#body-{method}", Static)
         if reply is None:
-            body.update(safe_text(f"{self.hostname} did not reply to {method}", "red"))
+            body.update(Content.styled(printable(f"{self.hostname} did not reply to {method}"),
+                                       "red"))
             return
         # JSON escapes every control character (\u001b); the size is the sender's choice.
         text = clip(json.dumps(reply, indent=2, sort_keys=True, default=str), REPLY_SHOWN)
