@@ -4,8 +4,9 @@ Hostnames, queue and task names, arguments, results, tracebacks and control repl
 anyone who can publish to the broker. Shown raw, an ``ESC`` in them drives the operator's
 terminal (clears the screen, writes the clipboard with OSC 52); parsed as Rich/Textual markup,
 ``[/]`` crashes a widget and ``[@click=...]`` becomes a link that runs an action. So data is
-only ever shown as :class:`rich.text.Text` (never a markup string) built by :func:`safe_text`,
-with every control character replaced by a visible stand-in by :func:`printable`.
+only ever shown as a :class:`rich.text.Text` (:func:`safe_text`) or a Textual ``Content`` made
+from :func:`printable` text, never as a markup string, with every control character replaced by
+a visible stand-in.
 """
 
 from __future__ import annotations
