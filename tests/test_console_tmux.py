@@ -185,11 +185,13 @@ def test_escape_sequences_in_a_tasks_data_never_reach_the_terminal(terminal: Ter
     finally:
         app.close()
     terminal.keys(":")
+    terminal.wait_for(":context NAME")  # the prompt is open: typing now is not lost
     terminal.type(f"tasks id:{failed.id}")
+    terminal.wait_for(f"tasks id:{failed.id}")
     terminal.keys("Enter")
     terminal.wait_for(failed.id[:20], "FAILURE")
     terminal.keys("Enter")
-    screen = terminal.wait_for("Timeline", "pwn␛]52;c;b3duZWQ=␇ ␛[2J [/]")
+    screen = terminal.wait_for("Timeline", "pwn␛]52;c;b3duZWQ=␇ ␛[2J [/]", timeout=30)
     assert "Tasks in memory" not in screen  # the detail, not a cleared and redrawn pane
     pane = terminal.tmux("capture-pane", "-p", "-e")
     assert "\x1b]52" not in pane and "\x1b[2J" not in pane and "\x07" not in pane
