@@ -268,3 +268,24 @@ async def test_huge_arguments_and_replies_are_shown_cut(monkeypatch):
         await pilot.pause()
         body = console.screen.query_one("#body-stats").content
         assert len(body.code) < 110_000 and "…[+" in body.code
+
+
+def test_the_worker_banner_shows_names_literally():
+    from types import SimpleNamespace
+
+    from kombu import Queue
+
+    from qtui.core import App
+    from qtui.workers.worker import Worker
+    out = io.StringIO()
+    app = App("banner", broker="redis://127.0.0.1:6379/15")
+    app.task(name=f"tasks.{CLEAR}[/]")(lambda: None)
+    worker = SimpleNamespace(
+        app=app, hostname=EVIL_HOST, pool_name="threads", concurrency=1, base_prefetch=4,
+        queues=[Queue(f"q{OSC52}[/]")],
+        console=RichConsole(file=out, force_terminal=True, width=200))
+    Worker.print_banner(worker)  # type: ignore[arg-type]
+    printed = _OWN_SEQUENCES.sub("", out.getvalue())
+    assert ESC not in printed and "\x07" not in printed
+    assert "celery@␛]52;c;b3duZWQ=␇[/]" in printed and "tasks.␛[2J[/]" in printed
+    assert "q␛]52;c;b3duZWQ=␇[/]" in printed
