@@ -1127,6 +1127,99 @@ def fork_grandchild(work: Path, forks: int, n: int) -> Outcome:
 
 # running ----------------------------------------------------------------------------------------
 #: name: (run it at full or --quick counts, its time budget in seconds at full counts).
+#: The event-flood scenario's own database: events ride PUBLISH, which only a database number
+#: keeps apart, and no one else's receivers should see its made-up workers.
+EVENTS_DB = f"{REDIS}/12"
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (``VmRSS``), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def event_flood(work: Path, fakes: int, big: int) -> Outcome:
+    """The console's event feed (and its history file) under what anyone on the broker can
+    send: ``fakes`` heartbeats of made-up workers in one burst (lists of 1,000 per message),
+    ``big`` task events with 2 MB args and a 2 MB traceback each, and malformed events. It must
+    keep up, keep running, and stay bounded: workers kept, field sizes, memory, history."""
+    import threading
+
+    from qtui.core.events import event_exchange
+    from qtui.tui.feed import Feed
+    from qtui.tui.history import History
+
+    tag = uuid.uuid4().hex[:8]
+    app = App("faults-console", broker=EVENTS_DB, backend=None)
+    path = work / f"history-{tag}.sqlite"
+    feed = Feed(app, history=History(path, cluster="faults", max_field=app.conf.console_max_field))
+    thread = threading.Thread(target=feed.run, args=(lambda snapshot: None, 0.25), daemon=True)
+    outcome = Outcome(f"{fakes:,} made-up workers' heartbeats, {big} task events with 4 MB of "
+                      "fields, malformed events (Redis; the console's feed)")
+
+    def seen(task_id: str) -> bool:
+        with feed.lock:
+            return feed.state.task(task_id) is not None
+
+    try:
+        thread.start()
+        if not wait_for(lambda: feed.connected, 30):
+            outcome.notes.append("the feed never connected")
+            return outcome
+        before = rss_mb()
+        with Connection(EVENTS_DB) as conn:
+            producer = Producer(conn.default_channel)
+            exchange = event_exchange(conn)
+            now = time.time()
+
+            def publish(body: Any, key: str) -> None:
+                producer.publish(body, exchange=exchange.name, routing_key=key,
+                                 declare=[exchange], serializer="json")
+            started = time.monotonic()
+            for first in range(0, fakes, 1_000):  # lists, as task.multi: the receiver takes them
+                publish([{"type": "worker-heartbeat", "hostname": f"fake-{tag}-{n}",
+                          "timestamp": now, "freq": 2.0, "active": 0, "processed": n}
+                         for n in range(first, min(fakes, first + 1_000))], "task.multi")
+            burst = time.monotonic() - started
+            flooded = wait_for(lambda: feed.state.event_count >= fakes, 120)
+            outcome.figures["ingest_s"] = f"{time.monotonic() - started:.1f}"
+            field_value = "x" * 2_000_000
+            for n in range(big):  # one at a time: Redis drops a subscriber 32 MB behind
+                publish([{"type": "task-failed", "uuid": f"big-{tag}-{n}", "hostname": "w",
+                          "timestamp": now, "args": field_value, "traceback": field_value}],
+                         "task.multi")
+                wait_for(lambda: seen(f"big-{tag}-{n}"), 30)
+            for bad in ({"type": "task-received", "uuid": [1, 2], "hostname": "w"},
+                        {"type": "task-failed", "uuid": f"late-{tag}", "timestamp": 1e300}):
+                publish([bad], "task.multi")
+            published = time.monotonic()
+            publish([{"type": "task-received", "uuid": f"last-{tag}", "hostname": "w",
+                      "timestamp": now}], "task.multi")
+            caught_up = wait_for(lambda: seen(f"last-{tag}"), 120)
+        with feed.lock:
+            workers = len(feed.state.workers)
+            longest = max((len(t.args or "") for t in feed.state.tasks()), default=0)
+            bad_events = feed.state.bad_events
+            big_kept = sum(1 for n in range(big) if feed.state.task(f"big-{tag}-{n}"))
+        history_mb = sum(f.stat().st_size for f in work.glob(f"history-{tag}.sqlite*")) / 1e6
+        outcome.figures.update(
+            burst_s=f"{burst:.1f}", workers_kept=f"{workers:,}",
+            big_events_kept=big_kept, longest_field=f"{longest:,}", bad_events=bad_events,
+            catch_up_s=f"{time.monotonic() - published:.1f}",
+            rss_growth_mb=f"{rss_mb() - before:.0f}", history_mb=f"{history_mb:.1f}",
+            feed_failures=feed.failures)
+        outcome.passed = (flooded and caught_up and thread.is_alive() and feed.failures == 0
+                          and workers <= app.conf.console_max_workers and big_kept == big
+                          and longest <= app.conf.console_max_field + 30 and bad_events >= 2)
+        return outcome
+    finally:
+        feed.stop()
+        thread.join(10)
+        app.close()
+
+
 SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "kill-parent": (lambda w, q: kill_parent(w, 2_000 if q else 10_000, 3 if q else 8), 900),
     "kill-child": (lambda w, q: kill_child(w, 2_000 if q else 10_000, 5 if q else 20), 600),
@@ -1147,6 +1240,7 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
                         300),
     "mixed-celery": (lambda w, q: mixed_celery(w, 10 if q else 40), 300),
     "gil-holder": (lambda w, q: gil_holder(w, 4 if q else 10), 300),
+    "event-flood": (lambda w, q: event_flood(w, 10_000 if q else 30_000, 10 if q else 50), 300),
 }
 
 

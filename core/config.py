@@ -257,6 +257,12 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("console_permissions", None, _optional(PERMISSIONS),
             "Console actions allowed (nothing: all of them); the others are hidden and refused "
             "as with --read-only."),
+    Setting("console_max_workers", 1_000, _at_least(INT, 1),
+            "Workers the console keeps (the least recently heard from is forgotten first), so "
+            "a flood of made-up hostnames cannot exhaust its memory."),
+    Setting("console_max_field", 10_000, _at_least(INT, 100),
+            "Characters the console keeps and stores in its history of each task's args, "
+            "kwargs, result, exception and traceback (the rest is cut, with a marker)."),
     Setting("contexts", {}, TABLE,
             "Named clusters for the console ([contexts.NAME] tables of settings such as "
             "broker_url); pick one with --context NAME or :context NAME."),

@@ -17,6 +17,7 @@ from sys import intern
 from typing import Any
 
 from . import states
+from .eventcheck import MAX_FIELD, BadEvent, check
 
 #: Seconds between a worker's heartbeats when its events do not say (Celery's default).
 HEARTBEAT_FREQ = 2.0
@@ -27,6 +28,8 @@ HEARTBEAT_EXPIRE_FACTOR = 2.0
 MAX_CLOCK_SKEW = 1.0
 #: Events kept in one task's timeline (a task that retries forever stays bounded).
 TIMELINE_MAX = 32
+#: Workers kept (Flower's max_workers_in_memory): a flood of made-up hostnames stays bounded.
+MAX_WORKERS = 1_000
 
 TASK_EVENT_STATES = {
     "task-sent": states.PENDING,
@@ -217,13 +220,24 @@ class State:
     """
 
     def __init__(self, max_tasks: int = 100_000, throughput_interval: float = 1.0,
-                 throughput_slots: int = 300, track_changes: bool = False) -> None:
+                 throughput_slots: int = 300, track_changes: bool = False,
+                 max_workers: int = MAX_WORKERS, max_field: int = MAX_FIELD) -> None:
         if max_tasks < 1:
             raise ValueError(f"max_tasks must be at least 1, got {max_tasks}")
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, got {max_workers}")
         self.max_tasks = max_tasks
-        self.workers: dict[str, WorkerState] = {}
+        self.max_workers = max_workers
+        self.max_field = max_field
+        """Characters kept of each free-text field of a task (args, result, traceback...)."""
+        self.workers: OrderedDict[str, WorkerState] = OrderedDict()
+        """Least recently heard from first; past ``max_workers`` the oldest is forgotten."""
         self.throughput = Throughput(throughput_interval, throughput_slots)
         self.event_count = 0
+        self.bad_events = 0
+        """Events refused by :func:`~qtui.core.eventcheck.check` (counted in event_count too)."""
+        self.last_bad_event = ""
+        """Why the latest of them was refused."""
         self.track_changes = track_changes
         # Two LRU orders, so running tasks outlive finished ones when memory runs out.
         self._unready: OrderedDict[str, TaskState] = OrderedDict()
@@ -243,9 +257,16 @@ class State:
         return n
 
     def event(self, event: Mapping[str, Any]) -> None:
-        """Apply one event (an event dict as Celery sends it, as the receiver yields it)."""
+        """Apply one event (an event dict as Celery sends it, as the receiver yields it); one
+        with wrong-typed or impossible fields is counted in :attr:`bad_events` and skipped."""
         self.event_count += 1
-        kind = event.get("type", "")
+        try:
+            event = check(event, self.max_field)
+        except BadEvent as exc:
+            self.bad_events += 1
+            self.last_bad_event = str(exc)
+            return
+        kind = event["type"]
         if kind.startswith("task-"):
             self._task_event(kind, event)
         elif kind.startswith("worker-"):
@@ -255,9 +276,7 @@ class State:
         hostname = event.get("hostname")
         if not hostname:
             return
-        worker = self.workers.get(hostname)
-        if worker is None:
-            worker = self.workers[hostname] = WorkerState(hostname)
+        worker = self._worker(hostname)
         clock = event.get("clock") or 0
         if kind == "worker-offline":
             worker.offline = True
@@ -302,9 +321,7 @@ class State:
         elif hostname:
             if newer or task.worker is None:
                 task.worker = hostname
-            worker = self.workers.get(hostname)
-            if worker is None:
-                worker = self.workers[hostname] = WorkerState(hostname)
+            worker = self._worker(hostname)
             if not worker.offline:
                 worker.last_heartbeat = local  # a busy worker is a live one
 
@@ -344,6 +361,18 @@ class State:
                 self._removed.discard(uuid)
         if created and len(self._ready) + len(self._unready) > self.max_tasks:
             self._evict()
+
+    def _worker(self, hostname: str) -> WorkerState:
+        """The worker of that name, made the most recently heard from (created if new, the
+        least recent forgotten past ``max_workers``)."""
+        worker = self.workers.get(hostname)
+        if worker is None:
+            worker = self.workers[hostname] = WorkerState(hostname)
+            if len(self.workers) > self.max_workers:
+                self.workers.popitem(last=False)
+        else:
+            self.workers.move_to_end(hostname)
+        return worker
 
     def restore(self, tasks: Iterable[TaskState]) -> int:
         """Take back tasks kept from an earlier session (oldest first), without counting them as

@@ -161,3 +161,39 @@ def test_the_console_in_a_real_terminal(terminal: Terminal, live, tmp_path):
         time.sleep(0.2)
     assert not terminal.running(), f"the console still runs after q:\n{terminal.screen()}"
     app.close()
+
+
+@pytest.mark.timeout(120)
+def test_escape_sequences_in_a_tasks_data_never_reach_the_terminal(terminal: Terminal, live,
+                                                                    tmp_path):
+    """A task argument (hence its exception message and traceback) carrying a screen clear and
+    an OSC 52 clipboard write, sent by a client: the console shows them as ␛..., the pane is not
+    cleared, and tmux (which accepts OSC 52 here) gets no clipboard buffer."""
+    setup, _ = live
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg"), "TERM": "xterm-256color",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    terminal.start([sys.executable, "-m", "qtui.tui.cli", "-b", BROKER, "--no-history"],
+                   str(tmp_path), env)
+    terminal.tmux("set-option", "-g", "set-clipboard", "on")
+    terminal.wait_for("Overview", "connected")
+
+    app = setup.app()
+    try:
+        failed = app.send_task("tasks.fail", args=["pwn\x1b]52;c;b3duZWQ=\x07 \x1b[2J [/]"])
+        with pytest.raises(Exception, match="pwn"):
+            failed.get(timeout=20)
+    finally:
+        app.close()
+    terminal.keys(":")
+    terminal.wait_for(":context NAME")  # the prompt is open: typing now is not lost
+    terminal.type(f"tasks id:{failed.id}")
+    terminal.wait_for(f"tasks id:{failed.id}")
+    terminal.keys("Enter")
+    terminal.wait_for(failed.id[:20], "FAILURE")
+    terminal.keys("Enter")
+    screen = terminal.wait_for("Timeline", "pwn␛]52;c;b3duZWQ=␇ ␛[2J [/]", timeout=30)
+    assert "Tasks in memory" not in screen  # the detail, not a cleared and redrawn pane
+    pane = terminal.tmux("capture-pane", "-p", "-e")
+    assert "\x1b]52" not in pane and "\x1b[2J" not in pane and "\x07" not in pane
+    assert terminal.tmux("list-buffers") == "", "an OSC 52 write reached tmux"
+    terminal.keys("q")

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.text import Text
+
+from qtui.core.display import safe_text
 
 from qtui.core.exceptions import QtuiError
 
@@ -68,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "func"):
             return args.func(args, app)
     except QtuiError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(Text.assemble(("error:", "bold red"), " ", safe_text(str(exc), multiline=True)),
+                  highlight=False)
         return 1
     parser.error(f"unknown command {args.command!r}")
     return 2

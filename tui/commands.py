@@ -23,9 +23,12 @@ from rich.text import Text
 from qtui.core import App, brokers
 from qtui.core.config import mask_url
 from qtui.core.control import COMMANDS, Command, Replies
+from qtui.core.display import printable, safe_text
 from qtui.core.events import EventReceiver
 from qtui.core.exceptions import BrokerUnavailable
 from qtui.core.queues import QueueInfo, inspector_for
+
+from .feed import consumed_queues
 
 NO_REPLY = 69
 """Exit status when no worker answered (sysexits' EX_UNAVAILABLE, as Celery's CLI uses)."""
@@ -142,7 +145,7 @@ def _remote(args: argparse.Namespace, app: App) -> int:
 def _exit_status(replies: Replies, timeout: float) -> int:
     err = _err()
     for hostname in replies.no_reply:
-        err.print(f"{hostname}: no reply within {timeout:g} s", markup=False)
+        err.print(f"{printable(hostname)}: no reply within {timeout:g} s", markup=False)
     if not replies:
         err.print(f"No worker replied within {timeout:g} s.", markup=False)
         return NO_REPLY
@@ -162,11 +165,11 @@ def show_replies(console: Console, command: str, replies: Replies) -> None:
         return
     for hostname, reply in sorted(by_worker.items()):
         status, body = _describe(reply)
-        line = Text(f"{hostname}: ", style="bold cyan")
+        line = safe_text(f"{hostname}: ", "bold cyan")
         line.append(status, style="green" if status == "OK" else "bold red")
         console.print(line)
         if body:
-            console.print(_indent(body), markup=False)
+            console.print(safe_text(_indent(body), multiline=True))
 
 
 def _all_lists(by_worker: Mapping[str, Any]) -> bool:
@@ -204,13 +207,14 @@ def _task_table(command: str, by_worker: Mapping[str, list[Any]]) -> Table:
         table.add_column(column, overflow="fold")
     for hostname, items in sorted(by_worker.items()):
         if not items:
-            table.add_row(Text(hostname), "- empty -")
+            table.add_row(safe_text(hostname), "- empty -")
         for item in items:
-            info = item.get("request", item) if isinstance(item, Mapping) else {}
+            item = _mapping(item)
+            info = _mapping(item.get("request", item))
             when = item.get("eta") if command == "scheduled" else info.get("time_start")
             if isinstance(when, (int, float)):
-                when = datetime.fromtimestamp(when).isoformat(sep=" ", timespec="seconds")
-            table.add_row(*map(Text, (hostname, str(info.get("id", "")),
+                when = _isotime(when, "seconds")
+            table.add_row(*map(safe_text, (hostname, str(info.get("id", "")),
                                       str(info.get("name", "")), _short(info.get("args")),
                                       _short(info.get("kwargs")), str(when or ""))))
     return table
@@ -221,12 +225,17 @@ def _active_queues_table(by_worker: Mapping[str, list[Any]]) -> Table:
     for column in ("worker", "queue", "exchange", "routing key"):
         table.add_column(column, overflow="fold")
     for hostname, queues in sorted(by_worker.items()):
-        for queue in queues:
-            exchange = queue.get("exchange") or {}
-            table.add_row(*map(Text, (hostname, str(queue.get("name", "")),
+        for queue in filter(lambda q: isinstance(q, Mapping), queues):
+            exchange = _mapping(queue.get("exchange"))
+            table.add_row(*map(safe_text, (hostname, str(queue.get("name", "")),
                                       f"{exchange.get('name', '')} ({exchange.get('type', '')})",
                                       str(queue.get("routing_key", "")))))
     return table
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """A reply's part as a mapping (an empty one when a worker sent something else)."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -244,8 +253,8 @@ def status_command(args: argparse.Namespace, app: App) -> int:
     if workers:
         answers = app.control.inspect(destination=workers, timeout=args.timeout).active_queues()
         for hostname, queues in (answers or {}).items():
-            for queue in queues if isinstance(queues, list) else []:
-                consumed.setdefault(str(queue.get("name")), []).append(hostname)
+            for name in consumed_queues(queues):
+                consumed.setdefault(name, []).append(hostname)
     with inspector_for(app) as inspector:
         queues = inspector.queues(set(app.router.queues) | set(consumed))
     embedded = None if app.conf.broker_url else str(brokers.default_broker_path())
@@ -278,7 +287,8 @@ def _show_status(app: App, embedded: str | None, workers: list[str], queues: lis
             table.add_column(column)
         for hostname in workers:
             mine = sorted(name for name, consumers in consumed.items() if hostname in consumers)
-            table.add_row(Text(hostname), Text("OK", style="green"), Text(", ".join(mine)))
+            table.add_row(safe_text(hostname), Text("OK", style="green"),
+                          safe_text(", ".join(mine)))
         out.print(table)
     else:
         out.print(title)
@@ -287,9 +297,9 @@ def _show_status(app: App, embedded: str | None, workers: list[str], queues: lis
                             ("consumers", "right"), ("consumed by", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for queue in queues:
-        table.add_row(Text(queue.name), _count(queue.messages), _count(queue.unacked),
+        table.add_row(safe_text(queue.name), _count(queue.messages), _count(queue.unacked),
                       _count(queue.consumers),
-                      Text(", ".join(sorted(consumed.get(queue.name, []))) or "-"))
+                      safe_text(", ".join(sorted(consumed.get(queue.name, []))) or "-"))
     out.print(table)
 
 
@@ -318,8 +328,8 @@ def purge_command(args: argparse.Namespace, app: App) -> int:
             for name in names:
                 count = inspector.purge(name)
                 total += count
-                out.print(f"{name}: purged {count} message{'s' if count != 1 else ''}",
-                          markup=False)
+                out.print(f"{printable(name)}: purged {count} message"
+                          f"{'s' if count != 1 else ''}", markup=False)
     except brokers.broker_errors(app.connection_for_read()) as exc:
         raise _unavailable(app, "cannot purge", exc) from exc
     out.print(f"Purged {total} message{'s' if total != 1 else ''} from {len(names)} queue"
@@ -362,9 +372,18 @@ _COMMON = frozenset({"type", "hostname", "timestamp", "utcoffset", "pid", "clock
 
 
 def format_event(event: Mapping[str, Any]) -> str:
-    """``hostname [time] type key=value ...`` (Celery's ``events --dump`` order)."""
-    when = datetime.fromtimestamp(event.get("timestamp") or event.get("local_received") or 0)
+    """``hostname [time] type key=value ...`` (Celery's ``events --dump`` order), on one line
+    with every control character made visible: the fields are whatever a sender put there."""
     fields = " ".join(f"{key}={value if isinstance(value, (int, float)) else _short(value, 120)}"
                       for key, value in sorted(event.items()) if key not in _COMMON)
-    return (f"{event.get('hostname', '?')} [{when.isoformat(sep=' ', timespec='milliseconds')}] "
-            f"{event.get('type')} {fields}").rstrip()
+    stamp = event.get("timestamp") or event.get("local_received") or 0
+    return printable(f"{event.get('hostname', '?')} [{_isotime(stamp)}] {event.get('type')} "
+                     f"{fields}".rstrip())
+
+
+def _isotime(stamp: Any, timespec: str = "milliseconds") -> str:
+    """A timestamp as local ISO time, or its raw value when it is no time a calendar holds."""
+    try:
+        return datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec=timespec)
+    except (OverflowError, ValueError, OSError, TypeError):
+        return f"bad timestamp {stamp!r}"

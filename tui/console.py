@@ -20,10 +20,12 @@ from textual.app import App as TextualApp
 from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from qtui.core import App
 from qtui.core.config import CONSOLE_ACTIONS, mask_url
+from qtui.core.display import printable
 
 from .actions import Actions, Outcome, full_arguments
 from .collector import IdleCollector
@@ -104,7 +106,8 @@ class Console(TextualApp[None]):
         history = None
         if self.use_history:
             history = History(conf.console_history_file or default_history_path(),
-                              cluster=mask_url(app.broker_url), limit=conf.console_max_tasks)
+                              cluster=mask_url(app.broker_url), limit=conf.console_max_tasks,
+                              max_field=conf.console_max_field)
         self.feed = Feed(app, max_tasks=conf.console_max_tasks, history=history)
         self.sub_title = self._describe()
 
@@ -157,7 +160,12 @@ class Console(TextualApp[None]):
         self.apply(message.snapshot)
 
     def apply(self, snapshot: Snapshot) -> None:
+        failures = self.model.feed_failures
         self.model.apply(snapshot)
+        if snapshot.feed_failures > failures:
+            self.notify(f"The event feed failed ({snapshot.last_feed_failure}) and was started "
+                        "again; events sent meanwhile may be missing.", title="Event feed",
+                        severity="error", timeout=15)
         if self.screen_stack and isinstance(self.screen, ClusterView):  # not while exiting
             self.screen.redraw()
 
@@ -185,6 +193,14 @@ class Console(TextualApp[None]):
         self.outcomes.append(outcome)
         self.notify(outcome.message, title=outcome.title,
                     severity="information" if outcome.ok else "error", timeout=8)
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """A notification shown as plain text with control characters made visible: messages
+        carry hostnames, task names and workers' replies. ``markup`` is accepted and ignored so
+        that no caller can turn it back on."""
+        super().notify(printable(message, multiline=True), title=printable(title),
+                       severity=severity, timeout=timeout, markup=False)
 
     def retry_task(self, task: TaskRow) -> None:
         """Send a task again with its full original arguments, where it was sent the first time

@@ -38,29 +38,48 @@ POLL_INTERVAL = 2.0
 INSPECT_TIMEOUT = 1.0
 #: Throughput buckets shown (one per second).
 THROUGHPUT_SLOTS = 120
+#: Seconds before a failed event loop starts again; doubled after each failure that comes
+#: before a batch went through, up to the maximum.
+RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 30.0
 
 
 def worker_row(worker: WorkerState, details: Mapping[str, Any], now: float) -> WorkerRow:
     """A worker as the console shows it: heartbeat fields plus what ``stats`` and
-    ``active_queues`` said (pool and queues are not in heartbeats)."""
-    stats = details.get("stats") or {}
-    pool = stats.get("pool") if isinstance(stats.get("pool"), Mapping) else {}
+    ``active_queues`` said (pool and queues are not in heartbeats). Replies come from anyone on
+    the broker: parts of the wrong shape are left out."""
+    stats = _mapping(details.get("stats"))
+    pool = _mapping(stats.get("pool"))
     concurrency = pool.get("max-concurrency")
-    queues = tuple(q.get("name", "") for q in details.get("queues") or ()
-                   if isinstance(q, Mapping))
+    implementation = pool.get("implementation")
     return WorkerRow(
         hostname=worker.hostname,
         alive=worker.alive(now),
         heartbeat_age=None if worker.last_heartbeat is None else now - worker.last_heartbeat,
         # "qtui.workers.pools.prefork:PreforkPool", "celery.concurrency.prefork:TaskPool"
-        pool=str(pool.get("implementation", "")).partition(":")[0].rpartition(".")[2],
-        concurrency=concurrency if isinstance(concurrency, int) else None,
+        pool=implementation.partition(":")[0].rpartition(".")[2]
+        if isinstance(implementation, str) else "",
+        concurrency=concurrency
+        if isinstance(concurrency, int) and not isinstance(concurrency, bool) else None,
         active=worker.active or 0,
         processed=worker.processed or 0,
         loadavg=tuple(worker.loadavg or ()),
-        queues=queues,
+        queues=tuple(consumed_queues(details.get("queues"))),
         software=" ".join(str(p) for p in (worker.sw_ident, worker.sw_ver) if p),
     )
+
+
+def consumed_queues(reply: Any) -> list[str]:
+    """The queue names of an ``active_queues`` reply (a list of queue dicts); entries of another
+    shape are left out."""
+    if not isinstance(reply, list):
+        return []
+    return [q["name"] for q in reply
+            if isinstance(q, Mapping) and isinstance(q.get("name"), str) and q["name"]]
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _text(value: Any) -> str:
@@ -91,11 +110,17 @@ class Feed:
         self.history = history
         self.poll_interval = poll_interval
         self.state = State(max_tasks=max_tasks, throughput_slots=THROUGHPUT_SLOTS,
-                           track_changes=True)
+                           track_changes=True, max_workers=app.conf.console_max_workers,
+                           max_field=app.conf.console_max_field)
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.connected = False
         self.error = ""
+        self.failures = 0
+        """Times the event loop failed and started again."""
+        self.last_failure = ""
+        self._batches = 0
+        """Batches of events applied: tells a failure that keeps coming back from a new one."""
         self._queues: tuple[QueueRow, ...] = ()
         self._queue_error = ""
         self._details: dict[str, dict[str, Any]] = {}
@@ -116,7 +141,39 @@ class Feed:
 
     # the event thread ---------------------------------------------------------------------------
     def run(self, emit: Callable[[Snapshot], None], interval: float = 0.25) -> None:
-        """Receive events until :meth:`stop`; call ``emit`` with a snapshot every ``interval``."""
+        """Receive events until :meth:`stop`; call ``emit`` with a snapshot every ``interval``.
+        If the loop fails, the snapshot it emits says so and the loop starts again."""
+        streak, batches = 0, -1
+        try:
+            while not self.stopped.is_set():
+                try:
+                    self._receive(emit, interval)
+                except Exception as exc:  # noqa: BLE001 - anything: the console must hear of it
+                    logger.exception("the console's event feed failed; starting it again")
+                    streak = 1 if self._batches != batches else streak + 1
+                    batches = self._batches
+                    emit(self._failed(exc))
+                    # A failure that comes back at once is waited out longer each time.
+                    self.stopped.wait(min(RESTART_DELAY * 2 ** (streak - 1), MAX_RESTART_DELAY))
+        finally:
+            if self.history is not None:
+                self.history.close()
+
+    def _failed(self, exc: Exception) -> Snapshot:
+        """The snapshot that tells the console the loop failed (a bare one if taking the
+        snapshot is what fails)."""
+        with self.lock:
+            self.failures += 1
+            self.last_failure = f"{type(exc).__name__}: {exc}"
+            self.connected = False
+            self.error = f"event feed failed ({self.last_failure}); restarting"
+            try:
+                return self.snapshot()
+            except Exception:  # noqa: BLE001 - the snapshot itself failed: say what is known
+                return Snapshot(error=self.error, feed_failures=self.failures,
+                                last_feed_failure=self.last_failure)
+
+    def _receive(self, emit: Callable[[Snapshot], None], interval: float) -> None:
         receiver = self._receiver = EventReceiver(self.app)
         try:
             for batch in receiver.batches(interval=interval):
@@ -129,10 +186,9 @@ class Feed:
                 if self.history is not None and snapshot.tasks:
                     self._save(snapshot)
                 emit(snapshot)
+                self._batches += 1
         finally:
             receiver.close()
-            if self.history is not None:
-                self.history.close()
 
     def _save(self, snapshot: Snapshot) -> None:
         assert self.history is not None
@@ -160,6 +216,10 @@ class Feed:
             events_seen=state.event_count,
             connected=self.connected,
             error=self.error or self._queue_error,
+            bad_events=state.bad_events,
+            last_bad_event=state.last_bad_event,
+            feed_failures=self.failures,
+            last_feed_failure=self.last_failure,
         )
 
     # the polling thread -------------------------------------------------------------------------
@@ -194,9 +254,8 @@ class Feed:
         with self.lock:
             consumers: dict[str, list[str]] = {}
             for host, detail in self._details.items():
-                for queue in detail.get("queues") or ():
-                    if isinstance(queue, Mapping) and queue.get("name"):
-                        consumers.setdefault(queue["name"], []).append(host)
+                for name in consumed_queues(detail.get("queues")):
+                    consumers.setdefault(name, []).append(host)
         try:
             with inspector_for(self.app) as inspector:
                 found = inspector.queues(consumers)

@@ -19,11 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from qtui.core.brokers import data_dir
+from qtui.core.display import clip
+from qtui.core.eventcheck import MAX_FIELD, MAX_TIMESTAMP, TEXT_FIELDS
 from qtui.core.exceptions import ConfigError
 from qtui.core.state import TaskState
 
 SCHEMA_VERSION = 1
 _FIELDS = [f.name for f in dataclasses.fields(TaskState)]
+#: What a stored task's fields must be to come back: the file may have been written by an older
+#: qtui that kept what any event said, or edited by hand.
+_STRINGS = frozenset({"uuid", "state", "name", "worker", "client", "args", "kwargs", "eta",
+                      "expires", "root_id", "parent_id", "queue", "exchange", "routing_key",
+                      "exception", "traceback", "origin"})
+_TIMES = frozenset({"runtime", "sent", "received", "started", "retried", "succeeded", "failed",
+                    "revoked", "rejected", "timestamp", "updated"})
+_COUNTS = frozenset({"retries", "clock"})
 
 
 def default_history_path() -> Path:
@@ -33,10 +43,13 @@ def default_history_path() -> Path:
 class History:
     """Tasks of one cluster, newest kept; at most ``limit`` rows survive a :meth:`trim`."""
 
-    def __init__(self, path: str | Path, cluster: str, limit: int = 100_000) -> None:
+    def __init__(self, path: str | Path, cluster: str, limit: int = 100_000,
+                 max_field: int = MAX_FIELD) -> None:
         self.path = Path(path).expanduser()
         self.cluster = cluster
         self.limit = limit
+        self.max_field = max_field
+        """Characters loaded of each free-text field (the State cut new ones already)."""
         self._lock = threading.Lock()
         self._writes = 0
         try:
@@ -95,7 +108,7 @@ class History:
                 (self.cluster, limit or self.limit)).fetchall()
         tasks = []
         for (data,) in reversed(rows):
-            task = _load(data)
+            task = _load(data, self.max_field)
             if task is not None:
                 tasks.append(task)
         return tasks
@@ -113,11 +126,33 @@ def _dump(task: TaskState) -> str:
     return json.dumps({name: getattr(task, name) for name in _FIELDS}, default=repr)
 
 
-def _load(data: str) -> TaskState | None:
+def _load(data: str, max_field: int) -> TaskState | None:
+    """The task a row holds, or None when it is damaged or holds what no event may say."""
     try:
         values: dict[str, Any] = json.loads(data)
         values = {k: v for k, v in values.items() if k in _FIELDS}
         values["timeline"] = tuple(tuple(step) for step in values.get("timeline") or ())
+        if not _sound(values):
+            return None
+        for name in TEXT_FIELDS:
+            value = values.get(name)
+            if value is not None:
+                values[name] = clip(value if isinstance(value, str) else repr(value), max_field)
         return TaskState(**values)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
         return None
+
+
+def _sound(values: dict[str, Any]) -> bool:
+    def real(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and 0 <= value <= MAX_TIMESTAMP
+    for name, value in values.items():
+        if value is None or name in ("result", "timeline"):
+            continue
+        if name in _STRINGS and not isinstance(value, str) \
+                or name in _TIMES and not real(value) \
+                or name in _COUNTS and not (isinstance(value, int) and value >= 0):
+            return False
+    return all(len(step) == 3 and isinstance(step[0], str) and real(step[1])
+               and isinstance(step[2], str) for step in values["timeline"])

@@ -21,6 +21,10 @@ class ConsoleModel:
         self.events_seen = 0
         self.connected = False
         self.error = ""
+        self.bad_events = 0
+        self.last_bad_event = ""
+        self.feed_failures = 0
+        self.last_feed_failure = ""
         self.version = 0
         """Bumped by every applied snapshot, so a view knows whether it is stale."""
 
@@ -39,6 +43,9 @@ class ConsoleModel:
         self.events_seen = snapshot.events_seen
         self.connected = snapshot.connected
         self.error = snapshot.error
+        self.bad_events, self.last_bad_event = snapshot.bad_events, snapshot.last_bad_event
+        self.feed_failures = snapshot.feed_failures
+        self.last_feed_failure = snapshot.last_feed_failure
         self.version += 1
 
     def recent_failures(self, limit: int = 10) -> list[TaskRow]:

@@ -101,4 +101,10 @@ class Snapshot:
     events_seen: int = 0
     connected: bool = False
     error: str = ""
+    bad_events: int = 0
+    """Events refused as malformed, and why the latest was."""
+    last_bad_event: str = ""
+    feed_failures: int = 0
+    """Times the event loop failed and was started again, and why it last failed."""
+    last_feed_failure: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

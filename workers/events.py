@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from qtui.core import __version__
 from qtui.core.brokers import broker_errors
+from qtui.core.display import clip
 from qtui.core.events import EventDispatcher
+from qtui.core.protocol import ARGSREPR_MAXSIZE, KWARGSREPR_MAXSIZE
 
 from .hooks import Observer
 
@@ -115,8 +117,12 @@ class Events(Observer):
     # task events -----------------------------------------------------------------------------
     def on_task_received(self, job: Job) -> None:
         msg = job.message
-        self._task("task-received", job, name=msg.task, args=msg.argsrepr,
-                   kwargs=msg.kwargsrepr, root_id=msg.root_id, parent_id=msg.parent_id,
+        # A client chooses its argsrepr/kwargsrepr headers (Celery cuts its own at 1 KiB): a
+        # worker forwards no more than that to every monitor.
+        args = None if msg.argsrepr is None else clip(msg.argsrepr, ARGSREPR_MAXSIZE)
+        kwargs = None if msg.kwargsrepr is None else clip(msg.kwargsrepr, KWARGSREPR_MAXSIZE)
+        self._task("task-received", job, name=msg.task, args=args, kwargs=kwargs,
+                   root_id=msg.root_id, parent_id=msg.parent_id,
                    retries=msg.retries, eta=msg.eta.isoformat() if msg.eta else None,
                    expires=msg.expires.isoformat() if msg.expires else None)
 

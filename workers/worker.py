@@ -32,9 +32,11 @@ from kombu import Queue
 from kombu.message import Message
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from qtui.core import states
 from qtui.core.config import mask_url
+from qtui.core.display import safe_text
 from qtui.core.exceptions import (
     NotRegistered,
     ProtocolError,
@@ -853,9 +855,10 @@ class Worker:
         table.add_row("results", mask_url(backend) if backend else "disabled")
         table.add_row("pool", f"{self.pool_name} (concurrency {self.concurrency}, "
                               f"prefetch {self.base_prefetch or 'unlimited'})")
-        table.add_row("queues", ", ".join(
+        table.add_row("queues", safe_text(", ".join(
             f"{q.name} (exchange {q.exchange.name or 'default'}, key {q.routing_key})"
-            for q in self.queues))
-        table.add_row("tasks", "\n".join(sorted(self.app.tasks)) or "(none registered)")
-        self.console.print(f"[bold]qtui worker[/] {self.hostname}")
+            for q in self.queues)))
+        table.add_row("tasks", safe_text("\n".join(sorted(self.app.tasks)) or "(none registered)",
+                                         multiline=True))
+        self.console.print(Text.assemble(("qtui worker", "bold"), " ", safe_text(self.hostname)))
         self.console.print(table)

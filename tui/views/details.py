@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.content import Content
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
+from qtui.core.display import clip, printable
 from qtui.core.exceptions import BrokerUnavailable
 
 from ..actions import SIGNALS
@@ -24,6 +25,8 @@ from .base import ClusterView
 
 #: Arguments of inspect methods: registered tasks come with the limits that apply to them now.
 INSPECT_ARGUMENTS = {"registered": ("rate_limit", "time_limit", "soft_time_limit")}
+#: Characters of one inspect reply shown (as JSON): a reply is whatever a worker sent.
+REPLY_SHOWN = 100_000
 INSPECT_TABS = (
     ("stats", "Stats"), ("active", "Active"), ("reserved", "Reserved"),
     ("scheduled", "Scheduled"), ("revoked", "Revoked"), ("registered", "Registered"),
@@ -73,7 +76,7 @@ class TaskDetailScreen(ClusterView):
         task = self.console.model.tasks.get(self.task_id)
         if task is None:
             self.query_one("#fields", Static).update(
-                f"Task {self.task_id} is no longer in memory.")
+                Content(printable(f"Task {self.task_id} is no longer in memory.")))
             return
         fields = Table.grid(padding=(0, 2))
         fields.add_column(style="bold")
@@ -88,21 +91,26 @@ class TaskDetailScreen(ClusterView):
         self.query_one("#fields", Static).update(fields)
         if self.full_arguments is not None:
             args, kwargs = self.full_arguments
-            self.query_one("#arguments", Static).update(
-                f"[b]args[/b]   {escape(repr(tuple(args)))}\n[b]kwargs[/b] {escape(repr(kwargs))}"
-                "\n[dim](complete, from the worker that received it)[/dim]")
+            limit = self.console.cluster.conf.console_max_field
+            arguments = Content.assemble(
+                ("args", "bold"), "   ", printable(clip(repr(tuple(args)), limit)), "\n",
+                ("kwargs", "bold"), " ", printable(clip(repr(kwargs), limit)), "\n",
+                ("(complete, from the worker that received it)", "dim"))
         else:
-            self.query_one("#arguments", Static).update(
-                f"[b]args[/b]   {escape(task.args or '()')}\n"
-                f"[b]kwargs[/b] {escape(task.kwargs or '{}')}")
-        outcome = ""
+            arguments = Content.assemble(
+                ("args", "bold"), "   ", printable(task.args or "()"), "\n",
+                ("kwargs", "bold"), " ", printable(task.kwargs or "{}"))
+        self.query_one("#arguments", Static).update(arguments)
+        outcome = Content()
         if task.result:
-            outcome += f"[b]result[/b] {escape(task.result)}\n"
+            outcome += Content.assemble(("result", "bold"), " ", printable(task.result), "\n")
         if task.exception:
-            outcome += f"[b red]exception[/b red] {escape(task.exception)}\n"
+            outcome += Content.assemble(("exception", "bold red"), " ",
+                                        printable(task.exception), "\n")
         self.query_one("#outcome", Static).update(outcome)
         self.query_one("#traceback", Static).update(
-            Syntax(task.traceback, "pytb", word_wrap=True) if task.traceback else "")
+            Syntax(printable(task.traceback, multiline=True), "pytb", word_wrap=True)
+            if task.traceback else "")
         timeline = Table("time", "event", "worker", "detail", title="Timeline", expand=True)
         for step in map(TaskEvent._make, task.timeline):
             timeline.add_row(*format.cells(format.clock(step.timestamp), step.type,
@@ -143,7 +151,7 @@ class WorkerDetailScreen(ClusterView):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"[b]{self.hostname}[/b]", classes="summary")
+        yield Static(Content.styled(printable(self.hostname), "bold"), classes="summary")
         with TabbedContent(id="inspect"):
             for method, title in INSPECT_TABS:
                 with TabPane(title, id=f"tab-{method}"):
@@ -172,14 +180,16 @@ class WorkerDetailScreen(ClusterView):
     def show_unavailable(self, method: str, reason: str) -> None:
         if self.is_mounted:
             self.query_one(f"#body-{method}", Static).update(
-                f"[red]unavailable: {escape(reason)}[/red]")
+                Content.styled(printable(f"unavailable: {reason}"), "red"))
 
     def show(self, method: str, reply: Any) -> None:
         if not self.is_mounted:
             return
         body = self.query_one(f"#body-{method}", Static)
         if reply is None:
-            body.update(f"[red]{self.hostname} did not reply to {method}[/red]")
+            body.update(Content.styled(printable(f"{self.hostname} did not reply to {method}"),
+                                       "red"))
             return
-        text = json.dumps(reply, indent=2, sort_keys=True, default=str)
+        # JSON escapes every control character (\u001b); the size is the sender's choice.
+        text = clip(json.dumps(reply, indent=2, sort_keys=True, default=str), REPLY_SHOWN)
         body.update(Syntax(text, "json", word_wrap=True))

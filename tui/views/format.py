@@ -7,6 +7,8 @@ from datetime import datetime
 
 from rich.text import Text
 
+from qtui.core.display import safe_text
+
 STATE_STYLES = {
     "PENDING": "dim", "RECEIVED": "cyan", "STARTED": "yellow", "SUCCESS": "green",
     "FAILURE": "bold red", "RETRY": "magenta", "REVOKED": "dim red", "REJECTED": "red",
@@ -15,8 +17,8 @@ STATE_STYLES = {
 
 def cells(*values: str | Text) -> list[Text]:
     """Table cells as plain text: task names, arguments and queue names are data, never markup
-    (``[1, 2]`` must show as itself)."""
-    return [v if isinstance(v, Text) else Text(v) for v in values]
+    (``[1, 2]`` must show as itself), and their control characters are made visible."""
+    return [v if isinstance(v, Text) else safe_text(v) for v in values]
 
 
 def state(value: str) -> Text:
@@ -26,7 +28,10 @@ def state(value: str) -> Text:
 def clock(timestamp: float | None) -> str:
     if not timestamp:
         return ""
-    return datetime.fromtimestamp(timestamp).strftime("%H:%M:%S")
+    try:
+        return datetime.fromtimestamp(timestamp).strftime("%H:%M:%S")
+    except (OverflowError, ValueError, OSError, TypeError):  # a time no calendar holds
+        return "?"
 
 
 def age(seconds: float | None) -> str:

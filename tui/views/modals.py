@@ -11,9 +11,14 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from qtui.core.display import safe_text
+
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Ask before a destructive action. Enter/y confirms, Esc/n cancels."""
+    """Ask before a destructive action. Enter/y confirms, Esc/n cancels.
+
+    Questions, like every dialog's, are shown as plain text: they carry task ids and names,
+    hostnames and queue names from the cluster, never markup."""
 
     BINDINGS = [Binding("y", "confirm", "Yes"), Binding("n,escape", "cancel", "No")]
 
@@ -23,7 +28,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.question, id="question")
+            yield Label(safe_text(self.question, multiline=True), id="question")
             with Horizontal(id="buttons"):
                 yield Button("Yes", variant="error", id="yes")
                 yield Button("No", variant="primary", id="no")
@@ -54,7 +59,7 @@ class PromptScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.question, id="question")
+            yield Label(safe_text(self.question, multiline=True), id="question")
             yield Input(value=self.value, placeholder=self.placeholder, id="answer")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -76,11 +81,12 @@ class ChoiceScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.question, id="question")
-            yield OptionList(*[Option(c, id=c) for c in self.choices], id="choices")
+            yield Label(safe_text(self.question, multiline=True), id="question")
+            # Options are told apart by position: two workers may send the same hostname.
+            yield OptionList(*[Option(safe_text(c)) for c in self.choices], id="choices")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
+        self.dismiss(self.choices[event.option_index])
 
     def action_cancel(self) -> None:
         self.dismiss(None)

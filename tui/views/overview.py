@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.widgets import DataTable, Footer, Header, Label, Sparkline, Static
+
+from qtui.core.display import printable
 
 from . import format
 from .base import ClusterView
@@ -38,11 +40,17 @@ class OverviewScreen(ClusterView):
     def refresh_view(self) -> None:
         model = self.console.model
         online = sum(w.alive for w in model.workers.values())
-        status = ("[green]connected[/]" if model.connected
-                  else f"[red]{escape(model.error or 'connecting…')}[/]")
-        self.query_one("#summary", Static).update(
-            f"Workers: [b]{online}[/b] online, [b]{len(model.workers) - online}[/b] offline · "
-            f"Tasks in memory: [b]{len(model.tasks)}[/b] · Events: {model.events_seen} · {status}")
+        status = (("connected", "green") if model.connected
+                  else (printable(model.error or "connecting…"), "red"))
+        summary = Content.assemble(
+            "Workers: ", (str(online), "bold"), " online, ",
+            (str(len(model.workers) - online), "bold"), " offline · Tasks in memory: ",
+            (str(len(model.tasks)), "bold"), f" · Events: {model.events_seen} · ", status)
+        if model.bad_events:
+            summary = summary.append_text(printable(
+                f" · {model.bad_events} bad event(s) skipped (last: {model.last_bad_event})"),
+                "yellow")
+        self.query_one("#summary", Static).update(summary)
         for state in SPARK_STATES:
             series = model.throughput.series.get(state) or []
             self.query_one(f"#spark-{state}", Sparkline).data = series

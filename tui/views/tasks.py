@@ -9,6 +9,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static, Tab, Tabs
 
+from qtui.core.display import safe_text
+
 from .. import query
 from ..actions import SIGNALS
 from ..rows import TaskRow
@@ -117,10 +119,10 @@ class TasksScreen(ClusterView):
         first = self.page * PAGE_SIZE
         shown = (f"{first + 1}-{first + len(rows)} of {matched} (page {self.page + 1}; "
                  "[ ] turn pages)" if matched > len(rows) else f"{matched}")
-        self.query_one("#status", Static).update(
+        self.query_one("#status", Static).update(safe_text(
             f"{shown} task(s) · {len(self.console.model.tasks)} in memory · "
             f"sorted by {self.sort_column} {arrow}"
-            + (f" · filter: {self.filter_text}" if self.filter_text else ""))
+            + (f" · filter: {self.filter_text}" if self.filter_text else "")))
 
     def _update_table(self, table: DataTable[object], rows: list[TaskRow]) -> None:
         """Change only what changed: remove rows that left, add those that came, rewrite those

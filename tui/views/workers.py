@@ -14,6 +14,9 @@ COLUMNS = ("Worker", "Status", "Heartbeat", "Pool", "Conc", "Active", "Processed
 
 class WorkersScreen(TableView):
     TABLE, COLUMNS, NOUN = "workers", COLUMNS, "worker"
+    # Rebuilt whole on each redraw: up to console_max_workers rows (1,000 take ~0.2 s here), so
+    # under a flood of made-up workers it redraws at most once a second and keys stay free.
+    min_interval = 1.0
     BINDINGS = [
         Binding("enter", "drill", "Details", show=True),
         Binding("plus,equals_sign", "grow", "Pool +1"),
