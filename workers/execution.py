@@ -33,6 +33,7 @@ from qtui.core.exceptions import (
 )
 from qtui.core.protocol import TaskMessage, saferepr
 
+from . import canvas
 from .redelivery import TRANSIENT_HEADERS
 
 if TYPE_CHECKING:
@@ -225,6 +226,7 @@ def _finish(app: App, item: WorkItem, store: bool, state: str, value: Any, start
         outcome.result = _safe_repr(value)
     if store:
         outcome.dead_letter = store_state(app, item.message, value, state, trace)
+    canvas.after_outcome(app, item.message, outcome, value)
     return outcome
 
 

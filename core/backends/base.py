@@ -213,6 +213,16 @@ class ResultBackend(ABC):
     def forget(self, task_id: str) -> None:
         self._delete(task_id)
 
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        """Record how many header results a chord waits for (before its last part is sent)."""
+        raise exceptions.CanvasError(f"the result backend {self.url.partition(':')[0]}:// "
+                                     "cannot join a chord's header; use Redis")
+
+    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any) -> None:
+        """Count one finished header task of a chord; the last one sends the body."""
+        raise exceptions.CanvasError(f"the result backend {self.url.partition(':')[0]}:// "
+                                     "cannot join a chord's header; use Redis")
+
     def on_task_call(self, message: TaskMessage) -> None:
         """Called before a task is sent (rpc:// sets ``reply_to`` here)."""
 
