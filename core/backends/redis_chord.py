@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 from kombu.serialization import loads
 
-from .. import states
 from ..exceptions import ChordError
-from .base import exception_from_meta, exception_to_meta
+from .base import exception_to_meta
+from .chord import fail_body, header_results, send_body
 
 if TYPE_CHECKING:
     from ..protocol import TaskMessage
@@ -131,8 +131,6 @@ class RedisChordJoin:
         self.client.set(group_key(group_id, ".s"), size, ex=self.expires or None)
 
     def on_chord_part_return(self, message: TaskMessage, state: str, result: Any) -> None:
-        from ..canvas import apply
-
         group_id, task_id = message.group, message.id
         if not group_id or not task_id:
             return
@@ -153,30 +151,25 @@ class RedisChordJoin:
             logger.error("Chord %s: its header was saved as a nested GroupResult, which qtui's "
                          "worker cannot join; its body is left to expire", group_id)
             return
-        body = message.chord
+        raws = self.client.zrange(keys[".j"], 0, -1)
         try:
-            results = [self._unpack(raw) for raw in self.client.zrange(keys[".j"], 0, -1)]
+            results = header_results(self._unpack(raw) for raw in raws)
         except ChordError as exc:
-            logger.error("Chord %s failed: %s", group_id, exc)
-            body_id = (body.get("options") or {}).get("task_id") if isinstance(body, dict) else None
-            if body_id:
-                self.backend.store_result(body_id, exc, states.FAILURE)
+            fail_body(self.backend, message, exc)
             self.client.delete(keys[".s"])
             return
         if not self._extend(keys=[keys[".c"], keys[".s"]], args=[token, PUBLISH_EXPIRES]):
             logger.warning("Chord %s: body not sent, another worker holds the claim", group_id)
             return
         try:
-            apply(self.backend.app, body, (results,))
+            send_body(self.backend, message, results)
         finally:
             if not self._cleanup(keys=[keys[".c"], keys[".j"], keys[".t"], keys[".s"], keys[".d"]],
                                  args=[token, DONE_EXPIRES]):
                 logger.warning("Chord %s: claim lost before cleanup; its keys are left to expire",
                                group_id)
 
-    def _unpack(self, raw: bytes) -> Any:
+    def _unpack(self, raw: bytes) -> tuple[str, str, Any]:
         _, task_id, state, value = loads(raw, self.backend.content_type, "utf-8",
                                          accept=self.backend.accept)
-        if state in states.PROPAGATE_STATES:
-            raise ChordError(f"Dependency {task_id} raised {exception_from_meta(value)!r}")
-        return value
+        return task_id, state, value
