@@ -120,12 +120,17 @@ def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
         tasks, group_id = _tasks_of(header_sig), header_sig["options"].get("task_id")
     else:
         tasks, group_id = list(header or ()), None
-    group_id = group_id or str(uuid.uuid4())
+    # A chord's own task_id is its header's group id (as Celery's client freezes it).
+    group_id = group_id or options.pop("task_id", None) or str(uuid.uuid4())
+    options.pop("task_id", None)
     body_sig = signature_of(body)
-    body_id = options.pop("task_id", None) or body_sig["options"].get("task_id") \
-        or str(uuid.uuid4())
+    body_id = body_sig["options"].get("task_id") or str(uuid.uuid4())
     root_id = options.get("root_id")
     body_sig["options"].update(task_id=body_id, group_id=group_id)
+    # What follows the chord in a chain, and its links, belong to the body (Celery's chord.run).
+    for key in ("chain", "link", "link_error"):
+        if options.get(key):
+            body_sig["options"][key] = options.pop(key)
     if root_id:
         body_sig["options"]["root_id"] = root_id
     if not tasks:
@@ -146,3 +151,202 @@ def _inherited(options: Mapping[str, Any]) -> dict[str, Any]:
     """What a group or chain hands down to its parts (not its own id or canvas fields)."""
     return {k: v for k, v in options.items()
             if k not in ("task_id", "group_id", "group_index", "chain", "chord")}
+
+
+class Signature(dict):
+    """One task call to make later (Celery's ``signature``): a dict in Celery's layout, so it
+    travels in messages as it is. ``add.s(2)`` is mutable (a chain or link puts the previous
+    result first), ``add.si(2, 2)`` immutable."""
+
+    def __init__(self, task: Any, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+                 options: Mapping[str, Any] | None = None, subtask_type: str | None = None,
+                 immutable: bool = False, app: App | None = None) -> None:
+        name = task if isinstance(task, str) else task.name
+        super().__init__(task=name, args=tuple(args or ()), kwargs=dict(kwargs or {}),
+                         options=dict(options or {}), subtask_type=subtask_type,
+                         immutable=bool(immutable), chord_size=None)
+        self._app = app if app is not None or isinstance(task, str) else task.app
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any], app: App | None = None) -> Signature:
+        """A signature (or chain, group, chord) from its dict, as a message carries it."""
+        sig = signature_of(value)
+        kind = sig.get("subtask_type")
+        if kind == "chain":
+            return chain(*_tasks_of(sig), app=app, **sig["options"])
+        if kind == "group":
+            return group(_tasks_of(sig), app=app, **sig["options"])
+        if kind == "chord":
+            return chord(sig["kwargs"]["header"], sig["kwargs"]["body"], app=app,
+                         **sig["options"])
+        return cls(sig["task"], sig["args"], sig["kwargs"], sig["options"], kind,
+                   bool(sig.get("immutable")), app or getattr(value, "_app", None))
+
+    @property
+    def app(self) -> App:
+        if self._app is None:
+            from .app import current_app
+            self._app = current_app()
+        return self._app
+
+    name = property(lambda self: self["task"])
+    args = property(lambda self: self["args"])
+    kwargs = property(lambda self: self["kwargs"])
+    options = property(lambda self: self["options"])
+    immutable = property(lambda self: self["immutable"])
+    id = property(lambda self: self["options"].get("task_id"))
+
+    def clone(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Signature:
+        """A copy with ``args`` put first (unless immutable), ``kwargs`` and ``options`` added."""
+        copy = Signature.from_dict(self, app=self._app)
+        if not self.immutable:
+            copy["args"] = tuple(args or ()) + tuple(self.args)
+            copy["kwargs"] = {**self.kwargs, **(kwargs or {})}
+        copy["options"].update(options)
+        return copy
+
+    def set(self, **options: Any) -> Signature:
+        self["options"].update(options)
+        return self
+
+    def set_immutable(self, immutable: bool) -> None:
+        self["immutable"] = bool(immutable)
+
+    def link(self, callback: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Run ``callback`` with this task's result after it succeeds."""
+        self["options"].setdefault("link", []).append(callback)
+        return callback
+
+    def link_error(self, errback: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Call ``errback`` when this task fails (see the README's Canvas section)."""
+        self["options"].setdefault("link_error", []).append(errback)
+        return errback
+
+    def freeze(self, task_id: str | None = None, **options: Any) -> Any:
+        """Fix the id this will run under (and ``options``); returns its result handle."""
+        from .result import AsyncResult
+
+        self["options"].update(options)
+        self["options"]["task_id"] = task_id or self.id or str(uuid.uuid4())
+        return AsyncResult(self.id, app=self.app, task_name=self.name)
+
+    def apply_async(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+                    **options: Any) -> Any:
+        """Send it; returns the result handle (a chain's last step, a group's GroupResult, a
+        chord's body)."""
+        sig = Signature.from_dict(self, app=self._app)
+        result = sig.freeze(options.pop("task_id", None))
+        apply(sig.app, sig, tuple(args or ()), kwargs, **options)
+        return result
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def __or__(self, other: Any) -> Signature:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return chain(self, other, app=self._app)
+
+    def __repr__(self) -> str:
+        mark = "si" if self.immutable else "s"
+        return f"{self.name}.{mark}{tuple(self.args)!r}"
+
+
+class chain(Signature):  # noqa: N801 - Celery's name
+    """Steps run one after the other, each getting the previous result (``a | b | c``). A group
+    followed by a step becomes a chord, as Celery's client makes it."""
+
+    def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
+        if len(tasks) == 1 and isinstance(tasks[0], (list, tuple)):
+            tasks = tuple(tasks[0])
+        steps: list[Signature] = []
+        for task in tasks:
+            step = Signature.from_dict(task, app)
+            if step["subtask_type"] == "chain":
+                steps.extend(Signature.from_dict(t, app) for t in _tasks_of(step))
+            elif steps and steps[-1]["subtask_type"] == "group":
+                steps[-1] = chord(steps[-1], step, app=app)
+            else:
+                steps.append(step)
+        first = steps[0] if steps else None
+        super().__init__("celery.chain", (), {"tasks": steps}, options, "chain", False,
+                         app or (first._app if first is not None else None))
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return self["kwargs"]["tasks"]
+
+    def freeze(self, task_id: str | None = None, **options: Any) -> Any:
+        parent = None
+        root_id = self["options"].get("root_id")
+        for index, step in enumerate(self.tasks):
+            if root_id:
+                step["options"]["root_id"] = root_id
+            result = step.freeze(task_id if index == len(self.tasks) - 1 else None)
+            root_id = root_id or step.id
+            if index == 0:
+                step["options"]["root_id"] = root_id
+            result.parent = parent
+            parent = result
+        return parent
+
+    def __or__(self, other: Any) -> Signature:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return chain(*self.tasks, other, app=self._app)
+
+
+class group(Signature):  # noqa: N801 - Celery's name
+    """Tasks run in parallel; ``apply_async`` returns a GroupResult."""
+
+    def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
+        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
+            tasks = tuple(tasks[0])
+        sigs = [Signature.from_dict(t, app) for t in tasks]
+        super().__init__("celery.group", (), {"tasks": sigs}, options, "group", False,
+                         app or (sigs[0]._app if sigs else None))
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return self["kwargs"]["tasks"]
+
+    def freeze(self, task_id: str | None = None, **options: Any) -> Any:
+        from .result import GroupResult
+
+        self["options"].update(options)
+        group_id = self["options"]["task_id"] = task_id or self.id or str(uuid.uuid4())
+        root_id = self["options"].get("root_id")
+        results = []
+        for index, task in enumerate(self.tasks):
+            if root_id:
+                task["options"]["root_id"] = root_id
+            results.append(task.freeze(None, group_id=group_id, group_index=index))
+        return GroupResult(group_id, results, app=self.app)
+
+
+class chord(Signature):  # noqa: N801 - Celery's name
+    """A group (the header) whose results, in order, go to one more task (the body)."""
+
+    def __init__(self, header: Any, body: Any, app: App | None = None, **options: Any) -> None:
+        header_sig = group(_tasks_of(signature_of(header)) if isinstance(header, Mapping)
+                           else header, app=app)
+        body_sig = Signature.from_dict(body, app)
+        super().__init__("celery.chord", (), {"header": header_sig, "body": body_sig,
+                                              "kwargs": {}}, options, "chord", False,
+                         app or body_sig._app)
+
+    def freeze(self, task_id: str | None = None, **options: Any) -> Any:
+        header, body = self["kwargs"]["header"], self["kwargs"]["body"]
+        header_result = header.freeze()
+        result = body.freeze(task_id)
+        self["options"]["task_id"] = header.id  # Celery's layout: the chord's id is its group's
+        result.parent = header_result
+        return result
+
+
+def signature(value: Any, *args: Any, app: App | None = None, **kwargs: Any) -> Signature:
+    """A signature from a task name or a signature dict (Celery's ``signature``)."""
+    if isinstance(value, Mapping):
+        return Signature.from_dict(value, app)
+    return Signature(value, args, kwargs, app=app)

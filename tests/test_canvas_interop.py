@@ -300,3 +300,11 @@ def test_a_chord_split_between_a_celery_and_a_qtui_worker_runs_its_body_once(tmp
             assert [r["values"] for r in setup.records("body")] == [expected]
     finally:
         setup.cleanup()
+
+
+@pytest.mark.timeout(90)
+def test_a_celery_chain_through_a_group_joins_as_a_chord_on_a_qtui_worker(on_redis):
+    setup, client = on_redis
+    add, mul, collect = (client.tasks[f"tasks.{n}"] for n in ("add", "mul", "collect"))
+    result = celery.chain(add.s(1, 1), celery.group(add.s(1), mul.s(3)), collect.s()).delay()
+    assert result.get(timeout=30) == [3, 6]

@@ -64,6 +64,15 @@ class RedisBackend(ResultBackend):
     def _delete(self, task_id: str) -> None:
         self.client.delete(self.key(task_id))
 
+    def _set_group(self, key: str, payload: bytes | None) -> None:
+        if payload is None:
+            self.client.delete(key)
+        else:
+            self.client.set(key, payload, ex=max(1, int(self.expires)) if self.expires else None)
+
+    def _get_group(self, key: str) -> bytes | None:
+        return self.client.get(key)
+
     @cached_property
     def _chords(self) -> RedisChordJoin:
         return RedisChordJoin(self)

@@ -18,7 +18,7 @@ import redis
 from kombu.serialization import loads
 
 from ..exceptions import ChordError
-from .base import exception_to_meta
+from .base import GROUP_PREFIX, exception_to_meta
 from .chord import fail_body, header_results, send_body
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("qtui.backend")
 
-GROUP_PREFIX = "celery-taskset-meta-"
 #: Seconds one worker holds the right to send the body (Celery: twice the join timeout, >= 5).
 CLAIM_EXPIRES = 6
 #: Seconds the claim is extended by while the body is being sent.

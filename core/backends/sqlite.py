@@ -105,6 +105,15 @@ class SQLiteBackend(ResultBackend):
     def _wait(self, task_id: str, timeout: float | None, interval: float) -> dict[str, Any]:
         return super()._wait(task_id, timeout, min(interval, POLL_INTERVAL))
 
+    def _set_group(self, key: str, payload: bytes | None) -> None:
+        if payload is None:
+            self._delete(key)
+        else:
+            self._set(key, payload, {}, None)
+
+    def _get_group(self, key: str) -> bytes | None:
+        return self._get(key)
+
     @cached_property
     def _chords(self) -> SQLiteChordJoin:
         return SQLiteChordJoin(self)
