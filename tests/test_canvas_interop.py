@@ -132,7 +132,7 @@ class Cluster:
             url, backend = broker_urls(broker, directory)
             setup = Setup(directory, f"qc-{uuid.uuid4().hex[:10]}", url, backend)
             write_module(directory, "tasks", QTUI_TASKS)
-            worker = setup.worker("-P", "threads", "-c", "4")
+            worker = setup.worker("-P", "prefork", "-c", "2")
             self.stack.append((setup, worker))
             process = worker.__enter__()
             self.started[broker] = (setup, process)
