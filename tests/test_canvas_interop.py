@@ -308,3 +308,12 @@ def test_a_celery_chain_through_a_group_joins_as_a_chord_on_a_qtui_worker(on_red
     add, mul, collect = (client.tasks[f"tasks.{n}"] for n in ("add", "mul", "collect"))
     result = celery.chain(add.s(1, 1), celery.group(add.s(1), mul.s(3)), collect.s()).delay()
     assert result.get(timeout=30) == [3, 6]
+
+
+@pytest.mark.timeout(90)
+def test_a_failed_step_before_a_chord_fails_the_chord_body(on_redis):
+    setup, client = on_redis
+    fail, add, collect = (client.tasks[f"tasks.{n}"] for n in ("fail", "add", "collect"))
+    result = celery.chain(fail.si("early"), celery.group(add.s(1), add.s(2)), collect.s()).delay()
+    assert wait_for(lambda: result.state == states.FAILURE, timeout=30)
+    assert "early" in str(result.result)

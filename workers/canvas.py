@@ -86,8 +86,13 @@ def _callbacks(app: App, callbacks: list[Any], value: Any, parent: dict[str, Any
 
 def _fail_chain(app: App, chain: list[Any], exc: Any, traceback: str | None) -> None:
     """The steps that will never run are stored as failed, so waiting on the chain ends."""
-    for step in chain:
-        task_id = signature_of(step)["options"].get("task_id")
+    steps = list(chain)
+    while steps:
+        sig = signature_of(steps.pop())
+        if sig.get("subtask_type") == "chord":  # it completes when its body does
+            steps.append(sig["kwargs"].get("body"))
+            continue
+        task_id = sig["options"].get("task_id")
         if task_id:
             app.backend.store_result(task_id, exc, states.FAILURE, traceback=traceback)
 
