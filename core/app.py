@@ -19,7 +19,7 @@ from kombu import Connection, Producer
 from kombu.exceptions import EncodeError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from . import brokers, config
+from . import brokers, builtins, config
 from .brokers import redis as redis_broker
 from .backends import ResultBackend, backend_for
 from .config import Conf
@@ -81,6 +81,7 @@ class App:
         self.conf.update({k: v for k, v in explicit.items() if v is not None}, source=f"App({main!r})")
         if settings:
             self.conf.update(settings, source=f"App({main!r})")
+        builtins.register(self)
         _apps.append(weakref.ref(self))
 
     # configuration -----------------------------------------------------------------------

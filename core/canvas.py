@@ -55,8 +55,10 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
     else:
         args, kwargs = sig["args"], sig["kwargs"]
     merged = {**sig["options"], **options}
-    if kind is None:
+    if kind in (None, "xmap", "xstarmap"):  # a map is one task: celery.map or celery.starmap
         return _apply_task(app, sig["task"], args, kwargs, merged)
+    if kind == "chunks":
+        return _apply_group(app, _chunks_group(sig), (), merged)
     if kind == "group":
         return _apply_group(app, sig, args if not sig.get("immutable") else (), merged)
     if kind == "chain":
@@ -64,7 +66,7 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
     if kind == "chord":
         return _apply_chord(app, sig, args if not sig.get("immutable") else (), merged)
     raise CanvasError(f"a {kind!r} signature ({sig['task']}) cannot be applied by qtui; "
-                      "supported: a task, group, chain, chord")
+                      "supported: a task, group, chain, chord, map, starmap, chunks")
 
 
 def _apply_task(app: App, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
@@ -77,6 +79,22 @@ def _apply_task(app: App, name: str, args: tuple[Any, ...], kwargs: Mapping[str,
     send.setdefault("task_id", str(uuid.uuid4()))
     app.send_task(name, list(args), dict(kwargs), **send)
     return str(send["task_id"])
+
+
+def _chunks_group(sig: Mapping[str, Any]) -> dict[str, Any]:
+    """Celery's ``chunks.group()``: ``it`` cut in parts of ``n``, each part one starmap task."""
+    task, it, n = (sig["kwargs"].get(k) for k in ("task", "it", "n"))
+    if not isinstance(n, int) or n < 1 or not isinstance(it, (list, tuple)):
+        raise CanvasError(f"chunks needs a list 'it' and a size n >= 1: {sig!r:.200}")
+    parts = [list(it[i:i + n]) for i in range(0, len(it), n)]
+    return {"task": "celery.group", "subtask_type": "group", "args": (), "options": {},
+            "kwargs": {"tasks": [_map_signature("celery.starmap", "xstarmap", task, part)
+                                 for part in parts]}}
+
+
+def _map_signature(name: str, kind: str, task: Any, it: Any) -> dict[str, Any]:
+    return {"task": name, "subtask_type": kind, "args": (), "immutable": True, "options": {},
+            "kwargs": {"task": task, "it": list(it)}}
 
 
 def _tasks_of(sig: Mapping[str, Any]) -> list[Any]:
@@ -179,6 +197,9 @@ class Signature(dict):
         if kind == "chord":
             return chord(sig["kwargs"]["header"], sig["kwargs"]["body"], app=app,
                          **sig["options"])
+        if kind == "chunks":
+            return chunks(signature_of(sig["kwargs"]["task"]), sig["kwargs"]["it"],
+                          sig["kwargs"]["n"], app=app, **sig["options"])
         return cls(sig["task"], sig["args"], sig["kwargs"], sig["options"], kind,
                    bool(sig.get("immutable")), app or getattr(value, "_app", None))
 
@@ -350,3 +371,33 @@ def signature(value: Any, *args: Any, app: App | None = None, **kwargs: Any) -> 
     if isinstance(value, Mapping):
         return Signature.from_dict(value, app)
     return Signature(value, args, kwargs, app=app)
+
+
+def xmap(task: Signature, it: Any) -> Signature:
+    """One task that calls ``task`` on each item in turn (Celery's ``task.map(it)``)."""
+    return Signature.from_dict(_map_signature("celery.map", "xmap", task, it), task._app)
+
+
+def xstarmap(task: Signature, it: Any) -> Signature:
+    """One task that calls ``task(*item)`` for each item (Celery's ``task.starmap(it)``)."""
+    return Signature.from_dict(_map_signature("celery.starmap", "xstarmap", task, it), task._app)
+
+
+class chunks(Signature):  # noqa: N801 - Celery's name
+    """``it`` cut in parts of ``n`` items, each part one starmap task, run as a group."""
+
+    def __init__(self, task: Signature, it: Any, n: int, app: App | None = None,
+                 **options: Any) -> None:
+        super().__init__("celery.chunks", (), {"task": task, "it": list(it), "n": n}, options,
+                         "chunks", True, app or task._app)
+
+    def group(self) -> group:
+        return group(_tasks_of(_chunks_group(self)), app=self._app, **self.options)
+
+    def freeze(self, task_id: str | None = None, **options: Any) -> Any:
+        raise CanvasError("freeze the chunks' group instead: chunks(...).group().freeze()")
+
+    def apply_async(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+                    **options: Any) -> Any:
+        """A GroupResult whose results are each part's list."""
+        return self.group().apply_async(args, kwargs, **options)

@@ -242,6 +242,21 @@ class Task:
         """An immutable signature: it ignores the previous result."""
         return self.signature(args, kwargs, immutable=True)
 
+    def map(self, it: Any) -> Signature:
+        """One task calling this one on each item of ``it``, in the worker, in turn."""
+        from .canvas import xmap
+        return xmap(self.s(), it)
+
+    def starmap(self, it: Any) -> Signature:
+        """One task calling this one with each item of ``it`` as its arguments."""
+        from .canvas import xstarmap
+        return xstarmap(self.s(), it)
+
+    def chunks(self, it: Any, n: int) -> Signature:
+        """``it`` (argument tuples) cut in parts of ``n``, each part a starmap task, as a group."""
+        from .canvas import chunks
+        return chunks(self.s(), it, n)
+
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         from .result import AsyncResult
         return AsyncResult(task_id, app=self.app, task_name=self.name)

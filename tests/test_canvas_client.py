@@ -171,3 +171,12 @@ def test_a_chord_joins_natively_on_the_embedded_broker_and_sqlite_results(tmp_pa
     finally:
         app.close()
         setup.cleanup()
+
+
+@pytest.mark.timeout(60)
+def test_map_starmap_and_chunks_run_as_celery_runs_them(client):
+    _setup, _app, t = client
+    assert t["add"].starmap([(1, 2), (3, 4)]).delay().get(timeout=30) == [3, 7]
+    assert t["part"].map([1, 2, 3]).delay().get(timeout=30) == [10, 20, 30]
+    result = t["add"].chunks([(i, i) for i in range(5)], 2).apply_async()
+    assert result.get(timeout=30) == [[0, 2], [4, 6], [8]]

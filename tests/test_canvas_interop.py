@@ -317,3 +317,12 @@ def test_a_failed_step_before_a_chord_fails_the_chord_body(on_redis):
     result = celery.chain(fail.si("early"), celery.group(add.s(1), add.s(2)), collect.s()).delay()
     assert wait_for(lambda: result.state == states.FAILURE, timeout=30)
     assert "early" in str(result.result)
+
+
+@pytest.mark.timeout(90)
+def test_celery_chunks_and_starmap_run_on_a_qtui_worker(on_redis):
+    setup, client = on_redis
+    add = client.tasks["tasks.add"]
+    assert add.starmap([(1, 2), (3, 4)]).delay().get(timeout=30) == [3, 7]
+    assert add.chunks([(i, i) for i in range(5)], 2).delay().get(timeout=30) == [[0, 2], [4, 6],
+                                                                                    [8]]
