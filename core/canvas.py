@@ -250,6 +250,9 @@ class Signature(dict):
 
         self["options"].update(options)
         self["options"]["task_id"] = task_id or self.id or str(uuid.uuid4())
+        reply_to = self.app.backend.reply_to()
+        if reply_to and "reply_to" not in self["options"]:  # rpc://: results come back here
+            self["options"]["reply_to"] = reply_to
         return AsyncResult(self.id, app=self.app, task_name=self.name)
 
     def apply_async(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,

@@ -180,3 +180,25 @@ def test_map_starmap_and_chunks_run_as_celery_runs_them(client):
     assert t["part"].map([1, 2, 3]).delay().get(timeout=30) == [10, 20, 30]
     result = t["add"].chunks([(i, i) for i in range(5)], 2).apply_async()
     assert result.get(timeout=30) == [[0, 2], [4, 6], [8]]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["celery", "qtui"])
+def test_a_chain_and_a_group_come_back_over_rpc(kind, tmp_path, unique):
+    url, backend = broker_urls("rabbitmq", tmp_path)
+    setup = Setup(tmp_path, f"qr-{unique}", url, backend)
+    write_module(tmp_path, "tasks", QTUI_TASKS)
+    write_module(tmp_path, "ctasks", CELERY_TASKS.format(
+        broker=url, backend=backend, queue=setup.queue, records=REDIS_URL))
+    app = App("tasks", broker=url, backend=backend, task_default_queue=setup.queue)
+    add = app.task(name="tasks.add")(lambda x, y: x + y)
+    mul = app.task(name="tasks.mul")(lambda x, y: x * y)
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(celery_worker(tmp_path, "ctasks", setup.queue) if kind == "celery"
+                                else setup.worker("-P", "threads", "-c", "2"))
+            assert (add.s(1, 2) | mul.s(4) | add.si(1, 1)).delay().get(timeout=30) == 2
+            assert group(add.s(i, i) for i in range(3)).delay().get(timeout=30) == [0, 2, 4]
+    finally:
+        app.close()
+        setup.cleanup()

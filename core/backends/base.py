@@ -257,6 +257,11 @@ class ResultBackend(ABC):
             f"the result backend {self.url.partition(':')[0]}:// cannot save a group's "
             "results; use Redis or SQLite")
 
+    def reply_to(self) -> str | None:
+        """Where results of tasks sent later on this client's behalf (the steps of a chain)
+        must go; None when results are stored, not sent back."""
+        return None
+
     def on_task_call(self, message: TaskMessage) -> None:
         """Called before a task is sent (rpc:// sets ``reply_to`` here)."""
 
