@@ -60,11 +60,11 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
     if kind == "chunks":
         return _apply_group(app, _chunks_group(sig), (), merged)
     if kind == "group":
-        return _apply_group(app, sig, args if not sig.get("immutable") else (), merged)
+        return _apply_group(app, sig, args, merged)
     if kind == "chain":
-        return _apply_chain(app, sig, args if not sig.get("immutable") else (), merged)
+        return _apply_chain(app, sig, args, merged)
     if kind == "chord":
-        return _apply_chord(app, sig, args if not sig.get("immutable") else (), merged)
+        return _apply_chord(app, sig, args, merged)
     raise CanvasError(f"a {kind!r} signature ({sig['task']}) cannot be applied by qtui; "
                       "supported: a task, group, chain, chord, map, starmap, chunks")
 
@@ -115,15 +115,23 @@ def _apply_group(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
 
 def _apply_chain(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
                  options: dict[str, Any]) -> str:
-    """The first step now; the rest travels reversed in its message's ``chain`` field."""
-    tasks = _tasks_of(sig)
+    """The first step now; the rest travels reversed in its message's ``chain`` field, ahead
+    of what an enclosing chain still has to run. ``link`` goes to the last step, ``link_error``
+    to every step."""
+    tasks = [signature_of(t) for t in _tasks_of(sig)]
     if not tasks:
         raise CanvasError("an empty chain cannot be applied")
-    rest = [signature_of(t) for t in reversed(tasks[1:])]
-    if any(t.get("subtask_type") == "group" for t in rest[1:]):
+    if any(t.get("subtask_type") == "group" for t in tasks[:-1]):
         raise CanvasError("a chain with a group before its last step must be sent as a chord "
                           "(Celery's client does this); qtui's worker does not rewrite it")
-    return apply(app, tasks[0], args, chain=rest or None, **_inherited(options))
+    if options.get("link"):
+        tasks[-1]["options"]["link"] = options["link"]
+    if options.get("link_error"):
+        for task in tasks:
+            task["options"]["link_error"] = options["link_error"]
+    rest = list(options.get("chain") or []) + tasks[:0:-1]
+    inherited = {k: v for k, v in _inherited(options).items() if k not in ("link", "link_error")}
+    return apply(app, tasks[0], args, chain=rest or None, **inherited)
 
 
 def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],

@@ -163,7 +163,7 @@ def on_any(request, cluster) -> tuple[Setup, Any]:
 
 @pytest.fixture
 def on_redis(cluster) -> tuple[Setup, Any]:
-    setup, process = cluster.get("redis")
+    setup, _process = cluster.get("redis")
     return setup, celery_client(setup)
 
 
@@ -326,3 +326,13 @@ def test_celery_chunks_and_starmap_run_on_a_qtui_worker(on_redis):
     assert add.starmap([(1, 2), (3, 4)]).delay().get(timeout=30) == [3, 7]
     assert add.chunks([(i, i) for i in range(5)], 2).delay().get(timeout=30) == [[0, 2], [4, 6],
                                                                                     [8]]
+
+
+@pytest.mark.timeout(90)
+def test_a_chain_as_a_link_runs_every_step(on_redis):
+    setup, client = on_redis
+    add, mul = client.tasks["tasks.add"], client.tasks["tasks.mul"]
+    callback = celery.chain(add.s(1), mul.s(10))
+    last = callback.freeze()
+    add.apply_async((1, 1), link=callback)
+    assert last.get(timeout=30) == 30
