@@ -155,12 +155,13 @@ class GroupResult:
     """The results of a group's tasks, as Celery's ``GroupResult``; ``save`` and ``restore``
     use Celery's ``celery-taskset-meta-<id>`` record, so either side can restore it."""
 
-    def __init__(self, id: str, results: list[AsyncResult], app: App | None = None) -> None:
+    def __init__(self, id: str, results: list[Any], app: App | None = None) -> None:
         if app is None:
             from .app import current_app
             app = current_app()
         self.id = id
-        self.results = list(results)
+        self.results: list[Any] = list(results)
+        """AsyncResults, or GroupResults for a group of groups."""
         self.app = app
         self.parent: AsyncResult | GroupResult | None = None
 
@@ -213,7 +214,8 @@ class GroupResult:
             from .app import current_app
             app = current_app()
         stored = app.backend.restore_group(id)
-        return None if stored is None else result_from_tuple(stored, app)  # type: ignore[return-value]
+        restored = None if stored is None else result_from_tuple(stored, app)
+        return restored if isinstance(restored, GroupResult) else None
 
     def as_tuple(self) -> Any:
         return [[self.id, self.parent.as_tuple() if self.parent else None],
@@ -237,7 +239,8 @@ def result_from_tuple(value: Any, app: App) -> AsyncResult | GroupResult:
     (id_, parent), nodes = value
     result: AsyncResult | GroupResult
     if nodes is not None:
-        result = GroupResult(id_, [result_from_tuple(n, app) for n in nodes], app=app)  # type: ignore[misc]
+        result = GroupResult(id_, [], app=app)
+        result.results = [result_from_tuple(n, app) for n in nodes]
     else:
         result = AsyncResult(id_, app=app)
     if parent:

@@ -1,6 +1,6 @@
-"""The SQLite result store joins a chord's header natively: each part counts once, the part
-that completes the header sends the body once with the results in header order, and a failed
-part fails the body."""
+"""Both chord joins -- the SQLite store's native one and Redis in Celery's layout -- count each
+part once (a redelivered part too), send the body once from the part that completes the
+header with the results in header order, and fail the body when a part failed."""
 
 from __future__ import annotations
 
@@ -23,12 +23,15 @@ def part(group_id: str, index: int, body: dict[str, Any]) -> TaskMessage:
                        group_index=index, chord=body)
 
 
-@pytest.fixture
-def apps(tmp_path, unique):
-    """Two apps (two workers) on one memory broker and one SQLite result store."""
+@pytest.fixture(params=["sqlite", "redis"])
+def apps(request, tmp_path, unique):
+    """Two apps (two workers) on one memory broker and one result store."""
     url = f"memory://{unique}"
-    made = [App("w", broker=url, backend=f"sqlite://{tmp_path}/results.sqlite",
-                task_default_queue=unique) for _ in range(2)]
+    if request.param == "redis":
+        backend = request.getfixturevalue("redis_url")
+    else:
+        backend = f"sqlite://{tmp_path}/results.sqlite"
+    made = [App("w", broker=url, backend=backend, task_default_queue=unique) for _ in range(2)]
     yield made
     for app in made:
         app.close()
@@ -44,29 +47,31 @@ def sent(app: App) -> list[TaskMessage]:
     return found
 
 
-def test_the_last_part_sends_the_body_once_with_results_in_header_order(apps):
+def test_the_last_part_sends_the_body_once_with_results_in_header_order(apps, unique):
     first, second = apps
-    body = body_of("g1", "body-1")
-    first.backend.set_chord_size("g1", 3)
-    first.backend.on_chord_part_return(part("g1", 2, body), states.SUCCESS, 30)
-    second.backend.on_chord_part_return(part("g1", 0, body), states.SUCCESS, 10)
-    second.backend.on_chord_part_return(part("g1", 0, body), states.SUCCESS, 10)  # redelivered
+    group_id = f"g1-{unique}"
+    body = body_of(group_id, f"body-1-{group_id}")
+    first.backend.set_chord_size(group_id, 3)
+    first.backend.on_chord_part_return(part(group_id, 2, body), states.SUCCESS, 30)
+    second.backend.on_chord_part_return(part(group_id, 0, body), states.SUCCESS, 10)
+    second.backend.on_chord_part_return(part(group_id, 0, body), states.SUCCESS, 10)  # redelivered
     assert sent(first) == []
-    first.backend.on_chord_part_return(part("g1", 1, body), states.SUCCESS, 20)
-    second.backend.on_chord_part_return(part("g1", 1, body), states.SUCCESS, 20)  # late copy
+    first.backend.on_chord_part_return(part(group_id, 1, body), states.SUCCESS, 20)
+    second.backend.on_chord_part_return(part(group_id, 1, body), states.SUCCESS, 20)  # late copy
     messages = sent(first)
-    assert [(m.id, m.task, m.args) for m in messages] == [("body-1", "tasks.collect",
+    assert [(m.id, m.task, m.args) for m in messages] == [(f"body-1-{group_id}", "tasks.collect",
                                                            ([10, 20, 30],))]
 
 
-def test_a_failed_part_fails_the_body_instead_of_sending_it(apps):
+def test_a_failed_part_fails_the_body_instead_of_sending_it(apps, unique):
     first, second = apps
-    body = body_of("g2", "body-2")
-    first.backend.set_chord_size("g2", 2)
-    first.backend.on_chord_part_return(part("g2", 0, body), states.SUCCESS, 1)
-    second.backend.on_chord_part_return(part("g2", 1, body), states.FAILURE, ValueError("bad"))
+    group_id = f"g2-{unique}"
+    body = body_of(group_id, f"body-2-{group_id}")
+    first.backend.set_chord_size(group_id, 2)
+    first.backend.on_chord_part_return(part(group_id, 0, body), states.SUCCESS, 1)
+    second.backend.on_chord_part_return(part(group_id, 1, body), states.FAILURE, ValueError("bad"))
     assert sent(first) == []
-    meta = first.backend.get_task_meta("body-2")
+    meta = first.backend.get_task_meta(f"body-2-{group_id}")
     assert meta["status"] == states.FAILURE
     assert meta["result"]["exc_type"] == "ChordError"
     assert "part-1" in meta["result"]["exc_message"][0]
