@@ -72,6 +72,10 @@ def part(i):
 def collect(values):
     record("body", values=values, by="qtui")
     return values
+
+@app.task(time_limit=1)
+def sleepy():
+    time.sleep(30)
 """
 
 CELERY_TASKS = """
@@ -109,7 +113,7 @@ def celery_client(setup: Setup) -> Any:
     """A Celery app whose task stubs carry the names the qtui worker registers."""
     client = celery.Celery("client", broker=setup.broker, backend=setup.backend)
     client.conf.task_default_queue = setup.queue
-    for name in ("add", "mul", "fail", "on_error", "on_error_id", "part", "collect"):
+    for name in ("add", "mul", "fail", "on_error", "on_error_id", "part", "collect", "sleepy"):
         client.task(name=f"tasks.{name}", typing=False)(_stub)
     return client
 
@@ -336,3 +340,12 @@ def test_a_chain_as_a_link_runs_every_step(on_redis):
     last = callback.freeze()
     add.apply_async((1, 1), link=callback)
     assert last.get(timeout=30) == 30
+
+
+@pytest.mark.timeout(90)
+def test_a_header_task_killed_at_its_time_limit_fails_the_chord(on_redis):
+    setup, client = on_redis
+    add, sleepy, collect = (client.tasks[f"tasks.{n}"] for n in ("add", "sleepy", "collect"))
+    result = celery.chord([add.s(1, 1), sleepy.si()], collect.s()).delay()
+    assert wait_for(lambda: result.state == states.FAILURE, timeout=30)
+    assert "TimeLimitExceeded" in str(result.result)

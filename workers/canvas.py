@@ -52,6 +52,17 @@ def after_outcome(app: App, message: TaskMessage, outcome: Outcome, value: Any) 
     outcome.dead_letter = reason
 
 
+def after_lost(app: App, message: TaskMessage, state: str, exc: BaseException) -> None:
+    """A task whose process was killed (time limit, terminate, died for good) still ends its
+    chord part, its chain and its errbacks, as Celery's ``mark_as_failure`` does."""
+    if not (message.callbacks or message.errbacks or message.chain or message.chord):
+        return
+    try:
+        follow(app, message, state, exc, None)
+    except Exception as error:  # CanvasError, or the broker or backend refusing: say so
+        logger.error("Task %s[%s] cannot follow its canvas: %s", message.task, message.id, error)
+
+
 def follow(app: App, message: TaskMessage, state: str, value: Any,
            traceback: str | None) -> None:
     """Send what comes after this outcome (see the module's docstring)."""
