@@ -5,6 +5,8 @@ A signature is Celery's dict ``{"task", "args", "kwargs", "options", "subtask_ty
 ``"chain"`` or ``"chord"``. A worker applies what a finished task carries (link, link_error, the
 rest of a chain, a chord body) with :func:`apply`, the way ``Signature.apply_async`` does in
 ``celery/canvas.py``, so the next message is the one a Celery worker would have sent.
+The client's :class:`Signature`, :class:`chain`, :class:`group`, :class:`chord`, ``xmap``,
+``xstarmap`` and :class:`chunks` build the same dicts and freeze ids where Celery's client does.
 """
 
 from __future__ import annotations
