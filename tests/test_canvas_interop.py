@@ -236,8 +236,9 @@ def test_a_failed_step_fails_the_rest_of_the_chain(on_redis):
     result = celery.chain(fail.si("first"), add.s(1), add.s(2)).delay()
     with pytest.raises(Exception, match="first"):
         result.get(timeout=30)
-    assert result.state == states.FAILURE
-    assert result.parent.state == states.FAILURE
+    # get() raises the first step's error as soon as it is stored; the rest follow it.
+    assert wait_for(lambda: result.state == states.FAILURE, timeout=15)
+    assert wait_for(lambda: result.parent.state == states.FAILURE, timeout=15)
 
 
 @pytest.mark.timeout(90)

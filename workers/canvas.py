@@ -29,27 +29,53 @@ if TYPE_CHECKING:
 logger = logging.getLogger("qtui.worker")
 
 
-def after_outcome(app: App, message: TaskMessage, outcome: Outcome, value: Any) -> None:
-    """Follow the message's canvas once its outcome is stored; when that fails, the task
-    fails with the reason (``outcome`` is changed so the worker logs and dead-letters it)."""
-    if not (message.callbacks or message.errbacks or message.chain or message.chord):
+def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) -> Any:
+    """After a success, send the links and the next chain step before the result is stored,
+    as Celery does: a client never sees a success whose continuation was lost. Returns the
+    value to store -- a CanvasError, with ``outcome`` turned into that failure, when the
+    continuation could not be sent."""
+    if outcome.state != states.SUCCESS or not (message.callbacks or message.chain):
+        return value
+    parent = _parent(message)
+    try:
+        _callbacks(app, message.callbacks or [], value, parent)
+        if message.chain:
+            apply(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
+    except Exception as exc:  # CanvasError, or the broker refused the next message
+        return _failed(message, outcome, exc)
+    return value
+
+
+def after_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) -> None:
+    """Once the outcome is stored: count the chord part; after a failure, fail the rest of the
+    chain and call the errbacks. When that fails, the task fails with the reason."""
+    if not (message.errbacks or message.chain or message.chord):
         return
     try:
-        follow(app, message, outcome.state, value, outcome.traceback)
+        _after_store(app, message, outcome.state, value, outcome.traceback)
         return
-    except CanvasError as exc:
-        reason = f"cannot follow its canvas: {exc}"
-    except Exception as exc:  # the broker or the backend refused the next message
-        reason = f"cannot follow its canvas: {type(exc).__name__}: {exc}"
-    logger.error("Task %s[%s] %s", message.task, message.id, reason)
-    error = CanvasError(reason)
+    except Exception as exc:  # CanvasError, or the broker or the backend refused
+        error = _failed(message, outcome, exc)
     try:
         app.backend.store_result(message.id, error, states.FAILURE, request=message)
     except Exception as exc:  # the backend is down: the dead letter still keeps the message
         logger.error("Task %s[%s]: cannot store its failure: %s", message.task, message.id, exc)
+
+
+def _failed(message: TaskMessage, outcome: Outcome, exc: Exception) -> CanvasError:
+    """Turn the outcome into a failure that says why the canvas could not be followed."""
+    detail = str(exc) if isinstance(exc, CanvasError) else f"{type(exc).__name__}: {exc}"
+    reason = f"cannot follow its canvas: {detail}"
+    logger.error("Task %s[%s] %s", message.task, message.id, reason)
+    error = CanvasError(reason)
     outcome.state = states.FAILURE
     outcome.exception = repr(error)
     outcome.dead_letter = reason
+    return error
+
+
+def _parent(message: TaskMessage) -> dict[str, Any]:
+    return {"parent_id": message.id, "root_id": message.root_id or message.id}
 
 
 def after_lost(app: App, message: TaskMessage, state: str, exc: BaseException) -> None:
@@ -65,20 +91,22 @@ def after_lost(app: App, message: TaskMessage, state: str, exc: BaseException) -
 
 def follow(app: App, message: TaskMessage, state: str, value: Any,
            traceback: str | None) -> None:
-    """Send what comes after this outcome (see the module's docstring)."""
-    parent = {"parent_id": message.id, "root_id": message.root_id or message.id}
+    """Everything that comes after an outcome, in Celery's order (see the module docstring)."""
     if state == states.SUCCESS:
+        parent = _parent(message)
         _callbacks(app, message.callbacks or [], value, parent)
         if message.chain:
             apply(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
-        if message.chord:
-            app.backend.on_chord_part_return(message, state, value)
-    elif state in (states.FAILURE, states.REVOKED):
-        if message.chord:
-            app.backend.on_chord_part_return(message, state, value)
-        if state == states.FAILURE:
-            _fail_chain(app, message.chain or [], value, traceback)
-            _errbacks(app, message, value, traceback, parent)
+    _after_store(app, message, state, value, traceback)
+
+
+def _after_store(app: App, message: TaskMessage, state: str, value: Any,
+                 traceback: str | None) -> None:
+    if state in (states.SUCCESS, states.FAILURE, states.REVOKED) and message.chord:
+        app.backend.on_chord_part_return(message, state, value)
+    if state == states.FAILURE:
+        _fail_chain(app, message.chain or [], value, traceback)
+        _errbacks(app, message, value, traceback, _parent(message))
 
 
 def _callbacks(app: App, callbacks: list[Any], value: Any, parent: dict[str, Any]) -> None:
