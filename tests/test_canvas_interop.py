@@ -190,7 +190,7 @@ def test_an_immutable_step_does_not_get_the_previous_result(on_any):
 
 
 @pytest.mark.timeout(90)
-def test_a_link_gets_the_result_with_the_parent_and_root_ids(on_redis):
+def test_a_link_gets_the_result_and_its_parent_id(on_redis):
     setup, client = on_redis
     add, mul = client.tasks["tasks.add"], client.tasks["tasks.mul"]
     callback = mul.s(10)
