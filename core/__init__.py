@@ -15,7 +15,8 @@ from .exceptions import (
     SoftTimeLimitExceeded,
     TimeLimitExceeded,
 )
-from .result import AsyncResult
+from .canvas import Signature, chain, chord, group, signature
+from .result import AsyncResult, GroupResult
 from .task import Task
 
 brokers.register()
@@ -24,5 +25,6 @@ __all__ = [
     "App", "AsyncResult", "Task", "current_app", "states", "ConfigError", "ImproperlyConfigured",
     "MaxRetriesExceededError", "NotRegistered", "ProtocolError", "QtuiError", "Retry",
     "SoftTimeLimitExceeded", "TimeLimitExceeded",
+    "GroupResult", "Signature", "chain", "chord", "group", "signature",
 ]
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ from kombu import Connection, Producer
 from kombu.exceptions import EncodeError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from . import brokers, config
+from . import brokers, builtins, config
 from .brokers import redis as redis_broker
 from .backends import ResultBackend, backend_for
 from .config import Conf
@@ -81,6 +81,7 @@ class App:
         self.conf.update({k: v for k, v in explicit.items() if v is not None}, source=f"App({main!r})")
         if settings:
             self.conf.update(settings, source=f"App({main!r})")
+        builtins.register(self)
         _apps.append(weakref.ref(self))
 
     # configuration -----------------------------------------------------------------------
@@ -241,12 +242,16 @@ class App:
                   serializer: str | None = None, retries: int = 0, root_id: str | None = None,
                   parent_id: str | None = None, group_id: str | None = None,
                   reply_to: str | None = None, task: Task | None = None,
+                  group_index: int | None = None, link: Any = None, link_error: Any = None,
+                  chain: list[Any] | None = None, chord: Any = None,
                   **unknown: Any) -> AsyncResult:
         """Send a task by name (it need not be registered here) and return its AsyncResult.
 
         ``countdown`` (seconds) or ``eta`` (datetime) delay it; ``expires`` (seconds or
         datetime) discards it if not started by then; ``queue``/``exchange``/``routing_key``/
         ``priority`` override routing; ``time_limit``/``soft_time_limit`` bound its run time.
+        ``link``/``link_error`` (signatures), ``chain`` and ``chord`` travel in the body as
+        Celery's canvas fields (see :mod:`qtui.core.canvas`).
         """
         if unknown:
             raise TypeError(f"send_task({name!r}): unknown option(s) {sorted(unknown)}")
@@ -265,9 +270,10 @@ class App:
             eta=resolve_eta(countdown, eta, self.timezone),
             expires=resolve_expires(expires, self.timezone),
             retries=retries, time_limit=time_limit, soft_time_limit=soft_time_limit,
-            root_id=root_id, parent_id=parent_id, group=group_id,
+            root_id=root_id, parent_id=parent_id, group=group_id, group_index=group_index,
             ignore_result=ignore_result, reply_to=reply_to, priority=route.priority,
-            headers=dict(headers or {}),
+            headers=dict(headers or {}), callbacks=_signatures(link),
+            errbacks=_signatures(link_error), chain=list(chain) if chain else None, chord=chord,
         )
         backend = self.backend
         if not ignore_result and not reply_to:
@@ -346,6 +352,13 @@ class App:
 
     def __repr__(self) -> str:
         return f"<App {self.main or '__main__'} broker={config.mask_url(self.broker_url)}>"
+
+
+def _signatures(value: Any) -> list[Any] | None:
+    """``link=`` and ``link_error=`` take one signature or a list of them, as in Celery."""
+    if not value:
+        return None
+    return [dict(sig) for sig in value] if isinstance(value, (list, tuple)) else [dict(value)]
 
 
 def _release(producer: Producer) -> None:

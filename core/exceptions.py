@@ -78,3 +78,12 @@ class WorkerLostError(QtuiError):
 
 class RemoteTaskError(QtuiError):
     """A task failed with an exception type this process does not have; keeps the remote type's name."""
+
+
+class CanvasError(QtuiError):
+    """A canvas field (link, link_error, chain, chord) that cannot be followed: the task fails
+    with this reason rather than dropping the work silently."""
+
+
+class ChordError(QtuiError):
+    """A chord's header task failed, so its body cannot run (Celery's name)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ class AsyncResult:
         self.name = task_name
         self._backend = backend
         self._cache: dict[str, Any] | None = None
+        self.parent: AsyncResult | GroupResult | None = None
+        """The result of the step before this one in a chain (or a chord's header)."""
 
     @property
     def task_id(self) -> str:
@@ -140,5 +143,106 @@ class AsyncResult:
     def __str__(self) -> str:
         return self.id
 
+    def as_tuple(self) -> Any:
+        """Celery's serializable form, as ``GroupResult.save`` stores it."""
+        return [[self.id, self.parent.as_tuple() if self.parent else None], None]
+
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
+
+
+class GroupResult:
+    """The results of a group's tasks, as Celery's ``GroupResult``; ``save`` and ``restore``
+    use Celery's ``celery-taskset-meta-<id>`` record, so either side can restore it."""
+
+    def __init__(self, id: str, results: list[Any], app: App | None = None) -> None:
+        if app is None:
+            from .app import current_app
+            app = current_app()
+        self.id = id
+        self.results: list[Any] = list(results)
+        """AsyncResults, or GroupResults for a group of groups."""
+        self.app = app
+        self.parent: AsyncResult | GroupResult | None = None
+
+    @property
+    def children(self) -> list[AsyncResult]:
+        return self.results
+
+    def ready(self) -> bool:
+        return all(r.ready() for r in self.results)
+
+    def successful(self) -> bool:
+        return all(r.successful() for r in self.results)
+
+    def failed(self) -> bool:
+        return any(r.failed() for r in self.results)
+
+    def completed_count(self) -> int:
+        """How many of the tasks succeeded."""
+        return sum(1 for r in self.results if r.successful())
+
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float = 0.5) -> list[Any]:
+        """Every result, in the group's order; ``timeout`` bounds the whole wait."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for result in self.results:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            values.append(result.get(timeout=remaining, propagate=propagate, interval=interval))
+        return values
+
+    join = get
+
+    def forget(self) -> None:
+        for result in self.results:
+            result.forget()
+        self.app.backend.delete_group(self.id)
+
+    def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
+        for result in self.results:
+            result.revoke(terminate=terminate, signal=signal)
+
+    def save(self) -> GroupResult:
+        self.app.backend.save_group(self.id, self.as_tuple())
+        return self
+
+    @classmethod
+    def restore(cls, id: str, app: App | None = None) -> GroupResult | None:
+        """The saved group, or None when nothing was saved under ``id``."""
+        if app is None:
+            from .app import current_app
+            app = current_app()
+        stored = app.backend.restore_group(id)
+        restored = None if stored is None else result_from_tuple(stored, app)
+        return restored if isinstance(restored, GroupResult) else None
+
+    def as_tuple(self) -> Any:
+        return [[self.id, self.parent.as_tuple() if self.parent else None],
+                [r.as_tuple() for r in self.results]]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Any:
+        return iter(self.results)
+
+    def __getitem__(self, index: int) -> AsyncResult:
+        return self.results[index]
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+def result_from_tuple(value: Any, app: App) -> AsyncResult | GroupResult:
+    """Celery's ``result_from_tuple``: ``[[id, parent], None]`` or ``[[id, parent], [results]]``."""
+    (id_, parent), nodes = value
+    result: AsyncResult | GroupResult
+    if nodes is not None:
+        result = GroupResult(id_, [], app=app)
+        result.results = [result_from_tuple(n, app) for n in nodes]
+    else:
+        result = AsyncResult(id_, app=app)
+    if parent:
+        result.parent = result_from_tuple(parent, app)
+    return result

@@ -21,6 +21,7 @@ from .protocol import TaskMessage
 
 if TYPE_CHECKING:
     from .app import App
+    from .canvas import Signature
     from .result import AsyncResult
 
 T = TypeVar("T")
@@ -225,6 +226,36 @@ class Task:
                 signature = None
             cached = self.__dict__["_run_signature"] = (self.run, signature)
         return cached[1]
+
+    # canvas ---------------------------------------------------------------------------------
+    def signature(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+                  immutable: bool = False, **options: Any) -> Signature:
+        """This task with its arguments, to send later or as part of a chain, group or chord."""
+        from .canvas import Signature
+        return Signature(self, args, kwargs, options, immutable=immutable)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A mutable signature: in a chain or link the previous result goes first."""
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: it ignores the previous result."""
+        return self.signature(args, kwargs, immutable=True)
+
+    def map(self, it: Any) -> Signature:
+        """One task calling this one on each item of ``it``, in the worker, in turn."""
+        from .canvas import xmap
+        return xmap(self.s(), it)
+
+    def starmap(self, it: Any) -> Signature:
+        """One task calling this one with each item of ``it`` as its arguments."""
+        from .canvas import xstarmap
+        return xstarmap(self.s(), it)
+
+    def chunks(self, it: Any, n: int) -> Signature:
+        """``it`` (argument tuples) cut in parts of ``n``, each part a starmap task, as a group."""
+        from .canvas import chunks
+        return chunks(self.s(), it, n)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         from .result import AsyncResult

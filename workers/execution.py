@@ -33,6 +33,7 @@ from qtui.core.exceptions import (
 )
 from qtui.core.protocol import TaskMessage, saferepr
 
+from . import canvas
 from .redelivery import TRANSIENT_HEADERS
 
 if TYPE_CHECKING:
@@ -223,8 +224,11 @@ def _finish(app: App, item: WorkItem, store: bool, state: str, value: Any, start
         outcome.exception = _safe_repr(value)
     else:
         outcome.result = _safe_repr(value)
+    value = canvas.before_store(app, item.message, outcome, value)
     if store:
-        outcome.dead_letter = store_state(app, item.message, value, state, trace)
+        outcome.dead_letter = store_state(app, item.message, value, outcome.state, trace) \
+            or outcome.dead_letter
+    canvas.after_store(app, item.message, outcome, value)
     return outcome
 
 

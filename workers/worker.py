@@ -48,7 +48,7 @@ from qtui.core.exceptions import (
 from qtui.core.protocol import TaskMessage, decode, parse
 from qtui.core.signing import verifier_for
 
-from . import leases
+from . import canvas, leases
 from .arguments import ArgumentStore
 from .consumer import Consumer
 from .deadletter import DeadLetters
@@ -556,6 +556,7 @@ class Worker:
             logger.error("Task %s[%s]: hard time limit (%ss) exceeded; its process was killed",
                          msg.task, msg.id, job.time_limit)
             store_state(self.app, msg, exc, states.FAILURE)
+            canvas.after_lost(self.app, msg, states.FAILURE, exc)
             self._ack(job)
             self._forget(job)
             self.hooks.on_task_failed(job, repr(exc), None)
@@ -563,6 +564,7 @@ class Worker:
             logger.warning("Task %s[%s] terminated by signal %s (revoked)", msg.task, msg.id,
                            lost.signum)
             store_state(self.app, msg, TaskRevokedError("terminated"), states.REVOKED)
+            canvas.after_lost(self.app, msg, states.REVOKED, TaskRevokedError("terminated"))
             self._ack(job)
             self._forget(job)
             self.hooks.on_task_revoked(job, terminated=True, signum=lost.signum)
@@ -572,6 +574,7 @@ class Worker:
             logger.error("Task %s[%s]: %s", msg.task, msg.id, reason)
             if job.acked:
                 store_state(self.app, msg, WorkerLostError(reason), states.FAILURE)
+                canvas.after_lost(self.app, msg, states.FAILURE, WorkerLostError(reason))
                 self._forget(job)
                 self.hooks.on_task_failed(job, repr(WorkerLostError(reason)), None)
             else:
@@ -590,6 +593,7 @@ class Worker:
 
     def _give_up(self, job: Job, reason: str) -> None:
         store_state(self.app, job.message, WorkerLostError(reason), states.FAILURE)
+        canvas.after_lost(self.app, job.message, states.FAILURE, WorkerLostError(reason))
         self._dead_letter(job, reason)
         self._forget(job)
         self.hooks.on_task_failed(job, repr(WorkerLostError(reason)), None)

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from ..app import App
     from ..protocol import TaskMessage
 
+#: Celery's key prefix of a saved group (and of a chord's join keys).
+GROUP_PREFIX = "celery-taskset-meta-"
+
 _STANDIN_TYPES: dict[tuple[str, str], type[RemoteTaskError]] = {}
 
 
@@ -212,6 +215,52 @@ class ResultBackend(ABC):
 
     def forget(self, task_id: str) -> None:
         self._delete(task_id)
+
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        """Record how many header results a chord waits for (before its last part is sent)."""
+        raise exceptions.CanvasError(f"the result backend {self.url.partition(':')[0]}:// "
+                                     "cannot join a chord's header; use Redis")
+
+    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any) -> None:
+        """Count one finished header task of a chord; the last one sends the body."""
+        raise exceptions.CanvasError(f"the result backend {self.url.partition(':')[0]}:// "
+                                     "cannot join a chord's header; use Redis")
+
+    def save_group(self, group_id: str, result: Any) -> None:
+        """Store a GroupResult's tuple as Celery does: ``{"result": <tuple>}`` under
+        ``celery-taskset-meta-<id>``."""
+        self._set_group(GROUP_PREFIX + group_id, self.encode({"result": result}))
+
+    def restore_group(self, group_id: str) -> Any:
+        """The saved tuple of a group, or None."""
+        payload = self._get_group(GROUP_PREFIX + group_id)
+        if payload is None:
+            return None
+        try:
+            stored = loads(payload, self.content_type, "utf-8", accept=self.accept)
+        except Exception as exc:
+            raise BackendError(f"saved group {group_id} cannot be read: {exc}") from exc
+        return stored.get("result") if isinstance(stored, Mapping) else None
+
+    def delete_group(self, group_id: str) -> None:
+        self._set_group(GROUP_PREFIX + group_id, None)
+
+    def _set_group(self, key: str, payload: bytes | None) -> None:
+        """Store (None: delete) a saved group's record."""
+        raise self._no_groups()
+
+    def _get_group(self, key: str) -> bytes | None:
+        raise self._no_groups()
+
+    def _no_groups(self) -> Exception:
+        return exceptions.ImproperlyConfigured(
+            f"the result backend {self.url.partition(':')[0]}:// cannot save a group's "
+            "results; use Redis or SQLite")
+
+    def reply_to(self) -> str | None:
+        """Where results of tasks sent later on this client's behalf (the steps of a chain)
+        must go; None when results are stored, not sent back."""
+        return None
 
     def on_task_call(self, message: TaskMessage) -> None:
         """Called before a task is sent (rpc:// sets ``reply_to`` here)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -18,6 +19,7 @@ import redis
 from .. import exceptions, states
 from ..exceptions import BackendError
 from .base import ResultBackend
+from .redis_chord import RedisChordJoin
 
 if TYPE_CHECKING:
     from ..app import App
@@ -61,6 +63,25 @@ class RedisBackend(ResultBackend):
 
     def _delete(self, task_id: str) -> None:
         self.client.delete(self.key(task_id))
+
+    def _set_group(self, key: str, payload: bytes | None) -> None:
+        if payload is None:
+            self.client.delete(key)
+        else:
+            self.client.set(key, payload, ex=max(1, int(self.expires)) if self.expires else None)
+
+    def _get_group(self, key: str) -> bytes | None:
+        return self.client.get(key)
+
+    @cached_property
+    def _chords(self) -> RedisChordJoin:
+        return RedisChordJoin(self)
+
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        self._chords.set_chord_size(group_id, size)
+
+    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any) -> None:
+        self._chords.on_chord_part_return(message, state, result)
 
     def _listener(self) -> redis.client.PubSub:
         """This thread's subscriber connection (a new one after a fork)."""

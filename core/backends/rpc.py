@@ -41,6 +41,10 @@ class RPCBackend(ResultBackend):
         self._connection: Connection | None = None
         self._consumer: Consumer | None = None
 
+    def reply_to(self) -> str | None:
+        self._ensure_consumer()
+        return self.oid
+
     def on_task_call(self, message: TaskMessage) -> None:
         message.reply_to = self.oid
         self._ensure_consumer()

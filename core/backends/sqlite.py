@@ -10,6 +10,7 @@ import os
 import sqlite3
 import threading
 import time
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from .. import exceptions
 from ..exceptions import BackendError
 from ..files import create_private
 from .base import ResultBackend
+from .sqlite_chord import SQLiteChordJoin
 
 if TYPE_CHECKING:
     from ..app import App
@@ -103,8 +105,28 @@ class SQLiteBackend(ResultBackend):
     def _wait(self, task_id: str, timeout: float | None, interval: float) -> dict[str, Any]:
         return super()._wait(task_id, timeout, min(interval, POLL_INTERVAL))
 
+    def _set_group(self, key: str, payload: bytes | None) -> None:
+        if payload is None:
+            self._delete(key)
+        else:
+            self._set(key, payload, {}, None)
+
+    def _get_group(self, key: str) -> bytes | None:
+        return self._get(key)
+
+    @cached_property
+    def _chords(self) -> SQLiteChordJoin:
+        return SQLiteChordJoin(self)
+
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        self._chords.set_chord_size(group_id, size)
+
+    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any) -> None:
+        self._chords.on_chord_part_return(message, state, result)
+
     def cleanup(self) -> None:
         self._connect().execute("DELETE FROM results WHERE expires_at <= ?", (time.time(),))
+        self._chords.cleanup()
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -1,0 +1,47 @@
+"""What every backend that joins chords does once a chord's header is complete.
+
+The header's ``(task_id, state, result)`` entries, in header order, become the body's one
+argument; a failed or revoked entry fails the body instead, with Celery's
+``ChordError("Dependency <id> raised <exc>")``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .. import states
+from ..exceptions import ChordError
+from .base import exception_from_meta
+
+if TYPE_CHECKING:
+    from ..protocol import TaskMessage
+    from .base import ResultBackend
+
+logger = logging.getLogger("qtui.backend")
+
+
+def header_results(entries: Iterable[tuple[str, str, Any]]) -> list[Any]:
+    """The results to pass to the body; ChordError for the first part that did not succeed."""
+    results = []
+    for task_id, state, value in entries:
+        if state in states.PROPAGATE_STATES:
+            raise ChordError(f"Dependency {task_id} raised {exception_from_meta(value)!r}")
+        results.append(value)
+    return results
+
+
+def fail_body(backend: ResultBackend, message: TaskMessage, error: ChordError) -> None:
+    """Store the chord's failure as its body's result, so waiting on the chord ends."""
+    logger.error("Chord %s failed: %s", message.group, error)
+    body = message.chord
+    body_id = (body.get("options") or {}).get("task_id") if isinstance(body, dict) else None
+    if body_id:
+        backend.store_result(body_id, error, states.FAILURE)
+
+
+def send_body(backend: ResultBackend, message: TaskMessage, results: list[Any]) -> None:
+    from ..canvas import apply
+
+    apply(backend.app, message.chord, (results,))

@@ -1,0 +1,416 @@
+"""Celery's canvas on the wire: signatures as the dicts Celery sends, and how to apply them.
+
+A signature is Celery's dict ``{"task", "args", "kwargs", "options", "subtask_type",
+"immutable", "chord_size"}``: ``subtask_type`` is None for one task, else ``"group"``,
+``"chain"`` or ``"chord"``. A worker applies what a finished task carries (link, link_error, the
+rest of a chain, a chord body) with :func:`apply`, the way ``Signature.apply_async`` does in
+``celery/canvas.py``, so the next message is the one a Celery worker would have sent.
+The client's :class:`Signature`, :class:`chain`, :class:`group`, :class:`chord`, ``xmap``,
+``xstarmap`` and :class:`chunks` build the same dicts and freeze ids where Celery's client does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import CanvasError
+
+if TYPE_CHECKING:
+    from .app import App
+
+#: Signature options that map onto ``App.send_task`` arguments of the same meaning.
+_SEND_OPTIONS = {
+    "task_id": "task_id", "group_id": "group_id", "group_index": "group_index",
+    "queue": "queue", "routing_key": "routing_key", "exchange": "exchange",
+    "priority": "priority", "countdown": "countdown", "eta": "eta", "expires": "expires",
+    "time_limit": "time_limit", "soft_time_limit": "soft_time_limit", "headers": "headers",
+    "parent_id": "parent_id", "root_id": "root_id", "reply_to": "reply_to",
+    "serializer": "serializer", "ignore_result": "ignore_result", "link": "link",
+    "link_error": "link_error", "chain": "chain", "chord": "chord",
+}
+
+
+def signature_of(value: Any) -> dict[str, Any]:
+    """A signature dict from what arrived in a message; anything else is a CanvasError."""
+    if not isinstance(value, Mapping) or not isinstance(value.get("task"), str):
+        raise CanvasError(f"not a signature: {value!r:.200}")
+    sig = dict(value)
+    sig["args"] = tuple(sig.get("args") or ())
+    sig["kwargs"] = dict(sig.get("kwargs") or {})
+    sig["options"] = dict(sig.get("options") or {})
+    return sig
+
+
+def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None,
+          **options: Any) -> str:
+    """Send a signature with ``args`` prepended to its own (unless it is immutable) and
+    ``options`` over its own, as ``Signature.apply_async`` does; returns the id it runs under
+    (a task's id, a group's id, a chord body's id)."""
+    sig = signature_of(value)
+    kind = sig.get("subtask_type")
+    if not sig.get("immutable"):
+        args = tuple(args) + sig["args"]
+        kwargs = {**sig["kwargs"], **(kwargs or {})}
+    else:
+        args, kwargs = sig["args"], sig["kwargs"]
+    merged = {**sig["options"], **options}
+    if kind in (None, "xmap", "xstarmap"):  # a map is one task: celery.map or celery.starmap
+        return _apply_task(app, sig["task"], args, kwargs, merged)
+    if kind == "chunks":
+        return _apply_group(app, _chunks_group(sig), (), merged)
+    if kind == "group":
+        return _apply_group(app, sig, args, merged)
+    if kind == "chain":
+        return _apply_chain(app, sig, args, merged)
+    if kind == "chord":
+        return _apply_chord(app, sig, args, merged)
+    raise CanvasError(f"a {kind!r} signature ({sig['task']}) cannot be applied by qtui; "
+                      "supported: a task, group, chain, chord, map, starmap, chunks")
+
+
+def _apply_task(app: App, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
+                options: Mapping[str, Any]) -> str:
+    send = {_SEND_OPTIONS[k]: v for k, v in options.items() if k in _SEND_OPTIONS and v is not None}
+    if isinstance(send.get("eta"), str):
+        send["eta"] = datetime.fromisoformat(send["eta"])
+    if isinstance(send.get("expires"), str):
+        send["expires"] = datetime.fromisoformat(send["expires"])
+    send.setdefault("task_id", str(uuid.uuid4()))
+    app.send_task(name, list(args), dict(kwargs), **send)
+    return str(send["task_id"])
+
+
+def _chunks_group(sig: Mapping[str, Any]) -> dict[str, Any]:
+    """Celery's ``chunks.group()``: ``it`` cut in parts of ``n``, each part one starmap task."""
+    task, it, n = (sig["kwargs"].get(k) for k in ("task", "it", "n"))
+    if not isinstance(n, int) or n < 1 or not isinstance(it, (list, tuple)):
+        raise CanvasError(f"chunks needs a list 'it' and a size n >= 1: {sig!r:.200}")
+    parts = [list(it[i:i + n]) for i in range(0, len(it), n)]
+    return {"task": "celery.group", "subtask_type": "group", "args": (), "options": {},
+            "kwargs": {"tasks": [_map_signature("celery.starmap", "xstarmap", task, part)
+                                 for part in parts]}}
+
+
+def _map_signature(name: str, kind: str, task: Any, it: Any) -> dict[str, Any]:
+    return {"task": name, "subtask_type": kind, "args": (), "immutable": True, "options": {},
+            "kwargs": {"task": task, "it": list(it)}}
+
+
+def _tasks_of(sig: Mapping[str, Any]) -> list[Any]:
+    tasks = sig["kwargs"].get("tasks")
+    if not isinstance(tasks, (list, tuple)):
+        raise CanvasError(f"a {sig.get('subtask_type')} signature without its tasks: {sig!r:.200}")
+    return list(tasks)
+
+
+def _apply_group(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
+                 options: dict[str, Any]) -> str:
+    """Each task with the group's id and its index, as ``group._apply_tasks`` sends them."""
+    group_id = options.pop("task_id", None) or str(uuid.uuid4())
+    for index, task in enumerate(_tasks_of(sig)):
+        apply(app, task, args, group_id=group_id, group_index=index, **_inherited(options))
+    return group_id
+
+
+def _apply_chain(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
+                 options: dict[str, Any]) -> str:
+    """The first step now; the rest travels reversed in its message's ``chain`` field, ahead
+    of what an enclosing chain still has to run. ``link`` goes to the last step, ``link_error``
+    to every step."""
+    tasks = [signature_of(t) for t in _tasks_of(sig)]
+    if not tasks:
+        raise CanvasError("an empty chain cannot be applied")
+    if any(t.get("subtask_type") == "group" for t in tasks[:-1]):
+        raise CanvasError("a chain with a group before its last step must be sent as a chord "
+                          "(Celery's client does this); qtui's worker does not rewrite it")
+    if options.get("link"):
+        tasks[-1]["options"]["link"] = options["link"]
+    if options.get("link_error"):
+        for task in tasks:
+            task["options"]["link_error"] = options["link_error"]
+    rest = list(options.get("chain") or []) + tasks[:0:-1]
+    inherited = {k: v for k, v in _inherited(options).items() if k not in ("link", "link_error")}
+    return apply(app, tasks[0], args, chain=rest or None, **inherited)
+
+
+def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
+                 options: dict[str, Any]) -> str:
+    """The header tasks as one group carrying the body in their ``chord`` field; the backend
+    joins them (``set_chord_size`` first, as ``group._apply_tasks`` does)."""
+    header, body = sig["kwargs"].get("header"), sig["kwargs"].get("body")
+    if body is None:
+        raise CanvasError(f"a chord without a body: {sig!r:.200}")
+    if isinstance(header, Mapping):
+        header_sig = signature_of(header)
+        tasks, group_id = _tasks_of(header_sig), header_sig["options"].get("task_id")
+    else:
+        tasks, group_id = list(header or ()), None
+    # A chord's own task_id is its header's group id (as Celery's client freezes it).
+    group_id = group_id or options.pop("task_id", None) or str(uuid.uuid4())
+    options.pop("task_id", None)
+    body_sig = signature_of(body)
+    body_id = body_sig["options"].get("task_id") or str(uuid.uuid4())
+    root_id = options.get("root_id")
+    body_sig["options"].update(task_id=body_id, group_id=group_id)
+    # What follows the chord in a chain, and its links, belong to the body (Celery's chord.run).
+    for key in ("chain", "link", "link_error"):
+        if options.get(key):
+            body_sig["options"][key] = options.pop(key)
+    if root_id:
+        body_sig["options"]["root_id"] = root_id
+    if not tasks:
+        apply(app, body_sig, ([],))
+        return body_id
+    for task in tasks:
+        if signature_of(task).get("subtask_type") is not None:
+            raise CanvasError("a chord header of groups, chains or chords is not supported by "
+                              "qtui's worker; make each header part one task")
+    app.backend.set_chord_size(group_id, len(tasks))
+    for index, task in enumerate(tasks):
+        apply(app, task, args, group_id=group_id, group_index=index, chord=body_sig,
+              **_inherited(options))
+    return body_id
+
+
+def _inherited(options: Mapping[str, Any]) -> dict[str, Any]:
+    """What a group or chain hands down to its parts (not its own id or canvas fields)."""
+    return {k: v for k, v in options.items()
+            if k not in ("task_id", "group_id", "group_index", "chain", "chord")}
+
+
+class Signature(dict):
+    """One task call to make later (Celery's ``signature``): a dict in Celery's layout, so it
+    travels in messages as it is. ``add.s(2)`` is mutable (a chain or link puts the previous
+    result first), ``add.si(2, 2)`` immutable."""
+
+    def __init__(self, task: Any, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+                 options: Mapping[str, Any] | None = None, subtask_type: str | None = None,
+                 immutable: bool = False, app: App | None = None) -> None:
+        name = task if isinstance(task, str) else task.name
+        super().__init__(task=name, args=tuple(args or ()), kwargs=dict(kwargs or {}),
+                         options=dict(options or {}), subtask_type=subtask_type,
+                         immutable=bool(immutable), chord_size=None)
+        self._app = app if app is not None or isinstance(task, str) else task.app
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any], app: App | None = None) -> Signature:
+        """A signature (or chain, group, chord) from its dict, as a message carries it."""
+        sig = signature_of(value)
+        kind = sig.get("subtask_type")
+        if kind == "chain":
+            return chain(*_tasks_of(sig), app=app, **sig["options"])
+        if kind == "group":
+            return group(_tasks_of(sig), app=app, **sig["options"])
+        if kind == "chord":
+            return chord(sig["kwargs"]["header"], sig["kwargs"]["body"], app=app,
+                         **sig["options"])
+        if kind == "chunks":
+            return chunks(signature_of(sig["kwargs"]["task"]), sig["kwargs"]["it"],
+                          sig["kwargs"]["n"], app=app, **sig["options"])
+        return cls(sig["task"], sig["args"], sig["kwargs"], sig["options"], kind,
+                   bool(sig.get("immutable")), app or getattr(value, "_app", None))
+
+    @property
+    def app(self) -> App:
+        if self._app is None:
+            from .app import current_app
+            self._app = current_app()
+        return self._app
+
+    name = property(lambda self: self["task"])
+    args = property(lambda self: self["args"])
+    kwargs = property(lambda self: self["kwargs"])
+    options = property(lambda self: self["options"])
+    immutable = property(lambda self: self["immutable"])
+    id = property(lambda self: self["options"].get("task_id"))
+
+    def clone(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Signature:
+        """A copy with ``args`` put first (unless immutable), ``kwargs`` and ``options`` added."""
+        copy = Signature.from_dict(self, app=self._app)
+        if not self.immutable:
+            copy["args"] = tuple(args or ()) + tuple(self.args)
+            copy["kwargs"] = {**self.kwargs, **(kwargs or {})}
+        copy["options"].update(options)
+        return copy
+
+    def set(self, **options: Any) -> Signature:
+        self["options"].update(options)
+        return self
+
+    def set_immutable(self, immutable: bool) -> None:
+        self["immutable"] = bool(immutable)
+
+    def link(self, callback: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Run ``callback`` with this task's result after it succeeds."""
+        self["options"].setdefault("link", []).append(callback)
+        return callback
+
+    def link_error(self, errback: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Call ``errback`` when this task fails (see the README's Canvas section)."""
+        self["options"].setdefault("link_error", []).append(errback)
+        return errback
+
+    def freeze(self, task_id: str | None = None, **options: Any) -> Any:
+        """Fix the id this will run under (and ``options``); returns its result handle."""
+        from .result import AsyncResult
+
+        self["options"].update(options)
+        self["options"]["task_id"] = task_id or self.id or str(uuid.uuid4())
+        reply_to = self.app.backend.reply_to()
+        if reply_to and "reply_to" not in self["options"]:  # rpc://: results come back here
+            self["options"]["reply_to"] = reply_to
+        return AsyncResult(self.id, app=self.app, task_name=self.name)
+
+    def apply_async(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+                    **options: Any) -> Any:
+        """Send it; returns the result handle (a chain's last step, a group's GroupResult, a
+        chord's body)."""
+        sig = Signature.from_dict(self, app=self._app)
+        result = sig.freeze(options.pop("task_id", None))
+        apply(sig.app, sig, tuple(args or ()), kwargs, **options)
+        return result
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def __or__(self, other: Any) -> Signature:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return chain(self, other, app=self._app)
+
+    def __repr__(self) -> str:
+        mark = "si" if self.immutable else "s"
+        return f"{self.name}.{mark}{tuple(self.args)!r}"
+
+
+class chain(Signature):  # noqa: N801 - Celery's name
+    """Steps run one after the other, each getting the previous result (``a | b | c``). A group
+    followed by a step becomes a chord, as Celery's client makes it."""
+
+    def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
+        if len(tasks) == 1 and isinstance(tasks[0], (list, tuple)):
+            tasks = tuple(tasks[0])
+        steps: list[Signature] = []
+        for task in tasks:
+            step = Signature.from_dict(task, app)
+            if step["subtask_type"] == "chain":
+                steps.extend(Signature.from_dict(t, app) for t in _tasks_of(step))
+            elif steps and steps[-1]["subtask_type"] == "group":
+                steps[-1] = chord(steps[-1], step, app=app)
+            else:
+                steps.append(step)
+        first = steps[0] if steps else None
+        super().__init__("celery.chain", (), {"tasks": steps}, options, "chain", False,
+                         app or (first._app if first is not None else None))
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return self["kwargs"]["tasks"]
+
+    def freeze(self, task_id: str | None = None, **options: Any) -> Any:
+        parent = None
+        root_id = self["options"].get("root_id")
+        for index, step in enumerate(self.tasks):
+            if root_id:
+                step["options"]["root_id"] = root_id
+            result = step.freeze(task_id if index == len(self.tasks) - 1 else None)
+            root_id = root_id or step.id
+            if index == 0:
+                step["options"]["root_id"] = root_id
+            result.parent = parent
+            parent = result
+        return parent
+
+    def __or__(self, other: Any) -> Signature:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return chain(*self.tasks, other, app=self._app)
+
+
+class group(Signature):  # noqa: N801 - Celery's name
+    """Tasks run in parallel; ``apply_async`` returns a GroupResult."""
+
+    def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
+        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
+            tasks = tuple(tasks[0])
+        sigs = [Signature.from_dict(t, app) for t in tasks]
+        super().__init__("celery.group", (), {"tasks": sigs}, options, "group", False,
+                         app or (sigs[0]._app if sigs else None))
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return self["kwargs"]["tasks"]
+
+    def freeze(self, task_id: str | None = None, **options: Any) -> Any:
+        from .result import GroupResult
+
+        self["options"].update(options)
+        group_id = self["options"]["task_id"] = task_id or self.id or str(uuid.uuid4())
+        root_id = self["options"].get("root_id")
+        results = []
+        for index, task in enumerate(self.tasks):
+            if root_id:
+                task["options"]["root_id"] = root_id
+            results.append(task.freeze(None, group_id=group_id, group_index=index))
+        return GroupResult(group_id, results, app=self.app)
+
+
+class chord(Signature):  # noqa: N801 - Celery's name
+    """A group (the header) whose results, in order, go to one more task (the body)."""
+
+    def __init__(self, header: Any, body: Any, app: App | None = None, **options: Any) -> None:
+        header_sig = group(_tasks_of(signature_of(header)) if isinstance(header, Mapping)
+                           else header, app=app)
+        body_sig = Signature.from_dict(body, app)
+        super().__init__("celery.chord", (), {"header": header_sig, "body": body_sig,
+                                              "kwargs": {}}, options, "chord", False,
+                         app or body_sig._app)
+
+    def freeze(self, task_id: str | None = None, **options: Any) -> Any:
+        header, body = self["kwargs"]["header"], self["kwargs"]["body"]
+        header_result = header.freeze()
+        result = body.freeze(task_id)
+        self["options"]["task_id"] = header.id  # Celery's layout: the chord's id is its group's
+        result.parent = header_result
+        return result
+
+
+def signature(value: Any, *args: Any, app: App | None = None, **kwargs: Any) -> Signature:
+    """A signature from a task name or a signature dict (Celery's ``signature``)."""
+    if isinstance(value, Mapping):
+        return Signature.from_dict(value, app)
+    return Signature(value, args, kwargs, app=app)
+
+
+def xmap(task: Signature, it: Any) -> Signature:
+    """One task that calls ``task`` on each item in turn (Celery's ``task.map(it)``)."""
+    return Signature.from_dict(_map_signature("celery.map", "xmap", task, it), task._app)
+
+
+def xstarmap(task: Signature, it: Any) -> Signature:
+    """One task that calls ``task(*item)`` for each item (Celery's ``task.starmap(it)``)."""
+    return Signature.from_dict(_map_signature("celery.starmap", "xstarmap", task, it), task._app)
+
+
+class chunks(Signature):  # noqa: N801 - Celery's name
+    """``it`` cut in parts of ``n`` items, each part one starmap task, run as a group."""
+
+    def __init__(self, task: Signature, it: Any, n: int, app: App | None = None,
+                 **options: Any) -> None:
+        super().__init__("celery.chunks", (), {"task": task, "it": list(it), "n": n}, options,
+                         "chunks", True, app or task._app)
+
+    def group(self) -> group:
+        return group(_tasks_of(_chunks_group(self)), app=self._app, **self.options)
+
+    def freeze(self, task_id: str | None = None, **options: Any) -> Any:
+        raise CanvasError("freeze the chunks' group instead: chunks(...).group().freeze()")
+
+    def apply_async(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+                    **options: Any) -> Any:
+        """A GroupResult whose results are each part's list."""
+        return self.group().apply_async(args, kwargs, **options)

@@ -1,0 +1,180 @@
+"""Following a finished task's canvas, as Celery's worker does (``celery/app/trace.py`` and
+``celery/backends/base.py``), so chains, links and chords sent by Celery or qtui go on.
+
+After a success: each ``callbacks`` signature gets the result prepended to its arguments
+(unless immutable), then the next ``chain`` step is sent with the rest of the chain, then a
+chord part is counted. After a failure: the chord part is counted, the tasks left in the chain
+are stored as failed too, and each ``errbacks`` signature is called -- in this process with
+``(request, exc, traceback)`` when it is a task registered here that takes more than one
+argument, otherwise sent as a task with the failed task's id. What cannot be followed fails the
+task with the reason: its state, the log and the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import TYPE_CHECKING, Any
+
+from qtui.core import states
+from qtui.core.canvas import apply, signature_of
+from qtui.core.exceptions import CanvasError, NotRegistered
+
+if TYPE_CHECKING:
+    from qtui.core.app import App
+    from qtui.core.protocol import TaskMessage
+
+    from .execution import Outcome
+
+logger = logging.getLogger("qtui.worker")
+
+
+def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) -> Any:
+    """After a success, send the links and the next chain step before the result is stored,
+    as Celery does: a client never sees a success whose continuation was lost. Returns the
+    value to store -- a CanvasError, with ``outcome`` turned into that failure, when the
+    continuation could not be sent."""
+    if outcome.state != states.SUCCESS or not (message.callbacks or message.chain):
+        return value
+    parent = _parent(message)
+    try:
+        _callbacks(app, message.callbacks or [], value, parent)
+        if message.chain:
+            apply(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
+    except Exception as exc:  # CanvasError, or the broker refused the next message
+        return _failed(message, outcome, exc)
+    return value
+
+
+def after_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) -> None:
+    """Once the outcome is stored: count the chord part; after a failure, fail the rest of the
+    chain and call the errbacks. When that fails, the task fails with the reason."""
+    if not (message.errbacks or message.chain or message.chord):
+        return
+    try:
+        _after_store(app, message, outcome.state, value, outcome.traceback)
+        return
+    except Exception as exc:  # CanvasError, or the broker or the backend refused
+        error = _failed(message, outcome, exc)
+    try:
+        app.backend.store_result(message.id, error, states.FAILURE, request=message)
+    except Exception as exc:  # the backend is down: the dead letter still keeps the message
+        logger.error("Task %s[%s]: cannot store its failure: %s", message.task, message.id, exc)
+
+
+def _failed(message: TaskMessage, outcome: Outcome, exc: Exception) -> CanvasError:
+    """Turn the outcome into a failure that says why the canvas could not be followed."""
+    detail = str(exc) if isinstance(exc, CanvasError) else f"{type(exc).__name__}: {exc}"
+    reason = f"cannot follow its canvas: {detail}"
+    logger.error("Task %s[%s] %s", message.task, message.id, reason)
+    error = CanvasError(reason)
+    outcome.state = states.FAILURE
+    outcome.exception = repr(error)
+    outcome.dead_letter = reason
+    return error
+
+
+def _parent(message: TaskMessage) -> dict[str, Any]:
+    return {"parent_id": message.id, "root_id": message.root_id or message.id}
+
+
+def after_lost(app: App, message: TaskMessage, state: str, exc: BaseException) -> None:
+    """A task whose process was killed (time limit, terminate, died for good) still ends its
+    chord part, its chain and its errbacks, as Celery's ``mark_as_failure`` does."""
+    if not (message.callbacks or message.errbacks or message.chain or message.chord):
+        return
+    try:
+        follow(app, message, state, exc, None)
+    except Exception as error:  # CanvasError, or the broker or backend refusing: say so
+        logger.error("Task %s[%s] cannot follow its canvas: %s", message.task, message.id, error)
+
+
+def follow(app: App, message: TaskMessage, state: str, value: Any,
+           traceback: str | None) -> None:
+    """Everything that comes after an outcome, in Celery's order (see the module docstring)."""
+    if state == states.SUCCESS:
+        parent = _parent(message)
+        _callbacks(app, message.callbacks or [], value, parent)
+        if message.chain:
+            apply(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
+    _after_store(app, message, state, value, traceback)
+
+
+def _after_store(app: App, message: TaskMessage, state: str, value: Any,
+                 traceback: str | None) -> None:
+    if state in (states.SUCCESS, states.FAILURE, states.REVOKED) and message.chord:
+        app.backend.on_chord_part_return(message, state, value)
+    if state == states.FAILURE:
+        _fail_chain(app, message.chain or [], value, traceback)
+        _errbacks(app, message, value, traceback, _parent(message))
+
+
+def _callbacks(app: App, callbacks: list[Any], value: Any, parent: dict[str, Any]) -> None:
+    """One callback is sent as it is; several go as one group (each group callback apart)."""
+    if len(callbacks) == 1:
+        apply(app, callbacks[0], (value,), **parent)
+        return
+    sigs = [signature_of(c) for c in callbacks]
+    for group in (s for s in sigs if s.get("subtask_type") == "group"):
+        apply(app, group, (value,), **parent)
+    tasks = [s for s in sigs if s.get("subtask_type") != "group"]
+    if tasks:
+        apply(app, {"task": "celery.group", "subtask_type": "group", "args": (),
+                    "kwargs": {"tasks": tasks}, "options": {}}, (value,), **parent)
+
+
+def _fail_chain(app: App, chain: list[Any], exc: Any, traceback: str | None) -> None:
+    """The steps that will never run are stored as failed, so waiting on the chain ends."""
+    steps = list(chain)
+    while steps:
+        sig = signature_of(steps.pop())
+        if sig.get("subtask_type") == "chord":  # it completes when its body does
+            steps.append(sig["kwargs"].get("body"))
+            continue
+        task_id = sig["options"].get("task_id")
+        if task_id:
+            app.backend.store_result(task_id, exc, states.FAILURE, traceback=traceback)
+
+
+def _errbacks(app: App, message: TaskMessage, exc: Any, traceback: str | None,
+              parent: dict[str, Any]) -> None:
+    from qtui.core.task import Request
+
+    by_id = []
+    for value in message.errbacks or []:
+        sig = signature_of(value)
+        task = _local_task(app, sig["task"])
+        if task is None or task.bind or not _takes_more_than_one(task.run, sig):
+            by_id.append(sig)
+            continue
+        args = () if sig.get("immutable") else sig["args"]
+        try:
+            task(Request.from_message(message), exc, traceback, *args, **sig["kwargs"])
+        except Exception:  # an errback's own failure is logged, as Celery does
+            logger.exception("Errback %s of task %s[%s] raised", sig["task"], message.task,
+                             message.id)
+    if len(by_id) == 1:
+        apply(app, by_id[0], (message.id,), **parent)
+    elif by_id:
+        apply(app, {"task": "celery.group", "subtask_type": "group", "args": (),
+                    "kwargs": {"tasks": by_id}, "options": {}}, (message.id,), **parent)
+
+
+def _local_task(app: App, name: str) -> Any:
+    try:
+        return app.get_task(name)
+    except NotRegistered:
+        return None
+
+
+def _takes_more_than_one(fun: Any, sig: dict[str, Any]) -> bool:
+    """Celery's ``arity_greater(fun, 1)`` on what the failure still supplies."""
+    try:
+        params = list(inspect.signature(fun).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    bound = 0 if sig.get("immutable") else len(sig["args"])
+    return len(positional) - bound > 1
