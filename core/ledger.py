@@ -1,0 +1,170 @@
+"""The cluster ledger: small records with an expiry that every qtui process of a cluster can read.
+
+A worker that is SIGKILLed keeps nothing, and one that starts later knows nothing; what both
+must agree on (which deliveries started running, which task ids are revoked) is kept where
+they all meet: on the broker when it is Redis (a sorted set per kind, scored by expiry) or the
+embedded SQLite broker (a table in its file), else in the result backend when that is Redis or
+SQLite (RabbitMQ with such a backend). With neither -- RabbitMQ and rpc:// or no results --
+there is no ledger (:func:`ledger_for` returns None) and callers say what they do without it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+
+from .backends.sqlite import path_from_url as backend_path
+from .brokers.sqlite import path_from_url as broker_path
+
+if TYPE_CHECKING:
+    from .app import App
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+KEY_PREFIX = "qtui.ledger."
+_SCHEMA = """CREATE TABLE IF NOT EXISTS qtui_ledger (
+    kind TEXT NOT NULL, key TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (kind, key)) WITHOUT ROWID"""
+
+
+class Ledger:
+    """Records by ``kind``: a key and the time (epoch seconds) it expires at."""
+
+    where: str
+    """Where the records are kept, for logs and the README's promises."""
+    errors: tuple[type[BaseException], ...]
+    """What the store raises when it is unreachable."""
+
+    def put(self, kind: str, records: Mapping[str, float],
+            discard: Iterable[str] = ()) -> None:
+        """Add (or extend) ``records`` and remove ``discard``, in one round trip."""
+        raise NotImplementedError
+
+    def present(self, kind: str, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` are recorded and not expired."""
+        raise NotImplementedError
+
+    def load(self, kind: str) -> dict[str, float]:
+        """Every record of ``kind`` not expired yet, with its expiry."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class RedisLedger(Ledger):
+    def __init__(self, url: str) -> None:
+        self.where = "redis"
+        self.errors = (redis.RedisError, OSError)
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+
+    def put(self, kind: str, records: Mapping[str, float],
+            discard: Iterable[str] = ()) -> None:
+        key, gone = KEY_PREFIX + kind, list(discard)
+        pipe = self.client.pipeline(transaction=False)
+        if records:
+            pipe.zadd(key, dict(records))
+            pipe.zremrangebyscore(key, "-inf", time.time())
+        if gone:
+            pipe.zrem(key, *gone)
+        if records or gone:
+            pipe.execute()
+
+    def present(self, kind: str, keys: Iterable[str]) -> set[str]:
+        wanted = list(keys)
+        if not wanted:
+            return set()
+        now = time.time()
+        scores = self.client.zmscore(KEY_PREFIX + kind, wanted)
+        return {k for k, s in zip(wanted, scores) if s is not None and s > now}
+
+    def load(self, kind: str) -> dict[str, float]:
+        rows = self.client.zrangebyscore(KEY_PREFIX + kind, f"({time.time()}", "+inf",
+                                         withscores=True)
+        return {k.decode(): s for k, s in rows}
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class SQLiteLedger(Ledger):
+    """A table of its own in the SQLite file (the embedded broker's or the result store's)."""
+
+    def __init__(self, path: Path) -> None:
+        self.where = f"sqlite {path}"
+        self.errors = (sqlite3.Error,)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            conn.execute(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def put(self, kind: str, records: Mapping[str, float],
+            discard: Iterable[str] = ()) -> None:
+        gone = [(kind, k) for k in discard]
+        if not records and not gone:
+            return
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR REPLACE INTO qtui_ledger VALUES (?, ?, ?)",
+                               [(kind, k, e) for k, e in records.items()])
+                db.executemany("DELETE FROM qtui_ledger WHERE kind = ? AND key = ?", gone)
+                if records:
+                    db.execute("DELETE FROM qtui_ledger WHERE kind = ? AND expires <= ?",
+                               (kind, time.time()))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def present(self, kind: str, keys: Iterable[str]) -> set[str]:
+        wanted = list(keys)
+        if not wanted:
+            return set()
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            rows = self._db().execute(
+                f"SELECT key FROM qtui_ledger WHERE kind = ? AND expires > ? AND key IN ({marks})",
+                (kind, time.time(), *wanted)).fetchall()
+        return {r[0] for r in rows}
+
+    def load(self, kind: str) -> dict[str, float]:
+        with self._lock:
+            rows = self._db().execute(
+                "SELECT key, expires FROM qtui_ledger WHERE kind = ? AND expires > ?",
+                (kind, time.time())).fetchall()
+        return dict(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def ledger_for(app: App) -> Ledger | None:
+    """The broker when it can keep records (Redis, the embedded broker), else a Redis or SQLite
+    result backend, else None."""
+    for url, path_of in ((app.broker_url, broker_path),
+                         (app.result_backend_url or "", backend_path)):
+        scheme = url.partition("://")[0].lower()
+        if scheme in REDIS_SCHEMES:
+            return RedisLedger(url)
+        if scheme == "sqlite":
+            return SQLiteLedger(path_of(url))
+    return None
