@@ -108,6 +108,7 @@ class SQLiteLedger(Ledger):
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            conn.execute("PRAGMA synchronous=NORMAL")  # lost with the machine, not a process
             conn.execute(_SCHEMA)
             self._conn = conn
         return self._conn
