@@ -10,6 +10,7 @@ there is no ledger (:func:`ledger_for` returns None) and callers say what they d
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -25,8 +26,13 @@ from .brokers.sqlite import path_from_url as broker_path
 if TYPE_CHECKING:
     from .app import App
 
+logger = logging.getLogger("qtui")
+
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 KEY_PREFIX = "qtui.ledger."
+REVOKED = "revoked"
+"""Kind of the revoked task ids: every qtui worker reads them when it (re)connects."""
+REVOKE_EXPIRES = 10_800.0  # 3 hours, as Celery
 _SCHEMA = """CREATE TABLE IF NOT EXISTS qtui_ledger (
     kind TEXT NOT NULL, key TEXT NOT NULL, expires REAL NOT NULL,
     PRIMARY KEY (kind, key)) WITHOUT ROWID"""
@@ -169,3 +175,18 @@ def ledger_for(app: App) -> Ledger | None:
         if scheme == "sqlite":
             return SQLiteLedger(path_of(url))
     return None
+
+
+def record_revoked(app: App, task_ids: Iterable[str]) -> None:
+    """Keep a revocation in the ledger (if there is one), so that workers started later, or
+    not listening when it was broadcast, refuse these tasks too."""
+    ledger = ledger_for(app)
+    if ledger is None:
+        return
+    try:
+        ledger.put(REVOKED, dict.fromkeys(task_ids, time.time() + REVOKE_EXPIRES))
+    except ledger.errors as exc:
+        logger.warning("Cannot keep the revocation in %s (%s): only running workers hear it",
+                       ledger.where, exc)
+    finally:
+        ledger.close()

@@ -107,10 +107,6 @@ class Starts:
                            self.ledger.where, exc)
             return True
 
-    def close(self) -> None:
-        if self.ledger is not None:
-            self.flush()
-            self.ledger.close()
 
 
 def direct_queue(name: str) -> Queue:

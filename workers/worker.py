@@ -128,7 +128,10 @@ class Worker:
         self.clock = app.control.mailbox.clock
         """The Lamport clock of this worker's events and remote-control replies."""
         self.started_at = time.time()
-        self.revoked = Revoked(statedb or conf.worker_statedb)
+        self.ledger = ledger_for(app)
+        """The cluster ledger (started deliveries, revoked ids); None on RabbitMQ without a
+        Redis or SQLite result backend."""
+        self.revoked = Revoked(statedb or conf.worker_statedb, ledger=self.ledger)
         self.rate_limits = RateLimiter(app, self.timer, self._reserve)
         self.scheduler = Scheduler(self.timer, self._ready, float(conf.worker_eta_horizon))
         self.jobs: dict[int, Job] = {}
@@ -144,7 +147,7 @@ class Worker:
                         else conf.worker_max_tasks_per_child)
         self.consumer = Consumer(self, self.queues, self.on_message)
         self.dead_letters = DeadLetters(self.consumer.publisher)
-        self.starts = Starts(ledger_for(app))
+        self.starts = Starts(self.ledger)
         self._stale_by_task: dict[str, Job] = {}
         self._orphans: list[tuple[str, bool]] = []
         """Deliveries of a lost connection to settle through the next (Redis and the embedded
@@ -294,6 +297,9 @@ class Worker:
             self.timer.call_repeatedly(store.poll_interval, self._poll_delayed)
             if consumer.leases is not None:
                 self.timer.call_repeatedly(consumer.leases.interval, self._restore_expired)
+        new = self.revoked.load()
+        if new and self.ledger is not None:
+            logger.info("%d revoked task id(s) read from %s", new, self.ledger.where)
         self._settle_orphans()
 
     def _settle_orphans(self) -> None:
@@ -812,7 +818,9 @@ class Worker:
             self.pool.stop()
             self.consumer.close()
             self.revoked.close()
-            self.starts.close()
+            self.starts.flush()
+            if self.ledger is not None:
+                self.ledger.close()
             self.hooks.on_worker_stopped(self)
         logger.info("worker %s stopped", self.hostname)
 
