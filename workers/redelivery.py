@@ -17,12 +17,10 @@ redelivered message counts only when its previous delivery is recorded there. Wi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from kombu import Exchange, Producer, Queue
 from kombu.message import Message
@@ -106,7 +104,6 @@ class Starts:
             logger.warning("Cannot read started tasks from %s (%s); counting the redelivery",
                            self.ledger.where, exc)
             return True
-
 
 
 def direct_queue(name: str) -> Queue:
