@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -47,8 +47,10 @@ class Ledger:
     """What the store raises when it is unreachable."""
 
     def put(self, kind: str, records: Mapping[str, float],
-            discard: Iterable[str] = ()) -> None:
-        """Add (or extend) ``records`` and remove ``discard``, in one round trip."""
+            discard: Iterable[str] = (), wait: bool = True) -> None:
+        """Add (or extend) ``records`` and remove ``discard``, in one round trip. ``wait=False``
+        where the store allows it: return once the request is sent, and read its answer with
+        the next one (errors surface then)."""
         raise NotImplementedError
 
     def present(self, kind: str, keys: Iterable[str]) -> set[str]:
@@ -68,18 +70,55 @@ class RedisLedger(Ledger):
         self.where = "redis"
         self.errors = (redis.RedisError, OSError)
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        self._sender: redis.connection.Connection | None = None
+        """The connection of ``put(wait=False)``, and how many answers it has not read yet."""
+        self._unread = 0
 
     def put(self, kind: str, records: Mapping[str, float],
-            discard: Iterable[str] = ()) -> None:
+            discard: Iterable[str] = (), wait: bool = True) -> None:
         key, gone = KEY_PREFIX + kind, list(discard)
-        pipe = self.client.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         if records:
-            pipe.zadd(key, dict(records))
-            pipe.zremrangebyscore(key, "-inf", time.time())
+            commands.append(("ZADD", key, *(x for k, e in records.items() for x in (e, k))))
+            commands.append(("ZREMRANGEBYSCORE", key, "-inf", time.time()))
         if gone:
-            pipe.zrem(key, *gone)
-        if records or gone:
+            commands.append(("ZREM", key, *gone))
+        self._read_answers()
+        if not commands:
+            return
+        if wait:
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
             pipe.execute()
+            return
+        # Sent before the caller goes on (a task starts): Redis has it even if this process is
+        # killed at once; the answer is read with the next put, so no round trip is waited for.
+        if self._sender is None:
+            self._sender = self.client.connection_pool.get_connection()
+        try:
+            self._sender.send_packed_command(self._sender.pack_commands(commands))
+        except self.errors:
+            self._drop_sender()
+            raise
+        self._unread = len(commands)
+
+    def _read_answers(self) -> None:
+        if self._sender is None:
+            return
+        try:
+            while self._unread:
+                self._unread -= 1
+                self._sender.read_response()
+        except self.errors:
+            self._drop_sender()
+            raise
+
+    def _drop_sender(self) -> None:
+        sender, self._sender, self._unread = self._sender, None, 0
+        if sender is not None:
+            sender.disconnect()
+            self.client.connection_pool.release(sender)
 
     def present(self, kind: str, keys: Iterable[str]) -> set[str]:
         wanted = list(keys)
@@ -95,7 +134,11 @@ class RedisLedger(Ledger):
         return {k.decode(): s for k, s in rows}
 
     def close(self) -> None:
-        self.client.close()
+        try:
+            self._read_answers()
+        finally:
+            self._drop_sender()
+            self.client.close()
 
 
 class SQLiteLedger(Ledger):
@@ -120,7 +163,7 @@ class SQLiteLedger(Ledger):
         return self._conn
 
     def put(self, kind: str, records: Mapping[str, float],
-            discard: Iterable[str] = ()) -> None:
+            discard: Iterable[str] = (), wait: bool = True) -> None:
         gone = [(kind, k) for k in discard]
         if not records and not gone:
             return

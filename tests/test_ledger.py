@@ -12,6 +12,7 @@ from qtui.core import App
 from qtui.core.ledger import Ledger, RedisLedger, SQLiteLedger, ledger_for
 
 from .services import REDIS_HOST, REDIS_PORT, need
+from .worker_helpers import wait_for
 
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 
@@ -35,6 +36,15 @@ def test_records_are_present_until_they_expire_or_are_discarded(ledger: Ledger, 
     assert set(ledger.load(unique)) == {"kept"}
     assert ledger.load(unique)["kept"] == pytest.approx(now + 60)
     ledger.put(unique, {}, discard=["kept"])
+    assert ledger.load(unique) == {}
+
+
+def test_a_put_that_does_not_wait_is_kept_and_its_answer_read_with_the_next(ledger: Ledger,
+                                                                            unique):
+    ledger.put(unique, {"sent": time.time() + 60}, wait=False)
+    ledger.put(unique, {"next": time.time() + 60}, wait=False)
+    assert wait_for(lambda: ledger.present(unique, ["sent", "next"]) == {"sent", "next"}, 5)
+    ledger.put(unique, {}, discard=["sent", "next"])
     assert ledger.load(unique) == {}
 
 

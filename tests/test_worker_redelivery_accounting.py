@@ -39,7 +39,7 @@ def test_a_killed_worker_counts_the_task_it_started_and_not_the_one_it_held(setu
     """task_max_redeliveries = 1: the running task is dead-lettered after one kill; the task
     held for its ETA survives two kills and then runs once."""
     app = setup.app()
-    held = app.send_task("tasks.mark", args=["held"], countdown=8)
+    held = app.send_task("tasks.mark", args=["held"], countdown=12)
     running = app.send_task("tasks.slow", args=[60, "running"])
     for name in ("first", "second"):
         with setup.worker("-P", "solo", "--prefetch-multiplier", "4", name=name) as proc:

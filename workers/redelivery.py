@@ -72,14 +72,15 @@ class Starts:
         self.ledger = ledger
         self._settled: list[str] = []
 
-    def record(self, keys: Iterable[str]) -> None:
-        """Record ``keys`` as started (and forget the settled ones) in one round trip."""
+    def record(self, keys: Iterable[str], wait: bool = False) -> None:
+        """Record ``keys`` as started (and forget the settled ones): sent before the tasks run,
+        without waiting for the answer where the ledger allows it."""
         if self.ledger is None:
             return
         expires = time.time() + STARTED_TTL
         settled, self._settled = self._settled, []
         try:
-            self.ledger.put(STARTED, dict.fromkeys(keys, expires), discard=settled)
+            self.ledger.put(STARTED, dict.fromkeys(keys, expires), discard=settled, wait=wait)
         except self.ledger.errors as exc:
             logger.warning("Cannot record started tasks in %s (%s): if this worker is lost "
                            "now, their delivery is not counted", self.ledger.where, exc)
@@ -92,7 +93,7 @@ class Starts:
     def flush(self) -> None:
         """Forget the settled deliveries now (before giving one back at shutdown)."""
         if self._settled:
-            self.record(())
+            self.record((), wait=True)
 
     def started(self, key: str) -> bool:
         """Whether the delivery ``key`` started running; True when that cannot be known."""
