@@ -46,6 +46,8 @@ def test_a_killed_worker_counts_the_task_it_started_and_not_the_one_it_held(setu
             _wait_log(proc, f"[{held.id}] received")
             if name == "first":
                 assert setup.wait_records("started", 1)
+            else:
+                _wait_log(proc, "Message moved to")  # the running task, dead-lettered
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
     with setup.worker("-P", "solo", name="third"):

@@ -584,8 +584,10 @@ class Worker:
         self._forget(job)
 
     def _give_up(self, job: Job, reason: str) -> None:
-        store_state(self.app, job.message, WorkerLostError(reason), states.FAILURE)
+        # Dead-lettered before its state is stored: a worker lost in between leaves the message
+        # to be dead-lettered again, not a FAILURE state that drops the redelivery as done.
         self._dead_letter(job, reason)
+        store_state(self.app, job.message, WorkerLostError(reason), states.FAILURE)
         self._forget(job)
         self.hooks.on_task_failed(job, repr(WorkerLostError(reason)), None)
 
