@@ -1123,6 +1123,121 @@ def fork_grandchild(work: Path, forks: int, n: int) -> Outcome:
             except ProcessLookupError:
                 pass
         world.cleanup()
+# requeue accounting and durable revokes (issue 12 items 7, 8, 13) ---------------------------------
+def accounting_broker(work: Path, kind: str) -> tuple[str, dict[str, Any]]:
+    """(broker URL, settings) for ``redis`` (db 10, 1 s visibility timeout), ``sqlite`` (a file
+    of its own) or ``rabbitmq`` (Redis results in db 11: the cluster ledger lives there)."""
+    if kind == "redis":
+        return BROKER_DB, {"broker_transport_options": {"visibility_timeout": 1}}
+    if kind == "sqlite":
+        return f"sqlite://{work}/accounting-{uuid.uuid4().hex[:6]}.sqlite", {}
+    return AMQP, {"result_backend": RECORDS}
+
+
+def drain_count(broker: str, queue: str) -> int:
+    """Take every message from ``queue`` (a dead-letter queue) and count them."""
+    count = 0
+    with Connection(broker) as conn:
+        simple = conn.SimpleQueue(queue, serializer="json")
+        try:
+            while True:
+                try:
+                    simple.get(block=False).ack()
+                except simple.Empty:
+                    return count
+                count += 1
+        finally:
+            simple.close()
+
+
+def requeue_accounting(work: Path, n: int, kills: int) -> Outcome:
+    """With task_max_redeliveries = 1, per broker: ``n`` tasks held by the worker for their ETA
+    while it is SIGKILLed ``kills`` times, and a 4 s task given back by ``kills`` warm
+    shutdowns (``worker_shutdown_timeout`` 0.5 s). None started-and-lost, so none may be
+    dead-lettered; each runs once."""
+    outcome = Outcome(f"requeue accounting: {n} prefetched tasks x {kills} SIGKILLs and a long "
+                      f"task x {kills} warm shutdowns, task_max_redeliveries 1")
+    dead_total, per_broker = 0, []
+    for kind in ("redis", "sqlite", "rabbitmq"):
+        broker, conf = accounting_broker(work, kind)
+        world = World(work, broker, task_max_redeliveries=1, worker_shutdown_timeout=0.5,
+                      worker_eta_horizon=600, **conf)
+        try:
+            countdown = 8 + 5 * kills
+            sent = world.send(range(n), countdown=countdown)
+            for k in range(kills):
+                with world.worker("-P", "prefork", "-c", str(CONCURRENCY), name=f"kill{k}") \
+                        as proc:
+                    wait_for(lambda: proc.log_path.read_text().count("] received") >= n, 60)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+            with world.worker("-P", "prefork", "-c", str(CONCURRENCY), name="last"):
+                wait_for(lambda: world.done() >= n, countdown + 60)
+            sent += world.send(range(n, n + 1), seconds=4.0)
+            for k in range(kills):
+                with world.worker("-P", "prefork", "-c", "1", name=f"term{k}") as proc:
+                    wait_for(lambda: "] received" in proc.log_path.read_text(), 30)
+                    time.sleep(1.0)  # running now
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(30)
+            with world.worker("-P", "prefork", "-c", "1", name="final"):
+                wait_for(lambda: world.done() >= n + 1, 60)
+                time.sleep(1.0)
+            dead = drain_count(broker, dead_letter_queue_name(world.queue))
+            outcome.sent += sent
+            outcome.distinct += world.done()
+            outcome.runs += world.runs()
+            dead_total += dead
+            per_broker.append(f"{kind}: ran {world.done()}/{sent}, dead-lettered {dead}")
+        finally:
+            world.cleanup()
+            if kind == "rabbitmq":
+                delete_amqp_queues(world.queue, dead_letter_queue_name(world.queue))
+    outcome.figures.update(kills=3 * kills, dead_lettered=dead_total)
+    outcome.notes.append("; ".join(per_broker))
+    outcome.passed = outcome.lost == 0 and outcome.duplicates == 0 and dead_total == 0
+    return outcome
+
+
+def durable_revoke(work: Path, n: int) -> Outcome:
+    """Per broker: ``n`` task ids revoked while no worker runs, then those tasks and ``n``
+    others sent, then a worker started (no ``--statedb``): the others run, the revoked never."""
+    outcome = Outcome(f"durable revokes: {n} ids revoked before any worker started, "
+                      f"{n} others sent beside them")
+    ran_revoked, per_broker = 0, []
+    for kind in ("redis", "sqlite", "rabbitmq"):
+        broker, conf = accounting_broker(work, kind)
+        world = World(work, broker, **conf)
+        try:
+            revoked = [str(uuid.uuid4()) for _ in range(n)]
+            app = world.app()
+            try:
+                app.control.revoke(revoked)
+                for i, task_id in enumerate(revoked):
+                    app.send_task("faults.record", args=[-1 - i, 0.0], ignore_result=True,
+                                  task_id=task_id)
+            finally:
+                app.close()
+            world.send(range(n))
+            with world.worker("-P", "threads", "-c", "4") as proc:
+                wait_for(lambda: world.done() >= n, 60)
+                wait_for(lambda: proc.log_path.read_text().count("Discarding revoked") >= n, 30)
+                time.sleep(1.0)
+            members = {int(m) for m in world.records.smembers(f"{world.queue}:done")}
+            bad = sum(1 for m in members if m < 0)
+            ran_revoked += bad
+            outcome.sent += n
+            outcome.distinct += len(members) - bad
+            outcome.runs += world.runs() - bad
+            per_broker.append(f"{kind}: others ran {len(members) - bad}/{n}, revoked ran {bad}")
+        finally:
+            world.cleanup()
+            if kind == "rabbitmq":
+                delete_amqp_queues(world.queue)
+    outcome.figures.update(revoked_sent=3 * n, revoked_ran=ran_revoked)
+    outcome.notes.append("; ".join(per_broker))
+    outcome.passed = outcome.lost == 0 and outcome.duplicates == 0 and ran_revoked == 0
+    return outcome
 
 
 # running ----------------------------------------------------------------------------------------
@@ -1241,6 +1356,9 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "mixed-celery": (lambda w, q: mixed_celery(w, 10 if q else 40), 300),
     "gil-holder": (lambda w, q: gil_holder(w, 4 if q else 10), 300),
     "event-flood": (lambda w, q: event_flood(w, 10_000 if q else 30_000, 10 if q else 50), 300),
+    "requeue-accounting": (lambda w, q: requeue_accounting(w, 20 if q else 50, 2 if q else 4),
+                           900),
+    "durable-revoke": (lambda w, q: durable_revoke(w, 20 if q else 100), 300),
 }
 
 

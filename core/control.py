@@ -25,6 +25,7 @@ from kombu.utils.uuid import uuid
 
 from .config import mask_url
 from .exceptions import BrokerUnavailable
+from .ledger import record_revoked
 from .signing import secret_of, sign
 
 if TYPE_CHECKING:
@@ -226,7 +227,9 @@ class Control:
     def revoke(self, task_id: str | Sequence[str], destination: str | Sequence[str] | None = None,
                terminate: bool = False, signal: str = TERM_SIGNAME, **kwargs: Any
                ) -> Replies | None:
-        """Tell workers never to run these tasks (with ``terminate``, to kill them if running)."""
+        """Tell workers never to run these tasks (with ``terminate``, to kill them if running);
+        kept in the cluster ledger too, for workers that start later."""
+        record_revoked(self.app, [task_id] if isinstance(task_id, str) else task_id)
         return self.broadcast("revoke", destination=destination, arguments={
             "task_id": task_id, "terminate": terminate, "signal": signal}, **kwargs)
 

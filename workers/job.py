@@ -42,6 +42,8 @@ class Job:
     time_limit: float | None = None
     soft_time_limit: float | None = None
     timer: Any = None
+    start_key: str | None = None
+    """Set while its start is recorded in the ledger (see :class:`~.redelivery.Starts`)."""
 
     @property
     def task_id(self) -> str:

@@ -7,17 +7,35 @@ with the ``x-qtui-deliveries`` header raised (the deliveries before this one) an
 copy. Past ``task_max_redeliveries`` the message goes to the dead-letter queue instead, so a
 message that kills whatever runs it cannot loop forever. Messages put back without having run
 (the prefetched ones at shutdown) keep their count.
+
+Only a delivery that *started* counts: the flag is also set on a message that was only
+prefetched when its worker died, or given back by a shutdown. So a worker records each
+delivery it starts in the cluster ledger (:mod:`qtui.core.ledger`) before the task runs, and a
+redelivered message counts only when its previous delivery is recorded there. Without a ledger
+(RabbitMQ with rpc:// or no results) every redelivery counts, as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kombu import Exchange, Producer, Queue
 from kombu.message import Message
 
+from qtui.core.ledger import Ledger
+from qtui.core.protocol import TaskMessage
+
+logger = logging.getLogger("qtui.worker")
+
 DELIVERIES_HEADER = "x-qtui-deliveries"
+STARTED = "started"
+#: How long a start stays recorded: far longer than a message waits for its redelivery.
+STARTED_TTL = 86_400.0
+#: Settled starts remembered for removal from the ledger with the next write, at most.
+SETTLED_MAX = 10_000
 #: Headers that describe one delivery, not the task: never copied into a new publication.
 TRANSIENT_HEADERS = frozenset({"redelivered", "x-death", "x-first-death-exchange",
                                "x-first-death-queue", "x-first-death-reason",
@@ -27,15 +45,66 @@ _PROPERTIES = ("correlation_id", "reply_to", "priority", "expiration", "message_
                "type", "app_id", "user_id", "timestamp")
 
 
+def counted_deliveries(message: Message) -> int:
+    """Deliveries lost before this one, as counted in the header (the broker's flag aside)."""
+    try:
+        return max(0, int((message.headers or {}).get(DELIVERIES_HEADER) or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def delivery_number(message: Message) -> int:
     """1 for a first delivery; previous deliveries counted in the header, plus the broker's flag."""
-    headers = message.headers or {}
-    try:
-        before = max(0, int(headers.get(DELIVERIES_HEADER) or 0))
-    except (TypeError, ValueError):
-        before = 0
     redelivered = bool((message.delivery_info or {}).get("redelivered"))
-    return before + 1 + (1 if redelivered else 0)
+    return counted_deliveries(message) + 1 + (1 if redelivered else 0)
+
+
+def start_key(message: TaskMessage, counted: int) -> str:
+    """One delivery of one task: its id, its retry (a retry is a new message with the same id)
+    and the deliveries counted in its header."""
+    return f"{message.id}:{message.retries}:{counted}"
+
+
+class Starts:
+    """The deliveries this worker starts, recorded in the ledger before their task runs."""
+
+    def __init__(self, ledger: Ledger | None) -> None:
+        self.ledger = ledger
+        self._settled: list[str] = []
+
+    def record(self, keys: Iterable[str], wait: bool = False) -> None:
+        """Record ``keys`` as started (and forget the settled ones): sent before the tasks run,
+        without waiting for the answer where the ledger allows it."""
+        if self.ledger is None:
+            return
+        expires = time.time() + STARTED_TTL
+        settled, self._settled = self._settled, []
+        try:
+            self.ledger.put(STARTED, dict.fromkeys(keys, expires), discard=settled, wait=wait)
+        except self.ledger.errors as exc:
+            logger.warning("Cannot record started tasks in %s (%s): if this worker is lost "
+                           "now, their delivery is not counted", self.ledger.where, exc)
+
+    def settled(self, key: str) -> None:
+        """The delivery ``key`` ended without being lost: forget it with the next write."""
+        if self.ledger is not None and len(self._settled) < SETTLED_MAX:
+            self._settled.append(key)
+
+    def flush(self) -> None:
+        """Forget the settled deliveries now (before giving one back at shutdown)."""
+        if self._settled:
+            self.record((), wait=True)
+
+    def started(self, key: str) -> bool:
+        """Whether the delivery ``key`` started running; True when that cannot be known."""
+        if self.ledger is None:
+            return True
+        try:
+            return bool(self.ledger.present(STARTED, [key]))
+        except self.ledger.errors as exc:
+            logger.warning("Cannot read started tasks from %s (%s); counting the redelivery",
+                           self.ledger.where, exc)
+            return True
 
 
 def direct_queue(name: str) -> Queue:

@@ -1,13 +1,16 @@
-"""Revoked task ids: a bounded set with expiry, kept across restarts in ``--statedb``.
+"""Revoked task ids: a bounded set with expiry, kept in the cluster ledger and in ``--statedb``.
 
 A revoked task is never started: the worker checks the set when a message arrives, when its ETA
-comes and right before the task would start. The state database is a small SQLite file (one
-row per revoked id with its expiry time), written as revocations arrive, so a worker that
-restarts still refuses what was revoked while it was running.
+comes and right before the task would start. Revocations are written to the cluster ledger
+(:mod:`qtui.core.ledger`) as they arrive, and read from it whenever the worker connects, so a
+worker started later, or disconnected when the revoke was broadcast, refuses the task too. The
+state database is a small SQLite file of this worker alone (one row per revoked id with its
+expiry time), for clusters without a ledger.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections import OrderedDict
@@ -15,20 +18,38 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from qtui.core.files import create_private
+from qtui.core.ledger import REVOKE_EXPIRES, REVOKED, Ledger
+
+logger = logging.getLogger("qtui.worker")
 
 REVOKES_MAX = 50_000
-REVOKE_EXPIRES = 10_800.0  # 3 hours, as Celery
 
 
 class Revoked:
     def __init__(self, statedb: str | None = None, expires: float = REVOKE_EXPIRES,
-                 maxlen: int = REVOKES_MAX) -> None:
+                 maxlen: int = REVOKES_MAX, ledger: Ledger | None = None) -> None:
         self.expires = expires
         self.maxlen = maxlen
+        self.ledger = ledger
         self._ids: OrderedDict[str, float] = OrderedDict()
         self._db: sqlite3.Connection | None = None
         if statedb:
             self._open(Path(statedb).expanduser())
+
+    def load(self) -> int:
+        """Take in the revocations kept in the ledger; how many were new to this worker."""
+        if self.ledger is None:
+            return 0
+        try:
+            kept = self.ledger.load(REVOKED)
+        except self.ledger.errors as exc:
+            logger.warning("Cannot read revoked tasks from %s (%s)", self.ledger.where, exc)
+            return 0
+        new = [i for i in sorted(kept, key=kept.__getitem__) if i not in self]
+        for task_id in new:
+            self._ids[task_id] = kept[task_id]
+        self._trim()
+        return len(new)
 
     def _open(self, path: Path) -> None:
         create_private(path)
@@ -49,12 +70,21 @@ class Revoked:
             self._ids.pop(task_id, None)
             self._ids[task_id] = expires
             added.append(task_id)
-        while len(self._ids) > self.maxlen:
-            self._ids.popitem(last=False)
+        self._trim()
         if self._db is not None and added:
             self._db.executemany("INSERT OR REPLACE INTO revoked VALUES (?, ?)",
                                  [(i, expires) for i in added])
+        if self.ledger is not None and added:
+            try:
+                self.ledger.put(REVOKED, dict.fromkeys(added, expires))
+            except self.ledger.errors as exc:
+                logger.warning("Cannot keep the revocation in %s (%s): workers started later "
+                               "may run these tasks", self.ledger.where, exc)
         return added
+
+    def _trim(self) -> None:
+        while len(self._ids) > self.maxlen:
+            self._ids.popitem(last=False)
 
     def __contains__(self, task_id: object) -> bool:
         expires = self._ids.get(task_id)  # type: ignore[arg-type]

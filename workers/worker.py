@@ -45,6 +45,7 @@ from qtui.core.exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
+from qtui.core.ledger import ledger_for
 from qtui.core.protocol import TaskMessage, decode, parse
 from qtui.core.signing import verifier_for
 
@@ -59,7 +60,14 @@ from .hooks import Hooks
 from .job import ACTIVE, RESERVED, Job
 from .pools import pool_class
 from .ratelimit import RateLimiter
-from .redelivery import DELIVERIES_HEADER, delivery_number, republish
+from .redelivery import (
+    DELIVERIES_HEADER,
+    Starts,
+    counted_deliveries,
+    delivery_number,
+    republish,
+    start_key,
+)
 from .revoke import Revoked
 from .timer import Timer
 
@@ -128,7 +136,10 @@ class Worker:
         self.clock = app.control.mailbox.clock
         """The Lamport clock of this worker's events and remote-control replies."""
         self.started_at = time.time()
-        self.revoked = Revoked(statedb or conf.worker_statedb)
+        self.ledger = ledger_for(app)
+        """The cluster ledger (started deliveries, revoked ids); None on RabbitMQ without a
+        Redis or SQLite result backend."""
+        self.revoked = Revoked(statedb or conf.worker_statedb, ledger=self.ledger)
         self.rate_limits = RateLimiter(app, self.timer, self._reserve)
         self.scheduler = Scheduler(self.timer, self._ready, float(conf.worker_eta_horizon))
         self.jobs: dict[int, Job] = {}
@@ -144,6 +155,7 @@ class Worker:
                         else conf.worker_max_tasks_per_child)
         self.consumer = Consumer(self, self.queues, self.on_message, self.on_undecodable)
         self.dead_letters = DeadLetters(self.consumer.publisher)
+        self.starts = Starts(self.ledger)
         self._stale_by_task: dict[str, Job] = {}
         self._orphans: list[tuple[str, bool]] = []
         """Deliveries of a lost connection to settle through the next (Redis and the embedded
@@ -299,6 +311,9 @@ class Worker:
             self.timer.call_repeatedly(store.poll_interval, self._poll_delayed)
             if consumer.leases is not None:
                 self.timer.call_repeatedly(consumer.leases.interval, self._restore_expired)
+        new = self.revoked.load()
+        if new and self.ledger is not None:
+            logger.info("%d revoked task id(s) read from %s", new, self.ledger.where)
         self._settle_orphans()
 
     def _settle_orphans(self) -> None:
@@ -411,8 +426,9 @@ class Worker:
         self._ready(job)
 
     def _redelivered(self, job: Job) -> bool:
-        """A message the broker delivers again (its holder died). True when it was handled:
-        already done, dead-lettered, or published again with its delivery count."""
+        """A message the broker delivers again (its holder died or gave it back). True when it
+        was handled: already done, dead-lettered, or published again with its delivery count;
+        False when its previous delivery never started, so it runs as it is."""
         msg = job.message
         if self._already_done(msg):
             logger.info("Task %s[%s] was redelivered but already ran; dropping the copy",
@@ -420,6 +436,11 @@ class Worker:
             self._ack(job)
             self._forget(job)
             return True
+        counted = counted_deliveries(job.delivery)
+        if job.delivery_number == counted + 1 \
+                or not self.starts.started(start_key(msg, counted)):
+            job.delivery_number = counted + 1  # the previous delivery never ran: not lost
+            return False
         if job.delivery_number > self.max_redeliveries:
             self._give_up(job, f"delivered {job.delivery_number} times; the worker holding it "
                                "was lost each time")
@@ -472,10 +493,20 @@ class Worker:
         self.reserved.append(job)
 
     def _dispatch(self) -> None:
-        while self.reserved and self.pool.free_slots > 0 and not self.stopping:
+        batch: list[Job] = []
+        while self.reserved and len(batch) < self.pool.free_slots and not self.stopping:
             job = self.reserved.popleft()
-            if self._refuse(job):
-                continue
+            if not self._refuse(job):
+                batch.append(job)
+        if not batch:
+            return
+        # Recorded before the tasks run: if this worker is lost while they run, their
+        # redelivery counts against task_max_redeliveries (a prefetched one's does not).
+        for job in batch:
+            if self.task_options(job.name).acks_late:
+                job.start_key = start_key(job.message, job.delivery_number - 1)
+        self.starts.record(job.start_key for job in batch if job.start_key)
+        for index, job in enumerate(batch):
             options = self.task_options(job.name)
             job.time_limit, job.soft_time_limit = options.limits(job.message)
             item = WorkItem(job.id, job.message, job.delivery_info(), self.hostname,
@@ -489,7 +520,7 @@ class Worker:
             if not self.pool.apply(item):
                 del self.active[job.id]
                 job.stage = RESERVED
-                self.reserved.appendleft(job)
+                self.reserved.extendleft(reversed(batch[index:]))
                 return
 
     def task_options(self, name: str) -> TaskOptions:
@@ -592,9 +623,11 @@ class Worker:
         self._forget(job)
 
     def _give_up(self, job: Job, reason: str) -> None:
+        # Dead-lettered before its state is stored: a worker lost in between leaves the message
+        # to be dead-lettered again, not a FAILURE state that drops the redelivery as done.
+        self._dead_letter(job, reason)
         store_state(self.app, job.message, WorkerLostError(reason), states.FAILURE)
         canvas.after_lost(self.app, job.message, states.FAILURE, WorkerLostError(reason))
-        self._dead_letter(job, reason)
         self._forget(job)
         self.hooks.on_task_failed(job, repr(WorkerLostError(reason)), None)
 
@@ -638,6 +671,9 @@ class Worker:
 
     def _forget(self, job: Job) -> None:
         self.jobs.pop(job.id, None)
+        if job.start_key is not None:
+            self.starts.settled(job.start_key)
+            job.start_key = None
         if self._stale_by_task.get(job.task_id) is job:
             del self._stale_by_task[job.task_id]
 
@@ -660,10 +696,12 @@ class Worker:
         self.dead_letters.send(message, queue_name, reason)
         self.hooks.on_task_rejected(job, reason)
 
-    def _put_back(self, queue_name: str, message: Message) -> None:
-        """Return a delivery that did not run to its queue, keeping its delivery count."""
-        republish(self.consumer.publisher(), message, queue_name,
-                  headers={DELIVERIES_HEADER: delivery_number(message) - 1})
+    def _put_back(self, queue_name: str, message: Message, counted: int | None = None) -> None:
+        """Return a delivery that was not lost to its queue, keeping its delivery count
+        (``counted``: the deliveries lost before it, when the worker knows better than the
+        message's flag)."""
+        republish(self.consumer.publisher(), message, queue_name, headers={
+            DELIVERIES_HEADER: delivery_number(message) - 1 if counted is None else counted})
         message.ack()
 
     # remote control --------------------------------------------------------------------------
@@ -801,12 +839,15 @@ class Worker:
                 self.pool.terminate()
                 abandoned = []
                 for job in list(self.active.values()):
+                    self._forget(job)
                     if not job.acked and not job.stale:
-                        job.delivery.requeue()
+                        # Given back on purpose, not lost: forget its start first, and keep
+                        # its count, so the next delivery does not count against it.
+                        self.starts.flush()
+                        self._put_back(job.queue, job.delivery, job.delivery_number - 1)
                         job.acked = True
                     elif not job.stale:
                         abandoned.append(job)
-                    self._forget(job)
                 self.active.clear()
                 for job in abandoned:
                     logger.warning("Task %s[%s] was stopped at shutdown and is not requeued: it "
@@ -820,6 +861,9 @@ class Worker:
             self.pool.stop()
             self.consumer.stop()
             self.revoked.close()
+            self.starts.flush()
+            if self.ledger is not None:
+                self.ledger.close()
             self.hooks.on_worker_stopped(self)
         logger.info("worker %s stopped", self.hostname)
 
@@ -832,7 +876,7 @@ class Worker:
         self.reserved.clear()
         for job in waiting:
             if not job.acked and not job.stale:
-                self._put_back(job.queue, job.delivery)
+                self._put_back(job.queue, job.delivery, job.delivery_number - 1)
                 job.acked = True
             self._forget(job)
         if waiting:
