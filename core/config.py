@@ -141,6 +141,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "Seconds to wait for the broker to accept a connection."),
     Setting("broker_connection_max_retries", 100, _optional(_at_least(INT, 0)),
             "How often to retry a lost broker connection before giving up (nothing: forever)."),
+    Setting("broker_heartbeat", 120.0, _optional(_at_least(NUMBER, 0)),
+            "AMQP heartbeat of the worker's connection, in seconds, so a silent broker (a "
+            "half-open connection after a network partition) is noticed within about three of "
+            "them and the worker reconnects (0 or nothing: off)."),
     Setting("broker_transport_options", {}, TABLE,
             "Options passed to the kombu transport (for example visibility_timeout)."),
     Setting("broker_management_url", None, _optional(STR),

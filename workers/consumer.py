@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from queue import Empty
@@ -38,6 +39,8 @@ logger = logging.getLogger("qtui.worker")
 
 RECONNECT_INTERVAL_START = 0.5
 RECONNECT_INTERVAL_MAX = 10.0
+#: Most seconds between two AMQP heartbeat checks (a quarter of the heartbeat when shorter).
+HEARTBEAT_CHECK_MAX = 5.0
 #: Seconds the Redis restore mutex lasts when its holder dies (kombu's default is 300).
 RESTORE_MUTEX_EXPIRE = 10.0
 
@@ -62,6 +65,7 @@ class Consumer:
         """One per consumed queue, by queue name."""
         self._pidbox: KombuConsumer | None = None
         self.consuming = False
+        self._next_heartbeat_check = 0.0
         self.unanswered: list[float] = []
         """Stamps of fetches whose reply was lost (Redis): what they took is reclaimed."""
 
@@ -97,7 +101,7 @@ class Consumer:
                 self._connect(prefetch)
                 return
             except self.errors as exc:
-                self.close()
+                self.close(lost=True)
                 attempt += 1
                 if max_retries is not None and attempt > max_retries:
                     raise BrokerUnavailable(
@@ -112,7 +116,8 @@ class Consumer:
 
     def _connect(self, prefetch: int) -> None:
         conn = self.connection = self.app.connection_for_read(
-            redis_transport=redis_transport.Transport)
+            redis_transport=redis_transport.Transport,
+            heartbeat=float(self.app.conf.broker_heartbeat or 0))
         if self.is_redis:
             options = {"visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT, **conn.transport_options}
             # A worker killed inside a restore leaves kombu's restore mutex behind for 300 s,
@@ -210,6 +215,17 @@ class Consumer:
         apply_global = not self.connection.qos_semantics_matches_spec  # type: ignore[union-attr]
         self.channel.basic_qos(0, count, apply_global)
 
+    def heartbeat_check(self) -> None:
+        """Send the AMQP heartbeat when due, and raise a connection error when the broker has
+        been silent past two heartbeats (a half-open connection); other transports: nothing."""
+        if self.connection is None or not self.connection.heartbeat:
+            return
+        now = time.monotonic()
+        if now < self._next_heartbeat_check:
+            return
+        self._next_heartbeat_check = now + min(HEARTBEAT_CHECK_MAX, self.connection.heartbeat / 4)
+        self.connection.heartbeat_check()
+
     def drain(self, timeout: float) -> None:
         """Deliver what arrives within ``timeout`` seconds to the callbacks."""
         assert self.connection is not None
@@ -278,7 +294,9 @@ class Consumer:
             except self.errors as exc:
                 logger.debug("cancel failed: %s", exc)
 
-    def close(self) -> None:
+    def close(self, lost: bool = False) -> None:
+        """Close the connection; ``lost``: it failed, so let go of it without the closing
+        handshake a silent broker would never answer (AMQP's close would wait for ever)."""
         if self.leases is not None:
             self.leases.stop()
             self.leases = None
@@ -287,7 +305,10 @@ class Consumer:
         conn, self.connection = self.connection, None
         if conn is not None:
             try:
-                conn.release()
+                if lost:
+                    conn.collect()
+                else:
+                    conn.release()
             except Exception as exc:  # closing a broken connection can raise anything
                 logger.debug("closing the connection failed: %s", exc)
 

@@ -228,6 +228,7 @@ class Worker:
             self._put_back_waiting()
         if self._orphans or self.consumer.unanswered:
             self._settle_orphans()
+        self.consumer.heartbeat_check()
         self._process_events()
         self.pool.maintain()
         next_timer = self.timer.run_due()
@@ -744,7 +745,7 @@ class Worker:
         for job in self.active.values():
             job.stale = True
             self._stale_by_task[job.task_id] = job
-        self.consumer.close()
+        self.consumer.close(lost=True)
         self.sleep(self._reconnect_delay)
         self.consumer.connect(self.prefetch_target())
         self._on_connected()
