@@ -25,6 +25,7 @@ def test_a_silent_broker_is_noticed_by_the_heartbeat_and_the_worker_reconnects(
             app.close()
             assert wait_for(lambda: setup.records("mark"), 20), \
                 worker.log_path.read_text()[-3000:]
+            proxy.close()  # the events connection is silenced too: let the worker close it
     finally:
         setup.broker = amqp_url
         setup.cleanup()
