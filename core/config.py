@@ -185,7 +185,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("task_queue_max_priority", None, _optional(_between(INT, 1, 255)),
             "x-max-priority of declared queues (RabbitMQ priority queues)."),
     Setting("task_queues", None, QUEUES,
-            "Named queues with their exchange, exchange_type, routing_key and max_priority."),
+            "Named queues with their exchange, exchange_type, routing_key, max_priority, "
+            "queue_type (classic or quorum) and consumer_timeout (seconds, RabbitMQ)."),
     Setting("task_routes", None, ROUTES,
             "Which queue, exchange, routing key and priority each task goes to."),
     Setting("task_annotations", None, ANNOTATIONS,

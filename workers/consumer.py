@@ -29,7 +29,9 @@ from kombu.message import Message
 from qtui.core.config import mask_url
 from qtui.core.exceptions import BrokerUnavailable
 
-from . import control, leases, redis_transport
+from qtui.core.routing import queue_type
+
+from . import control, declare, leases, redis_transport
 from .leases import DEFAULT_VISIBILITY_TIMEOUT, Leases
 
 if TYPE_CHECKING:
@@ -65,6 +67,9 @@ class Consumer:
         """One per consumed queue, by queue name."""
         self._pidbox: KombuConsumer | None = None
         self.consuming = False
+        self.global_qos = not any(queue_type(q) == "quorum" for q in queues)
+        """Count the prefetch window per channel (RabbitMQ's global QoS) rather than per consumer:
+        quorum queues refuse it."""
         self._next_heartbeat_check = 0.0
         self.unanswered: list[float] = []
         """Stamps of fetches whose reply was lost (Redis): what they took is reclaimed."""
@@ -102,6 +107,11 @@ class Consumer:
                 return
             except self.errors as exc:
                 self.close(lost=True)
+                if self.global_qos and _refuses_global_qos(exc):
+                    self.global_qos = False
+                    logger.warning("Global QoS is disabled: a queue refuses it (%s); the "
+                                   "prefetch window now counts per queue", exc)
+                    continue
                 attempt += 1
                 if max_retries is not None and attempt > max_retries:
                     raise BrokerUnavailable(
@@ -133,7 +143,7 @@ class Consumer:
             # broker's file locked past its retries) must not requeue running tasks.
             self.channel.do_restore = False
         for queue in self.queues:
-            queue(self.channel).declare()
+            declare.ensure(conn, queue)
         self.producer = Producer(conn.channel())
         self._consumers = {queue.name: self._consumer_for(queue) for queue in self.queues}
         self.prefetch = 0
@@ -170,14 +180,12 @@ class Consumer:
     def add_queue(self, queue: Queue) -> bool:
         """Consume ``queue`` too, now and after every reconnection; False if it already is.
 
-        It is declared on a channel of its own first: a declaration the broker refuses (the
-        queue exists with other arguments) closes that channel, not the one tasks arrive on.
+        It is declared on a channel of its own first (see :mod:`.declare`).
         """
         if any(q.name == queue.name for q in self.queues):
             return False
         if self.connection is not None:
-            with self.connection.channel() as channel:
-                queue(channel).declare()
+            declare.ensure(self.connection, queue)
         self.queues.append(queue)
         if self.channel is not None:
             consumer = self._consumers[queue.name] = self._consumer_for(queue)
@@ -212,7 +220,8 @@ class Consumer:
         if count == self.prefetch or self.channel is None:
             return
         self.prefetch = count
-        apply_global = not self.connection.qos_semantics_matches_spec  # type: ignore[union-attr]
+        apply_global = self.global_qos and \
+            not self.connection.qos_semantics_matches_spec  # type: ignore[union-attr]
         self.channel.basic_qos(0, count, apply_global)
 
     def heartbeat_check(self) -> None:
@@ -312,5 +321,14 @@ class Consumer:
             except Exception as exc:  # closing a broken connection can raise anything
                 logger.debug("closing the connection failed: %s", exc)
 
+    def queue_type(self, name: str) -> str:
+        """What the consumed queue ``name`` is declared as (classic when not consumed)."""
+        return next((queue_type(q) for q in self.queues if q.name == name), "classic")
+
     def broker_name(self) -> str:
         return mask_url(self.app.broker_url)
+
+
+def _refuses_global_qos(exc: BaseException) -> bool:
+    """RabbitMQ's ``540 NOT_IMPLEMENTED ... does not support global qos`` (a quorum queue)."""
+    return str(getattr(exc, "reply_code", "")) == "540" and "global qos" in str(exc).lower()

@@ -141,7 +141,7 @@ class Worker:
                         max_tasks_per_child if max_tasks_per_child is not None
                         else conf.worker_max_tasks_per_child)
         self.consumer = Consumer(self, self.queues, self.on_message, self.on_undecodable)
-        self.dead_letters = DeadLetters(self.consumer.publisher)
+        self.dead_letters = DeadLetters(self.consumer.publisher, self.consumer.queue_type)
         self._stale_by_task: dict[str, Job] = {}
         self._orphans: list[tuple[str, bool]] = []
         """Deliveries of a lost connection to settle through the next (Redis and the embedded
@@ -291,7 +291,7 @@ class Worker:
         consumer = self.consumer
         self.scheduler.store = delayed_store_for(
             consumer.connection, consumer.channel, consumer.publisher,  # type: ignore[arg-type]
-            [q.name for q in self.queues])
+            [q.name for q in self.queues], self.consumer.queue_type)
         store = self.scheduler.store
         if store is not None and store.poll_interval and not self._polling:
             self._polling = True
