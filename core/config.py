@@ -145,6 +145,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "AMQP heartbeat of the worker's connection, in seconds, so a silent broker (a "
             "half-open connection after a network partition) is noticed within about three of "
             "them and the worker reconnects (0 or nothing: off)."),
+    Setting("broker_consumer_timeout", 1800.0, _optional(_at_least(NUMBER, 0, above=True)),
+            "RabbitMQ's consumer_timeout in seconds as the worker assumes it (the server does "
+            "not tell it): the worker warns at start about tasks whose time limit is longer "
+            "(nothing: no warning)."),
     Setting("broker_transport_options", {}, TABLE,
             "Options passed to the kombu transport (for example visibility_timeout)."),
     Setting("broker_management_url", None, _optional(STR),

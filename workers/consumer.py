@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from kombu import Connection, Producer, Queue
 from kombu import Consumer as KombuConsumer
-from kombu.exceptions import OperationalError
+from kombu.exceptions import ChannelError, OperationalError
 from kombu.message import Message
 
 from qtui.core.config import mask_url
@@ -32,6 +32,7 @@ from qtui.core.exceptions import BrokerUnavailable
 from qtui.core.routing import queue_type
 
 from . import control, declare, leases, redis_transport
+from .consumer_timeout import ConsumerTimedOut, is_consumer_timeout
 from .leases import DEFAULT_VISIBILITY_TIMEOUT, Leases
 
 if TYPE_CHECKING:
@@ -96,6 +97,11 @@ class Consumer:
         this process holds), so deliveries of a lost connection are settled through the next."""
         return self.connection is not None and \
             self.connection.transport.driver_type in ("redis", "sqlite")
+
+    @property
+    def holds_deliveries_on_a_timer(self) -> bool:
+        """The broker takes back a delivery held unacked too long (RabbitMQ's consumer_timeout)."""
+        return self.connection is not None and self.connection.transport.driver_type == "amqp"
 
     def connect(self, prefetch: int) -> None:
         """Connect and start consuming; retries with backoff per broker_connection_max_retries."""
@@ -242,6 +248,12 @@ class Consumer:
             self.connection.drain_events(timeout=timeout)
         except socket.timeout:
             pass
+        except ChannelError as exc:
+            if is_consumer_timeout(exc):  # a reconnection case, not a bug
+                raise ConsumerTimedOut(
+                    f"the broker closed the channel: a task held its delivery unacked longer "
+                    f"than the consumer timeout ({exc})") from exc
+            raise
 
     def fetch(self, room: int, acks: list[str]) -> int | None:
         """Ack ``acks`` and take up to ``room`` waiting messages without blocking, in one round

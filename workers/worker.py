@@ -46,7 +46,7 @@ from qtui.core.exceptions import (
 from qtui.core.protocol import TaskMessage, decode, parse
 from qtui.core.signing import verifier_for
 
-from . import leases
+from . import consumer_timeout, leases
 from .arguments import ArgumentStore
 from .consumer import Consumer
 from .deadletter import DeadLetters
@@ -194,6 +194,8 @@ class Worker:
             print(f"qtui worker {self.hostname} ready.", flush=True)
             logger.info("Connected to %s; consuming %s", self.consumer.broker_name(),
                         ", ".join(q.name for q in self.queues))
+            if self.consumer.holds_deliveries_on_a_timer:
+                consumer_timeout.warn_long_tasks(self)
             self.hooks.on_worker_ready(self)
             self._loop()
         except WorkerTerminate:
