@@ -148,3 +148,20 @@ def test_the_dead_letter_and_delay_queues_of_a_quorum_queue_are_quorum_queues(am
                                        "x-dead-letter-exchange": "",
                                        "x-dead-letter-routing-key": amqp_world.queue,
                                        "x-expires": 302_000})
+
+
+@pytest.mark.timeout(90)
+def test_a_delay_queue_that_expired_is_declared_again(amqp_world):
+    delay = DELAY_QUEUE.format(queue=amqp_world.queue, seconds=1)
+    amqp_world.conf["worker_eta_horizon"] = 0
+    with amqp_world.worker("-P", "solo") as worker:
+        app = amqp_world.app()
+        app.send_task("tasks.mark", args=["first"], countdown=1.5)
+        assert wait_for(lambda: amqp_world.records("mark"), 30), \
+            worker.log_path.read_text()[-3000:]
+        with Connection(amqp_world.broker) as conn:  # as its x-expires does when unused
+            conn.default_channel.queue_delete(delay)
+        app.send_task("tasks.mark", args=["second"], countdown=1.5)
+        app.close()
+        assert wait_for(lambda: len(amqp_world.records("mark")) == 2, 30), \
+            worker.log_path.read_text()[-3000:]

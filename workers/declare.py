@@ -49,7 +49,8 @@ def exists(connection: Connection, name: str) -> bool:
 
 
 def ensure(connection: Connection, queue: Queue) -> None:
-    """Make sure ``queue`` exists and is bound to its exchange, once per connection; a queue that
+    """Make sure ``queue`` exists and is bound to its exchange, once per connection (every time
+    for a queue that expires, as kombu does: a delay queue may be gone since); a queue that
     exists is used with the arguments it has."""
     known = _known.setdefault(connection, set())
     if queue.name in known:
@@ -73,4 +74,5 @@ def ensure(connection: Connection, queue: Queue) -> None:
                            "it is", queue.name, exc)
     finally:
         _close_quietly(channel)
-    known.add(queue.name)
+    if queue.can_cache_declaration:
+        known.add(queue.name)
