@@ -950,6 +950,50 @@ def fork_grandchild(work: Path, forks: int, n: int) -> Outcome:
         world.cleanup()
 
 
+def consumer_timeout(work: Path, n_long: int, n_short: int) -> Outcome:
+    """On a RabbitMQ node of its own with consumer_timeout 3 s, tasks of 8 s (each outliving the
+    timeout twice) among quick ones: each runs once and the worker stays up."""
+    outcome = Outcome("RabbitMQ consumer_timeout 3 s, tasks of 8 s (own node, threads -c 4)")
+    with rabbitmq_node(work / f"rabbit-{uuid.uuid4().hex[:6]}", 3000) as url:
+        world = World(work, url)
+        try:
+            with world.worker("-P", "threads", "-c", "4") as proc:
+                outcome.sent = world.send(range(n_long), seconds=8.0)
+                outcome.sent += world.send(range(n_long, n_long + n_short))
+                finished = world.settle(outcome, outcome.sent, 120 + 4 * n_long)
+                up = proc.poll() is None
+                log = proc.log_path.read_text()  # type: ignore[attr-defined]
+            outcome.figures["channel_closes"] = log.count("longer than the consumer timeout")
+            outcome.figures["worker_up"] = up
+            outcome.passed = (finished and up and outcome.lost == 0
+                              and outcome.duplicates == 0 and outcome.figures["channel_closes"] > 0)
+            return outcome
+        finally:
+            world.cleanup()
+
+
+def quorum(work: Path, n: int) -> Outcome:
+    """A quorum queue (task_queues queue_type) drained by a prefork worker on the shared node:
+    nothing lost, nothing run twice, no global-QoS refusal."""
+    world = World(work, AMQP)
+    world.conf["task_queues"] = {world.queue: {"queue_type": "quorum"}}
+    outcome = Outcome("quorum queue drained (RabbitMQ, prefork -c 2)")
+    try:
+        outcome.sent = world.send(range(n))
+        start = time.monotonic()
+        with world.worker("-P", "prefork", "-c", "2") as proc:
+            finished = world.settle(outcome, n, 300)
+            log = proc.log_path.read_text()  # type: ignore[attr-defined]
+        outcome.figures["drain_s"] = round(time.monotonic() - start, 1)
+        outcome.figures["refused"] = "global qos" in log.lower()
+        outcome.passed = finished and outcome.lost == 0 and outcome.duplicates == 0 \
+            and not outcome.figures["refused"]
+        return outcome
+    finally:
+        delete_amqp_queues(world.queue, dead_letter_queue_name(world.queue))
+        world.cleanup()
+
+
 # running ----------------------------------------------------------------------------------------
 #: name: (run it at full or --quick counts, its time budget in seconds at full counts).
 SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
@@ -967,6 +1011,9 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "sqlite-lock-storm": (lambda w, q: sqlite_lock_storm(w, 40 if q else 200, 1.0), 600),
     "eta-rows": (lambda w, q: eta_rows(w, 3_000, 100_000), 600),
     "fork-grandchild": (lambda w, q: fork_grandchild(w, 3 if q else 10, 50 if q else 200), 300),
+    "consumer-timeout": (lambda w, q: consumer_timeout(w, 4 if q else 8, 100 if q else 500),
+                         300),
+    "quorum": (lambda w, q: quorum(w, 500 if q else 3_000), 600),
 }
 
 
