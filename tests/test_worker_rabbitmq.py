@@ -3,6 +3,7 @@ queues, and queues an operator made with other arguments."""
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -165,3 +166,26 @@ def test_a_delay_queue_that_expired_is_declared_again(amqp_world):
         app.close()
         assert wait_for(lambda: len(amqp_world.records("mark")) == 2, 30), \
             worker.log_path.read_text()[-3000:]
+
+
+@pytest.mark.timeout(90)
+def test_a_quorum_queue_added_at_run_time_is_consumed(amqp_world):
+    """The worker asked for global QoS (its queue is classic); the quorum queue refuses it on
+    add_consumer, and the worker reconnects counting the window per consumer."""
+    extra = f"{amqp_world.queue}-quorum"
+    declare(amqp_world.broker, extra, QUORUM, exchange=extra)
+    with amqp_world.worker("-P", "solo") as worker:
+        app = amqp_world.app(task_queues={extra: {"queue_type": "quorum"}})
+        try:
+            hostname = f"w-{amqp_world.queue}@{socket.gethostname()}"
+            replies = app.control.broadcast("add_consumer", arguments={"queue": extra},
+                                            destination=[hostname], reply=True, timeout=10)
+            assert replies, worker.log_path.read_text()[-3000:]
+            app.send_task("tasks.mark", args=["quorum"], queue=extra)
+            assert wait_for(lambda: amqp_world.records("mark"), 30), \
+                worker.log_path.read_text()[-3000:]
+        finally:
+            app.close()
+            with Connection(amqp_world.broker) as conn:
+                conn.default_channel.queue_delete(extra)
+        assert worker.poll() is None
