@@ -189,3 +189,32 @@ def test_a_quorum_queue_added_at_run_time_is_consumed(amqp_world):
             with Connection(amqp_world.broker) as conn:
                 conn.default_channel.queue_delete(extra)
         assert worker.poll() is None
+
+
+@pytest.mark.timeout(90)
+def test_a_task_that_ended_while_its_connection_was_lost_does_not_run_again(
+        tmp_path, unique, amqp_url):
+    """No result backend to tell: the worker itself remembers it settled the task while the
+    broker still held the delivery, and drops the copy RabbitMQ gives back."""
+    proxy = SilentProxy((AMQP_HOST, AMQP_PORT))
+    setup = make_setup(tmp_path, f"qw-{unique}", f"amqp://guest:guest@127.0.0.1:{proxy.port}//",
+                       None, broker_heartbeat=1)
+    try:
+        with setup.worker("-P", "threads", "-c", "2") as worker:
+            app = setup.app(broker_url=amqp_url)
+            app.send_task("tasks.slow", args=[1.0, "once"], ignore_result=True)
+            assert wait_for(lambda: setup.records("started"), 20)
+            proxy.silence()  # it ends before the worker or the broker notices (2 heartbeats)
+            assert wait_for(lambda: "Reconnected" in worker.log_path.read_text(), 30), \
+                worker.log_path.read_text()[-3000:]
+            app.send_task("tasks.mark", args=["after"])
+            app.close()
+            assert wait_for(lambda: setup.records("mark"), 20), \
+                worker.log_path.read_text()[-3000:]
+            proxy.close()
+        assert [r["tag"] for r in setup.records("started")] == ["once"], \
+            worker.log_path.read_text()[-3000:]
+    finally:
+        setup.broker = amqp_url
+        setup.cleanup()
+        proxy.close()
