@@ -297,6 +297,52 @@ def redis_server(directory: Path, port: int) -> Iterator[subprocess.Popen[bytes]
             proc.wait(10)
 
 
+@contextmanager
+def rabbitmq_node(directory: Path, consumer_timeout_ms: int | None = None,
+                  ) -> Iterator[str]:
+    """A RabbitMQ node of one's own (its name, ports, data, logs and config in ``directory``),
+    so a test can give it settings the shared node must not have; yields its AMQP URL. The
+    channel tick is 0.5 s so a consumer timeout fires when due, not up to a minute late."""
+    port, dist_port = spare_port(), spare_port()
+    for sub in ("mnesia", "log"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    config = [f"listeners.tcp.default = 127.0.0.1:{port}", "loopback_users = none"]
+    if consumer_timeout_ms is not None:
+        config.append(f"consumer_timeout = {consumer_timeout_ms}")
+    (directory / "rabbitmq.conf").write_text("\n".join(config) + "\n")
+    (directory / "advanced.config").write_text("[{rabbit, [{channel_tick_interval, 500}]}].\n")
+    (directory / "enabled_plugins").write_text("[].\n")
+    env = {**os.environ, "HOME": str(directory),
+           "RABBITMQ_NODENAME": f"qtui-{uuid.uuid4().hex[:8]}@localhost",
+           "RABBITMQ_NODE_PORT": str(port), "RABBITMQ_DIST_PORT": str(dist_port),
+           "RABBITMQ_MNESIA_BASE": str(directory / "mnesia"),
+           "RABBITMQ_LOG_BASE": str(directory / "log"),
+           "RABBITMQ_CONFIG_FILE": str(directory / "rabbitmq.conf"),
+           "RABBITMQ_ADVANCED_CONFIG_FILE": str(directory / "advanced.config"),
+           "RABBITMQ_ENABLED_PLUGINS_FILE": str(directory / "enabled_plugins")}
+    server = shutil.which("rabbitmq-server", path="/usr/lib/rabbitmq/bin") \
+        or shutil.which("rabbitmq-server")
+    if server is None:
+        raise RuntimeError("rabbitmq-server is not installed")
+    with (directory / "node.log").open("w") as log:
+        proc = subprocess.Popen([server], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        if not wait_for(lambda: listening(port) or proc.poll() is not None, 90) \
+                or proc.poll() is not None:
+            raise RuntimeError("rabbitmq-server did not start:\n"
+                               + (directory / "node.log").read_text()[-3000:])
+        yield f"amqp://guest:guest@127.0.0.1:{port}//"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
 def broker_restart(work: Path, n: int, kind: str) -> Outcome:
     """Restart the broker while the worker drains; count what is lost and how long consumption
     took to resume (from the broker being back to the next task run)."""
@@ -1240,6 +1286,50 @@ def durable_revoke(work: Path, n: int) -> Outcome:
     return outcome
 
 
+def consumer_timeout(work: Path, n_long: int, n_short: int) -> Outcome:
+    """On a RabbitMQ node of its own with consumer_timeout 3 s, tasks of 8 s (each outliving the
+    timeout twice) among quick ones: each runs once and the worker stays up."""
+    outcome = Outcome("RabbitMQ consumer_timeout 3 s, tasks of 8 s (own node, threads -c 4)")
+    with rabbitmq_node(work / f"rabbit-{uuid.uuid4().hex[:6]}", 3000) as url:
+        world = World(work, url)
+        try:
+            with world.worker("-P", "threads", "-c", "4") as proc:
+                outcome.sent = world.send(range(n_long), seconds=8.0)
+                outcome.sent += world.send(range(n_long, n_long + n_short))
+                finished = world.settle(outcome, outcome.sent, 120 + 4 * n_long)
+                up = proc.poll() is None
+                log = proc.log_path.read_text()  # type: ignore[attr-defined]
+            outcome.figures["channel_closes"] = log.count("longer than the consumer timeout")
+            outcome.figures["worker_up"] = up
+            outcome.passed = (finished and up and outcome.lost == 0
+                              and outcome.duplicates == 0 and outcome.figures["channel_closes"] > 0)
+            return outcome
+        finally:
+            world.cleanup()
+
+
+def quorum(work: Path, n: int) -> Outcome:
+    """A quorum queue (task_queues queue_type) drained by a prefork worker on the shared node:
+    nothing lost, nothing run twice, no global-QoS refusal."""
+    world = World(work, AMQP)
+    world.conf["task_queues"] = {world.queue: {"queue_type": "quorum"}}
+    outcome = Outcome("quorum queue drained (RabbitMQ, prefork -c 2)")
+    try:
+        outcome.sent = world.send(range(n))
+        start = time.monotonic()
+        with world.worker("-P", "prefork", "-c", "2") as proc:
+            finished = world.settle(outcome, n, 300)
+            log = proc.log_path.read_text()  # type: ignore[attr-defined]
+        outcome.figures["drain_s"] = round(time.monotonic() - start, 1)
+        outcome.figures["refused"] = "global qos" in log.lower()
+        outcome.passed = finished and outcome.lost == 0 and outcome.duplicates == 0 \
+            and not outcome.figures["refused"]
+        return outcome
+    finally:
+        delete_amqp_queues(world.queue, dead_letter_queue_name(world.queue))
+        world.cleanup()
+
+
 # running ----------------------------------------------------------------------------------------
 #: name: (run it at full or --quick counts, its time budget in seconds at full counts).
 #: The event-flood scenario's own database: events ride PUBLISH, which only a database number
@@ -1359,6 +1449,9 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "requeue-accounting": (lambda w, q: requeue_accounting(w, 20 if q else 50, 2 if q else 4),
                            900),
     "durable-revoke": (lambda w, q: durable_revoke(w, 20 if q else 100), 300),
+    "consumer-timeout": (lambda w, q: consumer_timeout(w, 4 if q else 8, 100 if q else 500),
+                         300),
+    "quorum": (lambda w, q: quorum(w, 500 if q else 3_000), 600),
 }
 
 

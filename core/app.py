@@ -162,12 +162,15 @@ class App:
 
     # connections ----------------------------------------------------------------------------
     def connection_for_write(self, url: str | None = None,
-                             redis_transport: type[Any] | None = None) -> Connection:
+                             redis_transport: type[Any] | None = None,
+                             heartbeat: float = 0) -> Connection:
         """A new (unconnected) kombu Connection to the broker; Redis URLs get qtui's channel
-        (:mod:`qtui.core.brokers.redis`), or ``redis_transport`` when given."""
+        (:mod:`qtui.core.brokers.redis`), or ``redis_transport`` when given. ``heartbeat``
+        (AMQP, seconds) is for connections whose owner calls ``heartbeat_check`` (the worker's):
+        the broker closes a connection that stays silent past two of them."""
         return redis_broker.connection(
             url or self.broker_url, redis_transport or redis_broker.Transport,
-            connect_timeout=self.conf.broker_connection_timeout,
+            connect_timeout=self.conf.broker_connection_timeout, heartbeat=heartbeat,
             transport_options=dict(self.conf.broker_transport_options))
 
     connection_for_read = connection_for_write

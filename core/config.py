@@ -141,6 +141,14 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "Seconds to wait for the broker to accept a connection."),
     Setting("broker_connection_max_retries", 100, _optional(_at_least(INT, 0)),
             "How often to retry a lost broker connection before giving up (nothing: forever)."),
+    Setting("broker_heartbeat", 120.0, _optional(_at_least(NUMBER, 0)),
+            "AMQP heartbeat of the worker's connection, in seconds, so a silent broker (a "
+            "half-open connection after a network partition) is noticed within about three of "
+            "them and the worker reconnects (0 or nothing: off)."),
+    Setting("broker_consumer_timeout", 1800.0, _optional(_at_least(NUMBER, 0, above=True)),
+            "RabbitMQ's consumer_timeout in seconds as the worker assumes it (the server does "
+            "not tell it): the worker warns at start about tasks whose time limit is longer "
+            "(nothing: no warning)."),
     Setting("broker_transport_options", {}, TABLE,
             "Options passed to the kombu transport (for example visibility_timeout)."),
     Setting("broker_management_url", None, _optional(STR),
@@ -181,7 +189,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("task_queue_max_priority", None, _optional(_between(INT, 1, 255)),
             "x-max-priority of declared queues (RabbitMQ priority queues)."),
     Setting("task_queues", None, QUEUES,
-            "Named queues with their exchange, exchange_type, routing_key and max_priority."),
+            "Named queues with their exchange, exchange_type, routing_key, max_priority, "
+            "queue_type (classic or quorum) and consumer_timeout (seconds, RabbitMQ)."),
     Setting("task_routes", None, ROUTES,
             "Which queue, exchange, routing key and priority each task goes to."),
     Setting("task_annotations", None, ANNOTATIONS,

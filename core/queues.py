@@ -12,7 +12,8 @@ implementation per broker family, because each answers the question differently:
 - Any other kombu transport: passive declare of the named queues.
 
 Queues that exist only for the protocol (event receivers ``celeryev.*``, remote-control
-``*.pidbox`` mailboxes and reply queues) are left out of listings.
+``*.pidbox`` mailboxes and reply queues, ``rpc://`` result queues named by a UUID) are left out
+of listings.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -57,8 +59,20 @@ class QueueInfo:
 
 
 def is_internal(name: str) -> bool:
-    """Queues the protocol makes for itself: event receivers, pidbox mailboxes and replies."""
-    return name.startswith(f"{EVENT_QUEUE_PREFIX}.") or name.endswith(".pidbox")
+    """Queues the protocol makes for itself: event receivers, pidbox mailboxes and replies,
+    and the reply queues of ``rpc://`` result backends."""
+    return name.startswith(f"{EVENT_QUEUE_PREFIX}.") or name.endswith(".pidbox") \
+        or is_rpc_reply_queue(name)
+
+
+def is_rpc_reply_queue(name: str) -> bool:
+    """``rpc://`` clients (qtui's and Celery's) name their reply queue by a bare UUID."""
+    if len(name) != 36:
+        return False
+    try:
+        return str(uuid.UUID(name)) == name.lower()
+    except ValueError:  # not a UUID: a user's queue
+        return False
 
 
 class QueueInspector(ABC):

@@ -34,12 +34,59 @@ class Route:
     priority: int | None = None
 
 
+#: Queue types a task queue may be declared as (RabbitMQ's ``x-queue-type``).
+QUEUE_TYPES = ("classic", "quorum")
+_QUEUE_OPTIONS = ("exchange", "exchange_type", "routing_key", "max_priority", "queue_type",
+                  "consumer_timeout")
+
+
 def make_queue(name: str, exchange: str | None = None, exchange_type: str = "direct",
-               routing_key: str | None = None, max_priority: int | None = None) -> Queue:
-    """A durable queue bound to its exchange, named and bound as Celery does by default."""
-    arguments = {"x-max-priority": max_priority} if max_priority is not None else None
+               routing_key: str | None = None, max_priority: int | None = None,
+               queue_type: str | None = None, consumer_timeout: float | None = None) -> Queue:
+    """A durable queue bound to its exchange, named and bound as Celery does by default;
+    ``queue_type`` and ``consumer_timeout`` (seconds) become RabbitMQ's ``x-queue-type`` and
+    ``x-consumer-timeout`` arguments."""
+    arguments: dict[str, Any] = {}
+    if max_priority is not None:
+        arguments["x-max-priority"] = max_priority
+    if queue_type is not None and queue_type != "classic":
+        arguments["x-queue-type"] = queue_type
+    if consumer_timeout is not None:
+        arguments["x-consumer-timeout"] = int(consumer_timeout * 1000)
     return Queue(name, Exchange(exchange or name, exchange_type),
-                 routing_key=routing_key or name, queue_arguments=arguments)
+                 routing_key=routing_key or name, queue_arguments=arguments or None)
+
+
+def queue_type(queue: Queue) -> str:
+    """``quorum`` or ``classic``: what the queue is declared as."""
+    return str((queue.queue_arguments or {}).get("x-queue-type") or "classic")
+
+
+def _queue_options(name: str, options: Mapping[str, Any], default_priority: int | None,
+                   ) -> dict[str, Any]:
+    """Check one ``task_queues`` table; quorum queues have no priorities (RabbitMQ < 4.0), so
+    task_queue_max_priority leaves them out and an explicit max_priority is an error."""
+    unknown = set(options) - set(_QUEUE_OPTIONS)
+    if unknown:
+        raise ConfigError(f"task_queues[{name!r}]: unknown option(s) {sorted(unknown)}; "
+                          f"expected {', '.join(_QUEUE_OPTIONS)}")
+    options = dict(options)
+    kind = options.get("queue_type")
+    if kind is not None and kind not in QUEUE_TYPES:
+        raise ConfigError(f"task_queues[{name!r}]: queue_type must be one of "
+                          f"{', '.join(QUEUE_TYPES)}, got {kind!r}")
+    timeout = options.get("consumer_timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or timeout <= 0):
+        raise ConfigError(f"task_queues[{name!r}]: consumer_timeout must be a number of seconds "
+                          f"above 0, got {timeout!r}")
+    if kind == "quorum":
+        if options.get("max_priority") is not None:
+            raise ConfigError(f"task_queues[{name!r}]: a quorum queue has no priorities "
+                              "(RabbitMQ before 4.0); remove max_priority or use a classic queue")
+    else:
+        options.setdefault("max_priority", default_priority)
+    return options
 
 
 def queues_from_conf(conf: Conf) -> dict[str, Queue]:
@@ -51,13 +98,8 @@ def queues_from_conf(conf: Conf) -> dict[str, Queue]:
             if not isinstance(options, Mapping):
                 raise ConfigError(f"task_queues[{name!r}] must be a table of queue options, "
                                   f"got {type(options).__name__}")
-            unknown = set(options) - {"exchange", "exchange_type", "routing_key", "max_priority"}
-            if unknown:
-                raise ConfigError(f"task_queues[{name!r}]: unknown option(s) {sorted(unknown)}; "
-                                  "expected exchange, exchange_type, routing_key, max_priority")
-            options = dict(options)
-            options.setdefault("max_priority", conf.task_queue_max_priority)
-            queues[name] = make_queue(name, **options)
+            queues[name] = make_queue(name, **_queue_options(name, options,
+                                                             conf.task_queue_max_priority))
     elif configured:
         for queue in configured:
             if not isinstance(queue, Queue):

@@ -172,7 +172,9 @@ def test_a_management_reply_that_is_not_a_list_is_an_error():
 class FakeManagement:
     """A local HTTP server answering ``/api/queues/<vhost>`` like RabbitMQ's management API."""
 
-    def __init__(self, user: str = "guest", password: str = "guest") -> None:
+    def __init__(self, user: str = "guest", password: str = "guest",
+                 sample: list[dict[str, object]] | None = None) -> None:
+        payload = MANAGEMENT_SAMPLE if sample is None else sample
         expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self.paths: list[str] = []
         fake = self
@@ -184,7 +186,7 @@ class FakeManagement:
                     self.send_response(401, "Unauthorized")
                     self.end_headers()
                     return
-                body = json.dumps(MANAGEMENT_SAMPLE).encode()
+                body = json.dumps(payload).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -246,6 +248,19 @@ def test_with_the_management_api_rabbitmq_lists_every_queue(amqp_app, management
     assert find(queues, queue) == QueueInfo(queue, 1, 0)
 
 
+def test_the_management_listing_leaves_out_rpc_reply_queues(amqp_app):
+    reply = {"consumers": 1, "messages_ready": 0, "messages_unacknowledged": 0,
+             "name": "9b2e4d7c-1f3a-4c8e-b5d6-0a7f3e2c1b9d", "vhost": "/"}
+    server = FakeManagement(sample=[*MANAGEMENT_SAMPLE, reply])
+    try:
+        amqp_app.conf.broker_management_url = server.url
+        with inspector_for(amqp_app) as inspector:
+            names = [q.name for q in inspector.queues()]
+    finally:
+        server.close()
+    assert "celery" in names and reply["name"] not in names
+
+
 # the embedded SQLite broker and other transports -------------------------------------------------
 def test_other_transports_look_named_queues_up(app_on_memory):
     queue = app_on_memory.conf.task_default_queue
@@ -281,3 +296,5 @@ def test_internal_queue_names():
     assert is_internal("celeryev.1f0e") and is_internal("celery@vm.celery.pidbox")
     assert is_internal("0d1f.reply.celery.pidbox")
     assert not is_internal("celery") and not is_internal("reports.daily")
+    assert is_internal("9b2e4d7c-1f3a-4c8e-b5d6-0a7f3e2c1b9d")
+    assert not is_internal("9b2e4d7c1f3a4c8eb5d60a7f3e2c1b9d-but-a-user-queue")

@@ -116,3 +116,25 @@ def test_bad_route_values_are_clear():
         route({"task_routes": "nowhere.at_all"})
     with pytest.raises(ConfigError, match="unknown option"):
         route({"task_queues": {"q": {"exchnage": "x"}}})
+
+
+def test_a_quorum_queue_is_declared_with_its_type_and_without_the_default_priority():
+    conf = {"task_queues": {"orders": {"queue_type": "quorum"}, "mail": {}},
+            "task_queue_max_priority": 9}
+    assert route(conf, queue="orders").queue.queue_arguments == {"x-queue-type": "quorum"}
+    assert route(conf, queue="mail").queue.queue_arguments == {"x-max-priority": 9}
+
+
+def test_a_queue_offers_rabbitmqs_consumer_timeout_in_seconds():
+    conf = {"task_queues": {"reports": {"consumer_timeout": 7200}}}
+    assert route(conf, queue="reports").queue.queue_arguments == {
+        "x-consumer-timeout": 7_200_000}
+
+
+def test_bad_queue_types_and_timeouts_are_clear():
+    with pytest.raises(ConfigError, match="queue_type must be one of classic, quorum"):
+        route({"task_queues": {"q": {"queue_type": "stream"}}}, queue="q")
+    with pytest.raises(ConfigError, match="a quorum queue has no priorities"):
+        route({"task_queues": {"q": {"queue_type": "quorum", "max_priority": 5}}}, queue="q")
+    with pytest.raises(ConfigError, match="consumer_timeout must be a number of seconds"):
+        route({"task_queues": {"q": {"consumer_timeout": "1h"}}}, queue="q")

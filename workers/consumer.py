@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -23,13 +24,16 @@ from typing import TYPE_CHECKING, Any
 import redis
 from kombu import Connection, Producer, Queue
 from kombu import Consumer as KombuConsumer
-from kombu.exceptions import OperationalError
+from kombu.exceptions import ChannelError, OperationalError
 from kombu.message import Message
 
 from qtui.core.config import mask_url
 from qtui.core.exceptions import BrokerUnavailable
 
-from . import control, leases, redis_transport
+from qtui.core.routing import queue_type
+
+from . import control, declare, leases, redis_transport
+from .consumer_timeout import ConsumerTimedOut, is_consumer_timeout
 from .leases import DEFAULT_VISIBILITY_TIMEOUT, Leases
 from .liveness import Liveness
 
@@ -40,6 +44,8 @@ logger = logging.getLogger("qtui.worker")
 
 RECONNECT_INTERVAL_START = 0.5
 RECONNECT_INTERVAL_MAX = 10.0
+#: Most seconds between two AMQP heartbeat checks (a quarter of the heartbeat when shorter).
+HEARTBEAT_CHECK_MAX = 5.0
 
 
 class Consumer:
@@ -65,6 +71,10 @@ class Consumer:
         """One per consumed queue, by queue name."""
         self._pidbox: KombuConsumer | None = None
         self.consuming = False
+        self.global_qos = not any(queue_type(q) == "quorum" for q in queues)
+        """Count the prefetch window per channel (RabbitMQ's global QoS) rather than per consumer:
+        quorum queues refuse it."""
+        self._next_heartbeat_check = 0.0
         self.unanswered: list[float] = []
         """Stamps of fetches whose reply was lost (Redis): what they took is reclaimed."""
 
@@ -91,6 +101,11 @@ class Consumer:
         return self.connection is not None and \
             self.connection.transport.driver_type in ("redis", "sqlite")
 
+    @property
+    def holds_deliveries_on_a_timer(self) -> bool:
+        """The broker takes back a delivery held unacked too long (RabbitMQ's consumer_timeout)."""
+        return self.connection is not None and self.connection.transport.driver_type == "amqp"
+
     def connect(self, prefetch: int) -> None:
         """Connect and start consuming; retries with backoff per broker_connection_max_retries."""
         max_retries = self.app.conf.broker_connection_max_retries
@@ -100,7 +115,12 @@ class Consumer:
                 self._connect(prefetch)
                 return
             except self.errors as exc:
-                self.close()
+                self.close(lost=True)
+                if self.global_qos and _refuses_global_qos(exc):
+                    self.global_qos = False
+                    logger.warning("Global QoS is disabled: a queue refuses it (%s); the "
+                                   "prefetch window now counts per queue", exc)
+                    continue
                 attempt += 1
                 if max_retries is not None and attempt > max_retries:
                     raise BrokerUnavailable(
@@ -115,7 +135,8 @@ class Consumer:
 
     def _connect(self, prefetch: int) -> None:
         conn = self.connection = self.app.connection_for_read(
-            redis_transport=redis_transport.Transport)
+            redis_transport=redis_transport.Transport,
+            heartbeat=float(self.app.conf.broker_heartbeat or 0))
         if self.is_redis:
             conn.transport_options = {"visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT,
                                       **conn.transport_options}
@@ -133,7 +154,7 @@ class Consumer:
                                          self.channel.unacked_index_key)
                 self.liveness.start()
         for queue in self.queues:
-            queue(self.channel).declare()
+            declare.ensure(conn, queue)
         self.producer = Producer(conn.channel())
         self._consumers = {queue.name: self._consumer_for(queue) for queue in self.queues}
         self.prefetch = 0
@@ -171,14 +192,12 @@ class Consumer:
     def add_queue(self, queue: Queue) -> bool:
         """Consume ``queue`` too, now and after every reconnection; False if it already is.
 
-        It is declared on a channel of its own first: a declaration the broker refuses (the
-        queue exists with other arguments) closes that channel, not the one tasks arrive on.
+        It is declared on a channel of its own first (see :mod:`.declare`).
         """
         if any(q.name == queue.name for q in self.queues):
             return False
         if self.connection is not None:
-            with self.connection.channel() as channel:
-                queue(channel).declare()
+            declare.ensure(self.connection, queue)
         self.queues.append(queue)
         if self.channel is not None:
             consumer = self._consumers[queue.name] = self._consumer_for(queue)
@@ -214,8 +233,20 @@ class Consumer:
         if count == self.prefetch or self.channel is None:
             return
         self.prefetch = count
-        apply_global = not self.connection.qos_semantics_matches_spec  # type: ignore[union-attr]
+        apply_global = self.global_qos and \
+            not self.connection.qos_semantics_matches_spec  # type: ignore[union-attr]
         self.channel.basic_qos(0, count, apply_global)
+
+    def heartbeat_check(self) -> None:
+        """Send the AMQP heartbeat when due, and raise a connection error when the broker has
+        been silent past two heartbeats (a half-open connection); other transports: nothing."""
+        if self.connection is None or not self.connection.heartbeat:
+            return
+        now = time.monotonic()
+        if now < self._next_heartbeat_check:
+            return
+        self._next_heartbeat_check = now + min(HEARTBEAT_CHECK_MAX, self.connection.heartbeat / 4)
+        self.connection.heartbeat_check()
 
     def drain(self, timeout: float) -> None:
         """Deliver what arrives within ``timeout`` seconds to the callbacks."""
@@ -224,6 +255,12 @@ class Consumer:
             self.connection.drain_events(timeout=timeout)
         except socket.timeout:
             pass
+        except ChannelError as exc:
+            if is_consumer_timeout(exc):  # a reconnection case, not a bug
+                raise ConsumerTimedOut(
+                    f"the broker closed the channel: a task held its delivery unacked longer "
+                    f"than the consumer timeout ({exc})") from exc
+            raise
         except self.errors:
             self._remember_unanswered()  # the idle wait's fetch may have lost its reply
             raise
@@ -301,7 +338,9 @@ class Consumer:
             except self.errors as exc:
                 logger.debug("cancel failed: %s", exc)
 
-    def close(self) -> None:
+    def close(self, lost: bool = False) -> None:
+        """Close the connection; ``lost``: it failed, so let go of it without the closing
+        handshake a silent broker would never answer (AMQP's close would wait for ever)."""
         if self.leases is not None:
             self.leases.stop()
             self.leases = None
@@ -310,7 +349,10 @@ class Consumer:
         conn, self.connection = self.connection, None
         if conn is not None:
             try:
-                conn.release()
+                if lost:
+                    conn.collect()
+                else:
+                    conn.release()
             except Exception as exc:  # closing a broken connection can raise anything
                 logger.debug("closing the connection failed: %s", exc)
 
@@ -322,5 +364,14 @@ class Consumer:
             self.liveness.stop()
             self.liveness = None
 
+    def queue_type(self, name: str) -> str:
+        """What the consumed queue ``name`` is declared as (classic when not consumed)."""
+        return next((queue_type(q) for q in self.queues if q.name == name), "classic")
+
     def broker_name(self) -> str:
         return mask_url(self.app.broker_url)
+
+
+def _refuses_global_qos(exc: BaseException) -> bool:
+    """RabbitMQ's ``540 NOT_IMPLEMENTED ... does not support global qos`` (a quorum queue)."""
+    return str(getattr(exc, "reply_code", "")) == "540" and "global qos" in str(exc).lower()

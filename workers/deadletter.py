@@ -16,6 +16,7 @@ from collections.abc import Callable
 from kombu import Producer
 from kombu.message import Message
 
+from . import declare
 from .redelivery import DELIVERIES_HEADER, delivery_number, direct_queue, republish
 
 logger = logging.getLogger("qtui.worker")
@@ -30,13 +31,18 @@ def dead_letter_queue_name(queue: str) -> str:
 
 
 class DeadLetters:
-    def __init__(self, producer: Callable[[], Producer]) -> None:
+    def __init__(self, producer: Callable[[], Producer],
+                 queue_type: Callable[[str], str] = lambda name: "classic") -> None:
         self._producer = producer
+        self._queue_type = queue_type
+        """The type of a task queue, which its dead-letter queue is declared as (when missing)."""
 
     def send(self, message: Message, queue: str, reason: str) -> None:
         """Move ``message`` (received from ``queue``) to ``<queue>.dead`` with ``reason``."""
         name = dead_letter_queue_name(queue)
-        republish(self._producer(), message, name, declare=[direct_queue(name)], headers={
+        producer = self._producer()
+        declare.ensure(producer.connection, direct_queue(name, self._queue_type(queue)))
+        republish(producer, message, name, headers={
             DEAD_REASON_HEADER: reason, DEAD_QUEUE_HEADER: queue,
             DELIVERIES_HEADER: delivery_number(message)})
         message.ack()

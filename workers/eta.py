@@ -46,6 +46,7 @@ from kombu import Connection, Exchange, Producer, Queue
 
 from qtui.core.brokers.sqlite import NOT_BEFORE_HEADER
 
+from . import declare
 from .job import SCHEDULED, Job
 from .redelivery import TRANSIENT_HEADERS, republish
 
@@ -128,25 +129,34 @@ class RedisDelayedStore(DelayedStore):
 
 
 class AMQPDelayQueues(DelayedStore):
-    def __init__(self, producer: Callable[[], Producer]) -> None:
+    def __init__(self, producer: Callable[[], Producer],
+                 queue_type: Callable[[str], str] = lambda name: "classic") -> None:
         self._producer = producer
+        self._queue_type = queue_type
+        """The type of a task queue, which its delay queues are declared as (when missing)."""
 
     @staticmethod
-    def delay_queue(queue: str, seconds: int) -> Queue:
+    def delay_queue(queue: str, seconds: int, queue_type: str = "classic") -> Queue:
         name = DELAY_QUEUE.format(queue=queue, seconds=seconds)
-        return Queue(name, Exchange(""), routing_key=name, durable=True, queue_arguments={
+        arguments: dict[str, Any] = {
             "x-message-ttl": seconds * 1000,
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": queue,
             "x-expires": (2 * seconds + 300) * 1000,
-        })
+        }
+        if queue_type != "classic":
+            arguments["x-queue-type"] = queue_type
+        return Queue(name, Exchange(""), routing_key=name, durable=True,
+                     queue_arguments=arguments)
 
     def put(self, job: Job, delay: float) -> bool:
         steps = [s for s in LADDER if s <= delay]
         if not steps:
             return False
-        queue = self.delay_queue(job.queue, steps[-1])
-        republish(self._producer(), job.delivery, queue.name, declare=[queue])
+        queue = self.delay_queue(job.queue, steps[-1], self._queue_type(job.queue))
+        producer = self._producer()
+        declare.ensure(producer.connection, queue)
+        republish(producer, job.delivery, queue.name)
         job.delivery.ack()
         return True
 
@@ -163,13 +173,15 @@ class SqliteDelayedStore(DelayedStore):
 
 
 def delayed_store_for(connection: Connection, channel: Any, producer: Callable[[], Producer],
-                      queues: list[str]) -> DelayedStore | None:
+                      queues: list[str],
+                      queue_type: Callable[[str], str] = lambda name: "classic",
+                      ) -> DelayedStore | None:
     """The delayed store this broker supports, or None (the worker then holds ETA tasks)."""
     driver = connection.transport.driver_type
     if driver == "redis":
         return RedisDelayedStore(channel, queues)
     if driver == "amqp":
-        return AMQPDelayQueues(producer)
+        return AMQPDelayQueues(producer, queue_type)
     if driver == "sqlite":
         return SqliteDelayedStore(producer)
     return None

@@ -107,9 +107,11 @@ class Starts:
             return True
 
 
-def direct_queue(name: str) -> Queue:
-    """A durable queue reached through the default exchange by its own name."""
-    return Queue(name, Exchange(""), routing_key=name, durable=True)
+def direct_queue(name: str, queue_type: str = "classic") -> Queue:
+    """A durable queue reached through the default exchange by its own name (a quorum queue
+    when ``queue_type`` says so)."""
+    arguments = {"x-queue-type": queue_type} if queue_type != "classic" else None
+    return Queue(name, Exchange(""), routing_key=name, durable=True, queue_arguments=arguments)
 
 
 def republish(producer: Producer, message: Message, routing_key: str,

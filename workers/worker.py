@@ -49,7 +49,7 @@ from qtui.core.ledger import ledger_for
 from qtui.core.protocol import TaskMessage, decode, parse
 from qtui.core.signing import verifier_for
 
-from . import canvas, leases
+from . import canvas, consumer_timeout, leases
 from .arguments import ArgumentStore
 from .consumer import Consumer
 from .deadletter import DeadLetters
@@ -90,6 +90,9 @@ FETCH_MAX = 100
 ACK_MAX_WAIT = 1.0
 #: Task ids remembered as given back unrun on a lost connection.
 RETURNED_MAX = 10_000
+#: Seconds before a lost AMQP connection was noticed within which an ack may have been lost
+#: with it (at least; three heartbeats when longer).
+LOST_ACK_WINDOW = 10.0
 QUICK_LOSS = 2.0
 """A connection lost within this many seconds of reconnecting makes the next attempt wait."""
 RECONNECT_DELAY_MIN, RECONNECT_DELAY_MAX = 0.1, 5.0
@@ -154,7 +157,7 @@ class Worker:
                         max_tasks_per_child if max_tasks_per_child is not None
                         else conf.worker_max_tasks_per_child)
         self.consumer = Consumer(self, self.queues, self.on_message, self.on_undecodable)
-        self.dead_letters = DeadLetters(self.consumer.publisher)
+        self.dead_letters = DeadLetters(self.consumer.publisher, self.consumer.queue_type)
         self.starts = Starts(self.ledger)
         self._stale_by_task: dict[str, Job] = {}
         self._orphans: list[tuple[str, bool]] = []
@@ -167,6 +170,13 @@ class Worker:
         self._returned: dict[str, None] = {}
         """Ids of tasks given back unrun when the connection was lost (oldest first): when
         one comes back flagged redelivered, that delivery does not count against it."""
+        self._acked_at: dict[str, float] = {}
+        """When each task was acked (RabbitMQ; oldest first): an ack sent shortly before a lost
+        connection may have been lost with it."""
+        self._settled_stale: dict[str, None] = {}
+        """Ids of tasks this worker settled whose delivery RabbitMQ may still hold (they ended
+        after the connection was lost, or their ack may have been lost with it; oldest first):
+        the copy it gives back is dropped."""
         self._next_drain = 0.0
         self._polling = False
         self._task_options: dict[str, tuple[int, TaskOptions]] = {}
@@ -208,6 +218,8 @@ class Worker:
             print(f"qtui worker {self.hostname} ready.", flush=True)
             logger.info("Connected to %s; consuming %s", self.consumer.broker_name(),
                         ", ".join(q.name for q in self.queues))
+            if self.consumer.holds_deliveries_on_a_timer:
+                consumer_timeout.warn_long_tasks(self)
             self.hooks.on_worker_ready(self)
             self._loop()
         except WorkerTerminate:
@@ -242,6 +254,7 @@ class Worker:
             self._put_back_waiting()
         if self._orphans or self.consumer.unanswered:
             self._settle_orphans()
+        self.consumer.heartbeat_check()
         self._process_events()
         self.pool.maintain()
         next_timer = self.timer.run_due()
@@ -304,7 +317,7 @@ class Worker:
         consumer = self.consumer
         self.scheduler.store = delayed_store_for(
             consumer.connection, consumer.channel, consumer.publisher,  # type: ignore[arg-type]
-            [q.name for q in self.queues])
+            [q.name for q in self.queues], self.consumer.queue_type)
         store = self.scheduler.store
         if store is not None and store.poll_interval and not self._polling:
             self._polling = True
@@ -402,7 +415,15 @@ class Worker:
             if not self.task_options(stale.name).acks_late:
                 self._ack(stale)
             return
-        if job.delivery.delivery_info.get("redelivered") and self._redelivered(job):
+        redelivered = job.delivery.delivery_info.get("redelivered")
+        if redelivered and msg.id in self._settled_stale:
+            del self._settled_stale[msg.id]
+            logger.info("Task %s[%s] came back after a reconnection but already ran here; "
+                        "dropping the copy", msg.task, msg.id)
+            self._ack(job)
+            self._forget(job)
+            return
+        if redelivered and self._redelivered(job):
             return
         if msg.task not in self.app.tasks:
             self._reject_bad(job.queue, job.delivery, f"unknown task {msg.task!r}",
@@ -640,12 +661,20 @@ class Worker:
             if self.consumer.keeps_deliveries:
                 self._orphans.append((job.delivery_tag, False))
                 self._settle_orphans()
-            return  # RabbitMQ gave it back when the connection died; see _receive
+                return
+            self._settled_stale[job.task_id] = None  # RabbitMQ gives it back: see _receive
+            while len(self._settled_stale) > RETURNED_MAX:
+                del self._settled_stale[next(iter(self._settled_stale))]
+            return
         if self.consumer.batches_acks:
             if not self._acks:
                 self._acks_since = time.monotonic()
             self._acks.append(job.delivery_tag)
             return
+        if not self.consumer.keeps_deliveries:  # before the ack, which may fail or be lost
+            self._acked_at[job.task_id] = time.monotonic()
+            while len(self._acked_at) > RETURNED_MAX:
+                del self._acked_at[next(iter(self._acked_at))]
         try:
             job.delivery.ack()
         except self.consumer.errors:
@@ -791,12 +820,26 @@ class Worker:
         for job in self.active.values():
             job.stale = True
             self._stale_by_task[job.task_id] = job
-        self.consumer.close()
+        self._remember_acks_maybe_lost(returned={job.task_id for job in waiting})
+        self.consumer.close(lost=True)
         self.sleep(self._reconnect_delay)
         self.consumer.connect(self.prefetch_target())
         self._on_connected()
         self._connected_at = time.monotonic()
         logger.warning("Reconnected to %s; consuming again", self.consumer.broker_name())
+
+    def _remember_acks_maybe_lost(self, returned: set[str]) -> None:
+        """RabbitMQ: acks sent shortly before the loss was noticed (a silent connection) may
+        never have arrived; the copies it gives back of those tasks are dropped (see
+        _receive), unless the same id was just given back unrun (a retry, say)."""
+        window = max(LOST_ACK_WINDOW, 3 * float(self.app.conf.broker_heartbeat or 0))
+        since = time.monotonic() - window
+        for task_id, acked_at in self._acked_at.items():
+            if acked_at >= since and task_id not in returned:
+                self._settled_stale[task_id] = None
+        while len(self._settled_stale) > RETURNED_MAX:
+            del self._settled_stale[next(iter(self._settled_stale))]
+        self._acked_at.clear()
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_warm_signal)
