@@ -904,6 +904,62 @@ def fork_grandchild(work: Path, forks: int, n: int) -> Outcome:
         world.cleanup()
 
 
+def memory_alarm(work: Path, n: int, alarm_s: float) -> Outcome:
+    """Send ``n`` tasks to a RabbitMQ node of the scenario's own while a memory alarm blocks
+    publishers for ``alarm_s`` seconds: no send may report a success the broker did not confirm,
+    each refused send must raise BrokerBlocked within broker_publish_timeout (plus a margin), and
+    every confirmed task must be in the queue once the alarm clears."""
+    from qtui.core.exceptions import BrokerBlocked
+    from tests.rabbit_node import rabbit_node
+
+    timeout = 2.0
+    queue = f"faults-alarm-{uuid.uuid4().hex[:8]}"
+    outcome = Outcome(f"publish {n} tasks through a {alarm_s:g} s RabbitMQ memory alarm "
+                      f"(own node, broker_publish_timeout {timeout:g} s)")
+    with rabbit_node() as node:
+        app = App("faults-alarm", broker=node.url, backend=None, task_default_queue=queue,
+                  task_ignore_result=True, broker_publish_timeout=timeout)
+        confirmed: set[str] = set()
+        refused, slowest_refusal = 0, 0.0
+        alarm_at, cleared_at = n // 4, None
+        for i in range(n):
+            if i == alarm_at:
+                node.alarm()
+                alarm_on = time.monotonic()
+            if cleared_at is None and i > alarm_at and time.monotonic() - alarm_on >= alarm_s:
+                node.clear_alarm()
+                cleared_at = i
+            started = time.monotonic()
+            try:
+                confirmed.add(app.send_task("faults.record", args=[i]).id)
+            except BrokerBlocked as exc:
+                refused += 1
+                slowest_refusal = max(slowest_refusal, time.monotonic() - started)
+                if "alarm" not in str(exc):
+                    outcome.notes.append(f"a refusal did not name the alarm: {exc}")
+            time.sleep(0.005)
+        if cleared_at is None:
+            node.clear_alarm()
+        closing = time.monotonic()
+        app.close()
+        outcome.figures["close_s"] = round(time.monotonic() - closing, 2)
+        queued: set[str] = set()
+        with Connection(node.url) as conn:
+            channel = conn.default_channel
+            while (message := channel.basic_get(queue, no_ack=True)) is not None:
+                queued.add(message.headers["id"])
+    outcome.sent = len(confirmed)
+    outcome.distinct = outcome.runs = len(confirmed & queued)
+    outcome.figures.update({
+        "confirmed": len(confirmed), "refused": refused,
+        "false_success": len(confirmed - queued),
+        "refused_but_queued": len(queued - confirmed),
+        "slowest_refusal_s": round(slowest_refusal, 2)})
+    outcome.passed = (refused > 0 and not confirmed - queued and not outcome.notes
+                      and slowest_refusal <= timeout + 5)
+    return outcome
+
+
 # running ----------------------------------------------------------------------------------------
 #: name: (run it at full or --quick counts, its time budget in seconds at full counts).
 SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
@@ -921,6 +977,7 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "sqlite-lock-storm": (lambda w, q: sqlite_lock_storm(w, 40 if q else 200, 1.0), 600),
     "eta-rows": (lambda w, q: eta_rows(w, 3_000, 100_000), 600),
     "fork-grandchild": (lambda w, q: fork_grandchild(w, 3 if q else 10, 50 if q else 200), 300),
+    "memory-alarm": (lambda w, q: memory_alarm(w, 300 if q else 3_000, 8.0 if q else 20.0), 600),
 }
 
 

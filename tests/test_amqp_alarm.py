@@ -1,0 +1,66 @@
+"""Sending tasks to RabbitMQ under a memory alarm, on a node this module starts itself: a send
+the broker never confirmed raises a clear error in bounded time, and no success is false."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from kombu import Connection
+
+from qtui.core import App
+from qtui.core.exceptions import BrokerBlocked
+from tests.rabbit_node import RabbitNode, rabbit_node
+from tests.services import unavailable
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[RabbitNode]:
+    try:
+        with rabbit_node() as started:
+            yield started
+    except FileNotFoundError as exc:
+        unavailable(str(exc))
+
+
+def queue_depth(url: str, queue: str) -> int:
+    with Connection(url) as conn:
+        return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return bool(predicate())
+
+
+def test_amqp_connections_confirm_publishes_unless_turned_off(amqp_url):
+    assert App(broker=amqp_url).connection_for_write().transport_options["confirm_publish"]
+    off = App(broker=amqp_url, broker_transport_options={"confirm_publish": False})
+    assert off.connection_for_write().transport_options["confirm_publish"] is False
+
+
+def test_send_under_memory_alarm_raises_naming_the_alarm_and_loses_no_sent_task(node, unique):
+    app = App("alarm", broker=node.url, task_default_queue=unique, task_ignore_result=True,
+              broker_publish_timeout=2.0)
+    sent = [app.send_task("tasks.noop", args=[0]).id]  # declares the queue
+    node.alarm()
+    try:
+        with pytest.raises(BrokerBlocked, match="memory or disk alarm") as raised:
+            for i in range(1, 200):  # the alarm reaches the node's publishers within moments
+                sent.append(app.send_task("tasks.noop", args=[i]).id)
+                time.sleep(0.05)
+        assert "broker_publish_timeout (2s)" in str(raised.value)
+        with pytest.raises(BrokerBlocked):
+            app.send_task("tasks.noop", args=["again"])
+    finally:
+        node.clear_alarm()
+    # Every send that returned is in the queue once the alarm clears (the refused ones may be).
+    assert wait_for(lambda: queue_depth(node.url, unique) >= len(sent), 30)
+    app.send_task("tasks.noop", args=["after"])
+    assert wait_for(lambda: queue_depth(node.url, unique) >= len(sent) + 1, 30)
+    app.close()
