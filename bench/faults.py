@@ -78,6 +78,11 @@ def record(i, seconds=0.0):
     pipe.incr(_key + ":runs")
     pipe.sadd(_key + ":done", i)
     pipe.execute()
+
+@app.task(name="faults.answer")
+def answer(i, seconds=0.0):
+    record(i, seconds)
+    return i
 """
 
 
@@ -960,6 +965,49 @@ def memory_alarm(work: Path, n: int, alarm_s: float) -> Outcome:
     return outcome
 
 
+def rpc_restart(work: Path, n: int) -> Outcome:
+    """Restart a RabbitMQ node of the scenario's own under an rpc:// client waiting for ``n``
+    results of a worker: every result must come back or fail with a clear error (no raw
+    connection error, no hang)."""
+    from qtui.core.exceptions import TimeoutError as ResultTimeout
+    from tests.rabbit_node import rabbit_node
+
+    outcome = Outcome(f"restart RabbitMQ (own node) under an rpc:// client, {n} results")
+    with rabbit_node() as node:
+        world = World(work, node.url, result_backend="rpc://")
+        client = App("faults-rpc", broker=node.url, backend="rpc://",
+                     task_default_queue=world.queue)
+        got = lost_clearly = other = 0
+        try:
+            with world.worker("-P", "threads", "-c", "4"):
+                # Half before the restart (some still queued or running when it comes), half
+                # after it; the client reads results on both sides of it.
+                results = [client.send_task("faults.answer", args=[i, 0.05])
+                           for i in range(n // 2)]
+                for i, result in enumerate(results):
+                    if i == n // 8:
+                        node.restart()
+                        results += [client.send_task("faults.answer", args=[j, 0.05])
+                                    for j in range(n // 2, n)]
+                    try:
+                        got += result.get(timeout=30) == i
+                    except ResultTimeout as exc:
+                        lost_clearly += "may be lost" in str(exc)
+                        other += "may be lost" not in str(exc)
+                    except Exception as exc:  # noqa: BLE001 - counted: what the issue found
+                        other += 1
+                        outcome.notes.append(f"{type(exc).__name__}: {exc}"[:200])
+                outcome.sent = len(results)
+                world.settle(outcome, n, 60)
+        finally:
+            client.close()
+            world.cleanup()
+    outcome.figures.update({"results": got, "lost_with_clear_error": lost_clearly,
+                            "other_errors": other})
+    outcome.passed = got + lost_clearly == n and other == 0 and outcome.lost == 0
+    return outcome
+
+
 # running ----------------------------------------------------------------------------------------
 #: name: (run it at full or --quick counts, its time budget in seconds at full counts).
 SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
@@ -978,6 +1026,7 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "eta-rows": (lambda w, q: eta_rows(w, 3_000, 100_000), 600),
     "fork-grandchild": (lambda w, q: fork_grandchild(w, 3 if q else 10, 50 if q else 200), 300),
     "memory-alarm": (lambda w, q: memory_alarm(w, 300 if q else 3_000, 8.0 if q else 20.0), 600),
+    "rpc-restart": (lambda w, q: rpc_restart(w, 300 if q else 2_000), 600),
 }
 
 

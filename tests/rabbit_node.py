@@ -92,8 +92,15 @@ class RabbitNode:
         self.proc = None
 
     def restart(self) -> None:
-        self.stop()
-        self.start()
+        """Restart the broker application (the Erlang VM stays): every connection drops and
+        what is not durable goes, as in a restart of the whole node, in a few seconds."""
+        self.ctl("stop_app")
+        self.ctl("start_app")
+        deadline = time.monotonic() + 60
+        while not _listening(self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"rabbitmq node {self.name} did not come back")
+            time.sleep(0.2)
 
 
 @contextmanager

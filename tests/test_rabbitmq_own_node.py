@@ -1,5 +1,6 @@
-"""Sending tasks to RabbitMQ under a memory alarm, on a node this module starts itself: a send
-the broker never confirmed raises a clear error in bounded time, and no success is false."""
+"""RabbitMQ alarms and restarts, on a node this module starts itself (never the shared one):
+a send the broker never confirmed raises a clear error in bounded time and no success is false;
+rpc:// results keep coming after a broker restart."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections.abc import Iterator
 import pytest
 from kombu import Connection
 
-from qtui.core import App
+from qtui.core import App, states
 from qtui.core.exceptions import BrokerBlocked
+from qtui.core.exceptions import TimeoutError as ResultTimeout
+from qtui.core.protocol import TaskMessage
 from tests.rabbit_node import RabbitNode, rabbit_node
 from tests.services import unavailable
 
@@ -64,3 +67,32 @@ def test_send_under_memory_alarm_raises_naming_the_alarm_and_loses_no_sent_task(
     app.send_task("tasks.noop", args=["after"])
     assert wait_for(lambda: queue_depth(node.url, unique) >= len(sent) + 1, 30)
     app.close()
+
+
+def test_rpc_results_keep_coming_after_a_broker_restart_and_a_lost_one_says_so(node, unique):
+    client = App("rpc-client", broker=node.url, backend="rpc://", task_default_queue=unique)
+    worker = App("rpc-worker", broker=node.url, backend="rpc://")
+
+    def finish(result, value) -> None:
+        request = TaskMessage(id=result.id, task="tasks.add", reply_to=client.backend.oid)
+        worker.backend.store_result(result.id, value, states.SUCCESS, request=request)
+
+    first = client.send_task("tasks.add", args=[1, 1])
+    finish(first, 2)
+    assert first.get(timeout=10) == 2
+    sent_before = client.send_task("tasks.add", args=[2, 2])
+    unanswered = client.send_task("tasks.add", args=[0, 0])
+    with pytest.raises(ResultTimeout, match="not ready"):
+        unanswered.get(timeout=0.5)
+    node.restart()
+    finish(sent_before, 4)  # the worker answers before the client reads again
+    assert sent_before.get(timeout=10) == 4
+    sent_after = client.send_task("tasks.add", args=[3, 3])
+    finish(sent_after, 6)
+    assert sent_after.get(timeout=10) == 6
+    # Its result would have been lost had it been in the queue at the restart: get() says so.
+    with pytest.raises(ResultTimeout, match="may be lost: the connection to the broker was lost"):
+        unanswered.get(timeout=1)
+    worker.close()
+    client.close()
+
