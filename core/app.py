@@ -163,13 +163,17 @@ class App:
 
     # connections ----------------------------------------------------------------------------
     def connection_for_write(self, url: str | None = None,
-                             redis_transport: type[Any] | None = None) -> Connection:
+                             redis_transport: type[Any] | None = None, *,
+                             confirm: bool = False) -> Connection:
         """A new (unconnected) kombu Connection to the broker; Redis URLs get qtui's channel
-        (:mod:`qtui.core.brokers.redis`), or ``redis_transport`` when given; AMQP ones
-        publisher confirms and blocked-connection tracking (:mod:`qtui.core.brokers.amqp`)."""
+        (:mod:`qtui.core.brokers.redis`), or ``redis_transport`` when given. ``confirm``: on
+        AMQP, publisher confirms and ``connection.blocked`` tracking
+        (:mod:`qtui.core.brokers.amqp`), for the app's own producers: a send returns once the
+        broker has the task. A worker's consuming connection does without (a confirm wait
+        would run its delivery callbacks from inside a publish)."""
         url = url or self.broker_url
         options = dict(self.conf.broker_transport_options)
-        if amqp_broker.is_amqp(url):
+        if confirm and amqp_broker.is_amqp(url):
             options = amqp_broker.transport_options(options)
         return redis_broker.connection(
             url, redis_transport or redis_broker.Transport,
@@ -189,7 +193,7 @@ class App:
         try:
             producer = self._producers.pop()
         except IndexError:
-            producer = Producer(self.connection_for_write(), auto_declare=False)
+            producer = Producer(self.connection_for_write(confirm=True), auto_declare=False)
         try:
             yield producer
         except BaseException:

@@ -41,10 +41,15 @@ def wait_for(predicate, timeout: float) -> bool:
     return bool(predicate())
 
 
-def test_amqp_connections_confirm_publishes_unless_turned_off(amqp_url):
-    assert App(broker=amqp_url).connection_for_write().transport_options["confirm_publish"]
-    off = App(broker=amqp_url, broker_transport_options={"confirm_publish": False})
-    assert off.connection_for_write().transport_options["confirm_publish"] is False
+def confirms(app: App) -> bool | None:
+    with app.producer() as producer:
+        return producer.connection.transport_options.get("confirm_publish")
+
+
+def test_sends_to_rabbitmq_wait_for_publisher_confirms_unless_turned_off(amqp_url):
+    assert confirms(App(broker=amqp_url)) is True
+    assert confirms(App(broker=amqp_url,
+                        broker_transport_options={"confirm_publish": False})) is False
 
 
 def test_send_under_memory_alarm_raises_naming_the_alarm_and_loses_no_sent_task(node, unique):
