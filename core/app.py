@@ -297,18 +297,24 @@ class App:
         deadline = time.monotonic() + timeout
         where = f"the broker at {config.mask_url(self.broker_url)}"
 
+        def unconfirmed(exc: BaseException) -> BrokerBlocked:
+            hint = amqp_broker.block_hint(connection) if connection is not None else ""
+            return BrokerBlocked(
+                f"cannot send task {message.task} [{message.id}]: {where} did not confirm it "
+                f"within broker_publish_timeout ({timeout:g}s): {exc}. {hint}The broker may "
+                "still enqueue it once it recovers: sending again may run it twice.")
+
         def give_up_after_deadline(exc: BaseException, _interval: float) -> None:
             """kombu's retry errback: no new attempt once the send's time is spent."""
             if time.monotonic() >= deadline:
-                raise BrokerBlocked(
-                    f"cannot send task {message.task} [{message.id}]: {where} did not confirm "
-                    f"it within broker_publish_timeout ({timeout:g}s): {exc}. "
-                    f"{amqp_broker.block_hint(producer.connection)}The broker may still enqueue it once it "
-                    "recovers: sending again may run it twice.") from exc
+                raise unconfirmed(exc) from exc
+
+        connection: Connection | None = None
 
         try:
             with self.producer() as producer:
-                reason = amqp_broker.wait_unblocked(producer.connection, timeout)
+                connection = producer.connection
+                reason = amqp_broker.wait_unblocked(connection, timeout)
                 if reason is not None:
                     raise BrokerBlocked(
                         f"cannot send task {message.task} [{message.id}]: {where} blocks "
@@ -340,11 +346,7 @@ class App:
                 f"({exc}). Is it running? task_publish_retry_policy sets how long sending "
                 "retries.") from exc
         except TimeoutError as exc:  # a write or confirm past the timeout, with retries off
-            raise BrokerBlocked(
-                f"cannot send task {message.task} [{message.id}]: {where} did not confirm it "
-                f"within broker_publish_timeout ({timeout:g}s). "
-                f"{amqp_broker.block_hint(producer.connection)}The broker may still enqueue it "
-                "once it recovers: sending again may run it twice.") from exc
+            raise unconfirmed(exc) from exc
         except EncodeError as exc:
             raise TypeError(f"cannot send task {message.task}: its arguments cannot be "
                             f"serialized with {serializer or self.conf.task_serializer!r}: "
