@@ -86,6 +86,10 @@ def hold_gil(i, seconds):
     import ctypes
     ctypes.PyDLL(None).sleep(int(seconds))  # a C call that keeps the GIL the whole time
     record(i)
+@app.task(name="faults.answer")
+def answer(i, seconds=0.0):
+    record(i, seconds)
+    return i
 """
 
 
@@ -1330,6 +1334,105 @@ def quorum(work: Path, n: int) -> Outcome:
         world.cleanup()
 
 
+def memory_alarm(work: Path, n: int, alarm_s: float) -> Outcome:
+    """Send ``n`` tasks to a RabbitMQ node of the scenario's own while a memory alarm blocks
+    publishers for ``alarm_s`` seconds: no send may report a success the broker did not confirm,
+    each refused send must raise BrokerBlocked within broker_publish_timeout (plus a margin), and
+    every confirmed task must be in the queue once the alarm clears."""
+    from qtui.core.exceptions import BrokerBlocked
+    from tests.rabbit_node import rabbit_node
+
+    timeout = 2.0
+    queue = f"faults-alarm-{uuid.uuid4().hex[:8]}"
+    outcome = Outcome(f"publish {n} tasks through a {alarm_s:g} s RabbitMQ memory alarm "
+                      f"(own node, broker_publish_timeout {timeout:g} s)")
+    with rabbit_node() as node:
+        app = App("faults-alarm", broker=node.url, backend=None, task_default_queue=queue,
+                  task_ignore_result=True, broker_publish_timeout=timeout)
+        confirmed: set[str] = set()
+        refused, slowest_refusal = 0, 0.0
+        alarm_at, cleared_at = n // 4, None
+        for i in range(n):
+            if i == alarm_at:
+                node.alarm()
+                alarm_on = time.monotonic()
+            if cleared_at is None and i > alarm_at and time.monotonic() - alarm_on >= alarm_s:
+                node.clear_alarm()
+                cleared_at = i
+            started = time.monotonic()
+            try:
+                confirmed.add(app.send_task("faults.record", args=[i]).id)
+            except BrokerBlocked as exc:
+                refused += 1
+                slowest_refusal = max(slowest_refusal, time.monotonic() - started)
+                if "alarm" not in str(exc):
+                    outcome.notes.append(f"a refusal did not name the alarm: {exc}")
+            time.sleep(0.005)
+        if cleared_at is None:
+            node.clear_alarm()
+        closing = time.monotonic()
+        app.close()
+        outcome.figures["close_s"] = round(time.monotonic() - closing, 2)
+        queued: set[str] = set()
+        with Connection(node.url) as conn:
+            channel = conn.default_channel
+            while (message := channel.basic_get(queue, no_ack=True)) is not None:
+                queued.add(message.headers["id"])
+    outcome.sent = len(confirmed)
+    outcome.distinct = outcome.runs = len(confirmed & queued)
+    outcome.figures.update({
+        "confirmed": len(confirmed), "refused": refused,
+        "false_success": len(confirmed - queued),
+        "refused_but_queued": len(queued - confirmed),
+        "slowest_refusal_s": round(slowest_refusal, 2)})
+    outcome.passed = (refused > 0 and not confirmed - queued and not outcome.notes
+                      and slowest_refusal <= timeout + 5)
+    return outcome
+
+
+def rpc_restart(work: Path, n: int) -> Outcome:
+    """Restart a RabbitMQ node of the scenario's own under an rpc:// client waiting for ``n``
+    results of a worker: every result must come back or fail with a clear error (no raw
+    connection error, no hang)."""
+    from qtui.core.exceptions import TimeoutError as ResultTimeout
+    from tests.rabbit_node import rabbit_node
+
+    outcome = Outcome(f"restart RabbitMQ (own node) under an rpc:// client, {n} results")
+    with rabbit_node() as node:
+        world = World(work, node.url, result_backend="rpc://")
+        client = App("faults-rpc", broker=node.url, backend="rpc://",
+                     task_default_queue=world.queue)
+        got = lost_clearly = other = 0
+        try:
+            with world.worker("-P", "threads", "-c", "4"):
+                # Half before the restart (some still queued or running when it comes), half
+                # after it; the client reads results on both sides of it.
+                results = [client.send_task("faults.answer", args=[i, 0.05])
+                           for i in range(n // 2)]
+                for i, result in enumerate(results):
+                    if i == n // 8:
+                        node.restart()
+                        results += [client.send_task("faults.answer", args=[j, 0.05])
+                                    for j in range(n // 2, n)]
+                    try:
+                        got += result.get(timeout=30) == i
+                    except ResultTimeout as exc:
+                        lost_clearly += "may be lost" in str(exc)
+                        other += "may be lost" not in str(exc)
+                    except Exception as exc:  # noqa: BLE001 - counted: what the issue found
+                        other += 1
+                        outcome.notes.append(f"{type(exc).__name__}: {exc}"[:200])
+                outcome.sent = len(results)
+                world.settle(outcome, n, 60)
+        finally:
+            client.close()
+            world.cleanup()
+    outcome.figures.update({"results": got, "lost_with_clear_error": lost_clearly,
+                            "other_errors": other})
+    outcome.passed = got + lost_clearly == n and other == 0 and outcome.lost == 0
+    return outcome
+
+
 # running ----------------------------------------------------------------------------------------
 #: name: (run it at full or --quick counts, its time budget in seconds at full counts).
 #: The event-flood scenario's own database: events ride PUBLISH, which only a database number
@@ -1452,6 +1555,8 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "consumer-timeout": (lambda w, q: consumer_timeout(w, 4 if q else 8, 100 if q else 500),
                          300),
     "quorum": (lambda w, q: quorum(w, 500 if q else 3_000), 600),
+    "memory-alarm": (lambda w, q: memory_alarm(w, 300 if q else 3_000, 8.0 if q else 20.0), 600),
+    "rpc-restart": (lambda w, q: rpc_restart(w, 300 if q else 2_000), 600),
 }
 
 

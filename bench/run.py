@@ -68,7 +68,8 @@ import os as _os
 # One byte per task run: how the bench knows every task ran (the same for every framework).
 _ran = _os.open({counter!r}, _os.O_WRONLY | _os.O_APPEND | _os.O_CREAT, 0o644)
 
-app = App("benchtasks", broker={broker!r}, backend={backend!r}, task_default_queue={queue!r})
+app = App("benchtasks", broker={broker!r}, backend={backend!r}, task_default_queue={queue!r},
+          broker_transport_options={transport_options!r})
 
 @app.task(name="benchtasks.noop", ignore_result=True)
 def noop():
@@ -98,6 +99,7 @@ _ran = _os.open({counter!r}, _os.O_WRONLY | _os.O_APPEND | _os.O_CREAT, 0o644)
 
 app = Celery("benchtasks", broker={broker!r}, backend={backend!r})
 app.conf.task_default_queue = {queue!r}
+app.conf.broker_transport_options = {transport_options!r}
 
 @app.task(name="benchtasks.noop", ignore_result=True)
 def noop():
@@ -172,18 +174,23 @@ class Measure:
     """Messages still on the queue once the worker stopped (should be 0)."""
 
 
-def worker_cases(broker: str, concurrency: int, threads: int) -> list[Case]:
+def worker_cases(broker: str, concurrency: int, threads: int, events: bool = False
+                 ) -> list[Case]:
+    """Every framework's worker cases on ``broker``; qtui and Celery both send task events, or
+    neither does (``events``), so their drain rates compare like for like."""
     py = sys.executable
+    qtui_events = [] if events else ["--without-events"]
+    celery_events = ["-E"] if events else []
 
     def qtui(pool: str, extra: list[str]) -> Callable[[str, str], list[str]]:
         return lambda module, queue: [
             py, "-m", "qtui.workers.cli", "-A", module, "-l", "WARNING", "-Q", queue,
-            "-n", f"bench-{uuid.uuid4().hex[:8]}@%h", "-P", pool, *extra]
+            "-n", f"bench-{uuid.uuid4().hex[:8]}@%h", "-P", pool, *extra, *qtui_events]
 
     def celery(pool: str, extra: list[str]) -> Callable[[str, str], list[str]]:
         return lambda module, queue: [
             py, "-m", "celery", "-A", module, "worker", "-l", "WARNING", "-Q", queue,
-            "-n", f"bench-{uuid.uuid4().hex[:8]}@%h", "-P", pool, *extra,
+            "-n", f"bench-{uuid.uuid4().hex[:8]}@%h", "-P", pool, *extra, *celery_events,
             "--without-gossip", "--without-mingle", "--without-heartbeat"]
 
     pools = [("prefork", ["-c", str(concurrency)], f"prefork -c {concurrency}"),
@@ -318,9 +325,12 @@ class SQLiteBroker(Broker):
 
 # running one case ----------------------------------------------------------------------------
 class Bench:
-    def __init__(self, workdir: Path, verbose: bool) -> None:
+    def __init__(self, workdir: Path, verbose: bool, confirm: bool = True) -> None:
         self.workdir = workdir
         self.verbose = verbose
+        self.confirm = confirm
+        """Publisher confirms on RabbitMQ, the same for qtui and Celery (kombu's
+        ``confirm_publish`` transport option; qtui's default is on, Celery's off)."""
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(workdir), str(REPO)]),
                     "PYTHONUNBUFFERED": "1"}
 
@@ -331,8 +341,10 @@ class Bench:
                     "dramatiq": DRAMATIQ_MODULE}[framework]
         name = f"bench_{framework}_{uuid.uuid4().hex[:8]}"
         counter = self.workdir / f"{name}.ran"
+        options = {"confirm_publish": self.confirm} if broker.startswith("amqp") else {}
         (self.workdir / f"{name}.py").write_text(textwrap.dedent(template.format(
-            broker=broker, backend=backend, queue=queue, counter=str(counter))))
+            broker=broker, backend=backend, queue=queue, counter=str(counter),
+            transport_options=options)))
         return name, counter
 
     def client(self, what: str, module: str, count: int) -> dict[str, Any]:
@@ -555,6 +567,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="prefork processes (and Dramatiq processes)")
     parser.add_argument("--threads", type=int, default=8,
                         help="threads of the threads pools (and per Dramatiq process)")
+    parser.add_argument("--events", choices=("off", "on"), default="off",
+                        help="task events from qtui's and Celery's workers alike (off: Celery's "
+                             "default; qtui's is on)")
+    parser.add_argument("--confirm", choices=("on", "off"), default="on",
+                        help="publisher confirms on RabbitMQ, for qtui and Celery alike (on: "
+                             "qtui's default; Celery's is off)")
     parser.add_argument("--json", metavar="FILE", help="also write every measurement here")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -578,13 +596,16 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         if "sqlite" in sections:
             brokers["sqlite"] = SQLiteBroker(workdir)
-        print(f"# qtui bench\n\n{machine(list(brokers.values()))}\n", flush=True)
-        bench = Bench(workdir, args.verbose)
+        print(f"# qtui bench\n\n{machine(list(brokers.values()))}\n"
+              f"task events {args.events} for qtui and Celery workers; publisher confirms "
+              f"{args.confirm} on RabbitMQ for both\n", flush=True)
+        bench = Bench(workdir, args.verbose, confirm=args.confirm == "on")
         try:
             for name in ("redis", "rabbitmq", "sqlite"):
                 if name not in sections:
                     continue
-                cases = [c for c in worker_cases(name, args.concurrency, args.threads)
+                cases = [c for c in worker_cases(name, args.concurrency, args.threads,
+                                                events=args.events == "on")
                          if not args.workers or args.workers in c.label]
                 for _ in range(args.repeat):  # round-robin, so a noisy minute hits every case
                     for case in cases:
@@ -595,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
                               + (f"  LEFT {m.left}" if m.left else "")
                               + (f"  RAN {m.ran}" if m.ran != tasks else ""), flush=True)
             if "latency" in sections:
-                cases = [c for c in worker_cases("redis", args.concurrency, args.threads)
+                cases = [c for c in worker_cases("redis", args.concurrency, args.threads,
+                                                events=args.events == "on")
                          if c.framework in ("qtui", "celery")
                          and (not args.workers or args.workers in c.label)]
                 for _ in range(args.repeat):

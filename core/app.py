@@ -7,6 +7,7 @@ import fnmatch
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -20,11 +21,12 @@ from kombu.exceptions import EncodeError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from . import brokers, builtins, config
+from .brokers import amqp as amqp_broker
 from .brokers import redis as redis_broker
 from .backends import ResultBackend, backend_for
 from .config import Conf
 from .events import EventDispatcher, task_sent_fields
-from .exceptions import BrokerUnavailable, ConfigError, NotRegistered
+from .exceptions import BrokerBlocked, BrokerUnavailable, ConfigError, NotRegistered
 from .protocol import TaskMessage, build
 from .result import AsyncResult
 from .routing import Router
@@ -163,15 +165,23 @@ class App:
     # connections ----------------------------------------------------------------------------
     def connection_for_write(self, url: str | None = None,
                              redis_transport: type[Any] | None = None,
-                             heartbeat: float = 0) -> Connection:
+                             heartbeat: float = 0, *, confirm: bool = False) -> Connection:
         """A new (unconnected) kombu Connection to the broker; Redis URLs get qtui's channel
         (:mod:`qtui.core.brokers.redis`), or ``redis_transport`` when given. ``heartbeat``
         (AMQP, seconds) is for connections whose owner calls ``heartbeat_check`` (the worker's):
-        the broker closes a connection that stays silent past two of them."""
+        the broker closes a connection that stays silent past two of them. ``confirm``: on
+        AMQP, publisher confirms and ``connection.blocked`` tracking
+        (:mod:`qtui.core.brokers.amqp`), for the app's own producers: a send returns once the
+        broker has the task. A worker's consuming connection does without (a confirm wait
+        would run its delivery callbacks from inside a publish)."""
+        url = url or self.broker_url
+        options = dict(self.conf.broker_transport_options)
+        if confirm and amqp_broker.is_amqp(url):
+            options = amqp_broker.transport_options(options)
         return redis_broker.connection(
-            url or self.broker_url, redis_transport or redis_broker.Transport,
+            url, redis_transport or redis_broker.Transport,
             connect_timeout=self.conf.broker_connection_timeout, heartbeat=heartbeat,
-            transport_options=dict(self.conf.broker_transport_options))
+            transport_options=options)
 
     connection_for_read = connection_for_write
     connection = connection_for_write
@@ -187,7 +197,7 @@ class App:
         try:
             producer = self._producers.pop()
         except IndexError:
-            producer = Producer(self.connection_for_write(), auto_declare=False)
+            producer = Producer(self.connection_for_write(confirm=True), auto_declare=False)
         try:
             yield producer
         except BaseException:
@@ -288,10 +298,38 @@ class App:
 
     def publish(self, message: TaskMessage, exchange: str, routing_key: str,
                 declare: list[Any] | None = None, serializer: str | None = None) -> None:
-        """Publish a built task message, retrying per ``task_publish_retry_policy``."""
+        """Publish a built task message, retrying per ``task_publish_retry_policy``, within
+        ``broker_publish_timeout`` (a write or a publisher confirm that takes longer raises
+        BrokerBlocked rather than returning as if the broker had the task)."""
         wire = build(message)
+        timeout = self.conf.broker_publish_timeout
+        deadline = time.monotonic() + timeout
+        where = f"the broker at {config.mask_url(self.broker_url)}"
+
+        def unconfirmed(exc: BaseException) -> BrokerBlocked:
+            hint = amqp_broker.block_hint(connection) if connection is not None else ""
+            return BrokerBlocked(
+                f"cannot send task {message.task} [{message.id}]: {where} did not confirm it "
+                f"within broker_publish_timeout ({timeout:g}s): {exc}. {hint}The broker may "
+                "still enqueue it once it recovers: sending again may run it twice.")
+
+        def give_up_after_deadline(exc: BaseException, _interval: float) -> None:
+            """kombu's retry errback: no new attempt once the send's time is spent."""
+            if time.monotonic() >= deadline:
+                raise unconfirmed(exc) from exc
+
+        connection: Connection | None = None
+
         try:
             with self.producer() as producer:
+                connection = producer.connection
+                reason = amqp_broker.wait_unblocked(connection, timeout)
+                if reason is not None:
+                    raise BrokerBlocked(
+                        f"cannot send task {message.task} [{message.id}]: {where} blocks "
+                        f"publishers ({reason}) and did not lift the block within "
+                        f"broker_publish_timeout ({timeout:g}s). Nothing was sent. "
+                        f"{amqp_broker.ALARM_HINT}.")
                 # What this connection declared already needs no declaring (kombu would check
                 # the same set, after copying and binding each entity).
                 declared = producer.connection.declared_entities
@@ -300,12 +338,13 @@ class App:
                     serializer=serializer or self.conf.task_serializer, headers=wire.headers,
                     declare=[e for e in declare or () if hash(e) not in declared],
                     retry=self.conf.task_publish_retry,
-                    retry_policy=dict(self.conf.task_publish_retry_policy),
+                    retry_policy={**self.conf.task_publish_retry_policy,
+                                  "errback": give_up_after_deadline},
+                    timeout=timeout, confirm_timeout=timeout,
                     delivery_mode=2, **wire.properties)
                 if self.conf.task_send_sent_event:
                     self._send_sent_event(message, declare, exchange, routing_key, producer)
         except KombuOperationalError as exc:
-            where = f"the broker at {config.mask_url(self.broker_url)}"
             if _out_of_space(exc):
                 raise BrokerUnavailable(
                     f"cannot send task {message.task} [{message.id}]: {where} has no space left "
@@ -315,6 +354,8 @@ class App:
                 f"cannot send task {message.task} [{message.id}]: {where} is unreachable "
                 f"({exc}). Is it running? task_publish_retry_policy sets how long sending "
                 "retries.") from exc
+        except TimeoutError as exc:  # a write or confirm past the timeout, with retries off
+            raise unconfirmed(exc) from exc
         except EncodeError as exc:
             raise TypeError(f"cannot send task {message.task}: its arguments cannot be "
                             f"serialized with {serializer or self.conf.task_serializer!r}: "
@@ -365,8 +406,13 @@ def _signatures(value: Any) -> list[Any] | None:
 
 
 def _release(producer: Producer) -> None:
+    """Close a producer's connection; one the broker blocks is dropped without the closing
+    handshake, which a blocked RabbitMQ connection never answers."""
     try:
-        producer.connection.release()
+        if amqp_broker.block_hint(producer.connection):
+            producer.connection.collect()
+        else:
+            producer.connection.release()
     except Exception:  # closing a broken connection can raise anything
         pass
 

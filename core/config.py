@@ -151,6 +151,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "(nothing: no warning)."),
     Setting("broker_transport_options", {}, TABLE,
             "Options passed to the kombu transport (for example visibility_timeout)."),
+    Setting("broker_publish_timeout", 10.0, _at_least(NUMBER, 0, above=True),
+            "Seconds a send may take, retries included, before it raises BrokerBlocked: on "
+            "RabbitMQ the broker must confirm the task by then (a memory or disk alarm blocks "
+            "publishers)."),
     Setting("broker_management_url", None, _optional(STR),
             "RabbitMQ management API (http://user:password@host:15672/), so the console and "
             "`qtui status` list every queue, including those no worker consumes.",

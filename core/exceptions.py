@@ -23,6 +23,11 @@ class BrokerUnavailable(QtuiError):
     """The broker could not be reached (after the configured retries)."""
 
 
+class BrokerBlocked(BrokerUnavailable):
+    """The broker did not take a task in time, or blocks publishers (a RabbitMQ memory or disk
+    alarm): the send raised instead of reporting a success the broker never confirmed."""
+
+
 class NotRegistered(QtuiError, KeyError):
     """No task of that name is registered with the app."""
 

@@ -89,6 +89,7 @@ def test_config_from_file_loads_toml_tables(tmp_path):
     ("worker_concurrency = 0\n", "setting 'worker_concurrency' must be a whole number >= 1"),
     ("worker_prefetch_multiplier = -1\n", "must be a whole number >= 0"),
     ("broker_connection_timeout = nan\n", "must be a number > 0"),
+    ("broker_publish_timeout = 0\n", "must be a number > 0"),
     ("task_default_priority = 300\n", "must be a whole number from 0 to 255"),
     ("worker_pool = 'gevent'\n", "setting 'worker_pool' must be one of 'prefork', 'threads', 'solo'"),
     ("task_default_exchange_type = 'fanoutx'\n", "must be one of 'direct', 'topic'"),

@@ -1,9 +1,12 @@
 """rpc:// results: sent back as messages to the client's own reply queue, as Celery does.
 
-The client declares one auto-delete queue per process (its ``oid``) and puts its name in each
-task's ``reply_to``; the worker publishes the meta to the default exchange with that routing key
-and ``correlation_id`` = task id. Results are not stored anywhere else: only the client that sent
-the task can read them, once.
+The client declares one queue per process (its ``oid``) and puts its name in each task's
+``reply_to``; the worker publishes the meta to the default exchange with that routing key and
+``correlation_id`` = task id. Results are not stored anywhere else: only the client that sent
+the task can read them, once. The queue is durable (deleted by :meth:`RPCBackend.close`, else by
+the broker a day after its last use), so it survives a broker restart and catches the results
+sent before the client reconnects; the client declares it and consumes again after a lost
+connection.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from kombu import Consumer, Exchange, Queue
 
 from .. import exceptions, states
+from ..brokers import broker_errors
+from ..config import mask_url
 from .base import ResultBackend, pending_meta
 
 if TYPE_CHECKING:
@@ -35,11 +40,15 @@ class RPCBackend(ResultBackend):
         super().__init__(app, url)
         self.oid = str(uuid.uuid4())
         self.binding = Queue(self.oid, Exchange("", type="direct"), routing_key=self.oid,
-                             durable=False, auto_delete=True, expires=REPLY_QUEUE_EXPIRES)
+                             durable=True, auto_delete=False, expires=REPLY_QUEUE_EXPIRES)
         self._results: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
         self._connection: Connection | None = None
         self._consumer: Consumer | None = None
+        self._waiting: set[str] = set()
+        """Tasks sent since the reply queue was last consumed from a new connection."""
+        self._across_loss: set[str] = set()
+        """Tasks sent before a lost connection whose result has not come: it may be lost."""
 
     def reply_to(self) -> str | None:
         self._ensure_consumer()
@@ -48,16 +57,34 @@ class RPCBackend(ResultBackend):
     def on_task_call(self, message: TaskMessage) -> None:
         message.reply_to = self.oid
         self._ensure_consumer()
+        self._waiting.add(message.id)
 
     def _ensure_consumer(self) -> Consumer:
         with self._lock:
             if self._consumer is None:
-                self._connection = self.app.connection_for_read()
-                self._consumer = Consumer(self._connection.default_channel, [self.binding],
-                                          callbacks=[self._on_message], no_ack=True,
-                                          accept=self.accept)
-                self._consumer.consume()
+                connection = self.app.connection_for_read()
+                try:
+                    self._consumer = Consumer(connection.default_channel, [self.binding],
+                                              callbacks=[self._on_message], no_ack=True,
+                                              accept=self.accept)
+                    self._consumer.consume()
+                except broker_errors(connection) as exc:
+                    connection.collect()
+                    raise exceptions.BrokerUnavailable(
+                        f"rpc:// results: cannot consume from the reply queue on the broker at "
+                        f"{mask_url(self.app.broker_url)} ({exc}). Is it running? Results sent "
+                        "meanwhile wait in the queue.") from exc
+                self._connection = connection
             return self._consumer
+
+    def _connection_lost(self) -> None:
+        """Drop the dead connection (no closing handshake: the peer is gone); the next read
+        declares the queue and consumes again on a new one."""
+        assert self._connection is not None
+        self._connection.collect()
+        self._connection = self._consumer = None
+        self._across_loss |= self._waiting - self._results.keys()
+        self._waiting.clear()
 
     def _on_message(self, body: Any, message: Message) -> None:
         task_id = message.properties.get("correlation_id") or (
@@ -66,6 +93,9 @@ class RPCBackend(ResultBackend):
             previous = self._results.get(task_id)
             if previous is None or previous["status"] not in states.READY_STATES:
                 self._results[task_id] = body
+            if body["status"] in states.READY_STATES:
+                self._waiting.discard(task_id)
+                self._across_loss.discard(task_id)
 
     def _drain(self, timeout: float) -> None:
         self._ensure_consumer()
@@ -74,6 +104,9 @@ class RPCBackend(ResultBackend):
             self._connection.drain_events(timeout=timeout)
         except socket.timeout:
             pass
+        except broker_errors(self._connection):  # a broker restart, a dropped connection
+            self._connection_lost()
+            self._ensure_consumer()
 
     def _set(self, task_id: str, payload: bytes, meta: dict[str, Any],
              request: TaskMessage | None) -> None:
@@ -101,6 +134,13 @@ class RPCBackend(ResultBackend):
                     return dict(meta)
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
+                    if task_id in self._across_loss:
+                        raise exceptions.TimeoutError(
+                            f"task {task_id} not ready after {timeout}s, and its result may be "
+                            "lost: the connection to the broker was lost after it was sent, and "
+                            "rpc:// results are not stored (a result that was in the reply "
+                            "queue when the broker went down is gone). Use a result backend "
+                            "that stores results (redis://) if that matters.")
                     raise exceptions.TimeoutError(f"task {task_id} not ready after {timeout}s")
                 self._drain(1.0 if remaining is None else min(remaining, 1.0))
 
@@ -109,7 +149,12 @@ class RPCBackend(ResultBackend):
             self._results.pop(task_id, None)
 
     def close(self) -> None:
+        """Delete the reply queue (it is durable, so nothing else would before it expires)."""
         with self._lock:
             if self._connection is not None:
-                self._connection.release()
+                try:
+                    self.binding(self._connection.default_channel).delete()
+                    self._connection.release()
+                except broker_errors(self._connection):  # gone already: it expires by itself
+                    self._connection.collect()
             self._connection = self._consumer = None
