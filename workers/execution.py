@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qtui.core import states
+from qtui.core.celery_app import CeleryTask
 from qtui.core.exceptions import (
     Retry,
     SoftTimeLimitExceeded,
@@ -73,6 +74,8 @@ class Outcome:
     retry_when: float | None = None
     dead_letter: str | None = None
     """Set when the message must go to the dead-letter queue (for example an unstorable result)."""
+    requeue: bool = False
+    """For REJECTED (a Celery task raised ``Reject``): the message goes back to its queue."""
 
 
 @dataclass
@@ -170,6 +173,12 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
 
     message = item.message
     task = app.get_task(message.task)
+    if limits is None:
+        limits = alarm_limits(item.soft_time_limit, item.time_limit if hard_by_alarm else None) \
+            if use_alarm else _no_limits()
+    if isinstance(task, CeleryTask):
+        from . import celery_trace
+        return celery_trace.run(task, item, limits)
     request = Request.from_message(message, item.hostname, item.delivery_info)
     request.time_limit, request.soft_time_limit = item.time_limit, item.soft_time_limit
     # What describes this delivery (its count, the broker's flags) must not follow a retry.
@@ -179,10 +188,6 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
     started = time.monotonic()
     task.push_request(request)
     try:
-        if limits is None:
-            limits = alarm_limits(item.soft_time_limit,
-                                  item.time_limit if hard_by_alarm else None) \
-                if use_alarm else _no_limits()
         with limits:
             try:
                 value = task(*message.args, **message.kwargs)

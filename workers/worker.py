@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qtui.core import states
+from qtui.core.celery_app import CeleryApp
 from qtui.core.config import mask_url
 from qtui.core.exceptions import (
     NotRegistered,
@@ -168,6 +169,9 @@ class Worker:
         self.arguments = ArgumentStore()
         self.hooks.add(self.events)
         self.hooks.add(self.arguments)
+        if isinstance(app, CeleryApp):
+            from .celery_signals import CelerySignals
+            self.hooks.add(CelerySignals(self, app))
 
     def _select_queues(self, names: list[str] | None) -> list[Queue]:
         router = self.app.router
@@ -521,6 +525,9 @@ class Worker:
             return
         self.processed += 1
         msg = job.message
+        if outcome.state == states.REJECTED:
+            self._rejected_by_task(job, outcome)
+            return
         if outcome.dead_letter:
             self._dead_letter(job, outcome.dead_letter)
         else:
@@ -533,6 +540,8 @@ class Worker:
         elif outcome.state == states.RETRY:
             logger.info("Task %s[%s] retry: %s", msg.task, msg.id, outcome.exception)
             self.hooks.on_task_retried(job, outcome)
+        elif outcome.state == states.IGNORED:
+            logger.info("Task %s[%s] ignored: %s", msg.task, msg.id, outcome.exception)
         elif outcome.state == states.REVOKED:
             logger.warning("Task %s[%s] terminated (revoked)", msg.task, msg.id)
             self.hooks.on_task_revoked(job, terminated=True)
@@ -540,6 +549,21 @@ class Worker:
             logger.error("Task %s[%s] raised unexpected: %s\n%s", msg.task, msg.id,
                          outcome.exception, outcome.traceback or "")
             self.hooks.on_task_failed(job, outcome.exception or "", outcome.traceback)
+
+    def _rejected_by_task(self, job: Job, outcome: Outcome) -> None:
+        """A Celery task raised ``Reject``: its message goes back to its queue (``requeue``) or
+        to the dead-letter queue, where Celery's broker would drop it or dead-letter it."""
+        msg = job.message
+        reason = f"rejected by the task: {outcome.exception}"
+        logger.warning("Task %s[%s] %s%s", msg.task, msg.id, reason,
+                       " (requeued)" if outcome.requeue else "")
+        if outcome.requeue:
+            self._put_back(job.queue, job.delivery)
+            job.acked = True
+            self.hooks.on_task_rejected(job, reason)
+        else:
+            self._dead_letter(job, reason)
+        self._forget(job)
 
     def _on_lost(self, lost: Lost) -> None:
         job = self.active.pop(lost.job_id, None)
