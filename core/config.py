@@ -191,6 +191,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("task_acks_late", True, BOOL,
             "Acknowledge a task after it ran, so a crash never loses it (Celery's default is false)."),
     Setting("task_ignore_result", False, BOOL, "Do not store results unless a task asks for it."),
+    Setting("task_track_started", False, BOOL,
+            "Store STARTED (with the worker's pid and hostname) when a task starts running."),
     Setting("task_time_limit", None, _optional(_at_least(NUMBER, 0, above=True)),
             "Hard time limit in seconds for every task."),
     Setting("task_soft_time_limit", None, _optional(_at_least(NUMBER, 0, above=True)),

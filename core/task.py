@@ -35,6 +35,7 @@ _CONF_DEFAULTS = {
     "ignore_result": "task_ignore_result",
     "serializer": "task_serializer",
     "priority": "task_default_priority",
+    "track_started": "task_track_started",
 }
 
 
@@ -115,6 +116,7 @@ class Task:
     soft_time_limit = Option[Any](None)
     acks_late = Option[bool](True)
     ignore_result = Option[bool](False)
+    track_started = Option[bool](False)
     serializer = Option[str]("json")
     priority = Option[Any](None)
     queue = Option[Any](None)
@@ -132,7 +134,7 @@ class Task:
     #: Decorator options a task accepts; anything else is a typo and raises TypeError.
     OPTIONS = frozenset({
         "name", "bind", "typing", "rate_limit", "time_limit", "soft_time_limit", "acks_late",
-        "ignore_result", "serializer", "priority", "queue", "routing_key", "exchange", "expires",
+        "ignore_result", "track_started", "serializer", "priority", "queue", "routing_key", "exchange", "expires",
         "max_retries", "default_retry_delay", "autoretry_for", "retry_kwargs", "retry_backoff",
         "retry_backoff_max", "retry_jitter",
     })

@@ -187,6 +187,9 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
     store = not (message.ignore_result or task.ignore_result)
     started = time.monotonic()
     task.push_request(request)
+    if store and task.track_started:
+        store_state(app, message, {"pid": os.getpid(), "hostname": item.hostname},
+                    states.STARTED, where=where_it_ran(item))
     try:
         with limits:
             try:
@@ -203,7 +206,7 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
     except Retry as retry:
         reason = retry.exc if retry.exc is not None else retry
         return _finish(app, item, store, states.RETRY, reason, started,
-                       retry_when=retry.when, trace=None)
+                       retry_when=retry.when, trace=traceback.format_exc())
     except TaskRevokedError as exc:
         return _finish(app, item, store, states.REVOKED, exc, started, trace=None)
     except Exception as exc:
@@ -229,17 +232,26 @@ def _finish(app: App, item: WorkItem, store: bool, state: str, value: Any, start
     else:
         outcome.result = _safe_repr(value)
     if store:
-        outcome.dead_letter = store_state(app, item.message, value, state, trace)
+        outcome.dead_letter = store_state(app, item.message, value, state, trace,
+                                          where=where_it_ran(item))
     return outcome
 
 
+def where_it_ran(item: WorkItem) -> dict[str, Any]:
+    """What ``result_extended`` adds about the run, as Celery names it: the worker's hostname
+    and the queue (Celery stores the delivery's routing key)."""
+    return {"worker": item.hostname, "queue": item.delivery_info.get("routing_key")}
+
+
 def store_state(app: App, message: TaskMessage, value: Any, state: str,
-                trace: str | None = None) -> str | None:
+                trace: str | None = None, where: dict[str, Any] | None = None) -> str | None:
     """Store a state in the result backend. Returns a dead-letter reason when the value could not
-    be stored as it is (it is then stored as a FAILURE that says why), else None."""
+    be stored as it is (it is then stored as a FAILURE that says why), else None. ``where``
+    (see :func:`where_it_ran`) is stored with it under ``result_extended``."""
+    extended = where if where and app.conf.result_extended else {}
     try:
         meta = app.backend.store_result(message.id, value, state, traceback=trace,
-                                        request=message)
+                                        request=message, **extended)
     except Exception as exc:  # a result whose repr raises, or a backend that is down
         logger.error("Task %s[%s]: cannot store its %s state: %s", message.task, message.id,
                      state, exc)
