@@ -32,7 +32,9 @@ from qtui.core.exceptions import (
     TaskRevokedError,
     TimeLimitExceeded,
 )
+from qtui.core.handlers import TaskHandlers
 from qtui.core.protocol import TaskMessage, saferepr
+from qtui.core.task import ExceptionInfo, Request, Task
 
 from .redelivery import TRANSIENT_HEADERS
 
@@ -169,8 +171,6 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
     both: a context manager that enforces the limits while it is entered. Either way only the
     task's own code is bounded, never the result write after it.
     """
-    from qtui.core.task import Request
-
     message = item.message
     task = app.get_task(message.task)
     if limits is None:
@@ -186,13 +186,32 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
                        if not k.startswith("x-qtui-") and k not in TRANSIENT_HEADERS}
     store = not (message.ignore_result or task.ignore_result)
     started = time.monotonic()
+    handlers = TaskHandlers(task, request)
     task.push_request(request)
-    if store and task.track_started:
-        store_state(app, message, {"pid": os.getpid(), "hostname": item.hostname},
-                    states.STARTED, where=where_it_ran(item))
+    state, value = states.FAILURE, None
+    try:
+        handlers.started()
+        if store and task.track_started:
+            store_state(app, message, {"pid": os.getpid(), "hostname": item.hostname},
+                        states.STARTED, where=where_it_ran(item))
+        outcome, value = _run(app, item, task, store, limits, handlers, started)
+        state = outcome.state
+        return outcome
+    finally:
+        handlers.finished(state, value)
+        task.pop_request()
+
+
+def _run(app: App, item: WorkItem, task: Task, store: bool,
+         limits: AbstractContextManager[None], handlers: TaskHandlers,
+         started: float) -> tuple[Outcome, Any]:
+    """Run the task, store its state and call its handlers; (the outcome, what it returned or
+    raised)."""
+    message = item.message
     try:
         with limits:
             try:
+                handlers.before_start()
                 value = task(*message.args, **message.kwargs)
             except Retry:
                 raise
@@ -205,16 +224,23 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
                 raise
     except Retry as retry:
         reason = retry.exc if retry.exc is not None else retry
-        return _finish(app, item, store, states.RETRY, reason, started,
-                       retry_when=retry.when, trace=traceback.format_exc())
+        outcome = _finish(app, item, store, states.RETRY, reason, started,
+                          retry_when=retry.when, trace=traceback.format_exc())
+        handlers.retried(retry, ExceptionInfo(retry, outcome.traceback or ""))
+        return outcome, reason
     except TaskRevokedError as exc:
-        return _finish(app, item, store, states.REVOKED, exc, started, trace=None)
+        return _finish(app, item, store, states.REVOKED, exc, started, trace=None), exc
     except Exception as exc:
-        return _finish(app, item, store, states.FAILURE, exc, started,
-                       trace=traceback.format_exc())
-    finally:
-        task.pop_request()
-    return _finish(app, item, store, states.SUCCESS, value, started, trace=None)
+        outcome = _finish(app, item, store, states.FAILURE, exc, started,
+                          trace=traceback.format_exc())
+        einfo = ExceptionInfo(exc, outcome.traceback or "")
+        handlers.failed(exc, einfo)
+        handlers.returned(states.FAILURE, exc, einfo)
+        return outcome, exc
+    outcome = _finish(app, item, store, states.SUCCESS, value, started, trace=None)
+    handlers.succeeded(value)
+    handlers.returned(states.SUCCESS, value, None)
+    return outcome, value
 
 
 @contextmanager

@@ -60,6 +60,7 @@ from .pools import pool_class
 from .ratelimit import RateLimiter
 from .redelivery import DELIVERIES_HEADER, delivery_number, republish
 from .revoke import Revoked
+from .signals import Signals
 from .timer import Timer
 
 if TYPE_CHECKING:
@@ -172,6 +173,8 @@ class Worker:
         if isinstance(app, CeleryApp):
             from .celery_signals import CelerySignals
             self.hooks.add(CelerySignals(self, app))
+        else:
+            self.hooks.add(Signals(self))
 
     def _select_queues(self, names: list[str] | None) -> list[Queue]:
         router = self.app.router
