@@ -191,6 +191,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("task_acks_late", True, BOOL,
             "Acknowledge a task after it ran, so a crash never loses it (Celery's default is false)."),
     Setting("task_ignore_result", False, BOOL, "Do not store results unless a task asks for it."),
+    Setting("task_acks_on_failure_or_timeout", True, BOOL,
+            "Ack a late-acked task that failed or timed out; false: dead-letter its message."),
     Setting("task_always_eager", False, BOOL,
             "apply_async() and delay() run the task at once in the caller (for tests)."),
     Setting("task_eager_propagates", False, BOOL,

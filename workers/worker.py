@@ -533,6 +533,8 @@ class Worker:
             return
         if outcome.dead_letter:
             self._dead_letter(job, outcome.dead_letter)
+        elif outcome.state == states.FAILURE:
+            self._settle_failed(job, f"failed: {outcome.exception}")
         else:
             self._ack(job)
         self._forget(job)
@@ -552,6 +554,14 @@ class Worker:
             logger.error("Task %s[%s] raised unexpected: %s\n%s", msg.task, msg.id,
                          outcome.exception, outcome.traceback or "")
             self.hooks.on_task_failed(job, outcome.exception or "", outcome.traceback)
+
+    def _settle_failed(self, job: Job, reason: str) -> None:
+        """A failed or timed-out task is acked, or with ``task_acks_on_failure_or_timeout``
+        off (and acks late) dead-lettered, where Celery rejects it without requeue."""
+        if job.acked or self.app.conf.task_acks_on_failure_or_timeout:
+            self._ack(job)
+        else:
+            self._dead_letter(job, f"{reason} (task_acks_on_failure_or_timeout is false)")
 
     def _rejected_by_task(self, job: Job, outcome: Outcome) -> None:
         """A Celery task raised ``Reject``: its message goes back to its queue (``requeue``) or
@@ -578,7 +588,7 @@ class Worker:
             logger.error("Task %s[%s]: hard time limit (%ss) exceeded; its process was killed",
                          msg.task, msg.id, job.time_limit)
             store_state(self.app, msg, exc, states.FAILURE)
-            self._ack(job)
+            self._settle_failed(job, f"hard time limit ({job.time_limit}s) exceeded")
             self._forget(job)
             self.hooks.on_task_failed(job, repr(exc), None)
         elif lost.cause == "signalled":
