@@ -67,9 +67,9 @@ class CeleryApp(App):
 
 def _settings_of(celery_app: Any) -> dict[str, Any]:
     """The Celery app's settings that qtui also has, as qtui reads them. A Celery setting left
-    at None means "derive it" in Celery, so it leaves qtui's default. Worker, task and broker
-    settings the user changed that qtui's worker does not implement are named in one warning
-    (the result backend's settings need no list: Celery's own backend stores the results)."""
+    at None means "derive it" in Celery, so it leaves qtui's default. Worker settings the user
+    changed that qtui's worker does not implement are named in one warning (task and result
+    settings need no list: Celery's own tracer and backend run the tasks and store results)."""
     from celery.app.defaults import DEFAULTS  # a Celery app is at hand: celery is installed
 
     conf = celery_app.conf
@@ -92,8 +92,8 @@ def _settings_of(celery_app: Any) -> dict[str, Any]:
     return settings
 
 
-#: Prefixes of the settings qtui's worker itself would have to honour.
-_WORKER_SIDE = ("worker_", "task_", "broker_")
+#: Prefix of the settings qtui's worker itself would have to honour.
+_WORKER_SIDE = "worker_"
 
 
 def _as_qtui(value: Any) -> Any:

@@ -6,6 +6,7 @@ serves the module; each test uses its own task ids and records."""
 from __future__ import annotations
 
 import importlib
+import logging
 import socket
 import sys
 import time
@@ -44,7 +45,7 @@ import os
 
 import redis
 from celery import Task, shared_task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 from celery.signals import (task_failure, task_postrun, task_prerun, task_retry, task_revoked,
                             worker_init, worker_process_init, worker_ready)
 
@@ -167,6 +168,11 @@ def sum_of(numbers):
 
 
 @app.task
+def rejected():
+    raise Reject("not for this worker", requeue=False)
+
+
+@app.task
 def ignored():
     raise Ignore()
 """
@@ -243,6 +249,18 @@ def test_dash_a_finds_a_celery_app_as_celery_does(spec, proj):
     assert app.conf.task_default_queue == proj.app.conf.task_default_queue
     assert app.conf.result_extended is True
     assert app.broker_url == REDIS_URL
+
+
+def test_worker_settings_qtui_lacks_are_named_in_one_warning(caplog):
+    from celery import Celery
+
+    lacking = Celery("lacking", broker=REDIS_URL, set_as_current=False)
+    lacking.conf.update(worker_max_memory_per_child=1000, worker_prefetch_multiplier=2)
+    with caplog.at_level(logging.WARNING, logger="qtui.core.celery_app"):
+        app = CeleryApp(lacking)
+    assert "worker_max_memory_per_child" in caplog.text
+    assert "worker_prefetch_multiplier" not in caplog.text
+    assert app.conf.worker_prefetch_multiplier == 2
 
 
 def test_dash_a_names_what_is_not_an_app(proj):
@@ -396,3 +414,18 @@ def test_a_chord_joins_its_header_once(proj, worker):
 
     result = chord([proj.add.s(i, i) for i in range(4)], proj.sum_of.s()).delay()
     assert result.get(timeout=20) == 12
+
+
+@pytest.mark.timeout(60)
+def test_reject_without_requeue_dead_letters_the_message(proj, worker):
+    from kombu import Connection
+
+    from qtui.workers.redelivery import direct_queue
+
+    result = proj.rejected.delay()
+    with Connection(REDIS_URL) as conn:
+        dead = direct_queue(f"{proj.app.conf.task_default_queue}.dead")(conn.default_channel)
+        dead.declare()
+        message = wait_until(lambda: dead.get(no_ack=True))
+        assert message.headers["id"] == result.id
+        dead.delete()

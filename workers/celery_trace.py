@@ -55,10 +55,8 @@ def run(task: CeleryTask, item: WorkItem, limits: AbstractContextManager[None]) 
                 celery_task, message.id, request["args"], request["kwargs"], request,
                 app=celery_app,
                 hostname=item.hostname)
-    except Reject as reject:
-        return Outcome(job_id=item.job_id, state=states.REJECTED,
-                       runtime=time.monotonic() - started, exception=_repr(reject.reason),
-                       requeue=bool(reject.requeue))
+    except Reject as reject:  # raised by a handler after the task ran
+        return _rejected(item, reject, time.monotonic() - started)
     runtime = time.monotonic() - started
     if info is None:
         return Outcome(job_id=item.job_id, state=states.SUCCESS, runtime=runtime,
@@ -70,11 +68,20 @@ def run(task: CeleryTask, item: WorkItem, limits: AbstractContextManager[None]) 
         return Outcome(job_id=item.job_id, state=states.RETRY, runtime=runtime,
                        exception=_repr(getattr(exc, "exc", None) or exc), traceback=trace,
                        retry_when=_seconds_until(getattr(exc, "when", None)))
+    if state == celery_states.REJECTED:
+        return _rejected(item, exc, runtime)
     if state == celery_states.IGNORED:
         return Outcome(job_id=item.job_id, state=states.IGNORED, runtime=runtime,
                        exception=_repr(exc))
     return Outcome(job_id=item.job_id, state=states.FAILURE, runtime=runtime,
                    exception=_repr(exc), traceback=trace)
+
+
+def _rejected(item: WorkItem, reject: Reject, runtime: float) -> Outcome:
+    from .execution import Outcome
+
+    return Outcome(job_id=item.job_id, state=states.REJECTED, runtime=runtime,
+                   exception=_repr(reject.reason), requeue=bool(reject.requeue))
 
 
 def request_dict(item: WorkItem) -> dict[str, Any]:
