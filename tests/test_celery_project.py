@@ -1,7 +1,8 @@
 """A Celery project laid out as Celery's documentation shows it, unchanged (no qtui import in it),
 run by ``qtui -A proj run-worker`` and driven by Celery's own client: the outcomes, states,
-handlers and signals are a Celery worker's. One qtui worker (prefork, two processes, Redis)
-serves the module; each test uses its own task ids and records."""
+handlers and signals are a Celery worker's. One qtui worker (prefork, two processes) serves the
+module per broker (Redis, RabbitMQ; results on Redis); each test uses its own task ids and
+records."""
 
 from __future__ import annotations
 
@@ -23,9 +24,13 @@ from qtui.core.exceptions import ConfigError
 from qtui.core.loader import find_app
 
 from .processes import running
-from .services import REDIS_HOST, REDIS_PORT, need
+from .services import AMQP_HOST, AMQP_PORT, REDIS_HOST, REDIS_PORT, need
+
+#: The project is imported here once per broker: Celery warns that its tasks are registered again.
+pytestmark = pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning")
 
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+AMQP_URL = f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//"
 
 PROJ_INIT = """\
 from .celery import app as celery_app
@@ -36,22 +41,23 @@ __all__ = ("celery_app",)
 PROJ_CELERY = """\
 from celery import Celery
 
-app = Celery("proj", broker={broker!r}, backend={broker!r}, include=["proj.tasks"])
+app = Celery("proj", broker={broker!r}, backend={backend!r}, include=["proj.tasks"])
 app.conf.update(task_default_queue={queue!r}, task_track_started=True, result_extended=True)
 """
 
 PROJ_TASKS = """\
 import os
+import time
 
 import redis
 from celery import Task, shared_task
-from celery.exceptions import Ignore, Reject
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from celery.signals import (task_failure, task_postrun, task_prerun, task_retry, task_revoked,
                             worker_init, worker_process_init, worker_ready)
 
 from .celery import app
 
-records = redis.Redis.from_url({broker!r})
+records = redis.Redis.from_url({backend!r})
 KEY = {key!r}
 
 
@@ -167,6 +173,15 @@ def sum_of(numbers):
     return sum(numbers)
 
 
+@app.task(soft_time_limit=0.3)
+def cleans_up():
+    try:
+        while True:
+            time.sleep(0.01)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+
+
 @app.task
 def rejected():
     raise Reject("not for this worker", requeue=False)
@@ -178,19 +193,24 @@ def ignored():
 """
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Iterator[Path]:
-    """proj/ (``__init__.py``, ``celery.py``, ``tasks.py``) on the test's own queue."""
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def project(request, tmp_path_factory) -> Iterator[Path]:
+    """proj/ (``__init__.py``, ``celery.py``, ``tasks.py``) on the test's own queue, with its
+    broker on Redis or RabbitMQ and its results (and the test's records) on Redis."""
     need("Redis", REDIS_HOST, REDIS_PORT)
+    broker = REDIS_URL
+    if request.param == "rabbitmq":
+        need("RabbitMQ", AMQP_HOST, AMQP_PORT)
+        broker = AMQP_URL
     root = tmp_path_factory.mktemp("celery-project")
     token = uuid.uuid4().hex[:10]
     package = root / "proj"
     package.mkdir()
     (package / "__init__.py").write_text(PROJ_INIT)
     (package / "celery.py").write_text(
-        PROJ_CELERY.format(broker=REDIS_URL, queue=f"proj-{token}"))
+        PROJ_CELERY.format(broker=broker, backend=REDIS_URL, queue=f"proj-{token}"))
     (package / "tasks.py").write_text(
-        PROJ_TASKS.format(broker=REDIS_URL, key=f"proj-records-{token}"))
+        PROJ_TASKS.format(backend=REDIS_URL, key=f"proj-records-{token}"))
     yield root
     redis.Redis.from_url(REDIS_URL).delete(f"proj-records-{token}")
 
@@ -248,7 +268,7 @@ def test_dash_a_finds_a_celery_app_as_celery_does(spec, proj):
     assert {"proj.tasks.add", "proj.tasks.mul", "celery.chord_unlock"} <= set(app.tasks)
     assert app.conf.task_default_queue == proj.app.conf.task_default_queue
     assert app.conf.result_extended is True
-    assert app.broker_url == REDIS_URL
+    assert app.broker_url == proj.app.conf.broker_url
 
 
 def test_worker_settings_qtui_lacks_are_named_in_one_warning(caplog):
@@ -370,6 +390,11 @@ def test_ignore_stores_nothing_after_started(proj, worker):
 
 
 @pytest.mark.timeout(60)
+def test_a_soft_time_limit_raises_celerys_exception_in_the_task(proj, worker):
+    assert proj.cleans_up.delay().get(timeout=20) == "cleaned up"
+
+
+@pytest.mark.timeout(60)
 def test_ignore_result_stores_nothing_but_runs(proj, worker):
     result = proj.add.apply_async((1, 1), ignore_result=True)
     wait_until(lambda: f"postrun {result.id} SUCCESS" in about(proj, result.id))
@@ -423,7 +448,7 @@ def test_reject_without_requeue_dead_letters_the_message(proj, worker):
     from qtui.workers.redelivery import direct_queue
 
     result = proj.rejected.delay()
-    with Connection(REDIS_URL) as conn:
+    with Connection(proj.app.conf.broker_url) as conn:
         dead = direct_queue(f"{proj.app.conf.task_default_queue}.dead")(conn.default_channel)
         dead.declare()
         message = wait_until(lambda: dead.get(no_ack=True))

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from celery import signals
 from celery import states as celery_states
 from celery.app.trace import setup_worker_optimizations, trace_task
+from celery import exceptions as celery_exceptions
 from celery.exceptions import Reject
 
-from qtui.core import states
+from qtui.core import exceptions, states
 from qtui.core.protocol import build, saferepr
 
 if TYPE_CHECKING:
@@ -30,6 +31,18 @@ if TYPE_CHECKING:
     from .execution import Outcome, WorkItem
 
 RESULT_REPR_MAXSIZE = 256
+
+
+class SoftTimeLimitExceeded(exceptions.SoftTimeLimitExceeded,
+                            celery_exceptions.SoftTimeLimitExceeded):
+    """A Celery task's soft time limit on qtui's worker: Celery's exception, and qtui's."""
+
+
+class TimeLimitExceeded(exceptions.TimeLimitExceeded, celery_exceptions.TimeLimitExceeded):
+    """A Celery task's hard time limit where it is raised in the task (solo, threads)."""
+
+
+CELERY_LIMIT_ERRORS = (SoftTimeLimitExceeded, TimeLimitExceeded)
 
 _prepared: dict[int, bool] = {}
 """Processes (by pid) where the Celery app was set up as a worker's app."""

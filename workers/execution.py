@@ -120,10 +120,24 @@ class TaskOptions:
                 min(soft, MAX_TIME_LIMIT) if soft else None)
 
 
+LimitErrors = tuple[type[SoftTimeLimitExceeded], type[TimeLimitExceeded]]
+"""The exceptions a task's (soft, hard) time limits raise in it."""
+
+
+def limit_errors(app: App, name: str) -> LimitErrors:
+    """qtui's, or for a Celery app's task ones that are Celery's as well, so that ``except
+    celery.exceptions.SoftTimeLimitExceeded`` in the task catches its soft limit."""
+    if isinstance(app.tasks.get(name), CeleryTask):
+        from .celery_trace import CELERY_LIMIT_ERRORS
+        return CELERY_LIMIT_ERRORS
+    return SoftTimeLimitExceeded, TimeLimitExceeded
+
+
 class _Alarm:
     """SIGALRM-driven time limits for the calling (main) thread."""
 
-    def __init__(self, soft: float | None, hard: float | None) -> None:
+    def __init__(self, soft: float | None, hard: float | None, errors: LimitErrors) -> None:
+        self.errors = errors
         now = time.monotonic()
         self.soft_at = now + soft if soft else None
         self.hard_at = now + hard if hard else None
@@ -139,20 +153,21 @@ class _Alarm:
         if self.soft_at is not None and now >= self.soft_at - 0.001:
             self.soft_at = None
             self.arm()
-            raise SoftTimeLimitExceeded(f"soft time limit ({self.soft_limit}s) exceeded")
+            raise self.errors[0](f"soft time limit ({self.soft_limit}s) exceeded")
         if self.hard_at is not None and now >= self.hard_at - 0.001:
             self.hard_at = None
-            raise TimeLimitExceeded(self.hard_limit)
+            raise self.errors[1](self.hard_limit)
         self.arm()
 
 
 @contextmanager
-def alarm_limits(soft: float | None, hard: float | None = None) -> Iterator[None]:
+def alarm_limits(soft: float | None, hard: float | None = None,
+                 errors: LimitErrors = (SoftTimeLimitExceeded, TimeLimitExceeded)) -> Iterator[None]:
     """Raise SoftTimeLimitExceeded (and TimeLimitExceeded when ``hard`` is given) in this thread."""
     if not soft and not hard:
         yield
         return
-    alarm = _Alarm(soft, hard)
+    alarm = _Alarm(soft, hard, errors)
     previous = signal.signal(signal.SIGALRM, alarm)
     alarm.arm()
     try:
@@ -174,8 +189,8 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
     message = item.message
     task = app.get_task(message.task)
     if limits is None:
-        limits = alarm_limits(item.soft_time_limit, item.time_limit if hard_by_alarm else None) \
-            if use_alarm else _no_limits()
+        limits = alarm_limits(item.soft_time_limit, item.time_limit if hard_by_alarm else None,
+                              limit_errors(app, message.task)) if use_alarm else _no_limits()
     if isinstance(task, CeleryTask):
         from . import celery_trace
         return celery_trace.run(task, item, limits)
