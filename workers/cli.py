@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: worker_prefetch_multiplier, 4)")
     parser.add_argument("--max-tasks-per-child", type=int, metavar="N",
                         help="replace a prefork child after N tasks (default: never)")
+    parser.add_argument("--max-memory-per-child", type=int, metavar="KIB",
+                        help="replace a prefork child after a task leaves its resident memory "
+                             "above KIB kibibytes (default: worker_max_memory_per_child, never)")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                         help="hard time limit of every task: its process is killed "
                              "(default: task_time_limit)")
@@ -162,7 +165,8 @@ def run(args: argparse.Namespace, app: App) -> int:
         raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"cannot open the log file {args.logfile}: {exc.strerror}") from None
-    overrides = {"task_time_limit": args.time_limit, "task_soft_time_limit": args.soft_time_limit}
+    overrides = {"task_time_limit": args.time_limit, "task_soft_time_limit": args.soft_time_limit,
+                 "worker_max_memory_per_child": args.max_memory_per_child}
     app.conf.update({k: v for k, v in overrides.items() if v is not None},
                     source="qtui run-worker")
     if os.getcwd() not in sys.path:

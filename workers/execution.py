@@ -78,6 +78,8 @@ class Outcome:
     """Set when the message must go to the dead-letter queue (for example an unstorable result)."""
     requeue: bool = False
     """For REJECTED (a Celery task raised ``Reject``): the message goes back to its queue."""
+    retiring: bool = False
+    """The prefork child that ran it exits after sending it (``worker_max_memory_per_child``)."""
 
 
 @dataclass
