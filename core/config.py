@@ -225,6 +225,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("worker_max_memory_per_child", None, _optional(_at_least(INT, 1)),
             "Replace a prefork child after a task leaves it above this resident memory, in KiB "
             "(nothing: never)."),
+    Setting("worker_soft_shutdown_timeout", 0.0, _at_least(NUMBER, 0),
+            "Seconds a cold shutdown first lets running tasks finish (prefork and threads pools; "
+            "0: none), as Celery's soft shutdown."),
     Setting("worker_shutdown_timeout", 30.0, _at_least(NUMBER, 0),
             "Seconds a warm shutdown waits for running tasks before it requeues them and exits."),
     Setting("worker_send_task_events", True, BOOL,

@@ -158,3 +158,20 @@ def test_a_task_held_past_the_visibility_timeout_on_sqlite_runs_once(sqlite_setu
         time.sleep(1.5)
         app.close()
     assert [r["tag"] for r in sqlite_setup.records("started")] == ["long"]
+
+
+@pytest.mark.timeout(120)
+def test_soft_shutdown_lets_the_running_task_finish_before_a_cold_shutdown(redis_setup: Setup):
+    """``worker_soft_shutdown_timeout``: SIGQUIT still stops the worker, after the running task
+    finished (Celery's soft shutdown) instead of requeueing it."""
+    redis_setup.conf["worker_soft_shutdown_timeout"] = 20
+    app = redis_setup.app()
+    with redis_setup.worker("-P", "prefork", "-c", "1") as proc:
+        result = app.send_task("tasks.slow", args=[2, "soft"])
+        redis_setup.wait_records("started", 1)
+        os.kill(proc.pid, signal.SIGQUIT)
+        proc.wait(30)
+        assert "Soft shutdown" in proc.log_path.read_text()
+    assert _tags(redis_setup, "done") == ["soft"]
+    assert result.get(timeout=10) == "soft"
+    app.close()

@@ -824,6 +824,8 @@ class Worker:
             self._put_back_waiting()
             if not self._cold:
                 self._finish_active()
+            else:
+                self._soft_shutdown()
             self._process_events()  # outcomes already in: those tasks are done, not requeued
             if self.active:
                 self.pool.terminate()
@@ -868,13 +870,28 @@ class Worker:
 
     def _finish_active(self) -> None:
         deadline = self._shutdown_deadline or time.monotonic() + self.shutdown_timeout
-        while self.active and not self._cold and time.monotonic() < deadline:
+        self._wait_for_active(deadline, until_cold=True)
+        if self.active:
+            logger.warning("%d task(s) still running at shutdown", len(self.active))
+
+    def _soft_shutdown(self) -> None:
+        """Cold, with ``worker_soft_shutdown_timeout`` (Celery's soft shutdown): running tasks
+        get that long to finish before they are stopped and requeued."""
+        timeout = float(self.app.conf.worker_soft_shutdown_timeout)
+        if not timeout or not self.active:
+            return
+        logger.warning("worker: Soft shutdown: %d running task(s) have up to %ss to finish",
+                       len(self.active), timeout)
+        self._wait_for_active(time.monotonic() + timeout, until_cold=False)
+
+    def _wait_for_active(self, deadline: float, until_cold: bool) -> None:
+        """Settle outcomes as running tasks end, until none runs or ``deadline`` passes (or a
+        cold shutdown comes, with ``until_cold``)."""
+        while self.active and not (until_cold and self._cold) and time.monotonic() < deadline:
             self._process_events(wait=0.1)
             if self.consumer.connection is not None:  # None: stopped during a broker outage
                 self._flush_acks()
                 self.consumer.drain(0)
-        if self.active:
-            logger.warning("%d task(s) still running at shutdown", len(self.active))
 
     # banner ----------------------------------------------------------------------------------
     def print_banner(self) -> None:
