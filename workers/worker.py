@@ -37,6 +37,7 @@ from qtui.core import states
 from qtui.core.celery_app import CeleryApp
 from qtui.core.config import mask_url
 from qtui.core.exceptions import (
+    ConfigError,
     NotRegistered,
     ProtocolError,
     TaskRejectedError,
@@ -49,6 +50,7 @@ from qtui.core.signing import verifier_for
 
 from . import leases
 from .arguments import ArgumentStore
+from .autoscale import INTERVAL, Autoscaler
 from .consumer import Consumer
 from .deadletter import DeadLetters
 from .eta import RedisDelayedStore, Scheduler, delayed_store_for
@@ -100,13 +102,17 @@ class Worker:
                  concurrency: int | None = None, queues: list[str] | None = None,
                  prefetch_multiplier: int | None = None, max_tasks_per_child: int | None = None,
                  statedb: str | None = None, send_events: bool | None = None,
-                 heartbeat: bool = True, shutdown_timeout: float | None = None) -> None:
+                 heartbeat: bool = True, shutdown_timeout: float | None = None,
+                 autoscale: tuple[int, int] | None = None) -> None:
         conf = app.conf
         self.app = app
         self.hostname = hostname or default_hostname()
         self.pool_name = pool or conf.worker_pool
         cls = pool_class(self.pool_name)
+        if autoscale and self.pool_name == "solo":
+            raise ConfigError("--autoscale needs a pool that can resize: -P prefork or threads")
         self.concurrency = 1 if self.pool_name == "solo" else (
+            max(1, autoscale[1]) if autoscale else
             concurrency or conf.worker_concurrency or os.cpu_count() or 1)
         self.prefetch_multiplier = conf.worker_prefetch_multiplier \
             if prefetch_multiplier is None else prefetch_multiplier
@@ -170,6 +176,8 @@ class Worker:
         self.arguments = ArgumentStore()
         self.hooks.add(self.events)
         self.hooks.add(self.arguments)
+        self.autoscaler = Autoscaler(self, *autoscale) if autoscale else None
+        """Resizes the pool with the load (``--autoscale``); None: a fixed pool."""
         if isinstance(app, CeleryApp):
             from .celery_signals import CelerySignals
             self.hooks.add(CelerySignals(self, app))
@@ -202,6 +210,8 @@ class Worker:
             logger.info("Connected to %s; consuming %s", self.consumer.broker_name(),
                         ", ".join(q.name for q in self.queues))
             self.hooks.on_worker_ready(self)
+            if self.autoscaler is not None:
+                self.timer.call_repeatedly(INTERVAL, self.autoscaler.tick)
             self._loop()
         except WorkerTerminate:
             self._cold = True
