@@ -197,6 +197,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "apply_async() and delay() run the task at once in the caller (for tests)."),
     Setting("task_eager_propagates", False, BOOL,
             "An eager task's exception is raised by apply() instead of returned in its result."),
+    Setting("task_reject_on_worker_lost", True, BOOL,
+            "A late-acked task whose process died is delivered again; false: it fails with "
+            "WorkerLostError (Celery's default is false)."),
     Setting("task_track_started", False, BOOL,
             "Store STARTED (with the worker's pid and hostname) when a task starts running."),
     Setting("task_time_limit", None, _optional(_at_least(NUMBER, 0, above=True)),

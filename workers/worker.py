@@ -612,8 +612,10 @@ class Worker:
             how = f"signal {lost.signum}" if lost.signum else f"exit code {lost.exitcode}"
             reason = f"the process running it (pid {lost.pid}) died ({how})"
             logger.error("Task %s[%s]: %s", msg.task, msg.id, reason)
-            if job.acked:
+            if job.acked or not self.app.conf.task_reject_on_worker_lost:
+                # Acked early, or the app chose Celery's default: a lost task fails, once.
                 store_state(self.app, msg, WorkerLostError(reason), states.FAILURE)
+                self._ack(job)
                 self._forget(job)
                 self.hooks.on_task_failed(job, repr(WorkerLostError(reason)), None)
             else:
