@@ -275,10 +275,10 @@ def test_worker_settings_qtui_lacks_are_named_in_one_warning(caplog):
     from celery import Celery
 
     lacking = Celery("lacking", broker=REDIS_URL, set_as_current=False)
-    lacking.conf.update(worker_max_memory_per_child=1000, worker_prefetch_multiplier=2)
+    lacking.conf.update(worker_direct=True, worker_prefetch_multiplier=2)
     with caplog.at_level(logging.WARNING, logger="qtui.core.celery_app"):
         app = CeleryApp(lacking)
-    assert "worker_max_memory_per_child" in caplog.text
+    assert "worker_direct" in caplog.text
     assert "worker_prefetch_multiplier" not in caplog.text
     assert app.conf.worker_prefetch_multiplier == 2
 

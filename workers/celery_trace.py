@@ -49,7 +49,8 @@ _prepared: dict[int, bool] = {}
 
 
 def run(task: CeleryTask, item: WorkItem, limits: AbstractContextManager[None]) -> Outcome:
-    """Run ``item`` with Celery's tracer under ``limits``; Celery stores its states."""
+    """Run ``item`` with Celery's tracer under ``limits``; Celery stores its states (so the
+    limits bound the tracer's result write too, not only the task's code)."""
     from .execution import Outcome
 
     celery_task = task.celery_task
@@ -66,8 +67,7 @@ def run(task: CeleryTask, item: WorkItem, limits: AbstractContextManager[None]) 
         with limits:
             result, info, _, result_repr = trace_task(
                 celery_task, message.id, request["args"], request["kwargs"], request,
-                app=celery_app,
-                hostname=item.hostname)
+                app=celery_app, hostname=item.hostname)
     except Reject as reject:  # raised by a handler after the task ran
         return _rejected(item, reject, time.monotonic() - started)
     runtime = time.monotonic() - started
