@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import brokers, states
-from .app import App, current_app
+from . import brokers, signals, states
+from .app import App, current_app, shared_task
 from .exceptions import (
     ConfigError,
     ImproperlyConfigured,
@@ -22,7 +22,7 @@ from .task import Task
 brokers.register()
 
 __all__ = [
-    "App", "AsyncResult", "Task", "current_app", "states", "ConfigError", "ImproperlyConfigured",
+    "App", "AsyncResult", "Task", "current_app", "shared_task", "signals", "states", "ConfigError", "ImproperlyConfigured",
     "MaxRetriesExceededError", "NotRegistered", "ProtocolError", "QtuiError", "Retry",
     "SoftTimeLimitExceeded", "TimeLimitExceeded",
     "GroupResult", "Signature", "chain", "chord", "group", "signature",

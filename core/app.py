@@ -50,6 +50,25 @@ def current_app() -> App:
     return _default_app
 
 
+_shared_tasks: list[tuple[Callable[..., Any], dict[str, Any]]] = []
+
+
+def _live_apps() -> list[App]:
+    return [app for app in (ref() for ref in _apps) if app is not None]
+
+
+def shared_task(fun: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """A task for every app, as Celery's ``shared_task``: registered with each app that exists
+    and each one made later (for modules that must not import the app). The task returned is
+    the current app's (the most recent one) at the time of decorating."""
+    def register(f: Callable[..., Any]) -> Task:
+        _shared_tasks.append((f, options))
+        for app in _live_apps():
+            app.task(**options)(f)
+        return current_app().task(**options)(f)
+    return register(fun) if fun is not None else register
+
+
 def gen_task_name(app: App, name: str, module: str) -> str:
     """``module.name``; in a script run as ``__main__`` the app's main name replaces the module,
     so a worker that imports the module under its real name finds the same task."""
@@ -85,6 +104,8 @@ class App:
             self.conf.update(settings, source=f"App({main!r})")
         builtins.register(self)
         _apps.append(weakref.ref(self))
+        for fun, options in _shared_tasks:
+            self.task(**options)(fun)
 
     # configuration -----------------------------------------------------------------------
     def config_from_object(self, obj: Any) -> None:

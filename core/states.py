@@ -10,6 +10,8 @@ FAILURE = "FAILURE"
 RETRY = "RETRY"
 REVOKED = "REVOKED"
 REJECTED = "REJECTED"
+#: How a run that raised Celery's ``Ignore`` ends: nothing is stored, as in Celery.
+IGNORED = "IGNORED"
 
 ALL_STATES = frozenset({PENDING, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED, REJECTED})
 READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED, REJECTED})

@@ -22,6 +22,7 @@ from .protocol import TaskMessage
 if TYPE_CHECKING:
     from .app import App
     from .canvas import Signature
+    from .eager import EagerResult
     from .result import AsyncResult
 
 T = TypeVar("T")
@@ -36,6 +37,7 @@ _CONF_DEFAULTS = {
     "ignore_result": "task_ignore_result",
     "serializer": "task_serializer",
     "priority": "task_default_priority",
+    "track_started": "task_track_started",
 }
 
 
@@ -89,6 +91,8 @@ class Request:
     soft_time_limit: float | None = None
     headers: dict[str, Any] = field(default_factory=dict)
     called_directly: bool = True
+    is_eager: bool = False
+    """Run by ``apply()`` (or ``task_always_eager``) in the caller's thread, not by a worker."""
 
     @classmethod
     def from_message(cls, message: TaskMessage, hostname: str | None = None,
@@ -101,6 +105,21 @@ class Request:
                    origin=message.origin, time_limit=message.time_limit,
                    soft_time_limit=message.soft_time_limit, headers=dict(message.headers),
                    called_directly=False)
+
+
+@dataclass
+class ExceptionInfo:
+    """What a task's handlers get as ``einfo``, with Celery's attribute names."""
+
+    exception: BaseException
+    traceback: str
+
+    @property
+    def type(self) -> type[BaseException]:
+        return type(self.exception)
+
+    def __str__(self) -> str:
+        return self.traceback
 
 
 class Task:
@@ -116,6 +135,7 @@ class Task:
     soft_time_limit = Option[Any](None)
     acks_late = Option[bool](True)
     ignore_result = Option[bool](False)
+    track_started = Option[bool](False)
     serializer = Option[str]("json")
     priority = Option[Any](None)
     queue = Option[Any](None)
@@ -133,7 +153,7 @@ class Task:
     #: Decorator options a task accepts; anything else is a typo and raises TypeError.
     OPTIONS = frozenset({
         "name", "bind", "typing", "rate_limit", "time_limit", "soft_time_limit", "acks_late",
-        "ignore_result", "serializer", "priority", "queue", "routing_key", "exchange", "expires",
+        "ignore_result", "track_started", "serializer", "priority", "queue", "routing_key", "exchange", "expires",
         "max_retries", "default_retry_delay", "autoretry_for", "retry_kwargs", "retry_backoff",
         "retry_backoff_max", "retry_jitter",
     })
@@ -190,6 +210,8 @@ class Task:
         """Send the task with options; see :meth:`App.send_task` for what each one does."""
         if self.typing:
             self._check_signature(args or (), kwargs or {})
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, task_id=task_id)  # type: ignore[return-value]
         return self.app.send_task(
             self.name, args, kwargs, countdown=countdown, eta=eta,
             expires=expires if expires is not None else self.expires,
@@ -201,6 +223,13 @@ class Task:
             soft_time_limit=soft_time_limit if soft_time_limit is not None else self.soft_time_limit,
             ignore_result=ignore_result if ignore_result is not None else self.ignore_result,
             task_id=task_id, serializer=serializer or self.serializer, task=self, **options)
+
+    def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
+              kwargs: Mapping[str, Any] | None = None, **options: Any) -> EagerResult:
+        """Run the task here and now as a worker would (handlers, signals, retries), for
+        tests; see :mod:`qtui.core.eager`."""
+        from .eager import apply
+        return apply(self, args, kwargs, **options)
 
     def _check_signature(self, args: Any, kwargs: Any) -> None:
         """Fail at the call site, not in a worker, when arguments do not fit the function."""
@@ -305,6 +334,8 @@ class Task:
         options.setdefault("priority", self.priority if priority is None else priority)
         options.setdefault("serializer", self.serializer)
         options.setdefault("ignore_result", self.ignore_result)
+        if request.is_eager:  # apply() runs it again at once, with the same arguments
+            raise Retry(exc=exc, when=0)
         self.app.send_task(
             self.name, request.args if args is None else args,
             request.kwargs if kwargs is None else kwargs,
@@ -319,6 +350,26 @@ class Task:
         if throw:
             raise retry
         return retry
+
+    # handlers: override in a base class (``base=``); called by the worker as Celery's are ------
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Before the task runs (an exception here fails the task)."""
+
+    def on_success(self, retval: Any, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> None:
+        """After the task succeeded and its result is stored."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any], einfo: ExceptionInfo) -> None:
+        """After the task failed and its failure is stored."""
+
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], einfo: ExceptionInfo) -> None:
+        """After the task asked to be retried and was sent again."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any], einfo: ExceptionInfo | None) -> None:
+        """After the task succeeded or failed (not after a retry), once the other handlers ran."""
 
     def __repr__(self) -> str:
         return f"<@task: {self.name} of {self.app.main or '__main__'}>"

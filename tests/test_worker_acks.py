@@ -39,3 +39,23 @@ def test_a_finished_task_is_not_given_back_while_its_ack_waits(tmp_path, unique,
     finally:
         setup.cleanup()
         client.flushdb()
+
+
+@pytest.mark.timeout(60)
+def test_without_acks_on_failure_a_failed_task_is_dead_lettered(tmp_path, unique, redis_url):
+    """``task_acks_on_failure_or_timeout = false``: a failure is stored and its message goes to
+    ``<queue>.dead`` (Celery rejects it), while a success is acked as ever."""
+    setup = make_setup(tmp_path, f"qw-{unique}", redis_url, redis_url,
+                       task_acks_on_failure_or_timeout=False)
+    try:
+        with setup.worker("-P", "solo"):
+            app = setup.app()
+            failed = app.send_task("tasks.fail", args=["boom"])
+            assert isinstance(failed.get(timeout=30, propagate=False), Exception)
+            dead = setup.dead_letters()
+            assert dead[0].headers["id"] == failed.id
+            assert app.send_task("tasks.add", args=[2, 2]).get(timeout=30) == 4
+            assert setup.dead_letters(expected=2, timeout=1) == []
+            app.close()
+    finally:
+        setup.cleanup()

@@ -158,3 +158,36 @@ def test_a_task_held_past_the_visibility_timeout_on_sqlite_runs_once(sqlite_setu
         time.sleep(1.5)
         app.close()
     assert [r["tag"] for r in sqlite_setup.records("started")] == ["long"]
+
+
+@pytest.mark.timeout(120)
+def test_soft_shutdown_lets_the_running_task_finish_before_a_cold_shutdown(redis_setup: Setup):
+    """``worker_soft_shutdown_timeout``: SIGQUIT still stops the worker, after the running task
+    finished (Celery's soft shutdown) instead of requeueing it."""
+    redis_setup.conf["worker_soft_shutdown_timeout"] = 20
+    app = redis_setup.app()
+    with redis_setup.worker("-P", "prefork", "-c", "1") as proc:
+        result = app.send_task("tasks.slow", args=[2, "soft"])
+        redis_setup.wait_records("started", 1)
+        os.kill(proc.pid, signal.SIGQUIT)
+        proc.wait(30)
+        assert "Soft shutdown" in proc.log_path.read_text()
+    assert _tags(redis_setup, "done") == ["soft"]
+    assert result.get(timeout=10) == "soft"
+    app.close()
+
+
+@pytest.mark.timeout(90)
+def test_without_reject_on_worker_lost_a_task_whose_child_died_fails_once(redis_setup: Setup):
+    """``task_reject_on_worker_lost = false`` (Celery's default): FAILURE with WorkerLostError,
+    and the task is not delivered again."""
+    from qtui.core.exceptions import WorkerLostError
+
+    redis_setup.conf["task_reject_on_worker_lost"] = False
+    app = redis_setup.app()
+    with redis_setup.worker("-P", "prefork", "-c", "1"):
+        result = app.send_task("tasks.die_once", args=["lost"])
+        assert isinstance(result.get(timeout=30, propagate=False), WorkerLostError)
+        assert app.send_task("tasks.add", args=[1, 1]).get(timeout=30) == 2
+    assert len(redis_setup.records("die_once")) == 1
+    app.close()

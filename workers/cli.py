@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from qtui.core.exceptions import ConfigError, QtuiError
 from qtui.core.files import PRIVATE_MODE
 
-from . import log
+from . import autoscale, log
 from .pools import POOLS
 
 if TYPE_CHECKING:
@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: worker_prefetch_multiplier, 4)")
     parser.add_argument("--max-tasks-per-child", type=int, metavar="N",
                         help="replace a prefork child after N tasks (default: never)")
+    parser.add_argument("--autoscale", metavar="MAX,MIN",
+                        help="grow the pool up to MAX slots while tasks wait, shrink it back to "
+                             "MIN when idle (prefork and threads pools)")
+    parser.add_argument("--max-memory-per-child", type=int, metavar="KIB",
+                        help="replace a prefork child after a task leaves its resident memory "
+                             "above KIB kibibytes (default: worker_max_memory_per_child, never)")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                         help="hard time limit of every task: its process is killed "
                              "(default: task_time_limit)")
@@ -162,7 +168,8 @@ def run(args: argparse.Namespace, app: App) -> int:
         raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"cannot open the log file {args.logfile}: {exc.strerror}") from None
-    overrides = {"task_time_limit": args.time_limit, "task_soft_time_limit": args.soft_time_limit}
+    overrides = {"task_time_limit": args.time_limit, "task_soft_time_limit": args.soft_time_limit,
+                 "worker_max_memory_per_child": args.max_memory_per_child}
     app.conf.update({k: v for k, v in overrides.items() if v is not None},
                     source="qtui run-worker")
     if os.getcwd() not in sys.path:
@@ -173,6 +180,7 @@ def run(args: argparse.Namespace, app: App) -> int:
         worker = Worker(
             app, hostname=expand_hostname(args.hostname), pool=args.pool,
             concurrency=args.concurrency, queues=queues,
+            autoscale=autoscale.parse(args.autoscale) if args.autoscale else None,
             prefetch_multiplier=args.prefetch_multiplier,
             max_tasks_per_child=args.max_tasks_per_child, statedb=args.statedb,
             send_events=False if args.without_events else None,

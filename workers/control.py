@@ -610,14 +610,19 @@ def pool_shrink(worker: Worker, n: Any = 1, **kwargs: Any) -> dict[str, str]:
 @handler()
 def autoscale(worker: Worker, max: Any = None, min: Any = None,  # noqa: A002 - Celery's names
               **kwargs: Any) -> dict[str, str]:
-    """Modify autoscale settings: a qtui worker has a fixed pool, as a Celery one started
-    without --autoscale, and answers as that one does (after checking the arguments)."""
+    """Modify autoscale settings of a worker started with --autoscale; one with a fixed pool
+    answers as a Celery one started without it (after checking the arguments)."""
     for value, what in ((max, "max"), (min, "min")):
         if value is not None and _count(value, what) > worker.max_concurrency:
             return nok(f"autoscale: {what} {value} exceeds worker_max_concurrency "
                        f"({worker.max_concurrency})")
-    return nok("Autoscale not enabled: this worker's pool has a fixed size; "
-               "use pool_grow and pool_shrink")
+    if worker.autoscaler is None:
+        return nok("Autoscale not enabled: this worker's pool has a fixed size; "
+                   "use pool_grow and pool_shrink")
+    scaler = worker.autoscaler
+    scaler.update(None if max is None else _count(max, "max"),
+                  None if min is None else _count(min, "min"))
+    return ok(f"autoscale now max={scaler.most} min={scaler.least}")
 
 
 @handler()

@@ -25,13 +25,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qtui.core import states
+from qtui.core.celery_app import CeleryTask
 from qtui.core.exceptions import (
     Retry,
     SoftTimeLimitExceeded,
     TaskRevokedError,
     TimeLimitExceeded,
 )
+from qtui.core.handlers import TaskHandlers
 from qtui.core.protocol import TaskMessage, saferepr
+from qtui.core.task import ExceptionInfo, Request, Task
 
 from . import canvas
 from .redelivery import TRANSIENT_HEADERS
@@ -74,6 +77,10 @@ class Outcome:
     retry_when: float | None = None
     dead_letter: str | None = None
     """Set when the message must go to the dead-letter queue (for example an unstorable result)."""
+    requeue: bool = False
+    """For REJECTED (a Celery task raised ``Reject``): the message goes back to its queue."""
+    retiring: bool = False
+    """The prefork child that ran it exits after sending it (``worker_max_memory_per_child``)."""
 
 
 @dataclass
@@ -116,10 +123,24 @@ class TaskOptions:
                 min(soft, MAX_TIME_LIMIT) if soft else None)
 
 
+LimitErrors = tuple[type[SoftTimeLimitExceeded], type[TimeLimitExceeded]]
+"""The exceptions a task's (soft, hard) time limits raise in it."""
+
+
+def limit_errors(app: App, name: str) -> LimitErrors:
+    """qtui's, or for a Celery app's task ones that are Celery's as well, so that ``except
+    celery.exceptions.SoftTimeLimitExceeded`` in the task catches its soft limit."""
+    if isinstance(app.tasks.get(name), CeleryTask):
+        from .celery_trace import CELERY_LIMIT_ERRORS
+        return CELERY_LIMIT_ERRORS
+    return SoftTimeLimitExceeded, TimeLimitExceeded
+
+
 class _Alarm:
     """SIGALRM-driven time limits for the calling (main) thread."""
 
-    def __init__(self, soft: float | None, hard: float | None) -> None:
+    def __init__(self, soft: float | None, hard: float | None, errors: LimitErrors) -> None:
+        self.errors = errors
         now = time.monotonic()
         self.soft_at = now + soft if soft else None
         self.hard_at = now + hard if hard else None
@@ -135,20 +156,21 @@ class _Alarm:
         if self.soft_at is not None and now >= self.soft_at - 0.001:
             self.soft_at = None
             self.arm()
-            raise SoftTimeLimitExceeded(f"soft time limit ({self.soft_limit}s) exceeded")
+            raise self.errors[0](f"soft time limit ({self.soft_limit}s) exceeded")
         if self.hard_at is not None and now >= self.hard_at - 0.001:
             self.hard_at = None
-            raise TimeLimitExceeded(self.hard_limit)
+            raise self.errors[1](self.hard_limit)
         self.arm()
 
 
 @contextmanager
-def alarm_limits(soft: float | None, hard: float | None = None) -> Iterator[None]:
+def alarm_limits(soft: float | None, hard: float | None = None,
+                 errors: LimitErrors = (SoftTimeLimitExceeded, TimeLimitExceeded)) -> Iterator[None]:
     """Raise SoftTimeLimitExceeded (and TimeLimitExceeded when ``hard`` is given) in this thread."""
     if not soft and not hard:
         yield
         return
-    alarm = _Alarm(soft, hard)
+    alarm = _Alarm(soft, hard, errors)
     previous = signal.signal(signal.SIGALRM, alarm)
     alarm.arm()
     try:
@@ -167,10 +189,14 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
     both: a context manager that enforces the limits while it is entered. Either way only the
     task's own code is bounded, never the result write after it.
     """
-    from qtui.core.task import Request
-
     message = item.message
     task = app.get_task(message.task)
+    if limits is None:
+        limits = alarm_limits(item.soft_time_limit, item.time_limit if hard_by_alarm else None,
+                              limit_errors(app, message.task)) if use_alarm else _no_limits()
+    if isinstance(task, CeleryTask):
+        from . import celery_trace
+        return celery_trace.run(task, item, limits)
     request = Request.from_message(message, item.hostname, item.delivery_info)
     request.time_limit, request.soft_time_limit = item.time_limit, item.soft_time_limit
     # What describes this delivery (its count, the broker's flags) must not follow a retry.
@@ -178,14 +204,32 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
                        if not k.startswith("x-qtui-") and k not in TRANSIENT_HEADERS}
     store = not (message.ignore_result or task.ignore_result)
     started = time.monotonic()
+    handlers = TaskHandlers(task, request)
     task.push_request(request)
+    state, value = states.FAILURE, None
     try:
-        if limits is None:
-            limits = alarm_limits(item.soft_time_limit,
-                                  item.time_limit if hard_by_alarm else None) \
-                if use_alarm else _no_limits()
+        handlers.started()
+        if store and task.track_started:
+            store_state(app, message, {"pid": os.getpid(), "hostname": item.hostname},
+                        states.STARTED, where=where_it_ran(item))
+        outcome, value = _run(app, item, task, store, limits, handlers, started)
+        state = outcome.state
+        return outcome
+    finally:
+        handlers.finished(state, value)
+        task.pop_request()
+
+
+def _run(app: App, item: WorkItem, task: Task, store: bool,
+         limits: AbstractContextManager[None], handlers: TaskHandlers,
+         started: float) -> tuple[Outcome, Any]:
+    """Run the task, store its state and call its handlers; (the outcome, what it returned or
+    raised)."""
+    message = item.message
+    try:
         with limits:
             try:
+                handlers.before_start()
                 value = task(*message.args, **message.kwargs)
             except Retry:
                 raise
@@ -198,16 +242,24 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
                 raise
     except Retry as retry:
         reason = retry.exc if retry.exc is not None else retry
-        return _finish(app, item, store, states.RETRY, reason, started,
-                       retry_when=retry.when, trace=None)
+        outcome = _finish(app, item, store, states.RETRY, reason, started,
+                          retry_when=retry.when, trace=traceback.format_exc())
+        handlers.retried(retry, ExceptionInfo(retry, outcome.traceback or ""))
+        return outcome, reason
     except TaskRevokedError as exc:
-        return _finish(app, item, store, states.REVOKED, exc, started, trace=None)
+        return _finish(app, item, store, states.REVOKED, exc, started, trace=None), exc
     except Exception as exc:
-        return _finish(app, item, store, states.FAILURE, exc, started,
-                       trace=traceback.format_exc())
-    finally:
-        task.pop_request()
-    return _finish(app, item, store, states.SUCCESS, value, started, trace=None)
+        outcome = _finish(app, item, store, states.FAILURE, exc, started,
+                          trace=traceback.format_exc())
+        einfo = ExceptionInfo(exc, outcome.traceback or "")
+        handlers.failed(exc, einfo)
+        handlers.returned(states.FAILURE, exc, einfo)
+        return outcome, exc
+    outcome = _finish(app, item, store, states.SUCCESS, value, started, trace=None)
+    if outcome.state == states.SUCCESS:  # not when its continuation could not be sent (canvas)
+        handlers.succeeded(value)
+    handlers.returned(outcome.state, value, None)
+    return outcome, value
 
 
 @contextmanager
@@ -226,19 +278,27 @@ def _finish(app: App, item: WorkItem, store: bool, state: str, value: Any, start
         outcome.result = _safe_repr(value)
     value = canvas.before_store(app, item.message, outcome, value)
     if store:
-        outcome.dead_letter = store_state(app, item.message, value, outcome.state, trace) \
-            or outcome.dead_letter
+        outcome.dead_letter = store_state(app, item.message, value, outcome.state, trace,
+                                          where=where_it_ran(item)) or outcome.dead_letter
     canvas.after_store(app, item.message, outcome, value)
     return outcome
 
 
+def where_it_ran(item: WorkItem) -> dict[str, Any]:
+    """What ``result_extended`` adds about the run, as Celery names it: the worker's hostname
+    and the queue (Celery stores the delivery's routing key)."""
+    return {"worker": item.hostname, "queue": item.delivery_info.get("routing_key")}
+
+
 def store_state(app: App, message: TaskMessage, value: Any, state: str,
-                trace: str | None = None) -> str | None:
+                trace: str | None = None, where: dict[str, Any] | None = None) -> str | None:
     """Store a state in the result backend. Returns a dead-letter reason when the value could not
-    be stored as it is (it is then stored as a FAILURE that says why), else None."""
+    be stored as it is (it is then stored as a FAILURE that says why), else None. ``where``
+    (see :func:`where_it_ran`) is stored with it under ``result_extended``."""
+    extended = where if where and app.conf.result_extended else {}
     try:
         meta = app.backend.store_result(message.id, value, state, traceback=trace,
-                                        request=message)
+                                        request=message, **extended)
     except Exception as exc:  # a result whose repr raises, or a backend that is down
         logger.error("Task %s[%s]: cannot store its %s state: %s", message.task, message.id,
                      state, exc)

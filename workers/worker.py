@@ -35,9 +35,11 @@ from rich.table import Table
 from rich.text import Text
 
 from qtui.core import states
+from qtui.core.celery_app import CeleryApp
 from qtui.core.config import mask_url
 from qtui.core.display import safe_text
 from qtui.core.exceptions import (
+    ConfigError,
     NotRegistered,
     ProtocolError,
     TaskRejectedError,
@@ -51,6 +53,7 @@ from qtui.core.signing import verifier_for
 
 from . import canvas, consumer_timeout, leases
 from .arguments import ArgumentStore
+from .autoscale import INTERVAL, Autoscaler
 from .consumer import Consumer
 from .deadletter import DeadLetters
 from .eta import RedisDelayedStore, Scheduler, delayed_store_for
@@ -69,6 +72,7 @@ from .redelivery import (
     start_key,
 )
 from .revoke import Revoked
+from .signals import Signals
 from .timer import Timer
 
 if TYPE_CHECKING:
@@ -111,13 +115,17 @@ class Worker:
                  concurrency: int | None = None, queues: list[str] | None = None,
                  prefetch_multiplier: int | None = None, max_tasks_per_child: int | None = None,
                  statedb: str | None = None, send_events: bool | None = None,
-                 heartbeat: bool = True, shutdown_timeout: float | None = None) -> None:
+                 heartbeat: bool = True, shutdown_timeout: float | None = None,
+                 autoscale: tuple[int, int] | None = None) -> None:
         conf = app.conf
         self.app = app
         self.hostname = hostname or default_hostname()
         self.pool_name = pool or conf.worker_pool
         cls = pool_class(self.pool_name)
+        if autoscale and self.pool_name == "solo":
+            raise ConfigError("--autoscale needs a pool that can resize: -P prefork or threads")
         self.concurrency = 1 if self.pool_name == "solo" else (
+            max(1, autoscale[1]) if autoscale else
             concurrency or conf.worker_concurrency or os.cpu_count() or 1)
         self.prefetch_multiplier = conf.worker_prefetch_multiplier \
             if prefetch_multiplier is None else prefetch_multiplier
@@ -192,6 +200,13 @@ class Worker:
         self.arguments = ArgumentStore()
         self.hooks.add(self.events)
         self.hooks.add(self.arguments)
+        self.autoscaler = Autoscaler(self, *autoscale) if autoscale else None
+        """Resizes the pool with the load (``--autoscale``); None: a fixed pool."""
+        if isinstance(app, CeleryApp):
+            from .celery_signals import CelerySignals
+            self.hooks.add(CelerySignals(self, app))
+        else:
+            self.hooks.add(Signals(self))
 
     def _select_queues(self, names: list[str] | None) -> list[Queue]:
         router = self.app.router
@@ -221,6 +236,8 @@ class Worker:
             if self.consumer.holds_deliveries_on_a_timer:
                 consumer_timeout.warn_long_tasks(self)
             self.hooks.on_worker_ready(self)
+            if self.autoscaler is not None:
+                self.timer.call_repeatedly(INTERVAL, self.autoscaler.tick)
             self._loop()
         except WorkerTerminate:
             self._cold = True
@@ -578,8 +595,13 @@ class Worker:
             return
         self.processed += 1
         msg = job.message
+        if outcome.state == states.REJECTED:
+            self._rejected_by_task(job, outcome)
+            return
         if outcome.dead_letter:
             self._dead_letter(job, outcome.dead_letter)
+        elif outcome.state == states.FAILURE:
+            self._settle_failed(job, f"failed: {outcome.exception}")
         else:
             self._ack(job)
         self._forget(job)
@@ -590,6 +612,8 @@ class Worker:
         elif outcome.state == states.RETRY:
             logger.info("Task %s[%s] retry: %s", msg.task, msg.id, outcome.exception)
             self.hooks.on_task_retried(job, outcome)
+        elif outcome.state == states.IGNORED:
+            logger.info("Task %s[%s] ignored: %s", msg.task, msg.id, outcome.exception)
         elif outcome.state == states.REVOKED:
             logger.warning("Task %s[%s] terminated (revoked)", msg.task, msg.id)
             self.hooks.on_task_revoked(job, terminated=True)
@@ -597,6 +621,29 @@ class Worker:
             logger.error("Task %s[%s] raised unexpected: %s\n%s", msg.task, msg.id,
                          outcome.exception, outcome.traceback or "")
             self.hooks.on_task_failed(job, outcome.exception or "", outcome.traceback)
+
+    def _settle_failed(self, job: Job, reason: str) -> None:
+        """A failed or timed-out task is acked, or with ``task_acks_on_failure_or_timeout``
+        off (and acks late) dead-lettered, where Celery rejects it without requeue."""
+        if job.acked or self.app.conf.task_acks_on_failure_or_timeout:
+            self._ack(job)
+        else:
+            self._dead_letter(job, f"{reason} (task_acks_on_failure_or_timeout is false)")
+
+    def _rejected_by_task(self, job: Job, outcome: Outcome) -> None:
+        """A Celery task raised ``Reject``: its message goes back to its queue (``requeue``) or
+        to the dead-letter queue, where Celery's broker would drop it or dead-letter it."""
+        msg = job.message
+        reason = f"rejected by the task: {outcome.exception}"
+        logger.warning("Task %s[%s] %s%s", msg.task, msg.id, reason,
+                       " (requeued)" if outcome.requeue else "")
+        if outcome.requeue:
+            self._put_back(job.queue, job.delivery)
+            job.acked = True
+            self.hooks.on_task_rejected(job, reason)
+        else:
+            self._dead_letter(job, reason)
+        self._forget(job)
 
     def _on_lost(self, lost: Lost) -> None:
         job = self.active.pop(lost.job_id, None)
@@ -609,7 +656,7 @@ class Worker:
                          msg.task, msg.id, job.time_limit)
             store_state(self.app, msg, exc, states.FAILURE)
             canvas.after_lost(self.app, msg, states.FAILURE, exc)
-            self._ack(job)
+            self._settle_failed(job, f"hard time limit ({job.time_limit}s) exceeded")
             self._forget(job)
             self.hooks.on_task_failed(job, repr(exc), None)
         elif lost.cause == "signalled":
@@ -624,9 +671,11 @@ class Worker:
             how = f"signal {lost.signum}" if lost.signum else f"exit code {lost.exitcode}"
             reason = f"the process running it (pid {lost.pid}) died ({how})"
             logger.error("Task %s[%s]: %s", msg.task, msg.id, reason)
-            if job.acked:
+            if job.acked or not self.app.conf.task_reject_on_worker_lost:
+                # Acked early, or the app chose Celery's default: a lost task fails, once.
                 store_state(self.app, msg, WorkerLostError(reason), states.FAILURE)
                 canvas.after_lost(self.app, msg, states.FAILURE, WorkerLostError(reason))
+                self._ack(job)
                 self._forget(job)
                 self.hooks.on_task_failed(job, repr(WorkerLostError(reason)), None)
             else:
@@ -877,6 +926,8 @@ class Worker:
             self._put_back_waiting()
             if not self._cold:
                 self._finish_active()
+            else:
+                self._soft_shutdown()
             self._process_events()  # outcomes already in: those tasks are done, not requeued
             if self.active:
                 self.pool.terminate()
@@ -927,13 +978,28 @@ class Worker:
 
     def _finish_active(self) -> None:
         deadline = self._shutdown_deadline or time.monotonic() + self.shutdown_timeout
-        while self.active and not self._cold and time.monotonic() < deadline:
+        self._wait_for_active(deadline, until_cold=True)
+        if self.active:
+            logger.warning("%d task(s) still running at shutdown", len(self.active))
+
+    def _soft_shutdown(self) -> None:
+        """Cold, with ``worker_soft_shutdown_timeout`` (Celery's soft shutdown): running tasks
+        get that long to finish before they are stopped and requeued."""
+        timeout = float(self.app.conf.worker_soft_shutdown_timeout)
+        if not timeout or not self.active:
+            return
+        logger.warning("worker: Soft shutdown: %d running task(s) have up to %ss to finish",
+                       len(self.active), timeout)
+        self._wait_for_active(time.monotonic() + timeout, until_cold=False)
+
+    def _wait_for_active(self, deadline: float, until_cold: bool) -> None:
+        """Settle outcomes as running tasks end, until none runs or ``deadline`` passes (or a
+        cold shutdown comes, with ``until_cold``)."""
+        while self.active and not (until_cold and self._cold) and time.monotonic() < deadline:
             self._process_events(wait=0.1)
             if self.consumer.connection is not None:  # None: stopped during a broker outage
                 self._flush_acks()
                 self.consumer.drain(0)
-        if self.active:
-            logger.warning("%d task(s) still running at shutdown", len(self.active))
 
     # banner ----------------------------------------------------------------------------------
     def print_banner(self) -> None:

@@ -12,7 +12,8 @@ task a dead child was running is reported lost -- killed at its hard time limit,
 ``revoke(terminate=True)`` (still killed at the hard limit if it survives the signal), or died
 for any other reason (then the worker delivers the task again). The main thread respawns
 missing children on every turn of its loop, so a child that died, retired after
-``max_tasks_per_child`` or was added by :meth:`grow` is replaced at once.
+``max_tasks_per_child`` (or above ``worker_max_memory_per_child``) or was added by
+:meth:`grow` is replaced at once.
 
 Children run in their own process group (a Ctrl-C or a group signal reaches the worker, which
 then shuts them down in order) and die with the worker (``PR_SET_PDEATHSIG``), so no orphan ever
@@ -26,6 +27,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import threading
 import time
@@ -110,7 +112,8 @@ class PreforkPool(Pool):
                 self._wake_w.close()
                 jobs_w.close()
                 results_r.close()
-                _child_main(self.app, jobs_r, results_w, parent, index, self.max_tasks_per_child)
+                _child_main(self.app, jobs_r, results_w, parent, index, self.max_tasks_per_child,
+                            self.app.conf.worker_max_memory_per_child)
             except BaseException:  # noqa: BLE001 - a child must never return into the worker
                 logger.exception("pool child %d failed", index)
                 code = 1
@@ -294,7 +297,8 @@ class PreforkPool(Pool):
         with self._lock:
             child.item = child.deadline = None
             child.tasks_done += 1
-            if self.max_tasks_per_child and child.tasks_done >= self.max_tasks_per_child:
+            if outcome.retiring or (self.max_tasks_per_child
+                                    and child.tasks_done >= self.max_tasks_per_child):
                 child.retiring = True  # it exits by itself; maintain() replaces it
         self.report(outcome)
 
@@ -347,7 +351,7 @@ class PreforkPool(Pool):
 
 
 def _child_main(app, jobs: Connection, results: Connection, parent: int, index: int,  # type: ignore[no-untyped-def]
-                max_tasks: int | None) -> None:
+                max_tasks: int | None, max_memory: int | None = None) -> None:
     """A child's life: take a work item, run it, send the outcome; until told to stop."""
     _die_with(parent)
     os.setpgid(0, 0)
@@ -367,9 +371,17 @@ def _child_main(app, jobs: Connection, results: Connection, parent: int, index: 
             return
         if item is None:
             return
-        results.send(execute(app, item, use_alarm=True))
+        outcome = execute(app, item, use_alarm=True)
+        # Peak resident size in KiB on Linux, as Celery's --max-memory-per-child measures it.
+        outcome.retiring = bool(max_memory) and \
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > max_memory
+        if outcome.retiring:
+            logger.warning("pool child %d: resident memory above %d KiB after task %s[%s]; "
+                           "it is replaced", os.getpid(), max_memory, item.message.task,
+                           item.message.id)
+        results.send(outcome)
         done += 1
-        if max_tasks and done >= max_tasks:
+        if outcome.retiring or (max_tasks and done >= max_tasks):
             return
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from qtui.core import states
 from qtui.core.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 
-from ..execution import Outcome, WorkItem, execute
+from ..execution import LimitErrors, Outcome, WorkItem, execute, limit_errors
 from .base import Pool
 
 logger = logging.getLogger("qtui.worker")
@@ -37,6 +37,7 @@ class _Running:
     thread_id: int
     soft_at: float | None
     hard_at: float | None
+    errors: LimitErrors
     armed: bool = False
     """True while the task's own code runs: the only time an exception may be raised in it."""
 
@@ -84,7 +85,8 @@ class ThreadsPool(Pool):
                 self._running[item.job_id] = _Running(
                     item, threading.get_ident(),
                     now + item.soft_time_limit if item.soft_time_limit else None,
-                    now + item.time_limit if item.time_limit else None)
+                    now + item.time_limit if item.time_limit else None,
+                    limit_errors(self.app, item.message.task))
             outcome: Outcome | None = None
             try:
                 outcome = execute(self.app, item, limits=self._armed(item.job_id))
@@ -130,10 +132,10 @@ class ThreadsPool(Pool):
                         continue
                     if running.soft_at is not None and now >= running.soft_at:
                         running.soft_at = None
-                        _raise_in(running.thread_id, SoftTimeLimitExceeded)
+                        _raise_in(running.thread_id, running.errors[0])
                     if running.hard_at is not None and now >= running.hard_at:
                         running.hard_at = None
-                        _raise_in(running.thread_id, TimeLimitExceeded)
+                        _raise_in(running.thread_id, running.errors[1])
                     for at in (running.soft_at, running.hard_at):
                         if at is not None:
                             wait = min(wait, at - now)
