@@ -20,8 +20,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/qtui demo
 
+# Two pytest processes, each taking whole files (tests in one file share its fixtures and names):
+# most of the suite waits on real workers and brokers, so two halve it on a 2-core machine.
+TEST_PROCESSES ?= 2
+
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
