@@ -51,6 +51,7 @@ from qtui.core import App
 from qtui.workers.deadletter import DEAD_REASON_HEADER, dead_letter_queue_name
 from bench.run import Broker, SQLiteBroker, machine
 from tests.processes import running, write_module
+from tests.rabbit_node import rabbit_node
 
 REPO = Path(__file__).resolve().parent.parent
 REDIS = "redis://127.0.0.1:6379"
@@ -299,52 +300,6 @@ def redis_server(directory: Path, port: int) -> Iterator[subprocess.Popen[bytes]
         if proc.poll() is None:
             proc.terminate()
             proc.wait(10)
-
-
-@contextmanager
-def rabbitmq_node(directory: Path, consumer_timeout_ms: int | None = None,
-                  ) -> Iterator[str]:
-    """A RabbitMQ node of one's own (its name, ports, data, logs and config in ``directory``),
-    so a test can give it settings the shared node must not have; yields its AMQP URL. The
-    channel tick is 0.5 s so a consumer timeout fires when due, not up to a minute late."""
-    port, dist_port = spare_port(), spare_port()
-    for sub in ("mnesia", "log"):
-        (directory / sub).mkdir(parents=True, exist_ok=True)
-    config = [f"listeners.tcp.default = 127.0.0.1:{port}", "loopback_users = none"]
-    if consumer_timeout_ms is not None:
-        config.append(f"consumer_timeout = {consumer_timeout_ms}")
-    (directory / "rabbitmq.conf").write_text("\n".join(config) + "\n")
-    (directory / "advanced.config").write_text("[{rabbit, [{channel_tick_interval, 500}]}].\n")
-    (directory / "enabled_plugins").write_text("[].\n")
-    env = {**os.environ, "HOME": str(directory),
-           "RABBITMQ_NODENAME": f"qtui-{uuid.uuid4().hex[:8]}@localhost",
-           "RABBITMQ_NODE_PORT": str(port), "RABBITMQ_DIST_PORT": str(dist_port),
-           "RABBITMQ_MNESIA_BASE": str(directory / "mnesia"),
-           "RABBITMQ_LOG_BASE": str(directory / "log"),
-           "RABBITMQ_CONFIG_FILE": str(directory / "rabbitmq.conf"),
-           "RABBITMQ_ADVANCED_CONFIG_FILE": str(directory / "advanced.config"),
-           "RABBITMQ_ENABLED_PLUGINS_FILE": str(directory / "enabled_plugins")}
-    server = shutil.which("rabbitmq-server", path="/usr/lib/rabbitmq/bin") \
-        or shutil.which("rabbitmq-server")
-    if server is None:
-        raise RuntimeError("rabbitmq-server is not installed")
-    with (directory / "node.log").open("w") as log:
-        proc = subprocess.Popen([server], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        if not wait_for(lambda: listening(port) or proc.poll() is not None, 90) \
-                or proc.poll() is not None:
-            raise RuntimeError("rabbitmq-server did not start:\n"
-                               + (directory / "node.log").read_text()[-3000:])
-        yield f"amqp://guest:guest@127.0.0.1:{port}//"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
 
 
 def broker_restart(work: Path, n: int, kind: str) -> Outcome:
@@ -1294,8 +1249,8 @@ def consumer_timeout(work: Path, n_long: int, n_short: int) -> Outcome:
     """On a RabbitMQ node of its own with consumer_timeout 3 s, tasks of 8 s (each outliving the
     timeout twice) among quick ones: each runs once and the worker stays up."""
     outcome = Outcome("RabbitMQ consumer_timeout 3 s, tasks of 8 s (own node, threads -c 4)")
-    with rabbitmq_node(work / f"rabbit-{uuid.uuid4().hex[:6]}", 3000) as url:
-        world = World(work, url)
+    with rabbit_node(consumer_timeout_ms=3000) as node:
+        world = World(work, node.url)
         try:
             with world.worker("-P", "threads", "-c", "4") as proc:
                 outcome.sent = world.send(range(n_long), seconds=8.0)
@@ -1340,8 +1295,6 @@ def memory_alarm(work: Path, n: int, alarm_s: float) -> Outcome:
     each refused send must raise BrokerBlocked within broker_publish_timeout (plus a margin), and
     every confirmed task must be in the queue once the alarm clears."""
     from qtui.core.exceptions import BrokerBlocked
-    from tests.rabbit_node import rabbit_node
-
     timeout = 2.0
     queue = f"faults-alarm-{uuid.uuid4().hex[:8]}"
     outcome = Outcome(f"publish {n} tasks through a {alarm_s:g} s RabbitMQ memory alarm "
@@ -1395,8 +1348,6 @@ def rpc_restart(work: Path, n: int) -> Outcome:
     results of a worker: every result must come back or fail with a clear error (no raw
     connection error, no hang)."""
     from qtui.core.exceptions import TimeoutError as ResultTimeout
-    from tests.rabbit_node import rabbit_node
-
     outcome = Outcome(f"restart RabbitMQ (own node) under an rpc:// client, {n} results")
     with rabbit_node() as node:
         world = World(work, node.url, result_backend="rpc://")

@@ -32,13 +32,19 @@ def _listening(port: int) -> bool:
 class RabbitNode:
     """``rabbitmq-server`` started in a temporary directory; ``url`` is its AMQP URL."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, consumer_timeout_ms: int | None = None) -> None:
         self.base = base
         self.name = f"qtui-{uuid.uuid4().hex[:8]}@localhost"
         self.port = _spare_port()
         self.dist_port = _spare_port()
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
         (base / "plugins").write_text("[].\n")
+        config = ["loopback_users = none"]
+        if consumer_timeout_ms is not None:
+            config.append(f"consumer_timeout = {consumer_timeout_ms}")
+        (base / "rabbitmq.conf").write_text("\n".join(config) + "\n")
+        # A channel tick of 0.5 s: a consumer timeout fires when due, not up to a minute late.
+        (base / "advanced.config").write_text("[{rabbit, [{channel_tick_interval, 500}]}].\n")
         for sub in ("mnesia", "log"):
             (base / sub).mkdir(exist_ok=True)
         if os.geteuid() == 0:  # the server script drops to the rabbitmq user
@@ -52,7 +58,8 @@ class RabbitNode:
                     "RABBITMQ_LOG_BASE": str(base / "log"),
                     "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "plugins"),
                     "RABBITMQ_PID_FILE": str(base / "pid"),
-                    "RABBITMQ_CONFIG_FILE": str(base / "none")}
+                    "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+                    "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config")}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 90.0) -> None:
@@ -104,13 +111,14 @@ class RabbitNode:
 
 
 @contextmanager
-def rabbit_node() -> Iterator[RabbitNode]:
-    """A started node, stopped and its directory removed afterwards."""
+def rabbit_node(consumer_timeout_ms: int | None = None) -> Iterator[RabbitNode]:
+    """A started node (with RabbitMQ's ``consumer_timeout`` when given), stopped and its
+    directory removed afterwards."""
     if shutil.which("rabbitmq-server") is None:
         raise FileNotFoundError("rabbitmq-server is not installed")
     base = Path(tempfile.mkdtemp(prefix="qtui-rabbit-"))
     os.chmod(base, 0o755)
-    node = RabbitNode(base)
+    node = RabbitNode(base, consumer_timeout_ms)
     try:
         node.start()
         yield node

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from kombu import Connection, Exchange, Queue
 
-from bench.faults import rabbitmq_node
+from tests.rabbit_node import rabbit_node
 
 from .worker_helpers import REDIS_URL, make_setup, wait_for
 
@@ -17,12 +17,11 @@ CONSUMER_TIMEOUT_MS = 2000
 
 
 @pytest.fixture(scope="module")
-def timeout_node(tmp_path_factory) -> Iterator[str]:
-    if shutil.which("rabbitmq-server", path="/usr/lib/rabbitmq/bin") is None \
-            and shutil.which("rabbitmq-server") is None:
+def timeout_node() -> Iterator[str]:
+    if shutil.which("rabbitmq-server") is None:
         pytest.skip("rabbitmq-server is not installed")
-    with rabbitmq_node(tmp_path_factory.mktemp("rabbit"), CONSUMER_TIMEOUT_MS) as url:
-        yield url
+    with rabbit_node(CONSUMER_TIMEOUT_MS) as node:
+        yield node.url
 
 
 @pytest.mark.timeout(120)
