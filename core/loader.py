@@ -86,5 +86,5 @@ def load_app(spec: str | None = None, config_file: str | None = None,
         app.config_from_file(Path(path))
     if broker:
         app.conf.update(broker_url=broker, source="--broker")
-    brokers.check_url(app.broker_url)
+    brokers.check_url(app.broker_url, app.conf.broker_transport_options)
     return app

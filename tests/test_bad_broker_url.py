@@ -41,6 +41,31 @@ def test_a_transport_whose_library_is_missing_is_named():
         check_url("mongodb://h/db")
 
 
+def test_a_transport_whose_module_breaks_on_import_is_named():
+    import importlib.util
+
+    if importlib.util.find_spec("confluent_kafka") is not None:
+        pytest.skip("confluent_kafka is installed here")
+    # kombu's confluentkafka module raises NameError, not ImportError, without its library.
+    with pytest.raises(ConfigError, match="needs a library that is not installed"):
+        check_url("confluentkafka://h:9092")
+
+
+def test_a_sentinel_url_without_the_master_name_says_where_it_goes():
+    with pytest.raises(ConfigError, match="master_name"):
+        check_url("sentinel://:hunter2@h:26379;sentinel://h2:26379")
+    check_url("sentinel://h:26379", {"master_name": "mymaster"})
+
+
+@pytest.mark.timeout(60)
+def test_a_sentinel_url_without_master_name_is_one_line_from_the_cli(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "qtui.tui.cli", "-b", "sentinel://h:26379",
+                           "status"], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert proc.returncode == 1
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert "Traceback" not in out and "master_name" in out
+
+
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/3", "amqp://guest:guest@h:5672//",
                                  "sqlite:///tmp/broker.sqlite", "memory://",
                                  "redis://a:1/0;redis://b:2/0"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from kombu import Connection
 from kombu.exceptions import OperationalError
@@ -27,11 +29,16 @@ def broker_errors(connection: Connection) -> tuple[type[BaseException], ...]:
             OperationalError)
 
 
-def check_url(url: str) -> None:
+def check_url(url: str, transport_options: Mapping[str, Any] | None = None) -> None:
     """Raise ConfigError, in one line, for a broker URL kombu cannot use (an unknown scheme, a
-    bad port or host, a virtual host the transport refuses), before anything connects: kombu
-    would raise a bare KeyError or ValueError deep inside the first connection."""
+    bad port or host, a virtual host the transport refuses, a Sentinel URL without its master's
+    name), before anything connects: kombu would raise a bare KeyError or ValueError deep inside
+    the first connection."""
     for part in url.split(";"):
+        if (part.strip().startswith("sentinel://")
+                and not (transport_options or {}).get("master_name")):
+            raise ConfigError(f"broker URL {mask_url(url)!r} needs the Sentinel master's name: "
+                              f"set broker_transport_options = {{ master_name = \"...\" }}")
         try:
             connection = Connection(part.strip())
             # What the transport does with the virtual host when it connects (a Redis DB number).
@@ -44,7 +51,9 @@ def check_url(url: str) -> None:
                               f"known schemes include redis, amqp, sqlite") from None
         except ValueError as exc:  # urllib's port and host checks, the transport's own
             raise ConfigError(f"broker URL {mask_url(url)!r} is not valid: {exc}") from None
-        except ImportError as exc:  # a kombu transport whose client library is missing
+        except (ImportError, NameError) as exc:
+            # A kombu transport whose client library is missing: most raise ImportError, some
+            # (confluentkafka) a NameError from the module that failed to import it.
             raise ConfigError(f"broker URL {mask_url(url)!r} needs a library that is not "
                               f"installed: {exc}") from None
 
