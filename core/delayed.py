@@ -98,16 +98,10 @@ class HeldTask:
 
 
 class DelayedTasks(ABC):
-    """What one broker's delayed store holds; use as a context manager."""
+    """What one broker's delayed store holds, read through a connection the caller owns."""
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
-
-    def __enter__(self) -> DelayedTasks:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.connection.release()
 
     @abstractmethod
     def count(self, queue: str) -> int:
@@ -251,25 +245,22 @@ def _held(headers: dict[str, Any], priority: Any) -> HeldTask:
 
 
 def delayed_for(connection: Connection) -> DelayedTasks | None:
-    """The reader of ``connection``'s delayed store (its own clone), or None: this broker has
-    none (workers hold every ETA task themselves)."""
+    """The reader of ``connection``'s delayed store, or None: this broker has none (workers
+    hold every ETA task themselves)."""
     driver = connection.transport.driver_type
     if driver == "redis":
-        return RedisDelayed(connection.clone())
+        return RedisDelayed(connection)
     if driver == "amqp":
-        return AmqpDelayed(connection.clone())
+        return AmqpDelayed(connection)
     if driver == "sqlite":
-        return SqliteDelayed(connection.clone())
+        return SqliteDelayed(connection)
     return None
 
 
 def counts(connection: Connection, queues: Iterable[str]) -> dict[str, int]:
     """How many tasks the delayed store holds per queue (empty: this broker has no store)."""
     reader = delayed_for(connection)
-    if reader is None:
-        return {}
-    with reader:
-        return {name: reader.count(name) for name in queues}
+    return {} if reader is None else {name: reader.count(name) for name in queues}
 
 
 

@@ -113,10 +113,7 @@ class QueueInspector(ABC):
         """Discard the ETA tasks of a queue held in the broker's delayed store; returns how
         many (0 on a broker without one)."""
         reader = delayed.delayed_for(self.connection)
-        if reader is None:
-            return 0
-        with reader:
-            return reader.purge(name)
+        return 0 if reader is None else reader.purge(name)
 
     def purge(self, name: str) -> int:
         """Remove every waiting message of a queue; returns how many. An absent queue has none."""

@@ -68,9 +68,9 @@ def celery_worker(setup: Setup) -> Any:
 
 
 def held(setup: Setup) -> int:
-    reader = delayed_for(Connection(setup.broker))
-    assert reader is not None
-    with reader:
+    with Connection(setup.broker) as connection:
+        reader = delayed_for(connection)
+        assert reader is not None
         return reader.count(setup.queue)
 
 

@@ -374,15 +374,14 @@ def eta_release_command(args: argparse.Namespace, app: App) -> int:
     """``qtui eta release [-Q queues]``: hand the held ETA tasks back to their queues."""
     names = _split(args.queues) or sorted(app.router.queues)
     out = _out()
-    with app.connection_for_write() as connection:
-        reader = delayed_for(connection)
-    if reader is None:
-        out.print(f"{mask_url(app.broker_url)} has no delayed store: qtui workers hold ETA "
-                  "tasks there themselves. Nothing to release.", markup=False)
-        return 0
     total = 0
     try:
-        with reader:
+        with app.connection_for_write() as connection:
+            reader = delayed_for(connection)
+            if reader is None:
+                out.print(f"{mask_url(app.broker_url)} has no delayed store: qtui workers hold "
+                          "ETA tasks there themselves. Nothing to release.", markup=False)
+                return 0
             for name in names:
                 count = reader.release(name)
                 total += count
@@ -400,14 +399,13 @@ def eta_list_command(args: argparse.Namespace, app: App) -> int:
     cannot show them."""
     names = _split(args.queues) or sorted(app.router.queues)
     out = _out()
-    with app.connection_for_write() as connection:
-        reader = delayed_for(connection)
-    if reader is None:
-        out.print(f"{mask_url(app.broker_url)} has no delayed store: `qtui inspect scheduled` "
-                  "shows the ETA tasks workers hold.", markup=False)
-        return 0
     try:
-        with reader:
+        with app.connection_for_write() as connection:
+            reader = delayed_for(connection)
+            if reader is None:
+                out.print(f"{mask_url(app.broker_url)} has no delayed store: `qtui inspect "
+                          "scheduled` shows the ETA tasks workers hold.", markup=False)
+                return 0
             for name in names:
                 count = reader.count(name)
                 tasks = reader.tasks(name, args.limit)
@@ -416,7 +414,7 @@ def eta_list_command(args: argparse.Namespace, app: App) -> int:
                 for column in ("eta", "id", "task", "args", "kwargs"):
                     table.add_column(column)
                 for task in tasks or ():
-                    table.add_row(*(safe_text(value or "") for value in (
+                    table.add_row(*(safe_text(value) for value in (
                         task.eta, task.id, task.name, task.args, task.kwargs)))
                 out.print(table if tasks else table.title)
     except brokers.broker_errors(app.connection_for_read()) as exc:
