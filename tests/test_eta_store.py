@@ -123,6 +123,30 @@ def test_purging_a_queue_purges_its_held_eta_tasks(name, request):
 
 
 @pytest.mark.timeout(120)
+def test_a_released_eta_task_runs_at_its_eta_on_the_embedded_broker(sqlite_setup: Setup):
+    """Released rows are ready at once in their queue; the next worker holds the task (or
+    stores it again) until its ETA."""
+    result, due = store_and_stop(sqlite_setup, 6)
+    done = qtui(sqlite_setup, "eta", "release", "-Q", sqlite_setup.queue)
+    assert f"{sqlite_setup.queue}: released 1 ETA task" in done.stdout, done.stderr
+    after = status_of(sqlite_setup)
+    assert (after["scheduled"], after["messages"]) == (0, 1)
+    with sqlite_setup.worker("-P", "solo", name="second"):
+        assert result.get(timeout=40) == "eta"
+    runs = sqlite_setup.records("mark")
+    assert len(runs) == 1 and runs[0]["t"] >= due - 0.01
+
+
+@pytest.mark.timeout(120)
+def test_held_eta_tasks_on_rabbitmq_are_counted_not_listed(amqp_setup: Setup):
+    """A queued AMQP message cannot be read without taking it: ``eta list`` says how many."""
+    store_and_stop(amqp_setup, 30)
+    done = qtui(amqp_setup, "eta", "list", "-Q", amqp_setup.queue)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{amqp_setup.queue}: 1 held ETA task"
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", ["redis_setup", "sqlite_setup"])
 def test_held_eta_tasks_are_listed_with_their_eta(name, request):
     setup: Setup = request.getfixturevalue(name)
