@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from kombu import Connection
 from kombu.exceptions import ChannelError
 
-from .config import mask_url
 from . import delayed
+from .config import mask_url
 from .delayed import is_store_queue
 from .events import EVENT_QUEUE_PREFIX
 from .exceptions import QtuiError

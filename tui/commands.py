@@ -1,5 +1,5 @@
-"""The scripted subcommands: ``inspect``, ``control``, ``status``, ``purge``, ``eta release``
-and ``events``.
+"""The scripted subcommands: ``inspect``, ``control``, ``status``, ``purge``, ``eta list``,
+``eta release`` and ``events``.
 
 Output is for people (rich tables, one ``worker: OK`` line per reply) unless ``--json`` asks for
 what scripts read. Exit status: 0 when every worker asked answered, 1 when one answered with an
@@ -358,10 +358,10 @@ def purge_command(args: argparse.Namespace, app: App) -> int:
                 count = inspector.purge(name)
                 scheduled = inspector.purge_scheduled(name)
                 total += count + scheduled
+                held = f" and {scheduled} scheduled (ETA) task{'s' if scheduled != 1 else ''}" \
+                    if scheduled else ""
                 out.print(f"{printable(name)}: purged {count} message"
-                          f"{'s' if count != 1 else ''}"
-                          + (f" and {scheduled} scheduled (ETA) task{'s' if scheduled != 1 else ''}"
-                             if scheduled else ""), markup=False)
+                          f"{'s' if count != 1 else ''}{held}", markup=False)
     except brokers.broker_errors(app.connection_for_read()) as exc:
         raise _unavailable(app, "cannot purge", exc) from exc
     out.print(f"Purged {total} message{'s' if total != 1 else ''} from {len(names)} queue"
@@ -369,7 +369,7 @@ def purge_command(args: argparse.Namespace, app: App) -> int:
     return 0
 
 
-# eta release ------------------------------------------------------------------------------------
+# eta release and list ---------------------------------------------------------------------------
 def eta_release_command(args: argparse.Namespace, app: App) -> int:
     """``qtui eta release [-Q queues]``: hand the held ETA tasks back to their queues."""
     names = _split(args.queues) or sorted(app.router.queues)

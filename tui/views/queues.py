@@ -43,8 +43,10 @@ class QueuesScreen(TableView):
         if queue := self.selected():
             row = self.console.model.queues.get(queue)  # it may have just left the broker
             depth = row.depth if row is not None else None
+            held = f", and its {row.scheduled} scheduled (ETA) task(s)," \
+                if row is not None and row.scheduled else ""
             self.confirm(f"Purge {queue}? {depth if depth is not None else 'All'} waiting "
-                         "message(s) will be deleted.",
+                         f"message(s){held} will be deleted.",
                          lambda: self.perform(lambda: self.console.actions.purge(queue)))
 
     def action_add_consumer(self) -> None:
