@@ -104,7 +104,8 @@ def run(framework: str, broker: str, workdir: Path, args: argparse.Namespace) ->
         if record.exists() else []
 
 
-def main(argv: list[str] | None = None) -> int:
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``[]``: the defaults, as ``make bench`` runs it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
     parser.add_argument("--frameworks", default="qtui,celery")
@@ -112,18 +113,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--countdown", type=float, default=12.0, help="their countdown (12 s)")
     parser.add_argument("--backlog", type=int, default=250, help="backlog tasks (250)")
     parser.add_argument("--seconds", type=float, default=0.1, help="each backlog task (0.1 s)")
-    args = parser.parse_args(argv)
-    print(f"{args.eta} ETA tasks (countdown {args.countdown:g} s) ahead of {args.backlog} tasks "
-          f"of {args.seconds:g} s, solo worker, {args.broker.split('://')[0]}")
-    print("| framework | ETA tasks run | late p50 s | late p99 s | late max s |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    return parser.parse_args(argv)
+
+
+def heading(args: argparse.Namespace, broker: str) -> str:
+    return (f"{args.eta} ETA tasks (countdown {args.countdown:g} s) ahead of {args.backlog} "
+            f"tasks of {args.seconds:g} s, solo worker, {broker.split('://')[0]}\n"
+            "| framework | ETA tasks run | late p50 s | late p99 s | late max s |\n"
+            "| --- | ---: | ---: | ---: | ---: |")
+
+
+def row(framework: str, late: list[float], sent: int) -> str:
+    """One line of the table: how many ran, and their lateness p50, p99 and max."""
+    cells = ([f"{percentile(late, p):.2f}" for p in (50, 99)] + [f"{late[-1]:.2f}"]
+             if late else ["-", "-", "-"])
+    return f"| {framework} | {len(late)} of {sent} | {' | '.join(cells)} |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = options(argv)
+    print(heading(args, args.broker))
     with tempfile.TemporaryDirectory(prefix="qtui-etabench-") as tmp:
         for framework in args.frameworks.split(","):
             late = run(framework, args.broker, Path(tmp), args)
-            cells = ([f"{percentile(late, p):.2f}" for p in (50, 99)] + [f"{late[-1]:.2f}"]
-                     if late else ["-", "-", "-"])
-            print(f"| {framework} | {len(late)} of {args.eta} | {' | '.join(cells)} |",
-                  flush=True)
+            print(row(framework, late, args.eta), flush=True)
     return 0
 
 

@@ -9,7 +9,9 @@ Sections (``--only`` picks some, comma-separated):
 - ``latency``: round trip from ``delay`` to ``get``, one task at a time, qtui and Celery on Redis
   (results in the same Redis);
 - ``console``: :mod:`bench.bench_console` in a process of its own (without it, the last
-  figures recorded in bench/RESULTS.md are printed).
+  figures recorded in bench/RESULTS.md are printed);
+- ``eta``: how late ETA tasks run behind a backlog (:mod:`bench.bench_eta`: p50/p99/max late,
+  qtui and Celery solo workers, events off for both), on RabbitMQ and on Redis.
 
 Every case runs the same way: a client process sends the tasks one ``delay()`` at a time (the
 enqueue rate), then the worker starts, and the clock runs from the first message it takes until
@@ -53,6 +55,7 @@ from typing import Any
 import redis
 
 SECTIONS = ("redis", "rabbitmq", "sqlite", "latency", "console")
+SECTIONS += ("eta",)  # bench.bench_eta's lateness of ETA tasks behind a backlog
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 120.0
 """Seconds a worker may take to start taking messages."""
@@ -545,6 +548,24 @@ def last_console_figures() -> str:
 
 
 # main ----------------------------------------------------------------------------------------
+def run_eta(workdir: Path, args: argparse.Namespace) -> list[str]:
+    """The ``eta`` section: one table per broker, qtui and Celery in turn on the same broker."""
+    from bench import bench_eta  # it imports this module: loaded once both are
+
+    options = bench_eta.options([])
+    tables = []
+    for broker in (args.amqp, args.redis):
+        lines = [bench_eta.heading(options, broker)]
+        for framework in ("qtui", "celery"):
+            if args.workers and args.workers not in framework:
+                continue
+            late = bench_eta.run(framework, broker, workdir, options)
+            lines.append(bench_eta.row(framework, late, options.eta))
+            print(f"eta       {broker.split(':')[0]:<9} {lines[-1]}", flush=True)
+        tables.append("\n".join(lines))
+    return tables
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -592,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     measures: list[Measure] = []
     latencies: list[dict[str, Any]] = []
     console = ""
+    eta_tables: list[str] = []
     with tempfile.TemporaryDirectory(prefix="qtui-bench-") as tmp:
         workdir = Path(tmp)
         if "sqlite" in sections:
@@ -634,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
                 console = done.stdout.strip() or done.stderr[-2000:]
                 if "redis" in brokers:
                     brokers["redis"].reset("")
+            if "eta" in sections:
+                eta_tables = run_eta(workdir, args)
         finally:
             if "redis" in brokers:
                 brokers["redis"].reset("")
@@ -645,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
             print(table + "\n")
     if latencies:
         print(latency_table(latencies) + "\n")
+    for table in eta_tables:
+        print(table + "\n")
     if console:
         print(f"Console ({console_tasks:,} tasks):\n{console}\n")
     else:

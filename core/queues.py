@@ -26,13 +26,15 @@ import urllib.request
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kombu import Connection
 from kombu.exceptions import ChannelError
 
+from . import delayed
 from .config import mask_url
+from .delayed import is_store_queue
 from .events import EVENT_QUEUE_PREFIX
 from .exceptions import QtuiError
 
@@ -49,20 +51,23 @@ class QueueInspectionError(QtuiError):
 
 @dataclass(frozen=True)
 class QueueInfo:
-    """One queue: messages waiting (ready to deliver), consumers, and messages delivered but not
-    yet acknowledged; None where the broker cannot tell."""
+    """One queue: messages waiting (ready to deliver), consumers, messages delivered but not
+    yet acknowledged, and ETA tasks held in the broker's delayed store (``scheduled``); None
+    where the broker cannot tell."""
 
     name: str
     messages: int | None
     consumers: int | None = None
     unacked: int | None = None
+    scheduled: int | None = None
 
 
 def is_internal(name: str) -> bool:
     """Queues the protocol makes for itself: event receivers, pidbox mailboxes and replies,
-    and the reply queues of ``rpc://`` result backends."""
+    the reply queues of ``rpc://`` result backends, and the queues of qtui's delayed (ETA)
+    store (counted as their task queue's ``scheduled``)."""
     return name.startswith(f"{EVENT_QUEUE_PREFIX}.") or name.endswith(".pidbox") \
-        or is_rpc_reply_queue(name)
+        or is_rpc_reply_queue(name) or is_store_queue(name)
 
 
 def is_rpc_reply_queue(name: str) -> bool:
@@ -97,6 +102,18 @@ class QueueInspector(ABC):
     def queues(self, names: Iterable[str] = ()) -> list[QueueInfo]:
         """Every queue the broker lists, plus each of ``names`` (0 messages if it has none),
         sorted by name."""
+
+    def with_scheduled(self, queues: list[QueueInfo]) -> list[QueueInfo]:
+        """``queues`` with the number of ETA tasks the broker's delayed store holds for each
+        (None on a broker without one)."""
+        counts = delayed.counts(self.connection, [q.name for q in queues])
+        return [replace(q, scheduled=counts.get(q.name)) for q in queues]
+
+    def purge_scheduled(self, name: str) -> int:
+        """Discard the ETA tasks of a queue held in the broker's delayed store; returns how
+        many (0 on a broker without one)."""
+        reader = delayed.delayed_for(self.connection)
+        return 0 if reader is None else reader.purge(name)
 
     def purge(self, name: str) -> int:
         """Remove every waiting message of a queue; returns how many. An absent queue has none."""

@@ -66,7 +66,7 @@ TASKS = (
 QUEUES = (
     QueueRow("celery", 12, 2, -3.5, ("qtui@alpha", "qtui@beta")),
     QueueRow("images", 3, 1, 0.0, ("qtui@alpha",)),
-    QueueRow("reports", 250, 0, 1.0, ()),
+    QueueRow("reports", 250, 0, 1.0, (), 4),
 )
 
 THROUGHPUT = Throughput(1.0, {

@@ -298,3 +298,21 @@ def test_internal_queue_names():
     assert not is_internal("celery") and not is_internal("reports.daily")
     assert is_internal("9b2e4d7c-1f3a-4c8e-b5d6-0a7f3e2c1b9d")
     assert not is_internal("9b2e4d7c1f3a4c8eb5d60a7f3e2c1b9d-but-a-user-queue")
+
+
+def test_the_delayed_stores_queues_are_not_listed_as_user_queues():
+    """qtui's delay ladder and due queues are counted as their task queue's scheduled tasks."""
+    assert is_internal("qtui.delay.reports.300s") and is_internal("qtui.due.reports")
+    assert not is_internal("qtui-reports")
+
+
+def test_the_sqlite_broker_lists_a_queue_with_its_held_eta_tasks_as_scheduled(tmp_path):
+    app = App("client", broker=f"sqlite://{tmp_path}/broker.sqlite", task_default_queue="work")
+    try:
+        app.send_task("tasks.add", args=[1, 2], queue="qtui.due.work",
+                      headers={"x-qtui-not-before": 4_000_000_000.0})
+        with inspector_for(app) as inspector:
+            listed = inspector.with_scheduled(inspector.queues(["work"]))
+    finally:
+        app.close()
+    assert listed == [QueueInfo("work", 0, None, 0, scheduled=1)]

@@ -96,3 +96,27 @@ def test_a_long_eta_survives_a_worker_kill_on_sqlite_and_runs_once_on_time(sqlit
         app.close()
     runs = sqlite_setup.records("mark")
     assert len(runs) == 1 and runs[0]["t"] >= due - 0.01
+
+
+@pytest.mark.timeout(120)
+def test_a_due_task_runs_ahead_of_the_backlog_of_its_queue(every_setup: Setup):
+    """Stored in the broker's delayed store, then due: it goes ahead of the tasks waiting in its
+    queue, not behind them (issue 21 item 7: RabbitMQ's ladder and SQLite's not-before rows
+    returned it to the tail)."""
+    every_setup.conf["worker_eta_horizon"] = 1.0
+    backlog = 60
+    with every_setup.worker("-P", "solo") as proc:
+        app = every_setup.app()
+        result = app.send_task("tasks.mark", args=["eta"], countdown=4)
+        assert wait_for(lambda: "stored until its ETA" in proc.log_path.read_text(), 20)
+        for i in range(backlog):
+            app.send_task("tasks.slow", args=[0.2, i])
+        assert result.get(timeout=60) == "eta"
+        ran_at = every_setup.records("mark")[0]["t"]
+        done = every_setup.wait_records("done", backlog, timeout=60)
+        app.close()
+    assert len(done) == backlog
+    # 60 tasks of 0.2 s take 12 s; due after 4 s, the ETA task runs with most of them still
+    # waiting (behind the whole backlog it would run after all of them).
+    after = [r for r in done if r["t"] > ran_at]
+    assert len(after) >= backlog // 3, (len(after), backlog)

@@ -11,7 +11,7 @@ import pytest
 from kombu import Connection, Exchange, Queue
 from kombu.exceptions import ChannelError
 
-from qtui.workers.eta import DELAY_QUEUE
+from qtui.core.delayed import DELAY_QUEUE, DUE_QUEUE, DUE_QUEUE_EXPIRES, DUE_TTL
 
 from .services import AMQP_HOST, AMQP_PORT
 from .tcp_proxy import SilentProxy
@@ -132,7 +132,7 @@ def test_a_delay_queue_made_with_other_arguments_is_used_as_it_is(amqp_world):
 
 
 @pytest.mark.timeout(90)
-def test_the_dead_letter_and_delay_queues_of_a_quorum_queue_are_quorum_queues(amqp_world):
+def test_the_dead_letter_delay_and_due_queues_of_a_quorum_queue_are_quorum_queues(amqp_world):
     amqp_world.conf.update(task_queues={amqp_world.queue: {"queue_type": "quorum"}},
                            worker_eta_horizon=0)
     with amqp_world.worker("-P", "solo") as worker:
@@ -145,10 +145,15 @@ def test_the_dead_letter_and_delay_queues_of_a_quorum_queue_are_quorum_queues(am
             worker.log_path.read_text()[-3000:]
     delay = DELAY_QUEUE.format(queue=amqp_world.queue, seconds=1)
     declare(amqp_world.broker, f"{amqp_world.queue}.dead", QUORUM)  # a 406 if classic
+    due = DUE_QUEUE.format(queue=amqp_world.queue)
     declare(amqp_world.broker, delay, {**QUORUM, "x-message-ttl": 1000,
                                        "x-dead-letter-exchange": "",
-                                       "x-dead-letter-routing-key": amqp_world.queue,
+                                       "x-dead-letter-routing-key": due,
                                        "x-expires": 302_000})
+    declare(amqp_world.broker, due, {**QUORUM, "x-message-ttl": DUE_TTL * 1000,
+                                     "x-dead-letter-exchange": "",
+                                     "x-dead-letter-routing-key": amqp_world.queue,
+                                     "x-expires": DUE_QUEUE_EXPIRES * 1000})
 
 
 @pytest.mark.timeout(90)

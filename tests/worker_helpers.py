@@ -23,7 +23,7 @@ import redis
 from kombu import Connection
 
 from qtui.core import App
-from qtui.workers.eta import DELAY_QUEUE, DELAYED_KEY, LADDER
+from qtui.core.delayed import DELAY_QUEUE, DELAYED_KEY, DUE_QUEUE, LADDER
 from qtui.workers.redelivery import direct_queue
 
 from .processes import running, write_module
@@ -215,7 +215,7 @@ class Setup:
         client.delete(DELAYED_KEY.format(queue=self.queue))
         if self.broker.startswith("amqp"):
             with Connection(self.broker) as conn:
-                names = [self.queue, f"{self.queue}.dead"] + [
+                names = [self.queue, f"{self.queue}.dead", DUE_QUEUE.format(queue=self.queue)] + [
                     DELAY_QUEUE.format(queue=self.queue, seconds=s) for s in LADDER]
                 for name in names:
                     try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qtui.core import App
+from qtui.core.queues import inspector_for
 
 #: Seconds to wait for workers' replies to an action.
 REPLY_TIMEOUT = 2.0
@@ -115,12 +116,16 @@ class Actions:
         return Outcome(f"shutdown {worker}", (f"{worker}: shutdown requested",), True)
 
     def purge(self, queue: str) -> Outcome:
+        """Discard the waiting messages of ``queue`` and its ETA tasks in the delayed store."""
         try:
-            with self.app.connection_for_write() as conn:
-                count = conn.default_channel.queue_purge(queue) or 0
+            with inspector_for(self.app) as inspector:
+                count = inspector.purge(queue)
+                scheduled = inspector.purge_scheduled(queue)
         except Exception as exc:
             return Outcome(f"purge {queue}", (f"could not purge {queue}: {exc}",), False)
-        return Outcome(f"purge {queue}", (f"removed {count} message(s) from {queue}",), True)
+        held = f" and {scheduled} scheduled (ETA) task(s) from its delayed store" \
+            if scheduled else ""
+        return Outcome(f"purge {queue}", (f"removed {count} message(s) from {queue}{held}",), True)
 
     def retry(self, name: str, args: Any, kwargs: Any, queue: str | None = None,
               exchange: str | None = None, routing_key: str | None = None) -> Outcome:

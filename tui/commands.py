@@ -1,4 +1,5 @@
-"""The scripted subcommands: ``inspect``, ``control``, ``status``, ``purge`` and ``events``.
+"""The scripted subcommands: ``inspect``, ``control``, ``status``, ``purge``, ``eta list``,
+``eta release`` and ``events``.
 
 Output is for people (rich tables, one ``worker: OK`` line per reply) unless ``--json`` asks for
 what scripts read. Exit status: 0 when every worker asked answered, 1 when one answered with an
@@ -23,6 +24,7 @@ from rich.text import Text
 from qtui.core import App, brokers
 from qtui.core.config import mask_url
 from qtui.core.control import COMMANDS, Command, Replies
+from qtui.core.delayed import delayed_for
 from qtui.core.display import printable, safe_text
 from qtui.core.events import EventReceiver
 from qtui.core.exceptions import BrokerUnavailable
@@ -73,6 +75,30 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
                        help="queues to purge (comma-separated, repeatable)")
     purge.add_argument("-f", "--force", action="store_true", help="do not ask first")
     purge.set_defaults(func=purge_command)
+
+    eta = subparsers.add_parser(
+        "eta", help="the ETA tasks qtui workers left in the broker's delayed store",
+        description="Hand the ETA tasks held in the broker's delayed store back to their queues.")
+    eta_commands = eta.add_subparsers(dest="eta_command", required=True, metavar="COMMAND")
+    release = eta_commands.add_parser(
+        "release", help="hand every held ETA task back to its queue, with its ETA",
+        description="Move every ETA task the broker's delayed store holds for some queues (the "
+                    "app's task queues unless -Q) back to its queue as a plain message with its "
+                    "eta header, so any worker takes it: a Celery worker holds it until due, a "
+                    "qtui worker stores it again if it is still far off.")
+    release.add_argument("-Q", "--queues", action="append", metavar="QUEUE[,QUEUE]",
+                         help="queues whose held tasks to release (comma-separated, repeatable)")
+    release.set_defaults(func=eta_release_command)
+    listing = eta_commands.add_parser(
+        "list", help="the ETA tasks held in the broker's delayed store, by due time",
+        description="List the ETA tasks the broker's delayed store holds for some queues (the "
+                    "app's task queues unless -Q). RabbitMQ cannot show a queued message "
+                    "without taking it: there, only how many.")
+    listing.add_argument("-Q", "--queues", action="append", metavar="QUEUE[,QUEUE]",
+                         help="queues whose held tasks to list (comma-separated, repeatable)")
+    listing.add_argument("-n", "--limit", type=int, default=100, metavar="N",
+                         help="at most N tasks per queue (default: 100)")
+    listing.set_defaults(func=eta_list_command)
 
     events = subparsers.add_parser(
         "events", help="print the cluster's events as they arrive",
@@ -256,13 +282,14 @@ def status_command(args: argparse.Namespace, app: App) -> int:
             for name in consumed_queues(queues):
                 consumed.setdefault(name, []).append(hostname)
     with inspector_for(app) as inspector:
-        queues = inspector.queues(set(app.router.queues) | set(consumed))
+        queues = inspector.with_scheduled(inspector.queues(set(app.router.queues) | set(consumed)))
     embedded = None if app.conf.broker_url else str(brokers.default_broker_path())
     if args.json:
         print(json.dumps({
             "broker": mask_url(app.broker_url), "embedded_broker": embedded,
             "workers": replies.by_worker(),
             "queues": [{"name": q.name, "messages": q.messages, "unacked": q.unacked,
+                        "scheduled": q.scheduled,
                         "consumers": q.consumers, "workers": sorted(consumed.get(q.name, []))}
                        for q in queues],
         }, default=str, sort_keys=True))
@@ -294,10 +321,12 @@ def _show_status(app: App, embedded: str | None, workers: list[str], queues: lis
         out.print(title)
     table = Table(title="queues", title_justify="left")
     for column, justify in (("queue", "left"), ("messages", "right"), ("unacked", "right"),
-                            ("consumers", "right"), ("consumed by", "left")):
+                            ("scheduled", "right"), ("consumers", "right"),
+                            ("consumed by", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for queue in queues:
         table.add_row(safe_text(queue.name), _count(queue.messages), _count(queue.unacked),
+                      "-" if queue.scheduled is None else str(queue.scheduled),
                       _count(queue.consumers),
                       safe_text(", ".join(sorted(consumed.get(queue.name, []))) or "-"))
     out.print(table)
@@ -327,13 +356,69 @@ def purge_command(args: argparse.Namespace, app: App) -> int:
         with inspector_for(app) as inspector:
             for name in names:
                 count = inspector.purge(name)
-                total += count
+                scheduled = inspector.purge_scheduled(name)
+                total += count + scheduled
+                held = f" and {scheduled} scheduled (ETA) task{'s' if scheduled != 1 else ''}" \
+                    if scheduled else ""
                 out.print(f"{printable(name)}: purged {count} message"
-                          f"{'s' if count != 1 else ''}", markup=False)
+                          f"{'s' if count != 1 else ''}{held}", markup=False)
     except brokers.broker_errors(app.connection_for_read()) as exc:
         raise _unavailable(app, "cannot purge", exc) from exc
     out.print(f"Purged {total} message{'s' if total != 1 else ''} from {len(names)} queue"
               f"{'s' if len(names) != 1 else ''}.", markup=False)
+    return 0
+
+
+# eta release and list ---------------------------------------------------------------------------
+def eta_release_command(args: argparse.Namespace, app: App) -> int:
+    """``qtui eta release [-Q queues]``: hand the held ETA tasks back to their queues."""
+    names = _split(args.queues) or sorted(app.router.queues)
+    out = _out()
+    total = 0
+    try:
+        with app.connection_for_write() as connection:
+            reader = delayed_for(connection)
+            if reader is None:
+                out.print(f"{mask_url(app.broker_url)} has no delayed store: qtui workers hold "
+                          "ETA tasks there themselves. Nothing to release.", markup=False)
+                return 0
+            for name in names:
+                count = reader.release(name)
+                total += count
+                out.print(f"{printable(name)}: released {count} ETA task"
+                          f"{'s' if count != 1 else ''}", markup=False)
+    except brokers.broker_errors(app.connection_for_read()) as exc:
+        raise _unavailable(app, "cannot release ETA tasks", exc) from exc
+    out.print(f"Released {total} ETA task{'s' if total != 1 else ''} to {len(names)} queue"
+              f"{'s' if len(names) != 1 else ''}.", markup=False)
+    return 0
+
+
+def eta_list_command(args: argparse.Namespace, app: App) -> int:
+    """``qtui eta list [-Q queues] [-n N]``: the held ETA tasks, or how many where the broker
+    cannot show them."""
+    names = _split(args.queues) or sorted(app.router.queues)
+    out = _out()
+    try:
+        with app.connection_for_write() as connection:
+            reader = delayed_for(connection)
+            if reader is None:
+                out.print(f"{mask_url(app.broker_url)} has no delayed store: `qtui inspect "
+                          "scheduled` shows the ETA tasks workers hold.", markup=False)
+                return 0
+            for name in names:
+                count = reader.count(name)
+                tasks = reader.tasks(name, args.limit)
+                table = Table(title=Text(f"{printable(name)}: {count} held ETA task"
+                                         f"{'s' if count != 1 else ''}"), title_justify="left")
+                for column in ("eta", "id", "task", "args", "kwargs"):
+                    table.add_column(column)
+                for task in tasks or ():
+                    table.add_row(*(safe_text(value) for value in (
+                        task.eta, task.id, task.name, task.args, task.kwargs)))
+                out.print(table if tasks else table.title)
+    except brokers.broker_errors(app.connection_for_read()) as exc:
+        raise _unavailable(app, "cannot list ETA tasks", exc) from exc
     return 0
 
 

@@ -258,7 +258,7 @@ class Feed:
                     consumers.setdefault(name, []).append(host)
         try:
             with inspector_for(self.app) as inspector:
-                found = inspector.queues(consumers)
+                found = inspector.with_scheduled(inspector.queues(consumers))
         except Exception as exc:
             self._queue_error = f"queue depths unavailable: {exc}"
             return
@@ -270,7 +270,7 @@ class Feed:
             # they consume the queue are its consumers.
             count = q.consumers if q.consumers is not None else len(hosts)
             rows.append(QueueRow(q.name, q.messages, count, self._rate(q.name, q.messages, now),
-                                 hosts))
+                                 hosts, q.scheduled))
             self._depths[q.name] = (q.messages, now)
         self._queues = tuple(rows)
 

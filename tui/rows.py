@@ -74,6 +74,8 @@ class QueueRow:
     consumers: int | None = None
     rate: float | None = None
     workers: tuple[str, ...] = ()
+    scheduled: int | None = None
+    """ETA tasks held in the broker's delayed store (None: the broker has none)."""
 
 
 @dataclass(frozen=True)

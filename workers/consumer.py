@@ -28,6 +28,7 @@ from kombu.exceptions import ChannelError, OperationalError
 from kombu.message import Message
 
 from qtui.core.config import mask_url
+from qtui.core.delayed import due_queue
 from qtui.core.exceptions import BrokerUnavailable
 
 from qtui.core.routing import queue_type
@@ -154,7 +155,8 @@ class Consumer:
                                          self.channel.unacked_index_key)
                 self.liveness.start()
         for queue in self.queues:
-            declare.ensure(conn, queue)
+            for each in self._with_due_queue(queue):
+                declare.ensure(conn, each)
         self.producer = Producer(conn.channel())
         self._consumers = {queue.name: self._consumer_for(queue) for queue in self.queues}
         self.prefetch = 0
@@ -169,8 +171,18 @@ class Consumer:
             if not self.is_redis:  # on Redis the liveness helper keeps what this worker owns
                 self.leases.start()
 
+    def _with_due_queue(self, queue: Queue) -> list[Queue]:
+        """``queue``, then its due queue where the broker's delayed store has one: due ETA
+        tasks come back there, so they do not wait behind the backlog of ``queue``."""
+        assert self.connection is not None
+        due = due_queue(self.connection, queue.name, queue_type(queue))
+        return [queue] if due is None else [queue, due]
+
     def _consumer_for(self, queue: Queue) -> KombuConsumer:
-        return KombuConsumer(self.channel, [queue], no_ack=False, auto_declare=False,
+        """One consumer for ``queue`` and its due queue: what comes from either is
+        ``queue``'s."""
+        return KombuConsumer(self.channel, self._with_due_queue(queue), no_ack=False,
+                             auto_declare=False,
                              on_message=partial(self.on_message, queue.name),
                              on_decode_error=partial(self.on_undecodable, queue.name))
 
@@ -197,7 +209,8 @@ class Consumer:
         if any(q.name == queue.name for q in self.queues):
             return False
         if self.connection is not None:
-            declare.ensure(self.connection, queue)
+            for each in self._with_due_queue(queue):
+                declare.ensure(self.connection, each)
         self.queues.append(queue)
         if self.channel is not None:
             consumer = self._consumers[queue.name] = self._consumer_for(queue)

@@ -17,16 +17,20 @@ timeout. qtui keeps only what is nearly due:
     moves the members due within a second back onto the head of the queue's list; the worker
     that receives one then holds it until the exact ETA.
   - *RabbitMQ*: delay queues ``qtui.delay.<queue>.<N>s`` for N on a fixed ladder (1 s ... 1 day),
-    each with ``x-message-ttl`` N seconds and a dead-letter route back to ``<queue>`` through the
-    default exchange (``x-expires`` removes a ladder queue nobody used for a while). A message
-    goes to the largest step not longer than its remaining delay and comes back early, never
-    late; a few hops bring it within the horizon. Bounded: at most one queue per step and queue.
-    A worker crash between publishing to the delay queue and acking can duplicate the message
-    (at-least-once, as everywhere on RabbitMQ without publisher confirms).
-  - *The embedded SQLite broker*: published again with the header ``x-qtui-not-before``
-    (due time minus half the horizon), which the transport stores as the row's not-before time,
-    then acked; the row stays invisible until then, so no poller is needed. A crash between the
-    two steps can leave a duplicate, which the worker drops if the task already ran.
+    each with ``x-message-ttl`` N seconds and a dead-letter route to the due queue
+    ``qtui.due.<queue>``, which every worker consuming ``<queue>`` consumes too: a due task comes
+    back ahead of the backlog of ``<queue>`` instead of at its tail. A message goes to the largest
+    step not longer than its remaining delay and comes back early, never late; a few hops bring
+    it within the horizon. Bounded: at most one queue per step and queue. A message nobody takes
+    from the due queue within a minute (no qtui worker left) goes on to ``<queue>``, where Celery
+    workers take it (:mod:`qtui.core.delayed`). A worker crash between publishing to the delay
+    queue and acking can duplicate the message (at-least-once).
+  - *The embedded SQLite broker*: published again to the due queue ``qtui.due.<queue>`` with
+    the header ``x-qtui-not-before`` (due time minus half the horizon), which the transport stores
+    as the row's not-before time, then acked; the row stays invisible until then, so no poller is
+    needed, and once visible it does not queue behind the backlog of ``<queue>`` (whose rows
+    became visible earlier). A crash between the two steps can leave a duplicate, which the
+    worker drops if the task already ran.
   - *Other transports* (memory://, ...): held unacked by the worker until due, whatever the
     delay.
 """
@@ -45,6 +49,13 @@ from typing import TYPE_CHECKING, Any
 from kombu import Connection, Exchange, Producer, Queue
 
 from qtui.core.brokers.sqlite import NOT_BEFORE_HEADER
+from qtui.core.delayed import (
+    DELAY_QUEUE,
+    DELAYED_KEY,
+    DUE_QUEUE,
+    LADDER,
+    amqp_due_queue,
+)
 
 from . import declare
 from .job import SCHEDULED, Job
@@ -55,9 +66,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("qtui.worker")
 
-DELAYED_KEY = "qtui.delayed.{queue}"
-DELAY_QUEUE = "qtui.delay.{queue}.{seconds}s"
-LADDER = (1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400)
 REDIS_POLL_INTERVAL = 0.5
 REDIS_LOOKAHEAD = 1.0
 
@@ -141,7 +149,7 @@ class AMQPDelayQueues(DelayedStore):
         arguments: dict[str, Any] = {
             "x-message-ttl": seconds * 1000,
             "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": queue,
+            "x-dead-letter-routing-key": DUE_QUEUE.format(queue=queue),
             "x-expires": (2 * seconds + 300) * 1000,
         }
         if queue_type != "classic":
@@ -153,8 +161,11 @@ class AMQPDelayQueues(DelayedStore):
         steps = [s for s in LADDER if s <= delay]
         if not steps:
             return False
-        queue = self.delay_queue(job.queue, steps[-1], self._queue_type(job.queue))
+        queue_type = self._queue_type(job.queue)
+        queue = self.delay_queue(job.queue, steps[-1], queue_type)
         producer = self._producer()
+        # The due queue first: a message dead-lettered to a queue that does not exist is lost.
+        declare.ensure(producer.connection, amqp_due_queue(job.queue, queue_type))
         declare.ensure(producer.connection, queue)
         republish(producer, job.delivery, queue.name)
         job.delivery.ack()
@@ -166,7 +177,7 @@ class SqliteDelayedStore(DelayedStore):
         self._producer = producer
 
     def put(self, job: Job, delay: float) -> bool:
-        republish(self._producer(), job.delivery, job.queue,
+        republish(self._producer(), job.delivery, DUE_QUEUE.format(queue=job.queue),
                   headers={NOT_BEFORE_HEADER: time.time() + delay})
         job.delivery.ack()
         return True

@@ -544,6 +544,31 @@ class Database:
             f"SELECT count(*) FROM messages WHERE {READY_ROWS}",
             (queue, now)).fetchone()[0])
 
+    # rows nobody holds, ready or not yet visible (the delayed store's due queues)
+
+    def count_unheld(self, queue: str) -> int:
+        return self._read(lambda c: c.execute(
+            "SELECT count(*) FROM messages WHERE queue = ? AND holder IS NULL",
+            (queue,)).fetchone()[0])
+
+    def peek_unheld(self, queue: str, limit: int) -> list[str]:
+        """Payloads of the first ``limit`` rows nobody holds, by when they become visible."""
+        return [row[0] for row in self._read(lambda c: c.execute(
+            "SELECT payload FROM messages WHERE queue = ? AND holder IS NULL "
+            "ORDER BY visible_at, id LIMIT ?", (queue, limit)).fetchall())]
+
+    def delete_unheld(self, queue: str) -> int:
+        return self._write(lambda c: c.execute(
+            "DELETE FROM messages WHERE queue = ? AND holder IS NULL", (queue,)).rowcount)
+
+    def move_unheld(self, queue: str, to: str) -> int:
+        """Make the rows of ``queue`` nobody holds ready now in queue ``to``, behind what
+        waits there."""
+        now = time.time()
+        return self._write(lambda c: c.execute(
+            "UPDATE messages SET queue = ?, visible_at = ?, created_at = ? "
+            "WHERE queue = ? AND holder IS NULL", (to, now, now, queue)).rowcount)
+
     def list_queues(self) -> list[tuple[str, int, int]]:
         """(name, ready, unacked) for every declared queue and every queue holding messages,
         after the dead processes' messages and transient queues are dealt with."""

@@ -1,4 +1,5 @@
-"""Queues: every queue the broker can list, with depth, consumers and who consumes it."""
+"""Queues: every queue the broker can list, with depth, ETA tasks held in the broker's delayed
+store, consumers and who consumes it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from textual.widgets import Static
 from . import format
 from .base import TableView
 
-COLUMNS = ("Queue", "Depth", "Consumers", "Change/s", "Workers")
+COLUMNS = ("Queue", "Depth", "Scheduled", "Consumers", "Change/s", "Workers")
 
 
 class QueuesScreen(TableView):
@@ -28,6 +29,7 @@ class QueuesScreen(TableView):
             workers = queue.workers or tuple(model.workers_consuming(queue.name))
             table.add_row(*format.cells(
                 queue.name, "?" if queue.depth is None else str(queue.depth),
+                "" if queue.scheduled is None else str(queue.scheduled),
                 "" if queue.consumers is None else str(queue.consumers),
                 "" if queue.rate is None else f"{queue.rate:+.1f}", ", ".join(workers)),
                 key=queue.name)
@@ -41,8 +43,10 @@ class QueuesScreen(TableView):
         if queue := self.selected():
             row = self.console.model.queues.get(queue)  # it may have just left the broker
             depth = row.depth if row is not None else None
+            held = f", and its {row.scheduled} scheduled (ETA) task(s)," \
+                if row is not None and row.scheduled else ""
             self.confirm(f"Purge {queue}? {depth if depth is not None else 'All'} waiting "
-                         "message(s) will be deleted.",
+                         f"message(s){held} will be deleted.",
                          lambda: self.perform(lambda: self.console.actions.purge(queue)))
 
     def action_add_consumer(self) -> None:
