@@ -266,9 +266,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("beat_catch_up", "once", _one_of("once", "none", "all"),
             "Ticks missed while no beat ran (later than beat_grace): once (one run for all of "
             "them), none (skip them) or all (send each)."),
-    Setting("beat_grace", 60.0, _at_least(NUMBER, 0),
+    Setting("beat_grace", 60.0, _at_least(NUMBER, 1),
             "Seconds a tick may be late and still be sent as scheduled (a takeover); an older "
-            "one is missed and follows beat_catch_up."),
+            "one is missed and follows beat_catch_up. At least 1."),
     Setting("beat_lease_ttl", 5.0, _at_least(NUMBER, 1),
             "Seconds the leading beat's lease lasts unless renewed (every third of it): a "
             "standby takes over within about this long after the leader dies."),
