@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import threading
 from datetime import datetime
 from typing import Any
 
@@ -58,14 +57,6 @@ def beat_command(args: argparse.Namespace, app: App) -> int:
     print(f"qtui beat {beat.node}: {len(beat.entries)} entries, ready", flush=True)
     beat.run()
     return 0
-
-
-def run_beside(app: App, node: str) -> tuple[Beat, threading.Thread]:
-    """A beat in a daemon thread of this process (``qtui run-worker -B``), started."""
-    beat = Beat(app, node=node)
-    thread = threading.Thread(target=beat.run, name="qtui-beat", daemon=True)
-    thread.start()
-    return beat, thread
 
 
 def schedule_command(args: argparse.Namespace, app: App) -> int:
