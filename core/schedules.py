@@ -263,7 +263,10 @@ def as_schedule(value: Any, tz: tzinfo, where: str) -> Schedule:
         if unknown:
             raise ConfigError(f"{where}: crontab fields are minute, hour, day_of_week, "
                               f"day_of_month and month_of_year, not {', '.join(sorted(unknown))}")
-        return crontab(**value, tz=tz)
+        try:
+            return crontab(**value, tz=tz)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     kind = _celery_kind(value)
     if kind == "crontab":
         return crontab(value.minute, value.hour, value.day_of_week, value.day_of_month,
