@@ -16,6 +16,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
+from qtui.core import App
 from qtui.core.beat.service import run_now
 from qtui.core.beat.status import ScheduleStatus, find_entry, status
 from qtui.core.beat.store import BeatStore, Run, store_for
@@ -56,7 +57,8 @@ class SchedulesScreen(TableView):
         Binding("n", "run_now", "Run now"),
     ]
     loaded: Loaded | None = None
-    _store: BeatStore | None = None
+    _store: tuple[App, BeatStore] | None = None
+    """The store of the cluster last read (a context switch changes the cluster)."""
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -65,11 +67,11 @@ class SchedulesScreen(TableView):
 
     @work(thread=True, group="schedules", exclusive=True, exit_on_error=False)
     def load(self) -> None:
+        cluster = self.console.cluster
         try:
-            if self._store is None:
-                self._store = store_for(self.console.cluster)
-            found = status(self.console.cluster, self._store)
-            runs = {item.entry.name: self._store.runs(item.entry.name, RUNS_SHOWN)
+            store = self._store_of(cluster)
+            found = status(cluster, store)
+            runs = {item.entry.name: store.runs(item.entry.name, RUNS_SHOWN)
                     for item in found.entries}
             loaded = Loaded(found, runs)
         except QtuiError as exc:
@@ -77,6 +79,13 @@ class SchedulesScreen(TableView):
         except Exception as exc:  # noqa: BLE001 - the store is unreachable: say so, poll on
             loaded = Loaded(None, {}, f"cannot read the schedule: {type(exc).__name__}: {exc}")
         self.app.call_from_thread(self.show, loaded)
+
+    def _store_of(self, cluster: App) -> BeatStore:
+        if self._store is None or self._store[0] is not cluster:
+            if self._store is not None:
+                self._store[1].close()
+            self._store = (cluster, store_for(cluster))
+        return self._store[1]
 
     def show(self, loaded: Loaded) -> None:
         self.loaded = loaded
