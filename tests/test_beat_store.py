@@ -51,12 +51,21 @@ def test_a_released_lease_is_free_at_once_and_only_its_holder_releases_it(store)
 
 def test_a_tick_is_new_once_then_mine_orphaned_for_another_and_sent_once_recorded(
         store: BeatStore) -> None:
-    assert store.claim_tick("e", 100.0, "a") is Claim.NEW
-    assert store.claim_tick("e", 100.0, "a") is Claim.MINE
-    assert store.claim_tick("e", 100.0, "b") is Claim.ORPHANED
+    assert store.claim_tick("e", 100.0, "a", fresh=0) is Claim.NEW
+    assert store.claim_tick("e", 100.0, "a", fresh=0) is Claim.MINE
+    assert store.claim_tick("e", 100.0, "b", fresh=0) is Claim.ORPHANED
+    assert store.claim_tick("e", 100.0, "b", fresh=0) is Claim.MINE
     store.record_run("e", Run(100.0, 101.0, "id-1", "b"))
-    assert store.claim_tick("e", 100.0, "c") is Claim.SENT
-    assert store.claim_tick("e", 101.0, "c") is Claim.NEW
+    assert store.claim_tick("e", 100.0, "c", fresh=0) is Claim.SENT
+    assert store.claim_tick("e", 101.0, "c", fresh=0) is Claim.NEW
+
+
+def test_another_beats_claim_is_pending_until_it_is_fresh_seconds_old(store: BeatStore) -> None:
+    assert store.claim_tick("e", 100.0, "a", fresh=30) is Claim.NEW
+    assert store.claim_tick("e", 100.0, "b", fresh=30) is Claim.PENDING
+    assert store.claim_tick("e", 100.0, "a", fresh=30) is Claim.MINE  # still a's
+    time.sleep(0.3)
+    assert store.claim_tick("e", 100.0, "b", fresh=0.2) is Claim.ORPHANED
 
 
 def test_runs_move_the_position_and_are_kept_newest_first(store: BeatStore) -> None:

@@ -1,5 +1,6 @@
 """The beat's shared state in Redis: the lease is ``SET NX PX`` renewed by its holder, a tick is
-claimed by ``SET NX`` on a key named by entry and scheduled time, and the rest are small keys
+claimed by ``SET NX`` on a key named by entry and scheduled time (Redis's own clock dates
+the claim), and the rest are small keys
 under ``beat_key_prefix``. Compare-and-set steps run as Lua scripts, so each is atomic."""
 
 from __future__ import annotations
@@ -29,13 +30,17 @@ return 0
 """
 _CLAIM = """
 local seen = redis.call('GET', KEYS[1])
-local mine = 'claimed:' .. ARGV[1]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local mine = 'claimed:' .. ARGV[1] .. '@' .. string.format('%.6f', now)
 if not seen then
   redis.call('SET', KEYS[1], mine, 'EX', ARGV[2])
   return 'new'
 end
-if seen == mine then return 'mine' end
 if string.sub(seen, 1, 5) == 'sent:' then return 'sent' end
+local holder, since = string.match(seen, '^claimed:(.*)@([%d.]+)$')
+if holder == ARGV[1] then return 'mine' end
+if now - tonumber(since) < tonumber(ARGV[3]) then return 'pending' end
 redis.call('SET', KEYS[1], mine, 'EX', ARGV[2])
 return 'orphaned'
 """
@@ -62,8 +67,8 @@ class RedisBeatStore(BeatStore):
     def release_lease(self, node: str) -> None:
         self._release(keys=[self._key("lease")], args=[node])
 
-    def claim_tick(self, entry: str, scheduled: float, node: str) -> Claim:
-        found = self._claim(keys=[self._tick(entry, scheduled)], args=[node, TICK_TTL])
+    def claim_tick(self, entry: str, scheduled: float, node: str, fresh: float) -> Claim:
+        found = self._claim(keys=[self._tick(entry, scheduled)], args=[node, TICK_TTL, fresh])
         return Claim(found.decode() if isinstance(found, bytes) else found)
 
     def record_run(self, entry: str, run: Run) -> None:

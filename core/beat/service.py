@@ -181,11 +181,14 @@ class Beat:
         return last
 
     def _send(self, entry: Entry, scheduled: float) -> bool:
-        """Send one tick unless it was sent already; False if the broker refused it."""
-        claim = self.store.claim_tick(entry.name, scheduled, self.node)
+        """Send one tick unless it was sent already; False to try again later (the broker
+        refused it, or another beat's claim on it is younger than a lease)."""
+        claim = self.store.claim_tick(entry.name, scheduled, self.node, fresh=self.lease_ttl)
         if claim is Claim.SENT:
             self.store.skip_to(entry.name, scheduled)
             return True
+        if claim is Claim.PENDING:  # a deposed leader may still be sending it: wait
+            return False
         task_id = tick_task_id(self.prefix, entry.name, scheduled)
         try:
             send_entry(self.app, entry, task_id, scheduled)

@@ -89,17 +89,21 @@ class SQLiteBeatStore(BeatStore):
             conn.execute("DELETE FROM qtui_beat WHERE key = ? AND value = ?",
                          (self._key("lease"), node))
 
-    def claim_tick(self, entry: str, scheduled: float, node: str) -> Claim:
+    def claim_tick(self, entry: str, scheduled: float, node: str, fresh: float) -> Claim:
         key = self._key("tick", entry, repr(scheduled))
-        mine = f"claimed:{node}"
 
         def op(conn: sqlite3.Connection) -> Claim:
             seen = self._get(conn, key)
-            if seen == mine:
-                return Claim.MINE
+            now = time.time()
             if seen is not None and seen.startswith("sent:"):
                 return Claim.SENT
-            self._set(conn, key, mine, TICK_TTL)
+            if seen is not None:
+                holder, _, since = seen.removeprefix("claimed:").rpartition("@")
+                if holder == node:
+                    return Claim.MINE
+                if now - float(since) < fresh:
+                    return Claim.PENDING
+            self._set(conn, key, f"claimed:{node}@{now:.6f}", TICK_TTL)
             return Claim.NEW if seen is None else Claim.ORPHANED
         return self._in_transaction(op)
 

@@ -33,7 +33,11 @@ class Claim(enum.Enum):
     NEW = "new"
     """Nobody had claimed it: send it."""
     ORPHANED = "orphaned"
-    """Another beat claimed it and did not confirm the send (it died): send it, late."""
+    """Another beat claimed it and did not confirm the send within ``fresh`` seconds (it
+    died): it is this beat's claim now; send it, late."""
+    PENDING = "pending"
+    """Another beat claimed it less than ``fresh`` seconds ago and may still be sending it:
+    ask again later."""
     SENT = "sent"
     """It was sent already: skip it."""
     MINE = "mine"
@@ -82,8 +86,9 @@ class BeatStore(ABC):
         """Give the lease up if ``node`` holds it (a clean exit: the standby need not wait)."""
 
     @abstractmethod
-    def claim_tick(self, entry: str, scheduled: float, node: str) -> Claim:
-        """Claim the tick of ``entry`` at ``scheduled`` for ``node``, atomically."""
+    def claim_tick(self, entry: str, scheduled: float, node: str, fresh: float) -> Claim:
+        """Claim the tick of ``entry`` at ``scheduled`` for ``node``, atomically; another
+        beat's unconfirmed claim is taken over once it is ``fresh`` seconds old."""
 
     @abstractmethod
     def record_run(self, entry: str, run: Run) -> None:
