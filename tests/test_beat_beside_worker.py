@@ -26,12 +26,14 @@ def tick():
 
 
 @pytest.mark.timeout(90)
-def test_a_worker_started_with_B_sends_and_runs_the_periodic_task(tmp_path, unique) -> None:
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_a_worker_started_with_B_sends_and_runs_the_periodic_task(tmp_path, unique,
+                                                                  pool: str) -> None:
     queue = f"beat-{unique}"
     config = write_config(tmp_path, f"sqlite://{tmp_path / 'broker.sqlite'}", "beside", queue)
     write_module(tmp_path, "tasks", TASKS)
     argv = [sys.executable, "-m", "qtui.tui.cli", "-A", "tasks", "--config", str(config),
-            "run-worker", "-B", "-P", "solo", "-Q", queue]
+            "run-worker", "-B", "-P", pool, "-Q", queue]
     ticks = tmp_path / "ticks.txt"
     with running(argv, tmp_path, ready="ready."):
         deadline = time.monotonic() + 45
