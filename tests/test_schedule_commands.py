@@ -71,3 +71,11 @@ def test_beat_on_rabbitmq_with_rpc_results_refuses_in_one_line(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "qtui beat needs a place every beat process shares" in err
     assert "Traceback" not in err
+
+
+def test_an_unreachable_store_is_one_line_naming_it(tmp_path, capsys) -> None:
+    config = write_config(tmp_path, "redis://127.0.0.1:1/0", "down", "q")
+    assert main(["--config", str(config), "schedule", "list"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the beat's store at redis://127.0.0.1:1/0" in err
+    assert "Traceback" not in err

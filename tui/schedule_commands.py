@@ -18,6 +18,7 @@ from qtui.core.beat.service import Beat, default_node_name, run_now
 from qtui.core.beat.status import find_entry, status
 from qtui.core.beat.store import store_for
 from qtui.core.display import safe_text
+from qtui.core.exceptions import BrokerUnavailable
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -87,6 +88,8 @@ def schedule_command(args: argparse.Namespace, app: App) -> int:
         else:
             out.print(Text.assemble(safe_text(entry.name), f": {words}"))
         return 0
+    except store.errors as exc:
+        raise BrokerUnavailable(f"cannot reach the beat's store at {store.where}: {exc}") from exc
     finally:
         store.close()
 

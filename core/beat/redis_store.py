@@ -10,6 +10,7 @@ import time
 
 import redis
 
+from ..config import mask_url
 from .store import RUNS_KEPT, TICK_TTL, BeatStore, Claim, Node, Run
 
 _HOLD = """
@@ -51,6 +52,8 @@ class RedisBeatStore(BeatStore):
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5,
                                            health_check_interval=10)
         self.prefix = prefix
+        self.where = mask_url(url)
+        self.errors = (redis.RedisError, OSError)
         self._hold = self.client.register_script(_HOLD)
         self._release = self.client.register_script(_RELEASE)
         self._claim = self.client.register_script(_CLAIM)

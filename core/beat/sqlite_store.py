@@ -33,6 +33,8 @@ class SQLiteBeatStore(BeatStore):
     def __init__(self, path: str | os.PathLike[str], prefix: str) -> None:
         self.path = Path(path)
         self.prefix = prefix
+        self.where = str(self.path)
+        self.errors = (sqlite3.Error, OSError)
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         create_private(self.path)

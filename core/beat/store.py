@@ -76,6 +76,11 @@ class Node:
 class BeatStore(ABC):
     """The shared state of the beat processes of one app (``beat_key_prefix`` names it)."""
 
+    where: str
+    """Where the state is, for messages (a URL without its password, or a file)."""
+    errors: tuple[type[BaseException], ...]
+    """What the store raises when it cannot be reached or refuses an operation."""
+
     @abstractmethod
     def hold_lease(self, node: str, ttl: float) -> bool:
         """Take the lease if it is free or expired, or renew it if ``node`` holds it; return
