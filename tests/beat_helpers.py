@@ -24,12 +24,12 @@ from .processes import running
 
 
 def write_config(directory: Path, broker: str, prefix: str, queue: str, every: float = 1,
-                 extra: str = "") -> Path:
+                 extra: str = "", lease: float = 3.0) -> Path:
     path = directory / "qtui.toml"
     path.write_text(f"""
 broker_url = {json.dumps(broker)}
 beat_key_prefix = {json.dumps(prefix)}
-beat_lease_ttl = 3.0
+beat_lease_ttl = {lease}
 {extra}
 [beat_schedule.tick]
 task = "tasks.tick"

@@ -81,3 +81,19 @@ def test_a_paused_entry_sends_nothing_until_resumed_across_a_beat_restart(tmp_pa
     after = sorted(sent_ticks(broker, queue))
     assert after and all(s > resumed_at - 1 for s in after), \
         "ticks of the paused time were sent on resume"
+
+
+@pytest.mark.timeout(90)
+def test_a_beat_stopped_cleanly_gives_the_lease_up_and_leaves_the_list(tmp_path,
+                                                                        unique: str) -> None:
+    broker = f"sqlite://{tmp_path / 'broker.sqlite'}"
+    config = write_config(tmp_path, broker, prefix="clean", queue=f"beat-{unique}",
+                          lease=60.0)
+    store = store_of(config)
+    with beats(config, [f"only-{unique}"]) as procs:
+        assert leader(store) == f"only-{unique}"
+        procs[f"only-{unique}"].terminate()
+        assert procs[f"only-{unique}"].wait(30) == 0
+        assert store.nodes() == []
+        assert store.hold_lease("probe", ttl=60.0), "the lease is still held (60 s)"
+    store.close()
