@@ -1,5 +1,6 @@
 """What a beat sends after downtime (beat_catch_up) and for a new entry, driven one step at a
-time in the test's process on the embedded broker."""
+time in the test's process on the embedded broker; and on RabbitMQ, with its state in the
+Redis result backend."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from kombu import Connection
 
 from qtui.core import App
+from qtui.core.beat.redis_store import RedisBeatStore
 from qtui.core.beat.service import Beat
 from qtui.core.schedules import schedule, ticks
 
@@ -56,3 +59,24 @@ def test_a_new_entry_starts_at_its_next_tick_instead_of_catching_up(tmp_path,
     beat.stop()
     beat.run()
     assert not sent_ticks(broker, unique)
+
+
+@pytest.mark.timeout(60)
+def test_on_rabbitmq_the_beat_keeps_its_state_in_the_redis_result_backend(amqp_url, redis_url,
+                                                                          unique: str) -> None:
+    app = App("t", broker=amqp_url, backend=redis_url, beat_key_prefix=f"beat-amqp-{unique}",
+              beat_schedule={"e": {"task": "t.job", "schedule": 1,
+                                   "options": {"queue": unique}}})
+    beat = Beat(app, node="amqp-beat", send_events=False)
+    assert isinstance(beat.store, RedisBeatStore)
+    beat.store.skip_to("e", time.time() - 3)
+    beat.step()
+    beat.stop()
+    beat.run()
+    try:
+        counts = sent_ticks(amqp_url, unique)
+        assert len(counts) >= 3 and set(counts.values()) == {1}
+    finally:
+        with Connection(amqp_url) as conn:
+            conn.default_channel.queue_delete(unique)
+        app.close()
