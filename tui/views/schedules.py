@@ -63,7 +63,16 @@ class SchedulesScreen(TableView):
     def on_mount(self) -> None:
         super().on_mount()
         self.load()
-        self.set_interval(POLL_INTERVAL, self.load)
+        self.set_interval(POLL_INTERVAL, self._poll)
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self.load()
+
+    def _poll(self) -> None:
+        """Read the store while the view is shown (another view does not need it)."""
+        if self.is_current:
+            self.load()
 
     @work(thread=True, group="schedules", exclusive=True, exit_on_error=False)
     def load(self) -> None:
