@@ -95,3 +95,18 @@ async def _until(pilot, condition, timeout: float = 15.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the console did not get there"
         await pilot.pause(0.05)
+
+
+async def test_read_only_hides_and_refuses_pause_resume_and_run_now(tmp_path) -> None:
+    app = _app(tmp_path)
+    store = store_for(app)
+    console = FixedConsole(read_only=True, app=app)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("5")
+        await _rows(console, pilot, 2)
+        await pilot.press("p", "n")
+        await pilot.pause(0.2)
+        assert isinstance(console.screen, SchedulesScreen)
+        assert "Pause" not in screen_text(console)
+    assert store.paused() == set() and store.runs("cleanup") == []
+    store.close()

@@ -69,6 +69,12 @@ class SchedulesScreen(TableView):
         super().on_screen_resume()
         self.load()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Steering changes the cluster: hidden and refused in --read-only mode."""
+        if action in ("pause", "resume", "run_now") and self.console.read_only:
+            return False
+        return super().check_action(action, parameters)
+
     def _poll(self) -> None:
         """Read the store while the view is shown (another view does not need it)."""
         if self.is_current:
