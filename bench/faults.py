@@ -50,6 +50,8 @@ from rich.table import Table
 from qtui.core import App
 from qtui.workers.deadletter import DEAD_REASON_HEADER, dead_letter_queue_name
 from bench.run import Broker, SQLiteBroker, machine
+from tests.beat_helpers import beats as beat_processes
+from tests.beat_helpers import kill, leader, sent_ticks, store_of, write_config
 from tests.processes import running, write_module
 from tests.rabbit_node import rabbit_node
 
@@ -1479,6 +1481,43 @@ def event_flood(work: Path, fakes: int, big: int) -> Outcome:
         app.close()
 
 
+def beat_takeover(work: Path, kind: str, beats: int, seconds: float, kill_at: float) -> Outcome:
+    """``beats`` ``qtui beat`` processes on one store (``redis``: db 10; ``sqlite``: a broker
+    file), an entry every second for ``seconds`` s, the leader SIGKILLed at ``kill_at`` s: every
+    scheduled second between the first and the last tick is sent exactly once (counted by the
+    ``beat_scheduled`` header of the messages in the entry's queue)."""
+    name = f"beat-{uuid.uuid4().hex[:8]}"
+    directory = work / name
+    directory.mkdir(parents=True)
+    broker = BROKER_DB if kind == "redis" else f"sqlite://{directory / 'broker.sqlite'}"
+    config = write_config(directory, broker, prefix=name, queue=name)
+    outcome = Outcome(f"{beats} x qtui beat ({kind}), every second for {seconds:.0f} s, leader "
+                      f"SIGKILLed at {kill_at:.0f} s")
+    store = store_of(config)
+    try:
+        with beat_processes(config, [f"{name}-{i}" for i in range(beats)]) as procs:
+            started = time.monotonic()
+            first = leader(store)
+            time.sleep(max(0.0, kill_at - (time.monotonic() - started)))
+            killed = time.monotonic()
+            kill(procs[first])
+            leader(store, other_than=first)
+            outcome.figures["new leader after s"] = round(time.monotonic() - killed, 1)
+            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+        counts = sent_ticks(broker, name)
+    finally:
+        store.close()
+    if counts:
+        span = range(int(min(counts)), int(max(counts)) + 1)
+        outcome.sent = len(span)
+        outcome.distinct = sum(1 for second in span if counts.get(float(second)))
+        outcome.runs = sum(counts.values())
+    outcome.figures.update({"beats": beats, "kills": 1, "lease s": 3.0})
+    outcome.passed = outcome.sent >= seconds - 5 and outcome.lost == 0 \
+        and outcome.duplicates == 0
+    return outcome
+
+
 SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "kill-parent": (lambda w, q: kill_parent(w, 2_000 if q else 10_000, 3 if q else 8), 900),
     "kill-child": (lambda w, q: kill_child(w, 2_000 if q else 10_000, 5 if q else 20), 600),
@@ -1508,6 +1547,14 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
     "quorum": (lambda w, q: quorum(w, 500 if q else 3_000), 600),
     "memory-alarm": (lambda w, q: memory_alarm(w, 300 if q else 3_000, 8.0 if q else 20.0), 600),
     "rpc-restart": (lambda w, q: rpc_restart(w, 300 if q else 2_000), 600),
+    "beat-redis-2": (lambda w, q: beat_takeover(w, "redis", 2, *((20, 7) if q else (60, 20))),
+                     300),
+    "beat-redis-3": (lambda w, q: beat_takeover(w, "redis", 3, *((20, 7) if q else (60, 20))),
+                     300),
+    "beat-sqlite-2": (lambda w, q: beat_takeover(w, "sqlite", 2, *((20, 7) if q else (60, 20))),
+                      300),
+    "beat-sqlite-3": (lambda w, q: beat_takeover(w, "sqlite", 3, *((20, 7) if q else (60, 20))),
+                      300),
 }
 
 

@@ -259,6 +259,22 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("task_max_redeliveries", 3, _at_least(INT, 1),
             "Deliveries of one message after which it goes to the dead-letter queue "
             "<queue>.dead instead of running again (a poison message cannot loop forever)."),
+    # Periodic tasks (qtui beat)
+    Setting("beat_schedule", {}, TABLE,
+            "Periodic tasks: {name: {task, schedule, args, kwargs, options}}; schedule is "
+            "seconds, a timedelta, a crontab or (TOML) a table of crontab fields."),
+    Setting("beat_catch_up", "once", _one_of("once", "none", "all"),
+            "Ticks missed while no beat ran (later than beat_grace): once (one run for all of "
+            "them), none (skip them) or all (send each)."),
+    Setting("beat_grace", 60.0, _at_least(NUMBER, 1),
+            "Seconds a tick may be late and still be sent as scheduled (a takeover); an older "
+            "one is missed and follows beat_catch_up. At least 1."),
+    Setting("beat_lease_ttl", 5.0, _at_least(NUMBER, 1),
+            "Seconds the leading beat's lease lasts unless renewed (every third of it): a "
+            "standby takes over within about this long after the leader dies."),
+    Setting("beat_key_prefix", "qtui-beat", STR,
+            "Names the beat's shared state (Redis keys, SQLite rows): apps sharing a broker "
+            "each need their own."),
     # Console
     Setting("console_max_tasks", 100_000, _at_least(INT, 1),
             "Tasks the console keeps in memory (finished ones are forgotten first)."),

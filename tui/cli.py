@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import commands as scripted
     from . import demo
+    from . import schedule_commands
 
     parser = argparse.ArgumentParser(
         prog="qtui",
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start a worker: consume the queues, run the tasks, store the results.")
     worker_cli.add_arguments(worker)
     scripted.add_parsers(commands)
+    schedule_commands.add_parsers(commands)
     demo.add_parser(commands)
     return parser
 

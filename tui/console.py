@@ -37,6 +37,7 @@ from .views.base import ClusterView
 from .views.modals import CommandScreen, ConfirmScreen, HelpScreen
 from .views.overview import OverviewScreen
 from .views.queues import QueuesScreen
+from .views.schedules import SchedulesScreen
 from .views.tasks import TasksScreen
 from .views.workers import WorkersScreen
 
@@ -46,6 +47,7 @@ OUTCOMES_KEPT = 50
 VIEWS: dict[str, type[ClusterView]] = {
     "overview": OverviewScreen, "workers": WorkersScreen, "tasks": TasksScreen,
     "queues": QueuesScreen,
+    "schedules": SchedulesScreen,
 }
 
 
@@ -61,6 +63,7 @@ class Console(TextualApp[None]):
         Binding("2", "switch_mode('workers')", "Workers"),
         Binding("3", "switch_mode('tasks')", "Tasks"),
         Binding("4", "switch_mode('queues')", "Queues"),
+        Binding("5", "switch_mode('schedules')", "Schedules", show=False),
         Binding("colon", "command", "Command"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -247,7 +250,7 @@ class Console(TextualApp[None]):
         word, _, rest = text.strip().lstrip(":").strip().partition(" ")
         word = word.lower()
         aliases = {"w": "workers", "t": "tasks", "qu": "queues", "o": "overview",
-                   "wo": "workers", "ta": "tasks", "ov": "overview"}
+                   "wo": "workers", "ta": "tasks", "ov": "overview", "sc": "schedules"}
         word = aliases.get(word, word)
         if word in ("q", "quit", "exit"):
             self.exit()
@@ -298,6 +301,7 @@ class Console(TextualApp[None]):
         sections.append(("Commands (:)", [(":workers", "workers view"),
                                           (":tasks QUERY", "tasks view, filtered"),
                                           (":queues", "queues view"),
+                                          (":schedules", "periodic tasks"),
                                           (":overview", "overview"),
                                           (":context NAME", "switch cluster"),
                                           (":quit", "leave")]))

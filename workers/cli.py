@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="send no worker heartbeat events")
     parser.add_argument("--without-events", action="store_true",
                         help="send no task events (the console then sees no task activity)")
+    parser.add_argument("-B", "--beat", action="store_true",
+                        help="also run a beat process (periodic tasks of beat_schedule) in a "
+                             "thread of this worker; it leads or stands by like `qtui beat`")
 
 
 def expand_hostname(template: str | None) -> str:
@@ -185,7 +188,28 @@ def run(args: argparse.Namespace, app: App) -> int:
             max_tasks_per_child=args.max_tasks_per_child, statedb=args.statedb,
             send_events=False if args.without_events else None,
             heartbeat=not args.without_heartbeat)
-        return worker.start()
+        with beside(app, worker.hostname, args.beat):
+            return worker.start()
+
+
+@contextmanager
+def beside(app: App, hostname: str, enabled: bool) -> Iterator[None]:
+    """With ``-B``: a beat (:mod:`qtui.core.beat`) in a thread for as long as the worker runs."""
+    if not enabled:
+        yield
+        return
+    import threading
+
+    from qtui.core.beat.service import Beat
+
+    beat = Beat(app, node=f"beat-{hostname}")
+    thread = threading.Thread(target=beat.run, name="qtui-beat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        beat.stop()
+        thread.join(app.conf.beat_lease_ttl)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
