@@ -10,7 +10,6 @@ before its first poll of the broker.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +31,7 @@ from qtui.core import signals
 @signals.worker_ready.connect
 def broadcast_then_pause(sender, **_):
     # A command sent from the worker_ready signal itself, then a pause before the first poll.
-    app.control.broadcast("revoke", arguments={{"task_id": {revoke_id!r}}},
+    app.control.broadcast("revoke", arguments={{"task_id": KEY + "-revoked-on-ready"}},
                           destination=[sender.hostname])
     time.sleep({pause!r})
 """
@@ -43,9 +42,7 @@ def ready_setup(request: pytest.FixtureRequest, tmp_path, unique) -> Iterator[Se
     """A tasks module whose worker_ready receiver broadcasts a revoke, then pauses."""
     url, backend = broker_urls(request.param, tmp_path)
     setup = make_setup(tmp_path, f"qw-{unique}", url, backend)
-    setup.revoke_id = str(uuid.uuid4())  # type: ignore[attr-defined]
-    write_module(tmp_path, "tasks", TASKS + READY_HOOKS.format(
-        revoke_id=setup.revoke_id, pause=READY_PAUSE))  # type: ignore[attr-defined]
+    write_module(tmp_path, "tasks", TASKS + READY_HOOKS.format(pause=READY_PAUSE))
     yield setup
     setup.cleanup()
 
@@ -72,7 +69,7 @@ def test_a_ping_sent_on_the_ready_line_is_answered(ready_setup: Setup):
 def test_a_command_sent_from_the_worker_ready_signal_is_received(ready_setup: Setup):
     app = ready_setup.app()
     host = hostname_of(ready_setup)
-    revoke_id = ready_setup.revoke_id  # type: ignore[attr-defined]
+    revoke_id = f"{ready_setup.queue}-revoked-on-ready"
 
     def revoked() -> bool:
         replies = app.control.broadcast("revoked", reply=True, timeout=5, destination=[host])
