@@ -1,4 +1,5 @@
-"""qtui's Redis channel publishes in one round trip and routes exactly as kombu's does."""
+"""qtui's Redis channel publishes in one round trip and routes exactly as kombu's does, and
+subscribes to its fanout queues on demand (before the first poll)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import redis
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from qtui.core.brokers import redis as redis_broker
+
+from .services import REDIS_HOST, REDIS_PORT
+from .tcp_proxy import SilentProxy
 
 pytestmark = pytest.mark.redis
 
@@ -138,3 +142,20 @@ def test_a_fanout_message_published_right_after_subscribe_now_is_received(redis_
             except socket.timeout:
                 pass
     assert got == [{"n": 1}]
+
+
+def test_subscribe_now_gives_up_when_redis_does_not_confirm(names):
+    """A subscription Redis never confirms (a half-open connection) is an error the caller
+    reconnects on, not a wait for ever."""
+    proxy = SilentProxy((REDIS_HOST, REDIS_PORT))
+    try:
+        with redis_broker.connection(f"redis://127.0.0.1:{proxy.port}/0") as conn:
+            channel = conn.channel()
+            exchange = Exchange(names["exchange"], type="fanout")
+            Consumer(channel, [Queue(names["a"], exchange, auto_delete=True)],
+                     no_ack=True).consume()
+            proxy.silence()
+            with pytest.raises(redis.exceptions.TimeoutError, match="did not confirm"):
+                channel.subscribe_now(0.5)
+    finally:
+        proxy.close()
