@@ -114,7 +114,7 @@ class Channel(kombu_redis.Channel):
         ``timeout`` seconds."""
         topics = [topic for queue in self.active_fanout_queues
                   for topic in self._get_subscribe_topics(queue)]
-        if not topics or self._in_listen:
+        if not topics or self._in_listen:  # nothing to listen to, or kombu subscribed already
             return
         self.connection.cycle._register_LISTEN(self)  # connects, registers, sends PSUBSCRIBE
         # Redis answers one PSUBSCRIBE with a confirmation per pattern, before any message.
