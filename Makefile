@@ -24,10 +24,8 @@ run: $(VENV)/.installed-run
 # most of the suite waits on real workers and brokers, so two halve it on a 2-core machine.
 TEST_PROCESSES ?= 2
 
-# A failed test runs once more (and is reported as rerun): a worker says ready before its
-# remote-control subscription on Redis is live, and a command sent in that instant is lost.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile --reruns 1 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

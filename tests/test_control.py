@@ -101,6 +101,10 @@ def cluster(request, tmp_path_factory):
     try:
         with start_celery(directory, broker, queue):
             cluster = Cluster(broker, queue)
+            # Celery says "ready" before its first poll, when it subscribes to the mailbox on
+            # Redis (qtui's worker subscribes first): a command sent in between is lost.
+            eventually(lambda: cluster.app.control.ping(destination=[cluster.hostname],
+                                                        timeout=1), "the worker listening")
             yield cluster
             cluster.app.close()
     finally:

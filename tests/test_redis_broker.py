@@ -1,14 +1,20 @@
-"""qtui's Redis channel publishes in one round trip and routes exactly as kombu's does."""
+"""qtui's Redis channel publishes in one round trip and routes exactly as kombu's does, and
+subscribes to its fanout queues on demand (before the first poll)."""
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
 import redis
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from qtui.core.brokers import redis as redis_broker
+
+from .services import REDIS_HOST, REDIS_PORT
+from .tcp_proxy import SilentProxy
 
 pytestmark = pytest.mark.redis
 
@@ -113,3 +119,43 @@ def test_a_task_reaches_its_queue_after_redis_lost_the_binding_set(redis_url, na
     finally:
         app.close()
     assert redis.Redis.from_url(redis_url).llen(queue) == 2
+
+
+def test_a_fanout_message_published_right_after_subscribe_now_is_received(redis_url, names):
+    """kombu subscribes on the first poll; ``subscribe_now`` makes the subscription live before
+    it, so a message published in between is not lost."""
+    exchange = Exchange(names["exchange"], type="fanout")
+    got: list[object] = []
+    with redis_broker.connection(redis_url) as conn:
+        channel = conn.channel()
+        consumer = Consumer(channel, [Queue(names["a"], exchange, auto_delete=True)],
+                            callbacks=[lambda body, message: got.append(body)], no_ack=True)
+        consumer.consume()
+        channel.subscribe_now(5.0)
+        with redis_broker.connection(redis_url) as other:
+            Producer(other.default_channel).publish({"n": 1}, exchange=exchange,
+                                                    declare=[exchange])
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            try:
+                conn.drain_events(timeout=0.5)
+            except socket.timeout:
+                pass
+    assert got == [{"n": 1}]
+
+
+def test_subscribe_now_gives_up_when_redis_does_not_confirm(names):
+    """A subscription Redis never confirms (a half-open connection) is an error the caller
+    reconnects on, not a wait for ever."""
+    proxy = SilentProxy((REDIS_HOST, REDIS_PORT))
+    try:
+        with redis_broker.connection(f"redis://127.0.0.1:{proxy.port}/0") as conn:
+            channel = conn.channel()
+            exchange = Exchange(names["exchange"], type="fanout")
+            Consumer(channel, [Queue(names["a"], exchange, auto_delete=True)],
+                     no_ack=True).consume()
+            proxy.silence()
+            with pytest.raises(redis.exceptions.TimeoutError, match="did not confirm"):
+                channel.subscribe_now(0.5)
+    finally:
+        proxy.close()

@@ -193,6 +193,12 @@ class Consumer:
         node.channel = conn.channel()
         self._pidbox = node.listen(callback=self._on_control)
         self._node = node
+        # The worker says it is ready once this returns: on Redis the mailbox is a PUBLISH
+        # subscription, sent on the first poll unless made live here (RabbitMQ and the embedded
+        # broker bind the queue while listening, so a command waits there).
+        subscribe_now = getattr(node.channel, "subscribe_now", None)
+        if subscribe_now is not None:
+            subscribe_now(float(self.app.conf.broker_connection_timeout))
 
     def _on_control(self, body: Any, message: Message) -> None:
         try:

@@ -11,7 +11,9 @@ different, and:
 * publishes to a direct exchange in one round trip: a Lua script reads the binding set and pushes
   the message to every queue bound with its routing key (its priority list), atomically. The
   bindings are read at publish time as kombu reads them -- nothing is cached -- so a queue bound
-  a moment ago by another process gets the message.
+  a moment ago by another process gets the message;
+* can make its fanout subscriptions live at once (:meth:`Channel.subscribe_now`): kombu sends
+  ``PSUBSCRIBE`` on the first poll, and a fanout message published before that is lost.
 
 Topic and fanout exchanges, queues declared with an expiry, batches (``Producer.batch``) and
 ``global_keyprefix`` go through kombu's own code. The script touches queue keys it is not given
@@ -21,12 +23,15 @@ does not -- kombu's transport does not support Redis Cluster either.
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any
 
+import redis
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual.base import UNDELIVERABLE_FMT, UndeliverableWarning
+from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 
 #: Route a message as kombu's direct exchange does and push it, in one round trip.
@@ -100,6 +105,30 @@ class Channel(kombu_redis.Channel):
             self._new_queue(self.deadletter_queue)
             self._put(self.deadletter_queue, message)
         return None
+
+    def subscribe_now(self, timeout: float) -> None:
+        """Subscribe to the fanout queues consumed so far and wait until Redis confirms it, so
+        that what is published from now on reaches them. kombu would subscribe on the first
+        poll; this takes the poller's own path (it then finds the channel listening already).
+        Raises ``redis.exceptions.TimeoutError`` when Redis does not confirm within
+        ``timeout`` seconds."""
+        topics = [topic for queue in self.active_fanout_queues
+                  for topic in self._get_subscribe_topics(queue)]
+        if not topics or self._in_listen:  # nothing to listen to, or kombu subscribed already
+            return
+        self.connection.cycle._register_LISTEN(self)  # connects, registers, sends PSUBSCRIBE
+        # Redis answers one PSUBSCRIBE with a confirmation per pattern, before any message.
+        unconfirmed = len(topics)
+        deadline = time.monotonic() + timeout
+        while unconfirmed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise redis.exceptions.TimeoutError(
+                    f"Redis did not confirm the subscription to {', '.join(topics)} "
+                    f"within {timeout}s")
+            reply = self.subclient.parse_response(block=False, timeout=remaining)
+            if isinstance(reply, (list, tuple)) and bytes_to_str(reply[0]) == "psubscribe":
+                unconfirmed -= 1
 
 
 class Transport(kombu_redis.Transport):
