@@ -112,7 +112,7 @@ async def test_workers_view_shows_the_live_worker_with_its_pool_and_queues(world
         await pilot.press("enter")
         assert isinstance(console.screen, WorkerDetailScreen)
         screen = console.screen
-        await until(pilot, lambda: "loading" not in str(screen.query_one("#body-registered")
+        await until(pilot, lambda: "loading" not in str(screen.query_one("#note-registered")
                                                          .render()), what="registered reply")
         await pilot.click("#tabs-list Tab#--content-tab-tab-registered")
         await until(pilot, lambda: "tasks.add" in screen_text(console), what="registered tasks")
@@ -132,7 +132,7 @@ async def test_tasks_view_follows_tasks_and_drills_into_a_failure(world):
         await pilot.press("enter")
         screen = console.screen
         assert isinstance(screen, TaskDetailScreen)
-        text = str(screen.query_one("#outcome").render())
+        text = str(screen.query_one("#exception").render())
         assert "card declined" in text
         await pilot.press("escape")
     app.close()

@@ -70,3 +70,9 @@ class OverviewScreen(ClusterView):
         for task in model.recent_failures():
             failures.add_row(*format.cells(format.clock(task.updated), task.name, task.worker,
                                            task.exception[:80]), key=task.id)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter or a double click on a recent failure opens its task detail, traceback first."""
+        from .details import TaskDetailScreen
+        if event.data_table.id == "failures" and event.row_key.value is not None:
+            self.app.push_screen(TaskDetailScreen(event.row_key.value))

@@ -35,6 +35,7 @@ class TasksScreen(ClusterView):
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
         Binding("enter", "drill", "Details"),
+        Binding("c", "copy_id", "Copy id", show=False),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse"),
         Binding("right_square_bracket", "page(1)", "Next page"),
@@ -227,6 +228,11 @@ class TasksScreen(ClusterView):
         from .details import TaskDetailScreen
         if task := self.selected():
             self.app.push_screen(TaskDetailScreen(task.id))
+
+    def action_copy_id(self) -> None:
+        from .details import copy_id
+        if task := self.selected():
+            copy_id(self, task.id)
 
     def action_revoke(self) -> None:
         if task := self.selected():
