@@ -69,7 +69,7 @@ class TaskDetailScreen(ClusterView):
         self._family_shape: tuple[tuple[str, str, str, int], ...] | None = None
         """What the family tree was drawn from: redrawn (losing its cursor) only when it changes."""
 
-    def on_mount(self) -> None:  # after ClusterView.on_mount, which Textual calls first
+    def on_mount(self) -> None:  # ClusterView.on_mount runs as well (Textual calls both)
         self.load_arguments()
 
     @work(thread=True, group="arguments")
