@@ -123,6 +123,21 @@ async def test_the_detail_shows_the_failure_before_what_the_task_is_and_its_time
         assert screen.query_one("#traceback", TextArea).text == TRACEBACK.rstrip("\n")
 
 
+async def test_a_long_traceback_opens_on_its_last_lines_at_80x24():
+    frames = "".join(f'  File "app/m{i}.py", line {i}, in f{i}\n    step_{i}()\n'
+                     for i in range(40))
+    long = dataclasses.replace(FAILED, traceback=f"Traceback (most recent call last):\n{frames}"
+                                                 "OSError: disk full\n")
+    console = FixedConsole(snapshot=dataclasses.replace(SNAPSHOT, tasks=(*TASKS[:7], long)))
+    async with console.run_test(size=SMALL) as pilot:
+        await pilot.press("1", "tab", "enter")
+        await pilot.pause()
+        text = screen_text(console)
+        assert "OSError: disk full" in text and "step_39()" in text
+        assert "Traceback (most recent call last)" not in text
+        assert on_screen(console.screen.query_one("#traceback"), SMALL)
+
+
 async def test_a_task_that_did_not_fail_shows_no_empty_failure_section():
     console = FixedConsole()
     async with console.run_test(size=SMALL) as pilot:
@@ -143,6 +158,19 @@ async def test_the_timeline_shows_milliseconds_the_time_since_receipt_and_the_ex
         assert "14:13:24.010" in text and "+10ms" in text
         failed = next(line for line in text.split("task-failed")[1:2])
         assert failed.startswith(" ") and "card declined for order 4" in failed
+
+
+async def test_a_retried_tasks_timeline_counts_from_its_first_receipt():
+    timeline = (("task-received", T0, "w", ""), ("task-retried", T0 + 1.5, "w", "E('first')"),
+                ("task-received", T0 + 3, "w", ""), ("task-failed", T0 + 65, "w", "E('last')"))
+    retried = dataclasses.replace(TASKS[3], received=T0 + 3, timeline=timeline)
+    console = FixedConsole(snapshot=dataclasses.replace(SNAPSHOT, tasks=(retried,)))
+    async with console.run_test(size=SIZE) as pilot:
+        console.push_screen(TaskDetailScreen(retried.id))
+        await pilot.pause()
+        text = screen_text(console)
+        assert all(offset in text for offset in ("+0ms", "+1.50s", "+3.00s", "+65.00s"))
+        assert "-" not in text.split("Timeline")[1].split("esc")[0].replace("task-", "")
 
 
 def test_each_timeline_entry_keeps_what_its_own_event_said():
@@ -200,8 +228,10 @@ async def test_the_traceback_and_arguments_are_text_to_select_and_copy():
         console.push_screen(TaskDetailScreen(TASKS[3].id))
         await pilot.pause()
         console.screen.query_one("#traceback", TextArea).focus()
-        await pilot.press("shift+down", "shift+end", "ctrl+c")
-        assert console.clipboard == TRACEBACK.splitlines()[0] + "\n" + TRACEBACK.splitlines()[1]
+        await pilot.press("shift+home", "ctrl+c")  # it opens on its end: the exception line
+        assert console.clipboard == "ValueError: card declined for order 4"
+        await pilot.press("up", "up", "up", "home", "shift+down", "shift+end", "ctrl+c")
+        assert console.clipboard == "\n".join(TRACEBACK.splitlines()[:2])
         console.screen.query_one("#values", TextArea).focus()
         await pilot.press("shift+end", "ctrl+c")
         assert console.clipboard == "args   (4, 19.99)"

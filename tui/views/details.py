@@ -111,8 +111,10 @@ class TaskDetailScreen(ClusterView):
         exception = self.query_one("#exception", Static)
         exception.display = bool(task.exception)
         exception.update(Content.styled(printable(task.exception), "bold red"))
-        _show_text(self.query_one("#traceback", TextArea),
-                   printable(task.traceback.rstrip("\n"), multiline=True))
+        traceback = self.query_one("#traceback", TextArea)
+        if _show_text(traceback, printable(task.traceback.rstrip("\n"), multiline=True)):
+            # Where it failed is at the end: a long traceback opens on its last lines.
+            traceback.move_cursor(traceback.document.end)
         self.query_one("#fields", Static).update(self._fields(task))
         _show_text(self.query_one("#values", TextArea), self._values(task))
         self._show_family()
@@ -236,12 +238,14 @@ def copy_id(view: ClusterView, task_id: str) -> None:
     view.notify(f"Copied {task_id}", title="Clipboard")
 
 
-def _show_text(area: TextArea, text: str) -> None:
+def _show_text(area: TextArea, text: str) -> bool:
     """Show ``text`` (hidden when empty), leaving the area alone while it is unchanged so that
-    a refresh does not lose the operator's selection."""
+    a refresh does not lose the operator's selection; returns whether it changed."""
     area.display = bool(text)
-    if area.text != text:
-        area.load_text(text)
+    if area.text == text:
+        return False
+    area.load_text(text)
+    return True
 
 
 def _shape(member: Member, depth: int) -> Iterator[tuple[str, str, str, int]]:
@@ -252,13 +256,15 @@ def _shape(member: Member, depth: int) -> Iterator[tuple[str, str, str, int]]:
 
 
 def _timeline(task: TaskRow) -> Table:
-    """Each event with its time to the millisecond and its distance from the task's receipt."""
+    """Each event with its time to the millisecond and its distance from the task's first
+    receipt (a retried task is received again: ``received`` is the latest)."""
     timeline = Table(title="Timeline", title_justify="left", title_style="bold",
                      box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=True)
     for column in ("time", "+Δ", "event", "worker"):
         timeline.add_column(column, no_wrap=True)
     timeline.add_column("detail", ratio=1)
-    start = task.received or (task.timeline[0][1] if task.timeline else None)
+    received = [stamp for kind, stamp, *_ in task.timeline if kind == "task-received"]
+    start = min(received, default=task.timeline[0][1] if task.timeline else task.received)
     for step in map(TaskEvent._make, task.timeline):
         timeline.add_row(*format.cells(format.moment(step.timestamp),
                                        format.offset(step.timestamp, start), step.type,
