@@ -13,6 +13,7 @@ from textual.widgets import DataTable, TabbedContent, TextArea, Tree
 
 from qtui.core.state import State
 from qtui.tui.history import History
+from qtui.tui.model import ConsoleModel
 from qtui.tui.views.details import TaskDetailScreen, WorkerDetailScreen, worker_table
 from qtui.tui.views.tasks import TasksScreen
 
@@ -262,6 +263,19 @@ async def test_the_detail_shows_the_tasks_family_from_its_root():
             "    flow.right SUCCESS fam-3",
             "  flow.orphan SUCCESS fam-4",
         ]
+
+
+def test_forgotten_tasks_leave_the_family_index():
+    """Neither the memory bound nor the state's own forgetting leaves a ghost in a tree."""
+    model = ConsoleModel(max_tasks=3)
+    start, middle, left, _, _ = family_tasks()
+    model.apply(dataclasses.replace(SNAPSHOT, tasks=(left, start, middle)))
+    assert [m.id for m in model.family.tree("fam-1", model.tasks).children[0].children] \
+        == ["fam-2"]
+    model.apply(dataclasses.replace(SNAPSHOT, tasks=(TASKS[0],)))  # past max_tasks: left goes
+    assert model.family.tree("fam-1", model.tasks).children[0].children == []
+    model.apply(dataclasses.replace(SNAPSHOT, tasks=(), removed=("fam-1",)))
+    assert model.family.tree("fam-0", model.tasks) is None
 
 
 async def test_a_task_without_family_shows_no_tree():
