@@ -112,6 +112,21 @@ async def test_double_clicking_a_recent_failure_opens_its_detail():
         assert console.screen.task_id == TASKS[3].id
 
 
+async def test_enter_opens_the_chosen_failure_after_newer_failures_redraw_the_list():
+    newer = dataclasses.replace(FAILED, id="newest-failure", updated=FAILED.updated + 60)
+    console = FixedConsole(snapshot=INCIDENT)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("1", "tab", "down")  # the second failure: task 4
+        console.last_input = 0.0  # the redraw below is not held back for the keys
+        console.apply(dataclasses.replace(SNAPSHOT, tasks=(newer,)))
+        await pilot.pause()
+        failures = console.screen.query_one("#failures", DataTable)
+        assert failures.ordered_rows[0].key.value == newer.id  # redrawn, the newest on top
+        await pilot.press("enter")
+        await pilot.pause()
+        assert console.screen.task_id == TASKS[3].id
+
+
 async def test_the_detail_shows_the_failure_before_what_the_task_is_and_its_timeline():
     console = FixedConsole(snapshot=INCIDENT)
     async with console.run_test(size=SMALL) as pilot:
