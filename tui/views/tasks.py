@@ -35,7 +35,6 @@ class TasksScreen(ClusterView):
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
         Binding("enter", "drill", "Details"),
-        Binding("c", "copy_id", "Copy id", show=False),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse"),
         Binding("right_square_bracket", "page(1)", "Next page"),
@@ -46,6 +45,7 @@ class TasksScreen(ClusterView):
         Binding("right,l", "tab(1)", "Next state", show=False, priority=True),
         Binding("R", "revoke", "Revoke"),
         Binding("T", "terminate", "Terminate"),
+        Binding("c", "copy_id", "Copy id", show=False),
         Binding("y", "retry", "Retry"),
         Binding("L", "rate_limit", "Rate limit type"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
