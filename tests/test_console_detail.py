@@ -374,6 +374,16 @@ async def test_enter_on_an_active_task_of_a_worker_opens_its_detail():
         assert console.screen.task_id == TASKS[2].id
 
 
+async def test_a_reply_naming_one_task_twice_shows_both_rows():
+    class Twice(InspectedConsole):
+        REPLIES = {**InspectedConsole.REPLIES, "revoked": ["same", "same", "other"]}
+
+    console = Twice()
+    async with console.run_test(size=SIZE) as pilot:
+        screen = await open_worker(console, pilot, "revoked")
+        assert table_rows(screen, "table-revoked") == [["same"], ["same"], ["other"]]
+
+
 def test_a_reply_of_an_unexpected_shape_is_shown_as_keys_and_values():
     assert worker_table("active", {"odd": [1, {"x": 2}]}) == (
         ("Key", "Value"), [(None, ["odd", '[1, {"x": 2}]'])])

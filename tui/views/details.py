@@ -335,9 +335,11 @@ class WorkerDetailScreen(ClusterView):
             table.add_columns(*columns)
             seen: set[str] = set()
             for key, cells in rows[:ROWS_SHOWN]:
-                unique = key if key is not None and key not in seen else None
-                seen.add(unique or "")
-                table.add_row(*format.cells(*cells), key=unique)
+                if key in seen:  # a reply may name a task twice; a row key must be unique
+                    key = None
+                elif key is not None:
+                    seen.add(key)
+                table.add_row(*format.cells(*cells), key=key)
             more = f", the first {ROWS_SHOWN} shown" if len(rows) > ROWS_SHOWN else ""
             self._note(tab, f"{len(rows)} {'row' if len(rows) == 1 else 'rows'}{more}", "dim")
 
