@@ -384,6 +384,19 @@ async def test_a_reply_naming_one_task_twice_shows_both_rows():
         assert table_rows(screen, "table-revoked") == [["same"], ["same"], ["other"]]
 
 
+async def test_c_copies_a_worker_detail_row_or_its_task_id():
+    console = InspectedConsole()
+    async with console.run_test(size=SIZE) as pilot:
+        screen = await open_worker(console, pilot, "pool")
+        screen.query_one("#table-pool", DataTable).focus()
+        await pilot.press("down", "c")
+        assert console.clipboard == "max-concurrency\t4"
+        screen.query_one("#inspect", TabbedContent).active = "tab-scheduled"
+        await pilot.pause()
+        await pilot.press("c")
+        assert console.clipboard == "later-1"
+
+
 def test_a_reply_of_an_unexpected_shape_is_shown_as_keys_and_values():
     assert worker_table("active", {"odd": [1, {"x": 2}]}) == (
         ("Key", "Value"), [(None, ["odd", '[1, {"x": 2}]'])])

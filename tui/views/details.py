@@ -273,9 +273,11 @@ def _timeline(task: TaskRow) -> Table:
 
 
 class WorkerDetailScreen(ClusterView):
-    """One worker's inspect replies, each as a table (Enter on a task opens its detail)."""
+    """One worker's inspect replies, each as a table (Enter on a task opens its detail, ``c``
+    copies the row under the cursor)."""
 
-    BINDINGS = [Binding("escape", "app.back", "Back"), Binding("f5,ctrl+r", "reload", "Reload")]
+    BINDINGS = [Binding("escape", "app.back", "Back"), Binding("f5,ctrl+r", "reload", "Reload"),
+                Binding("c", "copy_row", "Copy row")]
 
     def __init__(self, hostname: str) -> None:
         super().__init__()
@@ -356,6 +358,24 @@ class WorkerDetailScreen(ClusterView):
         else:
             self.notify(f"Task {task_id} is not in memory (no event about it seen)",
                         severity="warning")
+
+
+    def action_copy_row(self) -> None:
+        """A task row's id, or any other row's values separated by tabs (as a spreadsheet
+        pastes them), onto the clipboard."""
+        tab = self.query_one("#inspect", TabbedContent).active.removeprefix("tab-")
+        table = self.query_one(f"#table-{tab}", DataTable)
+        if not table.row_count:
+            self.notify("Nothing to copy", severity="warning")
+            return
+        row = table.cursor_row
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if tab in TASK_TABS and key is not None:
+            copy_id(self, key)
+            return
+        text = "\t".join(str(cell) for cell in table.get_row_at(row))
+        self.app.copy_to_clipboard(text)
+        self.notify(f"Copied {text}", title="Clipboard")
 
 
 Rows = list[tuple[str | None, list[str]]]
