@@ -400,7 +400,8 @@ async def test_c_copies_a_worker_detail_row_or_its_task_id():
 def test_a_reply_of_an_unexpected_shape_is_shown_as_keys_and_values():
     assert worker_table("active", {"odd": [1, {"x": 2}]}) == (
         ("Key", "Value"), [(None, ["odd", '[1, {"x": 2}]'])])
-    assert worker_table("registered", "tasks.add") == (("Key", "Value"), [(None, ["", "tasks.add"])])
+    assert worker_table("registered", "tasks.add") == (
+        ("Key", "Value"), [(None, ["", "tasks.add"])])
     columns, rows = worker_table("revoked", ["a", 7])
     assert columns == ("ID",) and rows == [("a", ["a"]), (None, ["7"])]
 

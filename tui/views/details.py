@@ -67,7 +67,8 @@ class TaskDetailScreen(ClusterView):
         self.full_arguments: tuple[list[Any], dict[str, Any]] | None = None
         """The complete args and kwargs, once a worker or the result backend gave them."""
         self._family_shape: tuple[tuple[str, str, str, int], ...] | None = None
-        """What the family tree was drawn from: redrawn (losing its cursor) only when it changes."""
+        """What the family tree was drawn from: it is redrawn (losing its cursor) only when
+        this changes."""
 
     def on_mount(self) -> None:  # ClusterView.on_mount runs as well (Textual calls both)
         self.load_arguments()
