@@ -17,6 +17,7 @@ from sys import intern
 from typing import Any
 
 from . import states
+from .display import clip
 from .eventcheck import MAX_FIELD, BadEvent, check
 
 #: Seconds between a worker's heartbeats when its events do not say (Celery's default).
@@ -28,6 +29,8 @@ HEARTBEAT_EXPIRE_FACTOR = 2.0
 MAX_CLOCK_SKEW = 1.0
 #: Events kept in one task's timeline (a task that retries forever stays bounded).
 TIMELINE_MAX = 32
+#: Characters of a timeline entry's detail (the exception of a task-failed or task-retried).
+TIMELINE_DETAIL_MAX = 200
 #: Workers kept (Flower's max_workers_in_memory): a flood of made-up hostnames stays bounded.
 MAX_WORKERS = 1_000
 
@@ -134,8 +137,9 @@ class TaskState:
     """Hostname that sent the event that set ``state``."""
     updated: float = 0.0
     """Local time of the last event about this task."""
-    timeline: tuple[tuple[str, float, str], ...] = ()
-    """(event type, timestamp, hostname) of each event, in arrival order."""
+    timeline: tuple[tuple[str, float, str, str], ...] = ()
+    """(event type, timestamp, hostname, detail) of each event, in arrival order; the detail
+    says what that event alone said (a failure's or a retry's exception, why it was revoked)."""
 
     @property
     def id(self) -> str:
@@ -345,7 +349,8 @@ class State:
         # A tuple of plain tuples, rebuilt on each event (timelines are short): the garbage
         # collector stops tracking it, where a list stays tracked; with 100,000 tasks that
         # shortens every full collection, which pauses every thread of a console.
-        task.timeline = (*task.timeline[1 - TIMELINE_MAX:], (kind, timestamp, hostname))
+        task.timeline = (*task.timeline[1 - TIMELINE_MAX:],
+                         (kind, timestamp, hostname, _detail(kind, event)))
 
         self._store(task, created, was_ready)
         if task.name is not None and task.name != old_name:
@@ -465,6 +470,23 @@ class State:
         self._changed = {}
         self._removed = set()
         return changes
+
+
+def _detail(kind: str, event: Mapping[str, Any]) -> str:
+    """What one event says that the task's fields keep only for the latest: each retry's
+    exception, the failure's, and how a revocation or rejection happened."""
+    if kind in ("task-failed", "task-retried"):
+        exception = event.get("exception")
+        return "" if exception is None else clip(str(exception), TIMELINE_DETAIL_MAX)
+    if kind == "task-revoked":
+        how = [word for word in ("terminated", "expired") if event.get(word)]
+        signum = event.get("signum")
+        if isinstance(signum, int) and not isinstance(signum, bool) and signum:
+            how.append(f"signal {signum}")
+        return ", ".join(how)
+    if kind == "task-rejected" and event.get("requeue"):
+        return "requeued"
+    return ""
 
 
 def _local_time(event: Mapping[str, Any]) -> float:

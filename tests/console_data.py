@@ -35,7 +35,8 @@ def _task(n: int, name: str, state: str, worker: str, **extra: object) -> TaskRo
     if state not in ("RECEIVED",):
         timeline.append(("task-started", received + 0.01, worker, ""))
     if state in FINAL_EVENTS:
-        timeline.append((FINAL_EVENTS[state], received + 0.5, worker, ""))
+        timeline.append((FINAL_EVENTS[state], received + 0.5, worker,
+                         str(extra.get("exception", ""))))
     values: dict[str, object] = dict(
         id=f"00000000-0000-4000-8000-{n:012d}", name=name, state=state, worker=worker,
         received=received, started=received + 0.01 if state != "RECEIVED" else None,

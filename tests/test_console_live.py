@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from textual.widgets import DataTable
+from textual.widgets import DataTable, TextArea
 
 from qtui.core.state import State
 from qtui.tui.console import Console
@@ -112,7 +112,7 @@ async def test_workers_view_shows_the_live_worker_with_its_pool_and_queues(world
         await pilot.press("enter")
         assert isinstance(console.screen, WorkerDetailScreen)
         screen = console.screen
-        await until(pilot, lambda: "loading" not in str(screen.query_one("#body-registered")
+        await until(pilot, lambda: "loading" not in str(screen.query_one("#note-registered")
                                                          .render()), what="registered reply")
         await pilot.click("#tabs-list Tab#--content-tab-tab-registered")
         await until(pilot, lambda: "tasks.add" in screen_text(console), what="registered tasks")
@@ -132,8 +132,8 @@ async def test_tasks_view_follows_tasks_and_drills_into_a_failure(world):
         await pilot.press("enter")
         screen = console.screen
         assert isinstance(screen, TaskDetailScreen)
-        text = str(screen.query_one("#outcome").render())
-        assert "card declined" in text
+        await until(pilot, lambda: "card declined" in str(screen.query_one("#exception").render()),
+                    what="the exception at the top of the task's detail")
         await pilot.press("escape")
     app.close()
 
@@ -203,7 +203,8 @@ async def test_retry_sends_a_failed_task_again_with_its_full_arguments(world):
         assert isinstance(detail, TaskDetailScreen)
         await until(pilot, lambda: detail.full_arguments == ([long_message], {}),
                     what="the complete arguments in the task's detail")
-        assert "complete, from the worker" in screen_text(console)
+        # Below the failure, which comes first (its 3000-character message fills the screen).
+        assert "complete, from the worker" in detail.query_one("#values", TextArea).text
         await pilot.press("escape")
         await pilot.press("y")
         assert isinstance(console.screen, ConfirmScreen)

@@ -169,7 +169,8 @@ class Console(TextualApp[None]):
             self.notify(f"The event feed failed ({snapshot.last_feed_failure}) and was started "
                         "again; events sent meanwhile may be missing.", title="Event feed",
                         severity="error", timeout=15)
-        if self.screen_stack and isinstance(self.screen, ClusterView):  # not while exiting
+        # Not while exiting: a snapshot still queued then finds the view's widgets gone.
+        if self.is_running and self.screen_stack and isinstance(self.screen, ClusterView):
             self.screen.redraw()
 
     def inspect(self, hostname: str, method: str, *arguments: str) -> Any:

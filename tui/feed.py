@@ -96,7 +96,7 @@ def task_row(task: TaskState) -> TaskRow:
         exception=_text(task.exception), traceback=task.traceback or "",
         retries=task.retries or 0, eta=task.eta or "", queue=task.queue or "",
         exchange=task.exchange or "", routing_key=task.routing_key or "",
-        timeline=tuple((kind, stamp, host, "") for kind, stamp, host in task.timeline),
+        root_id=task.root_id or "", parent_id=task.parent_id or "", timeline=task.timeline,
         updated=task.updated)
 
 

@@ -134,6 +134,7 @@ def _load(data: str, max_field: int) -> TaskState | None:
         values["timeline"] = tuple(tuple(step) for step in values.get("timeline") or ())
         if not _sound(values):
             return None
+        values["timeline"] = tuple((*step, "")[:4] for step in values["timeline"])
         for name in TEXT_FIELDS:
             value = values.get(name)
             if value is not None:
@@ -154,5 +155,7 @@ def _sound(values: dict[str, Any]) -> bool:
                 or name in _TIMES and not real(value) \
                 or name in _COUNTS and not (isinstance(value, int) and value >= 0):
             return False
-    return all(len(step) == 3 and isinstance(step[0], str) and real(step[1])
-               and isinstance(step[2], str) for step in values["timeline"])
+    # Three items in histories kept before timeline entries had a detail.
+    return all(len(step) in (3, 4) and isinstance(step[0], str) and real(step[1])
+               and all(isinstance(text, str) for text in step[2:])
+               for step in values["timeline"])

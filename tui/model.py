@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from .family import Family
 from .rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
 
 
@@ -25,18 +26,22 @@ class ConsoleModel:
         self.last_bad_event = ""
         self.feed_failures = 0
         self.last_feed_failure = ""
+        self.family = Family()
+        """Parents, roots and children of the tasks held, for the task detail's family tree."""
         self.version = 0
         """Bumped by every applied snapshot, so a view knows whether it is stale."""
 
     def apply(self, snapshot: Snapshot) -> None:
         self.workers = {w.hostname: w for w in snapshot.workers}
         for task_id in snapshot.removed:
-            self.tasks.pop(task_id, None)
+            if (gone := self.tasks.pop(task_id, None)) is not None:
+                self.family.remove(gone)
         for task in snapshot.tasks:
+            self.family.add(task, self.tasks.get(task.id))
             self.tasks[task.id] = task
             self.tasks.move_to_end(task.id)
         while len(self.tasks) > self.max_tasks:
-            self.tasks.popitem(last=False)
+            self.family.remove(self.tasks.popitem(last=False)[1])
         if snapshot.queues or not self.queues:
             self.queues = {q.name: q for q in snapshot.queues}
         self.throughput = snapshot.throughput

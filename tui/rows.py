@@ -57,6 +57,9 @@ class TaskRow:
     exchange: str = ""
     routing_key: str = ""
     """Where the task was sent ('' unless a task-sent event said): a retry goes there too."""
+    root_id: str = ""
+    parent_id: str = ""
+    """The task's family: the first task of its workflow and the task that sent it."""
     timeline: tuple[tuple[str, float, str, str], ...] = ()
     updated: float = 0.0
 

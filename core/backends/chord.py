@@ -42,6 +42,13 @@ def fail_body(backend: ResultBackend, message: TaskMessage, error: ChordError) -
 
 
 def send_body(backend: ResultBackend, message: TaskMessage, results: list[Any]) -> None:
+    """Send the body as the header part that completed the chord sends it on a Celery worker
+    (``callback.delay`` inside that task): that part is its parent, and its root is the part's
+    root, unless the body was frozen with its own."""
     from ..canvas import apply
 
-    apply(backend.app, message.chord, (results,))
+    body = message.chord
+    frozen = (body.get("options") or {}) if isinstance(body, dict) else {}
+    family = {"parent_id": message.id, "root_id": message.root_id or message.id}
+    apply(backend.app, body, (results,),
+          **{name: value for name, value in family.items() if not frozen.get(name)})

@@ -34,6 +34,24 @@ def clock(timestamp: float | None) -> str:
         return "?"
 
 
+def moment(timestamp: float | None) -> str:
+    """A time of day to the millisecond: events of one task are often milliseconds apart."""
+    if not timestamp:
+        return ""
+    try:
+        return datetime.fromtimestamp(timestamp).strftime("%H:%M:%S.%f")[:-3]
+    except (OverflowError, ValueError, OSError, TypeError):  # a time no calendar holds
+        return "?"
+
+
+def offset(timestamp: float | None, start: float | None) -> str:
+    """How long after ``start`` a moment came (``+12ms``; before it, ``-5ms``)."""
+    if not timestamp or not start:
+        return ""
+    delta = timestamp - start
+    return ("-" if delta < 0 else "+") + duration(abs(delta))
+
+
 def age(seconds: float | None) -> str:
     if seconds is None:
         return "never"

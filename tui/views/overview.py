@@ -66,7 +66,18 @@ class OverviewScreen(ClusterView):
                 queue.name, "?" if queue.depth is None else str(queue.depth),
                 "" if queue.consumers is None else str(queue.consumers)))
         failures = self.query_one("#failures", DataTable)
+        # The cursor stays on the failure the operator chose, so Enter opens that one.
+        chosen = failures.coordinate_to_cell_key(failures.cursor_coordinate).row_key.value \
+            if failures.row_count else None
         failures.clear()
         for task in model.recent_failures():
             failures.add_row(*format.cells(format.clock(task.updated), task.name, task.worker,
                                            task.exception[:80]), key=task.id)
+        if chosen in failures.rows:
+            failures.move_cursor(row=failures.get_row_index(chosen))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter or a double click on a recent failure opens its task detail, traceback first."""
+        from .details import TaskDetailScreen
+        if event.data_table.id == "failures" and event.row_key.value is not None:
+            self.app.push_screen(TaskDetailScreen(event.row_key.value))

@@ -45,6 +45,7 @@ class TasksScreen(ClusterView):
         Binding("right,l", "tab(1)", "Next state", show=False, priority=True),
         Binding("R", "revoke", "Revoke"),
         Binding("T", "terminate", "Terminate"),
+        Binding("c", "copy_id", "Copy id", show=False),
         Binding("y", "retry", "Retry"),
         Binding("L", "rate_limit", "Rate limit type"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -227,6 +228,11 @@ class TasksScreen(ClusterView):
         from .details import TaskDetailScreen
         if task := self.selected():
             self.app.push_screen(TaskDetailScreen(task.id))
+
+    def action_copy_id(self) -> None:
+        from .details import copy_id
+        if task := self.selected():
+            copy_id(self, task.id)
 
     def action_revoke(self) -> None:
         if task := self.selected():
