@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qtui.core import App
+from qtui.core.states import READY_STATES
 
 #: Seconds to wait for workers' replies to an action.
 REPLY_TIMEOUT = 2.0
@@ -132,6 +133,14 @@ class Actions:
         except Exception as exc:
             return Outcome(f"retry {name}", (f"could not send: {exc}",), False)
         return Outcome(f"retry {name}", (f"sent again as {result.id}",), True)
+
+
+def not_stoppable(state: str) -> str | None:
+    """Why a task in ``state`` cannot be revoked or terminated (it has finished: no worker would
+    do anything), or None when it can."""
+    if state in READY_STATES:
+        return f"it is {state}: it has finished, so there is nothing left to stop"
+    return None
 
 
 def full_arguments(args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]] | None:

@@ -11,9 +11,12 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Static
 
+from ..actions import not_stoppable
+
 if TYPE_CHECKING:
     from ..actions import Outcome
     from ..console import Console
+    from ..rows import TaskRow
 
 #: Actions that change the cluster, with the console permission each needs (as
 #: ``console_permissions`` names it); hidden and refused without it, and all in --read-only mode.
@@ -81,6 +84,15 @@ class ClusterView(Screen[None]):
 
     def perform(self, call: Callable[[], Outcome]) -> None:
         self.console.perform(call)
+
+    def stoppable(self, task: TaskRow, verb: str) -> bool:
+        """Whether ``task`` can still be revoked or terminated; says at once why not when it
+        cannot, instead of asking and sending a command no worker would act on."""
+        reason = not_stoppable(task.state)
+        if reason is not None:
+            self.notify(f"Cannot {verb} {task.name or '(unknown)'} [{task.id}]: {reason}.",
+                        severity="warning")
+        return reason is None
 
     def confirm(self, question: str, then: Callable[[], Any]) -> None:
         from .modals import ConfirmScreen
