@@ -175,3 +175,134 @@ async def test_a_task_without_a_name_shows_as_unknown():
     async with console.run_test(size=SIZE) as pilot:
         await pilot.press("3")
         assert "c0ffee00…  (unknown)" in screen_text(console)
+
+
+# workers and queues ------------------------------------------------------------------------------
+class Broadcasts(list[tuple[str, dict[str, object], object]]):
+    """Stands in for ``app.control.broadcast``: records (method, arguments, destination) and
+    has every online worker of the fixed cluster answer 'ok'."""
+
+    def __call__(self, method: str, arguments: dict[str, object],
+                 **options: object) -> list[dict[str, object]]:
+        self.append((method, arguments, options.get("destination")))
+        return [{w.hostname: {"ok": "done"}} for w in WORKERS if w.alive]
+
+
+def recorded(monkeypatch: pytest.MonkeyPatch, console: FixedConsole) -> Broadcasts:
+    calls = Broadcasts()
+    monkeypatch.setattr(console.cluster.control, "broadcast", calls)
+    return calls
+
+
+async def settle(console: FixedConsole, pilot) -> None:  # type: ignore[no-untyped-def]
+    await console.workers.wait_for_complete()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("key", ["plus", "minus", "a", "x", "r", "t", "D"])
+async def test_actions_on_an_offline_worker_are_refused_at_once(monkeypatch, key):
+    console = FixedConsole()
+    calls = recorded(monkeypatch, console)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("2", "down", "down", key)  # celery@gamma, offline
+        await settle(console, pilot)
+        assert console.screen.__class__.__name__ == "WorkersScreen"
+        assert any(severity == "error" and "celery@gamma is offline" in text
+                   for severity, text in console.notes), console.notes
+    assert calls == []
+
+
+async def test_cancelling_a_workers_consumer_picks_from_the_queues_it_consumes(monkeypatch):
+    console = FixedConsole()
+    calls = recorded(monkeypatch, console)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("2", "x")  # qtui@alpha consumes celery and images
+        assert isinstance(console.screen, ChoiceScreen)
+        assert console.screen.choices == ["celery", "images"]
+        await pilot.press("enter")  # celery: qtui@beta consumes it too, so no question
+        await settle(console, pilot)
+    assert calls == [("cancel_consumer", {"queue": "celery"}, ["qtui@alpha"])]
+
+
+async def test_cancelling_a_queues_last_consumer_asks_first_and_says_so(monkeypatch):
+    console = FixedConsole()
+    calls = recorded(monkeypatch, console)
+    async with console.run_test(size=SMALL) as pilot:
+        await pilot.press("2", "x", "down", "enter")  # images: qtui@alpha is its only consumer
+        assert isinstance(console.screen, ConfirmScreen)
+        assert "images will then have no consumer" in str(console.screen.question)
+        assert "consumes it again." in screen_text(console)  # the whole question, wrapped
+        await pilot.press("y")
+        await settle(console, pilot)
+    assert calls == [("cancel_consumer", {"queue": "images"}, ["qtui@alpha"])]
+
+
+async def test_the_queues_view_offers_the_queues_consumers_and_asks_before_the_last(
+        monkeypatch):
+    console = FixedConsole()
+    calls = recorded(monkeypatch, console)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4", "down", "x")  # images
+        assert isinstance(console.screen, ChoiceScreen)
+        assert console.screen.choices == ["all workers", "qtui@alpha"]
+        await pilot.press("down", "enter")
+        assert isinstance(console.screen, ConfirmScreen)
+        assert "no consumer" in str(console.screen.question)
+        await pilot.press("n")
+        await settle(console, pilot)
+    assert calls == []
+
+
+async def test_a_queue_with_no_consumer_is_marked_in_the_queues_view():
+    console = FixedConsole()
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        table = console.screen.query_one("#queues", DataTable)
+        consumers = {str(table.get_row_at(i)[0]): str(table.get_row_at(i)[2])
+                     for i in range(table.row_count)}
+        assert consumers == {"celery": "2", "images": "1", "reports": "none"}
+
+
+async def test_the_purge_dialog_says_its_count_is_approximate():
+    console = FixedConsole()
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4", "P")  # celery: 12 at the last poll
+        assert isinstance(console.screen, ConfirmScreen)
+        question = str(console.screen.question)
+        assert "About 12 waiting" in question and "number removed is reported" in question
+
+
+async def test_rate_limit_on_a_worker_picks_a_task_type_showing_its_current_limit(monkeypatch):
+    console = FixedConsole()
+    calls = recorded(monkeypatch, console)
+    asked: list[tuple[str, str, tuple[str, ...]]] = []
+
+    def inspect(hostname: str, method: str, *arguments: str) -> object:
+        asked.append((hostname, method, arguments))
+        return ["tasks.add [rate_limit=10/m]", "tasks.mul"]
+    monkeypatch.setattr(console, "inspect", inspect)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("2", "r")
+        await settle(console, pilot)
+        assert isinstance(console.screen, ChoiceScreen)
+        assert console.screen.choices == ["tasks.add  (now 10/m)", "tasks.mul  (now no limit)"]
+        await pilot.press("enter")
+        answer = console.screen.query_one("#answer")
+        assert answer.value == "10/m"  # type: ignore[attr-defined]
+        answer.value = "5/m"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await settle(console, pilot)
+    assert asked == [("qtui@alpha", "registered", ("rate_limit",))]
+    assert calls == [("rate_limit", {"task_name": "tasks.add", "rate_limit": "5/m"},
+                      ["qtui@alpha"])]
+
+
+async def test_rate_limit_offers_the_task_types_seen_when_the_worker_does_not_answer(
+        monkeypatch):
+    console = FixedConsole()
+    monkeypatch.setattr(console, "inspect", lambda *args: None)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("2", "r")
+        await settle(console, pilot)
+        assert isinstance(console.screen, ChoiceScreen)
+        assert "billing.charge  (seen in events; limit unknown)" in console.screen.choices

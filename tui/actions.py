@@ -5,6 +5,7 @@ thread workers; nothing here touches the UI."""
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -141,6 +142,23 @@ def not_stoppable(state: str) -> str | None:
     if state in READY_STATES:
         return f"it is {state}: it has finished, so there is nothing left to stop"
     return None
+
+
+_RATE_LIMIT = re.compile(r"\brate_limit=(\S+?)(?:\]|\s|$)")
+
+
+def registered_rate_limits(reply: Any) -> dict[str, str | None]:
+    """Task types and their current rate limits (None: no limit) from a worker's reply to
+    ``registered('rate_limit')``: ``['tasks.add [rate_limit=10/m]', 'tasks.mul']``, as Celery
+    words it. Entries of another shape (the reply is whatever a worker sent) are left out."""
+    limits: dict[str, str | None] = {}
+    for entry in reply if isinstance(reply, list) else []:
+        if not isinstance(entry, str) or not entry.strip():
+            continue
+        name, _, info = entry.partition(" [")
+        found = _RATE_LIMIT.search(info)
+        limits[name.strip()] = found.group(1) if found else None
+    return limits
 
 
 def full_arguments(args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]] | None:

@@ -319,7 +319,9 @@ class TasksScreen(ClusterView):
                              task.name, rate, destination,
                              self.console.model.alive_workers())),
                          "10/m")
-            self.choose("Apply to", ["all workers", *sorted(self.console.model.workers)], chosen)
+            self.choose(f"Rate-limit {task.name} on", ["all workers",
+                                                       *self.console.model.alive_workers()],
+                        chosen)
 
 
 def state_tab_for(terms: list[query.Term]) -> str | None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from textual import work
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from qtui.core.exceptions import BrokerUnavailable
+
+from ..actions import registered_rate_limits
 from . import format
 from .base import TableView
 
@@ -55,38 +61,79 @@ class WorkersScreen(TableView):
         if worker:
             self.app.push_screen(WorkerDetailScreen(worker))
 
+    def online(self) -> str | None:
+        """The selected worker, if it is online. An offline one is refused at once: it would
+        only show "no reply" after the timeout."""
+        worker = self.selected()
+        row = self.console.model.workers.get(worker) if worker else None
+        if row is not None and not row.alive:
+            self.notify(f"{worker} is offline (last heartbeat {format.age(row.heartbeat_age)}), "
+                        "so it cannot act on anything. Delete forgets it.", severity="error")
+            return None
+        return worker
+
     def action_grow(self) -> None:
-        if worker := self.selected():
+        if worker := self.online():
             self.perform(lambda: self.console.actions.pool_grow(worker))
 
     def action_shrink(self) -> None:
-        if worker := self.selected():
+        if worker := self.online():
             self.perform(lambda: self.console.actions.pool_shrink(worker))
 
     def action_add_consumer(self) -> None:
-        if worker := self.selected():
+        if worker := self.online():
             self.ask(f"Queue for {worker} to consume", lambda queue: self.perform(
                 lambda: self.console.actions.add_consumer(queue, [worker])), "queue name")
 
     def action_cancel_consumer(self) -> None:
-        if worker := self.selected():
-            self.ask(f"Queue for {worker} to stop consuming", lambda queue: self.perform(
-                lambda: self.console.actions.cancel_consumer(queue, [worker])), "queue name")
+        """Pick one of the queues the worker consumes (as its last poll said)."""
+        if worker := self.online():
+            queues = list(self.console.model.workers[worker].queues)
+            if not queues:
+                self.notify(f"{worker} has not said which queues it consumes yet",
+                            severity="warning")
+                return
+            self.choose(f"Which queue should {worker} stop consuming?", queues,
+                        lambda queue: self.stop_consuming(queue, [worker]))
 
     def action_rate_limit(self) -> None:
-        if worker := self.selected():
-            self.ask(f"Rate limit on {worker}: TASK RATE (e.g. tasks.add 10/m)",
-                     lambda text: self._rate_limit(worker, text), "tasks.add 10/m")
+        """Pick one of the worker's task types, each with its current limit: asked of the worker
+        in a thread (the task types seen in events when it does not answer)."""
+        if worker := self.online():
+            self.notify(f"Asking {worker} for its task types…", timeout=3)
+            self._load_task_types(worker)
 
-    def _rate_limit(self, worker: str, text: str) -> None:
-        name, _, rate = text.partition(" ")
-        if not rate.strip():
-            self.notify("Give a task name and a rate, e.g. tasks.add 10/m", severity="error")
+    @work(thread=True, group="actions", exit_on_error=False)
+    def _load_task_types(self, worker: str) -> None:
+        try:
+            reply: Any = self.console.inspect(worker, "registered", "rate_limit")
+        except BrokerUnavailable:
+            reply = None
+        self.app.call_from_thread(self._choose_task_type, worker, registered_rate_limits(reply),
+                                  reply is not None)
+
+    def _choose_task_type(self, worker: str, limits: dict[str, str | None],
+                          answered: bool) -> None:
+        if not answered:
+            seen = sorted({t.name for t in self.console.model.tasks.values() if t.name})
+            limits = dict.fromkeys(seen)
+        if not limits:
+            self.notify(f"No task types known for {worker}", severity="warning")
             return
-        self.perform(lambda: self.console.actions.rate_limit(name, rate.strip(), [worker]))
+        labels = {f"{name}  (now {rate or 'no limit'})" if answered else
+                  f"{name}  (seen in events; limit unknown)": name
+                  for name, rate in sorted(limits.items())}
+
+        def chosen(label: str) -> None:
+            name = labels[label]
+            self.ask(f"Rate limit for {name} on {worker} (e.g. 10/s, 5/m, 0 = none)",
+                     lambda rate: self.perform(
+                         lambda: self.console.actions.rate_limit(name, rate, [worker])),
+                     "10/m", limits[name] or "")
+        self.choose(f"Rate-limit which task type on {worker}?", list(labels), chosen)
 
     def action_time_limit(self) -> None:
-        if worker := self.selected():
+        if worker := self.online():
             self.ask(f"Time limits on {worker}: TASK SOFT HARD (seconds)",
                      lambda text: self._time_limit(worker, text), "tasks.add 10 20")
 
@@ -101,7 +148,7 @@ class WorkersScreen(TableView):
         self.perform(lambda: self.console.actions.time_limit(name, soft, hard, [worker]))
 
     def action_shutdown(self) -> None:
-        if worker := self.selected():
+        if worker := self.online():
             self.confirm(f"Shut down {worker}? Its running tasks finish first.",
                          lambda: self.perform(lambda: self.console.actions.shutdown(worker)))
 
