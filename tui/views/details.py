@@ -132,10 +132,12 @@ class TaskDetailScreen(ClusterView):
 
     def action_terminate(self) -> None:
         if (task := self.current_task()) and self.stoppable(task, "terminate"):
-            self.choose(f"Signal to terminate {task.name} [{task.id}] with", list(SIGNALS), lambda signal: self.confirm(
-                f"Terminate {task.name} [{task.id}] with {signal}?", lambda: self.perform(
-                    lambda: self.console.actions.terminate(
-                        task.id, signal, self.console.model.alive_workers()))))
+            def chosen(signal: str) -> None:
+                self.confirm(f"Terminate {task.name} [{task.id}] with {signal}?",
+                             lambda: self.perform(lambda: self.console.actions.terminate(
+                                 task.id, signal, self.console.model.alive_workers())))
+            self.choose(f"Signal to terminate {task.name} [{task.id}] with", list(SIGNALS),
+                        chosen)
 
     def action_retry(self) -> None:
         if task := self.current_task():
