@@ -100,7 +100,6 @@ class WorkersScreen(TableView):
         """Pick one of the worker's task types, each with its current limit: asked of the worker
         in a thread (the task types seen in events when it does not answer)."""
         if worker := self.online():
-            self.notify(f"Asking {worker} for its task types…", timeout=3)
             self._load_task_types(worker)
 
     @work(thread=True, group="actions", exit_on_error=False)
