@@ -306,3 +306,14 @@ async def test_rate_limit_offers_the_task_types_seen_when_the_worker_does_not_an
         await settle(console, pilot)
         assert isinstance(console.screen, ChoiceScreen)
         assert "billing.charge  (seen in events; limit unknown)" in console.screen.choices
+
+
+async def test_a_state_filter_from_another_view_opens_the_tasks_view_on_its_tab():
+    console = FixedConsole()
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("colon", *"tasks state:retry", "enter")  # from the overview
+        await pilot.pause()
+        screen = console.screen
+        assert isinstance(screen, TasksScreen) and screen.state_tab == "RETRY"
+        assert screen.query_one("#states").active == "RETRY"  # type: ignore[attr-defined]
+        assert screen.query_one("#tasks", DataTable).row_count == 1
