@@ -284,7 +284,11 @@ async def test_time_limit_and_consumers_from_the_workers_view(world):
                         what="the new queue consumed by the worker")
             await pilot.press("2")
             select(console, "workers", hostname)
-            await pilot.press("x", *extra, "enter")
+            await pilot.press("x")  # pick the queue from the worker's queues
+            assert isinstance(console.screen, ChoiceScreen) and extra in console.screen.choices
+            await pilot.press(*["down"] * console.screen.choices.index(extra), "enter")
+            assert isinstance(console.screen, ConfirmScreen)  # its last consumer: asks first
+            await pilot.press("y")
             await until(pilot, lambda: len(console.outcomes) == 3,
                         what="cancel consumer outcome")
             assert f"{hostname}: OK" in console.outcomes[-1].message
