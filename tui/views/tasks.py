@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static, Tab, Tabs
 from qtui.core.display import printable, safe_text
 
 from .. import query
-from ..actions import SIGNALS, not_stoppable
+from ..actions import SIGNALS
 from ..rows import TaskRow
 from . import format
 from .base import ClusterView
