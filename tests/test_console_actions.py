@@ -317,3 +317,24 @@ async def test_a_state_filter_from_another_view_opens_the_tasks_view_on_its_tab(
         assert isinstance(screen, TasksScreen) and screen.state_tab == "RETRY"
         assert screen.query_one("#states").active == "RETRY"  # type: ignore[attr-defined]
         assert screen.query_one("#tasks", DataTable).row_count == 1
+
+
+async def test_time_limits_on_a_worker_pick_a_task_type_showing_its_current_limits(monkeypatch):
+    console = FixedConsole()
+    calls = recorded(monkeypatch, console)
+    monkeypatch.setattr(console, "inspect", lambda *args: [
+        "tasks.add", "tasks.slow [soft_time_limit=10.0 time_limit=20.0]"])
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("2", "t")
+        await settle(console, pilot)
+        assert isinstance(console.screen, ChoiceScreen)
+        assert console.screen.choices == ["tasks.add  (now no limit)",
+                                          "tasks.slow  (now soft 10.0, hard 20.0)"]
+        await pilot.press("down", "enter")
+        answer = console.screen.query_one("#answer")
+        assert answer.value == "10.0 20.0"  # type: ignore[attr-defined]
+        answer.value = "30 60"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await settle(console, pilot)
+    assert calls == [("time_limit", {"task_name": "tasks.slow", "soft": 30.0, "hard": 60.0},
+                      ["qtui@alpha"])]

@@ -270,7 +270,13 @@ async def test_time_limit_and_consumers_from_the_workers_view(world):
                                            for r in table_rows(console, "workers")),
                         what="worker row")
             select(console, "workers", hostname)
-            await pilot.press("t", *"tasks.slow 10 20", "enter")
+            await pilot.press("t")  # pick the task type from the worker's list, then the limits
+            await until(pilot, lambda: isinstance(console.screen, ChoiceScreen),
+                        what="the worker's task types")
+            names = [choice.split()[0] for choice in console.screen.choices]
+            await pilot.press(*["down"] * names.index("tasks.slow"), "enter")
+            assert isinstance(console.screen, PromptScreen)
+            await pilot.press(*"10 20", "enter")
             await until(pilot, lambda: console.outcomes, what="time limit outcome")
             assert f"{hostname}: OK" in outcome_text(console)
 

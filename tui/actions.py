@@ -144,21 +144,20 @@ def not_stoppable(state: str) -> str | None:
     return None
 
 
-_RATE_LIMIT = re.compile(r"\brate_limit=(\S+?)(?:\]|\s|$)")
+_ATTRIBUTE = re.compile(r"(\w+)=([^\s\]]+)")
 
 
-def registered_rate_limits(reply: Any) -> dict[str, str | None]:
-    """Task types and their current rate limits (None: no limit) from a worker's reply to
-    ``registered('rate_limit')``: ``['tasks.add [rate_limit=10/m]', 'tasks.mul']``, as Celery
-    words it. Entries of another shape (the reply is whatever a worker sent) are left out."""
-    limits: dict[str, str | None] = {}
+def registered_tasks(reply: Any) -> dict[str, dict[str, str]]:
+    """Task types and the attributes a worker named for each, from its reply to ``registered``
+    (``['tasks.add [rate_limit=10/m time_limit=20]', 'tasks.mul']``, as Celery words it).
+    Entries of another shape (the reply is whatever a worker sent) are left out."""
+    tasks: dict[str, dict[str, str]] = {}
     for entry in reply if isinstance(reply, list) else []:
         if not isinstance(entry, str) or not entry.strip():
             continue
         name, _, info = entry.partition(" [")
-        found = _RATE_LIMIT.search(info)
-        limits[name.strip()] = found.group(1) if found else None
-    return limits
+        tasks[name.strip()] = dict(_ATTRIBUTE.findall(info))
+    return tasks
 
 
 def full_arguments(args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]] | None:

@@ -10,9 +10,12 @@ from textual.widgets import DataTable, Static
 
 from qtui.core.exceptions import BrokerUnavailable
 
-from ..actions import registered_rate_limits
+from ..actions import registered_tasks
 from . import format
 from .base import TableView
+
+#: The ``registered`` attributes that show each kind of limit a task type has now.
+LIMIT_ITEMS = {"rate_limit": ("rate_limit",), "time_limit": ("soft_time_limit", "time_limit")}
 
 COLUMNS = ("Worker", "Status", "Heartbeat", "Pool", "Conc", "Active", "Processed", "Load",
            "Queues")
@@ -97,52 +100,58 @@ class WorkersScreen(TableView):
                         lambda queue: self.stop_consuming(queue, [worker]))
 
     def action_rate_limit(self) -> None:
-        """Pick one of the worker's task types, each with its current limit: asked of the worker
-        in a thread (the task types seen in events when it does not answer)."""
         if worker := self.online():
-            self._load_task_types(worker)
-
-    @work(thread=True, group="actions", exit_on_error=False)
-    def _load_task_types(self, worker: str) -> None:
-        try:
-            reply: Any = self.console.inspect(worker, "registered", "rate_limit")
-        except BrokerUnavailable:
-            reply = None
-        self.app.call_from_thread(self._choose_task_type, worker, registered_rate_limits(reply),
-                                  reply is not None)
-
-    def _choose_task_type(self, worker: str, limits: dict[str, str | None],
-                          answered: bool) -> None:
-        if not answered:
-            seen = sorted({t.name for t in self.console.model.tasks.values() if t.name})
-            limits = dict.fromkeys(seen)
-        if not limits:
-            self.notify(f"No task types known for {worker}", severity="warning")
-            return
-        labels = {f"{name}  (now {rate or 'no limit'})" if answered else
-                  f"{name}  (seen in events; limit unknown)": name
-                  for name, rate in sorted(limits.items())}
-
-        def chosen(label: str) -> None:
-            name = labels[label]
-            self.ask(f"Rate limit for {name} on {worker} (e.g. 10/s, 5/m, 0 = none)",
-                     lambda rate: self.perform(
-                         lambda: self.console.actions.rate_limit(name, rate, [worker])),
-                     "10/m", limits[name] or "")
-        self.choose(f"Rate-limit which task type on {worker}?", list(labels), chosen)
+            self._pick_task_type(worker, "rate_limit")
 
     def action_time_limit(self) -> None:
         if worker := self.online():
-            self.ask(f"Time limits on {worker}: TASK SOFT HARD (seconds)",
-                     lambda text: self._time_limit(worker, text), "tasks.add 10 20")
+            self._pick_task_type(worker, "time_limit")
 
-    def _time_limit(self, worker: str, text: str) -> None:
-        parts = text.split()
+    @work(thread=True, group="actions", exit_on_error=False)
+    def _pick_task_type(self, worker: str, limit: str) -> None:
+        """Ask the worker for its task types with their current limits (in a thread), then let
+        the operator pick one; the task types seen in events when it does not answer."""
+        items = LIMIT_ITEMS[limit]
         try:
-            name, soft, hard = parts[0], float(parts[1]), float(parts[2])
-        except (IndexError, ValueError):
-            self.notify("Give a task name, a soft and a hard limit: tasks.add 10 20",
-                        severity="error")
+            reply: Any = self.console.inspect(worker, "registered", *items)
+        except BrokerUnavailable:
+            reply = None
+        known = registered_tasks(reply) if reply is not None else None
+        self.app.call_from_thread(self._choose_task_type, worker, limit, known)
+
+    def _choose_task_type(self, worker: str, limit: str,
+                          known: dict[str, dict[str, str]] | None) -> None:
+        if known is None:
+            seen = {t.name for t in self.console.model.tasks.values() if t.name}
+            labels = {f"{name}  (seen in events; limit unknown)": name for name in sorted(seen)}
+        else:
+            labels = {f"{name}  (now {_limits(limit, known[name])})": name
+                      for name in sorted(known)}
+        if not labels:
+            self.notify(f"No task types known for {worker}", severity="warning")
+            return
+        current = known or {}
+
+        def chosen(label: str) -> None:
+            name = labels[label]
+            attributes = current.get(name, {})
+            if limit == "rate_limit":
+                self.ask(f"Rate limit for {name} on {worker} (e.g. 10/s, 5/m, 0 = none)",
+                         lambda rate: self.perform(
+                             lambda: self.console.actions.rate_limit(name, rate, [worker])),
+                         "10/m", attributes.get("rate_limit", ""))
+            else:
+                now = f"{attributes.get('soft_time_limit', '')} {attributes.get('time_limit', '')}"
+                self.ask(f"Time limits for {name} on {worker}: SOFT HARD (seconds)",
+                         lambda text: self._time_limit(worker, name, text), "10 20", now.strip())
+        verb = "Rate-limit" if limit == "rate_limit" else "Set the time limits of"
+        self.choose(f"{verb} which task type on {worker}?", list(labels), chosen)
+
+    def _time_limit(self, worker: str, name: str, text: str) -> None:
+        try:
+            soft, hard = (float(part) for part in text.split())
+        except ValueError:
+            self.notify("Give a soft and a hard limit in seconds: 10 20", severity="error")
             return
         self.perform(lambda: self.console.actions.time_limit(name, soft, hard, [worker]))
 
@@ -162,3 +171,13 @@ class WorkersScreen(TableView):
             self.console.feed.forget_worker(worker)
             self.console.model.workers.pop(worker, None)
             self.refresh_view()
+
+
+def _limits(limit: str, attributes: dict[str, str]) -> str:
+    """A task type's current limit of one kind, in words."""
+    if limit == "rate_limit":
+        return attributes.get("rate_limit") or "no limit"
+    soft, hard = attributes.get("soft_time_limit"), attributes.get("time_limit")
+    if soft is None and hard is None:
+        return "no limit"
+    return f"soft {soft or '-'}, hard {hard or '-'}"
