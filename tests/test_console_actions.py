@@ -10,7 +10,7 @@ import pytest
 from textual.widgets import DataTable, Static
 
 from qtui.tui.rows import Snapshot, TaskRow
-from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen
+from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen, PromptScreen
 from qtui.tui.views.tasks import TasksScreen
 
 from .console_data import QUEUES, SNAPSHOT, T0, TASKS, WORKERS, FixedConsole, screen_text
@@ -338,3 +338,20 @@ async def test_time_limits_on_a_worker_pick_a_task_type_showing_its_current_limi
         await settle(console, pilot)
     assert calls == [("time_limit", {"task_name": "tasks.slow", "soft": 30.0, "hard": 60.0},
                       ["qtui@alpha"])]
+
+
+async def test_adding_a_consumer_picks_a_queue_the_worker_does_not_consume_yet(monkeypatch):
+    console = FixedConsole()
+    calls = recorded(monkeypatch, console)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("2", "down", "a")  # qtui@beta consumes celery only
+        assert isinstance(console.screen, ChoiceScreen)
+        assert console.screen.choices == ["images", "reports", "another queue (type its name)…"]
+        await pilot.press("down", "enter")
+        await settle(console, pilot)
+        await pilot.press("a", "end", "enter")
+        assert isinstance(console.screen, PromptScreen)
+        await pilot.press(*"urgent", "enter")
+        await settle(console, pilot)
+    assert calls == [("add_consumer", {"queue": "reports"}, ["qtui@beta"]),
+                     ("add_consumer", {"queue": "urgent"}, ["qtui@beta"])]

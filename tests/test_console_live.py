@@ -281,7 +281,11 @@ async def test_time_limit_and_consumers_from_the_workers_view(world):
             assert f"{hostname}: OK" in outcome_text(console)
 
             select(console, "workers", hostname)
-            await pilot.press("a", *extra, "enter")
+            await pilot.press("a")  # the queues listed, then another one, typed
+            assert isinstance(console.screen, ChoiceScreen)
+            await pilot.press("end", "enter")
+            assert isinstance(console.screen, PromptScreen)
+            await pilot.press(*extra, "enter")
             await until(pilot, lambda: len(console.outcomes) == 2, what="add consumer outcome")
             assert f"{hostname}: OK" in console.outcomes[-1].message
             await pilot.press("4")

@@ -14,6 +14,8 @@ from ..actions import registered_tasks
 from . import format
 from .base import TableView
 
+#: The last choice of the add-consumer picker: a queue the broker does not list yet.
+ANOTHER_QUEUE = "another queue (type its name)…"
 #: The ``registered`` attributes that show each kind of limit a task type has now.
 LIMIT_ITEMS = {"rate_limit": ("rate_limit",), "time_limit": ("soft_time_limit", "time_limit")}
 
@@ -84,9 +86,21 @@ class WorkersScreen(TableView):
             self.perform(lambda: self.console.actions.pool_shrink(worker))
 
     def action_add_consumer(self) -> None:
+        """Pick one of the queues the broker lists that the worker does not consume yet, or
+        type the name of another."""
         if worker := self.online():
-            self.ask(f"Queue for {worker} to consume", lambda queue: self.perform(
-                lambda: self.console.actions.add_consumer(queue, [worker])), "queue name")
+            def add(queue: str) -> None:
+                self.perform(lambda: self.console.actions.add_consumer(queue, [worker]))
+
+            def ask() -> None:
+                self.ask(f"Queue for {worker} to consume", add, "queue name")
+            consumed = set(self.console.model.workers[worker].queues)
+            queues = sorted(set(self.console.model.queues) - consumed)
+            if not queues:
+                ask()
+                return
+            self.choose(f"Which queue should {worker} consume?", [*queues, ANOTHER_QUEUE],
+                        lambda queue: ask() if queue == ANOTHER_QUEUE else add(queue))
 
     def action_cancel_consumer(self) -> None:
         """Pick one of the queues the worker consumes (as its last poll said)."""
