@@ -355,3 +355,25 @@ async def test_adding_a_consumer_picks_a_queue_the_worker_does_not_consume_yet(m
         await settle(console, pilot)
     assert calls == [("add_consumer", {"queue": "reports"}, ["qtui@beta"]),
                      ("add_consumer", {"queue": "urgent"}, ["qtui@beta"])]
+
+
+async def test_a_filter_without_a_state_leaves_the_tab_a_state_filter_had_picked():
+    console = FixedConsole()
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("3", "slash", *"state:FAILURE", "enter")
+        await pilot.press("colon", *f"tasks id:{RECEIVED.id[:12]}", "enter")
+        await pilot.pause()
+        screen = console.screen
+        assert isinstance(screen, TasksScreen) and screen.state_tab == "ALL"
+        assert cursor_task(console) == RECEIVED.id
+
+
+async def test_a_filter_keeps_the_tab_the_operator_chose():
+    console = FixedConsole()
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("3", "slash", *"state:FAILURE", "enter", "right")  # Retry, by hand
+        await pilot.press("slash", *"feeds", "enter")
+        await pilot.pause()
+        screen = console.screen
+        assert isinstance(screen, TasksScreen) and screen.state_tab == "RETRY"
+        assert screen.query_one("#tasks", DataTable).row_count == 1

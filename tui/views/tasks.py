@@ -75,6 +75,9 @@ class TasksScreen(ClusterView):
         self.page = 0
         self._shown: dict[str, TaskRow] = {}
         """What the table holds, by task id."""
+        self._filter_tab: str | None = None
+        """The state tab the current filter's state term selected, while it is still shown: a
+        filter without one then goes back to All instead of staying narrowed by it."""
         self._left: tuple[str, str] | None = None
         """(the selected task that left this view, the task the cursor fell on) until the
         operator moves the cursor: the status line says so."""
@@ -104,7 +107,9 @@ class TasksScreen(ClusterView):
             self.notify(str(exc), title="Filter", severity="error")
             return False
         self.filter_text, self.terms = text, terms
-        tab = state_tab_for(terms)
+        asked = state_tab_for(terms)
+        tab = asked if asked is not None else ("ALL" if self._filter_tab is not None else None)
+        self._filter_tab = asked
         if tab is not None:
             self.state_tab = tab
         if self.is_mounted:
@@ -233,6 +238,8 @@ class TasksScreen(ClusterView):
     # events -----------------------------------------------------------------------------------
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
         self.state_tab = event.tab.id or "ALL"
+        if self.state_tab != self._filter_tab:
+            self._filter_tab = None  # the operator chose this tab: later filters keep it
         self.page = 0
         self._redraw(self.selected_id(), lost_is_news=False)
 
