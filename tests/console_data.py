@@ -38,7 +38,9 @@ def _task(n: int, name: str, state: str, worker: str, **extra: object) -> TaskRo
         timeline.append((FINAL_EVENTS[state], received + 0.5, worker,
                          str(extra.get("exception", ""))))
     values: dict[str, object] = dict(
-        id=f"00000000-0000-4000-8000-{n:012d}", name=name, state=state, worker=worker,
+        # Ids that differ in their first characters, as real ones do (the table shows those).
+        id=f"{n * 2654435761 % 16**8:08x}-0000-4000-8000-{n:012d}", name=name, state=state,
+        worker=worker,
         received=received, started=received + 0.01 if state != "RECEIVED" else None,
         runtime=0.49 if state in ("SUCCESS", "FAILURE") else None, args=f"({n}, {n * 2})",
         kwargs="{}", timeline=tuple(timeline), updated=received + 0.5)

@@ -107,7 +107,7 @@ async def test_sorting_by_a_clicked_column_header():
         await pilot.press("3")
         screen = console.screen
         assert isinstance(screen, TasksScreen)
-        await pilot.click("#tasks", offset=(40, 0))  # the "Name" header
+        await pilot.click("#tasks", offset=(15, 0))  # the "Name" header
         await pilot.pause()
         names = [r[1] for r in rows(console, "tasks")]
         assert screen.sort_column != "Received"
@@ -145,7 +145,7 @@ async def test_question_mark_lists_every_key_of_the_view_and_the_console():
 async def test_revoke_asks_first_and_no_changes_nothing():
     console = FixedConsole()
     async with console.run_test(size=SIZE) as pilot:
-        await pilot.press("3", "R")
+        await pilot.press("3", "down", "down", "R")  # the third row: RECEIVED
         assert isinstance(console.screen, ConfirmScreen)
         await pilot.press("n")
         await pilot.pause()
@@ -156,7 +156,7 @@ async def test_revoke_asks_first_and_no_changes_nothing():
 async def test_terminate_offers_a_choice_of_signals():
     console = FixedConsole()
     async with console.run_test(size=SIZE) as pilot:
-        await pilot.press("3", "T")
+        await pilot.press("3", "down", "down", "T")  # the third row: RECEIVED
         assert isinstance(console.screen, ChoiceScreen)
         await pilot.press("escape")
         assert isinstance(console.screen, TasksScreen)
@@ -306,6 +306,16 @@ async def open_failed_task(pilot: Pilot[None]) -> TaskDetailScreen:
     return screen
 
 
+RUNNING = TASKS[2]  # images.resize, STARTED: revoke and terminate apply to it
+
+
+async def open_running_task(pilot: Pilot[None]) -> TaskDetailScreen:
+    await pilot.press("colon", *"tasks args:/photos", "enter", "enter")
+    screen = pilot.app.screen
+    assert isinstance(screen, TaskDetailScreen) and screen.task_id == RUNNING.id
+    return screen
+
+
 class SentTasks(list[tuple[str, dict[str, object]]]):
     """Stands in for ``App.send_task``: records each call's name and options."""
 
@@ -317,16 +327,16 @@ class SentTasks(list[tuple[str, dict[str, object]]]):
 async def test_R_on_a_task_asks_before_revoking_it():
     console = FixedConsole()
     async with console.run_test(size=SIZE) as pilot:
-        await open_failed_task(pilot)
+        await open_running_task(pilot)
         await pilot.press("R")
         assert isinstance(console.screen, ConfirmScreen)
-        assert FAILED.id in str(console.screen.question)
+        assert RUNNING.id in str(console.screen.question)
 
 
 async def test_T_on_a_task_offers_the_signals():
     console = FixedConsole()
     async with console.run_test(size=SIZE) as pilot:
-        await open_failed_task(pilot)
+        await open_running_task(pilot)
         await pilot.press("T")
         assert isinstance(console.screen, ChoiceScreen)
         await pilot.press("escape")
@@ -389,7 +399,7 @@ async def test_revoking_a_task_expects_no_reply_from_an_offline_worker(monkeypat
     console = FixedConsole()  # celery@gamma is offline
     replying(monkeypatch, console, "qtui@alpha", "qtui@beta")
     async with console.run_test(size=SIZE) as pilot:
-        await pilot.press("3", "R", "y")
+        await pilot.press("3", "down", "down", "R", "y")  # the third row: RECEIVED
         await console.workers.wait_for_complete()
         await pilot.pause()
     outcome = console.outcomes[-1]
@@ -401,7 +411,7 @@ async def test_terminating_from_a_tasks_details_expects_no_reply_from_an_offline
     console = FixedConsole()
     replying(monkeypatch, console, "qtui@alpha", "qtui@beta")
     async with console.run_test(size=SIZE) as pilot:
-        await open_failed_task(pilot)
+        await open_running_task(pilot)
         await pilot.press("T", "enter", "y")  # SIGTERM, yes
         await console.workers.wait_for_complete()
         await pilot.pause()

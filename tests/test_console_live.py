@@ -271,12 +271,22 @@ async def test_time_limit_and_consumers_from_the_workers_view(world):
                                            for r in table_rows(console, "workers")),
                         what="worker row")
             select(console, "workers", hostname)
-            await pilot.press("t", *"tasks.slow 10 20", "enter")
+            await pilot.press("t")  # pick the task type from the worker's list, then the limits
+            await until(pilot, lambda: isinstance(console.screen, ChoiceScreen),
+                        what="the worker's task types")
+            names = [choice.split()[0] for choice in console.screen.choices]
+            await pilot.press(*["down"] * names.index("tasks.slow"), "enter")
+            assert isinstance(console.screen, PromptScreen)
+            await pilot.press(*"10 20", "enter")
             await until(pilot, lambda: console.outcomes, what="time limit outcome")
             assert f"{hostname}: OK" in outcome_text(console)
 
             select(console, "workers", hostname)
-            await pilot.press("a", *extra, "enter")
+            await pilot.press("a")  # the queues listed, then another one, typed
+            assert isinstance(console.screen, ChoiceScreen)
+            await pilot.press("end", "enter")
+            assert isinstance(console.screen, PromptScreen)
+            await pilot.press(*extra, "enter")
             await until(pilot, lambda: len(console.outcomes) == 2, what="add consumer outcome")
             assert f"{hostname}: OK" in console.outcomes[-1].message
             await pilot.press("4")
@@ -285,7 +295,11 @@ async def test_time_limit_and_consumers_from_the_workers_view(world):
                         what="the new queue consumed by the worker")
             await pilot.press("2")
             select(console, "workers", hostname)
-            await pilot.press("x", *extra, "enter")
+            await pilot.press("x")  # pick the queue from the worker's queues
+            assert isinstance(console.screen, ChoiceScreen) and extra in console.screen.choices
+            await pilot.press(*["down"] * console.screen.choices.index(extra), "enter")
+            assert isinstance(console.screen, ConfirmScreen)  # its last consumer: asks first
+            await pilot.press("y")
             await until(pilot, lambda: len(console.outcomes) == 3,
                         what="cancel consumer outcome")
             assert f"{hostname}: OK" in console.outcomes[-1].message

@@ -138,7 +138,8 @@ async def test_a_crafted_workers_detail_shows_its_name_and_replies_literally(mon
 
 
 async def test_the_revoke_dialog_shows_an_id_that_starts_with_a_letter():
-    console = evil_console()
+    running = replace(EVIL_TASK, state="STARTED")  # a finished task is not offered a revoke
+    console = FixedConsole(snapshot=replace(EVIL_SNAPSHOT, tasks=(*TASKS, running)))
     async with console.run_test(size=SIZE) as pilot:
         console.push_screen(TaskDetailScreen(EVIL_ID))
         await pilot.pause()

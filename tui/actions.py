@@ -5,12 +5,14 @@ thread workers; nothing here touches the UI."""
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from qtui.core import App
 from qtui.core.queues import inspector_for
+from qtui.core.states import READY_STATES
 
 #: Seconds to wait for workers' replies to an action.
 REPLY_TIMEOUT = 2.0
@@ -137,6 +139,30 @@ class Actions:
         except Exception as exc:
             return Outcome(f"retry {name}", (f"could not send: {exc}",), False)
         return Outcome(f"retry {name}", (f"sent again as {result.id}",), True)
+
+
+def not_stoppable(state: str) -> str | None:
+    """Why a task in ``state`` cannot be revoked or terminated (it has finished: no worker would
+    do anything), or None when it can."""
+    if state in READY_STATES:
+        return f"it is {state}: it has finished, so there is nothing left to stop"
+    return None
+
+
+_ATTRIBUTE = re.compile(r"(\w+)=([^\s\]]+)")
+
+
+def registered_tasks(reply: Any) -> dict[str, dict[str, str]]:
+    """Task types and the attributes a worker named for each, from its reply to ``registered``
+    (``['tasks.add [rate_limit=10/m time_limit=20]', 'tasks.mul']``, as Celery words it).
+    Entries of another shape (the reply is whatever a worker sent) are left out."""
+    tasks: dict[str, dict[str, str]] = {}
+    for entry in reply if isinstance(reply, list) else []:
+        if not isinstance(entry, str) or not entry.strip():
+            continue
+        name, _, info = entry.partition(" [")
+        tasks[name.strip()] = dict(_ATTRIBUTE.findall(info))
+    return tasks
 
 
 def full_arguments(args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]] | None:

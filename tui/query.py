@@ -32,6 +32,8 @@ class Term:
     field: str | None
     matchers: tuple[Callable[[str], bool], ...]
     negate: bool = False
+    values: tuple[str, ...] = ()
+    """The values as written (states upper-cased), for whoever needs more than a match."""
 
     def matches(self, values: Mapping[str, str]) -> bool:
         texts = [values.get(self.field, "")] if self.field else list(values.values())
@@ -67,8 +69,11 @@ def parse(query: str) -> list[Term]:
                 raise QueryError(f"{field}: needs a value, for example {field}:something")
             values = value.split(",") if field == "state" else [value]
             if field == "state":
-                values = [f"/^{re.escape(v.upper())}$/" for v in values if v]
-            terms.append(Term(field, tuple(_matcher(v) for v in values), negate))
+                values = [v.upper() for v in values if v]
+                matchers = tuple(_matcher(f"/^{re.escape(v)}$/") for v in values)
+            else:
+                matchers = tuple(_matcher(v) for v in values)
+            terms.append(Term(field, matchers, negate, tuple(values)))
         elif sep and field.isidentifier() and field not in FIELDS and not value.startswith("//"):
             raise QueryError(f"unknown field {field!r}; use one of: {', '.join(FIELDS)}")
         else:

@@ -11,9 +11,12 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Static
 
+from ..actions import not_stoppable
+
 if TYPE_CHECKING:
     from ..actions import Outcome
     from ..console import Console
+    from ..rows import TaskRow
 
 #: Actions that change the cluster, with the console permission each needs (as
 #: ``console_permissions`` names it); hidden and refused without it, and all in --read-only mode.
@@ -81,6 +84,40 @@ class ClusterView(Screen[None]):
 
     def perform(self, call: Callable[[], Outcome]) -> None:
         self.console.perform(call)
+
+    def stoppable(self, task: TaskRow, verb: str) -> bool:
+        """Whether ``task`` can still be revoked or terminated; says at once why not when it
+        cannot, instead of asking and sending a command no worker would act on."""
+        reason = not_stoppable(task.state)
+        if reason is not None:
+            self.notify(f"Cannot {verb} {task.name or '(unknown)'} [{task.id}]: {reason}.",
+                        severity="warning")
+        return reason is None
+
+    def consumers_of(self, queue: str) -> list[str]:
+        """The workers online that consume ``queue``, as their last poll said."""
+        model = self.console.model
+        return [w for w in model.workers_consuming(queue) if model.workers[w].alive]
+
+    def stop_consuming(self, queue: str, destination: list[str] | None) -> None:
+        """Cancel consumers of ``queue`` (on every worker when ``destination`` is None), asking
+        first when that leaves the queue with no consumer: its messages would wait unseen."""
+        model = self.console.model
+        consumers = set(self.consumers_of(queue))
+        stopping = consumers if destination is None else consumers & set(destination)
+        row = model.queues.get(queue)
+        counted = row.consumers if row is not None and row.consumers is not None else 0
+        last = destination is None or max(counted, len(consumers)) <= len(stopping)
+
+        def cancel() -> None:
+            self.perform(lambda: self.console.actions.cancel_consumer(
+                queue, destination, model.alive_workers()))
+        if not last:
+            cancel()
+            return
+        who = "every worker" if destination is None else destination[0]
+        self.confirm(f"Stop {who} consuming {queue}? {queue} will then have no consumer: its "
+                     "messages wait until a worker consumes it again.", cancel)
 
     def confirm(self, question: str, then: Callable[[], Any]) -> None:
         from .modals import ConfirmScreen

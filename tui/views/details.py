@@ -217,16 +217,18 @@ class TaskDetailScreen(ClusterView):
         return task
 
     def action_revoke(self) -> None:
-        if task := self.current_task():
+        if (task := self.current_task()) and self.stoppable(task, "revoke"):
             self.confirm(f"Revoke {task.name} [{task.id}]?", lambda: self.perform(
                 lambda: self.console.actions.revoke(task.id, self.console.model.alive_workers())))
 
     def action_terminate(self) -> None:
-        if task := self.current_task():
-            self.choose("Signal", list(SIGNALS), lambda signal: self.confirm(
-                f"Terminate {task.name} [{task.id}] with {signal}?", lambda: self.perform(
-                    lambda: self.console.actions.terminate(
-                        task.id, signal, self.console.model.alive_workers()))))
+        if (task := self.current_task()) and self.stoppable(task, "terminate"):
+            def chosen(signal: str) -> None:
+                self.confirm(f"Terminate {task.name} [{task.id}] with {signal}?",
+                             lambda: self.perform(lambda: self.console.actions.terminate(
+                                 task.id, signal, self.console.model.alive_workers())))
+            self.choose(f"Signal to terminate {task.name} [{task.id}] with", list(SIGNALS),
+                        chosen)
 
     def action_retry(self) -> None:
         if task := self.current_task():

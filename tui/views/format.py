@@ -72,6 +72,13 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 60:.1f}m"
 
 
+def consumers(count: int | None) -> Text:
+    """A queue's consumer count; none at all stands out, as its messages wait unseen."""
+    if count is None:
+        return Text("")
+    return Text("none", style="bold red") if count == 0 else Text(str(count))
+
+
 def alive(is_alive: bool) -> Text:
     return Text("online", style="green") if is_alive else Text("offline", style="red")
 

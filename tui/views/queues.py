@@ -30,7 +30,7 @@ class QueuesScreen(TableView):
             table.add_row(*format.cells(
                 queue.name, "?" if queue.depth is None else str(queue.depth),
                 "" if queue.scheduled is None else str(queue.scheduled),
-                "" if queue.consumers is None else str(queue.consumers),
+                format.consumers(queue.consumers),
                 "" if queue.rate is None else f"{queue.rate:+.1f}", ", ".join(workers)),
                 key=queue.name)
         if current in model.queues:
@@ -45,23 +45,23 @@ class QueuesScreen(TableView):
             depth = row.depth if row is not None else None
             held = f", and its {row.scheduled} scheduled (ETA) task(s)," \
                 if row is not None and row.scheduled else ""
-            self.confirm(f"Purge {queue}? {depth if depth is not None else 'All'} waiting "
-                         f"message(s){held} will be deleted.",
+            # The depth is from the last poll: more may have arrived since. The outcome says
+            # how many were really removed.
+            count = f"About {depth}" if depth is not None else "All"
+            self.confirm(f"Purge {queue}? {count} waiting message(s){held} will be deleted (the "
+                         "number removed is reported after).",
                          lambda: self.perform(lambda: self.console.actions.purge(queue)))
 
     def action_add_consumer(self) -> None:
         if queue := self.selected():
-            self._for_workers(f"Which worker should consume {queue}?",
-                              lambda dest: self.console.actions.add_consumer(
-                                  queue, dest, self.console.model.alive_workers()))
+            alive = self.console.model.alive_workers()
+            self.choose(f"Which worker should consume {queue}?", ["all workers", *alive],
+                        lambda scope: self.perform(lambda: self.console.actions.add_consumer(
+                            queue, None if scope == "all workers" else [scope], alive)))
 
     def action_cancel_consumer(self) -> None:
         if queue := self.selected():
-            self._for_workers(f"Which worker should stop consuming {queue}?",
-                              lambda dest: self.console.actions.cancel_consumer(
-                                  queue, dest, self.console.model.alive_workers()))
-
-    def _for_workers(self, question: str, call) -> None:  # type: ignore[no-untyped-def]
-        choices = ["all workers", *sorted(self.console.model.workers)]
-        self.choose(question, choices, lambda scope: self.perform(
-            lambda: call(None if scope == "all workers" else [scope])))
+            self.choose(f"Which worker should stop consuming {queue}?",
+                        ["all workers", *self.consumers_of(queue)],
+                        lambda scope: self.stop_consuming(
+                            queue, None if scope == "all workers" else [scope]))

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static, Tab, Tabs
 
-from qtui.core.display import safe_text
+from qtui.core.display import printable, safe_text
 
 from .. import query
 from ..actions import SIGNALS
@@ -28,6 +28,18 @@ SORT_KEYS = {
 #: Rows drawn per page (`[` and `]` turn pages); the filter narrows what they are drawn from.
 #: Small on purpose: the table measures every cell it is given, on the UI thread.
 PAGE_SIZE = 100
+#: Characters of a task id shown in the table (the detail and the dialogs show it whole).
+SHORT_ID = 8
+
+
+class TaskId(Text):
+    """A task id cell: its first characters shown, the whole id kept (rows are put in order by
+    it, and two ids may start alike)."""
+
+    def __init__(self, task_id: str) -> None:
+        short = task_id if len(task_id) <= SHORT_ID + 1 else task_id[:SHORT_ID] + "…"
+        super().__init__(printable(short))
+        self.task_id = task_id
 
 
 class TasksScreen(ClusterView):
@@ -49,6 +61,9 @@ class TasksScreen(ClusterView):
         Binding("y", "retry", "Retry"),
         Binding("L", "rate_limit", "Rate limit type"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
+        # The table's own Home/End scroll sideways, taking the id and name off the screen.
+        Binding("home", "first_row", "First row", show=False, priority=True),
+        Binding("end", "last_row", "Last row", show=False, priority=True),
     ]
 
     def __init__(self, filter_text: str = "") -> None:
@@ -61,10 +76,17 @@ class TasksScreen(ClusterView):
         self.page = 0
         self._shown: dict[str, TaskRow] = {}
         """What the table holds, by task id."""
+        self._filter_tab: str | None = None
+        """The state tab the current filter's state term selected, while it is still shown: a
+        filter without one then goes back to All instead of staying narrowed by it."""
+        self._left: tuple[str, str] | None = None
+        """(the selected task that left this view, the task the cursor fell on) until the
+        operator moves the cursor: the status line says so."""
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Tabs(*[Tab(s.title(), id=s) for s in STATE_TABS], id="states")
+        yield Tabs(*[Tab(s.title(), id=s) for s in STATE_TABS], active=self.state_tab,
+                   id="states")
         yield Input(value=self.filter_text, placeholder="filter: name:tasks.add state:FAILURE "
                     "worker:w1 args:42 /regex/   (Enter applies, Esc clears)", id="filter")
         table: DataTable[object] = DataTable(id="tasks", cursor_type="row", zebra_stripes=True)
@@ -86,44 +108,80 @@ class TasksScreen(ClusterView):
             self.notify(str(exc), title="Filter", severity="error")
             return False
         self.filter_text, self.terms = text, terms
+        asked = state_tab_for(terms)
+        tab = asked if asked is not None else ("ALL" if self._filter_tab is not None else None)
+        self._filter_tab = asked
+        if tab is not None:
+            self.state_tab = tab
         if self.is_mounted:
             box = self.query_one("#filter", Input)
             box.value, box.display = text, bool(text)
-            self.refresh_view()
+            if tab is not None:
+                self.query_one("#states", Tabs).active = tab
+            self.page = 0
+            self._redraw(self.selected_id(), lost_is_news=False)
         return True
 
-    def visible(self) -> tuple[list[TaskRow], int]:
+    def _wanted(self, task: TaskRow) -> bool:
+        return ((self.state_tab == "ALL" or task.state == self.state_tab)
+                and (not self.terms or query.matches(self.terms, task.filter_values())))
+
+    def visible(self, chosen: str | None = None) -> tuple[list[TaskRow], int]:
         """The current page of rows, sorted, and how many matched in all. The first page is
-        picked with a heap (no full sort), so 100,000 tasks stay cheap while watching live."""
+        picked with a heap (no full sort), so 100,000 tasks stay cheap while watching live.
+        With ``chosen`` (a task id) the page is the one that task is on, if it still matches."""
         tasks = self.console.model.tasks.values()
         if self.state_tab != "ALL" or self.terms:
-            tasks = [t for t in tasks
-                     if (self.state_tab == "ALL" or t.state == self.state_tab)
-                     and (not self.terms or query.matches(self.terms, t.filter_values()))]
+            tasks = [t for t in tasks if self._wanted(t)]
         key = SORT_KEYS[self.sort_column]
         pages = max(1, -(-len(tasks) // PAGE_SIZE))
         self.page = min(self.page, pages - 1)
+        task = self.console.model.tasks.get(chosen) if chosen else None
+        if task is not None and not self._wanted(task):
+            task = None
         if self.page == 0:
             pick = heapq.nlargest if self.sort_reverse else heapq.nsmallest
-            return pick(PAGE_SIZE, tasks, key=key), len(tasks)
+            rows = pick(PAGE_SIZE, tasks, key=key)
+            if task is None or any(t is task for t in rows):
+                return rows, len(tasks)
         ordered = sorted(tasks, key=key, reverse=self.sort_reverse)
+        if task is not None:
+            self.page = next(i for i, t in enumerate(ordered) if t is task) // PAGE_SIZE
         return ordered[self.page * PAGE_SIZE:(self.page + 1) * PAGE_SIZE], len(tasks)
 
     def refresh_view(self) -> None:
+        """Redraw for new data: the cursor stays on the task the operator chose, turning to the
+        page it is pushed onto, so an action never lands on a task that slid under the cursor."""
+        self._redraw(self.selected_id(), lost_is_news=True)
+
+    def _redraw(self, chosen: str | None, lost_is_news: bool) -> None:
+        """Redraw keeping the cursor on ``chosen``. When it left the view, a redraw caused by
+        data says so on the status line (``lost_is_news``); one caused by the operator (a new
+        filter, tab or page) puts the cursor on the first row."""
         table = self.query_one("#tasks", DataTable)
-        current = self.selected_id()
-        rows, matched = self.visible()
+        rows, matched = self.visible(chosen)
         self._update_table(table, rows)
-        if current is not None and current in self._shown:
-            table.move_cursor(row=table.get_row_index(current))
+        if chosen is not None and chosen in self._shown:
+            table.move_cursor(row=table.get_row_index(chosen))
+        elif lost_is_news and chosen is not None:
+            self._left = (chosen, self.selected_id() or "")
+        else:
+            table.move_cursor(row=0)
+        if self._left is not None and self._left[1] != (self.selected_id() or ""):
+            self._left = None  # the operator has moved on
         arrow = "▼" if self.sort_reverse else "▲"
         first = self.page * PAGE_SIZE
-        shown = (f"{first + 1}-{first + len(rows)} of {matched} (page {self.page + 1}; "
-                 "[ ] turn pages)" if matched > len(rows) else f"{matched}")
-        self.query_one("#status", Static).update(safe_text(
-            f"{shown} task(s) · {len(self.console.model.tasks)} in memory · "
-            f"sorted by {self.sort_column} {arrow}"
-            + (f" · filter: {self.filter_text}" if self.filter_text else "")))
+        pages = max(1, -(-matched // PAGE_SIZE))
+        shown = (f"{first + 1}-{first + len(rows)} of {matched} (page {self.page + 1}/{pages}, "
+                 "[ ])" if matched > len(rows) else f"{matched}")
+        status = Text(f"sorted by {self.sort_column} {arrow} · {shown} task(s) · "
+                      f"{len(self.console.model.tasks)} in memory")
+        if self._left is not None:
+            status.append(f" · {TaskId(self._left[0])} left this view", style="bold yellow")
+        if self.filter_text:
+            status.append(" · filter: ")
+            status.append_text(safe_text(self.filter_text))
+        self.query_one("#status", Static).update(status)
 
     def _update_table(self, table: DataTable[object], rows: list[TaskRow]) -> None:
         """Change only what changed: remove rows that left, add those that came, rewrite those
@@ -149,11 +207,14 @@ class TasksScreen(ClusterView):
             self._shown[task.id] = task
         if [row.key.value for row in table.ordered_rows] != [t.id for t in rows]:
             position = {t.id: i for i, t in enumerate(rows)}
-            table.sort("ID", key=lambda cell: position[str(cell)])
+            table.sort("ID", key=lambda cell: position[cell.task_id])
 
     @staticmethod
     def _cells(t: TaskRow) -> list[Text]:
-        return format.cells(t.id, t.name, format.state(t.state), t.worker,
+        # No name: only later events were seen (task-received was missed); Flower keeps such
+        # tasks too, and the operator may still need to act on them.
+        name = safe_text(t.name) if t.name else Text("(unknown)", style="dim italic")
+        return format.cells(TaskId(t.id), name, format.state(t.state), t.worker,
                             format.clock(t.received), format.clock(t.started),
                             format.duration(t.runtime), t.args[:60])
 
@@ -171,14 +232,17 @@ class TasksScreen(ClusterView):
         return task
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "tab" and isinstance(self.focused, Input):
+        if action in ("tab", "first_row", "last_row") and isinstance(self.focused, Input):
             return False  # the keys edit the filter
         return super().check_action(action, parameters)
 
     # events -----------------------------------------------------------------------------------
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
         self.state_tab = event.tab.id or "ALL"
-        self.refresh_view()
+        if self.state_tab != self._filter_tab:
+            self._filter_tab = None  # the operator chose this tab: later filters keep it
+        self.page = 0
+        self._redraw(self.selected_id(), lost_is_news=False)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if self.set_filter(event.value.strip()):
@@ -189,7 +253,7 @@ class TasksScreen(ClusterView):
         if column == self.sort_column:
             self.sort_reverse = not self.sort_reverse
         self.sort_column = column
-        self.refresh_view()
+        self._redraw(self.selected_id(), lost_is_news=False)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_drill()
@@ -210,15 +274,21 @@ class TasksScreen(ClusterView):
 
     def action_sort(self) -> None:
         self.sort_column = COLUMNS[(COLUMNS.index(self.sort_column) + 1) % len(COLUMNS)]
-        self.refresh_view()
+        self._redraw(self.selected_id(), lost_is_news=False)
 
     def action_reverse(self) -> None:
         self.sort_reverse = not self.sort_reverse
-        self.refresh_view()
+        self._redraw(self.selected_id(), lost_is_news=False)
 
     def action_page(self, step: int) -> None:
         self.page = max(0, self.page + step)
-        self.refresh_view()
+        self._redraw(None, lost_is_news=False)
+
+    def action_first_row(self) -> None:
+        self.query_one("#tasks", DataTable).action_scroll_top()
+
+    def action_last_row(self) -> None:
+        self.query_one("#tasks", DataTable).action_scroll_bottom()
 
     def action_tab(self, step: int) -> None:
         tabs = self.query_one("#states", Tabs)
@@ -235,18 +305,19 @@ class TasksScreen(ClusterView):
             copy_id(self, task.id)
 
     def action_revoke(self) -> None:
-        if task := self.selected():
+        if (task := self.selected()) and self.stoppable(task, "revoke"):
             self.confirm(f"Revoke {task.name} [{task.id}]? It will not run.",
                          lambda: self.perform(lambda: self.console.actions.revoke(
                              task.id, self.console.model.alive_workers())))
 
     def action_terminate(self) -> None:
-        if task := self.selected():
+        if (task := self.selected()) and self.stoppable(task, "terminate"):
             def chosen(signal: str) -> None:
                 self.confirm(f"Terminate {task.name} [{task.id}] with {signal}?",
                              lambda: self.perform(lambda: self.console.actions.terminate(
                                  task.id, signal, self.console.model.alive_workers())))
-            self.choose(f"Signal for {task.name} [{task.id}]", list(SIGNALS), chosen)
+            self.choose(f"Signal to terminate {task.name} [{task.id}] with", list(SIGNALS),
+                        chosen)
 
     def action_retry(self) -> None:
         if task := self.selected():
@@ -261,4 +332,18 @@ class TasksScreen(ClusterView):
                              task.name, rate, destination,
                              self.console.model.alive_workers())),
                          "10/m")
-            self.choose("Apply to", ["all workers", *sorted(self.console.model.workers)], chosen)
+            self.choose(f"Rate-limit {task.name} on", ["all workers",
+                                                       *self.console.model.alive_workers()],
+                        chosen)
+
+
+def state_tab_for(terms: list[query.Term]) -> str | None:
+    """The state tab a filter asks for: the tab of its one state (``state:FAILURE``), "ALL" for
+    several (``state:FAILURE,RETRY``) so that no tab narrows them further, None when it names
+    none."""
+    states = [t for t in terms if t.field == "state" and not t.negate]
+    if not states:
+        return None
+    if len(states) == 1 and len(states[0].values) == 1 and states[0].values[0] in STATE_TABS:
+        return states[0].values[0]
+    return "ALL"

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from textual import work
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from qtui.core.exceptions import BrokerUnavailable
+
+from ..actions import registered_tasks
 from . import format
 from .base import TableView
+
+#: The last choice of the add-consumer picker: a queue the broker does not list yet.
+ANOTHER_QUEUE = "another queue (type its name)…"
+#: The ``registered`` attributes that show each kind of limit a task type has now.
+LIMIT_ITEMS = {"rate_limit": ("rate_limit",), "time_limit": ("soft_time_limit", "time_limit")}
 
 COLUMNS = ("Worker", "Status", "Heartbeat", "Pool", "Conc", "Active", "Processed", "Load",
            "Queues")
@@ -55,53 +66,111 @@ class WorkersScreen(TableView):
         if worker:
             self.app.push_screen(WorkerDetailScreen(worker))
 
+    def online(self) -> str | None:
+        """The selected worker, if it is online. An offline one is refused at once: it would
+        only show "no reply" after the timeout."""
+        worker = self.selected()
+        row = self.console.model.workers.get(worker) if worker else None
+        if row is not None and not row.alive:
+            self.notify(f"{worker} is offline (last heartbeat {format.age(row.heartbeat_age)}), "
+                        "so it cannot act on anything. Delete forgets it.", severity="error")
+            return None
+        return worker
+
     def action_grow(self) -> None:
-        if worker := self.selected():
+        if worker := self.online():
             self.perform(lambda: self.console.actions.pool_grow(worker))
 
     def action_shrink(self) -> None:
-        if worker := self.selected():
+        if worker := self.online():
             self.perform(lambda: self.console.actions.pool_shrink(worker))
 
     def action_add_consumer(self) -> None:
-        if worker := self.selected():
-            self.ask(f"Queue for {worker} to consume", lambda queue: self.perform(
-                lambda: self.console.actions.add_consumer(queue, [worker])), "queue name")
+        """Pick one of the queues the broker lists that the worker does not consume yet, or
+        type the name of another."""
+        if worker := self.online():
+            def add(queue: str) -> None:
+                self.perform(lambda: self.console.actions.add_consumer(queue, [worker]))
+
+            def ask() -> None:
+                self.ask(f"Queue for {worker} to consume", add, "queue name")
+            consumed = set(self.console.model.workers[worker].queues)
+            queues = sorted(set(self.console.model.queues) - consumed)
+            if not queues:
+                ask()
+                return
+            self.choose(f"Which queue should {worker} consume?", [*queues, ANOTHER_QUEUE],
+                        lambda queue: ask() if queue == ANOTHER_QUEUE else add(queue))
 
     def action_cancel_consumer(self) -> None:
-        if worker := self.selected():
-            self.ask(f"Queue for {worker} to stop consuming", lambda queue: self.perform(
-                lambda: self.console.actions.cancel_consumer(queue, [worker])), "queue name")
+        """Pick one of the queues the worker consumes (as its last poll said)."""
+        if worker := self.online():
+            queues = list(self.console.model.workers[worker].queues)
+            if not queues:
+                self.notify(f"{worker} has not said which queues it consumes yet",
+                            severity="warning")
+                return
+            self.choose(f"Which queue should {worker} stop consuming?", queues,
+                        lambda queue: self.stop_consuming(queue, [worker]))
 
     def action_rate_limit(self) -> None:
-        if worker := self.selected():
-            self.ask(f"Rate limit on {worker}: TASK RATE (e.g. tasks.add 10/m)",
-                     lambda text: self._rate_limit(worker, text), "tasks.add 10/m")
-
-    def _rate_limit(self, worker: str, text: str) -> None:
-        name, _, rate = text.partition(" ")
-        if not rate.strip():
-            self.notify("Give a task name and a rate, e.g. tasks.add 10/m", severity="error")
-            return
-        self.perform(lambda: self.console.actions.rate_limit(name, rate.strip(), [worker]))
+        if worker := self.online():
+            self._pick_task_type(worker, "rate_limit")
 
     def action_time_limit(self) -> None:
-        if worker := self.selected():
-            self.ask(f"Time limits on {worker}: TASK SOFT HARD (seconds)",
-                     lambda text: self._time_limit(worker, text), "tasks.add 10 20")
+        if worker := self.online():
+            self._pick_task_type(worker, "time_limit")
 
-    def _time_limit(self, worker: str, text: str) -> None:
-        parts = text.split()
+    @work(thread=True, group="actions", exit_on_error=False)
+    def _pick_task_type(self, worker: str, limit: str) -> None:
+        """Ask the worker for its task types with their current limits (in a thread), then let
+        the operator pick one; the task types seen in events when it does not answer."""
+        items = LIMIT_ITEMS[limit]
         try:
-            name, soft, hard = parts[0], float(parts[1]), float(parts[2])
-        except (IndexError, ValueError):
-            self.notify("Give a task name, a soft and a hard limit: tasks.add 10 20",
-                        severity="error")
+            reply: Any = self.console.inspect(worker, "registered", *items)
+        except BrokerUnavailable:
+            reply = None
+        known = registered_tasks(reply) if reply is not None else None
+        self.app.call_from_thread(self._choose_task_type, worker, limit, known)
+
+    def _choose_task_type(self, worker: str, limit: str,
+                          known: dict[str, dict[str, str]] | None) -> None:
+        if known is None:
+            seen = {t.name for t in self.console.model.tasks.values() if t.name}
+            labels = {f"{name}  (seen in events; limit unknown)": name for name in sorted(seen)}
+        else:
+            labels = {f"{name}  (now {_limits(limit, known[name])})": name
+                      for name in sorted(known)}
+        if not labels:
+            self.notify(f"No task types known for {worker}", severity="warning")
+            return
+        current = known or {}
+
+        def chosen(label: str) -> None:
+            name = labels[label]
+            attributes = current.get(name, {})
+            if limit == "rate_limit":
+                self.ask(f"Rate limit for {name} on {worker} (e.g. 10/s, 5/m, 0 = none)",
+                         lambda rate: self.perform(
+                             lambda: self.console.actions.rate_limit(name, rate, [worker])),
+                         "10/m", attributes.get("rate_limit", ""))
+            else:
+                now = f"{attributes.get('soft_time_limit', '')} {attributes.get('time_limit', '')}"
+                self.ask(f"Time limits for {name} on {worker}: SOFT HARD (seconds)",
+                         lambda text: self._time_limit(worker, name, text), "10 20", now.strip())
+        verb = "Rate-limit" if limit == "rate_limit" else "Set the time limits of"
+        self.choose(f"{verb} which task type on {worker}?", list(labels), chosen)
+
+    def _time_limit(self, worker: str, name: str, text: str) -> None:
+        try:
+            soft, hard = (float(part) for part in text.split())
+        except ValueError:
+            self.notify("Give a soft and a hard limit in seconds: 10 20", severity="error")
             return
         self.perform(lambda: self.console.actions.time_limit(name, soft, hard, [worker]))
 
     def action_shutdown(self) -> None:
-        if worker := self.selected():
+        if worker := self.online():
             self.confirm(f"Shut down {worker}? Its running tasks finish first.",
                          lambda: self.perform(lambda: self.console.actions.shutdown(worker)))
 
@@ -116,3 +185,13 @@ class WorkersScreen(TableView):
             self.console.feed.forget_worker(worker)
             self.console.model.workers.pop(worker, None)
             self.refresh_view()
+
+
+def _limits(limit: str, attributes: dict[str, str]) -> str:
+    """A task type's current limit of one kind, in words."""
+    if limit == "rate_limit":
+        return attributes.get("rate_limit") or "no limit"
+    soft, hard = attributes.get("soft_time_limit"), attributes.get("time_limit")
+    if soft is None and hard is None:
+        return "no limit"
+    return f"soft {soft or '-'}, hard {hard or '-'}"
