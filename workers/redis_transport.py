@@ -43,6 +43,7 @@ from qtui.core.brokers import redis as redis_broker
 from .deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, dead_letter_queue_name
 from .liveness import (ALIVE_KEY, OWNED_KEY, OWNERS_KEY, PROCESSING_KEY,
                        PROCESSING_QUEUES_KEY)
+from .redelivery import StartRecord
 
 logger = logging.getLogger("qtui.worker")
 
@@ -85,18 +86,31 @@ local function envelope(item)
   end
   return msg
 end
--- KEYS: unacked_index, unacked, owned, then per queue `size` lists: processing, priorities.
--- ARGV: limit, stamp, size, dead-letter tag prefix, reason header, queue header, #acks, acks,
---       then the queue names and their dead-letter queues' list names.
+-- KEYS: unacked_index, unacked, owned, the ledger's started set, then per queue `size` lists:
+--       processing, priorities.
+-- ARGV: limit, stamp, size, dead-letter tag prefix, reason header, queue header, #acks,
+--       #started, #settled, trim time ('' for none), then acks, (expiry, key) per started
+--       delivery, settled keys, the queue names and their dead-letter queues' list names.
 local limit, stamp, size = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local nacks = tonumber(ARGV[7])
-for i = 8, 7 + nacks do
-  redis.call('ZREM', KEYS[1], ARGV[i])
-  redis.call('HDEL', KEYS[2], ARGV[i])
-  redis.call('SREM', KEYS[3], ARGV[i])
+local nacks, nstarted, nsettled = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+-- One command per key for ARGV[first..last], in slices Lua's unpack can take.
+local function each(command, key, first, last, step)
+  for i = first, last, step do
+    redis.call(command, key, unpack(ARGV, i, math.min(i + step - 1, last)))
+  end
 end
-local groups = (#KEYS - 3) / size
-local names = 8 + nacks
+local at = 11
+each('ZREM', KEYS[1], at, at + nacks - 1, 1000)
+each('HDEL', KEYS[2], at, at + nacks - 1, 1000)
+each('SREM', KEYS[3], at, at + nacks - 1, 1000)
+at = at + nacks
+each('ZADD', KEYS[4], at, at + 2 * nstarted - 1, 1000)
+at = at + 2 * nstarted
+each('ZREM', KEYS[4], at, at + nsettled - 1, 1000)
+at = at + nsettled
+if ARGV[10] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[10]) end
+local groups = (#KEYS - 4) / size
+local names = at
 local cursor = {}
 for g = 1, groups do cursor[g] = 1 end
 local out = {}
@@ -107,7 +121,7 @@ while taken < limit and busy do
     if taken >= limit then break end
     local item
     while cursor[g] <= size and not item do
-      item = redis.call('RPOP', KEYS[3 + (g - 1) * size + cursor[g]])
+      item = redis.call('RPOP', KEYS[4 + (g - 1) * size + cursor[g]])
       if not item then cursor[g] = cursor[g] + 1 end
     end
     if item then
@@ -269,12 +283,14 @@ class Channel(redis_broker.Channel):
         return len(lost)
 
     # taking ----------------------------------------------------------------------------------
-    def fetch_many(self, queues: list[str], limit: int, acks: list[str] | None = None) -> int:
-        """Ack ``acks``, then deliver up to ``limit`` waiting messages of ``queues`` (one from
-        each in turn) to their consumers, all in one round trip; returns how many there were."""
+    def fetch_many(self, queues: list[str], limit: int, acks: list[str] | None = None,
+                   starts: StartRecord | None = None) -> int:
+        """Ack ``acks`` and write ``starts`` in the ledger, then deliver up to ``limit`` waiting
+        messages of ``queues`` (one from each in turn) to their consumers, all in one round
+        trip and one atomic step; returns how many there were."""
         acks = acks or []
         self.fetch_stamp = None
-        if (limit <= 0 or not queues) and not acks:
+        if (limit <= 0 or not queues) and not acks and starts is None:
             return 0
         assert self.owner is not None, "fetch_many takes messages for an owner"
         order = [q for q in self._queue_cycle.consume(len(self._queue_cycle.items))
@@ -288,9 +304,16 @@ class Channel(redis_broker.Channel):
         client = self._create_client()
         script = self._script("fetch", _FETCH)
         self.fetch_stamp = time.time()
-        reply = script(keys=[self.unacked_index_key, self.unacked_key, self.owned_key, *keys],
+        started = [x for key, expires in (starts.started.items() if starts else ())
+                   for x in (expires, key)]
+        settled = starts.settled if starts else []
+        trim = "" if starts is None or starts.trim_before is None else starts.trim_before
+        reply = script(keys=[self.unacked_index_key, self.unacked_key, self.owned_key,
+                             starts.key if starts else "", *keys],
                        args=[max(limit, 0), self.fetch_stamp, size, uuid.uuid4().hex,
-                             DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks), *acks, *names],
+                             DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks),
+                             len(started) // 2, len(settled), trim, *acks, *started, *settled,
+                             *names],
                        client=client)
         self.fetch_stamp = None  # answered: nothing of this fetch to reclaim
         for tag in acks:
