@@ -287,7 +287,7 @@ class Worker:
         # While enough work is reserved, let the window empty further: bigger, rarer fetches.
         starving = len(self.reserved) < self.concurrency
         due = self.consumer.consuming and room > 0 and (starving or 2 * room >= prefetch)
-        fetched = self._fetch(room if due else 0, batch)
+        fetched = self._fetch(batch, room if due else 0)
         self._start(batch)
         if due:
             if not fetched:
@@ -543,11 +543,11 @@ class Worker:
                 job.start_key = start_key(job.message, job.delivery_number - 1)
         return batch
 
-    def _fetch(self, room: int, batch: list[Job]) -> int | None:
+    def _fetch(self, batch: list[Job], room: int) -> int | None:
         """Record the starts of ``batch`` (before it runs), send the gathered acks and take up
         to ``room`` messages: one round trip where the broker keeps the ledger (Redis). Returns
-        how many messages came; None when no fetch was made (nothing to take, or a broker
-        without fetch). On a broker error ``batch`` goes back to the reserved jobs."""
+        how many messages came; None when no fetch was made (nothing to take or record, or a
+        broker without fetch). On a broker error ``batch`` goes back to the reserved jobs."""
         keys = [job.start_key for job in batch if job.start_key]
         record = self.starts.take(keys) if keys and self._starts_ride else None
         if keys and record is None:
