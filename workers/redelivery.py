@@ -115,6 +115,10 @@ class Starts:
         if record is not None:
             self._settled.extend(record.settled[:max(0, SETTLED_MAX - len(self._settled))])
 
+    @property
+    def where(self) -> str:
+        return "no ledger" if self.ledger is None else self.ledger.where
+
     def record(self, keys: Iterable[str], wait: bool = False) -> None:
         """Record ``keys`` as started (and forget the settled ones): sent before the tasks run,
         without waiting for the answer where the ledger allows it."""

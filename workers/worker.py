@@ -354,7 +354,8 @@ class Worker:
             return
         orphans, self._orphans = self._orphans, []
         if any(requeue for _, requeue in orphans):
-            self.starts.flush()  # a start recorded for a delivery given back unrun is forgotten
+            # A start recorded for a job the pool refused, given back unrun: forgotten first.
+            self.starts.flush()
         for done, (tag, requeue) in enumerate(orphans):
             try:
                 leases.settle(self.consumer.channel, [tag], requeue)
@@ -547,7 +548,7 @@ class Worker:
         """Record the starts of ``batch`` (before it runs), send the gathered acks and take up
         to ``room`` messages: one round trip where the broker keeps the ledger (Redis). Returns
         how many messages came; None when no fetch was made (nothing to take or record, or a
-        broker without fetch). On a broker error ``batch`` goes back to the reserved jobs."""
+        broker without fetch)."""
         keys = [job.start_key for job in batch if job.start_key]
         record = self.starts.take(keys) if keys and self._starts_ride else None
         if keys and record is None:
@@ -557,10 +558,15 @@ class Worker:
         acks, self._acks = self._acks, []
         try:
             fetched = self.consumer.fetch(room, acks, record)
-        except self.consumer.errors:
+        except self.consumer.errors as exc:
             self._orphans.extend((tag, False) for tag in acks)
             self.starts.untaken(record)
-            self.reserved.extendleft(reversed(batch))
+            if record is not None:
+                # The script may have run (its reply lost) or not: the batch runs as a batch
+                # whose record could not be sent does, and the connection is restored after.
+                logger.warning("Cannot record started tasks in %s (%s): if this worker is lost "
+                               "now, their delivery may not be counted", self.starts.where, exc)
+                self._start(batch)
             raise
         if fetched is None:
             self._acks = acks
