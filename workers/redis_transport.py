@@ -293,8 +293,9 @@ class Channel(redis_broker.Channel):
         if (limit <= 0 or not queues) and not acks and starts is None:
             return 0
         assert self.owner is not None, "fetch_many takes messages for an owner"
-        order = [q for q in self._queue_cycle.consume(len(self._queue_cycle.items))
-                 if q in queues] or list(queues)
+        order = [] if limit <= 0 else [
+            q for q in self._queue_cycle.consume(len(self._queue_cycle.items))
+            if q in queues] or list(queues)
         keys: list[str] = []
         for queue in order:
             keys.append(PROCESSING_KEY.format(owner=self.owner, queue=queue))
@@ -310,7 +311,8 @@ class Channel(redis_broker.Channel):
         trim = "" if starts is None or starts.trim_before is None else starts.trim_before
         reply = script(keys=[self.unacked_index_key, self.unacked_key, self.owned_key,
                              starts.key if starts else "", *keys],
-                       args=[max(limit, 0), self.fetch_stamp, size, uuid.uuid4().hex,
+                       args=[max(limit, 0), self.fetch_stamp, size,
+                             uuid.uuid4().hex if order else "",
                              DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks),
                              len(started) // 2, len(settled), trim, *acks, *started, *settled,
                              *names],
