@@ -31,12 +31,14 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from queue import Empty
 from time import monotonic
 from typing import Any
 
 from kombu.transport import virtual
 from kombu.utils.json import loads
+from redis.exceptions import NoScriptError
 
 from qtui.core.brokers import redis as redis_broker
 
@@ -159,6 +161,17 @@ return out
 """
 
 
+@dataclass
+class _PendingFetch:
+    """A fetch script call sent on ``conn`` (taken from the pool until its reply is read)."""
+
+    conn: Any
+    order: list[str]
+    acks: list[str]
+    keys: list[str]
+    args: list[Any]
+
+
 class QoS(redis_broker.QoS):
     """kombu's QoS, but settling a delivery also drops it from the owner's ``owned`` set, and
     restoring gives back only what dead owners hold."""
@@ -214,6 +227,9 @@ class Channel(redis_broker.Channel):
         self._blocking_move = "BLMOVE" if (major, minor) >= (6, 2) else "BRPOPLPUSH"
         self._waiting_on: str | None = None
         """The queue a pending blocking move waits on."""
+        self._pending_fetch: _PendingFetch | None = None
+        """A fetch sent whose reply is not read yet."""
+        self._fetch_loaded = False
         self._processing_known: set[str] = set()
 
     # ownership -------------------------------------------------------------------------------
@@ -288,11 +304,19 @@ class Channel(redis_broker.Channel):
         """Ack ``acks`` and write ``starts`` in the ledger, then deliver up to ``limit`` waiting
         messages of ``queues`` (one from each in turn) to their consumers, all in one round
         trip and one atomic step; returns how many there were."""
+        return self.read_fetch() if self.send_fetch(queues, limit, acks, starts) else 0
+
+    def send_fetch(self, queues: list[str], limit: int, acks: list[str] | None = None,
+                   starts: StartRecord | None = None) -> bool:
+        """Send what :meth:`fetch_many` does without waiting for the reply (read it with
+        :meth:`read_fetch`): the worker starts a batch meanwhile, whose record is then in
+        Redis's hands. False when there is nothing to send."""
         acks = acks or []
         self.fetch_stamp = None
         if (limit <= 0 or not queues) and not acks and starts is None:
-            return 0
+            return False
         assert self.owner is not None, "fetch_many takes messages for an owner"
+        assert self._pending_fetch is None, "one fetch at a time"
         order = [] if limit <= 0 else [
             q for q in self._queue_cycle.consume(len(self._queue_cycle.items))
             if q in queues] or list(queues)
@@ -304,22 +328,50 @@ class Channel(redis_broker.Channel):
         names = [name for queue in order for name in (queue, dead_letter_queue_name(queue))]
         client = self._create_client()
         script = self._script("fetch", _FETCH)
+        if not self._fetch_loaded:  # so that the first call's EVALSHA runs, not fails
+            client.script_load(_FETCH)
+            self._fetch_loaded = True
         self.fetch_stamp = time.time()
         started = [x for key, expires in (starts.started.items() if starts else ())
                    for x in (expires, key)]
         settled = starts.settled if starts else []
         trim = "" if starts is None or starts.trim_before is None else starts.trim_before
-        reply = script(keys=[self.unacked_index_key, self.unacked_key, self.owned_key,
-                             starts.key if starts else "", *keys],
-                       args=[max(limit, 0), self.fetch_stamp, size,
-                             uuid.uuid4().hex if order else "",
-                             DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks),
-                             len(started) // 2, len(settled), trim, *acks, *started, *settled,
-                             *names],
-                       client=client)
+        keys = [self.unacked_index_key, self.unacked_key, self.owned_key,
+                starts.key if starts else "", *keys]
+        args = [max(limit, 0), self.fetch_stamp, size, uuid.uuid4().hex if order else "",
+                DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks), len(started) // 2,
+                len(settled), trim, *acks, *started, *settled, *names]
+        conn = client.connection_pool.get_connection()
+        self._pending_fetch = _PendingFetch(conn, order, acks, keys, args)
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except BaseException:
+            self._pending_fetch = None
+            conn.disconnect()
+            client.connection_pool.release(conn)
+            raise
+        return True
+
+    def read_fetch(self) -> int:
+        """Read the reply to :meth:`send_fetch` and deliver its messages; returns how many."""
+        pending, self._pending_fetch = self._pending_fetch, None
+        assert pending is not None, "read_fetch follows send_fetch"
+        client = self._create_client()
+        try:
+            try:
+                reply = pending.conn.read_response()
+            except NoScriptError:  # flushed from Redis's cache: nothing of it ran, run it now
+                reply = self._script("fetch", _FETCH)(keys=pending.keys, args=pending.args,
+                                                      client=client)
+        except BaseException:
+            pending.conn.disconnect()
+            raise
+        finally:
+            client.connection_pool.release(pending.conn)
         self.fetch_stamp = None  # answered: nothing of this fetch to reclaim
-        for tag in acks:
+        for tag in pending.acks:
             virtual.QoS.ack(self.qos, tag)
+        order = pending.order
         if order:
             self._queue_cycle.rotate(order[0])
         delivered = 0

@@ -65,6 +65,7 @@ from .pools import pool_class
 from .ratelimit import RateLimiter
 from .redelivery import (
     DELIVERIES_HEADER,
+    StartRecord,
     Starts,
     counted_deliveries,
     delivery_number,
@@ -287,8 +288,7 @@ class Worker:
         # While enough work is reserved, let the window empty further: bigger, rarer fetches.
         starving = len(self.reserved) < self.concurrency
         due = self.consumer.consuming and room > 0 and (starving or 2 * room >= prefetch)
-        fetched = self._fetch(batch, room if due else 0)
-        self._start(batch)
+        fetched = self._start_and_fetch(batch, room if due else 0)
         if due:
             if not fetched:
                 self.consumer.drain(timeout)
@@ -544,37 +544,52 @@ class Worker:
                 job.start_key = start_key(job.message, job.delivery_number - 1)
         return batch
 
-    def _fetch(self, batch: list[Job], room: int) -> int | None:
-        """Record the starts of ``batch`` (before it runs), send the gathered acks and take up
-        to ``room`` messages: one round trip where the broker keeps the ledger (Redis). Returns
-        how many messages came; None when no fetch was made (nothing to take or record, or a
-        broker without fetch)."""
+    def _start_and_fetch(self, batch: list[Job], room: int) -> int | None:
+        """Start ``batch`` with its starts recorded first, send the gathered acks and take up
+        to ``room`` messages. Where the broker keeps the ledger (Redis) all of it is one script
+        call, sent before the batch starts (the record is then in Redis's hands, as a record
+        sent on its own would be) and read while the batch runs. Returns how many messages
+        came; None when no fetch was made (nothing to take or record, or a broker without
+        fetch)."""
         keys = [job.start_key for job in batch if job.start_key]
         record = self.starts.take(keys) if keys and self._starts_ride else None
         if keys and record is None:
             self.starts.record(keys)
         if room <= 0 and record is None:
+            self._start(batch)
             return None
         acks, self._acks = self._acks, []
         try:
-            fetched = self.consumer.fetch(room, acks, record)
+            sent = self.consumer.send_fetch(room, acks, record)
         except self.consumer.errors as exc:
-            self._orphans.extend((tag, False) for tag in acks)
+            self._lost_fetch(acks, record, batch, exc)
+            raise
+        if not sent:
+            self._acks = acks
             self.starts.untaken(record)
             if record is not None:
-                # The script may have run (its reply lost) or not: the batch runs as a batch
-                # whose record could not be sent does, and the connection is restored after.
-                logger.warning("Cannot record started tasks in %s (%s): if this worker is lost "
-                               "now, their delivery may not be counted", self.starts.where, exc)
-                self._start(batch)
-            raise
-        if fetched is None:
-            self._acks = acks
-            self._flush_acks()
-            if record is not None:
-                self.starts.untaken(record)
                 self.starts.record(keys)
-        return fetched
+            self._start(batch)
+            self._flush_acks()
+            return None
+        self._start(batch)
+        try:
+            return self.consumer.read_fetch()
+        except self.consumer.errors as exc:
+            self._lost_fetch(acks, record, [], exc)
+            raise
+
+    def _lost_fetch(self, acks: list[str], record: StartRecord | None, batch: list[Job],
+                    exc: BaseException) -> None:
+        """A fetch call failed: it may have run (its reply lost) or not. Its acks are sent
+        again through the next connection; the batch it was to record runs as a batch whose
+        record could not be sent does."""
+        self._orphans.extend((tag, False) for tag in acks)
+        self.starts.untaken(record)
+        if record is not None and batch:
+            logger.warning("Cannot record started tasks in %s (%s): if this worker is lost now, "
+                           "their delivery may not be counted", self.starts.where, exc)
+        self._start(batch)
 
     def _start(self, batch: list[Job]) -> None:
         """Hand ``batch`` to the pool (what it refuses goes back to the reserved jobs)."""
