@@ -582,11 +582,11 @@ class Worker:
     def _lost_fetch(self, acks: list[str], record: StartRecord | None, batch: list[Job],
                     exc: BaseException) -> None:
         """A fetch call failed: it may have run (its reply lost) or not. Its acks are sent
-        again through the next connection; the batch it was to record runs as a batch whose
-        record could not be sent does."""
+        again through the next connection; the batch it was to record (``batch`` if not started
+        yet) runs as a batch whose record could not be sent does."""
         self._orphans.extend((tag, False) for tag in acks)
         self.starts.untaken(record)
-        if record is not None and batch:
+        if record is not None:
             logger.warning("Cannot record started tasks in %s (%s): if this worker is lost now, "
                            "their delivery may not be counted", self.starts.where, exc)
         self._start(batch)
