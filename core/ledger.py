@@ -68,15 +68,20 @@ class Ledger:
 class RedisLedger(Ledger):
     def __init__(self, url: str) -> None:
         self.where = "redis"
+        self.url = url
         self.errors = (redis.RedisError, OSError)
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
         self._sender: redis.connection.Connection | None = None
         """The connection of ``put(wait=False)``, and how many answers it has not read yet."""
         self._unread = 0
 
+    def key(self, kind: str) -> str:
+        """The sorted set of ``kind``: a script on the same database may write it directly."""
+        return KEY_PREFIX + kind
+
     def put(self, kind: str, records: Mapping[str, float],
             discard: Iterable[str] = (), wait: bool = True) -> None:
-        key, gone = KEY_PREFIX + kind, list(discard)
+        key, gone = self.key(kind), list(discard)
         commands: list[tuple[Any, ...]] = []
         if records:
             commands.append(("ZADD", key, *(x for k, e in records.items() for x in (e, k))))

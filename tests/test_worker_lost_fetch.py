@@ -23,10 +23,14 @@ VISIBILITY_TIMEOUT = 40
 
 
 class ReplyCutter:
-    """A TCP proxy to Redis that, once armed, drops the first script reply carrying messages and
-    closes that connection, as a Redis shutting down after running the script would."""
+    """A TCP proxy to Redis that, once armed, drops the first script reply carrying messages (to
+    a request carrying ``marker``) and closes that connection, as a Redis shutting down after
+    running the script would."""
 
-    def __init__(self) -> None:
+    def __init__(self, marker: bytes = b"EVALSHA", empty_too: bool = False) -> None:
+        self.marker, self.empty_too = marker.upper(), empty_too
+        """Cut the reply to a request that carries ``marker``; ``empty_too``: even one that
+        carries no message."""
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
@@ -49,12 +53,13 @@ class ReplyCutter:
 
     def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
         while data := self._recv(client):
-            state["script"] = b"EVALSHA" in data.upper()
+            state["script"] = self.marker in data.upper()
             server.sendall(data)
 
     def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
         while data := self._recv(server):
-            carries_messages = data.startswith(b"*") and not data.startswith(b"*0\r\n")
+            carries_messages = data.startswith(b"*") and (
+                self.empty_too or not data.startswith(b"*0\r\n"))
             if (state["script"] and carries_messages and self.armed.is_set()
                     and not self.cut.is_set()):
                 self.dropped = data
@@ -140,3 +145,34 @@ def test_what_the_idle_waits_fetch_took_when_its_reply_was_lost_comes_back(tmp_p
     finally:
         cutter.close()
         setup.cleanup()
+
+
+@pytest.mark.timeout(60)
+def test_a_lost_reply_to_the_fetch_that_records_starts_loses_no_task(tmp_path, unique,
+                                                                      redis_url):
+    """The start record of a batch rides the fetch script: when its reply is lost, the batch
+    still runs (once), as when a record cannot be sent, and the connection comes back."""
+    client = redis.Redis(REDIS_HOST, REDIS_PORT, db=DB)
+    client.flushdb()
+    cutter = ReplyCutter(marker=b"qtui.ledger.started", empty_too=True)
+    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/{DB}", None,
+                       broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
+    try:
+        with setup.worker("-P", "solo") as worker:
+            cutter.armed.set()  # the next reply to a script carrying start records is lost
+            app = setup.app()
+            for i in range(5):
+                app.send_task("tasks.mark", args=[i])
+            app.close()
+            assert cutter.cut.wait(10), "no reply to a start record was cut"
+            assert wait_for(lambda: len(setup.records("mark")) >= 5, VISIBILITY_TIMEOUT / 2), \
+                worker.log_path.read_text()[-3000:]
+            time.sleep(1)  # a task run twice would show by now
+            log = worker.log_path.read_text()
+        assert sorted(r["tag"] for r in setup.records("mark")) == list(range(5)), log[-3000:]
+        assert "Cannot record started tasks" in log and "Reconnected" in log, log[-3000:]
+        assert not setup.dead_letters(expected=1, timeout=0.5)
+    finally:
+        cutter.close()
+        setup.cleanup()
+        client.flushdb()

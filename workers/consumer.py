@@ -30,13 +30,14 @@ from kombu.message import Message
 from qtui.core.config import mask_url
 from qtui.core.delayed import due_queue
 from qtui.core.exceptions import BrokerUnavailable
-
+from qtui.core.ledger import Ledger, RedisLedger
 from qtui.core.routing import queue_type
 
 from . import control, declare, leases, redis_transport
 from .consumer_timeout import ConsumerTimedOut, is_consumer_timeout
 from .leases import DEFAULT_VISIBILITY_TIMEOUT, Leases
 from .liveness import Liveness
+from .redelivery import StartRecord
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -284,15 +285,24 @@ class Consumer:
             self._remember_unanswered()  # the idle wait's fetch may have lost its reply
             raise
 
-    def fetch(self, room: int, acks: list[str]) -> int | None:
-        """Ack ``acks`` and take up to ``room`` waiting messages without blocking, in one round
-        trip, where the transport can (the worker's Redis channel). None when it cannot (the
-        acks were not sent), else how many messages came."""
-        fetch_many = getattr(self.channel, "fetch_many", None)
-        if fetch_many is None or not self.consuming:
-            return None
+    def send_fetch(self, room: int, acks: list[str], starts: StartRecord | None = None) -> bool:
+        """Send, without waiting for the reply, one call that acks ``acks``, writes ``starts``
+        in the ledger and takes up to ``room`` waiting messages, where the transport can (the
+        worker's Redis channel); read its reply with :meth:`read_fetch`. False when it cannot
+        (nothing was sent)."""
+        send_fetch = getattr(self.channel, "send_fetch", None)
+        if send_fetch is None or not self.consuming:
+            return False
         try:
-            return int(fetch_many([q.name for q in self.queues], room, acks))
+            return bool(send_fetch([q.name for q in self.queues], room, acks, starts))
+        except self.errors:
+            self._remember_unanswered()
+            raise
+
+    def read_fetch(self) -> int:
+        """The reply to :meth:`send_fetch`: how many messages came (delivered to the callbacks)."""
+        try:
+            return int(self.channel.read_fetch())
         except self.errors:
             self._remember_unanswered()
             raise
@@ -340,6 +350,12 @@ class Consumer:
     @property
     def batches_acks(self) -> bool:
         return hasattr(self.channel, "ack_many")
+
+    def writes_ledger(self, ledger: Ledger | None) -> bool:
+        """Whether :meth:`send_fetch` can write ``ledger``'s records: the worker's Redis
+        channel, on the database the ledger is kept in, with plain key names."""
+        return (isinstance(ledger, RedisLedger) and hasattr(self.channel, "send_fetch")
+                and not self.channel.global_keyprefix and ledger.url == self.app.broker_url)
 
     def publisher(self) -> Producer:
         assert self.producer is not None

@@ -12,7 +12,10 @@ Only a delivery that *started* counts: the flag is also set on a message that wa
 prefetched when its worker died, or given back by a shutdown. So a worker records each
 delivery it starts in the cluster ledger (:mod:`qtui.core.ledger`) before the task runs, and a
 redelivered message counts only when its previous delivery is recorded there. Without a ledger
-(RabbitMQ with rpc:// or no results) every redelivery counts, as before.
+(RabbitMQ with rpc:// or no results) every redelivery counts, as before. On Redis the ledger is
+on the broker, so the record rides the worker's fetch script (:class:`StartRecord`): written in
+the same step that acks the finished deliveries, before the tasks run, with no round trip of
+its own.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kombu import Exchange, Producer, Queue
 from kombu.message import Message
 
-from qtui.core.ledger import Ledger
+from qtui.core.ledger import Ledger, RedisLedger
 from qtui.core.protocol import TaskMessage
 
 logger = logging.getLogger("qtui.worker")
@@ -36,6 +40,8 @@ STARTED = "started"
 STARTED_TTL = 86_400.0
 #: Settled starts remembered for removal from the ledger with the next write, at most.
 SETTLED_MAX = 10_000
+#: How often a record that rides the fetch also drops the expired records (seconds).
+TRIM_INTERVAL = 1.0
 #: Headers that describe one delivery, not the task: never copied into a new publication.
 TRANSIENT_HEADERS = frozenset({"redelivered", "x-death", "x-first-death-exchange",
                                "x-first-death-queue", "x-first-death-reason",
@@ -65,12 +71,53 @@ def start_key(message: TaskMessage, counted: int) -> str:
     return f"{message.id}:{message.retries}:{counted}"
 
 
+@dataclass
+class StartRecord:
+    """What the ledger (a Redis sorted set, ``key``) must learn before a batch of tasks runs,
+    written by whoever makes the next round trip to it (the worker's fetch script)."""
+
+    key: str
+    started: dict[str, float]
+    """Delivery keys that start now, and when their record expires (epoch seconds)."""
+    settled: list[str]
+    """Delivery keys that ended without being lost: removed."""
+    trim_before: float | None
+    """Remove the records that expired before this time too; None: not this time."""
+
+
 class Starts:
     """The deliveries this worker starts, recorded in the ledger before their task runs."""
 
     def __init__(self, ledger: Ledger | None) -> None:
         self.ledger = ledger
         self._settled: list[str] = []
+        self._next_trim = 0.0
+        self.key: str | None = ledger.key(STARTED) if isinstance(ledger, RedisLedger) else None
+        """The ledger's sorted set when it is on Redis (:meth:`take` can hand it the records)."""
+
+    def take(self, keys: Iterable[str]) -> StartRecord | None:
+        """The record of ``keys`` starting (and of the settled ones), for the caller to write
+        in a round trip of its own before the tasks run; None: nothing to write. Give it back
+        with :meth:`untaken` if it was not written."""
+        assert self.key is not None, "only a ledger on Redis hands its records out"
+        started = dict.fromkeys(keys, time.time() + STARTED_TTL)
+        if not started and not self._settled:
+            return None
+        settled, self._settled = self._settled, []
+        trim = None
+        if started and time.monotonic() >= self._next_trim:
+            self._next_trim = time.monotonic() + TRIM_INTERVAL
+            trim = time.time()
+        return StartRecord(self.key, started, settled, trim)
+
+    def untaken(self, record: StartRecord | None) -> None:
+        """``record`` may not have been written: remove its settled keys with the next write."""
+        if record is not None:
+            self._settled.extend(record.settled[:max(0, SETTLED_MAX - len(self._settled))])
+
+    @property
+    def where(self) -> str:
+        return "no ledger" if self.ledger is None else self.ledger.where
 
     def record(self, keys: Iterable[str], wait: bool = False) -> None:
         """Record ``keys`` as started (and forget the settled ones): sent before the tasks run,

@@ -13,7 +13,9 @@ these messages as their own) and changes who takes and who gives back:
   and in the worker's own ``owned`` set, atomically. An idle worker blocks in ``BLMOVE``, which
   moves a message into the worker's processing list (not into the void), and the same script
   then takes it from there. A popped item that is not a kombu envelope is wrapped and pushed to
-  ``<queue>.dead`` with the reason, in the same script.
+  ``<queue>.dead`` with the reason, in the same script. The same call records the starts of the
+  batch the worker is about to run in the cluster ledger (:class:`~.redelivery.StartRecord`):
+  sent before the batch starts (:meth:`Channel.send_fetch`), its reply read while it runs.
 * **Giving back** is by ownership, never by age. Each worker is an owner with an ``alive`` key
   that a helper process (:mod:`qtui.workers.liveness`) refreshes, so a task holding the GIL
   cannot make its worker look dead. A worker restores only what dead owners hold (their
@@ -31,18 +33,21 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from queue import Empty
 from time import monotonic
 from typing import Any
 
 from kombu.transport import virtual
 from kombu.utils.json import loads
+from redis.exceptions import NoScriptError
 
 from qtui.core.brokers import redis as redis_broker
 
 from .deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, dead_letter_queue_name
 from .liveness import (ALIVE_KEY, OWNED_KEY, OWNERS_KEY, PROCESSING_KEY,
                        PROCESSING_QUEUES_KEY)
+from .redelivery import StartRecord
 
 logger = logging.getLogger("qtui.worker")
 
@@ -85,18 +90,31 @@ local function envelope(item)
   end
   return msg
 end
--- KEYS: unacked_index, unacked, owned, then per queue `size` lists: processing, priorities.
--- ARGV: limit, stamp, size, dead-letter tag prefix, reason header, queue header, #acks, acks,
---       then the queue names and their dead-letter queues' list names.
+-- KEYS: unacked_index, unacked, owned, the ledger's started set, then per queue `size` lists:
+--       processing, priorities.
+-- ARGV: limit, stamp, size, dead-letter tag prefix, reason header, queue header, #acks,
+--       #started, #settled, trim time ('' for none), then acks, (expiry, key) per started
+--       delivery, settled keys, the queue names and their dead-letter queues' list names.
 local limit, stamp, size = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local nacks = tonumber(ARGV[7])
-for i = 8, 7 + nacks do
-  redis.call('ZREM', KEYS[1], ARGV[i])
-  redis.call('HDEL', KEYS[2], ARGV[i])
-  redis.call('SREM', KEYS[3], ARGV[i])
+local nacks, nstarted, nsettled = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+-- One command per key for ARGV[first..last], in slices Lua's unpack can take.
+local function each(command, key, first, last, step)
+  for i = first, last, step do
+    redis.call(command, key, unpack(ARGV, i, math.min(i + step - 1, last)))
+  end
 end
-local groups = (#KEYS - 3) / size
-local names = 8 + nacks
+local at = 11
+each('ZREM', KEYS[1], at, at + nacks - 1, 1000)
+each('HDEL', KEYS[2], at, at + nacks - 1, 1000)
+each('SREM', KEYS[3], at, at + nacks - 1, 1000)
+at = at + nacks
+each('ZADD', KEYS[4], at, at + 2 * nstarted - 1, 1000)
+at = at + 2 * nstarted
+each('ZREM', KEYS[4], at, at + nsettled - 1, 1000)
+at = at + nsettled
+if ARGV[10] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[10]) end
+local groups = (#KEYS - 4) / size
+local names = at
 local cursor = {}
 for g = 1, groups do cursor[g] = 1 end
 local out = {}
@@ -107,7 +125,7 @@ while taken < limit and busy do
     if taken >= limit then break end
     local item
     while cursor[g] <= size and not item do
-      item = redis.call('RPOP', KEYS[3 + (g - 1) * size + cursor[g]])
+      item = redis.call('RPOP', KEYS[4 + (g - 1) * size + cursor[g]])
       if not item then cursor[g] = cursor[g] + 1 end
     end
     if item then
@@ -143,6 +161,17 @@ while taken < limit and busy do
 end
 return out
 """
+
+
+@dataclass
+class _PendingFetch:
+    """A fetch script call sent on ``conn`` (taken from the pool until its reply is read)."""
+
+    conn: Any
+    order: list[str]
+    acks: list[str]
+    keys: list[str]
+    args: list[Any]
 
 
 class QoS(redis_broker.QoS):
@@ -200,6 +229,9 @@ class Channel(redis_broker.Channel):
         self._blocking_move = "BLMOVE" if (major, minor) >= (6, 2) else "BRPOPLPUSH"
         self._waiting_on: str | None = None
         """The queue a pending blocking move waits on."""
+        self._pending_fetch: _PendingFetch | None = None
+        """A fetch sent whose reply is not read yet."""
+        self._fetch_loaded = False
         self._processing_known: set[str] = set()
 
     # ownership -------------------------------------------------------------------------------
@@ -269,16 +301,27 @@ class Channel(redis_broker.Channel):
         return len(lost)
 
     # taking ----------------------------------------------------------------------------------
-    def fetch_many(self, queues: list[str], limit: int, acks: list[str] | None = None) -> int:
-        """Ack ``acks``, then deliver up to ``limit`` waiting messages of ``queues`` (one from
-        each in turn) to their consumers, all in one round trip; returns how many there were."""
+    def fetch_many(self, queues: list[str], limit: int, acks: list[str] | None = None,
+                   starts: StartRecord | None = None) -> int:
+        """Ack ``acks`` and write ``starts`` in the ledger, then deliver up to ``limit`` waiting
+        messages of ``queues`` (one from each in turn) to their consumers, all in one round
+        trip and one atomic step; returns how many there were."""
+        return self.read_fetch() if self.send_fetch(queues, limit, acks, starts) else 0
+
+    def send_fetch(self, queues: list[str], limit: int, acks: list[str] | None = None,
+                   starts: StartRecord | None = None) -> bool:
+        """Send what :meth:`fetch_many` does without waiting for the reply (read it with
+        :meth:`read_fetch`): the worker starts a batch meanwhile, whose record is then in
+        Redis's hands. False when there is nothing to send."""
         acks = acks or []
         self.fetch_stamp = None
-        if (limit <= 0 or not queues) and not acks:
-            return 0
+        if (limit <= 0 or not queues) and not acks and starts is None:
+            return False
         assert self.owner is not None, "fetch_many takes messages for an owner"
-        order = [q for q in self._queue_cycle.consume(len(self._queue_cycle.items))
-                 if q in queues] or list(queues)
+        assert self._pending_fetch is None, "one fetch at a time"
+        order = [] if limit <= 0 else [
+            q for q in self._queue_cycle.consume(len(self._queue_cycle.items))
+            if q in queues] or list(queues)
         keys: list[str] = []
         for queue in order:
             keys.append(PROCESSING_KEY.format(owner=self.owner, queue=queue))
@@ -287,14 +330,50 @@ class Channel(redis_broker.Channel):
         names = [name for queue in order for name in (queue, dead_letter_queue_name(queue))]
         client = self._create_client()
         script = self._script("fetch", _FETCH)
+        if not self._fetch_loaded:  # so that the first call's EVALSHA runs, not fails
+            client.script_load(_FETCH)
+            self._fetch_loaded = True
         self.fetch_stamp = time.time()
-        reply = script(keys=[self.unacked_index_key, self.unacked_key, self.owned_key, *keys],
-                       args=[max(limit, 0), self.fetch_stamp, size, uuid.uuid4().hex,
-                             DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks), *acks, *names],
-                       client=client)
+        started = [x for key, expires in (starts.started.items() if starts else ())
+                   for x in (expires, key)]
+        settled = starts.settled if starts else []
+        trim = "" if starts is None or starts.trim_before is None else starts.trim_before
+        keys = [self.unacked_index_key, self.unacked_key, self.owned_key,
+                starts.key if starts else "", *keys]
+        args = [max(limit, 0), self.fetch_stamp, size, uuid.uuid4().hex if order else "",
+                DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks), len(started) // 2,
+                len(settled), trim, *acks, *started, *settled, *names]
+        conn = client.connection_pool.get_connection()
+        self._pending_fetch = _PendingFetch(conn, order, acks, keys, args)
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except BaseException:
+            self._pending_fetch = None
+            conn.disconnect()
+            client.connection_pool.release(conn)
+            raise
+        return True
+
+    def read_fetch(self) -> int:
+        """Read the reply to :meth:`send_fetch` and deliver its messages; returns how many."""
+        pending, self._pending_fetch = self._pending_fetch, None
+        assert pending is not None, "read_fetch follows send_fetch"
+        client = self._create_client()
+        try:
+            try:
+                reply = pending.conn.read_response()
+            except NoScriptError:  # flushed from Redis's cache: nothing of it ran, run it now
+                reply = self._script("fetch", _FETCH)(keys=pending.keys, args=pending.args,
+                                                      client=client)
+        except BaseException:
+            pending.conn.disconnect()
+            raise
+        finally:
+            client.connection_pool.release(pending.conn)
         self.fetch_stamp = None  # answered: nothing of this fetch to reclaim
-        for tag in acks:
+        for tag in pending.acks:
             virtual.QoS.ack(self.qos, tag)
+        order = pending.order
         if order:
             self._queue_cycle.rotate(order[0])
         delivered = 0

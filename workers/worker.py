@@ -4,7 +4,7 @@ A job's path (each step a method below, each feature in its own module):
 
 ``on_message`` (decode and validate; bad input is dead-lettered) -> ``_receive`` (delivery
 counter, unknown task, revoked or expired, ETA) -> ``_ready`` (revoked or expired again, rate
-limit) -> ``_reserve`` -> ``_dispatch`` to the pool -> ``_on_outcome`` / ``_on_lost`` (ack,
+limit) -> ``_reserve`` -> ``_start`` in the pool -> ``_on_outcome`` / ``_on_lost`` (ack,
 dead-letter or deliver again).
 
 Everything that touches the broker runs on the main thread. Pools report outcomes through a
@@ -65,6 +65,7 @@ from .pools import pool_class
 from .ratelimit import RateLimiter
 from .redelivery import (
     DELIVERIES_HEADER,
+    StartRecord,
     Starts,
     counted_deliveries,
     delivery_number,
@@ -167,6 +168,8 @@ class Worker:
         self.consumer = Consumer(self, self.queues, self.on_message, self.on_undecodable)
         self.dead_letters = DeadLetters(self.consumer.publisher, self.consumer.queue_type)
         self.starts = Starts(self.ledger)
+        self._starts_ride = False
+        """Starts are recorded by the fetch script (the ledger is on the Redis broker)."""
         self._stale_by_task: dict[str, Job] = {}
         self._orphans: list[tuple[str, bool]] = []
         """Deliveries of a lost connection to settle through the next (Redis and the embedded
@@ -275,25 +278,18 @@ class Worker:
         self._process_events()
         self.pool.maintain()
         next_timer = self.timer.run_due()
-        self._dispatch()
+        batch = self._next_batch()
         prefetch = self.prefetch_target()
         self.consumer.set_prefetch(prefetch)
         timeout = IDLE_WAIT if next_timer is None else min(IDLE_WAIT, next_timer)
-        if self.active or self.reserved:
+        if batch or self.active or self.reserved:
             timeout = min(timeout, BUSY_WAIT)
         room = FETCH_MAX if prefetch == 0 else min(FETCH_MAX, prefetch - self.held())
         # While enough work is reserved, let the window empty further: bigger, rarer fetches.
         starving = len(self.reserved) < self.concurrency
-        if self.consumer.consuming and room > 0 and (starving or 2 * room >= prefetch):
-            acks, self._acks = self._acks, []
-            try:
-                fetched = self.consumer.fetch(room, acks)
-            except self.consumer.errors:
-                self._orphans.extend((tag, False) for tag in acks)
-                raise
-            if fetched is None:
-                self._acks = acks
-                self._flush_acks()
+        due = self.consumer.consuming and room > 0 and (starving or 2 * room >= prefetch)
+        fetched = self._start_and_fetch(batch, room if due else 0)
+        if due:
             if not fetched:
                 self.consumer.drain(timeout)
             elif time.monotonic() >= self._next_drain:
@@ -341,6 +337,7 @@ class Worker:
             self.timer.call_repeatedly(store.poll_interval, self._poll_delayed)
             if consumer.leases is not None:
                 self.timer.call_repeatedly(consumer.leases.interval, self._restore_expired)
+        self._starts_ride = consumer.writes_ledger(self.ledger)
         new = self.revoked.load()
         if new and self.ledger is not None:
             logger.info("%d revoked task id(s) read from %s", new, self.ledger.where)
@@ -356,6 +353,9 @@ class Worker:
             self.consumer.unanswered.clear()
             return
         orphans, self._orphans = self._orphans, []
+        if any(requeue for _, requeue in orphans):
+            # A start recorded for a job the pool refused, given back unrun: forgotten first.
+            self.starts.flush()
         for done, (tag, requeue) in enumerate(orphans):
             try:
                 leases.settle(self.consumer.channel, [tag], requeue)
@@ -530,20 +530,69 @@ class Worker:
         job.stage = RESERVED
         self.reserved.append(job)
 
-    def _dispatch(self) -> None:
+    def _next_batch(self) -> list[Job]:
+        """The reserved jobs the pool has room for now, in order; their start keys set."""
         batch: list[Job] = []
         while self.reserved and len(batch) < self.pool.free_slots and not self.stopping:
             job = self.reserved.popleft()
             if not self._refuse(job):
                 batch.append(job)
-        if not batch:
-            return
         # Recorded before the tasks run: if this worker is lost while they run, their
         # redelivery counts against task_max_redeliveries (a prefetched one's does not).
         for job in batch:
             if self.task_options(job.name).acks_late:
                 job.start_key = start_key(job.message, job.delivery_number - 1)
-        self.starts.record(job.start_key for job in batch if job.start_key)
+        return batch
+
+    def _start_and_fetch(self, batch: list[Job], room: int) -> int | None:
+        """Start ``batch`` with its starts recorded first, send the gathered acks and take up
+        to ``room`` messages. Where the broker keeps the ledger (Redis) all of it is one script
+        call, sent before the batch starts (the record is then in Redis's hands, as a record
+        sent on its own would be) and read while the batch runs. Returns how many messages
+        came; None when no fetch was made (nothing to take or record, or a broker without
+        fetch)."""
+        keys = [job.start_key for job in batch if job.start_key]
+        record = self.starts.take(keys) if keys and self._starts_ride else None
+        if keys and record is None:
+            self.starts.record(keys)
+        if room <= 0 and record is None:
+            self._start(batch)
+            return None
+        acks, self._acks = self._acks, []
+        try:
+            sent = self.consumer.send_fetch(room, acks, record)
+        except self.consumer.errors as exc:
+            self._lost_fetch(acks, record, batch, exc)
+            raise
+        if not sent:
+            self._acks = acks
+            self.starts.untaken(record)
+            if record is not None:
+                self.starts.record(keys)
+            self._start(batch)
+            self._flush_acks()
+            return None
+        self._start(batch)
+        try:
+            return self.consumer.read_fetch()
+        except self.consumer.errors as exc:
+            self._lost_fetch(acks, record, [], exc)
+            raise
+
+    def _lost_fetch(self, acks: list[str], record: StartRecord | None, batch: list[Job],
+                    exc: BaseException) -> None:
+        """A fetch call failed: it may have run (its reply lost) or not. Its acks are sent
+        again through the next connection; the batch it was to record (``batch`` if not started
+        yet) runs as a batch whose record could not be sent does."""
+        self._orphans.extend((tag, False) for tag in acks)
+        self.starts.untaken(record)
+        if record is not None:
+            logger.warning("Cannot record started tasks in %s (%s): if this worker is lost now, "
+                           "their delivery may not be counted", self.starts.where, exc)
+        self._start(batch)
+
+    def _start(self, batch: list[Job]) -> None:
+        """Hand ``batch`` to the pool (what it refuses goes back to the reserved jobs)."""
         for index, job in enumerate(batch):
             options = self.task_options(job.name)
             job.time_limit, job.soft_time_limit = options.limits(job.message)
