@@ -14,7 +14,7 @@ from qtui.core.beat.store import Node, Run, store_for
 from qtui.tui.views.modals import ConfirmScreen
 from qtui.tui.views.schedules import RunsScreen, SchedulesScreen
 
-from .console_data import FixedConsole, screen_text
+from .console_data import TASKS, FixedConsole, screen_text
 
 SIZE = (160, 40)
 pytestmark = pytest.mark.usefixtures("utc")
@@ -40,17 +40,17 @@ async def _rows(console: FixedConsole, pilot, count: int) -> list[list[str]]:
 async def test_the_schedules_view_shows_entries_in_words_runs_and_beats(tmp_path) -> None:
     app = _app(tmp_path)
     store = store_for(app)
-    store.record_run("cleanup", Run(1000.0, 1000.2, "00000000-0000-4000-8000-000000000001",
+    store.record_run("cleanup", Run(1000.0, 1000.2, TASKS[0].id,
                                     "beat-a"))
     store.report_node(Node("beat-a", True, time.time()), ttl=60)
     store.report_node(Node("beat-b", False, time.time()), ttl=60)
-    console = FixedConsole(app=app)  # its fixed cluster knows task ...0001: SUCCESS
+    console = FixedConsole(app=app)  # its fixed cluster knows TASKS[0]: SUCCESS
     async with console.run_test(size=SIZE) as pilot:
         await pilot.press("5")
         assert isinstance(console.screen, SchedulesScreen)
         rows = await _rows(console, pilot, 2)
         assert rows[0][:3] == ["cleanup", "tasks.cleanup", "every 5 minutes"]
-        assert rows[0][4:] == ["1970-01-01 00:16:40", "00000000-0000-4000-8000-000000000001",
+        assert rows[0][4:] == ["1970-01-01 00:16:40", TASKS[0].id,
                                "SUCCESS"]
         assert rows[1][:3] == ["weekly", "tasks.report", "at 03:00 on Mondays"]
         assert rows[1][4:] == ["-", "-", "-"]
@@ -58,7 +58,7 @@ async def test_the_schedules_view_shows_entries_in_words_runs_and_beats(tmp_path
         assert "beat-a leader" in text and "beat-b standby" in text
         await pilot.press("enter")
         assert isinstance(console.screen, RunsScreen)
-        assert "00000000-0000-4000-8000-000000000001" in screen_text(console)
+        assert TASKS[0].id in screen_text(console)
         await pilot.press("escape")
     store.close()
 
