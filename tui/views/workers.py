@@ -8,6 +8,9 @@ from textual.widgets import DataTable, Static
 from . import format
 from .base import TableView
 
+POOL_KEYS = Binding.Group("pool", compact=True)
+CONSUMER_KEYS = Binding.Group("consumer", compact=True)
+LIMIT_KEYS = Binding.Group("limits", compact=True)
 COLUMNS = ("Worker", "Status", "Heartbeat", "Pool", "Conc", "Active", "Processed", "Load",
            "Queues")
 
@@ -19,12 +22,13 @@ class WorkersScreen(TableView):
     min_interval = 1.0
     BINDINGS = [
         Binding("enter", "drill", "Details", show=True),
-        Binding("plus,equals_sign", "grow", "Pool +1"),
-        Binding("minus", "shrink", "Pool -1"),
-        Binding("a", "add_consumer", "Add consumer"),
-        Binding("x", "cancel_consumer", "Cancel consumer"),
-        Binding("r", "rate_limit", "Rate limit"),
-        Binding("t", "time_limit", "Time limit"),
+        # Pairs share one footer entry ("+_ pool"), so the footer fits 80 columns.
+        Binding("plus,equals_sign", "grow", "Pool +1", group=POOL_KEYS),
+        Binding("underscore", "shrink", "Pool -1", group=POOL_KEYS),
+        Binding("a", "add_consumer", "Add consumer", group=CONSUMER_KEYS),
+        Binding("x", "cancel_consumer", "Cancel consumer", group=CONSUMER_KEYS),
+        Binding("r", "rate_limit", "Rate limit", group=LIMIT_KEYS),
+        Binding("t", "time_limit", "Time limit", group=LIMIT_KEYS),
         Binding("D", "shutdown", "Shut down"),
         Binding("delete,backspace", "forget", "Forget offline"),
     ]
