@@ -22,13 +22,14 @@ from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.notifications import SeverityLevel
+from textual.reactive import Reactive
 from textual.screen import Screen
 
 from qtui.core import App
 from qtui.core.config import CONSOLE_ACTIONS, mask_url
 from qtui.core.display import printable
 
-from . import command_mode
+from . import command_mode, palette
 from .actions import Actions, Outcome, full_arguments
 from .collector import IdleCollector
 from .feed import Feed
@@ -74,6 +75,9 @@ class Console(TextualApp[None]):
 
     CSS_PATH = Path(__file__).with_name("console.tcss")  # absolute: subclasses live elsewhere
     TITLE = "qtui"
+    # State colours readable (4.5:1) on plain and striped rows, dark and light (palette.py).
+    ansi_theme_dark = Reactive(palette.DARK, init=False)
+    ansi_theme_light = Reactive(palette.LIGHT, init=False)
     MODES: ClassVar[dict[str, Any]] = dict(VIEWS)
     BINDINGS: ClassVar[list[BindingType]] = [
         # One footer entry, "1234 views", for the four: the footer must fit 80 columns.
