@@ -287,3 +287,28 @@ async def test_a_queue_with_consumers_is_no_alarm():
     console = FixedConsole(snapshot=replace(SNAPSHOT, queues=queues))
     async with console.run_test(size=SMALL):
         assert "no consumer" not in "\n".join(screen_lines(console))
+
+
+async def test_a_view_coming_back_shows_the_current_data_at_once():
+    """Switching back to a view draws what arrived meanwhile in the same frame, instead of
+    showing the old table until the quiet time after a key has passed."""
+    console = FixedConsole()
+    async with console.run_test(size=SMALL) as pilot:
+        await pilot.press("3")
+        await pilot.press("2")
+        newer = replace(SNAPSHOT.tasks[0], id="ffffffff-0000-4000-8000-000000000099",
+                        received=SNAPSHOT.tasks[-1].received + 60)  # type: ignore[operator]
+        console.apply(replace(SNAPSHOT, tasks=(newer,)))
+        await pilot.press("3")
+        table = console.screen.query_one("#tasks", DataTable)
+        assert newer.id in [str(row.key.value) for row in table.ordered_rows]
+
+
+async def test_the_footer_follows_the_view():
+    console = FixedConsole()
+    async with console.run_test(size=SMALL) as pilot:
+        await pilot.press("2")
+        assert "Shut down" in screen_lines(console)[-1]
+        await pilot.press("3")
+        footer = screen_lines(console)[-1]
+        assert "Retry" in footer and "Shut down" not in footer

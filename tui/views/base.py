@@ -13,6 +13,8 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Static
 
+from .keybar import KeyBar
+
 if TYPE_CHECKING:
     from ..actions import Outcome
     from ..console import Console
@@ -53,6 +55,8 @@ class ClusterView(Screen[None]):
     under a flood of events (the last one is always drawn), so keys stay responsive."""
     _last_redraw = 0.0
     _pending: Timer | None = None
+    drawn_version = -1
+    """The model version this view last drew (see :attr:`ConsoleModel.version`)."""
 
     def refresh_view(self) -> None:
         """Redraw from ``self.console.model``; called after each snapshot while visible."""
@@ -94,8 +98,11 @@ class ClusterView(Screen[None]):
         self._redraw_now()
 
     def _redraw_now(self) -> None:
+        if self._pending is not None:
+            self._pending.stop()
         self._pending = None
         self._last_redraw = time.monotonic()
+        self.drawn_version = self.console.model.version
         self.refresh_view()
         self.show_crumbs()
 
@@ -103,12 +110,17 @@ class ClusterView(Screen[None]):
         for footer in self.query(Footer):  # the most keys in 80 columns; ctrl+p is in the help
             footer.compact, footer.show_command_palette = True, False
         self.composed = True
+        self.drawn_version = self.console.model.version
         self.refresh_view()
         self.show_crumbs()
 
     def on_screen_resume(self) -> None:
         self.show_crumbs()
-        self.redraw()
+        if self.composed and self.drawn_version != self.console.model.version:
+            # A view coming back shows what it showed when it left, maybe minutes ago: draw
+            # the current data in the same frame as the switch. The quiet time after a key is
+            # for keys within a view (the row under the cursor stays still), not for this one.
+            self._redraw_now()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         permission = PERMISSION_OF.get(action)
@@ -159,7 +171,7 @@ class TableView(ClusterView):
         for column in self.COLUMNS:
             table.add_column(column, key=column)
         yield table
-        yield Footer()
+        yield KeyBar()
 
     @property
     def table(self) -> DataTable[object]:

@@ -6,13 +6,14 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, Header, Label, Static
+from textual.widgets import DataTable, Header, Label, Static
 
 from qtui.core.display import printable, safe_text
 
 from ..rows import QueueRow
 from . import format
 from .base import ClusterView
+from .keybar import KeyBar
 from .rates import RateChart
 
 #: Recent failures listed (the table scrolls; a tall terminal shows more of them).
@@ -56,7 +57,7 @@ class OverviewScreen(ClusterView):
             # The exception before the worker: it is what an operator reads at 80 columns.
             failures.add_columns("Time", "Task", "Exception", "Worker")
             yield failures
-        yield Footer()
+        yield KeyBar()
 
     def refresh_view(self) -> None:
         model = self.console.model

@@ -7,7 +7,7 @@ import heapq
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Input, Static, Tab, Tabs
+from textual.widgets import DataTable, Header, Input, Static, Tab, Tabs
 
 from qtui.core.display import printable, safe_text
 
@@ -17,6 +17,7 @@ from ..rows import TaskRow
 from . import format
 from .base import ClusterView, mark_sorted
 from .history_input import HistoryInput
+from .keybar import KeyBar
 
 STATE_TABS = ("ALL", "RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED")
 COLUMNS = ("ID", "Name", "State", "Worker", "Received", "Started", "Runtime", "Args")
@@ -75,7 +76,7 @@ class TasksScreen(ClusterView):
             table.add_column(f"{column}  ", key=column)  # room for the sort arrow
         yield table
         yield Static("", id="status", classes="summary")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = bool(self.filter_text)
