@@ -43,12 +43,16 @@ class OverviewScreen(ClusterView):
         with Horizontal(id="lists"):
             with Vertical():
                 yield Label("Workers", id="workers-title", classes="title")
-                workers: DataTable[object] = DataTable(id="overview-workers", cursor_type="row")
+                # Lists to read, not to act on (the views 2 and 4 are for that): no cursor, no
+                # focus, so the alarm's colours show and keys go to the recent failures.
+                workers: DataTable[object] = DataTable(id="overview-workers", show_cursor=False)
+                workers.can_focus = False
                 workers.add_columns("Worker", "Status", "Active", "Load")
                 yield workers
             with Vertical():
                 yield Label("Queues", id="queues-title", classes="title")
-                queues: DataTable[object] = DataTable(id="overview-queues", cursor_type="row")
+                queues: DataTable[object] = DataTable(id="overview-queues", show_cursor=False)
+                queues.can_focus = False
                 queues.add_columns("Queue", "Waiting", "Consumers", "Trend")
                 yield queues
         with Vertical(id="failures-box"):
