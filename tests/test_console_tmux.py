@@ -136,6 +136,7 @@ def test_the_console_in_a_real_terminal(terminal: Terminal, live, tmp_path):
     terminal.keys("3")
     terminal.wait_for("tasks.add", "tasks.fail")
     terminal.keys("/")
+    terminal.wait_for("applies")  # the filter box is open: typing now is not lost
     terminal.type("state:FAILURE")
     terminal.keys("Enter")
     screen = terminal.wait_for("tasks.fail", "filter: state:FAILURE")
@@ -171,6 +172,7 @@ def test_actions_in_a_real_terminal(terminal: Terminal, live, tmp_path):
 
     # Revoke the scheduled task.
     terminal.keys(":")
+    terminal.wait_for(":context NAME")  # the prompt is open: typing now is not lost
     terminal.type(f"tasks id:{later.id}")
     terminal.keys("Enter")
     terminal.wait_for(later.id[:8], "RECEIVED")  # the table shows short ids
@@ -181,6 +183,7 @@ def test_actions_in_a_real_terminal(terminal: Terminal, live, tmp_path):
 
     # Rate-limit a task type on every worker.
     terminal.keys(":")
+    terminal.wait_for(":context NAME")  # the prompt is open: typing now is not lost
     terminal.type(f"tasks id:{good.id}")
     terminal.keys("Enter")
     terminal.wait_for(good.id[:8], "SUCCESS")
