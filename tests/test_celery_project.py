@@ -56,8 +56,8 @@ import time
 import redis
 from celery import Task, shared_task
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
-from celery.signals import (task_failure, task_postrun, task_prerun, task_retry, task_revoked,
-                            worker_init, worker_process_init, worker_ready)
+from celery.signals import (task_failure, task_postrun, task_prerun, task_received, task_retry,
+                            task_revoked, worker_init, worker_process_init, worker_ready)
 
 from .celery import app
 
@@ -67,6 +67,11 @@ KEY = {key!r}
 
 def record(*words):
     records.rpush(KEY, " ".join(str(w) for w in words))
+
+
+@task_received.connect
+def received(sender=None, request=None, **_):
+    record("task_received", request.id)
 
 
 @task_prerun.connect
@@ -340,8 +345,9 @@ def test_a_task_runs_with_its_handlers_and_signals(proj, worker):
     result = proj.add.delay(2, 3)
     assert result.get(timeout=20) == 5
     assert any(r.startswith("worker_process_init ") for r in records(proj))
-    wait_until(lambda: len(about(proj, result.id)) >= 5)
+    wait_until(lambda: len(about(proj, result.id)) >= 6)
     assert about(proj, result.id) == [
+        f"task_received {result.id}",
         f"prerun {result.id} proj.tasks.add [2, 3]",
         f"before_start {result.id}",
         f"on_success {result.id} 5",
