@@ -162,6 +162,19 @@ def limited(token):
     record("limited", token, time.time())
 
 
+@app.task(bind=True)
+def part(self, i, token):
+    time.sleep(0.1)
+    record("part", token, i, self.request.hostname)
+    return i * 10
+
+
+@app.task
+def collect(values, token):
+    record("collect", token, ",".join(str(v) for v in values))
+    return values
+
+
 @app.task
 def errback(request, exc, traceback):
     record("errback", request.id, type(exc).__name__, "ValueError" in traceback)
@@ -552,6 +565,37 @@ def test_a_link_error_gets_the_request_the_exception_and_the_traceback(proj, wor
         result.get(timeout=20)
     wait_until(lambda: any(r.startswith("errback") for r in about(proj, result.id)))
     assert f"errback {result.id} ValueError True" in about(proj, result.id)
+
+
+@pytest.mark.timeout(120)
+def test_a_chord_split_between_this_worker_and_a_celery_worker_runs_its_body_once(
+        project, proj, worker, kind):
+    """The header's parts are taken by this qtui worker and by a Celery worker beside it on the
+    same queue (more parts than both prefetch); the join in the Redis result store counts each
+    once and the body runs once, with the results in header order."""
+    if kind == "celery":
+        pytest.skip("the mix needs the qtui worker")
+    from celery import chord
+
+    celery_host = f"proj-celery-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    argv = [sys.executable, "-m", "celery", "-A", "proj", "worker", "-P", "solo", "-n",
+            celery_host, "-l", "INFO", "--without-mingle", "--without-gossip"]
+    token = uuid.uuid4().hex[:8]
+    expected = [i * 10 for i in range(24)]
+    with running(argv, project, ready=f"{celery_host} ready.", timeout=60):
+        result = chord([proj.part.s(i, token) for i in range(24)], proj.collect.s(token)).delay()
+        assert result.get(timeout=60) == expected
+        parts = [r.split() for r in records(proj) if r.startswith(f"part {token} ")]
+        assert sorted(int(p[2]) for p in parts) == list(range(24))
+        assert {p[3] for p in parts} == {worker, celery_host}
+
+        def bodies() -> list[str]:
+            return [r for r in records(proj) if r.startswith(f"collect {token} ")]
+
+        # A second body, had it been sent, would have run by now on one of the two workers.
+        with pytest.raises(AssertionError):
+            wait_until(lambda: len(bodies()) > 1, timeout=3)
+    assert bodies() == [f"collect {token} {','.join(str(v) for v in expected)}"]
 
 
 @pytest.mark.timeout(60)
