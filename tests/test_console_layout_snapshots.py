@@ -64,6 +64,7 @@ def test_notification_log(snap_compare, size):
         fixed = [replace(note, time=T0 + n) for n, note in enumerate(log)]  # not the clock's
         log.clear()
         log.extend(fixed)
+        await pilot.pause()  # the toasts are put up on a later refresh: let them come first
         pilot.app.clear_notifications()
         for _ in range(100):  # the toasts leave on a later refresh: a loaded machine is slow
             if not pilot.app.screen.query(Toast):
