@@ -208,7 +208,7 @@ class Signature(dict):
             return chord(sig["kwargs"]["header"], sig["kwargs"]["body"], app=app,
                          **sig["options"])
         if kind == "chunks":
-            return chunks(signature_of(sig["kwargs"]["task"]), sig["kwargs"]["it"],
+            return chunks(Signature.from_dict(sig["kwargs"]["task"], app), sig["kwargs"]["it"],
                           sig["kwargs"]["n"], app=app, **sig["options"])
         return cls(sig["task"], sig["args"], sig["kwargs"], sig["options"], kind,
                    bool(sig.get("immutable")), app or getattr(value, "_app", None))
