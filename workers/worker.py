@@ -496,7 +496,10 @@ class Worker:
         try:
             return backend.get_task_meta(msg.id)["status"] in (
                 states.SUCCESS, states.FAILURE, states.REVOKED, states.REJECTED)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - a backend down or a record unreadable: it
+            # cannot say, so the task runs again, as a redelivered task does without a backend
+            logger.warning("Task %s[%s] was delivered again and the result backend cannot tell "
+                           "whether it already ran (%r): running it", msg.task, msg.id, exc)
             return False
 
     def _refuse(self, job: Job) -> bool:
