@@ -124,7 +124,9 @@ async def run(url: str, tasks: int, rate: float, history: str | None = None
         table = console.screen.query_one(DataTable)
         handled: list[float] = []
         for action in ("action_cursor_down", "action_cursor_up"):
-            def timed(original: Any = getattr(table, action)) -> None:
+            bound = getattr(table, action)
+
+            def timed(original: Any = bound) -> None:
                 original()
                 handled.append(time.perf_counter())
             setattr(table, action, timed)

@@ -13,8 +13,8 @@ import pytest
 from kombu import Connection, Producer
 
 from qtui.core import App
-from qtui.core.exceptions import ConfigError
 from qtui.core.events import event_exchange
+from qtui.core.exceptions import ConfigError
 from qtui.core.state import State, TaskState
 from qtui.tui.feed import Feed
 from qtui.tui.history import History

@@ -328,8 +328,9 @@ class Worker:
 
     def _on_connected(self) -> None:
         consumer = self.consumer
+        assert consumer.connection is not None  # called once the consumer has connected
         self.scheduler.store = delayed_store_for(
-            consumer.connection, consumer.channel, consumer.publisher,  # type: ignore[arg-type]
+            consumer.connection, consumer.channel, consumer.publisher,
             [q.name for q in self.queues], self.consumer.queue_type)
         store = self.scheduler.store
         if store is not None and store.poll_interval and not self._polling:
