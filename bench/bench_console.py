@@ -10,6 +10,15 @@ repainted is recorded. At the end: events applied per second, the lag behind the
 key latency percentiles and the process's resident memory.
 
     python -m bench.bench_console [--tasks 100000] [--rate 10000] [--redis URL]
+
+``--views``: view switches while events flow (300 events/s on top of 20,000 tasks): from the
+number key to the first repaint of the new view, and to the repaint after that view has redrawn
+itself from the current data (what an operator waits for). ``--quit``: a real ``qtui`` process
+in a pseudo-terminal, against Redis with a live worker for it to poll; from ``q`` to the
+process's exit (the shell's prompt back).
+
+    python -m bench.bench_console --views [--tasks 20000]
+    python -m bench.bench_console --quit
 """
 
 from __future__ import annotations
@@ -172,6 +181,147 @@ async def run(url: str, tasks: int, rate: float, history: str | None = None
     }
 
 
+async def view_switches(url: str, tasks: int, rate: float = 300.0, switches: int = 40
+                        ) -> dict[str, list[float]]:
+    """Milliseconds from a number key to the new view's first repaint ("shown") and to the
+    repaint after it redrew from the model ("current"), ``switches`` times."""
+    from textual import events
+
+    from qtui.core import App
+    from qtui.tui.console import Console
+
+    app = App("bench", broker=url)
+    app.conf.update(console_max_tasks=max(tasks, 1000), source="bench")
+    console = Console(app, history=False)
+    start = multiprocessing.Event()
+    publisher = multiprocessing.Process(target=publish, args=(url, tasks, rate * 50, start))
+    publisher.start()
+    shown: list[float] = []
+    current: list[float] = []
+    async with console.run_test(size=(200, 50)) as pilot:
+        writes: list[float] = []
+        redraws: list[tuple[float, type]] = []
+        costs: dict[str, list[float]] = {}
+        original_display = console._display
+
+        def timed_display(screen: Any, renderable: Any) -> None:
+            if renderable is not None:
+                writes.append(time.perf_counter())
+            original_display(screen, renderable)
+        console._display = timed_display  # type: ignore[method-assign]
+        deadline = time.monotonic() + 15
+        while not console.model.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        start.set()  # events sent before the console listens are lost
+        while console.model.events_seen < tasks * EVENTS_PER_TASK * 0.9:
+            await asyncio.sleep(0.2)  # the tasks first (publisher at 50x), then switch
+        publisher.terminate()
+        publisher.join()
+        trickle = multiprocessing.Process(target=publish, args=(url, 10**6, rate, start))
+        trickle.start()
+        screens = {}
+        for key in "2341":  # every view mounted once: what is measured is a switch
+            await pilot.press(key)
+            await pilot.pause(0.5)
+            screens[key] = console.screen
+        for screen in screens.values():
+            def timed_refresh(original: Any = screen.refresh_view, kind: type = type(screen)
+                              ) -> None:
+                began = time.perf_counter()
+                original()
+                redraws.append((time.perf_counter(), kind))
+                costs.setdefault(kind.__name__, []).append(1000 * (redraws[-1][0] - began))
+            screen.refresh_view = timed_refresh  # type: ignore[method-assign]
+        keys = "2341"
+        for n in range(switches):
+            key = keys[n % 4]
+            await asyncio.sleep(random.uniform(0.5, 1.5))
+            began = time.perf_counter()
+            console.post_message(events.Key(key, key))
+            target = screens[key]
+            deadline = began + 10
+            first = redrawn = None
+            while time.perf_counter() < deadline and (first is None or redrawn is None):
+                await asyncio.sleep(0.001)
+                if console.screen is not target:
+                    continue
+                if first is None:
+                    after = [w for w in writes if w > began]
+                    first = after[0] if after else None
+                drawn = [t for t, kind in redraws if t > began and kind is type(target)]
+                if drawn:
+                    after = [w for w in writes if w > drawn[0]]
+                    redrawn = after[0] if after else None
+            if first is not None and redrawn is not None:
+                shown.append(1000 * (first - began))
+                current.append(1000 * (redrawn - began))
+        trickle.terminate()
+        trickle.join()
+        console.feed.stop()
+    print("redraw (refresh_view) ms, median by view:",
+          {name: round(statistics.median(values)) for name, values in costs.items()})
+    return {"shown": shown, "current": current}
+
+
+def quit_times(url: str, runs: int = 5) -> list[float]:
+    """Seconds from ``q`` to the exit of a real console process in a pseudo-terminal (80x24),
+    with a live worker on the same broker (so the console's poll thread is asking it)."""
+    import fcntl
+    import pty
+    import select
+    import signal
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    queue = f"bench-quit-{os.getpid()}"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "qtui.workers.cli", "-A", "qtui.tui.demo_tasks", "-P", "threads",
+         "-c", "2", "-Q", queue, "-n", f"{queue}@%h", "-b", url, "--loglevel", "WARNING"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    times = []
+    try:
+        time.sleep(3)
+        for _ in range(runs):
+            pid, fd = pty.fork()
+            if pid == 0:
+                os.environ.pop("COLUMNS", None)
+                os.environ.pop("LINES", None)
+                os.environ["TERM"] = "xterm-256color"
+                os.execv(sys.executable, [sys.executable, "-m", "qtui.tui.cli", "-b", url,
+                                          "--no-history"])
+            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+            seen = b""
+            deadline = time.monotonic() + 30
+            while b"online" not in seen and time.monotonic() < deadline:
+                if select.select([fd], [], [], 0.2)[0]:
+                    seen = (seen + os.read(fd, 65536))[-200_000:]
+            time.sleep(random.uniform(2.0, 4.0))  # the poll thread is somewhere in its cycle
+            began = time.perf_counter()
+            os.write(fd, b"q")
+            while True:
+                if select.select([fd], [], [], 0.05)[0]:
+                    try:
+                        os.read(fd, 65536)
+                    except OSError:
+                        pass
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.perf_counter() - began > 30:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    break
+            times.append(time.perf_counter() - began)
+            os.close(fd)
+    finally:
+        worker.terminate()
+        worker.wait(15)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100_000)
@@ -179,8 +329,22 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--history", action="store_true",
                         help="with the console's history file on (a fresh temporary file)")
+    parser.add_argument("--views", action="store_true", help="measure view switches")
+    parser.add_argument("--quit", action="store_true", help="measure quitting")
     args = parser.parse_args()
     redis.Redis.from_url(args.redis).flushdb()
+    if args.views:
+        found = asyncio.run(view_switches(args.redis, min(args.tasks, 20_000)))
+        for name, values in found.items():
+            values.sort()
+            print(f"view switch, key to {name} view: p50 {statistics.median(values):.0f} ms, "
+                  f"p90 {values[int(len(values) * 0.9)]:.0f} ms, max {values[-1]:.0f} ms "
+                  f"over {len(values)} switches")
+        return
+    if args.quit:
+        times = quit_times(args.redis)
+        print("quit, q to process exit (s):", " ".join(f"{t:.2f}" for t in times))
+        return
     with tempfile.TemporaryDirectory() as directory:
         history = os.path.join(directory, "history.sqlite") if args.history else None
         result = asyncio.run(run(args.redis, args.tasks, args.rate, history))

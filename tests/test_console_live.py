@@ -255,7 +255,7 @@ async def test_pool_grow_and_shrink_from_the_workers_view(world):
         await until(pilot, lambda: concurrency() == "3", what="concurrency 3")
         assert f"{hostname}: OK" in outcome_text(console)
         select(console, "workers", hostname)
-        await pilot.press("minus")
+        await pilot.press("underscore")
         await until(pilot, lambda: concurrency() == "2", what="concurrency back to 2")
 
 

@@ -68,7 +68,7 @@ async def test_actions_not_permitted_are_refused():
     async with console.run_test(size=SIZE) as pilot:
         await pilot.press("3", "T", "L", "y")
         assert isinstance(console.screen, TasksScreen)
-        await pilot.press("2", "D", "plus", "minus", "a", "x", "r", "t")
+        await pilot.press("2", "D", "plus", "underscore", "a", "x", "r", "t")
         assert isinstance(console.screen, WorkersScreen)
         await pilot.press("4", "P", "a", "x")
         assert isinstance(console.screen, QueuesScreen)

@@ -1,6 +1,6 @@
-"""End to end in a real terminal: tmux runs ``qtui`` against a live worker, keys are typed, and
-the captured pane is read as a user would read the screen (filter, drill down, revoke, rate
-limit)."""
+"""End to end in a real terminal of 80x24: tmux runs ``qtui`` against a live worker, keys are
+typed, and the captured pane is read as a user would read the screen (the overview's worker,
+failure and footer, filter, drill down, revoke, rate limit)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from .services import REDIS_HOST, REDIS_PORT, need, unavailable
 from .worker_helpers import Setup, make_setup
 
 BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/9"
+#: The smallest terminal the console is made for: everything below must be seen in it.
+COLUMNS, LINES = 80, 24
 
 
 class Terminal:
@@ -30,10 +32,11 @@ class Terminal:
         return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True,
                               text=True, timeout=10, check=True).stdout
 
-    def start(self, command: list[str], cwd: str, env: dict[str, str]) -> None:
+    def start(self, command: list[str], cwd: str, env: dict[str, str],
+              size: tuple[int, int] = (COLUMNS, LINES)) -> None:
         exports = " ".join(f"{k}={v!r}" for k, v in env.items())
         # COLUMNS and LINES (pytest's own, say) would override the pane's real size.
-        self.tmux("new-session", "-d", "-x", "160", "-y", "45", "-c", cwd,
+        self.tmux("new-session", "-d", "-x", str(size[0]), "-y", str(size[1]), "-c", cwd,
                   f"env -u COLUMNS -u LINES {exports} {' '.join(command)}")
 
     def keys(self, *keys: str, literal: bool = False) -> None:
@@ -57,16 +60,20 @@ class Terminal:
         raise AssertionError(f"{texts} not on screen after {timeout}s:\n{screen}")
 
     def notifications(self) -> str:
-        """The text of the toasts in the bottom-right corner, their lines joined."""
-        parts = [line.split("▌", 1)[1] for line in self.screen().splitlines() if "▌" in line]
+        """The text of the toasts in the top-right corner, their lines joined."""
+        # A toast over the filter box has the box's right border after it on each line.
+        parts = [line.split("▌", 1)[1].rstrip().rstrip("▎▔▁") for line in self.screen().splitlines()
+                 if "▌" in line]
         return " ".join(" ".join(parts).split())
 
     def wait_for_note(self, *texts: str, timeout: float = 20.0) -> str:
+        """Wait for a toast holding all of ``texts``; compared without spaces, since at 80
+        columns a toast wraps a long id or hostname wherever it must."""
         deadline = time.monotonic() + timeout
         notes = ""
         while time.monotonic() < deadline:
             notes = self.notifications()
-            if all(text in notes for text in texts):
+            if all("".join(text.split()) in "".join(notes.split()) for text in texts):
                 return notes
             time.sleep(0.2)
         raise AssertionError(f"{texts} not in the notifications after {timeout}s:\n{notes}\n"
@@ -110,11 +117,17 @@ def test_the_console_in_a_real_terminal(terminal: Terminal, live, tmp_path):
                    str(tmp_path), env)
     terminal.wait_for("Overview", "connected")
 
+    assert terminal.screen().splitlines()[-1].rstrip().endswith("? Help")  # the whole footer
+
     app = setup.app()
     good = app.send_task("tasks.add", args=[20, 22])
     app.send_task("tasks.fail", args=["printer on fire"])
     later = app.send_task("tasks.mark", args=["never"], countdown=30)
     assert good.get(timeout=20) == 42
+
+    # The overview at 80 columns: the worker online, the failure with its exception.
+    screen = terminal.wait_for("Recent failures", "tasks.fail", "printer on fire", "online")
+    assert "tmux-" in screen
 
     terminal.keys("2")
     terminal.wait_for(hostname, "online", "threads")
@@ -128,9 +141,33 @@ def test_the_console_in_a_real_terminal(terminal: Terminal, live, tmp_path):
     screen = terminal.wait_for("tasks.fail", "filter: state:FAILURE")
     assert "tasks.add" not in screen.split("filter:")[0].split("Args")[-1]
     terminal.keys("Enter")
-    terminal.wait_for("printer on fire", "Timeline", "task-failed")
+    # At 24 rows the timeline's last steps may be below the fold; the failure may not.
+    terminal.wait_for("printer on fire", "FAILURE", "ValueError")
     terminal.keys("Escape")
     terminal.wait_for("filter: state:FAILURE")
+    terminal.keys("q")
+    deadline = time.monotonic() + 10
+    while terminal.running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not terminal.running(), f"the console still runs after q:\n{terminal.screen()}"
+    app.close()
+
+
+@pytest.mark.timeout(180)
+def test_actions_in_a_real_terminal(terminal: Terminal, live, tmp_path):
+    """Revoke and rate limit, each reply read off its notification. At 160x45: at 80x24 the
+    revoke confirmed with `y` in tmux did not reach the worker (2026-11-30, not understood yet;
+    the same keys through Pilot at 80x24 work)."""
+    setup, hostname = live
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg"), "TERM": "xterm-256color",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    terminal.start([sys.executable, "-m", "qtui.tui.cli", "-b", BROKER, "--no-history"],
+                   str(tmp_path), env, size=(160, 45))
+    terminal.wait_for("Overview", "connected")
+    app = setup.app()
+    good = app.send_task("tasks.add", args=[20, 22])
+    later = app.send_task("tasks.mark", args=["never"], countdown=30)
+    assert good.get(timeout=20) == 42
 
     # Revoke the scheduled task.
     terminal.keys(":")
@@ -191,7 +228,9 @@ def test_escape_sequences_in_a_tasks_data_never_reach_the_terminal(terminal: Ter
     terminal.keys("Enter")
     terminal.wait_for(failed.id[:20], "FAILURE")
     terminal.keys("Enter")
-    screen = terminal.wait_for("Timeline", "pwn␛]52;c;b3duZWQ=␇ ␛[2J [/]", timeout=30)
+    # At 24 rows the traceback (pwn␛]52...) is below the fold: the exception's repr is not.
+    screen = terminal.wait_for("FAILURE", r"ValueError('pwn\x1b]52;c;b3duZWQ=\x07 \x1b[2J [/]')",
+                               timeout=30)
     assert "Tasks in memory" not in screen  # the detail, not a cleared and redrawn pane
     pane = terminal.tmux("capture-pane", "-p", "-e")
     assert "\x1b]52" not in pane and "\x1b[2J" not in pane and "\x07" not in pane

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 from rich.text import Text
@@ -66,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         app = load_app(args.app, args.config, args.broker)
         if args.command is None:
-            return open_console(args, app)
+            leave(open_console(args, app))
         if args.command == "run-worker":
             from qtui.workers import cli as worker_cli
             return worker_cli.run(args, app)
@@ -78,6 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def leave(status: int) -> NoReturn:
+    """Exit at once once the console has closed: its threads are done and its files closed,
+    and Python's own teardown of an interpreter with Textual and kombu loaded (0.3-0.8 s
+    measured, bench/RESULTS.md) would only keep the shell's prompt waiting."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def open_console(args: argparse.Namespace, app: App) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,12 +22,14 @@ from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.notifications import SeverityLevel
+from textual.reactive import Reactive
 from textual.screen import Screen
 
 from qtui.core import App
 from qtui.core.config import CONSOLE_ACTIONS, mask_url
 from qtui.core.display import printable
 
+from . import command_mode, palette
 from .actions import Actions, Outcome, full_arguments
 from .collector import IdleCollector
 from .feed import Feed
@@ -35,6 +38,7 @@ from .model import ConsoleModel
 from .rows import Snapshot, TaskRow
 from .views.base import ClusterView
 from .views.modals import CommandScreen, ConfirmScreen, HelpScreen
+from .views.notifications import NotificationsScreen
 from .views.overview import OverviewScreen
 from .views.queues import QueuesScreen
 from .views.schedules import SchedulesScreen
@@ -43,6 +47,12 @@ from .views.workers import WorkersScreen
 
 #: Action outcomes kept in :attr:`Console.outcomes`.
 OUTCOMES_KEPT = 50
+#: Notifications kept in the log (`N`).
+NOTIFICATIONS_KEPT = 200
+#: Seconds a notification stays: short, since the log keeps them all; errors stay longer.
+NOTE_SECONDS = {"information": 3.0, "warning": 5.0, "error": 8.0}
+
+VIEW_KEYS = Binding.Group("views", compact=True)
 
 VIEWS: dict[str, type[ClusterView]] = {
     "overview": OverviewScreen, "workers": WorkersScreen, "tasks": TasksScreen,
@@ -51,22 +61,40 @@ VIEWS: dict[str, type[ClusterView]] = {
 }
 
 
+@dataclass(frozen=True)
+class Note:
+    """One notification as shown, for the log."""
+
+    time: float
+    severity: SeverityLevel
+    title: str
+    message: str
+
+
 class Console(TextualApp[None]):
     """``qtui``: the console. ``read_only`` hides and refuses every action that changes anything;
     ``console_permissions`` only those it does not list."""
 
     CSS_PATH = Path(__file__).with_name("console.tcss")  # absolute: subclasses live elsewhere
     TITLE = "qtui"
+    # State colours readable (4.5:1) on plain and striped rows, dark and light (palette.py).
+    ansi_theme_dark = Reactive(palette.DARK, init=False)
+    ansi_theme_light = Reactive(palette.LIGHT, init=False)
     MODES: ClassVar[dict[str, Any]] = dict(VIEWS)
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("1", "switch_mode('overview')", "Overview"),
-        Binding("2", "switch_mode('workers')", "Workers"),
-        Binding("3", "switch_mode('tasks')", "Tasks"),
-        Binding("4", "switch_mode('queues')", "Queues"),
-        Binding("5", "switch_mode('schedules')", "Schedules", show=False),
-        Binding("colon", "command", "Command"),
+        # One footer entry, "1234 views", for the five: the footer must fit 80 columns.
+        Binding("1", "switch_mode('overview')", "Overview", group=VIEW_KEYS),
+        Binding("2", "switch_mode('workers')", "Workers", group=VIEW_KEYS),
+        Binding("3", "switch_mode('tasks')", "Tasks", group=VIEW_KEYS),
+        Binding("4", "switch_mode('queues')", "Queues", group=VIEW_KEYS),
+        Binding("5", "switch_mode('schedules')", "Schedules", group=VIEW_KEYS),
+        # Out of the footer (it must fit 80 columns with a view's own keys); in the help.
+        Binding("colon", "command", "Command", show=False),
         Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit"),
+        Binding("q", "quit", "Quit", show=False),
+        Binding("minus", "last_view", "Last view", show=False),
+        Binding("N", "notifications", "Notification log", show=False),
+        Binding("ctrl+l", "dismiss_notifications", "Dismiss notifications", show=False),
     ]
 
     class SnapshotReady(Message):
@@ -91,6 +119,12 @@ class Console(TextualApp[None]):
         """Monotonic time of the latest key or click (views hold redraws back meanwhile)."""
         self.outcomes: deque[Outcome] = deque(maxlen=OUTCOMES_KEPT)
         """The latest actions' outcomes, oldest first (each was also shown as a notification)."""
+        self.notification_log: deque[Note] = deque(maxlen=NOTIFICATIONS_KEPT)
+        """Every notification shown, oldest first (the `N` view)."""
+        self.prompt_history: dict[str, list[str]] = {"command": [], "filter": []}
+        """What was entered at the ``:`` and ``/`` prompts, oldest first (↑ recalls it)."""
+        self.last_mode: str | None = None
+        """The view shown before the current one (`-` goes back to it)."""
         self.collector = IdleCollector()
         self._attach(app, context)
 
@@ -115,11 +149,12 @@ class Console(TextualApp[None]):
         self.sub_title = self._describe()
 
     def _describe(self) -> str:
-        mode = " · read-only" if self.read_only else ""
+        # The mode first: a long broker URL must not push it off an 80-column header.
+        mode = "read-only · " if self.read_only else ""
         if not self.read_only and self.permissions != set(CONSOLE_ACTIONS):
-            mode = f" · may {', '.join(sorted(self.permissions)) or 'do nothing'}"
+            mode = f"may {', '.join(sorted(self.permissions)) or 'do nothing'} · "
         context = f"{self.context} · " if self.context else ""
-        return f"{context}{mask_url(self.cluster.broker_url)}{mode}"
+        return f"{mode}{context}{mask_url(self.cluster.broker_url)}"
 
     def on_mount(self) -> None:
         self.collector.start()
@@ -196,15 +231,28 @@ class Console(TextualApp[None]):
         outcome = message.outcome
         self.outcomes.append(outcome)
         self.notify(outcome.message, title=outcome.title,
-                    severity="information" if outcome.ok else "error", timeout=8)
+                    severity="information" if outcome.ok else "error")
 
     def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
                timeout: float | None = None, markup: bool = False) -> None:
         """A notification shown as plain text with control characters made visible: messages
         carry hostnames, task names and workers' replies. ``markup`` is accepted and ignored so
-        that no caller can turn it back on."""
-        super().notify(printable(message, multiline=True), title=printable(title),
-                       severity=severity, timeout=timeout, markup=False)
+        that no caller can turn it back on. Compact (the title leads the message's first line)
+        and short-lived; the log (`N`) keeps it."""
+        message, title = printable(message, multiline=True), printable(title)
+        self.notification_log.append(Note(time.time(), severity, title, message))
+        if isinstance(self.screen, NotificationsScreen):
+            self.screen.redraw()
+        super().notify(f"{title}: {message}" if title else message, severity=severity,
+                       timeout=NOTE_SECONDS[severity] if timeout is None else timeout,
+                       markup=False)
+
+    def action_dismiss_notifications(self) -> None:
+        self.clear_notifications()
+
+    def action_notifications(self) -> None:
+        if not isinstance(self.screen, NotificationsScreen):
+            self.push_screen(NotificationsScreen())
 
     def retry_task(self, task: TaskRow) -> None:
         """Send a task again with its full original arguments, where it was sent the first time
@@ -244,16 +292,26 @@ class Console(TextualApp[None]):
         def entered(text: str | None) -> None:
             if text:
                 self.run_command(text)
-        self.push_screen(CommandScreen(), entered)
+        self.push_screen(CommandScreen(self.prompt_history["command"],
+                                       command_mode.completions(sorted(self.contexts))), entered)
+
+    def switch_mode(self, mode: str) -> Any:
+        """Show a view, remembering the one it replaces for `-`."""
+        if self.current_mode and mode != self.current_mode:
+            self.last_mode = self.current_mode
+        return super().switch_mode(mode)
+
+    def action_last_view(self) -> None:
+        """k9s's `-`: back to the view shown before this one."""
+        if self.last_mode is not None:
+            self.switch_mode(self.last_mode)
 
     def run_command(self, text: str) -> None:
-        """Carry out one ``:`` command."""
-        word, _, rest = text.strip().lstrip(":").strip().partition(" ")
-        word = word.lower()
-        aliases = {"w": "workers", "t": "tasks", "qu": "queues", "o": "overview",
-                   "wo": "workers", "ta": "tasks", "ov": "overview", "sc": "schedules"}
-        word = aliases.get(word, word)
-        if word in ("q", "quit", "exit"):
+        """Carry out one ``:`` command (the table in :mod:`.command_mode` names them)."""
+        typed, _, rest = text.strip().lstrip(":").strip().partition(" ")
+        command = command_mode.resolve(typed)
+        word = command.name if command is not None else typed.lower()
+        if word == "quit":
             self.exit()
         elif word in VIEWS:
             self.switch_mode(word)
@@ -261,13 +319,15 @@ class Console(TextualApp[None]):
                 screen = self.screen
                 if isinstance(screen, TasksScreen):
                     screen.set_filter(rest.strip())
-        elif word in ("context", "ctx"):
+        elif word == "context":
             self.switch_context(rest.strip())
         elif word == "help":
             self.action_help()
+        elif word == "notifications":
+            self.action_notifications()
         elif word:
-            self.notify(f"Unknown command :{word}. Try :workers, :tasks QUERY, :queues, "
-                        ":overview, :context NAME, :quit", severity="error")
+            known = ", ".join(c.usage() for c in command_mode.COMMANDS)
+            self.notify(f"Unknown command :{word}. Try {known}", severity="error")
 
     def switch_context(self, name: str) -> None:
         if name not in self.contexts:
@@ -292,29 +352,41 @@ class Console(TextualApp[None]):
                                 partial(self.switch_context, name))
 
     def action_help(self) -> None:
+        """The help screen, built from the BINDINGS of the view, its tables and the console (keys
+        as the footer shows them: `/`, `]`, `:`), and from the ``:`` command table."""
+        screen = self.screen
         sections = []
-        screen_keys = [(b.key_display or b.key, b.description) for b in _bindings(self.screen)
-                       if self.screen.check_action(b.action, ()) is not False]
-        if screen_keys:
-            sections.append(("This view", screen_keys))
-        sections.append(("Everywhere", [(b.key_display or b.key, b.description)
-                                        for b in _bindings(self)]))
-        sections.append(("Commands (:)", [(":workers", "workers view"),
-                                          (":tasks QUERY", "tasks view, filtered"),
-                                          (":queues", "queues view"),
-                                          (":schedules", "periodic tasks"),
-                                          (":overview", "overview"),
-                                          (":context NAME", "switch cluster"),
-                                          (":quit", "leave")]))
+        own = _bindings(screen, below=ClusterView)
+        if own:
+            sections.append(("This view", self._keys(own, screen)))
+        if isinstance(screen, ClusterView):
+            sections.append(("Tables", self._keys(_bindings(screen, only=ClusterView), screen)))
+        sections.append(("Everywhere", self._keys(_bindings(self, only=Console), self)))
+        sections.append(("Commands (:)", [
+            (c.usage(), " ".join([c.help, *(f":{alias}" for alias in c.aliases)]))
+            for c in command_mode.COMMANDS]))
         sections.append(("Filter (/)", [("name:TEXT", "name contains TEXT"),
                                         ("state:A,B", "state is A or B"),
-                                        ("worker: args: id: result:", "other fields"),
+                                        ("worker:", "also args: id: result:"),
                                         ("/REGEX/", "regular expression"),
                                         ("-term", "negate a term"),
-                                        ("text", "free text anywhere")]))
+                                        ("text", "free text anywhere"),
+                                        ("↑ ↓ Tab", "history, completion (and at :)")]))
         sections.append(("Also", [("ctrl+p", "command palette (themes, keys)"),
-                                  ("Enter", "drill down"), ("Esc", "back")]))
+                                  ("⏎", "drill down"), ("esc", "back")]))
         self.push_screen(HelpScreen(sections))
+
+    def _keys(self, bindings: list[Binding], node: Any) -> list[tuple[str, str]]:
+        """(keys, description) per binding the node allows now, each key as the footer shows it
+        (``slash`` is `/`)."""
+        keys = []
+        for binding in bindings:
+            if node.check_action(binding.action, ()) is False:
+                continue
+            shown = " ".join(dict.fromkeys(self.get_key_display(b)
+                                           for b in Binding.make_bindings([binding])))
+            keys.append((shown, binding.description))
+        return keys
 
     async def action_quit(self) -> None:
         self.feed.stop()
@@ -325,11 +397,19 @@ class Console(TextualApp[None]):
         self.collector.stop()
 
 
-def _bindings(node: Any) -> list[Binding]:
+def _bindings(node: Any, *, below: type | None = None, only: type | None = None
+              ) -> list[Binding]:
+    """The BINDINGS a node's classes declare, its own class first: all of them, those of the
+    classes ``below`` a base class (a view's own keys), or ``only`` those of one class."""
     found = []
-    for binding in getattr(node, "BINDINGS", []):
-        if isinstance(binding, Binding):
-            found.append(binding)
-        elif isinstance(binding, tuple):
-            found.append(Binding(*binding))
+    for cls in type(node).__mro__:
+        if below is not None and not (issubclass(cls, below) and cls is not below):
+            continue
+        if only is not None and cls is not only:
+            continue
+        for binding in cls.__dict__.get("BINDINGS", []):
+            if isinstance(binding, Binding):
+                found.append(binding)
+            elif isinstance(binding, tuple):
+                found.append(Binding(*binding))
     return found

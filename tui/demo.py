@@ -87,12 +87,14 @@ def run(args: argparse.Namespace, app: App) -> int:
     producer = threading.Thread(target=demo_tasks.produce, args=(stop,), daemon=True,
                                 name="demo-producer")
     producer.start()
+    keep_log = False
     try:
         if args.no_console:
             console.print("Demo running; Ctrl+C stops it.")
             while worker.poll() is None:
                 stop.wait(0.5)
             console.print(f"[red]The demo worker exited ({worker.returncode}); see {logfile}")
+            keep_log = True
             return 1
         from .cli import open_console
         return open_console(args, app)
@@ -102,3 +104,5 @@ def run(args: argparse.Namespace, app: App) -> int:
         stop.set()
         producer.join(2)
         stop_worker(worker)
+        if not keep_log:  # a demo leaves nothing behind, unless its worker failed
+            logfile.unlink(missing_ok=True)

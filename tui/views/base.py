@@ -6,12 +6,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ..actions import not_stoppable
+from .keybar import KeyBar
 
 if TYPE_CHECKING:
     from ..actions import Outcome
@@ -35,6 +38,14 @@ INPUT_QUIET = 0.3
 class ClusterView(Screen[None]):
     """A full-screen view of one part of the cluster."""
 
+    # k9s's (and vi's) moves, for whichever table has the focus.
+    BINDINGS = [
+        Binding("j", "table('cursor_down')", "Down", show=False),
+        Binding("k", "table('cursor_up')", "Up", show=False),
+        Binding("g", "table('scroll_top')", "First row", show=False),
+        Binding("G", "table('scroll_bottom')", "Last row", show=False),
+    ]
+
     @property
     def console(self) -> Console:
         return self.app  # type: ignore[return-value]
@@ -46,9 +57,33 @@ class ClusterView(Screen[None]):
     under a flood of events (the last one is always drawn), so keys stay responsive."""
     _last_redraw = 0.0
     _pending: Timer | None = None
+    drawn_version = -1
+    """The model version this view last drew (see :attr:`ConsoleModel.version`)."""
 
     def refresh_view(self) -> None:
         """Redraw from ``self.console.model``; called after each snapshot while visible."""
+
+    def crumb(self) -> str:
+        """This view's part of the breadcrumbs in the header line (``Tasks``)."""
+        name = type(self).__name__.removesuffix("Screen")
+        return "".join(f" {c.lower()}" if c.isupper() and i else c
+                       for i, c in enumerate(name))
+
+    def show_crumbs(self) -> None:
+        """Write ``qtui › Tasks › state:FAILURE › a task`` in the header: each view on the way
+        here, from the view of the mode to this one."""
+        stack = self.app.screen_stack
+        below = stack[:stack.index(self)] if self in stack else []
+        crumbs = [s.crumb() for s in below if isinstance(s, ClusterView)] + [self.crumb()]
+        self.title = " › ".join([self.app.title, *crumbs])
+
+    def action_table(self, action: str) -> None:
+        table = self.focused if isinstance(self.focused, DataTable) else None
+        if table is None:
+            tables = self.query(DataTable)
+            table = tables.first() if tables else None
+        if table is not None:
+            getattr(table, f"action_{action}")()
 
     def redraw(self) -> None:
         if not self.composed:
@@ -65,16 +100,29 @@ class ClusterView(Screen[None]):
         self._redraw_now()
 
     def _redraw_now(self) -> None:
+        if self._pending is not None:
+            self._pending.stop()
         self._pending = None
         self._last_redraw = time.monotonic()
+        self.drawn_version = self.console.model.version
         self.refresh_view()
+        self.show_crumbs()
 
     def on_mount(self) -> None:
+        for footer in self.query(Footer):  # the most keys in 80 columns; ctrl+p is in the help
+            footer.compact, footer.show_command_palette = True, False
         self.composed = True
+        self.drawn_version = self.console.model.version
         self.refresh_view()
+        self.show_crumbs()
 
     def on_screen_resume(self) -> None:
-        self.redraw()
+        self.show_crumbs()
+        if self.composed and self.drawn_version != self.console.model.version:
+            # A view coming back shows what it showed when it left, maybe minutes ago: draw
+            # the current data in the same frame as the switch. The quiet time after a key is
+            # for keys within a view (the row under the cursor stays still), not for this one.
+            self._redraw_now()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         permission = PERMISSION_OF.get(action)
@@ -159,7 +207,7 @@ class TableView(ClusterView):
         for column in self.COLUMNS:
             table.add_column(column, key=column)
         yield table
-        yield Footer()
+        yield KeyBar()
 
     @property
     def table(self) -> DataTable[object]:
@@ -178,3 +226,21 @@ class TableView(ClusterView):
         if key is None:
             self.notify(f"No {self.NOUN} selected", severity="warning")
         return key
+
+
+def mark_sorted(table: DataTable[object], column: str, reverse: bool) -> None:
+    """Put the sort arrow (▼ descending, ▲ ascending) in the sorted column's header, and only
+    there. Column keys are the column names; headers keep two cells for the arrow, so columns
+    do not change width when the sort moves."""
+    changed = False
+    for key, col in table.columns.items():
+        name = str(key.value)
+        label = f"{name} {'▼' if reverse else '▲'}" if name == column else f"{name}  "
+        if col.label.plain != label:
+            col.label = Text(label)
+            changed = True
+    if changed:
+        # DataTable has no public way to relabel a column, and its render cache holds the old
+        # header row.
+        table._clear_caches()
+        table.refresh()

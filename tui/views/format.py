@@ -9,9 +9,11 @@ from rich.text import Text
 
 from qtui.core.display import safe_text
 
+#: ANSI colours, made real by the console's palettes (tui/palette.py); never "dim", which
+#: Textual draws by fading the colour into the background, below a readable contrast.
 STATE_STYLES = {
-    "PENDING": "dim", "RECEIVED": "cyan", "STARTED": "yellow", "SUCCESS": "green",
-    "FAILURE": "bold red", "RETRY": "magenta", "REVOKED": "dim red", "REJECTED": "red",
+    "PENDING": "italic", "RECEIVED": "cyan", "STARTED": "yellow", "SUCCESS": "green",
+    "FAILURE": "bold red", "RETRY": "magenta", "REVOKED": "bright_black", "REJECTED": "red",
 }
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, ItemGrid, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from qtui.core.display import safe_text
+
+from .history_input import HistoryInput
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -94,13 +97,21 @@ class ChoiceScreen(ModalScreen[str | None]):
 
 class CommandScreen(ModalScreen[str | None]):
     """``:`` command mode, as in k9s: a one-line prompt at the bottom of whatever view is shown
-    (``:workers``, ``:tasks state:FAILURE``, ``:queues``...). Enter runs it, Esc cancels."""
+    (``:workers``, ``:tasks state:FAILURE``, ``:queues``...). Enter runs it, Esc cancels; ↑/↓
+    recall earlier commands, Tab completes one."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
+    def __init__(self, history: list[str] | None = None,
+                 completions: list[str] | None = None) -> None:
+        super().__init__()
+        self.history = [] if history is None else history
+        self.completions = completions
+
     def compose(self) -> ComposeResult:
-        yield Input(placeholder=":workers  :tasks state:FAILURE  :queues  :overview  "
-                                ":context NAME  :quit", id="command")
+        yield HistoryInput(self.history, self.completions, id="command",
+                           placeholder=":workers  :tasks state:FAILURE  :queues  :overview  "
+                                       ":context NAME  :quit")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -111,7 +122,8 @@ class CommandScreen(ModalScreen[str | None]):
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every key of the current view and of the console, generated from their BINDINGS."""
+    """Every key of the current view and of the console, generated from their BINDINGS, and the
+    ``:`` commands with their aliases; in as many columns as the terminal holds."""
 
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
 
@@ -121,10 +133,16 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="dialog"):
-            yield Label("Keys", id="question")
-            for title, keys in self.sections:
-                lines = "\n".join(f"  [b]{key:<12}[/b] {text}" for key, text in keys)
-                yield Static(f"[u]{title}[/u]\n{lines}\n")
+            yield Label("Keys (Esc closes)", id="question")
+            with ItemGrid(min_column_width=40, id="help-columns"):
+                for title, keys in self.sections:
+                    text = Text.assemble((title, "bold underline"))
+                    width = max((len(key) for key, _ in keys), default=0)
+                    for key, description in keys:
+                        text.append("\n")
+                        text.append(f"{key:<{width}} ", "bold")
+                        text.append(description)
+                    yield Static(text, classes="help-section")
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -7,7 +7,7 @@ import heapq
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Input, Static, Tab, Tabs
+from textual.widgets import DataTable, Header, Input, Static, Tab, Tabs
 
 from qtui.core.display import printable, safe_text
 
@@ -15,7 +15,9 @@ from .. import query
 from ..actions import SIGNALS
 from ..rows import TaskRow
 from . import format
-from .base import ClusterView
+from .base import ClusterView, mark_sorted
+from .history_input import HistoryInput
+from .keybar import KeyBar
 
 STATE_TABS = ("ALL", "RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED")
 COLUMNS = ("ID", "Name", "State", "Worker", "Received", "Started", "Runtime", "Args")
@@ -47,9 +49,11 @@ class TasksScreen(ClusterView):
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
         Binding("enter", "drill", "Details"),
-        Binding("s", "sort", "Sort"),
-        Binding("S", "reverse", "Reverse"),
-        Binding("right_square_bracket", "page(1)", "Next page"),
+        # Out of the footer, so it fits 80 columns: the header's arrow shows the sort, the
+        # status line says "[ ] turn pages" when there are pages; the help lists them all.
+        Binding("s", "sort", "Sort", show=False),
+        Binding("S", "reverse", "Reverse", show=False),
+        Binding("right_square_bracket", "page(1)", "Next page", show=False),
         Binding("left_square_bracket", "page(-1)", "Prev page", show=False),
         # Before the table's own keys (it scrolls sideways with the arrows when it is wider
         # than the terminal); not in the filter box: see check_action.
@@ -87,14 +91,15 @@ class TasksScreen(ClusterView):
         yield Header()
         yield Tabs(*[Tab(s.title(), id=s) for s in STATE_TABS], active=self.state_tab,
                    id="states")
-        yield Input(value=self.filter_text, placeholder="filter: name:tasks.add state:FAILURE "
-                    "worker:w1 args:42 /regex/   (Enter applies, Esc clears)", id="filter")
+        yield HistoryInput(self.console.prompt_history["filter"], value=self.filter_text,
+                           placeholder="name:add state:FAILURE worker:w1 /regex/  (⏎ applies, "
+                           "esc clears)", id="filter")
         table: DataTable[object] = DataTable(id="tasks", cursor_type="row", zebra_stripes=True)
         for column in COLUMNS:
-            table.add_column(column, key=column)
+            table.add_column(f"{column}  ", key=column)  # room for the sort arrow
         yield table
         yield Static("", id="status", classes="summary")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = bool(self.filter_text)
@@ -170,6 +175,8 @@ class TasksScreen(ClusterView):
         if self._left is not None and self._left[1] != (self.selected_id() or ""):
             self._left = None  # the operator has moved on
         arrow = "▼" if self.sort_reverse else "▲"
+        mark_sorted(table, self.sort_column, self.sort_reverse)
+        self.show_crumbs()
         first = self.page * PAGE_SIZE
         pages = max(1, -(-matched // PAGE_SIZE))
         shown = (f"{first + 1}-{first + len(rows)} of {matched} (page {self.page + 1}/{pages}, "
@@ -217,6 +224,14 @@ class TasksScreen(ClusterView):
         return format.cells(TaskId(t.id), name, format.state(t.state), t.worker,
                             format.clock(t.received), format.clock(t.started),
                             format.duration(t.runtime), t.args[:60])
+
+    def crumb(self) -> str:
+        crumbs = ["Tasks"]
+        if self.state_tab != "ALL":
+            crumbs.append(self.state_tab)
+        if self.filter_text:
+            crumbs.append(printable(self.filter_text))
+        return " › ".join(crumbs)
 
     def selected_id(self) -> str | None:
         table = self.query_one("#tasks", DataTable)

@@ -19,6 +19,9 @@ ANOTHER_QUEUE = "another queue (type its name)…"
 #: The ``registered`` attributes that show each kind of limit a task type has now.
 LIMIT_ITEMS = {"rate_limit": ("rate_limit",), "time_limit": ("soft_time_limit", "time_limit")}
 
+POOL_KEYS = Binding.Group("pool", compact=True)
+CONSUMER_KEYS = Binding.Group("consumer", compact=True)
+LIMIT_KEYS = Binding.Group("limits", compact=True)
 COLUMNS = ("Worker", "Status", "Heartbeat", "Pool", "Conc", "Active", "Processed", "Load",
            "Queues")
 
@@ -30,12 +33,13 @@ class WorkersScreen(TableView):
     min_interval = 1.0
     BINDINGS = [
         Binding("enter", "drill", "Details", show=True),
-        Binding("plus,equals_sign", "grow", "Pool +1"),
-        Binding("minus", "shrink", "Pool -1"),
-        Binding("a", "add_consumer", "Add consumer"),
-        Binding("x", "cancel_consumer", "Cancel consumer"),
-        Binding("r", "rate_limit", "Rate limit"),
-        Binding("t", "time_limit", "Time limit"),
+        # Pairs share one footer entry ("+_ pool"), so the footer fits 80 columns.
+        Binding("plus,equals_sign", "grow", "Pool +1", group=POOL_KEYS),
+        Binding("underscore", "shrink", "Pool -1", group=POOL_KEYS),
+        Binding("a", "add_consumer", "Add consumer", group=CONSUMER_KEYS),
+        Binding("x", "cancel_consumer", "Cancel consumer", group=CONSUMER_KEYS),
+        Binding("r", "rate_limit", "Rate limit", group=LIMIT_KEYS),
+        Binding("t", "time_limit", "Time limit", group=LIMIT_KEYS),
         Binding("D", "shutdown", "Shut down"),
         Binding("delete,backspace", "forget", "Forget offline"),
     ]
