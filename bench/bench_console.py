@@ -226,7 +226,8 @@ async def view_switches(url: str, tasks: int, rate: float = 300.0, switches: int
             await pilot.pause(0.5)
             screens[key] = console.screen
         for screen in screens.values():
-            def timed_refresh(original: Any = screen.refresh_view, kind: type = type(screen)
+            def timed_refresh(original: Any = screen.refresh_view,
+                              kind: type = type(screen),  # noqa: B008 - this screen's class
                               ) -> None:
                 began = time.perf_counter()
                 original()
