@@ -199,7 +199,7 @@ async def settle(console: FixedConsole, pilot) -> None:  # type: ignore[no-untyp
     await pilot.pause()
 
 
-@pytest.mark.parametrize("key", ["plus", "minus", "a", "x", "r", "t", "D"])
+@pytest.mark.parametrize("key", ["plus", "underscore", "a", "x", "r", "t", "D"])
 async def test_actions_on_an_offline_worker_are_refused_at_once(monkeypatch, key):
     console = FixedConsole()
     calls = recorded(monkeypatch, console)

@@ -9,7 +9,7 @@ import socket
 from qtui.tui.console import Console
 from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen
 
-from .test_console_live import select, table_rows, until
+from .test_console_live import select, table_records, table_rows, until
 from .worker_helpers import redis_setup  # noqa: F401 - fixture
 
 SIZE = (160, 45)
@@ -36,6 +36,6 @@ async def test_cancelling_a_queues_last_consumer_asks_and_the_queue_shows_none(r
             await until(pilot, lambda: console.outcomes, what="cancel consumer outcome")
             assert console.outcomes[-1].ok, console.outcomes[-1]
             await pilot.press("4")
-            await until(pilot, lambda: any(r[0] == setup.queue and r[2] == "none"
-                                           for r in table_rows(console, "queues")),
+            await until(pilot, lambda: any(r["Queue"] == setup.queue and r["Consumers"] == "none"
+                                           for r in table_records(console, "queues")),
                         what="the queue shown with no consumer")

@@ -65,6 +65,13 @@ def table_rows(console: Console, table_id: str) -> list[list[str]]:
     return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
 
 
+def table_records(console: Console, table_id: str) -> list[dict[str, str]]:
+    """The table's rows as {column key: cell text}: columns may be added without breaking."""
+    table = console.screen.query_one(f"#{table_id}", DataTable)
+    keys = [str(key.value) for key in table.columns]
+    return [dict(zip(keys, row)) for row in table_rows(console, table_id)]
+
+
 def select(console: Console, table_id: str, key: str) -> None:
     table = console.screen.query_one(f"#{table_id}", DataTable)
     table.move_cursor(row=table.get_row_index(key))
@@ -290,8 +297,8 @@ async def test_time_limit_and_consumers_from_the_workers_view(world):
             await until(pilot, lambda: len(console.outcomes) == 2, what="add consumer outcome")
             assert f"{hostname}: OK" in console.outcomes[-1].message
             await pilot.press("4")
-            await until(pilot, lambda: any(r[0] == extra and hostname in r[4]
-                                           for r in table_rows(console, "queues")),
+            await until(pilot, lambda: any(r["Queue"] == extra and hostname in r["Workers"]
+                                           for r in table_records(console, "queues")),
                         what="the new queue consumed by the worker")
             await pilot.press("2")
             select(console, "workers", hostname)
@@ -304,8 +311,8 @@ async def test_time_limit_and_consumers_from_the_workers_view(world):
                         what="cancel consumer outcome")
             assert f"{hostname}: OK" in console.outcomes[-1].message
             await pilot.press("4")
-            await until(pilot, lambda: not any(r[0] == extra and hostname in r[4]
-                                               for r in table_rows(console, "queues")),
+            await until(pilot, lambda: not any(r["Queue"] == extra and hostname in r["Workers"]
+                                               for r in table_records(console, "queues")),
                         what="the queue no longer consumed")
     finally:
         # The module's worker is shared: give tasks.slow back its time limits (none).
