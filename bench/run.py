@@ -5,6 +5,9 @@ Sections (``--only`` picks some, comma-separated):
 - ``redis``: enqueue and drain rates of no-op tasks -- qtui and Celery (prefork, threads, solo)
   and Dramatiq, all on the same Redis database;
 - ``rabbitmq``: the same for qtui and Celery on RabbitMQ;
+- in both, ``qtui-celeryapp``: the Celery cases' tasks module (a Celery app, sent by Celery's
+  client) run by ``qtui -A module run-worker``, so the cost of Celery's tracer on qtui's worker
+  shows beside qtui's own App;
 - ``sqlite``: qtui on its embedded SQLite broker (a fresh file per run);
 - ``latency``: round trip from ``delay`` to ``get``, one task at a time, qtui and Celery on Redis
   (results in the same Redis);
@@ -201,6 +204,8 @@ def worker_cases(broker: str, concurrency: int, threads: int, events: bool = Fal
              ("solo", [], "solo")]
     cases = [Case(broker, "qtui", label, qtui(pool, extra)) for pool, extra, label in pools]
     if broker != "sqlite":
+        cases += [Case(broker, "qtui-celeryapp", label, qtui(pool, extra))
+                  for pool, extra, label in pools]
         cases += [Case(broker, "celery", label, celery(pool, extra))
                   for pool, extra, label in pools]
     if broker == "redis":
@@ -341,8 +346,8 @@ class Bench:
                ) -> tuple[str, Path]:
         """A tasks module for one case: its import name and the file its tasks count runs in."""
         template = {"qtui": QTUI_MODULE, "celery": CELERY_MODULE,
-                    "dramatiq": DRAMATIQ_MODULE}[framework]
-        name = f"bench_{framework}_{uuid.uuid4().hex[:8]}"
+                    "qtui-celeryapp": CELERY_MODULE, "dramatiq": DRAMATIQ_MODULE}[framework]
+        name = f"bench_{framework.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
         counter = self.workdir / f"{name}.ran"
         options = {"confirm_publish": self.confirm} if broker.startswith("amqp") else {}
         (self.workdir / f"{name}.py").write_text(textwrap.dedent(template.format(

@@ -24,12 +24,15 @@ SHOTS = {
     "task-detail": ["colon", *"tasks args:19.99", "enter", "enter"],
     "queues": ["4"],
     "help": ["3", "question_mark"],
+    "overview-80x24": [],
+    "task-detail-80x24": ["colon", *"tasks args:19.99", "enter", "enter"],
 }
+SIZES = {"help": (140, 60), "overview-80x24": (80, 24), "task-detail-80x24": (80, 24)}
 
 
 async def shoot(name: str, keys: list[str]) -> None:
     console = FixedConsole()
-    async with console.run_test(size=(140, 36 if name != "help" else 60)) as pilot:
+    async with console.run_test(size=SIZES.get(name, (140, 36))) as pilot:
         await pilot.press(*keys)
         await pilot.pause(0.2)
         console.save_screenshot(f"{name}.svg", str(ROOT / "docs" / "screenshots"))

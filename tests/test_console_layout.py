@@ -166,6 +166,20 @@ async def test_notifications_are_compact_short_and_clear_of_the_command_prompt()
         assert [n.timeout for n in console._notifications] == [3.0, 8.0]
 
 
+async def test_a_long_notification_is_drawn_whole_at_80_columns():
+    """A worker's reply wraps over several lines at 80x24; its last line used to be cut (the
+    toast rack's scrollbar narrowed the toast after its height was measured)."""
+    console = FixedConsole()
+    reply = ("tmux-ct-98ea32fbc6@vm: OK tasks {'17393aae-1de1-4a6b-b313-6ae1815fa5d1'} "
+             "flagged as revoked, the last words")
+    async with console.run_test(size=SMALL, notifications=True) as pilot:
+        console.notify(reply, title="revoke 17393aae-1de1-4a6b-b313-6ae1815fa5d1")
+        await pilot.pause(0.2)
+        [toast] = [t for screen in console.screen_stack for t in screen.query(Toast)]
+        assert toast.region.height >= 4  # it does wrap
+        assert "the last words" in " ".join("\n".join(screen_lines(console)).split())
+
+
 async def test_ctrl_l_dismisses_the_notifications_and_N_shows_their_log():
     console = FixedConsole()
     async with console.run_test(size=SMALL, notifications=True) as pilot:
