@@ -133,7 +133,9 @@ async def run(url: str, tasks: int, rate: float, history: str | None = None
         table = console.screen.query_one(DataTable)
         handled: list[float] = []
         for action in ("action_cursor_down", "action_cursor_up"):
-            def timed(original: Any = getattr(table, action)) -> None:
+            bound = getattr(table, action)
+
+            def timed(original: Any = bound) -> None:
                 original()
                 handled.append(time.perf_counter())
             setattr(table, action, timed)
@@ -224,7 +226,8 @@ async def view_switches(url: str, tasks: int, rate: float = 300.0, switches: int
             await pilot.pause(0.5)
             screens[key] = console.screen
         for screen in screens.values():
-            def timed_refresh(original: Any = screen.refresh_view, kind: type = type(screen)
+            def timed_refresh(original: Any = screen.refresh_view,
+                              kind: type = type(screen),  # noqa: B008 - this screen's class
                               ) -> None:
                 began = time.perf_counter()
                 original()

@@ -2,8 +2,8 @@
 
 For each worker (qtui prefork/threads/solo, Celery prefork/threads/solo) the queue is filled with
 the same protocol-v2 messages first (``ignore_result``), the worker is started, and the clock runs
-from the first message it takes until the queue and the unacked set are both empty (every task done and
-acknowledged). Each run uses its own Redis database, flushed before it starts.
+from the first message it takes until the queue and the unacked set are both empty (every task
+done and acknowledged). Each run uses its own Redis database, flushed before it starts.
 
     python -m bench.bench_drain [--tasks 20000] [--redis redis://127.0.0.1:6379/5]
 """
@@ -63,15 +63,15 @@ def runs(concurrency: int, threads: int) -> list[Run]:
     celery = [py, "-m", "celery", "-A", "celery_benchtasks", "worker", "-l", "WARNING", "-Q",
               QUEUE, "--without-gossip", "--without-mingle", "--without-heartbeat"]
     return [
-        Run(f"qtui prefork -c {concurrency}", qtui + ["-P", "prefork", "-c", str(concurrency)],
+        Run(f"qtui prefork -c {concurrency}", [*qtui, "-P", "prefork", "-c", str(concurrency)],
             "qtui"),
-        Run(f"qtui threads -c {threads}", qtui + ["-P", "threads", "-c", str(threads)], "qtui"),
-        Run("qtui solo", qtui + ["-P", "solo"], "qtui"),
+        Run(f"qtui threads -c {threads}", [*qtui, "-P", "threads", "-c", str(threads)], "qtui"),
+        Run("qtui solo", [*qtui, "-P", "solo"], "qtui"),
         Run(f"celery prefork -c {concurrency}",
-            celery + ["-P", "prefork", "-c", str(concurrency)], "celery"),
-        Run(f"celery threads -c {threads}", celery + ["-P", "threads", "-c", str(threads)],
+            [*celery, "-P", "prefork", "-c", str(concurrency)], "celery"),
+        Run(f"celery threads -c {threads}", [*celery, "-P", "threads", "-c", str(threads)],
             "celery"),
-        Run("celery solo", celery + ["-P", "solo"], "celery"),
+        Run("celery solo", [*celery, "-P", "solo"], "celery"),
     ]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import itertools
 import json
 import os
 import pickle
@@ -47,13 +48,14 @@ from kombu import Connection, Exchange, Producer
 from rich.console import Console
 from rich.table import Table
 
+from bench.run import Broker, SQLiteBroker, machine
 from qtui.core import App
 from qtui.workers.deadletter import DEAD_REASON_HEADER, dead_letter_queue_name
-from bench.run import Broker, SQLiteBroker, machine
 from tests.beat_helpers import beats as beat_processes
 from tests.beat_helpers import kill, leader, sent_ticks, store_of, write_config
 from tests.processes import running, write_module
 from tests.rabbit_node import rabbit_node
+from tests.redis_server import redis_server, spare_port
 
 REPO = Path(__file__).resolve().parent.parent
 REDIS = "redis://127.0.0.1:6379"
@@ -189,20 +191,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
     return True
 
 
-def spare_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
 # scenarios ----------------------------------------------------------------------------------------
 def kill_parent(work: Path, n: int, kills: int) -> Outcome:
     """SIGKILL the worker's parent process (its prefork children die with it) again and again
@@ -286,22 +274,6 @@ def kill_child(work: Path, n: int, kills: int) -> Outcome:
     finally:
         world.cleanup()
         redis.Redis.from_url(BROKER_DB).flushdb()
-
-
-@contextmanager
-def redis_server(directory: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--dir", str(directory),
-                             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        if not wait_for(lambda: listening(port), 10):
-            raise RuntimeError("redis-server did not start")
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
 
 
 def broker_restart(work: Path, n: int, kind: str) -> Outcome:
@@ -1116,7 +1088,7 @@ def fork_grandchild(work: Path, forks: int, n: int) -> Outcome:
             forked = [json.loads(r) for r in world.records.lrange(f"{world.queue}:forked", 0, -1)]
         grandchildren = [pid for _, _, pid in forked]
         starts = [t for _, t, _ in sorted(forked)]
-        slot_back = [later - (earlier + limit) for earlier, later in zip(starts, starts[1:])]
+        slot_back = [later - (earlier + limit) for earlier, later in itertools.pairwise(starts)]
         outcome.figures.update(forked=len(forked), time_limit_s=limit,
                                slot_back_max_s=round(max(slot_back), 2) if slot_back else None)
         outcome.passed = (finished and len(forked) == forks and outcome.lost == 0

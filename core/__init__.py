@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import brokers, signals, states
 from .app import App, current_app, shared_task
+from .canvas import Signature, chain, chord, group, signature
 from .exceptions import (
     ConfigError,
     ImproperlyConfigured,
@@ -15,16 +16,15 @@ from .exceptions import (
     SoftTimeLimitExceeded,
     TimeLimitExceeded,
 )
-from .canvas import Signature, chain, chord, group, signature
 from .result import AsyncResult, GroupResult
 from .task import Task
 
 brokers.register()
 
 __all__ = [
-    "App", "AsyncResult", "Task", "current_app", "shared_task", "signals", "states", "ConfigError", "ImproperlyConfigured",
-    "MaxRetriesExceededError", "NotRegistered", "ProtocolError", "QtuiError", "Retry",
-    "SoftTimeLimitExceeded", "TimeLimitExceeded",
-    "GroupResult", "Signature", "chain", "chord", "group", "signature",
+    "App", "AsyncResult", "ConfigError", "GroupResult", "ImproperlyConfigured",
+    "MaxRetriesExceededError", "NotRegistered", "ProtocolError", "QtuiError", "Retry", "Signature",
+    "SoftTimeLimitExceeded", "Task", "TimeLimitExceeded", "chain", "chord", "current_app", "group",
+    "shared_task", "signals", "signature", "states",
 ]
 __version__ = "0.1.0"

@@ -21,16 +21,16 @@ from kombu.exceptions import EncodeError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from . import brokers, builtins, config
+from .backends import ResultBackend, backend_for
 from .brokers import amqp as amqp_broker
 from .brokers import redis as redis_broker
-from .backends import ResultBackend, backend_for
 from .config import Conf
 from .events import EventDispatcher, task_sent_fields
 from .exceptions import BrokerBlocked, BrokerUnavailable, ConfigError, NotRegistered
 from .protocol import TaskMessage, build
 from .result import AsyncResult
 from .routing import Router
-from .task import Task, _MISSING, new_task_id, resolve_eta, resolve_expires
+from .task import _MISSING, Task, new_task_id, resolve_eta, resolve_expires
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ def shared_task(fun: Callable[..., Any] | None = None, **options: Any) -> Any:
         _shared_tasks.append((f, options))
         for app in _live_apps():
             app.task(**options)(f)
-        return current_app().task(**options)(f)
+        task: Task = current_app().task(**options)(f)
+        return task
     return register(fun) if fun is not None else register
 
 
@@ -99,7 +100,8 @@ class App:
         if config_source is not None:
             self.config_from_object(config_source)
         explicit = {"broker_url": broker, "result_backend": backend, "imports": include}
-        self.conf.update({k: v for k, v in explicit.items() if v is not None}, source=f"App({main!r})")
+        self.conf.update({k: v for k, v in explicit.items() if v is not None},
+                         source=f"App({main!r})")
         if settings:
             self.conf.update(settings, source=f"App({main!r})")
         builtins.register(self)
@@ -131,8 +133,9 @@ class App:
 
     @property
     def result_backend_url(self) -> str | None:
-        if self.conf.result_backend:
-            return self.conf.result_backend
+        configured: str | None = self.conf.result_backend
+        if configured:
+            return configured
         if not self.conf.broker_url:
             return f"sqlite://{brokers.default_broker_path().with_name('results.sqlite')}"
         return None
@@ -260,7 +263,9 @@ class App:
             except (ZoneInfoNotFoundError, ValueError):
                 raise ConfigError(f"timezone {self.conf.timezone!r} is not a known time zone "
                                   "(use an IANA name such as 'Europe/Paris')") from None
-        return timezone.utc if self.conf.enable_utc else datetime.now().astimezone().tzinfo
+        if self.conf.enable_utc:
+            return timezone.utc
+        return datetime.now().astimezone().tzinfo or timezone.utc  # astimezone() always sets one
 
     def now(self) -> datetime:
         return datetime.now(timezone.utc)

@@ -181,7 +181,7 @@ def _inherited(options: Mapping[str, Any]) -> dict[str, Any]:
             if k not in ("task_id", "group_id", "group_index", "chain", "chord")}
 
 
-class Signature(dict):
+class Signature(dict[str, Any]):
     """One task call to make later (Celery's ``signature``): a dict in Celery's layout, so it
     travels in messages as it is. ``add.s(2)`` is mutable (a chain or link puts the previous
     result first), ``add.si(2, 2)`` immutable."""
@@ -208,7 +208,7 @@ class Signature(dict):
             return chord(sig["kwargs"]["header"], sig["kwargs"]["body"], app=app,
                          **sig["options"])
         if kind == "chunks":
-            return chunks(signature_of(sig["kwargs"]["task"]), sig["kwargs"]["it"],
+            return chunks(Signature.from_dict(sig["kwargs"]["task"], app), sig["kwargs"]["it"],
                           sig["kwargs"]["n"], app=app, **sig["options"])
         return cls(sig["task"], sig["args"], sig["kwargs"], sig["options"], kind,
                    bool(sig.get("immutable")), app or getattr(value, "_app", None))
@@ -277,7 +277,7 @@ class Signature(dict):
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
-    def __or__(self, other: Any) -> Signature:
+    def __or__(self, other: Any) -> Signature:  # type: ignore[override]  # a chain, not a merge
         if not isinstance(other, Mapping):
             return NotImplemented
         return chain(self, other, app=self._app)
@@ -309,7 +309,8 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
     @property
     def tasks(self) -> list[Signature]:
-        return self["kwargs"]["tasks"]
+        tasks: list[Signature] = self["kwargs"]["tasks"]
+        return tasks
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         parent = None
@@ -325,7 +326,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
             parent = result
         return parent
 
-    def __or__(self, other: Any) -> Signature:
+    def __or__(self, other: Any) -> Signature:  # type: ignore[override]  # a chain, not a merge
         if not isinstance(other, Mapping):
             return NotImplemented
         return chain(*self.tasks, other, app=self._app)
@@ -343,7 +344,8 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     @property
     def tasks(self) -> list[Signature]:
-        return self["kwargs"]["tasks"]
+        tasks: list[Signature] = self["kwargs"]["tasks"]
+        return tasks
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         from .result import GroupResult

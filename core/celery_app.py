@@ -75,7 +75,7 @@ def _settings_of(celery_app: Any) -> dict[str, Any]:
     conf = celery_app.conf
     settings: dict[str, Any] = {}
     unsupported = []
-    for key in conf.keys():
+    for key in conf:
         value = conf.get(key)
         if key not in config.SETTINGS:
             if key.startswith(_WORKER_SIDE) and value != DEFAULTS.get(key):

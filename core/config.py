@@ -65,7 +65,8 @@ ANNOTATIONS = Kind("a table of task name -> options, a list of such tables, or a
                    lambda v: v is None or isinstance(v, (Mapping, list, tuple)) or callable(v))
 RATE = Kind('a rate such as "10/s", "10/m", "10/h" or a number per second',
             lambda v: v is None or (_is_number(v) and math.isfinite(v) and v >= 0)
-            or (isinstance(v, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*(/\s*[smh])?\s*", v) is not None))
+            or (isinstance(v, str)
+                and re.fullmatch(r"\s*\d+(\.\d+)?\s*(/\s*[smh])?\s*", v) is not None))
 QUEUES = Kind("a table of queue name -> options, or a list of kombu Queues",
               lambda v: v is None or isinstance(v, (Mapping, list, tuple)))
 
@@ -175,7 +176,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     # Serialization and time
     Setting("task_serializer", "json", SERIALIZER, "Serializer for task messages."),
     Setting("accept_content", ["json"], CONTENT_LIST,
-            "Content types a worker or client accepts. Add 'pickle' only if you trust every sender."),
+            "Content types a worker or client accepts. "
+            "Add 'pickle' only if you trust every sender."),
     Setting("timezone", None, _optional(STR),
             "Time zone of naive ETA and expiry datetimes (nothing: UTC, or local time when "
             "enable_utc is false)."),
@@ -202,7 +204,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("task_create_missing_queues", True, BOOL,
             "Declare a queue named by a route even when task_queues does not list it."),
     Setting("task_acks_late", True, BOOL,
-            "Acknowledge a task after it ran, so a crash never loses it (Celery's default is false)."),
+            "Acknowledge a task after it ran, so a crash never loses it "
+            "(Celery's default is false)."),
     Setting("task_ignore_result", False, BOOL, "Do not store results unless a task asks for it."),
     Setting("task_acks_on_failure_or_timeout", True, BOOL,
             "Ack a late-acked task that failed or timed out; false: dead-letter its message."),
@@ -281,7 +284,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("console_history", True, BOOL,
             "Keep the tasks the console saw in a local SQLite file, so a restart is not blank."),
     Setting("console_history_file", None, _optional(STR),
-            "Where the console keeps its history (nothing: <data dir>/qtui/console-history.sqlite)."),
+            "Where the console keeps its history "
+            "(nothing: <data dir>/qtui/console-history.sqlite)."),
     Setting("console_refresh_interval", 0.25, _at_least(NUMBER, 0, above=True),
             "Seconds between the console's redraws from the event stream."),
     # Remote control and console permissions
@@ -389,7 +393,7 @@ class Conf(MutableMapping[str, Any]):
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value
 
-    def update(self, other: Any = (), /, source: str = "app.conf.update()",  # type: ignore[override]
+    def update(self, other: Any = (), /, source: str = "app.conf.update()",
                **kwargs: Any) -> None:
         """Set several settings at once, checking each; unknown keys warn and are kept."""
         items = dict(other) if other else {}
@@ -508,7 +512,8 @@ def _is_module(value: Any) -> bool:
 
 def discover_config_file(explicit: str | None = None, cwd: str | os.PathLike[str] | None = None
                          ) -> Path | None:
-    """The CLI's config file: ``--config``, else ``$QTUI_CONFIG``, else ``./qtui.toml`` if present."""
+    """The CLI's config file: ``--config``, else ``$QTUI_CONFIG``, else ``./qtui.toml`` if
+    present."""
     if explicit:
         return Path(explicit).expanduser()
     env = os.environ.get(CONFIG_ENV)

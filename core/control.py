@@ -10,7 +10,6 @@ that said nothing.
 from __future__ import annotations
 
 import itertools
-import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
@@ -70,7 +69,7 @@ class Command:
             raise ValueError(f"{self.name} takes {self.signature}; got {len(values)} "
                              f"argument{'s' if len(values) != 1 else ''}")
         arguments: dict[str, Any] = {}
-        for (name, convert), value in zip(self.args, values):
+        for (name, convert), value in zip(self.args, values, strict=False):
             try:
                 arguments[name] = convert(value)
             except ValueError as exc:
@@ -320,13 +319,14 @@ def _publish(mailbox: Mailbox, conn: Connection, message: dict[str, Any], ticket
              timeout: float, secret: bytes | None) -> None:
     """kombu's ``Mailbox._publish``, signing the command when there is a control secret."""
     channel = conn.default_channel
+    exchange, reply_exchange = mailbox.exchange, mailbox.reply_exchange
+    assert exchange is not None and reply_exchange is not None  # kombu types them optional
     if ticket is not None:
         maybe_declare(mailbox.reply_queue(channel))
-        message.update(ticket=ticket, reply_to={"exchange": mailbox.reply_exchange.name,
+        message.update(ticket=ticket, reply_to={"exchange": reply_exchange.name,
                                                 "routing_key": mailbox.oid})
     if secret is not None:
         message = sign(message, secret)
-    exchange = mailbox.exchange
     Producer(channel, auto_declare=False).publish(
         message, exchange=exchange.name, declare=[exchange], serializer="json", retry=True,
         headers={"clock": mailbox.clock.forward(),
@@ -375,7 +375,7 @@ def _collect(mailbox: Mailbox, conn: Connection, ticket: str, timeout: float,
                     break
                 try:
                     conn.drain_events(timeout=remaining)
-                except socket.timeout:
+                except TimeoutError:
                     break
     finally:
         channel.after_reply_message_received(queue.name)

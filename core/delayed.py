@@ -103,6 +103,12 @@ class DelayedTasks(ABC):
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
+    @property
+    def channel(self) -> Any:
+        """The connection's default channel, an instance of this broker's own Channel class
+        (kombu annotates it as the base virtual Channel, which has no ``client`` or ``db``)."""
+        return self.connection.default_channel
+
     @abstractmethod
     def count(self, queue: str) -> int:
         """How many tasks of ``queue`` the store holds."""
@@ -126,20 +132,20 @@ class RedisDelayed(DelayedTasks):
     """Redis: one sorted set per queue."""
 
     def count(self, queue: str) -> int:
-        return int(self.connection.default_channel.client.zcard(DELAYED_KEY.format(queue=queue)))
+        return int(self.channel.client.zcard(DELAYED_KEY.format(queue=queue)))
 
     def purge(self, queue: str) -> int:
         key = DELAYED_KEY.format(queue=queue)
-        with self.connection.default_channel.client.pipeline(transaction=True) as pipe:
+        with self.channel.client.pipeline(transaction=True) as pipe:
             count, _ = pipe.zcard(key).delete(key).execute()
         return int(count)
 
     def release(self, queue: str) -> int:
-        client = self.connection.default_channel.client
+        client = self.channel.client
         return int(client.register_script(_RELEASE)(keys=[DELAYED_KEY.format(queue=queue)]))
 
     def tasks(self, queue: str, limit: int = 100) -> list[HeldTask] | None:
-        client = self.connection.default_channel.client
+        client = self.channel.client
         members = client.zrange(DELAYED_KEY.format(queue=queue), 0, limit - 1)
         found = []
         for member in members:
@@ -216,7 +222,7 @@ class SqliteDelayed(DelayedTasks):
     """The embedded broker: the rows of the due queue that nobody holds."""
 
     def _db(self) -> Any:
-        return self.connection.default_channel.db
+        return self.channel.db
 
     def count(self, queue: str) -> int:
         return int(self._db().count_unheld(DUE_QUEUE.format(queue=queue)))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections import deque
@@ -262,7 +261,7 @@ class EventReceiver:
         assert self.connection is not None
         try:
             self.connection.drain_events(timeout=timeout)
-        except socket.timeout:
+        except TimeoutError:
             return False
         return True
 

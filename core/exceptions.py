@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
+
 
 class QtuiError(Exception):
     """Base class of every error qtui raises on purpose."""
 
 
 class ConfigError(QtuiError):
-    """A configuration file or object is wrong: the message names the source, the key and the fix."""
+    """A configuration file or object is wrong: the message names the source, the key and the
+    fix."""
 
 
 class ProtocolError(QtuiError):
@@ -36,10 +39,11 @@ class NotRegistered(QtuiError, KeyError):
 
 
 class ImproperlyConfigured(QtuiError):
-    """The app cannot do what was asked with the configuration it has (for example no result backend)."""
+    """The app cannot do what was asked with the configuration it has (for example no result
+    backend)."""
 
 
-class TimeoutError(QtuiError, TimeoutError):  # noqa: A001 - the name users of Celery expect
+class TimeoutError(QtuiError, builtins.TimeoutError):  # noqa: A001 - the name users of Celery expect
     """`AsyncResult.get()` waited longer than its timeout."""
 
 
@@ -56,7 +60,8 @@ class TaskRejectedError(QtuiError):
 
 
 class Retry(QtuiError):
-    """Raised by `Task.retry()` so the worker reschedules the task; not an error of the task itself."""
+    """Raised by `Task.retry()` so the worker reschedules the task; not an error of the task
+    itself."""
 
     def __init__(self, message: str | None = None, exc: BaseException | None = None,
                  when: float | None = None) -> None:
@@ -82,7 +87,8 @@ class WorkerLostError(QtuiError):
 
 
 class RemoteTaskError(QtuiError):
-    """A task failed with an exception type this process does not have; keeps the remote type's name."""
+    """A task failed with an exception type this process does not have; keeps the remote type's
+    name."""
 
 
 class CanvasError(QtuiError):

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
@@ -131,11 +131,12 @@ class RedisLedger(Ledger):
             return set()
         now = time.time()
         scores = self.client.zmscore(KEY_PREFIX + kind, wanted)
-        return {k for k, s in zip(wanted, scores) if s is not None and s > now}
+        return {k for k, s in zip(wanted, scores, strict=True) if s is not None and s > now}
 
     def load(self, kind: str) -> dict[str, float]:
-        rows = self.client.zrangebyscore(KEY_PREFIX + kind, f"({time.time()}", "+inf",
-                                         withscores=True)
+        # redis-py types the reply for any decode_responses and withscores; never decoded here
+        rows = cast("list[tuple[bytes, float]]", self.client.zrangebyscore(
+            KEY_PREFIX + kind, f"({time.time()}", "+inf", withscores=True))
         return {k.decode(): s for k, s in rows}
 
     def close(self) -> None:

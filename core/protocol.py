@@ -129,7 +129,8 @@ def saferepr(value: Any, maxsize: int) -> str:
 
 
 def build(message: TaskMessage) -> WireMessage:
-    """Turn a TaskMessage into protocol-v2 body, headers and properties, exactly as Celery sends them."""
+    """Turn a TaskMessage into protocol-v2 body, headers and properties, exactly as Celery sends
+    them."""
     headers: dict[str, Any] = dict(message.headers)
     headers.update({
         "lang": "py",
@@ -174,7 +175,8 @@ def decode(raw: bytes | str, content_type: str | None, content_encoding: str | N
         ) from exc
     except DecodeError as exc:
         raise ProtocolError(f"cannot decode the message body as {content_type!r}: {exc}") from exc
-    except Exception as exc:  # serializers raise anything on garbage (UnicodeDecodeError, ValueError)
+    # serializers raise anything on garbage (UnicodeDecodeError, ValueError)
+    except Exception as exc:
         raise ProtocolError(f"cannot decode the message body as {content_type!r}: {exc}") from exc
 
 
@@ -338,7 +340,8 @@ def _optional_list(value: Any, name: str, task_id: str) -> list[Any] | None:
 def _seconds(value: Any, name: str, task_id: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
+            or value < 0):
         raise ProtocolError(f"task {task_id}: {name} must be a number of seconds >= 0, "
                             f"got {saferepr(value, 80)}")
     return float(value)

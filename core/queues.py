@@ -27,7 +27,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from kombu import Connection
 from kombu.exceptions import ChannelError
@@ -83,7 +83,7 @@ def is_rpc_reply_queue(name: str) -> bool:
 class QueueInspector(ABC):
     """Reads queue depths from one broker connection; use as a context manager."""
 
-    lists_all: ClassVar[bool] = False
+    lists_all: bool = False
     """Whether :meth:`queues` finds queues nobody named (False: only the names given)."""
 
     def __init__(self, connection: Connection) -> None:
@@ -147,7 +147,7 @@ class RedisQueues(QueueInspector):
     BINDING_PREFIX = "_kombu.binding."
 
     def queues(self, names: Iterable[str] = ()) -> list[QueueInfo]:
-        channel = self.connection.default_channel
+        channel: Any = self.connection.default_channel  # kombu types it as the base Channel
         client = channel.client
         found = set(names) | self._bound_queues(channel)
         ordered = sorted(found)
@@ -215,7 +215,7 @@ class AmqpQueues(DeclaredQueues):
     def __init__(self, connection: Connection, management_url: str | None = None) -> None:
         super().__init__(connection)
         self.management_url = management_url
-        self.lists_all = bool(management_url)  # type: ignore[misc]
+        self.lists_all = bool(management_url)
 
     def queues(self, names: Iterable[str] = ()) -> list[QueueInfo]:
         wanted = set(names)
@@ -290,8 +290,9 @@ class SqliteQueues(QueueInspector):
     lists_all = True
 
     def queues(self, names: Iterable[str] = ()) -> list[QueueInfo]:
+        channel: Any = self.connection.default_channel  # kombu types it as the base Channel
         listed = {name: QueueInfo(name, ready, None, unacked)
-                  for name, ready, unacked in self.connection.default_channel.list_queues()
+                  for name, ready, unacked in channel.list_queues()
                   if not is_internal(name)}
         for name in names:
             listed.setdefault(name, QueueInfo(name, 0, None, 0))

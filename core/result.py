@@ -160,13 +160,13 @@ class GroupResult:
             from .app import current_app
             app = current_app()
         self.id = id
-        self.results: list[Any] = list(results)
+        self.results: list[AsyncResult | GroupResult] = list(results)
         """AsyncResults, or GroupResults for a group of groups."""
         self.app = app
         self.parent: AsyncResult | GroupResult | None = None
 
     @property
-    def children(self) -> list[AsyncResult]:
+    def children(self) -> list[AsyncResult | GroupResult]:
         return self.results
 
     def ready(self) -> bool:
@@ -227,7 +227,7 @@ class GroupResult:
     def __iter__(self) -> Any:
         return iter(self.results)
 
-    def __getitem__(self, index: int) -> AsyncResult:
+    def __getitem__(self, index: int) -> AsyncResult | GroupResult:
         return self.results[index]
 
     def __repr__(self) -> str:

@@ -57,9 +57,16 @@ def make_queue(name: str, exchange: str | None = None, exchange_type: str = "dir
                  routing_key=routing_key or name, queue_arguments=arguments or None)
 
 
+def queue_arguments(queue: Queue) -> dict[str, Any]:
+    """The arguments ``queue`` is declared with ({} for none). kombu sets them from
+    ``Queue.attrs``, which its annotations do not list."""
+    arguments: dict[str, Any] | None = getattr(queue, "queue_arguments", None)
+    return arguments or {}
+
+
 def queue_type(queue: Queue) -> str:
     """``quorum`` or ``classic``: what the queue is declared as."""
-    return str((queue.queue_arguments or {}).get("x-queue-type") or "classic")
+    return str(queue_arguments(queue).get("x-queue-type") or "classic")
 
 
 def _queue_options(name: str, options: Mapping[str, Any], default_priority: int | None,
@@ -149,7 +156,8 @@ def _router(entry: Any) -> RouterFn:
             raise ConfigError(f"task_routes: cannot import router {entry!r}: {exc}") from exc
     if not callable(entry):
         raise ConfigError(f"task_routes entries must be tables or callables, got {entry!r}")
-    return entry
+    router: RouterFn = entry
+    return router
 
 
 def routers_from(setting: Any) -> list[RouterFn]:

@@ -40,7 +40,8 @@ MAX_NONCES = 100_000
 def secret_of(conf: Conf) -> bytes | None:
     """The control secret from ``control_secret`` or the file ``control_secret_file``; None
     when neither is set (commands go unsigned and workers check nothing)."""
-    text, file = conf.control_secret, conf.control_secret_file
+    text: str | None = conf.control_secret
+    file: str | None = conf.control_secret_file
     if text and file:
         raise ConfigError("set control_secret or control_secret_file, not both")
     if file:

@@ -329,7 +329,7 @@ class State:
             if not worker.offline:
                 worker.last_heartbeat = local  # a busy worker is a live one
 
-        if newer:
+        if newer and new_state is not None:
             task.state = new_state
             task.timestamp, task.clock, task.origin = timestamp, clock, hostname
             for name in _TASK_FIELDS:

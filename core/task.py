@@ -52,12 +52,13 @@ class Option(Generic[T]):
 
     def __get__(self, task: Task | None, owner: type | None = None) -> T:
         if task is None:
-            return self.default  # type: ignore[return-value]
-        annotated = task.app.annotation(task.name, self.name)
+            return self.default
+        annotated: T = task.app.annotation(task.name, self.name)
         if annotated is not _MISSING:
             return annotated
         if self.name in task.__dict__:
-            return task.__dict__[self.name]
+            own: T = task.__dict__[self.name]
+            return own
         conf_key = _CONF_DEFAULTS.get(self.name)
         return task.app.conf[conf_key] if conf_key else self.default
 
@@ -123,7 +124,8 @@ class ExceptionInfo:
 
 
 class Task:
-    """A registered task. Made by ``@app.task``; subclass it and pass ``base=`` for shared behaviour."""
+    """A registered task. Made by ``@app.task``; subclass it and pass ``base=`` for shared
+    behaviour."""
 
     name: str
     app: App
@@ -153,7 +155,8 @@ class Task:
     #: Decorator options a task accepts; anything else is a typo and raises TypeError.
     OPTIONS = frozenset({
         "name", "bind", "typing", "rate_limit", "time_limit", "soft_time_limit", "acks_late",
-        "ignore_result", "track_started", "serializer", "priority", "queue", "routing_key", "exchange", "expires",
+        "ignore_result", "track_started", "serializer", "priority", "queue", "routing_key",
+        "exchange", "expires",
         "max_retries", "default_retry_delay", "autoretry_for", "retry_kwargs", "retry_backoff",
         "retry_backoff_max", "retry_jitter",
     })
@@ -220,7 +223,8 @@ class Task:
             priority=priority if priority is not None else self.priority,
             headers=headers,
             time_limit=time_limit if time_limit is not None else self.time_limit,
-            soft_time_limit=soft_time_limit if soft_time_limit is not None else self.soft_time_limit,
+            soft_time_limit=(soft_time_limit if soft_time_limit is not None
+                             else self.soft_time_limit),
             ignore_result=ignore_result if ignore_result is not None else self.ignore_result,
             task_id=task_id, serializer=serializer or self.serializer, task=self, **options)
 

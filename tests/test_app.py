@@ -72,7 +72,7 @@ def test_decorator_options_are_kept(app):
 
 
 def test_an_unknown_decorator_option_is_a_clear_error(app):
-    with pytest.raises(TypeError, match="unknown option.*'retrys'"):
+    with pytest.raises(TypeError, match=r"unknown option.*'retrys'"):
         @app.task(retrys=3)
         def job():
             pass
@@ -127,7 +127,7 @@ def test_apply_async_carries_every_option(app, unique):
     result = add.apply_async((1,), {"y": 2}, countdown=30, expires=60, queue=f"other-{unique}",
                              priority=3, headers={"tenant": "acme"}, time_limit=10,
                              soft_time_limit=5, ignore_result=True, task_id="fixed-id")
-    message, raw = fetch(app, f"other-{unique}")
+    message, _raw = fetch(app, f"other-{unique}")
     assert result.id == message.id == "fixed-id"
     assert before + timedelta(seconds=29) < message.eta < before + timedelta(seconds=32)
     assert before + timedelta(seconds=59) < message.expires < before + timedelta(seconds=62)

@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from bench.faults import spare_port
 from qtui.core.brokers import check_url
 from qtui.core.exceptions import ConfigError
+
+from .redis_server import spare_port
 
 BAD_URLS = {
     "redis://:hunter2@localhost:notaport/0": "Port could not be cast to integer",

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from .beat_helpers import (beats, kill, leader, sent_ticks, store_of, wait_for_tick_after,
-                           write_config)
+from .beat_helpers import (
+    beats,
+    kill,
+    leader,
+    sent_ticks,
+    store_of,
+    wait_for_tick_after,
+    write_config,
+)
 from .services import REDIS_HOST, REDIS_PORT, need
 
 #: Seconds the entry runs before the leader is killed, and after.

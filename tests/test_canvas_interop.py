@@ -5,19 +5,15 @@ with the reason instead of dropping the work."""
 
 from __future__ import annotations
 
-import json
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from qtui.core import App, states
 
-from .processes import celery_worker, running, write_module
+from .processes import celery_worker, write_module
 from .worker_helpers import REDIS_URL, Setup, broker_urls, wait_for
 
 celery = pytest.importorskip("celery")
@@ -173,7 +169,7 @@ def on_redis(cluster) -> tuple[Setup, Any]:
 
 @pytest.mark.timeout(90)
 def test_a_celery_chain_runs_every_step_with_the_previous_result(on_any):
-    setup, client = on_any
+    _setup, client = on_any
     add, mul = client.tasks["tasks.add"], client.tasks["tasks.mul"]
     result = celery.chain(add.s(1, 2), mul.s(4), add.s(1)).delay()
     assert result.get(timeout=30) == 13
@@ -183,7 +179,7 @@ def test_a_celery_chain_runs_every_step_with_the_previous_result(on_any):
 
 @pytest.mark.timeout(90)
 def test_an_immutable_step_does_not_get_the_previous_result(on_any):
-    setup, client = on_any
+    _setup, client = on_any
     add = client.tasks["tasks.add"]
     result = celery.chain(add.s(1, 2), add.si(10, 10)).delay()
     assert result.get(timeout=30) == 20
@@ -231,7 +227,7 @@ def test_an_old_style_link_error_is_sent_the_failed_task_id(on_any):
 
 @pytest.mark.timeout(90)
 def test_a_failed_step_fails_the_rest_of_the_chain(on_redis):
-    setup, client = on_redis
+    _setup, client = on_redis
     fail, add = client.tasks["tasks.fail"], client.tasks["tasks.add"]
     result = celery.chain(fail.si("first"), add.s(1), add.s(2)).delay()
     with pytest.raises(Exception, match="first"):
@@ -253,7 +249,7 @@ def test_a_celery_chord_joins_on_a_qtui_worker_with_results_in_order(on_redis):
 
 @pytest.mark.timeout(90)
 def test_a_failed_header_task_fails_the_chord_body(on_redis):
-    setup, client = on_redis
+    _setup, client = on_redis
     add, fail, collect = (client.tasks[f"tasks.{n}"] for n in ("add", "fail", "collect"))
     result = celery.chord([add.s(1, 1), fail.s("in header")], collect.s()).delay()
     with pytest.raises(Exception, match="in header"):
@@ -309,7 +305,7 @@ def test_a_chord_split_between_a_celery_and_a_qtui_worker_runs_its_body_once(tmp
 
 @pytest.mark.timeout(90)
 def test_a_celery_chain_through_a_group_joins_as_a_chord_on_a_qtui_worker(on_redis):
-    setup, client = on_redis
+    _setup, client = on_redis
     add, mul, collect = (client.tasks[f"tasks.{n}"] for n in ("add", "mul", "collect"))
     result = celery.chain(add.s(1, 1), celery.group(add.s(1), mul.s(3)), collect.s()).delay()
     assert result.get(timeout=30) == [3, 6]
@@ -317,7 +313,7 @@ def test_a_celery_chain_through_a_group_joins_as_a_chord_on_a_qtui_worker(on_red
 
 @pytest.mark.timeout(90)
 def test_a_failed_step_before_a_chord_fails_the_chord_body(on_redis):
-    setup, client = on_redis
+    _setup, client = on_redis
     fail, add, collect = (client.tasks[f"tasks.{n}"] for n in ("fail", "add", "collect"))
     result = celery.chain(fail.si("early"), celery.group(add.s(1), add.s(2)), collect.s()).delay()
     assert wait_for(lambda: result.state == states.FAILURE, timeout=30)
@@ -326,7 +322,7 @@ def test_a_failed_step_before_a_chord_fails_the_chord_body(on_redis):
 
 @pytest.mark.timeout(90)
 def test_celery_chunks_and_starmap_run_on_a_qtui_worker(on_redis):
-    setup, client = on_redis
+    _setup, client = on_redis
     add = client.tasks["tasks.add"]
     assert add.starmap([(1, 2), (3, 4)]).delay().get(timeout=30) == [3, 7]
     assert add.chunks([(i, i) for i in range(5)], 2).delay().get(timeout=30) == [[0, 2], [4, 6],
@@ -335,7 +331,7 @@ def test_celery_chunks_and_starmap_run_on_a_qtui_worker(on_redis):
 
 @pytest.mark.timeout(90)
 def test_a_chain_as_a_link_runs_every_step(on_redis):
-    setup, client = on_redis
+    _setup, client = on_redis
     add, mul = client.tasks["tasks.add"], client.tasks["tasks.mul"]
     callback = celery.chain(add.s(1), mul.s(10))
     last = callback.freeze()
@@ -345,7 +341,7 @@ def test_a_chain_as_a_link_runs_every_step(on_redis):
 
 @pytest.mark.timeout(90)
 def test_a_header_task_killed_at_its_time_limit_fails_the_chord(on_redis):
-    setup, client = on_redis
+    _setup, client = on_redis
     add, sleepy, collect = (client.tasks[f"tasks.{n}"] for n in ("add", "sleepy", "collect"))
     result = celery.chord([add.s(1, 1), sleepy.si()], collect.s()).delay()
     assert wait_for(lambda: result.state == states.FAILURE, timeout=30)

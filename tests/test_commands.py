@@ -254,7 +254,7 @@ def test_an_event_line_reads_like_celerys_dump():
 def test_an_unreachable_broker_is_an_error_naming_it():
     app = App("t", broker="redis://127.0.0.1:1/0",
               broker_transport_options={"max_retries": 1})  # give up at once
-    with pytest.raises(BrokerUnavailable, match="127.0.0.1:1"):
+    with pytest.raises(BrokerUnavailable, match=r"127.0.0.1:1"):
         qtui(app, "inspect", "ping")
 
 

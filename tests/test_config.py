@@ -43,7 +43,8 @@ def test_defaults_are_not_shared_between_apps():
 
 
 def test_unknown_key_warns_with_a_did_you_mean():
-    with pytest.warns(UnknownSettingWarning, match="'task_serialiser'.*Did you mean 'task_serializer'"):
+    with pytest.warns(UnknownSettingWarning,
+                      match="'task_serialiser'.*Did you mean 'task_serializer'"):
         Conf().update(task_serialiser="json")
 
 
@@ -91,9 +92,11 @@ def test_config_from_file_loads_toml_tables(tmp_path):
     ("broker_connection_timeout = nan\n", "must be a number > 0"),
     ("broker_publish_timeout = 0\n", "must be a number > 0"),
     ("task_default_priority = 300\n", "must be a whole number from 0 to 255"),
-    ("worker_pool = 'gevent'\n", "setting 'worker_pool' must be one of 'prefork', 'threads', 'solo'"),
+    ("worker_pool = 'gevent'\n",
+     "setting 'worker_pool' must be one of 'prefork', 'threads', 'solo'"),
     ("task_default_exchange_type = 'fanoutx'\n", "must be one of 'direct', 'topic'"),
-    ("[task_publish_retry_policy]\nmax_retires = 3\n", "must be a table with errback, interval_max"),
+    ("[task_publish_retry_policy]\nmax_retires = 3\n",
+     "must be a table with errback, interval_max"),
     ("result_expires = -5\n", "setting 'result_expires' must be a number >= 0 or nothing"),
     ("enable_utc = 1\n", "setting 'enable_utc' must be true or false"),
     ("task_default_rate_limit = 'fast'\n", "must be a rate such as"),
@@ -195,7 +198,8 @@ def _example() -> dict:
 def test_config_example_documents_every_setting_with_its_default():
     text = (REPO / "config.example.toml").read_text()
     for name in SETTINGS:
-        assert re.search(rf"^(# )?(\[{name}[\].]|{name} =)", text, re.M), f"{name} is not documented"
+        assert re.search(rf"^(# )?(\[{name}[\].]|{name} =)", text, re.M), \
+            f"{name} is not documented"
     example = _example()
     for name, value in example.items():
         if name in SETTINGS:

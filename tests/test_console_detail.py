@@ -6,7 +6,7 @@ detail's inspect replies as tables. Driven with Pilot on the fixed cluster of co
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from textual.widgets import DataTable, TabbedContent, TextArea, Tree
@@ -51,7 +51,7 @@ FAMILY = dataclasses.replace(SNAPSHOT, tasks=(*TASKS, *family_tasks()))
 class InspectedConsole(FixedConsole):
     """The fixed cluster whose workers answer inspect with Celery-shaped replies."""
 
-    REPLIES: dict[str, Any] = {
+    REPLIES: ClassVar[dict[str, Any]] = {
         "stats": {"pid": 4242, "uptime": 31, "prefetch_count": 8,
                   "broker": {"transport": "redis", "hostname": "127.0.0.1"},
                   "pool": {"implementation": "prefork", "max-concurrency": 4,
@@ -376,7 +376,8 @@ async def test_enter_on_an_active_task_of_a_worker_opens_its_detail():
 
 async def test_a_reply_naming_one_task_twice_shows_both_rows():
     class Twice(InspectedConsole):
-        REPLIES = {**InspectedConsole.REPLIES, "revoked": ["same", "same", "other"]}
+        REPLIES: ClassVar[dict[str, Any]] = {**InspectedConsole.REPLIES,
+                                             "revoked": ["same", "same", "other"]}
 
     console = Twice()
     async with console.run_test(size=SIZE) as pilot:

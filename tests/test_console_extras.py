@@ -71,7 +71,8 @@ async def test_the_command_palette_offers_the_views():
 
 async def test_a_worker_that_does_not_answer_is_shown_as_such(monkeypatch):
     console = FixedConsole()
-    monkeypatch.setattr(console.feed, "inspect", lambda hostname, method, *arguments, **options: None)
+    monkeypatch.setattr(console.feed, "inspect",
+                        lambda hostname, method, *arguments, **options: None)
     async with console.run_test(size=SIZE) as pilot:
         await pilot.press("2", "enter")
         assert isinstance(console.screen, WorkerDetailScreen)

@@ -69,7 +69,7 @@ def table_records(console: Console, table_id: str) -> list[dict[str, str]]:
     """The table's rows as {column key: cell text}: columns may be added without breaking."""
     table = console.screen.query_one(f"#{table_id}", DataTable)
     keys = [str(key.value) for key in table.columns]
-    return [dict(zip(keys, row)) for row in table_rows(console, table_id)]
+    return [dict(zip(keys, row, strict=True)) for row in table_rows(console, table_id)]
 
 
 def select(console: Console, table_id: str, key: str) -> None:

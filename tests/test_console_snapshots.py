@@ -4,7 +4,6 @@ look at the new SVGs before committing them)."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from .console_data import FixedConsole

@@ -122,7 +122,7 @@ def test_the_console_in_a_real_terminal(terminal: Terminal, live, tmp_path):
     app = setup.app()
     good = app.send_task("tasks.add", args=[20, 22])
     app.send_task("tasks.fail", args=["printer on fire"])
-    later = app.send_task("tasks.mark", args=["never"], countdown=30)
+    app.send_task("tasks.mark", args=["never"], countdown=30)
     assert good.get(timeout=20) == 42
 
     # The overview at 80 columns: the worker online, the failure with its exception.

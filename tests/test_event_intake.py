@@ -13,8 +13,8 @@ import pytest
 from kombu import Connection, Producer
 
 from qtui.core import App
-from qtui.core.exceptions import ConfigError
 from qtui.core.events import event_exchange
+from qtui.core.exceptions import ConfigError
 from qtui.core.state import State, TaskState
 from qtui.tui.feed import Feed
 from qtui.tui.history import History
@@ -266,3 +266,19 @@ def test_a_feed_whose_snapshots_fail_still_says_so_and_waits_longer_each_time(re
     assert snapshots[0].feed_failures == 1 and snapshots[3].feed_failures == 4
     assert "event feed failed (KeyError: 'snapshot')" in snapshots[3].error
     assert waits[:4] == [0.1, 0.2, 0.4, 0.8]
+
+
+def test_arguments_the_result_backend_cannot_give_are_unknown_and_the_log_says_why(
+        monkeypatch, caplog):
+    from qtui.core.exceptions import BackendError
+
+    feed = Feed(App("arguments", broker="memory://"))
+    monkeypatch.setattr(feed.app.control, "broadcast", lambda *args, **options: [])
+
+    def unreachable(task_id: str) -> dict[str, object]:
+        raise BackendError(f"cannot read the result of task {task_id}: Connection refused")
+
+    monkeypatch.setattr(feed.app.backend, "get_task_meta", unreachable)
+    with caplog.at_level("INFO", logger="qtui.console"):
+        assert feed.full_arguments("t-1") is None
+    assert "cannot read the result of task t-1: Connection refused" in caplog.text

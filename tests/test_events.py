@@ -160,7 +160,7 @@ def test_the_receivers_queue_goes_away_with_it_on_rabbitmq():
     with EventReceiver(app, wakeup=False) as receiver:
         with Connection(broker) as conn:
             assert conn.channel().queue_declare(receiver.queue_name, passive=True)
-    with Connection(broker) as conn, pytest.raises(conn.channel_errors, match="404|NOT_FOUND"):
+    with Connection(broker) as conn, pytest.raises(conn.channel_errors, match=r"404|NOT_FOUND"):
         conn.channel().queue_declare(receiver.queue_name, passive=True)
     app.close()
 

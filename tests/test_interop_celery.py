@@ -17,8 +17,8 @@ from kombu import Connection
 from qtui.core import App, states
 from qtui.core.protocol import parse
 
-from .services import AMQP_HOST, AMQP_PORT, REDIS_HOST, REDIS_PORT, need
 from .processes import celery_worker, write_module
+from .services import AMQP_HOST, AMQP_PORT, REDIS_HOST, REDIS_PORT, need
 
 CELERY_TASKS = """
 import os

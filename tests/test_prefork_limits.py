@@ -43,7 +43,7 @@ def ignore_sigterm(seconds):
 
 
 @pytest.fixture
-def setup(redis_setup: Setup) -> Iterator[Setup]:  # noqa: F811 - the fixture above
+def setup(redis_setup: Setup) -> Iterator[Setup]:
     write_module(redis_setup.directory, "tasks", TASKS + EXTRA_TASKS)
     try:
         yield redis_setup

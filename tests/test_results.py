@@ -1,4 +1,5 @@
-"""Results: AsyncResult against each backend, Celery's Redis layout, exceptions that travel safely."""
+"""Results: AsyncResult against each backend, Celery's Redis layout, exceptions that travel
+safely."""
 
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def test_failure_propagates_or_is_returned_with_its_traceback(redis_app, unique)
 
 
 def test_get_times_out_with_a_clear_error(redis_app, unique):
-    with pytest.raises(TimeoutError, match="not ready after 0.2s"):
+    with pytest.raises(TimeoutError, match=r"not ready after 0.2s"):
         redis_app.AsyncResult(f"never-{unique}").get(timeout=0.2)
 
 
@@ -146,7 +147,7 @@ def test_sqlite_backend_refuses_a_file_that_is_not_a_database(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("this is not a database" * 100)
     app = App("r", broker="memory://", backend=f"sqlite://{path}")
-    with pytest.raises(BackendError, match="cannot use .*notes.txt as a result store"):
+    with pytest.raises(BackendError, match=r"cannot use .*notes.txt as a result store"):
         app.AsyncResult("x").state
 
 
@@ -181,6 +182,6 @@ def test_a_crafted_result_cannot_make_get_raise_system_exit(redis_app, unique):
         "status": "FAILURE", "result": {"exc_type": "SystemExit", "exc_module": "builtins",
                                         "exc_message": [0]},
         "traceback": None, "children": [], "date_done": None, "task_id": task_id}), ex=60)
-    with pytest.raises(RemoteTaskError, match="builtins.SystemExit"):
+    with pytest.raises(RemoteTaskError, match=r"builtins.SystemExit"):
         redis_app.AsyncResult(task_id).get(timeout=5)
     client.delete(f"celery-task-meta-{task_id}")

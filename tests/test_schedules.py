@@ -116,7 +116,7 @@ def test_a_wrong_crontab_field_is_a_config_error(bad: dict) -> None:
 
 
 def test_a_wrong_schedule_is_a_config_error_naming_the_entry() -> None:
-    with pytest.raises(ConfigError, match="beat_schedule.nightly"):
+    with pytest.raises(ConfigError, match=r"beat_schedule.nightly"):
         as_schedule("3am", UTC, "beat_schedule.nightly")
     with pytest.raises(ConfigError, match="positive"):
         schedule(0)

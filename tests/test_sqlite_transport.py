@@ -114,7 +114,8 @@ def publish_by_name(url: str, exchange: str, routing_key: str) -> None:
 def started(*targets: tuple[Callable[..., None], tuple[Any, ...]]
             ) -> Iterator[list[BaseProcess]]:
     """Start one spawned process per (function, args); always kill and join them all."""
-    procs: list[BaseProcess] = [SPAWN.Process(target=fn, args=args, daemon=True) for fn, args in targets]
+    procs: list[BaseProcess] = [SPAWN.Process(target=fn, args=args, daemon=True)
+                                for fn, args in targets]
     try:
         for proc in procs:
             proc.start()
@@ -315,7 +316,7 @@ def test_fanout_reaches_every_bound_queue_in_three_processes(url: str, tmp_path:
     ready = [tmp_path / f"ready-{n}" for n in range(3)]
     outs = [tmp_path / f"out-{n}.json" for n in range(3)]
     with started(*[(subscribe, (url, "news", count, str(r), str(o)))
-                   for r, o in zip(ready, outs)]) as procs:
+                   for r, o in zip(ready, outs, strict=True)]) as procs:
         wait_for(lambda: all(r.exists() for r in ready), "three subscribers")
         with Connection(url) as conn:
             producer = Producer(conn, exchange=Exchange("news", type="fanout"))

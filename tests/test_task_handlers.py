@@ -6,7 +6,7 @@ the real Redis."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -18,7 +18,7 @@ from qtui.workers.execution import WorkItem, execute
 
 
 class Recorded(Task):
-    seen: list[tuple[Any, ...]] = []
+    seen: ClassVar[list[tuple[Any, ...]]] = []
 
     def before_start(self, task_id, args, kwargs):
         self.seen.append(("before_start", task_id, args))

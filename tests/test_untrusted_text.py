@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Label, TextArea
 
 from qtui.core.display import clip, printable, safe_text
 from qtui.tui.console import Console
-from qtui.tui.rows import QueueRow, Snapshot, TaskRow, WorkerRow
+from qtui.tui.rows import QueueRow, WorkerRow
 from qtui.tui.views.details import TaskDetailScreen, WorkerDetailScreen
 from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen
 

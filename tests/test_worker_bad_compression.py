@@ -10,7 +10,6 @@ from kombu import Connection, Exchange, Producer, Queue
 from qtui.core import states
 from qtui.core.exceptions import TaskRejectedError
 from qtui.workers.deadletter import DEAD_REASON_HEADER
-
 from qtui.workers.redelivery import direct_queue
 
 from .worker_helpers import Setup, broker_urls, make_setup, wait_for

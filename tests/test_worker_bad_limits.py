@@ -49,7 +49,7 @@ def test_a_huge_time_limit_is_capped_where_timers_can_hold_it(limit):
 
 
 @pytest.mark.timeout(60)
-def test_a_prefork_worker_goes_on_after_a_message_with_a_huge_time_limit(redis_setup):  # noqa: F811
+def test_a_prefork_worker_goes_on_after_a_message_with_a_huge_time_limit(redis_setup):
     app = redis_setup.app()
     app.send_task("tasks.mark", args=[1], time_limit=1e300)
     app.send_task("tasks.mark", args=[2])

@@ -9,8 +9,7 @@ import time
 import pytest
 import redis
 
-from bench.faults import redis_server, spare_port
-
+from .redis_server import redis_server, spare_port
 from .worker_helpers import REDIS_URL, make_setup, wait_for
 
 

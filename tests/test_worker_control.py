@@ -6,7 +6,6 @@ a worker. Most tests share one prefork worker on Redis and undo what they change
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -361,7 +360,7 @@ class RawMailbox:
         while ticket not in self.replies and time.monotonic() < deadline:
             try:
                 self.connection.drain_events(timeout=max(0.01, deadline - time.monotonic()))
-            except socket.timeout:
+            except TimeoutError:
                 pass
         return self.replies.pop(ticket, None)
 

@@ -38,7 +38,7 @@ message = st.fixed_dictionaries({
 
 
 @pytest.fixture
-def worker(redis_setup: Setup) -> Iterator[tuple[Setup, object]]:  # noqa: F811 - fixture
+def worker(redis_setup: Setup) -> Iterator[tuple[Setup, object]]:
     with redis_setup.worker("-P", "threads", "-c", "2") as proc:
         yield redis_setup, proc
 

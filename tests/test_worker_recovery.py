@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from bench.faults import redis_server, spare_port
 from tests.rabbit_node import rabbit_node
 
+from .redis_server import redis_server, spare_port
 from .worker_helpers import (  # noqa: F401 - fixtures
     REDIS_URL,
     Setup,

@@ -77,3 +77,21 @@ def test_warm_shutdowns_give_a_running_task_back_without_counting_it(setup: Setu
     assert setup.dead_letters(expected=1, timeout=1) == []
     assert setup.records("done") == []
     app.close()
+
+
+def test_a_redelivered_task_whose_result_backend_cannot_answer_runs_and_the_log_says_why(caplog):
+    from types import SimpleNamespace
+
+    from qtui.core.exceptions import BackendError
+    from qtui.workers.worker import Worker
+
+    def unreachable(task_id: str) -> dict[str, object]:
+        raise BackendError("cannot read the result of task t-1 from Redis: Connection refused")
+
+    backend = SimpleNamespace(persistent=True, get_task_meta=unreachable)
+    worker = SimpleNamespace(app=SimpleNamespace(backend=backend))
+    message = SimpleNamespace(id="t-1", task="tasks.add", ignore_result=False)
+    with caplog.at_level("WARNING", logger="qtui.worker"):
+        assert Worker._already_done(worker, message) is False
+    assert "tasks.add[t-1] was delivered again" in caplog.text
+    assert "Connection refused" in caplog.text

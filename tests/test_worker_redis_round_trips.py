@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.faults import redis_server, spare_port
-
+from .redis_server import redis_server, spare_port
 from .worker_helpers import make_setup, wait_for
 
 TASKS = 300

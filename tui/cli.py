@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.text import Text
 
 from qtui.core.display import safe_text
-
 from qtui.core.exceptions import QtuiError
 
 if TYPE_CHECKING:
@@ -27,8 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from qtui.workers import cli as worker_cli
 
     from . import commands as scripted
-    from . import demo
-    from . import schedule_commands
+    from . import demo, schedule_commands
 
     parser = argparse.ArgumentParser(
         prog="qtui",

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -45,7 +45,7 @@ def _err() -> Console:
 
 
 # parsers --------------------------------------------------------------------------------------
-def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare the subcommands on the ``qtui`` parser; each sets ``func(args, app) -> int``."""
     for kind, func, verb, what in (
             ("inspect", inspect_command, "Ask the workers", "what they hold and run"),
@@ -320,10 +320,11 @@ def _show_status(app: App, embedded: str | None, workers: list[str], queues: lis
     else:
         out.print(title)
     table = Table(title="queues", title_justify="left")
-    for column, justify in (("queue", "left"), ("messages", "right"), ("unacked", "right"),
-                            ("scheduled", "right"), ("consumers", "right"),
-                            ("consumed by", "left")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("queue", "left"), ("messages", "right"), ("unacked", "right"), ("scheduled", "right"),
+        ("consumers", "right"), ("consumed by", "left"))
+    for column, justify in columns:
+        table.add_column(column, justify=justify)
     for queue in queues:
         table.add_row(safe_text(queue.name), _count(queue.messages), _count(queue.unacked),
                       "-" if queue.scheduled is None else str(queue.scheduled),

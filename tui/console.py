@@ -126,9 +126,9 @@ class Console(TextualApp[None]):
         self.last_mode: str | None = None
         """The view shown before the current one (`-` goes back to it)."""
         self.collector = IdleCollector()
-        self._attach(app, context)
+        self._attach_cluster(app, context)
 
-    def _attach(self, app: App, context: str | None) -> None:
+    def _attach_cluster(self, app: App, context: str | None) -> None:
         """Point the console at a cluster: a fresh model, feed and actions."""
         conf = app.conf
         self.cluster = app
@@ -284,7 +284,7 @@ class Console(TextualApp[None]):
             routing_key=task.routing_key or None)))
 
     # navigation ---------------------------------------------------------------------------------
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         if len(self.screen_stack) > 1:
             self.pop_screen()
 
@@ -335,7 +335,7 @@ class Console(TextualApp[None]):
             self.notify(f"Unknown context {name!r}; known: {known}", severity="error")
             return
         self.feed.stop()
-        self._attach(self.contexts[name], name)
+        self._attach_cluster(self.contexts[name], name)
         self.apply(self.initial_snapshot())
         if self.start_feed:
             self.start()

@@ -26,7 +26,7 @@ STOP_TIMEOUT = 10.0
 PR_SET_PDEATHSIG = 1
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "demo", help="start a demo worker and producer, and open the console on them",
         description="Start a worker running demo tasks (fast, slow, failing, retrying, "

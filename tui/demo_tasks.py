@@ -12,7 +12,7 @@ import random
 import threading
 import time
 
-from qtui.core import App
+from qtui.core import App, Task
 
 QUEUE = "demo"
 
@@ -39,7 +39,7 @@ def charge_card(order: int, amount: float) -> str:
 
 
 @app.task(name="demo.fetch_feed", bind=True, max_retries=3, default_retry_delay=1)
-def fetch_feed(self, url: str) -> int:  # type: ignore[no-untyped-def]
+def fetch_feed(self: Task, url: str) -> int:
     if self.request.retries < 2:
         raise self.retry(exc=ConnectionError(f"{url} timed out"))
     return len(url)

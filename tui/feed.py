@@ -211,7 +211,8 @@ class Feed:
             removed=tuple(changes.removed),
             queues=self._queues,
             throughput=Throughput(state.throughput.interval, {
-                key: state.throughput.series(key, now) for key in state.throughput.keys()}),
+                key: state.throughput.series(key, now)
+                for key in state.throughput.keys()}),  # noqa: SIM118 - Throughput is no mapping
             task_count=len(state),
             events_seen=state.event_count,
             connected=self.connected,
@@ -306,7 +307,8 @@ class Feed:
                     return list(found["args"]), dict(found["kwargs"])
         try:
             meta = self.app.backend.get_task_meta(task_id)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - no backend, or one down: the arguments are unknown
+            logger.info("task arguments unavailable from the result backend: %s", exc)
             return None
         if isinstance(meta.get("args"), list) and isinstance(meta.get("kwargs"), Mapping):
             return list(meta["args"]), dict(meta["kwargs"])

@@ -151,9 +151,9 @@ def _sound(values: dict[str, Any]) -> bool:
     for name, value in values.items():
         if value is None or name in ("result", "timeline"):
             continue
-        if name in _STRINGS and not isinstance(value, str) \
-                or name in _TIMES and not real(value) \
-                or name in _COUNTS and not (isinstance(value, int) and value >= 0):
+        if (name in _STRINGS and not isinstance(value, str)) \
+                or (name in _TIMES and not real(value)) \
+                or (name in _COUNTS and not (isinstance(value, int) and value >= 0)):
             return False
     # Three items in histories kept before timeline entries had a detail.
     return all(len(step) in (3, 4) and isinstance(step[0], str) and real(step[1])

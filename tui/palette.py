@@ -14,7 +14,7 @@ from rich.terminal_theme import TerminalTheme
 
 
 def _rgb(*colours: str) -> list[tuple[int, int, int]]:
-    return [tuple(parse_rgb_hex(c.lstrip("#"))) for c in colours]  # type: ignore[misc]
+    return [parse_rgb_hex(c.lstrip("#")) for c in colours]  # ColorTriplet: an (r, g, b) tuple
 
 
 def _palette(background: str, foreground: str, normal: list[str], bright: list[str]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -112,4 +112,3 @@ class Snapshot:
     feed_failures: int = 0
     """Times the event loop failed and was started again, and why it last failed."""
     last_feed_failure: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)

@@ -21,7 +21,7 @@ from qtui.core.display import safe_text
 from qtui.core.exceptions import BrokerUnavailable
 
 
-def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``beat`` and ``schedule``; each sets ``func(args, app) -> int``."""
     beat = subparsers.add_parser(
         "beat", help="send the periodic tasks of beat_schedule (run as many as you like)",

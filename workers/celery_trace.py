@@ -16,10 +16,10 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from celery import exceptions as celery_exceptions
 from celery import signals
 from celery import states as celery_states
 from celery.app.trace import setup_worker_optimizations, trace_task
-from celery import exceptions as celery_exceptions
 from celery.exceptions import Reject
 
 from qtui.core import exceptions, states

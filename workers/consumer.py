@@ -13,7 +13,6 @@ Messages are handed raw to the worker's ``on_message``: decoding and validation 
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -141,7 +140,7 @@ class Consumer:
             heartbeat=float(self.app.conf.broker_heartbeat or 0))
         if self.is_redis:
             conn.transport_options = {"visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT,
-                                      **conn.transport_options}
+                                      **(conn.transport_options or {})}
         conn.ensure_connection(max_retries=1)
         self.channel = conn.channel()
         if self.keeps_deliveries:
@@ -253,8 +252,8 @@ class Consumer:
         if count == self.prefetch or self.channel is None:
             return
         self.prefetch = count
-        apply_global = self.global_qos and \
-            not self.connection.qos_semantics_matches_spec  # type: ignore[union-attr]
+        apply_global = self.global_qos and self.connection is not None \
+            and not self.connection.qos_semantics_matches_spec
         self.channel.basic_qos(0, count, apply_global)
 
     def heartbeat_check(self) -> None:
@@ -273,7 +272,7 @@ class Consumer:
         assert self.connection is not None
         try:
             self.connection.drain_events(timeout=timeout)
-        except socket.timeout:
+        except TimeoutError:
             pass
         except ChannelError as exc:
             if is_consumer_timeout(exc):  # a reconnection case, not a bug

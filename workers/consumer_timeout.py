@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from kombu.exceptions import OperationalError
 
+from qtui.core.routing import queue_arguments
+
 if TYPE_CHECKING:
     from .worker import Worker
 
@@ -40,8 +42,8 @@ def warn_long_tasks(worker: Worker) -> list[str]:
     assumed = worker.app.conf.broker_consumer_timeout
     if not assumed:
         return []
-    timeouts = [float(q.queue_arguments["x-consumer-timeout"]) / 1000
-                if q.queue_arguments and "x-consumer-timeout" in q.queue_arguments
+    timeouts = [float(queue_arguments(q)["x-consumer-timeout"]) / 1000
+                if "x-consumer-timeout" in queue_arguments(q)
                 else float(assumed) for q in worker.queues]
     shortest = min(timeouts, default=float(assumed))
     long_tasks = []

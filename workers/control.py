@@ -62,6 +62,7 @@ except ImportError:  # pragma: no cover - not on Windows
 
 if TYPE_CHECKING:
     from kombu.message import Message
+    from kombu.pidbox import Mailbox
 
     from qtui.core.signing import Verifier
 
@@ -146,6 +147,10 @@ class ControlNode(Node):
     with an error instead of being run."""
 
     verifier: Verifier | None = None
+    # kombu's Node declares these None at class level; __init__ sets them, as the consumer does
+    hostname: str
+    mailbox: Mailbox
+    state: Worker
 
     def handle_message(self, body: Any, message: Message | None = None) -> Any:
         if not isinstance(body, Mapping):
@@ -168,7 +173,7 @@ class ControlNode(Node):
                 return None
         elif pattern and matcher:
             try:
-                if not match(self.hostname, pattern, matcher):
+                if not match(self.hostname.encode(), pattern, matcher):
                     return None
             except Exception as exc:  # an unknown matcher, a bad regex, a pattern not a str
                 logger.warning("Dropped a remote-control message with pattern %s and matcher "
@@ -193,8 +198,9 @@ class ControlNode(Node):
         # Replies go to the mailbox's reply exchange only: declaring one a request names could
         # clash with an existing exchange and, on RabbitMQ, close the channel commands arrive on.
         # Without one, there is nowhere to answer: the command was a cast.
-        if isinstance(reply_to, Mapping) \
-                and reply_to.get("exchange") == self.mailbox.reply_exchange.name \
+        reply_exchange = self.mailbox.reply_exchange
+        if isinstance(reply_to, Mapping) and reply_exchange is not None \
+                and reply_to.get("exchange") == reply_exchange.name \
                 and isinstance(reply_to.get("routing_key"), str):
             self.reply({self.hostname: reply}, exchange=reply_to["exchange"],
                        routing_key=reply_to["routing_key"], ticket=ticket)

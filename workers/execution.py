@@ -165,7 +165,8 @@ class _Alarm:
 
 @contextmanager
 def alarm_limits(soft: float | None, hard: float | None = None,
-                 errors: LimitErrors = (SoftTimeLimitExceeded, TimeLimitExceeded)) -> Iterator[None]:
+                 errors: LimitErrors = (SoftTimeLimitExceeded, TimeLimitExceeded)
+                 ) -> Iterator[None]:
     """Raise SoftTimeLimitExceeded (and TimeLimitExceeded when ``hard`` is given) in this thread."""
     if not soft and not hard:
         yield

@@ -94,7 +94,7 @@ def run(url: str, owner: str, ttl: float, parent: int, unacked_index_key: str) -
             except redis.RedisError:  # Redis is down: the worker reconnects, so do we
                 next_refresh = time.monotonic() + PARENT_CHECK
         readable, _, _ = select.select([sys.stdin], [], [], PARENT_CHECK)
-        if readable and not sys.stdin.buffer.read1(1):
+        if readable and not os.read(sys.stdin.fileno(), 1):
             break  # stdin closed: the worker is shutting down
     try:
         client.delete(alive)

@@ -45,8 +45,7 @@ from redis.exceptions import NoScriptError
 from qtui.core.brokers import redis as redis_broker
 
 from .deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, dead_letter_queue_name
-from .liveness import (ALIVE_KEY, OWNED_KEY, OWNERS_KEY, PROCESSING_KEY,
-                       PROCESSING_QUEUES_KEY)
+from .liveness import ALIVE_KEY, OWNED_KEY, OWNERS_KEY, PROCESSING_KEY, PROCESSING_QUEUES_KEY
 from .redelivery import StartRecord
 
 logger = logging.getLogger("qtui.worker")
@@ -223,7 +222,7 @@ class Channel(redis_broker.Channel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         version = str(self.client.info("server").get("redis_version", "0"))
-        major, minor = (int(part or 0) for part in (version.split(".") + ["0"])[:2])
+        major, minor = (int(part or 0) for part in ([*version.split("."), "0"])[:2])
         if major >= 6:
             self.brpop_timeout = BRPOP_TIMEOUT
         self._blocking_move = "BLMOVE" if (major, minor) >= (6, 2) else "BRPOPLPUSH"
@@ -261,7 +260,7 @@ class Channel(redis_broker.Channel):
         for owner in owners:
             pipe.exists(ALIVE_KEY.format(owner=owner))
         return sum(self._restore_owner(client, owner)
-                   for owner, alive in zip(owners, pipe.execute()) if not alive)
+                   for owner, alive in zip(owners, pipe.execute(), strict=True) if not alive)
 
     def _restore_owner(self, client: Any, owner: str) -> int:
         restored = 0
@@ -338,7 +337,7 @@ class Channel(redis_broker.Channel):
                    for x in (expires, key)]
         settled = starts.settled if starts else []
         trim = "" if starts is None or starts.trim_before is None else starts.trim_before
-        keys = [self.unacked_index_key, self.unacked_key, self.owned_key,
+        keys = [self.unacked_index_key, self.unacked_key, OWNED_KEY.format(owner=self.owner),
                 starts.key if starts else "", *keys]
         args = [max(limit, 0), self.fetch_stamp, size, uuid.uuid4().hex if order else "",
                 DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks), len(started) // 2,
@@ -377,7 +376,7 @@ class Channel(redis_broker.Channel):
         if order:
             self._queue_cycle.rotate(order[0])
         delivered = 0
-        for group, item in zip(reply[::2], reply[1::2]):
+        for group, item in zip(reply[::2], reply[1::2], strict=True):
             queue = order[abs(int(group)) - 1]
             if group < 0:
                 reason = item.decode() if isinstance(item, bytes) else item
@@ -407,7 +406,8 @@ class Channel(redis_broker.Channel):
             else (queue, target, wait)
         self._waiting_on = queue
         self._in_poll = self.client.connection
-        self._brpop_sent_at = monotonic()
+        # kombu's class attribute (None) types it; kombu's own _brpop_start sets a float too
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         self.client.connection.send_command(self._blocking_move, *args)
         return None
 
@@ -423,7 +423,8 @@ class Channel(redis_broker.Channel):
                 self.client.connection.disconnect()
                 raise
         finally:
-            self._in_poll = None
+            # kombu's class attribute (False) types it; kombu's own _brpop_read sets None too
+            self._in_poll = None  # type: ignore[assignment]
             self._flush_brpop_reauth()
         self._queue_cycle.rotate(queue)
         if moved is None or not self.fetch_many([queue], 1):

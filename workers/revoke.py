@@ -87,11 +87,13 @@ class Revoked:
             self._ids.popitem(last=False)
 
     def __contains__(self, task_id: object) -> bool:
-        expires = self._ids.get(task_id)  # type: ignore[arg-type]
+        if not isinstance(task_id, str):
+            return False
+        expires = self._ids.get(task_id)
         if expires is None:
             return False
         if expires <= time.time():
-            del self._ids[task_id]  # type: ignore[arg-type]
+            del self._ids[task_id]
             return False
         return True
 

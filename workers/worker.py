@@ -328,8 +328,9 @@ class Worker:
 
     def _on_connected(self) -> None:
         consumer = self.consumer
+        assert consumer.connection is not None  # called once the consumer has connected
         self.scheduler.store = delayed_store_for(
-            consumer.connection, consumer.channel, consumer.publisher,  # type: ignore[arg-type]
+            consumer.connection, consumer.channel, consumer.publisher,
             [q.name for q in self.queues], self.consumer.queue_type)
         store = self.scheduler.store
         if store is not None and store.poll_interval and not self._polling:
@@ -496,7 +497,10 @@ class Worker:
         try:
             return backend.get_task_meta(msg.id)["status"] in (
                 states.SUCCESS, states.FAILURE, states.REVOKED, states.REJECTED)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - a backend down or a record unreadable: it
+            # cannot say, so the task runs again, as a redelivered task does without a backend
+            logger.warning("Task %s[%s] was delivered again and the result backend cannot tell "
+                           "whether it already ran (%r): running it", msg.task, msg.id, exc)
             return False
 
     def _refuse(self, job: Job) -> bool:

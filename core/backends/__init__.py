@@ -11,8 +11,13 @@ from .base import DisabledBackend, ResultBackend, exception_from_meta, exception
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["ResultBackend", "DisabledBackend", "backend_for", "exception_from_meta",
-           "exception_to_meta"]
+__all__ = [
+    "DisabledBackend",
+    "ResultBackend",
+    "backend_for",
+    "exception_from_meta",
+    "exception_to_meta",
+]
 
 BACKENDS = {
     "redis": "redis:RedisBackend",
@@ -33,5 +38,5 @@ def backend_for(app: App, url: str | None) -> ResultBackend:
             f"result_backend {scheme!r}:// is not supported; use one of "
             f"{', '.join(s + '://' for s in sorted(BACKENDS))}")
     module, _, name = BACKENDS[scheme].partition(":")
-    cls = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    cls: type[ResultBackend] = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     return cls(app, url)

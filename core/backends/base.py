@@ -21,7 +21,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from kombu.serialization import dumps, loads, prepare_accept_content, registry
 
@@ -63,7 +63,8 @@ def exception_from_meta(meta: Any) -> Exception:
     if isinstance(meta, BaseException):
         return _not_an_exception(type(meta).__module__, type(meta).__qualname__)
     if not isinstance(meta, Mapping) or not isinstance(meta.get("exc_type"), str):
-        return RemoteTaskError(f"the task failed; its stored exception is unreadable: {meta!r:.200}")
+        return RemoteTaskError(
+            f"the task failed; its stored exception is unreadable: {meta!r:.200}")
     name, module = meta["exc_type"], meta.get("exc_module") or "builtins"
     message = meta.get("exc_message", ())
     args = tuple(message) if isinstance(message, (list, tuple)) else (message,)
@@ -155,7 +156,7 @@ class ResultBackend(ABC):
             time.sleep(max(sleep, 0.0))
 
     # encoding ---------------------------------------------------------------------------------
-    def encode(self, meta: Mapping[str, Any]) -> bytes:
+    def encode(self, meta: Mapping[str, Any] | list[Any]) -> bytes:
         _content_type, _encoding, payload = dumps(meta, serializer=self.serializer)
         return payload if isinstance(payload, bytes) else payload.encode()
 
@@ -163,7 +164,8 @@ class ResultBackend(ABC):
         try:
             meta = loads(payload, self.content_type, "utf-8", accept=self.accept)
         except Exception as exc:
-            raise BackendError(f"stored result cannot be read with {self.serializer!r}: {exc}") from exc
+            raise BackendError(
+                f"stored result cannot be read with {self.serializer!r}: {exc}") from exc
         if not isinstance(meta, Mapping) or "status" not in meta:
             raise BackendError(f"stored result is not a task meta: {meta!r:.200}")
         return dict(meta)
@@ -284,7 +286,7 @@ class DisabledBackend(ResultBackend):
     def __init__(self, app: App, url: str = "disabled://") -> None:
         super().__init__(app, url)
 
-    def _fail(self) -> Any:
+    def _fail(self) -> NoReturn:
         raise exceptions.ImproperlyConfigured(
             "no result backend is configured, so results are not stored. Set result_backend "
             "(for example 'redis://127.0.0.1:6379/0', 'rpc://' or 'sqlite://results.sqlite') "

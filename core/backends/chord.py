@@ -50,5 +50,5 @@ def send_body(backend: ResultBackend, message: TaskMessage, results: list[Any]) 
     body = message.chord
     frozen = (body.get("options") or {}) if isinstance(body, dict) else {}
     family = {"parent_id": message.id, "root_id": message.root_id or message.id}
-    apply(backend.app, body, (results,),
+    apply(backend.app, body, (results,), None,
           **{name: value for name, value in family.items() if not frozen.get(name)})

@@ -1,4 +1,5 @@
-"""Redis result backend in Celery's layout: ``celery-task-meta-<id>`` set with its expiry, then PUBLISH.
+"""Redis result backend in Celery's layout: ``celery-task-meta-<id>`` set with its expiry, then
+PUBLISH.
 
 ``get()`` subscribes to the key's channel before reading the key, so a result written in between
 is never missed, and then waits on the publication instead of polling. Each thread keeps its
@@ -12,7 +13,7 @@ import os
 import threading
 import time
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
@@ -53,13 +54,15 @@ class RedisBackend(ResultBackend):
                 pipe.publish(key, payload)
                 pipe.execute()
         except redis.RedisError as exc:
-            raise BackendError(f"cannot store the result of task {task_id} in Redis: {exc}") from exc
+            raise BackendError(
+                f"cannot store the result of task {task_id} in Redis: {exc}") from exc
 
     def _get(self, task_id: str) -> bytes | None:
         try:
-            return self.client.get(self.key(task_id))
+            return cast("bytes | None", self.client.get(self.key(task_id)))  # never decoded
         except redis.RedisError as exc:
-            raise BackendError(f"cannot read the result of task {task_id} from Redis: {exc}") from exc
+            raise BackendError(
+                f"cannot read the result of task {task_id} from Redis: {exc}") from exc
 
     def _delete(self, task_id: str) -> None:
         self.client.delete(self.key(task_id))
@@ -71,7 +74,7 @@ class RedisBackend(ResultBackend):
             self.client.set(key, payload, ex=max(1, int(self.expires)) if self.expires else None)
 
     def _get_group(self, key: str) -> bytes | None:
-        return self.client.get(key)
+        return cast("bytes | None", self.client.get(key))  # never decoded
 
     @cached_property
     def _chords(self) -> RedisChordJoin:
@@ -91,7 +94,8 @@ class RedisBackend(ResultBackend):
             with self._listeners_lock:
                 self._listeners.append(pubsub)
             found = self._local.listener = (os.getpid(), pubsub)
-        return found[1]
+        listener: redis.client.PubSub = found[1]
+        return listener
 
     def _drop_listener(self, pubsub: redis.client.PubSub) -> None:
         self._local.listener = None
@@ -114,7 +118,8 @@ class RedisBackend(ResultBackend):
                 raise exceptions.TimeoutError(f"task {task_id} not ready after {timeout}s")
             # Wake at least every few seconds to re-read the key: a publication can be lost
             # if the pub/sub connection drops, the stored key cannot.
-            message = pubsub.get_message(timeout=5.0 if remaining is None else min(remaining, 5.0))
+            message: dict[str, Any] | None = pubsub.get_message(
+                timeout=5.0 if remaining is None else min(remaining, 5.0))
             if message is not None and message["channel"] != channel:
                 return {"type": "other"}
             return message

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from kombu.serialization import loads
@@ -136,7 +136,7 @@ class RedisChordJoin:
         score = "+inf" if message.group_index is None else message.group_index
         if isinstance(result, BaseException):
             result = exception_to_meta(result)
-        encoded = self.backend.encode([1, task_id, state, result])  # type: ignore[arg-type]
+        encoded = self.backend.encode([1, task_id, state, result])
         keys = {s: group_key(group_id, s) for s in (".j", ".t", ".s", ".d", ".c")}
         token = uuid.uuid4().hex
         ready, diff, size, claimed = self._part_return(
@@ -150,7 +150,7 @@ class RedisChordJoin:
             logger.error("Chord %s: its header was saved as a nested GroupResult, which qtui's "
                          "worker cannot join; its body is left to expire", group_id)
             return
-        raws = self.client.zrange(keys[".j"], 0, -1)
+        raws = cast("list[bytes]", self.client.zrange(keys[".j"], 0, -1))  # never decoded
         try:
             results = header_results(self._unpack(raw) for raw in raws)
         except ChordError as exc:

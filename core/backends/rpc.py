@@ -11,7 +11,6 @@ connection.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -102,7 +101,7 @@ class RPCBackend(ResultBackend):
         assert self._connection is not None
         try:
             self._connection.drain_events(timeout=timeout)
-        except socket.timeout:
+        except TimeoutError:
             pass
         except broker_errors(self._connection):  # a broker restart, a dropped connection
             self._connection_lost()

@@ -1,4 +1,5 @@
-"""SQLite result backend: results in a local file, with Redis-like expiry, readable across processes.
+"""SQLite result backend: results in a local file, with Redis-like expiry, readable across
+processes.
 
 The embedded default stores results next to the embedded broker; ``sqlite://PATH`` names another
 file. Waiting polls a single indexed row every few milliseconds (SQLite has no notifications).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import cast
 
 import redis
 
@@ -101,7 +102,8 @@ class RedisBeatStore(BeatStore):
             self.client.srem(self._key("paused"), entry)
 
     def paused(self) -> set[str]:
-        return {m.decode() for m in self.client.smembers(self._key("paused"))}
+        members = cast("set[bytes]", self.client.smembers(self._key("paused")))  # no decoding
+        return {m.decode() for m in members}
 
     def report_node(self, node: Node, ttl: float) -> None:
         record = json.dumps({"leader": node.leader, "seen": node.seen, "until": node.seen + ttl})
@@ -110,7 +112,8 @@ class RedisBeatStore(BeatStore):
     def nodes(self) -> list[Node]:
         now = time.time()
         found, gone = [], []
-        for name, text in self.client.hgetall(self._key("nodes")).items():
+        records = cast("dict[bytes, bytes]", self.client.hgetall(self._key("nodes")))  # no decoding
+        for name, text in records.items():
             record = json.loads(text)
             if record["until"] < now:
                 gone.append(name)

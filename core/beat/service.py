@@ -149,9 +149,10 @@ class Beat:
             return upcoming
         missed_until = _at(now.timestamp() - self.grace)
         if start < missed_until:
-            start = self._catch_up(entry, start, missed_until)
-            if start is None:
+            caught_up = self._catch_up(entry, start, missed_until)
+            if caught_up is None:
                 return time.time() + RETRY_INTERVAL
+            start = caught_up
         for tick in ticks(entry.schedule, start, now, limit=sys.maxsize):
             if not self._still_leader() or not self._send(entry, tick.timestamp()):
                 return time.time() + RETRY_INTERVAL

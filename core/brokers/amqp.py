@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -70,6 +69,6 @@ def wait_unblocked(connection: Connection, timeout: float) -> str | None:
     while state.reason is not None and (remaining := deadline - time.monotonic()) > 0:
         try:
             connection.drain_events(timeout=remaining)
-        except socket.timeout:  # nothing arrived in time: still blocked
+        except TimeoutError:  # nothing arrived in time: still blocked
             break
     return state.reason

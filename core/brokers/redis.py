@@ -101,7 +101,7 @@ class Channel(kombu_redis.Channel):
         if not pushed and self.deadletter_queue is not None:
             # What kombu does with a message no queue is bound for.
             warnings.warn(UndeliverableWarning(UNDELIVERABLE_FMT.format(
-                exchange=exchange, routing_key=routing_key)))
+                exchange=exchange, routing_key=routing_key)), stacklevel=1)
             self._new_queue(self.deadletter_queue)
             self._put(self.deadletter_queue, message)
         return None

@@ -540,16 +540,16 @@ class Database:
 
     def size(self, queue: str) -> int:
         now = time.time()
-        return self._read(lambda c: c.execute(
+        return int(self._read(lambda c: c.execute(
             f"SELECT count(*) FROM messages WHERE {READY_ROWS}",
-            (queue, now)).fetchone()[0])
+            (queue, now)).fetchone()[0]))
 
     # rows nobody holds, ready or not yet visible (the delayed store's due queues)
 
     def count_unheld(self, queue: str) -> int:
-        return self._read(lambda c: c.execute(
+        return int(self._read(lambda c: c.execute(
             "SELECT count(*) FROM messages WHERE queue = ? AND holder IS NULL",
-            (queue,)).fetchone()[0])
+            (queue,)).fetchone()[0]))
 
     def peek_unheld(self, queue: str, limit: int) -> list[str]:
         """Payloads of the first ``limit`` rows nobody holds, by when they become visible."""
@@ -748,8 +748,9 @@ class Channel(virtual.Channel):
 
     visibility_timeout = DEFAULT_VISIBILITY_TIMEOUT
     fetch_batch = DEFAULT_FETCH_BATCH
-    from_transport_options = virtual.Channel.from_transport_options + (  # type: ignore[assignment]
-        "visibility_timeout", "fetch_batch")
+    # kombu leaves this tuple unannotated, so mypy fixes its length at the base's
+    from_transport_options = (  # type: ignore[assignment]
+        *virtual.Channel.from_transport_options, "visibility_timeout", "fetch_batch")
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
@@ -982,8 +983,9 @@ class Transport(virtual.Transport):
     default_port = None
     driver_type = "sqlite"
     driver_name = "sqlite3"
-    connection_errors = (virtual.Transport.connection_errors
-                         + (sqlite3.OperationalError,))  # type: ignore[assignment]
+    # kombu leaves these tuples unannotated, so mypy fixes their length at the base's
+    connection_errors = (  # type: ignore[assignment]
+        *virtual.Transport.connection_errors, sqlite3.OperationalError)
     implements = virtual.Transport.implements.extend(
         asynchronous=False, exchange_type=frozenset(["direct", "topic", "fanout"]),
         heartbeats=False)

@@ -126,9 +126,7 @@ class ClusterView(Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         permission = PERMISSION_OF.get(action)
-        if permission is not None and not self.console.allows(permission):
-            return False
-        return True
+        return permission is None or self.console.allows(permission)
 
     def perform(self, call: Callable[[], Outcome]) -> None:
         self.console.perform(call)

@@ -15,8 +15,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
-from textual.widgets import (DataTable, Footer, Header, Static, TabbedContent, TabPane, TextArea,
-                             Tree)
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Header,
+    Static,
+    TabbedContent,
+    TabPane,
+    TextArea,
+    Tree,
+)
 from textual.widgets.tree import TreeNode
 
 from qtui.core.display import clip, printable, safe_text

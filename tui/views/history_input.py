@@ -3,6 +3,8 @@ Tab, for the ``/`` filter and the ``:`` command."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.binding import Binding
 from textual.suggester import SuggestFromList
 from textual.widgets import Input
@@ -19,9 +21,9 @@ class HistoryInput(Input):
     ]
 
     def __init__(self, history: list[str], completions: list[str] | None = None,
-                 **kwargs: object) -> None:
+                 **kwargs: Any) -> None:
         suggester = SuggestFromList(completions, case_sensitive=False) if completions else None
-        super().__init__(suggester=suggester, **kwargs)  # type: ignore[arg-type]
+        super().__init__(suggester=suggester, **kwargs)
         self.history = history
         self._position = len(history)
         """Where ↑/↓ are in the history; len(history) is the line being typed."""

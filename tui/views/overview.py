@@ -114,7 +114,7 @@ class OverviewScreen(ClusterView):
         for task in model.recent_failures(FAILURES_SHOWN):
             failures.add_row(*format.cells(format.clock(task.updated), task.name,
                                            task.exception[:120], task.worker), key=task.id)
-        if chosen in failures.rows:
+        if chosen is not None and chosen in failures.rows:
             failures.move_cursor(row=failures.get_row_index(chosen))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

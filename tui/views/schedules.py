@@ -5,6 +5,7 @@ by. Read from the beat's store (:mod:`qtui.core.beat`) by a thread worker every 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
@@ -24,6 +25,7 @@ from qtui.core.display import safe_text
 from qtui.core.exceptions import QtuiError
 
 from ..actions import Outcome
+from ..rows import TaskRow
 from . import format
 from .base import TableView
 
@@ -155,7 +157,7 @@ class SchedulesScreen(TableView):
         self._steer("Run now", lambda store, name: run_now(
             app, store, find_entry(app, name), by="qtui console").task_id)
 
-    def _steer(self, verb: str, change) -> None:  # type: ignore[no-untyped-def]
+    def _steer(self, verb: str, change: Callable[[BeatStore, str], str | None]) -> None:
         name = self.selected()
         if name is None:
             return
@@ -184,7 +186,7 @@ class RunsScreen(ModalScreen[None]):
     RunsScreen DataTable { height: auto; max-height: 16; }
     """
 
-    def __init__(self, entry: str, runs: list[Run], tasks: dict) -> None:  # type: ignore[type-arg]
+    def __init__(self, entry: str, runs: list[Run], tasks: Mapping[str, TaskRow]) -> None:
         super().__init__()
         self.entry, self.runs, self.tasks = entry, runs, tasks
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Collection
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -131,11 +132,11 @@ class TasksScreen(ClusterView):
         return ((self.state_tab == "ALL" or task.state == self.state_tab)
                 and (not self.terms or query.matches(self.terms, task.filter_values())))
 
-    def visible(self, chosen: str | None = None) -> tuple[list[TaskRow], int]:
+    def current_page(self, chosen: str | None = None) -> tuple[list[TaskRow], int]:
         """The current page of rows, sorted, and how many matched in all. The first page is
         picked with a heap (no full sort), so 100,000 tasks stay cheap while watching live.
         With ``chosen`` (a task id) the page is the one that task is on, if it still matches."""
-        tasks = self.console.model.tasks.values()
+        tasks: Collection[TaskRow] = self.console.model.tasks.values()
         if self.state_tab != "ALL" or self.terms:
             tasks = [t for t in tasks if self._wanted(t)]
         key = SORT_KEYS[self.sort_column]
@@ -164,7 +165,7 @@ class TasksScreen(ClusterView):
         data says so on the status line (``lost_is_news``); one caused by the operator (a new
         filter, tab or page) puts the cursor on the first row."""
         table = self.query_one("#tasks", DataTable)
-        rows, matched = self.visible(chosen)
+        rows, matched = self.current_page(chosen)
         self._update_table(table, rows)
         if chosen is not None and chosen in self._shown:
             table.move_cursor(row=table.get_row_index(chosen))
@@ -209,7 +210,7 @@ class TasksScreen(ClusterView):
             if old is None:
                 table.add_row(*self._cells(task), key=task.id)
             else:
-                for column, value in zip(COLUMNS, self._cells(task)):
+                for column, value in zip(COLUMNS, self._cells(task), strict=True):
                     table.update_cell(task.id, column, value)
             self._shown[task.id] = task
         if [row.key.value for row in table.ordered_rows] != [t.id for t in rows]:
@@ -279,13 +280,13 @@ class TasksScreen(ClusterView):
         box.display = True
         box.focus()
 
-    def action_clear_filter(self) -> None:
+    async def action_clear_filter(self) -> None:
         if self.filter_text or self.query_one("#filter", Input).display:
             self.set_filter("")
             self.query_one("#filter", Input).display = False
             self.query_one("#tasks", DataTable).focus()
         else:
-            self.app.action_back()
+            await self.app.action_back()
 
     def action_sort(self) -> None:
         self.sort_column = COLUMNS[(COLUMNS.index(self.sort_column) + 1) % len(COLUMNS)]

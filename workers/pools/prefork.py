@@ -33,10 +33,13 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..execution import Lost, Outcome, WorkItem, execute
 from .base import Pool
+
+if TYPE_CHECKING:
+    from qtui.core import App
 
 logger = logging.getLogger("qtui.worker")
 _PR_SET_PDEATHSIG = 1
@@ -66,7 +69,7 @@ class _Child:
 class PreforkPool(Pool):
     name = "prefork"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._children: list[_Child] = []
         self._lock = threading.RLock()
@@ -258,8 +261,9 @@ class PreforkPool(Pool):
             children = [c for c in self._children if not c.dead]
         if self._stopping and not children:
             return False
-        results = {c.results: c for c in children}
-        exits = {c.exits: c for c in children if c.exits is not None}
+        # Any keys: wait() hands each pipe back typed as any waitable
+        results: dict[Any, _Child] = {c.results: c for c in children}
+        exits: dict[Any, _Child] = {c.exits: c for c in children if c.exits is not None}
         deadlines = [c.deadline for c in children if c.deadline is not None and not c.killed]
         # At most a second: a wait far in the future overflows the poll timeout.
         timeout = min(1.0, max(0.0, min(deadlines) - time.monotonic())) if deadlines else 1.0
@@ -350,7 +354,7 @@ class PreforkPool(Pool):
                         pass
 
 
-def _child_main(app, jobs: Connection, results: Connection, parent: int, index: int,  # type: ignore[no-untyped-def]
+def _child_main(app: App, jobs: Connection, results: Connection, parent: int, index: int,
                 max_tasks: int | None, max_memory: int | None = None) -> None:
     """A child's life: take a work item, run it, send the outcome; until told to stop."""
     _die_with(parent)
@@ -361,7 +365,10 @@ def _child_main(app, jobs: Connection, results: Connection, parent: int, index: 
     multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
     # A task that forks must not hand the pool's pipes on: a grandchild holding the result pipe
     # would keep it open after this child dies. (``exec`` drops them anyway: close-on-exec.)
-    os.register_at_fork(after_in_child=lambda: (jobs.close(), results.close()))
+    def close_pipes() -> None:
+        jobs.close()
+        results.close()
+    os.register_at_fork(after_in_child=close_pipes)
     app.after_fork()
     done = 0
     while True:
@@ -373,8 +380,8 @@ def _child_main(app, jobs: Connection, results: Connection, parent: int, index: 
             return
         outcome = execute(app, item, use_alarm=True)
         # Peak resident size in KiB on Linux, as Celery's --max-memory-per-child measures it.
-        outcome.retiring = bool(max_memory) and \
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > max_memory
+        outcome.retiring = bool(
+            max_memory and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > max_memory)
         if outcome.retiring:
             logger.warning("pool child %d: resident memory above %d KiB after task %s[%s]; "
                            "it is replaced", os.getpid(), max_memory, item.message.task,

@@ -7,6 +7,8 @@ limit raises ``TimeLimitExceeded`` in the task instead of killing a process.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..execution import WorkItem, execute
 from .base import Pool
 
@@ -14,7 +16,7 @@ from .base import Pool
 class SoloPool(Pool):
     name = "solo"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.concurrency = 1
         self._running = False

@@ -51,7 +51,7 @@ def _raise_in(thread_id: int, exc_type: type[BaseException] | None) -> None:
 class ThreadsPool(Pool):
     name = "threads"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []

@@ -1,0 +1,48 @@
+"""A private redis-server on a spare port, for tests (and bench/faults.py) that stop, restart or
+cut off a broker without touching the shared one."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def spare_port() -> int:
+    """A local TCP port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def redis_server(directory: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """redis-server on ``port`` with its data in ``directory`` (append-only, fsync always, so a
+    restart keeps what was acknowledged); terminated on exit."""
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--dir", str(directory),
+                             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not listening(port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)

@@ -1,0 +1,24 @@
+"""Canvas signatures read back from the dicts that messages carry."""
+
+from __future__ import annotations
+
+import json
+
+from qtui.core import App
+from qtui.core.canvas import Signature, chunks
+
+
+def test_a_chunks_signature_read_from_its_message_dict_keeps_its_task_as_a_signature() -> None:
+    app = App("canvas-signatures", broker="memory://")
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    carried = json.loads(json.dumps(chunks(add.s(), [(1, 2), (3, 4)], 1)))
+    restored = Signature.from_dict(carried)
+
+    assert isinstance(restored, chunks)
+    assert isinstance(restored["kwargs"]["task"], Signature)
+    assert restored["kwargs"]["task"]["task"] == add.name
+    assert json.loads(json.dumps(restored)) == carried
