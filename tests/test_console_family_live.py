@@ -4,9 +4,7 @@ tree and moves along it. The embedded broker in the test's own directory: no sha
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,20 +16,10 @@ from qtui.tui.views.details import TaskDetailScreen
 
 from .processes import write_module
 from .test_canvas_interop import QTUI_TASKS
+from .test_console_live import until
 from .worker_helpers import Setup, broker_urls
 
 SIZE = (120, 40)
-
-
-async def until(pilot: Any, condition: Callable[[], Any], timeout: float = 30.0,
-                what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        await pilot.pause(0.1)
-    raise AssertionError(f"{what} not met within {timeout}s")
 
 
 def tree_ids(screen: Any) -> list[tuple[int, str]]:
@@ -60,7 +48,7 @@ async def test_a_real_chain_and_chord_show_as_family_trees(tmp_path):
     try:
         with setup.worker("-P", "threads", "-c", "3"):
             async with console.run_test(size=SIZE) as pilot:
-                await until(pilot, lambda: console.model.connected, what="connected")
+                await until(pilot, lambda: console.model.connected, timeout=30.0, what="connected")
                 last = (add.s(1, 2) | mul.s(4) | add.s(1)).delay()
                 body = chord([part.s(i) for i in range(3)], collect.s()).delay()
                 assert last.get(timeout=30) == 13 and body.get(timeout=30) == [0, 10, 20]
@@ -69,7 +57,7 @@ async def test_a_real_chain_and_chord_show_as_family_trees(tmp_path):
                 everyone = [first, middle, last.id, *parts, body.id]
                 await until(pilot, lambda: all(
                     (t := console.model.tasks.get(i)) is not None and t.state == "SUCCESS"
-                    for i in everyone), what="every task's success event")
+                    for i in everyone), timeout=30.0, what="every task's success event")
 
                 console.push_screen(TaskDetailScreen(middle))
                 await pilot.pause()

@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Static
 
-from ..actions import not_stoppable
+from ..actions import SIGNALS, not_stoppable
 from .keybar import KeyBar
 
 if TYPE_CHECKING:
@@ -139,6 +139,16 @@ class ClusterView(Screen[None]):
             self.notify(f"Cannot {verb} {task.name or '(unknown)'} [{task.id}]: {reason}.",
                         severity="warning")
         return reason is None
+
+    def terminate_task(self, task: TaskRow) -> None:
+        """Terminate ``task`` with the signal the operator picks, once they said yes."""
+        if self.stoppable(task, "terminate"):
+            def chosen(signal: str) -> None:
+                self.confirm(f"Terminate {task.name} [{task.id}] with {signal}?",
+                             lambda: self.perform(lambda: self.console.actions.terminate(
+                                 task.id, signal, self.console.model.alive_workers())))
+            self.choose(f"Signal to terminate {task.name} [{task.id}] with", list(SIGNALS),
+                        chosen)
 
     def consumers_of(self, queue: str) -> list[str]:
         """The workers online that consume ``queue``, as their last poll said."""

@@ -30,7 +30,6 @@ from textual.widgets.tree import TreeNode
 from qtui.core.display import clip, printable, safe_text
 from qtui.core.exceptions import BrokerUnavailable
 
-from ..actions import SIGNALS
 from ..family import Member
 from ..rows import TaskEvent, TaskRow
 from . import format
@@ -230,13 +229,8 @@ class TaskDetailScreen(ClusterView):
                 lambda: self.console.actions.revoke(task.id, self.console.model.alive_workers())))
 
     def action_terminate(self) -> None:
-        if (task := self.current_task()) and self.stoppable(task, "terminate"):
-            def chosen(signal: str) -> None:
-                self.confirm(f"Terminate {task.name} [{task.id}] with {signal}?",
-                             lambda: self.perform(lambda: self.console.actions.terminate(
-                                 task.id, signal, self.console.model.alive_workers())))
-            self.choose(f"Signal to terminate {task.name} [{task.id}] with", list(SIGNALS),
-                        chosen)
+        if task := self.current_task():
+            self.terminate_task(task)
 
     def action_retry(self) -> None:
         if task := self.current_task():

@@ -13,7 +13,6 @@ from textual.widgets import DataTable, Header, Input, Static, Tab, Tabs
 from qtui.core.display import printable, safe_text
 
 from .. import query
-from ..actions import SIGNALS
 from ..rows import TaskRow
 from . import format
 from .base import ClusterView, mark_sorted
@@ -327,13 +326,8 @@ class TasksScreen(ClusterView):
                              task.id, self.console.model.alive_workers())))
 
     def action_terminate(self) -> None:
-        if (task := self.selected()) and self.stoppable(task, "terminate"):
-            def chosen(signal: str) -> None:
-                self.confirm(f"Terminate {task.name} [{task.id}] with {signal}?",
-                             lambda: self.perform(lambda: self.console.actions.terminate(
-                                 task.id, signal, self.console.model.alive_workers())))
-            self.choose(f"Signal to terminate {task.name} [{task.id}] with", list(SIGNALS),
-                        chosen)
+        if task := self.selected():
+            self.terminate_task(task)
 
     def action_retry(self) -> None:
         if task := self.selected():
