@@ -83,6 +83,21 @@ def publish(url: str, tasks: int, rate: float, start: Any) -> None:
         print(f"publisher: {sent:,} events in {took:.1f}s ({sent / took:,.0f}/s)", flush=True)
 
 
+def record_repaints(console: Any) -> list[float]:
+    """A list that gets the time of every repaint of ``console`` from now on. Headless, nothing
+    reaches a terminal: a repaint is the compositor handing an update to ``App._display``, which
+    in a terminal writes it out."""
+    writes: list[float] = []
+    original_display = console._display
+
+    def timed_display(screen: Any, renderable: Any) -> None:
+        if renderable is not None:
+            writes.append(time.perf_counter())
+        original_display(screen, renderable)
+    console._display = timed_display
+    return writes
+
+
 async def key_to_repaint(console: Any, key: str, writes: list[float],
                          handled: list[float]) -> float | None:
     """Seconds from a key event arriving to the repaint that shows its effect (the table cursor
@@ -118,16 +133,7 @@ async def run(url: str, tasks: int, rate: float, history: str | None = None
     latencies: list[float] = []
     rss_before = rss_mb()
     async with console.run_test(size=(140, 40)) as pilot:
-        # Headless, nothing reaches a terminal: a repaint is the compositor handing an update
-        # to App._display, which in a terminal writes it out.
-        writes: list[float] = []
-        original_display = console._display
-
-        def timed_display(screen: Any, renderable: Any) -> None:
-            if renderable is not None:
-                writes.append(time.perf_counter())
-            original_display(screen, renderable)
-        console._display = timed_display  # type: ignore[method-assign]
+        writes = record_repaints(console)
         await pilot.press("3")
         from textual.widgets import DataTable
         table = console.screen.query_one(DataTable)
@@ -199,16 +205,9 @@ async def view_switches(url: str, tasks: int, rate: float = 300.0, switches: int
     shown: list[float] = []
     current: list[float] = []
     async with console.run_test(size=(200, 50)) as pilot:
-        writes: list[float] = []
+        writes = record_repaints(console)
         redraws: list[tuple[float, type]] = []
         costs: dict[str, list[float]] = {}
-        original_display = console._display
-
-        def timed_display(screen: Any, renderable: Any) -> None:
-            if renderable is not None:
-                writes.append(time.perf_counter())
-            original_display(screen, renderable)
-        console._display = timed_display  # type: ignore[method-assign]
         deadline = time.monotonic() + 15
         while not console.model.connected and time.monotonic() < deadline:
             await asyncio.sleep(0.1)

@@ -85,6 +85,14 @@ class Terminal:
                                 "#{pane_dead}"], capture_output=True, text=True, timeout=10)
         return panes.returncode == 0 and "0" in panes.stdout.split()
 
+    def quit(self) -> None:
+        """Press q and see the console end within 10 s."""
+        self.keys("q")
+        deadline = time.monotonic() + 10
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not self.running(), f"the console still runs after q:\n{self.screen()}"
+
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
                        timeout=10)
@@ -146,11 +154,7 @@ def test_the_console_in_a_real_terminal(terminal: Terminal, live, tmp_path):
     terminal.wait_for("printer on fire", "FAILURE", "ValueError")
     terminal.keys("Escape")
     terminal.wait_for("filter: state:FAILURE")
-    terminal.keys("q")
-    deadline = time.monotonic() + 10
-    while terminal.running() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not terminal.running(), f"the console still runs after q:\n{terminal.screen()}"
+    terminal.quit()
     app.close()
 
 
@@ -194,11 +198,7 @@ def test_actions_in_a_real_terminal(terminal: Terminal, live, tmp_path):
     terminal.keys("Enter")
     terminal.wait_for_note(f"{hostname}: OK new rate limit set successfully")
 
-    terminal.keys("q")
-    deadline = time.monotonic() + 10
-    while terminal.running() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not terminal.running(), f"the console still runs after q:\n{terminal.screen()}"
+    terminal.quit()
     app.close()
 
 
