@@ -307,7 +307,7 @@ def _show_status(app: App, embedded: str | None, workers: list[str], queues: lis
     out.print(Text.assemble(("broker: ", "bold"), mask_url(app.broker_url)))
     if embedded:
         out.print(Text.assemble(("embedded broker file: ", "bold"), embedded))
-    title = f"{len(workers)} worker{'s' if len(workers) != 1 else ''} online"
+    title = f"{_counted(len(workers), 'worker')} online"
     if workers:
         table = Table(title=title, title_justify="left")
         for column in ("worker", "status", "queues"):
@@ -337,14 +337,19 @@ def _count(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
+def _counted(number: int, noun: str) -> str:
+    """``3 queues``, ``1 queue``: a count and its noun, plural unless one."""
+    return f"{number} {noun}{'s' if number != 1 else ''}"
+
+
 # purge ------------------------------------------------------------------------------------------
 def purge_command(args: argparse.Namespace, app: App) -> int:
     """``qtui purge [-Q queues] [-f]``: discard waiting messages, after asking unless ``-f``."""
     names = _split(args.queues) or sorted(app.router.queues)
     where = mask_url(app.broker_url)
     if not args.force:
-        sys.stdout.write(f"Discard every waiting message in {len(names)} queue"
-                         f"{'s' if len(names) != 1 else ''} ({', '.join(names)}) on {where}? "
+        sys.stdout.write(f"Discard every waiting message in {_counted(len(names), 'queue')} "
+                         f"({', '.join(names)}) on {where}? "
                          "This cannot be undone. [y/N] ")
         sys.stdout.flush()
         answer = sys.stdin.readline().strip().lower()
@@ -359,14 +364,13 @@ def purge_command(args: argparse.Namespace, app: App) -> int:
                 count = inspector.purge(name)
                 scheduled = inspector.purge_scheduled(name)
                 total += count + scheduled
-                held = f" and {scheduled} scheduled (ETA) task{'s' if scheduled != 1 else ''}" \
-                    if scheduled else ""
-                out.print(f"{printable(name)}: purged {count} message"
-                          f"{'s' if count != 1 else ''}{held}", markup=False)
+                held = f" and {_counted(scheduled, 'scheduled (ETA) task')}" if scheduled else ""
+                out.print(f"{printable(name)}: purged {_counted(count, 'message')}{held}",
+                          markup=False)
     except brokers.broker_errors(app.connection_for_read()) as exc:
         raise _unavailable(app, "cannot purge", exc) from exc
-    out.print(f"Purged {total} message{'s' if total != 1 else ''} from {len(names)} queue"
-              f"{'s' if len(names) != 1 else ''}.", markup=False)
+    out.print(f"Purged {_counted(total, 'message')} from {_counted(len(names), 'queue')}.",
+              markup=False)
     return 0
 
 
@@ -386,12 +390,12 @@ def eta_release_command(args: argparse.Namespace, app: App) -> int:
             for name in names:
                 count = reader.release(name)
                 total += count
-                out.print(f"{printable(name)}: released {count} ETA task"
-                          f"{'s' if count != 1 else ''}", markup=False)
+                out.print(f"{printable(name)}: released {_counted(count, 'ETA task')}",
+                          markup=False)
     except brokers.broker_errors(app.connection_for_read()) as exc:
         raise _unavailable(app, "cannot release ETA tasks", exc) from exc
-    out.print(f"Released {total} ETA task{'s' if total != 1 else ''} to {len(names)} queue"
-              f"{'s' if len(names) != 1 else ''}.", markup=False)
+    out.print(f"Released {_counted(total, 'ETA task')} to {_counted(len(names), 'queue')}.",
+              markup=False)
     return 0
 
 
@@ -410,8 +414,8 @@ def eta_list_command(args: argparse.Namespace, app: App) -> int:
             for name in names:
                 count = reader.count(name)
                 tasks = reader.tasks(name, args.limit)
-                table = Table(title=Text(f"{printable(name)}: {count} held ETA task"
-                                         f"{'s' if count != 1 else ''}"), title_justify="left")
+                table = Table(title=Text(f"{printable(name)}: {_counted(count, 'held ETA task')}"),
+                              title_justify="left")
                 for column in ("eta", "id", "task", "args", "kwargs"):
                     table.add_column(column)
                 for task in tasks or ():

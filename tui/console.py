@@ -82,7 +82,7 @@ class Console(TextualApp[None]):
     ansi_theme_light = Reactive(palette.LIGHT, init=False)
     MODES: ClassVar[dict[str, Any]] = dict(VIEWS)
     BINDINGS: ClassVar[list[BindingType]] = [
-        # One footer entry, "1234 views", for the five: the footer must fit 80 columns.
+        # One footer entry, "12345 views", for the five: the footer must fit 80 columns.
         Binding("1", "switch_mode('overview')", "Overview", group=VIEW_KEYS),
         Binding("2", "switch_mode('workers')", "Workers", group=VIEW_KEYS),
         Binding("3", "switch_mode('tasks')", "Tasks", group=VIEW_KEYS),
