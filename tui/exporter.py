@@ -241,7 +241,7 @@ class Exporter:
                     for name in consumed_queues(detail.get("queues"))}
         with self.lock:
             wanted = {q for q in (consumed | self._queues_seen)
-                      if not is_internal(q) and self.queue_names(q) != OVERFLOW}
+                      if not is_internal(q) and self.queue_names(q, count=False) != OVERFLOW}
             self._queues_seen |= wanted
         try:
             result = self._read_queues(wanted)
@@ -353,7 +353,7 @@ def _by_label(exporter: Exporter, now: float) -> dict[str, tuple[bool, int, floa
     one label ('other') add up."""
     found: dict[str, tuple[bool, int, float | None]] = {}
     for worker in exporter.state.workers.values():
-        label = exporter.hostnames(worker.hostname)
+        label = exporter.hostnames(worker.hostname, count=False)
         alive = worker.alive(now)
         tasks = (worker.active or 0) if alive else 0
         was_alive, was_tasks, was_last = found.get(label, (False, 0, None))
@@ -395,7 +395,7 @@ def _queue_families(exporter: Exporter, now: float) -> Iterator[Metric]:
     for queue in poll.queues:
         if is_internal(queue.name):
             continue
-        label = exporter.queue_names(queue.name)
+        label = exporter.queue_names(queue.name, count=False)
         if label == OVERFLOW:
             continue  # a gauge cannot add up what it folds: past the bound, queues go unreported
         if queue.messages is not None:

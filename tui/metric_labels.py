@@ -36,12 +36,14 @@ class LabelValues:
         """Values reported as :data:`OVERFLOW` because the bound was reached."""
         self._known: dict[str, str] = {}
 
-    def __call__(self, raw: str) -> str:
+    def __call__(self, raw: str, *, count: bool = True) -> str:
+        """The label value of ``raw``; ``count``: a fold counts in :attr:`folded` (a scrape
+        that reads the same values again says False)."""
         known = self._known.get(raw)
         if known is not None:
             return known
         if len(self._known) >= self.limit:
-            self.folded += 1
+            self.folded += count
             return OVERFLOW
         known = self._known[raw] = clean(raw)
         return known
