@@ -140,6 +140,7 @@ class Exporter:
         self.failed_series = LabelSets(MAX_SERIES)
         self.poll_result = Poll()
         self.poll_error = ""
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._shown: set[tuple[str, ...]] = set()
         """Label sets whose counters were all started at 0."""
         self._queues_seen: set[str] = set()
@@ -170,9 +171,8 @@ class Exporter:
             self.bad_events.inc()
             return
         kind = event["type"]
-        counter = self.counters.get(kind)
         uuid = event.get("uuid")
-        if counter is None or not uuid:
+        if kind not in self.counters or not uuid:
             return
         task = self.state.task(clip(uuid, MAX_NAME))  # the state keeps ids cut as it checks them
         if task is None:
@@ -185,22 +185,29 @@ class Exporter:
         if kind != "task-sent" and labels not in self._shown:
             self._show(labels)
         if kind == "task-failed":
-            failed = self.failed_series((*labels, self.exceptions(exception_class(
+            labels = self.failed_series((*labels, self.exceptions(exception_class(
                 task.exception))))
-            counter.labels(*failed).inc()
-        else:
-            counter.labels(*labels).inc()
+        self._child(kind, labels).inc()
         if kind == "task-succeeded" and task.runtime is not None:
-            self.runtime.labels(*labels).observe(task.runtime)
+            self._child("runtime", labels).observe(task.runtime)
+
+    def _child(self, kind: str, labels: tuple[str, ...]) -> Any:
+        """The counter (or, for "runtime", histogram) of one label set, kept at hand: looking
+        it up through ``labels()`` takes a lock and rebuilds the key, for every event."""
+        child = self._children.get((kind, labels))
+        if child is None:
+            metric = self.runtime if kind == "runtime" else self.counters[kind]
+            child = self._children[kind, labels] = metric.labels(*labels)
+        return child
 
     def _show(self, labels: tuple[str, ...]) -> None:
         """Start every worker-side counter of a task at 0, as celery-exporter does, so a
         failure ratio has both its series from a task's first event on (task-sent comes from
         clients, whose hostnames would multiply the series)."""
         self._shown.add(labels)
-        for kind, counter in self.counters.items():
+        for kind in self.counters:
             if kind != "task-sent":
-                counter.labels(*labels, *([""] if kind == "task-failed" else [])).inc(0)
+                self._child(kind, (*labels, "") if kind == "task-failed" else labels).inc(0)
 
     def _queue_label(self, queue: str | None) -> str:
         if queue is None:
