@@ -26,27 +26,13 @@ from qtui.core import App
 
 from .processes import celery_worker, running, write_module
 from .services import AMQP_HOST, AMQP_PORT, REDIS_HOST, REDIS_PORT, need
+from .test_interop_celery import CELERY_TASKS
 from .worker_helpers import Setup, hostname_of, make_setup, wait_for
 
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/10"
 AMQP_URL = f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//"
 HOST = socket.gethostname()
 
-CELERY_TASKS = """
-import os
-from celery import Celery
-
-app = Celery("tasks", broker=os.environ["QTUI_TEST_BROKER"],
-             backend=os.environ["QTUI_TEST_BACKEND"])
-
-@app.task
-def add(x, y):
-    return x + y
-
-@app.task
-def fail(message):
-    raise ValueError(message)
-"""
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -126,6 +112,7 @@ def redis_cluster(tmp_path, monkeypatch) -> Iterator[RedisCluster]:
     write_module(celery_dir, "tasks", CELERY_TASKS)
     monkeypatch.setenv("QTUI_TEST_BROKER", REDIS_URL)
     monkeypatch.setenv("QTUI_TEST_BACKEND", REDIS_URL)
+    monkeypatch.setenv("QTUI_TEST_QUEUE", celery_queue)
     client = App("client", broker=REDIS_URL, backend=REDIS_URL, task_send_sent_event=True)
     try:
         with setup.worker("-P", "threads", "-c", "2") as worker, \

@@ -89,6 +89,29 @@ TASK_COUNTERS = {
                      "Sent if the task failed, but will be retried in the future."),
 }
 TASK_LABELS = ("name", "hostname", "queue_name")
+#: Gauges per worker (label ``hostname``): key -> (name, help).
+WORKER_GAUGES = {
+    "up": ("celery_worker_up", "Indicates if a worker has recently sent a heartbeat."),
+    "active": ("celery_worker_tasks_active",
+               "The number of tasks the worker is currently processing"),
+    "heartbeat": ("celery_worker_last_heartbeat_timestamp",
+                  "Unix time the worker's last heartbeat arrived."),
+}
+#: Gauges per queue (label ``queue_name``): key -> (name, help); celery-exporter's, then qtui's.
+QUEUE_GAUGES = {
+    "length": ("celery_queue_length", "The number of message in broker queue."),
+    "consumers": ("celery_active_consumer_count",
+                  "The number of active consumer in broker queue."),
+    "workers": ("celery_active_worker_count", "The number of active workers in broker queue."),
+    "processes": ("celery_active_process_count",
+                  "The number of active processes in broker queue."),
+    "scheduled": ("qtui_queue_scheduled",
+                  "ETA tasks of the queue held in the broker's delayed store."),
+    "dead": ("qtui_queue_dead_letters",
+             "Messages in the queue's dead-letter queue (<queue>.dead)."),
+    "age": ("qtui_queue_oldest_message_age_seconds",
+            "Seconds the oldest waiting message has waited (where known)."),
+}
 
 _EXCEPTION_CLASS = re.compile(r"^(\w+)\(")
 
@@ -319,25 +342,16 @@ class _ClusterCollector:
         return []  # worked out at scrape time: nothing to check names against beforehand
 
     def collect(self) -> Iterator[Metric]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily
 
         exporter, now = self.exporter, time.time()
-        up = GaugeMetricFamily("celery_worker_up",
-                               "Indicates if a worker has recently sent a heartbeat.",
-                               labels=["hostname"])
-        active = GaugeMetricFamily("celery_worker_tasks_active",
-                                   "The number of tasks the worker is currently processing",
-                                   labels=["hostname"])
-        heartbeat = GaugeMetricFamily("celery_worker_last_heartbeat_timestamp",
-                                      "Unix time the worker's last heartbeat arrived.",
-                                      labels=["hostname"])
+        workers = _gauges(WORKER_GAUGES, "hostname")
         with exporter.lock:
-            workers = _by_label(exporter, now)
-            for hostname, (alive, tasks, last) in sorted(workers.items()):
-                up.add_metric([hostname], 1.0 if alive else 0.0)
-                active.add_metric([hostname], float(tasks))
+            for hostname, (alive, tasks, last) in sorted(_by_label(exporter, now).items()):
+                workers["up"].add_metric([hostname], 1.0 if alive else 0.0)
+                workers["active"].add_metric([hostname], float(tasks))
                 if last is not None:
-                    heartbeat.add_metric([hostname], last)
+                    workers["heartbeat"].add_metric([hostname], last)
             queue_families = list(_queue_families(exporter, now))
             folded = CounterMetricFamily(
                 "qtui_exporter_labels_folded",
@@ -348,9 +362,7 @@ class _ClusterCollector:
                 folded.add_metric([bound.label], float(bound.folded))
             folded.add_metric(["series"], float(exporter.series.folded
                                                 + exporter.failed_series.folded))
-        yield up
-        yield active
-        yield heartbeat
+        yield from workers.values()
         yield from queue_families
         yield folded
 
@@ -369,55 +381,38 @@ def _by_label(exporter: Exporter, now: float) -> dict[str, tuple[bool, int, floa
     return found
 
 
-def _queue_families(exporter: Exporter, now: float) -> Iterator[Metric]:
-    """The queue gauges of the latest poll. Call with ``lock`` held."""
+def _gauges(specs: Mapping[str, tuple[str, str]], label: str) -> dict[str, Any]:
     from prometheus_client.core import GaugeMetricFamily
 
+    return {key: GaugeMetricFamily(name, doc, labels=[label])
+            for key, (name, doc) in specs.items()}
+
+
+def _queue_families(exporter: Exporter, now: float) -> Iterator[Metric]:
+    """The queue gauges of the latest poll. Call with ``lock`` held."""
     poll = exporter.poll_result
-    length = GaugeMetricFamily("celery_queue_length", "The number of message in broker queue.",
-                               labels=["queue_name"])
-    consumers = GaugeMetricFamily("celery_active_consumer_count",
-                                  "The number of active consumer in broker queue.",
-                                  labels=["queue_name"])
-    workers = GaugeMetricFamily("celery_active_worker_count",
-                                "The number of active workers in broker queue.",
-                                labels=["queue_name"])
-    processes = GaugeMetricFamily("celery_active_process_count",
-                                  "The number of active processes in broker queue.",
-                                  labels=["queue_name"])
-    scheduled = GaugeMetricFamily("qtui_queue_scheduled",
-                                  "ETA tasks of the queue held in the broker's delayed store.",
-                                  labels=["queue_name"])
-    dead = GaugeMetricFamily("qtui_queue_dead_letters",
-                             "Messages in the queue's dead-letter queue (<queue>.dead).",
-                             labels=["queue_name"])
-    age = GaugeMetricFamily("qtui_queue_oldest_message_age_seconds",
-                            "Seconds the oldest waiting message has waited (where known).",
-                            labels=["queue_name"])
+    families = _gauges(QUEUE_GAUGES, "queue_name")
     consuming: dict[str, list[int]] = {}
     for detail in poll.details.values():
-        slots = _pool_processes(detail.get("stats"))
+        processes = _pool_processes(detail.get("stats"))
         for name in consumed_queues(detail.get("queues")):
-            consuming.setdefault(name, []).append(slots)
+            consuming.setdefault(name, []).append(processes)
     for queue in poll.queues:
         if is_internal(queue.name):
             continue
         label = exporter.queue_names(queue.name, count=False)
         if label == OVERFLOW:
             continue  # a gauge cannot add up what it folds: past the bound, queues go unreported
-        if queue.messages is not None:
-            length.add_metric([label], float(queue.messages))
-        if queue.consumers is not None:
-            consumers.add_metric([label], float(queue.consumers))
-        workers.add_metric([label], float(len(consuming.get(queue.name, ()))))
-        processes.add_metric([label], float(sum(consuming.get(queue.name, ()))))
-        if queue.scheduled is not None:
-            scheduled.add_metric([label], float(queue.scheduled))
-        dead.add_metric([label], float(poll.dead_letters.get(queue.name, 0)))
-        oldest = exporter.oldest_age(queue, now)
-        if oldest is not None:
-            age.add_metric([label], oldest)
-    yield from (length, consumers, workers, processes, scheduled, dead, age)
+        per_worker = consuming.get(queue.name, [])
+        values = {"length": queue.messages, "consumers": queue.consumers,
+                  "workers": len(per_worker), "processes": sum(per_worker),
+                  "scheduled": queue.scheduled,
+                  "dead": poll.dead_letters.get(queue.name, 0),
+                  "age": exporter.oldest_age(queue, now)}
+        for key, value in values.items():
+            if value is not None:  # None: this broker cannot tell
+                families[key].add_metric([label], float(value))
+    yield from families.values()
 
 
 def _pool_processes(stats: Any) -> int:
