@@ -207,6 +207,7 @@ def test_redis_queue_gauges_and_worker_down_after_heartbeats_stop(redis_cluster,
     assert age is not None and age >= 0
     assert exporter.value("qtui_queue_oldest_message_age_seconds", queue_name=qtui_queue) == 0
     assert exporter.value("celery_worker_last_heartbeat_timestamp", hostname=qtui_host) > 0
+    assert exporter.value("qtui_exporter_queues_polled_timestamp") > 0
 
     # SIGKILL: no worker-offline is sent, so only the heartbeats stopping tell.
     os.killpg(cluster.qtui_worker.pid, signal.SIGKILL)
@@ -249,3 +250,16 @@ def test_rabbitmq_counts_tasks_and_queue_consumers(rabbit_setup, exporter_for):
         client.close()
     assert "guest:guest" not in text and "guest:guest" not in exporter.output
     assert f"serving http://127.0.0.1:{exporter.port}/metrics" in exporter.output
+
+
+def test_an_unreachable_broker_leaves_the_queue_poll_undated_not_the_exporter_down():
+    from prometheus_client import generate_latest
+
+    from qtui.tui.exporter import Exporter as QtuiExporter
+
+    exporter = QtuiExporter(App("down", broker="redis://127.0.0.1:1/0"))
+    exporter.poll_once()
+    families = {family.name: family for family in text_string_to_metric_families(
+        generate_latest(exporter.registry).decode())}
+    assert families["qtui_exporter_queues_polled_timestamp"].samples == []
+    assert families["celery_queue_length"].samples == []

@@ -138,7 +138,8 @@ class Poll:
     dead_letters: dict[str, int] = field(default_factory=dict)
     heads: dict[str, list[QueueHead]] = field(default_factory=dict)
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
-    at: float = 0.0
+    at: float | None = None
+    """When the broker answered (None: not yet)."""
 
 
 class Exporter:
@@ -162,7 +163,6 @@ class Exporter:
         self.series = LabelSets(MAX_SERIES)
         self.failed_series = LabelSets(MAX_SERIES)
         self.poll_result = Poll()
-        self.poll_error = ""
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._shown: set[tuple[str, ...]] = set()
         """Label sets whose counters were all started at 0."""
@@ -275,15 +275,14 @@ class Exporter:
             self._queues_seen |= wanted
         try:
             result = self._read_queues(wanted)
-        except Exception as exc:  # noqa: BLE001 - a broker error: say so, keep the last figures
-            logger.warning("queue depths unavailable: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a broker error: keep the last figures, whose
+            logger.warning("queue depths unavailable: %s", exc)  # age the scrape shows
             with self.lock:
-                self.poll_error = str(exc)
                 self.poll_result.details = details
             return
         result.details = details
         with self.lock:
-            self.poll_result, self.poll_error = result, ""
+            self.poll_result = result
 
     def _worker_details(self, alive: list[str]) -> dict[str, dict[str, Any]]:
         """Each live worker's ``stats`` and ``active_queues`` replies (as the console asks)."""
@@ -342,7 +341,7 @@ class _ClusterCollector:
         return []  # worked out at scrape time: nothing to check names against beforehand
 
     def collect(self) -> Iterator[Metric]:
-        from prometheus_client.core import CounterMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         exporter, now = self.exporter, time.time()
         workers = _gauges(WORKER_GAUGES, "hostname")
@@ -362,8 +361,15 @@ class _ClusterCollector:
                 folded.add_metric([bound.label], float(bound.folded))
             folded.add_metric(["series"], float(exporter.series.folded
                                                 + exporter.failed_series.folded))
+            polled = GaugeMetricFamily(
+                "qtui_exporter_queues_polled_timestamp",
+                "Unix time the broker last answered the queue poll (the queue gauges are "
+                "that old).")
+            if exporter.poll_result.at is not None:
+                polled.add_metric([], exporter.poll_result.at)
         yield from workers.values()
         yield from queue_families
+        yield polled
         yield folded
 
 
