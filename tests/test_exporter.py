@@ -263,3 +263,11 @@ def test_an_unreachable_broker_leaves_the_queue_poll_undated_not_the_exporter_do
         generate_latest(exporter.registry).decode())}
     assert families["qtui_exporter_queues_polled_timestamp"].samples == []
     assert families["celery_queue_length"].samples == []
+
+
+def test_without_prometheus_client_the_command_says_what_to_install(monkeypatch, capsys):
+    from qtui.tui.cli import main
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    assert main(["-b", "memory://", "exporter"]) == 1
+    assert "pip install 'qtui[exporter]'" in capsys.readouterr().err
