@@ -58,6 +58,13 @@ def test_a_task_is_counted_under_its_name_and_queue_from_earlier_events(exporter
                   (("hostname", "web1"), ("name", "proj.add"), ("queue_name", "hipri")))] == 1
 
 
+def test_a_task_no_event_named_counts_under_celery_exporters_none(exporter):
+    exporter.ingest([task_event("task-started", "t9")])
+    _, samples = served(exporter)
+    started = [s.labels for s in samples if s.name == "celery_task_started_total"]
+    assert started == [{"name": "None", "hostname": "w1@host", "queue_name": "celery"}]
+
+
 def test_garbage_fields_are_skipped_and_counted_not_raised(exporter):
     bad = [
         {"type": "task-received", "uuid": [1, 2], "hostname": "w1@host"},

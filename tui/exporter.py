@@ -72,6 +72,9 @@ INSPECT_TIMEOUT = 1.0
 RESTART_DELAY = 1.0
 #: The queue a task is counted under when no event said (celery-exporter's choice).
 DEFAULT_QUEUE = "celery"
+#: The name a task is counted under when no event said: celery-exporter's (Python's None as
+#: text), which the celery-mixin's alert rules leave out with ``name!~"None"``.
+UNKNOWN_NAME = "None"
 #: The suffix of a queue's dead letters (see the README's "Nothing lost").
 DEAD_SUFFIX = ".dead"
 
@@ -203,7 +206,7 @@ class Exporter:
         hostname = event.get("hostname") or ""
         if kind == "task-sent":
             hostname = client_host(hostname)
-        labels = self.series((self.names(task.name or "unknown"), self.hostnames(hostname),
+        labels = self.series((self.names(task.name or UNKNOWN_NAME), self.hostnames(hostname),
                               self._queue_label(task.queue)))
         if kind != "task-sent" and labels not in self._shown:
             self._show(labels)
