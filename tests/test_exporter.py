@@ -245,6 +245,10 @@ def test_rabbitmq_counts_tasks_and_queue_consumers(rabbit_setup, exporter_for):
             exporter.until("celery_task_runtime_count", 3, name="tasks.add", **labels)
             exporter.until("celery_active_consumer_count", 1, queue_name=setup.queue)
             exporter.until("celery_queue_length", 0, queue_name=setup.queue)
+            # AMQP cannot look at a waiting message: only an empty queue's age is known.
+            assert exporter.value("qtui_exporter_queues_polled_timestamp") > 0
+            assert exporter.value("qtui_queue_oldest_message_age_seconds",
+                                  queue_name=setup.queue) == 0
             text = exporter.text()
     finally:
         client.close()
