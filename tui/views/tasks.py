@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Header, Input, Static, Tab, Tabs
 from qtui.core.display import printable, safe_text
 
 from .. import query
+from ..bulk import Marks
 from ..rows import TaskRow
 from . import format
 from .base import ClusterView, mark_sorted
@@ -21,6 +22,9 @@ from .keybar import KeyBar
 
 STATE_TABS = ("ALL", "RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED")
 COLUMNS = ("ID", "Name", "State", "Worker", "Received", "Started", "Runtime", "Args")
+#: The narrow first column that shows which rows are marked for a bulk action.
+MARK = "Mark"
+MARKED = Text("✓", style="bold")
 SORT_KEYS = {
     "ID": lambda t: t.id, "Name": lambda t: t.name, "State": lambda t: t.state,
     "Worker": lambda t: t.worker, "Received": lambda t: t.received or 0.0,
@@ -65,6 +69,13 @@ class TasksScreen(ClusterView):
         Binding("y", "retry", "Retry"),
         Binding("L", "rate_limit", "Rate limit type"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
+        # Marks for bulk actions, as k9s: R T y then act on every marked task.
+        Binding("space", "toggle_mark", "Mark / unmark", show=False),
+        Binding("shift+down", "extend_mark(1)", "Mark and move down", show=False),
+        Binding("shift+up", "extend_mark(-1)", "Mark and move up", show=False),
+        Binding("ctrl+space", "mark_range", "Mark from the last mark", show=False),
+        Binding("asterisk", "mark_all", "Mark all matching", show=False),
+        Binding("u,ctrl+backslash", "clear_marks", "Clear marks", show=False),
         # The table's own Home/End scroll sideways, taking the id and name off the screen.
         Binding("home", "first_row", "First row", show=False, priority=True),
         Binding("end", "last_row", "Last row", show=False, priority=True),
@@ -86,6 +97,8 @@ class TasksScreen(ClusterView):
         self._left: tuple[str, str] | None = None
         """(the selected task that left this view, the task the cursor fell on) until the
         operator moves the cursor: the status line says so."""
+        self.marks = Marks()
+        """Task ids marked for a bulk action (kept across pages, tabs and filters)."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -95,6 +108,7 @@ class TasksScreen(ClusterView):
                            placeholder="name:add state:FAILURE worker:w1 /regex/  (⏎ applies, "
                            "esc clears)", id="filter")
         table: DataTable[object] = DataTable(id="tasks", cursor_type="row", zebra_stripes=True)
+        table.add_column(" ", key=MARK, width=1)
         for column in COLUMNS:
             table.add_column(f"{column}  ", key=column)  # room for the sort arrow
         yield table
@@ -131,13 +145,18 @@ class TasksScreen(ClusterView):
         return ((self.state_tab == "ALL" or task.state == self.state_tab)
                 and (not self.terms or query.matches(self.terms, task.filter_values())))
 
+    def matching(self) -> Collection[TaskRow]:
+        """Every task the tab and the filter let through, on every page, in no order."""
+        tasks: Collection[TaskRow] = self.console.model.tasks.values()
+        if self.state_tab != "ALL" or self.terms:
+            tasks = [t for t in tasks if self._wanted(t)]
+        return tasks
+
     def current_page(self, chosen: str | None = None) -> tuple[list[TaskRow], int]:
         """The current page of rows, sorted, and how many matched in all. The first page is
         picked with a heap (no full sort), so 100,000 tasks stay cheap while watching live.
         With ``chosen`` (a task id) the page is the one that task is on, if it still matches."""
-        tasks: Collection[TaskRow] = self.console.model.tasks.values()
-        if self.state_tab != "ALL" or self.terms:
-            tasks = [t for t in tasks if self._wanted(t)]
+        tasks = self.matching()
         key = SORT_KEYS[self.sort_column]
         pages = max(1, -(-len(tasks) // PAGE_SIZE))
         self.page = min(self.page, pages - 1)
@@ -175,7 +194,7 @@ class TasksScreen(ClusterView):
         if self._left is not None and self._left[1] != (self.selected_id() or ""):
             self._left = None  # the operator has moved on
         arrow = "▼" if self.sort_reverse else "▲"
-        mark_sorted(table, self.sort_column, self.sort_reverse)
+        mark_sorted(table, self.sort_column, self.sort_reverse, skip=(MARK,))
         self.show_crumbs()
         first = self.page * PAGE_SIZE
         pages = max(1, -(-matched // PAGE_SIZE))
@@ -188,6 +207,9 @@ class TasksScreen(ClusterView):
         if self.filter_text:
             status.append(" · filter: ")
             status.append_text(safe_text(self.filter_text))
+        if self.marks:
+            status.append(f" · {len(self.marks)} marked (R T y act on them, u clears)",
+                          style="bold")
         self.query_one("#status", Static).update(status)
 
     def _update_table(self, table: DataTable[object], rows: list[TaskRow]) -> None:
@@ -207,7 +229,7 @@ class TasksScreen(ClusterView):
             if old is task:
                 continue
             if old is None:
-                table.add_row(*self._cells(task), key=task.id)
+                table.add_row(self._mark(task.id), *self._cells(task), key=task.id)
             else:
                 for column, value in zip(COLUMNS, self._cells(task), strict=True):
                     table.update_cell(task.id, column, value)
@@ -215,6 +237,17 @@ class TasksScreen(ClusterView):
         if [row.key.value for row in table.ordered_rows] != [t.id for t in rows]:
             position = {t.id: i for i, t in enumerate(rows)}
             table.sort("ID", key=lambda cell: position[cell.task_id])
+
+    def _mark(self, task_id: str) -> Text:
+        return MARKED if task_id in self.marks else Text("")
+
+    def _show_marks(self, task_ids: Collection[str] | None = None) -> None:
+        """Redraw the mark column (of these rows, or of every row shown) and the status line."""
+        table = self.query_one("#tasks", DataTable)
+        for task_id in self._shown if task_ids is None else task_ids:
+            if task_id in self._shown:
+                table.update_cell(task_id, MARK, self._mark(task_id))
+        self._redraw(self.selected_id(), lost_is_news=False)
 
     @staticmethod
     def _cells(t: TaskRow) -> list[Text]:
@@ -247,7 +280,8 @@ class TasksScreen(ClusterView):
         return task
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("tab", "first_row", "last_row") and isinstance(self.focused, Input):
+        if action in ("tab", "first_row", "last_row", "extend_mark", "mark_range") \
+                and isinstance(self.focused, Input):
             return False  # the keys edit the filter
         return super().check_action(action, parameters)
 
@@ -265,6 +299,8 @@ class TasksScreen(ClusterView):
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         column = str(event.column_key.value)
+        if column not in SORT_KEYS:  # the mark column
+            return
         if column == self.sort_column:
             self.sort_reverse = not self.sort_reverse
         self.sort_column = column
@@ -319,18 +355,68 @@ class TasksScreen(ClusterView):
         if task := self.selected():
             copy_id(self, task.id)
 
+    def marked(self) -> list[TaskRow]:
+        """The marked tasks the console still has, in the order they were marked (forgotten
+        ones are unmarked)."""
+        tasks = self.console.model.tasks
+        self.marks.keep(tasks)
+        return [tasks[i] for i in self.marks]
+
+    def action_toggle_mark(self) -> None:
+        if task_id := self.selected_id():
+            self.marks.toggle(task_id)
+            self._show_marks([task_id])
+            self.query_one("#tasks", DataTable).action_cursor_down()
+
+    def action_extend_mark(self, step: int) -> None:
+        """shift+↓ / shift+↑: mark the row under the cursor and the next one (a range grows
+        as the cursor moves)."""
+        table = self.query_one("#tasks", DataTable)
+        task_id = self.selected_id()
+        if task_id is None:
+            return
+        self.marks.add([task_id])
+        table.move_cursor(row=table.cursor_row + step)
+        following = self.selected_id() or task_id
+        self.marks.add([following])
+        self.marks.anchor = following
+        self._show_marks([task_id, following])
+
+    def action_mark_range(self) -> None:
+        """k9s's ctrl+space: mark every row from the last one marked to the cursor."""
+        if task_id := self.selected_id():
+            rows = [str(row.key.value) for row in self.query_one("#tasks", DataTable).ordered_rows]
+            self.marks.extend(rows, task_id)
+            self._show_marks()
+
+    def action_mark_all(self) -> None:
+        """Mark every task the tab and the filter let through, on every page: R T y then act
+        on everything matching the filter."""
+        added = self.marks.add(t.id for t in self.matching())
+        self._show_marks()
+        self.notify(f"{len(self.marks)} task(s) marked ({added} new)", title="Marks")
+
+    def action_clear_marks(self) -> None:
+        if self.marks:
+            self.marks.clear()
+            self._show_marks()
+
     def action_revoke(self) -> None:
-        if (task := self.selected()) and self.stoppable(task, "revoke"):
-            self.confirm(f"Revoke {task.name} [{task.id}]? It will not run.",
-                         lambda: self.perform(lambda: self.console.actions.revoke(
-                             task.id, self.console.model.alive_workers())))
+        if marked := self.marked():
+            self.revoke_tasks(marked)
+        elif task := self.selected():
+            self.revoke_task(task, "It will not run.")
 
     def action_terminate(self) -> None:
-        if task := self.selected():
+        if marked := self.marked():
+            self.terminate_tasks(marked)
+        elif task := self.selected():
             self.terminate_task(task)
 
     def action_retry(self) -> None:
-        if task := self.selected():
+        if marked := self.marked():
+            self.console.retry_tasks(marked)
+        elif task := self.selected():
             self.console.retry_task(task)
 
     def action_rate_limit(self) -> None:
