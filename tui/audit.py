@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -165,3 +166,17 @@ def audit_log_for(app: App) -> AuditLog | None:
         return None
     return AuditLog(conf.console_history_file or default_history_path(),
                     keep=conf.audit_max_entries)
+
+
+def record_command(app: App, action: str, targets: Iterable[str],
+                   replies: Mapping[str, Any], ok: bool) -> None:
+    """Record what a scripted command did; a failure to is said on stderr, nothing more."""
+    log = audit_log_for(app)
+    if log is None:
+        return
+    try:
+        log.record(entry(app, "cli", action, targets, replies, ok))
+    except AuditError as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+    finally:
+        log.close()

@@ -275,6 +275,12 @@ class Console(TextualApp[None]):
         if not isinstance(self.screen, NotificationsScreen):
             self.push_screen(NotificationsScreen())
 
+    def action_audit(self) -> None:
+        """``:audit``: the newest actions taken on this cluster."""
+        from .views.audit import AuditScreen
+        if not isinstance(self.screen, AuditScreen):
+            self.push_screen(AuditScreen())
+
     def retry_task(self, task: TaskRow) -> None:
         """Send a task again with its full original arguments, where it was sent the first time
         (refused when only a truncated repr of the arguments is known), once the user said yes."""
@@ -381,6 +387,8 @@ class Console(TextualApp[None]):
             self.action_help()
         elif word == "notifications":
             self.action_notifications()
+        elif word == "audit":
+            self.action_audit()
         elif word:
             known = ", ".join(c.usage() for c in command_mode.COMMANDS)
             self.notify(f"Unknown command :{word}. Try {known}", severity="error")
