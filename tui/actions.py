@@ -166,8 +166,9 @@ class Actions:
     def retry_many(self, sends: Sequence[Retry]) -> Outcome:
         """Send tasks again, one message each (see :meth:`retry`); the audit trail names the
         original tasks and what became of each."""
-        outcomes = [(send.task_id, self.retry(send.name, send.args, send.kwargs, send.queue,
-                                              send.exchange, send.routing_key))
+        outcomes = [(send.task_id, self.retry(send.name, send.args, send.kwargs, queue=send.queue,
+                                              exchange=send.exchange,
+                                              routing_key=send.routing_key))
                      for send in sends]
         replies = tuple((task_id, o.message) for task_id, o in outcomes)
         targets = tuple(task_id for task_id, _ in outcomes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
@@ -288,16 +288,13 @@ def stop_target(task: TaskRow) -> Target:
     return Target(task.id, task.name, refusal)
 
 
-def mark_sorted(table: DataTable[object], column: str, reverse: bool,
-                skip: Collection[str] = ()) -> None:
+def mark_sorted(table: DataTable[object], column: str, reverse: bool) -> None:
     """Put the sort arrow (▼ descending, ▲ ascending) in the sorted column's header, and only
     there. Column keys are the column names; headers keep two cells for the arrow, so columns
-    do not change width when the sort moves. Columns in ``skip`` are not sortable."""
+    do not change width when the sort moves."""
     changed = False
     for key, col in table.columns.items():
         name = str(key.value)
-        if name in skip:
-            continue
         label = f"{name} {'▼' if reverse else '▲'}" if name == column else f"{name}  "
         if col.label.plain != label:
             col.label = Text(label)

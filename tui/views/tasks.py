@@ -22,9 +22,6 @@ from .keybar import KeyBar
 
 STATE_TABS = ("ALL", "RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED")
 COLUMNS = ("ID", "Name", "State", "Worker", "Received", "Started", "Runtime", "Args")
-#: The narrow first column that shows which rows are marked for a bulk action.
-MARK = "Mark"
-MARKED = Text("✓", style="bold")
 SORT_KEYS = {
     "ID": lambda t: t.id, "Name": lambda t: t.name, "State": lambda t: t.state,
     "Worker": lambda t: t.worker, "Received": lambda t: t.received or 0.0,
@@ -40,11 +37,13 @@ SHORT_ID = 8
 
 class TaskId(Text):
     """A task id cell: its first characters shown, the whole id kept (rows are put in order by
-    it, and two ids may start alike)."""
+    it, and two ids may start alike). While some rows are marked for a bulk action, the cell
+    starts with the mark (``✓``) or room for it, so the ids stay aligned."""
 
-    def __init__(self, task_id: str) -> None:
+    def __init__(self, task_id: str, marked: bool | None = None) -> None:
         short = task_id if len(task_id) <= SHORT_ID + 1 else task_id[:SHORT_ID] + "…"
-        super().__init__(printable(short))
+        mark = "" if marked is None else "✓ " if marked else "  "
+        super().__init__(mark + printable(short), style="bold" if marked else "")
         self.task_id = task_id
 
 
@@ -108,7 +107,6 @@ class TasksScreen(ClusterView):
                            placeholder="name:add state:FAILURE worker:w1 /regex/  (⏎ applies, "
                            "esc clears)", id="filter")
         table: DataTable[object] = DataTable(id="tasks", cursor_type="row", zebra_stripes=True)
-        table.add_column(" ", key=MARK, width=1)
         for column in COLUMNS:
             table.add_column(f"{column}  ", key=column)  # room for the sort arrow
         yield table
@@ -194,7 +192,7 @@ class TasksScreen(ClusterView):
         if self._left is not None and self._left[1] != (self.selected_id() or ""):
             self._left = None  # the operator has moved on
         arrow = "▼" if self.sort_reverse else "▲"
-        mark_sorted(table, self.sort_column, self.sort_reverse, skip=(MARK,))
+        mark_sorted(table, self.sort_column, self.sort_reverse)
         self.show_crumbs()
         first = self.page * PAGE_SIZE
         pages = max(1, -(-matched // PAGE_SIZE))
@@ -229,7 +227,7 @@ class TasksScreen(ClusterView):
             if old is task:
                 continue
             if old is None:
-                table.add_row(self._mark(task.id), *self._cells(task), key=task.id)
+                table.add_row(*self._cells(task), key=task.id)
             else:
                 for column, value in zip(COLUMNS, self._cells(task), strict=True):
                     table.update_cell(task.id, column, value)
@@ -238,23 +236,21 @@ class TasksScreen(ClusterView):
             position = {t.id: i for i, t in enumerate(rows)}
             table.sort("ID", key=lambda cell: position[cell.task_id])
 
-    def _mark(self, task_id: str) -> Text:
-        return MARKED if task_id in self.marks else Text("")
+    def _task_id(self, task_id: str) -> TaskId:
+        return TaskId(task_id, task_id in self.marks if self.marks else None)
 
-    def _show_marks(self, task_ids: Collection[str] | None = None) -> None:
-        """Redraw the mark column (of these rows, or of every row shown) and the status line."""
+    def _show_marks(self) -> None:
+        """Redraw the marks (in the id cells of the rows shown) and the status line."""
         table = self.query_one("#tasks", DataTable)
-        for task_id in self._shown if task_ids is None else task_ids:
-            if task_id in self._shown:
-                table.update_cell(task_id, MARK, self._mark(task_id))
+        for task_id in self._shown:
+            table.update_cell(task_id, "ID", self._task_id(task_id))
         self._redraw(self.selected_id(), lost_is_news=False)
 
-    @staticmethod
-    def _cells(t: TaskRow) -> list[Text]:
+    def _cells(self, t: TaskRow) -> list[Text]:
         # No name: only later events were seen (task-received was missed); Flower keeps such
         # tasks too, and the operator may still need to act on them.
         name = safe_text(t.name) if t.name else Text("(unknown)", style="dim italic")
-        return format.cells(TaskId(t.id), name, format.state(t.state), t.worker,
+        return format.cells(self._task_id(t.id), name, format.state(t.state), t.worker,
                             format.clock(t.received), format.clock(t.started),
                             format.duration(t.runtime), t.args[:60])
 
@@ -299,8 +295,6 @@ class TasksScreen(ClusterView):
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         column = str(event.column_key.value)
-        if column not in SORT_KEYS:  # the mark column
-            return
         if column == self.sort_column:
             self.sort_reverse = not self.sort_reverse
         self.sort_column = column
@@ -365,7 +359,7 @@ class TasksScreen(ClusterView):
     def action_toggle_mark(self) -> None:
         if task_id := self.selected_id():
             self.marks.toggle(task_id)
-            self._show_marks([task_id])
+            self._show_marks()
             self.query_one("#tasks", DataTable).action_cursor_down()
 
     def action_extend_mark(self, step: int) -> None:
@@ -380,7 +374,7 @@ class TasksScreen(ClusterView):
         following = self.selected_id() or task_id
         self.marks.add([following])
         self.marks.anchor = following
-        self._show_marks([task_id, following])
+        self._show_marks()
 
     def action_mark_range(self) -> None:
         """k9s's ctrl+space: mark every row from the last one marked to the cursor."""
