@@ -243,7 +243,7 @@ class TasksScreen(ClusterView):
         """Redraw the marks (in the id cells of the rows shown) and the status line."""
         table = self.query_one("#tasks", DataTable)
         for task_id in self._shown:
-            table.update_cell(task_id, "ID", self._task_id(task_id))
+            table.update_cell(task_id, "ID", self._task_id(task_id), update_width=True)
         self._redraw(self.selected_id(), lost_is_news=False)
 
     def _cells(self, t: TaskRow) -> list[Text]:
