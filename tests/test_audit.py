@@ -239,4 +239,4 @@ async def test_a_confirmation_shows_its_scripted_command(monkeypatch):
         assert isinstance(console.screen, ConfirmScreen)
         await pilot.pause()
         text = screen_text(console)
-        assert "(c copies): qtui control revoke" in text and RECEIVED_ID in text
+        assert "c copies it: qtui control revoke" in text and RECEIVED_ID in text

@@ -19,10 +19,12 @@ from .keybar import KeyBar
 
 #: Entries the view reads (`qtui audit --limit N` reads more).
 SHOWN = 200
+#: Characters of an entry's first target in the table (8 of a task id, as the tasks view).
+TARGET_SHOWN = 12
 
 
 class AuditScreen(TableView):
-    TABLE, COLUMNS, NOUN = "audit", ("Time", "Who", "Action", "Targets", "Result"), "entry"
+    TABLE, COLUMNS, NOUN = "audit", ("Time", "Who", "Action", "Result", "Targets"), "entry"
     BINDINGS = [Binding("escape", "app.back", "Back"), Binding("r", "reload", "Reload")]
 
     entries: list[AuditEntry] = []
@@ -61,11 +63,14 @@ class AuditScreen(TableView):
         table = self.table
         table.clear()
         for n, item in enumerate(self.entries):
+            # The first target cut as the tasks view cuts ids: the full list is below the table.
+            first = item.targets[0] if item.targets else ""
             more = f" +{len(item.targets) - 1}" if len(item.targets) > 1 else ""
             table.add_row(*format.cells(
                 format.clock(item.time), item.who, f"{item.action} ({item.source})",
-                (item.targets[0] if item.targets else "") + more,
-                Text("ok", "green") if item.ok else Text("failed", "bold red")), key=str(n))
+                Text("ok", "green") if item.ok else Text("failed", "bold red"),
+                (first if len(first) <= TARGET_SHOWN else first[:TARGET_SHOWN] + "…") + more),
+                key=str(n))
         summary = problem or (f"{len(self.entries)} action(s) on this cluster, newest first "
                               "(qtui audit shows more)")
         self.query_one("#summary", Static).update(safe_text(summary))

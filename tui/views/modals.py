@@ -44,7 +44,7 @@ class ConfirmScreen(ModalScreen[bool]):
             if self.details:
                 yield Static(safe_text(self.details, multiline=True), id="details")
             if self.command is not None:
-                yield Static(Text.assemble(("Same as", "bold"), " (c copies): ",
+                yield Static(Text.assemble(("Same as", "bold"), ", c copies it: ",
                                            safe_text(self.command.shown())), id="equivalent")
             if self.typed is not None:
                 yield Input(placeholder=f"type {self.typed} and press Enter to go ahead "
