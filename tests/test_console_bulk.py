@@ -51,6 +51,15 @@ def qtui(app: App, argv: tuple[str, ...]) -> int:
     return int(args.func(args, app))
 
 
+async def show_new_tasks(console: FixedConsole, pilot: Any, count: int) -> None:
+    """``count`` new tasks arrive; the tasks view is filtered to them."""
+    await pilot.press("3")
+    arrive(console, *new_tasks(count))
+    await pilot.pause()
+    tasks_view(console).set_filter("name:tasks.new")
+    await pilot.pause()
+
+
 # marking ---------------------------------------------------------------------------------------
 async def test_space_marks_the_row_and_moves_down_and_again_unmarks_it():
     console = FixedConsole()
@@ -84,11 +93,7 @@ async def test_ctrl_space_marks_every_row_from_the_last_mark_to_the_cursor():
 async def test_star_marks_every_task_matching_the_filter_on_every_page_and_u_clears():
     console = FixedConsole()
     async with console.run_test(size=SIZE) as pilot:
-        await pilot.press("3")
-        arrive(console, *new_tasks(150))  # two pages
-        await pilot.pause()
-        tasks_view(console).set_filter("name:tasks.new")
-        await pilot.pause()
+        await show_new_tasks(console, pilot, 150)  # two pages
         await pilot.press("asterisk")
         assert len(marks(console)) == 150
         assert "150 marked" in status(console)
@@ -147,11 +152,7 @@ async def test_above_100_items_the_count_must_be_typed(monkeypatch):
     console = FixedConsole()
     calls = recorded(monkeypatch, console)
     async with console.run_test(size=SIZE) as pilot:
-        await pilot.press("3")
-        arrive(console, *new_tasks(150))
-        await pilot.pause()
-        tasks_view(console).set_filter("name:tasks.new")
-        await pilot.pause()
+        await show_new_tasks(console, pilot, 150)
         await pilot.press("asterisk", "R")
         dialog = console.screen
         assert isinstance(dialog, ConfirmScreen) and dialog.typed == "150"
@@ -173,11 +174,7 @@ async def test_at_100_items_y_is_enough(monkeypatch):
     console = FixedConsole()
     recorded(monkeypatch, console)
     async with console.run_test(size=SIZE) as pilot:
-        await pilot.press("3")
-        arrive(console, *new_tasks(100))
-        await pilot.pause()
-        tasks_view(console).set_filter("name:tasks.new")
-        await pilot.pause()
+        await show_new_tasks(console, pilot, 100)
         await pilot.press("asterisk", "R")
         assert isinstance(console.screen, ConfirmScreen) and console.screen.typed is None
 
@@ -186,11 +183,7 @@ async def test_escape_in_the_count_box_cancels(monkeypatch):
     console = FixedConsole()
     calls = recorded(monkeypatch, console)
     async with console.run_test(size=SIZE) as pilot:
-        await pilot.press("3")
-        arrive(console, *new_tasks(101))
-        await pilot.pause()
-        tasks_view(console).set_filter("name:tasks.new")
-        await pilot.pause()
+        await show_new_tasks(console, pilot, 101)
         await pilot.press("asterisk", "R", "escape")
         assert isinstance(console.screen, TasksScreen)
         await settle(console, pilot)
@@ -313,11 +306,7 @@ async def test_c_in_a_confirmation_copies_the_whole_command(monkeypatch):
     copied: list[str] = []
     monkeypatch.setattr(console, "copy_to_clipboard", copied.append)
     async with console.run_test(size=SIZE) as pilot:
-        await pilot.press("3")
-        arrive(console, *new_tasks(150))
-        await pilot.pause()
-        tasks_view(console).set_filter("name:tasks.new")
-        await pilot.pause()
+        await show_new_tasks(console, pilot, 150)
         await pilot.press("asterisk", "R")
         dialog = console.screen
         assert isinstance(dialog, ConfirmScreen) and dialog.command is not None
@@ -334,3 +323,12 @@ def test_revoke_signal_without_terminate_is_a_usage_error(capsys):
     assert qtui(app, ("control", "rate_limit", "tasks.add", "1/s", "--terminate")) == 2
     assert "go with revoke only" in capsys.readouterr().err
 
+
+
+def test_a_huge_reply_is_cut_in_the_outcome():
+    from qtui.tui.actions import REPLY_SHOWN, outcome_from_replies
+    ids = ", ".join(f"'{n:036d}'" for n in range(10_000))
+    outcome = outcome_from_replies("revoke 10000 tasks",
+                                   [{"w1": {"ok": f"tasks {{{ids}}} flagged as revoked"}}])
+    assert outcome.ok and len(outcome.message) < REPLY_SHOWN + 60
+    assert outcome.message.startswith("w1: OK tasks {'0000") and "chars]" in outcome.message

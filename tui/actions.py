@@ -12,11 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from qtui.core import App
+from qtui.core.display import clip
 from qtui.core.queues import inspector_for
 from qtui.core.states import READY_STATES
 
 #: Seconds to wait for workers' replies to an action.
 REPLY_TIMEOUT = 2.0
+#: Characters of one worker's reply an outcome keeps: Celery's revoke reply repeats every id,
+#: so a bulk revoke of 10,000 tasks is answered with 400 KB per worker.
+REPLY_SHOWN = 500
 
 SIGNALS = ("SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1")
 
@@ -58,8 +62,8 @@ def outcome_from_replies(title: str, replies: Iterable[Mapping[str, Any]] | None
             answered.add(hostname)
             good, text = describe_reply(body)
             ok &= good
-            lines.append(f"{hostname}: {text}")
-            said.append((hostname, text))
+            lines.append(f"{hostname}: {clip(text, REPLY_SHOWN)}")
+            said.append((hostname, text))  # the audit trail cuts it to its own bound
     for hostname in sorted(set(expected) - answered):
         ok = False
         lines.append(f"{hostname}: no reply")

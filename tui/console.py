@@ -399,6 +399,8 @@ class Console(TextualApp[None]):
             self.notify(f"Unknown context {name!r}; known: {known}", severity="error")
             return
         self.feed.stop()
+        if self.audit is not None:
+            self.audit.close()
         self._attach_cluster(self.contexts[name], name)
         self.apply(self.initial_snapshot())
         if self.start_feed:
@@ -458,6 +460,8 @@ class Console(TextualApp[None]):
 
     def on_unmount(self) -> None:
         self.feed.stop()
+        if self.audit is not None:
+            self.audit.close()
         self.collector.stop()
 
 

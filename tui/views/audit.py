@@ -7,7 +7,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Header, Static
+from textual.widgets import DataTable, Static
 
 from qtui.core.config import mask_url
 from qtui.core.display import safe_text
@@ -30,14 +30,10 @@ class AuditScreen(TableView):
     entries: list[AuditEntry] = []
 
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("", id="summary", classes="summary")
-        table: DataTable[object] = DataTable(id=self.TABLE, cursor_type="row", zebra_stripes=True)
-        for column in self.COLUMNS:
-            table.add_column(column, key=column)
-        yield table
-        yield Static("", id="entry")
-        yield KeyBar()
+        for widget in super().compose():  # the entry in full between the table and the keys
+            if isinstance(widget, KeyBar):
+                yield Static("", id="entry")
+            yield widget
 
     def on_mount(self) -> None:
         super().on_mount()
