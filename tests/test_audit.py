@@ -240,3 +240,28 @@ async def test_a_confirmation_shows_its_scripted_command(monkeypatch):
         await pilot.pause()
         text = screen_text(console)
         assert "c copies it: qtui control revoke" in text and RECEIVED_ID in text
+
+
+def test_qtui_purge_is_recorded_with_what_each_queue_lost(cli_app, capsys):
+    cli_app.send_task("tasks.add", args=[1, 1], queue="q1")
+    assert qtui(cli_app, "purge", "-Q", "q1,q2", "-f") == 0
+    assert qtui(cli_app, "audit", "--json") == 0
+    [found] = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (found["action"], found["targets"]) == ("purge", ["q1", "q2"])
+    assert found["replies"] == {"q1": "purged 1 message", "q2": "purged 0 messages"}
+
+
+def test_qtui_schedule_pause_is_recorded(tmp_path, unique, capsys):
+    from qtui.tui.cli import main
+
+    from .beat_helpers import write_config
+    config = write_config(tmp_path, f"sqlite://{tmp_path / 'broker.sqlite'}", "cli", unique,
+                          every=300)
+    # A top-level key goes before the file's [beat_schedule...] tables.
+    config.write_text(f'console_history_file = "{tmp_path / "history.sqlite"}"\n'
+                      + config.read_text())
+    assert main(["--config", str(config), "schedule", "pause", "tick"]) == 0
+    assert main(["--config", str(config), "audit", "--json"]) == 0
+    [found] = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (found["action"], found["targets"], found["replies"]) == (
+        "schedule pause", ["tick"], {"-": "paused"})
