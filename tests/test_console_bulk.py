@@ -332,3 +332,15 @@ def test_a_huge_reply_is_cut_in_the_outcome():
                                    [{"w1": {"ok": f"tasks {{{ids}}} flagged as revoked"}}])
     assert outcome.ok and len(outcome.message) < REPLY_SHOWN + 60
     assert outcome.message.startswith("w1: OK tasks {'0000") and "chars]" in outcome.message
+
+
+async def test_a_bulk_terminate_of_finished_tasks_only_says_there_is_nothing_to_terminate(
+        monkeypatch):
+    console = FixedConsole()
+    calls = recorded(monkeypatch, console)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("3", "end", "space", "T", "down", "enter")
+        assert isinstance(console.screen, TasksScreen)
+        assert any("Nothing to terminate: 1 task skipped: finished as SUCCESS (1)." in text
+                   for _, text in console.notes), console.notes
+    assert calls == []

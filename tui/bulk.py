@@ -108,6 +108,10 @@ class BulkPlan:
         """``Revoke 250 tasks? They will not run.``"""
         return f"{self.verb} {self.counted(len(self.targets))}? {consequence}".rstrip()
 
+    def nothing_left(self) -> str:
+        """Why there is nothing to ask about: ``Nothing to revoke: 2 tasks skipped: ...``."""
+        return f"Nothing to {self.verb.split()[0].lower()}: {self.skipped_words()}"
+
     def skipped_words(self) -> str:
         """``12 skipped: finished (10), no arguments known (2).``, or '' when none is."""
         if not self.skipped:

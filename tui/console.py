@@ -337,7 +337,7 @@ class Console(TextualApp[None]):
             question = plan.question("Each is sent again as a new task with the same arguments.")
             details = plan.details()
         if not plan.targets:
-            self.notify(f"Nothing to retry: {plan.skipped_words()}", severity="warning")
+            self.notify(plan.nothing_left(), severity="warning")
             return
 
         def answered(yes: bool | None) -> None:

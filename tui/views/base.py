@@ -168,8 +168,7 @@ class ClusterView(Screen[None]):
         why, the scripted command; the count typed above 100 items), then ``act`` on all of
         them at once. Says at once when nothing is left to act on."""
         if not plan.targets:
-            self.notify(f"Nothing to {plan.verb.lower()}: {plan.skipped_words()}",
-                        severity="warning")
+            self.notify(plan.nothing_left(), severity="warning")
             return
         ids = plan.ids
         self.confirm(plan.question(consequence), lambda: self.perform(lambda: act(ids)),
