@@ -295,6 +295,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "Address qtui exporter listens on; 0.0.0.0 for every interface."),
     Setting("exporter_poll_interval", 5.0, _at_least(NUMBER, 0, above=True),
             "Seconds between qtui exporter's polls of queue depths and worker details."),
+    Setting("audit", True, BOOL,
+            "Append every action taken from the console or a scripted command (who, when, "
+            "what, each worker's reply) to the audit trail in console_history_file."),
+    Setting("audit_max_entries", 10_000, _at_least(INT, 100),
+            "Audit entries kept (the oldest go first)."),
     # Remote control and console permissions
     Setting("control_secret", None, _optional(STR),
             "Sign remote-control commands with this secret (16 characters or more): qtui "

@@ -188,8 +188,7 @@ async def test_retry_refuses_a_task_whose_arguments_were_truncated(monkeypatch):
     monkeypatch.setattr(console.feed, "full_arguments", lambda task_id: None)
     async with console.run_test(size=SIZE) as pilot:
         console.retry_task(truncated)
-        await pilot.press("y")  # retry asks first
-        await console.workers.wait_for_complete()
+        await console.workers.wait_for_complete()  # refused before asking
         await pilot.pause()
         assert any("cannot be retried" in text for _, text in console.notes)
 
@@ -351,6 +350,8 @@ async def test_y_on_a_task_sends_it_again(monkeypatch):
     async with console.run_test(size=SIZE) as pilot:
         await open_failed_task(pilot)
         await pilot.press("y")
+        await console.workers.wait_for_complete()  # the full arguments are looked up first
+        await pilot.pause()
         assert isinstance(console.screen, ConfirmScreen)
         await pilot.press("y")
         await console.workers.wait_for_complete()
@@ -367,6 +368,8 @@ async def test_a_retry_goes_to_the_queue_the_task_was_sent_to(monkeypatch):
     monkeypatch.setattr(console.cluster, "send_task", sent)
     async with console.run_test(size=SIZE) as pilot:
         console.retry_task(FAILED)
+        await console.workers.wait_for_complete()  # the full arguments are looked up first
+        await pilot.pause()
         await pilot.press("y")  # retry asks first
         await console.workers.wait_for_complete()
         await pilot.pause()

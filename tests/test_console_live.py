@@ -213,8 +213,8 @@ async def test_retry_sends_a_failed_task_again_with_its_full_arguments(world):
         # Below the failure, which comes first (its 3000-character message fills the screen).
         assert "complete, from the worker" in detail.query_one("#values", TextArea).text
         await pilot.press("escape")
-        await pilot.press("y")
-        assert isinstance(console.screen, ConfirmScreen)
+        await pilot.press("y")  # the full arguments are looked up, then it asks
+        await until(pilot, lambda: isinstance(console.screen, ConfirmScreen), what="the question")
         await pilot.press("y")
         text = await until(pilot, lambda: outcome_text(console), what="retry outcome")
         assert "sent again as" in text

@@ -95,6 +95,8 @@ async def test_retry_asks_first(monkeypatch, answer, retried):
         sent.append((name, args, kwargs)) or Outcome(f"retry {name}", ("sent",), True)))
     async with console.run_test(size=SIZE) as pilot:
         await pilot.press("3", "y")
+        await console.workers.wait_for_complete()  # the full arguments are looked up first
+        await pilot.pause()
         assert isinstance(console.screen, ConfirmScreen)
         assert "Retry" in screen_text(console)
         await pilot.press(answer)

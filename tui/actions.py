@@ -5,17 +5,22 @@ thread workers; nothing here touches the UI."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from qtui.core import App
+from qtui.core.display import clip
 from qtui.core.queues import inspector_for
 from qtui.core.states import READY_STATES
 
 #: Seconds to wait for workers' replies to an action.
 REPLY_TIMEOUT = 2.0
+#: Characters of one worker's reply an outcome keeps: Celery's revoke reply repeats every id,
+#: so a bulk revoke of 10,000 tasks is answered with 400 KB per worker.
+REPLY_SHOWN = 500
 
 SIGNALS = ("SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1")
 
@@ -25,6 +30,12 @@ class Outcome:
     title: str
     lines: tuple[str, ...]
     ok: bool
+    action: str = ""
+    """What was done, for the audit trail (``revoke``, ``purge``...); the title when empty."""
+    targets: tuple[str, ...] = ()
+    """What it was done to (task ids, a task type, a queue, a worker)."""
+    replies: tuple[tuple[str, str], ...] = ()
+    """(worker, its reply in words) per answer, for the audit trail; the lines when empty."""
 
     @property
     def message(self) -> str:
@@ -45,19 +56,21 @@ def describe_reply(reply: Any) -> tuple[bool, str]:
 def outcome_from_replies(title: str, replies: Iterable[Mapping[str, Any]] | None,
                          expected: Iterable[str] = ()) -> Outcome:
     """Per-worker lines, with "no reply" for each expected worker that said nothing."""
-    lines, ok, answered = [], True, set()
+    lines, ok, answered, said = [], True, set(), []
     for reply in replies or []:
         for hostname, body in reply.items():
             answered.add(hostname)
             good, text = describe_reply(body)
             ok &= good
-            lines.append(f"{hostname}: {text}")
+            lines.append(f"{hostname}: {clip(text, REPLY_SHOWN)}")
+            said.append((hostname, text))  # the audit trail cuts it to its own bound
     for hostname in sorted(set(expected) - answered):
         ok = False
         lines.append(f"{hostname}: no reply")
+        said.append((hostname, "no reply"))
     if not lines:
         return Outcome(title, ("no worker replied",), False)
-    return Outcome(title, tuple(lines), ok)
+    return Outcome(title, tuple(lines), ok, replies=tuple(said))
 
 
 class Actions:
@@ -68,31 +81,41 @@ class Actions:
         self.timeout = timeout
 
     def _call(self, title: str, method: str, expected: Iterable[str] = (),
-              destination: list[str] | None = None, **arguments: Any) -> Outcome:
+              destination: list[str] | None = None, *, action: str = "",
+              targets: Sequence[str] = (), **arguments: Any) -> Outcome:
         try:
             replies = self.app.control.broadcast(method, arguments, destination=destination,
                                                  reply=True, timeout=self.timeout)
         except Exception as exc:  # the broker is gone: say so instead of failing the console
-            return Outcome(title, (f"could not reach the broker: {exc}",), False)
-        return outcome_from_replies(title, replies, destination or expected)
+            outcome = Outcome(title, (f"could not reach the broker: {exc}",), False)
+        else:
+            outcome = outcome_from_replies(title, replies, destination or expected)
+        return dataclasses.replace(outcome, action=action or method,
+                                   targets=tuple(targets) or tuple(destination or ()))
 
-    def revoke(self, task_id: str, workers: Iterable[str] = ()) -> Outcome:
-        return self._call(f"revoke {task_id}", "revoke", workers, task_id=task_id,
-                          terminate=False, signal="SIGTERM")
+    def revoke(self, task_ids: Sequence[str], workers: Iterable[str] = ()) -> Outcome:
+        """Revoke tasks: one broadcast carries every id (Celery's revoke takes a list)."""
+        return self._call(f"revoke {_tasks(task_ids)}", "revoke", workers, action="revoke",
+                          targets=task_ids, task_id=list(task_ids), terminate=False,
+                          signal="SIGTERM")
 
-    def terminate(self, task_id: str, signal: str, workers: Iterable[str] = ()) -> Outcome:
-        return self._call(f"terminate {task_id} ({signal})", "revoke", workers, task_id=task_id,
+    def terminate(self, task_ids: Sequence[str], signal: str,
+                  workers: Iterable[str] = ()) -> Outcome:
+        """Revoke tasks and signal the processes running them, in one broadcast."""
+        return self._call(f"terminate {_tasks(task_ids)} ({signal})", "revoke", workers,
+                          action="terminate", targets=task_ids, task_id=list(task_ids),
                           terminate=True, signal=signal)
 
     def rate_limit(self, task_name: str, rate: str, destination: list[str] | None = None,
                    workers: Iterable[str] = ()) -> Outcome:
         return self._call(f"rate limit {task_name} {rate}", "rate_limit", workers, destination,
-                          task_name=task_name, rate_limit=rate)
+                          targets=[task_name], task_name=task_name, rate_limit=rate)
 
     def time_limit(self, task_name: str, soft: float | None, hard: float | None,
                    destination: list[str] | None = None, workers: Iterable[str] = ()) -> Outcome:
         return self._call(f"time limit {task_name} soft={soft} hard={hard}", "time_limit",
-                          workers, destination, task_name=task_name, soft=soft, hard=hard)
+                          workers, destination, targets=[task_name], task_name=task_name,
+                          soft=soft, hard=hard)
 
     def pool_grow(self, worker: str, n: int = 1) -> Outcome:
         return self._call(f"pool grow {worker} +{n}", "pool_grow", (), [worker], n=n)
@@ -103,19 +126,21 @@ class Actions:
     def add_consumer(self, queue: str, destination: list[str] | None = None,
                      workers: Iterable[str] = ()) -> Outcome:
         return self._call(f"add consumer {queue}", "add_consumer", workers, destination,
-                          queue=queue)
+                          targets=[queue], queue=queue)
 
     def cancel_consumer(self, queue: str, destination: list[str] | None = None,
                         workers: Iterable[str] = ()) -> Outcome:
         return self._call(f"cancel consumer {queue}", "cancel_consumer", workers, destination,
-                          queue=queue)
+                          targets=[queue], queue=queue)
 
     def shutdown(self, worker: str) -> Outcome:
+        title, targets = f"shutdown {worker}", (worker,)
         try:
             self.app.control.broadcast("shutdown", {}, destination=[worker], reply=False)
         except Exception as exc:
-            return Outcome(f"shutdown {worker}", (f"could not reach the broker: {exc}",), False)
-        return Outcome(f"shutdown {worker}", (f"{worker}: shutdown requested",), True)
+            return Outcome(title, (f"could not reach the broker: {exc}",), False, "shutdown",
+                           targets)
+        return Outcome(title, (f"{worker}: shutdown requested",), True, "shutdown", targets)
 
     def purge(self, queue: str) -> Outcome:
         """Discard the waiting messages of ``queue`` and its ETA tasks in the delayed store."""
@@ -124,10 +149,12 @@ class Actions:
                 count = inspector.purge(queue)
                 scheduled = inspector.purge_scheduled(queue)
         except Exception as exc:
-            return Outcome(f"purge {queue}", (f"could not purge {queue}: {exc}",), False)
+            return Outcome(f"purge {queue}", (f"could not purge {queue}: {exc}",), False,
+                           "purge", (queue,))
         held = f" and {scheduled} scheduled (ETA) task(s) from its delayed store" \
             if scheduled else ""
-        return Outcome(f"purge {queue}", (f"removed {count} message(s) from {queue}{held}",), True)
+        return Outcome(f"purge {queue}", (f"removed {count} message(s) from {queue}{held}",), True,
+                       "purge", (queue,))
 
     def retry(self, name: str, args: Any, kwargs: Any, queue: str | None = None,
               exchange: str | None = None, routing_key: str | None = None) -> Outcome:
@@ -137,8 +164,42 @@ class Actions:
             result = self.app.send_task(name, args=list(args), kwargs=dict(kwargs), queue=queue,
                                         exchange=exchange, routing_key=routing_key)
         except Exception as exc:
-            return Outcome(f"retry {name}", (f"could not send: {exc}",), False)
-        return Outcome(f"retry {name}", (f"sent again as {result.id}",), True)
+            return Outcome(f"retry {name}", (f"could not send: {exc}",), False, "retry", (name,))
+        return Outcome(f"retry {name}", (f"sent again as {result.id}",), True, "retry", (name,))
+
+    def retry_many(self, sends: Sequence[Retry]) -> Outcome:
+        """Send tasks again, one message each (see :meth:`retry`); the audit trail names the
+        original tasks and what became of each."""
+        outcomes = [(send.task_id, self.retry(send.name, send.args, send.kwargs, queue=send.queue,
+                                              exchange=send.exchange,
+                                              routing_key=send.routing_key))
+                     for send in sends]
+        replies = tuple((task_id, o.message) for task_id, o in outcomes)
+        targets = tuple(task_id for task_id, _ in outcomes)
+        if len(outcomes) == 1:
+            return dataclasses.replace(outcomes[0][1], targets=targets, replies=replies)
+        failed = [f"{task_id}: {o.message}" for task_id, o in outcomes if not o.ok]
+        lines = (f"sent {len(outcomes) - len(failed)} of {len(outcomes)} again", *failed[:3])
+        return Outcome(f"retry {len(outcomes)} tasks", lines, not failed, "retry", targets,
+                       replies)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A task to send again: its id (the one retried), name, full arguments and route."""
+
+    task_id: str
+    name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+
+
+def _tasks(task_ids: Sequence[str]) -> str:
+    """A title's words for some tasks: the id of one, the count of several."""
+    return task_ids[0] if len(task_ids) == 1 else f"{len(task_ids)} tasks"
 
 
 def not_stoppable(state: str) -> str | None:

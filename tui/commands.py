@@ -1,5 +1,6 @@
 """The scripted subcommands: ``inspect``, ``control``, ``status``, ``purge``, ``eta list``,
-``eta release`` and ``events``.
+``eta release``, ``events`` and ``call``. Those that change the cluster are recorded in the
+audit trail (:mod:`.audit`).
 
 Output is for people (rich tables, one ``worker: OK`` line per reply) unless ``--json`` asks for
 what scripts read. Exit status: 0 when every worker asked answered, 1 when one answered with an
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -30,6 +32,7 @@ from qtui.core.events import EventReceiver
 from qtui.core.exceptions import BrokerUnavailable
 from qtui.core.queues import QueueInfo, inspector_for
 
+from .audit import LOCAL, audit_log_for, record_command
 from .feed import consumed_queues
 
 NO_REPLY = 69
@@ -59,6 +62,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         parser.add_argument("method", metavar="COMMAND", choices=sorted(commands),
                             help="one of the commands below")
         parser.add_argument("arguments", metavar="ARG", nargs="*", help="the command's arguments")
+        if kind == "control":
+            parser.add_argument("--terminate", action="store_true",
+                                help="revoke only: also kill the process running the task")
+            parser.add_argument("--signal", metavar="SIGNAL",
+                                help="revoke --terminate only: the signal (default: SIGTERM)")
         _remote_options(parser)
         parser.set_defaults(func=func)
 
@@ -110,6 +118,34 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     events.set_defaults(func=events_command)
 
+    call = subparsers.add_parser(
+        "call", help="send a task by name, with JSON arguments (as `celery call`)",
+        description="Send one task by its name and print its id. The console's retry is this "
+                    "command with the task's full original arguments and route.")
+    call.add_argument("name", metavar="TASK", help="the task's name (tasks.add)")
+    call.add_argument("-a", "--args", default="[]", metavar="JSON",
+                      help="positional arguments as a JSON list (default: [])")
+    call.add_argument("-k", "--kwargs", default="{}", metavar="JSON",
+                      help="keyword arguments as a JSON object (default: {})")
+    call.add_argument("--queue", metavar="QUEUE", help="route to this queue")
+    call.add_argument("--exchange", metavar="EXCHANGE", help="publish to this exchange")
+    call.add_argument("--routing-key", metavar="KEY", help="with this routing key")
+    call.set_defaults(func=call_command)
+
+    audit = subparsers.add_parser(
+        "audit", help="the audit trail: actions taken on this cluster, newest first",
+        description="Every action taken on the cluster from the console or a scripted command "
+                    "(who, when, what, each worker's reply), newest first.")
+    audit.add_argument("-n", "--limit", type=int, default=50, metavar="N",
+                       help="at most N entries (default: 50)")
+    audit.add_argument("--since", metavar="WHEN",
+                       help="only entries since WHEN: an ISO time (2026-11-30T09:00) or an age "
+                            "(90s, 30m, 2h, 7d)")
+    audit.add_argument("--all-clusters", action="store_true",
+                       help="entries of every cluster, not only this one")
+    audit.add_argument("--json", action="store_true", help="a JSON list, for scripts")
+    audit.set_defaults(func=audit_command)
+
 
 def _remote_options(parser: argparse.ArgumentParser, destination: bool = True) -> None:
     if destination:
@@ -147,6 +183,7 @@ def _remote(args: argparse.Namespace, app: App) -> int:
     command = COMMANDS[args.method]
     try:
         arguments = command.arguments(args.arguments)
+        arguments.update(_revoke_options(command, args))
     except ValueError as exc:
         _err().print(f"error: {exc}", markup=False)
         return 2
@@ -154,6 +191,10 @@ def _remote(args: argparse.Namespace, app: App) -> int:
     replies = app.control.broadcast(command.name, arguments, destination=destination, reply=True,
                                     timeout=args.timeout)
     assert replies is not None
+    if command.kind == "control":
+        answers = {**replies.by_worker(), **dict.fromkeys(replies.no_reply, "no reply")}
+        record_command(app, f"control {command.name}", args.arguments, answers,
+                       not replies.no_reply and not _failed(replies))
     if not command.replies and not replies:
         _err().print(f"{command.name} sent to {', '.join(destination or ['every worker'])} "
                      "(workers exit without replying; `qtui status` shows who is left)",
@@ -175,8 +216,25 @@ def _exit_status(replies: Replies, timeout: float) -> int:
     if not replies:
         err.print(f"No worker replied within {timeout:g} s.", markup=False)
         return NO_REPLY
-    failed = any(isinstance(r, Mapping) and "error" in r for r in replies.by_worker().values())
-    return 1 if failed or replies.no_reply else 0
+    return 1 if _failed(replies) or replies.no_reply else 0
+
+
+def _failed(replies: Replies) -> bool:
+    """Whether a worker answered with an error."""
+    return any(isinstance(r, Mapping) and "error" in r for r in replies.by_worker().values())
+
+
+def _revoke_options(command: Command, args: argparse.Namespace) -> dict[str, Any]:
+    """``revoke``'s --terminate and --signal, as the console sends them (the same message, so
+    the command its dialogs show does what the console does); refused with other commands."""
+    terminate, signal = getattr(args, "terminate", False), getattr(args, "signal", None)
+    if command.name != "revoke":
+        if terminate or signal:
+            raise ValueError("--terminate and --signal go with revoke only")
+        return {}
+    if signal and not terminate:
+        raise ValueError("--signal needs --terminate (a revoke alone signals nothing)")
+    return {"terminate": terminate, "signal": signal or "SIGTERM"}
 
 
 def show_replies(console: Console, command: str, replies: Replies) -> None:
@@ -358,6 +416,7 @@ def purge_command(args: argparse.Namespace, app: App) -> int:
             return 1
     out = _out()
     total = 0
+    done: dict[str, str] = {}
     try:
         with inspector_for(app) as inspector:
             for name in names:
@@ -365,10 +424,13 @@ def purge_command(args: argparse.Namespace, app: App) -> int:
                 scheduled = inspector.purge_scheduled(name)
                 total += count + scheduled
                 held = f" and {_counted(scheduled, 'scheduled (ETA) task')}" if scheduled else ""
-                out.print(f"{printable(name)}: purged {_counted(count, 'message')}{held}",
-                          markup=False)
+                said = f"purged {_counted(count, 'message')}{held}"
+                out.print(f"{printable(name)}: {said}", markup=False)
+                done[name] = said
     except brokers.broker_errors(app.connection_for_read()) as exc:
+        record_command(app, "purge", names, {**done, LOCAL: str(exc)}, False)
         raise _unavailable(app, "cannot purge", exc) from exc
+    record_command(app, "purge", names, done, True)
     out.print(f"Purged {_counted(total, 'message')} from {_counted(len(names), 'queue')}.",
               markup=False)
     return 0
@@ -380,6 +442,7 @@ def eta_release_command(args: argparse.Namespace, app: App) -> int:
     names = _split(args.queues) or sorted(app.router.queues)
     out = _out()
     total = 0
+    done: dict[str, str] = {}
     try:
         with app.connection_for_write() as connection:
             reader = delayed_for(connection)
@@ -390,10 +453,12 @@ def eta_release_command(args: argparse.Namespace, app: App) -> int:
             for name in names:
                 count = reader.release(name)
                 total += count
-                out.print(f"{printable(name)}: released {_counted(count, 'ETA task')}",
-                          markup=False)
+                done[name] = f"released {_counted(count, 'ETA task')}"
+                out.print(f"{printable(name)}: {done[name]}", markup=False)
     except brokers.broker_errors(app.connection_for_read()) as exc:
+        record_command(app, "eta release", names, {**done, LOCAL: str(exc)}, False)
         raise _unavailable(app, "cannot release ETA tasks", exc) from exc
+    record_command(app, "eta release", names, done, True)
     out.print(f"Released {_counted(total, 'ETA task')} to {_counted(len(names), 'queue')}.",
               markup=False)
     return 0
@@ -425,6 +490,77 @@ def eta_list_command(args: argparse.Namespace, app: App) -> int:
     except brokers.broker_errors(app.connection_for_read()) as exc:
         raise _unavailable(app, "cannot list ETA tasks", exc) from exc
     return 0
+
+
+# call -------------------------------------------------------------------------------------------
+def call_command(args: argparse.Namespace, app: App) -> int:
+    """``qtui call TASK [--args JSON] [--kwargs JSON] [--queue Q]``: send one task, print its
+    id."""
+    try:
+        task_args, task_kwargs = json.loads(args.args), json.loads(args.kwargs)
+    except ValueError as exc:
+        _err().print(f"error: --args and --kwargs take JSON: {exc}", markup=False)
+        return 2
+    if not isinstance(task_args, list) or not isinstance(task_kwargs, dict):
+        _err().print("error: --args takes a JSON list, --kwargs a JSON object", markup=False)
+        return 2
+    result = app.send_task(args.name, args=task_args, kwargs=task_kwargs, queue=args.queue,
+                           exchange=args.exchange, routing_key=args.routing_key)
+    record_command(app, "call", [args.name], {LOCAL: f"sent as {result.id}"}, True)
+    print(result.id)
+    return 0
+
+
+# audit ------------------------------------------------------------------------------------------
+def audit_command(args: argparse.Namespace, app: App) -> int:
+    """``qtui audit [--json] [--limit N] [--since WHEN]``: the newest audit entries."""
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        _err().print(f"error: {exc}", markup=False)
+        return 2
+    log = audit_log_for(app)
+    if log is None:
+        _err().print("The audit trail is off (audit = false).", markup=False)
+        return 1
+    try:
+        found = log.entries(args.limit, since,
+                            None if args.all_clusters else mask_url(app.broker_url))
+    finally:
+        log.close()
+    if args.json:
+        print(json.dumps([e.to_json() for e in found], sort_keys=True))
+        return 0
+    table = Table(title=f"audit trail: {_counted(len(found), 'entry')}", title_justify="left")
+    for column in ("time", "who", "source", "action", "targets", "replies"):
+        table.add_column(column, overflow="fold")
+    for item in found:
+        table.add_row(_isotime(item.time, "seconds"), safe_text(item.who), item.source,
+                      Text(printable(item.action), style="" if item.ok else "bold red"),
+                      safe_text(_sample(item.targets)),
+                      safe_text("\n".join(f"{w}: {_short(r)}" for w, r in item.replies),
+                                multiline=True))
+    _out().print(table)
+    return 0
+
+
+def parse_since(text: str) -> float:
+    """A timestamp from ``--since``: an ISO time (local unless it says), or an age back from
+    now (``90s``, ``30m``, ``2h``, ``7d``)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(f"--since {text!r}: give an ISO time (2026-11-30T09:00) or an age "
+                         "(90s, 30m, 2h, 7d)") from None
+
+
+def _sample(items: tuple[str, ...], shown: int = 3) -> str:
+    """The first few of many (a bulk revoke's ids), and how many more."""
+    more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
+    return " ".join(items[:shown]) + more
 
 
 # events -----------------------------------------------------------------------------------------

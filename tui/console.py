@@ -29,8 +29,11 @@ from qtui.core import App
 from qtui.core.config import CONSOLE_ACTIONS, mask_url
 from qtui.core.display import printable
 
-from . import command_mode, palette
-from .actions import Actions, Outcome, full_arguments
+from . import command_mode, equivalents, palette
+from .actions import Actions, Outcome, Retry, full_arguments
+from .audit import LOCAL, AuditError, AuditLog, audit_log_for
+from .audit import entry as audit_entry
+from .bulk import BulkPlan, Target
 from .collector import IdleCollector
 from .feed import Feed
 from .history import History, default_history_path
@@ -146,6 +149,9 @@ class Console(TextualApp[None]):
                               cluster=mask_url(app.broker_url), limit=conf.console_max_tasks,
                               max_field=conf.console_max_field)
         self.feed = Feed(app, max_tasks=conf.console_max_tasks, history=history)
+        self.audit: AuditLog | None = audit_log_for(app) if self.use_history else None
+        """Where actions are recorded: the history file's audit table (none without history:
+        ``--no-history`` promises not to touch the file)."""
         self.sub_title = self._describe()
 
     def _describe(self) -> str:
@@ -225,7 +231,22 @@ class Console(TextualApp[None]):
 
     @work(thread=True, group="actions", exit_on_error=False)
     def _perform(self, call: Callable[[], Outcome]) -> None:
-        self.post_message(self.ActionDone(call()))
+        outcome = call()
+        self.record(outcome)
+        self.post_message(self.ActionDone(outcome))
+
+    def record(self, outcome: Outcome) -> None:
+        """Append an action's outcome to the audit trail (from a thread worker: it writes a
+        file). A failure is reported and changes nothing else: the action is done."""
+        if self.audit is None:
+            return
+        replies = outcome.replies or tuple((LOCAL, line) for line in outcome.lines)
+        try:
+            self.audit.record(audit_entry(self.cluster, "console", outcome.action or outcome.title,
+                                          outcome.targets, replies, outcome.ok))
+        except AuditError as exc:
+            self.call_from_thread(self.notify, str(exc), title="Audit trail",
+                                  severity="warning")
 
     def on_console_action_done(self, message: ActionDone) -> None:
         outcome = message.outcome
@@ -254,34 +275,75 @@ class Console(TextualApp[None]):
         if not isinstance(self.screen, NotificationsScreen):
             self.push_screen(NotificationsScreen())
 
+    def action_audit(self) -> None:
+        """``:audit``: the newest actions taken on this cluster."""
+        from .views.audit import AuditScreen
+        if not isinstance(self.screen, AuditScreen):
+            self.push_screen(AuditScreen())
+
     def retry_task(self, task: TaskRow) -> None:
         """Send a task again with its full original arguments, where it was sent the first time
         (refused when only a truncated repr of the arguments is known), once the user said yes."""
+        self.retry_tasks([task])
+
+    def retry_tasks(self, tasks: list[TaskRow]) -> None:
+        """Retry one task or several: their full arguments are looked up first (one request
+        for all), so the question shows the scripted command and names those skipped."""
         if self.read_only:
             self.notify("The console is read-only (--read-only)", severity="error")
             return
         if not self.allows("retry"):
             self.notify("Retry is not in console_permissions", severity="error")
             return
+        self._look_up_arguments(tasks)
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def _look_up_arguments(self, tasks: list[TaskRow]) -> None:
+        named = [t.id for t in tasks if t.name]
+        if len(named) == 1:  # the task's detail asks the same way
+            one = self.feed.full_arguments(named[0])
+            known = {} if one is None else {named[0]: one}
+        else:
+            known = self.feed.full_arguments_of(named)
+        arguments = {t.id: known.get(t.id) or full_arguments(t.args, t.kwargs) for t in tasks}
+        self.call_from_thread(self._confirm_retry, tasks, arguments)
+
+    def _confirm_retry(self, tasks: list[TaskRow],
+                       arguments: dict[str, tuple[list[Any], dict[str, Any]] | None]) -> None:
+        def refusal(task: TaskRow) -> str | None:
+            if not task.name:
+                return "name unknown"
+            if arguments.get(task.id) is None:
+                return "full arguments unknown, only a truncated repr was seen"
+            return None
+        if len(tasks) == 1 and (reason := refusal(tasks[0])) is not None:
+            self.notify(f"{tasks[0].id} cannot be retried faithfully ({reason}).",
+                        severity="error")
+            return
+        plan = BulkPlan.of("Retry", "task", (Target(t.id, t.name, refusal(t)) for t in tasks))
+        by_id = {t.id: t for t in tasks}
+        sends = [Retry(i, by_id[i].name, *arguments[i] or ([], {}), queue=by_id[i].queue or None,
+                       exchange=by_id[i].exchange or None,
+                       routing_key=by_id[i].routing_key or None) for i in plan.ids]
+        commands = [equivalents.retry(r.name, r.args, r.kwargs, r.queue, r.exchange,
+                                      r.routing_key) for r in sends]
+        command = None if None in commands else equivalents.retries(
+            [c for c in commands if c is not None])
+        if len(tasks) == 1:
+            question = (f"Retry {tasks[0].name} [{tasks[0].id}]? It is sent again as a new "
+                        "task with the same arguments.")
+            details = ""
+        else:
+            question = plan.question("Each is sent again as a new task with the same arguments.")
+            details = plan.details()
+        if not plan.targets:
+            self.notify(plan.nothing_left(), severity="warning")
+            return
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._retry(task)
-        self.push_screen(ConfirmScreen(f"Retry {task.name} [{task.id}]? It is sent again as a "
-                                       "new task with the same arguments."), answered)
-
-    @work(thread=True, group="actions", exit_on_error=False)
-    def _retry(self, task: TaskRow) -> None:
-        arguments = self.feed.full_arguments(task.id) or full_arguments(task.args, task.kwargs)
-        if arguments is None:
-            self.call_from_thread(
-                self.notify, f"The full arguments of {task.id} are unknown (only a truncated "
-                "repr was seen), so it cannot be retried faithfully.", severity="error")
-            return
-        args, kwargs = arguments
-        self.post_message(self.ActionDone(self.actions.retry(
-            task.name, args, kwargs, queue=task.queue or None, exchange=task.exchange or None,
-            routing_key=task.routing_key or None)))
+                self.perform(lambda: self.actions.retry_many(sends))
+        self.push_screen(ConfirmScreen(question, command, details, plan.typed), answered)
 
     # navigation ---------------------------------------------------------------------------------
     async def action_back(self) -> None:
@@ -325,6 +387,8 @@ class Console(TextualApp[None]):
             self.action_help()
         elif word == "notifications":
             self.action_notifications()
+        elif word == "audit":
+            self.action_audit()
         elif word:
             known = ", ".join(c.usage() for c in command_mode.COMMANDS)
             self.notify(f"Unknown command :{word}. Try {known}", severity="error")
@@ -335,6 +399,8 @@ class Console(TextualApp[None]):
             self.notify(f"Unknown context {name!r}; known: {known}", severity="error")
             return
         self.feed.stop()
+        if self.audit is not None:
+            self.audit.close()
         self._attach_cluster(self.contexts[name], name)
         self.apply(self.initial_snapshot())
         if self.start_feed:
@@ -394,6 +460,8 @@ class Console(TextualApp[None]):
 
     def on_unmount(self) -> None:
         self.feed.stop()
+        if self.audit is not None:
+            self.audit.close()
         self.collector.stop()
 
 

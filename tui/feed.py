@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from qtui.core import App
@@ -293,26 +293,38 @@ class Feed:
     def full_arguments(self, task_id: str) -> tuple[list[Any], dict[str, Any]] | None:
         """A task's complete arguments: from the workers that ran it (``task_arguments``), else
         from the result backend when it stores them (``result_extended``)."""
+        return self.full_arguments_of([task_id]).get(task_id)
+
+    def full_arguments_of(self, task_ids: Sequence[str]
+                          ) -> dict[str, tuple[list[Any], dict[str, Any]]]:
+        """:meth:`full_arguments` of several tasks: one ``task_arguments`` broadcast asks for
+        all of them, then the result backend for those no worker remembers. Tasks whose
+        arguments neither knows are left out."""
+        found: dict[str, tuple[list[Any], dict[str, Any]]] = {}
         try:
-            replies = self.app.control.broadcast("task_arguments", {"ids": [task_id]},
+            replies = self.app.control.broadcast("task_arguments", {"ids": list(task_ids)},
                                                  reply=True, timeout=INSPECT_TIMEOUT)
         except Exception as exc:
             logger.info("task_arguments unavailable: %s", exc)
             replies = []
         for reply in replies or []:
             for answer in reply.values():
-                found = answer.get(task_id) if isinstance(answer, Mapping) else None
-                if isinstance(found, Mapping) and isinstance(found.get("args"), list) \
-                        and isinstance(found.get("kwargs"), Mapping):
-                    return list(found["args"]), dict(found["kwargs"])
-        try:
-            meta = self.app.backend.get_task_meta(task_id)
-        except Exception as exc:  # noqa: BLE001 - no backend, or one down: the arguments are unknown
-            logger.info("task arguments unavailable from the result backend: %s", exc)
-            return None
-        if isinstance(meta.get("args"), list) and isinstance(meta.get("kwargs"), Mapping):
-            return list(meta["args"]), dict(meta["kwargs"])
-        return None
+                for task_id in task_ids if isinstance(answer, Mapping) else ():
+                    known = _arguments(answer.get(task_id))
+                    if known is not None:
+                        found.setdefault(task_id, known)
+        for task_id in task_ids:
+            if task_id in found:
+                continue
+            try:
+                meta = self.app.backend.get_task_meta(task_id)
+            except Exception as exc:  # noqa: BLE001 - no backend, or one down: the arguments are unknown
+                logger.info("task arguments unavailable from the result backend: %s", exc)
+                break
+            known = _arguments(meta)
+            if known is not None:
+                found[task_id] = known
+        return found
 
     def forget_worker(self, hostname: str) -> bool:
         """Drop a worker (one gone for good) from the state; its tasks stay."""
@@ -322,3 +334,12 @@ class Feed:
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+def _arguments(found: Any) -> tuple[list[Any], dict[str, Any]] | None:
+    """(args, kwargs) from a worker's ``task_arguments`` answer or a backend's task meta, when
+    both are there and of the right types."""
+    if isinstance(found, Mapping) and isinstance(found.get("args"), list) \
+            and isinstance(found.get("kwargs"), Mapping):
+        return list(found["args"]), dict(found["kwargs"])
+    return None

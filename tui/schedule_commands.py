@@ -20,6 +20,8 @@ from qtui.core.beat.store import store_for
 from qtui.core.display import safe_text
 from qtui.core.exceptions import BrokerUnavailable
 
+from .audit import LOCAL, record_command
+
 
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``beat`` and ``schedule``; each sets ``func(args, app) -> int``."""
@@ -83,6 +85,7 @@ def schedule_command(args: argparse.Namespace, app: App) -> int:
         else:
             store.set_paused(entry.name, args.action == "pause")
             words = "paused" if args.action == "pause" else "resumed"
+        record_command(app, f"schedule {args.action}", [entry.name], {LOCAL: words}, True)
         if args.json:
             print(json.dumps(result))
         else:

@@ -13,12 +13,15 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Static
 
+from .. import equivalents
 from ..actions import SIGNALS, not_stoppable
+from ..bulk import BulkPlan, Target
 from .keybar import KeyBar
 
 if TYPE_CHECKING:
     from ..actions import Outcome
     from ..console import Console
+    from ..equivalents import Equivalent
     from ..rows import TaskRow
 
 #: Actions that change the cluster, with the console permission each needs (as
@@ -146,9 +149,47 @@ class ClusterView(Screen[None]):
             def chosen(signal: str) -> None:
                 self.confirm(f"Terminate {task.name} [{task.id}] with {signal}?",
                              lambda: self.perform(lambda: self.console.actions.terminate(
-                                 task.id, signal, self.console.model.alive_workers())))
+                                 [task.id], signal, self.console.model.alive_workers())),
+                             equivalents.terminate([task.id], signal))
             self.choose(f"Signal to terminate {task.name} [{task.id}] with", list(SIGNALS),
                         chosen)
+
+    def revoke_task(self, task: TaskRow, consequence: str = "") -> None:
+        """Revoke ``task`` once the operator said yes."""
+        if self.stoppable(task, "revoke"):
+            self.confirm(f"Revoke {task.name} [{task.id}]? {consequence}".rstrip(),
+                         lambda: self.perform(lambda: self.console.actions.revoke(
+                             [task.id], self.console.model.alive_workers())),
+                         equivalents.revoke([task.id]))
+
+    def confirm_bulk(self, plan: BulkPlan, consequence: str, command: Equivalent | None,
+                     act: Callable[[list[str]], Outcome]) -> None:
+        """Ask before acting on the plan's targets (the count, a sample, what is skipped and
+        why, the scripted command; the count typed above 100 items), then ``act`` on all of
+        them at once. Says at once when nothing is left to act on."""
+        if not plan.targets:
+            self.notify(plan.nothing_left(), severity="warning")
+            return
+        ids = plan.ids
+        self.confirm(plan.question(consequence), lambda: self.perform(lambda: act(ids)),
+                     command, details=plan.details(), typed=plan.typed)
+
+    def revoke_tasks(self, tasks: list[TaskRow]) -> None:
+        """Revoke several tasks in one broadcast (finished ones skipped, and said so)."""
+        plan = BulkPlan.of("Revoke", "task", map(stop_target, tasks))
+        self.confirm_bulk(plan, "They will not run.", equivalents.revoke(plan.ids),
+                          lambda ids: self.console.actions.revoke(
+                              ids, self.console.model.alive_workers()))
+
+    def terminate_tasks(self, tasks: list[TaskRow]) -> None:
+        """Terminate several tasks with the signal the operator picks, in one broadcast."""
+        def chosen(signal: str) -> None:
+            plan = BulkPlan.of(f"Terminate ({signal})", "task", map(stop_target, tasks))
+            self.confirm_bulk(plan, "", equivalents.terminate(plan.ids, signal),
+                              lambda ids: self.console.actions.terminate(
+                                  ids, signal, self.console.model.alive_workers()))
+        self.choose(f"Signal to terminate {len(tasks)} marked tasks with", list(SIGNALS),
+                    chosen)
 
     def consumers_of(self, queue: str) -> list[str]:
         """The workers online that consume ``queue``, as their last poll said."""
@@ -173,15 +214,19 @@ class ClusterView(Screen[None]):
             return
         who = "every worker" if destination is None else destination[0]
         self.confirm(f"Stop {who} consuming {queue}? {queue} will then have no consumer: its "
-                     "messages wait until a worker consumes it again.", cancel)
+                     "messages wait until a worker consumes it again.", cancel,
+                     equivalents.cancel_consumer(queue, destination))
 
-    def confirm(self, question: str, then: Callable[[], Any]) -> None:
+    def confirm(self, question: str, then: Callable[[], Any], command: Equivalent | None,
+                details: str = "", typed: str | None = None) -> None:
+        """Ask ``question``, showing the scripted ``command`` that does the same (None only
+        where there is none); ``then`` once the operator said yes."""
         from .modals import ConfirmScreen
 
         def answered(yes: bool | None) -> None:
             if yes:
                 then()
-        self.app.push_screen(ConfirmScreen(question), answered)
+        self.app.push_screen(ConfirmScreen(question, command, details, typed), answered)
 
     def ask(self, question: str, then: Callable[[str], Any], placeholder: str = "",
             value: str = "") -> None:
@@ -234,6 +279,12 @@ class TableView(ClusterView):
         if key is None:
             self.notify(f"No {self.NOUN} selected", severity="warning")
         return key
+
+
+def stop_target(task: TaskRow) -> Target:
+    """A task as the target of a revoke or terminate: refused once it has finished."""
+    refusal = f"finished as {task.state}" if not_stoppable(task.state) else None
+    return Target(task.id, task.name, refusal)
 
 
 def mark_sorted(table: DataTable[object], column: str, reverse: bool) -> None:

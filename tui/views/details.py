@@ -224,9 +224,8 @@ class TaskDetailScreen(ClusterView):
         return task
 
     def action_revoke(self) -> None:
-        if (task := self.current_task()) and self.stoppable(task, "revoke"):
-            self.confirm(f"Revoke {task.name} [{task.id}]?", lambda: self.perform(
-                lambda: self.console.actions.revoke(task.id, self.console.model.alive_workers())))
+        if task := self.current_task():
+            self.revoke_task(task)
 
     def action_terminate(self) -> None:
         if task := self.current_task():

@@ -14,30 +14,59 @@ from textual.widgets.option_list import Option
 
 from qtui.core.display import safe_text
 
+from ..equivalents import Equivalent
 from .history_input import HistoryInput
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Ask before a destructive action. Enter/y confirms, Esc/n cancels.
+    """Ask before a destructive action. Enter/y confirms, Esc/n cancels; ``c`` copies the
+    equivalent scripted command, shown below the question. With ``typed`` (a bulk action on
+    many items) the operator must type it (the count) and press Enter instead.
 
     Questions, like every dialog's, are shown as plain text: they carry task ids and names,
     hostnames and queue names from the cluster, never markup."""
 
-    BINDINGS = [Binding("y", "confirm", "Yes"), Binding("n,escape", "cancel", "No")]
+    BINDINGS = [Binding("y", "confirm", "Yes"), Binding("n,escape", "cancel", "No"),
+                Binding("c", "copy_command", "Copy command")]
 
-    def __init__(self, question: str) -> None:
+    def __init__(self, question: str, command: Equivalent | None = None, details: str = "",
+                 typed: str | None = None) -> None:
         super().__init__()
         self.question = question
+        self.command = command
+        self.details = details
+        """What the action touches, beyond the question (a bulk action's sample)."""
+        self.typed = typed
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(safe_text(self.question, multiline=True), id="question")
-            with Horizontal(id="buttons"):
-                yield Button("Yes", variant="error", id="yes")
-                yield Button("No", variant="primary", id="no")
+            if self.details:
+                yield Static(safe_text(self.details, multiline=True), id="details")
+            if self.command is not None:
+                yield Static(Text.assemble(("Same as", "bold"), ", c copies it: ",
+                                           safe_text(self.command.shown())), id="equivalent")
+            if self.typed is not None:
+                yield Input(placeholder=f"type {self.typed} and press Enter to go ahead "
+                                        "(Esc: no)", id="typed")
+            else:
+                with Horizontal(id="buttons"):
+                    yield Button("Yes", variant="error", id="yes")
+                    yield Button("No", variant="primary", id="no")
 
     def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
+        if self.typed is not None:
+            self.query_one("#typed", Input).focus()
+        else:
+            self.query_one("#no", Button).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.value.strip() == self.typed:
+            self.dismiss(True)
+        else:
+            self.notify(f"Type {self.typed} (the number of items) to go ahead, or Esc",
+                        severity="warning")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
@@ -47,6 +76,11 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def action_cancel(self) -> None:
         self.dismiss(False)
+
+    def action_copy_command(self) -> None:
+        if self.command is not None:
+            self.app.copy_to_clipboard(self.command.text())
+            self.notify(self.command.shown(), title="Copied")
 
 
 class PromptScreen(ModalScreen[str | None]):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from textual.binding import Binding
 from textual.widgets import Static
 
+from .. import equivalents
 from . import format
 from .base import TableView
 
@@ -50,7 +51,8 @@ class QueuesScreen(TableView):
             count = f"About {depth}" if depth is not None else "All"
             self.confirm(f"Purge {queue}? {count} waiting message(s){held} will be deleted (the "
                          "number removed is reported after).",
-                         lambda: self.perform(lambda: self.console.actions.purge(queue)))
+                         lambda: self.perform(lambda: self.console.actions.purge(queue)),
+                         equivalents.purge(queue))
 
     def action_add_consumer(self) -> None:
         if queue := self.selected():

@@ -24,6 +24,7 @@ from qtui.core.beat.store import BeatStore, Run, store_for
 from qtui.core.display import safe_text
 from qtui.core.exceptions import QtuiError
 
+from .. import equivalents
 from ..actions import Outcome
 from ..rows import TaskRow
 from . import format
@@ -147,17 +148,20 @@ class SchedulesScreen(TableView):
                                             self.console.model.tasks))
 
     def action_pause(self) -> None:
-        self._steer("Pause", lambda store, name: store.set_paused(name, True))
+        self._steer("Pause", "pause", lambda store, name: store.set_paused(name, True))
 
     def action_resume(self) -> None:
-        self._steer("Resume", lambda store, name: store.set_paused(name, False))
+        self._steer("Resume", "resume", lambda store, name: store.set_paused(name, False))
 
     def action_run_now(self) -> None:
         app = self.console.cluster
-        self._steer("Run now", lambda store, name: run_now(
+        self._steer("Run now", "run", lambda store, name: run_now(
             app, store, find_entry(app, name), by="qtui console").task_id)
 
-    def _steer(self, verb: str, change: Callable[[BeatStore, str], str | None]) -> None:
+    def _steer(self, verb: str, command: str,
+               change: Callable[[BeatStore, str], str | None]) -> None:
+        """``verb`` an entry (``qtui schedule COMMAND ENTRY`` does the same) once the operator
+        said yes."""
         name = self.selected()
         if name is None:
             return
@@ -168,12 +172,14 @@ class SchedulesScreen(TableView):
             try:
                 done = change(store, name)
             except Exception as exc:  # noqa: BLE001 - shown to the user as the outcome
-                return Outcome(verb, (f"{name}: {exc}",), False)
+                return Outcome(verb, (f"{name}: {exc}",), False, f"schedule {command}", (name,))
             finally:
                 store.close()
             self.app.call_from_thread(self.load)
-            return Outcome(verb, (f"{name}: {'sent ' + done if done else 'done'}",), True)
-        self.confirm(f"{verb} {name}?", lambda: self.perform(call))
+            return Outcome(verb, (f"{name}: {'sent ' + done if done else 'done'}",), True,
+                           f"schedule {command}", (name,))
+        self.confirm(f"{verb} {name}?", lambda: self.perform(call),
+                     equivalents.schedule(command, name))
 
 
 class RunsScreen(ModalScreen[None]):

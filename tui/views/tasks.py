@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Header, Input, Static, Tab, Tabs
 from qtui.core.display import printable, safe_text
 
 from .. import query
+from ..bulk import Marks
 from ..rows import TaskRow
 from . import format
 from .base import ClusterView, mark_sorted
@@ -36,11 +37,13 @@ SHORT_ID = 8
 
 class TaskId(Text):
     """A task id cell: its first characters shown, the whole id kept (rows are put in order by
-    it, and two ids may start alike)."""
+    it, and two ids may start alike). While some rows are marked for a bulk action, the cell
+    starts with the mark (``✓``) or room for it, so the ids stay aligned."""
 
-    def __init__(self, task_id: str) -> None:
+    def __init__(self, task_id: str, marked: bool | None = None) -> None:
         short = task_id if len(task_id) <= SHORT_ID + 1 else task_id[:SHORT_ID] + "…"
-        super().__init__(printable(short))
+        mark = "" if marked is None else "✓ " if marked else "  "
+        super().__init__(mark + printable(short), style="bold" if marked else "")
         self.task_id = task_id
 
 
@@ -65,6 +68,13 @@ class TasksScreen(ClusterView):
         Binding("y", "retry", "Retry"),
         Binding("L", "rate_limit", "Rate limit type"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
+        # Marks for bulk actions, as k9s: R T y then act on every marked task.
+        Binding("space", "toggle_mark", "Mark / unmark", show=False),
+        Binding("shift+down", "extend_mark(1)", "Mark and move down", show=False),
+        Binding("shift+up", "extend_mark(-1)", "Mark and move up", show=False),
+        Binding("ctrl+space", "mark_range", "Mark from the last mark", show=False),
+        Binding("asterisk", "mark_all", "Mark all matching", show=False),
+        Binding("u,ctrl+backslash", "clear_marks", "Clear marks", show=False),
         # The table's own Home/End scroll sideways, taking the id and name off the screen.
         Binding("home", "first_row", "First row", show=False, priority=True),
         Binding("end", "last_row", "Last row", show=False, priority=True),
@@ -86,6 +96,8 @@ class TasksScreen(ClusterView):
         self._left: tuple[str, str] | None = None
         """(the selected task that left this view, the task the cursor fell on) until the
         operator moves the cursor: the status line says so."""
+        self.marks = Marks()
+        """Task ids marked for a bulk action (kept across pages, tabs and filters)."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -131,13 +143,18 @@ class TasksScreen(ClusterView):
         return ((self.state_tab == "ALL" or task.state == self.state_tab)
                 and (not self.terms or query.matches(self.terms, task.filter_values())))
 
+    def matching(self) -> Collection[TaskRow]:
+        """Every task the tab and the filter let through, on every page, in no order."""
+        tasks: Collection[TaskRow] = self.console.model.tasks.values()
+        if self.state_tab != "ALL" or self.terms:
+            tasks = [t for t in tasks if self._wanted(t)]
+        return tasks
+
     def current_page(self, chosen: str | None = None) -> tuple[list[TaskRow], int]:
         """The current page of rows, sorted, and how many matched in all. The first page is
         picked with a heap (no full sort), so 100,000 tasks stay cheap while watching live.
         With ``chosen`` (a task id) the page is the one that task is on, if it still matches."""
-        tasks: Collection[TaskRow] = self.console.model.tasks.values()
-        if self.state_tab != "ALL" or self.terms:
-            tasks = [t for t in tasks if self._wanted(t)]
+        tasks = self.matching()
         key = SORT_KEYS[self.sort_column]
         pages = max(1, -(-len(tasks) // PAGE_SIZE))
         self.page = min(self.page, pages - 1)
@@ -188,6 +205,9 @@ class TasksScreen(ClusterView):
         if self.filter_text:
             status.append(" · filter: ")
             status.append_text(safe_text(self.filter_text))
+        if self.marks:
+            status.append(f" · {len(self.marks)} marked (R T y act on them, u clears)",
+                          style="bold")
         self.query_one("#status", Static).update(status)
 
     def _update_table(self, table: DataTable[object], rows: list[TaskRow]) -> None:
@@ -216,12 +236,21 @@ class TasksScreen(ClusterView):
             position = {t.id: i for i, t in enumerate(rows)}
             table.sort("ID", key=lambda cell: position[cell.task_id])
 
-    @staticmethod
-    def _cells(t: TaskRow) -> list[Text]:
+    def _task_id(self, task_id: str) -> TaskId:
+        return TaskId(task_id, task_id in self.marks if self.marks else None)
+
+    def _show_marks(self) -> None:
+        """Redraw the marks (in the id cells of the rows shown) and the status line."""
+        table = self.query_one("#tasks", DataTable)
+        for task_id in self._shown:
+            table.update_cell(task_id, "ID", self._task_id(task_id), update_width=True)
+        self._redraw(self.selected_id(), lost_is_news=False)
+
+    def _cells(self, t: TaskRow) -> list[Text]:
         # No name: only later events were seen (task-received was missed); Flower keeps such
         # tasks too, and the operator may still need to act on them.
         name = safe_text(t.name) if t.name else Text("(unknown)", style="dim italic")
-        return format.cells(TaskId(t.id), name, format.state(t.state), t.worker,
+        return format.cells(self._task_id(t.id), name, format.state(t.state), t.worker,
                             format.clock(t.received), format.clock(t.started),
                             format.duration(t.runtime), t.args[:60])
 
@@ -247,7 +276,8 @@ class TasksScreen(ClusterView):
         return task
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("tab", "first_row", "last_row") and isinstance(self.focused, Input):
+        if action in ("tab", "first_row", "last_row", "extend_mark", "mark_range") \
+                and isinstance(self.focused, Input):
             return False  # the keys edit the filter
         return super().check_action(action, parameters)
 
@@ -319,18 +349,68 @@ class TasksScreen(ClusterView):
         if task := self.selected():
             copy_id(self, task.id)
 
+    def marked(self) -> list[TaskRow]:
+        """The marked tasks the console still has, in the order they were marked (forgotten
+        ones are unmarked)."""
+        tasks = self.console.model.tasks
+        self.marks.keep(tasks)
+        return [tasks[i] for i in self.marks]
+
+    def action_toggle_mark(self) -> None:
+        if task_id := self.selected_id():
+            self.marks.toggle(task_id)
+            self._show_marks()
+            self.query_one("#tasks", DataTable).action_cursor_down()
+
+    def action_extend_mark(self, step: int) -> None:
+        """shift+↓ / shift+↑: mark the row under the cursor and the next one (a range grows
+        as the cursor moves)."""
+        table = self.query_one("#tasks", DataTable)
+        task_id = self.selected_id()
+        if task_id is None:
+            return
+        self.marks.add([task_id])
+        table.move_cursor(row=table.cursor_row + step)
+        following = self.selected_id() or task_id
+        self.marks.add([following])
+        self.marks.anchor = following
+        self._show_marks()
+
+    def action_mark_range(self) -> None:
+        """k9s's ctrl+space: mark every row from the last one marked to the cursor."""
+        if task_id := self.selected_id():
+            rows = [str(row.key.value) for row in self.query_one("#tasks", DataTable).ordered_rows]
+            self.marks.extend(rows, task_id)
+            self._show_marks()
+
+    def action_mark_all(self) -> None:
+        """Mark every task the tab and the filter let through, on every page: R T y then act
+        on everything matching the filter."""
+        added = self.marks.add(t.id for t in self.matching())
+        self._show_marks()
+        self.notify(f"{len(self.marks)} task(s) marked ({added} new)", title="Marks")
+
+    def action_clear_marks(self) -> None:
+        if self.marks:
+            self.marks.clear()
+            self._show_marks()
+
     def action_revoke(self) -> None:
-        if (task := self.selected()) and self.stoppable(task, "revoke"):
-            self.confirm(f"Revoke {task.name} [{task.id}]? It will not run.",
-                         lambda: self.perform(lambda: self.console.actions.revoke(
-                             task.id, self.console.model.alive_workers())))
+        if marked := self.marked():
+            self.revoke_tasks(marked)
+        elif task := self.selected():
+            self.revoke_task(task, "It will not run.")
 
     def action_terminate(self) -> None:
-        if task := self.selected():
+        if marked := self.marked():
+            self.terminate_tasks(marked)
+        elif task := self.selected():
             self.terminate_task(task)
 
     def action_retry(self) -> None:
-        if task := self.selected():
+        if marked := self.marked():
+            self.console.retry_tasks(marked)
+        elif task := self.selected():
             self.console.retry_task(task)
 
     def action_rate_limit(self) -> None:

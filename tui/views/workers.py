@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Static
 
 from qtui.core.exceptions import BrokerUnavailable
 
+from .. import equivalents
 from ..actions import registered_tasks
 from . import format
 from .base import TableView
@@ -176,7 +177,8 @@ class WorkersScreen(TableView):
     def action_shutdown(self) -> None:
         if worker := self.online():
             self.confirm(f"Shut down {worker}? Its running tasks finish first.",
-                         lambda: self.perform(lambda: self.console.actions.shutdown(worker)))
+                         lambda: self.perform(lambda: self.console.actions.shutdown(worker)),
+                         equivalents.shutdown(worker))
 
     def action_forget(self) -> None:
         """Remove an offline worker from the list (it comes back if it sends a heartbeat)."""

@@ -1,0 +1,64 @@
+"""The layout of a bulk confirmation (with its sample, what it skips and the scripted command;
+the typed count above 100 items) and of the audit view, at 80x24, compared with the accepted
+SVGs in ``tests/__snapshots__/`` (update with ``--snapshot-update``, and look at them first)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from qtui.tui.audit import AuditEntry, AuditLog
+from qtui.tui.views.tasks import TasksScreen
+
+from .console_data import SNAPSHOT, TASKS, FixedConsole
+from .test_console_actions import new_tasks
+
+pytestmark = pytest.mark.usefixtures("utc")  # times shown the same on every machine
+
+SMALL = (80, 24)
+
+
+def test_bulk_confirmation_layout(snap_compare):
+    # REVOKED, RECEIVED, RETRY marked: two to revoke, one skipped.
+    assert snap_compare(FixedConsole(), press=["3", "down", "shift+down", "shift+down", "R"],
+                        terminal_size=SMALL)
+
+
+def test_bulk_confirmation_with_the_count_to_type_layout(snap_compare):
+    console = FixedConsole(snapshot=dataclasses.replace(
+        SNAPSHOT, tasks=(*TASKS, *new_tasks(150))))
+
+    async def mark_all_new(pilot):  # type: ignore[no-untyped-def]
+        await pilot.press("3")
+        screen = console.screen
+        assert isinstance(screen, TasksScreen)
+        screen.set_filter("name:tasks.new")
+        await pilot.press("asterisk", "R", *"15")
+
+    assert snap_compare(console, run_before=mark_all_new, terminal_size=SMALL)
+
+
+def test_audit_view_layout(snap_compare, tmp_path):
+    console = FixedConsole()
+    console.audit = log = AuditLog(tmp_path / "history.sqlite")
+    t0 = 1_764_496_800.0
+    for n, (action, targets, replies, ok) in enumerate([
+            ("purge", ("celery",), (("-", "removed 12 message(s) from celery"),), True),
+            ("terminate", (TASKS[2].id,), (("qtui@alpha", f"OK terminate: {TASKS[2].id}"),
+                                           ("qtui@beta", "OK terminate: tasks unknown")), True),
+            ("rate_limit", ("tasks.add",), (("qtui@alpha", "error: Invalid rate limit"),),
+             False),
+            ("revoke", tuple(t.id for t in TASKS[4:7]),
+             (("qtui@alpha", "OK tasks {…} flagged as revoked"),
+              ("qtui@beta", "OK tasks {…} flagged as revoked")), True)]):
+        log.record(AuditEntry(t0 + n * 75, "ops@console-host", "redis://127.0.0.1:6379/15",
+                              "cli" if action == "purge" else "console", action, targets,
+                              replies, ok))
+
+    async def open_audit(pilot):  # type: ignore[no-untyped-def]
+        await pilot.press("colon", *"audit", "enter")
+        await console.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(console, run_before=open_audit, terminal_size=SMALL)
