@@ -3,12 +3,23 @@ unique names per test, and real worker processes that are always cleaned up."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from .services import AMQP_HOST, AMQP_PORT, REDIS_HOST, REDIS_PORT, need
+
+# No test writes the user's own files (the console's history and audit trail, the embedded
+# broker's default file): qtui's per-user data directory is a temporary one for the whole run,
+# inherited by the processes tests start; a test that needs its own sets it again (data_home).
+_DATA_HOME = tempfile.mkdtemp(prefix="qtui-tests-data-")
+os.environ["XDG_DATA_HOME"] = _DATA_HOME
+atexit.register(shutil.rmtree, _DATA_HOME, ignore_errors=True)
 
 
 @pytest.fixture
