@@ -7,7 +7,8 @@ timeout. qtui keeps only what is nearly due:
 * **Due within ``worker_eta_horizon`` seconds** (default 10): held by the worker, unacked, on a
   timer. Holding is safe for that long on every broker: RabbitMQ gives an unacked message back
   only when the worker's connection ends, and on Redis what a live worker owns is never given
-  back (``redis_transport.py``). If the worker dies, the message is delivered again.
+  back (:mod:`qtui.core.brokers.redis.worker_channel`). If the worker dies, the message is
+  delivered again.
 * **Later**: handed to the broker's delayed store, then acked.
 
   - *Redis*: a sorted set per queue, ``qtui.delayed.<queue>``, scored by due time; each member is
