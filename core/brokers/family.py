@@ -20,6 +20,7 @@ family: callers ask the family, never the transport's name.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from kombu import Connection, Queue
@@ -82,13 +83,17 @@ KOMBU = BrokerFamily()
 
 def family_for(connection: Connection) -> BrokerFamily:
     """The family of ``connection``'s transport (the connection need not be open)."""
-    # Imported here: each family's package imports the interfaces (queues, delayed) that ask
-    # this module for the family.
+    return _families().get(connection.transport.driver_type, KOMBU)
+
+
+@cache
+def _families() -> dict[str, BrokerFamily]:
+    """Each family by its transports' ``driver_type``. Imported on first use: each family's
+    package imports the interfaces (queues, delayed) that ask this module for the family."""
     from .amqp.family import AMQP
     from .redis.family import REDIS
     from .sqlite.family import SQLITE
-    families = {"redis": REDIS, "amqp": AMQP, "sqlite": SQLITE}
-    return families.get(connection.transport.driver_type, KOMBU)
+    return {"redis": REDIS, "amqp": AMQP, "sqlite": SQLITE}
 
 
 def transport_name(connection: Connection) -> str:
