@@ -22,6 +22,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.clocks import LamportClock
 from kombu.utils.uuid import uuid
 
+from .brokers.family import family_for
 from .exceptions import BrokerUnavailable
 from .protocol import TaskMessage, default_origin
 
@@ -41,8 +42,7 @@ logger = logging.getLogger(__name__)
 
 def event_exchange(connection: Connection) -> Exchange:
     """``celeryev``, a topic exchange; fanout on Redis, as Celery declares it there."""
-    kind = "fanout" if connection.transport.driver_type == "redis" else "topic"
-    return Exchange(EVENT_EXCHANGE, type=kind)
+    return Exchange(EVENT_EXCHANGE, type=family_for(connection).event_exchange_type)
 
 
 def utcoffset() -> float:

@@ -28,3 +28,12 @@ def create_private(path: str | os.PathLike[str]) -> Path:
     except FileExistsError:
         pass  # it keeps the mode its owner gave it
     return file
+
+
+def sqlite_file(rest: str) -> Path:
+    """The file named by what follows ``sqlite://`` in a broker or result backend URL: any run
+    of slashes starts an absolute path (so the SQLAlchemy spelling ``sqlite:////abs`` works
+    too), ``~`` is expanded, anything else is relative to the working directory."""
+    if rest.startswith("/"):
+        rest = "/" + rest.lstrip("/")
+    return Path(rest).expanduser().absolute()

@@ -15,13 +15,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
-from .backends.sqlite import path_from_url as backend_path
-from .brokers.sqlite import path_from_url as broker_path
+from .backends.sqlite import results_path
+from .brokers.sqlite import broker_path
 
 if TYPE_CHECKING:
     from .app import App
@@ -217,7 +218,7 @@ def ledger_for(app: App) -> Ledger | None:
     """The broker when it can keep records (Redis, the embedded broker), else a Redis or SQLite
     result backend, else None."""
     for url, path_of in ((app.broker_url, broker_path),
-                         (app.result_backend_url or "", backend_path)):
+                         (app.result_backend_url or "", results_path)):
         scheme = url.partition("://")[0].lower()
         if scheme in REDIS_SCHEMES:
             return RedisLedger(url)
@@ -239,3 +240,18 @@ def record_revoked(app: App, task_ids: Iterable[str]) -> None:
                        ledger.where, exc)
     finally:
         ledger.close()
+
+
+@dataclass
+class StartRecord:
+    """What the ledger (a Redis sorted set, ``key``) must learn before a batch of tasks runs,
+    written by whoever makes the next round trip to it (the worker's fetch script,
+    :mod:`qtui.core.brokers.redis.worker_channel`)."""
+
+    key: str
+    started: dict[str, float]
+    """Delivery keys that start now, and when their record expires (epoch seconds)."""
+    settled: list[str]
+    """Delivery keys that ended without being lost: removed."""
+    trim_before: float | None
+    """Remove the records that expired before this time too; None: not this time."""

@@ -372,3 +372,14 @@ def _date(value: Any, name: str, task_id: str) -> datetime | None:
         raise ProtocolError(f"task {task_id}: {name} is not an ISO 8601 date: "
                             f"{saferepr(value, 80)}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+# The dead-letter queue ``<queue>.dead`` (:mod:`qtui.workers.deadletter`), named here because the
+# worker's Redis channel dead-letters too, inside its fetch script.
+DEAD_SUFFIX = ".dead"
+DEAD_REASON_HEADER = "x-qtui-dead-reason"
+DEAD_QUEUE_HEADER = "x-qtui-dead-queue"
+
+
+def dead_letter_queue_name(queue: str) -> str:
+    return f"{queue}{DEAD_SUFFIX}"

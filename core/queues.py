@@ -1,7 +1,8 @@
 """Queue inspection: which queues a broker holds, how many messages wait in each, who consumes.
 
 One small interface, :class:`QueueInspector` (``queues()``, ``purge()``), and one
-implementation per broker family, because each answers the question differently:
+implementation per broker family (``queues.py`` in each package under ``core/brokers/``),
+because each answers the question differently:
 
 - Redis: a queue is up to four lists (the name, then ``name\\x06\\x16{3,6,9}`` for priorities),
   LLEN summed; every queue kombu bound is listed in its ``_kombu.binding.<exchange>`` sets, so
@@ -9,7 +10,7 @@ implementation per broker family, because each answers the question differently:
 - AMQP: passive ``queue_declare`` gives messages and consumers of a named queue; with
   ``broker_management_url`` the RabbitMQ management API lists every queue of the vhost.
 - qtui's embedded SQLite broker lists its queues and depths itself.
-- Any other kombu transport: passive declare of the named queues.
+- Any other kombu transport: passive declare of the named queues (:class:`DeclaredQueues`).
 
 Queues that exist only for the protocol (event receivers ``celeryev.*``, remote-control
 ``*.pidbox`` mailboxes and reply queues, ``rpc://`` result queues named by a UUID) are left out
@@ -18,14 +19,9 @@ of listings.
 
 from __future__ import annotations
 
-import base64
-import json
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -33,16 +29,13 @@ from kombu import Connection
 from kombu.exceptions import ChannelError
 
 from . import delayed
-from .config import mask_url
+from .brokers.family import family_for
 from .delayed import is_store_queue
 from .events import EVENT_QUEUE_PREFIX
 from .exceptions import QtuiError
 
 if TYPE_CHECKING:
     from .app import App
-
-#: Seconds to wait for the RabbitMQ management API.
-MANAGEMENT_TIMEOUT = 5.0
 
 
 class QueueInspectionError(QtuiError):
@@ -156,79 +149,6 @@ def _close_quietly(channel: Any) -> None:
         pass
 
 
-class RedisQueues(QueueInspector):
-    """Redis: LLEN over each queue's priority lists; queues found in kombu's binding sets."""
-
-    lists_all = True
-    BINDING_PREFIX = "_kombu.binding."
-
-    def queues(self, names: Iterable[str] = ()) -> list[QueueInfo]:
-        channel: Any = self.connection.default_channel  # kombu types it as the base Channel
-        client = channel.client
-        found = set(names) | self._bound_queues(channel)
-        ordered = sorted(found)
-        with client.pipeline() as pipe:
-            for name in ordered:
-                for key in self.priority_keys(channel, name):
-                    pipe.llen(key)
-            sizes = pipe.execute()
-        per_queue = len(sizes) // len(ordered) if ordered else 0
-        return [QueueInfo(name, sum(sizes[i * per_queue:(i + 1) * per_queue]))
-                for i, name in enumerate(ordered)]
-
-    def heads(self, names: Iterable[str]) -> dict[str, list[QueueHead]]:
-        channel: Any = self.connection.default_channel
-        ordered = sorted(set(names))
-        keys = [(name, key) for name in ordered for key in self.priority_keys(channel, name)]
-        with channel.client.pipeline() as pipe:
-            for _, key in keys:
-                pipe.lindex(key, -1)  # kombu pushes on the left and pops on the right
-            found = pipe.execute()
-        heads: dict[str, list[QueueHead]] = {}
-        for (name, _), raw in zip(keys, found, strict=True):
-            if raw is not None:
-                heads.setdefault(name, []).append(QueueHead(_envelope_task_id(raw)))
-        return heads
-
-    @staticmethod
-    def priority_keys(channel: Any, name: str) -> list[str]:
-        """The lists holding one queue: its name for priority 0, then one per priority step."""
-        return [name] + [f"{name}{channel.sep}{step}" for step in channel.priority_steps if step]
-
-    def _bound_queues(self, channel: Any) -> set[str]:
-        prefix = channel.global_keyprefix or ""
-        client = channel.client
-        found: set[str] = set()
-        for raw_key in client.scan_iter(match=f"{prefix}{self.BINDING_PREFIX}*", count=500):
-            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
-            key = key[len(prefix):]
-            exchange = key[len(self.BINDING_PREFIX):]
-            if exchange == EVENT_QUEUE_PREFIX or exchange.endswith(".pidbox"):
-                continue
-            for member in client.smembers(key):  # the client adds the prefix itself
-                text = member.decode() if isinstance(member, bytes) else member
-                queue = text.split(channel.sep)[-1]
-                if queue and not is_internal(queue):
-                    found.add(queue)
-        return found
-
-
-def _envelope_task_id(raw: bytes | str) -> str | None:
-    """The task id of a kombu Redis envelope (protocol v2 ``id`` header, else the
-    correlation id); None for a message of another shape."""
-    try:
-        envelope = json.loads(raw)
-    except ValueError:  # not kombu's JSON envelope: a message qtui cannot date
-        return None
-    if not isinstance(envelope, Mapping):
-        return None
-    headers, properties = envelope.get("headers"), envelope.get("properties")
-    found = headers.get("id") if isinstance(headers, Mapping) else None
-    if found is None and isinstance(properties, Mapping):
-        found = properties.get("correlation_id")
-    return found if isinstance(found, str) else None
-
-
 class DeclaredQueues(QueueInspector):
     """Passive ``queue_declare`` of named queues: messages, and consumers where the broker
     counts them (AMQP does; kombu's virtual transports always say 0, reported as unknown)."""
@@ -252,116 +172,7 @@ class DeclaredQueues(QueueInspector):
                          ok.consumer_count if self.counts_consumers else None)
 
 
-class AmqpQueues(DeclaredQueues):
-    """RabbitMQ: the management API lists every queue when its URL is set; passive declare
-    counts the named ones otherwise (and those the API does not know yet)."""
-
-    counts_consumers = True
-
-    def __init__(self, connection: Connection, management_url: str | None = None) -> None:
-        super().__init__(connection)
-        self.management_url = management_url
-        self.lists_all = bool(management_url)
-
-    def queues(self, names: Iterable[str] = ()) -> list[QueueInfo]:
-        wanted = set(names)
-        listed: dict[str, QueueInfo] = {}
-        if self.management_url:
-            vhost = self.connection.virtual_host or "/"
-            listed = {q.name: q for q in fetch_management_queues(
-                self.management_url, vhost, self.connection.userid, self.connection.password)
-                if not is_internal(q.name)}
-        listed.update({q.name: q for q in super().queues(wanted - set(listed))})
-        return sorted(listed.values(), key=lambda q: q.name)
-
-
-def fetch_management_queues(url: str, vhost: str, userid: str | None = None,
-                            password: str | None = None,
-                            timeout: float = MANAGEMENT_TIMEOUT) -> list[QueueInfo]:
-    """``GET /api/queues/<vhost>`` of the RabbitMQ management API. Credentials come from the
-    URL (``http://user:password@host:15672/``), else from the broker connection."""
-    parts = urllib.parse.urlsplit(url)
-    user = urllib.parse.unquote(parts.username) if parts.username else userid
-    secret = urllib.parse.unquote(parts.password) if parts.password else password
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-    endpoint = (f"{base}/api/queues/{urllib.parse.quote(vhost, safe='')}"
-                "?columns=name,vhost,messages_ready,messages_unacknowledged,consumers")
-    request = urllib.request.Request(endpoint, headers={"Accept": "application/json"})
-    if user is not None:
-        token = base64.b64encode(f"{user}:{secret or ''}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            payload = json.loads(response.read().decode("utf-8"))
-    except urllib.error.HTTPError as exc:
-        raise QueueInspectionError(
-            f"the RabbitMQ management API at {mask_url(url)} answered {exc.code} {exc.reason} "
-            "(check the user, password and vhost in broker_management_url)") from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise QueueInspectionError(
-            f"cannot read queues from the RabbitMQ management API at {mask_url(url)}: {exc}. "
-            "Is the rabbitmq_management plugin enabled? Unset broker_management_url to look "
-            "queues up by name instead.") from exc
-    return parse_management_queues(payload, vhost)
-
-
-def parse_management_queues(payload: Any, vhost: str | None = None) -> list[QueueInfo]:
-    """Queues from a management API ``/api/queues`` answer (optionally one vhost's)."""
-    if not isinstance(payload, list):
-        raise QueueInspectionError("the RabbitMQ management API did not answer with a list of "
-                                   f"queues: {str(payload)[:200]}")
-    found = []
-    for entry in payload:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
-            continue
-        if vhost is not None and entry.get("vhost", vhost) != vhost:
-            continue
-        found.append(QueueInfo(entry["name"], _count(entry.get("messages_ready")),
-                               _count(entry.get("consumers")),
-                               _count(entry.get("messages_unacknowledged"))))
-    return sorted(found, key=lambda q: q.name)
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-class SqliteQueues(QueueInspector):
-    """qtui's embedded broker: its ``Channel.list_queues()`` gives (name, ready, unacked) for
-    every queue in the file."""
-
-    lists_all = True
-
-    def queues(self, names: Iterable[str] = ()) -> list[QueueInfo]:
-        channel: Any = self.connection.default_channel  # kombu types it as the base Channel
-        listed = {name: QueueInfo(name, ready, None, unacked)
-                  for name, ready, unacked in channel.list_queues()
-                  if not is_internal(name)}
-        for name in names:
-            listed.setdefault(name, QueueInfo(name, 0, None, 0))
-        return sorted(listed.values(), key=lambda q: q.name)
-
-    def heads(self, names: Iterable[str]) -> dict[str, list[QueueHead]]:
-        channel: Any = self.connection.default_channel  # kombu types it as the base Channel
-        heads: dict[str, list[QueueHead]] = {}
-        for name in set(names):
-            enqueued = channel.db.oldest_ready(name)
-            if enqueued is not None:
-                heads[name] = [QueueHead(None, enqueued)]
-        return heads
-
-
 def inspector_for(app: App, connection: Connection | None = None) -> QueueInspector:
-    """The inspector that fits the app's broker (or the given connection)."""
+    """The inspector of the app's broker family (or the given connection's)."""
     conn = connection.clone() if connection is not None else app.connection_for_read()
-    driver = conn.transport.driver_type
-    if driver == "redis":
-        return RedisQueues(conn)
-    if driver == "amqp":
-        return AmqpQueues(conn, app.conf.broker_management_url)
-    if hasattr(conn.transport.Channel, "list_queues"):
-        return SqliteQueues(conn)
-    return DeclaredQueues(conn)
+    return family_for(conn).queue_inspector(conn, app.conf.broker_management_url)

@@ -17,17 +17,19 @@ import pytest
 from kombu import Connection
 
 from qtui.core import App
-from qtui.core.queues import (
+from qtui.core.brokers.amqp.queues import (
     AmqpQueues,
+    fetch_management_queues,
+    parse_management_queues,
+)
+from qtui.core.brokers.redis.queues import RedisQueues
+from qtui.core.brokers.sqlite.queues import SqliteQueues
+from qtui.core.queues import (
     DeclaredQueues,
     QueueInfo,
     QueueInspectionError,
-    RedisQueues,
-    SqliteQueues,
-    fetch_management_queues,
     inspector_for,
     is_internal,
-    parse_management_queues,
 )
 
 from .test_control import delete_queues

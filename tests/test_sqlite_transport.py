@@ -480,18 +480,18 @@ def test_absolute_urls_with_three_or_four_slashes_and_relative_urls(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert transport.path_from_url("sqlite:///tmp/x.db") == Path("/tmp/x.db")
-    assert transport.path_from_url("sqlite:////tmp/x.db") == Path("/tmp/x.db")
-    assert transport.path_from_url("sqlite://data/Broker.db") == tmp_path / "data/Broker.db"
-    assert transport.path_from_url("sqlite://~/b.db") == tmp_path / "home/b.db"
-    assert transport.path_from_url("sqlite://") == brokers.default_broker_path()
+    assert transport.broker_path("sqlite:///tmp/x.db") == Path("/tmp/x.db")
+    assert transport.broker_path("sqlite:////tmp/x.db") == Path("/tmp/x.db")
+    assert transport.broker_path("sqlite://data/Broker.db") == tmp_path / "data/Broker.db"
+    assert transport.broker_path("sqlite://~/b.db") == tmp_path / "home/b.db"
+    assert transport.broker_path("sqlite://") == brokers.default_broker_path()
 
 
 def test_default_broker_url_is_absolute_under_xdg_data_home(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert brokers.default_broker_url() == f"sqlite://{tmp_path}/qtui/broker.sqlite"
-    assert transport.path_from_url(brokers.default_broker_url()) == brokers.default_broker_path()
+    assert transport.broker_path(brokers.default_broker_url()) == brokers.default_broker_path()
 
 
 @pytest.mark.timeout(60)

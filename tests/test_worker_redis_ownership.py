@@ -17,9 +17,9 @@ from celery import Celery
 from kombu import Consumer, Queue
 
 from qtui.core.brokers import redis as redis_broker
-from qtui.workers import redis_transport
+from qtui.core.brokers.redis import worker_channel
+from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_KEY
 from qtui.workers.deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER
-from qtui.workers.liveness import ALIVE_KEY, OWNED_KEY, OWNERS_KEY
 
 from .processes import running, write_module
 from .services import REDIS_HOST, REDIS_PORT
@@ -175,7 +175,7 @@ def test_a_restore_cut_short_is_finished_by_the_next_worker(setup: Setup, unique
         app.send_task("tasks.mark", args=[i])
     owner = f"dead-{unique}"
     client = redis.Redis.from_url(BROKER)
-    with redis_broker.connection(BROKER, transport=redis_transport.Transport) as conn:
+    with redis_broker.connection(BROKER, transport=worker_channel.Transport) as conn:
         channel = conn.channel()
         channel.do_restore = False  # an owner that died holding them all
         channel.own(owner, ttl=60)

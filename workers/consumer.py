@@ -17,24 +17,24 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from functools import partial
-from queue import Empty
 from typing import TYPE_CHECKING, Any
 
-import redis
 from kombu import Connection, Producer, Queue
 from kombu import Consumer as KombuConsumer
 from kombu.exceptions import ChannelError, OperationalError
 from kombu.message import Message
 
+from qtui.core.brokers.family import BrokerFamily, family_for
+from qtui.core.brokers.redis import worker_channel
 from qtui.core.config import mask_url
 from qtui.core.delayed import due_queue
 from qtui.core.exceptions import BrokerUnavailable
 from qtui.core.ledger import Ledger, RedisLedger
 from qtui.core.routing import queue_type
 
-from . import control, declare, leases, redis_transport
+from . import control, declare
 from .consumer_timeout import ConsumerTimedOut, is_consumer_timeout
-from .leases import DEFAULT_VISIBILITY_TIMEOUT, Leases
+from .leases import Leases
 from .liveness import Liveness
 from .redelivery import StartRecord
 
@@ -84,28 +84,26 @@ class Consumer:
     def errors(self) -> tuple[type[BaseException], ...]:
         """Exceptions that mean the connection is gone (reconnect), not a bug."""
         conn = self.connection or self.app.connection_for_read()
-        # Redis refusing writes (out of memory, a replica after a failover, a failed snapshot)
-        # answers with an error reply, not a broken connection: wait and reconnect all the same.
-        refused = (redis.exceptions.ResponseError,) if conn.transport.driver_type == "redis" \
-            else ()
+        # A broker refusing an operation for a while (Redis out of memory) answers with an
+        # error reply, not a broken connection: wait and reconnect all the same.
         return (*conn.connection_errors, *conn.recoverable_channel_errors, OperationalError,
-                OSError, *refused)
+                OSError, *family_for(conn).refusals())
 
     @property
-    def is_redis(self) -> bool:
-        return self.connection is not None and self.connection.transport.driver_type == "redis"
+    def family(self) -> BrokerFamily | None:
+        """What the connected broker is (None while not connected)."""
+        return None if self.connection is None else family_for(self.connection)
 
     @property
     def keeps_deliveries(self) -> bool:
         """Delivery tags outlive the connection (Redis: keys in Redis; the embedded broker: rows
         this process holds), so deliveries of a lost connection are settled through the next."""
-        return self.connection is not None and \
-            self.connection.transport.driver_type in ("redis", "sqlite")
+        return self.family is not None and self.family.keeps_deliveries
 
     @property
     def holds_deliveries_on_a_timer(self) -> bool:
         """The broker takes back a delivery held unacked too long (RabbitMQ's consumer_timeout)."""
-        return self.connection is not None and self.connection.transport.driver_type == "amqp"
+        return self.family is not None and self.family.takes_back_held
 
     def connect(self, prefetch: int) -> None:
         """Connect and start consuming; retries with backoff per broker_connection_max_retries."""
@@ -136,10 +134,11 @@ class Consumer:
 
     def _connect(self, prefetch: int) -> None:
         conn = self.connection = self.app.connection_for_read(
-            redis_transport=redis_transport.Transport,
+            redis_transport=worker_channel.Transport,
             heartbeat=float(self.app.conf.broker_heartbeat or 0))
-        if self.is_redis:
-            conn.transport_options = {"visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT,
+        family = family_for(conn)
+        if family.worker_transport_options:
+            conn.transport_options = {**family.worker_transport_options,
                                       **(conn.transport_options or {})}
         conn.ensure_connection(max_retries=1)
         self.channel = conn.channel()
@@ -147,12 +146,12 @@ class Consumer:
             # The worker settles every delivery itself; closing (a lost connection, the embedded
             # broker's file locked past its retries) must not requeue running tasks.
             self.channel.do_restore = False
-        if self.is_redis:
+        if family.owns_deliveries:
             ttl = float(self.channel.visibility_timeout)
             self.channel.own(self.owner, ttl)
             if self.liveness is None:
                 self.liveness = Liveness(str(self.app.broker_url), self.owner, ttl,
-                                         self.channel.unacked_index_key)
+                                         self.channel.liveness_keys())
                 self.liveness.start()
         for queue in self.queues:
             for each in self._with_due_queue(queue):
@@ -166,9 +165,9 @@ class Consumer:
         for consumer in self._consumers.values():
             consumer.consume()
         self.consuming = True
-        if self.keeps_deliveries:
+        if family.keeps_deliveries:
             self.leases = Leases(self.channel, self.worker.held_tags)
-            if not self.is_redis:  # on Redis the liveness helper keeps what this worker owns
+            if family.renews_leases:  # on Redis the liveness helper keeps what this worker owns
                 self.leases.start()
 
     def _with_due_queue(self, queue: Queue) -> list[Queue]:
@@ -237,14 +236,11 @@ class Consumer:
         return True
 
     def _finish_pending_read(self) -> None:
-        """Redis: read a pending blocking wait's reply now, while every callback is registered;
-        after ``basic_cancel`` kombu would read it later and hand the message it took to
-        nobody."""
-        if self.is_redis and getattr(self.channel, "_in_poll", None):
-            try:
-                self.channel._brpop_read()
-            except Empty:
-                pass
+        """Read a pending blocking wait's reply now, where the channel has one (Redis: see
+        :meth:`~qtui.core.brokers.redis.worker_channel.Channel.finish_pending_read`)."""
+        finish = getattr(self.channel, "finish_pending_read", None)
+        if finish is not None and self.connection is not None:
+            finish()
 
     # running ---------------------------------------------------------------------------------
     def set_prefetch(self, count: int) -> None:
@@ -314,10 +310,11 @@ class Consumer:
             self.channel.fetch_stamp = None
 
     def reclaim_unanswered(self, held: Iterable[str]) -> None:
-        """Put back what fetches with a lost reply took (see :func:`leases.reclaim`)."""
+        """Put back what fetches with a lost reply took (see
+        :meth:`~qtui.core.brokers.redis.worker_channel.Channel.reclaim_stamped`)."""
         held = list(held)
         while self.unanswered:
-            back = leases.reclaim(self.channel, self.unanswered[0], held)
+            back = self.channel.reclaim_stamped(self.unanswered[0], held)
             if back:
                 logger.warning("Put back %d message(s) a fetch took while the connection "
                                "was lost", back)
@@ -325,7 +322,7 @@ class Consumer:
 
     def reclaim_unheld(self, held: Iterable[str]) -> None:
         """Redis: put back what this worker owns but does not hold (see
-        :meth:`~qtui.workers.redis_transport.Channel.reclaim_unheld`)."""
+        :meth:`~qtui.core.brokers.redis.worker_channel.Channel.reclaim_unheld`)."""
         reclaim = getattr(self.channel, "reclaim_unheld", None)
         if reclaim is None or self.connection is None:
             return

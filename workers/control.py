@@ -47,6 +47,7 @@ from kombu.pidbox import Node
 from kombu.utils.json import dumps
 
 from qtui.core import __version__
+from qtui.core.brokers.family import transport_name
 from qtui.core.config import censor, mask_url
 from qtui.core.exceptions import ConfigError
 from qtui.core.routing import make_queue
@@ -344,7 +345,7 @@ def broker_info(worker: Worker) -> Any:
     info = connection.info()
     info.pop("password", None)
     if not isinstance(info.get("transport"), str):  # the worker's own Redis transport class
-        info["transport"] = connection.transport.driver_type
+        info["transport"] = transport_name(connection)
     return jsonable({key: censor(key, value) for key, value in info.items()})
 
 
@@ -449,7 +450,7 @@ def report(worker: Worker, **kwargs: Any) -> dict[str, str]:
     """Information about the installation, for bug reports."""
     app = worker.app
     connection = worker.consumer.connection
-    transport = connection.transport.driver_type if connection is not None else "?"
+    transport = transport_name(connection) if connection is not None else "?"
     changed = "\n".join(f"{key}: {_short(censor(key, value), 200)}"
                         for key, value in sorted(app.conf.changes().items()))
     text = (f"software -> qtui:{__version__} kombu:{kombu.__version__} "

@@ -16,19 +16,12 @@ from collections.abc import Callable
 from kombu import Producer
 from kombu.message import Message
 
+from qtui.core.protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, dead_letter_queue_name
+
 from . import declare
 from .redelivery import DELIVERIES_HEADER, delivery_number, direct_queue, republish
 
 logger = logging.getLogger("qtui.worker")
-
-DEAD_SUFFIX = ".dead"
-DEAD_REASON_HEADER = "x-qtui-dead-reason"
-DEAD_QUEUE_HEADER = "x-qtui-dead-queue"
-
-
-def dead_letter_queue_name(queue: str) -> str:
-    return f"{queue}{DEAD_SUFFIX}"
-
 
 class DeadLetters:
     def __init__(self, producer: Callable[[], Producer],

@@ -7,7 +7,8 @@ timeout. qtui keeps only what is nearly due:
 * **Due within ``worker_eta_horizon`` seconds** (default 10): held by the worker, unacked, on a
   timer. Holding is safe for that long on every broker: RabbitMQ gives an unacked message back
   only when the worker's connection ends, and on Redis what a live worker owns is never given
-  back (``redis_transport.py``). If the worker dies, the message is delivered again.
+  back (:mod:`qtui.core.brokers.redis.worker_channel`). If the worker dies, the message is
+  delivered again.
 * **Later**: handed to the broker's delayed store, then acked.
 
   - *Redis*: a sorted set per queue, ``qtui.delayed.<queue>``, scored by due time; each member is
@@ -48,14 +49,11 @@ from typing import TYPE_CHECKING, Any
 
 from kombu import Connection, Exchange, Producer, Queue
 
+from qtui.core.brokers.amqp.delayed import AmqpDelayed, amqp_due_queue
+from qtui.core.brokers.redis.delayed import RedisDelayed
 from qtui.core.brokers.sqlite import NOT_BEFORE_HEADER
-from qtui.core.delayed import (
-    DELAY_QUEUE,
-    DELAYED_KEY,
-    DUE_QUEUE,
-    LADDER,
-    amqp_due_queue,
-)
+from qtui.core.brokers.sqlite.delayed import SqliteDelayed
+from qtui.core.delayed import DELAY_QUEUE, DELAYED_KEY, DUE_QUEUE, LADDER, DelayedTasks, delayed_for
 
 from . import declare
 from .job import SCHEDULED, Job
@@ -187,15 +185,16 @@ def delayed_store_for(connection: Connection, channel: Any, producer: Callable[[
                       queues: list[str],
                       queue_type: Callable[[str], str] = lambda name: "classic",
                       ) -> DelayedStore | None:
-    """The delayed store this broker supports, or None (the worker then holds ETA tasks)."""
-    driver = connection.transport.driver_type
-    if driver == "redis":
-        return RedisDelayedStore(channel, queues)
-    if driver == "amqp":
-        return AMQPDelayQueues(producer, queue_type)
-    if driver == "sqlite":
-        return SqliteDelayedStore(producer)
-    return None
+    """The worker's side of the broker's delayed store (the store and how it is read are the
+    broker family's, :func:`qtui.core.delayed.delayed_for`), or None: the broker has none and
+    the worker holds ETA tasks."""
+    stores: dict[type[DelayedTasks], Callable[[], DelayedStore]] = {
+        RedisDelayed: lambda: RedisDelayedStore(channel, queues),
+        AmqpDelayed: lambda: AMQPDelayQueues(producer, queue_type),
+        SqliteDelayed: lambda: SqliteDelayedStore(producer),
+    }
+    reader = delayed_for(connection)
+    return None if reader is None else stores[type(reader)]()
 
 
 class Scheduler:

@@ -2,20 +2,21 @@
 
 On Redis the worker owns each delivery from the moment it leaves its queue (its own ``owned``
 set beside kombu's ``unacked`` records) and a helper process vouches for the worker's life
-(:mod:`qtui.workers.redis_transport`, :mod:`qtui.workers.liveness`): a worker gives back only
-what dead owners held, never another client's deliveries by their age, and a task that holds
-the GIL cannot make its worker look dead. The visibility timeout (qtui's default 60 s) is the
-TTL of a worker's life when its helper dies with it; a worker that dies alone is seen at once.
-The main loop runs that restore regularly (kombu only does it when a connection idles).
+(:mod:`qtui.core.brokers.redis.worker_channel`, :mod:`qtui.workers.liveness`): a worker gives
+back only what dead owners held, never another client's deliveries by their age, and a task
+that holds the GIL cannot make its worker look dead. The visibility timeout (qtui's default
+60 s) is the TTL of a worker's life when its helper dies with it; a worker that dies alone is
+seen at once. The main loop runs that restore regularly (kombu only does it when a connection
+idles).
 
 The embedded SQLite broker finds dead holders itself (by pid, on the same host), so its
 visibility timeout stays long (3600 s by default); a lease thread renews what the worker
 holds there, so neither a task that runs longer than the timeout nor an ETA held in memory is
 delivered twice, whatever the timeout is set to.
 
-Delivery tags stay valid across reconnections on Redis (they are keys in Redis, not in the
-connection), so :func:`settle` acks or requeues a message whose connection was lost, and
-:func:`reclaim` puts back what a fetch took while its reply was lost.
+Which broker does what is its family's answer (:mod:`qtui.core.brokers.family`): delivery tags
+that outlive the connection (Redis, SQLite) are settled through the next one with the
+channel's ``settle``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 logger = logging.getLogger("qtui.worker")
-
-DEFAULT_VISIBILITY_TIMEOUT = 60.0
 
 
 class Leases:
@@ -61,36 +60,14 @@ class Leases:
 
     def restore_expired(self) -> None:
         """Put back the messages of dead holders (Redis: dead owners only, see
-        :meth:`~qtui.workers.redis_transport.QoS.restore_visible`). The SQLite transport does
-        this itself whenever it claims."""
+        :meth:`~qtui.core.brokers.redis.worker_channel.QoS.restore_visible`). The SQLite
+        transport does this itself whenever it claims."""
         restore = getattr(self.channel.qos, "restore_visible", None)
         if restore is not None:
             restore(num=1000, interval=1)
 
 
-def reclaim(channel: Any, stamp: float, held: Iterable[str]) -> int:
-    """Put back, at the front of their queues, the messages a fetch stamped ``stamp`` recorded as
-    unacked while its reply was lost (Redis); ``held`` are the tags the worker did receive.
-    Returns how many came back."""
-    keep = set(held)
-    with channel.conn_or_acquire() as client:
-        tags = [tag.decode() if isinstance(tag, bytes) else tag
-                for tag in client.zrangebyscore(channel.unacked_index_key, stamp, stamp)]
-        lost = [tag for tag in tags if tag not in keep]
-        for tag in lost:
-            channel.qos.restore_by_tag(tag, client=client)
-    return len(lost)
-
-
 def settle(channel: Any, tags: Iterable[str], requeue: bool) -> None:
-    """Ack (or requeue at the head) deliveries made on a connection that was lost since."""
-    settle_held = getattr(channel, "settle", None)
-    if settle_held is not None:  # the embedded SQLite broker
-        settle_held(list(tags), requeue)
-        return
-    if not requeue:
-        channel.ack_many(tags)
-        return
-    with channel.conn_or_acquire() as client:
-        for tag in tags:
-            channel.qos.restore_by_tag(tag, client=client, leftmost=True)
+    """Ack (or requeue) deliveries made on a connection that was lost since, on a broker whose
+    family keeps deliveries across connections (its channel's ``settle``)."""
+    channel.settle(list(tags), requeue)

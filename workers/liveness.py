@@ -9,8 +9,11 @@ by age, leave them alone). When the parent dies (or closes the helper's stdin on
 deletes the ``alive`` key at once, so other workers give the deliveries back without waiting
 for the TTL; if the helper dies with its parent, the TTL does it.
 
-Run as ``python -m qtui.workers.liveness OWNER TTL PARENT_PID``; the broker URL arrives on
-stdin (never in argv, which every user of the machine can read).
+Run as ``python -m qtui.workers.liveness OWNER TTL PARENT_PID ALIVE_KEY OWNED_KEY OWNERS_KEY
+UNACKED_INDEX_KEY`` (the owner's keys, which the worker's Redis channel names:
+:meth:`qtui.core.brokers.redis.worker_channel.Channel.liveness_keys`, so that the helper imports
+nothing but redis-py); the broker URL arrives on stdin (never in argv, which every user of the
+machine can read).
 """
 
 from __future__ import annotations
@@ -21,20 +24,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 import redis
-
-# An owner's (a worker's) keys on Redis: here, so that the helper imports nothing but redis-py.
-OWNERS_KEY = "qtui.owners"
-"""Every live or not yet restored owner, by id."""
-ALIVE_KEY = "qtui.alive.{owner}"
-"""Exists while the owner lives (a key with a TTL its liveness helper refreshes)."""
-OWNED_KEY = "qtui.owned.{owner}"
-"""The delivery tags the owner holds (also in kombu's ``unacked``)."""
-PROCESSING_KEY = "qtui.processing.{owner}/{queue}"
-"""Where the owner's idle wait moves a message of ``queue`` before it is recorded."""
-PROCESSING_QUEUES_KEY = "qtui.processing.{owner}"
-"""The queues the owner has a processing list for."""
 
 #: How often the helper checks that its parent lives (seconds).
 PARENT_CHECK = 0.2
@@ -52,15 +44,17 @@ return 1
 class Liveness:
     """The helper process of one owner (a worker), started and stopped by its consumer."""
 
-    def __init__(self, url: str, owner: str, ttl: float, unacked_index_key: str) -> None:
+    def __init__(self, url: str, owner: str, ttl: float, keys: Sequence[str]) -> None:
+        """``keys``: the owner's alive key, its owned set, the set of owners and kombu's
+        ``unacked_index``, in that order."""
         self.url, self.owner, self.ttl = url, owner, ttl
-        self.unacked_index_key = unacked_index_key
+        self.keys = list(keys)
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "qtui.workers.liveness", self.owner, str(self.ttl),
-             str(os.getpid()), self.unacked_index_key], stdin=subprocess.PIPE)
+             str(os.getpid()), *self.keys], stdin=subprocess.PIPE)
         assert self._process.stdin is not None
         self._process.stdin.write(self.url.encode() + b"\n")
         self._process.stdin.flush()
@@ -79,11 +73,10 @@ class Liveness:
             process.wait()
 
 
-def run(url: str, owner: str, ttl: float, parent: int, unacked_index_key: str) -> None:
+def run(url: str, owner: str, ttl: float, parent: int, keys: list[str]) -> None:
     client = redis.Redis.from_url(url)
     refresh = client.register_script(_REFRESH)
-    alive = ALIVE_KEY.format(owner=owner)
-    keys = [alive, OWNED_KEY.format(owner=owner), OWNERS_KEY, unacked_index_key]
+    alive = keys[0]
     interval = max(0.1, min(ttl / 4, 5.0))
     next_refresh = 0.0
     while os.getppid() == parent:
@@ -107,9 +100,9 @@ def main() -> None:
     # warm shutdown's running tasks, and ends when its parent does.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    owner, ttl, parent, unacked_index_key = sys.argv[1:5]
+    owner, ttl, parent, *keys = sys.argv[1:]
     url = sys.stdin.buffer.readline().decode().strip()
-    run(url, owner, float(ttl), int(parent), unacked_index_key)
+    run(url, owner, float(ttl), int(parent), keys)
 
 
 if __name__ == "__main__":

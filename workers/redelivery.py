@@ -23,13 +23,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from kombu import Exchange, Producer, Queue
 from kombu.message import Message
 
-from qtui.core.ledger import Ledger, RedisLedger
+from qtui.core.ledger import Ledger, RedisLedger, StartRecord
 from qtui.core.protocol import TaskMessage
 
 logger = logging.getLogger("qtui.worker")
@@ -69,20 +68,6 @@ def start_key(message: TaskMessage, counted: int) -> str:
     """One delivery of one task: its id, its retry (a retry is a new message with the same id)
     and the deliveries counted in its header."""
     return f"{message.id}:{message.retries}:{counted}"
-
-
-@dataclass
-class StartRecord:
-    """What the ledger (a Redis sorted set, ``key``) must learn before a batch of tasks runs,
-    written by whoever makes the next round trip to it (the worker's fetch script)."""
-
-    key: str
-    started: dict[str, float]
-    """Delivery keys that start now, and when their record expires (epoch seconds)."""
-    settled: list[str]
-    """Delivery keys that ended without being lost: removed."""
-    trim_before: float | None
-    """Remove the records that expired before this time too; None: not this time."""
 
 
 class Starts:

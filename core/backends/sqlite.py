@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
 from ..exceptions import BackendError
-from ..files import create_private
+from ..files import create_private, sqlite_file
 from .base import ResultBackend
 from .sqlite_chord import SQLiteChordJoin
 
@@ -37,21 +37,19 @@ CREATE INDEX IF NOT EXISTS results_expires_at ON results (expires_at);
 """
 
 
-def path_from_url(url: str) -> Path:
-    """``sqlite://results.db`` is relative to the working directory; ``sqlite:///abs`` and
-    ``sqlite:////abs`` are absolute; ``~`` is expanded."""
+def results_path(url: str) -> Path:
+    """The results file a ``sqlite://PATH`` URL names (:func:`~qtui.core.files.sqlite_file`);
+    unlike the broker's URL, it must name one."""
     rest = url.partition("://")[2]
     if not rest:
         raise exceptions.ImproperlyConfigured(f"{url!r} names no file: use sqlite://PATH")
-    if rest.startswith("/"):
-        rest = "/" + rest.lstrip("/")
-    return Path(rest).expanduser().absolute()
+    return sqlite_file(rest)
 
 
 class SQLiteBackend(ResultBackend):
     def __init__(self, app: App, url: str) -> None:
         super().__init__(app, url)
-        self.path = path_from_url(url)
+        self.path = results_path(url)
         self._local = threading.local()
         self._connect()
 

@@ -152,7 +152,7 @@ def store_for(app: App) -> BeatStore:
 
 def _sqlite_path(url: str, is_broker: bool) -> str:
     if is_broker:
-        from ..brokers.sqlite import path_from_url as broker_path
+        from ..brokers.sqlite import broker_path
         return str(broker_path(url))
-    from ..backends.sqlite import path_from_url as backend_path
-    return str(backend_path(url))
+    from ..backends.sqlite import results_path
+    return str(results_path(url))

@@ -1,4 +1,7 @@
-"""Brokers: qtui's embedded SQLite transport, registered with kombu, and its default location."""
+"""Brokers: qtui's embedded SQLite transport, registered with kombu, and its default location.
+
+Each kind of broker is one package here (``redis/``, ``amqp/``, ``sqlite/``), and what the rest
+of qtui asks of a broker goes through its family (:mod:`.family`)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ class QoS(kombu_redis.QoS):
         """Never restore by age: kombu's restore (run whenever a consumer's poll comes back
         empty, the console's and ``qtui inspect``'s too) gives back every delivery of the
         database older than the visibility timeout, Celery workers' included. qtui workers
-        give back only what dead qtui workers held (:mod:`qtui.workers.redis_transport`)."""
+        give back only what dead qtui workers held (:mod:`.worker_channel`)."""
 
 
 class Channel(kombu_redis.Channel):

@@ -14,7 +14,7 @@ these messages as their own) and changes who takes and who gives back:
   moves a message into the worker's processing list (not into the void), and the same script
   then takes it from there. A popped item that is not a kombu envelope is wrapped and pushed to
   ``<queue>.dead`` with the reason, in the same script. The same call records the starts of the
-  batch the worker is about to run in the cluster ledger (:class:`~.redelivery.StartRecord`):
+  batch the worker is about to run in the cluster ledger (:class:`~qtui.core.ledger.StartRecord`):
   sent before the batch starts (:meth:`Channel.send_fetch`), its reply read while it runs.
 * **Giving back** is by ownership, never by age. Each worker is an owner with an ``alive`` key
   that a helper process (:mod:`qtui.workers.liveness`) refreshes, so a task holding the GIL
@@ -24,7 +24,7 @@ these messages as their own) and changes who takes and who gives back:
 A fetch whose reply is lost (Redis shut down or the connection broke after the script ran) has
 still recorded its messages as unacked, for a worker that never received them. Each fetch stamps
 its messages with its own time, which the worker keeps when the call fails; after reconnecting,
-:func:`qtui.workers.leases.reclaim` puts back what carries that stamp and is not held.
+:meth:`Channel.reclaim_stamped` puts back what carries that stamp and is not held.
 """
 
 from __future__ import annotations
@@ -42,13 +42,23 @@ from kombu.transport import virtual
 from kombu.utils.json import loads
 from redis.exceptions import NoScriptError
 
-from qtui.core.brokers import redis as redis_broker
-
-from .deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, dead_letter_queue_name
-from .liveness import ALIVE_KEY, OWNED_KEY, OWNERS_KEY, PROCESSING_KEY, PROCESSING_QUEUES_KEY
-from .redelivery import StartRecord
+from ...ledger import StartRecord
+from ...protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, dead_letter_queue_name
+from . import channel as redis_broker
 
 logger = logging.getLogger("qtui.worker")
+
+# An owner's (a worker's) keys on Redis.
+OWNERS_KEY = "qtui.owners"
+"""Every live or not yet restored owner, by id."""
+ALIVE_KEY = "qtui.alive.{owner}"
+"""Exists while the owner lives (a key with a TTL its liveness helper refreshes)."""
+OWNED_KEY = "qtui.owned.{owner}"
+"""The delivery tags the owner holds (also in kombu's ``unacked``)."""
+PROCESSING_KEY = "qtui.processing.{owner}/{queue}"
+"""Where the owner's idle wait moves a message of ``queue`` before it is recorded."""
+PROCESSING_QUEUES_KEY = "qtui.processing.{owner}"
+"""The queues the owner has a processing list for."""
 
 #: How often a consumer looks for dead owners to restore (seconds).
 RESTORE_INTERVAL = 1.0
@@ -392,7 +402,8 @@ class Channel(redis_broker.Channel):
         """Wait for a message of the next queue in turn by moving it into this owner's
         processing list (``BLMOVE``): taken by Redis, it is never only in a socket buffer."""
         if self.owner is None:
-            return super()._brpop_start(timeout)
+            super()._brpop_start(timeout)
+            return None
         queues = self._queue_cycle.consume(1)
         if not queues:
             return None
@@ -413,7 +424,7 @@ class Channel(redis_broker.Channel):
 
     def _brpop_read(self, **options: Any) -> bool:
         if self._waiting_on is None:
-            return super()._brpop_read(**options)
+            return bool(super()._brpop_read(**options))
         queue, self._waiting_on = self._waiting_on, None
         try:
             try:
@@ -444,6 +455,45 @@ class Channel(redis_broker.Channel):
         pipe.execute()
         for tag in tags:
             virtual.QoS.ack(self.qos, tag)
+
+    def settle(self, tags: Iterable[str], requeue: bool) -> None:
+        """Ack (or requeue at the head) deliveries made on a connection that was lost since:
+        their tags are keys in Redis, valid on any connection."""
+        if not requeue:
+            self.ack_many(tags)
+            return
+        with self.conn_or_acquire() as client:
+            for tag in tags:
+                self.qos.restore_by_tag(tag, client=client, leftmost=True)
+
+    def reclaim_stamped(self, stamp: float, held: Iterable[str]) -> int:
+        """Put back, at the front of their queues, the messages a fetch stamped ``stamp``
+        recorded as unacked while its reply was lost; ``held`` are the tags the worker did
+        receive. Returns how many came back."""
+        keep = set(held)
+        with self.conn_or_acquire() as client:
+            tags = [tag.decode() if isinstance(tag, bytes) else tag
+                    for tag in client.zrangebyscore(self.unacked_index_key, stamp, stamp)]
+            lost = [tag for tag in tags if tag not in keep]
+            for tag in lost:
+                self.qos.restore_by_tag(tag, client=client)
+        return len(lost)
+
+    def finish_pending_read(self) -> None:
+        """Read a pending blocking wait's reply now, while every consumer is registered: after
+        ``basic_cancel`` kombu would read it later and hand the message it took to nobody."""
+        if getattr(self, "_in_poll", None):
+            try:
+                self._brpop_read()
+            except Empty:  # the wait took nothing
+                pass
+
+    def liveness_keys(self) -> list[str]:
+        """The keys the owner's liveness helper (:mod:`qtui.workers.liveness`) keeps: its
+        ``alive`` key, its ``owned`` set, the set of owners and kombu's ``unacked_index``."""
+        assert self.owner is not None, "an owner's keys: call own() first"
+        return [ALIVE_KEY.format(owner=self.owner), OWNED_KEY.format(owner=self.owner),
+                OWNERS_KEY, self.unacked_index_key]
 
 
 class Transport(redis_broker.Transport):

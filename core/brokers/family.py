@@ -1,0 +1,101 @@
+"""Broker families: what the rest of qtui asks of a broker, answered once per kind of broker.
+
+kombu hides most differences between brokers. What it does not hide -- how to count a queue's
+messages, where ETA tasks wait, whether a delivery outlives its connection, which exchange type
+events use -- each family answers here, behind one small interface, as Huey's storage classes
+and kombu's virtual ``Channel`` do for theirs. A family is one package: ``redis/``, ``amqp/``,
+``sqlite/`` (each with its ``family.py``, ``queues.py`` and ``delayed.py``); any other kombu
+transport (``memory://``, ``filesystem://``, ...) gets :class:`BrokerFamily`'s own answers,
+which are what plain kombu offers.
+
+The coming queue operations belong to the family's queue inspector (its ``queues.py``, a
+:class:`~qtui.core.queues.QueueInspector` beside ``queues()`` and ``purge()``): peeking at the
+first messages of a queue, the age of its oldest message, and pausing and resuming a queue,
+with the pause state kept in the family's own broker (a Redis key, a table of the SQLite file).
+
+:func:`family_for` is the one place that maps a transport (kombu's ``driver_type``) to its
+family: callers ask the family, never the transport's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from kombu import Connection, Queue
+
+if TYPE_CHECKING:
+    from ..delayed import DelayedTasks
+    from ..queues import QueueInspector
+
+
+class BrokerFamily:
+    """One kind of broker. The defaults are any kombu transport's: nothing beyond kombu."""
+
+    event_exchange_type = "topic"
+    """The type of the ``celeryev`` exchange (Celery declares it fanout on Redis)."""
+
+    keeps_deliveries = False
+    """Delivery tags outlive the connection: what a lost connection delivered is settled
+    through the next one (its channel's ``settle(tags, requeue)``), and running tasks keep
+    their deliveries; False: the broker gives them back when the connection goes."""
+
+    takes_back_held = False
+    """The broker takes back a delivery held unacked too long (RabbitMQ's consumer_timeout)."""
+
+    renews_leases = False
+    """A delivery's visibility lease must be renewed while it is held (the worker's lease
+    thread calls the channel's ``renew(tags)``)."""
+
+    owns_deliveries = False
+    """The worker takes deliveries as a named owner whose life a helper process vouches for
+    (the channel's ``own`` and ``liveness_keys``; :mod:`qtui.workers.liveness`)."""
+
+    worker_transport_options: Mapping[str, Any] = {}
+    """Transport options a worker's connection starts from (the user's settings win)."""
+
+    def refusals(self) -> tuple[type[BaseException], ...]:
+        """Errors with which a reachable broker refuses an operation for a while (out of memory,
+        a read-only replica): a worker waits and reconnects, as for a lost connection."""
+        return ()
+
+    def queue_inspector(self, connection: Connection,
+                        management_url: str | None = None) -> QueueInspector:
+        """Queue depths through ``connection`` (owned by the inspector from now on)."""
+        from ..queues import DeclaredQueues
+        return DeclaredQueues(connection)
+
+    def delayed(self, connection: Connection) -> DelayedTasks | None:
+        """The broker's delayed (ETA) store, read through ``connection``; None: the broker has
+        none (workers hold every ETA task themselves)."""
+        return None
+
+    def due_queue(self, queue: str, queue_type: str = "classic") -> Queue | None:
+        """The queue a worker consuming ``queue`` consumes too, where due ETA tasks come back
+        ahead of the backlog of ``queue``; None: they come back to ``queue`` itself."""
+        return None
+
+
+#: Any kombu transport without a family of its own.
+KOMBU = BrokerFamily()
+
+
+def family_for(connection: Connection) -> BrokerFamily:
+    """The family of ``connection``'s transport (the connection need not be open)."""
+    return _families().get(connection.transport.driver_type, KOMBU)
+
+
+@cache
+def _families() -> dict[str, BrokerFamily]:
+    """Each family by its transports' ``driver_type``. Imported on first use: each family's
+    package imports the interfaces (queues, delayed) that ask this module for the family."""
+    from .amqp.family import AMQP
+    from .redis.family import REDIS
+    from .sqlite.family import SQLITE
+    return {"redis": REDIS, "amqp": AMQP, "sqlite": SQLITE}
+
+
+def transport_name(connection: Connection) -> str:
+    """The transport's own name, as Celery's ``stats`` reports it (``redis``, ``amqp``, ...)."""
+    return str(connection.transport.driver_type)

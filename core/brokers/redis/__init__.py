@@ -1,0 +1,16 @@
+"""The Redis broker family: everything qtui knows about a Redis broker, in one package.
+
+- :mod:`.channel` -- kombu's Redis transport with less work per message: what every qtui
+  connection to Redis uses (``redis://``, ``rediss://``);
+- :mod:`.worker_channel` -- the worker's channel on top of it: every message owned from the
+  moment it leaves its queue (one fetch script), and given back only when its owner is dead;
+- :mod:`.queues` -- queue inspection (LLEN over the priority lists, queues found in kombu's
+  binding sets);
+- :mod:`.delayed` -- the delayed (ETA) store, a sorted set per queue;
+- :mod:`.family` -- :class:`~.family.RedisFamily`, the answers the rest of qtui asks for
+  (:mod:`qtui.core.brokers.family`).
+"""
+
+from .channel import REDIS_SCHEMES, Channel, QoS, Transport, connection
+
+__all__ = ["REDIS_SCHEMES", "Channel", "QoS", "Transport", "connection"]

@@ -1,0 +1,518 @@
+"""The SQL layer of the embedded broker: one SQLite connection to the broker file with the verbs the
+kombu channel needs (put, claim, ack, release, renew, sweep, ...), its retries while the file is
+locked, and the errors that say what to do when the file cannot be used. The kombu classes built
+on it are in :mod:`.transport`; the URL and delivery rules in the package docstring."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kombu.exceptions import OperationalError
+
+from ...files import create_private, sqlite_file
+from .. import default_broker_path
+from .liveness import current_process, process_alive
+from .schema import MIGRATIONS, READY, READY_ROWS, SCHEMA_VERSION
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_BUSY_TIMEOUT = 5.0
+#: How often a connection looks for dead holders and owners and re-reads queues it saw empty
+#: (messages whose visibility timeout passes become visible without any write to the file).
+SWEEP_INTERVAL = 1.0
+#: How long (s) one ``PRAGMA data_version`` read stands for the file's state.
+VERSION_REUSE = 0.002
+#: Attempts, and the first delay, for an operation that still finds the database locked after
+#: ``busy_timeout``; the delay doubles each time.
+BUSY_RETRIES = 5
+BUSY_BACKOFF = 0.05
+
+_UNRELEASED: dict[str, set[tuple[int, bool]]] = {}
+"""Per broker file: rows this process held and failed to give back (a full disk, say), as
+(row id, delivered); given back by the next claim that can write. Per process, not per
+connection, because a row's holder is the process: a worker that reconnects would otherwise keep
+them invisible until their visibility timeout."""
+_UNRELEASED_LOCK = threading.Lock()
+#: SQLite connections inherited across fork: never used or closed in the child (SQLite forbids it).
+_INHERITED: list[sqlite3.Connection] = []
+
+
+class BrokerFileError(OperationalError):
+    """The broker file cannot be used (path, format or schema); the message says what to do."""
+
+
+class BrokerLocked(OperationalError, sqlite3.OperationalError):
+    """The broker file stayed locked by other connections past every retry (an SQLite error
+    too, so what gives back held rows later still sees it as one)."""
+
+
+def broker_path(url: str | None) -> Path:
+    """The broker file a ``sqlite://`` URL (or a bare path) names; plain ``sqlite://`` is qtui's
+    default file (see the package docstring)."""
+    rest = (url or "").partition("://")[2] if "://" in (url or "") else (url or "")
+    return sqlite_file(rest) if rest else default_broker_path()
+
+
+@dataclass
+class Claimed:
+    """A message row taken by this process: invisible to others until acked or released."""
+
+    id: int
+    payload: str
+    delivered_count: int
+    until: float
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code); by message before Python 3.11. Not
+    :class:`BrokerLocked`: its retries are already spent."""
+    if isinstance(exc, BrokerLocked):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (5, 6)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class Database:
+    """One SQLite connection to the broker file, with the verbs the channel needs.
+
+    Safe to share between the threads of a process (acks may come from pool threads); re-opened
+    after a fork.
+    """
+
+    def __init__(self, path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._lock = threading.RLock()
+        self._pid = -1
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._local_writes = 0
+        self._version, self._version_read_at = 0, float("-inf")
+        self._next_sweep = 0.0
+        self._connect()
+
+    # connection, schema, retries
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise sqlite3.ProgrammingError(f"the SQLite broker connection to {self.path} is closed")
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise BrokerFileError(f"qtui's SQLite broker needs SQLite 3.35 or newer; this Python "
+                                  f"has {sqlite3.sqlite_version}. Use a newer Python build.")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BrokerFileError(f"cannot create the directory for the SQLite broker at "
+                                  f"{self.path} ({exc.strerror or exc}): choose a writable "
+                                  "path in the broker URL (sqlite://PATH)") from exc
+        try:
+            create_private(self.path)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+        except (sqlite3.Error, OSError) as exc:
+            raise BrokerFileError(f"cannot open the SQLite broker at {self.path} ({exc}): "
+                                  "choose a writable path in the broker URL") from exc
+        try:
+            self._retrying(lambda: self._prepare(conn))
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._pid = conn, os.getpid()
+        self._register()
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """WAL mode, and the schema migrated to :data:`SCHEMA_VERSION` (or a clear refusal)."""
+        where = f"the SQLite broker at {self.path}"
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise BrokerFileError(
+                    f"{where} has schema version {version}, newer than this qtui understands "
+                    f"({SCHEMA_VERSION}): upgrade qtui, or point the broker URL at another file")
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if version < SCHEMA_VERSION:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    for step in range(version + 1, SCHEMA_VERSION + 1):
+                        for statement in MIGRATIONS[step].split(";"):
+                            if statement.strip():
+                                conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={max(version, SCHEMA_VERSION)}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if "not a database" in text:
+                raise BrokerFileError(f"{where} is not an SQLite database: point the broker URL "
+                                      "at another file, or move this one away") from exc
+            if "readonly" in text or "unable to open" in text or "disk I/O" in text:
+                raise BrokerFileError(f"{where} is not writable ({text}): fix its permissions "
+                                      "or choose another path in the broker URL") from exc
+            raise
+
+    def _register(self) -> None:
+        me = current_process()
+        self._write(lambda c: c.execute(
+            "INSERT OR IGNORE INTO processes (token, host, pid, started) VALUES (?, ?, ?, ?)",
+            (me.token, me.host, me.pid, me.started)))
+
+    def close(self) -> None:
+        """Close the connection (in the process that opened it; a forked child only lets go)."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            elif self._conn is not None:
+                _INHERITED.append(self._conn)
+            self._conn, self._closed = None, True
+
+    def _run(self, op: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        """Run ``op`` under the lock; ``write`` tells readers of :meth:`generation`."""
+        def locked() -> T:
+            with self._lock:
+                result = op(self._connect())
+                if write:
+                    self._local_writes += 1
+                return result
+        return self._retrying(locked)
+
+    def _retrying(self, op: Callable[[], T]) -> T:
+        """Run ``op``, retrying with backoff (and a warning) while the file stays locked past
+        ``busy_timeout``; past the last retry, :class:`BrokerLocked` says so (a kombu
+        connection error: a worker reconnects, keeping what it holds)."""
+        delay, started, attempt = BUSY_BACKOFF, time.monotonic(), 1
+        while True:
+            try:
+                return op()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                if attempt == BUSY_RETRIES:
+                    raise BrokerLocked(
+                        f"the SQLite broker at {self.path} stayed locked for "
+                        f"{time.monotonic() - started:.1f}s ({BUSY_RETRIES} attempts of "
+                        f"busy_timeout {self.busy_timeout}s): another process holds its write "
+                        "lock; raise the transport option busy_timeout if that is expected") \
+                        from exc
+                logger.warning("SQLite broker %s busy (%s): retry %d of %d in %.2fs",
+                               self.path, exc, attempt, BUSY_RETRIES - 1, delay)
+                time.sleep(delay)
+                delay *= 2
+                attempt += 1
+
+    def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        return self._run(op, write=False)
+
+    def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        return self._run(op, write=True)
+
+    @staticmethod
+    @contextmanager
+    def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """A write transaction, rolled back on any failure, a failed ``COMMIT`` included (it
+        leaves the transaction open, and the connection would refuse every later ``BEGIN``)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def generation(self) -> tuple[int, int, int]:
+        """Changes whenever anything may have become visible: a commit by another connection
+        (``PRAGMA data_version``), a write by this one, or a sweep interval passing."""
+        now = time.monotonic()
+        # One read serves every queue of a polling round. Reusing an older read is safe: a
+        # queue is marked empty with the generation read *before* its claim.
+        if now - self._version_read_at > VERSION_REUSE:
+            self._version = self._read(lambda c: c.execute("PRAGMA data_version").fetchone()[0])
+            self._version_read_at = now
+        return self._version, self._local_writes, int(now / SWEEP_INTERVAL)
+
+    # messages
+
+    def put(self, queue: str, priority: int, payload: str, not_before: float | None = None
+            ) -> None:
+        """Store a message; with ``not_before`` (epoch seconds) it stays invisible until then."""
+        now = time.time()
+        visible_at = max(now, not_before) if not_before else now
+        self._write(lambda c: c.execute(
+            "INSERT INTO messages (queue, priority, payload, visible_at, created_at) "
+            "VALUES (?, ?, ?, ?, ?)", (queue, priority, payload, visible_at, now)))
+
+    def put_fanout(self, exchange: str, priority: int, payload: str) -> int:
+        """One copy for every queue bound to ``exchange``, in one transaction."""
+        now = time.time()
+        return self._write(lambda c: c.execute(
+            "INSERT INTO messages (queue, priority, payload, visible_at, created_at) "
+            "SELECT DISTINCT queue, ?, ?, ?, ? FROM bindings WHERE exchange = ?",
+            (priority, payload, now, now, exchange)).rowcount)
+
+    def claim(self, queue: str, limit: int, visibility_timeout: float) -> list[Claimed]:
+        """Take up to ``limit`` visible messages, best priority first, in one statement (a claim
+        that finds nothing changes nothing, so it does not move :meth:`generation`)."""
+        if _UNRELEASED:
+            self._release_leftovers()
+        now = time.time()
+        until = now + visibility_timeout
+        # ORDER BY priority: 0 first, as on kombu's Redis transport (see the module docstring).
+        rows = self._read(lambda c: c.execute(
+            "UPDATE messages SET visible_at = ?, holder = ?, "
+            f"delivered_count = delivered_count + 1 WHERE id IN ({READY} LIMIT ?) "
+            "RETURNING priority, id, payload, delivered_count",
+            (until, current_process().token, queue, now, limit)).fetchall())
+        if rows:
+            with self._lock:
+                self._local_writes += 1
+        rows.sort()  # RETURNING has no order: within one claim, by priority, then id
+        return [Claimed(id, payload, count, until) for _, id, payload, count in rows]
+
+    def take(self, queue: str) -> Claimed | None:
+        """Remove and return the next visible message: delivery without acknowledgement."""
+        now = time.time()
+        row = self._read(lambda c: c.execute(
+            f"DELETE FROM messages WHERE id = ({READY} LIMIT 1) "
+            "RETURNING id, payload, delivered_count", (queue, now)).fetchone())
+        if row is None:
+            return None
+        with self._lock:
+            self._local_writes += 1
+        return Claimed(row[0], row[1], row[2] + 1, float("inf"))
+
+    def ack(self, message_id: int) -> None:
+        self._write(lambda c: c.execute("DELETE FROM messages WHERE id = ?", (message_id,)))
+
+    def renew(self, message_ids: list[int], visibility_timeout: float) -> None:
+        """Keep messages this process holds invisible for another ``visibility_timeout`` (the
+        worker's lease thread: a task held longer than the timeout is not delivered twice)."""
+        if not message_ids:
+            return
+        until, me = time.time() + visibility_timeout, current_process().token
+        self._write(lambda c: c.executemany(
+            "UPDATE messages SET visible_at = ? WHERE id = ? AND holder = ?",
+            [(until, i, me) for i in message_ids]))
+
+    def release(self, message_ids: list[int], delivered: bool = True) -> None:
+        """Make messages this process still holds visible at once (one whose visibility timeout
+        passed may be someone else's by now); ``delivered=False`` for rows claimed ahead and
+        never handed to kombu, so they are not flagged as redelivered."""
+        if not message_ids:
+            return
+        undo, me = 0 if delivered else 1, current_process().token
+        try:
+            self._write(lambda c: c.executemany(
+                "UPDATE messages SET visible_at = created_at, holder = NULL, "
+                "delivered_count = delivered_count - ? WHERE id = ? AND holder = ?",
+                [(undo, i, me) for i in message_ids]))
+        except sqlite3.Error:
+            with _UNRELEASED_LOCK:
+                _UNRELEASED.setdefault(str(self.path), set()).update(
+                    (i, delivered) for i in message_ids)
+            raise
+
+    def _release_leftovers(self) -> None:
+        """Give back what an earlier :meth:`release` of this process could not."""
+        with _UNRELEASED_LOCK:
+            pending = _UNRELEASED.pop(str(self.path), None)
+        for delivered in (True, False):
+            ids = [i for i, d in pending or () if d is delivered]
+            try:
+                self.release(ids, delivered)  # a failure puts them back in _UNRELEASED
+            except sqlite3.Error:
+                pass
+
+    def purge(self, queue: str) -> int:
+        """Delete the ready messages of ``queue`` (held ones stay, as in AMQP)."""
+        now = time.time()
+        return self._write(lambda c: c.execute(
+            f"DELETE FROM messages WHERE {READY_ROWS}", (queue, now)).rowcount)
+
+    def size(self, queue: str) -> int:
+        now = time.time()
+        return int(self._read(lambda c: c.execute(
+            f"SELECT count(*) FROM messages WHERE {READY_ROWS}",
+            (queue, now)).fetchone()[0]))
+
+    def oldest_ready(self, queue: str) -> float | None:
+        """When the oldest ready message of ``queue`` was put there (None: it has none)."""
+        now = time.time()
+        found = self._read(lambda c: c.execute(
+            f"SELECT min(created_at) FROM messages WHERE {READY_ROWS}",
+            (queue, now)).fetchone()[0])
+        return None if found is None else float(found)
+
+    # rows nobody holds, ready or not yet visible (the delayed store's due queues)
+
+    def count_unheld(self, queue: str) -> int:
+        return int(self._read(lambda c: c.execute(
+            "SELECT count(*) FROM messages WHERE queue = ? AND holder IS NULL",
+            (queue,)).fetchone()[0]))
+
+    def peek_unheld(self, queue: str, limit: int) -> list[str]:
+        """Payloads of the first ``limit`` rows nobody holds, by when they become visible."""
+        return [row[0] for row in self._read(lambda c: c.execute(
+            "SELECT payload FROM messages WHERE queue = ? AND holder IS NULL "
+            "ORDER BY visible_at, id LIMIT ?", (queue, limit)).fetchall())]
+
+    def delete_unheld(self, queue: str) -> int:
+        return self._write(lambda c: c.execute(
+            "DELETE FROM messages WHERE queue = ? AND holder IS NULL", (queue,)).rowcount)
+
+    def move_unheld(self, queue: str, to: str) -> int:
+        """Make the rows of ``queue`` nobody holds ready now in queue ``to``, behind what
+        waits there."""
+        now = time.time()
+        return self._write(lambda c: c.execute(
+            "UPDATE messages SET queue = ?, visible_at = ?, created_at = ? "
+            "WHERE queue = ? AND holder IS NULL", (to, now, now, queue)).rowcount)
+
+    def list_queues(self) -> list[tuple[str, int, int]]:
+        """(name, ready, unacked) for every declared queue and every queue holding messages,
+        after the dead processes' messages and transient queues are dealt with."""
+        self.maybe_sweep()
+        now = time.time()
+        return self._read(lambda c: c.execute(
+            "SELECT name, sum(ready), sum(held) FROM ("
+            " SELECT name, 0 AS ready, 0 AS held FROM queues"
+            " UNION ALL SELECT queue, visible_at <= ?1, visible_at > ?1 FROM messages"
+            ") GROUP BY name ORDER BY name", (now,)).fetchall())
+
+    # queues, exchanges, bindings
+
+    def declare_queue(self, name: str, auto_delete: bool, expires_ms: int | None) -> None:
+        """Record the queue; a transient one (auto-delete or expiring) is owned by this process
+        and goes when the process is found dead."""
+        owner = current_process().token if auto_delete or expires_ms is not None else None
+        self._write(lambda c: c.execute(
+            "INSERT INTO queues (name, auto_delete, expires_ms, owner, created_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "auto_delete = excluded.auto_delete, expires_ms = excluded.expires_ms, "
+            "owner = excluded.owner",
+            (name, int(auto_delete), expires_ms, owner, time.time())))
+
+    def has_queue(self, name: str) -> bool:
+        return bool(self._read(lambda c: c.execute(
+            "SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?1) "
+            "OR EXISTS (SELECT 1 FROM messages WHERE queue = ?1)", (name,)).fetchone()[0]))
+
+    def delete_queue(self, name: str, only_if_owned: bool = False) -> None:
+        """Drop the queue, its bindings and its messages (``only_if_owned``: if this process
+        declared it last)."""
+        def op(c: sqlite3.Connection) -> None:
+            with self._transaction(c):
+                if only_if_owned and not c.execute(
+                        "SELECT 1 FROM queues WHERE name = ? AND owner = ?",
+                        (name, current_process().token)).fetchone():
+                    return
+                self._drop_queues(c, "?", (name,))
+        self._write(op)
+
+    @staticmethod
+    def _drop_queues(c: sqlite3.Connection, names_sql: str, args: tuple[Any, ...]) -> None:
+        c.execute(f"DELETE FROM messages WHERE queue IN ({names_sql})", args)
+        c.execute(f"DELETE FROM bindings WHERE queue IN ({names_sql})", args)
+        c.execute(f"DELETE FROM queues WHERE name IN ({names_sql})", args)
+
+    def declare_exchange(self, name: str, type: str) -> None:
+        self._write(lambda c: c.execute(
+            "INSERT INTO exchanges (name, type) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET type = excluded.type", (name, type)))
+
+    def exchange_type(self, name: str) -> str | None:
+        row = self._read(lambda c: c.execute(
+            "SELECT type FROM exchanges WHERE name = ?", (name,)).fetchone())
+        return row[0] if row else None
+
+    def delete_exchange(self, name: str) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            with self._transaction(c):
+                c.execute("DELETE FROM bindings WHERE exchange = ?", (name,))
+                c.execute("DELETE FROM exchanges WHERE name = ?", (name,))
+        self._write(op)
+
+    def bind(self, exchange: str, type: str, routing_key: str, pattern: str, queue: str) -> None:
+        self._write(lambda c: c.execute(
+            "INSERT OR IGNORE INTO bindings (exchange, type, routing_key, pattern, queue) "
+            "VALUES (?, ?, ?, ?, ?)", (exchange, type, routing_key, pattern, queue)))
+
+    def unbind(self, exchange: str, routing_key: str, queue: str) -> None:
+        self._write(lambda c: c.execute(
+            "DELETE FROM bindings WHERE exchange = ? AND routing_key = ? AND queue = ?",
+            (exchange, routing_key, queue)))
+
+    def table(self, exchange: str) -> list[tuple[str, str, str]]:
+        """kombu's routing table for ``exchange``: (routing_key, pattern, queue) per binding."""
+        return self._read(lambda c: c.execute(
+            "SELECT routing_key, pattern, queue FROM bindings WHERE exchange = ?",
+            (exchange,)).fetchall())
+
+    # dead holders and owners
+
+    def maybe_sweep(self) -> None:
+        """Run :meth:`sweep` at most once per :data:`SWEEP_INTERVAL`."""
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Release the messages held by dead same-host processes (or by tokens no process row
+        knows) and drop the transient queues they owned."""
+        me = current_process()
+        rows = self._read(lambda c: c.execute(
+            "SELECT token, pid, started FROM processes WHERE host = ? AND token != ?",
+            (me.host, me.token)).fetchall())
+        dead = [token for token, pid, started in rows if not process_alive(pid, started)]
+        orphaned = self._read(lambda c: c.execute(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE holder IS NOT NULL AND holder NOT IN "
+            "(SELECT token FROM processes))").fetchone()[0])
+        if not dead and not orphaned:
+            return
+
+        def op(c: sqlite3.Connection) -> None:
+            with self._transaction(c):
+                for token in dead:
+                    released = c.execute(
+                        "UPDATE messages SET visible_at = created_at, holder = NULL "
+                        "WHERE holder = ?", (token,)).rowcount
+                    gone = [name for (name,) in c.execute(
+                        "SELECT name FROM queues WHERE owner = ?", (token,))]
+                    self._drop_queues(c, "SELECT name FROM queues WHERE owner = ?", (token,))
+                    c.execute("DELETE FROM processes WHERE token = ?", (token,))
+                    logger.info("SQLite broker: process %s is gone; released %d message(s) "
+                                "and dropped queue(s) %s", token, released, gone)
+                c.execute("UPDATE messages SET visible_at = created_at, holder = NULL WHERE "
+                          "holder IS NOT NULL AND holder NOT IN (SELECT token FROM processes)")
+        self._write(op)
+
+
+def list_queues(path: str | Path) -> list[tuple[str, int, int]]:
+    """(name, ready, unacked) for every queue in the broker file at ``path`` (or URL)."""
+    db = Database(broker_path(str(path)))
+    try:
+        return db.list_queues()
+    finally:
+        db.close()

@@ -1,0 +1,378 @@
+"""The embedded broker's kombu classes: a virtual ``Transport`` and ``Channel`` (``_put``,
+``_get``, ``_purge``, ``_size``, ``_delete`` and the fanout hooks, as kombu's extension point is
+meant to be used) and the ``QoS`` whose acks and rejects change the broker file (:mod:`.database`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from queue import Empty
+from typing import Any
+
+from amqp.protocol import queue_declare_ok_t
+from kombu.transport import virtual
+from kombu.utils.json import dumps, loads
+
+from .database import DEFAULT_BUSY_TIMEOUT, Claimed, Database, broker_path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_VISIBILITY_TIMEOUT = 3600.0
+#: Message header: epoch seconds before which a published message stays invisible (delayed
+#: delivery; the worker's ETA store on this transport).
+NOT_BEFORE_HEADER = "x-qtui-not-before"
+DEFAULT_FETCH_BATCH = 16
+DEFAULT_POLLING_INTERVAL = 0.005
+DEFAULT_IDLE_POLLING_INTERVAL = 0.03
+#: Seconds without a delivery after which a consumer polls at the idle interval.
+IDLE_AFTER = 1.0
+
+
+class QoS(virtual.QoS):
+    """Acks and rejects change the database: an ack deletes the row, a requeue or restore makes
+    it visible again at once (flagged redelivered on its next delivery)."""
+
+    channel: Channel
+    _delivered: Any  # kombu's OrderedDict of delivery tag -> message
+
+    def ack(self, delivery_tag: str) -> None:
+        self.channel.db.ack(message_id(delivery_tag))
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            # Rows claimed ahead go back too, so the requeued message is the next one served.
+            self.channel.release_ahead()
+            self.channel.db.release([message_id(delivery_tag)])
+        else:
+            self.channel.db.ack(message_id(delivery_tag))
+        super().ack(delivery_tag)
+
+    def restore_unacked(self) -> list[tuple[BaseException, Any]]:
+        self._flush()
+        tags = list(self._delivered)
+        self._delivered.clear()
+        try:
+            self.channel.db.release([message_id(tag) for tag in tags])
+        except sqlite3.Error as exc:
+            # Still held by this process: the next sweep after it exits releases them.
+            logger.error("SQLite broker: could not restore %d unacked message(s) now (%s); "
+                         "they come back as soon as the file can be written again",
+                         len(tags), exc)
+        return []
+
+
+def message_id(delivery_tag: str) -> int:
+    """The row id inside a delivery tag (``<id>.<delivery count>``)."""
+    return int(str(delivery_tag).partition(".")[0])
+
+
+class Channel(virtual.Channel):
+    """A kombu virtual channel whose queues, bindings and messages live in the broker file."""
+
+    QoS = QoS
+    supports_fanout = True
+    connection: Transport
+
+    visibility_timeout = DEFAULT_VISIBILITY_TIMEOUT
+    fetch_batch = DEFAULT_FETCH_BATCH
+    # kombu leaves this tuple unannotated, so mypy fixes its length at the base's
+    from_transport_options = (  # type: ignore[assignment]
+        *virtual.Channel.from_transport_options, "visibility_timeout", "fetch_batch")
+
+    def __init__(self, connection: Transport, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)
+        self.db = connection.database
+        # Rows claimed ahead, per queue; a requeue from another thread may give them back.
+        self._ahead: dict[str, deque[Claimed]] = {}
+        self._ahead_lock = threading.Lock()
+        self._empty_at: dict[str, tuple[int, int, int]] = {}
+        self._auto_delete: set[str] = set()
+        self._no_ack: set[str] = set()
+
+    # messages
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        not_before = (message.get("headers") or {}).get(NOT_BEFORE_HEADER)
+        self.db.put(queue, self._get_message_priority(message), dumps(message),
+                    not_before if isinstance(not_before, (int, float)) else None)
+
+    def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str,
+                    **kwargs: Any) -> None:
+        self.db.maybe_sweep()
+        self.db.put_fanout(exchange, self._get_message_priority(message), dumps(message))
+
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        now = time.time()
+        with self._ahead_lock:
+            ahead = self._ahead.get(queue)
+            while ahead:
+                claimed = ahead.popleft()
+                if claimed.until > now:
+                    return self._to_message(claimed)
+        # Taken before the claim: a commit racing with the claim moves it on, never hides.
+        generation = self.db.generation()
+        if self._empty_at.get(queue) == generation:
+            raise Empty()
+        self.db.maybe_sweep()
+        if queue in self._no_ack:
+            taken = self.db.take(queue)
+            rows = [taken] if taken else []
+        elif queue not in self._active_queues:  # basic_get: one, nothing held ahead
+            rows = self.db.claim(queue, 1, self.visibility_timeout)
+        else:
+            limit = max(1, min(self.fetch_batch,
+                               self.qos.can_consume_max_estimate() or self.fetch_batch))
+            rows = self.db.claim(queue, limit, self.visibility_timeout)
+        if not rows:
+            self._empty_at[queue] = generation
+            raise Empty()
+        if len(rows) > 1:
+            with self._ahead_lock:
+                self._ahead.setdefault(queue, deque()).extend(rows[1:])
+        return self._to_message(rows[0])
+
+    @staticmethod
+    def _to_message(claimed: Claimed) -> dict[str, Any]:
+        """The stored envelope with a per-delivery tag and, on a repeat, kombu's redelivered
+        flags (set where the Redis transport sets them)."""
+        message: dict[str, Any] = loads(claimed.payload)
+        properties = message["properties"]
+        properties["delivery_tag"] = f"{claimed.id}.{claimed.delivered_count}"
+        if claimed.delivered_count > 1:
+            properties.setdefault("delivery_info", {})["redelivered"] = True
+            message.setdefault("headers", {})["redelivered"] = True
+        return message
+
+    def _purge(self, queue: str) -> int:
+        return self.db.purge(queue)
+
+    def renew(self, delivery_tags: list[str]) -> None:
+        """Renew the visibility lease of these deliveries (see :meth:`Database.renew`)."""
+        self.db.renew([message_id(tag) for tag in delivery_tags], self.visibility_timeout)
+
+    def settle(self, delivery_tags: list[str], requeue: bool) -> None:
+        """Ack or requeue deliveries this process holds, whichever channel they came through
+        (a worker settles those of a channel it lost this way)."""
+        ids = [message_id(tag) for tag in delivery_tags]
+        if requeue:
+            self.db.release(ids)
+            return
+        for row in ids:
+            self.db.ack(row)
+
+    def _size(self, queue: str) -> int:
+        return self.db.size(queue)
+
+    def list_queues(self) -> list[tuple[str, int, int]]:
+        """(name, ready, unacked) for every queue in the file, consumed or not."""
+        return self.db.list_queues()
+
+    # queues, exchanges, bindings
+
+    def queue_declare(self, queue: str | None = None, passive: bool = False,
+                      **kwargs: Any) -> Any:
+        """As kombu's, but a passive declare only looks (it must not take over a transient
+        queue's ownership, as recording it would)."""
+        if passive and queue and self._has_queue(queue):
+            return queue_declare_ok_t(queue, self._size(queue), 0)
+        return super().queue_declare(queue, passive, **kwargs)
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        auto_delete = bool(kwargs.get("auto_delete") or kwargs.get("exclusive"))
+        expires = (kwargs.get("arguments") or {}).get("x-expires")
+        if auto_delete:
+            self._auto_delete.add(queue)
+        self.db.declare_queue(queue, auto_delete, int(expires) if expires is not None else None)
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        return self.db.has_queue(queue)
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        self._auto_delete.discard(queue)
+        self.db.delete_queue(queue)
+
+    def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False,
+                     **kwargs: Any) -> None:
+        """Delete the queue from the file even when this process never bound it."""
+        if if_empty and self._size(queue):
+            return
+        super().queue_delete(queue, if_unused=if_unused, if_empty=if_empty, **kwargs)
+        self._delete(queue)
+
+    def exchange_declare(self, exchange: str | None = None, type: str = "direct",
+                         durable: bool = False, auto_delete: bool = False,
+                         arguments: dict[str, Any] | None = None, nowait: bool = False,
+                         passive: bool = False) -> None:
+        """Declare locally (as kombu does) and record the type in the file, so a process that
+        publishes to an exchange declared elsewhere routes by the right type."""
+        type = type or "direct"
+        name = exchange or f"amq.{type}"
+        if passive and name not in self.state.exchanges:
+            known = self.db.exchange_type(name)
+            if known:
+                self.state.exchanges[name] = {"type": known, "durable": durable,
+                                              "auto_delete": auto_delete,
+                                              "arguments": arguments or {}, "table": []}
+        super().exchange_declare(name, type, durable, auto_delete, arguments, nowait, passive)
+        if not passive:
+            self.db.declare_exchange(name, type)
+
+    def exchange_delete(self, exchange: str, if_unused: bool = False,
+                        nowait: bool = False) -> None:
+        super().exchange_delete(exchange, if_unused, nowait)
+        self.db.delete_exchange(exchange)
+
+    def typeof(self, exchange: str, default: str = "direct") -> Any:
+        if exchange and exchange not in self.state.exchanges:
+            known = self.db.exchange_type(exchange)
+            if known:
+                return self.exchange_types[known]
+        return super().typeof(exchange, default)
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str | None,
+                    queue: str) -> None:
+        self.db.bind(exchange, self.typeof(exchange).type, routing_key or "", pattern or "",
+                     queue)
+
+    def queue_unbind(self, queue: str, exchange: str | None = None, routing_key: str = "",
+                     arguments: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().queue_unbind(queue, exchange, routing_key, arguments, **kwargs)
+        self.db.unbind(exchange or "amq.direct", routing_key or "", queue)
+
+    def get_table(self, exchange: str) -> list[tuple[str, str, str]]:
+        return self.db.table(exchange)
+
+    # consumers and closing
+
+    def basic_consume(self, queue: str, no_ack: bool, callback: Callable[..., Any],
+                      consumer_tag: str, **kwargs: Any) -> None:
+        """Consume; a no-ack consumer's messages leave the file as they are fetched."""
+        if no_ack:
+            self._no_ack.add(queue)
+        super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        """As kombu's; a no-ack get removes the message from the file at once."""
+        if not no_ack:
+            return super().basic_get(queue, no_ack, **kwargs)
+        taken = self.db.take(queue)
+        return self.Message(self._to_message(taken), channel=self) if taken else None
+
+    def basic_cancel(self, consumer_tag: str) -> None:
+        """Cancel, giving back the rows claimed ahead for the queue; an auto-delete queue this
+        process declared goes with its last consumer."""
+        queue = self._tag_to_queue.get(consumer_tag)
+        super().basic_cancel(consumer_tag)
+        if queue is None or queue in self._active_queues:
+            return
+        self._no_ack.discard(queue)
+        self.release_ahead(queue)
+        if queue in self._auto_delete:
+            self._auto_delete.discard(queue)
+            self.db.delete_queue(queue, only_if_owned=True)
+
+    def release_ahead(self, queue: str | None = None) -> None:
+        """Give back the rows claimed ahead (for ``queue``, or all) and not handed to kombu."""
+        with self._ahead_lock:
+            queues = [queue] if queue is not None else list(self._ahead)
+            ahead = [c.id for q in queues for c in self._ahead.pop(q, ())]
+        self.db.release(ahead, delivered=False)
+
+    def close(self) -> None:
+        """Cancel the consumers and release the rows claimed ahead, then close as kombu does
+        (restoring unacked). What cannot be given back now (the disk is full) is given back by
+        this process's next claim that can write. A cancel that cannot write (an auto-delete
+        queue to drop) must not stop the close before the restore, or what this channel
+        delivered stays held by a live process until its visibility timeout."""
+        if not self.closed:
+            for consumer_tag in list(self._consumers):
+                try:
+                    self.basic_cancel(consumer_tag)
+                except sqlite3.Error as exc:
+                    logger.error("SQLite broker: could not cancel consumer %s cleanly (%s)",
+                                 consumer_tag, exc)
+            try:
+                self.release_ahead()
+            except sqlite3.Error as exc:
+                logger.error("SQLite broker: could not give back the messages claimed ahead now "
+                             "(%s); they come back as soon as the file can be written again", exc)
+        super().close()
+
+
+class Transport(virtual.Transport):
+    """``sqlite://PATH``: qtui's embedded broker (see the module docstring)."""
+
+    Channel = Channel
+    can_parse_url = True
+    #: Sleep (s) between empty polls while messages flow, and once none came for a while.
+    polling_interval = DEFAULT_POLLING_INTERVAL
+    idle_polling_interval = DEFAULT_IDLE_POLLING_INTERVAL
+    default_port = None
+    driver_type = "sqlite"
+    driver_name = "sqlite3"
+    # kombu leaves these tuples unannotated, so mypy fixes their length at the base's
+    connection_errors = (  # type: ignore[assignment]
+        *virtual.Transport.connection_errors, sqlite3.OperationalError)
+    implements = virtual.Transport.implements.extend(
+        asynchronous=False, exchange_type=frozenset(["direct", "topic", "fanout"]),
+        heartbeats=False)
+
+    client: Any  # kombu.Connection
+    cycle: Any  # kombu.utils.scheduling.FairCycle over the channels
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.path = broker_path(client.hostname)
+        self.idle_polling_interval = float(client.transport_options.get(
+            "idle_polling_interval", self.idle_polling_interval))
+        self._database: Database | None = None
+        self._last_delivery = float("-inf")
+
+    @property
+    def database(self) -> Database:
+        """The connection to the broker file, opened (and migrated) on first use."""
+        if self._database is None:
+            options = self.client.transport_options
+            self._database = Database(self.path, float(options.get("busy_timeout",
+                                                                   DEFAULT_BUSY_TIMEOUT)))
+            self._database.maybe_sweep()
+        return self._database
+
+    def drain_events(  # type: ignore[override]  # kombu's virtual signature
+            self, connection: Any, timeout: float | None = None) -> None:
+        """kombu's polling loop, with a sleep that is short while messages flow and longer
+        once none came for :data:`IDLE_AFTER` seconds (an empty poll is cheap, not free)."""
+        start = time.monotonic()
+        while True:
+            try:
+                self.cycle.get(self._deliver, timeout=timeout)
+            except Empty:
+                now = time.monotonic()
+                if timeout is not None and now - start >= timeout:
+                    raise TimeoutError() from None
+                idle = now - self._last_delivery > IDLE_AFTER
+                pause = self.idle_polling_interval if idle else self.polling_interval
+                if timeout is not None:
+                    pause = min(pause, start + timeout - now)
+                time.sleep(pause)
+            else:
+                self._last_delivery = time.monotonic()
+                return
+
+    def close_connection(self, connection: Any) -> None:
+        super().close_connection(connection)
+        if self._database is not None:
+            self._database.close()
+            self._database = None
+
+    def driver_version(self) -> str:
+        return sqlite3.sqlite_version
+
+    def as_uri(self, uri: str, include_password: bool = False, mask: str = "**") -> str:
+        return f"sqlite://{self.path}"
