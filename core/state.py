@@ -456,6 +456,16 @@ class State:
     def tasks_by_worker(self, hostname: str) -> list[TaskState]:
         return list(self._by_worker.get(hostname, {}).values())
 
+    def finished_since(self, cutoff: float) -> Iterator[TaskState]:
+        """Tasks that succeeded or failed and were last heard of at or after ``cutoff`` (local
+        time), newest first: only those are read, since finished tasks are kept in the order
+        they were last updated."""
+        for task in reversed(self._ready.values()):
+            if task.updated < cutoff:
+                return
+            if task.state in (states.SUCCESS, states.FAILURE):
+                yield task
+
     def alive_workers(self, now: float | None = None) -> list[WorkerState]:
         now = time.time() if now is None else now
         return [w for w in self.workers.values() if w.alive(now)]

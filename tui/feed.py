@@ -23,10 +23,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from qtui.core import App
+from qtui.core.alerts import Alerts, Finished, Observation, QueueLevel, Transition, parse_rules
 from qtui.core.events import EventReceiver
 from qtui.core.queues import inspector_for
 from qtui.core.state import State, TaskState, WorkerState
+from qtui.core.states import FAILURE
 
+from .alert_command import AlertCommand
 from .history import History
 from .rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
 
@@ -42,6 +45,11 @@ THROUGHPUT_SLOTS = 120
 #: before a batch went through, up to the maximum.
 RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
+#: Seconds between evaluations of the alert rules (at most: they run on the event thread).
+ALERT_INTERVAL = 1.0
+#: Characters that make a queue selector a glob: a plain name is also asked for by name, so a
+#: queue the broker cannot list (RabbitMQ without the management API) is still measured.
+GLOB_CHARACTERS = frozenset("*?[")
 
 
 def worker_row(worker: WorkerState, details: Mapping[str, Any], now: float) -> WorkerRow:
@@ -126,6 +134,16 @@ class Feed:
         self._details: dict[str, dict[str, Any]] = {}
         self._depths: dict[str, tuple[int | None, float]] = {}
         self._receiver: EventReceiver | None = None
+        self.alerts = Alerts(parse_rules(app.conf.alerts))
+        self.alert_command = AlertCommand.from_app(app)
+        self.listening_since = time.time()
+        self.last_event: float | None = None
+        """Local time the latest event arrived (any kind: a heartbeat says the cluster talks)."""
+        self._queues_fresh = False
+        """Whether the latest queue poll answered (queue rules are unknown otherwise)."""
+        self._alerts_at = 0.0
+        self._transitions: list[Transition] = []
+        """Rules that started or stopped firing since the previous snapshot."""
         if history is not None:
             self._restore()
 
@@ -181,8 +199,13 @@ class Feed:
                     return
                 with self.lock:
                     self.state.ingest(batch)
+                    if batch:
+                        self.last_event = time.time()
                     self.connected, self.error = receiver.connected, receiver.error
+                    self._evaluate_alerts()
                     snapshot = self.snapshot()
+                if snapshot.alert_events and self.alert_command is not None:
+                    self.alert_command.start(snapshot.alert_events)
                 if self.history is not None and snapshot.tasks:
                     self._save(snapshot)
                 emit(snapshot)
@@ -221,7 +244,46 @@ class Feed:
             last_bad_event=state.last_bad_event,
             feed_failures=self.failures,
             last_feed_failure=self.last_failure,
+            alerts=self.alerts.statuses(),
+            alert_events=self._take_transitions(),
         )
+
+    # alerts -------------------------------------------------------------------------------------
+    def observe(self, now: float) -> Observation:
+        """What the alert rules measure, from the state and the latest queue poll. Call with
+        ``lock`` held."""
+        windows = [r.window for r in self.alerts.rules if r.kind == "failure_rate"]
+        finished = [] if not windows else [
+            Finished(t.name or "", t.worker or "", t.state == FAILURE, t.updated)
+            for t in self.state.finished_since(now - max(windows))]
+        return Observation(
+            now=now, listening_since=self.listening_since, last_event=self.last_event,
+            workers={host: w.alive(now) for host, w in self.state.workers.items()},
+            queues={q.name: QueueLevel(q.depth) for q in self._queues}
+            if self._queues_fresh else None,
+            finished=finished)
+
+    def _evaluate_alerts(self) -> None:
+        """Evaluate the rules (at most every ALERT_INTERVAL); keep what started or stopped
+        firing for the next snapshot. Call with ``lock`` held."""
+        now = time.time()
+        if not self.alerts.rules or now - self._alerts_at < ALERT_INTERVAL:
+            return
+        self._alerts_at = now
+        for transition in self.alerts.update(self.observe(now)):
+            status = transition.status
+            logger.warning("alert %s %s: %s", status.rule.name, transition.event,
+                           status.detail)
+            self._transitions.append(transition)
+
+    def _take_transitions(self) -> tuple[Transition, ...]:
+        taken, self._transitions = tuple(self._transitions), []
+        return taken
+
+    def watched_queues(self) -> set[str]:
+        """Queues the rules name plainly (no glob), to be asked for by name."""
+        return {r.queue for r in self.alerts.rules
+                if r.queue and not GLOB_CHARACTERS & set(r.queue)}
 
     # the polling thread -------------------------------------------------------------------------
     def poll(self) -> None:
@@ -259,9 +321,11 @@ class Feed:
                     consumers.setdefault(name, []).append(host)
         try:
             with inspector_for(self.app) as inspector:
-                found = inspector.with_scheduled(inspector.queues(consumers))
+                found = inspector.with_scheduled(
+                    inspector.queues([*consumers, *self.watched_queues() - set(consumers)]))
         except Exception as exc:
             self._queue_error = f"queue depths unavailable: {exc}"
+            self._queues_fresh = False
             return
         self._queue_error = ""
         now, rows = time.monotonic(), []
@@ -274,6 +338,7 @@ class Feed:
                                  hosts, q.scheduled))
             self._depths[q.name] = (q.messages, now)
         self._queues = tuple(rows)
+        self._queues_fresh = True
 
     def _rate(self, name: str, depth: int | None, now: float) -> float | None:
         """Change of depth per second since the previous poll (negative: draining)."""
