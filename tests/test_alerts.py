@@ -65,7 +65,8 @@ def test_queue_age_is_unknown_while_the_poll_gives_no_ages_and_measured_once_it_
 
 def test_failure_rate_counts_failures_among_tasks_finished_in_the_window():
     r = rule("failure_rate", task="reports.*", over=0.25, window=60, min_finished=4)
-    finished = [Finished("reports.a", "w", failed, T0 - 10) for failed in (True, True, False, False)]
+    finished = [Finished("reports.a", "w", failed, T0 - 10)
+                for failed in (True, True, False, False)]
     finished += [Finished("reports.a", "w", False, T0 - 100),  # before the window
                  Finished("other", "w", True, T0 - 5)]  # another task
     status = evaluate(r, seen(finished=finished))

@@ -27,10 +27,10 @@ from rich.text import Text
 
 from qtui.core import App
 from qtui.core.alerts import Alerts, RuleStatus, Transition, format_value
+from qtui.core.brokers import data_dir
 from qtui.core.config import mask_url
 from qtui.core.display import printable, safe_text
 from qtui.core.exceptions import BrokerUnavailable, ConfigError
-from qtui.core.brokers import data_dir
 
 from .alert_command import AlertCommand
 from .feed import Feed
