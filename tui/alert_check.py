@@ -34,6 +34,7 @@ from qtui.core.exceptions import BrokerUnavailable, ConfigError
 
 from .alert_command import AlertCommand
 from .feed import Feed
+from .views.format import alert_state
 
 logger = logging.getLogger("qtui.alerts")
 
@@ -190,14 +191,10 @@ def _show(result: CheckResult) -> None:
         table.add_column(column, no_wrap=column in ("state", "since"))
     for status in result.statuses:
         rule = status.rule
-        table.add_row(Text(status.state, style=STATE_STYLES[status.state]),
+        table.add_row(alert_state(status.state),
                       safe_text(rule.name), format_value(rule.kind, status.value),
                       format_value(rule.kind, rule.over) + (f" for {rule.hold:g} s"
                                                              if rule.hold else ""),
                       time.strftime("%H:%M:%S", time.localtime(status.since)),
                       safe_text(" ".join(filter(None, (rule.selection(), status.detail)))))
     out.print(table)
-
-
-#: How each state is written, here and in the console.
-STATE_STYLES = {"firing": "bold red", "pending": "yellow", "unknown": "dim", "ok": "green"}

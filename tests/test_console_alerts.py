@@ -1,0 +1,184 @@
+"""Alerts in the console: the header names a firing rule in every view, the Alerts view (`!`,
+`:alerts`) lists every rule at 80x24, a rule that fires or clears is notified, and the feed
+measures the rules from the state it keeps."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from qtui.core import App
+from qtui.core.alerts import FIRING, OK, PENDING, UNKNOWN, RuleStatus, Transition, parse_rules
+from qtui.tui.feed import Feed
+from qtui.tui.rows import QueueRow
+from qtui.tui.views.alert_badge import AlertBadge
+from qtui.tui.views.alerts import AlertsScreen
+
+from .console_data import SNAPSHOT, FixedConsole, screen_text
+
+NOW = 1_796_036_000.0
+RULES = [
+    {"name": "backlog", "kind": "queue_depth", "queue": "celery", "over": 1000, "for": 60},
+    {"name": "worker-down", "kind": "worker_offline", "worker": "*@prod-*"},
+    {"name": "oldest", "kind": "queue_age", "queue": "celery", "over": 300},
+    {"name": "failing", "kind": "failure_rate", "task": "reports.*", "over": 0.05},
+]
+BACKLOG, DOWN, OLDEST, FAILING = parse_rules(RULES)
+STATUSES = (
+    RuleStatus(BACKLOG, FIRING, NOW - 90, 1500, "celery", NOW - 150),
+    RuleStatus(DOWN, FIRING, NOW - 30, 1, "w1@prod-a", NOW - 30),
+    RuleStatus(OLDEST, UNKNOWN, NOW - 600, None, "the broker does not tell the oldest "
+                                                 "message's age"),
+    RuleStatus(FAILING, OK, NOW - 600, 0.01, "1 of 100 failed in the last 300 s"),
+)
+QUIET = tuple(replace(s, state=OK) for s in STATUSES)
+
+
+def console(statuses: tuple[RuleStatus, ...] = STATUSES) -> FixedConsole:
+    return FixedConsole(app=App("console-tests", broker="redis://127.0.0.1:6379/15",
+                                alerts=RULES), snapshot=replace(SNAPSHOT, alerts=statuses))
+
+
+def badge(app: FixedConsole) -> AlertBadge:
+    return app.screen.query_one(AlertBadge)
+
+
+async def test_the_header_shows_how_many_rules_fire_and_the_first_one_in_every_view():
+    app = console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        for key in ("1", "2", "3", "4", "5"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert badge(app).display, key
+            assert str(badge(app).render()) == "⚠ 2 firing: backlog"
+        assert "⚠2firing:backlog" in screen_text(app).replace(" ", "")
+
+
+async def test_the_header_shows_nothing_while_no_rule_fires():
+    app = console(QUIET)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert not badge(app).display
+        assert "firing" not in screen_text(app)
+
+
+async def test_the_badge_appears_when_a_snapshot_brings_a_firing_rule_and_goes_when_it_clears():
+    app = console(QUIET)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.apply(replace(SNAPSHOT, alerts=STATUSES))
+        await pilot.pause(0.5)
+        assert badge(app).display
+        app.apply(replace(SNAPSHOT, alerts=QUIET))
+        await pilot.pause(0.5)
+        assert not badge(app).display
+
+
+@pytest.mark.parametrize("keys", [["exclamation_mark"], ["colon", *"alerts", "enter"],
+                                  ["colon", *"al", "enter"]])
+async def test_the_alerts_view_lists_every_rule_with_state_value_threshold_and_since(keys):
+    app = console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press(*keys)
+        await pilot.pause()
+        assert isinstance(app.screen, AlertsScreen)
+        table = app.screen.table
+        rows = {str(table.get_row_at(i)[0]): [str(c) for c in table.get_row_at(i)]
+                for i in range(table.row_count)}
+        assert list(rows) == ["backlog", "worker-down", "oldest", "failing"]
+        assert rows["backlog"][1:4] == ["firing", "1500 messages", "1000 messages for 60s"]
+        assert rows["worker-down"][1:4] == ["firing", "1 workers", "0 workers"]
+        assert rows["oldest"][1:4] == ["unknown", "?", "300 s"]
+        assert rows["failing"][1:4] == ["ok", "1%", "5%"]
+        assert rows["backlog"][4].startswith("0") or ":" in rows["backlog"][4]
+        assert "ago" in rows["backlog"][4]
+        assert "2 firing, 1 unknown" in screen_text(app)
+
+
+async def test_the_alerts_view_fits_80_columns_with_each_rule_and_its_state():
+    app = console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("exclamation_mark")
+        await pilot.pause()
+        text = screen_text(app)
+        for name, state in (("backlog", "firing"), ("worker-down", "firing"),
+                            ("oldest", "unknown"), ("failing", "ok")):
+            assert name in text and state in text
+        for column in ("Rule", "State", "Value", "Over", "Since"):
+            assert column in text
+
+
+async def test_without_rules_the_alerts_view_says_how_to_add_them():
+    app = FixedConsole()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("exclamation_mark")
+        await pilot.pause()
+        assert "No alert rules: add [[alerts]] tables" in screen_text(app)
+
+
+async def test_a_rule_that_fires_or_clears_is_notified():
+    app = console(QUIET)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.apply(replace(SNAPSHOT, alerts=STATUSES,
+                          alert_events=(Transition(FIRING, STATUSES[0], NOW),)))
+        app.apply(replace(SNAPSHOT, alerts=QUIET,
+                          alert_events=(Transition("cleared", QUIET[0], NOW + 5),)))
+        await pilot.pause()
+    assert app.notes == [
+        ("error", "backlog fires: 1500 messages (over 1000 messages) celery"),
+        ("information", "backlog cleared: 1500 messages (over 1000 messages) celery")]
+
+
+async def test_the_help_lists_the_alerts_key_and_command():
+    app = console()
+    async with app.run_test(size=(80, 60)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "! " in text and ":alerts" in text
+
+
+# the feed measures the rules from its state -------------------------------------------------------
+def heartbeat(hostname: str, when: float, kind: str = "worker-heartbeat") -> dict:
+    return {"type": kind, "hostname": hostname, "timestamp": when, "local_received": when,
+            "pid": 1, "clock": 1, "freq": 2.0}
+
+
+def task_event(uuid: str, kind: str, when: float, name: str = "reports.daily") -> dict:
+    return {"type": kind, "uuid": uuid, "hostname": "w1@prod-a", "timestamp": when,
+            "local_received": when, "name": name, "clock": 2}
+
+
+def test_the_feed_sees_a_worker_go_offline_once_its_heartbeats_stop():
+    feed = Feed(App("t", broker="redis://127.0.0.1:6379/15", alerts=RULES))
+    feed.state.ingest([heartbeat("w1@prod-a", NOW), heartbeat("w2@other", NOW - 60)])
+    statuses = {}
+    for now in (NOW + 1, NOW + 5):
+        feed.alerts.update(feed.observe(now))
+        statuses[now] = {s.rule.name: s for s in feed.alerts.statuses()}
+    assert statuses[NOW + 1]["worker-down"].state == OK
+    # 2 x freq without a heartbeat: offline; w2 matches no rule.
+    assert (statuses[NOW + 5]["worker-down"].state, statuses[NOW + 5]["worker-down"].detail) \
+        == (FIRING, "w1@prod-a")
+
+
+def test_the_feed_measures_queues_from_its_last_poll_and_failures_from_finished_tasks():
+    feed = Feed(App("t", broker="redis://127.0.0.1:6379/15", alerts=RULES))
+    feed._queues, feed._queues_fresh = (QueueRow("celery", 1200),), True
+    events = [task_event("old", "task-failed", NOW - 400)]  # before the window
+    events += [task_event(f"t{i}", "task-failed" if i < 5 else "task-succeeded", NOW - 10)
+               for i in range(25)]
+    events.append(task_event("other", "task-failed", NOW - 5, name="mail.send"))
+    feed.state.ingest(events)
+    feed.alerts.update(feed.observe(NOW))
+    statuses = {s.rule.name: s for s in feed.alerts.statuses()}
+    assert (statuses["backlog"].state, statuses["backlog"].value) == (PENDING, 1200)
+    assert (statuses["failing"].state, statuses["failing"].value) == (FIRING, 0.2)
+    assert statuses["failing"].detail == "5 of 25 failed in the last 300 s"
+    assert statuses["oldest"].state == UNKNOWN
+
+
+def test_the_feed_asks_for_the_queues_its_rules_name_without_a_glob():
+    feed = Feed(App("t", broker="redis://127.0.0.1:6379/15", alerts=[
+        *RULES, {"name": "jobs", "kind": "queue_depth", "queue": "jobs.*", "over": 1}]))
+    assert feed.watched_queues() == {"celery"}
