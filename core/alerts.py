@@ -79,15 +79,19 @@ class Rule:
         return found
 
 
-def format_value(kind: str, value: float | None) -> str:
-    """A measured value or threshold in the kind's unit: ``1200 messages``, ``7.5%``, ``61 s``."""
+def format_value(kind: str, value: float | None, short: bool = False) -> str:
+    """A measured value or threshold in the kind's unit: ``1200 messages``, ``7.5%``, ``61 s``;
+    ``short``: counts bare and seconds glued (``1200``, ``7.5%``, ``61s``)."""
     if value is None:
         return "?"
     if kind == "failure_rate":
         return f"{value * 100:.3g}%"
-    unit = UNITS[kind]
-    number = f"{value:.0f}" if kind in ("worker_offline", "queue_depth") else f"{value:.3g}"
-    return f"{number} {unit}".rstrip()
+    counted = kind in ("worker_offline", "queue_depth")
+    number = f"{value:.0f}" if counted else f"{value:.3g}"
+    if short:
+        return number if counted else f"{number}s"
+    unit = UNITS[kind].removesuffix("s") if counted and value == 1 else UNITS[kind]
+    return f"{number} {unit}"
 
 
 # checking the setting ---------------------------------------------------------------------------
