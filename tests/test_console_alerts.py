@@ -4,6 +4,9 @@ measures the rules from the state it keeps."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -190,3 +193,51 @@ def test_alerts_view_layout_at_80x24(snap_compare, utc, monkeypatch):
     # "since" is shown as a time and an age: both fixed, so the picture is the same any day.
     monkeypatch.setattr(format, "time", SimpleNamespace(time=lambda: NOW))
     assert snap_compare(console(), press=["exclamation_mark"], terminal_size=(80, 24))
+
+
+def test_the_feed_hands_each_change_of_firing_to_one_snapshot_only():
+    feed = Feed(App("t", broker="redis://127.0.0.1:6379/15",
+                    alerts=[{"name": "down", "kind": "worker_offline"}]))
+    feed.state.ingest([heartbeat("w1@a", time.time() - 60)])
+    with feed.lock:
+        feed._evaluate_alerts()
+        first = feed.snapshot()
+        feed._evaluate_alerts()
+        second = feed.snapshot()
+    assert [(t.event, t.status.rule.name) for t in first.alert_events] == [("firing", "down")]
+    assert second.alert_events == ()
+    assert [s.state for s in second.alerts] == [FIRING]
+
+
+def test_the_console_feed_runs_alert_command_when_a_rule_fires(tmp_path, monkeypatch):
+    out = tmp_path / "alert.json"
+    feed = Feed(App("t", broker="redis://127.0.0.1:6379/15",
+                    alerts=[{"name": "down", "kind": "worker_offline"}],
+                    alert_command=[sys.executable, "-c", "import sys; open(sys.argv[1], 'w')"
+                                   ".write(sys.stdin.read())", str(out)]))
+
+    class OneBatch:
+        """An event receiver that hands over one heartbeat, a minute old, and stops the feed."""
+
+        connected, error = True, ""
+
+        def __init__(self, app: App) -> None:
+            pass
+
+        def batches(self, interval: float):
+            yield [heartbeat("w1@a", time.time() - 60)]
+            feed.stop()
+            yield []
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("qtui.tui.feed.EventReceiver", OneBatch)
+    snapshots = []
+    feed.run(snapshots.append)
+    deadline = time.monotonic() + 30
+    while not (out.exists() and out.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alert = json.loads(out.read_text())
+    assert (alert["event"], alert["name"], alert["detail"]) == ("firing", "down", "w1@a")
+    assert [t.event for s in snapshots for t in s.alert_events] == ["firing"]
