@@ -28,7 +28,7 @@ COMMANDS = (
     ColonCommand("queues", "queues", ("qu",)),
     ColonCommand("schedules", "periodic tasks", ("sc",)),
     ColonCommand("notifications", "notification log", ("log", "n")),
-    ColonCommand("alerts", "alert rules and their states (!)", ("al",)),
+    ColonCommand("alerts", "alert rules", ("al",)),
     ColonCommand("context", "switch cluster", ("ctx",), "NAME"),
     ColonCommand("help", "keys and commands", ("h",)),
     ColonCommand("quit", "leave", ("q", "exit")),
