@@ -13,6 +13,7 @@ from qtui.core.alerts import (
     UNKNOWN,
     Alerts,
     Finished,
+    FinishedCounts,
     Observation,
     QueueLevel,
     Rule,
@@ -63,23 +64,43 @@ def test_queue_age_is_unknown_while_the_poll_gives_no_ages_and_measured_once_it_
     assert evaluate(r, seen(queues={"celery": QueueLevel(5, age=61.0)})).state == FIRING
 
 
+def counted(rules: list[Rule], tasks: list[Finished], now: float = T0) -> dict:
+    counts = FinishedCounts(rules)
+    for task in tasks:
+        counts.add(task)
+    return counts.counts(now)
+
+
 def test_failure_rate_counts_failures_among_tasks_finished_in_the_window():
-    r = rule("failure_rate", task="reports.*", over=0.25, window=60, min_finished=4)
-    finished = [Finished("reports.a", "w", failed, T0 - 10)
+    r = rule("failure_rate", task="reports.*", worker="w1@*", over=0.25, window=60,
+             min_finished=4)
+    finished = [Finished("reports.a", "w1@a", failed, T0 - 10)
                 for failed in (True, True, False, False)]
-    finished += [Finished("reports.a", "w", False, T0 - 100),  # before the window
-                 Finished("other", "w", True, T0 - 5)]  # another task
-    status = evaluate(r, seen(finished=finished))
+    finished += [Finished("reports.a", "w1@a", False, T0 - 100),  # before the window
+                 Finished("other", "w1@a", True, T0 - 5),  # another task
+                 Finished("reports.b", "w2@a", True, T0 - 5)]  # another worker
+    status = evaluate(r, seen(finished=counted([r], finished)))
     assert (status.state, status.value) == (FIRING, 0.5)
     assert status.detail == "2 of 4 failed in the last 60 s"
 
 
+def test_failure_rate_forgets_what_finished_before_its_window():
+    r = rule("failure_rate", over=0.25, window=60, min_finished=1)
+    counts = FinishedCounts([r])
+    counts.add(Finished("t", "w", True, T0))
+    assert counts.counts(T0 + 30) == {"r": (1, 1)}
+    assert counts.counts(T0 + 61) == {"r": (0, 0)}
+    counts.add(Finished("t", "w", False, T0 + 200))
+    counts.add(Finished("t", "w", True, T0 + 100))  # too old for the ring by now
+    assert counts.counts(T0 + 201) == {"r": (1, 0)}
+
+
 def test_failure_rate_cannot_fire_below_its_minimum_of_finished_tasks():
     r = rule("failure_rate", over=0.1, min_finished=5)
-    status = evaluate(r, seen(finished=[Finished("t", "w", True, T0)] * 4))
+    status = evaluate(r, seen(finished=counted([r], [Finished("t", "w", True, T0)] * 4)))
     assert (status.state, status.value) == (OK, 1.0)
     assert "fires from 5 finished" in status.detail
-    assert evaluate(r, seen(finished=[])).state == OK  # a quiet cluster is not unknown
+    assert evaluate(r, seen()).state == OK  # a quiet cluster is not unknown
 
 
 def test_no_events_counts_from_the_last_event_else_from_listening():

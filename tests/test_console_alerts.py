@@ -156,7 +156,7 @@ def task_event(uuid: str, kind: str, when: float, name: str = "reports.daily") -
 
 def test_the_feed_sees_a_worker_go_offline_once_its_heartbeats_stop():
     feed = Feed(App("t", broker="redis://127.0.0.1:6379/15", alerts=RULES))
-    feed.state.ingest([heartbeat("w1@prod-a", NOW), heartbeat("w2@other", NOW - 60)])
+    feed.ingest([heartbeat("w1@prod-a", NOW), heartbeat("w2@other", NOW - 60)])
     statuses = {}
     for now in (NOW + 1, NOW + 5):
         feed.alerts.update(feed.observe(now))
@@ -174,7 +174,7 @@ def test_the_feed_measures_queues_from_its_last_poll_and_failures_from_finished_
     events += [task_event(f"t{i}", "task-failed" if i < 5 else "task-succeeded", NOW - 10)
                for i in range(25)]
     events.append(task_event("other", "task-failed", NOW - 5, name="mail.send"))
-    feed.state.ingest(events)
+    feed.ingest(events)
     feed.alerts.update(feed.observe(NOW))
     statuses = {s.rule.name: s for s in feed.alerts.statuses()}
     assert (statuses["backlog"].state, statuses["backlog"].value) == (PENDING, 1200)
@@ -198,7 +198,7 @@ def test_alerts_view_layout_at_80x24(snap_compare, utc, monkeypatch):
 def test_the_feed_hands_each_change_of_firing_to_one_snapshot_only():
     feed = Feed(App("t", broker="redis://127.0.0.1:6379/15",
                     alerts=[{"name": "down", "kind": "worker_offline"}]))
-    feed.state.ingest([heartbeat("w1@a", time.time() - 60)])
+    feed.ingest([heartbeat("w1@a", time.time() - 60)])
     with feed.lock:
         feed._evaluate_alerts()
         first = feed.snapshot()

@@ -23,7 +23,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from qtui.core import App
-from qtui.core.alerts import Alerts, Finished, Observation, QueueLevel, Transition, parse_rules
+from qtui.core.alerts import (
+    Alerts,
+    Finished,
+    FinishedCounts,
+    Observation,
+    QueueLevel,
+    Transition,
+    parse_rules,
+)
 from qtui.core.events import EventReceiver
 from qtui.core.queues import inspector_for
 from qtui.core.state import State, TaskState, WorkerState
@@ -135,6 +143,8 @@ class Feed:
         self._depths: dict[str, tuple[int | None, float]] = {}
         self._receiver: EventReceiver | None = None
         self.alerts = Alerts(parse_rules(app.conf.alerts))
+        self.finished_counts = FinishedCounts(self.alerts.rules)
+        self.state.track_finished = bool(self.finished_counts.rules)
         self.alert_command = AlertCommand.from_app(app)
         self.listening_since = time.time()
         self.last_event: float | None = None
@@ -198,9 +208,7 @@ class Feed:
                 if self.stopped.is_set():
                     return
                 with self.lock:
-                    self.state.ingest(batch)
-                    if batch:
-                        self.last_event = time.time()
+                    self.ingest(batch)
                     self.connected, self.error = receiver.connected, receiver.error
                     self._evaluate_alerts()
                     snapshot = self.snapshot()
@@ -252,16 +260,23 @@ class Feed:
     def observe(self, now: float) -> Observation:
         """What the alert rules measure, from the state and the latest queue poll. Call with
         ``lock`` held."""
-        windows = [r.window for r in self.alerts.rules if r.kind == "failure_rate"]
-        finished = [] if not windows else [
-            Finished(t.name or "", t.worker or "", t.state == FAILURE, t.updated)
-            for t in self.state.finished_since(now - max(windows))]
         return Observation(
             now=now, listening_since=self.listening_since, last_event=self.last_event,
             workers={host: w.alive(now) for host, w in self.state.workers.items()},
             queues={q.name: QueueLevel(q.depth) for q in self._queues}
             if self._queues_fresh else None,
-            finished=finished)
+            finished=self.finished_counts.counts(now))
+
+    def ingest(self, batch: list[dict[str, Any]]) -> None:
+        """Apply a batch of events to the state, noting when the cluster last spoke and which
+        tasks finished (for the alert rules). Call with ``lock`` held."""
+        self.state.ingest(batch)
+        if not batch:
+            return
+        self.last_event = time.time()
+        for task in self.state.take_finished():
+            self.finished_counts.add(Finished(task.name or "", task.worker or "",
+                                              task.state == FAILURE, task.updated))
 
     def _evaluate_alerts(self) -> None:
         """Evaluate the rules (at most every ALERT_INTERVAL); keep what started or stopped
