@@ -280,9 +280,13 @@ def _matches(pattern: str | None, name: str) -> bool:
 
 
 def _worker_offline(rule: Rule, seen: Observation) -> Measurement:
-    offline = sorted(host for host, alive in seen.workers.items()
-                     if not alive and _matches(rule.worker, host))
-    return Measurement(float(len(offline)), ", ".join(offline) or "every matching worker alive")
+    matching = {host: alive for host, alive in seen.workers.items()
+                if _matches(rule.worker, host)}
+    if not matching:
+        return Measurement(None, "no matching worker seen yet")
+    offline = sorted(host for host, alive in matching.items() if not alive)
+    return Measurement(float(len(offline)),
+                       ", ".join(offline) or f"{len(matching)} matching, all alive")
 
 
 def _queue_level(attribute: str) -> Callable[[Rule, Observation], Measurement]:
@@ -391,6 +395,13 @@ class Transition:
     event: str
     status: RuleStatus
     at: float
+
+    def describe(self) -> str:
+        """``backlog fires: 1500 messages (over 1000 messages) celery``"""
+        status, rule = self.status, self.status.rule
+        verb = "fires" if self.event == FIRING else "cleared"
+        return (f"{rule.name} {verb}: {format_value(rule.kind, status.value)} "
+                f"(over {format_value(rule.kind, rule.over)}) {status.detail}")
 
     def as_dict(self) -> dict[str, Any]:
         """What ``alert_command`` reads on its standard input (the README lists the fields)."""

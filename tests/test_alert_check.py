@@ -18,8 +18,9 @@ import redis
 from qtui.core.alerts import FIRING, Alerts, Observation, parse_rules
 from qtui.tui.alert_command import AlertCommand
 
+from .processes import stop
 from .services import REDIS_HOST, REDIS_PORT, need
-from .worker_helpers import Setup, hostname_of, make_setup
+from .worker_helpers import Setup, hostname_of, make_setup, wait_for
 
 DB = 11
 BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/{DB}"
@@ -159,3 +160,39 @@ def test_the_check_remembers_between_runs_so_for_spans_them(tmp_path):
     other = CheckState(tmp_path / "state.json", "redis://other/0")
     other.load()
     assert other.previous(Alerts([rule])) == {}
+
+
+def test_status_check_watch_prints_and_runs_alert_command_when_a_worker_stops_and_returns(
+        setup):
+    recorder = setup.directory / "recorder.py"
+    recorder.write_text(RECORDER)
+    received = setup.directory / "alerts.jsonl"
+    config = setup.directory / "qtui.toml"
+    config.write_text(
+        f'alert_command = {json.dumps([sys.executable, str(recorder), str(received)])}\n'
+        f'[[alerts]]\nname = "worker-down"\nkind = "worker_offline"\n'
+        f'worker = "w-{setup.queue}@*"\n')
+    log = setup.directory / "watch.log"
+
+    def said(text: str) -> bool:
+        return text in log.read_text()
+    argv = [sys.executable, "-m", "qtui.tui.cli", "-A", "tasks", "--config", str(config),
+            "status", "--check", "--watch"]
+    env = {**os.environ, **setup.env, "PYTHONPATH": str(setup.directory), "PYTHONUNBUFFERED": "1"}
+    with log.open("w") as out:
+        watcher = subprocess.Popen(argv, cwd=setup.directory, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with setup.worker("-P", "solo"):
+            assert wait_for(lambda: said("worker-down is ok: 1 matching, all alive"),
+                            timeout=30), log.read_text()
+        # The worker stopped as the block ended: seen (its goodbye, or its heartbeats ending).
+        assert wait_for(lambda: said("worker-down fires"), timeout=30), log.read_text()
+        with setup.worker("-P", "solo"):
+            assert wait_for(lambda: said("worker-down cleared"), timeout=30), log.read_text()
+        assert wait_for(lambda: received.exists() and len(
+            received.read_text().splitlines()) == 2, timeout=30)
+    finally:
+        stop(watcher)
+    assert [json.loads(line)["event"] for line in received.read_text().splitlines()] == [
+        "firing", "cleared"]

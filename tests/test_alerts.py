@@ -42,6 +42,11 @@ def test_worker_offline_counts_matching_known_workers_without_heartbeat():
     assert evaluate(r, seen(workers={"w1@a": True, "other@a": False})).state == OK
 
 
+def test_worker_offline_is_unknown_until_a_matching_worker_was_seen():
+    status = evaluate(rule("worker_offline", worker="w*@*"), seen(workers={"other@a": False}))
+    assert (status.state, status.detail) == (UNKNOWN, "no matching worker seen yet")
+
+
 def test_queue_depth_is_the_deepest_matching_queue():
     r = rule("queue_depth", queue="jobs.*", over=100)
     queues = {"jobs.a": QueueLevel(50), "jobs.b": QueueLevel(150), "celery": QueueLevel(900)}

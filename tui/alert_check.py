@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ from qtui.core.exceptions import BrokerUnavailable, ConfigError
 
 from .alert_command import AlertCommand
 from .feed import Feed
+from .rows import Snapshot
 from .views.format import alert_state
 
 logger = logging.getLogger("qtui.alerts")
@@ -162,6 +164,8 @@ def check_command(args: argparse.Namespace, app: App) -> int:
     if not app.conf.alerts:
         raise ConfigError("status --check: no alert rules to check; add [[alerts]] tables to "
                           "the config (see config.example.toml)")
+    if args.watch:
+        return watch(app)
     result = run_check(app, wait=args.wait, state_path=Path(args.state) if args.state else None)
     firing = result.firing
     if args.json:
@@ -175,6 +179,47 @@ def check_command(args: argparse.Namespace, app: App) -> int:
 
 #: Exit status when a rule fires (Nagios' CRITICAL).
 CHECK_FIRING = 2
+
+
+def watch(app: App) -> int:
+    """``qtui status --check --watch``: evaluate the rules every second, as the console does,
+    printing a line and running ``alert_command`` whenever one starts firing or clears, until
+    interrupted. It knows the workers it has seen since it started."""
+    feed = Feed(app, history=None)
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(f"watching {len(feed.alerts.rules)} alert rule(s) on {mask_url(app.broker_url)}; "
+              "Ctrl+C stops", markup=False)
+
+    states: dict[str, str] = {}
+
+    def report(snapshot: Snapshot) -> None:
+        fired = {t.status.rule.name for t in snapshot.alert_events}
+        for transition in snapshot.alert_events:
+            out.print(transition_line(transition), markup=False)
+        # Every other change of state too (unknown -> ok, ok -> pending): a log to read back.
+        for status in snapshot.alerts:
+            name = status.rule.name
+            if states.get(name) != status.state and name not in fired:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status.since))
+                out.print(printable(f"{when} {name} is {status.state}: {status.detail}"),
+                          markup=False)
+            states[name] = status.state
+        sys.stdout.flush()
+    poller = threading.Thread(target=feed.poll, name="qtui-check-poll", daemon=True)
+    poller.start()
+    try:
+        feed.run(report)  # alert_command runs from here, in threads of its own
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        feed.stop()
+    return 0
+
+
+def transition_line(transition: Transition) -> str:
+    """``2026-11-30 11:12:00 backlog fires: 1500 messages (over 1000 messages) celery``"""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(transition.at))
+    return printable(f"{when} {transition.describe()}")
 
 
 def _show(result: CheckResult) -> None:

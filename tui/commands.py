@@ -73,6 +73,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     status.add_argument("--wait", type=float, default=DEFAULT_WAIT, metavar="SECONDS",
                         help="with --check: seconds to listen to the cluster first "
                              f"(default: {DEFAULT_WAIT:g})")
+    status.add_argument("--watch", action="store_true",
+                        help="with --check: keep evaluating every second, printing a line (and "
+                             "running alert_command) whenever a rule fires or clears")
     status.add_argument("--state", metavar="FILE",
                         help="with --check: what to remember between checks (default: "
                              "alert-check-state.json in the data directory)")

@@ -26,7 +26,7 @@ from textual.reactive import Reactive
 from textual.screen import Screen
 
 from qtui.core import App
-from qtui.core.alerts import FIRING, Rule, Transition, format_value
+from qtui.core.alerts import FIRING, Rule, Transition
 from qtui.core.config import CONSOLE_ACTIONS, mask_url
 from qtui.core.display import printable
 
@@ -220,12 +220,8 @@ class Console(TextualApp[None]):
         return self.feed.alerts.rules
 
     def notify_alert(self, transition: Transition) -> None:
-        status = transition.status
-        firing = transition.event == FIRING
-        self.notify(f"{status.rule.name} {'fires' if firing else 'cleared'}: "
-                    f"{format_value(status.rule.kind, status.value)} "
-                    f"(over {format_value(status.rule.kind, status.rule.over)}) {status.detail}",
-                    title="Alert", severity="error" if firing else "information")
+        self.notify(transition.describe(), title="Alert",
+                    severity="error" if transition.event == FIRING else "information")
 
     def inspect(self, hostname: str, method: str, *arguments: str) -> Any:
         """One worker's reply to an inspect method, or None if it did not answer (blocking)."""

@@ -287,7 +287,7 @@ class Feed:
         self._alerts_at = now
         for transition in self.alerts.update(self.observe(now)):
             status = transition.status
-            logger.warning("alert %s %s: %s", status.rule.name, transition.event,
+            logger.info("alert %s %s: %s", status.rule.name, transition.event,
                            status.detail)
             self._transitions.append(transition)
 
