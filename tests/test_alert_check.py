@@ -1,4 +1,4 @@
-"""`qtui status --check` against a real qtui worker on Redis (database 11): exit 0 while the
+"""`qtui status --check` against a real qtui worker on Redis (database 8): exit 0 while the
 worker runs, 2 naming the rule once it is stopped, 0 again once it is back; `alert_command`
 hears the firing and then the clearing. And what `alert_command` does when it fails."""
 
@@ -22,7 +22,7 @@ from .processes import stop
 from .services import REDIS_HOST, REDIS_PORT, need
 from .worker_helpers import Setup, hostname_of, make_setup, wait_for
 
-DB = 11
+DB = 8
 BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/{DB}"
 #: Writes each alert it is given (one JSON object on stdin) as a line of the file it names.
 RECORDER = """
@@ -39,9 +39,8 @@ def setup(tmp_path, unique) -> Iterator[Setup]:
     yield setup
     setup.cleanup()
     client = redis.Redis(REDIS_HOST, REDIS_PORT, db=DB)
-    for pattern in (f"{setup.queue}*", f"_kombu.binding.{setup.queue}*"):
-        for key in client.scan_iter(pattern):
-            client.delete(key)
+    for key in client.scan_iter(f"*{setup.queue}*"):  # its queue, bindings, worker records
+        client.delete(key)
 
 
 def check(setup: Setup, config: Path, *options: str) -> subprocess.CompletedProcess[str]:
@@ -135,7 +134,7 @@ def test_an_alert_command_that_fails_is_logged_and_the_next_one_still_runs(tmp_p
 
 def test_alert_command_takes_a_string_split_as_a_shell_would(tmp_path):
     from qtui.core import App
-    app = App("t", broker="redis://127.0.0.1:6379/11",
+    app = App("t", broker="redis://127.0.0.1:6379/8",
               alert_command="/usr/bin/notify --to 'on call'", alert_command_timeout=4)
     command = AlertCommand.from_app(app)
     assert command is not None
