@@ -292,6 +292,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "(nothing: <data dir>/qtui/console-history.sqlite)."),
     Setting("console_refresh_interval", 0.25, _at_least(NUMBER, 0, above=True),
             "Seconds between the console's redraws from the event stream."),
+    # Prometheus exporter (qtui exporter)
+    Setting("exporter_port", 9808, _between(INT, 1, 65535),
+            "TCP port qtui exporter serves /metrics on (celery-exporter's)."),
+    Setting("exporter_addr", "127.0.0.1", STR,
+            "Address qtui exporter listens on; 0.0.0.0 for every interface."),
+    Setting("exporter_poll_interval", 5.0, _at_least(NUMBER, 0, above=True),
+            "Seconds between qtui exporter's polls of queue depths and worker details."),
     # Remote control and console permissions
     Setting("control_secret", None, _optional(STR),
             "Sign remote-control commands with this secret (16 characters or more): qtui "

@@ -62,6 +62,16 @@ class QueueInfo:
     scheduled: int | None = None
 
 
+@dataclass(frozen=True)
+class QueueHead:
+    """A message a queue delivers next: its task id, and when it was put in the queue where
+    the broker records that (None where it does not: then only the task's ``task-sent`` event
+    can date it)."""
+
+    task_id: str | None
+    enqueued_at: float | None = None
+
+
 def is_internal(name: str) -> bool:
     """Queues the protocol makes for itself: event receivers, pidbox mailboxes and replies,
     the reply queues of ``rpc://`` result backends, and the queues of qtui's delayed (ETA)
@@ -102,6 +112,12 @@ class QueueInspector(ABC):
     def queues(self, names: Iterable[str] = ()) -> list[QueueInfo]:
         """Every queue the broker lists, plus each of ``names`` (0 messages if it has none),
         sorted by name."""
+
+    def heads(self, names: Iterable[str]) -> dict[str, list[QueueHead]]:
+        """The next message of each named queue (one per priority list where a broker keeps
+        several); a queue this broker cannot look into without taking a message (AMQP) is
+        left out."""
+        return {}
 
     def with_scheduled(self, queues: list[QueueInfo]) -> list[QueueInfo]:
         """``queues`` with the number of ETA tasks the broker's delayed store holds for each
@@ -160,6 +176,20 @@ class RedisQueues(QueueInspector):
         return [QueueInfo(name, sum(sizes[i * per_queue:(i + 1) * per_queue]))
                 for i, name in enumerate(ordered)]
 
+    def heads(self, names: Iterable[str]) -> dict[str, list[QueueHead]]:
+        channel: Any = self.connection.default_channel
+        ordered = sorted(set(names))
+        keys = [(name, key) for name in ordered for key in self.priority_keys(channel, name)]
+        with channel.client.pipeline() as pipe:
+            for _, key in keys:
+                pipe.lindex(key, -1)  # kombu pushes on the left and pops on the right
+            found = pipe.execute()
+        heads: dict[str, list[QueueHead]] = {}
+        for (name, _), raw in zip(keys, found, strict=True):
+            if raw is not None:
+                heads.setdefault(name, []).append(QueueHead(_envelope_task_id(raw)))
+        return heads
+
     @staticmethod
     def priority_keys(channel: Any, name: str) -> list[str]:
         """The lists holding one queue: its name for priority 0, then one per priority step."""
@@ -181,6 +211,22 @@ class RedisQueues(QueueInspector):
                 if queue and not is_internal(queue):
                     found.add(queue)
         return found
+
+
+def _envelope_task_id(raw: bytes | str) -> str | None:
+    """The task id of a kombu Redis envelope (protocol v2 ``id`` header, else the
+    correlation id); None for a message of another shape."""
+    try:
+        envelope = json.loads(raw)
+    except ValueError:  # not kombu's JSON envelope: a message qtui cannot date
+        return None
+    if not isinstance(envelope, Mapping):
+        return None
+    headers, properties = envelope.get("headers"), envelope.get("properties")
+    found = headers.get("id") if isinstance(headers, Mapping) else None
+    if found is None and isinstance(properties, Mapping):
+        found = properties.get("correlation_id")
+    return found if isinstance(found, str) else None
 
 
 class DeclaredQueues(QueueInspector):
@@ -297,6 +343,15 @@ class SqliteQueues(QueueInspector):
         for name in names:
             listed.setdefault(name, QueueInfo(name, 0, None, 0))
         return sorted(listed.values(), key=lambda q: q.name)
+
+    def heads(self, names: Iterable[str]) -> dict[str, list[QueueHead]]:
+        channel: Any = self.connection.default_channel  # kombu types it as the base Channel
+        heads: dict[str, list[QueueHead]] = {}
+        for name in set(names):
+            enqueued = channel.db.oldest_ready(name)
+            if enqueued is not None:
+                heads[name] = [QueueHead(None, enqueued)]
+        return heads
 
 
 def inspector_for(app: App, connection: Connection | None = None) -> QueueInspector:

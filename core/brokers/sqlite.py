@@ -544,6 +544,14 @@ class Database:
             f"SELECT count(*) FROM messages WHERE {READY_ROWS}",
             (queue, now)).fetchone()[0]))
 
+    def oldest_ready(self, queue: str) -> float | None:
+        """When the oldest ready message of ``queue`` was put there (None: it has none)."""
+        now = time.time()
+        found = self._read(lambda c: c.execute(
+            f"SELECT min(created_at) FROM messages WHERE {READY_ROWS}",
+            (queue, now)).fetchone()[0])
+        return None if found is None else float(found)
+
     # rows nobody holds, ready or not yet visible (the delayed store's due queues)
 
     def count_unheld(self, queue: str) -> int:
