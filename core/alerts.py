@@ -299,8 +299,9 @@ def _queue_level(attribute: str) -> Callable[[Rule, Observation], Measurement]:
             return Measurement(None, "no queue matches")
         known = {name: value for name, value in levels.items() if value is not None}
         if not known:
+            # queue_age: the broker gives no date (RabbitMQ), or Redis without task-sent events.
             what = "oldest message's age" if attribute == "age" else "depth"
-            return Measurement(None, f"the broker does not tell the {what}")
+            return Measurement(None, f"the {what} is not known")
         worst = max(known, key=lambda name: known[name])
         return Measurement(float(known[worst]), worst)
     return measure_queue

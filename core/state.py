@@ -462,6 +462,11 @@ class State:
     def tasks_by_worker(self, hostname: str) -> list[TaskState]:
         return list(self._by_worker.get(hostname, {}).values())
 
+    def sent_at(self, uuid: str) -> float | None:
+        """When a task kept here was sent (its ``task-sent`` event), if known."""
+        task = self.task(uuid)
+        return None if task is None else task.sent
+
     def take_finished(self) -> list[TaskState]:
         """Tasks that succeeded or failed since the last call, each once (needs
         ``track_finished``)."""

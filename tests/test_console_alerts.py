@@ -14,6 +14,7 @@ import pytest
 
 from qtui.core import App
 from qtui.core.alerts import FIRING, OK, PENDING, UNKNOWN, RuleStatus, Transition, parse_rules
+from qtui.core.queues import QueueHead
 from qtui.tui.feed import Feed
 from qtui.tui.rows import QueueRow
 from qtui.tui.views import format
@@ -33,8 +34,7 @@ BACKLOG, DOWN, OLDEST, FAILING = parse_rules(RULES)
 STATUSES = (
     RuleStatus(BACKLOG, FIRING, NOW - 90, 1500, "celery", NOW - 150),
     RuleStatus(DOWN, FIRING, NOW - 30, 1, "w1@prod-a", NOW - 30),
-    RuleStatus(OLDEST, UNKNOWN, NOW - 600, None, "the broker does not tell the oldest "
-                                                 "message's age"),
+    RuleStatus(OLDEST, UNKNOWN, NOW - 600, None, "the oldest message's age is not known"),
     RuleStatus(FAILING, OK, NOW - 600, 0.01, "1 of 100 failed in the last 300 s"),
 )
 QUIET = tuple(replace(s, state=OK) for s in STATUSES)
@@ -241,3 +241,39 @@ def test_the_console_feed_runs_alert_command_when_a_rule_fires(tmp_path, monkeyp
     alert = json.loads(out.read_text())
     assert (alert["event"], alert["name"], alert["detail"]) == ("firing", "down", "w1@a")
     assert [t.event for s in snapshots for t in s.alert_events] == ["firing"]
+
+
+def test_the_feed_dates_a_queue_head_by_its_task_sent_event_or_the_broker():
+    feed = Feed(App("t", broker="redis://127.0.0.1:6379/15", alerts=[
+        {"name": "oldest", "kind": "queue_age", "queue": "*", "over": 300}]))
+    feed.ingest([{"type": "task-sent", "uuid": "head", "hostname": "client@a", "clock": 1,
+                  "timestamp": NOW - 400, "local_received": NOW - 400, "name": "t.x"}])
+    feed._queues = (QueueRow("celery", 3), QueueRow("undated", 2), QueueRow("empty", 0))
+    feed._heads = {"celery": [QueueHead("head")], "undated": [QueueHead("nobody-sent-it")]}
+    feed._queues_fresh = True
+    levels = feed.observe(NOW).queues
+    assert levels is not None
+    assert (levels["celery"].age, levels["undated"].age, levels["empty"].age) == (400, None, 0)
+    feed.alerts.update(feed.observe(NOW))
+    [oldest] = feed.alerts.statuses()
+    assert (oldest.state, oldest.value, oldest.detail) == (FIRING, 400, "celery")
+
+
+def test_queue_age_is_measured_on_the_embedded_broker(tmp_path):
+    app = App("t", broker=f"sqlite://{tmp_path}/broker.sqlite", task_default_queue="work",
+              alerts=[{"name": "stale", "kind": "queue_age", "queue": "work", "over": 3600},
+                      {"name": "idle", "kind": "queue_age", "queue": "idle", "over": 0}])
+    try:
+        app.send_task("tasks.add", args=[1, 2])
+        app.send_task("tasks.add", args=[3, 4], queue="idle")
+        feed = Feed(app)
+        app.send_task("tasks.add", args=[5, 6], queue="idle")
+        feed.poll_once()
+        now = time.time()
+        with feed.lock:
+            feed.alerts.update(feed.observe(now))
+    finally:
+        app.close()
+    stale, idle = feed.alerts.statuses()
+    assert stale.state == OK and stale.value is not None and 0 <= stale.value < 3600
+    assert idle.state == FIRING and idle.detail == "idle"

@@ -16,6 +16,7 @@ are methods here too; the console runs them in thread workers.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import threading
 import time
@@ -33,7 +34,7 @@ from qtui.core.alerts import (
     parse_rules,
 )
 from qtui.core.events import EventReceiver
-from qtui.core.queues import inspector_for
+from qtui.core.queues import QueueHead, inspector_for, oldest_age
 from qtui.core.state import State, TaskState, WorkerState
 from qtui.core.states import FAILURE
 
@@ -151,6 +152,8 @@ class Feed:
         """Local time the latest event arrived (any kind: a heartbeat says the cluster talks)."""
         self._queues_fresh = False
         """Whether the latest queue poll answered (queue rules are unknown otherwise)."""
+        self._heads: dict[str, list[QueueHead]] = {}
+        """The next messages of the queues queue_age rules watch, from the latest poll."""
         self._alerts_at = 0.0
         self._transitions: list[Transition] = []
         """Rules that started or stopped firing since the previous snapshot."""
@@ -263,7 +266,9 @@ class Feed:
         return Observation(
             now=now, listening_since=self.listening_since, last_event=self.last_event,
             workers={host: w.alive(now) for host, w in self.state.workers.items()},
-            queues={q.name: QueueLevel(q.depth) for q in self._queues}
+            queues={q.name: QueueLevel(q.depth, oldest_age(
+                q.depth, self._heads.get(q.name, ()), self.state.sent_at, now)
+                if self._age_watched(q.name) else None) for q in self._queues}
             if self._queues_fresh else None,
             finished=self.finished_counts.counts(now))
 
@@ -294,6 +299,11 @@ class Feed:
     def _take_transitions(self) -> tuple[Transition, ...]:
         taken, self._transitions = tuple(self._transitions), []
         return taken
+
+    def _age_watched(self, queue: str) -> bool:
+        """Whether a queue_age rule looks at ``queue`` (only those queues' heads are read)."""
+        return any(r.kind == "queue_age" and fnmatch.fnmatchcase(queue, r.queue or "*")
+                   for r in self.alerts.rules)
 
     def watched_queues(self) -> set[str]:
         """Queues the rules name plainly (no glob), to be asked for by name."""
@@ -338,6 +348,8 @@ class Feed:
             with inspector_for(self.app) as inspector:
                 found = inspector.with_scheduled(
                     inspector.queues([*consumers, *self.watched_queues() - set(consumers)]))
+                heads = inspector.heads(q.name for q in found if q.messages
+                                        and self._age_watched(q.name))
         except Exception as exc:
             self._queue_error = f"queue depths unavailable: {exc}"
             self._queues_fresh = False
@@ -353,6 +365,7 @@ class Feed:
                                  hosts, q.scheduled))
             self._depths[q.name] = (q.messages, now)
         self._queues = tuple(rows)
+        self._heads = heads
         self._queues_fresh = True
 
     def _rate(self, name: str, depth: int | None, now: float) -> float | None:
