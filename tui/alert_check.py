@@ -47,6 +47,8 @@ DEFAULT_WAIT = 3.0
 WORKER_MEMORY = 86_400.0
 #: Seconds given to the event thread to stop once the wait is over.
 STOP_TIMEOUT = 5.0
+#: Exit status when a rule fires (Nagios' CRITICAL).
+CHECK_FIRING = 2
 
 
 def default_state_path() -> Path:
@@ -56,7 +58,6 @@ def default_state_path() -> Path:
 @dataclass(frozen=True)
 class CheckResult:
     statuses: tuple[RuleStatus, ...]
-    transitions: tuple[Transition, ...]
 
     @property
     def firing(self) -> list[RuleStatus]:
@@ -154,7 +155,7 @@ def run_check(app: App, wait: float = DEFAULT_WAIT, state_path: Path | None = No
     command = AlertCommand.from_app(app)
     if command is not None:
         command.run(transitions)
-    return CheckResult(alerts.statuses(), tuple(transitions))
+    return CheckResult(alerts.statuses())
 
 
 
@@ -176,9 +177,6 @@ def check_command(args: argparse.Namespace, app: App) -> int:
         _show(result)
     return CHECK_FIRING if firing else 0
 
-
-#: Exit status when a rule fires (Nagios' CRITICAL).
-CHECK_FIRING = 2
 
 
 def watch(app: App) -> int:
