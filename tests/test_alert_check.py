@@ -195,3 +195,17 @@ def test_status_check_watch_prints_and_runs_alert_command_when_a_worker_stops_an
         stop(watcher)
     assert [json.loads(line)["event"] for line in received.read_text().splitlines()] == [
         "firing", "cleared"]
+
+
+def test_status_check_with_the_broker_down_is_an_error_not_an_all_clear(setup):
+    config = setup.directory / "qtui.toml"
+    config.write_text('[[alerts]]\nname = "backlog"\nkind = "queue_depth"\nover = 10\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "qtui.tui.cli", "-A", "tasks", "--config", str(config),
+         "-b", "redis://127.0.0.1:1/0", "status", "--check", "--wait", "1",
+         "--state", str(setup.directory / "state.json")],
+        cwd=setup.directory, env={**os.environ, **setup.env, "PYTHONPATH": str(setup.directory)},
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "cannot check the alerts: no events from the broker at redis://127.0.0.1:1/0" \
+        in " ".join(result.stderr.split())
