@@ -43,9 +43,11 @@ def setup(tmp_path, unique) -> Iterator[Setup]:
         client.delete(key)
 
 
-def check(setup: Setup, config: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def check(setup: Setup, config: Path, *options: str, broker: str | None = None
+          ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "qtui.tui.cli", "-A", "tasks", "--config", str(config),
+         *(["-b", broker] if broker else []),
          "status", "--check", "--state", str(setup.directory / "state.json"), *options],
         cwd=setup.directory,
         env={**os.environ, **setup.env, "PYTHONPATH": str(setup.directory)},
@@ -200,12 +202,7 @@ def test_status_check_watch_prints_and_runs_alert_command_when_a_worker_stops_an
 def test_status_check_with_the_broker_down_is_an_error_not_an_all_clear(setup):
     config = setup.directory / "qtui.toml"
     config.write_text('[[alerts]]\nname = "backlog"\nkind = "queue_depth"\nover = 10\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "qtui.tui.cli", "-A", "tasks", "--config", str(config),
-         "-b", "redis://127.0.0.1:1/0", "status", "--check", "--wait", "1",
-         "--state", str(setup.directory / "state.json")],
-        cwd=setup.directory, env={**os.environ, **setup.env, "PYTHONPATH": str(setup.directory)},
-        capture_output=True, text=True, timeout=60)
+    result = check(setup, config, "--wait", "1", broker="redis://127.0.0.1:1/0")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "cannot check the alerts: no events from the broker at redis://127.0.0.1:1/0" \
         in " ".join(result.stderr.split())
