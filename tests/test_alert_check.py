@@ -54,7 +54,9 @@ def check(setup: Setup, config: Path, *options: str, broker: str | None = None
         capture_output=True, text=True, timeout=60)
 
 
-def test_status_check_fires_for_a_stopped_worker_and_clears_when_it_is_back(setup):
+def worker_down_config(setup: Setup) -> tuple[Path, Path]:
+    """(a config with a worker_offline rule for the test's worker and an alert_command that
+    records each alert, the file it records them in)."""
     recorder = setup.directory / "recorder.py"
     recorder.write_text(RECORDER)
     received = setup.directory / "alerts.jsonl"
@@ -63,6 +65,11 @@ def test_status_check_fires_for_a_stopped_worker_and_clears_when_it_is_back(setu
         f'alert_command = {json.dumps([sys.executable, str(recorder), str(received)])}\n'
         f'[[alerts]]\nname = "worker-down"\nkind = "worker_offline"\n'
         f'worker = "w-{setup.queue}@*"\n')
+    return config, received
+
+
+def test_status_check_fires_for_a_stopped_worker_and_clears_when_it_is_back(setup):
+    config, received = worker_down_config(setup)
     hostname = hostname_of(setup)
 
     with setup.worker("-P", "solo"):
@@ -165,14 +172,7 @@ def test_the_check_remembers_between_runs_so_for_spans_them(tmp_path):
 
 def test_status_check_watch_prints_and_runs_alert_command_when_a_worker_stops_and_returns(
         setup):
-    recorder = setup.directory / "recorder.py"
-    recorder.write_text(RECORDER)
-    received = setup.directory / "alerts.jsonl"
-    config = setup.directory / "qtui.toml"
-    config.write_text(
-        f'alert_command = {json.dumps([sys.executable, str(recorder), str(received)])}\n'
-        f'[[alerts]]\nname = "worker-down"\nkind = "worker_offline"\n'
-        f'worker = "w-{setup.queue}@*"\n')
+    config, received = worker_down_config(setup)
     log = setup.directory / "watch.log"
 
     def said(text: str) -> bool:
