@@ -60,10 +60,6 @@ class Rule:
     window: float = DEFAULT_WINDOW
     min_finished: int = DEFAULT_MIN_FINISHED
 
-    def threshold(self) -> str:
-        """``> 1000 messages``, ``> 5%``, ``> 60 s``."""
-        return f"> {format_value(self.kind, self.over)}"
-
     def selection(self) -> str:
         """``queue=celery``, ``task=reports.* worker=w1@*``, or '' for the whole cluster."""
         return " ".join(f"{key}={value}" for key in SELECTORS[self.kind]
@@ -174,12 +170,6 @@ def _unit_words(kind: str) -> str:
 def _did_you_mean(word: str, choices: Any) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
-
-
-def check_alerts(value: Any) -> bool:
-    """The setting's check: raises the ConfigError of the first wrong rule, True otherwise."""
-    parse_rules(value)
-    return True
 
 
 # what is observed -------------------------------------------------------------------------------
@@ -434,6 +424,3 @@ class Alerts:
     def statuses(self) -> tuple[RuleStatus, ...]:
         """Every rule's status, in the order of the rules (only those evaluated yet)."""
         return tuple(self._statuses[r.name] for r in self.rules if r.name in self._statuses)
-
-    def firing(self) -> list[RuleStatus]:
-        return [s for s in self.statuses() if s.state == FIRING]
