@@ -4,8 +4,8 @@ A rule names a kind of measurement, the objects it looks at (glob selectors) and
 :class:`Alerts` turns successive :class:`Observation` s (what the console or ``qtui status
 --check`` saw, and when) into each rule's state: ``ok``, ``pending`` (over the threshold, for
 less than the rule's ``for``), ``firing``, or ``unknown`` (nothing to measure yet), with the
-time that state began. What each kind measures is :func:`measure`'s table below and the
-README's "Alerts" section.
+time that state began. What each kind measures: :data:`MEASURES` below, and the README's
+"Alerts" section.
 """
 
 from __future__ import annotations
