@@ -21,6 +21,7 @@ from typing import Any
 
 from kombu import serialization
 
+from .alerts import parse_rules
 from .exceptions import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -131,6 +132,9 @@ class Setting:
     kind: Kind
     doc: str
     secret: bool = False
+    validate: Callable[[Any, str], object] | None = None
+    """A check past the kind's, raising a ConfigError that says what is wrong inside the value
+    (called with the value and where it came from)."""
 
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in [
@@ -328,6 +332,21 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("contexts", {}, TABLE,
             "Named clusters for the console ([contexts.NAME] tables of settings such as "
             "broker_url); pick one with --context NAME or :context NAME."),
+    # Alerts
+    Setting("alerts", [], Kind("a list of alert rules ([[alerts]] tables)",
+                               lambda v: isinstance(v, (list, tuple))),
+            "Alert rules, one table each: name, kind (worker_offline, queue_depth, queue_age, "
+            "failure_rate, no_events), selectors (queue, task, worker globs), over, for. The "
+            "console shows them; `qtui status --check` evaluates them.",
+            validate=parse_rules),
+    Setting("alert_command", None, _optional(Kind(
+        "a command: a list of strings (program and arguments) or one string split as a shell "
+        "would", lambda v: (isinstance(v, str) and v.strip() != "")
+        or (STR_LIST.check(v) and len(v) > 0))),
+            "A command run (without a shell) when an alert fires and when it clears, with the "
+            "alert as JSON on its standard input."),
+    Setting("alert_command_timeout", 10.0, _at_least(NUMBER, 0, above=True),
+            "Seconds alert_command may run before it is killed."),
 ]}
 
 
@@ -349,6 +368,8 @@ def check_setting(name: str, value: Any, source: str) -> bool:
     if not setting.kind.check(value):
         raise ConfigError(f"{source}: setting {name!r} must be {setting.kind.expected}, "
                           f"got {type(value).__name__} {value!r:.80}")
+    if setting.validate is not None:
+        setting.validate(value, source)
     return True
 
 

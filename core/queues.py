@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,23 @@ class QueueHead:
 
     task_id: str | None
     enqueued_at: float | None = None
+
+
+def oldest_age(messages: int | None, heads: Iterable[QueueHead],
+               sent_at: Callable[[str], float | None], now: float) -> float | None:
+    """Seconds the oldest waiting message of a queue has waited: 0 when none waits; from when
+    the broker says it was enqueued, else from when the task was sent (``sent_at`` of its id:
+    its ``task-sent`` event); None when neither is known."""
+    if messages == 0:
+        return 0.0
+    ages = []
+    for head in heads:
+        since = head.enqueued_at
+        if since is None and head.task_id is not None:
+            since = sent_at(head.task_id)
+        if since is not None:
+            ages.append(max(0.0, now - since))
+    return max(ages) if ages else None
 
 
 def is_internal(name: str) -> bool:

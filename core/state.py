@@ -250,6 +250,9 @@ class State:
         self._by_worker: dict[str, dict[str, TaskState]] = {}
         self._changed: dict[str, TaskState] = {}
         self._removed: set[str] = set()
+        self.track_finished = False
+        """Collect the tasks that reach SUCCESS or FAILURE for :meth:`take_finished`."""
+        self._finished: list[TaskState] = []
 
     # ingesting -----------------------------------------------------------------------------
     def ingest(self, events: Iterable[Mapping[str, Any]]) -> int:
@@ -364,6 +367,9 @@ class State:
             self._changed[uuid] = task
             if created:
                 self._removed.discard(uuid)
+        if self.track_finished and task.ready and not was_ready \
+                and task.state in (states.SUCCESS, states.FAILURE):
+            self._finished.append(task)
         if created and len(self._ready) + len(self._unready) > self.max_tasks:
             self._evict()
 
@@ -455,6 +461,17 @@ class State:
 
     def tasks_by_worker(self, hostname: str) -> list[TaskState]:
         return list(self._by_worker.get(hostname, {}).values())
+
+    def sent_at(self, uuid: str) -> float | None:
+        """When a task kept here was sent (its ``task-sent`` event), if known."""
+        task = self.task(uuid)
+        return None if task is None else task.sent
+
+    def take_finished(self) -> list[TaskState]:
+        """Tasks that succeeded or failed since the last call, each once (needs
+        ``track_finished``)."""
+        finished, self._finished = self._finished, []
+        return finished
 
     def alive_workers(self, now: float | None = None) -> list[WorkerState]:
         now = time.time() if now is None else now

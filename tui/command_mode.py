@@ -29,6 +29,7 @@ COMMANDS = (
     ColonCommand("schedules", "periodic tasks", ("sc",)),
     ColonCommand("notifications", "notification log", ("log", "n")),
     ColonCommand("audit", "audit trail: actions taken", ("au",)),
+    ColonCommand("alerts", "alert rules", ("al",)),
     ColonCommand("context", "switch cluster", ("ctx",), "NAME"),
     ColonCommand("help", "keys and commands", ("h",)),
     ColonCommand("quit", "leave", ("q", "exit")),

@@ -32,6 +32,7 @@ from qtui.core.events import EventReceiver
 from qtui.core.exceptions import BrokerUnavailable
 from qtui.core.queues import QueueInfo, inspector_for
 
+from .alert_check import DEFAULT_WAIT, check_command
 from .audit import LOCAL, audit_log_for, record_command
 from .feed import consumed_queues
 
@@ -74,6 +75,18 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "status", help="workers online, the broker, queues and their depths",
         description="Ping the workers, then show the broker and every queue it can list.")
     _remote_options(status, destination=False)
+    status.add_argument("--check", action="store_true",
+                        help="evaluate the alert rules once instead: exit 2 naming each rule "
+                             "that fires, 0 when none does, 1 on errors")
+    status.add_argument("--wait", type=float, default=DEFAULT_WAIT, metavar="SECONDS",
+                        help="with --check: seconds to listen to the cluster first "
+                             f"(default: {DEFAULT_WAIT:g})")
+    status.add_argument("--watch", action="store_true",
+                        help="with --check: keep evaluating every second, printing a line (and "
+                             "running alert_command) whenever a rule fires or clears")
+    status.add_argument("--state", metavar="FILE",
+                        help="with --check: what to remember between checks (default: "
+                             "alert-check-state.json in the data directory)")
     status.set_defaults(func=status_command)
 
     purge = subparsers.add_parser(
@@ -330,6 +343,8 @@ def _short(value: Any, limit: int = 60) -> str:
 # status -----------------------------------------------------------------------------------------
 def status_command(args: argparse.Namespace, app: App) -> int:
     """``qtui status``: workers that answer a ping, the broker, and the queues it can list."""
+    if args.check:
+        return check_command(args, app)
     replies = app.control.ping(timeout=args.timeout)
     assert replies is not None
     workers = sorted(replies.by_worker())

@@ -26,6 +26,7 @@ from textual.reactive import Reactive
 from textual.screen import Screen
 
 from qtui.core import App
+from qtui.core.alerts import FIRING, Rule, Transition
 from qtui.core.config import CONSOLE_ACTIONS, mask_url
 from qtui.core.display import printable
 
@@ -39,6 +40,7 @@ from .feed import Feed
 from .history import History, default_history_path
 from .model import ConsoleModel
 from .rows import Snapshot, TaskRow
+from .views.alerts import AlertsScreen
 from .views.base import ClusterView
 from .views.modals import CommandScreen, ConfirmScreen, HelpScreen
 from .views.notifications import NotificationsScreen
@@ -61,6 +63,7 @@ VIEWS: dict[str, type[ClusterView]] = {
     "overview": OverviewScreen, "workers": WorkersScreen, "tasks": TasksScreen,
     "queues": QueuesScreen,
     "schedules": SchedulesScreen,
+    "alerts": AlertsScreen,
 }
 
 
@@ -98,6 +101,7 @@ class Console(TextualApp[None]):
         Binding("minus", "last_view", "Last view", show=False),
         Binding("N", "notifications", "Notification log", show=False),
         Binding("ctrl+l", "dismiss_notifications", "Dismiss notifications", show=False),
+        Binding("exclamation_mark", "switch_mode('alerts')", "Alerts", show=False),
     ]
 
     class SnapshotReady(Message):
@@ -206,6 +210,8 @@ class Console(TextualApp[None]):
     def apply(self, snapshot: Snapshot) -> None:
         failures = self.model.feed_failures
         self.model.apply(snapshot)
+        for transition in snapshot.alert_events:
+            self.notify_alert(transition)
         if snapshot.feed_failures > failures:
             self.notify(f"The event feed failed ({snapshot.last_feed_failure}) and was started "
                         "again; events sent meanwhile may be missing.", title="Event feed",
@@ -213,6 +219,15 @@ class Console(TextualApp[None]):
         # Not while exiting: a snapshot still queued then finds the view's widgets gone.
         if self.is_running and self.screen_stack and isinstance(self.screen, ClusterView):
             self.screen.redraw()
+
+    @property
+    def alert_rules(self) -> tuple[Rule, ...]:
+        """The rules of the ``alerts`` setting of the cluster shown."""
+        return self.feed.alerts.rules
+
+    def notify_alert(self, transition: Transition) -> None:
+        self.notify(transition.describe(), title="Alert",
+                    severity="error" if transition.event == FIRING else "information")
 
     def inspect(self, hostname: str, method: str, *arguments: str) -> Any:
         """One worker's reply to an inspect method, or None if it did not answer (blocking)."""

@@ -33,7 +33,7 @@ from qtui.core.display import clip
 from qtui.core.eventcheck import MAX_NAME
 from qtui.core.events import EventReceiver
 from qtui.core.exceptions import QtuiError
-from qtui.core.queues import QueueHead, QueueInfo, inspector_for, is_internal
+from qtui.core.queues import QueueHead, QueueInfo, inspector_for, is_internal, oldest_age
 from qtui.core.state import State
 
 from .feed import consumed_queues
@@ -317,17 +317,8 @@ class Exporter:
         """Seconds the oldest waiting message of ``queue`` has waited: 0 when none waits; from
         when the broker says it was enqueued, else from the task's ``task-sent`` event; None
         when neither is known. Call with ``lock`` held."""
-        if queue.messages == 0:
-            return 0.0
-        ages = []
-        for head in self.poll_result.heads.get(queue.name, ()):
-            since = head.enqueued_at
-            if since is None and head.task_id is not None:
-                task = self.state.task(head.task_id)
-                since = task.sent if task is not None else None
-            if since is not None:
-                ages.append(max(0.0, now - since))
-        return max(ages) if ages else None
+        return oldest_age(queue.messages, self.poll_result.heads.get(queue.name, ()),
+                          self.state.sent_at, now)
 
     def stop(self) -> None:
         self.stopped.set()

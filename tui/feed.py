@@ -16,6 +16,7 @@ are methods here too; the console runs them in thread workers.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import threading
 import time
@@ -23,10 +24,21 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from qtui.core import App
+from qtui.core.alerts import (
+    Alerts,
+    Finished,
+    FinishedCounts,
+    Observation,
+    QueueLevel,
+    Transition,
+    parse_rules,
+)
 from qtui.core.events import EventReceiver
-from qtui.core.queues import inspector_for
+from qtui.core.queues import QueueHead, inspector_for, oldest_age
 from qtui.core.state import State, TaskState, WorkerState
+from qtui.core.states import FAILURE
 
+from .alert_command import AlertCommand
 from .history import History
 from .rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
 
@@ -42,6 +54,11 @@ THROUGHPUT_SLOTS = 120
 #: before a batch went through, up to the maximum.
 RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
+#: Seconds between evaluations of the alert rules (at most: they run on the event thread).
+ALERT_INTERVAL = 1.0
+#: Characters that make a queue selector a glob: a plain name is also asked for by name, so a
+#: queue the broker cannot list (RabbitMQ without the management API) is still measured.
+GLOB_CHARACTERS = frozenset("*?[")
 
 
 def worker_row(worker: WorkerState, details: Mapping[str, Any], now: float) -> WorkerRow:
@@ -126,6 +143,20 @@ class Feed:
         self._details: dict[str, dict[str, Any]] = {}
         self._depths: dict[str, tuple[int | None, float]] = {}
         self._receiver: EventReceiver | None = None
+        self.alerts = Alerts(parse_rules(app.conf.alerts))
+        self.finished_counts = FinishedCounts(self.alerts.rules)
+        self.state.track_finished = bool(self.finished_counts.rules)
+        self.alert_command = AlertCommand.from_app(app)
+        self.listening_since = time.time()
+        self.last_event: float | None = None
+        """Local time the latest event arrived (any kind: a heartbeat says the cluster talks)."""
+        self._queues_fresh = False
+        """Whether the latest queue poll answered (queue rules are unknown otherwise)."""
+        self._heads: dict[str, list[QueueHead]] = {}
+        """The next messages of the queues queue_age rules watch, from the latest poll."""
+        self._alerts_at = 0.0
+        self._transitions: list[Transition] = []
+        """Rules that started or stopped firing since the previous snapshot."""
         if history is not None:
             self._restore()
 
@@ -180,9 +211,12 @@ class Feed:
                 if self.stopped.is_set():
                     return
                 with self.lock:
-                    self.state.ingest(batch)
+                    self.ingest(batch)
                     self.connected, self.error = receiver.connected, receiver.error
+                    self._evaluate_alerts()
                     snapshot = self.snapshot()
+                if snapshot.alert_events and self.alert_command is not None:
+                    self.alert_command.start(snapshot.alert_events)
                 if self.history is not None and snapshot.tasks:
                     self._save(snapshot)
                 emit(snapshot)
@@ -221,7 +255,60 @@ class Feed:
             last_bad_event=state.last_bad_event,
             feed_failures=self.failures,
             last_feed_failure=self.last_failure,
+            alerts=self.alerts.statuses(),
+            alert_events=self._take_transitions(),
         )
+
+    # alerts -------------------------------------------------------------------------------------
+    def observe(self, now: float) -> Observation:
+        """What the alert rules measure, from the state and the latest queue poll. Call with
+        ``lock`` held."""
+        return Observation(
+            now=now, listening_since=self.listening_since, last_event=self.last_event,
+            workers={host: w.alive(now) for host, w in self.state.workers.items()},
+            queues={q.name: QueueLevel(q.depth, oldest_age(
+                q.depth, self._heads.get(q.name, ()), self.state.sent_at, now)
+                if self._age_watched(q.name) else None) for q in self._queues}
+            if self._queues_fresh else None,
+            finished=self.finished_counts.counts(now))
+
+    def ingest(self, batch: list[dict[str, Any]]) -> None:
+        """Apply a batch of events to the state, noting when the cluster last spoke and which
+        tasks finished (for the alert rules). Call with ``lock`` held."""
+        self.state.ingest(batch)
+        if not batch:
+            return
+        self.last_event = time.time()
+        for task in self.state.take_finished():
+            self.finished_counts.add(Finished(task.name or "", task.worker or "",
+                                              task.state == FAILURE, task.updated))
+
+    def _evaluate_alerts(self) -> None:
+        """Evaluate the rules (at most every ALERT_INTERVAL); keep what started or stopped
+        firing for the next snapshot. Call with ``lock`` held."""
+        now = time.time()
+        if not self.alerts.rules or now - self._alerts_at < ALERT_INTERVAL:
+            return
+        self._alerts_at = now
+        for transition in self.alerts.update(self.observe(now)):
+            status = transition.status
+            logger.info("alert %s %s: %s", status.rule.name, transition.event,
+                           status.detail)
+            self._transitions.append(transition)
+
+    def _take_transitions(self) -> tuple[Transition, ...]:
+        taken, self._transitions = tuple(self._transitions), []
+        return taken
+
+    def _age_watched(self, queue: str) -> bool:
+        """Whether a queue_age rule looks at ``queue`` (only those queues' heads are read)."""
+        return any(r.kind == "queue_age" and fnmatch.fnmatchcase(queue, r.queue or "*")
+                   for r in self.alerts.rules)
+
+    def watched_queues(self) -> set[str]:
+        """Queues the rules name plainly (no glob), to be asked for by name."""
+        return {r.queue for r in self.alerts.rules
+                if r.queue and not GLOB_CHARACTERS & set(r.queue)}
 
     # the polling thread -------------------------------------------------------------------------
     def poll(self) -> None:
@@ -259,9 +346,13 @@ class Feed:
                     consumers.setdefault(name, []).append(host)
         try:
             with inspector_for(self.app) as inspector:
-                found = inspector.with_scheduled(inspector.queues(consumers))
+                found = inspector.with_scheduled(
+                    inspector.queues([*consumers, *self.watched_queues() - set(consumers)]))
+                heads = inspector.heads(q.name for q in found if q.messages
+                                        and self._age_watched(q.name))
         except Exception as exc:
             self._queue_error = f"queue depths unavailable: {exc}"
+            self._queues_fresh = False
             return
         self._queue_error = ""
         now, rows = time.monotonic(), []
@@ -274,6 +365,8 @@ class Feed:
                                  hosts, q.scheduled))
             self._depths[q.name] = (q.messages, now)
         self._queues = tuple(rows)
+        self._heads = heads
+        self._queues_fresh = True
 
     def _rate(self, name: str, depth: int | None, now: float) -> float | None:
         """Change of depth per second since the previous poll (negative: draining)."""

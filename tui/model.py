@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from qtui.core.alerts import RuleStatus
+
 from .family import Family
 from .rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
 
@@ -30,6 +32,8 @@ class ConsoleModel:
         """Parents, roots and children of the tasks held, for the task detail's family tree."""
         self.version = 0
         """Bumped by every applied snapshot, so a view knows whether it is stale."""
+        self.alerts: tuple[RuleStatus, ...] = ()
+        """Every alert rule's status, as the feed last evaluated them."""
 
     def apply(self, snapshot: Snapshot) -> None:
         self.workers = {w.hostname: w for w in snapshot.workers}
@@ -51,6 +55,8 @@ class ConsoleModel:
         self.bad_events, self.last_bad_event = snapshot.bad_events, snapshot.last_bad_event
         self.feed_failures = snapshot.feed_failures
         self.last_feed_failure = snapshot.last_feed_failure
+        if snapshot.alerts:
+            self.alerts = snapshot.alerts
         self.version += 1
 
     def recent_failures(self, limit: int = 10) -> list[TaskRow]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from qtui.core.alerts import RuleStatus, Transition
+
 
 @dataclass(frozen=True)
 class WorkerRow:
@@ -112,3 +114,7 @@ class Snapshot:
     feed_failures: int = 0
     """Times the event loop failed and was started again, and why it last failed."""
     last_feed_failure: str = ""
+    alerts: tuple[RuleStatus, ...] = ()
+    """Every alert rule's status, in the order of the rules."""
+    alert_events: tuple[Transition, ...] = ()
+    """Rules that started or stopped firing since the previous snapshot."""

@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from .. import equivalents
 from ..actions import SIGNALS, not_stoppable
 from ..bulk import BulkPlan, Target
+from .alert_badge import AlertBadge
 from .keybar import KeyBar
 
 if TYPE_CHECKING:
@@ -110,17 +111,27 @@ class ClusterView(Screen[None]):
         self.drawn_version = self.console.model.version
         self.refresh_view()
         self.show_crumbs()
+        self.show_alerts()
+
+    def show_alerts(self) -> None:
+        """The firing alerts in the header (a badge mounted there by :meth:`on_mount`)."""
+        for badge in self.query(AlertBadge):
+            badge.show(self.console.model.alerts)
 
     def on_mount(self) -> None:
+        for header in self.query(Header):
+            header.mount(AlertBadge())
         for footer in self.query(Footer):  # the most keys in 80 columns; ctrl+p is in the help
             footer.compact, footer.show_command_palette = True, False
         self.composed = True
         self.drawn_version = self.console.model.version
         self.refresh_view()
         self.show_crumbs()
+        self.call_after_refresh(self.show_alerts)
 
     def on_screen_resume(self) -> None:
         self.show_crumbs()
+        self.show_alerts()
         if self.composed and self.drawn_version != self.console.model.version:
             # A view coming back shows what it showed when it left, maybe minutes ago: draw
             # the current data in the same frame as the switch. The quiet time after a key is

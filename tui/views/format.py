@@ -91,3 +91,11 @@ def load(values: tuple[float, ...]) -> str:
 
 def since(timestamp: float | None) -> float | None:
     return None if not timestamp else max(0.0, time.time() - timestamp)
+
+
+#: How an alert rule's state is written, in the console and by `qtui status --check`.
+ALERT_STYLES = {"firing": "bold red", "pending": "yellow", "unknown": "italic", "ok": "green"}
+
+
+def alert_state(value: str) -> Text:
+    return Text(value, style=ALERT_STYLES.get(value, ""))
