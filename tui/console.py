@@ -144,7 +144,9 @@ class Console(TextualApp[None]):
         if self.use_history:
             history = History(conf.console_history_file or default_history_path(),
                               cluster=mask_url(app.broker_url), limit=conf.console_max_tasks,
-                              max_field=conf.console_max_field)
+                              max_field=conf.console_max_field,
+                              metrics_hours=conf.console_metrics_hours,
+                              metrics_days=conf.console_metrics_days)
         self.feed = Feed(app, max_tasks=conf.console_max_tasks, history=history)
         self.sub_title = self._describe()
 

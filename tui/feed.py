@@ -24,6 +24,7 @@ from typing import Any
 
 from qtui.core import App
 from qtui.core.events import EventReceiver
+from qtui.core.metrics import Recorder
 from qtui.core.queues import inspector_for
 from qtui.core.state import State, TaskState, WorkerState
 
@@ -109,9 +110,11 @@ class Feed:
         self.app = app
         self.history = history
         self.poll_interval = poll_interval
+        # Metrics live in the history file: without one there is nowhere to keep them.
+        recorder = Recorder() if history is not None and app.conf.console_metrics else None
         self.state = State(max_tasks=max_tasks, throughput_slots=THROUGHPUT_SLOTS,
                            track_changes=True, max_workers=app.conf.console_max_workers,
-                           max_field=app.conf.console_max_field)
+                           max_field=app.conf.console_max_field, metrics=recorder)
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.connected = False
@@ -185,6 +188,8 @@ class Feed:
                     snapshot = self.snapshot()
                 if self.history is not None and snapshot.tasks:
                     self._save(snapshot)
+                if self.state.metrics is not None:
+                    self._save_metrics()
                 emit(snapshot)
                 self._batches += 1
         finally:
@@ -198,6 +203,15 @@ class Feed:
             self.history.save(tasks)
         except Exception as exc:
             logger.warning("console history not saved: %s", exc)
+
+    def _save_metrics(self) -> None:
+        assert self.history is not None and self.state.metrics is not None
+        with self.lock:
+            rollups = self.state.metrics.take()
+        try:
+            self.history.save_metrics(rollups)
+        except Exception as exc:
+            logger.warning("console metrics not saved: %s", exc)
 
     def snapshot(self) -> Snapshot:
         """What changed since the previous snapshot, plus the current workers and queues.
@@ -274,6 +288,18 @@ class Feed:
                                  hosts, q.scheduled))
             self._depths[q.name] = (q.messages, now)
         self._queues = tuple(rows)
+        if self.state.metrics is not None:
+            self._save_queue_depths(rows)
+
+    def _save_queue_depths(self, rows: list[QueueRow]) -> None:
+        """The poll's depths into the metrics. The oldest message's age is not recorded yet:
+        the queue inspectors do not tell it."""
+        assert self.history is not None
+        try:
+            self.history.save_queue_depths(time.time(),
+                                           {row.name: (row.depth, None) for row in rows})
+        except Exception as exc:
+            logger.warning("console queue depths not saved: %s", exc)
 
     def _rate(self, name: str, depth: int | None, now: float) -> float | None:
         """Change of depth per second since the previous poll (negative: draining)."""

@@ -1,7 +1,7 @@
 """Events: what this worker tells monitors on Celery's ``celeryev`` stream.
 
 Task events carry Celery's fields -- task-received (uuid, name, args and kwargs as their reprs,
-root_id, parent_id, retries, eta, expires), task-started, task-succeeded (result repr, runtime),
+root_id, parent_id, retries, eta, expires; plus the queue it came from), task-started, task-succeeded (result repr, runtime),
 task-failed and task-retried (exception, traceback), task-rejected (requeue), task-revoked
 (terminated, signum, expired) -- and are batched as Celery batches them: held by the dispatcher
 and sent as one ``task.multi`` list :data:`FLUSH_INTERVAL` after the first of them, or as soon as
@@ -121,8 +121,10 @@ class Events(Observer):
         # worker forwards no more than that to every monitor.
         args = None if msg.argsrepr is None else clip(msg.argsrepr, ARGSREPR_MAXSIZE)
         kwargs = None if msg.kwargsrepr is None else clip(msg.kwargsrepr, KWARGSREPR_MAXSIZE)
+        # ``queue`` is qtui's addition (Celery says it in task-sent only): monitors count
+        # tasks per queue without the client's task-sent events.
         self._task("task-received", job, name=msg.task, args=args, kwargs=kwargs,
-                   root_id=msg.root_id, parent_id=msg.parent_id,
+                   queue=job.queue, root_id=msg.root_id, parent_id=msg.parent_id,
                    retries=msg.retries, eta=msg.eta.isoformat() if msg.eta else None,
                    expires=msg.expires.isoformat() if msg.expires else None)
 
