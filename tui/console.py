@@ -37,6 +37,7 @@ from .history import History, default_history_path
 from .model import ConsoleModel
 from .rows import Snapshot, TaskRow
 from .views.base import ClusterView
+from .views.metrics import MetricsScreen
 from .views.modals import CommandScreen, ConfirmScreen, HelpScreen
 from .views.notifications import NotificationsScreen
 from .views.overview import OverviewScreen
@@ -58,6 +59,7 @@ VIEWS: dict[str, type[ClusterView]] = {
     "overview": OverviewScreen, "workers": WorkersScreen, "tasks": TasksScreen,
     "queues": QueuesScreen,
     "schedules": SchedulesScreen,
+    "metrics": MetricsScreen,
 }
 
 
@@ -88,6 +90,7 @@ class Console(TextualApp[None]):
         Binding("3", "switch_mode('tasks')", "Tasks", group=VIEW_KEYS),
         Binding("4", "switch_mode('queues')", "Queues", group=VIEW_KEYS),
         Binding("5", "switch_mode('schedules')", "Schedules", group=VIEW_KEYS),
+        Binding("6", "switch_mode('metrics')", "Metrics", group=VIEW_KEYS),
         # Out of the footer (it must fit 80 columns with a view's own keys); in the help.
         Binding("colon", "command", "Command", show=False),
         Binding("question_mark", "help", "Help"),

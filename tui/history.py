@@ -231,6 +231,14 @@ class History:
                 (self.cluster, int(since), until, *(() if key is None else (key,)))).fetchall()
         return {row[0]: _rollup(row[1:]) for row in rows}
 
+    def metrics_pairs(self, since: float, until: float) -> list[tuple[str, str]]:
+        """The (task name, queue) pairs counted from ``since`` to ``until``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT task, queue FROM metrics WHERE cluster = ? AND start >= ? "
+                "AND start < ?", (self.cluster, int(since), until)).fetchall()
+        return [(task, queue) for task, queue in rows]
+
     def queue_depths(self, since: float, until: float) -> dict[str, tuple[int | None,
                                                                          float | None]]:
         """The deepest each queue was, and its oldest message's age, from ``since`` to
