@@ -63,6 +63,13 @@ _TASK_FIELDS = ("name", "args", "kwargs", "retries", "eta", "expires", "root_id"
 _IDENTITY_FIELDS = ("name", "args", "kwargs", "retries", "eta", "expires", "root_id",
                     "parent_id", "queue", "exchange", "routing_key")
 
+#: Fields shared between tasks where equal (see :func:`_compact`): names, always; free texts
+#: up to SHORT_TEXT characters; ids equal to the task's own.
+_NAMES = frozenset({"name", "queue", "exchange", "routing_key"})
+_SHORT_TEXTS = frozenset({"args", "kwargs", "result"})
+SHORT_TEXT = 16
+_IDS = frozenset({"root_id", "parent_id"})
+
 _WORKER_FIELDS = ("pid", "freq", "active", "processed", "loadavg", "sw_ident", "sw_ver",
                   "sw_sys")
 
@@ -339,13 +346,13 @@ class State:
             for name in _TASK_FIELDS:
                 value = event.get(name)
                 if value is not None:
-                    setattr(task, name, value)
+                    setattr(task, name, _compact(name, value, task.uuid))
         else:
             for name in _IDENTITY_FIELDS:
                 if getattr(task, name) is None:
                     value = event.get(name)
                     if value is not None:
-                        setattr(task, name, value)
+                        setattr(task, name, _compact(name, value, task.uuid))
         stamp = _STAMP.get(kind)
         if stamp is not None:
             setattr(task, stamp, timestamp)
@@ -496,6 +503,18 @@ class State:
         self._changed = {}
         self._removed = set()
         return changes
+
+
+def _compact(name: str, value: Any, uuid: str) -> Any:
+    """One string object for values many tasks repeat (routing names, ``{}`` kwargs, a
+    ``None`` result) and for a root id that is the task's own id: with 100,000 tasks each
+    copy costs megabytes."""
+    if type(value) is str:
+        if name in _IDS:
+            return uuid if value == uuid else value
+        if name in _NAMES or (name in _SHORT_TEXTS and len(value) <= SHORT_TEXT):
+            return intern(value)
+    return value
 
 
 def _detail(kind: str, event: Mapping[str, Any]) -> str:

@@ -182,18 +182,24 @@ class Feed:
             for batch in receiver.batches(interval=interval):
                 if self.stopped.is_set():
                     return
-                with self.lock:
-                    self.state.ingest(batch)
-                    self.connected, self.error = receiver.connected, receiver.error
-                    snapshot = self.snapshot()
-                if self.history is not None and snapshot.tasks:
-                    self._save(snapshot)
-                if self.state.metrics is not None:
-                    self._save_metrics()
-                emit(snapshot)
+                emit(self.ingest(batch, receiver.connected, receiver.error))
                 self._batches += 1
         finally:
             receiver.close()
+
+    def ingest(self, batch: list[dict[str, Any]], connected: bool = True,
+               error: str = "") -> Snapshot:
+        """Apply a batch of events to the state, then save what changed to the history and
+        the metrics; returns the snapshot of what changed (the receiver's status with it)."""
+        with self.lock:
+            self.state.ingest(batch)
+            self.connected, self.error = connected, error
+            snapshot = self.snapshot()
+        if self.history is not None and snapshot.tasks:
+            self._save(snapshot)
+        if self.state.metrics is not None:
+            self._save_metrics()
+        return snapshot
 
     def _save(self, snapshot: Snapshot) -> None:
         assert self.history is not None
