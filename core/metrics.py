@@ -50,7 +50,7 @@ class Histogram:
         self.total += seconds
 
     def merge(self, other: Histogram) -> None:
-        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
         self.total += other.total
 
     def percentile(self, q: float) -> float | None:
@@ -84,7 +84,7 @@ class Rollup:
         return self.counts[COUNTED.index(name)]
 
     def merge(self, other: Rollup) -> None:
-        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
         self.runtime.merge(other.runtime)
         self.wait.merge(other.wait)
 

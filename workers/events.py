@@ -1,14 +1,15 @@
 """Events: what this worker tells monitors on Celery's ``celeryev`` stream.
 
 Task events carry Celery's fields -- task-received (uuid, name, args and kwargs as their reprs,
-root_id, parent_id, retries, eta, expires; plus the queue it came from), task-started, task-succeeded (result repr, runtime),
+root_id, parent_id, retries, eta, expires), task-started, task-succeeded (result repr, runtime),
 task-failed and task-retried (exception, traceback), task-rejected (requeue), task-revoked
 (terminated, signum, expired) -- and are batched as Celery batches them: held by the dispatcher
 and sent as one ``task.multi`` list :data:`FLUSH_INTERVAL` after the first of them, or as soon as
 :data:`BATCH_LIMIT` are held. Worker events: worker-online once consuming, worker-heartbeat every
 :data:`HEARTBEAT_INTERVAL` seconds (freq, active, processed, loadavg, sw_ident, sw_ver, sw_sys),
 worker-offline once the worker has stopped. Every event also carries the common stamp (type,
-hostname, utcoffset, pid -- the worker's own --, clock, timestamp).
+hostname, utcoffset, pid -- the worker's own --, clock, timestamp). task-received also names
+the queue the task came from (qtui's addition, for metrics per queue).
 
 ``--without-events`` (``worker_send_task_events = false``) turns task events off and the
 ``enable_events`` / ``disable_events`` commands toggle them at run time; ``--without-heartbeat``

@@ -16,11 +16,11 @@ from typing import Any
 
 from rich.text import Text
 from textual import work
-from textual.worker import get_current_worker
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Header, Static
+from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
 from qtui.core.display import safe_text
@@ -234,7 +234,7 @@ class MetricsScreen(ClusterView):
         plt.title("runtime p50 / p95 (s)")
         plt.xlabel(ago)
         for q, label, color in ((0.5, "p50", "green"), (0.95, "p95", "orange")):
-            known = [(x, p.runtime.percentile(q)) for x, p in zip(xs, points)]
+            known = [(x, p.runtime.percentile(q)) for x, p in zip(xs, points, strict=True)]
             found = [(x, v) for x, v in known if v is not None]
             if found:
                 plt.plot([x for x, _ in found], [v for _, v in found], label=label,
