@@ -179,8 +179,11 @@ async def run(url: str, tasks: int, rate: float, history: str | None = None,
         applied = console.model.events_seen - base
         elapsed = (finished_at or time.perf_counter()) - began
         memory = rss_mb()
-        # What the console's idle collector does a second after the last key (tui/collector.py).
+        # What the console's idle collector does a second after the last key (tui/collector.py):
+        # a full collection, then the allocator's free memory back to the system.
         gc.collect()
+        if console.collector.release is not None:
+            console.collector.release()
         collected = rss_mb()
         in_memory = len(console.model.tasks)
         state_tasks = len(console.feed.state)
@@ -276,6 +279,13 @@ async def view_switches(url: str, tasks: int, rate: float = 300.0, switches: int
     print("redraw (refresh_view) ms, median by view:",
           {name: round(statistics.median(values)) for name, values in costs.items()})
     return {"shown": shown, "current": current}
+
+
+def run_with_history(url: str, tasks: int, rate: float, metrics: bool) -> dict[str, float]:
+    """:func:`run` with a fresh history file, metrics on or off."""
+    with tempfile.TemporaryDirectory() as directory:
+        return asyncio.run(run(url, tasks, rate, os.path.join(directory, "history.sqlite"),
+                               metrics))
 
 
 def history_size(tasks: int, names: int = 20) -> dict[str, float]:
@@ -419,11 +429,13 @@ def main() -> None:
         print("quit, q to process exit (s):", " ".join(f"{t:.2f}" for t in times))
         return
     if args.metrics:
+        from concurrent.futures import ProcessPoolExecutor
         for metrics in (False, True):
-            with tempfile.TemporaryDirectory() as directory:
-                redis.Redis.from_url(args.redis).flushdb()
-                found = asyncio.run(run(args.redis, args.tasks, args.rate,
-                                        os.path.join(directory, "history.sqlite"), metrics))
+            redis.Redis.from_url(args.redis).flushdb()
+            # Each in a process of its own: the memory of one is not the other's.
+            with ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as pool:
+                found = pool.submit(run_with_history, args.redis, args.tasks, args.rate,
+                                    metrics).result()
             print(f"metrics {'on' if metrics else 'off'}: {found['rate']:,.0f} events/s "
                   f"({found['lag']:+.1f}s after the publisher's schedule), "
                   f"{found['rss_mb']:.0f} MB ({found['rss_collected_mb']:.0f} MB collected), "
