@@ -325,15 +325,24 @@ def history_size(tasks: int, names: int = 20) -> dict[str, float]:
                 batch = []
         feed.ingest(batch)
         took = time.perf_counter() - began
-        assert feed.history is not None
-        feed.history.close()
-        with sqlite3.connect(path) as db:
-            tables = dict(db.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"))
-            rows = db.execute("SELECT count(*) FROM metrics").fetchone()[0]
+        history = feed.history
+        assert history is not None
+
+        def measure() -> tuple[dict[str, int], int]:
+            with sqlite3.connect(path) as db:
+                return (dict(db.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")),
+                        db.execute("SELECT count(*) FROM metrics").fetchone()[0])
+        tables, rows = measure()
+        size = os.path.getsize(path)
+        history.clock = lambda: end + 3 * 86400  # the day is past console_metrics_hours
+        history.trim_metrics()
+        coarse, coarse_rows = measure()
+        history.close()
         mb = 1024 * 1024
-        return {"file_mb": os.path.getsize(path) / mb, "metrics_mb": tables["metrics"] / mb,
+        return {"file_mb": size / mb, "metrics_mb": tables["metrics"] / mb,
                 "tasks_mb": (tables["tasks"] + tables.get("tasks_age", 0)) / mb,
-                "metrics_rows": rows, "events_per_s": 3 * tasks / took}
+                "metrics_rows": rows, "coarse_mb": coarse["metrics"] / mb,
+                "coarse_rows": coarse_rows, "events_per_s": 3 * tasks / took}
 
 
 def quit_times(url: str, runs: int = 5) -> list[float]:
@@ -411,7 +420,8 @@ def main() -> None:
     if args.history_size:
         size = history_size(args.tasks)
         print(f"history file after a day of {args.tasks:,} tasks: {size['file_mb']:.1f} MB; "
-              f"metrics {size['metrics_mb']:.1f} MB ({size['metrics_rows']:,} rows), tasks "
+              f"metrics {size['metrics_mb']:.2f} MB ({size['metrics_rows']:,} rows; in "
+              f"ten-minute rows {size['coarse_mb']:.2f} MB, {size['coarse_rows']:,} rows), tasks "
               f"{size['tasks_mb']:.1f} MB (at most console_max_tasks); ingested "
               f"{size['events_per_s']:,.0f} events/s")
         return
