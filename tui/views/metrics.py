@@ -60,16 +60,10 @@ class MetricsPage:
 
 
 def seconds(value: float | None) -> str:
-    """A duration in the unit that reads best: 850µs, 12.5ms, 3.20s, 4.0m."""
-    if value is None:
-        return ""
-    if value < 0.001:
+    """A duration as the tasks view shows one, and under a millisecond in µs (no-op tasks)."""
+    if value is not None and value < 0.001:
         return f"{value * 1e6:.0f}µs"
-    if value < 1:
-        return f"{value * 1000:.1f}ms"
-    if value < 120:
-        return f"{value:.2f}s"
-    return f"{value / 60:.1f}m"
+    return format.duration(value)
 
 
 def failure_share(rollup: Rollup) -> float:
