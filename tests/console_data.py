@@ -149,6 +149,8 @@ class MetricsConsole(FixedConsole):
         for day in range(2, 6):
             rollups[(int(NOW) - day * 86400, "reports.build", "reports")] = _rollup(2, 0, 400.0)
         history.save_metrics(rollups)
+        history.save_queue_depths(NOW - 300, {"billing": (12, None), "celery": (3, None)})
+        history.save_queue_depths(NOW - 240, {"billing": (40, None)})
         self.fixed = SNAPSHOT
         # The tasks in memory say which workers ran a task name.
         self.feed.state.ingest([

@@ -79,7 +79,7 @@ async def test_the_selected_row_says_which_queue_and_workers_it_came_from(tmp_pa
         await pilot.press("k")  # billing, the slowest queue
         await settle(pilot, console, 2)
         origin = str(console.screen.query_one("#metrics-origin").render())
-        assert "billing · tasks: billing.charge" in origin
+        assert "billing · deepest 40 · tasks: billing.charge" in origin
 
 
 async def test_without_a_history_file_the_view_says_why_it_is_empty():

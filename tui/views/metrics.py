@@ -4,7 +4,7 @@ last hour, day or week, read from the history file's rollups (:mod:`qtui.core.me
 Two plots show the selected row (everything when none is selected): tasks done and failed per
 step, and runtime p50/p95 per step. The table lists task names (or queues), slowest first or
 most failing first; the line under it says where the selected row came from (its queues and
-the workers that ran it, or a queue's task names and consumers). Reading the file happens in a
+the workers that ran it, or a queue's deepest poll, task names and consumers). Reading the file happens in a
 thread worker: keys never wait for it.
 """
 
@@ -56,6 +56,8 @@ class MetricsPage:
     """(task name, queue) pairs seen in the range: where each row came from."""
     workers: list[str]
     """Workers that ran the selected task name (from the tasks in memory)."""
+    depths: dict[str, int | None]
+    """The deepest each queue was in the range (from the queue polls)."""
     error: str = ""
 
 
@@ -140,9 +142,11 @@ class MetricsScreen(ClusterView):
                 key = None
             series = history.metrics_series(since, until, step, by=by, key=key)
             pairs = history.metrics_pairs(since, until)
+            depths = {queue: depth for queue, (depth, _) in
+                      history.queue_depths(since, until).items()}
         except Exception as exc:  # noqa: BLE001 - a closed or damaged file: say so, keep going
             self.app.call_from_thread(self.show, MetricsPage(
-                None, {}, {}, since, until, step, [], [], f"metrics unreadable: {exc}"))
+                None, {}, {}, since, until, step, [], [], {}, f"metrics unreadable: {exc}"))
             return
         workers: list[str] = []
         if by == "task" and key is not None:
@@ -151,7 +155,7 @@ class MetricsScreen(ClusterView):
                 workers = sorted({t.worker for t in feed.state.tasks_by_type(key) if t.worker})
         if not get_current_worker().is_cancelled:  # a newer load replaced this one
             self.app.call_from_thread(self.show, MetricsPage(key, rows, series, since, until,
-                                                             step, pairs, workers))
+                                                             step, pairs, workers, depths))
 
     # drawing (the UI thread) ---------------------------------------------------------------
     def show(self, page: MetricsPage) -> None:
@@ -249,7 +253,9 @@ class MetricsScreen(ClusterView):
         else:
             tasks = sorted({t for t, q in page.pairs if q == key and t})
             consumers = self.console.model.workers_consuming(key)
-            line = Text.assemble(safe_text(key or "(unknown)", "bold"), " · tasks: ",
+            depth = page.depths.get(key)
+            line = Text.assemble(safe_text(key or "(unknown)", "bold"),
+                                 "" if depth is None else f" · deepest {depth:,}", " · tasks: ",
                                  safe_text(", ".join(tasks) or "?"), " · consumers: ",
                                  safe_text(", ".join(consumers) or "?"))
         origin.update(line)
