@@ -4,8 +4,8 @@ last hour, day or week, read from the history file's rollups (:mod:`qtui.core.me
 Two plots show the selected row (everything when none is selected): tasks done and failed per
 step, and runtime p50/p95 per step. The table lists task names (or queues), slowest first or
 most failing first; the line under it says where the selected row came from (its queues and
-the workers that ran it, or a queue's deepest poll, task names and consumers). Reading the file happens in a
-thread worker: keys never wait for it.
+the workers that ran it, or a queue's deepest poll, task names and consumers). Reading the
+file happens in a thread worker: keys never wait for it.
 """
 
 from __future__ import annotations
