@@ -51,6 +51,9 @@ _METRICS_TABLES = (
     "start INTEGER NOT NULL, queue TEXT NOT NULL, depth INTEGER, oldest_age REAL, "
     "PRIMARY KEY (cluster, period, start, queue)) WITHOUT ROWID",
 )
+#: Rows of one cluster from a time to another. Both periods named, so the primary key (cluster,
+#: period, start, ...) reads only the rows of the range.
+_IN_RANGE = f"cluster = ? AND period IN ({MINUTE}, {COARSE}) AND start >= ? AND start < ?"
 _ADD_UP = ", ".join(f"{c} = {c} + excluded.{c}" for c in _SUMMED)
 _UPSERT_METRICS = (
     f"INSERT INTO metrics (cluster, period, start, task, queue, {', '.join(_SUMMED)}) "
@@ -212,8 +215,7 @@ class History:
         sums = ", ".join(f"sum({c})" for c in _SUMMED)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {column}, {sums} FROM metrics WHERE cluster = ? AND start >= ? "
-                f"AND start < ? GROUP BY {column}",
+                f"SELECT {column}, {sums} FROM metrics WHERE {_IN_RANGE} GROUP BY {column}",
                 (self.cluster, int(since), until)).fetchall()
         return {row[0]: _rollup(row[1:]) for row in rows}
 
@@ -227,7 +229,7 @@ class History:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT start / {int(step)} * {int(step)} AS slot, {sums} FROM metrics "
-                f"WHERE cluster = ? AND start >= ? AND start < ?{where} GROUP BY slot",
+                f"WHERE {_IN_RANGE}{where} GROUP BY slot",
                 (self.cluster, int(since), until, *(() if key is None else (key,)))).fetchall()
         return {row[0]: _rollup(row[1:]) for row in rows}
 
@@ -235,8 +237,8 @@ class History:
         """The (task name, queue) pairs counted from ``since`` to ``until``."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT DISTINCT task, queue FROM metrics WHERE cluster = ? AND start >= ? "
-                "AND start < ?", (self.cluster, int(since), until)).fetchall()
+                f"SELECT DISTINCT task, queue FROM metrics WHERE {_IN_RANGE}",
+                (self.cluster, int(since), until)).fetchall()
         return [(task, queue) for task, queue in rows]
 
     def queue_depths(self, since: float, until: float) -> dict[str, tuple[int | None,
@@ -245,8 +247,8 @@ class History:
         ``until``."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT queue, max(depth), max(oldest_age) FROM queue_depths WHERE cluster = ? "
-                "AND start >= ? AND start < ? GROUP BY queue",
+                f"SELECT queue, max(depth), max(oldest_age) FROM queue_depths WHERE {_IN_RANGE} "
+                "GROUP BY queue",
                 (self.cluster, int(since), until)).fetchall()
         return {queue: (depth, age) for queue, depth, age in rows}
 
