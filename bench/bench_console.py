@@ -19,12 +19,22 @@ process's exit (the shell's prompt back).
 
     python -m bench.bench_console --views [--tasks 20000]
     python -m bench.bench_console --quit
+
+``--metrics``: the ingest run twice in one process, with the history file on, first with
+``console_metrics = false`` and then with it on. ``--history-size``: what a day of ``--tasks``
+tasks (20 names, 2% failing) adds to the history file, their events made here with timestamps
+spread over the last 24 hours and fed through the console's own ingest path (``Feed.ingest``:
+state, task history, metrics), without a broker.
+
+    python -m bench.bench_console --metrics
+    python -m bench.bench_console --history-size --tasks 1000000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import os
 import random
@@ -117,14 +127,14 @@ async def key_to_repaint(console: Any, key: str, writes: list[float],
     return None
 
 
-async def run(url: str, tasks: int, rate: float, history: str | None = None
-              ) -> dict[str, float]:
+async def run(url: str, tasks: int, rate: float, history: str | None = None,
+              metrics: bool = True) -> dict[str, float]:
     from qtui.core import App
     from qtui.tui.console import Console
 
     app = App("bench", broker=url)
     app.conf.update(console_max_tasks=max(tasks, 1000), console_history_file=history,
-                    source="bench")
+                    console_metrics=metrics, source="bench")
     console = Console(app, history=history is not None)
     start = multiprocessing.Event()
     publisher = multiprocessing.Process(target=publish, args=(url, tasks, rate, start))
@@ -169,6 +179,12 @@ async def run(url: str, tasks: int, rate: float, history: str | None = None
         applied = console.model.events_seen - base
         elapsed = (finished_at or time.perf_counter()) - began
         memory = rss_mb()
+        # What the console's idle collector does a second after the last key (tui/collector.py):
+        # a full collection, then the allocator's free memory back to the system.
+        gc.collect()
+        if console.collector.release is not None:
+            console.collector.release()
+        collected = rss_mb()
         in_memory = len(console.model.tasks)
         state_tasks = len(console.feed.state)
         console.feed.stop()
@@ -182,7 +198,8 @@ async def run(url: str, tasks: int, rate: float, history: str | None = None
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "max_ms": 1000 * latencies[-1],
-        "rss_mb": memory, "rss_start_mb": rss_before, "tasks_in_view": in_memory,
+        "rss_mb": memory, "rss_collected_mb": collected, "rss_start_mb": rss_before,
+        "tasks_in_view": in_memory,
         "tasks_in_state": state_tasks,
     }
 
@@ -264,6 +281,70 @@ async def view_switches(url: str, tasks: int, rate: float = 300.0, switches: int
     return {"shown": shown, "current": current}
 
 
+def run_with_history(url: str, tasks: int, rate: float, metrics: bool) -> dict[str, float]:
+    """:func:`run` with a fresh history file, metrics on or off."""
+    with tempfile.TemporaryDirectory() as directory:
+        return asyncio.run(run(url, tasks, rate, os.path.join(directory, "history.sqlite"),
+                               metrics))
+
+
+def history_size(tasks: int, names: int = 20) -> dict[str, float]:
+    """Megabytes of the history file after a day of ``tasks`` tasks, in all and per table."""
+    import sqlite3
+
+    from qtui.core import App
+    from qtui.tui.feed import Feed
+    from qtui.tui.history import History
+
+    rng = random.Random(18)
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "history.sqlite")
+        app = App("bench", broker="memory://")
+        feed = Feed(app, history=History(path, cluster="bench"))
+        end = time.time()
+        began = time.perf_counter()
+        batch: list[dict[str, Any]] = []
+        for n in range(tasks):
+            at = end - 86400 + 86400 * n / tasks
+            task_id = str(uuid.uuid4())
+            runtime = rng.lognormvariate(-4, 1.5)
+            common = {"uuid": task_id, "hostname": f"bench@worker{n % 4}", "utcoffset": 0,
+                      "pid": 1, "clock": n}
+            final = ("task-failed", {"exception": "ValueError('boom')"}) if n % 50 == 0 \
+                else ("task-succeeded", {"result": str(n * 3), "runtime": runtime})
+            for kind, when, fields in (
+                    ("task-received", at, {"name": f"bench.task{n % names}", "queue": "celery",
+                                           "args": f"({n}, {n * 2})", "kwargs": "{}",
+                                           "root_id": task_id}),
+                    ("task-started", at + 0.002, {}),
+                    (final[0], at + 0.002 + runtime, final[1])):
+                batch.append({**common, "type": kind, "timestamp": when, "local_received": when,
+                              **fields})
+            if len(batch) >= 3000:
+                feed.ingest(batch)
+                batch = []
+        feed.ingest(batch)
+        took = time.perf_counter() - began
+        history = feed.history
+        assert history is not None
+
+        def measure() -> tuple[dict[str, int], int]:
+            with sqlite3.connect(path) as db:
+                return (dict(db.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")),
+                        db.execute("SELECT count(*) FROM metrics").fetchone()[0])
+        tables, rows = measure()
+        size = os.path.getsize(path)
+        history.clock = lambda: end + 3 * 86400  # the day is past console_metrics_hours
+        history.trim_metrics()
+        coarse, coarse_rows = measure()
+        history.close()
+        mb = 1024 * 1024
+        return {"file_mb": size / mb, "metrics_mb": tables["metrics"] / mb,
+                "tasks_mb": (tables["tasks"] + tables.get("tasks_age", 0)) / mb,
+                "metrics_rows": rows, "coarse_mb": coarse["metrics"] / mb,
+                "coarse_rows": coarse_rows, "events_per_s": 3 * tasks / took}
+
+
 def quit_times(url: str, runs: int = 5) -> list[float]:
     """Seconds from ``q`` to the exit of a real console process in a pseudo-terminal (80x24),
     with a live worker on the same broker (so the console's poll thread is asking it)."""
@@ -331,7 +412,19 @@ def main() -> None:
                         help="with the console's history file on (a fresh temporary file)")
     parser.add_argument("--views", action="store_true", help="measure view switches")
     parser.add_argument("--quit", action="store_true", help="measure quitting")
+    parser.add_argument("--metrics", action="store_true",
+                        help="the ingest with the history on, metrics off then on")
+    parser.add_argument("--history-size", action="store_true",
+                        help="what a day of --tasks tasks adds to the history file")
     args = parser.parse_args()
+    if args.history_size:
+        size = history_size(args.tasks)
+        print(f"history file after a day of {args.tasks:,} tasks: {size['file_mb']:.1f} MB; "
+              f"metrics {size['metrics_mb']:.2f} MB ({size['metrics_rows']:,} rows; in "
+              f"ten-minute rows {size['coarse_mb']:.2f} MB, {size['coarse_rows']:,} rows), tasks "
+              f"{size['tasks_mb']:.1f} MB (at most console_max_tasks); ingested "
+              f"{size['events_per_s']:,.0f} events/s")
+        return
     redis.Redis.from_url(args.redis).flushdb()
     if args.views:
         found = asyncio.run(view_switches(args.redis, min(args.tasks, 20_000)))
@@ -345,6 +438,19 @@ def main() -> None:
         times = quit_times(args.redis)
         print("quit, q to process exit (s):", " ".join(f"{t:.2f}" for t in times))
         return
+    if args.metrics:
+        from concurrent.futures import ProcessPoolExecutor
+        for metrics in (False, True):
+            redis.Redis.from_url(args.redis).flushdb()
+            # Each in a process of its own: the memory of one is not the other's.
+            with ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as pool:
+                found = pool.submit(run_with_history, args.redis, args.tasks, args.rate,
+                                    metrics).result()
+            print(f"metrics {'on' if metrics else 'off'}: {found['rate']:,.0f} events/s "
+                  f"({found['lag']:+.1f}s after the publisher's schedule), "
+                  f"{found['rss_mb']:.0f} MB ({found['rss_collected_mb']:.0f} MB collected), "
+                  f"key p99 {found['p99_ms']:.0f} ms", flush=True)
+        return
     with tempfile.TemporaryDirectory() as directory:
         history = os.path.join(directory, "history.sqlite") if args.history else None
         result = asyncio.run(run(args.redis, args.tasks, args.rate, history))
@@ -357,6 +463,8 @@ def main() -> None:
     print(f"memory: {result['rss_mb']:.0f} MB resident with {result['tasks_in_state']:,} tasks "
           f"in state and {result['tasks_in_view']:,} in the console model "
           f"(started at {result['rss_start_mb']:.0f} MB); pid {os.getpid()}")
+    print(f"memory after a full collection (the console's, once keys pause): "
+          f"{result['rss_collected_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

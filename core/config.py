@@ -329,6 +329,14 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("console_max_field", 10_000, _at_least(INT, 100),
             "Characters the console keeps and stores in its history of each task's args, "
             "kwargs, result, exception and traceback (the rest is cut, with a marker)."),
+    Setting("console_metrics", True, BOOL,
+            "Count task events per minute, task name and queue (throughput, failures, runtime "
+            "and wait histograms) and queue depths in the console's history file, for its "
+            "Metrics view (needs console_history)."),
+    Setting("console_metrics_hours", 48.0, _at_least(NUMBER, 1),
+            "Hours the console keeps metrics per minute; older ones are kept per ten minutes."),
+    Setting("console_metrics_days", 30.0, _at_least(NUMBER, 1),
+            "Days the console keeps metrics at all; older ones are dropped."),
     Setting("contexts", {}, TABLE,
             "Named clusters for the console ([contexts.NAME] tables of settings such as "
             "broker_url); pick one with --context NAME or :context NAME."),

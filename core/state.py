@@ -19,6 +19,7 @@ from typing import Any
 from . import states
 from .display import clip
 from .eventcheck import MAX_FIELD, BadEvent, check
+from .metrics import Recorder
 
 #: Seconds between a worker's heartbeats when its events do not say (Celery's default).
 HEARTBEAT_FREQ = 2.0
@@ -61,6 +62,13 @@ _TASK_FIELDS = ("name", "args", "kwargs", "retries", "eta", "expires", "root_id"
 #: Fields an older event may still fill in: what describes the task, not what happened to it.
 _IDENTITY_FIELDS = ("name", "args", "kwargs", "retries", "eta", "expires", "root_id",
                     "parent_id", "queue", "exchange", "routing_key")
+
+#: Fields shared between tasks where equal (see :func:`_compact`): names, always; free texts
+#: up to SHORT_TEXT characters; ids equal to the task's own.
+_NAMES = frozenset({"name", "queue", "exchange", "routing_key"})
+_SHORT_TEXTS = frozenset({"args", "kwargs", "result"})
+SHORT_TEXT = 16
+_IDS = frozenset({"root_id", "parent_id"})
 
 _WORKER_FIELDS = ("pid", "freq", "active", "processed", "loadavg", "sw_ident", "sw_ver",
                   "sw_sys")
@@ -225,7 +233,8 @@ class State:
 
     def __init__(self, max_tasks: int = 100_000, throughput_interval: float = 1.0,
                  throughput_slots: int = 300, track_changes: bool = False,
-                 max_workers: int = MAX_WORKERS, max_field: int = MAX_FIELD) -> None:
+                 max_workers: int = MAX_WORKERS, max_field: int = MAX_FIELD,
+                 metrics: Recorder | None = None) -> None:
         if max_tasks < 1:
             raise ValueError(f"max_tasks must be at least 1, got {max_tasks}")
         if max_workers < 1:
@@ -243,6 +252,8 @@ class State:
         self.last_bad_event = ""
         """Why the latest of them was refused."""
         self.track_changes = track_changes
+        self.metrics = metrics
+        """Where task events are counted per minute, task name and queue (None: nowhere)."""
         # Two LRU orders, so running tasks outlive finished ones when memory runs out.
         self._unready: OrderedDict[str, TaskState] = OrderedDict()
         self._ready: OrderedDict[str, TaskState] = OrderedDict()
@@ -338,13 +349,13 @@ class State:
             for name in _TASK_FIELDS:
                 value = event.get(name)
                 if value is not None:
-                    setattr(task, name, value)
+                    setattr(task, name, _compact(name, value, task.uuid))
         else:
             for name in _IDENTITY_FIELDS:
                 if getattr(task, name) is None:
                     value = event.get(name)
                     if value is not None:
-                        setattr(task, name, value)
+                        setattr(task, name, _compact(name, value, task.uuid))
         stamp = _STAMP.get(kind)
         if stamp is not None:
             setattr(task, stamp, timestamp)
@@ -363,6 +374,8 @@ class State:
             self._index(self._by_worker, old_worker, task.worker, task)
         if new_state is not None:
             self.throughput.add(new_state, local)
+        if self.metrics is not None:
+            self._measure(kind, task, timestamp, event)
         if self.track_changes:
             self._changed[uuid] = task
             if created:
@@ -372,6 +385,26 @@ class State:
             self._finished.append(task)
         if created and len(self._ready) + len(self._unready) > self.max_tasks:
             self._evict()
+
+    def _measure(self, kind: str, task: TaskState, timestamp: float,
+                 event: Mapping[str, Any]) -> None:
+        """Count the event in the metrics, under the task's name and queue as merged so far
+        (task-started does not name them), with the runtime or wait it ends."""
+        assert self.metrics is not None
+        runtime = wait = None
+        if kind == "task-started":
+            # Sent, else received: a retry's new delivery waits from its own receipt.
+            sent = task.sent if task.retried is None or (task.sent or 0) > task.retried else None
+            begun = sent if sent is not None else task.received
+            if begun is not None:
+                wait = timestamp - begun
+        elif kind == "task-succeeded":
+            runtime = event.get("runtime")
+        elif kind == "task-failed":
+            runtime = event.get("runtime")
+            if runtime is None and task.started is not None:
+                runtime = timestamp - task.started
+        self.metrics.record(kind, timestamp, task.name or "", task.queue or "", runtime, wait)
 
     def _worker(self, hostname: str) -> WorkerState:
         """The worker of that name, made the most recently heard from (created if new, the
@@ -487,6 +520,18 @@ class State:
         self._changed = {}
         self._removed = set()
         return changes
+
+
+def _compact(name: str, value: Any, uuid: str) -> Any:
+    """One string object for values many tasks repeat (routing names, ``{}`` kwargs, a
+    ``None`` result) and for a root id that is the task's own id: with 100,000 tasks each
+    copy costs megabytes."""
+    if type(value) is str:
+        if name in _IDS:
+            return uuid if value == uuid else value
+        if name in _NAMES or (name in _SHORT_TEXTS and len(value) <= SHORT_TEXT):
+            return intern(value)
+    return value
 
 
 def _detail(kind: str, event: Mapping[str, Any]) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.console_data import FixedConsole  # noqa: E402
+from tests.console_data import FixedConsole, MetricsConsole  # noqa: E402
 
 SHOTS = {
     "overview": [],
@@ -38,12 +38,25 @@ async def shoot(name: str, keys: list[str]) -> None:
         console.save_screenshot(f"{name}.svg", str(ROOT / "docs" / "screenshots"))
 
 
+async def shoot_metrics() -> None:
+    """The Metrics view at 80x24, once its thread has read the fixed rollups."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as directory:
+        console = MetricsConsole(Path(directory) / "history.sqlite")
+        async with console.run_test(size=(80, 24)) as pilot:
+            await pilot.press("6")
+            await pilot.pause(1.0)
+            console.save_screenshot("metrics-80x24.svg", str(ROOT / "docs" / "screenshots"))
+
+
 def main() -> None:
     os.environ["TZ"] = "UTC"
     time.tzset()
     for name, keys in SHOTS.items():
         asyncio.run(shoot(name, keys))
         print(f"docs/screenshots/{name}.svg")
+    asyncio.run(shoot_metrics())
+    print("docs/screenshots/metrics-80x24.svg")
 
 
 if __name__ == "__main__":

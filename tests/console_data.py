@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 from qtui.core import App
+from qtui.core.metrics import MINUTE, Rollup
 from qtui.tui.console import Console
 from qtui.tui.rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
 
@@ -107,3 +109,51 @@ def screen_text(console: Console) -> str:
     svg = console.export_screenshot()
     lines = re.findall(r"<text[^>]*>(.*?)</text>", svg)
     return html.unescape(" ".join(lines)).replace("\xa0", " ")
+
+
+# The Metrics view's data ------------------------------------------------------------------
+NOW = 1_790_006_400.0  # a fixed instant, the start of an hour
+
+
+def _rollup(done: int, failed: int, runtime: float) -> Rollup:
+    made = Rollup()
+    made.counts[1] = made.counts[2] = done + failed  # received, started
+    made.counts[3], made.counts[4] = done, failed
+    for _ in range(done + failed):
+        made.runtime.add(runtime)
+        made.wait.add(runtime / 10)
+    return made
+
+
+class MetricsConsole(FixedConsole):
+    """The fixed cluster, with a history file holding an hour, a day and a week of rollups:
+    ``tasks.add`` fast and busy, ``billing.charge`` failing, ``images.resize`` slow (only in the
+    last day), ``reports.build`` slowest of all (only in the last week)."""
+
+    def __init__(self, path: Path) -> None:
+        app = App("console-tests", broker="redis://127.0.0.1:6379/15",
+                  console_history_file=str(path))
+        super().__init__(app=app)
+        self.use_history = True
+        self._attach_cluster(app, None)
+        history = self.feed.history
+        assert history is not None
+        history.clock = lambda: NOW
+        rollups = {}
+        for m in range(1, 60):
+            start = int(NOW) - m * MINUTE
+            rollups[(start, "tasks.add", "celery")] = _rollup(20 + m % 7, 0, 0.004)
+            rollups[(start, "billing.charge", "billing")] = _rollup(5, 2 + m % 3, 0.2)
+        for hour in range(2, 20):
+            rollups[(int(NOW) - hour * 3600, "images.resize", "images")] = _rollup(30, 1, 3.0)
+        for day in range(2, 6):
+            rollups[(int(NOW) - day * 86400, "reports.build", "reports")] = _rollup(2, 0, 400.0)
+        history.save_metrics(rollups)
+        history.save_queue_depths(NOW - 300, {"billing": (12, None), "celery": (3, None)})
+        history.save_queue_depths(NOW - 240, {"billing": (40, None)})
+        self.fixed = SNAPSHOT
+        # The tasks in memory say which workers ran a task name.
+        self.feed.state.ingest([
+            {"type": "task-received", "uuid": f"t{n}", "name": "tasks.add", "hostname": worker,
+             "timestamp": NOW - n, "clock": n} for n, worker in enumerate(
+                 ("qtui@alpha", "qtui@beta", "qtui@alpha"))])

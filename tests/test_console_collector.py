@@ -57,3 +57,17 @@ def test_it_collects_anyway_when_the_user_never_pauses():
         assert collector.collections == 1
     finally:
         collector.stop()
+
+
+def test_freed_memory_is_handed_back_after_each_full_collection_only():
+    released = []
+    collector = IdleCollector(idle_after=1.0, interval=0.0, force_after=3600,
+                              release=lambda: released.append(True))
+    collector.start()
+    try:
+        assert not collector.tick(last_input=time.monotonic())  # typing: no collection
+        assert released == []
+        assert collector.tick(last_input=time.monotonic() - 5)
+        assert released == [True]
+    finally:
+        collector.stop()

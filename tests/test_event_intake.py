@@ -114,10 +114,11 @@ def test_a_worker_forwards_at_most_1_kib_of_a_clients_argsrepr():
     events._send = lambda type, **fields: sent.append(fields)  # type: ignore[method-assign]
     message = SimpleNamespace(task="tasks.add", argsrepr="a" * 100_000, kwargsrepr="k" * 5_000,
                               root_id=None, parent_id=None, retries=0, eta=None, expires=None)
-    job = SimpleNamespace(task_id="t1", message=message)
+    job = SimpleNamespace(task_id="t1", message=message, queue="celery")
     events.on_task_received(job)  # type: ignore[arg-type]
     assert sent[0]["args"] == "a" * 1024 + "…[+98976 chars]"
     assert sent[0]["kwargs"] == "k" * 1024 + "…[+3976 chars]"
+    assert sent[0]["queue"] == "celery"  # qtui's addition: per-queue metrics need it
 
 
 def run_feed(feed: Feed) -> tuple[threading.Thread, list[Snapshot]]:

@@ -333,3 +333,19 @@ def test_a_client_with_a_fast_clock_cannot_make_a_task_pending_again(ev):
     sent["timestamp"] += 60
     state.event(sent)
     assert state.task("t1").state == states.RECEIVED
+
+
+def test_values_many_tasks_repeat_are_one_string_in_memory():
+    """100,000 tasks hold one ``{}``, one queue name and no second copy of their own id."""
+    import json
+    state = State()
+    for uuid in ("t1", "t2"):
+        # Decoded from JSON, as the receiver does: equal strings, distinct objects.
+        state.event(json.loads(json.dumps({
+            "type": "task-received", "uuid": uuid, "hostname": "w", "timestamp": 1.0,
+            "name": "a", "kwargs": "{}", "queue": "celery", "root_id": uuid,
+            "args": "(1, 2)"})))
+    first, second = state.task("t1"), state.task("t2")
+    assert first is not None and second is not None
+    assert first.kwargs is second.kwargs and first.queue is second.queue
+    assert first.root_id is first.uuid

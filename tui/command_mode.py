@@ -27,6 +27,7 @@ COMMANDS = (
     ColonCommand("tasks", "tasks, filtered", ("t", "ta"), "QUERY"),
     ColonCommand("queues", "queues", ("qu",)),
     ColonCommand("schedules", "periodic tasks", ("sc",)),
+    ColonCommand("metrics", "task metrics", ("m", "me")),
     ColonCommand("notifications", "notification log", ("log", "n")),
     ColonCommand("audit", "audit trail: actions taken", ("au",)),
     ColonCommand("alerts", "alert rules", ("al",)),

@@ -42,6 +42,7 @@ from .model import ConsoleModel
 from .rows import Snapshot, TaskRow
 from .views.alerts import AlertsScreen
 from .views.base import ClusterView
+from .views.metrics import MetricsScreen
 from .views.modals import CommandScreen, ConfirmScreen, HelpScreen
 from .views.notifications import NotificationsScreen
 from .views.overview import OverviewScreen
@@ -64,6 +65,7 @@ VIEWS: dict[str, type[ClusterView]] = {
     "queues": QueuesScreen,
     "schedules": SchedulesScreen,
     "alerts": AlertsScreen,
+    "metrics": MetricsScreen,
 }
 
 
@@ -94,6 +96,7 @@ class Console(TextualApp[None]):
         Binding("3", "switch_mode('tasks')", "Tasks", group=VIEW_KEYS),
         Binding("4", "switch_mode('queues')", "Queues", group=VIEW_KEYS),
         Binding("5", "switch_mode('schedules')", "Schedules", group=VIEW_KEYS),
+        Binding("6", "switch_mode('metrics')", "Metrics", group=VIEW_KEYS),
         # Out of the footer (it must fit 80 columns with a view's own keys); in the help.
         Binding("colon", "command", "Command", show=False),
         Binding("question_mark", "help", "Help"),
@@ -151,7 +154,9 @@ class Console(TextualApp[None]):
         if self.use_history:
             history = History(conf.console_history_file or default_history_path(),
                               cluster=mask_url(app.broker_url), limit=conf.console_max_tasks,
-                              max_field=conf.console_max_field)
+                              max_field=conf.console_max_field,
+                              metrics_hours=conf.console_metrics_hours,
+                              metrics_days=conf.console_metrics_days)
         self.feed = Feed(app, max_tasks=conf.console_max_tasks, history=history)
         self.audit: AuditLog | None = audit_log_for(app) if self.use_history else None
         """Where actions are recorded: the history file's audit table (none without history:

@@ -34,6 +34,7 @@ from qtui.core.alerts import (
     parse_rules,
 )
 from qtui.core.events import EventReceiver
+from qtui.core.metrics import Recorder
 from qtui.core.queues import QueueHead, inspector_for, oldest_age
 from qtui.core.state import State, TaskState, WorkerState
 from qtui.core.states import FAILURE
@@ -126,9 +127,11 @@ class Feed:
         self.app = app
         self.history = history
         self.poll_interval = poll_interval
+        # Metrics live in the history file: without one there is nowhere to keep them.
+        recorder = Recorder() if history is not None and app.conf.console_metrics else None
         self.state = State(max_tasks=max_tasks, throughput_slots=THROUGHPUT_SLOTS,
                            track_changes=True, max_workers=app.conf.console_max_workers,
-                           max_field=app.conf.console_max_field)
+                           max_field=app.conf.console_max_field, metrics=recorder)
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.connected = False
@@ -210,19 +213,28 @@ class Feed:
             for batch in receiver.batches(interval=interval):
                 if self.stopped.is_set():
                     return
-                with self.lock:
-                    self.ingest(batch)
-                    self.connected, self.error = receiver.connected, receiver.error
-                    self._evaluate_alerts()
-                    snapshot = self.snapshot()
-                if snapshot.alert_events and self.alert_command is not None:
-                    self.alert_command.start(snapshot.alert_events)
-                if self.history is not None and snapshot.tasks:
-                    self._save(snapshot)
-                emit(snapshot)
+                emit(self.ingest(batch, receiver.connected, receiver.error))
                 self._batches += 1
         finally:
             receiver.close()
+
+    def ingest(self, batch: list[dict[str, Any]], connected: bool = True,
+               error: str = "") -> Snapshot:
+        """Apply a batch of events to the state, evaluate the alert rules (at most every
+        ALERT_INTERVAL), then save what changed to the history and the metrics; returns the
+        snapshot of what changed (the receiver's status with it)."""
+        with self.lock:
+            self._apply(batch)
+            self.connected, self.error = connected, error
+            self._evaluate_alerts()
+            snapshot = self.snapshot()
+        if snapshot.alert_events and self.alert_command is not None:
+            self.alert_command.start(snapshot.alert_events)
+        if self.history is not None and snapshot.tasks:
+            self._save(snapshot)
+        if self.state.metrics is not None:
+            self._save_metrics()
+        return snapshot
 
     def _save(self, snapshot: Snapshot) -> None:
         assert self.history is not None
@@ -232,6 +244,15 @@ class Feed:
             self.history.save(tasks)
         except Exception as exc:
             logger.warning("console history not saved: %s", exc)
+
+    def _save_metrics(self) -> None:
+        assert self.history is not None and self.state.metrics is not None
+        with self.lock:
+            rollups = self.state.metrics.take()
+        try:
+            self.history.save_metrics(rollups)
+        except Exception as exc:
+            logger.warning("console metrics not saved: %s", exc)
 
     def snapshot(self) -> Snapshot:
         """What changed since the previous snapshot, plus the current workers and queues.
@@ -272,7 +293,7 @@ class Feed:
             if self._queues_fresh else None,
             finished=self.finished_counts.counts(now))
 
-    def ingest(self, batch: list[dict[str, Any]]) -> None:
+    def _apply(self, batch: list[dict[str, Any]]) -> None:
         """Apply a batch of events to the state, noting when the cluster last spoke and which
         tasks finished (for the alert rules). Call with ``lock`` held."""
         self.state.ingest(batch)
@@ -367,6 +388,18 @@ class Feed:
         self._queues = tuple(rows)
         self._heads = heads
         self._queues_fresh = True
+        if self.state.metrics is not None:
+            self._save_queue_depths(rows)
+
+    def _save_queue_depths(self, rows: list[QueueRow]) -> None:
+        """The poll's depths into the metrics. The oldest message's age is not recorded yet:
+        the poll reads queue heads only for the queues a ``queue_age`` rule watches."""
+        assert self.history is not None
+        try:
+            self.history.save_queue_depths(time.time(),
+                                           {row.name: (row.depth, None) for row in rows})
+        except Exception as exc:
+            logger.warning("console queue depths not saved: %s", exc)
 
     def _rate(self, name: str, depth: int | None, now: float) -> float | None:
         """Change of depth per second since the previous poll (negative: draining)."""

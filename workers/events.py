@@ -8,7 +8,8 @@ and sent as one ``task.multi`` list :data:`FLUSH_INTERVAL` after the first of th
 :data:`BATCH_LIMIT` are held. Worker events: worker-online once consuming, worker-heartbeat every
 :data:`HEARTBEAT_INTERVAL` seconds (freq, active, processed, loadavg, sw_ident, sw_ver, sw_sys),
 worker-offline once the worker has stopped. Every event also carries the common stamp (type,
-hostname, utcoffset, pid -- the worker's own --, clock, timestamp).
+hostname, utcoffset, pid -- the worker's own --, clock, timestamp). task-received also names
+the queue the task came from (qtui's addition, for metrics per queue).
 
 ``--without-events`` (``worker_send_task_events = false``) turns task events off and the
 ``enable_events`` / ``disable_events`` commands toggle them at run time; ``--without-heartbeat``
@@ -121,8 +122,10 @@ class Events(Observer):
         # worker forwards no more than that to every monitor.
         args = None if msg.argsrepr is None else clip(msg.argsrepr, ARGSREPR_MAXSIZE)
         kwargs = None if msg.kwargsrepr is None else clip(msg.kwargsrepr, KWARGSREPR_MAXSIZE)
+        # ``queue`` is qtui's addition (Celery says it in task-sent only): monitors count
+        # tasks per queue without the client's task-sent events.
         self._task("task-received", job, name=msg.task, args=args, kwargs=kwargs,
-                   root_id=msg.root_id, parent_id=msg.parent_id,
+                   queue=job.queue, root_id=msg.root_id, parent_id=msg.parent_id,
                    retries=msg.retries, eta=msg.eta.isoformat() if msg.eta else None,
                    expires=msg.expires.isoformat() if msg.expires else None)
 
