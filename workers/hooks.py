@@ -1,8 +1,14 @@
-"""Named points in a task's life where worker features plug in (events, the arguments store).
+"""Named points in a task's life where worker features plug in (events, the arguments store,
+revocation, ETA, rate limits).
 
 An observer subclasses :class:`Observer` and overrides the hooks it needs; the worker calls
 every observer at each point through :class:`Hooks`. An observer that raises is logged and
 never stops the worker.
+
+Three points are gates, where a feature may stop a job: ``refuse_task`` (revoked or expired:
+settled, never run), ``delay_task`` (not due yet: held or stored until its ETA) and
+``throttle_task`` (a rate limit: held until its turn). The first gate that says True ends the
+ask; what a gate raises goes on, since it may be a lost connection the worker must reconnect.
 """
 
 from __future__ import annotations
@@ -33,15 +39,40 @@ class Observer:
                         signum: int | None = None) -> None: ...
     def on_task_rejected(self, job: Job | None, reason: str) -> None: ...
 
+    def refuse_task(self, job: Job) -> bool:
+        """True: ``job`` must not run, and this gate settled it. Asked when the job arrives,
+        when it may run (its ETA passed) and right before it starts."""
+        return False
+
+    def delay_task(self, job: Job) -> bool:
+        """True: ``job`` is not due yet; this gate keeps it (or has the broker keep it) and
+        hands it on when it is."""
+        return False
+
+    def throttle_task(self, job: Job) -> bool:
+        """True: ``job`` waits for its turn; this gate hands it on when the turn comes."""
+        return False
+
+
+_GATES = ("refuse_task", "delay_task", "throttle_task")
+
 
 class Hooks(Observer):
     """Calls each registered observer in turn."""
 
     def __init__(self) -> None:
         self.observers: list[Observer] = []
+        self._gates: dict[str, list[Observer]] = {gate: [] for gate in _GATES}
+        """The observers that override each gate: only they are asked."""
 
     def add(self, observer: Observer) -> None:
         self.observers.append(observer)
+        for gate, gates in self._gates.items():
+            if getattr(type(observer), gate) is not getattr(Observer, gate):
+                gates.append(observer)
+
+    def _ask(self, gate: str, job: Job) -> bool:
+        return any(getattr(observer, gate)(job) for observer in self._gates[gate])
 
     def _emit(self, hook: str, *args: Any, **kwargs: Any) -> None:
         for observer in self.observers:
@@ -80,3 +111,12 @@ class Hooks(Observer):
 
     def on_task_rejected(self, job: Job | None, reason: str) -> None:
         self._emit("on_task_rejected", job, reason)
+
+    def refuse_task(self, job: Job) -> bool:
+        return self._ask("refuse_task", job)
+
+    def delay_task(self, job: Job) -> bool:
+        return self._ask("delay_task", job)
+
+    def throttle_task(self, job: Job) -> bool:
+        return self._ask("throttle_task", job)
