@@ -4,7 +4,6 @@ thread workers; nothing here touches the UI."""
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -163,27 +162,3 @@ def registered_tasks(reply: Any) -> dict[str, dict[str, str]]:
         name, _, info = entry.partition(" [")
         tasks[name.strip()] = dict(_ATTRIBUTE.findall(info))
     return tasks
-
-
-def full_arguments(args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]] | None:
-    """The task's real arguments from what events carry: full values, or reprs that are complete
-    Python literals. None when only a truncated repr is known (it cannot be re-sent faithfully)."""
-    parsed_args = _literal(args, (list, tuple))
-    parsed_kwargs = _literal(kwargs, (dict,))
-    if parsed_args is None or parsed_kwargs is None:
-        return None
-    return list(parsed_args), dict(parsed_kwargs)
-
-
-def _literal(value: Any, types: tuple[type, ...]) -> Any:
-    if isinstance(value, types):
-        return value
-    if value in (None, ""):
-        return types[0]()
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
-    return parsed if isinstance(parsed, types) else None

@@ -29,8 +29,8 @@ from qtui.core import App
 from qtui.core.config import CONSOLE_ACTIONS, mask_url
 from qtui.core.display import printable
 
-from . import command_mode, palette
-from .actions import Actions, Outcome, full_arguments
+from . import arguments, command_mode, palette
+from .actions import Actions, Outcome
 from .collector import IdleCollector
 from .feed import Feed
 from .history import History, default_history_path
@@ -272,13 +272,14 @@ class Console(TextualApp[None]):
 
     @work(thread=True, group="actions", exit_on_error=False)
     def _retry(self, task: TaskRow) -> None:
-        arguments = self.feed.full_arguments(task.id) or full_arguments(task.args, task.kwargs)
-        if arguments is None:
+        found = self.feed.full_arguments(task.id) \
+            or arguments.from_events(task.args, task.kwargs)
+        if found is None:
             self.call_from_thread(
                 self.notify, f"The full arguments of {task.id} are unknown (only a truncated "
                 "repr was seen), so it cannot be retried faithfully.", severity="error")
             return
-        args, kwargs = arguments
+        args, kwargs = found
         self.post_message(self.ActionDone(self.actions.retry(
             task.name, args, kwargs, queue=task.queue or None, exchange=task.exchange or None,
             routing_key=task.routing_key or None)))

@@ -10,8 +10,9 @@ current without ever touching the UI:
   (``stats`` and ``active_queues``), each with a short timeout, so a slow or dead worker costs
   one timeout per poll and never holds anything else up.
 
-Blocking calls made for the UI on demand (inspect a worker, look up a task's full arguments)
-are methods here too; the console runs them in thread workers.
+Blocking calls made for the UI on demand (inspect a worker, look up a task's full arguments
+through :mod:`~qtui.tui.arguments`) are methods here too; the console runs them in thread
+workers.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from qtui.core.events import EventReceiver
 from qtui.core.queues import inspector_for
 from qtui.core.state import State, TaskState, WorkerState
 
+from . import arguments
+from .arguments import Arguments
 from .history import History
 from .rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
 
@@ -290,29 +293,13 @@ class Feed:
         replies = getattr(inspect, method)(*arguments) or {}
         return replies.get(hostname)
 
-    def full_arguments(self, task_id: str) -> tuple[list[Any], dict[str, Any]] | None:
-        """A task's complete arguments: from the workers that ran it (``task_arguments``), else
-        from the result backend when it stores them (``result_extended``)."""
-        try:
-            replies = self.app.control.broadcast("task_arguments", {"ids": [task_id]},
-                                                 reply=True, timeout=INSPECT_TIMEOUT)
-        except Exception as exc:
-            logger.info("task_arguments unavailable: %s", exc)
-            replies = []
-        for reply in replies or []:
-            for answer in reply.values():
-                found = answer.get(task_id) if isinstance(answer, Mapping) else None
-                if isinstance(found, Mapping) and isinstance(found.get("args"), list) \
-                        and isinstance(found.get("kwargs"), Mapping):
-                    return list(found["args"]), dict(found["kwargs"])
-        try:
-            meta = self.app.backend.get_task_meta(task_id)
-        except Exception as exc:  # noqa: BLE001 - no backend, or one down: the arguments are unknown
-            logger.info("task arguments unavailable from the result backend: %s", exc)
-            return None
-        if isinstance(meta.get("args"), list) and isinstance(meta.get("kwargs"), Mapping):
-            return list(meta["args"]), dict(meta["kwargs"])
-        return None
+    def full_arguments(self, task_id: str) -> Arguments | None:
+        """A task's complete arguments, asked of the worker that ran it first (see
+        :mod:`~qtui.tui.arguments`)."""
+        with self.lock:
+            task = self.state.task(task_id)
+            worker = task.worker if task is not None else None
+        return arguments.lookup(self.app, task_id, worker)
 
     def forget_worker(self, hostname: str) -> bool:
         """Drop a worker (one gone for good) from the state; its tasks stay."""
