@@ -31,9 +31,9 @@ from qtui.core.display import printable
 
 from . import arguments, command_mode, palette
 from .actions import Actions, Outcome
-from .collector import IdleCollector
 from .feed import Feed
 from .history import History, default_history_path
+from .idle_gc import IdleCollector
 from .model import ConsoleModel
 from .rows import Snapshot, TaskRow
 from .views.base import ClusterView
