@@ -1,5 +1,5 @@
 """What the console's actions do: remote-control calls and broker operations, each returning an
-Outcome to show as a notification. These block on the network, so the console runs them in
+ActionResult to show as a notification. These block on the network, so the console runs them in
 thread workers; nothing here touches the UI."""
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ SIGNALS = ("SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1")
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ActionResult:
+    """What one console action did, for its notification: ``lines`` say it, ``ok`` colours it."""
+
     title: str
     lines: tuple[str, ...]
     ok: bool
@@ -42,7 +44,7 @@ def describe_reply(reply: Any) -> tuple[bool, str]:
 
 
 def outcome_from_replies(title: str, replies: Iterable[Mapping[str, Any]] | None,
-                         expected: Iterable[str] = ()) -> Outcome:
+                         expected: Iterable[str] = ()) -> ActionResult:
     """Per-worker lines, with "no reply" for each expected worker that said nothing."""
     lines, ok, answered = [], True, set()
     for reply in replies or []:
@@ -55,8 +57,8 @@ def outcome_from_replies(title: str, replies: Iterable[Mapping[str, Any]] | None
         ok = False
         lines.append(f"{hostname}: no reply")
     if not lines:
-        return Outcome(title, ("no worker replied",), False)
-    return Outcome(title, tuple(lines), ok)
+        return ActionResult(title, ("no worker replied",), False)
+    return ActionResult(title, tuple(lines), ok)
 
 
 class Actions:
@@ -67,77 +69,80 @@ class Actions:
         self.timeout = timeout
 
     def _call(self, title: str, method: str, expected: Iterable[str] = (),
-              destination: list[str] | None = None, **arguments: Any) -> Outcome:
+              destination: list[str] | None = None, **arguments: Any) -> ActionResult:
         try:
             replies = self.app.control.broadcast(method, arguments, destination=destination,
                                                  reply=True, timeout=self.timeout)
         except Exception as exc:  # the broker is gone: say so instead of failing the console
-            return Outcome(title, (f"could not reach the broker: {exc}",), False)
+            return ActionResult(title, (f"could not reach the broker: {exc}",), False)
         return outcome_from_replies(title, replies, destination or expected)
 
-    def revoke(self, task_id: str, workers: Iterable[str] = ()) -> Outcome:
+    def revoke(self, task_id: str, workers: Iterable[str] = ()) -> ActionResult:
         return self._call(f"revoke {task_id}", "revoke", workers, task_id=task_id,
                           terminate=False, signal="SIGTERM")
 
-    def terminate(self, task_id: str, signal: str, workers: Iterable[str] = ()) -> Outcome:
+    def terminate(self, task_id: str, signal: str, workers: Iterable[str] = ()) -> ActionResult:
         return self._call(f"terminate {task_id} ({signal})", "revoke", workers, task_id=task_id,
                           terminate=True, signal=signal)
 
     def rate_limit(self, task_name: str, rate: str, destination: list[str] | None = None,
-                   workers: Iterable[str] = ()) -> Outcome:
+                   workers: Iterable[str] = ()) -> ActionResult:
         return self._call(f"rate limit {task_name} {rate}", "rate_limit", workers, destination,
                           task_name=task_name, rate_limit=rate)
 
     def time_limit(self, task_name: str, soft: float | None, hard: float | None,
-                   destination: list[str] | None = None, workers: Iterable[str] = ()) -> Outcome:
+                   destination: list[str] | None = None,
+                   workers: Iterable[str] = ()) -> ActionResult:
         return self._call(f"time limit {task_name} soft={soft} hard={hard}", "time_limit",
                           workers, destination, task_name=task_name, soft=soft, hard=hard)
 
-    def pool_grow(self, worker: str, n: int = 1) -> Outcome:
+    def pool_grow(self, worker: str, n: int = 1) -> ActionResult:
         return self._call(f"pool grow {worker} +{n}", "pool_grow", (), [worker], n=n)
 
-    def pool_shrink(self, worker: str, n: int = 1) -> Outcome:
+    def pool_shrink(self, worker: str, n: int = 1) -> ActionResult:
         return self._call(f"pool shrink {worker} -{n}", "pool_shrink", (), [worker], n=n)
 
     def add_consumer(self, queue: str, destination: list[str] | None = None,
-                     workers: Iterable[str] = ()) -> Outcome:
+                     workers: Iterable[str] = ()) -> ActionResult:
         return self._call(f"add consumer {queue}", "add_consumer", workers, destination,
                           queue=queue)
 
     def cancel_consumer(self, queue: str, destination: list[str] | None = None,
-                        workers: Iterable[str] = ()) -> Outcome:
+                        workers: Iterable[str] = ()) -> ActionResult:
         return self._call(f"cancel consumer {queue}", "cancel_consumer", workers, destination,
                           queue=queue)
 
-    def shutdown(self, worker: str) -> Outcome:
+    def shutdown(self, worker: str) -> ActionResult:
         try:
             self.app.control.broadcast("shutdown", {}, destination=[worker], reply=False)
         except Exception as exc:
-            return Outcome(f"shutdown {worker}", (f"could not reach the broker: {exc}",), False)
-        return Outcome(f"shutdown {worker}", (f"{worker}: shutdown requested",), True)
+            return ActionResult(f"shutdown {worker}", (f"could not reach the broker: {exc}",),
+                                False)
+        return ActionResult(f"shutdown {worker}", (f"{worker}: shutdown requested",), True)
 
-    def purge(self, queue: str) -> Outcome:
+    def purge(self, queue: str) -> ActionResult:
         """Discard the waiting messages of ``queue`` and its ETA tasks in the delayed store."""
         try:
             with inspector_for(self.app) as inspector:
                 count = inspector.purge(queue)
                 scheduled = inspector.purge_scheduled(queue)
         except Exception as exc:
-            return Outcome(f"purge {queue}", (f"could not purge {queue}: {exc}",), False)
+            return ActionResult(f"purge {queue}", (f"could not purge {queue}: {exc}",), False)
         held = f" and {scheduled} scheduled (ETA) task(s) from its delayed store" \
             if scheduled else ""
-        return Outcome(f"purge {queue}", (f"removed {count} message(s) from {queue}{held}",), True)
+        return ActionResult(f"purge {queue}",
+                            (f"removed {count} message(s) from {queue}{held}",), True)
 
     def retry(self, name: str, args: Any, kwargs: Any, queue: str | None = None,
-              exchange: str | None = None, routing_key: str | None = None) -> Outcome:
+              exchange: str | None = None, routing_key: str | None = None) -> ActionResult:
         """Send the task again as a new task with the same name and arguments, routed as given
         (the app's routing for what is None)."""
         try:
             result = self.app.send_task(name, args=list(args), kwargs=dict(kwargs), queue=queue,
                                         exchange=exchange, routing_key=routing_key)
         except Exception as exc:
-            return Outcome(f"retry {name}", (f"could not send: {exc}",), False)
-        return Outcome(f"retry {name}", (f"sent again as {result.id}",), True)
+            return ActionResult(f"retry {name}", (f"could not send: {exc}",), False)
+        return ActionResult(f"retry {name}", (f"sent again as {result.id}",), True)
 
 
 def not_stoppable(state: str) -> str | None:

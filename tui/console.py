@@ -30,7 +30,7 @@ from qtui.core.config import CONSOLE_ACTIONS, mask_url
 from qtui.core.display import printable
 
 from . import arguments, command_mode, palette
-from .actions import Actions, Outcome
+from .actions import ActionResult, Actions
 from .feed import Feed
 from .history import History, default_history_path
 from .idle_gc import IdleCollector
@@ -103,7 +103,7 @@ class Console(TextualApp[None]):
             self.snapshot = snapshot
 
     class ActionDone(Message):
-        def __init__(self, outcome: Outcome) -> None:
+        def __init__(self, outcome: ActionResult) -> None:
             super().__init__()
             self.outcome = outcome
 
@@ -117,7 +117,7 @@ class Console(TextualApp[None]):
         self.use_history = app.conf.console_history if history is None else history
         self.last_input = 0.0
         """Monotonic time of the latest key or click (views hold redraws back meanwhile)."""
-        self.outcomes: deque[Outcome] = deque(maxlen=OUTCOMES_KEPT)
+        self.outcomes: deque[ActionResult] = deque(maxlen=OUTCOMES_KEPT)
         """The latest actions' outcomes, oldest first (each was also shown as a notification)."""
         self.notification_log: deque[Note] = deque(maxlen=NOTIFICATIONS_KEPT)
         """Every notification shown, oldest first (the `N` view)."""
@@ -217,14 +217,14 @@ class Console(TextualApp[None]):
         """Whether ``permission`` (a ``console_permissions`` name) is granted."""
         return permission in self.permissions
 
-    def perform(self, call: Callable[[], Outcome]) -> None:
+    def perform(self, call: Callable[[], ActionResult]) -> None:
         if self.read_only:
             self.notify("The console is read-only (--read-only)", severity="error")
             return
         self._perform(call)
 
     @work(thread=True, group="actions", exit_on_error=False)
-    def _perform(self, call: Callable[[], Outcome]) -> None:
+    def _perform(self, call: Callable[[], ActionResult]) -> None:
         self.post_message(self.ActionDone(call()))
 
     def on_console_action_done(self, message: ActionDone) -> None:

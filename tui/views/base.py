@@ -17,7 +17,7 @@ from ..actions import SIGNALS, not_stoppable
 from .keybar import KeyBar
 
 if TYPE_CHECKING:
-    from ..actions import Outcome
+    from ..actions import ActionResult
     from ..console import Console
     from ..rows import TaskRow
 
@@ -128,7 +128,7 @@ class ClusterView(Screen[None]):
         permission = PERMISSION_OF.get(action)
         return permission is None or self.console.allows(permission)
 
-    def perform(self, call: Callable[[], Outcome]) -> None:
+    def perform(self, call: Callable[[], ActionResult]) -> None:
         self.console.perform(call)
 
     def stoppable(self, task: TaskRow, verb: str) -> bool:
