@@ -31,7 +31,7 @@ from qtui.core.state import State, TaskState, WorkerState
 from . import arguments
 from .arguments import Arguments
 from .history import History
-from .rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
+from .rows import QueueRow, Snapshot, TaskRow, ThroughputSeries, WorkerRow
 
 logger = logging.getLogger("qtui.console")
 
@@ -213,7 +213,7 @@ class Feed:
             tasks=tuple(task_row(t) for t in changes.tasks),
             removed=tuple(changes.removed),
             queues=self._queues,
-            throughput=Throughput(state.throughput.interval, {
+            throughput=ThroughputSeries(state.throughput.interval, {
                 key: state.throughput.series(key, now)
                 for key in state.throughput.keys()}),  # noqa: SIM118 - Throughput is no mapping
             task_count=len(state),

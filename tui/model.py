@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from .family import Family
-from .rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
+from .rows import QueueRow, Snapshot, TaskRow, ThroughputSeries, WorkerRow
 
 
 class ConsoleModel:
@@ -18,7 +18,7 @@ class ConsoleModel:
         self.workers: dict[str, WorkerRow] = {}
         self.tasks: OrderedDict[str, TaskRow] = OrderedDict()
         self.queues: dict[str, QueueRow] = {}
-        self.throughput = Throughput(1.0)
+        self.throughput = ThroughputSeries(1.0)
         self.events_seen = 0
         self.connected = False
         self.error = ""
