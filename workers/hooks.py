@@ -55,6 +55,7 @@ class Observer:
 
 
 _GATES = ("refuse_task", "delay_task", "throttle_task")
+_POINTS = (*(name for name in vars(Observer) if name.startswith("on_")), *_GATES)
 
 
 class Hooks(Observer):
@@ -62,20 +63,21 @@ class Hooks(Observer):
 
     def __init__(self) -> None:
         self.observers: list[Observer] = []
-        self._gates: dict[str, list[Observer]] = {gate: [] for gate in _GATES}
-        """The observers that override each gate: only they are asked."""
+        self._at: dict[str, list[Observer]] = {point: [] for point in _POINTS}
+        """The observers that override each point: only they are called (a task passes
+        several points, so no-op calls would add up)."""
 
     def add(self, observer: Observer) -> None:
         self.observers.append(observer)
-        for gate, gates in self._gates.items():
-            if getattr(type(observer), gate) is not getattr(Observer, gate):
-                gates.append(observer)
+        for point, observers in self._at.items():
+            if getattr(type(observer), point) is not getattr(Observer, point):
+                observers.append(observer)
 
     def _ask(self, gate: str, job: Job) -> bool:
-        return any(getattr(observer, gate)(job) for observer in self._gates[gate])
+        return any(getattr(observer, gate)(job) for observer in self._at[gate])
 
     def _emit(self, hook: str, *args: Any, **kwargs: Any) -> None:
-        for observer in self.observers:
+        for observer in self._at[hook]:
             try:
                 getattr(observer, hook)(*args, **kwargs)
             except Exception:

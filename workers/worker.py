@@ -96,8 +96,6 @@ QUICK_LOSS = 2.0
 """A connection lost within this many seconds of reconnecting makes the next attempt wait."""
 RECONNECT_DELAY_MIN, RECONNECT_DELAY_MAX = 0.1, 5.0
 
-__all__ = ["Worker", "WorkerTerminate", "default_hostname"]
-
 
 def default_hostname() -> str:
     return f"qtui@{socket.gethostname()}"
