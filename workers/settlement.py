@@ -116,7 +116,7 @@ class Settlement:
                 self.orphans.append((job.delivery_tag, False))
                 self.settle_orphans()
                 return
-            _remember(self._settled_stale, job.task_id)  # RabbitMQ gives it back: see _receive
+            _remember(self._settled_stale, job.task_id)  # RabbitMQ gives it back: see settled_already
             return
         if self.consumer.batches_acks:
             if not self.acks:
@@ -249,7 +249,7 @@ class Settlement:
     def _remember_acks_maybe_lost(self, returned: set[str]) -> None:
         """RabbitMQ: acks sent shortly before the loss was noticed (a silent connection) may
         never have arrived; the copies it gives back of those tasks are dropped (see
-        _receive), unless the same id was just given back unrun (a retry, say)."""
+        settled_already), unless the same id was just given back unrun (a retry, say)."""
         window = max(LOST_ACK_WINDOW, 3 * float(self.app.conf.broker_heartbeat or 0))
         since = time.monotonic() - window
         for task_id, acked_at in self._acked_at.items():
