@@ -116,7 +116,8 @@ class Settlement:
                 self.orphans.append((job.delivery_tag, False))
                 self.settle_orphans()
                 return
-            _remember(self._settled_stale, job.task_id)  # RabbitMQ gives it back: see settled_already
+            # RabbitMQ gives it back with the connection: see settled_already.
+            _remember(self._settled_stale, job.task_id)
             return
         if self.consumer.batches_acks:
             if not self.acks:
