@@ -99,7 +99,9 @@ def answer(i, seconds=0.0):
 
 
 @dataclass
-class Outcome:
+class Trial:
+    """One run of a fault scenario: what was sent and ran, whether it held, and its figures."""
+
     name: str
     sent: int = 0
     distinct: int = 0
@@ -167,7 +169,7 @@ class World:
     def runs(self) -> int:
         return int(self.records.get(f"{self.queue}:runs") or 0)
 
-    def settle(self, outcome: Outcome, expected: int, timeout: float) -> bool:
+    def settle(self, outcome: Trial, expected: int, timeout: float) -> bool:
         """Wait until ``expected`` distinct tasks ran, then a moment more for late duplicates."""
         finished = wait_for(lambda: self.done() >= expected, timeout)
         time.sleep(1.0)
@@ -192,7 +194,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
 
 
 # scenarios ----------------------------------------------------------------------------------------
-def kill_parent(work: Path, n: int, kills: int) -> Outcome:
+def kill_parent(work: Path, n: int, kills: int) -> Trial:
     """SIGKILL the worker's parent process (its prefork children die with it) again and again
     while it drains ``n`` tasks with late acks; a last worker finishes. In flight at a kill: the
     broker's delivered, unacked messages this worker fetched (at most prefetch x concurrency)."""
@@ -200,7 +202,7 @@ def kill_parent(work: Path, n: int, kills: int) -> Outcome:
     # A short visibility timeout, so the next worker restores a killed one's messages in
     # seconds instead of qtui's default minute; late acks are qtui's default.
     world = World(work, BROKER_DB, broker_transport_options={"visibility_timeout": 4})
-    outcome = Outcome("SIGKILL the worker parent, repeatedly (Redis, prefork -c 2)")
+    outcome = Trial("SIGKILL the worker parent, repeatedly (Redis, prefork -c 2)")
     broker = redis.Redis.from_url(BROKER_DB)
     try:
         outcome.sent = world.send(range(n), seconds=0.002)
@@ -245,12 +247,12 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def kill_child(work: Path, n: int, kills: int) -> Outcome:
+def kill_child(work: Path, n: int, kills: int) -> Trial:
     """SIGKILL one prefork child at a time while the worker drains; the worker redelivers the
     task the child held (one in flight per kill: a child runs one task at a time)."""
     redis.Redis.from_url(BROKER_DB).flushdb()
     world = World(work, BROKER_DB)
-    outcome = Outcome("SIGKILL a prefork child, repeatedly (Redis, prefork -c 2)")
+    outcome = Trial("SIGKILL a prefork child, repeatedly (Redis, prefork -c 2)")
     try:
         outcome.sent = world.send(range(n), seconds=0.002)
         done_kills = 0
@@ -276,7 +278,7 @@ def kill_child(work: Path, n: int, kills: int) -> Outcome:
         redis.Redis.from_url(BROKER_DB).flushdb()
 
 
-def broker_restart(work: Path, n: int, kind: str) -> Outcome:
+def broker_restart(work: Path, n: int, kind: str) -> Trial:
     """Restart the broker while the worker drains; count what is lost and how long consumption
     took to resume (from the broker being back to the next task run)."""
     data = work / f"redis-{uuid.uuid4().hex[:6]}"
@@ -284,7 +286,7 @@ def broker_restart(work: Path, n: int, kind: str) -> Outcome:
     port = spare_port()
     url = f"redis://127.0.0.1:{port}/0" if kind == "redis" else AMQP
     world = World(work, url)
-    outcome = Outcome(f"restart {'Redis (own, appendonly)' if kind == 'redis' else 'RabbitMQ'}"
+    outcome = Trial(f"restart {'Redis (own, appendonly)' if kind == 'redis' else 'RabbitMQ'}"
                       " mid-run (prefork -c 2)")
     server = redis_server(data, port) if kind == "redis" else None
     try:
@@ -412,12 +414,12 @@ def bad_message(rng: random.Random, queue: str) -> tuple[str, bytes, str, str, d
     return kind, body, content_type, encoding, headers
 
 
-def malformed(work: Path, bad: int, good: int) -> Outcome:
+def malformed(work: Path, bad: int, good: int) -> Trial:
     """``bad`` malformed messages interleaved with ``good`` valid tasks on Redis: the worker stays
     up, every valid one runs, every invalid one is dead-lettered with a reason."""
     redis.Redis.from_url(BROKER_DB).flushdb()
     world = World(work, BROKER_DB)
-    outcome = Outcome(f"{bad:,} malformed messages among {good:,} valid (Redis, threads -c 8)")
+    outcome = Trial(f"{bad:,} malformed messages among {good:,} valid (Redis, threads -c 8)")
     rng = random.Random(2481)
     kinds: Counter[str] = Counter()
     try:
@@ -481,11 +483,11 @@ def malformed(work: Path, bad: int, good: int) -> Outcome:
 COMPRESSION_KINDS = ("application/x-gzip", "application/x-bz2", "application/x-bogus", "br")
 
 
-def compression(work: Path, bad: int, good: int) -> Outcome:
+def compression(work: Path, bad: int, good: int) -> Trial:
     """``bad`` messages whose ``compression`` header is wrong or unknown among ``good`` valid
     tasks, on Redis and on the embedded broker (threads -c 4 on each): the worker neither dies
     nor reconnects, every valid task runs, every bad message is dead-lettered with a reason."""
-    outcome = Outcome(f"{bad:,} bad compression headers among {good:,} valid, per broker "
+    outcome = Trial(f"{bad:,} bad compression headers among {good:,} valid, per broker "
                       "(Redis and SQLite, threads -c 4)")
     rng = random.Random(14)
     checks = []
@@ -554,7 +556,7 @@ def compression(work: Path, bad: int, good: int) -> Outcome:
     return outcome
 
 
-def long_eta(work: Path, n: int, kind: str) -> Outcome:
+def long_eta(work: Path, n: int, kind: str) -> Trial:
     """ETA tasks due 3-8 s ahead with a 2 s visibility timeout: each runs exactly once."""
     if kind == "redis":
         redis.Redis.from_url(BROKER_DB).flushdb()
@@ -562,7 +564,7 @@ def long_eta(work: Path, n: int, kind: str) -> Outcome:
     else:
         broker = f"sqlite://{work}/eta-{uuid.uuid4().hex[:6]}.sqlite"
     world = World(work, broker, broker_transport_options={"visibility_timeout": 2})
-    outcome = Outcome(f"ETA past the visibility timeout (2 s), {kind}, two workers")
+    outcome = Trial(f"ETA past the visibility timeout (2 s), {kind}, two workers")
     try:
         with world.worker("-P", "threads", "-c", "4", name="a"), \
                 world.worker("-P", "threads", "-c", "4", name="b"):
@@ -586,11 +588,11 @@ def long_eta(work: Path, n: int, kind: str) -> Outcome:
 
 
 # Redis ownership (issue 12): idle kills, raw malformed items, mixed clusters, the GIL ------------
-def idle_kill(work: Path, kills: int) -> Outcome:
+def idle_kill(work: Path, kills: int) -> Trial:
     """SIGSTOP an idle worker inside its blocking wait, send a task (Redis moves it at once),
     SIGKILL the worker; again and again with new workers, then a last one: every task runs."""
     world = World(work, BROKER_DB, broker_transport_options={"visibility_timeout": 4})
-    outcome = Outcome(f"worker SIGKILLed in its idle blocking wait, {kills} times (Redis, solo)")
+    outcome = Trial(f"worker SIGKILLed in its idle blocking wait, {kills} times (Redis, solo)")
     client = redis.Redis.from_url(BROKER_DB)
     app = world.app()
     taken = attempts = 0
@@ -654,12 +656,12 @@ def raw_malformed(rng: random.Random) -> tuple[str, bytes]:
     return kind, json.dumps(envelope).encode()
 
 
-def malformed_redis(work: Path, bad: int, good: int) -> Outcome:
+def malformed_redis(work: Path, bad: int, good: int) -> Trial:
     """Items that are not kombu envelopes at all, pushed straight onto a Redis queue among valid
     tasks, half before the worker starts (its busy fetch) and half while it idles (its blocking
     wait): each reaches ``<queue>.dead`` with its reason, every valid task runs."""
     world = World(work, BROKER_DB)
-    outcome = Outcome(f"{bad:,} raw non-envelopes among {good:,} valid (Redis, threads -c 4)")
+    outcome = Trial(f"{bad:,} raw non-envelopes among {good:,} valid (Redis, threads -c 4)")
     rng = random.Random(12)
     kinds: Counter[str] = Counter()
     client = redis.Redis.from_url(BROKER_DB)
@@ -733,14 +735,14 @@ def celery_record(i, seconds=0.0):
 """
 
 
-def mixed_celery(work: Path, each: int) -> Outcome:
+def mixed_celery(work: Path, each: int) -> Trial:
     """A Celery worker and a qtui worker (visibility timeout 2 s) on one Redis database: Celery
     ETA tasks (3-8 s ahead) and long tasks (3 s) on Celery's queue, long tasks on qtui's; every
     task runs exactly once (qtui gives back only what dead qtui workers held)."""
     world = World(work, BROKER_DB, broker_transport_options={"visibility_timeout": 2})
     write_module(world.dir, "celerytasks", CELERY_TASKS)
     celery_queue = f"{world.queue}-celery"
-    outcome = Outcome(f"a Celery and a qtui worker on one Redis DB, {3 * each} tasks "
+    outcome = Trial(f"a Celery and a qtui worker on one Redis DB, {3 * each} tasks "
                       "(Celery ETA 3-8 s and 3 s tasks, qtui 3 s tasks; qtui timeout 2 s)")
     celery_argv = [sys.executable, "-m", "celery", "-A", "celerytasks", "worker", "--pool",
                    "threads", "-c", "8", "-Q", celery_queue, "-n", f"celery-{world.queue}@%h",
@@ -771,12 +773,12 @@ def mixed_celery(work: Path, each: int) -> Outcome:
             client.delete(key)
 
 
-def gil_holder(work: Path, n: int) -> Outcome:
+def gil_holder(work: Path, n: int) -> Trial:
     """Tasks that hold the GIL for 5 s (one C call) with a 2 s visibility timeout, two solo
     workers: the workers' lease threads cannot run, their liveness helpers can; each task runs
     once."""
     world = World(work, BROKER_DB, broker_transport_options={"visibility_timeout": 2})
-    outcome = Outcome(f"{n} tasks holding the GIL 5 s past a 2 s visibility timeout "
+    outcome = Trial(f"{n} tasks holding the GIL 5 s past a 2 s visibility timeout "
                       "(Redis, two solo workers)")
     app = world.app()
     try:
@@ -809,11 +811,11 @@ app.close()
 """
 
 
-def sqlite_contention(work: Path, producers: int, each: int) -> Outcome:
+def sqlite_contention(work: Path, producers: int, each: int) -> Trial:
     """Several producer processes and a worker on one SQLite file at once."""
     broker = f"sqlite://{work}/contention-{uuid.uuid4().hex[:6]}.sqlite"
     world = World(work, broker)
-    outcome = Outcome(f"embedded broker: {producers} producer processes + a worker on one file")
+    outcome = Trial(f"embedded broker: {producers} producer processes + a worker on one file")
     script = world.dir / "producer.py"
     script.write_text(PRODUCER)
     try:
@@ -840,12 +842,12 @@ def sqlite_contention(work: Path, producers: int, each: int) -> Outcome:
         world.cleanup()
 
 
-def disk_full(work: Path, batch: int) -> Outcome:
+def disk_full(work: Path, batch: int) -> Trial:
     """The embedded broker's file on a 16 MB tmpfs that fills up: sending fails with a clear
     error; once space returns, everything that was accepted runs, and sending works again."""
     mount = work / "tmpfs"
     mount.mkdir()
-    outcome = Outcome("embedded broker on a full disk (16 MB tmpfs)")
+    outcome = Trial("embedded broker on a full disk (16 MB tmpfs)")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
@@ -884,12 +886,12 @@ def disk_full(work: Path, batch: int) -> Outcome:
         subprocess.run(["umount", "--lazy", str(mount)], capture_output=True)
 
 
-def disk_full_consuming(work: Path, n: int) -> Outcome:
+def disk_full_consuming(work: Path, n: int) -> Trial:
     """The disk under the embedded broker fills while a worker consumes (its acks fail) and
     frees 5 s later: every task runs, and nothing stays held by the live worker."""
     mount = work / "tmpfs-consuming"
     mount.mkdir()
-    outcome = Outcome("embedded broker: the disk fills under a consuming worker for 5 s "
+    outcome = Trial("embedded broker: the disk fills under a consuming worker for 5 s "
                       "(16 MB tmpfs, threads -c 4)")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
                              capture_output=True, text=True)
@@ -978,13 +980,13 @@ def lock_storm(path: Path, hold: float, gap: float) -> Iterator[list[int]]:
         thread.join(30)
 
 
-def sqlite_lock_storm(work: Path, n: int, seconds: float) -> Outcome:
+def sqlite_lock_storm(work: Path, n: int, seconds: float) -> Trial:
     """Four workers on one SQLite file while another connection keeps taking its write lock for
     longer than a worker's retries last (busy_timeout 0.1 s): workers reconnect, and no task is
     given back, and started again, while it runs."""
     path = work / f"storm-{uuid.uuid4().hex[:6]}.sqlite"
     world = World(work, f"sqlite://{path}", broker_transport_options={"busy_timeout": 0.1})
-    outcome = Outcome("embedded broker: 4 workers on one file under a lock storm (1.6 s held, "
+    outcome = Trial("embedded broker: 4 workers on one file under a lock storm (1.6 s held, "
                       "0.3 s free)")
     try:
         with ExitStack() as stack:
@@ -1004,12 +1006,12 @@ def sqlite_lock_storm(work: Path, n: int, seconds: float) -> Outcome:
         world.cleanup()
 
 
-def drain_seconds(work: Path, n: int, future_rows: int) -> tuple[float, Outcome]:
+def drain_seconds(work: Path, n: int, future_rows: int) -> tuple[float, Trial]:
     """Seconds a worker takes to run ``n`` queued tasks when their queue also holds
     ``future_rows`` ETA rows due in an hour (inserted first: the lowest ids)."""
     path = work / f"eta-rows-{uuid.uuid4().hex[:6]}.sqlite"
     world = World(work, f"sqlite://{path}")
-    outcome = Outcome("")
+    outcome = Trial("")
     try:
         world.send(range(1))  # one real envelope, copied into every ETA row
         db = sqlite3.connect(path, isolation_level=None, timeout=30)
@@ -1037,7 +1039,7 @@ def drain_seconds(work: Path, n: int, future_rows: int) -> tuple[float, Outcome]
         world.cleanup()
 
 
-def eta_rows(work: Path, n: int, future_rows: int) -> Outcome:
+def eta_rows(work: Path, n: int, future_rows: int) -> Trial:
     """The same drain of ``n`` ready tasks with and without ``future_rows`` future ETA rows in
     their queue: the fetch reads ready rows only, so the drain takes about as long."""
     without, _ = drain_seconds(work, n, 0)
@@ -1066,14 +1068,14 @@ def fork_grandchild(k, seconds):
 """
 
 
-def fork_grandchild(work: Path, forks: int, n: int) -> Outcome:
+def fork_grandchild(work: Path, forks: int, n: int) -> Trial:
     """Tasks that fork a sleeping grandchild and overrun a 2 s hard time limit, one after
     another in one prefork slot, then ``n`` ordinary tasks: each forking task is killed on time
     and the slot is back at once (the next task starts within a second of the limit)."""
     limit, sleep = 2.0, 60.0
     world = World(work, f"sqlite://{work}/fork-{uuid.uuid4().hex[:6]}.sqlite")
     write_module(world.dir, "faulttasks", TASKS + FORKING_TASK)
-    outcome = Outcome(f"prefork: {forks} tasks forking a grandchild past a {limit:.0f} s hard "
+    outcome = Trial(f"prefork: {forks} tasks forking a grandchild past a {limit:.0f} s hard "
                       "time limit (-c 1)")
     grandchildren: list[int] = []
     try:
@@ -1129,12 +1131,12 @@ def drain_count(broker: str, queue: str) -> int:
             simple.close()
 
 
-def requeue_accounting(work: Path, n: int, kills: int) -> Outcome:
+def requeue_accounting(work: Path, n: int, kills: int) -> Trial:
     """With task_max_redeliveries = 1, per broker: ``n`` tasks held by the worker for their ETA
     while it is SIGKILLed ``kills`` times, and a 4 s task given back by ``kills`` warm
     shutdowns (``worker_shutdown_timeout`` 0.5 s). None started-and-lost, so none may be
     dead-lettered; each runs once."""
-    outcome = Outcome(f"requeue accounting: {n} prefetched tasks x {kills} SIGKILLs and a long "
+    outcome = Trial(f"requeue accounting: {n} prefetched tasks x {kills} SIGKILLs and a long "
                       f"task x {kills} warm shutdowns, task_max_redeliveries 1")
     dead_total, per_broker = 0, []
     for kind in ("redis", "sqlite", "rabbitmq"):
@@ -1178,10 +1180,10 @@ def requeue_accounting(work: Path, n: int, kills: int) -> Outcome:
     return outcome
 
 
-def durable_revoke(work: Path, n: int) -> Outcome:
+def durable_revoke(work: Path, n: int) -> Trial:
     """Per broker: ``n`` task ids revoked while no worker runs, then those tasks and ``n``
     others sent, then a worker started (no ``--statedb``): the others run, the revoked never."""
-    outcome = Outcome(f"durable revokes: {n} ids revoked before any worker started, "
+    outcome = Trial(f"durable revokes: {n} ids revoked before any worker started, "
                       f"{n} others sent beside them")
     ran_revoked, per_broker = 0, []
     for kind in ("redis", "sqlite", "rabbitmq"):
@@ -1219,10 +1221,10 @@ def durable_revoke(work: Path, n: int) -> Outcome:
     return outcome
 
 
-def consumer_timeout(work: Path, n_long: int, n_short: int) -> Outcome:
+def consumer_timeout(work: Path, n_long: int, n_short: int) -> Trial:
     """On a RabbitMQ node of its own with consumer_timeout 3 s, tasks of 8 s (each outliving the
     timeout twice) among quick ones: each runs once and the worker stays up."""
-    outcome = Outcome("RabbitMQ consumer_timeout 3 s, tasks of 8 s (own node, threads -c 4)")
+    outcome = Trial("RabbitMQ consumer_timeout 3 s, tasks of 8 s (own node, threads -c 4)")
     with rabbit_node(consumer_timeout_ms=3000) as node:
         world = World(work, node.url)
         try:
@@ -1241,12 +1243,12 @@ def consumer_timeout(work: Path, n_long: int, n_short: int) -> Outcome:
             world.cleanup()
 
 
-def quorum(work: Path, n: int) -> Outcome:
+def quorum(work: Path, n: int) -> Trial:
     """A quorum queue (task_queues queue_type) drained by a prefork worker on the shared node:
     nothing lost, nothing run twice, no global-QoS refusal."""
     world = World(work, AMQP)
     world.conf["task_queues"] = {world.queue: {"queue_type": "quorum"}}
-    outcome = Outcome("quorum queue drained (RabbitMQ, prefork -c 2)")
+    outcome = Trial("quorum queue drained (RabbitMQ, prefork -c 2)")
     try:
         outcome.sent = world.send(range(n))
         start = time.monotonic()
@@ -1263,7 +1265,7 @@ def quorum(work: Path, n: int) -> Outcome:
         world.cleanup()
 
 
-def memory_alarm(work: Path, n: int, alarm_s: float) -> Outcome:
+def memory_alarm(work: Path, n: int, alarm_s: float) -> Trial:
     """Send ``n`` tasks to a RabbitMQ node of the scenario's own while a memory alarm blocks
     publishers for ``alarm_s`` seconds: no send may report a success the broker did not confirm,
     each refused send must raise BrokerBlocked within broker_publish_timeout (plus a margin), and
@@ -1271,7 +1273,7 @@ def memory_alarm(work: Path, n: int, alarm_s: float) -> Outcome:
     from qtui.core.exceptions import BrokerBlocked
     timeout = 2.0
     queue = f"faults-alarm-{uuid.uuid4().hex[:8]}"
-    outcome = Outcome(f"publish {n} tasks through a {alarm_s:g} s RabbitMQ memory alarm "
+    outcome = Trial(f"publish {n} tasks through a {alarm_s:g} s RabbitMQ memory alarm "
                       f"(own node, broker_publish_timeout {timeout:g} s)")
     with rabbit_node() as node:
         app = App("faults-alarm", broker=node.url, backend=None, task_default_queue=queue,
@@ -1317,12 +1319,12 @@ def memory_alarm(work: Path, n: int, alarm_s: float) -> Outcome:
     return outcome
 
 
-def rpc_restart(work: Path, n: int) -> Outcome:
+def rpc_restart(work: Path, n: int) -> Trial:
     """Restart a RabbitMQ node of the scenario's own under an rpc:// client waiting for ``n``
     results of a worker: every result must come back or fail with a clear error (no raw
     connection error, no hang)."""
     from qtui.core.exceptions import TimeoutError as ResultTimeout
-    outcome = Outcome(f"restart RabbitMQ (own node) under an rpc:// client, {n} results")
+    outcome = Trial(f"restart RabbitMQ (own node) under an rpc:// client, {n} results")
     with rabbit_node() as node:
         world = World(work, node.url, result_backend="rpc://")
         client = App("faults-rpc", broker=node.url, backend="rpc://",
@@ -1373,7 +1375,7 @@ def rss_mb() -> float:
     return 0.0
 
 
-def event_flood(work: Path, fakes: int, big: int) -> Outcome:
+def event_flood(work: Path, fakes: int, big: int) -> Trial:
     """The console's event feed (and its history file) under what anyone on the broker can
     send: ``fakes`` heartbeats of made-up workers in one burst (lists of 1,000 per message),
     ``big`` task events with 2 MB args and a 2 MB traceback each, and malformed events. It must
@@ -1389,7 +1391,7 @@ def event_flood(work: Path, fakes: int, big: int) -> Outcome:
     path = work / f"history-{tag}.sqlite"
     feed = Feed(app, history=History(path, cluster="faults", max_field=app.conf.console_max_field))
     thread = threading.Thread(target=feed.run, args=(lambda snapshot: None, 0.25), daemon=True)
-    outcome = Outcome(f"{fakes:,} made-up workers' heartbeats, {big} task events with 4 MB of "
+    outcome = Trial(f"{fakes:,} made-up workers' heartbeats, {big} task events with 4 MB of "
                       "fields, malformed events (Redis; the console's feed)")
 
     def seen(task_id: str) -> bool:
@@ -1453,7 +1455,7 @@ def event_flood(work: Path, fakes: int, big: int) -> Outcome:
         app.close()
 
 
-def beat_takeover(work: Path, kind: str, beats: int, seconds: float, kill_at: float) -> Outcome:
+def beat_takeover(work: Path, kind: str, beats: int, seconds: float, kill_at: float) -> Trial:
     """``beats`` ``qtui beat`` processes on one store (``redis``: db 10; ``sqlite``: a broker
     file), an entry every second for ``seconds`` s, the leader SIGKILLed at ``kill_at`` s: every
     scheduled second between the first and the last tick is sent exactly once (counted by the
@@ -1463,7 +1465,7 @@ def beat_takeover(work: Path, kind: str, beats: int, seconds: float, kill_at: fl
     directory.mkdir(parents=True)
     broker = BROKER_DB if kind == "redis" else f"sqlite://{directory / 'broker.sqlite'}"
     config = write_config(directory, broker, prefix=name, queue=name)
-    outcome = Outcome(f"{beats} x qtui beat ({kind}), every second for {seconds:.0f} s, leader "
+    outcome = Trial(f"{beats} x qtui beat ({kind}), every second for {seconds:.0f} s, leader "
                       f"SIGKILLed at {kill_at:.0f} s")
     store = store_of(config)
     try:
@@ -1490,7 +1492,7 @@ def beat_takeover(work: Path, kind: str, beats: int, seconds: float, kill_at: fl
     return outcome
 
 
-SCENARIOS: dict[str, tuple[Callable[[Path, bool], Outcome], float]] = {
+SCENARIOS: dict[str, tuple[Callable[[Path, bool], Trial], float]] = {
     "kill-parent": (lambda w, q: kill_parent(w, 2_000 if q else 10_000, 3 if q else 8), 900),
     "kill-child": (lambda w, q: kill_child(w, 2_000 if q else 10_000, 5 if q else 20), 600),
     "restart-redis": (lambda w, q: broker_restart(w, 600 if q else 3_000, "redis"), 600),
@@ -1538,7 +1540,7 @@ def _timed_out(signum: int, frame: Any) -> None:
     raise ScenarioTimeout
 
 
-def run_scenario(name: str, work: Path, quick: bool) -> Outcome:
+def run_scenario(name: str, work: Path, quick: bool) -> Trial:
     """Run one scenario within its time budget; an error or a timeout is a failed outcome."""
     scenario, budget = SCENARIOS[name]
     previous = signal.signal(signal.SIGALRM, _timed_out)
@@ -1546,10 +1548,10 @@ def run_scenario(name: str, work: Path, quick: bool) -> Outcome:
     try:
         outcome = scenario(work, quick)
     except ScenarioTimeout:
-        outcome = Outcome(name, notes=[f"timed out after {budget:.0f} s"])
+        outcome = Trial(name, notes=[f"timed out after {budget:.0f} s"])
     except Exception as exc:  # a scenario that breaks is a failed scenario, not the end
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        outcome = Outcome(name, notes=[f"scenario error: {type(exc).__name__}: {exc} "
+        outcome = Trial(name, notes=[f"scenario error: {type(exc).__name__}: {exc} "
                                        f"(at {Path(where.filename).name}:{where.lineno})"])
     finally:
         signal.alarm(0)
@@ -1595,7 +1597,7 @@ def main(argv: list[str] | None = None) -> int:
 COLUMNS = {"kills": "kills", "window": "max in flight per kill", "resume_s": "resume (s)"}
 
 
-def table(outcomes: list[Outcome]) -> Table:
+def table(outcomes: list[Trial]) -> Table:
     result = Table(title="fault suite")
     for title in ("scenario", "sent", "ran", "lost", "duplicates", *COLUMNS.values(),
                   "other figures", "s", "result"):
@@ -1608,12 +1610,12 @@ def table(outcomes: list[Outcome]) -> Table:
     return result
 
 
-def column(o: Outcome, key: str) -> str:
+def column(o: Trial, key: str) -> str:
     value = o.figures.get(key)
     return "" if value is None else str(value)
 
 
-def describe(o: Outcome, notes: bool = True) -> str:
+def describe(o: Trial, notes: bool = True) -> str:
     parts = [f"{k.replace('_', ' ')} {v}" for k, v in o.figures.items() if k not in COLUMNS]
     return "; ".join(parts + (o.notes if notes else []))
 
@@ -1634,7 +1636,7 @@ def versions() -> str:
                     SQLiteBroker(REPO)])
 
 
-def write_results(outcomes: list[Outcome], seconds: float, setting: str) -> None:
+def write_results(outcomes: list[Trial], seconds: float, setting: str) -> None:
     """Replace the "Fault suite" section of bench/RESULTS.md, keeping its "### Notes"."""
     path = REPO / "bench" / "RESULTS.md"
     text = path.read_text()

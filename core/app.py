@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone, tzinfo
 from functools import cached_property
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kombu import Connection, Producer
@@ -30,7 +30,10 @@ from .exceptions import BrokerBlocked, BrokerUnavailable, ConfigError, NotRegist
 from .protocol import TaskMessage, build
 from .result import AsyncResult
 from .routing import Router
-from .task import _MISSING, Task, new_task_id, resolve_eta, resolve_expires
+from .task import _MISSING, SendOptions, Task, new_task_id, resolve_eta, resolve_expires
+
+if TYPE_CHECKING:
+    from typing import Unpack
 
 logger = logging.getLogger(__name__)
 
@@ -272,54 +275,45 @@ class App:
 
     # sending ------------------------------------------------------------------------------------
     def send_task(self, name: str, args: Any = None, kwargs: Mapping[str, Any] | None = None, *,
-                  countdown: float | None = None, eta: datetime | None = None,
-                  expires: float | datetime | None = None, queue: str | None = None,
-                  routing_key: str | None = None, exchange: str | None = None,
-                  priority: int | None = None, headers: Mapping[str, Any] | None = None,
-                  time_limit: float | None = None, soft_time_limit: float | None = None,
-                  ignore_result: bool | None = None, task_id: str | None = None,
-                  serializer: str | None = None, retries: int = 0, root_id: str | None = None,
-                  parent_id: str | None = None, group_id: str | None = None,
-                  reply_to: str | None = None, task: Task | None = None,
-                  group_index: int | None = None, link: Any = None, link_error: Any = None,
-                  chain: list[Any] | None = None, chord: Any = None,
-                  **unknown: Any) -> AsyncResult:
-        """Send a task by name (it need not be registered here) and return its AsyncResult.
-
-        ``countdown`` (seconds) or ``eta`` (datetime) delay it; ``expires`` (seconds or
-        datetime) discards it if not started by then; ``queue``/``exchange``/``routing_key``/
-        ``priority`` override routing; ``time_limit``/``soft_time_limit`` bound its run time.
-        ``link``/``link_error`` (signatures), ``chain`` and ``chord`` travel in the body as
-        Celery's canvas fields (see :mod:`qtui.core.canvas`).
-        """
+                  task: Task | None = None, **options: Unpack[SendOptions]) -> AsyncResult:
+        """Send a task by name (it need not be registered here) and return its AsyncResult;
+        ``options`` are :class:`~qtui.core.task.SendOptions`."""
+        unknown = options.keys() - SendOptions.__annotations__.keys()
         if unknown:
             raise TypeError(f"send_task({name!r}): unknown option(s) {sorted(unknown)}")
         if args is not None and not isinstance(args, (list, tuple)):
             raise TypeError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"{name}: kwargs must be a mapping, got {type(kwargs).__name__}")
+        ignore_result = options.get("ignore_result")
         if ignore_result is None:
             ignore_result = self.conf.task_ignore_result
+        reply_to = options.get("reply_to")
         route = self.router.route(name, args, kwargs, {
-            "queue": queue, "exchange": exchange, "routing_key": routing_key, "priority": priority,
+            "queue": options.get("queue"), "exchange": options.get("exchange"),
+            "routing_key": options.get("routing_key"), "priority": options.get("priority"),
         }, task=task)
+        chain = options.get("chain")
         message = TaskMessage(
-            id=task_id or new_task_id(), task=name, args=tuple(args or ()),
+            id=options.get("task_id") or new_task_id(), task=name, args=tuple(args or ()),
             kwargs=dict(kwargs or {}),
-            eta=resolve_eta(countdown, eta, self.timezone),
-            expires=resolve_expires(expires, self.timezone),
-            retries=retries, time_limit=time_limit, soft_time_limit=soft_time_limit,
-            root_id=root_id, parent_id=parent_id, group=group_id, group_index=group_index,
-            ignore_result=ignore_result, reply_to=reply_to, priority=route.priority,
-            headers=dict(headers or {}), callbacks=_signatures(link),
-            errbacks=_signatures(link_error), chain=list(chain) if chain else None, chord=chord,
+            eta=resolve_eta(options.get("countdown"), options.get("eta"), self.timezone),
+            expires=resolve_expires(options.get("expires"), self.timezone),
+            retries=options.get("retries", 0), time_limit=options.get("time_limit"),
+            soft_time_limit=options.get("soft_time_limit"), root_id=options.get("root_id"),
+            parent_id=options.get("parent_id"), group=options.get("group_id"),
+            group_index=options.get("group_index"), ignore_result=ignore_result,
+            reply_to=reply_to, priority=route.priority, headers=dict(options.get("headers") or {}),
+            callbacks=_signatures(options.get("link")),
+            errbacks=_signatures(options.get("link_error")),
+            chain=list(chain) if chain else None, chord=options.get("chord"),
         )
         backend = self.backend
         if not ignore_result and not reply_to:
             backend.on_task_call(message)
         self.publish(message, route.exchange, route.routing_key,
                      declare=[route.queue] if route.queue is not None else [],
-                     serializer=serializer or self.conf.task_serializer)
+                     serializer=options.get("serializer") or self.conf.task_serializer)
         return AsyncResult(message.id, app=self, backend=backend, task_name=name)
 
     def publish(self, message: TaskMessage, exchange: str, routing_key: str,

@@ -14,18 +14,57 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
 from .exceptions import MaxRetriesExceededError, Retry
 from .protocol import TaskMessage
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from .app import App
     from .canvas import Signature
     from .eager import EagerResult
     from .result import AsyncResult
 
 T = TypeVar("T")
+V = TypeVar("V")
+
+
+class SendOptions(TypedDict, total=False):
+    """The keyword options of :meth:`App.send_task` and :meth:`Task.apply_async`, listed once.
+
+    ``countdown`` (seconds) or ``eta`` (datetime) delay the task; ``expires`` (seconds or
+    datetime) discards it if not started by then; ``queue``/``exchange``/``routing_key``/
+    ``priority`` override routing; ``time_limit``/``soft_time_limit`` bound its run time.
+    ``link``/``link_error`` (signatures), ``chain`` and ``chord`` travel in the body as
+    Celery's canvas fields (see :mod:`qtui.core.canvas`); ``retries``, ``root_id``,
+    ``parent_id``, ``group_id`` and ``group_index`` are what a worker and the canvas set.
+    """
+
+    countdown: float | None
+    eta: datetime | None
+    expires: float | datetime | None
+    queue: str | None
+    routing_key: str | None
+    exchange: str | None
+    priority: int | None
+    headers: Mapping[str, Any] | None
+    time_limit: float | None
+    soft_time_limit: float | None
+    ignore_result: bool | None
+    task_id: str | None
+    serializer: str | None
+    retries: int
+    root_id: str | None
+    parent_id: str | None
+    group_id: str | None
+    reply_to: str | None
+    group_index: int | None
+    link: Any
+    link_error: Any
+    chain: list[Any] | None
+    chord: Any
 
 #: Options that ``task_annotations`` and the decorator may set, with the config key supplying
 #: their default (None: the class default).
@@ -202,31 +241,25 @@ class Task:
         return self.apply_async(args, kwargs)
 
     def apply_async(self, args: tuple[Any, ...] | list[Any] | None = None,
-                    kwargs: Mapping[str, Any] | None = None, *,
-                    countdown: float | None = None, eta: datetime | None = None,
-                    expires: float | datetime | None = None, queue: str | None = None,
-                    routing_key: str | None = None, exchange: str | None = None,
-                    priority: int | None = None, headers: Mapping[str, Any] | None = None,
-                    time_limit: float | None = None, soft_time_limit: float | None = None,
-                    ignore_result: bool | None = None, task_id: str | None = None,
-                    serializer: str | None = None, **options: Any) -> AsyncResult:
-        """Send the task with options; see :meth:`App.send_task` for what each one does."""
+                    kwargs: Mapping[str, Any] | None = None,
+                    **options: Unpack[SendOptions]) -> AsyncResult:
+        """Send the task with options (see :class:`SendOptions`); routing, limits, expiry,
+        priority, ignore_result and serializer not given are the task's own."""
         if self.typing:
             self._check_signature(args or (), kwargs or {})
         if self.app.conf.task_always_eager:
-            return self.apply(args, kwargs, task_id=task_id)  # type: ignore[return-value]
-        return self.app.send_task(
-            self.name, args, kwargs, countdown=countdown, eta=eta,
-            expires=expires if expires is not None else self.expires,
-            queue=queue or self.queue, routing_key=routing_key or self.routing_key,
-            exchange=exchange or self.exchange,
-            priority=priority if priority is not None else self.priority,
-            headers=headers,
-            time_limit=time_limit if time_limit is not None else self.time_limit,
-            soft_time_limit=(soft_time_limit if soft_time_limit is not None
-                             else self.soft_time_limit),
-            ignore_result=ignore_result if ignore_result is not None else self.ignore_result,
-            task_id=task_id, serializer=serializer or self.serializer, task=self, **options)
+            return self.apply(  # type: ignore[return-value]
+                args, kwargs, task_id=options.get("task_id"))
+        options["queue"] = options.get("queue") or self.queue
+        options["routing_key"] = options.get("routing_key") or self.routing_key
+        options["exchange"] = options.get("exchange") or self.exchange
+        options["serializer"] = options.get("serializer") or self.serializer
+        options["expires"] = _given(options.get("expires"), self.expires)
+        options["priority"] = _given(options.get("priority"), self.priority)
+        options["time_limit"] = _given(options.get("time_limit"), self.time_limit)
+        options["soft_time_limit"] = _given(options.get("soft_time_limit"), self.soft_time_limit)
+        options["ignore_result"] = _given(options.get("ignore_result"), self.ignore_result)
+        return self.app.send_task(self.name, args, kwargs, task=self, **options)
 
     def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
               kwargs: Mapping[str, Any] | None = None, **options: Any) -> EagerResult:
@@ -398,6 +431,11 @@ def resolve_expires(expires: float | datetime | None, tz: tzinfo,
     if isinstance(expires, datetime):
         return expires if expires.tzinfo else expires.replace(tzinfo=tz)
     return (now or datetime.now(timezone.utc)) + timedelta(seconds=float(expires))
+
+
+def _given(value: V | None, default: V | None) -> V | None:
+    """``value``, or ``default`` where it is None (a falsy value such as 0 is given)."""
+    return default if value is None else value
 
 
 def new_task_id() -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from qtui.core import App
 from qtui.core.metrics import MINUTE, Rollup
 from qtui.tui.console import Console
-from qtui.tui.rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
+from qtui.tui.rows import QueueRow, Snapshot, TaskRow, ThroughputSeries, WorkerRow
 
 T0 = 1_790_000_000.0  # a fixed instant: 2026-09-21 14:13:20 UTC
 
@@ -74,7 +74,7 @@ QUEUES = (
     QueueRow("reports", 250, 0, 1.0, (), 4),
 )
 
-THROUGHPUT = Throughput(1.0, {
+THROUGHPUT = ThroughputSeries(1.0, {
     "SUCCESS": [3, 5, 8, 6, 9, 12, 10, 7, 11, 14, 9, 8],
     "FAILURE": [0, 1, 0, 0, 2, 0, 1, 0, 0, 3, 0, 1],
     "RETRY": [0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 0],

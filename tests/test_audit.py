@@ -112,9 +112,9 @@ async def test_a_console_action_is_recorded_with_each_workers_reply(monkeypatch,
 
 
 async def test_a_purge_from_the_console_is_recorded_with_what_it_did(monkeypatch, tmp_path):
-    from qtui.tui.actions import Outcome
+    from qtui.tui.actions import ActionResult
     console = FixedConsole()
-    monkeypatch.setattr(console.actions, "purge", lambda queue: Outcome(
+    monkeypatch.setattr(console.actions, "purge", lambda queue: ActionResult(
         f"purge {queue}", (f"removed 12 message(s) from {queue}",), True, "purge", (queue,)))
     console.audit = log = AuditLog(tmp_path / "history.sqlite")
     async with console.run_test(size=SIZE) as pilot:

@@ -17,7 +17,7 @@ from textual.widgets._toast import Toast
 
 from qtui.tui.command_mode import COMMANDS
 from qtui.tui.console import Console
-from qtui.tui.rows import QueueRow, Throughput
+from qtui.tui.rows import QueueRow, ThroughputSeries
 from qtui.tui.views.details import TaskDetailScreen
 from qtui.tui.views.modals import CommandScreen, HelpScreen
 from qtui.tui.views.notifications import NotificationsScreen
@@ -63,7 +63,7 @@ def test_a_bar_is_nothing_for_zero_and_at_least_an_eighth_above_it():
 
 async def test_one_failure_draws_a_small_bar_on_the_scale_of_the_successes():
     series = [0] * 30
-    throughput = Throughput(1.0, {
+    throughput = ThroughputSeries(1.0, {
         "SUCCESS": [*series, 40, 80, 0], "FAILURE": [*series, 0, 1, 0],
         "RETRY": [0] * 33, "RECEIVED": [*series, 40, 80, 0]})
     console = FixedConsole(snapshot=replace(SNAPSHOT, throughput=throughput))

@@ -10,7 +10,7 @@ import pytest
 
 from qtui.core import App
 from qtui.core.exceptions import ConfigError
-from qtui.tui.actions import Outcome
+from qtui.tui.actions import ActionResult
 from qtui.tui.views.modals import ConfirmScreen, HelpScreen
 from qtui.tui.views.queues import QueuesScreen
 from qtui.tui.views.tasks import TasksScreen
@@ -92,7 +92,7 @@ async def test_retry_asks_first(monkeypatch, answer, retried):
     sent: list[tuple[str, Any, Any]] = []
     monkeypatch.setattr(console.feed, "full_arguments", lambda task_id: ([1, 2], {}))
     monkeypatch.setattr(console.actions, "retry", lambda name, args, kwargs, **routing: (
-        sent.append((name, args, kwargs)) or Outcome(f"retry {name}", ("sent",), True)))
+        sent.append((name, args, kwargs)) or ActionResult(f"retry {name}", ("sent",), True)))
     async with console.run_test(size=SIZE) as pilot:
         await pilot.press("3", "y")
         await console.workers.wait_for_complete()  # the full arguments are looked up first

@@ -279,7 +279,7 @@ def test_the_worker_banner_shows_names_literally():
     from kombu import Queue
 
     from qtui.core import App
-    from qtui.workers.worker import Worker
+    from qtui.workers.banner import print_banner
     out = io.StringIO()
     app = App("banner", broker="redis://127.0.0.1:6379/15")
     app.task(name=f"tasks.{CLEAR}[/]")(lambda: None)
@@ -287,7 +287,7 @@ def test_the_worker_banner_shows_names_literally():
         app=app, hostname=EVIL_HOST, pool_name="threads", concurrency=1, base_prefetch=4,
         queues=[Queue(f"q{OSC52}[/]")],
         console=RichConsole(file=out, force_terminal=True, width=200))
-    Worker.print_banner(worker)  # type: ignore[arg-type]
+    print_banner(worker, worker.console)  # type: ignore[arg-type]
     printed = _OWN_SEQUENCES.sub("", out.getvalue())
     assert ESC not in printed and "\x07" not in printed
     assert "celery@␛]52;c;b3duZWQ=␇[/]" in printed and "tasks.␛[2J[/]" in printed

@@ -1,5 +1,5 @@
 """What the console's actions do: remote-control calls and broker operations, each returning an
-Outcome to show as a notification. These block on the network, so the console runs them in
+ActionResult to show as a notification. These block on the network, so the console runs them in
 thread workers; nothing here touches the UI."""
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ SIGNALS = ("SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1")
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ActionResult:
+    """What one console action did, for its notification: ``lines`` say it, ``ok`` colours it."""
+
     title: str
     lines: tuple[str, ...]
     ok: bool
@@ -54,7 +56,7 @@ def describe_reply(reply: Any) -> tuple[bool, str]:
 
 
 def outcome_from_replies(title: str, replies: Iterable[Mapping[str, Any]] | None,
-                         expected: Iterable[str] = ()) -> Outcome:
+                         expected: Iterable[str] = ()) -> ActionResult:
     """Per-worker lines, with "no reply" for each expected worker that said nothing."""
     lines, ok, answered, said = [], True, set(), []
     for reply in replies or []:
@@ -69,8 +71,8 @@ def outcome_from_replies(title: str, replies: Iterable[Mapping[str, Any]] | None
         lines.append(f"{hostname}: no reply")
         said.append((hostname, "no reply"))
     if not lines:
-        return Outcome(title, ("no worker replied",), False)
-    return Outcome(title, tuple(lines), ok, replies=tuple(said))
+        return ActionResult(title, ("no worker replied",), False)
+    return ActionResult(title, tuple(lines), ok, replies=tuple(said))
 
 
 class Actions:
@@ -82,92 +84,93 @@ class Actions:
 
     def _call(self, title: str, method: str, expected: Iterable[str] = (),
               destination: list[str] | None = None, *, action: str = "",
-              targets: Sequence[str] = (), **arguments: Any) -> Outcome:
+              targets: Sequence[str] = (), **arguments: Any) -> ActionResult:
         try:
             replies = self.app.control.broadcast(method, arguments, destination=destination,
                                                  reply=True, timeout=self.timeout)
         except Exception as exc:  # the broker is gone: say so instead of failing the console
-            outcome = Outcome(title, (f"could not reach the broker: {exc}",), False)
+            outcome = ActionResult(title, (f"could not reach the broker: {exc}",), False)
         else:
             outcome = outcome_from_replies(title, replies, destination or expected)
         return dataclasses.replace(outcome, action=action or method,
                                    targets=tuple(targets) or tuple(destination or ()))
 
-    def revoke(self, task_ids: Sequence[str], workers: Iterable[str] = ()) -> Outcome:
+    def revoke(self, task_ids: Sequence[str], workers: Iterable[str] = ()) -> ActionResult:
         """Revoke tasks: one broadcast carries every id (Celery's revoke takes a list)."""
         return self._call(f"revoke {_tasks(task_ids)}", "revoke", workers, action="revoke",
                           targets=task_ids, task_id=list(task_ids), terminate=False,
                           signal="SIGTERM")
 
     def terminate(self, task_ids: Sequence[str], signal: str,
-                  workers: Iterable[str] = ()) -> Outcome:
+                  workers: Iterable[str] = ()) -> ActionResult:
         """Revoke tasks and signal the processes running them, in one broadcast."""
         return self._call(f"terminate {_tasks(task_ids)} ({signal})", "revoke", workers,
                           action="terminate", targets=task_ids, task_id=list(task_ids),
                           terminate=True, signal=signal)
 
     def rate_limit(self, task_name: str, rate: str, destination: list[str] | None = None,
-                   workers: Iterable[str] = ()) -> Outcome:
+                   workers: Iterable[str] = ()) -> ActionResult:
         return self._call(f"rate limit {task_name} {rate}", "rate_limit", workers, destination,
                           targets=[task_name], task_name=task_name, rate_limit=rate)
 
     def time_limit(self, task_name: str, soft: float | None, hard: float | None,
-                   destination: list[str] | None = None, workers: Iterable[str] = ()) -> Outcome:
+                   destination: list[str] | None = None,
+                   workers: Iterable[str] = ()) -> ActionResult:
         return self._call(f"time limit {task_name} soft={soft} hard={hard}", "time_limit",
                           workers, destination, targets=[task_name], task_name=task_name,
                           soft=soft, hard=hard)
 
-    def pool_grow(self, worker: str, n: int = 1) -> Outcome:
+    def pool_grow(self, worker: str, n: int = 1) -> ActionResult:
         return self._call(f"pool grow {worker} +{n}", "pool_grow", (), [worker], n=n)
 
-    def pool_shrink(self, worker: str, n: int = 1) -> Outcome:
+    def pool_shrink(self, worker: str, n: int = 1) -> ActionResult:
         return self._call(f"pool shrink {worker} -{n}", "pool_shrink", (), [worker], n=n)
 
     def add_consumer(self, queue: str, destination: list[str] | None = None,
-                     workers: Iterable[str] = ()) -> Outcome:
+                     workers: Iterable[str] = ()) -> ActionResult:
         return self._call(f"add consumer {queue}", "add_consumer", workers, destination,
                           targets=[queue], queue=queue)
 
     def cancel_consumer(self, queue: str, destination: list[str] | None = None,
-                        workers: Iterable[str] = ()) -> Outcome:
+                        workers: Iterable[str] = ()) -> ActionResult:
         return self._call(f"cancel consumer {queue}", "cancel_consumer", workers, destination,
                           targets=[queue], queue=queue)
 
-    def shutdown(self, worker: str) -> Outcome:
+    def shutdown(self, worker: str) -> ActionResult:
         title, targets = f"shutdown {worker}", (worker,)
         try:
             self.app.control.broadcast("shutdown", {}, destination=[worker], reply=False)
         except Exception as exc:
-            return Outcome(title, (f"could not reach the broker: {exc}",), False, "shutdown",
+            return ActionResult(title, (f"could not reach the broker: {exc}",), False, "shutdown",
                            targets)
-        return Outcome(title, (f"{worker}: shutdown requested",), True, "shutdown", targets)
+        return ActionResult(title, (f"{worker}: shutdown requested",), True, "shutdown", targets)
 
-    def purge(self, queue: str) -> Outcome:
+    def purge(self, queue: str) -> ActionResult:
         """Discard the waiting messages of ``queue`` and its ETA tasks in the delayed store."""
         try:
             with inspector_for(self.app) as inspector:
                 count = inspector.purge(queue)
                 scheduled = inspector.purge_scheduled(queue)
         except Exception as exc:
-            return Outcome(f"purge {queue}", (f"could not purge {queue}: {exc}",), False,
+            return ActionResult(f"purge {queue}", (f"could not purge {queue}: {exc}",), False,
                            "purge", (queue,))
         held = f" and {scheduled} scheduled (ETA) task(s) from its delayed store" \
             if scheduled else ""
-        return Outcome(f"purge {queue}", (f"removed {count} message(s) from {queue}{held}",), True,
+        return ActionResult(f"purge {queue}", (f"removed {count} message(s) from {queue}{held}",), True,
                        "purge", (queue,))
 
     def retry(self, name: str, args: Any, kwargs: Any, queue: str | None = None,
-              exchange: str | None = None, routing_key: str | None = None) -> Outcome:
+              exchange: str | None = None, routing_key: str | None = None) -> ActionResult:
         """Send the task again as a new task with the same name and arguments, routed as given
         (the app's routing for what is None)."""
         try:
             result = self.app.send_task(name, args=list(args), kwargs=dict(kwargs), queue=queue,
                                         exchange=exchange, routing_key=routing_key)
         except Exception as exc:
-            return Outcome(f"retry {name}", (f"could not send: {exc}",), False, "retry", (name,))
-        return Outcome(f"retry {name}", (f"sent again as {result.id}",), True, "retry", (name,))
+            return ActionResult(f"retry {name}", (f"could not send: {exc}",), False, "retry", (name,))
+        return ActionResult(f"retry {name}", (f"sent again as {result.id}",), True, "retry", (name,))
 
-    def retry_many(self, sends: Sequence[Retry]) -> Outcome:
+    def retry_many(self, sends: Sequence[Retry]) -> ActionResult:
         """Send tasks again, one message each (see :meth:`retry`); the audit trail names the
         original tasks and what became of each."""
         outcomes = [(send.task_id, self.retry(send.name, send.args, send.kwargs, queue=send.queue,
@@ -180,7 +183,7 @@ class Actions:
             return dataclasses.replace(outcomes[0][1], targets=targets, replies=replies)
         failed = [f"{task_id}: {o.message}" for task_id, o in outcomes if not o.ok]
         lines = (f"sent {len(outcomes) - len(failed)} of {len(outcomes)} again", *failed[:3])
-        return Outcome(f"retry {len(outcomes)} tasks", lines, not failed, "retry", targets,
+        return ActionResult(f"retry {len(outcomes)} tasks", lines, not failed, "retry", targets,
                        replies)
 
 
@@ -224,27 +227,3 @@ def registered_tasks(reply: Any) -> dict[str, dict[str, str]]:
         name, _, info = entry.partition(" [")
         tasks[name.strip()] = dict(_ATTRIBUTE.findall(info))
     return tasks
-
-
-def full_arguments(args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]] | None:
-    """The task's real arguments from what events carry: full values, or reprs that are complete
-    Python literals. None when only a truncated repr is known (it cannot be re-sent faithfully)."""
-    parsed_args = _literal(args, (list, tuple))
-    parsed_kwargs = _literal(kwargs, (dict,))
-    if parsed_args is None or parsed_kwargs is None:
-        return None
-    return list(parsed_args), dict(parsed_kwargs)
-
-
-def _literal(value: Any, types: tuple[type, ...]) -> Any:
-    if isinstance(value, types):
-        return value
-    if value in (None, ""):
-        return types[0]()
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
-    return parsed if isinstance(parsed, types) else None

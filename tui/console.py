@@ -30,14 +30,14 @@ from qtui.core.alerts import FIRING, Rule, Transition
 from qtui.core.config import CONSOLE_ACTIONS, mask_url
 from qtui.core.display import printable
 
-from . import command_mode, equivalents, palette
-from .actions import Actions, Outcome, Retry, full_arguments
+from . import arguments, command_mode, equivalents, palette
+from .actions import ActionResult, Actions, Retry
 from .audit import LOCAL, AuditError, AuditLog, audit_log_for
 from .audit import entry as audit_entry
 from .bulk import BulkPlan, Target
-from .collector import IdleCollector
 from .feed import Feed
 from .history import History, default_history_path
+from .idle_gc import IdleCollector
 from .model import ConsoleModel
 from .rows import Snapshot, TaskRow
 from .views.alerts import AlertsScreen
@@ -113,7 +113,7 @@ class Console(TextualApp[None]):
             self.snapshot = snapshot
 
     class ActionDone(Message):
-        def __init__(self, outcome: Outcome) -> None:
+        def __init__(self, outcome: ActionResult) -> None:
             super().__init__()
             self.outcome = outcome
 
@@ -127,7 +127,7 @@ class Console(TextualApp[None]):
         self.use_history = app.conf.console_history if history is None else history
         self.last_input = 0.0
         """Monotonic time of the latest key or click (views hold redraws back meanwhile)."""
-        self.outcomes: deque[Outcome] = deque(maxlen=OUTCOMES_KEPT)
+        self.outcomes: deque[ActionResult] = deque(maxlen=OUTCOMES_KEPT)
         """The latest actions' outcomes, oldest first (each was also shown as a notification)."""
         self.notification_log: deque[Note] = deque(maxlen=NOTIFICATIONS_KEPT)
         """Every notification shown, oldest first (the `N` view)."""
@@ -243,19 +243,19 @@ class Console(TextualApp[None]):
         """Whether ``permission`` (a ``console_permissions`` name) is granted."""
         return permission in self.permissions
 
-    def perform(self, call: Callable[[], Outcome]) -> None:
+    def perform(self, call: Callable[[], ActionResult]) -> None:
         if self.read_only:
             self.notify("The console is read-only (--read-only)", severity="error")
             return
         self._perform(call)
 
     @work(thread=True, group="actions", exit_on_error=False)
-    def _perform(self, call: Callable[[], Outcome]) -> None:
+    def _perform(self, call: Callable[[], ActionResult]) -> None:
         outcome = call()
         self.record(outcome)
         self.post_message(self.ActionDone(outcome))
 
-    def record(self, outcome: Outcome) -> None:
+    def record(self, outcome: ActionResult) -> None:
         """Append an action's outcome to the audit trail (from a thread worker: it writes a
         file). A failure is reported and changes nothing else: the action is done."""
         if self.audit is None:
@@ -325,15 +325,15 @@ class Console(TextualApp[None]):
             known = {} if one is None else {named[0]: one}
         else:
             known = self.feed.full_arguments_of(named)
-        arguments = {t.id: known.get(t.id) or full_arguments(t.args, t.kwargs) for t in tasks}
-        self.call_from_thread(self._confirm_retry, tasks, arguments)
+        found = {t.id: known.get(t.id) or arguments.from_events(t.args, t.kwargs) for t in tasks}
+        self.call_from_thread(self._confirm_retry, tasks, found)
 
     def _confirm_retry(self, tasks: list[TaskRow],
-                       arguments: dict[str, tuple[list[Any], dict[str, Any]] | None]) -> None:
+                       found: dict[str, arguments.Arguments | None]) -> None:
         def refusal(task: TaskRow) -> str | None:
             if not task.name:
                 return "name unknown"
-            if arguments.get(task.id) is None:
+            if found.get(task.id) is None:
                 return "full arguments unknown, only a truncated repr was seen"
             return None
         if len(tasks) == 1 and (reason := refusal(tasks[0])) is not None:
@@ -342,7 +342,7 @@ class Console(TextualApp[None]):
             return
         plan = BulkPlan.of("Retry", "task", (Target(t.id, t.name, refusal(t)) for t in tasks))
         by_id = {t.id: t for t in tasks}
-        sends = [Retry(i, by_id[i].name, *arguments[i] or ([], {}), queue=by_id[i].queue or None,
+        sends = [Retry(i, by_id[i].name, *found[i] or ([], {}), queue=by_id[i].queue or None,
                        exchange=by_id[i].exchange or None,
                        routing_key=by_id[i].routing_key or None) for i in plan.ids]
         commands = [equivalents.retry(r.name, r.args, r.kwargs, r.queue, r.exchange,

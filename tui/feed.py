@@ -10,8 +10,9 @@ current without ever touching the UI:
   (``stats`` and ``active_queues``), each with a short timeout, so a slow or dead worker costs
   one timeout per poll and never holds anything else up.
 
-Blocking calls made for the UI on demand (inspect a worker, look up a task's full arguments)
-are methods here too; the console runs them in thread workers.
+Blocking calls made for the UI on demand (inspect a worker, look up a task's full arguments
+through :mod:`~qtui.tui.arguments`) are methods here too; the console runs them in thread
+workers.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ from qtui.core.queues import QueueHead, inspector_for, oldest_age
 from qtui.core.state import State, TaskState, WorkerState
 from qtui.core.states import FAILURE
 
+from . import arguments
 from .alert_command import AlertCommand
+from .arguments import Arguments
 from .history import History
-from .rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
+from .rows import QueueRow, Snapshot, TaskRow, ThroughputSeries, WorkerRow
 
 logger = logging.getLogger("qtui.console")
 
@@ -265,7 +268,7 @@ class Feed:
             tasks=tuple(task_row(t) for t in changes.tasks),
             removed=tuple(changes.removed),
             queues=self._queues,
-            throughput=Throughput(state.throughput.interval, {
+            throughput=ThroughputSeries(state.throughput.interval, {
                 key: state.throughput.series(key, now)
                 for key in state.throughput.keys()}),  # noqa: SIM118 - Throughput is no mapping
             task_count=len(state),
@@ -416,41 +419,18 @@ class Feed:
         replies = getattr(inspect, method)(*arguments) or {}
         return replies.get(hostname)
 
-    def full_arguments(self, task_id: str) -> tuple[list[Any], dict[str, Any]] | None:
-        """A task's complete arguments: from the workers that ran it (``task_arguments``), else
-        from the result backend when it stores them (``result_extended``)."""
-        return self.full_arguments_of([task_id]).get(task_id)
+    def full_arguments(self, task_id: str) -> Arguments | None:
+        """A task's complete arguments, asked of the worker that ran it first (see
+        :mod:`~qtui.tui.arguments`)."""
+        with self.lock:
+            task = self.state.task(task_id)
+            worker = task.worker if task is not None else None
+        return arguments.lookup(self.app, task_id, worker)
 
-    def full_arguments_of(self, task_ids: Sequence[str]
-                          ) -> dict[str, tuple[list[Any], dict[str, Any]]]:
-        """:meth:`full_arguments` of several tasks: one ``task_arguments`` broadcast asks for
-        all of them, then the result backend for those no worker remembers. Tasks whose
-        arguments neither knows are left out."""
-        found: dict[str, tuple[list[Any], dict[str, Any]]] = {}
-        try:
-            replies = self.app.control.broadcast("task_arguments", {"ids": list(task_ids)},
-                                                 reply=True, timeout=INSPECT_TIMEOUT)
-        except Exception as exc:
-            logger.info("task_arguments unavailable: %s", exc)
-            replies = []
-        for reply in replies or []:
-            for answer in reply.values():
-                for task_id in task_ids if isinstance(answer, Mapping) else ():
-                    known = _arguments(answer.get(task_id))
-                    if known is not None:
-                        found.setdefault(task_id, known)
-        for task_id in task_ids:
-            if task_id in found:
-                continue
-            try:
-                meta = self.app.backend.get_task_meta(task_id)
-            except Exception as exc:  # noqa: BLE001 - no backend, or one down: the arguments are unknown
-                logger.info("task arguments unavailable from the result backend: %s", exc)
-                break
-            known = _arguments(meta)
-            if known is not None:
-                found[task_id] = known
-        return found
+    def full_arguments_of(self, task_ids: Sequence[str]) -> dict[str, Arguments]:
+        """:meth:`full_arguments` of several tasks, in one ``task_arguments`` broadcast (see
+        :func:`~qtui.tui.arguments.lookup_many`); tasks whose arguments are unknown are left out."""
+        return arguments.lookup_many(self.app, task_ids)
 
     def forget_worker(self, hostname: str) -> bool:
         """Drop a worker (one gone for good) from the state; its tasks stay."""
@@ -460,12 +440,3 @@ class Feed:
 
     def stop(self) -> None:
         self.stopped.set()
-
-
-def _arguments(found: Any) -> tuple[list[Any], dict[str, Any]] | None:
-    """(args, kwargs) from a worker's ``task_arguments`` answer or a backend's task meta, when
-    both are there and of the right types."""
-    if isinstance(found, Mapping) and isinstance(found.get("args"), list) \
-            and isinstance(found.get("kwargs"), Mapping):
-        return list(found["args"]), dict(found["kwargs"])
-    return None

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from qtui.core.alerts import RuleStatus
 
 from .family import Family
-from .rows import QueueRow, Snapshot, TaskRow, Throughput, WorkerRow
+from .rows import QueueRow, Snapshot, TaskRow, ThroughputSeries, WorkerRow
 
 
 class ConsoleModel:
@@ -20,7 +20,7 @@ class ConsoleModel:
         self.workers: dict[str, WorkerRow] = {}
         self.tasks: OrderedDict[str, TaskRow] = OrderedDict()
         self.queues: dict[str, QueueRow] = {}
-        self.throughput = Throughput(1.0)
+        self.throughput = ThroughputSeries(1.0)
         self.events_seen = 0
         self.connected = False
         self.error = ""

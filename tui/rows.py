@@ -84,7 +84,7 @@ class QueueRow:
 
 
 @dataclass(frozen=True)
-class Throughput:
+class ThroughputSeries:
     """Tasks per interval for each final state, oldest first, for the overview's sparklines."""
 
     interval: float
@@ -103,7 +103,7 @@ class Snapshot:
     tasks: tuple[TaskRow, ...] = ()
     removed: tuple[str, ...] = ()
     queues: tuple[QueueRow, ...] = ()
-    throughput: Throughput = field(default_factory=lambda: Throughput(1.0))
+    throughput: ThroughputSeries = field(default_factory=lambda: ThroughputSeries(1.0))
     task_count: int = 0
     events_seen: int = 0
     connected: bool = False

@@ -7,7 +7,8 @@ mailbox on the same connection (unless ``worker_enable_remote_control`` is false
 stops consuming a queue at run time (``add_consumer`` / ``cancel_consumer``), and publishes what
 the worker puts back (redeliveries, dead letters, delayed messages) on a channel of its own.
 Messages are handed raw to the worker's ``on_message``: decoding and validation live in
-:mod:`qtui.core.protocol`.
+:mod:`qtui.core.protocol`. The consumer knows nothing else of the worker: it calls back
+through the functions it was given (see :class:`Consumer`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .liveness import Liveness
 from .redelivery import StartRecord
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from qtui.core.app import App
 
 logger = logging.getLogger("qtui.worker")
 
@@ -50,21 +51,31 @@ HEARTBEAT_CHECK_MAX = 5.0
 
 
 class Consumer:
-    def __init__(self, worker: Worker, queues: list[Queue],
+    """``on_message`` and ``on_undecodable`` get what arrives, with its queue's name;
+    ``held_tags`` says which deliveries the worker holds (leases keep them; read from the
+    lease thread); ``stopping`` and ``sleep`` let a shutdown cut the connection retries short;
+    ``control_node`` answers remote-control commands."""
+
+    def __init__(self, app: App, hostname: str, queues: list[Queue],
                  on_message: Callable[[str, Message], None],
-                 on_undecodable: Callable[[str, Message, Exception], None]) -> None:
-        self.worker = worker
-        self.app = worker.app
+                 on_undecodable: Callable[[str, Message, Exception], None], *,
+                 held_tags: Callable[[], list[str]], stopping: Callable[[], bool],
+                 sleep: Callable[[float], None], control_node: control.ControlNode) -> None:
+        self.app = app
         self.queues = queues
         self.on_message = on_message
         self.on_undecodable = on_undecodable
         """Called with a message kombu could not even unpack (a ``compression`` header that is
         unknown or does not match the body): it must not reach the connection loop."""
+        self.held_tags = held_tags
+        self.stopping = stopping
+        self.sleep = sleep
+        self.control_node = control_node
         self.connection: Connection | None = None
         self.channel: Any = None
         self.producer: Producer | None = None
         self.leases: Leases | None = None
-        self.owner = f"{worker.hostname}/{uuid.uuid4().hex}"
+        self.owner = f"{hostname}/{uuid.uuid4().hex}"
         """Who this worker is on Redis: it takes and gives back deliveries as this owner."""
         self.liveness: Liveness | None = None
         self.prefetch = 0
@@ -125,11 +136,11 @@ class Consumer:
                     raise BrokerUnavailable(
                         f"cannot connect to the broker at {mask_url(self.app.broker_url)} "
                         f"after {attempt} attempts: {exc}") from exc
-                if self.worker.stopping:
+                if self.stopping():
                     raise
                 logger.error("Cannot connect to %s: %s. Trying again in %.1fs...",
                              mask_url(self.app.broker_url), exc, interval)
-                self.worker.sleep(interval)
+                self.sleep(interval)
                 interval = min(interval * 2, RECONNECT_INTERVAL_MAX)
 
     def _connect(self, prefetch: int) -> None:
@@ -166,7 +177,7 @@ class Consumer:
             consumer.consume()
         self.consuming = True
         if family.keeps_deliveries:
-            self.leases = Leases(self.channel, self.worker.held_tags)
+            self.leases = Leases(self.channel, self.held_tags)
             if family.renews_leases:  # on Redis the liveness helper keeps what this worker owns
                 self.leases.start()
 
@@ -186,12 +197,9 @@ class Consumer:
                              on_decode_error=partial(self.on_undecodable, queue.name))
 
     def _listen_pidbox(self, conn: Connection) -> None:
-        node = control.ControlNode(self.worker.hostname, state=self.worker,
-                                   handlers=control.HANDLERS, mailbox=self.app.control.mailbox)
-        node.verifier = self.worker.control_verifier
+        node = self.control_node
         node.channel = conn.channel()
         self._pidbox = node.listen(callback=self._on_control)
-        self._node = node
         # The worker says it is ready once this returns: on Redis the mailbox is a PUBLISH
         # subscription, sent on the first poll unless made live here (RabbitMQ and the embedded
         # broker bind the queue while listening, so a command waits there).
@@ -201,7 +209,7 @@ class Consumer:
 
     def _on_control(self, body: Any, message: Message) -> None:
         try:
-            self._node.handle_message(body, message)
+            self.control_node.handle_message(body, message)
         except Exception as exc:
             logger.error("Remote control command failed: %r", exc, exc_info=True)
 

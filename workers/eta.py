@@ -56,6 +56,7 @@ from qtui.core.brokers.sqlite.delayed import SqliteDelayed
 from qtui.core.delayed import DELAY_QUEUE, DELAYED_KEY, DUE_QUEUE, LADDER, DelayedTasks, delayed_for
 
 from . import declare
+from .hooks import Observer
 from .job import SCHEDULED, Job
 from .redelivery import TRANSIENT_HEADERS, republish
 
@@ -197,15 +198,32 @@ def delayed_store_for(connection: Connection, channel: Any, producer: Callable[[
     return None if reader is None else stores[type(reader)]()
 
 
-class Scheduler:
-    """Holds jobs until their ETA and hands them to ``release``; sends far ones to the store."""
+class Scheduler(Observer):
+    """Holds jobs until their ETA and hands them to ``release``; sends far ones to the store.
+    The worker's ``delay_task`` gate: a job sent to the store is no longer the worker's, and
+    goes to ``forget``."""
 
-    def __init__(self, timer: Timer, release: Callable[[Job], None], horizon: float) -> None:
+    def __init__(self, timer: Timer, release: Callable[[Job], None], horizon: float,
+                 forget: Callable[[Job], None]) -> None:
         self.timer = timer
         self.release = release
         self.horizon = horizon
+        self.forget = forget
         self.store: DelayedStore | None = None
         self._held: dict[int, Job] = {}
+
+    def delay_task(self, job: Job) -> bool:
+        msg = job.message
+        delay = msg.seconds_until_eta()
+        if delay <= 0:
+            return False
+        if self.store_for_later(job, delay):
+            logger.info("Task %s[%s] stored until its ETA %s", msg.task, msg.id,
+                        msg.eta.isoformat() if msg.eta else "")
+            self.forget(job)
+        else:
+            self.hold(job, delay)
+        return True
 
     def store_for_later(self, job: Job, delay: float) -> bool:
         """Send a far-off job to the broker's delayed store; True when it is no longer ours."""

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .hooks import Observer
 from .job import WAITING, Job
 
 if TYPE_CHECKING:
@@ -72,8 +73,9 @@ class TokenBucket:
         return max(0.0, (1.0 - self._tokens) / self.fill_rate)
 
 
-class RateLimiter:
-    """Admits jobs at each task type's rate; ``release`` gets the jobs whose turn came."""
+class RateLimiter(Observer):
+    """Admits jobs at each task type's rate; ``release`` gets the jobs whose turn came. The
+    worker's ``throttle_task`` gate."""
 
     def __init__(self, app: App, timer: Timer, release: Callable[[Job], None]) -> None:
         self.app = app
@@ -131,6 +133,9 @@ class RateLimiter:
         waiting.append(job)
         self._schedule(job.name, bucket)
         return False
+
+    def throttle_task(self, job: Job) -> bool:
+        return not self.admit(job)
 
     def _schedule(self, name: str, bucket: TokenBucket) -> None:
         if name not in self._wakeups:

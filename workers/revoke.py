@@ -5,7 +5,8 @@ comes and right before the task would start. Revocations are written to the clus
 (:mod:`qtui.core.ledger`) as they arrive, and read from it whenever the worker connects, so a
 worker started later, or disconnected when the revoke was broadcast, refuses the task too. The
 state database is a small SQLite file of this worker alone (one row per revoked id with its
-expiry time), for clusters without a ledger.
+expiry time), for clusters without a ledger. :class:`Revocation` is the worker's gate that
+refuses revoked and expired tasks.
 """
 
 from __future__ import annotations
@@ -16,9 +17,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from qtui.core import states
+from qtui.core.exceptions import TaskRevokedError
 from qtui.core.files import create_private
 from qtui.core.ledger import REVOKE_EXPIRES, REVOKED, Ledger
+
+from .execution import store_state
+from .hooks import Observer
+
+if TYPE_CHECKING:
+    from qtui.core.app import App
+
+    from .hooks import Hooks
+    from .job import Job
+    from .settlement import Settlement
 
 logger = logging.getLogger("qtui.worker")
 
@@ -109,3 +123,33 @@ class Revoked:
             self._db.execute("DELETE FROM revoked WHERE expires <= ?", (time.time(),))
             self._db.close()
             self._db = None
+
+
+class Revocation(Observer):
+    """The gate that refuses a task revoked or past its ``expires``: it is acked, stored as
+    REVOKED and reported through the ``on_task_revoked`` hook, never run."""
+
+    def __init__(self, app: App, revoked: Revoked, settlement: Settlement, hooks: Hooks) -> None:
+        self.app = app
+        self.revoked = revoked
+        self.settlement = settlement
+        self.hooks = hooks
+
+    def refuse_task(self, job: Job) -> bool:
+        msg = job.message
+        if msg.is_expired():
+            self._discard(job, expired=True)
+            return True
+        if msg.id in self.revoked:
+            self._discard(job)
+            return True
+        return False
+
+    def _discard(self, job: Job, expired: bool = False) -> None:
+        msg = job.message
+        why = "expired" if expired else "revoked"
+        logger.warning("Discarding %s task %s[%s]", why, msg.task, msg.id)
+        store_state(self.app, msg, TaskRevokedError(why), states.REVOKED)
+        self.settlement.ack(job)
+        self.settlement.forget(job)
+        self.hooks.on_task_revoked(job, expired=expired)

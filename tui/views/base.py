@@ -20,7 +20,7 @@ from .alert_badge import AlertBadge
 from .keybar import KeyBar
 
 if TYPE_CHECKING:
-    from ..actions import Outcome
+    from ..actions import ActionResult
     from ..console import Console
     from ..equivalents import Equivalent
     from ..rows import TaskRow
@@ -142,7 +142,7 @@ class ClusterView(Screen[None]):
         permission = PERMISSION_OF.get(action)
         return permission is None or self.console.allows(permission)
 
-    def perform(self, call: Callable[[], Outcome]) -> None:
+    def perform(self, call: Callable[[], ActionResult]) -> None:
         self.console.perform(call)
 
     def stoppable(self, task: TaskRow, verb: str) -> bool:
@@ -174,7 +174,7 @@ class ClusterView(Screen[None]):
                          equivalents.revoke([task.id]))
 
     def confirm_bulk(self, plan: BulkPlan, consequence: str, command: Equivalent | None,
-                     act: Callable[[list[str]], Outcome]) -> None:
+                     act: Callable[[list[str]], ActionResult]) -> None:
         """Ask before acting on the plan's targets (the count, a sample, what is skipped and
         why, the scripted command; the count typed above 100 items), then ``act`` on all of
         them at once. Says at once when nothing is left to act on."""

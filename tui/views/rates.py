@@ -1,4 +1,4 @@
-"""Throughput per final state as bars on one shared, labelled scale with a time axis.
+"""ThroughputSeries per final state as bars on one shared, labelled scale with a time axis.
 
 Textual's Sparkline scales each series to its own minimum and maximum, so one failure drew a
 full bar next to a thousand successes, and a series of zeros a solid line. Here every state is
@@ -11,7 +11,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from ..rows import Throughput
+from ..rows import ThroughputSeries
 from .format import STATE_STYLES
 
 STATES = ("SUCCESS", "FAILURE", "RETRY", "RECEIVED")
@@ -52,7 +52,7 @@ def axis(width: int, interval: float) -> str:
 class RateChart(Widget):
     """Tasks per second of each final state over the last minutes (one bucket per column)."""
 
-    throughput: reactive[Throughput] = reactive(Throughput(1.0), always_update=True)
+    throughput: reactive[ThroughputSeries] = reactive(ThroughputSeries(1.0), always_update=True)
 
     def render(self) -> Text:
         width, height = self.size

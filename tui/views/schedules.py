@@ -25,7 +25,7 @@ from qtui.core.display import safe_text
 from qtui.core.exceptions import QtuiError
 
 from .. import equivalents
-from ..actions import Outcome
+from ..actions import ActionResult
 from ..rows import TaskRow
 from . import format
 from .base import TableView
@@ -167,16 +167,16 @@ class SchedulesScreen(TableView):
             return
         app = self.console.cluster
 
-        def call() -> Outcome:
+        def call() -> ActionResult:
             store = store_for(app)
             try:
                 done = change(store, name)
             except Exception as exc:  # noqa: BLE001 - shown to the user as the outcome
-                return Outcome(verb, (f"{name}: {exc}",), False, f"schedule {command}", (name,))
+                return ActionResult(verb, (f"{name}: {exc}",), False, f"schedule {command}", (name,))
             finally:
                 store.close()
             self.app.call_from_thread(self.load)
-            return Outcome(verb, (f"{name}: {'sent ' + done if done else 'done'}",), True,
+            return ActionResult(verb, (f"{name}: {'sent ' + done if done else 'done'}",), True,
                            f"schedule {command}", (name,))
         self.confirm(f"{verb} {name}?", lambda: self.perform(call),
                      equivalents.schedule(command, name))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import time
 
-from qtui.tui.collector import IdleCollector
+from qtui.tui.idle_gc import IdleCollector
 
 
 def full_collections_during(action) -> int:  # type: ignore[no-untyped-def]

@@ -1,0 +1,155 @@
+"""Shutdown: how the worker stops, warm, soft or cold.
+
+* **Warm** (SIGTERM, SIGINT, the ``shutdown`` command): take no more tasks, put back what was
+  prefetched, and let running tasks finish for up to ``worker_shutdown_timeout`` seconds.
+* **Cold** (SIGQUIT, or a second warm signal): put back what was prefetched and, after
+  ``worker_soft_shutdown_timeout`` seconds (Celery's soft shutdown; none by default), stop the
+  running tasks and requeue the ones not acked yet.
+
+Either way what is still running when the time is up is stopped: a task acked late goes back to
+its queue with its delivery count kept, one acked early is logged as not requeued.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+logger = logging.getLogger("qtui.worker")
+
+
+class WorkerTerminate(SystemExit):
+    """Raised in the main thread on a cold shutdown while the solo pool runs a task there."""
+
+
+class Shutdown:
+    """Whether the worker was asked to stop (and how), and the steps that end its run."""
+
+    def __init__(self, worker: Worker, timeout: float) -> None:
+        self.worker = worker
+        self.timeout = timeout
+        """Seconds running tasks get to finish on a warm shutdown."""
+        self.stopping = False
+        self.cold = False
+        self.deadline = 0.0
+        """When a warm shutdown stops waiting for running tasks (monotonic)."""
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_warm_signal)
+        signal.signal(signal.SIGINT, self._on_warm_signal)
+        signal.signal(signal.SIGQUIT, self._on_cold_signal)
+
+    def _on_warm_signal(self, signum: int, frame: Any) -> None:
+        if self.stopping:
+            self._on_cold_signal(signum, frame)
+            return
+        logger.warning("worker: Warm shutdown (%s): finishing running tasks (up to %ss)",
+                       signal.Signals(signum).name, self.timeout)
+        self.stopping = True
+        self.deadline = time.monotonic() + self.timeout
+
+    def _on_cold_signal(self, signum: int, frame: Any) -> None:
+        logger.warning("worker: Cold shutdown (%s): requeueing everything unacked",
+                       signal.Signals(signum).name)
+        self.stopping = True
+        self.cold = True
+        if self.worker.pool_name == "solo" and self.worker.pool.active:
+            raise WorkerTerminate(1)
+
+    def request(self, cold: bool = False) -> None:
+        """Ask the main loop to shut down (warm: finish running tasks first)."""
+        self.stopping = True
+        self.deadline = time.monotonic() + self.timeout
+        self.cold = self.cold or cold
+
+    def run(self) -> None:
+        """The end of the worker's run: settle what it holds, then let go of everything."""
+        worker = self.worker
+        settlement = worker.settlement
+        self.stopping = True
+        worker.hooks.on_worker_stopping(worker)
+        try:
+            settlement.flush_acks()
+            self.put_back_waiting()
+            if not self.cold:
+                self._finish_active()
+            else:
+                self._soft_shutdown()
+            worker._process_events()  # outcomes already in: those tasks are done, not requeued
+            if worker.active:
+                worker.pool.terminate()
+                abandoned = []
+                for job in list(worker.active.values()):
+                    settlement.forget(job)
+                    if not job.acked and not job.stale:
+                        # Given back on purpose, not lost: forget its start first, and keep
+                        # its count, so the next delivery does not count against it.
+                        worker.starts.flush()
+                        settlement.put_back(job.queue, job.delivery, job.delivery_number - 1)
+                        job.acked = True
+                    elif not job.stale:
+                        abandoned.append(job)
+                worker.active.clear()
+                for job in abandoned:
+                    logger.warning("Task %s[%s] was stopped at shutdown and is not requeued: it "
+                                   "was acknowledged before it ran (acks_late is off)",
+                                   job.name, job.task_id)
+            settlement.flush_acks()
+        except worker.consumer.errors as exc:
+            logger.error("Broker unreachable while shutting down (%s); the broker returns what "
+                         "this worker held", exc)
+        finally:
+            worker.pool.stop()
+            worker.consumer.stop()
+            worker.revoked.close()
+            worker.starts.flush()
+            if worker.ledger is not None:
+                worker.ledger.close()
+            worker.hooks.on_worker_stopped(worker)
+        logger.info("worker %s stopped", worker.hostname)
+
+    def put_back_waiting(self) -> None:
+        """Warm or cold: what was prefetched but did not start goes back to its queue."""
+        worker = self.worker
+        if worker.consumer.connection is None:
+            return
+        worker.consumer.cancel()
+        waiting = worker.take_waiting()
+        for job in waiting:
+            if not job.acked and not job.stale:
+                worker.settlement.put_back(job.queue, job.delivery, job.delivery_number - 1)
+                job.acked = True
+            worker.settlement.forget(job)
+        if waiting:
+            logger.info("Requeued %d prefetched task(s)", len(waiting))
+
+    def _finish_active(self) -> None:
+        deadline = self.deadline or time.monotonic() + self.timeout
+        self._wait_for_active(deadline, until_cold=True)
+        if self.worker.active:
+            logger.warning("%d task(s) still running at shutdown", len(self.worker.active))
+
+    def _soft_shutdown(self) -> None:
+        """Cold, with ``worker_soft_shutdown_timeout`` (Celery's soft shutdown): running tasks
+        get that long to finish before they are stopped and requeued."""
+        timeout = float(self.worker.app.conf.worker_soft_shutdown_timeout)
+        if not timeout or not self.worker.active:
+            return
+        logger.warning("worker: Soft shutdown: %d running task(s) have up to %ss to finish",
+                       len(self.worker.active), timeout)
+        self._wait_for_active(time.monotonic() + timeout, until_cold=False)
+
+    def _wait_for_active(self, deadline: float, until_cold: bool) -> None:
+        """Settle outcomes as running tasks end, until none runs or ``deadline`` passes (or a
+        cold shutdown comes, with ``until_cold``)."""
+        worker = self.worker
+        while worker.active and not (until_cold and self.cold) and time.monotonic() < deadline:
+            worker._process_events(wait=0.1)
+            if worker.consumer.connection is not None:  # None: stopped during a broker outage
+                worker.settlement.flush_acks()
+                worker.consumer.drain(0)
