@@ -4,7 +4,6 @@ thread workers; nothing here touches the UI."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -142,7 +141,7 @@ class Actions:
             self.app.control.broadcast("shutdown", {}, destination=[worker], reply=False)
         except Exception as exc:
             return ActionResult(title, (f"could not reach the broker: {exc}",), False, "shutdown",
-                           targets)
+                                targets)
         return ActionResult(title, (f"{worker}: shutdown requested",), True, "shutdown", targets)
 
     def purge(self, queue: str) -> ActionResult:
@@ -153,11 +152,12 @@ class Actions:
                 scheduled = inspector.purge_scheduled(queue)
         except Exception as exc:
             return ActionResult(f"purge {queue}", (f"could not purge {queue}: {exc}",), False,
-                           "purge", (queue,))
+                                "purge", (queue,))
         held = f" and {scheduled} scheduled (ETA) task(s) from its delayed store" \
             if scheduled else ""
-        return ActionResult(f"purge {queue}", (f"removed {count} message(s) from {queue}{held}",), True,
-                       "purge", (queue,))
+        return ActionResult(f"purge {queue}",
+                            (f"removed {count} message(s) from {queue}{held}",), True,
+                            "purge", (queue,))
 
     def retry(self, name: str, args: Any, kwargs: Any, queue: str | None = None,
               exchange: str | None = None, routing_key: str | None = None) -> ActionResult:
@@ -167,8 +167,10 @@ class Actions:
             result = self.app.send_task(name, args=list(args), kwargs=dict(kwargs), queue=queue,
                                         exchange=exchange, routing_key=routing_key)
         except Exception as exc:
-            return ActionResult(f"retry {name}", (f"could not send: {exc}",), False, "retry", (name,))
-        return ActionResult(f"retry {name}", (f"sent again as {result.id}",), True, "retry", (name,))
+            return ActionResult(f"retry {name}", (f"could not send: {exc}",), False, "retry",
+                                (name,))
+        return ActionResult(f"retry {name}", (f"sent again as {result.id}",), True, "retry",
+                            (name,))
 
     def retry_many(self, sends: Sequence[Retry]) -> ActionResult:
         """Send tasks again, one message each (see :meth:`retry`); the audit trail names the
@@ -184,7 +186,7 @@ class Actions:
         failed = [f"{task_id}: {o.message}" for task_id, o in outcomes if not o.ok]
         lines = (f"sent {len(outcomes) - len(failed)} of {len(outcomes)} again", *failed[:3])
         return ActionResult(f"retry {len(outcomes)} tasks", lines, not failed, "retry", targets,
-                       replies)
+                            replies)
 
 
 @dataclass(frozen=True)
