@@ -22,7 +22,6 @@ from .exceptions import QtuiError
 from .protocol import (
     DEAD_QUEUE_HEADER,
     DEAD_REASON_HEADER,
-    DEAD_SUFFIX,
     DELIVERIES_HEADER,
     TaskMessage,
     decode,
@@ -33,10 +32,6 @@ from .protocol import (
 PAGE = 50
 #: Messages the summary by task name counts, from the head: a sample of a longer queue.
 SUMMARY_SAMPLE = 10_000
-#: Headers a dead letter carries about its death: dropped when it is requeued, so that it runs
-#: as it was first sent and its delivery count starts again.
-DEATH_HEADERS = (DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, DELIVERIES_HEADER)
-
 
 class PeekError(QtuiError):
     """A queue cannot be looked into or changed this way; the message says why and what to do."""
@@ -204,16 +199,6 @@ def summarize(messages: Iterable[WaitingMessage], sample: int = SUMMARY_SAMPLE) 
         counts[message.name] += 1
         sampled += 1
     return Summary(counts.most_common(), sampled, sample)
-
-
-def is_dead_letter_queue(name: str) -> bool:
-    return name.endswith(DEAD_SUFFIX) and len(name) > len(DEAD_SUFFIX)
-
-
-def requeue_target(dead_queue: str, message: WaitingMessage) -> str:
-    """Where a dead letter goes back to: the queue its record names, else the dead-letter
-    queue's name without ``.dead``."""
-    return message.origin_queue or dead_queue[:-len(DEAD_SUFFIX)]
 
 
 def rerouted(envelope: str | bytes, to: str, without_headers: set[str]) -> str:
