@@ -7,10 +7,14 @@ requeued task keeps its id and arguments and its delivery count starts again."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .peek import WaitingMessage
 from .protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DEAD_SUFFIX, DELIVERIES_HEADER
 from .queues import QueueInspector
+
+if TYPE_CHECKING:
+    from .backends.base import ResultBackend
 
 #: Headers a dead letter carries about its death, dropped when it is requeued.
 DEATH_HEADERS = (DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, DELIVERIES_HEADER)
@@ -47,8 +51,18 @@ def origin(dead_queue: str, message: WaitingMessage) -> str:
     return message.origin_queue or dead_queue[:-len(DEAD_SUFFIX)]
 
 
-def requeue(inspector: QueueInspector, dead_queue: str,
-            messages: Sequence[WaitingMessage]) -> int:
+def requeue(inspector: QueueInspector, dead_queue: str, messages: Sequence[WaitingMessage],
+            backend: ResultBackend | None = None) -> int:
     """Send dead letters back to the queue each came from, to the back of it, without their
-    death record; returns how many were still there."""
-    return inspector.move(dead_queue, messages, lambda m: origin(dead_queue, m), DEATH_HEADERS)
+    death record; returns how many were still there.
+
+    The result ``backend`` forgets each one's stored result (the failure that dead-lettered
+    it): the task is pending again, and a qtui worker does not drop it as already done when it
+    comes back flagged redelivered (after a peek on RabbitMQ, say)."""
+    moved = inspector.move(dead_queue, messages, lambda m: origin(dead_queue, m),
+                           DEATH_HEADERS)
+    if backend is not None and backend.persistent:
+        for message in messages:
+            if message.task_id:
+                backend.forget(message.task_id)
+    return moved

@@ -152,7 +152,7 @@ def dead_action_command(args: argparse.Namespace, app: App) -> int:
                 wanted = set(args.ids)
                 chosen = [m for m in chosen if m.task_id in wanted]
             if args.verb == "requeue":
-                done = dead.requeue(inspector, name, chosen)
+                done = dead.requeue(inspector, name, chosen, app.backend)
             else:
                 done = inspector.delete(name, chosen)
     except (QtuiError, *brokers.broker_errors(app.connection_for_read())) as exc:
