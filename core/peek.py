@@ -55,7 +55,7 @@ class WaitingMessage:
     """When the broker took it (epoch seconds) where it records that."""
 
     @classmethod
-    def from_envelope(cls, position: int, handle: str, envelope: Mapping[str, Any],
+    def from_envelope(cls, position: int, handle: Any, envelope: Mapping[str, Any],
                       enqueued_at: float | None = None) -> WaitingMessage:
         """From kombu's virtual-transport envelope (Redis lists, SQLite rows): the body is
         base64 when ``properties.body_encoding`` says so."""

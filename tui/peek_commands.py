@@ -145,6 +145,8 @@ def dead_action_command(args: argparse.Namespace, app: App) -> int:
         return 2
     name = dead.dead_queue_of(args.queue)
     action = f"dead {args.verb}"
+    errors: tuple[type[BaseException], ...] = (
+        QtuiError, *brokers.broker_errors(app.connection_for_read()))
     try:
         with inspector_for(app) as inspector:
             chosen = _filtered(dead.read(inspector, name), args.filter)
@@ -155,7 +157,7 @@ def dead_action_command(args: argparse.Namespace, app: App) -> int:
                 done = dead.requeue(inspector, name, chosen, app.backend)
             else:
                 done = inspector.delete(name, chosen)
-    except (QtuiError, *brokers.broker_errors(app.connection_for_read())) as exc:
+    except errors as exc:
         record_command(app, action, [name, *args.ids], {LOCAL: str(exc)}, False)
         raise QtuiError(f"cannot {args.verb} dead letters of {name}: {exc}") from exc
     said = f"{args.verb}d {done} of {len(chosen)} dead letter{'s' if len(chosen) != 1 else ''}"
