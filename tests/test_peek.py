@@ -259,3 +259,25 @@ def test_messages_sent_by_celerys_client_peek_correctly(redis_url, unique):
     assert (message.task_id, message.name) == (sent.id, "reports.build")
     assert (message.task.args, message.task.kwargs) == ((1, "a"), {"k": [2]})
     assert message.task.eta is not None and message.problem is None
+
+
+# the scripted commands ------------------------------------------------------------------------
+def test_qtui_peek_reads_at_80_columns_and_as_json(redis_url, unique, capsys, monkeypatch):
+    from qtui.tui.cli import main
+    monkeypatch.setenv("COLUMNS", "80")
+    url = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    queue = f"pk-cli-{unique}"
+    app = App("client", broker=url)
+    (task_id,) = [app.send_task("tasks.add", args=[1, "x" * 100], queue=queue).id]
+    try:
+        assert main(["-b", url, "peek", queue]) == 0
+        out = capsys.readouterr().out
+        assert max(len(line) for line in out.splitlines()) <= 80
+        assert task_id in out and "By task name (all 1 waiting): tasks.add 1" in out
+        assert main(["-b", url, "peek", queue, "--json", "--filter", "name:tasks.add"]) == 0
+        found = json.loads(capsys.readouterr().out)
+        assert [m["id"] for m in found["messages"]] == [task_id]
+        assert found["messages"][0]["args"] == [1, "x" * 100]
+    finally:
+        app.close()
+        delete_queues(url, queue)
