@@ -1,6 +1,7 @@
 """Queue inspection: which queues a broker holds, how many messages wait in each, who consumes.
 
-One small interface, :class:`QueueInspector` (``queues()``, ``purge()``), and one
+One small interface, :class:`QueueInspector` (``queues()``, ``purge()``, and ``peek()``,
+``delete()``, ``move()`` of single messages: :mod:`qtui.core.peek`), and one
 implementation per broker family (``queues.py`` in each package under ``core/brokers/``),
 because each answers the question differently:
 

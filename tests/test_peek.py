@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from kombu import Connection, Queue
 
 from qtui.core import App
 from qtui.core import deadletters as dead
-from qtui.core.brokers.amqp.queues import GET_PEEK, parse_management_messages
+from qtui.core.brokers.amqp.queues import GET_PEEK, MANAGEMENT_PEEK, parse_management_messages
 from qtui.core.peek import PeekError
 from qtui.core.protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DELIVERIES_HEADER
 from qtui.core.queues import inspector_for
@@ -281,3 +283,53 @@ def test_qtui_peek_reads_at_80_columns_and_as_json(redis_url, unique, capsys, mo
     finally:
         app.close()
         delete_queues(url, queue)
+
+
+class FakeManagementGet:
+    """A local HTTP server answering ``POST /api/queues/<vhost>/<queue>/get`` as RabbitMQ's
+    management API does (the plugin is not enabled on the test machine)."""
+
+    def __init__(self, messages: list[dict]) -> None:
+        self.requests: list[tuple[str, dict]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append((self.path, body))
+                payload = json.dumps(messages[:body["count"]]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://guest:guest@127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_with_the_management_api_a_peek_asks_for_a_get_that_requeues(amqp_url):
+    messages = [{"payload": base64.b64encode(json.dumps([[i], {}, {}]).encode()).decode(),
+                 "payload_encoding": "base64", "properties": {
+                     "content_type": "application/json", "content_encoding": "utf-8",
+                     "headers": {"task": "tasks.add", "id": f"id-{i}"}}} for i in range(5)]
+    server = FakeManagementGet(messages)
+    app = App("client", broker=amqp_url, broker_management_url=server.url)
+    try:
+        with inspector_for(app) as inspector:
+            page = inspector.peek("reports", 2, 2)
+    finally:
+        app.close()
+        server.close()
+    assert page.method == MANAGEMENT_PEEK and "ack_requeue_true" in page.method
+    assert [(m.position, m.task_id) for m in page.messages] == [(2, "id-2"), (3, "id-3")]
+    path, body = server.requests[0]
+    assert path == "/api/queues/%2F/reports/get"
+    assert body == {"count": 4, "ackmode": "ack_requeue_true", "encoding": "base64"}
