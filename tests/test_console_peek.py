@@ -185,3 +185,27 @@ def test_dead_letters_view_layout(snap_compare, app):
         await settled(pilot)
 
     assert snap_compare(FixedConsole(app=app), run_before=open_dead, terminal_size=(80, 24))
+
+
+async def test_the_peek_views_commands_do_what_its_actions_do(app):
+    """``qtui peek reports --delete ID`` and ``--move-to Q --ids ID``, as the dialogs show."""
+    from qtui.tui.cli import main
+    fill_reports(app)
+    console = FixedConsole(app=app)
+    async with console.run_test(size=SIZE) as pilot:
+        console.push_screen(PeekScreen("reports"))
+        await settled(pilot)
+        await pilot.press("D")
+        assert isinstance(console.screen, ConfirmScreen)
+        delete = console.screen.command
+        assert delete == equivalents.peek_delete("reports", [IDS[0]])
+        await pilot.press("n", "down", "m", "down", "enter")
+        assert isinstance(console.screen, ConfirmScreen)
+        move = console.screen.command
+        assert move == equivalents.peek_move("reports", "images", [IDS[1]])
+        await pilot.press("n")
+    assert waiting(app, "reports") == IDS  # both cancelled
+    assert main(["-b", URL, *delete.argv]) == 0
+    assert main(["-b", URL, *move.argv]) == 0
+    assert waiting(app, "reports") == [IDS[2]]
+    assert waiting(app, "images") == [IDS[1]]

@@ -112,3 +112,11 @@ def dead_letters(verb: str, letters: dict[str, list[str]], query: str = "",
         ("dead", verb, queue, *(("--all",) if everything else ids),
          *(("--filter", query) if query and everything else ()))
         for queue, ids in letters.items()))
+
+
+def peek_delete(queue: str, task_ids: Sequence[str]) -> Equivalent:
+    return Equivalent.of("peek", queue, "--delete", *task_ids)
+
+
+def peek_move(queue: str, to: str, task_ids: Sequence[str]) -> Equivalent:
+    return Equivalent.of("peek", queue, "--move-to", to, "--ids", *task_ids)

@@ -23,8 +23,12 @@ from qtui.core.exceptions import QtuiError
 from qtui.core.peek import PAGE, WaitingMessage
 from qtui.core.queues import inspector_for
 
+from . import message_actions
 from .audit import LOCAL, record_command
 from .query import QueryError, matches, parse
+
+#: Waiting messages ``qtui peek --delete|--move-to`` searches for the ids, from the head.
+SEARCHED = 10_000
 
 
 class FilterError(QtuiError):
@@ -44,6 +48,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                       help=f"at most N messages (default: {PAGE})")
     peek.add_argument("--offset", type=int, default=0, metavar="N",
                       help="skip the first N (default: 0, the head)")
+    peek.add_argument("--delete", nargs="+", metavar="ID",
+                      help="delete the waiting messages of these task ids instead (audited)")
+    peek.add_argument("--move-to", metavar="QUEUE",
+                      help="with IDs after --ids: move those messages to the back of QUEUE")
+    peek.add_argument("--ids", nargs="+", metavar="ID", help="the task ids --move-to moves")
     _filter_and_json(peek)
     peek.set_defaults(func=peek_command)
 
@@ -92,7 +101,10 @@ def _out() -> Console:
 
 # peek -------------------------------------------------------------------------------------------
 def peek_command(args: argparse.Namespace, app: App) -> int:
-    """``qtui peek QUEUE``: a page of waiting messages and the summary by task name."""
+    """``qtui peek QUEUE``: a page of waiting messages and the summary by task name (or, with
+    ``--delete`` or ``--move-to``, the peek view's actions on messages by task id)."""
+    if args.delete or args.move_to:
+        return _act_on_messages(args, app)
     try:
         with inspector_for(app) as inspector:
             page = inspector.peek(args.queue, max(0, args.offset), max(0, args.limit))
@@ -111,6 +123,30 @@ def peek_command(args: argparse.Namespace, app: App) -> int:
     out.print(safe_text(summary.words()))
     out.print(_messages_table(shown, dead_letters=False))
     return 0
+
+
+def _act_on_messages(args: argparse.Namespace, app: App) -> int:
+    """``--delete ID...`` or ``--move-to QUEUE --ids ID...``: the messages of those task ids
+    among the first ``--limit`` waiting (searched from the head), as the peek view acts."""
+    ids = set(args.delete or args.ids or ())
+    if args.move_to and not args.ids:
+        print("qtui peek --move-to needs --ids ID...", file=sys.stderr)
+        return 2
+    with inspector_for(app) as inspector:
+        found = [m for m in inspector.peek(args.queue, 0, max(args.limit, SEARCHED)).messages
+                 if m.task_id in ids]
+    if args.move_to:
+        outcome = message_actions.move(app, args.queue, found, args.move_to)
+    else:
+        outcome = message_actions.delete(app, args.queue, found)
+    replies = {LOCAL: outcome.message}
+    record_command(app, outcome.action, outcome.targets, replies, outcome.ok)
+    if args.json:
+        print(json.dumps({"queue": args.queue, "ok": outcome.ok, "found": len(found),
+                          "said": outcome.message}))
+    else:
+        _out().print(Text(outcome.message))
+    return 0 if outcome.ok else 1
 
 
 # dead letters -----------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from .peek import MessagesView
 
 #: Characters of a reason in the table (the whole reason is below it).
 REASON_SHOWN = 60
+#: Dead letters the view reads from each queue, from the head (``qtui dead`` reads them all).
+SHOWN_PER_QUEUE = 5_000
 
 
 class DeadLettersScreen(MessagesView):
@@ -52,7 +54,7 @@ class DeadLettersScreen(MessagesView):
             with inspector_for(self.console.actions.app) as inspector:
                 found = {f"{name}:{m.position}": m
                          for name in dead.dead_queues(inspector, known)
-                         for m in dead.read(inspector, name)}
+                         for m in dead.read(inspector, name, SHOWN_PER_QUEUE)}
         except Exception as exc:  # noqa: BLE001 - the broker refused or is gone: shown
             self.app.call_from_thread(self._show, {}, f"cannot read dead letters: {exc}")
             return
@@ -83,6 +85,8 @@ class DeadLettersScreen(MessagesView):
             table.move_cursor(row=table.get_row_index(current))
         queues = {k.rpartition(":")[0] for k in self.messages}
         summary = Text(f"{len(self.messages)} dead letter(s) in {len(queues)} queue(s)")
+        if any(int(k.rpartition(":")[2]) + 1 >= SHOWN_PER_QUEUE for k in self.messages):
+            summary.append(f" (the first {SHOWN_PER_QUEUE} of each: qtui dead for all)")
         if self.filter_text:
             summary.append(f" · {len(self.shown)} match ")
             summary.append_text(safe_text(self.filter_text))

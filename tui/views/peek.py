@@ -18,7 +18,7 @@ from qtui.core.display import safe_text
 from qtui.core.peek import PAGE, Summary, WaitingMessage
 from qtui.core.queues import inspector_for
 
-from .. import message_actions
+from .. import equivalents, message_actions
 from ..actions import ActionResult
 from ..bulk import BulkPlan, Marks, Target
 from . import format
@@ -222,7 +222,8 @@ class PeekScreen(MessagesView):
     def action_delete(self) -> None:
         messages = self.chosen()
         plan = self.plan("Delete", "message", messages)
-        self.confirm_bulk(plan, f"They leave {self.queue} for good.", None,
+        self.confirm_bulk(plan, f"They leave {self.queue} for good.",
+                          equivalents.peek_delete(self.queue, plan.ids),
                           self.reloading(lambda ids: message_actions.delete(
                               self.console.actions.app, self.queue, messages)))
 
@@ -237,7 +238,8 @@ class PeekScreen(MessagesView):
 
         def to(queue: str) -> None:
             plan = self.plan(f"Move to {queue}", "message", messages)
-            self.confirm_bulk(plan, f"They go to the back of {queue}.", None,
+            self.confirm_bulk(plan, f"They go to the back of {queue}.",
+                              equivalents.peek_move(self.queue, queue, plan.ids),
                               self.reloading(lambda ids: message_actions.move(
                                   self.console.actions.app, self.queue, messages, queue)))
         self.choose(f"Move {len(messages)} message(s) from {self.queue} to", others, to)
