@@ -209,3 +209,31 @@ async def test_the_peek_views_commands_do_what_its_actions_do(app):
     assert main(["-b", URL, *move.argv]) == 0
     assert waiting(app, "reports") == [IDS[2]]
     assert waiting(app, "images") == [IDS[1]]
+
+
+def test_qtui_dead_requeue_is_audited(app, tmp_path, capsys):
+    import json
+
+    from qtui.tui.cli import main
+    dead_letter(app, IDS[0], "failed: ValueError('bad size')")
+    config = tmp_path / "qtui.toml"
+    config.write_text(f'broker_url = "{URL}"\n'
+                      f'console_history_file = "{tmp_path / "history.sqlite"}"\n')
+    assert main(["--config", str(config), "dead", "requeue", "images", "--all"]) == 0
+    assert main(["--config", str(config), "audit", "--json"]) == 0
+    [found] = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (found["action"], found["targets"], found["ok"]) == (
+        "dead requeue", ["images.dead", IDS[0]], True)
+    assert found["replies"] == {"-": "requeued 1 of 1 dead letter"}
+
+
+async def test_requeueing_more_than_100_dead_letters_asks_for_the_count(app):
+    for i in range(101):
+        dead_letter(app, f"{i:08d}-aaaa-bbbb-cccc-dddddddddddd", "failed")
+    console = FixedConsole(app=app)
+    async with console.run_test(size=SIZE) as pilot:
+        console.push_screen(DeadLettersScreen())
+        await settled(pilot)
+        await pilot.press("A")
+        assert isinstance(console.screen, ConfirmScreen)
+        assert console.screen.typed == "101"
