@@ -2,7 +2,7 @@
 for people, and what a dead letter says about why it died.
 
 Each broker family's queue inspector (:class:`~qtui.core.queues.QueueInspector`) fetches the
-messages its own way (README "Peek: what it does on each broker"); this module turns what it
+messages its own way (README "Peek and dead letters"); this module turns what it
 fetched into :class:`WaitingMessage` objects and counts them by task name. Bodies are decoded
 as JSON only, whatever the task serializer: a console never unpickles what a queue holds.
 """
@@ -33,6 +33,7 @@ PAGE = 50
 #: Messages the summary by task name counts, from the head: a sample of a longer queue.
 SUMMARY_SAMPLE = 10_000
 
+
 class PeekError(QtuiError):
     """A queue cannot be looked into or changed this way; the message says why and what to do."""
 
@@ -44,8 +45,8 @@ class WaitingMessage:
     position: int
     """0 for the next to be delivered."""
     handle: Any
-    """What the broker needs to find this exact message again (a Redis list and envelope, an
-    SQLite row id, a task id on RabbitMQ)."""
+    """What the broker needs to find this exact message again (a Redis list and the exact
+    envelope, an SQLite row id and payload, a task id on RabbitMQ)."""
     body: bytes
     content_type: str | None
     content_encoding: str | None
@@ -168,8 +169,8 @@ class Peek:
     queue: str
     messages: list[WaitingMessage]
     method: str
-    """What the broker did to show them, in words (README "Peek: what it does on each
-    broker")."""
+    """What the broker did to show them, in words (README "Peek and dead
+    letters")."""
 
 
 @dataclass(frozen=True)
