@@ -14,7 +14,9 @@ Sections (``--only`` picks some, comma-separated):
 - ``console``: :mod:`bench.bench_console` in a process of its own (without it, the last
   figures recorded in bench/RESULTS.md are printed);
 - ``eta``: how late ETA tasks run behind a backlog (:mod:`bench.bench_eta`: p50/p99/max late,
-  qtui and Celery solo workers, events off for both), on RabbitMQ and on Redis.
+  qtui and Celery solo workers, events off for both), on RabbitMQ and on Redis;
+- ``peek``: :mod:`bench.bench_peek` (the first page of a peek at 1,000,000 messages, 10,000
+  dead letters requeued), on Redis.
 
 Every case runs the same way: a client process sends the tasks one ``delay()`` at a time (the
 enqueue rate), then the worker starts, and the clock runs from the first message it takes until
@@ -59,6 +61,7 @@ import redis
 
 SECTIONS = ("redis", "rabbitmq", "sqlite", "latency", "console")
 SECTIONS += ("eta",)  # bench.bench_eta's lateness of ETA tasks behind a backlog
+SECTIONS += ("peek",)  # bench.bench_peek: a peek at 1,000,000 messages, 10,000 dead letters
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 120.0
 """Seconds a worker may take to start taking messages."""
@@ -619,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     latencies: list[dict[str, Any]] = []
     console = ""
     eta_tables: list[str] = []
+    peek = ""
     with tempfile.TemporaryDirectory(prefix="qtui-bench-") as tmp:
         workdir = Path(tmp)
         if "sqlite" in sections:
@@ -663,6 +667,10 @@ def main(argv: list[str] | None = None) -> int:
                     brokers["redis"].reset("")
             if "eta" in sections:
                 eta_tables = run_eta(workdir, args)
+            if "peek" in sections:  # a process of its own, on the run's Redis database
+                done = subprocess.run([sys.executable, "-m", "bench.bench_peek", "--redis",
+                                       args.redis], cwd=REPO, capture_output=True, text=True)
+                peek = done.stdout.strip() or done.stderr[-2000:]
         finally:
             if "redis" in brokers:
                 brokers["redis"].reset("")
@@ -676,6 +684,8 @@ def main(argv: list[str] | None = None) -> int:
         print(latency_table(latencies) + "\n")
     for table in eta_tables:
         print(table + "\n")
+    if peek:
+        print(f"Peek and dead letters (Redis):\n{peek}\n")
     if console:
         print(f"Console ({console_tasks:,} tasks):\n{console}\n")
     else:

@@ -379,6 +379,9 @@ def _date(value: Any, name: str, task_id: str) -> datetime | None:
 DEAD_SUFFIX = ".dead"
 DEAD_REASON_HEADER = "x-qtui-dead-reason"
 DEAD_QUEUE_HEADER = "x-qtui-dead-queue"
+# Deliveries lost before this one (:mod:`qtui.workers.redelivery` counts them; a dead letter
+# requeued by hand starts again without it).
+DELIVERIES_HEADER = "x-qtui-deliveries"
 
 
 def dead_letter_queue_name(queue: str) -> str:

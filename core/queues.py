@@ -1,6 +1,7 @@
 """Queue inspection: which queues a broker holds, how many messages wait in each, who consumes.
 
-One small interface, :class:`QueueInspector` (``queues()``, ``purge()``), and one
+One small interface, :class:`QueueInspector` (``queues()``, ``purge()``, and ``peek()``,
+``delete()``, ``move()`` of single messages: :mod:`qtui.core.peek`), and one
 implementation per broker family (``queues.py`` in each package under ``core/brokers/``),
 because each answers the question differently:
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from .brokers.family import family_for
 from .delayed import is_store_queue
 from .events import EVENT_QUEUE_PREFIX
 from .exceptions import QtuiError
+from .peek import PAGE, SUMMARY_SAMPLE, Peek, PeekError, Summary, WaitingMessage, summarize
 
 if TYPE_CHECKING:
     from .app import App
@@ -152,6 +154,33 @@ class QueueInspector(ABC):
             raise
         finally:
             _close_quietly(channel)
+
+    peek_method = "cannot look into a queue on this transport"
+    """What :meth:`peek` does to the queue, in words, for the view and the CLI to say."""
+
+    def peek(self, name: str, offset: int = 0, limit: int = PAGE) -> Peek:
+        """Up to ``limit`` waiting messages of ``name`` from position ``offset`` (0 is the
+        next to be delivered), in delivery order."""
+        raise PeekError(f"qtui cannot look into queues on the {self._transport()} transport "
+                        "(it can on Redis, RabbitMQ and its embedded SQLite broker)")
+
+    def summary(self, name: str, sample: int = SUMMARY_SAMPLE) -> Summary:
+        """The first ``sample`` waiting messages counted by task name."""
+        return summarize(self.peek(name, 0, sample).messages, sample)
+
+    def delete(self, name: str, messages: Sequence[WaitingMessage]) -> int:
+        """Remove these peeked messages from ``name``; returns how many were still there."""
+        raise PeekError(f"qtui cannot delete one message on the {self._transport()} transport")
+
+    def move(self, name: str, messages: Sequence[WaitingMessage], to: Callable[
+            [WaitingMessage], str], without_headers: Iterable[str] = ()) -> int:
+        """Move these peeked messages from ``name`` to the back of queue ``to(message)``,
+        without ``without_headers`` (a requeued dead letter loses its death record); returns
+        how many were still there to move."""
+        raise PeekError(f"qtui cannot move one message on the {self._transport()} transport")
+
+    def _transport(self) -> str:
+        return str(self.connection.transport.driver_type)
 
 
 def _not_found(exc: ChannelError) -> bool:

@@ -30,6 +30,7 @@ COMMANDS = (
     ColonCommand("metrics", "task metrics", ("m", "me")),
     ColonCommand("notifications", "notification log", ("log", "n")),
     ColonCommand("audit", "audit trail: actions taken", ("au",)),
+    ColonCommand("dead", "dead letters", ("de",)),
     ColonCommand("alerts", "alert rules", ("al",)),
     ColonCommand("context", "switch cluster", ("ctx",), "NAME"),
     ColonCommand("help", "keys and commands", ("h",)),

@@ -301,6 +301,12 @@ class Console(TextualApp[None]):
         if not isinstance(self.screen, AuditScreen):
             self.push_screen(AuditScreen())
 
+    def action_dead_letters(self) -> None:
+        """``:dead``: the dead letters of every queue."""
+        from .views.dead_letters import DeadLettersScreen
+        if not isinstance(self.screen, DeadLettersScreen):
+            self.push_screen(DeadLettersScreen())
+
     def retry_task(self, task: TaskRow) -> None:
         """Send a task again with its full original arguments, where it was sent the first time
         (refused when only a truncated repr of the arguments is known), once the user said yes."""
@@ -409,6 +415,8 @@ class Console(TextualApp[None]):
             self.action_notifications()
         elif word == "audit":
             self.action_audit()
+        elif word == "dead":
+            self.action_dead_letters()
         elif word:
             known = ", ".join(c.usage() for c in command_mode.COMMANDS)
             self.notify(f"Unknown command :{word}. Try {known}", severity="error")

@@ -102,3 +102,21 @@ def purge(queue: str) -> Equivalent:
 def schedule(verb: str, entry: str) -> Equivalent:
     """``qtui schedule run|pause|resume ENTRY``."""
     return Equivalent.of("schedule", verb, entry)
+
+
+def dead_letters(verb: str, letters: dict[str, list[str]], query: str = "",
+                 everything: bool = False) -> Equivalent:
+    """``qtui dead requeue|delete QUEUE ID...`` a dead-letter queue (``--all`` with the filter
+    for "everything matching")."""
+    return Equivalent(tuple(
+        ("dead", verb, queue, *(("--all",) if everything else ids),
+         *(("--filter", query) if query and everything else ()))
+        for queue, ids in letters.items()))
+
+
+def peek_delete(queue: str, task_ids: Sequence[str]) -> Equivalent:
+    return Equivalent.of("peek", queue, "--delete", *task_ids)
+
+
+def peek_move(queue: str, to: str, task_ids: Sequence[str]) -> Equivalent:
+    return Equivalent.of("peek", queue, "--move-to", to, "--ids", *task_ids)

@@ -29,11 +29,10 @@ from kombu import Exchange, Producer, Queue
 from kombu.message import Message
 
 from qtui.core.ledger import Ledger, RedisLedger, StartRecord
-from qtui.core.protocol import TaskMessage
+from qtui.core.protocol import DELIVERIES_HEADER, TaskMessage
 
 logger = logging.getLogger("qtui.worker")
 
-DELIVERIES_HEADER = "x-qtui-deliveries"
 STARTED = "started"
 #: How long a start stays recorded: far longer than a message waits for its redelivery.
 STARTED_TTL = 86_400.0

@@ -4,7 +4,7 @@ store, consumers and who consumes it."""
 from __future__ import annotations
 
 from textual.binding import Binding
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 
 from .. import equivalents
 from . import format
@@ -67,3 +67,9 @@ class QueuesScreen(TableView):
                         ["all workers", *self.consumers_of(queue)],
                         lambda scope: self.stop_consuming(
                             queue, None if scope == "all workers" else [scope]))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a queue: peek at its waiting messages."""
+        from .peek import PeekScreen
+        if event.row_key.value is not None:
+            self.app.push_screen(PeekScreen(str(event.row_key.value)))

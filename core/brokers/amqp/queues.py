@@ -1,5 +1,8 @@
 """Queue inspection on RabbitMQ: the management API lists every queue of the vhost when
-``broker_management_url`` is set; passive declares count the named queues otherwise."""
+``broker_management_url`` is set; passive declares count the named queues otherwise. Peeking
+takes and requeues (the management API's get, else basic.get and reject), since AMQP has no
+way to read a queue without taking from it; deleting or moving one message gets messages from
+the head until it is found, and requeues the others."""
 
 from __future__ import annotations
 
@@ -8,13 +11,24 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kombu import Connection
+from kombu import Connection, Exchange, Producer, Queue
+from kombu.exceptions import ChannelError
+from kombu.message import Message
 
 from ...config import mask_url
-from ...queues import DeclaredQueues, QueueInfo, QueueInspectionError, is_internal
+from ...peek import PAGE, SUMMARY_SAMPLE, Peek, PeekError, Summary, WaitingMessage
+from ...queues import (
+    DeclaredQueues,
+    QueueInfo,
+    QueueInspectionError,
+    _close_quietly,
+    _not_found,
+    is_internal,
+)
 
 #: Seconds to wait for the RabbitMQ management API.
 MANAGEMENT_TIMEOUT = 5.0
@@ -30,6 +44,7 @@ class AmqpQueues(DeclaredQueues):
         super().__init__(connection)
         self.management_url = management_url
         self.lists_all = bool(management_url)
+        self.peek_method = MANAGEMENT_PEEK if management_url else GET_PEEK
 
     def queues(self, names: Iterable[str] = ()) -> list[QueueInfo]:
         wanted = set(names)
@@ -42,37 +57,120 @@ class AmqpQueues(DeclaredQueues):
         listed.update({q.name: q for q in super().queues(wanted - set(listed))})
         return sorted(listed.values(), key=lambda q: q.name)
 
+    def peek(self, name: str, offset: int = 0, limit: int = PAGE) -> Peek:
+        if self.management_url:
+            vhost = urllib.parse.quote(self.connection.virtual_host or "/", safe="")
+            found = management_call(
+                self.management_url, f"queues/{vhost}/{urllib.parse.quote(name, safe='')}/get",
+                self.connection.userid, self.connection.password,
+                data={"count": offset + limit, "ackmode": "ack_requeue_true",
+                      "encoding": "base64"})
+            return Peek(name, parse_management_messages(found)[offset:], self.peek_method)
+        messages: list[WaitingMessage] = []
+        self._each(name, offset + limit, lambda position, message: messages.append(
+            _waiting(position, message)) if position >= offset else None)
+        return Peek(name, messages, self.peek_method)
+
+    def summary(self, name: str, sample: int = SUMMARY_SAMPLE) -> Summary:
+        """Over the first page only: each message read here is taken and requeued."""
+        return super().summary(name, min(sample, PAGE))
+
+    def delete(self, name: str, messages: Sequence[WaitingMessage]) -> int:
+        return self._take(name, messages, lambda message, waiting: None)
+
+    def move(self, name: str, messages: Sequence[WaitingMessage],
+             to: Callable[[WaitingMessage], str], without_headers: Iterable[str] = ()) -> int:
+        without = set(without_headers)
+        for target in sorted({to(m) for m in messages}):
+            if not self._exists(target):
+                raise PeekError(f"there is no queue {target!r} on this RabbitMQ (its default "
+                                "exchange would drop what is sent there): nothing was moved. "
+                                "Start a worker that consumes it, which declares it, first.")
+
+        def publish(message: Message, waiting: WaitingMessage) -> None:
+            headers = {k: v for k, v in (message.headers or {}).items()
+                       if k not in without and k not in _DELIVERY_HEADERS}
+            properties = {k: message.properties[k] for k in _KEPT_PROPERTIES
+                          if message.properties.get(k) is not None}
+            Producer(message.channel).publish(
+                message.body, exchange="", routing_key=to(waiting), headers=headers,
+                content_type=message.content_type or "application/data",
+                content_encoding=message.content_encoding or "binary", delivery_mode=2,
+                **properties)
+        return self._take(name, messages, publish)
+
+    def _exists(self, name: str) -> bool:
+        """Whether RabbitMQ has a queue ``name`` (a passive declare)."""
+        channel = self.connection.channel()
+        try:
+            channel.queue_declare(queue=name, passive=True)
+            return True
+        except ChannelError as exc:
+            if _not_found(exc):
+                return False
+            raise
+        finally:
+            _close_quietly(channel)
+
+    def _take(self, name: str, messages: Sequence[WaitingMessage],
+              act: Callable[[Message, WaitingMessage], None]) -> int:
+        """Get messages from the head until each wanted one (by task id) is found, ``act`` on
+        it and ack it; every other message got is held, and requeued at the end (RabbitMQ
+        cannot take one message from the middle of a queue). A connection lost half way
+        gives every held message back: nothing is lost."""
+        wanted = Counter(m.handle for m in messages)
+        done = 0
+
+        def visit(position: int, message: Message) -> bool:
+            nonlocal done
+            waiting = _waiting(position, message)
+            if wanted[waiting.handle] <= 0:
+                return False
+            act(message, waiting)
+            message.ack()
+            wanted[waiting.handle] -= 1
+            done += 1
+            return True
+        self._each(name, None, visit, until=lambda: not +wanted)
+        return done
+
+    def _each(self, name: str, limit: int | None, visit: Callable[[int, Message], Any],
+              until: Callable[[], bool] = lambda: False) -> None:
+        """basic.get the messages of ``name`` from the head (at most ``limit``, and no more
+        than it held when this began), hand each to ``visit`` (True: it settled the message),
+        then requeue all the others."""
+        channel = self.connection.channel()
+        held: list[Message] = []
+        try:
+            queue = Queue(name, Exchange(""), routing_key=name, channel=channel, no_declare=True)
+            try:
+                depth = channel.queue_declare(queue=name, passive=True).message_count
+            except ChannelError as exc:
+                if _not_found(exc):
+                    return
+                raise
+            for position in range(depth if limit is None else min(limit, depth)):
+                if until():
+                    break
+                message = queue.get(no_ack=False)
+                if message is None:
+                    break
+                if not visit(position, message):
+                    held.append(message)
+        finally:
+            for message in held:
+                message.reject(requeue=True)
+            _close_quietly(channel)
+
 
 def fetch_management_queues(url: str, vhost: str, userid: str | None = None,
                             password: str | None = None,
                             timeout: float = MANAGEMENT_TIMEOUT) -> list[QueueInfo]:
     """``GET /api/queues/<vhost>`` of the RabbitMQ management API. Credentials come from the
     URL (``http://user:password@host:15672/``), else from the broker connection."""
-    parts = urllib.parse.urlsplit(url)
-    user = urllib.parse.unquote(parts.username) if parts.username else userid
-    secret = urllib.parse.unquote(parts.password) if parts.password else password
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-    endpoint = (f"{base}/api/queues/{urllib.parse.quote(vhost, safe='')}"
-                "?columns=name,vhost,messages_ready,messages_unacknowledged,consumers")
-    request = urllib.request.Request(endpoint, headers={"Accept": "application/json"})
-    if user is not None:
-        token = base64.b64encode(f"{user}:{secret or ''}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            payload = json.loads(response.read().decode("utf-8"))
-    except urllib.error.HTTPError as exc:
-        raise QueueInspectionError(
-            f"the RabbitMQ management API at {mask_url(url)} answered {exc.code} {exc.reason} "
-            "(check the user, password and vhost in broker_management_url)") from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise QueueInspectionError(
-            f"cannot read queues from the RabbitMQ management API at {mask_url(url)}: {exc}. "
-            "Is the rabbitmq_management plugin enabled? Unset broker_management_url to look "
-            "queues up by name instead.") from exc
+    payload = management_call(url, f"queues/{urllib.parse.quote(vhost, safe='')}"
+                              "?columns=name,vhost,messages_ready,messages_unacknowledged,"
+                              "consumers", userid, password, timeout=timeout)
     return parse_management_queues(payload, vhost)
 
 
@@ -95,3 +193,81 @@ def parse_management_queues(payload: Any, vhost: str | None = None) -> list[Queu
 
 def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def management_call(url: str, path: str, userid: str | None = None,
+                    password: str | None = None, data: Any = None,
+                    timeout: float = MANAGEMENT_TIMEOUT) -> Any:
+    """The JSON answer of the RabbitMQ management API's ``/api/<path>`` (a POST of ``data``
+    when given). Credentials come from the URL (``http://user:password@host:15672/``), else
+    from the broker connection."""
+    parts = urllib.parse.urlsplit(url)
+    user = urllib.parse.unquote(parts.username) if parts.username else userid
+    secret = urllib.parse.unquote(parts.password) if parts.password else password
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    request = urllib.request.Request(
+        f"{base}/api/{path}", headers={"Accept": "application/json"},
+        data=None if data is None else json.dumps(data).encode())
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if user is not None:
+        token = base64.b64encode(f"{user}:{secret or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        raise QueueInspectionError(
+            f"the RabbitMQ management API at {mask_url(url)} answered {exc.code} {exc.reason} "
+            "(check the user, password and vhost in broker_management_url)") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise QueueInspectionError(
+            f"cannot read queues from the RabbitMQ management API at {mask_url(url)}: {exc}. "
+            "Is the rabbitmq_management plugin enabled? Unset broker_management_url to look "
+            "queues up by name instead.") from exc
+
+
+#: What each peek does on RabbitMQ, said in the view and by ``qtui peek`` (RabbitMQ's docs,
+#: "Negative Acknowledgements": a requeued message goes back to its original position if it
+#: can, else nearer the head, when other consumers took or acked messages meanwhile).
+MANAGEMENT_PEEK = ("the management API's get with ackmode=ack_requeue_true: each message is "
+                   "taken and requeued, back at its place unless other consumers took messages "
+                   "meanwhile, and flagged redelivered")
+GET_PEEK = ("basic.get of each message, then basic.reject with requeue: taken and requeued, "
+            "back at its place unless other consumers took messages meanwhile (then nearer "
+            "the head), and flagged redelivered")
+#: Headers that describe one delivery, never copied when a message is moved.
+_DELIVERY_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-queue",
+                               "x-first-death-reason", "x-last-death-exchange",
+                               "x-last-death-queue", "x-last-death-reason"})
+_KEPT_PROPERTIES = ("correlation_id", "reply_to", "priority", "expiration", "message_id",
+                    "type", "app_id", "timestamp")
+
+
+def _waiting(position: int, message: Message) -> WaitingMessage:
+    headers = message.headers or {}
+    task_id = headers.get("id") or message.properties.get("correlation_id") or ""
+    return WaitingMessage(position, str(task_id), message.body, message.content_type,
+                          message.content_encoding, headers, message.properties)
+
+
+def parse_management_messages(payload: Any) -> list[WaitingMessage]:
+    """Messages from a management API ``/api/queues/<vhost>/<name>/get`` answer."""
+    if not isinstance(payload, list):
+        raise QueueInspectionError("the RabbitMQ management API did not answer with a list of "
+                                   f"messages: {str(payload)[:200]}")
+    found = []
+    for position, entry in enumerate(payload):
+        properties = dict(entry.get("properties") or {}) if isinstance(entry, Mapping) else {}
+        raw = str(entry.get("payload", "")) if isinstance(entry, Mapping) else ""
+        body = (base64.b64decode(raw) if entry.get("payload_encoding") == "base64"
+                else raw.encode())
+        headers = properties.pop("headers", None) or {}
+        task_id = headers.get("id") or properties.get("correlation_id") or ""
+        found.append(WaitingMessage(position, str(task_id), body,
+                                    properties.get("content_type"),
+                                    properties.get("content_encoding"), headers, properties))
+    return found

@@ -364,6 +364,33 @@ class Database:
             (queue, now)).fetchone()[0])
         return None if found is None else float(found)
 
+    # peeking: the ready rows in delivery order, and changes to rows nobody holds
+
+    def ready_page(self, queue: str, offset: int, limit: int
+                   ) -> list[tuple[int, str, float]]:
+        """(id, payload, created_at) of ready rows ``offset`` to ``offset + limit`` of
+        ``queue``, in the order a claim takes them: a read, nothing claimed."""
+        now = time.time()
+        return self._read(lambda c: c.execute(
+            f"SELECT id, payload, created_at FROM messages WHERE id IN ({READY} LIMIT ? "
+            "OFFSET ?) ORDER BY priority, visible_at, id",
+            (queue, now, limit, offset)).fetchall())
+
+    def delete_rows(self, queue: str, ids: list[int]) -> int:
+        """Delete these rows of ``queue`` unless a consumer holds them; returns how many."""
+        return self._write(lambda c: sum(c.execute(
+            "DELETE FROM messages WHERE id = ? AND queue = ? AND holder IS NULL",
+            (i, queue)).rowcount for i in ids))
+
+    def move_rows(self, queue: str, moves: list[tuple[int, str, str]]) -> int:
+        """Move rows of ``queue`` nobody holds, each (id, new payload, to), to the back of
+        queue ``to``, ready now; returns how many."""
+        now = time.time()
+        return self._write(lambda c: sum(c.execute(
+            "UPDATE messages SET queue = ?, payload = ?, visible_at = ?, created_at = ?, "
+            "delivered_count = 0 WHERE id = ? AND queue = ? AND holder IS NULL",
+            (to, payload, now, now, i, queue)).rowcount for i, payload, to in moves))
+
     # rows nobody holds, ready or not yet visible (the delayed store's due queues)
 
     def count_unheld(self, queue: str) -> int:

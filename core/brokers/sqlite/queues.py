@@ -1,10 +1,14 @@
-"""Queue inspection on the embedded broker: the file lists its queues and depths itself."""
+"""Queue inspection on the embedded broker: the file lists its queues and depths itself; peeking
+is a SELECT of the ready rows in delivery order, and deleting or moving one changes its row
+unless a consumer holds it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ...peek import PAGE, Peek, WaitingMessage, rerouted
 from ...queues import QueueHead, QueueInfo, QueueInspector, is_internal
 
 
@@ -31,3 +35,25 @@ class SqliteQueues(QueueInspector):
             if enqueued is not None:
                 heads[name] = [QueueHead(None, enqueued)]
         return heads
+
+    peek_method = "a SELECT of the ready rows in delivery order (nothing taken, nothing reordered)"
+
+    def peek(self, name: str, offset: int = 0, limit: int = PAGE) -> Peek:
+        channel: Any = self.connection.default_channel
+        rows = channel.db.ready_page(name, offset, limit)
+        return Peek(name, [WaitingMessage.from_envelope(offset + i, (row_id, payload),
+                                                        json.loads(payload), created_at)
+                           for i, (row_id, payload, created_at) in enumerate(rows)],
+                    self.peek_method)
+
+    def delete(self, name: str, messages: Sequence[WaitingMessage]) -> int:
+        channel: Any = self.connection.default_channel
+        return int(channel.db.delete_rows(name, [m.handle[0] for m in messages]))
+
+    def move(self, name: str, messages: Sequence[WaitingMessage],
+             to: Callable[[WaitingMessage], str], without_headers: Iterable[str] = ()) -> int:
+        channel: Any = self.connection.default_channel
+        without = set(without_headers)
+        moves = [(m.handle[0], rerouted(m.handle[1], to(m), without), to(m)) for m in messages]
+        return int(channel.db.move_rows(name, moves))
+

@@ -1,0 +1,335 @@
+"""Peeking into a queue and acting on one message, per broker family: Redis and the embedded
+SQLite broker read without taking (the queue is byte-identical after), RabbitMQ takes and
+requeues; delete and move one message; the dead letters of a real worker requeued to run again
+with the same id and arguments and a fresh delivery count; messages sent by Celery's client.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import redis
+from kombu import Connection, Queue
+
+from qtui.core import App
+from qtui.core import deadletters as dead
+from qtui.core.brokers.amqp.queues import GET_PEEK, MANAGEMENT_PEEK, parse_management_messages
+from qtui.core.peek import PeekError
+from qtui.core.protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DELIVERIES_HEADER
+from qtui.core.queues import inspector_for
+
+from .processes import write_module
+from .test_control import delete_queues
+from .worker_helpers import TASKS, Setup, make_setup, wait_for
+
+#: Redis database of this module's tests (allotted to it; flushed by nobody else).
+REDIS_DB = 2
+
+
+def send(app: App, queue: str, priorities: list[int]) -> list[str]:
+    """One tasks.add a priority, args [i, i]; their ids in sending order."""
+    return [app.send_task("tasks.add", args=[i, i], kwargs={"n": i}, queue=queue,
+                          priority=priority).id
+            for i, priority in enumerate(priorities)]
+
+
+@pytest.fixture(params=["redis", "sqlite", "rabbitmq"])
+def family(request, tmp_path, unique) -> Iterator[tuple[str, App, str]]:
+    """(family, client app, its queue) on each broker."""
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url").rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    elif request.param == "sqlite":
+        url = f"sqlite://{tmp_path}/broker.sqlite"
+    else:
+        url = request.getfixturevalue("amqp_url")
+    queue = f"pk-{unique}"
+    names = (queue, f"{queue}.other")
+    if request.param == "rabbitmq":  # declared, as a worker would: RabbitMQ drops the unrouted
+        with Connection(url) as conn:
+            for name in names:
+                Queue(name, routing_key=name, durable=True)(conn.default_channel).declare()
+    app = App("client", broker=url, task_default_queue=queue)
+    yield request.param, app, queue
+    app.close()
+    if request.param != "sqlite":
+        delete_queues(url, *names)
+
+
+def snapshot(kind: str, app: App, queue: str) -> object:
+    """The queue exactly as the broker stores it: every byte of every priority list (Redis),
+    every column of every row (SQLite)."""
+    url = app.broker_url
+    if kind == "redis":
+        client = redis.Redis.from_url(url)
+        return [client.lrange(key, 0, -1) for key in
+                [queue] + [f"{queue}\x06\x16{step}" for step in (3, 6, 9)]]
+    path = Path(url[len("sqlite://"):])
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT * FROM messages WHERE queue = ? ORDER BY id",
+                          (queue,)).fetchall()
+
+
+def test_peek_lists_waiting_messages_from_the_head_in_delivery_order(family):
+    _kind, app, queue = family
+    ids = send(app, queue, [0, 0, 0])
+    with inspector_for(app) as inspector:
+        page = inspector.peek(queue, 0, 10)
+        assert [m.task_id for m in page.messages] == ids
+        assert [m.position for m in page.messages] == [0, 1, 2]
+        first = page.messages[0]
+        assert (first.name, first.task.args, first.task.kwargs) == ("tasks.add", (0, 0), {"n": 0})
+        assert [m.task_id for m in inspector.peek(queue, 1, 1).messages] == ids[1:2]
+
+
+def test_peek_follows_priorities_on_redis_and_sqlite(family):
+    kind, app, queue = family
+    if kind == "rabbitmq":
+        pytest.skip("a classic RabbitMQ queue without x-max-priority keeps sending order")
+    ids = send(app, queue, [9, 0, 3])
+    with inspector_for(app) as inspector:
+        assert [m.task_id for m in inspector.peek(queue).messages] == [ids[1], ids[2], ids[0]]
+        assert [m.task_id for m in inspector.peek(queue, 1, 5).messages] == [ids[2], ids[0]]
+
+
+def test_peeking_leaves_redis_and_sqlite_queues_byte_identical(family):
+    kind, app, queue = family
+    if kind == "rabbitmq":
+        pytest.skip("RabbitMQ cannot read a message without taking it")
+    send(app, queue, [0, 3, 9, 0])
+    before = snapshot(kind, app, queue)
+    with inspector_for(app) as inspector:
+        assert len(inspector.peek(queue, 0, 100).messages) == 4
+        assert inspector.summary(queue).sampled == 4
+    assert snapshot(kind, app, queue) == before
+
+
+def test_peeking_on_rabbitmq_requeues_every_message_in_place(family):
+    kind, app, queue = family
+    if kind != "rabbitmq":
+        pytest.skip("RabbitMQ only")
+    ids = send(app, queue, [0, 0, 0])
+    with inspector_for(app) as inspector:
+        page = inspector.peek(queue, 0, 2)
+        assert page.method == GET_PEEK
+        assert [m.task_id for m in page.messages] == ids[:2]
+        assert [m.task_id for m in inspector.peek(queue, 0, 10).messages] == ids
+        assert inspector.queues([queue])[0].messages == 3
+
+
+def test_the_summary_counts_by_task_name_and_says_when_it_read_the_whole_queue(family):
+    _kind, app, queue = family
+    send(app, queue, [0, 0])
+    app.send_task("tasks.other", queue=queue)
+    with inspector_for(app) as inspector:
+        summary = inspector.summary(queue)
+    assert summary.counts == [("tasks.add", 2), ("tasks.other", 1)]
+    assert summary.whole and "all 3 waiting" in summary.words()
+
+
+def test_delete_one_message_leaves_the_others_in_order(family):
+    _kind, app, queue = family
+    ids = send(app, queue, [0, 0, 0])
+    with inspector_for(app) as inspector:
+        middle = inspector.peek(queue).messages[1]
+        assert inspector.delete(queue, [middle]) == 1
+        assert inspector.delete(queue, [middle]) == 0  # gone already: nothing else removed
+        assert [m.task_id for m in inspector.peek(queue).messages] == [ids[0], ids[2]]
+
+
+def test_move_one_message_to_the_back_of_another_queue(family):
+    _kind, app, queue = family
+    ids = send(app, queue, [0, 0])
+    other = f"{queue}.other"
+    (already,) = send(app, other, [0])
+    with inspector_for(app) as inspector:
+        first = inspector.peek(queue).messages[0]
+        assert inspector.move(queue, [first], lambda m: other) == 1
+        assert [m.task_id for m in inspector.peek(queue).messages] == [ids[1]]
+        moved = inspector.peek(other).messages
+    assert [m.task_id for m in moved] == [already, ids[0]]
+    assert moved[1].task.args == (0, 0)
+
+
+def test_moving_to_a_queue_rabbitmq_does_not_have_is_refused_and_loses_nothing(family):
+    kind, app, queue = family
+    if kind != "rabbitmq":
+        pytest.skip("Redis lists and SQLite rows make the queue")
+    ids = send(app, queue, [0])
+    with inspector_for(app) as inspector:
+        message = inspector.peek(queue).messages[0]
+        with pytest.raises(PeekError, match="no queue"):
+            inspector.move(queue, [message], lambda m: f"{queue}.nowhere")
+        assert [m.task_id for m in inspector.peek(queue).messages] == ids
+
+
+def test_a_management_api_get_answer_reads_as_messages():
+    body = json.dumps([[1, 2], {}, {}]).encode()
+    found = parse_management_messages([{
+        "payload": base64.b64encode(body).decode(), "payload_encoding": "base64",
+        "redelivered": False, "properties": {
+            "content_type": "application/json", "content_encoding": "utf-8",
+            "correlation_id": "abc", "headers": {"task": "tasks.add", "id": "abc"}}}])
+    assert [(m.task_id, m.name, m.task.args) for m in found] == [("abc", "tasks.add", (1, 2))]
+
+
+# dead letters with a real worker ------------------------------------------------------------
+FAIL_ONCE = """
+
+@app.task
+def fail_once(tag):
+    record("fail_once", tag=tag)
+    if _redis.set(f"{KEY}:failed:{tag}", 1, nx=True):
+        raise ValueError("the first time")
+    return tag
+"""
+
+
+@pytest.fixture(params=["redis", "sqlite", "rabbitmq"])
+def dead_setup(request, tmp_path, unique, redis_url) -> Iterator[Setup]:
+    if request.param == "redis":
+        broker = backend = redis_url
+    elif request.param == "sqlite":
+        broker, backend = f"sqlite://{tmp_path}/broker.sqlite", f"sqlite://{tmp_path}/r.sqlite"
+    else:
+        broker, backend = request.getfixturevalue("amqp_url"), redis_url
+    # acks late, and a failure is not acked: the worker dead-letters a failed task
+    setup = make_setup(tmp_path, f"qd-{unique}", broker, backend, task_acks_late=True,
+                       task_acks_on_failure_or_timeout=False)
+    write_module(tmp_path, "tasks", TASKS + FAIL_ONCE)
+    yield setup
+    setup.cleanup()
+    redis.Redis.from_url(redis_url).delete(f"{setup.queue}:failed:x")
+
+
+@pytest.mark.timeout(120)
+def test_a_requeued_dead_letter_runs_again_with_its_id_and_arguments(dead_setup: Setup):
+    app = dead_setup.app()
+    name = f"{dead_setup.queue}.dead"
+    with dead_setup.worker():
+        result = app.send_task("tasks.fail_once", args=["x"])
+        dead_setup.wait_records("fail_once", 1)
+        with inspector_for(app) as inspector:
+            letters = _wait_dead(inspector, name)
+    (letter,) = letters
+    assert letter.task_id == result.id and letter.task.args == ("x",)
+    assert "the first time" in (letter.reason or "")
+    assert letter.origin_queue == dead_setup.queue and letter.deliveries == 1
+    with inspector_for(app) as inspector:
+        assert name in dead.dead_queues(inspector, [dead_setup.queue])
+        assert dead.requeue(inspector, name, letters, app.backend) == 1
+        assert dead.read(inspector, name) == []
+        (back,) = inspector.peek(dead_setup.queue).messages  # on RabbitMQ: flagged redelivered
+    assert back.task_id == result.id and back.task.args == ("x",)
+    for header in (DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, DELIVERIES_HEADER):
+        assert header not in back.headers  # its delivery count starts again
+    assert app.AsyncResult(result.id).state == "PENDING"  # its failure is forgotten
+    with dead_setup.worker():
+        assert len(dead_setup.wait_records("fail_once", 2)) == 2
+        assert wait_for(lambda: app.AsyncResult(result.id).state == "SUCCESS")
+    assert app.AsyncResult(result.id).result == "x"
+    app.close()
+
+
+def _wait_dead(inspector, name: str) -> list:
+    assert wait_for(lambda: dead.read(inspector, name), timeout=30)
+    return dead.read(inspector, name)
+
+
+# Celery's client ----------------------------------------------------------------------------
+def test_messages_sent_by_celerys_client_peek_correctly(redis_url, unique):
+    celery = pytest.importorskip("celery")
+    queue = f"pk-celery-{unique}"
+    url = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    client = celery.Celery("client", broker=url)
+    try:
+        sent = client.send_task("reports.build", args=[1, "a"], kwargs={"k": [2]},
+                                queue=queue, countdown=60)
+        app = App("viewer", broker=url)
+        with inspector_for(app) as inspector:
+            (message,) = inspector.peek(queue).messages
+        app.close()
+    finally:
+        client.close()
+        delete_queues(url, queue)
+    assert (message.task_id, message.name) == (sent.id, "reports.build")
+    assert (message.task.args, message.task.kwargs) == ((1, "a"), {"k": [2]})
+    assert message.task.eta is not None and message.problem is None
+
+
+# the scripted commands ------------------------------------------------------------------------
+def test_qtui_peek_reads_at_80_columns_and_as_json(redis_url, unique, capsys, monkeypatch):
+    from qtui.tui.cli import main
+    monkeypatch.setenv("COLUMNS", "80")
+    url = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    queue = f"pk-cli-{unique}"
+    app = App("client", broker=url)
+    (task_id,) = [app.send_task("tasks.add", args=[1, "x" * 100], queue=queue).id]
+    try:
+        assert main(["-b", url, "peek", queue]) == 0
+        out = capsys.readouterr().out
+        assert max(len(line) for line in out.splitlines()) <= 80
+        assert task_id in out and "By task name (all 1 waiting): tasks.add 1" in out
+        assert main(["-b", url, "peek", queue, "--json", "--filter", "name:tasks.add"]) == 0
+        found = json.loads(capsys.readouterr().out)
+        assert [m["id"] for m in found["messages"]] == [task_id]
+        assert found["messages"][0]["args"] == [1, "x" * 100]
+    finally:
+        app.close()
+        delete_queues(url, queue)
+
+
+class FakeManagementGet:
+    """A local HTTP server answering ``POST /api/queues/<vhost>/<queue>/get`` as RabbitMQ's
+    management API does (the plugin is not enabled on the test machine)."""
+
+    def __init__(self, messages: list[dict]) -> None:
+        self.requests: list[tuple[str, dict]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append((self.path, body))
+                payload = json.dumps(messages[:body["count"]]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://guest:guest@127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_with_the_management_api_a_peek_asks_for_a_get_that_requeues(amqp_url):
+    messages = [{"payload": base64.b64encode(json.dumps([[i], {}, {}]).encode()).decode(),
+                 "payload_encoding": "base64", "properties": {
+                     "content_type": "application/json", "content_encoding": "utf-8",
+                     "headers": {"task": "tasks.add", "id": f"id-{i}"}}} for i in range(5)]
+    server = FakeManagementGet(messages)
+    app = App("client", broker=amqp_url, broker_management_url=server.url)
+    try:
+        with inspector_for(app) as inspector:
+            page = inspector.peek("reports", 2, 2)
+    finally:
+        app.close()
+        server.close()
+    assert page.method == MANAGEMENT_PEEK and "ack_requeue_true" in page.method
+    assert [(m.position, m.task_id) for m in page.messages] == [(2, "id-2"), (3, "id-3")]
+    path, body = server.requests[0]
+    assert path == "/api/queues/%2F/reports/get"
+    assert body == {"count": 4, "ackmode": "ack_requeue_true", "encoding": "base64"}

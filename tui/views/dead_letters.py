@@ -1,0 +1,141 @@
+"""Dead letters (``:dead``): every message workers moved to a ``<queue>.dead`` queue, with the
+queue it came from, why, and how often it was delivered; requeue or delete the marked ones (or
+the one under the cursor), or every one the filter matches."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.binding import Binding
+from textual.widgets import Static
+
+from qtui.core import deadletters as dead
+from qtui.core.display import safe_text
+from qtui.core.peek import WaitingMessage
+from qtui.core.queues import inspector_for
+
+from .. import equivalents, message_actions
+from ..query import QueryError, matches, parse
+from . import format
+from .peek import MessagesView
+
+#: Characters of a reason in the table (the whole reason is below it).
+REASON_SHOWN = 60
+#: Dead letters the view reads from each queue, from the head (``qtui dead`` reads them all).
+SHOWN_PER_QUEUE = 5_000
+
+
+class DeadLettersScreen(MessagesView):
+    TABLE, NOUN = "dead", "dead letter"
+    COLUMNS = ("", "From", "Id", "Task", "Reason", "Del.")
+    BINDINGS: ClassVar = [
+        *MessagesView.BINDINGS,
+        Binding("slash", "filter", "Filter"),
+        Binding("R", "requeue", "Requeue"),
+        Binding("A", "requeue_all", "Requeue all"),
+        Binding("D", "delete", "Delete"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter_text = ""
+        self.shown: dict[str, WaitingMessage] = {}
+        """The dead letters the filter matches, by row key (``<dead queue>:<position>``)."""
+
+    def crumb(self) -> str:
+        return "Dead letters"
+
+    @work(thread=True, group="dead", exclusive=True, exit_on_error=False)
+    def load(self) -> None:
+        known = sorted(self.console.model.queues)
+        try:
+            with inspector_for(self.console.actions.app) as inspector:
+                found = {f"{name}:{m.position}": m
+                         for name in dead.dead_queues(inspector, known)
+                         for m in dead.read(inspector, name, SHOWN_PER_QUEUE)}
+        except Exception as exc:  # noqa: BLE001 - the broker refused or is gone: shown
+            self.app.call_from_thread(self._show, {}, f"cannot read dead letters: {exc}")
+            return
+        self.app.call_from_thread(self._show, found, "")
+
+    def _show(self, found: dict[str, WaitingMessage], problem: str) -> None:
+        self.messages, self.problem = found, problem
+        self.marks.keep(found)
+        self.draw_rows()
+
+    def draw_rows(self) -> None:
+        try:
+            terms = parse(self.filter_text)
+        except QueryError as exc:
+            self.notify(str(exc), severity="error")
+            terms = []
+        self.shown = {k: m for k, m in self.messages.items()
+                      if matches(terms, m.filter_values())}
+        table = self.table
+        current = self.cursor_key()
+        table.clear()
+        for key, m in self.shown.items():
+            origin = dead.origin(key.rpartition(":")[0], m)
+            table.add_row(*format.cells(self.mark(key), origin, m.task_id[:8], m.name,
+                                        (m.reason or "")[:REASON_SHOWN], str(m.deliveries)),
+                          key=key)
+        if current in self.shown:
+            table.move_cursor(row=table.get_row_index(current))
+        queues = {k.rpartition(":")[0] for k in self.messages}
+        summary = Text(f"{len(self.messages)} dead letter(s) in {len(queues)} queue(s)")
+        if any(int(k.rpartition(":")[2]) + 1 >= SHOWN_PER_QUEUE for k in self.messages):
+            summary.append(f" (the first {SHOWN_PER_QUEUE} of each: qtui dead for all)")
+        if self.filter_text:
+            summary.append(f" · {len(self.shown)} match ")
+            summary.append_text(safe_text(self.filter_text))
+        if self.marks:
+            summary.append(f" · {len(self.marks)} marked", style="bold")
+        if self.problem:
+            summary.append("\n")
+            summary.append_text(safe_text(self.problem, "red"))
+        self.query_one("#summary", Static).update(summary)
+        self.show_message()
+
+    def action_filter(self) -> None:
+        def apply(text: str) -> None:
+            self.filter_text = text.strip()
+            self.draw_rows()
+        self.ask("Filter dead letters (name:, id:, args:, result: the reason)", apply,
+                 value=self.filter_text)
+
+    def by_queue(self, keys: list[str]) -> dict[str, list[WaitingMessage]]:
+        grouped: dict[str, list[WaitingMessage]] = {}
+        for key in keys:
+            if key in self.messages:
+                grouped.setdefault(key.rpartition(":")[0], []).append(self.messages[key])
+        return grouped
+
+    def _chosen_keys(self) -> list[str]:
+        return list(self.marks) or [k for k in [self.selected()] if k is not None]
+
+    def action_requeue(self) -> None:
+        self._requeue(self._chosen_keys(), everything=False)
+
+    def action_requeue_all(self) -> None:
+        self._requeue(list(self.shown), everything=True)
+
+    def _requeue(self, keys: list[str], everything: bool) -> None:
+        letters = self.by_queue(keys)
+        plan = self.plan("Requeue", "dead letter", [m for ms in letters.values() for m in ms])
+        command = equivalents.dead_letters(
+            "requeue", {q: [m.task_id for m in ms] for q, ms in letters.items()},
+            self.filter_text, everything)
+        self.confirm_bulk(plan, "Each goes back to the queue it came from, its delivery count "
+                          "started again.", command, self.reloading(
+                              lambda ids: message_actions.requeue_dead(
+                                  self.console.actions.app, letters)))
+
+    def action_delete(self) -> None:
+        letters = self.by_queue(self._chosen_keys())
+        plan = self.plan("Delete", "dead letter", [m for ms in letters.values() for m in ms])
+        command = equivalents.dead_letters(
+            "delete", {q: [m.task_id for m in ms] for q, ms in letters.items()})
+        self.confirm_bulk(plan, "They are gone for good.", command, self.reloading(
+            lambda ids: message_actions.delete_dead(self.console.actions.app, letters)))
