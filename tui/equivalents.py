@@ -102,3 +102,21 @@ def purge(queue: str) -> Equivalent:
 def schedule(verb: str, entry: str) -> Equivalent:
     """``qtui schedule run|pause|resume ENTRY``."""
     return Equivalent.of("schedule", verb, entry)
+
+
+def eta_run(task_ids: Sequence[str], queues: Sequence[str]) -> Equivalent:
+    """``qtui eta run ID... -Q QUEUE,...``: broker-held tasks run now."""
+    return Equivalent.of("eta", "run", *task_ids, "-Q", ",".join(sorted(set(queues))))
+
+
+def eta_delete(task_ids: Sequence[str], queues: Sequence[str]) -> Equivalent:
+    """``qtui eta delete ID... -Q QUEUE,...``: broker-held tasks discarded."""
+    return Equivalent.of("eta", "delete", *task_ids, "-Q", ",".join(sorted(set(queues))))
+
+
+def script(*parts: Equivalent | None) -> Equivalent | None:
+    """Several commands as one script (None when one of them has no scripted equivalent)."""
+    if any(part is None for part in parts):
+        return None
+    return Equivalent(tuple(argv for part in parts if part is not None
+                            for argv in part.commands))

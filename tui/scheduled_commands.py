@@ -27,6 +27,7 @@ from qtui.core.scheduled import (
 from .audit import LOCAL, record_command
 from .query import QueryError, matches, parse
 from .tables import table_or_records
+from .views.format import date_time, time_left
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -102,27 +103,9 @@ def scheduled_command(args: argparse.Namespace, app: App) -> int:
     return 0
 
 
-def until(due: float | None, now: float) -> str:
-    """Time until ``due`` in words: ``in 2h05m``, ``in 42s``, ``due``."""
-    if due is None:
-        return "?"
-    left = int(due - now)
-    if left <= 0:
-        return "due"
-    hours, rest = divmod(left, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"in {hours}h{minutes:02d}m"
-    return f"in {minutes}m{seconds:02d}s" if minutes else f"in {seconds}s"
-
-
-def eta_text(due: float | None) -> str:
-    return "?" if due is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(due))
-
-
 def scheduled_table(tasks: list[ScheduledTask], now: float, width: int) -> Table | Text:
     """The scheduled tasks as a table, or a record each where the table would not fit."""
-    rows = [(eta_text(t.due), until(t.due, now), t.holder, t.queue, t.id, t.name,
+    rows = [(date_time(t.due), time_left(t.due, now), t.holder, t.queue, t.id, t.name,
              f"{t.args} {t.kwargs}".strip()) for t in tasks]
     return table_or_records(f"{len(tasks)} scheduled",
                             ("eta", "due", "held by", "queue", "id", "name", "args"), rows, width)
