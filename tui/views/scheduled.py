@@ -23,7 +23,7 @@ from ..bulk import BulkPlan, Marks, Target
 from . import format
 from .base import TableView
 
-COLUMNS = ("Due in", "Held by", "Name", "Id", "Args", "Queue", "ETA")
+COLUMNS = ("Due in", "Held by", "Name", "Args", "Queue", "Id", "ETA")
 #: Seconds between reads while the view is shown (each asks the workers and the broker).
 POLL_INTERVAL = 3.0
 #: Seconds workers have to answer ``inspect scheduled``.
@@ -110,8 +110,9 @@ class ScheduledScreen(TableView):
         for task in tasks:
             mark = ("✓ " if task.id in self.marks else "  ") if self.marks else ""
             table.add_row(*format.cells(
-                format.time_left(task.due, clock), task.holder, task.name, mark + task.id,
-                f"{task.args} {task.kwargs}".strip(), task.queue, format.date_time(task.due)),
+                mark + format.time_left(task.due, clock), task.holder, task.name,
+                f"{task.args} {task.kwargs}".strip(), task.queue, task.id,
+                format.date_time(task.due)),
                 key=task.id)
         ids = [t.id for t in tasks]
         if current in ids:
@@ -124,11 +125,12 @@ class ScheduledScreen(TableView):
         stored = sum(t.broker_held for t in loaded.tasks)
         text = Text.assemble((f"{len(loaded.tasks)}", "bold"), " scheduled: ",
                              f"{stored} in the broker, {len(loaded.tasks) - stored} in workers")
+        # RabbitMQ counts its held tasks but cannot show them without taking them.
         if self.filter_text:
             text.append(f" · {len(shown)} match ")
             text.append_text(safe_text(self.filter_text))
         for queue, count in sorted(loaded.unlisted.items()):
-            text.append_text(safe_text(f" · {queue}: {count} more in the broker (not listable)"))
+            text.append_text(safe_text(f" · {queue}: +{count} unlisted"))
         if loaded.no_reply:
             text.append_text(safe_text(f" · no reply: {', '.join(loaded.no_reply)}"))
         if self.marks:
