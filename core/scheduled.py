@@ -110,12 +110,14 @@ def from_workers(replies: Mapping[str, Any]) -> list[ScheduledTask]:
             delivery = request.get("delivery_info")
             delivery = delivery if isinstance(delivery, Mapping) else {}
             args, kwargs = request.get("args"), request.get("kwargs")
-            full = isinstance(args, list) and isinstance(kwargs, dict)
+            full_args = list(args) if isinstance(args, list) else None
+            full_kwargs = dict(kwargs) if isinstance(kwargs, dict) else None
+            full = full_args is not None and full_kwargs is not None
             found.append(ScheduledTask(
                 str(request["id"]), str(request.get("name") or ""), parse_time(item.get("eta")),
                 str(delivery.get("queue") or delivery.get("routing_key") or ""),
                 _text(args), _text(kwargs), str(hostname),
-                list(args) if full else None, dict(kwargs) if full else None))
+                full_args if full else None, full_kwargs if full else None))
     return found
 
 

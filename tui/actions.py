@@ -4,7 +4,6 @@ thread workers; nothing here touches the UI."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -156,8 +155,8 @@ class Actions:
                            "purge", (queue,))
         held = f" and {scheduled} scheduled (ETA) task(s) from its delayed store" \
             if scheduled else ""
-        return ActionResult(f"purge {queue}", (f"removed {count} message(s) from {queue}{held}",), True,
-                       "purge", (queue,))
+        return ActionResult(f"purge {queue}", (f"removed {count} message(s) from {queue}{held}",),
+                            True, "purge", (queue,))
 
     def retry(self, name: str, args: Any, kwargs: Any, queue: str | None = None,
               exchange: str | None = None, routing_key: str | None = None) -> ActionResult:
@@ -167,8 +166,10 @@ class Actions:
             result = self.app.send_task(name, args=list(args), kwargs=dict(kwargs), queue=queue,
                                         exchange=exchange, routing_key=routing_key)
         except Exception as exc:
-            return ActionResult(f"retry {name}", (f"could not send: {exc}",), False, "retry", (name,))
-        return ActionResult(f"retry {name}", (f"sent again as {result.id}",), True, "retry", (name,))
+            return ActionResult(f"retry {name}", (f"could not send: {exc}",), False, "retry",
+                                (name,))
+        return ActionResult(f"retry {name}", (f"sent again as {result.id}",), True, "retry",
+                            (name,))
 
     def retry_many(self, sends: Sequence[Retry]) -> ActionResult:
         """Send tasks again, one message each (see :meth:`retry`); the audit trail names the

@@ -43,7 +43,7 @@ def records(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -
     label = max(map(len, columns))
     for row in rows:
         text.append("\n")
-        for name, value in zip(columns, row):
+        for name, value in zip(columns, row, strict=True):
             text.append(f"{name:>{label}}: ", style="bold")
             text.append_text(safe_text(value))
             text.append("\n")

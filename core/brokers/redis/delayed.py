@@ -67,10 +67,9 @@ class RedisDelayed(DelayedTasks):
         take = self.channel.client.register_script(_TAKE)
         for member, target, envelope in self._members(queue, -1):
             task_id = (envelope.get("headers") or {}).get("id")
-            if task_id in wanted:
-                if take(keys=[DELAYED_KEY.format(queue=queue)],
-                        args=[member, *then(target, envelope)]):
-                    taken.append(str(task_id))
+            if task_id in wanted and take(keys=[DELAYED_KEY.format(queue=queue)],
+                                          args=[member, *then(target, envelope)]):
+                taken.append(str(task_id))
         return taken
 
     def _members(self, queue: str, limit: int) -> Iterator[tuple[bytes, str, dict[str, Any]]]:
