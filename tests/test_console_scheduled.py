@@ -199,3 +199,18 @@ def test_scheduled_run_now_confirmation_layout(snap_compare, fixed_reads):
         await pilot.pause()
 
     assert snap_compare(console, run_before=ask, terminal_size=SMALL)
+
+
+async def test_run_now_needs_revoke_and_retry_and_delete_needs_purge(fixed_reads) -> None:
+    from qtui.core import App
+    console = FixedConsole(app=App("t", broker="redis://127.0.0.1:6379/15",
+                                   console_permissions=["revoke"]))
+    async with console.run_test(size=(200, 40)) as pilot:
+        await pilot.press("7")
+        await _rows(console, pilot, 4)
+        await pilot.press("n")
+        assert not isinstance(console.screen, ConfirmScreen)
+        await pilot.press("down", "down", "D")
+        assert not isinstance(console.screen, ConfirmScreen)
+        await pilot.press("R")
+        assert isinstance(console.screen, ConfirmScreen)
