@@ -36,9 +36,13 @@ def qtui(setup: Setup, *argv: str, columns: int = 200) -> subprocess.CompletedPr
 
 
 def scheduled(setup: Setup, *argv: str) -> dict[str, Any]:
+    """``qtui scheduled --json``, with only this test's tasks (other tests' workers share the
+    broker and answer ``inspect scheduled`` too)."""
     done = qtui(setup, "scheduled", "--json", "-t", "1", *argv)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    found = json.loads(done.stdout)
+    found["tasks"] = [t for t in found["tasks"] if t["queue"] == setup.queue]
+    return found
 
 
 def send_far(setup: Setup, tag: str, countdown: float = 600) -> Any:
@@ -105,7 +109,7 @@ def test_rabbitmq_counts_held_tasks_and_refuses_to_take_one_by_id(amqp_setup: Se
     with amqp_setup.worker("-P", "solo"):
         result = send_far(amqp_setup, "far")
         found = scheduled(amqp_setup)
-        assert found["unlisted"] == {amqp_setup.queue: 1}
+        assert found["unlisted"][amqp_setup.queue] == 1  # other tests' queues may be there
         done = qtui(amqp_setup, "eta", "run", result.id, "-Q", amqp_setup.queue)
         assert done.returncode == 1
         assert "cannot take one held task out" in done.stdout
@@ -145,3 +149,38 @@ def test_inspect_scheduled_piped_at_80_columns_shows_a_record_per_task(redis_set
     assert any(line.strip() == f"id: {result.id}" for line in lines), done.stdout
     assert any("a fairly long argument" in line for line in lines)
     assert all(len(line) <= 80 for line in lines)
+
+
+def _held_by_worker(setup: Setup, task_id: str) -> Any:
+    """The task as ``read`` shows it, once its worker reports holding it."""
+    from qtui.core.scheduled import read
+
+    def found() -> Any:
+        return next((t for t in read(setup.app(), [setup.queue]).tasks if t.id == task_id),
+                    None)
+    assert wait_for(found, 20)
+    return found()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("worker", ["qtui", "celery"])
+def test_run_now_of_a_worker_held_task_runs_a_copy_now_and_never_the_original(
+        worker, redis_setup: Setup):
+    """A worker holds it in memory: run now revokes it there and sends a copy without ETA
+    under a new id; the original, revoked, never runs, even after its ETA."""
+    from qtui.tui.scheduled_actions import run_now
+    redis_setup.conf["worker_eta_horizon"] = HORIZON
+    started = redis_setup.worker("-P", "solo") if worker == "qtui" else celery_worker(redis_setup)
+    with started:
+        countdown = 20  # far enough that the copy runs well before it, within the horizon
+        original = redis_setup.app().send_task("tasks.mark", args=["held"], countdown=countdown)
+        due = time.time() + countdown
+        task = _held_by_worker(redis_setup, original.id)
+        assert not task.broker_held and task.full_args == ["held"]
+        outcome = run_now(redis_setup.app(), [task], [task.holder])
+        assert outcome.ok, outcome.lines
+        assert [r["tag"] for r in redis_setup.wait_records("mark", 1)] == ["held"]
+        ran_before_due = time.time() < due
+        wait_for(lambda: time.time() > due + 2, countdown + 10)
+    assert ran_before_due
+    assert len(redis_setup.records("mark")) == 1
