@@ -105,10 +105,10 @@ def scheduled_command(args: argparse.Namespace, app: App) -> int:
 
 def scheduled_table(tasks: list[ScheduledTask], now: float, width: int) -> Table | Text:
     """The scheduled tasks as a table, or a record each where the table would not fit."""
-    rows = [(date_time(t.due), time_left(t.due, now), t.holder, t.queue, t.id, t.name,
+    rows = [(time_left(t.due, now), date_time(t.due), t.holder, t.queue, t.id, t.name,
              f"{t.args} {t.kwargs}".strip()) for t in tasks]
-    return table_or_records(f"{len(tasks)} scheduled",
-                            ("eta", "due", "held by", "queue", "id", "name", "args"), rows, width)
+    columns = ("due in", "eta", "held by", "queue", "id", "name", "args")
+    return table_or_records(f"{len(tasks)} scheduled", columns, rows, width)
 
 
 def eta_run_command(args: argparse.Namespace, app: App) -> int:
