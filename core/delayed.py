@@ -17,19 +17,24 @@ console and the workers' ``inspect scheduled`` read the same thing:
   until their not-before time.
 
 *Releasing* hands every held task back to its queue as a plain message, with its ``eta`` header,
-so any worker -- a Celery worker too, which holds it in memory until due -- runs it.
+so any worker -- a Celery worker too, which holds it in memory until due -- runs it. *Running
+now* hands some held tasks back by id without their ETA, so the next worker runs them at once;
+*deleting* discards some by id. Both take each task out of the store in one atomic step, so a
+task run now runs once however many operators press the key. RabbitMQ cannot take one message
+out of a queue without taking those before it: there, only releasing and purging all of them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from kombu import Connection, Queue
 
 from .brokers.family import family_for
+from .exceptions import QtuiError
 
 DELAYED_KEY = "qtui.delayed.{queue}"
 DELAY_QUEUE = "qtui.delay.{queue}.{seconds}s"
@@ -48,6 +53,10 @@ INTERNAL_PREFIXES = ("qtui.delay.", "qtui.due.")
 def is_store_queue(name: str) -> bool:
     """Whether ``name`` is one of the queues the delayed store is made of."""
     return name.startswith(INTERNAL_PREFIXES)
+
+
+class NotByTask(QtuiError):
+    """The broker's store cannot take out one held task by its id (RabbitMQ)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,28 @@ class DelayedTasks(ABC):
         """The first ``limit`` held tasks of ``queue`` by due time; None where the broker cannot
         show them without taking them (RabbitMQ)."""
         return None
+
+    def run_now(self, queue: str, task_ids: Collection[str]) -> list[str]:
+        """Hand the held tasks of ``queue`` with these ids back to it without their ETA, so the
+        next worker runs them at once; returns the ids handed back (each once, however many
+        callers race)."""
+        raise NotByTask(self._not_by_task(queue))
+
+    def delete(self, queue: str, task_ids: Collection[str]) -> list[str]:
+        """Discard the held tasks of ``queue`` with these ids; returns the ids discarded."""
+        raise NotByTask(self._not_by_task(queue))
+
+    @staticmethod
+    def _not_by_task(queue: str) -> str:
+        return (f"this broker cannot take one held task out of its delayed store: `qtui eta "
+                f"release -Q {queue}` hands all of {queue}'s back, `qtui purge -Q {queue}` "
+                "discards them with the queue's messages")
+
+
+def without_eta(headers: dict[str, Any], drop: Collection[str] = ()) -> dict[str, Any]:
+    """A held message's headers for running it now: no ETA (and none of ``drop``, the store's
+    own headers), the rest as sent."""
+    return {**{k: v for k, v in headers.items() if k not in drop}, "eta": None}
 
 
 def held_task(headers: dict[str, Any], priority: Any) -> HeldTask:

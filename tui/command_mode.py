@@ -28,6 +28,7 @@ COMMANDS = (
     ColonCommand("queues", "queues", ("qu",)),
     ColonCommand("schedules", "periodic tasks", ("sc",)),
     ColonCommand("metrics", "task metrics", ("m", "me")),
+    ColonCommand("scheduled", "ETA tasks, filtered", ("eta",), "QUERY"),
     ColonCommand("notifications", "notification log", ("log", "n")),
     ColonCommand("audit", "audit trail: actions taken", ("au",)),
     ColonCommand("dead", "dead letters", ("de",)),

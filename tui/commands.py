@@ -32,9 +32,11 @@ from qtui.core.events import EventReceiver
 from qtui.core.exceptions import BrokerUnavailable
 from qtui.core.queues import QueueInfo, inspector_for
 
+from . import scheduled_commands
 from .alert_check import DEFAULT_WAIT, check_command
 from .audit import LOCAL, audit_log_for, record_command
 from .feed import consumed_queues
+from .tables import table_or_records
 
 NO_REPLY = 69
 """Exit status when no worker answered (sysexits' EX_UNAVAILABLE, as Celery's CLI uses)."""
@@ -120,6 +122,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     listing.add_argument("-n", "--limit", type=int, default=100, metavar="N",
                          help="at most N tasks per queue (default: 100)")
     listing.set_defaults(func=eta_list_command)
+    scheduled_commands.add_eta_parsers(eta_commands)
 
     events = subparsers.add_parser(
         "events", help="print the cluster's events as they arrive",
@@ -255,7 +258,7 @@ def show_replies(console: Console, command: str, replies: Replies) -> None:
     tables for lists of tasks and queues."""
     by_worker = replies.by_worker()
     if command in ("active", "reserved", "scheduled") and _all_lists(by_worker):
-        console.print(_task_table(command, by_worker))
+        console.print(_task_table(command, by_worker, console.width))
         return
     if command == "active_queues" and _all_lists(by_worker):
         console.print(_active_queues_table(by_worker))
@@ -296,25 +299,25 @@ def _indent(text: str, by: int = 4) -> str:
     return "\n".join(" " * by + line for line in text.splitlines())
 
 
-def _task_table(command: str, by_worker: Mapping[str, list[Any]]) -> Table:
-    table = Table(title=f"{command} tasks", title_justify="left")
-    for column in ("worker", "id", "name"):
-        table.add_column(column, no_wrap=True)  # whole, so they can be copied
-    for column in ("args", "kwargs", "eta" if command == "scheduled" else "started"):
-        table.add_column(column, overflow="fold")
+def _task_table(command: str, by_worker: Mapping[str, list[Any]],
+                width: int = 200) -> Table | Text:
+    """One row per task, as a table when it fits ``width``, else a record per task (piped at 80
+    columns, a table left args, kwargs and eta one character wide)."""
+    when_column = "eta" if command == "scheduled" else "started"
+    rows = []
     for hostname, items in sorted(by_worker.items()):
         if not items:
-            table.add_row(safe_text(hostname), "- empty -")
+            rows.append((hostname, "- empty -", "", "", "", ""))
         for item in items:
             item = _mapping(item)
             info = _mapping(item.get("request", item))
             when = item.get("eta") if command == "scheduled" else info.get("time_start")
             if isinstance(when, (int, float)):
                 when = _isotime(when, "seconds")
-            table.add_row(*map(safe_text, (hostname, str(info.get("id", "")),
-                                      str(info.get("name", "")), _short(info.get("args")),
-                                      _short(info.get("kwargs")), str(when or ""))))
-    return table
+            rows.append((hostname, str(info.get("id", "")), str(info.get("name", "")),
+                         _short(info.get("args")), _short(info.get("kwargs")), str(when or "")))
+    return table_or_records(f"{command} tasks",
+                            ("worker", "id", "name", "args", "kwargs", when_column), rows, width)
 
 
 def _active_queues_table(by_worker: Mapping[str, list[Any]]) -> Table:

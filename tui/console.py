@@ -47,6 +47,7 @@ from .views.modals import CommandScreen, ConfirmScreen, HelpScreen
 from .views.notifications import NotificationsScreen
 from .views.overview import OverviewScreen
 from .views.queues import QueuesScreen
+from .views.scheduled import ScheduledScreen
 from .views.schedules import SchedulesScreen
 from .views.tasks import TasksScreen
 from .views.workers import WorkersScreen
@@ -66,6 +67,7 @@ VIEWS: dict[str, type[ClusterView]] = {
     "schedules": SchedulesScreen,
     "alerts": AlertsScreen,
     "metrics": MetricsScreen,
+    "scheduled": ScheduledScreen,
 }
 
 
@@ -97,6 +99,8 @@ class Console(TextualApp[None]):
         Binding("4", "switch_mode('queues')", "Queues", group=VIEW_KEYS),
         Binding("5", "switch_mode('schedules')", "Schedules", group=VIEW_KEYS),
         Binding("6", "switch_mode('metrics')", "Metrics", group=VIEW_KEYS),
+        # Out of the footer too: "123456 views" already fills its share of 80 columns.
+        Binding("7", "switch_mode('scheduled')", "Scheduled", show=False),
         # Out of the footer (it must fit 80 columns with a view's own keys); in the help.
         Binding("colon", "command", "Command", show=False),
         Binding("question_mark", "help", "Help"),
@@ -407,6 +411,8 @@ class Console(TextualApp[None]):
                 screen = self.screen
                 if isinstance(screen, TasksScreen):
                     screen.set_filter(rest.strip())
+            if word == "scheduled" and isinstance(self.screen, ScheduledScreen):
+                self.screen.set_filter(rest.strip())
         elif word == "context":
             self.switch_context(rest.strip())
         elif word == "help":

@@ -120,3 +120,21 @@ def peek_delete(queue: str, task_ids: Sequence[str]) -> Equivalent:
 
 def peek_move(queue: str, to: str, task_ids: Sequence[str]) -> Equivalent:
     return Equivalent.of("peek", queue, "--move-to", to, "--ids", *task_ids)
+
+
+def eta_run(task_ids: Sequence[str], queues: Sequence[str]) -> Equivalent:
+    """``qtui eta run ID... -Q QUEUE,...``: broker-held tasks run now."""
+    return Equivalent.of("eta", "run", *task_ids, "-Q", ",".join(sorted(set(queues))))
+
+
+def eta_delete(task_ids: Sequence[str], queues: Sequence[str]) -> Equivalent:
+    """``qtui eta delete ID... -Q QUEUE,...``: broker-held tasks discarded."""
+    return Equivalent.of("eta", "delete", *task_ids, "-Q", ",".join(sorted(set(queues))))
+
+
+def script(*parts: Equivalent | None) -> Equivalent | None:
+    """Several commands as one script (None when one of them has no scripted equivalent)."""
+    if any(part is None for part in parts):
+        return None
+    return Equivalent(tuple(argv for part in parts if part is not None
+                            for argv in part.commands))

@@ -99,3 +99,29 @@ ALERT_STYLES = {"firing": "bold red", "pending": "yellow", "unknown": "italic", 
 
 def alert_state(value: str) -> Text:
     return Text(value, style=ALERT_STYLES.get(value, ""))
+
+
+def time_left(due: float | None, now: float) -> str:
+    """Time until ``due``: ``3d04h``, ``2h05m``, ``4m12s``, ``42s``; ``due`` once it is."""
+    if due is None:
+        return "?"
+    left = int(due - now)
+    if left <= 0:
+        return "due"
+    hours, rest = divmod(left, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours >= 48:
+        return f"{hours // 24}d{hours % 24:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def date_time(timestamp: float | None) -> str:
+    """A date and time to the second (an ETA may be days away); ``?`` when unknown."""
+    if timestamp is None:
+        return "?"
+    try:
+        return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError, TypeError):  # a time no calendar holds
+        return "?"

@@ -416,6 +416,25 @@ class Database:
             "UPDATE messages SET queue = ?, visible_at = ?, created_at = ? "
             "WHERE queue = ? AND holder IS NULL", (to, now, now, queue)).rowcount)
 
+    def unheld_rows(self, queue: str) -> list[tuple[int, str]]:
+        """(row id, payload) of every row of ``queue`` nobody holds, by when it becomes visible."""
+        return self._read(lambda c: c.execute(
+            "SELECT id, payload FROM messages WHERE queue = ? AND holder IS NULL "
+            "ORDER BY visible_at, id", (queue,)).fetchall())
+
+    def move_unheld_row(self, row_id: int, to: str, payload: str) -> bool:
+        """Make one row nobody holds ready now in queue ``to`` with ``payload``; False when it
+        is gone or held (someone else took it first)."""
+        now = time.time()
+        return bool(self._write(lambda c: c.execute(
+            "UPDATE messages SET queue = ?, payload = ?, visible_at = ?, created_at = ? "
+            "WHERE id = ? AND holder IS NULL", (to, payload, now, now, row_id)).rowcount))
+
+    def delete_unheld_row(self, row_id: int) -> bool:
+        """Delete one row nobody holds; False when it is gone or held."""
+        return bool(self._write(lambda c: c.execute(
+            "DELETE FROM messages WHERE id = ? AND holder IS NULL", (row_id,)).rowcount))
+
     def list_queues(self) -> list[tuple[str, int, int]]:
         """(name, ready, unacked) for every declared queue and every queue holding messages,
         after the dead processes' messages and transient queues are dealt with."""
