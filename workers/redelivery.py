@@ -84,6 +84,11 @@ class StartRecord:
     trim_before: float | None
     """Remove the records that expired before this time too; None: not this time."""
 
+    @property
+    def starts_only(self) -> bool:
+        """Nothing to write but the starts (one ``ZADD``)."""
+        return not self.settled and self.trim_before is None
+
 
 class Starts:
     """The deliveries this worker starts, recorded in the ledger before their task runs."""
@@ -95,14 +100,17 @@ class Starts:
         self.key: str | None = ledger.key(STARTED) if isinstance(ledger, RedisLedger) else None
         """The ledger's sorted set when it is on Redis (:meth:`take` can hand it the records)."""
 
-    def take(self, keys: Iterable[str]) -> StartRecord | None:
-        """The record of ``keys`` starting (and of the settled ones), for the caller to write
-        in a round trip of its own before the tasks run; None: nothing to write. Give it back
-        with :meth:`untaken` if it was not written."""
+    def take(self, keys: Iterable[str], settle: bool = True) -> StartRecord | None:
+        """The record of ``keys`` starting (and of the settled ones unless ``settle`` is
+        False: they then wait for a later record), for the caller to write in a round trip of
+        its own before the tasks run; None: nothing to write. Give it back with
+        :meth:`untaken` if it was not written."""
         assert self.key is not None, "only a ledger on Redis hands its records out"
         started = dict.fromkeys(keys, time.time() + STARTED_TTL)
-        if not started and not self._settled:
+        if not started and not (settle and self._settled):
             return None
+        if not settle:
+            return StartRecord(self.key, started, [], None)
         settled, self._settled = self._settled, []
         trim = None
         if started and time.monotonic() >= self._next_trim:

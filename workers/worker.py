@@ -556,13 +556,15 @@ class Worker:
         came; None when no fetch was made (nothing to take or record, or a broker without
         fetch)."""
         keys = [job.start_key for job in batch if job.start_key]
-        record = self.starts.take(keys) if keys and self._starts_ride else None
+        # A call that takes nothing records the starts alone (one ZADD): the acks and the
+        # settled records wait for the next fetch, as they did before starts were recorded.
+        record = self.starts.take(keys, settle=room > 0) if keys and self._starts_ride else None
         if keys and record is None:
             self.starts.record(keys)
         if room <= 0 and record is None:
             self._start(batch)
             return None
-        acks, self._acks = self._acks, []
+        acks, self._acks = (self._acks, []) if room > 0 else ([], self._acks)
         try:
             sent = self.consumer.send_fetch(room, acks, record)
         except self.consumer.errors as exc:
