@@ -551,8 +551,9 @@ class Worker:
     def _start_and_fetch(self, batch: list[Job], room: int) -> int | None:
         """Start ``batch`` with its starts recorded first, send the gathered acks and take up
         to ``room`` messages. Where the broker keeps the ledger (Redis) all of it is one script
-        call, sent before the batch starts (the record is then in Redis's hands, as a record
-        sent on its own would be) and read while the batch runs. Returns how many messages
+        call (one ZADD when nothing is taken), sent before the batch starts (the record is then
+        in Redis's hands, as a record sent on its own would be) and read while the batch runs.
+        Returns how many messages
         came; None when no fetch was made (nothing to take or record, or a broker without
         fetch)."""
         keys = [job.start_key for job in batch if job.start_key]
@@ -564,14 +565,16 @@ class Worker:
         if room <= 0 and record is None:
             self._start(batch)
             return None
-        acks, self._acks = (self._acks, []) if room > 0 else ([], self._acks)
+        acks: list[str] = []
+        if room > 0:
+            acks, self._acks = self._acks, []
         try:
             sent = self.consumer.send_fetch(room, acks, record)
         except self.consumer.errors as exc:
             self._lost_fetch(acks, record, batch, exc)
             raise
         if not sent:
-            self._acks = acks
+            self._acks = [*acks, *self._acks]
             self.starts.untaken(record)
             if record is not None:
                 self.starts.record(keys)
