@@ -210,6 +210,9 @@ class QoS(redis_broker.QoS):
 #: wait's reply (a message it moved must be taken), so this bounds how long SIGTERM takes to act.
 #: Redis takes fractions of a second from 6.0 on; older servers keep kombu's whole second.
 BRPOP_TIMEOUT = 0.25
+#: A fetch connection unused this long goes back to redis-py's pool, whose readiness check (a
+#: poll) vets it before the next fetch: the server may have closed an idle connection.
+FETCH_CONNECTION_IDLE = 1.0
 
 
 class Channel(redis_broker.Channel):
@@ -232,6 +235,9 @@ class Channel(redis_broker.Channel):
         """The queue a pending blocking move waits on."""
         self._pending_fetch: _PendingFetch | None = None
         """A fetch sent whose reply is not read yet."""
+        self._fetch_conn: Any = None
+        """The connection fetches ride while the worker is busy (see :meth:`_fetch_connection`)."""
+        self._fetch_used_at = 0.0
         self._fetch_loaded = False
         self._processing_known: set[str] = set()
 
@@ -324,7 +330,7 @@ class Channel(redis_broker.Channel):
             # Only starts to record (a batch starts with nothing to take or ack): one ZADD,
             # far cheaper on both sides than the fetch script with its two dozen arguments.
             self._send_pending(_PendingFetch(
-                self._create_client().connection_pool.get_connection(), [], [], [],
+                self._fetch_connection(), [], [], [],
                 ["ZADD", starts.key, *(x for key, expires in starts.started.items()
                                        for x in (expires, key))], script=False))
             return True
@@ -351,8 +357,7 @@ class Channel(redis_broker.Channel):
         args = [max(limit, 0), self.fetch_stamp, size, uuid.uuid4().hex if order else "",
                 DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks), len(started) // 2,
                 len(settled), trim, *acks, *started, *settled, *names]
-        self._send_pending(_PendingFetch(client.connection_pool.get_connection(), order, acks,
-                                         keys, args))
+        self._send_pending(_PendingFetch(self._fetch_connection(), order, acks, keys, args))
         return True
 
     def _send_pending(self, pending: _PendingFetch) -> None:
@@ -367,9 +372,31 @@ class Channel(redis_broker.Channel):
                 conn.send_command(*pending.args)
         except BaseException:
             self._pending_fetch = None
-            conn.disconnect()
-            self._create_client().connection_pool.release(conn)
+            self._release_fetch_connection(broken=True)
             raise
+
+    def _fetch_connection(self) -> Any:
+        """The connection for the next fetch, kept from one fetch to the next while they follow
+        each other closely: taking one from redis-py's pool costs a readiness poll and two
+        locked updates a call, and a busy worker makes a call for every task or two."""
+        if self._fetch_conn is not None and \
+                monotonic() - self._fetch_used_at > FETCH_CONNECTION_IDLE:
+            self._release_fetch_connection()
+        if self._fetch_conn is None:
+            self._fetch_conn = self._create_client().connection_pool.get_connection()
+        self._fetch_used_at = monotonic()
+        return self._fetch_conn
+
+    def _release_fetch_connection(self, broken: bool = False) -> None:
+        conn, self._fetch_conn = self._fetch_conn, None
+        if conn is not None:
+            if broken:
+                conn.disconnect()
+            self._create_client().connection_pool.release(conn)
+
+    def close(self) -> None:
+        self._release_fetch_connection()
+        super().close()
 
     def read_fetch(self) -> int:
         """Read the reply to :meth:`send_fetch` and deliver its messages; returns how many."""
@@ -383,10 +410,8 @@ class Channel(redis_broker.Channel):
                 reply = self._script("fetch", _FETCH)(keys=pending.keys, args=pending.args,
                                                       client=client)
         except BaseException:
-            pending.conn.disconnect()
+            self._release_fetch_connection(broken=True)
             raise
-        finally:
-            client.connection_pool.release(pending.conn)
         self.fetch_stamp = None  # answered: nothing of this fetch to reclaim
         if not pending.script:
             return 0
