@@ -15,7 +15,7 @@ redelivered message counts only when its previous delivery is recorded there. Wi
 (RabbitMQ with rpc:// or no results) every redelivery counts, as before. On Redis the ledger is
 on the broker, so the record rides the worker's fetch script (:class:`StartRecord`): written in
 the same step that acks the finished deliveries, before the tasks run, with no round trip of
-its own.
+its own; a batch that starts with nothing to fetch sends it alone (one ``ZADD``).
 """
 
 from __future__ import annotations

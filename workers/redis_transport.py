@@ -15,7 +15,8 @@ these messages as their own) and changes who takes and who gives back:
   then takes it from there. A popped item that is not a kombu envelope is wrapped and pushed to
   ``<queue>.dead`` with the reason, in the same script. The same call records the starts of the
   batch the worker is about to run in the cluster ledger (:class:`~.redelivery.StartRecord`):
-  sent before the batch starts (:meth:`Channel.send_fetch`), its reply read while it runs.
+  sent before the batch starts (:meth:`Channel.send_fetch`), its reply read while it runs. A
+  batch that starts with nothing to take or ack sends its record alone, one ``ZADD``.
 * **Giving back** is by ownership, never by age. Each worker is an owner with an ``alive`` key
   that a helper process (:mod:`qtui.workers.liveness`) refreshes, so a task holding the GIL
   cannot make its worker look dead. A worker restores only what dead owners hold (their
