@@ -21,6 +21,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from qtui.core.brokers import redis as redis_broker
+from qtui.workers import redis_transport
+
 from .redis_server import redis_server, spare_port
 from .worker_helpers import make_setup, wait_for
 
@@ -89,3 +92,25 @@ def test_a_solo_worker_draining_redis_sends_about_one_command_and_half_a_script_
         sent = _sent_by_others(log, own)
         assert sum(sent.values()) <= MAX_PER_TASK * TASKS, sent
         assert sent["evalsha"] + sent["eval"] <= MAX_SCRIPT_CALLS_PER_TASK * TASKS, sent
+
+
+def test_the_fetch_script_call_goes_out_as_redis_py_would_pack_it(redis_url, unique):
+    """The worker encodes the fetch call's unchanging arguments once per queue order: the
+    bytes it sends are redis-py's, whatever changes from one call to the next."""
+    with redis_broker.connection(redis_url, transport=redis_transport.Transport) as conn:
+        channel = conn.channel()
+        wire = channel.client.connection_pool.get_connection()
+        try:
+            keys = ["unacked_index", "unacked", f"owned-{unique}", "ledger", "processing",
+                    f"a-{unique}", f"b-{unique}"]
+            for acks, started, stamp in (([], [], 1.5), (["t1", "t2"], [9e9, "k1"], 1.25)):
+                args = [2, stamp, 1, "tags.1", "reason", "queue", len(acks), len(started) // 2,
+                        0, "", *acks, *started, f"a-{unique}", f"a-{unique}.dead", f"b-{unique}",
+                        f"b-{unique}.dead"]
+                pending = redis_transport._PendingFetch(wire, [f"a-{unique}", f"b-{unique}"],
+                                                        acks, keys, args)
+                expected = wire.pack_command("EVALSHA", channel._script("fetch", redis_transport._FETCH).sha,
+                                             len(keys), *keys, *args)
+                assert channel._pack_fetch(wire, pending) == b"".join(expected)
+        finally:
+            channel.client.connection_pool.release(wire)

@@ -163,6 +163,13 @@ return out
 """
 
 
+def _resp(conn: Any, values: list[Any]) -> bytes:
+    """``values`` as the arguments of a command in Redis's wire format (RESP bulk strings),
+    encoded as ``conn`` encodes them."""
+    return b"".join(b"$%d\r\n%b\r\n" % (len(value), value)
+                    for value in map(conn.encoder.encode, values))
+
+
 @dataclass
 class _PendingFetch:
     """A fetch script call sent on ``conn`` (taken from the pool until its reply is read)."""
@@ -236,6 +243,11 @@ class Channel(redis_broker.Channel):
         """The queue a pending blocking move waits on."""
         self._pending_fetch: _PendingFetch | None = None
         """A fetch sent whose reply is not read yet."""
+        self._packed: dict[tuple[str, ...], tuple[bytes, bytes, bytes]] = {}
+        """The fetch script's unchanging arguments in Redis's wire format, by its keys (see
+        :meth:`_pack_fetch`)."""
+        self._tag_base = uuid.uuid4().hex
+        self._fetches = 0
         self._fetch_conn: Any = None
         """The connection fetches ride while the worker is busy (see :meth:`_fetch_connection`)."""
         self._fetch_used_at = 0.0
@@ -355,7 +367,8 @@ class Channel(redis_broker.Channel):
         trim = "" if starts is None or starts.trim_before is None else starts.trim_before
         keys = [self.unacked_index_key, self.unacked_key, OWNED_KEY.format(owner=self.owner),
                 starts.key if starts else "", *keys]
-        args = [max(limit, 0), self.fetch_stamp, size, uuid.uuid4().hex if order else "",
+        self._fetches += 1
+        args = [max(limit, 0), self.fetch_stamp, size, f"{self._tag_base}.{self._fetches}",
                 DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks), len(started) // 2,
                 len(settled), trim, *acks, *started, *settled, *names]
         self._send_pending(_PendingFetch(self._fetch_connection(), order, acks, keys, args))
@@ -367,14 +380,29 @@ class Channel(redis_broker.Channel):
         self._pending_fetch = pending
         try:
             if pending.script:
-                conn.send_command("EVALSHA", self._script("fetch", _FETCH).sha, len(pending.keys),
-                                  *pending.keys, *pending.args)
+                conn.send_packed_command([self._pack_fetch(conn, pending)])
             else:
                 conn.send_command(*pending.args)
         except BaseException:
             self._pending_fetch = None
             self._release_fetch_connection(broken=True)
             raise
+
+    def _pack_fetch(self, conn: Any, pending: _PendingFetch) -> bytes:
+        """``pending``'s EVALSHA in Redis's wire format. Its key names, headers and queue names
+        are encoded once per queue order, not with every call (redis-py would encode all two
+        dozen arguments each time); the few that change are encoded here."""
+        keys, args = pending.keys, pending.args
+        names = len(args) - 2 * len(pending.order)
+        static = self._packed.get(tuple(keys))  # the keys name the queues, in their order
+        if static is None:
+            sha = self._script("fetch", _FETCH).sha
+            static = self._packed[tuple(keys)] = (_resp(conn, ["EVALSHA", sha, len(keys), *keys]),
+                                            _resp(conn, args[4:6]), _resp(conn, args[names:]))
+        command, headers, queues = static
+        # args: limit, stamp, size, tag prefix, the two headers, counts, trim, tags, names
+        return b"".join((b"*%d\r\n" % (3 + len(keys) + len(args)), command,
+                         _resp(conn, args[:4]), headers, _resp(conn, args[6:names]), queues))
 
     def _fetch_connection(self) -> Any:
         """The connection for the next fetch, kept from one fetch to the next while they follow
