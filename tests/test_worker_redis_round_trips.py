@@ -109,8 +109,8 @@ def test_the_fetch_script_call_goes_out_as_redis_py_would_pack_it(redis_url, uni
                         f"b-{unique}.dead"]
                 pending = redis_transport._PendingFetch(wire, [f"a-{unique}", f"b-{unique}"],
                                                         acks, keys, args)
-                expected = wire.pack_command("EVALSHA", channel._script("fetch", redis_transport._FETCH).sha,
-                                             len(keys), *keys, *args)
+                sha = channel._script("fetch", redis_transport._FETCH).sha
+                expected = wire.pack_command("EVALSHA", sha, len(keys), *keys, *args)
                 assert channel._pack_fetch(wire, pending) == b"".join(expected)
         finally:
             channel.client.connection_pool.release(wire)
