@@ -70,7 +70,8 @@ local function b64(data)
   end
   return table.concat(out)
 end
--- The decoded envelope, or nil and why the item cannot be delivered as a kombu message.
+-- The delivery tag and the unacked record of an item, or nil and why it cannot be delivered as
+-- a kombu message. Nothing here may raise: what the loop below popped is recorded after it.
 local function envelope(item)
   local ok, msg = pcall(cjson.decode, item)
   if not ok or type(msg) ~= 'table' or msg[1] ~= nil then
@@ -88,7 +89,12 @@ local function envelope(item)
     local clean = string.gsub(msg['body'], '[^%w%+/=]', '')
     if #clean % 4 ~= 0 then return nil, "not a kombu message: 'body' is not base64" end
   end
-  return msg
+  local info = props['delivery_info']
+  local ok_exchange, exchange = pcall(cjson.encode, info['exchange'])
+  local ok_key, routing_key = pcall(cjson.encode, info['routing_key'])
+  if not (ok_exchange and ok_key) then
+    return nil, "not a kombu message: 'properties.delivery_info' cannot be encoded" end
+  return props['delivery_tag'], '[' .. item .. ',' .. exchange .. ',' .. routing_key .. ']'
 end
 -- KEYS: unacked_index, unacked, owned, the ledger's started set, then per queue `size` lists:
 --       processing, priorities.
@@ -97,10 +103,10 @@ end
 --       delivery, settled keys, the queue names and their dead-letter queues' list names.
 local limit, stamp, size = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local nacks, nstarted, nsettled = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
--- One command per key for ARGV[first..last], in slices Lua's unpack can take.
-local function each(command, key, first, last, step)
+-- One command per key for values[first..last], in slices Lua's unpack can take.
+local function each(command, key, first, last, step, values)
   for i = first, last, step do
-    redis.call(command, key, unpack(ARGV, i, math.min(i + step - 1, last)))
+    redis.call(command, key, unpack(values or ARGV, i, math.min(i + step - 1, last)))
   end
 end
 local at = 11
@@ -118,47 +124,56 @@ local names = at
 local cursor = {}
 for g = 1, groups do cursor[g] = 1 end
 local out = {}
-local taken, busy = 0, true
-while taken < limit and busy do
-  busy = false
-  for g = 1, groups do
-    if taken >= limit then break end
-    local item
-    while cursor[g] <= size and not item do
-      item = redis.call('RPOP', KEYS[4 + (g - 1) * size + cursor[g]])
-      if not item then cursor[g] = cursor[g] + 1 end
-    end
-    if item then
-      busy = true
-      local msg, why = envelope(item)
-      if not msg then
-        local queue, dead = ARGV[names + 2 * (g - 1)], ARGV[names + 2 * (g - 1) + 1]
-        local headers = {}
-        headers[ARGV[5]] = why
-        headers[ARGV[6]] = queue
-        redis.call('LPUSH', dead, cjson.encode({
-          body = b64(item), ['content-encoding'] = 'binary',
-          ['content-type'] = 'application/octet-stream', headers = headers,
-          properties = {body_encoding = 'base64', delivery_mode = 2, priority = 0,
-                        delivery_tag = ARGV[4] .. '-' .. #out,
-                        delivery_info = {exchange = '', routing_key = dead}}}))
-        out[#out + 1] = -g
-        out[#out + 1] = why
-      else
-        local props = msg['properties']
-        local info = props['delivery_info']
-        local tag = props['delivery_tag']
-        redis.call('ZADD', KEYS[1], stamp, tag)
-        redis.call('HSET', KEYS[2], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'])
-                   .. ',' .. cjson.encode(info['routing_key']) .. ']')
-        redis.call('SADD', KEYS[3], tag)
-        out[#out + 1] = g
-        out[#out + 1] = item
-        taken = taken + 1
+-- What is taken is recorded (unacked_index, unacked, owned) in one command each after the loop,
+-- even when the loop fails half-way (a queue key of another type): nothing popped goes unrecorded.
+local index, unacked, owned = {}, {}, {}
+local function take()
+  local taken, busy = 0, true
+  while taken < limit and busy do
+    busy = false
+    for g = 1, groups do
+      if taken >= limit then break end
+      local item
+      while cursor[g] <= size and not item do
+        item = redis.call('RPOP', KEYS[4 + (g - 1) * size + cursor[g]])
+        if not item then cursor[g] = cursor[g] + 1 end
+      end
+      if item then
+        busy = true
+        local tag, record = envelope(item)
+        if not tag then
+          local why = record
+          local queue, dead = ARGV[names + 2 * (g - 1)], ARGV[names + 2 * (g - 1) + 1]
+          local headers = {}
+          headers[ARGV[5]] = why
+          headers[ARGV[6]] = queue
+          redis.call('LPUSH', dead, cjson.encode({
+            body = b64(item), ['content-encoding'] = 'binary',
+            ['content-type'] = 'application/octet-stream', headers = headers,
+            properties = {body_encoding = 'base64', delivery_mode = 2, priority = 0,
+                          delivery_tag = ARGV[4] .. '-' .. #out,
+                          delivery_info = {exchange = '', routing_key = dead}}}))
+          out[#out + 1] = -g
+          out[#out + 1] = why
+        else
+          index[#index + 1] = stamp
+          index[#index + 1] = tag
+          unacked[#unacked + 1] = tag
+          unacked[#unacked + 1] = record
+          owned[#owned + 1] = tag
+          out[#out + 1] = g
+          out[#out + 1] = item
+          taken = taken + 1
+        end
       end
     end
   end
 end
+local ok, err = pcall(take)
+each('ZADD', KEYS[1], 1, #index, 1000, index)
+each('HSET', KEYS[2], 1, #unacked, 1000, unacked)
+each('SADD', KEYS[3], 1, #owned, 1000, owned)
+if not ok then error(err) end
 return out
 """
 
