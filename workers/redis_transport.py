@@ -187,7 +187,7 @@ def _resp(conn: Any, values: list[Any]) -> bytes:
 
 @dataclass
 class _PendingFetch:
-    """A fetch script call sent on ``conn`` (taken from the pool until its reply is read)."""
+    """A fetch call sent on ``conn`` (the channel's fetch connection), its reply not read yet."""
 
     conn: Any
     order: list[str]
