@@ -255,3 +255,8 @@ class StartRecord:
     """Delivery keys that ended without being lost: removed."""
     trim_before: float | None
     """Remove the records that expired before this time too; None: not this time."""
+
+    @property
+    def starts_only(self) -> bool:
+        """Nothing to write but the starts (one ``ZADD``)."""
+        return not self.settled and self.trim_before is None

@@ -5,6 +5,7 @@ do not starve the others."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -100,6 +101,61 @@ def test_malformed_messages_reach_the_dead_letter_queue_with_their_reason(setup:
     assert "not a JSON object" in reasons[b"plain text, not JSON"]
     assert "'body'" in reasons[b'{"properties": {"delivery_tag": "x"}}']
     assert {m.headers[DEAD_QUEUE_HEADER] for m in dead} == {setup.queue}
+
+
+@pytest.mark.timeout(60)
+def test_a_message_whose_delivery_info_cannot_be_encoded_again_is_dead_lettered(setup: Setup):
+    """Its exchange, 1e999, decodes to infinity, which Lua's JSON cannot encode back into the
+    unacked record: the fetch script dead-letters it rather than failing half-way."""
+    client = redis.Redis.from_url(BROKER)
+    app = setup.app()
+    app.send_task("tasks.mark", args=["bad"])
+    envelope = json.loads(client.rpop(setup.queue))
+    envelope["properties"]["delivery_info"]["exchange"] = "EXCHANGE"
+    bad = json.dumps(envelope).replace('"EXCHANGE"', "1e999").encode()
+    app.send_task("tasks.mark", args=["first"])
+    client.lpush(setup.queue, bad)
+    app.send_task("tasks.mark", args=["second"])
+    with setup.worker("-P", "solo"):
+        assert sorted(r["tag"] for r in setup.wait_records("mark", 2)) == ["first", "second"]
+        dead = setup.dead_letters(expected=1)
+    assert [m.body for m in dead] == [bad]
+    assert "cannot be encoded" in dead[0].headers[DEAD_REASON_HEADER]
+    assert not client.hexists("unacked", envelope["properties"]["delivery_tag"])
+
+
+@pytest.mark.timeout(60)
+def test_a_fetch_that_fails_half_way_leaves_what_it_took_recorded(setup: Setup, unique: str):
+    """A priority list of the queue that is not a list makes the fetch script fail after it
+    popped the messages before it: they stay recorded as the owner's unacked deliveries (what
+    a restore gives back), not popped into the void."""
+    client = redis.Redis.from_url(BROKER)
+    app = setup.app()
+    for i in range(3):
+        app.send_task("tasks.mark", args=[i])
+    wrong = f"{setup.queue}\x06\x163"  # kombu's list for priority 3, taken after the queue's own
+    client.set(wrong, "not a list")
+    owner = f"half-{unique}"
+    owned = OWNED_KEY.format(owner=owner)
+    try:
+        with redis_broker.connection(BROKER, transport=worker_channel.Transport) as conn:
+            channel = conn.channel()
+            channel.own(owner, ttl=60)
+            Consumer(channel, [Queue(setup.queue)], callbacks=[lambda body, message: None],
+                     auto_declare=False).consume()
+            with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+                channel.fetch_many([setup.queue], 10)
+        taken = [tag.decode() for tag in client.smembers(owned)]
+        assert len(taken) == 3 and not client.llen(setup.queue)
+        assert all(client.hexists("unacked", tag) and client.zscore("unacked_index", tag)
+                   for tag in taken)
+    finally:
+        tags = [tag.decode() for tag in client.smembers(owned)]
+        if tags:
+            client.hdel("unacked", *tags)
+            client.zrem("unacked_index", *tags)
+        client.delete(wrong, owned, ALIVE_KEY.format(owner=owner))
+        client.srem(OWNERS_KEY, owner)
 
 
 CELERY_TASKS = """

@@ -15,7 +15,7 @@ redelivered message counts only when its previous delivery is recorded there. Wi
 (RabbitMQ with rpc:// or no results) every redelivery counts, as before. On Redis the ledger is
 on the broker, so the record rides the worker's fetch script (:class:`StartRecord`): written in
 the same step that acks the finished deliveries, before the tasks run, with no round trip of
-its own.
+its own; a batch that starts with nothing to fetch sends it alone (one ``ZADD``).
 """
 
 from __future__ import annotations
@@ -79,14 +79,17 @@ class Starts:
         self.key: str | None = ledger.key(STARTED) if isinstance(ledger, RedisLedger) else None
         """The ledger's sorted set when it is on Redis (:meth:`take` can hand it the records)."""
 
-    def take(self, keys: Iterable[str]) -> StartRecord | None:
-        """The record of ``keys`` starting (and of the settled ones), for the caller to write
-        in a round trip of its own before the tasks run; None: nothing to write. Give it back
-        with :meth:`untaken` if it was not written."""
+    def take(self, keys: Iterable[str], settle: bool = True) -> StartRecord | None:
+        """The record of ``keys`` starting (and of the settled ones unless ``settle`` is
+        False: they then wait for a later record), for the caller to write in a round trip of
+        its own before the tasks run; None: nothing to write. Give it back with
+        :meth:`untaken` if it was not written."""
         assert self.key is not None, "only a ledger on Redis hands its records out"
         started = dict.fromkeys(keys, time.time() + STARTED_TTL)
-        if not started and not self._settled:
+        if not started and not (settle and self._settled):
             return None
+        if not settle:
+            return StartRecord(self.key, started, [], None)
         settled, self._settled = self._settled, []
         trim = None
         if started and time.monotonic() >= self._next_trim:

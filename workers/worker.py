@@ -475,25 +475,30 @@ class Worker:
     def _start_and_fetch(self, batch: list[Job], room: int) -> int | None:
         """Start ``batch`` with its starts recorded first, send the gathered acks and take up
         to ``room`` messages. Where the broker keeps the ledger (Redis) all of it is one script
-        call, sent before the batch starts (the record is then in Redis's hands, as a record
-        sent on its own would be) and read while the batch runs. Returns how many messages
+        call (one ZADD when nothing is taken), sent before the batch starts (the record is then
+        in Redis's hands, as a record sent on its own would be) and read while the batch runs.
+        Returns how many messages
         came; None when no fetch was made (nothing to take or record, or a broker without
         fetch)."""
         keys = [job.start_key for job in batch if job.start_key]
-        record = self.starts.take(keys) if keys and self._starts_ride else None
+        # A call that takes nothing records the starts alone (one ZADD): the acks and the
+        # settled records wait for the next fetch, as they did before starts were recorded.
+        record = self.starts.take(keys, settle=room > 0) if keys and self._starts_ride else None
         if keys and record is None:
             self.starts.record(keys)
         if room <= 0 and record is None:
             self._start(batch)
             return None
-        acks, self.settlement.acks = self.settlement.acks, []
+        acks: list[str] = []
+        if room > 0:
+            acks, self.settlement.acks = self.settlement.acks, []
         try:
             sent = self.consumer.send_fetch(room, acks, record)
         except self.consumer.errors as exc:
             self._lost_fetch(acks, record, batch, exc)
             raise
         if not sent:
-            self.settlement.acks = acks
+            self.settlement.acks = [*acks, *self.settlement.acks]
             self.starts.untaken(record)
             if record is not None:
                 self.starts.record(keys)

@@ -15,7 +15,8 @@ these messages as their own) and changes who takes and who gives back:
   then takes it from there. A popped item that is not a kombu envelope is wrapped and pushed to
   ``<queue>.dead`` with the reason, in the same script. The same call records the starts of the
   batch the worker is about to run in the cluster ledger (:class:`~qtui.core.ledger.StartRecord`):
-  sent before the batch starts (:meth:`Channel.send_fetch`), its reply read while it runs.
+  sent before the batch starts (:meth:`Channel.send_fetch`), its reply read while it runs. A
+  batch that starts with nothing to take or ack sends its record alone, one ``ZADD``.
 * **Giving back** is by ownership, never by age. Each worker is an owner with an ``alive`` key
   that a helper process (:mod:`qtui.workers.liveness`) refreshes, so a task holding the GIL
   cannot make its worker look dead. A worker restores only what dead owners hold (their
@@ -79,7 +80,8 @@ local function b64(data)
   end
   return table.concat(out)
 end
--- The decoded envelope, or nil and why the item cannot be delivered as a kombu message.
+-- The delivery tag and the unacked record of an item, or nil and why it cannot be delivered as
+-- a kombu message. Nothing here may raise: what the loop below popped is recorded after it.
 local function envelope(item)
   local ok, msg = pcall(cjson.decode, item)
   if not ok or type(msg) ~= 'table' or msg[1] ~= nil then
@@ -97,7 +99,12 @@ local function envelope(item)
     local clean = string.gsub(msg['body'], '[^%w%+/=]', '')
     if #clean % 4 ~= 0 then return nil, "not a kombu message: 'body' is not base64" end
   end
-  return msg
+  local info = props['delivery_info']
+  local ok_exchange, exchange = pcall(cjson.encode, info['exchange'])
+  local ok_key, routing_key = pcall(cjson.encode, info['routing_key'])
+  if not (ok_exchange and ok_key) then
+    return nil, "not a kombu message: 'properties.delivery_info' cannot be encoded" end
+  return props['delivery_tag'], '[' .. item .. ',' .. exchange .. ',' .. routing_key .. ']'
 end
 -- KEYS: unacked_index, unacked, owned, the ledger's started set, then per queue `size` lists:
 --       processing, priorities.
@@ -106,10 +113,10 @@ end
 --       delivery, settled keys, the queue names and their dead-letter queues' list names.
 local limit, stamp, size = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local nacks, nstarted, nsettled = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
--- One command per key for ARGV[first..last], in slices Lua's unpack can take.
-local function each(command, key, first, last, step)
+-- One command per key for values[first..last], in slices Lua's unpack can take.
+local function each(command, key, first, last, step, values)
   for i = first, last, step do
-    redis.call(command, key, unpack(ARGV, i, math.min(i + step - 1, last)))
+    redis.call(command, key, unpack(values or ARGV, i, math.min(i + step - 1, last)))
   end
 end
 local at = 11
@@ -127,60 +134,78 @@ local names = at
 local cursor = {}
 for g = 1, groups do cursor[g] = 1 end
 local out = {}
-local taken, busy = 0, true
-while taken < limit and busy do
-  busy = false
-  for g = 1, groups do
-    if taken >= limit then break end
-    local item
-    while cursor[g] <= size and not item do
-      item = redis.call('RPOP', KEYS[4 + (g - 1) * size + cursor[g]])
-      if not item then cursor[g] = cursor[g] + 1 end
-    end
-    if item then
-      busy = true
-      local msg, why = envelope(item)
-      if not msg then
-        local queue, dead = ARGV[names + 2 * (g - 1)], ARGV[names + 2 * (g - 1) + 1]
-        local headers = {}
-        headers[ARGV[5]] = why
-        headers[ARGV[6]] = queue
-        redis.call('LPUSH', dead, cjson.encode({
-          body = b64(item), ['content-encoding'] = 'binary',
-          ['content-type'] = 'application/octet-stream', headers = headers,
-          properties = {body_encoding = 'base64', delivery_mode = 2, priority = 0,
-                        delivery_tag = ARGV[4] .. '-' .. #out,
-                        delivery_info = {exchange = '', routing_key = dead}}}))
-        out[#out + 1] = -g
-        out[#out + 1] = why
-      else
-        local props = msg['properties']
-        local info = props['delivery_info']
-        local tag = props['delivery_tag']
-        redis.call('ZADD', KEYS[1], stamp, tag)
-        redis.call('HSET', KEYS[2], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'])
-                   .. ',' .. cjson.encode(info['routing_key']) .. ']')
-        redis.call('SADD', KEYS[3], tag)
-        out[#out + 1] = g
-        out[#out + 1] = item
-        taken = taken + 1
+-- What is taken is recorded (unacked_index, unacked, owned) in one command each after the loop,
+-- even when the loop fails half-way (a queue key of another type): nothing popped goes unrecorded.
+local index, unacked, owned = {}, {}, {}
+local function take()
+  local taken, busy = 0, true
+  while taken < limit and busy do
+    busy = false
+    for g = 1, groups do
+      if taken >= limit then break end
+      local item
+      while cursor[g] <= size and not item do
+        item = redis.call('RPOP', KEYS[4 + (g - 1) * size + cursor[g]])
+        if not item then cursor[g] = cursor[g] + 1 end
+      end
+      if item then
+        busy = true
+        local tag, record = envelope(item)
+        if not tag then
+          local why = record
+          local queue, dead = ARGV[names + 2 * (g - 1)], ARGV[names + 2 * (g - 1) + 1]
+          local headers = {}
+          headers[ARGV[5]] = why
+          headers[ARGV[6]] = queue
+          redis.call('LPUSH', dead, cjson.encode({
+            body = b64(item), ['content-encoding'] = 'binary',
+            ['content-type'] = 'application/octet-stream', headers = headers,
+            properties = {body_encoding = 'base64', delivery_mode = 2, priority = 0,
+                          delivery_tag = ARGV[4] .. '-' .. #out,
+                          delivery_info = {exchange = '', routing_key = dead}}}))
+          out[#out + 1] = -g
+          out[#out + 1] = why
+        else
+          index[#index + 1] = stamp
+          index[#index + 1] = tag
+          unacked[#unacked + 1] = tag
+          unacked[#unacked + 1] = record
+          owned[#owned + 1] = tag
+          out[#out + 1] = g
+          out[#out + 1] = item
+          taken = taken + 1
+        end
       end
     end
   end
 end
+local ok, err = pcall(take)
+each('ZADD', KEYS[1], 1, #index, 1000, index)
+each('HSET', KEYS[2], 1, #unacked, 1000, unacked)
+each('SADD', KEYS[3], 1, #owned, 1000, owned)
+if not ok then error(err) end
 return out
 """
 
 
+def _resp(conn: Any, values: list[Any]) -> bytes:
+    """``values`` as the arguments of a command in Redis's wire format (RESP bulk strings),
+    encoded as ``conn`` encodes them."""
+    return b"".join(b"$%d\r\n%b\r\n" % (len(value), value)
+                    for value in map(conn.encoder.encode, values))
+
+
 @dataclass
 class _PendingFetch:
-    """A fetch script call sent on ``conn`` (taken from the pool until its reply is read)."""
+    """A fetch call sent on ``conn`` (the channel's fetch connection), its reply not read yet."""
 
     conn: Any
     order: list[str]
     acks: list[str]
     keys: list[str]
     args: list[Any]
+    script: bool = True
+    """False: a plain command (a record of starts only), whose reply delivers nothing."""
 
 
 class QoS(redis_broker.QoS):
@@ -218,6 +243,9 @@ class QoS(redis_broker.QoS):
 #: wait's reply (a message it moved must be taken), so this bounds how long SIGTERM takes to act.
 #: Redis takes fractions of a second from 6.0 on; older servers keep kombu's whole second.
 BRPOP_TIMEOUT = 0.25
+#: A fetch connection unused this long goes back to redis-py's pool, whose readiness check (a
+#: poll) vets it before the next fetch: the server may have closed an idle connection.
+FETCH_CONNECTION_IDLE = 1.0
 
 
 class Channel(redis_broker.Channel):
@@ -240,6 +268,14 @@ class Channel(redis_broker.Channel):
         """The queue a pending blocking move waits on."""
         self._pending_fetch: _PendingFetch | None = None
         """A fetch sent whose reply is not read yet."""
+        self._packed: dict[tuple[str, ...], tuple[bytes, bytes, bytes]] = {}
+        """The fetch script's unchanging arguments in Redis's wire format, by its keys (see
+        :meth:`_pack_fetch`)."""
+        self._tag_base = uuid.uuid4().hex
+        self._fetches = 0
+        self._fetch_conn: Any = None
+        """The connection fetches ride while the worker is busy (see :meth:`_fetch_connection`)."""
+        self._fetch_used_at = 0.0
         self._fetch_loaded = False
         self._processing_known: set[str] = set()
 
@@ -328,6 +364,14 @@ class Channel(redis_broker.Channel):
             return False
         assert self.owner is not None, "fetch_many takes messages for an owner"
         assert self._pending_fetch is None, "one fetch at a time"
+        if (limit <= 0 or not queues) and not acks and starts is not None and starts.starts_only:
+            # Only starts to record (a batch starts with nothing to take or ack): one ZADD,
+            # far cheaper on both sides than the fetch script with its two dozen arguments.
+            self._send_pending(_PendingFetch(
+                self._fetch_connection(), [], [], [],
+                ["ZADD", starts.key, *(x for key, expires in starts.started.items()
+                                       for x in (expires, key))], script=False))
+            return True
         order = [] if limit <= 0 else [
             q for q in self._queue_cycle.consume(len(self._queue_cycle.items))
             if q in queues] or list(queues)
@@ -338,7 +382,6 @@ class Channel(redis_broker.Channel):
         size = len(keys) // len(order) if order else 1
         names = [name for queue in order for name in (queue, dead_letter_queue_name(queue))]
         client = self._create_client()
-        script = self._script("fetch", _FETCH)
         if not self._fetch_loaded:  # so that the first call's EVALSHA runs, not fails
             client.script_load(_FETCH)
             self._fetch_loaded = True
@@ -349,19 +392,65 @@ class Channel(redis_broker.Channel):
         trim = "" if starts is None or starts.trim_before is None else starts.trim_before
         keys = [self.unacked_index_key, self.unacked_key, OWNED_KEY.format(owner=self.owner),
                 starts.key if starts else "", *keys]
-        args = [max(limit, 0), self.fetch_stamp, size, uuid.uuid4().hex if order else "",
+        self._fetches += 1
+        args = [max(limit, 0), self.fetch_stamp, size, f"{self._tag_base}.{self._fetches}",
                 DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks), len(started) // 2,
                 len(settled), trim, *acks, *started, *settled, *names]
-        conn = client.connection_pool.get_connection()
-        self._pending_fetch = _PendingFetch(conn, order, acks, keys, args)
+        self._send_pending(_PendingFetch(self._fetch_connection(), order, acks, keys, args))
+        return True
+
+    def _send_pending(self, pending: _PendingFetch) -> None:
+        """Send ``pending``'s command on its connection, to be read by :meth:`read_fetch`."""
+        conn = pending.conn
+        self._pending_fetch = pending
         try:
-            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            if pending.script:
+                conn.send_packed_command([self._pack_fetch(conn, pending)])
+            else:
+                conn.send_command(*pending.args)
         except BaseException:
             self._pending_fetch = None
-            conn.disconnect()
-            client.connection_pool.release(conn)
+            self._release_fetch_connection(broken=True)
             raise
-        return True
+
+    def _pack_fetch(self, conn: Any, pending: _PendingFetch) -> bytes:
+        """``pending``'s EVALSHA in Redis's wire format. Its key names, headers and queue names
+        are encoded once per queue order, not with every call (redis-py would encode all two
+        dozen arguments each time); the few that change are encoded here."""
+        keys, args = pending.keys, pending.args
+        names = len(args) - 2 * len(pending.order)
+        static = self._packed.get(tuple(keys))  # the keys name the queues, in their order
+        if static is None:
+            sha = self._script("fetch", _FETCH).sha
+            static = self._packed[tuple(keys)] = (_resp(conn, ["EVALSHA", sha, len(keys), *keys]),
+                                            _resp(conn, args[4:6]), _resp(conn, args[names:]))
+        command, headers, queues = static
+        # args: limit, stamp, size, tag prefix, the two headers, counts, trim, tags, names
+        return b"".join((b"*%d\r\n" % (3 + len(keys) + len(args)), command,
+                         _resp(conn, args[:4]), headers, _resp(conn, args[6:names]), queues))
+
+    def _fetch_connection(self) -> Any:
+        """The connection for the next fetch, kept from one fetch to the next while they follow
+        each other closely: taking one from redis-py's pool costs a readiness poll and two
+        locked updates a call, and a busy worker makes a call for every task or two."""
+        if self._fetch_conn is not None and \
+                monotonic() - self._fetch_used_at > FETCH_CONNECTION_IDLE:
+            self._release_fetch_connection()
+        if self._fetch_conn is None:
+            self._fetch_conn = self._create_client().connection_pool.get_connection()
+        self._fetch_used_at = monotonic()
+        return self._fetch_conn
+
+    def _release_fetch_connection(self, broken: bool = False) -> None:
+        conn, self._fetch_conn = self._fetch_conn, None
+        if conn is not None:
+            if broken:
+                conn.disconnect()
+            self._create_client().connection_pool.release(conn)
+
+    def close(self) -> None:
+        self._release_fetch_connection()
+        super().close()
 
     def read_fetch(self) -> int:
         """Read the reply to :meth:`send_fetch` and deliver its messages; returns how many."""
@@ -375,11 +464,11 @@ class Channel(redis_broker.Channel):
                 reply = self._script("fetch", _FETCH)(keys=pending.keys, args=pending.args,
                                                       client=client)
         except BaseException:
-            pending.conn.disconnect()
+            self._release_fetch_connection(broken=True)
             raise
-        finally:
-            client.connection_pool.release(pending.conn)
         self.fetch_stamp = None  # answered: nothing of this fetch to reclaim
+        if not pending.script:
+            return 0
         for tag in pending.acks:
             virtual.QoS.ack(self.qos, tag)
         order = pending.order

@@ -1,0 +1,177 @@
+"""CPU per task of a qtui worker draining Redis, and of Redis itself: steadier than drain rates on
+a shared machine, where the rates move by a third from run to run.
+
+The worker starts on an empty queue and waits idle; the no-op tasks are staged on a list of their
+own and RENAMEd onto the queue in one step; from then until the queue and ``unacked`` are empty
+the bench counts the CPU time of the worker's process tree (``/proc`` utime + stime, children
+included) and of Redis (``INFO cpu``), and the commands Redis ran (``INFO commandstats``, those
+inside scripts included). Use a Redis of the bench's own: it is flushed, and its statistics
+reset. ``--callgrind`` runs the worker under valgrind's callgrind, instrumented only during the
+drain: instruction counts repeat from run to run whatever the machine's load (the worker runs
+about 50 times slower, so clock-driven work weighs more).
+
+    redis-server --port 6391 --save "" --appendonly no --daemonize yes
+    python -m bench.bench_cpu solo --tasks 3000 --redis redis://127.0.0.1:6391/0
+    python -m bench.bench_cpu prefork -c 2 --tasks 3000 --redis redis://127.0.0.1:6391/0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+QUEUE = "bench-cpu"
+TASKS = """
+from qtui.core import App
+
+app = App("benchtasks", broker="{url}", backend=None, task_default_queue="{queue}",
+          task_acks_late={acks_late})
+
+@app.task(name="benchtasks.noop", ignore_result=True)
+def noop():
+    pass
+"""
+#: What the bench itself sends Redis while it watches: left out of the command counts.
+OWN_COMMANDS = {"llen", "hlen", "info", "config|resetstat", "rename", "client|list"}
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of ``root`` and every process below it (their waited-for children too)."""
+    children: dict[int, list[tuple[int, list[str]]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        children.setdefault(int(fields[1]), []).append((int(entry), fields))
+    own = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks, todo = sum(int(x) for x in own[11:15]), [root]
+    while todo:
+        for pid, fields in children.get(todo.pop(), []):
+            ticks += sum(int(x) for x in fields[11:15])
+            todo.append(pid)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def stage(client: redis.Redis, url: str, count: int) -> None:
+    """``count`` copies (fresh ids and tags) of one message sent by qtui's client, on the list
+    ``staging``."""
+    from qtui.core import App
+
+    app = App("filler", broker=url, backend=None, task_default_queue=QUEUE)
+    app.send_task("benchtasks.noop", ignore_result=True)
+    app.close()
+    template = json.loads(client.rpop(QUEUE))
+    pipe = client.pipeline(transaction=False)
+    for i in range(count):
+        task_id = str(uuid.uuid4())
+        template["headers"]["id"] = template["headers"]["root_id"] = task_id
+        template["properties"]["correlation_id"] = task_id
+        template["properties"]["delivery_tag"] = str(uuid.uuid4())
+        pipe.lpush("staging", json.dumps(template))
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+def callgrind(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pool", choices=("solo", "threads", "prefork"))
+    parser.add_argument("-c", "--concurrency")
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6391/0",
+                        help="a Redis the bench may flush (a private redis-server)")
+    parser.add_argument("--events", choices=("on", "off"), default="on")
+    parser.add_argument("--acks-early", action="store_true", help="task_acks_late=False")
+    parser.add_argument("--callgrind", metavar="FILE",
+                        help="run the worker under callgrind, its drain dumped to FILE.1")
+    args = parser.parse_args(argv)
+    client = redis.Redis.from_url(args.redis)
+    client.flushall()
+    stage(client, args.redis, args.tasks)
+    with tempfile.TemporaryDirectory(prefix="qtui-bench-cpu-") as tmp:
+        Path(tmp, "cpu_tasks.py").write_text(textwrap.dedent(TASKS.format(
+            url=args.redis, queue=QUEUE, acks_late=not args.acks_early)))
+        command = [sys.executable, "-m", "qtui.workers.cli", "-A", "cpu_tasks", "-l", "WARNING",
+                   "-Q", QUEUE, "-n", f"cpu-{uuid.uuid4().hex[:6]}@%h", "-P", args.pool]
+        if args.concurrency:
+            command += ["-c", args.concurrency]
+        if args.events == "off":
+            command.append("--without-events")
+        if args.callgrind:
+            command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                       f"--callgrind-out-file={args.callgrind}", *command]
+        with Path(tmp, "worker.log").open("w") as log:
+            worker = subprocess.Popen(command, cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
+                                      env={**os.environ, "PYTHONPATH": tmp},
+                                      start_new_session=True)
+        try:
+            deadline = time.monotonic() + 600
+            while not any(c.get("cmd") in ("brpop", "blmove", "brpoplpush")
+                          for c in client.client_list()):  # idle: waiting for a message
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(Path(tmp, "worker.log").read_text()[-3000:])
+                time.sleep(0.05)
+            time.sleep(1.0)
+            if args.callgrind:
+                callgrind("-i", "on", str(worker.pid))
+            client.config_resetstat()
+            worker_before, redis_before = tree_cpu(worker.pid), redis_cpu(client)
+            start = time.perf_counter()
+            client.rename("staging", QUEUE)
+            while client.llen(QUEUE) or client.hlen("unacked"):
+                time.sleep(0.01)
+            seconds = time.perf_counter() - start
+            worker_cpu = tree_cpu(worker.pid) - worker_before
+            redis_used = redis_cpu(client) - redis_before
+            if args.callgrind:
+                callgrind("--dump=drain", str(worker.pid))
+            stats = client.info("commandstats")
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+    n = args.tasks
+    calls = {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in stats.items()}
+    calls = {name: count for name, count in calls.items() if name not in OWN_COMMANDS}
+    label = args.pool + (f" -c {args.concurrency}" if args.concurrency else "")
+    print(f"{label}: worker {1e6 * worker_cpu / n:.0f} us/task, Redis {1e6 * redis_used / n:.0f} "
+          f"us/task, drain {n / seconds:,.0f}/s, commands run {sum(calls.values()) / n:.2f}/task "
+          f"(scripts {calls.get('evalsha', 0) / n:.2f}), load {os.getloadavg()[0]:.1f}")
+    print("  per task:", ", ".join(f"{name} {count / n:.2f}"
+                                   for name, count in sorted(calls.items()) if count / n >= 0.01))
+    if args.callgrind:
+        for line in Path(f"{args.callgrind}.1").read_text(errors="replace").splitlines():
+            if line.startswith(("summary:", "totals:")):
+                print(f"  callgrind: {int(line.split()[1]) / n:,.0f} instructions/task")
+                break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
