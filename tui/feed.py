@@ -36,7 +36,7 @@ from qtui.core.alerts import (
 )
 from qtui.core.events import EventReceiver
 from qtui.core.metrics import Recorder
-from qtui.core.queues import QueueHead, inspector_for, oldest_age
+from qtui.core.queues import QueueHead, inspector_for, oldest_age, oldest_wait
 from qtui.core.state import State, TaskState, WorkerState
 from qtui.core.states import FAILURE
 
@@ -325,7 +325,7 @@ class Feed:
         return taken
 
     def _age_watched(self, queue: str) -> bool:
-        """Whether a queue_age rule looks at ``queue`` (only those queues' heads are read)."""
+        """Whether a queue_age rule looks at ``queue`` (only those queues' ages are observed)."""
         return any(r.kind == "queue_age" and fnmatch.fnmatchcase(queue, r.queue or "*")
                    for r in self.alerts.rules)
 
@@ -370,37 +370,38 @@ class Feed:
                     consumers.setdefault(name, []).append(host)
         try:
             with inspector_for(self.app) as inspector:
-                found = inspector.with_scheduled(
-                    inspector.queues([*consumers, *self.watched_queues() - set(consumers)]))
-                heads = inspector.heads(q.name for q in found if q.messages
-                                        and self._age_watched(q.name))
+                poll = inspector.poll([*consumers, *self.watched_queues() - set(consumers)])
         except Exception as exc:
             self._queue_error = f"queue depths unavailable: {exc}"
             self._queues_fresh = False
             return
         self._queue_error = ""
         now, rows = time.monotonic(), []
-        for q in found:
+        with self.lock:
+            sent_at, wall = self.state.sent_at, time.time()
+            ages = {q.name: oldest_wait(q.messages, poll.heads.get(q.name, ()), sent_at, wall)
+                    for q in poll.queues}
+        for q in poll.queues:
             hosts = tuple(sorted(consumers.get(q.name, ())))
             # A broker that cannot count consumers (the embedded one): the workers that said
             # they consume the queue are its consumers.
             count = q.consumers if q.consumers is not None else len(hosts)
             rows.append(QueueRow(q.name, q.messages, count, self._rate(q.name, q.messages, now),
-                                 hosts, q.scheduled))
+                                 hosts, q.scheduled, ages[q.name], poll.dead.get(q.name)))
             self._depths[q.name] = (q.messages, now)
         self._queues = tuple(rows)
-        self._heads = heads
+        self._heads = poll.heads
         self._queues_fresh = True
         if self.state.metrics is not None:
             self._save_queue_depths(rows)
 
     def _save_queue_depths(self, rows: list[QueueRow]) -> None:
-        """The poll's depths into the metrics. The oldest message's age is not recorded yet:
-        the poll reads queue heads only for the queues a ``queue_age`` rule watches."""
+        """The poll's depths and oldest messages' ages (where known) into the metrics."""
         assert self.history is not None
         try:
-            self.history.save_queue_depths(time.time(),
-                                           {row.name: (row.depth, None) for row in rows})
+            self.history.save_queue_depths(time.time(), {
+                row.name: (row.depth, None if row.age is None else row.age.seconds)
+                for row in rows})
         except Exception as exc:
             logger.warning("console queue depths not saved: %s", exc)
 

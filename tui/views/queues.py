@@ -1,5 +1,6 @@
-"""Queues: every queue the broker can list, with depth, ETA tasks held in the broker's delayed
-store, consumers and who consumes it."""
+"""Queues: every queue the broker can list, with depth, how long its oldest message has waited
+(``~``: inferred from a ``task-sent`` event, ``?``: unknown), ETA tasks held in the broker's
+delayed store, the depth of its dead-letter queue, consumers and who consumes it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from .. import equivalents
 from . import format
 from .base import TableView
 
-COLUMNS = ("Queue", "Depth", "Scheduled", "Consumers", "Change/s", "Workers")
+COLUMNS = ("Queue", "Depth", "Oldest", "Scheduled", "Dead", "Consumers", "Change/s", "Workers")
 
 
 class QueuesScreen(TableView):
@@ -30,7 +31,9 @@ class QueuesScreen(TableView):
             workers = queue.workers or tuple(model.workers_consuming(queue.name))
             table.add_row(*format.cells(
                 queue.name, "?" if queue.depth is None else str(queue.depth),
+                "" if queue.depth == 0 else format.waited(queue.age),
                 "" if queue.scheduled is None else str(queue.scheduled),
+                "" if queue.dead is None else str(queue.dead),
                 format.consumers(queue.consumers),
                 "" if queue.rate is None else f"{queue.rate:+.1f}", ", ".join(workers)),
                 key=queue.name)

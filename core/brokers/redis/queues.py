@@ -1,14 +1,36 @@
 """Queue inspection on Redis: LLEN over each queue's priority lists, and every queue kombu bound
-found in its ``_kombu.binding.<exchange>`` sets, so queues nobody consumes are listed too."""
+found in its ``_kombu.binding.<exchange>`` sets, so queues nobody consumes are listed too.
+
+A poll (:meth:`RedisQueues.poll`) is one pipelined round trip for all queues, whatever their
+number and depth: per queue, LLEN and LINDEX of the head of each priority list, LLEN of its
+dead-letter lists and ZCARD of its delayed set; never a read of a whole queue. Finding the queues
+nobody named takes a SCAN of the binding keys, paged over the whole database, so its answer is
+kept for :data:`DISCOVERY_TTL` seconds per broker: a queue first bound by a client no worker
+consumes from appears within that time; queues the caller names appear at once.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
+from ...delayed import DELAYED_KEY
 from ...events import EVENT_QUEUE_PREFIX
-from ...queues import QueueHead, QueueInfo, QueueInspector, is_internal
+from ...protocol import dead_letter_queue_name, sent_at_of
+from ...queues import (
+    QueueHead,
+    QueueInfo,
+    QueueInspector,
+    QueuePoll,
+    is_dead_letter_queue,
+    is_internal,
+)
+
+#: Seconds a poll reuses the queue names a binding-key SCAN found.
+DISCOVERY_TTL = 30.0
 
 
 class RedisQueues(QueueInspector):
@@ -16,6 +38,10 @@ class RedisQueues(QueueInspector):
 
     lists_all = True
     BINDING_PREFIX = "_kombu.binding."
+
+    _discovered: ClassVar[dict[str, tuple[float, frozenset[str]]]] = {}
+    """Queue names found by SCAN, by broker URL, with the monotonic time they were found."""
+    _discovery_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def queues(self, names: Iterable[str] = ()) -> list[QueueInfo]:
         channel: Any = self.connection.default_channel  # kombu types it as the base Channel
@@ -42,13 +68,54 @@ class RedisQueues(QueueInspector):
         heads: dict[str, list[QueueHead]] = {}
         for (name, _), raw in zip(keys, found, strict=True):
             if raw is not None:
-                heads.setdefault(name, []).append(QueueHead(_envelope_task_id(raw)))
+                heads.setdefault(name, []).append(_envelope_head(raw))
         return heads
+
+    def poll(self, names: Iterable[str] = ()) -> QueuePoll:
+        channel: Any = self.connection.default_channel
+        ordered = sorted({name for name in names if not is_dead_letter_queue(name)}
+                         | self._recent_bound_queues(channel))
+        with channel.client.pipeline(transaction=False) as pipe:
+            for name in ordered:
+                keys = self.priority_keys(channel, name)
+                for key in keys:
+                    pipe.llen(key)
+                for key in keys:
+                    pipe.lindex(key, -1)  # kombu pushes on the left and pops on the right
+                for key in self.priority_keys(channel, dead_letter_queue_name(name)):
+                    pipe.llen(key)
+                pipe.zcard(DELAYED_KEY.format(queue=name))
+            replies = iter(pipe.execute())
+        queues, dead, heads = [], {}, {}
+        for name in ordered:
+            steps = len(self.priority_keys(channel, name))
+            depth = sum(next(replies) for _ in range(steps))
+            found = [_envelope_head(raw) for raw in (next(replies) for _ in range(steps))
+                     if raw is not None]
+            dead_depth = sum(next(replies) for _ in range(steps))
+            queues.append(QueueInfo(name, depth, scheduled=int(next(replies))))
+            if found:
+                heads[name] = found
+            if dead_depth:
+                dead[name] = dead_depth
+        return QueuePoll(queues, dead, heads)
 
     @staticmethod
     def priority_keys(channel: Any, name: str) -> list[str]:
         """The lists holding one queue: its name for priority 0, then one per priority step."""
         return [name] + [f"{name}{channel.sep}{step}" for step in channel.priority_steps if step]
+
+    def _recent_bound_queues(self, channel: Any) -> set[str]:
+        """:meth:`_bound_queues`, reused for :data:`DISCOVERY_TTL` seconds."""
+        url, now = self.connection.as_uri(include_password=True), time.monotonic()
+        with self._discovery_lock:
+            found = self._discovered.get(url)
+        if found is not None and now - found[0] < DISCOVERY_TTL:
+            return set(found[1])
+        bound = {name for name in self._bound_queues(channel) if not is_dead_letter_queue(name)}
+        with self._discovery_lock:
+            self._discovered[url] = (now, frozenset(bound))
+        return bound
 
     def _bound_queues(self, channel: Any) -> set[str]:
         prefix = channel.global_keyprefix or ""
@@ -68,17 +135,20 @@ class RedisQueues(QueueInspector):
         return found
 
 
-def _envelope_task_id(raw: bytes | str) -> str | None:
-    """The task id of a kombu Redis envelope (protocol v2 ``id`` header, else the
-    correlation id); None for a message of another shape."""
+def _envelope_head(raw: bytes | str) -> QueueHead:
+    """The task id of a kombu Redis envelope (protocol v2 ``id`` header, else the correlation
+    id) and the publish time a qtui client stamped on it; None for what a message of another
+    shape does not say."""
     try:
         envelope = json.loads(raw)
     except ValueError:  # not kombu's JSON envelope: a message qtui cannot date
-        return None
+        return QueueHead(None)
     if not isinstance(envelope, Mapping):
-        return None
+        return QueueHead(None)
     headers, properties = envelope.get("headers"), envelope.get("properties")
-    found = headers.get("id") if isinstance(headers, Mapping) else None
+    if not isinstance(headers, Mapping):
+        headers = {}
+    found = headers.get("id")
     if found is None and isinstance(properties, Mapping):
         found = properties.get("correlation_id")
-    return found if isinstance(found, str) else None
+    return QueueHead(found if isinstance(found, str) else None, sent_at_of(headers))
