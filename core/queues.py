@@ -22,7 +22,7 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from kombu import Connection
@@ -33,6 +33,7 @@ from .brokers.family import family_for
 from .delayed import is_store_queue
 from .events import EVENT_QUEUE_PREFIX
 from .exceptions import QtuiError
+from .pauses import Pause, PauseUnsupported
 from .protocol import DEAD_SUFFIX, dead_letter_queue_name
 
 if TYPE_CHECKING:
@@ -78,12 +79,13 @@ class Age:
 @dataclass
 class QueuePoll:
     """One look at a broker's queues: each queue (with its ``scheduled`` count), the depth of
-    its dead-letter queue ``<queue>.dead`` where it has one, and the heads of those that hold
-    messages."""
+    its dead-letter queue ``<queue>.dead`` where it has one, the heads of those that hold
+    messages, and the paused queues."""
 
     queues: list[QueueInfo]
     dead: dict[str, int]
     heads: dict[str, list[QueueHead]]
+    paused: dict[str, Pause] = field(default_factory=dict)
 
 
 def oldest_wait(messages: int | None, heads: Iterable[QueueHead],
@@ -173,7 +175,34 @@ class QueueInspector(ABC):
         dead = {q.name[:-len(DEAD_SUFFIX)]: q.messages for q in found
                 if is_dead_letter_queue(q.name) and q.messages is not None}
         queues = self.with_scheduled(queues)
-        return QueuePoll(queues, dead, self.heads(q.name for q in queues if q.messages))
+        try:
+            paused = self.pauses()
+        except PauseUnsupported:  # nothing can be paused on this broker
+            paused = {}
+        return QueuePoll(queues, dead, self.heads(q.name for q in queues if q.messages), paused)
+
+    # pauses (see qtui.core.pauses): kept by the families whose broker has a place for them
+    def pauses(self) -> dict[str, Pause]:
+        """Every paused queue's :class:`Pause`, by queue."""
+        raise PauseUnsupported(self._no_pauses())
+
+    def pause(self, pause: Pause) -> Pause:
+        """Store ``pause`` (a queue paused already keeps its first record, with the new
+        consumers added); returns the stored pause."""
+        raise PauseUnsupported(self._no_pauses())
+
+    def resume(self, queue: str) -> Pause | None:
+        """Remove the pause of ``queue``; returns it (None: it was not paused)."""
+        raise PauseUnsupported(self._no_pauses())
+
+    def note_paused_consumer(self, queue: str, hostname: str) -> None:
+        """Note a worker to give the paused ``queue`` back to on resume."""
+        raise PauseUnsupported(self._no_pauses())
+
+    def _no_pauses(self) -> str:
+        return (f"{self.connection.transport.driver_type} brokers cannot keep a queue's pause "
+                "where every worker would read it (Redis and the embedded broker can): use "
+                "`qtui control cancel_consumer QUEUE` to stop the running workers instead")
 
     def with_scheduled(self, queues: list[QueueInfo]) -> list[QueueInfo]:
         """``queues`` with the number of ETA tasks the broker's delayed store holds for each

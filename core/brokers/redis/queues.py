@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from ...delayed import DELAYED_KEY
 from ...events import EVENT_QUEUE_PREFIX
+from ...pauses import Pause
 from ...protocol import dead_letter_queue_name, sent_at_of
 from ...queues import (
     QueueHead,
@@ -31,6 +32,19 @@ from ...queues import (
 
 #: Seconds a poll reuses the queue names a binding-key SCAN found.
 DISCOVERY_TTL = 30.0
+
+#: The paused queues (:mod:`qtui.core.pauses`): a hash of queue -> JSON {since, by}.
+PAUSED_KEY = "qtui.paused"
+#: The workers to give a paused queue back to on resume: a set of hostnames per queue.
+PAUSED_CONSUMERS_KEY = "qtui.paused.consumers.{queue}"
+
+#: Note a worker for the resume, only while the queue is still paused (a resume between a
+#: worker's read and its note must not leave a stray set behind).
+_NOTE_CONSUMER = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('SADD', KEYS[2], ARGV[2])
+end
+"""
 
 
 class RedisQueues(QueueInspector):
@@ -61,9 +75,10 @@ class RedisQueues(QueueInspector):
         channel: Any = self.connection.default_channel
         ordered = sorted(set(names))
         keys = [(name, key) for name in ordered for key in self.priority_keys(channel, name)]
+        raw = _unprefixed_keys(channel)
         with channel.client.pipeline() as pipe:
             for _, key in keys:
-                pipe.lindex(key, -1)  # kombu pushes on the left and pops on the right
+                pipe.lindex(raw(key), -1)  # kombu pushes on the left and pops on the right
             found = pipe.execute()
         heads: dict[str, list[QueueHead]] = {}
         for (name, _), raw in zip(keys, found, strict=True):
@@ -73,6 +88,7 @@ class RedisQueues(QueueInspector):
 
     def poll(self, names: Iterable[str] = ()) -> QueuePoll:
         channel: Any = self.connection.default_channel
+        raw = _unprefixed_keys(channel)
         ordered = sorted({name for name in names if not is_dead_letter_queue(name)}
                          | self._recent_bound_queues(channel))
         with channel.client.pipeline(transaction=False) as pipe:
@@ -81,10 +97,11 @@ class RedisQueues(QueueInspector):
                 for key in keys:
                     pipe.llen(key)
                 for key in keys:
-                    pipe.lindex(key, -1)  # kombu pushes on the left and pops on the right
+                    pipe.lindex(raw(key), -1)  # kombu pushes on the left, pops on the right
                 for key in self.priority_keys(channel, dead_letter_queue_name(name)):
                     pipe.llen(key)
-                pipe.zcard(DELAYED_KEY.format(queue=name))
+                pipe.zcard(raw(DELAYED_KEY.format(queue=name)))
+            pipe.hgetall(raw(PAUSED_KEY))
             replies = iter(pipe.execute())
         queues, dead, heads = [], {}, {}
         for name in ordered:
@@ -98,7 +115,53 @@ class RedisQueues(QueueInspector):
                 heads[name] = found
             if dead_depth:
                 dead[name] = dead_depth
-        return QueuePoll(queues, dead, heads)
+        return QueuePoll(queues, dead, heads, _pauses(next(replies)))
+
+    def pauses(self) -> dict[str, Pause]:
+        channel: Any = self.connection.default_channel
+        client = channel.client
+        found = _pauses(client.hgetall(_unprefixed_keys(channel)(PAUSED_KEY)))
+        if not found:
+            return {}
+        with client.pipeline(transaction=False) as pipe:
+            for queue in found:
+                pipe.smembers(PAUSED_CONSUMERS_KEY.format(queue=queue))
+            members = pipe.execute()
+        return {queue: _with_consumers(pause, hosts)
+                for (queue, pause), hosts in zip(found.items(), members, strict=True)}
+
+    def pause(self, pause: Pause) -> Pause:
+        record = json.dumps({"since": pause.since, "by": pause.by})
+        channel: Any = self.connection.default_channel
+        client = channel.client
+        consumers = PAUSED_CONSUMERS_KEY.format(queue=pause.queue)
+        with client.pipeline(transaction=True) as pipe:
+            pipe.hget(PAUSED_KEY, pause.queue)
+            if pause.consumers:
+                pipe.sadd(consumers, *pause.consumers)
+            pipe.smembers(consumers)
+            before, *_, hosts = pipe.execute()
+        if before is None:
+            client.hset(PAUSED_KEY, pause.queue, record)
+            return _with_consumers(pause, hosts)
+        return _with_consumers(_pause(pause.queue, before) or pause, hosts)
+
+    def resume(self, queue: str) -> Pause | None:
+        channel: Any = self.connection.default_channel
+        client = channel.client
+        consumers = PAUSED_CONSUMERS_KEY.format(queue=queue)
+        with client.pipeline(transaction=True) as pipe:
+            record, hosts, _, _ = (pipe.hget(PAUSED_KEY, queue).smembers(consumers)
+                                   .hdel(PAUSED_KEY, queue).delete(consumers).execute())
+        found = None if record is None else _pause(queue, record)
+        return None if found is None else _with_consumers(found, hosts)
+
+    def note_paused_consumer(self, queue: str, hostname: str) -> None:
+        channel: Any = self.connection.default_channel
+        raw = _unprefixed_keys(channel)
+        channel.client.register_script(_NOTE_CONSUMER)(
+            keys=[raw(PAUSED_KEY), raw(PAUSED_CONSUMERS_KEY.format(queue=queue))],
+            args=[queue, hostname])
 
     @staticmethod
     def priority_keys(channel: Any, name: str) -> list[str]:
@@ -152,3 +215,35 @@ def _envelope_head(raw: bytes | str) -> QueueHead:
     if found is None and isinstance(properties, Mapping):
         found = properties.get("correlation_id")
     return QueueHead(found if isinstance(found, str) else None, sent_at_of(headers))
+
+
+
+def _unprefixed_keys(channel: Any) -> Callable[[str], str]:
+    """Adds the transport's ``global_keyprefix`` to a key, for the commands kombu's prefixing
+    client passes through untouched (LINDEX, ZCARD, HGETALL, script keys after the first)."""
+    prefix = channel.global_keyprefix or ""
+    return lambda key: f"{prefix}{key}"
+
+
+def _pauses(raw: Mapping[Any, Any]) -> dict[str, Pause]:
+    """The ``qtui.paused`` hash read back (records that are not qtui's JSON are left out)."""
+    found = {}
+    for field_, value in raw.items():
+        queue = field_.decode() if isinstance(field_, bytes) else str(field_)
+        pause = _pause(queue, value)
+        if pause is not None:
+            found[queue] = pause
+    return found
+
+
+def _pause(queue: str, raw: bytes | str) -> Pause | None:
+    try:
+        record = json.loads(raw)
+        return Pause(queue, float(record["since"]), str(record["by"]))
+    except (ValueError, TypeError, KeyError):  # not a record qtui wrote: not a pause
+        return None
+
+
+def _with_consumers(pause: Pause, hosts: Iterable[bytes | str]) -> Pause:
+    names = sorted(h.decode() if isinstance(h, bytes) else h for h in hosts)
+    return Pause(pause.queue, pause.since, pause.by, tuple(names))

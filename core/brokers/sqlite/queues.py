@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ...pauses import Pause
 from ...queues import QueueHead, QueueInfo, QueueInspector, is_internal
 
 
@@ -31,3 +32,22 @@ class SqliteQueues(QueueInspector):
             if enqueued is not None:
                 heads[name] = [QueueHead(None, enqueued)]
         return heads
+
+    def pauses(self) -> dict[str, Pause]:
+        channel: Any = self.connection.default_channel
+        return {queue: Pause(queue, since, by, consumers)
+                for queue, since, by, consumers in channel.db.paused()}
+
+    def pause(self, pause: Pause) -> Pause:
+        channel: Any = self.connection.default_channel
+        channel.db.pause(pause.queue, pause.since, pause.by, pause.consumers)
+        return self.pauses()[pause.queue]
+
+    def resume(self, queue: str) -> Pause | None:
+        channel: Any = self.connection.default_channel
+        found = channel.db.resume(queue)
+        return None if found is None else Pause(queue, *found)
+
+    def note_paused_consumer(self, queue: str, hostname: str) -> None:
+        channel: Any = self.connection.default_channel
+        channel.db.note_paused_consumer(queue, hostname)
