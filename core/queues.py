@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from .app import App
 
 
+#: Seconds a frequent poller (the console, the exporter) lets a listing of queues be reused.
+LISTING_REUSE = 30.0
+
+
 class QueueInspectionError(QtuiError):
     """The broker could not say what its queues hold; the message says where it failed."""
 
@@ -165,10 +169,12 @@ class QueueInspector(ABC):
         left out."""
         return {}
 
-    def poll(self, names: Iterable[str] = ()) -> QueuePoll:
+    def poll(self, names: Iterable[str] = (), listing_reuse: float = 0.0) -> QueuePoll:
         """Everything the Queues view shows of the listed queues and ``names``: depths,
-        scheduled counts, dead-letter depths and heads. A broker family may answer it in fewer
-        round trips than the separate reads below (Redis: one)."""
+        scheduled counts, dead-letter depths, heads and pauses. A broker family may answer it
+        in fewer round trips than the separate reads below (Redis: one), and reuse its listing
+        of the broker's queues for up to ``listing_reuse`` seconds (a poller that asks often
+        passes :data:`LISTING_REUSE`; queues in ``names`` are always read)."""
         wanted = {name for name in names if not is_dead_letter_queue(name)}
         found = self.queues(wanted | {dead_letter_queue_name(name) for name in wanted})
         queues = [q for q in found if not is_dead_letter_queue(q.name)]

@@ -10,7 +10,7 @@ import pytest
 import redis.connection
 
 from qtui.core import App
-from qtui.core.queues import Age, QueueHead, inspector_for, oldest_wait
+from qtui.core.queues import LISTING_REUSE, Age, QueueHead, inspector_for, oldest_wait
 
 from .services import REDIS_HOST, REDIS_PORT, need
 
@@ -93,7 +93,7 @@ def test_a_poll_counts_dead_letters_and_scheduled_tasks_apart_from_the_queue(red
 
 
 @pytest.mark.redis
-def test_a_redis_poll_of_many_queues_is_one_round_trip(redis_app, unique, monkeypatch):
+def test_a_redis_poll_of_many_queues_is_one_round_trip_once_they_are_listed(redis_app, unique, monkeypatch):
     names = [f"trip-{unique}-{n}" for n in range(50)]
     for name in names[::5]:
         redis_app.send_task("tasks.add", args=[1, 2], queue=name)
@@ -105,9 +105,9 @@ def test_a_redis_poll_of_many_queues_is_one_round_trip(redis_app, unique, monkey
         return original(self, command, check_health)
 
     with inspector_for(redis_app) as inspector:
-        inspector.poll(names)  # opens the connection and finds the bound queues
+        inspector.poll(names)  # opens the connection and lists the bound queues
         monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
-        poll = inspector.poll(names)
+        poll = inspector.poll(names, LISTING_REUSE)  # as the console and the exporter poll
     assert len(sent) == 1
     assert {q.name: q.messages for q in poll.queues if q.name in names} == {
         name: 1 if name in names[::5] else 0 for name in names}

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from qtui.workers import cli as worker_cli
 
     from . import commands as scripted
-    from . import demo, exporter, schedule_commands
+    from . import demo, exporter, queue_commands, schedule_commands
 
     parser = argparse.ArgumentParser(
         prog="qtui",
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker_cli.add_arguments(worker)
     scripted.add_parsers(commands)
     schedule_commands.add_parsers(commands)
+    queue_commands.add_parsers(commands)
     demo.add_parser(commands)
     exporter.add_parser(commands)
     return parser

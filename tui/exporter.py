@@ -33,7 +33,14 @@ from qtui.core.display import clip
 from qtui.core.eventcheck import MAX_NAME
 from qtui.core.events import EventReceiver
 from qtui.core.exceptions import QtuiError
-from qtui.core.queues import QueueHead, QueueInfo, inspector_for, is_internal, oldest_age
+from qtui.core.queues import (
+    LISTING_REUSE,
+    QueueHead,
+    QueueInfo,
+    inspector_for,
+    is_internal,
+    oldest_age,
+)
 from qtui.core.state import State
 
 from .feed import consumed_queues
@@ -301,7 +308,7 @@ class Exporter:
 
     def _read_queues(self, wanted: set[str]) -> Poll:
         with inspector_for(self.app) as inspector:
-            found = inspector.poll(wanted)
+            found = inspector.poll(wanted, LISTING_REUSE)
         return Poll(found.queues, found.dead, found.heads, at=time.time())
 
     # serving -----------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from qtui.core.alerts import (
 )
 from qtui.core.events import EventReceiver
 from qtui.core.metrics import Recorder
-from qtui.core.queues import QueueHead, inspector_for, oldest_age, oldest_wait
+from qtui.core.queues import LISTING_REUSE, QueueHead, inspector_for, oldest_age, oldest_wait
 from qtui.core.state import State, TaskState, WorkerState
 from qtui.core.states import FAILURE
 
@@ -370,7 +370,8 @@ class Feed:
                     consumers.setdefault(name, []).append(host)
         try:
             with inspector_for(self.app) as inspector:
-                poll = inspector.poll([*consumers, *self.watched_queues() - set(consumers)])
+                poll = inspector.poll([*consumers, *self.watched_queues() - set(consumers)],
+                                      LISTING_REUSE)
         except Exception as exc:
             self._queue_error = f"queue depths unavailable: {exc}"
             self._queues_fresh = False

@@ -4,9 +4,9 @@ found in its ``_kombu.binding.<exchange>`` sets, so queues nobody consumes are l
 A poll (:meth:`RedisQueues.poll`) is one pipelined round trip for all queues, whatever their
 number and depth: per queue, LLEN and LINDEX of the head of each priority list, LLEN of its
 dead-letter lists and ZCARD of its delayed set; never a read of a whole queue. Finding the queues
-nobody named takes a SCAN of the binding keys, paged over the whole database, so its answer is
-kept for :data:`DISCOVERY_TTL` seconds per broker: a queue first bound by a client no worker
-consumes from appears within that time; queues the caller names appear at once.
+nobody named takes a SCAN of the binding keys, paged over the whole database, so a frequent
+poller lets its answer be reused for a while (``listing_reuse``): a queue first bound by a
+client no worker consumes from then appears within that time; queues named appear at once.
 """
 
 from __future__ import annotations
@@ -29,9 +29,6 @@ from ...queues import (
     is_dead_letter_queue,
     is_internal,
 )
-
-#: Seconds a poll reuses the queue names a binding-key SCAN found.
-DISCOVERY_TTL = 30.0
 
 #: The paused queues (:mod:`qtui.core.pauses`): a hash of queue -> JSON {since, by}.
 PAUSED_KEY = "qtui.paused"
@@ -86,11 +83,11 @@ class RedisQueues(QueueInspector):
                 heads.setdefault(name, []).append(_envelope_head(raw))
         return heads
 
-    def poll(self, names: Iterable[str] = ()) -> QueuePoll:
+    def poll(self, names: Iterable[str] = (), listing_reuse: float = 0.0) -> QueuePoll:
         channel: Any = self.connection.default_channel
         raw = _unprefixed_keys(channel)
         ordered = sorted({name for name in names if not is_dead_letter_queue(name)}
-                         | self._recent_bound_queues(channel))
+                         | self._recent_bound_queues(channel, listing_reuse))
         with channel.client.pipeline(transaction=False) as pipe:
             for name in ordered:
                 keys = self.priority_keys(channel, name)
@@ -168,12 +165,12 @@ class RedisQueues(QueueInspector):
         """The lists holding one queue: its name for priority 0, then one per priority step."""
         return [name] + [f"{name}{channel.sep}{step}" for step in channel.priority_steps if step]
 
-    def _recent_bound_queues(self, channel: Any) -> set[str]:
-        """:meth:`_bound_queues`, reused for :data:`DISCOVERY_TTL` seconds."""
+    def _recent_bound_queues(self, channel: Any, reuse: float) -> set[str]:
+        """:meth:`_bound_queues`, an earlier answer reused if at most ``reuse`` seconds old."""
         url, now = self.connection.as_uri(include_password=True), time.monotonic()
         with self._discovery_lock:
             found = self._discovered.get(url)
-        if found is not None and now - found[0] < DISCOVERY_TTL:
+        if found is not None and now - found[0] < reuse:
             return set(found[1])
         bound = {name for name in self._bound_queues(channel) if not is_dead_letter_queue(name)}
         with self._discovery_lock:

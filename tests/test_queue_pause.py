@@ -1,0 +1,92 @@
+"""Pausing a queue across the cluster with ``qtui pause`` / ``qtui resume``, against real
+workers: running ones stop consuming it, one started during the pause leaves it out, resume
+gives it back to them and it drains. The pause lives in the broker (Redis, the embedded broker);
+RabbitMQ has no place for it yet and says so."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qtui.core.pauses import paused_queues
+from qtui.core.queues import inspector_for
+from qtui.tui.cli import main
+
+from .worker_helpers import Setup, hostname_of, make_setup, wait_for
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def setup(request, tmp_path, unique, redis_url):
+    broker = redis_url if request.param == "redis" else f"sqlite://{tmp_path}/broker.sqlite"
+    made = make_setup(tmp_path, f"qp-{unique}", broker, None)
+    yield made
+    with inspector_for(made.app()) as inspector:
+        inspector.resume(made.queue)
+    made.cleanup()
+
+
+def _consumes(app, hostname: str, queue: str) -> bool:
+    reply = app.control.inspect(destination=[hostname], timeout=1.0).active_queues() or {}
+    return any(q.get("name") == queue for q in reply.get(hostname) or ())
+
+
+def _depth(app, queue: str) -> int | None:
+    with inspector_for(app) as inspector:
+        return {q.name: q.messages for q in inspector.poll([queue]).queues}[queue]
+
+
+def _sync(setup: Setup, app, tag: str, count: int = 1) -> None:
+    """Run a task through the side queue every worker consumes, and wait for it: what the
+    workers fetched before it, they fetched."""
+    app.send_task("tasks.mark", args=[tag], queue=f"{setup.queue}-side")
+    assert any(r["tag"] == tag for r in setup.wait_records("mark", count))
+
+
+@pytest.mark.timeout(180)
+def test_a_paused_queue_is_left_by_running_and_new_workers_until_resumed(setup, capsys):
+    queue, side = setup.queue, f"{setup.queue}-side"
+    app = setup.app()
+    first, second = hostname_of(setup, "w1"), hostname_of(setup, "w2")
+    with setup.worker("-Q", f"{queue},{side}", name="w1"):
+        assert wait_for(lambda: _consumes(app, first, queue))
+        assert main(["-b", setup.broker, "pause", queue]) == 0
+        said = capsys.readouterr().out
+        assert "paused since" in said and first in said
+        assert wait_for(lambda: not _consumes(app, first, queue))
+
+        app.send_task("tasks.mark", args=["paused"], queue=queue)
+        _sync(setup, app, "side-1")
+        with setup.worker("-Q", f"{queue},{side}", name="w2") as late:
+            assert "is paused" in late.log_path.read_text()
+            assert not _consumes(app, second, queue) and _consumes(app, second, side)
+            _sync(setup, app, "side-2", count=2)
+            assert _depth(app, queue) == 1
+            assert paused_queues(app)[queue].consumers == (first, second)
+
+            assert main(["-b", setup.broker, "resume", queue]) == 0
+            assert f"given back to {first}, {second}" in capsys.readouterr().out
+            assert wait_for(lambda: _consumes(app, first, queue) and _consumes(app, second, queue))
+            assert any(r["tag"] == "paused" for r in setup.wait_records("mark", 3))
+    assert _depth(app, queue) == 0 and queue not in paused_queues(app)
+
+
+def test_qtui_queues_shows_a_paused_queue_and_its_oldest_message(setup, capsys):
+    app = setup.app()
+    app.send_task("tasks.mark", args=["waiting"], queue=setup.queue)
+    assert main(["-b", setup.broker, "pause", setup.queue, "--timeout", "0.2"]) == 0
+    capsys.readouterr()
+    assert main(["-b", setup.broker, "queues", "--json", "--timeout", "0.2"]) == 0
+    [row] = [r for r in json.loads(capsys.readouterr().out)["queues"] if r["name"] == setup.queue]
+    assert row["messages"] == 1 and row["oldest_age_exact"] is True
+    assert row["paused"]["by"] and row["oldest_age"] >= 0
+
+
+def test_resuming_a_queue_that_is_not_paused_says_so(setup, capsys):
+    assert main(["-b", setup.broker, "resume", setup.queue, "--timeout", "0.2"]) == 1
+    assert "was not paused" in capsys.readouterr().out
+
+
+def test_rabbitmq_cannot_keep_a_pause_and_says_what_to_do(amqp_url, unique, capsys):
+    assert main(["-b", amqp_url, "pause", f"qp-{unique}", "--timeout", "0.2"]) == 1
+    assert "cancel_consumer" in capsys.readouterr().err
