@@ -6,13 +6,18 @@ RabbitMQ has no place for it yet and says so."""
 from __future__ import annotations
 
 import json
+import socket
+import sys
+from contextlib import ExitStack
 
 import pytest
 
+from qtui.core import App
 from qtui.core.pauses import paused_queues
 from qtui.core.queues import inspector_for
 from qtui.tui.cli import main
 
+from .processes import celery_worker, running, write_module
 from .worker_helpers import Setup, hostname_of, make_setup, wait_for
 
 
@@ -90,3 +95,47 @@ def test_resuming_a_queue_that_is_not_paused_says_so(setup, capsys):
 def test_rabbitmq_cannot_keep_a_pause_and_says_what_to_do(amqp_url, unique, capsys):
     assert main(["-b", amqp_url, "pause", f"qp-{unique}", "--timeout", "0.2"]) == 1
     assert "cancel_consumer" in capsys.readouterr().err
+
+
+CELERY_TASKS = """
+from celery import Celery
+
+app = Celery("celerytasks", broker="{broker}")
+
+@app.task(name="celerytasks.add")
+def add(x, y):
+    return x + y
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_celery_worker_is_told_again_after_a_restart_while_pause_watch_runs(
+        tmp_path, unique, redis_url):
+    celery = pytest.importorskip("celery")
+    assert celery
+    write_module(tmp_path, "celerytasks", CELERY_TASKS.format(broker=redis_url))
+    queue = f"qp-celery-{unique}"
+    hostname = f"celery-{queue}@{socket.gethostname()}"
+    app = App("client", broker=redis_url)
+    watch_argv = [sys.executable, "-m", "qtui.tui.cli", "-b", redis_url, "pause", queue,
+                  "--watch"]
+    try:
+        with ExitStack() as stack:
+            with celery_worker(tmp_path, "celerytasks", queue):
+                assert wait_for(lambda: _consumes(app, hostname, queue))
+                watch = stack.enter_context(
+                    running(watch_argv, tmp_path, ready="watching for workers"))
+                assert wait_for(lambda: not _consumes(app, hostname, queue))
+            with celery_worker(tmp_path, "celerytasks", queue):  # the same worker, restarted
+                assert wait_for(lambda: "told to stop consuming" in watch.log_path.read_text())
+                assert wait_for(lambda: not _consumes(app, hostname, queue))
+                app.send_task("celerytasks.add", args=[1, 2], queue=queue)
+                assert main(["-b", redis_url, "resume", queue]) == 0
+                assert wait_for(lambda: _consumes(app, hostname, queue))
+                assert wait_for(lambda: _depth(app, queue) == 0)
+                assert watch.wait(30) == 0  # the watch ends with the pause
+    finally:
+        with inspector_for(app) as inspector:
+            inspector.resume(queue)
+            inspector.purge(queue)
+        app.close()
