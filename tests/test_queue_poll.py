@@ -93,7 +93,8 @@ def test_a_poll_counts_dead_letters_and_scheduled_tasks_apart_from_the_queue(red
 
 
 @pytest.mark.redis
-def test_a_redis_poll_of_many_queues_is_one_round_trip_once_they_are_listed(redis_app, unique, monkeypatch):
+def test_a_redis_poll_of_many_queues_is_one_round_trip_once_they_are_listed(
+        redis_app, unique, monkeypatch):
     names = [f"trip-{unique}-{n}" for n in range(50)]
     for name in names[::5]:
         redis_app.send_task("tasks.add", args=[1, 2], queue=name)
