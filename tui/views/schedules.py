@@ -172,7 +172,8 @@ class SchedulesScreen(TableView):
             try:
                 done = change(store, name)
             except Exception as exc:  # noqa: BLE001 - shown to the user as the outcome
-                return ActionResult(verb, (f"{name}: {exc}",), False, f"schedule {command}", (name,))
+                return ActionResult(verb, (f"{name}: {exc}",), False, f"schedule {command}",
+                                    (name,))
             finally:
                 store.close()
             self.app.call_from_thread(self.load)
