@@ -4,7 +4,6 @@ thread workers; nothing here touches the UI."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,8 +12,11 @@ from typing import Any
 
 from qtui.core import App
 from qtui.core.display import clip
+from qtui.core.pauses import pause_queue, resume_queue
 from qtui.core.queues import inspector_for
 from qtui.core.states import READY_STATES
+
+from .audit import current_user
 
 #: Seconds to wait for workers' replies to an action.
 REPLY_TIMEOUT = 2.0
@@ -156,8 +158,8 @@ class Actions:
                            "purge", (queue,))
         held = f" and {scheduled} scheduled (ETA) task(s) from its delayed store" \
             if scheduled else ""
-        return ActionResult(f"purge {queue}", (f"removed {count} message(s) from {queue}{held}",), True,
-                       "purge", (queue,))
+        return ActionResult(f"purge {queue}", (f"removed {count} message(s) from {queue}{held}",),
+                            True, "purge", (queue,))
 
     def retry(self, name: str, args: Any, kwargs: Any, queue: str | None = None,
               exchange: str | None = None, routing_key: str | None = None) -> ActionResult:
@@ -167,8 +169,10 @@ class Actions:
             result = self.app.send_task(name, args=list(args), kwargs=dict(kwargs), queue=queue,
                                         exchange=exchange, routing_key=routing_key)
         except Exception as exc:
-            return ActionResult(f"retry {name}", (f"could not send: {exc}",), False, "retry", (name,))
-        return ActionResult(f"retry {name}", (f"sent again as {result.id}",), True, "retry", (name,))
+            return ActionResult(f"retry {name}", (f"could not send: {exc}",), False, "retry",
+                                (name,))
+        return ActionResult(f"retry {name}", (f"sent again as {result.id}",), True, "retry",
+                            (name,))
 
     def retry_many(self, sends: Sequence[Retry]) -> ActionResult:
         """Send tasks again, one message each (see :meth:`retry`); the audit trail names the
@@ -185,6 +189,31 @@ class Actions:
         lines = (f"sent {len(outcomes) - len(failed)} of {len(outcomes)} again", *failed[:3])
         return ActionResult(f"retry {len(outcomes)} tasks", lines, not failed, "retry", targets,
                        replies)
+
+    def pause(self, queue: str) -> ActionResult:
+        """Pause ``queue`` across the cluster (:mod:`qtui.core.pauses`)."""
+        title = f"pause {queue}"
+        try:
+            outcome = pause_queue(self.app, queue, current_user(), self.timeout)
+        except Exception as exc:  # the broker is gone or keeps no pauses: say so
+            return ActionResult(title, (f"could not pause {queue}: {exc}",), False, "pause",
+                                (queue,))
+        return _paused_outcome(title, f"{queue} paused: no worker consumes it until resumed",
+                               "pause", queue, outcome.replies)
+
+    def resume(self, queue: str) -> ActionResult:
+        """Resume ``queue``: the workers the pause noted consume it again."""
+        title = f"resume {queue}"
+        try:
+            outcome = resume_queue(self.app, queue, self.timeout)
+        except Exception as exc:  # the broker is gone or keeps no pauses: say so
+            return ActionResult(title, (f"could not resume {queue}: {exc}",), False, "resume",
+                                (queue,))
+        if outcome.pause is None:
+            return ActionResult(title, (f"{queue} was not paused",), False, "resume", (queue,))
+        given = ", ".join(outcome.pause.consumers) or "no worker (none consumed it)"
+        return _paused_outcome(title, f"{queue} resumed: given back to {given}", "resume",
+                               queue, outcome.replies)
 
 
 @dataclass(frozen=True)
@@ -227,3 +256,11 @@ def registered_tasks(reply: Any) -> dict[str, dict[str, str]]:
         name, _, info = entry.partition(" [")
         tasks[name.strip()] = dict(_ATTRIBUTE.findall(info))
     return tasks
+
+
+def _paused_outcome(title: str, done: str, action: str, queue: str,
+                    replies: Mapping[str, Any]) -> ActionResult:
+    """A pause or resume that was stored: its line, then each worker's reply."""
+    told = outcome_from_replies(title, [{host: reply} for host, reply in replies.items()])
+    lines = told.lines if replies else ()
+    return ActionResult(title, (done, *lines), True, action, (queue,), told.replies)

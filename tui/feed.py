@@ -36,6 +36,7 @@ from qtui.core.alerts import (
 )
 from qtui.core.events import EventReceiver
 from qtui.core.metrics import Recorder
+from qtui.core.pauses import reapply
 from qtui.core.queues import LISTING_REUSE, QueueHead, inspector_for, oldest_age, oldest_wait
 from qtui.core.state import State, TaskState, WorkerState
 from qtui.core.states import FAILURE
@@ -126,8 +127,11 @@ class Feed:
     under ``lock``; snapshots are taken under it."""
 
     def __init__(self, app: App, *, max_tasks: int = 100_000, history: History | None = None,
-                 poll_interval: float = POLL_INTERVAL) -> None:
+                 poll_interval: float = POLL_INTERVAL, reapply_pauses: bool = False) -> None:
         self.app = app
+        self.reapply_pauses = reapply_pauses
+        """Tell each worker that comes online to stop consuming the paused queues (a Celery
+        worker started during a pause consumes them: :mod:`qtui.core.pauses`)."""
         self.history = history
         self.poll_interval = poll_interval
         # Metrics live in the history file: without one there is nowhere to keep them.
@@ -218,8 +222,29 @@ class Feed:
                     return
                 emit(self.ingest(batch, receiver.connected, receiver.error))
                 self._batches += 1
+                if self.reapply_pauses:
+                    self._reapply_pauses(batch)
         finally:
             receiver.close()
+
+    def _reapply_pauses(self, batch: list[dict[str, Any]]) -> None:
+        """Each worker that came online is told again about the paused queues, in a thread of
+        its own: the broker and the worker's reply must not hold the event feed up."""
+        for event in batch:
+            hostname = event.get("hostname")
+            if event.get("type") == "worker-online" and isinstance(hostname, str):
+                threading.Thread(target=self._reapply, args=(hostname,), daemon=True,
+                                 name=f"qtui-reapply-{hostname}").start()
+
+    def _reapply(self, hostname: str) -> None:
+        try:
+            done = reapply(self.app, hostname)
+        except Exception as exc:  # noqa: BLE001 - logged: the next worker-online tries again
+            logger.warning("could not tell %s about the paused queues: %s", hostname, exc)
+            return
+        if done:
+            logger.info("told %s again to stop consuming the paused %s", hostname,
+                        ", ".join(sorted(done)))
 
     def ingest(self, batch: list[dict[str, Any]], connected: bool = True,
                error: str = "") -> Snapshot:
@@ -388,7 +413,8 @@ class Feed:
             # they consume the queue are its consumers.
             count = q.consumers if q.consumers is not None else len(hosts)
             rows.append(QueueRow(q.name, q.messages, count, self._rate(q.name, q.messages, now),
-                                 hosts, q.scheduled, ages[q.name], poll.dead.get(q.name)))
+                                 hosts, q.scheduled, ages[q.name], poll.dead.get(q.name),
+                                 poll.paused.get(q.name)))
             self._depths[q.name] = (q.messages, now)
         self._queues = tuple(rows)
         self._heads = poll.heads

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from qtui.core.alerts import RuleStatus, Transition
+from qtui.core.pauses import Pause
 from qtui.core.queues import Age
 
 
@@ -86,6 +87,8 @@ class QueueRow:
     """How long the oldest waiting message has waited, exact or inferred (None: unknown)."""
     dead: int | None = None
     """Messages in the queue's dead-letter queue ``<queue>.dead`` (None: it has none)."""
+    paused: Pause | None = None
+    """The queue's cluster-wide pause (:mod:`qtui.core.pauses`), None when not paused."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ delayed store, the depth of its dead-letter queue, consumers and who consumes it
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import Static
 
@@ -11,7 +12,8 @@ from .. import equivalents
 from . import format
 from .base import TableView
 
-COLUMNS = ("Queue", "Depth", "Oldest", "Scheduled", "Dead", "Consumers", "Change/s", "Workers")
+COLUMNS = ("Queue", "Depth", "Oldest", "Scheduled", "Dead", "Consumers", "Change/s", "Paused",
+           "Workers")
 
 
 class QueuesScreen(TableView):
@@ -20,6 +22,7 @@ class QueuesScreen(TableView):
         Binding("P", "purge", "Purge"),
         Binding("a", "add_consumer", "Add consumer"),
         Binding("x", "cancel_consumer", "Cancel consumer"),
+        Binding("p", "pause", "Pause/resume"),
     ]
 
     def refresh_view(self) -> None:
@@ -35,7 +38,8 @@ class QueuesScreen(TableView):
                 "" if queue.scheduled is None else str(queue.scheduled),
                 "" if queue.dead is None else str(queue.dead),
                 format.consumers(queue.consumers),
-                "" if queue.rate is None else f"{queue.rate:+.1f}", ", ".join(workers)),
+                "" if queue.rate is None else f"{queue.rate:+.1f}",
+                Text("paused", style="bold yellow") if queue.paused else "", ", ".join(workers)),
                 key=queue.name)
         if current in model.queues:
             table.move_cursor(row=table.get_row_index(current))
@@ -70,3 +74,18 @@ class QueuesScreen(TableView):
                         ["all workers", *self.consumers_of(queue)],
                         lambda scope: self.stop_consuming(
                             queue, None if scope == "all workers" else [scope]))
+
+    def action_pause(self) -> None:
+        """Pause the queue across the cluster, or resume it when paused."""
+        if queue := self.selected():
+            row = self.console.model.queues.get(queue)
+            if row is not None and row.paused is not None:
+                self.confirm(f"Resume {queue}? It goes back to the workers that consumed it "
+                             f"({', '.join(row.paused.consumers) or 'none noted'}).",
+                             lambda: self.perform(lambda: self.console.actions.resume(queue)),
+                             equivalents.resume(queue))
+                return
+            self.confirm(f"Pause {queue} across the cluster? Every worker stops consuming it, "
+                         "and workers that start later leave it out, until it is resumed.",
+                         lambda: self.perform(lambda: self.console.actions.pause(queue)),
+                         equivalents.pause(queue))
