@@ -178,16 +178,24 @@ class RedisQueues(QueueInspector):
         return bound
 
     def _bound_queues(self, channel: Any) -> set[str]:
+        """The queues in kombu's binding sets: SCAN pages for the sets' keys, then one
+        pipelined SMEMBERS for all of them."""
         prefix = channel.global_keyprefix or ""
         client = channel.client
-        found: set[str] = set()
-        for raw_key in client.scan_iter(match=f"{prefix}{self.BINDING_PREFIX}*", count=500):
+        keys = []
+        for raw_key in client.scan_iter(match=f"{prefix}{self.BINDING_PREFIX}*", count=1000):
             key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
             key = key[len(prefix):]
             exchange = key[len(self.BINDING_PREFIX):]
-            if exchange == EVENT_QUEUE_PREFIX or exchange.endswith(".pidbox"):
-                continue
-            for member in client.smembers(key):  # the client adds the prefix itself
+            if exchange != EVENT_QUEUE_PREFIX and not exchange.endswith(".pidbox"):
+                keys.append(key)
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.smembers(key)  # the client adds the prefix itself
+            bindings = pipe.execute()
+        found: set[str] = set()
+        for members in bindings:
+            for member in members:
                 text = member.decode() if isinstance(member, bytes) else member
                 queue = text.split(channel.sep)[-1]
                 if queue and not is_internal(queue):
