@@ -9,7 +9,8 @@ qtui's publish time), then copied with pipelined LPUSHes. Then:
   poll as the console and the exporter make it (``listing_reuse``): round trips counted on the
   Redis connection, times the median of ``--repeat`` polls;
 - the console feed's whole queue poll (``Feed._poll_queues``: the poll, each queue's oldest
-  age, the rows the Queues view draws) over the same queues.
+  age, the rows the Queues view draws) over the same queues;
+- the Queues view drawing those rows (``refresh_view`` of a console run headless at 140x36).
 
     python -m bench.bench_queues [--queues 1000] [--per-queue 1000] [--repeat 5]
 """
@@ -17,6 +18,7 @@ qtui's publish time), then copied with pipelined LPUSHes. Then:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import subprocess
 import tempfile
@@ -30,6 +32,7 @@ import redis.connection
 
 from qtui.core import App
 from qtui.core.queues import LISTING_REUSE, inspector_for
+from qtui.tui.rows import QueueRow, Snapshot
 from tests.redis_server import listening, spare_port
 
 
@@ -131,7 +134,22 @@ def main() -> None:
         dated = sum(1 for row in feed._queues if row.age is not None and row.age.exact)
         print(f"console feed queue poll: {len(feed._queues):,} rows ({dated:,} dated exactly), "
               f"{feed_poll * 1000:.0f} ms (median of {args.repeat})")
+        redraw = asyncio.run(view_redraw(feed._queues, args.repeat))
+        print(f"Queues view redraw of {len(feed._queues):,} rows: {redraw * 1000:.0f} ms "
+              f"(median of {args.repeat})")
         app.close()
+
+
+async def view_redraw(rows: tuple[QueueRow, ...], repeat: int) -> float:
+    """Seconds the Queues view takes to redraw ``rows`` (the console headless, no feed)."""
+    from tests.console_data import FixedConsole
+
+    console = FixedConsole(snapshot=Snapshot(queues=rows, connected=True))
+    async with console.run_test(size=(140, 36)) as pilot:
+        await pilot.press("4")
+        await pilot.pause()
+        view: Any = console.screen
+        return timed(view.refresh_view, repeat)
 
 
 if __name__ == "__main__":
