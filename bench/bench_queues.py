@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -33,28 +33,16 @@ import redis.connection
 from qtui.core import App
 from qtui.core.queues import LISTING_REUSE, inspector_for
 from qtui.tui.rows import QueueRow, Snapshot
-from tests.redis_server import listening, spare_port
+from tests.redis_server import redis_server, spare_port
 
 
 @contextmanager
 def private_redis() -> Iterator[int]:
     """A redis-server that keeps nothing on disk, on a spare port; stopped on exit."""
     port = spare_port()
-    with tempfile.TemporaryDirectory() as directory:
-        proc = subprocess.Popen(["redis-server", "--port", str(port), "--dir", directory,
-                                 "--save", "", "--appendonly", "no"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + 10
-            while not listening(port):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with tempfile.TemporaryDirectory() as directory, \
+            redis_server(Path(directory), port, durable=False):
+        yield port
 
 
 def fill(url: str, queues: int, per_queue: int) -> list[str]:
