@@ -112,3 +112,17 @@ def test_a_redis_poll_of_many_queues_is_one_round_trip_once_they_are_listed(
     assert len(sent) == 1
     assert {q.name: q.messages for q in poll.queues if q.name in names} == {
         name: 1 if name in names[::5] else 0 for name in names}
+
+
+@pytest.mark.redis
+def test_the_exporter_dates_a_qtui_sent_message_on_redis_without_any_event(redis_app, unique):
+    from qtui.tui.exporter import Exporter
+
+    queue = f"exported-{unique}"
+    redis_app.send_task("tasks.add", args=[1, 2], queue=queue)
+    exporter = Exporter(redis_app)
+    exporter.poll_result = exporter._read_queues({queue})
+    [info] = [q for q in exporter.poll_result.queues if q.name == queue]
+    with exporter.lock:
+        age = exporter.oldest_age(info, time.time() + 5)
+    assert age is not None and age >= 5
