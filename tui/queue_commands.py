@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -39,7 +41,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                     "message, or RabbitMQ, whose queues cannot be read without taking), "
                     "scheduled (ETA) tasks the broker holds, dead letters, consumers, pauses.")
     queues.add_argument("--json", action="store_true", help="print JSON for scripts")
-    queues.add_argument("--timeout", type=float, default=1.0, metavar="SECONDS",
+    queues.add_argument("-t", "--timeout", type=float, default=1.0, metavar="SECONDS",
                         help="how long to wait for the workers to say what they consume "
                              "(default: 1)")
     queues.set_defaults(func=queues_command)
@@ -54,7 +56,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                        help="then keep listening, and tell each worker that comes online to "
                             "stop consuming the queue too (a Celery worker started while the "
                             "pause lasts); stops when the queue is resumed or on Ctrl-C")
-    pause.add_argument("--timeout", type=float, default=1.0, metavar="SECONDS",
+    pause.add_argument("-t", "--timeout", type=float, default=1.0, metavar="SECONDS",
                        help="how long to wait for the workers' replies (default: 1)")
     pause.set_defaults(func=pause_command)
 
@@ -63,7 +65,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         description="Remove the pause and send add_consumer to the workers that consumed "
                     "the queue when it was paused, or would have since.")
     resume.add_argument("queue", metavar="QUEUE")
-    resume.add_argument("--timeout", type=float, default=1.0, metavar="SECONDS",
+    resume.add_argument("-t", "--timeout", type=float, default=1.0, metavar="SECONDS",
                         help="how long to wait for the workers' replies (default: 1)")
     resume.set_defaults(func=resume_command)
 
@@ -79,10 +81,13 @@ def queues_command(args: argparse.Namespace, app: App) -> int:
     with inspector_for(app) as inspector:
         poll = inspector.poll(set(app.router.queues) | set(consumers))
     rows = queue_rows(poll, consumers, time.time())
-    if args.json:
-        print(json.dumps({"queues": rows}, sort_keys=True))
-    else:
-        _show_queues(rows)
+    try:
+        if args.json:
+            print(json.dumps({"queues": rows}, sort_keys=True), flush=True)
+        else:
+            _show_queues(rows)
+    except BrokenPipeError:  # the reader left (`qtui queues | head`): that is the end
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
     return 0
 
 
