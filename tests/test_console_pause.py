@@ -4,6 +4,8 @@ no worker."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from qtui.core import App
@@ -50,3 +52,22 @@ async def test_a_read_only_console_has_no_pause_key():
     async with console.run_test(size=SIZE) as pilot:
         await pilot.press("4", "p")
         assert not isinstance(console.screen, ConfirmScreen)
+
+
+def test_the_feed_tells_a_worker_that_comes_online_about_the_pauses(monkeypatch):
+    from qtui.tui import feed as feed_module
+
+    told = []
+    monkeypatch.setattr(feed_module, "reapply", lambda app, host: told.append(host) or {})
+    acting = feed_module.Feed(App("console-tests", broker="memory://"), reapply_pauses=True)
+    acting._reapply_pauses([{"type": "worker-heartbeat", "hostname": "w1@h"},
+                            {"type": "worker-online", "hostname": "w2@h"}])
+    for thread in threading.enumerate():
+        if thread.name.startswith("qtui-reapply-"):
+            thread.join(5)
+    assert told == ["w2@h"]
+
+
+async def test_a_read_only_console_does_not_tell_workers_about_pauses():
+    assert FixedConsole(read_only=True).feed.reapply_pauses is False
+    assert FixedConsole().feed.reapply_pauses is True

@@ -139,3 +139,16 @@ def test_a_celery_worker_is_told_again_after_a_restart_while_pause_watch_runs(
             inspector.resume(queue)
             inspector.purge(queue)
         app.close()
+
+
+def test_qtui_queues_is_readable_at_80_columns_when_piped(setup, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    app = setup.app()
+    app.send_task("tasks.mark", args=["waiting"], queue=setup.queue)
+    assert main(["-b", setup.broker, "queues", "-t", "0.2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    header = next(line for line in lines if "queue" in line and "oldest" in line)
+    for column in ("depth", "oldest", "sched", "dead", "consumers", "paused"):
+        assert column in header
+    assert any(setup.queue[:10] in line for line in lines)
