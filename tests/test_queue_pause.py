@@ -13,6 +13,7 @@ from contextlib import ExitStack
 import pytest
 
 from qtui.core import App
+from qtui.core.control import Replies
 from qtui.core.pauses import paused_queues
 from qtui.core.queues import inspector_for
 from qtui.tui.cli import main
@@ -152,3 +153,20 @@ def test_qtui_queues_is_readable_at_80_columns_when_piped(setup, capsys, monkeyp
     for column in ("depth", "oldest", "sched", "dead", "consumers", "paused"):
         assert column in header
     assert any(setup.queue[:10] in line for line in lines)
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_whose_only_queue_is_paused_waits_and_takes_it_on_resume(setup, capsys):
+    app = setup.app()
+    hostname = hostname_of(setup)
+    assert main(["-b", setup.broker, "pause", setup.queue, "-t", "0.2"]) == 0
+    app.send_task("tasks.mark", args=["held"], queue=setup.queue)
+    with setup.worker() as worker:
+        assert "is paused" in worker.log_path.read_text()
+        assert wait_for(
+            lambda: hostname in (app.control.ping(timeout=0.5) or Replies()).by_worker())
+        assert not _consumes(app, hostname, setup.queue) and _depth(app, setup.queue) == 1
+        assert main(["-b", setup.broker, "resume", setup.queue, "-t", "1"]) == 0
+        assert hostname in capsys.readouterr().out
+        assert any(r["tag"] == "held" for r in setup.wait_records("mark", 1))
+        assert worker.poll() is None
