@@ -29,7 +29,7 @@ from kombu import Connection
 from kombu.exceptions import ChannelError
 
 from . import delayed
-from .brokers.family import family_for
+from .brokers.family import family_for, transport_name
 from .delayed import is_store_queue
 from .events import EVENT_QUEUE_PREFIX
 from .exceptions import QtuiError
@@ -206,7 +206,7 @@ class QueueInspector(ABC):
         raise PauseUnsupported(self._no_pauses())
 
     def _no_pauses(self) -> str:
-        return (f"{self.connection.transport.driver_type} brokers cannot keep a queue's pause "
+        return (f"{transport_name(self.connection)} brokers cannot keep a queue's pause "
                 "where every worker would read it (Redis and the embedded broker can): use "
                 "`qtui control cancel_consumer QUEUE` to stop the running workers instead")
 
