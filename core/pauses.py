@@ -15,7 +15,8 @@ Who stops consuming, and when:
 - a Celery worker that starts while the pause lasts consumes its configured queues: the console,
   and ``qtui pause --watch``, send it ``cancel_consumer`` again when they see its
   ``worker-online`` event (:func:`reapply`). Between its start and that command it may take a
-  few messages (at most its prefetch).
+  few messages (at most its prefetch). qtui workers do not re-apply pauses to other workers:
+  a worker does not read the event stream, and one watcher is enough.
 
 :func:`resume_queue` removes the pause and sends ``add_consumer`` to the workers the pause noted.
 """
