@@ -179,7 +179,8 @@ class QueueLevel:
 
     depth: int | None
     age: float | None = None
-    """Seconds the oldest waiting message has waited (no broker inspection gives it yet)."""
+    """Seconds the oldest waiting message has waited (:func:`qtui.core.queues.oldest_wait`);
+    None where unknown."""
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,8 @@ def _queue_level(attribute: str) -> Callable[[Rule, Observation], Measurement]:
             return Measurement(None, "no queue matches")
         known = {name: value for name, value in levels.items() if value is not None}
         if not known:
-            # queue_age: the broker gives no date (RabbitMQ), or Redis without task-sent events.
+            # queue_age: the broker gives no date (RabbitMQ), or a Celery client's message on
+            # Redis without its task-sent event.
             what = "oldest message's age" if attribute == "age" else "depth"
             return Measurement(None, f"the {what} is not known")
         worst = max(known, key=lambda name: known[name])

@@ -120,7 +120,8 @@ INSPECT_LIST = Kind("a list of read-only inspect commands (" + ", ".join(sorted(
     INSPECT_COMMANDS)) + ")", lambda v: STR_LIST.check(v) and set(v) <= INSPECT_COMMANDS)
 #: What the console can do to a cluster, as console_permissions names it.
 CONSOLE_ACTIONS = ("revoke", "terminate", "retry", "rate_limit", "time_limit", "pool_grow",
-                   "pool_shrink", "add_consumer", "cancel_consumer", "purge", "shutdown")
+                   "pool_shrink", "add_consumer", "cancel_consumer", "purge", "shutdown",
+                   "pause")
 PERMISSIONS = Kind("a list of console actions (" + ", ".join(CONSOLE_ACTIONS) + ")",
                    lambda v: STR_LIST.check(v) and set(v) <= set(CONSOLE_ACTIONS))
 

@@ -4,13 +4,22 @@ Everything else in qtui handles :class:`TaskMessage`; raw header dicts stop here
 validates every field it reads and raises :class:`~qtui.core.exceptions.ProtocolError` naming
 the field, so nothing downstream ever sees an unvalidated message. Protocol v1 messages (the
 whole task in the body, as Celery 3 sent them) are read too and turned into the same object.
+
+Beyond Celery's headers, qtui's client adds one: ``x-qtui-sent-at`` (:data:`SENT_AT_HEADER`),
+the publish time in seconds since the epoch, stamped by :func:`build` each time a message is
+published (a retry is a new publish). Celery's workers pass unknown headers through and ignore
+them. It dates a queue's oldest waiting message exactly on brokers that can read a queue's head
+without taking it (Redis); a message without it (a Celery client's) is dated by its ``task-sent``
+event when one was seen, else its age is unknown.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import reprlib
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +40,9 @@ _PROTOCOL_HEADERS = frozenset({
     "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
     "replaced_task_nesting", "stamped_headers", "stamps",
 })
+
+#: qtui's publish time (seconds since the epoch), a header Celery ignores; see the module docstring.
+SENT_AT_HEADER = "x-qtui-sent-at"
 
 
 @dataclass
@@ -66,6 +78,10 @@ class TaskMessage:
     stamps: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, Any] = field(default_factory=dict)
     """User headers: everything in the message headers that is not part of the protocol."""
+    sent_at: float | None = field(default=None, compare=False)
+    """When a qtui client published the message (its ``x-qtui-sent-at`` header); None for a
+    message from another client, or one not published yet. Not part of what the message is:
+    each publish stamps a new time."""
 
     def __post_init__(self) -> None:
         if self.argsrepr is None:
@@ -152,6 +168,7 @@ def build(message: TaskMessage) -> WireMessage:
         "replaced_task_nesting": message.replaced_task_nesting,
         "stamped_headers": message.stamped_headers,
         "stamps": message.stamps,
+        SENT_AT_HEADER: time.time(),
     })
     properties: dict[str, Any] = {"correlation_id": message.id, "reply_to": message.reply_to or ""}
     if message.priority is not None:
@@ -236,8 +253,19 @@ def _parse_v2(body: Any, headers: Mapping[str, Any], properties: Mapping[str, An
         stamped_headers=_optional_list(headers.get("stamped_headers"), "headers.stamped_headers",
                                        task_id),
         stamps=dict(_mapping(_or(headers.get("stamps"), {}), "headers.stamps", task_id)),
-        headers={k: v for k, v in headers.items() if k not in _PROTOCOL_HEADERS},
+        headers={k: v for k, v in headers.items()
+                 if k not in _PROTOCOL_HEADERS and k != SENT_AT_HEADER},
+        sent_at=sent_at_of(headers),
     )
+
+
+def sent_at_of(headers: Mapping[str, Any]) -> float | None:
+    """The publish time a qtui client stamped on a message; None when absent or not a finite
+    number (the header only dates a message: a bad one never rejects the task)."""
+    value = headers.get(SENT_AT_HEADER)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _parse_v1(body: Mapping[str, Any], properties: Mapping[str, Any]) -> TaskMessage:

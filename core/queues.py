@@ -23,21 +23,27 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from kombu import Connection
 from kombu.exceptions import ChannelError
 
 from . import delayed
-from .brokers.family import family_for
+from .brokers.family import family_for, transport_name
 from .delayed import is_store_queue
 from .events import EVENT_QUEUE_PREFIX
 from .exceptions import QtuiError
+from .pauses import Pause, PauseUnsupported
 from .peek import PAGE, SUMMARY_SAMPLE, Peek, PeekError, Summary, WaitingMessage, summarize
+from .protocol import DEAD_SUFFIX, dead_letter_queue_name
 
 if TYPE_CHECKING:
     from .app import App
+
+
+#: Seconds a frequent poller (the console, the exporter) lets a listing of queues be reused.
+LISTING_REUSE = 30.0
 
 
 class QueueInspectionError(QtuiError):
@@ -60,28 +66,57 @@ class QueueInfo:
 @dataclass(frozen=True)
 class QueueHead:
     """A message a queue delivers next: its task id, and when it was put in the queue where
-    the broker records that (None where it does not: then only the task's ``task-sent`` event
-    can date it)."""
+    the broker records that or the message says so (qtui's ``x-qtui-sent-at`` header); None
+    where neither does: then only the task's ``task-sent`` event can date it."""
 
     task_id: str | None
     enqueued_at: float | None = None
 
 
-def oldest_age(messages: int | None, heads: Iterable[QueueHead],
-               sent_at: Callable[[str], float | None], now: float) -> float | None:
-    """Seconds the oldest waiting message of a queue has waited: 0 when none waits; from when
-    the broker says it was enqueued, else from when the task was sent (``sent_at`` of its id:
-    its ``task-sent`` event); None when neither is known."""
+@dataclass(frozen=True)
+class Age:
+    """How long a queue's oldest waiting message has waited. ``exact``: dated by the broker or
+    by the message's own publish time; False: inferred from its ``task-sent`` event."""
+
+    seconds: float
+    exact: bool
+
+
+@dataclass
+class QueuePoll:
+    """One look at a broker's queues: each queue (with its ``scheduled`` count), the depth of
+    its dead-letter queue ``<queue>.dead`` where it has one, the heads of those that hold
+    messages, and the paused queues."""
+
+    queues: list[QueueInfo]
+    dead: dict[str, int]
+    heads: dict[str, list[QueueHead]]
+    paused: dict[str, Pause] = field(default_factory=dict)
+
+
+def oldest_wait(messages: int | None, heads: Iterable[QueueHead],
+                sent_at: Callable[[str], float | None], now: float) -> Age | None:
+    """How long the oldest waiting message of a queue has waited: 0 when none waits; from when
+    the broker or the message says it was enqueued (exact), else from when the task was sent
+    (``sent_at`` of its id: its ``task-sent`` event; inferred); None when neither is known."""
     if messages == 0:
-        return 0.0
+        return Age(0.0, exact=True)
     ages = []
     for head in heads:
-        since = head.enqueued_at
+        since, exact = head.enqueued_at, True
         if since is None and head.task_id is not None:
-            since = sent_at(head.task_id)
+            since, exact = sent_at(head.task_id), False
         if since is not None:
-            ages.append(max(0.0, now - since))
-    return max(ages) if ages else None
+            ages.append(Age(max(0.0, now - since), exact))
+    return max(ages, key=lambda age: age.seconds) if ages else None
+
+
+def oldest_age(messages: int | None, heads: Iterable[QueueHead],
+               sent_at: Callable[[str], float | None], now: float) -> float | None:
+    """Seconds the oldest waiting message of a queue has waited (:func:`oldest_wait`'s
+    figure, exact or inferred); None when unknown."""
+    wait = oldest_wait(messages, heads, sent_at, now)
+    return None if wait is None else wait.seconds
 
 
 def is_internal(name: str) -> bool:
@@ -90,6 +125,11 @@ def is_internal(name: str) -> bool:
     store (counted as their task queue's ``scheduled``)."""
     return name.startswith(f"{EVENT_QUEUE_PREFIX}.") or name.endswith(".pidbox") \
         or is_rpc_reply_queue(name) or is_store_queue(name)
+
+
+def is_dead_letter_queue(name: str) -> bool:
+    """``<queue>.dead``: counted as its queue's dead-letter depth, not listed as a queue."""
+    return name.endswith(DEAD_SUFFIX)
 
 
 def is_rpc_reply_queue(name: str) -> bool:
@@ -130,6 +170,47 @@ class QueueInspector(ABC):
         several); a queue this broker cannot look into without taking a message (AMQP) is
         left out."""
         return {}
+
+    def poll(self, names: Iterable[str] = (), listing_reuse: float = 0.0) -> QueuePoll:
+        """Everything the Queues view shows of the listed queues and ``names``: depths,
+        scheduled counts, dead-letter depths, heads and pauses. A broker family may answer it
+        in fewer round trips than the separate reads below (Redis: one), and reuse its listing
+        of the broker's queues for up to ``listing_reuse`` seconds (a poller that asks often
+        passes :data:`LISTING_REUSE`; queues in ``names`` are always read)."""
+        wanted = {name for name in names if not is_dead_letter_queue(name)}
+        found = self.queues(wanted | {dead_letter_queue_name(name) for name in wanted})
+        queues = [q for q in found if not is_dead_letter_queue(q.name)]
+        dead = {q.name[:-len(DEAD_SUFFIX)]: q.messages for q in found
+                if is_dead_letter_queue(q.name) and q.messages is not None}
+        queues = self.with_scheduled(queues)
+        try:
+            paused = self.pauses()
+        except PauseUnsupported:  # nothing can be paused on this broker
+            paused = {}
+        return QueuePoll(queues, dead, self.heads(q.name for q in queues if q.messages), paused)
+
+    # pauses (see qtui.core.pauses): kept by the families whose broker has a place for them
+    def pauses(self) -> dict[str, Pause]:
+        """Every paused queue's :class:`Pause`, by queue."""
+        raise PauseUnsupported(self._no_pauses())
+
+    def pause(self, pause: Pause) -> Pause:
+        """Store ``pause`` (a queue paused already keeps its first record, with the new
+        consumers added); returns the stored pause."""
+        raise PauseUnsupported(self._no_pauses())
+
+    def resume(self, queue: str) -> Pause | None:
+        """Remove the pause of ``queue``; returns it (None: it was not paused)."""
+        raise PauseUnsupported(self._no_pauses())
+
+    def note_paused_consumer(self, queue: str, hostname: str) -> None:
+        """Note a worker to give the paused ``queue`` back to on resume."""
+        raise PauseUnsupported(self._no_pauses())
+
+    def _no_pauses(self) -> str:
+        return (f"{transport_name(self.connection)} brokers cannot keep a queue's pause "
+                "where every worker would read it (Redis and the embedded broker can): use "
+                "`qtui control cancel_consumer QUEUE` to stop the running workers instead")
 
     def with_scheduled(self, queues: list[QueueInfo]) -> list[QueueInfo]:
         """``queues`` with the number of ETA tasks the broker's delayed store holds for each

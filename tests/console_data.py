@@ -12,6 +12,8 @@ from pathlib import Path
 
 from qtui.core import App
 from qtui.core.metrics import MINUTE, Rollup
+from qtui.core.pauses import Pause
+from qtui.core.queues import Age
 from qtui.tui.console import Console
 from qtui.tui.rows import QueueRow, Snapshot, TaskRow, ThroughputSeries, WorkerRow
 
@@ -69,9 +71,10 @@ TASKS = (
 )
 
 QUEUES = (
-    QueueRow("celery", 12, 2, -3.5, ("qtui@alpha", "qtui@beta")),
-    QueueRow("images", 3, 1, 0.0, ("qtui@alpha",)),
-    QueueRow("reports", 250, 0, 1.0, (), 4),
+    QueueRow("celery", 12, 2, -3.5, ("qtui@alpha", "qtui@beta"), age=Age(42.0, exact=True)),
+    QueueRow("images", 3, 1, 0.0, ("qtui@alpha",), age=Age(8.0, exact=False)),
+    QueueRow("reports", 250, 0, 1.0, (), 4, dead=3,
+             paused=Pause("reports", T0 - 600, "ops@admin", ("qtui@alpha",))),
 )
 
 THROUGHPUT = ThroughputSeries(1.0, {

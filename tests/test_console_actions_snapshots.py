@@ -45,6 +45,11 @@ def test_purge_confirmation_layout(snap_compare, size):
 
 
 @SIZES
+def test_resume_confirmation_layout(snap_compare, size):
+    assert snap_compare(FixedConsole(), press=["4", "G", "p"], terminal_size=size)
+
+
+@SIZES
 def test_rate_limit_task_type_picker_layout(snap_compare, size):
     console = FixedConsole()
     console.inspect = lambda *args: [  # type: ignore[method-assign]

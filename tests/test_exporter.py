@@ -201,7 +201,7 @@ def test_redis_queue_gauges_and_worker_down_after_heartbeats_stop(redis_cluster,
     exporter.until("celery_active_worker_count", 0, queue_name=idle)
     samples = exporter.scrape()
     assert ("celery_queue_length", frozenset({("queue_name", f"{idle}.dead")})) not in samples
-    # Dated by the client's task-sent events; an empty queue has waited for nothing.
+    # Dated by its publish-time header (qtui's client); an empty queue has waited for nothing.
     age = samples.get(("qtui_queue_oldest_message_age_seconds",
                        frozenset({("queue_name", idle)})))
     assert age is not None and age >= 0

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from qtui.core.exceptions import ContentDisallowed, ProtocolError
 from qtui.core.protocol import (
     ARGSREPR_MAXSIZE,
+    SENT_AT_HEADER,
     TaskMessage,
     build,
     decode,
@@ -75,6 +76,22 @@ def test_naive_dates_are_read_as_utc_and_z_suffix_is_accepted():
 def test_user_headers_are_kept_apart_from_protocol_headers():
     wire = _wire(tenant="acme")
     assert parse(list(wire.body), wire.headers, wire.properties).headers == {"tenant": "acme"}
+
+
+def test_each_publish_is_stamped_with_its_time_in_a_header_apart_from_user_headers():
+    import time
+    before = time.time()
+    wire = _wire(tenant="acme")
+    got = parse(list(wire.body), wire.headers, wire.properties)
+    assert got.sent_at is not None and before <= got.sent_at <= time.time()
+    assert got.headers == {"tenant": "acme"}
+
+
+@pytest.mark.parametrize("value", ["yesterday", True, float("nan"), None])
+def test_a_publish_time_that_is_not_a_number_leaves_the_message_undated(value):
+    wire = _wire(**{SENT_AT_HEADER: value})
+    got = parse(list(wire.body), wire.headers, wire.properties)
+    assert got.sent_at is None and got.task == "tasks.add"
 
 
 def test_protocol_v1_body_is_understood():

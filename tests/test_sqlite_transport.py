@@ -577,7 +577,8 @@ def test_a_version_1_file_is_migrated_and_keeps_its_messages(tmp_path: Path) -> 
         conn.SimpleQueue("old").put({"id": "kept"})
     with sqlite3.connect(path, isolation_level=None) as db:  # back to what version 1 made
         db.executescript("DROP INDEX messages_ready; CREATE INDEX messages_fetch ON messages "
-                         "(queue, priority, id, visible_at); PRAGMA user_version = 1;")
+                         "(queue, priority, id, visible_at); DROP TABLE paused_queues; "
+                         "DROP TABLE paused_consumers; PRAGMA user_version = 1;")
     with Connection(f"sqlite://{path}") as conn:
         q = conn.SimpleQueue("old")
         assert q.get(timeout=10).payload == {"id": "kept"}
@@ -586,7 +587,10 @@ def test_a_version_1_file_is_migrated_and_keeps_its_messages(tmp_path: Path) -> 
         assert db.execute("PRAGMA user_version").fetchone()[0] == transport.SCHEMA_VERSION
         indexes = {name for (name,) in db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")}
+        tables = {name for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "messages_ready" in indexes and "messages_fetch" not in indexes
+    assert {"paused_queues", "paused_consumers"} <= tables
 
 
 def test_a_failed_commit_is_rolled_back_so_the_connection_can_write_again() -> None:

@@ -12,8 +12,11 @@ from typing import Any
 
 from qtui.core import App
 from qtui.core.display import clip
+from qtui.core.pauses import pause_queue, resume_queue
 from qtui.core.queues import inspector_for
 from qtui.core.states import READY_STATES
+
+from .audit import current_user
 
 #: Seconds to wait for workers' replies to an action.
 REPLY_TIMEOUT = 2.0
@@ -188,6 +191,31 @@ class Actions:
         return ActionResult(f"retry {len(outcomes)} tasks", lines, not failed, "retry", targets,
                             replies)
 
+    def pause(self, queue: str) -> ActionResult:
+        """Pause ``queue`` across the cluster (:mod:`qtui.core.pauses`)."""
+        title = f"pause {queue}"
+        try:
+            outcome = pause_queue(self.app, queue, current_user(), self.timeout)
+        except Exception as exc:  # the broker is gone or keeps no pauses: say so
+            return ActionResult(title, (f"could not pause {queue}: {exc}",), False, "pause",
+                                (queue,))
+        return _paused_outcome(title, f"{queue} paused: no worker consumes it until resumed",
+                               "pause", queue, outcome.replies)
+
+    def resume(self, queue: str) -> ActionResult:
+        """Resume ``queue``: the workers the pause noted consume it again."""
+        title = f"resume {queue}"
+        try:
+            outcome = resume_queue(self.app, queue, self.timeout)
+        except Exception as exc:  # the broker is gone or keeps no pauses: say so
+            return ActionResult(title, (f"could not resume {queue}: {exc}",), False, "resume",
+                                (queue,))
+        if outcome.pause is None:
+            return ActionResult(title, (f"{queue} was not paused",), False, "resume", (queue,))
+        given = ", ".join(outcome.pause.consumers) or "no worker (none consumed it)"
+        return _paused_outcome(title, f"{queue} resumed: given back to {given}", "resume",
+                               queue, outcome.replies)
+
 
 @dataclass(frozen=True)
 class Retry:
@@ -229,3 +257,11 @@ def registered_tasks(reply: Any) -> dict[str, dict[str, str]]:
         name, _, info = entry.partition(" [")
         tasks[name.strip()] = dict(_ATTRIBUTE.findall(info))
     return tasks
+
+
+def _paused_outcome(title: str, done: str, action: str, queue: str,
+                    replies: Mapping[str, Any]) -> ActionResult:
+    """A pause or resume that was stored: its line, then each worker's reply."""
+    told = outcome_from_replies(title, [{host: reply} for host, reply in replies.items()])
+    lines = told.lines if replies else ()
+    return ActionResult(title, (done, *lines), True, action, (queue,), told.replies)

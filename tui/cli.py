@@ -26,7 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     from qtui.workers import cli as worker_cli
 
     from . import commands as scripted
-    from . import demo, exporter, peek_commands, schedule_commands, scheduled_commands
+    from . import (
+        demo,
+        exporter,
+        peek_commands,
+        queue_commands,
+        schedule_commands,
+        scheduled_commands,
+    )
 
     parser = argparse.ArgumentParser(
         prog="qtui",
@@ -55,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule_commands.add_parsers(commands)
     peek_commands.add_parsers(commands)
     scheduled_commands.add_parsers(commands)
+    queue_commands.add_parsers(commands)
     demo.add_parser(commands)
     exporter.add_parser(commands)
     return parser

@@ -161,7 +161,8 @@ class Console(TextualApp[None]):
                               max_field=conf.console_max_field,
                               metrics_hours=conf.console_metrics_hours,
                               metrics_days=conf.console_metrics_days)
-        self.feed = Feed(app, max_tasks=conf.console_max_tasks, history=history)
+        self.feed = Feed(app, max_tasks=conf.console_max_tasks, history=history,
+                         reapply_pauses="pause" in self.permissions)
         self.audit: AuditLog | None = audit_log_for(app) if self.use_history else None
         """Where actions are recorded: the history file's audit table (none without history:
         ``--no-history`` promises not to touch the file)."""

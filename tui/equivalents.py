@@ -99,6 +99,14 @@ def purge(queue: str) -> Equivalent:
     return Equivalent.of("purge", "-Q", queue, "-f")
 
 
+def pause(queue: str) -> Equivalent:
+    return Equivalent.of("pause", queue)
+
+
+def resume(queue: str) -> Equivalent:
+    return Equivalent.of("resume", queue)
+
+
 def schedule(verb: str, entry: str) -> Equivalent:
     """``qtui schedule run|pause|resume ENTRY``."""
     return Equivalent.of("schedule", verb, entry)

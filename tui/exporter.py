@@ -33,7 +33,14 @@ from qtui.core.display import clip
 from qtui.core.eventcheck import MAX_NAME
 from qtui.core.events import EventReceiver
 from qtui.core.exceptions import QtuiError
-from qtui.core.queues import QueueHead, QueueInfo, inspector_for, is_internal, oldest_age
+from qtui.core.queues import (
+    LISTING_REUSE,
+    QueueHead,
+    QueueInfo,
+    inspector_for,
+    is_internal,
+    oldest_age,
+)
 from qtui.core.state import State
 
 from .feed import consumed_queues
@@ -75,8 +82,6 @@ DEFAULT_QUEUE = "celery"
 #: The name a task is counted under when no event said: celery-exporter's (Python's None as
 #: text), which the celery-mixin's alert rules leave out with ``name!~"None"``.
 UNKNOWN_NAME = "None"
-#: The suffix of a queue's dead letters (see the README's "Nothing lost").
-DEAD_SUFFIX = ".dead"
 
 #: Event type -> (counter name, help), as celery-exporter names and describes them.
 TASK_COUNTERS = {
@@ -302,15 +307,9 @@ class Exporter:
                 for host in set(stats) | set(queues)}
 
     def _read_queues(self, wanted: set[str]) -> Poll:
-        dead_names = {f"{name}{DEAD_SUFFIX}" for name in wanted}
         with inspector_for(self.app) as inspector:
-            found = inspector.queues(wanted | dead_names)
-            queues = [q for q in found if not q.name.endswith(DEAD_SUFFIX)]
-            dead = {q.name[:-len(DEAD_SUFFIX)]: q.messages for q in found
-                    if q.name.endswith(DEAD_SUFFIX) and q.messages is not None}
-            queues = inspector.with_scheduled(queues)
-            heads = inspector.heads(q.name for q in queues if q.messages)
-        return Poll(queues, dead, heads, at=time.time())
+            found = inspector.poll(wanted, LISTING_REUSE)
+        return Poll(found.queues, found.dead, found.heads, at=time.time())
 
     # serving -----------------------------------------------------------------------------------
     def oldest_age(self, queue: QueueInfo, now: float) -> float | None:

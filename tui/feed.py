@@ -36,7 +36,8 @@ from qtui.core.alerts import (
 )
 from qtui.core.events import EventReceiver
 from qtui.core.metrics import Recorder
-from qtui.core.queues import QueueHead, inspector_for, oldest_age
+from qtui.core.pauses import reapply
+from qtui.core.queues import LISTING_REUSE, QueueHead, inspector_for, oldest_age, oldest_wait
 from qtui.core.state import State, TaskState, WorkerState
 from qtui.core.states import FAILURE
 
@@ -126,8 +127,11 @@ class Feed:
     under ``lock``; snapshots are taken under it."""
 
     def __init__(self, app: App, *, max_tasks: int = 100_000, history: History | None = None,
-                 poll_interval: float = POLL_INTERVAL) -> None:
+                 poll_interval: float = POLL_INTERVAL, reapply_pauses: bool = False) -> None:
         self.app = app
+        self.reapply_pauses = reapply_pauses
+        """Tell each worker that comes online to stop consuming the paused queues (a Celery
+        worker started during a pause consumes them: :mod:`qtui.core.pauses`)."""
         self.history = history
         self.poll_interval = poll_interval
         # Metrics live in the history file: without one there is nowhere to keep them.
@@ -218,8 +222,29 @@ class Feed:
                     return
                 emit(self.ingest(batch, receiver.connected, receiver.error))
                 self._batches += 1
+                if self.reapply_pauses:
+                    self._reapply_pauses(batch)
         finally:
             receiver.close()
+
+    def _reapply_pauses(self, batch: list[dict[str, Any]]) -> None:
+        """Each worker that came online is told again about the paused queues, in a thread of
+        its own: the broker and the worker's reply must not hold the event feed up."""
+        for event in batch:
+            hostname = event.get("hostname")
+            if event.get("type") == "worker-online" and isinstance(hostname, str):
+                threading.Thread(target=self._reapply, args=(hostname,), daemon=True,
+                                 name=f"qtui-reapply-{hostname}").start()
+
+    def _reapply(self, hostname: str) -> None:
+        try:
+            done = reapply(self.app, hostname)
+        except Exception as exc:  # noqa: BLE001 - logged: the next worker-online tries again
+            logger.warning("could not tell %s about the paused queues: %s", hostname, exc)
+            return
+        if done:
+            logger.info("told %s again to stop consuming the paused %s", hostname,
+                        ", ".join(sorted(done)))
 
     def ingest(self, batch: list[dict[str, Any]], connected: bool = True,
                error: str = "") -> Snapshot:
@@ -325,7 +350,7 @@ class Feed:
         return taken
 
     def _age_watched(self, queue: str) -> bool:
-        """Whether a queue_age rule looks at ``queue`` (only those queues' heads are read)."""
+        """Whether a queue_age rule looks at ``queue`` (only those queues' ages are observed)."""
         return any(r.kind == "queue_age" and fnmatch.fnmatchcase(queue, r.queue or "*")
                    for r in self.alerts.rules)
 
@@ -370,37 +395,40 @@ class Feed:
                     consumers.setdefault(name, []).append(host)
         try:
             with inspector_for(self.app) as inspector:
-                found = inspector.with_scheduled(
-                    inspector.queues([*consumers, *self.watched_queues() - set(consumers)]))
-                heads = inspector.heads(q.name for q in found if q.messages
-                                        and self._age_watched(q.name))
+                poll = inspector.poll([*consumers, *self.watched_queues() - set(consumers)],
+                                      LISTING_REUSE)
         except Exception as exc:
             self._queue_error = f"queue depths unavailable: {exc}"
             self._queues_fresh = False
             return
         self._queue_error = ""
         now, rows = time.monotonic(), []
-        for q in found:
+        with self.lock:
+            sent_at, wall = self.state.sent_at, time.time()
+            ages = {q.name: oldest_wait(q.messages, poll.heads.get(q.name, ()), sent_at, wall)
+                    for q in poll.queues}
+        for q in poll.queues:
             hosts = tuple(sorted(consumers.get(q.name, ())))
             # A broker that cannot count consumers (the embedded one): the workers that said
             # they consume the queue are its consumers.
             count = q.consumers if q.consumers is not None else len(hosts)
             rows.append(QueueRow(q.name, q.messages, count, self._rate(q.name, q.messages, now),
-                                 hosts, q.scheduled))
+                                 hosts, q.scheduled, ages[q.name], poll.dead.get(q.name),
+                                 poll.paused.get(q.name)))
             self._depths[q.name] = (q.messages, now)
         self._queues = tuple(rows)
-        self._heads = heads
+        self._heads = poll.heads
         self._queues_fresh = True
         if self.state.metrics is not None:
             self._save_queue_depths(rows)
 
     def _save_queue_depths(self, rows: list[QueueRow]) -> None:
-        """The poll's depths into the metrics. The oldest message's age is not recorded yet:
-        the poll reads queue heads only for the queues a ``queue_age`` rule watches."""
+        """The poll's depths and oldest messages' ages (where known) into the metrics."""
         assert self.history is not None
         try:
-            self.history.save_queue_depths(time.time(),
-                                           {row.name: (row.depth, None) for row in rows})
+            self.history.save_queue_depths(time.time(), {
+                row.name: (row.depth, None if row.age is None else row.age.seconds)
+                for row in rows})
         except Exception as exc:
             logger.warning("console queue depths not saved: %s", exc)
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from qtui.core.alerts import RuleStatus, Transition
+from qtui.core.pauses import Pause
+from qtui.core.queues import Age
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,12 @@ class QueueRow:
     workers: tuple[str, ...] = ()
     scheduled: int | None = None
     """ETA tasks held in the broker's delayed store (None: the broker has none)."""
+    age: Age | None = None
+    """How long the oldest waiting message has waited, exact or inferred (None: unknown)."""
+    dead: int | None = None
+    """Messages in the queue's dead-letter queue ``<queue>.dead`` (None: it has none)."""
+    paused: Pause | None = None
+    """The queue's cluster-wide pause (:mod:`qtui.core.pauses`), None when not paused."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from qtui.core.config import mask_url
 from qtui.core.delayed import due_queue
 from qtui.core.exceptions import BrokerUnavailable
 from qtui.core.ledger import Ledger, RedisLedger
+from qtui.core.pauses import leave_out_paused
 from qtui.core.routing import queue_type
 
 from . import control, declare
@@ -62,6 +63,7 @@ class Consumer:
                  held_tags: Callable[[], list[str]], stopping: Callable[[], bool],
                  sleep: Callable[[float], None], control_node: control.ControlNode) -> None:
         self.app = app
+        self.hostname = hostname
         self.queues = queues
         self.on_message = on_message
         self.on_undecodable = on_undecodable
@@ -164,6 +166,7 @@ class Consumer:
                 self.liveness = Liveness(str(self.app.broker_url), self.owner, ttl,
                                          self.channel.liveness_keys())
                 self.liveness.start()
+        self._leave_out_paused()
         for queue in self.queues:
             for each in self._with_due_queue(queue):
                 declare.ensure(conn, each)
@@ -230,6 +233,14 @@ class Consumer:
             if self.consuming:
                 consumer.consume()
         return True
+
+    def _leave_out_paused(self) -> None:
+        """Read the pauses on every (re)connect: a queue paused cluster-wide is not consumed
+        until ``qtui resume`` sends ``add_consumer`` (:mod:`qtui.core.pauses`)."""
+        for name in leave_out_paused(self.app, [q.name for q in self.queues], self.hostname):
+            logger.warning("Queue %s is paused: not consuming it until it is resumed "
+                           "(qtui resume %s)", name, name)
+            self.queues[:] = [q for q in self.queues if q.name != name]
 
     def cancel_queue(self, name: str) -> bool:
         """Stop consuming the queue named ``name``; False if it was not consumed."""

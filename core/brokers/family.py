@@ -8,11 +8,11 @@ and kombu's virtual ``Channel`` do for theirs. A family is one package: ``redis/
 transport (``memory://``, ``filesystem://``, ...) gets :class:`BrokerFamily`'s own answers,
 which are what plain kombu offers.
 
-The queue operations belong to the family's queue inspector (its ``queues.py``, a
-:class:`~qtui.core.queues.QueueInspector` beside ``queues()`` and ``purge()``): peeking at the
-first messages of a queue (``peek``, ``delete``, ``move``: done), the age of its oldest message,
-and pausing and resuming a queue,
-with the pause state kept in the family's own broker (a Redis key, a table of the SQLite file).
+Queue operations belong to the family's queue inspector (its ``queues.py``, a
+:class:`~qtui.core.queues.QueueInspector` beside ``queues()`` and ``purge()``): a poll with the
+heads that date each queue's oldest message, the pause state kept in the family's own broker
+(a Redis hash, tables of the SQLite file; :mod:`qtui.core.pauses`), and peeking at the first
+messages of a queue (``peek``, ``delete``, ``move``; :mod:`qtui.core.peek`).
 
 :func:`family_for` is the one place that maps a transport (kombu's ``driver_type``) to its
 family: callers ask the family, never the transport's name.

@@ -31,7 +31,7 @@ PERMISSION_OF = {
     "revoke": "revoke", "terminate": "terminate", "retry": "retry", "rate_limit": "rate_limit",
     "time_limit": "time_limit", "grow": "pool_grow", "shrink": "pool_shrink",
     "add_consumer": "add_consumer", "cancel_consumer": "cancel_consumer", "purge": "purge",
-    "shutdown": "shutdown",
+    "shutdown": "shutdown", "pause": "pause",
 }
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from rich.text import Text
 
 from qtui.core.display import safe_text
+from qtui.core.queues import Age
 
 #: ANSI colours, made real by the console's palettes (tui/palette.py); never "dim", which
 #: Textual draws by fading the colour into the background, below a readable contrast.
@@ -62,6 +63,21 @@ def age(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.0f}m ago"
     return f"{seconds / 3600:.1f}h ago"
+
+
+def waited(wait: Age | None) -> str:
+    """How long a queue's oldest message has waited: ``~`` before a figure inferred from a
+    ``task-sent`` event, ``?`` when unknown (see :func:`qtui.core.queues.oldest_wait`)."""
+    if wait is None:
+        return "?"
+    seconds = wait.seconds
+    if seconds < 60:
+        figure = f"{seconds:.0f}s"
+    elif seconds < 3600:
+        figure = f"{seconds / 60:.0f}m"
+    else:
+        figure = f"{seconds / 3600:.1f}h"
+    return figure if wait.exact else f"~{figure}"
 
 
 def duration(seconds: float | None) -> str:

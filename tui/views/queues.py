@@ -1,8 +1,10 @@
-"""Queues: every queue the broker can list, with depth, ETA tasks held in the broker's delayed
-store, consumers and who consumes it."""
+"""Queues: every queue the broker can list, with depth, how long its oldest message has waited
+(``~``: inferred from a ``task-sent`` event, ``?``: unknown), ETA tasks held in the broker's
+delayed store, the depth of its dead-letter queue, consumers and who consumes it."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
@@ -10,7 +12,8 @@ from .. import equivalents
 from . import format
 from .base import TableView
 
-COLUMNS = ("Queue", "Depth", "Scheduled", "Consumers", "Change/s", "Workers")
+COLUMNS = ("Queue", "Depth", "Oldest", "Scheduled", "Dead", "Consumers", "Change/s", "Paused",
+           "Workers")
 
 
 class QueuesScreen(TableView):
@@ -19,6 +22,7 @@ class QueuesScreen(TableView):
         Binding("P", "purge", "Purge"),
         Binding("a", "add_consumer", "Add consumer"),
         Binding("x", "cancel_consumer", "Cancel consumer"),
+        Binding("p", "pause", "Pause/resume"),
     ]
 
     def refresh_view(self) -> None:
@@ -30,9 +34,12 @@ class QueuesScreen(TableView):
             workers = queue.workers or tuple(model.workers_consuming(queue.name))
             table.add_row(*format.cells(
                 queue.name, "?" if queue.depth is None else str(queue.depth),
+                "" if queue.depth == 0 else format.waited(queue.age),
                 "" if queue.scheduled is None else str(queue.scheduled),
+                "" if queue.dead is None else str(queue.dead),
                 format.consumers(queue.consumers),
-                "" if queue.rate is None else f"{queue.rate:+.1f}", ", ".join(workers)),
+                "" if queue.rate is None else f"{queue.rate:+.1f}",
+                Text("paused", style="bold yellow") if queue.paused else "", ", ".join(workers)),
                 key=queue.name)
         if current in model.queues:
             table.move_cursor(row=table.get_row_index(current))
@@ -73,3 +80,18 @@ class QueuesScreen(TableView):
         from .peek import PeekScreen
         if event.row_key.value is not None:
             self.app.push_screen(PeekScreen(str(event.row_key.value)))
+
+    def action_pause(self) -> None:
+        """Pause the queue across the cluster, or resume it when paused."""
+        if queue := self.selected():
+            row = self.console.model.queues.get(queue)
+            if row is not None and row.paused is not None:
+                self.confirm(f"Resume {queue}? It goes back to the workers that consumed it "
+                             f"({', '.join(row.paused.consumers) or 'none noted'}).",
+                             lambda: self.perform(lambda: self.console.actions.resume(queue)),
+                             equivalents.resume(queue))
+                return
+            self.confirm(f"Pause {queue} across the cluster? Every worker stops consuming it, "
+                         "and workers that start later leave it out, until it is resumed.",
+                         lambda: self.perform(lambda: self.console.actions.pause(queue)),
+                         equivalents.pause(queue))

@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -434,6 +434,49 @@ class Database:
         """Delete one row nobody holds; False when it is gone or held."""
         return bool(self._write(lambda c: c.execute(
             "DELETE FROM messages WHERE id = ? AND holder IS NULL", (row_id,)).rowcount))
+    # paused queues (qtui.core.pauses)
+
+    def paused(self) -> list[tuple[str, float, str, tuple[str, ...]]]:
+        """(queue, since, by, consumers) of every paused queue."""
+        def read(c: sqlite3.Connection) -> list[tuple[str, float, str, tuple[str, ...]]]:
+            hosts: dict[str, list[str]] = {}
+            for queue, hostname in c.execute(
+                    "SELECT queue, hostname FROM paused_consumers ORDER BY hostname"):
+                hosts.setdefault(queue, []).append(hostname)
+            return [(queue, since, by, tuple(hosts.get(queue, ())))
+                    for queue, since, by in c.execute(
+                        "SELECT queue, since, by FROM paused_queues ORDER BY queue")]
+        return self._read(read)
+
+    def pause(self, queue: str, since: float, by: str, consumers: Sequence[str]) -> None:
+        """Pause ``queue`` (kept as first paused if it is already) noting ``consumers``."""
+        def write(c: sqlite3.Connection) -> None:
+            with self._transaction(c):
+                c.execute("INSERT OR IGNORE INTO paused_queues (queue, since, by) "
+                          "VALUES (?, ?, ?)", (queue, since, by))
+                c.executemany("INSERT OR IGNORE INTO paused_consumers (queue, hostname) "
+                              "VALUES (?, ?)", [(queue, host) for host in consumers])
+        self._write(write)
+
+    def resume(self, queue: str) -> tuple[float, str, tuple[str, ...]] | None:
+        """Unpause ``queue``; returns its (since, by, consumers), None if it was not paused."""
+        def write(c: sqlite3.Connection) -> tuple[float, str, tuple[str, ...]] | None:
+            with self._transaction(c):
+                row = c.execute("SELECT since, by FROM paused_queues WHERE queue = ?",
+                                (queue,)).fetchone()
+                hosts = tuple(h for (h,) in c.execute(
+                    "SELECT hostname FROM paused_consumers WHERE queue = ? ORDER BY hostname",
+                    (queue,)))
+                c.execute("DELETE FROM paused_queues WHERE queue = ?", (queue,))
+                c.execute("DELETE FROM paused_consumers WHERE queue = ?", (queue,))
+            return None if row is None else (float(row[0]), str(row[1]), hosts)
+        return self._write(write)
+
+    def note_paused_consumer(self, queue: str, hostname: str) -> None:
+        """Note a worker to give ``queue`` back to, while it is still paused."""
+        self._write(lambda c: c.execute(
+            "INSERT OR IGNORE INTO paused_consumers (queue, hostname) "
+            "SELECT queue, ? FROM paused_queues WHERE queue = ?", (hostname, queue)))
 
     def list_queues(self) -> list[tuple[str, int, int]]:
         """(name, ready, unacked) for every declared queue and every queue holding messages,

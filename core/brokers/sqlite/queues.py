@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ...pauses import Pause
 from ...peek import PAGE, Peek, WaitingMessage, rerouted
 from ...queues import QueueHead, QueueInfo, QueueInspector, is_internal
 
@@ -57,3 +58,21 @@ class SqliteQueues(QueueInspector):
         moves = [(m.handle[0], rerouted(m.handle[1], to(m), without), to(m)) for m in messages]
         return int(channel.db.move_rows(name, moves))
 
+    def pauses(self) -> dict[str, Pause]:
+        channel: Any = self.connection.default_channel
+        return {queue: Pause(queue, since, by, consumers)
+                for queue, since, by, consumers in channel.db.paused()}
+
+    def pause(self, pause: Pause) -> Pause:
+        channel: Any = self.connection.default_channel
+        channel.db.pause(pause.queue, pause.since, pause.by, pause.consumers)
+        return self.pauses()[pause.queue]
+
+    def resume(self, queue: str) -> Pause | None:
+        channel: Any = self.connection.default_channel
+        found = channel.db.resume(queue)
+        return None if found is None else Pause(queue, *found)
+
+    def note_paused_consumer(self, queue: str, hostname: str) -> None:
+        channel: Any = self.connection.default_channel
+        channel.db.note_paused_consumer(queue, hostname)

@@ -2,7 +2,7 @@
 file to :data:`SCHEMA_VERSION`, and the query that finds the rows ready to deliver."""
 
 #: The schema this code writes; files with a newer ``PRAGMA user_version`` are refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Statements that take a file from version ``n - 1`` to ``n``.
 MIGRATIONS: dict[int, str] = {
@@ -52,6 +52,19 @@ MIGRATIONS: dict[int, str] = {
     2: """
     DROP INDEX messages_fetch;
     CREATE INDEX messages_ready ON messages (queue, priority, visible_at, id);
+    """,
+    # Paused queues (qtui.core.pauses), and the workers to give each back to on resume.
+    3: """
+    CREATE TABLE paused_queues (
+        queue TEXT PRIMARY KEY,
+        since REAL NOT NULL,
+        by    TEXT NOT NULL
+    );
+    CREATE TABLE paused_consumers (
+        queue    TEXT NOT NULL,
+        hostname TEXT NOT NULL,
+        PRIMARY KEY (queue, hostname)
+    ) WITHOUT ROWID;
     """,
 }
 

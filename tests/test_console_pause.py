@@ -1,0 +1,73 @@
+"""The Queues view's pause key: ``p`` asks, showing ``qtui pause QUEUE``, then pauses the queue
+in the broker (audited); on a paused queue it offers ``qtui resume QUEUE``. The embedded broker,
+no worker."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from qtui.core import App
+from qtui.core.pauses import paused_queues
+from qtui.tui.audit import AuditLog
+from qtui.tui.views.modals import ConfirmScreen
+
+from .console_data import FixedConsole, screen_text
+from .test_console_actions import settle
+
+SIZE = (140, 36)
+pytestmark = pytest.mark.usefixtures("utc")
+
+
+async def test_p_pauses_the_queue_under_the_cursor_after_showing_the_command(tmp_path):
+    app = App("console-tests", broker=f"sqlite://{tmp_path}/broker.sqlite")
+    console = FixedConsole(app=app)
+    console.actions.timeout = 0.2  # no worker answers: do not wait long for them
+    console.audit = log = AuditLog(tmp_path / "history.sqlite")
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4", "p")
+        assert isinstance(console.screen, ConfirmScreen)
+        assert "qtui pause celery" in screen_text(console)
+        await pilot.press("y")
+        await settle(console, pilot)
+    assert list(paused_queues(app)) == ["celery"]
+    [found] = log.entries()
+    assert (found.action, found.targets, found.ok) == ("pause", ("celery",), True)
+
+
+async def test_p_on_a_paused_queue_offers_to_resume_it(tmp_path):
+    console = FixedConsole()
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4", "G", "p")  # the last row: reports, paused
+        assert isinstance(console.screen, ConfirmScreen)
+        shown = screen_text(console)
+        assert "Resume reports?" in shown and "qtui resume reports" in shown
+        assert "qtui@alpha" in shown
+        await pilot.press("n")
+
+
+async def test_a_read_only_console_has_no_pause_key():
+    console = FixedConsole(read_only=True)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4", "p")
+        assert not isinstance(console.screen, ConfirmScreen)
+
+
+def test_the_feed_tells_a_worker_that_comes_online_about_the_pauses(monkeypatch):
+    from qtui.tui import feed as feed_module
+
+    told = []
+    monkeypatch.setattr(feed_module, "reapply", lambda app, host: told.append(host) or {})
+    acting = feed_module.Feed(App("console-tests", broker="memory://"), reapply_pauses=True)
+    acting._reapply_pauses([{"type": "worker-heartbeat", "hostname": "w1@h"},
+                            {"type": "worker-online", "hostname": "w2@h"}])
+    for thread in threading.enumerate():
+        if thread.name.startswith("qtui-reapply-"):
+            thread.join(5)
+    assert told == ["w2@h"]
+
+
+async def test_a_read_only_console_does_not_tell_workers_about_pauses():
+    assert FixedConsole(read_only=True).feed.reapply_pauses is False
+    assert FixedConsole().feed.reapply_pauses is True

@@ -1,0 +1,172 @@
+"""Pausing a queue across the cluster with ``qtui pause`` / ``qtui resume``, against real
+workers: running ones stop consuming it, one started during the pause leaves it out, resume
+gives it back to them and it drains. The pause lives in the broker (Redis, the embedded broker);
+RabbitMQ has no place for it yet and says so."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from contextlib import ExitStack
+
+import pytest
+
+from qtui.core import App
+from qtui.core.control import Replies
+from qtui.core.pauses import paused_queues
+from qtui.core.queues import inspector_for
+from qtui.tui.cli import main
+
+from .processes import celery_worker, running, write_module
+from .worker_helpers import Setup, hostname_of, make_setup, wait_for
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def setup(request, tmp_path, unique, redis_url):
+    broker = redis_url if request.param == "redis" else f"sqlite://{tmp_path}/broker.sqlite"
+    made = make_setup(tmp_path, f"qp-{unique}", broker, None)
+    yield made
+    with inspector_for(made.app()) as inspector:
+        inspector.resume(made.queue)
+    made.cleanup()
+
+
+def _consumes(app, hostname: str, queue: str) -> bool:
+    reply = app.control.inspect(destination=[hostname], timeout=1.0).active_queues() or {}
+    return any(q.get("name") == queue for q in reply.get(hostname) or ())
+
+
+def _depth(app, queue: str) -> int | None:
+    with inspector_for(app) as inspector:
+        return {q.name: q.messages for q in inspector.poll([queue]).queues}[queue]
+
+
+def _sync(setup: Setup, app, tag: str, count: int = 1) -> None:
+    """Run a task through the side queue every worker consumes, and wait for it: what the
+    workers fetched before it, they fetched."""
+    app.send_task("tasks.mark", args=[tag], queue=f"{setup.queue}-side")
+    assert any(r["tag"] == tag for r in setup.wait_records("mark", count))
+
+
+@pytest.mark.timeout(180)
+def test_a_paused_queue_is_left_by_running_and_new_workers_until_resumed(setup, capsys):
+    queue, side = setup.queue, f"{setup.queue}-side"
+    app = setup.app()
+    first, second = hostname_of(setup, "w1"), hostname_of(setup, "w2")
+    with setup.worker("-Q", f"{queue},{side}", name="w1"):
+        assert wait_for(lambda: _consumes(app, first, queue))
+        assert main(["-b", setup.broker, "pause", queue]) == 0
+        said = capsys.readouterr().out
+        assert "paused since" in said and first in said
+        assert wait_for(lambda: not _consumes(app, first, queue))
+
+        app.send_task("tasks.mark", args=["paused"], queue=queue)
+        _sync(setup, app, "side-1")
+        with setup.worker("-Q", f"{queue},{side}", name="w2") as late:
+            assert "is paused" in late.log_path.read_text()
+            assert not _consumes(app, second, queue) and _consumes(app, second, side)
+            _sync(setup, app, "side-2", count=2)
+            assert _depth(app, queue) == 1
+            assert paused_queues(app)[queue].consumers == (first, second)
+
+            assert main(["-b", setup.broker, "resume", queue]) == 0
+            assert f"given back to {first}, {second}" in capsys.readouterr().out
+            assert wait_for(lambda: _consumes(app, first, queue) and _consumes(app, second, queue))
+            assert any(r["tag"] == "paused" for r in setup.wait_records("mark", 3))
+    assert _depth(app, queue) == 0 and queue not in paused_queues(app)
+
+
+def test_qtui_queues_shows_a_paused_queue_and_its_oldest_message(setup, capsys):
+    app = setup.app()
+    app.send_task("tasks.mark", args=["waiting"], queue=setup.queue)
+    assert main(["-b", setup.broker, "pause", setup.queue, "--timeout", "0.2"]) == 0
+    capsys.readouterr()
+    assert main(["-b", setup.broker, "queues", "--json", "--timeout", "0.2"]) == 0
+    [row] = [r for r in json.loads(capsys.readouterr().out)["queues"] if r["name"] == setup.queue]
+    assert row["messages"] == 1 and row["oldest_age_exact"] is True
+    assert row["paused"]["by"] and row["oldest_age"] >= 0
+
+
+def test_resuming_a_queue_that_is_not_paused_says_so(setup, capsys):
+    assert main(["-b", setup.broker, "resume", setup.queue, "--timeout", "0.2"]) == 1
+    assert "was not paused" in capsys.readouterr().out
+
+
+def test_rabbitmq_cannot_keep_a_pause_and_says_what_to_do(amqp_url, unique, capsys):
+    assert main(["-b", amqp_url, "pause", f"qp-{unique}", "--timeout", "0.2"]) == 1
+    assert "cancel_consumer" in capsys.readouterr().err
+
+
+CELERY_TASKS = """
+from celery import Celery
+
+app = Celery("celerytasks", broker="{broker}")
+
+@app.task(name="celerytasks.add")
+def add(x, y):
+    return x + y
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_celery_worker_is_told_again_after_a_restart_while_pause_watch_runs(
+        tmp_path, unique, redis_url):
+    celery = pytest.importorskip("celery")
+    assert celery
+    write_module(tmp_path, "celerytasks", CELERY_TASKS.format(broker=redis_url))
+    queue = f"qp-celery-{unique}"
+    hostname = f"celery-{queue}@{socket.gethostname()}"
+    app = App("client", broker=redis_url)
+    watch_argv = [sys.executable, "-m", "qtui.tui.cli", "-b", redis_url, "pause", queue,
+                  "--watch"]
+    try:
+        with ExitStack() as stack:
+            with celery_worker(tmp_path, "celerytasks", queue):
+                assert wait_for(lambda: _consumes(app, hostname, queue))
+                watch = stack.enter_context(
+                    running(watch_argv, tmp_path, ready="watching for workers"))
+                assert wait_for(lambda: not _consumes(app, hostname, queue))
+            with celery_worker(tmp_path, "celerytasks", queue):  # the same worker, restarted
+                assert wait_for(lambda: "told to stop consuming" in watch.log_path.read_text())
+                assert wait_for(lambda: not _consumes(app, hostname, queue))
+                app.send_task("celerytasks.add", args=[1, 2], queue=queue)
+                assert main(["-b", redis_url, "resume", queue]) == 0
+                assert wait_for(lambda: _consumes(app, hostname, queue))
+                assert wait_for(lambda: _depth(app, queue) == 0)
+                assert watch.wait(30) == 0  # the watch ends with the pause
+    finally:
+        with inspector_for(app) as inspector:
+            inspector.resume(queue)
+            inspector.purge(queue)
+        app.close()
+
+
+def test_qtui_queues_is_readable_at_80_columns_when_piped(setup, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    app = setup.app()
+    app.send_task("tasks.mark", args=["waiting"], queue=setup.queue)
+    assert main(["-b", setup.broker, "queues", "-t", "0.2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    header = next(line for line in lines if "queue" in line and "oldest" in line)
+    for column in ("depth", "oldest", "sched", "dead", "consumers", "paused"):
+        assert column in header
+    assert any(setup.queue[:10] in line for line in lines)
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_whose_only_queue_is_paused_waits_and_takes_it_on_resume(setup, capsys):
+    app = setup.app()
+    hostname = hostname_of(setup)
+    assert main(["-b", setup.broker, "pause", setup.queue, "-t", "0.2"]) == 0
+    app.send_task("tasks.mark", args=["held"], queue=setup.queue)
+    with setup.worker() as worker:
+        assert "is paused" in worker.log_path.read_text()
+        assert wait_for(
+            lambda: hostname in (app.control.ping(timeout=0.5) or Replies()).by_worker())
+        assert not _consumes(app, hostname, setup.queue) and _depth(app, setup.queue) == 1
+        assert main(["-b", setup.broker, "resume", setup.queue, "-t", "1"]) == 0
+        assert hostname in capsys.readouterr().out
+        assert any(r["tag"] == "held" for r in setup.wait_records("mark", 1))
+        assert worker.poll() is None
