@@ -242,8 +242,8 @@ class QueueInspector(ABC):
     def peek(self, name: str, offset: int = 0, limit: int = PAGE) -> Peek:
         """Up to ``limit`` waiting messages of ``name`` from position ``offset`` (0 is the
         next to be delivered), in delivery order."""
-        raise PeekError(f"qtui cannot look into queues on the {self._transport()} transport "
-                        "(it can on Redis, RabbitMQ and its embedded SQLite broker)")
+        raise PeekError(f"qtui cannot look into queues on the {transport_name(self.connection)} "
+                        "transport (it can on Redis, RabbitMQ and its embedded SQLite broker)")
 
     def summary(self, name: str, sample: int = SUMMARY_SAMPLE) -> Summary:
         """The first ``sample`` waiting messages counted by task name."""
@@ -251,18 +251,16 @@ class QueueInspector(ABC):
 
     def delete(self, name: str, messages: Sequence[WaitingMessage]) -> int:
         """Remove these peeked messages from ``name``; returns how many were still there."""
-        raise PeekError(f"qtui cannot delete one message on the {self._transport()} transport")
+        raise PeekError("qtui cannot delete one message on the "
+                        f"{transport_name(self.connection)} transport")
 
     def move(self, name: str, messages: Sequence[WaitingMessage], to: Callable[
             [WaitingMessage], str], without_headers: Iterable[str] = ()) -> int:
         """Move these peeked messages from ``name`` to the back of queue ``to(message)``,
         without ``without_headers`` (a requeued dead letter loses its death record); returns
         how many were still there to move."""
-        raise PeekError(f"qtui cannot move one message on the {self._transport()} transport")
-
-    def _transport(self) -> str:
-        return str(self.connection.transport.driver_type)
-
+        raise PeekError("qtui cannot move one message on the "
+                        f"{transport_name(self.connection)} transport")
 
 def _not_found(exc: ChannelError) -> bool:
     """404: AMQP's (and kombu's virtual transports') way to say there is no such queue."""
