@@ -19,7 +19,7 @@ from qtui.tui.feed import Feed
 from qtui.tui.model import ConsoleModel
 
 TASKS = 10_000
-#: Bytes per task held by the state and the model together, with room to spare: 1,130 when
+#: Bytes per task held by the state and the model together, with room to spare: 1,085 when
 #: this was written (1,500 before timelines were flat, short texts shared in a bounded
 #: table and the indexes gone).
 MAX_BYTES_PER_TASK = 1_300
