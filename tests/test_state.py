@@ -124,8 +124,8 @@ def test_a_task_follows_its_events(ev):
     assert (task.name, task.args, task.result, task.runtime) == ("tasks.add", "(1, 2)", "3", 0.01)
     assert (task.worker, task.client, task.queue) == (W1, CLIENT, "celery")
     assert task.sent < task.received < task.started < task.succeeded
-    assert [e[0] for e in timeline_steps(task.timeline)] == ["task-sent", "task-received", "task-started",
-                                             "task-succeeded"]
+    assert [e[0] for e in timeline_steps(task.timeline)] == [
+        "task-sent", "task-received", "task-started", "task-succeeded"]
 
 
 def test_a_late_received_event_fills_in_without_undoing_success(ev):
