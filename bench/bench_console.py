@@ -28,6 +28,15 @@ state, task history, metrics), without a broker.
 
     python -m bench.bench_console --metrics
     python -m bench.bench_console --history-size --tasks 1000000
+
+``--data-layer``: the console's memory without the event stream's noise (a backlog of events
+waiting in the receiver is counted in the live run's resident set): ``--tasks`` of the live
+run's tasks, JSON-decoded as the receiver decodes them, through ``Feed.ingest`` (history file
+and metrics on) into the console's model, as fast as it goes; the resident set after a full
+collection and the allocator's trim, and its peak. Each event has a ``local_received`` of its
+own, where the receiver stamps a message's events with one (2 MB more here at 100,000 tasks).
+
+    python -m bench.bench_console --data-layer
 """
 
 from __future__ import annotations
@@ -345,6 +354,60 @@ def history_size(tasks: int, names: int = 20) -> dict[str, float]:
                 "coarse_rows": coarse_rows, "events_per_s": 3 * tasks / took}
 
 
+def data_layer(tasks: int) -> dict[str, float]:
+    """Resident megabytes of the console's data layer (feed state, history, metrics and model)
+    holding ``tasks`` of the live run's tasks, and events applied per second."""
+    import json
+
+    from qtui.core import App
+    from qtui.tui.feed import Feed
+    from qtui.tui.history import History
+    from qtui.tui.idle_gc import malloc_trim
+    from qtui.tui.model import ConsoleModel
+
+    with tempfile.TemporaryDirectory() as directory:
+        app = App("bench", broker="memory://")
+        app.conf.update(console_max_tasks=tasks, console_metrics=True)
+        feed = Feed(app, max_tasks=tasks, history=History(os.path.join(directory, "h.sqlite"),
+                                                          cluster="bench"))
+        model = ConsoleModel(tasks)
+        gc.collect()
+        start = rss_mb()
+        began = time.perf_counter()
+        now = time.time()
+        batch: list[dict[str, Any]] = []
+        for n in range(tasks):
+            task_id = str(uuid.uuid4())
+            common = {"uuid": task_id, "hostname": "bench@worker", "utcoffset": 0, "pid": 1}
+            for step, (kind, fields) in enumerate((
+                    ("task-received", {"name": f"bench.task{n % 20}", "args": f"({n}, {n * 2})",
+                                       "kwargs": "{}", "retries": 0, "eta": None,
+                                       "expires": None, "root_id": task_id,
+                                       "parent_id": None}),
+                    ("task-started", {}),
+                    ("task-succeeded", {"result": str(n * 3), "runtime": 0.001}))):
+                at = now + n / 10_000 + step / 1000
+                batch.append({**common, "type": kind, "clock": 3 * n + step, "timestamp": at,
+                              "local_received": at, **fields})
+            if len(batch) >= BATCH * EVENTS_PER_TASK or n == tasks - 1:
+                model.apply(feed.ingest(json.loads(json.dumps(batch))))
+                batch = []
+        took = time.perf_counter() - began
+        gc.collect()
+        trim = malloc_trim()
+        if trim is not None:
+            trim()
+        resident = rss_mb()
+        with open("/proc/self/status") as f:
+            peak = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+        assert len(model.tasks) == len(feed.state) == tasks
+        feed.stop()
+        if feed.history is not None:
+            feed.history.close()
+    return {"start_mb": start, "rss_mb": resident, "peak_mb": peak,
+            "events_per_s": EVENTS_PER_TASK * tasks / took}
+
+
 def quit_times(url: str, runs: int = 5) -> list[float]:
     """Seconds from ``q`` to the exit of a real console process in a pseudo-terminal (80x24),
     with a live worker on the same broker (so the console's poll thread is asking it)."""
@@ -416,7 +479,15 @@ def main() -> None:
                         help="the ingest with the history on, metrics off then on")
     parser.add_argument("--history-size", action="store_true",
                         help="what a day of --tasks tasks adds to the history file")
+    parser.add_argument("--data-layer", action="store_true",
+                        help="the data layer's memory at --tasks tasks, without a broker")
     args = parser.parse_args()
+    if args.data_layer:
+        found = data_layer(args.tasks)
+        print(f"data layer with {args.tasks:,} tasks: {found['rss_mb']:.0f} MB resident after a "
+              f"full collection and trim (started at {found['start_mb']:.0f} MB), peak "
+              f"{found['peak_mb']:.0f} MB; applied {found['events_per_s']:,.0f} events/s")
+        return
     if args.history_size:
         size = history_size(args.tasks)
         print(f"history file after a day of {args.tasks:,} tasks: {size['file_mb']:.1f} MB; "

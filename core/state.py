@@ -10,7 +10,7 @@ ingests, and readers take what they need under the caller's own lock.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from sys import intern
@@ -30,6 +30,9 @@ HEARTBEAT_EXPIRE_FACTOR = 2.0
 MAX_CLOCK_SKEW = 1.0
 #: Events kept in one task's timeline (a task that retries forever stays bounded).
 TIMELINE_MAX = 32
+#: Items a timeline step takes in a task's flat timeline: event type, timestamp, hostname,
+#: detail. One flat tuple a task instead of a tuple of 4-tuples: 13 MB less at 100,000 tasks.
+TIMELINE_STEP = 4
 #: Characters of a timeline entry's detail (the exception of a task-failed or task-retried).
 TIMELINE_DETAIL_MAX = 200
 #: Workers kept (Flower's max_workers_in_memory): a flood of made-up hostnames stays bounded.
@@ -63,11 +66,14 @@ _TASK_FIELDS = ("name", "args", "kwargs", "retries", "eta", "expires", "root_id"
 _IDENTITY_FIELDS = ("name", "args", "kwargs", "retries", "eta", "expires", "root_id",
                     "parent_id", "queue", "exchange", "routing_key")
 
-#: Fields shared between tasks where equal (see :func:`_compact`): names, always; free texts
+#: Fields shared between tasks where equal (see :meth:`State._compact`): names, always; free texts
 #: up to SHORT_TEXT characters; ids equal to the task's own.
 _NAMES = frozenset({"name", "queue", "exchange", "routing_key"})
 _SHORT_TEXTS = frozenset({"args", "kwargs", "result"})
 SHORT_TEXT = 16
+#: Short texts a State shares at most: past it the table starts afresh, so texts that never
+#: repeat (each task's own small result) cannot grow it as they grow ``sys.intern``'s table.
+SHARED_TEXTS_MAX = 4096
 _IDS = frozenset({"root_id", "parent_id"})
 
 _WORKER_FIELDS = ("pid", "freq", "active", "processed", "loadavg", "sw_ident", "sw_ver",
@@ -145,9 +151,10 @@ class TaskState:
     """Hostname that sent the event that set ``state``."""
     updated: float = 0.0
     """Local time of the last event about this task."""
-    timeline: tuple[tuple[str, float, str, str], ...] = ()
-    """(event type, timestamp, hostname, detail) of each event, in arrival order; the detail
-    says what that event alone said (a failure's or a retry's exception, why it was revoked)."""
+    timeline: tuple[Any, ...] = ()
+    """Event type, timestamp, hostname and detail of each event, in arrival order, one flat
+    tuple (see :func:`timeline_steps`); the detail says what that event alone said (a
+    failure's or a retry's exception, why it was revoked)."""
 
     @property
     def id(self) -> str:
@@ -257,13 +264,13 @@ class State:
         # Two LRU orders, so running tasks outlive finished ones when memory runs out.
         self._unready: OrderedDict[str, TaskState] = OrderedDict()
         self._ready: OrderedDict[str, TaskState] = OrderedDict()
-        self._by_type: dict[str, dict[str, TaskState]] = {}
-        self._by_worker: dict[str, dict[str, TaskState]] = {}
         self._changed: dict[str, TaskState] = {}
         self._removed: set[str] = set()
         self.track_finished = False
         """Collect the tasks that reach SUCCESS or FAILURE for :meth:`take_finished`."""
         self._finished: list[TaskState] = []
+        self._texts: dict[str, str] = {}
+        """Short texts shared between tasks (see :meth:`_compact`)."""
 
     # ingesting -----------------------------------------------------------------------------
     def ingest(self, events: Iterable[Mapping[str, Any]]) -> int:
@@ -331,7 +338,7 @@ class State:
         if task is None:
             task = TaskState(uuid)
         was_ready = task.ready
-        old_name, old_worker = task.name, task.worker
+        old_name = task.name
 
         newer = new_state is not None and _is_newer(task, new_state, hostname, clock, timestamp)
         if kind == "task-sent":
@@ -349,29 +356,26 @@ class State:
             for name in _TASK_FIELDS:
                 value = event.get(name)
                 if value is not None:
-                    setattr(task, name, _compact(name, value, task.uuid))
+                    setattr(task, name, self._compact(name, value, task.uuid))
         else:
             for name in _IDENTITY_FIELDS:
                 if getattr(task, name) is None:
                     value = event.get(name)
                     if value is not None:
-                        setattr(task, name, _compact(name, value, task.uuid))
+                        setattr(task, name, self._compact(name, value, task.uuid))
         stamp = _STAMP.get(kind)
         if stamp is not None:
             setattr(task, stamp, timestamp)
         task.updated = local
-        # A tuple of plain tuples, rebuilt on each event (timelines are short): the garbage
-        # collector stops tracking it, where a list stays tracked; with 100,000 tasks that
-        # shortens every full collection, which pauses every thread of a console.
-        task.timeline = (*task.timeline[1 - TIMELINE_MAX:],
-                         (kind, timestamp, hostname, _detail(kind, event)))
+        # A plain tuple, rebuilt on each event (timelines are short): the garbage collector
+        # stops tracking it, where a list stays tracked; with 100,000 tasks that shortens
+        # every full collection, which pauses every thread of a console.
+        task.timeline = (*task.timeline[TIMELINE_STEP * (1 - TIMELINE_MAX):],
+                         kind, timestamp, hostname, _detail(kind, event))
 
         self._store(task, created, was_ready)
         if task.name is not None and task.name != old_name:
             task.name = intern(task.name)
-            self._index(self._by_type, old_name, task.name, task)
-        if task.worker != old_worker:
-            self._index(self._by_worker, old_worker, task.worker, task)
         if new_state is not None:
             self.throughput.add(new_state, local)
         if self.metrics is not None:
@@ -426,10 +430,6 @@ class State:
             if self.task(task.uuid) is not None:
                 continue
             self._store(task, True, task.ready)
-            if task.name is not None:
-                self._index(self._by_type, None, task.name, task)
-            if task.worker is not None:
-                self._index(self._by_worker, None, task.worker, task)
             if self.track_changes:
                 self._changed[task.uuid] = task
             n += 1
@@ -451,27 +451,28 @@ class State:
     def _evict(self) -> None:
         """Forget the least recently updated finished task, else the least recent of all."""
         _, task = (self._ready or self._unready).popitem(last=False)
-        for index, key in ((self._by_type, task.name), (self._by_worker, task.worker)):
-            if key is not None:
-                self._unindex(index, key, task.uuid)
         if self.track_changes:
             self._changed.pop(task.uuid, None)
             self._removed.add(task.uuid)
 
-    def _index(self, index: dict[str, dict[str, TaskState]], old: str | None, new: str | None,
-               task: TaskState) -> None:
-        if old is not None:
-            self._unindex(index, old, task.uuid)
-        if new is not None:
-            index.setdefault(new, {})[task.uuid] = task
-
-    @staticmethod
-    def _unindex(index: dict[str, dict[str, TaskState]], key: str, uuid: str) -> None:
-        tasks = index.get(key)
-        if tasks is not None:
-            tasks.pop(uuid, None)
-            if not tasks:
-                del index[key]
+    def _compact(self, name: str, value: Any, uuid: str) -> Any:
+        """One string object for values many tasks repeat (routing names, ``{}`` kwargs, a
+        ``None`` result) and for a root id that is the task's own id: with 100,000 tasks each
+        copy costs megabytes."""
+        if type(value) is not str:
+            return value
+        if name in _IDS:
+            return uuid if value == uuid else value
+        if name in _NAMES:
+            return intern(value)
+        if name in _SHORT_TEXTS and len(value) <= SHORT_TEXT:
+            shared = self._texts.get(value)
+            if shared is None:
+                if len(self._texts) >= SHARED_TEXTS_MAX:
+                    self._texts.clear()
+                shared = self._texts[value] = value
+            return shared
+        return value
 
     # reading -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -485,15 +486,17 @@ class State:
         yield from self._ready.values()
         yield from self._unready.values()
 
+    # Found by a scan, not kept in indexes: the console asks seldom (a few milliseconds at
+    # 100,000 tasks), and two indexes cost 6 MB and a dict update per event.
     def task_types(self) -> dict[str, int]:
         """Task names seen, with how many tasks of each are kept."""
-        return {name: len(tasks) for name, tasks in self._by_type.items()}
+        return dict(Counter(task.name for task in self.tasks() if task.name is not None))
 
     def tasks_by_type(self, name: str) -> list[TaskState]:
-        return list(self._by_type.get(name, {}).values())
+        return [task for task in self.tasks() if task.name == name]
 
     def tasks_by_worker(self, hostname: str) -> list[TaskState]:
-        return list(self._by_worker.get(hostname, {}).values())
+        return [task for task in self.tasks() if task.worker == hostname]
 
     def sent_at(self, uuid: str) -> float | None:
         """When a task kept here was sent (its ``task-sent`` event), if known."""
@@ -522,16 +525,11 @@ class State:
         return changes
 
 
-def _compact(name: str, value: Any, uuid: str) -> Any:
-    """One string object for values many tasks repeat (routing names, ``{}`` kwargs, a
-    ``None`` result) and for a root id that is the task's own id: with 100,000 tasks each
-    copy costs megabytes."""
-    if type(value) is str:
-        if name in _IDS:
-            return uuid if value == uuid else value
-        if name in _NAMES or (name in _SHORT_TEXTS and len(value) <= SHORT_TEXT):
-            return intern(value)
-    return value
+def timeline_steps(timeline: tuple[Any, ...]) -> list[tuple[str, float, str, str]]:
+    """The steps of a flat timeline (:attr:`TaskState.timeline`), each (event type, timestamp,
+    hostname, detail)."""
+    steps = iter(timeline)
+    return list(zip(steps, steps, steps, steps, strict=True))
 
 
 def _detail(kind: str, event: Mapping[str, Any]) -> str:

@@ -47,7 +47,8 @@ def _task(n: int, name: str, state: str, worker: str, **extra: object) -> TaskRo
         worker=worker,
         received=received, started=received + 0.01 if state != "RECEIVED" else None,
         runtime=0.49 if state in ("SUCCESS", "FAILURE") else None, args=f"({n}, {n * 2})",
-        kwargs="{}", timeline=tuple(timeline), updated=received + 0.5)
+        kwargs="{}", timeline=tuple(item for step in timeline for item in step),
+        updated=received + 0.5)
     values.update(extra)
     return TaskRow(**values)  # type: ignore[arg-type]
 

@@ -239,7 +239,7 @@ def test_history_brings_back_the_tasks_of_an_earlier_session(tmp_path):
     by_id = {t.id: t for t in snapshot.tasks}
     assert by_id["a"].state == "SUCCESS" and by_id["a"].result == "3"
     assert by_id["a"].args == "(1, 2)"
-    assert [step[0] for step in by_id["a"].timeline] == ["task-received", "task-succeeded"]
+    assert [step.type for step in by_id["a"].steps()] == ["task-received", "task-succeeded"]
     assert by_id["b"].state == "FAILURE"
     other = Feed(App("t"), history=History(path, cluster="redis://elsewhere/0"))
     with other.lock:

@@ -64,7 +64,7 @@ EVIL_TASK = replace(
     TASKS[3], id=EVIL_ID, name=f"tasks.{CLEAR}[/]", worker=EVIL_HOST, args=f"('{EVIL}',)",
     kwargs="{'x': '[ url=http://x]'}", result=EVIL, exception=f"ValueError('{EVIL}')",
     traceback=f"Traceback (most recent call last):\n  File \"t.py\", line 1\nValueError: {EVIL}\n",
-    timeline=(("task-failed", T0, EVIL_HOST, EVIL),), updated=T0 + 100)
+    timeline=("task-failed", T0, EVIL_HOST, EVIL), updated=T0 + 100)
 EVIL_SNAPSHOT = replace(
     SNAPSHOT,
     workers=(*WORKERS, WorkerRow(EVIL_HOST, True, 1.0, "prefork", 2, 1, 5, (0.1,),

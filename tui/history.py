@@ -29,7 +29,7 @@ from qtui.core.display import clip
 from qtui.core.eventcheck import MAX_FIELD, MAX_TIMESTAMP, TEXT_FIELDS
 from qtui.core.exceptions import ConfigError
 from qtui.core.metrics import BUCKETS, COUNTED, MINUTE, Histogram, Rollup, RollupKey
-from qtui.core.state import TaskState
+from qtui.core.state import TIMELINE_STEP, TaskState, timeline_steps
 
 #: 1: tasks. 2: metrics and queue depths (a version 1 file gains their tables).
 SCHEMA_VERSION = 2
@@ -297,7 +297,9 @@ def _grouping(by: str) -> str:
 
 
 def _dump(task: TaskState) -> str:
-    return json.dumps({name: getattr(task, name) for name in _FIELDS}, default=repr)
+    # The file keeps a list of steps, as it did before timelines were flat in memory.
+    return json.dumps({name: timeline_steps(task.timeline) if name == "timeline"
+                       else getattr(task, name) for name in _FIELDS}, default=repr)
 
 
 def _load(data: str, max_field: int) -> TaskState | None:
@@ -308,7 +310,8 @@ def _load(data: str, max_field: int) -> TaskState | None:
         values["timeline"] = tuple(tuple(step) for step in values.get("timeline") or ())
         if not _sound(values):
             return None
-        values["timeline"] = tuple((*step, "")[:4] for step in values["timeline"])
+        values["timeline"] = tuple(item for step in values["timeline"]
+                                   for item in (*step, "")[:TIMELINE_STEP])
         for name in TEXT_FIELDS:
             value = values.get(name)
             if value is not None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from qtui.core.alerts import RuleStatus, Transition
 from qtui.core.pauses import Pause
 from qtui.core.queues import Age
+from qtui.core.state import timeline_steps
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,11 @@ class TaskEvent(NamedTuple):
 class TaskRow:
     """One task as the tables show it.
 
-    ``timeline`` holds plain tuples (``TaskEvent._make`` names them): Python's cyclic garbage
-    collector stops tracking a plain tuple of strings and numbers, not a named tuple or any
-    other object. With 100,000 rows in the console every tracked object lengthens each full
-    collection, and a full collection stops the UI thread along with everything else.
+    ``timeline`` is the state's flat tuple of strings and numbers (:meth:`steps` names its
+    steps), shared with it, not copied: Python's cyclic garbage collector stops tracking a
+    plain tuple of strings and numbers, not a named tuple or any other object. With 100,000
+    rows in the console every tracked object lengthens each full collection, and a full
+    collection stops the UI thread along with everything else.
     """
 
     id: str
@@ -64,8 +66,13 @@ class TaskRow:
     root_id: str = ""
     parent_id: str = ""
     """The task's family: the first task of its workflow and the task that sent it."""
-    timeline: tuple[tuple[str, float, str, str], ...] = ()
+    timeline: tuple[Any, ...] = ()
+    """Event type, timestamp, hostname and detail of each event, one after the other."""
     updated: float = 0.0
+
+    def steps(self) -> list[TaskEvent]:
+        """The timeline's steps, oldest first."""
+        return [TaskEvent._make(step) for step in timeline_steps(self.timeline)]
 
     def filter_values(self) -> dict[str, str]:
         """The texts the filter language matches against."""

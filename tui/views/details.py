@@ -31,7 +31,7 @@ from qtui.core.display import clip, printable, safe_text
 from qtui.core.exceptions import BrokerUnavailable
 
 from ..family import Member
-from ..rows import TaskEvent, TaskRow
+from ..rows import TaskRow
 from . import format
 from .base import ClusterView
 
@@ -267,9 +267,10 @@ def _timeline(task: TaskRow) -> Table:
     for column in ("time", "+Δ", "event", "worker"):
         timeline.add_column(column, no_wrap=True)
     timeline.add_column("detail", ratio=1)
-    received = [stamp for kind, stamp, *_ in task.timeline if kind == "task-received"]
-    start = min(received, default=task.timeline[0][1] if task.timeline else task.received)
-    for step in map(TaskEvent._make, task.timeline):
+    steps = task.steps()
+    received = [step.timestamp for step in steps if step.type == "task-received"]
+    start = min(received, default=steps[0].timestamp if steps else task.received)
+    for step in steps:
         timeline.add_row(*format.cells(format.moment(step.timestamp),
                                        format.offset(step.timestamp, start), step.type,
                                        step.hostname, step.detail))
