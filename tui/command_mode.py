@@ -30,7 +30,7 @@ COMMANDS = (
     ColonCommand("metrics", "task metrics", ("m", "me")),
     ColonCommand("scheduled", "ETA tasks, filtered", ("eta",), "QUERY"),
     ColonCommand("notifications", "notification log", ("log", "n")),
-    ColonCommand("audit", "audit trail: actions taken", ("au",)),
+    ColonCommand("audit", "actions taken (audit)", ("au",)),
     ColonCommand("dead", "dead letters", ("de",)),
     ColonCommand("alerts", "alert rules", ("al",)),
     ColonCommand("context", "switch cluster", ("ctx",), "NAME"),
