@@ -39,7 +39,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                     "waiting, how long the oldest has waited (exact from qtui's publish time "
                     "or the embedded broker's record; '?' when unknown: a Celery client's "
                     "message, or RabbitMQ, whose queues cannot be read without taking), "
-                    "scheduled (ETA) tasks the broker holds, dead letters, consumers, pauses.")
+                    "scheduled (ETA) tasks the broker holds, dead letters, consumers, pauses. "
+                    "Not tasks in and out per second: they are counted from the event "
+                    "stream, which this command does not read (the console shows them).")
     queues.add_argument("--json", action="store_true", help="print JSON for scripts")
     queues.add_argument("-t", "--timeout", type=float, default=1.0, metavar="SECONDS",
                         help="how long to wait for the workers to say what they consume "
