@@ -1,6 +1,6 @@
 """Tasks in and out of each queue per second, counted from task-sent and task-received events as
 the state merges them (:mod:`qtui.core.queue_rates`), and carried to the Queues view's rows by
-the feed's poll (Redis database 2)."""
+the feed's poll (Redis database 4: test_console_peek.py flushes 2)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_the_feed_puts_in_and_out_on_each_queue_row_it_polls():
     need("Redis", REDIS_HOST, REDIS_PORT)
     token = uuid.uuid4().hex[:8]
     queue, other = f"rates-{token}", f"rates-other-{token}"
-    feed = Feed(App("t", broker=f"redis://{REDIS_HOST}:{REDIS_PORT}/2"))
+    feed = Feed(App("t", broker=f"redis://{REDIS_HOST}:{REDIS_PORT}/4"))
     feed._details = {QTUI_WORKER: {"queues": [{"name": queue}]},
                      CELERY_WORKER: {"queues": [{"name": other}]}}
     now = time.time()
