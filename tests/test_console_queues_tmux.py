@@ -37,9 +37,13 @@ def live(tmp_path, unique) -> Iterator[Setup]:
             inspector.resume(setup.queue)  # a test that failed while the queue was paused
         client = redis.Redis.from_url(BROKER)
         for pattern in (f"{setup.queue}*", f"_kombu.binding.{setup.queue}*",
-                        "celery-task-meta-*"):
+                        f"_kombu.binding_permanent.{setup.queue}*",
+                        f"qtui.processing.*{setup.queue}*", "celery-task-meta-*"):
             for key in client.scan_iter(pattern):
                 client.delete(key)
+        for owner in client.smembers("qtui.owners"):  # the worker's entry in the ledger
+            if setup.queue.encode() in owner:
+                client.srem("qtui.owners", owner)
         setup.cleanup()
 
 

@@ -302,4 +302,7 @@ def test_the_paused_gauge_reads_1_after_qtui_pause_and_0_after_qtui_resume(expor
         with inspector_for(client) as inspector:
             inspector.resume(queue)
             inspector.purge(queue)
+        with Connection(PAUSE_URL) as conn:  # kombu's record that the queue was bound
+            conn.default_channel.client.delete(f"_kombu.binding.{queue}",
+                                               f"_kombu.binding_permanent.{queue}")
         client.close()
