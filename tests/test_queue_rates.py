@@ -94,3 +94,48 @@ def test_the_feed_puts_in_and_out_on_each_queue_row_it_polls():
     assert inflow is not None and inflow.exact and inflow.per_second > 0
     assert outflow is not None and outflow.exact and outflow.per_second > 0
     assert (rows[other].inflow, rows[other].outflow) == (None, None)
+
+
+def test_qtui_queues_listen_counts_tasks_in_while_it_listens(capsys):
+    """``qtui queues --json --listen`` counts the task-sent events of the seconds it listens;
+    without ``--listen`` in and out are unknown."""
+    import json
+    import threading
+
+    from kombu import Connection
+
+    from qtui.core.queues import inspector_for
+    from qtui.tui.cli import main
+
+    need("Redis", REDIS_HOST, REDIS_PORT)
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/4"
+    queue = f"rates-listen-{uuid.uuid4().hex[:8]}"
+    client = App("client", broker=url, task_send_sent_event=True)
+    listening = threading.Event()
+
+    def send() -> None:  # until the command is done: some land while it listens
+        while not listening.wait(0.2):
+            client.send_task("tasks.add", args=[1, 2], queue=queue)
+
+    sender = threading.Thread(target=send, daemon=True)
+    try:
+        client.send_task("tasks.add", args=[1, 2], queue=queue)
+        assert main(["-b", url, "queues", "--json", "-t", "0.2"]) == 0
+        row = next(r for r in json.loads(capsys.readouterr().out)["queues"] if r["name"] == queue)
+        assert (row["in_per_second"], row["out_per_second"]) == (None, None)
+
+        sender.start()
+        assert main(["-b", url, "queues", "--json", "-t", "0.2", "--listen", "3"]) == 0
+        listening.set()
+        sender.join(5)
+        row = next(r for r in json.loads(capsys.readouterr().out)["queues"] if r["name"] == queue)
+        assert row["in_per_second"] > 0 and row["in_exact"] is True
+        assert (row["out_per_second"], row["out_exact"]) == (0.0, True)  # nobody consumes it
+    finally:
+        listening.set()
+        with inspector_for(client) as inspector:
+            inspector.purge(queue)
+        with Connection(url) as conn:
+            conn.default_channel.client.delete(f"_kombu.binding.{queue}",
+                                               f"_kombu.binding_permanent.{queue}")
+        client.close()
