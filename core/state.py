@@ -20,6 +20,7 @@ from . import states
 from .display import clip
 from .eventcheck import MAX_FIELD, BadEvent, check
 from .metrics import Recorder
+from .queue_rates import QueueRates
 
 #: Seconds between a worker's heartbeats when its events do not say (Celery's default).
 HEARTBEAT_FREQ = 2.0
@@ -241,7 +242,8 @@ class State:
     def __init__(self, max_tasks: int = 100_000, throughput_interval: float = 1.0,
                  throughput_slots: int = 300, track_changes: bool = False,
                  max_workers: int = MAX_WORKERS, max_field: int = MAX_FIELD,
-                 metrics: Recorder | None = None) -> None:
+                 metrics: Recorder | None = None,
+                 queue_rates: QueueRates | None = None) -> None:
         if max_tasks < 1:
             raise ValueError(f"max_tasks must be at least 1, got {max_tasks}")
         if max_workers < 1:
@@ -261,6 +263,8 @@ class State:
         self.track_changes = track_changes
         self.metrics = metrics
         """Where task events are counted per minute, task name and queue (None: nowhere)."""
+        self.queue_rates = queue_rates
+        """Where task-sent and task-received are counted per queue (None: nowhere)."""
         # Two LRU orders, so running tasks outlive finished ones when memory runs out.
         self._unready: OrderedDict[str, TaskState] = OrderedDict()
         self._ready: OrderedDict[str, TaskState] = OrderedDict()
@@ -380,6 +384,8 @@ class State:
             self.throughput.add(new_state, local)
         if self.metrics is not None:
             self._measure(kind, task, timestamp, event)
+        if self.queue_rates is not None and kind in ("task-sent", "task-received"):
+            self._count_flow(kind, task, hostname, local, event.get("queue") or None)
         if self.track_changes:
             self._changed[uuid] = task
             if created:
@@ -409,6 +415,18 @@ class State:
             if runtime is None and task.started is not None:
                 runtime = timestamp - task.started
         self.metrics.record(kind, timestamp, task.name or "", task.queue or "", runtime, wait)
+
+    def _count_flow(self, kind: str, task: TaskState, hostname: str, local: float,
+                    queue: str | None) -> None:
+        """Count a task into or out of its queue: the queue the event names, else (a Celery
+        worker's task-received) the one its task-sent named, merged into ``task.queue``."""
+        assert self.queue_rates is not None
+        if kind == "task-sent":
+            if queue is not None:
+                self.queue_rates.sent(queue, local)
+            return
+        placed = queue if queue is not None else task.queue if task.sent is not None else None
+        self.queue_rates.received(hostname, local, placed, exact=queue is not None)
 
     def _worker(self, hostname: str) -> WorkerState:
         """The worker of that name, made the most recently heard from (created if new, the

@@ -13,6 +13,7 @@ from pathlib import Path
 from qtui.core import App
 from qtui.core.metrics import MINUTE, Rollup
 from qtui.core.pauses import Pause
+from qtui.core.queue_rates import Rate
 from qtui.core.queues import Age
 from qtui.tui.console import Console
 from qtui.tui.rows import QueueRow, Snapshot, TaskRow, ThroughputSeries, WorkerRow
@@ -72,9 +73,11 @@ TASKS = (
 )
 
 QUEUES = (
-    QueueRow("celery", 12, 2, -3.5, ("qtui@alpha", "qtui@beta"), age=Age(42.0, exact=True)),
-    QueueRow("images", 3, 1, 0.0, ("qtui@alpha",), age=Age(8.0, exact=False)),
-    QueueRow("reports", 250, 0, 1.0, (), 4, dead=3,
+    QueueRow("celery", 12, 2, -3.5, ("qtui@alpha", "qtui@beta"), age=Age(42.0, exact=True),
+             inflow=Rate(8.5, exact=True), outflow=Rate(12.0, exact=True)),
+    QueueRow("images", 3, 1, 0.0, ("qtui@alpha",), age=Age(8.0, exact=False),
+             inflow=Rate(1.2, exact=True), outflow=Rate(1.2, exact=False)),
+    QueueRow("reports", 250, 0, 1.0, (), 4, dead=3, outflow=Rate(0.0, exact=True),
              paused=Pause("reports", T0 - 600, "ops@admin", ("qtui@alpha",))),
 )
 

@@ -275,3 +275,34 @@ def test_without_prometheus_client_the_command_says_what_to_install(monkeypatch,
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
     assert main(["-b", "memory://", "exporter"]) == 1
     assert "pip install 'qtui[exporter]'" in capsys.readouterr().err
+
+
+#: Redis database 4: the paused-gauge test's (its queue and pause are removed after it); not
+#: 2, which test_console_peek.py flushes.
+PAUSE_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/4"
+
+
+def test_the_paused_gauge_reads_1_after_qtui_pause_and_0_after_qtui_resume(exporter_for,
+                                                                          capsys):
+    from qtui.core.queues import inspector_for
+    from qtui.tui.cli import main
+
+    need("Redis", REDIS_HOST, REDIS_PORT)
+    queue = f"expause-{uuid.uuid4().hex[:8]}"
+    client = App("client", broker=PAUSE_URL)
+    try:
+        client.send_task("tasks.add", args=[1, 2], queue=queue)  # the broker lists it now
+        exporter = exporter_for(PAUSE_URL)
+        exporter.until("qtui_queue_paused", 0, queue_name=queue)
+        assert main(["-b", PAUSE_URL, "pause", queue, "-t", "0.2"]) == 0
+        exporter.until("qtui_queue_paused", 1, queue_name=queue)
+        assert main(["-b", PAUSE_URL, "resume", queue, "-t", "0.2"]) == 0
+        exporter.until("qtui_queue_paused", 0, queue_name=queue)
+    finally:
+        with inspector_for(client) as inspector:
+            inspector.resume(queue)
+            inspector.purge(queue)
+        with Connection(PAUSE_URL) as conn:  # kombu's record that the queue was bound
+            conn.default_channel.client.delete(f"_kombu.binding.{queue}",
+                                               f"_kombu.binding_permanent.{queue}")
+        client.close()

@@ -33,6 +33,7 @@ from qtui.core.display import clip
 from qtui.core.eventcheck import MAX_NAME
 from qtui.core.events import EventReceiver
 from qtui.core.exceptions import QtuiError
+from qtui.core.pauses import Pause
 from qtui.core.queues import (
     LISTING_REUSE,
     QueueHead,
@@ -119,6 +120,8 @@ QUEUE_GAUGES = {
              "Messages in the queue's dead-letter queue (<queue>.dead)."),
     "age": ("qtui_queue_oldest_message_age_seconds",
             "Seconds the oldest waiting message has waited (where known)."),
+    "paused": ("qtui_queue_paused",
+               "1 while the queue is paused across the cluster (qtui pause), else 0."),
 }
 
 _EXCEPTION_CLASS = re.compile(r"^(\w+)\(")
@@ -146,6 +149,8 @@ class Poll:
     dead_letters: dict[str, int] = field(default_factory=dict)
     heads: dict[str, list[QueueHead]] = field(default_factory=dict)
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paused: dict[str, Pause] = field(default_factory=dict)
+    """The paused queues' pauses (none on a broker that cannot keep them: RabbitMQ)."""
     at: float | None = None
     """When the broker answered (None: not yet)."""
 
@@ -309,7 +314,7 @@ class Exporter:
     def _read_queues(self, wanted: set[str]) -> Poll:
         with inspector_for(self.app) as inspector:
             found = inspector.poll(wanted, LISTING_REUSE)
-        return Poll(found.queues, found.dead, found.heads, at=time.time())
+        return Poll(found.queues, found.dead, found.heads, paused=found.paused, at=time.time())
 
     # serving -----------------------------------------------------------------------------------
     def oldest_age(self, queue: QueueInfo, now: float) -> float | None:
@@ -407,7 +412,8 @@ def _queue_families(exporter: Exporter, now: float) -> Iterator[Metric]:
                   "workers": len(per_worker), "processes": sum(per_worker),
                   "scheduled": queue.scheduled,
                   "dead": poll.dead_letters.get(queue.name, 0),
-                  "age": exporter.oldest_age(queue, now)}
+                  "age": exporter.oldest_age(queue, now),
+                  "paused": 1 if queue.name in poll.paused else 0}
         for key, value in values.items():
             if value is not None:  # None: this broker cannot tell
                 families[key].add_metric([label], float(value))

@@ -37,6 +37,7 @@ from qtui.core.alerts import (
 from qtui.core.events import EventReceiver
 from qtui.core.metrics import Recorder
 from qtui.core.pauses import reapply
+from qtui.core.queue_rates import QueueRates
 from qtui.core.queues import LISTING_REUSE, QueueHead, inspector_for, oldest_age, oldest_wait
 from qtui.core.state import State, TaskState, WorkerState
 from qtui.core.states import FAILURE
@@ -138,7 +139,8 @@ class Feed:
         recorder = Recorder() if history is not None and app.conf.console_metrics else None
         self.state = State(max_tasks=max_tasks, throughput_slots=THROUGHPUT_SLOTS,
                            track_changes=True, max_workers=app.conf.console_max_workers,
-                           max_field=app.conf.console_max_field, metrics=recorder)
+                           max_field=app.conf.console_max_field, metrics=recorder,
+                           queue_rates=QueueRates())
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.connected = False
@@ -407,6 +409,11 @@ class Feed:
             sent_at, wall = self.state.sent_at, time.time()
             ages = {q.name: oldest_wait(q.messages, poll.heads.get(q.name, ()), sent_at, wall)
                     for q in poll.queues}
+            rates = self.state.queue_rates
+            assert rates is not None
+            flows = {q.name: (rates.inflow(q.name, wall),
+                              rates.outflow(q.name, consumers.get(q.name, ()), wall))
+                     for q in poll.queues}
         for q in poll.queues:
             hosts = tuple(sorted(consumers.get(q.name, ())))
             # A broker that cannot count consumers (the embedded one): the workers that said
@@ -414,7 +421,7 @@ class Feed:
             count = q.consumers if q.consumers is not None else len(hosts)
             rows.append(QueueRow(q.name, q.messages, count, self._rate(q.name, q.messages, now),
                                  hosts, q.scheduled, ages[q.name], poll.dead.get(q.name),
-                                 poll.paused.get(q.name)))
+                                 poll.paused.get(q.name), *flows[q.name]))
             self._depths[q.name] = (q.messages, now)
         self._queues = tuple(rows)
         self._heads = poll.heads

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -21,12 +22,17 @@ from qtui.core import App
 from qtui.core.display import safe_text
 from qtui.core.events import EventReceiver
 from qtui.core.pauses import Pause, pause_queue, paused_queues, reapply, resume_queue
+from qtui.core.queue_rates import QueueRates, Rate
 from qtui.core.queues import Age, QueuePoll, inspector_for, oldest_wait
+from qtui.core.state import State
 
 from .audit import current_user, record_command
 from .feed import consumed_queues
-from .views.format import waited
+from .views.format import per_second, waited
 
+#: Tasks ``qtui queues --listen`` remembers (to place a Celery worker's task-received by the
+#: queue of its task-sent).
+LISTEN_TASKS = 10_000
 #: Seconds ``qtui pause --watch`` waits for events before it checks the pause still lasts.
 WATCH_CHECK = 5.0
 
@@ -39,8 +45,14 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                     "waiting, how long the oldest has waited (exact from qtui's publish time "
                     "or the embedded broker's record; '?' when unknown: a Celery client's "
                     "message, or RabbitMQ, whose queues cannot be read without taking), "
-                    "scheduled (ETA) tasks the broker holds, dead letters, consumers, pauses.")
+                    "scheduled (ETA) tasks the broker holds, dead letters, consumers, pauses. "
+                    "Tasks in and out per second only with --listen: they are counted from "
+                    "the event stream.")
     queues.add_argument("--json", action="store_true", help="print JSON for scripts")
+    queues.add_argument("--listen", type=float, default=0.0, metavar="SECONDS",
+                        help="first listen to the event stream this long and count tasks in "
+                             "and out of each queue per second, as the console does (without "
+                             "it they are unknown)")
     queues.add_argument("-t", "--timeout", type=float, default=1.0, metavar="SECONDS",
                         help="how long to wait for the workers to say what they consume "
                              "(default: 1)")
@@ -78,26 +90,41 @@ def queues_command(args: argparse.Namespace, app: App) -> int:
     for hostname, reply in replies.items():
         for name in consumed_queues(reply):
             consumers.setdefault(name, []).append(hostname)
+    rates = listen(app, args.listen) if args.listen > 0 else None
     with inspector_for(app) as inspector:
         poll = inspector.poll(set(app.router.queues) | set(consumers))
-    rows = queue_rows(poll, consumers, time.time())
+    rows = queue_rows(poll, consumers, time.time(), rates)
     try:
         if args.json:
             print(json.dumps({"queues": rows}, sort_keys=True), flush=True)
         else:
-            _show_queues(rows)
+            _show_queues(rows, listened=rates is not None)
     except BrokenPipeError:  # the reader left (`qtui queues | head`): that is the end
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
     return 0
 
 
-def queue_rows(poll: QueuePoll, consumers: Mapping[str, list[str]], now: float
-               ) -> list[dict[str, Any]]:
+def listen(app: App, seconds: float) -> QueueRates:
+    """Tasks in and out of each queue, counted from the events of the next ``seconds``."""
+    rates = QueueRates(window=max(1, math.ceil(seconds)))
+    state = State(max_tasks=LISTEN_TASKS, queue_rates=rates)
+    deadline = time.monotonic() + seconds
+    with EventReceiver(app, wakeup=False) as receiver:
+        while (left := deadline - time.monotonic()) > 0:
+            state.ingest(receiver.events(timeout=left, limit=1))
+    return rates
+
+
+def queue_rows(poll: QueuePoll, consumers: Mapping[str, list[str]], now: float,
+               rates: QueueRates | None = None) -> list[dict[str, Any]]:
     """One dict per queue: what ``qtui queues --json`` prints. Ages here come from the broker or
     the message alone (no event stream is read): a message without qtui's publish time is of
-    unknown age."""
+    unknown age. Tasks in and out per second come from ``rates`` (None: unknown)."""
     rows = []
     for queue in poll.queues:
+        inflow = None if rates is None else rates.inflow(queue.name, now)
+        outflow = None if rates is None else rates.outflow(
+            queue.name, consumers.get(queue.name, ()), now)
         wait = oldest_wait(queue.messages, poll.heads.get(queue.name, ()), _unseen, now)
         hosts = sorted(consumers.get(queue.name, ()))
         pause = poll.paused.get(queue.name)
@@ -109,6 +136,10 @@ def queue_rows(poll: QueuePoll, consumers: Mapping[str, list[str]], now: float
             "workers": hosts, "unacked": queue.unacked, "scheduled": queue.scheduled,
             "dead": poll.dead.get(queue.name),
             "paused": None if pause is None else {"since": pause.since, "by": pause.by},
+            "in_per_second": None if inflow is None else round(inflow.per_second, 3),
+            "in_exact": None if inflow is None else inflow.exact,
+            "out_per_second": None if outflow is None else round(outflow.per_second, 3),
+            "out_exact": None if outflow is None else outflow.exact,
         })
     return rows
 
@@ -117,18 +148,22 @@ def _unseen(task_id: str) -> float | None:
     return None
 
 
-def _show_queues(rows: list[dict[str, Any]]) -> None:
+def _show_queues(rows: list[dict[str, Any]], listened: bool = False) -> None:
     table = Table(title="queues", title_justify="left")
     table.add_column("queue", overflow="fold")
-    for column in ("depth", "oldest", "sched", "dead", "consumers"):
+    rates = ("in/s", "out/s") if listened else ()
+    for column in ("depth", "oldest", "sched", "dead", "consumers", *rates):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("paused", no_wrap=True)
     for row in rows:
         age = "" if row["messages"] == 0 else waited(
             None if row["oldest_age"] is None else Age(row["oldest_age"], row["oldest_age_exact"]))
+        flows = [per_second(None if row[f"{way}_per_second"] is None
+                            else Rate(row[f"{way}_per_second"], row[f"{way}_exact"]))
+                 for way in ("in", "out")] if listened else []
         table.add_row(
             safe_text(row["name"]), _figure(row["messages"]), age, _figure(row["scheduled"], ""),
-            _figure(row["dead"], ""), _figure(row["consumers"]),
+            _figure(row["dead"], ""), _figure(row["consumers"]), *flows,
             Text("paused", style="bold yellow") if row["paused"] else "")
     Console(soft_wrap=False, highlight=False).print(table)
 

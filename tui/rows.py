@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from qtui.core.alerts import RuleStatus, Transition
 from qtui.core.pauses import Pause
+from qtui.core.queue_rates import Rate
 from qtui.core.queues import Age
 from qtui.core.state import timeline_steps
 
@@ -96,6 +97,11 @@ class QueueRow:
     """Messages in the queue's dead-letter queue ``<queue>.dead`` (None: it has none)."""
     paused: Pause | None = None
     """The queue's cluster-wide pause (:mod:`qtui.core.pauses`), None when not paused."""
+    inflow: Rate | None = None
+    """Tasks sent to the queue per second, from task-sent events (None: unknown)."""
+    outflow: Rate | None = None
+    """Tasks taken from it per second, from task-received events (None: unknown); ``rate`` is
+    the change of its depth between polls."""
 
 
 @dataclass(frozen=True)

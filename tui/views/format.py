@@ -8,6 +8,7 @@ from datetime import datetime
 from rich.text import Text
 
 from qtui.core.display import safe_text
+from qtui.core.queue_rates import Rate
 from qtui.core.queues import Age
 
 #: ANSI colours, made real by the console's palettes (tui/palette.py); never "dim", which
@@ -78,6 +79,15 @@ def waited(wait: Age | None) -> str:
     else:
         figure = f"{seconds / 3600:.1f}h"
     return figure if wait.exact else f"~{figure}"
+
+
+def per_second(rate: Rate | None) -> str:
+    """Tasks per second into or out of a queue: ``~`` before a figure inferred from
+    ``task-sent`` events, ``?`` when unknown (see :mod:`qtui.core.queue_rates`)."""
+    if rate is None:
+        return "?"
+    figure = f"{rate.per_second:.1f}" if rate.per_second < 1000 else f"{rate.per_second:.0f}"
+    return figure if rate.exact else f"~{figure}"
 
 
 def duration(seconds: float | None) -> str:

@@ -1,6 +1,10 @@
 """Queues: every queue the broker can list, with depth, how long its oldest message has waited
 (``~``: inferred from a ``task-sent`` event, ``?``: unknown), ETA tasks held in the broker's
-delayed store, the depth of its dead-letter queue, consumers and who consumes it."""
+delayed store, the depth of its dead-letter queue, consumers, tasks in and out per second (from
+the event stream, marked the same way) and who consumes it.
+
+The change of depth per second is not a column here: In/s and Out/s say why a queue grows or
+drains, the Overview shows the trend, and at 80 columns there is room for only one of them."""
 
 from __future__ import annotations
 
@@ -12,8 +16,8 @@ from .. import equivalents
 from . import format
 from .base import TableView
 
-COLUMNS = ("Queue", "Depth", "Oldest", "Scheduled", "Dead", "Consumers", "Change/s", "Paused",
-           "Workers")
+COLUMNS = ("Queue", "Depth", "Oldest", "Sched", "Dead", "Consumers", "In/s", "Out/s",
+           "Paused", "Workers")
 
 
 class QueuesScreen(TableView):
@@ -38,7 +42,7 @@ class QueuesScreen(TableView):
                 "" if queue.scheduled is None else str(queue.scheduled),
                 "" if queue.dead is None else str(queue.dead),
                 format.consumers(queue.consumers),
-                "" if queue.rate is None else f"{queue.rate:+.1f}",
+                format.per_second(queue.inflow), format.per_second(queue.outflow),
                 Text("paused", style="bold yellow") if queue.paused else "", ", ".join(workers)),
                 key=queue.name)
         if current in model.queues:

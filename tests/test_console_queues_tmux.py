@@ -1,0 +1,115 @@
+"""The queue operations end to end in a real terminal of 80x24, against a live qtui worker on
+Redis (database 4): the Queues view's Oldest and Dead columns for messages nobody consumes, a
+peek at them (Enter) and back (Esc), then a pause of the queue the worker consumes (p, confirm)
+and its resume (p again)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+
+import pytest
+import redis
+from kombu import Connection
+
+from qtui.core.queues import inspector_for
+
+from .services import REDIS_HOST, REDIS_PORT, need
+from .test_console_tmux import Terminal, terminal  # noqa: F401 - the terminal fixture
+from .worker_helpers import Setup, hostname_of, make_setup, wait_for
+
+#: Database 4: test_console_peek.py flushes 2, and counts every dead letter there.
+BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/4"
+
+
+@pytest.fixture
+def live(tmp_path, unique) -> Iterator[Setup]:
+    """A qtui worker consuming ``zz-<unique>`` (the view's last queue but one: rows are sorted
+    by name), and ``zz-<unique>-idle`` (the last) that nobody consumes."""
+    need("Redis", REDIS_HOST, REDIS_PORT)
+    setup = make_setup(tmp_path, f"zz-{unique}", BROKER, BROKER)
+    try:
+        with setup.worker("-P", "threads", "-c", "2", name="tmuxq"):
+            yield setup
+    finally:
+        with inspector_for(setup.app()) as inspector:
+            inspector.resume(setup.queue)  # a test that failed while the queue was paused
+        client = redis.Redis.from_url(BROKER)
+        for pattern in (f"{setup.queue}*", f"_kombu.binding.{setup.queue}*",
+                        f"_kombu.binding_permanent.{setup.queue}*",
+                        f"qtui.processing.*{setup.queue}*", "celery-task-meta-*"):
+            for key in client.scan_iter(pattern):
+                client.delete(key)
+        for owner in client.smembers("qtui.owners"):  # the worker's entry in the ledger
+            if setup.queue.encode() in owner:
+                client.srem("qtui.owners", owner)
+        setup.cleanup()
+
+
+def row(screen: str, queue: str) -> list[str]:
+    """The cells of the Queues view's row of ``queue`` (split on blanks)."""
+    lines = [line for line in screen.splitlines() if line.split()[:1] == [queue]]
+    assert lines, f"no row for {queue}:\n{screen}"
+    return lines[0].split()
+
+
+@pytest.mark.timeout(180)
+def test_queue_operations_in_a_real_terminal(terminal: Terminal, live, tmp_path):
+    setup = live
+    queue, idle = setup.queue, f"{setup.queue}-idle"
+    app = setup.app()
+    hostname = hostname_of(setup, "tmuxq")
+    try:
+        for name in ("tasks.mark", "tasks.mark", "tasks.add"):
+            app.send_task(name, args=["x"] if name == "tasks.mark" else [1, 2], queue=idle)
+        with Connection(BROKER) as conn:  # a dead letter of the idle queue
+            dead = conn.SimpleQueue(f"{idle}.dead")
+            dead.put({"not": "a task"})
+            dead.close()
+        assert app.send_task("tasks.add", args=[20, 22]).get(timeout=20) == 42  # worker ready
+
+        env = {"XDG_DATA_HOME": str(tmp_path / "xdg"), "TERM": "xterm-256color",
+               "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+        terminal.start([sys.executable, "-m", "qtui.tui.cli", "-b", BROKER, "--no-history"],
+                       str(tmp_path), env)
+        terminal.wait_for("Overview", "connected")
+
+        # The Queues view: depth 3 with an exact age (qtui's publish time), none scheduled,
+        # 1 dead letter, nobody consuming it.
+        terminal.keys("4")
+        screen = terminal.wait_for("Oldest", "Dead", idle, "none")
+        cells = row(screen, idle)
+        assert cells[1] == "3" and cells[2].endswith(("s", "m")) and cells[4] == "1", cells
+
+        # Enter on the idle queue (the last row): its messages, counted by task name.
+        terminal.keys("G")
+        terminal.keys("Enter")
+        terminal.wait_for("By task name (all 3 waiting): tasks.mark 2, tasks.add 1", "LRANGE")
+        terminal.keys("Escape")
+        terminal.wait_for("Oldest", "Dead", idle)
+
+        # Pause the queue the worker consumes (the row above), confirm, see it paused.
+        terminal.keys("Up")
+        terminal.keys("p")
+        terminal.wait_for(f"Pause {queue}")
+        terminal.keys("y")
+        assert wait_for(lambda: "paused" in row(terminal.screen(), queue), timeout=20,
+                        interval=0.3), terminal.screen()
+        assert not _consumes(app, hostname, queue)
+
+        # p again: resume, confirm, the pause is gone and the worker consumes it again.
+        terminal.keys("p")
+        terminal.wait_for(f"Resume {queue}")
+        terminal.keys("y")
+        assert wait_for(lambda: "paused" not in row(terminal.screen(), queue), timeout=20,
+                        interval=0.3), terminal.screen()
+        assert wait_for(lambda: _consumes(app, hostname, queue))
+        terminal.quit()
+    finally:
+        app.close()
+
+
+def _consumes(app, hostname: str, queue: str) -> bool:
+    reply = app.control.inspect(destination=[hostname], timeout=1.0).active_queues() or {}
+    return any(q.get("name") == queue for q in reply.get(hostname) or ())
