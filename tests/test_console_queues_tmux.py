@@ -1,5 +1,5 @@
 """The queue operations end to end in a real terminal of 80x24, against a live qtui worker on
-Redis (database 4): the Queues view's Oldest and Dead columns for messages nobody consumes, a
+Redis (database 12): the Queues view's Oldest and Dead columns for messages nobody consumes, a
 peek at them (Enter) and back (Esc), then a pause of the queue the worker consumes (p, confirm)
 and its resume (p again)."""
 
@@ -20,7 +20,7 @@ from .test_console_tmux import Terminal, terminal  # noqa: F401 - the terminal f
 from .worker_helpers import Setup, hostname_of, make_setup, wait_for
 
 #: Database 4: test_console_peek.py flushes 2, and counts every dead letter there.
-BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/4"
+BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/12"
 
 
 @pytest.fixture

@@ -277,9 +277,9 @@ def test_without_prometheus_client_the_command_says_what_to_install(monkeypatch,
     assert "pip install 'qtui[exporter]'" in capsys.readouterr().err
 
 
-#: Redis database 4: the paused-gauge test's (its queue and pause are removed after it); not
+#: Redis database 12: the paused-gauge test's (its queue and pause are removed after it); not
 #: 2, which test_console_peek.py flushes.
-PAUSE_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/4"
+PAUSE_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/12"
 
 
 def test_the_paused_gauge_reads_1_after_qtui_pause_and_0_after_qtui_resume(exporter_for,

@@ -1,6 +1,6 @@
 """Tasks in and out of each queue per second, counted from task-sent and task-received events as
 the state merges them (:mod:`qtui.core.queue_rates`), and carried to the Queues view's rows by
-the feed's poll (Redis database 4: test_console_peek.py flushes 2)."""
+the feed's poll (Redis database 12: test_console_peek.py flushes 2, test_worker_acks.py 4)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_the_feed_puts_in_and_out_on_each_queue_row_it_polls():
     need("Redis", REDIS_HOST, REDIS_PORT)
     token = uuid.uuid4().hex[:8]
     queue, other = f"rates-{token}", f"rates-other-{token}"
-    feed = Feed(App("t", broker=f"redis://{REDIS_HOST}:{REDIS_PORT}/4"))
+    feed = Feed(App("t", broker=f"redis://{REDIS_HOST}:{REDIS_PORT}/12"))
     feed._details = {QTUI_WORKER: {"queues": [{"name": queue}]},
                      CELERY_WORKER: {"queues": [{"name": other}]}}
     now = time.time()
@@ -108,7 +108,7 @@ def test_qtui_queues_listen_counts_tasks_in_while_it_listens(capsys):
     from qtui.tui.cli import main
 
     need("Redis", REDIS_HOST, REDIS_PORT)
-    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/4"
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/12"
     queue = f"rates-listen-{uuid.uuid4().hex[:8]}"
     client = App("client", broker=url, task_send_sent_event=True)
     listening = threading.Event()
