@@ -22,7 +22,9 @@ from qtui.tui.views.peek import PeekScreen
 from .console_data import FixedConsole, screen_text
 from .services import REDIS_HOST, REDIS_PORT, need
 
-URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/2"
+#: A database of this file's own, flushed before and after each test (the views count every
+#: dead letter in it): test_peek.py uses 2, test_worker_acks.py flushes 4.
+URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/14"
 SIZE = (100, 30)
 IDS = [f"0000000{i}-aaaa-bbbb-cccc-dddddddddddd" for i in range(3)]
 
