@@ -14,9 +14,10 @@ import time
 from typing import Any
 
 import pytest
+import redis
 from kombu import Connection
 
-from qtui.core.delayed import DUE_TTL, delayed_for
+from qtui.core.delayed import DELAYED_KEY, DUE_TTL, delayed_for
 
 from .processes import running, write_module
 from .worker_helpers import (  # noqa: F401 - fixtures
@@ -168,3 +169,20 @@ def test_without_qtui_workers_a_due_task_reaches_a_celery_worker_on_rabbitmq(
     runs = amqp_setup.records("mark")
     assert [r["worker"] for r in runs] == ["celery"]
     assert runs[0]["t"] >= due - 0.01
+
+
+def test_held_eta_tasks_are_counted_and_purged_under_a_global_key_prefix(redis_url, unique):
+    """kombu's client prefixes ZADD (how a worker stores a task) but not ZCARD."""
+    queue = f"pfx-{unique}"
+    with Connection(redis_url, transport_options={"global_keyprefix": f"pfx-{unique}:"}) as conn:
+        try:
+            conn.default_channel.client.zadd(DELAYED_KEY.format(queue=queue),
+                                             {f"{queue}\n{{}}": time.time() + 600})
+            reader = delayed_for(conn)
+            assert reader is not None and reader.count(queue) == 1
+            assert reader.purge(queue) == 1
+            assert reader.count(queue) == 0
+        finally:
+            client = redis.Redis.from_url(redis_url)  # kombu's client would prefix DEL again
+            for key in client.scan_iter(match=f"*{unique}*"):
+                client.delete(key)

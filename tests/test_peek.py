@@ -40,11 +40,15 @@ def send(app: App, queue: str, priorities: list[int]) -> list[str]:
             for i, priority in enumerate(priorities)]
 
 
-@pytest.fixture(params=["redis", "sqlite", "rabbitmq"])
+@pytest.fixture(params=["redis", "redis-prefixed", "sqlite", "rabbitmq"])
 def family(request, tmp_path, unique) -> Iterator[tuple[str, App, str]]:
-    """(family, client app, its queue) on each broker."""
-    if request.param == "redis":
+    """(family, client app, its queue) on each broker; ``redis-prefixed`` is Redis with the
+    transport's ``global_keyprefix``, which kombu adds to some commands and not others."""
+    options = {}
+    if request.param.startswith("redis"):
         url = request.getfixturevalue("redis_url").rsplit("/", 1)[0] + f"/{REDIS_DB}"
+        if request.param == "redis-prefixed":
+            options = {"global_keyprefix": f"pfx-{unique}:"}
     elif request.param == "sqlite":
         url = f"sqlite://{tmp_path}/broker.sqlite"
     else:
@@ -55,20 +59,26 @@ def family(request, tmp_path, unique) -> Iterator[tuple[str, App, str]]:
         with Connection(url) as conn:
             for name in names:
                 Queue(name, routing_key=name, durable=True)(conn.default_channel).declare()
-    app = App("client", broker=url, task_default_queue=queue)
+    app = App("client", broker=url, task_default_queue=queue,
+              broker_transport_options=options)
     yield request.param, app, queue
     app.close()
     if request.param != "sqlite":
         delete_queues(url, *names)
+    if options:
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(match=f"pfx-{unique}:*"):
+            client.delete(key)
 
 
 def snapshot(kind: str, app: App, queue: str) -> object:
     """The queue exactly as the broker stores it: every byte of every priority list (Redis),
     every column of every row (SQLite)."""
     url = app.broker_url
-    if kind == "redis":
+    if kind.startswith("redis"):
         client = redis.Redis.from_url(url)
-        return [client.lrange(key, 0, -1) for key in
+        prefix = app.conf.broker_transport_options.get("global_keyprefix", "")
+        return [client.lrange(f"{prefix}{key}", 0, -1) for key in
                 [queue] + [f"{queue}\x06\x16{step}" for step in (3, 6, 9)]]
     path = Path(url[len("sqlite://"):])
     with sqlite3.connect(path) as db:

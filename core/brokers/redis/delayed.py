@@ -34,12 +34,13 @@ class RedisDelayed(DelayedTasks):
     """Redis: one sorted set per queue."""
 
     def count(self, queue: str) -> int:
-        return int(self.channel.client.zcard(DELAYED_KEY.format(queue=queue)))
+        # kombu's client prefixes ZADD and DEL with the transport's global_keyprefix, not ZCARD
+        return int(self.channel.client.zcard(self._prefixed(DELAYED_KEY.format(queue=queue))))
 
     def purge(self, queue: str) -> int:
         key = DELAYED_KEY.format(queue=queue)
         with self.channel.client.pipeline(transaction=True) as pipe:
-            count, _ = pipe.zcard(key).delete(key).execute()
+            count, _ = pipe.zcard(self._prefixed(key)).delete(key).execute()
         return int(count)
 
     def release(self, queue: str) -> int:
@@ -71,6 +72,9 @@ class RedisDelayed(DelayedTasks):
                                           args=[member, *then(target, envelope)]):
                 taken.append(str(task_id))
         return taken
+
+    def _prefixed(self, key: str) -> str:
+        return f"{self.channel.global_keyprefix or ''}{key}"
 
     def _members(self, queue: str, limit: int) -> Iterator[tuple[bytes, str, dict[str, Any]]]:
         """(member, the list it goes back to, its envelope) of the first ``limit`` members by
