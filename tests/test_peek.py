@@ -10,6 +10,7 @@ import base64
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +23,13 @@ from qtui.core import App
 from qtui.core import deadletters as dead
 from qtui.core.brokers.amqp.queues import GET_PEEK, MANAGEMENT_PEEK, parse_management_messages
 from qtui.core.peek import PeekError
-from qtui.core.protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DELIVERIES_HEADER
+from qtui.core.protocol import (
+    DEAD_QUEUE_HEADER,
+    DEAD_REASON_HEADER,
+    DELIVERIES_HEADER,
+    SENT_AT_HEADER,
+    sent_at_of,
+)
 from qtui.core.queues import inspector_for
 
 from .processes import write_module
@@ -165,6 +172,24 @@ def test_move_one_message_to_the_back_of_another_queue(family):
         moved = inspector.peek(other).messages
     assert [m.task_id for m in moved] == [already, ids[0]]
     assert moved[1].task.args == (0, 0)
+
+
+def test_a_moved_message_is_dated_from_the_move_not_its_first_publish(family):
+    _kind, app, queue = family
+    other = f"{queue}.other"
+    an_hour_ago = time.time() - 3600
+    with app.connection_for_write() as conn:  # a message a qtui client stamped an hour ago
+        conn.Producer().publish([[1, 1], {}, {}], exchange="", routing_key=queue,
+                                serializer="json", headers={"task": "tasks.add", "id": "old",
+                                                            SENT_AT_HEADER: an_hour_ago})
+    with inspector_for(app) as inspector:
+        (message,) = inspector.peek(queue).messages
+        assert sent_at_of(message.headers) == an_hour_ago
+        before_the_move = time.time()
+        assert inspector.move(queue, [message], lambda m: other) == 1
+        (moved,) = inspector.peek(other).messages
+    assert moved.task_id == "old"
+    assert (sent_at_of(moved.headers) or 0) >= before_the_move
 
 
 def test_moving_to_a_queue_rabbitmq_does_not_have_is_refused_and_loses_nothing(family):

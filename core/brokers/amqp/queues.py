@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +22,7 @@ from kombu.message import Message
 
 from ...config import mask_url
 from ...peek import PAGE, SUMMARY_SAMPLE, Peek, PeekError, Summary, WaitingMessage
+from ...protocol import SENT_AT_HEADER
 from ...queues import (
     DeclaredQueues,
     QueueInfo,
@@ -90,6 +92,7 @@ class AmqpQueues(DeclaredQueues):
         def publish(message: Message, waiting: WaitingMessage) -> None:
             headers = {k: v for k, v in (message.headers or {}).items()
                        if k not in without and k not in _DELIVERY_HEADERS}
+            headers[SENT_AT_HEADER] = time.time()  # a new publish: its age starts now
             properties = {k: message.properties[k] for k in _KEPT_PROPERTIES
                           if message.properties.get(k) is not None}
             Producer(message.channel).publish(
