@@ -21,7 +21,12 @@ from kombu import Connection, Queue
 
 from qtui.core import App
 from qtui.core import deadletters as dead
-from qtui.core.brokers.amqp.queues import GET_PEEK, MANAGEMENT_PEEK, parse_management_messages
+from qtui.core.brokers.amqp.queues import (
+    GET_PEEK,
+    MANAGEMENT_PEEK,
+    AmqpQueues,
+    parse_management_messages,
+)
 from qtui.core.peek import PeekError
 from qtui.core.protocol import (
     DEAD_QUEUE_HEADER,
@@ -201,6 +206,27 @@ def test_moving_to_a_queue_rabbitmq_does_not_have_is_refused_and_loses_nothing(f
         message = inspector.peek(queue).messages[0]
         with pytest.raises(PeekError, match="no queue"):
             inspector.move(queue, [message], lambda m: f"{queue}.nowhere")
+        assert [m.task_id for m in inspector.peek(queue).messages] == ids
+
+
+def test_a_rabbitmq_move_to_a_queue_deleted_after_the_check_leaves_the_message(
+        family, monkeypatch):
+    kind, app, queue = family
+    if kind != "rabbitmq":
+        pytest.skip("Redis lists and SQLite rows make the queue")
+    other = f"{queue}.other"
+    ids = send(app, queue, [0])
+    exists = AmqpQueues._exists
+
+    def exists_then_deleted(inspector, name):  # someone deletes it between check and publish
+        found = exists(inspector, name)
+        delete_queues(app.broker_url, name)
+        return found
+    monkeypatch.setattr(AmqpQueues, "_exists", exists_then_deleted)
+    with inspector_for(app) as inspector:
+        message = inspector.peek(queue).messages[0]
+        with pytest.raises(PeekError, match="stays in"):
+            inspector.move(queue, [message], lambda m: other)
         assert [m.task_id for m in inspector.peek(queue).messages] == ids
 
 

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from amqp.exceptions import MessageNacked
 from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import ChannelError
 from kombu.message import Message
@@ -88,19 +89,34 @@ class AmqpQueues(DeclaredQueues):
                 raise PeekError(f"there is no queue {target!r} on this RabbitMQ (its default "
                                 "exchange would drop what is sent there): nothing was moved. "
                                 "Start a worker that consumes it, which declares it, first.")
+        # The original is acked only once the broker confirmed the copy reached a queue:
+        # mandatory makes an unroutable copy (its queue deleted since the check) an error.
+        # The move's own connection confirms, whatever the inspector's was made with.
+        confirming = self.connection.clone(transport_options={
+            **(self.connection.transport_options or {}), "confirm_publish": True})
+        moved = 0
 
         def publish(message: Message, waiting: WaitingMessage) -> None:
+            nonlocal moved
             headers = {k: v for k, v in (message.headers or {}).items()
                        if k not in without and k not in _DELIVERY_HEADERS}
             headers[SENT_AT_HEADER] = time.time()  # a new publish: its age starts now
             properties = {k: message.properties[k] for k in _KEPT_PROPERTIES
                           if message.properties.get(k) is not None}
-            Producer(message.channel).publish(
-                message.body, exchange="", routing_key=to(waiting), headers=headers,
-                content_type=message.content_type or "application/data",
-                content_encoding=message.content_encoding or "binary", delivery_mode=2,
-                **properties)
-        return self._take(name, messages, publish)
+            target = to(waiting)
+            try:
+                Producer(confirming.default_channel).publish(
+                    message.body, exchange="", routing_key=target, headers=headers,
+                    content_type=message.content_type or "application/data",
+                    content_encoding=message.content_encoding or "binary", delivery_mode=2,
+                    mandatory=True, **properties)
+            except (*confirming.channel_errors, MessageNacked) as exc:
+                raise PeekError(f"RabbitMQ did not take the message for {target!r} ({exc}): "
+                                f"it stays in {name!r}; {moved} moved before it. Is the queue "
+                                "still there?") from exc
+            moved += 1
+        with confirming:
+            return self._take(name, messages, publish)
 
     def _exists(self, name: str) -> bool:
         """Whether RabbitMQ has a queue ``name`` (a passive declare)."""
@@ -129,7 +145,11 @@ class AmqpQueues(DeclaredQueues):
             waiting = _waiting(position, message)
             if wanted[waiting.handle] <= 0:
                 return False
-            act(message, waiting)
+            try:
+                act(message, waiting)
+            except PeekError:  # the broker refused the act: the original goes back, not lost
+                message.reject(requeue=True)
+                raise
             message.ack()
             wanted[waiting.handle] -= 1
             done += 1
