@@ -58,11 +58,12 @@ def requeue(inspector: QueueInspector, dead_queue: str, messages: Sequence[Waiti
 
     The result ``backend`` forgets each one's stored result (the failure that dead-lettered
     it): the task is pending again, and a qtui worker does not drop it as already done when it
-    comes back flagged redelivered (after a peek on RabbitMQ, say)."""
-    moved = inspector.move(dead_queue, messages, lambda m: origin(dead_queue, m),
-                           DEATH_HEADERS)
+    comes back flagged redelivered (after a peek on RabbitMQ, say). A letter that was gone
+    already (requeued or deleted by someone else) keeps its result."""
+    moved = inspector.move_found(dead_queue, messages, lambda m: origin(dead_queue, m),
+                                 DEATH_HEADERS)
     if backend is not None and backend.persistent:
-        for message in messages:
+        for message in moved:
             if message.task_id:
                 backend.forget(message.task_id)
-    return moved
+    return len(moved)

@@ -259,6 +259,11 @@ class QueueInspector(ABC):
         """Move these peeked messages from ``name`` to the back of queue ``to(message)``,
         without ``without_headers`` (a requeued dead letter loses its death record); returns
         how many were still there to move."""
+        return len(self.move_found(name, messages, to, without_headers))
+
+    def move_found(self, name: str, messages: Sequence[WaitingMessage], to: Callable[
+            [WaitingMessage], str], without_headers: Iterable[str] = ()) -> list[WaitingMessage]:
+        """:meth:`move`, returning which of ``messages`` were still there and moved."""
         raise PeekError("qtui cannot move one message on the "
                         f"{transport_name(self.connection)} transport")
 

@@ -240,6 +240,37 @@ def test_a_management_api_get_answer_reads_as_messages():
     assert [(m.task_id, m.name, m.task.args) for m in found] == [("abc", "tasks.add", (1, 2))]
 
 
+def test_requeueing_forgets_the_results_of_the_dead_letters_moved_and_no_others(
+        family, redis_url):
+    kind, app, queue = family
+    dead_queue = f"{queue}.dead"
+    results = App("results", backend=redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}")
+    ids = [f"{queue}-requeued", f"{queue}-gone"]
+    for task_id in ids:
+        results.backend.store_result(task_id, "boom", "FAILURE")
+    with app.connection_for_write() as conn:  # what a worker dead-letters
+        if kind == "rabbitmq":
+            Queue(dead_queue, routing_key=dead_queue, durable=True)(conn.default_channel).declare()
+        for task_id in ids:
+            conn.Producer().publish([[], {}, {}], exchange="", routing_key=dead_queue,
+                                    serializer="json",
+                                    headers={"task": "tasks.add", "id": task_id,
+                                             DEAD_QUEUE_HEADER: queue})
+    try:
+        with inspector_for(app) as inspector:
+            letters = dead.read(inspector, dead_queue)
+            requeued, gone = sorted(letters, key=lambda m: ids.index(m.task_id))
+            assert inspector.delete(dead_queue, [gone]) == 1  # someone else took it meanwhile
+            assert dead.requeue(inspector, dead_queue, [requeued, gone], results.backend) == 1
+        assert results.AsyncResult(ids[0]).state == "PENDING"
+        assert results.AsyncResult(ids[1]).state == "FAILURE"
+    finally:
+        for task_id in ids:
+            results.backend.forget(task_id)
+        results.close()
+        delete_queues(app.broker_url, dead_queue)
+
+
 # dead letters with a real worker ------------------------------------------------------------
 FAIL_ONCE = """
 

@@ -12,7 +12,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -79,10 +78,11 @@ class AmqpQueues(DeclaredQueues):
         return super().summary(name, min(sample, PAGE))
 
     def delete(self, name: str, messages: Sequence[WaitingMessage]) -> int:
-        return self._take(name, messages, lambda message, waiting: None)
+        return len(self._take(name, messages, lambda message, waiting: None))
 
-    def move(self, name: str, messages: Sequence[WaitingMessage],
-             to: Callable[[WaitingMessage], str], without_headers: Iterable[str] = ()) -> int:
+    def move_found(self, name: str, messages: Sequence[WaitingMessage],
+                   to: Callable[[WaitingMessage], str], without_headers: Iterable[str] = ()
+                   ) -> list[WaitingMessage]:
         without = set(without_headers)
         for target in sorted({to(m) for m in messages}):
             if not self._exists(target):
@@ -132,18 +132,19 @@ class AmqpQueues(DeclaredQueues):
             _close_quietly(channel)
 
     def _take(self, name: str, messages: Sequence[WaitingMessage],
-              act: Callable[[Message, WaitingMessage], None]) -> int:
+              act: Callable[[Message, WaitingMessage], None]) -> list[WaitingMessage]:
         """Get messages from the head until each wanted one (by task id) is found, ``act`` on
         it and ack it; every other message got is held, and requeued at the end (RabbitMQ
         cannot take one message from the middle of a queue). A connection lost half way
-        gives every held message back: nothing is lost."""
-        wanted = Counter(m.handle for m in messages)
-        done = 0
+        gives every held message back: nothing is lost. Returns those of ``messages`` taken."""
+        wanted: dict[Any, list[WaitingMessage]] = {}
+        for chosen in messages:
+            wanted.setdefault(chosen.handle, []).append(chosen)
+        done: list[WaitingMessage] = []
 
         def visit(position: int, message: Message) -> bool:
-            nonlocal done
             waiting = _waiting(position, message)
-            if wanted[waiting.handle] <= 0:
+            if not wanted.get(waiting.handle):
                 return False
             try:
                 act(message, waiting)
@@ -151,10 +152,9 @@ class AmqpQueues(DeclaredQueues):
                 message.reject(requeue=True)
                 raise
             message.ack()
-            wanted[waiting.handle] -= 1
-            done += 1
+            done.append(wanted[waiting.handle].pop(0))
             return True
-        self._each(name, None, visit, until=lambda: not +wanted)
+        self._each(name, None, visit, until=lambda: not any(wanted.values()))
         return done
 
     def _each(self, name: str, limit: int | None, visit: Callable[[int, Message], Any],

@@ -125,23 +125,25 @@ class RedisQueues(QueueInspector):
                 pipe.lrem(prefixed(key), -1, raw)  # from the head, where a peeked one is nearest
             return sum(pipe.execute())
 
-    def move(self, name: str, messages: Sequence[WaitingMessage],
-             to: Callable[[WaitingMessage], str], without_headers: Iterable[str] = ()) -> int:
+    def move_found(self, name: str, messages: Sequence[WaitingMessage],
+                   to: Callable[[WaitingMessage], str], without_headers: Iterable[str] = ()
+                   ) -> list[WaitingMessage]:
         channel: Any = self.connection.default_channel
         script = channel.client.register_script(_MOVE)
         prefixed = _unprefixed_keys(channel)
         without = set(without_headers)
-        moved = 0
+        moved: list[WaitingMessage] = []
         for start in range(0, len(messages), MOVE_BATCH):
+            batch = messages[start:start + MOVE_BATCH]
             with channel.client.pipeline(transaction=False) as pipe:
-                for message in messages[start:start + MOVE_BATCH]:
+                for message in batch:
                     key, envelope = message.handle
                     target = to(message)
                     priority = message.properties.get("priority") or 0
                     # kombu prefixes a script's first key only
                     script(keys=[key, prefixed(channel._q_for_pri(target, priority))],
                            args=[envelope, rerouted(envelope, target, without)], client=pipe)
-                moved += sum(pipe.execute())
+                moved += [m for m, done in zip(batch, pipe.execute(), strict=True) if done]
         return moved
     def poll(self, names: Iterable[str] = (), listing_reuse: float = 0.0) -> QueuePoll:
         channel: Any = self.connection.default_channel
