@@ -36,7 +36,7 @@ from .events import EVENT_QUEUE_PREFIX
 from .exceptions import QtuiError
 from .pauses import Pause, PauseUnsupported
 from .peek import PAGE, SUMMARY_SAMPLE, Peek, PeekError, Summary, WaitingMessage, summarize
-from .protocol import DEAD_SUFFIX, dead_letter_queue_name
+from .protocol import DEAD_SUFFIX, dead_letter_queue_name, is_dead_letter_queue
 
 if TYPE_CHECKING:
     from .app import App
@@ -125,11 +125,6 @@ def is_internal(name: str) -> bool:
     store (counted as their task queue's ``scheduled``)."""
     return name.startswith(f"{EVENT_QUEUE_PREFIX}.") or name.endswith(".pidbox") \
         or is_rpc_reply_queue(name) or is_store_queue(name)
-
-
-def is_dead_letter_queue(name: str) -> bool:
-    """``<queue>.dead``: counted as its queue's dead-letter depth, not listed as a queue."""
-    return name.endswith(DEAD_SUFFIX)
 
 
 def is_rpc_reply_queue(name: str) -> bool:

@@ -22,15 +22,8 @@ from ...delayed import DELAYED_KEY
 from ...events import EVENT_QUEUE_PREFIX
 from ...pauses import Pause
 from ...peek import PAGE, Peek, WaitingMessage, rerouted
-from ...protocol import dead_letter_queue_name, sent_at_of
-from ...queues import (
-    QueueHead,
-    QueueInfo,
-    QueueInspector,
-    QueuePoll,
-    is_dead_letter_queue,
-    is_internal,
-)
+from ...protocol import dead_letter_queue_name, is_dead_letter_queue, sent_at_of
+from ...queues import QueueHead, QueueInfo, QueueInspector, QueuePoll, is_internal
 
 #: The paused queues (:mod:`qtui.core.pauses`): a hash of queue -> JSON {since, by}.
 PAUSED_KEY = "qtui.paused"
