@@ -9,6 +9,7 @@ from collections.abc import Collection, Iterator
 from typing import Any
 
 from ...delayed import DELAYED_KEY, DelayedTasks, HeldTask, held_task, without_eta
+from .queues import _unprefixed_keys
 
 #: Move every member of a delayed set (KEYS[1]) to the tail of its list, as a new publish would.
 _RELEASE = """
@@ -35,12 +36,13 @@ class RedisDelayed(DelayedTasks):
 
     def count(self, queue: str) -> int:
         # kombu's client prefixes ZADD and DEL with the transport's global_keyprefix, not ZCARD
-        return int(self.channel.client.zcard(self._prefixed(DELAYED_KEY.format(queue=queue))))
+        key = _unprefixed_keys(self.channel)(DELAYED_KEY.format(queue=queue))
+        return int(self.channel.client.zcard(key))
 
     def purge(self, queue: str) -> int:
         key = DELAYED_KEY.format(queue=queue)
         with self.channel.client.pipeline(transaction=True) as pipe:
-            count, _ = pipe.zcard(self._prefixed(key)).delete(key).execute()
+            count, _ = pipe.zcard(_unprefixed_keys(self.channel)(key)).delete(key).execute()
         return int(count)
 
     def release(self, queue: str) -> int:
@@ -72,9 +74,6 @@ class RedisDelayed(DelayedTasks):
                                           args=[member, *then(target, envelope)]):
                 taken.append(str(task_id))
         return taken
-
-    def _prefixed(self, key: str) -> str:
-        return f"{self.channel.global_keyprefix or ''}{key}"
 
     def _members(self, queue: str, limit: int) -> Iterator[tuple[bytes, str, dict[str, Any]]]:
         """(member, the list it goes back to, its envelope) of the first ``limit`` members by
