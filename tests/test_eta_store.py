@@ -18,6 +18,7 @@ import redis
 from kombu import Connection
 
 from qtui.core.delayed import DELAYED_KEY, DUE_TTL, delayed_for
+from qtui.workers.eta import RedisDelayedStore
 
 from .processes import running, write_module
 from .worker_helpers import (  # noqa: F401 - fixtures
@@ -186,3 +187,29 @@ def test_held_eta_tasks_are_counted_and_purged_under_a_global_key_prefix(redis_u
             client = redis.Redis.from_url(redis_url)  # kombu's client would prefix DEL again
             for key in client.scan_iter(match=f"*{unique}*"):
                 client.delete(key)
+
+
+def test_released_run_now_and_due_eta_tasks_reach_the_prefixed_queue(redis_url, unique):
+    """A member names its list without the transport's global_keyprefix; the scripts that push
+    it back add the prefix, so the task lands in the list workers read, not beside it."""
+    queue = f"pfx-{unique}"
+    delayed = DELAYED_KEY.format(queue=queue)
+
+    def member(task_id: str) -> str:
+        return f"{queue}\n{json.dumps({'headers': {'id': task_id}})}"
+    with Connection(redis_url, transport_options={"global_keyprefix": f"pfx-{unique}:"}) as conn:
+        client = conn.default_channel.client  # kombu's: prefixes ZADD and LLEN
+        reader = delayed_for(conn)
+        assert reader is not None
+        try:
+            client.zadd(delayed, {member("released"): time.time() + 600})
+            assert reader.release(queue) == 1
+            client.zadd(delayed, {member("run-now"): time.time() + 600})
+            assert reader.run_now(queue, ["run-now"]) == ["run-now"]
+            client.zadd(delayed, {member("due"): time.time()})
+            RedisDelayedStore(conn.default_channel, [queue]).poll()
+            assert client.llen(queue) == 3
+        finally:
+            raw = redis.Redis.from_url(redis_url)
+            for key in raw.scan_iter(match=f"*{unique}*"):
+                raw.delete(key)
