@@ -10,7 +10,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .peek import WaitingMessage
-from .protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DEAD_SUFFIX, DELIVERIES_HEADER
+from .protocol import (
+    DEAD_QUEUE_HEADER,
+    DEAD_REASON_HEADER,
+    DEAD_SUFFIX,
+    DELIVERIES_HEADER,
+    dead_queue_of,
+    is_dead_letter_queue,
+)
 from .queues import QueueInspector
 
 if TYPE_CHECKING:
@@ -20,15 +27,6 @@ if TYPE_CHECKING:
 DEATH_HEADERS = (DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, DELIVERIES_HEADER)
 #: Dead letters read from one queue at most (a dead-letter queue is read whole to act on it).
 READ_MAX = 1_000_000
-
-
-def is_dead_letter_queue(name: str) -> bool:
-    return name.endswith(DEAD_SUFFIX) and len(name) > len(DEAD_SUFFIX)
-
-
-def dead_queue_of(name: str) -> str:
-    """``reports`` or ``reports.dead``: the dead-letter queue ``reports.dead``."""
-    return name if is_dead_letter_queue(name) else f"{name}{DEAD_SUFFIX}"
 
 
 def dead_queues(inspector: QueueInspector, names: Sequence[str] = ()) -> list[str]:
@@ -58,11 +56,12 @@ def requeue(inspector: QueueInspector, dead_queue: str, messages: Sequence[Waiti
 
     The result ``backend`` forgets each one's stored result (the failure that dead-lettered
     it): the task is pending again, and a qtui worker does not drop it as already done when it
-    comes back flagged redelivered (after a peek on RabbitMQ, say)."""
-    moved = inspector.move(dead_queue, messages, lambda m: origin(dead_queue, m),
-                           DEATH_HEADERS)
+    comes back flagged redelivered (after a peek on RabbitMQ, say). A letter that was gone
+    already (requeued or deleted by someone else) keeps its result."""
+    moved = inspector.move_found(dead_queue, messages, lambda m: origin(dead_queue, m),
+                                 DEATH_HEADERS)
     if backend is not None and backend.persistent:
-        for message in messages:
+        for message in moved:
             if message.task_id:
                 backend.forget(message.task_id)
-    return moved
+    return len(moved)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -23,6 +24,7 @@ from .protocol import (
     DEAD_QUEUE_HEADER,
     DEAD_REASON_HEADER,
     DELIVERIES_HEADER,
+    SENT_AT_HEADER,
     TaskMessage,
     decode,
     parse,
@@ -204,10 +206,12 @@ def summarize(messages: Iterable[WaitingMessage], sample: int = SUMMARY_SAMPLE) 
 
 def rerouted(envelope: str | bytes, to: str, without_headers: set[str]) -> str:
     """A kombu virtual-transport envelope as if published to queue ``to`` now (by the default
-    exchange, with a new delivery tag), without ``without_headers``: what a move writes."""
+    exchange, with a new delivery tag and publish time), without ``without_headers``: what a
+    move writes. Its age in the queue starts at the move, as for any publish."""
     found = json.loads(envelope)
     headers = found.get("headers") or {}
     found["headers"] = {k: v for k, v in headers.items() if k not in without_headers}
+    found["headers"][SENT_AT_HEADER] = time.time()
     properties = found.setdefault("properties", {})
     properties["delivery_tag"] = str(uuid.uuid4())
     properties["delivery_info"] = {"exchange": "", "routing_key": to}

@@ -413,4 +413,18 @@ DELIVERIES_HEADER = "x-qtui-deliveries"
 
 
 def dead_letter_queue_name(queue: str) -> str:
+    """Where a worker dead-letters the messages of ``queue`` (one of ``reports.dead`` goes to
+    ``reports.dead.dead``: never back into the queue it died in)."""
     return f"{queue}{DEAD_SUFFIX}"
+
+
+def is_dead_letter_queue(name: str) -> bool:
+    """``<queue>.dead``; a queue named just ``.dead`` is an ordinary queue (it dead-letters
+    nothing's messages)."""
+    return name.endswith(DEAD_SUFFIX) and len(name) > len(DEAD_SUFFIX)
+
+
+def dead_queue_of(name: str) -> str:
+    """``reports`` or ``reports.dead``, as a user names either: the dead-letter queue
+    ``reports.dead``."""
+    return name if is_dead_letter_queue(name) else dead_letter_queue_name(name)

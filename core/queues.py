@@ -36,7 +36,7 @@ from .events import EVENT_QUEUE_PREFIX
 from .exceptions import QtuiError
 from .pauses import Pause, PauseUnsupported
 from .peek import PAGE, SUMMARY_SAMPLE, Peek, PeekError, Summary, WaitingMessage, summarize
-from .protocol import DEAD_SUFFIX, dead_letter_queue_name
+from .protocol import DEAD_SUFFIX, dead_letter_queue_name, is_dead_letter_queue
 
 if TYPE_CHECKING:
     from .app import App
@@ -125,11 +125,6 @@ def is_internal(name: str) -> bool:
     store (counted as their task queue's ``scheduled``)."""
     return name.startswith(f"{EVENT_QUEUE_PREFIX}.") or name.endswith(".pidbox") \
         or is_rpc_reply_queue(name) or is_store_queue(name)
-
-
-def is_dead_letter_queue(name: str) -> bool:
-    """``<queue>.dead``: counted as its queue's dead-letter depth, not listed as a queue."""
-    return name.endswith(DEAD_SUFFIX)
 
 
 def is_rpc_reply_queue(name: str) -> bool:
@@ -259,6 +254,11 @@ class QueueInspector(ABC):
         """Move these peeked messages from ``name`` to the back of queue ``to(message)``,
         without ``without_headers`` (a requeued dead letter loses its death record); returns
         how many were still there to move."""
+        return len(self.move_found(name, messages, to, without_headers))
+
+    def move_found(self, name: str, messages: Sequence[WaitingMessage], to: Callable[
+            [WaitingMessage], str], without_headers: Iterable[str] = ()) -> list[WaitingMessage]:
+        """:meth:`move`, returning which of ``messages`` were still there and moved."""
         raise PeekError("qtui cannot move one message on the "
                         f"{transport_name(self.connection)} transport")
 

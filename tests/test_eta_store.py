@@ -14,9 +14,11 @@ import time
 from typing import Any
 
 import pytest
+import redis
 from kombu import Connection
 
-from qtui.core.delayed import DUE_TTL, delayed_for
+from qtui.core.delayed import DELAYED_KEY, DUE_TTL, delayed_for
+from qtui.workers.eta import RedisDelayedStore
 
 from .processes import running, write_module
 from .worker_helpers import (  # noqa: F401 - fixtures
@@ -168,3 +170,46 @@ def test_without_qtui_workers_a_due_task_reaches_a_celery_worker_on_rabbitmq(
     runs = amqp_setup.records("mark")
     assert [r["worker"] for r in runs] == ["celery"]
     assert runs[0]["t"] >= due - 0.01
+
+
+def test_held_eta_tasks_are_counted_and_purged_under_a_global_key_prefix(redis_url, unique):
+    """kombu's client prefixes ZADD (how a worker stores a task) but not ZCARD."""
+    queue = f"pfx-{unique}"
+    with Connection(redis_url, transport_options={"global_keyprefix": f"pfx-{unique}:"}) as conn:
+        try:
+            conn.default_channel.client.zadd(DELAYED_KEY.format(queue=queue),
+                                             {f"{queue}\n{{}}": time.time() + 600})
+            reader = delayed_for(conn)
+            assert reader is not None and reader.count(queue) == 1
+            assert reader.purge(queue) == 1
+            assert reader.count(queue) == 0
+        finally:
+            client = redis.Redis.from_url(redis_url)  # kombu's client would prefix DEL again
+            for key in client.scan_iter(match=f"*{unique}*"):
+                client.delete(key)
+
+
+def test_released_run_now_and_due_eta_tasks_reach_the_prefixed_queue(redis_url, unique):
+    """A member names its list without the transport's global_keyprefix; the scripts that push
+    it back add the prefix, so the task lands in the list workers read, not beside it."""
+    queue = f"pfx-{unique}"
+    delayed = DELAYED_KEY.format(queue=queue)
+
+    def member(task_id: str) -> str:
+        return f"{queue}\n{json.dumps({'headers': {'id': task_id}})}"
+    with Connection(redis_url, transport_options={"global_keyprefix": f"pfx-{unique}:"}) as conn:
+        client = conn.default_channel.client  # kombu's: prefixes ZADD and LLEN
+        reader = delayed_for(conn)
+        assert reader is not None
+        try:
+            client.zadd(delayed, {member("released"): time.time() + 600})
+            assert reader.release(queue) == 1
+            client.zadd(delayed, {member("run-now"): time.time() + 600})
+            assert reader.run_now(queue, ["run-now"]) == ["run-now"]
+            client.zadd(delayed, {member("due"): time.time()})
+            RedisDelayedStore(conn.default_channel, [queue]).poll()
+            assert client.llen(queue) == 3
+        finally:
+            raw = redis.Redis.from_url(redis_url)
+            for key in raw.scan_iter(match=f"*{unique}*"):
+                raw.delete(key)

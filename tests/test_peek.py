@@ -10,6 +10,7 @@ import base64
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,9 +21,20 @@ from kombu import Connection, Queue
 
 from qtui.core import App
 from qtui.core import deadletters as dead
-from qtui.core.brokers.amqp.queues import GET_PEEK, MANAGEMENT_PEEK, parse_management_messages
+from qtui.core.brokers.amqp.queues import (
+    GET_PEEK,
+    MANAGEMENT_PEEK,
+    AmqpQueues,
+    parse_management_messages,
+)
 from qtui.core.peek import PeekError
-from qtui.core.protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DELIVERIES_HEADER
+from qtui.core.protocol import (
+    DEAD_QUEUE_HEADER,
+    DEAD_REASON_HEADER,
+    DELIVERIES_HEADER,
+    SENT_AT_HEADER,
+    sent_at_of,
+)
 from qtui.core.queues import inspector_for
 
 from .processes import write_module
@@ -40,11 +52,15 @@ def send(app: App, queue: str, priorities: list[int]) -> list[str]:
             for i, priority in enumerate(priorities)]
 
 
-@pytest.fixture(params=["redis", "sqlite", "rabbitmq"])
+@pytest.fixture(params=["redis", "redis-prefixed", "sqlite", "rabbitmq"])
 def family(request, tmp_path, unique) -> Iterator[tuple[str, App, str]]:
-    """(family, client app, its queue) on each broker."""
-    if request.param == "redis":
+    """(family, client app, its queue) on each broker; ``redis-prefixed`` is Redis with the
+    transport's ``global_keyprefix``, which kombu adds to some commands and not others."""
+    options = {}
+    if request.param.startswith("redis"):
         url = request.getfixturevalue("redis_url").rsplit("/", 1)[0] + f"/{REDIS_DB}"
+        if request.param == "redis-prefixed":
+            options = {"global_keyprefix": f"pfx-{unique}:"}
     elif request.param == "sqlite":
         url = f"sqlite://{tmp_path}/broker.sqlite"
     else:
@@ -55,20 +71,26 @@ def family(request, tmp_path, unique) -> Iterator[tuple[str, App, str]]:
         with Connection(url) as conn:
             for name in names:
                 Queue(name, routing_key=name, durable=True)(conn.default_channel).declare()
-    app = App("client", broker=url, task_default_queue=queue)
+    app = App("client", broker=url, task_default_queue=queue,
+              broker_transport_options=options)
     yield request.param, app, queue
     app.close()
     if request.param != "sqlite":
         delete_queues(url, *names)
+    if options:
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(match=f"pfx-{unique}:*"):
+            client.delete(key)
 
 
 def snapshot(kind: str, app: App, queue: str) -> object:
     """The queue exactly as the broker stores it: every byte of every priority list (Redis),
     every column of every row (SQLite)."""
     url = app.broker_url
-    if kind == "redis":
+    if kind.startswith("redis"):
         client = redis.Redis.from_url(url)
-        return [client.lrange(key, 0, -1) for key in
+        prefix = app.conf.broker_transport_options.get("global_keyprefix", "")
+        return [client.lrange(f"{prefix}{key}", 0, -1) for key in
                 [queue] + [f"{queue}\x06\x16{step}" for step in (3, 6, 9)]]
     path = Path(url[len("sqlite://"):])
     with sqlite3.connect(path) as db:
@@ -157,6 +179,24 @@ def test_move_one_message_to_the_back_of_another_queue(family):
     assert moved[1].task.args == (0, 0)
 
 
+def test_a_moved_message_is_dated_from_the_move_not_its_first_publish(family):
+    _kind, app, queue = family
+    other = f"{queue}.other"
+    an_hour_ago = time.time() - 3600
+    with app.connection_for_write() as conn:  # a message a qtui client stamped an hour ago
+        conn.Producer().publish([[1, 1], {}, {}], exchange="", routing_key=queue,
+                                serializer="json", headers={"task": "tasks.add", "id": "old",
+                                                            SENT_AT_HEADER: an_hour_ago})
+    with inspector_for(app) as inspector:
+        (message,) = inspector.peek(queue).messages
+        assert sent_at_of(message.headers) == an_hour_ago
+        before_the_move = time.time()
+        assert inspector.move(queue, [message], lambda m: other) == 1
+        (moved,) = inspector.peek(other).messages
+    assert moved.task_id == "old"
+    assert (sent_at_of(moved.headers) or 0) >= before_the_move
+
+
 def test_moving_to_a_queue_rabbitmq_does_not_have_is_refused_and_loses_nothing(family):
     kind, app, queue = family
     if kind != "rabbitmq":
@@ -169,6 +209,27 @@ def test_moving_to_a_queue_rabbitmq_does_not_have_is_refused_and_loses_nothing(f
         assert [m.task_id for m in inspector.peek(queue).messages] == ids
 
 
+def test_a_rabbitmq_move_to_a_queue_deleted_after_the_check_leaves_the_message(
+        family, monkeypatch):
+    kind, app, queue = family
+    if kind != "rabbitmq":
+        pytest.skip("Redis lists and SQLite rows make the queue")
+    other = f"{queue}.other"
+    ids = send(app, queue, [0])
+    exists = AmqpQueues._exists
+
+    def exists_then_deleted(inspector, name):  # someone deletes it between check and publish
+        found = exists(inspector, name)
+        delete_queues(app.broker_url, name)
+        return found
+    monkeypatch.setattr(AmqpQueues, "_exists", exists_then_deleted)
+    with inspector_for(app) as inspector:
+        message = inspector.peek(queue).messages[0]
+        with pytest.raises(PeekError, match="stays in"):
+            inspector.move(queue, [message], lambda m: other)
+        assert [m.task_id for m in inspector.peek(queue).messages] == ids
+
+
 def test_a_management_api_get_answer_reads_as_messages():
     body = json.dumps([[1, 2], {}, {}]).encode()
     found = parse_management_messages([{
@@ -177,6 +238,37 @@ def test_a_management_api_get_answer_reads_as_messages():
             "content_type": "application/json", "content_encoding": "utf-8",
             "correlation_id": "abc", "headers": {"task": "tasks.add", "id": "abc"}}}])
     assert [(m.task_id, m.name, m.task.args) for m in found] == [("abc", "tasks.add", (1, 2))]
+
+
+def test_requeueing_forgets_the_results_of_the_dead_letters_moved_and_no_others(
+        family, redis_url):
+    kind, app, queue = family
+    dead_queue = f"{queue}.dead"
+    results = App("results", backend=redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}")
+    ids = [f"{queue}-requeued", f"{queue}-gone"]
+    for task_id in ids:
+        results.backend.store_result(task_id, "boom", "FAILURE")
+    with app.connection_for_write() as conn:  # what a worker dead-letters
+        if kind == "rabbitmq":
+            Queue(dead_queue, routing_key=dead_queue, durable=True)(conn.default_channel).declare()
+        for task_id in ids:
+            conn.Producer().publish([[], {}, {}], exchange="", routing_key=dead_queue,
+                                    serializer="json",
+                                    headers={"task": "tasks.add", "id": task_id,
+                                             DEAD_QUEUE_HEADER: queue})
+    try:
+        with inspector_for(app) as inspector:
+            letters = dead.read(inspector, dead_queue)
+            requeued, gone = sorted(letters, key=lambda m: ids.index(m.task_id))
+            assert inspector.delete(dead_queue, [gone]) == 1  # someone else took it meanwhile
+            assert dead.requeue(inspector, dead_queue, [requeued, gone], results.backend) == 1
+        assert results.AsyncResult(ids[0]).state == "PENDING"
+        assert results.AsyncResult(ids[1]).state == "FAILURE"
+    finally:
+        for task_id in ids:
+            results.backend.forget(task_id)
+        results.close()
+        delete_queues(app.broker_url, dead_queue)
 
 
 # dead letters with a real worker ------------------------------------------------------------

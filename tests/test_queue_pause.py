@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from contextlib import ExitStack
 
 import pytest
+import redis
 
 from qtui.core import App
 from qtui.core.control import Replies
-from qtui.core.pauses import paused_queues
+from qtui.core.pauses import Pause, paused_queues
 from qtui.core.queues import inspector_for
 from qtui.tui.cli import main
 
@@ -170,3 +172,22 @@ def test_a_worker_whose_only_queue_is_paused_waits_and_takes_it_on_resume(setup,
         assert hostname in capsys.readouterr().out
         assert any(r["tag"] == "held" for r in setup.wait_records("mark", 1))
         assert worker.poll() is None
+
+
+def test_under_a_global_key_prefix_a_paused_queue_notes_its_workers(redis_url, unique):
+    """kombu prefixes only a script's first key: the note must not prefix it twice."""
+    prefix, queue = f"pfx-{unique}:", f"qp-{unique}"
+    app = App("client", broker=redis_url,
+              broker_transport_options={"global_keyprefix": prefix})
+    try:
+        with inspector_for(app) as inspector:
+            inspector.pause(Pause(queue, time.time(), "me", ("w1",)))
+            inspector.note_paused_consumer(queue, "w2")
+            assert inspector.pauses()[queue].consumers == ("w1", "w2")
+            resumed = inspector.resume(queue)
+        assert resumed is not None and resumed.consumers == ("w1", "w2")
+    finally:
+        app.close()
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(match=f"*{unique}*"):
+            client.delete(key)

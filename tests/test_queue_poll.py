@@ -10,6 +10,7 @@ import pytest
 import redis.connection
 
 from qtui.core import App
+from qtui.core.protocol import dead_queue_of
 from qtui.core.queues import LISTING_REUSE, Age, QueueHead, inspector_for, oldest_wait
 
 from .services import REDIS_HOST, REDIS_PORT, need
@@ -126,3 +127,19 @@ def test_the_exporter_dates_a_qtui_sent_message_on_redis_without_any_event(redis
     with exporter.lock:
         age = exporter.oldest_age(info, time.time() + 5)
     assert age is not None and age >= 5
+
+
+def test_a_queue_named_just_dot_dead_is_an_ordinary_queue(tmp_path):
+    """It holds no queue's dead letters: listed with its depth, and its own dead letters are
+    ``.dead.dead`` (the poll and ``qtui dead`` follow one rule)."""
+    app = App("client", broker=f"sqlite://{tmp_path}/broker.sqlite")
+    try:
+        app.send_task("tasks.add", args=[1, 2], queue=".dead")
+        with inspector_for(app) as inspector:
+            poll = inspector.poll([".dead"])
+    finally:
+        app.close()
+    assert [(q.name, q.messages) for q in poll.queues] == [(".dead", 1)]
+    assert poll.dead == {".dead": 0}  # its own dead-letter queue, not the dead letters of ""
+    assert dead_queue_of(".dead") == ".dead.dead"
+    assert dead_queue_of("reports.dead") == "reports.dead"

@@ -21,6 +21,7 @@ from qtui.core import deadletters as dead
 from qtui.core.display import safe_text
 from qtui.core.exceptions import QtuiError
 from qtui.core.peek import PAGE, WaitingMessage
+from qtui.core.protocol import dead_queue_of
 from qtui.core.queues import inspector_for
 
 from . import message_actions
@@ -154,7 +155,7 @@ def dead_list_command(args: argparse.Namespace, app: App) -> int:
     """``qtui dead list [QUEUE]``: the dead letters of one queue or of every queue."""
     try:
         with inspector_for(app) as inspector:
-            names = ([dead.dead_queue_of(args.queue)] if args.queue
+            names = ([dead_queue_of(args.queue)] if args.queue
                      else dead.dead_queues(inspector, sorted(app.router.queues)))
             found = {name: _filtered(dead.read(inspector, name), args.filter) for name in names}
     except brokers.broker_errors(app.connection_for_read()) as exc:
@@ -179,7 +180,7 @@ def dead_action_command(args: argparse.Namespace, app: App) -> int:
     if not args.ids and not args.all and not args.filter:
         print(f"qtui dead {args.verb} needs task ids, --all or --filter", file=sys.stderr)
         return 2
-    name = dead.dead_queue_of(args.queue)
+    name = dead_queue_of(args.queue)
     action = f"dead {args.verb}"
     errors: tuple[type[BaseException], ...] = (
         QtuiError, *brokers.broker_errors(app.connection_for_read()))

@@ -68,11 +68,12 @@ logger = logging.getLogger("qtui.worker")
 REDIS_POLL_INTERVAL = 0.5
 REDIS_LOOKAHEAD = 1.0
 
+#: ARGV[3]: the transport's ``global_keyprefix``, which a member's list name is stored without.
 _MOVE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
   local sep = string.find(member, '\\n', 1, true)
-  redis.call('RPUSH', string.sub(member, 1, sep - 1), string.sub(member, sep + 1))
+  redis.call('RPUSH', ARGV[3] .. string.sub(member, 1, sep - 1), string.sub(member, sep + 1))
   redis.call('ZREM', KEYS[1], member)
 end
 return #due
@@ -132,7 +133,8 @@ class RedisDelayedStore(DelayedStore):
         with self.channel.conn_or_acquire() as client:
             move = client.register_script(_MOVE_DUE)
             for queue in self.queues:
-                move(keys=[DELAYED_KEY.format(queue=queue)], args=[horizon, 500])
+                move(keys=[DELAYED_KEY.format(queue=queue)],
+                     args=[horizon, 500, self.channel.global_keyprefix or ""])
 
 
 class AMQPDelayQueues(DelayedStore):

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from amqp.exceptions import MessageNacked
 from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import ChannelError
 from kombu.message import Message
 
 from ...config import mask_url
 from ...peek import PAGE, SUMMARY_SAMPLE, Peek, PeekError, Summary, WaitingMessage
+from ...protocol import SENT_AT_HEADER
 from ...queues import (
     DeclaredQueues,
     QueueInfo,
@@ -76,28 +78,45 @@ class AmqpQueues(DeclaredQueues):
         return super().summary(name, min(sample, PAGE))
 
     def delete(self, name: str, messages: Sequence[WaitingMessage]) -> int:
-        return self._take(name, messages, lambda message, waiting: None)
+        return len(self._take(name, messages, lambda message, waiting: None))
 
-    def move(self, name: str, messages: Sequence[WaitingMessage],
-             to: Callable[[WaitingMessage], str], without_headers: Iterable[str] = ()) -> int:
+    def move_found(self, name: str, messages: Sequence[WaitingMessage],
+                   to: Callable[[WaitingMessage], str], without_headers: Iterable[str] = ()
+                   ) -> list[WaitingMessage]:
         without = set(without_headers)
         for target in sorted({to(m) for m in messages}):
             if not self._exists(target):
                 raise PeekError(f"there is no queue {target!r} on this RabbitMQ (its default "
                                 "exchange would drop what is sent there): nothing was moved. "
                                 "Start a worker that consumes it, which declares it, first.")
+        # The original is acked only once the broker confirmed the copy reached a queue:
+        # mandatory makes an unroutable copy (its queue deleted since the check) an error.
+        # The move's own connection confirms, whatever the inspector's was made with.
+        confirming = self.connection.clone(transport_options={
+            **(self.connection.transport_options or {}), "confirm_publish": True})
+        moved = 0
 
         def publish(message: Message, waiting: WaitingMessage) -> None:
+            nonlocal moved
             headers = {k: v for k, v in (message.headers or {}).items()
                        if k not in without and k not in _DELIVERY_HEADERS}
+            headers[SENT_AT_HEADER] = time.time()  # a new publish: its age starts now
             properties = {k: message.properties[k] for k in _KEPT_PROPERTIES
                           if message.properties.get(k) is not None}
-            Producer(message.channel).publish(
-                message.body, exchange="", routing_key=to(waiting), headers=headers,
-                content_type=message.content_type or "application/data",
-                content_encoding=message.content_encoding or "binary", delivery_mode=2,
-                **properties)
-        return self._take(name, messages, publish)
+            target = to(waiting)
+            try:
+                Producer(confirming.default_channel).publish(
+                    message.body, exchange="", routing_key=target, headers=headers,
+                    content_type=message.content_type or "application/data",
+                    content_encoding=message.content_encoding or "binary", delivery_mode=2,
+                    mandatory=True, **properties)
+            except (*confirming.channel_errors, MessageNacked) as exc:
+                raise PeekError(f"RabbitMQ did not take the message for {target!r} ({exc}): "
+                                f"it stays in {name!r}; {moved} moved before it. Is the queue "
+                                "still there?") from exc
+            moved += 1
+        with confirming:
+            return self._take(name, messages, publish)
 
     def _exists(self, name: str) -> bool:
         """Whether RabbitMQ has a queue ``name`` (a passive declare)."""
@@ -113,25 +132,29 @@ class AmqpQueues(DeclaredQueues):
             _close_quietly(channel)
 
     def _take(self, name: str, messages: Sequence[WaitingMessage],
-              act: Callable[[Message, WaitingMessage], None]) -> int:
+              act: Callable[[Message, WaitingMessage], None]) -> list[WaitingMessage]:
         """Get messages from the head until each wanted one (by task id) is found, ``act`` on
         it and ack it; every other message got is held, and requeued at the end (RabbitMQ
         cannot take one message from the middle of a queue). A connection lost half way
-        gives every held message back: nothing is lost."""
-        wanted = Counter(m.handle for m in messages)
-        done = 0
+        gives every held message back: nothing is lost. Returns those of ``messages`` taken."""
+        wanted: dict[Any, list[WaitingMessage]] = {}
+        for chosen in messages:
+            wanted.setdefault(chosen.handle, []).append(chosen)
+        done: list[WaitingMessage] = []
 
         def visit(position: int, message: Message) -> bool:
-            nonlocal done
             waiting = _waiting(position, message)
-            if wanted[waiting.handle] <= 0:
+            if not wanted.get(waiting.handle):
                 return False
-            act(message, waiting)
+            try:
+                act(message, waiting)
+            except PeekError:  # the broker refused the act: the original goes back, not lost
+                message.reject(requeue=True)
+                raise
             message.ack()
-            wanted[waiting.handle] -= 1
-            done += 1
+            done.append(wanted[waiting.handle].pop(0))
             return True
-        self._each(name, None, visit, until=lambda: not +wanted)
+        self._each(name, None, visit, until=lambda: not any(wanted.values()))
         return done
 
     def _each(self, name: str, limit: int | None, visit: Callable[[int, Message], Any],

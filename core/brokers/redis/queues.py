@@ -22,15 +22,8 @@ from ...delayed import DELAYED_KEY
 from ...events import EVENT_QUEUE_PREFIX
 from ...pauses import Pause
 from ...peek import PAGE, Peek, WaitingMessage, rerouted
-from ...protocol import dead_letter_queue_name, sent_at_of
-from ...queues import (
-    QueueHead,
-    QueueInfo,
-    QueueInspector,
-    QueuePoll,
-    is_dead_letter_queue,
-    is_internal,
-)
+from ...protocol import dead_letter_queue_name, is_dead_letter_queue, sent_at_of
+from ...queues import QueueHead, QueueInfo, QueueInspector, QueuePoll, is_internal
 
 #: The paused queues (:mod:`qtui.core.pauses`): a hash of queue -> JSON {since, by}.
 PAUSED_KEY = "qtui.paused"
@@ -91,6 +84,7 @@ class RedisQueues(QueueInspector):
     def peek(self, name: str, offset: int = 0, limit: int = PAGE) -> Peek:
         channel: Any = self.connection.default_channel
         client = channel.client
+        prefixed = _unprefixed_keys(channel)
         keys = self.priority_keys(channel, name)
         with client.pipeline() as pipe:
             for key in keys:
@@ -108,7 +102,7 @@ class RedisQueues(QueueInspector):
             ahead += size
         with client.pipeline() as pipe:
             for key, _, start, take in ranges:
-                pipe.lrange(key, -(start + take), -(start + 1))  # negative: read from the head
+                pipe.lrange(prefixed(key), -(start + take), -(start + 1))  # negative: from the head
             found = pipe.execute()
         messages = [_waiting(position + i, key, raw)
                     for (key, position, _, _), raws in zip(ranges, found, strict=True)
@@ -116,28 +110,33 @@ class RedisQueues(QueueInspector):
         return Peek(name, messages, self.peek_method)
 
     def delete(self, name: str, messages: Sequence[WaitingMessage]) -> int:
-        client = self.connection.default_channel.client  # type: ignore[attr-defined]
-        with client.pipeline() as pipe:
+        channel: Any = self.connection.default_channel
+        prefixed = _unprefixed_keys(channel)
+        with channel.client.pipeline() as pipe:
             for message in messages:
                 key, raw = message.handle
-                pipe.lrem(key, -1, raw)  # from the head, where a peeked message is nearest
+                pipe.lrem(prefixed(key), -1, raw)  # from the head, where a peeked one is nearest
             return sum(pipe.execute())
 
-    def move(self, name: str, messages: Sequence[WaitingMessage],
-             to: Callable[[WaitingMessage], str], without_headers: Iterable[str] = ()) -> int:
+    def move_found(self, name: str, messages: Sequence[WaitingMessage],
+                   to: Callable[[WaitingMessage], str], without_headers: Iterable[str] = ()
+                   ) -> list[WaitingMessage]:
         channel: Any = self.connection.default_channel
         script = channel.client.register_script(_MOVE)
+        prefixed = _unprefixed_keys(channel)
         without = set(without_headers)
-        moved = 0
+        moved: list[WaitingMessage] = []
         for start in range(0, len(messages), MOVE_BATCH):
+            batch = messages[start:start + MOVE_BATCH]
             with channel.client.pipeline(transaction=False) as pipe:
-                for message in messages[start:start + MOVE_BATCH]:
-                    key, raw = message.handle
+                for message in batch:
+                    key, envelope = message.handle
                     target = to(message)
                     priority = message.properties.get("priority") or 0
-                    script(keys=[key, channel._q_for_pri(target, priority)],
-                           args=[raw, rerouted(raw, target, without)], client=pipe)
-                moved += sum(pipe.execute())
+                    # kombu prefixes a script's first key only
+                    script(keys=[key, prefixed(channel._q_for_pri(target, priority))],
+                           args=[envelope, rerouted(envelope, target, without)], client=pipe)
+                moved += [m for m, done in zip(batch, pipe.execute(), strict=True) if done]
         return moved
     def poll(self, names: Iterable[str] = (), listing_reuse: float = 0.0) -> QueuePoll:
         channel: Any = self.connection.default_channel
@@ -212,8 +211,8 @@ class RedisQueues(QueueInspector):
     def note_paused_consumer(self, queue: str, hostname: str) -> None:
         channel: Any = self.connection.default_channel
         raw = _unprefixed_keys(channel)
-        channel.client.register_script(_NOTE_CONSUMER)(
-            keys=[raw(PAUSED_KEY), raw(PAUSED_CONSUMERS_KEY.format(queue=queue))],
+        channel.client.register_script(_NOTE_CONSUMER)(  # kombu prefixes the first key only
+            keys=[PAUSED_KEY, raw(PAUSED_CONSUMERS_KEY.format(queue=queue))],
             args=[queue, hostname])
 
     @staticmethod
@@ -304,7 +303,8 @@ def _waiting(position: int, key: str, raw: bytes) -> WaitingMessage:
 
 def _unprefixed_keys(channel: Any) -> Callable[[str], str]:
     """Adds the transport's ``global_keyprefix`` to a key, for the commands kombu's prefixing
-    client passes through untouched (LINDEX, ZCARD, HGETALL, script keys after the first)."""
+    client passes through untouched (LINDEX, LRANGE, LREM, ZCARD, HGETALL, script keys after the
+    first: see ``PREFIXED_SIMPLE_COMMANDS`` in kombu's Redis transport)."""
     prefix = channel.global_keyprefix or ""
     return lambda key: f"{prefix}{key}"
 

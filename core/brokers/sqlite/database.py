@@ -382,14 +382,14 @@ class Database:
             "DELETE FROM messages WHERE id = ? AND queue = ? AND holder IS NULL",
             (i, queue)).rowcount for i in ids))
 
-    def move_rows(self, queue: str, moves: list[tuple[int, str, str]]) -> int:
+    def move_rows(self, queue: str, moves: list[tuple[int, str, str]]) -> list[int]:
         """Move rows of ``queue`` nobody holds, each (id, new payload, to), to the back of
-        queue ``to``, ready now; returns how many."""
+        queue ``to``, ready now; returns the ids of those moved."""
         now = time.time()
-        return self._write(lambda c: sum(c.execute(
+        return self._write(lambda c: [i for i, payload, to in moves if c.execute(
             "UPDATE messages SET queue = ?, payload = ?, visible_at = ?, created_at = ?, "
             "delivered_count = 0 WHERE id = ? AND queue = ? AND holder IS NULL",
-            (to, payload, now, now, i, queue)).rowcount for i, payload, to in moves))
+            (to, payload, now, now, i, queue)).rowcount])
 
     # rows nobody holds, ready or not yet visible (the delayed store's due queues)
 

@@ -51,12 +51,14 @@ class SqliteQueues(QueueInspector):
         channel: Any = self.connection.default_channel
         return int(channel.db.delete_rows(name, [m.handle[0] for m in messages]))
 
-    def move(self, name: str, messages: Sequence[WaitingMessage],
-             to: Callable[[WaitingMessage], str], without_headers: Iterable[str] = ()) -> int:
+    def move_found(self, name: str, messages: Sequence[WaitingMessage],
+                   to: Callable[[WaitingMessage], str], without_headers: Iterable[str] = ()
+                   ) -> list[WaitingMessage]:
         channel: Any = self.connection.default_channel
         without = set(without_headers)
         moves = [(m.handle[0], rerouted(m.handle[1], to(m), without), to(m)) for m in messages]
-        return int(channel.db.move_rows(name, moves))
+        moved = set(channel.db.move_rows(name, moves))
+        return [m for m in messages if m.handle[0] in moved]
 
     def pauses(self) -> dict[str, Pause]:
         channel: Any = self.connection.default_channel
