@@ -126,8 +126,8 @@ def describe(message: WaitingMessage) -> Text:
     if message.reason is not None:
         text.append("\nreason ", style="bold")
         text.append_text(safe_text(message.reason))
-        text.append(f"  deliveries {message.deliveries}  from "
-                    f"{message.origin_queue or '(unknown)'}")
+        text.append(f"  deliveries {message.deliveries}  from ")
+        text.append_text(safe_text(message.origin_queue or "(unknown)"))
     if task is None:
         text.append("\nunreadable ", style="bold")
         text.append_text(safe_text(message.problem or ""))
@@ -201,7 +201,8 @@ class PeekScreen(MessagesView):
             table.move_cursor(row=table.get_row_index(current))
         last = self.start + len(self.messages)
         summary = Text.assemble(
-            (self.queue, "bold"), f"  · messages {self.start + 1 if self.messages else 0}-{last}"
+            safe_text(self.queue, "bold"),
+            f"  · messages {self.start + 1 if self.messages else 0}-{last}"
             f" from the head ([ ] pages)", f" · {len(self.marks)} marked" if self.marks else "")
         if self.summary is not None:
             summary.append("\n")
