@@ -25,13 +25,21 @@ if TYPE_CHECKING:
     from ..equivalents import Equivalent
     from ..rows import TaskRow
 
-#: Actions that change the cluster, with the console permission each needs (as
-#: ``console_permissions`` names it); hidden and refused without it, and all in --read-only mode.
-PERMISSION_OF = {
-    "revoke": "revoke", "terminate": "terminate", "retry": "retry", "rate_limit": "rate_limit",
-    "time_limit": "time_limit", "grow": "pool_grow", "shrink": "pool_shrink",
-    "add_consumer": "add_consumer", "cancel_consumer": "cancel_consumer", "purge": "purge",
-    "shutdown": "shutdown", "pause": "pause",
+#: Every view's actions that change the cluster, with the console permissions each needs (as
+#: ``console_permissions`` names them); hidden and refused without them, and all in --read-only
+#: mode. One table for all views, so an action name means one thing whichever view has it.
+PERMISSIONS_OF: dict[str, tuple[str, ...]] = {
+    "revoke": ("revoke",), "terminate": ("terminate",), "retry": ("retry",),
+    "rate_limit": ("rate_limit",), "time_limit": ("time_limit",), "grow": ("pool_grow",),
+    "shrink": ("pool_shrink",), "add_consumer": ("add_consumer",),
+    "cancel_consumer": ("cancel_consumer",), "purge": ("purge",), "shutdown": ("shutdown",),
+    "pause_queue": ("pause",),
+    # Peeked messages and dead letters: deleting, moving and requeueing empty a queue as a purge.
+    "delete": ("purge",), "move": ("purge",), "requeue": ("purge",), "requeue_all": ("purge",),
+    # The Scheduled view's run now revokes a worker-held task and sends it again.
+    "run_now": ("revoke", "retry"),
+    # The Schedules view: pausing an entry is a pause; running it now sends a new task.
+    "pause_schedule": ("pause",), "resume_schedule": ("pause",), "run_schedule": ("retry",),
 }
 
 
@@ -139,8 +147,7 @@ class ClusterView(Screen[None]):
             self._redraw_now()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        permission = PERMISSION_OF.get(action)
-        return permission is None or self.console.allows(permission)
+        return all(map(self.console.allows, PERMISSIONS_OF.get(action, ())))
 
     def perform(self, call: Callable[[], ActionResult]) -> None:
         self.console.perform(call)

@@ -26,7 +26,6 @@ from .base import TableView
 from .keybar import KeyBar
 
 #: Actions on messages need the permission to discard them (``purge``).
-PERMISSIONS = {"delete": "purge", "move": "purge", "requeue": "purge", "requeue_all": "purge"}
 
 
 class MessagesView(TableView):
@@ -56,12 +55,6 @@ class MessagesView(TableView):
     def on_mount(self) -> None:
         super().on_mount()
         self.action_reload()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        permission = PERMISSIONS.get(action)
-        if permission is not None:
-            return self.console.allows(permission)
-        return super().check_action(action, parameters)
 
     def action_reload(self) -> None:
         self.load()

@@ -65,15 +65,6 @@ class ScheduledScreen(TableView):
         super().on_screen_resume()
         self.load()
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Run now and delete change the cluster (revoke has its own permission): run now
-        revokes and sends again, so it needs ``revoke`` and ``retry``; delete discards tasks, as
-        a purge does."""
-        needs = {"run_now": ("revoke", "retry"), "delete": ("purge",)}.get(action)
-        if needs and (self.console.read_only or not all(map(self.console.allows, needs))):
-            return False
-        return super().check_action(action, parameters)
-
     def _poll(self) -> None:
         if self.is_current:
             self.load()
