@@ -237,3 +237,43 @@ async def test_requeueing_more_than_100_dead_letters_asks_for_the_count(app):
         await pilot.press("A")
         assert isinstance(console.screen, ConfirmScreen)
         assert console.screen.typed == "101"
+
+
+def take_head(app: App, queue: str) -> None:
+    """What a worker does: take the message at the head of ``queue``."""
+    with Connection(URL) as conn:
+        assert Queue(queue, Exchange(""), routing_key=queue)(conn.default_channel).get(
+            no_ack=True) is not None
+
+
+async def test_a_reload_after_the_head_moved_leaves_no_mark_on_another_message(app):
+    fill_reports(app)
+    console = FixedConsole(app=app)
+    async with console.run_test(size=SIZE) as pilot:
+        console.push_screen(PeekScreen("reports"))
+        await settled(pilot)
+        await pilot.press("down", "space")
+        peek = console.screen
+        assert [peek.messages[k].task_id for k in peek.marks] == [IDS[1]]
+        take_head(app, "reports")
+        await pilot.press("r")
+        await settled(pilot)
+        assert [m.task_id for m in peek.messages.values()] == IDS[1:]
+        assert not peek.marks
+
+
+async def test_a_dead_letters_reload_after_the_head_moved_leaves_no_mark(app):
+    dead_letter(app, IDS[0], "first")
+    dead_letter(app, IDS[1], "second")
+    console = FixedConsole(app=app)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("colon", *"dead", "enter")
+        await settled(pilot)
+        dead_view = console.screen
+        await pilot.press("down", "space")
+        assert [dead_view.messages[k].task_id for k in dead_view.marks] == [IDS[1]]
+        take_head(app, "images.dead")
+        await pilot.press("r")
+        await settled(pilot)
+        assert [m.task_id for m in dead_view.messages.values()] == [IDS[1]]
+        assert not dead_view.marks

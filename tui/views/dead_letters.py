@@ -62,7 +62,7 @@ class DeadLettersScreen(MessagesView):
 
     def _show(self, found: dict[str, WaitingMessage], problem: str) -> None:
         self.messages, self.problem = found, problem
-        self.marks.keep(found)
+        self.marks.clear()  # rows are keyed by position: see MessagesView
         self.draw_rows()
 
     def draw_rows(self) -> None:

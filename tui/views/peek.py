@@ -30,7 +30,10 @@ from .keybar import KeyBar
 
 class MessagesView(TableView):
     """A table of messages read from the broker (not from the event model), with marks, the
-    message under the cursor in full below it, and a reload after each action."""
+    message under the cursor in full below it, and a reload after each action.
+
+    Rows are keyed by position from the head, so a reload clears the marks: once workers took
+    from the head, a kept mark would point at another message."""
 
     BINDINGS: ClassVar = [
         Binding("escape", "app.back", "Back"),
@@ -176,7 +179,7 @@ class PeekScreen(MessagesView):
               problem: str) -> None:
         self.messages = {str(m.position): m for m in messages}
         self.summary, self.method, self.problem = summary, method, problem
-        self.marks.keep(self.messages)
+        self.marks.clear()  # rows are keyed by position: see MessagesView
         self.draw_rows()
 
     def draw_rows(self) -> None:
