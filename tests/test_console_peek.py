@@ -15,6 +15,7 @@ from qtui.core import App
 from qtui.core.protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DELIVERIES_HEADER
 from qtui.core.queues import inspector_for
 from qtui.tui import equivalents
+from qtui.tui.views.base import MARK
 from qtui.tui.views.dead_letters import DeadLettersScreen
 from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen
 from qtui.tui.views.peek import PeekScreen
@@ -255,6 +256,7 @@ async def test_a_reload_after_the_head_moved_leaves_no_mark_on_another_message(a
         await pilot.press("down", "space")
         peek = console.screen
         assert [peek.messages[k].task_id for k in peek.marks] == [IDS[1]]
+        assert [str(peek.table.get_row_at(i)[0]) for i in range(3)] == [" ", MARK, " "]
         take_head(app, "reports")
         await pilot.press("r")
         await settled(pilot)

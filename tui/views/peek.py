@@ -22,13 +22,13 @@ from .. import equivalents, message_actions
 from ..actions import ActionResult
 from ..bulk import BulkPlan, Marks, Target
 from . import format
-from .base import TableView
+from .base import MARK, MarkingView, TableView
 from .keybar import KeyBar
 
 #: Actions on messages need the permission to discard them (``purge``).
 
 
-class MessagesView(TableView):
+class MessagesView(TableView, MarkingView):
     """A table of messages read from the broker (not from the event model), with marks, the
     message under the cursor in full below it, and a reload after each action.
 
@@ -84,18 +84,11 @@ class MessagesView(TableView):
         self.marks.clear()
         self.action_reload()
 
-    def action_toggle_mark(self) -> None:
-        if (key := self.cursor_key()) is not None:
-            self.marks.toggle(key)
-            self.draw_rows()
-            self.table.action_cursor_down()
-
-    def action_clear_marks(self) -> None:
-        self.marks.clear()
+    def show_marks(self) -> None:
         self.draw_rows()
 
     def mark(self, key: str) -> Text:
-        return Text("●" if key in self.marks else " ", style="bold yellow")
+        return Text(MARK if key in self.marks else " ", style="bold yellow")
 
     def draw_rows(self) -> None:
         """Fill the table from :attr:`messages` (keeping the cursor's row)."""
