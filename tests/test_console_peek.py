@@ -144,7 +144,7 @@ async def test_requeue_all_matching_the_filter_shows_the_scripted_command(app):
         text = screen_text(console)
         assert "Requeue 1 dead letter?" in text
         assert console.screen.command == equivalents.dead_letters(
-            "requeue", {"images.dead": [IDS[0]]}, "result:ValueError", True)
+            "requeue", {"images.dead": [IDS[0]]}, "result:ValueError", {"images.dead"})
         assert "qtui dead requeue images.dead --all --filter" in text
         await pilot.press("y")
         await settled(pilot)
@@ -160,7 +160,7 @@ def test_the_confirmations_command_does_what_the_console_does(app, capsys):
     dead_letter(app, IDS[0], "failed: ValueError('bad size')")
     dead_letter(app, IDS[1], "unknown task 'images.old'")
     command = equivalents.dead_letters("requeue", {"images.dead": [IDS[0]]},
-                                       "result:ValueError", True)
+                                       "result:ValueError", {"images.dead"})
     assert main(["-b", URL, *command.argv]) == 0
     assert waiting(app, "images") == [IDS[0]]
     assert "requeued 1 of 1 dead letter" in capsys.readouterr().out
@@ -279,3 +279,21 @@ async def test_a_dead_letters_reload_after_the_head_moved_leaves_no_mark(app):
         await settled(pilot)
         assert [m.task_id for m in dead_view.messages.values()] == [IDS[1]]
         assert not dead_view.marks
+
+
+async def test_requeue_all_shows_ids_for_a_queue_the_view_read_only_part_of(app, monkeypatch):
+    from qtui.tui.views import dead_letters
+    monkeypatch.setattr(dead_letters, "SHOWN_PER_QUEUE", 2)
+    for task_id in IDS:
+        dead_letter(app, task_id, "failed")
+    dead_letter(app, "ffffffff-aaaa-bbbb-cccc-dddddddddddd", "failed", queue="reports")
+    console = FixedConsole(app=app)
+    async with console.run_test(size=SIZE) as pilot:
+        console.push_screen(DeadLettersScreen())
+        await settled(pilot)
+        await pilot.press("A")
+        await pilot.pause()
+        assert isinstance(console.screen, ConfirmScreen)
+        assert console.screen.command.commands == (
+            ("dead", "requeue", "images.dead", *IDS[:2]),
+            ("dead", "requeue", "reports.dead", "--all"))
