@@ -265,3 +265,31 @@ def test_qtui_schedule_pause_is_recorded(tmp_path, unique, capsys):
     [found] = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert (found["action"], found["targets"], found["replies"]) == (
         "schedule pause", ["tick"], {"-": "paused"})
+
+
+
+def pause_and_resume(app: App, *verbs: str) -> list[AuditEntry]:
+    """Run ``qtui pause q1`` / ``qtui resume q1`` in turn; the audit entries, newest first."""
+    from qtui.tui import queue_commands
+    for verb in verbs:
+        command = getattr(queue_commands, f"{verb}_command")
+        command(argparse.Namespace(queue="q1", timeout=0.2, watch=False), app)
+    log = AuditLog(app.conf.console_history_file)
+    try:
+        return log.entries()
+    finally:
+        log.close()
+
+
+def test_qtui_pause_and_resume_record_a_worker_that_did_not_answer_as_not_ok(
+        cli_app, monkeypatch):
+    from qtui.core import pauses
+    monkeypatch.setattr(pauses, "consumers_of", lambda app, queue, timeout: {"gone@h"})
+    found = pause_and_resume(cli_app, "pause", "resume")
+    assert [(f.action, f.replies, f.ok) for f in found] == [
+        ("resume", (("gone@h", "no reply"),), False), ("pause", (("gone@h", "no reply"),), False)]
+
+
+def test_qtui_pause_with_no_worker_to_tell_is_recorded_as_ok(cli_app):
+    [found] = pause_and_resume(cli_app, "pause")
+    assert (found.action, found.replies, found.ok) == ("pause", (("-", "no worker to tell"),), True)

@@ -71,3 +71,20 @@ def test_the_feed_tells_a_worker_that_comes_online_about_the_pauses(monkeypatch)
 async def test_a_read_only_console_does_not_tell_workers_about_pauses():
     assert FixedConsole(read_only=True).feed.reapply_pauses is False
     assert FixedConsole().feed.reapply_pauses is True
+
+
+def test_the_feed_re_pausing_a_worker_that_came_online_is_in_the_audit_trail(
+        tmp_path, monkeypatch):
+    from qtui.tui import feed as feed_module
+
+    replies = {"celery": {"ok": "no longer consuming from celery"}, "reports": None}
+    monkeypatch.setattr(feed_module, "reapply", lambda app, host: replies)
+    console = FixedConsole()
+    console.audit = log = AuditLog(tmp_path / "history.sqlite")
+    console.feed._reapply("w2@h")
+    [found] = log.entries()
+    assert (found.source, found.action, found.targets, found.ok) == (
+        "console", "pause", ("celery", "reports"), False)
+    assert found.replies == (
+        ("w2@h", "celery: OK no longer consuming from celery; reports: no reply"),)
+    log.close()

@@ -15,6 +15,7 @@ from qtui.core import App
 from qtui.core.protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DELIVERIES_HEADER
 from qtui.core.queues import inspector_for
 from qtui.tui import equivalents
+from qtui.tui.views.base import MARK
 from qtui.tui.views.dead_letters import DeadLettersScreen
 from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen
 from qtui.tui.views.peek import PeekScreen
@@ -145,7 +146,7 @@ async def test_requeue_all_matching_the_filter_shows_the_scripted_command(app):
         text = screen_text(console)
         assert "Requeue 1 dead letter?" in text
         assert console.screen.command == equivalents.dead_letters(
-            "requeue", {"images.dead": [IDS[0]]}, "result:ValueError", True)
+            "requeue", {"images.dead": [IDS[0]]}, "result:ValueError", {"images.dead"})
         assert "qtui dead requeue images.dead --all --filter" in text
         await pilot.press("y")
         await settled(pilot)
@@ -161,7 +162,7 @@ def test_the_confirmations_command_does_what_the_console_does(app, capsys):
     dead_letter(app, IDS[0], "failed: ValueError('bad size')")
     dead_letter(app, IDS[1], "unknown task 'images.old'")
     command = equivalents.dead_letters("requeue", {"images.dead": [IDS[0]]},
-                                       "result:ValueError", True)
+                                       "result:ValueError", {"images.dead"})
     assert main(["-b", URL, *command.argv]) == 0
     assert waiting(app, "images") == [IDS[0]]
     assert "requeued 1 of 1 dead letter" in capsys.readouterr().out
@@ -239,3 +240,62 @@ async def test_requeueing_more_than_100_dead_letters_asks_for_the_count(app):
         await pilot.press("A")
         assert isinstance(console.screen, ConfirmScreen)
         assert console.screen.typed == "101"
+
+
+def take_head(app: App, queue: str) -> None:
+    """What a worker does: take the message at the head of ``queue``."""
+    with Connection(URL) as conn:
+        assert Queue(queue, Exchange(""), routing_key=queue)(conn.default_channel).get(
+            no_ack=True) is not None
+
+
+async def test_a_reload_after_the_head_moved_leaves_no_mark_on_another_message(app):
+    fill_reports(app)
+    console = FixedConsole(app=app)
+    async with console.run_test(size=SIZE) as pilot:
+        console.push_screen(PeekScreen("reports"))
+        await settled(pilot)
+        await pilot.press("down", "space")
+        peek = console.screen
+        assert [peek.messages[k].task_id for k in peek.marks] == [IDS[1]]
+        assert [str(peek.table.get_row_at(i)[0]) for i in range(3)] == [" ", MARK, " "]
+        take_head(app, "reports")
+        await pilot.press("r")
+        await settled(pilot)
+        assert [m.task_id for m in peek.messages.values()] == IDS[1:]
+        assert not peek.marks
+
+
+async def test_a_dead_letters_reload_after_the_head_moved_leaves_no_mark(app):
+    dead_letter(app, IDS[0], "first")
+    dead_letter(app, IDS[1], "second")
+    console = FixedConsole(app=app)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("colon", *"dead", "enter")
+        await settled(pilot)
+        dead_view = console.screen
+        await pilot.press("down", "space")
+        assert [dead_view.messages[k].task_id for k in dead_view.marks] == [IDS[1]]
+        take_head(app, "images.dead")
+        await pilot.press("r")
+        await settled(pilot)
+        assert [m.task_id for m in dead_view.messages.values()] == [IDS[1]]
+        assert not dead_view.marks
+
+
+async def test_requeue_all_shows_ids_for_a_queue_the_view_read_only_part_of(app, monkeypatch):
+    from qtui.tui.views import dead_letters
+    monkeypatch.setattr(dead_letters, "SHOWN_PER_QUEUE", 2)
+    for task_id in IDS:
+        dead_letter(app, task_id, "failed")
+    dead_letter(app, "ffffffff-aaaa-bbbb-cccc-dddddddddddd", "failed", queue="reports")
+    console = FixedConsole(app=app)
+    async with console.run_test(size=SIZE) as pilot:
+        console.push_screen(DeadLettersScreen())
+        await settled(pilot)
+        await pilot.press("A")
+        await pilot.pause()
+        assert isinstance(console.screen, ConfirmScreen)
+        assert console.screen.command.commands == (
+            ("dead", "requeue", "images.dead", *IDS[:2]),
+            ("dead", "requeue", "reports.dead", "--all"))

@@ -13,6 +13,7 @@ from qtui.core.exceptions import ConfigError
 from qtui.tui.actions import ActionResult
 from qtui.tui.views.modals import ConfirmScreen, HelpScreen
 from qtui.tui.views.queues import QueuesScreen
+from qtui.tui.views.schedules import SchedulesScreen
 from qtui.tui.views.tasks import TasksScreen
 from qtui.tui.views.workers import WorkersScreen
 
@@ -118,3 +119,34 @@ async def test_read_only_wins_over_permissions():
         await pilot.press("3")
         assert "revoke" not in shown_actions(console)
         assert "read-only" in console.sub_title
+
+
+def shown_descriptions(console: FixedConsole) -> set[str]:
+    return {b.binding.description for b in console.screen.active_bindings.values()}
+
+
+@pytest.mark.parametrize(("permissions", "allowed", "refused"), [
+    (("revoke", "retry"), {"Run now"}, {"Pause", "Resume"}),
+    (("pause",), {"Pause", "Resume"}, {"Run now"}),
+])
+async def test_schedule_pause_and_resume_need_pause_and_run_now_needs_retry(
+        permissions, allowed, refused):
+    console = console_allowing(*permissions)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("5")
+        assert isinstance(console.screen, SchedulesScreen)
+        shown = shown_descriptions(console)
+        assert allowed <= shown and not refused & shown
+
+
+async def test_a_queue_pause_needs_pause_and_nothing_else_does():
+    console = console_allowing("pause")
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        assert isinstance(console.screen, QueuesScreen)
+        assert shown_descriptions(console) >= {"Pause/resume"}
+        assert not {"Purge", "Add consumer"} & shown_descriptions(console)
+    console = console_allowing("revoke", "retry")
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        assert "Pause/resume" not in shown_descriptions(console)

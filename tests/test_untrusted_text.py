@@ -9,6 +9,7 @@ letting an escape sequence through to the terminal.
 from __future__ import annotations
 
 import io
+import json
 import re
 from dataclasses import replace
 
@@ -17,6 +18,8 @@ from rich.console import Console as RichConsole
 from textual.widgets import DataTable, Label, TextArea
 
 from qtui.core.display import clip, printable, safe_text
+from qtui.core.peek import WaitingMessage
+from qtui.core.protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER
 from qtui.tui.console import Console
 from qtui.tui.rows import QueueRow, WorkerRow
 from qtui.tui.views.details import TaskDetailScreen, WorkerDetailScreen
@@ -292,3 +295,38 @@ def test_the_worker_banner_shows_names_literally():
     assert ESC not in printed and "\x07" not in printed
     assert "celery@␛]52;c;b3duZWQ=␇[/]" in printed and "tasks.␛[2J[/]" in printed
     assert "q␛]52;c;b3duZWQ=␇[/]" in printed
+
+
+def evil_dead_letter(priority: object = 3) -> WaitingMessage:
+    """A dead letter whose origin queue, reason and priority were written by the cluster."""
+    body = json.dumps([[], {}, {}]).encode()
+    return WaitingMessage(0, None, body, "application/json", "utf-8",
+                          {DEAD_QUEUE_HEADER: f"q{OSC52}{CLEAR}", DEAD_REASON_HEADER: EVIL,
+                           "id": EVIL_ID, "task": "t"}, {"priority": priority})
+
+
+def test_a_dead_letters_origin_queue_shows_literally_in_the_peek_detail():
+    from qtui.tui.views.peek import describe
+    shown = describe(evil_dead_letter()).plain
+    assert ESC not in shown and "\x07" not in shown
+    assert "from q␛]52" in shown
+
+
+def test_dead_list_shows_origin_queue_and_priority_literally():
+    from qtui.tui.peek_commands import _details
+    out = io.StringIO()
+    rich = RichConsole(file=out, force_terminal=True, width=200)
+    rich.print(_details(evil_dead_letter(), True))
+    rich.print(_details(evil_dead_letter(priority=EVIL), True))
+    printed = _OWN_SEQUENCES.sub("", out.getvalue())
+    assert ESC not in printed and "\x07" not in printed
+    assert "from: q␛]52" in printed and "priority: 3" in printed
+
+
+def test_an_alerts_detail_shows_hostnames_and_queues_literally():
+    from qtui.core.alerts import FIRING, Rule, RuleStatus
+    from qtui.tui.views.alerts import describe
+    status = RuleStatus(Rule(name="down", kind="worker_offline", over=0), FIRING, T0, 1.0,
+                        EVIL_HOST)
+    shown = describe(status).plain
+    assert ESC not in shown and "\x07" not in shown and shown.endswith("celery@␛]52;c;b3duZWQ=␇[/]")

@@ -12,7 +12,7 @@ from typing import Any
 
 from qtui.core import App
 from qtui.core.display import clip
-from qtui.core.pauses import pause_queue, resume_queue
+from qtui.core.pauses import PauseOutcome, pause_queue, resume_queue
 from qtui.core.queues import inspector_for
 from qtui.core.states import READY_STATES
 
@@ -200,7 +200,7 @@ class Actions:
             return ActionResult(title, (f"could not pause {queue}: {exc}",), False, "pause",
                                 (queue,))
         return _paused_outcome(title, f"{queue} paused: no worker consumes it until resumed",
-                               "pause", queue, outcome.replies)
+                               "pause", queue, outcome)
 
     def resume(self, queue: str) -> ActionResult:
         """Resume ``queue``: the workers the pause noted consume it again."""
@@ -214,7 +214,7 @@ class Actions:
             return ActionResult(title, (f"{queue} was not paused",), False, "resume", (queue,))
         given = ", ".join(outcome.pause.consumers) or "no worker (none consumed it)"
         return _paused_outcome(title, f"{queue} resumed: given back to {given}", "resume",
-                               queue, outcome.replies)
+                               queue, outcome)
 
 
 @dataclass(frozen=True)
@@ -259,9 +259,30 @@ def registered_tasks(reply: Any) -> dict[str, dict[str, str]]:
     return tasks
 
 
+def pause_told(title: str, outcome: PauseOutcome) -> ActionResult:
+    """Each worker's answer to a pause or resume, "no reply" for each worker the pause noted
+    that said nothing: ok only if every one of them acted (a pause stored but not heard leaves
+    the queue consumed). With no worker to tell, nothing is said and it is ok."""
+    noted = outcome.pause.consumers if outcome.pause is not None else ()
+    if not outcome.replies and not noted:
+        return ActionResult(title, (), True)
+    return outcome_from_replies(title, [{host: reply} for host, reply in outcome.replies.items()],
+                                noted)
+
+
+def reapplied(hostname: str, done: Mapping[str, Any]) -> ActionResult:
+    """A worker that came online during pauses was told to stop consuming ``done`` (queue: its
+    reply, None when it said nothing): a pause, for the audit trail, ok if it acted on each."""
+    said = [(queue, describe_reply(reply) if reply is not None else (False, "no reply"))
+            for queue, reply in sorted(done.items())]
+    text = "; ".join(f"{queue}: {words}" for queue, (_, words) in said)
+    return ActionResult(f"pause on {hostname}", (f"{hostname}: {text}",),
+                        all(good for _, (good, _) in said), "pause", tuple(sorted(done)),
+                        ((hostname, text),))
+
+
 def _paused_outcome(title: str, done: str, action: str, queue: str,
-                    replies: Mapping[str, Any]) -> ActionResult:
+                    outcome: PauseOutcome) -> ActionResult:
     """A pause or resume that was stored: its line, then each worker's reply."""
-    told = outcome_from_replies(title, [{host: reply} for host, reply in replies.items()])
-    lines = told.lines if replies else ()
-    return ActionResult(title, (done, *lines), True, action, (queue,), told.replies)
+    told = pause_told(title, outcome)
+    return ActionResult(title, (done, *told.lines), told.ok, action, (queue,), told.replies)

@@ -1,7 +1,8 @@
 """The audit trail: who did what to which cluster, from the console or a scripted command.
 
 Every action that changes a cluster (revoke, terminate, retry, limits, pool size, consumers,
-shutdown, purge, ETA release, schedule run/pause/resume) is appended to its own table of the
+shutdown, purge, ETA release, ETA run/delete, schedule run/pause/resume, queue pause/resume,
+peek delete/move, dead-letter requeue/delete) is appended to its own table of the
 console's history file, with each worker's reply cut to :data:`REPLY_MAX` characters. A write
 that fails never stops the action: the caller reports :class:`AuditError` and carries on.
 ``:audit`` in the console and ``qtui audit`` read it back.

@@ -31,7 +31,7 @@ from qtui.core.config import CONSOLE_ACTIONS, mask_url
 from qtui.core.display import printable
 
 from . import arguments, command_mode, equivalents, palette
-from .actions import ActionResult, Actions, Retry
+from .actions import ActionResult, Actions, Retry, reapplied
 from .audit import LOCAL, AuditError, AuditLog, audit_log_for
 from .audit import entry as audit_entry
 from .bulk import BulkPlan, Target
@@ -162,7 +162,8 @@ class Console(TextualApp[None]):
                               metrics_hours=conf.console_metrics_hours,
                               metrics_days=conf.console_metrics_days)
         self.feed = Feed(app, max_tasks=conf.console_max_tasks, history=history,
-                         reapply_pauses="pause" in self.permissions)
+                         reapply_pauses="pause" in self.permissions,
+                         on_reapplied=self.record_reapplied)
         self.audit: AuditLog | None = audit_log_for(app) if self.use_history else None
         """Where actions are recorded: the history file's audit table (none without history:
         ``--no-history`` promises not to touch the file)."""
@@ -272,6 +273,10 @@ class Console(TextualApp[None]):
         except AuditError as exc:
             self.call_from_thread(self.notify, str(exc), title="Audit trail",
                                   severity="warning")
+
+    def record_reapplied(self, hostname: str, done: dict[str, Any]) -> None:
+        """The feed re-paused queues on a worker that came online: an action taken, audited."""
+        self.record(reapplied(hostname, done))
 
     def on_console_action_done(self, message: ActionDone) -> None:
         outcome = message.outcome

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,12 +113,13 @@ def schedule(verb: str, entry: str) -> Equivalent:
 
 
 def dead_letters(verb: str, letters: dict[str, list[str]], query: str = "",
-                 everything: bool = False) -> Equivalent:
-    """``qtui dead requeue|delete QUEUE ID...`` a dead-letter queue (``--all`` with the filter
-    for "everything matching")."""
+                 whole: Collection[str] = ()) -> Equivalent:
+    """``qtui dead requeue|delete QUEUE ID...`` a dead-letter queue; ``--all`` with the filter
+    ("everything matching") for the queues in ``whole``, those whose every letter was read, so
+    that it names the same letters as the ids."""
     return Equivalent(tuple(
-        ("dead", verb, queue, *(("--all",) if everything else ids),
-         *(("--filter", query) if query and everything else ()))
+        ("dead", verb, queue, *(("--all",) if queue in whole else ids),
+         *(("--filter", query) if query and queue in whole else ()))
         for queue, ids in letters.items()))
 
 

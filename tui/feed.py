@@ -128,11 +128,15 @@ class Feed:
     under ``lock``; snapshots are taken under it."""
 
     def __init__(self, app: App, *, max_tasks: int = 100_000, history: History | None = None,
-                 poll_interval: float = POLL_INTERVAL, reapply_pauses: bool = False) -> None:
+                 poll_interval: float = POLL_INTERVAL, reapply_pauses: bool = False,
+                 on_reapplied: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.app = app
         self.reapply_pauses = reapply_pauses
         """Tell each worker that comes online to stop consuming the paused queues (a Celery
         worker started during a pause consumes them: :mod:`qtui.core.pauses`)."""
+        self.on_reapplied = on_reapplied
+        """Called (from a thread) with a worker and its replies by queue once it was told: the
+        console records it in the audit trail, as any action it takes."""
         self.history = history
         self.poll_interval = poll_interval
         # Metrics live in the history file: without one there is nowhere to keep them.
@@ -247,6 +251,8 @@ class Feed:
         if done:
             logger.info("told %s again to stop consuming the paused %s", hostname,
                         ", ".join(sorted(done)))
+            if self.on_reapplied is not None:
+                self.on_reapplied(hostname, done)
 
     def ingest(self, batch: list[dict[str, Any]], connected: bool = True,
                error: str = "") -> Snapshot:

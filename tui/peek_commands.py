@@ -18,7 +18,7 @@ from rich.text import Text
 
 from qtui.core import App, brokers
 from qtui.core import deadletters as dead
-from qtui.core.display import safe_text
+from qtui.core.display import printable, safe_text
 from qtui.core.exceptions import QtuiError
 from qtui.core.peek import PAGE, WaitingMessage
 from qtui.core.protocol import dead_queue_of
@@ -227,8 +227,8 @@ def _details(message: WaitingMessage, dead_letter: bool) -> Text:
                            safe_text(message.name or "(not a task)", "cyan"))]
     if dead_letter:
         lines.append(Text.assemble("reason: ", safe_text(message.reason or "(none given)")))
-        lines.append(Text(f"deliveries: {message.deliveries}  from: "
-                          f"{message.origin_queue or '(unknown)'}"))
+        lines.append(Text.assemble(f"deliveries: {message.deliveries}  from: ",
+                                   safe_text(message.origin_queue or "(unknown)")))
     if task is not None:
         lines.append(Text.assemble("args: ", safe_text(repr(task.args))))
         lines.append(Text.assemble("kwargs: ", safe_text(repr(task.kwargs))))
@@ -236,7 +236,7 @@ def _details(message: WaitingMessage, dead_letter: bool) -> Text:
         if task.eta is not None:
             facts.append(f"eta: {task.eta.isoformat(timespec='seconds')}")
         if message.properties.get("priority") is not None:
-            facts.append(f"priority: {message.properties.get('priority')}")
+            facts.append(f"priority: {printable(message.properties.get('priority'))}")
         if message.published_at is not None:
             facts.append("published: " + datetime.fromtimestamp(
                 message.published_at, timezone.utc).isoformat(timespec="seconds"))

@@ -26,7 +26,8 @@ from qtui.core.queue_rates import QueueRates, Rate
 from qtui.core.queues import Age, QueuePoll, inspector_for, oldest_wait
 from qtui.core.state import State
 
-from .audit import current_user, record_command
+from .actions import pause_told, reapplied
+from .audit import LOCAL, current_user, record_command
 from .feed import consumed_queues
 from .views.format import per_second, waited
 
@@ -176,8 +177,9 @@ def _figure(value: int | None, unknown: str = "?") -> str:
 def pause_command(args: argparse.Namespace, app: App) -> int:
     """``qtui pause QUEUE [--watch]``."""
     outcome = pause_queue(app, args.queue, current_user(), args.timeout)
-    record_command(app, "pause", [args.queue], outcome.replies or {"-": "no worker replied"},
-                   True)
+    told = pause_told("pause", outcome)
+    record_command(app, "pause", [args.queue], dict(told.replies) or {LOCAL: "no worker to tell"},
+                   told.ok)
     out = Console(soft_wrap=True, highlight=False)
     assert outcome.pause is not None
     out.print(Text.assemble(safe_text(args.queue), f": {_paused_line(outcome.pause)}"))
@@ -194,8 +196,9 @@ def resume_command(args: argparse.Namespace, app: App) -> int:
     if outcome.pause is None:
         out.print(Text.assemble(safe_text(args.queue), ": was not paused; nothing to resume"))
         return 1
-    record_command(app, "resume", [args.queue], outcome.replies or {"-": "no worker to ask"},
-                   True)
+    told = pause_told("resume", outcome)
+    record_command(app, "resume", [args.queue], dict(told.replies) or {LOCAL: "no worker to ask"},
+                   told.ok)
     given = ", ".join(outcome.pause.consumers) or "no worker (none consumed it)"
     out.print(Text.assemble(safe_text(args.queue), ": resumed; given back to ",
                             safe_text(given)))
@@ -228,7 +231,8 @@ def _watch(app: App, queue: str, out: Console, timeout: float) -> int:
 def _reapply(app: App, hostname: str, out: Console, timeout: float) -> None:
     done = reapply(app, hostname, timeout)
     if done:
-        record_command(app, "pause", sorted(done), {hostname: done}, True)
+        told = reapplied(hostname, done)
+        record_command(app, told.action, told.targets, dict(told.replies), told.ok)
         out.print(Text.assemble(safe_text(hostname), ": told to stop consuming ",
                                 safe_text(", ".join(sorted(done)))))
 

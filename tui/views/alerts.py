@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from qtui.core.alerts import FIRING, PENDING, UNKNOWN, RuleStatus, format_value
+from qtui.core.display import safe_text
 
 from . import format
 from .base import TableView
@@ -66,8 +67,8 @@ def describe(status: RuleStatus) -> Text:
     return Text.assemble(
         (rule.name, "bold"), f" ({head}): {format_value(rule.kind, status.value)}, over "
         f"{format_value(rule.kind, rule.over)}{hold}; ", format.alert_state(status.state),
-        f" since {format.clock(status.since)} ({format.age(format.since(status.since))}). "
-        f"{status.detail}")
+        f" since {format.clock(status.since)} ({format.age(format.since(status.since))}). ",
+        safe_text(status.detail))
 
 
 def summary(statuses: Sequence[RuleStatus], rules: int) -> Text:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from .. import equivalents
 from ..actions import SIGNALS, not_stoppable
-from ..bulk import BulkPlan, Target
+from ..bulk import BulkPlan, Marks, Target
 from .alert_badge import AlertBadge
 from .keybar import KeyBar
 
@@ -25,13 +25,21 @@ if TYPE_CHECKING:
     from ..equivalents import Equivalent
     from ..rows import TaskRow
 
-#: Actions that change the cluster, with the console permission each needs (as
-#: ``console_permissions`` names it); hidden and refused without it, and all in --read-only mode.
-PERMISSION_OF = {
-    "revoke": "revoke", "terminate": "terminate", "retry": "retry", "rate_limit": "rate_limit",
-    "time_limit": "time_limit", "grow": "pool_grow", "shrink": "pool_shrink",
-    "add_consumer": "add_consumer", "cancel_consumer": "cancel_consumer", "purge": "purge",
-    "shutdown": "shutdown", "pause": "pause",
+#: Every view's actions that change the cluster, with the console permissions each needs (as
+#: ``console_permissions`` names them); hidden and refused without them, and all in --read-only
+#: mode. One table for all views, so an action name means one thing whichever view has it.
+PERMISSIONS_OF: dict[str, tuple[str, ...]] = {
+    "revoke": ("revoke",), "terminate": ("terminate",), "retry": ("retry",),
+    "rate_limit": ("rate_limit",), "time_limit": ("time_limit",), "grow": ("pool_grow",),
+    "shrink": ("pool_shrink",), "add_consumer": ("add_consumer",),
+    "cancel_consumer": ("cancel_consumer",), "purge": ("purge",), "shutdown": ("shutdown",),
+    "pause_queue": ("pause",),
+    # Peeked messages and dead letters: deleting, moving and requeueing empty a queue as a purge.
+    "delete": ("purge",), "move": ("purge",), "requeue": ("purge",), "requeue_all": ("purge",),
+    # The Scheduled view's run now revokes a worker-held task and sends it again.
+    "run_now": ("revoke", "retry"),
+    # The Schedules view: pausing an entry is a pause; running it now sends a new task.
+    "pause_schedule": ("pause",), "resume_schedule": ("pause",), "run_schedule": ("retry",),
 }
 
 
@@ -139,8 +147,7 @@ class ClusterView(Screen[None]):
             self._redraw_now()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        permission = PERMISSION_OF.get(action)
-        return permission is None or self.console.allows(permission)
+        return all(map(self.console.allows, PERMISSIONS_OF.get(action, ())))
 
     def perform(self, call: Callable[[], ActionResult]) -> None:
         self.console.perform(call)
@@ -255,6 +262,46 @@ class ClusterView(Screen[None]):
             if choice:
                 then(choice)
         self.app.push_screen(ChoiceScreen(question, choices), answered)
+
+
+#: How a row marked for a bulk action shows, in every view that marks rows.
+MARK = "✓"
+
+
+class MarkingView(ClusterView):
+    """A view whose rows can be marked for a bulk action (as k9s): space marks or unmarks the
+    row under the cursor and moves down, ``*`` marks every row the filter lets through, ``u``
+    clears. The view has one table; it says how to redraw the marks and what ``*`` marks."""
+
+    marks: Marks
+    MARKED_NOUN: ClassVar[str] = "task"
+
+    def show_marks(self) -> None:
+        """Redraw the rows' marks and the line that counts them."""
+        raise NotImplementedError
+
+    def markable(self) -> Iterable[str]:
+        """The row keys ``*`` marks: every row the filter lets through, on every page."""
+        raise NotImplementedError
+
+    def action_toggle_mark(self) -> None:
+        table = self.query_one(DataTable)
+        if table.row_count:
+            self.marks.toggle(str(table.coordinate_to_cell_key(
+                table.cursor_coordinate).row_key.value))
+            self.show_marks()
+            table.action_cursor_down()
+
+    def action_mark_all(self) -> None:
+        added = self.marks.add(self.markable())
+        self.show_marks()
+        self.notify(f"{len(self.marks)} {self.MARKED_NOUN}(s) marked ({added} new)",
+                    title="Marks")
+
+    def action_clear_marks(self) -> None:
+        if self.marks:
+            self.marks.clear()
+            self.show_marks()
 
 
 class TableView(ClusterView):

@@ -62,7 +62,7 @@ class DeadLettersScreen(MessagesView):
 
     def _show(self, found: dict[str, WaitingMessage], problem: str) -> None:
         self.messages, self.problem = found, problem
-        self.marks.keep(found)
+        self.marks.clear()  # rows are keyed by position: see MessagesView
         self.draw_rows()
 
     def draw_rows(self) -> None:
@@ -85,7 +85,7 @@ class DeadLettersScreen(MessagesView):
             table.move_cursor(row=table.get_row_index(current))
         queues = {k.rpartition(":")[0] for k in self.messages}
         summary = Text(f"{len(self.messages)} dead letter(s) in {len(queues)} queue(s)")
-        if any(int(k.rpartition(":")[2]) + 1 >= SHOWN_PER_QUEUE for k in self.messages):
+        if self.cut_queues():
             summary.append(f" (the first {SHOWN_PER_QUEUE} of each: qtui dead for all)")
         if self.filter_text:
             summary.append(f" · {len(self.shown)} match ")
@@ -104,6 +104,11 @@ class DeadLettersScreen(MessagesView):
             self.draw_rows()
         self.ask("Filter dead letters (name:, id:, args:, result: the reason)", apply,
                  value=self.filter_text)
+
+    def cut_queues(self) -> set[str]:
+        """The dead-letter queues of which the view read only the first SHOWN_PER_QUEUE."""
+        return {queue for queue, _, position in (k.rpartition(":") for k in self.messages)
+                if int(position) + 1 >= SHOWN_PER_QUEUE}
 
     def by_queue(self, keys: list[str]) -> dict[str, list[WaitingMessage]]:
         grouped: dict[str, list[WaitingMessage]] = {}
@@ -124,9 +129,12 @@ class DeadLettersScreen(MessagesView):
     def _requeue(self, keys: list[str], everything: bool) -> None:
         letters = self.by_queue(keys)
         plan = self.plan("Requeue", "dead letter", [m for ms in letters.values() for m in ms])
+        # --all for a queue the view read whole; the ids where it read only the first
+        # SHOWN_PER_QUEUE (--all would requeue the letters past them too).
+        whole = set(letters) - self.cut_queues() if everything else set()
         command = equivalents.dead_letters(
             "requeue", {q: [m.task_id for m in ms] for q, ms in letters.items()},
-            self.filter_text, everything)
+            self.filter_text, whole)
         self.confirm_bulk(plan, "Each goes back to the queue it came from, its delivery count "
                           "started again.", command, self.reloading(
                               lambda ids: message_actions.requeue_dead(

@@ -22,16 +22,18 @@ from .. import equivalents, message_actions
 from ..actions import ActionResult
 from ..bulk import BulkPlan, Marks, Target
 from . import format
-from .base import TableView
+from .base import MARK, MarkingView, TableView
 from .keybar import KeyBar
 
 #: Actions on messages need the permission to discard them (``purge``).
-PERMISSIONS = {"delete": "purge", "move": "purge", "requeue": "purge", "requeue_all": "purge"}
 
 
-class MessagesView(TableView):
+class MessagesView(TableView, MarkingView):
     """A table of messages read from the broker (not from the event model), with marks, the
-    message under the cursor in full below it, and a reload after each action."""
+    message under the cursor in full below it, and a reload after each action.
+
+    Rows are keyed by position from the head, so a reload clears the marks: once workers took
+    from the head, a kept mark would point at another message."""
 
     BINDINGS: ClassVar = [
         Binding("escape", "app.back", "Back"),
@@ -56,12 +58,6 @@ class MessagesView(TableView):
     def on_mount(self) -> None:
         super().on_mount()
         self.action_reload()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        permission = PERMISSIONS.get(action)
-        if permission is not None:
-            return self.console.allows(permission)
-        return super().check_action(action, parameters)
 
     def action_reload(self) -> None:
         self.load()
@@ -88,18 +84,11 @@ class MessagesView(TableView):
         self.marks.clear()
         self.action_reload()
 
-    def action_toggle_mark(self) -> None:
-        if (key := self.cursor_key()) is not None:
-            self.marks.toggle(key)
-            self.draw_rows()
-            self.table.action_cursor_down()
-
-    def action_clear_marks(self) -> None:
-        self.marks.clear()
+    def show_marks(self) -> None:
         self.draw_rows()
 
     def mark(self, key: str) -> Text:
-        return Text("●" if key in self.marks else " ", style="bold yellow")
+        return Text(MARK if key in self.marks else " ", style="bold yellow")
 
     def draw_rows(self) -> None:
         """Fill the table from :attr:`messages` (keeping the cursor's row)."""
@@ -126,8 +115,8 @@ def describe(message: WaitingMessage) -> Text:
     if message.reason is not None:
         text.append("\nreason ", style="bold")
         text.append_text(safe_text(message.reason))
-        text.append(f"  deliveries {message.deliveries}  from "
-                    f"{message.origin_queue or '(unknown)'}")
+        text.append(f"  deliveries {message.deliveries}  from ")
+        text.append_text(safe_text(message.origin_queue or "(unknown)"))
     if task is None:
         text.append("\nunreadable ", style="bold")
         text.append_text(safe_text(message.problem or ""))
@@ -183,7 +172,7 @@ class PeekScreen(MessagesView):
               problem: str) -> None:
         self.messages = {str(m.position): m for m in messages}
         self.summary, self.method, self.problem = summary, method, problem
-        self.marks.keep(self.messages)
+        self.marks.clear()  # rows are keyed by position: see MessagesView
         self.draw_rows()
 
     def draw_rows(self) -> None:
@@ -201,7 +190,8 @@ class PeekScreen(MessagesView):
             table.move_cursor(row=table.get_row_index(current))
         last = self.start + len(self.messages)
         summary = Text.assemble(
-            (self.queue, "bold"), f"  · messages {self.start + 1 if self.messages else 0}-{last}"
+            safe_text(self.queue, "bold"),
+            f"  · messages {self.start + 1 if self.messages else 0}-{last}"
             f" from the head ([ ] pages)", f" · {len(self.marks)} marked" if self.marks else "")
         if self.summary is not None:
             summary.append("\n")

@@ -26,7 +26,7 @@ class QueuesScreen(TableView):
         Binding("P", "purge", "Purge"),
         Binding("a", "add_consumer", "Add consumer"),
         Binding("x", "cancel_consumer", "Cancel consumer"),
-        Binding("p", "pause", "Pause/resume"),
+        Binding("p", "pause_queue", "Pause/resume"),
     ]
 
     def refresh_view(self) -> None:
@@ -85,7 +85,7 @@ class QueuesScreen(TableView):
         if event.row_key.value is not None:
             self.app.push_screen(PeekScreen(str(event.row_key.value)))
 
-    def action_pause(self) -> None:
+    def action_pause_queue(self) -> None:
         """Pause the queue across the cluster, or resume it when paused."""
         if queue := self.selected():
             row = self.console.model.queues.get(queue)

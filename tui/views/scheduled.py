@@ -5,7 +5,7 @@ rows. Read by a thread worker every few seconds while shown (:mod:`qtui.core.sch
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 from rich.text import Text
@@ -21,7 +21,7 @@ from .. import equivalents, query, scheduled_actions
 from ..actions import ActionResult
 from ..bulk import BulkPlan, Marks, Target
 from . import format
-from .base import TableView
+from .base import MARK, MarkingView, TableView
 
 COLUMNS = ("Due in", "Held by", "Name", "Args", "Queue", "Id", "ETA")
 #: Seconds between reads while the view is shown (each asks the workers and the broker).
@@ -35,7 +35,7 @@ def now() -> float:
     return time.time()
 
 
-class ScheduledScreen(TableView):
+class ScheduledScreen(TableView, MarkingView):
     TABLE, COLUMNS, NOUN = "scheduled", COLUMNS, "task"
     BINDINGS: ClassVar = [
         Binding("n", "run_now", "Run now"),
@@ -64,15 +64,6 @@ class ScheduledScreen(TableView):
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
         self.load()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Run now and delete change the cluster (revoke has its own permission): run now
-        revokes and sends again, so it needs ``revoke`` and ``retry``; delete discards tasks, as
-        a purge does."""
-        needs = {"run_now": ("revoke", "retry"), "delete": ("purge",)}.get(action)
-        if needs and (self.console.read_only or not all(map(self.console.allows, needs))):
-            return False
-        return super().check_action(action, parameters)
 
     def _poll(self) -> None:
         if self.is_current:
@@ -110,7 +101,7 @@ class ScheduledScreen(TableView):
         self.marks.keep(t.id for t in self.loaded.tasks)
         clock = now()
         for task in tasks:
-            mark = ("✓ " if task.id in self.marks else "  ") if self.marks else ""
+            mark = (f"{MARK} " if task.id in self.marks else "  ") if self.marks else ""
             table.add_row(*format.cells(
                 mark + format.time_left(task.due, clock), task.holder, task.name,
                 f"{task.args} {task.kwargs}".strip(), task.queue, task.id,
@@ -150,21 +141,11 @@ class ScheduledScreen(TableView):
         key = self.selected()
         return [by_id[key]] if key in by_id else []
 
-    def action_toggle_mark(self) -> None:
-        if key := self.cursor_key():
-            self.marks.toggle(key)
-            self.refresh_view()
-            self.table.action_cursor_down()
-
-    def action_mark_all(self) -> None:
-        added = self.marks.add(t.id for t in self.matching())
+    def show_marks(self) -> None:
         self.refresh_view()
-        self.notify(f"{len(self.marks)} task(s) marked ({added} new)", title="Marks")
 
-    def action_clear_marks(self) -> None:
-        if self.marks:
-            self.marks.clear()
-            self.refresh_view()
+    def markable(self) -> Iterable[str]:
+        return (t.id for t in self.matching())
 
     def action_filter(self) -> None:
         self.ask("Filter scheduled tasks (name:… worker:broker args:… or free text)",

@@ -55,9 +55,9 @@ class SchedulesScreen(TableView):
     TABLE, COLUMNS, NOUN = "schedules", COLUMNS, "entry"
     BINDINGS: ClassVar = [
         Binding("enter", "runs", "Recent runs"),
-        Binding("p", "pause", "Pause"),
-        Binding("r", "resume", "Resume"),
-        Binding("n", "run_now", "Run now"),
+        Binding("p", "pause_schedule", "Pause"),
+        Binding("r", "resume_schedule", "Resume"),
+        Binding("n", "run_schedule", "Run now"),
     ]
     loaded: Loaded | None = None
     _store: tuple[App, BeatStore] | None = None
@@ -71,12 +71,6 @@ class SchedulesScreen(TableView):
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
         self.load()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Steering changes the cluster: hidden and refused in --read-only mode."""
-        if action in ("pause", "resume", "run_now") and self.console.read_only:
-            return False
-        return super().check_action(action, parameters)
 
     def _poll(self) -> None:
         """Read the store while the view is shown (another view does not need it)."""
@@ -147,13 +141,13 @@ class SchedulesScreen(TableView):
             self.app.push_screen(RunsScreen(name, self.loaded.runs.get(name, []),
                                             self.console.model.tasks))
 
-    def action_pause(self) -> None:
+    def action_pause_schedule(self) -> None:
         self._steer("Pause", "pause", lambda store, name: store.set_paused(name, True))
 
-    def action_resume(self) -> None:
+    def action_resume_schedule(self) -> None:
         self._steer("Resume", "resume", lambda store, name: store.set_paused(name, False))
 
-    def action_run_now(self) -> None:
+    def action_run_schedule(self) -> None:
         app = self.console.cluster
         self._steer("Run now", "run", lambda store, name: run_now(
             app, store, find_entry(app, name), by="qtui console").task_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -16,7 +16,7 @@ from .. import query
 from ..bulk import Marks
 from ..rows import TaskRow
 from . import format
-from .base import ClusterView, mark_sorted
+from .base import MARK, MarkingView, mark_sorted
 from .history_input import HistoryInput
 from .keybar import KeyBar
 
@@ -38,16 +38,16 @@ SHORT_ID = 8
 class TaskId(Text):
     """A task id cell: its first characters shown, the whole id kept (rows are put in order by
     it, and two ids may start alike). While some rows are marked for a bulk action, the cell
-    starts with the mark (``✓``) or room for it, so the ids stay aligned."""
+    starts with the mark (:data:`~.base.MARK`) or room for it, so the ids stay aligned."""
 
     def __init__(self, task_id: str, marked: bool | None = None) -> None:
         short = task_id if len(task_id) <= SHORT_ID + 1 else task_id[:SHORT_ID] + "…"
-        mark = "" if marked is None else "✓ " if marked else "  "
+        mark = "" if marked is None else f"{MARK} " if marked else "  "
         super().__init__(mark + printable(short), style="bold" if marked else "")
         self.task_id = task_id
 
 
-class TasksScreen(ClusterView):
+class TasksScreen(MarkingView):
     min_interval = 1.0
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
@@ -239,7 +239,7 @@ class TasksScreen(ClusterView):
     def _task_id(self, task_id: str) -> TaskId:
         return TaskId(task_id, task_id in self.marks if self.marks else None)
 
-    def _show_marks(self) -> None:
+    def show_marks(self) -> None:
         """Redraw the marks (in the id cells of the rows shown) and the status line."""
         table = self.query_one("#tasks", DataTable)
         for task_id in self._shown:
@@ -356,12 +356,6 @@ class TasksScreen(ClusterView):
         self.marks.keep(tasks)
         return [tasks[i] for i in self.marks]
 
-    def action_toggle_mark(self) -> None:
-        if task_id := self.selected_id():
-            self.marks.toggle(task_id)
-            self._show_marks()
-            self.query_one("#tasks", DataTable).action_cursor_down()
-
     def action_extend_mark(self, step: int) -> None:
         """shift+↓ / shift+↑: mark the row under the cursor and the next one (a range grows
         as the cursor moves)."""
@@ -374,26 +368,19 @@ class TasksScreen(ClusterView):
         following = self.selected_id() or task_id
         self.marks.add([following])
         self.marks.anchor = following
-        self._show_marks()
+        self.show_marks()
 
     def action_mark_range(self) -> None:
         """k9s's ctrl+space: mark every row from the last one marked to the cursor."""
         if task_id := self.selected_id():
             rows = [str(row.key.value) for row in self.query_one("#tasks", DataTable).ordered_rows]
             self.marks.extend(rows, task_id)
-            self._show_marks()
+            self.show_marks()
 
-    def action_mark_all(self) -> None:
-        """Mark every task the tab and the filter let through, on every page: R T y then act
-        on everything matching the filter."""
-        added = self.marks.add(t.id for t in self.matching())
-        self._show_marks()
-        self.notify(f"{len(self.marks)} task(s) marked ({added} new)", title="Marks")
-
-    def action_clear_marks(self) -> None:
-        if self.marks:
-            self.marks.clear()
-            self._show_marks()
+    def markable(self) -> Iterable[str]:
+        """Every task the tab and the filter let through, on every page: * R T y then act on
+        everything matching the filter."""
+        return (t.id for t in self.matching())
 
     def action_revoke(self) -> None:
         if marked := self.marked():
