@@ -1,25 +1,36 @@
 """A fetch whose reply is lost on Redis: the worker's fetch script records the messages it pops as
 unacked, atomically, and the reply carrying them never arrives (Redis shut down or the connection
 broke in between). The worker must put them back when it reconnects, not leave them for the
-visibility timeout."""
+visibility timeout.
+
+Each test runs its worker against a redis-server of its own (kombu's unacked index is per
+database): these tests once shared database 3 and flushed it, and under ``pytest -n 2`` (or
+another checkout running the same file) one test's flush wiped the queue, bindings and unacked
+records of another test's worker, which then "lost" a task that had been deleted."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
 
-from .services import REDIS_HOST, REDIS_PORT
+from .redis_server import redis_server, spare_port
 from .worker_helpers import make_setup, wait_for
 
-#: A database of this test's own (no other test or benchmark uses it; this test flushes it):
-#: kombu's unacked index is per database.
-DB = 3
 TASKS = 300
 VISIBILITY_TIMEOUT = 40
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[int]:
+    """The port of a redis-server only this test uses (nothing kept on disk)."""
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        yield port
 
 
 class ReplyCutter:
@@ -27,7 +38,9 @@ class ReplyCutter:
     a request carrying ``marker``) and closes that connection, as a Redis shutting down after
     running the script would."""
 
-    def __init__(self, marker: bytes = b"EVALSHA", empty_too: bool = False) -> None:
+    def __init__(self, port: int, marker: bytes = b"EVALSHA", empty_too: bool = False) -> None:
+        self.target = port
+        """The Redis port behind the proxy."""
         self.marker, self.empty_too = marker.upper(), empty_too
         """Cut the reply to a request that carries ``marker``; ``empty_too``: even one that
         carries no message."""
@@ -45,7 +58,7 @@ class ReplyCutter:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            server = socket.create_connection((REDIS_HOST, REDIS_PORT))
+            server = socket.create_connection(("127.0.0.1", self.target))
             self._sockets += [client, server]
             state = {"script": False}
             threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
@@ -93,11 +106,10 @@ class ReplyCutter:
 
 @pytest.mark.timeout(90)
 def test_what_a_fetch_took_when_its_reply_was_lost_comes_back_at_once(tmp_path, unique,
-                                                                       redis_url):
-    client = redis.Redis(REDIS_HOST, REDIS_PORT, db=DB)
-    client.flushdb()
-    cutter = ReplyCutter()
-    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/{DB}", None,
+                                                                       redis_url, private_redis):
+    client = redis.Redis(port=private_redis)
+    cutter = ReplyCutter(private_redis)
+    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/0", None,
                        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
     try:
         app = setup.app()
@@ -121,15 +133,14 @@ def test_what_a_fetch_took_when_its_reply_was_lost_comes_back_at_once(tmp_path, 
     finally:
         cutter.close()
         setup.cleanup()
-        client.flushdb()
 
 
 @pytest.mark.timeout(60)
-def test_what_the_idle_waits_fetch_took_when_its_reply_was_lost_comes_back(tmp_path, unique,
-                                                                           redis_url):
-    client = redis.Redis(REDIS_HOST, REDIS_PORT, db=DB)
-    cutter = ReplyCutter()
-    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/{DB}", None,
+def test_what_the_idle_waits_fetch_took_when_its_reply_was_lost_comes_back(
+        tmp_path, unique, redis_url, private_redis):
+    client = redis.Redis(port=private_redis)
+    cutter = ReplyCutter(private_redis)
+    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/0", None,
                        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
     try:
         with setup.worker("-P", "solo") as worker:
@@ -149,13 +160,11 @@ def test_what_the_idle_waits_fetch_took_when_its_reply_was_lost_comes_back(tmp_p
 
 @pytest.mark.timeout(60)
 def test_a_lost_reply_to_the_fetch_that_records_starts_loses_no_task(tmp_path, unique,
-                                                                      redis_url):
+                                                                      redis_url, private_redis):
     """The start record of a batch rides the fetch script: when its reply is lost, the batch
     still runs (once), as when a record cannot be sent, and the connection comes back."""
-    client = redis.Redis(REDIS_HOST, REDIS_PORT, db=DB)
-    client.flushdb()
-    cutter = ReplyCutter(marker=b"qtui.ledger.started", empty_too=True)
-    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/{DB}", None,
+    cutter = ReplyCutter(private_redis, marker=b"qtui.ledger.started", empty_too=True)
+    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/0", None,
                        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
     try:
         with setup.worker("-P", "solo") as worker:
@@ -175,4 +184,3 @@ def test_a_lost_reply_to_the_fetch_that_records_starts_loses_no_task(tmp_path, u
     finally:
         cutter.close()
         setup.cleanup()
-        client.flushdb()
