@@ -13,16 +13,23 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+
+from qtui.core import App
+from qtui.core.pauses import Pause
+from qtui.core.queues import inspector_for
 
 from .redis_server import redis_server, spare_port
 from .worker_helpers import make_setup, wait_for
 
 TASKS = 300
 VISIBILITY_TIMEOUT = 40
+#: Long enough that the worker's periodic reclaim of what it owns and does not hold (every
+#: quarter of it) cannot be what brings a message back within the tests' waits.
+SLOW_RECLAIM_TIMEOUT = 120
 
 
 @pytest.fixture
@@ -34,16 +41,20 @@ def private_redis(tmp_path) -> Iterator[int]:
 
 
 class ReplyCutter:
-    """A TCP proxy to Redis that, once armed, drops the first script reply carrying messages (to
-    a request carrying ``marker``) and closes that connection, as a Redis shutting down after
-    running the script would."""
+    """A TCP proxy to Redis that, once armed, drops the first reply carrying messages (a script's
+    list, or a ``BLMOVE``'s message, to a request carrying ``marker``) and closes that
+    connection, as a Redis shutting down after running the command would."""
 
-    def __init__(self, port: int, marker: bytes = b"EVALSHA", empty_too: bool = False) -> None:
+    def __init__(self, port: int, marker: bytes = b"EVALSHA", empty_too: bool = False,
+                 on_cut: Callable[[], None] | None = None) -> None:
         self.target = port
         """The Redis port behind the proxy."""
         self.marker, self.empty_too = marker.upper(), empty_too
         """Cut the reply to a request that carries ``marker``; ``empty_too``: even one that
         carries no message."""
+        self.on_cut = on_cut
+        """Called once the reply is held back, before the connection closes: what happens to
+        Redis between the lost reply and the worker's reconnection."""
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
@@ -71,11 +82,13 @@ class ReplyCutter:
 
     def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
         while data := self._recv(server):
-            carries_messages = data.startswith(b"*") and (
-                self.empty_too or not data.startswith(b"*0\r\n"))
+            carries_messages = data[:1] in (b"*", b"$") and not data.startswith(
+                (b"*-1", b"$-1")) and (self.empty_too or not data.startswith(b"*0\r\n"))
             if (state["script"] and carries_messages and self.armed.is_set()
                     and not self.cut.is_set()):
                 self.dropped = data
+                if self.on_cut is not None:
+                    self.on_cut()
                 self.cut.set()
                 for sock in (client, server):
                     self._shut(sock)
@@ -181,6 +194,74 @@ def test_a_lost_reply_to_the_fetch_that_records_starts_loses_no_task(tmp_path, u
         assert sorted(r["tag"] for r in setup.records("mark")) == list(range(5)), log[-3000:]
         assert "Cannot record started tasks" in log and "Reconnected" in log, log[-3000:]
         assert not setup.dead_letters(expected=1, timeout=0.5)
+    finally:
+        cutter.close()
+        setup.cleanup()
+
+
+@pytest.mark.timeout(60)
+def test_a_lost_fetch_comes_back_at_reconnect_though_its_stamp_changed(tmp_path, unique,
+                                                                      redis_url, private_redis):
+    """The liveness helper re-stamps what the worker owns every few seconds: one that lands
+    between the lost reply and the reconnection must not leave the message for the periodic
+    reclaim (a quarter of the visibility timeout)."""
+    client = redis.Redis(port=private_redis)
+
+    def restamp() -> None:  # what the helper's refresh does: ZADD XX, a new score
+        client.zadd("unacked_index", {tag: score + 1 for tag, score in
+                                      client.zrange("unacked_index", 0, -1, withscores=True)},
+                    xx=True)
+
+    cutter = ReplyCutter(private_redis, on_cut=restamp)
+    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/0", None,
+                       broker_transport_options={"visibility_timeout": SLOW_RECLAIM_TIMEOUT})
+    try:
+        with setup.worker("-P", "solo") as worker:
+            cutter.armed.set()
+            app = setup.app()
+            app.send_task("tasks.mark", args=["restamped"])
+            app.close()
+            assert cutter.cut.wait(10), "no fetch reply carrying messages was cut"
+            # well before the periodic reclaim (SLOW_RECLAIM_TIMEOUT / 4) could bring it back
+            ran = wait_for(lambda: setup.records("mark"), SLOW_RECLAIM_TIMEOUT / 8)
+            log = worker.log_path.read_text()
+        assert ran, f"{client.zcard('unacked_index')} unacked in Redis\n{log[-3000:]}"
+        assert [r["tag"] for r in setup.records("mark")] == ["restamped"]
+    finally:
+        cutter.close()
+        setup.cleanup()
+
+
+@pytest.mark.timeout(60)
+def test_what_an_idle_wait_moved_goes_back_to_its_queue_when_its_reply_is_lost(
+        tmp_path, unique, redis_url, private_redis):
+    """The idle wait's BLMOVE moves a message into the worker's processing list and its reply
+    is lost: at reconnection the message goes back to its queue, here one the worker no longer
+    consumes (paused meanwhile), instead of waiting unseen for the worker's death."""
+    client = redis.Redis(port=private_redis)
+    queue = f"qw-{unique}"
+
+    def pause() -> None:
+        with inspector_for(App("pauser", broker=f"redis://127.0.0.1:{private_redis}/0")) as found:
+            found.pause(Pause(queue, time.time(), "test"))
+
+    cutter = ReplyCutter(private_redis, marker=b"BLMOVE", on_cut=pause)
+    setup = make_setup(tmp_path, queue, f"redis://127.0.0.1:{cutter.port}/0", None,
+                       broker_transport_options={"visibility_timeout": SLOW_RECLAIM_TIMEOUT})
+    try:
+        with setup.worker("-P", "solo") as worker:
+            cutter.armed.set()
+            app = setup.app()
+            app.send_task("tasks.mark", args=["moved"])
+            app.close()
+            assert cutter.cut.wait(10), "no BLMOVE reply carrying a message was cut"
+            back = wait_for(lambda: client.llen(queue) == 1, SLOW_RECLAIM_TIMEOUT / 8)
+            log = worker.log_path.read_text()
+        processing = [key for key in client.scan_iter("qtui.processing.*")
+                      if client.type(key) == b"list" and client.llen(key)]
+        assert back, f"in processing lists: {processing}\n{log[-3000:]}"
+        assert not processing and not setup.records("mark")
+        assert "Put back 1 message" in log, log[-3000:]
     finally:
         cutter.close()
         setup.cleanup()
