@@ -82,8 +82,11 @@ class ReplyCutter:
 
     def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
         while data := self._recv(server):
-            carries_messages = data[:1] in (b"*", b"$") and not data.startswith(
-                (b"*-1", b"$-1")) and (self.empty_too or not data.startswith(b"*0\r\n"))
+            if self.marker == b"BLMOVE":  # a bulk string: the message moved, not nil
+                carries_messages = data.startswith(b"$") and b'"body"' in data
+            else:  # a script's list
+                carries_messages = data.startswith(b"*") and (
+                    self.empty_too or not data.startswith(b"*0\r\n"))
             if (state["script"] and carries_messages and self.armed.is_set()
                     and not self.cut.is_set()):
                 self.dropped = data
