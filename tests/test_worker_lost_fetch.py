@@ -268,8 +268,11 @@ def test_what_an_idle_wait_moved_goes_back_to_its_queue_when_its_reply_is_lost(
             log = worker.log_path.read_text()
         processing = [key for key in client.scan_iter("qtui.processing.*")
                       if client.type(key) == b"list" and client.llen(key)]
-        assert back, f"in processing lists: {processing}\n{log[-3000:]}"
-        assert not processing and len(setup.records("mark")) == sent - 1
+        ran = len(setup.records("mark"))
+        # The turn's fetch script takes the processing list first: it may deliver the moved
+        # message before the wait's reply is read (and cut); then every task ran, once.
+        assert back or ran == sent, f"in processing lists: {processing}\n{log[-3000:]}"
+        assert not processing and ran == (sent - 1 if back else sent)
         assert "Put back 1 message" in log, log[-3000:]
     finally:
         cutter.close()
