@@ -1,36 +1,60 @@
 """A fetch whose reply is lost on Redis: the worker's fetch script records the messages it pops as
 unacked, atomically, and the reply carrying them never arrives (Redis shut down or the connection
 broke in between). The worker must put them back when it reconnects, not leave them for the
-visibility timeout."""
+visibility timeout.
+
+Each test runs its worker against a redis-server of its own (kombu's unacked index is per
+database): these tests once shared database 3 and flushed it, and under ``pytest -n 2`` (or
+another checkout running the same file) one test's flush wiped the queue, bindings and unacked
+records of another test's worker, which then "lost" a task that had been deleted."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
-from .services import REDIS_HOST, REDIS_PORT
+from qtui.core import App
+from qtui.core.pauses import Pause
+from qtui.core.queues import inspector_for
+
+from .redis_server import redis_server, spare_port
 from .worker_helpers import make_setup, wait_for
 
-#: A database of this test's own (no other test or benchmark uses it; this test flushes it):
-#: kombu's unacked index is per database.
-DB = 3
 TASKS = 300
 VISIBILITY_TIMEOUT = 40
+#: Long enough that the worker's periodic reclaim of what it owns and does not hold (every
+#: quarter of it) cannot be what brings a message back within the tests' waits.
+SLOW_RECLAIM_TIMEOUT = 120
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[int]:
+    """The port of a redis-server only this test uses (nothing kept on disk)."""
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        yield port
 
 
 class ReplyCutter:
-    """A TCP proxy to Redis that, once armed, drops the first script reply carrying messages (to
-    a request carrying ``marker``) and closes that connection, as a Redis shutting down after
-    running the script would."""
+    """A TCP proxy to Redis that, once armed, drops the first reply carrying messages (a script's
+    list, or a ``BLMOVE``'s message, to a request carrying ``marker``) and closes that
+    connection, as a Redis shutting down after running the command would."""
 
-    def __init__(self, marker: bytes = b"EVALSHA", empty_too: bool = False) -> None:
+    def __init__(self, port: int, marker: bytes = b"EVALSHA", empty_too: bool = False,
+                 on_cut: Callable[[], None] | None = None) -> None:
+        self.target = port
+        """The Redis port behind the proxy."""
         self.marker, self.empty_too = marker.upper(), empty_too
         """Cut the reply to a request that carries ``marker``; ``empty_too``: even one that
         carries no message."""
+        self.on_cut = on_cut
+        """Called once the reply is held back, before the connection closes: what happens to
+        Redis between the lost reply and the worker's reconnection."""
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
@@ -45,7 +69,7 @@ class ReplyCutter:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            server = socket.create_connection((REDIS_HOST, REDIS_PORT))
+            server = socket.create_connection(("127.0.0.1", self.target))
             self._sockets += [client, server]
             state = {"script": False}
             threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
@@ -58,11 +82,16 @@ class ReplyCutter:
 
     def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
         while data := self._recv(server):
-            carries_messages = data.startswith(b"*") and (
-                self.empty_too or not data.startswith(b"*0\r\n"))
+            if self.marker == b"BLMOVE":  # a bulk string: the message moved, not nil
+                carries_messages = data.startswith(b"$") and b'"body"' in data
+            else:  # a script's list
+                carries_messages = data.startswith(b"*") and (
+                    self.empty_too or not data.startswith(b"*0\r\n"))
             if (state["script"] and carries_messages and self.armed.is_set()
                     and not self.cut.is_set()):
                 self.dropped = data
+                if self.on_cut is not None:
+                    self.on_cut()
                 self.cut.set()
                 for sock in (client, server):
                     self._shut(sock)
@@ -93,11 +122,10 @@ class ReplyCutter:
 
 @pytest.mark.timeout(90)
 def test_what_a_fetch_took_when_its_reply_was_lost_comes_back_at_once(tmp_path, unique,
-                                                                       redis_url):
-    client = redis.Redis(REDIS_HOST, REDIS_PORT, db=DB)
-    client.flushdb()
-    cutter = ReplyCutter()
-    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/{DB}", None,
+                                                                       redis_url, private_redis):
+    client = redis.Redis(port=private_redis)
+    cutter = ReplyCutter(private_redis)
+    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/0", None,
                        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
     try:
         app = setup.app()
@@ -121,15 +149,14 @@ def test_what_a_fetch_took_when_its_reply_was_lost_comes_back_at_once(tmp_path, 
     finally:
         cutter.close()
         setup.cleanup()
-        client.flushdb()
 
 
 @pytest.mark.timeout(60)
-def test_what_the_idle_waits_fetch_took_when_its_reply_was_lost_comes_back(tmp_path, unique,
-                                                                           redis_url):
-    client = redis.Redis(REDIS_HOST, REDIS_PORT, db=DB)
-    cutter = ReplyCutter()
-    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/{DB}", None,
+def test_what_the_idle_waits_fetch_took_when_its_reply_was_lost_comes_back(
+        tmp_path, unique, redis_url, private_redis):
+    client = redis.Redis(port=private_redis)
+    cutter = ReplyCutter(private_redis)
+    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/0", None,
                        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
     try:
         with setup.worker("-P", "solo") as worker:
@@ -149,13 +176,11 @@ def test_what_the_idle_waits_fetch_took_when_its_reply_was_lost_comes_back(tmp_p
 
 @pytest.mark.timeout(60)
 def test_a_lost_reply_to_the_fetch_that_records_starts_loses_no_task(tmp_path, unique,
-                                                                      redis_url):
+                                                                      redis_url, private_redis):
     """The start record of a batch rides the fetch script: when its reply is lost, the batch
     still runs (once), as when a record cannot be sent, and the connection comes back."""
-    client = redis.Redis(REDIS_HOST, REDIS_PORT, db=DB)
-    client.flushdb()
-    cutter = ReplyCutter(marker=b"qtui.ledger.started", empty_too=True)
-    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/{DB}", None,
+    cutter = ReplyCutter(private_redis, marker=b"qtui.ledger.started", empty_too=True)
+    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/0", None,
                        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
     try:
         with setup.worker("-P", "solo") as worker:
@@ -175,4 +200,80 @@ def test_a_lost_reply_to_the_fetch_that_records_starts_loses_no_task(tmp_path, u
     finally:
         cutter.close()
         setup.cleanup()
-        client.flushdb()
+
+
+@pytest.mark.timeout(60)
+def test_a_lost_fetch_comes_back_at_reconnect_though_its_stamp_changed(tmp_path, unique,
+                                                                      redis_url, private_redis):
+    """The liveness helper re-stamps what the worker owns every few seconds: one that lands
+    between the lost reply and the reconnection must not leave the message for the periodic
+    reclaim (a quarter of the visibility timeout)."""
+    client = redis.Redis(port=private_redis)
+
+    def restamp() -> None:  # what the helper's refresh does: ZADD XX, a new score
+        client.zadd("unacked_index", {tag: score + 1 for tag, score in
+                                      client.zrange("unacked_index", 0, -1, withscores=True)},
+                    xx=True)
+
+    cutter = ReplyCutter(private_redis, on_cut=restamp)
+    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/0", None,
+                       broker_transport_options={"visibility_timeout": SLOW_RECLAIM_TIMEOUT})
+    try:
+        with setup.worker("-P", "solo") as worker:
+            cutter.armed.set()
+            app = setup.app()
+            app.send_task("tasks.mark", args=["restamped"])
+            app.close()
+            assert cutter.cut.wait(10), "no fetch reply carrying messages was cut"
+            # well before the periodic reclaim (SLOW_RECLAIM_TIMEOUT / 4) could bring it back
+            ran = wait_for(lambda: setup.records("mark"), SLOW_RECLAIM_TIMEOUT / 8)
+            log = worker.log_path.read_text()
+        assert ran, f"{client.zcard('unacked_index')} unacked in Redis\n{log[-3000:]}"
+        assert [r["tag"] for r in setup.records("mark")] == ["restamped"]
+    finally:
+        cutter.close()
+        setup.cleanup()
+
+
+@pytest.mark.timeout(60)
+def test_what_an_idle_wait_moved_goes_back_to_its_queue_when_its_reply_is_lost(
+        tmp_path, unique, redis_url, private_redis):
+    """The idle wait's BLMOVE moves a message into the worker's processing list and its reply
+    is lost: at reconnection the message goes back to its queue, here one the worker no longer
+    consumes (paused meanwhile), instead of waiting unseen for the worker's death."""
+    client = redis.Redis(port=private_redis)
+    queue = f"qw-{unique}"
+
+    def pause() -> None:
+        with inspector_for(App("pauser", broker=f"redis://127.0.0.1:{private_redis}/0")) as found:
+            found.pause(Pause(queue, time.time(), "test"))
+
+    cutter = ReplyCutter(private_redis, marker=b"BLMOVE", on_cut=pause)
+    setup = make_setup(tmp_path, queue, f"redis://127.0.0.1:{cutter.port}/0", None,
+                       broker_transport_options={"visibility_timeout": SLOW_RECLAIM_TIMEOUT})
+    try:
+        with setup.worker("-P", "solo") as worker:
+            cutter.armed.set()
+            app = setup.app()
+            sent = 0
+            while not cutter.cut.is_set() and sent < 20:
+                # a task that arrives while the worker is between waits is fetched (and run)
+                # by its turn's script instead: send another until a wait moves one
+                app.send_task("tasks.mark", args=[sent])
+                sent += 1
+                cutter.cut.wait(2)
+            app.close()
+            assert cutter.cut.is_set(), "no BLMOVE reply carrying a message was cut"
+            back = wait_for(lambda: client.llen(queue) == 1, SLOW_RECLAIM_TIMEOUT / 8)
+            log = worker.log_path.read_text()
+        processing = [key for key in client.scan_iter("qtui.processing.*")
+                      if client.type(key) == b"list" and client.llen(key)]
+        ran = len(setup.records("mark"))
+        # The turn's fetch script takes the processing list first: it may deliver the moved
+        # message before the wait's reply is read (and cut); then every task ran, once.
+        assert back or ran == sent, f"in processing lists: {processing}\n{log[-3000:]}"
+        assert not processing and ran == (sent - 1 if back else sent)
+        assert "Put back 1 message" in log, log[-3000:]
+    finally:
+        cutter.close()
+        setup.cleanup()

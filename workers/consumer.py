@@ -91,6 +91,9 @@ class Consumer:
         self._next_heartbeat_check = 0.0
         self.unanswered: list[float] = []
         """Stamps of fetches whose reply was lost (Redis): what they took is reclaimed."""
+        self.reclaim_due = False
+        """The connection was lost: what this worker owns on the broker and does not hold is
+        put back through the next one (see :meth:`reclaim_after_loss`)."""
 
     # connecting ------------------------------------------------------------------------------
     @property
@@ -339,6 +342,19 @@ class Consumer:
                                "was lost", back)
             self.unanswered.pop(0)
 
+    def reclaim_after_loss(self, held: Iterable[str]) -> None:
+        """Redis, after a lost connection: put back what this worker owns and does not hold,
+        processing lists included (see
+        :meth:`~qtui.core.brokers.redis.worker_channel.Channel.reclaim_after_loss`); a failure
+        leaves it due for the next pass."""
+        reclaim = getattr(self.channel, "reclaim_after_loss", None)
+        if reclaim is not None and self.reclaim_due:
+            back = reclaim(held)
+            if back:
+                logger.warning("Put back %d message(s) this worker had on the broker and never "
+                               "received (their reply was lost with the connection)", back)
+        self.reclaim_due = False
+
     def reclaim_unheld(self, held: Iterable[str]) -> None:
         """Redis: put back what this worker owns but does not hold (see
         :meth:`~qtui.core.brokers.redis.worker_channel.Channel.reclaim_unheld`)."""
@@ -396,6 +412,8 @@ class Consumer:
             self.leases = None
         self.consuming = False
         self._consumers = {}
+        if lost and self.family is not None and self.family.owns_deliveries:
+            self.reclaim_due = True
         conn, self.connection = self.connection, None
         if conn is not None:
             try:

@@ -25,7 +25,11 @@ these messages as their own) and changes who takes and who gives back:
 A fetch whose reply is lost (Redis shut down or the connection broke after the script ran) has
 still recorded its messages as unacked, for a worker that never received them. Each fetch stamps
 its messages with its own time, which the worker keeps when the call fails; after reconnecting,
-:meth:`Channel.reclaim_stamped` puts back what carries that stamp and is not held.
+:meth:`Channel.reclaim_stamped` puts back what carries that stamp and is not held. The stamp can
+change meanwhile (the liveness helper re-stamps what the owner holds), and an idle wait's lost
+reply leaves its message in a processing list, so after every lost connection
+:meth:`Channel.reclaim_after_loss` also puts back whatever the owner has and the worker does not
+hold.
 """
 
 from __future__ import annotations
@@ -309,17 +313,8 @@ class Channel(redis_broker.Channel):
                    for owner, alive in zip(owners, pipe.execute(), strict=True) if not alive)
 
     def _restore_owner(self, client: Any, owner: str) -> int:
-        restored = 0
+        restored = self._put_back_processing(client, owner)
         processing_queues = PROCESSING_QUEUES_KEY.format(owner=owner)
-        for queue in client.smembers(processing_queues):
-            queue = queue.decode() if isinstance(queue, bytes) else queue
-            source = PROCESSING_KEY.format(owner=owner, queue=queue)
-            # Moved by an idle wait, never delivered: back to the consuming end, as it was
-            # (to the other end before Redis 6.2, which has no LMOVE).
-            while (client.lmove(source, queue, "RIGHT", "RIGHT")
-                   if self._blocking_move == "BLMOVE"
-                   else client.rpoplpush(source, queue)) is not None:
-                restored += 1
         owned = OWNED_KEY.format(owner=owner)
         for tag in client.smembers(owned):
             self.qos.restore_by_tag(tag.decode() if isinstance(tag, bytes) else tag, client)
@@ -329,6 +324,30 @@ class Channel(redis_broker.Channel):
         if restored:
             logger.warning("Restored %d message(s) held by the dead worker %s", restored, owner)
         return restored
+
+    def _put_back_processing(self, client: Any, owner: str) -> int:
+        """Move what ``owner``'s idle waits moved and nobody took back to the consuming end of
+        its queue, as it was (to the other end before Redis 6.2, which has no LMOVE); returns
+        how many messages."""
+        moved = 0
+        for queue in client.smembers(PROCESSING_QUEUES_KEY.format(owner=owner)):
+            queue = queue.decode() if isinstance(queue, bytes) else queue
+            source = PROCESSING_KEY.format(owner=owner, queue=queue)
+            while (client.lmove(source, queue, "RIGHT", "RIGHT")
+                   if self._blocking_move == "BLMOVE"
+                   else client.rpoplpush(source, queue)) is not None:
+                moved += 1
+        return moved
+
+    def reclaim_after_loss(self, held: Iterable[str]) -> int:
+        """After a lost connection, put back everything this owner has on Redis and the worker
+        does not hold, whichever call's reply was lost: what its set records
+        (:meth:`reclaim_unheld`) and what an idle wait moved into its processing lists. Call it
+        between fetches only. Returns how many came back."""
+        if self.owner is None:
+            return 0
+        return self.reclaim_unheld(held) + self._put_back_processing(self._create_client(),
+                                                                     self.owner)
 
     def reclaim_unheld(self, held: Iterable[str]) -> int:
         """Put back, at the front of their queues, what this owner's set records and the worker
