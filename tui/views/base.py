@@ -304,6 +304,29 @@ class MarkingView(ClusterView):
             self.show_marks()
 
 
+class PolledView(ClusterView):
+    """A view that reads what it shows itself, in a thread worker (``load``), instead of from
+    the feed: when it is first shown and each time it comes back, then every
+    ``POLL_INTERVAL`` seconds while it is the current screen (another view does not need it)."""
+
+    POLL_INTERVAL: ClassVar[float]
+    load: Callable[[], object]
+    """Reads and shows the view's data (a ``@work(thread=True)`` method of the view)."""
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.load()
+        self.set_interval(self.POLL_INTERVAL, self._poll)
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self.load()
+
+    def _poll(self) -> None:
+        if self.is_current:
+            self.load()
+
+
 class TableView(ClusterView):
     """A view that is one table (one row per ``NOUN``) under a summary line."""
 

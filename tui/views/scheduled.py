@@ -21,11 +21,9 @@ from .. import equivalents, query, scheduled_actions
 from ..actions import ActionResult
 from ..bulk import BulkPlan, Marks, Target
 from . import format
-from .base import MARK, MarkingView, TableView
+from .base import MARK, MarkingView, PolledView, TableView
 
 COLUMNS = ("Due in", "Held by", "Name", "Args", "Queue", "Id", "ETA")
-#: Seconds between reads while the view is shown (each asks the workers and the broker).
-POLL_INTERVAL = 3.0
 #: Seconds workers have to answer ``inspect scheduled``.
 REPLY_TIMEOUT = 1.0
 
@@ -35,8 +33,9 @@ def now() -> float:
     return time.time()
 
 
-class ScheduledScreen(TableView, MarkingView):
+class ScheduledScreen(TableView, MarkingView, PolledView):
     TABLE, COLUMNS, NOUN = "scheduled", COLUMNS, "task"
+    POLL_INTERVAL = 3.0  # each read asks the workers and the broker
     BINDINGS: ClassVar = [
         Binding("n", "run_now", "Run now"),
         Binding("R", "revoke", "Revoke"),
@@ -55,19 +54,6 @@ class ScheduledScreen(TableView, MarkingView):
         super().__init__()
         self.marks = Marks()
         self.terms: list[query.Term] = []
-
-    def on_mount(self) -> None:
-        super().on_mount()
-        self.load()
-        self.set_interval(POLL_INTERVAL, self._poll)
-
-    def on_screen_resume(self) -> None:
-        super().on_screen_resume()
-        self.load()
-
-    def _poll(self) -> None:
-        if self.is_current:
-            self.load()
 
     @work(thread=True, group="scheduled", exclusive=True, exit_on_error=False)
     def load(self) -> None:

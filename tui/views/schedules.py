@@ -28,11 +28,9 @@ from .. import equivalents
 from ..actions import ActionResult
 from ..rows import TaskRow
 from . import format
-from .base import TableView
+from .base import PolledView, TableView
 
 COLUMNS = ("Entry", "Task", "Schedule", "Next run", "Last run", "Last task id", "State")
-#: Seconds between reads of the beat's store.
-POLL_INTERVAL = 2.0
 RUNS_SHOWN = 10
 
 
@@ -51,8 +49,9 @@ def _clock(stamp: float | None) -> str:
     return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
 
 
-class SchedulesScreen(TableView):
+class SchedulesScreen(TableView, PolledView):
     TABLE, COLUMNS, NOUN = "schedules", COLUMNS, "entry"
+    POLL_INTERVAL = 2.0  # reads of the beat's store
     BINDINGS: ClassVar = [
         Binding("enter", "runs", "Recent runs"),
         Binding("p", "pause_schedule", "Pause"),
@@ -62,20 +61,6 @@ class SchedulesScreen(TableView):
     loaded: Loaded | None = None
     _store: tuple[App, BeatStore] | None = None
     """The store of the cluster last read (a context switch changes the cluster)."""
-
-    def on_mount(self) -> None:
-        super().on_mount()
-        self.load()
-        self.set_interval(POLL_INTERVAL, self._poll)
-
-    def on_screen_resume(self) -> None:
-        super().on_screen_resume()
-        self.load()
-
-    def _poll(self) -> None:
-        """Read the store while the view is shown (another view does not need it)."""
-        if self.is_current:
-            self.load()
 
     @work(thread=True, group="schedules", exclusive=True, exit_on_error=False)
     def load(self) -> None:
