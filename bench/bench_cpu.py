@@ -18,7 +18,6 @@ about 50 times slower, so clock-driven work weighs more).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -30,6 +29,8 @@ import uuid
 from pathlib import Path
 
 import redis
+
+from bench.bench_drain import fill
 
 QUEUE = "bench-cpu"
 TASKS = """
@@ -71,27 +72,6 @@ def redis_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-def stage(client: redis.Redis, url: str, count: int) -> None:
-    """``count`` copies (fresh ids and tags) of one message sent by qtui's client, on the list
-    ``staging``."""
-    from qtui.core import App
-
-    app = App("filler", broker=url, backend=None, task_default_queue=QUEUE)
-    app.send_task("benchtasks.noop", ignore_result=True)
-    app.close()
-    template = json.loads(client.rpop(QUEUE))
-    pipe = client.pipeline(transaction=False)
-    for i in range(count):
-        task_id = str(uuid.uuid4())
-        template["headers"]["id"] = template["headers"]["root_id"] = task_id
-        template["properties"]["correlation_id"] = task_id
-        template["properties"]["delivery_tag"] = str(uuid.uuid4())
-        pipe.lpush("staging", json.dumps(template))
-        if i % 1000 == 999:
-            pipe.execute()
-    pipe.execute()
-
-
 def callgrind(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
 
@@ -110,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     client = redis.Redis.from_url(args.redis)
     client.flushall()
-    stage(client, args.redis, args.tasks)
+    fill(args.redis, args.tasks, QUEUE, onto="staging")
     with tempfile.TemporaryDirectory(prefix="qtui-bench-cpu-") as tmp:
         Path(tmp, "cpu_tasks.py").write_text(textwrap.dedent(TASKS.format(
             url=args.redis, queue=QUEUE, acks_late=not args.acks_early)))

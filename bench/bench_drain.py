@@ -75,8 +75,9 @@ def runs(concurrency: int, threads: int) -> list[Run]:
     ]
 
 
-def fill(url: str, count: int) -> float:
-    """Put ``count`` no-op task messages on the queue; returns the seconds it took.
+def fill(url: str, count: int, queue: str = QUEUE, onto: str | None = None) -> float:
+    """Put ``count`` no-op task messages on ``queue`` (or on the list ``onto``, to be renamed
+    into place later); returns the seconds it took.
 
     One message is sent with qtui's client; its Redis envelope is then copied with fresh task
     ids and delivery tags in pipelined LPUSHes, so filling takes a second, not a minute.
@@ -84,18 +85,18 @@ def fill(url: str, count: int) -> float:
     from qtui.core import App
 
     start = time.perf_counter()
-    app = App("filler", broker=url, backend=None, task_default_queue=QUEUE)
+    app = App("filler", broker=url, backend=None, task_default_queue=queue)
     app.send_task("benchtasks.noop", ignore_result=True)
     app.close()
     client = redis.Redis.from_url(url)
-    template = json.loads(client.rpop(QUEUE))
+    template = json.loads(client.rpop(queue))
     pipe = client.pipeline(transaction=False)
     for i in range(count):
         task_id = str(uuid.uuid4())
         template["headers"]["id"] = template["headers"]["root_id"] = task_id
         template["properties"]["correlation_id"] = task_id
         template["properties"]["delivery_tag"] = str(uuid.uuid4())
-        pipe.lpush(QUEUE, json.dumps(template))
+        pipe.lpush(onto or queue, json.dumps(template))
         if i % 1000 == 999:
             pipe.execute()
     pipe.execute()
