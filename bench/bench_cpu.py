@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import redis
 
-from bench.bench_drain import fill
+from bench.bench_drain import fill, stop
 
 QUEUE = "bench-cpu"
 TASKS = """
@@ -130,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 callgrind("--dump=drain", str(worker.pid))
             stats = client.info("commandstats")
         finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+            stop(worker, 60)
     n = args.tasks
     calls = {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in stats.items()}
     calls = {name: count for name, count in calls.items() if name not in OWN_COMMANDS}

@@ -123,13 +123,19 @@ def drain(run: Run, url: str, count: int, workdir: Path) -> float:
             time.sleep(0.005)
         return time.perf_counter() - start
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, 30)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """End a worker started in its own session: SIGTERM to its group, SIGKILL after ``grace``
+    seconds."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
