@@ -273,7 +273,10 @@ def test_what_an_idle_wait_moved_goes_back_to_its_queue_when_its_reply_is_lost(
         # message before the wait's reply is read (and cut); then every task ran, once.
         assert back or ran == sent, f"in processing lists: {processing}\n{log[-3000:]}"
         assert not processing and ran == (sent - 1 if back else sent)
-        assert "Put back 1 message" in log, log[-3000:]
+        # Only a message still in the processing list at reconnection is put back: when the
+        # turn's script delivered it first, there is nothing to put back (and it ran, once).
+        if back:
+            assert "Put back 1 message" in log, log[-3000:]
     finally:
         cutter.close()
         setup.cleanup()
