@@ -86,8 +86,12 @@ def test_a_paused_entry_sends_nothing_until_resumed_across_a_beat_restart(tmp_pa
         wait_for_tick_after(store, "tick", resumed_at)
     store.close()
     after = sorted(sent_ticks(broker, queue))
-    assert after and all(s > resumed_at - 1 for s in after), \
-        "ticks of the paused time were sent on resume"
+    # The first drain can stop early on a loaded machine (one empty read of a second), leaving
+    # ticks of before the pause for this one: only ticks of the paused time must not be there.
+    assert [s for s in after if s > resumed_at - 1], "nothing was sent after the resume"
+    assert not [s for s in after if paused_at < s <= resumed_at - 1], \
+        f"ticks of the paused time were sent on resume: {after}, paused at {paused_at}, " \
+        f"resumed at {resumed_at}"
 
 
 @pytest.mark.timeout(90)

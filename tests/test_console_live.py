@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from textual.widgets import DataTable, TextArea
 
 from qtui.core.state import State
@@ -268,9 +269,10 @@ async def test_pool_grow_and_shrink_from_the_workers_view(world):
 
 async def test_time_limit_and_consumers_from_the_workers_view(world):
     setup, hostname = world
-    extra = f"{setup.queue}-extra"
+    extra, waiting = f"{setup.queue}-extra", f"{setup.queue}-waiting"
     app = setup.app()
-    console = open_console(setup)
+    console = Console(setup.app(alerts=[{"name": "waiting", "kind": "queue_depth",
+                                         "queue": waiting, "over": 1000}]), history=False)
     try:
         async with console.run_test(size=SIZE) as pilot:
             await pilot.press("2")
@@ -288,6 +290,13 @@ async def test_time_limit_and_consumers_from_the_workers_view(world):
             await until(pilot, lambda: console.outcomes, what="time limit outcome")
             assert f"{hostname}: OK" in outcome_text(console)
 
+            # A queue the worker does not consume, so that the choice is offered even when no
+            # other test's queue is on the broker. An alert rule names it, so every poll asks
+            # for it (a queue nobody names is found by a listing reused for up to 30 s).
+            app.send_task("tasks.noop", queue=waiting)
+            await pilot.press("4")
+            await until(pilot, lambda: waiting in console.model.queues, what="the waiting queue")
+            await pilot.press("2")
             select(console, "workers", hostname)
             await pilot.press("a")  # the queues listed, then another one, typed
             assert isinstance(console.screen, ChoiceScreen)
@@ -315,6 +324,8 @@ async def test_time_limit_and_consumers_from_the_workers_view(world):
                                                for r in table_records(console, "queues")),
                         what="the queue no longer consumed")
     finally:
+        redis.Redis.from_url(setup.broker).delete(waiting, f"_kombu.binding.{waiting}",
+                                                  f"_kombu.binding_permanent.{waiting}")
         # The module's worker is shared: give tasks.slow back its time limits (none).
         reset = app.control.time_limit("tasks.slow", destination=[hostname], reply=True,
                                        timeout=10)

@@ -59,13 +59,14 @@ def test_the_revoked_set_survives_a_restart_with_statedb(redis_setup: Setup, tmp
 
 @pytest.mark.timeout(90)
 def test_revoke_with_terminate_kills_the_running_task(redis_setup: Setup):
-    with redis_setup.worker("-P", "prefork", "-c", "2"):
+    with redis_setup.worker("-P", "prefork", "-c", "2") as worker:
         app = redis_setup.app()
         result = app.send_task("tasks.slow", args=[SHORT, "killed"])
         started = redis_setup.wait_records("started", 1)[0]["t"]
         app.control.revoke(result.id, terminate=True, signal="SIGKILL")
         exc = result.get(timeout=20, propagate=False)
-        assert result.state == states.REVOKED and "terminated" in str(exc)
+        assert result.state == states.REVOKED and "terminated" in str(exc), \
+            worker.log_path.read_text()[-3000:]
         time.sleep(max(0.0, started + SHORT + 2 - time.time()))  # past when it would have ended
         assert redis_setup.records("done") == []
         assert app.send_task("tasks.add", args=[2, 2]).get(timeout=20) == 4
