@@ -1,6 +1,6 @@
 """RabbitMQ alarms and restarts, on a node this module starts itself (never the shared one):
 a send the broker never confirmed raises a clear error in bounded time and no success is false;
-rpc:// results keep coming after a broker restart."""
+rpc:// results keep coming after a broker restart; a queue's pause outlives one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from kombu import Connection
 from qtui.core import App, states
 from qtui.core.exceptions import BrokerBlocked
 from qtui.core.exceptions import TimeoutError as ResultTimeout
+from qtui.core.pauses import Pause, paused_queues
 from qtui.core.protocol import TaskMessage
+from qtui.core.queues import inspector_for
 from tests.rabbit_node import RabbitNode, rabbit_node
 from tests.services import unavailable
 
@@ -102,3 +104,20 @@ def test_rpc_results_keep_coming_after_a_broker_restart_and_a_lost_one_says_so(n
     worker.close()
     client.close()
 
+
+
+def test_a_queue_paused_on_rabbitmq_stays_paused_after_a_broker_restart(node, unique):
+    app = App("pauser", broker=node.url)
+    queue = f"qp-{unique}"
+    with inspector_for(app) as inspector:
+        inspector.pause(Pause(queue, 1.0, "ops@admin", ("w1@h",)))
+    node.restart()
+
+    def paused() -> dict[str, Pause]:
+        try:
+            return paused_queues(app)
+        except Exception:  # noqa: BLE001 - the node may still be starting its queues
+            return {}
+    assert wait_for(lambda: queue in paused(), 30)
+    assert paused()[queue] == Pause(queue, 1.0, "ops@admin", ("w1@h",))
+    app.close()
