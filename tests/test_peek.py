@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -195,6 +196,29 @@ def test_a_moved_message_is_dated_from_the_move_not_its_first_publish(family):
         (moved,) = inspector.peek(other).messages
     assert moved.task_id == "old"
     assert (sent_at_of(moved.headers) or 0) >= before_the_move
+
+
+def test_a_moved_message_keeps_the_publish_time_its_producer_gave_it(family):
+    """The ``timestamp`` property is the producer's, like the task id: a move keeps it (only
+    qtui's ``x-qtui-sent-at``, the queue age, starts again)."""
+    _kind, app, queue = family
+    other = f"{queue}.other"
+    an_hour_ago = int(time.time()) - 3600
+    with app.connection_for_write() as conn:
+        conn.Producer().publish([[1, 1], {}, {}], exchange="", routing_key=queue,
+                                serializer="json", headers={"task": "tasks.add", "id": "old"},
+                                timestamp=an_hour_ago)
+    with inspector_for(app) as inspector:
+        (message,) = inspector.peek(queue).messages
+        assert inspector.move(queue, [message], lambda m: other) == 1
+        (moved,) = inspector.peek(other).messages
+    assert _seconds(moved.properties.get("timestamp")) == an_hour_ago
+
+
+def _seconds(timestamp: object) -> object:
+    """py-amqp reads the AMQP ``timestamp`` property as a datetime; kombu's virtual transports
+    keep the number sent."""
+    return int(timestamp.timestamp()) if isinstance(timestamp, datetime) else timestamp
 
 
 def test_moving_to_a_queue_rabbitmq_does_not_have_is_refused_and_loses_nothing(family):

@@ -24,7 +24,9 @@ from qtui.core.brokers.amqp.queues import (
 )
 from qtui.core.brokers.redis.queues import RedisQueues
 from qtui.core.brokers.sqlite.queues import SqliteQueues
+from qtui.core.pauses import Pause
 from qtui.core.queues import (
+    LISTING_REUSE,
     DeclaredQueues,
     QueueInfo,
     QueueInspectionError,
@@ -101,6 +103,25 @@ def test_redis_honours_the_global_key_prefix(redis_url, unique):
         with inspector_for(app) as inspector:
             assert find(inspector.queues(), f"qp-{unique}") == QueueInfo(f"qp-{unique}", 2)
             assert inspector.purge(f"qp-{unique}") == 2
+    finally:
+        app.close()
+        with Connection(redis_url) as conn:
+            client = conn.default_channel.client
+            for key in client.scan_iter(match=f"pfx-{unique}:*"):
+                client.delete(key)
+
+
+def test_a_redis_poll_honours_the_global_key_prefix(redis_url, unique):
+    queue = f"qp-{unique}"
+    app = App("client", broker=redis_url, task_default_queue=queue,
+              broker_transport_options={"global_keyprefix": f"pfx-{unique}:"})
+    try:
+        send(app, queue, [0, 9])
+        with inspector_for(app) as inspector:
+            inspector.pause(Pause(queue, 1.0, "me"))
+            poll = inspector.poll([queue], listing_reuse=LISTING_REUSE)
+        assert find(poll.queues, queue) == QueueInfo(queue, 2, scheduled=0)
+        assert len(poll.heads[queue]) == 2 and list(poll.paused) == [queue]
     finally:
         app.close()
         with Connection(redis_url) as conn:
@@ -261,6 +282,19 @@ def test_the_management_listing_leaves_out_rpc_reply_queues(amqp_app):
     finally:
         server.close()
     assert "celery" in names and reply["name"] not in names
+
+
+def test_the_management_listing_leaves_out_the_pause_stream_and_its_lock(amqp_app):
+    own = [{"consumers": 0, "messages_ready": 3, "messages_unacknowledged": 0, "name": name,
+            "vhost": "/"} for name in ("qtui.paused", "qtui.paused.lock")]
+    server = FakeManagement(sample=[*MANAGEMENT_SAMPLE, *own])
+    try:
+        amqp_app.conf.broker_management_url = server.url
+        with inspector_for(amqp_app) as inspector:
+            names = [q.name for q in inspector.queues()]
+    finally:
+        server.close()
+    assert "celery" in names and not any(name.startswith("qtui.paused") for name in names)
 
 
 # the embedded SQLite broker and other transports -------------------------------------------------
