@@ -269,6 +269,21 @@ def _not_found(exc: ChannelError) -> bool:
     return str(getattr(exc, "reply_code", "")) == "404"
 
 
+def queue_exists(connection: Connection, name: str) -> bool:
+    """Whether the broker has a queue ``name`` (a passive declare, on a channel of its own; on
+    kombu's virtual transports an empty queue counts as none)."""
+    channel = connection.channel()
+    try:
+        channel.queue_declare(queue=name, passive=True)
+        return True
+    except ChannelError as exc:
+        if _not_found(exc):
+            return False
+        raise
+    finally:
+        _close_quietly(channel)
+
+
 def _close_quietly(channel: Any) -> None:
     try:
         channel.close()

@@ -22,10 +22,10 @@ from kombu import Connection, Queue
 
 from qtui.core import App
 from qtui.core import deadletters as dead
+from qtui.core.brokers.amqp import queues as amqp_queues
 from qtui.core.brokers.amqp.queues import (
     GET_PEEK,
     MANAGEMENT_PEEK,
-    AmqpQueues,
     parse_management_messages,
 )
 from qtui.core.peek import PeekError
@@ -240,13 +240,13 @@ def test_a_rabbitmq_move_to_a_queue_deleted_after_the_check_leaves_the_message(
         pytest.skip("Redis lists and SQLite rows make the queue")
     other = f"{queue}.other"
     ids = send(app, queue, [0])
-    exists = AmqpQueues._exists
+    exists = amqp_queues.queue_exists
 
-    def exists_then_deleted(inspector, name):  # someone deletes it between check and publish
-        found = exists(inspector, name)
+    def exists_then_deleted(connection, name):  # someone deletes it between check and publish
+        found = exists(connection, name)
         delete_queues(app.broker_url, name)
         return found
-    monkeypatch.setattr(AmqpQueues, "_exists", exists_then_deleted)
+    monkeypatch.setattr(amqp_queues, "queue_exists", exists_then_deleted)
     with inspector_for(app) as inspector:
         message = inspector.peek(queue).messages[0]
         with pytest.raises(PeekError, match="stays in"):

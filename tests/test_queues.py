@@ -59,6 +59,14 @@ def send(app: App, queue: str, priorities: list[int]) -> None:
         app.send_task("tasks.add", args=[1, 2], queue=queue, priority=priority)
 
 
+def delete_prefixed(redis_url: str, prefix: str) -> None:
+    """Every key under ``prefix``: what a test under a global key prefix made."""
+    with Connection(redis_url) as conn:
+        client = conn.default_channel.client
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
+
+
 def find(queues: list[QueueInfo], name: str) -> QueueInfo | None:
     return next((q for q in queues if q.name == name), None)
 
@@ -105,10 +113,7 @@ def test_redis_honours_the_global_key_prefix(redis_url, unique):
             assert inspector.purge(f"qp-{unique}") == 2
     finally:
         app.close()
-        with Connection(redis_url) as conn:
-            client = conn.default_channel.client
-            for key in client.scan_iter(match=f"pfx-{unique}:*"):
-                client.delete(key)
+        delete_prefixed(redis_url, f"pfx-{unique}:")
 
 
 def test_a_redis_poll_honours_the_global_key_prefix(redis_url, unique):
@@ -124,10 +129,7 @@ def test_a_redis_poll_honours_the_global_key_prefix(redis_url, unique):
         assert len(poll.heads[queue]) == 2 and list(poll.paused) == [queue]
     finally:
         app.close()
-        with Connection(redis_url) as conn:
-            client = conn.default_channel.client
-            for key in client.scan_iter(match=f"pfx-{unique}:*"):
-                client.delete(key)
+        delete_prefixed(redis_url, f"pfx-{unique}:")
 
 
 def test_redis_purge_empties_every_priority_list(redis_app):
@@ -271,29 +273,27 @@ def test_with_the_management_api_rabbitmq_lists_every_queue(amqp_app, management
     assert find(queues, queue) == QueueInfo(queue, 1, 0)
 
 
-def test_the_management_listing_leaves_out_rpc_reply_queues(amqp_app):
-    reply = {"consumers": 1, "messages_ready": 0, "messages_unacknowledged": 0,
-             "name": "9b2e4d7c-1f3a-4c8e-b5d6-0a7f3e2c1b9d", "vhost": "/"}
-    server = FakeManagement(sample=[*MANAGEMENT_SAMPLE, reply])
+def listed_with(app: App, names: list[str]) -> list[str]:
+    """The queues ``app``'s inspector lists when the management API lists ``names`` too."""
+    extra = [{"consumers": 0, "messages_ready": 0, "messages_unacknowledged": 0, "name": name,
+              "vhost": "/"} for name in names]
+    server = FakeManagement(sample=[*MANAGEMENT_SAMPLE, *extra])
     try:
-        amqp_app.conf.broker_management_url = server.url
-        with inspector_for(amqp_app) as inspector:
-            names = [q.name for q in inspector.queues()]
+        app.conf.broker_management_url = server.url
+        with inspector_for(app) as inspector:
+            return [q.name for q in inspector.queues()]
     finally:
         server.close()
-    assert "celery" in names and reply["name"] not in names
+
+
+def test_the_management_listing_leaves_out_rpc_reply_queues(amqp_app):
+    reply = "9b2e4d7c-1f3a-4c8e-b5d6-0a7f3e2c1b9d"
+    names = listed_with(amqp_app, [reply])
+    assert "celery" in names and reply not in names
 
 
 def test_the_management_listing_leaves_out_the_pause_stream_and_its_lock(amqp_app):
-    own = [{"consumers": 0, "messages_ready": 3, "messages_unacknowledged": 0, "name": name,
-            "vhost": "/"} for name in ("qtui.paused", "qtui.paused.lock")]
-    server = FakeManagement(sample=[*MANAGEMENT_SAMPLE, *own])
-    try:
-        amqp_app.conf.broker_management_url = server.url
-        with inspector_for(amqp_app) as inspector:
-            names = [q.name for q in inspector.queues()]
-    finally:
-        server.close()
+    names = listed_with(amqp_app, ["qtui.paused", "qtui.paused.lock"])
     assert "celery" in names and not any(name.startswith("qtui.paused") for name in names)
 
 

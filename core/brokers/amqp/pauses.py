@@ -29,10 +29,9 @@ from typing import Any, TypeVar
 import amqp
 from amqp.exceptions import PreconditionFailed, ResourceLocked
 from kombu import Connection
-from kombu.exceptions import ChannelError
 
 from ...pauses import Pause
-from ...queues import QueueInspectionError, _close_quietly, _not_found
+from ...queues import QueueInspectionError, _close_quietly, queue_exists
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ class PauseStream:
 
     def read(self) -> Pauses:
         """The current pause set: the stream's last record (none when there is no stream)."""
-        if not self._exists():
+        if not queue_exists(self.connection, self.name):
             return {}
         return self._last()
 
@@ -83,7 +82,7 @@ class PauseStream:
         edit that changes nothing appends nothing (a worker noted already does not grow the
         log at each reconnect)."""
         with self._locked() as channel:
-            current = self._last() if self._exists() else self._create()
+            current = self._last() if queue_exists(self.connection, self.name) else self._create()
             changed = edit(dict(current))
             if changed != current:
                 channel.basic_publish_confirm(  # waits for the broker's confirm
@@ -146,18 +145,6 @@ class PauseStream:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-
-    def _exists(self) -> bool:
-        channel = self.connection.channel()
-        try:
-            channel.queue_declare(queue=self.name, passive=True)
-            return True
-        except ChannelError as exc:
-            if _not_found(exc):
-                return False
-            raise
-        finally:
-            _close_quietly(channel)
 
     def _create(self) -> Pauses:
         """Declare the stream (by a writer holding the lock); it holds no pause yet."""

@@ -32,6 +32,7 @@ from ...queues import (
     _close_quietly,
     _not_found,
     is_internal,
+    queue_exists,
 )
 from .pauses import PAUSE_STREAM, Pauses, PauseStream, is_pause_queue, kept
 
@@ -115,7 +116,7 @@ class AmqpQueues(DeclaredQueues):
                    ) -> list[WaitingMessage]:
         without = set(without_headers)
         for target in sorted({to(m) for m in messages}):
-            if not self._exists(target):
+            if not queue_exists(self.connection, target):
                 raise PeekError(f"there is no queue {target!r} on this RabbitMQ (its default "
                                 "exchange would drop what is sent there): nothing was moved. "
                                 "Start a worker that consumes it, which declares it, first.")
@@ -147,19 +148,6 @@ class AmqpQueues(DeclaredQueues):
             moved += 1
         with confirming:
             return self._take(name, messages, publish)
-
-    def _exists(self, name: str) -> bool:
-        """Whether RabbitMQ has a queue ``name`` (a passive declare)."""
-        channel = self.connection.channel()
-        try:
-            channel.queue_declare(queue=name, passive=True)
-            return True
-        except ChannelError as exc:
-            if _not_found(exc):
-                return False
-            raise
-        finally:
-            _close_quietly(channel)
 
     def _take(self, name: str, messages: Sequence[WaitingMessage],
               act: Callable[[Message, WaitingMessage], None]) -> list[WaitingMessage]:
