@@ -59,7 +59,9 @@ def main() -> None:
     token = uuid.uuid4().hex[:8]
     name = f"bench-paused-{token}"
     with Connection(args.broker) as conn:
-        stream = PauseStream(conn, name)
+        # Segments large enough never to roll here: the bench measures reads of a long log, not
+        # truncation (and a stream deleted just after a roll crashed RabbitMQ 3.10's retention).
+        stream = PauseStream(conn, name, max_bytes=20_000_000, segment_bytes=10_000_000)
         try:
             stream.change(lambda pauses: {"q": Pause("q", time.time(), "bench")})
             print(f"read, 1 record: {spread(timings(stream.read, args.repeat))}")

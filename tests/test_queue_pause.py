@@ -18,7 +18,9 @@ import redis
 from kombu import Connection
 
 from qtui.core import App
-from qtui.core.brokers.amqp.pauses import PauseStream
+from qtui.core.brokers.amqp import pauses as amqp_pauses
+from qtui.core.brokers.amqp.pauses import PauseStream, PausesUnavailable, lock_name
+from qtui.core.brokers.family import family_for
 from qtui.core.control import Replies
 from qtui.core.pauses import Pause, paused_queues
 from qtui.core.queues import inspector_for
@@ -199,21 +201,13 @@ def test_a_celery_worker_is_told_again_after_a_restart_while_pause_watch_runs(
 
 @pytest.fixture
 def stream(amqp_url, unique):
-    """A pause stream of this test's own, small enough to be truncated after a few records."""
+    """A pause stream of this test's own, with the sizes qtui uses: on this shared RabbitMQ no
+    test makes its stream roll segments (RabbitMQ 3.10's retention crashed the node under
+    tiny segments: the truncation test runs on a node of its own)."""
     with Connection(amqp_url) as conn:
-        made = PauseStream(conn, f"qp-stream-{unique}", max_bytes=4000, segment_bytes=1000)
+        made = PauseStream(conn, f"qp-stream-{unique}")
         yield made
         made.delete()
-
-
-def test_the_pause_set_reads_right_after_the_stream_dropped_its_oldest_records(stream):
-    for n in range(60):
-        stream.change(lambda pauses, n=n: {
-            **{q: p for q, p in pauses.items() if q != f"q{n - 3}"},
-            f"q{n}": Pause(f"q{n}", float(n), "me", (f"w{n}",))})
-    assert (stream.first_offset() or 0) > 0  # the first records are gone
-    assert sorted(stream.read()) == ["q57", "q58", "q59"]
-    assert stream.read()["q59"] == Pause("q59", 59.0, "me", ("w59",))
 
 
 def test_writers_changing_the_pauses_at_once_lose_none_of_the_changes(stream, amqp_url):
@@ -229,6 +223,23 @@ def test_writers_changing_the_pauses_at_once_lose_none_of_the_changes(stream, am
     for thread in threads:
         thread.join(60)
     assert len(stream.read()) == 30
+
+
+def test_a_writer_kept_from_the_lock_says_so_and_gets_it_once_its_holder_is_gone(
+        stream, amqp_url, monkeypatch):
+    monkeypatch.setattr(amqp_pauses, "LOCK_TIMEOUT", 0.5)
+    with Connection(amqp_url) as holder:  # another writer, stuck while holding the lock
+        holder.channel().queue_declare(queue=lock_name(stream.name), exclusive=True,
+                                       auto_delete=True)
+        with pytest.raises(PausesUnavailable, match="another qtui"):
+            stream.change(lambda pauses: {**pauses, "q": Pause("q", 0.0, "me")})
+    stream.change(lambda pauses: {**pauses, "q": Pause("q", 0.0, "me")})
+    assert list(stream.read()) == ["q"]
+
+
+def test_a_worker_waits_and_reconnects_while_rabbitmq_cannot_give_the_pauses(amqp_url):
+    with Connection(amqp_url) as conn:
+        assert PausesUnavailable in family_for(conn).refusals()
 
 
 def test_a_broker_with_no_pause_stream_has_no_pauses(amqp_url, unique):

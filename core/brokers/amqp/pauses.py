@@ -50,6 +50,12 @@ Pauses = dict[str, Pause]
 T = TypeVar("T")
 
 
+class PausesUnavailable(QueueInspectionError):
+    """RabbitMQ cannot give or take the pause set for now (the stream's node is not ready, or
+    another writer holds the lock too long): a worker connecting waits and tries again rather
+    than consume a queue that may be paused."""
+
+
 def is_pause_queue(name: str) -> bool:
     """The stream of pauses and its writers' lock: qtui's own, left out of queue listings."""
     return name in (PAUSE_STREAM, lock_name(PAUSE_STREAM))
@@ -140,10 +146,11 @@ class PauseStream:
                 channel.basic_consume(self.name, callback=callback,
                                       arguments={"x-stream-offset": offset})
                 return channel
-            except PreconditionFailed:
+            except PreconditionFailed as exc:
                 _close_quietly(channel)
                 if time.monotonic() > deadline:
-                    raise
+                    raise PausesUnavailable(f"RabbitMQ does not let the stream {self.name!r} "
+                                            f"be read: {exc}") from exc
                 time.sleep(0.05)
 
     def _create(self) -> Pauses:
@@ -169,7 +176,7 @@ class PauseStream:
             except ResourceLocked:  # another writer holds it: wait for its turn
                 _close_quietly(channel)
                 if time.monotonic() > deadline:
-                    raise QueueInspectionError(
+                    raise PausesUnavailable(
                         f"another qtui has been changing the pauses (it holds the queue "
                         f"{lock_name(self.name)!r}) for {LOCK_TIMEOUT:.0f}s: try again; if it "
                         "stays, close the connection that holds it (RabbitMQ management "
