@@ -242,6 +242,19 @@ def test_a_worker_waits_and_reconnects_while_rabbitmq_cannot_give_the_pauses(amq
         assert PausesUnavailable in family_for(conn).refusals()
 
 
+def test_a_stream_that_sends_no_record_is_an_error_not_an_empty_pause_set(
+        stream, monkeypatch):
+    monkeypatch.setattr(amqp_pauses, "READ_TIMEOUT", 0.5)
+    channel = stream.connection.channel()  # made, and its writer gone before its first record
+    channel.queue_declare(queue=stream.name, durable=True, auto_delete=False,
+                          arguments=stream.arguments)
+    channel.close()
+    with pytest.raises(PausesUnavailable, match="rabbitmqctl delete_queue"):
+        stream.read()
+    with pytest.raises(PausesUnavailable):
+        stream.change(lambda pauses: {**pauses, "q": Pause("q", 0.0, "me")})
+
+
 def test_a_broker_with_no_pause_stream_has_no_pauses(amqp_url, unique):
     with Connection(amqp_url) as conn:
         assert PauseStream(conn, f"qp-none-{unique}").read() == {}

@@ -20,7 +20,6 @@ starts at the last record.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,13 +32,11 @@ from kombu import Connection
 from ...pauses import Pause
 from ...queues import QueueInspectionError, _close_quietly, queue_exists
 
-logger = logging.getLogger(__name__)
-
 #: The stream of pause records, one per vhost (the cluster's).
 PAUSE_STREAM = "qtui.paused"
 #: Its size bound (``x-max-length-bytes``) and segment size (``x-stream-max-segment-size-bytes``;
-#: RabbitMQ's default, 500 MB, would keep every record): about a thousand records of a few
-#: paused queues are kept, and only the last is read.
+#: RabbitMQ's default, 500 MB, would keep every record): thousands of records of a few paused
+#: queues are kept (a segment rolls every few hundred), and only the last is read.
 MAX_BYTES = 1_000_000
 SEGMENT_BYTES = 100_000
 #: Seconds a read waits for the last record of a stream that exists, and a writer for the lock.
@@ -51,9 +48,9 @@ T = TypeVar("T")
 
 
 class PausesUnavailable(QueueInspectionError):
-    """RabbitMQ cannot give or take the pause set for now (the stream's node is not ready, or
-    another writer holds the lock too long): a worker connecting waits and tries again rather
-    than consume a queue that may be paused."""
+    """RabbitMQ cannot give or take the pause set for now (the stream's node is not ready, it
+    sends no record, or another writer holds the lock too long): a worker connecting waits and
+    tries again rather than consume a queue that may be paused."""
 
 
 def is_pause_queue(name: str) -> bool:
@@ -112,11 +109,14 @@ class PauseStream:
             message.headers["x-stream-offset"]))
 
     def _last(self) -> Pauses:
+        """The last record of a stream that exists. None coming is not taken as "no pause": a
+        writer would then drop every pause, a worker consume paused queues."""
         found = self._first_delivered("last", lambda message: _pauses(message.body))
         if found is None:
-            logger.warning("The stream %s has no record (or RabbitMQ sent none within %ss): "
-                           "no queue is taken as paused", self.name, READ_TIMEOUT)
-            return {}
+            raise PausesUnavailable(
+                f"RabbitMQ sent no record of the stream {self.name!r} within {READ_TIMEOUT:.0f}s. "
+                "If it stays so, the stream is empty (its first writer died as it made it): "
+                f"`rabbitmqctl delete_queue {self.name}`, then pause again")
         return found
 
     def _first_delivered(self, offset: str, take: Callable[[amqp.Message], T]) -> T | None:
