@@ -23,7 +23,7 @@ from qtui.core.brokers.amqp.pauses import PauseStream, PausesUnavailable, lock_n
 from qtui.core.brokers.family import family_for
 from qtui.core.control import Replies
 from qtui.core.pauses import Pause, paused_queues
-from qtui.core.queues import inspector_for
+from qtui.core.queues import QueueInspectionError, inspector_for
 from qtui.tui.cli import main
 
 from .processes import celery_worker, running, write_module
@@ -252,6 +252,12 @@ def test_a_stream_that_sends_no_record_is_an_error_not_an_empty_pause_set(
     with pytest.raises(PausesUnavailable, match="rabbitmqctl delete_queue"):
         stream.read()
     with pytest.raises(PausesUnavailable):
+        stream.change(lambda pauses: {**pauses, "q": Pause("q", 0.0, "me")})
+
+
+def test_a_rabbitmq_that_will_not_make_the_stream_says_what_pausing_needs(stream):
+    stream.arguments = {**stream.arguments, "x-queue-type": "no-such-type"}  # as before 3.9
+    with pytest.raises(QueueInspectionError, match="needs streams"):
         stream.change(lambda pauses: {**pauses, "q": Pause("q", 0.0, "me")})
 
 

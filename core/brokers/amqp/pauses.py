@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import amqp
 from amqp.exceptions import PreconditionFailed, ResourceLocked
 from kombu import Connection
+from kombu.exceptions import ChannelError
 
 from ...pauses import Pause
 from ...queues import QueueInspectionError, _close_quietly, queue_exists
@@ -159,6 +160,12 @@ class PauseStream:
         try:
             channel.queue_declare(queue=self.name, durable=True, auto_delete=False,
                                   arguments=self.arguments)
+        except ChannelError as exc:
+            raise QueueInspectionError(
+                f"RabbitMQ would not make the stream {self.name!r} that keeps the pauses "
+                f"({exc}): pausing on RabbitMQ needs streams (RabbitMQ 3.9 or later, feature "
+                "flag stream_queue enabled), or use `qtui control cancel_consumer QUEUE` to "
+                "stop the running workers instead") from exc
         finally:
             _close_quietly(channel)
         return {}
