@@ -89,25 +89,30 @@ def test_queue_operations_in_a_real_terminal(terminal: Terminal, live, tmp_path)
         terminal.keys("Escape")
         terminal.wait_for("Oldest", "Dead", idle)
 
-        # Pause the queue the worker consumes (the row above), confirm, see it paused.
+        # Pause the queue the worker consumes (the row above), then resume it.
         terminal.keys("Up")
-        terminal.keys("p")
-        terminal.wait_for(f"Pause {queue}")
-        terminal.keys("y")
-        assert wait_for(lambda: "paused" in row(terminal.screen(), queue), timeout=20,
-                        interval=0.3), terminal.screen()
-        assert not _consumes(app, hostname, queue)
-
-        # p again: resume, confirm, the pause is gone and the worker consumes it again.
-        terminal.keys("p")
-        terminal.wait_for(f"Resume {queue}")
-        terminal.keys("y")
-        assert wait_for(lambda: "paused" not in row(terminal.screen(), queue), timeout=20,
-                        interval=0.3), terminal.screen()
-        assert wait_for(lambda: _consumes(app, hostname, queue))
+        pause_and_resume(terminal, app, hostname, queue)
         terminal.quit()
     finally:
         app.close()
+
+
+def pause_and_resume(terminal: Terminal, app, hostname: str, queue: str) -> None:
+    """``p`` on the row under the cursor, which must be ``queue`` (the dialog names it before
+    ``y`` is pressed: never another queue of a shared broker), then ``p`` again: the row says
+    paused and the worker stops consuming it, then neither."""
+    terminal.keys("p")
+    terminal.wait_for(f"Pause {queue}")
+    terminal.keys("y")
+    assert wait_for(lambda: "paused" in row(terminal.screen(), queue), timeout=20,
+                    interval=0.3), terminal.screen()
+    assert not _consumes(app, hostname, queue)
+    terminal.keys("p")
+    terminal.wait_for(f"Resume {queue}")
+    terminal.keys("y")
+    assert wait_for(lambda: "paused" not in row(terminal.screen(), queue), timeout=20,
+                    interval=0.3), terminal.screen()
+    assert wait_for(lambda: _consumes(app, hostname, queue))
 
 
 def _consumes(app, hostname: str, queue: str) -> bool:
@@ -147,20 +152,9 @@ def test_pause_and_resume_on_rabbitmq_in_a_real_terminal(terminal: Terminal, liv
         terminal.keys("4")
         terminal.wait_for("Oldest", queue)
         terminal.keys("G")
-        terminal.keys("p")
-        terminal.wait_for(f"Pause {queue}")  # never another queue of the shared RabbitMQ
-        terminal.keys("y")
-        # Nobody consumes it now, and RabbitMQ lists only named queues: the pause keeps its row.
-        assert wait_for(lambda: "paused" in row(terminal.screen(), queue), timeout=20,
-                        interval=0.3), terminal.screen()
-        assert not _consumes(app, hostname, queue)
-
-        terminal.keys("p")
-        terminal.wait_for(f"Resume {queue}")
-        terminal.keys("y")
-        assert wait_for(lambda: "paused" not in row(terminal.screen(), queue), timeout=20,
-                        interval=0.3), terminal.screen()
-        assert wait_for(lambda: _consumes(app, hostname, queue))
+        # Nobody consumes it once paused, and RabbitMQ lists only named queues: the pause keeps
+        # its row.
+        pause_and_resume(terminal, app, hostname, queue)
         terminal.quit()
     finally:
         app.close()
