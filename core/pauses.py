@@ -1,10 +1,10 @@
 """Pausing a queue across the cluster: no worker consumes it until it is resumed.
 
 The pause is stored in the broker itself (each family's queue inspector keeps it: a Redis hash,
-a table of the embedded broker's file), because the broker is the one thing every worker and
-console of a cluster already shares, and a pause must outlive the process that made it. Each
-pause also keeps the workers to give the queue back to on resume: those that consumed it when
-it was paused, and every qtui worker that would have consumed it since.
+a table of the embedded broker's file, a RabbitMQ stream), because the broker is the one thing
+every worker and console of a cluster already shares, and a pause must outlive the process that
+made it. Each pause also keeps the workers to give the queue back to on resume: those that
+consumed it when it was paused, and every qtui worker that would have consumed it since.
 
 Who stops consuming, and when:
 

@@ -172,16 +172,17 @@ class QueueInspector(ABC):
         in fewer round trips than the separate reads below (Redis: one), and reuse its listing
         of the broker's queues for up to ``listing_reuse`` seconds (a poller that asks often
         passes :data:`LISTING_REUSE`; queues in ``names`` are always read)."""
-        wanted = {name for name in names if not is_dead_letter_queue(name)}
+        try:
+            paused = self.pauses()
+        except PauseUnsupported:  # nothing can be paused on this broker
+            paused = {}
+        # a paused queue is shown even where only named queues are (nobody consumes it now)
+        wanted = {name for name in [*names, *paused] if not is_dead_letter_queue(name)}
         found = self.queues(wanted | {dead_letter_queue_name(name) for name in wanted})
         queues = [q for q in found if not is_dead_letter_queue(q.name)]
         dead = {q.name[:-len(DEAD_SUFFIX)]: q.messages for q in found
                 if is_dead_letter_queue(q.name) and q.messages is not None}
         queues = self.with_scheduled(queues)
-        try:
-            paused = self.pauses()
-        except PauseUnsupported:  # nothing can be paused on this broker
-            paused = {}
         return QueuePoll(queues, dead, self.heads(q.name for q in queues if q.messages), paused)
 
     # pauses (see qtui.core.pauses): kept by the families whose broker has a place for them
@@ -204,8 +205,9 @@ class QueueInspector(ABC):
 
     def _no_pauses(self) -> str:
         return (f"{transport_name(self.connection)} brokers cannot keep a queue's pause "
-                "where every worker would read it (Redis and the embedded broker can): use "
-                "`qtui control cancel_consumer QUEUE` to stop the running workers instead")
+                "where every worker would read it (Redis, RabbitMQ and the embedded broker "
+                "can): use `qtui control cancel_consumer QUEUE` to stop the running workers "
+                "instead")
 
     def with_scheduled(self, queues: list[QueueInfo]) -> list[QueueInfo]:
         """``queues`` with the number of ETA tasks the broker's delayed store holds for each
@@ -265,6 +267,21 @@ class QueueInspector(ABC):
 def _not_found(exc: ChannelError) -> bool:
     """404: AMQP's (and kombu's virtual transports') way to say there is no such queue."""
     return str(getattr(exc, "reply_code", "")) == "404"
+
+
+def queue_exists(connection: Connection, name: str) -> bool:
+    """Whether the broker has a queue ``name`` (a passive declare, on a channel of its own; on
+    kombu's virtual transports an empty queue counts as none)."""
+    channel = connection.channel()
+    try:
+        channel.queue_declare(queue=name, passive=True)
+        return True
+    except ChannelError as exc:
+        if _not_found(exc):
+            return False
+        raise
+    finally:
+        _close_quietly(channel)
 
 
 def _close_quietly(channel: Any) -> None:

@@ -1,19 +1,21 @@
 """The Queues view's pause key: ``p`` asks, showing ``qtui pause QUEUE``, then pauses the queue
-in the broker (audited); on a paused queue it offers ``qtui resume QUEUE``. The embedded broker,
-no worker."""
+in the broker (audited); on a paused queue it offers ``qtui resume QUEUE``. The embedded broker
+and RabbitMQ, no worker."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 
 from qtui.core import App
-from qtui.core.pauses import paused_queues
+from qtui.core.pauses import paused_queues, resume_queue
 from qtui.tui.audit import AuditLog
+from qtui.tui.rows import QueueRow
 from qtui.tui.views.modals import ConfirmScreen
 
-from .console_data import FixedConsole, screen_text
+from .console_data import SNAPSHOT, FixedConsole, screen_text
 from .test_console_actions import settle
 
 SIZE = (140, 36)
@@ -34,6 +36,27 @@ async def test_p_pauses_the_queue_under_the_cursor_after_showing_the_command(tmp
     assert list(paused_queues(app)) == ["celery"]
     [found] = log.entries()
     assert (found.action, found.targets, found.ok) == ("pause", ("celery",), True)
+
+
+async def test_p_pauses_a_queue_on_rabbitmq_in_its_pause_stream(tmp_path, amqp_url, unique):
+    queue = f"cp-{unique}"  # a queue of this test's own: the pause is told to every worker
+    app = App("console-tests", broker=amqp_url)
+    console = FixedConsole(app=app, snapshot=replace(
+        SNAPSHOT, queues=(QueueRow(queue, 3, 0, 0.0),)))
+    console.actions.timeout = 0.2
+    console.audit = log = AuditLog(tmp_path / "history.sqlite")
+    try:
+        async with console.run_test(size=SIZE) as pilot:
+            await pilot.press("4", "p")
+            assert f"qtui pause {queue}" in screen_text(console)
+            await pilot.press("y")
+            await settle(console, pilot)
+        assert queue in paused_queues(app)  # other tests may have paused their own queues
+        [found] = log.entries()
+        assert (found.action, found.targets, found.ok) == ("pause", (queue,), True)
+    finally:
+        resume_queue(app, queue, timeout=0.2)
+        app.close()
 
 
 async def test_p_on_a_paused_queue_offers_to_resume_it(tmp_path):

@@ -1,7 +1,7 @@
 """The queue operations end to end in a real terminal of 80x24, against a live qtui worker on
 Redis (database 12): the Queues view's Oldest and Dead columns for messages nobody consumes, a
 peek at them (Enter) and back (Esc), then a pause of the queue the worker consumes (p, confirm)
-and its resume (p again)."""
+and its resume (p again); the pause and resume on RabbitMQ too."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from kombu import Connection
 
 from qtui.core.queues import inspector_for
 
-from .services import REDIS_HOST, REDIS_PORT, need
+from .services import AMQP_HOST, AMQP_PORT, REDIS_HOST, REDIS_PORT, need
 from .test_console_tmux import Terminal, terminal  # noqa: F401 - the terminal fixture
 from .worker_helpers import Setup, hostname_of, make_setup, wait_for
 
@@ -89,27 +89,72 @@ def test_queue_operations_in_a_real_terminal(terminal: Terminal, live, tmp_path)
         terminal.keys("Escape")
         terminal.wait_for("Oldest", "Dead", idle)
 
-        # Pause the queue the worker consumes (the row above), confirm, see it paused.
+        # Pause the queue the worker consumes (the row above), then resume it.
         terminal.keys("Up")
-        terminal.keys("p")
-        terminal.wait_for(f"Pause {queue}")
-        terminal.keys("y")
-        assert wait_for(lambda: "paused" in row(terminal.screen(), queue), timeout=20,
-                        interval=0.3), terminal.screen()
-        assert not _consumes(app, hostname, queue)
-
-        # p again: resume, confirm, the pause is gone and the worker consumes it again.
-        terminal.keys("p")
-        terminal.wait_for(f"Resume {queue}")
-        terminal.keys("y")
-        assert wait_for(lambda: "paused" not in row(terminal.screen(), queue), timeout=20,
-                        interval=0.3), terminal.screen()
-        assert wait_for(lambda: _consumes(app, hostname, queue))
+        pause_and_resume(terminal, app, hostname, queue)
         terminal.quit()
     finally:
         app.close()
 
 
+def pause_and_resume(terminal: Terminal, app, hostname: str, queue: str) -> None:
+    """``p`` on the row under the cursor, which must be ``queue`` (the dialog names it before
+    ``y`` is pressed: never another queue of a shared broker), then ``p`` again: the row says
+    paused and the worker stops consuming it, then neither."""
+    terminal.keys("p")
+    terminal.wait_for(f"Pause {queue}")
+    terminal.keys("y")
+    assert wait_for(lambda: "paused" in row(terminal.screen(), queue), timeout=20,
+                    interval=0.3), terminal.screen()
+    assert not _consumes(app, hostname, queue)
+    terminal.keys("p")
+    terminal.wait_for(f"Resume {queue}")
+    terminal.keys("y")
+    assert wait_for(lambda: "paused" not in row(terminal.screen(), queue), timeout=20,
+                    interval=0.3), terminal.screen()
+    assert wait_for(lambda: _consumes(app, hostname, queue))
+
+
 def _consumes(app, hostname: str, queue: str) -> bool:
     reply = app.control.inspect(destination=[hostname], timeout=1.0).active_queues() or {}
     return any(q.get("name") == queue for q in reply.get(hostname) or ())
+
+
+@pytest.fixture
+def live_rabbitmq(tmp_path, unique) -> Iterator[Setup]:
+    """A qtui worker on RabbitMQ consuming ``zzzz-<unique>``: the Queues view's last row."""
+    need("Redis", REDIS_HOST, REDIS_PORT)  # the task records
+    need("RabbitMQ", AMQP_HOST, AMQP_PORT)
+    setup = make_setup(tmp_path, f"zzzz-{unique}", f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//",
+                       None)
+    try:
+        with setup.worker("-P", "threads", "-c", "2", name="tmuxr"):
+            yield setup
+    finally:
+        with inspector_for(setup.app()) as inspector:
+            inspector.resume(setup.queue)  # a test that failed while the queue was paused
+        setup.cleanup()
+
+
+@pytest.mark.timeout(180)
+def test_pause_and_resume_on_rabbitmq_in_a_real_terminal(terminal: Terminal, live_rabbitmq,
+                                                         tmp_path):
+    setup = live_rabbitmq
+    queue, app = setup.queue, setup.app()
+    hostname = hostname_of(setup, "tmuxr")
+    try:
+        assert wait_for(lambda: _consumes(app, hostname, queue))
+        env = {"XDG_DATA_HOME": str(tmp_path / "xdg"), "TERM": "xterm-256color",
+               "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+        terminal.start([sys.executable, "-m", "qtui.tui.cli", "-b", setup.broker,
+                        "--no-history"], str(tmp_path), env)
+        terminal.wait_for("Overview", "connected")
+        terminal.keys("4")
+        terminal.wait_for("Oldest", queue)
+        terminal.keys("G")
+        # Nobody consumes it once paused, and RabbitMQ lists only named queues: the pause keeps
+        # its row.
+        pause_and_resume(terminal, app, hostname, queue)
+        terminal.quit()
+    finally:
+        app.close()

@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,10 +22,10 @@ from kombu import Connection, Queue
 
 from qtui.core import App
 from qtui.core import deadletters as dead
+from qtui.core.brokers.amqp import queues as amqp_queues
 from qtui.core.brokers.amqp.queues import (
     GET_PEEK,
     MANAGEMENT_PEEK,
-    AmqpQueues,
     parse_management_messages,
 )
 from qtui.core.peek import PeekError
@@ -197,6 +198,29 @@ def test_a_moved_message_is_dated_from_the_move_not_its_first_publish(family):
     assert (sent_at_of(moved.headers) or 0) >= before_the_move
 
 
+def test_a_moved_message_keeps_the_publish_time_its_producer_gave_it(family):
+    """The ``timestamp`` property is the producer's, like the task id: a move keeps it (only
+    qtui's ``x-qtui-sent-at``, the queue age, starts again)."""
+    _kind, app, queue = family
+    other = f"{queue}.other"
+    an_hour_ago = int(time.time()) - 3600
+    with app.connection_for_write() as conn:
+        conn.Producer().publish([[1, 1], {}, {}], exchange="", routing_key=queue,
+                                serializer="json", headers={"task": "tasks.add", "id": "old"},
+                                timestamp=an_hour_ago)
+    with inspector_for(app) as inspector:
+        (message,) = inspector.peek(queue).messages
+        assert inspector.move(queue, [message], lambda m: other) == 1
+        (moved,) = inspector.peek(other).messages
+    assert _seconds(moved.properties.get("timestamp")) == an_hour_ago
+
+
+def _seconds(timestamp: object) -> object:
+    """py-amqp reads the AMQP ``timestamp`` property as a datetime; kombu's virtual transports
+    keep the number sent."""
+    return int(timestamp.timestamp()) if isinstance(timestamp, datetime) else timestamp
+
+
 def test_moving_to_a_queue_rabbitmq_does_not_have_is_refused_and_loses_nothing(family):
     kind, app, queue = family
     if kind != "rabbitmq":
@@ -216,13 +240,13 @@ def test_a_rabbitmq_move_to_a_queue_deleted_after_the_check_leaves_the_message(
         pytest.skip("Redis lists and SQLite rows make the queue")
     other = f"{queue}.other"
     ids = send(app, queue, [0])
-    exists = AmqpQueues._exists
+    exists = amqp_queues.queue_exists
 
-    def exists_then_deleted(inspector, name):  # someone deletes it between check and publish
-        found = exists(inspector, name)
+    def exists_then_deleted(connection, name):  # someone deletes it between check and publish
+        found = exists(connection, name)
         delete_queues(app.broker_url, name)
         return found
-    monkeypatch.setattr(AmqpQueues, "_exists", exists_then_deleted)
+    monkeypatch.setattr(amqp_queues, "queue_exists", exists_then_deleted)
     with inspector_for(app) as inspector:
         message = inspector.peek(queue).messages[0]
         with pytest.raises(PeekError, match="stays in"):

@@ -24,7 +24,9 @@ from qtui.core.brokers.amqp.queues import (
 )
 from qtui.core.brokers.redis.queues import RedisQueues
 from qtui.core.brokers.sqlite.queues import SqliteQueues
+from qtui.core.pauses import Pause
 from qtui.core.queues import (
+    LISTING_REUSE,
     DeclaredQueues,
     QueueInfo,
     QueueInspectionError,
@@ -55,6 +57,14 @@ MANAGEMENT_SAMPLE = [
 def send(app: App, queue: str, priorities: list[int]) -> None:
     for priority in priorities:
         app.send_task("tasks.add", args=[1, 2], queue=queue, priority=priority)
+
+
+def delete_prefixed(redis_url: str, prefix: str) -> None:
+    """Every key under ``prefix``: what a test under a global key prefix made."""
+    with Connection(redis_url) as conn:
+        client = conn.default_channel.client
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
 
 
 def find(queues: list[QueueInfo], name: str) -> QueueInfo | None:
@@ -103,10 +113,23 @@ def test_redis_honours_the_global_key_prefix(redis_url, unique):
             assert inspector.purge(f"qp-{unique}") == 2
     finally:
         app.close()
-        with Connection(redis_url) as conn:
-            client = conn.default_channel.client
-            for key in client.scan_iter(match=f"pfx-{unique}:*"):
-                client.delete(key)
+        delete_prefixed(redis_url, f"pfx-{unique}:")
+
+
+def test_a_redis_poll_honours_the_global_key_prefix(redis_url, unique):
+    queue = f"qp-{unique}"
+    app = App("client", broker=redis_url, task_default_queue=queue,
+              broker_transport_options={"global_keyprefix": f"pfx-{unique}:"})
+    try:
+        send(app, queue, [0, 9])
+        with inspector_for(app) as inspector:
+            inspector.pause(Pause(queue, 1.0, "me"))
+            poll = inspector.poll([queue], listing_reuse=LISTING_REUSE)
+        assert find(poll.queues, queue) == QueueInfo(queue, 2, scheduled=0)
+        assert len(poll.heads[queue]) == 2 and list(poll.paused) == [queue]
+    finally:
+        app.close()
+        delete_prefixed(redis_url, f"pfx-{unique}:")
 
 
 def test_redis_purge_empties_every_priority_list(redis_app):
@@ -250,17 +273,28 @@ def test_with_the_management_api_rabbitmq_lists_every_queue(amqp_app, management
     assert find(queues, queue) == QueueInfo(queue, 1, 0)
 
 
-def test_the_management_listing_leaves_out_rpc_reply_queues(amqp_app):
-    reply = {"consumers": 1, "messages_ready": 0, "messages_unacknowledged": 0,
-             "name": "9b2e4d7c-1f3a-4c8e-b5d6-0a7f3e2c1b9d", "vhost": "/"}
-    server = FakeManagement(sample=[*MANAGEMENT_SAMPLE, reply])
+def listed_with(app: App, names: list[str]) -> list[str]:
+    """The queues ``app``'s inspector lists when the management API lists ``names`` too."""
+    extra = [{"consumers": 0, "messages_ready": 0, "messages_unacknowledged": 0, "name": name,
+              "vhost": "/"} for name in names]
+    server = FakeManagement(sample=[*MANAGEMENT_SAMPLE, *extra])
     try:
-        amqp_app.conf.broker_management_url = server.url
-        with inspector_for(amqp_app) as inspector:
-            names = [q.name for q in inspector.queues()]
+        app.conf.broker_management_url = server.url
+        with inspector_for(app) as inspector:
+            return [q.name for q in inspector.queues()]
     finally:
         server.close()
-    assert "celery" in names and reply["name"] not in names
+
+
+def test_the_management_listing_leaves_out_rpc_reply_queues(amqp_app):
+    reply = "9b2e4d7c-1f3a-4c8e-b5d6-0a7f3e2c1b9d"
+    names = listed_with(amqp_app, [reply])
+    assert "celery" in names and reply not in names
+
+
+def test_the_management_listing_leaves_out_the_pause_stream_and_its_lock(amqp_app):
+    names = listed_with(amqp_app, ["qtui.paused", "qtui.paused.lock"])
+    assert "celery" in names and not any(name.startswith("qtui.paused") for name in names)
 
 
 # the embedded SQLite broker and other transports -------------------------------------------------

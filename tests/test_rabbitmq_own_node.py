@@ -1,6 +1,7 @@
 """RabbitMQ alarms and restarts, on a node this module starts itself (never the shared one):
 a send the broker never confirmed raises a clear error in bounded time and no success is false;
-rpc:// results keep coming after a broker restart."""
+rpc:// results keep coming after a broker restart; a queue's pause outlives one, and reads
+right after RabbitMQ dropped the pause stream's oldest records."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import pytest
 from kombu import Connection
 
 from qtui.core import App, states
+from qtui.core.brokers.amqp.pauses import PauseStream
 from qtui.core.exceptions import BrokerBlocked
 from qtui.core.exceptions import TimeoutError as ResultTimeout
+from qtui.core.pauses import Pause, paused_queues
 from qtui.core.protocol import TaskMessage
+from qtui.core.queues import inspector_for
 from tests.rabbit_node import RabbitNode, rabbit_node
 from tests.services import unavailable
 
@@ -102,3 +106,35 @@ def test_rpc_results_keep_coming_after_a_broker_restart_and_a_lost_one_says_so(n
     worker.close()
     client.close()
 
+
+
+def test_a_queue_paused_on_rabbitmq_stays_paused_after_a_broker_restart(node, unique):
+    app = App("pauser", broker=node.url)
+    queue = f"qp-{unique}"
+    with inspector_for(app) as inspector:
+        inspector.pause(Pause(queue, 1.0, "ops@admin", ("w1@h",)))
+    node.restart()
+
+    def paused() -> dict[str, Pause]:
+        try:
+            return paused_queues(app)
+        except Exception:  # noqa: BLE001 - the node may still be starting its queues
+            return {}
+    assert wait_for(lambda: queue in paused(), 30)
+    assert paused()[queue] == Pause(queue, 1.0, "ops@admin", ("w1@h",))
+    app.close()
+
+
+def test_the_pause_set_reads_right_after_the_stream_dropped_its_oldest_records(node, unique):
+    """Records of about 1 kB in segments of 4 kB, at most 8 kB kept: a dozen changes make
+    RabbitMQ drop the first segments (few segment rolls: see the shared stream fixture)."""
+    signed = "ops@" + "h" * 1000
+    with Connection(node.url) as conn:
+        stream = PauseStream(conn, f"qp-stream-{unique}", max_bytes=8000, segment_bytes=4000)
+        for n in range(16):
+            stream.change(lambda pauses, n=n: {
+                **{q: p for q, p in pauses.items() if q != f"q{n - 2}"},
+                f"q{n}": Pause(f"q{n}", float(n), signed)})
+        assert (stream.first_offset() or 0) > 0  # the first records are gone
+        assert stream.read() == {"q14": Pause("q14", 14.0, signed),
+                                 "q15": Pause("q15", 15.0, signed)}

@@ -150,7 +150,8 @@ class Poll:
     heads: dict[str, list[QueueHead]] = field(default_factory=dict)
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
     paused: dict[str, Pause] = field(default_factory=dict)
-    """The paused queues' pauses (none on a broker that cannot keep them: RabbitMQ)."""
+    """The paused queues' pauses (none on a broker that cannot keep them: a kombu transport
+    other than Redis, RabbitMQ and the embedded broker)."""
     at: float | None = None
     """When the broker answered (None: not yet)."""
 

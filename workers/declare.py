@@ -16,6 +16,8 @@ from weakref import WeakKeyDictionary
 from kombu import Connection, Queue
 from kombu.exceptions import ChannelError
 
+from qtui.core.queues import queue_exists
+
 logger = logging.getLogger("qtui.worker")
 
 _known: WeakKeyDictionary[Connection, set[str]] = WeakKeyDictionary()
@@ -34,20 +36,6 @@ def _close_quietly(channel: Any) -> None:
         logger.debug("closing a declaring channel failed: %s", exc)
 
 
-def exists(connection: Connection, name: str) -> bool:
-    """Whether the broker holds a queue ``name`` (a passive declare on a channel of its own)."""
-    channel = connection.channel()
-    try:
-        channel.queue_declare(queue=name, passive=True)
-        return True
-    except ChannelError as exc:
-        if _code(exc) == "404":  # no such queue (kombu's virtual transports: nor an empty one)
-            return False
-        raise
-    finally:
-        _close_quietly(channel)
-
-
 def ensure(connection: Connection, queue: Queue) -> None:
     """Make sure ``queue`` exists and is bound to its exchange, once per connection (every time
     for a queue that expires, as kombu does: a delay queue may be gone since); a queue that
@@ -55,7 +43,7 @@ def ensure(connection: Connection, queue: Queue) -> None:
     known = _known.setdefault(connection, set())
     if queue.name in known:
         return
-    found = exists(connection, queue.name)
+    found = queue_exists(connection, queue.name)
     channel = connection.channel()
     try:
         bound = queue(channel)

@@ -11,8 +11,8 @@ which are what plain kombu offers.
 Queue operations belong to the family's queue inspector (its ``queues.py``, a
 :class:`~qtui.core.queues.QueueInspector` beside ``queues()`` and ``purge()``): a poll with the
 heads that date each queue's oldest message, the pause state kept in the family's own broker
-(a Redis hash, tables of the SQLite file; :mod:`qtui.core.pauses`), and peeking at the first
-messages of a queue (``peek``, ``delete``, ``move``; :mod:`qtui.core.peek`).
+(a Redis hash, tables of the SQLite file, a RabbitMQ stream; :mod:`qtui.core.pauses`), and
+peeking at the first messages of a queue (``peek``, ``delete``, ``move``; :mod:`qtui.core.peek`).
 
 :func:`family_for` is the one place that maps a transport (kombu's ``driver_type``) to its
 family: callers ask the family, never the transport's name.

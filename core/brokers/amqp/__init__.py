@@ -3,6 +3,7 @@
 - :mod:`.connection` -- connections with publisher confirms on, and the broker's
   ``connection.blocked`` notices tracked;
 - :mod:`.queues` -- queue inspection (passive declares, or the management API);
+- :mod:`.pauses` -- the paused queues, kept in a stream queue;
 - :mod:`.delayed` -- the delayed (ETA) store, a ladder of TTL queues dead-lettering into a due
   queue;
 - :mod:`.family` -- :class:`~.family.AmqpFamily`, the answers the rest of qtui asks for

@@ -6,6 +6,7 @@ from kombu import Connection, Queue
 
 from ..family import BrokerFamily
 from .delayed import AmqpDelayed, amqp_due_queue
+from .pauses import PausesUnavailable
 from .queues import AmqpQueues
 
 
@@ -14,6 +15,10 @@ class AmqpFamily(BrokerFamily):
     held unacked past the broker's consumer timeout is taken back."""
 
     takes_back_held = True
+
+    def refusals(self) -> tuple[type[BaseException], ...]:
+        # The pause stream a worker reads when it connects, not readable for now.
+        return (PausesUnavailable,)
 
     def queue_inspector(self, connection: Connection,
                         management_url: str | None = None) -> AmqpQueues:

@@ -2,7 +2,8 @@
 ``broker_management_url`` is set; passive declares count the named queues otherwise. Peeking
 takes and requeues (the management API's get, else basic.get and reject), since AMQP has no
 way to read a queue without taking from it; deleting or moving one message gets messages from
-the head until it is found, and requeues the others."""
+the head until it is found, and requeues the others. Pauses are kept in a stream queue
+(:mod:`.pauses`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from kombu.exceptions import ChannelError
 from kombu.message import Message
 
 from ...config import mask_url
+from ...pauses import Pause
 from ...peek import PAGE, SUMMARY_SAMPLE, Peek, PeekError, Summary, WaitingMessage
 from ...protocol import SENT_AT_HEADER
 from ...queues import (
@@ -30,7 +32,9 @@ from ...queues import (
     _close_quietly,
     _not_found,
     is_internal,
+    queue_exists,
 )
+from .pauses import PAUSE_STREAM, Pauses, PauseStream, is_pause_queue, kept
 
 #: Seconds to wait for the RabbitMQ management API.
 MANAGEMENT_TIMEOUT = 5.0
@@ -55,9 +59,36 @@ class AmqpQueues(DeclaredQueues):
             vhost = self.connection.virtual_host or "/"
             listed = {q.name: q for q in fetch_management_queues(
                 self.management_url, vhost, self.connection.userid, self.connection.password)
-                if not is_internal(q.name)}
+                if not is_internal(q.name) and not is_pause_queue(q.name)}
         listed.update({q.name: q for q in super().queues(wanted - set(listed))})
         return sorted(listed.values(), key=lambda q: q.name)
+
+    pause_stream = PAUSE_STREAM
+    """The stream queue that keeps the pauses (:mod:`.pauses`)."""
+
+    def pauses(self) -> dict[str, Pause]:
+        return self._pauses().read()
+
+    def pause(self, pause: Pause) -> Pause:
+        return self._pauses().change(lambda pauses: kept(pauses, pause))[pause.queue]
+
+    def resume(self, queue: str) -> Pause | None:
+        removed: list[Pause] = []
+
+        def resumed(pauses: Pauses) -> Pauses:
+            if queue in pauses:
+                removed.append(pauses.pop(queue))
+            return pauses
+        self._pauses().change(resumed)
+        return removed[0] if removed else None
+
+    def note_paused_consumer(self, queue: str, hostname: str) -> None:
+        noted = Pause(queue, 0.0, "", (hostname,))
+        self._pauses().change(  # a queue resumed since the worker read it: none
+            lambda pauses: kept(pauses, noted) if queue in pauses else pauses)
+
+    def _pauses(self) -> PauseStream:
+        return PauseStream(self.connection, self.pause_stream)
 
     def peek(self, name: str, offset: int = 0, limit: int = PAGE) -> Peek:
         if self.management_url:
@@ -85,7 +116,7 @@ class AmqpQueues(DeclaredQueues):
                    ) -> list[WaitingMessage]:
         without = set(without_headers)
         for target in sorted({to(m) for m in messages}):
-            if not self._exists(target):
+            if not queue_exists(self.connection, target):
                 raise PeekError(f"there is no queue {target!r} on this RabbitMQ (its default "
                                 "exchange would drop what is sent there): nothing was moved. "
                                 "Start a worker that consumes it, which declares it, first.")
@@ -117,19 +148,6 @@ class AmqpQueues(DeclaredQueues):
             moved += 1
         with confirming:
             return self._take(name, messages, publish)
-
-    def _exists(self, name: str) -> bool:
-        """Whether RabbitMQ has a queue ``name`` (a passive declare)."""
-        channel = self.connection.channel()
-        try:
-            channel.queue_declare(queue=name, passive=True)
-            return True
-        except ChannelError as exc:
-            if _not_found(exc):
-                return False
-            raise
-        finally:
-            _close_quietly(channel)
 
     def _take(self, name: str, messages: Sequence[WaitingMessage],
               act: Callable[[Message, WaitingMessage], None]) -> list[WaitingMessage]:
