@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.callgrind:
                 callgrind("-i", "on", str(worker.pid))
             redis_pid = str(client.info("server")["process_id"])
-            if args.redis_callgrind:
-                callgrind("-i", "on", redis_pid)
+            if args.redis_callgrind:  # counts from zero: the dumps of earlier runs are not
+                callgrind("-i", "on", redis_pid)  # subtracted reliably after "-i off"
+                callgrind("--zero", redis_pid)
             client.config_resetstat()
             worker_before, redis_before = tree_cpu(worker.pid), redis_cpu(client)
             start = time.perf_counter()
