@@ -8,7 +8,14 @@ included) and of Redis (``INFO cpu``), and the commands Redis ran (``INFO comman
 inside scripts included). Use a Redis of the bench's own: it is flushed, and its statistics
 reset. ``--callgrind`` runs the worker under valgrind's callgrind, instrumented only during the
 drain: instruction counts repeat from run to run whatever the machine's load (the worker runs
-about 50 times slower, so clock-driven work weighs more).
+about 50 times slower, so clock-driven work weighs more). ``--redis-callgrind FILE`` counts Redis's
+instructions over the same window, for a Redis started under callgrind (its process id is read
+from ``INFO server``):
+
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/rcg \
+        redis-server --port 6392 --save "" --appendonly no
+    python -m bench.bench_cpu solo --tasks 1000 --redis redis://127.0.0.1:6392/0 \
+        --redis-callgrind /tmp/rcg
 
     redis-server --port 6391 --save "" --appendonly no --daemonize yes
     python -m bench.bench_cpu solo --tasks 3000 --redis redis://127.0.0.1:6391/0
@@ -75,6 +82,14 @@ def callgrind(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
 
 
+def dumped_instructions(path: Path) -> int:
+    """The instruction count of a callgrind dump."""
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise ValueError(f"no totals in {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pool", choices=("solo", "threads", "prefork"))
@@ -86,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--acks-early", action="store_true", help="task_acks_late=False")
     parser.add_argument("--callgrind", metavar="FILE",
                         help="run the worker under callgrind, its drain dumped to FILE.1")
+    parser.add_argument("--redis-callgrind", metavar="FILE",
+                        help="Redis runs under callgrind with --callgrind-out-file=FILE: count "
+                             "its instructions during the drain")
     args = parser.parse_args(argv)
     client = redis.Redis.from_url(args.redis)
     client.flushall()
@@ -116,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)
             if args.callgrind:
                 callgrind("-i", "on", str(worker.pid))
+            redis_pid = str(client.info("server")["process_id"])
+            if args.redis_callgrind:  # counts from zero: the dumps of earlier runs are not
+                callgrind("-i", "on", redis_pid)  # subtracted reliably after "-i off"
+                callgrind("--zero", redis_pid)
             client.config_resetstat()
             worker_before, redis_before = tree_cpu(worker.pid), redis_cpu(client)
             start = time.perf_counter()
@@ -127,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             redis_used = redis_cpu(client) - redis_before
             if args.callgrind:
                 callgrind("--dump=drain", str(worker.pid))
+            if args.redis_callgrind:
+                callgrind("--dump=drain", redis_pid)
+                callgrind("-i", "off", redis_pid)
             stats = client.info("commandstats")
         finally:
             stop(worker, 60)
@@ -140,10 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     print("  per task:", ", ".join(f"{name} {count / n:.2f}"
                                    for name, count in sorted(calls.items()) if count / n >= 0.01))
     if args.callgrind:
-        for line in Path(f"{args.callgrind}.1").read_text(errors="replace").splitlines():
-            if line.startswith(("summary:", "totals:")):
-                print(f"  callgrind: {int(line.split()[1]) / n:,.0f} instructions/task")
-                break
+        print(f"  callgrind: {dumped_instructions(Path(f'{args.callgrind}.1')) / n:,.0f} "
+              f"instructions/task")
+    if args.redis_callgrind:
+        out = Path(args.redis_callgrind)
+        dump = max(out.parent.glob(f"{out.name}.*"), key=lambda path: path.stat().st_mtime)
+        print(f"  Redis callgrind: {dumped_instructions(dump) / n:,.0f} instructions/task")
     return 0
 
 

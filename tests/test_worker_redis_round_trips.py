@@ -6,23 +6,31 @@ the task runs: that record, the acks of the finished deliveries and the fetch of
 ride one script call, so a drain costs about one command a task. Before, the start record was a
 pipeline of three commands of its own on a second connection (about 3.5 commands a task). A
 start with nothing to fetch is recorded by a plain ZADD, not a script call: the worker fetches
-two messages at a time, so half its calls are scripts (every call was one before).
+two messages at a time, so half its calls are scripts (every call was one before). That ZADD's
+reply is read with the next call's, so no start waits a round trip; and a busy fetch pops a
+processing list only while an idle wait, which moves messages there, is under way.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from kombu import Consumer, Queue
 
 from qtui.core.brokers import redis as redis_broker
 from qtui.core.brokers.redis import worker_channel
+from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_KEY
+from qtui.core.ledger import StartRecord
 
 from .redis_server import redis_server, spare_port
 from .worker_helpers import make_setup, wait_for
@@ -35,6 +43,10 @@ MAX_PER_TASK = 2.0
 #: Script calls a task may cost on average: 0.5 measured (one fetch of two messages per two
 #: tasks); 1.0 when every start record was a script call.
 MAX_SCRIPT_CALLS_PER_TASK = 0.75
+#: Pops of the worker's processing lists a task may cost, run inside its scripts: only the fetch
+#: that takes what an idle wait moved, and busy fetches while a wait is under way, pop them (a
+#: few a drain); every fetch popped them before (0.5 a task on solo).
+MAX_PROCESSING_POPS_PER_TASK = 0.1
 _MONITOR_LINE = re.compile(r'^[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"')
 
 
@@ -49,6 +61,12 @@ def _stage(client: redis.Redis, queue: str, count: int) -> None:
         template["properties"]["delivery_tag"] = str(uuid.uuid4())
         pipe.lpush(f"{queue}.staged", json.dumps(template))
     pipe.execute()
+
+
+def _processing_pops(log: Path) -> int:
+    """``RPOP``s of a processing list run by scripts, in a MONITOR log."""
+    return sum(1 for line in log.read_text().splitlines()
+               if '[0 lua] "RPOP" "qtui.processing.' in line)
 
 
 def _sent_by_others(log: Path, own: str) -> Counter[str]:
@@ -92,6 +110,7 @@ def test_a_solo_worker_draining_redis_sends_about_one_command_and_half_a_script_
         sent = _sent_by_others(log, own)
         assert sum(sent.values()) <= MAX_PER_TASK * TASKS, sent
         assert sent["evalsha"] + sent["eval"] <= MAX_SCRIPT_CALLS_PER_TASK * TASKS, sent
+        assert _processing_pops(log) <= MAX_PROCESSING_POPS_PER_TASK * TASKS
 
 
 def test_the_fetch_script_call_goes_out_as_redis_py_would_pack_it(redis_url, unique):
@@ -114,3 +133,72 @@ def test_the_fetch_script_call_goes_out_as_redis_py_would_pack_it(redis_url, uni
                 assert channel._pack_fetch(wire, pending) == b"".join(expected)
         finally:
             channel.client.connection_pool.release(wire)
+
+
+class _Owner:
+    """A worker channel owning deliveries as a test's own owner, its messages received into
+    :attr:`received`; the owner's keys, the ledger's and the queue's are deleted at the end."""
+
+    def __init__(self, url: str, unique: str) -> None:
+        self.url, self.queue, self.owner = url, f"rt-{unique}", f"rt-{unique}"
+        self.ledger = f"rt-ledger-{unique}"
+        self.client = redis.Redis.from_url(url)
+        self.received: list[Any] = []
+
+    def __enter__(self) -> worker_channel.Channel:
+        self._conn = redis_broker.connection(self.url, transport=worker_channel.Transport)
+        channel = self._conn.channel()
+        channel.own(self.owner, ttl=60)
+        Consumer(channel, [Queue(self.queue)], auto_declare=False,
+                 callbacks=[lambda body, message: self.received.append(message)]).consume()
+        return channel
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.release()
+        tags = [message.delivery_tag for message in self.received]
+        if tags:
+            self.client.hdel("unacked", *tags)
+            self.client.zrem("unacked_index", *tags)
+        self.client.delete(self.queue, self.ledger, OWNED_KEY.format(owner=self.owner),
+                           ALIVE_KEY.format(owner=self.owner))
+        self.client.srem(OWNERS_KEY, self.owner)
+
+    def publish(self) -> None:
+        with redis_broker.connection(self.url) as conn:
+            conn.Producer().publish({"n": 1}, routing_key=self.queue)
+
+
+def test_a_start_record_is_in_redis_at_once_and_its_reply_read_with_the_next_fetch(
+        redis_url, unique):
+    """A start with nothing to fetch sends one ZADD and does not wait for its reply: the record
+    is in Redis before the task runs, and the next fetch on the connection reads that reply
+    before its own (the worker waited a round trip for every such start before)."""
+    owner = _Owner(redis_url, unique)
+    with owner as channel:
+        record = StartRecord(owner.ledger, {"task-1:0:0": time.time() + 60}, [], None)
+        assert channel.send_fetch([owner.queue], 0, [], record)
+        assert channel.read_fetch() == 0
+        wire = channel._fetch_conn
+        assert wire is not None and wire.can_read(timeout=5)  # its reply, not read yet
+        assert owner.client.zscore(owner.ledger, "task-1:0:0") is not None
+        owner.publish()
+        assert channel.fetch_many([owner.queue], 1) == 1
+        assert channel._fetch_conn is wire and not wire.can_read(timeout=0.2)
+        assert [message.payload for message in owner.received] == [{"n": 1}]
+
+
+def test_a_start_record_redis_refuses_is_logged_and_the_next_fetch_still_delivers(
+        redis_url, unique, caplog):
+    """The ledger's key holding another type: the ZADD's error reply, read with the next
+    fetch's, is logged as a record that could not be written, and the fetch goes on."""
+    owner = _Owner(redis_url, unique)
+    with owner as channel:
+        owner.client.set(owner.ledger, "not a sorted set")
+        record = StartRecord(owner.ledger, {"task-1:0:0": time.time() + 60}, [], None)
+        assert channel.send_fetch([owner.queue], 0, [], record)
+        assert channel.read_fetch() == 0
+        owner.publish()
+        with caplog.at_level(logging.WARNING, logger="qtui.worker"):
+            assert channel.fetch_many([owner.queue], 1) == 1
+        assert "Cannot record started tasks" in caplog.text and "WRONGTYPE" in caplog.text
+        assert len(owner.received) == 1

@@ -89,8 +89,6 @@ class Consumer:
         """Count the prefetch window per channel (RabbitMQ's global QoS) rather than per consumer:
         quorum queues refuse it."""
         self._next_heartbeat_check = 0.0
-        self.unanswered: list[float] = []
-        """Stamps of fetches whose reply was lost (Redis): what they took is reclaimed."""
         self.reclaim_due = False
         """The connection was lost: what this worker owns on the broker and does not hold is
         put back through the next one (see :meth:`reclaim_after_loss`)."""
@@ -298,9 +296,6 @@ class Consumer:
                     f"the broker closed the channel: a task held its delivery unacked longer "
                     f"than the consumer timeout ({exc})") from exc
             raise
-        except self.errors:
-            self._remember_unanswered()  # the idle wait's fetch may have lost its reply
-            raise
 
     def send_fetch(self, room: int, acks: list[str], starts: StartRecord | None = None) -> bool:
         """Send, without waiting for the reply, one call that acks ``acks``, writes ``starts``
@@ -310,37 +305,11 @@ class Consumer:
         send_fetch = getattr(self.channel, "send_fetch", None)
         if send_fetch is None or not self.consuming:
             return False
-        try:
-            return bool(send_fetch([q.name for q in self.queues], room, acks, starts))
-        except self.errors:
-            self._remember_unanswered()
-            raise
+        return bool(send_fetch([q.name for q in self.queues], room, acks, starts))
 
     def read_fetch(self) -> int:
         """The reply to :meth:`send_fetch`: how many messages came (delivered to the callbacks)."""
-        try:
-            return int(self.channel.read_fetch())
-        except self.errors:
-            self._remember_unanswered()
-            raise
-
-    def _remember_unanswered(self) -> None:
-        """A fetch script may have run and its reply been lost: remember its stamp."""
-        stamp = getattr(self.channel, "fetch_stamp", None)
-        if stamp is not None:
-            self.unanswered.append(stamp)
-            self.channel.fetch_stamp = None
-
-    def reclaim_unanswered(self, held: Iterable[str]) -> None:
-        """Put back what fetches with a lost reply took (see
-        :meth:`~qtui.core.brokers.redis.worker_channel.Channel.reclaim_stamped`)."""
-        held = list(held)
-        while self.unanswered:
-            back = self.channel.reclaim_stamped(self.unanswered[0], held)
-            if back:
-                logger.warning("Put back %d message(s) a fetch took while the connection "
-                               "was lost", back)
-            self.unanswered.pop(0)
+        return int(self.channel.read_fetch())
 
     def reclaim_after_loss(self, held: Iterable[str]) -> None:
         """Redis, after a lost connection: put back what this worker owns and does not hold,

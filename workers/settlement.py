@@ -263,12 +263,11 @@ class Settlement:
     def settle_orphans(self) -> None:
         """Settle the deliveries of a lost connection through the current one; what cannot be
         settled yet (the broker is still failing) is tried again on the next turn."""
-        if not (self.orphans or self.consumer.unanswered or self.consumer.reclaim_due) \
+        if not (self.orphans or self.consumer.reclaim_due) \
                 or self.consumer.connection is None:
             return
         if not self.consumer.keeps_deliveries:  # RabbitMQ gave them back with the connection
             self.orphans.clear()
-            self.consumer.unanswered.clear()
             self.consumer.reclaim_due = False
             return
         orphans, self.orphans = self.orphans, []
@@ -284,7 +283,6 @@ class Settlement:
                 return
         # After the acks above: a finished task's message must not come back.
         try:
-            self.consumer.reclaim_unanswered(self.held_tags())
             self.consumer.reclaim_after_loss(self.held_tags())
         except self.consumer.errors as exc:
             logger.debug("lost fetches not reclaimed yet: %s", exc)

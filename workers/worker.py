@@ -258,7 +258,7 @@ class Worker:
             # Warm shutdown: take no more tasks (each would only be put back) and return what
             # was prefetched now; remote control goes on while running tasks finish.
             self.shutdown.put_back_waiting()
-        if self.settlement.orphans or self.consumer.unanswered or self.consumer.reclaim_due:
+        if self.settlement.orphans or self.consumer.reclaim_due:
             self.settlement.settle_orphans()
         self.consumer.heartbeat_check()
         self._process_events()
