@@ -73,6 +73,12 @@ def tree_cpu(root: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def own_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` alone (the worker's main process, without its pool children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+
+
 def redis_cpu(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
@@ -140,12 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                 callgrind("--zero", redis_pid)
             client.config_resetstat()
             worker_before, redis_before = tree_cpu(worker.pid), redis_cpu(client)
+            parent_before = own_cpu(worker.pid)
             start = time.perf_counter()
             client.rename("staging", QUEUE)
             while client.llen(QUEUE) or client.hlen("unacked"):
                 time.sleep(0.01)
             seconds = time.perf_counter() - start
             worker_cpu = tree_cpu(worker.pid) - worker_before
+            parent_cpu = own_cpu(worker.pid) - parent_before
             redis_used = redis_cpu(client) - redis_before
             if args.callgrind:
                 callgrind("--dump=drain", str(worker.pid))
@@ -164,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
           f"(scripts {calls.get('evalsha', 0) / n:.2f}), load {os.getloadavg()[0]:.1f}")
     print("  per task:", ", ".join(f"{name} {count / n:.2f}"
                                    for name, count in sorted(calls.items()) if count / n >= 0.01))
+    if args.pool == "prefork":
+        print(f"  worker main process alone (without its children): "
+              f"{1e6 * parent_cpu / n:.0f} us/task")
     if args.callgrind:
         print(f"  callgrind: {dumped_instructions(Path(f'{args.callgrind}.1')) / n:,.0f} "
               f"instructions/task")
