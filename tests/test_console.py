@@ -181,8 +181,8 @@ async def test_read_only_hides_actions_and_refuses_them():
 
 
 async def test_retry_refuses_a_task_whose_arguments_were_truncated(monkeypatch):
-    from qtui.tui.rows import TaskRow
-    truncated = TaskRow(id="t-1", name="tasks.big", state="FAILURE", args="('aaaa...",
+    from .console_data import row
+    truncated = row(id="t-1", name="tasks.big", state="FAILURE", args="('aaaa...",
                         kwargs="{}")
     console = FixedConsole()
     monkeypatch.setattr(console.feed, "full_arguments", lambda task_id: None)
@@ -379,14 +379,14 @@ async def test_a_retry_goes_to_the_queue_the_task_was_sent_to(monkeypatch):
 
 def test_a_task_row_keeps_the_queue_its_task_sent_event_named():
     from qtui.core.state import State
-    from qtui.tui.feed import task_row
+    from qtui.tui.rows import TaskRow
     state = State()
     state.ingest([{"type": "task-sent", "uuid": "a", "name": "billing.charge", "args": "(4,)",
                    "queue": "billing", "exchange": "", "routing_key": "billing",
                    "hostname": "client", "timestamp": 1.0, "clock": 1},
                   {"type": "task-failed", "uuid": "a", "exception": "ValueError()",
                    "hostname": "w1", "timestamp": 2.0, "clock": 2}])
-    row = task_row(state.task("a"))
+    row = TaskRow(state.task("a"))
     assert (row.queue, row.exchange, row.routing_key) == ("billing", "", "billing")
 
 

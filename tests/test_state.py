@@ -276,6 +276,31 @@ def test_changes_list_updated_tasks_once_then_start_over(ev):
     assert state.take_changes().tasks == []
 
 
+def test_a_task_handed_out_as_a_change_is_never_changed_again(ev):
+    """Another thread (the console's UI) reads the records it was handed without a lock: later
+    events change a copy that takes the record's place."""
+    state = State(track_changes=True)
+    received, started, succeeded = ev.lifecycle("t1")
+    state.event(received)
+    [handed] = state.take_changes().tasks
+    state.ingest([started, succeeded])
+    assert (handed.state, handed.started, len(timeline_steps(handed.timeline))) \
+        == (states.RECEIVED, None, 1)
+    current = state.task("t1")
+    assert current is not handed and current.state == states.SUCCESS
+    assert current.args == handed.args == "(1, 2)"
+    assert state.take_changes().tasks == [current]
+
+
+def test_a_task_not_yet_handed_out_changes_in_place(ev):
+    state = State(track_changes=True)
+    received, started, succeeded = ev.lifecycle("t1")
+    state.event(received)
+    first = state.task("t1")
+    state.ingest([started, succeeded])
+    assert state.task("t1") is first and first.state == states.SUCCESS
+
+
 # throughput --------------------------------------------------------------------------------------
 def test_throughput_counts_each_state_per_time_bucket(ev):
     state = State(throughput_interval=1.0, throughput_slots=10)
