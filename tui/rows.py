@@ -149,9 +149,10 @@ class TaskRow:
 
     def filter_values(self) -> dict[str, str]:
         """The texts the filter language matches against."""
-        return {"id": self.id, "name": self.name, "state": self.state, "worker": self.worker,
-                "args": f"{self.args} {self.kwargs}",
-                "result": f"{self.result} {self.exception}"}
+        task = self.task  # read directly: a filter reads every task held, each redraw
+        return {"id": task.uuid, "name": task.name or "", "state": task.state,
+                "worker": task.worker or "", "args": f"{_text(task.args)} {_text(task.kwargs)}",
+                "result": f"{_text(task.result)} {_text(task.exception)}"}
 
 
 def _text(value: Any) -> str:
