@@ -256,6 +256,18 @@ def test_the_least_recently_updated_task_is_forgotten_first(ev):
     assert {t.uuid for t in state.tasks()} == {"old", "newest"}
 
 
+def test_past_the_bound_a_hundredth_of_the_tasks_goes_at_once_finished_ones_first(ev):
+    """Plain dicts keep the LRU orders: forgetting in batches walks their holes once a batch."""
+    state = State(max_tasks=300, track_changes=True)
+    state.event(ev("task-started", uuid="running"))
+    for n in range(300):
+        state.ingest(ev.lifecycle(f"t{n}"))
+    assert len(state) == 297  # 301 tasks: down to 300 less 3
+    assert state.task("running") is not None
+    assert state.take_changes().removed == sorted(["t0", "t1", "t2", "t3"])
+    assert state.task("t4") is not None and state.task("t3") is None
+
+
 def test_a_flood_of_tasks_stays_within_the_bound_and_indexes_stay_consistent(ev):
     state = State(max_tasks=500)
     for n in range(5_000):
