@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from itertools import islice
+from operator import attrgetter
 from sys import intern
 from typing import Any
 
@@ -36,6 +38,8 @@ TIMELINE_MAX = 32
 TIMELINE_STEP = 4
 #: Characters of a timeline entry's detail (the exception of a task-failed or task-retried).
 TIMELINE_DETAIL_MAX = 200
+#: Past ``max_tasks``, a State forgets this fraction of them at once (1/100: 1,000 of 100,000).
+EVICT_FRACTION = 100
 #: Workers kept (Flower's max_workers_in_memory): a flood of made-up hostnames stays bounded.
 MAX_WORKERS = 1_000
 
@@ -60,12 +64,12 @@ _STAMP = {"task-sent": "sent", "task-received": "received", "task-started": "sta
           "task-revoked": "revoked", "task-rejected": "rejected"}
 
 #: Fields any event may set, when it is the newest word on the task.
-_TASK_FIELDS = ("name", "args", "kwargs", "retries", "eta", "expires", "root_id", "parent_id",
-                "queue", "exchange", "routing_key", "result", "exception", "traceback",
-                "runtime")
+_TASK_FIELDS = frozenset({"name", "args", "kwargs", "retries", "eta", "expires", "root_id",
+                          "parent_id", "queue", "exchange", "routing_key", "result",
+                          "exception", "traceback", "runtime"})
 #: Fields an older event may still fill in: what describes the task, not what happened to it.
-_IDENTITY_FIELDS = ("name", "args", "kwargs", "retries", "eta", "expires", "root_id",
-                    "parent_id", "queue", "exchange", "routing_key")
+_IDENTITY_FIELDS = frozenset({"name", "args", "kwargs", "retries", "eta", "expires", "root_id",
+                              "parent_id", "queue", "exchange", "routing_key"})
 
 #: Fields shared between tasks where equal (see :meth:`State._compact`): names, always; free texts
 #: up to SHORT_TEXT characters; ids equal to the task's own.
@@ -165,10 +169,18 @@ class TaskState:
     def ready(self) -> bool:
         return self.state in states.READY_STATES
 
+    def copy(self) -> TaskState:
+        """Another record with the same fields (what the State changes once this one is out)."""
+        return TaskState(*_task_fields(self))
+
+
+_task_fields = attrgetter(*(f.name for f in fields(TaskState)))
+
 
 @dataclass(frozen=True)
 class Changes:
-    """What changed since the last :meth:`State.take_changes`: tasks updated and ids forgotten."""
+    """What changed since the last :meth:`State.take_changes`: tasks updated and ids forgotten.
+    The State never changes these records again, so another thread may read them freely."""
 
     tasks: list[TaskState]
     removed: list[str]
@@ -265,9 +277,11 @@ class State:
         """Where task events are counted per minute, task name and queue (None: nowhere)."""
         self.queue_rates = queue_rates
         """Where task-sent and task-received are counted per queue (None: nowhere)."""
-        # Two LRU orders, so running tasks outlive finished ones when memory runs out.
-        self._unready: OrderedDict[str, TaskState] = OrderedDict()
-        self._ready: OrderedDict[str, TaskState] = OrderedDict()
+        # Two LRU orders, so running tasks outlive finished ones when memory runs out. Plain
+        # dicts (insertion order; a task that changes is taken out and put back): an
+        # OrderedDict's links cost 5 MB more at 100,000 tasks. See _evict for the catch.
+        self._unready: dict[str, TaskState] = {}
+        self._ready: dict[str, TaskState] = {}
         self._changed: dict[str, TaskState] = {}
         self._removed: set[str] = set()
         self.track_finished = False
@@ -341,6 +355,9 @@ class State:
         created = task is None
         if task is None:
             task = TaskState(uuid)
+        elif self.track_changes and uuid not in self._changed:
+            # Handed out by take_changes: a reader on another thread may hold it.
+            task = task.copy()
         was_ready = task.ready
         old_name = task.name
 
@@ -357,16 +374,15 @@ class State:
         if newer and new_state is not None:
             task.state = new_state
             task.timestamp, task.clock, task.origin = timestamp, clock, hostname
-            for name in _TASK_FIELDS:
-                value = event.get(name)
-                if value is not None:
-                    setattr(task, name, self._compact(name, value, task.uuid))
+            # Over the event's own fields (about a dozen), not over every field a task has.
+            for name, value in event.items():
+                if value is not None and name in _TASK_FIELDS:
+                    setattr(task, name, self._compact(name, value, uuid))
         else:
-            for name in _IDENTITY_FIELDS:
-                if getattr(task, name) is None:
-                    value = event.get(name)
-                    if value is not None:
-                        setattr(task, name, self._compact(name, value, task.uuid))
+            for name, value in event.items():
+                if value is not None and name in _IDENTITY_FIELDS \
+                        and getattr(task, name) is None:
+                    setattr(task, name, self._compact(name, value, uuid))
         stamp = _STAMP.get(kind)
         if stamp is not None:
             setattr(task, stamp, timestamp)
@@ -456,22 +472,34 @@ class State:
         return n
 
     def _store(self, task: TaskState, created: bool, was_ready: bool) -> None:
-        """Put the task at the young end of its LRU order (ready or unready)."""
+        """Put the task at the young end of its LRU order (ready or unready), in place of the
+        record it had (the same, or the copy that replaces a handed-out one)."""
         uuid, ready = task.uuid, task.ready
         if created:
             (self._ready if ready else self._unready)[uuid] = task
         elif ready == was_ready:
-            (self._ready if ready else self._unready).move_to_end(uuid)
+            tasks = self._ready if ready else self._unready
+            del tasks[uuid]
+            tasks[uuid] = task
         else:
             del (self._ready if was_ready else self._unready)[uuid]
             (self._ready if ready else self._unready)[uuid] = task
 
     def _evict(self) -> None:
-        """Forget the least recently updated finished task, else the least recent of all."""
-        _, task = (self._ready or self._unready).popitem(last=False)
-        if self.track_changes:
-            self._changed.pop(task.uuid, None)
-            self._removed.add(task.uuid)
+        """Forget the least recently updated finished tasks, else the least recent of all, down
+        to ``max_tasks`` less a hundredth (EVICT_FRACTION). A plain dict keeps a hole where a
+        task left until it grows again, and finding its oldest task walks over the holes: once
+        a batch, not once a task."""
+        keep = self.max_tasks - self.max_tasks // EVICT_FRACTION
+        for tasks in (self._ready, self._unready):
+            excess = len(self) - keep
+            if excess <= 0:
+                break
+            for uuid in list(islice(tasks, excess)):
+                del tasks[uuid]
+                if self.track_changes:
+                    self._changed.pop(uuid, None)
+                    self._removed.add(uuid)
 
     def _compact(self, name: str, value: Any, uuid: str) -> Any:
         """One string object for values many tasks repeat (routing names, ``{}`` kwargs, a
@@ -536,7 +564,11 @@ class State:
         return self.workers.pop(hostname, None) is not None
 
     def take_changes(self) -> Changes:
-        """Tasks changed and ids forgotten since the last call (needs ``track_changes``)."""
+        """Tasks changed and ids forgotten since the last call (needs ``track_changes``).
+
+        The records returned are out for good: an event about one of them later changes a
+        copy that takes its place, so a reader needs no lock and the console's model holds
+        the same records as the State instead of copies of its own."""
         changes = Changes(list(self._changed.values()), sorted(self._removed))
         self._changed = {}
         self._removed = set()

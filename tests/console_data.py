@@ -6,15 +6,18 @@ machine and every day.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from pathlib import Path
+from typing import Any
 
 from qtui.core import App
 from qtui.core.metrics import MINUTE, Rollup
 from qtui.core.pauses import Pause
 from qtui.core.queue_rates import Rate
 from qtui.core.queues import Age
+from qtui.core.state import TaskState
 from qtui.tui.console import Console
 from qtui.tui.rows import QueueRow, Snapshot, TaskRow, ThroughputSeries, WorkerRow
 
@@ -51,7 +54,22 @@ def _task(n: int, name: str, state: str, worker: str, **extra: object) -> TaskRo
         kwargs="{}", timeline=tuple(item for step in timeline for item in step),
         updated=received + 0.5)
     values.update(extra)
-    return TaskRow(**values)  # type: ignore[arg-type]
+    return row(**values)
+
+
+def row(**fields: Any) -> TaskRow:
+    """A task row over a record of these fields, named as the State names them but for
+    ``id`` (the task's ``uuid``)."""
+    if "id" in fields:
+        fields["uuid"] = fields.pop("id")
+    return TaskRow(TaskState(**fields))
+
+
+def changed(task: TaskRow, **fields: Any) -> TaskRow:
+    """``task`` with some of its record's fields changed (``id`` as in :func:`row`)."""
+    if "id" in fields:
+        fields["uuid"] = fields.pop("id")
+    return TaskRow(dataclasses.replace(task.task, **fields))
 
 
 TASKS = (

@@ -4,6 +4,7 @@ history. The same console against live workers is in test_console_live.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from types import SimpleNamespace
@@ -181,8 +182,8 @@ async def test_read_only_hides_actions_and_refuses_them():
 
 
 async def test_retry_refuses_a_task_whose_arguments_were_truncated(monkeypatch):
-    from qtui.tui.rows import TaskRow
-    truncated = TaskRow(id="t-1", name="tasks.big", state="FAILURE", args="('aaaa...",
+    from .console_data import row
+    truncated = row(id="t-1", name="tasks.big", state="FAILURE", args="('aaaa...",
                         kwargs="{}")
     console = FixedConsole()
     monkeypatch.setattr(console.feed, "full_arguments", lambda task_id: None)
@@ -253,6 +254,30 @@ def test_history_keeps_only_the_newest_tasks(tmp_path):
     history.save([TaskState("late", updated=100.0)])
     kept = [t.uuid for t in history.load()]
     assert kept[-1] == "late" and len(kept) == 10
+
+
+def test_history_stores_only_what_is_known_of_a_task_and_brings_it_back_whole(tmp_path):
+    import sqlite3
+
+    from qtui.core.state import TaskState
+    path = tmp_path / "h.sqlite"
+    task = TaskState("a", state="SUCCESS", name="tasks.add", args="(1, 2)", result="3",
+                     received=1.0, updated=2.0, timeline=("task-received", 1.0, "w1", ""))
+    history = History(path, cluster="c")
+    history.save([task])
+    assert history.load() == [task]
+    with sqlite3.connect(path) as db:
+        (data,), = db.execute("SELECT data FROM tasks").fetchall()
+    assert None not in json.loads(data).values()  # unknown fields take no room in the row
+
+
+def test_the_history_file_syncs_to_disk_at_checkpoints_not_at_every_write(tmp_path):
+    """WAL with synchronous NORMAL, as qtui's other SQLite files: a write per snapshot that
+    waited for the disk each time held the event thread up under load (lost with the machine,
+    not with the process)."""
+    history = History(tmp_path / "h.sqlite", cluster="c")
+    assert history._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert history._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_file_that_is_not_a_history_is_a_clear_error(tmp_path):
@@ -379,14 +404,14 @@ async def test_a_retry_goes_to_the_queue_the_task_was_sent_to(monkeypatch):
 
 def test_a_task_row_keeps_the_queue_its_task_sent_event_named():
     from qtui.core.state import State
-    from qtui.tui.feed import task_row
+    from qtui.tui.rows import TaskRow
     state = State()
     state.ingest([{"type": "task-sent", "uuid": "a", "name": "billing.charge", "args": "(4,)",
                    "queue": "billing", "exchange": "", "routing_key": "billing",
                    "hostname": "client", "timestamp": 1.0, "clock": 1},
                   {"type": "task-failed", "uuid": "a", "exception": "ValueError()",
                    "hostname": "w1", "timestamp": 2.0, "clock": 2}])
-    row = task_row(state.task("a"))
+    row = TaskRow(state.task("a"))
     assert (row.queue, row.exchange, row.routing_key) == ("billing", "", "billing")
 
 

@@ -13,7 +13,17 @@ from qtui.tui.rows import Snapshot, TaskRow
 from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen, PromptScreen
 from qtui.tui.views.tasks import TasksScreen
 
-from .console_data import QUEUES, SNAPSHOT, T0, TASKS, WORKERS, FixedConsole, screen_text
+from .console_data import (
+    QUEUES,
+    SNAPSHOT,
+    T0,
+    TASKS,
+    WORKERS,
+    FixedConsole,
+    changed,
+    row,
+    screen_text,
+)
 
 SIZE = (140, 40)
 SMALL = (80, 24)
@@ -25,7 +35,7 @@ RECEIVED = TASKS[5]  # tasks.add, RECEIVED: the third row of the tasks view (new
 
 def new_tasks(count: int, start: int = 100) -> tuple[TaskRow, ...]:
     """``count`` tasks received after every task of the fixed cluster."""
-    return tuple(TaskRow(id=f"{n:08x}-1111-4000-8000-{n:012d}", name="tasks.new",
+    return tuple(row(id=f"{n:08x}-1111-4000-8000-{n:012d}", name="tasks.new",
                          state="RECEIVED", worker="qtui@alpha", received=T0 + n)
                  for n in range(start, start + count))
 
@@ -78,7 +88,7 @@ async def test_when_the_selected_task_leaves_the_view_the_status_line_says_so():
     async with console.run_test(size=SIZE) as pilot:
         await pilot.press("3", "right")  # the Received tab: only RECEIVED is there
         assert cursor_task(console) == RECEIVED.id
-        arrive(console, dataclasses.replace(RECEIVED, state="STARTED", started=T0 + 7))
+        arrive(console, changed(RECEIVED, state="STARTED", started=T0 + 7))
         await pilot.pause()
         status = str(console.screen.query_one("#status", Static).render())
         assert f"{RECEIVED.id[:8]}… left this view" in status
@@ -169,7 +179,7 @@ async def test_the_status_line_names_the_sort_column_at_80x24():
 
 
 async def test_a_task_without_a_name_shows_as_unknown():
-    nameless = TaskRow(id="c0ffee00-0000-4000-8000-000000000099", name="", state="STARTED",
+    nameless = row(id="c0ffee00-0000-4000-8000-000000000099", name="", state="STARTED",
                        worker="qtui@alpha", received=T0 + 99)
     console = FixedConsole(snapshot=dataclasses.replace(SNAPSHOT, tasks=(*TASKS, nameless)))
     async with console.run_test(size=SIZE) as pilot:

@@ -15,11 +15,11 @@ from textual.widgets import DataTable
 
 from qtui.tui.views.format import STATE_STYLES
 
-from .console_data import SNAPSHOT, TASKS, FixedConsole
+from .console_data import SNAPSHOT, TASKS, FixedConsole, changed
 
 pytestmark = pytest.mark.usefixtures("utc")
 
-EXTRA = tuple(replace(TASKS[0], id=f"00000000-0000-4000-8000-0000000000{n}", state=state,
+EXTRA = tuple(changed(TASKS[0], id=f"00000000-0000-4000-8000-0000000000{n}", state=state,
                       received=TASKS[-1].received + n)  # type: ignore[operator]
               # The newest (a SUCCESS) holds the cursor, whose colours replace the state's.
               for n, state in ((10, "PENDING"), (11, "REJECTED"), (12, "SUCCESS")))

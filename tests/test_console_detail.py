@@ -17,7 +17,7 @@ from qtui.tui.model import ConsoleModel
 from qtui.tui.views.details import TaskDetailScreen, WorkerDetailScreen, worker_table
 from qtui.tui.views.tasks import TasksScreen
 
-from .console_data import SNAPSHOT, T0, TASKS, FixedConsole, screen_text
+from .console_data import SNAPSHOT, T0, TASKS, FixedConsole, changed, screen_text
 
 SMALL = (80, 24)
 SIZE = (140, 36)
@@ -25,7 +25,7 @@ SIZE = (140, 36)
 pytestmark = pytest.mark.usefixtures("utc")  # times shown the same on every machine
 
 TRACEBACK = TASKS[3].traceback
-FAILED = dataclasses.replace(TASKS[7], traceback=TRACEBACK.replace("order 4", "order 8"))
+FAILED = changed(TASKS[7], traceback=TRACEBACK.replace("order 4", "order 8"))
 """The newest failure, with a traceback: the first one the overview lists."""
 INCIDENT = dataclasses.replace(SNAPSHOT, tasks=(*TASKS[:7], FAILED))
 
@@ -33,7 +33,7 @@ INCIDENT = dataclasses.replace(SNAPSHOT, tasks=(*TASKS[:7], FAILED))
 def family_tasks() -> tuple[Any, ...]:
     """A chain (root -> middle -> two children) and a task whose parent is gone."""
     def member(n: int, name: str, state: str, parent: str, **extra: Any) -> Any:
-        return dataclasses.replace(TASKS[0], id=f"fam-{n}", name=name, state=state,
+        return changed(TASKS[0], id=f"fam-{n}", name=name, state=state,
                                    root_id="fam-0", parent_id=parent, received=T0 + 20 + n,
                                    started=T0 + 20.01 + n, updated=T0 + 20.5 + n,
                                    timeline=(), **extra)
@@ -113,7 +113,7 @@ async def test_double_clicking_a_recent_failure_opens_its_detail():
 
 
 async def test_enter_opens_the_chosen_failure_after_newer_failures_redraw_the_list():
-    newer = dataclasses.replace(FAILED, id="newest-failure", updated=FAILED.updated + 60)
+    newer = changed(FAILED, id="newest-failure", updated=FAILED.updated + 60)
     console = FixedConsole(snapshot=INCIDENT)
     async with console.run_test(size=SIZE) as pilot:
         await pilot.press("1", "tab", "down")  # the second failure: task 4
@@ -142,7 +142,7 @@ async def test_the_detail_shows_the_failure_before_what_the_task_is_and_its_time
 async def test_a_long_traceback_opens_on_its_last_lines_at_80x24():
     frames = "".join(f'  File "app/m{i}.py", line {i}, in f{i}\n    step_{i}()\n'
                      for i in range(40))
-    long = dataclasses.replace(FAILED, traceback=f"Traceback (most recent call last):\n{frames}"
+    long = changed(FAILED, traceback=f"Traceback (most recent call last):\n{frames}"
                                                  "OSError: disk full\n")
     console = FixedConsole(snapshot=dataclasses.replace(SNAPSHOT, tasks=(*TASKS[:7], long)))
     async with console.run_test(size=SMALL) as pilot:
@@ -179,7 +179,7 @@ async def test_the_timeline_shows_milliseconds_the_time_since_receipt_and_the_ex
 async def test_a_retried_tasks_timeline_counts_from_its_first_receipt():
     timeline = ("task-received", T0, "w", "", "task-retried", T0 + 1.5, "w", "E('first')",
                 "task-received", T0 + 3, "w", "", "task-failed", T0 + 65, "w", "E('last')")
-    retried = dataclasses.replace(TASKS[3], received=T0 + 3, timeline=timeline)
+    retried = changed(TASKS[3], received=T0 + 3, timeline=timeline)
     console = FixedConsole(snapshot=dataclasses.replace(SNAPSHOT, tasks=(retried,)))
     async with console.run_test(size=SIZE) as pilot:
         console.push_screen(TaskDetailScreen(retried.id))

@@ -256,6 +256,18 @@ def test_the_least_recently_updated_task_is_forgotten_first(ev):
     assert {t.uuid for t in state.tasks()} == {"old", "newest"}
 
 
+def test_past_the_bound_a_hundredth_of_the_tasks_goes_at_once_finished_ones_first(ev):
+    """Plain dicts keep the LRU orders: forgetting in batches walks their holes once a batch."""
+    state = State(max_tasks=300, track_changes=True)
+    state.event(ev("task-started", uuid="running"))
+    for n in range(300):
+        state.ingest(ev.lifecycle(f"t{n}"))
+    assert len(state) == 297  # 301 tasks: down to 300 less 3
+    assert state.task("running") is not None
+    assert state.take_changes().removed == sorted(["t0", "t1", "t2", "t3"])
+    assert state.task("t4") is not None and state.task("t3") is None
+
+
 def test_a_flood_of_tasks_stays_within_the_bound_and_indexes_stay_consistent(ev):
     state = State(max_tasks=500)
     for n in range(5_000):
@@ -274,6 +286,31 @@ def test_changes_list_updated_tasks_once_then_start_over(ev):
     changes = state.take_changes()
     assert sorted(t.uuid for t in changes.tasks) == ["t1", "t2"] and changes.removed == []
     assert state.take_changes().tasks == []
+
+
+def test_a_task_handed_out_as_a_change_is_never_changed_again(ev):
+    """Another thread (the console's UI) reads the records it was handed without a lock: later
+    events change a copy that takes the record's place."""
+    state = State(track_changes=True)
+    received, started, succeeded = ev.lifecycle("t1")
+    state.event(received)
+    [handed] = state.take_changes().tasks
+    state.ingest([started, succeeded])
+    assert (handed.state, handed.started, len(timeline_steps(handed.timeline))) \
+        == (states.RECEIVED, None, 1)
+    current = state.task("t1")
+    assert current is not handed and current.state == states.SUCCESS
+    assert current.args == handed.args == "(1, 2)"
+    assert state.take_changes().tasks == [current]
+
+
+def test_a_task_not_yet_handed_out_changes_in_place(ev):
+    state = State(track_changes=True)
+    received, started, succeeded = ev.lifecycle("t1")
+    state.event(received)
+    first = state.task("t1")
+    state.ingest([started, succeeded])
+    assert state.task("t1") is first and first.state == states.SUCCESS
 
 
 # throughput --------------------------------------------------------------------------------------

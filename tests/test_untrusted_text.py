@@ -25,7 +25,7 @@ from qtui.tui.rows import QueueRow, WorkerRow
 from qtui.tui.views.details import TaskDetailScreen, WorkerDetailScreen
 from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen
 
-from .console_data import SNAPSHOT, T0, TASKS, WORKERS, FixedConsole, screen_text
+from .console_data import SNAPSHOT, T0, TASKS, WORKERS, FixedConsole, changed, screen_text
 
 SIZE = (160, 50)
 ESC = "\x1b"
@@ -63,7 +63,7 @@ def assert_no_injected_sequence(console: Console) -> None:
 
 EVIL_ID = "fbda8590-0000-4000-8000-00000000e011"
 EVIL_HOST = f"celery@{OSC52}[/]"
-EVIL_TASK = replace(
+EVIL_TASK = changed(
     TASKS[3], id=EVIL_ID, name=f"tasks.{CLEAR}[/]", worker=EVIL_HOST, args=f"('{EVIL}',)",
     kwargs="{'x': '[ url=http://x]'}", result=EVIL, exception=f"ValueError('{EVIL}')",
     traceback=f"Traceback (most recent call last):\n  File \"t.py\", line 1\nValueError: {EVIL}\n",
@@ -141,7 +141,7 @@ async def test_a_crafted_workers_detail_shows_its_name_and_replies_literally(mon
 
 
 async def test_the_revoke_dialog_shows_an_id_that_starts_with_a_letter():
-    running = replace(EVIL_TASK, state="STARTED")  # a finished task is not offered a revoke
+    running = changed(EVIL_TASK, state="STARTED")  # a finished task is not offered a revoke
     console = FixedConsole(snapshot=replace(EVIL_SNAPSHOT, tasks=(*TASKS, running)))
     async with console.run_test(size=SIZE) as pilot:
         console.push_screen(TaskDetailScreen(EVIL_ID))

@@ -39,7 +39,7 @@ from qtui.core.metrics import Recorder
 from qtui.core.pauses import reapply
 from qtui.core.queue_rates import QueueRates
 from qtui.core.queues import LISTING_REUSE, QueueHead, inspector_for, oldest_age, oldest_wait
-from qtui.core.state import State, TaskState, WorkerState
+from qtui.core.state import State, WorkerState
 from qtui.core.states import FAILURE
 
 from . import arguments
@@ -103,24 +103,6 @@ def consumed_queues(reply: Any) -> list[str]:
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else repr(value)
-
-
-def task_row(task: TaskState) -> TaskRow:
-    return TaskRow(
-        id=task.uuid, name=task.name or "", state=task.state, worker=task.worker or "",
-        received=task.received or task.sent, started=task.started, runtime=task.runtime,
-        args=_text(task.args), kwargs=_text(task.kwargs), result=_text(task.result),
-        exception=_text(task.exception), traceback=task.traceback or "",
-        retries=task.retries or 0, eta=task.eta or "", queue=task.queue or "",
-        exchange=task.exchange or "", routing_key=task.routing_key or "",
-        root_id=task.root_id or "", parent_id=task.parent_id or "", timeline=task.timeline,
-        updated=task.updated)
 
 
 class Feed:
@@ -274,10 +256,9 @@ class Feed:
 
     def _save(self, snapshot: Snapshot) -> None:
         assert self.history is not None
-        with self.lock:
-            tasks = [t for t in (self.state.task(row.id) for row in snapshot.tasks) if t]
         try:
-            self.history.save(tasks)
+            # The snapshot's records stay as they are (the State changes a copy): no lock.
+            self.history.save(row.task for row in snapshot.tasks)
         except Exception as exc:
             logger.warning("console history not saved: %s", exc)
 
@@ -298,7 +279,7 @@ class Feed:
         return Snapshot(
             workers=tuple(worker_row(w, self._details.get(w.hostname, {}), now)
                           for w in state.workers.values()),
-            tasks=tuple(task_row(t) for t in changes.tasks),
+            tasks=tuple(TaskRow(t) for t in changes.tasks),
             removed=tuple(changes.removed),
             queues=self._queues,
             throughput=ThroughputSeries(state.throughput.interval, {

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import os
 import sqlite3
 import threading
@@ -63,6 +64,7 @@ _DEEPEST = ("depth = max(coalesce(depth, excluded.depth), coalesce(excluded.dept
             "oldest_age = max(coalesce(oldest_age, excluded.oldest_age), "
             "coalesce(excluded.oldest_age, oldest_age))")
 _FIELDS = [f.name for f in dataclasses.fields(TaskState)]
+_field_values = operator.attrgetter(*_FIELDS)
 #: What a stored task's fields must be to come back: the file may have been written by an older
 #: qtui that kept what any event said, or edited by hand.
 _STRINGS = frozenset({"uuid", "state", "name", "worker", "client", "args", "kwargs", "eta",
@@ -103,6 +105,7 @@ class History:
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, 1, SCHEMA_VERSION):
                 raise ConfigError(
@@ -297,9 +300,12 @@ def _grouping(by: str) -> str:
 
 
 def _dump(task: TaskState) -> str:
+    """A task as a row's JSON: its known fields (what is unknown comes back as unknown)."""
+    data = {name: value for name, value in zip(_FIELDS, _field_values(task), strict=True)
+            if value is not None}
     # The file keeps a list of steps, as it did before timelines were flat in memory.
-    return json.dumps({name: timeline_steps(task.timeline) if name == "timeline"
-                       else getattr(task, name) for name in _FIELDS}, default=repr)
+    data["timeline"] = timeline_steps(task.timeline)
+    return json.dumps(data, default=repr)
 
 
 def _load(data: str, max_field: int) -> TaskState | None:
