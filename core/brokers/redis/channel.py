@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -33,6 +34,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual.base import UNDELIVERABLE_FMT, UndeliverableWarning
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
+
+from ..envelope import Envelope
 
 #: Route a message as kombu's direct exchange does and push it, in one round trip.
 #: KEYS[1] the exchange's binding set; ARGV: routing key, message, separator, priority suffix.
@@ -55,6 +58,49 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 return count
+"""
+
+#: Push a batch of envelopes (:mod:`..envelope`) in one round trip, each routed as
+#: :data:`_PUBLISH_DIRECT` routes one (a binding set is read once per batch). ARGV: the
+#: separator, then four per message: the exchange's binding set ('' for the default exchange:
+#: the routing key is the queue), routing key, priority suffix, message. Returns the 1-based
+#: positions of the messages no queue was bound for.
+_PUSH_ENVELOPES = """
+local sep = ARGV[1]
+local tables = {}
+local unrouted = {}
+for i = 2, #ARGV, 4 do
+  local bindings, rkey, suffix, message = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if bindings == '' then
+    redis.call('LPUSH', rkey .. suffix, message)
+  else
+    local members = tables[bindings]
+    if not members then
+      members = redis.call('SMEMBERS', bindings)
+      tables[bindings] = members
+    end
+    local pushed = {}
+    local count = 0
+    for _, member in ipairs(members) do
+      local first = string.find(member, sep, 1, true)
+      if first and string.sub(member, 1, first - 1) == rkey then
+        local second = string.find(member, sep, first + #sep, true)
+        if second then
+          local queue = string.sub(member, second + #sep)
+          if not pushed[queue] then
+            pushed[queue] = true
+            redis.call('LPUSH', queue .. suffix, message)
+            count = count + 1
+          end
+        end
+      end
+    end
+    if count == 0 then
+      table.insert(unrouted, (i + 2) / 4)
+    end
+  end
+end
+return unrouted
 """
 
 REDIS_SCHEMES = ("redis", "rediss")
@@ -98,13 +144,48 @@ class Channel(kombu_redis.Channel):
         pushed = self._script("publish_direct", _PUBLISH_DIRECT)(
             keys=[self.keyprefix_queue % (exchange,)],
             args=[routing_key, dumps(message), self.sep, suffix], client=client)
-        if not pushed and self.deadletter_queue is not None:
-            # What kombu does with a message no queue is bound for.
-            warnings.warn(UndeliverableWarning(UNDELIVERABLE_FMT.format(
-                exchange=exchange, routing_key=routing_key)), stacklevel=1)
-            self._new_queue(self.deadletter_queue)
-            self._put(self.deadletter_queue, message)
+        if not pushed:
+            self._undeliverable(exchange, routing_key,
+                                self._get_message_priority(message, reverse=False),
+                                dumps(message))
         return None
+
+    def accepts_envelopes(self, exchange: str, routing_key: str) -> bool:
+        """The default exchange or a direct one, on a connection without a key prefix, to a
+        queue declared here without an expiry: what :meth:`put_envelopes` routes as kombu does."""
+        if self.global_keyprefix:
+            return False
+        if not exchange:
+            return not self._expires or routing_key not in self._expires
+        return not self._expires and self.typeof(exchange).type == "direct"
+
+    def put_envelopes(self, envelopes: Sequence[Envelope]) -> None:
+        """Push every envelope in one script run: one round trip, all or none (Redis runs a
+        script whole; one refused before its first write, out of memory, writes nothing)."""
+        args: list[Any] = [self.sep]
+        for envelope in envelopes:
+            priority = self.priority(self._get_message_priority(
+                {"properties": {"priority": envelope.priority}}, reverse=False))
+            args += [self.keyprefix_queue % (envelope.exchange,) if envelope.exchange else "",
+                     envelope.routing_key, f"{self.sep}{priority}" if priority else "",
+                     envelope.payload]
+        unrouted = self._script("push_envelopes", _PUSH_ENVELOPES)(
+            keys=[], args=args, client=self._create_client())
+        for position in unrouted:
+            envelope = envelopes[int(position) - 1]
+            self._undeliverable(envelope.exchange, envelope.routing_key, envelope.priority,
+                                envelope.payload)
+
+    def _undeliverable(self, exchange: str, routing_key: str, priority: int,
+                       payload: str) -> None:
+        """What kombu does with a message no queue is bound for: into the dead-letter queue of
+        the transport options, with a warning, when there is one; else nowhere."""
+        if self.deadletter_queue is None:
+            return
+        warnings.warn(UndeliverableWarning(UNDELIVERABLE_FMT.format(
+            exchange=exchange, routing_key=routing_key)), stacklevel=2)
+        self._new_queue(self.deadletter_queue)
+        self._create_client().lpush(self._q_for_pri(self.deadletter_queue, priority), payload)
 
     def subscribe_now(self, timeout: float) -> None:
         """Subscribe to the fanout queues consumed so far and wait until Redis confirms it, so
