@@ -94,6 +94,7 @@ class App:
         self._lock = threading.RLock()
         self._backends: dict[str, ResultBackend] = {}
         self._router: tuple[int, Router] | None = None
+        self._send_settings: sending.SendSettings | None = None
         self._producers: list[Producer] = []
         """Idle producers, each on a connection of its own (see :meth:`producer`)."""
         self._producers_pid = os.getpid()
@@ -232,6 +233,14 @@ class App:
         self._producers.append(producer)
 
     @property
+    def send_settings(self) -> sending.SendSettings:
+        """The configuration every send reads, rebuilt when the configuration changes."""
+        settings = self._send_settings
+        if settings is None or settings.version != self.conf.version:
+            settings = self._send_settings = sending.SendSettings.of(self)
+        return settings
+
+    @property
     def router(self) -> Router:
         version = self.conf.version
         if self._router is None or self._router[0] != version:
@@ -285,20 +294,24 @@ class App:
             raise TypeError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"{name}: kwargs must be a mapping, got {type(kwargs).__name__}")
+        settings = self.send_settings
         ignore_result = options.get("ignore_result")
         if ignore_result is None:
-            ignore_result = self.conf.task_ignore_result
+            ignore_result = settings.ignore_result
         reply_to = options.get("reply_to")
         route = self.router.route(name, args, kwargs, {
             "queue": options.get("queue"), "exchange": options.get("exchange"),
             "routing_key": options.get("routing_key"), "priority": options.get("priority"),
         }, task=task)
         chain = options.get("chain")
+        eta, expires = options.get("eta"), options.get("expires")
+        # The zone only reads naive datetimes: worked out only when there is one.
+        tz = self.timezone if eta is not None or isinstance(expires, datetime) else timezone.utc
         message = TaskMessage(
             id=options.get("task_id") or new_task_id(), task=name, args=tuple(args or ()),
             kwargs=dict(kwargs or {}),
-            eta=resolve_eta(options.get("countdown"), options.get("eta"), self.timezone),
-            expires=resolve_expires(options.get("expires"), self.timezone),
+            eta=resolve_eta(options.get("countdown"), eta, tz),
+            expires=resolve_expires(expires, tz),
             retries=options.get("retries", 0), time_limit=options.get("time_limit"),
             soft_time_limit=options.get("soft_time_limit"), root_id=options.get("root_id"),
             parent_id=options.get("parent_id"), group=options.get("group_id"),
@@ -312,7 +325,7 @@ class App:
         if not ignore_result and not reply_to:
             backend.on_task_call(message)
         outgoing = Outgoing(message, route.exchange, route.routing_key, route.queue,
-                            options.get("serializer") or self.conf.task_serializer)
+                            options.get("serializer") or settings.serializer)
         batch: list[Outgoing] | None = getattr(self._batch, "outgoing", None)
         if batch is not None:
             batch.append(outgoing)
@@ -335,15 +348,30 @@ class App:
         """Send many task calls at once, ``batch_size`` per broker call (one round trip on
         Redis, one transaction on SQLite), and return their results in order.
 
-        ``calls`` are signatures (``add.s(2, 2)``, ``add.s(1).set(countdown=5)``, a group or a
-        chain too). Each is sent as its ``apply_async()`` would send it, with the same
-        routing, options and task-sent events. Nothing is sent until every call's arguments
-        are serialized; if the broker fails part way, :class:`~qtui.core.exceptions.SendFailed`
-        names the ids sent, in doubt and not sent."""
-        from .canvas import Signature
+        ``calls`` are signatures (``add.s(2, 2)``, ``add.s(1).set(countdown=5)``; a group,
+        chain or chord too, sent as its ``apply_async()`` sends it). A task registered here
+        is sent as ``task.apply_async(args, kwargs, **options)`` sends it (its own routing
+        and options), another by name as ``send_task`` does; each gets its task-sent event.
+        Nothing is sent until every call's arguments are serialized; if the broker fails
+        part way, :class:`~qtui.core.exceptions.SendFailed` names the ids sent, in doubt and
+        not sent."""
+        from .canvas import Signature, send_options, signature_of
 
+        results: list[Any] = []
         with self.sending_batch(batch_size):
-            return [Signature.from_dict(call, app=self).apply_async() for call in calls]
+            for call in calls:
+                sig = signature_of(call)
+                if sig.get("subtask_type") is not None:
+                    results.append(Signature.from_dict(sig, app=self).apply_async())
+                    continue
+                task = self.tasks.get(sig["task"])
+                options = send_options(sig["options"])
+                if task is not None:
+                    results.append(task.apply_async(sig["args"], sig["kwargs"], **options))
+                else:
+                    results.append(self.send_task(sig["task"], sig["args"], sig["kwargs"],
+                                                  **options))
+        return results
 
     @contextmanager
     def sending_batch(self, batch_size: int = sending.BATCH_SIZE) -> Iterator[None]:

@@ -43,6 +43,30 @@ T = TypeVar("T")
 BATCH_SIZE = 1000
 
 
+@dataclass(frozen=True, slots=True)
+class SendSettings:
+    """What every send reads from the configuration, read once per configuration change
+    (``Conf.version``) rather than a few dozen lookups per task."""
+
+    version: int
+    serializer: str
+    ignore_result: bool
+    sent_event: bool
+    retry: bool
+    retry_policy: dict[str, Any]
+    publish_timeout: float
+    where: str
+    """``the broker at URL`` (password masked), for error messages."""
+
+    @classmethod
+    def of(cls, app: App) -> SendSettings:
+        conf = app.conf
+        return cls(conf.version, conf.task_serializer, bool(conf.task_ignore_result),
+                   bool(conf.task_send_sent_event), bool(conf.task_publish_retry),
+                   dict(conf.task_publish_retry_policy), float(conf.broker_publish_timeout),
+                   f"the broker at {config.mask_url(app.broker_url)}")
+
+
 @dataclass(slots=True)
 class Outgoing:
     """A task message and where it goes, as ``send_task`` resolved them."""
@@ -73,12 +97,13 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
     ``App.send_task`` always has (BrokerUnavailable, BrokerBlocked, TypeError); a batch
     that fails once some of it is sent raises SendFailed naming what was and was not sent."""
     encoded = [_encode(item) for item in outgoing]
+    settings = app.send_settings
     sent: list[str] = []
     with app.producer() as producer:
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start:start + batch_size]
             try:
-                _send_chunk(app, producer, chunk)
+                _send_chunk(settings, producer, chunk)
             except BrokerUnavailable as exc:
                 if len(encoded) == 1:
                     raise
@@ -87,7 +112,7 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
                                  unsent=[e.task_id for e in encoded[start + batch_size:]]
                                  ) from exc
             sent += [e.task_id for e in chunk]
-            if app.conf.task_send_sent_event:
+            if settings.sent_event:
                 _send_sent_events(app, producer, chunk)
 
 
@@ -109,12 +134,12 @@ def _describe(chunk: Sequence[_Encoded]) -> str:
     return f"{len(chunk)} tasks ({first.task} [{first.id}] and {len(chunk) - 1} more)"
 
 
-def _send_chunk(app: App, producer: Producer, chunk: Sequence[_Encoded]) -> None:
+def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded]) -> None:
     """Send ``chunk`` in one broker call where the broker allows it, retrying per the policy
     within ``broker_publish_timeout``."""
-    timeout = app.conf.broker_publish_timeout
+    timeout = settings.publish_timeout
     deadline = time.monotonic() + timeout
-    where = f"the broker at {config.mask_url(app.broker_url)}"
+    where = settings.where
     what = _describe(chunk)
     connection = producer.connection
 
@@ -130,7 +155,7 @@ def _send_chunk(app: App, producer: Producer, chunk: Sequence[_Encoded]) -> None
         if time.monotonic() >= deadline:
             raise unconfirmed(exc) from exc
 
-    policy = {**app.conf.task_publish_retry_policy, "errback": give_up_after_deadline}
+    policy = {**settings.retry_policy, "errback": give_up_after_deadline}
     try:
         reason = amqp_broker.wait_unblocked(connection, timeout)
         if reason is not None:
@@ -138,15 +163,15 @@ def _send_chunk(app: App, producer: Producer, chunk: Sequence[_Encoded]) -> None
                 f"cannot send {what}: {where} blocks publishers ({reason}) and did not lift "
                 f"the block within broker_publish_timeout ({timeout:g}s). Nothing was sent. "
                 f"{amqp_broker.ALARM_HINT}.")
-        _declare(app, producer, chunk, policy)
+        _declare(settings, producer, chunk, policy)
         if family_for(connection).stores_envelopes:
             channel: EnvelopeChannel = producer.channel
             if all(channel.accepts_envelopes(e.outgoing.exchange, e.outgoing.routing_key)
                    for e in chunk):
-                _retrying(app, producer, policy, lambda: _put_envelopes(producer, chunk))
+                _retrying(settings, producer, policy, lambda: _put_envelopes(producer, chunk))
                 return
         for encoded in chunk:
-            _publish(app, producer, encoded, timeout, policy)
+            _publish(settings, producer, encoded, policy)
     except KombuOperationalError as exc:
         if _out_of_space(exc):
             raise BrokerUnavailable(
@@ -160,14 +185,14 @@ def _send_chunk(app: App, producer: Producer, chunk: Sequence[_Encoded]) -> None
         raise unconfirmed(exc) from exc
 
 
-def _declare(app: App, producer: Producer, chunk: Sequence[_Encoded],
+def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded],
              policy: dict[str, Any]) -> None:
     """Declare the queues this connection has not declared yet (kombu would check the same
     set, after copying and binding each entity)."""
     declared = producer.connection.declared_entities
     for queue in {e.outgoing.queue for e in chunk if e.outgoing.queue is not None}:
         if hash(queue) not in declared:
-            producer.maybe_declare(queue, retry=app.conf.task_publish_retry, **policy)
+            producer.maybe_declare(queue, retry=settings.retry, **policy)
 
 
 def _put_envelopes(producer: Producer, chunk: Sequence[_Encoded]) -> None:
@@ -179,21 +204,22 @@ def _put_envelopes(producer: Producer, chunk: Sequence[_Encoded]) -> None:
                e.outgoing.exchange, e.outgoing.routing_key) for e in chunk])
 
 
-def _publish(app: App, producer: Producer, encoded: _Encoded, timeout: float,
+def _publish(settings: SendSettings, producer: Producer, encoded: _Encoded,
              policy: dict[str, Any]) -> None:
     """One message through kombu's ``Producer.publish``, its body serialized already."""
     producer.publish(
         encoded.body.data, exchange=encoded.outgoing.exchange,
         routing_key=encoded.outgoing.routing_key, content_type=encoded.body.content_type,
         content_encoding=encoded.body.content_encoding, headers=encoded.wire.headers,
-        retry=app.conf.task_publish_retry, retry_policy=policy, timeout=timeout,
-        confirm_timeout=timeout, delivery_mode=2, **encoded.wire.properties)
+        retry=settings.retry, retry_policy=policy, timeout=settings.publish_timeout,
+        confirm_timeout=settings.publish_timeout, delivery_mode=2, **encoded.wire.properties)
 
 
-def _retrying(app: App, producer: Producer, policy: dict[str, Any], fun: Callable[[], T]) -> T:
+def _retrying(settings: SendSettings, producer: Producer, policy: dict[str, Any],
+              fun: Callable[[], T]) -> T:
     """``fun()``, retried per the policy when the connection fails (kombu's ``ensure``, as
     ``Producer.publish(retry=True)`` does it)."""
-    if not app.conf.task_publish_retry:
+    if not settings.retry:
         return fun()
     ensured: Callable[[], T] = producer.connection.ensure(producer, fun, **policy)
     return ensured()

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from kombu.serialization import dumps as serialize
 from kombu.utils.json import dumps as json_dumps
 
+from ..protocol import new_id
+
 #: The ``delivery_mode`` of a persistent message, as qtui sends every task.
 PERSISTENT = 2
 
@@ -59,8 +61,6 @@ class EnvelopeChannel(Protocol):
     body_encoding: str
     default_priority: int
 
-    def _next_delivery_tag(self) -> str: ...
-
     def encode_body(self, body: Any, encoding: str | None = None) -> tuple[Any, str | None]: ...
 
     def accepts_envelopes(self, exchange: str, routing_key: str) -> bool:
@@ -84,7 +84,7 @@ def encode(channel: EnvelopeChannel, task_id: str, body: Body, headers: dict[str
     props["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
     props["priority"] = priority
     props["body_encoding"] = body_encoding
-    props["delivery_tag"] = channel._next_delivery_tag()
+    props["delivery_tag"] = new_id()  # what kombu's channel tags with: a uuid4
     payload = json_dumps({"body": encoded, "content-encoding": body.content_encoding,
                           "content-type": body.content_type, "headers": headers,
                           "properties": props})

@@ -62,43 +62,56 @@ return count
 
 #: Push a batch of envelopes (:mod:`..envelope`) in one round trip, each routed as
 #: :data:`_PUBLISH_DIRECT` routes one (a binding set is read once per batch). ARGV: the
-#: separator, then four per message: the exchange's binding set ('' for the default exchange:
-#: the routing key is the queue), routing key, priority suffix, message. Returns the 1-based
-#: positions of the messages no queue was bound for.
+#: separator, then runs of messages with one destination: the exchange's binding set ('' for
+#: the default exchange: the routing key is the queue), routing key, priority suffix, how many
+#: messages, the messages. One LPUSH takes many messages, first pushed first (as one LPUSH
+#: each, in order). Returns the 1-based positions of the messages no queue was bound for.
 _PUSH_ENVELOPES = """
 local sep = ARGV[1]
-local tables = {}
+local routes = {}
 local unrouted = {}
-for i = 2, #ARGV, 4 do
-  local bindings, rkey, suffix, message = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+local position = 0
+local i = 2
+while i <= #ARGV do
+  local bindings, rkey, suffix = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local first = i + 4
+  local last = first + tonumber(ARGV[i + 3]) - 1
+  local queues
   if bindings == '' then
-    redis.call('LPUSH', rkey .. suffix, message)
+    queues = {rkey}
   else
-    local members = tables[bindings]
-    if not members then
-      members = redis.call('SMEMBERS', bindings)
-      tables[bindings] = members
-    end
-    local pushed = {}
-    local count = 0
-    for _, member in ipairs(members) do
-      local first = string.find(member, sep, 1, true)
-      if first and string.sub(member, 1, first - 1) == rkey then
-        local second = string.find(member, sep, first + #sep, true)
-        if second then
-          local queue = string.sub(member, second + #sep)
-          if not pushed[queue] then
-            pushed[queue] = true
-            redis.call('LPUSH', queue .. suffix, message)
-            count = count + 1
+    queues = routes[bindings .. sep .. rkey]
+    if not queues then
+      queues = {}
+      local seen = {}
+      for _, member in ipairs(redis.call('SMEMBERS', bindings)) do
+        local at = string.find(member, sep, 1, true)
+        if at and string.sub(member, 1, at - 1) == rkey then
+          local second = string.find(member, sep, at + #sep, true)
+          if second then
+            local queue = string.sub(member, second + #sep)
+            if not seen[queue] then
+              seen[queue] = true
+              table.insert(queues, queue)
+            end
           end
         end
       end
-    end
-    if count == 0 then
-      table.insert(unrouted, (i + 2) / 4)
+      routes[bindings .. sep .. rkey] = queues
     end
   end
+  if #queues == 0 then
+    for n = 1, last - first + 1 do
+      table.insert(unrouted, position + n)
+    end
+  end
+  for _, queue in ipairs(queues) do
+    for start = first, last, 1000 do
+      redis.call('LPUSH', queue .. suffix, unpack(ARGV, start, math.min(start + 999, last)))
+    end
+  end
+  position = position + last - first + 1
+  i = last + 1
 end
 return unrouted
 """
@@ -160,21 +173,39 @@ class Channel(kombu_redis.Channel):
         return not self._expires and self.typeof(exchange).type == "direct"
 
     def put_envelopes(self, envelopes: Sequence[Envelope]) -> None:
-        """Push every envelope in one script run: one round trip, all or none (Redis runs a
-        script whole; one refused before its first write, out of memory, writes nothing)."""
+        """Push every envelope in one command: one round trip, all or none (one LPUSH, or a
+        script, which Redis runs whole; one refused before its first write, out of memory,
+        writes nothing)."""
+        if len(envelopes) == 1 and not envelopes[0].exchange:  # delay(): a plain LPUSH
+            envelope = envelopes[0]
+            self._create_client().lpush(
+                self._q_for_pri(envelope.routing_key, self._priority_of(envelope)),
+                envelope.payload)
+            return
         args: list[Any] = [self.sep]
+        run: list[Any] = []  # the current run: destination, count, messages
         for envelope in envelopes:
-            priority = self.priority(self._get_message_priority(
-                {"properties": {"priority": envelope.priority}}, reverse=False))
-            args += [self.keyprefix_queue % (envelope.exchange,) if envelope.exchange else "",
-                     envelope.routing_key, f"{self.sep}{priority}" if priority else "",
-                     envelope.payload]
+            priority = self.priority(self._priority_of(envelope))
+            destination = [
+                self.keyprefix_queue % (envelope.exchange,) if envelope.exchange else "",
+                envelope.routing_key, f"{self.sep}{priority}" if priority else ""]
+            if run[:3] != destination:
+                args += run
+                run = [*destination, 0]
+            run[3] += 1
+            run.append(envelope.payload)
+        args += run
         unrouted = self._script("push_envelopes", _PUSH_ENVELOPES)(
             keys=[], args=args, client=self._create_client())
         for position in unrouted:
             envelope = envelopes[int(position) - 1]
             self._undeliverable(envelope.exchange, envelope.routing_key, envelope.priority,
                                 envelope.payload)
+
+    def _priority_of(self, envelope: Envelope) -> int:
+        """The envelope's priority clamped as kombu's channel clamps a message's."""
+        return int(self._get_message_priority({"properties": {"priority": envelope.priority}},
+                                              reverse=False))
 
     def _undeliverable(self, exchange: str, routing_key: str, priority: int,
                        payload: str) -> None:
