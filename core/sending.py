@@ -103,7 +103,7 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start:start + batch_size]
             try:
-                _send_chunk(settings, producer, chunk)
+                refused = _send_chunk(settings, producer, chunk)
             except BrokerUnavailable as exc:
                 if len(encoded) == 1:
                     raise
@@ -111,6 +111,12 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
                                  in_doubt=[e.task_id for e in chunk],
                                  unsent=[e.task_id for e in encoded[start + batch_size:]]
                                  ) from exc
+            if refused:
+                sent += [e.task_id for e in chunk if e.task_id not in refused]
+                raise SendFailed(BrokerUnavailable(
+                    f"{settings.where} refused {len(refused)} of {_describe(chunk)} (publisher "
+                    "confirm nack)."), sent=sent, in_doubt=[],
+                    unsent=refused + [e.task_id for e in encoded[start + batch_size:]])
             sent += [e.task_id for e in chunk]
             if settings.sent_event:
                 _send_sent_events(app, producer, chunk)
@@ -134,9 +140,11 @@ def _describe(chunk: Sequence[_Encoded]) -> str:
     return f"{len(chunk)} tasks ({first.task} [{first.id}] and {len(chunk) - 1} more)"
 
 
-def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded]) -> None:
+def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded]
+                ) -> list[str]:
     """Send ``chunk`` in one broker call where the broker allows it, retrying per the policy
-    within ``broker_publish_timeout``."""
+    within ``broker_publish_timeout``; returns the ids of the tasks the broker refused
+    (RabbitMQ's nack)."""
     timeout = settings.publish_timeout
     deadline = time.monotonic() + timeout
     where = settings.where
@@ -164,14 +172,20 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
                 f"the block within broker_publish_timeout ({timeout:g}s). Nothing was sent. "
                 f"{amqp_broker.ALARM_HINT}.")
         _declare(settings, producer, chunk, policy)
-        if family_for(connection).stores_envelopes:
+        family = family_for(connection)
+        if family.stores_envelopes:
             channel: EnvelopeChannel = producer.channel
             if all(channel.accepts_envelopes(e.outgoing.exchange, e.outgoing.routing_key)
                    for e in chunk):
                 _retrying(settings, producer, policy, lambda: _put_envelopes(producer, chunk))
-                return
+                return []
+        if len(chunk) > 1 and family.confirms_batches(connection):
+            refused = _retrying(settings, producer, policy, lambda: amqp_broker.publish_confirmed(
+                producer.connection, [_publication(e) for e in chunk], timeout))
+            return [chunk[position].task_id for position in refused]
         for encoded in chunk:
             _publish(settings, producer, encoded, policy)
+        return []
     except KombuOperationalError as exc:
         if _out_of_space(exc):
             raise BrokerUnavailable(
@@ -213,6 +227,15 @@ def _publish(settings: SendSettings, producer: Producer, encoded: _Encoded,
         content_encoding=encoded.body.content_encoding, headers=encoded.wire.headers,
         retry=settings.retry, retry_policy=policy, timeout=settings.publish_timeout,
         confirm_timeout=settings.publish_timeout, delivery_mode=2, **encoded.wire.properties)
+
+
+def _publication(encoded: _Encoded) -> amqp_broker.Publication:
+    return amqp_broker.Publication(
+        encoded.outgoing.exchange, encoded.outgoing.routing_key, encoded.body.data,
+        encoded.body.content_type, encoded.body.content_encoding, encoded.wire.headers,
+        encoded.wire.properties.get("priority"),
+        {**{k: v for k, v in encoded.wire.properties.items() if k != "priority"},
+         "delivery_mode": 2})
 
 
 def _retrying(settings: SendSettings, producer: Producer, policy: dict[str, Any],

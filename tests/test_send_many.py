@@ -9,8 +9,10 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 import redis
@@ -71,6 +73,8 @@ def fixed_wire(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     {},
     {"kwargs": {"y": "é\n"}, "priority": 5, "headers": {"h": 1}, "reply_to": "r",
      "eta": datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc), "callbacks": [{"task": "t"}]},
+    {"kwargs": {"when": datetime(2030, 1, 2, tzinfo=timezone.utc), "amount": Decimal("1.5"),
+                "id": UUID(int=7)}, "headers": {"at": datetime(2031, 1, 1)}},
 ])
 def test_the_stored_envelope_is_byte_for_byte_what_kombu_stores(
         broker, fields, tmp_path, unique, fixed_wire):

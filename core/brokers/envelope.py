@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from json import dumps as _plain_json
 from typing import Any, Protocol
 
+from kombu.exceptions import EncodeError
+from kombu.serialization import _reraise_errors, registry
 from kombu.serialization import dumps as serialize
 from kombu.utils.json import dumps as json_dumps
 
@@ -23,6 +26,21 @@ from ..protocol import new_id
 
 #: The ``delivery_mode`` of a persistent message, as qtui sends every task.
 PERSISTENT = 2
+
+
+#: kombu's JSON codec as kombu registers it (a program may register its own instead).
+_KOMBU_JSON = registry._encoders.get("json")
+
+
+def _json(value: Any) -> str:
+    """kombu's JSON text of ``value``: the standard library's shared encoder when ``value``
+    holds only JSON's own types (the same text: kombu's encoder only adds types), else
+    kombu's, which raises kombu's ``EncodeError`` for what it cannot encode either."""
+    try:
+        return _plain_json(value)
+    except (TypeError, ValueError):
+        with _reraise_errors(EncodeError):
+            return json_dumps(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +55,8 @@ class Body:
     def serialize(cls, body: Any, serializer: str) -> Body:
         """Raises kombu's ``EncodeError`` when ``body`` cannot be serialized, as ``publish``
         does."""
+        if serializer == "json" and registry._encoders.get("json") == _KOMBU_JSON:
+            return cls("application/json", "utf-8", _json(body))
         return cls(*serialize(body, serializer=serializer))
 
 
@@ -85,7 +105,7 @@ def encode(channel: EnvelopeChannel, task_id: str, body: Body, headers: dict[str
     props["priority"] = priority
     props["body_encoding"] = body_encoding
     props["delivery_tag"] = new_id()  # what kombu's channel tags with: a uuid4
-    payload = json_dumps({"body": encoded, "content-encoding": body.content_encoding,
+    payload = _json({"body": encoded, "content-encoding": body.content_encoding,
                           "content-type": body.content_type, "headers": headers,
                           "properties": props})
     return Envelope(task_id, exchange, routing_key, priority, headers, payload)

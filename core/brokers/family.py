@@ -61,6 +61,12 @@ class BrokerFamily:
     worker_transport_options: Mapping[str, Any] = {}
     """Transport options a worker's connection starts from (the user's settings win)."""
 
+    def confirms_batches(self, connection: Connection) -> bool:
+        """Whether a batch sent on ``connection`` (open) is published whole and its publisher
+        confirms awaited once (:func:`~.amqp.connection.publish_confirmed`), rather than one
+        publish, and one wait, per message."""
+        return False
+
     def refusals(self) -> tuple[type[BaseException], ...]:
         """Errors with which a reachable broker refuses an operation for a while (out of memory,
         a read-only replica): a worker waits and reconnects, as for a lost connection."""

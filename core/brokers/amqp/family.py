@@ -5,6 +5,7 @@ from __future__ import annotations
 from kombu import Connection, Queue
 
 from ..family import BrokerFamily
+from .connection import confirms
 from .delayed import AmqpDelayed, amqp_due_queue
 from .queues import AmqpQueues
 
@@ -14,6 +15,9 @@ class AmqpFamily(BrokerFamily):
     held unacked past the broker's consumer timeout is taken back."""
 
     takes_back_held = True
+
+    def confirms_batches(self, connection: Connection) -> bool:
+        return confirms(connection)
 
     def queue_inspector(self, connection: Connection,
                         management_url: str | None = None) -> AmqpQueues:
