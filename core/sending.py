@@ -94,8 +94,10 @@ class _Encoded:
 
 def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -> None:
     """Send every message, ``batch_size`` per broker call, in order. One message fails as
-    ``App.send_task`` always has (BrokerUnavailable, BrokerBlocked, TypeError); a batch
-    that fails once some of it is sent raises SendFailed naming what was and was not sent."""
+    ``App.send_task`` always has (BrokerUnavailable, BrokerBlocked, TypeError); several that
+    the broker fails to take raise SendFailed (a BrokerUnavailable) naming what was sent, what
+    is in doubt and what was not sent. A TypeError (arguments that cannot be serialized) means
+    nothing was sent."""
     encoded = [_encode(item) for item in outgoing]
     settings = app.send_settings
     sent: list[str] = []
@@ -111,15 +113,15 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
                                  in_doubt=[e.task_id for e in chunk],
                                  unsent=[e.task_id for e in encoded[start + batch_size:]]
                                  ) from exc
+            accepted = [e for e in chunk if e.task_id not in refused] if refused else chunk
+            sent += [e.task_id for e in accepted]
+            if settings.sent_event and accepted:
+                _send_sent_events(app, producer, accepted)
             if refused:
-                sent += [e.task_id for e in chunk if e.task_id not in refused]
                 raise SendFailed(BrokerUnavailable(
                     f"{settings.where} refused {len(refused)} of {_describe(chunk)} (publisher "
                     "confirm nack)."), sent=sent, in_doubt=[],
                     unsent=refused + [e.task_id for e in encoded[start + batch_size:]])
-            sent += [e.task_id for e in chunk]
-            if settings.sent_event:
-                _send_sent_events(app, producer, chunk)
 
 
 def _encode(outgoing: Outgoing) -> _Encoded:
