@@ -287,7 +287,7 @@ class App:
         """Send a task by name (it need not be registered here) and return its AsyncResult;
         ``options`` are :class:`~qtui.core.task.SendOptions`. Inside :meth:`send_many` (and a
         group's ``apply_async``) the task is sent with the rest of the batch."""
-        unknown = options.keys() - SendOptions.__annotations__.keys()
+        unknown = options.keys() - _SEND_OPTIONS
         if unknown:
             raise TypeError(f"send_task({name!r}): unknown option(s) {sorted(unknown)}")
         if args is not None and not isinstance(args, (list, tuple)):
@@ -413,6 +413,10 @@ class App:
 
     def __repr__(self) -> str:
         return f"<App {self.main or '__main__'} broker={config.mask_url(self.broker_url)}>"
+
+
+#: The keyword options of send_task.
+_SEND_OPTIONS = frozenset(SendOptions.__annotations__)
 
 
 def _signatures(value: Any) -> list[Any] | None:

@@ -150,15 +150,14 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
     timeout = settings.publish_timeout
     deadline = time.monotonic() + timeout
     where = settings.where
-    what = _describe(chunk)
     connection = producer.connection
 
     def unconfirmed(exc: BaseException) -> BrokerBlocked:
         hint = amqp_broker.block_hint(connection)
         return BrokerBlocked(
-            f"cannot send {what}: {where} did not confirm it within broker_publish_timeout "
-            f"({timeout:g}s): {exc}. {hint}The broker may still enqueue it once it recovers: "
-            "sending again may run it twice.")
+            f"cannot send {_describe(chunk)}: {where} did not confirm it within "
+            f"broker_publish_timeout ({timeout:g}s): {exc}. {hint}The broker may still enqueue "
+            "it once it recovers: sending again may run it twice.")
 
     def give_up_after_deadline(exc: BaseException, _interval: float) -> None:
         """kombu's retry errback: no new attempt once the send's time is spent."""
@@ -170,9 +169,9 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
         reason = amqp_broker.wait_unblocked(connection, timeout)
         if reason is not None:
             raise BrokerBlocked(
-                f"cannot send {what}: {where} blocks publishers ({reason}) and did not lift "
-                f"the block within broker_publish_timeout ({timeout:g}s). Nothing was sent. "
-                f"{amqp_broker.ALARM_HINT}.")
+                f"cannot send {_describe(chunk)}: {where} blocks publishers ({reason}) and "
+                f"did not lift the block within broker_publish_timeout ({timeout:g}s). Nothing "
+                f"was sent. {amqp_broker.ALARM_HINT}.")
         _declare(settings, producer, chunk, policy)
         family = family_for(connection)
         if family.stores_envelopes:
@@ -191,11 +190,11 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
     except KombuOperationalError as exc:
         if _out_of_space(exc):
             raise BrokerUnavailable(
-                f"cannot send {what}: {where} has no space left on its disk ({exc}). Nothing "
-                "was sent; what it stored before is kept. Free some space and send "
-                "again.") from exc
+                f"cannot send {_describe(chunk)}: {where} has no space left on its disk "
+                f"({exc}). Nothing was sent; what it stored before is kept. Free some space "
+                "and send again.") from exc
         raise BrokerUnavailable(
-            f"cannot send {what}: {where} is unreachable ({exc}). Is it running? "
+            f"cannot send {_describe(chunk)}: {where} is unreachable ({exc}). Is it running? "
             "task_publish_retry_policy sets how long sending retries.") from exc
     except TimeoutError as exc:  # a write or confirm past the timeout, with retries off
         raise unconfirmed(exc) from exc
