@@ -321,7 +321,7 @@ class App:
             errbacks=_signatures(options.get("link_error")),
             chain=list(chain) if chain else None, chord=options.get("chord"),
         )
-        backend = self.backend
+        backend = settings.backend
         if not ignore_result and not reply_to:
             backend.on_task_call(message)
         outgoing = Outgoing(message, route.exchange, route.routing_key, route.queue,
@@ -400,6 +400,7 @@ class App:
         self._producers = []
         self._producers_pid = os.getpid()
         self._backends = {}
+        self._send_settings = None
 
     def close(self) -> None:
         """Release the producer pool and backend connections."""
@@ -410,6 +411,7 @@ class App:
             for backend in self._backends.values():
                 backend.close()
             self._backends.clear()
+            self._send_settings = None
 
     def __repr__(self) -> str:
         return f"<App {self.main or '__main__'} broker={config.mask_url(self.broker_url)}>"

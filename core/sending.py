@@ -34,6 +34,7 @@ from .protocol import TaskMessage, WireMessage, build
 
 if TYPE_CHECKING:
     from .app import App
+    from .backends import ResultBackend
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class SendSettings:
     publish_timeout: float
     where: str
     """``the broker at URL`` (password masked), for error messages."""
+    backend: ResultBackend
+    """The app's result backend (the app drops these settings when it closes or forks)."""
 
     @classmethod
     def of(cls, app: App) -> SendSettings:
@@ -64,7 +67,7 @@ class SendSettings:
         return cls(conf.version, conf.task_serializer, bool(conf.task_ignore_result),
                    bool(conf.task_send_sent_event), bool(conf.task_publish_retry),
                    dict(conf.task_publish_retry_policy), float(conf.broker_publish_timeout),
-                   f"the broker at {config.mask_url(app.broker_url)}")
+                   f"the broker at {config.mask_url(app.broker_url)}", app.backend)
 
 
 @dataclass(slots=True)

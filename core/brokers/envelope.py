@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from json import dumps as _plain_json
+from json import JSONEncoder
 from typing import Any, Protocol
 
 from kombu.exceptions import EncodeError
@@ -30,6 +30,8 @@ PERSISTENT = 2
 
 #: kombu's JSON codec as kombu registers it (a program may register its own instead).
 _KOMBU_JSON = registry._encoders.get("json")
+#: ``json.dumps``'s own default encoder, without its per-call argument checks.
+_plain_json = JSONEncoder().encode
 
 
 def _json(value: Any) -> str:
