@@ -111,6 +111,8 @@ _MISSING: Any = object()
 _SEND_DEFAULTS = ("queue", "routing_key", "exchange", "serializer", "expires", "priority",
                   "time_limit", "soft_time_limit", "ignore_result")
 _NAMES = frozenset({"queue", "routing_key", "exchange", "serializer"})
+#: Argument shapes a task remembers as fitting its function (a few in practice).
+_FITTED_SHAPES = 256
 
 
 @dataclass
@@ -281,9 +283,15 @@ class Task:
         return apply(self, args, kwargs, **options)
 
     def _check_signature(self, args: Any, kwargs: Any) -> None:
-        """Fail at the call site, not in a worker, when arguments do not fit the function."""
+        """Fail at the call site, not in a worker, when arguments do not fit the function.
+        Whether they fit depends only on how many come by position and which by name: a
+        shape that fitted once is not bound again."""
         signature = self._signature
         if signature is None:
+            return
+        shape = (self.bind, len(args), *kwargs)
+        fitted: set[tuple[Any, ...]] = self.__dict__["_run_signature"][2]
+        if shape in fitted:
             return
         try:
             if self.bind:
@@ -292,6 +300,8 @@ class Task:
                 signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}: {exc}") from None
+        if len(fitted) < _FITTED_SHAPES:
+            fitted.add(shape)
 
     @property
     def _signature(self) -> inspect.Signature | None:
@@ -302,7 +312,7 @@ class Task:
                 signature = inspect.signature(self.run)
             except (TypeError, ValueError):
                 signature = None
-            cached = self.__dict__["_run_signature"] = (self.run, signature)
+            cached = self.__dict__["_run_signature"] = (self.run, signature, set())
         return cached[1]
 
     # canvas ---------------------------------------------------------------------------------

@@ -260,3 +260,22 @@ def test_a_celery_worker_runs_what_send_many_and_a_group_sent(tmp_path, unique):
     finally:
         records.delete(f"{queue}:ran")
         app.close()
+
+
+def test_arguments_that_do_not_fit_are_refused_after_ones_that_did(unique):
+    """The check of a call's arguments remembers shapes that fit, never ones that do not."""
+    app = App("client", broker="memory://", task_default_queue=f"fit-{unique}")
+
+    @app.task(name="tasks.pair")
+    def pair(x: int, y: int = 0) -> int:
+        return x + y
+
+    try:
+        pair.delay(1, 2)
+        pair.delay(1, y=2)
+        for args, kwargs in (((1, 2, 3), {}), ((), {}), ((1,), {"z": 2}), ((1, 2), {"y": 3})):
+            with pytest.raises(TypeError, match=r"tasks\.pair"):
+                pair.apply_async(args, kwargs)
+        pair.delay(3, 4)
+    finally:
+        app.close()
