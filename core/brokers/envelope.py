@@ -42,7 +42,8 @@ def _json(value: Any) -> str:
         return _plain_json(value)
     except (TypeError, ValueError):
         with _reraise_errors(EncodeError):
-            return json_dumps(value)
+            text: str = json_dumps(value)
+        return text
 
 
 @dataclass(frozen=True, slots=True)
