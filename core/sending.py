@@ -190,7 +190,10 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
         for encoded in chunk:
             _publish(settings, producer, encoded, policy)
         return []
-    except KombuOperationalError as exc:
+    except TimeoutError as exc:  # a write or confirm past the timeout, with retries off
+        raise unconfirmed(exc) from exc
+    except (KombuOperationalError, *connection.connection_errors) as exc:
+        # kombu's error once retries are spent; the transport's own with retries off
         if _out_of_space(exc):
             raise BrokerUnavailable(
                 f"cannot send {_describe(chunk)}: {where} has no space left on its disk "
@@ -199,8 +202,6 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
         raise BrokerUnavailable(
             f"cannot send {_describe(chunk)}: {where} is unreachable ({exc}). Is it running? "
             "task_publish_retry_policy sets how long sending retries.") from exc
-    except TimeoutError as exc:  # a write or confirm past the timeout, with retries off
-        raise unconfirmed(exc) from exc
 
 
 def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded],

@@ -185,14 +185,17 @@ def test_every_task_of_a_batch_gets_its_task_sent_event(tmp_path, unique):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("retry", [True, False])
 def test_a_broker_lost_mid_send_names_the_tasks_sent_in_doubt_and_unsent(
-        tmp_path, unique, monkeypatch):
+        retry, tmp_path, unique, monkeypatch):
     """The connection is cut as the second of three batches goes out: the first batch is in
-    the queue, the error lists it as sent, the second as in doubt, the third as not sent."""
+    the queue, the error lists it as sent, the second as in doubt, the third as not sent
+    (after the retries, or at once with retries off)."""
     queue = f"cut-{unique}"
     proxy = SilentProxy((REDIS_HOST, REDIS_PORT))
     app = App("client", broker=f"redis://127.0.0.1:{proxy.port}/0", backend=None,
               task_default_queue=queue, broker_connection_timeout=1,
+              task_publish_retry=retry,
               task_publish_retry_policy={"max_retries": 1, "interval_start": 0,
                                          "interval_step": 0.1, "interval_max": 0.1})
     calls: list[int] = []
