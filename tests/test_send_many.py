@@ -282,3 +282,27 @@ def test_arguments_that_do_not_fit_are_refused_after_ones_that_did(unique):
         pair.delay(3, 4)
     finally:
         app.close()
+
+
+def test_a_batch_on_rabbitmq_is_confirmed_once(tmp_path, unique, monkeypatch):
+    """Publisher confirms on (the default): each batch is published, then confirmed in one
+    wait, rather than one wait per task."""
+    from qtui.core.brokers import amqp
+
+    queue = f"confirm-{unique}"
+    app = client(tmp_path, "rabbitmq", queue)
+    add = app.tasks["tasks.add"]
+    batches: list[int] = []
+    publish_confirmed = amqp.publish_confirmed
+
+    def counted(connection: Any, batch: Any, timeout: float) -> list[int]:
+        batches.append(len(batch))
+        return publish_confirmed(connection, batch, timeout)
+
+    monkeypatch.setattr(amqp, "publish_confirmed", counted)
+    try:
+        results = app.send_many([add.s(i, i) for i in range(250)], batch_size=100)
+        assert batches == [100, 100, 50]
+        assert drain_ids(app, queue, 250) == [r.id for r in results]
+    finally:
+        app.close()
