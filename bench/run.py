@@ -574,6 +574,11 @@ def run_eta(workdir: Path, args: argparse.Namespace) -> list[str]:
     return tables
 
 
+def wanted(workers: str | None, label: str) -> bool:
+    """Whether ``--workers`` (texts, comma-separated) picks the case ``label``."""
+    return not workers or any(text.strip() in label for text in workers.split(","))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -581,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections out of {', '.join(SECTIONS)}")
     parser.add_argument("--workers", help="only the cases whose label contains this text "
-                                          "(for example qtui, celery, threads)")
+                                          "(for example qtui, celery, threads), or one of "
+                                          "these texts, comma-separated")
     parser.add_argument("--tasks", type=int, help="tasks per enqueue/drain case (20000)")
     parser.add_argument("--latency-tasks", type=int, help="sequential round trips (2000)")
     parser.add_argument("--console-tasks", type=int, help="tasks of the console bench (100000)")
@@ -637,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 cases = [c for c in worker_cases(name, args.concurrency, args.threads,
                                                 events=args.events == "on")
-                         if not args.workers or args.workers in c.label]
+                         if wanted(args.workers, c.label)]
                 for _ in range(args.repeat):  # round-robin, so a noisy minute hits every case
                     for case in cases:
                         m = bench.run_case(case, brokers[name], tasks)
@@ -650,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                 cases = [c for c in worker_cases("redis", args.concurrency, args.threads,
                                                 events=args.events == "on")
                          if c.framework in ("qtui", "celery")
-                         and (not args.workers or args.workers in c.label)]
+                         and wanted(args.workers, c.label)]
                 for _ in range(args.repeat):
                     for case in cases:
                         r = bench.run_latency(case, args.redis, latency_tasks)

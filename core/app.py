@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import logging
 import os
 import threading
-import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone, tzinfo
 from functools import cached_property
@@ -17,19 +15,18 @@ from typing import TYPE_CHECKING, Any, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kombu import Connection, Producer
-from kombu.exceptions import EncodeError
-from kombu.exceptions import OperationalError as KombuOperationalError
 
-from . import brokers, builtins, config
+from . import brokers, builtins, config, sending
 from .backends import ResultBackend, backend_for
 from .brokers import amqp as amqp_broker
 from .brokers import redis as redis_broker
 from .config import Conf
-from .events import EventDispatcher, task_sent_fields
-from .exceptions import BrokerBlocked, BrokerUnavailable, ConfigError, NotRegistered
-from .protocol import TaskMessage, build
+from .events import EventDispatcher
+from .exceptions import ConfigError, NotRegistered
+from .protocol import TaskMessage
 from .result import AsyncResult
 from .routing import Router
+from .sending import Outgoing
 from .task import _MISSING, SendOptions, Task, new_task_id, resolve_eta, resolve_expires
 
 if TYPE_CHECKING:
@@ -97,9 +94,12 @@ class App:
         self._lock = threading.RLock()
         self._backends: dict[str, ResultBackend] = {}
         self._router: tuple[int, Router] | None = None
+        self._send_settings: sending.SendSettings | None = None
         self._producers: list[Producer] = []
         """Idle producers, each on a connection of its own (see :meth:`producer`)."""
         self._producers_pid = os.getpid()
+        self._batch = threading.local()
+        """``outgoing``: the tasks a :meth:`sending_batch` block of this thread holds."""
         if config_source is not None:
             self.config_from_object(config_source)
         explicit = {"broker_url": broker, "result_backend": backend, "imports": include}
@@ -233,6 +233,14 @@ class App:
         self._producers.append(producer)
 
     @property
+    def send_settings(self) -> sending.SendSettings:
+        """The configuration every send reads, rebuilt when the configuration changes."""
+        settings = self._send_settings
+        if settings is None or settings.version != self.conf.version:
+            settings = self._send_settings = sending.SendSettings.of(self)
+        return settings
+
+    @property
     def router(self) -> Router:
         version = self.conf.version
         if self._router is None or self._router[0] != version:
@@ -277,28 +285,33 @@ class App:
     def send_task(self, name: str, args: Any = None, kwargs: Mapping[str, Any] | None = None, *,
                   task: Task | None = None, **options: Unpack[SendOptions]) -> AsyncResult:
         """Send a task by name (it need not be registered here) and return its AsyncResult;
-        ``options`` are :class:`~qtui.core.task.SendOptions`."""
-        unknown = options.keys() - SendOptions.__annotations__.keys()
+        ``options`` are :class:`~qtui.core.task.SendOptions`. Inside :meth:`send_many` (and a
+        group's ``apply_async``) the task is sent with the rest of the batch."""
+        unknown = options.keys() - _SEND_OPTIONS
         if unknown:
             raise TypeError(f"send_task({name!r}): unknown option(s) {sorted(unknown)}")
         if args is not None and not isinstance(args, (list, tuple)):
             raise TypeError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"{name}: kwargs must be a mapping, got {type(kwargs).__name__}")
+        settings = self.send_settings
         ignore_result = options.get("ignore_result")
         if ignore_result is None:
-            ignore_result = self.conf.task_ignore_result
+            ignore_result = settings.ignore_result
         reply_to = options.get("reply_to")
         route = self.router.route(name, args, kwargs, {
             "queue": options.get("queue"), "exchange": options.get("exchange"),
             "routing_key": options.get("routing_key"), "priority": options.get("priority"),
         }, task=task)
         chain = options.get("chain")
+        eta, expires = options.get("eta"), options.get("expires")
+        # The zone only reads naive datetimes: worked out only when there is one.
+        tz = self.timezone if eta is not None or isinstance(expires, datetime) else timezone.utc
         message = TaskMessage(
             id=options.get("task_id") or new_task_id(), task=name, args=tuple(args or ()),
             kwargs=dict(kwargs or {}),
-            eta=resolve_eta(options.get("countdown"), options.get("eta"), self.timezone),
-            expires=resolve_expires(options.get("expires"), self.timezone),
+            eta=resolve_eta(options.get("countdown"), eta, tz),
+            expires=resolve_expires(expires, tz),
             retries=options.get("retries", 0), time_limit=options.get("time_limit"),
             soft_time_limit=options.get("soft_time_limit"), root_id=options.get("root_id"),
             parent_id=options.get("parent_id"), group=options.get("group_id"),
@@ -308,90 +321,74 @@ class App:
             errbacks=_signatures(options.get("link_error")),
             chain=list(chain) if chain else None, chord=options.get("chord"),
         )
-        backend = self.backend
+        backend = settings.backend
         if not ignore_result and not reply_to:
             backend.on_task_call(message)
-        self.publish(message, route.exchange, route.routing_key,
-                     declare=[route.queue] if route.queue is not None else [],
-                     serializer=options.get("serializer") or self.conf.task_serializer)
+        outgoing = Outgoing(message, route.exchange, route.routing_key, route.queue,
+                            options.get("serializer") or settings.serializer)
+        batch: list[Outgoing] | None = getattr(self._batch, "outgoing", None)
+        if batch is not None:
+            batch.append(outgoing)
+        else:
+            sending.send(self, [outgoing])
         return AsyncResult(message.id, app=self, backend=backend, task_name=name)
 
     def publish(self, message: TaskMessage, exchange: str, routing_key: str,
                 declare: list[Any] | None = None, serializer: str | None = None) -> None:
-        """Publish a built task message, retrying per ``task_publish_retry_policy``, within
-        ``broker_publish_timeout`` (a write or a publisher confirm that takes longer raises
-        BrokerBlocked rather than returning as if the broker had the task)."""
-        wire = build(message)
-        timeout = self.conf.broker_publish_timeout
-        deadline = time.monotonic() + timeout
-        where = f"the broker at {config.mask_url(self.broker_url)}"
+        """Publish a built task message (see :mod:`qtui.core.sending`): retried per
+        ``task_publish_retry_policy``, within ``broker_publish_timeout`` (a write or a publisher
+        confirm that takes longer raises BrokerBlocked rather than returning as if the broker
+        had the task)."""
+        sending.send(self, [Outgoing(message, exchange, routing_key,
+                                     declare[0] if declare else None,
+                                     serializer or self.conf.task_serializer)])
 
-        def unconfirmed(exc: BaseException) -> BrokerBlocked:
-            hint = amqp_broker.block_hint(connection) if connection is not None else ""
-            return BrokerBlocked(
-                f"cannot send task {message.task} [{message.id}]: {where} did not confirm it "
-                f"within broker_publish_timeout ({timeout:g}s): {exc}. {hint}The broker may "
-                "still enqueue it once it recovers: sending again may run it twice.")
+    def send_many(self, calls: Iterable[Mapping[str, Any]], *,
+                  batch_size: int = sending.BATCH_SIZE) -> list[Any]:
+        """Send many task calls at once, ``batch_size`` per broker call (one round trip on
+        Redis, one transaction on SQLite), and return their results in order.
 
-        def give_up_after_deadline(exc: BaseException, _interval: float) -> None:
-            """kombu's retry errback: no new attempt once the send's time is spent."""
-            if time.monotonic() >= deadline:
-                raise unconfirmed(exc) from exc
+        ``calls`` are signatures (``add.s(2, 2)``, ``add.s(1).set(countdown=5)``; a group,
+        chain or chord too, sent as its ``apply_async()`` sends it). A task registered here
+        is sent as ``task.apply_async(args, kwargs, **options)`` sends it (its own routing
+        and options), another by name as ``send_task`` does; each gets its task-sent event.
+        Nothing is sent until every call's arguments are serialized; if the broker fails
+        part way, :class:`~qtui.core.exceptions.SendFailed` names the ids sent, in doubt and
+        not sent."""
+        from .canvas import Signature, send_options, signature_of
 
-        connection: Connection | None = None
+        results: list[Any] = []
+        with self.sending_batch(batch_size):
+            for call in calls:
+                sig = signature_of(call)
+                if sig.get("subtask_type") is not None:
+                    results.append(Signature.from_dict(sig, app=self).apply_async())
+                    continue
+                task = self.tasks.get(sig["task"])
+                options = send_options(sig["options"])
+                if task is not None:
+                    results.append(task.apply_async(sig["args"], sig["kwargs"], **options))
+                else:
+                    results.append(self.send_task(sig["task"], sig["args"], sig["kwargs"],
+                                                  **options))
+        return results
 
+    @contextmanager
+    def sending_batch(self, batch_size: int = sending.BATCH_SIZE) -> Iterator[None]:
+        """Within the block, tasks this thread sends are held and sent together when it ends
+        (``batch_size`` per broker call); nested blocks join the outer one. Nothing is sent if
+        the block raises."""
+        if getattr(self._batch, "outgoing", None) is not None:
+            yield
+            return
+        held: list[Outgoing] = []
+        self._batch.outgoing = held
         try:
-            with self.producer() as producer:
-                connection = producer.connection
-                reason = amqp_broker.wait_unblocked(connection, timeout)
-                if reason is not None:
-                    raise BrokerBlocked(
-                        f"cannot send task {message.task} [{message.id}]: {where} blocks "
-                        f"publishers ({reason}) and did not lift the block within "
-                        f"broker_publish_timeout ({timeout:g}s). Nothing was sent. "
-                        f"{amqp_broker.ALARM_HINT}.")
-                # What this connection declared already needs no declaring (kombu would check
-                # the same set, after copying and binding each entity).
-                declared = producer.connection.declared_entities
-                producer.publish(
-                    wire.body, exchange=exchange, routing_key=routing_key,
-                    serializer=serializer or self.conf.task_serializer, headers=wire.headers,
-                    declare=[e for e in declare or () if hash(e) not in declared],
-                    retry=self.conf.task_publish_retry,
-                    retry_policy={**self.conf.task_publish_retry_policy,
-                                  "errback": give_up_after_deadline},
-                    timeout=timeout, confirm_timeout=timeout,
-                    delivery_mode=2, **wire.properties)
-                if self.conf.task_send_sent_event:
-                    self._send_sent_event(message, declare, exchange, routing_key, producer)
-        except KombuOperationalError as exc:
-            if _out_of_space(exc):
-                raise BrokerUnavailable(
-                    f"cannot send task {message.task} [{message.id}]: {where} has no space left "
-                    f"on its disk ({exc}). Nothing was sent; what it stored before is kept. "
-                    "Free some space and send again.") from exc
-            raise BrokerUnavailable(
-                f"cannot send task {message.task} [{message.id}]: {where} is unreachable "
-                f"({exc}). Is it running? task_publish_retry_policy sets how long sending "
-                "retries.") from exc
-        except TimeoutError as exc:  # a write or confirm past the timeout, with retries off
-            raise unconfirmed(exc) from exc
-        except EncodeError as exc:
-            raise TypeError(f"cannot send task {message.task}: its arguments cannot be "
-                            f"serialized with {serializer or self.conf.task_serializer!r}: "
-                            f"{exc}") from exc
-
-    def _send_sent_event(self, message: TaskMessage, declare: list[Any] | None, exchange: str,
-                         routing_key: str, producer: Any) -> None:
-        """task-sent; the task is sent already, so a failure here is logged, not raised (the
-        caller would send the task again)."""
-        queue = declare[0].name if declare else None
-        try:
-            self.events.publish("task-sent", task_sent_fields(
-                message, queue, exchange, routing_key), producer)
-        except Exception as exc:  # noqa: BLE001 - any failure: the task itself went out
-            logger.warning("task %s [%s] was sent, but its task-sent event was not: %s",
-                           message.task, message.id, exc)
+            yield
+        finally:
+            self._batch.outgoing = None
+        if held:
+            sending.send(self, held, batch_size)
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)
@@ -403,6 +400,7 @@ class App:
         self._producers = []
         self._producers_pid = os.getpid()
         self._backends = {}
+        self._send_settings = None
 
     def close(self) -> None:
         """Release the producer pool and backend connections."""
@@ -413,9 +411,14 @@ class App:
             for backend in self._backends.values():
                 backend.close()
             self._backends.clear()
+            self._send_settings = None
 
     def __repr__(self) -> str:
         return f"<App {self.main or '__main__'} broker={config.mask_url(self.broker_url)}>"
+
+
+#: The keyword options of send_task.
+_SEND_OPTIONS = frozenset(SendOptions.__annotations__)
 
 
 def _signatures(value: Any) -> list[Any] | None:
@@ -435,17 +438,3 @@ def _release(producer: Producer) -> None:
             producer.connection.release()
     except Exception:  # closing a broken connection can raise anything
         pass
-
-
-def _out_of_space(exc: BaseException) -> bool:
-    """A send failed for a full disk (the embedded broker's SQLite, or a broker's own ENOSPC)."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # the exception and what it was raised from
-        if seen is None:
-            return False
-        text = str(seen)
-        if "database or disk is full" in text or "No space left" in text \
-                or getattr(seen, "errno", None) == errno.ENOSPC:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False

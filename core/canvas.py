@@ -73,14 +73,20 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
 
 def _apply_task(app: App, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
                 options: Mapping[str, Any]) -> str:
+    send = send_options(options)
+    send.setdefault("task_id", str(uuid.uuid4()))
+    app.send_task(name, list(args), dict(kwargs), **send)
+    return str(send["task_id"])
+
+
+def send_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A signature's options as ``send_task`` options (dates that travelled as text parsed)."""
     send = {_SEND_OPTIONS[k]: v for k, v in options.items() if k in _SEND_OPTIONS and v is not None}
     if isinstance(send.get("eta"), str):
         send["eta"] = datetime.fromisoformat(send["eta"])
     if isinstance(send.get("expires"), str):
         send["expires"] = datetime.fromisoformat(send["expires"])
-    send.setdefault("task_id", str(uuid.uuid4()))
-    app.send_task(name, list(args), dict(kwargs), **send)
-    return str(send["task_id"])
+    return send
 
 
 def _chunks_group(sig: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,8 +116,9 @@ def _apply_group(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
                  options: dict[str, Any]) -> str:
     """Each task with the group's id and its index, as ``group._apply_tasks`` sends them."""
     group_id = options.pop("task_id", None) or str(uuid.uuid4())
-    for index, task in enumerate(_tasks_of(sig)):
-        apply(app, task, args, group_id=group_id, group_index=index, **_inherited(options))
+    with app.sending_batch():  # the group's sends pipelined, as app.send_many sends
+        for index, task in enumerate(_tasks_of(sig)):
+            apply(app, task, args, group_id=group_id, group_index=index, **_inherited(options))
     return group_id
 
 
@@ -169,9 +176,10 @@ def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
             raise CanvasError("a chord header of groups, chains or chords is not supported by "
                               "qtui's worker; make each header part one task")
     app.backend.set_chord_size(group_id, len(tasks))
-    for index, task in enumerate(tasks):
-        apply(app, task, args, group_id=group_id, group_index=index, chord=body_sig,
-              **_inherited(options))
+    with app.sending_batch():
+        for index, task in enumerate(tasks):
+            apply(app, task, args, group_id=group_id, group_index=index, chord=body_sig,
+                  **_inherited(options))
     return body_id
 
 

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +103,13 @@ class EventDispatcher:
                 ) -> None:
         """Send one event right away on ``producer``."""
         self._publish(self.event(type, fields), routing_key_for(type), producer)
+
+    def publish_many(self, type: str, fields: Sequence[Mapping[str, Any]],  # noqa: A002
+                     producer: Producer) -> None:
+        """Send several events of one group as one ``<group>.multi`` list on ``producer``, as
+        a worker sends its batches (a bulk send's task-sent events)."""
+        group = type.partition("-")[0]
+        self._publish([self.event(type, f) for f in fields], f"{group}.multi", producer)
 
     def send(self, type: str, **fields: Any) -> None:  # noqa: A002
         """Send one event on the dispatcher's connection, or hold it if its group is batched."""

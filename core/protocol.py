@@ -20,6 +20,7 @@ import os
 import reprlib
 import socket
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -129,6 +130,30 @@ def default_origin() -> str:
     return _origin[1]
 
 
+_ready_ids: deque[str] = deque()
+os.register_at_fork(after_in_child=_ready_ids.clear)  # a child must not reuse its parent's
+_VERSION_BITS, _VERSION_4 = 0xF000 << 64, 0x4000 << 64
+_VARIANT_BITS, _VARIANT_RFC = 0xC000 << 48, 0x8000 << 48
+
+
+def new_id() -> str:
+    """A random (version 4) UUID as text, what task ids and delivery tags are: the same
+    randomness as ``uuid.uuid4()`` (``os.urandom``), read 256 ids at a time rather than one
+    system call each (a deque's append and pop are thread-safe)."""
+    try:
+        return _ready_ids.popleft()
+    except IndexError:
+        pass
+    data = os.urandom(16 * 256)
+    ids = []
+    for at in range(0, len(data), 16):
+        bits = int.from_bytes(data[at:at + 16], "big")
+        text = "%032x" % (bits & ~_VERSION_BITS & ~_VARIANT_BITS | _VERSION_4 | _VARIANT_RFC)
+        ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
+    _ready_ids.extend(ids[1:])
+    return ids[0]
+
+
 _repr = reprlib.Repr()
 _repr.maxstring = ARGSREPR_MAXSIZE
 _repr.maxother = ARGSREPR_MAXSIZE
@@ -136,12 +161,33 @@ _repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 64
 _repr.maxlevel = 4
 
 
+#: Types whose builtin repr is reprlib's too (with :data:`_SHORT` ints and strings).
+_PLAIN = frozenset({float, bool, type(None)})
+_SHORT = 10 ** 30  # reprlib shortens ints of more than 40 digits
+
+
 def saferepr(value: Any, maxsize: int) -> str:
     """A repr bounded in size and effort (deep or huge arguments never cost much), like Celery's."""
-    text = _repr.repr(value)  # reprlib also copes with a __repr__ that raises
+    # A plain value's repr is reprlib's, without its per-item dispatch; reprlib also copes
+    # with a __repr__ that raises.
+    text = repr(value) if _plain(value) else _repr.repr(value)
     if len(text) > maxsize:
         text = text[: max(0, maxsize - 3)] + "..."
     return text
+
+
+def _plain(value: Any) -> bool:
+    """A flat tuple or dict of at most 64 numbers, flags and short strings (keys too): the
+    arguments of most calls."""
+    if type(value) is tuple:
+        items: Any = value
+    elif type(value) is dict:
+        items = [*value, *value.values()]
+    else:
+        return False
+    return len(value) <= 64 and all(
+        type(item) in _PLAIN or (type(item) is int and -_SHORT < item < _SHORT)
+        or (type(item) is str and len(item) <= 256) for item in items)
 
 
 def build(message: TaskMessage) -> WireMessage:

@@ -168,6 +168,10 @@ def routers_from(setting: Any) -> list[RouterFn]:
     return [_router(setting)]
 
 
+#: Routes a Router keeps resolved (task names times explicit options: a few in practice).
+_STATIC_ROUTES = 4096
+
+
 class Router:
     """Resolves a task's destination from explicit options, task_routes and the defaults."""
 
@@ -175,6 +179,10 @@ class Router:
         self.conf = conf
         self.queues = queues_from_conf(conf)
         self.routers = routers_from(conf.task_routes)
+        self._static: dict[tuple[Any, ...], Route] = {}
+        """Routes already resolved, by task name and explicit options: with no router to
+        consult (routers see the arguments), a route depends on nothing else, and this
+        Router is rebuilt when the configuration changes."""
 
     def queue(self, name: str) -> Queue:
         """The named queue, created on the fly unless task_create_missing_queues is off."""
@@ -207,6 +215,23 @@ class Router:
     def route(self, name: str, args: Any = (), kwargs: Any = None,
               options: Mapping[str, Any] | None = None, task: Any = None) -> Route:
         options = {k: v for k, v in (options or {}).items() if k in _ROUTE_KEYS and v is not None}
+        if self.routers:
+            return self._route(name, args, kwargs, options, task)
+        key = (name, *sorted(options.items()))
+        try:
+            return self._static[key]
+        except (KeyError, TypeError):  # not resolved yet, or an option that cannot be a key
+            pass
+        route = self._route(name, args, kwargs, options, task)
+        if len(self._static) < _STATIC_ROUTES:
+            try:
+                self._static[key] = route
+            except TypeError:
+                pass
+        return route
+
+    def _route(self, name: str, args: Any, kwargs: Any, options: Mapping[str, Any],
+               task: Any) -> Route:
         merged = {**self.lookup(name, args, kwargs, options, task), **options}
         queue = merged.get("queue")
         if isinstance(queue, str):

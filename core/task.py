@@ -10,14 +10,13 @@ from __future__ import annotations
 import inspect
 import random
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
 from .exceptions import MaxRetriesExceededError, Retry
-from .protocol import TaskMessage
+from .protocol import TaskMessage, new_id
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
     from .result import AsyncResult
 
 T = TypeVar("T")
-V = TypeVar("V")
 
 
 class SendOptions(TypedDict, total=False):
@@ -103,9 +101,18 @@ class Option(Generic[T]):
 
     def __set__(self, task: Task, value: T) -> None:
         task.__dict__[self.name] = value
+        task.__dict__.pop("_send_defaults_cache", None)
 
 
 _MISSING: Any = object()
+
+#: The options of :class:`SendOptions` a task supplies from its own ``Option`` when a call
+#: leaves them out (None, or an empty name); a falsy value given (priority 0) is kept.
+_SEND_DEFAULTS = ("queue", "routing_key", "exchange", "serializer", "expires", "priority",
+                  "time_limit", "soft_time_limit", "ignore_result")
+_NAMES = frozenset({"queue", "routing_key", "exchange", "serializer"})
+#: Argument shapes a task remembers as fitting its function (a few in practice).
+_FITTED_SHAPES = 256
 
 
 @dataclass
@@ -250,16 +257,23 @@ class Task:
         if self.app.conf.task_always_eager:
             return self.apply(  # type: ignore[return-value]
                 args, kwargs, task_id=options.get("task_id"))
-        options["queue"] = options.get("queue") or self.queue
-        options["routing_key"] = options.get("routing_key") or self.routing_key
-        options["exchange"] = options.get("exchange") or self.exchange
-        options["serializer"] = options.get("serializer") or self.serializer
-        options["expires"] = _given(options.get("expires"), self.expires)
-        options["priority"] = _given(options.get("priority"), self.priority)
-        options["time_limit"] = _given(options.get("time_limit"), self.time_limit)
-        options["soft_time_limit"] = _given(options.get("soft_time_limit"), self.soft_time_limit)
-        options["ignore_result"] = _given(options.get("ignore_result"), self.ignore_result)
+        for key, default in self._send_defaults().items():
+            given = options.get(key)
+            if given is None or (not given and key in _NAMES):
+                options[key] = default  # type: ignore[literal-required]
         return self.app.send_task(self.name, args, kwargs, task=self, **options)
+
+    def _send_defaults(self) -> dict[str, Any]:
+        """The send options this task supplies when a call does not (``Option`` values read
+        through annotations and config), worked out again when the configuration or one of
+        the task's own options changes."""
+        version = self.app.conf.version
+        cached = self.__dict__.get("_send_defaults_cache")
+        if cached is None or cached[0] != version:
+            cached = self.__dict__["_send_defaults_cache"] = (version, {
+                key: getattr(self, key) for key in _SEND_DEFAULTS})
+        defaults: dict[str, Any] = cached[1]
+        return defaults
 
     def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
               kwargs: Mapping[str, Any] | None = None, **options: Any) -> EagerResult:
@@ -269,9 +283,15 @@ class Task:
         return apply(self, args, kwargs, **options)
 
     def _check_signature(self, args: Any, kwargs: Any) -> None:
-        """Fail at the call site, not in a worker, when arguments do not fit the function."""
+        """Fail at the call site, not in a worker, when arguments do not fit the function.
+        Whether they fit depends only on how many come by position and which by name: a
+        shape that fitted once is not bound again."""
         signature = self._signature
         if signature is None:
+            return
+        shape = (self.bind, len(args), *kwargs)
+        fitted: set[tuple[Any, ...]] = self.__dict__["_run_signature"][2]
+        if shape in fitted:
             return
         try:
             if self.bind:
@@ -280,6 +300,8 @@ class Task:
                 signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}: {exc}") from None
+        if len(fitted) < _FITTED_SHAPES:
+            fitted.add(shape)
 
     @property
     def _signature(self) -> inspect.Signature | None:
@@ -290,7 +312,7 @@ class Task:
                 signature = inspect.signature(self.run)
             except (TypeError, ValueError):
                 signature = None
-            cached = self.__dict__["_run_signature"] = (self.run, signature)
+            cached = self.__dict__["_run_signature"] = (self.run, signature, set())
         return cached[1]
 
     # canvas ---------------------------------------------------------------------------------
@@ -433,10 +455,5 @@ def resolve_expires(expires: float | datetime | None, tz: tzinfo,
     return (now or datetime.now(timezone.utc)) + timedelta(seconds=float(expires))
 
 
-def _given(value: V | None, default: V | None) -> V | None:
-    """``value``, or ``default`` where it is None (a falsy value such as 0 is given)."""
-    return default if value is None else value
-
-
 def new_task_id() -> str:
-    return str(uuid.uuid4())
+    return new_id()

@@ -53,8 +53,19 @@ class BrokerFamily:
     """The worker takes deliveries as a named owner whose life a helper process vouches for
     (the channel's ``own`` and ``liveness_keys``; :mod:`qtui.workers.liveness`)."""
 
+    stores_envelopes = False
+    """The broker stores kombu's virtual envelope and the transport's channel takes a batch of
+    them at once (:class:`~.envelope.EnvelopeChannel`): a client builds each one in one pass
+    and sends a batch in one round trip or one transaction."""
+
     worker_transport_options: Mapping[str, Any] = {}
     """Transport options a worker's connection starts from (the user's settings win)."""
+
+    def confirms_batches(self, connection: Connection) -> bool:
+        """Whether a batch sent on ``connection`` (open) is published whole and its publisher
+        confirms awaited once (:func:`~.amqp.connection.publish_confirmed`), rather than one
+        publish, and one wait, per message."""
+        return False
 
     def refusals(self) -> tuple[type[BaseException], ...]:
         """Errors with which a reachable broker refuses an operation for a while (out of memory,

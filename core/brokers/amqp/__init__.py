@@ -1,7 +1,7 @@
 """The AMQP (RabbitMQ) broker family: everything qtui knows about RabbitMQ, in one package.
 
-- :mod:`.connection` -- connections with publisher confirms on, and the broker's
-  ``connection.blocked`` notices tracked;
+- :mod:`.connection` -- connections with publisher confirms on (a batch's awaited once), and
+  the broker's ``connection.blocked`` notices tracked;
 - :mod:`.queues` -- queue inspection (passive declares, or the management API);
 - :mod:`.pauses` -- the paused queues, kept in a stream queue;
 - :mod:`.delayed` -- the delayed (ETA) store, a ladder of TTL queues dead-lettering into a due
@@ -14,12 +14,16 @@ from .connection import (
     ALARM_HINT,
     AMQP_SCHEMES,
     Blocked,
+    Publication,
     block_hint,
     blocked_state,
+    confirms,
     is_amqp,
+    publish_confirmed,
     transport_options,
     wait_unblocked,
 )
 
-__all__ = ["ALARM_HINT", "AMQP_SCHEMES", "Blocked", "block_hint", "blocked_state", "is_amqp",
-           "transport_options", "wait_unblocked"]
+__all__ = ["ALARM_HINT", "AMQP_SCHEMES", "Blocked", "Publication", "block_hint",
+           "blocked_state", "confirms", "is_amqp", "publish_confirmed", "transport_options",
+           "wait_unblocked"]

@@ -1,13 +1,16 @@
 """RabbitMQ (AMQP) connections: publisher confirms on by default, and the broker's
 ``connection.blocked`` notices tracked, so a send under a memory or disk alarm fails within
-``broker_publish_timeout`` with an error that says so instead of reporting a false success."""
+``broker_publish_timeout`` with an error that says so instead of reporting a false success.
+A batch is published with one wait for its confirms (:func:`publish_confirmed`)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from amqp import spec
 from kombu import Connection
 
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
@@ -72,3 +75,64 @@ def wait_unblocked(connection: Connection, timeout: float) -> str | None:
         except TimeoutError:  # nothing arrived in time: still blocked
             break
     return state.reason
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One message of a batch, its body serialized already."""
+
+    exchange: str
+    routing_key: str
+    body: bytes | str
+    content_type: str
+    content_encoding: str
+    headers: Mapping[str, Any]
+    priority: int | None
+    properties: Mapping[str, Any]
+    """The other message properties (delivery_mode, correlation_id, reply_to)."""
+
+
+def confirms(connection: Connection) -> bool:
+    """Whether ``connection`` (open) has publisher confirms on (:func:`transport_options`)."""
+    return bool(getattr(connection.connection, "confirm_publish", False))
+
+
+def publish_confirmed(connection: Connection, batch: Sequence[Publication],
+                      timeout: float) -> list[int]:
+    """Publish every message of ``batch``, then wait once for the broker to confirm them all;
+    returns the positions of the messages it refused (nacked). A channel of its own numbers
+    the confirms from 1, which is how each confirm is matched to its message. Raises
+    ``TimeoutError`` when the confirms take longer than ``timeout`` seconds (the broker may
+    still take the unconfirmed ones)."""
+    channel = connection.channel()
+    try:
+        confirmed: dict[int, bool] = {}  # delivery tag -> acked (else nacked)
+        floor = [1]  # the first tag no ``multiple`` confirm has covered
+
+        def confirm(tag: int, multiple: bool, acked: bool) -> None:
+            if multiple:  # every tag up to this one not confirmed yet
+                for earlier in range(floor[0], tag + 1):
+                    confirmed.setdefault(earlier, acked)
+                floor[0] = max(floor[0], tag + 1)
+            else:
+                confirmed.setdefault(tag, acked)
+
+        channel.events["basic_ack"].add(lambda tag, multiple: confirm(tag, multiple, True))
+        channel.events["basic_nack"].add(lambda tag, multiple: confirm(tag, multiple, False))
+        channel.confirm_select()
+        for item in batch:
+            channel._basic_publish(
+                channel.prepare_message(item.body, item.priority,
+                                        item.content_type, item.content_encoding,
+                                        dict(item.headers), dict(item.properties)),
+                exchange=item.exchange, routing_key=item.routing_key)
+        deadline = time.monotonic() + timeout
+        while len(confirmed) < len(batch):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{len(batch) - len(confirmed)} of {len(batch)} messages "
+                                   f"not confirmed within {timeout:g}s")
+            channel.wait([spec.Basic.Ack, spec.Basic.Nack], timeout=remaining)
+        return sorted(tag - 1 for tag, acked in confirmed.items() if not acked)
+    finally:
+        channel.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kombu import Connection, Queue
 
 from ..family import BrokerFamily
+from .connection import confirms
 from .delayed import AmqpDelayed, amqp_due_queue
 from .pauses import PausesUnavailable
 from .queues import AmqpQueues
@@ -19,6 +20,9 @@ class AmqpFamily(BrokerFamily):
     def refusals(self) -> tuple[type[BaseException], ...]:
         # The pause stream a worker reads when it connects, not readable for now.
         return (PausesUnavailable,)
+
+    def confirms_batches(self, connection: Connection) -> bool:
+        return confirms(connection)
 
     def queue_inspector(self, connection: Connection,
                         management_url: str | None = None) -> AmqpQueues:

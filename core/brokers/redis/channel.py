@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -33,6 +34,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual.base import UNDELIVERABLE_FMT, UndeliverableWarning
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
+
+from ..envelope import Envelope
 
 #: Route a message as kombu's direct exchange does and push it, in one round trip.
 #: KEYS[1] the exchange's binding set; ARGV: routing key, message, separator, priority suffix.
@@ -55,6 +58,62 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 return count
+"""
+
+#: Push a batch of envelopes (:mod:`..envelope`) in one round trip, each routed as
+#: :data:`_PUBLISH_DIRECT` routes one (a binding set is read once per batch). ARGV: the
+#: separator, then runs of messages with one destination: the exchange's binding set ('' for
+#: the default exchange: the routing key is the queue), routing key, priority suffix, how many
+#: messages, the messages. One LPUSH takes many messages, first pushed first (as one LPUSH
+#: each, in order). Returns the 1-based positions of the messages no queue was bound for.
+_PUSH_ENVELOPES = """
+local sep = ARGV[1]
+local routes = {}
+local unrouted = {}
+local position = 0
+local i = 2
+while i <= #ARGV do
+  local bindings, rkey, suffix = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local first = i + 4
+  local last = first + tonumber(ARGV[i + 3]) - 1
+  local queues
+  if bindings == '' then
+    queues = {rkey}
+  else
+    queues = routes[bindings .. sep .. rkey]
+    if not queues then
+      queues = {}
+      local seen = {}
+      for _, member in ipairs(redis.call('SMEMBERS', bindings)) do
+        local at = string.find(member, sep, 1, true)
+        if at and string.sub(member, 1, at - 1) == rkey then
+          local second = string.find(member, sep, at + #sep, true)
+          if second then
+            local queue = string.sub(member, second + #sep)
+            if not seen[queue] then
+              seen[queue] = true
+              table.insert(queues, queue)
+            end
+          end
+        end
+      end
+      routes[bindings .. sep .. rkey] = queues
+    end
+  end
+  if #queues == 0 then
+    for n = 1, last - first + 1 do
+      table.insert(unrouted, position + n)
+    end
+  end
+  for _, queue in ipairs(queues) do
+    for start = first, last, 1000 do
+      redis.call('LPUSH', queue .. suffix, unpack(ARGV, start, math.min(start + 999, last)))
+    end
+  end
+  position = position + last - first + 1
+  i = last + 1
+end
+return unrouted
 """
 
 REDIS_SCHEMES = ("redis", "rediss")
@@ -98,13 +157,66 @@ class Channel(kombu_redis.Channel):
         pushed = self._script("publish_direct", _PUBLISH_DIRECT)(
             keys=[self.keyprefix_queue % (exchange,)],
             args=[routing_key, dumps(message), self.sep, suffix], client=client)
-        if not pushed and self.deadletter_queue is not None:
-            # What kombu does with a message no queue is bound for.
-            warnings.warn(UndeliverableWarning(UNDELIVERABLE_FMT.format(
-                exchange=exchange, routing_key=routing_key)), stacklevel=1)
-            self._new_queue(self.deadletter_queue)
-            self._put(self.deadletter_queue, message)
+        if not pushed:
+            self._undeliverable(exchange, routing_key,
+                                self._get_message_priority(message, reverse=False),
+                                dumps(message))
         return None
+
+    def accepts_envelopes(self, exchange: str, routing_key: str) -> bool:
+        """The default exchange or a direct one, on a connection without a key prefix, to a
+        queue declared here without an expiry: what :meth:`put_envelopes` routes as kombu does."""
+        if self.global_keyprefix:
+            return False
+        if not exchange:
+            return not self._expires or routing_key not in self._expires
+        return not self._expires and self.typeof(exchange).type == "direct"
+
+    def put_envelopes(self, envelopes: Sequence[Envelope]) -> None:
+        """Push every envelope in one command: one round trip, all or none (one LPUSH, or a
+        script, which Redis runs whole; one refused before its first write, out of memory,
+        writes nothing)."""
+        if len(envelopes) == 1 and not envelopes[0].exchange:  # delay(): a plain LPUSH
+            envelope = envelopes[0]
+            self._create_client().lpush(
+                self._q_for_pri(envelope.routing_key, self._priority_of(envelope)),
+                envelope.payload)
+            return
+        args: list[Any] = [self.sep]
+        run: list[Any] = []  # the current run: destination, count, messages
+        for envelope in envelopes:
+            priority = self.priority(self._priority_of(envelope))
+            destination = [
+                self.keyprefix_queue % (envelope.exchange,) if envelope.exchange else "",
+                envelope.routing_key, f"{self.sep}{priority}" if priority else ""]
+            if run[:3] != destination:
+                args += run
+                run = [*destination, 0]
+            run[3] += 1
+            run.append(envelope.payload)
+        args += run
+        unrouted = self._script("push_envelopes", _PUSH_ENVELOPES)(
+            keys=[], args=args, client=self._create_client())
+        for position in unrouted:
+            envelope = envelopes[int(position) - 1]
+            self._undeliverable(envelope.exchange, envelope.routing_key, envelope.priority,
+                                envelope.payload)
+
+    def _priority_of(self, envelope: Envelope) -> int:
+        """The envelope's priority clamped as kombu's channel clamps a message's."""
+        return int(self._get_message_priority({"properties": {"priority": envelope.priority}},
+                                              reverse=False))
+
+    def _undeliverable(self, exchange: str, routing_key: str, priority: int,
+                       payload: str) -> None:
+        """What kombu does with a message no queue is bound for: into the dead-letter queue of
+        the transport options, with a warning, when there is one; else nowhere."""
+        if self.deadletter_queue is None:
+            return
+        warnings.warn(UndeliverableWarning(UNDELIVERABLE_FMT.format(
+            exchange=exchange, routing_key=routing_key)), stacklevel=2)
+        self._new_queue(self.deadletter_queue)
+        self._create_client().lpush(self._q_for_pri(self.deadletter_queue, priority), payload)
 
     def subscribe_now(self, timeout: float) -> None:
         """Subscribe to the fanout queues consumed so far and wait until Redis confirms it, so

@@ -263,6 +263,19 @@ class Database:
             "INSERT INTO messages (queue, priority, payload, visible_at, created_at) "
             "VALUES (?, ?, ?, ?, ?)", (queue, priority, payload, visible_at, now)))
 
+    def put_many(self, rows: Sequence[tuple[str, int, str, float | None]]) -> None:
+        """Store several messages, each ``(queue, priority, payload, not_before)`` as for
+        :meth:`put`, in one transaction: all or none."""
+        now = time.time()
+        values = [(queue, priority, payload, max(now, not_before) if not_before else now, now)
+                  for queue, priority, payload, not_before in rows]
+
+        def insert(c: sqlite3.Connection) -> None:
+            with self._transaction(c):
+                c.executemany("INSERT INTO messages (queue, priority, payload, visible_at, "
+                              "created_at) VALUES (?, ?, ?, ?, ?)", values)
+        self._write(insert)
+
     def put_fanout(self, exchange: str, priority: int, payload: str) -> int:
         """One copy for every queue bound to ``exchange``, in one transaction."""
         now = time.time()

@@ -16,6 +16,7 @@ class SqliteFamily(BrokerFamily):
 
     keeps_deliveries = True
     renews_leases = True
+    stores_envelopes = True
 
     def queue_inspector(self, connection: Connection,
                         management_url: str | None = None) -> SqliteQueues:

@@ -1,0 +1,284 @@
+"""Sending built task messages, one or many, with the same guarantees either way.
+
+A send returns once the broker has the task (its one round trip; on RabbitMQ with publisher
+confirms, the confirm), retries per ``task_publish_retry_policy`` within
+``broker_publish_timeout``, and emits ``task-sent`` when ``task_send_sent_event`` is on. Every
+body is serialized once, before anything is sent, so arguments that cannot be serialized fail
+the call with nothing sent. On a broker that stores kombu's envelope (Redis, SQLite:
+:mod:`.brokers.envelope`) the stored text is built in one pass and a batch goes in one round
+trip or one transaction; elsewhere kombu's ``Producer.publish`` sends each message. A bulk send
+that fails part way raises :class:`~.exceptions.SendFailed`, naming the tasks sent and the ones
+not sent.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from kombu import Producer, Queue
+from kombu.exceptions import EncodeError
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from . import config
+from .brokers import amqp as amqp_broker
+from .brokers.envelope import Body, EnvelopeChannel, encode
+from .brokers.family import family_for
+from .events import task_sent_fields
+from .exceptions import BrokerBlocked, BrokerUnavailable, SendFailed
+from .protocol import TaskMessage, WireMessage, build
+
+if TYPE_CHECKING:
+    from .app import App
+    from .backends import ResultBackend
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Tasks per broker call of a bulk send: one script run on Redis, one transaction on SQLite.
+BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SendSettings:
+    """What every send reads from the configuration, read once per configuration change
+    (``Conf.version``) rather than a few dozen lookups per task."""
+
+    version: int
+    serializer: str
+    ignore_result: bool
+    sent_event: bool
+    retry: bool
+    retry_policy: dict[str, Any]
+    publish_timeout: float
+    where: str
+    """``the broker at URL`` (password masked), for error messages."""
+    backend: ResultBackend
+    """The app's result backend (the app drops these settings when it closes or forks)."""
+
+    @classmethod
+    def of(cls, app: App) -> SendSettings:
+        conf = app.conf
+        return cls(conf.version, conf.task_serializer, bool(conf.task_ignore_result),
+                   bool(conf.task_send_sent_event), bool(conf.task_publish_retry),
+                   dict(conf.task_publish_retry_policy), float(conf.broker_publish_timeout),
+                   f"the broker at {config.mask_url(app.broker_url)}", app.backend)
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A task message and where it goes, as ``send_task`` resolved them."""
+
+    message: TaskMessage
+    exchange: str
+    routing_key: str
+    queue: Queue | None
+    """Declared before the send (unless this connection declared it already)."""
+    serializer: str
+
+
+@dataclass(slots=True)
+class _Encoded:
+    """An outgoing message with its wire form and its body serialized (once)."""
+
+    outgoing: Outgoing
+    wire: WireMessage
+    body: Body
+
+    @property
+    def task_id(self) -> str:
+        return self.outgoing.message.id
+
+
+def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -> None:
+    """Send every message, ``batch_size`` per broker call, in order. One message fails as
+    ``App.send_task`` always has (BrokerUnavailable, BrokerBlocked, TypeError); several that
+    the broker fails to take raise SendFailed (a BrokerUnavailable) naming what was sent, what
+    is in doubt and what was not sent. A TypeError (arguments that cannot be serialized) means
+    nothing was sent."""
+    encoded = [_encode(item) for item in outgoing]
+    settings = app.send_settings
+    sent: list[str] = []
+    with app.producer() as producer:
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start:start + batch_size]
+            try:
+                refused = _send_chunk(settings, producer, chunk)
+            except BrokerUnavailable as exc:
+                if len(encoded) == 1:
+                    raise
+                raise SendFailed(exc, sent=sent,
+                                 in_doubt=[e.task_id for e in chunk],
+                                 unsent=[e.task_id for e in encoded[start + batch_size:]]
+                                 ) from exc
+            accepted = [e for e in chunk if e.task_id not in refused] if refused else chunk
+            sent += [e.task_id for e in accepted]
+            if settings.sent_event and accepted:
+                _send_sent_events(app, producer, accepted)
+            if refused:
+                raise SendFailed(BrokerUnavailable(
+                    f"{settings.where} refused {len(refused)} of {_describe(chunk)} (publisher "
+                    "confirm nack)."), sent=sent, in_doubt=[],
+                    unsent=refused + [e.task_id for e in encoded[start + batch_size:]])
+
+
+def _encode(outgoing: Outgoing) -> _Encoded:
+    wire = build(outgoing.message)
+    try:
+        body = Body.serialize(wire.body, outgoing.serializer)
+    except EncodeError as exc:
+        raise TypeError(f"cannot send task {outgoing.message.task}: its arguments cannot be "
+                        f"serialized with {outgoing.serializer!r}: {exc}") from exc
+    return _Encoded(outgoing, wire, body)
+
+
+def _describe(chunk: Sequence[_Encoded]) -> str:
+    """``task NAME [ID]``, or ``N tasks (NAME [ID] and N-1 more)``, for error messages."""
+    first = chunk[0].outgoing.message
+    if len(chunk) == 1:
+        return f"task {first.task} [{first.id}]"
+    return f"{len(chunk)} tasks ({first.task} [{first.id}] and {len(chunk) - 1} more)"
+
+
+def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded]
+                ) -> list[str]:
+    """Send ``chunk`` in one broker call where the broker allows it, retrying per the policy
+    within ``broker_publish_timeout``; returns the ids of the tasks the broker refused
+    (RabbitMQ's nack)."""
+    timeout = settings.publish_timeout
+    deadline = time.monotonic() + timeout
+    where = settings.where
+    connection = producer.connection
+
+    def unconfirmed(exc: BaseException) -> BrokerBlocked:
+        hint = amqp_broker.block_hint(connection)
+        return BrokerBlocked(
+            f"cannot send {_describe(chunk)}: {where} did not confirm it within "
+            f"broker_publish_timeout ({timeout:g}s): {exc}. {hint}The broker may still enqueue "
+            "it once it recovers: sending again may run it twice.")
+
+    def give_up_after_deadline(exc: BaseException, _interval: float) -> None:
+        """kombu's retry errback: no new attempt once the send's time is spent."""
+        if time.monotonic() >= deadline:
+            raise unconfirmed(exc) from exc
+
+    policy = {**settings.retry_policy, "errback": give_up_after_deadline}
+    try:
+        reason = amqp_broker.wait_unblocked(connection, timeout)
+        if reason is not None:
+            raise BrokerBlocked(
+                f"cannot send {_describe(chunk)}: {where} blocks publishers ({reason}) and "
+                f"did not lift the block within broker_publish_timeout ({timeout:g}s). Nothing "
+                f"was sent. {amqp_broker.ALARM_HINT}.")
+        _declare(settings, producer, chunk, policy)
+        family = family_for(connection)
+        if family.stores_envelopes:
+            channel: EnvelopeChannel = producer.channel
+            if all(channel.accepts_envelopes(e.outgoing.exchange, e.outgoing.routing_key)
+                   for e in chunk):
+                _retrying(settings, producer, policy, lambda: _put_envelopes(producer, chunk))
+                return []
+        if len(chunk) > 1 and family.confirms_batches(connection):
+            refused = _retrying(settings, producer, policy, lambda: amqp_broker.publish_confirmed(
+                producer.connection, [_publication(e) for e in chunk], timeout))
+            return [chunk[position].task_id for position in refused]
+        for encoded in chunk:
+            _publish(settings, producer, encoded, policy)
+        return []
+    except TimeoutError as exc:  # a write or confirm past the timeout, with retries off
+        raise unconfirmed(exc) from exc
+    except (KombuOperationalError, *connection.connection_errors) as exc:
+        # kombu's error once retries are spent; the transport's own with retries off
+        if _out_of_space(exc):
+            raise BrokerUnavailable(
+                f"cannot send {_describe(chunk)}: {where} has no space left on its disk "
+                f"({exc}). Nothing was sent; what it stored before is kept. Free some space "
+                "and send again.") from exc
+        raise BrokerUnavailable(
+            f"cannot send {_describe(chunk)}: {where} is unreachable ({exc}). Is it running? "
+            "task_publish_retry_policy sets how long sending retries.") from exc
+
+
+def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded],
+             policy: dict[str, Any]) -> None:
+    """Declare the queues this connection has not declared yet (kombu would check the same
+    set, after copying and binding each entity)."""
+    declared = producer.connection.declared_entities
+    for queue in {e.outgoing.queue for e in chunk if e.outgoing.queue is not None}:
+        if hash(queue) not in declared:
+            producer.maybe_declare(queue, retry=settings.retry, **policy)
+
+
+def _put_envelopes(producer: Producer, chunk: Sequence[_Encoded]) -> None:
+    """Build the envelopes on the producer's channel now (a retry revives the channel) and
+    store them in one call."""
+    channel: EnvelopeChannel = producer.channel
+    channel.put_envelopes([
+        encode(channel, e.task_id, e.body, e.wire.headers, e.wire.properties,
+               e.outgoing.exchange, e.outgoing.routing_key) for e in chunk])
+
+
+def _publish(settings: SendSettings, producer: Producer, encoded: _Encoded,
+             policy: dict[str, Any]) -> None:
+    """One message through kombu's ``Producer.publish``, its body serialized already."""
+    producer.publish(
+        encoded.body.data, exchange=encoded.outgoing.exchange,
+        routing_key=encoded.outgoing.routing_key, content_type=encoded.body.content_type,
+        content_encoding=encoded.body.content_encoding, headers=encoded.wire.headers,
+        retry=settings.retry, retry_policy=policy, timeout=settings.publish_timeout,
+        confirm_timeout=settings.publish_timeout, delivery_mode=2, **encoded.wire.properties)
+
+
+def _publication(encoded: _Encoded) -> amqp_broker.Publication:
+    return amqp_broker.Publication(
+        encoded.outgoing.exchange, encoded.outgoing.routing_key, encoded.body.data,
+        encoded.body.content_type, encoded.body.content_encoding, encoded.wire.headers,
+        encoded.wire.properties.get("priority"),
+        {**{k: v for k, v in encoded.wire.properties.items() if k != "priority"},
+         "delivery_mode": 2})
+
+
+def _retrying(settings: SendSettings, producer: Producer, policy: dict[str, Any],
+              fun: Callable[[], T]) -> T:
+    """``fun()``, retried per the policy when the connection fails (kombu's ``ensure``, as
+    ``Producer.publish(retry=True)`` does it)."""
+    if not settings.retry:
+        return fun()
+    ensured: Callable[[], T] = producer.connection.ensure(producer, fun, **policy)
+    return ensured()
+
+
+def _send_sent_events(app: App, producer: Producer, chunk: Sequence[_Encoded]) -> None:
+    """task-sent for each task of ``chunk`` (one ``task.multi`` list for several, as workers
+    batch theirs). The tasks are sent already, so a failure here is logged, not raised (the
+    caller would send the tasks again)."""
+    fields = [task_sent_fields(e.outgoing.message,
+                               e.outgoing.queue.name if e.outgoing.queue is not None else None,
+                               e.outgoing.exchange, e.outgoing.routing_key) for e in chunk]
+    try:
+        if len(fields) == 1:
+            app.events.publish("task-sent", fields[0], producer)
+        else:
+            app.events.publish_many("task-sent", fields, producer)
+    except Exception as exc:  # noqa: BLE001 - any failure: the tasks themselves went out
+        logger.warning("%s was sent, but its task-sent event was not: %s", _describe(chunk),
+                       exc)
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    """A send failed for a full disk (the embedded broker's SQLite, or a broker's own ENOSPC)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the exception and what it was raised from
+        if seen is None:
+            return False
+        text = str(seen)
+        if "database or disk is full" in text or "No space left" in text \
+                or getattr(seen, "errno", None) == errno.ENOSPC:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

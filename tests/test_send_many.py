@@ -1,0 +1,308 @@
+"""Sending tasks one at a time and many at once: what a broker stores is what kombu would have
+stored, a bulk send reaches every broker whole and in order with a task-sent event per task,
+a Celery worker runs what ``send_many`` and a group sent, and a batch that fails part way names
+the tasks sent, in doubt and not sent."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import redis
+
+from qtui.core import App, sending
+from qtui.core.brokers.redis import Channel as RedisChannel
+from qtui.core.brokers.sqlite import Channel as SqliteChannel
+from qtui.core.canvas import chunks, group, signature
+from qtui.core.events import EventReceiver
+from qtui.core.exceptions import SendFailed
+from qtui.core.protocol import TaskMessage, build
+from qtui.core.sending import Outgoing
+from qtui.core.task import new_task_id
+
+from .processes import celery_worker, write_module
+from .services import REDIS_HOST, REDIS_PORT
+from .tcp_proxy import SilentProxy
+from .worker_helpers import broker_urls
+
+BROKERS = ("redis", "rabbitmq", "sqlite")
+
+
+def client(tmp_path: Path, broker: str, queue: str, **settings: Any) -> App:
+    url, _ = broker_urls(broker, tmp_path)
+    app = App("client", broker=url, backend=None, task_default_queue=queue, **settings)
+
+    @app.task(name="tasks.add", ignore_result=True)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    return app
+
+
+def drain_ids(app: App, queue: str, count: int) -> list[str]:
+    """The task ids waiting in ``queue``, oldest first (taken off the queue)."""
+    ids = []
+    with app.connection_for_read() as conn, conn.SimpleQueue(queue) as simple:
+        for _ in range(count):
+            message = simple.get(timeout=5)
+            ids.append(message.headers["id"])
+            message.ack()
+        with pytest.raises(simple.Empty):
+            simple.get(timeout=0.2)
+    return ids
+
+
+@pytest.fixture
+def fixed_wire(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every delivery tag and publish time fixed, so two sends of one message compare."""
+    monkeypatch.setattr("qtui.core.brokers.envelope.new_id", lambda: "tag-1")
+    monkeypatch.setattr("kombu.transport.virtual.base.uuid", lambda: "tag-1")
+    monkeypatch.setattr("qtui.core.protocol.time.time", lambda: 1796046924.531227)
+    yield
+
+
+@pytest.mark.parametrize("broker", ["redis", "sqlite"])
+@pytest.mark.parametrize("fields", [
+    {},
+    {"kwargs": {"y": "é\n"}, "priority": 5, "headers": {"h": 1}, "reply_to": "r",
+     "eta": datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc), "callbacks": [{"task": "t"}]},
+    {"kwargs": {"when": datetime(2030, 1, 2, tzinfo=timezone.utc), "amount": Decimal("1.5"),
+                "id": UUID(int=7)}, "headers": {"at": datetime(2031, 1, 1)}},
+])
+def test_the_stored_envelope_is_byte_for_byte_what_kombu_stores(
+        broker, fields, tmp_path, unique, fixed_wire):
+    queue = f"env-{unique}"
+    app = client(tmp_path, broker, queue)
+    message = TaskMessage(id=new_task_id(), task="tasks.add", args=(1,), **fields)
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            channel.queue_declare(queue)
+            sending.send(app, [Outgoing(message, "", queue, None, "json")])
+            ours = stored(channel, queue)
+            channel.queue_purge(queue)
+            # The same message through kombu's own Producer.publish, as qtui sent it before.
+            wire = build(message)
+            conn.Producer().publish(
+                wire.body, exchange="", routing_key=queue, serializer="json",
+                headers=wire.headers, delivery_mode=2, **wire.properties)
+            kombus = stored(channel, queue)
+            channel.queue_purge(queue)
+        assert len(ours) == 1 and json.loads(ours[0])["headers"]["id"] == message.id
+        assert ours == kombus
+    finally:
+        app.close()
+
+
+def stored(channel: Any, queue: str) -> list[str]:
+    """The raw text stored for each message of ``queue`` (every priority level)."""
+    if isinstance(channel, RedisChannel):
+        return [text.decode() for suffix in ("", *(f"{channel.sep}{p}" for p in (3, 6, 9)))
+                for text in channel.client.lrange(queue + suffix, 0, -1)]
+    assert isinstance(channel, SqliteChannel)
+    rows = channel.db._read(lambda c: c.execute(
+        "SELECT payload FROM messages WHERE queue = ? ORDER BY id", (queue,)).fetchall())
+    return [row[0] for row in rows]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("broker", BROKERS)
+def test_send_many_sends_every_task_once_and_in_order(broker, tmp_path, unique):
+    queue = f"many-{unique}"
+    app = client(tmp_path, broker, queue)
+    add = app.tasks["tasks.add"]
+    try:
+        results = app.send_many([add.s(i, i) for i in range(1200)], batch_size=500)
+        assert drain_ids(app, queue, 1200) == [r.id for r in results]
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("broker", ["redis", "sqlite"])
+def test_a_batch_is_one_broker_call(broker, tmp_path, unique, monkeypatch):
+    """send_many, a group and chunks: one call of the channel per batch."""
+    queue = f"calls-{unique}"
+    app = client(tmp_path, broker, queue)
+    add = app.tasks["tasks.add"]
+    channel = RedisChannel if broker == "redis" else SqliteChannel
+    calls: list[int] = []
+    put = channel.put_envelopes
+    monkeypatch.setattr(channel, "put_envelopes",
+                        lambda self, envelopes: (calls.append(len(envelopes)),
+                                                 put(self, envelopes))[1])
+    try:
+        app.send_many([add.s(i, 1) for i in range(250)], batch_size=100)
+        assert calls == [100, 100, 50]
+        calls.clear()
+        group(add.s(i, 2) for i in range(30)).apply_async()
+        assert calls == [30]
+        calls.clear()
+        chunks(add.s(), [(i, 3) for i in range(40)], 10).apply_async()
+        assert calls == [4]
+        drain_ids(app, queue, 250 + 30 + 4)
+    finally:
+        app.close()
+
+
+def test_nothing_is_sent_when_one_call_cannot_be_serialized(tmp_path, unique):
+    queue = f"bad-{unique}"
+    app = client(tmp_path, "sqlite", queue)
+    add = app.tasks["tasks.add"]
+    try:
+        with pytest.raises(TypeError, match="cannot be serialized"):
+            app.send_many([add.s(1, 1), add.s(object(), 1), add.s(2, 2)])
+        drain_ids(app, queue, 0)
+    finally:
+        app.close()
+
+
+def test_every_task_of_a_batch_gets_its_task_sent_event(tmp_path, unique):
+    queue = f"sent-{unique}"
+    app = client(tmp_path, "redis", queue, task_send_sent_event=True)
+    add = app.tasks["tasks.add"]
+    try:
+        with EventReceiver(app, wakeup=False) as receiver:
+            results = app.send_many([add.s(i, i) for i in range(120)], batch_size=50)
+            events: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 10
+            while len(events) < 120 and time.monotonic() < deadline:
+                events += receiver.events(timeout=0.5)
+        ids = {r.id for r in results}  # the event stream is Redis-wide: others' events too
+        ours = [e for e in events if e["type"] == "task-sent" and e["uuid"] in ids]
+        assert [e["uuid"] for e in ours] == [r.id for r in results]
+        assert {e["queue"] for e in ours} == {queue}
+        assert ours[7]["args"] == "(7, 7)"
+        drain_ids(app, queue, 120)
+    finally:
+        app.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("retry", [True, False])
+def test_a_broker_lost_mid_send_names_the_tasks_sent_in_doubt_and_unsent(
+        retry, tmp_path, unique, monkeypatch):
+    """The connection is cut as the second of three batches goes out: the first batch is in
+    the queue, the error lists it as sent, the second as in doubt, the third as not sent
+    (after the retries, or at once with retries off)."""
+    queue = f"cut-{unique}"
+    proxy = SilentProxy((REDIS_HOST, REDIS_PORT))
+    app = App("client", broker=f"redis://127.0.0.1:{proxy.port}/0", backend=None,
+              task_default_queue=queue, broker_connection_timeout=1,
+              task_publish_retry=retry,
+              task_publish_retry_policy={"max_retries": 1, "interval_start": 0,
+                                         "interval_step": 0.1, "interval_max": 0.1})
+    calls: list[int] = []
+    put = RedisChannel.put_envelopes
+
+    def cut_on_the_second_batch(self: RedisChannel, envelopes: Any) -> None:
+        calls.append(len(envelopes))
+        if len(calls) == 2:
+            proxy.close()
+        put(self, envelopes)
+
+    monkeypatch.setattr(RedisChannel, "put_envelopes", cut_on_the_second_batch)
+    try:
+        with pytest.raises(SendFailed) as failed:
+            app.send_many([signature("tasks.add", i, i, app=app) for i in range(250)],
+                          batch_size=100)
+    finally:
+        app.close()
+        proxy.close()
+    error = failed.value
+    assert (len(error.sent), len(error.in_doubt), len(error.unsent)) == (100, 100, 50)
+    assert error.unsent[0] in str(error) and error.in_doubt[0] in str(error)
+    direct = redis.Redis(REDIS_HOST, REDIS_PORT)
+    try:
+        stored = [json.loads(m)["headers"]["id"] for m in direct.lrange(queue, 0, -1)]
+    finally:
+        direct.delete(queue)
+    assert stored[::-1] == error.sent
+
+
+CELERY_TASKS = """
+import os
+
+import redis
+from celery import Celery
+
+app = Celery("tasks", broker={broker!r})
+app.conf.task_default_queue = {queue!r}
+_records = redis.Redis.from_url({broker!r})
+
+@app.task(name="tasks.add")
+def add(x, y):
+    _records.rpush({queue!r} + ":ran", x + y)
+"""
+
+
+@pytest.mark.timeout(180)
+def test_a_celery_worker_runs_what_send_many_and_a_group_sent(tmp_path, unique):
+    pytest.importorskip("celery")
+    queue = f"celery-many-{unique}"
+    broker, _ = broker_urls("redis", tmp_path)
+    write_module(tmp_path, "tasks", CELERY_TASKS.format(broker=broker, queue=queue))
+    app = client(tmp_path, "redis", queue)
+    add = app.tasks["tasks.add"]
+    records = redis.Redis.from_url(broker)
+    try:
+        app.send_many([add.s(i, 1000) for i in range(40)])
+        group(add.s(i, 2000) for i in range(20)).apply_async()
+        with celery_worker(tmp_path, "tasks", queue):
+            deadline = time.monotonic() + 60
+            while records.llen(f"{queue}:ran") < 60 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        ran = sorted(int(v) for v in records.lrange(f"{queue}:ran", 0, -1))
+        assert ran == sorted([i + 1000 for i in range(40)] + [i + 2000 for i in range(20)])
+    finally:
+        records.delete(f"{queue}:ran")
+        app.close()
+
+
+def test_arguments_that_do_not_fit_are_refused_after_ones_that_did(unique):
+    """The check of a call's arguments remembers shapes that fit, never ones that do not."""
+    app = App("client", broker="memory://", task_default_queue=f"fit-{unique}")
+
+    @app.task(name="tasks.pair")
+    def pair(x: int, y: int = 0) -> int:
+        return x + y
+
+    try:
+        pair.delay(1, 2)
+        pair.delay(1, y=2)
+        for args, kwargs in (((1, 2, 3), {}), ((), {}), ((1,), {"z": 2}), ((1, 2), {"y": 3})):
+            with pytest.raises(TypeError, match=r"tasks\.pair"):
+                pair.apply_async(args, kwargs)
+        pair.delay(3, 4)
+    finally:
+        app.close()
+
+
+def test_a_batch_on_rabbitmq_is_confirmed_once(tmp_path, unique, monkeypatch):
+    """Publisher confirms on (the default): each batch is published, then confirmed in one
+    wait, rather than one wait per task."""
+    from qtui.core.brokers import amqp
+
+    queue = f"confirm-{unique}"
+    app = client(tmp_path, "rabbitmq", queue)
+    add = app.tasks["tasks.add"]
+    batches: list[int] = []
+    publish_confirmed = amqp.publish_confirmed
+
+    def counted(connection: Any, batch: Any, timeout: float) -> list[int]:
+        batches.append(len(batch))
+        return publish_confirmed(connection, batch, timeout)
+
+    monkeypatch.setattr(amqp, "publish_confirmed", counted)
+    try:
+        results = app.send_many([add.s(i, i) for i in range(250)], batch_size=100)
+        assert batches == [100, 100, 50]
+        assert drain_ids(app, queue, 250) == [r.id for r in results]
+    finally:
+        app.close()
