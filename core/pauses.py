@@ -23,10 +23,13 @@ Who stops consuming, and when:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from kombu.exceptions import ChannelError
 
 from .exceptions import QtuiError
 
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from .control import Replies
     from .queues import QueueInspector
 
+logger = logging.getLogger(__name__)
 
 class PauseUnsupported(QtuiError):
     """The broker has no place for a pause that every worker would read."""
@@ -112,15 +116,24 @@ def reapply(app: App, hostname: str, timeout: float = 1.0) -> dict[str, Any]:
 
 def leave_out_paused(app: App, queues: Iterable[str], hostname: str) -> set[str]:
     """The names among ``queues`` that are paused, each noting ``hostname`` for the resume: a
-    worker that connects does not consume them (see the module docstring)."""
+    worker that connects does not consume them (see the module docstring). A note that fails
+    (no write permission, the writers' lock held too long) is logged: the queue is left out all
+    the same, and the resume will not give it back to this worker by itself."""
+    from .queues import QueueInspectionError  # queues.py imports this module's Pause
+
     with _inspector(app) as inspector:
         try:
             pauses = inspector.pauses()
         except PauseUnsupported:  # nothing can have been paused there
             return set()
         paused = set(queues) & set(pauses)
-        for queue in paused:
-            inspector.note_paused_consumer(queue, hostname)
+        for queue in sorted(paused):
+            try:
+                inspector.note_paused_consumer(queue, hostname)
+            except (QueueInspectionError, ChannelError) as exc:
+                logger.warning("Queue %s is paused and this worker is not noted for the resume "
+                               "(%s): after `qtui resume %s`, give it back with `qtui control -d "
+                               "%s add_consumer %s`", queue, exc, queue, hostname, queue)
     return paused
 
 

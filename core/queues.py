@@ -86,12 +86,14 @@ class Age:
 class QueuePoll:
     """One look at a broker's queues: each queue (with its ``scheduled`` count), the depth of
     its dead-letter queue ``<queue>.dead`` where it has one, the heads of those that hold
-    messages, and the paused queues."""
+    messages, and the paused queues (``pause_error``: why they could not be read this time,
+    then ``paused`` is empty and says nothing)."""
 
     queues: list[QueueInfo]
     dead: dict[str, int]
     heads: dict[str, list[QueueHead]]
     paused: dict[str, Pause] = field(default_factory=dict)
+    pause_error: str = ""
 
 
 def oldest_wait(messages: int | None, heads: Iterable[QueueHead],
@@ -171,11 +173,16 @@ class QueueInspector(ABC):
         scheduled counts, dead-letter depths, heads and pauses. A broker family may answer it
         in fewer round trips than the separate reads below (Redis: one), and reuse its listing
         of the broker's queues for up to ``listing_reuse`` seconds (a poller that asks often
-        passes :data:`LISTING_REUSE`; queues in ``names`` are always read)."""
+        passes :data:`LISTING_REUSE`; queues in ``names`` are always read). Pauses that
+        cannot be read leave the rest of the poll standing (:attr:`QueuePoll.pause_error`)."""
+        paused: dict[str, Pause] = {}
+        pause_error = ""
         try:
             paused = self.pauses()
         except PauseUnsupported:  # nothing can be paused on this broker
-            paused = {}
+            pass
+        except (QueueInspectionError, ChannelError) as exc:  # e.g. no read permission on them
+            pause_error = f"pauses unknown: {exc}"
         # a paused queue is shown even where only named queues are (nobody consumes it now)
         wanted = {name for name in [*names, *paused] if not is_dead_letter_queue(name)}
         found = self.queues(wanted | {dead_letter_queue_name(name) for name in wanted})
@@ -183,7 +190,8 @@ class QueueInspector(ABC):
         dead = {q.name[:-len(DEAD_SUFFIX)]: q.messages for q in found
                 if is_dead_letter_queue(q.name) and q.messages is not None}
         queues = self.with_scheduled(queues)
-        return QueuePoll(queues, dead, self.heads(q.name for q in queues if q.messages), paused)
+        return QueuePoll(queues, dead, self.heads(q.name for q in queues if q.messages), paused,
+                         pause_error)
 
     # pauses (see qtui.core.pauses): kept by the families whose broker has a place for them
     def pauses(self) -> dict[str, Pause]:

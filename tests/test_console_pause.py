@@ -111,3 +111,38 @@ def test_the_feed_re_pausing_a_worker_that_came_online_is_in_the_audit_trail(
     assert found.replies == (
         ("w2@h", "celery: OK no longer consuming from celery; reports: no reply"),)
     log.close()
+
+
+async def test_the_queues_view_says_why_the_pauses_are_unknown_and_keeps_its_rows():
+    console = FixedConsole(snapshot=replace(
+        SNAPSHOT, queue_notice="pauses unknown: \x1b[2J(403) ACCESS_REFUSED"))
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        summary = str(console.screen.query_one("#summary").render())
+        assert "pauses unknown: ␛[2J(403) ACCESS_REFUSED" in summary  # data, made visible
+        assert console.screen.query_one("#queues").row_count == len(SNAPSHOT.queues)
+
+
+def test_the_feed_keeps_the_queue_depths_when_the_pauses_cannot_be_read(
+        amqp_url, unique, monkeypatch):
+    from kombu import Connection
+
+    from qtui.core.brokers.amqp import pauses as amqp_pauses
+    from qtui.core.brokers.amqp.queues import AmqpQueues
+    from qtui.tui.feed import Feed
+
+    stream = f"cp-stream-{unique}"
+    monkeypatch.setattr(AmqpQueues, "pause_stream", stream)
+    monkeypatch.setattr(amqp_pauses, "READ_TIMEOUT", 0.3)
+    with Connection(amqp_url) as conn:
+        empty = amqp_pauses.PauseStream(conn, stream)  # its writer died before its record
+        conn.channel().queue_declare(queue=stream, durable=True, auto_delete=False,
+                                     arguments=empty.arguments)
+        try:
+            feed = Feed(App("console-tests", broker=amqp_url))
+            feed._poll_queues()
+            with feed.lock:
+                snapshot = feed.snapshot()
+        finally:
+            empty.delete()
+    assert snapshot.error == "" and "sent no record" in snapshot.queue_notice

@@ -306,3 +306,33 @@ def test_the_paused_gauge_reads_1_after_qtui_pause_and_0_after_qtui_resume(expor
             conn.default_channel.client.delete(f"_kombu.binding.{queue}",
                                                f"_kombu.binding_permanent.{queue}")
         client.close()
+
+
+def test_pauses_that_cannot_be_read_leave_the_paused_gauges_as_they_were(monkeypatch):
+    """RabbitMQ: the pause stream readable, then not (deleted between its declare and its
+    read: 404, as 403 for a user without read permission): the depths go on, and the
+    paused queue is not reported resumed."""
+    from qtui.core.brokers.amqp import pauses as amqp_pauses
+    from qtui.core.brokers.amqp.queues import AmqpQueues
+    from qtui.core.pauses import Pause
+    from qtui.tui.exporter import Exporter as QtuiExporter
+
+    need("RabbitMQ", AMQP_HOST, AMQP_PORT)
+    url = f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//"
+    stream = f"expause-stream-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(AmqpQueues, "pause_stream", stream)
+    with Connection(url) as conn:
+        pauses = amqp_pauses.PauseStream(conn, stream)
+        try:
+            pauses.change(lambda found: {"held": Pause("held", 0.0, "me")})
+            exporter = QtuiExporter(App("exporter", broker=url))
+            exporter.poll_once()
+            assert list(exporter.poll_result.paused) == ["held"]
+            first = exporter.poll_result.at
+            monkeypatch.setattr(AmqpQueues, "pause_stream", f"{stream}-gone")
+            monkeypatch.setattr(amqp_pauses, "queue_exists", lambda connection, name: True)
+            exporter.poll_once()
+            assert exporter.poll_result.at != first  # the poll answered
+            assert list(exporter.poll_result.paused) == ["held"]
+        finally:
+            pauses.delete()

@@ -6,6 +6,7 @@ broker's tables, a RabbitMQ stream); a kombu transport with no such place says s
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import sys
 import threading
@@ -13,18 +14,20 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
+import amqp
 import pytest
 import redis
-from kombu import Connection
+from kombu import Connection, Queue
 
 from qtui.core import App
 from qtui.core.brokers.amqp import pauses as amqp_pauses
 from qtui.core.brokers.amqp.pauses import PauseStream, PausesUnavailable, lock_name
-from qtui.core.brokers.family import family_for
+from qtui.core.brokers.amqp.queues import AmqpQueues
 from qtui.core.control import Replies
-from qtui.core.pauses import Pause, paused_queues
-from qtui.core.queues import QueueInspectionError, inspector_for
+from qtui.core.pauses import Pause, leave_out_paused, paused_queues
+from qtui.core.queues import QueueInspectionError, inspector_for, queue_exists
 from qtui.tui.cli import main
+from qtui.workers.consumer import Consumer
 
 from .processes import celery_worker, running, write_module
 from .worker_helpers import Setup, hostname_of, make_setup, wait_for
@@ -237,22 +240,200 @@ def test_a_writer_kept_from_the_lock_says_so_and_gets_it_once_its_holder_is_gone
     assert list(stream.read()) == ["q"]
 
 
-def test_a_worker_waits_and_reconnects_while_rabbitmq_cannot_give_the_pauses(amqp_url):
-    with Connection(amqp_url) as conn:
-        assert PausesUnavailable in family_for(conn).refusals()
+def _make_empty(stream: PauseStream) -> None:
+    """Make the stream as a writer that died before its first record would have left it."""
+    channel = stream.connection.channel()
+    channel.queue_declare(queue=stream.name, durable=True, auto_delete=False,
+                          arguments=stream.arguments)
+    channel.close()
+
+
+def _publish_record(stream: PauseStream, record: bytes) -> None:
+    channel = stream.connection.channel()
+    channel.confirm_select()
+    channel.basic_publish(amqp.Message(record), exchange="", routing_key=stream.name)
+    channel.close()
+
+
+@pytest.fixture
+def own_stream(stream, monkeypatch) -> PauseStream:
+    """Every inspector (the CLI's, a worker's) keeps its pauses in this test's stream."""
+    monkeypatch.setattr(AmqpQueues, "pause_stream", stream.name)
+    return stream
+
+
+def test_a_worker_whose_pause_read_fails_waits_and_connects_once_it_reads(
+        own_stream, amqp_url, unique, monkeypatch, caplog):
+    monkeypatch.setattr(amqp_pauses, "READ_TIMEOUT", 0.3)
+    _make_empty(own_stream)  # a stream that sends no record: the pauses cannot be read
+    queue = f"qp-{unique}"
+    app = App("worker", broker=amqp_url, worker_enable_remote_control=False)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the wait before trying again: the stream heals
+        slept.append(seconds)
+        _publish_record(own_stream, json.dumps({}).encode())
+
+    consumer = Consumer(app, "w@h", [Queue(queue)], lambda *_: None, lambda *_: None,
+                        held_tags=list, stopping=lambda: False, sleep=sleep,
+                        control_node=None)  # type: ignore[arg-type]
+    try:
+        with caplog.at_level(logging.ERROR, logger="qtui.worker"):
+            consumer.connect(prefetch=1)
+        assert len(slept) == 1 and "sent no record" in caplog.text
+        assert consumer.consuming and [q.name for q in consumer.queues] == [queue]
+    finally:
+        consumer.close()
+        _delete_queues(amqp_url, queue)
+        app.close()
 
 
 def test_a_stream_that_sends_no_record_is_an_error_not_an_empty_pause_set(
         stream, monkeypatch):
     monkeypatch.setattr(amqp_pauses, "READ_TIMEOUT", 0.5)
-    channel = stream.connection.channel()  # made, and its writer gone before its first record
-    channel.queue_declare(queue=stream.name, durable=True, auto_delete=False,
-                          arguments=stream.arguments)
-    channel.close()
-    with pytest.raises(PausesUnavailable, match="rabbitmqctl delete_queue"):
+    _make_empty(stream)
+    with pytest.raises(PausesUnavailable, match="resumes EVERY paused queue") as raised:
         stream.read()
+    assert "rabbitmqctl list_queues name messages" in str(raised.value)
     with pytest.raises(PausesUnavailable):
         stream.change(lambda pauses: {**pauses, "q": Pause("q", 0.0, "me")})
+
+
+def test_resuming_or_noting_on_a_broker_with_no_pause_stream_makes_none(own_stream, amqp_url):
+    with inspector_for(App("client", broker=amqp_url)) as inspector:
+        assert inspector.resume("q") is None
+        inspector.note_paused_consumer("q", "w@h")
+        assert inspector.pauses() == {}
+        assert not queue_exists(inspector.connection, own_stream.name)
+
+
+def test_a_queue_poll_stands_when_the_pauses_cannot_be_read_and_says_why(
+        own_stream, amqp_url, unique, monkeypatch):
+    monkeypatch.setattr(amqp_pauses, "READ_TIMEOUT", 0.3)
+    _make_empty(own_stream)
+    queue = f"qp-{unique}"
+    app = App("client", broker=amqp_url)
+    try:
+        app.send_task("tasks.mark", args=["waiting"], queue=queue)
+        with inspector_for(app) as inspector:
+            poll = inspector.poll([queue])
+        assert {q.name: q.messages for q in poll.queues}[queue] == 1
+        assert poll.paused == {} and "sent no record" in poll.pause_error
+    finally:
+        _delete_queues(amqp_url, queue)
+        app.close()
+
+
+def test_a_queue_poll_stands_when_the_stream_goes_between_its_declare_and_its_read(
+        own_stream, amqp_url, monkeypatch):
+    """The stream deleted after the passive declare: the consume answers 404 (a channel
+    error, as a user without read permission gets 403)."""
+    monkeypatch.setattr(amqp_pauses, "queue_exists", lambda connection, name: True)
+    with inspector_for(App("client", broker=amqp_url)) as inspector:
+        poll = inspector.poll()
+    assert poll.paused == {} and "NOT_FOUND" in poll.pause_error
+
+
+def test_qtui_queues_shows_the_depths_and_why_the_pauses_are_unknown(
+        own_stream, amqp_url, unique, monkeypatch, capsys):
+    monkeypatch.setattr(amqp_pauses, "READ_TIMEOUT", 0.3)
+    _make_empty(own_stream)
+    queue = f"qp-{unique}"
+    app = App("client", broker=amqp_url, task_queues={queue: {}})
+    try:
+        app.send_task("tasks.mark", args=["waiting"], queue=queue)
+        assert main(["-b", amqp_url, "queues", "--json", "-t", "0.2"]) == 0
+        said = json.loads(capsys.readouterr().out)
+        assert "sent no record" in said["pause_error"]
+        assert main(["-b", amqp_url, "queues", "-t", "0.2"]) == 0
+        assert "sent no record" in capsys.readouterr().err
+    finally:
+        _delete_queues(amqp_url, queue)
+        app.close()
+
+
+def test_a_worker_that_cannot_note_itself_for_the_resume_still_leaves_the_queue_out(
+        own_stream, amqp_url, unique, monkeypatch, caplog):
+    monkeypatch.setattr(amqp_pauses, "LOCK_TIMEOUT", 0.3)
+    queue = f"qp-{unique}"
+    own_stream.change(lambda pauses: {queue: Pause(queue, 0.0, "me")})
+    app = App("worker", broker=amqp_url)
+    try:
+        with Connection(amqp_url) as holder:  # a writer stuck holding the lock
+            holder.channel().queue_declare(queue=lock_name(own_stream.name), exclusive=True,
+                                           auto_delete=True)
+            with caplog.at_level(logging.WARNING, logger="qtui.core.pauses"):
+                assert leave_out_paused(app, [queue, f"{queue}-other"], "w@h") == {queue}
+        assert "not noted for the resume" in caplog.text and "another qtui" in caplog.text
+    finally:
+        app.close()
+
+
+def test_a_worker_refused_the_lock_by_a_channel_error_still_leaves_the_queue_out(
+        own_stream, amqp_url, unique, caplog):
+    """A channel error (here 406: the lock's name taken by a queue of other arguments; 403
+    for a user without write permission) is not a lost connection: the connect goes on."""
+    queue = f"qp-{unique}"
+    own_stream.change(lambda pauses: {queue: Pause(queue, 0.0, "me")})
+    app = App("worker", broker=amqp_url)
+    with Connection(amqp_url) as conn:
+        conn.channel().queue_declare(queue=lock_name(own_stream.name), auto_delete=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="qtui.core.pauses"):
+            assert leave_out_paused(app, [queue], "w@h") == {queue}
+        assert "not noted for the resume" in caplog.text
+    finally:
+        _delete_queues(amqp_url, lock_name(own_stream.name))
+        app.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_writer_frozen_holding_the_lock_loses_it_and_cannot_append_after(
+        stream, amqp_url, monkeypatch):
+    """Its connection's heartbeat stops: RabbitMQ closes it, which frees the lock; the
+    writer's append, once it wakes, goes nowhere."""
+    monkeypatch.setattr(amqp_pauses, "LOCK_HEARTBEAT", 1)
+    frozen, woke = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def freeze(pauses):
+        frozen.set()
+        woke.wait(60)
+        return {**pauses, "late": Pause("late", 0.0, "frozen")}
+
+    def frozen_writer() -> None:
+        with Connection(amqp_url) as conn:
+            try:
+                PauseStream(conn, stream.name).change(freeze)
+            except Exception as exc:  # noqa: BLE001 - what its append met, checked below
+                failed.append(exc)
+    thread = threading.Thread(target=frozen_writer)
+    thread.start()
+    try:
+        assert frozen.wait(10)
+        stream.change(lambda pauses: {**pauses, "q": Pause("q", 0.0, "me")})
+    finally:
+        woke.set()
+        thread.join(30)
+    assert failed and list(stream.read()) == ["q"]
+
+
+def test_a_node_that_refuses_the_stream_consumer_is_told_about_replicas_at_once(
+        stream, monkeypatch):
+    """406 on a stream consumer (here: no prefetch; in a cluster: no replica on this node)
+    is tried again for a moment only, then said with what to do."""
+    stream.change(lambda pauses: {"q": Pause("q", 0.0, "me")})
+    consumes: list[str] = []
+    original = amqp.Channel.basic_consume
+
+    def consume_without_prefetch(channel, queue, *args, **kwargs):
+        consumes.append(queue)
+        channel.basic_qos(0, 0, False)  # RabbitMQ refuses a stream consumer without one
+        return original(channel, queue, *args, **kwargs)
+    monkeypatch.setattr(amqp.Channel, "basic_consume", consume_without_prefetch)
+    with pytest.raises(PausesUnavailable, match="add_replica"):
+        stream.read()
+    assert 1 < len(consumes) <= 10
 
 
 def test_a_rabbitmq_that_will_not_make_the_stream_says_what_pausing_needs(stream):

@@ -315,7 +315,11 @@ class Exporter:
     def _read_queues(self, wanted: set[str]) -> Poll:
         with inspector_for(self.app) as inspector:
             found = inspector.poll(wanted, LISTING_REUSE)
-        return Poll(found.queues, found.dead, found.heads, paused=found.paused, at=time.time())
+        paused = found.paused
+        if found.pause_error:  # the depths stand; the paused gauges keep their last figures
+            logger.warning("queue pauses unavailable: %s", found.pause_error)
+            paused = self.poll_result.paused
+        return Poll(found.queues, found.dead, found.heads, paused=paused, at=time.time())
 
     # serving -----------------------------------------------------------------------------------
     def oldest_age(self, queue: QueueInfo, now: float) -> float | None:

@@ -138,6 +138,8 @@ class Feed:
         """Batches of events applied: tells a failure that keeps coming back from a new one."""
         self._queues: tuple[QueueRow, ...] = ()
         self._queue_error = ""
+        self._queue_notice = ""
+        """What the latest queue poll could not read, though it answered (the pauses)."""
         self._details: dict[str, dict[str, Any]] = {}
         self._depths: dict[str, tuple[int | None, float]] = {}
         self._receiver: EventReceiver | None = None
@@ -282,6 +284,7 @@ class Feed:
             tasks=tuple(TaskRow(t) for t in changes.tasks),
             removed=tuple(changes.removed),
             queues=self._queues,
+            queue_notice=self._queue_notice,
             throughput=ThroughputSeries(state.throughput.interval, {
                 key: state.throughput.series(key, now)
                 for key in state.throughput.keys()}),  # noqa: SIM118 - Throughput is no mapping
@@ -391,6 +394,7 @@ class Feed:
             self._queues_fresh = False
             return
         self._queue_error = ""
+        self._queue_notice = poll.pause_error
         now, rows = time.monotonic(), []
         with self.lock:
             sent_at, wall = self.state.sent_at, time.time()

@@ -20,6 +20,8 @@ class ConsoleModel:
         """By id, the least recently changed first. A plain dict, whose order is insertion
         order: an OrderedDict's links cost 5 MB more at 100,000 tasks."""
         self.queues: dict[str, QueueRow] = {}
+        self.queue_notice = ""
+        """What the latest queue poll could not read (the pauses): the Queues view says it."""
         self.throughput = ThroughputSeries(1.0)
         self.events_seen = 0
         self.connected = False
@@ -49,6 +51,7 @@ class ConsoleModel:
             self.family.remove(self.tasks.pop(next(iter(self.tasks))))
         if snapshot.queues or not self.queues:
             self.queues = {q.name: q for q in snapshot.queues}
+        self.queue_notice = snapshot.queue_notice
         self.throughput = snapshot.throughput
         self.events_seen = snapshot.events_seen
         self.connected = snapshot.connected

@@ -97,9 +97,12 @@ def queues_command(args: argparse.Namespace, app: App) -> int:
     rows = queue_rows(poll, consumers, time.time(), rates)
     try:
         if args.json:
-            print(json.dumps({"queues": rows}, sort_keys=True), flush=True)
+            print(json.dumps({"queues": rows, "pause_error": poll.pause_error or None},
+                             sort_keys=True), flush=True)
         else:
-            _show_queues(rows, listened=rates is not None)
+            _show_queues(rows, listened=rates is not None, pauses_known=not poll.pause_error)
+            if poll.pause_error:  # the depths stand; the paused column says "?"
+                Console(stderr=True, highlight=False).print(safe_text(poll.pause_error))
     except BrokenPipeError:  # the reader left (`qtui queues | head`): that is the end
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
     return 0
@@ -149,7 +152,8 @@ def _unseen(task_id: str) -> float | None:
     return None
 
 
-def _show_queues(rows: list[dict[str, Any]], listened: bool = False) -> None:
+def _show_queues(rows: list[dict[str, Any]], listened: bool = False,
+                 pauses_known: bool = True) -> None:
     table = Table(title="queues", title_justify="left")
     table.add_column("queue", overflow="fold")
     rates = ("in/s", "out/s") if listened else ()
@@ -165,7 +169,8 @@ def _show_queues(rows: list[dict[str, Any]], listened: bool = False) -> None:
         table.add_row(
             safe_text(row["name"]), _figure(row["messages"]), age, _figure(row["scheduled"], ""),
             _figure(row["dead"], ""), _figure(row["consumers"]), *flows,
-            Text("paused", style="bold yellow") if row["paused"] else "")
+            Text("paused", style="bold yellow") if row["paused"] else
+            "" if pauses_known else "?")
     Console(soft_wrap=False, highlight=False).print(table)
 
 

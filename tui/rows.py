@@ -204,6 +204,8 @@ class Snapshot:
     tasks: tuple[TaskRow, ...] = ()
     removed: tuple[str, ...] = ()
     queues: tuple[QueueRow, ...] = ()
+    queue_notice: str = ""
+    """What the latest queue poll could not read (the pauses), for the Queues view to say."""
     throughput: ThroughputSeries = field(default_factory=lambda: ThroughputSeries(1.0))
     task_count: int = 0
     events_seen: int = 0

@@ -12,6 +12,8 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from qtui.core.display import printable
+
 from .. import equivalents
 from . import format
 from .base import TableView
@@ -48,8 +50,11 @@ class QueuesScreen(TableView):
         if current in model.queues:
             table.move_cursor(row=table.get_row_index(current))
         total = sum(q.depth or 0 for q in model.queues.values())
-        self.query_one("#summary", Static).update(
+        summary = Text.from_markup(
             f"[b]{len(model.queues)}[/b] queue(s), [b]{total}[/b] message(s) waiting")
+        if model.queue_notice:  # broker text: data, never markup
+            summary.append(f"  ⚠ {printable(model.queue_notice)}", style="bold yellow")
+        self.query_one("#summary", Static).update(summary)
 
     def action_purge(self) -> None:
         if queue := self.selected():

@@ -12,9 +12,11 @@ segments past ``x-max-length-bytes``; the last segment, with the last record, al
 Writers (pause, resume, a worker noting itself for the resume) read the last record, change it
 and append the new set while holding an exclusive queue, ``qtui.paused.lock``: RabbitMQ lets
 one connection at a time declare it, and deletes it when that connection goes, so a writer that
-dies never leaves it held. Writers are one at a time and wait for the broker's confirm of each
-record, so each record is a chunk of its own and a read from offset ``last`` (the last chunk)
-starts at the last record.
+dies never leaves it held. Each change runs on a connection of its own with a heartbeat, so a
+writer that freezes holding the lock loses it (and cannot append after) once RabbitMQ misses
+its heartbeats. Writers are one at a time and wait for the broker's confirm of each record, so
+each record is a chunk of its own and a read from offset ``last`` (the last chunk) starts at
+the last record. A change that changes nothing writes nothing, not even the stream.
 """
 
 from __future__ import annotations
@@ -40,9 +42,17 @@ PAUSE_STREAM = "qtui.paused"
 #: queues are kept (a segment rolls every few hundred), and only the last is read.
 MAX_BYTES = 1_000_000
 SEGMENT_BYTES = 100_000
-#: Seconds a read waits for the last record of a stream that exists, and a writer for the lock.
+#: Seconds a read waits for the last record of a stream once its consumer is set up, and a
+#: writer for the lock.
 READ_TIMEOUT = 5.0
 LOCK_TIMEOUT = 10.0
+#: Seconds a read retries setting up its consumer while the node answers 406 (a stream declared
+#: a moment ago not started here yet; for good: no replica of it on this node of a cluster).
+CONSUME_TIMEOUT = 2.0
+#: The heartbeat (seconds) of a writer's connection: RabbitMQ closes it, and so frees the lock,
+#: when a writer frozen while holding it sends nothing for about that long. A change takes well
+#: under it (a read, a declare, a confirmed publish).
+LOCK_HEARTBEAT = 30
 
 Pauses = dict[str, Pause]
 T = TypeVar("T")
@@ -82,13 +92,27 @@ class PauseStream:
         return self._last()
 
     def change(self, edit: Callable[[Pauses], Pauses]) -> Pauses:
-        """Append ``edit`` of the current set, one writer at a time; returns the new set. An
-        edit that changes nothing appends nothing (a worker noted already does not grow the
-        log at each reconnect)."""
+        """Append ``edit`` of the current set, one writer at a time, on a connection of its own
+        (:data:`LOCK_HEARTBEAT`); returns the new set. An edit that changes nothing appends
+        nothing and makes no stream (a worker noted already does not grow the log at each
+        reconnect; a resume of a queue not paused leaves no empty stream behind)."""
+        with self.connection.clone(heartbeat=LOCK_HEARTBEAT) as writing:
+            return self._on(writing)._change(edit)
+
+    def _on(self, connection: Connection) -> PauseStream:
+        """This stream, read and changed through ``connection``."""
+        other = PauseStream(connection, self.name)
+        other.arguments = dict(self.arguments)
+        return other
+
+    def _change(self, edit: Callable[[Pauses], Pauses]) -> Pauses:
         with self._locked() as channel:
-            current = self._last() if queue_exists(self.connection, self.name) else self._create()
+            exists = queue_exists(self.connection, self.name)
+            current = self._last() if exists else {}
             changed = edit(dict(current))
             if changed != current:
+                if not exists:
+                    self._create()
                 channel.basic_publish_confirm(  # waits for the broker's confirm
                     amqp.Message(_record(changed), content_type="application/json",
                                  delivery_mode=2),
@@ -115,16 +139,20 @@ class PauseStream:
         found = self._first_delivered("last", lambda message: _pauses(message.body))
         if found is None:
             raise PausesUnavailable(
-                f"RabbitMQ sent no record of the stream {self.name!r} within {READ_TIMEOUT:.0f}s. "
-                "If it stays so, the stream is empty (its first writer died as it made it): "
-                f"`rabbitmqctl delete_queue {self.name}`, then pause again")
+                f"RabbitMQ sent no record of the stream {self.name!r} within {READ_TIMEOUT:.0f}s "
+                "(a node slow to answer, or a stream left empty by a writer that died as it "
+                "made it). Deleting the stream resumes EVERY paused queue: only if it stays "
+                f"so, and `rabbitmqctl list_queues name messages` shows {self.name} with 0 "
+                f"messages (a count a few seconds old), `rabbitmqctl delete_queue {self.name}`, "
+                "then pause again what should be paused")
         return found
 
     def _first_delivered(self, offset: str, take: Callable[[amqp.Message], T]) -> T | None:
-        """``take`` of the first record delivered from ``offset``; None when none came."""
-        deadline = time.monotonic() + READ_TIMEOUT
+        """``take`` of the first record delivered from ``offset`` within :data:`READ_TIMEOUT`
+        of its consumer's setup (a deadline of its own); None when none came."""
         delivered: list[amqp.Message] = []
-        channel = self._consumer(offset, delivered.append, deadline)
+        channel = self._consumer(offset, delivered.append)
+        deadline = time.monotonic() + READ_TIMEOUT
         try:
             while not delivered and (left := deadline - time.monotonic()) > 0:
                 try:
@@ -135,11 +163,12 @@ class PauseStream:
             _close_quietly(channel)
         return take(delivered[0]) if delivered else None
 
-    def _consumer(self, offset: str, callback: Callable[[amqp.Message], Any],
-                  deadline: float) -> Any:
+    def _consumer(self, offset: str, callback: Callable[[amqp.Message], Any]) -> Any:
         """A channel consuming the stream from ``offset``. A stream declared a moment ago may
         not have started on this node yet (406, "does not have a replica on the local node"):
-        that is retried until ``deadline``."""
+        that is retried for :data:`CONSUME_TIMEOUT`, with a growing pause between tries. A node
+        of a cluster without a replica answers so for ever: then the error says what to do."""
+        deadline, pause = time.monotonic() + CONSUME_TIMEOUT, 0.02
         while True:
             channel = self.connection.channel()
             try:
@@ -149,13 +178,19 @@ class PauseStream:
                 return channel
             except PreconditionFailed as exc:
                 _close_quietly(channel)
-                if time.monotonic() > deadline:
-                    raise PausesUnavailable(f"RabbitMQ does not let the stream {self.name!r} "
-                                            f"be read: {exc}") from exc
-                time.sleep(0.05)
+                if time.monotonic() + pause > deadline:
+                    raise PausesUnavailable(
+                        f"RabbitMQ does not let the stream {self.name!r} be read here ({exc}). "
+                        "A stream is read from a replica on the node the client is connected "
+                        "to: in a cluster, every node needs one (`rabbitmq-streams "
+                        f"add_replica {self.name} NODE`; `rabbitmq-streams "
+                        f"stream_status {self.name}` lists them)") from exc
+                time.sleep(pause)
+                pause *= 2
 
-    def _create(self) -> Pauses:
-        """Declare the stream (by a writer holding the lock); it holds no pause yet."""
+    def _create(self) -> None:
+        """Declare the stream (by a writer holding the lock, about to append its first
+        record)."""
         channel = self.connection.channel()
         try:
             channel.queue_declare(queue=self.name, durable=True, auto_delete=False,
@@ -168,11 +203,11 @@ class PauseStream:
                 "stop the running workers instead") from exc
         finally:
             _close_quietly(channel)
-        return {}
 
     @contextmanager
     def _locked(self) -> Iterator[Any]:
-        """A channel of the connection that holds the writers' lock until the block ends."""
+        """A channel of the connection that holds the writers' lock until the block ends (the
+        connection's end, a heartbeat missed included, ends it too)."""
         deadline = time.monotonic() + LOCK_TIMEOUT
         while True:
             channel = self.connection.channel()

@@ -473,9 +473,14 @@ class Channel(redis_broker.Channel):
 
     def _release_fetch_connection(self, broken: bool = False) -> None:
         """Give the fetch connection back to redis-py's pool; ``broken`` (or with replies
-        still unread): closed first."""
+        still unread): closed first. Start records whose reply a broken connection took with
+        it may not have reached Redis: that is logged, as a record Redis refused is."""
         conn, self._fetch_conn = self._fetch_conn, None
         unread, self._unread_records = self._unread_records, 0
+        if broken and unread:
+            logger.warning("Cannot record started tasks in the ledger (the connection broke "
+                           "before Redis confirmed %d record(s)): if this worker is lost now, "
+                           "their delivery may not be counted", unread)
         if conn is not None:
             if broken or unread:
                 conn.disconnect()
