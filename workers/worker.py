@@ -535,7 +535,7 @@ class Worker:
             self.active[job.id] = job
             self.total[job.name] += 1
             if not options.acks_late:
-                self.settlement.ack(job)
+                self.settlement.ack_before_run(job)
             self.hooks.on_task_started(job, None)
             if not self.pool.apply(item):
                 del self.active[job.id]

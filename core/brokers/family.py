@@ -56,6 +56,10 @@ class BrokerFamily:
     worker_transport_options: Mapping[str, Any] = {}
     """Transport options a worker's connection starts from (the user's settings win)."""
 
+    worker_transport: type[Any] | None = None
+    """The kombu transport class a worker's consuming connection uses instead of the URL's
+    (None: the URL's own)."""
+
     def refusals(self) -> tuple[type[BaseException], ...]:
         """Errors with which a reachable broker refuses an operation for a while (out of memory,
         a read-only replica): a worker waits and reconnects, as for a lost connection."""

@@ -7,6 +7,7 @@ from kombu import Connection, Queue
 from ..family import BrokerFamily
 from .delayed import AmqpDelayed, amqp_due_queue
 from .queues import AmqpQueues
+from .transport import WorkerTransport
 
 
 class AmqpFamily(BrokerFamily):
@@ -14,6 +15,7 @@ class AmqpFamily(BrokerFamily):
     held unacked past the broker's consumer timeout is taken back."""
 
     takes_back_held = True
+    worker_transport = WorkerTransport
 
     def queue_inspector(self, connection: Connection,
                         management_url: str | None = None) -> AmqpQueues:
