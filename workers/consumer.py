@@ -292,6 +292,10 @@ class Consumer:
         assert self.connection is not None
         try:
             self.connection.drain_events(timeout=timeout)
+            # RabbitMQ: every message already read from the socket, not one per call.
+            drain_buffered = getattr(self.connection.connection, "drain_buffered", None)
+            if drain_buffered is not None:
+                drain_buffered()
         except TimeoutError:
             pass
         except ChannelError as exc:

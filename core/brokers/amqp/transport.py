@@ -4,8 +4,10 @@ of several deliveries in one frame.
 py-amqp reads each frame with three ``recv`` calls of the exact sizes it needs (header, payload,
 end byte), so a task message (method, header and body frames) costs nine system calls. Here a
 read takes whatever the socket holds, up to :data:`READ_SIZE` bytes, and later frames are cut
-from that buffer: one ``recv`` serves every message the broker sent together. Nothing else
-changes (frames, timeouts, errors are py-amqp's); TLS connections keep py-amqp's own transport.
+from that buffer: one ``recv`` serves every message the broker sent together, and a frame read
+from the buffer skips the socket timeout py-amqp sets and restores around every read (two more
+system calls). Nothing else changes (frames, timeouts, errors are py-amqp's); TLS connections
+keep py-amqp's own transport.
 
 The channel keeps the delivery tags it holds unsettled, so the acks a worker gathers over a turn
 go out as one ``basic.ack`` with ``multiple`` set up to the highest tag below every delivery
@@ -15,7 +17,8 @@ still held (:func:`ack_plan`): it never acks a task that has not finished.
 from __future__ import annotations
 
 import errno
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import amqp
@@ -24,12 +27,30 @@ from kombu.transport import pyamqp
 
 #: Most bytes one ``recv`` takes from the socket.
 READ_SIZE = 65536
+#: Bytes before an AMQP frame's payload: type (1), channel (2), payload size (4).
+FRAME_HEADER = 7
 
 
 class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
     """py-amqp's TCP transport, reading ahead into its buffer."""
 
     _read_buffer: bytes
+
+    @contextmanager
+    def having_timeout(self, timeout: float | None) -> Iterator[Any]:
+        """py-amqp's, skipped when the next frame is buffered whole: reading it makes no socket
+        call, so the two ``settimeout`` system calls around it would be wasted."""
+        if timeout is not None and self._frame_buffered():
+            yield self.sock
+            return
+        with super().having_timeout(timeout) as sock:
+            yield sock
+
+    def _frame_buffered(self) -> bool:
+        """Whether the buffer holds a whole frame (type, channel, size, payload, end byte)."""
+        buffer = self._read_buffer
+        return len(buffer) >= FRAME_HEADER and \
+            len(buffer) >= FRAME_HEADER + int.from_bytes(buffer[3:7], "big") + 1
 
     def _read(self, n: int, initial: bool = False,
               _errnos: tuple[int, ...] = (errno.EAGAIN, errno.EINTR)) -> bytes:
@@ -126,6 +147,12 @@ class BufferedConnection(pyamqp.Connection):
     :class:`WorkerChannel` channels."""
 
     Channel = WorkerChannel
+
+    def drain_buffered(self) -> None:
+        """Deliver every message whose frames are already read, without touching the socket
+        (``drain_events`` stops after one message)."""
+        while self.transport is not None and self.transport._frame_buffered():
+            self.blocking_read(0)
 
     def Transport(self, host: str, connect_timeout: float | None, ssl: Any = False,  # noqa: N802
                   read_timeout: float | None = None, write_timeout: float | None = None,
