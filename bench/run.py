@@ -301,8 +301,10 @@ class RabbitBroker(Broker):
         self.connection.ensure_connection(max_retries=1)
         self.channel = self.connection.channel()
         host, port = self.connection.host.rpartition(":")[::2]
-        self.pid = listening_pid(int(port)) if host in ("127.0.0.1", "localhost") else None
-        """RabbitMQ's beam.smp, where it runs on this machine and can be seen."""
+        self.port = int(port) if host in ("127.0.0.1", "localhost") else None
+        """The port of a RabbitMQ on this machine, whose beam.smp's CPU time can be read."""
+        self.pid: int | None = None
+        self.cpu_seconds()  # finds the process: the first drain's reading is then its own
 
     def count(self, framework: str, queue: str) -> tuple[int, int | None]:
         try:
@@ -325,7 +327,14 @@ class RabbitBroker(Broker):
         return f"RabbitMQ {version.decode() if isinstance(version, bytes) else version}"
 
     def cpu_seconds(self) -> float | None:
-        return None if self.pid is None else process_cpu(self.pid)
+        """None also when RabbitMQ restarted since the last call (a shared node: the two
+        readings around a drain would be of two processes)."""
+        pid = None if self.port is None else listening_pid(self.port)
+        restarted, self.pid = pid != self.pid, pid
+        try:
+            return None if pid is None or restarted else process_cpu(pid)
+        except OSError:  # it stopped meanwhile
+            return None
 
 
 class SQLiteBroker(Broker):
