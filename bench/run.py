@@ -373,8 +373,10 @@ class SQLiteBroker(Broker):
 
 # running one case ----------------------------------------------------------------------------
 class Bench:
-    def __init__(self, workdir: Path, verbose: bool, confirm: bool = True) -> None:
+    def __init__(self, workdir: Path, verbose: bool, confirm: bool = True,
+                 drain_timeout: float = DRAIN_TIMEOUT) -> None:
         self.workdir = workdir
+        self.drain_timeout = drain_timeout
         self.verbose = verbose
         self.confirm = confirm
         """Publisher confirms on RabbitMQ, the same for qtui and Celery (kombu's
@@ -452,7 +454,7 @@ class Bench:
             time.sleep(0.001)
         start = time.perf_counter()
         worker_before, broker_before = tree_cpu(proc.pid), broker.cpu_seconds()
-        deadline = time.monotonic() + DRAIN_TIMEOUT
+        deadline = time.monotonic() + self.drain_timeout
         while True:
             if counter.stat().st_size >= tasks:
                 ready, in_flight = broker.count(case.framework, queue)
@@ -732,6 +734,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--confirm", choices=("on", "off"), default="on",
                         help="publisher confirms on RabbitMQ, for qtui and Celery alike (on: "
                              "qtui's default; Celery's is off)")
+    parser.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT,
+                        help="seconds a drain may take before its case is reported as failed "
+                             "and the run goes on")
     parser.add_argument("--json", metavar="FILE", help="also write every measurement here")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -760,7 +765,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# qtui bench\n\n{machine(list(brokers.values()))}\n"
               f"task events {args.events} for qtui and Celery workers; publisher confirms "
               f"{args.confirm} on RabbitMQ for both\n", flush=True)
-        bench = Bench(workdir, args.verbose, confirm=args.confirm == "on")
+        bench = Bench(workdir, args.verbose, confirm=args.confirm == "on",
+                      drain_timeout=args.drain_timeout)
         try:
             for name in ("redis", "rabbitmq", "sqlite"):
                 if name not in sections:
@@ -769,7 +775,13 @@ def main(argv: list[str] | None = None) -> int:
                          if not args.workers or args.workers in c.label]
                 for _ in range(args.repeat):  # round-robin, so a noisy minute hits every case
                     for case in cases:
-                        m = bench.run_case(case, brokers[name], tasks)
+                        try:
+                            m = bench.run_case(case, brokers[name], tasks)
+                        except RuntimeError as exc:  # one worker's failure ends its case only
+                            print(f"{name:<9} {case.label:<22} FAILED"
+                                  + (" (events on)" if case.events else "")
+                                  + f": {str(exc)[-1500:]}", flush=True)
+                            continue
                         measures.append(m)
                         print(f"{name:<9} {case.label:<22} enqueue {m.enqueue:8,.0f}/s   "
                               f"drain {m.drain:8,.0f}/s ({m.seconds:.2f} s)"
