@@ -136,7 +136,7 @@ class Settlement:
     def ack_before_run(self, job: Job) -> None:
         """Acks early: where the broker gives deliveries back with the connection (RabbitMQ)
         the ack goes out now, before the task runs, so a worker lost meanwhile does not run it
-        again; elsewhere it rides with the next fetch."""
+        again; elsewhere as :meth:`ack` (on Redis it rides with the next fetch)."""
         self.ack(job)
         if not self.consumer.keeps_deliveries:
             self.flush_acks()
