@@ -59,6 +59,8 @@ from typing import Any
 
 import redis
 
+from bench.bench_cpu import listening_pid, process_cpu, redis_cpu, tree_cpu
+
 SECTIONS = ("redis", "rabbitmq", "sqlite", "latency", "console")
 SECTIONS += ("eta",)  # bench.bench_eta's lateness of ETA tasks behind a backlog
 SECTIONS += ("peek",)  # bench.bench_peek: a peek at 1,000,000 messages, 10,000 dead letters
@@ -162,6 +164,8 @@ class Case:
     pool: str
     argv: Callable[[str, str], list[str]] = field(repr=False)
     """(tasks module, queue) -> the worker's command line."""
+    events: bool = False
+    """The worker sends task events (qtui by default; Celery with ``-E``)."""
 
     @property
     def label(self) -> str:
@@ -181,6 +185,11 @@ class Measure:
     """Task runs counted (more than ``tasks``: some ran twice)."""
     left: int = 0
     """Messages still on the queue once the worker stopped (should be 0)."""
+    events: bool = False
+    worker_cpu: float | None = None
+    """CPU seconds of the worker's process tree during the drain."""
+    broker_cpu: float | None = None
+    """CPU seconds of the broker during the drain (None: not seen, or in the worker: SQLite)."""
 
 
 def worker_cases(broker: str, concurrency: int, threads: int, events: bool = False
@@ -205,17 +214,22 @@ def worker_cases(broker: str, concurrency: int, threads: int, events: bool = Fal
     pools = [("prefork", ["-c", str(concurrency)], f"prefork -c {concurrency}"),
              ("threads", ["-c", str(threads)], f"threads -c {threads}"),
              ("solo", [], "solo")]
-    cases = [Case(broker, "qtui", label, qtui(pool, extra)) for pool, extra, label in pools]
+    cases = [Case(broker, "qtui", label, qtui(pool, extra), events)
+             for pool, extra, label in pools]
     if broker != "sqlite":
-        cases += [Case(broker, "qtui-celeryapp", label, qtui(pool, extra))
+        cases += [Case(broker, "qtui-celeryapp", label, qtui(pool, extra), events)
                   for pool, extra, label in pools]
-        cases += [Case(broker, "celery", label, celery(pool, extra))
+        cases += [Case(broker, "celery", label, celery(pool, extra), events)
                   for pool, extra, label in pools]
-    if broker == "redis":
+    if broker == "redis":  # Dramatiq sends no task events, whatever ``events`` says
         cases.append(Case(broker, "dramatiq", f"-p {concurrency} -t {threads}",
                           lambda module, queue: [py, "-m", "dramatiq", module, "-Q", queue,
                                                  "-p", str(concurrency), "-t", str(threads)]))
     return cases
+
+
+EVENT_SETTINGS = {"off": (False,), "on": (True,), "both": (False, True)}
+"""What ``--events`` runs: task events off, on, or every case once each way."""
 
 
 # brokers: how to count a queue, and how to leave nothing behind -------------------------------
@@ -234,6 +248,11 @@ class Broker:
 
     def describe(self) -> str:
         return self.name
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds the broker process has used so far; None where it cannot be seen (or
+        runs inside the worker: SQLite)."""
+        return None
 
 
 class RedisBroker(Broker):
@@ -268,6 +287,9 @@ class RedisBroker(Broker):
     def describe(self) -> str:
         return f"Redis {self.client.info('server')['redis_version']}"
 
+    def cpu_seconds(self) -> float | None:
+        return redis_cpu(self.client)
+
 
 class RabbitBroker(Broker):
     name = "rabbitmq"
@@ -278,6 +300,11 @@ class RabbitBroker(Broker):
         self.connection = Connection(url)
         self.connection.ensure_connection(max_retries=1)
         self.channel = self.connection.channel()
+        host, port = self.connection.host.rpartition(":")[::2]
+        self.port = int(port) if host in ("127.0.0.1", "localhost") else None
+        """The port of a RabbitMQ on this machine, whose beam.smp's CPU time can be read."""
+        self.pid: int | None = None
+        self.cpu_seconds()  # finds the process: the first drain's reading is then its own
 
     def count(self, framework: str, queue: str) -> tuple[int, int | None]:
         try:
@@ -298,6 +325,16 @@ class RabbitBroker(Broker):
         props = self.connection.connection.server_properties
         version = props.get("version", "?")
         return f"RabbitMQ {version.decode() if isinstance(version, bytes) else version}"
+
+    def cpu_seconds(self) -> float | None:
+        """None also when RabbitMQ restarted since the last call (a shared node: the two
+        readings around a drain would be of two processes)."""
+        pid = None if self.port is None else listening_pid(self.port)
+        restarted, self.pid = pid != self.pid, pid
+        try:
+            return None if pid is None or restarted else process_cpu(pid)
+        except OSError:  # it stopped meanwhile
+            return None
 
 
 class SQLiteBroker(Broker):
@@ -336,8 +373,10 @@ class SQLiteBroker(Broker):
 
 # running one case ----------------------------------------------------------------------------
 class Bench:
-    def __init__(self, workdir: Path, verbose: bool, confirm: bool = True) -> None:
+    def __init__(self, workdir: Path, verbose: bool, confirm: bool = True,
+                 drain_timeout: float = DRAIN_TIMEOUT) -> None:
         self.workdir = workdir
+        self.drain_timeout = drain_timeout
         self.verbose = verbose
         self.confirm = confirm
         """Publisher confirms on RabbitMQ, the same for qtui and Celery (kombu's
@@ -392,17 +431,21 @@ class Bench:
                 raise RuntimeError(f"{case.label}: {ready} messages on the queue, "
                                    f"expected {tasks}")
             with self.worker(case.argv(module, queue), case.label) as (proc, log_path):
-                seconds = self._drain(case, broker, queue, tasks, counter, proc, log_path)
+                seconds, used = self._drain(case, broker, queue, tasks, counter, proc,
+                                            log_path)
             left = sum(n or 0 for n in broker.count(case.framework, queue))
             return Measure(broker.name, case.framework, case.pool, tasks, sent["rate"],
-                           tasks / seconds, seconds, counter.stat().st_size, left)
+                           tasks / seconds, seconds, counter.stat().st_size, left, case.events,
+                           *used)
         finally:
             broker.reset(queue)
 
     def _drain(self, case: Case, broker: Broker, queue: str, tasks: int, counter: Path,
-               proc: subprocess.Popen, log_path: Path) -> float:
+               proc: subprocess.Popen, log_path: Path
+               ) -> tuple[float, tuple[float, float | None]]:
         """Seconds from the first message taken until every task ran and, where the broker
-        shows it, nothing is left unacknowledged."""
+        shows it, nothing is left unacknowledged; and the CPU seconds the worker's process
+        tree and the broker used meanwhile."""
         deadline = time.monotonic() + START_TIMEOUT
         while broker.count(case.framework, queue)[0] >= tasks:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -410,12 +453,17 @@ class Bench:
                                    f"{log_path.read_text()[-3000:]}")
             time.sleep(0.001)
         start = time.perf_counter()
-        deadline = time.monotonic() + DRAIN_TIMEOUT
+        worker_before, broker_before = tree_cpu(proc.pid), broker.cpu_seconds()
+        deadline = time.monotonic() + self.drain_timeout
         while True:
             if counter.stat().st_size >= tasks:
                 ready, in_flight = broker.count(case.framework, queue)
                 if ready == 0 and not in_flight:
-                    return time.perf_counter() - start
+                    seconds = time.perf_counter() - start
+                    broker_after = broker.cpu_seconds()
+                    return seconds, (tree_cpu(proc.pid) - worker_before,
+                                     None if broker_after is None or broker_before is None
+                                     else broker_after - broker_before)
             else:
                 ready = tasks - counter.stat().st_size
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -430,6 +478,7 @@ class Bench:
             result = self.client("latency", module, count)
         samples = sorted(result["ms"])
         return {"framework": case.framework, "pool": case.pool, "tasks": count,
+                "events": case.events,
                 "p50": percentile(samples, 50), "p99": percentile(samples, 99),
                 "mean": statistics.fmean(samples), "max": samples[-1]}
 
@@ -531,6 +580,81 @@ def latency_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def per_thousand(seconds: list[float | None], tasks: int) -> str:
+    """CPU seconds per 1,000 tasks, the median of the runs that measured it."""
+    known = [s for s in seconds if s is not None]
+    return "-" if not known else f"{statistics.median(known) * 1000 / tasks:.3f}"
+
+
+def times(mine: float, theirs: float | None) -> str:
+    """How many times ``theirs`` qtui's figure is (both the larger the better)."""
+    return f"{mine / theirs:.2f}x" if theirs else "-"
+
+
+def ratio_table(measures: list[Measure], latencies: list[dict[str, Any]]) -> str:
+    """Every path side by side: qtui's figure over Celery's in the same pool and over Celery's
+    best, over Dramatiq's where it ran (above 1.00x: qtui is ahead; for latency, the other's
+    p50 over qtui's), and the CPU seconds per 1,000 tasks the worker's process tree and the
+    broker used during the drain. Figures compare within one task events setting (Dramatiq
+    has none: its runs serve both)."""
+    lines = ["| path | worker | events | figure | vs Celery same pool | vs Celery's best | "
+             "vs Dramatiq | worker CPU s/1,000 tasks | broker CPU s/1,000 tasks |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def row(path: str, worker: str, events: bool, figure: str, same: str, best: str,
+            dramatiq: str, cpu: tuple[str, str] = ("-", "-")) -> None:
+        lines.append(f"| {path} | {worker} | {'on' if events else 'off'} | {figure} | {same} | "
+                     f"{best} | {dramatiq} | {cpu[0]} | {cpu[1]} |")
+
+    groups: dict[tuple[str, bool], list[Measure]] = {}
+    for m in measures:
+        groups.setdefault((m.broker, m.events), []).append(m)
+    for (broker, events), group in groups.items():
+        if not any(m.framework != "dramatiq" for m in group):
+            continue
+        group += [m for m in measures if m.broker == broker and m.framework == "dramatiq"
+                  and m.events != events]
+        enqueue: dict[str, float] = {}
+        drains: dict[tuple[str, str], list[Measure]] = {}
+        for m in group:
+            enqueue.setdefault(m.framework, statistics.median(
+                x.enqueue for x in group if x.framework == m.framework))
+            drains.setdefault((m.framework, m.pool), []).append(m)
+        for fw, rate in enqueue.items():
+            qtui = fw.startswith("qtui")
+            row(f"enqueue, {broker}", fw, events, f"{rate:,.0f}/s",
+                times(rate, enqueue.get("celery")) if qtui else "-",
+                times(rate, enqueue.get("celery")) if qtui else "-",
+                times(rate, enqueue.get("dramatiq")) if qtui else "-")
+        rate_of = {case: statistics.median(m.drain for m in ms) for case, ms in drains.items()}
+        celery_best = max((v for (fw, _), v in rate_of.items() if fw == "celery"), default=None)
+        dramatiq = next((v for (fw, _), v in rate_of.items() if fw == "dramatiq"), None)
+        for (fw, pool), ms in drains.items():
+            rate, qtui = rate_of[(fw, pool)], fw.startswith("qtui")
+            row(f"drain, {broker}", f"{fw} {pool}", events, f"{rate:,.0f}/s",
+                times(rate, rate_of.get(("celery", pool))) if qtui else "-",
+                times(rate, celery_best) if qtui else "-",
+                times(rate, dramatiq) if qtui else "-",
+                (per_thousand([m.worker_cpu for m in ms], ms[0].tasks),
+                 "in the worker" if broker == "sqlite"
+                 else per_thousand([m.broker_cpu for m in ms], ms[0].tasks)))
+    p50s: dict[tuple[bool, str, str], float] = {}
+    for r in latencies:
+        key = (bool(r.get("events")), r["framework"], r["pool"])
+        p50s.setdefault(key, statistics.median(
+            x["p50"] for x in latencies
+            if (bool(x.get("events")), x["framework"], x["pool"]) == key))
+    for (events, fw, pool), p50 in p50s.items():
+        qtui = fw.startswith("qtui")
+        best = min((v for (e, f, _), v in p50s.items() if e == events and f == "celery"),
+                   default=None)
+        same = p50s.get((events, "celery", pool))
+        row("latency p50, redis", f"{fw} {pool}", events, f"{p50:.2f} ms",
+            f"{same / p50:.2f}x" if qtui and same else "-",
+            f"{best / p50:.2f}x" if qtui and best else "-", "-")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def machine(brokers: list[Broker]) -> str:
     def version(name: str) -> str:
         try:
@@ -556,6 +680,14 @@ def last_console_figures() -> str:
 
 
 # main ----------------------------------------------------------------------------------------
+def each_events_setting(broker: str, args: argparse.Namespace) -> list[Case]:
+    """The worker cases of ``broker`` for every task events setting ``--events`` asks for
+    (Dramatiq's once: it has no events)."""
+    cases = {(c.label, c.events): c for events in EVENT_SETTINGS[args.events]
+             for c in worker_cases(broker, args.concurrency, args.threads, events=events)}
+    return list(cases.values())
+
+
 def run_eta(workdir: Path, args: argparse.Namespace) -> list[str]:
     """The ``eta`` section: one table per broker, qtui and Celery in turn on the same broker."""
     from bench import bench_eta  # it imports this module: loaded once both are
@@ -602,12 +734,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="prefork processes (and Dramatiq processes)")
     parser.add_argument("--threads", type=int, default=8,
                         help="threads of the threads pools (and per Dramatiq process)")
-    parser.add_argument("--events", choices=("off", "on"), default="off",
+    parser.add_argument("--events", choices=tuple(EVENT_SETTINGS), default="off",
                         help="task events from qtui's and Celery's workers alike (off: Celery's "
-                             "default; qtui's is on)")
+                             "default; qtui's is on; both: every case once each way)")
     parser.add_argument("--confirm", choices=("on", "off"), default="on",
                         help="publisher confirms on RabbitMQ, for qtui and Celery alike (on: "
                              "qtui's default; Celery's is off)")
+    parser.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT,
+                        help="seconds a drain may take before its case is reported as failed "
+                             "and the run goes on")
     parser.add_argument("--json", metavar="FILE", help="also write every measurement here")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -636,25 +771,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# qtui bench\n\n{machine(list(brokers.values()))}\n"
               f"task events {args.events} for qtui and Celery workers; publisher confirms "
               f"{args.confirm} on RabbitMQ for both\n", flush=True)
-        bench = Bench(workdir, args.verbose, confirm=args.confirm == "on")
+        bench = Bench(workdir, args.verbose, confirm=args.confirm == "on",
+                      drain_timeout=args.drain_timeout)
         try:
             for name in ("redis", "rabbitmq", "sqlite"):
                 if name not in sections:
                     continue
-                cases = [c for c in worker_cases(name, args.concurrency, args.threads,
-                                                events=args.events == "on")
+                cases = [c for c in each_events_setting(name, args)
                          if wanted(args.workers, c.label)]
                 for _ in range(args.repeat):  # round-robin, so a noisy minute hits every case
                     for case in cases:
-                        m = bench.run_case(case, brokers[name], tasks)
+                        try:
+                            m = bench.run_case(case, brokers[name], tasks)
+                        except RuntimeError as exc:  # one worker's failure ends its case only
+                            print(f"{name:<9} {case.label:<22} FAILED"
+                                  + (" (events on)" if case.events else "")
+                                  + f": {str(exc)[-1500:]}", flush=True)
+                            continue
                         measures.append(m)
                         print(f"{name:<9} {case.label:<22} enqueue {m.enqueue:8,.0f}/s   "
                               f"drain {m.drain:8,.0f}/s ({m.seconds:.2f} s)"
+                              + (" events on" if m.events else "")
                               + (f"  LEFT {m.left}" if m.left else "")
                               + (f"  RAN {m.ran}" if m.ran != tasks else ""), flush=True)
             if "latency" in sections:
-                cases = [c for c in worker_cases("redis", args.concurrency, args.threads,
-                                                events=args.events == "on")
+                cases = [c for c in each_events_setting("redis", args)
                          if c.framework in ("qtui", "celery")
                          and wanted(args.workers, c.label)]
                 for _ in range(args.repeat):
@@ -682,12 +823,20 @@ def main(argv: list[str] | None = None) -> int:
                 brokers["redis"].reset("")
 
     print("\n## Results\n")
-    for name in ("redis", "rabbitmq", "sqlite"):
-        table = rates_table(measures, name)
-        if table:
-            print(table + "\n")
-    if latencies:
-        print(latency_table(latencies) + "\n")
+    for events in EVENT_SETTINGS[args.events]:
+        if args.events == "both":
+            print(f"### Task events {'on' if events else 'off'}\n")
+        for name in ("redis", "rabbitmq", "sqlite"):
+            table = rates_table([m for m in measures if m.events == events
+                                 or m.framework == "dramatiq"], name)
+            if table:
+                print(table + "\n")
+        mine = [r for r in latencies if r["events"] == events]
+        if mine:
+            print(latency_table(mine) + "\n")
+    ratios = ratio_table(measures, latencies)
+    if ratios:
+        print("### Ratios and CPU per 1,000 tasks\n\n" + ratios + "\n")
     for table in eta_tables:
         print(table + "\n")
     if peek:

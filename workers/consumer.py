@@ -151,6 +151,8 @@ class Consumer:
             redis_transport=worker_channel.Transport,
             heartbeat=float(self.app.conf.broker_heartbeat or 0))
         family = family_for(conn)
+        if family.worker_transport is not None:
+            conn = self.connection = conn.clone(transport=family.worker_transport)
         if family.worker_transport_options:
             conn.transport_options = {**family.worker_transport_options,
                                       **(conn.transport_options or {})}
@@ -288,6 +290,10 @@ class Consumer:
         assert self.connection is not None
         try:
             self.connection.drain_events(timeout=timeout)
+            # RabbitMQ: every message already read from the socket, not one per call.
+            drain_buffered = getattr(self.connection.connection, "drain_buffered", None)
+            if drain_buffered is not None:
+                drain_buffered()
         except TimeoutError:
             pass
         except ChannelError as exc:
@@ -339,7 +345,8 @@ class Consumer:
             logger.warning("Put back %d message(s) this worker owned but never received", back)
 
     def ack_many(self, tags: list[str]) -> None:
-        """Ack deliveries of this connection in one round trip where the transport can."""
+        """Ack deliveries of this connection in one round trip where the transport can (the
+        worker's Redis channel; RabbitMQ's acks several in one frame)."""
         ack_many = getattr(self.channel, "ack_many", None)
         if ack_many is not None:
             ack_many(tags)

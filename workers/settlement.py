@@ -119,13 +119,13 @@ class Settlement:
             # RabbitMQ gives it back with the connection: see settled_already.
             _remember(self._settled_stale, job.task_id)
             return
+        if not self.consumer.keeps_deliveries:  # before the ack, which may fail or be lost
+            _remember(self._acked_at, job.task_id, time.monotonic())
         if self.consumer.batches_acks:
             if not self.acks:
                 self.acks_since = time.monotonic()
             self.acks.append(job.delivery_tag)
             return
-        if not self.consumer.keeps_deliveries:  # before the ack, which may fail or be lost
-            _remember(self._acked_at, job.task_id, time.monotonic())
         try:
             job.delivery.ack()
         except self.consumer.errors:
@@ -133,8 +133,17 @@ class Settlement:
                 self.orphans.append((job.delivery_tag, False))
             raise
 
+    def ack_before_run(self, job: Job) -> None:
+        """Acks early: where the broker gives deliveries back with the connection (RabbitMQ)
+        the ack goes out now, before the task runs, so a worker lost meanwhile does not run it
+        again; elsewhere as :meth:`ack` (on Redis it rides with the next fetch)."""
+        self.ack(job)
+        if not self.consumer.keeps_deliveries:
+            self.flush_acks()
+
     def flush_acks(self) -> None:
-        """Send the acks gathered during this turn, in one round trip."""
+        """Send the acks gathered during this turn, in one round trip (RabbitMQ: in as few
+        frames as the deliveries still held allow)."""
         if not self.acks:
             return
         tags, self.acks = self.acks, []

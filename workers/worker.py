@@ -276,19 +276,32 @@ class Worker:
         due = self.consumer.consuming and room > 0 and (starving or 2 * room >= prefetch)
         fetched = self._start_and_fetch(batch, room if due else 0)
         if due:
-            if not fetched:
+            if fetched is None and self.reserved and self.pool.free_slots:
+                # A broker that pushes (RabbitMQ): the reserved work runs first, what came
+                # meanwhile is read once it runs out (remote control: every BUSY_WAIT).
+                if time.monotonic() >= self._next_drain:
+                    self.consumer.drain(0)
+                    self._next_drain = time.monotonic() + BUSY_WAIT
+            elif not fetched:
                 self.consumer.drain(timeout)
             elif time.monotonic() >= self._next_drain:
                 self.consumer.drain(0)  # remote control rides the same connection
                 self._next_drain = time.monotonic() + BUSY_WAIT
         else:
-            if (starving or 2 * len(self.settlement.acks) >= prefetch
-                    or time.monotonic() - self.settlement.acks_since >= ACK_MAX_WAIT):
+            if self._acks_due():
                 self.settlement.flush_acks()  # otherwise they ride with the next fetch
             self._process_events(wait=timeout)
             if time.monotonic() >= self._next_drain:
                 self.consumer.drain(0)
                 self._next_drain = time.monotonic() + BUSY_WAIT
+
+    def _acks_due(self) -> bool:
+        """Whether the gathered acks go out now rather than with a later fetch or turn: the
+        reserved work runs out (the broker sends no more until they arrive), half the prefetch
+        window waits on them, or the oldest has waited :data:`ACK_MAX_WAIT`."""
+        return (len(self.reserved) < self.concurrency
+                or 2 * len(self.settlement.acks) >= self.consumer.prefetch
+                or time.monotonic() - self.settlement.acks_since >= ACK_MAX_WAIT)
 
     def sleep(self, seconds: float) -> None:
         """Sleep, but wake up for a shutdown request."""
@@ -503,7 +516,8 @@ class Worker:
             if record is not None:
                 self.starts.record(keys)
             self._start(batch)
-            self.settlement.flush_acks()
+            if self._acks_due():  # RabbitMQ: several go out in one frame
+                self.settlement.flush_acks()
             return None
         self._start(batch)
         try:
@@ -535,7 +549,7 @@ class Worker:
             self.active[job.id] = job
             self.total[job.name] += 1
             if not options.acks_late:
-                self.settlement.ack(job)
+                self.settlement.ack_before_run(job)
             self.hooks.on_task_started(job, None)
             if not self.pool.apply(item):
                 del self.active[job.id]

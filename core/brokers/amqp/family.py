@@ -9,6 +9,7 @@ from .connection import confirms
 from .delayed import AmqpDelayed, amqp_due_queue
 from .pauses import PausesUnavailable
 from .queues import AmqpQueues
+from .transport import WorkerTransport
 
 
 class AmqpFamily(BrokerFamily):
@@ -16,6 +17,7 @@ class AmqpFamily(BrokerFamily):
     held unacked past the broker's consumer timeout is taken back."""
 
     takes_back_held = True
+    worker_transport = WorkerTransport
 
     def refusals(self) -> tuple[type[BaseException], ...]:
         # The pause stream a worker reads when it connects, not readable for now.

@@ -1,0 +1,172 @@
+"""The worker's AMQP transport: kombu's py-amqp transport with buffered socket reads and acks
+of several deliveries in one frame.
+
+py-amqp reads each frame with three ``recv`` calls of the exact sizes it needs (header, payload,
+end byte), so a task message (method, header and body frames) costs nine system calls. Here a
+read takes whatever the socket holds, up to :data:`READ_SIZE` bytes, and later frames are cut
+from that buffer: one ``recv`` serves every message the broker sent together, and a frame read
+from the buffer skips the socket timeout py-amqp sets and restores around every read (two more
+system calls). Nothing else changes (frames, timeouts, errors are py-amqp's); TLS connections
+keep py-amqp's own transport.
+
+The channel keeps the delivery tags it holds unsettled, so the acks a worker gathers over a turn
+go out as one ``basic.ack`` with ``multiple`` set up to the highest tag below every delivery
+still held (:func:`ack_plan`): it never acks a task that has not finished.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import amqp
+from amqp.transport import TCPTransport
+from kombu.transport import pyamqp
+
+#: Most bytes one ``recv`` takes from the socket.
+READ_SIZE = 65536
+#: Bytes before an AMQP frame's payload: type (1), channel (2), payload size (4).
+FRAME_HEADER = 7
+
+
+class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
+    """py-amqp's TCP transport, reading ahead into its buffer."""
+
+    _read_buffer: bytes
+
+    @contextmanager
+    def having_timeout(self, timeout: float | None) -> Iterator[Any]:
+        """py-amqp's, skipped when the next frame is buffered whole: reading it makes no socket
+        call, so the two ``settimeout`` system calls around it would be wasted."""
+        if timeout is not None and self._frame_buffered():
+            yield self.sock
+            return
+        with super().having_timeout(timeout) as sock:
+            yield sock
+
+    def _frame_buffered(self) -> bool:
+        """Whether the buffer holds a whole frame (type, channel, size, payload, end byte)."""
+        buffer = self._read_buffer
+        return len(buffer) >= FRAME_HEADER and \
+            len(buffer) >= FRAME_HEADER + int.from_bytes(buffer[3:7], "big") + 1
+
+    def _read(self, n: int, initial: bool = False,
+              _errnos: tuple[int, ...] = (errno.EAGAIN, errno.EINTR)) -> bytes:
+        """Exactly ``n`` bytes: from the buffer, topped up by reads of whatever has arrived."""
+        rbuf = self._read_buffer
+        if len(rbuf) < n:
+            recv = self._quick_recv
+            try:
+                while len(rbuf) < n:
+                    try:
+                        s = recv(max(n - len(rbuf), READ_SIZE))
+                    except OSError as exc:
+                        if exc.errno in _errnos:
+                            if initial and self.raise_on_initial_eintr:
+                                raise TimeoutError() from exc
+                            continue
+                        raise
+                    if not s:
+                        raise OSError("Server unexpectedly closed connection")
+                    rbuf += s
+            except BaseException:  # py-amqp's contract: what was read stays buffered
+                self._read_buffer = rbuf
+                raise
+        result: bytes = rbuf[:n]
+        self._read_buffer = rbuf[n:]
+        return result
+
+
+def ack_plan(tags: Iterable[int], unsettled: Collection[int]) -> tuple[int | None, list[int]]:
+    """How to ack ``tags`` (delivery tags of one channel) while the channel holds ``unsettled``:
+    the tag to ack with ``multiple`` set (every unsettled delivery up to it is in ``tags``;
+    None when that would cover fewer than two) and the tags to ack one by one."""
+    acking = set(tags)
+    floor = min((tag for tag in unsettled if tag not in acking), default=None)
+    below = sorted(tag for tag in acking if floor is None or tag < floor)
+    above = sorted(tag for tag in acking if floor is not None and tag > floor)
+    if len(below) < 2:
+        return None, below + above
+    return below[-1], above
+
+
+class WorkerChannel(pyamqp.Channel):
+    """kombu's py-amqp channel, knowing the deliveries it holds unsettled (consumed with acks
+    on); :meth:`ack_many` acks several at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unsettled: set[int] = set()
+        """Delivery tags this channel received and has not acked or rejected."""
+
+    def _on_basic_deliver(self, consumer_tag: str, delivery_tag: int, *args: Any) -> None:
+        if consumer_tag not in (self.no_ack_consumers or ()):
+            self.unsettled.add(delivery_tag)
+        super()._on_basic_deliver(consumer_tag, delivery_tag, *args)
+
+    def basic_get(self, queue: str = "", no_ack: bool = False, argsig: str = "Bsb") -> Any:
+        message = super().basic_get(queue, no_ack, argsig)
+        if message is not None and not no_ack:
+            self.unsettled.add(message.delivery_info["delivery_tag"])
+        return message
+
+    def basic_ack(self, delivery_tag: int, multiple: bool = False, argsig: str = "Lb") -> Any:
+        done = super().basic_ack(delivery_tag, multiple, argsig)
+        if not multiple:
+            self.unsettled.discard(delivery_tag)
+        elif delivery_tag == 0:  # AMQP: multiple with tag 0 acks everything outstanding
+            self.unsettled.clear()
+        else:
+            self.unsettled = {tag for tag in self.unsettled if tag > delivery_tag}
+        return done
+
+    def basic_reject(self, delivery_tag: int, requeue: bool, argsig: str = "Lb") -> Any:
+        done = super().basic_reject(delivery_tag, requeue, argsig)
+        self.unsettled.discard(delivery_tag)
+        return done
+
+    def basic_recover(self, requeue: bool = False) -> Any:
+        done = super().basic_recover(requeue)
+        self.unsettled.clear()  # given back or sent again under new tags
+        return done
+
+    def ack_many(self, tags: Iterable[int]) -> None:
+        """Ack ``tags``: one frame for those below every delivery still held, one each for the
+        rest (see :func:`ack_plan`)."""
+        upto, one_by_one = ack_plan(tags, self.unsettled)
+        if upto is not None:
+            self.basic_ack(upto, multiple=True)
+        for tag in one_by_one:
+            self.basic_ack(tag)
+
+
+class BufferedConnection(pyamqp.Connection):
+    """A py-amqp connection over :class:`BufferedTCPTransport` (TLS: py-amqp's own), with
+    :class:`WorkerChannel` channels."""
+
+    Channel = WorkerChannel
+
+    def drain_buffered(self) -> None:
+        """Deliver every message whose frames are already read, without touching the socket
+        (``drain_events`` stops after one message)."""
+        while self.transport is not None and self.transport._frame_buffered():
+            self.blocking_read(0)
+
+    def Transport(self, host: str, connect_timeout: float | None, ssl: Any = False,  # noqa: N802
+                  read_timeout: float | None = None, write_timeout: float | None = None,
+                  socket_settings: Any = None, **kwargs: Any) -> Any:
+        if ssl:
+            return amqp.transport.Transport(
+                host, connect_timeout=connect_timeout, ssl=ssl, read_timeout=read_timeout,
+                write_timeout=write_timeout, socket_settings=socket_settings, **kwargs)
+        return BufferedTCPTransport(
+            host, connect_timeout=connect_timeout, read_timeout=read_timeout,
+            write_timeout=write_timeout, socket_settings=socket_settings, **kwargs)
+
+
+class WorkerTransport(pyamqp.Transport):
+    """kombu's ``pyamqp`` transport with buffered reads: the worker's consuming connection."""
+
+    Connection = BufferedConnection
