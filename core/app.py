@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from kombu import Connection, Producer
+from kombu import Connection, Producer, Queue
 
 from . import brokers, builtins, config, sending
 from .backends import ResultBackend, backend_for
@@ -338,10 +338,12 @@ class App:
         """Publish a built task message (see :mod:`qtui.core.sending`): retried per
         ``task_publish_retry_policy``, within ``broker_publish_timeout`` (a write or a publisher
         confirm that takes longer raises BrokerBlocked rather than returning as if the broker
-        had the task)."""
-        sending.send(self, [Outgoing(message, exchange, routing_key,
-                                     declare[0] if declare else None,
-                                     serializer or self.conf.task_serializer)])
+        had the task). Every entity of ``declare`` is declared first; task-sent names the
+        first queue among them."""
+        entities = tuple(declare or ())
+        queue = next((entity for entity in entities if isinstance(entity, Queue)), None)
+        sending.send(self, [Outgoing(message, exchange, routing_key, queue,
+                                     serializer or self.conf.task_serializer, entities)])
 
     def send_many(self, calls: Iterable[Mapping[str, Any]], *,
                   batch_size: int = sending.BATCH_SIZE) -> list[Any]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kombu import Producer, Queue
+from kombu import Exchange, Producer, Queue
 from kombu.exceptions import EncodeError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -78,8 +78,11 @@ class Outgoing:
     exchange: str
     routing_key: str
     queue: Queue | None
-    """Declared before the send (unless this connection declared it already)."""
+    """Declared before the send (unless this connection declared it already); task-sent
+    names it."""
     serializer: str
+    declare: tuple[Queue | Exchange, ...] = ()
+    """More entities to declare before the send (``App.publish(declare=...)``)."""
 
 
 @dataclass(slots=True)
@@ -206,12 +209,14 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
 
 def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded],
              policy: dict[str, Any]) -> None:
-    """Declare the queues this connection has not declared yet (kombu would check the same
-    set, after copying and binding each entity)."""
+    """Declare the queues (and other entities) this connection has not declared yet (kombu
+    would check the same set, after copying and binding each entity)."""
     declared = producer.connection.declared_entities
-    for queue in {e.outgoing.queue for e in chunk if e.outgoing.queue is not None}:
-        if hash(queue) not in declared:
-            producer.maybe_declare(queue, retry=settings.retry, **policy)
+    entities = {entity for e in chunk for entity in (e.outgoing.queue, *e.outgoing.declare)
+                if entity is not None}
+    for entity in entities:
+        if hash(entity) not in declared:
+            producer.maybe_declare(entity, retry=settings.retry, **policy)
 
 
 def _put_envelopes(producer: Producer, chunk: Sequence[_Encoded]) -> None:

@@ -306,3 +306,27 @@ def test_a_batch_on_rabbitmq_is_confirmed_once(tmp_path, unique, monkeypatch):
         assert drain_ids(app, queue, 250) == [r.id for r in results]
     finally:
         app.close()
+
+
+def test_publish_declares_every_entity_and_task_sent_names_the_queue(tmp_path, unique):
+    """``App.publish(declare=[exchange, queue])``: both are declared (the task reaches the queue
+    through the exchange), and task-sent names the queue, not the exchange listed first."""
+    from kombu import Exchange, Queue
+
+    queue = f"declared-{unique}"
+    exchange = Exchange(f"x-{unique}", "direct")
+    app = client(tmp_path, "redis", queue, task_send_sent_event=True)
+    message = TaskMessage(id=new_task_id(), task="tasks.add", args=(1, 2))
+    try:
+        with EventReceiver(app, wakeup=False) as receiver:
+            app.publish(message, exchange.name, "k",
+                        declare=[exchange, Queue(queue, exchange, routing_key="k")])
+            sent: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 10
+            while not sent and time.monotonic() < deadline:
+                sent = [e for e in receiver.events(timeout=0.5)
+                        if e["type"] == "task-sent" and e["uuid"] == message.id]
+        assert sent[0]["queue"] == queue and sent[0]["exchange"] == exchange.name
+        assert drain_ids(app, queue, 1) == [message.id]
+    finally:
+        app.close()
