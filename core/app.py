@@ -378,8 +378,10 @@ class App:
     @contextmanager
     def sending_batch(self, batch_size: int = sending.BATCH_SIZE) -> Iterator[None]:
         """Within the block, tasks this thread sends are held and sent together when it ends
-        (``batch_size`` per broker call); nested blocks join the outer one. Nothing is sent if
-        the block raises."""
+        (``batch_size`` per broker call); nested blocks join the outer one. A block that raises
+        still sends what it held before the error (what the code asked to send is not lost
+        silently), then the error goes on; a failure to send them is raised instead, with the
+        block's error as its context."""
         if getattr(self._batch, "outgoing", None) is not None:
             yield
             return
@@ -389,8 +391,20 @@ class App:
             yield
         finally:
             self._batch.outgoing = None
-        if held:
-            sending.send(self, held, batch_size)
+            if held:
+                sending.send(self, held, batch_size)
+
+    @contextmanager
+    def sending_now(self) -> Iterator[None]:
+        """Within the block, tasks this thread sends go out at once, even inside
+        :meth:`sending_batch` (a retry must be sent before the ``Retry`` it raises ends the
+        task)."""
+        held = getattr(self._batch, "outgoing", None)
+        self._batch.outgoing = None
+        try:
+            yield
+        finally:
+            self._batch.outgoing = held
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)

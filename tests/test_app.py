@@ -190,6 +190,34 @@ def test_retry_resends_with_one_more_retry_and_raises_retry(app):
     assert message.eta is not None
 
 
+def test_a_retry_inside_a_sending_batch_is_sent_before_its_retry_is_raised(app):
+    """The Retry ends the task (and any sending_batch around it): the retry message must be
+    out already, not held."""
+    @app.task(bind=True, default_retry_delay=5)
+    def flaky(self, n):
+        raise self.retry(exc=ValueError("not yet"))
+
+    flaky.push_request(Request(id="r-batch", task=flaky.name, args=(1,), retries=0,
+                               called_directly=False))
+    try:
+        with app.sending_batch():
+            with pytest.raises(Retry):
+                flaky.run(flaky, 1)
+            message, _ = fetch(app, app.conf.task_default_queue)
+    finally:
+        flaky.pop_request()
+    assert (message.id, message.retries) == ("r-batch", 1)
+
+
+def test_a_sending_batch_that_raises_sends_what_it_held_then_raises(app):
+    with pytest.raises(ValueError, match="later"):
+        with app.sending_batch():
+            held = app.send_task("tasks.first", (1,))
+            raise ValueError("something later failed")
+    message, _ = fetch(app, app.conf.task_default_queue)
+    assert (message.id, message.task) == (held.id, "tasks.first")
+
+
 def test_retry_keeps_the_expiry_priority_serializer_and_result_setting(app):
     app.conf.accept_content = ["json", "pickle"]
 
