@@ -360,7 +360,7 @@ class App:
         from .canvas import Signature, send_options, signature_of
 
         results: list[Any] = []
-        with self.sending_batch(batch_size):
+        with self.sending_batch(batch_size, discard_on_error=True):
             for call in calls:
                 sig = signature_of(call)
                 if sig.get("subtask_type") is not None:
@@ -376,19 +376,32 @@ class App:
         return results
 
     @contextmanager
-    def sending_batch(self, batch_size: int = sending.BATCH_SIZE) -> Iterator[None]:
+    def sending_batch(self, batch_size: int = sending.BATCH_SIZE, *,
+                      discard_on_error: bool = False) -> Iterator[None]:
         """Within the block, tasks this thread sends are held and sent together when it ends
         (``batch_size`` per broker call); nested blocks join the outer one. A block that raises
         still sends what it held before the error (what the code asked to send is not lost
         silently), then the error goes on; a failure to send them is raised instead, with the
-        block's error as its context."""
-        if getattr(self._batch, "outgoing", None) is not None:
-            yield
+        block's error as its context. ``discard_on_error``: a block that raises drops what it
+        added itself (one call that sends all or nothing: ``send_many``, a group)."""
+        held: list[Outgoing] | None = getattr(self._batch, "outgoing", None)
+        if held is not None:
+            mark = len(held)
+            try:
+                yield
+            except BaseException:
+                if discard_on_error:
+                    del held[mark:]
+                raise
             return
-        held: list[Outgoing] = []
+        held = []
         self._batch.outgoing = held
         try:
             yield
+        except BaseException:
+            if discard_on_error:
+                held.clear()
+            raise
         finally:
             self._batch.outgoing = None
             if held:
