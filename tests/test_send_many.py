@@ -461,3 +461,22 @@ def test_a_batch_whose_reply_was_lost_is_not_sent_again(tmp_path, unique, monkey
         app.close()
         cutter.close()
         direct.delete(queue)
+
+
+def test_a_rabbitmq_channel_error_part_way_is_a_send_failed_naming_what_was_sent(
+        tmp_path, unique):
+    """The second batch goes to an exchange that does not exist (RabbitMQ closes the channel,
+    404): the error is a SendFailed, the first batch sent, the second not counted as sent."""
+    queue = f"channel-error-{unique}"
+    app = client(tmp_path, "rabbitmq", queue)
+    add = app.tasks["tasks.add"]
+    calls = [add.s(i, i) for i in range(5)] + [
+        add.s(i, i).set(exchange=f"missing-{unique}", routing_key="x") for i in range(5)]
+    try:
+        with pytest.raises(SendFailed, match="NOT_FOUND|not found|404") as failed:
+            app.send_many(calls, batch_size=5)
+        error = failed.value
+        assert len(error.sent) == 5 and len(error.in_doubt) + len(error.unsent) == 5
+        assert drain_ids(app, queue, 5) == error.sent
+    finally:
+        app.close()
