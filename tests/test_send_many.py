@@ -473,7 +473,7 @@ def test_a_rabbitmq_channel_error_part_way_is_a_send_failed_naming_what_was_sent
     calls = [add.s(i, i) for i in range(5)] + [
         add.s(i, i).set(exchange=f"missing-{unique}", routing_key="x") for i in range(5)]
     try:
-        with pytest.raises(SendFailed, match="NOT_FOUND|not found|404") as failed:
+        with pytest.raises(SendFailed, match="NOT_FOUND") as failed:
             app.send_many(calls, batch_size=5)
         error = failed.value
         assert len(error.sent) == 5 and len(error.in_doubt) + len(error.unsent) == 5
