@@ -152,7 +152,7 @@ def _failed_part_way(settings: SendSettings, producer: Producer, chunk: Sequence
     """The SendFailed for ``chunk`` failing with ``exc``: what the broker refused outright (an
     out-of-memory Redis refuses a script before its first write) is not sent; else what the
     chunk was sending when it failed is in doubt."""
-    refused = isinstance(exc, family_for(producer.connection).refusals())
+    refused = isinstance(exc, family_for(producer.connection).write_refusals())
     in_doubt = [] if refused else progress.in_doubt
     accounted = set(sent) | set(in_doubt)
     unsent = [e.task_id for e in chunk if e.task_id not in accounted] + later
