@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from kombu import Connection, Producer
+from kombu import Connection, Producer, Queue
 
 from . import brokers, builtins, config, sending
 from .backends import ResultBackend, backend_for
@@ -338,10 +338,12 @@ class App:
         """Publish a built task message (see :mod:`qtui.core.sending`): retried per
         ``task_publish_retry_policy``, within ``broker_publish_timeout`` (a write or a publisher
         confirm that takes longer raises BrokerBlocked rather than returning as if the broker
-        had the task)."""
-        sending.send(self, [Outgoing(message, exchange, routing_key,
-                                     declare[0] if declare else None,
-                                     serializer or self.conf.task_serializer)])
+        had the task). Every entity of ``declare`` is declared first; task-sent names the
+        first queue among them."""
+        entities = tuple(declare or ())
+        queue = next((entity for entity in entities if isinstance(entity, Queue)), None)
+        sending.send(self, [Outgoing(message, exchange, routing_key, queue,
+                                     serializer or self.conf.task_serializer, entities)])
 
     def send_many(self, calls: Iterable[Mapping[str, Any]], *,
                   batch_size: int = sending.BATCH_SIZE) -> list[Any]:
@@ -358,7 +360,7 @@ class App:
         from .canvas import Signature, send_options, signature_of
 
         results: list[Any] = []
-        with self.sending_batch(batch_size):
+        with self.sending_batch(batch_size, discard_on_error=True):
             for call in calls:
                 sig = signature_of(call)
                 if sig.get("subtask_type") is not None:
@@ -374,21 +376,48 @@ class App:
         return results
 
     @contextmanager
-    def sending_batch(self, batch_size: int = sending.BATCH_SIZE) -> Iterator[None]:
+    def sending_batch(self, batch_size: int = sending.BATCH_SIZE, *,
+                      discard_on_error: bool = False) -> Iterator[None]:
         """Within the block, tasks this thread sends are held and sent together when it ends
-        (``batch_size`` per broker call); nested blocks join the outer one. Nothing is sent if
-        the block raises."""
-        if getattr(self._batch, "outgoing", None) is not None:
-            yield
+        (``batch_size`` per broker call); nested blocks join the outer one. A block that raises
+        still sends what it held before the error (what the code asked to send is not lost
+        silently), then the error goes on; a failure to send them is raised instead, with the
+        block's error as its context. ``discard_on_error``: a block that raises drops what it
+        added itself (one call that sends all or nothing: ``send_many``, a group)."""
+        held: list[Outgoing] | None = getattr(self._batch, "outgoing", None)
+        if held is not None:
+            mark = len(held)
+            try:
+                yield
+            except BaseException:
+                if discard_on_error:
+                    del held[mark:]
+                raise
             return
-        held: list[Outgoing] = []
+        held = []
         self._batch.outgoing = held
         try:
             yield
+        except BaseException:
+            if discard_on_error:
+                held.clear()
+            raise
         finally:
             self._batch.outgoing = None
-        if held:
-            sending.send(self, held, batch_size)
+            if held:
+                sending.send(self, held, batch_size)
+
+    @contextmanager
+    def sending_now(self) -> Iterator[None]:
+        """Within the block, tasks this thread sends go out at once, even inside
+        :meth:`sending_batch` (a retry must be sent before the ``Retry`` it raises ends the
+        task)."""
+        held = getattr(self._batch, "outgoing", None)
+        self._batch.outgoing = None
+        try:
+            yield
+        finally:
+            self._batch.outgoing = held
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)

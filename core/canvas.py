@@ -116,7 +116,7 @@ def _apply_group(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
                  options: dict[str, Any]) -> str:
     """Each task with the group's id and its index, as ``group._apply_tasks`` sends them."""
     group_id = options.pop("task_id", None) or str(uuid.uuid4())
-    with app.sending_batch():  # the group's sends pipelined, as app.send_many sends
+    with app.sending_batch(discard_on_error=True):  # pipelined, as app.send_many sends
         for index, task in enumerate(_tasks_of(sig)):
             apply(app, task, args, group_id=group_id, group_index=index, **_inherited(options))
     return group_id
@@ -176,7 +176,7 @@ def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
             raise CanvasError("a chord header of groups, chains or chords is not supported by "
                               "qtui's worker; make each header part one task")
     app.backend.set_chord_size(group_id, len(tasks))
-    with app.sending_batch():
+    with app.sending_batch(discard_on_error=True):
         for index, task in enumerate(tasks):
             apply(app, task, args, group_id=group_id, group_index=index, chord=body_sig,
                   **_inherited(options))

@@ -82,14 +82,18 @@ def check(event: Mapping[str, Any], max_field: int = MAX_FIELD) -> dict[str, Any
     return checked
 
 
+#: The largest whole number taken as a number: past it a JSON integer (of any length) would
+#: overflow the float arithmetic the console does with it (a heartbeat's deadline, a runtime).
+MAX_INT = 2 ** 53
+
+
 def _real(value: Any) -> bool:
     kind = type(value)
     if kind is float:  # what most events carry: one test
         return math.isfinite(value)
-    if kind is int:
-        return True
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and kind is not bool and -MAX_INT <= value <= MAX_INT
 
 
 def _repr(name: str, value: Any) -> str:

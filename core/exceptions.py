@@ -33,20 +33,22 @@ class BrokerBlocked(BrokerUnavailable):
 
 class SendFailed(BrokerUnavailable):
     """A bulk send stopped part way: ``sent`` lists the ids the broker has, ``in_doubt`` those
-    of the batch that was being sent when it failed (the broker may or may not have them: one
-    batch is stored whole or not at all), ``unsent`` those never sent. Send ``unsent`` again,
-    and ``in_doubt`` once you know they did not run (sending them again may run them twice)."""
+    it may or may not have (the batch being stored when it failed, or on a broker that takes
+    messages one by one, the one being sent and those awaiting their confirms), ``unsent``
+    those never sent. Send ``unsent`` again, and ``in_doubt`` once you know they did not run
+    (sending them again may run them twice)."""
 
     def __init__(self, cause: BaseException, sent: list[str], in_doubt: list[str],
-                 unsent: list[str]) -> None:
+                 unsent: list[str], whole: bool = False) -> None:
         self.sent = sent
         self.in_doubt = in_doubt
         self.unsent = unsent
+        doubt = ("in the failed batch (the broker has all or none of them)" if whole
+                 else "in doubt (the broker may have any of them)")
         super().__init__(
-            f"{cause} Sent before the failure: {len(sent)} task(s); in the failed batch (the "
-            f"broker has all or none of them): {len(in_doubt)}, ids {_ids(in_doubt)}; not "
-            f"sent: {len(unsent)}, ids {_ids(unsent)}. The error's sent, in_doubt and unsent "
-            "attributes list every id.")
+            f"{cause} Sent before the failure: {len(sent)} task(s); {doubt}: "
+            f"{len(in_doubt)}, ids {_ids(in_doubt)}; not sent: {len(unsent)}, ids "
+            f"{_ids(unsent)}. The error's sent, in_doubt and unsent attributes list every id.")
 
 
 def _ids(ids: list[str], shown: int = 5) -> str:

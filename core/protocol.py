@@ -15,6 +15,7 @@ event when one was seen, else its age is unknown.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import reprlib
@@ -154,7 +155,23 @@ def new_id() -> str:
     return ids[0]
 
 
-_repr = reprlib.Repr()
+class _CallRepr(reprlib.Repr):
+    """reprlib's bounded repr with a dict's items in insertion order, as Celery's saferepr
+    shows them (reprlib sorts the keys): a kwargsrepr reads as the call was written."""
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        pieces = [f"{self.repr1(key, level - 1)}: {self.repr1(value, level - 1)}"
+                  for key, value in itertools.islice(x.items(), self.maxdict)]
+        if len(x) > self.maxdict:
+            pieces.append("...")
+        return "{" + ", ".join(pieces) + "}"
+
+
+_repr = _CallRepr()
 _repr.maxstring = ARGSREPR_MAXSIZE
 _repr.maxother = ARGSREPR_MAXSIZE
 _repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 64
@@ -168,8 +185,8 @@ _SHORT = 10 ** 30  # reprlib shortens ints of more than 40 digits
 
 def saferepr(value: Any, maxsize: int) -> str:
     """A repr bounded in size and effort (deep or huge arguments never cost much), like Celery's."""
-    # A plain value's repr is reprlib's, without its per-item dispatch; reprlib also copes
-    # with a __repr__ that raises.
+    # A plain value's repr is reprlib's (dict items in insertion order either way), without
+    # its per-item dispatch; reprlib also copes with a __repr__ that raises.
     text = repr(value) if _plain(value) else _repr.repr(value)
     if len(text) > maxsize:
         text = text[: max(0, maxsize - 3)] + "..."

@@ -7,8 +7,8 @@ body is serialized once, before anything is sent, so arguments that cannot be se
 the call with nothing sent. On a broker that stores kombu's envelope (Redis, SQLite:
 :mod:`.brokers.envelope`) the stored text is built in one pass and a batch goes in one round
 trip or one transaction; elsewhere kombu's ``Producer.publish`` sends each message. A bulk send
-that fails part way raises :class:`~.exceptions.SendFailed`, naming the tasks sent and the ones
-not sent.
+that fails part way raises :class:`~.exceptions.SendFailed`, naming the tasks sent, in doubt and
+not sent; it never writes a batch twice (no retry after a failure that may have stored it).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import errno
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kombu import Producer, Queue
+from kombu import Exchange, Producer, Queue
 from kombu.exceptions import EncodeError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -78,8 +78,11 @@ class Outgoing:
     exchange: str
     routing_key: str
     queue: Queue | None
-    """Declared before the send (unless this connection declared it already)."""
+    """Declared before the send (unless this connection declared it already); task-sent
+    names it."""
     serializer: str
+    declare: tuple[Queue | Exchange, ...] = ()
+    """More entities to declare before the send (``App.publish(declare=...)``)."""
 
 
 @dataclass(slots=True)
@@ -95,27 +98,44 @@ class _Encoded:
         return self.outgoing.message.id
 
 
+@dataclass(slots=True)
+class _Progress:
+    """How far the chunk being sent got, for the error should it fail: the ids the broker
+    confirmed or took, and those it may or may not have."""
+
+    stored: list[str] = field(default_factory=list)
+    in_doubt: list[str] = field(default_factory=list)
+    whole: bool = False
+    """The ids in doubt are stored all or none (one script run, one transaction)."""
+
+
 def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -> None:
     """Send every message, ``batch_size`` per broker call, in order. One message fails as
     ``App.send_task`` always has (BrokerUnavailable, BrokerBlocked, TypeError); several that
     the broker fails to take raise SendFailed (a BrokerUnavailable) naming what was sent, what
-    is in doubt and what was not sent. A TypeError (arguments that cannot be serialized) means
-    nothing was sent."""
+    is in doubt and what was not sent, whatever the error. A TypeError (arguments that cannot
+    be serialized) means nothing was sent. Several are never sent again after a failure that
+    may have stored them (the broker would hold them twice)."""
     encoded = [_encode(item) for item in outgoing]
     settings = app.send_settings
+    several = len(encoded) > 1
     sent: list[str] = []
     with app.producer() as producer:
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start:start + batch_size]
+            later = [e.task_id for e in encoded[start + batch_size:]]
+            progress = _Progress()
             try:
-                refused = _send_chunk(settings, producer, chunk)
-            except BrokerUnavailable as exc:
-                if len(encoded) == 1:
+                refused = _send_chunk(settings, producer, chunk, progress,
+                                      retry=settings.retry and not several)
+            except Exception as exc:
+                if not several:
                     raise
-                raise SendFailed(exc, sent=sent,
-                                 in_doubt=[e.task_id for e in chunk],
-                                 unsent=[e.task_id for e in encoded[start + batch_size:]]
-                                 ) from exc
+                stored = set(progress.stored)
+                if settings.sent_event and stored:
+                    _send_sent_events(app, producer, [e for e in chunk if e.task_id in stored])
+                raise _failed_part_way(settings, producer, chunk, progress, exc,
+                                       sent + progress.stored, later) from exc
             accepted = [e for e in chunk if e.task_id not in refused] if refused else chunk
             sent += [e.task_id for e in accepted]
             if settings.sent_event and accepted:
@@ -123,8 +143,28 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
             if refused:
                 raise SendFailed(BrokerUnavailable(
                     f"{settings.where} refused {len(refused)} of {_describe(chunk)} (publisher "
-                    "confirm nack)."), sent=sent, in_doubt=[],
-                    unsent=refused + [e.task_id for e in encoded[start + batch_size:]])
+                    "confirm nack)."), sent=sent, in_doubt=[], unsent=refused + later)
+
+
+def _failed_part_way(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded],
+                     progress: _Progress, exc: Exception, sent: list[str], later: list[str]
+                     ) -> SendFailed:
+    """The SendFailed for ``chunk`` failing with ``exc``: what the broker refused outright (an
+    out-of-memory Redis refuses a script before its first write) is not sent; else what the
+    chunk was sending when it failed is in doubt."""
+    refused = isinstance(exc, family_for(producer.connection).write_refusals())
+    in_doubt = [] if refused else progress.in_doubt
+    accounted = set(sent) | set(in_doubt)
+    unsent = [e.task_id for e in chunk if e.task_id not in accounted] + later
+    if isinstance(exc, BrokerUnavailable):
+        cause = exc
+    elif refused:
+        cause = BrokerUnavailable(f"cannot send {_describe(chunk)}: {settings.where} refused "
+                                  f"it ({exc}); it stored none of them.")
+    else:
+        cause = BrokerUnavailable(f"cannot send {_describe(chunk)}: {type(exc).__name__}: {exc}.")
+    return SendFailed(cause, sent=sent, in_doubt=in_doubt, unsent=unsent,
+                      whole=progress.whole and bool(in_doubt))
 
 
 def _encode(outgoing: Outgoing) -> _Encoded:
@@ -145,11 +185,11 @@ def _describe(chunk: Sequence[_Encoded]) -> str:
     return f"{len(chunk)} tasks ({first.task} [{first.id}] and {len(chunk) - 1} more)"
 
 
-def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded]
-                ) -> list[str]:
-    """Send ``chunk`` in one broker call where the broker allows it, retrying per the policy
-    within ``broker_publish_timeout``; returns the ids of the tasks the broker refused
-    (RabbitMQ's nack)."""
+def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded],
+                progress: _Progress, retry: bool) -> list[str]:
+    """Send ``chunk`` in one broker call where the broker allows it, within
+    ``broker_publish_timeout`` (with ``retry``, retrying per the policy); returns the ids of
+    the tasks the broker refused (RabbitMQ's nack). ``progress`` follows what was sent."""
     timeout = settings.publish_timeout
     deadline = time.monotonic() + timeout
     where = settings.where
@@ -181,14 +221,27 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
             channel: EnvelopeChannel = producer.channel
             if all(channel.accepts_envelopes(e.outgoing.exchange, e.outgoing.routing_key)
                    for e in chunk):
-                _retrying(settings, producer, policy, lambda: _put_envelopes(producer, chunk))
+                progress.in_doubt, progress.whole = [e.task_id for e in chunk], True
+                _retrying(retry, producer, policy, lambda: _put_envelopes(producer, chunk))
                 return []
         if len(chunk) > 1 and family.confirms_batches(connection):
-            refused = _retrying(settings, producer, policy, lambda: amqp_broker.publish_confirmed(
-                producer.connection, [_publication(e) for e in chunk], timeout))
+            progress.in_doubt = [e.task_id for e in chunk]
+            confirmed: dict[int, bool] = {}
+            try:
+                refused = amqp_broker.publish_confirmed(
+                    connection, [_publication(e) for e in chunk], timeout, confirmed)
+            except Exception:
+                progress.stored = [chunk[position].task_id for position, acked
+                                   in sorted(confirmed.items()) if acked]
+                progress.in_doubt = [e.task_id for position, e in enumerate(chunk)
+                                     if position not in confirmed]
+                raise
             return [chunk[position].task_id for position in refused]
         for encoded in chunk:
-            _publish(settings, producer, encoded, policy)
+            progress.in_doubt = [encoded.task_id]
+            _publish(settings, producer, encoded, policy, retry)
+            progress.stored.append(encoded.task_id)
+        progress.in_doubt = []
         return []
     except TimeoutError as exc:  # a write or confirm past the timeout, with retries off
         raise unconfirmed(exc) from exc
@@ -206,12 +259,14 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
 
 def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded],
              policy: dict[str, Any]) -> None:
-    """Declare the queues this connection has not declared yet (kombu would check the same
-    set, after copying and binding each entity)."""
+    """Declare the queues (and other entities) this connection has not declared yet (kombu
+    would check the same set, after copying and binding each entity)."""
     declared = producer.connection.declared_entities
-    for queue in {e.outgoing.queue for e in chunk if e.outgoing.queue is not None}:
-        if hash(queue) not in declared:
-            producer.maybe_declare(queue, retry=settings.retry, **policy)
+    entities = {entity for e in chunk for entity in (e.outgoing.queue, *e.outgoing.declare)
+                if entity is not None}
+    for entity in entities:
+        if hash(entity) not in declared:
+            producer.maybe_declare(entity, retry=settings.retry, **policy)
 
 
 def _put_envelopes(producer: Producer, chunk: Sequence[_Encoded]) -> None:
@@ -224,13 +279,13 @@ def _put_envelopes(producer: Producer, chunk: Sequence[_Encoded]) -> None:
 
 
 def _publish(settings: SendSettings, producer: Producer, encoded: _Encoded,
-             policy: dict[str, Any]) -> None:
+             policy: dict[str, Any], retry: bool) -> None:
     """One message through kombu's ``Producer.publish``, its body serialized already."""
     producer.publish(
         encoded.body.data, exchange=encoded.outgoing.exchange,
         routing_key=encoded.outgoing.routing_key, content_type=encoded.body.content_type,
         content_encoding=encoded.body.content_encoding, headers=encoded.wire.headers,
-        retry=settings.retry, retry_policy=policy, timeout=settings.publish_timeout,
+        retry=retry, retry_policy=policy, timeout=settings.publish_timeout,
         confirm_timeout=settings.publish_timeout, delivery_mode=2, **encoded.wire.properties)
 
 
@@ -243,11 +298,11 @@ def _publication(encoded: _Encoded) -> amqp_broker.Publication:
          "delivery_mode": 2})
 
 
-def _retrying(settings: SendSettings, producer: Producer, policy: dict[str, Any],
+def _retrying(retry: bool, producer: Producer, policy: dict[str, Any],
               fun: Callable[[], T]) -> T:
-    """``fun()``, retried per the policy when the connection fails (kombu's ``ensure``, as
-    ``Producer.publish(retry=True)`` does it)."""
-    if not settings.retry:
+    """``fun()``, with ``retry`` retried per the policy when the connection fails (kombu's
+    ``ensure``, as ``Producer.publish(retry=True)`` does it)."""
+    if not retry:
         return fun()
     ensured: Callable[[], T] = producer.connection.ensure(producer, fun, **policy)
     return ensured()

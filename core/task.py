@@ -395,14 +395,15 @@ class Task:
         options.setdefault("ignore_result", self.ignore_result)
         if request.is_eager:  # apply() runs it again at once, with the same arguments
             raise Retry(exc=exc, when=0)
-        self.app.send_task(
-            self.name, request.args if args is None else args,
-            request.kwargs if kwargs is None else kwargs,
-            task_id=request.id, retries=request.retries + 1, eta=eta, countdown=countdown,
-            **route,
-            time_limit=request.time_limit, soft_time_limit=request.soft_time_limit,
-            root_id=request.root_id, parent_id=request.parent_id, group_id=request.group,
-            reply_to=request.reply_to, headers=request.headers, task=self, **options)
+        with self.app.sending_now():  # not held by a sending_batch the Retry would end
+            self.app.send_task(
+                self.name, request.args if args is None else args,
+                request.kwargs if kwargs is None else kwargs,
+                task_id=request.id, retries=request.retries + 1, eta=eta, countdown=countdown,
+                **route,
+                time_limit=request.time_limit, soft_time_limit=request.soft_time_limit,
+                root_id=request.root_id, parent_id=request.parent_id, group_id=request.group,
+                reply_to=request.reply_to, headers=request.headers, task=self, **options)
         when = countdown if countdown is not None else (
             (eta - datetime.now(timezone.utc)).total_seconds() if eta else None)
         retry = Retry(exc=exc, when=when)

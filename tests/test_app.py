@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from datetime import datetime, timedelta, timezone
+from queue import Empty
 
 import pytest
 from kombu import Connection, Queue
@@ -188,6 +189,53 @@ def test_retry_resends_with_one_more_retry_and_raises_retry(app):
     message, _ = fetch(app, app.conf.task_default_queue)
     assert (message.id, message.retries, message.args) == ("r-1", 1, (1,))
     assert message.eta is not None
+
+
+def test_a_retry_inside_a_sending_batch_is_sent_before_its_retry_is_raised(app):
+    """The Retry ends the task (and any sending_batch around it): the retry message must be
+    out already, not held."""
+    @app.task(bind=True, default_retry_delay=5)
+    def flaky(self, n):
+        raise self.retry(exc=ValueError("not yet"))
+
+    flaky.push_request(Request(id="r-batch", task=flaky.name, args=(1,), retries=0,
+                               called_directly=False))
+    try:
+        with app.sending_batch():
+            with pytest.raises(Retry):
+                flaky.run(flaky, 1)
+            message, _ = fetch(app, app.conf.task_default_queue)
+    finally:
+        flaky.pop_request()
+    assert (message.id, message.retries) == ("r-batch", 1)
+
+
+def test_a_sending_batch_that_raises_sends_what_it_held_then_raises(app):
+    with pytest.raises(ValueError, match="later"):
+        with app.sending_batch():
+            held = app.send_task("tasks.first", (1,))
+            raise ValueError("something later failed")
+    message, _ = fetch(app, app.conf.task_default_queue)
+    assert (message.id, message.task) == (held.id, "tasks.first")
+
+
+def test_a_send_many_that_fails_part_way_drops_its_own_calls_even_inside_a_block(app):
+    """send_many is all or nothing for a wrong call; the block around it still sends what it
+    held before."""
+    @app.task(name="tasks.pair")
+    def pair(x, y=0):
+        return x + y
+
+    with pytest.raises(ValueError, match="later"):
+        with app.sending_batch():
+            first = app.send_task("tasks.first")
+            with pytest.raises(TypeError, match=r"tasks\.pair"):
+                app.send_many([pair.s(1, 2), pair.s(1, 2, 3)])
+            raise ValueError("something later failed")
+    message, _ = fetch(app, app.conf.task_default_queue)
+    assert message.id == first.id
+    with pytest.raises(Empty):
+        fetch(app, app.conf.task_default_queue)
 
 
 def test_retry_keeps_the_expiry_priority_serializer_and_result_setting(app):

@@ -283,3 +283,27 @@ def test_arguments_the_result_backend_cannot_give_are_unknown_and_the_log_says_w
     with caplog.at_level("INFO", logger="qtui.console"):
         assert feed.full_arguments("t-1") is None
     assert "cannot read the result of task t-1: Connection refused" in caplog.text
+
+
+HUGE = 10 ** 400  # a JSON integer of 401 digits: json.loads gives a Python int, no float holds it
+
+
+@pytest.mark.parametrize("event", [
+    {"type": "worker-heartbeat", "hostname": "w1", "timestamp": NOW, "freq": HUGE},
+    {"type": "worker-heartbeat", "hostname": "w1", "timestamp": NOW, "loadavg": [HUGE]},
+    {"type": "worker-heartbeat", "hostname": "w1", "timestamp": NOW, "utcoffset": -HUGE},
+    received(timestamp=HUGE),
+    {"type": "task-succeeded", "uuid": "t1", "hostname": "w1", "timestamp": NOW,
+     "runtime": HUGE},
+])
+def test_an_integer_too_big_for_a_float_is_a_bad_event_and_the_feed_goes_on(event):
+    """Whoever can publish an event must not knock the console out: a number past 2**53 is
+    refused, so later batches (a heartbeat's deadline) and the views (a runtime) still work."""
+    from qtui.tui.views.format import duration
+
+    feed = Feed(App("huge", broker="memory://"))
+    first = feed.ingest(json.loads(json.dumps([received("t1"), event])))
+    assert feed.state.bad_events == 1
+    later = feed.ingest([received("t2", timestamp=NOW + 1)])
+    assert [row.task.uuid for row in later.tasks] == ["t2"]
+    assert all(duration(row.task.runtime) is not None for row in first.tasks)

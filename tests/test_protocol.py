@@ -66,6 +66,22 @@ def test_saferepr_survives_a_failing_repr():
     assert "Bad" in saferepr([Bad()], 100)
 
 
+@pytest.mark.parametrize("kwargs", [
+    {"b": 1, "a": 2},  # a plain dict: repr() itself
+    {"b": [1, {"z": 1, "y": 2}], "a": None},  # nested: through reprlib
+])
+def test_kwargsrepr_is_celerys_whatever_the_value_types(kwargs):
+    """Celery's saferepr shows a dict's items in insertion order, nested ones too."""
+    celery_saferepr = pytest.importorskip("celery.utils.saferepr").saferepr
+    assert saferepr(kwargs, 10_000) == celery_saferepr(kwargs)
+
+
+def test_a_long_kwargsrepr_keeps_the_order_the_call_wrote():
+    kwargs = {f"k{n}": [n] for n in range(70, 0, -1)}
+    text = saferepr(kwargs, 10_000)
+    assert text.startswith("{'k70': [70], 'k69': [69], ") and text.endswith("'k7': [7], ...}")
+
+
 def test_naive_dates_are_read_as_utc_and_z_suffix_is_accepted():
     wire = _wire(eta="2030-01-01T00:00:00", expires="2030-01-01T01:00:00Z")
     got = parse(list(wire.body), wire.headers, wire.properties)

@@ -295,14 +295,189 @@ def test_a_batch_on_rabbitmq_is_confirmed_once(tmp_path, unique, monkeypatch):
     batches: list[int] = []
     publish_confirmed = amqp.publish_confirmed
 
-    def counted(connection: Any, batch: Any, timeout: float) -> list[int]:
+    def counted(connection: Any, batch: Any, timeout: float, confirmed: Any) -> list[int]:
         batches.append(len(batch))
-        return publish_confirmed(connection, batch, timeout)
+        return publish_confirmed(connection, batch, timeout, confirmed)
 
     monkeypatch.setattr(amqp, "publish_confirmed", counted)
     try:
         results = app.send_many([add.s(i, i) for i in range(250)], batch_size=100)
         assert batches == [100, 100, 50]
         assert drain_ids(app, queue, 250) == [r.id for r in results]
+    finally:
+        app.close()
+
+
+def test_publish_declares_every_entity_and_task_sent_names_the_queue(tmp_path, unique):
+    """``App.publish(declare=[exchange, queue])``: both are declared (the task reaches the queue
+    through the exchange), and task-sent names the queue, not the exchange listed first."""
+    from kombu import Exchange, Queue
+
+    queue = f"declared-{unique}"
+    exchange = Exchange(f"x-{unique}", "direct")
+    app = client(tmp_path, "redis", queue, task_send_sent_event=True)
+    message = TaskMessage(id=new_task_id(), task="tasks.add", args=(1, 2))
+    try:
+        with EventReceiver(app, wakeup=False) as receiver:
+            app.publish(message, exchange.name, "k",
+                        declare=[exchange, Queue(queue, exchange, routing_key="k")])
+            sent: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 10
+            while not sent and time.monotonic() < deadline:
+                sent = [e for e in receiver.events(timeout=0.5)
+                        if e["type"] == "task-sent" and e["uuid"] == message.id]
+        assert sent[0]["queue"] == queue and sent[0]["exchange"] == exchange.name
+        assert drain_ids(app, queue, 1) == [message.id]
+    finally:
+        app.close()
+
+
+def test_one_by_one_a_failure_leaves_only_the_message_being_sent_in_doubt(monkeypatch):
+    """Where a batch goes message by message (here kombu's memory transport; Redis with a key
+    prefix, topic exchanges, RabbitMQ without confirms), the ones published before the failure
+    are sent, only the one being published is in doubt, the rest are not sent."""
+    from kombu import Producer
+    from kombu.exceptions import OperationalError
+
+    app = App("client", broker="memory://", backend=None, task_default_queue="one-by-one")
+    publish = Producer.publish
+    published: list[str] = []
+
+    def fail_on_the_fifth(self: Producer, body: Any, **options: Any) -> None:
+        if len(published) == 4:
+            raise OperationalError("connection lost")
+        published.append(options["headers"]["id"])
+        publish(self, body, **options)
+
+    monkeypatch.setattr(Producer, "publish", fail_on_the_fifth)
+    try:
+        with pytest.raises(SendFailed) as failed:
+            app.send_many([signature("tasks.add", i, i, app=app) for i in range(12)],
+                          batch_size=8)
+    finally:
+        app.close()
+    error = failed.value
+    assert error.sent == published and len(error.sent) == 4
+    assert len(error.in_doubt) == 1 and len(error.unsent) == 7
+    assert "in doubt (the broker may have any of them): 1" in str(error)
+    assert "all or none" not in str(error)
+
+
+def test_a_drop_while_awaiting_confirms_counts_what_rabbitmq_confirmed_as_sent(
+        tmp_path, unique, monkeypatch):
+    """The connection fails after the first confirms came: those tasks are sent, the rest of
+    the batch is in doubt (published, unconfirmed), the next batch is not sent."""
+    from amqp import spec
+    from amqp.channel import Channel
+
+    queue = f"confirm-cut-{unique}"
+    app = client(tmp_path, "rabbitmq", queue)
+    add = app.tasks["tasks.add"]
+    wait = Channel.wait
+
+    def lost_after_the_first_confirm(self: Channel, method: Any = None, *args: Any,
+                                     **kwargs: Any) -> Any:
+        result = wait(self, method, *args, **kwargs)
+        if method == [spec.Basic.Ack, spec.Basic.Nack]:
+            raise ConnectionResetError("connection lost while awaiting confirms")
+        return result
+
+    monkeypatch.setattr(Channel, "wait", lost_after_the_first_confirm)
+    calls = [add.s(i, i).set(task_id=new_task_id()) for i in range(150)]
+    ids = [call["options"]["task_id"] for call in calls]
+    try:
+        with pytest.raises(SendFailed) as failed:
+            app.send_many(calls, batch_size=100)
+        monkeypatch.setattr(Channel, "wait", wait)
+        error = failed.value
+        assert error.sent and error.sent + error.in_doubt == ids[:100]
+        assert error.unsent == ids[100:]
+        assert "all or none" not in str(error)
+        assert drain_ids(app, queue, 100) == ids[:100]  # the connection was fine after all
+    finally:
+        app.close()
+
+
+@pytest.mark.timeout(60)
+def test_an_out_of_memory_redis_part_way_names_what_it_stored_and_what_it_did_not(tmp_path):
+    """Redis refuses a script out of memory before its first write: the batches before are
+    sent, the refused one and the rest are not sent, nothing is in doubt."""
+    from .redis_server import redis_server, spare_port
+
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        direct = redis.Redis(port=port)
+        direct.config_set("maxmemory", direct.info("memory")["used_memory"] + 2_000_000)
+        app = App("client", broker=f"redis://127.0.0.1:{port}/0", backend=None,
+                  task_default_queue="oom")
+        try:
+            with pytest.raises(SendFailed) as failed:
+                app.send_many([signature("tasks.add", "x" * 4000, i, app=app)
+                               for i in range(1000)], batch_size=50)
+        finally:
+            app.close()
+        error = failed.value
+        assert error.in_doubt == [] and error.sent and len(error.sent) % 50 == 0
+        assert len(error.sent) + len(error.unsent) == 1000
+        assert "maxmemory" in str(error) and "stored none of them" in str(error)
+        stored = [json.loads(m)["headers"]["id"] for m in direct.lrange("oom", 0, -1)]
+        assert stored[::-1] == error.sent
+
+
+@pytest.mark.timeout(60)
+def test_a_batch_whose_reply_was_lost_is_not_sent_again(tmp_path, unique, monkeypatch):
+    """Redis ran the script but its reply was lost with the connection: with retries on, the
+    batch is not pushed a second time; it is named in doubt and every task is stored once."""
+    from .test_worker_lost_fetch import ReplyCutter
+
+    queue = f"lost-reply-{unique}"
+    cutter = ReplyCutter(REDIS_PORT, marker=b"EVALSHA", empty_too=True)
+    app = App("client", broker=f"redis://127.0.0.1:{cutter.port}/0", backend=None,
+              task_default_queue=queue, task_publish_retry=True,
+              task_publish_retry_policy={"max_retries": 3, "interval_start": 0,
+                                         "interval_step": 0.1, "interval_max": 0.1})
+    put = RedisChannel.put_envelopes
+    calls: list[int] = []
+
+    def arm_on_the_second_batch(self: RedisChannel, envelopes: Any) -> None:
+        calls.append(len(envelopes))
+        if len(calls) == 2:
+            cutter.armed.set()
+        put(self, envelopes)
+
+    monkeypatch.setattr(RedisChannel, "put_envelopes", arm_on_the_second_batch)
+    direct = redis.Redis(REDIS_HOST, REDIS_PORT)
+    try:
+        with pytest.raises(SendFailed) as failed:
+            # small batches: each script call reaches the proxy in one read
+            app.send_many([signature("tasks.add", i, i, app=app) for i in range(7)],
+                          batch_size=3)
+        error = failed.value
+        assert cutter.cut.is_set() and calls == [3, 3]
+        assert (len(error.sent), len(error.in_doubt), len(error.unsent)) == (3, 3, 1)
+        assert error.in_doubt[0] in str(error) and "all or none" in str(error)
+        stored = [json.loads(m)["headers"]["id"] for m in direct.lrange(queue, 0, -1)]
+        assert sorted(stored) == sorted(error.sent + error.in_doubt)  # each once
+    finally:
+        app.close()
+        cutter.close()
+        direct.delete(queue)
+
+
+def test_a_rabbitmq_channel_error_part_way_is_a_send_failed_naming_what_was_sent(
+        tmp_path, unique):
+    """The second batch goes to an exchange that does not exist (RabbitMQ closes the channel,
+    404): the error is a SendFailed, the first batch sent, the second not counted as sent."""
+    queue = f"channel-error-{unique}"
+    app = client(tmp_path, "rabbitmq", queue)
+    add = app.tasks["tasks.add"]
+    calls = [add.s(i, i) for i in range(5)] + [
+        add.s(i, i).set(exchange=f"missing-{unique}", routing_key="x") for i in range(5)]
+    try:
+        with pytest.raises(SendFailed, match="NOT_FOUND") as failed:
+            app.send_many(calls, batch_size=5)
+        error = failed.value
+        assert len(error.sent) == 5 and len(error.in_doubt) + len(error.unsent) == 5
+        assert drain_ids(app, queue, 5) == error.sent
     finally:
         app.close()

@@ -76,6 +76,11 @@ class BrokerFamily:
         a read-only replica): a worker waits and reconnects, as for a lost connection."""
         return ()
 
+    def write_refusals(self) -> tuple[type[BaseException], ...]:
+        """Errors with which the broker refuses a write before storing any of it: a bulk send
+        refused so names its batch not sent rather than in doubt."""
+        return ()
+
     def queue_inspector(self, connection: Connection,
                         management_url: str | None = None) -> QueueInspector:
         """Queue depths through ``connection`` (owned by the inspector from now on)."""

@@ -97,25 +97,27 @@ def confirms(connection: Connection) -> bool:
     return bool(getattr(connection.connection, "confirm_publish", False))
 
 
-def publish_confirmed(connection: Connection, batch: Sequence[Publication],
-                      timeout: float) -> list[int]:
+def publish_confirmed(connection: Connection, batch: Sequence[Publication], timeout: float,
+                      confirmed: dict[int, bool] | None = None) -> list[int]:
     """Publish every message of ``batch``, then wait once for the broker to confirm them all;
     returns the positions of the messages it refused (nacked). A channel of its own numbers
     the confirms from 1, which is how each confirm is matched to its message. Raises
     ``TimeoutError`` when the confirms take longer than ``timeout`` seconds (the broker may
-    still take the unconfirmed ones)."""
+    still take the unconfirmed ones). ``confirmed`` (position -> acked, else nacked) is filled
+    as confirms arrive: after a failure it tells which messages the broker has."""
     channel = connection.channel()
+    if confirmed is None:
+        confirmed = {}
     try:
-        confirmed: dict[int, bool] = {}  # delivery tag -> acked (else nacked)
         floor = [1]  # the first tag no ``multiple`` confirm has covered
 
         def confirm(tag: int, multiple: bool, acked: bool) -> None:
             if multiple:  # every tag up to this one not confirmed yet
                 for earlier in range(floor[0], tag + 1):
-                    confirmed.setdefault(earlier, acked)
+                    confirmed.setdefault(earlier - 1, acked)
                 floor[0] = max(floor[0], tag + 1)
             else:
-                confirmed.setdefault(tag, acked)
+                confirmed.setdefault(tag - 1, acked)
 
         channel.events["basic_ack"].add(lambda tag, multiple: confirm(tag, multiple, True))
         channel.events["basic_nack"].add(lambda tag, multiple: confirm(tag, multiple, False))
@@ -133,6 +135,6 @@ def publish_confirmed(connection: Connection, batch: Sequence[Publication],
                 raise TimeoutError(f"{len(batch) - len(confirmed)} of {len(batch)} messages "
                                    f"not confirmed within {timeout:g}s")
             channel.wait([spec.Basic.Ack, spec.Basic.Nack], timeout=remaining)
-        return sorted(tag - 1 for tag, acked in confirmed.items() if not acked)
+        return sorted(position for position, acked in confirmed.items() if not acked)
     finally:
         channel.close()

@@ -34,6 +34,11 @@ class RedisFamily(BrokerFamily):
         # answers with an error reply, not a broken connection.
         return (redis.exceptions.ResponseError,)
 
+    def write_refusals(self) -> tuple[type[BaseException], ...]:
+        # Out of memory or read-only, Redis refuses a script at its first write: it stores
+        # none of it (one that has written runs to the end).
+        return (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+
     def queue_inspector(self, connection: Connection,
                         management_url: str | None = None) -> RedisQueues:
         return RedisQueues(connection)
