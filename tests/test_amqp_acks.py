@@ -5,13 +5,22 @@ buffered reads deliver every frame whole; acks early still go out before the tas
 from __future__ import annotations
 
 import random
+import socket
 import time
 from typing import Any
 
 import pytest
+from amqp.transport import SSLTransport
 from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.exceptions import ChannelError
 
-from qtui.core.brokers.amqp.transport import WorkerChannel, WorkerTransport, ack_plan
+from qtui.core.brokers.amqp.transport import (
+    BufferedConnection,
+    BufferedTCPTransport,
+    WorkerChannel,
+    WorkerTransport,
+    ack_plan,
+)
 
 from .worker_helpers import REDIS_URL, make_setup, wait_for
 
@@ -39,6 +48,71 @@ def test_the_plan_never_covers_a_delivery_still_held_and_acks_every_finished_one
         covered = {t for t in unsettled if upto is not None and t <= upto}
         assert covered <= tags, (tags, unsettled, upto)
         assert covered | set(one_by_one) == tags and not covered & set(one_by_one)
+
+
+# buffered reads (no broker: a socket that hands over prepared bytes) ------------------------
+HEARTBEAT = bytes([8, 0, 0, 0, 0, 0, 0, 0xCE])
+
+
+def frame(kind: int, payload: bytes) -> bytes:
+    return bytes([kind, 0, 1]) + len(payload).to_bytes(4, "big") + payload + b"\xce"
+
+
+def fed_transport(chunks: list[bytes]) -> BufferedTCPTransport:
+    """A transport whose socket returns ``chunks`` one per ``recv``, then times out."""
+    transport = BufferedTCPTransport("127.0.0.1:1")
+    pending = list(chunks)
+
+    def recv(size: int) -> bytes:
+        if not pending:
+            raise socket.timeout()
+        return pending.pop(0)
+
+    transport._quick_recv = recv
+    return transport
+
+
+def test_frames_split_anywhere_across_reads_are_read_whole_and_in_order():
+    payloads = [b"", b"x", bytes(range(256)) * 300, b"y" * 70_000, b"z"]
+    wire = b"".join(frame(3, payload) for payload in payloads)
+    chunks = [wire[i:i + 997] for i in range(0, len(wire), 997)]  # splits headers and bodies
+    transport = fed_transport(chunks)
+    assert [transport.read_frame()[2] for _ in payloads] == payloads
+    assert not transport._frame_buffered()
+
+
+def test_a_frame_cut_short_by_a_timeout_is_read_whole_once_the_rest_arrives():
+    whole = frame(3, b"p" * 5000)
+    transport = fed_transport([whole[:3000]])
+    with pytest.raises(socket.timeout):
+        transport.read_frame()
+    transport._quick_recv = lambda size: whole[3000:]
+    assert transport.read_frame() == (3, 1, b"p" * 5000)
+
+
+def test_a_tls_connection_keeps_py_amqp_transport_and_its_drain_reads_nothing():
+    """py-amqp's TLS transport has no read-ahead buffer: draining it must not fail (the worker
+    would exit on its first drain) nor touch the socket."""
+    connection = BufferedConnection(host="127.0.0.1:5671", ssl=True)
+    transport = connection.Transport("127.0.0.1:5671", connect_timeout=1, ssl=True)
+    assert isinstance(transport, SSLTransport)
+    connection.transport = transport
+    connection.on_inbound_frame = pytest.fail
+    connection.drain_buffered(10)
+
+
+def test_a_drain_of_buffered_frames_stops_after_about_the_prefetch_count_of_messages():
+    """Acks sent while draining let the broker send more: an unbounded drain could keep the
+    worker from its outcomes, timers and signals."""
+    transport = fed_transport([HEARTBEAT * 100])
+    transport.read_frame()  # the first read fills the buffer
+    connection = BufferedConnection(host="127.0.0.1:1")
+    connection.transport = transport
+    delivered: list[Any] = []
+    connection.on_inbound_frame = delivered.append
+    connection.drain_buffered(2)
+    assert len(delivered) == 6
+    assert transport._frame_buffered()
 
 
 # on RabbitMQ ---------------------------------------------------------------------------------
@@ -99,6 +173,21 @@ def test_acks_of_several_deliveries_leave_the_held_ones_with_the_broker(amqp_url
         received[2].ack()  # a delivery acked on its own (a dead letter, say) is settled too
         assert channel.unsettled == {tags[b"5"]}
     assert left_on(amqp_url, queue, 1) == [b"5"]
+
+
+@pytest.mark.timeout(60)
+def test_a_channel_the_broker_closed_and_py_amqp_reopened_holds_no_deliveries(amqp_url, queue):
+    """py-amqp revives a channel the broker closed; its delivery tags start at 1 again, so
+    tags held before must not be kept as held (an ack plan would rest on them)."""
+    publish(amqp_url, queue, [b"1", b"2"])
+    with Connection(amqp_url, transport=WorkerTransport) as conn:
+        channel = conn.channel()
+        receive_all(conn, channel, queue, 2)
+        assert len(channel.unsettled) == 2
+        with pytest.raises(ChannelError):
+            channel.queue_declare(f"{queue.name}-missing", passive=True)
+        assert channel.unsettled == set()
+    assert sorted(left_on(amqp_url, queue, 2)) == [b"1", b"2"]
 
 
 @pytest.mark.timeout(60)
