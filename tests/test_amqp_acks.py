@@ -4,7 +4,9 @@ buffered reads deliver every frame whole; acks early still go out before the tas
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import socket
 import time
 from typing import Any
@@ -65,7 +67,7 @@ def fed_transport(chunks: list[bytes]) -> BufferedTCPTransport:
 
     def recv(size: int) -> bytes:
         if not pending:
-            raise socket.timeout()
+            raise TimeoutError()
         return pending.pop(0)
 
     transport._quick_recv = recv
@@ -220,3 +222,88 @@ def test_acks_early_on_rabbitmq_go_out_before_the_task_runs(tmp_path, unique, am
         assert (left, len(setup.records("die_always"))) == (0, 1)
     finally:
         setup.cleanup()
+
+
+@pytest.mark.timeout(90)
+def test_acks_late_of_a_finished_task_go_out_before_the_solo_pool_runs_the_next(
+        tmp_path, unique, amqp_url):
+    """The solo pool runs a task in the worker's own thread: the gathered ack of the quick
+    task before it must not wait for it to finish, or a worker killed meanwhile has the quick
+    task run again (no result backend to tell that it already ran)."""
+    setup = make_setup(tmp_path, f"qw-{unique}", amqp_url, None, task_acks_late=True)
+    try:
+        with setup.worker("-P", "solo") as worker:
+            app = setup.app()
+            app.send_task("tasks.mark", args=["quick"])  # the slow one waits in the worker
+            app.send_task("tasks.slow", args=[30, "slow"])
+            app.close()
+            assert setup.wait_records("started", 1)
+            assert setup.records("mark")
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)
+        # RabbitMQ puts back what the dead connection held all at once: the slow task only.
+        with Connection(amqp_url) as conn:
+            channel = conn.default_channel
+
+            def ready() -> int:
+                return int(channel.queue_declare(setup.queue, passive=True).message_count)
+
+            assert wait_for(lambda: ready() >= 1, 10)
+            message = channel.basic_get(setup.queue, no_ack=True)
+            assert (message.headers["task"], ready()) == ("tasks.slow", 0)
+    finally:
+        setup.cleanup()
+
+
+@pytest.mark.timeout(60)
+def test_a_task_whose_early_ack_cannot_be_sent_runs_once_the_worker_reconnects(
+        unique, amqp_url):
+    """The connection breaks as the ack before the task is written: the task has not started,
+    so it and the rest of its batch wait again and the copies RabbitMQ gives back run (not
+    adopted as if running)."""
+    from qtui.core import App
+    from qtui.workers.worker import Worker
+
+    ran: list[str] = []
+    app = App("acks", broker=amqp_url, backend=None, task_default_queue=f"qa-{unique}",
+              task_acks_late=False)
+
+    @app.task(name="note")
+    def note(tag: str) -> None:
+        ran.append(tag)
+
+    worker = Worker(app, pool="threads", concurrency=2, heartbeat=False, send_events=False)
+    worker.pool.start()
+    worker.consumer.connect(worker.prefetch_target())
+    worker._on_connected()
+    try:
+        sent = worker.consumer.ack_many
+        failures: list[OSError] = []
+
+        def ack_many_failing_once(tags: list[str]) -> None:
+            if not failures:
+                failures.append(OSError("connection reset by the test"))
+                raise failures[0]
+            sent(tags)
+
+        worker.consumer.ack_many = ack_many_failing_once  # type: ignore[method-assign]
+        app.send_task("note", args=["a"])
+        app.send_task("note", args=["b"])
+        deadline = time.monotonic() + 30
+        while sorted(ran) != ["a", "b"] and time.monotonic() < deadline:
+            try:
+                worker._turn()
+            except worker.consumer.errors as exc:
+                assert exc is failures[0]
+                assert not worker.active and worker.reserved and not ran
+                worker._on_connection_lost(exc)
+        wait_for(lambda: len(ran) > 2, 1)
+        assert failures and sorted(ran) == ["a", "b"]
+        worker._process_events()
+        assert not worker.active
+    finally:
+        worker.consumer.close()
+        worker.pool.stop()
+        with Connection(amqp_url) as conn:
+            conn.default_channel.queue_delete(f"qa-{unique}")
+        app.close()
