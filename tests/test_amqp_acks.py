@@ -1,6 +1,8 @@
 """The worker's AMQP transport (qtui.core.brokers.amqp.transport): acks gathered over a turn go
 out in as few frames as the deliveries still held allow, never acking one that is held, and
-buffered reads deliver every frame whole; acks early still go out before the task runs."""
+buffered reads deliver every frame whole, a bounded number per drain (nothing buffered over
+TLS); acks early still go out before the task runs, gathered ones before the solo pool runs the
+next task, and a task whose early ack cannot be sent waits again instead of being lost."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from amqp.transport import SSLTransport
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.exceptions import ChannelError
 
+from qtui.core import App
 from qtui.core.brokers.amqp.transport import (
     BufferedConnection,
     BufferedTCPTransport,
@@ -23,6 +26,7 @@ from qtui.core.brokers.amqp.transport import (
     WorkerTransport,
     ack_plan,
 )
+from qtui.workers.worker import Worker
 
 from .worker_helpers import REDIS_URL, make_setup, wait_for
 
@@ -261,9 +265,6 @@ def test_a_task_whose_early_ack_cannot_be_sent_runs_once_the_worker_reconnects(
     """The connection breaks as the ack before the task is written: the task has not started,
     so it and the rest of its batch wait again and the copies RabbitMQ gives back run (not
     adopted as if running)."""
-    from qtui.core import App
-    from qtui.workers.worker import Worker
-
     ran: list[str] = []
     app = App("acks", broker=amqp_url, backend=None, task_default_queue=f"qa-{unique}",
               task_acks_late=False)
