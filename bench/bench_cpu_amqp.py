@@ -4,10 +4,11 @@
 The queue (a fresh one) is filled first, without publisher confirms; then the worker starts, and
 from the first message it takes until the queue is empty the bench counts the CPU time of the
 worker's process tree (``/proc``, children included) and of the broker's process (RabbitMQ's
-beam.smp, found by the port it listens on; it serves everyone on a shared node, so its figure
-is only as quiet as the node). ``--profile FILE`` runs the worker under cProfile (a pstats file);
-``--strace FILE`` counts its system calls (``strace -f -c``, the whole run: startup included),
-which repeat from run to run whatever the machine's load.
+beam.smp, found by the port it listens on when it runs on this machine; it serves everyone on a
+shared node, so its figure is only as quiet as the node). ``--profile FILE`` runs the worker
+under cProfile (a pstats file); ``--strace FILE`` counts its system calls (``strace -f -c``, the
+whole run: startup included), which repeat from run to run whatever the machine's load. With
+either, the worker's CPU time would include their own overhead: it is not printed.
 
     python -m bench.bench_cpu_amqp solo --tasks 5000
     python -m bench.bench_cpu_amqp solo --tasks 5000 --events off --strace /tmp/solo.strace
@@ -16,6 +17,7 @@ which repeat from run to run whatever the machine's load.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import subprocess
 import sys
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             deadline = time.monotonic() + 60
             while waiting() < args.tasks and time.monotonic() < deadline:
                 time.sleep(0.05)  # RabbitMQ counts what it routed, a moment late
-            broker = listening_pid(conn.connection.transport.sock.getpeername()[1])
+            host, port = conn.connection.transport.sock.getpeername()[:2]
+            broker = listening_pid(port) if ipaddress.ip_address(host).is_loopback else None
             with Path(tmp, "worker.log").open("w") as log:
                 worker = subprocess.Popen(command, cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
                                           env=env, start_new_session=True)
@@ -109,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             channel.exchange_delete(queue)
     n = args.tasks
     label = args.pool + (f" -c {args.concurrency}" if args.concurrency else "")
-    print(f"{label}, events {args.events}: worker {1e6 * worker_cpu / n:.0f} us/task, RabbitMQ "
+    traced = args.strace or args.profile
+    print(f"{label}, events {args.events}: worker "
+          + ("- (traced)" if traced else f"{1e6 * worker_cpu / n:.0f} us/task") + ", RabbitMQ "
           + ("-" if broker_cpu is None else f"{1e6 * broker_cpu / n:.0f} us/task")
           + f", drain {n / seconds:,.0f}/s, load {os.getloadavg()[0]:.1f}")
     if args.strace:

@@ -1,17 +1,32 @@
 """The worker's AMQP transport (qtui.core.brokers.amqp.transport): acks gathered over a turn go
 out in as few frames as the deliveries still held allow, never acking one that is held, and
-buffered reads deliver every frame whole; acks early still go out before the task runs."""
+buffered reads deliver every frame whole, a bounded number per drain (nothing buffered over
+TLS); acks early still go out before the task runs, gathered ones before the solo pool runs the
+next task, and a task whose early ack cannot be sent waits again instead of being lost."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import socket
 import time
 from typing import Any
 
 import pytest
+from amqp.transport import SSLTransport
 from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.exceptions import ChannelError
 
-from qtui.core.brokers.amqp.transport import WorkerChannel, WorkerTransport, ack_plan
+from qtui.core import App
+from qtui.core.brokers.amqp.transport import (
+    BufferedConnection,
+    BufferedTCPTransport,
+    WorkerChannel,
+    WorkerTransport,
+    ack_plan,
+)
+from qtui.workers.worker import Worker
 
 from .worker_helpers import REDIS_URL, make_setup, wait_for
 
@@ -39,6 +54,71 @@ def test_the_plan_never_covers_a_delivery_still_held_and_acks_every_finished_one
         covered = {t for t in unsettled if upto is not None and t <= upto}
         assert covered <= tags, (tags, unsettled, upto)
         assert covered | set(one_by_one) == tags and not covered & set(one_by_one)
+
+
+# buffered reads (no broker: a socket that hands over prepared bytes) ------------------------
+HEARTBEAT = bytes([8, 0, 0, 0, 0, 0, 0, 0xCE])
+
+
+def frame(kind: int, payload: bytes) -> bytes:
+    return bytes([kind, 0, 1]) + len(payload).to_bytes(4, "big") + payload + b"\xce"
+
+
+def fed_transport(chunks: list[bytes]) -> BufferedTCPTransport:
+    """A transport whose socket returns ``chunks`` one per ``recv``, then times out."""
+    transport = BufferedTCPTransport("127.0.0.1:1")
+    pending = list(chunks)
+
+    def recv(size: int) -> bytes:
+        if not pending:
+            raise TimeoutError()
+        return pending.pop(0)
+
+    transport._quick_recv = recv
+    return transport
+
+
+def test_frames_split_anywhere_across_reads_are_read_whole_and_in_order():
+    payloads = [b"", b"x", bytes(range(256)) * 300, b"y" * 70_000, b"z"]
+    wire = b"".join(frame(3, payload) for payload in payloads)
+    chunks = [wire[i:i + 997] for i in range(0, len(wire), 997)]  # splits headers and bodies
+    transport = fed_transport(chunks)
+    assert [transport.read_frame()[2] for _ in payloads] == payloads
+    assert not transport._frame_buffered()
+
+
+def test_a_frame_cut_short_by_a_timeout_is_read_whole_once_the_rest_arrives():
+    whole = frame(3, b"p" * 5000)
+    transport = fed_transport([whole[:3000]])
+    with pytest.raises(socket.timeout):
+        transport.read_frame()
+    transport._quick_recv = lambda size: whole[3000:]
+    assert transport.read_frame() == (3, 1, b"p" * 5000)
+
+
+def test_a_tls_connection_keeps_py_amqp_transport_and_its_drain_reads_nothing():
+    """py-amqp's TLS transport has no read-ahead buffer: draining it must not fail (the worker
+    would exit on its first drain) nor touch the socket."""
+    connection = BufferedConnection(host="127.0.0.1:5671", ssl=True)
+    transport = connection.Transport("127.0.0.1:5671", connect_timeout=1, ssl=True)
+    assert isinstance(transport, SSLTransport)
+    connection.transport = transport
+    connection.on_inbound_frame = pytest.fail
+    connection.drain_buffered(10)
+
+
+def test_a_drain_of_buffered_frames_stops_after_about_the_prefetch_count_of_messages():
+    """Acks sent while draining let the broker send more: an unbounded drain could keep the
+    worker from its outcomes, timers and signals."""
+    transport = fed_transport([HEARTBEAT * 100])
+    transport.read_frame()  # the first read fills the buffer
+    connection = BufferedConnection(host="127.0.0.1:1")
+    connection.transport = transport
+    delivered: list[Any] = []
+    connection.on_inbound_frame = delivered.append
+    connection.drain_buffered(2)
+    assert len(delivered) == 6
+    assert transport._frame_buffered()
 
 
 # on RabbitMQ ---------------------------------------------------------------------------------
@@ -102,6 +182,21 @@ def test_acks_of_several_deliveries_leave_the_held_ones_with_the_broker(amqp_url
 
 
 @pytest.mark.timeout(60)
+def test_a_channel_the_broker_closed_and_py_amqp_reopened_holds_no_deliveries(amqp_url, queue):
+    """py-amqp revives a channel the broker closed; its delivery tags start at 1 again, so
+    tags held before must not be kept as held (an ack plan would rest on them)."""
+    publish(amqp_url, queue, [b"1", b"2"])
+    with Connection(amqp_url, transport=WorkerTransport) as conn:
+        channel = conn.channel()
+        receive_all(conn, channel, queue, 2)
+        assert len(channel.unsettled) == 2
+        with pytest.raises(ChannelError):
+            channel.queue_declare(f"{queue.name}-missing", passive=True)
+        assert channel.unsettled == set()
+    assert sorted(left_on(amqp_url, queue, 2)) == [b"1", b"2"]
+
+
+@pytest.mark.timeout(60)
 def test_buffered_reads_deliver_small_and_large_messages_whole_and_in_order(amqp_url, queue):
     bodies = [b"a", bytes(range(256)) * 1200, b"b" * 70_000, b"c"]  # 300 KB, past one read
     publish(amqp_url, queue, bodies)
@@ -131,3 +226,85 @@ def test_acks_early_on_rabbitmq_go_out_before_the_task_runs(tmp_path, unique, am
         assert (left, len(setup.records("die_always"))) == (0, 1)
     finally:
         setup.cleanup()
+
+
+@pytest.mark.timeout(90)
+def test_acks_late_of_a_finished_task_go_out_before_the_solo_pool_runs_the_next(
+        tmp_path, unique, amqp_url):
+    """The solo pool runs a task in the worker's own thread: the gathered ack of the quick
+    task before it must not wait for it to finish, or a worker killed meanwhile has the quick
+    task run again (no result backend to tell that it already ran)."""
+    setup = make_setup(tmp_path, f"qw-{unique}", amqp_url, None, task_acks_late=True)
+    try:
+        with setup.worker("-P", "solo") as worker:
+            app = setup.app()
+            app.send_task("tasks.mark", args=["quick"])  # the slow one waits in the worker
+            app.send_task("tasks.slow", args=[30, "slow"])
+            app.close()
+            assert setup.wait_records("started", 1)
+            assert setup.records("mark")
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)
+        # RabbitMQ puts back what the dead connection held all at once: the slow task only.
+        with Connection(amqp_url) as conn:
+            channel = conn.default_channel
+
+            def ready() -> int:
+                return int(channel.queue_declare(setup.queue, passive=True).message_count)
+
+            assert wait_for(lambda: ready() >= 1, 10)
+            message = channel.basic_get(setup.queue, no_ack=True)
+            assert (message.headers["task"], ready()) == ("tasks.slow", 0)
+    finally:
+        setup.cleanup()
+
+
+@pytest.mark.timeout(60)
+def test_a_task_whose_early_ack_cannot_be_sent_runs_once_the_worker_reconnects(
+        unique, amqp_url):
+    """The connection breaks as the ack before the task is written: the task has not started,
+    so it and the rest of its batch wait again and the copies RabbitMQ gives back run (not
+    adopted as if running)."""
+    ran: list[str] = []
+    app = App("acks", broker=amqp_url, backend=None, task_default_queue=f"qa-{unique}",
+              task_acks_late=False)
+
+    @app.task(name="note")
+    def note(tag: str) -> None:
+        ran.append(tag)
+
+    worker = Worker(app, pool="threads", concurrency=2, heartbeat=False, send_events=False)
+    worker.pool.start()
+    worker.consumer.connect(worker.prefetch_target())
+    worker._on_connected()
+    try:
+        sent = worker.consumer.ack_many
+        failures: list[OSError] = []
+
+        def ack_many_failing_once(tags: list[str]) -> None:
+            if not failures:
+                failures.append(OSError("connection reset by the test"))
+                raise failures[0]
+            sent(tags)
+
+        worker.consumer.ack_many = ack_many_failing_once  # type: ignore[method-assign]
+        app.send_task("note", args=["a"])
+        app.send_task("note", args=["b"])
+        deadline = time.monotonic() + 30
+        while sorted(ran) != ["a", "b"] and time.monotonic() < deadline:
+            try:
+                worker._turn()
+            except worker.consumer.errors as exc:
+                assert exc is failures[0]
+                assert not worker.active and worker.reserved and not ran
+                worker._on_connection_lost(exc)
+        wait_for(lambda: len(ran) > 2, 1)
+        assert failures and sorted(ran) == ["a", "b"]
+        worker._process_events()
+        assert not worker.active
+    finally:
+        worker.consumer.close()
+        worker.pool.stop()
+        with Connection(amqp_url) as conn:
+            conn.default_channel.queue_delete(f"qa-{unique}")
+        app.close()

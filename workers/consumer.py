@@ -49,6 +49,9 @@ RECONNECT_INTERVAL_START = 0.5
 RECONNECT_INTERVAL_MAX = 10.0
 #: Most seconds between two AMQP heartbeat checks (a quarter of the heartbeat when shorter).
 HEARTBEAT_CHECK_MAX = 5.0
+#: Most messages already read from the socket that one drain delivers when the prefetch is
+#: unlimited (otherwise: the prefetch count).
+BUFFERED_DRAIN_MAX = 1000
 
 
 class Consumer:
@@ -290,10 +293,10 @@ class Consumer:
         assert self.connection is not None
         try:
             self.connection.drain_events(timeout=timeout)
-            # RabbitMQ: every message already read from the socket, not one per call.
+            # RabbitMQ: the messages already read from the socket, not one per call.
             drain_buffered = getattr(self.connection.connection, "drain_buffered", None)
             if drain_buffered is not None:
-                drain_buffered()
+                drain_buffered(self.prefetch or BUFFERED_DRAIN_MAX)
         except TimeoutError:
             pass
         except ChannelError as exc:

@@ -137,9 +137,16 @@ class Settlement:
         """Acks early: where the broker gives deliveries back with the connection (RabbitMQ)
         the ack goes out now, before the task runs, so a worker lost meanwhile does not run it
         again; elsewhere as :meth:`ack` (on Redis it rides with the next fetch)."""
-        self.ack(job)
-        if not self.consumer.keeps_deliveries:
-            self.flush_acks()
+        try:
+            self.ack(job)
+            if not self.consumer.keeps_deliveries:
+                self.flush_acks()
+        except self.consumer.errors:
+            # Not sent: the task will not start now, and goes back to the broker unrun.
+            job.acked = False
+            if (job.delivery_tag, False) in self.orphans:
+                self.orphans.remove((job.delivery_tag, False))
+            raise
 
     def flush_acks(self) -> None:
         """Send the acks gathered during this turn, in one round trip (RabbitMQ: in as few

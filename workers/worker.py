@@ -500,6 +500,7 @@ class Worker:
         if keys and record is None:
             self.starts.record(keys)
         if room <= 0 and record is None:
+            self._flush_acks_before(batch)
             self._start(batch)
             return None
         acks: list[str] = []
@@ -515,6 +516,7 @@ class Worker:
             self.starts.untaken(record)
             if record is not None:
                 self.starts.record(keys)
+            self._flush_acks_before(batch)
             self._start(batch)
             if self._acks_due():  # RabbitMQ: several go out in one frame
                 self.settlement.flush_acks()
@@ -525,6 +527,13 @@ class Worker:
         except self.consumer.errors as exc:
             self._lost_fetch(acks, record, [], exc)
             raise
+
+    def _flush_acks_before(self, batch: list[Job]) -> None:
+        """Send the gathered acks before ``batch`` starts when due, and always when the pool
+        runs it in this thread (solo): they would otherwise wait for it to finish, and a
+        worker lost meanwhile would have the finished tasks run again."""
+        if (batch and self.pool.runs_in_caller) or self._acks_due():
+            self.settlement.flush_acks()
 
     def _lost_fetch(self, acks: list[str], record: StartRecord | None, batch: list[Job],
                     exc: BaseException) -> None:
@@ -549,13 +558,24 @@ class Worker:
             self.active[job.id] = job
             self.total[job.name] += 1
             if not options.acks_late:
-                self.settlement.ack_before_run(job)
+                try:
+                    self.settlement.ack_before_run(job)
+                except self.consumer.errors:
+                    # Lost connection: the task did not start, so the copy the broker sends
+                    # back must run rather than be adopted as this one.
+                    self._unstart(batch[index:])
+                    raise
             self.hooks.on_task_started(job, None)
             if not self.pool.apply(item):
-                del self.active[job.id]
-                job.stage = RESERVED
-                self.reserved.extendleft(reversed(batch[index:]))
+                self._unstart(batch[index:])
                 return
+
+    def _unstart(self, jobs: list[Job]) -> None:
+        """``jobs`` (the first one put in :attr:`active`, the others not yet) wait again, in
+        order, ahead of the reserved ones."""
+        del self.active[jobs[0].id]
+        jobs[0].stage = RESERVED
+        self.reserved.extendleft(reversed(jobs))
 
     def task_options(self, name: str) -> TaskOptions:
         """A task type's options, read again whenever the configuration changes."""

@@ -25,6 +25,9 @@ class Pool(ABC):
     """Runs tasks with a fixed (but resizable) number of slots."""
 
     name: str = "base"
+    #: :meth:`apply` runs the task to its end before it returns (the worker does nothing else
+    #: meanwhile).
+    runs_in_caller: bool = False
 
     def __init__(self, app: App, concurrency: int, report: Report,
                  max_tasks_per_child: int | None = None) -> None:

@@ -15,6 +15,7 @@ from .base import Pool
 
 class SoloPool(Pool):
     name = "solo"
+    runs_in_caller = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -29,12 +29,26 @@ from kombu.transport import pyamqp
 READ_SIZE = 65536
 #: Bytes before an AMQP frame's payload: type (1), channel (2), payload size (4).
 FRAME_HEADER = 7
+#: Frames of a task message: method, content header and (one, for most) body frame.
+FRAMES_PER_MESSAGE = 3
 
 
 class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
-    """py-amqp's TCP transport, reading ahead into its buffer."""
+    """py-amqp's TCP transport, reading ahead into its buffer.
 
-    _read_buffer: bytes
+    The buffer is kept with a read offset, so taking a frame from it copies only that frame
+    (cutting the rest off each time would copy the whole buffer per frame)."""
+
+    @property
+    def _read_buffer(self) -> bytes:
+        """What is read and not yet taken: py-amqp's name, which its ``read_frame`` uses to put
+        back a frame cut short by a timeout."""
+        return bytes(self._unread[self._taken:])
+
+    @_read_buffer.setter
+    def _read_buffer(self, data: bytes) -> None:
+        self._unread = bytearray(data)
+        self._taken = 0
 
     @contextmanager
     def having_timeout(self, timeout: float | None) -> Iterator[Any]:
@@ -48,34 +62,40 @@ class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
 
     def _frame_buffered(self) -> bool:
         """Whether the buffer holds a whole frame (type, channel, size, payload, end byte)."""
-        buffer = self._read_buffer
-        return len(buffer) >= FRAME_HEADER and \
-            len(buffer) >= FRAME_HEADER + int.from_bytes(buffer[3:7], "big") + 1
+        start, buffered = self._taken, len(self._unread) - self._taken
+        if buffered < FRAME_HEADER:
+            return False
+        size = int.from_bytes(self._unread[start + 3:start + FRAME_HEADER], "big")
+        return buffered >= FRAME_HEADER + size + 1
 
     def _read(self, n: int, initial: bool = False,
               _errnos: tuple[int, ...] = (errno.EAGAIN, errno.EINTR)) -> bytes:
-        """Exactly ``n`` bytes: from the buffer, topped up by reads of whatever has arrived."""
-        rbuf = self._read_buffer
-        if len(rbuf) < n:
+        """Exactly ``n`` bytes: from the buffer, topped up by reads of whatever has arrived
+        (what was read stays buffered if a read fails: py-amqp's contract)."""
+        rbuf = self._unread
+        if len(rbuf) - self._taken < n:
+            del rbuf[:self._taken]
+            self._taken = 0
             recv = self._quick_recv
-            try:
-                while len(rbuf) < n:
-                    try:
-                        s = recv(max(n - len(rbuf), READ_SIZE))
-                    except OSError as exc:
-                        if exc.errno in _errnos:
-                            if initial and self.raise_on_initial_eintr:
-                                raise TimeoutError() from exc
-                            continue
-                        raise
-                    if not s:
-                        raise OSError("Server unexpectedly closed connection")
-                    rbuf += s
-            except BaseException:  # py-amqp's contract: what was read stays buffered
-                self._read_buffer = rbuf
-                raise
-        result: bytes = rbuf[:n]
-        self._read_buffer = rbuf[n:]
+            while len(rbuf) < n:
+                try:
+                    s = recv(max(n - len(rbuf), READ_SIZE))
+                except OSError as exc:
+                    if exc.errno in _errnos:
+                        if initial and self.raise_on_initial_eintr:
+                            raise TimeoutError() from exc
+                        continue
+                    raise
+                if not s:
+                    raise OSError("Server unexpectedly closed connection")
+                rbuf += s
+        start = self._taken
+        result = bytes(rbuf[start:start + n])
+        if start + n == len(rbuf):
+            rbuf.clear()
+            self._taken = 0
+        else:
+            self._taken = start + n
         return result
 
 
@@ -127,6 +147,12 @@ class WorkerChannel(pyamqp.Channel):
         self.unsettled.discard(delivery_tag)
         return done
 
+    def _do_revive(self) -> None:
+        """py-amqp opens the channel again (after the broker closed it): it holds nothing and
+        its delivery tags start at 1 again."""
+        self.unsettled.clear()
+        super()._do_revive()
+
     def basic_recover(self, requeue: bool = False) -> Any:
         done = super().basic_recover(requeue)
         self.unsettled.clear()  # given back or sent again under new tags
@@ -148,10 +174,18 @@ class BufferedConnection(pyamqp.Connection):
 
     Channel = WorkerChannel
 
-    def drain_buffered(self) -> None:
-        """Deliver every message whose frames are already read, without touching the socket
-        (``drain_events`` stops after one message)."""
-        while self.transport is not None and self.transport._frame_buffered():
+    def drain_buffered(self, messages: int) -> None:
+        """Deliver the messages whose frames are already read, without touching the socket
+        (``drain_events`` stops after one message), but no more than about ``messages`` of
+        them: acks sent meanwhile let the broker send more, and the worker has outcomes,
+        timers and signals to serve too. Nothing over TLS (py-amqp's transport reads exactly
+        one frame at a time)."""
+        transport = self.transport
+        if not isinstance(transport, BufferedTCPTransport):
+            return
+        for _ in range(FRAMES_PER_MESSAGE * max(1, messages)):
+            if self.transport is not transport or not transport._frame_buffered():
+                return
             self.blocking_read(0)
 
     def Transport(self, host: str, connect_timeout: float | None, ssl: Any = False,  # noqa: N802
