@@ -26,7 +26,7 @@ from qtui.tui.views.rates import RateChart, bar_cells
 from qtui.tui.views.tasks import TasksScreen
 from qtui.tui.views.workers import WorkersScreen
 
-from .console_data import SNAPSHOT, FixedConsole
+from .console_data import SNAPSHOT, FixedConsole, changed
 
 SMALL = (80, 24)
 LARGE = (200, 50)
@@ -310,7 +310,7 @@ async def test_a_view_coming_back_shows_the_current_data_at_once():
     async with console.run_test(size=SMALL) as pilot:
         await pilot.press("3")
         await pilot.press("2")
-        newer = replace(SNAPSHOT.tasks[0], id="ffffffff-0000-4000-8000-000000000099",
+        newer = changed(SNAPSHOT.tasks[0], id="ffffffff-0000-4000-8000-000000000099",
                         received=SNAPSHOT.tasks[-1].received + 60)  # type: ignore[operator]
         console.apply(replace(SNAPSHOT, tasks=(newer,)))
         await pilot.press("3")
