@@ -156,6 +156,22 @@ async def test_requeue_all_matching_the_filter_shows_the_scripted_command(app):
     assert waiting(app, "images.dead") == [IDS[1]]
 
 
+async def test_a_bad_filter_is_refused_and_requeue_all_keeps_to_the_filter_before_it(app):
+    dead_letter(app, IDS[0], "failed: ValueError('bad size')")
+    dead_letter(app, IDS[1], "unknown task 'images.old'")
+    console = FixedConsole(app=app)
+    async with console.run_test(size=SIZE) as pilot:
+        console.push_screen(DeadLettersScreen())
+        await settled(pilot)
+        await pilot.press("slash", *"result:ValueError", "enter")
+        await pilot.press("slash", "ctrl+u", *"state:", "enter", "A")  # a value is missing
+        await pilot.pause()
+        assert isinstance(console.screen, ConfirmScreen)
+        assert "Requeue 1 dead letter?" in screen_text(console)
+        assert console.screen.command == equivalents.dead_letters(
+            "requeue", {"images.dead": [IDS[0]]}, "result:ValueError", {"images.dead"})
+
+
 def test_the_confirmations_command_does_what_the_console_does(app, capsys):
     """``qtui dead requeue images.dead --all --filter ...``, as the dialog shows it, run."""
     from qtui.tui.cli import main

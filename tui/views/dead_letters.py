@@ -17,7 +17,7 @@ from qtui.core.peek import WaitingMessage
 from qtui.core.queues import inspector_for
 
 from .. import equivalents, message_actions
-from ..query import QueryError, matches, parse
+from ..query import QueryError, Term, matches, parse
 from . import format
 from .peek import MessagesView
 
@@ -41,6 +41,8 @@ class DeadLettersScreen(MessagesView):
     def __init__(self) -> None:
         super().__init__()
         self.filter_text = ""
+        self.terms: list[Term] = []
+        """The parsed :attr:`filter_text` (a bad filter is refused, never kept)."""
         self.shown: dict[str, WaitingMessage] = {}
         """The dead letters the filter matches, by row key (``<dead queue>:<position>``)."""
 
@@ -66,13 +68,8 @@ class DeadLettersScreen(MessagesView):
         self.draw_rows()
 
     def draw_rows(self) -> None:
-        try:
-            terms = parse(self.filter_text)
-        except QueryError as exc:
-            self.notify(str(exc), severity="error")
-            terms = []
         self.shown = {k: m for k, m in self.messages.items()
-                      if matches(terms, m.filter_values())}
+                      if matches(self.terms, m.filter_values())}
         table = self.table
         current = self.cursor_key()
         table.clear()
@@ -100,7 +97,15 @@ class DeadLettersScreen(MessagesView):
 
     def action_filter(self) -> None:
         def apply(text: str) -> None:
-            self.filter_text = text.strip()
+            # Parsed once, here: a bad filter is reported and the current one stays, as in
+            # the Tasks and Scheduled views (were it kept and read as "no filter", "requeue
+            # all" would take every dead letter while the summary named the filter).
+            try:
+                terms = parse(text.strip())
+            except QueryError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.filter_text, self.terms = text.strip(), terms
             self.draw_rows()
         self.ask("Filter dead letters (name:, id:, args:, result: the reason)", apply,
                  value=self.filter_text)
