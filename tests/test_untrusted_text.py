@@ -323,6 +323,28 @@ def test_dead_list_shows_origin_queue_and_priority_literally():
     assert "from: q␛]52" in printed and "priority: 3" in printed
 
 
+def test_dead_list_names_a_listed_dead_letter_queue_literally(monkeypatch):
+    """``qtui dead list`` finds the dead-letter queues the broker lists: any client names them."""
+    import argparse
+    import contextlib
+
+    from qtui.tui import peek_commands
+    evil_queue = f"q{OSC52}{CLEAR}[/].dead"
+    out = io.StringIO()
+    monkeypatch.setattr(peek_commands, "inspector_for", lambda app: contextlib.nullcontext())
+    monkeypatch.setattr(peek_commands.dead, "dead_queues", lambda inspector, names: [evil_queue])
+    monkeypatch.setattr(peek_commands.dead, "read", lambda inspector, name: [evil_dead_letter()])
+    monkeypatch.setattr(peek_commands, "_out",
+                        lambda: RichConsole(file=out, force_terminal=True, width=200))
+
+    app = argparse.Namespace(router=argparse.Namespace(queues={}))  # what the command reads
+    args = argparse.Namespace(queue=None, filter=None, json=False)
+    assert peek_commands.dead_list_command(args, app) == 0  # type: ignore[arg-type]
+    printed = _OWN_SEQUENCES.sub("", out.getvalue())
+    assert ESC not in printed and "\x07" not in printed
+    assert "q␛]52;c;b3duZWQ=␇␛[2J[/].dead: 1 dead letter" in printed
+
+
 def test_an_alerts_detail_shows_hostnames_and_queues_literally():
     from qtui.core.alerts import FIRING, Rule, RuleStatus
     from qtui.tui.views.alerts import describe

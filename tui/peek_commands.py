@@ -168,7 +168,7 @@ def dead_list_command(args: argparse.Namespace, app: App) -> int:
     if not any(found.values()):
         out.print("No dead letters.")
     for name, messages in found.items():
-        out.print(Text.assemble((f"{name}", "bold"), f": {len(messages)} dead letter"
+        out.print(Text.assemble(safe_text(name, "bold"), f": {len(messages)} dead letter"
                                 f"{'s' if len(messages) != 1 else ''}"))
         if messages:
             out.print(_messages_table(messages, dead_letters=True))
