@@ -25,8 +25,9 @@ atexit.register(shutil.rmtree, _DATA_HOME, ignore_errors=True)
 #: Records the test RabbitMQ's pause stream may hold before a test run starts it again. Every
 #: run appends some (pause and resume tests share qtui's own stream, since the workers they start
 #: read that one); about 270 bytes each, so a stream reset at this count never reaches its first
-#: segment roll (100 kB). A roll, or a stream deleted just after one, crashed RabbitMQ 3.10.8's
-#: stream retention, and after a few crashes the node (see the README's pause section).
+#: segment roll, even one made with the 100 kB segments of earlier qtui versions. A roll, or a
+#: stream deleted just after one, crashed RabbitMQ 3.10.8's stream retention, and after a few
+#: crashes the node (see the README's pause section).
 PAUSE_STREAM_RESET_AT = 150
 
 
