@@ -591,6 +591,8 @@ class Worker:
 
     # outcomes --------------------------------------------------------------------------------
     def _process_events(self, wait: float | None = None) -> None:
+        if self.pool.collect(wait or 0.0):
+            wait = None  # the pool waited, and reported what came in this thread
         try:
             event = self._events.get(timeout=wait) if wait else self._events.get_nowait()
         except queue.Empty:
