@@ -31,6 +31,7 @@ import logging
 import multiprocessing
 import math
 import os
+import pickle
 import resource
 import select
 import signal
@@ -186,9 +187,11 @@ class PreforkPool(Pool):
                 if child.dead or child.retiring or child.item is not None:
                     continue
                 try:
-                    child.jobs.send(item)
+                    # A plain pickle: Connection.send builds a ForkingPickler per call, for
+                    # reducers (file descriptors, sockets) a work item never holds.
+                    child.jobs.send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
                 except OSError:
-                    continue  # dying: the results thread will see it go
+                    continue  # dying: the watch thread will see it go
                 child.item = item
                 child.deadline = time.monotonic() + item.time_limit if item.time_limit else None
                 child.cause, child.killed = None, False
