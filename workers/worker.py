@@ -13,7 +13,8 @@ This module is the orchestrator: the main loop and the job's path. The broker co
 touches the broker runs on the main thread. Pools report outcomes through a thread-safe queue
 that the main loop drains between broker reads, so the loop never blocks on the broker while a
 finished task waits for its ack; the prefork pool reports from the main loop's own wait
-(:meth:`~qtui.workers.pools.base.Pool.collect`), with no thread between a child and the ack. Features plug in at the named points of
+(:meth:`~qtui.workers.pools.base.Pool.collect`), with no thread between a child and the ack.
+Features plug in at the named points of
 :class:`~qtui.workers.hooks.Hooks` (events, the arguments store, revocation, ETA and rate
 limits); remote-control commands (:mod:`~qtui.workers.control`) arrive on the same thread and
 change the worker through the methods of its "remote control" section.

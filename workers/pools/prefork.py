@@ -28,8 +28,8 @@ from __future__ import annotations
 import ctypes
 import itertools
 import logging
-import multiprocessing
 import math
+import multiprocessing
 import os
 import pickle
 import resource
