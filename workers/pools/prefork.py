@@ -11,12 +11,11 @@ death is seen by its pid (the pidfd turns readable; ``waitpid`` polling where th
 pidfds), not by end-of-file on its result pipe, which a grandchild the task forked may keep
 open; a grandchild does not get the pool's pipes anyway (closed after ``fork``, close-on-exec
 for ``exec``). The task a dead child was running is reported lost -- killed at its hard time
-limit, signalled by
-``revoke(terminate=True)`` (still killed at the hard limit if it survives the signal), or died
-for any other reason (then the worker delivers the task again). The main thread respawns
-missing children on every turn of its loop, so a child that died, retired after
-``max_tasks_per_child`` (or above ``worker_max_memory_per_child``) or was added by
-:meth:`grow` is replaced at once.
+limit, signalled by ``revoke(terminate=True)`` (still killed at the hard limit if it survives
+the signal), or died for any other reason (then the worker delivers the task again). The main
+thread respawns missing children on every turn of its loop, so a child that died, retired after
+``max_tasks_per_child`` (or above ``worker_max_memory_per_child``) or was added by :meth:`grow`
+is replaced at once.
 
 Children run in their own process group (a Ctrl-C or a group signal reaches the worker, which
 then shuts them down in order) and die with the worker (``PR_SET_PDEATHSIG``), so no orphan ever
@@ -267,7 +266,7 @@ class PreforkPool(Pool):
         report them from this (the main) thread."""
         if self._polled != self._generation:
             self._watch_result_pipes()
-        for fd, _ in self._poll.poll(math.ceil(timeout * 1000)):
+        for fd, _ in self._poll.poll(max(0, math.ceil(timeout * 1000))):  # < 0: forever
             if fd == self._alert_r:
                 _drain(fd)
                 continue
