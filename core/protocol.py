@@ -22,8 +22,8 @@ import reprlib
 import socket
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -236,10 +236,58 @@ def build(message: TaskMessage) -> WireMessage:
     properties: dict[str, Any] = {"correlation_id": message.id, "reply_to": message.reply_to or ""}
     if message.priority is not None:
         properties["priority"] = message.priority
+    return WireMessage(body=body_of(message), headers=headers, properties=properties)
+
+
+def body_of(message: TaskMessage) -> tuple[Any, ...]:
+    """The protocol-v2 body: ``[args, kwargs, embed]``."""
     embed = {"callbacks": message.callbacks, "errbacks": message.errbacks,
              "chain": message.chain, "chord": message.chord}
-    return WireMessage(body=(list(message.args), dict(message.kwargs), embed),
-                       headers=headers, properties=properties)
+    return list(message.args), dict(message.kwargs), embed
+
+
+#: The fields that differ between sends of one task, in the order :func:`per_send` gives them:
+#: a message template (:class:`~qtui.core.brokers.envelope.Template`) leaves them open.
+PER_SEND = ("id", "root_id", "parent_id", "group", "group_index", "eta", "expires", "argsrepr",
+            "kwargsrepr", SENT_AT_HEADER)
+
+
+def template_key(message: TaskMessage) -> tuple[Any, ...] | None:
+    """What the headers and properties of ``message`` share with every message built from one
+    template (everything but :data:`PER_SEND`), or None when it carries what a template leaves
+    to :func:`build` (user headers, stamps, a canvas embed). Numbers are keyed with their types:
+    ``1`` and ``1.0`` are equal keys but different JSON."""
+    if (message.headers or message.stamps or message.stamped_headers is not None
+            or message.callbacks is not None or message.errbacks is not None
+            or message.chain is not None or message.chord is not None):
+        return None
+    numbers = (message.retries, message.time_limit, message.soft_time_limit,
+               message.ignore_result, message.replaced_task_nesting, message.priority)
+    return (message.task, message.shadow, message.origin, message.reply_to, numbers,
+            tuple(map(type, numbers)))
+
+
+def per_send(message: TaskMessage) -> tuple[Any, ...]:
+    """The header values of :data:`PER_SEND`, as :func:`build` writes them (the publish time
+    is now)."""
+    eta, expires = message.eta, message.expires
+    return (message.id, message.root_id, message.parent_id, message.group,
+            message.group_index, eta.isoformat() if eta else None,
+            expires.isoformat() if expires else None, message.argsrepr, message.kwargsrepr,
+            time.time())
+
+
+def build_open(message: TaskMessage, slot: Callable[[str], str]) -> WireMessage:
+    """``build(message)`` with ``slot(name)`` standing for each value of :data:`PER_SEND`
+    (and for the correlation id, which is the id): the headers and properties a template
+    is cut from."""
+    marked = replace(message, **{name: slot(name) for name in
+                                 ("id", "root_id", "parent_id", "group", "argsrepr",
+                                  "kwargsrepr")})
+    wire = build(marked)
+    wire.headers.update({name: slot(name) for name in
+                         ("group_index", "eta", "expires", SENT_AT_HEADER)})
+    return wire
 
 
 def decode(raw: bytes | str, content_type: str | None, content_encoding: str | None,

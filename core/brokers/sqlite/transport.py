@@ -114,7 +114,7 @@ class Channel(virtual.Channel):
         rows = []
         for envelope in envelopes:
             priority = self._get_message_priority({"properties": {"priority": envelope.priority}})
-            not_before = envelope.headers.get(NOT_BEFORE_HEADER)
+            not_before = envelope.user_headers.get(NOT_BEFORE_HEADER)
             if not isinstance(not_before, (int, float)):
                 not_before = None
             rows += [(queue, priority, envelope.payload, not_before)
