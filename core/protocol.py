@@ -133,8 +133,6 @@ def default_origin() -> str:
 
 _ready_ids: deque[str] = deque()
 os.register_at_fork(after_in_child=_ready_ids.clear)  # a child must not reuse its parent's
-_VERSION_BITS, _VERSION_4 = 0xF000 << 64, 0x4000 << 64
-_VARIANT_BITS, _VARIANT_RFC = 0xC000 << 48, 0x8000 << 48
 
 
 def new_id() -> str:
@@ -145,12 +143,12 @@ def new_id() -> str:
         return _ready_ids.popleft()
     except IndexError:
         pass
-    data = os.urandom(16 * 256)
-    ids = []
-    for at in range(0, len(data), 16):
-        bits = int.from_bytes(data[at:at + 16], "big")
-        text = "%032x" % (bits & ~_VERSION_BITS & ~_VARIANT_BITS | _VERSION_4 | _VARIANT_RFC)
-        ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
+    data = bytearray(os.urandom(16 * 256))
+    data[6::16] = bytes(byte & 0x0F | 0x40 for byte in data[6::16])  # version 4
+    data[8::16] = bytes(byte & 0x3F | 0x80 for byte in data[8::16])  # RFC 4122 variant
+    text = data.hex()
+    ids = [f"{text[at:at + 8]}-{text[at + 8:at + 12]}-{text[at + 12:at + 16]}-"
+           f"{text[at + 16:at + 20]}-{text[at + 20:at + 32]}" for at in range(0, len(text), 32)]
     _ready_ids.extend(ids[1:])
     return ids[0]
 
@@ -196,15 +194,26 @@ def saferepr(value: Any, maxsize: int) -> str:
 def _plain(value: Any) -> bool:
     """A flat tuple or dict of at most 64 numbers, flags and short strings (keys too): the
     arguments of most calls."""
-    if type(value) is tuple:
+    kind = type(value)
+    if kind is tuple:
         items: Any = value
-    elif type(value) is dict:
-        items = [*value, *value.values()]
+    elif kind is dict:
+        items = (*value, *value.values())
     else:
         return False
-    return len(value) <= 64 and all(
-        type(item) in _PLAIN or (type(item) is int and -_SHORT < item < _SHORT)
-        or (type(item) is str and len(item) <= 256) for item in items)
+    if len(value) > 64:
+        return False
+    for item in items:
+        kind = type(item)
+        if kind is int:
+            if not -_SHORT < item < _SHORT:
+                return False
+        elif kind is str:
+            if len(item) > 256:
+                return False
+        elif kind not in _PLAIN:
+            return False
+    return True
 
 
 def build(message: TaskMessage) -> WireMessage:

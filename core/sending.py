@@ -58,6 +58,8 @@ class SendSettings:
     publish_timeout: float
     where: str
     """``the broker at URL`` (password masked), for error messages."""
+    always_eager: bool
+    """``task_always_eager``: a task's ``apply_async`` runs it here instead of sending it."""
     backend: ResultBackend
     """The app's result backend (the app drops these settings when it closes or forks)."""
 
@@ -67,7 +69,8 @@ class SendSettings:
         return cls(conf.version, conf.task_serializer, bool(conf.task_ignore_result),
                    bool(conf.task_send_sent_event), bool(conf.task_publish_retry),
                    dict(conf.task_publish_retry_policy), float(conf.broker_publish_timeout),
-                   f"the broker at {config.mask_url(app.broker_url)}", app.backend)
+                   f"the broker at {config.mask_url(app.broker_url)}",
+                   bool(conf.task_always_eager), app.backend)
 
 
 @dataclass(slots=True)

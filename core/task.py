@@ -254,7 +254,7 @@ class Task:
         priority, ignore_result and serializer not given are the task's own."""
         if self.typing:
             self._check_signature(args or (), kwargs or {})
-        if self.app.conf.task_always_eager:
+        if self.app.send_settings.always_eager:
             return self.apply(  # type: ignore[return-value]
                 args, kwargs, task_id=options.get("task_id"))
         for key, default in self._send_defaults().items():
