@@ -290,9 +290,9 @@ def build_open(message: TaskMessage, slot: Callable[[str], str]) -> WireMessage:
     """``build(message)`` with ``slot(name)`` standing for each value of :data:`PER_SEND`
     (and for the correlation id, which is the id): the headers and properties a template
     is cut from."""
-    marked = replace(message, **{name: slot(name) for name in
-                                 ("id", "root_id", "parent_id", "group", "argsrepr",
-                                  "kwargsrepr")})
+    marked = replace(message, id=slot("id"), root_id=slot("root_id"),
+                     parent_id=slot("parent_id"), group=slot("group"),
+                     argsrepr=slot("argsrepr"), kwargsrepr=slot("kwargsrepr"))
     wire = build(marked)
     wire.headers.update({name: slot(name) for name in
                          ("group_index", "eta", "expires", SENT_AT_HEADER)})

@@ -201,7 +201,7 @@ class Template:
 def _json_number(value: Any) -> str:
     """The JSON text of a header value that is neither a string nor None (a number, mostly)."""
     kind = type(value)
-    if kind is int or kind is float and math.isfinite(value):
+    if kind is int or (kind is float and math.isfinite(value)):
         return repr(value)
     return _json(value)
 
