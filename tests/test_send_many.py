@@ -90,18 +90,8 @@ def test_the_stored_envelope_is_byte_for_byte_what_kombu_stores(
     message = TaskMessage(id=new_task_id(), task="tasks.add", args=(1,), **fields)
     try:
         with app.connection_for_write() as conn:
-            channel = conn.default_channel
-            channel.queue_declare(queue)
-            sending.send(app, [Outgoing(message, "", queue, None, "json")])
-            ours = stored(channel, queue)
-            channel.queue_purge(queue)
-            # The same message through kombu's own Producer.publish, as qtui sent it before.
-            wire = build(message)
-            conn.Producer().publish(
-                wire.body, exchange="", routing_key=queue, serializer="json",
-                headers=wire.headers, delivery_mode=2, **wire.properties)
-            kombus = stored(channel, queue)
-            channel.queue_purge(queue)
+            conn.default_channel.queue_declare(queue)
+            ours, kombus = ours_and_kombus(app, conn, queue, message)
         assert len(ours) == 1 and json.loads(ours[0])["headers"]["id"] == message.id
         assert ours == kombus
     finally:
@@ -122,22 +112,31 @@ def test_a_template_is_cut_for_each_kind_of_message(tmp_path, unique, fixed_wire
     ]
     try:
         with app.connection_for_write() as conn:
-            channel = conn.default_channel
-            channel.queue_declare(queue)
+            conn.default_channel.queue_declare(queue)
             for fields in [*kinds, *kinds]:
                 message = TaskMessage(**{"id": new_task_id(), "task": "tasks.add",
                                          "args": (1,), **fields})
-                sending.send(app, [Outgoing(message, "", queue, None, "json")])
-                ours = stored(channel, queue)
-                channel.queue_purge(queue)
-                wire = build(message)
-                conn.Producer().publish(
-                    wire.body, exchange="", routing_key=queue, serializer="json",
-                    headers=wire.headers, delivery_mode=2, **wire.properties)
-                assert ours == stored(channel, queue), fields
-                channel.queue_purge(queue)
+                ours, kombus = ours_and_kombus(app, conn, queue, message)
+                assert ours == kombus, fields
     finally:
         app.close()
+
+
+def ours_and_kombus(app: App, conn: Any, queue: str, message: TaskMessage
+                    ) -> tuple[list[str], list[str]]:
+    """What ``queue`` stores for ``message`` sent by qtui, then sent through kombu's own
+    ``Producer.publish`` (as qtui sent it before); the queue is left empty."""
+    channel = conn.default_channel
+    sending.send(app, [Outgoing(message, "", queue, None, "json")])
+    ours = stored(channel, queue)
+    channel.queue_purge(queue)
+    wire = build(message)
+    conn.Producer().publish(
+        wire.body, exchange="", routing_key=queue, serializer="json",
+        headers=wire.headers, delivery_mode=2, **wire.properties)
+    kombus = stored(channel, queue)
+    channel.queue_purge(queue)
+    return ours, kombus
 
 
 @pytest.mark.parametrize("broker", ["redis", "sqlite"])
