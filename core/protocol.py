@@ -118,17 +118,24 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-_origin: tuple[int, str] = (0, "")
+_origin = ""
 
 
 def default_origin() -> str:
     """Celery's ``anon_nodename``: ``gen<pid>@<host>``, so a monitor can tell who sent a task
-    (worked out once per process: every message asks)."""
+    (worked out once per process, forgotten in a forked child: every message asks)."""
     global _origin
-    pid = os.getpid()
-    if _origin[0] != pid:
-        _origin = (pid, f"gen{pid}@{socket.gethostname()}")
-    return _origin[1]
+    if not _origin:
+        _origin = f"gen{os.getpid()}@{socket.gethostname()}"
+    return _origin
+
+
+def _forget_origin() -> None:
+    global _origin
+    _origin = ""
+
+
+os.register_at_fork(after_in_child=_forget_origin)
 
 
 _ready_ids: deque[str] = deque()
@@ -185,6 +192,8 @@ def saferepr(value: Any, maxsize: int) -> str:
     """A repr bounded in size and effort (deep or huge arguments never cost much), like Celery's."""
     # A plain value's repr is reprlib's (dict items in insertion order either way), without
     # its per-item dispatch; reprlib also copes with a __repr__ that raises.
+    if not value and (type(value) is tuple or type(value) is dict):
+        return repr(value)  # no arguments (of this kind): the commonest call
     text = repr(value) if _plain(value) else _repr.repr(value)
     if len(text) > maxsize:
         text = text[: max(0, maxsize - 3)] + "..."

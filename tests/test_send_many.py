@@ -122,6 +122,41 @@ def test_a_template_is_cut_for_each_kind_of_message(tmp_path, unique, fixed_wire
         app.close()
 
 
+@pytest.mark.parametrize("broker", ["redis", "sqlite"])
+def test_a_batch_of_mixed_priorities_and_queues_stores_what_kombu_stores(
+        broker, tmp_path, unique, fixed_wire):
+    """One batch whose messages change queue and priority from one to the next: each queue
+    (each of its priority lists on Redis) holds what kombu's publish of each stores."""
+    queues = [f"mixa-{unique}", f"mixb-{unique}"]
+    app = client(tmp_path, broker, queues[0])
+    sends = [(0, None), (0, 6), (0, 6), (1, 9), (0, 3), (1, None), (0, 0), (0, 6), (1, 9)]
+    messages = [(queues[q], TaskMessage(id=new_task_id(), task="tasks.add", args=(i,),
+                                        priority=priority))
+                for i, (q, priority) in enumerate(sends)]
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for queue in queues:
+                channel.queue_declare(queue)
+            sending.send(app, [Outgoing(message, "", queue, None, "json")
+                               for queue, message in messages])
+            ours = [stored(channel, queue) for queue in queues]
+            for queue in queues:
+                channel.queue_purge(queue)
+            for queue, message in messages:
+                wire = build(message)
+                conn.Producer().publish(
+                    wire.body, exchange="", routing_key=queue, serializer="json",
+                    headers=wire.headers, delivery_mode=2, **wire.properties)
+            kombus = [stored(channel, queue) for queue in queues]
+            for queue in queues:
+                channel.queue_purge(queue)
+        assert [len(texts) for texts in ours] == [6, 3]
+        assert ours == kombus
+    finally:
+        app.close()
+
+
 def ours_and_kombus(app: App, conn: Any, queue: str, message: TaskMessage
                     ) -> tuple[list[str], list[str]]:
     """What ``queue`` stores for ``message`` sent by qtui, then sent through kombu's own

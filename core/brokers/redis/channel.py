@@ -183,15 +183,19 @@ class Channel(kombu_redis.Channel):
                        envelope.payload)
             return
         args: list[Any] = [self.sep]
-        run: list[Any] = []  # the current run: destination, count, messages
+        run: list[Any] = []  # the current run: exchange key, routing key, suffix, count, messages
+        destination: tuple[str, str, str] | None = None
+        suffixes: dict[int, str] = {}  # priority list suffix by message priority
         for envelope in envelopes:
-            priority = self.priority(self._priority_of(envelope))
-            destination = [
-                self.keyprefix_queue % (envelope.exchange,) if envelope.exchange else "",
-                envelope.routing_key, f"{self.sep}{priority}" if priority else ""]
-            if run[:3] != destination:
+            suffix = suffixes.get(envelope.priority)
+            if suffix is None:
+                level = self.priority(self._priority_of(envelope))
+                suffix = suffixes[envelope.priority] = f"{self.sep}{level}" if level else ""
+            if destination != (envelope.exchange, envelope.routing_key, suffix):
+                destination = (envelope.exchange, envelope.routing_key, suffix)
                 args += run
-                run = [*destination, 0]
+                run = [self.keyprefix_queue % (envelope.exchange,) if envelope.exchange else "",
+                       envelope.routing_key, suffix, 0]
             run[3] += 1
             run.append(envelope.payload)
         args += run
