@@ -7,7 +7,9 @@ again; each step copies and rebuilds. :func:`encode` does the same steps, in kom
 with kombu's own serializer, codec and JSON encoder, straight to the stored text, so kombu's and
 Celery's consumers read what qtui stores as their own (a test compares the two byte for byte).
 A channel that stores envelopes (:class:`EnvelopeChannel`: qtui's Redis and SQLite channels)
-takes a batch of them in one round trip or one transaction.
+takes a batch of them in one round trip or one transaction. Most messages are not encoded at all
+but filled into a :class:`Template`, the text :func:`encode` stores for their kind of message
+with the values that change from send to send left open.
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ def _envelope(channel: EnvelopeChannel, encoded: Any, body_encoding: str | None,
 _SLOT = "\x00qtui-slot:{}\x00"
 #: What fills a template's slots, in :data:`PER_SEND` order, then the delivery tag and body.
 _SLOTS = (*PER_SEND, "delivery_tag", "body")
+#: Templates kept at most (kinds of message: a few per task in practice); past it they are
+#: cut again as they are used.
 _TEMPLATE_SIZE = 1024
 
 
