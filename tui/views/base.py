@@ -107,9 +107,16 @@ class ClusterView(Screen[None]):
                    self.console.last_input + INPUT_QUIET) - now
         if wait > 0:
             if self._pending is None:
-                self._pending = self.set_timer(wait, self._redraw_now)
+                self._pending = self.set_timer(wait, self._redraw_when_quiet)
             return
         self._redraw_now()
+
+    def _redraw_when_quiet(self) -> None:
+        """The held-back redraw, unless a key came since it was held: then it waits again, so
+        that it never lands within INPUT_QUIET of a key (a redraw of the tasks table takes tens
+        of milliseconds, which the repaint of that key would wait for)."""
+        self._pending = None
+        self.redraw()
 
     def _redraw_now(self) -> None:
         if self._pending is not None:
