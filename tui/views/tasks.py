@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Collection, Iterable
-from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -14,8 +14,6 @@ from qtui.core.display import printable, safe_text
 
 from .. import query
 from ..bulk import Marks
-from ..model import ConsoleModel
-from ..order import TaskOrder
 from ..rows import TaskRow
 from . import format
 from .base import MARK, MarkingView, mark_sorted
@@ -100,9 +98,6 @@ class TasksScreen(MarkingView):
         operator moves the cursor: the status line says so."""
         self.marks = Marks()
         """Task ids marked for a bulk action (kept across pages, tabs and filters)."""
-        self._order: TaskOrder | None = None
-        self._order_of: tuple[ConsoleModel, int, tuple[Any, ...]] | None = None
-        """The model, its version and the view's (sort, tab, filter) that ``_order`` is of."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -156,35 +151,25 @@ class TasksScreen(MarkingView):
         return tasks
 
     def current_page(self, chosen: str | None = None) -> tuple[list[TaskRow], int]:
-        """The current page of rows, sorted, and how many matched in all. With ``chosen`` (a
-        task id) the page is the one that task is on, if it still matches."""
-        order = self._ordered()
-        pages = max(1, -(-len(order) // PAGE_SIZE))
+        """The current page of rows, sorted, and how many matched in all. The first page is
+        picked with a heap (no full sort), so 100,000 tasks stay cheap while watching live.
+        With ``chosen`` (a task id) the page is the one that task is on, if it still matches."""
+        tasks = self.matching()
+        key = SORT_KEYS[self.sort_column]
+        pages = max(1, -(-len(tasks) // PAGE_SIZE))
         self.page = min(self.page, pages - 1)
-        at = order.position(chosen) if chosen else None
-        if at is not None:
-            self.page = at // PAGE_SIZE
-        tasks = self.console.model.tasks
-        first = self.page * PAGE_SIZE
-        return [tasks[i] for i in order.ids(first, first + PAGE_SIZE)], len(order)
-
-    def _ordered(self) -> TaskOrder:
-        """The tasks the tab and the filter let through in the view's order, brought up to date
-        with the tasks changed since it last was; sorted afresh when the sort, the tab or the
-        filter changed, or the model is another (a context switch)."""
-        model = self.console.model
-        view = (self.sort_column, self.sort_reverse, self.state_tab, self.filter_text)
-        changed = None
-        if self._order is not None and self._order_of is not None \
-                and self._order_of[0] is model and self._order_of[2] == view:
-            changed = model.changed_since(self._order_of[1])
-        if self._order is None or changed is None:
-            self._order = TaskOrder(model.tasks, SORT_KEYS[self.sort_column], self.sort_reverse,
-                                    self._wanted)
-        else:
-            self._order.update(model.tasks, changed)
-        self._order_of = (model, model.version, view)
-        return self._order
+        task = self.console.model.tasks.get(chosen) if chosen else None
+        if task is not None and not self._wanted(task):
+            task = None
+        if self.page == 0:
+            pick = heapq.nlargest if self.sort_reverse else heapq.nsmallest
+            rows = pick(PAGE_SIZE, tasks, key=key)
+            if task is None or any(t is task for t in rows):
+                return rows, len(tasks)
+        ordered = sorted(tasks, key=key, reverse=self.sort_reverse)
+        if task is not None:
+            self.page = next(i for i, t in enumerate(ordered) if t is task) // PAGE_SIZE
+        return ordered[self.page * PAGE_SIZE:(self.page + 1) * PAGE_SIZE], len(tasks)
 
     def refresh_view(self) -> None:
         """Redraw for new data: the cursor stays on the task the operator chose, turning to the
