@@ -18,6 +18,7 @@ from ..actions import SIGNALS, not_stoppable
 from ..bulk import BulkPlan, Marks, Target
 from .alert_badge import AlertBadge
 from .keybar import KeyBar
+from .text_table import TextTable
 
 if TYPE_CHECKING:
     from ..actions import ActionResult
@@ -344,7 +345,7 @@ class TableView(ClusterView):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="summary", classes="summary")
-        table: DataTable[object] = DataTable(id=self.TABLE, cursor_type="row", zebra_stripes=True)
+        table: DataTable[object] = TextTable(id=self.TABLE, cursor_type="row", zebra_stripes=True)
         for column in self.COLUMNS:
             table.add_column(column, key=column)
         yield table

@@ -6,7 +6,8 @@ thread, while a key may wait. DataTable draws a cell through Rich's layout (a pa
 wrapper, a line split and crop): about 85 µs a cell on this project's bench machine, against 9
 µs for the same segments built here, which is most of the 40-50 ms such a redraw took at 140x40.
 Cells this does not cover (taller rows, text wider than its column, tabs, line breaks, other
-renderables, the header) are drawn by DataTable as before.
+renderables, the header) are drawn by DataTable as before. The views' tables that redraw from
+the feed (the tasks table, every one-table view, the overview's) are TextTables.
 """
 
 from __future__ import annotations
