@@ -124,6 +124,20 @@ def record_repaints(console: Any) -> list[float]:
     return writes
 
 
+def time_cursor_moves(table: Any) -> list[float]:
+    """A list that gets the time of every cursor move the table makes from now on (the up and
+    down keys): :func:`key_to_repaint` waits for the first repaint after it."""
+    handled: list[float] = []
+    for action in ("action_cursor_down", "action_cursor_up"):
+        bound = getattr(table, action)
+
+        def timed(original: Any = bound) -> None:
+            original()
+            handled.append(time.perf_counter())
+        setattr(table, action, timed)
+    return handled
+
+
 async def key_to_repaint(console: Any, key: str, writes: list[float],
                          handled: list[float]) -> float | None:
     """Seconds from a key event arriving to the repaint that shows its effect (the table cursor
@@ -163,14 +177,7 @@ async def run(url: str, tasks: int, rate: float, history: str | None = None,
         await pilot.press("3")
         from textual.widgets import DataTable
         table = console.screen.query_one(DataTable)
-        handled: list[float] = []
-        for action in ("action_cursor_down", "action_cursor_up"):
-            bound = getattr(table, action)
-
-            def timed(original: Any = bound) -> None:
-                original()
-                handled.append(time.perf_counter())
-            setattr(table, action, timed)
+        handled = time_cursor_moves(table)
         deadline = time.monotonic() + 15
         while not console.model.connected and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -365,15 +372,7 @@ async def ui_only(tasks: int, rate: float, seconds: float = 30.0) -> dict[str, A
             writes = record_repaints(console)
             await pilot.press("3")
             await pilot.pause(0.5)
-            table = console.screen.query_one(DataTable)
-            handled: list[float] = []
-            for action in ("action_cursor_down", "action_cursor_up"):
-                bound = getattr(table, action)
-
-                def timed(original: Any = bound) -> None:
-                    original()
-                    handled.append(time.perf_counter())
-                setattr(table, action, timed)
+            handled = time_cursor_moves(console.screen.query_one(DataTable))
             page_ms.clear()
             pending.clear()
             per_snapshot = int(rate / EVENTS_PER_TASK * 0.25)

@@ -21,13 +21,18 @@ from qtui.tui.views.text_table import TextTable
 from .console_data import SNAPSHOT, FixedConsole, changed, screen_text
 
 
+async def tasks_view(pilot) -> TasksScreen:
+    await pilot.press("3")
+    await pilot.pause()
+    screen = pilot.app.screen
+    assert isinstance(screen, TasksScreen)
+    return screen
+
+
 async def test_a_redraw_held_back_for_the_views_pace_waits_again_after_a_key(monkeypatch):
     console = FixedConsole()
     async with console.run_test(size=(140, 40)) as pilot:
-        await pilot.press("3")
-        await pilot.pause()
-        screen = console.screen
-        assert isinstance(screen, TasksScreen)
+        screen = await tasks_view(pilot)
         drawn: list[float] = []
         original = screen.refresh_view
         monkeypatch.setattr(screen, "refresh_view",
@@ -51,10 +56,7 @@ async def test_a_redraw_of_the_tasks_table_draws_its_text_cells_without_richs_la
         monkeypatch):
     console = FixedConsole()
     async with console.run_test(size=(140, 40)) as pilot:
-        await pilot.press("3")
-        await pilot.pause()
-        screen = console.screen
-        assert isinstance(screen, TasksScreen)
+        screen = await tasks_view(pilot)
         laid_out: list[object] = []
         render_lines = console.console.render_lines
 
