@@ -340,7 +340,7 @@ async def ui_only(tasks: int, rate: float, seconds: float = 30.0) -> dict[str, A
     console = Held(app, start_feed=False, history=False)
     page_ms: list[float] = []
     render_ms: list[float] = []
-    pending: list[float] = []
+    """Per redraw, the measuring, layout and render that followed it (until the next one)."""
     redraw = TasksScreen._redraw
     refresh_layout = Screen._refresh_layout
     on_idle = DataTable._on_idle
@@ -349,19 +349,19 @@ async def ui_only(tasks: int, rate: float, seconds: float = 30.0) -> dict[str, A
         start = time.thread_time()
         redraw(screen, *args, **kwargs)
         page_ms.append(1000 * (time.thread_time() - start))
-        pending.append(0.0)  # what Textual does for it comes next
+        render_ms.append(0.0)  # what Textual does for it comes next
 
     def timed_layout(screen: Screen[Any], *args: Any, **kwargs: Any) -> None:
         start = time.thread_time()
         refresh_layout(screen, *args, **kwargs)
-        if pending:
-            pending[-1] += 1000 * (time.thread_time() - start)
+        if render_ms:
+            render_ms[-1] += 1000 * (time.thread_time() - start)
 
     async def timed_idle(table: DataTable[Any], event: Any) -> None:
         start = time.thread_time()
         await on_idle(table, event)
-        if pending:
-            pending[-1] += 1000 * (time.thread_time() - start)
+        if render_ms:
+            render_ms[-1] += 1000 * (time.thread_time() - start)
 
     TasksScreen._redraw = timed_redraw  # type: ignore[method-assign]
     Screen._refresh_layout = timed_layout  # type: ignore[method-assign]
@@ -374,7 +374,7 @@ async def ui_only(tasks: int, rate: float, seconds: float = 30.0) -> dict[str, A
             await pilot.pause(0.5)
             handled = time_cursor_moves(console.screen.query_one(DataTable))
             page_ms.clear()
-            pending.clear()
+            render_ms.clear()
             per_snapshot = int(rate / EVENTS_PER_TASK * 0.25)
             sent = tasks
 
@@ -402,7 +402,6 @@ async def ui_only(tasks: int, rate: float, seconds: float = 30.0) -> dict[str, A
         TasksScreen._redraw = redraw  # type: ignore[method-assign]
         Screen._refresh_layout = refresh_layout  # type: ignore[method-assign]
         DataTable._on_idle = on_idle  # type: ignore[method-assign]
-    render_ms[:] = pending
     return {"keys": sorted(latencies), "page": page_ms, "render": render_ms}
 
 
