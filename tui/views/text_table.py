@@ -5,7 +5,7 @@ redraw of the tasks table under a stream of events draws every visible cell agai
 thread, while a key may wait. DataTable draws a cell through Rich's layout (a padding, a styled
 wrapper, a line split and crop): about 85 µs a cell on this project's bench machine, against 9
 µs for the same segments built here; the draw after such a redraw at 140x40 went from 45-51 ms
-of CPU to 35-36 (bench/RESULTS.md).
+of CPU to 34-36 (bench/RESULTS.md).
 Cells this does not cover (taller rows, text wider than its column, tabs, line breaks, other
 renderables, the header) are drawn by DataTable as before. The views' tables that redraw from
 the feed (the tasks table, every one-table view, the overview's) are TextTables.
