@@ -29,6 +29,13 @@ state, task history, metrics), without a broker.
     python -m bench.bench_console --metrics
     python -m bench.bench_console --history-size --tasks 1000000
 
+``--ui-only``: the UI thread's part of the live run alone (no broker, no event thread): the
+snapshots ``--rate`` events a second would bring, made here and handed to the console holding
+``--tasks`` tasks, while keys move the cursor; key latency, and the thread CPU time of each data
+redraw of the tasks view (choosing and writing its rows; Textual's measure, layout and render).
+
+    python -m bench.bench_console --ui-only
+
 ``--data-layer``: the console's memory without the event stream's noise (a backlog of events
 waiting in the receiver is counted in the live run's resident set): ``--tasks`` of the live
 run's tasks, JSON-decoded as the receiver decodes them, through ``Feed.ingest`` (history file
@@ -117,6 +124,20 @@ def record_repaints(console: Any) -> list[float]:
     return writes
 
 
+def time_cursor_moves(table: Any) -> list[float]:
+    """A list that gets the time of every cursor move the table makes from now on (the up and
+    down keys): :func:`key_to_repaint` waits for the first repaint after it."""
+    handled: list[float] = []
+    for action in ("action_cursor_down", "action_cursor_up"):
+        bound = getattr(table, action)
+
+        def timed(original: Any = bound) -> None:
+            original()
+            handled.append(time.perf_counter())
+        setattr(table, action, timed)
+    return handled
+
+
 async def key_to_repaint(console: Any, key: str, writes: list[float],
                          handled: list[float]) -> float | None:
     """Seconds from a key event arriving to the repaint that shows its effect (the table cursor
@@ -156,14 +177,7 @@ async def run(url: str, tasks: int, rate: float, history: str | None = None,
         await pilot.press("3")
         from textual.widgets import DataTable
         table = console.screen.query_one(DataTable)
-        handled: list[float] = []
-        for action in ("action_cursor_down", "action_cursor_up"):
-            bound = getattr(table, action)
-
-            def timed(original: Any = bound) -> None:
-                original()
-                handled.append(time.perf_counter())
-            setattr(table, action, timed)
+        handled = time_cursor_moves(table)
         deadline = time.monotonic() + 15
         while not console.model.connected and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -205,6 +219,7 @@ async def run(url: str, tasks: int, rate: float, history: str | None = None,
         "target": rate, "lag": elapsed - total / rate,
         "keys": len(latencies),
         "p50_ms": 1000 * statistics.median(latencies),
+        "p90_ms": 1000 * latencies[int(len(latencies) * 0.9)],
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "max_ms": 1000 * latencies[-1],
         "rss_mb": memory, "rss_collected_mb": collected, "rss_start_mb": rss_before,
@@ -288,6 +303,106 @@ async def view_switches(url: str, tasks: int, rate: float = 300.0, switches: int
     print("redraw (refresh_view) ms, median by view:",
           {name: round(statistics.median(values)) for name, values in costs.items()})
     return {"shown": shown, "current": current}
+
+
+async def ui_only(tasks: int, rate: float, seconds: float = 30.0) -> dict[str, Any]:
+    """The UI thread's own part of the live run, without a broker or an event thread: the
+    console holds ``tasks`` tasks and is handed, every refresh interval (0.25 s), a snapshot of
+    the tasks ``rate`` events a second would bring (a third of it new tasks, the oldest as many
+    forgotten), while a key moves the cursor every 50-600 ms. Returns the key latencies (ms)
+    and the thread CPU time (ms) of each data redraw of the tasks view, split into choosing and
+    writing its rows (``page``) and Textual's measuring, layout and render that follow
+    (``render``). CPU time moves less with the machine's load than wall time."""
+    from textual.screen import Screen
+    from textual.widgets import DataTable
+
+    from qtui.core import App
+    from qtui.core.state import TaskState
+    from qtui.tui.console import Console
+    from qtui.tui.rows import Snapshot, TaskRow
+    from qtui.tui.views.tasks import TasksScreen
+
+    began = time.time() - tasks / (rate / EVENTS_PER_TASK)
+
+    def task(n: int) -> TaskRow:
+        at = began + n / (rate / EVENTS_PER_TASK)
+        return TaskRow(TaskState(f"{n:08x}-0000-4000-8000-{n:012d}", name=f"bench.task{n % 20}",
+                                 state="SUCCESS", worker="bench@worker", received=at,
+                                 started=at + 0.001, runtime=0.001, args=f"({n}, {n * 2})",
+                                 kwargs="{}", timeline=(), updated=at))
+
+    class Held(Console):
+        def initial_snapshot(self) -> Snapshot:
+            return Snapshot(tasks=tuple(task(n) for n in range(tasks)), connected=True)
+
+    app = App("bench", broker="memory://")
+    app.conf.update(console_max_tasks=tasks, source="bench")
+    console = Held(app, start_feed=False, history=False)
+    page_ms: list[float] = []
+    render_ms: list[float] = []
+    """Per redraw, the measuring, layout and render that followed it (until the next one)."""
+    redraw = TasksScreen._redraw
+    refresh_layout = Screen._refresh_layout
+    on_idle = DataTable._on_idle
+
+    def timed_redraw(screen: TasksScreen, *args: Any, **kwargs: Any) -> None:
+        start = time.thread_time()
+        redraw(screen, *args, **kwargs)
+        page_ms.append(1000 * (time.thread_time() - start))
+        render_ms.append(0.0)  # what Textual does for it comes next
+
+    def timed_layout(screen: Screen[Any], *args: Any, **kwargs: Any) -> None:
+        start = time.thread_time()
+        refresh_layout(screen, *args, **kwargs)
+        if render_ms:
+            render_ms[-1] += 1000 * (time.thread_time() - start)
+
+    async def timed_idle(table: DataTable[Any], event: Any) -> None:
+        start = time.thread_time()
+        await on_idle(table, event)
+        if render_ms:
+            render_ms[-1] += 1000 * (time.thread_time() - start)
+
+    TasksScreen._redraw = timed_redraw  # type: ignore[method-assign]
+    Screen._refresh_layout = timed_layout  # type: ignore[method-assign]
+    DataTable._on_idle = timed_idle  # type: ignore[method-assign]
+    latencies: list[float] = []
+    try:
+        async with console.run_test(size=(140, 40)) as pilot:
+            writes = record_repaints(console)
+            await pilot.press("3")
+            await pilot.pause(0.5)
+            handled = time_cursor_moves(console.screen.query_one(DataTable))
+            page_ms.clear()
+            render_ms.clear()
+            per_snapshot = int(rate / EVENTS_PER_TASK * 0.25)
+            sent = tasks
+
+            async def feed() -> None:
+                nonlocal sent
+                while True:
+                    console.post_message(console.SnapshotReady(Snapshot(
+                        tasks=tuple(task(n) for n in range(sent, sent + per_snapshot)),
+                        removed=tuple(task(n - tasks).id
+                                      for n in range(sent, sent + per_snapshot)),
+                        connected=True)))
+                    sent += per_snapshot
+                    await asyncio.sleep(0.25)
+            feeding = asyncio.create_task(feed())
+            end = time.perf_counter() + seconds
+            key = "down"
+            while time.perf_counter() < end:
+                latency = await key_to_repaint(console, key, writes, handled)
+                if latency is not None:
+                    latencies.append(1000 * latency)
+                key = "up" if key == "down" else "down"
+                await asyncio.sleep(random.uniform(0.05, 0.6))
+            feeding.cancel()
+    finally:
+        TasksScreen._redraw = redraw  # type: ignore[method-assign]
+        Screen._refresh_layout = refresh_layout  # type: ignore[method-assign]
+        DataTable._on_idle = on_idle  # type: ignore[method-assign]
+    return {"keys": sorted(latencies), "page": page_ms, "render": render_ms}
 
 
 def run_with_history(url: str, tasks: int, rate: float, metrics: bool) -> dict[str, float]:
@@ -481,7 +596,22 @@ def main() -> None:
                         help="what a day of --tasks tasks adds to the history file")
     parser.add_argument("--data-layer", action="store_true",
                         help="the data layer's memory at --tasks tasks, without a broker")
+    parser.add_argument("--ui-only", action="store_true",
+                        help="the UI thread's part alone: snapshots made here, no broker")
     args = parser.parse_args()
+    if args.ui_only:
+        ui = asyncio.run(ui_only(args.tasks, args.rate))
+        keys = ui["keys"]
+        print(f"key-to-repaint, UI thread alone: p50 {statistics.median(keys):.1f} ms, "
+              f"p90 {keys[int(len(keys) * 0.9)]:.1f} ms, p99 "
+              f"{keys[min(len(keys) - 1, int(len(keys) * 0.99))]:.1f} ms, max {keys[-1]:.1f} ms "
+              f"over {len(keys)} keys")
+        for part in ("page", "render"):
+            values = sorted(ui[part])
+            print(f"data redraw of the tasks view, {part}: CPU median "
+                  f"{statistics.median(values):.1f} ms, max {values[-1]:.1f} ms "
+                  f"over {len(values)} redraws")
+        return
     if args.data_layer:
         found = data_layer(args.tasks)
         print(f"data layer with {args.tasks:,} tasks: {found['rss_mb']:.0f} MB resident after a "
@@ -529,8 +659,8 @@ def main() -> None:
           f"{result['rate']:,.0f} events/s (target {result['target']:,.0f}/s, "
           f"finished {result['lag']:+.1f}s after the publisher's schedule)")
     print(f"key-to-repaint while ingesting: p50 {result['p50_ms']:.1f} ms, "
-          f"p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms "
-          f"over {result['keys']} keys")
+          f"p90 {result['p90_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
+          f"max {result['max_ms']:.1f} ms over {result['keys']} keys")
     print(f"memory: {result['rss_mb']:.0f} MB resident with {result['tasks_in_state']:,} tasks "
           f"in state and {result['tasks_in_view']:,} in the console model "
           f"(started at {result['rss_start_mb']:.0f} MB); pid {os.getpid()}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import DataTable
+from textual_plotext import PlotextPlot
 
 from qtui.tui.console import Console
 from qtui.tui.views.metrics import MetricsScreen
@@ -80,6 +81,27 @@ async def test_the_selected_row_says_which_queue_and_workers_it_came_from(tmp_pa
         await settle(pilot, console, 2)
         origin = str(console.screen.query_one("#metrics-origin").render())
         assert "billing · deepest 40 · tasks: billing.charge" in origin
+
+
+def time_axis(console: Console, plot: str) -> tuple[list[str], str]:
+    """A plot's x axis as drawn: its tick labels left to right, and its label."""
+    lines = console.screen.query_one(f"#{plot}", PlotextPlot).render().plain.splitlines()
+    return lines[-2].split(), lines[-1].strip()
+
+
+async def test_both_plots_span_the_whole_range_up_to_now_whichever_steps_had_a_runtime(tmp_path):
+    # The slowest task of each range is selected: its runtimes cover a few steps of it only
+    # (images.resize 2-19 hours of the day, reports.build one hour a day of the week).
+    console = MetricsConsole(tmp_path / "h.sqlite")
+    async with console.run_test(size=(120, 36)) as pilot:
+        await pilot.press("6")
+        for count, ticks, label in ((2, "60 45 30 15 now", "minutes ago"),
+                                    (3, "24 18 12 6 now", "hours ago"),
+                                    (4, "7 6 5 4 3 2 1 now", "days ago")):
+            await settle(pilot, console, count)
+            assert time_axis(console, "throughput-plot") == (ticks.split(), label)
+            assert time_axis(console, "runtime-plot") == (ticks.split(), label)
+            await pilot.press("r")
 
 
 async def test_without_a_history_file_the_view_says_why_it_is_empty():

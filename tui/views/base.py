@@ -18,6 +18,7 @@ from ..actions import SIGNALS, not_stoppable
 from ..bulk import BulkPlan, Marks, Target
 from .alert_badge import AlertBadge
 from .keybar import KeyBar
+from .text_table import TextTable
 
 if TYPE_CHECKING:
     from ..actions import ActionResult
@@ -107,9 +108,16 @@ class ClusterView(Screen[None]):
                    self.console.last_input + INPUT_QUIET) - now
         if wait > 0:
             if self._pending is None:
-                self._pending = self.set_timer(wait, self._redraw_now)
+                self._pending = self.set_timer(wait, self._redraw_when_quiet)
             return
         self._redraw_now()
+
+    def _redraw_when_quiet(self) -> None:
+        """The held-back redraw, unless a key came since it was held: then it waits again, so
+        that it never lands within INPUT_QUIET of a key (a redraw of the tasks table takes tens
+        of milliseconds, which the repaint of that key would wait for)."""
+        self._pending = None
+        self.redraw()
 
     def _redraw_now(self) -> None:
         if self._pending is not None:
@@ -337,7 +345,7 @@ class TableView(ClusterView):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="summary", classes="summary")
-        table: DataTable[object] = DataTable(id=self.TABLE, cursor_type="row", zebra_stripes=True)
+        table: DataTable[object] = TextTable(id=self.TABLE, cursor_type="row", zebra_stripes=True)
         for column in self.COLUMNS:
             table.add_column(column, key=column)
         yield table

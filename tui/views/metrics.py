@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.text import Text
 from textual import work
@@ -31,9 +31,27 @@ from . import format
 from .base import ClusterView
 from .keybar import KeyBar
 
-#: (label, seconds shown, seconds per plotted step); steps are whole rows of the file (a
-#: minute for 48 hours, ten minutes after), at most about 170 points.
-RANGES = (("1 h", 3600, 60), ("24 h", 86400, 600), ("7 d", 7 * 86400, 3600))
+
+class TimeRange(NamedTuple):
+    """A range the plots show, and how their time axis reads it."""
+
+    label: str
+    span: int
+    """Seconds shown, up to now."""
+    step: int
+    """Seconds per plotted point: whole rows of the file (a minute for 48 hours, ten minutes
+    after), at most about 170 points."""
+    unit: str
+    """What the time axis counts back from now in ("minutes": it reads 60 45 30 15 now)."""
+    unit_seconds: int
+    tick: int
+    """Seconds between the axis's ticks."""
+
+
+RANGES = (TimeRange("1 h", 3600, 60, "minutes", 60, 900),
+          TimeRange("24 h", 86400, 600, "hours", 3600, 6 * 3600),
+          TimeRange("7 d", 7 * 86400, 3600, "days", 86400, 86400))
+
 #: Orders of the table: its name and the row's sort key (largest first).
 ORDERS = ("slowest", "failing")
 #: Seconds between reloads while the view is shown (rows are per minute).
@@ -129,8 +147,8 @@ class MetricsScreen(ClusterView):
             self.query_one("#summary", Static).update(Text(
                 "No metrics: they need console_history and console_metrics on."))
             return
-        _, span, step = RANGES[self.range_index]
-        self.load(history, span, step, self.by, self.selected_key())
+        shown = RANGES[self.range_index]
+        self.load(history, shown.span, shown.step, self.by, self.selected_key())
 
     @work(thread=True, exclusive=True, group="metrics", exit_on_error=False)
     def load(self, history: History, span: int, step: int, by: str, key: str | None) -> None:
@@ -172,7 +190,7 @@ class MetricsScreen(ClusterView):
         for rollup in page.rows.values():
             total.merge(rollup)
         done = total.count("succeeded") + total.count("failed")
-        label = RANGES[self.range_index][0]
+        label = RANGES[self.range_index].label
         summary = Text.assemble(
             f"Last {label} by {self.by}, {self.order} first · ", (f"{done:,}", "bold"),
             " done, ", (f"{total.count('failed'):,}", "bold"),
@@ -204,21 +222,19 @@ class MetricsScreen(ClusterView):
             table.move_cursor(row=table.get_row_index(current), animate=False)
 
     def _draw_plots(self, page: MetricsPage) -> None:
-        step = page.step
-        slots = range(int(page.since), int(page.until) + 1, step)
-        unit = 3600 if step >= 3600 else 60
-        xs = [(slot - page.until) / unit for slot in slots]
+        shown = RANGES[self.range_index]
+        slots = range(int(page.since), int(page.until) + 1, page.step)
+        xs = [(slot - page.until) / shown.unit_seconds for slot in slots]
         empty = Rollup()
         points = [page.series.get(slot, empty) for slot in slots]
-        per = "hour" if step >= 3600 else "10 min" if step == 600 else "min"
-        ago = "hours ago" if unit == 3600 else "minutes ago"
+        per = "hour" if page.step >= 3600 else "10 min" if page.step == 600 else "min"
 
         throughput = self.query_one("#throughput-plot", PlotextPlot)
         plt = throughput.plt
         plt.clear_data()
         plt.clear_figure()
         plt.title(f"done / failed per {per}")
-        plt.xlabel(ago)
+        time_axis(plt, shown)
         plt.plot(xs, [p.count("succeeded") + p.count("failed") for p in points], label="done",
                  marker="braille")
         plt.plot(xs, [p.count("failed") for p in points], label="failed", marker="braille",
@@ -230,7 +246,9 @@ class MetricsScreen(ClusterView):
         plt.clear_data()
         plt.clear_figure()
         plt.title("runtime p50 / p95 (s)")
-        plt.xlabel(ago)
+        # The same axis as the throughput's, whichever steps had a runtime: left to itself,
+        # plotext spans only those (a few minutes of a week, or backwards for one point).
+        time_axis(plt, shown)
         for q, label, color in ((0.5, "p50", "green"), (0.95, "p95", "orange")):
             known = [(x, p.runtime.percentile(q)) for x, p in zip(xs, points, strict=True)]
             found = [(x, v) for x, v in known if v is not None]
@@ -284,3 +302,14 @@ class MetricsScreen(ClusterView):
         self.order = ORDERS[(ORDERS.index(self.order) + 1) % len(ORDERS)]
         if self.page is not None:
             self.show(self.page)
+
+
+def time_axis(plt: Any, shown: TimeRange) -> None:
+    """The whole range on the x axis, now at the right, ticks at whole units counted back from
+    now (60 45 30 15 now, in minutes ago)."""
+    span = shown.span / shown.unit_seconds
+    plt.xlim(-span, 0)
+    ago = range(shown.span, -1, -shown.tick)
+    plt.xticks([-s / shown.unit_seconds for s in ago],
+               [f"{s // shown.unit_seconds}" if s else "now" for s in ago])
+    plt.xlabel(f"{shown.unit} ago")

@@ -15,6 +15,7 @@ from . import format
 from .base import ClusterView
 from .keybar import KeyBar
 from .rates import RateChart
+from .text_table import TextTable
 
 #: Recent failures listed (the table scrolls; a tall terminal shows more of them).
 FAILURES_SHOWN = 50
@@ -45,19 +46,19 @@ class OverviewScreen(ClusterView):
                 yield Label("Workers", id="workers-title", classes="title")
                 # Lists to read, not to act on (the views 2 and 4 are for that): no cursor, no
                 # focus, so the alarm's colours show and keys go to the recent failures.
-                workers: DataTable[object] = DataTable(id="overview-workers", show_cursor=False)
+                workers: DataTable[object] = TextTable(id="overview-workers", show_cursor=False)
                 workers.can_focus = False
                 workers.add_columns("Worker", "Status", "Active", "Load")
                 yield workers
             with Vertical():
                 yield Label("Queues", id="queues-title", classes="title")
-                queues: DataTable[object] = DataTable(id="overview-queues", show_cursor=False)
+                queues: DataTable[object] = TextTable(id="overview-queues", show_cursor=False)
                 queues.can_focus = False
                 queues.add_columns("Queue", "Waiting", "Consumers", "Trend")
                 yield queues
         with Vertical(id="failures-box"):
             yield Label("Recent failures", classes="title")
-            failures: DataTable[object] = DataTable(id="failures", cursor_type="row")
+            failures: DataTable[object] = TextTable(id="failures", cursor_type="row")
             # The exception before the worker: it is what an operator reads at 80 columns.
             failures.add_columns("Time", "Task", "Exception", "Worker")
             yield failures

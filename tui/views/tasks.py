@@ -19,6 +19,7 @@ from . import format
 from .base import MARK, MarkingView, mark_sorted
 from .history_input import HistoryInput
 from .keybar import KeyBar
+from .text_table import TextTable
 
 STATE_TABS = ("ALL", "RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED")
 COLUMNS = ("ID", "Name", "State", "Worker", "Received", "Started", "Runtime", "Args")
@@ -106,7 +107,7 @@ class TasksScreen(MarkingView):
         yield HistoryInput(self.console.prompt_history["filter"], value=self.filter_text,
                            placeholder="name:add state:FAILURE worker:w1 /regex/  (⏎ applies, "
                            "esc clears)", id="filter")
-        table: DataTable[object] = DataTable(id="tasks", cursor_type="row", zebra_stripes=True)
+        table: DataTable[object] = TextTable(id="tasks", cursor_type="row", zebra_stripes=True)
         for column in COLUMNS:
             table.add_column(f"{column}  ", key=column)  # room for the sort arrow
         yield table
