@@ -28,6 +28,17 @@ class TextTable(DataTable[object]):
 
     def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
                      cursor: bool = False, hover: bool = False) -> SegmentLines:
+        # What follows reads DataTable's private state; a Textual release that renames any of
+        # it gets DataTable's own drawing (tests/test_console_keys.py compares the two).
+        try:
+            return self._render_text_cell(row_index, column_index, base_style, width, cursor,
+                                          hover)
+        except (AttributeError, TypeError, KeyError):
+            return super()._render_cell(row_index, column_index, base_style, width, cursor,
+                                        hover)
+
+    def _render_text_cell(self, row_index: int, column_index: int, base_style: Style,
+                          width: int, cursor: bool, hover: bool) -> SegmentLines:
         if row_index < self.fixed_rows or column_index < self.fixed_columns:  # header, labels
             return super()._render_cell(row_index, column_index, base_style, width, cursor,
                                         hover)
