@@ -123,9 +123,8 @@ def test_the_fetch_script_call_goes_out_as_redis_py_would_pack_it(redis_url, uni
             keys = ["unacked_index", "unacked", f"owned-{unique}", "ledger", "processing",
                     f"a-{unique}", f"b-{unique}"]
             for acks, started, stamp in (([], [], 1.5), (["t1", "t2"], [9e9, "k1"], 1.25)):
-                args = [2, stamp, 1, "tags.1", "reason", "queue", len(acks), len(started) // 2,
-                        0, "", *acks, *started, f"a-{unique}", f"a-{unique}.dead", f"b-{unique}",
-                        f"b-{unique}.dead"]
+                args = [2, stamp, 1, "tags.1", len(acks), len(started) // 2, 0, "", "1",
+                        *acks, *started, f"a-{unique}", f"b-{unique}"]
                 pending = worker_channel._PendingFetch(wire, [f"a-{unique}", f"b-{unique}"],
                                                         acks, keys, args)
                 sha = channel._script("fetch", worker_channel._FETCH).sha
