@@ -523,10 +523,33 @@ class Worker:
             return None
         self._start(batch)
         try:
+            if room > 0 and record is not None and self.pool.runs_in_caller:
+                self._start_behind_fetch()
             return self.consumer.read_fetch()
         except self.consumer.errors as exc:
             self._lost_fetch(acks, record, [], exc)
             raise
+
+    def _start_behind_fetch(self) -> None:
+        """A pool that runs tasks in this thread (solo) starts the next reserved task before the
+        fetch's reply is read, its start record sent behind the fetch: Redis runs the fetch
+        while two tasks run instead of one, and the reply is read once. Only a task that
+        records its start (acks late), as the next turn would record it; the finished task's
+        ack waits for the next fetch either way."""
+        if not self.reserved or not self.task_options(self.reserved[0].name).acks_late:
+            return
+        batch = self._next_batch()
+        keys = [job.start_key for job in batch if job.start_key]
+        record = self.starts.take(keys, settle=False) if keys else None
+        if record is None:
+            self._start(batch)
+            return
+        try:
+            self.consumer.send_start_record(record)
+        except self.consumer.errors as exc:
+            self._lost_fetch([], record, batch, exc)
+            raise
+        self._start(batch)
 
     def _flush_acks_before(self, batch: list[Job]) -> None:
         """Send the gathered acks before ``batch`` starts when due, and always when the pool

@@ -216,6 +216,12 @@ def _resp(conn: Any, values: list[Any]) -> bytes:
     return b"".join(out)
 
 
+def _record_command(starts: StartRecord) -> list[Any]:
+    """The ``ZADD`` that records ``starts`` (starts only) in the ledger."""
+    return ["ZADD", starts.key, *(x for key, expires in starts.started.items()
+                                  for x in (expires, key))]
+
+
 def _command(conn: Any, values: list[Any]) -> bytes:
     """The command ``values`` in Redis's wire format, as redis-py would pack it."""
     return b"*%d\r\n%b" % (len(values), _resp(conn, values))
@@ -305,6 +311,9 @@ class Channel(redis_broker.Channel):
         self._unread_records = 0
         """Start records (one ``ZADD`` each) sent on the fetch connection, their replies not
         read yet: read before the next call's, so that no start waits a round trip."""
+        self._records_behind = 0
+        """Start records sent behind the pending fetch (:meth:`send_start_record`): unread
+        records once its reply is read."""
         self._fetch_loaded = False
         self._processing_known: set[str] = set()
 
@@ -413,10 +422,8 @@ class Channel(redis_broker.Channel):
         if (limit <= 0 or not queues) and not acks and starts is not None and starts.starts_only:
             # Only starts to record (a batch starts with nothing to take or ack): one ZADD,
             # far cheaper on both sides than the fetch script with its two dozen arguments.
-            self._send_pending(_PendingFetch(
-                self._fetch_connection(), [], [], [],
-                ["ZADD", starts.key, *(x for key, expires in starts.started.items()
-                                       for x in (expires, key))], script=False))
+            self._send_pending(_PendingFetch(self._fetch_connection(), [], [], [],
+                                             _record_command(starts), script=False))
             return True
         order = [] if limit <= 0 else [
             q for q in self._queue_cycle.consume(len(self._queue_cycle.items))
@@ -446,6 +453,19 @@ class Channel(redis_broker.Channel):
                 *started, *settled, *order]
         self._send_pending(_PendingFetch(self._fetch_connection(), order, acks, keys, args))
         return True
+
+    def send_start_record(self, starts: StartRecord) -> None:
+        """Send ``starts`` (a record of starts only) behind the fetch under way, on its
+        connection: one ``ZADD``, its reply read after the fetch's, with the next call's."""
+        pending = self._pending_fetch
+        assert pending is not None and pending.script, "a record rides behind a fetch"
+        try:
+            pending.conn.send_packed_command([_command(pending.conn, _record_command(starts))])
+        except BaseException:
+            self._pending_fetch = None
+            self._release_fetch_connection(broken=True)
+            raise
+        self._records_behind += 1
 
     def _send_pending(self, pending: _PendingFetch) -> None:
         """Send ``pending``'s command on its connection, to be read by :meth:`read_fetch`."""
@@ -497,7 +517,8 @@ class Channel(redis_broker.Channel):
         still unread): closed first. Start records whose reply a broken connection took with
         it may not have reached Redis: that is logged, as a record Redis refused is."""
         conn, self._fetch_conn = self._fetch_conn, None
-        unread, self._unread_records = self._unread_records, 0
+        unread = self._unread_records + self._records_behind
+        self._unread_records = self._records_behind = 0
         if broken and unread:
             logger.warning("Cannot record started tasks in the ledger (the connection broke "
                            "before Redis confirmed %d record(s)): if this worker is lost now, "
@@ -529,6 +550,7 @@ class Channel(redis_broker.Channel):
         except BaseException:
             self._release_fetch_connection(broken=True)
             raise
+        self._unread_records, self._records_behind = self._records_behind, 0
         for tag in pending.acks:
             virtual.QoS.ack(self.qos, tag)
         order = pending.order
