@@ -47,6 +47,9 @@ MAX_SCRIPT_CALLS_PER_TASK = 0.75
 #: that takes what an idle wait moved, and busy fetches while a wait is under way, pop them (a
 #: few a drain); every fetch popped them before (0.5 a task on solo).
 MAX_PROCESSING_POPS_PER_TASK = 0.1
+#: Pops of the queue's lists a task may cost, run inside its scripts: one ``RPOP`` with a count
+#: takes the two messages of a fetch (0.5 a task measured); one ``RPOP`` a message before (1.0).
+MAX_QUEUE_POPS_PER_TASK = 0.6
 _MONITOR_LINE = re.compile(r'^[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"')
 
 
@@ -67,6 +70,12 @@ def _processing_pops(log: Path) -> int:
     """``RPOP``s of a processing list run by scripts, in a MONITOR log."""
     return sum(1 for line in log.read_text().splitlines()
                if '[0 lua] "RPOP" "qtui.processing.' in line)
+
+
+def _queue_pops(log: Path, queue: str) -> int:
+    """``RPOP``s of ``queue``'s lists (its priority sublists included) run by scripts."""
+    return sum(1 for line in log.read_text().splitlines()
+               if f'[0 lua] "RPOP" "{queue}' in line)
 
 
 def _sent_by_others(log: Path, own: str) -> Counter[str]:
@@ -111,6 +120,7 @@ def test_a_solo_worker_draining_redis_sends_about_one_command_and_half_a_script_
         assert sum(sent.values()) <= MAX_PER_TASK * TASKS, sent
         assert sent["evalsha"] + sent["eval"] <= MAX_SCRIPT_CALLS_PER_TASK * TASKS, sent
         assert _processing_pops(log) <= MAX_PROCESSING_POPS_PER_TASK * TASKS
+        assert _queue_pops(log, setup.queue) <= MAX_QUEUE_POPS_PER_TASK * TASKS
 
 
 def test_the_fetch_script_call_goes_out_as_redis_py_would_pack_it(redis_url, unique):
