@@ -300,7 +300,7 @@ class Channel(redis_broker.Channel):
         """The queue a pending blocking move waits on."""
         self._pending_fetch: _PendingFetch | None = None
         """A fetch sent whose reply is not read yet."""
-        self._packed: dict[tuple[str, ...], tuple[bytes, bytes, bytes]] = {}
+        self._packed: dict[tuple[str, ...], tuple[bytes, bytes]] = {}
         """The fetch script's unchanging arguments in Redis's wire format, by its keys (see
         :meth:`_pack_fetch`)."""
         self._tag_base = uuid.uuid4().hex
