@@ -536,14 +536,13 @@ class Worker:
         while two tasks run instead of one, and the reply is read once. Only a task that
         records its start (acks late), as the next turn would record it; the finished task's
         ack waits for the next fetch either way."""
-        if not self.reserved or not self.task_options(self.reserved[0].name).acks_late:
-            return
         batch = self._next_batch()
         keys = [job.start_key for job in batch if job.start_key]
-        record = self.starts.take(keys, settle=False) if keys else None
-        if record is None:
-            self._start(batch)
+        if not batch or len(keys) < len(batch):  # one that acks early starts next turn, as before
+            self.reserved.extendleft(reversed(batch))
             return
+        record = self.starts.take(keys, settle=False)
+        assert record is not None, "a record of starts"
         try:
             self.consumer.send_start_record(record)
         except self.consumer.errors as exc:

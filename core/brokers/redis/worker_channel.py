@@ -458,7 +458,7 @@ class Channel(redis_broker.Channel):
         """Send ``starts`` (a record of starts only) behind the fetch under way, on its
         connection: one ``ZADD``, its reply read after the fetch's, with the next call's."""
         pending = self._pending_fetch
-        assert pending is not None and pending.script, "a record rides behind a fetch"
+        assert pending is not None, "a record rides behind a fetch"
         try:
             pending.conn.send_packed_command([_command(pending.conn, _record_command(starts))])
         except BaseException:
@@ -537,7 +537,8 @@ class Channel(redis_broker.Channel):
         pending, self._pending_fetch = self._pending_fetch, None
         assert pending is not None, "read_fetch follows send_fetch"
         if not pending.script:  # a start record: its reply is read with the next call's
-            self._unread_records += 1
+            self._unread_records += 1 + self._records_behind
+            self._records_behind = 0
             return 0
         client = self._create_client()
         try:
