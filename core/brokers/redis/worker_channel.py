@@ -13,7 +13,8 @@ these messages as their own) and changes who takes and who gives back:
   and in the worker's own ``owned`` set, atomically. An idle worker blocks in ``BLMOVE``, which
   moves a message into the worker's processing list (not into the void), and the same script
   then takes it from there. A popped item that is not a kombu envelope is wrapped and pushed to
-  ``<queue>.dead`` with the reason, in the same script. The same call records the starts of the
+  ``<queue>.dead`` with the reason, in the same script (a body kombu cannot decode, by the
+  worker right after: :meth:`Channel.read_fetch`). The same call records the starts of the
   batch the worker is about to run in the cluster ledger (:class:`~qtui.core.ledger.StartRecord`):
   sent before the batch starts (:meth:`Channel.send_fetch`), its reply read while it runs. A
   batch that starts with nothing to take or ack sends its record alone, one ``ZADD``.
