@@ -124,7 +124,6 @@ def test_a_message_whose_delivery_info_cannot_be_encoded_again_is_dead_lettered(
     assert not client.hexists("unacked", envelope["properties"]["delivery_tag"])
 
 
-
 def test_a_message_whose_body_is_not_base64_is_dead_lettered_and_its_records_dropped(
         setup: Setup):
     """kombu cannot decode its body: the worker checks the body of what the fetch script took
@@ -149,6 +148,7 @@ def test_a_message_whose_body_is_not_base64_is_dead_lettered_and_its_records_dro
     assert dead[0].headers[DEAD_QUEUE_HEADER] == setup.queue
     assert not client.hexists("unacked", tag)
     assert client.zscore("unacked_index", tag) is None
+
 
 @pytest.mark.timeout(60)
 def test_a_fetch_that_fails_half_way_leaves_what_it_took_recorded(setup: Setup, unique: str):
