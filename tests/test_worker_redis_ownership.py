@@ -124,6 +124,32 @@ def test_a_message_whose_delivery_info_cannot_be_encoded_again_is_dead_lettered(
     assert not client.hexists("unacked", envelope["properties"]["delivery_tag"])
 
 
+def test_a_message_whose_body_is_not_base64_is_dead_lettered_and_its_records_dropped(
+        setup: Setup):
+    """kombu cannot decode its body: the worker checks the body of what the fetch script took
+    and moves it to the dead-letter queue, unacked and owned no more, between two good tasks."""
+    client = redis.Redis.from_url(BROKER)
+    app = setup.app()
+    app.send_task("tasks.mark", args=["bad"])
+    envelope = json.loads(client.rpop(setup.queue))
+    envelope["body"] = "not*base64!"
+    bad = json.dumps(envelope).encode()
+    app.send_task("tasks.mark", args=["first"])
+    client.lpush(setup.queue, bad)
+    app.send_task("tasks.mark", args=["second"])
+    tag = envelope["properties"]["delivery_tag"]
+    with setup.worker("-P", "solo"):
+        assert sorted(r["tag"] for r in setup.wait_records("mark", 2)) == ["first", "second"]
+        dead = setup.dead_letters(expected=1)
+        assert not any(client.sismember(key, tag)
+                       for key in client.scan_iter(OWNED_KEY.format(owner="*")))
+    assert [m.body for m in dead] == [bad]
+    assert dead[0].headers[DEAD_REASON_HEADER] == "not a kombu message: 'body' is not base64"
+    assert dead[0].headers[DEAD_QUEUE_HEADER] == setup.queue
+    assert not client.hexists("unacked", tag)
+    assert client.zscore("unacked_index", tag) is None
+
+
 @pytest.mark.timeout(60)
 def test_a_fetch_that_fails_half_way_leaves_what_it_took_recorded(setup: Setup, unique: str):
     """A priority list of the queue that is not a list makes the fetch script fail after it

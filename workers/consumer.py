@@ -316,6 +316,11 @@ class Consumer:
             return False
         return bool(send_fetch([q.name for q in self.queues], room, acks, starts))
 
+    def send_start_record(self, starts: StartRecord) -> None:
+        """Send ``starts`` behind the fetch :meth:`send_fetch` sent, before its reply is read
+        (the worker's Redis channel)."""
+        self.channel.send_start_record(starts)
+
     def read_fetch(self) -> int:
         """The reply to :meth:`send_fetch`: how many messages came (delivered to the callbacks)."""
         return int(self.channel.read_fetch())

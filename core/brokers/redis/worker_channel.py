@@ -13,7 +13,8 @@ these messages as their own) and changes who takes and who gives back:
   and in the worker's own ``owned`` set, atomically. An idle worker blocks in ``BLMOVE``, which
   moves a message into the worker's processing list (not into the void), and the same script
   then takes it from there. A popped item that is not a kombu envelope is wrapped and pushed to
-  ``<queue>.dead`` with the reason, in the same script. The same call records the starts of the
+  ``<queue>.dead`` with the reason, in the same script (a body kombu cannot decode, by the
+  worker right after: :meth:`Channel.read_fetch`). The same call records the starts of the
   batch the worker is about to run in the cluster ledger (:class:`~qtui.core.ledger.StartRecord`):
   sent before the batch starts (:meth:`Channel.send_fetch`), its reply read while it runs. A
   batch that starts with nothing to take or ack sends its record alone, one ``ZADD``.
@@ -30,6 +31,8 @@ idle wait's lost reply leaves its message in a processing list: after every lost
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import time
 import uuid
@@ -40,11 +43,11 @@ from time import monotonic
 from typing import Any
 
 from kombu.transport import virtual
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError, ResponseError
 
 from ...ledger import StartRecord
-from ...protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, dead_letter_queue_name
+from ...protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DEAD_SUFFIX, dead_letter_queue_name
 from . import channel as redis_broker
 
 logger = logging.getLogger("qtui.worker")
@@ -82,6 +85,7 @@ local function b64(data)
 end
 -- The delivery tag and the unacked record of an item, or nil and why it cannot be delivered as
 -- a kombu message. Nothing here may raise: what the loop below popped is recorded after it.
+-- A base64 body is checked by the worker (Channel.read_fetch), in C, not walked here.
 local function envelope(item)
   local ok, msg = pcall(cjson.decode, item)
   if not ok or type(msg) ~= 'table' or msg[1] ~= nil then
@@ -95,14 +99,6 @@ local function envelope(item)
     return nil, "not a kombu message: no 'properties.delivery_info' object" end
   if msg['headers'] ~= nil and type(msg['headers']) ~= 'table' then
     return nil, "not a kombu message: 'headers' is not an object" end
-  if props['body_encoding'] == 'base64' then
-    -- a copy without the other characters (line breaks) only for a body that has some; the
-    -- anchored match walks the body once (an unanchored find for one such character costs
-    -- twice the instructions, and was a tenth of the whole call)
-    local body = msg['body']
-    if not string.find(body, '^[%w%+/=]*$') then body = string.gsub(body, '[^%w%+/=]', '') end
-    if #body % 4 ~= 0 then return nil, "not a kombu message: 'body' is not base64" end
-  end
   local info = props['delivery_info']
   local ok_exchange, exchange = pcall(cjson.encode, info['exchange'])
   local ok_key, routing_key = pcall(cjson.encode, info['routing_key'])
@@ -112,18 +108,18 @@ local function envelope(item)
 end
 -- KEYS: unacked_index, unacked, owned, the ledger's started set, then per queue `size` lists:
 --       its processing list (only when it may hold a message), its priority lists.
--- ARGV: limit, stamp, size, dead-letter tag prefix, reason header, queue header, #acks,
---       #started, #settled, trim time ('' for none), then acks, (expiry, key) per started
---       delivery, settled keys, the queue names and their dead-letter queues' list names.
+-- ARGV: limit, stamp, size, dead-letter tag prefix, #acks, #started, #settled, trim time (''
+--       for none), '1' when RPOP takes a count (Redis 6.2), then acks, (expiry, key) per
+--       started delivery, settled keys, the queue names.
 local limit, stamp, size = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local nacks, nstarted, nsettled = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local nacks, nstarted, nsettled = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 -- One command per key for values[first..last], in slices Lua's unpack can take.
 local function each(command, key, first, last, step, values)
   for i = first, last, step do
     redis.call(command, key, unpack(values or ARGV, i, math.min(i + step - 1, last)))
   end
 end
-local at = 11
+local at = 10
 each('ZREM', KEYS[1], at, at + nacks - 1, 1000)
 each('HDEL', KEYS[2], at, at + nacks - 1, 1000)
 each('SREM', KEYS[3], at, at + nacks - 1, 1000)
@@ -132,11 +128,13 @@ each('ZADD', KEYS[4], at, at + 2 * nstarted - 1, 1000)
 at = at + 2 * nstarted
 each('ZREM', KEYS[4], at, at + nsettled - 1, 1000)
 at = at + nsettled
-if ARGV[10] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[10]) end
+if ARGV[8] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[8]) end
 local groups = (#KEYS - 4) / size
 local names = at
 local cursor = {}
 for g = 1, groups do cursor[g] = 1 end
+-- One queue: its lists are emptied in turn, several items a pop where Redis takes a count.
+local many = groups == 1 and ARGV[9] == '1'
 local out = {}
 -- What is taken is recorded (unacked_index, unacked, owned) in one command each after the loop,
 -- even when the loop fails half-way (a queue key of another type): nothing popped goes unrecorded.
@@ -147,20 +145,27 @@ local function take()
     busy = false
     for g = 1, groups do
       if taken >= limit then break end
-      local item
-      while cursor[g] <= size and not item do
-        item = redis.call('RPOP', KEYS[4 + (g - 1) * size + cursor[g]])
-        if not item then cursor[g] = cursor[g] + 1 end
+      local items
+      while cursor[g] <= size and not items do
+        local list = KEYS[4 + (g - 1) * size + cursor[g]]
+        if many then
+          items = redis.call('RPOP', list, limit - taken)
+        else
+          items = redis.call('RPOP', list)
+          if items then items = {items} end
+        end
+        if not items then cursor[g] = cursor[g] + 1 end
       end
-      if item then
+      for _, item in ipairs(items or {}) do
         busy = true
         local tag, record = envelope(item)
         if not tag then
           local why = record
-          local queue, dead = ARGV[names + 2 * (g - 1)], ARGV[names + 2 * (g - 1) + 1]
+          local queue = ARGV[names + g - 1]
+          local dead = queue .. '@DEAD_SUFFIX@'
           local headers = {}
-          headers[ARGV[5]] = why
-          headers[ARGV[6]] = queue
+          headers['@DEAD_REASON_HEADER@'] = why
+          headers['@DEAD_QUEUE_HEADER@'] = queue
           redis.call('LPUSH', dead, cjson.encode({
             body = b64(item), ['content-encoding'] = 'binary',
             ['content-type'] = 'application/octet-stream', headers = headers,
@@ -189,14 +194,38 @@ each('HSET', KEYS[2], 1, #unacked, 1000, unacked)
 each('SADD', KEYS[3], 1, #owned, 1000, owned)
 if not ok then error(err) end
 return out
-"""
+""".replace("@DEAD_SUFFIX@", DEAD_SUFFIX).replace("@DEAD_REASON_HEADER@", DEAD_REASON_HEADER) \
+    .replace("@DEAD_QUEUE_HEADER@", DEAD_QUEUE_HEADER)
 
 
 def _resp(conn: Any, values: list[Any]) -> bytes:
     """``values`` as the arguments of a command in Redis's wire format (RESP bulk strings),
-    encoded as ``conn`` encodes them."""
-    return b"".join(b"$%d\r\n%b\r\n" % (len(value), value)
-                    for value in map(conn.encoder.encode, values))
+    encoded as ``conn`` encodes them. Strings, integers and floats (the fetch call's arguments)
+    are encoded here as redis-py's encoder would, without its checks for each value."""
+    encoder = conn.encoder
+    encoding, errors = encoder.encoding, encoder.encoding_errors
+    out = []
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            value = value.encode(encoding, errors)
+        elif kind is int or kind is float:
+            value = repr(value).encode()
+        else:
+            value = encoder.encode(value)
+        out.append(b"$%d\r\n%b\r\n" % (len(value), value))
+    return b"".join(out)
+
+
+def _record_command(starts: StartRecord) -> list[Any]:
+    """The ``ZADD`` that records ``starts`` (starts only) in the ledger."""
+    return ["ZADD", starts.key, *(x for key, expires in starts.started.items()
+                                  for x in (expires, key))]
+
+
+def _command(conn: Any, values: list[Any]) -> bytes:
+    """The command ``values`` in Redis's wire format, as redis-py would pack it."""
+    return b"*%d\r\n%b" % (len(values), _resp(conn, values))
 
 
 @dataclass
@@ -266,11 +295,13 @@ class Channel(redis_broker.Channel):
         if major >= 6:
             self.brpop_timeout = BRPOP_TIMEOUT
         self._blocking_move = "BLMOVE" if (major, minor) >= (6, 2) else "BRPOPLPUSH"
+        self._pop_many = "1" if (major, minor) >= (6, 2) else ""
+        """The fetch script's flag: RPOP takes a count (Redis 6.2)."""
         self._waiting_on: str | None = None
         """The queue a pending blocking move waits on."""
         self._pending_fetch: _PendingFetch | None = None
         """A fetch sent whose reply is not read yet."""
-        self._packed: dict[tuple[str, ...], tuple[bytes, bytes, bytes]] = {}
+        self._packed: dict[tuple[str, ...], tuple[bytes, bytes]] = {}
         """The fetch script's unchanging arguments in Redis's wire format, by its keys (see
         :meth:`_pack_fetch`)."""
         self._tag_base = uuid.uuid4().hex
@@ -281,6 +312,9 @@ class Channel(redis_broker.Channel):
         self._unread_records = 0
         """Start records (one ``ZADD`` each) sent on the fetch connection, their replies not
         read yet: read before the next call's, so that no start waits a round trip."""
+        self._records_behind = 0
+        """Start records sent behind the pending fetch (:meth:`send_start_record`): unread
+        records once its reply is read."""
         self._fetch_loaded = False
         self._processing_known: set[str] = set()
 
@@ -389,10 +423,8 @@ class Channel(redis_broker.Channel):
         if (limit <= 0 or not queues) and not acks and starts is not None and starts.starts_only:
             # Only starts to record (a batch starts with nothing to take or ack): one ZADD,
             # far cheaper on both sides than the fetch script with its two dozen arguments.
-            self._send_pending(_PendingFetch(
-                self._fetch_connection(), [], [], [],
-                ["ZADD", starts.key, *(x for key, expires in starts.started.items()
-                                       for x in (expires, key))], script=False))
+            self._send_pending(_PendingFetch(self._fetch_connection(), [], [], [],
+                                             _record_command(starts), script=False))
             return True
         order = [] if limit <= 0 else [
             q for q in self._queue_cycle.consume(len(self._queue_cycle.items))
@@ -406,7 +438,6 @@ class Channel(redis_broker.Channel):
                 keys.append(PROCESSING_KEY.format(owner=self.owner, queue=queue))
             keys.extend(dict.fromkeys(self._q_for_pri(queue, pri) for pri in self.priority_steps))
         size = len(keys) // len(order) if order else 1
-        names = [name for queue in order for name in (queue, dead_letter_queue_name(queue))]
         client = self._create_client()
         if not self._fetch_loaded:  # so that the first call's EVALSHA runs, not fails
             client.script_load(_FETCH)
@@ -419,40 +450,51 @@ class Channel(redis_broker.Channel):
                 starts.key if starts else "", *keys]
         self._fetches += 1
         args = [max(limit, 0), time.time(), size, f"{self._tag_base}.{self._fetches}",
-                DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks), len(started) // 2,
-                len(settled), trim, *acks, *started, *settled, *names]
+                len(acks), len(started) // 2, len(settled), trim, self._pop_many, *acks,
+                *started, *settled, *order]
         self._send_pending(_PendingFetch(self._fetch_connection(), order, acks, keys, args))
         return True
+
+    def send_start_record(self, starts: StartRecord) -> None:
+        """Send ``starts`` (a record of starts only) behind the fetch under way, on its
+        connection: one ``ZADD``, its reply read after the fetch's, with the next call's."""
+        pending = self._pending_fetch
+        assert pending is not None, "a record rides behind a fetch"
+        try:
+            pending.conn.send_packed_command([_command(pending.conn, _record_command(starts))])
+        except BaseException:
+            self._pending_fetch = None
+            self._release_fetch_connection(broken=True)
+            raise
+        self._records_behind += 1
 
     def _send_pending(self, pending: _PendingFetch) -> None:
         """Send ``pending``'s command on its connection, to be read by :meth:`read_fetch`."""
         conn = pending.conn
         self._pending_fetch = pending
         try:
-            if pending.script:
-                conn.send_packed_command([self._pack_fetch(conn, pending)])
-            else:
-                conn.send_command(*pending.args)
+            conn.send_packed_command([self._pack_fetch(conn, pending) if pending.script
+                                      else _command(conn, pending.args)])
         except BaseException:
             self._pending_fetch = None
             self._release_fetch_connection(broken=True)
             raise
 
     def _pack_fetch(self, conn: Any, pending: _PendingFetch) -> bytes:
-        """``pending``'s EVALSHA in Redis's wire format. Its key names, headers and queue names
-        are encoded once per queue order, not with every call (redis-py would encode all two
-        dozen arguments each time); the few that change are encoded here."""
+        """``pending``'s EVALSHA in Redis's wire format. Its key names and queue names are
+        encoded once per queue order, not with every call (redis-py would encode all two dozen
+        arguments each time); the few that change are encoded here."""
         keys, args = pending.keys, pending.args
-        names = len(args) - 2 * len(pending.order)
+        names = len(args) - len(pending.order)
         static = self._packed.get(tuple(keys))  # the keys name the queues, in their order
         if static is None:
             sha = self._script("fetch", _FETCH).sha
             static = self._packed[tuple(keys)] = (_resp(conn, ["EVALSHA", sha, len(keys), *keys]),
-                                            _resp(conn, args[4:6]), _resp(conn, args[names:]))
-        command, headers, queues = static
-        # args: limit, stamp, size, tag prefix, the two headers, counts, trim, tags, names
+                                                  _resp(conn, args[names:]))
+        command, queues = static
+        # args: limit, stamp, size, tag prefix, counts, trim, pop-many, tags, queue names
         return b"".join((b"*%d\r\n" % (3 + len(keys) + len(args)), command,
-                         _resp(conn, args[:4]), headers, _resp(conn, args[6:names]), queues))
+                         _resp(conn, args[:names]), queues))
 
     def _fetch_connection(self) -> Any:
         """The connection for the next fetch, kept from one fetch to the next while they follow
@@ -476,7 +518,8 @@ class Channel(redis_broker.Channel):
         still unread): closed first. Start records whose reply a broken connection took with
         it may not have reached Redis: that is logged, as a record Redis refused is."""
         conn, self._fetch_conn = self._fetch_conn, None
-        unread, self._unread_records = self._unread_records, 0
+        unread = self._unread_records + self._records_behind
+        self._unread_records = self._records_behind = 0
         if broken and unread:
             logger.warning("Cannot record started tasks in the ledger (the connection broke "
                            "before Redis confirmed %d record(s)): if this worker is lost now, "
@@ -495,7 +538,8 @@ class Channel(redis_broker.Channel):
         pending, self._pending_fetch = self._pending_fetch, None
         assert pending is not None, "read_fetch follows send_fetch"
         if not pending.script:  # a start record: its reply is read with the next call's
-            self._unread_records += 1
+            self._unread_records += 1 + self._records_behind
+            self._records_behind = 0
             return 0
         client = self._create_client()
         try:
@@ -508,6 +552,7 @@ class Channel(redis_broker.Channel):
         except BaseException:
             self._release_fetch_connection(broken=True)
             raise
+        self._unread_records, self._records_behind = self._records_behind, 0
         for tag in pending.acks:
             virtual.QoS.ack(self.qos, tag)
         order = pending.order
@@ -521,10 +566,48 @@ class Channel(redis_broker.Channel):
                 logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue), reason)
                 continue
             payload = loads(item)
-            self.qos.recorded.add(payload["properties"]["delivery_tag"])
+            properties = payload["properties"]
+            if not self._body_decodes(payload):
+                self._dead_letter_taken(queue, item, properties["delivery_tag"],
+                                        "not a kombu message: 'body' is not base64")
+                continue
+            self.qos.recorded.add(properties["delivery_tag"])
             self.connection._deliver(payload, queue)
             delivered += 1
         return delivered
+
+    def _body_decodes(self, payload: dict[str, Any]) -> bool:
+        """Whether kombu can decode the body of a message the fetch script took: it checks the
+        envelope, not the body, which is decoded here in C rather than walked in Lua."""
+        body, encoding = payload.get("body"), payload["properties"].get("body_encoding")
+        if not body or encoding != "base64":
+            return True
+        try:
+            self.decode_body(body, encoding)
+        except binascii.Error:
+            return False
+        return True
+
+    def _dead_letter_taken(self, queue: str, item: bytes, tag: str, reason: str) -> None:
+        """Move a message the fetch script recorded as taken (``tag``) to ``queue``'s dead-letter
+        list, wrapped as the script wraps what is not an envelope, and drop its records, in one
+        transaction. A worker lost before it leaves the message owned, to be restored and
+        dead-lettered again; never lost."""
+        dead = dead_letter_queue_name(queue)
+        self._fetches += 1
+        wrapped = dumps({
+            "body": base64.b64encode(item).decode(), "content-encoding": "binary",
+            "content-type": "application/octet-stream",
+            "headers": {DEAD_REASON_HEADER: reason, DEAD_QUEUE_HEADER: queue},
+            "properties": {"body_encoding": "base64", "delivery_mode": 2, "priority": 0,
+                           "delivery_tag": f"{self._tag_base}.{self._fetches}-0",
+                           "delivery_info": {"exchange": "", "routing_key": dead}}})
+        pipe = self._create_client().pipeline(transaction=True) \
+            .lpush(dead, wrapped).zrem(self.unacked_index_key, tag).hdel(self.unacked_key, tag)
+        if self.owned_key is not None:
+            pipe.srem(self.owned_key, tag)
+        pipe.execute()
+        logger.warning("Message moved to %s: %s", dead, reason)
 
     def _read_start_records(self, conn: Any) -> None:
         """Read the replies to the start records sent on ``conn`` and not read yet. One that
