@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(tmp, "cpu_tasks.py").write_text(textwrap.dedent(TASKS.format(
             url=url, queue=QUEUE, acks_late=not args.acks_early)))
         profile = ["-m", "cProfile", "-o", args.cprofile] if args.cprofile else []
-        command = [sys.executable, *profile, "-m", "qtui.workers.cli", "-A", "cpu_tasks", "-l", "WARNING",
-                   "-Q", QUEUE, "-n", f"cpu-{uuid.uuid4().hex[:6]}@%h", "-P", args.pool]
+        command = [sys.executable, *profile, "-m", "qtui.workers.cli", "-A", "cpu_tasks",
+                   "-l", "WARNING", "-Q", QUEUE, "-n", f"cpu-{uuid.uuid4().hex[:6]}@%h",
+                   "-P", args.pool]
         if args.concurrency:
             command += ["-c", args.concurrency]
         if args.events == "off":

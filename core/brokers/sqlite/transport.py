@@ -387,11 +387,12 @@ class Channel(virtual.Channel):
         self.db.release(ahead, delivered=False)
 
     def close(self) -> None:
-        """Cancel the consumers and release the rows claimed ahead, then close as kombu does
-        (restoring unacked). What cannot be given back now (the disk is full) is given back by
-        this process's next claim that can write. A cancel that cannot write (an auto-delete
-        queue to drop) must not stop the close before the restore, or what this channel
-        delivered stays held by a live process until its visibility timeout."""
+        """Cancel the consumers and release the rows claimed ahead (and those of a fetch never
+        delivered), then close as kombu does (restoring unacked). What cannot be given back now
+        (the disk is full) is given back by this process's next claim that can write. A cancel
+        that cannot write (an auto-delete queue to drop) must not stop the close before the
+        restore, or what this channel delivered stays held by a live process until its
+        visibility timeout."""
         if not self.closed:
             for consumer_tag in list(self._consumers):
                 try:
@@ -399,6 +400,10 @@ class Channel(virtual.Channel):
                 except sqlite3.Error as exc:
                     logger.error("SQLite broker: could not cancel consumer %s cleanly (%s)",
                                  consumer_tag, exc)
+            fetched, self._fetched = self._fetched, None
+            with self._ahead_lock:  # a fetch whose messages were never delivered: given back
+                for queue, claimed in fetched or ():
+                    self._ahead.setdefault(queue, deque()).append(claimed)
             try:
                 self.release_ahead()
             except sqlite3.Error as exc:
