@@ -183,10 +183,10 @@ class Channel(virtual.Channel):
     def send_fetch(self, queues: list[str], limit: int, acks: list[str] | None = None,
                    starts: StartRecord | None = None) -> bool:
         """Ack ``acks``, write ``starts`` in the ledger's table of the broker file and claim up to
-        ``limit`` messages from the queues this channel consumes (``queues`` and their due
-        queues, a different one first each time), in one transaction, committed before this
-        returns: before the batch the starts are of runs. :meth:`read_fetch` delivers what came.
-        False when there is nothing to do."""
+        ``limit`` messages from every queue this channel consumes (the worker's ``queues`` and
+        their due queues, a different one first each time), in one transaction committed
+        before this returns, so before the batch whose starts it records runs. :meth:`read_fetch`
+        delivers what came. False when there is nothing to do."""
         acks = acks or []
         if limit <= 0 and not acks and starts is None:
             return False
