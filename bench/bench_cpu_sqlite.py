@@ -25,25 +25,20 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import uuid
 from pathlib import Path
 
-from bench.bench_cpu import callgrind, dumped_instructions, own_cpu, tree_cpu
+from bench.bench_cpu import (
+    QUEUE,
+    callgrind,
+    own_cpu,
+    print_worker_details,
+    tree_cpu,
+    worker_command,
+    worker_options,
+)
 from bench.bench_drain import stop
-
-QUEUE = "bench-cpu"
-TASKS = """
-from qtui.core import App
-
-app = App("benchtasks", broker="{url}", backend=None, task_default_queue="{queue}",
-          task_acks_late={acks_late})
-
-@app.task(name="benchtasks.noop", ignore_result=True)
-def noop():
-    pass
-"""
 
 
 def stage(url: str, count: int) -> None:
@@ -76,13 +71,7 @@ def stage(url: str, count: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("pool", choices=("solo", "threads", "prefork"))
-    parser.add_argument("-c", "--concurrency")
-    parser.add_argument("--tasks", type=int, default=3000)
-    parser.add_argument("--events", choices=("on", "off"), default="on")
-    parser.add_argument("--acks-early", action="store_true", help="task_acks_late=False")
-    parser.add_argument("--callgrind", metavar="FILE",
-                        help="run the worker under callgrind, its drain dumped to FILE.1")
+    worker_options(parser)
     parser.add_argument("--cprofile", metavar="FILE",
                         help="run the worker under cProfile (start to exit), its stats saved in "
                              "FILE")
@@ -91,19 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(tmp, "broker.sqlite")
         url = f"sqlite://{path}"
         stage(url, args.tasks)
-        Path(tmp, "cpu_tasks.py").write_text(textwrap.dedent(TASKS.format(
-            url=url, queue=QUEUE, acks_late=not args.acks_early)))
-        profile = ["-m", "cProfile", "-o", args.cprofile] if args.cprofile else []
-        command = [sys.executable, *profile, "-m", "qtui.workers.cli", "-A", "cpu_tasks",
-                   "-l", "WARNING", "-Q", QUEUE, "-n", f"cpu-{uuid.uuid4().hex[:6]}@%h",
-                   "-P", args.pool]
-        if args.concurrency:
-            command += ["-c", args.concurrency]
-        if args.events == "off":
-            command.append("--without-events")
-        if args.callgrind:
-            command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                       f"--callgrind-out-file={args.callgrind}", *command]
+        profile = ("-m", "cProfile", "-o", args.cprofile) if args.cprofile else ()
+        command = worker_command(args, url, tmp, profile)
         log_path = Path(tmp, "worker.log")
         with log_path.open("w") as log:
             worker = subprocess.Popen(command, cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
@@ -139,12 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     label = args.pool + (f" -c {args.concurrency}" if args.concurrency else "")
     print(f"{label}: worker {1e6 * worker_cpu / n:.0f} us/task, drain {n / seconds:,.0f}/s, "
           f"load {os.getloadavg()[0]:.1f}")
-    if args.pool == "prefork":
-        print(f"  worker main process alone (without its children): "
-              f"{1e6 * parent_cpu / n:.0f} us/task")
-    if args.callgrind:
-        print(f"  callgrind: {dumped_instructions(Path(f'{args.callgrind}.1')) / n:,.0f} "
-              f"instructions/task")
+    print_worker_details(args, parent_cpu)
     return 0
 
 
