@@ -128,17 +128,53 @@ def dumped_instructions(path: Path) -> int:
     raise ValueError(f"no totals in {path}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def worker_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say which worker drains: pool, concurrency, tasks, events, acks,
+    callgrind (this bench's and :mod:`bench.bench_cpu_sqlite`'s)."""
     parser.add_argument("pool", choices=("solo", "threads", "prefork"))
     parser.add_argument("-c", "--concurrency")
     parser.add_argument("--tasks", type=int, default=3000)
-    parser.add_argument("--redis", default="redis://127.0.0.1:6391/0",
-                        help="a Redis the bench may flush (a private redis-server)")
     parser.add_argument("--events", choices=("on", "off"), default="on")
     parser.add_argument("--acks-early", action="store_true", help="task_acks_late=False")
     parser.add_argument("--callgrind", metavar="FILE",
                         help="run the worker under callgrind, its drain dumped to FILE.1")
+
+
+def worker_command(args: argparse.Namespace, url: str, folder: str,
+                   python: tuple[str, ...] = ()) -> list[str]:
+    """Write the tasks module on ``url`` into ``folder`` and return the command of the worker
+    that :func:`worker_options` describe (``python``: options for the interpreter)."""
+    Path(folder, "cpu_tasks.py").write_text(textwrap.dedent(TASKS.format(
+        url=url, queue=QUEUE, acks_late=not args.acks_early)))
+    command = [sys.executable, *python, "-m", "qtui.workers.cli", "-A", "cpu_tasks",
+               "-l", "WARNING", "-Q", QUEUE, "-n", f"cpu-{uuid.uuid4().hex[:6]}@%h",
+               "-P", args.pool]
+    if args.concurrency:
+        command += ["-c", args.concurrency]
+    if args.events == "off":
+        command.append("--without-events")
+    if args.callgrind:
+        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                   f"--callgrind-out-file={args.callgrind}", *command]
+    return command
+
+
+def print_worker_details(args: argparse.Namespace, parent_cpu: float) -> None:
+    """What follows the summary line: the prefork main process's own CPU, the instructions."""
+    n = args.tasks
+    if args.pool == "prefork":
+        print(f"  worker main process alone (without its children): "
+              f"{1e6 * parent_cpu / n:.0f} us/task")
+    if args.callgrind:
+        print(f"  callgrind: {dumped_instructions(Path(f'{args.callgrind}.1')) / n:,.0f} "
+              f"instructions/task")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    worker_options(parser)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6391/0",
+                        help="a Redis the bench may flush (a private redis-server)")
     parser.add_argument("--redis-callgrind", metavar="FILE",
                         help="Redis runs under callgrind with --callgrind-out-file=FILE: count "
                              "its instructions during the drain")
@@ -147,17 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     client.flushall()
     fill(args.redis, args.tasks, QUEUE, onto="staging")
     with tempfile.TemporaryDirectory(prefix="qtui-bench-cpu-") as tmp:
-        Path(tmp, "cpu_tasks.py").write_text(textwrap.dedent(TASKS.format(
-            url=args.redis, queue=QUEUE, acks_late=not args.acks_early)))
-        command = [sys.executable, "-m", "qtui.workers.cli", "-A", "cpu_tasks", "-l", "WARNING",
-                   "-Q", QUEUE, "-n", f"cpu-{uuid.uuid4().hex[:6]}@%h", "-P", args.pool]
-        if args.concurrency:
-            command += ["-c", args.concurrency]
-        if args.events == "off":
-            command.append("--without-events")
-        if args.callgrind:
-            command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                       f"--callgrind-out-file={args.callgrind}", *command]
+        command = worker_command(args, args.redis, tmp)
         with Path(tmp, "worker.log").open("w") as log:
             worker = subprocess.Popen(command, cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
                                       env={**os.environ, "PYTHONPATH": tmp},
@@ -204,12 +230,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(scripts {calls.get('evalsha', 0) / n:.2f}), load {os.getloadavg()[0]:.1f}")
     print("  per task:", ", ".join(f"{name} {count / n:.2f}"
                                    for name, count in sorted(calls.items()) if count / n >= 0.01))
-    if args.pool == "prefork":
-        print(f"  worker main process alone (without its children): "
-              f"{1e6 * parent_cpu / n:.0f} us/task")
-    if args.callgrind:
-        print(f"  callgrind: {dumped_instructions(Path(f'{args.callgrind}.1')) / n:,.0f} "
-              f"instructions/task")
+    print_worker_details(args, parent_cpu)
     if args.redis_callgrind:
         out = Path(args.redis_callgrind)
         dump = max(out.parent.glob(f"{out.name}.*"), key=lambda path: path.stat().st_mtime)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 
 from .backends.sqlite import results_path
-from .brokers.sqlite import broker_path
+from .brokers.sqlite import broker_path, ledger_table
 
 if TYPE_CHECKING:
     from .app import App
@@ -34,9 +34,6 @@ KEY_PREFIX = "qtui.ledger."
 REVOKED = "revoked"
 """Kind of the revoked task ids: every qtui worker reads them when it (re)connects."""
 REVOKE_EXPIRES = 10_800.0  # 3 hours, as Celery
-_SCHEMA = """CREATE TABLE IF NOT EXISTS qtui_ledger (
-    kind TEXT NOT NULL, key TEXT NOT NULL, expires REAL NOT NULL,
-    PRIMARY KEY (kind, key)) WITHOUT ROWID"""
 
 
 class Ledger:
@@ -56,6 +53,11 @@ class Ledger:
 
     def present(self, kind: str, keys: Iterable[str]) -> set[str]:
         """Which of ``keys`` are recorded and not expired."""
+        raise NotImplementedError
+
+    def key(self, kind: str) -> str:
+        """Where the records of ``kind`` are kept, for a broker channel that writes them in a
+        call of its own (:class:`StartRecord`)."""
         raise NotImplementedError
 
     def load(self, kind: str) -> dict[str, float]:
@@ -165,29 +167,29 @@ class SQLiteLedger(Ledger):
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL").fetchone()
             conn.execute("PRAGMA synchronous=NORMAL")  # lost with the machine, not a process
-            conn.execute(_SCHEMA)
+            conn.execute(ledger_table.SCHEMA)
             self._conn = conn
         return self._conn
 
     def put(self, kind: str, records: Mapping[str, float],
             discard: Iterable[str] = (), wait: bool = True) -> None:
-        gone = [(kind, k) for k in discard]
+        gone = list(discard)
         if not records and not gone:
             return
         with self._lock:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany("INSERT OR REPLACE INTO qtui_ledger VALUES (?, ?, ?)",
-                               [(kind, k, e) for k, e in records.items()])
-                db.executemany("DELETE FROM qtui_ledger WHERE kind = ? AND key = ?", gone)
-                if records:
-                    db.execute("DELETE FROM qtui_ledger WHERE kind = ? AND expires <= ?",
-                               (kind, time.time()))
+                ledger_table.write(db, kind, records, gone,
+                                   time.time() if records else None)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def key(self, kind: str) -> str:
+        """The kind itself: its rows of the ``qtui_ledger`` table."""
+        return kind
 
     def present(self, kind: str, keys: Iterable[str]) -> set[str]:
         wanted = list(keys)
@@ -244,11 +246,13 @@ def record_revoked(app: App, task_ids: Iterable[str]) -> None:
 
 @dataclass
 class StartRecord:
-    """What the ledger (a Redis sorted set, ``key``) must learn before a batch of tasks runs,
-    written by whoever makes the next round trip to it (the worker's fetch script,
-    :mod:`qtui.core.brokers.redis.worker_channel`)."""
+    """What the ledger must learn before a batch of tasks runs, written by the worker's next
+    fetch from the broker that keeps it: the Redis fetch script
+    (:mod:`qtui.core.brokers.redis.worker_channel`) or the embedded broker's fetch transaction
+    (:meth:`qtui.core.brokers.sqlite.Channel.send_fetch`)."""
 
     key: str
+    """Where the records go (:meth:`Ledger.key`)."""
     started: dict[str, float]
     """Delivery keys that start now, and when their record expires (epoch seconds)."""
     settled: list[str]

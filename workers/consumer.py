@@ -30,7 +30,7 @@ from qtui.core.brokers.redis import worker_channel
 from qtui.core.config import mask_url
 from qtui.core.delayed import due_queue
 from qtui.core.exceptions import BrokerUnavailable
-from qtui.core.ledger import Ledger, RedisLedger
+from qtui.core.ledger import Ledger, RedisLedger, SQLiteLedger
 from qtui.core.pauses import leave_out_paused
 from qtui.core.routing import queue_type
 
@@ -309,8 +309,9 @@ class Consumer:
     def send_fetch(self, room: int, acks: list[str], starts: StartRecord | None = None) -> bool:
         """Send, without waiting for the reply, one call that acks ``acks``, writes ``starts``
         in the ledger and takes up to ``room`` waiting messages, where the transport can (the
-        worker's Redis channel); read its reply with :meth:`read_fetch`. False when it cannot
-        (nothing was sent)."""
+        worker's Redis channel; the embedded broker's, in one transaction committed before
+        this returns); read its reply with :meth:`read_fetch`. False when it cannot (nothing
+        was sent)."""
         send_fetch = getattr(self.channel, "send_fetch", None)
         if send_fetch is None or not self.consuming:
             return False
@@ -368,9 +369,21 @@ class Consumer:
 
     def writes_ledger(self, ledger: Ledger | None) -> bool:
         """Whether :meth:`send_fetch` can write ``ledger``'s records: the worker's Redis
-        channel, on the database the ledger is kept in, with plain key names."""
-        return (isinstance(ledger, RedisLedger) and hasattr(self.channel, "send_fetch")
-                and not self.channel.global_keyprefix and ledger.url == self.app.broker_url)
+        channel, on the database the ledger is kept in, with plain key names; the embedded
+        broker's channel, on the file the ledger is kept in."""
+        if not hasattr(self.channel, "send_fetch"):
+            return False
+        if isinstance(ledger, RedisLedger):
+            return not self.channel.global_keyprefix and ledger.url == self.app.broker_url
+        return (isinstance(ledger, SQLiteLedger)
+                and ledger.path.resolve() == self.channel.db.path.resolve())
+
+    @property
+    def settles_with_records(self) -> bool:
+        """Whether a fetch that takes nothing still carries the gathered acks and settled
+        records at no extra cost (the embedded broker's one transaction); on Redis a record
+        alone is one cheap ``ZADD``, and they wait for the next fetch."""
+        return bool(getattr(self.channel, "settles_with_records", False))
 
     def publisher(self) -> Producer:
         assert self.producer is not None

@@ -15,7 +15,9 @@ redelivered message counts only when its previous delivery is recorded there. Wi
 (RabbitMQ with rpc:// or no results) every redelivery counts, as before. On Redis the ledger is
 on the broker, so the record rides the worker's fetch script (:class:`StartRecord`): written in
 the same step that acks the finished deliveries, before the tasks run, with no round trip of
-its own; a batch that starts with nothing to fetch sends it alone (one ``ZADD``).
+its own; a batch that starts with nothing to fetch sends it alone (one ``ZADD``). On the
+embedded broker the ledger is a table of the broker's file, and the record rides the fetch's
+one transaction with the acks and the claims.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 from kombu import Exchange, Producer, Queue
 from kombu.message import Message
 
-from qtui.core.ledger import Ledger, RedisLedger, StartRecord
+from qtui.core.ledger import Ledger, StartRecord
 from qtui.core.protocol import DELIVERIES_HEADER, TaskMessage
 
 logger = logging.getLogger("qtui.worker")
@@ -76,26 +78,25 @@ class Starts:
         self.ledger = ledger
         self._settled: list[str] = []
         self._next_trim = 0.0
-        self.key: str | None = ledger.key(STARTED) if isinstance(ledger, RedisLedger) else None
-        """The ledger's sorted set when it is on Redis (:meth:`take` can hand it the records)."""
 
     def take(self, keys: Iterable[str], settle: bool = True) -> StartRecord | None:
         """The record of ``keys`` starting (and of the settled ones unless ``settle`` is
         False: they then wait for a later record), for the caller to write in a round trip of
         its own before the tasks run; None: nothing to write. Give it back with
         :meth:`untaken` if it was not written."""
-        assert self.key is not None, "only a ledger on Redis hands its records out"
+        assert self.ledger is not None, "only a ledger hands its records out"
+        key = self.ledger.key(STARTED)
         started = dict.fromkeys(keys, time.time() + STARTED_TTL)
         if not started and not (settle and self._settled):
             return None
         if not settle:
-            return StartRecord(self.key, started, [], None)
+            return StartRecord(key, started, [], None)
         settled, self._settled = self._settled, []
         trim = None
         if started and time.monotonic() >= self._next_trim:
             self._next_trim = time.monotonic() + TRIM_INTERVAL
             trim = time.time()
-        return StartRecord(self.key, started, settled, trim)
+        return StartRecord(key, started, settled, trim)
 
     def untaken(self, record: StartRecord | None) -> None:
         """``record`` may not have been written: remove its settled keys with the next write."""

@@ -136,10 +136,11 @@ class Settlement:
     def ack_before_run(self, job: Job) -> None:
         """Acks early: where the broker gives deliveries back with the connection (RabbitMQ)
         the ack goes out now, before the task runs, so a worker lost meanwhile does not run it
-        again; elsewhere as :meth:`ack` (on Redis it rides with the next fetch)."""
+        again; on the embedded broker too (one transaction, as before its acks were gathered);
+        elsewhere as :meth:`ack` (on Redis it rides with the next fetch)."""
         try:
             self.ack(job)
-            if not self.consumer.keeps_deliveries:
+            if not self.consumer.keeps_deliveries or self.consumer.settles_with_records:
                 self.flush_acks()
         except self.consumer.errors:
             # Not sent: the task will not start now, and goes back to the broker unrun.

@@ -491,14 +491,15 @@ class Worker:
         """Start ``batch`` with its starts recorded first, send the gathered acks and take up
         to ``room`` messages. Where the broker keeps the ledger (Redis) all of it is one script
         call (one ZADD when nothing is taken), sent before the batch starts (the record is then
-        in Redis's hands, as a record sent on its own would be) and read while the batch runs.
-        Returns how many messages
-        came; None when no fetch was made (nothing to take or record, or a broker without
-        fetch)."""
+        in Redis's hands, as a record sent on its own would be) and read while the batch runs;
+        on the embedded broker one transaction, committed before the batch starts. Returns how
+        many messages came; None when no fetch was made (nothing to take or record, or a broker
+        without fetch)."""
         keys = [job.start_key for job in batch if job.start_key]
-        # A call that takes nothing records the starts alone (one ZADD): the acks and the
-        # settled records wait for the next fetch, as they did before starts were recorded.
-        record = self.starts.take(keys, settle=room > 0) if keys and self._starts_ride else None
+        # On Redis a call that takes nothing records the starts alone (one ZADD): the acks and
+        # the settled records wait for the next fetch, as they did before starts were recorded.
+        settle = room > 0 or self.consumer.settles_with_records
+        record = self.starts.take(keys, settle=settle) if keys and self._starts_ride else None
         if keys and record is None:
             self.starts.record(keys)
         if room <= 0 and record is None:
@@ -506,7 +507,7 @@ class Worker:
             self._start(batch)
             return None
         acks: list[str] = []
-        if room > 0:
+        if settle:
             acks, self.settlement.acks = self.settlement.acks, []
         try:
             sent = self.consumer.send_fetch(room, acks, record)

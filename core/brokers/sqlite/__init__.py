@@ -50,6 +50,10 @@ the operation is retried with backoff and a warning, five attempts in all; then
 does not give back tasks still running), ``fetch_batch`` (16: rows one claim may
 take ahead, within the consumer's prefetch limit; they stay invisible until acked, and go back
 on cancel, requeue and close).
+
+qtui's worker fetches through :meth:`Channel.send_fetch` instead while it is busy: the acks of
+its finished tasks, the start records of the batch it is about to run (the cluster ledger's
+table in this file) and the claim of what its prefetch window has room for are one transaction.
 """
 
 from .database import (

@@ -14,14 +14,18 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kombu.exceptions import OperationalError
 
 from ...files import create_private, sqlite_file
 from .. import default_broker_path
+from . import ledger_table
 from .liveness import current_process, process_alive
 from .schema import MIGRATIONS, READY, READY_ROWS, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from ...ledger import StartRecord
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +106,8 @@ class Database:
         self._local_writes = 0
         self._version, self._version_read_at = 0, float("-inf")
         self._next_sweep = 0.0
+        self._ledger_on: sqlite3.Connection | None = None
+        """The connection on which the ledger's table is known to exist."""
         self._connect()
 
     # connection, schema, retries
@@ -187,12 +193,14 @@ class Database:
                 _INHERITED.append(self._conn)
             self._conn, self._closed = None, True
 
-    def _run(self, op: Callable[[sqlite3.Connection], T], write: bool) -> T:
-        """Run ``op`` under the lock; ``write`` tells readers of :meth:`generation`."""
+    def _run(self, op: Callable[[sqlite3.Connection], T], reveals: bool) -> T:
+        """Run ``op`` under the lock; ``reveals``: it may make a row visible (a put, a release),
+        which moves :meth:`generation`. A write that only deletes or hides rows (an ack, a
+        claim, a renewal, a start record) does not: a queue seen empty stays empty."""
         def locked() -> T:
             with self._lock:
                 result = op(self._connect())
-                if write:
+                if reveals:
                     self._local_writes += 1
                 return result
         return self._retrying(locked)
@@ -222,10 +230,11 @@ class Database:
                 attempt += 1
 
     def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        return self._run(op, write=False)
+        """Run ``op``, a read or a write that reveals no row (see :meth:`_run`)."""
+        return self._run(op, reveals=False)
 
     def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        return self._run(op, write=True)
+        return self._run(op, reveals=True)
 
     @staticmethod
     @contextmanager
@@ -243,7 +252,8 @@ class Database:
 
     def generation(self) -> tuple[int, int, int]:
         """Changes whenever anything may have become visible: a commit by another connection
-        (``PRAGMA data_version``), a write by this one, or a sweep interval passing."""
+        (``PRAGMA data_version``), a write by this one that reveals rows (see :meth:`_run`),
+        or a sweep interval passing."""
         now = time.monotonic()
         # One read serves every queue of a polling round. Reusing an older read is safe: a
         # queue is marked empty with the generation read *before* its claim.
@@ -285,23 +295,56 @@ class Database:
             (priority, payload, now, now, exchange)).rowcount)
 
     def claim(self, queue: str, limit: int, visibility_timeout: float) -> list[Claimed]:
-        """Take up to ``limit`` visible messages, best priority first, in one statement (a claim
-        that finds nothing changes nothing, so it does not move :meth:`generation`)."""
+        """Take up to ``limit`` visible messages, best priority first, in one statement."""
         if _UNRELEASED:
             self._release_leftovers()
         now = time.time()
+        return self._read(lambda c: self._claim(c, queue, limit, now, visibility_timeout))
+
+    @staticmethod
+    def _claim(c: sqlite3.Connection, queue: str, limit: int, now: float,
+               visibility_timeout: float) -> list[Claimed]:
         until = now + visibility_timeout
         # ORDER BY priority: 0 first, as on kombu's Redis transport (see the module docstring).
-        rows = self._read(lambda c: c.execute(
+        rows = c.execute(
             "UPDATE messages SET visible_at = ?, holder = ?, "
             f"delivered_count = delivered_count + 1 WHERE id IN ({READY} LIMIT ?) "
             "RETURNING priority, id, payload, delivered_count",
-            (until, current_process().token, queue, now, limit)).fetchall())
-        if rows:
-            with self._lock:
-                self._local_writes += 1
+            (until, current_process().token, queue, now, limit)).fetchall()
         rows.sort()  # RETURNING has no order: within one claim, by priority, then id
         return [Claimed(id, payload, count, until) for _, id, payload, count in rows]
+
+    def fetch(self, acks: Sequence[int], starts: StartRecord | None, queues: Sequence[str],
+              limit: int, visibility_timeout: float) -> list[tuple[str, Claimed]]:
+        """The worker's fetch, in one transaction: delete the acked rows ``acks``, write
+        ``starts`` in the cluster ledger's table of this file, then claim up to ``limit`` rows
+        from ``queues``, each in turn, as :meth:`claim` does. All or nothing: when it fails,
+        no start is recorded, nothing is acked or claimed."""
+        if not acks and starts is None and (limit <= 0 or not queues):
+            return []
+        if _UNRELEASED:
+            self._release_leftovers()
+        now = time.time()
+
+        def op(c: sqlite3.Connection) -> list[tuple[str, Claimed]]:
+            taken: list[tuple[str, Claimed]] = []
+            with self._transaction(c):
+                if acks:
+                    c.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in acks])
+                if starts is not None:
+                    if self._ledger_on is not c:
+                        c.execute(ledger_table.SCHEMA)
+                    ledger_table.write(c, starts.key, starts.started, starts.settled,
+                                       starts.trim_before)
+                for queue in queues:
+                    if len(taken) >= limit:
+                        break
+                    taken += [(queue, claimed) for claimed in self._claim(
+                        c, queue, limit - len(taken), now, visibility_timeout)]
+            if starts is not None:
+                self._ledger_on = c
+            return taken
+        return self._read(op)
 
     def take(self, queue: str) -> Claimed | None:
         """Remove and return the next visible message: delivery without acknowledgement."""
@@ -311,12 +354,15 @@ class Database:
             "RETURNING id, payload, delivered_count", (queue, now)).fetchone())
         if row is None:
             return None
-        with self._lock:
-            self._local_writes += 1
         return Claimed(row[0], row[1], row[2] + 1, float("inf"))
 
     def ack(self, message_id: int) -> None:
-        self._write(lambda c: c.execute("DELETE FROM messages WHERE id = ?", (message_id,)))
+        self._read(lambda c: c.execute("DELETE FROM messages WHERE id = ?", (message_id,)))
+
+    def ack_many(self, message_ids: Sequence[int]) -> None:
+        """Ack several messages in one transaction."""
+        if message_ids:
+            self.fetch(message_ids, None, (), 0, 0.0)
 
     def renew(self, message_ids: list[int], visibility_timeout: float) -> None:
         """Keep messages this process holds invisible for another ``visibility_timeout`` (the
@@ -324,7 +370,7 @@ class Database:
         if not message_ids:
             return
         until, me = time.time() + visibility_timeout, current_process().token
-        self._write(lambda c: c.executemany(
+        self._read(lambda c: c.executemany(
             "UPDATE messages SET visible_at = ? WHERE id = ? AND holder = ?",
             [(until, i, me) for i in message_ids]))
 
