@@ -526,7 +526,8 @@ class Worker:
             return None
         self._start(batch)
         try:
-            if room > 0 and record is not None and self.pool.runs_in_caller:
+            if (room > 0 and record is not None and self.pool.runs_in_caller
+                    and self.consumer.starts_behind_fetch):
                 self._start_behind_fetch()
             return self.consumer.read_fetch()
         except self.consumer.errors as exc:
