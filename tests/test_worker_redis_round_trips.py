@@ -8,7 +8,10 @@ pipeline of three commands of its own on a second connection (about 3.5 commands
 start with nothing to fetch is recorded by a plain ZADD, not a script call: the worker fetches
 two messages at a time, so half its calls are scripts (every call was one before). That ZADD's
 reply is read with the next call's, so no start waits a round trip; and a busy fetch pops a
-processing list only while an idle wait, which moves messages there, is under way.
+processing list only while an idle wait, which moves messages there, is under way. An idle
+worker runs what its wait moved straight from the wait's reply: the call that records it as
+unacked is read afterwards, as the start record is, so no round trip separates the wake-up from
+the run (a fetch script took it from the processing list first, and the task waited for it).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -47,6 +52,8 @@ MAX_SCRIPT_CALLS_PER_TASK = 0.75
 #: that takes what an idle wait moved, and busy fetches while a wait is under way, pop them (a
 #: few a drain); every fetch popped them before (0.5 a task on solo).
 MAX_PROCESSING_POPS_PER_TASK = 0.1
+#: Longest a proxy holds script replies back (seconds): what a worker that waits for one waits.
+HOLD_LIMIT = 5.0
 _MONITOR_LINE = re.compile(r'^[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"')
 
 
@@ -202,3 +209,114 @@ def test_a_start_record_redis_refuses_is_logged_and_the_next_fetch_still_deliver
             assert channel.fetch_many([owner.queue], 1) == 1
         assert "Cannot record started tasks" in caplog.text and "WRONGTYPE" in caplog.text
         assert len(owner.received) == 1
+
+
+class ScriptReplyHolder:
+    """A TCP proxy to Redis that follows one task (:meth:`follow`): once an idle wait's reply
+    (``BLMOVE``) hands it to a worker, the replies to every script call are held back until the
+    task's result is written, or for :data:`HOLD_LIMIT` seconds. A worker that waits for one of
+    them before it runs the task writes the result only after they went."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        self._released.set()
+        self._held = 0
+        self._task_id = b""
+        self.via_wait: bool | None = None
+        """True: an idle wait's reply carried the task; False: a script's (a fetch) did."""
+        self.written_while_held: bool | None = None
+        """Whether the task's result was written while script replies were held back."""
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def follow(self, task_id: str) -> None:
+        with self._lock:
+            self._task_id, self.via_wait, self.written_while_held = task_id.encode(), None, None
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self._sockets += [client, server]
+            state = {"command": b""}
+            threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
+        while data := _recv(client):
+            upper = data.upper()
+            state["command"] = next((c for c in (b"EVALSHA", b"BLMOVE") if c in upper), b"")
+            with self._lock:
+                if self.via_wait and b"$3\r\nSET\r\n" in upper \
+                        and b"celery-task-meta-" + self._task_id in data:
+                    self.written_while_held = self._held > 0
+                    self._released.set()
+            server.sendall(data)
+
+    def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
+        while data := _recv(server):
+            with self._lock:
+                if self._task_id and self.via_wait is None and self._task_id in data:
+                    self.via_wait = state["command"] == b"BLMOVE"
+                    if self.via_wait:
+                        self._released.clear()
+                        threading.Timer(HOLD_LIMIT, self._released.set).start()
+                hold = state["command"] == b"EVALSHA" and not self._released.is_set()
+                self._held += hold
+            if hold:
+                self._released.wait()
+                with self._lock:
+                    self._held -= 1
+            try:
+                client.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._released.set()
+        self.listener.close()
+        for sock in self._sockets:
+            sock.close()
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
+
+
+@pytest.mark.timeout(120)
+def test_an_idle_worker_runs_what_its_wait_took_without_waiting_for_a_script_reply(tmp_path):
+    """The idle wait's reply carries the message: the solo worker runs the task and writes its
+    result while the replies to its script calls (the record of the delivery as unacked, the
+    start record) are still held back. It took a fetch script's reply before: one round trip
+    between the wake-up and the run."""
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        holder = ScriptReplyHolder(port)
+        url = f"redis://127.0.0.1:{holder.port}/0"
+        setup = make_setup(tmp_path, "qw-held", url, url)
+        try:
+            with setup.worker("-P", "solo"):
+                app = setup.app()
+                assert app.send_task("tasks.add", args=[1, 1]).get(timeout=30) == 2
+                for attempt in range(10):  # until the worker's wait, not a turn's fetch, takes it
+                    task_id = str(uuid.uuid4())
+                    holder.follow(task_id)
+                    assert app.send_task("tasks.add", args=[attempt, 2], task_id=task_id
+                                         ).get(timeout=30) == attempt + 2
+                    if holder.via_wait:
+                        break
+                app.close()
+            assert holder.via_wait, "no idle wait took a task"
+            assert holder.written_while_held
+        finally:
+            holder.close()
