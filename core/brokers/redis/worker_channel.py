@@ -712,10 +712,9 @@ class Channel(redis_broker.Channel):
         and owned (:data:`_ADOPT`) is sent on the fetch connection, its reply read with the next
         call's, so the task does not wait a round trip to start. Until Redis runs it, the
         message is in this owner's processing list, given back should the worker be lost.
-        False (nothing done) for an item that is not a plain kombu envelope, or while a fetch's
-        reply is due first."""
+        False (nothing done) for an item that is not a plain kombu envelope."""
         found = _envelope(item)
-        if found is None or self._pending_fetch is not None:
+        if found is None:
             return False
         payload, tag, record = found
         assert self.owner is not None, "an adoption is an owner's"
