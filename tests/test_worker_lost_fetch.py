@@ -26,6 +26,7 @@ from qtui.core.pauses import Pause
 from qtui.core.queues import inspector_for
 
 from .redis_server import redis_server, spare_port
+from .tcp_proxy import Interceptor
 from .worker_helpers import make_setup, wait_for
 
 TASKS = 300
@@ -45,7 +46,7 @@ def private_redis(tmp_path) -> Iterator[int]:
         yield port
 
 
-class ReplyCutter:
+class ReplyCutter(Interceptor):
     """A TCP proxy to Redis that, once armed, drops the first reply carrying messages (a script's
     list, or a ``BLMOVE``'s message, to a request carrying ``marker``; for ``ZADD`` and
     adoptions, the integer they answer) and closes that connection, as a Redis shutting down
@@ -54,8 +55,6 @@ class ReplyCutter:
 
     def __init__(self, port: int, marker: bytes = b"EVALSHA", empty_too: bool = False,
                  on_cut: Callable[[], None] | None = None, request_too: bool = False) -> None:
-        self.target = port
-        """The Redis port behind the proxy."""
         self.marker, self.empty_too = marker.upper(), empty_too
         """Cut the reply to a request that carries ``marker``; ``empty_too``: even one that
         carries no message."""
@@ -63,25 +62,10 @@ class ReplyCutter:
         self.on_cut = on_cut
         """Called once the reply is held back, before the connection closes: what happens to
         Redis between the lost reply and the worker's reconnection."""
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
         self.cut = threading.Event()
         self.dropped = b""
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target))
-            self._sockets += [client, server]
-            state = {"script": False}
-            threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
-            threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
+        super().__init__(port)
 
     def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
         while data := self._recv(client):
@@ -101,7 +85,7 @@ class ReplyCutter:
             else:  # a script's list
                 carries_messages = data.startswith(b"*") and (
                     self.empty_too or not data.startswith(b"*0\r\n"))
-            if (state["script"] and carries_messages and self.armed.is_set()
+            if (state.get("script") and carries_messages and self.armed.is_set()
                     and not self.cut.is_set()):
                 self._drop(data, client, server)
                 return
@@ -113,27 +97,6 @@ class ReplyCutter:
             self.on_cut()
         self.cut.set()
         for sock in sockets:
-            self._shut(sock)
-
-    @staticmethod
-    def _recv(sock: socket.socket) -> bytes:
-        try:
-            return sock.recv(65536)
-        except OSError:
-            return b""
-
-    @staticmethod
-    def _shut(sock: socket.socket) -> None:
-        """Close now, waking a thread blocked on it (close alone does not send the FIN then)."""
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        sock.close()
-
-    def close(self) -> None:
-        self.listener.close()
-        for sock in self._sockets:
             self._shut(sock)
 
 
@@ -323,7 +286,7 @@ def test_what_an_idle_wait_moved_goes_back_to_its_queue_when_its_reply_is_lost(
             app.close()
             assert cutter.cut.is_set(), "no BLMOVE reply carrying a message was cut"
             back = wait_for(lambda: client.llen(queue) == 1, SLOW_RECLAIM_TIMEOUT / 8)
-            log = worker.log_path.read_text()
+        log = worker.log_path.read_text()  # once stopped: the line after a put-back is in
         processing = [key for key in client.scan_iter("qtui.processing.*")
                       if client.type(key) == b"list" and client.llen(key)]
         ran = len(setup.records("mark"))

@@ -38,6 +38,7 @@ from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_
 from qtui.core.ledger import StartRecord
 
 from .redis_server import redis_server, spare_port
+from .tcp_proxy import Interceptor
 from .worker_helpers import make_setup, wait_for
 
 TASKS = 300
@@ -211,16 +212,14 @@ def test_a_start_record_redis_refuses_is_logged_and_the_next_fetch_still_deliver
         assert len(owner.received) == 1
 
 
-class ScriptReplyHolder:
+class ScriptReplyHolder(Interceptor):
     """A TCP proxy to Redis that follows one task (:meth:`follow`): once an idle wait's reply
-    (``BLMOVE``) hands it to a worker, the replies to every script call are held back until the
-    task's result is written, or for :data:`HOLD_LIMIT` seconds. A worker that waits for one of
-    them before it runs the task writes the result only after they went."""
+    (``BLMOVE``) hands it to a worker, the replies to the script calls that record deliveries
+    (their keys name ``unacked_index``; not the timers' scripts, an ETA poll say) are held back
+    until the task's result is written, or for :data:`HOLD_LIMIT` seconds. A worker that waits
+    for one of them before it runs the task writes the result only after they went."""
 
     def __init__(self, port: int) -> None:
-        self.target = port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._released.set()
@@ -230,29 +229,19 @@ class ScriptReplyHolder:
         """True: an idle wait's reply carried the task; False: a script's (a fetch) did."""
         self.written_while_held: bool | None = None
         """Whether the task's result was written while script replies were held back."""
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(port)
 
     def follow(self, task_id: str) -> None:
         with self._lock:
             self._task_id, self.via_wait, self.written_while_held = task_id.encode(), None, None
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target))
-            self._sockets += [client, server]
-            state = {"command": b""}
-            threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
-            threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
-
     def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
-        while data := _recv(client):
+        while data := self._recv(client):
             upper = data.upper()
-            state["command"] = next((c for c in (b"EVALSHA", b"BLMOVE") if c in upper), b"")
+            if data.startswith(b"*"):  # a new request (a long one may come in several reads)
+                records = b"EVALSHA" in upper and b"UNACKED_INDEX" in upper
+                state["command"] = b"EVALSHA" if records \
+                    else b"BLMOVE" if b"BLMOVE" in upper else b""
             with self._lock:
                 if self.via_wait and b"$3\r\nSET\r\n" in upper \
                         and b"celery-task-meta-" + self._task_id in data:
@@ -261,14 +250,15 @@ class ScriptReplyHolder:
             server.sendall(data)
 
     def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
-        while data := _recv(server):
+        while data := self._recv(server):
             with self._lock:
-                if self._task_id and self.via_wait is None and self._task_id in data:
-                    self.via_wait = state["command"] == b"BLMOVE"
+                if self._task_id and self.via_wait is None and self._task_id in data \
+                        and b'"body"' in data:  # the message itself, not a subscription's reply
+                    self.via_wait = state.get("command") == b"BLMOVE"
                     if self.via_wait:
                         self._released.clear()
                         threading.Timer(HOLD_LIMIT, self._released.set).start()
-                hold = state["command"] == b"EVALSHA" and not self._released.is_set()
+                hold = state.get("command") == b"EVALSHA" and not self._released.is_set()
                 self._held += hold
             if hold:
                 self._released.wait()
@@ -281,16 +271,7 @@ class ScriptReplyHolder:
 
     def close(self) -> None:
         self._released.set()
-        self.listener.close()
-        for sock in self._sockets:
-            sock.close()
-
-
-def _recv(sock: socket.socket) -> bytes:
-    try:
-        return sock.recv(65536)
-    except OSError:
-        return b""
+        super().close()
 
 
 @pytest.mark.timeout(120)

@@ -265,7 +265,9 @@ class _PendingFetch:
     args: list[Any]
     script: bool = True
     """False: a plain command (a record of starts only), whose reply delivers nothing and is
-    read with the next call's (see :meth:`Channel._read_start_records`)."""
+    read with the next call's (see :meth:`Channel._read_unread`)."""
+    during_wait: bool = False
+    """Sent while an idle wait was under way: it may take what the wait moves."""
 
 
 class QoS(redis_broker.QoS):
@@ -348,9 +350,9 @@ class Channel(redis_broker.Channel):
         self._fetch_loaded = False
         self._adopt_loaded = False
         self._processing_known: set[str] = set()
-        self._fetched_while_waiting = False
-        """A fetch popped the processing lists while the pending wait was under way: it may
-        have delivered what the wait moved."""
+        self._taken_while_waiting: set[str] = set()
+        """Delivery tags of what fetches took while the pending wait was under way: the
+        message the wait moved may be one of them, delivered already."""
 
     # ownership -------------------------------------------------------------------------------
     def own(self, owner: str, ttl: float) -> None:
@@ -487,7 +489,6 @@ class Channel(redis_broker.Channel):
         # A processing list holds a message only between a wait's move and the fetch that
         # takes it (``moved``); a busy fetch while a wait is under way may take it first.
         processing = moved or self._waiting_on is not None
-        self._fetched_while_waiting |= processing and limit > 0
         keys: list[str] = []
         for queue in order:
             if processing:
@@ -509,7 +510,8 @@ class Channel(redis_broker.Channel):
         args = [max(limit, 0), time.time(), size, f"{self._tag_base}.{self._fetches}",
                 DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, len(acks), len(started) // 2,
                 len(settled), trim, *acks, *started, *settled, *names]
-        self._send_pending(_PendingFetch(self._fetch_connection(), order, acks, keys, args))
+        self._send_pending(_PendingFetch(self._fetch_connection(), order, acks, keys, args,
+                                         during_wait=self._waiting_on is not None))
         return True
 
     def _send_pending(self, pending: _PendingFetch) -> None:
@@ -610,7 +612,10 @@ class Channel(redis_broker.Channel):
                 logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue), reason)
                 continue
             payload = loads(item)
-            self.qos.recorded.add(payload["properties"]["delivery_tag"])
+            tag = payload["properties"]["delivery_tag"]
+            self.qos.recorded.add(tag)
+            if pending.during_wait:
+                self._taken_while_waiting.add(tag)
             self.connection._deliver(payload, queue)
             delivered += 1
         return delivered
@@ -675,7 +680,7 @@ class Channel(redis_broker.Channel):
         args = (queue, target, "RIGHT", "LEFT", wait) if self._blocking_move == "BLMOVE" \
             else (queue, target, wait)
         self._waiting_on = queue
-        self._fetched_while_waiting = False
+        self._taken_while_waiting.clear()
         self._in_poll = self.client.connection
         # kombu's class attribute (None) types it; kombu's own _brpop_start sets a float too
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
@@ -700,23 +705,22 @@ class Channel(redis_broker.Channel):
         self._queue_cycle.rotate(queue)
         if moved is None:
             raise Empty()
-        # A fetch while the wait was under way may have delivered the message already; one
-        # that is not a plain kombu envelope is the fetch script's (it dead-letters it).
-        if (self._fetched_while_waiting or not self._adopt(queue, moved)) \
-                and not self.fetch_many([queue], 1, moved=True):
+        found = _envelope(moved)
+        if found is None:  # not a plain kombu envelope: the fetch script's (it dead-letters it)
+            if not self.fetch_many([queue], 1, moved=True):
+                raise Empty()
+            return True
+        if found[1] in self._taken_while_waiting:  # a fetch meanwhile delivered it already
             raise Empty()
+        self._adopt(queue, moved, *found)
         return True
 
-    def _adopt(self, queue: str, item: bytes) -> bool:
+    def _adopt(self, queue: str, item: bytes, payload: dict[str, Any], tag: str,
+               record: bytes) -> None:
         """Deliver what an idle wait moved straight from the wait's reply; its record as unacked
         and owned (:data:`_ADOPT`) is sent on the fetch connection, its reply read with the next
         call's, so the task does not wait a round trip to start. Until Redis runs it, the
-        message is in this owner's processing list, given back should the worker be lost.
-        False (nothing done) for an item that is not a plain kombu envelope."""
-        found = _envelope(item)
-        if found is None:
-            return False
-        payload, tag, record = found
+        message is in this owner's processing list, given back should the worker be lost."""
         assert self.owner is not None, "an adoption is an owner's"
         keys = self._adopt_keys(self.owner, queue)
         args = [item, time.time(), tag, record]
@@ -733,7 +737,6 @@ class Channel(redis_broker.Channel):
         self._unread.append(_Adoption(tag, keys, args))
         self.qos.recorded.add(tag)
         self.connection._deliver(payload, queue)
-        return True
 
     def _adopt_keys(self, owner: str, queue: str) -> list[str]:
         return [PROCESSING_KEY.format(owner=owner, queue=queue), self.unacked_index_key,
