@@ -11,12 +11,12 @@ The client's :class:`Signature`, :class:`chain`, :class:`group`, :class:`chord`,
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import CanvasError
+from .protocol import new_id
 
 if TYPE_CHECKING:
     from .app import App
@@ -74,7 +74,7 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
 def _apply_task(app: App, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
                 options: Mapping[str, Any]) -> str:
     send = send_options(options)
-    send.setdefault("task_id", str(uuid.uuid4()))
+    send.setdefault("task_id", new_id())
     app.send_task(name, list(args), dict(kwargs), **send)
     return str(send["task_id"])
 
@@ -115,7 +115,7 @@ def _tasks_of(sig: Mapping[str, Any]) -> list[Any]:
 def _apply_group(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
                  options: dict[str, Any]) -> str:
     """Each task with the group's id and its index, as ``group._apply_tasks`` sends them."""
-    group_id = options.pop("task_id", None) or str(uuid.uuid4())
+    group_id = options.pop("task_id", None) or new_id()
     with app.sending_batch(discard_on_error=True):  # pipelined, as app.send_many sends
         for index, task in enumerate(_tasks_of(sig)):
             apply(app, task, args, group_id=group_id, group_index=index, **_inherited(options))
@@ -156,10 +156,10 @@ def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     else:
         tasks, group_id = list(header or ()), None
     # A chord's own task_id is its header's group id (as Celery's client freezes it).
-    group_id = group_id or options.pop("task_id", None) or str(uuid.uuid4())
+    group_id = group_id or options.pop("task_id", None) or new_id()
     options.pop("task_id", None)
     body_sig = signature_of(body)
-    body_id = body_sig["options"].get("task_id") or str(uuid.uuid4())
+    body_id = body_sig["options"].get("task_id") or new_id()
     root_id = options.get("root_id")
     body_sig["options"].update(task_id=body_id, group_id=group_id)
     # What follows the chord in a chain, and its links, belong to the body (Celery's chord.run).
@@ -267,7 +267,7 @@ class Signature(dict[str, Any]):
         from .result import AsyncResult
 
         self["options"].update(options)
-        self["options"]["task_id"] = task_id or self.id or str(uuid.uuid4())
+        self["options"]["task_id"] = task_id or self.id or new_id()
         reply_to = self.app.backend.reply_to()
         if reply_to and "reply_to" not in self["options"]:  # rpc://: results come back here
             self["options"]["reply_to"] = reply_to
@@ -359,7 +359,7 @@ class group(Signature):  # noqa: N801 - Celery's name
         from .result import GroupResult
 
         self["options"].update(options)
-        group_id = self["options"]["task_id"] = task_id or self.id or str(uuid.uuid4())
+        group_id = self["options"]["task_id"] = task_id or self.id or new_id()
         root_id = self["options"].get("root_id")
         results = []
         for index, task in enumerate(self.tasks):

@@ -22,8 +22,8 @@ import reprlib
 import socket
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -118,23 +118,28 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-_origin: tuple[int, str] = (0, "")
+_origin = ""
 
 
 def default_origin() -> str:
     """Celery's ``anon_nodename``: ``gen<pid>@<host>``, so a monitor can tell who sent a task
-    (worked out once per process: every message asks)."""
+    (worked out once per process, forgotten in a forked child: every message asks)."""
     global _origin
-    pid = os.getpid()
-    if _origin[0] != pid:
-        _origin = (pid, f"gen{pid}@{socket.gethostname()}")
-    return _origin[1]
+    if not _origin:
+        _origin = f"gen{os.getpid()}@{socket.gethostname()}"
+    return _origin
+
+
+def _forget_origin() -> None:
+    global _origin
+    _origin = ""
+
+
+os.register_at_fork(after_in_child=_forget_origin)
 
 
 _ready_ids: deque[str] = deque()
 os.register_at_fork(after_in_child=_ready_ids.clear)  # a child must not reuse its parent's
-_VERSION_BITS, _VERSION_4 = 0xF000 << 64, 0x4000 << 64
-_VARIANT_BITS, _VARIANT_RFC = 0xC000 << 48, 0x8000 << 48
 
 
 def new_id() -> str:
@@ -145,12 +150,12 @@ def new_id() -> str:
         return _ready_ids.popleft()
     except IndexError:
         pass
-    data = os.urandom(16 * 256)
-    ids = []
-    for at in range(0, len(data), 16):
-        bits = int.from_bytes(data[at:at + 16], "big")
-        text = "%032x" % (bits & ~_VERSION_BITS & ~_VARIANT_BITS | _VERSION_4 | _VARIANT_RFC)
-        ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
+    data = bytearray(os.urandom(16 * 256))
+    data[6::16] = bytes(byte & 0x0F | 0x40 for byte in data[6::16])  # version 4
+    data[8::16] = bytes(byte & 0x3F | 0x80 for byte in data[8::16])  # RFC 4122 variant
+    text = data.hex()
+    ids = [f"{text[at:at + 8]}-{text[at + 8:at + 12]}-{text[at + 12:at + 16]}-"
+           f"{text[at + 16:at + 20]}-{text[at + 20:at + 32]}" for at in range(0, len(text), 32)]
     _ready_ids.extend(ids[1:])
     return ids[0]
 
@@ -187,6 +192,8 @@ def saferepr(value: Any, maxsize: int) -> str:
     """A repr bounded in size and effort (deep or huge arguments never cost much), like Celery's."""
     # A plain value's repr is reprlib's (dict items in insertion order either way), without
     # its per-item dispatch; reprlib also copes with a __repr__ that raises.
+    if not value and (type(value) is tuple or type(value) is dict):
+        return repr(value)  # no arguments (of this kind): the commonest call
     text = repr(value) if _plain(value) else _repr.repr(value)
     if len(text) > maxsize:
         text = text[: max(0, maxsize - 3)] + "..."
@@ -196,15 +203,26 @@ def saferepr(value: Any, maxsize: int) -> str:
 def _plain(value: Any) -> bool:
     """A flat tuple or dict of at most 64 numbers, flags and short strings (keys too): the
     arguments of most calls."""
-    if type(value) is tuple:
+    kind = type(value)
+    if kind is tuple:
         items: Any = value
-    elif type(value) is dict:
-        items = [*value, *value.values()]
+    elif kind is dict:
+        items = (*value, *value.values())
     else:
         return False
-    return len(value) <= 64 and all(
-        type(item) in _PLAIN or (type(item) is int and -_SHORT < item < _SHORT)
-        or (type(item) is str and len(item) <= 256) for item in items)
+    if len(value) > 64:
+        return False
+    for item in items:
+        kind = type(item)
+        if kind is int:
+            if not -_SHORT < item < _SHORT:
+                return False
+        elif kind is str:
+            if len(item) > 256:
+                return False
+        elif kind not in _PLAIN:
+            return False
+    return True
 
 
 def build(message: TaskMessage) -> WireMessage:
@@ -236,10 +254,58 @@ def build(message: TaskMessage) -> WireMessage:
     properties: dict[str, Any] = {"correlation_id": message.id, "reply_to": message.reply_to or ""}
     if message.priority is not None:
         properties["priority"] = message.priority
+    return WireMessage(body=body_of(message), headers=headers, properties=properties)
+
+
+def body_of(message: TaskMessage) -> tuple[Any, ...]:
+    """The protocol-v2 body: ``[args, kwargs, embed]``."""
     embed = {"callbacks": message.callbacks, "errbacks": message.errbacks,
              "chain": message.chain, "chord": message.chord}
-    return WireMessage(body=(list(message.args), dict(message.kwargs), embed),
-                       headers=headers, properties=properties)
+    return list(message.args), dict(message.kwargs), embed
+
+
+#: The fields that differ between sends of one task, in the order :func:`per_send` gives them:
+#: a message template (:class:`~qtui.core.brokers.envelope.Template`) leaves them open.
+PER_SEND = ("id", "root_id", "parent_id", "group", "group_index", "eta", "expires", "argsrepr",
+            "kwargsrepr", SENT_AT_HEADER)
+
+
+def template_key(message: TaskMessage) -> tuple[Any, ...] | None:
+    """What the headers and properties of ``message`` share with every message built from one
+    template (everything but :data:`PER_SEND`), or None when it carries what a template leaves
+    to :func:`build` (user headers, stamps, a canvas embed). Numbers are keyed with their types:
+    ``1`` and ``1.0`` are equal keys but different JSON."""
+    if (message.headers or message.stamps or message.stamped_headers is not None
+            or message.callbacks is not None or message.errbacks is not None
+            or message.chain is not None or message.chord is not None):
+        return None
+    numbers = (message.retries, message.time_limit, message.soft_time_limit,
+               message.ignore_result, message.replaced_task_nesting, message.priority)
+    return (message.task, message.shadow, message.origin, message.reply_to, numbers,
+            tuple(map(type, numbers)))
+
+
+def per_send(message: TaskMessage) -> tuple[Any, ...]:
+    """The header values of :data:`PER_SEND`, as :func:`build` writes them (the publish time
+    is now)."""
+    eta, expires = message.eta, message.expires
+    return (message.id, message.root_id, message.parent_id, message.group,
+            message.group_index, eta.isoformat() if eta else None,
+            expires.isoformat() if expires else None, message.argsrepr, message.kwargsrepr,
+            time.time())
+
+
+def build_open(message: TaskMessage, slot: Callable[[str], str]) -> WireMessage:
+    """``build(message)`` with ``slot(name)`` standing for each value of :data:`PER_SEND`
+    (and for the correlation id, which is the id): the headers and properties a template
+    is cut from."""
+    marked = replace(message, id=slot("id"), root_id=slot("root_id"),
+                     parent_id=slot("parent_id"), group=slot("group"),
+                     argsrepr=slot("argsrepr"), kwargsrepr=slot("kwargsrepr"))
+    wire = build(marked)
+    wire.headers.update({name: slot(name) for name in
+                         ("group_index", "eta", "expires", SENT_AT_HEADER)})
+    return wire
 
 
 def decode(raw: bytes | str, content_type: str | None, content_encoding: str | None,

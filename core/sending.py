@@ -26,11 +26,11 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from . import config
 from .brokers import amqp as amqp_broker
-from .brokers.envelope import Body, EnvelopeChannel, encode
+from .brokers.envelope import Body, Envelope, EnvelopeChannel, Template, encode
 from .brokers.family import family_for
 from .events import task_sent_fields
 from .exceptions import BrokerBlocked, BrokerUnavailable, SendFailed
-from .protocol import TaskMessage, WireMessage, build
+from .protocol import TaskMessage, WireMessage, body_of, build
 
 if TYPE_CHECKING:
     from .app import App
@@ -58,6 +58,8 @@ class SendSettings:
     publish_timeout: float
     where: str
     """``the broker at URL`` (password masked), for error messages."""
+    always_eager: bool
+    """``task_always_eager``: a task's ``apply_async`` runs it here instead of sending it."""
     backend: ResultBackend
     """The app's result backend (the app drops these settings when it closes or forks)."""
 
@@ -67,7 +69,8 @@ class SendSettings:
         return cls(conf.version, conf.task_serializer, bool(conf.task_ignore_result),
                    bool(conf.task_send_sent_event), bool(conf.task_publish_retry),
                    dict(conf.task_publish_retry_policy), float(conf.broker_publish_timeout),
-                   f"the broker at {config.mask_url(app.broker_url)}", app.backend)
+                   f"the broker at {config.mask_url(app.broker_url)}",
+                   bool(conf.task_always_eager), app.backend)
 
 
 @dataclass(slots=True)
@@ -87,15 +90,20 @@ class Outgoing:
 
 @dataclass(slots=True)
 class _Encoded:
-    """An outgoing message with its wire form and its body serialized (once)."""
+    """An outgoing message with its body serialized (once)."""
 
     outgoing: Outgoing
-    wire: WireMessage
     body: Body
+    task_id: str
+    _wire: WireMessage | None = None
 
     @property
-    def task_id(self) -> str:
-        return self.outgoing.message.id
+    def wire(self) -> WireMessage:
+        """The message's headers and properties, built when a send needs them (one built
+        from a template never does)."""
+        if self._wire is None:
+            self._wire = build(self.outgoing.message)
+        return self._wire
 
 
 @dataclass(slots=True)
@@ -168,13 +176,13 @@ def _failed_part_way(settings: SendSettings, producer: Producer, chunk: Sequence
 
 
 def _encode(outgoing: Outgoing) -> _Encoded:
-    wire = build(outgoing.message)
+    message = outgoing.message
     try:
-        body = Body.serialize(wire.body, outgoing.serializer)
+        body = Body.serialize(body_of(message), outgoing.serializer)
     except EncodeError as exc:
-        raise TypeError(f"cannot send task {outgoing.message.task}: its arguments cannot be "
+        raise TypeError(f"cannot send task {message.task}: its arguments cannot be "
                         f"serialized with {outgoing.serializer!r}: {exc}") from exc
-    return _Encoded(outgoing, wire, body)
+    return _Encoded(outgoing, body, message.id)
 
 
 def _describe(chunk: Sequence[_Encoded]) -> str:
@@ -270,12 +278,22 @@ def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[_Encode
 
 
 def _put_envelopes(producer: Producer, chunk: Sequence[_Encoded]) -> None:
-    """Build the envelopes on the producer's channel now (a retry revives the channel) and
-    store them in one call."""
+    """Build the envelopes on the producer's channel now (a retry revives the channel), from
+    each message's template where it has one, and store them in one call."""
     channel: EnvelopeChannel = producer.channel
-    channel.put_envelopes([
-        encode(channel, e.task_id, e.body, e.wire.headers, e.wire.properties,
-               e.outgoing.exchange, e.outgoing.routing_key) for e in chunk])
+    channel.put_envelopes([_envelope(channel, e) for e in chunk])
+
+
+def _envelope(channel: EnvelopeChannel, encoded: _Encoded) -> Envelope:
+    outgoing = encoded.outgoing
+    message = outgoing.message
+    template = Template.of(channel, message, encoded.body, outgoing.exchange,
+                           outgoing.routing_key)
+    if template is not None:
+        return template.fill(channel, message, encoded.body)
+    wire = encoded.wire
+    return encode(channel, encoded.task_id, encoded.body, wire.headers, wire.properties,
+                  outgoing.exchange, outgoing.routing_key, message.headers)
 
 
 def _publish(settings: SendSettings, producer: Producer, encoded: _Encoded,

@@ -254,10 +254,13 @@ class Task:
         priority, ignore_result and serializer not given are the task's own."""
         if self.typing:
             self._check_signature(args or (), kwargs or {})
-        if self.app.conf.task_always_eager:
+        if self.app.send_settings.always_eager:
             return self.apply(  # type: ignore[return-value]
                 args, kwargs, task_id=options.get("task_id"))
-        for key, default in self._send_defaults().items():
+        defaults = self._send_defaults()
+        if not options:  # delay(), a plain signature: the task's own options, as they are
+            return self.app.send_task(self.name, args, kwargs, task=self, **defaults)
+        for key, default in defaults.items():
             given = options.get(key)
             if given is None or (not given and key in _NAMES):
                 options[key] = default  # type: ignore[literal-required]

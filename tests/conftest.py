@@ -22,6 +22,24 @@ os.environ["XDG_DATA_HOME"] = _DATA_HOME
 atexit.register(shutil.rmtree, _DATA_HOME, ignore_errors=True)
 
 
+#: Records the test RabbitMQ's pause stream may hold before a test run starts it again. Every
+#: run appends some (pause and resume tests share qtui's own stream, since the workers they start
+#: read that one); about 270 bytes each, so a stream reset at this count never reaches its first
+#: segment roll, even one made with the 100 kB segments of earlier qtui versions. A roll, or a
+#: stream deleted just after one, crashed RabbitMQ 3.10.8's stream retention, and after a few
+#: crashes the node (see the README's pause section).
+PAUSE_STREAM_RESET_AT = 150
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Once per run (in the controller, before any test worker starts): start the test
+    RabbitMQ's ``qtui.paused`` again when earlier runs have grown it, before it can roll."""
+    if hasattr(config, "workerinput"):
+        return
+    from .services import reset_pause_stream
+    reset_pause_stream(f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//", PAUSE_STREAM_RESET_AT)
+
+
 @pytest.fixture
 def unique() -> str:
     """A short unique token for queue names, task names and keys owned by one test."""

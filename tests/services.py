@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -13,12 +14,41 @@ AMQP_HOST, AMQP_PORT = "127.0.0.1", 5672
 REQUIRE_SERVICES = os.environ.get("QTUI_REQUIRE_SERVICES") == "1"
 
 
-def _reachable(host: str, port: int) -> bool:
+#: Where the server logs of this machine's services are, to say why one went away mid-run.
+SERVICE_LOGS = {"RabbitMQ": "/var/log/rabbitmq", "Redis": "/var/log/redis"}
+#: Lines of a server log worth showing when its service is gone (a client's channel error, which
+#: RabbitMQ logs at error level, tells nothing about the server's health).
+_TELLING = ("crash", "supervisor", "osiris_retention", "stopping", "stopped", "alarm", "shutdown",
+            "[critical]", "# oom", "signal")
+_ROUTINE = ("channel error", "channel exception", "closing amqp connection",
+            "client unexpectedly closed", "reason: shutdown")
+
+
+def _unreachable_because(host: str, port: int) -> str | None:
+    """Why a connection to the service fails ("Connection refused", "timed out"), or None."""
     try:
         with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
+            return None
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
+
+
+def _last_log_lines(name: str, count: int = 6) -> str:
+    """The last telling lines of the service's own log, when this machine keeps it readable:
+    the failure then says why the service went away (a crash, an alarm), not only that it did."""
+    folder = Path(SERVICE_LOGS.get(name, ""))
+    if not folder.is_dir():
+        return ""
+    lines: list[str] = []
+    for log in sorted(folder.glob("*.log")):
+        try:
+            tail = log.read_bytes()[-200_000:].decode("utf-8", "replace").splitlines()
+        except OSError:
+            continue
+        lines += [f"{log.name}: {line[:300]}" for line in tail
+                  if any(word in line.lower() for word in _TELLING)
+                  and not any(word in line.lower() for word in _ROUTINE)]
+    return "\n".join(lines[-count:])
 
 
 def unavailable(message: str) -> NoReturn:
@@ -30,6 +60,31 @@ def unavailable(message: str) -> NoReturn:
 
 
 def need(name: str, host: str, port: int) -> None:
-    if not _reachable(host, port):
-        unavailable(f"{name} is not reachable at {host}:{port}; start it (see the README's "
-                    "'Services' section)")
+    reason = _unreachable_because(host, port)
+    if reason is not None:
+        message = (f"{name} is not reachable at {host}:{port} ({reason}); start it (see the "
+                   "README's 'Services' section)")
+        if REQUIRE_SERVICES and (log := _last_log_lines(name)):
+            message += f"\nthe end of its log:\n{log}"
+        unavailable(message)
+
+
+def reset_pause_stream(url: str, reset_at: int) -> None:
+    """Delete the RabbitMQ pause stream at ``url`` when it holds ``reset_at`` records or more
+    (pausing nothing; nothing else is running yet). A RabbitMQ that is not there is left to the
+    tests that need it to report."""
+    from kombu import Connection
+
+    from qtui.core.brokers.amqp.pauses import PAUSE_STREAM
+
+    try:
+        with Connection(url, connect_timeout=2) as conn:
+            channel = conn.channel()
+            try:
+                declared = channel.queue_declare(queue=PAUSE_STREAM, passive=True)
+            except Exception:  # noqa: BLE001 - no stream yet (404 closes the channel): nothing to do
+                return
+            if declared.message_count >= reset_at:
+                conn.channel().queue_delete(queue=PAUSE_STREAM)
+    except Exception:  # noqa: BLE001 - no RabbitMQ: the tests that need it say so
+        return

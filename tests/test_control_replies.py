@@ -41,6 +41,14 @@ def fake_node(broker: str, hostname: str, serializer: str, reply: Any) -> Iterat
         node = mailbox(conn).Node(hostname, handlers={"ping": lambda state, **kw: reply})
         node.channel = conn.channel()
         node.listen()
+        # On Redis the node subscribes to the broadcast channel in its first drain_events, not in
+        # listen(): drain once here so the subscription is in place before a test broadcasts
+        # (under load the serving thread may not have run yet, and a publish to no subscriber
+        # is gone).
+        try:
+            conn.drain_events(timeout=0.2)
+        except TimeoutError:
+            pass
 
         def serve() -> None:
             while not stop.is_set():

@@ -158,3 +158,28 @@ def test_subscribe_now_gives_up_when_redis_does_not_confirm(names):
                 channel.subscribe_now(0.5)
     finally:
         proxy.close()
+
+
+@pytest.mark.parametrize("retry", [True, False])
+def test_a_send_after_redis_closed_the_push_connection_goes_out_on_a_new_one(
+        redis_url, names, retry):
+    """One-at-a-time sends push on a connection the channel keeps; one that Redis closed
+    meanwhile (a restart, ``CLIENT KILL``, an idle timeout) is opened again before the next
+    send, as a redis-py pool checkout does: the send goes out, with publish retries off too."""
+    from qtui.core import App
+
+    queue = names["a"]
+    app = App("client", broker=redis_url, backend=None, task_default_queue=queue,
+              task_publish_retry=retry)
+    try:
+        app.send_task("tasks.add", args=[1, 1])
+        with app.producer() as producer:
+            held = producer.channel.__dict__["_push_connection"][1]
+            host, port = held._sock.getsockname()[:2]
+        redis.Redis.from_url(redis_url).execute_command("CLIENT", "KILL", f"{host}:{port}")
+        app.send_task("tasks.add", args=[2, 2])
+        app.send_task("tasks.add", args=[3, 3])
+    finally:
+        app.close()
+    assert [body[0] for body in received(redis_url, queue)] == [  # type: ignore[index]
+        [1, 1], [2, 2], [3, 3]]

@@ -75,6 +75,13 @@ def fixed_wire(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
      "eta": datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc), "callbacks": [{"task": "t"}]},
     {"kwargs": {"when": datetime(2030, 1, 2, tzinfo=timezone.utc), "amount": Decimal("1.5"),
                 "id": UUID(int=7)}, "headers": {"at": datetime(2031, 1, 1)}},
+    # Every option a template keeps or leaves open, and values that need escaping.
+    {"kwargs": {"y": "é\n"}, "priority": 5, "reply_to": "r\"1", "shadow": "add 'é'",
+     "eta": datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+     "expires": datetime(2030, 1, 3, 0, 0, 0, 500, tzinfo=timezone.utc), "retries": 2,
+     "time_limit": 30, "soft_time_limit": 20.5, "root_id": "root\x01", "parent_id": "parent",
+     "group": "g%s{0}", "group_index": 3, "ignore_result": True, "origin": "w@h %(x)s",
+     "argsrepr": "(1, 'a\\b')", "replaced_task_nesting": 1},
 ])
 def test_the_stored_envelope_is_byte_for_byte_what_kombu_stores(
         broker, fields, tmp_path, unique, fixed_wire):
@@ -83,20 +90,110 @@ def test_the_stored_envelope_is_byte_for_byte_what_kombu_stores(
     message = TaskMessage(id=new_task_id(), task="tasks.add", args=(1,), **fields)
     try:
         with app.connection_for_write() as conn:
-            channel = conn.default_channel
-            channel.queue_declare(queue)
-            sending.send(app, [Outgoing(message, "", queue, None, "json")])
-            ours = stored(channel, queue)
-            channel.queue_purge(queue)
-            # The same message through kombu's own Producer.publish, as qtui sent it before.
-            wire = build(message)
-            conn.Producer().publish(
-                wire.body, exchange="", routing_key=queue, serializer="json",
-                headers=wire.headers, delivery_mode=2, **wire.properties)
-            kombus = stored(channel, queue)
-            channel.queue_purge(queue)
+            conn.default_channel.queue_declare(queue)
+            ours, kombus = ours_and_kombus(app, conn, queue, message)
         assert len(ours) == 1 and json.loads(ours[0])["headers"]["id"] == message.id
         assert ours == kombus
+    finally:
+        app.close()
+
+
+def test_a_template_is_cut_for_each_kind_of_message(tmp_path, unique, fixed_wire):
+    """Messages that differ only in what a template keeps (a number's type included: 1 and
+    1.0 are equal but different JSON) each store what kombu stores, sent one after another
+    on one channel."""
+    queue = f"kinds-{unique}"
+    app = client(tmp_path, "redis", queue)
+    kinds: list[dict[str, Any]] = [
+        {"time_limit": 1}, {"time_limit": 1.0}, {"time_limit": True}, {},
+        {"priority": 3}, {"priority": 0}, {"retries": 1}, {"ignore_result": True},
+        {"ignore_result": 1}, {"shadow": "s"}, {"reply_to": "r"}, {"origin": "o"},
+        {"replaced_task_nesting": 2}, {"task": "tasks.other"},
+    ]
+    try:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_declare(queue)
+            for fields in [*kinds, *kinds]:
+                message = TaskMessage(**{"id": new_task_id(), "task": "tasks.add",
+                                         "args": (1,), **fields})
+                ours, kombus = ours_and_kombus(app, conn, queue, message)
+                assert ours == kombus, fields
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("broker", ["redis", "sqlite"])
+def test_a_batch_of_mixed_priorities_and_queues_stores_what_kombu_stores(
+        broker, tmp_path, unique, fixed_wire):
+    """One batch whose messages change queue and priority from one to the next: each queue
+    (each of its priority lists on Redis) holds what kombu's publish of each stores."""
+    queues = [f"mixa-{unique}", f"mixb-{unique}"]
+    app = client(tmp_path, broker, queues[0])
+    sends = [(0, None), (0, 6), (0, 6), (1, 9), (0, 3), (1, None), (0, 0), (0, 6), (1, 9)]
+    messages = [(queues[q], TaskMessage(id=new_task_id(), task="tasks.add", args=(i,),
+                                        priority=priority))
+                for i, (q, priority) in enumerate(sends)]
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for queue in queues:
+                channel.queue_declare(queue)
+            sending.send(app, [Outgoing(message, "", queue, None, "json")
+                               for queue, message in messages])
+            ours = [stored(channel, queue) for queue in queues]
+            for queue in queues:
+                channel.queue_purge(queue)
+            for queue, message in messages:
+                wire = build(message)
+                conn.Producer().publish(
+                    wire.body, exchange="", routing_key=queue, serializer="json",
+                    headers=wire.headers, delivery_mode=2, **wire.properties)
+            kombus = [stored(channel, queue) for queue in queues]
+            for queue in queues:
+                channel.queue_purge(queue)
+        assert [len(texts) for texts in ours] == [6, 3]
+        assert ours == kombus
+    finally:
+        app.close()
+
+
+def ours_and_kombus(app: App, conn: Any, queue: str, message: TaskMessage
+                    ) -> tuple[list[str], list[str]]:
+    """What ``queue`` stores for ``message`` sent by qtui, then sent through kombu's own
+    ``Producer.publish`` (as qtui sent it before); the queue is left empty."""
+    channel = conn.default_channel
+    sending.send(app, [Outgoing(message, "", queue, None, "json")])
+    ours = stored(channel, queue)
+    channel.queue_purge(queue)
+    wire = build(message)
+    conn.Producer().publish(
+        wire.body, exchange="", routing_key=queue, serializer="json",
+        headers=wire.headers, delivery_mode=2, **wire.properties)
+    kombus = stored(channel, queue)
+    channel.queue_purge(queue)
+    return ours, kombus
+
+
+@pytest.mark.parametrize("broker", ["redis", "sqlite"])
+def test_a_task_whose_options_change_is_sent_with_the_new_ones(broker, tmp_path, unique):
+    queue, other = f"first-{unique}", f"second-{unique}"
+    app = client(tmp_path, broker, queue)
+    add = app.tasks["tasks.add"]
+    try:
+        add.delay(1, 1)
+        add.queue, add.time_limit = other, 9
+        add.delay(2, 2)
+        app.conf.task_routes = {"tasks.add": {"queue": queue}}
+        add.queue = None
+        add.delay(3, 3)
+        with app.connection_for_read() as conn, conn.SimpleQueue(queue) as first, \
+                conn.SimpleQueue(other) as second:
+            sent = [first.get(timeout=5), second.get(timeout=5), first.get(timeout=5)]
+            for message in sent:
+                message.ack()
+        assert [m.payload[0] for m in sent] == [[1, 1], [2, 2], [3, 3]]
+        assert [m.headers["timelimit"] for m in sent] == [[None, None], [9, None], [9, None]]
+        assert [m.delivery_info["routing_key"] for m in sent] == [queue, other, queue]
     finally:
         app.close()
 

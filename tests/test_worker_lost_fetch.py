@@ -182,8 +182,11 @@ def _marks_run_once_through_a_cut(tmp_path, queue: str, cutter: ReplyCutter,
         with setup.worker("-P", "solo") as worker:
             cutter.armed.set()
             app = setup.app()
-            for i in range(count):
-                app.send_task("tasks.mark", args=[i])
+            # In one round trip: the worker's idle wait takes the first, its next fetch finds
+            # the others waiting and fills its prefetch, and a batch started with no room to
+            # fetch records its start alone (the ZADD a test cuts). Sent one by one, a loaded
+            # machine let them trickle in, the prefetch never filled, and no ZADD went out.
+            app.send_many({"task": "tasks.mark", "args": [i]} for i in range(count))
             app.close()
             assert cutter.cut.wait(10), "no reply was cut"
             assert wait_for(lambda: len(setup.records("mark")) >= count,

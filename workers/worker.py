@@ -12,7 +12,9 @@ This module is the orchestrator: the main loop and the job's path. The broker co
 :mod:`~qtui.workers.settlement`'s, stopping is :mod:`~qtui.workers.shutdown`'s. Everything that
 touches the broker runs on the main thread. Pools report outcomes through a thread-safe queue
 that the main loop drains between broker reads, so the loop never blocks on the broker while a
-finished task waits for its ack. Features plug in at the named points of
+finished task waits for its ack; the prefork pool reports from the main loop's own wait
+(:meth:`~qtui.workers.pools.base.Pool.collect`), with no thread between a child and the ack.
+Features plug in at the named points of
 :class:`~qtui.workers.hooks.Hooks` (events, the arguments store, revocation, ETA and rate
 limits); remote-control commands (:mod:`~qtui.workers.control`) arrive on the same thread and
 change the worker through the methods of its "remote control" section.
@@ -591,6 +593,8 @@ class Worker:
 
     # outcomes --------------------------------------------------------------------------------
     def _process_events(self, wait: float | None = None) -> None:
+        if self.pool.collect(wait or 0.0):
+            wait = None  # the pool waited, and reported what came in this thread
         try:
             event = self._events.get(timeout=wait) if wait else self._events.get_nowait()
         except queue.Empty:

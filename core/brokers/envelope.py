@@ -7,14 +7,20 @@ again; each step copies and rebuilds. :func:`encode` does the same steps, in kom
 with kombu's own serializer, codec and JSON encoder, straight to the stored text, so kombu's and
 Celery's consumers read what qtui stores as their own (a test compares the two byte for byte).
 A channel that stores envelopes (:class:`EnvelopeChannel`: qtui's Redis and SQLite channels)
-takes a batch of them in one round trip or one transaction.
+takes a batch of them in one round trip or one transaction. Most messages are not encoded at all
+but filled into a :class:`Template`, the text :func:`encode` stores for their kind of message
+with the values that change from send to send left open.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json import JSONEncoder
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any, Protocol
 
 from kombu.exceptions import EncodeError
@@ -22,7 +28,7 @@ from kombu.serialization import _reraise_errors, registry
 from kombu.serialization import dumps as serialize
 from kombu.utils.json import dumps as json_dumps
 
-from ..protocol import new_id
+from ..protocol import PER_SEND, TaskMessage, build_open, new_id, per_send, template_key
 
 #: The ``delivery_mode`` of a persistent message, as qtui sends every task.
 PERSISTENT = 2
@@ -63,7 +69,7 @@ class Body:
         return cls(*serialize(body, serializer=serializer))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Envelope:
     """One message ready for a broker that stores kombu's envelope."""
 
@@ -72,7 +78,8 @@ class Envelope:
     routing_key: str
     priority: int
     """The message's priority property (0 when unset), as kombu's channel reads it."""
-    headers: Mapping[str, Any]
+    user_headers: Mapping[str, Any]
+    """The message's headers beyond the protocol's (where a broker looks for its own)."""
     payload: str
     """The stored text: the JSON envelope with the body base64-encoded."""
 
@@ -97,18 +104,113 @@ class EnvelopeChannel(Protocol):
 
 
 def encode(channel: EnvelopeChannel, task_id: str, body: Body, headers: dict[str, Any],
-           properties: Mapping[str, Any], exchange: str, routing_key: str) -> Envelope:
+           properties: Mapping[str, Any], exchange: str, routing_key: str,
+           user_headers: Mapping[str, Any]) -> Envelope:
     """The envelope kombu would store for ``Producer.publish(body, headers=headers,
     delivery_mode=2, **properties)`` to ``exchange`` with ``routing_key``."""
-    priority = properties.get("priority") or channel.default_priority
     encoded, body_encoding = channel.encode_body(body.data, channel.body_encoding)
+    priority, envelope = _envelope(channel, encoded, body_encoding, body, headers, properties,
+                                   exchange, routing_key, new_id())
+    return Envelope(task_id, exchange, routing_key, priority, user_headers, _json(envelope))
+
+
+def _envelope(channel: EnvelopeChannel, encoded: Any, body_encoding: str | None, body: Body,
+              headers: dict[str, Any], properties: Mapping[str, Any], exchange: str,
+              routing_key: str, delivery_tag: str) -> tuple[int, dict[str, Any]]:
+    """The message priority and the envelope as kombu's channel builds it, in its key order."""
+    priority = properties.get("priority") or channel.default_priority
     props = {key: value for key, value in properties.items() if key != "priority"}
     props["delivery_mode"] = PERSISTENT
     props["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
     props["priority"] = priority
     props["body_encoding"] = body_encoding
-    props["delivery_tag"] = new_id()  # what kombu's channel tags with: a uuid4
-    payload = _json({"body": encoded, "content-encoding": body.content_encoding,
-                          "content-type": body.content_type, "headers": headers,
-                          "properties": props})
-    return Envelope(task_id, exchange, routing_key, priority, headers, payload)
+    props["delivery_tag"] = delivery_tag  # kombu's channel tags with a uuid4
+    return priority, {"body": encoded, "content-encoding": body.content_encoding,
+                      "content-type": body.content_type, "headers": headers,
+                      "properties": props}
+
+
+#: Stands for a value a template leaves open: no JSON text a message holds contains it.
+_SLOT = "\x00qtui-slot:{}\x00"
+#: What fills a template's slots, in :data:`PER_SEND` order, then the delivery tag and body.
+_SLOTS = (*PER_SEND, "delivery_tag", "body")
+#: Templates kept at most (kinds of message: a few per task in practice); past it they are
+#: cut again as they are used.
+_TEMPLATE_SIZE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """The stored text of one kind of message (one task, route and set of options) with the
+    values that differ between sends (:data:`~qtui.core.protocol.PER_SEND`, the delivery tag,
+    the body) left open: a send fills them in, and the headers and properties are neither
+    built nor serialized again. The text is cut from what :func:`encode` stores, so the two
+    are the same byte for byte (a test holds them to it)."""
+
+    text: str
+    """The stored text as a ``%`` format with a ``%s`` per slot, in the order of the text."""
+    order: Callable[[Sequence[str]], tuple[str, ...]]
+    """The slot values (in :data:`_SLOTS` order) in the order of the text."""
+    exchange: str
+    routing_key: str
+    priority: int
+
+    @classmethod
+    def of(cls, channel: EnvelopeChannel, message: TaskMessage, body: Body, exchange: str,
+           routing_key: str) -> Template | None:
+        """The template for ``message`` with a body like ``body`` on ``channel`` (made once,
+        then kept), or None when ``message`` carries what only :func:`encode` covers (see
+        :func:`~qtui.core.protocol.template_key`) or the channel's body encoding is not
+        kombu's default."""
+        key = template_key(message)
+        if key is None or channel.body_encoding != "base64":
+            return None
+        key = (*key, body.content_type, body.content_encoding, exchange, routing_key,
+               channel.default_priority)
+        template = _templates.get(key)
+        if template is None:
+            if len(_templates) >= _TEMPLATE_SIZE:
+                _templates.clear()
+            template = _templates[key] = cls._cut(channel, message, body, exchange,
+                                                  routing_key)
+        return template
+
+    @classmethod
+    def _cut(cls, channel: EnvelopeChannel, message: TaskMessage, body: Body, exchange: str,
+             routing_key: str) -> Template:
+        wire = build_open(message, _SLOT.format)
+        priority, envelope = _envelope(channel, _SLOT.format("body"), "base64", body,
+                                       wire.headers, wire.properties, exchange, routing_key,
+                                       _SLOT.format("delivery_tag"))
+        text = _json(envelope).replace("%", "%%")
+        marks = {_plain_json(_SLOT.format(name)): index for index, name in enumerate(_SLOTS)}
+        pieces = re.split("(" + "|".join(map(re.escape, marks)) + ")", text)
+        if any("qtui-slot:" in piece for piece in pieces[0::2]):
+            raise AssertionError(f"a message template kept a slot: {text}")
+        order = operator.itemgetter(*(marks[mark] for mark in pieces[1::2]))
+        return cls("%s".join(pieces[0::2]), order, exchange, routing_key, priority)
+
+    def fill(self, channel: EnvelopeChannel, message: TaskMessage, body: Body) -> Envelope:
+        """The envelope of ``message`` with its body serialized already (as the one this
+        template was made for)."""
+        values = [_json_string(value) if type(value) is str
+                  else "null" if value is None else _json_number(value)
+                  for value in per_send(message)]
+        values.append(_json_string(new_id()))
+        values.append(_json_string(channel.encode_body(body.data, "base64")[0]))
+        return Envelope(message.id, self.exchange, self.routing_key, self.priority,
+                        message.headers, self.text % self.order(values))
+
+
+def _json_number(value: Any) -> str:
+    """The JSON text of a header value that is neither a string nor None (a number, mostly)."""
+    kind = type(value)
+    if kind is int or (kind is float and math.isfinite(value)):
+        return repr(value)
+    return _json(value)
+
+
+_templates: dict[tuple[Any, ...], Template] = {}
+"""Templates by everything their text depends on (a message's :func:`template_key`, its
+route, the channel's default priority): a change to a task's options or route reaches the
+next send by making a new key, with nothing to invalidate."""

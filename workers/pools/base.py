@@ -3,7 +3,8 @@
 A pool never talks to the broker. It reports an :class:`~qtui.workers.execution.Outcome` when a
 task ends and a :class:`~qtui.workers.execution.Lost` when a task's process died under it;
 ``report`` may be called from any thread, and the worker's main loop does the rest (acks,
-redelivery, hooks).
+redelivery, hooks). A pool that can report from the main thread itself does so in
+:meth:`Pool.collect` (prefork: no thread hop per task).
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ class Pool(ABC):
 
     def maintain(self) -> None:
         """Called by the worker's main thread on every turn of its loop (respawn, resize)."""
+
+    def collect(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for outcomes and report them from the calling thread
+        (the worker's main thread). False where the pool reports from threads of its own: the
+        worker then waits on what they report instead."""
+        return False
 
     def grow(self, n: int = 1) -> None:
         self.concurrency += n

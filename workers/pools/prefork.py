@@ -3,17 +3,19 @@
 Design: the worker forks its children from its main thread (they inherit the app and its
 registered tasks). Each child has two pipes of its own: the parent writes a work item to the
 child's job pipe only when that child is idle (per-child dispatch: the parent always knows which
-child runs which task), and the child writes the outcome back on its result pipe. One thread in
-the parent waits on every result pipe and every child's pidfd at once. A child's death is seen
-by its pid (the pidfd turns readable; ``waitpid`` polling where there are no pidfds), not by
-end-of-file on its result pipe, which a grandchild the task forked may keep open; a grandchild
-does not get the pool's pipes anyway (closed after ``fork``, close-on-exec for ``exec``). The
-task a dead child was running is reported lost -- killed at its hard time limit, signalled by
-``revoke(terminate=True)`` (still killed at the hard limit if it survives the signal), or died
-for any other reason (then the worker delivers the task again). The main thread respawns
-missing children on every turn of its loop, so a child that died, retired after
-``max_tasks_per_child`` (or above ``worker_max_memory_per_child``) or was added by
-:meth:`grow` is replaced at once.
+child runs which task), and the child writes the outcome back on its result pipe. The worker's
+main thread reads the result pipes itself (:meth:`PreforkPool.collect`, one ``poll`` over them
+all), so an outcome reaches the acks without a hand-over between threads. One watch thread in
+the parent waits on every child's pidfd and kills a child at its hard time limit. A child's
+death is seen by its pid (the pidfd turns readable; ``waitpid`` polling where there are no
+pidfds), not by end-of-file on its result pipe, which a grandchild the task forked may keep
+open; a grandchild does not get the pool's pipes anyway (closed after ``fork``, close-on-exec
+for ``exec``). The task a dead child was running is reported lost -- killed at its hard time
+limit, signalled by ``revoke(terminate=True)`` (still killed at the hard limit if it survives
+the signal), or died for any other reason (then the worker delivers the task again). The main
+thread respawns missing children on every turn of its loop, so a child that died, retired after
+``max_tasks_per_child`` (or above ``worker_max_memory_per_child``) or was added by :meth:`grow`
+is replaced at once.
 
 Children run in their own process group (a Ctrl-C or a group signal reaches the worker, which
 then shuts them down in order) and die with the worker (``PR_SET_PDEATHSIG``), so no orphan ever
@@ -25,9 +27,12 @@ from __future__ import annotations
 import ctypes
 import itertools
 import logging
+import math
 import multiprocessing
 import os
+import pickle
 import resource
+import select
 import signal
 import threading
 import time
@@ -44,6 +49,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("qtui.worker")
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter is linked with
+#: Longest the watch thread waits for a child with no pidfd to exit before polling ``waitpid``.
+_WAITPID_POLL = 0.1
 
 
 @dataclass(eq=False)
@@ -75,13 +82,24 @@ class PreforkPool(Pool):
         self._lock = threading.RLock()
         self._indexes = itertools.count(1)
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        """Wakes the watch thread (a new deadline, a new child, stopping)."""
+        self._alert_r, self._alert_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        """Wakes the main thread's :meth:`collect` when the watch thread reported something."""
+        self._generation = 0
+        """Counts the changes to the set of children, so that :meth:`collect` knows when to
+        poll another set of result pipes."""
+        self._polled = -1
+        self._poll = select.poll()
+        self._poll.register(self._alert_r, select.POLLIN)
+        self._polled_children: dict[int, _Child] = {}
+        """The children whose result pipes :attr:`_poll` watches, by file descriptor."""
         self._stopping = False
         self._thread: threading.Thread | None = None
 
     # lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self.maintain()
-        self._thread = threading.Thread(target=self._collect, name="qtui-prefork-results",
+        self._thread = threading.Thread(target=self._watch, name="qtui-prefork-watch",
                                         daemon=True)
         self._thread.start()
 
@@ -113,6 +131,8 @@ class PreforkPool(Pool):
                         os.close(child.exits)
                 self._wake_r.close()
                 self._wake_w.close()
+                os.close(self._alert_r)
+                os.close(self._alert_w)
                 jobs_w.close()
                 results_r.close()
                 _child_main(self.app, jobs_r, results_w, parent, index, self.max_tasks_per_child,
@@ -126,6 +146,7 @@ class PreforkPool(Pool):
         results_w.close()
         with self._lock:
             self._children.append(_Child(index, pid, jobs_w, results_r, _watch_exit(pid)))
+            self._generation += 1
 
     def stop(self) -> None:
         self._stopping = True
@@ -165,9 +186,11 @@ class PreforkPool(Pool):
                 if child.dead or child.retiring or child.item is not None:
                     continue
                 try:
-                    child.jobs.send(item)
+                    # A plain pickle: Connection.send builds a ForkingPickler per call, for
+                    # reducers (file descriptors, sockets) a work item never holds.
+                    child.jobs.send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
                 except OSError:
-                    continue  # dying: the results thread will see it go
+                    continue  # dying: the watch thread will see it go
                 child.item = item
                 child.deadline = time.monotonic() + item.time_limit if item.time_limit else None
                 child.cause, child.killed = None, False
@@ -237,46 +260,84 @@ class PreforkPool(Pool):
                     return True
         return False
 
-    # results ---------------------------------------------------------------------------------
+    # outcomes (main thread) ------------------------------------------------------------------
+    def collect(self, timeout: float) -> bool:
+        """Read the outcomes the children sent, waiting up to ``timeout`` seconds for one, and
+        report them from this (the main) thread."""
+        if self._polled != self._generation:
+            self._watch_result_pipes()
+        for fd, _ in self._poll.poll(max(0, math.ceil(timeout * 1000))):  # < 0: forever
+            if fd == self._alert_r:
+                _drain(fd)
+                continue
+            child = self._polled_children.get(fd)
+            if child is not None and not self._receive(child):
+                self._poll.unregister(fd)  # end of file: the watch thread reports the exit
+                del self._polled_children[fd]
+        return True
+
+    def _watch_result_pipes(self) -> None:
+        with self._lock:
+            self._polled = self._generation
+            children = {c.results.fileno(): c for c in self._children if not c.dead}
+        for fd in self._polled_children.keys() - children.keys():
+            self._poll.unregister(fd)  # a closed one too: unregister takes the number alone
+        for fd in children.keys() - self._polled_children.keys():
+            self._poll.register(fd, select.POLLIN)
+        self._polled_children = children
+
+    def _receive(self, child: _Child) -> bool:
+        """Read the outcome ``child``'s result pipe holds; False once the pipe is at its end
+        (the child exited) or the watch thread took the child's exit first."""
+        with self._lock:  # the watch thread reads what a child sent before it exited
+            if child.dead:
+                return False
+            try:
+                outcome = child.results.recv()
+            except (EOFError, OSError):
+                return False
+            self._on_outcome(child, outcome)
+        return True
+
+    # the watch thread: exits and hard time limits -------------------------------------------
     def _wake(self) -> None:
         try:
             self._wake_w.send_bytes(b"")
         except OSError:
             pass
 
-    def _collect(self) -> None:
-        """The results thread: outcomes, dead children and hard time limits. It must outlive
-        any surprise: without it no task would ever finish."""
+    def _watch(self) -> None:
+        """The watch thread: dead children and hard time limits. It must outlive any surprise:
+        without it no lost task would ever be reported."""
         while True:
             try:
-                if not self._collect_once():
+                if not self._watch_once():
                     return
             except Exception:  # noqa: BLE001 - logged; the next turn goes on
-                logger.exception("prefork pool: the results thread hit an error; going on")
+                logger.exception("prefork pool: the watch thread hit an error; going on")
                 time.sleep(0.1)
 
-    def _collect_once(self) -> bool:
-        """One wait for outcomes; False once the pool stopped and no child is left."""
+    def _watch_once(self) -> bool:
+        """One wait for exits and deadlines; False once the pool stopped and no child is left."""
         with self._lock:
             children = [c for c in self._children if not c.dead]
         if self._stopping and not children:
             return False
-        # Any keys: wait() hands each pipe back typed as any waitable
-        results: dict[Any, _Child] = {c.results: c for c in children}
+        # Any keys: wait() hands each pidfd back typed as any waitable
         exits: dict[Any, _Child] = {c.exits: c for c in children if c.exits is not None}
         deadlines = [c.deadline for c in children if c.deadline is not None and not c.killed]
         # At most a second: a wait far in the future overflows the poll timeout.
         timeout = min(1.0, max(0.0, min(deadlines) - time.monotonic())) if deadlines else 1.0
-        for ready in wait([*results, *exits, self._wake_r], timeout):
+        if len(exits) < len(children):
+            timeout = min(timeout, _WAITPID_POLL)
+        for ready in wait([*exits, self._wake_r], timeout):
             if ready is self._wake_r:
                 try:
                     self._wake_r.recv_bytes()
                 except (EOFError, OSError):
                     pass
-            elif ready in exits:
+            else:
                 self._on_exit(exits[ready])
-            elif not results[ready].dead:
-                self._receive(results[ready])
         for child in children:
             if child.exits is None and not child.dead:
                 try:
@@ -288,15 +349,6 @@ class PreforkPool(Pool):
         self._enforce_hard_limits()
         return True
 
-    def _receive(self, child: _Child) -> None:
-        """Read one outcome; end-of-file means the child is gone."""
-        try:
-            outcome = child.results.recv()
-        except (EOFError, OSError):
-            self._on_exit(child)
-            return
-        self._on_outcome(child, outcome)
-
     def _on_outcome(self, child: _Child, outcome: Outcome) -> None:
         with self._lock:
             child.item = child.deadline = None
@@ -307,35 +359,39 @@ class PreforkPool(Pool):
         self.report(outcome)
 
     def _on_exit(self, child: _Child, status: int | None = None) -> None:
-        """The child is gone (or going: its pipe is closed): take what it sent before it
-        exited, reap it, and report the task it was running, if any."""
+        """The child is gone: take what it sent before it exited, reap it, report the task it
+        was running, if any, and wake the main thread for what was reported."""
         if child.dead:
             return
-        try:
-            while child.results.poll(0):  # an outcome sent just before exiting (a retirement)
-                self._on_outcome(child, child.results.recv())
-        except (EOFError, OSError):
-            pass
         if status is None:
             try:
                 _, status = os.waitpid(child.pid, 0)
             except ChildProcessError:
                 status = 0
-        with self._lock:
+        with self._lock:  # the main thread's collect() reads the same pipe under it
+            try:
+                while child.results.poll(0):  # an outcome sent just before exiting (retiring)
+                    self._on_outcome(child, child.results.recv())
+            except (EOFError, OSError):
+                pass
             child.dead = True
             item, cause, signum = child.item, child.cause, child.signum
             child.item = None
             self._children.remove(child)
-        child.jobs.close()
-        child.results.close()
+            self._generation += 1
+            child.jobs.close()
+            child.results.close()
         if child.exits is not None:
             os.close(child.exits)
-        if item is None:
-            return
-        exitcode = os.waitstatus_to_exitcode(status) if status else 0
-        killed_by = -exitcode if exitcode < 0 else None
-        self.report(Lost(item.job_id, cause or "died", child.pid, exitcode,
-                         signum if cause == "signalled" else killed_by))
+        if item is not None:
+            exitcode = os.waitstatus_to_exitcode(status) if status else 0
+            killed_by = -exitcode if exitcode < 0 else None
+            self.report(Lost(item.job_id, cause or "died", child.pid, exitcode,
+                             signum if cause == "signalled" else killed_by))
+        try:
+            os.write(self._alert_w, b"\0")
+        except BlockingIOError:
+            pass  # full: the main thread has wake-ups enough waiting
 
     def _enforce_hard_limits(self) -> None:
         now = time.monotonic()
@@ -390,6 +446,15 @@ def _child_main(app: App, jobs: Connection, results: Connection, parent: int, in
         done += 1
         if outcome.retiring or (max_tasks and done >= max_tasks):
             return
+
+
+def _drain(fd: int) -> None:
+    """Empty the non-blocking pipe ``fd``."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _watch_exit(pid: int) -> int | None:

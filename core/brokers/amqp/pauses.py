@@ -38,10 +38,15 @@ from ...queues import QueueInspectionError, _close_quietly, queue_exists
 #: The stream of pause records, one per vhost (the cluster's).
 PAUSE_STREAM = "qtui.paused"
 #: Its size bound (``x-max-length-bytes``) and segment size (``x-stream-max-segment-size-bytes``;
-#: RabbitMQ's default, 500 MB, would keep every record): thousands of records of a few paused
-#: queues are kept (a segment rolls every few hundred), and only the last is read.
-MAX_BYTES = 1_000_000
-SEGMENT_BYTES = 100_000
+#: RabbitMQ's default, 500 MB, would keep every record for ever). A record of a few paused
+#: queues is a few hundred bytes, so a segment rolls once in tens of thousands of changes: on
+#: RabbitMQ 3.10.8 the stream's retention crashed (``osiris_retention``, ``missing_file``) and,
+#: after a few crashes, took the node down when segments rolled every few records (or a stream
+#: was deleted just after a roll), and 100 kB segments rolled every few hundred changes. Only
+#: the last record is read, so the size of the log costs a read nothing. These sizes apply to
+#: a stream made from now on; one made before keeps its own until it is deleted.
+MAX_BYTES = 20_000_000
+SEGMENT_BYTES = 10_000_000
 #: Seconds a read waits for the last record of a stream once its consumer is set up, and a
 #: writer for the lock.
 READ_TIMEOUT = 5.0

@@ -23,6 +23,7 @@ does not -- kombu's transport does not support Redis Cluster either.
 
 from __future__ import annotations
 
+import socket
 import time
 import warnings
 from collections.abc import Sequence
@@ -178,20 +179,23 @@ class Channel(kombu_redis.Channel):
         writes nothing)."""
         if len(envelopes) == 1 and not envelopes[0].exchange:  # delay(): a plain LPUSH
             envelope = envelopes[0]
-            self._create_client().lpush(
-                self._q_for_pri(envelope.routing_key, self._priority_of(envelope)),
-                envelope.payload)
+            self._push(self._q_for_pri(envelope.routing_key, self._priority_of(envelope)),
+                       envelope.payload)
             return
         args: list[Any] = [self.sep]
-        run: list[Any] = []  # the current run: destination, count, messages
+        run: list[Any] = []  # the current run: exchange key, routing key, suffix, count, messages
+        destination: tuple[str, str, str] | None = None
+        suffixes: dict[int, str] = {}  # priority list suffix by message priority
         for envelope in envelopes:
-            priority = self.priority(self._priority_of(envelope))
-            destination = [
-                self.keyprefix_queue % (envelope.exchange,) if envelope.exchange else "",
-                envelope.routing_key, f"{self.sep}{priority}" if priority else ""]
-            if run[:3] != destination:
+            suffix = suffixes.get(envelope.priority)
+            if suffix is None:
+                level = self.priority(self._priority_of(envelope))
+                suffix = suffixes[envelope.priority] = f"{self.sep}{level}" if level else ""
+            if destination != (envelope.exchange, envelope.routing_key, suffix):
+                destination = (envelope.exchange, envelope.routing_key, suffix)
                 args += run
-                run = [*destination, 0]
+                run = [self.keyprefix_queue % (envelope.exchange,) if envelope.exchange else "",
+                       envelope.routing_key, suffix, 0]
             run[3] += 1
             run.append(envelope.payload)
         args += run
@@ -201,6 +205,28 @@ class Channel(kombu_redis.Channel):
             envelope = envelopes[int(position) - 1]
             self._undeliverable(envelope.exchange, envelope.routing_key, envelope.priority,
                                 envelope.payload)
+
+    def _push(self, key: str, payload: str) -> None:
+        """``LPUSH key payload`` on a connection of the pool that this channel keeps for its
+        pushes: redis-py's command path (a pool checkout, retry and metrics hooks, for each
+        command) costs more than the push. As a checkout does, a connection Redis closed
+        meanwhile (a restart, an idle timeout) is opened again before the push is sent. A
+        push that fails drops the connection (a reply may be left unread in it)."""
+        pool = self.pool
+        held = self.__dict__.get("_push_connection")
+        if held is None or held[0] is not pool:
+            held = self.__dict__["_push_connection"] = (pool, pool.get_connection())
+        connection = held[1]
+        if _readable(connection):
+            connection.disconnect()  # send_packed_command connects again
+        try:
+            connection.send_packed_command([_lpush_command(key, payload)])
+            connection.read_response()
+        except BaseException:
+            del self.__dict__["_push_connection"]
+            connection.disconnect()
+            pool.release(connection)
+            raise
 
     def _priority_of(self, envelope: Envelope) -> int:
         """The envelope's priority clamped as kombu's channel clamps a message's."""
@@ -241,6 +267,31 @@ class Channel(kombu_redis.Channel):
             reply = self.subclient.parse_response(block=False, timeout=remaining)
             if isinstance(reply, (list, tuple)) and bytes_to_str(reply[0]) == "psubscribe":
                 unconfirmed -= 1
+
+
+def _readable(connection: Any) -> bool:
+    """Whether an idle redis-py connection has something to read: the end of the stream (Redis
+    closed it) or a stray reply; either way it cannot carry a command. One non-blocking peek
+    on a plain socket; redis-py's own poll on any other (TLS)."""
+    sock = connection._sock
+    if sock is None:
+        return False
+    if type(sock) is not socket.socket:
+        return bool(connection.can_read())
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _lpush_command(key: str, payload: str) -> bytes:
+    """``LPUSH key payload`` in the Redis protocol (RESP), as redis-py packs it."""
+    name, value = key.encode(), payload.encode()
+    return b"*3\r\n$5\r\nLPUSH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+        len(name), name, len(value), value)
 
 
 class Transport(kombu_redis.Transport):

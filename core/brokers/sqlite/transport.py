@@ -112,9 +112,13 @@ class Channel(virtual.Channel):
         """Store every envelope, each in the queues its exchange routes it to, in one
         transaction: all or none."""
         rows = []
+        levels: dict[int, int] = {}  # the stored priority by message priority
         for envelope in envelopes:
-            priority = self._get_message_priority({"properties": {"priority": envelope.priority}})
-            not_before = envelope.headers.get(NOT_BEFORE_HEADER)
+            priority = levels.get(envelope.priority)
+            if priority is None:
+                priority = levels[envelope.priority] = self._get_message_priority(
+                    {"properties": {"priority": envelope.priority}})
+            not_before = envelope.user_headers.get(NOT_BEFORE_HEADER)
             if not isinstance(not_before, (int, float)):
                 not_before = None
             rows += [(queue, priority, envelope.payload, not_before)

@@ -1,0 +1,86 @@
+"""The prefork pool's outcomes reach the worker's main thread without a hop between threads
+(issue 19 item 3): the main thread reads the children's result pipes itself
+(``PreforkPool.collect``), and a task lost with its child still wakes it up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from qtui.core import App, states
+from qtui.core.protocol import TaskMessage
+from qtui.workers.execution import Lost, Outcome, WorkItem
+from qtui.workers.pools.prefork import PreforkPool
+
+app = App("prefork-outcomes", broker="memory://", backend=None)
+
+
+@app.task(name="outcomes.noop", ignore_result=True)
+def noop() -> None:
+    pass
+
+
+@app.task(name="outcomes.sleep", ignore_result=True)
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+class Reports:
+    """What the pool reported, with the thread each report came from."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Outcome | Lost, int]] = []
+
+    def __call__(self, event: Outcome | Lost) -> None:
+        self.events.append((event, threading.get_ident()))
+
+
+def item(job_id: int, task: str, *args: object) -> WorkItem:
+    message = TaskMessage(id=f"outcomes-{job_id}", task=task, args=args, ignore_result=True)
+    return WorkItem(job_id, message, {"routing_key": "outcomes"}, "outcomes@test")
+
+
+@pytest.fixture
+def pool() -> Iterator[tuple[PreforkPool, Reports]]:
+    reports = Reports()
+    pool = PreforkPool(app, 2, reports)
+    pool.start()
+    try:
+        yield pool, reports
+    finally:
+        pool.terminate()
+
+
+@pytest.mark.timeout(60)
+def test_outcomes_are_reported_from_the_thread_that_collects_them(
+        pool: tuple[PreforkPool, Reports]):
+    prefork, reports = pool
+    for job_id in range(1, 21):
+        while not prefork.apply(item(job_id, "outcomes.noop")):
+            assert prefork.collect(1.0)
+    while len(reports.events) < 20:
+        assert prefork.collect(1.0)
+    assert sorted(event.job_id for event, _ in reports.events) == list(range(1, 21))
+    assert {event.state for event, _ in reports.events} == {states.SUCCESS}
+    assert {thread for _, thread in reports.events} == {threading.get_ident()}
+
+
+@pytest.mark.timeout(30)
+def test_a_task_lost_with_its_child_wakes_the_collecting_thread(
+        pool: tuple[PreforkPool, Reports]):
+    """The watch thread reports the loss and wakes the main thread's wait: collect(120) returns
+    long before the test's timeout."""
+    prefork, reports = pool
+    assert prefork.apply(item(1, "outcomes.sleep", 60))
+    pid = prefork.pid_of(1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    while not reports.events:
+        prefork.collect(120.0)
+    (lost, _), = reports.events
+    assert isinstance(lost, Lost) and lost.job_id == 1 and lost.cause == "died"
