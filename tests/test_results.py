@@ -233,3 +233,17 @@ def test_a_client_that_sends_and_never_waits_keeps_one_subscription(sending_app)
     finally:
         results[5].forget()
 
+
+
+def test_a_refused_command_of_the_result_write_raises_after_every_reply_is_read(redis_app, unique):
+    """The result write sends its commands in one go: an error reply is raised once the replies
+    after it are read too, so the connection goes back to the pool clean."""
+    backend, key = redis_app.backend, f"refused-{unique}"
+    try:
+        with pytest.raises(redis.ResponseError, match="not an integer"):
+            backend._pipeline([("SET", key, "text"), ("INCR", key), ("APPEND", key, "!")])
+        assert redis.Redis().get(key) == b"text!"  # the command after the refused one ran
+        backend.store_result(f"id-{unique}", 1, states.SUCCESS)
+        assert redis_app.AsyncResult(f"id-{unique}").get(timeout=5) == 1
+    finally:
+        redis.Redis().delete(key, f"celery-task-meta-id-{unique}")
