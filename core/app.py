@@ -330,6 +330,8 @@ class App:
         if batch is not None:
             batch.append(outgoing)
         else:
+            if not ignore_result and not reply_to:
+                backend.expect_result(message.id)
             sending.send(self, [outgoing])
         return AsyncResult(message.id, app=self, backend=backend, task_name=name)
 

@@ -1,4 +1,5 @@
-"""A TCP proxy on localhost that can go silent: the network partition a heartbeat must notice."""
+"""TCP proxies on localhost: one that can go silent (the network partition a heartbeat must
+notice), and a base for proxies that watch a connection's requests and replies."""
 
 from __future__ import annotations
 
@@ -68,3 +69,57 @@ class SilentProxy:
                     sock.close()
                 except OSError:  # already closed by a pump
                     pass
+
+
+class Interceptor:
+    """A TCP proxy to a local ``port`` whose subclass sees every connection's traffic:
+    :meth:`_up` pumps what the client sends, :meth:`_down` what the server answers, both with a
+    ``state`` dict of their connection's own. Set the subclass's attributes before calling
+    this ``__init__``: connections are accepted from then on."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        """The port behind the proxy."""
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self._sockets += [client, server]
+            state: dict = {}
+            threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
+        raise NotImplementedError
+
+    def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _recv(sock: socket.socket) -> bytes:
+        try:
+            return sock.recv(65536)
+        except OSError:
+            return b""
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        """Close now, waking a thread blocked on it (close alone does not send the FIN then)."""
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self._sockets:
+            self._shut(sock)

@@ -14,8 +14,11 @@ import redis
 
 from qtui.core import App, states
 from qtui.core.backends import exception_from_meta, exception_to_meta
+from qtui.core.backends.redis import EXPECTED_UNREAD_MAX
 from qtui.core.exceptions import BackendError, RemoteTaskError, TimeoutError
 from qtui.core.protocol import TaskMessage
+
+from .worker_helpers import wait_for
 
 
 def test_builtin_exceptions_round_trip_with_their_type():
@@ -185,3 +188,62 @@ def test_a_crafted_result_cannot_make_get_raise_system_exit(redis_app, unique):
     with pytest.raises(RemoteTaskError, match=r"builtins.SystemExit"):
         redis_app.AsyncResult(task_id).get(timeout=5)
     client.delete(f"celery-task-meta-{task_id}")
+
+
+def _subscribers(channel: str) -> int:
+    return int(dict(redis.Redis().pubsub_numsub(channel)).get(channel.encode(), 0))
+
+
+@pytest.fixture
+def sending_app(redis_url, unique):
+    """An app whose tasks go to a queue of the test's own on Redis (no worker takes them)."""
+    app = App("sender", broker=redis_url, backend=redis_url, task_default_queue=f"qr-{unique}")
+    yield app
+    app.close()
+    redis.Redis().delete(f"qr-{unique}")
+
+
+def test_a_task_sent_alone_is_subscribed_to_before_its_get(sending_app):
+    """The SUBSCRIBE goes out before the task, without waiting: a ``get()`` right after finds
+    it confirmed and reads the key at once (it subscribed itself, a round trip later, before)."""
+    result = sending_app.send_task("tasks.add", args=[2, 3])
+    channel = f"celery-task-meta-{result.id}"
+    assert wait_for(lambda: _subscribers(channel) == 1, 5)
+    App("worker-side", broker="memory://", backend=sending_app.backend.url).backend \
+        .store_result(result.id, 5, states.SUCCESS)
+    try:
+        assert result.get(timeout=10) == 5
+        assert wait_for(lambda: _subscribers(channel) == 0, 5)  # let go once read
+    finally:
+        result.forget()
+
+
+def test_a_client_that_sends_and_never_waits_keeps_one_subscription(sending_app):
+    """Each send lets go of the previous send's subscription, and what those leave on the
+    subscriber connection is read now and then: nothing piles up for a sender that never waits,
+    and a later ``get()`` still works."""
+    results = [sending_app.send_task("tasks.add", args=[i, 1]) for i in range(250)]
+    first, last = (f"celery-task-meta-{r.id}" for r in (results[0], results[-1]))
+    assert wait_for(lambda: _subscribers(last) == 1 and _subscribers(first) == 0, 5)
+    listener = sending_app.backend._listener()
+    assert len(listener.channels) <= EXPECTED_UNREAD_MAX + 1  # and the last task's
+    sending_app.backend.store_result(results[5].id, 6, states.SUCCESS)
+    try:
+        assert results[5].get(timeout=10) == 6
+    finally:
+        results[5].forget()
+
+
+
+def test_a_refused_command_of_the_result_write_raises_after_every_reply_is_read(redis_app, unique):
+    """The result write sends its commands in one go: an error reply is raised once the replies
+    after it are read too, so the connection goes back to the pool clean."""
+    backend, key = redis_app.backend, f"refused-{unique}"
+    try:
+        with pytest.raises(redis.ResponseError, match="not an integer"):
+            backend._pipeline([("SET", key, "text"), ("INCR", key), ("APPEND", key, "!")])
+        assert redis.Redis().get(key) == b"text!"  # the command after the refused one ran
+        backend.store_result(f"id-{unique}", 1, states.SUCCESS)
+        assert redis_app.AsyncResult(f"id-{unique}").get(timeout=5) == 1
+    finally:
+        redis.Redis().delete(key, f"celery-task-meta-id-{unique}")

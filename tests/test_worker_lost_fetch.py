@@ -10,6 +10,7 @@ records of another test's worker, which then "lost" a task that had been deleted
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import threading
@@ -20,10 +21,12 @@ import pytest
 import redis
 
 from qtui.core import App
+from qtui.core.brokers.redis import worker_channel
 from qtui.core.pauses import Pause
 from qtui.core.queues import inspector_for
 
 from .redis_server import redis_server, spare_port
+from .tcp_proxy import Interceptor
 from .worker_helpers import make_setup, wait_for
 
 TASKS = 300
@@ -31,6 +34,8 @@ VISIBILITY_TIMEOUT = 40
 #: Long enough that the worker's periodic reclaim of what it owns and does not hold (every
 #: quarter of it) cannot be what brings a message back within the tests' waits.
 SLOW_RECLAIM_TIMEOUT = 120
+#: What an adoption's request carries (its script's digest), as the cutter compares it.
+ADOPT_MARKER = hashlib.sha1(worker_channel._ADOPT.encode()).hexdigest().upper().encode()
 
 
 @pytest.fixture
@@ -41,86 +46,57 @@ def private_redis(tmp_path) -> Iterator[int]:
         yield port
 
 
-class ReplyCutter:
+class ReplyCutter(Interceptor):
     """A TCP proxy to Redis that, once armed, drops the first reply carrying messages (a script's
-    list, or a ``BLMOVE``'s message, to a request carrying ``marker``; for ``ZADD``, its count
-    of records added) and closes that connection, as a Redis shutting down after running the
-    command would."""
+    list, or a ``BLMOVE``'s message, to a request carrying ``marker``; for ``ZADD`` and
+    adoptions, the integer they answer) and closes that connection, as a Redis shutting down
+    after running the command would; ``request_too``: drops the request itself instead, as a
+    connection that broke before Redis read it would."""
 
     def __init__(self, port: int, marker: bytes = b"EVALSHA", empty_too: bool = False,
-                 on_cut: Callable[[], None] | None = None) -> None:
-        self.target = port
-        """The Redis port behind the proxy."""
+                 on_cut: Callable[[], None] | None = None, request_too: bool = False) -> None:
         self.marker, self.empty_too = marker.upper(), empty_too
         """Cut the reply to a request that carries ``marker``; ``empty_too``: even one that
         carries no message."""
+        self.request_too = request_too
         self.on_cut = on_cut
         """Called once the reply is held back, before the connection closes: what happens to
         Redis between the lost reply and the worker's reconnection."""
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
         self.cut = threading.Event()
         self.dropped = b""
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target))
-            self._sockets += [client, server]
-            state = {"script": False}
-            threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
-            threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
+        super().__init__(port)
 
     def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
         while data := self._recv(client):
             state["script"] = self.marker in data.upper()
+            if self.request_too and state["script"] and self.armed.is_set() \
+                    and not self.cut.is_set():
+                self._drop(data, client, server)
+                return
             server.sendall(data)
 
     def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
         while data := self._recv(server):
             if self.marker == b"BLMOVE":  # a bulk string: the message moved, not nil
                 carries_messages = data.startswith(b"$") and b'"body"' in data
-            elif self.marker == b"ZADD":  # an integer: the start records added
+            elif self.marker in (b"ZADD", ADOPT_MARKER):  # an integer: records added
                 carries_messages = data.startswith(b":")
             else:  # a script's list
                 carries_messages = data.startswith(b"*") and (
                     self.empty_too or not data.startswith(b"*0\r\n"))
-            if (state["script"] and carries_messages and self.armed.is_set()
+            if (state.get("script") and carries_messages and self.armed.is_set()
                     and not self.cut.is_set()):
-                self.dropped = data
-                if self.on_cut is not None:
-                    self.on_cut()
-                self.cut.set()
-                for sock in (client, server):
-                    self._shut(sock)
+                self._drop(data, client, server)
                 return
             client.sendall(data)
 
-    @staticmethod
-    def _recv(sock: socket.socket) -> bytes:
-        try:
-            return sock.recv(65536)
-        except OSError:
-            return b""
-
-    @staticmethod
-    def _shut(sock: socket.socket) -> None:
-        """Close now, waking a thread blocked on it (close alone does not send the FIN then)."""
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        sock.close()
-
-    def close(self) -> None:
-        self.listener.close()
-        for sock in self._sockets:
+    def _drop(self, data: bytes, *sockets: socket.socket) -> None:
+        self.dropped = data
+        if self.on_cut is not None:
+            self.on_cut()
+        self.cut.set()
+        for sock in sockets:
             self._shut(sock)
 
 
@@ -156,23 +132,41 @@ def test_what_a_fetch_took_when_its_reply_was_lost_comes_back_at_once(tmp_path, 
 
 
 @pytest.mark.timeout(60)
-def test_what_the_idle_waits_fetch_took_when_its_reply_was_lost_comes_back(
-        tmp_path, unique, redis_url, private_redis):
+@pytest.mark.parametrize("lost", ["reply", "request"])
+def test_what_an_idle_wait_delivered_runs_once_when_its_adoption_is_lost(
+        tmp_path, unique, redis_url, private_redis, lost):
+    """An idle wait's message runs straight from the wait's reply, and the call that records it
+    as unacked (its adoption) is read later: whether that call's reply is lost (Redis ran it) or
+    the call itself (the message is still in the worker's processing list), the task runs once
+    and nothing is left behind: at reconnection the worker adopts what it holds rather than
+    put it back."""
     client = redis.Redis(port=private_redis)
-    cutter = ReplyCutter(private_redis)
+    cutter = ReplyCutter(private_redis, marker=ADOPT_MARKER, request_too=lost == "request")
     setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/0", None,
                        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
     try:
         with setup.worker("-P", "solo") as worker:
-            cutter.armed.set()  # idle: the next script reply carrying a message is its wait's
+            cutter.armed.set()
             app = setup.app()
-            app.send_task("tasks.mark", args=["idle"])
+            sent = 0
+            while not cutter.cut.is_set() and sent < 20:
+                # a task that arrives while the worker is between waits is fetched by its
+                # turn's script instead: send another until a wait moves one
+                app.send_task("tasks.mark", args=[sent])
+                sent += 1
+                cutter.cut.wait(2)
             app.close()
-            assert cutter.cut.wait(10), "no fetch reply carrying messages was cut"
-            ran = wait_for(lambda: setup.records("mark"), VISIBILITY_TIMEOUT / 2)
+            assert cutter.cut.is_set(), "no adoption was cut"
+            assert wait_for(lambda: len(setup.records("mark")) >= sent
+                            and not client.zcard("unacked_index"), VISIBILITY_TIMEOUT / 2), \
+                f"{client.zcard('unacked_index')} unacked\n{worker.log_path.read_text()[-3000:]}"
+            time.sleep(1)  # a second run would show by now
             log = worker.log_path.read_text()
-        assert ran, f"{client.zcard('unacked_index')} unacked in Redis\n{log[-3000:]}"
-        assert "Put back" in log, log[-3000:]
+        processing = [key for key in client.scan_iter("qtui.processing.*")
+                      if client.type(key) == b"list" and client.llen(key)]
+        assert sorted(r["tag"] for r in setup.records("mark")) == list(range(sent)), log[-3000:]
+        assert not processing and not client.llen(setup.queue), log[-3000:]
+        assert "Reconnected" in log, log[-3000:]
     finally:
         cutter.close()
         setup.cleanup()
@@ -247,11 +241,13 @@ def test_a_lost_fetch_comes_back_at_reconnect_though_its_stamp_changed(tmp_path,
     setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/0", None,
                        broker_transport_options={"visibility_timeout": SLOW_RECLAIM_TIMEOUT})
     try:
+        # Sent before the worker starts, so that its first turn's fetch takes it (an idle wait
+        # would deliver it from its own reply, no fetch reply carrying it).
+        app = setup.app()
+        app.send_task("tasks.mark", args=["restamped"])
+        app.close()
+        cutter.armed.set()
         with setup.worker("-P", "solo") as worker:
-            cutter.armed.set()
-            app = setup.app()
-            app.send_task("tasks.mark", args=["restamped"])
-            app.close()
             assert cutter.cut.wait(10), "no fetch reply carrying messages was cut"
             # well before the periodic reclaim (SLOW_RECLAIM_TIMEOUT / 4) could bring it back
             ran = wait_for(lambda: setup.records("mark"), SLOW_RECLAIM_TIMEOUT / 8)
@@ -293,7 +289,7 @@ def test_what_an_idle_wait_moved_goes_back_to_its_queue_when_its_reply_is_lost(
             app.close()
             assert cutter.cut.is_set(), "no BLMOVE reply carrying a message was cut"
             back = wait_for(lambda: client.llen(queue) == 1, SLOW_RECLAIM_TIMEOUT / 8)
-            log = worker.log_path.read_text()
+        log = worker.log_path.read_text()  # once stopped: the line after a put-back is in
         processing = [key for key in client.scan_iter("qtui.processing.*")
                       if client.type(key) == b"list" and client.llen(key)]
         ran = len(setup.records("mark"))

@@ -10,7 +10,10 @@ two messages at a time, so half its calls are scripts (every call was one before
 reply is read with the next call's, so no start waits a round trip; and a busy fetch pops a
 processing list only while an idle wait, which moves messages there, is under way. The solo
 worker sends the next task's record behind the fetch, before the fetch's reply is read, and one
-``RPOP`` with a count takes a fetch's messages.
+``RPOP`` with a count takes a fetch's messages. An idle worker runs what its wait moved
+straight from the wait's reply: the call that records it as unacked is read afterwards, as the
+start record is, so no round trip separates the wake-up from the run (a fetch script took it
+from the processing list first, and the task waited for it).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -35,6 +40,7 @@ from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_
 from qtui.core.ledger import StartRecord
 
 from .redis_server import redis_server, spare_port
+from .tcp_proxy import Interceptor
 from .worker_helpers import make_setup, wait_for
 
 TASKS = 300
@@ -52,6 +58,8 @@ MAX_PROCESSING_POPS_PER_TASK = 0.1
 #: Pops of the queue's lists a task may cost, run inside its scripts: one ``RPOP`` with a count
 #: takes the two messages of a fetch (0.5 a task measured); one ``RPOP`` a message before (1.0).
 MAX_QUEUE_POPS_PER_TASK = 0.6
+#: Longest a proxy holds script replies back (seconds): what a worker that waits for one waits.
+HOLD_LIMIT = 5.0
 _MONITOR_LINE = re.compile(r'^[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"')
 
 
@@ -236,3 +244,114 @@ def test_a_start_record_sent_behind_a_fetch_is_in_redis_and_its_reply_read_with_
         assert channel._fetch_conn is wire and not wire.can_read(timeout=0.2)
         assert [message.payload for message in owner.received] == [{"n": 1}, {"n": 1}]
         assert owner.client.zscore(owner.ledger, "task-1:0:0") is not None
+
+
+class ScriptReplyHolder(Interceptor):
+    """A TCP proxy to Redis that follows one task (:meth:`follow`): once an idle wait's reply
+    (``BLMOVE``) hands it to a worker, the replies to the script calls that record deliveries
+    (their keys name ``unacked_index``; not the timers' scripts, an ETA poll say) are held back
+    until the task's result is written, or for :data:`HOLD_LIMIT` seconds. A worker that waits
+    for one of them before it runs the task writes the result only after they went."""
+
+    def __init__(self, port: int) -> None:
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        self._released.set()
+        self._held = 0
+        self._requests = 0
+        """Requests seen so far: orders a fetch's request against the wait's reply."""
+        self._wait_seen = 0
+        self._task_id = b""
+        self.via_wait: bool | None = None
+        """True: an idle wait's reply carried the task; False: a script's (a fetch) did, or a
+        fetch sent while the wait was under way took it from the processing list first."""
+        self.written_while_held: bool | None = None
+        """Whether the task's result was written while script replies were held back."""
+        super().__init__(port)
+
+    def follow(self, task_id: str) -> None:
+        with self._lock:
+            self._task_id, self.via_wait, self.written_while_held = task_id.encode(), None, None
+
+    def _release(self, task_id: bytes) -> None:
+        """The hold's time is up (for the task it was for, not a later one)."""
+        with self._lock:
+            if task_id == self._task_id:
+                self._released.set()
+
+    def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
+        while data := self._recv(client):
+            upper = data.upper()
+            if data.startswith(b"*"):  # a new request (a long one may come in several reads)
+                with self._lock:
+                    self._requests += 1
+                    state["sent"] = self._requests
+                records = b"EVALSHA" in upper and b"UNACKED_INDEX" in upper
+                state["command"] = b"EVALSHA" if records \
+                    else b"BLMOVE" if b"BLMOVE" in upper else b""
+            with self._lock:
+                if self.via_wait and b"$3\r\nSET\r\n" in upper \
+                        and b"celery-task-meta-" + self._task_id in data:
+                    self.written_while_held = self._held > 0
+                    self._released.set()
+            server.sendall(data)
+
+    def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
+        while data := self._recv(server):
+            with self._lock:
+                if self._task_id and self.via_wait is None and self._task_id in data \
+                        and b'"body"' in data:  # the message itself, not a subscription's reply
+                    self.via_wait = state.get("command") == b"BLMOVE"
+                    self._wait_seen = self._requests
+                    if self.via_wait:
+                        self._released.clear()
+                        threading.Timer(HOLD_LIMIT, self._release, (self._task_id,)).start()
+                hold = state.get("command") == b"EVALSHA" and not self._released.is_set()
+                if hold and self._task_id in data and b'"body"' in data \
+                        and state.get("sent", 0) < self._wait_seen:
+                    # a fetch sent during the wait took the moved message from the processing
+                    # list first (an idle turn racing the wait): not the case this test is about
+                    self.via_wait, hold = False, False
+                    self._released.set()
+                self._held += hold
+            if hold:
+                self._released.wait()
+                with self._lock:
+                    self._held -= 1
+            try:
+                client.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._released.set()
+        super().close()
+
+
+@pytest.mark.timeout(120)
+def test_an_idle_worker_runs_what_its_wait_took_without_waiting_for_a_script_reply(tmp_path):
+    """The idle wait's reply carries the message: the solo worker runs the task and writes its
+    result while the replies to its script calls (the record of the delivery as unacked, the
+    start record) are still held back. It took a fetch script's reply before: one round trip
+    between the wake-up and the run."""
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        holder = ScriptReplyHolder(port)
+        url = f"redis://127.0.0.1:{holder.port}/0"
+        setup = make_setup(tmp_path, "qw-held", url, url)
+        try:
+            with setup.worker("-P", "solo"):
+                app = setup.app()
+                assert app.send_task("tasks.add", args=[1, 1]).get(timeout=30) == 2
+                for attempt in range(10):  # until the worker's wait, not a turn's fetch, takes it
+                    task_id = str(uuid.uuid4())
+                    holder.follow(task_id)
+                    assert app.send_task("tasks.add", args=[attempt, 2], task_id=task_id
+                                         ).get(timeout=30) == attempt + 2
+                    if holder.via_wait:
+                        break
+                app.close()
+            assert holder.via_wait, "no idle wait took a task"
+            assert holder.written_while_held
+        finally:
+            holder.close()

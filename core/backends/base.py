@@ -267,6 +267,10 @@ class ResultBackend(ABC):
     def on_task_call(self, message: TaskMessage) -> None:
         """Called before a task is sent (rpc:// sets ``reply_to`` here)."""
 
+    def expect_result(self, task_id: str) -> None:
+        """Called before a task whose result is stored is sent alone (not in a batch): its
+        ``get()`` may follow at once (Redis subscribes to its channel here)."""
+
     def cleanup(self) -> None:
         """Remove expired results where the store does not expire them itself."""
 

@@ -10,14 +10,19 @@ these messages as their own) and changes who takes and who gives back:
 * **Taking** is one server-side step. :meth:`Channel.fetch_many` is one Lua script that acks the
   deliveries finished since the last call, pops up to N messages round-robin over the worker's
   queues (priority sublists in kombu's order), and records each in ``unacked``/``unacked_index``
-  and in the worker's own ``owned`` set, atomically. An idle worker blocks in ``BLMOVE``, which
-  moves a message into the worker's processing list (not into the void), and the same script
-  then takes it from there. A popped item that is not a kombu envelope is wrapped and pushed to
-  ``<queue>.dead`` with the reason, in the same script (a body kombu cannot decode, by the
-  worker right after: :meth:`Channel.read_fetch`). The same call records the starts of the
-  batch the worker is about to run in the cluster ledger (:class:`~qtui.core.ledger.StartRecord`):
-  sent before the batch starts (:meth:`Channel.send_fetch`), its reply read while it runs. A
-  batch that starts with nothing to take or ack sends its record alone, one ``ZADD``.
+  and in the worker's own ``owned`` set, atomically. A popped item that is not a kombu envelope
+  is wrapped and pushed to ``<queue>.dead`` with the reason, in the same script (a body kombu
+  cannot decode, by the worker right after: :meth:`Channel.read_fetch`). The same call records
+  the starts of the batch the worker is about to run in the cluster ledger
+  (:class:`~qtui.core.ledger.StartRecord`): sent before the batch starts
+  (:meth:`Channel.send_fetch`), its reply read while it runs. A batch that starts with nothing
+  to take or ack sends its record alone, one ``ZADD``; a solo worker's next start rides behind
+  a fetch under way (:meth:`Channel.send_start_record`).
+* **Waiting** moves, then delivers at once. An idle worker blocks in ``BLMOVE``, which moves a
+  message into the worker's processing list (not into the void), and delivers it straight from
+  the wait's reply; a small script (:data:`_ADOPT`), sent without waiting for its reply, then
+  moves it from there into ``unacked`` and ``owned``. An item that is not a plain kombu
+  envelope is taken from there by the fetch script instead.
 * **Giving back** is by ownership, never by age. Each worker is an owner with an ``alive`` key
   that a helper process (:mod:`qtui.workers.liveness`) refreshes, so a task holding the GIL
   cannot make its worker look dead. A worker restores only what dead owners hold (their
@@ -34,8 +39,10 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from queue import Empty
@@ -198,6 +205,55 @@ return out
     .replace("@DEAD_QUEUE_HEADER@", DEAD_QUEUE_HEADER)
 
 
+# What an idle wait moved and the worker delivered from the wait's reply: recorded as unacked and
+# owned, and taken off the processing list, in one step; 0 when it is no longer there (a
+# restorer that found this worker dead gave it back meanwhile).
+_ADOPT = """
+-- KEYS: the processing list, unacked_index, unacked, owned; ARGV: item, stamp, tag, record
+if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+redis.call('SADD', KEYS[4], ARGV[3])
+return 1
+"""
+
+_BASE64_BODY = re.compile(r"[A-Za-z0-9+/=]*")
+
+
+def _envelope(item: bytes) -> tuple[dict[str, Any], str, bytes] | None:
+    """The payload, delivery tag and ``unacked`` record of a queue item, as the fetch script's
+    ``envelope`` makes them; None for anything else, left to the fetch script (which
+    dead-letters what is not a kombu message)."""
+    try:
+        payload = loads(item)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    body, props, headers = payload.get("body"), payload.get("properties"), payload.get("headers")
+    if not (isinstance(body, str) and isinstance(props, dict)
+            and (headers is None or isinstance(headers, dict))):
+        return None
+    tag, info = props.get("delivery_tag"), props.get("delivery_info")
+    if not (isinstance(tag, str) and isinstance(info, dict)):
+        return None
+    if props.get("body_encoding") == "base64" and (len(body) % 4
+                                                   or not _BASE64_BODY.fullmatch(body)):
+        return None
+    record = b"[%b,%b,%b]" % (item, dumps(info.get("exchange")).encode(),
+                              dumps(info.get("routing_key")).encode())
+    return payload, tag, record
+
+
+@dataclass
+class _Adoption:
+    """An :data:`_ADOPT` call sent on the fetch connection, its reply not read yet."""
+
+    tag: str
+    keys: list[str]
+    args: list[Any]
+
+
 def _resp(conn: Any, values: list[Any]) -> bytes:
     """``values`` as the arguments of a command in Redis's wire format (RESP bulk strings),
     encoded as ``conn`` encodes them. Strings, integers and floats (the fetch call's arguments)
@@ -239,7 +295,9 @@ class _PendingFetch:
     args: list[Any]
     script: bool = True
     """False: a plain command (a record of starts only), whose reply delivers nothing and is
-    read with the next call's (see :meth:`Channel._read_start_records`)."""
+    read with the next call's (see :meth:`Channel._read_unread`)."""
+    during_wait: bool = False
+    """Sent while an idle wait was under way: it may take what the wait moves."""
 
 
 class QoS(redis_broker.QoS):
@@ -258,6 +316,14 @@ class QoS(redis_broker.QoS):
             virtual.QoS.append(self, message, delivery_tag)
             return
         super().append(message, delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        self.channel.read_unread()  # the delivery's own record first, when it rides there
+        super().ack(delivery_tag)
+
+    def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
+        self.channel.read_unread()
+        super().restore_by_tag(tag, client, leftmost)
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         pipe = super()._remove_from_indices(delivery_tag, pipe)
@@ -309,14 +375,19 @@ class Channel(redis_broker.Channel):
         self._fetch_conn: Any = None
         """The connection fetches ride while the worker is busy (see :meth:`_fetch_connection`)."""
         self._fetch_used_at = 0.0
-        self._unread_records = 0
-        """Start records (one ``ZADD`` each) sent on the fetch connection, their replies not
-        read yet: read before the next call's, so that no start waits a round trip."""
+        self._unread: deque[_Adoption | None] = deque()
+        """Calls sent on the fetch connection whose replies are not read yet, in order: start
+        records (None: one ``ZADD`` each) and adoptions (see :meth:`_adopt`); read before the
+        next call's, so that neither a start nor a delivery waits a round trip."""
         self._records_behind = 0
         """Start records sent behind the pending fetch (:meth:`send_start_record`): unread
-        records once its reply is read."""
+        calls once its reply is read."""
         self._fetch_loaded = False
+        self._adopt_loaded = False
         self._processing_known: set[str] = set()
+        self._taken_while_waiting: set[str] = set()
+        """Delivery tags of what fetches took while the pending wait was under way: the
+        message the wait moved may be one of them, delivered already."""
 
     # ownership -------------------------------------------------------------------------------
     def own(self, owner: str, ttl: float) -> None:
@@ -381,8 +452,27 @@ class Channel(redis_broker.Channel):
         between fetches only. Returns how many came back."""
         if self.owner is None:
             return 0
-        return self.reclaim_unheld(held) + self._put_back_processing(self._create_client(),
-                                                                     self.owner)
+        held = list(held)
+        client = self._create_client()
+        self._adopt_moved(client, held)
+        return self.reclaim_unheld(held) + self._put_back_processing(client, self.owner)
+
+    def _adopt_moved(self, client: Any, tags: list[str]) -> None:
+        """Adopt what this owner's processing lists still hold of ``tags``: delivered from an
+        idle wait's reply, their adoption lost with a connection before Redis ran it. Called
+        before such deliveries are settled or the lists given back, so a message that runs (or
+        ran) here is neither put back nor left there."""
+        keep = set(tags)
+        if not keep or self.owner is None:
+            return
+        for queue in client.smembers(PROCESSING_QUEUES_KEY.format(owner=self.owner)):
+            queue = queue.decode() if isinstance(queue, bytes) else queue
+            for item in client.lrange(PROCESSING_KEY.format(owner=self.owner, queue=queue), 0, -1):
+                found = _envelope(item)
+                if found is not None and found[1] in keep:
+                    self._script("adopt", _ADOPT)(keys=self._adopt_keys(self.owner, queue),
+                                                  args=[item, time.time(), *found[1:]],
+                                                  client=client)
 
     def reclaim_unheld(self, held: Iterable[str]) -> int:
         """Put back, at the front of their queues, what this owner's set records and the worker
@@ -452,7 +542,8 @@ class Channel(redis_broker.Channel):
         args = [max(limit, 0), time.time(), size, f"{self._tag_base}.{self._fetches}",
                 len(acks), len(started) // 2, len(settled), trim, self._pop_many, *acks,
                 *started, *settled, *order]
-        self._send_pending(_PendingFetch(self._fetch_connection(), order, acks, keys, args))
+        self._send_pending(_PendingFetch(self._fetch_connection(), order, acks, keys, args,
+                                         during_wait=self._waiting_on is not None))
         return True
 
     def send_start_record(self, starts: StartRecord) -> None:
@@ -503,7 +594,7 @@ class Channel(redis_broker.Channel):
         if self._fetch_conn is not None and \
                 monotonic() - self._fetch_used_at > FETCH_CONNECTION_IDLE:
             try:
-                self._read_start_records(self._fetch_conn)
+                self._read_unread(self._fetch_conn)
             except BaseException:
                 self._release_fetch_connection(broken=True)
                 raise
@@ -518,14 +609,15 @@ class Channel(redis_broker.Channel):
         still unread): closed first. Start records whose reply a broken connection took with
         it may not have reached Redis: that is logged, as a record Redis refused is."""
         conn, self._fetch_conn = self._fetch_conn, None
-        unread = self._unread_records + self._records_behind
-        self._unread_records = self._records_behind = 0
-        if broken and unread:
+        unread, self._unread = self._unread, deque()
+        behind, self._records_behind = self._records_behind, 0
+        records = sum(1 for call in unread if call is None) + behind
+        if broken and records:
             logger.warning("Cannot record started tasks in the ledger (the connection broke "
                            "before Redis confirmed %d record(s)): if this worker is lost now, "
-                           "their delivery may not be counted", unread)
+                           "their delivery may not be counted", records)
         if conn is not None:
-            if broken or unread:
+            if broken or unread or behind:
                 conn.disconnect()
             self._create_client().connection_pool.release(conn)
 
@@ -538,12 +630,12 @@ class Channel(redis_broker.Channel):
         pending, self._pending_fetch = self._pending_fetch, None
         assert pending is not None, "read_fetch follows send_fetch"
         if not pending.script:  # a start record: its reply is read with the next call's
-            self._unread_records += 1 + self._records_behind
+            self._unread.extend([None] * (1 + self._records_behind))
             self._records_behind = 0
             return 0
         client = self._create_client()
         try:
-            self._read_start_records(pending.conn)
+            self._read_unread(pending.conn)
             try:
                 reply = pending.conn.read_response()
             except NoScriptError:  # flushed from Redis's cache: nothing of it ran, run it now
@@ -552,7 +644,8 @@ class Channel(redis_broker.Channel):
         except BaseException:
             self._release_fetch_connection(broken=True)
             raise
-        self._unread_records, self._records_behind = self._records_behind, 0
+        self._unread.extend([None] * self._records_behind)
+        self._records_behind = 0
         for tag in pending.acks:
             virtual.QoS.ack(self.qos, tag)
         order = pending.order
@@ -566,12 +659,14 @@ class Channel(redis_broker.Channel):
                 logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue), reason)
                 continue
             payload = loads(item)
-            properties = payload["properties"]
+            tag = payload["properties"]["delivery_tag"]
             if not self._body_decodes(payload):
-                self._dead_letter_taken(queue, item, properties["delivery_tag"],
+                self._dead_letter_taken(queue, item, tag,
                                         "not a kombu message: 'body' is not base64")
                 continue
-            self.qos.recorded.add(properties["delivery_tag"])
+            self.qos.recorded.add(tag)
+            if pending.during_wait:
+                self._taken_while_waiting.add(tag)
             self.connection._deliver(payload, queue)
             delivered += 1
         return delivered
@@ -609,17 +704,47 @@ class Channel(redis_broker.Channel):
         pipe.execute()
         logger.warning("Message moved to %s: %s", dead, reason)
 
-    def _read_start_records(self, conn: Any) -> None:
-        """Read the replies to the start records sent on ``conn`` and not read yet. One that
+    def _read_unread(self, conn: Any) -> None:
+        """Read the replies to the calls sent on ``conn`` and not read yet. A start record
         Redis refused (the ledger's key holds another type) is logged: the tasks ran without
-        their record, as when a record cannot be sent."""
-        while self._unread_records:
+        their record, as when a record cannot be sent. So is an adoption that found its message
+        given back already, or that Redis refused (the message then stays in the processing
+        list, given back should this worker be lost)."""
+        while self._unread:
+            adoption = self._unread[0]
             try:
-                conn.read_response()
+                reply = conn.read_response()
+            except NoScriptError:  # flushed from Redis's cache: nothing of it ran, run it now
+                self._unread.popleft()
+                assert adoption is not None, "a start record is a ZADD, not a script"
+                reply = self._script("adopt", _ADOPT)(keys=adoption.keys, args=adoption.args,
+                                                      client=self._create_client())
             except ResponseError as exc:
-                logger.warning("Cannot record started tasks in the ledger (%s): if this worker "
-                               "is lost now, their delivery may not be counted", exc)
-            self._unread_records -= 1
+                self._unread.popleft()
+                if adoption is None:
+                    logger.warning("Cannot record started tasks in the ledger (%s): if this "
+                                   "worker is lost now, their delivery may not be counted", exc)
+                else:
+                    logger.warning("Cannot record delivery %s as unacked (%s): it stays in "
+                                   "this worker's processing list", adoption.tag, exc)
+                continue
+            else:
+                self._unread.popleft()
+            if adoption is not None and not reply:
+                logger.warning("Delivery %s was given back to its queue before this worker "
+                               "recorded it (the worker looked lost): it may run twice",
+                               adoption.tag)
+
+    def read_unread(self) -> None:
+        """Read the replies still unread on the fetch connection now: a delivery whose record
+        rides there is recorded before another connection settles it."""
+        if not self._unread or self._fetch_conn is None:
+            return
+        try:
+            self._read_unread(self._fetch_conn)
+        except BaseException:
+            self._release_fetch_connection(broken=True)
+            raise
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         """Wait for a message of the next queue in turn by moving it into this owner's
@@ -639,6 +764,7 @@ class Channel(redis_broker.Channel):
         args = (queue, target, "RIGHT", "LEFT", wait) if self._blocking_move == "BLMOVE" \
             else (queue, target, wait)
         self._waiting_on = queue
+        self._taken_while_waiting.clear()
         self._in_poll = self.client.connection
         # kombu's class attribute (None) types it; kombu's own _brpop_start sets a float too
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
@@ -661,9 +787,44 @@ class Channel(redis_broker.Channel):
             self._in_poll = None  # type: ignore[assignment]
             self._flush_brpop_reauth()
         self._queue_cycle.rotate(queue)
-        if moved is None or not self.fetch_many([queue], 1, moved=True):
+        if moved is None:
             raise Empty()
+        found = _envelope(moved)
+        if found is None:  # not a plain kombu envelope: the fetch script's (it dead-letters it)
+            if not self.fetch_many([queue], 1, moved=True):
+                raise Empty()
+            return True
+        if found[1] in self._taken_while_waiting:  # a fetch meanwhile delivered it already
+            raise Empty()
+        self._adopt(queue, moved, *found)
         return True
+
+    def _adopt(self, queue: str, item: bytes, payload: dict[str, Any], tag: str,
+               record: bytes) -> None:
+        """Deliver what an idle wait moved straight from the wait's reply; its record as unacked
+        and owned (:data:`_ADOPT`) is sent on the fetch connection, its reply read with the next
+        call's, so the task does not wait a round trip to start. Until Redis runs it, the
+        message is in this owner's processing list, given back should the worker be lost."""
+        assert self.owner is not None, "an adoption is an owner's"
+        keys = self._adopt_keys(self.owner, queue)
+        args = [item, time.time(), tag, record]
+        conn = self._fetch_connection()
+        try:
+            if not self._adopt_loaded:  # so that the first call's EVALSHA runs, not fails
+                self._create_client().script_load(_ADOPT)
+                self._adopt_loaded = True
+            conn.send_command("EVALSHA", self._script("adopt", _ADOPT).sha, len(keys), *keys,
+                              *args)
+        except BaseException:
+            self._release_fetch_connection(broken=True)
+            raise
+        self._unread.append(_Adoption(tag, keys, args))
+        self.qos.recorded.add(tag)
+        self.connection._deliver(payload, queue)
+
+    def _adopt_keys(self, owner: str, queue: str) -> list[str]:
+        return [PROCESSING_KEY.format(owner=owner, queue=queue), self.unacked_index_key,
+                self.unacked_key, OWNED_KEY.format(owner=owner)]
 
     # settling --------------------------------------------------------------------------------
     def ack_many(self, tags: Iterable[str]) -> None:
@@ -671,6 +832,7 @@ class Channel(redis_broker.Channel):
         tags = list(tags)
         if not tags:
             return
+        self.read_unread()  # their records first, where they ride the fetch connection
         pipe = self._create_client().pipeline(transaction=False) \
             .zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags)
         if self.owned_key is not None:
@@ -682,6 +844,8 @@ class Channel(redis_broker.Channel):
     def settle(self, tags: Iterable[str], requeue: bool) -> None:
         """Ack (or requeue at the head) deliveries made on a connection that was lost since:
         their tags are keys in Redis, valid on any connection."""
+        tags = list(tags)
+        self._adopt_moved(self._create_client(), tags)
         if not requeue:
             self.ack_many(tags)
             return
