@@ -178,3 +178,28 @@ def test_without_reject_on_worker_lost_a_task_whose_child_died_fails_once(redis_
         assert app.send_task("tasks.add", args=[1, 1]).get(timeout=30) == 2
     assert len(redis_setup.records("die_once")) == 1
     app.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_finished_task_is_not_run_again_when_its_solo_worker_dies_in_the_next(
+        tmp_path, unique, redis_url):
+    """A solo worker finishes A, then dies (SIGKILL) while B runs: A's ack was in Redis before B
+    started, so the next worker runs B again (its worker died running it) and A never. No result
+    backend: nothing else would tell a second run of A from the first."""
+    setup = make_setup(tmp_path, f"qw-{unique}", redis_url, None, task_acks_late=True)
+    try:
+        app = setup.app()
+        app.send_task("tasks.mark", args=["A"])
+        app.send_task("tasks.slow", args=[6, "B"])
+        app.close()
+        with setup.worker("-P", "solo") as proc:
+            assert setup.wait_records("started", 1), proc.log_path.read_text()[-3000:]
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        assert [r["tag"] for r in setup.records("mark")] == ["A"]
+        with setup.worker("-P", "solo", name="second") as proc:
+            assert wait_for(lambda: setup.records("done"), 90), proc.log_path.read_text()[-3000:]
+            time.sleep(1)  # what else it would run again is queued ahead of B or beside it
+        assert [r["tag"] for r in setup.records("mark")] == ["A"]
+    finally:
+        setup.cleanup()

@@ -8,8 +8,7 @@ pipeline of three commands of its own on a second connection (about 3.5 commands
 start with nothing to fetch is recorded by a plain ZADD, not a script call: the worker fetches
 two messages at a time, so half its calls are scripts (every call was one before). That ZADD's
 reply is read with the next call's, so no start waits a round trip; and a busy fetch pops a
-processing list only while an idle wait, which moves messages there, is under way. The solo
-worker sends the next task's record behind the fetch, before the fetch's reply is read, and one
+processing list only while an idle wait, which moves messages there, is under way, and one
 ``RPOP`` with a count takes a fetch's messages. An idle worker runs what its wait moved
 straight from the wait's reply: the call that records it as unacked is read afterwards, as the
 start record is, so no round trip separates the wake-up from the run (a fetch script took it
@@ -221,29 +220,6 @@ def test_a_start_record_redis_refuses_is_logged_and_the_next_fetch_still_deliver
             assert channel.fetch_many([owner.queue], 1) == 1
         assert "Cannot record started tasks" in caplog.text and "WRONGTYPE" in caplog.text
         assert len(owner.received) == 1
-
-
-def test_a_start_record_sent_behind_a_fetch_is_in_redis_and_its_reply_read_with_the_next_fetch(
-        redis_url, unique):
-    """A solo worker starts its next task while the fetch's reply is on its way: the record,
-    sent behind the fetch on its connection, is in Redis before the reply is read; the fetch
-    delivers as before and the record's reply is read with the next call's."""
-    owner = _Owner(redis_url, unique)
-    with owner as channel:
-        owner.publish()
-        first = StartRecord(owner.ledger, {"task-1:0:0": time.time() + 60}, [], None)
-        assert channel.send_fetch([owner.queue], 1, [], first)
-        second = StartRecord(owner.ledger, {"task-2:0:0": time.time() + 60}, [], None)
-        channel.send_start_record(second)
-        assert wait_for(lambda: owner.client.zscore(owner.ledger, "task-2:0:0") is not None, 5)
-        assert channel.read_fetch() == 1
-        wire = channel._fetch_conn
-        assert wire is not None and wire.can_read(timeout=5)  # the record's reply, not read yet
-        owner.publish()
-        assert channel.fetch_many([owner.queue], 1) == 1
-        assert channel._fetch_conn is wire and not wire.can_read(timeout=0.2)
-        assert [message.payload for message in owner.received] == [{"n": 1}, {"n": 1}]
-        assert owner.client.zscore(owner.ledger, "task-1:0:0") is not None
 
 
 class ScriptReplyHolder(Interceptor):

@@ -317,18 +317,6 @@ class Consumer:
             return False
         return bool(send_fetch([q.name for q in self.queues], room, acks, starts))
 
-    @property
-    def starts_behind_fetch(self) -> bool:
-        """Whether a start record can be sent behind a fetch whose reply is still to be read
-        (the worker's Redis channel). The embedded broker's fetch is committed before
-        :meth:`send_fetch` returns, so there is nothing to overlap."""
-        return hasattr(self.channel, "send_start_record")
-
-    def send_start_record(self, starts: StartRecord) -> None:
-        """Send ``starts`` behind the fetch :meth:`send_fetch` sent, before its reply is read
-        (the worker's Redis channel: :attr:`starts_behind_fetch`)."""
-        self.channel.send_start_record(starts)
-
     def read_fetch(self) -> int:
         """The reply to :meth:`send_fetch`: how many messages came (delivered to the callbacks)."""
         return int(self.channel.read_fetch())

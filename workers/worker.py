@@ -526,33 +526,10 @@ class Worker:
             return None
         self._start(batch)
         try:
-            if (room > 0 and record is not None and self.pool.runs_in_caller
-                    and self.consumer.starts_behind_fetch):
-                self._start_behind_fetch()
             return self.consumer.read_fetch()
         except self.consumer.errors as exc:
             self._lost_fetch(acks, record, [], exc)
             raise
-
-    def _start_behind_fetch(self) -> None:
-        """A pool that runs tasks in this thread (solo) starts the next reserved task before the
-        fetch's reply is read, its start record sent behind the fetch: Redis runs the fetch
-        while two tasks run instead of one, and the reply is read once. Only a task that
-        records its start (acks late), as the next turn would record it; the finished task's
-        ack waits for the next fetch either way."""
-        batch = self._next_batch()
-        keys = [job.start_key for job in batch if job.start_key]
-        if not batch or len(keys) < len(batch):  # one that acks early starts next turn, as before
-            self.reserved.extendleft(reversed(batch))
-            return
-        record = self.starts.take(keys, settle=False)
-        assert record is not None, "a record of starts"
-        try:
-            self.consumer.send_start_record(record)
-        except self.consumer.errors as exc:
-            self._lost_fetch([], record, batch, exc)
-            raise
-        self._start(batch)
 
     def _flush_acks_before(self, batch: list[Job]) -> None:
         """Send the gathered acks before ``batch`` starts when due, and always when the pool

@@ -16,8 +16,7 @@ these messages as their own) and changes who takes and who gives back:
   the starts of the batch the worker is about to run in the cluster ledger
   (:class:`~qtui.core.ledger.StartRecord`): sent before the batch starts
   (:meth:`Channel.send_fetch`), its reply read while it runs. A batch that starts with nothing
-  to take or ack sends its record alone, one ``ZADD``; a solo worker's next start rides behind
-  a fetch under way (:meth:`Channel.send_start_record`).
+  to take or ack sends its record alone, one ``ZADD``.
 * **Waiting** moves, then delivers at once. An idle worker blocks in ``BLMOVE``, which moves a
   message into the worker's processing list (not into the void), and delivers it straight from
   the wait's reply; a small script (:data:`_ADOPT`), sent without waiting for its reply, then
@@ -379,9 +378,6 @@ class Channel(redis_broker.Channel):
         """Calls sent on the fetch connection whose replies are not read yet, in order: start
         records (None: one ``ZADD`` each) and adoptions (see :meth:`_adopt`); read before the
         next call's, so that neither a start nor a delivery waits a round trip."""
-        self._records_behind = 0
-        """Start records sent behind the pending fetch (:meth:`send_start_record`): unread
-        calls once its reply is read."""
         self._fetch_loaded = False
         self._adopt_loaded = False
         self._processing_known: set[str] = set()
@@ -546,19 +542,6 @@ class Channel(redis_broker.Channel):
                                          during_wait=self._waiting_on is not None))
         return True
 
-    def send_start_record(self, starts: StartRecord) -> None:
-        """Send ``starts`` (a record of starts only) behind the fetch under way, on its
-        connection: one ``ZADD``, its reply read after the fetch's, with the next call's."""
-        pending = self._pending_fetch
-        assert pending is not None, "a record rides behind a fetch"
-        try:
-            pending.conn.send_packed_command([_command(pending.conn, _record_command(starts))])
-        except BaseException:
-            self._pending_fetch = None
-            self._release_fetch_connection(broken=True)
-            raise
-        self._records_behind += 1
-
     def _send_pending(self, pending: _PendingFetch) -> None:
         """Send ``pending``'s command on its connection, to be read by :meth:`read_fetch`."""
         conn = pending.conn
@@ -610,14 +593,13 @@ class Channel(redis_broker.Channel):
         it may not have reached Redis: that is logged, as a record Redis refused is."""
         conn, self._fetch_conn = self._fetch_conn, None
         unread, self._unread = self._unread, deque()
-        behind, self._records_behind = self._records_behind, 0
-        records = sum(1 for call in unread if call is None) + behind
+        records = sum(1 for call in unread if call is None)
         if broken and records:
             logger.warning("Cannot record started tasks in the ledger (the connection broke "
                            "before Redis confirmed %d record(s)): if this worker is lost now, "
                            "their delivery may not be counted", records)
         if conn is not None:
-            if broken or unread or behind:
+            if broken or unread:
                 conn.disconnect()
             self._create_client().connection_pool.release(conn)
 
@@ -630,8 +612,7 @@ class Channel(redis_broker.Channel):
         pending, self._pending_fetch = self._pending_fetch, None
         assert pending is not None, "read_fetch follows send_fetch"
         if not pending.script:  # a start record: its reply is read with the next call's
-            self._unread.extend([None] * (1 + self._records_behind))
-            self._records_behind = 0
+            self._unread.append(None)
             return 0
         client = self._create_client()
         try:
@@ -644,8 +625,6 @@ class Channel(redis_broker.Channel):
         except BaseException:
             self._release_fetch_connection(broken=True)
             raise
-        self._unread.extend([None] * self._records_behind)
-        self._records_behind = 0
         for tag in pending.acks:
             virtual.QoS.ack(self.qos, tag)
         order = pending.order
