@@ -30,14 +30,20 @@ async def tasks_view(pilot) -> TasksScreen:
     return screen
 
 
+def redraw_times(screen: TasksScreen, monkeypatch) -> list[float]:
+    """When ``screen`` redraws from now on (monotonic seconds)."""
+    drawn: list[float] = []
+    original = screen.refresh_view
+    monkeypatch.setattr(screen, "refresh_view",
+                        lambda: (drawn.append(time.monotonic()), original())[1])
+    return drawn
+
+
 async def test_a_redraw_held_back_for_the_views_pace_waits_again_after_a_key(monkeypatch):
     console = FixedConsole()
     async with console.run_test(size=(140, 40)) as pilot:
         screen = await tasks_view(pilot)
-        drawn: list[float] = []
-        original = screen.refresh_view
-        monkeypatch.setattr(screen, "refresh_view",
-                            lambda: (drawn.append(time.monotonic()), original())[1])
+        drawn = redraw_times(screen, monkeypatch)
         console.last_input = 0.0
         # The view drew a moment ago: the next redraw waits for its turn, 0.1 s from now.
         screen._last_redraw = time.monotonic() - screen.min_interval + 0.1
@@ -57,10 +63,7 @@ async def test_keys_held_down_hold_a_redraw_back_for_a_while_not_for_ever(monkey
     console = FixedConsole()
     async with console.run_test(size=(140, 40)) as pilot:
         screen = await tasks_view(pilot)
-        drawn: list[float] = []
-        original = screen.refresh_view
-        monkeypatch.setattr(screen, "refresh_view",
-                            lambda: (drawn.append(time.monotonic()), original())[1])
+        drawn = redraw_times(screen, monkeypatch)
         screen._last_redraw = 0.0  # long ago: only the keys hold the redraw back
         await pilot.press("down")
         console.apply(dataclasses.replace(SNAPSHOT, tasks=(changed(SNAPSHOT.tasks[0],
