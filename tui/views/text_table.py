@@ -6,8 +6,9 @@ thread, while a key may wait. DataTable draws a cell through Rich's layout (a pa
 wrapper, a line split and crop): about 85 µs a cell on this project's bench machine, against 9
 µs for the same segments built here; the draw after such a redraw at 140x40 went from 45-51 ms
 of CPU to 34-36 (bench/RESULTS.md).
-Cells this does not cover (taller rows, text wider than its column, tabs, line breaks, other
-renderables, the header) are drawn by DataTable as before. The views' tables that redraw from
+Cells this does not cover (taller rows, text wider than its column, tabs, line breaks,
+left-justified text, a non-default ``Text.end``, other renderables, the header) are drawn by
+DataTable as before. The views' tables that redraw from
 the feed (the tasks table, every one-table view, the overview's) are TextTables.
 """
 
