@@ -1,6 +1,7 @@
 """Keys come first: a redraw that snapshots ask for while keys are being pressed waits until
 INPUT_QUIET after the latest key, even one held back for the view's pace before that key came
-(the repaint of a key would otherwise wait for the redraw of a whole table); and the tasks
+(the repaint of a key would otherwise wait for the redraw of a whole table), but no longer than
+INPUT_HOLD_MAX under a held key; and the tasks
 table's redraw, which a key can still meet, draws its text cells at a tenth of DataTable's
 cost, looking the same."""
 
@@ -14,7 +15,7 @@ from textual.renderables.styled import Styled
 from textual.widgets import DataTable
 
 from qtui.core.display import safe_text
-from qtui.tui.views import base
+from qtui.tui.views import base, text_table
 from qtui.tui.views.tasks import COLUMNS, TasksScreen
 from qtui.tui.views.text_table import TextTable
 
@@ -29,14 +30,20 @@ async def tasks_view(pilot) -> TasksScreen:
     return screen
 
 
+def redraw_times(screen: TasksScreen, monkeypatch) -> list[float]:
+    """When ``screen`` redraws from now on (monotonic seconds)."""
+    drawn: list[float] = []
+    original = screen.refresh_view
+    monkeypatch.setattr(screen, "refresh_view",
+                        lambda: (drawn.append(time.monotonic()), original())[1])
+    return drawn
+
+
 async def test_a_redraw_held_back_for_the_views_pace_waits_again_after_a_key(monkeypatch):
     console = FixedConsole()
     async with console.run_test(size=(140, 40)) as pilot:
         screen = await tasks_view(pilot)
-        drawn: list[float] = []
-        original = screen.refresh_view
-        monkeypatch.setattr(screen, "refresh_view",
-                            lambda: (drawn.append(time.monotonic()), original())[1])
+        drawn = redraw_times(screen, monkeypatch)
         console.last_input = 0.0
         # The view drew a moment ago: the next redraw waits for its turn, 0.1 s from now.
         screen._last_redraw = time.monotonic() - screen.min_interval + 0.1
@@ -50,6 +57,24 @@ async def test_a_redraw_held_back_for_the_views_pace_waits_again_after_a_key(mon
                 break
         assert drawn, "the held-back redraw never came"
         assert drawn[0] - key >= base.INPUT_QUIET
+
+
+async def test_keys_held_down_hold_a_redraw_back_for_a_while_not_for_ever(monkeypatch):
+    console = FixedConsole()
+    async with console.run_test(size=(140, 40)) as pilot:
+        screen = await tasks_view(pilot)
+        drawn = redraw_times(screen, monkeypatch)
+        screen._last_redraw = 0.0  # long ago: only the keys hold the redraw back
+        await pilot.press("down")
+        console.apply(dataclasses.replace(SNAPSHOT, tasks=(changed(SNAPSHOT.tasks[0],
+                                                                   state="FAILURE"),)))
+        assert drawn == []
+        for _ in range(30):  # an arrow key held down: a key every 0.1 s for 3 s
+            await pilot.press("down")
+            await pilot.pause(0.1)
+            if drawn:
+                break
+        assert drawn, "keys held the redraw back as long as they came"
 
 
 async def test_a_redraw_of_the_tasks_table_draws_its_text_cells_without_richs_layout(
@@ -80,7 +105,10 @@ async def test_text_cells_look_as_datatable_draws_them():
     cells = [Text("bench.task12", style="green"), safe_text("a\x1bb\x07c"), Text(""),
              Text("状态 ok"), Text("FAILURE", style="bold red"),
              Text.assemble(("✓ ", "bold"), "abc"), Text("x" * 30), Text("tab\there"),
-             Text("two\nlines"), Text("right", justify="right")]
+             Text("two\nlines"), Text("right", justify="right"),
+             Text("left", style="green", justify="left"), Text("unknown", style="no-such-style"),
+             Text.assemble(("a", "no-such-style"), "b"), Text("ended", end=""),
+             Text("ended", style="blue", end=" ")]
     async with console.run_test(size=(140, 40)) as pilot:
         table = TextTable(cursor_type="row", zebra_stripes=True)
         await console.screen.mount(table)
@@ -99,3 +127,24 @@ async def test_text_cells_look_as_datatable_draws_them():
                                                     hover)
                     table._cell_render_cache.clear()
                     assert ours == theirs, (cells[row], width, cursor, hover)
+
+
+async def test_a_textual_without_the_state_text_table_reads_draws_every_cell_as_datatable(
+        monkeypatch):
+    monkeypatch.setattr(text_table, "PRIVATE", (*text_table.PRIVATE, "_renamed_by_textual"))
+    monkeypatch.setattr(TextTable, "_reads_datatable", None)
+
+    def never(*args: object) -> object:
+        raise AssertionError("drawn from state this Textual does not have")
+    monkeypatch.setattr(TextTable, "_render_text_cell", never)
+    console = FixedConsole()
+    async with console.run_test(size=(140, 40)) as pilot:
+        table = TextTable()
+        await console.screen.mount(table)
+        table.add_column("a", width=12)
+        table.add_row(Text("bench.task12", style="green"))
+        await pilot.pause()
+        ours = table._render_cell(0, 0, table.rich_style, 14)
+        table._cell_render_cache.clear()
+        assert ours == DataTable._render_cell(table, 0, 0, table.rich_style, 14)
+        assert TextTable._reads_datatable is False

@@ -23,6 +23,9 @@ from kombu.transport import TRANSPORT_ALIASES
 
 from qtui.core import brokers
 from qtui.core.brokers import sqlite as transport
+from qtui.core.brokers.sqlite.database import VERSION_REUSE
+from qtui.core.delayed import DUE_QUEUE
+from qtui.core.ledger import StartRecord
 
 brokers.register()
 
@@ -608,3 +611,122 @@ def test_a_failed_commit_is_rolled_back_so_the_connection_can_write_again() -> N
         conn.execute("INSERT INTO parent VALUES (1)")
     assert conn.execute("SELECT count(*) FROM parent").fetchone()[0] == 1
     conn.close()
+
+
+# -- the worker's fetch (Channel.send_fetch / read_fetch) -----------------------------------------
+
+@contextmanager
+def fetching(url: str, *names: str, **options: Any) -> Iterator[tuple[Any, list[Any]]]:
+    """A channel consuming ``names`` (in that order) as the worker does, and what it delivers."""
+    with Connection(url, transport_options=options) as conn:
+        channel = conn.channel()
+        delivered: list[Any] = []
+        consumer = Consumer(channel, [Queue(name, Exchange(""), routing_key=name)
+                                      for name in names],
+                            callbacks=[lambda body, message: delivered.append(message)])
+        consumer.consume()
+        yield channel, delivered
+        channel.close()
+
+
+def publish(url: str, queue: str, count: int) -> None:
+    with Connection(url) as conn:
+        producer = Producer(conn.channel())
+        for i in range(count):
+            producer.publish({"id": i}, routing_key=queue, declare=[Queue(queue)])
+
+
+def held_ahead(channel: Any) -> list[int]:
+    return [claimed.id for ahead in channel._ahead.values() for claimed in ahead]
+
+
+def delivered_counts(path: Path) -> list[int]:
+    with sqlite3.connect(path) as db:
+        return [count for count, in db.execute("SELECT delivered_count FROM messages")]
+
+
+def break_the_ledger_table(path: Path) -> None:
+    """A table of the ledger's name that its write cannot fit: the next start record fails."""
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE qtui_ledger (only_one_column)")
+
+
+def a_start() -> StartRecord:
+    return StartRecord("qtui.ledger.test", {"delivery": time.time() + 60}, [], None)
+
+
+@pytest.mark.timeout(60)
+def test_a_fetch_whose_ledger_write_fails_acks_records_and_claims_nothing(url: str) -> None:
+    publish(url, "fetched", 5)
+    with fetching(url, "fetched") as (channel, delivered):
+        assert channel.send_fetch(["fetched"], 2) and channel.read_fetch() == 2
+        break_the_ledger_table(channel.db.path)
+        with pytest.raises(sqlite3.OperationalError):
+            channel.send_fetch(["fetched"], 3, [delivered[0].delivery_tag], a_start())
+        assert queue_row(url, "fetched") == ("fetched", 3, 2)  # nothing acked, nothing claimed
+        assert list(channel.qos._delivered) == [m.delivery_tag for m in delivered]
+        with sqlite3.connect(channel.db.path) as db:
+            assert db.execute("SELECT COUNT(*) FROM qtui_ledger").fetchone() == (0,)
+        assert channel.send_fetch(["fetched"], 3) and channel.read_fetch() == 3  # usable
+
+
+@pytest.mark.timeout(60)
+def test_closing_after_send_fetch_without_read_fetch_gives_every_fetched_row_back(
+        url: str) -> None:
+    publish(url, "unread", 5)
+    with fetching(url, "unread") as (channel, delivered):
+        assert channel.send_fetch(["unread"], 3)
+        assert queue_row(url, "unread") == ("unread", 2, 3)
+        channel.close()
+        assert not delivered
+        assert queue_row(url, "unread") == ("unread", 5, 0)
+        assert delivered_counts(channel.db.path) == [0] * 5  # never delivered: not redelivered
+
+
+@pytest.mark.timeout(60)
+def test_rows_claimed_ahead_stay_held_ahead_in_order_when_a_fetch_fails(url: str) -> None:
+    publish(url, "ahead", 20)
+    with fetching(url, "ahead", busy_timeout=0.02) as (channel, delivered):
+        channel.connection.client.drain_events(timeout=10)  # kombu's get: 1 delivered, 15 ahead
+        ahead = held_ahead(channel)
+        assert len(delivered) == 1 and len(ahead) == 15
+        with write_locked(channel.db.path, release_on_first_retry=False):
+            with pytest.raises(transport.BrokerLocked):
+                channel.send_fetch(["ahead"], 8, [delivered[0].delivery_tag])
+        assert held_ahead(channel) == ahead
+        channel.close()
+        assert queue_row(url, "ahead") == ("ahead", 20, 0)  # none stranded until the timeout
+
+
+@pytest.mark.timeout(60)
+def test_a_queue_found_empty_is_fetched_from_again_once_a_message_is_put(url: str) -> None:
+    due = DUE_QUEUE.format(queue="main")
+    with fetching(url, "main", due) as (channel, _):
+        assert channel.send_fetch(["main"], 4) and channel.read_fetch() == 0  # both empty
+        publish(url, "main", 1)
+        time.sleep(VERSION_REUSE * 5)  # past the reuse of the last file version read
+        assert channel.send_fetch(["main"], 4) and channel.read_fetch() == 1
+        assert channel.send_fetch(["main"], 4) and channel.read_fetch() == 0
+        publish(url, due, 1)
+        time.sleep(VERSION_REUSE * 5)
+        assert channel.send_fetch(["main"], 4) and channel.read_fetch() == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_queue_a_full_fetch_did_not_reach_is_not_taken_for_empty(url: str) -> None:
+    due = DUE_QUEUE.format(queue="first")
+    publish(url, "first", 2)
+    publish(url, due, 1)
+    with fetching(url, "first", due) as (channel, _):
+        assert channel.send_fetch(["first"], 2) and channel.read_fetch() == 2  # first only
+        assert channel.send_fetch(["first"], 2) and channel.read_fetch() == 1  # then the due
+
+
+@pytest.mark.timeout(60)
+def test_a_fetch_claims_only_from_the_queues_it_names_and_their_due_queues(url: str) -> None:
+    publish(url, "named", 1)
+    publish(url, DUE_QUEUE.format(queue="named"), 1)
+    publish(url, "other", 1)
+    with fetching(url, "other", "named", DUE_QUEUE.format(queue="named")) as (channel, _):
+        assert channel.send_fetch(["named"], 4) and channel.read_fetch() == 2
+        assert queue_row(url, "other") == ("other", 1, 0)

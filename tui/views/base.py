@@ -46,6 +46,9 @@ PERMISSIONS_OF: dict[str, tuple[str, ...]] = {
 
 #: Seconds after a key during which snapshots do not redraw the view.
 INPUT_QUIET = 0.3
+#: Longest (s) keys hold back a redraw: under a held arrow key (auto-repeat, ~30 keys a second)
+#: the data still moves.
+INPUT_HOLD_MAX = 1.5
 
 
 class ClusterView(Screen[None]):
@@ -70,6 +73,8 @@ class ClusterView(Screen[None]):
     under a flood of events (the last one is always drawn), so keys stay responsive."""
     _last_redraw = 0.0
     _pending: Timer | None = None
+    _held_since: float | None = None
+    """When keys first held back the redraw still to come (None: none is held)."""
     drawn_version = -1
     """The model version this view last drew (see :attr:`ConsoleModel.version`)."""
 
@@ -103,10 +108,15 @@ class ClusterView(Screen[None]):
             return
         now = time.monotonic()
         # Keys come first: no redraw while the user is typing or moving (the table also stays
-        # still under the cursor), and none more often than the view can afford.
-        wait = max(self._last_redraw + self.min_interval,
-                   self.console.last_input + INPUT_QUIET) - now
+        # still under the cursor) unless keys held it for INPUT_HOLD_MAX, and none more often
+        # than the view can afford.
+        quiet = self.console.last_input + INPUT_QUIET
+        if self._held_since is not None and now - self._held_since >= INPUT_HOLD_MAX:
+            quiet = now
+        wait = max(self._last_redraw + self.min_interval, quiet) - now
         if wait > 0:
+            if self._held_since is None and quiet > now:
+                self._held_since = now
             if self._pending is None:
                 self._pending = self.set_timer(wait, self._redraw_when_quiet)
             return
@@ -114,8 +124,9 @@ class ClusterView(Screen[None]):
 
     def _redraw_when_quiet(self) -> None:
         """The held-back redraw, unless a key came since it was held: then it waits again, so
-        that it never lands within INPUT_QUIET of a key (a redraw of the tasks table takes tens
-        of milliseconds, which the repaint of that key would wait for)."""
+        that it lands within INPUT_QUIET of a key only once keys held it for INPUT_HOLD_MAX (a
+        redraw of the tasks table takes tens of milliseconds, which the repaint of that key
+        would wait for)."""
         self._pending = None
         self.redraw()
 
@@ -123,6 +134,7 @@ class ClusterView(Screen[None]):
         if self._pending is not None:
             self._pending.stop()
         self._pending = None
+        self._held_since = None
         self._last_redraw = time.monotonic()
         self.drawn_version = self.console.model.version
         self.refresh_view()

@@ -6,12 +6,15 @@ thread, while a key may wait. DataTable draws a cell through Rich's layout (a pa
 wrapper, a line split and crop): about 85 µs a cell on this project's bench machine, against 9
 µs for the same segments built here; the draw after such a redraw at 140x40 went from 45-51 ms
 of CPU to 34-36 (bench/RESULTS.md).
-Cells this does not cover (taller rows, text wider than its column, tabs, line breaks, other
-renderables, the header) are drawn by DataTable as before. The views' tables that redraw from
+Cells this does not cover (taller rows, text wider than its column, tabs, line breaks,
+left-justified text, a non-default ``Text.end``, other renderables, the header) are drawn by
+DataTable as before. The views' tables that redraw from
 the feed (the tasks table, every one-table view, the overview's) are TextTables.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
@@ -19,23 +22,30 @@ from rich.text import Text
 from textual._types import SegmentLines
 from textual.widgets import DataTable
 
-#: The justifications that leave a line that fits its width as it is.
-LEFT = (None, "default", "left")
+#: The justifications that leave a line that fits its width as it is ("left" pads it with the
+#: text's own style, as DataTable draws it).
+LEFT = (None, "default")
+#: DataTable's private state that :meth:`TextTable._render_cell` reads.
+PRIVATE = ("_row_locations", "_column_locations", "_show_hover_cursor", "_update_count",
+           "_pseudo_class_state", "_cell_render_cache", "_data", "_get_styles_to_render_cell")
 
 
 class TextTable(DataTable[object]):
     """A DataTable (same API, same look) whose one-line text cells cost a tenth to draw."""
 
+    _reads_datatable: ClassVar[bool | None] = None
+    """Whether this Textual's DataTable has the private state read here; found on first draw.
+    Without it (a release renamed some), DataTable draws every cell
+    (tests/test_console_keys.py compares the two)."""
+
     def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
                      cursor: bool = False, hover: bool = False) -> SegmentLines:
-        # What follows reads DataTable's private state; a Textual release that renames any of
-        # it gets DataTable's own drawing (tests/test_console_keys.py compares the two).
-        try:
-            return self._render_text_cell(row_index, column_index, base_style, width, cursor,
-                                          hover)
-        except (AttributeError, TypeError, KeyError):
+        if TextTable._reads_datatable is None:
+            TextTable._reads_datatable = all(hasattr(self, name) for name in PRIVATE)
+        if not TextTable._reads_datatable:
             return super()._render_cell(row_index, column_index, base_style, width, cursor,
                                         hover)
+        return self._render_text_cell(row_index, column_index, base_style, width, cursor, hover)
 
     def _render_text_cell(self, row_index: int, column_index: int, base_style: Style,
                           width: int, cursor: bool, hover: bool) -> SegmentLines:
@@ -56,7 +66,7 @@ class TextTable(DataTable[object]):
         cell = self._data[row_key].get(column_key)
         inner = width - 2 * self.cell_padding
         if (self.rows[row_key].height != 1 or not isinstance(cell, Text)
-                or cell.justify not in LEFT or cell.cell_len > inner
+                or cell.justify not in LEFT or cell.end != "\n" or cell.cell_len > inner
                 or "\n" in cell.plain or "\t" in cell.plain):
             return super()._render_cell(row_index, column_index, base_style, width, cursor,
                                         hover)
@@ -69,8 +79,8 @@ class TextTable(DataTable[object]):
         blank = console.get_style("none")
         pad = [Segment(" " * self.cell_padding, blank)] if self.cell_padding else []
         text = cell.render(console, end="")
-        line = [*pad, *(Segment.apply_style(text, console.get_style(cell.style))
-                        if cell.style else text)]
+        style = console.get_style(cell.style, default=Style.null()) if cell.style else None
+        line = [*pad, *(Segment.apply_style(text, style) if style else text)]
         if cell.cell_len < inner:
             line.append(Segment(" " * (inner - cell.cell_len), blank))
         line += pad

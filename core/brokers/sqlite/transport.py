@@ -18,6 +18,7 @@ from amqp.protocol import queue_declare_ok_t
 from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 
+from ...delayed import DUE_QUEUE
 from ..envelope import Envelope
 from .database import DEFAULT_BUSY_TIMEOUT, Claimed, Database, broker_path
 
@@ -137,34 +138,71 @@ class Channel(virtual.Channel):
         self.db.put_fanout(exchange, self._get_message_priority(message), dumps(message))
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
-        now = time.time()
-        with self._ahead_lock:
-            ahead = self._ahead.get(queue)
-            while ahead:
-                claimed = ahead.popleft()
-                if claimed.until > now:
-                    return self._to_message(claimed)
-        # Taken before the claim: a commit racing with the claim moves it on, never hides.
-        generation = self.db.generation()
-        if self._empty_at.get(queue) == generation:
+        ahead = self._pop_ahead([queue], 1)
+        if ahead:
+            return self._to_message(ahead[0][1])
+        order, generation = self._not_known_empty([queue])
+        if not order:
             raise Empty()
         self.db.maybe_sweep()
+        limit = 1
         if queue in self._no_ack:
             taken = self.db.take(queue)
             rows = [taken] if taken else []
         elif queue not in self._active_queues:  # basic_get: one, nothing held ahead
-            rows = self.db.claim(queue, 1, self.visibility_timeout)
+            rows = self.db.claim(queue, limit, self.visibility_timeout)
         else:
             limit = max(1, min(self.fetch_batch,
                                self.qos.can_consume_max_estimate() or self.fetch_batch))
             rows = self.db.claim(queue, limit, self.visibility_timeout)
+        self._mark_empty(order, [(queue, claimed) for claimed in rows], limit, generation)
         if not rows:
-            self._empty_at[queue] = generation
             raise Empty()
         if len(rows) > 1:
             with self._ahead_lock:
                 self._ahead.setdefault(queue, deque()).extend(rows[1:])
         return self._to_message(rows[0])
+
+    def _pop_ahead(self, queues: Sequence[str], limit: int) -> deque[tuple[str, Claimed]]:
+        """Up to ``limit`` rows claimed ahead for ``queues``, in turn; those whose lease ran out
+        (someone else's by now) are dropped."""
+        now = time.time()
+        taken: deque[tuple[str, Claimed]] = deque()
+        with self._ahead_lock:
+            for queue in queues:
+                ahead = self._ahead.get(queue)
+                while ahead and len(taken) < limit:
+                    claimed = ahead.popleft()
+                    if claimed.until > now:
+                        taken.append((queue, claimed))
+        return taken
+
+    def _hold_ahead(self, rows: Sequence[tuple[str, Claimed]]) -> None:
+        """Hold ``rows`` ahead again, in front of the others and in their order: the next
+        gets serve them first, and a close gives them back."""
+        with self._ahead_lock:
+            for queue, claimed in reversed(rows):
+                self._ahead.setdefault(queue, deque()).appendleft(claimed)
+
+    def _not_known_empty(self, queues: Sequence[str]) -> tuple[list[str], tuple[int, int, int]]:
+        """``queues`` less those found empty since nothing changed, and the generation to mark
+        empty the ones a claim finds empty (read before the claim: a commit racing with it
+        moves the generation on, never hides)."""
+        generation = self.db.generation()
+        return [q for q in queues if self._empty_at.get(q) != generation], generation
+
+    def _mark_empty(self, order: Sequence[str], claimed: Sequence[tuple[str, Claimed]],
+                    room: int, generation: tuple[int, int, int]) -> None:
+        """Mark empty the queues of ``order`` that a claim of up to ``room`` rows, taken from
+        each in turn, reached and got nothing from."""
+        came = Counter(queue for queue, _ in claimed)
+        so_far = 0
+        for queue in order:
+            if so_far >= room:  # filled before this queue: it was not looked at
+                break
+            if not came[queue]:
+                self._empty_at[queue] = generation
+            so_far += came[queue]
 
     @staticmethod
     def _to_message(claimed: Claimed) -> dict[str, Any]:
@@ -187,47 +225,39 @@ class Channel(virtual.Channel):
     def send_fetch(self, queues: list[str], limit: int, acks: list[str] | None = None,
                    starts: StartRecord | None = None) -> bool:
         """Ack ``acks``, write ``starts`` in the ledger's table of the broker file and claim up to
-        ``limit`` messages from every queue this channel consumes (the worker's ``queues`` and
-        their due queues, a different one first each time), in one transaction committed
-        before this returns, so before the batch whose starts it records runs. :meth:`read_fetch`
-        delivers what came. False when there is nothing to do."""
+        ``limit`` messages from ``queues`` and their due queues (those this channel consumes, a
+        different one first each time), in one transaction committed before this returns, so
+        before the batch whose starts it records runs. :meth:`read_fetch` delivers what came.
+        False when there is nothing to do. When the transaction fails, nothing is acked or
+        claimed and the rows held ahead stay held."""
         acks = acks or []
         if limit <= 0 and not acks and starts is None:
             return False
         assert self._fetched is None, "read_fetch follows send_fetch"
         self.db.maybe_sweep()
-        taken: deque[tuple[str, Claimed]] = deque()
-        order = [q for q in self._active_queues if q not in self._no_ack] if limit > 0 else []
+        wanted = {*queues, *(DUE_QUEUE.format(queue=q) for q in queues)}
+        order = [q for q in self._active_queues
+                 if q in wanted and q not in self._no_ack] if limit > 0 else []
         if order:
             turn = self._fetches % len(order)
             order = order[turn:] + order[:turn]
             self._fetches += 1
-            now = time.time()
-            with self._ahead_lock:  # claimed earlier and not handed to kombu: theirs first
-                for queue in order:
-                    ahead = self._ahead.get(queue)
-                    while ahead and len(taken) < limit:
-                        claimed = ahead.popleft()
-                        if claimed.until > now:
-                            taken.append((queue, claimed))
-        # Taken before the claim, as in _get: a commit racing with it moves it on, never hides.
-        generation = self.db.generation() if order else None
-        order = [q for q in order if self._empty_at.get(q) != generation]
+        taken = self._pop_ahead(order, limit)  # claimed earlier, not handed to kombu: first
         room = limit - len(taken)
-        fetched = self.db.fetch([message_id(tag) for tag in acks], starts,
-                                order if room > 0 else [], room, self.visibility_timeout)
+        generation = None
+        if room > 0 and order:
+            order, generation = self._not_known_empty(order)
+        try:
+            fetched = self.db.fetch([message_id(tag) for tag in acks], starts,
+                                    order if room > 0 else [], room, self.visibility_timeout)
+        except BaseException:
+            self._hold_ahead(taken)
+            raise
         for tag in acks:
             virtual.QoS.ack(self.qos, tag)
         taken.extend(fetched)
-        if room > 0 and generation is not None:
-            came = Counter(queue for queue, _ in fetched)
-            claimed_so_far = 0
-            for queue in order:  # claimed in this order until the room was filled
-                if claimed_so_far >= room:
-                    break
-                if not came[queue]:
-                    self._empty_at[queue] = generation
-                claimed_so_far += came[queue]
+        if generation is not None:
+            self._mark_empty(order, fetched, room, generation)
         self._fetched = taken
         return True
 
@@ -243,10 +273,7 @@ class Channel(virtual.Channel):
                 self.connection._deliver(self._to_message(claimed), queue)
                 delivered += 1
         finally:
-            if pending:
-                with self._ahead_lock:
-                    for queue, claimed in reversed(pending):
-                        self._ahead.setdefault(queue, deque()).appendleft(claimed)
+            self._hold_ahead(pending)
         return delivered
 
     def ack_many(self, tags: list[str]) -> None:
@@ -405,9 +432,7 @@ class Channel(virtual.Channel):
                     logger.error("SQLite broker: could not cancel consumer %s cleanly (%s)",
                                  consumer_tag, exc)
             fetched, self._fetched = self._fetched, None
-            with self._ahead_lock:  # a fetch whose messages were never delivered: given back
-                for queue, claimed in fetched or ():
-                    self._ahead.setdefault(queue, deque()).append(claimed)
+            self._hold_ahead(fetched or ())  # a fetch never delivered: given back below
             try:
                 self.release_ahead()
             except sqlite3.Error as exc:
