@@ -3,6 +3,7 @@ subscribes to its fanout queues on demand (before the first poll)."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -176,6 +177,77 @@ def test_a_send_after_redis_closed_the_push_connection_goes_out_on_a_new_one(
         with app.producer() as producer:
             held = producer.channel.__dict__["_push_connection"][1]
             host, port = held._sock.getsockname()[:2]
+        redis.Redis.from_url(redis_url).execute_command("CLIENT", "KILL", f"{host}:{port}")
+        app.send_task("tasks.add", args=[2, 2])
+        app.send_task("tasks.add", args=[3, 3])
+    finally:
+        app.close()
+    assert [body[0] for body in received(redis_url, queue)] == [  # type: ignore[index]
+        [1, 1], [2, 2], [3, 3]]
+
+
+def push_socket(app) -> socket.socket:
+    """The socket of the connection ``app``'s channel keeps for its one-at-a-time sends."""
+    with app.producer() as producer:
+        return producer.channel.__dict__["_push_connection"][1]._sock
+
+
+def test_a_send_with_a_socket_timeout_goes_out_on_the_connection_it_keeps(redis_url, names):
+    """With ``socket_timeout`` set (redis-py gives the socket that timeout), checking that the
+    kept push connection is still open neither waits for the timeout nor takes the live
+    connection for one Redis closed: every send goes out on the same connection."""
+    from qtui.core import App
+
+    app = App("client", broker=redis_url, backend=None, task_default_queue=names["a"],
+              task_publish_retry=False, broker_transport_options={"socket_timeout": 1})
+    try:
+        app.send_task("tasks.add", args=[1, 1])
+        first = push_socket(app)
+        host, port = first.getsockname()[:2]
+        address = f"{host}:{port}"
+        app.send_task("tasks.add", args=[2, 2])
+        app.send_task("tasks.add", args=[3, 3])
+        assert push_socket(app) is first
+        assert first.fileno() != -1  # still open: never closed and opened again
+        clients = redis.Redis.from_url(redis_url).client_list()
+        assert address in [client["addr"] for client in clients]
+    finally:
+        app.close()
+    assert len(received(redis_url, names["a"])) == 3
+
+
+class _OtherSocket(socket.socket):
+    """A socket of another type than ``socket.socket``, as a TLS socket is."""
+
+
+class _OtherSocketConnection(redis.connection.Connection):
+    """A redis-py connection on an :class:`_OtherSocket`: the channel checks it as it checks
+    a TLS one (through redis-py), with no TLS server needed."""
+
+    def _connect(self) -> socket.socket:
+        sock = super()._connect()
+        timeout = sock.gettimeout()
+        other = _OtherSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        other.settimeout(timeout)
+        return other
+
+
+def test_a_send_after_redis_closed_a_tls_like_push_connection_goes_out_on_a_new_one(
+        redis_url, names, monkeypatch):
+    """On a connection that is not a plain socket (TLS), redis-py's check of a connection Redis
+    closed raises instead of answering: that is a closed connection too, opened again before
+    the send, with publish retries off."""
+    from qtui.core import App
+
+    monkeypatch.setattr(redis_broker.Channel, "connection_class", _OtherSocketConnection)
+    queue = names["a"]
+    app = App("client", broker=redis_url, backend=None, task_default_queue=queue,
+              task_publish_retry=False)
+    try:
+        app.send_task("tasks.add", args=[1, 1])
+        held = push_socket(app)
+        assert type(held) is _OtherSocket
+        host, port = held.getsockname()[:2]
         redis.Redis.from_url(redis_url).execute_command("CLIENT", "KILL", f"{host}:{port}")
         app.send_task("tasks.add", args=[2, 2])
         app.send_task("tasks.add", args=[3, 3])

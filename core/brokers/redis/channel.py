@@ -23,6 +23,7 @@ does not -- kombu's transport does not support Redis Cluster either.
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 import warnings
@@ -37,6 +38,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 
 from ..envelope import Envelope
+from . import wire
 
 #: Route a message as kombu's direct exchange does and push it, in one round trip.
 #: KEYS[1] the exchange's binding set; ARGV: routing key, message, separator, priority suffix.
@@ -220,7 +222,7 @@ class Channel(kombu_redis.Channel):
         if _readable(connection):
             connection.disconnect()  # send_packed_command connects again
         try:
-            connection.send_packed_command([_lpush_command(key, payload)])
+            connection.send_packed_command([wire.command(connection, ["LPUSH", key, payload])])
             connection.read_response()
         except BaseException:
             del self.__dict__["_push_connection"]
@@ -271,27 +273,20 @@ class Channel(kombu_redis.Channel):
 
 def _readable(connection: Any) -> bool:
     """Whether an idle redis-py connection has something to read: the end of the stream (Redis
-    closed it) or a stray reply; either way it cannot carry a command. One non-blocking peek
-    on a plain socket; redis-py's own poll on any other (TLS)."""
+    closed it) or a stray reply; either way it cannot carry a command. Never waits: a plain
+    socket is polled; any other (TLS) is asked through redis-py, which reads what TLS holds and
+    raises for a connection Redis closed."""
     sock = connection._sock
     if sock is None:
         return False
-    if type(sock) is not socket.socket:
-        return bool(connection.can_read())
     try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def _lpush_command(key: str, payload: str) -> bytes:
-    """``LPUSH key payload`` in the Redis protocol (RESP), as redis-py packs it."""
-    name, value = key.encode(), payload.encode()
-    return b"*3\r\n$5\r\nLPUSH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
-        len(name), name, len(value), value)
+        if type(sock) is socket.socket:
+            poller = select.poll()  # not select(): it refuses a descriptor past 1023
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(connection.can_read(timeout=0))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        return True  # closed, or broken: it cannot carry a command either
 
 
 class Transport(kombu_redis.Transport):
