@@ -99,9 +99,9 @@ def test_the_stored_envelope_is_byte_for_byte_what_kombu_stores(
 
 
 def test_a_template_is_cut_for_each_kind_of_message(tmp_path, unique, fixed_wire):
-    """Messages that differ only in what a template keeps (a number's type included: 1 and
-    1.0 are equal but different JSON) each store what kombu stores, sent one after another
-    on one channel."""
+    """Messages that differ only in what a template keeps (equal values written differently
+    included: 1 and 1.0, 0.0 and -0.0, Decimal 1.5 and 1.50) each store what kombu stores,
+    sent one after another on one channel."""
     queue = f"kinds-{unique}"
     app = client(tmp_path, "redis", queue)
     kinds: list[dict[str, Any]] = [
@@ -109,6 +109,8 @@ def test_a_template_is_cut_for_each_kind_of_message(tmp_path, unique, fixed_wire
         {"priority": 3}, {"priority": 0}, {"retries": 1}, {"ignore_result": True},
         {"ignore_result": 1}, {"shadow": "s"}, {"reply_to": "r"}, {"origin": "o"},
         {"replaced_task_nesting": 2}, {"task": "tasks.other"},
+        {"time_limit": 0.0}, {"time_limit": -0.0},
+        {"soft_time_limit": Decimal("1.5")}, {"soft_time_limit": Decimal("1.50")},
     ]
     try:
         with app.connection_for_write() as conn:
