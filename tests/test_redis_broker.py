@@ -14,7 +14,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from qtui.core.brokers import redis as redis_broker
 
 from .services import REDIS_HOST, REDIS_PORT
-from .tcp_proxy import SilentProxy
+from .tcp_proxy import Interceptor, SilentProxy
 
 pytestmark = pytest.mark.redis
 
@@ -255,3 +255,74 @@ def test_a_send_after_redis_closed_a_tls_like_push_connection_goes_out_on_a_new_
         app.close()
     assert [body[0] for body in received(redis_url, queue)] == [  # type: ignore[index]
         [1, 1], [2, 2], [3, 3]]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("retry", [True, False])
+def test_a_send_redis_never_answers_raises_broker_blocked_by_the_publish_timeout(
+        names, retry):
+    """A send on a connection that went silent (a half-open connection: no reply, no error)
+    gives up at ``broker_publish_timeout``, retries included, with BrokerBlocked."""
+    from qtui.core import App
+    from qtui.core.exceptions import BrokerBlocked
+
+    proxy = SilentProxy((REDIS_HOST, REDIS_PORT))
+    app = App("client", broker=f"redis://127.0.0.1:{proxy.port}/0", backend=None,
+              task_default_queue=names["a"], task_publish_retry=retry,
+              broker_publish_timeout=1)
+    try:
+        app.send_task("tasks.add", args=[1, 1])
+        proxy.silence()
+        with pytest.raises(BrokerBlocked, match="broker_publish_timeout"):
+            app.send_task("tasks.add", args=[2, 2])
+    finally:
+        app.close()
+        proxy.close()
+
+
+class _PushReplyCutter(Interceptor):
+    """Forwards Redis traffic, but closes the connection that carried the first LPUSH in place
+    of passing on Redis's reply to it: the push ran, its sender never hears so."""
+
+    def __init__(self, port: int) -> None:
+        self.cut = False
+        super().__init__(port)
+
+    def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
+        while data := self._recv(client):
+            if b"LPUSH" in data and not self.cut:
+                self.cut = state["cut"] = True
+            try:
+                server.sendall(data)
+            except OSError:
+                return
+
+    def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
+        while data := self._recv(server):
+            if state.get("cut"):
+                self._shut(client)
+                return
+            try:
+                client.sendall(data)
+            except OSError:
+                return
+
+
+@pytest.mark.timeout(30)
+def test_a_send_whose_reply_is_lost_says_the_task_may_be_stored(redis_url, names):
+    """With publish retries off, a connection lost after the push went out is not reported as
+    an unreachable broker: the error says the task may be stored (it is)."""
+    from qtui.core import App
+    from qtui.core.exceptions import BrokerUnavailable
+
+    proxy = _PushReplyCutter(REDIS_PORT)
+    app = App("client", broker=f"redis://127.0.0.1:{proxy.port}/0", backend=None,
+              task_default_queue=names["a"], task_publish_retry=False)
+    try:
+        with pytest.raises(BrokerUnavailable, match="may have stored it") as raised:
+            app.send_task("tasks.add", args=[1, 1])
+        assert "unreachable" not in str(raised.value)
+    finally:
+        app.close()
+        proxy.close()
+    assert [body[0] for body in received(redis_url, names["a"])] == [[1, 1]]  # type: ignore[index]
