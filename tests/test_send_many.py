@@ -234,8 +234,8 @@ def test_a_batch_is_one_broker_call(broker, tmp_path, unique, monkeypatch):
     calls: list[int] = []
     put = channel.put_envelopes
     monkeypatch.setattr(channel, "put_envelopes",
-                        lambda self, envelopes: (calls.append(len(envelopes)),
-                                                 put(self, envelopes))[1])
+                        lambda self, envelopes, deadline=None: (
+                            calls.append(len(envelopes)), put(self, envelopes, deadline))[1])
     try:
         app.send_many([add.s(i, 1) for i in range(250)], batch_size=100)
         assert calls == [100, 100, 50]
@@ -300,11 +300,12 @@ def test_a_broker_lost_mid_send_names_the_tasks_sent_in_doubt_and_unsent(
     calls: list[int] = []
     put = RedisChannel.put_envelopes
 
-    def cut_on_the_second_batch(self: RedisChannel, envelopes: Any) -> None:
+    def cut_on_the_second_batch(self: RedisChannel, envelopes: Any,
+                                deadline: float | None = None) -> None:
         calls.append(len(envelopes))
         if len(calls) == 2:
             proxy.close()
-        put(self, envelopes)
+        put(self, envelopes, deadline)
 
     monkeypatch.setattr(RedisChannel, "put_envelopes", cut_on_the_second_batch)
     try:
@@ -538,11 +539,12 @@ def test_a_batch_whose_reply_was_lost_is_not_sent_again(tmp_path, unique, monkey
     put = RedisChannel.put_envelopes
     calls: list[int] = []
 
-    def arm_on_the_second_batch(self: RedisChannel, envelopes: Any) -> None:
+    def arm_on_the_second_batch(self: RedisChannel, envelopes: Any,
+                                deadline: float | None = None) -> None:
         calls.append(len(envelopes))
         if len(calls) == 2:
             cutter.armed.set()
-        put(self, envelopes)
+        put(self, envelopes, deadline)
 
     monkeypatch.setattr(RedisChannel, "put_envelopes", arm_on_the_second_batch)
     direct = redis.Redis(REDIS_HOST, REDIS_PORT)
