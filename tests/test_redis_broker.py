@@ -161,22 +161,49 @@ def test_subscribe_now_gives_up_when_redis_does_not_confirm(names):
         proxy.close()
 
 
+def push_socket(app) -> socket.socket:
+    """The socket of the connection ``app``'s channel keeps for its one-at-a-time sends."""
+    with app.producer() as producer:
+        return producer.channel.__dict__["_push_connection"][1]._sock
+
+
+class _OtherSocket(socket.socket):
+    """A socket of another type than ``socket.socket``, as a TLS socket is."""
+
+
+class _OtherSocketConnection(redis.connection.Connection):
+    """A redis-py connection on an :class:`_OtherSocket`: the channel checks it as it checks
+    a TLS one (through redis-py), with no TLS server needed."""
+
+    def _connect(self) -> socket.socket:
+        sock = super()._connect()
+        timeout = sock.gettimeout()
+        other = _OtherSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        other.settimeout(timeout)
+        return other
+
+
 @pytest.mark.parametrize("retry", [True, False])
+@pytest.mark.parametrize("kind", ["plain", "tls-like"])
 def test_a_send_after_redis_closed_the_push_connection_goes_out_on_a_new_one(
-        redis_url, names, retry):
+        redis_url, names, retry, kind, monkeypatch):
     """One-at-a-time sends push on a connection the channel keeps; one that Redis closed
     meanwhile (a restart, ``CLIENT KILL``, an idle timeout) is opened again before the next
-    send, as a redis-py pool checkout does: the send goes out, with publish retries off too."""
+    send, as a redis-py pool checkout does: the send goes out, with publish retries off too.
+    On a socket that is not a plain one (TLS), redis-py's check raises for a closed
+    connection instead of answering: that is a closed connection too."""
     from qtui.core import App
 
+    if kind == "tls-like":
+        monkeypatch.setattr(redis_broker.Channel, "connection_class", _OtherSocketConnection)
     queue = names["a"]
     app = App("client", broker=redis_url, backend=None, task_default_queue=queue,
               task_publish_retry=retry)
     try:
         app.send_task("tasks.add", args=[1, 1])
-        with app.producer() as producer:
-            held = producer.channel.__dict__["_push_connection"][1]
-            host, port = held._sock.getsockname()[:2]
+        held = push_socket(app)
+        assert (type(held) is _OtherSocket) == (kind == "tls-like")
+        host, port = held.getsockname()[:2]
         redis.Redis.from_url(redis_url).execute_command("CLIENT", "KILL", f"{host}:{port}")
         app.send_task("tasks.add", args=[2, 2])
         app.send_task("tasks.add", args=[3, 3])
@@ -184,12 +211,6 @@ def test_a_send_after_redis_closed_the_push_connection_goes_out_on_a_new_one(
         app.close()
     assert [body[0] for body in received(redis_url, queue)] == [  # type: ignore[index]
         [1, 1], [2, 2], [3, 3]]
-
-
-def push_socket(app) -> socket.socket:
-    """The socket of the connection ``app``'s channel keeps for its one-at-a-time sends."""
-    with app.producer() as producer:
-        return producer.channel.__dict__["_push_connection"][1]._sock
 
 
 def test_a_send_with_a_socket_timeout_goes_out_on_the_connection_it_keeps(redis_url, names):
@@ -214,47 +235,6 @@ def test_a_send_with_a_socket_timeout_goes_out_on_the_connection_it_keeps(redis_
     finally:
         app.close()
     assert len(received(redis_url, names["a"])) == 3
-
-
-class _OtherSocket(socket.socket):
-    """A socket of another type than ``socket.socket``, as a TLS socket is."""
-
-
-class _OtherSocketConnection(redis.connection.Connection):
-    """A redis-py connection on an :class:`_OtherSocket`: the channel checks it as it checks
-    a TLS one (through redis-py), with no TLS server needed."""
-
-    def _connect(self) -> socket.socket:
-        sock = super()._connect()
-        timeout = sock.gettimeout()
-        other = _OtherSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        other.settimeout(timeout)
-        return other
-
-
-def test_a_send_after_redis_closed_a_tls_like_push_connection_goes_out_on_a_new_one(
-        redis_url, names, monkeypatch):
-    """On a connection that is not a plain socket (TLS), redis-py's check of a connection Redis
-    closed raises instead of answering: that is a closed connection too, opened again before
-    the send, with publish retries off."""
-    from qtui.core import App
-
-    monkeypatch.setattr(redis_broker.Channel, "connection_class", _OtherSocketConnection)
-    queue = names["a"]
-    app = App("client", broker=redis_url, backend=None, task_default_queue=queue,
-              task_publish_retry=False)
-    try:
-        app.send_task("tasks.add", args=[1, 1])
-        held = push_socket(app)
-        assert type(held) is _OtherSocket
-        host, port = held.getsockname()[:2]
-        redis.Redis.from_url(redis_url).execute_command("CLIENT", "KILL", f"{host}:{port}")
-        app.send_task("tasks.add", args=[2, 2])
-        app.send_task("tasks.add", args=[3, 3])
-    finally:
-        app.close()
-    assert [body[0] for body in received(redis_url, queue)] == [  # type: ignore[index]
-        [1, 1], [2, 2], [3, 3]]
 
 
 @pytest.mark.timeout(30)
