@@ -254,7 +254,7 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
         return []
     except TimeoutError as exc:  # a write or confirm past the timeout, with retries off
         raise unconfirmed(exc) from exc
-    except ReplyLost as exc:  # with retries off
+    except ReplyLost as exc:  # with retries off (or spent)
         raise BrokerUnavailable(
             f"cannot send {_describe(chunk)}: {where} lost the connection after it was sent "
             f"({exc}): the broker may have stored it. Sending it again may run it twice; "
