@@ -160,7 +160,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("broker_publish_timeout", 10.0, _at_least(NUMBER, 0, above=True),
             "Seconds a send may take, retries included, before it raises BrokerBlocked: on "
             "RabbitMQ the broker must confirm the task by then (a memory or disk alarm blocks "
-            "publishers)."),
+            "publishers). On Redis it bounds the wait for a one-at-a-time send's reply to a "
+            "queue; a batch, a named exchange and connecting wait as long as "
+            "broker_transport_options' socket_timeout and socket_connect_timeout let them."),
     Setting("broker_management_url", None, _optional(STR),
             "RabbitMQ management API (http://user:password@host:15672/), so the console and "
             "`qtui status` list every queue, including those no worker consumes.",

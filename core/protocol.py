@@ -273,16 +273,18 @@ PER_SEND = ("id", "root_id", "parent_id", "group", "group_index", "eta", "expire
 def template_key(message: TaskMessage) -> tuple[Any, ...] | None:
     """What the headers and properties of ``message`` share with every message built from one
     template (everything but :data:`PER_SEND`), or None when it carries what a template leaves
-    to :func:`build` (user headers, stamps, a canvas embed). Numbers are keyed with their types:
-    ``1`` and ``1.0`` are equal keys but different JSON."""
+    to :func:`build` (user headers, stamps, a canvas embed). Values that are equal but written
+    differently (``1`` and ``1.0``, ``0.0`` and ``-0.0``, ``Decimal("1.5")`` and
+    ``Decimal("1.50")``) make different keys: a plain int or None is keyed by itself, anything
+    else by its type and ``repr``."""
     if (message.headers or message.stamps or message.stamped_headers is not None
             or message.callbacks is not None or message.errbacks is not None
             or message.chain is not None or message.chord is not None):
         return None
     numbers = (message.retries, message.time_limit, message.soft_time_limit,
                message.ignore_result, message.replaced_task_nesting, message.priority)
-    return (message.task, message.shadow, message.origin, message.reply_to, numbers,
-            tuple(map(type, numbers)))
+    return (message.task, message.shadow, message.origin, message.reply_to,
+            tuple(n if n is None or type(n) is int else (type(n), repr(n)) for n in numbers))
 
 
 def per_send(message: TaskMessage) -> tuple[Any, ...]:

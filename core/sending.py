@@ -26,7 +26,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from . import config
 from .brokers import amqp as amqp_broker
-from .brokers.envelope import Body, Envelope, EnvelopeChannel, Template, encode
+from .brokers.envelope import Body, Envelope, EnvelopeChannel, ReplyLost, Template, encode
 from .brokers.family import family_for
 from .events import task_sent_fields
 from .exceptions import BrokerBlocked, BrokerUnavailable, SendFailed
@@ -230,7 +230,8 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
             if all(channel.accepts_envelopes(e.outgoing.exchange, e.outgoing.routing_key)
                    for e in chunk):
                 progress.in_doubt, progress.whole = [e.task_id for e in chunk], True
-                _retrying(retry, producer, policy, lambda: _put_envelopes(producer, chunk))
+                _retrying(retry, producer, policy,
+                          lambda: _put_envelopes(producer, chunk, deadline))
                 return []
         if len(chunk) > 1 and family.confirms_batches(connection):
             progress.in_doubt = [e.task_id for e in chunk]
@@ -253,6 +254,11 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
         return []
     except TimeoutError as exc:  # a write or confirm past the timeout, with retries off
         raise unconfirmed(exc) from exc
+    except ReplyLost as exc:  # with retries off (or spent)
+        raise BrokerUnavailable(
+            f"cannot send {_describe(chunk)}: {where} lost the connection after it was sent "
+            f"({exc}): the broker may have stored it. Sending it again may run it twice; "
+            "check the queue first.") from exc
     except (KombuOperationalError, *connection.connection_errors) as exc:
         # kombu's error once retries are spent; the transport's own with retries off
         if _out_of_space(exc):
@@ -277,11 +283,13 @@ def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[_Encode
             producer.maybe_declare(entity, retry=settings.retry, **policy)
 
 
-def _put_envelopes(producer: Producer, chunk: Sequence[_Encoded]) -> None:
+def _put_envelopes(producer: Producer, chunk: Sequence[_Encoded], deadline: float
+                   ) -> None:
     """Build the envelopes on the producer's channel now (a retry revives the channel), from
-    each message's template where it has one, and store them in one call."""
+    each message's template where it has one, and store them in one call, waiting for the
+    broker until ``deadline`` where the channel can bound it."""
     channel: EnvelopeChannel = producer.channel
-    channel.put_envelopes([_envelope(channel, e) for e in chunk])
+    channel.put_envelopes([_envelope(channel, e) for e in chunk], deadline)
 
 
 def _envelope(channel: EnvelopeChannel, encoded: _Encoded) -> Envelope:

@@ -3,6 +3,7 @@ subscribes to its fanout queues on demand (before the first poll)."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from qtui.core.brokers import redis as redis_broker
 
 from .services import REDIS_HOST, REDIS_PORT
-from .tcp_proxy import SilentProxy
+from .tcp_proxy import Interceptor, SilentProxy
 
 pytestmark = pytest.mark.redis
 
@@ -160,22 +161,49 @@ def test_subscribe_now_gives_up_when_redis_does_not_confirm(names):
         proxy.close()
 
 
+def push_socket(app) -> socket.socket:
+    """The socket of the connection ``app``'s channel keeps for its one-at-a-time sends."""
+    with app.producer() as producer:
+        return producer.channel.__dict__["_push_connection"][1]._sock
+
+
+class _OtherSocket(socket.socket):
+    """A socket of another type than ``socket.socket``, as a TLS socket is."""
+
+
+class _OtherSocketConnection(redis.connection.Connection):
+    """A redis-py connection on an :class:`_OtherSocket`: the channel checks it as it checks
+    a TLS one (through redis-py), with no TLS server needed."""
+
+    def _connect(self) -> socket.socket:
+        sock = super()._connect()
+        timeout = sock.gettimeout()
+        other = _OtherSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        other.settimeout(timeout)
+        return other
+
+
 @pytest.mark.parametrize("retry", [True, False])
+@pytest.mark.parametrize("kind", ["plain", "tls-like"])
 def test_a_send_after_redis_closed_the_push_connection_goes_out_on_a_new_one(
-        redis_url, names, retry):
+        redis_url, names, retry, kind, monkeypatch):
     """One-at-a-time sends push on a connection the channel keeps; one that Redis closed
     meanwhile (a restart, ``CLIENT KILL``, an idle timeout) is opened again before the next
-    send, as a redis-py pool checkout does: the send goes out, with publish retries off too."""
+    send, as a redis-py pool checkout does: the send goes out, with publish retries off too.
+    On a socket that is not a plain one (TLS), redis-py's check raises for a closed
+    connection instead of answering: that is a closed connection too."""
     from qtui.core import App
 
+    if kind == "tls-like":
+        monkeypatch.setattr(redis_broker.Channel, "connection_class", _OtherSocketConnection)
     queue = names["a"]
     app = App("client", broker=redis_url, backend=None, task_default_queue=queue,
               task_publish_retry=retry)
     try:
         app.send_task("tasks.add", args=[1, 1])
-        with app.producer() as producer:
-            held = producer.channel.__dict__["_push_connection"][1]
-            host, port = held._sock.getsockname()[:2]
+        held = push_socket(app)
+        assert (type(held) is _OtherSocket) == (kind == "tls-like")
+        host, port = held.getsockname()[:2]
         redis.Redis.from_url(redis_url).execute_command("CLIENT", "KILL", f"{host}:{port}")
         app.send_task("tasks.add", args=[2, 2])
         app.send_task("tasks.add", args=[3, 3])
@@ -183,3 +211,98 @@ def test_a_send_after_redis_closed_the_push_connection_goes_out_on_a_new_one(
         app.close()
     assert [body[0] for body in received(redis_url, queue)] == [  # type: ignore[index]
         [1, 1], [2, 2], [3, 3]]
+
+
+def test_a_send_with_a_socket_timeout_goes_out_on_the_connection_it_keeps(redis_url, names):
+    """With ``socket_timeout`` set (redis-py gives the socket that timeout), checking that the
+    kept push connection is still open neither waits for the timeout nor takes the live
+    connection for one Redis closed: every send goes out on the same connection."""
+    from qtui.core import App
+
+    app = App("client", broker=redis_url, backend=None, task_default_queue=names["a"],
+              task_publish_retry=False, broker_transport_options={"socket_timeout": 1})
+    try:
+        app.send_task("tasks.add", args=[1, 1])
+        first = push_socket(app)
+        host, port = first.getsockname()[:2]
+        address = f"{host}:{port}"
+        app.send_task("tasks.add", args=[2, 2])
+        app.send_task("tasks.add", args=[3, 3])
+        assert push_socket(app) is first
+        assert first.fileno() != -1  # still open: never closed and opened again
+        clients = redis.Redis.from_url(redis_url).client_list()
+        assert address in [client["addr"] for client in clients]
+    finally:
+        app.close()
+    assert len(received(redis_url, names["a"])) == 3
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("retry", [True, False])
+def test_a_send_redis_never_answers_raises_broker_blocked_by_the_publish_timeout(
+        names, retry):
+    """A send on a connection that went silent (a half-open connection: no reply, no error)
+    gives up at ``broker_publish_timeout``, retries included, with BrokerBlocked."""
+    from qtui.core import App
+    from qtui.core.exceptions import BrokerBlocked
+
+    proxy = SilentProxy((REDIS_HOST, REDIS_PORT))
+    app = App("client", broker=f"redis://127.0.0.1:{proxy.port}/0", backend=None,
+              task_default_queue=names["a"], task_publish_retry=retry,
+              broker_publish_timeout=1)
+    try:
+        app.send_task("tasks.add", args=[1, 1])
+        proxy.silence()
+        with pytest.raises(BrokerBlocked, match="broker_publish_timeout"):
+            app.send_task("tasks.add", args=[2, 2])
+    finally:
+        app.close()
+        proxy.close()
+
+
+class _PushReplyCutter(Interceptor):
+    """Forwards Redis traffic, but closes the connection that carried the first LPUSH in place
+    of passing on Redis's reply to it: the push ran, its sender never hears so."""
+
+    def __init__(self, port: int) -> None:
+        self.cut = False
+        super().__init__(port)
+
+    def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
+        while data := self._recv(client):
+            if b"LPUSH" in data and not self.cut:
+                self.cut = state["cut"] = True
+            try:
+                server.sendall(data)
+            except OSError:
+                return
+
+    def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
+        while data := self._recv(server):
+            if state.get("cut"):
+                self._shut(client)
+                return
+            try:
+                client.sendall(data)
+            except OSError:
+                return
+
+
+@pytest.mark.timeout(30)
+def test_a_send_whose_reply_is_lost_says_the_task_may_be_stored(redis_url, names):
+    """With publish retries off, a connection lost after the push went out is not reported as
+    an unreachable broker: the error says the task may be stored (it is)."""
+    from qtui.core import App
+    from qtui.core.exceptions import BrokerUnavailable
+
+    proxy = _PushReplyCutter(REDIS_PORT)
+    app = App("client", broker=f"redis://127.0.0.1:{proxy.port}/0", backend=None,
+              task_default_queue=names["a"], task_publish_retry=False)
+    try:
+        with pytest.raises(BrokerUnavailable, match="may have stored it") as raised:
+            app.send_task("tasks.add", args=[1, 1])
+        assert "unreachable" not in str(raised.value)
+    finally:
+        app.close()
+        proxy.close()
+    assert [body[0] for body in received(redis_url, names["a"])] == [[1, 1]]  # type: ignore[index]

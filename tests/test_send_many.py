@@ -99,9 +99,9 @@ def test_the_stored_envelope_is_byte_for_byte_what_kombu_stores(
 
 
 def test_a_template_is_cut_for_each_kind_of_message(tmp_path, unique, fixed_wire):
-    """Messages that differ only in what a template keeps (a number's type included: 1 and
-    1.0 are equal but different JSON) each store what kombu stores, sent one after another
-    on one channel."""
+    """Messages that differ only in what a template keeps (equal values written differently
+    included: 1 and 1.0, 0.0 and -0.0, Decimal 1.5 and 1.50) each store what kombu stores,
+    sent one after another on one channel."""
     queue = f"kinds-{unique}"
     app = client(tmp_path, "redis", queue)
     kinds: list[dict[str, Any]] = [
@@ -109,6 +109,8 @@ def test_a_template_is_cut_for_each_kind_of_message(tmp_path, unique, fixed_wire
         {"priority": 3}, {"priority": 0}, {"retries": 1}, {"ignore_result": True},
         {"ignore_result": 1}, {"shadow": "s"}, {"reply_to": "r"}, {"origin": "o"},
         {"replaced_task_nesting": 2}, {"task": "tasks.other"},
+        {"time_limit": 0.0}, {"time_limit": -0.0},
+        {"soft_time_limit": Decimal("1.5")}, {"soft_time_limit": Decimal("1.50")},
     ]
     try:
         with app.connection_for_write() as conn:
@@ -232,8 +234,8 @@ def test_a_batch_is_one_broker_call(broker, tmp_path, unique, monkeypatch):
     calls: list[int] = []
     put = channel.put_envelopes
     monkeypatch.setattr(channel, "put_envelopes",
-                        lambda self, envelopes: (calls.append(len(envelopes)),
-                                                 put(self, envelopes))[1])
+                        lambda self, envelopes, deadline=None: (
+                            calls.append(len(envelopes)), put(self, envelopes, deadline))[1])
     try:
         app.send_many([add.s(i, 1) for i in range(250)], batch_size=100)
         assert calls == [100, 100, 50]
@@ -298,11 +300,12 @@ def test_a_broker_lost_mid_send_names_the_tasks_sent_in_doubt_and_unsent(
     calls: list[int] = []
     put = RedisChannel.put_envelopes
 
-    def cut_on_the_second_batch(self: RedisChannel, envelopes: Any) -> None:
+    def cut_on_the_second_batch(self: RedisChannel, envelopes: Any,
+                                deadline: float | None = None) -> None:
         calls.append(len(envelopes))
         if len(calls) == 2:
             proxy.close()
-        put(self, envelopes)
+        put(self, envelopes, deadline)
 
     monkeypatch.setattr(RedisChannel, "put_envelopes", cut_on_the_second_batch)
     try:
@@ -536,11 +539,12 @@ def test_a_batch_whose_reply_was_lost_is_not_sent_again(tmp_path, unique, monkey
     put = RedisChannel.put_envelopes
     calls: list[int] = []
 
-    def arm_on_the_second_batch(self: RedisChannel, envelopes: Any) -> None:
+    def arm_on_the_second_batch(self: RedisChannel, envelopes: Any,
+                                deadline: float | None = None) -> None:
         calls.append(len(envelopes))
         if len(calls) == 2:
             cutter.armed.set()
-        put(self, envelopes)
+        put(self, envelopes, deadline)
 
     monkeypatch.setattr(RedisChannel, "put_envelopes", arm_on_the_second_batch)
     direct = redis.Redis(REDIS_HOST, REDIS_PORT)

@@ -98,9 +98,18 @@ class EnvelopeChannel(Protocol):
         exactly as kombu's ``basic_publish`` would (otherwise the caller goes through kombu)."""
         ...
 
-    def put_envelopes(self, envelopes: Sequence[Envelope]) -> None:
-        """Store every envelope, all or none: one round trip, or one transaction."""
+    def put_envelopes(self, envelopes: Sequence[Envelope], deadline: float | None = None
+                      ) -> None:
+        """Store every envelope, all or none: one round trip, or one transaction. A channel
+        that can bounds the wait for the broker's reply by ``deadline`` (``time.monotonic()``),
+        raising TimeoutError past it, and raises :class:`ReplyLost` for a reply lost after
+        the command went out."""
         ...
+
+
+class ReplyLost(ConnectionError):
+    """The broker's connection failed after a store command was sent, before its reply: the
+    messages may or may not be stored."""
 
 
 def encode(channel: EnvelopeChannel, task_id: str, body: Body, headers: dict[str, Any],

@@ -23,6 +23,7 @@ does not -- kombu's transport does not support Redis Cluster either.
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 import warnings
@@ -36,7 +37,8 @@ from kombu.transport.virtual.base import UNDELIVERABLE_FMT, UndeliverableWarning
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 
-from ..envelope import Envelope
+from ..envelope import Envelope, ReplyLost
+from . import wire
 
 #: Route a message as kombu's direct exchange does and push it, in one round trip.
 #: KEYS[1] the exchange's binding set; ARGV: routing key, message, separator, priority suffix.
@@ -173,14 +175,16 @@ class Channel(kombu_redis.Channel):
             return not self._expires or routing_key not in self._expires
         return not self._expires and self.typeof(exchange).type == "direct"
 
-    def put_envelopes(self, envelopes: Sequence[Envelope]) -> None:
+    def put_envelopes(self, envelopes: Sequence[Envelope], deadline: float | None = None
+                      ) -> None:
         """Push every envelope in one command: one round trip, all or none (one LPUSH, or a
         script, which Redis runs whole; one refused before its first write, out of memory,
-        writes nothing)."""
+        writes nothing). ``deadline`` bounds the wait for the reply of a lone LPUSH (a
+        script's waits as long as the connection's ``socket_timeout``)."""
         if len(envelopes) == 1 and not envelopes[0].exchange:  # delay(): a plain LPUSH
             envelope = envelopes[0]
             self._push(self._q_for_pri(envelope.routing_key, self._priority_of(envelope)),
-                       envelope.payload)
+                       envelope.payload, deadline)
             return
         args: list[Any] = [self.sep]
         run: list[Any] = []  # the current run: exchange key, routing key, suffix, count, messages
@@ -206,12 +210,14 @@ class Channel(kombu_redis.Channel):
             self._undeliverable(envelope.exchange, envelope.routing_key, envelope.priority,
                                 envelope.payload)
 
-    def _push(self, key: str, payload: str) -> None:
+    def _push(self, key: str, payload: str, deadline: float | None) -> None:
         """``LPUSH key payload`` on a connection of the pool that this channel keeps for its
         pushes: redis-py's command path (a pool checkout, retry and metrics hooks, for each
         command) costs more than the push. As a checkout does, a connection Redis closed
         meanwhile (a restart, an idle timeout) is opened again before the push is sent. A
-        push that fails drops the connection (a reply may be left unread in it)."""
+        push that fails drops the connection (a reply may be left unread in it). The reply
+        is awaited until ``deadline`` at most (TimeoutError past it); a connection that fails
+        after the push went out raises :class:`ReplyLost`."""
         pool = self.pool
         held = self.__dict__.get("_push_connection")
         if held is None or held[0] is not pool:
@@ -220,8 +226,17 @@ class Channel(kombu_redis.Channel):
         if _readable(connection):
             connection.disconnect()  # send_packed_command connects again
         try:
-            connection.send_packed_command([_lpush_command(key, payload)])
-            connection.read_response()
+            connection.send_packed_command([wire.command(connection, ["LPUSH", key, payload])])
+            try:
+                if deadline is None:
+                    connection.read_response()
+                else:  # redis-py gives the socket its own timeout back after the read
+                    connection.read_response(timeout=max(deadline - time.monotonic(), 0.001))
+            except redis.exceptions.TimeoutError as exc:
+                raise TimeoutError(f"Redis did not answer the push in time: {exc}") from exc
+            except redis.exceptions.ConnectionError as exc:
+                raise ReplyLost(f"the connection failed after the push went out: {exc}"
+                                ) from exc
         except BaseException:
             del self.__dict__["_push_connection"]
             connection.disconnect()
@@ -271,27 +286,20 @@ class Channel(kombu_redis.Channel):
 
 def _readable(connection: Any) -> bool:
     """Whether an idle redis-py connection has something to read: the end of the stream (Redis
-    closed it) or a stray reply; either way it cannot carry a command. One non-blocking peek
-    on a plain socket; redis-py's own poll on any other (TLS)."""
+    closed it) or a stray reply; either way it cannot carry a command. Never waits: a plain
+    socket is polled; any other (TLS) is asked through redis-py, which reads what TLS holds and
+    raises for a connection Redis closed."""
     sock = connection._sock
     if sock is None:
         return False
-    if type(sock) is not socket.socket:
-        return bool(connection.can_read())
     try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def _lpush_command(key: str, payload: str) -> bytes:
-    """``LPUSH key payload`` in the Redis protocol (RESP), as redis-py packs it."""
-    name, value = key.encode(), payload.encode()
-    return b"*3\r\n$5\r\nLPUSH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
-        len(name), name, len(value), value)
+        if type(sock) is socket.socket:
+            poller = select.poll()  # not select(): it refuses a descriptor past 1023
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(connection.can_read(timeout=0))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        return True  # closed, or broken: it cannot carry a command either
 
 
 class Transport(kombu_redis.Transport):

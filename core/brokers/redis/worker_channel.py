@@ -55,6 +55,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from ...ledger import StartRecord
 from ...protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DEAD_SUFFIX, dead_letter_queue_name
 from . import channel as redis_broker
+from . import wire
 
 logger = logging.getLogger("qtui.worker")
 
@@ -253,34 +254,10 @@ class _Adoption:
     args: list[Any]
 
 
-def _resp(conn: Any, values: list[Any]) -> bytes:
-    """``values`` as the arguments of a command in Redis's wire format (RESP bulk strings),
-    encoded as ``conn`` encodes them. Strings, integers and floats (the fetch call's arguments)
-    are encoded here as redis-py's encoder would, without its checks for each value."""
-    encoder = conn.encoder
-    encoding, errors = encoder.encoding, encoder.encoding_errors
-    out = []
-    for value in values:
-        kind = type(value)
-        if kind is str:
-            value = value.encode(encoding, errors)
-        elif kind is int or kind is float:
-            value = repr(value).encode()
-        else:
-            value = encoder.encode(value)
-        out.append(b"$%d\r\n%b\r\n" % (len(value), value))
-    return b"".join(out)
-
-
 def _record_command(starts: StartRecord) -> list[Any]:
     """The ``ZADD`` that records ``starts`` (starts only) in the ledger."""
     return ["ZADD", starts.key, *(x for key, expires in starts.started.items()
                                   for x in (expires, key))]
-
-
-def _command(conn: Any, values: list[Any]) -> bytes:
-    """The command ``values`` in Redis's wire format, as redis-py would pack it."""
-    return b"*%d\r\n%b" % (len(values), _resp(conn, values))
 
 
 @dataclass
@@ -548,7 +525,7 @@ class Channel(redis_broker.Channel):
         self._pending_fetch = pending
         try:
             conn.send_packed_command([self._pack_fetch(conn, pending) if pending.script
-                                      else _command(conn, pending.args)])
+                                      else wire.command(conn, pending.args)])
         except BaseException:
             self._pending_fetch = None
             self._release_fetch_connection(broken=True)
@@ -563,12 +540,13 @@ class Channel(redis_broker.Channel):
         static = self._packed.get(tuple(keys))  # the keys name the queues, in their order
         if static is None:
             sha = self._script("fetch", _FETCH).sha
-            static = self._packed[tuple(keys)] = (_resp(conn, ["EVALSHA", sha, len(keys), *keys]),
-                                                  _resp(conn, args[names:]))
+            static = self._packed[tuple(keys)] = (
+                wire.arguments(conn, ["EVALSHA", sha, len(keys), *keys]),
+                wire.arguments(conn, args[names:]))
         command, queues = static
         # args: limit, stamp, size, tag prefix, counts, trim, pop-many, tags, queue names
         return b"".join((b"*%d\r\n" % (3 + len(keys) + len(args)), command,
-                         _resp(conn, args[:names]), queues))
+                         wire.arguments(conn, args[:names]), queues))
 
     def _fetch_connection(self) -> Any:
         """The connection for the next fetch, kept from one fetch to the next while they follow

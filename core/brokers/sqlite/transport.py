@@ -115,9 +115,11 @@ class Channel(virtual.Channel):
         does."""
         return not exchange or self.typeof(exchange).type == "direct"
 
-    def put_envelopes(self, envelopes: Sequence[Envelope]) -> None:
+    def put_envelopes(self, envelopes: Sequence[Envelope], deadline: float | None = None
+                      ) -> None:
         """Store every envelope, each in the queues its exchange routes it to, in one
-        transaction: all or none."""
+        transaction: all or none (``deadline`` is not used: SQLite's busy timeout bounds the
+        wait)."""
         rows = []
         levels: dict[int, int] = {}  # the stored priority by message priority
         for envelope in envelopes:
