@@ -10,7 +10,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import redis
@@ -103,42 +105,74 @@ def test_malformed_messages_reach_the_dead_letter_queue_with_their_reason(setup:
     assert {m.headers[DEAD_QUEUE_HEADER] for m in dead} == {setup.queue}
 
 
-@pytest.mark.timeout(60)
-def test_a_message_whose_delivery_info_cannot_be_encoded_again_is_dead_lettered(setup: Setup):
-    """Its exchange, 1e999, decodes to infinity, which Lua's JSON cannot encode back into the
-    unacked record: the fetch script dead-letters it rather than failing half-way."""
+def _bad_message(setup: Setup, change: Callable[[dict[str, Any]], bytes]) -> tuple[bytes, str]:
+    """A task message of the test's queue, as ``change`` spoils it, and its delivery tag."""
+    client = redis.Redis.from_url(BROKER)
+    setup.app().send_task("tasks.mark", args=["bad"])
+    envelope = json.loads(client.rpop(setup.queue))
+    return change(envelope), envelope["properties"]["delivery_tag"]
+
+
+@contextmanager
+def _between_two_tasks(setup: Setup, bad: bytes, when: str) -> Iterator[None]:
+    """A solo worker given ``bad`` between the tasks "first" and "second": ``queued`` before
+    it starts (a fetch takes it), or ``sent-idle`` while it waits idle (its blocking wait
+    takes it)."""
     client = redis.Redis.from_url(BROKER)
     app = setup.app()
-    app.send_task("tasks.mark", args=["bad"])
-    envelope = json.loads(client.rpop(setup.queue))
-    envelope["properties"]["delivery_info"]["exchange"] = "EXCHANGE"
-    bad = json.dumps(envelope).replace('"EXCHANGE"', "1e999").encode()
-    app.send_task("tasks.mark", args=["first"])
-    client.lpush(setup.queue, bad)
-    app.send_task("tasks.mark", args=["second"])
+    if when == "queued":
+        app.send_task("tasks.mark", args=["first"])
+        client.lpush(setup.queue, bad)
+        app.send_task("tasks.mark", args=["second"])
+        with setup.worker("-P", "solo"):
+            yield
+        return
     with setup.worker("-P", "solo"):
-        assert sorted(r["tag"] for r in setup.wait_records("mark", 2)) == ["first", "second"]
+        app.send_task("tasks.mark", args=["first"])
+        assert setup.wait_records("mark", 1)
+        time.sleep(0.5)  # idle again, inside its blocking wait
+        client.lpush(setup.queue, bad)
+        app.send_task("tasks.mark", args=["second"])
+        yield
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("when", ["queued", "sent-idle"])
+def test_a_message_whose_delivery_info_cannot_be_encoded_again_is_dead_lettered(setup: Setup,
+                                                                                when: str):
+    """Its exchange, 1e999, decodes to infinity, which Lua's JSON cannot encode back into the
+    unacked record: the fetch script dead-letters it rather than failing half-way, and an idle
+    worker's wait leaves it to the fetch script rather than running it."""
+    def infinite_exchange(envelope: dict[str, Any]) -> bytes:
+        envelope["properties"]["delivery_info"]["exchange"] = "EXCHANGE"
+        return json.dumps(envelope).replace('"EXCHANGE"', "1e999").encode()
+
+    client = redis.Redis.from_url(BROKER)
+    bad, tag = _bad_message(setup, infinite_exchange)
+    with _between_two_tasks(setup, bad, when):
+        assert wait_for(lambda: len(setup.records("mark")) >= 2, 30)
         dead = setup.dead_letters(expected=1)
+        assert sorted(r["tag"] for r in setup.records("mark")) == ["first", "second"]
     assert [m.body for m in dead] == [bad]
     assert "cannot be encoded" in dead[0].headers[DEAD_REASON_HEADER]
-    assert not client.hexists("unacked", envelope["properties"]["delivery_tag"])
+    assert not client.hexists("unacked", tag)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("when", ["queued", "sent-idle"])
 def test_a_message_whose_body_is_not_base64_is_dead_lettered_and_its_records_dropped(
-        setup: Setup):
-    """kombu cannot decode its body: the worker checks the body of what the fetch script took
-    and moves it to the dead-letter queue, unacked and owned no more, between two good tasks."""
+        setup: Setup, when: str):
+    """kombu cannot decode its body ("ab=c" has base64's letters and length, not its padding):
+    the worker checks the body of what the fetch script took, or of what its idle wait moved,
+    and moves it to the dead-letter queue, unacked and owned no more, between two good tasks
+    (an idle worker that delivered it died in kombu's decode, and so did the next)."""
+    def spoiled_body(envelope: dict[str, Any]) -> bytes:
+        envelope["body"] = "ab=c"
+        return json.dumps(envelope).encode()
+
     client = redis.Redis.from_url(BROKER)
-    app = setup.app()
-    app.send_task("tasks.mark", args=["bad"])
-    envelope = json.loads(client.rpop(setup.queue))
-    envelope["body"] = "not*base64!"
-    bad = json.dumps(envelope).encode()
-    app.send_task("tasks.mark", args=["first"])
-    client.lpush(setup.queue, bad)
-    app.send_task("tasks.mark", args=["second"])
-    tag = envelope["properties"]["delivery_tag"]
-    with setup.worker("-P", "solo"):
+    bad, tag = _bad_message(setup, spoiled_body)
+    with _between_two_tasks(setup, bad, when):
         assert sorted(r["tag"] for r in setup.wait_records("mark", 2)) == ["first", "second"]
         dead = setup.dead_letters(expected=1)
         assert not any(client.sismember(key, tag)
