@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,14 +18,15 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from kombu import Consumer, Queue
+from kombu import Consumer, Producer, Queue
 
 from qtui.core.brokers import redis as redis_broker
 from qtui.core.brokers.redis import worker_channel
-from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_KEY
+from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_KEY, PROCESSING_KEY
 from qtui.workers.deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER
 
 from .processes import running, write_module
+from .redis_server import redis_server, spare_port
 from .services import REDIS_HOST, REDIS_PORT
 from .worker_helpers import REDIS_URL, TASKS, Setup, make_setup, wait_for
 
@@ -308,3 +310,41 @@ def test_a_restore_cut_short_is_finished_by_the_next_worker(setup: Setup, unique
     assert ran, f"{len(setup.records('mark'))} of 300 ran"
     assert sorted(r["tag"] for r in setup.records("mark")) == list(range(300))
     assert not client.exists(OWNED_KEY.format(owner=owner))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("then", ["next-idle-turn", "fetch"])
+def test_an_adoption_redis_refuses_changes_nothing_and_is_done_later(tmp_path, unique, then):
+    """The call that records what an idle wait delivered is refused (the owner's set is of
+    another type): the message stays in the processing list, recorded nowhere, and is recorded
+    at the worker's next idle turn; a fetch that takes it from there first records it without
+    delivering it a second time."""
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        url, queue, owner = f"redis://127.0.0.1:{port}/0", f"qw-{unique}", f"refused-{unique}"
+        client = redis.Redis(port=port)
+        received: list[Any] = []
+        with redis_broker.connection(url, transport=worker_channel.Transport) as conn:
+            channel = conn.channel()
+            channel.own(owner, ttl=60)
+            Consumer(channel, [Queue(queue)], callbacks=[lambda body, message:
+                                                         received.append(message)]).consume()
+            client.set(OWNED_KEY.format(owner=owner), "not a set")
+            Producer(conn.channel()).publish({"n": 1}, routing_key=queue)
+            conn.drain_events(timeout=5)  # the idle wait delivers it
+            assert len(received) == 1
+            tag = received[0].delivery_tag
+            channel.read_unread()  # the adoption's reply: refused
+            processing = PROCESSING_KEY.format(owner=owner, queue=queue)
+            assert client.llen(processing) == 1 and not client.hexists("unacked", tag)
+            client.delete(OWNED_KEY.format(owner=owner))
+            if then == "fetch":
+                assert channel.fetch_many([queue], 1, moved=True) == 0
+            else:
+                with pytest.raises(socket.timeout):
+                    conn.drain_events(timeout=0.5)
+            assert len(received) == 1
+            assert not client.llen(processing) and client.hexists("unacked", tag)
+            assert client.sismember(OWNED_KEY.format(owner=owner), tag)
+            received[0].ack()
+            assert not client.hexists("unacked", tag)
