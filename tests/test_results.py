@@ -239,7 +239,8 @@ def test_a_client_that_sends_and_never_waits_keeps_one_subscription(sending_app)
     _waited_before(sending_app)
     results = [sending_app.send_task("tasks.add", args=[i, 1]) for i in range(250)]
     first, last = (f"celery-task-meta-{r.id}" for r in (results[0], results[-1]))
-    assert wait_for(lambda: _subscribers(sending_app, last) == 1 and _subscribers(sending_app, first) == 0, 5)
+    assert wait_for(lambda: _subscribers(sending_app, last) == 1
+                    and _subscribers(sending_app, first) == 0, 5)
     listener = sending_app.backend._listener()
     assert len(listener.channels) <= EXPECTED_UNREAD_MAX + 1  # and the last task's
     sending_app.backend.store_result(results[5].id, 6, states.SUCCESS)
@@ -263,15 +264,16 @@ def test_threads_that_only_send_keep_no_subscriber_connection(sending_app):
     assert sending_app.backend._listeners == []
 
 
-def test_a_refused_command_of_the_result_write_raises_after_every_reply_is_read(redis_app, redis_url,
-                                                                               unique):
+def test_a_refused_command_of_the_result_write_raises_after_every_reply_is_read(
+        redis_app, redis_url, unique):
     """The result write sends its commands in one go: an error reply is raised once the replies
     after it are read too, so the connection goes back to the pool clean."""
     backend, key = redis_app.backend, f"refused-{unique}"
     try:
         with pytest.raises(redis.ResponseError, match="not an integer"):
             backend._pipeline([("SET", key, "text"), ("INCR", key), ("APPEND", key, "!")])
-        assert redis.Redis.from_url(redis_url).get(key) == b"text!"  # the command after the refused one ran
+        # the command after the refused one ran
+        assert redis.Redis.from_url(redis_url).get(key) == b"text!"
         backend.store_result(f"id-{unique}", 1, states.SUCCESS)
         assert redis_app.AsyncResult(f"id-{unique}").get(timeout=5) == 1
     finally:
