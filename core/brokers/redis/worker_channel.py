@@ -491,13 +491,18 @@ class Channel(redis_broker.Channel):
         """Adopt again the deliveries whose adoption Redis refused (see :meth:`_read_unread`),
         between fetches; refused again, they are tried at the next turn."""
         tags, self._unadopted = self._unadopted, set()
-        held = [tag for tag in tags if tag in self.qos._delivered]
+        held = [tag for tag in tags if self._holds(tag)]
         try:
             self._adopt_moved(self._create_client(), held, tags.difference(held))
         except ResponseError as exc:
             self._unadopted |= tags
             logger.warning("Cannot record %d delivery(ies) as unacked (%s): tried again at the "
                            "next idle turn", len(tags), exc)
+
+    def _holds(self, tag: str) -> bool:
+        """Whether ``tag`` is delivered and not settled yet (kombu's QoS drops what it acked
+        from its deliveries only later)."""
+        return tag in self.qos._delivered and tag not in self.qos._dirty
 
     def reclaim_unheld(self, held: Iterable[str]) -> int:
         """Put back, at the front of their queues, what this owner's set records and the worker
@@ -691,7 +696,7 @@ class Channel(redis_broker.Channel):
                 continue
             if tag in self._unadopted:  # delivered from a wait already: now recorded
                 self._unadopted.discard(tag)
-                if tag not in self.qos._delivered:  # and settled since: drop the records
+                if not self._holds(tag):  # and settled since: drop the records
                     self.qos._remove_from_indices(tag).execute()
                 continue
             self.qos.recorded.add(tag)
