@@ -22,7 +22,7 @@ these messages as their own) and changes who takes and who gives back:
   message into the worker's processing list (not into the void), and delivers it straight from
   the wait's reply; a small script (:data:`_ADOPT`), sent without waiting for its reply, then
   moves it from there into ``unacked`` and ``owned``. An item that is not a plain kombu
-  envelope is taken from there by the fetch script instead.
+  envelope (or whose body kombu cannot decode) is taken from there by the fetch script instead.
 * **Giving back** is by ownership, never by age. Each worker is an owner with an ``alive`` key
   that a helper process (:mod:`qtui.workers.liveness`) refreshes, so a task holding the GIL
   cannot make its worker look dead. A worker restores only what dead owners hold (their
