@@ -463,7 +463,8 @@ class Channel(redis_broker.Channel):
             return 0
         held = list(held)
         client = self._create_client()
-        self._adopt_moved(client, held)
+        self._adopt_moved(client, held, self._unadopted.difference(held))
+        self._unadopted.clear()
         return self.reclaim_unheld(held) + self._put_back_processing(client, self.owner)
 
     def _adopt_moved(self, client: Any, tags: list[str], settled: Iterable[str] = ()) -> None:
@@ -490,14 +491,15 @@ class Channel(redis_broker.Channel):
     def _adopt_refused(self) -> None:
         """Adopt again the deliveries whose adoption Redis refused (see :meth:`_read_unread`),
         between fetches; refused again, they are tried at the next turn."""
-        tags, self._unadopted = self._unadopted, set()
+        tags = set(self._unadopted)
         held = [tag for tag in tags if self._holds(tag)]
         try:
             self._adopt_moved(self._create_client(), held, tags.difference(held))
         except ResponseError as exc:
-            self._unadopted |= tags
             logger.warning("Cannot record %d delivery(ies) as unacked (%s): tried again at the "
                            "next idle turn", len(tags), exc)
+            return
+        self._unadopted -= tags
 
     def _holds(self, tag: str) -> bool:
         """Whether ``tag`` is delivered and not settled yet (kombu's QoS drops what it acked
