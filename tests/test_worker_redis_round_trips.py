@@ -252,8 +252,9 @@ class ScriptReplyHolder(Interceptor):
     (their keys name ``unacked_index``; not the timers' scripts, an ETA poll say) are held back
     until the task's result is written, or for :data:`HOLD_LIMIT` seconds. A worker that waits
     for one of them before it runs the task writes the result only after they went. A result
-    written before the reply to the task's own record (the call that carries the task) even
-    came back counts as written while held."""
+    written before any reply recording the task went to the worker (the reply carrying it, or
+    the reply to the call carrying it, which the proxy may even forward after the result: two
+    connections, two threads) counts as written while held."""
 
     def __init__(self, port: int) -> None:
         self._lock = threading.Lock()
@@ -263,6 +264,8 @@ class ScriptReplyHolder(Interceptor):
         self._recording: set[int] = set()
         """Connections (their states' ids) whose call recording the followed task awaits its
         reply."""
+        self._record_passed = False
+        """Whether a reply recording the followed task went to the worker."""
         self._requests = 0
         """Requests seen so far: orders a fetch's request against the wait's reply."""
         self._wait_seen = 0
@@ -278,6 +281,7 @@ class ScriptReplyHolder(Interceptor):
         with self._lock:
             self._task_id, self.via_wait, self.written_while_held = task_id.encode(), None, None
             self._recording.clear()
+            self._record_passed = False
 
     def _release(self, task_id: bytes) -> None:
         """The hold's time is up (for the task it was for, not a later one)."""
@@ -301,7 +305,7 @@ class ScriptReplyHolder(Interceptor):
             with self._lock:
                 if self.via_wait and b"$3\r\nSET\r\n" in upper \
                         and b"celery-task-meta-" + self._task_id in data:
-                    self.written_while_held = self._held > 0 or bool(self._recording)
+                    self.written_while_held = self._held > 0 or not self._record_passed
                     self._released.set()
             server.sendall(data)
 
@@ -332,6 +336,10 @@ class ScriptReplyHolder(Interceptor):
             except OSError:
                 return
             with self._lock:
+                if id(state) in self._recording or (
+                        state.get("command") == b"EVALSHA" and self._task_id
+                        and self._task_id in data and b'"body"' in data):
+                    self._record_passed = True
                 self._recording.discard(id(state))
 
     def close(self) -> None:
