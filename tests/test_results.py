@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import pytest
 import redis
@@ -62,10 +63,10 @@ def redis_app(redis_url):
     app.close()
 
 
-def test_redis_layout_is_celerys(redis_app, unique):
+def test_redis_layout_is_celerys(redis_app, redis_url, unique):
     task_id = f"id-{unique}"
     redis_app.backend.store_result(task_id, {"sum": 8}, states.SUCCESS)
-    client = redis.Redis()
+    client = redis.Redis.from_url(redis_url)
     stored = json.loads(client.get(f"celery-task-meta-{task_id}"))
     assert stored["status"] == "SUCCESS" and stored["result"] == {"sum": 8}
     assert stored["task_id"] == task_id and stored["children"] == [] and stored["date_done"]
@@ -176,11 +177,11 @@ def test_rpc_results_come_back_to_the_sender(amqp_url, unique):
         app.close()
 
 
-def test_a_crafted_result_cannot_make_get_raise_system_exit(redis_app, unique):
+def test_a_crafted_result_cannot_make_get_raise_system_exit(redis_app, redis_url, unique):
     """A result anyone with Redis access can write: get() raises an Exception, so ``except
     Exception`` around it still holds (issue 14.15)."""
     task_id = f"id-{unique}"
-    client = redis.Redis()
+    client = redis.Redis.from_url(redis_url)
     client.set(f"celery-task-meta-{task_id}", json.dumps({
         "status": "FAILURE", "result": {"exc_type": "SystemExit", "exc_module": "builtins",
                                         "exc_message": [0]},
@@ -190,8 +191,9 @@ def test_a_crafted_result_cannot_make_get_raise_system_exit(redis_app, unique):
     client.delete(f"celery-task-meta-{task_id}")
 
 
-def _subscribers(channel: str) -> int:
-    return int(dict(redis.Redis().pubsub_numsub(channel)).get(channel.encode(), 0))
+def _subscribers(app: App, channel: str) -> int:
+    client = redis.Redis.from_url(app.backend.url)
+    return int(dict(client.pubsub_numsub(channel)).get(channel.encode(), 0))
 
 
 @pytest.fixture
@@ -200,20 +202,32 @@ def sending_app(redis_url, unique):
     app = App("sender", broker=redis_url, backend=redis_url, task_default_queue=f"qr-{unique}")
     yield app
     app.close()
-    redis.Redis().delete(f"qr-{unique}")
+    redis.Redis.from_url(redis_url).delete(f"qr-{unique}")
+
+
+def _waited_before(app: App) -> None:
+    """Make this thread one that has waited for a result (it keeps a subscriber connection)."""
+    task_id = f"waited-{uuid.uuid4().hex}"
+    app.backend.store_result(task_id, 1, states.SUCCESS)
+    try:
+        assert app.AsyncResult(task_id).get(timeout=10) == 1
+    finally:
+        app.AsyncResult(task_id).forget()
 
 
 def test_a_task_sent_alone_is_subscribed_to_before_its_get(sending_app):
-    """The SUBSCRIBE goes out before the task, without waiting: a ``get()`` right after finds
-    it confirmed and reads the key at once (it subscribed itself, a round trip later, before)."""
+    """In a thread that has waited before, the SUBSCRIBE goes out before the task, without
+    waiting: a ``get()`` right after finds it confirmed and reads the key at once (it
+    subscribed itself, a round trip later, before)."""
+    _waited_before(sending_app)
     result = sending_app.send_task("tasks.add", args=[2, 3])
     channel = f"celery-task-meta-{result.id}"
-    assert wait_for(lambda: _subscribers(channel) == 1, 5)
+    assert wait_for(lambda: _subscribers(sending_app, channel) == 1, 5)
     App("worker-side", broker="memory://", backend=sending_app.backend.url).backend \
         .store_result(result.id, 5, states.SUCCESS)
     try:
         assert result.get(timeout=10) == 5
-        assert wait_for(lambda: _subscribers(channel) == 0, 5)  # let go once read
+        assert wait_for(lambda: _subscribers(sending_app, channel) == 0, 5)  # let go once read
     finally:
         result.forget()
 
@@ -222,9 +236,11 @@ def test_a_client_that_sends_and_never_waits_keeps_one_subscription(sending_app)
     """Each send lets go of the previous send's subscription, and what those leave on the
     subscriber connection is read now and then: nothing piles up for a sender that never waits,
     and a later ``get()`` still works."""
+    _waited_before(sending_app)
     results = [sending_app.send_task("tasks.add", args=[i, 1]) for i in range(250)]
     first, last = (f"celery-task-meta-{r.id}" for r in (results[0], results[-1]))
-    assert wait_for(lambda: _subscribers(last) == 1 and _subscribers(first) == 0, 5)
+    assert wait_for(lambda: _subscribers(sending_app, last) == 1
+                    and _subscribers(sending_app, first) == 0, 5)
     listener = sending_app.backend._listener()
     assert len(listener.channels) <= EXPECTED_UNREAD_MAX + 1  # and the last task's
     sending_app.backend.store_result(results[5].id, 6, states.SUCCESS)
@@ -234,16 +250,31 @@ def test_a_client_that_sends_and_never_waits_keeps_one_subscription(sending_app)
         results[5].forget()
 
 
+def test_threads_that_only_send_keep_no_subscriber_connection(sending_app):
+    """Short-lived threads that each send a task and never wait (a web server's request
+    threads) open no pub/sub connection: none is left behind, one per thread, until the
+    backend closes."""
+    def send() -> None:
+        sending_app.send_task("tasks.add", args=[1, 1])
 
-def test_a_refused_command_of_the_result_write_raises_after_every_reply_is_read(redis_app, unique):
+    for _ in range(20):
+        thread = threading.Thread(target=send)
+        thread.start()
+        thread.join(10)
+    assert sending_app.backend._listeners == []
+
+
+def test_a_refused_command_of_the_result_write_raises_after_every_reply_is_read(
+        redis_app, redis_url, unique):
     """The result write sends its commands in one go: an error reply is raised once the replies
     after it are read too, so the connection goes back to the pool clean."""
     backend, key = redis_app.backend, f"refused-{unique}"
     try:
         with pytest.raises(redis.ResponseError, match="not an integer"):
             backend._pipeline([("SET", key, "text"), ("INCR", key), ("APPEND", key, "!")])
-        assert redis.Redis().get(key) == b"text!"  # the command after the refused one ran
+        # the command after the refused one ran
+        assert redis.Redis.from_url(redis_url).get(key) == b"text!"
         backend.store_result(f"id-{unique}", 1, states.SUCCESS)
         assert redis_app.AsyncResult(f"id-{unique}").get(timeout=5) == 1
     finally:
-        redis.Redis().delete(key, f"celery-task-meta-id-{unique}")
+        redis.Redis.from_url(redis_url).delete(key, f"celery-task-meta-id-{unique}")

@@ -10,7 +10,6 @@ records of another test's worker, which then "lost" a task that had been deleted
 
 from __future__ import annotations
 
-import hashlib
 import re
 import socket
 import threading
@@ -34,8 +33,10 @@ VISIBILITY_TIMEOUT = 40
 #: Long enough that the worker's periodic reclaim of what it owns and does not hold (every
 #: quarter of it) cannot be what brings a message back within the tests' waits.
 SLOW_RECLAIM_TIMEOUT = 120
-#: What an adoption's request carries (its script's digest), as the cutter compares it.
-ADOPT_MARKER = hashlib.sha1(worker_channel._ADOPT.encode()).hexdigest().upper().encode()
+#: What an adoption's request carries (its script, sent as EVAL), as the cutter compares it.
+ADOPT_MARKER = worker_channel._ADOPT.strip().splitlines()[0].upper().encode()
+#: What a start record's request carries: the command ZADD (the adoption's script names it too).
+ZADD_MARKER = b"$4\r\nZADD\r\n"
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ class ReplyCutter(Interceptor):
         while data := self._recv(server):
             if self.marker == b"BLMOVE":  # a bulk string: the message moved, not nil
                 carries_messages = data.startswith(b"$") and b'"body"' in data
-            elif self.marker in (b"ZADD", ADOPT_MARKER):  # an integer: records added
+            elif self.marker in (ZADD_MARKER, ADOPT_MARKER):  # an integer: records added
                 carries_messages = data.startswith(b":")
             else:  # a script's list
                 carries_messages = data.startswith(b"*") and (
@@ -218,7 +219,7 @@ def test_a_start_record_whose_reply_went_with_a_broken_connection_is_reported(
     with the next call's: when the connection breaks first, the record may not have reached
     Redis, and the worker says so, as for a record Redis refused; every task runs once."""
     log = _marks_run_once_through_a_cut(tmp_path, f"qw-{unique}",
-                                        ReplyCutter(private_redis, marker=b"ZADD"), 6)
+                                        ReplyCutter(private_redis, marker=ZADD_MARKER), 6)
     # The records sent alone and unconfirmed when it broke (the next send's failure is
     # reported apart, as "Cannot record started tasks in redis").
     assert re.search(r"before Redis confirmed [1-9]\d* record\(s\)", log), log[-3000:]

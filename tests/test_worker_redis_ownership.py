@@ -8,21 +8,25 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import redis
 from celery import Celery
-from kombu import Consumer, Queue
+from kombu import Consumer, Producer, Queue
 
 from qtui.core.brokers import redis as redis_broker
 from qtui.core.brokers.redis import worker_channel
-from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_KEY
+from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_KEY, PROCESSING_KEY
 from qtui.workers.deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER
 
 from .processes import running, write_module
+from .redis_server import redis_server, spare_port
 from .services import REDIS_HOST, REDIS_PORT
 from .worker_helpers import REDIS_URL, TASKS, Setup, make_setup, wait_for
 
@@ -103,42 +107,74 @@ def test_malformed_messages_reach_the_dead_letter_queue_with_their_reason(setup:
     assert {m.headers[DEAD_QUEUE_HEADER] for m in dead} == {setup.queue}
 
 
-@pytest.mark.timeout(60)
-def test_a_message_whose_delivery_info_cannot_be_encoded_again_is_dead_lettered(setup: Setup):
-    """Its exchange, 1e999, decodes to infinity, which Lua's JSON cannot encode back into the
-    unacked record: the fetch script dead-letters it rather than failing half-way."""
+def _bad_message(setup: Setup, change: Callable[[dict[str, Any]], bytes]) -> tuple[bytes, str]:
+    """A task message of the test's queue, as ``change`` spoils it, and its delivery tag."""
+    client = redis.Redis.from_url(BROKER)
+    setup.app().send_task("tasks.mark", args=["bad"])
+    envelope = json.loads(client.rpop(setup.queue))
+    return change(envelope), envelope["properties"]["delivery_tag"]
+
+
+@contextmanager
+def _between_two_tasks(setup: Setup, bad: bytes, when: str) -> Iterator[None]:
+    """A solo worker given ``bad`` between the tasks "first" and "second": ``queued`` before
+    it starts (a fetch takes it), or ``sent-idle`` while it waits idle (its blocking wait
+    takes it)."""
     client = redis.Redis.from_url(BROKER)
     app = setup.app()
-    app.send_task("tasks.mark", args=["bad"])
-    envelope = json.loads(client.rpop(setup.queue))
-    envelope["properties"]["delivery_info"]["exchange"] = "EXCHANGE"
-    bad = json.dumps(envelope).replace('"EXCHANGE"', "1e999").encode()
-    app.send_task("tasks.mark", args=["first"])
-    client.lpush(setup.queue, bad)
-    app.send_task("tasks.mark", args=["second"])
+    if when == "queued":
+        app.send_task("tasks.mark", args=["first"])
+        client.lpush(setup.queue, bad)
+        app.send_task("tasks.mark", args=["second"])
+        with setup.worker("-P", "solo"):
+            yield
+        return
     with setup.worker("-P", "solo"):
-        assert sorted(r["tag"] for r in setup.wait_records("mark", 2)) == ["first", "second"]
+        app.send_task("tasks.mark", args=["first"])
+        assert setup.wait_records("mark", 1)
+        time.sleep(0.5)  # idle again, inside its blocking wait
+        client.lpush(setup.queue, bad)
+        app.send_task("tasks.mark", args=["second"])
+        yield
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("when", ["queued", "sent-idle"])
+def test_a_message_whose_delivery_info_cannot_be_encoded_again_is_dead_lettered(setup: Setup,
+                                                                                when: str):
+    """Its exchange, 1e999, decodes to infinity, which Lua's JSON cannot encode back into the
+    unacked record: the fetch script dead-letters it rather than failing half-way, and an idle
+    worker's wait leaves it to the fetch script rather than running it."""
+    def infinite_exchange(envelope: dict[str, Any]) -> bytes:
+        envelope["properties"]["delivery_info"]["exchange"] = "EXCHANGE"
+        return json.dumps(envelope).replace('"EXCHANGE"', "1e999").encode()
+
+    client = redis.Redis.from_url(BROKER)
+    bad, tag = _bad_message(setup, infinite_exchange)
+    with _between_two_tasks(setup, bad, when):
+        assert wait_for(lambda: len(setup.records("mark")) >= 2, 30)
         dead = setup.dead_letters(expected=1)
+        assert sorted(r["tag"] for r in setup.records("mark")) == ["first", "second"]
     assert [m.body for m in dead] == [bad]
     assert "cannot be encoded" in dead[0].headers[DEAD_REASON_HEADER]
-    assert not client.hexists("unacked", envelope["properties"]["delivery_tag"])
+    assert not client.hexists("unacked", tag)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("when", ["queued", "sent-idle"])
 def test_a_message_whose_body_is_not_base64_is_dead_lettered_and_its_records_dropped(
-        setup: Setup):
-    """kombu cannot decode its body: the worker checks the body of what the fetch script took
-    and moves it to the dead-letter queue, unacked and owned no more, between two good tasks."""
+        setup: Setup, when: str):
+    """kombu cannot decode its body ("ab=c" has base64's letters and length, not its padding):
+    the worker checks the body of what the fetch script took, or of what its idle wait moved,
+    and moves it to the dead-letter queue, unacked and owned no more, between two good tasks
+    (an idle worker that delivered it died in kombu's decode, and so did the next)."""
+    def spoiled_body(envelope: dict[str, Any]) -> bytes:
+        envelope["body"] = "ab=c"
+        return json.dumps(envelope).encode()
+
     client = redis.Redis.from_url(BROKER)
-    app = setup.app()
-    app.send_task("tasks.mark", args=["bad"])
-    envelope = json.loads(client.rpop(setup.queue))
-    envelope["body"] = "not*base64!"
-    bad = json.dumps(envelope).encode()
-    app.send_task("tasks.mark", args=["first"])
-    client.lpush(setup.queue, bad)
-    app.send_task("tasks.mark", args=["second"])
-    tag = envelope["properties"]["delivery_tag"]
-    with setup.worker("-P", "solo"):
+    bad, tag = _bad_message(setup, spoiled_body)
+    with _between_two_tasks(setup, bad, when):
         assert sorted(r["tag"] for r in setup.wait_records("mark", 2)) == ["first", "second"]
         dead = setup.dead_letters(expected=1)
         assert not any(client.sismember(key, tag)
@@ -274,3 +310,41 @@ def test_a_restore_cut_short_is_finished_by_the_next_worker(setup: Setup, unique
     assert ran, f"{len(setup.records('mark'))} of 300 ran"
     assert sorted(r["tag"] for r in setup.records("mark")) == list(range(300))
     assert not client.exists(OWNED_KEY.format(owner=owner))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("then", ["next-idle-turn", "fetch"])
+def test_an_adoption_redis_refuses_changes_nothing_and_is_done_later(tmp_path, unique, then):
+    """The call that records what an idle wait delivered is refused (the owner's set is of
+    another type): the message stays in the processing list, recorded nowhere, and is recorded
+    at the worker's next idle turn; a fetch that takes it from there first records it without
+    delivering it a second time."""
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        url, queue, owner = f"redis://127.0.0.1:{port}/0", f"qw-{unique}", f"refused-{unique}"
+        client = redis.Redis(port=port)
+        received: list[Any] = []
+        with redis_broker.connection(url, transport=worker_channel.Transport) as conn:
+            channel = conn.channel()
+            channel.own(owner, ttl=60)
+            Consumer(channel, [Queue(queue)], callbacks=[lambda body, message:
+                                                         received.append(message)]).consume()
+            client.set(OWNED_KEY.format(owner=owner), "not a set")
+            Producer(conn.channel()).publish({"n": 1}, routing_key=queue)
+            conn.drain_events(timeout=5)  # the idle wait delivers it
+            assert len(received) == 1
+            tag = received[0].delivery_tag
+            channel.read_unread()  # the adoption's reply: refused
+            processing = PROCESSING_KEY.format(owner=owner, queue=queue)
+            assert client.llen(processing) == 1 and not client.hexists("unacked", tag)
+            client.delete(OWNED_KEY.format(owner=owner))
+            if then == "fetch":
+                assert channel.fetch_many([queue], 1, moved=True) == 0
+            else:
+                with pytest.raises(socket.timeout):
+                    conn.drain_events(timeout=0.5)
+            assert len(received) == 1
+            assert not client.llen(processing) and client.hexists("unacked", tag)
+            assert client.sismember(OWNED_KEY.format(owner=owner), tag)
+            received[0].ack()
+            assert not client.hexists("unacked", tag)

@@ -227,13 +227,21 @@ class ScriptReplyHolder(Interceptor):
     (``BLMOVE``) hands it to a worker, the replies to the script calls that record deliveries
     (their keys name ``unacked_index``; not the timers' scripts, an ETA poll say) are held back
     until the task's result is written, or for :data:`HOLD_LIMIT` seconds. A worker that waits
-    for one of them before it runs the task writes the result only after they went."""
+    for one of them before it runs the task writes the result only after they went. A result
+    written before any reply recording the task went to the worker (the reply carrying it, or
+    the reply to the call carrying it, which the proxy may even forward after the result: two
+    connections, two threads) counts as written while held."""
 
     def __init__(self, port: int) -> None:
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._released.set()
         self._held = 0
+        self._recording: set[int] = set()
+        """Connections (their states' ids) whose call recording the followed task awaits its
+        reply."""
+        self._record_passed = False
+        """Whether a reply recording the followed task went to the worker."""
         self._requests = 0
         """Requests seen so far: orders a fetch's request against the wait's reply."""
         self._wait_seen = 0
@@ -248,6 +256,8 @@ class ScriptReplyHolder(Interceptor):
     def follow(self, task_id: str) -> None:
         with self._lock:
             self._task_id, self.via_wait, self.written_while_held = task_id.encode(), None, None
+            self._recording.clear()
+            self._record_passed = False
 
     def _release(self, task_id: bytes) -> None:
         """The hold's time is up (for the task it was for, not a later one)."""
@@ -262,13 +272,16 @@ class ScriptReplyHolder(Interceptor):
                 with self._lock:
                     self._requests += 1
                     state["sent"] = self._requests
-                records = b"EVALSHA" in upper and b"UNACKED_INDEX" in upper
+                records = b"EVAL" in upper and b"UNACKED_INDEX" in upper  # EVALSHA too
                 state["command"] = b"EVALSHA" if records \
                     else b"BLMOVE" if b"BLMOVE" in upper else b""
+                if records and self._task_id and self._task_id in data:
+                    with self._lock:
+                        self._recording.add(id(state))
             with self._lock:
                 if self.via_wait and b"$3\r\nSET\r\n" in upper \
                         and b"celery-task-meta-" + self._task_id in data:
-                    self.written_while_held = self._held > 0
+                    self.written_while_held = self._held > 0 or not self._record_passed
                     self._released.set()
             server.sendall(data)
 
@@ -298,6 +311,12 @@ class ScriptReplyHolder(Interceptor):
                 client.sendall(data)
             except OSError:
                 return
+            with self._lock:
+                if id(state) in self._recording or (
+                        state.get("command") == b"EVALSHA" and self._task_id
+                        and self._task_id in data and b'"body"' in data):
+                    self._record_passed = True
+                self._recording.discard(id(state))
 
     def close(self) -> None:
         self._released.set()

@@ -291,11 +291,17 @@ class Settlement:
         if any(requeue for _, requeue in orphans):
             # A start recorded for a job the pool refused, given back unrun: forgotten first.
             self.starts.flush()
-        for done, (tag, requeue) in enumerate(orphans):
+        # Acks in one call, requeues in another (each settles its tags in one pass on Redis):
+        # settling either again after a failure part-way is harmless.
+        for requeue in (False, True):
+            tags = [tag for tag, again in orphans if bool(again) is requeue]
+            if not tags:
+                continue
             try:
-                leases.settle(self.consumer.channel, [tag], requeue)
+                leases.settle(self.consumer.channel, tags, requeue)
             except self.consumer.errors as exc:
-                self.orphans = orphans[done:] + self.orphans
+                unsettled = [o for o in orphans if o[1]] if requeue else orphans
+                self.orphans = unsettled + self.orphans
                 logger.debug("%d deliveries not settled yet: %s", len(self.orphans), exc)
                 return
         # After the acks above: a finished task's message must not come back.

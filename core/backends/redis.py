@@ -5,9 +5,10 @@ PUBLISH.
 is never missed, and then waits on the publication instead of polling. Each thread keeps its
 subscriber connection from one ``get()`` to the next (a new connection costs a handshake of
 several round trips); it only ever holds the subscription of the task it waits for, or of the
-last task it sent: a task sent alone is subscribed to before it is sent (the ``SUBSCRIBE`` goes
-out without waiting), so that a ``get()`` right after finds the subscription confirmed and reads
-the key at once, one round trip instead of two.
+last task it sent: in a thread that has waited before, a task sent alone is subscribed to before
+it is sent (the ``SUBSCRIBE`` goes out without waiting), so that a ``get()`` right after finds
+the subscription confirmed and reads the key at once, one round trip instead of two. A thread
+that only sends opens no subscriber connection.
 """
 
 from __future__ import annotations
@@ -128,10 +129,14 @@ class RedisBackend(ResultBackend):
 
     def expect_result(self, task_id: str) -> None:
         """Subscribe to the task's channel now, without waiting (the previous such
-        subscription, whose task nobody waited for, goes); a failure only leaves the
-        subscription to ``get()``."""
+        subscription, whose task nobody waited for, goes), if this thread has a subscriber
+        connection (it waited before): each short-lived sending thread would otherwise keep a
+        connection until :meth:`close`. A failure only leaves the subscription to ``get()``."""
         local = self._local
-        pubsub = self._listener()
+        found = getattr(local, "listener", None)
+        if found is None or found[0] != os.getpid():
+            return
+        pubsub: redis.client.PubSub = found[1]
         try:
             expected = getattr(local, "expected", None)
             if expected is not None:

@@ -21,7 +21,7 @@ these messages as their own) and changes who takes and who gives back:
   message into the worker's processing list (not into the void), and delivers it straight from
   the wait's reply; a small script (:data:`_ADOPT`), sent without waiting for its reply, then
   moves it from there into ``unacked`` and ``owned``. An item that is not a plain kombu
-  envelope is taken from there by the fetch script instead.
+  envelope (or whose body kombu cannot decode) is taken from there by the fetch script instead.
 * **Giving back** is by ownership, never by age. Each worker is an owner with an ``alive`` key
   that a helper process (:mod:`qtui.workers.liveness`) refreshes, so a task holding the GIL
   cannot make its worker look dead. A worker restores only what dead owners hold (their
@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
-import re
 import time
 import uuid
 from collections import deque
@@ -207,9 +207,18 @@ return out
 
 # What an idle wait moved and the worker delivered from the wait's reply: recorded as unacked and
 # owned, and taken off the processing list, in one step; 0 when it is no longer there (a
-# restorer that found this worker dead gave it back meanwhile).
+# restorer that found this worker dead gave it back meanwhile). Sent as EVAL (a few hundred
+# bytes): Redis never answers that it lost the script after the calls behind it ran. Keys of
+# another type refuse it before it changes anything.
 _ADOPT = """
 -- KEYS: the processing list, unacked_index, unacked, owned; ARGV: item, stamp, tag, record
+local kinds = {'list', 'zset', 'hash', 'set'}
+for i = 1, 4 do
+  local kind = redis.call('TYPE', KEYS[i])['ok']
+  if kind ~= kinds[i] and kind ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. kind)
+  end
+end
 if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
@@ -217,13 +226,12 @@ redis.call('SADD', KEYS[4], ARGV[3])
 return 1
 """
 
-_BASE64_BODY = re.compile(r"[A-Za-z0-9+/=]*")
-
 
 def _envelope(item: bytes) -> tuple[dict[str, Any], str, bytes] | None:
     """The payload, delivery tag and ``unacked`` record of a queue item, as the fetch script's
-    ``envelope`` makes them; None for anything else, left to the fetch script (which
-    dead-letters what is not a kombu message)."""
+    ``envelope`` makes them; None for anything else, and for what that script rejects (an
+    exchange or routing key JSON cannot encode back, such as infinity), left to the fetch
+    script (which dead-letters what is not a kombu message)."""
     try:
         payload = loads(item)
     except ValueError:
@@ -237,12 +245,12 @@ def _envelope(item: bytes) -> tuple[dict[str, Any], str, bytes] | None:
     tag, info = props.get("delivery_tag"), props.get("delivery_info")
     if not (isinstance(tag, str) and isinstance(info, dict)):
         return None
-    if props.get("body_encoding") == "base64" and (len(body) % 4
-                                                   or not _BASE64_BODY.fullmatch(body)):
+    try:
+        exchange = json.dumps(info.get("exchange"), allow_nan=False).encode()
+        routing_key = json.dumps(info.get("routing_key"), allow_nan=False).encode()
+    except (TypeError, ValueError):  # what Lua's JSON cannot encode either
         return None
-    record = b"[%b,%b,%b]" % (item, dumps(info.get("exchange")).encode(),
-                              dumps(info.get("routing_key")).encode())
-    return payload, tag, record
+    return payload, tag, b"[%b,%b,%b]" % (item, exchange, routing_key)
 
 
 @dataclass
@@ -250,8 +258,6 @@ class _Adoption:
     """An :data:`_ADOPT` call sent on the fetch connection, its reply not read yet."""
 
     tag: str
-    keys: list[str]
-    args: list[Any]
 
 
 def _record_command(starts: StartRecord) -> list[Any]:
@@ -356,7 +362,10 @@ class Channel(redis_broker.Channel):
         records (None: one ``ZADD`` each) and adoptions (see :meth:`_adopt`); read before the
         next call's, so that neither a start nor a delivery waits a round trip."""
         self._fetch_loaded = False
-        self._adopt_loaded = False
+        self._unadopted: set[str] = set()
+        """Delivery tags whose adoption Redis refused: their messages are still in a processing
+        list, adopted again at the next idle turn (:meth:`_adopt_refused`); a fetch that takes
+        one from there meanwhile records it, and does not deliver it again."""
         self._processing_known: set[str] = set()
         self._taken_while_waiting: set[str] = set()
         """Delivery tags of what fetches took while the pending wait was under way: the
@@ -427,25 +436,48 @@ class Channel(redis_broker.Channel):
             return 0
         held = list(held)
         client = self._create_client()
-        self._adopt_moved(client, held)
+        self._adopt_moved(client, held, self._unadopted.difference(held))
+        self._unadopted.clear()
         return self.reclaim_unheld(held) + self._put_back_processing(client, self.owner)
 
-    def _adopt_moved(self, client: Any, tags: list[str]) -> None:
+    def _adopt_moved(self, client: Any, tags: list[str], settled: Iterable[str] = ()) -> None:
         """Adopt what this owner's processing lists still hold of ``tags``: delivered from an
-        idle wait's reply, their adoption lost with a connection before Redis ran it. Called
-        before such deliveries are settled or the lists given back, so a message that runs (or
-        ran) here is neither put back nor left there."""
-        keep = set(tags)
-        if not keep or self.owner is None:
+        idle wait's reply, their adoption lost with a connection before Redis ran it (or
+        refused). Called before such deliveries are settled or the lists given back, so a
+        message that runs (or ran) here is neither put back nor left there; one of ``settled``
+        (run and settled already) only leaves its list."""
+        keep, drop = set(tags), set(settled)
+        if not (keep or drop) or self.owner is None:
             return
         for queue in client.smembers(PROCESSING_QUEUES_KEY.format(owner=self.owner)):
             queue = queue.decode() if isinstance(queue, bytes) else queue
-            for item in client.lrange(PROCESSING_KEY.format(owner=self.owner, queue=queue), 0, -1):
+            processing = PROCESSING_KEY.format(owner=self.owner, queue=queue)
+            for item in client.lrange(processing, 0, -1):
                 found = _envelope(item)
                 if found is not None and found[1] in keep:
                     self._script("adopt", _ADOPT)(keys=self._adopt_keys(self.owner, queue),
                                                   args=[item, time.time(), *found[1:]],
                                                   client=client)
+                elif found is not None and found[1] in drop:
+                    client.lrem(processing, -1, item)
+
+    def _adopt_refused(self) -> None:
+        """Adopt again the deliveries whose adoption Redis refused (see :meth:`_read_unread`),
+        between fetches; refused again, they are tried at the next turn."""
+        tags = set(self._unadopted)
+        held = [tag for tag in tags if self._holds(tag)]
+        try:
+            self._adopt_moved(self._create_client(), held, tags.difference(held))
+        except ResponseError as exc:
+            logger.warning("Cannot record %d delivery(ies) as unacked (%s): tried again at the "
+                           "next idle turn", len(tags), exc)
+            return
+        self._unadopted -= tags
+
+    def _holds(self, tag: str) -> bool:
+        """Whether ``tag`` is delivered and not settled yet (kombu's QoS drops what it acked
+        from its deliveries only later)."""
+        return tag in self.qos._delivered and tag not in self.qos._dirty
 
     def reclaim_unheld(self, held: Iterable[str]) -> int:
         """Put back, at the front of their queues, what this owner's set records and the worker
@@ -621,6 +653,11 @@ class Channel(redis_broker.Channel):
                 self._dead_letter_taken(queue, item, tag,
                                         "not a kombu message: 'body' is not base64")
                 continue
+            if tag in self._unadopted:  # delivered from a wait already: now recorded
+                self._unadopted.discard(tag)
+                if not self._holds(tag):  # and settled since: drop the records
+                    self.qos._remove_from_indices(tag).execute()
+                continue
             self.qos.recorded.add(tag)
             if pending.during_wait:
                 self._taken_while_waiting.add(tag)
@@ -654,39 +691,31 @@ class Channel(redis_broker.Channel):
             "properties": {"body_encoding": "base64", "delivery_mode": 2, "priority": 0,
                            "delivery_tag": f"{self._tag_base}.{self._fetches}-0",
                            "delivery_info": {"exchange": "", "routing_key": dead}}})
-        pipe = self._create_client().pipeline(transaction=True) \
-            .lpush(dead, wrapped).zrem(self.unacked_index_key, tag).hdel(self.unacked_key, tag)
-        if self.owned_key is not None:
-            pipe.srem(self.owned_key, tag)
-        pipe.execute()
+        pipe = self._create_client().pipeline(transaction=True).lpush(dead, wrapped)
+        self.qos._remove_from_indices(tag, pipe).execute()
         logger.warning("Message moved to %s: %s", dead, reason)
 
     def _read_unread(self, conn: Any) -> None:
         """Read the replies to the calls sent on ``conn`` and not read yet. A start record
         Redis refused (the ledger's key holds another type) is logged: the tasks ran without
         their record, as when a record cannot be sent. So is an adoption that found its message
-        given back already, or that Redis refused (the message then stays in the processing
-        list, given back should this worker be lost)."""
+        given back already; one that Redis refused is tried again (:meth:`_adopt_refused`)."""
         while self._unread:
             adoption = self._unread[0]
             try:
                 reply = conn.read_response()
-            except NoScriptError:  # flushed from Redis's cache: nothing of it ran, run it now
-                self._unread.popleft()
-                assert adoption is not None, "a start record is a ZADD, not a script"
-                reply = self._script("adopt", _ADOPT)(keys=adoption.keys, args=adoption.args,
-                                                      client=self._create_client())
             except ResponseError as exc:
                 self._unread.popleft()
                 if adoption is None:
                     logger.warning("Cannot record started tasks in the ledger (%s): if this "
                                    "worker is lost now, their delivery may not be counted", exc)
                 else:
-                    logger.warning("Cannot record delivery %s as unacked (%s): it stays in "
-                                   "this worker's processing list", adoption.tag, exc)
+                    logger.warning("Cannot record delivery %s as unacked (%s): it is still in "
+                                   "this worker's processing list, recorded again at the next "
+                                   "idle turn", adoption.tag, exc)
+                    self._unadopted.add(adoption.tag)
                 continue
-            else:
-                self._unread.popleft()
+            self._unread.popleft()
             if adoption is not None and not reply:
                 logger.warning("Delivery %s was given back to its queue before this worker "
                                "recorded it (the worker looked lost): it may run twice",
@@ -709,6 +738,8 @@ class Channel(redis_broker.Channel):
         if self.owner is None:
             super()._brpop_start(timeout)
             return None
+        if self._unadopted and self._pending_fetch is None:
+            self._adopt_refused()
         queues = self._queue_cycle.consume(1)
         if not queues:
             return None
@@ -747,6 +778,8 @@ class Channel(redis_broker.Channel):
         if moved is None:
             raise Empty()
         found = _envelope(moved)
+        if found is not None and not self._body_decodes(found[0]):
+            found = None
         if found is None:  # not a plain kombu envelope: the fetch script's (it dead-letters it)
             if not self.fetch_many([queue], 1, moved=True):
                 raise Empty()
@@ -767,15 +800,11 @@ class Channel(redis_broker.Channel):
         args = [item, time.time(), tag, record]
         conn = self._fetch_connection()
         try:
-            if not self._adopt_loaded:  # so that the first call's EVALSHA runs, not fails
-                self._create_client().script_load(_ADOPT)
-                self._adopt_loaded = True
-            conn.send_command("EVALSHA", self._script("adopt", _ADOPT).sha, len(keys), *keys,
-                              *args)
+            conn.send_command("EVAL", _ADOPT, len(keys), *keys, *args)
         except BaseException:
             self._release_fetch_connection(broken=True)
             raise
-        self._unread.append(_Adoption(tag, keys, args))
+        self._unread.append(_Adoption(tag))
         self.qos.recorded.add(tag)
         self.connection._deliver(payload, queue)
 
