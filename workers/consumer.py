@@ -92,6 +92,8 @@ class Consumer:
         """Count the prefetch window per channel (RabbitMQ's global QoS) rather than per consumer:
         quorum queues refuse it."""
         self._next_heartbeat_check = 0.0
+        self._family: tuple[Connection | None, BrokerFamily | None] = (None, None)
+        """The connection :attr:`family` was worked out for, and its family."""
         self.reclaim_due = False
         """The connection was lost: what this worker owns on the broker and does not hold is
         put back through the next one (see :meth:`reclaim_after_loss`)."""
@@ -109,7 +111,13 @@ class Consumer:
     @property
     def family(self) -> BrokerFamily | None:
         """What the connected broker is (None while not connected)."""
-        return None if self.connection is None else family_for(self.connection)
+        conn = self.connection
+        if conn is None:
+            return None
+        # Asked on every ack (keeps_deliveries): worked out once per connection.
+        if self._family[0] is not conn:
+            self._family = (conn, family_for(conn))
+        return self._family[1]
 
     @property
     def keeps_deliveries(self) -> bool:
