@@ -1,5 +1,5 @@
-"""The worker connection's frame decoding (qtui.core.brokers.amqp.frames and the transport's
-buffered frames): the same frames, values and errors as py-amqp's, read in fewer steps."""
+"""The worker connection's frames (qtui.core.brokers.amqp.frames, the transport's buffered
+frames and acks): the same frames, values and errors as py-amqp's, in fewer steps."""
 
 from __future__ import annotations
 
@@ -8,15 +8,21 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import amqp
 import pytest
 from amqp import spec
 from amqp.basic_message import Message
-from amqp.exceptions import FrameSyntaxError, UnexpectedFrame
+from amqp.exceptions import FrameSyntaxError, RecoverableConnectionError, UnexpectedFrame
 from amqp.method_framing import frame_handler as amqp_frame_handler
+from amqp.method_framing import frame_writer
 from amqp.serialization import decode_properties_basic, dumps
 
 from qtui.core.brokers.amqp import frames
-from qtui.core.brokers.amqp.transport import BufferedConnection, BufferedTCPTransport
+from qtui.core.brokers.amqp.transport import (
+    BufferedConnection,
+    BufferedTCPTransport,
+    WorkerChannel,
+)
 
 
 def task_headers(rng: random.Random) -> dict[str, Any]:
@@ -154,3 +160,30 @@ def test_a_buffered_frame_is_read_without_touching_the_socket():
     connection.on_inbound_frame = seen.append
     connection.blocking_read(timeout=1)
     assert seen == [(8, 0, b"")]
+
+
+# acks ----------------------------------------------------------------------------------------
+def test_an_ack_writes_the_frame_py_amqp_writes_and_the_channel_forgets_its_tags():
+    connection = BufferedConnection(host="127.0.0.1:1")
+    written: list[bytes] = []
+
+    class Capture:
+        def write(self, data: Any) -> None:
+            written.append(bytes(data))
+
+    connection.frame_writer = frame_writer(connection, Capture())
+    channel = WorkerChannel(connection, 3)
+    channel.unsettled = {1, 2, 3, 2**40}
+    for tag, multiple in ((1, False), (2**40, False), (3, True), (0, True)):
+        amqp.Channel.basic_ack(channel, tag, multiple)
+        expected = written.pop()
+        channel.basic_ack(tag, multiple)
+        assert written.pop() == expected
+    assert channel.unsettled == set()
+
+
+def test_an_ack_on_a_closed_channel_says_the_connection_is_closed():
+    channel = WorkerChannel(BufferedConnection(host="127.0.0.1:1"), 3)
+    channel.connection = None
+    with pytest.raises(RecoverableConnectionError):
+        channel.basic_ack(1)

@@ -23,7 +23,8 @@ from struct import Struct
 from typing import Any
 
 import amqp
-from amqp.exceptions import UnexpectedFrame
+from amqp import spec
+from amqp.exceptions import RecoverableConnectionError, UnexpectedFrame
 from amqp.transport import TCPTransport
 from kombu.transport import pyamqp
 
@@ -36,6 +37,8 @@ FRAME_HEADER = 7
 #: The octet that ends every frame.
 FRAME_END = 0xCE
 _FRAME_HEADER = Struct(">BHI").unpack_from
+#: ``basic.ack`` arguments: delivery tag (long long), ``multiple`` (one bit in an octet).
+_ACK_ARGS = Struct(">QB").pack
 #: Frames of a task message: method, content header and (one, for most) body frame.
 FRAMES_PER_MESSAGE = 3
 
@@ -142,15 +145,24 @@ class WorkerChannel(pyamqp.Channel):
             self.unsettled.add(message.delivery_info["delivery_tag"])
         return message
 
-    def basic_ack(self, delivery_tag: int, multiple: bool = False, argsig: str = "Lb") -> Any:
-        done = super().basic_ack(delivery_tag, multiple, argsig)
+    def basic_ack(self, delivery_tag: int, multiple: bool = False, argsig: str = "Lb") -> None:
+        """py-amqp's ``basic_ack`` (the same frame, through the connection's frame writer and its
+        lock), with its arguments packed in one step and no promise made (an ack has no
+        reply)."""
+        conn = self.connection
+        if conn is None:
+            raise RecoverableConnectionError("connection already closed")
+        try:
+            conn.frame_writer(1, self.channel_id, spec.Basic.Ack,
+                              _ACK_ARGS(delivery_tag, 1 if multiple else 0), None)
+        except StopIteration:
+            raise RecoverableConnectionError("connection already closed") from None
         if not multiple:
             self.unsettled.discard(delivery_tag)
         elif delivery_tag == 0:  # AMQP: multiple with tag 0 acks everything outstanding
             self.unsettled.clear()
         else:
             self.unsettled = {tag for tag in self.unsettled if tag > delivery_tag}
-        return done
 
     def basic_reject(self, delivery_tag: int, requeue: bool, argsig: str = "Lb") -> Any:
         done = super().basic_reject(delivery_tag, requeue, argsig)
@@ -171,6 +183,10 @@ class WorkerChannel(pyamqp.Channel):
     def ack_many(self, tags: Iterable[int]) -> None:
         """Ack ``tags``: one frame for those below every delivery still held, one each for the
         rest (see :func:`ack_plan`)."""
+        tags = list(tags)
+        if len(tags) == 1:  # the solo pool's turn: nothing to plan
+            self.basic_ack(tags[0])
+            return
         upto, one_by_one = ack_plan(tags, self.unsettled)
         if upto is not None:
             self.basic_ack(upto, multiple=True)
