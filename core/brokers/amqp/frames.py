@@ -4,7 +4,7 @@ content header.
 A task message's content header carries some twenty application headers (Celery's protocol v2),
 and py-amqp reads each through its general ``_read_item`` (a chain of type tests, a ``struct``
 format parsed per item, a helper call per string): decoding the header took more of the worker's
-CPU per task than running the task. :func:`decode_properties` reads the same bytes into the same
+CPU per task than running a no-op task. :func:`decode_properties` reads the same bytes into the same
 values (the common types inline, the rare ones through py-amqp's own ``_read_item``), and
 :func:`frame_handler` is py-amqp's frame handler with that decode for ``basic`` content headers.
 """
