@@ -84,7 +84,7 @@ def test_frames_split_anywhere_across_reads_are_read_whole_and_in_order():
     chunks = [wire[i:i + 997] for i in range(0, len(wire), 997)]  # splits headers and bodies
     transport = fed_transport(chunks)
     assert [transport.read_frame()[2] for _ in payloads] == payloads
-    assert not transport._frame_buffered()
+    assert transport.buffered_frame() is None
 
 
 def test_a_frame_cut_short_by_a_timeout_is_read_whole_once_the_rest_arrives():
@@ -118,7 +118,7 @@ def test_a_drain_of_buffered_frames_stops_after_about_the_prefetch_count_of_mess
     connection.on_inbound_frame = delivered.append
     connection.drain_buffered(2)
     assert len(delivered) == 6
-    assert transport._frame_buffered()
+    assert transport.buffered_frame() == (8, 0, b"")
 
 
 # on RabbitMQ ---------------------------------------------------------------------------------

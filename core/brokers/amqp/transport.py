@@ -11,24 +11,34 @@ keep py-amqp's own transport.
 
 The channel keeps the delivery tags it holds unsettled, so the acks a worker gathers over a turn
 go out as one ``basic.ack`` with ``multiple`` set up to the highest tag below every delivery
-still held (:func:`ack_plan`): it never acks a task that has not finished.
+still held (:func:`ack_plan`): it never acks a task that has not finished. Content headers are
+read by :mod:`.frames` (the same values as py-amqp's, in less time).
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Collection, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable
+from struct import Struct
 from typing import Any
 
 import amqp
+from amqp import spec
+from amqp.exceptions import RecoverableConnectionError, UnexpectedFrame
 from amqp.transport import TCPTransport
 from kombu.transport import pyamqp
+
+from . import frames
 
 #: Most bytes one ``recv`` takes from the socket.
 READ_SIZE = 65536
 #: Bytes before an AMQP frame's payload: type (1), channel (2), payload size (4).
 FRAME_HEADER = 7
+#: The octet that ends every frame.
+FRAME_END = 0xCE
+_FRAME_HEADER = Struct(">BHI").unpack_from
+#: ``basic.ack`` arguments: delivery tag (long long), ``multiple`` (one bit in an octet).
+_ACK_ARGS = Struct(">QB").pack
 #: Frames of a task message: method, content header and (one, for most) body frame.
 FRAMES_PER_MESSAGE = 3
 
@@ -50,23 +60,26 @@ class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
         self._unread = bytearray(data)
         self._taken = 0
 
-    @contextmanager
-    def having_timeout(self, timeout: float | None) -> Iterator[Any]:
-        """py-amqp's, skipped when the next frame is buffered whole: reading it makes no socket
-        call, so the two ``settimeout`` system calls around it would be wasted."""
-        if timeout is not None and self._frame_buffered():
-            yield self.sock
-            return
-        with super().having_timeout(timeout) as sock:
-            yield sock
-
-    def _frame_buffered(self) -> bool:
-        """Whether the buffer holds a whole frame (type, channel, size, payload, end byte)."""
-        start, buffered = self._taken, len(self._unread) - self._taken
-        if buffered < FRAME_HEADER:
-            return False
-        size = int.from_bytes(self._unread[start + 3:start + FRAME_HEADER], "big")
-        return buffered >= FRAME_HEADER + size + 1
+    def buffered_frame(self) -> tuple[int, int, bytes] | None:
+        """The next frame when the buffer holds it whole (taken from it), as ``read_frame``
+        returns it, or None: cut in one step, with no socket call and none of the timeout
+        calls py-amqp makes around every read."""
+        rbuf, start = self._unread, self._taken
+        if len(rbuf) - start < FRAME_HEADER:
+            return None
+        kind, channel, size = _FRAME_HEADER(rbuf, start)
+        end = start + FRAME_HEADER + size
+        if end >= len(rbuf):
+            return None
+        payload, frame_end = bytes(rbuf[start + FRAME_HEADER:end]), rbuf[end]
+        if end + 1 == len(rbuf):
+            rbuf.clear()
+            self._taken = 0
+        else:
+            self._taken = end + 1
+        if frame_end != FRAME_END:  # py-amqp's check, after the frame is taken as there
+            raise UnexpectedFrame(f"Received frame_end {frame_end:#04x} while expecting 0xce")
+        return kind, channel, payload
 
     def _read(self, n: int, initial: bool = False,
               _errnos: tuple[int, ...] = (errno.EAGAIN, errno.EINTR)) -> bytes:
@@ -132,15 +145,24 @@ class WorkerChannel(pyamqp.Channel):
             self.unsettled.add(message.delivery_info["delivery_tag"])
         return message
 
-    def basic_ack(self, delivery_tag: int, multiple: bool = False, argsig: str = "Lb") -> Any:
-        done = super().basic_ack(delivery_tag, multiple, argsig)
+    def basic_ack(self, delivery_tag: int, multiple: bool = False, argsig: str = "Lb") -> None:
+        """py-amqp's ``basic_ack`` (the same frame, through the connection's frame writer and its
+        lock), with its arguments packed in one step and no promise made (an ack has no
+        reply)."""
+        conn = self.connection
+        if conn is None:
+            raise RecoverableConnectionError("connection already closed")
+        try:
+            conn.frame_writer(1, self.channel_id, spec.Basic.Ack,
+                              _ACK_ARGS(delivery_tag, 1 if multiple else 0), None)
+        except StopIteration:
+            raise RecoverableConnectionError("connection already closed") from None
         if not multiple:
             self.unsettled.discard(delivery_tag)
         elif delivery_tag == 0:  # AMQP: multiple with tag 0 acks everything outstanding
             self.unsettled.clear()
         else:
             self.unsettled = {tag for tag in self.unsettled if tag > delivery_tag}
-        return done
 
     def basic_reject(self, delivery_tag: int, requeue: bool, argsig: str = "Lb") -> Any:
         done = super().basic_reject(delivery_tag, requeue, argsig)
@@ -161,6 +183,10 @@ class WorkerChannel(pyamqp.Channel):
     def ack_many(self, tags: Iterable[int]) -> None:
         """Ack ``tags``: one frame for those below every delivery still held, one each for the
         rest (see :func:`ack_plan`)."""
+        tags = list(tags)
+        if len(tags) == 1:  # the solo pool's turn: nothing to plan
+            self.basic_ack(tags[0])
+            return
         upto, one_by_one = ack_plan(tags, self.unsettled)
         if upto is not None:
             self.basic_ack(upto, multiple=True)
@@ -170,9 +196,13 @@ class WorkerChannel(pyamqp.Channel):
 
 class BufferedConnection(pyamqp.Connection):
     """A py-amqp connection over :class:`BufferedTCPTransport` (TLS: py-amqp's own), with
-    :class:`WorkerChannel` channels."""
+    :class:`WorkerChannel` channels and :func:`.frames.frame_handler`."""
 
     Channel = WorkerChannel
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("frame_handler", frames.frame_handler)
+        super().__init__(*args, **kwargs)
 
     def drain_buffered(self, messages: int) -> None:
         """Deliver the messages whose frames are already read, without touching the socket
@@ -184,9 +214,21 @@ class BufferedConnection(pyamqp.Connection):
         if not isinstance(transport, BufferedTCPTransport):
             return
         for _ in range(FRAMES_PER_MESSAGE * max(1, messages)):
-            if self.transport is not transport or not transport._frame_buffered():
+            if self.transport is not transport:
                 return
-            self.blocking_read(0)
+            frame = transport.buffered_frame()
+            if frame is None:
+                return
+            self.on_inbound_frame(frame)
+
+    def blocking_read(self, timeout: float | None = None) -> Any:
+        """py-amqp's, taking a frame the buffer holds whole without its timeout calls."""
+        transport = self.transport
+        frame = transport.buffered_frame() if isinstance(transport, BufferedTCPTransport) \
+            else None
+        if frame is None:
+            return super().blocking_read(timeout)
+        return self.on_inbound_frame(frame)
 
     def Transport(self, host: str, connect_timeout: float | None, ssl: Any = False,  # noqa: N802
                   read_timeout: float | None = None, write_timeout: float | None = None,
