@@ -1,10 +1,13 @@
 """The prefork pool's outcomes reach the worker's main thread without a hop between threads
 (issue 19 item 3): the main thread reads the children's result pipes itself
-(``PreforkPool.collect``), and a task lost with its child still wakes it up."""
+(``PreforkPool.collect``), every outcome a pipe holds in one read, and a task lost with its child
+still wakes it up."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -15,7 +18,7 @@ import pytest
 from qtui.core import App, states
 from qtui.core.protocol import TaskMessage
 from qtui.workers.execution import Lost, Outcome, WorkItem
-from qtui.workers.pools.prefork import PreforkPool
+from qtui.workers.pools.prefork import PreforkPool, _Child, _write
 
 app = App("prefork-outcomes", broker="memory://", backend=None)
 
@@ -84,3 +87,27 @@ def test_a_task_lost_with_its_child_wakes_the_collecting_thread(
         prefork.collect(120.0)
     (lost, _), = reports.events
     assert isinstance(lost, Lost) and lost.job_id == 1 and lost.cause == "died"
+
+
+@pytest.mark.timeout(30)
+def test_one_read_reports_every_outcome_the_pipe_holds_and_waits_for_a_partial_one():
+    """Two outcomes waiting in a result pipe come out of one read; one bigger than the pipe
+    (a long traceback) comes out whole once its last part has been read."""
+    results, sender = multiprocessing.Pipe(duplex=False)
+    child = _Child(1, os.getpid(), sender, results, None)
+    try:
+        for job_id in (1, 2):
+            _write(sender.fileno(), pickle.dumps(Outcome(job_id, states.SUCCESS, 0.0)))
+        assert [o.job_id for o in child.read_outcomes() or []] == [1, 2]
+        big = Outcome(3, states.FAILURE, 0.0, traceback="x" * 300_000)
+        writer = threading.Thread(target=_write, args=(sender.fileno(), pickle.dumps(big)))
+        writer.start()
+        read: list[Outcome] = []
+        while not read:
+            read = child.read_outcomes() or []
+        writer.join()
+        assert [(o.job_id, o.traceback) for o in read] == [(3, big.traceback)]
+        assert not child.unread
+    finally:
+        results.close()
+        sender.close()

@@ -34,9 +34,10 @@ import pickle
 import resource
 import select
 import signal
+import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,10 @@ _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter is linked with
 #: Longest the watch thread waits for a child with no pidfd to exit before polling ``waitpid``.
 _WAITPID_POLL = 0.1
+#: The length that goes before each outcome a child writes on its result pipe.
+_LENGTH = struct.Struct("!I")
+#: Most bytes taken from a result pipe in one read (a pipe holds 64 KiB).
+_READ_SIZE = 65536
 
 
 @dataclass(eq=False)
@@ -71,6 +76,29 @@ class _Child:
     signum: int | None = None
     killed: bool = False
     """SIGKILLed at its hard time limit (after a terminate-revoke too, if it outlived that)."""
+    unread: bytearray = field(default_factory=bytearray)
+    """What was read from the result pipe past the last whole outcome."""
+
+    def read_outcomes(self) -> list[Outcome] | None:
+        """The outcomes one read of the result pipe completes (all it holds, up to
+        :data:`_READ_SIZE`), oldest first; None at its end. Only when the pipe is readable: the
+        read blocks otherwise."""
+        data = os.read(self.results.fileno(), _READ_SIZE)
+        if not data:
+            return None
+        unread = self.unread
+        unread += data
+        outcomes, start = [], 0
+        with memoryview(unread) as view:
+            while len(view) - start >= _LENGTH.size:
+                (size,) = _LENGTH.unpack_from(view, start)
+                end = start + _LENGTH.size + size
+                if end > len(view):
+                    break  # the rest of this one comes with the next read
+                outcomes.append(pickle.loads(view[start + _LENGTH.size:end]))
+                start = end
+        del unread[:start]
+        return outcomes
 
 
 class PreforkPool(Pool):
@@ -271,7 +299,7 @@ class PreforkPool(Pool):
                 _drain(fd)
                 continue
             child = self._polled_children.get(fd)
-            if child is not None and not self._receive(child):
+            if child is not None and not self._read(child):
                 self._poll.unregister(fd)  # end of file: the watch thread reports the exit
                 del self._polled_children[fd]
         return True
@@ -286,17 +314,21 @@ class PreforkPool(Pool):
             self._poll.register(fd, select.POLLIN)
         self._polled_children = children
 
-    def _receive(self, child: _Child) -> bool:
-        """Read the outcome ``child``'s result pipe holds; False once the pipe is at its end
-        (the child exited) or the watch thread took the child's exit first."""
+    def _read(self, child: _Child) -> bool:
+        """Report the outcomes ``child``'s result pipe holds (one read for all of them); False
+        once the pipe is at its end (the child exited) or the watch thread took the child's exit
+        first."""
         with self._lock:  # the watch thread reads what a child sent before it exited
             if child.dead:
                 return False
             try:
-                outcome = child.results.recv()
-            except (EOFError, OSError):
+                outcomes = child.read_outcomes()
+            except OSError:
                 return False
-            self._on_outcome(child, outcome)
+            if outcomes is None:
+                return False
+            for outcome in outcomes:
+                self._on_outcome(child, outcome)
         return True
 
     # the watch thread: exits and hard time limits -------------------------------------------
@@ -371,8 +403,12 @@ class PreforkPool(Pool):
         with self._lock:  # the main thread's collect() reads the same pipe under it
             try:
                 while child.results.poll(0):  # an outcome sent just before exiting (retiring)
-                    self._on_outcome(child, child.results.recv())
-            except (EOFError, OSError):
+                    outcomes = child.read_outcomes()
+                    if outcomes is None:
+                        break
+                    for outcome in outcomes:
+                        self._on_outcome(child, outcome)
+            except OSError:
                 pass
             child.dead = True
             item, cause, signum = child.item, child.cause, child.signum
@@ -442,10 +478,18 @@ def _child_main(app: App, jobs: Connection, results: Connection, parent: int, in
             logger.warning("pool child %d: resident memory above %d KiB after task %s[%s]; "
                            "it is replaced", os.getpid(), max_memory, item.message.task,
                            item.message.id)
-        results.send(outcome)
+        _write(results.fileno(), pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL))
         done += 1
         if outcome.retiring or (max_tasks and done >= max_tasks):
             return
+
+
+def _write(fd: int, data: bytes) -> None:
+    """Write ``data`` on the pipe ``fd`` after its length, as :meth:`_Child.read_outcomes`
+    reads it: one ``write`` unless the pipe is full."""
+    view = memoryview(_LENGTH.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _drain(fd: int) -> None:
