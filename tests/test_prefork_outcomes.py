@@ -7,18 +7,26 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import pickle
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 
 import pytest
 
 from qtui.core import App, states
 from qtui.core.protocol import TaskMessage
 from qtui.workers.execution import Lost, Outcome, WorkItem
-from qtui.workers.pools.prefork import PreforkPool, _Child, _write
+from qtui.workers.pools.prefork import (
+    PreforkPool,
+    _Child,
+    _pack_item,
+    _pack_outcome,
+    _unpack_item,
+    _unpack_outcome,
+    _write,
+)
 
 app = App("prefork-outcomes", broker="memory://", backend=None)
 
@@ -97,10 +105,10 @@ def test_one_read_reports_every_outcome_the_pipe_holds_and_waits_for_a_partial_o
     child = _Child(1, os.getpid(), sender, results, None)
     try:
         for job_id in (1, 2):
-            _write(sender.fileno(), pickle.dumps(Outcome(job_id, states.SUCCESS, 0.0)))
+            _write(sender.fileno(), _pack_outcome(Outcome(job_id, states.SUCCESS, 0.0)))
         assert [o.job_id for o in child.read_outcomes() or []] == [1, 2]
         big = Outcome(3, states.FAILURE, 0.0, traceback="x" * 300_000)
-        writer = threading.Thread(target=_write, args=(sender.fileno(), pickle.dumps(big)))
+        writer = threading.Thread(target=_write, args=(sender.fileno(), _pack_outcome(big)))
         writer.start()
         read: list[Outcome] = []
         while not read:
@@ -111,3 +119,16 @@ def test_one_read_reports_every_outcome_the_pipe_holds_and_waits_for_a_partial_o
     finally:
         results.close()
         sender.close()
+
+
+def test_work_items_and_outcomes_cross_the_pipe_unchanged():
+    """The parent and its children exchange plain values, rebuilt into equal objects."""
+    message = TaskMessage(id="wire-1", task="outcomes.sleep", args=(1.5,), kwargs={"a": [1]},
+                          eta=datetime.now(timezone.utc), retries=2, time_limit=9.0,
+                          soft_time_limit=5.0, headers={"custom": "x"}, sent_at=12.5)
+    sent = WorkItem(7, message, {"routing_key": "outcomes"}, "outcomes@test", 9.0, 5.0)
+    received = _unpack_item(_pack_item(sent))
+    assert received == sent and vars(received.message) == vars(message)
+    outcome = Outcome(7, states.RETRY, 0.25, result=None, exception="Retry()", traceback="tb",
+                      retry_when=3.0, dead_letter="why", requeue=True, retiring=True)
+    assert vars(_unpack_outcome(_pack_outcome(outcome))) == vars(outcome)
