@@ -5,8 +5,10 @@ registered tasks). Each child has two pipes of its own: the parent writes a work
 child's job pipe only when that child is idle (per-child dispatch: the parent always knows which
 child runs which task), and the child writes the outcome back on its result pipe. The worker's
 main thread reads the result pipes itself (:meth:`PreforkPool.collect`, one ``poll`` over them
-all), so an outcome reaches the acks without a hand-over between threads. One watch thread in
-the parent waits on every child's pidfd and kills a child at its hard time limit. A child's
+all, one ``read`` for every outcome a pipe holds), so an outcome reaches the acks without a
+hand-over between threads. Work items and outcomes cross the pipes as plain values, which pickle
+faster than the dataclasses they stand for. One watch thread in the parent waits on every
+child's pidfd and kills a child at its hard time limit. A child's
 death is seen by its pid (the pidfd turns readable; ``waitpid`` polling where there are no
 pidfds), not by end-of-file on its result pipe, which a grandchild the task forked may keep
 open; a grandchild does not get the pool's pipes anyway (closed after ``fork``, close-on-exec
