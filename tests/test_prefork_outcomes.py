@@ -1,21 +1,32 @@
 """The prefork pool's outcomes reach the worker's main thread without a hop between threads
 (issue 19 item 3): the main thread reads the children's result pipes itself
-(``PreforkPool.collect``), and a task lost with its child still wakes it up."""
+(``PreforkPool.collect``), every outcome a pipe holds in one read, and a task lost with its child
+still wakes it up."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 
 import pytest
 
 from qtui.core import App, states
 from qtui.core.protocol import TaskMessage
 from qtui.workers.execution import Lost, Outcome, WorkItem
-from qtui.workers.pools.prefork import PreforkPool
+from qtui.workers.pools.prefork import (
+    PreforkPool,
+    _Child,
+    _pack_item,
+    _pack_outcome,
+    _unpack_item,
+    _unpack_outcome,
+    _write,
+)
 
 app = App("prefork-outcomes", broker="memory://", backend=None)
 
@@ -84,3 +95,40 @@ def test_a_task_lost_with_its_child_wakes_the_collecting_thread(
         prefork.collect(120.0)
     (lost, _), = reports.events
     assert isinstance(lost, Lost) and lost.job_id == 1 and lost.cause == "died"
+
+
+@pytest.mark.timeout(30)
+def test_one_read_reports_every_outcome_the_pipe_holds_and_waits_for_a_partial_one():
+    """Two outcomes waiting in a result pipe come out of one read; one bigger than the pipe
+    (a long traceback) comes out whole once its last part has been read."""
+    results, sender = multiprocessing.Pipe(duplex=False)
+    child = _Child(1, os.getpid(), sender, results, None)
+    try:
+        for job_id in (1, 2):
+            _write(sender.fileno(), _pack_outcome(Outcome(job_id, states.SUCCESS, 0.0)))
+        assert [o.job_id for o in child.read_outcomes() or []] == [1, 2]
+        big = Outcome(3, states.FAILURE, 0.0, traceback="x" * 300_000)
+        writer = threading.Thread(target=_write, args=(sender.fileno(), _pack_outcome(big)))
+        writer.start()
+        read: list[Outcome] = []
+        while not read:
+            read = child.read_outcomes() or []
+        writer.join()
+        assert [(o.job_id, o.traceback) for o in read] == [(3, big.traceback)]
+        assert not child.unread
+    finally:
+        results.close()
+        sender.close()
+
+
+def test_work_items_and_outcomes_cross_the_pipe_unchanged():
+    """The parent and its children exchange plain values, rebuilt into equal objects."""
+    message = TaskMessage(id="wire-1", task="outcomes.sleep", args=(1.5,), kwargs={"a": [1]},
+                          eta=datetime.now(timezone.utc), retries=2, time_limit=9.0,
+                          soft_time_limit=5.0, headers={"custom": "x"}, sent_at=12.5)
+    sent = WorkItem(7, message, {"routing_key": "outcomes"}, "outcomes@test", 9.0, 5.0)
+    received = _unpack_item(_pack_item(sent))
+    assert received == sent and vars(received.message) == vars(message)
+    outcome = Outcome(7, states.RETRY, 0.25, result=None, exception="Retry()", traceback="tb",
+                      retry_when=3.0, dead_letter="why", requeue=True, retiring=True)
+    assert vars(_unpack_outcome(_pack_outcome(outcome))) == vars(outcome)

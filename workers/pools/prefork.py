@@ -5,8 +5,10 @@ registered tasks). Each child has two pipes of its own: the parent writes a work
 child's job pipe only when that child is idle (per-child dispatch: the parent always knows which
 child runs which task), and the child writes the outcome back on its result pipe. The worker's
 main thread reads the result pipes itself (:meth:`PreforkPool.collect`, one ``poll`` over them
-all), so an outcome reaches the acks without a hand-over between threads. One watch thread in
-the parent waits on every child's pidfd and kills a child at its hard time limit. A child's
+all, one ``read`` for every outcome a pipe holds), so an outcome reaches the acks without a
+hand-over between threads. Work items and outcomes cross the pipes as plain values, which pickle
+faster than the dataclasses they stand for. One watch thread in the parent waits on every
+child's pidfd and kills a child at its hard time limit. A child's
 death is seen by its pid (the pidfd turns readable; ``waitpid`` polling where there are no
 pidfds), not by end-of-file on its result pipe, which a grandchild the task forked may keep
 open; a grandchild does not get the pool's pipes anyway (closed after ``fork``, close-on-exec
@@ -34,11 +36,14 @@ import pickle
 import resource
 import select
 import signal
+import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
+
+from qtui.core.protocol import TaskMessage
 
 from ..execution import Lost, Outcome, WorkItem, execute
 from .base import Pool
@@ -51,6 +56,13 @@ _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter is linked with
 #: Longest the watch thread waits for a child with no pidfd to exit before polling ``waitpid``.
 _WAITPID_POLL = 0.1
+#: The length that goes before each outcome a child writes on its result pipe.
+_LENGTH = struct.Struct("!I")
+#: Most bytes taken from a result pipe in one read (a pipe holds 64 KiB).
+_READ_SIZE = 65536
+#: What the parent sends a child on its job pipe to have it exit.
+_STOP = b""
+_OUTCOME_FIELDS = tuple(f.name for f in fields(Outcome))
 
 
 @dataclass(eq=False)
@@ -71,6 +83,29 @@ class _Child:
     signum: int | None = None
     killed: bool = False
     """SIGKILLed at its hard time limit (after a terminate-revoke too, if it outlived that)."""
+    unread: bytearray = field(default_factory=bytearray)
+    """What was read from the result pipe past the last whole outcome."""
+
+    def read_outcomes(self) -> list[Outcome] | None:
+        """The outcomes one read of the result pipe completes (all it holds, up to
+        :data:`_READ_SIZE`), oldest first; None at its end. Only when the pipe is readable: the
+        read blocks otherwise."""
+        data = os.read(self.results.fileno(), _READ_SIZE)
+        if not data:
+            return None
+        unread = self.unread
+        unread += data
+        outcomes, start = [], 0
+        with memoryview(unread) as view:
+            while len(view) - start >= _LENGTH.size:
+                (size,) = _LENGTH.unpack_from(view, start)
+                end = start + _LENGTH.size + size
+                if end > len(view):
+                    break  # the rest of this one comes with the next read
+                outcomes.append(_unpack_outcome(view[start + _LENGTH.size:end]))
+                start = end
+        del unread[:start]
+        return outcomes
 
 
 class PreforkPool(Pool):
@@ -154,7 +189,7 @@ class PreforkPool(Pool):
             children = list(self._children)
         for child in children:
             try:
-                child.jobs.send(None)
+                child.jobs.send_bytes(_STOP)
             except OSError:
                 pass
         deadline = time.monotonic() + 5.0
@@ -186,9 +221,7 @@ class PreforkPool(Pool):
                 if child.dead or child.retiring or child.item is not None:
                     continue
                 try:
-                    # A plain pickle: Connection.send builds a ForkingPickler per call, for
-                    # reducers (file descriptors, sockets) a work item never holds.
-                    child.jobs.send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
+                    child.jobs.send_bytes(_pack_item(item))
                 except OSError:
                     continue  # dying: the watch thread will see it go
                 child.item = item
@@ -244,7 +277,7 @@ class PreforkPool(Pool):
             for child in candidates[:n]:
                 child.retiring = True
                 try:
-                    child.jobs.send(None)
+                    child.jobs.send_bytes(_STOP)
                 except OSError:
                     pass
 
@@ -271,7 +304,7 @@ class PreforkPool(Pool):
                 _drain(fd)
                 continue
             child = self._polled_children.get(fd)
-            if child is not None and not self._receive(child):
+            if child is not None and not self._read(child):
                 self._poll.unregister(fd)  # end of file: the watch thread reports the exit
                 del self._polled_children[fd]
         return True
@@ -286,17 +319,21 @@ class PreforkPool(Pool):
             self._poll.register(fd, select.POLLIN)
         self._polled_children = children
 
-    def _receive(self, child: _Child) -> bool:
-        """Read the outcome ``child``'s result pipe holds; False once the pipe is at its end
-        (the child exited) or the watch thread took the child's exit first."""
+    def _read(self, child: _Child) -> bool:
+        """Report the outcomes ``child``'s result pipe holds (one read for all of them); False
+        once the pipe is at its end (the child exited) or the watch thread took the child's exit
+        first."""
         with self._lock:  # the watch thread reads what a child sent before it exited
             if child.dead:
                 return False
             try:
-                outcome = child.results.recv()
-            except (EOFError, OSError):
+                outcomes = child.read_outcomes()
+            except OSError:
                 return False
-            self._on_outcome(child, outcome)
+            if outcomes is None:
+                return False
+            for outcome in outcomes:
+                self._on_outcome(child, outcome)
         return True
 
     # the watch thread: exits and hard time limits -------------------------------------------
@@ -371,8 +408,12 @@ class PreforkPool(Pool):
         with self._lock:  # the main thread's collect() reads the same pipe under it
             try:
                 while child.results.poll(0):  # an outcome sent just before exiting (retiring)
-                    self._on_outcome(child, child.results.recv())
-            except (EOFError, OSError):
+                    outcomes = child.read_outcomes()
+                    if outcomes is None:
+                        break
+                    for outcome in outcomes:
+                        self._on_outcome(child, outcome)
+            except OSError:
                 pass
             child.dead = True
             item, cause, signum = child.item, child.cause, child.signum
@@ -429,11 +470,12 @@ def _child_main(app: App, jobs: Connection, results: Connection, parent: int, in
     done = 0
     while True:
         try:
-            item = jobs.recv()
+            data = jobs.recv_bytes()
         except (EOFError, OSError):
             return
-        if item is None:
+        if data == _STOP:
             return
+        item = _unpack_item(data)
         outcome = execute(app, item, use_alarm=True)
         # Peak resident size in KiB on Linux, as Celery's --max-memory-per-child measures it.
         outcome.retiring = bool(
@@ -442,10 +484,43 @@ def _child_main(app: App, jobs: Connection, results: Connection, parent: int, in
             logger.warning("pool child %d: resident memory above %d KiB after task %s[%s]; "
                            "it is replaced", os.getpid(), max_memory, item.message.task,
                            item.message.id)
-        results.send(outcome)
+        _write(results.fileno(), _pack_outcome(outcome))
         done += 1
         if outcome.retiring or (max_tasks and done >= max_tasks):
             return
+
+
+# The wire between the parent and its children: plain values (a dict, a tuple) pickle and
+# unpickle several times faster than the dataclasses they are made from.
+def _pack_item(item: WorkItem) -> bytes:
+    values = dict(vars(item))
+    values["message"] = vars(item.message)
+    return pickle.dumps(values, pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack_item(data: bytes) -> WorkItem:
+    values = pickle.loads(data)
+    message = object.__new__(TaskMessage)
+    message.__dict__.update(values["message"])  # as sent: __post_init__ must not fill in again
+    values["message"] = message
+    return WorkItem(**values)
+
+
+def _pack_outcome(outcome: Outcome) -> bytes:
+    return pickle.dumps(tuple(getattr(outcome, name) for name in _OUTCOME_FIELDS),
+                        pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack_outcome(data: bytes | memoryview) -> Outcome:
+    return Outcome(*pickle.loads(data))
+
+
+def _write(fd: int, data: bytes) -> None:
+    """Write ``data`` on the pipe ``fd`` after its length, as :meth:`_Child.read_outcomes`
+    reads it: one ``write`` unless the pipe is full."""
+    view = memoryview(_LENGTH.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _drain(fd: int) -> None:
