@@ -104,8 +104,10 @@ class ThreadsPool(Pool):
         """Let the watchdog (and ``terminate``) interrupt the task only inside this block."""
         try:
             with self._lock:
-                self._running[job_id].armed = True
-            self._watchdog_wake.set()
+                running = self._running[job_id]
+                running.armed = True
+            if running.soft_at is not None or running.hard_at is not None:
+                self._watchdog_wake.set()  # only a limit needs it sooner than its next second
             yield
         finally:
             self._disarm(job_id)
