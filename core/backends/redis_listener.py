@@ -118,4 +118,6 @@ class Listener:
         self.send(("UNSUBSCRIBE", key))
 
     def close(self) -> None:
+        """Disconnect; the next command connects again and starts from no subscription."""
         self.conn.disconnect()
+        self.subscribed = None
