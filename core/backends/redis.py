@@ -123,8 +123,7 @@ class RedisBackend(ResultBackend):
             with self._listeners_lock:
                 self._listeners.append(listener)
             found = self._local.listener = (os.getpid(), listener)
-        listener_: Listener = found[1]
-        return listener_
+        return cast("Listener", found[1])
 
     def expect_result(self, task_id: str) -> None:
         """Subscribe to the task's channel now, without waiting (the previous such

@@ -41,10 +41,10 @@ class Reader:
     item has been fed."""
 
     def __init__(self) -> None:
-        self.buffer = b""
+        self.buffer = bytearray()  # grows in place: a large reply comes in many reads
 
     def feed(self, data: bytes) -> None:
-        self.buffer = self.buffer + data if self.buffer else data
+        self.buffer += data
 
     def next(self) -> tuple[bool, Any] | None:
         buffer = self.buffer
@@ -54,15 +54,16 @@ class Reader:
             value, end = _parse(buffer, 0)
         except _Incomplete:
             return None
-        self.buffer = buffer[end:]
-        return buffer[0] == 0x3E, value  # '>': a push (a message, a (un)subscription)
+        push = buffer[0] == 0x3E  # '>': a push (a message, a (un)subscription)
+        del buffer[:end]
+        return push, value
 
 
 class _Incomplete(Exception):
     """The buffer ends inside the item being parsed."""
 
 
-def _parse(buffer: bytes, pos: int) -> tuple[Any, int]:
+def _parse(buffer: bytearray, pos: int) -> tuple[Any, int]:
     end = buffer.find(b"\r\n", pos)
     if end < 0:
         raise _Incomplete
@@ -73,7 +74,7 @@ def _parse(buffer: bytes, pos: int) -> tuple[Any, int]:
             return None, pos
         if len(buffer) < pos + size + 2:
             raise _Incomplete
-        return buffer[pos:pos + size], pos + size + 2
+        return bytes(buffer[pos:pos + size]), pos + size + 2
     if kind == 0x2A or kind == 0x3E or kind == 0x7E:  # '*' array, '>' push, '~' set
         count = int(line)
         if count < 0:
@@ -88,7 +89,7 @@ def _parse(buffer: bytes, pos: int) -> tuple[Any, int]:
     if kind == 0x5F:  # '_' null
         return None, pos
     if kind == 0x2B:  # '+' simple string
-        return line, pos
+        return bytes(line), pos
     if kind == 0x2D:  # '-' error
         return ErrorReply(line), pos
     raise ValueError(f"unexpected reply type {chr(kind)!r} from Redis")
