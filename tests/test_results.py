@@ -15,7 +15,7 @@ import redis
 
 from qtui.core import App, states
 from qtui.core.backends import exception_from_meta, exception_to_meta
-from qtui.core.backends.redis import EXPECTED_UNREAD_MAX
+from qtui.core.backends.redis_listener import EXPECTED_UNREAD_MAX
 from qtui.core.exceptions import BackendError, RemoteTaskError, TimeoutError
 from qtui.core.protocol import TaskMessage
 
@@ -242,7 +242,7 @@ def test_a_client_that_sends_and_never_waits_keeps_one_subscription(sending_app)
     assert wait_for(lambda: _subscribers(sending_app, last) == 1
                     and _subscribers(sending_app, first) == 0, 5)
     listener = sending_app.backend._listener()
-    assert len(listener.channels) <= EXPECTED_UNREAD_MAX + 1  # and the last task's
+    assert listener.sends <= EXPECTED_UNREAD_MAX  # what they left was read meanwhile
     sending_app.backend.store_result(results[5].id, 6, states.SUCCESS)
     try:
         assert results[5].get(timeout=10) == 6
@@ -278,3 +278,73 @@ def test_a_refused_command_of_the_result_write_raises_after_every_reply_is_read(
         assert redis_app.AsyncResult(f"id-{unique}").get(timeout=5) == 1
     finally:
         redis.Redis.from_url(redis_url).delete(key, f"celery-task-meta-id-{unique}")
+
+
+@pytest.fixture
+def private_app(tmp_path):
+    """An app on a redis-server of the test's own, whose command counts nobody else moves."""
+    from .redis_server import redis_server, spare_port
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        url = f"redis://127.0.0.1:{port}/0"
+        app = App("private", broker=url, backend=url)
+        yield app
+        app.close()
+
+
+def _gets(app: App) -> int:
+    stats = redis.Redis.from_url(app.backend.url).info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
+def test_a_result_already_published_to_the_subscription_is_taken_without_reading_the_key(
+        private_app):
+    """Celery's Redis backend publishes the whole meta: a ``get()`` that finds the publication
+    on its subscription (made when the task was sent) needs no ``GET`` (main read the key
+    every time)."""
+    _waited_before(private_app)
+    result = private_app.send_task("tasks.add", args=[2, 3])
+    private_app.backend.store_result(result.id, 5, states.SUCCESS)  # SET, then PUBLISH
+    redis.Redis.from_url(private_app.backend.url).ping()  # the publication has gone out
+    gets = _gets(private_app)
+    assert result.get(timeout=10) == 5
+    assert _gets(private_app) == gets
+
+
+def test_a_result_stored_without_a_publication_is_still_found(private_app):
+    """The key is read after the subscription took effect: a result that was stored but whose
+    publication the subscription missed is found without waiting for a wake-up."""
+    _waited_before(private_app)
+    result = private_app.send_task("tasks.add", args=[2, 3])
+    redis.Redis.from_url(private_app.backend.url).set(
+        f"celery-task-meta-{result.id}",
+        private_app.backend.encode(private_app.backend.make_meta(result.id, 5, states.SUCCESS)))
+    assert result.get(timeout=3) == 5  # the wake-up re-read would come after 5 s
+
+
+def test_get_connects_again_when_its_connection_is_lost_while_it_waits(private_app, unique):
+    """The subscriber connection killed while ``get()`` waits: it connects again and
+    subscribes again, and returns the result published then (main raised BackendError)."""
+    result = private_app.AsyncResult(f"id-{unique}")
+    channel = f"celery-task-meta-{result.id}"
+    outcome: list[object] = []
+    waiter = threading.Thread(target=lambda: outcome.append(_get_or_error(result)), daemon=True)
+    waiter.start()
+    try:
+        assert wait_for(lambda: _subscribers(private_app, channel) == 1, 5)
+        client = redis.Redis.from_url(private_app.backend.url)
+        waiting = [c["id"] for c in client.client_list() if int(c["sub"]) == 1]
+        assert len(waiting) == 1, waiting
+        client.client_kill_filter(_id=waiting[0])
+        assert wait_for(lambda: _subscribers(private_app, channel) == 1, 5), outcome
+        private_app.backend.store_result(result.id, 5, states.SUCCESS)
+    finally:
+        waiter.join(10)
+    assert outcome == [5]
+
+
+def _get_or_error(result: object) -> object:
+    try:
+        return result.get(timeout=8)  # type: ignore[attr-defined]
+    except Exception as exc:  # the test compares what came back
+        return exc

@@ -1,15 +1,15 @@
 """Redis result backend in Celery's layout: ``celery-task-meta-<id>`` set with its expiry, then
 PUBLISH.
 
-``get()`` subscribes to the key's channel before reading the key, so a result written in between
-is never missed, and then waits on the publication instead of polling. Each thread keeps its
+``get()`` subscribes to the key's channel and reads the key on the same connection after the
+subscription (:mod:`.redis_listener`), so a result written before is found and one written after
+is published to it; it then waits on the publication instead of polling. Each thread keeps its
 subscriber connection from one ``get()`` to the next (a new connection costs a handshake of
 several round trips); it only ever holds the subscription of the task it waits for, or of the
 last task it sent: in a thread that has waited before, a task sent alone is subscribed to before
 it is sent (the ``SUBSCRIBE`` goes out without waiting), so that a ``get()`` right after finds
-the subscription confirmed and reads the key at once, one round trip instead of two. A thread
-that only sends opens no subscriber connection.
-"""
+the subscription made, and the result itself when it was published already (no ``GET`` then).
+A thread that only sends opens no subscriber connection."""
 
 from __future__ import annotations
 
@@ -22,19 +22,19 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 
 from .. import exceptions, states
+from ..brokers.redis import wire
 from ..exceptions import BackendError
-from .base import ResultBackend
+from .base import ResultBackend, pending_meta
 from .redis_chord import RedisChordJoin
+from .redis_listener import Listener
 
 if TYPE_CHECKING:
     from ..app import App
     from ..protocol import TaskMessage
 
 KEY_PREFIX = "celery-task-meta-"
-#: Subscriptions made at send time between two reads of the subscriber connection: their
-#: confirmations (and results) are then read without waiting, so a thread that sends and never
-#: waits does not fill its connection.
-EXPECTED_UNREAD_MAX = 32
+#: Connections lost during one ``get()`` before it gives up.
+LOSSES_MAX = 3
 
 
 class RedisBackend(ResultBackend):
@@ -46,7 +46,7 @@ class RedisBackend(ResultBackend):
         except ValueError as exc:
             raise exceptions.ImproperlyConfigured(f"result_backend: bad Redis URL: {exc}") from exc
         self._local = threading.local()
-        self._listeners: list[redis.client.PubSub] = []
+        self._listeners: list[Listener] = []
         self._listeners_lock = threading.Lock()
 
     @staticmethod
@@ -66,13 +66,13 @@ class RedisBackend(ResultBackend):
     def _pipeline(self, commands: list[tuple[Any, ...]]) -> None:
         """``commands`` in one write, their replies read in order, the first error reply raised
         once all are read: redis-py's pipeline without its per-command bookkeeping (a third
-        less CPU for the result write on every task's path). Retried on a broken connection as
-        the client's commands are."""
+        less CPU for the result write on every task's path), packed by :mod:`wire` rather than
+        redis-py's packer. Retried on a broken connection as the client's commands are."""
         pool = self.client.connection_pool
         conn = pool.get_connection()
 
         def run() -> None:
-            conn.send_packed_command(conn.pack_commands(commands))
+            conn.send_packed_command([b"".join(wire.command(conn, list(c)) for c in commands)])
             refused: list[redis.ResponseError] = []
             for _ in commands:
                 try:
@@ -116,104 +116,84 @@ class RedisBackend(ResultBackend):
     def on_chord_part_return(self, message: TaskMessage, state: str, result: Any) -> None:
         self._chords.on_chord_part_return(message, state, result)
 
-    def _listener(self) -> redis.client.PubSub:
+    def _listener(self) -> Listener:
         """This thread's subscriber connection (a new one after a fork)."""
         found = getattr(self._local, "listener", None)
         if found is None or found[0] != os.getpid():
-            pubsub = self.client.pubsub()
+            listener = Listener(self.client)
             with self._listeners_lock:
-                self._listeners.append(pubsub)
-            found = self._local.listener = (os.getpid(), pubsub)
-        listener: redis.client.PubSub = found[1]
-        return listener
+                self._listeners.append(listener)
+            found = self._local.listener = (os.getpid(), listener)
+        return cast("Listener", found[1])
 
     def expect_result(self, task_id: str) -> None:
         """Subscribe to the task's channel now, without waiting (the previous such
         subscription, whose task nobody waited for, goes), if this thread has a subscriber
         connection (it waited before): each short-lived sending thread would otherwise keep a
         connection until :meth:`close`. A failure only leaves the subscription to ``get()``."""
-        local = self._local
-        found = getattr(local, "listener", None)
+        found = getattr(self._local, "listener", None)
         if found is None or found[0] != os.getpid():
             return
-        pubsub: redis.client.PubSub = found[1]
         try:
-            expected = getattr(local, "expected", None)
-            if expected is not None:
-                pubsub.unsubscribe(expected)
-            local.expected = None
-            local.unread = getattr(local, "unread", 0) + 1
-            if local.unread > EXPECTED_UNREAD_MAX:
-                while pubsub.get_message(timeout=0) is not None:
-                    pass
-                local.unread = 0
-            key = self.key(task_id)
-            pubsub.subscribe(key)
-            local.expected = key
-        except redis.RedisError:
-            self._drop_listener(pubsub)
+            found[1].expect(self.key(task_id))
+        except (OSError, redis.RedisError):
+            self._drop_listener(found[1])
 
-    def _drop_listener(self, pubsub: redis.client.PubSub) -> None:
+    def _drop_listener(self, listener: Listener) -> None:
         self._local.listener = None
-        self._local.expected = None
         with self._listeners_lock:
-            if pubsub in self._listeners:
-                self._listeners.remove(pubsub)
-        pubsub.close()
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+        listener.close()
 
     def _wait(self, task_id: str, timeout: float | None, interval: float) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         key = self.key(task_id)
-        channel = key.encode()
-        pubsub = self._listener()
+        listener = self._listener()
 
-        def next_message() -> dict[str, Any] | None:
-            """The next message about this task, None after a quiet while; messages left
-            over from earlier tasks are skipped."""
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+        def ready(payload: bytes | None) -> dict[str, Any] | None:
+            meta = pending_meta(task_id) if payload is None else self.decode(payload)
+            return meta if meta["status"] in states.READY_STATES else None
+
+        def wake() -> float:
+            """Wake at least every few seconds to re-read the key: a publication can be lost
+            if the connection drops, the stored key cannot."""
+            if deadline is None:
+                return 5.0
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise exceptions.TimeoutError(f"task {task_id} not ready after {timeout}s")
-            # Wake at least every few seconds to re-read the key: a publication can be lost
-            # if the pub/sub connection drops, the stored key cannot.
-            message: dict[str, Any] | None = pubsub.get_message(
-                timeout=5.0 if remaining is None else min(remaining, 5.0))
-            if message is not None and message["channel"] != channel:
-                return {"type": "other"}
-            return message
+            return min(remaining, 5.0)
 
-        try:
-            expected, self._local.expected, self._local.unread = \
-                getattr(self._local, "expected", None), None, 0
-            if expected != key:  # not subscribed when it was sent (or another task since)
-                if expected is not None:
-                    pubsub.unsubscribe(expected)
-                pubsub.subscribe(key)
-            meta = None
-            # Once the subscription is confirmed no publication can be missed: read the key.
-            while meta is None:
-                message = next_message()
-                if message is None or message["type"] == "subscribe":
-                    meta = self.get_task_meta(task_id)
-                elif message["type"] == "message":
-                    meta = self.decode(message["data"])
-            while meta["status"] not in states.READY_STATES:
-                message = next_message()
-                if message is None:
-                    meta = self.get_task_meta(task_id)
-                elif message["type"] == "message":
-                    meta = self.decode(message["data"])
-            pubsub.unsubscribe(key)  # sent, not waited for: its answer is skipped later
-            return meta
-        except redis.RedisError as exc:
-            self._drop_listener(pubsub)
-            raise BackendError(f"lost Redis while waiting for task {task_id}: {exc}") from exc
-        except BaseException:
-            self._drop_listener(pubsub)  # a timeout: leave no subscription behind
-            raise
+        losses = 0
+        while True:
+            try:
+                meta: dict[str, Any] = listener.wait(key, ready, wake)
+                listener.unsubscribe(key)
+                return meta
+            except exceptions.TimeoutError:
+                self._drop_listener(listener)  # leave no subscription behind
+                raise
+            except (OSError, redis.ConnectionError) as exc:
+                # A lost connection: the next attempt connects again, subscribes and reads
+                # the key, so nothing published meanwhile is missed.
+                listener.close()
+                losses += 1
+                if losses > LOSSES_MAX:
+                    self._drop_listener(listener)
+                    raise BackendError(
+                        f"lost Redis while waiting for task {task_id}: {exc}") from exc
+            except redis.RedisError as exc:
+                self._drop_listener(listener)
+                raise BackendError(
+                    f"cannot read the result of task {task_id} from Redis: {exc}") from exc
+            except BaseException:
+                self._drop_listener(listener)
+                raise
 
     def close(self) -> None:
         with self._listeners_lock:
             listeners, self._listeners = self._listeners, []
-        for pubsub in listeners:
-            pubsub.close()
+        for listener in listeners:
+            listener.close()
         self.client.close()

@@ -28,3 +28,68 @@ def arguments(conn: Any, values: list[Any]) -> bytes:
 def command(conn: Any, values: list[Any]) -> bytes:
     """The command ``values`` in Redis's wire format, as redis-py would pack it for ``conn``."""
     return b"*%d\r\n%b" % (len(values), arguments(conn, values))
+
+
+class ErrorReply(bytes):
+    """An error reply (``-ERR ...``), returned as a value so the caller decides what it means."""
+
+
+class Reader:
+    """Replies and pushes parsed from the bytes of a connection (RESP2 and RESP3: the kinds
+    that subscriptions and single-key commands answer with), without redis-py's parser and
+    its per-reply bookkeeping. :meth:`next` gives ``(is_push, value)`` or None until a whole
+    item has been fed."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()  # grows in place: a large reply comes in many reads
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+
+    def next(self) -> tuple[bool, Any] | None:
+        buffer = self.buffer
+        if not buffer:
+            return None
+        try:
+            value, end = _parse(buffer, 0)
+        except _Incomplete:
+            return None
+        push = buffer[0] == 0x3E  # '>': a push (a message, a (un)subscription)
+        del buffer[:end]
+        return push, value
+
+
+class _Incomplete(Exception):
+    """The buffer ends inside the item being parsed."""
+
+
+def _parse(buffer: bytearray, pos: int) -> tuple[Any, int]:
+    end = buffer.find(b"\r\n", pos)
+    if end < 0:
+        raise _Incomplete
+    kind, line, pos = buffer[pos], buffer[pos + 1:end], end + 2
+    if kind == 0x24 or kind == 0x3D:  # '$' bulk string, '=' verbatim string
+        size = int(line)
+        if size < 0:
+            return None, pos
+        if len(buffer) < pos + size + 2:
+            raise _Incomplete
+        return bytes(buffer[pos:pos + size]), pos + size + 2
+    if kind == 0x2A or kind == 0x3E or kind == 0x7E:  # '*' array, '>' push, '~' set
+        count = int(line)
+        if count < 0:
+            return None, pos
+        items = []
+        for _ in range(count):
+            item, pos = _parse(buffer, pos)
+            items.append(item)
+        return items, pos
+    if kind == 0x3A:  # ':' integer
+        return int(line), pos
+    if kind == 0x5F:  # '_' null
+        return None, pos
+    if kind == 0x2B:  # '+' simple string
+        return bytes(line), pos
+    if kind == 0x2D:  # '-' error
+        return ErrorReply(line), pos
+    raise ValueError(f"unexpected reply type {chr(kind)!r} from Redis")

@@ -1,0 +1,123 @@
+"""One thread's subscriber connection for Redis results, read with qtui's own RESP reader
+instead of redis-py's PubSub (whose per-message machinery was most of a ``get()``'s CPU).
+
+The connection speaks RESP3, in which a subscribed connection can still run ``GET``: the key is
+read on the connection that carries the subscription, after it, so a result stored before the
+subscription took effect is found and one stored after is published to it, with no second
+connection and no wait for the subscription's confirmation.
+"""
+
+from __future__ import annotations
+
+import select
+from typing import Any
+
+import redis
+
+from ..brokers.redis import wire
+
+#: Subscriptions made at send time between two reads of the connection: what they leave on it
+#: (confirmations, results nobody waits for) is then read without waiting, so a thread that
+#: sends and never waits does not fill its connection.
+EXPECTED_UNREAD_MAX = 32
+
+
+class Listener:
+    """Subscribes, asks for a key and reads what comes back, on one dedicated connection."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        pool = client.connection_pool
+        self.conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 3})
+        self.reader = wire.Reader()
+        self.poller = select.poll()
+        #: The channel subscribed to at send time and not yet waited for.
+        self.subscribed: str | None = None
+        #: Replies to ``GET`` still on their way that an ended wait no longer needs.
+        self.stale = 0
+        self.sends = 0
+
+    def _socket(self) -> Any:
+        """The connected socket; a new connection (and a fresh state) after a loss."""
+        sock = self.conn._sock
+        if sock is None:
+            self.conn.connect()
+            sock = self.conn._sock
+            self.reader, self.poller = wire.Reader(), select.poll()
+            self.poller.register(sock, select.POLLIN)
+            self.subscribed, self.stale = None, 0
+        return sock
+
+    def send(self, *commands: tuple[Any, ...]) -> None:
+        """``commands`` in one write, their replies read later with :meth:`read`."""
+        sock = self._socket()
+        sock.sendall(b"".join(wire.command(self.conn, list(c)) for c in commands))
+
+    def read(self, timeout: float) -> tuple[bool, Any] | None:
+        """The next reply or push, or None when none came within ``timeout`` seconds."""
+        while (item := self.reader.next()) is None:
+            sock = self._socket()
+            pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
+            if not (pending and pending()) and not self.poller.poll(timeout * 1000):
+                return None
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("Redis closed the subscriber connection")
+            self.reader.feed(data)
+        return item
+
+    def expect(self, key: str) -> None:
+        """Subscribe to ``key`` now without waiting (letting go of the previous such
+        subscription), and now and then read what earlier ones left on the connection."""
+        self.sends += 1
+        if self.sends > EXPECTED_UNREAD_MAX:
+            while (item := self.read(0)) is not None:
+                if not item[0] and self.stale:
+                    self.stale -= 1
+            self.sends = 0
+        previous, self.subscribed = self.subscribed, None
+        self.send(*([("UNSUBSCRIBE", previous)] if previous else []), ("SUBSCRIBE", key))
+        self.subscribed = key
+
+    def wait(self, key: str, ready: Any, wake: Any) -> Any:
+        """Wait for ``key``'s result: ``ready(payload)`` turns a stored or published payload
+        (None: nothing stored) into a meta, or None while the task is not done; ``wake()`` is how
+        long to wait before reading the key again (it raises once the caller's time is up).
+        Messages and replies left over from earlier waits are skipped."""
+        channel = key.encode()
+        asked = 0  # GETs of this wait whose reply has not come
+        if self.subscribed == key:  # subscribed at send: see what already came, then ask
+            self.subscribed, read_key = None, False
+        else:
+            self.send(("SUBSCRIBE", key), ("GET", key))
+            asked, read_key = 1, True
+        try:
+            while True:
+                item = self.read(wake() if read_key else 0)
+                if item is None:
+                    self.send(("GET", key))  # a publication can be lost, the stored key not
+                    asked, read_key = asked + 1, True
+                    continue
+                push, value = item
+                if push:
+                    if value[0] == b"message" and value[1] == channel \
+                            and (meta := ready(value[2])) is not None:
+                        return meta
+                elif self.stale:
+                    self.stale -= 1
+                else:
+                    asked -= 1
+                    if isinstance(value, wire.ErrorReply):
+                        raise redis.ResponseError(value.decode(errors="replace"))
+                    if (meta := ready(value)) is not None:
+                        return meta
+        finally:
+            self.stale += asked
+
+    def unsubscribe(self, key: str) -> None:
+        """Let go of ``key`` (sent, not waited for: its answer is skipped later)."""
+        self.send(("UNSUBSCRIBE", key))
+
+    def close(self) -> None:
+        """Disconnect; the next command connects again and starts from no subscription."""
+        self.conn.disconnect()
+        self.subscribed = None
