@@ -293,12 +293,18 @@ class App:
         unknown = options.keys() - _SEND_OPTIONS
         if unknown:
             raise TypeError(f"send_task({name!r}): unknown option(s) {sorted(unknown)}")
+        return self.send_planned(self.plan(name, task, options), args, kwargs, options)
+
+    def send_planned(self, plan: SendPlan, args: Any, kwargs: Mapping[str, Any] | None,
+                     options: Mapping[str, Any]) -> AsyncResult:
+        """Send one call of ``plan`` (see :meth:`send_task`), with ``options`` the call's
+        send options, of which the plan's were made."""
+        name = plan.name
         if args is not None and not isinstance(args, (list, tuple)):
             raise TypeError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"{name}: kwargs must be a mapping, got {type(kwargs).__name__}")
         settings = self.send_settings
-        plan = self._plan(name, task, options)
         route = plan.route_of(self, args, kwargs, options)
         message = plan.message(self, args, kwargs, options, route.priority)
         backend = settings.backend
@@ -315,7 +321,7 @@ class App:
             sending.send(self, [outgoing])
         return AsyncResult(message.id, app=self, backend=backend, task_name=name)
 
-    def _plan(self, name: str, task: Task | None, options: Mapping[str, Any]) -> SendPlan:
+    def plan(self, name: str, task: Task | None, options: Mapping[str, Any]) -> SendPlan:
         """The send plan for ``name`` with ``options``: kept from an earlier call with the same
         ones under this configuration, else made (and kept, unless it is for this call alone)."""
         key = plan_key(name, task, options)

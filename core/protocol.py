@@ -274,10 +274,13 @@ def build(message: TaskMessage) -> WireMessage:
     return WireMessage(body=body_of(message), headers=headers, properties=properties)
 
 
-def body_of(message: TaskMessage) -> tuple[Any, ...]:
-    """The protocol-v2 body: ``[args, kwargs, embed]``."""
+def body_of(message: TaskMessage, copy: bool = True) -> tuple[Any, ...]:
+    """The protocol-v2 body: ``[args, kwargs, embed]``; without ``copy`` the message's own
+    args tuple and kwargs dict (the same JSON text)."""
     embed = {"callbacks": message.callbacks, "errbacks": message.errbacks,
              "chain": message.chain, "chord": message.chord}
+    if not copy:
+        return message.args, message.kwargs, embed
     return list(message.args), dict(message.kwargs), embed
 
 

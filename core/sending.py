@@ -183,7 +183,8 @@ def _failed_part_way(settings: SendSettings, producer: Producer, chunk: Sequence
 def _encode(outgoing: Outgoing) -> _Encoded:
     message = outgoing.message
     try:
-        body = Body.serialize(body_of(message), outgoing.serializer)
+        body = Body.serialize(body_of(message, copy=outgoing.serializer != "json"),
+                              outgoing.serializer)
     except EncodeError as exc:
         raise TypeError(f"cannot send task {message.task}: its arguments cannot be "
                         f"serialized with {outgoing.serializer!r}: {exc}") from exc

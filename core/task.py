@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
+from .canvas import Signature
 from .exceptions import MaxRetriesExceededError, Retry
 from .protocol import TaskMessage, new_id
 
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
     from typing import Unpack
 
     from .app import App
-    from .canvas import Signature
     from .eager import EagerResult
+    from .plans import SendPlan
     from .result import AsyncResult
 
 T = TypeVar("T")
@@ -111,6 +112,7 @@ _MISSING: Any = object()
 _SEND_DEFAULTS = ("queue", "routing_key", "exchange", "serializer", "expires", "priority",
                   "time_limit", "soft_time_limit", "ignore_result")
 _NAMES = frozenset({"queue", "routing_key", "exchange", "serializer"})
+_NO_OPTIONS: Mapping[str, Any] = {}
 #: Argument shapes a task remembers as fitting its function (a few in practice).
 _FITTED_SHAPES = 256
 
@@ -257,9 +259,9 @@ class Task:
         if self.app.send_settings.always_eager:
             return self.apply(  # type: ignore[return-value]
                 args, kwargs, task_id=options.get("task_id"))
-        defaults = self._send_defaults()
         if not options:  # delay(), a plain signature: the task's own options, as they are
-            return self.app.send_task(self.name, args, kwargs, task=self, **defaults)
+            return self.app.send_planned(self._default_plan(), args, kwargs, _NO_OPTIONS)
+        defaults = self._send_defaults()
         for key, default in defaults.items():
             given = options.get(key)
             if given is None or (not given and key in _NAMES):
@@ -277,6 +279,17 @@ class Task:
                 key: getattr(self, key) for key in _SEND_DEFAULTS})
         defaults: dict[str, Any] = cached[1]
         return defaults
+
+    def _default_plan(self) -> SendPlan:
+        """The send plan of a call that gives no options: the app's plan for the task's own
+        (kept here while the configuration and the task's options are unchanged)."""
+        defaults = self._send_defaults()
+        cached = self.__dict__.get("_default_plan_cache")
+        if cached is None or cached[0] is not defaults or cached[1] != self.app.conf.version:
+            cached = self.__dict__["_default_plan_cache"] = (
+                defaults, self.app.conf.version, self.app.plan(self.name, self, defaults))
+        plan: SendPlan = cached[2]
+        return plan
 
     def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
               kwargs: Mapping[str, Any] | None = None, **options: Any) -> EagerResult:
@@ -322,7 +335,6 @@ class Task:
     def signature(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
                   immutable: bool = False, **options: Any) -> Signature:
         """This task with its arguments, to send later or as part of a chain, group or chord."""
-        from .canvas import Signature
         return Signature(self, args, kwargs, options, immutable=immutable)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:

@@ -224,7 +224,7 @@ class Template:
         values = [_json_string(value) if type(value) is str
                   else "null" if value is None else _json_number(value)
                   for value in per_send(message)]
-        values.append(_json_string(new_id()))
+        values.append(f'"{new_id()}"')  # hex digits and dashes: nothing to escape
         data = body.data
         # kombu's base64 codec (the channel's, as Template.of checked), without its lookups
         encoded = b2a_base64(data.encode() if type(data) is str else data, newline=False)
