@@ -112,7 +112,6 @@ _MISSING: Any = object()
 _SEND_DEFAULTS = ("queue", "routing_key", "exchange", "serializer", "expires", "priority",
                   "time_limit", "soft_time_limit", "ignore_result")
 _NAMES = frozenset({"queue", "routing_key", "exchange", "serializer"})
-_NO_OPTIONS: Mapping[str, Any] = {}
 #: Argument shapes a task remembers as fitting its function (a few in practice).
 _FITTED_SHAPES = 256
 
@@ -259,9 +258,9 @@ class Task:
         if self.app.send_settings.always_eager:
             return self.apply(  # type: ignore[return-value]
                 args, kwargs, task_id=options.get("task_id"))
-        if not options:  # delay(), a plain signature: the task's own options, as they are
-            return self.app.send_planned(self._default_plan(), args, kwargs, _NO_OPTIONS)
         defaults = self._send_defaults()
+        if not options:  # delay(), a plain signature: the task's own options, as they are
+            return self.app.send_planned(self._default_plan(defaults), args, kwargs, defaults)
         for key, default in defaults.items():
             given = options.get(key)
             if given is None or (not given and key in _NAMES):
@@ -280,10 +279,10 @@ class Task:
         defaults: dict[str, Any] = cached[1]
         return defaults
 
-    def _default_plan(self) -> SendPlan:
+    def _default_plan(self, defaults: dict[str, Any]) -> SendPlan:
         """The send plan of a call that gives no options: the app's plan for the task's own
-        (kept here while the configuration and the task's options are unchanged)."""
-        defaults = self._send_defaults()
+        ``defaults`` (kept here while the configuration and the task's options are
+        unchanged)."""
         cached = self.__dict__.get("_default_plan_cache")
         if cached is None or cached[0] is not defaults or cached[1] != self.app.conf.version:
             cached = self.__dict__["_default_plan_cache"] = (

@@ -699,3 +699,23 @@ def test_a_change_of_configuration_or_task_options_mid_batch_reaches_the_next_ca
     messages = [by_id[r.id] for r in results]
     assert [m["queue"] for m in messages] == [first, second, third, third, first]
     assert [m["properties"]["priority"] for m in messages] == [0, 0, 4, 4, 0]
+
+
+def test_a_task_s_own_expiry_and_limits_reach_every_call_that_gives_none(tmp_path, unique):
+    """A task's ``expires`` is worked out per call (seconds from the send), not planned."""
+    queue = f"own-{unique}"
+    app = client(tmp_path, "sqlite", queue)
+
+    @app.task(name="tasks.brief", expires=60, time_limit=7)
+    def brief(x: int) -> int:
+        return x
+
+    try:
+        results = [brief.delay(1), *app.send_many([brief.s(2), brief.s(3)]),
+                   brief.apply_async((4,), countdown=1)]
+        by_id = sent(app, [queue], 4)
+    finally:
+        app.close()
+    messages = [by_id[r.id] for r in results]
+    assert all(m["headers"]["expires"] is not None for m in messages)
+    assert [m["headers"]["timelimit"] for m in messages] == [[7, None]] * 4
