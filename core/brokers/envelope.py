@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
 from binascii import b2a_base64
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json import JSONEncoder
 from json.encoder import c_make_encoder  # type: ignore[attr-defined]
@@ -227,7 +227,7 @@ class Template:
         values.append(f'"{new_id()}"')  # hex digits and dashes: nothing to escape
         data = body.data
         # kombu's base64 codec (the channel's, as Template.of checked), without its lookups
-        encoded = b2a_base64(data.encode() if type(data) is str else data, newline=False)
+        encoded = b2a_base64(data.encode() if isinstance(data, str) else data, newline=False)
         values.append(f'"{encoded.decode()}"')
         return Envelope(message.id, self.exchange, self.routing_key, self.priority,
                         message.headers, self.text % self.order(values))
