@@ -23,11 +23,12 @@ from .brokers import redis as redis_broker
 from .config import Conf
 from .events import EventDispatcher
 from .exceptions import ConfigError, NotRegistered
+from .plans import PLANS_KEPT, SendPlan, plan_key
 from .protocol import TaskMessage
 from .result import AsyncResult
 from .routing import Router
 from .sending import Outgoing
-from .task import _MISSING, SendOptions, Task, new_task_id, resolve_eta, resolve_expires
+from .task import _MISSING, SendOptions, Task
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -95,6 +96,8 @@ class App:
         self._backends: dict[str, ResultBackend] = {}
         self._router: tuple[int, Router] | None = None
         self._send_settings: sending.SendSettings | None = None
+        self._plans: tuple[int, dict[tuple[Any, ...], SendPlan]] = (-1, {})
+        """Send plans by :func:`~qtui.core.plans.plan_key`, for one configuration version."""
         self._producers: list[Producer] = []
         """Idle producers, each on a connection of its own (see :meth:`producer`)."""
         self._producers_pid = os.getpid()
@@ -290,50 +293,50 @@ class App:
         unknown = options.keys() - _SEND_OPTIONS
         if unknown:
             raise TypeError(f"send_task({name!r}): unknown option(s) {sorted(unknown)}")
+        return self.send_planned(self.plan(name, task, options), args, kwargs, options)
+
+    def send_planned(self, plan: SendPlan, args: Any, kwargs: Mapping[str, Any] | None,
+                     options: Mapping[str, Any]) -> AsyncResult:
+        """Send one call of ``plan`` (see :meth:`send_task`), with ``options`` the call's
+        send options, of which the plan's were made."""
+        name = plan.name
         if args is not None and not isinstance(args, (list, tuple)):
             raise TypeError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"{name}: kwargs must be a mapping, got {type(kwargs).__name__}")
         settings = self.send_settings
-        ignore_result = options.get("ignore_result")
-        if ignore_result is None:
-            ignore_result = settings.ignore_result
-        reply_to = options.get("reply_to")
-        route = self.router.route(name, args, kwargs, {
-            "queue": options.get("queue"), "exchange": options.get("exchange"),
-            "routing_key": options.get("routing_key"), "priority": options.get("priority"),
-        }, task=task)
-        chain = options.get("chain")
-        eta, expires = options.get("eta"), options.get("expires")
-        # The zone only reads naive datetimes: worked out only when there is one.
-        tz = self.timezone if eta is not None or isinstance(expires, datetime) else timezone.utc
-        message = TaskMessage(
-            id=options.get("task_id") or new_task_id(), task=name, args=tuple(args or ()),
-            kwargs=dict(kwargs or {}),
-            eta=resolve_eta(options.get("countdown"), eta, tz),
-            expires=resolve_expires(expires, tz),
-            retries=options.get("retries", 0), time_limit=options.get("time_limit"),
-            soft_time_limit=options.get("soft_time_limit"), root_id=options.get("root_id"),
-            parent_id=options.get("parent_id"), group=options.get("group_id"),
-            group_index=options.get("group_index"), ignore_result=ignore_result,
-            reply_to=reply_to, priority=route.priority, headers=dict(options.get("headers") or {}),
-            callbacks=_signatures(options.get("link")),
-            errbacks=_signatures(options.get("link_error")),
-            chain=list(chain) if chain else None, chord=options.get("chord"),
-        )
+        route = plan.route_of(self, args, kwargs, options)
+        message = plan.message(self, args, kwargs, options, route.priority)
         backend = settings.backend
-        if not ignore_result and not reply_to:
+        if plan.stores_result:
             backend.on_task_call(message)
         outgoing = Outgoing(message, route.exchange, route.routing_key, route.queue,
-                            options.get("serializer") or settings.serializer)
+                            plan.serializer)
         batch: list[Outgoing] | None = getattr(self._batch, "outgoing", None)
         if batch is not None:
             batch.append(outgoing)
         else:
-            if not ignore_result and not reply_to:
+            if plan.stores_result:
                 backend.expect_result(message.id)
             sending.send(self, [outgoing])
         return AsyncResult(message.id, app=self, backend=backend, task_name=name)
+
+    def plan(self, name: str, task: Task | None, options: Mapping[str, Any]) -> SendPlan:
+        """The send plan for ``name`` with ``options``: kept from an earlier call with the same
+        ones under this configuration, else made (and kept, unless it is for this call alone)."""
+        key = plan_key(name, task, options)
+        if key is None:
+            return SendPlan.of(self, name, task, options)
+        version, plans = self._plans
+        if version != self.conf.version:
+            plans = {}
+            self._plans = (self.conf.version, plans)
+        plan = plans.get(key)
+        if plan is None:
+            if len(plans) >= PLANS_KEPT:
+                plans.clear()
+            plan = plans[key] = SendPlan.of(self, name, task, options)
+        return plan
 
     def publish(self, message: TaskMessage, exchange: str, routing_key: str,
                 declare: list[Any] | None = None, serializer: str | None = None) -> None:
@@ -364,7 +367,8 @@ class App:
         results: list[Any] = []
         with self.sending_batch(batch_size, discard_on_error=True):
             for call in calls:
-                sig = signature_of(call)
+                # a Signature is in shape already; anything else is checked and copied
+                sig = call if type(call) is Signature else signature_of(call)
                 if sig.get("subtask_type") is not None:
                     results.append(Signature.from_dict(sig, app=self).apply_async())
                     continue
@@ -432,6 +436,7 @@ class App:
         self._producers_pid = os.getpid()
         self._backends = {}
         self._send_settings = None
+        self._plans = (-1, {})
 
     def close(self) -> None:
         """Release the producer pool and backend connections."""
@@ -450,13 +455,6 @@ class App:
 
 #: The keyword options of send_task.
 _SEND_OPTIONS = frozenset(SendOptions.__annotations__)
-
-
-def _signatures(value: Any) -> list[Any] | None:
-    """``link=`` and ``link_error=`` take one signature or a list of them, as in Celery."""
-    if not value:
-        return None
-    return [dict(sig) for sig in value] if isinstance(value, (list, tuple)) else [dict(value)]
 
 
 def _release(producer: Producer) -> None:

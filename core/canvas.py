@@ -75,7 +75,7 @@ def _apply_task(app: App, name: str, args: tuple[Any, ...], kwargs: Mapping[str,
                 options: Mapping[str, Any]) -> str:
     send = send_options(options)
     send.setdefault("task_id", new_id())
-    app.send_task(name, list(args), dict(kwargs), **send)
+    app.send_task(name, args, kwargs, **send)  # the message copies both
     return str(send["task_id"])
 
 
@@ -116,9 +116,10 @@ def _apply_group(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
                  options: dict[str, Any]) -> str:
     """Each task with the group's id and its index, as ``group._apply_tasks`` sends them."""
     group_id = options.pop("task_id", None) or new_id()
+    inherited = _inherited(options)
     with app.sending_batch(discard_on_error=True):  # pipelined, as app.send_many sends
         for index, task in enumerate(_tasks_of(sig)):
-            apply(app, task, args, group_id=group_id, group_index=index, **_inherited(options))
+            apply(app, task, args, group_id=group_id, group_index=index, **inherited)
     return group_id
 
 
@@ -176,10 +177,11 @@ def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
             raise CanvasError("a chord header of groups, chains or chords is not supported by "
                               "qtui's worker; make each header part one task")
     app.backend.set_chord_size(group_id, len(tasks))
+    inherited = _inherited(options)
     with app.sending_batch(discard_on_error=True):
         for index, task in enumerate(tasks):
             apply(app, task, args, group_id=group_id, group_index=index, chord=body_sig,
-                  **_inherited(options))
+                  **inherited)
     return body_id
 
 
@@ -268,7 +270,7 @@ class Signature(dict[str, Any]):
 
         self["options"].update(options)
         self["options"]["task_id"] = task_id or self.id or new_id()
-        reply_to = self.app.backend.reply_to()
+        reply_to = self.app.send_settings.backend.reply_to()
         if reply_to and "reply_to" not in self["options"]:  # rpc://: results come back here
             self["options"]["reply_to"] = reply_to
         return AsyncResult(self.id, app=self.app, task_name=self.name)

@@ -95,6 +95,23 @@ class TaskMessage:
         if self.origin is None:
             self.origin = default_origin()
 
+    def for_call(self, id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 root_id: str | None, parent_id: str | None, group: str | None,
+                 group_index: int | None, eta: datetime | None, expires: datetime | None,
+                 priority: int | None) -> TaskMessage:
+        """This message (a send plan's prototype) for one call: its id, arguments (taken as
+        they are) and their reprs, and the call's own fields. The same message the
+        constructor makes from all the fields, without its work per field."""
+        message = object.__new__(TaskMessage)
+        message.__dict__ = {
+            **self.__dict__, "id": id, "args": args, "kwargs": kwargs,
+            "argsrepr": saferepr(args, ARGSREPR_MAXSIZE),
+            "kwargsrepr": saferepr(kwargs, KWARGSREPR_MAXSIZE), "root_id": root_id or id,
+            "parent_id": parent_id, "group": group, "group_index": group_index, "eta": eta,
+            "expires": expires, "priority": priority, "origin": default_origin(),
+            "headers": dict(self.headers), "stamps": {}}
+        return message
+
     def is_expired(self, now: datetime | None = None) -> bool:
         return self.expires is not None and (now or utcnow()) >= self.expires
 
@@ -257,10 +274,13 @@ def build(message: TaskMessage) -> WireMessage:
     return WireMessage(body=body_of(message), headers=headers, properties=properties)
 
 
-def body_of(message: TaskMessage) -> tuple[Any, ...]:
-    """The protocol-v2 body: ``[args, kwargs, embed]``."""
+def body_of(message: TaskMessage, copy: bool = True) -> tuple[Any, ...]:
+    """The protocol-v2 body: ``[args, kwargs, embed]``; without ``copy`` the message's own
+    args tuple and kwargs dict (the same JSON text)."""
     embed = {"callbacks": message.callbacks, "errbacks": message.errbacks,
              "chain": message.chain, "chord": message.chord}
+    if not copy:
+        return message.args, message.kwargs, embed
     return list(message.args), dict(message.kwargs), embed
 
 
@@ -283,8 +303,15 @@ def template_key(message: TaskMessage) -> tuple[Any, ...] | None:
         return None
     numbers = (message.retries, message.time_limit, message.soft_time_limit,
                message.ignore_result, message.replaced_task_nesting, message.priority)
+    kinds = tuple(map(type, numbers))
+    if _WRITTEN_ALIKE.issuperset(kinds):  # the commonest: no float, Decimal, ...
+        return (message.task, message.shadow, message.origin, message.reply_to, numbers, kinds)
     return (message.task, message.shadow, message.origin, message.reply_to,
             tuple(n if n is None or type(n) is int else (type(n), repr(n)) for n in numbers))
+
+
+#: Types whose equal values of one type are written alike (unlike ``0.0`` and ``-0.0``).
+_WRITTEN_ALIKE = frozenset({type(None), int, bool})
 
 
 def per_send(message: TaskMessage) -> tuple[Any, ...]:

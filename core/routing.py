@@ -183,6 +183,9 @@ class Router:
         """Routes already resolved, by task name and explicit options: with no router to
         consult (routers see the arguments), a route depends on nothing else, and this
         Router is rebuilt when the configuration changes."""
+        self.sees_only_names = all(isinstance(router, MapRoute) for router in self.routers)
+        """No router sees a call's arguments or options (only tables of task names): a route
+        depends on the task's name and the options given."""
 
     def queue(self, name: str) -> Queue:
         """The named queue, created on the fly unless task_create_missing_queues is off."""

@@ -131,7 +131,6 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
     with app.producer() as producer:
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start:start + batch_size]
-            later = [e.task_id for e in encoded[start + batch_size:]]
             progress = _Progress()
             try:
                 refused = _send_chunk(settings, producer, chunk, progress,
@@ -143,7 +142,8 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
                 if settings.sent_event and stored:
                     _send_sent_events(app, producer, [e for e in chunk if e.task_id in stored])
                 raise _failed_part_way(settings, producer, chunk, progress, exc,
-                                       sent + progress.stored, later) from exc
+                                       sent + progress.stored,
+                                       _ids(encoded[start + batch_size:])) from exc
             accepted = [e for e in chunk if e.task_id not in refused] if refused else chunk
             sent += [e.task_id for e in accepted]
             if settings.sent_event and accepted:
@@ -151,7 +151,12 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
             if refused:
                 raise SendFailed(BrokerUnavailable(
                     f"{settings.where} refused {len(refused)} of {_describe(chunk)} (publisher "
-                    "confirm nack)."), sent=sent, in_doubt=[], unsent=refused + later)
+                    "confirm nack)."), sent=sent, in_doubt=[],
+                    unsent=refused + _ids(encoded[start + batch_size:]))
+
+
+def _ids(encoded: Sequence[_Encoded]) -> list[str]:
+    return [e.task_id for e in encoded]
 
 
 def _failed_part_way(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded],
@@ -178,7 +183,8 @@ def _failed_part_way(settings: SendSettings, producer: Producer, chunk: Sequence
 def _encode(outgoing: Outgoing) -> _Encoded:
     message = outgoing.message
     try:
-        body = Body.serialize(body_of(message), outgoing.serializer)
+        body = Body.serialize(body_of(message, copy=outgoing.serializer != "json"),
+                              outgoing.serializer)
     except EncodeError as exc:
         raise TypeError(f"cannot send task {message.task}: its arguments cannot be "
                         f"serialized with {outgoing.serializer!r}: {exc}") from exc

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
+from .canvas import Signature
 from .exceptions import MaxRetriesExceededError, Retry
 from .protocol import TaskMessage, new_id
 
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
     from typing import Unpack
 
     from .app import App
-    from .canvas import Signature
     from .eager import EagerResult
+    from .plans import SendPlan
     from .result import AsyncResult
 
 T = TypeVar("T")
@@ -259,7 +260,7 @@ class Task:
                 args, kwargs, task_id=options.get("task_id"))
         defaults = self._send_defaults()
         if not options:  # delay(), a plain signature: the task's own options, as they are
-            return self.app.send_task(self.name, args, kwargs, task=self, **defaults)
+            return self.app.send_planned(self._default_plan(defaults), args, kwargs, defaults)
         for key, default in defaults.items():
             given = options.get(key)
             if given is None or (not given and key in _NAMES):
@@ -277,6 +278,17 @@ class Task:
                 key: getattr(self, key) for key in _SEND_DEFAULTS})
         defaults: dict[str, Any] = cached[1]
         return defaults
+
+    def _default_plan(self, defaults: dict[str, Any]) -> SendPlan:
+        """The send plan of a call that gives no options: the app's plan for the task's own
+        ``defaults`` (kept here while the configuration and the task's options are
+        unchanged)."""
+        cached = self.__dict__.get("_default_plan_cache")
+        if cached is None or cached[0] is not defaults or cached[1] != self.app.conf.version:
+            cached = self.__dict__["_default_plan_cache"] = (
+                defaults, self.app.conf.version, self.app.plan(self.name, self, defaults))
+        plan: SendPlan = cached[2]
+        return plan
 
     def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
               kwargs: Mapping[str, Any] | None = None, **options: Any) -> EagerResult:
@@ -322,7 +334,6 @@ class Task:
     def signature(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
                   immutable: bool = False, **options: Any) -> Signature:
         """This task with its arguments, to send later or as part of a chain, group or chord."""
-        from .canvas import Signature
         return Signature(self, args, kwargs, options, immutable=immutable)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:

@@ -582,3 +582,140 @@ def test_a_rabbitmq_channel_error_part_way_is_a_send_failed_naming_what_was_sent
         assert drain_ids(app, queue, 5) == error.sent
     finally:
         app.close()
+
+
+# What a bulk send works out once per task and options (core/plans.py), and what stays each
+# call's own: a plan kept too broadly would send one call with another's route or options.
+
+def sent(app: App, queues: list[str], count: int) -> dict[str, dict[str, Any]]:
+    """Every message waiting in ``queues`` (taken off them) by task id: its queue, headers,
+    properties and raw stored text."""
+    found: dict[str, dict[str, Any]] = {}
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        for queue in queues:
+            for text in stored(channel, queue):
+                payload = json.loads(text)
+                found[payload["headers"]["id"]] = {"queue": queue, "text": text, **payload}
+            channel.queue_purge(queue)
+    assert len(found) == count
+    return found
+
+
+def test_a_batch_mixing_tasks_and_options_sends_each_call_with_its_own(tmp_path, unique):
+    queue, other = f"mixed-{unique}", f"mixed-other-{unique}"
+    app = client(tmp_path, "sqlite", queue)
+    add = app.tasks["tasks.add"]
+
+    @app.task(name="tasks.mul", time_limit=30, priority=2)
+    def mul(x: int, y: int) -> int:
+        return x * y
+
+    calls = [add.s(1, 1), mul.s(2, 2), add.s(3, 3).set(queue=other, priority=7),
+             add.s(4, 4).set(countdown=600), mul.s(5, 5).set(expires=60), add.s(6, 6),
+             mul.s(7, 7).set(priority=0), add.s(8, 8).set(time_limit=5)]
+    try:
+        results = app.send_many(calls)
+        by_id = sent(app, [queue, other], len(calls))
+    finally:
+        app.close()
+    messages = [by_id[r.id] for r in results]
+    assert [m["headers"]["task"] for m in messages] == [
+        "tasks.add", "tasks.mul", "tasks.add", "tasks.add", "tasks.mul", "tasks.add",
+        "tasks.mul", "tasks.add"]
+    assert [m["queue"] for m in messages] == [queue, queue, other] + [queue] * 5
+    assert [m["properties"]["priority"] for m in messages] == [0, 2, 7, 0, 2, 0, 0, 0]
+    assert [m["headers"]["argsrepr"] for m in messages] == [
+        f"({i}, {i})" for i in range(1, 9)]
+    assert [m["headers"]["eta"] is not None for m in messages] == [
+        False, False, False, True, False, False, False, False]
+    assert [m["headers"]["expires"] is not None for m in messages] == [
+        False, False, False, False, True, False, False, False]
+    assert [m["headers"]["timelimit"] for m in messages] == [
+        [None, None], [30, None], [None, None], [None, None], [30, None], [None, None],
+        [30, None], [5, None]]
+    assert len({r.id for r in results}) == len(calls)
+    assert all(m["headers"]["root_id"] == m["headers"]["id"] for m in messages)
+
+
+def test_options_equal_in_value_but_not_in_type_are_each_sent_as_given(tmp_path, unique):
+    """``1``, ``1.0`` and ``True`` compare equal (as do ``0.0`` and ``-0.0``): each call's
+    message still carries its own, as kombu would write it."""
+    queue = f"types-{unique}"
+    app = client(tmp_path, "sqlite", queue)
+    limits: list[Any] = [1, 1.0, True, 1, 0.0, -0.0, 1.0]
+    try:
+        with app.sending_batch():
+            results = [app.send_task("tasks.add", (i, i), time_limit=limit, priority=limit
+                                     if type(limit) is int else None)
+                       for i, limit in enumerate(limits)]
+        by_id = sent(app, [queue], len(limits))
+    finally:
+        app.close()
+    texts = [by_id[r.id]["text"] for r in results]
+    assert ['"timelimit": [1, null]' in texts[0], '"timelimit": [1.0, null]' in texts[1],
+            '"timelimit": [true, null]' in texts[2], '"timelimit": [1, null]' in texts[3],
+            '"timelimit": [0.0, null]' in texts[4], '"timelimit": [-0.0, null]' in texts[5],
+            '"timelimit": [1.0, null]' in texts[6]] == [True] * len(limits)
+
+
+def test_a_router_that_reads_the_arguments_routes_each_call_of_a_batch(tmp_path, unique):
+    even, odd = f"even-{unique}", f"odd-{unique}"
+
+    def by_parity(name: str, args: Any, kwargs: Any, options: Any, **_: Any) -> Any:
+        return {"queue": even if args[0] % 2 == 0 else odd}
+
+    app = client(tmp_path, "sqlite", even, task_routes=[by_parity])
+    add = app.tasks["tasks.add"]
+    try:
+        results = app.send_many([add.s(i, 0) for i in range(6)])
+        grouped = group(add.s(i, 1) for i in range(6, 10)).apply_async()
+        by_id = sent(app, [even, odd], 10)
+    finally:
+        app.close()
+    ids = [r.id for r in results] + [r.id for r in grouped.results]
+    assert [by_id[i]["queue"] for i in ids] == [even, odd] * 5
+
+
+def test_a_change_of_configuration_or_task_options_mid_batch_reaches_the_next_call(
+        tmp_path, unique):
+    first, second, third = (f"{n}-{unique}" for n in ("first", "second", "third"))
+    app = client(tmp_path, "sqlite", first)
+    add = app.tasks["tasks.add"]
+    try:
+        with app.sending_batch():
+            results = [add.delay(1, 1)]
+            add.queue = second
+            results.append(add.delay(2, 2))
+            add.queue = None
+            app.conf.task_routes = {"tasks.add": {"queue": third, "priority": 4}}
+            results.append(add.delay(3, 3))
+            results.append(app.send_task("tasks.add", (4, 4)))
+            app.conf.task_routes = None
+            results.append(add.delay(5, 5))
+        by_id = sent(app, [first, second, third], 5)
+    finally:
+        app.close()
+    messages = [by_id[r.id] for r in results]
+    assert [m["queue"] for m in messages] == [first, second, third, third, first]
+    assert [m["properties"]["priority"] for m in messages] == [0, 0, 4, 4, 0]
+
+
+def test_a_task_s_own_expiry_and_limits_reach_every_call_that_gives_none(tmp_path, unique):
+    """A task's ``expires`` is worked out per call (seconds from the send), not planned."""
+    queue = f"own-{unique}"
+    app = client(tmp_path, "sqlite", queue)
+
+    @app.task(name="tasks.brief", expires=60, time_limit=7)
+    def brief(x: int) -> int:
+        return x
+
+    try:
+        results = [brief.delay(1), *app.send_many([brief.s(2), brief.s(3)]),
+                   brief.apply_async((4,), countdown=1)]
+        by_id = sent(app, [queue], 4)
+    finally:
+        app.close()
+    messages = [by_id[r.id] for r in results]
+    assert all(m["headers"]["expires"] is not None for m in messages)
+    assert [m["headers"]["timelimit"] for m in messages] == [[7, None]] * 4

@@ -17,9 +17,11 @@ from __future__ import annotations
 import math
 import operator
 import re
+from binascii import b2a_base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json import JSONEncoder
+from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any, Protocol
 
@@ -36,23 +38,40 @@ PERSISTENT = 2
 
 #: kombu's JSON codec as kombu registers it (a program may register its own instead).
 _KOMBU_JSON = registry._encoders.get("json")
-#: ``json.dumps``'s own default encoder, without its per-call argument checks.
-_plain_json = JSONEncoder().encode
+
+
+def _json_encoder() -> Callable[[Any], str]:
+    """``json.dumps``'s default encoding (the same text), with its C encoder made once rather
+    than per call. Without circular-reference markers it keeps no state between calls (a
+    circular value recurses until RecursionError instead)."""
+    if c_make_encoder is not None:
+        try:
+            encoder = c_make_encoder(None, JSONEncoder().default, _json_string, None, ": ",
+                                     ", ", False, False, True)
+        except TypeError:  # an older C encoder's signature: the standard library's path
+            pass
+        else:
+            join = "".join
+            return lambda value: join(encoder(value, 0))
+    return JSONEncoder(check_circular=False).encode
+
+
+_plain_json = _json_encoder()
 
 
 def _json(value: Any) -> str:
-    """kombu's JSON text of ``value``: the standard library's shared encoder when ``value``
-    holds only JSON's own types (the same text: kombu's encoder only adds types), else
-    kombu's, which raises kombu's ``EncodeError`` for what it cannot encode either."""
+    """kombu's JSON text of ``value``: the standard library's encoder when ``value`` holds
+    only JSON's own types (the same text: kombu's encoder only adds types), else kombu's,
+    which raises kombu's ``EncodeError`` for what it cannot encode either."""
     try:
         return _plain_json(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         with _reraise_errors(EncodeError):
             text: str = json_dumps(value)
         return text
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Body:
     """A message body serialized once, as kombu's serializer registry returns it."""
 
@@ -205,8 +224,11 @@ class Template:
         values = [_json_string(value) if type(value) is str
                   else "null" if value is None else _json_number(value)
                   for value in per_send(message)]
-        values.append(_json_string(new_id()))
-        values.append(_json_string(channel.encode_body(body.data, "base64")[0]))
+        values.append(f'"{new_id()}"')  # hex digits and dashes: nothing to escape
+        data = body.data
+        # kombu's base64 codec (the channel's, as Template.of checked), without its lookups
+        encoded = b2a_base64(data.encode() if isinstance(data, str) else data, newline=False)
+        values.append(f'"{encoded.decode()}"')
         return Envelope(message.id, self.exchange, self.routing_key, self.priority,
                         message.headers, self.text % self.order(values))
 

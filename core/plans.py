@@ -1,0 +1,130 @@
+"""Send plans: what a send works out from a task's name and options, once for every call that
+shares them.
+
+``App.send_task`` splits a call's options in two. What does not depend on the call's arguments
+or identity (the route, unless a router sees the arguments; the serializer; the result
+setting; time limits; priority; retries; the canvas fields) makes a :class:`SendPlan`, kept by
+the app for the next call with the same name, task and options; what is the call's own (its
+id, root and parent ids, group and index, countdown or ETA, expiry) is read per call. A bulk
+send of one task (``send_many``, a group, ``chunks``) so works out its route and options once,
+and each task costs its id, its arguments' repr and its message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .protocol import TaskMessage, new_id
+from .routing import Route
+from .task import resolve_eta, resolve_expires
+
+if TYPE_CHECKING:
+    from .app import App
+    from .task import Task
+
+#: The options a plan is made of, in the order of its key. Any other option (see
+#: :class:`~qtui.core.task.SendOptions`) is the call's own.
+PLANNED = ("queue", "routing_key", "exchange", "priority", "serializer", "ignore_result",
+           "reply_to", "retries", "time_limit", "soft_time_limit", "headers", "link",
+           "link_error", "chain", "chord")
+#: Where the options that hold containers start in :data:`PLANNED`: a plan with any of them
+#: is made for its call alone.
+_FIRST_CONTAINER = PLANNED.index("headers")
+_NO_CONTAINERS = (None,) * (len(PLANNED) - _FIRST_CONTAINER)
+#: The types of the values a kept plan's options may have.
+_KEYED = frozenset({type(None), str, int, bool, float})
+#: Plans an app keeps (names times kinds of options: a few in practice); past it they are
+#: made again as they are used.
+PLANS_KEPT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SendPlan:
+    """Everything a send works out that its arguments and ids do not change."""
+
+    name: str
+    task: Task | None
+    route: Route | None
+    """None when a router sees the call's arguments: routed per call."""
+    serializer: str
+    prototype: TaskMessage
+    """The fields every call's message shares (:meth:`TaskMessage.for_call`)."""
+    stores_result: bool
+    """The backend hears of each task before it is sent (``on_task_call``)."""
+
+    @classmethod
+    def of(cls, app: App, name: str, task: Task | None, options: Mapping[str, Any]
+           ) -> SendPlan:
+        settings = app.send_settings
+        ignore_result = options.get("ignore_result")
+        if ignore_result is None:
+            ignore_result = settings.ignore_result
+        reply_to = options.get("reply_to")
+        router = app.router
+        route = router.route(name, (), None, _route_options(options), task=task) \
+            if router.sees_only_names else None
+        chain = options.get("chain")
+        prototype = TaskMessage(
+            id="", task=name, retries=options.get("retries", 0),
+            time_limit=options.get("time_limit"), soft_time_limit=options.get("soft_time_limit"),
+            ignore_result=ignore_result, reply_to=reply_to,
+            headers=dict(options.get("headers") or {}),
+            callbacks=_signatures(options.get("link")),
+            errbacks=_signatures(options.get("link_error")),
+            chain=list(chain) if chain else None, chord=options.get("chord"))
+        return cls(name, task, route, options.get("serializer") or settings.serializer,
+                   prototype, not ignore_result and not reply_to)
+
+    def route_of(self, app: App, args: Any, kwargs: Any, options: Mapping[str, Any]) -> Route:
+        """The call's route: the plan's, or the routers' for these arguments."""
+        if self.route is not None:
+            return self.route
+        return app.router.route(self.name, args, kwargs, _route_options(options),
+                                task=self.task)
+
+    def message(self, app: App, args: Any, kwargs: Any, options: Mapping[str, Any],
+                priority: int | None) -> TaskMessage:
+        """The call's message: the plan's fields with the call's arguments and own options."""
+        eta, expires, countdown = (options.get("eta"), options.get("expires"),
+                                   options.get("countdown"))
+        if eta is None and expires is None and countdown is None:
+            eta_at = expires_at = None
+        else:
+            # The zone only reads naive datetimes: worked out only when there is one.
+            tz = app.timezone if eta is not None or isinstance(expires, datetime) \
+                else timezone.utc
+            eta_at, expires_at = resolve_eta(countdown, eta, tz), resolve_expires(expires, tz)
+        return self.prototype.for_call(
+            options.get("task_id") or new_id(), tuple(args) if args else (),
+            dict(kwargs) if kwargs else {}, options.get("root_id"), options.get("parent_id"),
+            options.get("group_id"), options.get("group_index"), eta_at, expires_at, priority)
+
+
+def plan_key(name: str, task: Task | None, options: Mapping[str, Any]
+             ) -> tuple[Any, ...] | None:
+    """What a plan for these options is kept under, or None when it is for this call alone
+    (a container option, or a value of a type a key cannot tell apart from an equal one).
+    Equal values written differently make different keys, as they make different messages:
+    ``1``, ``1.0`` and ``True`` by their types, ``0.0`` and ``-0.0`` by their reprs."""
+    values = tuple(map(options.get, PLANNED))
+    kinds = tuple(map(type, values))
+    if not _KEYED.issuperset(kinds) or values[_FIRST_CONTAINER:] != _NO_CONTAINERS:
+        return None
+    if float in kinds:
+        values = tuple(repr(value) if type(value) is float else value for value in values)
+    return (name, task, values, kinds)
+
+
+def _route_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {"queue": options.get("queue"), "exchange": options.get("exchange"),
+            "routing_key": options.get("routing_key"), "priority": options.get("priority")}
+
+
+def _signatures(value: Any) -> list[Any] | None:
+    """``link=`` and ``link_error=`` take one signature or a list of them, as in Celery."""
+    if not value:
+        return None
+    return [dict(sig) for sig in value] if isinstance(value, (list, tuple)) else [dict(value)]
