@@ -9,6 +9,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
 import redis
@@ -350,57 +353,61 @@ def _get_or_error(result: object, timeout: float | None = 8) -> object:
         return exc
 
 
+@dataclass
+class _Waiting:
+    app: App
+    port: int
+    channel: str
+    waiter: threading.Thread
+    outcome: list[object]
+
+
+@contextmanager
+def _get_while_redis_stops(tmp_path, unique: str, timeout: float | None) -> Iterator[_Waiting]:
+    """A thread in ``get(timeout)`` on a private redis-server that is then stopped."""
+    from .redis_server import redis_server, spare_port
+    port = spare_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    app = App("stopped", broker=url, backend=url)
+    result = app.AsyncResult(f"id-{unique}")
+    outcome: list[object] = []
+    waiting = _Waiting(app, port, f"celery-task-meta-{result.id}", threading.Thread(
+        target=lambda: outcome.append(_get_or_error(result, timeout)), daemon=True), outcome)
+    try:
+        with redis_server(tmp_path, port, durable=False):
+            waiting.waiter.start()
+            assert wait_for(lambda: _subscribers(app, waiting.channel) == 1, 5)
+        yield waiting
+    finally:
+        app.close()
+
+
 def test_get_waits_through_a_redis_restart(tmp_path, unique):
     """Redis stopped for about 2 s and started again on the same port while ``get(timeout=30)``
     waits: it keeps reconnecting, with pauses, and returns the result stored afterwards (main
     gave up after three refused connects in a few milliseconds)."""
-    from .redis_server import redis_server, spare_port
-    port = spare_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    app = App("restart", broker=url, backend=url)
-    result = app.AsyncResult(f"id-{unique}")
-    outcome: list[object] = []
-    waiter = threading.Thread(target=lambda: outcome.append(_get_or_error(result, 30)),
-                              daemon=True)
-    try:
-        with redis_server(tmp_path, port, durable=False):
-            waiter.start()
-            assert wait_for(lambda: _subscribers(app, f"celery-task-meta-{result.id}") == 1, 5)
+    from .redis_server import redis_server
+    with _get_while_redis_stops(tmp_path, unique, 30) as waiting:
         time.sleep(2)
-        assert waiter.is_alive(), outcome
-        with redis_server(tmp_path, port, durable=False):
-            assert wait_for(lambda: _subscribers(app, f"celery-task-meta-{result.id}") == 1,
-                            10), outcome
-            app.backend.store_result(result.id, 5, states.SUCCESS)
-            waiter.join(15)
-            assert outcome == [5]
-    finally:
-        app.close()
+        assert waiting.waiter.is_alive(), waiting.outcome
+        with redis_server(tmp_path, waiting.port, durable=False):
+            assert wait_for(lambda: _subscribers(waiting.app, waiting.channel) == 1, 10), \
+                waiting.outcome
+            waiting.app.backend.store_result(f"id-{unique}", 5, states.SUCCESS)
+            waiting.waiter.join(15)
+            assert waiting.outcome == [5]
 
 
 def test_a_get_without_timeout_gives_up_once_redis_stays_away(tmp_path, unique, monkeypatch):
     """With no timeout, ``get()`` reconnects for ``RECONNECT_FOR`` seconds after the last
     connection that answered, then raises BackendError (it does not retry forever)."""
     from qtui.core.backends import redis as redis_backend
-
-    from .redis_server import redis_server, spare_port
     monkeypatch.setattr(redis_backend, "RECONNECT_FOR", 1.5)
-    port = spare_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    app = App("gone", broker=url, backend=url)
-    result = app.AsyncResult(f"id-{unique}")
-    outcome: list[object] = []
-    waiter = threading.Thread(target=lambda: outcome.append(_get_or_error(result, None)),
-                              daemon=True)
-    try:
-        with redis_server(tmp_path, port, durable=False):
-            waiter.start()
-            assert wait_for(lambda: _subscribers(app, f"celery-task-meta-{result.id}") == 1, 5)
-        waiter.join(20)
-        assert len(outcome) == 1 and isinstance(outcome[0], BackendError), outcome
-        assert "lost Redis" in str(outcome[0])
-    finally:
-        app.close()
+    with _get_while_redis_stops(tmp_path, unique, None) as waiting:
+        waiting.waiter.join(20)
+        assert len(waiting.outcome) == 1 and isinstance(waiting.outcome[0], BackendError), \
+            waiting.outcome
+        assert "lost Redis" in str(waiting.outcome[0])
 
 
 def _client_count(app: App) -> int:
