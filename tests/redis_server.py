@@ -28,15 +28,15 @@ def listening(port: int) -> bool:
 
 
 @contextmanager
-def redis_server(directory: Path, port: int, durable: bool = True
+def redis_server(directory: Path, port: int, durable: bool = True, extra: tuple[str, ...] = ()
                  ) -> Iterator[subprocess.Popen[bytes]]:
     """redis-server on ``port`` with its data in ``directory`` (append-only, fsync always, so a
-    restart keeps what was acknowledged; nothing on disk unless ``durable``); terminated on
-    exit."""
+    restart keeps what was acknowledged; nothing on disk unless ``durable``), ``extra`` added to
+    its arguments; terminated on exit."""
     keep = ["--appendonly", "yes", "--appendfsync", "always"] if durable \
         else ["--appendonly", "no"]
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--dir", str(directory),
-                             *keep, "--save", ""],
+                             *keep, "--save", "", *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:

@@ -9,6 +9,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
 import redis
@@ -261,7 +264,7 @@ def test_threads_that_only_send_keep_no_subscriber_connection(sending_app):
         thread = threading.Thread(target=send)
         thread.start()
         thread.join(10)
-    assert sending_app.backend._listeners == []
+    assert list(sending_app.backend._listeners) == []
 
 
 def test_a_refused_command_of_the_result_write_raises_after_every_reply_is_read(
@@ -343,8 +346,164 @@ def test_get_connects_again_when_its_connection_is_lost_while_it_waits(private_a
     assert outcome == [5]
 
 
-def _get_or_error(result: object) -> object:
+def _get_or_error(result: object, timeout: float | None = 8) -> object:
     try:
-        return result.get(timeout=8)  # type: ignore[attr-defined]
+        return result.get(timeout=timeout)  # type: ignore[attr-defined]
     except Exception as exc:  # the test compares what came back
         return exc
+
+
+@dataclass
+class _Waiting:
+    app: App
+    port: int
+    channel: str
+    waiter: threading.Thread
+    outcome: list[object]
+
+
+@contextmanager
+def _get_while_redis_stops(tmp_path, unique: str, timeout: float | None) -> Iterator[_Waiting]:
+    """A thread in ``get(timeout)`` on a private redis-server that is then stopped."""
+    from .redis_server import redis_server, spare_port
+    port = spare_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    app = App("stopped", broker=url, backend=url)
+    result = app.AsyncResult(f"id-{unique}")
+    outcome: list[object] = []
+    waiting = _Waiting(app, port, f"celery-task-meta-{result.id}", threading.Thread(
+        target=lambda: outcome.append(_get_or_error(result, timeout)), daemon=True), outcome)
+    try:
+        with redis_server(tmp_path, port, durable=False):
+            waiting.waiter.start()
+            assert wait_for(lambda: _subscribers(app, waiting.channel) == 1, 5)
+        yield waiting
+    finally:
+        app.close()
+
+
+def test_get_waits_through_a_redis_restart(tmp_path, unique):
+    """Redis stopped for about 2 s and started again on the same port while ``get(timeout=30)``
+    waits: it keeps reconnecting, with pauses, and returns the result stored afterwards (main
+    gave up after three refused connects in a few milliseconds)."""
+    from .redis_server import redis_server
+    with _get_while_redis_stops(tmp_path, unique, 30) as waiting:
+        time.sleep(2)
+        assert waiting.waiter.is_alive(), waiting.outcome
+        with redis_server(tmp_path, waiting.port, durable=False):
+            assert wait_for(lambda: _subscribers(waiting.app, waiting.channel) == 1, 10), \
+                waiting.outcome
+            waiting.app.backend.store_result(f"id-{unique}", 5, states.SUCCESS)
+            waiting.waiter.join(15)
+            assert waiting.outcome == [5]
+
+
+def test_a_get_without_timeout_gives_up_once_redis_stays_away(tmp_path, unique, monkeypatch):
+    """With no timeout, ``get()`` reconnects for ``RECONNECT_FOR`` seconds after the last
+    connection that answered, then raises BackendError (it does not retry forever)."""
+    from qtui.core.backends import redis as redis_backend
+    monkeypatch.setattr(redis_backend, "RECONNECT_FOR", 1.5)
+    with _get_while_redis_stops(tmp_path, unique, None) as waiting:
+        waiting.waiter.join(20)
+        assert len(waiting.outcome) == 1 and isinstance(waiting.outcome[0], BackendError), \
+            waiting.outcome
+        assert "lost Redis" in str(waiting.outcome[0])
+
+
+def _client_count(app: App) -> int:
+    return len(redis.Redis.from_url(app.backend.url).client_list())
+
+
+def test_a_threads_subscriber_connection_closes_when_the_thread_ends(private_app):
+    """50 short-lived threads that each wait for one result leave no connection behind (main
+    kept one per thread until the app closed)."""
+    import gc
+    private_app.backend.store_result("done", 1, states.SUCCESS)
+    before = _client_count(private_app)
+
+    def get() -> None:
+        assert private_app.AsyncResult("done").get(timeout=10) == 1
+
+    for _ in range(50):
+        thread = threading.Thread(target=get)
+        thread.start()
+        thread.join(10)
+    gc.collect()
+    assert wait_for(lambda: _client_count(private_app) <= before + 2, 5), \
+        _client_count(private_app)
+
+
+def test_a_get_waiting_when_the_backend_closes_raises_instead_of_reconnecting(private_app):
+    """``close()`` while a thread waits: its ``get()`` raises a BackendError that says so, and
+    no connection comes back (main reconnected silently)."""
+    result = private_app.AsyncResult("never-stored")
+    outcome: list[object] = []
+    waiter = threading.Thread(target=lambda: outcome.append(_get_or_error(result)), daemon=True)
+    waiter.start()
+    assert wait_for(lambda: _subscribers(private_app, "celery-task-meta-never-stored") == 1, 5)
+    private_app.backend.close()
+    waiter.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], BackendError), outcome
+    assert "closed" in str(outcome[0])
+    assert _subscribers(private_app, "celery-task-meta-never-stored") == 0
+
+
+def test_a_server_without_hello_is_polled_instead(tmp_path):
+    """A Redis that refuses ``HELLO`` (RESP2 only): ``get()`` falls back to reading the key
+    (main raised "unknown command 'HELLO'")."""
+    from .redis_server import redis_server, spare_port
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False, extra=("--rename-command", "HELLO", "")):
+        url = f"redis://127.0.0.1:{port}/0?protocol=2"
+        app = App("resp2", broker=url, backend=url)
+        try:
+            app.backend.store_result("before", 1, states.SUCCESS)
+            assert app.AsyncResult("before").get(timeout=10) == 1
+            threading.Timer(0.3, app.backend.store_result, ("after", 2, states.SUCCESS)).start()
+            assert app.AsyncResult("after").get(timeout=10) == 2
+        finally:
+            app.close()
+
+
+def _subscriber_ids(app: App) -> list[str]:
+    clients = redis.Redis.from_url(app.backend.url).client_list()
+    return [c["id"] for c in clients if int(c["sub"]) or int(c.get("psub", 0))]
+
+
+def test_a_get_that_times_out_keeps_the_threads_connection(private_app):
+    """Timed-out ``get()``s unsubscribe and keep the connection (main dropped it and shook
+    hands again every time): the same connection, and a later ``get()`` of another task still
+    returns that task's result."""
+    _waited_before(private_app)
+    client = redis.Redis.from_url(private_app.backend.url)
+    before = client.info("stats")["total_connections_received"]
+    for _ in range(3):
+        with pytest.raises(TimeoutError):
+            private_app.AsyncResult("never-stored").get(timeout=0.2)
+    assert client.info("stats")["total_connections_received"] == before
+    private_app.backend.store_result("later", 7, states.SUCCESS)
+    assert private_app.AsyncResult("later").get(timeout=10) == 7
+    assert _subscriber_ids(private_app) == []
+
+
+def test_a_get_lets_go_of_the_subscription_made_when_another_task_was_sent(sending_app):
+    """The thread's connection holds one subscription: a ``get()`` of another task unsubscribes
+    the one made at send time (main held both while it waited)."""
+    _waited_before(sending_app)
+    sent = sending_app.send_task("tasks.add", args=[1, 1])
+    channel = f"celery-task-meta-{sent.id}"
+    assert wait_for(lambda: _subscribers(sending_app, channel) == 1, 5)
+    other = sending_app.AsyncResult(f"other-{uuid.uuid4().hex}")
+    seen: list[int] = []
+
+    def look_then_store() -> None:  # while this thread's get() waits
+        wait_for(lambda: _subscribers(sending_app, f"celery-task-meta-{other.id}") == 1, 5)
+        seen.append(_subscribers(sending_app, channel))
+        sending_app.backend.store_result(other.id, 3, states.SUCCESS)
+
+    threading.Thread(target=look_then_store, daemon=True).start()
+    try:
+        assert other.get(timeout=10) == 3
+        assert seen == [0]
+    finally:
+        other.forget()

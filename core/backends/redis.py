@@ -5,17 +5,20 @@ PUBLISH.
 subscription (:mod:`.redis_listener`), so a result written before is found and one written after
 is published to it; it then waits on the publication instead of polling. Each thread keeps its
 subscriber connection from one ``get()`` to the next (a new connection costs a handshake of
-several round trips); it only ever holds the subscription of the task it waits for, or of the
-last task it sent: in a thread that has waited before, a task sent alone is subscribed to before
-it is sent (the ``SUBSCRIBE`` goes out without waiting), so that a ``get()`` right after finds
-the subscription made, and the result itself when it was published already (no ``GET`` then).
-A thread that only sends opens no subscriber connection."""
+several round trips) and closes it when the thread ends. The connection holds one subscription:
+the task a ``get()`` waits for, or the last task the thread sent (in a thread that has waited
+before, a task sent alone is subscribed to before it is sent, without waiting, so that a
+``get()`` right after finds the subscription made, and the result itself when it was published
+already); a ``get()`` of another task lets that one go. A thread that only sends opens no
+subscriber connection. A server without RESP3 (``HELLO``) is polled instead."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
+import weakref
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,15 +29,31 @@ from ..brokers.redis import wire
 from ..exceptions import BackendError
 from .base import ResultBackend, pending_meta
 from .redis_chord import RedisChordJoin
-from .redis_listener import Listener
+from .redis_listener import Ended, Listener, NoResp3
 
 if TYPE_CHECKING:
     from ..app import App
     from ..protocol import TaskMessage
 
+logger = logging.getLogger("qtui.backend")
+
 KEY_PREFIX = "celery-task-meta-"
-#: Connections lost during one ``get()`` before it gives up.
-LOSSES_MAX = 3
+#: Seconds a ``get()`` without a timeout keeps reconnecting to a Redis it lost before it gives
+#: up (a ``get()`` with a timeout keeps trying until its timeout).
+RECONNECT_FOR = 60.0
+#: Pause before the first reconnect; it doubles up to the second figure.
+RECONNECT_PAUSE = (0.1, 1.0)
+
+
+class _Held:
+    """A thread's listener, kept in the thread's local state: when the thread ends the state
+    goes, and a finalizer closes the listener's connection."""
+
+    __slots__ = ("__weakref__", "listener", "pid")
+
+    def __init__(self, listener: Listener) -> None:
+        self.pid, self.listener = os.getpid(), listener
+        weakref.finalize(self, listener.end)
 
 
 class RedisBackend(ResultBackend):
@@ -46,8 +65,12 @@ class RedisBackend(ResultBackend):
         except ValueError as exc:
             raise exceptions.ImproperlyConfigured(f"result_backend: bad Redis URL: {exc}") from exc
         self._local = threading.local()
-        self._listeners: list[Listener] = []
+        #: Every thread's listener, for close(); a thread's ends with the thread.
+        self._listeners: weakref.WeakSet[Listener] = weakref.WeakSet()
         self._listeners_lock = threading.Lock()
+        self._closed = False
+        #: The server refused RESP3: get() polls the key.
+        self._resp2 = False
 
     @staticmethod
     def key(task_id: str) -> str:
@@ -116,37 +139,45 @@ class RedisBackend(ResultBackend):
     def on_chord_part_return(self, message: TaskMessage, state: str, result: Any) -> None:
         self._chords.on_chord_part_return(message, state, result)
 
+    def _held(self) -> Listener | None:
+        """This thread's subscriber connection if it has one (none after a fork)."""
+        held: _Held | None = getattr(self._local, "held", None)
+        return held.listener if held is not None and held.pid == os.getpid() else None
+
     def _listener(self) -> Listener:
-        """This thread's subscriber connection (a new one after a fork)."""
-        found = getattr(self._local, "listener", None)
-        if found is None or found[0] != os.getpid():
+        """This thread's subscriber connection, made on first use."""
+        if self._closed:
+            raise BackendError("the result backend is closed")
+        listener = self._held()
+        if listener is None:
             listener = Listener(self.client)
             with self._listeners_lock:
-                self._listeners.append(listener)
-            found = self._local.listener = (os.getpid(), listener)
-        return cast("Listener", found[1])
+                self._listeners.add(listener)
+            self._local.held = _Held(listener)
+        return listener
 
     def expect_result(self, task_id: str) -> None:
         """Subscribe to the task's channel now, without waiting (the previous such
         subscription, whose task nobody waited for, goes), if this thread has a subscriber
         connection (it waited before): each short-lived sending thread would otherwise keep a
         connection until :meth:`close`. A failure only leaves the subscription to ``get()``."""
-        found = getattr(self._local, "listener", None)
-        if found is None or found[0] != os.getpid():
+        listener = self._held()
+        if listener is None or self._resp2:
             return
         try:
-            found[1].expect(self.key(task_id))
+            listener.expect(self.key(task_id))
         except (OSError, redis.RedisError):
-            self._drop_listener(found[1])
+            self._drop_listener(listener)
 
     def _drop_listener(self, listener: Listener) -> None:
-        self._local.listener = None
+        self._local.held = None
         with self._listeners_lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-        listener.close()
+            self._listeners.discard(listener)
+        listener.end()
 
     def _wait(self, task_id: str, timeout: float | None, interval: float) -> dict[str, Any]:
+        if self._resp2:
+            return super()._wait(task_id, timeout, interval)
         deadline = None if timeout is None else time.monotonic() + timeout
         key = self.key(task_id)
         listener = self._listener()
@@ -165,24 +196,41 @@ class RedisBackend(ResultBackend):
                 raise exceptions.TimeoutError(f"task {task_id} not ready after {timeout}s")
             return min(remaining, 5.0)
 
-        losses = 0
+        lost_since: float | None = None
+        pause = RECONNECT_PAUSE[0]
         while True:
             try:
                 meta: dict[str, Any] = listener.wait(key, ready, wake)
                 listener.unsubscribe(key)
                 return meta
             except exceptions.TimeoutError:
-                self._drop_listener(listener)  # leave no subscription behind
+                self._let_go(listener, key)  # the connection stays for the next get()
                 raise
+            except NoResp3 as exc:
+                self._drop_listener(listener)
+                self._resp2 = True
+                logger.warning("result_backend: this Redis refused HELLO (RESP3, Redis 6 or "
+                               "later): get() polls the result key instead (%s)", exc)
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                return super()._wait(task_id, remaining, interval)
             except (OSError, redis.ConnectionError) as exc:
                 # A lost connection: the next attempt connects again, subscribes and reads
                 # the key, so nothing published meanwhile is missed.
+                answered = listener.answered
                 listener.close()
-                losses += 1
-                if losses > LOSSES_MAX:
+                if self._closed or isinstance(exc, Ended):
+                    raise BackendError(f"the result backend was closed while waiting for "
+                                       f"task {task_id}") from exc
+                now = time.monotonic()
+                if answered or lost_since is None:  # the first loss, or a reconnect that worked
+                    lost_since, pause = now, RECONNECT_PAUSE[0]
+                give_up = lost_since + RECONNECT_FOR if deadline is None else deadline
+                if now + pause > give_up:
                     self._drop_listener(listener)
-                    raise BackendError(
-                        f"lost Redis while waiting for task {task_id}: {exc}") from exc
+                    raise BackendError(f"lost Redis while waiting for task {task_id} (tried "
+                                       f"for {now - lost_since:.1f}s): {exc}") from exc
+                time.sleep(pause)
+                pause = min(pause * 2, RECONNECT_PAUSE[1])
             except redis.RedisError as exc:
                 self._drop_listener(listener)
                 raise BackendError(
@@ -191,9 +239,21 @@ class RedisBackend(ResultBackend):
                 self._drop_listener(listener)
                 raise
 
+    def _let_go(self, listener: Listener, key: str) -> None:
+        """Unsubscribe from ``key`` after a wait that timed out; the replies it still expects
+        are skipped later (counted stale by the listener)."""
+        try:
+            listener.unsubscribe(key)
+        except (OSError, redis.RedisError):
+            self._drop_listener(listener)
+
     def close(self) -> None:
+        """Close every thread's subscriber connection; a ``get()`` waiting on one raises
+        BackendError instead of connecting again."""
+        self._closed = True
         with self._listeners_lock:
-            listeners, self._listeners = self._listeners, []
+            listeners = list(self._listeners)
+            self._listeners.clear()
         for listener in listeners:
-            listener.close()
+            listener.end()
         self.client.close()

@@ -22,6 +22,15 @@ from ..brokers.redis import wire
 EXPECTED_UNREAD_MAX = 32
 
 
+class NoResp3(redis.ResponseError):
+    """The server refused ``HELLO 3``: it speaks RESP2 only (older than Redis 6, or ``HELLO``
+    renamed away)."""
+
+
+class Ended(redis.ConnectionError):
+    """The listener was closed for good (its backend closed, or its thread ended)."""
+
+
 class Listener:
     """Subscribes, asks for a key and reads what comes back, on one dedicated connection."""
 
@@ -35,16 +44,26 @@ class Listener:
         #: Replies to ``GET`` still on their way that an ended wait no longer needs.
         self.stale = 0
         self.sends = 0
+        #: A reply or push came on the current connection (a reconnect that worked).
+        self.answered = False
+        self.ended = False
 
     def _socket(self) -> Any:
         """The connected socket; a new connection (and a fresh state) after a loss."""
         sock = self.conn._sock
         if sock is None:
-            self.conn.connect()
+            if self.ended:
+                raise Ended("the subscriber connection was closed for good")
+            try:
+                self.conn.connect()
+            except redis.ResponseError as exc:
+                if "HELLO" in str(exc).upper():
+                    raise NoResp3(str(exc)) from exc
+                raise
             sock = self.conn._sock
             self.reader, self.poller = wire.Reader(), select.poll()
             self.poller.register(sock, select.POLLIN)
-            self.subscribed, self.stale = None, 0
+            self.subscribed, self.stale, self.answered = None, 0, False
         return sock
 
     def send(self, *commands: tuple[Any, ...]) -> None:
@@ -63,6 +82,7 @@ class Listener:
             if not data:
                 raise ConnectionError("Redis closed the subscriber connection")
             self.reader.feed(data)
+        self.answered = True
         return item
 
     def expect(self, key: str) -> None:
@@ -82,13 +102,16 @@ class Listener:
         """Wait for ``key``'s result: ``ready(payload)`` turns a stored or published payload
         (None: nothing stored) into a meta, or None while the task is not done; ``wake()`` is how
         long to wait before reading the key again (it raises once the caller's time is up).
-        Messages and replies left over from earlier waits are skipped."""
+        Messages and replies left over from earlier waits are skipped; the subscription made at
+        send time for another task goes, so the connection holds one subscription."""
         channel = key.encode()
         asked = 0  # GETs of this wait whose reply has not come
-        if self.subscribed == key:  # subscribed at send: see what already came, then ask
-            self.subscribed, read_key = None, False
+        previous, self.subscribed = self.subscribed, None
+        if previous == key:  # subscribed at send: see what already came, then ask
+            read_key = False
         else:
-            self.send(("SUBSCRIBE", key), ("GET", key))
+            self.send(*([("UNSUBSCRIBE", previous)] if previous else []),
+                      ("SUBSCRIBE", key), ("GET", key))
             asked, read_key = 1, True
         try:
             while True:
@@ -120,4 +143,10 @@ class Listener:
     def close(self) -> None:
         """Disconnect; the next command connects again and starts from no subscription."""
         self.conn.disconnect()
-        self.subscribed = None
+        self.subscribed, self.answered = None, False
+
+    def end(self) -> None:
+        """Disconnect for good: a wait in progress (in another thread) raises :class:`Ended`
+        instead of connecting again."""
+        self.ended = True
+        self.close()
