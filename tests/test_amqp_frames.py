@@ -215,8 +215,8 @@ def test_the_key_cache_keeps_text_only_and_stays_bounded(monkeypatch):
 @pytest.mark.parametrize("header", [b"\x80\x00\x02\xff\xfe", b"\x04\x00\x02\xff\xfe",
                                    b"\x20\x00\x00\x00\x00\x09\x01kS\x00"])
 def test_a_content_header_that_cannot_be_read_is_delivered_with_its_error(header):
-    """content_type or correlation_id not UTF-8, a table cut short: the message is delivered, not the loop broken;
-    the worker's channel makes it a kombu message that fails to decode (dead-lettered)."""
+    """content_type or correlation_id not UTF-8, a table cut short: the message is delivered,
+    not the loop broken; the worker's channel makes it a kombu message that fails to decode."""
     frame_list = deliver_frames({}, b"0123456789")
     frame_list[1] = (2, 1, frame_list[1][2][:12] + header)
     (_, _, _, props, body), = handled(frames.frame_handler, frame_list)

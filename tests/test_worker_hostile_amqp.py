@@ -72,7 +72,7 @@ UNREADABLE = {
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("case", sorted(UNREADABLE))
 def test_a_message_the_worker_cannot_read_is_dead_lettered_and_the_worker_goes_on(
-        amqp_world, case):  # noqa: F811
+        amqp_world, case):
     with amqp_world.worker("-P", "solo") as worker:
         publish_raw(amqp_world.queue, content_header(str(uuid.uuid4()), **UNREADABLE[case]),
                     ["hostile"])
@@ -86,7 +86,7 @@ def test_a_message_the_worker_cannot_read_is_dead_lettered_and_the_worker_goes_o
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("seconds", [2**63 - 1, 2**40])
-def test_a_timestamp_header_out_of_range_does_not_stop_the_task(amqp_world, seconds):  # noqa: F811
+def test_a_timestamp_header_out_of_range_does_not_stop_the_task(amqp_world, seconds):
     timestamp = (b"x-when", b"T" + struct.pack(">Q", seconds))
     with amqp_world.worker("-P", "solo") as worker:
         publish_raw(amqp_world.queue, content_header(str(uuid.uuid4()), extra=(timestamp,)),
