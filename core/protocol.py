@@ -375,6 +375,10 @@ def parse(body: Any, headers: Mapping[str, Any] | None,
 def _parse_v2(body: Any, headers: Mapping[str, Any], properties: Mapping[str, Any]) -> TaskMessage:
     task = _text(headers.get("task"), "headers.task", required=True)
     task_id = _text(headers.get("id"), "headers.id", required=True)
+    names = [k for k in headers if not isinstance(k, str)]
+    if names:
+        raise ProtocolError(f"task {task} [{task_id}]: header names must be text: "
+                            f"{saferepr(names, 120)}")
     if not isinstance(body, (list, tuple)) or len(body) != 3:
         raise ProtocolError(f"task {task} [{task_id}]: the body must be [args, kwargs, embed], "
                             f"got {saferepr(body, 120)}")

@@ -187,3 +187,38 @@ def test_an_ack_on_a_closed_channel_says_the_connection_is_closed():
     channel.connection = None
     with pytest.raises(RecoverableConnectionError):
         channel.basic_ack(1)
+
+
+def test_a_timestamp_header_decodes_as_py_amqp_decodes_it():
+    raw = properties({"x-when": datetime(2026, 11, 30, 20, 0, 0)})
+    assert frames.decode_properties(raw, 0) == decode_properties_basic(raw, 0)
+
+
+@pytest.mark.parametrize("seconds", [2**63 - 1, 2**40])
+def test_a_timestamp_header_out_of_range_stays_a_number(seconds):
+    entry = b"\x06x-when" + b"T" + seconds.to_bytes(8, "big")
+    raw = b"\x20\x00" + len(entry).to_bytes(4, "big") + entry
+    assert frames.decode_properties(raw, 0)[0] == {"application_headers": {"x-when": seconds}}
+
+
+def test_the_key_cache_keeps_text_only_and_stays_bounded(monkeypatch):
+    monkeypatch.setattr(frames, "_KEYS", {})
+    for n in range(frames.KEYS_KEPT * 2):
+        key = f"k{n}"
+        raw = properties({key: 1, b"\xff\xfe": 2})
+        assert frames.decode_properties(raw, 0)[0]["application_headers"] == {
+            key: 1, b"\xff\xfe": 2}
+        assert len(frames._KEYS) <= frames.KEYS_KEPT
+    assert b"\xff\xfe" not in frames._KEYS and "k2047" in frames._KEYS.values()
+
+
+@pytest.mark.parametrize("header", [b"\x80\x00\x02\xff\xfe", b"\x04\x00\x02\xff\xfe",
+                                   b"\x20\x00\x00\x00\x00\x09\x01kS\x00"])
+def test_a_content_header_that_cannot_be_read_is_delivered_with_its_error(header):
+    """content_type or correlation_id not UTF-8, a table cut short: the message is delivered,
+    not the loop broken; the worker's channel makes it a kombu message that fails to decode."""
+    frame_list = deliver_frames({}, b"0123456789")
+    frame_list[1] = (2, 1, frame_list[1][2][:12] + header)
+    (_, _, _, props, body), = handled(frames.frame_handler, frame_list)
+    assert body == b"0123456789"
+    assert "cannot read the message's content header" in str(props[frames.UNREADABLE])

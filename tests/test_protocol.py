@@ -225,3 +225,10 @@ def test_a_message_built_by_real_celery_parses_to_the_same_task():
     assert (got.eta, got.expires, got.retries) == (eta, eta, 1)
     assert (got.time_limit, got.soft_time_limit) == (60.0, 50.0)
     assert (got.parent_id, got.group, got.reply_to) == ("par", "grp", "rq")
+
+
+def test_a_header_name_that_is_not_text_is_refused():
+    """An AMQP table key that is not UTF-8 arrives as bytes (py-amqp's way)."""
+    wire = _wire()
+    with pytest.raises(ProtocolError, match="header names must be text"):
+        parse(list(wire.body), {**wire.headers, b"\xff\xfe": "v"}, wire.properties)

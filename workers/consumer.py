@@ -92,8 +92,9 @@ class Consumer:
         """Count the prefetch window per channel (RabbitMQ's global QoS) rather than per consumer:
         quorum queues refuse it."""
         self._next_heartbeat_check = 0.0
-        self._family: tuple[Connection | None, BrokerFamily | None] = (None, None)
-        """The connection :attr:`family` was worked out for, and its family."""
+        self._family: tuple[object, BrokerFamily | None] = (None, None)
+        """The transport :attr:`family` was worked out for, and its family (a failover URL
+        changes the transport inside one Connection)."""
         self.reclaim_due = False
         """The connection was lost: what this worker owns on the broker and does not hold is
         put back through the next one (see :meth:`reclaim_after_loss`)."""
@@ -114,9 +115,9 @@ class Consumer:
         conn = self.connection
         if conn is None:
             return None
-        # Asked on every ack (keeps_deliveries): worked out once per connection.
-        if self._family[0] is not conn:
-            self._family = (conn, family_for(conn))
+        # Asked on every ack (keeps_deliveries): worked out once per transport.
+        if self._family[0] is not conn.transport:
+            self._family = (conn.transport, family_for(conn))
         return self._family[1]
 
     @property

@@ -383,7 +383,9 @@ class Worker:
             self.settlement.put_back(queue_name, message)
             return
         compression = message.headers.get("compression")
-        if not compression:
+        if isinstance(exc, ProtocolError):
+            reason = str(exc)
+        elif not compression:
             reason = f"cannot read the message body: {exc!r}"
         elif isinstance(exc, KeyError):
             reason = f"unknown compression {compression!r}: the body cannot be decompressed"

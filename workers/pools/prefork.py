@@ -5,11 +5,12 @@ registered tasks). Each child has two pipes of its own: the parent writes a work
 child's job pipe only when that child is idle (per-child dispatch: the parent always knows which
 child runs which task), and the child writes the outcome back on its result pipe. The worker's
 main thread reads the result pipes itself (:meth:`PreforkPool.collect`, one ``poll`` over them
-all, one ``read`` for every outcome a pipe holds), so an outcome reaches the acks without a
-hand-over between threads. Work items and outcomes cross the pipes as plain values, which pickle
-faster than the dataclasses they stand for. One watch thread in the parent waits on every
-child's pidfd and kills a child at its hard time limit. A child's
-death is seen by its pid (the pidfd turns readable; ``waitpid`` polling where there are no
+all, one ``read`` for an outcome's length and payload together: with per-child dispatch a
+pipe holds at most one outcome, as a child gets its next item only after it is read), so an
+outcome reaches the acks without a hand-over between threads. Work items and outcomes cross the
+pipes as plain values, which pickle faster than the dataclasses they stand for. One watch
+thread in the parent waits on every child's pidfd and kills a child at its hard time limit. A
+child's death is seen by its pid (the pidfd turns readable; ``waitpid`` polling where there are no
 pidfds), not by end-of-file on its result pipe, which a grandchild the task forked may keep
 open; a grandchild does not get the pool's pipes anyway (closed after ``fork``, close-on-exec
 for ``exec``). The task a dead child was running is reported lost -- killed at its hard time
@@ -87,8 +88,9 @@ class _Child:
     """What was read from the result pipe past the last whole outcome."""
 
     def read_outcomes(self) -> list[Outcome] | None:
-        """The outcomes one read of the result pipe completes (all it holds, up to
-        :data:`_READ_SIZE`), oldest first; None at its end. Only when the pipe is readable: the
+        """The outcomes one read of the result pipe completes (length and payload in one read, up
+        to :data:`_READ_SIZE`; at most one outcome, as a child has one task at a time, and none
+        while a large one is still arriving); None at its end. Only when the pipe is readable: the
         read blocks otherwise."""
         data = os.read(self.results.fileno(), _READ_SIZE)
         if not data:
@@ -320,9 +322,9 @@ class PreforkPool(Pool):
         self._polled_children = children
 
     def _read(self, child: _Child) -> bool:
-        """Report the outcomes ``child``'s result pipe holds (one read for all of them); False
-        once the pipe is at its end (the child exited) or the watch thread took the child's exit
-        first."""
+        """Report the outcome ``child``'s result pipe holds (one read, not one for its length and
+        one for its payload); False once the pipe is at its end (the child exited) or the watch
+        thread took the child's exit first."""
         with self._lock:  # the watch thread reads what a child sent before it exited
             if child.dead:
                 return False

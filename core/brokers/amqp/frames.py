@@ -11,7 +11,9 @@ values (the common types inline, the rare ones through py-amqp's own ``_read_ite
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
+from datetime import datetime, timezone
 from struct import Struct
 from typing import Any
 
@@ -20,14 +22,23 @@ from amqp.basic_message import Message
 from amqp.exceptions import UnexpectedFrame
 from amqp.serialization import _read_item
 
+from ...exceptions import ProtocolError
+
 #: py-amqp's methods followed by a content header and body.
 CONTENT_METHODS = frozenset({spec.Basic.Return, spec.Basic.Deliver, spec.Basic.GetOk})
 #: The class id of ``basic`` content headers (the only class with content in AMQP 0-9-1).
 BASIC_CLASS_ID = spec.Basic.CLASS_ID
 
-#: Table keys kept decoded (a task's headers repeat the same few dozen names).
+#: Table keys kept decoded (a task's headers repeat the same few dozen names); only keys that
+#: are text, and the cache starts over when full.
 KEYS_KEPT = 1024
-_KEYS: dict[bytes, str | bytes] = {}
+_KEYS: dict[bytes, str] = {}
+#: The property :func:`frame_handler` puts the error in when a content header cannot be read;
+#: the worker's channel takes it out and makes the message undecodable (dead-lettered).
+UNREADABLE = "x-qtui-unreadable-header"
+#: What a hostile content header can raise while being read.
+DECODE_ERRORS = (UnicodeDecodeError, ValueError, OverflowError, OSError, IndexError,
+                 struct.error)
 
 _U32 = Struct(">I").unpack_from
 _I32 = Struct(">i").unpack_from
@@ -70,6 +81,12 @@ def _read_value(buf: bytes, offset: int) -> tuple[Any, int]:
     if kind == 0x46:  # 'F': table
         size, = _U32(buf, offset + 1)
         return read_table(buf, offset + 5, offset + 5 + size)
+    if kind == 0x54:  # 'T': timestamp; out of datetime's range it stays the number it is
+        seconds, = _U64(buf, offset + 1)
+        try:
+            return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None), offset + 9
+        except (ValueError, OverflowError, OSError):
+            return seconds, offset + 9
     if kind == 0x41:  # 'A': array
         size, = _U32(buf, offset + 1)
         offset, limit = offset + 5, offset + 5 + size
@@ -91,10 +108,12 @@ def read_table(buf: bytes, offset: int, limit: int) -> tuple[dict[Any, Any], int
         start = offset + 1
         offset = start + buf[offset]
         raw = buf[start:offset]
-        key = keys.get(raw)
+        key: str | bytes | None = keys.get(raw)
         if key is None:
             key = _text(raw)
-            if len(keys) < KEYS_KEPT:
+            if isinstance(key, str):
+                if len(keys) >= KEYS_KEPT:
+                    keys.clear()
                 keys[raw] = key
         kind = buf[offset]
         if kind == 0x53:  # 'S': long string
@@ -161,7 +180,12 @@ def frame_handler(connection: Any, callback: Callable[..., Any]) -> Callable[[An
             msg = partial[channel]
             class_id, msg.body_size = _CONTENT_HEADER(buf, 0)
             if class_id == BASIC_CLASS_ID:
-                msg.properties, _ = decode_properties(buf, 12)
+                try:
+                    msg.properties, _ = decode_properties(buf, 12)
+                except DECODE_ERRORS as exc:
+                    # Not a lost connection: the message is delivered and dead-lettered.
+                    msg.properties = {UNREADABLE: ProtocolError(
+                        f"cannot read the message's content header: {exc!r}")}
             else:
                 msg._load_properties(class_id, buf, 12)
             if msg.body_size:

@@ -18,6 +18,7 @@ read by :mod:`.frames` (the same values as py-amqp's, in less time).
 from __future__ import annotations
 
 import errno
+import sys
 from collections.abc import Collection, Iterable
 from struct import Struct
 from typing import Any
@@ -28,6 +29,7 @@ from amqp.exceptions import RecoverableConnectionError, UnexpectedFrame
 from amqp.transport import TCPTransport
 from kombu.transport import pyamqp
 
+from ...exceptions import ProtocolError
 from . import frames
 
 #: Most bytes one ``recv`` takes from the socket.
@@ -138,6 +140,18 @@ class WorkerChannel(pyamqp.Channel):
         if consumer_tag not in (self.no_ack_consumers or ()):
             self.unsettled.add(delivery_tag)
         super()._on_basic_deliver(consumer_tag, delivery_tag, *args)
+
+    def message_to_python(self, raw_message: Any) -> Any:
+        """kombu's Message; one whose content header could not be read carries the error, so
+        the consumer hands it to its ``on_decode_error`` (dead-lettered, not a crash)."""
+        unreadable = raw_message.properties.pop(frames.UNREADABLE, None)
+        message = super().message_to_python(raw_message)
+        if unreadable is not None:
+            try:
+                raise unreadable
+            except ProtocolError:
+                message.errors.append(sys.exc_info())
+        return message
 
     def basic_get(self, queue: str = "", no_ack: bool = False, argsig: str = "Bsb") -> Any:
         message = super().basic_get(queue, no_ack, argsig)
