@@ -43,12 +43,16 @@ class Ledger:
     """Where the records are kept, for logs and the README's promises."""
     errors: tuple[type[BaseException], ...]
     """What the store raises when it is unreachable."""
+    sends_ahead: bool = False
+    """``put(wait=False)`` costs the caller one send, no round trip and no lock: cheap enough
+    for a pool's child to record each start itself, right before its task runs."""
 
     def put(self, kind: str, records: Mapping[str, float],
-            discard: Iterable[str] = (), wait: bool = True) -> None:
+            discard: Iterable[str] = (), wait: bool = True, trim: bool = True) -> None:
         """Add (or extend) ``records`` and remove ``discard``, in one round trip. ``wait=False``
         where the store allows it: return once the request is sent, and read its answer with
-        the next one (errors surface then)."""
+        the next one (errors surface then). ``trim``: drop the expired records of ``kind`` too
+        (when adding), which a caller writing often does now and then only."""
         raise NotImplementedError
 
     def present(self, kind: str, keys: Iterable[str]) -> set[str]:
@@ -69,6 +73,8 @@ class Ledger:
 
 
 class RedisLedger(Ledger):
+    sends_ahead = True
+
     def __init__(self, url: str) -> None:
         self.where = "redis"
         self.url = url
@@ -83,12 +89,13 @@ class RedisLedger(Ledger):
         return KEY_PREFIX + kind
 
     def put(self, kind: str, records: Mapping[str, float],
-            discard: Iterable[str] = (), wait: bool = True) -> None:
+            discard: Iterable[str] = (), wait: bool = True, trim: bool = True) -> None:
         key, gone = self.key(kind), list(discard)
         commands: list[tuple[Any, ...]] = []
         if records:
             commands.append(("ZADD", key, *(x for k, e in records.items() for x in (e, k))))
-            commands.append(("ZREMRANGEBYSCORE", key, "-inf", time.time()))
+            if trim:
+                commands.append(("ZREMRANGEBYSCORE", key, "-inf", time.time()))
         if gone:
             commands.append(("ZREM", key, *gone))
         self._read_answers()
@@ -172,7 +179,7 @@ class SQLiteLedger(Ledger):
         return self._conn
 
     def put(self, kind: str, records: Mapping[str, float],
-            discard: Iterable[str] = (), wait: bool = True) -> None:
+            discard: Iterable[str] = (), wait: bool = True, trim: bool = True) -> None:
         gone = list(discard)
         if not records and not gone:
             return
@@ -181,7 +188,7 @@ class SQLiteLedger(Ledger):
             db.execute("BEGIN IMMEDIATE")
             try:
                 ledger_table.write(db, kind, records, gone,
-                                   time.time() if records else None)
+                                   time.time() if records and trim else None)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
