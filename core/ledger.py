@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 
 from .backends.sqlite import results_path
+from .brokers.redis import wire
 from .brokers.sqlite import broker_path, ledger_table
 
 if TYPE_CHECKING:
@@ -81,8 +82,11 @@ class RedisLedger(Ledger):
         self.errors = (redis.RedisError, OSError)
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
         self._sender: redis.connection.Connection | None = None
-        """The connection of ``put(wait=False)``, and how many answers it has not read yet."""
+        """The connection of ``put(wait=False)``, and how many answers it has not read yet
+        (read from its socket by :class:`~.brokers.redis.wire.Reader`, not redis-py's parser:
+        a prefork child sends one record per task)."""
         self._unread = 0
+        self._replies = wire.Reader()
 
     def key(self, kind: str) -> str:
         """The sorted set of ``kind``: a script on the same database may write it directly."""
@@ -111,8 +115,10 @@ class RedisLedger(Ledger):
         # killed at once; the answer is read with the next put, so no round trip is waited for.
         if self._sender is None:
             self._sender = self.client.connection_pool.get_connection()
+            self._replies = wire.Reader()
         try:
-            self._sender.send_packed_command(self._sender.pack_commands(commands))
+            self._sender.send_packed_command(
+                [b"".join(wire.command(self._sender, list(c)) for c in commands)])
         except self.errors:
             self._drop_sender()
             raise
@@ -123,8 +129,17 @@ class RedisLedger(Ledger):
             return
         try:
             while self._unread:
+                item = self._replies.next()
+                if item is None:
+                    sock = self._sender._sock
+                    data = sock.recv(65536) if sock is not None else b""
+                    if not data:
+                        raise redis.ConnectionError("Redis closed the ledger's connection")
+                    self._replies.feed(data)
+                    continue
                 self._unread -= 1
-                self._sender.read_response()
+                if isinstance(item[1], wire.ErrorReply):
+                    raise redis.ResponseError(item[1].decode(errors="replace"))
         except self.errors:
             self._drop_sender()
             raise
