@@ -44,9 +44,6 @@ class Ledger:
     """Where the records are kept, for logs and the README's promises."""
     errors: tuple[type[BaseException], ...]
     """What the store raises when it is unreachable."""
-    sends_ahead: bool = False
-    """``put(wait=False)`` costs the caller one send, no round trip and no lock: cheap enough
-    for a pool's child to record each start itself, right before its task runs."""
 
     def put(self, kind: str, records: Mapping[str, float],
             discard: Iterable[str] = (), wait: bool = True, trim: bool = True) -> None:
@@ -74,8 +71,6 @@ class Ledger:
 
 
 class RedisLedger(Ledger):
-    sends_ahead = True
-
     def __init__(self, url: str) -> None:
         self.where = "redis"
         self.url = url
@@ -83,8 +78,7 @@ class RedisLedger(Ledger):
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
         self._sender: redis.connection.Connection | None = None
         """The connection of ``put(wait=False)``, and how many answers it has not read yet
-        (read from its socket by :class:`~.brokers.redis.wire.Reader`, not redis-py's parser:
-        a prefork child sends one record per task)."""
+        (read from its socket by :class:`~.brokers.redis.wire.Reader`, not redis-py's parser)."""
         self._unread = 0
         self._replies = wire.Reader()
 

@@ -59,10 +59,6 @@ class WorkItem:
     hostname: str
     time_limit: float | None = None
     soft_time_limit: float | None = None
-    start_key: str | None = None
-    """The delivery's key in the ledger's started records when whoever runs it records the start
-    itself, right before the task runs (prefork children on a Redis ledger); None: the worker
-    recorded it before handing the item over, or nothing is recorded."""
 
 
 @dataclass

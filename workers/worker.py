@@ -166,9 +166,6 @@ class Worker:
         self.starts = Starts(self.ledger)
         self._starts_ride = False
         """Starts are recorded by the fetch script (the ledger is on the Redis broker)."""
-        self._pool_records = False
-        """The pool's processes record each start themselves, right before the task runs (the
-        starts ride no fetch; the settled ones still do)."""
         self.settlement = Settlement(app, self.consumer, self.jobs, self.starts, self.hooks,
                                      self.max_redeliveries)
         self.revocation = Revocation(app, self.revoked, self.settlement, self.hooks)
@@ -337,10 +334,6 @@ class Worker:
             if consumer.leases is not None:
                 self.timer.call_repeatedly(consumer.leases.interval, self._restore_expired)
         self._starts_ride = consumer.writes_ledger(self.ledger)
-        # A start recorded at hand-off would hold the parent to a round trip per task; a child
-        # holds a connection of its own and sends the record without waiting for it.
-        self._pool_records = (self._starts_ride and self.pool.records_starts
-                              and self.ledger is not None and self.ledger.sends_ahead)
         new = self.revoked.load()
         if new and self.ledger is not None:
             logger.info("%d revoked task id(s) read from %s", new, self.ledger.where)
@@ -503,14 +496,12 @@ class Worker:
         in Redis's hands, as a record sent on its own would be) and read while the batch runs;
         on the embedded broker one transaction, committed before the batch starts. Returns how
         many messages came; None when no fetch was made (nothing to take or record, or a broker
-        without fetch). Where the pool records its starts itself, a fetch carries only the
-        settled records."""
-        keys = [] if self._pool_records else [job.start_key for job in batch if job.start_key]
+        without fetch)."""
+        keys = [job.start_key for job in batch if job.start_key]
         # On Redis a call that takes nothing records the starts alone (one ZADD): the acks and
         # the settled records wait for the next fetch, as they did before starts were recorded.
         settle = room > 0 or self.consumer.settles_with_records
-        record = self.starts.take(keys, settle=settle) \
-            if self._starts_ride and (keys or room > 0) else None
+        record = self.starts.take(keys, settle=settle) if keys and self._starts_ride else None
         if keys and record is None:
             self.starts.record(keys)
         if room <= 0 and record is None:
@@ -556,7 +547,7 @@ class Worker:
         yet) runs as a batch whose record could not be sent does."""
         self.settlement.orphans.extend((tag, False) for tag in acks)
         self.starts.untaken(record)
-        if record is not None and record.started:
+        if record is not None:
             logger.warning("Cannot record started tasks in %s (%s): if this worker is lost now, "
                            "their delivery may not be counted", self.starts.where, exc)
         self._start(batch)
@@ -567,8 +558,7 @@ class Worker:
             options = self.task_options(job.name)
             job.time_limit, job.soft_time_limit = options.limits(job.message)
             item = WorkItem(job.id, job.message, job.delivery_info(), self.hostname,
-                            job.time_limit, job.soft_time_limit,
-                            job.start_key if self._pool_records else None)
+                            job.time_limit, job.soft_time_limit)
             job.stage, job.started_at = ACTIVE, time.time()
             self.active[job.id] = job
             self.total[job.name] += 1

@@ -29,9 +29,6 @@ class Pool(ABC):
     #: :meth:`apply` runs the task to its end before it returns (the worker does nothing else
     #: meanwhile).
     runs_in_caller: bool = False
-    #: Its processes record a start in the ledger themselves, right before the task runs
-    #: (:attr:`~qtui.workers.execution.WorkItem.start_key`), each on a connection of its own.
-    records_starts: bool = False
 
     def __init__(self, app: App, concurrency: int, report: Report,
                  max_tasks_per_child: int | None = None) -> None:

@@ -44,11 +44,9 @@ from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
-from qtui.core.ledger import ledger_for
 from qtui.core.protocol import TaskMessage
 
 from ..execution import Lost, Outcome, WorkItem, execute
-from ..redelivery import Starts
 from .base import Pool
 
 if TYPE_CHECKING:
@@ -114,7 +112,6 @@ class _Child:
 
 class PreforkPool(Pool):
     name = "prefork"
-    records_starts = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -472,7 +469,6 @@ def _child_main(app: App, jobs: Connection, results: Connection, parent: int, in
         results.close()
     os.register_at_fork(after_in_child=close_pipes)
     app.after_fork()
-    starts: Starts | None = None
     done = 0
     while True:
         try:
@@ -482,10 +478,6 @@ def _child_main(app: App, jobs: Connection, results: Connection, parent: int, in
         if data == _STOP:
             return
         item = _unpack_item(data)
-        if item.start_key is not None:
-            if starts is None:
-                starts = Starts(ledger_for(app))
-            starts.record((item.start_key,))
         outcome = execute(app, item, use_alarm=True)
         # Peak resident size in KiB on Linux, as Celery's --max-memory-per-child measures it.
         outcome.retiring = bool(
