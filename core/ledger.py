@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 
 from .backends.sqlite import results_path
+from .brokers.redis import wire
 from .brokers.sqlite import broker_path, ledger_table
 
 if TYPE_CHECKING:
@@ -45,10 +46,11 @@ class Ledger:
     """What the store raises when it is unreachable."""
 
     def put(self, kind: str, records: Mapping[str, float],
-            discard: Iterable[str] = (), wait: bool = True) -> None:
+            discard: Iterable[str] = (), wait: bool = True, trim: bool = True) -> None:
         """Add (or extend) ``records`` and remove ``discard``, in one round trip. ``wait=False``
         where the store allows it: return once the request is sent, and read its answer with
-        the next one (errors surface then)."""
+        the next one (errors surface then). ``trim``: drop the expired records of ``kind`` too
+        (when adding), which a caller writing often does now and then only."""
         raise NotImplementedError
 
     def present(self, kind: str, keys: Iterable[str]) -> set[str]:
@@ -75,20 +77,23 @@ class RedisLedger(Ledger):
         self.errors = (redis.RedisError, OSError)
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
         self._sender: redis.connection.Connection | None = None
-        """The connection of ``put(wait=False)``, and how many answers it has not read yet."""
+        """The connection of ``put(wait=False)``, and how many answers it has not read yet
+        (read from its socket by :class:`~.brokers.redis.wire.Reader`, not redis-py's parser)."""
         self._unread = 0
+        self._replies = wire.Reader()
 
     def key(self, kind: str) -> str:
         """The sorted set of ``kind``: a script on the same database may write it directly."""
         return KEY_PREFIX + kind
 
     def put(self, kind: str, records: Mapping[str, float],
-            discard: Iterable[str] = (), wait: bool = True) -> None:
+            discard: Iterable[str] = (), wait: bool = True, trim: bool = True) -> None:
         key, gone = self.key(kind), list(discard)
         commands: list[tuple[Any, ...]] = []
         if records:
             commands.append(("ZADD", key, *(x for k, e in records.items() for x in (e, k))))
-            commands.append(("ZREMRANGEBYSCORE", key, "-inf", time.time()))
+            if trim:
+                commands.append(("ZREMRANGEBYSCORE", key, "-inf", time.time()))
         if gone:
             commands.append(("ZREM", key, *gone))
         self._read_answers()
@@ -104,8 +109,10 @@ class RedisLedger(Ledger):
         # killed at once; the answer is read with the next put, so no round trip is waited for.
         if self._sender is None:
             self._sender = self.client.connection_pool.get_connection()
+            self._replies = wire.Reader()
         try:
-            self._sender.send_packed_command(self._sender.pack_commands(commands))
+            self._sender.send_packed_command(
+                [b"".join(wire.command(self._sender, list(c)) for c in commands)])
         except self.errors:
             self._drop_sender()
             raise
@@ -116,8 +123,17 @@ class RedisLedger(Ledger):
             return
         try:
             while self._unread:
+                item = self._replies.next()
+                if item is None:
+                    sock = self._sender._sock
+                    data = sock.recv(65536) if sock is not None else b""
+                    if not data:
+                        raise redis.ConnectionError("Redis closed the ledger's connection")
+                    self._replies.feed(data)
+                    continue
                 self._unread -= 1
-                self._sender.read_response()
+                if isinstance(item[1], wire.ErrorReply):
+                    raise redis.ResponseError(item[1].decode(errors="replace"))
         except self.errors:
             self._drop_sender()
             raise
@@ -172,7 +188,7 @@ class SQLiteLedger(Ledger):
         return self._conn
 
     def put(self, kind: str, records: Mapping[str, float],
-            discard: Iterable[str] = (), wait: bool = True) -> None:
+            discard: Iterable[str] = (), wait: bool = True, trim: bool = True) -> None:
         gone = list(discard)
         if not records and not gone:
             return
@@ -181,7 +197,7 @@ class SQLiteLedger(Ledger):
             db.execute("BEGIN IMMEDIATE")
             try:
                 ledger_table.write(db, kind, records, gone,
-                                   time.time() if records else None)
+                                   time.time() if records and trim else None)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

@@ -48,6 +48,28 @@ def test_a_put_that_does_not_wait_is_kept_and_its_answer_read_with_the_next(ledg
     assert ledger.load(unique) == {}
 
 
+@pytest.mark.timeout(30)
+def test_a_redis_put_drops_the_expired_records_unless_told_not_to_trim(unique):
+    """Starts.record trims once a second, not with every record (issue 19)."""
+    need("Redis", REDIS_HOST, REDIS_PORT)
+    ledger = RedisLedger(REDIS_URL)
+    stored = ledger.key(unique)
+    try:
+        now = time.time()
+        ledger.put(unique, {"old": now + 0.2})
+        time.sleep(0.3)
+        ledger.put(unique, {"kept": now + 60}, trim=False)
+        ledger.put(unique, {"sent": now + 60}, wait=False, trim=False)
+        assert wait_for(lambda: ledger.present(unique, ["sent"]) == {"sent"}, 5)
+        assert ledger.client.zscore(stored, "old") is not None  # expired, still stored
+        ledger.put(unique, {"newest": now + 60})
+        assert ledger.client.zscore(stored, "old") is None
+        assert set(ledger.load(unique)) == {"kept", "sent", "newest"}
+    finally:
+        ledger.client.delete(stored)
+        ledger.close()
+
+
 def test_the_ledger_is_the_broker_else_a_redis_or_sqlite_result_backend(tmp_path):
     def kind(broker: str, backend: str | None) -> str | None:
         found = ledger_for(App("t", broker=broker, backend=backend))

@@ -112,10 +112,13 @@ class Starts:
         without waiting for the answer where the ledger allows it."""
         if self.ledger is None:
             return
-        expires = time.time() + STARTED_TTL
+        started = dict.fromkeys(keys, time.time() + STARTED_TTL)
         settled, self._settled = self._settled, []
+        trim = bool(started) and time.monotonic() >= self._next_trim
+        if trim:
+            self._next_trim = time.monotonic() + TRIM_INTERVAL
         try:
-            self.ledger.put(STARTED, dict.fromkeys(keys, expires), discard=settled, wait=wait)
+            self.ledger.put(STARTED, started, discard=settled, wait=wait, trim=trim)
         except self.ledger.errors as exc:
             logger.warning("Cannot record started tasks in %s (%s): if this worker is lost "
                            "now, their delivery is not counted", self.ledger.where, exc)
