@@ -230,7 +230,26 @@ def test_a_task_sent_alone_is_subscribed_to_before_its_get(sending_app):
         .store_result(result.id, 5, states.SUCCESS)
     try:
         assert result.get(timeout=10) == 5
-        assert wait_for(lambda: _subscribers(sending_app, channel) == 0, 5)  # let go once read
+    finally:
+        result.forget()
+
+
+def test_a_get_keeps_its_subscription_until_the_next_send_lets_it_go_in_its_write(sending_app):
+    """A ``get()`` that returned sends nothing more: its subscription goes in the write of the
+    thread's next subscription (the next task sent, or the next ``get()``), so a round trip
+    costs the thread one write fewer (main unsubscribed in a write of its own)."""
+    _waited_before(sending_app)
+    result = sending_app.send_task("tasks.add", args=[2, 3])
+    channel = f"celery-task-meta-{result.id}"
+    sending_app.backend.store_result(result.id, 5, states.SUCCESS)
+    try:
+        assert result.get(timeout=10) == 5
+        time.sleep(0.2)
+        assert _subscribers(sending_app, channel) == 1
+        following = sending_app.send_task("tasks.add", args=[1, 1])
+        assert wait_for(lambda: _subscribers(sending_app, channel) == 0, 5)
+        assert wait_for(lambda: _subscribers(sending_app, f"celery-task-meta-{following.id}")
+                        == 1, 5)
     finally:
         result.forget()
 
@@ -483,7 +502,8 @@ def test_a_get_that_times_out_keeps_the_threads_connection(private_app):
     assert client.info("stats")["total_connections_received"] == before
     private_app.backend.store_result("later", 7, states.SUCCESS)
     assert private_app.AsyncResult("later").get(timeout=10) == 7
-    assert _subscriber_ids(private_app) == []
+    assert _subscribers(private_app, "celery-task-meta-never-stored") == 0
+    assert len(_subscriber_ids(private_app)) == 1  # "later"'s, let go with the next one
 
 
 def test_a_get_lets_go_of_the_subscription_made_when_another_task_was_sent(sending_app):

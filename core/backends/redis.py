@@ -6,11 +6,12 @@ subscription (:mod:`.redis_listener`), so a result written before is found and o
 is published to it; it then waits on the publication instead of polling. Each thread keeps its
 subscriber connection from one ``get()`` to the next (a new connection costs a handshake of
 several round trips) and closes it when the thread ends. The connection holds one subscription:
-the task a ``get()`` waits for, or the last task the thread sent (in a thread that has waited
-before, a task sent alone is subscribed to before it is sent, without waiting, so that a
-``get()`` right after finds the subscription made, and the result itself when it was published
-already); a ``get()`` of another task lets that one go. A thread that only sends opens no
-subscriber connection. A server without RESP3 (``HELLO``) is polled instead."""
+the task a ``get()`` waits for or waited for last, or the last task the thread sent (in a thread
+that has waited before, a task sent alone is subscribed to before it is sent, without waiting,
+so that a ``get()`` right after finds the subscription made, and the result itself when it was
+published already); the next subscription lets the previous one go, in its own write. A thread
+that only sends opens no subscriber connection. A server without RESP3 (``HELLO``) is polled
+instead."""
 
 from __future__ import annotations
 
@@ -201,7 +202,6 @@ class RedisBackend(ResultBackend):
         while True:
             try:
                 meta: dict[str, Any] = listener.wait(key, ready, wake)
-                listener.unsubscribe(key)
                 return meta
             except exceptions.TimeoutError:
                 self._let_go(listener, key)  # the connection stays for the next get()
