@@ -3,6 +3,7 @@ safely."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -300,6 +301,41 @@ def test_a_refused_command_of_the_result_write_raises_after_every_reply_is_read(
         assert redis_app.AsyncResult(f"id-{unique}").get(timeout=5) == 1
     finally:
         redis.Redis.from_url(redis_url).delete(key, f"celery-task-meta-id-{unique}")
+
+
+def test_a_threads_result_writes_keep_one_connection_given_back_when_the_thread_ends(
+        redis_app, unique, monkeypatch):
+    """Each thread writes its results on a connection of its own, kept from one write to the
+    next: no checkout from redis-py's pool per result (a readiness poll, two locked updates and
+    its metrics hooks on every task's path; main took one for every write). A thread that ends
+    gives its connection back to the pool."""
+    backend = redis_app.backend
+    pool = backend.client.connection_pool
+    checkouts: list[object] = []
+    get_connection = pool.get_connection
+
+    def counted() -> object:
+        checkouts.append(get_connection())
+        return checkouts[-1]
+
+    monkeypatch.setattr(pool, "get_connection", counted)
+    ids = [f"id-{unique}-{n}" for n in range(20)]
+
+    def write() -> None:
+        for task_id in ids:
+            backend.store_result(task_id, 1, states.SUCCESS)
+
+    try:
+        thread = threading.Thread(target=write)
+        thread.start()
+        thread.join(30)
+        assert len(checkouts) == 1
+        assert wait_for(lambda: gc.collect() is not None
+                        and checkouts[0] not in pool._in_use_connections, 5)
+        assert redis_app.AsyncResult(ids[-1]).get(timeout=10) == 1
+    finally:
+        for task_id in ids:
+            backend.forget(task_id)
 
 
 @pytest.fixture

@@ -57,6 +57,18 @@ class _Held:
         weakref.finalize(self, listener.end)
 
 
+class _Writer:
+    """A thread's connection for result writes, kept in the thread's local state from one write
+    to the next (a checkout from redis-py's pool costs a readiness poll, two locked updates and
+    its metrics hooks, on every task's path); given back to the pool when the thread ends."""
+
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self.pid, self.conn = os.getpid(), pool.get_connection()
+        weakref.finalize(self, pool.release, self.conn)
+
+
 class RedisBackend(ResultBackend):
     def __init__(self, app: App, url: str) -> None:
         super().__init__(app, url)
@@ -91,9 +103,12 @@ class RedisBackend(ResultBackend):
         """``commands`` in one write, their replies read in order, the first error reply raised
         once all are read: redis-py's pipeline without its per-command bookkeeping (a third
         less CPU for the result write on every task's path), packed by :mod:`wire` rather than
-        redis-py's packer. Retried on a broken connection as the client's commands are."""
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
+        redis-py's packer, on the thread's own connection (:class:`_Writer`). Retried on a
+        broken connection as the client's commands are."""
+        writer: _Writer | None = getattr(self._local, "writer", None)
+        if writer is None or writer.pid != os.getpid():  # none yet, or the parent's (a fork)
+            writer = self._local.writer = _Writer(self.client.connection_pool)
+        conn = writer.conn
 
         def run() -> None:
             conn.send_packed_command([b"".join(wire.command(conn, list(c)) for c in commands)])
@@ -108,8 +123,11 @@ class RedisBackend(ResultBackend):
 
         try:
             conn.retry.call_with_retry(run, lambda error: conn.disconnect())
-        finally:
-            pool.release(conn)
+        except redis.ResponseError:
+            raise  # every reply was read: the connection is clean
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: the next write connects again
+            raise
 
     def _get(self, task_id: str) -> bytes | None:
         try:
