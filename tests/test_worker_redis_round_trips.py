@@ -45,7 +45,7 @@ from qtui.core.ledger import StartRecord
 
 from .redis_server import redis_server, spare_port
 from .tcp_proxy import Interceptor
-from .worker_helpers import make_setup, wait_for
+from .worker_helpers import make_setup, owned_channel, wait_for
 
 TASKS = 300
 #: Commands a task may cost on average: one script call, plus a share of the events, the
@@ -370,12 +370,7 @@ def test_what_an_idle_wait_delivered_is_recorded_by_the_write_of_the_next_call(t
         client = redis.Redis(port=port)
         processing = PROCESSING_KEY.format(owner=owner, queue=queue)
         owned = OWNED_KEY.format(owner=owner)
-        received: list[Any] = []
-        with redis_broker.connection(url, transport=worker_channel.Transport) as conn:
-            channel = conn.channel()
-            channel.own(owner, ttl=60)
-            Consumer(channel, [Queue(queue)], callbacks=[lambda body, message:
-                                                         received.append(message)]).consume()
+        with owned_channel(url, owner, queue) as (conn, channel, received):
             for settle_first in (False, True):
                 Producer(conn.channel()).publish({"n": 1}, routing_key=queue)
                 conn.drain_events(timeout=5)  # the idle wait delivers it
