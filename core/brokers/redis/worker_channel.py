@@ -566,7 +566,7 @@ class Channel(redis_broker.Channel):
             packed = self._pack_fetch(conn, pending) if pending.script \
                 else wire.command(conn, pending.args)
             unsent, self._unsent = self._unsent, []
-            conn.send_packed_command([*unsent, packed])
+            conn.send_packed_command([b"".join([*unsent, packed])])  # one sendall a chunk
         except BaseException:
             self._pending_fetch = None
             self._release_fetch_connection(broken=True)
@@ -713,7 +713,7 @@ class Channel(redis_broker.Channel):
         Adoptions not written yet go out first."""
         if self._unsent:
             unsent, self._unsent = self._unsent, []
-            conn.send_packed_command(unsent)
+            conn.send_packed_command([b"".join(unsent)])
         while self._unread:
             adoption = self._unread[0]
             try:
