@@ -3,6 +3,7 @@ safely."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -230,7 +231,26 @@ def test_a_task_sent_alone_is_subscribed_to_before_its_get(sending_app):
         .store_result(result.id, 5, states.SUCCESS)
     try:
         assert result.get(timeout=10) == 5
-        assert wait_for(lambda: _subscribers(sending_app, channel) == 0, 5)  # let go once read
+    finally:
+        result.forget()
+
+
+def test_a_get_keeps_its_subscription_until_the_next_send_lets_it_go_in_its_write(sending_app):
+    """A ``get()`` that returned sends nothing more: its subscription goes in the write of the
+    thread's next subscription (the next task sent, or the next ``get()``), so a round trip
+    costs the thread one write fewer (main unsubscribed in a write of its own)."""
+    _waited_before(sending_app)
+    result = sending_app.send_task("tasks.add", args=[2, 3])
+    channel = f"celery-task-meta-{result.id}"
+    sending_app.backend.store_result(result.id, 5, states.SUCCESS)
+    try:
+        assert result.get(timeout=10) == 5
+        time.sleep(0.2)
+        assert _subscribers(sending_app, channel) == 1
+        following = sending_app.send_task("tasks.add", args=[1, 1])
+        assert wait_for(lambda: _subscribers(sending_app, channel) == 0, 5)
+        assert wait_for(lambda: _subscribers(sending_app, f"celery-task-meta-{following.id}")
+                        == 1, 5)
     finally:
         result.forget()
 
@@ -281,6 +301,41 @@ def test_a_refused_command_of_the_result_write_raises_after_every_reply_is_read(
         assert redis_app.AsyncResult(f"id-{unique}").get(timeout=5) == 1
     finally:
         redis.Redis.from_url(redis_url).delete(key, f"celery-task-meta-id-{unique}")
+
+
+def test_a_threads_result_writes_keep_one_connection_given_back_when_the_thread_ends(
+        redis_app, unique, monkeypatch):
+    """Each thread writes its results on a connection of its own, kept from one write to the
+    next: no checkout from redis-py's pool per result (a readiness poll, two locked updates and
+    its metrics hooks on every task's path; main took one for every write). A thread that ends
+    gives its connection back to the pool."""
+    backend = redis_app.backend
+    pool = backend.client.connection_pool
+    checkouts: list[object] = []
+    get_connection = pool.get_connection
+
+    def counted() -> object:
+        checkouts.append(get_connection())
+        return checkouts[-1]
+
+    monkeypatch.setattr(pool, "get_connection", counted)
+    ids = [f"id-{unique}-{n}" for n in range(20)]
+
+    def write() -> None:
+        for task_id in ids:
+            backend.store_result(task_id, 1, states.SUCCESS)
+
+    try:
+        thread = threading.Thread(target=write)
+        thread.start()
+        thread.join(30)
+        assert len(checkouts) == 1
+        assert wait_for(lambda: gc.collect() is not None
+                        and checkouts[0] not in pool._in_use_connections, 5)
+        assert redis_app.AsyncResult(ids[-1]).get(timeout=10) == 1
+    finally:
+        for task_id in ids:
+            backend.forget(task_id)
 
 
 @pytest.fixture
@@ -483,7 +538,8 @@ def test_a_get_that_times_out_keeps_the_threads_connection(private_app):
     assert client.info("stats")["total_connections_received"] == before
     private_app.backend.store_result("later", 7, states.SUCCESS)
     assert private_app.AsyncResult("later").get(timeout=10) == 7
-    assert _subscriber_ids(private_app) == []
+    assert _subscribers(private_app, "celery-task-meta-never-stored") == 0
+    assert len(_subscriber_ids(private_app)) == 1  # "later"'s, let go with the next one
 
 
 def test_a_get_lets_go_of_the_subscription_made_when_another_task_was_sent(sending_app):

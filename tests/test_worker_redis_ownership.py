@@ -28,7 +28,7 @@ from qtui.workers.deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER
 from .processes import running, write_module
 from .redis_server import redis_server, spare_port
 from .services import REDIS_HOST, REDIS_PORT
-from .worker_helpers import REDIS_URL, TASKS, Setup, make_setup, wait_for
+from .worker_helpers import REDIS_URL, TASKS, Setup, make_setup, owned_channel, wait_for
 
 #: A database of these tests' own: another consumer restoring by age with a short visibility
 #: timeout (an older qtui, kombu) would give back the deliveries these tests watch.
@@ -323,12 +323,7 @@ def test_an_adoption_redis_refuses_changes_nothing_and_is_done_later(tmp_path, u
     with redis_server(tmp_path, port, durable=False):
         url, queue, owner = f"redis://127.0.0.1:{port}/0", f"qw-{unique}", f"refused-{unique}"
         client = redis.Redis(port=port)
-        received: list[Any] = []
-        with redis_broker.connection(url, transport=worker_channel.Transport) as conn:
-            channel = conn.channel()
-            channel.own(owner, ttl=60)
-            Consumer(channel, [Queue(queue)], callbacks=[lambda body, message:
-                                                         received.append(message)]).consume()
+        with owned_channel(url, owner, queue) as (conn, channel, received):
             client.set(OWNED_KEY.format(owner=owner), "not a set")
             Producer(conn.channel()).publish({"n": 1}, routing_key=queue)
             conn.drain_events(timeout=5)  # the idle wait delivers it

@@ -31,16 +31,21 @@ from typing import Any
 
 import pytest
 import redis
-from kombu import Consumer, Queue
+from kombu import Consumer, Producer, Queue
 
 from qtui.core.brokers import redis as redis_broker
 from qtui.core.brokers.redis import worker_channel
-from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_KEY
+from qtui.core.brokers.redis.worker_channel import (
+    ALIVE_KEY,
+    OWNED_KEY,
+    OWNERS_KEY,
+    PROCESSING_KEY,
+)
 from qtui.core.ledger import StartRecord
 
 from .redis_server import redis_server, spare_port
 from .tcp_proxy import Interceptor
-from .worker_helpers import make_setup, wait_for
+from .worker_helpers import make_setup, owned_channel, wait_for
 
 TASKS = 300
 #: Commands a task may cost on average: one script call, plus a share of the events, the
@@ -350,3 +355,32 @@ def test_an_idle_worker_runs_what_its_wait_took_without_waiting_for_a_script_rep
             assert holder.written_while_held
         finally:
             holder.close()
+
+
+@pytest.mark.timeout(60)
+def test_what_an_idle_wait_delivered_is_recorded_by_the_write_of_the_next_call(tmp_path):
+    """The record of what an idle wait delivered (its adoption) costs no write of its own: it
+    goes out with the next call on the fetch connection (the fetch a worker sends before it
+    runs the task), or before anything settles the delivery. Until then the message waits in
+    the owner's processing list, given back should the worker be lost. It went out at once in
+    a write of its own before (a syscall and a wake-up of Redis on every idle task's path)."""
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        url, queue, owner = f"redis://127.0.0.1:{port}/0", "qw-adopt", "adopting"
+        client = redis.Redis(port=port)
+        processing = PROCESSING_KEY.format(owner=owner, queue=queue)
+        owned = OWNED_KEY.format(owner=owner)
+        with owned_channel(url, owner, queue) as (conn, channel, received):
+            for settle_first in (False, True):
+                Producer(conn.channel()).publish({"n": 1}, routing_key=queue)
+                conn.drain_events(timeout=5)  # the idle wait delivers it
+                tag = received[-1].delivery_tag
+                time.sleep(0.2)
+                assert client.llen(processing) == 1 and not client.hexists("unacked", tag)
+                if not settle_first:
+                    assert channel.fetch_many([queue], 1) == 0
+                    assert not client.llen(processing) and client.hexists("unacked", tag)
+                    assert client.sismember(owned, tag)
+                received[-1].ack()
+                assert not client.llen(processing) and not client.hexists("unacked", tag)
+                assert not client.sismember(owned, tag)

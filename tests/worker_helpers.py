@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 import redis
-from kombu import Connection
+from kombu import Connection, Consumer, Queue
 
 from qtui.core import App
+from qtui.core.brokers import redis as redis_broker
+from qtui.core.brokers.redis import worker_channel
 from qtui.core.delayed import DELAY_QUEUE, DELAYED_KEY, DUE_QUEUE, LADDER
 from qtui.workers.redelivery import direct_queue
 
@@ -339,3 +341,16 @@ def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> b
             return True
         time.sleep(interval)
     return predicate()
+
+
+@contextmanager
+def owned_channel(url: str, owner: str, queue: str) -> Iterator[tuple[Connection, Any, list[Any]]]:
+    """A worker's Redis channel taking deliveries as ``owner``, consuming ``queue``: the
+    connection, the channel and the list its messages are delivered to."""
+    received: list[Any] = []
+    with redis_broker.connection(url, transport=worker_channel.Transport) as conn:
+        channel = conn.channel()
+        channel.own(owner, ttl=60)
+        Consumer(channel, [Queue(queue)], callbacks=[lambda body, message:
+                                                     received.append(message)]).consume()
+        yield conn, channel, received

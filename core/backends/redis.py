@@ -6,11 +6,12 @@ subscription (:mod:`.redis_listener`), so a result written before is found and o
 is published to it; it then waits on the publication instead of polling. Each thread keeps its
 subscriber connection from one ``get()`` to the next (a new connection costs a handshake of
 several round trips) and closes it when the thread ends. The connection holds one subscription:
-the task a ``get()`` waits for, or the last task the thread sent (in a thread that has waited
-before, a task sent alone is subscribed to before it is sent, without waiting, so that a
-``get()`` right after finds the subscription made, and the result itself when it was published
-already); a ``get()`` of another task lets that one go. A thread that only sends opens no
-subscriber connection. A server without RESP3 (``HELLO``) is polled instead."""
+the task a ``get()`` waits for or waited for last, or the last task the thread sent (in a thread
+that has waited before, a task sent alone is subscribed to before it is sent, without waiting,
+so that a ``get()`` right after finds the subscription made, and the result itself when it was
+published already); the next subscription lets the previous one go, in its own write. A thread
+that only sends opens no subscriber connection. A server without RESP3 (``HELLO``) is polled
+instead."""
 
 from __future__ import annotations
 
@@ -56,6 +57,18 @@ class _Held:
         weakref.finalize(self, listener.end)
 
 
+class _Writer:
+    """A thread's connection for result writes, kept in the thread's local state from one write
+    to the next (a checkout from redis-py's pool costs a readiness poll, two locked updates and
+    its metrics hooks, on every task's path); given back to the pool when the thread ends."""
+
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self.pid, self.conn = os.getpid(), pool.get_connection()
+        weakref.finalize(self, pool.release, self.conn)
+
+
 class RedisBackend(ResultBackend):
     def __init__(self, app: App, url: str) -> None:
         super().__init__(app, url)
@@ -90,9 +103,12 @@ class RedisBackend(ResultBackend):
         """``commands`` in one write, their replies read in order, the first error reply raised
         once all are read: redis-py's pipeline without its per-command bookkeeping (a third
         less CPU for the result write on every task's path), packed by :mod:`wire` rather than
-        redis-py's packer. Retried on a broken connection as the client's commands are."""
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
+        redis-py's packer, on the thread's own connection (:class:`_Writer`). Retried on a
+        broken connection as the client's commands are."""
+        writer: _Writer | None = getattr(self._local, "writer", None)
+        if writer is None or writer.pid != os.getpid():  # none yet, or the parent's (a fork)
+            writer = self._local.writer = _Writer(self.client.connection_pool)
+        conn = writer.conn
 
         def run() -> None:
             conn.send_packed_command([b"".join(wire.command(conn, list(c)) for c in commands)])
@@ -107,8 +123,11 @@ class RedisBackend(ResultBackend):
 
         try:
             conn.retry.call_with_retry(run, lambda error: conn.disconnect())
-        finally:
-            pool.release(conn)
+        except redis.ResponseError:
+            raise  # every reply was read: the connection is clean
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: the next write connects again
+            raise
 
     def _get(self, task_id: str) -> bytes | None:
         try:
@@ -201,7 +220,6 @@ class RedisBackend(ResultBackend):
         while True:
             try:
                 meta: dict[str, Any] = listener.wait(key, ready, wake)
-                listener.unsubscribe(key)
                 return meta
             except exceptions.TimeoutError:
                 self._let_go(listener, key)  # the connection stays for the next get()

@@ -4,7 +4,8 @@ instead of redis-py's PubSub (whose per-message machinery was most of a ``get()`
 The connection speaks RESP3, in which a subscribed connection can still run ``GET``: the key is
 read on the connection that carries the subscription, after it, so a result stored before the
 subscription took effect is found and one stored after is published to it, with no second
-connection and no wait for the subscription's confirmation.
+connection and no wait for the subscription's confirmation. A subscription whose wait is over
+is let go in the write of the next one, not in a write of its own.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Listener:
         self.poller = select.poll()
         #: The channel subscribed to at send time and not yet waited for.
         self.subscribed: str | None = None
+        #: The channel of the last wait that returned: let go in the next subscription's write.
+        self.waited: str | None = None
         #: Replies to ``GET`` still on their way that an ended wait no longer needs.
         self.stale = 0
         self.sends = 0
@@ -63,7 +66,7 @@ class Listener:
             sock = self.conn._sock
             self.reader, self.poller = wire.Reader(), select.poll()
             self.poller.register(sock, select.POLLIN)
-            self.subscribed, self.stale, self.answered = None, 0, False
+            self.subscribed, self.waited, self.stale, self.answered = None, None, 0, False
         return sock
 
     def send(self, *commands: tuple[Any, ...]) -> None:
@@ -94,27 +97,37 @@ class Listener:
                 if not item[0] and self.stale:
                     self.stale -= 1
             self.sends = 0
-        previous, self.subscribed = self.subscribed, None
-        self.send(*([("UNSUBSCRIBE", previous)] if previous else []), ("SUBSCRIBE", key))
+        self.send(*self._unsubscribe_held(), ("SUBSCRIBE", key))
         self.subscribed = key
+
+    def _unsubscribe_held(self, keep: str | None = None) -> list[tuple[str, str]]:
+        """The ``UNSUBSCRIBE`` of the subscriptions held but for ``keep`` (the one made at send
+        time, the one of the last wait), for the next write."""
+        held = dict.fromkeys(c for c in (self.subscribed, self.waited) if c and c != keep)
+        self.subscribed = self.waited = None
+        return [("UNSUBSCRIBE", channel) for channel in held]
 
     def wait(self, key: str, ready: Any, wake: Any) -> Any:
         """Wait for ``key``'s result: ``ready(payload)`` turns a stored or published payload
         (None: nothing stored) into a meta, or None while the task is not done; ``wake()`` is how
         long to wait before reading the key again (it raises once the caller's time is up).
         Messages and replies left over from earlier waits are skipped; the subscription made at
-        send time for another task goes, so the connection holds one subscription."""
+        send time for another task goes, so the connection holds one subscription. A wait that
+        returns keeps its subscription: the next subscription lets it go in its write."""
         channel = key.encode()
         asked = 0  # GETs of this wait whose reply has not come
-        previous, self.subscribed = self.subscribed, None
-        if previous == key:  # subscribed at send: see what already came, then ask
+        subscribed = key in (self.subscribed, self.waited)
+        unsubscribe = self._unsubscribe_held(keep=key)
+        if subscribed:  # subscribed at send (or waited already): see what already came, then ask
             read_key = False
+            if unsubscribe:
+                self.send(*unsubscribe)
         else:
-            self.send(*([("UNSUBSCRIBE", previous)] if previous else []),
-                      ("SUBSCRIBE", key), ("GET", key))
+            self.send(*unsubscribe, ("SUBSCRIBE", key), ("GET", key))
             asked, read_key = 1, True
+        meta = None
         try:
-            while True:
+            while meta is None:
                 item = self.read(wake() if read_key else 0)
                 if item is None:
                     self.send(("GET", key))  # a publication can be lost, the stored key not
@@ -122,19 +135,19 @@ class Listener:
                     continue
                 push, value = item
                 if push:
-                    if value[0] == b"message" and value[1] == channel \
-                            and (meta := ready(value[2])) is not None:
-                        return meta
+                    if value[0] == b"message" and value[1] == channel:
+                        meta = ready(value[2])
                 elif self.stale:
                     self.stale -= 1
                 else:
                     asked -= 1
                     if isinstance(value, wire.ErrorReply):
                         raise redis.ResponseError(value.decode(errors="replace"))
-                    if (meta := ready(value)) is not None:
-                        return meta
+                    meta = ready(value)
         finally:
             self.stale += asked
+        self.waited = key
+        return meta
 
     def unsubscribe(self, key: str) -> None:
         """Let go of ``key`` (sent, not waited for: its answer is skipped later)."""

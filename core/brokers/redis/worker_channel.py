@@ -358,9 +358,16 @@ class Channel(redis_broker.Channel):
         """The connection fetches ride while the worker is busy (see :meth:`_fetch_connection`)."""
         self._fetch_used_at = 0.0
         self._unread: deque[_Adoption | None] = deque()
-        """Calls sent on the fetch connection whose replies are not read yet, in order: start
+        """Calls made on the fetch connection whose replies are not read yet, in order: start
         records (None: one ``ZADD`` each) and adoptions (see :meth:`_adopt`); read before the
         next call's, so that neither a start nor a delivery waits a round trip."""
+        self._unsent: list[bytes] = []
+        """Adoptions packed but not written yet (the last entries of :attr:`_unread`): they go
+        out in the write of the next call on the fetch connection, or before any read of it."""
+        self._adopt_packed: dict[str, bytes] = {}
+        """:data:`_ADOPT`'s script and keys in Redis's wire format, by queue."""
+        self._wait_packed: dict[tuple[str, float], bytes] = {}
+        """The idle wait's command in Redis's wire format, by queue and timeout."""
         self._fetch_loaded = False
         self._unadopted: set[str] = set()
         """Delivery tags whose adoption Redis refused: their messages are still in a processing
@@ -556,8 +563,10 @@ class Channel(redis_broker.Channel):
         conn = pending.conn
         self._pending_fetch = pending
         try:
-            conn.send_packed_command([self._pack_fetch(conn, pending) if pending.script
-                                      else wire.command(conn, pending.args)])
+            packed = self._pack_fetch(conn, pending) if pending.script \
+                else wire.command(conn, pending.args)
+            unsent, self._unsent = self._unsent, []
+            conn.send_packed_command([b"".join([*unsent, packed])])  # one sendall a chunk
         except BaseException:
             self._pending_fetch = None
             self._release_fetch_connection(broken=True)
@@ -603,6 +612,7 @@ class Channel(redis_broker.Channel):
         it may not have reached Redis: that is logged, as a record Redis refused is."""
         conn, self._fetch_conn = self._fetch_conn, None
         unread, self._unread = self._unread, deque()
+        self._unsent = []  # never reached Redis: completed as lost adoptions are
         records = sum(1 for call in unread if call is None)
         if broken and records:
             logger.warning("Cannot record started tasks in the ledger (the connection broke "
@@ -699,7 +709,11 @@ class Channel(redis_broker.Channel):
         """Read the replies to the calls sent on ``conn`` and not read yet. A start record
         Redis refused (the ledger's key holds another type) is logged: the tasks ran without
         their record, as when a record cannot be sent. So is an adoption that found its message
-        given back already; one that Redis refused is tried again (:meth:`_adopt_refused`)."""
+        given back already; one that Redis refused is tried again (:meth:`_adopt_refused`).
+        Adoptions not written yet go out first."""
+        if self._unsent:
+            unsent, self._unsent = self._unsent, []
+            conn.send_packed_command([b"".join(unsent)])
         while self._unread:
             adoption = self._unread[0]
             try:
@@ -747,16 +761,21 @@ class Channel(redis_broker.Channel):
         if queue not in self._processing_known:
             self._create_client().sadd(PROCESSING_QUEUES_KEY.format(owner=self.owner), queue)
             self._processing_known.add(queue)
-        target = PROCESSING_KEY.format(owner=self.owner, queue=queue)
         wait = self.brpop_timeout if timeout is None else timeout
-        args = (queue, target, "RIGHT", "LEFT", wait) if self._blocking_move == "BLMOVE" \
-            else (queue, target, wait)
+        conn = self.client.connection
+        packed = self._wait_packed.get((queue, wait))
+        if packed is None:  # packed once per queue: redis-py would pack it for every wait
+            target = PROCESSING_KEY.format(owner=self.owner, queue=queue)
+            args = [queue, target, "RIGHT", "LEFT", wait] if self._blocking_move == "BLMOVE" \
+                else [queue, target, wait]
+            packed = self._wait_packed[(queue, wait)] = wire.command(
+                conn, [self._blocking_move, *args])
         self._waiting_on = queue
         self._taken_while_waiting.clear()
-        self._in_poll = self.client.connection
+        self._in_poll = conn
         # kombu's class attribute (None) types it; kombu's own _brpop_start sets a float too
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
-        self.client.connection.send_command(self._blocking_move, *args)
+        conn.send_packed_command([packed])
         return None
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -792,18 +811,20 @@ class Channel(redis_broker.Channel):
     def _adopt(self, queue: str, item: bytes, payload: dict[str, Any], tag: str,
                record: bytes) -> None:
         """Deliver what an idle wait moved straight from the wait's reply; its record as unacked
-        and owned (:data:`_ADOPT`) is sent on the fetch connection, its reply read with the next
-        call's, so the task does not wait a round trip to start. Until Redis runs it, the
-        message is in this owner's processing list, given back should the worker be lost."""
+        and owned (:data:`_ADOPT`) goes out on the fetch connection in the write of the next
+        call there (the fetch the worker sends before it starts the task) or before anything
+        reads or settles through it, its reply read with that call's: the task waits neither a
+        round trip nor a write of its own to start. Until Redis runs it, the message is in this
+        owner's processing list, given back should the worker be lost."""
         assert self.owner is not None, "an adoption is an owner's"
-        keys = self._adopt_keys(self.owner, queue)
-        args = [item, time.time(), tag, record]
         conn = self._fetch_connection()
-        try:
-            conn.send_command("EVAL", _ADOPT, len(keys), *keys, *args)
-        except BaseException:
-            self._release_fetch_connection(broken=True)
-            raise
+        static = self._adopt_packed.get(queue)
+        if static is None:
+            keys = self._adopt_keys(self.owner, queue)
+            static = self._adopt_packed[queue] = wire.arguments(
+                conn, ["EVAL", _ADOPT, len(keys), *keys])
+        self._unsent.append(b"*11\r\n%b%b" % (static, wire.arguments(
+            conn, [item, time.time(), tag, record])))  # EVAL, script, 1 + 4 keys, 4 args
         self._unread.append(_Adoption(tag))
         self.qos.recorded.add(tag)
         self.connection._deliver(payload, queue)
