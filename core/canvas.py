@@ -49,13 +49,14 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
     """Send a signature with ``args`` prepended to its own (unless it is immutable) and
     ``options`` over its own, as ``Signature.apply_async`` does; returns the id it runs under
     (a task's id, a group's id, a chord body's id)."""
-    sig = signature_of(value)
+    # a Signature is in shape already (and is not changed here); anything else is checked
+    sig = value if type(value) is Signature else signature_of(value)
     kind = sig.get("subtask_type")
     if not sig.get("immutable"):
-        args = tuple(args) + sig["args"]
+        args = tuple(args) + tuple(sig["args"])
         kwargs = {**sig["kwargs"], **(kwargs or {})}
     else:
-        args, kwargs = sig["args"], sig["kwargs"]
+        args, kwargs = tuple(sig["args"]), sig["kwargs"]
     merged = {**sig["options"], **options}
     if kind in (None, "xmap", "xstarmap"):  # a map is one task: celery.map or celery.starmap
         return _apply_task(app, sig["task"], args, kwargs, merged)
@@ -196,6 +197,8 @@ class Signature(dict[str, Any]):
     travels in messages as it is. ``add.s(2)`` is mutable (a chain or link puts the previous
     result first), ``add.si(2, 2)`` immutable."""
 
+    __slots__ = ("_app",)
+
     def __init__(self, task: Any, args: Any = None, kwargs: Mapping[str, Any] | None = None,
                  options: Mapping[str, Any] | None = None, subtask_type: str | None = None,
                  immutable: bool = False, app: App | None = None) -> None:
@@ -208,6 +211,11 @@ class Signature(dict[str, Any]):
     @classmethod
     def from_dict(cls, value: Mapping[str, Any], app: App | None = None) -> Signature:
         """A signature (or chain, group, chord) from its dict, as a message carries it."""
+        if isinstance(value, Mapping) and value.get("subtask_type") is None \
+                and isinstance(value.get("task"), str):  # one task: copied once, here
+            return cls(value["task"], value.get("args"), value.get("kwargs"),
+                       value.get("options"), None, bool(value.get("immutable")),
+                       app or getattr(value, "_app", None))
         sig = signature_of(value)
         kind = sig.get("subtask_type")
         if kind == "chain":
