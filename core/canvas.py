@@ -202,11 +202,16 @@ class Signature(dict[str, Any]):
     def __init__(self, task: Any, args: Any = None, kwargs: Mapping[str, Any] | None = None,
                  options: Mapping[str, Any] | None = None, subtask_type: str | None = None,
                  immutable: bool = False, app: App | None = None) -> None:
-        name = task if isinstance(task, str) else task.name
-        super().__init__(task=name, args=tuple(args or ()), kwargs=dict(kwargs or {}),
-                         options=dict(options or {}), subtask_type=subtask_type,
-                         immutable=bool(immutable), chord_size=None)
-        self._app = app if app is not None or isinstance(task, str) else task.app
+        named = isinstance(task, str)
+        # item by item: cheaper than keyword arguments (bulk sends make one per task)
+        self["task"] = task if named else task.name
+        self["args"] = tuple(args) if args else ()
+        self["kwargs"] = dict(kwargs) if kwargs else {}
+        self["options"] = dict(options) if options else {}
+        self["subtask_type"] = subtask_type
+        self["immutable"] = bool(immutable)
+        self["chord_size"] = None
+        self._app = app if app is not None or named else task.app
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any], app: App | None = None) -> Signature:

@@ -21,6 +21,10 @@ class AsyncResult:
     A ready meta is cached: once a task is ready its result never changes.
     """
 
+    # Slots: a bulk send makes one per task. ``__dict__`` still takes other attributes.
+    __slots__ = ("id", "app", "name", "_backend", "_cache", "parent", "__dict__",
+                 "__weakref__")
+
     def __init__(self, id: str, app: App | None = None, backend: ResultBackend | None = None,
                  task_name: str | None = None) -> None:
         if app is None:
