@@ -82,6 +82,8 @@ def _apply_task(app: App, name: str, args: tuple[Any, ...], kwargs: Mapping[str,
 
 def send_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """A signature's options as ``send_task`` options (dates that travelled as text parsed)."""
+    if not options:  # most signatures of a bulk send
+        return {}
     send = {_SEND_OPTIONS[k]: v for k, v in options.items() if k in _SEND_OPTIONS and v is not None}
     if isinstance(send.get("eta"), str):
         send["eta"] = datetime.fromisoformat(send["eta"])
