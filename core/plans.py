@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .protocol import (ARGSREPR_MAXSIZE, KWARGSREPR_MAXSIZE, TaskMessage, body_of, new_id,
-                       saferepr)
+from .protocol import ARGSREPR_MAXSIZE, KWARGSREPR_MAXSIZE, TaskMessage, body_of, new_id, saferepr
 from .routing import Route
 from .task import resolve_eta, resolve_expires
 

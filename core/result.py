@@ -22,8 +22,16 @@ class AsyncResult:
     """
 
     # Slots: a bulk send makes one per task. ``__dict__`` still takes other attributes.
-    __slots__ = ("id", "app", "name", "_backend", "_cache", "parent", "__dict__",
-                 "__weakref__")
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_backend",
+        "_cache",
+        "app",
+        "id",
+        "name",
+        "parent",
+    )
 
     def __init__(self, id: str, app: App | None = None, backend: ResultBackend | None = None,
                  task_name: str | None = None) -> None:

@@ -34,8 +34,8 @@ from .protocol import TaskMessage, WireMessage, body_of, build
 
 if TYPE_CHECKING:
     from .app import App
-    from .plans import Call
     from .backends import ResultBackend
+    from .plans import Call
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,17 @@ class Outgoing:
     serialized. A call of a send plan (:class:`~qtui.core.plans.Call`) builds its message only
     when something asks for it: most sends fill the plan's template instead."""
 
-    __slots__ = ("call", "exchange", "routing_key", "queue", "serializer", "declare", "body",
-                 "_message", "_wire")
+    __slots__ = (
+        "_message",
+        "_wire",
+        "body",
+        "call",
+        "declare",
+        "exchange",
+        "queue",
+        "routing_key",
+        "serializer",
+    )
     body: Body
     """Set by :func:`send`, before anything is sent."""
 
