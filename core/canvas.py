@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .exceptions import CanvasError
 from .protocol import new_id
+from .result import AsyncResult, GroupResult
 
 if TYPE_CHECKING:
     from .app import App
@@ -281,8 +282,6 @@ class Signature(dict[str, Any]):
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         """Fix the id this will run under (and ``options``); returns its result handle."""
-        from .result import AsyncResult
-
         self["options"].update(options)
         self["options"]["task_id"] = task_id or self.id or new_id()
         reply_to = self.app.send_settings.backend.reply_to()
@@ -373,8 +372,6 @@ class group(Signature):  # noqa: N801 - Celery's name
         return tasks
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
-        from .result import GroupResult
-
         self["options"].update(options)
         group_id = self["options"]["task_id"] = task_id or self.id or new_id()
         root_id = self["options"].get("root_id")
