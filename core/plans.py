@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .protocol import ARGSREPR_MAXSIZE, KWARGSREPR_MAXSIZE, TaskMessage, body_of, new_id, saferepr
+from .protocol import (
+    ARGSREPR_MAXSIZE,
+    KWARGSREPR_MAXSIZE,
+    NO_EMBED,
+    TaskMessage,
+    body_of,
+    new_id,
+    saferepr,
+)
 from .routing import Route
 from .task import resolve_eta, resolve_expires
 
@@ -58,7 +66,8 @@ class SendPlan:
     stores_result: bool
     """The backend hears of each task before it is sent (``on_task_call``)."""
     embed: dict[str, Any]
-    """The third part of every call's body (:func:`~qtui.core.protocol.body_of`)."""
+    """The third part of every call's body (:func:`~qtui.core.protocol.body_of`):
+    :data:`~qtui.core.protocol.NO_EMBED` itself when the plan has no canvas fields."""
 
     @classmethod
     def of(cls, app: App, name: str, task: Task | None, options: Mapping[str, Any]
@@ -80,9 +89,10 @@ class SendPlan:
             callbacks=_signatures(options.get("link")),
             errbacks=_signatures(options.get("link_error")),
             chain=list(chain) if chain else None, chord=options.get("chord"))
+        embed = body_of(prototype, copy=False)[2]
         return cls(name, task, route, options.get("serializer") or settings.serializer,
                    prototype, not ignore_result and not reply_to,
-                   body_of(prototype, copy=False)[2])
+                   NO_EMBED if embed == NO_EMBED else embed)
 
     def route_of(self, app: App, args: Any, kwargs: Any, options: Mapping[str, Any]) -> Route:
         """The call's route: the plan's, or the routers' for these arguments."""
@@ -133,11 +143,6 @@ class Call(NamedTuple):
 
     def message(self) -> TaskMessage:
         return self.plan.prototype.for_call(self)
-
-    def body(self, copy: bool) -> tuple[Any, ...]:
-        """The message's body (:func:`~qtui.core.protocol.body_of`), without building it."""
-        return (self.args, self.kwargs, self.plan.embed) if not copy \
-            else body_of(self.message())
 
 
 def plan_key(name: str, task: Task | None, options: Mapping[str, Any]

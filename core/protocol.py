@@ -273,6 +273,11 @@ def build(message: TaskMessage) -> WireMessage:
     return WireMessage(body=body_of(message), headers=headers, properties=properties)
 
 
+#: The third part of the body of a message with no canvas fields (most messages); one shared
+#: dict, never changed.
+NO_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
 def body_of(message: TaskMessage, copy: bool = True) -> tuple[Any, ...]:
     """The protocol-v2 body: ``[args, kwargs, embed]``; without ``copy`` the message's own
     args tuple and kwargs dict (the same JSON text)."""

@@ -217,8 +217,8 @@ def _encode(outgoing: Outgoing) -> None:
     serializer = outgoing.serializer
     call = outgoing.unbuilt
     try:
-        if call is not None:
-            outgoing.body = Body.serialize(call.body(copy=serializer != "json"), serializer)
+        if call is not None and serializer == "json":
+            outgoing.body = Body.json_of_call(call.args, call.kwargs, call.plan.embed)
         else:
             outgoing.body = Body.serialize(
                 body_of(outgoing.message, copy=serializer != "json"), serializer)

@@ -30,7 +30,7 @@ from kombu.serialization import _reraise_errors, registry
 from kombu.serialization import dumps as serialize
 from kombu.utils.json import dumps as json_dumps
 
-from ..protocol import PER_SEND, TaskMessage, build_open, new_id, per_send, template_key
+from ..protocol import NO_EMBED, PER_SEND, TaskMessage, build_open, new_id, per_send, template_key
 
 if TYPE_CHECKING:
     from ..plans import Call
@@ -60,6 +60,7 @@ def _json_encoder() -> Callable[[Any], str]:
 
 
 _plain_json = _json_encoder()
+_NO_EMBED = _plain_json(NO_EMBED)
 
 
 def _json(value: Any) -> str:
@@ -89,6 +90,16 @@ class Body:
         if serializer == "json" and registry._encoders.get("json") == _KOMBU_JSON:
             return cls("application/json", "utf-8", _json(body))
         return cls(*serialize(body, serializer=serializer))
+
+    @classmethod
+    def json_of_call(cls, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     embed: dict[str, Any]) -> Body:
+        """``serialize((args, kwargs, embed), "json")``; with no canvas fields (``embed`` is
+        :data:`~qtui.core.protocol.NO_EMBED`) the arguments alone are encoded and the
+        embed's text, the same every time, is appended: the same text."""
+        if embed is NO_EMBED and registry._encoders.get("json") == _KOMBU_JSON:
+            return cls("application/json", "utf-8", f"{_json((args, kwargs))[:-1]}, {_NO_EMBED}]")
+        return cls.serialize((args, kwargs, embed), "json")
 
 
 @dataclass(slots=True)
