@@ -306,20 +306,20 @@ class App:
             raise TypeError(f"{name}: kwargs must be a mapping, got {type(kwargs).__name__}")
         settings = self.send_settings
         route = plan.route_of(self, args, kwargs, options)
-        message = plan.message(self, args, kwargs, options, route.priority)
+        call = plan.call(self, args, kwargs, options, route.priority)
         backend = settings.backend
-        if plan.stores_result:
-            backend.on_task_call(message)
-        outgoing = Outgoing(message, route.exchange, route.routing_key, route.queue,
+        outgoing = Outgoing(call, route.exchange, route.routing_key, route.queue,
                             plan.serializer)
+        if plan.stores_result and backend.hears_of_calls:
+            backend.on_task_call(outgoing.message)
         batch: list[Outgoing] | None = getattr(self._batch, "outgoing", None)
         if batch is not None:
             batch.append(outgoing)
         else:
             if plan.stores_result:
-                backend.expect_result(message.id)
+                backend.expect_result(call.id)
             sending.send(self, [outgoing])
-        return AsyncResult(message.id, app=self, backend=backend, task_name=name)
+        return AsyncResult(call.id, app=self, backend=backend, task_name=name)
 
     def plan(self, name: str, task: Task | None, options: Mapping[str, Any]) -> SendPlan:
         """The send plan for ``name`` with ``options``: kept from an earlier call with the same

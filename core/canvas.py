@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .exceptions import CanvasError
 from .protocol import new_id
+from .result import AsyncResult, GroupResult
 
 if TYPE_CHECKING:
     from .app import App
@@ -49,13 +50,14 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
     """Send a signature with ``args`` prepended to its own (unless it is immutable) and
     ``options`` over its own, as ``Signature.apply_async`` does; returns the id it runs under
     (a task's id, a group's id, a chord body's id)."""
-    sig = signature_of(value)
+    # a Signature is in shape already (and is not changed here); anything else is checked
+    sig = value if type(value) is Signature else signature_of(value)
     kind = sig.get("subtask_type")
     if not sig.get("immutable"):
-        args = tuple(args) + sig["args"]
+        args = tuple(args) + tuple(sig["args"])
         kwargs = {**sig["kwargs"], **(kwargs or {})}
     else:
-        args, kwargs = sig["args"], sig["kwargs"]
+        args, kwargs = tuple(sig["args"]), sig["kwargs"]
     merged = {**sig["options"], **options}
     if kind in (None, "xmap", "xstarmap"):  # a map is one task: celery.map or celery.starmap
         return _apply_task(app, sig["task"], args, kwargs, merged)
@@ -81,6 +83,8 @@ def _apply_task(app: App, name: str, args: tuple[Any, ...], kwargs: Mapping[str,
 
 def send_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """A signature's options as ``send_task`` options (dates that travelled as text parsed)."""
+    if not options:  # most signatures of a bulk send
+        return {}
     send = {_SEND_OPTIONS[k]: v for k, v in options.items() if k in _SEND_OPTIONS and v is not None}
     if isinstance(send.get("eta"), str):
         send["eta"] = datetime.fromisoformat(send["eta"])
@@ -196,18 +200,30 @@ class Signature(dict[str, Any]):
     travels in messages as it is. ``add.s(2)`` is mutable (a chain or link puts the previous
     result first), ``add.si(2, 2)`` immutable."""
 
+    __slots__ = ("_app",)
+
     def __init__(self, task: Any, args: Any = None, kwargs: Mapping[str, Any] | None = None,
                  options: Mapping[str, Any] | None = None, subtask_type: str | None = None,
                  immutable: bool = False, app: App | None = None) -> None:
-        name = task if isinstance(task, str) else task.name
-        super().__init__(task=name, args=tuple(args or ()), kwargs=dict(kwargs or {}),
-                         options=dict(options or {}), subtask_type=subtask_type,
-                         immutable=bool(immutable), chord_size=None)
-        self._app = app if app is not None or isinstance(task, str) else task.app
+        named = isinstance(task, str)
+        # item by item: cheaper than keyword arguments (bulk sends make one per task)
+        self["task"] = task if named else task.name
+        self["args"] = tuple(args) if args else ()
+        self["kwargs"] = dict(kwargs) if kwargs else {}
+        self["options"] = dict(options) if options else {}
+        self["subtask_type"] = subtask_type
+        self["immutable"] = bool(immutable)
+        self["chord_size"] = None
+        self._app = app if app is not None or named else task.app
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any], app: App | None = None) -> Signature:
         """A signature (or chain, group, chord) from its dict, as a message carries it."""
+        if isinstance(value, Mapping) and value.get("subtask_type") is None \
+                and isinstance(value.get("task"), str):  # one task: copied once, here
+            return cls(value["task"], value.get("args"), value.get("kwargs"),
+                       value.get("options"), None, bool(value.get("immutable")),
+                       app or getattr(value, "_app", None))
         sig = signature_of(value)
         kind = sig.get("subtask_type")
         if kind == "chain":
@@ -266,8 +282,6 @@ class Signature(dict[str, Any]):
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         """Fix the id this will run under (and ``options``); returns its result handle."""
-        from .result import AsyncResult
-
         self["options"].update(options)
         self["options"]["task_id"] = task_id or self.id or new_id()
         reply_to = self.app.send_settings.backend.reply_to()
@@ -358,8 +372,6 @@ class group(Signature):  # noqa: N801 - Celery's name
         return tasks
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
-        from .result import GroupResult
-
         self["options"].update(options)
         group_id = self["options"]["task_id"] = task_id or self.id or new_id()
         root_id = self["options"].get("root_id")

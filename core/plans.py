@@ -5,9 +5,11 @@ shares them.
 or identity (the route, unless a router sees the arguments; the serializer; the result
 setting; time limits; priority; retries; the canvas fields) makes a :class:`SendPlan`, kept by
 the app for the next call with the same name, task and options; what is the call's own (its
-id, root and parent ids, group and index, countdown or ETA, expiry) is read per call. A bulk
-send of one task (``send_many``, a group, ``chunks``) so works out its route and options once,
-and each task costs its id, its arguments' repr and its message.
+id, root and parent ids, group and index, countdown or ETA, expiry) is read per call into a
+:class:`Call`. A bulk send of one task (``send_many``, a group, ``chunks``) so works out its
+route and options once, and each task costs its id, its arguments' repr and its stored text:
+its :class:`~qtui.core.protocol.TaskMessage` is built only when something asks for it (a
+message that does not fill a template, a backend that hears of each call, task-sent events).
 """
 
 from __future__ import annotations
@@ -15,9 +17,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .protocol import TaskMessage, new_id
+from .protocol import (
+    ARGSREPR_MAXSIZE,
+    KWARGSREPR_MAXSIZE,
+    NO_EMBED,
+    TaskMessage,
+    body_of,
+    new_id,
+    saferepr,
+)
 from .routing import Route
 from .task import resolve_eta, resolve_expires
 
@@ -41,9 +51,10 @@ _KEYED = frozenset({type(None), str, int, bool, float})
 PLANS_KEPT = 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class SendPlan:
-    """Everything a send works out that its arguments and ids do not change."""
+    """Everything a send works out that its arguments and ids do not change (equal only to
+    itself: a batch keeps its calls' templates by plan)."""
 
     name: str
     task: Task | None
@@ -54,6 +65,9 @@ class SendPlan:
     """The fields every call's message shares (:meth:`TaskMessage.for_call`)."""
     stores_result: bool
     """The backend hears of each task before it is sent (``on_task_call``)."""
+    embed: dict[str, Any]
+    """The third part of every call's body (:func:`~qtui.core.protocol.body_of`):
+    :data:`~qtui.core.protocol.NO_EMBED` itself when the plan has no canvas fields."""
 
     @classmethod
     def of(cls, app: App, name: str, task: Task | None, options: Mapping[str, Any]
@@ -75,8 +89,10 @@ class SendPlan:
             callbacks=_signatures(options.get("link")),
             errbacks=_signatures(options.get("link_error")),
             chain=list(chain) if chain else None, chord=options.get("chord"))
+        embed = body_of(prototype, copy=False)[2]
         return cls(name, task, route, options.get("serializer") or settings.serializer,
-                   prototype, not ignore_result and not reply_to)
+                   prototype, not ignore_result and not reply_to,
+                   NO_EMBED if embed == NO_EMBED else embed)
 
     def route_of(self, app: App, args: Any, kwargs: Any, options: Mapping[str, Any]) -> Route:
         """The call's route: the plan's, or the routers' for these arguments."""
@@ -85,9 +101,9 @@ class SendPlan:
         return app.router.route(self.name, args, kwargs, _route_options(options),
                                 task=self.task)
 
-    def message(self, app: App, args: Any, kwargs: Any, options: Mapping[str, Any],
-                priority: int | None) -> TaskMessage:
-        """The call's message: the plan's fields with the call's arguments and own options."""
+    def call(self, app: App, args: Any, kwargs: Any, options: Mapping[str, Any],
+             priority: int | None) -> Call:
+        """One call of this plan: the call's arguments and own options."""
         eta, expires, countdown = (options.get("eta"), options.get("expires"),
                                    options.get("countdown"))
         if eta is None and expires is None and countdown is None:
@@ -97,10 +113,36 @@ class SendPlan:
             tz = app.timezone if eta is not None or isinstance(expires, datetime) \
                 else timezone.utc
             eta_at, expires_at = resolve_eta(countdown, eta, tz), resolve_expires(expires, tz)
-        return self.prototype.for_call(
-            options.get("task_id") or new_id(), tuple(args) if args else (),
-            dict(kwargs) if kwargs else {}, options.get("root_id"), options.get("parent_id"),
-            options.get("group_id"), options.get("group_index"), eta_at, expires_at, priority)
+        task_id = options.get("task_id") or new_id()
+        args = tuple(args) if args else ()
+        kwargs = dict(kwargs) if kwargs else {}
+        return Call(self, task_id, args, kwargs, saferepr(args, ARGSREPR_MAXSIZE),
+                    saferepr(kwargs, KWARGSREPR_MAXSIZE), options.get("root_id") or task_id,
+                    options.get("parent_id"), options.get("group_id"),
+                    options.get("group_index"), eta_at, expires_at, priority)
+
+
+class Call(NamedTuple):
+    """One call of a send plan: what its message has of its own (the rest is the plan's
+    prototype). A tuple rather than a message: most sends only fill these into the plan's
+    template (:class:`~qtui.core.brokers.envelope.Template`)."""
+
+    plan: SendPlan
+    id: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    argsrepr: str
+    kwargsrepr: str
+    root_id: str
+    parent_id: str | None
+    group: str | None
+    group_index: int | None
+    eta: datetime | None
+    expires: datetime | None
+    priority: int | None
+
+    def message(self) -> TaskMessage:
+        return self.plan.prototype.for_call(self)
 
 
 def plan_key(name: str, task: Task | None, options: Mapping[str, Any]

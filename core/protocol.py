@@ -25,13 +25,16 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
 from kombu.exceptions import DecodeError
 from kombu.serialization import loads, prepare_accept_content
 
 from .exceptions import ContentDisallowed, ProtocolError
+
+if TYPE_CHECKING:
+    from .plans import Call
 
 ARGSREPR_MAXSIZE = 1024
 KWARGSREPR_MAXSIZE = 1024
@@ -95,21 +98,17 @@ class TaskMessage:
         if self.origin is None:
             self.origin = default_origin()
 
-    def for_call(self, id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 root_id: str | None, parent_id: str | None, group: str | None,
-                 group_index: int | None, eta: datetime | None, expires: datetime | None,
-                 priority: int | None) -> TaskMessage:
-        """This message (a send plan's prototype) for one call: its id, arguments (taken as
-        they are) and their reprs, and the call's own fields. The same message the
-        constructor makes from all the fields, without its work per field."""
+    def for_call(self, call: Call) -> TaskMessage:
+        """This message (a send plan's prototype) for one call (a :class:`~qtui.core.plans.Call`:
+        its id, arguments, their reprs and own fields, taken as they are). The same message
+        the constructor makes from all the fields, without its work per field."""
         message = object.__new__(TaskMessage)
         message.__dict__ = {
-            **self.__dict__, "id": id, "args": args, "kwargs": kwargs,
-            "argsrepr": saferepr(args, ARGSREPR_MAXSIZE),
-            "kwargsrepr": saferepr(kwargs, KWARGSREPR_MAXSIZE), "root_id": root_id or id,
-            "parent_id": parent_id, "group": group, "group_index": group_index, "eta": eta,
-            "expires": expires, "priority": priority, "origin": default_origin(),
-            "headers": dict(self.headers), "stamps": {}}
+            **self.__dict__, "id": call.id, "args": call.args, "kwargs": call.kwargs,
+            "argsrepr": call.argsrepr, "kwargsrepr": call.kwargsrepr, "root_id": call.root_id,
+            "parent_id": call.parent_id, "group": call.group, "group_index": call.group_index,
+            "eta": call.eta, "expires": call.expires, "priority": call.priority,
+            "origin": default_origin(), "headers": dict(self.headers), "stamps": {}}
         return message
 
     def is_expired(self, now: datetime | None = None) -> bool:
@@ -274,6 +273,11 @@ def build(message: TaskMessage) -> WireMessage:
     return WireMessage(body=body_of(message), headers=headers, properties=properties)
 
 
+#: The third part of the body of a message with no canvas fields (most messages); one shared
+#: dict, never changed.
+NO_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
 def body_of(message: TaskMessage, copy: bool = True) -> tuple[Any, ...]:
     """The protocol-v2 body: ``[args, kwargs, embed]``; without ``copy`` the message's own
     args tuple and kwargs dict (the same JSON text)."""
@@ -314,9 +318,9 @@ def template_key(message: TaskMessage) -> tuple[Any, ...] | None:
 _WRITTEN_ALIKE = frozenset({type(None), int, bool})
 
 
-def per_send(message: TaskMessage) -> tuple[Any, ...]:
-    """The header values of :data:`PER_SEND`, as :func:`build` writes them (the publish time
-    is now)."""
+def per_send(message: TaskMessage | Call) -> tuple[Any, ...]:
+    """The header values of :data:`PER_SEND` of a message, or of a call whose message is
+    not built, as :func:`build` writes them (the publish time is now)."""
     eta, expires = message.eta, message.expires
     return (message.id, message.root_id, message.parent_id, message.group,
             message.group_index, eta.isoformat() if eta else None,

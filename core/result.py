@@ -21,6 +21,18 @@ class AsyncResult:
     A ready meta is cached: once a task is ready its result never changes.
     """
 
+    # Slots: a bulk send makes one per task. ``__dict__`` still takes other attributes.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_backend",
+        "_cache",
+        "app",
+        "id",
+        "name",
+        "parent",
+    )
+
     def __init__(self, id: str, app: App | None = None, backend: ResultBackend | None = None,
                  task_name: str | None = None) -> None:
         if app is None:

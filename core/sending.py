@@ -35,6 +35,7 @@ from .protocol import TaskMessage, WireMessage, body_of, build
 if TYPE_CHECKING:
     from .app import App
     from .backends import ResultBackend
+    from .plans import Call
 
 logger = logging.getLogger(__name__)
 
@@ -73,36 +74,65 @@ class SendSettings:
                    bool(conf.task_always_eager), app.backend)
 
 
-@dataclass(slots=True)
 class Outgoing:
-    """A task message and where it goes, as ``send_task`` resolved them."""
+    """A task call and where it goes, as ``send_task`` resolved them, and its body once
+    serialized. A call of a send plan (:class:`~qtui.core.plans.Call`) builds its message only
+    when something asks for it: most sends fill the plan's template instead."""
 
-    message: TaskMessage
-    exchange: str
-    routing_key: str
-    queue: Queue | None
-    """Declared before the send (unless this connection declared it already); task-sent
-    names it."""
-    serializer: str
-    declare: tuple[Queue | Exchange, ...] = ()
-    """More entities to declare before the send (``App.publish(declare=...)``)."""
-
-
-@dataclass(slots=True)
-class _Encoded:
-    """An outgoing message with its body serialized (once)."""
-
-    outgoing: Outgoing
+    __slots__ = (
+        "_message",
+        "_wire",
+        "body",
+        "call",
+        "declare",
+        "exchange",
+        "queue",
+        "routing_key",
+        "serializer",
+    )
     body: Body
-    task_id: str
-    _wire: WireMessage | None = None
+    """Set by :func:`send`, before anything is sent."""
+
+    def __init__(self, message: TaskMessage | Call, exchange: str, routing_key: str,
+                 queue: Queue | None, serializer: str,
+                 declare: tuple[Queue | Exchange, ...] = ()) -> None:
+        if isinstance(message, TaskMessage):
+            self._message: TaskMessage | None = message
+            self.call: Call | None = None
+        else:
+            self._message, self.call = None, message
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.queue = queue
+        """Declared before the send (unless this connection declared it already); task-sent
+        names it."""
+        self.serializer = serializer
+        self.declare = declare
+        """More entities to declare before the send (``App.publish(declare=...)``)."""
+        self._wire: WireMessage | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.call.id if self.call is not None else self.message.id
+
+    @property
+    def unbuilt(self) -> Call | None:
+        """The call, while its message is not built (nothing asked for it yet)."""
+        return self.call if self._message is None else None
+
+    @property
+    def message(self) -> TaskMessage:
+        if self._message is None:
+            assert self.call is not None
+            self._message = self.call.message()
+        return self._message
 
     @property
     def wire(self) -> WireMessage:
-        """The message's headers and properties, built when a send needs them (one built
-        from a template never does)."""
+        """The message's headers and properties, built when a send needs them (one filled
+        into a template never does)."""
         if self._wire is None:
-            self._wire = build(self.outgoing.message)
+            self._wire = build(self.message)
         return self._wire
 
 
@@ -124,7 +154,9 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
     is in doubt and what was not sent, whatever the error. A TypeError (arguments that cannot
     be serialized) means nothing was sent. Several are never sent again after a failure that
     may have stored them (the broker would hold them twice)."""
-    encoded = [_encode(item) for item in outgoing]
+    for item in outgoing:
+        _encode(item)
+    encoded = outgoing
     settings = app.send_settings
     several = len(encoded) > 1
     sent: list[str] = []
@@ -155,11 +187,11 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
                     unsent=refused + _ids(encoded[start + batch_size:]))
 
 
-def _ids(encoded: Sequence[_Encoded]) -> list[str]:
+def _ids(encoded: Sequence[Outgoing]) -> list[str]:
     return [e.task_id for e in encoded]
 
 
-def _failed_part_way(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded],
+def _failed_part_way(settings: SendSettings, producer: Producer, chunk: Sequence[Outgoing],
                      progress: _Progress, exc: Exception, sent: list[str], later: list[str]
                      ) -> SendFailed:
     """The SendFailed for ``chunk`` failing with ``exc``: what the broker refused outright (an
@@ -180,26 +212,34 @@ def _failed_part_way(settings: SendSettings, producer: Producer, chunk: Sequence
                       whole=progress.whole and bool(in_doubt))
 
 
-def _encode(outgoing: Outgoing) -> _Encoded:
-    message = outgoing.message
+def _encode(outgoing: Outgoing) -> None:
+    """Serialize the body (a JSON body from the call's own arguments: the same text)."""
+    serializer = outgoing.serializer
+    call = outgoing.unbuilt
     try:
-        body = Body.serialize(body_of(message, copy=outgoing.serializer != "json"),
-                              outgoing.serializer)
+        if call is not None and serializer == "json":
+            outgoing.body = Body.json_of_call(call.args, call.kwargs, call.plan.embed)
+        else:
+            outgoing.body = Body.serialize(
+                body_of(outgoing.message, copy=serializer != "json"), serializer)
     except EncodeError as exc:
-        raise TypeError(f"cannot send task {message.task}: its arguments cannot be "
-                        f"serialized with {outgoing.serializer!r}: {exc}") from exc
-    return _Encoded(outgoing, body, message.id)
+        raise TypeError(f"cannot send task {_name(outgoing)}: its arguments cannot be "
+                        f"serialized with {serializer!r}: {exc}") from exc
 
 
-def _describe(chunk: Sequence[_Encoded]) -> str:
+def _name(outgoing: Outgoing) -> str:
+    return outgoing.call.plan.name if outgoing.call is not None else outgoing.message.task
+
+
+def _describe(chunk: Sequence[Outgoing]) -> str:
     """``task NAME [ID]``, or ``N tasks (NAME [ID] and N-1 more)``, for error messages."""
-    first = chunk[0].outgoing.message
+    first = chunk[0]
     if len(chunk) == 1:
-        return f"task {first.task} [{first.id}]"
-    return f"{len(chunk)} tasks ({first.task} [{first.id}] and {len(chunk) - 1} more)"
+        return f"task {_name(first)} [{first.task_id}]"
+    return f"{len(chunk)} tasks ({_name(first)} [{first.task_id}] and {len(chunk) - 1} more)"
 
 
-def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded],
+def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[Outgoing],
                 progress: _Progress, retry: bool) -> list[str]:
     """Send ``chunk`` in one broker call where the broker allows it, within
     ``broker_publish_timeout`` (with ``retry``, retrying per the policy); returns the ids of
@@ -233,7 +273,7 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
         family = family_for(connection)
         if family.stores_envelopes:
             channel: EnvelopeChannel = producer.channel
-            if all(channel.accepts_envelopes(e.outgoing.exchange, e.outgoing.routing_key)
+            if all(channel.accepts_envelopes(e.exchange, e.routing_key)
                    for e in chunk):
                 progress.in_doubt, progress.whole = [e.task_id for e in chunk], True
                 _retrying(retry, producer, policy,
@@ -277,53 +317,70 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[_Enc
             "task_publish_retry_policy sets how long sending retries.") from exc
 
 
-def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[_Encoded],
+def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[Outgoing],
              policy: dict[str, Any]) -> None:
     """Declare the queues (and other entities) this connection has not declared yet (kombu
     would check the same set, after copying and binding each entity)."""
     declared = producer.connection.declared_entities
-    entities = {entity for e in chunk for entity in (e.outgoing.queue, *e.outgoing.declare)
+    entities = {entity for e in chunk for entity in (e.queue, *e.declare)
                 if entity is not None}
     for entity in entities:
         if hash(entity) not in declared:
             producer.maybe_declare(entity, retry=settings.retry, **policy)
 
 
-def _put_envelopes(producer: Producer, chunk: Sequence[_Encoded], deadline: float
+def _put_envelopes(producer: Producer, chunk: Sequence[Outgoing], deadline: float
                    ) -> None:
     """Build the envelopes on the producer's channel now (a retry revives the channel), from
     each message's template where it has one, and store them in one call, waiting for the
-    broker until ``deadline`` where the channel can bound it."""
+    broker until ``deadline`` where the channel can bound it. The calls of one plan, priority
+    and route share a template, looked up once."""
     channel: EnvelopeChannel = producer.channel
-    channel.put_envelopes([_envelope(channel, e) for e in chunk], deadline)
+    templates: dict[tuple[Any, ...], Template | None] = {}
+    envelopes = []
+    for outgoing in chunk:
+        call = outgoing.unbuilt
+        if call is None:
+            envelopes.append(_envelope(channel, outgoing))
+            continue
+        key = (call.plan, call.priority, outgoing.exchange, outgoing.routing_key)
+        try:
+            template = templates[key]
+        except KeyError:
+            template = templates[key] = Template.of(channel, outgoing.message, outgoing.body,
+                                                    outgoing.exchange, outgoing.routing_key)
+        if template is None:
+            envelopes.append(_envelope(channel, outgoing))
+        else:
+            envelopes.append(template.fill(call, outgoing.body, call.plan.prototype.headers))
+    channel.put_envelopes(envelopes, deadline)
 
 
-def _envelope(channel: EnvelopeChannel, encoded: _Encoded) -> Envelope:
-    outgoing = encoded.outgoing
+def _envelope(channel: EnvelopeChannel, outgoing: Outgoing) -> Envelope:
     message = outgoing.message
-    template = Template.of(channel, message, encoded.body, outgoing.exchange,
+    template = Template.of(channel, message, outgoing.body, outgoing.exchange,
                            outgoing.routing_key)
     if template is not None:
-        return template.fill(channel, message, encoded.body)
-    wire = encoded.wire
-    return encode(channel, encoded.task_id, encoded.body, wire.headers, wire.properties,
+        return template.fill(message, outgoing.body, message.headers)
+    wire = outgoing.wire
+    return encode(channel, outgoing.task_id, outgoing.body, wire.headers, wire.properties,
                   outgoing.exchange, outgoing.routing_key, message.headers)
 
 
-def _publish(settings: SendSettings, producer: Producer, encoded: _Encoded,
+def _publish(settings: SendSettings, producer: Producer, encoded: Outgoing,
              policy: dict[str, Any], retry: bool) -> None:
     """One message through kombu's ``Producer.publish``, its body serialized already."""
     producer.publish(
-        encoded.body.data, exchange=encoded.outgoing.exchange,
-        routing_key=encoded.outgoing.routing_key, content_type=encoded.body.content_type,
+        encoded.body.data, exchange=encoded.exchange,
+        routing_key=encoded.routing_key, content_type=encoded.body.content_type,
         content_encoding=encoded.body.content_encoding, headers=encoded.wire.headers,
         retry=retry, retry_policy=policy, timeout=settings.publish_timeout,
         confirm_timeout=settings.publish_timeout, delivery_mode=2, **encoded.wire.properties)
 
 
-def _publication(encoded: _Encoded) -> amqp_broker.Publication:
+def _publication(encoded: Outgoing) -> amqp_broker.Publication:
     return amqp_broker.Publication(
-        encoded.outgoing.exchange, encoded.outgoing.routing_key, encoded.body.data,
+        encoded.exchange, encoded.routing_key, encoded.body.data,
         encoded.body.content_type, encoded.body.content_encoding, encoded.wire.headers,
         encoded.wire.properties.get("priority"),
         {**{k: v for k, v in encoded.wire.properties.items() if k != "priority"},
@@ -340,13 +397,13 @@ def _retrying(retry: bool, producer: Producer, policy: dict[str, Any],
     return ensured()
 
 
-def _send_sent_events(app: App, producer: Producer, chunk: Sequence[_Encoded]) -> None:
+def _send_sent_events(app: App, producer: Producer, chunk: Sequence[Outgoing]) -> None:
     """task-sent for each task of ``chunk`` (one ``task.multi`` list for several, as workers
     batch theirs). The tasks are sent already, so a failure here is logged, not raised (the
     caller would send the tasks again)."""
-    fields = [task_sent_fields(e.outgoing.message,
-                               e.outgoing.queue.name if e.outgoing.queue is not None else None,
-                               e.outgoing.exchange, e.outgoing.routing_key) for e in chunk]
+    fields = [task_sent_fields(e.message,
+                               e.queue.name if e.queue is not None else None,
+                               e.exchange, e.routing_key) for e in chunk]
     try:
         if len(fields) == 1:
             app.events.publish("task-sent", fields[0], producer)

@@ -719,3 +719,74 @@ def test_a_task_s_own_expiry_and_limits_reach_every_call_that_gives_none(tmp_pat
     messages = [by_id[r.id] for r in results]
     assert all(m["headers"]["expires"] is not None for m in messages)
     assert [m["headers"]["timelimit"] for m in messages] == [[7, None]] * 4
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("broker", ["redis", "sqlite"])
+def test_a_bulk_send_fills_each_call_into_its_template_without_building_its_message(
+        broker, tmp_path, unique, fixed_wire, monkeypatch):
+    """``send_many`` stores for each call what kombu stores for that call's message, and
+    builds a message only to cut each kind's template (once per batch), not one per call."""
+    queue = f"calls-{unique}"
+    app = client(tmp_path, broker, queue)
+    add = app.tasks["tasks.add"]
+    eta = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    ids = [new_task_id() for _ in range(60)]
+    calls = [add.s(i, "é\n\"%s").set(task_id=ids[i]) for i in range(30)] + [
+        add.s(i, {"k": [i]}).set(task_id=ids[i], eta=eta, priority=3) for i in range(30, 60)]
+    built: list[TaskMessage] = []
+    for_call = TaskMessage.for_call
+    monkeypatch.setattr(TaskMessage, "for_call",
+                        lambda self, *call: built.append(self) or for_call(self, *call))
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            channel.queue_declare(queue)
+            app.send_many(calls)
+            assert len(built) == 2  # one per kind of message: no eta, and eta + priority
+            ours = stored(channel, queue)
+            channel.queue_purge(queue)
+            for sig in calls:
+                own = sig.options
+                wire = build(TaskMessage(
+                    id=own["task_id"], task="tasks.add", args=tuple(sig.args),
+                    ignore_result=True, eta=own.get("eta"), priority=own.get("priority")))
+                conn.Producer().publish(
+                    wire.body, exchange="", routing_key=queue, serializer="json",
+                    headers=wire.headers, delivery_mode=2, **wire.properties)
+            kombus = stored(channel, queue)
+            channel.queue_purge(queue)
+    finally:
+        app.close()
+    assert len(ours) == 60 and ours == kombus
+
+
+def test_sending_a_group_copies_each_member_signature_once(monkeypatch):
+    """A group's ``apply_async`` copies each member once (so freezing it leaves the caller's
+    group as it was) and sends that copy as it is: no copy per member per layer."""
+    from qtui.core import canvas
+
+    app = App("client", broker="memory://", backend=None, task_default_queue="copies")
+
+    @app.task(name="tasks.add", ignore_result=True)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    members = group(add.s(i, i) for i in range(20))
+    copied: list[str] = []  # the task of each signature copied
+
+    def init(self: Any, task: Any, *args: Any, **kwargs: Any) -> None:
+        copied.append(task if isinstance(task, str) else task.name)
+        make(self, task, *args, **kwargs)
+
+    make, signature_of = canvas.Signature.__init__, canvas.signature_of
+    monkeypatch.setattr(canvas.Signature, "__init__", init)
+    monkeypatch.setattr(canvas, "signature_of",
+                        lambda value: copied.append(value["task"]) or signature_of(value))
+    try:
+        result = members.apply_async()
+    finally:
+        app.close()
+    assert len(result.results) == 20
+    assert members.id is None and all(m.id is None for m in members.tasks)
+    assert copied.count("tasks.add") == 20

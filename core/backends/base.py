@@ -264,8 +264,13 @@ class ResultBackend(ABC):
         must go; None when results are stored, not sent back."""
         return None
 
+    #: Whether :meth:`on_task_call` does anything: a send builds a task's message for it
+    #: only then (most fill a template instead).
+    hears_of_calls = False
+
     def on_task_call(self, message: TaskMessage) -> None:
-        """Called before a task is sent (rpc:// sets ``reply_to`` here)."""
+        """Called before a task is sent, when :attr:`hears_of_calls` (rpc:// sets
+        ``reply_to`` here)."""
 
     def expect_result(self, task_id: str) -> None:
         """Called before a task whose result is stored is sent alone (not in a batch): its

@@ -23,14 +23,17 @@ from dataclasses import dataclass
 from json import JSONEncoder
 from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring_ascii as _json_string
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kombu.exceptions import EncodeError
 from kombu.serialization import _reraise_errors, registry
 from kombu.serialization import dumps as serialize
 from kombu.utils.json import dumps as json_dumps
 
-from ..protocol import PER_SEND, TaskMessage, build_open, new_id, per_send, template_key
+from ..protocol import NO_EMBED, PER_SEND, TaskMessage, build_open, new_id, per_send, template_key
+
+if TYPE_CHECKING:
+    from ..plans import Call
 
 #: The ``delivery_mode`` of a persistent message, as qtui sends every task.
 PERSISTENT = 2
@@ -57,6 +60,7 @@ def _json_encoder() -> Callable[[Any], str]:
 
 
 _plain_json = _json_encoder()
+_NO_EMBED = _plain_json(NO_EMBED)
 
 
 def _json(value: Any) -> str:
@@ -86,6 +90,16 @@ class Body:
         if serializer == "json" and registry._encoders.get("json") == _KOMBU_JSON:
             return cls("application/json", "utf-8", _json(body))
         return cls(*serialize(body, serializer=serializer))
+
+    @classmethod
+    def json_of_call(cls, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     embed: dict[str, Any]) -> Body:
+        """``serialize((args, kwargs, embed), "json")``; with no canvas fields (``embed`` is
+        :data:`~qtui.core.protocol.NO_EMBED`) the arguments alone are encoded and the
+        embed's text, the same every time, is appended: the same text."""
+        if embed is NO_EMBED and registry._encoders.get("json") == _KOMBU_JSON:
+            return cls("application/json", "utf-8", f"{_json((args, kwargs))[:-1]}, {_NO_EMBED}]")
+        return cls.serialize((args, kwargs, embed), "json")
 
 
 @dataclass(slots=True)
@@ -218,9 +232,10 @@ class Template:
         order = operator.itemgetter(*(marks[mark] for mark in pieces[1::2]))
         return cls("%s".join(pieces[0::2]), order, exchange, routing_key, priority)
 
-    def fill(self, channel: EnvelopeChannel, message: TaskMessage, body: Body) -> Envelope:
-        """The envelope of ``message`` with its body serialized already (as the one this
-        template was made for)."""
+    def fill(self, message: TaskMessage | Call, body: Body, user_headers: Mapping[str, Any]
+             ) -> Envelope:
+        """The envelope of ``message`` (or of a call whose message is not built) with its
+        body serialized already (as the one this template was made for)."""
         values = [_json_string(value) if type(value) is str
                   else "null" if value is None else _json_number(value)
                   for value in per_send(message)]
@@ -230,7 +245,7 @@ class Template:
         encoded = b2a_base64(data.encode() if isinstance(data, str) else data, newline=False)
         values.append(f'"{encoded.decode()}"')
         return Envelope(message.id, self.exchange, self.routing_key, self.priority,
-                        message.headers, self.text % self.order(values))
+                        user_headers, self.text % self.order(values))
 
 
 def _json_number(value: Any) -> str:

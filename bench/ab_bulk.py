@@ -1,0 +1,117 @@
+"""Bulk enqueue of this checkout against another git ref of qtui, interleaved round by round (A
+then B, then B then A), on a private ``redis-server`` and a fresh embedded SQLite file per run:
+load from other work on the machine hits both sides alike.
+
+Each run is a child process (the other ref first on its ``PYTHONPATH``, as in
+:mod:`bench.ab_latency`) that sends ``--tasks`` calls one way (:func:`bench.bench_bulk.send`)
+after an untimed warm-up send of 200, then checks the queue holds exactly what it sent. It
+prints the rate (messages/s), the client's CPU per call (``time.process_time()``, steadier than
+the rate on a loaded machine) and the cyclic garbage collector's passes. Figures are the
+median and range per side.
+
+    python -m bench.ab_bulk --ref main --rounds 4 --tasks 20000 --ways send_many,group
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench.ab_latency import extract
+from bench.bench_bulk import WAYS, queued, send, tasks_app
+from tests.redis_server import redis_server, spare_port
+
+WARM_UP = 200
+
+
+def child(way: str, url: str, count: int, chunk: int) -> None:
+    """One run, in this process: prints its figures as one JSON line."""
+    queue = f"ab-bulk-{uuid.uuid4().hex[:8]}"
+    app, noop = tasks_app(url, queue)
+    try:
+        expected = send(way, noop, WARM_UP, chunk)
+        passes = [0]
+        gc.callbacks.append(lambda phase, _info: passes.__setitem__(0, passes[0] + (
+            phase == "start")))
+        cpu, start = time.process_time(), time.perf_counter()
+        messages = send(way, noop, count, chunk)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        found = queued(url, queue)
+        if found != expected + messages:
+            raise RuntimeError(f"{way}: {found} messages in the queue, expected "
+                               f"{expected + messages}")
+        print(json.dumps({"rate": messages / seconds, "cpu_us": 1e6 * cpu / count,
+                          "gc": passes[0]}))
+    finally:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+        app.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ref", default="main", help="the git ref to compare with (main)")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--chunk", type=int, default=10, help="calls per part of chunks")
+    parser.add_argument("--brokers", default="redis,sqlite")
+    parser.add_argument("--ways", default="send_many,group")
+    parser.add_argument("--child", nargs=2, metavar=("WAY", "URL"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child[0], args.child[1], args.tasks, args.chunk)
+        return 0
+    ways = [w for w in args.ways.split(",") if w in WAYS]
+    brokers = [b for b in args.brokers.split(",") if b]
+    with tempfile.TemporaryDirectory(prefix="qtui-ab-bulk-") as tmp:
+        folder = Path(tmp)
+        other = extract(args.ref, folder)
+        port = spare_port()
+        sides = (args.ref, "this checkout")
+        figures: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+        with redis_server(folder, port, durable=False):
+            for round_ in range(args.rounds):
+                for side in sides if round_ % 2 == 0 else sides[::-1]:
+                    env = dict(os.environ)
+                    if side == args.ref:
+                        env["PYTHONPATH"] = os.pathsep.join(
+                            [str(other), *filter(None, [env.get("PYTHONPATH")])])
+                    for broker in brokers:
+                        for way in ways:
+                            url = f"redis://127.0.0.1:{port}/0" if broker == "redis" else \
+                                f"sqlite://{folder / f'bulk-{uuid.uuid4().hex[:8]}.sqlite'}"
+                            out = subprocess.run(
+                                [sys.executable, "-m", "bench.ab_bulk", "--child", way, url,
+                                 "--tasks", str(args.tasks), "--chunk", str(args.chunk)],
+                                env=env, check=True, capture_output=True, text=True).stdout
+                            result = json.loads(out.splitlines()[-1])
+                            figures.setdefault((broker, way, side), []).append(result)
+                            load = Path("/proc/loadavg").read_text().split()[0]
+                            print(f"round {round_} {side:<14} {broker:<7} {way:<10} "
+                                  f"{result['rate']:9,.0f}/s {result['cpu_us']:6.1f} us/call "
+                                  f"gc {result['gc']:4d}  load {load}", flush=True)
+    print("\n| broker | how | side | messages/s | client CPU us/call | gc passes |")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
+    for (broker, way, side), results in figures.items():
+        print(f"| {broker} | {way} | {side} | {spread([r['rate'] for r in results], 0)} | "
+              f"{spread([r['cpu_us'] for r in results], 1)} | "
+              f"{statistics.median(r['gc'] for r in results):.0f} |")
+    return 0
+
+
+def spread(values: list[float], digits: int) -> str:
+    return (f"{statistics.median(values):,.{digits}f} "
+            f"({min(values):,.{digits}f}-{max(values):,.{digits}f})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
