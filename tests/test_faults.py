@@ -4,12 +4,15 @@ scenario code, small counts, real processes and brokers."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
+from kombu import Connection
 
 from bench import faults
 
-from .services import REDIS_HOST, REDIS_PORT, need, unavailable
+from .services import AMQP_HOST, AMQP_PORT, REDIS_HOST, REDIS_PORT, need, unavailable
 
 
 @pytest.fixture(autouse=True)
@@ -52,13 +55,6 @@ def test_raw_non_envelopes_on_redis_are_dead_lettered_with_reasons(tmp_path):
 @pytest.mark.timeout(300)
 def test_the_rabbitmq_restart_scenario_restarts_a_node_of_its_own_not_the_shared_one(
         tmp_path, monkeypatch):
-    import shutil
-    import subprocess
-
-    from kombu import Connection
-
-    from .services import AMQP_HOST, AMQP_PORT
-
     need("RabbitMQ", AMQP_HOST, AMQP_PORT)
     if shutil.which("rabbitmq-server") is None:
         unavailable("rabbitmq-server is not installed")
