@@ -6,10 +6,12 @@ Every scenario sends numbered tasks (``faults.record(i)``); each run of a task a
 set and counts one run in Redis (database 11, apart from the brokers), so the suite knows what
 was lost (sent, never run) and what ran twice (runs minus distinct). The workers are real
 ``qtui run-worker`` processes and the brokers the real ones on this machine (Redis database 10,
-RabbitMQ), plus a ``redis-server --appendonly yes`` of the suite's own for the Redis restart and
-small tmpfs mounts for the full disk. Each scenario has a time budget: one that hangs or breaks
-is reported failed and the suite goes on. A full run replaces the "Fault suite" section of
-``bench/RESULTS.md`` (keeping its "### Notes"); ``--quick`` (small counts) and ``--only`` do not.
+RabbitMQ), plus a ``redis-server --appendonly yes`` of the suite's own for the Redis restart, a
+RabbitMQ node of its own (``tests/rabbit_node.py``) for every scenario that restarts, alarms or
+times out a node, and small tmpfs mounts for the full disk. Each scenario has a time budget: one
+that hangs or breaks is reported failed and the suite goes on. A full run replaces the "Fault
+suite" section of ``bench/RESULTS.md`` (keeping its "### Notes"); ``--quick`` (small counts) and
+``--only`` do not.
 
     python -m bench.faults [--quick] [--only kill-parent,malformed,...]
 """
@@ -280,57 +282,57 @@ def kill_child(work: Path, n: int, kills: int) -> Trial:
 
 def broker_restart(work: Path, n: int, kind: str) -> Trial:
     """Restart the broker while the worker drains; count what is lost and how long consumption
-    took to resume (from the broker being back to the next task run)."""
+    took to resume (from the broker being back to the next task run). Either broker is the
+    scenario's own: a ``redis-server --appendonly yes`` or a RabbitMQ node
+    (``tests/rabbit_node.py``), never the shared one other runs use."""
     data = work / f"redis-{uuid.uuid4().hex[:6]}"
     data.mkdir()
     port = spare_port()
-    url = f"redis://127.0.0.1:{port}/0" if kind == "redis" else AMQP
-    world = World(work, url)
-    outcome = Trial(f"restart {'Redis (own, appendonly)' if kind == 'redis' else 'RabbitMQ'}"
-                      " mid-run (prefork -c 2)")
-    server = redis_server(data, port) if kind == "redis" else None
-    try:
-        if server is not None:
-            server.__enter__()
-        outcome.sent = world.send(range(n), seconds=0.005)
-        with world.worker("-P", "prefork", "-c", "2") as proc:
-            wait_for(lambda: world.done() >= n // 5, 120)
-            stopped = time.monotonic()
+    broker = "Redis (own, appendonly)" if kind == "redis" else "RabbitMQ (own node)"
+    outcome = Trial(f"restart {broker} mid-run (prefork -c 2)")
+    with ExitStack() as stack:
+        server = redis_server(data, port) if kind == "redis" else None
+        node = stack.enter_context(rabbit_node()) if kind == "rabbitmq" else None
+        url = f"redis://127.0.0.1:{port}/0" if node is None else node.url
+        world = World(work, url)
+        try:
             if server is not None:
-                server.__exit__(None, None, None)  # SIGTERM: Redis writes its AOF and exits
-                time.sleep(2)
-                server = redis_server(data, port)
                 server.__enter__()
-            else:
-                rabbitmqctl("stop_app")
-                time.sleep(2)
-                rabbitmqctl("start_app")
-                wait_for(lambda: amqp_up(url), 60)
-            back, before = time.monotonic(), world.done()
-            outcome.figures["down_s"] = round(back - stopped, 1)
-            resumed = wait_for(lambda: world.done() > before, 60, interval=0.01)
-            outcome.figures["resume_s"] = round(time.monotonic() - back, 2) if resumed else None
-            finished = wait_for(lambda: world.done() >= n, 300)
-            outcome.figures["all_ran_s"] = round(time.monotonic() - back, 1)
-            world.settle(outcome, n, 0)
-            log = proc.log_path.read_text()  # type: ignore[attr-defined]
-        outcome.figures["reconnected"] = "Reconnected" in log
-        outcome.passed = (finished and outcome.lost == 0 and resumed
-                          and outcome.figures["resume_s"] <= 10)
-        return outcome
-    finally:
-        if server is not None:
-            server.__exit__(None, None, None)
-        if kind == "rabbitmq":
-            rabbitmqctl("start_app")
-            wait_for(lambda: amqp_up(url), 60)
-            delete_amqp_queues(world.queue, dead_letter_queue_name(world.queue))
-        world.cleanup()
-        shutil.rmtree(data, ignore_errors=True)
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+            # rabbitmqctl takes seconds to start (an Erlang VM of its own, slower under load):
+            # tasks long enough that work is left for the node to serve once it is back.
+            outcome.sent = world.send(range(n), seconds=0.005 if node is None else 0.02)
+            with world.worker("-P", "prefork", "-c", "2") as proc:
+                wait_for(lambda: world.done() >= n // 5, 120)
+                stopped = time.monotonic()
+                if server is not None:
+                    server.__exit__(None, None, None)  # SIGTERM: Redis writes its AOF and exits
+                    time.sleep(2)
+                    server = redis_server(data, port)
+                    server.__enter__()
+                else:
+                    assert node is not None
+                    node.ctl("stop_app")
+                    time.sleep(2)
+                    node.ctl("start_app")
+                    wait_for(lambda: amqp_up(url), 60)
+                back, before = time.monotonic(), world.done()
+                outcome.figures["down_s"] = round(back - stopped, 1)
+                resumed = wait_for(lambda: world.done() > before, 60, interval=0.01)
+                outcome.figures["resume_s"] = round(time.monotonic() - back, 2) \
+                    if resumed else None
+                finished = wait_for(lambda: world.done() >= n, 300)
+                outcome.figures["all_ran_s"] = round(time.monotonic() - back, 1)
+                world.settle(outcome, n, 0)
+                log = proc.log_path.read_text()  # type: ignore[attr-defined]
+            outcome.figures["reconnected"] = "Reconnected" in log
+            outcome.passed = (finished and outcome.lost == 0 and resumed
+                              and outcome.figures["resume_s"] <= 10)
+            return outcome
+        finally:
+            if server is not None:
+                server.__exit__(None, None, None)
+            world.cleanup()
+            shutil.rmtree(data, ignore_errors=True)
 
 
 def amqp_up(url: str) -> bool:

@@ -128,6 +128,42 @@ def test_the_worker_connection_reads_with_the_fast_frame_handler():
     assert BufferedConnection(host="127.0.0.1:1").frame_handler_cls is frames.frame_handler
 
 
+def delivered_through(dispatch: Any, args: list[Any], body: bytes, **props: Any) -> Any:
+    """What a consumer of a WorkerChannel receives of one ``basic.deliver`` dispatched by
+    ``dispatch`` (the channel's method, or py-amqp's applied to it): its delivery info, body,
+    properties, and the tags the channel then holds."""
+    channel = WorkerChannel(BufferedConnection(host="127.0.0.1:1"), 1)
+    got: list[Any] = []
+    channel.callbacks[args[0]] = got.append
+    payload = b"".join(part.to_bytes(2, "big") for part in spec.Basic.Deliver) \
+        + dumps("sLbss", args)
+    message = Message(body, **props)
+    dispatch(channel, spec.Basic.Deliver, payload, message)
+    (received,) = got
+    return received.delivery_info, received.body, received.properties, channel.unsettled
+
+
+@pytest.mark.parametrize("args", [["ctag", 7, False, "ex", "rk"],
+                                  ["tâche-é", 2**63 + 5, True, "", "célery.x"]])
+@pytest.mark.parametrize("props", [{}, {"content_encoding": "utf-8"},
+                                   {"content_encoding": "no-such-codec"}])
+def test_a_delivery_reaches_the_consumer_as_py_amqp_dispatch_hands_it_over(args, props):
+    ours = delivered_through(WorkerChannel.dispatch_method, args, "é".encode(), **props)
+    theirs = delivered_through(amqp.Channel.dispatch_method, args, "é".encode(), **props)
+    assert ours == theirs
+    assert ours[0]["delivery_tag"] == args[1] and ours[0]["redelivered"] is args[2]
+
+
+def test_a_delivery_is_read_without_py_amqp_argument_decoder(monkeypatch):
+    def refuse(*args: Any) -> None:
+        raise AssertionError("py-amqp's general argument decoder was used")
+
+    monkeypatch.setattr("amqp.abstract_channel.loads", refuse)
+    info, body, _, held = delivered_through(WorkerChannel.dispatch_method,
+                                            ["ctag", 9, True, "ex", "rk"], b"{}")
+    assert (info["delivery_tag"], info["redelivered"], body, held) == (9, True, b"{}", {9})
+
+
 # buffered frames -----------------------------------------------------------------------------
 def buffered(wire: bytes) -> BufferedTCPTransport:
     transport = BufferedTCPTransport("127.0.0.1:1")
@@ -163,28 +199,52 @@ def test_a_buffered_frame_is_read_without_touching_the_socket():
 
 
 # acks ----------------------------------------------------------------------------------------
+class Capture:
+    """A transport that keeps what is written."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+
 def test_an_ack_writes_the_frame_py_amqp_writes_and_the_channel_forgets_its_tags():
     connection = BufferedConnection(host="127.0.0.1:1")
-    written: list[bytes] = []
-
-    class Capture:
-        def write(self, data: Any) -> None:
-            written.append(bytes(data))
-
-    connection.frame_writer = frame_writer(connection, Capture())
+    amqp_wire, wire = Capture(), Capture()
+    connection.frame_writer = frame_writer(connection, amqp_wire)
+    connection.transport = wire
     channel = WorkerChannel(connection, 3)
     channel.unsettled = {1, 2, 3, 2**40}
     for tag, multiple in ((1, False), (2**40, False), (3, True), (0, True)):
         amqp.Channel.basic_ack(channel, tag, multiple)
-        expected = written.pop()
         channel.basic_ack(tag, multiple)
-        assert written.pop() == expected
+        assert wire.written.pop() == amqp_wire.written.pop()
     assert channel.unsettled == set()
+
+
+def test_an_ack_is_written_whole_without_py_amqp_frame_writer_and_counted():
+    connection = BufferedConnection(host="127.0.0.1:1")
+    connection.frame_writer = None  # py-amqp's writer, not to be called
+    connection.transport = wire = Capture()
+    channel = WorkerChannel(connection, 3)
+    sent = connection.bytes_sent
+    channel.basic_ack(5)
+    assert len(wire.written) == 1 and len(wire.written[0]) == 21
+    assert connection.bytes_sent == sent + 1  # the heartbeat check sees the connection busy
 
 
 def test_an_ack_on_a_closed_channel_says_the_connection_is_closed():
     channel = WorkerChannel(BufferedConnection(host="127.0.0.1:1"), 3)
     channel.connection = None
+    with pytest.raises(RecoverableConnectionError):
+        channel.basic_ack(1)
+
+
+def test_an_ack_on_a_connection_without_its_socket_says_it_is_closed_and_does_not_connect():
+    connection = BufferedConnection(host="127.0.0.1:1")
+    channel = WorkerChannel(connection, 3)
+    connection.connect = None  # py-amqp's transport property would call it
     with pytest.raises(RecoverableConnectionError):
         channel.basic_ack(1)
 

@@ -4,12 +4,15 @@ scenario code, small counts, real processes and brokers."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
+from kombu import Connection
 
 from bench import faults
 
-from .services import REDIS_HOST, REDIS_PORT, need, unavailable
+from .services import AMQP_HOST, AMQP_PORT, REDIS_HOST, REDIS_PORT, need, unavailable
 
 
 @pytest.fixture(autouse=True)
@@ -47,3 +50,25 @@ def test_raw_non_envelopes_on_redis_are_dead_lettered_with_reasons(tmp_path):
     outcome = faults.malformed_redis(tmp_path, bad=60, good=40)
     assert outcome.passed, outcome
     assert outcome.figures["dead_lettered"] == 60 and outcome.lost == 0
+
+
+@pytest.mark.timeout(300)
+def test_the_rabbitmq_restart_scenario_restarts_a_node_of_its_own_not_the_shared_one(
+        tmp_path, monkeypatch):
+    need("RabbitMQ", AMQP_HOST, AMQP_PORT)
+    if shutil.which("rabbitmq-server") is None:
+        unavailable("rabbitmq-server is not installed")
+    run = subprocess.run
+
+    def named_nodes_only(args, *more, **options):
+        if args[0] == "rabbitmqctl" and "-n" not in args:
+            raise AssertionError(f"rabbitmqctl aimed at the shared node: {args}")
+        return run(args, *more, **options)
+
+    monkeypatch.setattr(subprocess, "run", named_nodes_only)
+    with Connection(f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//") as shared:
+        shared.connect()
+        outcome = faults.broker_restart(tmp_path, 600, "rabbitmq")  # --quick's count
+        shared.default_channel.basic_qos(0, 1, False)  # the shared node never dropped us
+    assert outcome.passed, outcome
+    assert outcome.lost == 0 and outcome.figures["reconnected"]
