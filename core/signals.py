@@ -38,6 +38,8 @@ class Signal:
 
     def send(self, sender: Any, **arguments: Any) -> list[tuple[Receiver, Any]]:
         """Call every receiver for ``sender``; returns (receiver, its answer or exception)."""
+        if not self.receivers:  # the usual case, sent several times a task
+            return []
         answers: list[tuple[Receiver, Any]] = []
         for receiver, wanted in list(self.receivers):
             if wanted is not None and wanted is not sender \

@@ -117,6 +117,8 @@ class Events(Observer):
 
     # task events -----------------------------------------------------------------------------
     def on_task_received(self, job: Job) -> None:
+        if not self.task_events:  # the fields are not worth building (see _task)
+            return
         msg = job.message
         # A client chooses its argsrepr/kwargsrepr headers (Celery cuts its own at 1 KiB): a
         # worker forwards no more than that to every monitor.

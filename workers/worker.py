@@ -478,7 +478,10 @@ class Worker:
     def _next_batch(self) -> list[Job]:
         """The reserved jobs the pool has room for now, in order; their start keys set."""
         batch: list[Job] = []
-        while self.reserved and len(batch) < self.pool.free_slots and not self.stopping:
+        # Asked once: a pool's slots free up behind this loop, never fill (the threads pool
+        # answers under its lock, which its threads take for every task).
+        room = self.pool.free_slots
+        while self.reserved and len(batch) < room and not self.stopping:
             job = self.reserved.popleft()
             if not self.hooks.refuse_task(job):
                 batch.append(job)

@@ -16,8 +16,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +38,30 @@ class _Running:
     errors: LimitErrors
     armed: bool = False
     """True while the task's own code runs: the only time an exception may be raised in it."""
+
+
+class _Armed:
+    """Lets the watchdog (and ``terminate``) interrupt the task only inside this block. A
+    class, not a generator-based context manager: entered once per task."""
+
+    def __init__(self, pool: ThreadsPool, running: _Running) -> None:
+        self.pool, self.running = pool, running
+
+    def __enter__(self) -> None:
+        running = self.running
+        try:
+            # No lock: the watchdog and ``signal`` read the flag under it, and act on it at
+            # their next pass at the latest.
+            running.armed = True
+            if running.soft_at is not None or running.hard_at is not None:
+                # Only a deadline needs the watchdog: a wake per task costs a thread switch.
+                self.pool._watchdog_wake.set()
+        except BaseException:  # a limit landed before the block: __exit__ will not run
+            self.pool._disarm(running)
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pool._disarm(self.running)
 
 
 def _raise_in(thread_id: int, exc_type: type[BaseException] | None) -> None:
@@ -80,16 +102,16 @@ class ThreadsPool(Pool):
                 return
             assert isinstance(item, WorkItem)
             now = time.monotonic()
+            running = _Running(item, threading.get_ident(),
+                               now + item.soft_time_limit if item.soft_time_limit else None,
+                               now + item.time_limit if item.time_limit else None,
+                               limit_errors(self.app, item.message.task))
             with self._lock:
                 self._pending -= 1
-                self._running[item.job_id] = _Running(
-                    item, threading.get_ident(),
-                    now + item.soft_time_limit if item.soft_time_limit else None,
-                    now + item.time_limit if item.time_limit else None,
-                    limit_errors(self.app, item.message.task))
+                self._running[item.job_id] = running
             outcome: Outcome | None = None
             try:
-                outcome = execute(self.app, item, limits=self._armed(item.job_id))
+                outcome = execute(self.app, item, limits=_Armed(self, running))
             except BaseException as exc:  # noqa: BLE001 - a bug in execute must not kill the thread
                 logger.exception("Job %s: running it failed", item.job_id)
                 outcome = Outcome(item.job_id, states.FAILURE, time.monotonic() - now,
@@ -99,28 +121,16 @@ class ThreadsPool(Pool):
                     self._running.pop(item.job_id, None)
             self.report(outcome)
 
-    @contextmanager
-    def _armed(self, job_id: int) -> Iterator[None]:
-        """Let the watchdog (and ``terminate``) interrupt the task only inside this block."""
-        try:
-            with self._lock:
-                running = self._running[job_id]
-                running.armed = True
-            if running.soft_at is not None or running.hard_at is not None:
-                # Only a deadline needs the watchdog: a wake per task costs a thread switch.
-                self._watchdog_wake.set()
-            yield
-        finally:
-            self._disarm(job_id)
-
-    def _disarm(self, job_id: int) -> None:
+    def _disarm(self, running: _Running) -> None:
         """Stop interrupting the job, and drop an interruption still pending: it fired as the
-        task ended, too late to matter. Repeated if one lands here before the flag is down."""
+        task ended, too late to matter. Repeated if one lands here before the flag is down.
+        Under the lock: the watchdog raises only while holding it, so none is on its way
+        once the flag is down."""
         while True:
             try:
                 with self._lock:
-                    self._running[job_id].armed = False
-                _raise_in(threading.get_ident(), None)
+                    running.armed = False
+                _raise_in(running.thread_id, None)
                 return
             except (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError):
                 continue
