@@ -5,15 +5,17 @@ counts. What ``make faults`` runs.
 Every scenario sends numbered tasks (``faults.record(i)``); each run of a task adds ``i`` to a
 set and counts one run in Redis (database 11, apart from the brokers), so the suite knows what
 was lost (sent, never run) and what ran twice (runs minus distinct). The workers are real
-``qtui run-worker`` processes and the brokers the real ones on this machine (Redis database 10,
-RabbitMQ), plus a ``redis-server --appendonly yes`` of the suite's own for the Redis restart, a
-RabbitMQ node of its own (``tests/rabbit_node.py``) for every scenario that restarts, alarms or
-times out a node, and small tmpfs mounts for the full disk. Each scenario has a time budget: one
+``qtui run-worker`` processes. Redis is a ``redis-server`` the run starts for itself on a spare
+port (databases 10 broker, 11 records, 12 events; ``--redis URL`` names another server), so
+concurrent runs never flush each other's broker; RabbitMQ is the machine's, plus a
+``redis-server --appendonly yes`` of the suite's own for the Redis restart, a RabbitMQ node of
+its own (``tests/rabbit_node.py``) for every scenario that restarts, alarms or times out a node,
+and small tmpfs mounts for the full disk. Each scenario has a time budget: one
 that hangs or breaks is reported failed and the suite goes on. A full run replaces the "Fault
 suite" section of ``bench/RESULTS.md`` (keeping its "### Notes"); ``--quick`` (small counts) and
 ``--only`` do not.
 
-    python -m bench.faults [--quick] [--only kill-parent,malformed,...]
+    python -m bench.faults [--quick] [--only kill-parent,malformed,...] [--redis URL]
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from celery import Celery
@@ -60,13 +63,62 @@ from tests.rabbit_node import rabbit_node
 from tests.redis_server import redis_server, spare_port
 
 REPO = Path(__file__).resolve().parent.parent
-REDIS = "redis://127.0.0.1:6379"
-RECORDS = f"{REDIS}/11"
-BROKER_DB = f"{REDIS}/10"
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 #: The kill scenarios' pool: two prefork children, qtui's default prefetch multiplier (4).
 CONCURRENCY = 2
 PREFETCH = 4
+
+
+@dataclass(frozen=True)
+class Databases:
+    """The Redis databases a run's scenarios use on one server: the broker (db 10, which the
+    kill, malformed and ETA scenarios flush), the records of task runs (db 11) and the event
+    feed's (db 12: events ride PUBLISH, which only a database number keeps apart)."""
+
+    server: str
+    """``redis://host:port``, no database."""
+
+    @property
+    def broker(self) -> str:
+        return f"{self.server}/10"
+
+    @property
+    def records(self) -> str:
+        return f"{self.server}/11"
+
+    @property
+    def events(self) -> str:
+        return f"{self.server}/12"
+
+
+_databases: Databases | None = None
+
+
+def databases() -> Databases:
+    """Where the running scenarios keep their Redis data (set by :func:`on_redis`)."""
+    if _databases is None:
+        raise RuntimeError("no Redis for the fault scenarios: run them inside "
+                           "bench.faults.on_redis(...), as main() does")
+    return _databases
+
+
+@contextmanager
+def on_redis(work: Path, url: str | None = None) -> Iterator[Databases]:
+    """Run the scenarios inside the block against the Redis server at ``url``, or by default a
+    ``redis-server`` of their own on a spare port (nothing on disk, data in ``work``), shut
+    down at the end: concurrent runs, and tests beside them, then share no database."""
+    global _databases
+    with ExitStack() as stack:
+        if url is None:
+            port = spare_port()
+            stack.enter_context(redis_server(work, port, durable=False))
+            url = f"redis://127.0.0.1:{port}"
+        parts = urlsplit(url)
+        previous, _databases = _databases, Databases(f"{parts.scheme}://{parts.netloc}")
+        try:
+            yield _databases
+        finally:
+            _databases = previous
 
 TASKS = """
 import json, os, time
@@ -136,12 +188,13 @@ class World:
         write_module(self.dir, "faulttasks", TASKS)
         self.broker = broker
         self.conf = conf
-        self.records = redis.Redis.from_url(RECORDS)
+        self.records_url = databases().records
+        self.records = redis.Redis.from_url(self.records_url)
 
     @property
     def env(self) -> dict[str, str]:
         return {"FAULTS_BROKER": self.broker, "FAULTS_QUEUE": self.queue,
-                "FAULTS_RECORDS": RECORDS, "FAULTS_CONF": json.dumps(self.conf)}
+                "FAULTS_RECORDS": self.records_url, "FAULTS_CONF": json.dumps(self.conf)}
 
     @contextmanager
     def worker(self, *options: str, name: str = "w") -> Iterator[subprocess.Popen[str]]:
@@ -200,12 +253,12 @@ def kill_parent(work: Path, n: int, kills: int) -> Trial:
     """SIGKILL the worker's parent process (its prefork children die with it) again and again
     while it drains ``n`` tasks with late acks; a last worker finishes. In flight at a kill: the
     broker's delivered, unacked messages this worker fetched (at most prefetch x concurrency)."""
-    redis.Redis.from_url(BROKER_DB).flushdb()
+    redis.Redis.from_url(databases().broker).flushdb()
     # A short visibility timeout, so the next worker restores a killed one's messages in
     # seconds instead of qtui's default minute; late acks are qtui's default.
-    world = World(work, BROKER_DB, broker_transport_options={"visibility_timeout": 4})
+    world = World(work, databases().broker, broker_transport_options={"visibility_timeout": 4})
     outcome = Trial("SIGKILL the worker parent, repeatedly (Redis, prefork -c 2)")
-    broker = redis.Redis.from_url(BROKER_DB)
+    broker = redis.Redis.from_url(databases().broker)
     try:
         outcome.sent = world.send(range(n), seconds=0.002)
         in_flight, orphans = [], 0
@@ -231,7 +284,7 @@ def kill_parent(work: Path, n: int, kills: int) -> Trial:
         return outcome
     finally:
         world.cleanup()
-        redis.Redis.from_url(BROKER_DB).flushdb()
+        redis.Redis.from_url(databases().broker).flushdb()
 
 
 def child_pids(pid: int) -> list[int]:
@@ -252,8 +305,8 @@ def alive(pid: int) -> bool:
 def kill_child(work: Path, n: int, kills: int) -> Trial:
     """SIGKILL one prefork child at a time while the worker drains; the worker redelivers the
     task the child held (one in flight per kill: a child runs one task at a time)."""
-    redis.Redis.from_url(BROKER_DB).flushdb()
-    world = World(work, BROKER_DB)
+    redis.Redis.from_url(databases().broker).flushdb()
+    world = World(work, databases().broker)
     outcome = Trial("SIGKILL a prefork child, repeatedly (Redis, prefork -c 2)")
     try:
         outcome.sent = world.send(range(n), seconds=0.002)
@@ -268,7 +321,8 @@ def kill_child(work: Path, n: int, kills: int) -> Trial:
                     done_kills += 1
             finished = world.settle(outcome, n, 300)
             parent_alive = proc.poll() is None
-        dead = redis.Redis.from_url(BROKER_DB).llen(dead_letter_queue_name(world.queue))
+        dead = redis.Redis.from_url(databases().broker).llen(
+            dead_letter_queue_name(world.queue))
         outcome.figures.update(kills=done_kills, window=1,
                                duplicate_bound=done_kills, parent_alive=parent_alive,
                                dead_lettered=dead)
@@ -277,7 +331,7 @@ def kill_child(work: Path, n: int, kills: int) -> Trial:
         return outcome
     finally:
         world.cleanup()
-        redis.Redis.from_url(BROKER_DB).flushdb()
+        redis.Redis.from_url(databases().broker).flushdb()
 
 
 def broker_restart(work: Path, n: int, kind: str) -> Trial:
@@ -419,8 +473,8 @@ def bad_message(rng: random.Random, queue: str) -> tuple[str, bytes, str, str, d
 def malformed(work: Path, bad: int, good: int) -> Trial:
     """``bad`` malformed messages interleaved with ``good`` valid tasks on Redis: the worker stays
     up, every valid one runs, every invalid one is dead-lettered with a reason."""
-    redis.Redis.from_url(BROKER_DB).flushdb()
-    world = World(work, BROKER_DB)
+    redis.Redis.from_url(databases().broker).flushdb()
+    world = World(work, databases().broker)
     outcome = Trial(f"{bad:,} malformed messages among {good:,} valid (Redis, threads -c 8)")
     rng = random.Random(2481)
     kinds: Counter[str] = Counter()
@@ -428,7 +482,7 @@ def malformed(work: Path, bad: int, good: int) -> Trial:
         app = world.app()
         order = ["bad"] * bad + ["good"] * good
         rng.shuffle(order)
-        with Connection(BROKER_DB) as conn:
+        with Connection(databases().broker) as conn:
             producer = Producer(conn.default_channel, exchange=Exchange(""))
             i = 0
             for what in order:
@@ -443,7 +497,7 @@ def malformed(work: Path, bad: int, good: int) -> Trial:
         app.close()
         outcome.sent = good
         dead_queue = dead_letter_queue_name(world.queue)
-        client = redis.Redis.from_url(BROKER_DB)
+        client = redis.Redis.from_url(databases().broker)
         with world.worker("-P", "threads", "-c", "8") as proc:
             finished = wait_for(lambda: world.done() >= good and client.llen(dead_queue) >= bad,
                                 300)
@@ -477,7 +531,7 @@ def malformed(work: Path, bad: int, good: int) -> Trial:
         return outcome
     finally:
         world.cleanup()
-        redis.Redis.from_url(BROKER_DB).flushdb()
+        redis.Redis.from_url(databases().broker).flushdb()
 
 
 #: Lying ``compression`` headers: a known type that does not match the (plain JSON) body, and
@@ -496,7 +550,8 @@ def compression(work: Path, bad: int, good: int) -> Trial:
     outcome.details = ["| broker | valid run | bad sent | dead-lettered | without reason | "
                        "connection losses | worker died |", "| --- | ---: | ---: | ---: | ---: | "
                        "---: | --- |"]
-    for name, url in (("redis", BROKER_DB), ("sqlite", f"sqlite://{work}/compression.sqlite")):
+    for name, url in (("redis", databases().broker),
+                      ("sqlite", f"sqlite://{work}/compression.sqlite")):
         world = World(work, url)
         try:
             kinds: Counter[str] = Counter()
@@ -548,7 +603,8 @@ def compression(work: Path, bad: int, good: int) -> Trial:
                           and Counter(h.get(KIND_HEADER) for h in dead) == kinds)
         finally:
             world.cleanup()
-            broker_db = redis.Redis.from_url(BROKER_DB)  # shared: delete only this queue's keys
+            # --redis may name a shared server: delete only this queue's keys
+            broker_db = redis.Redis.from_url(databases().broker)
             for pattern in (f"{world.queue}*", f"_kombu.binding.{world.queue}*"):
                 for key in broker_db.scan_iter(pattern):
                     broker_db.delete(key)
@@ -561,8 +617,8 @@ def compression(work: Path, bad: int, good: int) -> Trial:
 def long_eta(work: Path, n: int, kind: str) -> Trial:
     """ETA tasks due 3-8 s ahead with a 2 s visibility timeout: each runs exactly once."""
     if kind == "redis":
-        redis.Redis.from_url(BROKER_DB).flushdb()
-        broker = BROKER_DB
+        redis.Redis.from_url(databases().broker).flushdb()
+        broker = databases().broker
     else:
         broker = f"sqlite://{work}/eta-{uuid.uuid4().hex[:6]}.sqlite"
     world = World(work, broker, broker_transport_options={"visibility_timeout": 2})
@@ -586,16 +642,16 @@ def long_eta(work: Path, n: int, kind: str) -> Trial:
     finally:
         world.cleanup()
         if kind == "redis":
-            redis.Redis.from_url(BROKER_DB).flushdb()
+            redis.Redis.from_url(databases().broker).flushdb()
 
 
 # Redis ownership (issue 12): idle kills, raw malformed items, mixed clusters, the GIL ------------
 def idle_kill(work: Path, kills: int) -> Trial:
     """SIGSTOP an idle worker inside its blocking wait, send a task (Redis moves it at once),
     SIGKILL the worker; again and again with new workers, then a last one: every task runs."""
-    world = World(work, BROKER_DB, broker_transport_options={"visibility_timeout": 4})
+    world = World(work, databases().broker, broker_transport_options={"visibility_timeout": 4})
     outcome = Trial(f"worker SIGKILLed in its idle blocking wait, {kills} times (Redis, solo)")
-    client = redis.Redis.from_url(BROKER_DB)
+    client = redis.Redis.from_url(databases().broker)
     app = world.app()
     taken = attempts = 0
     try:
@@ -662,11 +718,11 @@ def malformed_redis(work: Path, bad: int, good: int) -> Trial:
     """Items that are not kombu envelopes at all, pushed straight onto a Redis queue among valid
     tasks, half before the worker starts (its busy fetch) and half while it idles (its blocking
     wait): each reaches ``<queue>.dead`` with its reason, every valid task runs."""
-    world = World(work, BROKER_DB)
+    world = World(work, databases().broker)
     outcome = Trial(f"{bad:,} raw non-envelopes among {good:,} valid (Redis, threads -c 4)")
     rng = random.Random(12)
     kinds: Counter[str] = Counter()
-    client = redis.Redis.from_url(BROKER_DB)
+    client = redis.Redis.from_url(databases().broker)
     dead_queue = dead_letter_queue_name(world.queue)
     app = world.app()
 
@@ -741,7 +797,7 @@ def mixed_celery(work: Path, each: int) -> Trial:
     """A Celery worker and a qtui worker (visibility timeout 2 s) on one Redis database: Celery
     ETA tasks (3-8 s ahead) and long tasks (3 s) on Celery's queue, long tasks on qtui's; every
     task runs exactly once (qtui gives back only what dead qtui workers held)."""
-    world = World(work, BROKER_DB, broker_transport_options={"visibility_timeout": 2})
+    world = World(work, databases().broker, broker_transport_options={"visibility_timeout": 2})
     write_module(world.dir, "celerytasks", CELERY_TASKS)
     celery_queue = f"{world.queue}-celery"
     outcome = Trial(f"a Celery and a qtui worker on one Redis DB, {3 * each} tasks "
@@ -749,7 +805,7 @@ def mixed_celery(work: Path, each: int) -> Trial:
     celery_argv = [sys.executable, "-m", "celery", "-A", "celerytasks", "worker", "--pool",
                    "threads", "-c", "8", "-Q", celery_queue, "-n", f"celery-{world.queue}@%h",
                    "--loglevel", "INFO", "--without-mingle", "--without-gossip"]
-    celery = Celery("faults-celery-client", broker=BROKER_DB)
+    celery = Celery("faults-celery-client", broker=databases().broker)
     try:
         with world.worker("-P", "threads", "-c", "8"), \
                 running(celery_argv, world.dir, "ready.", timeout=60, env=world.env):
@@ -770,7 +826,7 @@ def mixed_celery(work: Path, each: int) -> Trial:
     finally:
         celery.close()
         world.cleanup()
-        client = redis.Redis.from_url(BROKER_DB)
+        client = redis.Redis.from_url(databases().broker)
         for key in client.scan_iter(f"{world.queue}*"):
             client.delete(key)
 
@@ -779,7 +835,7 @@ def gil_holder(work: Path, n: int) -> Trial:
     """Tasks that hold the GIL for 5 s (one C call) with a 2 s visibility timeout, two solo
     workers: the workers' lease threads cannot run, their liveness helpers can; each task runs
     once."""
-    world = World(work, BROKER_DB, broker_transport_options={"visibility_timeout": 2})
+    world = World(work, databases().broker, broker_transport_options={"visibility_timeout": 2})
     outcome = Trial(f"{n} tasks holding the GIL 5 s past a 2 s visibility timeout "
                       "(Redis, two solo workers)")
     app = world.app()
@@ -797,7 +853,7 @@ def gil_holder(work: Path, n: int) -> Trial:
     finally:
         app.close()
         world.cleanup()
-        client = redis.Redis.from_url(BROKER_DB)
+        client = redis.Redis.from_url(databases().broker)
         for key in client.scan_iter(f"{world.queue}*"):
             client.delete(key)
 
@@ -1111,10 +1167,10 @@ def accounting_broker(work: Path, kind: str) -> tuple[str, dict[str, Any]]:
     """(broker URL, settings) for ``redis`` (db 10, 1 s visibility timeout), ``sqlite`` (a file
     of its own) or ``rabbitmq`` (Redis results in db 11: the cluster ledger lives there)."""
     if kind == "redis":
-        return BROKER_DB, {"broker_transport_options": {"visibility_timeout": 1}}
+        return databases().broker, {"broker_transport_options": {"visibility_timeout": 1}}
     if kind == "sqlite":
         return f"sqlite://{work}/accounting-{uuid.uuid4().hex[:6]}.sqlite", {}
-    return AMQP, {"result_backend": RECORDS}
+    return AMQP, {"result_backend": databases().records}
 
 
 def drain_count(broker: str, queue: str) -> int:
@@ -1363,12 +1419,6 @@ def rpc_restart(work: Path, n: int) -> Trial:
 
 
 # running ----------------------------------------------------------------------------------------
-#: name: (run it at full or --quick counts, its time budget in seconds at full counts).
-#: The event-flood scenario's own database: events ride PUBLISH, which only a database number
-#: keeps apart, and no one else's receivers should see its made-up workers.
-EVENTS_DB = f"{REDIS}/12"
-
-
 def rss_mb() -> float:
     """This process's resident memory now (``VmRSS``), in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -1389,7 +1439,7 @@ def event_flood(work: Path, fakes: int, big: int) -> Trial:
     from qtui.tui.history import History
 
     tag = uuid.uuid4().hex[:8]
-    app = App("faults-console", broker=EVENTS_DB, backend=None)
+    app = App("faults-console", broker=databases().events, backend=None)
     path = work / f"history-{tag}.sqlite"
     feed = Feed(app, history=History(path, cluster="faults", max_field=app.conf.console_max_field))
     thread = threading.Thread(target=feed.run, args=(lambda snapshot: None, 0.25), daemon=True)
@@ -1406,7 +1456,7 @@ def event_flood(work: Path, fakes: int, big: int) -> Trial:
             outcome.notes.append("the feed never connected")
             return outcome
         before = rss_mb()
-        with Connection(EVENTS_DB) as conn:
+        with Connection(databases().events) as conn:
             producer = Producer(conn.default_channel)
             exchange = event_exchange(conn)
             now = time.time()
@@ -1465,7 +1515,8 @@ def beat_takeover(work: Path, kind: str, beats: int, seconds: float, kill_at: fl
     name = f"beat-{uuid.uuid4().hex[:8]}"
     directory = work / name
     directory.mkdir(parents=True)
-    broker = BROKER_DB if kind == "redis" else f"sqlite://{directory / 'broker.sqlite'}"
+    broker = (databases().broker if kind == "redis"
+              else f"sqlite://{directory / 'broker.sqlite'}")
     config = write_config(directory, broker, prefix=name, queue=name)
     outcome = Trial(f"{beats} x qtui beat ({kind}), every second for {seconds:.0f} s, leader "
                       f"SIGKILLed at {kill_at:.0f} s")
@@ -1494,6 +1545,7 @@ def beat_takeover(work: Path, kind: str, beats: int, seconds: float, kill_at: fl
     return outcome
 
 
+#: name: (run it at full or --quick counts, its time budget in seconds at full counts).
 SCENARIOS: dict[str, tuple[Callable[[Path, bool], Trial], float]] = {
     "kill-parent": (lambda w, q: kill_parent(w, 2_000 if q else 10_000, 3 if q else 8), 900),
     "kill-child": (lambda w, q: kill_child(w, 2_000 if q else 10_000, 5 if q else 20), 600),
@@ -1566,6 +1618,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts; RESULTS.md untouched")
     parser.add_argument("--only", help="comma-separated: " + ", ".join(SCENARIOS))
+    parser.add_argument("--redis", metavar="URL",
+                        help="the Redis server for the scenarios' broker and records "
+                             "(redis://host:port; databases 10-12, db 10 flushed); default: a "
+                             "redis-server of the run's own on a spare port")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
@@ -1573,9 +1629,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     console = Console(width=None if sys.stdout.isatty() else 160)
     outcomes = []
-    setting = versions()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="qtui-faults-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="qtui-faults-") as tmp, \
+            on_redis(Path(tmp), args.redis) as dbs:
+        console.print(f"Redis: {dbs.server}"
+                      + (" (given)" if args.redis else " (a redis-server of this run's own)"),
+                      markup=False)
+        setting = versions()
         for name in names:
             console.print(f"[bold]{name}[/bold] ...")
             began = time.monotonic()
@@ -1628,7 +1688,7 @@ def versions() -> str:
         conn.connect()
         rabbit = conn.connection.server_properties.get("version", "?")
     rabbit = rabbit.decode() if isinstance(rabbit, bytes) else rabbit
-    redis_version = redis.Redis.from_url(REDIS).info("server")["redis_version"]
+    redis_version = redis.Redis.from_url(databases().server).info("server")["redis_version"]
 
     class Named(Broker):
         def __init__(self, name: str) -> None:
@@ -1656,7 +1716,8 @@ def write_results(outcomes: list[Trial], seconds: float, setting: str) -> None:
         "`--quick` for small counts, `--only NAME,...` for some scenarios: neither writes here).",
         "",
         f"- Machine: {setting}; whole run {seconds:.0f} s.",
-        "- Every task adds its number to a Redis set and counts its run (Redis db 11). Sent: "
+        "- Every task adds its number to a Redis set and counts its run (db 11 of a "
+        "redis-server the run starts for itself, whose db 10 is the Redis broker). Sent: "
         "tasks published. Ran: distinct tasks that ran. Lost: sent and never run. Duplicates: "
         "runs beyond the first (at-least-once: a task killed after its work and before its ack "
         "runs again); for kills, at most kills x the messages in flight per kill (prefetch 4 x "

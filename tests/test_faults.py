@@ -6,18 +6,49 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 
 import pytest
+import redis
 from kombu import Connection
 
 from bench import faults
 
-from .services import AMQP_HOST, AMQP_PORT, REDIS_HOST, REDIS_PORT, need, unavailable
+from .services import AMQP_HOST, AMQP_PORT, REDIS_PORT, need, unavailable
 
 
-@pytest.fixture(autouse=True)
-def _redis() -> None:
-    need("Redis", REDIS_HOST, REDIS_PORT)
+@pytest.fixture(autouse=True, scope="module")
+def _own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[faults.Databases]:
+    """The scenarios' broker and records on a redis-server of their own, as ``make faults``
+    runs them: their FLUSHDB never reaches the databases other test files use."""
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server is not installed")
+    with faults.on_redis(tmp_path_factory.mktemp("redis")) as databases:
+        yield databases
+
+
+@pytest.mark.timeout(120)
+def test_the_scenarios_flush_and_record_on_their_own_redis_never_the_shared_one(
+        tmp_path, monkeypatch):
+    flushed: list[int] = []
+    workers: list[dict[str, str]] = []
+    flushdb, running = redis.Redis.flushdb, faults.running
+
+    def spied_flushdb(client, *args, **options):
+        flushed.append(client.connection_pool.connection_kwargs["port"])
+        return flushdb(client, *args, **options)
+
+    def spied_running(argv, cwd, *args, env, **options):
+        workers.append(env)
+        return running(argv, cwd, *args, env=env, **options)
+
+    monkeypatch.setattr(redis.Redis, "flushdb", spied_flushdb)
+    monkeypatch.setattr(faults, "running", spied_running)
+    outcome = faults.malformed(tmp_path, bad=20, good=20)  # flushes its broker database
+    assert outcome.passed, outcome
+    assert flushed and REDIS_PORT not in flushed
+    urls = [env[name] for env in workers for name in ("FAULTS_BROKER", "FAULTS_RECORDS")]
+    assert urls and not any(f":{REDIS_PORT}/" in url for url in urls), urls
 
 
 @pytest.mark.timeout(120)
