@@ -338,6 +338,34 @@ def test_a_threads_result_writes_keep_one_connection_given_back_when_the_thread_
             backend.forget(task_id)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("drop", ["restart", "idle timeout"])
+def test_a_threads_kept_result_connection_dropped_by_the_server_still_stores_the_next_result(
+        tmp_path, drop):
+    """The connection a thread keeps for its result writes can be dropped by the server between
+    two writes: Redis restarted, or its ``timeout`` for idle clients passed. The next result is
+    stored all the same (a kept connection is not checked the way a pool checkout is: without a
+    new connection the write failed and the worker acked a task whose result was lost)."""
+    from .redis_server import redis_server, spare_port
+    port = spare_port()
+    extra = ("--timeout", "1") if drop == "idle timeout" else ()
+    url = f"redis://127.0.0.1:{port}/0"
+    app = App("kept", broker="memory://", backend=url)
+    try:
+        with redis_server(tmp_path, port, durable=False, extra=extra):
+            app.backend.store_result("before", 1, states.SUCCESS)
+            if drop == "idle timeout":
+                time.sleep(2.5)  # the server closes the connection, idle for more than 1 s
+                app.backend.store_result("after", 2, states.SUCCESS)
+                assert redis.Redis.from_url(url).get("celery-task-meta-after") is not None
+        if drop == "restart":
+            with redis_server(tmp_path, port, durable=False):
+                app.backend.store_result("after", 2, states.SUCCESS)
+                assert redis.Redis.from_url(url).get("celery-task-meta-after") is not None
+    finally:
+        app.close()
+
+
 @pytest.fixture
 def private_app(tmp_path):
     """An app on a redis-server of the test's own, whose command counts nobody else moves."""
