@@ -203,3 +203,29 @@ def test_a_finished_task_is_not_run_again_when_its_solo_worker_dies_in_the_next(
         assert [r["tag"] for r in setup.records("mark")] == ["A"]
     finally:
         setup.cleanup()
+
+
+@pytest.mark.timeout(120)
+def test_a_finished_task_is_not_run_again_when_its_solo_worker_dies_in_the_next_with_more_queued(
+        tmp_path, unique, redis_url):
+    """As above with tasks queued behind B, so that B starts in a turn that takes nothing (the
+    prefetch window is full): A's ack still reaches Redis before B starts."""
+    setup = make_setup(tmp_path, f"qw-{unique}", redis_url, None, task_acks_late=True)
+    try:
+        app = setup.app()
+        app.send_task("tasks.mark", args=["A"])
+        app.send_task("tasks.slow", args=[6, "B"])
+        for tag in "CDEFG":
+            app.send_task("tasks.mark", args=[tag])
+        app.close()
+        with setup.worker("-P", "solo") as proc:
+            assert setup.wait_records("started", 1), proc.log_path.read_text()[-3000:]
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        assert _tags(setup) == ["A"]
+        with setup.worker("-P", "solo", name="second") as proc:
+            assert wait_for(lambda: len(_tags(setup)) >= 6, 90), proc.log_path.read_text()[-3000:]
+            time.sleep(1)  # what else it would run again is queued ahead of B or beside it
+        assert sorted(_tags(setup)) == ["A", "C", "D", "E", "F", "G"]
+    finally:
+        setup.cleanup()

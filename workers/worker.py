@@ -275,7 +275,11 @@ class Worker:
         room = FETCH_MAX if prefetch == 0 else min(FETCH_MAX, prefetch - self.held())
         # While enough work is reserved, let the window empty further: bigger, rarer fetches.
         starving = len(self.reserved) < self.concurrency
-        due = self.consumer.consuming and room > 0 and (starving or 2 * room >= prefetch)
+        # A pool that runs the batch in this thread sends a call before it anyway (the acks
+        # of the tasks just finished and the batch's starts): the fetch rides it.
+        riding = bool(batch) and self.pool.runs_in_caller
+        due = self.consumer.consuming and room > 0 and (starving or riding
+                                                        or 2 * room >= prefetch)
         fetched = self._start_and_fetch(batch, room if due else 0)
         if due:
             if fetched is None and self.reserved and self.pool.free_slots:
@@ -502,8 +506,11 @@ class Worker:
         without fetch)."""
         keys = [job.start_key for job in batch if job.start_key]
         # On Redis a call that takes nothing records the starts alone (one ZADD): the acks and
-        # the settled records wait for the next fetch, as they did before starts were recorded.
-        settle = room > 0 or self.consumer.settles_with_records
+        # the settled records wait for the next fetch, as they did before starts were recorded;
+        # not where the batch runs in this thread (solo), whose finished tasks' acks must reach
+        # the broker before the next task starts, or a worker lost in it runs them again.
+        settle = room > 0 or self.consumer.settles_with_records or (
+            bool(batch) and self.pool.runs_in_caller)
         record = self.starts.take(keys, settle=settle) if keys and self._starts_ride else None
         if keys and record is None:
             self.starts.record(keys)
