@@ -38,6 +38,9 @@ class _Running:
     errors: LimitErrors
     armed: bool = False
     """True while the task's own code runs: the only time an exception may be raised in it."""
+    interrupted: bool = False
+    """An interruption was sent (a limit or ``terminate``): one may still be pending when the
+    job is disarmed."""
 
 
 class _Armed:
@@ -64,10 +67,15 @@ class _Armed:
         self.pool._disarm(self.running)
 
 
-def _raise_in(thread_id: int, exc_type: type[BaseException] | None) -> None:
-    """Raise ``exc_type`` in another thread at its next Python instruction (None: cancel)."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type) if exc_type else None)
+class _Disarmed(BaseException):
+    """Takes the place of an interruption still pending when its job is disarmed."""
+
+
+def _raise_in(thread_id: int, exc_type: type[BaseException]) -> None:
+    """Raise ``exc_type`` in a thread at its next Python instruction (the calling thread: as
+    this call returns)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                               ctypes.py_object(exc_type))
 
 
 class ThreadsPool(Pool):
@@ -122,15 +130,23 @@ class ThreadsPool(Pool):
             self.report(outcome)
 
     def _disarm(self, running: _Running) -> None:
-        """Stop interrupting the job, and drop an interruption still pending: it fired as the
-        task ended, too late to matter. Repeated if one lands here before the flag is down.
-        Under the lock: the watchdog raises only while holding it, so none is on its way
-        once the flag is down."""
+        """Stop interrupting the job (in its own thread), and drop an interruption still
+        pending: it fired as the task ended, too late to matter. Repeated if one lands here
+        before the flag is down. Under the lock: the watchdog raises only while holding it, so
+        none is on its way once the flag is down.
+
+        A pending interruption is replaced by :class:`_Disarmed`, taken here, never cancelled
+        (``PyThreadState_SetAsyncExc`` with NULL): on CPython 3.11 a cancel leaves the
+        interpreter's eval breaker set for good, and a thread with a profiler or tracer
+        (cProfile, yappi, coverage, a debugger) then spins at its next call."""
         while True:
             try:
                 with self._lock:
                     running.armed = False
-                _raise_in(running.thread_id, None)
+                if running.interrupted:
+                    _raise_in(running.thread_id, _Disarmed)
+                return
+            except _Disarmed:
                 return
             except (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError):
                 continue
@@ -144,10 +160,10 @@ class ThreadsPool(Pool):
                     if not running.armed:
                         continue
                     if running.soft_at is not None and now >= running.soft_at:
-                        running.soft_at = None
+                        running.soft_at, running.interrupted = None, True
                         _raise_in(running.thread_id, running.errors[0])
                     if running.hard_at is not None and now >= running.hard_at:
-                        running.hard_at = None
+                        running.hard_at, running.interrupted = None, True
                         _raise_in(running.thread_id, running.errors[1])
                     for at in (running.soft_at, running.hard_at):
                         if at is not None:
@@ -193,6 +209,7 @@ class ThreadsPool(Pool):
             running = self._running.get(job_id)
             if running is None or not running.armed:
                 return False
+            running.interrupted = True
             _raise_in(running.thread_id, TaskRevokedError)
         return True
 
