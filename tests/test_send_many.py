@@ -790,3 +790,27 @@ def test_sending_a_group_copies_each_member_signature_once(monkeypatch):
     assert len(result.results) == 20
     assert members.id is None and all(m.id is None for m in members.tasks)
     assert copied.count("tasks.add") == 20
+
+
+@pytest.mark.timeout(30)
+def test_a_backend_that_overrides_on_task_call_hears_of_every_call(tmp_path: Path) -> None:
+    from qtui.core.backends.sqlite import SQLiteBackend
+
+    heard: list[str] = []
+
+    class Listening(SQLiteBackend):
+        def on_task_call(self, message: Any) -> None:
+            heard.append(message.id)
+
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    app = App("hears-calls", broker="memory://", backend=url)
+
+    @app.task(name="hears.add")
+    def add(x: int) -> int:
+        return x
+
+    app._backends[url] = Listening(app, url)
+    one = add.delay(1)
+    many = app.send_many([add.s(2), add.s(3)])
+
+    assert heard == [one.id, *(result.id for result in many)]
