@@ -30,7 +30,8 @@ _SEND_OPTIONS = {
     "time_limit": "time_limit", "soft_time_limit": "soft_time_limit", "headers": "headers",
     "parent_id": "parent_id", "root_id": "root_id", "reply_to": "reply_to",
     "serializer": "serializer", "ignore_result": "ignore_result", "link": "link",
-    "link_error": "link_error", "chain": "chain", "chord": "chord",
+    "link_error": "link_error", "chain": "chain", "chord": "chord", "argsrepr": "argsrepr",
+    "kwargsrepr": "kwargsrepr", "shadow": "shadow",
 }
 
 

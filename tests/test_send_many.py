@@ -814,3 +814,26 @@ def test_a_backend_that_overrides_on_task_call_hears_of_every_call(tmp_path: Pat
     many = app.send_many([add.s(2), add.s(3)])
 
     assert heard == [one.id, *(result.id for result in many)]
+
+
+@pytest.mark.timeout(60)
+def test_celerys_argsrepr_kwargsrepr_and_shadow_options_set_the_headers_of_every_send(
+        tmp_path: Path) -> None:
+    queue = f"send-many-reprs-{new_task_id()[:8]}"
+    app = client(tmp_path, "sqlite", queue)
+    add = app.tasks["tasks.add"]
+    masked = {"argsrepr": "(<secret>,)", "kwargsrepr": "{'y': <secret>}", "shadow": "add-masked"}
+
+    add.apply_async((1,), {"y": 2}, **masked)
+    app.send_task("tasks.add", (1,), {"y": 2}, **masked)
+    app.send_many([add.s(1, y=2).set(**masked), add.s(1, y=2)])
+    app.send_many([add.s(1, y=2).set(**masked)])
+
+    with app.connection_for_read() as conn, conn.SimpleQueue(queue) as simple:
+        headers = []
+        for _ in range(5):
+            message = simple.get(timeout=5)
+            headers.append({key: message.headers[key] for key in masked})
+            message.ack()
+    plain = {"argsrepr": "(1,)", "kwargsrepr": "{'y': 2}", "shadow": None}
+    assert headers == [masked, masked, masked, plain, masked]
