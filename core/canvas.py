@@ -30,7 +30,8 @@ _SEND_OPTIONS = {
     "time_limit": "time_limit", "soft_time_limit": "soft_time_limit", "headers": "headers",
     "parent_id": "parent_id", "root_id": "root_id", "reply_to": "reply_to",
     "serializer": "serializer", "ignore_result": "ignore_result", "link": "link",
-    "link_error": "link_error", "chain": "chain", "chord": "chord",
+    "link_error": "link_error", "chain": "chain", "chord": "chord", "argsrepr": "argsrepr",
+    "kwargsrepr": "kwargsrepr", "shadow": "shadow",
 }
 
 
@@ -200,7 +201,8 @@ class Signature(dict[str, Any]):
     travels in messages as it is. ``add.s(2)`` is mutable (a chain or link puts the previous
     result first), ``add.si(2, 2)`` immutable."""
 
-    __slots__ = ("_app",)
+    # a dict and weak references as Celery's Signature takes (created only when used)
+    __slots__ = ("__dict__", "__weakref__", "_app")
 
     def __init__(self, task: Any, args: Any = None, kwargs: Mapping[str, Any] | None = None,
                  options: Mapping[str, Any] | None = None, subtask_type: str | None = None,

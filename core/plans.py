@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 #: The options a plan is made of, in the order of its key. Any other option (see
 #: :class:`~qtui.core.task.SendOptions`) is the call's own.
 PLANNED = ("queue", "routing_key", "exchange", "priority", "serializer", "ignore_result",
-           "reply_to", "retries", "time_limit", "soft_time_limit", "headers", "link",
+           "reply_to", "retries", "time_limit", "soft_time_limit", "shadow", "headers", "link",
            "link_error", "chain", "chord")
 #: Where the options that hold containers start in :data:`PLANNED`: a plan with any of them
 #: is made for its call alone.
@@ -82,7 +82,7 @@ class SendPlan:
             if router.sees_only_names else None
         chain = options.get("chain")
         prototype = TaskMessage(
-            id="", task=name, retries=options.get("retries", 0),
+            id="", task=name, shadow=options.get("shadow"), retries=options.get("retries", 0),
             time_limit=options.get("time_limit"), soft_time_limit=options.get("soft_time_limit"),
             ignore_result=ignore_result, reply_to=reply_to,
             headers=dict(options.get("headers") or {}),
@@ -116,8 +116,11 @@ class SendPlan:
         task_id = options.get("task_id") or new_id()
         args = tuple(args) if args else ()
         kwargs = dict(kwargs) if kwargs else {}
-        return Call(self, task_id, args, kwargs, saferepr(args, ARGSREPR_MAXSIZE),
-                    saferepr(kwargs, KWARGSREPR_MAXSIZE), options.get("root_id") or task_id,
+        argsrepr, kwargsrepr = options.get("argsrepr"), options.get("kwargsrepr")
+        return Call(self, task_id, args, kwargs,
+                    saferepr(args, ARGSREPR_MAXSIZE) if argsrepr is None else argsrepr,
+                    saferepr(kwargs, KWARGSREPR_MAXSIZE) if kwargsrepr is None else kwargsrepr,
+                    options.get("root_id") or task_id,
                     options.get("parent_id"), options.get("group_id"),
                     options.get("group_index"), eta_at, expires_at, priority)
 

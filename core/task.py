@@ -39,6 +39,9 @@ class SendOptions(TypedDict, total=False):
     ``link``/``link_error`` (signatures), ``chain`` and ``chord`` travel in the body as
     Celery's canvas fields (see :mod:`qtui.core.canvas`); ``retries``, ``root_id``,
     ``parent_id``, ``group_id`` and ``group_index`` are what a worker and the canvas set.
+    ``argsrepr``/``kwargsrepr`` replace the arguments' reprs that events, logs and the console
+    show (Celery's way to mask secret arguments); ``shadow`` is the name they show instead of
+    the task's.
     """
 
     countdown: float | None
@@ -64,6 +67,9 @@ class SendOptions(TypedDict, total=False):
     link_error: Any
     chain: list[Any] | None
     chord: Any
+    argsrepr: str | None
+    kwargsrepr: str | None
+    shadow: str | None
 
 #: Options that ``task_annotations`` and the decorator may set, with the config key supplying
 #: their default (None: the class default).

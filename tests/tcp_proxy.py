@@ -17,6 +17,7 @@ class SilentProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connections = 0
+        self._closed = False
         self._silenced: list[threading.Event] = []
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -31,6 +32,10 @@ class SilentProxy:
             server = socket.create_connection(self.upstream)
             silenced = threading.Event()
             with self._lock:
+                if self._closed:  # accepted as close() ran: dropped, as a closed proxy would
+                    client.close()
+                    server.close()
+                    return
                 self.connections += 1
                 self._silenced.append(silenced)
                 self._sockets += [client, server]
@@ -62,6 +67,15 @@ class SilentProxy:
                 silenced.set()
 
     def close(self) -> None:
+        """Stop accepting and drop every connection. The shutdown wakes the accept thread:
+        on Linux close() alone leaves a blocked accept() waiting, so it would forward one
+        more connection after the cut."""
+        with self._lock:
+            self._closed = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:  # not connected: nothing to wake
+            pass
         self.listener.close()
         with self._lock:
             for sock in self._sockets:

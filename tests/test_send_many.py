@@ -790,3 +790,50 @@ def test_sending_a_group_copies_each_member_signature_once(monkeypatch):
     assert len(result.results) == 20
     assert members.id is None and all(m.id is None for m in members.tasks)
     assert copied.count("tasks.add") == 20
+
+
+@pytest.mark.timeout(30)
+def test_a_backend_that_overrides_on_task_call_hears_of_every_call(tmp_path: Path) -> None:
+    from qtui.core.backends.sqlite import SQLiteBackend
+
+    heard: list[str] = []
+
+    class Listening(SQLiteBackend):
+        def on_task_call(self, message: Any) -> None:
+            heard.append(message.id)
+
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    app = App("hears-calls", broker="memory://", backend=url)
+
+    @app.task(name="hears.add")
+    def add(x: int) -> int:
+        return x
+
+    app._backends[url] = Listening(app, url)
+    one = add.delay(1)
+    many = app.send_many([add.s(2), add.s(3)])
+
+    assert heard == [one.id, *(result.id for result in many)]
+
+
+@pytest.mark.timeout(60)
+def test_celerys_argsrepr_kwargsrepr_and_shadow_options_set_the_headers_of_every_send(
+        tmp_path: Path) -> None:
+    queue = f"send-many-reprs-{new_task_id()[:8]}"
+    app = client(tmp_path, "sqlite", queue)
+    add = app.tasks["tasks.add"]
+    masked = {"argsrepr": "(<secret>,)", "kwargsrepr": "{'y': <secret>}", "shadow": "add-masked"}
+
+    add.apply_async((1,), {"y": 2}, **masked)
+    app.send_task("tasks.add", (1,), {"y": 2}, **masked)
+    app.send_many([add.s(1, y=2).set(**masked), add.s(1, y=2)])
+    app.send_many([add.s(1, y=2).set(**masked)])
+
+    with app.connection_for_read() as conn, conn.SimpleQueue(queue) as simple:
+        headers = []
+        for _ in range(5):
+            message = simple.get(timeout=5)
+            headers.append({key: message.headers[key] for key in masked})
+            message.ack()
+    plain = {"argsrepr": "(1,)", "kwargsrepr": "{'y': 2}", "shadow": None}
+    assert headers == [masked, masked, masked, plain, masked]

@@ -265,11 +265,15 @@ class ResultBackend(ABC):
         return None
 
     #: Whether :meth:`on_task_call` does anything: a send builds a task's message for it
-    #: only then (most fill a template instead).
+    #: only then (most fill a template instead). Worked out from the override.
     hears_of_calls = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.hears_of_calls = cls.on_task_call is not ResultBackend.on_task_call
+
     def on_task_call(self, message: TaskMessage) -> None:
-        """Called before a task is sent, when :attr:`hears_of_calls` (rpc:// sets
+        """Called before a task is sent, by backends that override it (rpc:// sets
         ``reply_to`` here)."""
 
     def expect_result(self, task_id: str) -> None:

@@ -34,7 +34,6 @@ REPLY_QUEUE_EXPIRES = 86400.0
 
 class RPCBackend(ResultBackend):
     persistent = False
-    hears_of_calls = True
 
     def __init__(self, app: App, url: str) -> None:
         super().__init__(app, url)
