@@ -174,13 +174,13 @@ def test_what_an_idle_wait_delivered_runs_once_when_its_adoption_is_lost(
 
 
 def _marks_run_once_through_a_cut(tmp_path, queue: str, cutter: ReplyCutter,
-                                  count: int) -> str:
+                                  count: int, pool: tuple[str, ...] = ("-P", "solo")) -> str:
     """Send ``count`` marks to a solo worker behind ``cutter`` once it is armed; each must run
     once, the cut reply notwithstanding. Returns the worker's log."""
     setup = make_setup(tmp_path, queue, f"redis://127.0.0.1:{cutter.port}/0", None,
                        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
     try:
-        with setup.worker("-P", "solo") as worker:
+        with setup.worker(*pool) as worker:
             cutter.armed.set()
             app = setup.app()
             # In one round trip: the worker's idle wait takes the first, its next fetch finds
@@ -217,9 +217,11 @@ def test_a_start_record_whose_reply_went_with_a_broken_connection_is_reported(
         tmp_path, unique, redis_url, private_redis):
     """A batch with nothing to fetch sends its start record alone (``ZADD``), its reply read
     with the next call's: when the connection breaks first, the record may not have reached
-    Redis, and the worker says so, as for a record Redis refused; every task runs once."""
+    Redis, and the worker says so, as for a record Redis refused; every task runs once. (A pool
+    of threads: the solo pool's start records always ride the fetch script, never alone.)"""
     log = _marks_run_once_through_a_cut(tmp_path, f"qw-{unique}",
-                                        ReplyCutter(private_redis, marker=ZADD_MARKER), 6)
+                                        ReplyCutter(private_redis, marker=ZADD_MARKER), 6,
+                                        ("-P", "threads", "-c", "1"))
     # The records sent alone and unconfirmed when it broke (the next send's failure is
     # reported apart, as "Cannot record started tasks in redis").
     assert re.search(r"before Redis confirmed [1-9]\d* record\(s\)", log), log[-3000:]
