@@ -111,8 +111,7 @@ class RedisLedger(Ledger):
             self._sender = self.client.connection_pool.get_connection()
             self._replies = wire.Reader()
         try:
-            self._sender.send_packed_command(
-                [b"".join(wire.command(self._sender, list(c)) for c in commands)])
+            self._sender.send_packed_command([wire.commands(self._sender, commands)])
         except self.errors:
             self._drop_sender()
             raise

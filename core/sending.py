@@ -156,13 +156,12 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
     may have stored them (the broker would hold them twice)."""
     for item in outgoing:
         _encode(item)
-    encoded = outgoing
     settings = app.send_settings
-    several = len(encoded) > 1
+    several = len(outgoing) > 1
     sent: list[str] = []
     with app.producer() as producer:
-        for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start:start + batch_size]
+        for start in range(0, len(outgoing), batch_size):
+            chunk = outgoing[start:start + batch_size]
             progress = _Progress()
             try:
                 refused = _send_chunk(settings, producer, chunk, progress,
@@ -175,7 +174,7 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
                     _send_sent_events(app, producer, [e for e in chunk if e.task_id in stored])
                 raise _failed_part_way(settings, producer, chunk, progress, exc,
                                        sent + progress.stored,
-                                       _ids(encoded[start + batch_size:])) from exc
+                                       _ids(outgoing[start + batch_size:])) from exc
             accepted = [e for e in chunk if e.task_id not in refused] if refused else chunk
             sent += [e.task_id for e in accepted]
             if settings.sent_event and accepted:
@@ -184,7 +183,7 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
                 raise SendFailed(BrokerUnavailable(
                     f"{settings.where} refused {len(refused)} of {_describe(chunk)} (publisher "
                     "confirm nack)."), sent=sent, in_doubt=[],
-                    unsent=refused + _ids(encoded[start + batch_size:]))
+                    unsent=refused + _ids(outgoing[start + batch_size:]))
 
 
 def _ids(encoded: Sequence[Outgoing]) -> list[str]:

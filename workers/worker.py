@@ -275,10 +275,9 @@ class Worker:
         room = FETCH_MAX if prefetch == 0 else min(FETCH_MAX, prefetch - self.held())
         # While enough work is reserved, let the window empty further: bigger, rarer fetches.
         starving = len(self.reserved) < self.concurrency
-        # A pool that runs the batch in this thread sends a call before it anyway (the acks
-        # of the tasks just finished and the batch's starts): the fetch rides it.
-        riding = bool(batch) and self.pool.runs_in_caller
-        due = self.consumer.consuming and room > 0 and (starving or riding
+        # A batch run in this thread is preceded by a call anyway (the acks of the tasks just
+        # finished and the batch's starts, see _start_and_fetch): the fetch rides it.
+        due = self.consumer.consuming and room > 0 and (starving or self._runs_here(batch)
                                                         or 2 * room >= prefetch)
         fetched = self._start_and_fetch(batch, room if due else 0)
         if due:
@@ -496,6 +495,11 @@ class Worker:
                 job.start_key = start_key(job.message, job.delivery_number - 1)
         return batch
 
+    def _runs_here(self, batch: list[Job]) -> bool:
+        """Whether ``batch`` runs in this thread (solo): then the finished tasks' acks go out
+        before it starts, and a fetch rides that call."""
+        return bool(batch) and self.pool.runs_in_caller
+
     def _start_and_fetch(self, batch: list[Job], room: int) -> int | None:
         """Start ``batch`` with its starts recorded first, send the gathered acks and take up
         to ``room`` messages. Where the broker keeps the ledger (Redis) all of it is one script
@@ -509,8 +513,7 @@ class Worker:
         # the settled records wait for the next fetch, as they did before starts were recorded;
         # not where the batch runs in this thread (solo), whose finished tasks' acks must reach
         # the broker before the next task starts, or a worker lost in it runs them again.
-        settle = room > 0 or self.consumer.settles_with_records or (
-            bool(batch) and self.pool.runs_in_caller)
+        settle = room > 0 or self.consumer.settles_with_records or self._runs_here(batch)
         record = self.starts.take(keys, settle=settle) if keys and self._starts_ride else None
         if keys and record is None:
             self.starts.record(keys)

@@ -114,7 +114,7 @@ class RedisBackend(ResultBackend):
         conn = writer.conn
 
         def run() -> None:
-            conn.send_packed_command([b"".join(wire.command(conn, list(c)) for c in commands)])
+            conn.send_packed_command([wire.commands(conn, commands)])
             refused: list[redis.ResponseError] = []
             for _ in commands:
                 try:

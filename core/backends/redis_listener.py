@@ -72,7 +72,7 @@ class Listener:
     def send(self, *commands: tuple[Any, ...]) -> None:
         """``commands`` in one write, their replies read later with :meth:`read`."""
         sock = self._socket()
-        sock.sendall(b"".join(wire.command(self.conn, list(c)) for c in commands))
+        sock.sendall(wire.commands(self.conn, commands))
 
     def read(self, timeout: float) -> tuple[bool, Any] | None:
         """The next reply or push, or None when none came within ``timeout`` seconds."""

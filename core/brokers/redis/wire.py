@@ -3,6 +3,7 @@ a redis-py connection directly instead of going through its command path."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -28,6 +29,11 @@ def arguments(conn: Any, values: list[Any]) -> bytes:
 def command(conn: Any, values: list[Any]) -> bytes:
     """The command ``values`` in Redis's wire format, as redis-py would pack it for ``conn``."""
     return b"*%d\r\n%b" % (len(values), arguments(conn, values))
+
+
+def commands(conn: Any, each: Iterable[Sequence[Any]]) -> bytes:
+    """Several commands packed as :func:`command` packs one, in order, for one write."""
+    return b"".join(command(conn, list(values)) for values in each)
 
 
 class ErrorReply(bytes):
