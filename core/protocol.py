@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     from .plans import Call
 
 ARGSREPR_MAXSIZE = 1024
-JSON = "application/json"
 KWARGSREPR_MAXSIZE = 1024
+#: The content type of a JSON body.
+JSON = "application/json"
 
 #: Header keys of protocol v2 that map to TaskMessage fields; any other header is a user header.
 _PROTOCOL_HEADERS = frozenset({
