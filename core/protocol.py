@@ -16,6 +16,7 @@ event when one was seen, else its age is unknown.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import reprlib
@@ -29,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
 from kombu.exceptions import DecodeError
-from kombu.serialization import loads, prepare_accept_content
+from kombu.serialization import loads, prepare_accept_content, registry
+from kombu.utils.json import loads as kombu_json_loads
 
 from .exceptions import ContentDisallowed, ProtocolError
 
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 
 ARGSREPR_MAXSIZE = 1024
 KWARGSREPR_MAXSIZE = 1024
+#: The content type of a JSON body.
+JSON = "application/json"
 
 #: Header keys of protocol v2 that map to TaskMessage fields; any other header is a user header.
 _PROTOCOL_HEADERS = frozenset({
@@ -341,12 +345,27 @@ def build_open(message: TaskMessage, slot: Callable[[str], str]) -> WireMessage:
     return wire
 
 
+def json_loads(text: bytes | str) -> Any:
+    """kombu's JSON decode (an object ``{"__type__": ..., "__value__": ...}`` becomes the value
+    kombu encoded so), without kombu's hook on every object where ``text`` cannot hold one: no
+    ``__type__``, and no ``\\u`` escape that could spell it."""
+    if isinstance(text, bytes):
+        if b"__type__" not in text and b"\\u" not in text:
+            return json.loads(text.decode())  # as kombu reads bytes: UTF-8, whatever they hold
+    elif isinstance(text, str) and "__type__" not in text and "\\u" not in text:
+        return json.loads(text)
+    return kombu_json_loads(text)
+
+
 def decode(raw: bytes | str, content_type: str | None, content_encoding: str | None,
            accept: Sequence[str]) -> Any:
     """Deserialize a raw body, refusing any content type not in ``accept``."""
     try:
-        return loads(raw, content_type, content_encoding or "utf-8",
-                     accept=prepare_accept_content(accept))
+        accepted = prepare_accept_content(accept)
+        if (content_type == JSON and raw and JSON in accepted
+                and registry._decoders.get(JSON) is kombu_json_loads):  # kombu's own JSON
+            return json_loads(raw)
+        return loads(raw, content_type, content_encoding or "utf-8", accept=accepted)
     except KombuContentDisallowed as exc:
         raise ContentDisallowed(
             f"refused a message of content type {content_type!r}: {exc}. "
@@ -379,16 +398,19 @@ def parse(body: Any, headers: Mapping[str, Any] | None,
 def _parse_v2(body: Any, headers: Mapping[str, Any], properties: Mapping[str, Any]) -> TaskMessage:
     task = _text(headers.get("task"), "headers.task", required=True)
     task_id = _text(headers.get("id"), "headers.id", required=True)
-    names = [k for k in headers if not isinstance(k, str)]
-    if names:
-        raise ProtocolError(f"task {task} [{task_id}]: header names must be text: "
-                            f"{saferepr(names, 120)}")
+    if not _ONLY_STR.issuperset(map(type, headers)):  # JSON's names are all str: one C pass
+        names = [k for k in headers if not isinstance(k, str)]
+        if names:
+            raise ProtocolError(f"task {task} [{task_id}]: header names must be text: "
+                                f"{saferepr(names, 120)}")
     if not isinstance(body, (list, tuple)) or len(body) != 3:
         raise ProtocolError(f"task {task} [{task_id}]: the body must be [args, kwargs, embed], "
                             f"got {saferepr(body, 120)}")
     args, kwargs, embed = body
     embed = {} if embed is None else _mapping(embed, "body embed", task_id)
     hard, soft = _timelimit(headers.get("timelimit"), task_id)
+    root_id, parent_id, group, shadow, argsrepr, kwargsrepr, origin = \
+        _text_headers(headers, task_id)
     return TaskMessage(
         id=task_id,
         task=task,
@@ -399,14 +421,14 @@ def _parse_v2(body: Any, headers: Mapping[str, Any], properties: Mapping[str, An
         retries=_count(headers.get("retries"), "headers.retries", task_id),
         time_limit=hard,
         soft_time_limit=soft,
-        root_id=_text(headers.get("root_id"), "headers.root_id", task_id=task_id),
-        parent_id=_text(headers.get("parent_id"), "headers.parent_id", task_id=task_id),
-        group=_text(headers.get("group"), "headers.group", task_id=task_id),
+        root_id=root_id,
+        parent_id=parent_id,
+        group=group,
         group_index=_optional_count(headers.get("group_index"), "headers.group_index", task_id),
-        shadow=_text(headers.get("shadow"), "headers.shadow", task_id=task_id),
-        argsrepr=_text(headers.get("argsrepr"), "headers.argsrepr", task_id=task_id),
-        kwargsrepr=_text(headers.get("kwargsrepr"), "headers.kwargsrepr", task_id=task_id),
-        origin=_text(headers.get("origin"), "headers.origin", task_id=task_id),
+        shadow=shadow,
+        argsrepr=argsrepr,
+        kwargsrepr=kwargsrepr,
+        origin=origin,
         ignore_result=bool(headers.get("ignore_result") or False),
         reply_to=_text(properties.get("reply_to"), "properties.reply_to", task_id=task_id) or None,
         priority=_priority(properties.get("priority"), task_id),
@@ -419,10 +441,27 @@ def _parse_v2(body: Any, headers: Mapping[str, Any], properties: Mapping[str, An
         stamped_headers=_optional_list(headers.get("stamped_headers"), "headers.stamped_headers",
                                        task_id),
         stamps=dict(_mapping(_or(headers.get("stamps"), {}), "headers.stamps", task_id)),
-        headers={k: v for k, v in headers.items()
-                 if k not in _PROTOCOL_HEADERS and k != SENT_AT_HEADER},
+        headers=({} if _KNOWN_HEADERS.issuperset(headers) else
+                 {k: v for k, v in headers.items() if k not in _KNOWN_HEADERS}),
         sent_at=sent_at_of(headers),
     )
+
+
+def _text_headers(headers: Mapping[str, Any], task_id: str) -> list[Any]:
+    """The values of :data:`_TEXT_HEADERS`, each a string or None (or ""), in that order."""
+    values = [headers.get(name) for name in _TEXT_HEADERS]
+    if not _TEXT_OR_NONE.issuperset(map(type, values)):  # the commonest, checked in one C pass
+        for name, value in zip(_TEXT_HEADERS, values, strict=True):
+            _text(value, f"headers.{name}", task_id=task_id)
+    return values
+
+
+#: The optional text headers of protocol v2, in the order :func:`_parse_v2` takes them.
+_TEXT_HEADERS = ("root_id", "parent_id", "group", "shadow", "argsrepr", "kwargsrepr", "origin")
+_TEXT_OR_NONE = frozenset({str, type(None)})
+_ONLY_STR = frozenset({str})
+#: Headers that are not a user's: the protocol's and qtui's publish time.
+_KNOWN_HEADERS = _PROTOCOL_HEADERS | {SENT_AT_HEADER}
 
 
 def sent_at_of(headers: Mapping[str, Any]) -> float | None:
@@ -466,7 +505,7 @@ def _where(task_id: str | None) -> str:
 
 
 def _mapping(value: Any, name: str, task_id: str | None = None) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):  # a dict: no ABC check
         raise ProtocolError(f"{_where(task_id)}{name} must be a mapping, "
                             f"got {type(value).__name__}")
     return value

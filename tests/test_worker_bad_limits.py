@@ -57,3 +57,17 @@ def test_a_prefork_worker_goes_on_after_a_message_with_a_huge_time_limit(redis_s
     with redis_setup.worker("-P", "prefork", "-c", "1"):
         marks = redis_setup.wait_records("mark", 2, timeout=20)
     assert sorted(r["tag"] for r in marks) == [1, 2]
+
+
+def test_a_rate_limit_set_in_config_after_the_first_message_applies_to_the_next():
+    app = App("t", broker="memory://")
+
+    @app.task(name="tasks.free")
+    def free():
+        pass
+
+    limiter = RateLimiter(app, Timer(), release=lambda job: None)
+    assert limiter.rate_of("tasks.free") is None
+    app.conf.task_annotations = {"tasks.free": {"rate_limit": "5/s"}}
+    assert limiter.rate_of("tasks.free") == "5/s"
+    assert limiter._bucket("tasks.free") is not None

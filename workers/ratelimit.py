@@ -85,15 +85,24 @@ class RateLimiter(Observer):
         self._waiting: dict[str, deque[Job]] = {}
         self._wakeups: dict[str, Entry] = {}
         self._overrides: dict[str, Any] = {}
+        self._configured: dict[str, tuple[int, Any]] = {}
+        """Each task type's own rate limit, with the configuration version it was read at."""
         self._invalid: set[str] = set()
         """Task types whose configured rate limit is not a rate (reported once)."""
 
     def rate_of(self, name: str) -> Any:
-        """The rate limit in force for a task type, as it was given ("10/m", 5, None)."""
+        """The rate limit in force for a task type, as it was given ("10/m", 5, None). The
+        task's own is read again whenever the configuration changes, as the worker reads its
+        other options (a lookup through annotations and config on every message otherwise)."""
         if name in self._overrides:
             return self._overrides[name]
-        task = self.app.tasks.get(name)
-        return task.rate_limit if task else self.app.conf.task_default_rate_limit
+        version = self.app.conf.version
+        known = self._configured.get(name)
+        if known is None or known[0] != version:
+            task = self.app.tasks.get(name)
+            rate = task.rate_limit if task else self.app.conf.task_default_rate_limit
+            known = self._configured[name] = (version, rate)
+        return known[1]
 
     def set_rate(self, name: str, rate: Any) -> None:
         """Use ``rate`` for this task type from now on (None or 0: no limit); jobs already

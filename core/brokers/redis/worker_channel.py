@@ -49,11 +49,17 @@ from time import monotonic
 from typing import Any
 
 from kombu.transport import virtual
-from kombu.utils.json import dumps, loads
+from kombu.utils.json import dumps
 from redis.exceptions import NoScriptError, ResponseError
 
 from ...ledger import StartRecord
-from ...protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DEAD_SUFFIX, dead_letter_queue_name
+from ...protocol import (
+    DEAD_QUEUE_HEADER,
+    DEAD_REASON_HEADER,
+    DEAD_SUFFIX,
+    dead_letter_queue_name,
+    json_loads,
+)
 from . import channel as redis_broker
 from . import wire
 
@@ -233,7 +239,7 @@ def _envelope(item: bytes) -> tuple[dict[str, Any], str, bytes] | None:
     exchange or routing key JSON cannot encode back, such as infinity), left to the fetch
     script (which dead-letters what is not a kombu message)."""
     try:
-        payload = loads(item)
+        payload = json_loads(item)
     except ValueError:
         return None
     if not isinstance(payload, dict):
@@ -657,7 +663,7 @@ class Channel(redis_broker.Channel):
                 reason = item.decode() if isinstance(item, bytes) else item
                 logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue), reason)
                 continue
-            payload = loads(item)
+            payload = json_loads(item)
             tag = payload["properties"]["delivery_tag"]
             if not self._body_decodes(payload):
                 self._dead_letter_taken(queue, item, tag,
