@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
@@ -273,9 +274,11 @@ def build(message: TaskMessage) -> WireMessage:
     return WireMessage(body=body_of(message), headers=headers, properties=properties)
 
 
-#: The third part of the body of a message with no canvas fields (most messages); one shared
-#: dict, never changed.
-NO_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+#: The third part of the body of a message with no canvas fields (most messages): one mapping
+#: shared by all of them and told apart by identity, so read-only (a change would reach every
+#: later message).
+NO_EMBED: Mapping[str, Any] = MappingProxyType(
+    {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
 
 
 def body_of(message: TaskMessage, copy: bool = True) -> tuple[Any, ...]:

@@ -60,7 +60,7 @@ def _json_encoder() -> Callable[[Any], str]:
 
 
 _plain_json = _json_encoder()
-_NO_EMBED = _plain_json(NO_EMBED)
+_NO_EMBED = _plain_json(dict(NO_EMBED))
 
 
 def _json(value: Any) -> str:
@@ -93,13 +93,13 @@ class Body:
 
     @classmethod
     def json_of_call(cls, args: tuple[Any, ...], kwargs: dict[str, Any],
-                     embed: dict[str, Any]) -> Body:
+                     embed: Mapping[str, Any]) -> Body:
         """``serialize((args, kwargs, embed), "json")``; with no canvas fields (``embed`` is
         :data:`~qtui.core.protocol.NO_EMBED`) the arguments alone are encoded and the
         embed's text, the same every time, is appended: the same text."""
         if embed is NO_EMBED and registry._encoders.get("json") == _KOMBU_JSON:
             return cls("application/json", "utf-8", f"{_json((args, kwargs))[:-1]}, {_NO_EMBED}]")
-        return cls.serialize((args, kwargs, embed), "json")
+        return cls.serialize((args, kwargs, dict(embed)), "json")
 
 
 @dataclass(slots=True)
