@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from kombu import serialization
 
 from qtui.core import App
-
 from qtui.core.exceptions import ContentDisallowed, ProtocolError
 from qtui.core.protocol import (
     ARGSREPR_MAXSIZE,
