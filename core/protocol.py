@@ -16,6 +16,7 @@ event when one was seen, else its age is unknown.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import reprlib
@@ -279,6 +280,27 @@ def build(message: TaskMessage) -> WireMessage:
 #: later message).
 NO_EMBED: Mapping[str, Any] = MappingProxyType(
     {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
+
+
+#: The JSON text of :data:`NO_EMBED`, as ``json.dumps`` writes it.
+NO_EMBED_JSON = json.dumps(dict(NO_EMBED))
+
+
+def call_body(args: Any, kwargs: Any, embed: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """The protocol-v2 body ``[args, kwargs, embed]`` of one call, for any serializer (the embed
+    a dict of its own: serializers take dicts)."""
+    return args, kwargs, dict(embed)
+
+
+def json_body(args: Any, kwargs: Any, embed: Mapping[str, Any],
+              encode: Callable[[Any], str]) -> str:
+    """``encode(call_body(args, kwargs, embed))`` for an ``encode`` that writes ``json.dumps``'s
+    text. With no canvas fields (``embed`` is :data:`NO_EMBED`, most messages) only the
+    arguments are encoded and the embed's text, the same every time, is appended: the same
+    text, for less work."""
+    if embed is NO_EMBED:
+        return f"{encode((args, kwargs))[:-1]}, {NO_EMBED_JSON}]"
+    return encode(call_body(args, kwargs, embed))
 
 
 def body_of(message: TaskMessage, copy: bool = True) -> tuple[Any, ...]:

@@ -16,10 +16,12 @@ from qtui.core import App
 from qtui.core.exceptions import ContentDisallowed, ProtocolError
 from qtui.core.protocol import (
     ARGSREPR_MAXSIZE,
+    NO_EMBED,
     SENT_AT_HEADER,
     TaskMessage,
     build,
     decode,
+    json_body,
     parse,
     saferepr,
 )
@@ -263,3 +265,10 @@ def test_changing_the_embed_a_send_plan_hands_out_leaves_later_messages_alone(mo
         app.close()
     assert [body[2] for body in bodies] == [dict.fromkeys(
         ("callbacks", "errbacks", "chain", "chord"))] * 4
+
+
+@pytest.mark.parametrize("embed", [NO_EMBED, {"callbacks": None, "errbacks": None,
+                                              "chain": [{"task": "next"}], "chord": None}])
+@pytest.mark.parametrize("args, kwargs", [((), {}), ((1, "é", [2.5, None]), {"k": {"n": "\n"}})])
+def test_a_calls_json_body_is_the_text_json_writes_for_the_whole_body(args, kwargs, embed):
+    assert json_body(args, kwargs, embed, json.dumps) == json.dumps([args, kwargs, dict(embed)])
