@@ -154,7 +154,7 @@ class _TerminateAtEvent:
     def __call__(self, frame: Any, event: str, arg: Any) -> None:
         if event == "c_call":  # no point to stop at: the C function is called straight on
             return
-        if self.pool._lock.locked():  # the pool's own step under its lock: nobody can signal
+        if self.pool._lock.locked():  # the pool's own step under its lock (no watchdog runs)
             return
         self.seen += 1
         if self.seen - 1 == self.at:
@@ -213,7 +213,7 @@ def test_an_interruption_as_a_task_ends_is_taken_by_the_task_or_never_sent(monke
                 message = TaskMessage(id=f"ending-{job}", task=name, args=args,
                                       ignore_result=True)
                 assert pool.apply(WorkItem(job, message, {"routing_key": "threads"},
-                                           "threads@test", 30.0, None))
+                                           "threads@test", None, None))
                 assert done.wait(10), (at, name, [o.state for o in outcomes[-2:]])
             ended, following = outcomes[-2:]
             assert (at, ended.state) == (at, "REVOKED" if ending.sent else "SUCCESS")
