@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         command = worker_command(args, args.redis, tmp)
         with Path(tmp, "worker.log").open("w") as log:
             worker = subprocess.Popen(command, cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
-                                      env={**os.environ, "PYTHONPATH": tmp},
+                                      env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                          [tmp, *filter(None, [os.environ.get("PYTHONPATH")])])},
                                       start_new_session=True)
         try:
             deadline = time.monotonic() + 600

@@ -65,7 +65,7 @@ class SendPlan:
     """The fields every call's message shares (:meth:`TaskMessage.for_call`)."""
     stores_result: bool
     """The backend hears of each task before it is sent (``on_task_call``)."""
-    embed: dict[str, Any]
+    embed: Mapping[str, Any]
     """The third part of every call's body (:func:`~qtui.core.protocol.body_of`):
     :data:`~qtui.core.protocol.NO_EMBED` itself when the plan has no canvas fields."""
 

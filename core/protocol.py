@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
@@ -277,9 +278,32 @@ def build(message: TaskMessage) -> WireMessage:
     return WireMessage(body=body_of(message), headers=headers, properties=properties)
 
 
-#: The third part of the body of a message with no canvas fields (most messages); one shared
-#: dict, never changed.
-NO_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+#: The third part of the body of a message with no canvas fields (most messages): one mapping
+#: shared by all of them and told apart by identity, so read-only (a change would reach every
+#: later message).
+NO_EMBED: Mapping[str, Any] = MappingProxyType(
+    {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
+
+
+#: The JSON text of :data:`NO_EMBED`, as ``json.dumps`` writes it.
+NO_EMBED_JSON = json.dumps(dict(NO_EMBED))
+
+
+def call_body(args: Any, kwargs: Any, embed: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """The protocol-v2 body ``[args, kwargs, embed]`` of one call, for any serializer (the embed
+    a dict of its own: serializers take dicts)."""
+    return args, kwargs, dict(embed)
+
+
+def json_body(args: Any, kwargs: Any, embed: Mapping[str, Any],
+              encode: Callable[[Any], str]) -> str:
+    """``encode(call_body(args, kwargs, embed))`` for an ``encode`` that writes ``json.dumps``'s
+    text. With no canvas fields (``embed`` is :data:`NO_EMBED`, most messages) only the
+    arguments are encoded and the embed's text, the same every time, is appended: the same
+    text, for less work."""
+    if embed is NO_EMBED:
+        return f"{encode((args, kwargs))[:-1]}, {NO_EMBED_JSON}]"
+    return encode(call_body(args, kwargs, embed))
 
 
 def body_of(message: TaskMessage, copy: bool = True) -> tuple[Any, ...]:

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from datetime import datetime, timedelta, timezone
 
 import celery
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kombu import serialization
 
+from qtui.core import App
 from qtui.core.exceptions import ContentDisallowed, ProtocolError
 from qtui.core.protocol import (
     ARGSREPR_MAXSIZE,
+    NO_EMBED,
     SENT_AT_HEADER,
     TaskMessage,
     build,
     decode,
+    json_body,
     json_loads,
     parse,
     saferepr,
@@ -273,3 +279,37 @@ def test_a_header_name_that_is_not_text_is_refused():
     wire = _wire()
     with pytest.raises(ProtocolError, match="header names must be text"):
         parse(list(wire.body), {**wire.headers, b"\xff\xfe": "v"}, wire.properties)
+
+
+def test_changing_the_embed_a_send_plan_hands_out_leaves_later_messages_alone(monkeypatch):
+    """A plan without canvas fields hands out the one embed every such message shares: a caller
+    that adds a ``chain`` to it must not send that chain with every later message (here
+    through a JSON codec the program registered itself, which serializes the embed as it is)."""
+    monkeypatch.setitem(serialization.registry._encoders, "json",
+                        serialization.registry._encoders["json"])
+    monkeypatch.setitem(serialization.registry._decoders, "application/json",
+                        serialization.registry._decoders["application/json"])
+    serialization.register("json", json.dumps, json.loads, "application/json", "utf-8")
+    app = App("shared-embed", broker="memory://", backend=None)
+    names = ("t.first", "t.second")
+    try:
+        for name in names:
+            app.send_task(name, queue="shared-embed")
+        with contextlib.suppress(TypeError):  # read-only: refusing the change is the fix
+            app.plan("t.first", None, {"queue": "shared-embed"}).embed["chain"] = [{"task": "x"}]
+        for name in names:
+            app.send_task(name, queue="shared-embed")
+        with app.connection_for_write() as conn:
+            bodies = [conn.default_channel.basic_get("shared-embed", no_ack=True).decode()
+                      for _ in range(4)]
+    finally:
+        app.close()
+    assert [body[2] for body in bodies] == [dict.fromkeys(
+        ("callbacks", "errbacks", "chain", "chord"))] * 4
+
+
+@pytest.mark.parametrize("embed", [NO_EMBED, {"callbacks": None, "errbacks": None,
+                                              "chain": [{"task": "next"}], "chord": None}])
+@pytest.mark.parametrize("args, kwargs", [((), {}), ((1, "é", [2.5, None]), {"k": {"n": "\n"}})])
+def test_a_calls_json_body_is_the_text_json_writes_for_the_whole_body(args, kwargs, embed):
+    assert json_body(args, kwargs, embed, json.dumps) == json.dumps([args, kwargs, dict(embed)])

@@ -169,3 +169,18 @@ def test_an_unserializable_result_is_a_failure_and_a_dead_letter(redis_setup: Se
         assert "unserializable result" in dead[0].headers[DEAD_REASON_HEADER]
         assert app.send_task("tasks.add", args=[2, 2]).get(timeout=30) == 4
         app.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_threads_worker_runs_as_many_tasks_at_once_as_it_has_threads_while_tasks_wait(
+        redis_setup: Setup):
+    """The worker asks the pool's free slots once per batch: never more tasks than threads at
+    once, and no thread left idle while tasks wait (each task counts the tasks running halfway
+    through its sleep; all but the last few to start see every thread busy)."""
+    app = redis_setup.app()
+    results = [app.send_task("tasks.overlap", args=[0.6]) for _ in range(15)]
+    with redis_setup.worker("-P", "threads", "-c", "3"):
+        seen = [r.get(timeout=60) for r in results]
+    app.close()
+    assert max(seen) == 3, seen
+    assert seen.count(3) >= len(seen) - 2, seen

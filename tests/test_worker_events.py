@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,6 +17,7 @@ from kombu import Connection, Consumer, Queue
 
 from qtui.core import App, states
 from qtui.core.events import EventReceiver, event_exchange
+from qtui.core.protocol import TaskMessage
 from qtui.core.state import State
 from qtui.workers.events import Events
 from qtui.workers.timer import Timer
@@ -173,6 +175,8 @@ def test_disable_events_stops_task_events_until_enable_events(module_workers):
         app.close()
     assert about(seen, quiet.id) == []
     assert about(seen, heard.id) == ["task-received", "task-started", "task-succeeded"]
+    received = next(e for e in seen if e.get("uuid") == heard.id)
+    assert set(received) >= CELERY_TASK_RECEIVED | STAMP_FIELDS
 
 
 @pytest.mark.timeout(120)
@@ -253,3 +257,51 @@ def test_an_unreachable_broker_costs_dropped_events_not_the_worker():
         events.heartbeat_now()
     assert events.dropped == 11
     events.on_worker_stopped(worker)
+
+
+#: task-received's own fields in Celery's worker (``celery/worker/strategy.py``, 5.x): uuid,
+#: name, args and kwargs (their reprs), root_id, parent_id, retries, eta, expires.
+CELERY_TASK_RECEIVED = {"uuid", "name", "args", "kwargs", "root_id", "parent_id", "retries",
+                        "eta", "expires"}
+
+
+class _Unreadable:
+    """A message whose fields must not be read."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"task-received's {name} read with task events off")
+
+
+def _events_sent(send_events: bool) -> tuple[Events, list[tuple[str, dict[str, Any]]]]:
+    """An Events of a worker without a broker, and the events it sends."""
+    app = App("t", broker="memory://")
+    worker = SimpleNamespace(app=app, hostname="w@h", clock=app.control.mailbox.clock,
+                             timer=Timer(), active={}, processed=0, send_events=send_events,
+                             heartbeat=False, pool_name="threads", stopping=False)
+    events = Events(worker)
+    sent: list[tuple[str, dict[str, Any]]] = []
+    events._send = lambda kind, **fields: sent.append((kind, fields))  # type: ignore[method-assign]
+    return events, sent
+
+
+def test_task_received_is_not_built_while_task_events_are_off():
+    events, sent = _events_sent(send_events=False)
+    events.on_task_received(SimpleNamespace(message=_Unreadable(), task_id="t1", queue="q"))
+    assert sent == []
+
+
+def test_task_received_carries_celerys_fields_once_enable_events_turns_task_events_on():
+    events, sent = _events_sent(send_events=False)
+    assert events.enable()
+    eta = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    message = TaskMessage(id="t1", task="tasks.add", args=(1, 2), argsrepr="(1, 2)",
+                          kwargsrepr="{}", root_id="r", parent_id="p", retries=2, eta=eta,
+                          expires=eta + timedelta(hours=1))
+    events.on_task_received(SimpleNamespace(message=message, task_id="t1", queue="q"))
+    [(kind, fields)] = sent
+    assert kind == "task-received"
+    assert set(fields) >= CELERY_TASK_RECEIVED
+    assert {name: fields[name] for name in CELERY_TASK_RECEIVED} == {
+        "uuid": "t1", "name": "tasks.add", "args": "(1, 2)", "kwargs": "{}", "root_id": "r",
+        "parent_id": "p", "retries": 2, "eta": eta.isoformat(),
+        "expires": (eta + timedelta(hours=1)).isoformat()}

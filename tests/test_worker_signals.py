@@ -101,3 +101,76 @@ def test_a_qtui_worker_sends_the_worker_and_task_signals(tmp_path, redis_url):
     finally:
         client.delete(key)
         app.close()
+
+
+LATE_TASKS = """
+import redis
+
+from qtui.core import App, signals
+
+app = App("latetasks", broker={broker!r}, backend={broker!r}, task_default_queue={queue!r})
+records = redis.Redis.from_url({broker!r})
+
+
+def record(*words):
+    records.rpush({key!r}, " ".join(str(w) for w in words))
+
+
+def received(sender, request, **_):
+    record("task_received", request.id)
+
+
+def prerun(sender, task_id, **_):
+    record("task_prerun", task_id)
+
+
+def success(sender, result, **_):
+    record("task_success", result)
+
+
+def postrun(sender, task_id, state, **_):
+    record("task_postrun", task_id, state)
+
+
+@app.task
+def connect():
+    signals.task_received.connect(received)
+    signals.task_prerun.connect(prerun)
+    signals.task_success.connect(success)
+    signals.task_postrun.connect(postrun)
+
+
+@app.task
+def add(x, y):
+    return x + y
+"""
+
+
+@pytest.mark.timeout(90)
+def test_receivers_connected_while_the_worker_runs_get_the_signals(tmp_path, redis_url):
+    """A signal without receivers returns at once; one connected later, from a task of the
+    running worker, gets every signal from then on."""
+    queue = f"sig-{uuid.uuid4().hex[:10]}"
+    key = f"{queue}:records"
+    write_module(tmp_path, "latetasks", LATE_TASKS.format(broker=redis_url, queue=queue,
+                                                          key=key))
+    hostname = f"sig-{uuid.uuid4().hex[:6]}@test"
+    argv = [sys.executable, "-m", "qtui.tui.cli", "-A", "latetasks", "run-worker", "-P",
+            "threads", "-c", "1", "-n", hostname]  # one thread: the first task ends before
+    client = redis.Redis.from_url(redis_url)
+    app = App("client", broker=redis_url, backend=redis_url, task_default_queue=queue)
+    try:
+        with running(argv, tmp_path, ready=f"qtui worker {hostname} ready."):
+            before = app.send_task("latetasks.add", args=[1, 1])
+            assert before.get(timeout=20) == 2
+            app.send_task("latetasks.connect").get(timeout=20)
+            after = app.send_task("latetasks.add", args=[2, 3])
+            assert after.get(timeout=20) == 5
+            records = wait_for_records(client, key, f"task_postrun {after.id}")
+    finally:
+        client.delete(key)
+        app.close()
+    assert not any(before.id in r for r in records), records
+    assert [r for r in records if after.id in r or r == "task_success 5"] == [
+        f"task_received {after.id}", f"task_prerun {after.id}", "task_success 5",
+        f"task_postrun {after.id} SUCCESS"]

@@ -86,6 +86,20 @@ def slow(seconds, tag=None):
 
 
 @app.task
+def overlap(seconds):
+    # How many of these run at once (itself included), counted halfway through its sleep.
+    running = f"{KEY}:overlap:running"
+    _redis.incr(running)
+    try:
+        time.sleep(seconds / 2)
+        seen = int(_redis.get(running))
+        time.sleep(seconds / 2)
+    finally:
+        _redis.decr(running)
+    return seen
+
+
+@app.task
 def die_once(tag):
     record("die_once", tag=tag)
     if _redis.incr(f"{KEY}:die_once:{tag}") == 1:

@@ -30,7 +30,16 @@ from kombu.serialization import _reraise_errors, registry
 from kombu.serialization import dumps as serialize
 from kombu.utils.json import dumps as json_dumps
 
-from ..protocol import NO_EMBED, PER_SEND, TaskMessage, build_open, new_id, per_send, template_key
+from ..protocol import (
+    PER_SEND,
+    TaskMessage,
+    build_open,
+    call_body,
+    json_body,
+    new_id,
+    per_send,
+    template_key,
+)
 
 if TYPE_CHECKING:
     from ..plans import Call
@@ -60,7 +69,6 @@ def _json_encoder() -> Callable[[Any], str]:
 
 
 _plain_json = _json_encoder()
-_NO_EMBED = _plain_json(NO_EMBED)
 
 
 def _json(value: Any) -> str:
@@ -93,13 +101,12 @@ class Body:
 
     @classmethod
     def json_of_call(cls, args: tuple[Any, ...], kwargs: dict[str, Any],
-                     embed: dict[str, Any]) -> Body:
-        """``serialize((args, kwargs, embed), "json")``; with no canvas fields (``embed`` is
-        :data:`~qtui.core.protocol.NO_EMBED`) the arguments alone are encoded and the
-        embed's text, the same every time, is appended: the same text."""
-        if embed is NO_EMBED and registry._encoders.get("json") == _KOMBU_JSON:
-            return cls("application/json", "utf-8", f"{_json((args, kwargs))[:-1]}, {_NO_EMBED}]")
-        return cls.serialize((args, kwargs, embed), "json")
+                     embed: Mapping[str, Any]) -> Body:
+        """``serialize(call_body(args, kwargs, embed), "json")``, the body's text written by
+        :func:`~qtui.core.protocol.json_body` while kombu's JSON codec is the registered one."""
+        if registry._encoders.get("json") == _KOMBU_JSON:
+            return cls("application/json", "utf-8", json_body(args, kwargs, embed, _json))
+        return cls.serialize(call_body(args, kwargs, embed), "json")
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ pool's bookkeeping or in the result write would lose the result or store the wro
 from __future__ import annotations
 
 import ctypes
+import io
 import itertools
 import logging
 import queue
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qtui.core import states
-from qtui.core.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
+from qtui.core.exceptions import TaskRevokedError
 
 from ..execution import LimitErrors, Outcome, WorkItem, execute, limit_errors
 from .base import Pool
@@ -29,53 +30,44 @@ logger = logging.getLogger("qtui.worker")
 _STOP = object()
 
 
+class _Armed(io.BytesIO):
+    """The block in which the watchdog and ``terminate`` may interrupt the task: from entering
+    it to its ``close``. A ``BytesIO`` for its ``__exit__`` alone, which is C code (it closes
+    the object): leaving the block disarms the job without running a line of Python, so there
+    is no point between the end of the task's code and the disarm where an interruption could
+    land outside every handler (a Python ``__exit__`` is one: its first instruction)."""
+
+    armed = False
+
+    def __enter__(self) -> None:  # type: ignore[override]
+        self.armed = True  # the last instruction before the block: none can land after it
+
+
 @dataclass
 class _Running:
     item: WorkItem
-    thread_id: int
+    thread_id: ctypes.c_ulong
     soft_at: float | None
     hard_at: float | None
     errors: LimitErrors
-    armed: bool = False
-    """True while the task's own code runs: the only time an exception may be raised in it."""
-    interrupted: bool = False
-    """An interruption was sent (a limit or ``terminate``): one may still be pending when the
-    job is disarmed."""
+    gate: _Armed
 
 
-class _Armed:
-    """Lets the watchdog (and ``terminate``) interrupt the task only inside this block. A
-    class, not a generator-based context manager: entered once per task."""
-
-    def __init__(self, pool: ThreadsPool, running: _Running) -> None:
-        self.pool, self.running = pool, running
-
-    def __enter__(self) -> None:
-        running = self.running
-        try:
-            # No lock: the watchdog and ``signal`` read the flag under it, and act on it at
-            # their next pass at the latest.
-            running.armed = True
-            if running.soft_at is not None or running.hard_at is not None:
-                # Only a deadline needs the watchdog: a wake per task costs a thread switch.
-                self.pool._watchdog_wake.set()
-        except BaseException:  # a limit landed before the block: __exit__ will not run
-            self.pool._disarm(running)
-            raise
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.pool._disarm(self.running)
+#: ``PyThreadState_SetAsyncExc``: raises an exception in a thread at its next Python instruction
+#: (with the GIL held: the thread is parked at an instruction, or in a blocking C call).
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 
 
-class _Disarmed(BaseException):
-    """Takes the place of an interruption still pending when its job is disarmed."""
-
-
-def _raise_in(thread_id: int, exc_type: type[BaseException]) -> None:
-    """Raise ``exc_type`` in a thread at its next Python instruction (the calling thread: as
-    this call returns)."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
-                                               ctypes.py_object(exc_type))
+def _interrupt(running: _Running, exc_type: type[BaseException]) -> bool:
+    """Raise ``exc_type`` in the job's thread if its task's code runs (see :class:`_Armed`).
+    Between the test and the raise is no call and no jump back, where the interpreter could
+    let the job's thread run on (out of the block) before the raise."""
+    exc = ctypes.py_object(exc_type)
+    gate = running.gate
+    if gate.armed and not gate.closed:
+        _set_async_exc(running.thread_id, exc)
+        return True
+    return False
 
 
 class ThreadsPool(Pool):
@@ -104,22 +96,26 @@ class ThreadsPool(Pool):
         thread.start()
 
     def _run(self) -> None:
+        thread_id = ctypes.c_ulong(threading.get_ident())
         while True:
             item = self._queue.get()
             if item is _STOP:
                 return
             assert isinstance(item, WorkItem)
             now = time.monotonic()
-            running = _Running(item, threading.get_ident(),
+            running = _Running(item, thread_id,
                                now + item.soft_time_limit if item.soft_time_limit else None,
                                now + item.time_limit if item.time_limit else None,
-                               limit_errors(self.app, item.message.task))
+                               limit_errors(self.app, item.message.task), _Armed())
             with self._lock:
                 self._pending -= 1
                 self._running[item.job_id] = running
+            if running.soft_at is not None or running.hard_at is not None:
+                # Only a deadline needs the watchdog: a wake per task costs a thread switch.
+                self._watchdog_wake.set()
             outcome: Outcome | None = None
             try:
-                outcome = execute(self.app, item, limits=_Armed(self, running))
+                outcome = execute(self.app, item, limits=running.gate)
             except BaseException as exc:  # noqa: BLE001 - a bug in execute must not kill the thread
                 logger.exception("Job %s: running it failed", item.job_id)
                 outcome = Outcome(item.job_id, states.FAILURE, time.monotonic() - now,
@@ -129,42 +125,21 @@ class ThreadsPool(Pool):
                     self._running.pop(item.job_id, None)
             self.report(outcome)
 
-    def _disarm(self, running: _Running) -> None:
-        """Stop interrupting the job (in its own thread), and drop an interruption still
-        pending: it fired as the task ended, too late to matter. Repeated if one lands here
-        before the flag is down. Under the lock: the watchdog raises only while holding it, so
-        none is on its way once the flag is down.
-
-        A pending interruption is replaced by :class:`_Disarmed`, taken here, never cancelled
-        (``PyThreadState_SetAsyncExc`` with NULL): on CPython 3.11 a cancel leaves the
-        interpreter's eval breaker set for good, and a thread with a profiler or tracer
-        (cProfile, yappi, coverage, a debugger) then spins at its next call."""
-        while True:
-            try:
-                with self._lock:
-                    running.armed = False
-                if running.interrupted:
-                    _raise_in(running.thread_id, _Disarmed)
-                return
-            except _Disarmed:
-                return
-            except (SoftTimeLimitExceeded, TimeLimitExceeded, TaskRevokedError):
-                continue
-
     def _watchdog(self) -> None:
         while not self._stopping:
             now = time.monotonic()
             wait = 1.0
             with self._lock:
                 for running in self._running.values():
-                    if not running.armed:
+                    if running.gate.closed:  # its task's code has ended
                         continue
-                    if running.soft_at is not None and now >= running.soft_at:
-                        running.soft_at, running.interrupted = None, True
-                        _raise_in(running.thread_id, running.errors[0])
-                    if running.hard_at is not None and now >= running.hard_at:
-                        running.hard_at, running.interrupted = None, True
-                        _raise_in(running.thread_id, running.errors[1])
+                    # A deadline passed before the task's code began is kept for when it does.
+                    if running.soft_at is not None and now >= running.soft_at \
+                            and _interrupt(running, running.errors[0]):
+                        running.soft_at = None
+                    if running.hard_at is not None and now >= running.hard_at \
+                            and _interrupt(running, running.errors[1]):
+                        running.hard_at = None
                     for at in (running.soft_at, running.hard_at):
                         if at is not None:
                             wait = min(wait, at - now)
@@ -207,11 +182,7 @@ class ThreadsPool(Pool):
     def signal(self, job_id: int, signum: int) -> bool:
         with self._lock:
             running = self._running.get(job_id)
-            if running is None or not running.armed:
-                return False
-            running.interrupted = True
-            _raise_in(running.thread_id, TaskRevokedError)
-        return True
+            return running is not None and _interrupt(running, TaskRevokedError)
 
     def stop(self) -> None:
         self._stopping = True
