@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from kombu import compression as kombu_compression
 from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
 from kombu.exceptions import DecodeError
 from kombu.serialization import loads, prepare_accept_content
@@ -48,6 +49,21 @@ _PROTOCOL_HEADERS = frozenset({
 
 #: qtui's publish time (seconds since the epoch), a header Celery ignores; see the module docstring.
 SENT_AT_HEADER = "x-qtui-sent-at"
+#: The body's compression, as kombu's ``Producer.publish(compression=...)`` sets it: the content
+#: type of kombu's compression registry (``application/x-gzip`` for zlib). kombu decompresses a
+#: received body before anything reads it, so a parsed message leaves it out of its headers.
+COMPRESSION_HEADER = "compression"
+
+
+def compression_type(name: str) -> str:
+    """The content type kombu's compression registry has for ``name`` (``zlib``, ``bzip2``,
+    ``lzma``, ... or the content type itself); ValueError for one it does not know."""
+    try:
+        _, content_type = kombu_compression.get_encoder(name)
+    except KeyError:
+        known = ", ".join(sorted(kombu_compression._aliases))
+        raise ValueError(f"unknown compression {name!r}: kombu knows {known}") from None
+    return str(content_type)
 
 
 @dataclass
@@ -420,7 +436,7 @@ def _parse_v2(body: Any, headers: Mapping[str, Any], properties: Mapping[str, An
                                        task_id),
         stamps=dict(_mapping(_or(headers.get("stamps"), {}), "headers.stamps", task_id)),
         headers={k: v for k, v in headers.items()
-                 if k not in _PROTOCOL_HEADERS and k != SENT_AT_HEADER},
+                 if k not in _PROTOCOL_HEADERS and k not in (SENT_AT_HEADER, COMPRESSION_HEADER)},
         sent_at=sent_at_of(headers),
     )
 
