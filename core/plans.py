@@ -40,9 +40,8 @@ if TYPE_CHECKING:
 #: The options a plan is made of, in the order of its key. Any other option (see
 #: :class:`~qtui.core.task.SendOptions`) is the call's own.
 PLANNED = ("queue", "routing_key", "exchange", "priority", "serializer", "compression",
-           "ignore_result",
-           "reply_to", "retries", "time_limit", "soft_time_limit", "shadow", "headers", "link",
-           "link_error", "chain", "chord")
+           "ignore_result", "reply_to", "retries", "time_limit", "soft_time_limit", "shadow",
+           "headers", "link", "link_error", "chain", "chord")
 #: Where the options that hold containers start in :data:`PLANNED`: a plan with any of them
 #: is made for its call alone.
 _FIRST_CONTAINER = PLANNED.index("headers")

@@ -212,8 +212,7 @@ class Task:
     OPTIONS = frozenset({
         "name", "bind", "typing", "rate_limit", "time_limit", "soft_time_limit", "acks_late",
         "ignore_result", "track_started", "serializer", "compression", "priority", "queue",
-        "routing_key",
-        "exchange", "expires",
+        "routing_key", "exchange", "expires",
         "max_retries", "default_retry_delay", "autoretry_for", "retry_kwargs", "retry_backoff",
         "retry_backoff_max", "retry_jitter",
     })
