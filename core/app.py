@@ -309,7 +309,7 @@ class App:
         call = plan.call(self, args, kwargs, options, route.priority)
         backend = settings.backend
         outgoing = Outgoing(call, route.exchange, route.routing_key, route.queue,
-                            plan.serializer)
+                            plan.serializer, compression=plan.compression)
         if plan.stores_result and backend.hears_of_calls:
             backend.on_task_call(outgoing.message)
         batch: list[Outgoing] | None = getattr(self._batch, "outgoing", None)

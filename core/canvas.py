@@ -241,6 +241,11 @@ class Signature(dict[str, Any]):
         return cls(sig["task"], sig["args"], sig["kwargs"], sig["options"], kind,
                    bool(sig.get("immutable")), app or getattr(value, "_app", None))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its dict alone, as Celery's: the app is not pickled; the copy that comes
+        back (a chain, group or chord by its ``subtask_type``) uses the current app."""
+        return signature, (dict(self),)
+
     @property
     def app(self) -> App:
         if self._app is None:

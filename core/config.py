@@ -23,6 +23,7 @@ from kombu import serialization
 
 from .alerts import parse_rules
 from .exceptions import ConfigError
+from .protocol import compression_type
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,6 +101,17 @@ def _content_type(value: Any) -> bool:
 
 
 SERIALIZER = Kind("a serializer name kombu knows (json, pickle, yaml, msgpack)", _serializer)
+
+
+def _compression(value: Any) -> bool:
+    try:
+        compression_type(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+COMPRESSION = Kind("a compression kombu knows (zlib, bzip2, lzma, brotli, zstd)", _compression)
 CONTENT_LIST = Kind("a list of serializer names or content types (json, application/json, ...)",
                     lambda v: isinstance(v, (list, tuple)) and all(map(_content_type, v)))
 #: The keyword arguments kombu's ``Connection.ensure`` takes from a retry policy.
@@ -182,6 +194,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "Store the task name, args, kwargs, worker and queue with the result."),
     # Serialization and time
     Setting("task_serializer", "json", SERIALIZER, "Serializer for task messages."),
+    Setting("task_compression", None, _optional(COMPRESSION),
+            "Compression of task message bodies (zlib, bzip2, lzma: kombu's registry), as "
+            "Celery's; nothing: none."),
     Setting("accept_content", ["json"], CONTENT_LIST,
             "Content types a worker or client accepts. "
             "Add 'pickle' only if you trust every sender."),

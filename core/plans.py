@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .protocol import (
     ARGSREPR_MAXSIZE,
+    COMPRESSION_HEADER,
     KWARGSREPR_MAXSIZE,
     NO_EMBED,
     TaskMessage,
     body_of,
+    compression_type,
     new_id,
     saferepr,
 )
@@ -37,9 +39,9 @@ if TYPE_CHECKING:
 
 #: The options a plan is made of, in the order of its key. Any other option (see
 #: :class:`~qtui.core.task.SendOptions`) is the call's own.
-PLANNED = ("queue", "routing_key", "exchange", "priority", "serializer", "ignore_result",
-           "reply_to", "retries", "time_limit", "soft_time_limit", "shadow", "headers", "link",
-           "link_error", "chain", "chord")
+PLANNED = ("queue", "routing_key", "exchange", "priority", "serializer", "compression",
+           "ignore_result", "reply_to", "retries", "time_limit", "soft_time_limit", "shadow",
+           "headers", "link", "link_error", "chain", "chord")
 #: Where the options that hold containers start in :data:`PLANNED`: a plan with any of them
 #: is made for its call alone.
 _FIRST_CONTAINER = PLANNED.index("headers")
@@ -61,6 +63,8 @@ class SendPlan:
     route: Route | None
     """None when a router sees the call's arguments: routed per call."""
     serializer: str
+    compression: str | None
+    """The content type of the body's compression (kombu's registry), or None."""
     prototype: TaskMessage
     """The fields every call's message shares (:meth:`TaskMessage.for_call`)."""
     stores_result: bool
@@ -81,17 +85,22 @@ class SendPlan:
         route = router.route(name, (), None, _route_options(options), task=task) \
             if router.sees_only_names else None
         chain = options.get("chain")
+        compression = options.get("compression") or settings.compression
+        compression = compression_type(compression) if compression else None
+        headers = dict(options.get("headers") or {})
+        if compression:
+            headers[COMPRESSION_HEADER] = compression
         prototype = TaskMessage(
             id="", task=name, shadow=options.get("shadow"), retries=options.get("retries", 0),
             time_limit=options.get("time_limit"), soft_time_limit=options.get("soft_time_limit"),
             ignore_result=ignore_result, reply_to=reply_to,
-            headers=dict(options.get("headers") or {}),
+            headers=headers,
             callbacks=_signatures(options.get("link")),
             errbacks=_signatures(options.get("link_error")),
             chain=list(chain) if chain else None, chord=options.get("chord"))
         embed = body_of(prototype, copy=False)[2]
         return cls(name, task, route, options.get("serializer") or settings.serializer,
-                   prototype, not ignore_result and not reply_to,
+                   compression, prototype, not ignore_result and not reply_to,
                    NO_EMBED if embed == NO_EMBED else embed)
 
     def route_of(self, app: App, args: Any, kwargs: Any, options: Mapping[str, Any]) -> Route:

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from kombu import compression as kombu_compression
 from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
 from kombu.exceptions import DecodeError
 from kombu.serialization import loads, prepare_accept_content, registry
@@ -53,6 +54,21 @@ _PROTOCOL_HEADERS = frozenset({
 
 #: qtui's publish time (seconds since the epoch), a header Celery ignores; see the module docstring.
 SENT_AT_HEADER = "x-qtui-sent-at"
+#: The body's compression, as kombu's ``Producer.publish(compression=...)`` sets it: the content
+#: type of kombu's compression registry (``application/x-gzip`` for zlib). kombu decompresses a
+#: received body before anything reads it, so a parsed message leaves it out of its headers.
+COMPRESSION_HEADER = "compression"
+
+
+def compression_type(name: str) -> str:
+    """The content type kombu's compression registry has for ``name`` (``zlib``, ``bzip2``,
+    ``lzma``, ... or the content type itself); ValueError for one it does not know."""
+    try:
+        _, content_type = kombu_compression.get_encoder(name)
+    except KeyError:
+        known = ", ".join(sorted(kombu_compression._aliases))
+        raise ValueError(f"unknown compression {name!r}: kombu knows {known}") from None
+    return str(content_type)
 
 
 @dataclass
@@ -485,7 +501,7 @@ _TEXT_HEADERS = ("root_id", "parent_id", "group", "shadow", "argsrepr", "kwargsr
 _TEXT_OR_NONE = frozenset({str, type(None)})
 _ONLY_STR = frozenset({str})
 #: Headers that are not a user's: the protocol's and qtui's publish time.
-_KNOWN_HEADERS = _PROTOCOL_HEADERS | {SENT_AT_HEADER}
+_KNOWN_HEADERS = _PROTOCOL_HEADERS | {SENT_AT_HEADER, COMPRESSION_HEADER}
 
 
 def sent_at_of(headers: Mapping[str, Any]) -> float | None:

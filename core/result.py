@@ -46,6 +46,11 @@ class AsyncResult:
         self.parent: AsyncResult | GroupResult | None = None
         """The result of the step before this one in a chain (or a chord's header)."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its id, task name and parent, as Celery's: the app (with its connections)
+        is not pickled; the copy that comes back reads the current app's result backend."""
+        return self.__class__, (self.id, None, None, self.name), (None, {"parent": self.parent})
+
     @property
     def task_id(self) -> str:
         return self.id
@@ -176,6 +181,10 @@ class GroupResult:
         """AsyncResults, or GroupResults for a group of groups."""
         self.app = app
         self.parent: AsyncResult | GroupResult | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its id, results and parent: the copy uses the current app."""
+        return self.__class__, (self.id, self.results), {"parent": self.parent}
 
     @property
     def children(self) -> list[AsyncResult | GroupResult]:

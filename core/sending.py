@@ -52,6 +52,8 @@ class SendSettings:
 
     version: int
     serializer: str
+    compression: str | None
+    """``task_compression``: what a send that names no compression uses."""
     ignore_result: bool
     sent_event: bool
     retry: bool
@@ -67,7 +69,8 @@ class SendSettings:
     @classmethod
     def of(cls, app: App) -> SendSettings:
         conf = app.conf
-        return cls(conf.version, conf.task_serializer, bool(conf.task_ignore_result),
+        return cls(conf.version, conf.task_serializer, conf.task_compression,
+                   bool(conf.task_ignore_result),
                    bool(conf.task_send_sent_event), bool(conf.task_publish_retry),
                    dict(conf.task_publish_retry_policy), float(conf.broker_publish_timeout),
                    f"the broker at {config.mask_url(app.broker_url)}",
@@ -84,6 +87,7 @@ class Outgoing:
         "_wire",
         "body",
         "call",
+        "compression",
         "declare",
         "exchange",
         "queue",
@@ -95,7 +99,8 @@ class Outgoing:
 
     def __init__(self, message: TaskMessage | Call, exchange: str, routing_key: str,
                  queue: Queue | None, serializer: str,
-                 declare: tuple[Queue | Exchange, ...] = ()) -> None:
+                 declare: tuple[Queue | Exchange, ...] = (), compression: str | None = None
+                 ) -> None:
         if isinstance(message, TaskMessage):
             self._message: TaskMessage | None = message
             self.call: Call | None = None
@@ -107,6 +112,9 @@ class Outgoing:
         """Declared before the send (unless this connection declared it already); task-sent
         names it."""
         self.serializer = serializer
+        self.compression = compression
+        """The content type of the body's compression (the message's ``compression``
+        header says the same), or None."""
         self.declare = declare
         """More entities to declare before the send (``App.publish(declare=...)``)."""
         self._wire: WireMessage | None = None
@@ -224,6 +232,8 @@ def _encode(outgoing: Outgoing) -> None:
     except EncodeError as exc:
         raise TypeError(f"cannot send task {_name(outgoing)}: its arguments cannot be "
                         f"serialized with {serializer!r}: {exc}") from exc
+    if outgoing.compression:
+        outgoing.body = outgoing.body.compressed(outgoing.compression)
 
 
 def _name(outgoing: Outgoing) -> str:

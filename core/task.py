@@ -57,6 +57,7 @@ class SendOptions(TypedDict, total=False):
     ignore_result: bool | None
     task_id: str | None
     serializer: str | None
+    compression: str | None
     retries: int
     root_id: str | None
     parent_id: str | None
@@ -80,6 +81,7 @@ _CONF_DEFAULTS = {
     "acks_late": "task_acks_late",
     "ignore_result": "task_ignore_result",
     "serializer": "task_serializer",
+    "compression": "task_compression",
     "priority": "task_default_priority",
     "track_started": "task_track_started",
 }
@@ -115,8 +117,8 @@ _MISSING: Any = object()
 
 #: The options of :class:`SendOptions` a task supplies from its own ``Option`` when a call
 #: leaves them out (None, or an empty name); a falsy value given (priority 0) is kept.
-_SEND_DEFAULTS = ("queue", "routing_key", "exchange", "serializer", "expires", "priority",
-                  "time_limit", "soft_time_limit", "ignore_result")
+_SEND_DEFAULTS = ("queue", "routing_key", "exchange", "serializer", "compression", "expires",
+                  "priority", "time_limit", "soft_time_limit", "ignore_result")
 _NAMES = frozenset({"queue", "routing_key", "exchange", "serializer"})
 #: Argument shapes a task remembers as fitting its function (a few in practice).
 _FITTED_SHAPES = 256
@@ -192,6 +194,7 @@ class Task:
     ignore_result = Option[bool](False)
     track_started = Option[bool](False)
     serializer = Option[str]("json")
+    compression = Option[Any](None)
     priority = Option[Any](None)
     queue = Option[Any](None)
     routing_key = Option[Any](None)
@@ -208,8 +211,8 @@ class Task:
     #: Decorator options a task accepts; anything else is a typo and raises TypeError.
     OPTIONS = frozenset({
         "name", "bind", "typing", "rate_limit", "time_limit", "soft_time_limit", "acks_late",
-        "ignore_result", "track_started", "serializer", "priority", "queue", "routing_key",
-        "exchange", "expires",
+        "ignore_result", "track_started", "serializer", "compression", "priority", "queue",
+        "routing_key", "exchange", "expires",
         "max_retries", "default_retry_delay", "autoretry_for", "retry_kwargs", "retry_backoff",
         "retry_backoff_max", "retry_jitter",
     })
@@ -407,11 +410,12 @@ class Task:
             route = {"exchange": delivery.get("exchange") or "",
                      "routing_key": delivery["routing_key"]}
         # What the first send had, as Celery's retry keeps it: the expiry, the priority, and the
-        # task's serializer and result setting.
+        # task's serializer, compression and result setting.
         options.setdefault("expires", request.expires)
         priority = delivery.get("priority")
         options.setdefault("priority", self.priority if priority is None else priority)
         options.setdefault("serializer", self.serializer)
+        options.setdefault("compression", self.compression)
         options.setdefault("ignore_result", self.ignore_result)
         if request.is_eager:  # apply() runs it again at once, with the same arguments
             raise Retry(exc=exc, when=0)

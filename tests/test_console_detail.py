@@ -256,6 +256,44 @@ async def test_the_traceback_and_arguments_are_text_to_select_and_copy():
         assert console.clipboard == "args   (4, 19.99)"
 
 
+SECRET = changed(TASKS[3], args="('***',)", kwargs="{'token': '***'}")
+"""A task whose sender masked its arguments (Celery's argsrepr and kwargsrepr)."""
+
+
+def values_with(monkeypatch: pytest.MonkeyPatch, task: Any, full: Any) -> Any:
+    """A console on ``task`` whose worker gives ``full`` as the task's complete arguments."""
+    console = FixedConsole(snapshot=dataclasses.replace(SNAPSHOT, tasks=(*TASKS[:3], task,
+                                                                         *TASKS[4:])))
+    monkeypatch.setattr(console.feed, "full_arguments", lambda task_id: full)
+    return console
+
+
+async def test_the_detail_shows_the_senders_argsrepr_never_the_arguments_it_masked(monkeypatch):
+    console = values_with(monkeypatch, SECRET, (["hunter2"], {"token": "s3cr3t"}))
+    async with console.run_test(size=SIZE) as pilot:
+        detail = TaskDetailScreen(SECRET.id)
+        console.push_screen(detail)
+        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()
+        assert detail.full_arguments is not None  # the worker's answer came
+        values = console.screen.query_one("#values", TextArea).text
+    assert "hunter2" not in values and "s3cr3t" not in values
+    assert "args   ('***',)" in values and "kwargs {'token': '***'}" in values
+
+
+async def test_the_detail_shows_the_complete_arguments_when_the_sender_masked_nothing(
+        monkeypatch):
+    console = values_with(monkeypatch, TASKS[3], ([4, 19.99], {}))
+    async with console.run_test(size=SIZE) as pilot:
+        detail = TaskDetailScreen(TASKS[3].id)
+        console.push_screen(detail)
+        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()
+        assert detail.full_arguments is not None
+        values = console.screen.query_one("#values", TextArea).text
+    assert "(complete, from the worker that received it)" in values
+
+
 # the family ------------------------------------------------------------------------------------
 def tree_lines(screen: Any) -> list[str]:
     tree = screen.query_one("#family", Tree)

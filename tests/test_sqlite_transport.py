@@ -730,3 +730,33 @@ def test_a_fetch_claims_only_from_the_queues_it_names_and_their_due_queues(url: 
     with fetching(url, "other", "named", DUE_QUEUE.format(queue="named")) as (channel, _):
         assert channel.send_fetch(["named"], 4) and channel.read_fetch() == 2
         assert queue_row(url, "other") == ("other", 1, 0)
+
+
+class InterruptedAfterCommit:
+    """A connection on which Ctrl+C lands just after the migration's COMMIT went through (the
+    signal is handled at the next bytecode, after the call returned)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        cursor = self.conn.execute(sql, *args)
+        if sql == "COMMIT":
+            raise KeyboardInterrupt
+        return cursor
+
+
+def test_ctrl_c_after_the_schema_migration_commits_is_not_turned_into_a_broker_error(tmp_path):
+    # The ROLLBACK of a committed migration failed ("no transaction is active"); that error
+    # replaced the KeyboardInterrupt and kombu retried the connection: Ctrl+C was lost.
+    database = transport.Database(tmp_path / "opened.sqlite")
+    fresh = sqlite3.connect(tmp_path / "fresh.sqlite", isolation_level=None)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            database._prepare(InterruptedAfterCommit(fresh))  # type: ignore[arg-type]
+    finally:
+        fresh.close()
+        database.close()

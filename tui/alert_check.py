@@ -204,8 +204,8 @@ def watch(app: App) -> int:
             states[name] = status.state
         sys.stdout.flush()
     poller = threading.Thread(target=feed.poll, name="qtui-check-poll", daemon=True)
-    poller.start()
     try:
+        poller.start()
         feed.run(report)  # alert_command runs from here, in threads of its own
     except KeyboardInterrupt:
         return 0

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qtui.core import App
+from qtui.core.protocol import ARGSREPR_MAXSIZE, KWARGSREPR_MAXSIZE, saferepr
 
 logger = logging.getLogger("qtui.console")
 
@@ -105,6 +106,18 @@ def _complete(found: Any) -> Arguments | None:
             and isinstance(found.get("kwargs"), Mapping):
         return list(found["args"]), dict(found["kwargs"])
     return None
+
+
+def masked(args_shown: str | None, kwargs_shown: str | None, found: Arguments) -> bool:
+    """Whether the sender gave its own ``argsrepr``/``kwargsrepr`` (Celery's way to keep a
+    secret argument out of monitors): the reprs the events carried are not those of the
+    complete arguments, as a qtui or Celery client writes them. The console then shows those
+    reprs, never the arguments themselves (a retry still sends the arguments)."""
+    args, kwargs = found
+    args_masked = bool(args_shown) and args_shown not in (
+        saferepr(tuple(args), ARGSREPR_MAXSIZE), saferepr(list(args), ARGSREPR_MAXSIZE))
+    kwargs_masked = bool(kwargs_shown) and kwargs_shown != saferepr(kwargs, KWARGSREPR_MAXSIZE)
+    return args_masked or kwargs_masked
 
 
 def from_events(args: Any, kwargs: Any) -> Arguments | None:

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from qtui.core.display import safe_text
 from qtui.core.exceptions import QtuiError
+from qtui.core.interrupts import honour_stop_signals
 
 if TYPE_CHECKING:
     from qtui.core.app import App
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    honour_stop_signals()
     parser = build_parser()
     args = parser.parse_args(argv)
     from qtui.core.loader import load_app

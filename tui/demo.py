@@ -24,8 +24,6 @@ from . import demo_tasks
 #: Seconds the demo worker gets to finish its running tasks when the console closes.
 STOP_TIMEOUT = 10.0
 PR_SET_PDEATHSIG = 1
-#: The signals that stop the demo.
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,15 +63,6 @@ def _exit_on(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _honour_ctrl_c() -> None:
-    """Make Ctrl+C raise KeyboardInterrupt whatever this process inherited: its parent may have
-    ignored SIGINT (a shell's ``&`` without job control; Python then installs no handler) or
-    blocked the stop signals. Called before the worker and the producer thread start, so they
-    inherit the unblocked mask."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
     if worker.poll() is not None:
         return
@@ -86,7 +75,6 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
 
 
 def run(args: argparse.Namespace, app: App) -> int:
-    _honour_ctrl_c()
     load_app(demo_tasks.__name__, args.config, args.broker)  # the producer's side
     demo_tasks.app.conf.update(task_default_queue=demo_tasks.QUEUE, source="qtui demo")
     console = Console(stderr=True)

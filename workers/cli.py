@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from qtui.core.exceptions import ConfigError, QtuiError
 from qtui.core.files import PRIVATE_MODE
+from qtui.core.interrupts import honour_stop_signals
 
 from . import autoscale, log
 from .pools import POOLS
@@ -216,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The worker as a command of its own: ``python -m qtui.workers.cli -A tasks [options]``."""
     from qtui.core.loader import load_app
 
+    honour_stop_signals()
     parser = argparse.ArgumentParser(prog="qtui-worker", description="Run a qtui worker.")
     parser.add_argument("-A", "--app", metavar="MODULE[:ATTR]",
                         help="module defining the qtui App (as with celery -A)")

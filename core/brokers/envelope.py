@@ -25,6 +25,7 @@ from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kombu import compression
 from kombu.exceptions import EncodeError
 from kombu.serialization import _reraise_errors, registry
 from kombu.serialization import dumps as serialize
@@ -98,6 +99,11 @@ class Body:
         if serializer == "json" and registry._encoders.get("json") == _KOMBU_JSON:
             return cls("application/json", "utf-8", _json(body))
         return cls(*serialize(body, serializer=serializer))
+
+    def compressed(self, content_type: str) -> Body:
+        """This body compressed with kombu's registry, as ``Producer.publish`` compresses."""
+        data, _ = compression.compress(self.data, content_type)
+        return Body(self.content_type, self.content_encoding, data)
 
     @classmethod
     def json_of_call(cls, args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -30,6 +30,7 @@ from textual.widgets.tree import TreeNode
 from qtui.core.display import clip, printable, safe_text
 from qtui.core.exceptions import BrokerUnavailable
 
+from .. import arguments
 from ..family import Member
 from ..rows import TaskRow
 from . import format
@@ -143,7 +144,8 @@ class TaskDetailScreen(ClusterView):
 
     def _values(self, task: TaskRow) -> str:
         """Arguments and result as plain text, for a TextArea to select from."""
-        if self.full_arguments is not None:
+        if self.full_arguments is not None \
+                and not arguments.masked(task.args, task.kwargs, self.full_arguments):
             args, kwargs = self.full_arguments
             limit = self.console.cluster.conf.console_max_field
             lines = [f"args   {clip(repr(tuple(args)), limit)}",

@@ -156,18 +156,13 @@ class Database:
             conn.execute("PRAGMA journal_mode=WAL").fetchone()
             conn.execute("PRAGMA synchronous=NORMAL")
             if version < SCHEMA_VERSION:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with self._transaction(conn):
                     version = conn.execute("PRAGMA user_version").fetchone()[0]
                     for step in range(version + 1, SCHEMA_VERSION + 1):
                         for statement in MIGRATIONS[step].split(";"):
                             if statement.strip():
                                 conn.execute(statement)
                     conn.execute(f"PRAGMA user_version={max(version, SCHEMA_VERSION)}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
         except sqlite3.DatabaseError as exc:
             text = str(exc)
             if "not a database" in text:

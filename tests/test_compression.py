@@ -1,0 +1,139 @@
+"""Celery's ``compression`` send option (``apply_async(compression=...)``, ``task_compression``,
+``Task.compression``): the body compressed with kombu's registry and the ``compression`` header
+naming its content type, as Celery sends it; run by qtui's worker on every broker, and by and
+from a real Celery worker."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import zlib
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from qtui.core import App
+
+from .processes import celery_worker, write_module
+from .worker_helpers import REDIS_URL, ModuleWorkers, Setup, module_workers  # noqa: F401
+
+
+def _stored(url: str, queue: str) -> dict[str, object]:
+    """The one envelope waiting in ``queue`` on Redis, as stored."""
+    stored = redis.Redis.from_url(url).lrange(queue, 0, -1)
+    assert len(stored) == 1
+    envelope: dict[str, object] = json.loads(stored[0])
+    return envelope
+
+
+@pytest.fixture
+def redis_app(redis_url, unique) -> Iterator[App]:
+    app = App("compressing", broker=redis_url, task_default_queue=f"qz-{unique}")
+    yield app
+    redis.Redis.from_url(redis_url).delete(f"qz-{unique}")
+    app.close()
+
+
+def test_apply_async_compression_compresses_the_body_and_names_it_in_the_header(redis_app):
+    task = redis_app.task(name="tasks.add")(lambda x, y: x + y)
+    task.apply_async((2, 3), compression="zlib")
+    envelope = _stored(REDIS_URL, redis_app.conf.task_default_queue)
+    assert envelope["headers"]["compression"] == "application/x-gzip"  # type: ignore[index]
+    body = zlib.decompress(base64.b64decode(envelope["body"]))  # type: ignore[arg-type]
+    assert json.loads(body)[0] == [2, 3]
+
+
+@pytest.mark.parametrize("where", ["config", "task"])
+def test_task_compression_and_the_tasks_own_compression_are_used(redis_app, where):
+    if where == "config":
+        redis_app.conf.update(task_compression="bzip2")
+        task = redis_app.task(name="tasks.add")(lambda x, y: x + y)
+    else:
+        task = redis_app.task(name="tasks.add", compression="bzip2")(lambda x, y: x + y)
+    task.delay(2, 3)
+    envelope = _stored(REDIS_URL, redis_app.conf.task_default_queue)
+    assert envelope["headers"]["compression"] == "application/x-bz2"  # type: ignore[index]
+
+
+def test_an_unknown_compression_is_refused_before_anything_is_sent(redis_app):
+    with pytest.raises(ValueError, match="unknown compression 'zip'"):
+        redis_app.send_task("tasks.add", (2, 3), compression="zip")
+    assert redis.Redis.from_url(REDIS_URL).llen(redis_app.conf.task_default_queue) == 0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq", "sqlite"])
+@pytest.mark.parametrize("compression", ["zlib", "lzma"])
+def test_a_qtui_worker_runs_a_compressed_task(module_workers: ModuleWorkers, broker,
+                                              compression):
+    setup, _ = module_workers.get(broker, "-P", "threads")
+    app = setup.app()
+    try:
+        result = app.send_task("tasks.add", (20, 22), compression=compression)
+        assert result.get(timeout=30) == 42
+    finally:
+        app.close()
+
+
+CELERY_TASKS = """
+from celery import Celery
+
+app = Celery("ctasks", broker={broker!r}, backend={backend!r})
+app.conf.task_default_queue = {queue!r}
+
+
+@app.task(name="tasks.add")
+def add(x, y):
+    return x + y
+"""
+
+CELERY_CLIENT = """
+import sys
+from celery import Celery
+
+broker, backend, queue = sys.argv[1:4]
+app = Celery("client", broker=broker, backend=backend)
+app.conf.task_default_queue = queue
+print("add:", app.send_task("tasks.add", args=[2, 3], compression="zlib").get(timeout=30))
+# retried by the qtui worker: the retry's body is its own, sent without the compression header
+print("flaky:", app.send_task("tasks.flaky", args=[1], compression="zlib").get(timeout=30))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_celery_worker_runs_a_task_qtui_compressed(tmp_path, unique, redis_url):
+    pytest.importorskip("celery")
+    queue = f"qz-{unique}"
+    write_module(tmp_path, "ctasks", CELERY_TASKS.format(broker=redis_url, backend=redis_url,
+                                                         queue=queue))
+    app = App("client", broker=redis_url, backend=redis_url, task_default_queue=queue)
+    try:
+        with celery_worker(tmp_path, "ctasks", queue):
+            result = app.send_task("tasks.add", (2, 3), compression="zlib")
+            assert result.get(timeout=30) == 5
+    finally:
+        app.close()
+        redis.Redis.from_url(redis_url).delete(queue)
+
+
+@pytest.mark.timeout(120)
+def test_a_qtui_worker_runs_a_task_celery_compressed(module_workers: ModuleWorkers):
+    pytest.importorskip("celery")
+    setup: Setup = module_workers.get("redis", "-P", "threads")[0]
+    write_module(setup.directory, "celery_client", CELERY_CLIENT)
+    out = subprocess.run([sys.executable, "celery_client.py", setup.broker, str(setup.backend),
+                          setup.queue], cwd=setup.directory, capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "add: 5" in out.stdout
+    assert "flaky: 1" in out.stdout
+
+
+def test_send_task_by_name_uses_task_compression(redis_app):
+    redis_app.conf.update(task_compression="zlib")
+    redis_app.send_task("tasks.add", (2, 3))
+    envelope = _stored(REDIS_URL, redis_app.conf.task_default_queue)
+    assert envelope["headers"]["compression"] == "application/x-gzip"  # type: ignore[index]
