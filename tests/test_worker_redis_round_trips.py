@@ -10,9 +10,10 @@ for (a plain ZADD of the start alone left the acks for the next fetch, and a wor
 task ran the finished one again). Replies are read after the task runs, so no start waits a
 round trip (a busy solo worker reads each one after it sent the next call, so it does not wait
 for Redis's script either); and a busy fetch pops a processing list only while an idle wait,
-which moves messages there, is under way. An idle worker runs what its wait moved straight from the wait's reply: the call that records it as unacked is read afterwards, as the
-start record is, so no round trip separates the wake-up from the run (a fetch script took it
-from the processing list first, and the task waited for it).
+which moves messages there, is under way. An idle worker runs what its wait moved straight from
+the wait's reply: the call that records it as unacked is read afterwards, as the start record
+is, so no round trip separates the wake-up from the run (a fetch script took it from the
+processing list first, and the task waited for it).
 """
 
 from __future__ import annotations
