@@ -592,7 +592,7 @@ class Worker:
             return None
         self._start(batch)
         self._unread_fetches.append(SentFetch(acks, record, room))
-        if self._runs_here(batch) and self._reply_can_wait():
+        if self._runs_here(batch) and self.consumer.pipelines_fetches and self._reply_can_wait():
             # Solo: the next task is reserved already, so this reply is read once the next
             # call is sent, by when Redis has long answered: the worker does not wait for it.
             # What it takes counts as on its way (the turn sends nothing else meanwhile).

@@ -336,6 +336,9 @@ class Channel(redis_broker.Channel):
 
     owner: str | None = None
     """The worker that owns what this channel takes (see :meth:`own`); None: kombu's ways."""
+    pipelines_fetches = True
+    """A fetch may be sent before the reply to the one before is read (:meth:`read_fetch`
+    reads the oldest)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -571,11 +574,6 @@ class Channel(redis_broker.Channel):
         except BaseException:
             self._release_fetch_connection(broken=True)
             raise
-
-    @property
-    def fetches_unread(self) -> int:
-        """How many fetches were sent and their replies not read yet."""
-        return len(self._pending_fetches)
 
     def _pack_fetch(self, conn: Any, pending: _PendingFetch) -> bytes:
         """``pending``'s EVALSHA in Redis's wire format. Its key names and queue names are
