@@ -8,11 +8,12 @@ pipeline of three commands of its own on a second connection (about 3.5 commands
 start is a script call that carries the finished tasks' acks and takes what the window has room
 for (a plain ZADD of the start alone left the acks for the next fetch, and a worker lost in the
 task ran the finished one again). Replies are read after the task runs, so no start waits a
-round trip; and a busy fetch pops a processing list only while an idle wait, which moves
-messages there, is under way. An idle worker runs what its wait moved
-straight from the wait's reply: the call that records it as unacked is read afterwards, as the
-start record is, so no round trip separates the wake-up from the run (a fetch script took it
-from the processing list first, and the task waited for it).
+round trip (a busy solo worker reads each one after it sent the next call, so it does not wait
+for Redis's script either); and a busy fetch pops a processing list only while an idle wait,
+which moves messages there, is under way. An idle worker runs what its wait moved straight from
+the wait's reply: the call that records it as unacked is read afterwards, as the start record
+is, so no round trip separates the wake-up from the run (a fetch script took it from the
+processing list first, and the task waited for it).
 """
 
 from __future__ import annotations
@@ -385,3 +386,109 @@ def test_what_an_idle_wait_delivered_is_recorded_by_the_write_of_the_next_call(t
                 received[-1].ack()
                 assert not client.llen(processing) and not client.hexists("unacked", tag)
                 assert not client.sismember(owned, tag)
+
+
+def _resp_end(buf: bytes, at: int) -> int | None:
+    """Where the RESP value starting at ``at`` in ``buf`` ends; None: not all of it is here."""
+    line = buf.find(b"\r\n", at)
+    if line < 0:
+        return None
+    kind, head = buf[at:at + 1], buf[at + 1:line]
+    if kind == b"$" or kind == b"=" or kind == b"!":  # bulk strings (verbatim, blob errors)
+        size = int(head)
+        end = line + 2 + (size + 2 if size >= 0 else 0)
+        return end if len(buf) >= end else None
+    if kind in (b"*", b"~", b">", b"%"):  # aggregates (a map holds pairs)
+        end = line + 2
+        for _ in range(max(int(head), 0) * (2 if kind == b"%" else 1)):
+            found = _resp_end(buf, end)
+            if found is None:
+                return None
+            end = found
+        return end
+    return line + 2  # one line: simple string, error, integer, null, boolean, double
+
+
+class FetchReplyHolder(Interceptor):
+    """A TCP proxy to Redis that holds back the reply to every :attr:`every`-th fetch script
+    call (an ``EVALSHA`` naming ``unacked_index`` and ``queue``) of a connection, and every
+    reply behind it there, until the next fetch call arrives on that connection or
+    :data:`HOLD_LIMIT` seconds passed; counts the fetch calls that arrived while a reply was
+    held."""
+
+    def __init__(self, port: int, queue: str, every: int) -> None:
+        self.queue, self.every = queue.encode(), every
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        self.holds = 0
+        """Replies held back so far."""
+        self.sent_while_held = 0
+        super().__init__(port)
+
+    def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
+        buf, requests = b"", state.setdefault("requests", [])
+        while data := self._recv(client):
+            buf += data
+            while (end := _resp_end(buf, 0)) is not None:
+                request, buf = buf[:end], buf[end:]
+                upper = request.upper()
+                fetch = b"EVALSHA" in upper and b"UNACKED_INDEX" in upper and self.queue in request
+                if fetch:
+                    state["fetches"] = state.get("fetches", 0) + 1
+                    with self._lock:
+                        if state.get("held"):
+                            self.sent_while_held += 1
+                            self._released.set()
+                requests.append(fetch and state["fetches"] % self.every == 0)
+            server.sendall(data)
+
+    def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
+        buf, replies = b"", 0
+        while data := self._recv(server):
+            buf += data
+            while (end := _resp_end(buf, 0)) is not None:
+                with self._lock:
+                    held = state["requests"][replies]
+                    if held:
+                        state["held"] = True
+                        self.holds += 1
+                        self._released.clear()
+                if held:
+                    self._released.wait(HOLD_LIMIT)
+                    state["held"] = False
+                reply, buf = buf[:end], buf[end:]
+                replies += 1
+                try:
+                    client.sendall(reply)
+                except OSError:
+                    return
+
+
+@pytest.mark.timeout(120)
+def test_a_busy_solo_worker_runs_the_next_task_before_it_reads_the_last_fetch_reply(
+        tmp_path, unique):
+    """A solo worker with tasks reserved sends the call that starts the next task (the acks,
+    its start record, the fetch) and runs it before it reads the reply to the call before:
+    Redis answered that one while the last task ran, so the worker does not wait for it. It
+    read each reply right after its task before, waiting for Redis's script on every task.
+    (A turn with a timer due reads at once: several replies are held, one of them is enough.)"""
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        queue = f"qw-{unique}"
+        holder = FetchReplyHolder(port, queue, every=6)
+        url = f"redis://127.0.0.1:{holder.port}/0"
+        setup = make_setup(tmp_path, queue, url, None)
+        try:
+            app = setup.app()
+            for n in range(40):
+                app.send_task("tasks.mark", args=[n])
+            app.close()
+            with setup.worker("-P", "solo", "--without-events", "--without-heartbeat") as worker:
+                assert wait_for(lambda: len(setup.records("mark")) == 40, 60), \
+                    worker.log_path.read_text()[-3000:]
+            assert holder.holds >= 3
+            assert holder.sent_while_held >= 1, \
+                "no fetch call sent while the reply to the one before was held back"
+        finally:
+            holder.close()
+            setup.cleanup()

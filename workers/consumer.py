@@ -389,6 +389,13 @@ class Consumer:
         alone is one cheap ``ZADD``, and they wait for the next fetch."""
         return bool(getattr(self.channel, "settles_with_records", False))
 
+    @property
+    def pipelines_fetches(self) -> bool:
+        """Whether a fetch call may be sent before the reply to the one before is read (Redis:
+        the replies come back in order on one connection; the embedded broker's fetch is done
+        when it is sent, so nothing waits on its reply)."""
+        return bool(getattr(self.channel, "pipelines_fetches", False))
+
     def publisher(self) -> Producer:
         assert self.producer is not None
         return self.producer

@@ -74,6 +74,7 @@ class Shutdown:
         self.stopping = True
         worker.hooks.on_worker_stopping(worker)
         try:
+            worker.read_fetches()  # what they took is put back with the other waiting jobs
             settlement.flush_acks()
             self.put_back_waiting()
             if not self.cold:

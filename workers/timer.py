@@ -46,6 +46,10 @@ class Timer:
                 self.call_later(interval, tick)
         self.call_later(interval, tick)
 
+    def next_due(self) -> float | None:
+        """When the first entry is due (a cancelled one may answer earlier); None: none."""
+        return self._heap[0].when if self._heap else None
+
     def run_due(self) -> float | None:
         """Run what is due; return the seconds until the next entry (None: nothing scheduled)."""
         while self._heap:

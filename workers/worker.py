@@ -30,7 +30,7 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from kombu import Queue
@@ -97,6 +97,16 @@ ACK_MAX_WAIT = 1.0
 QUICK_LOSS = 2.0
 """A connection lost within this many seconds of reconnecting makes the next attempt wait."""
 RECONNECT_DELAY_MIN, RECONNECT_DELAY_MAX = 0.1, 5.0
+
+
+@dataclass
+class SentFetch:
+    """A fetch call sent whose reply is not read yet: what it carried, for a lost reply."""
+
+    acks: list[str]
+    record: StartRecord | None
+    room: int
+    """The most messages it takes."""
 
 
 def default_hostname() -> str:
@@ -173,6 +183,9 @@ class Worker:
                                    self.settlement.forget)
         self.rate_limits = RateLimiter(app, self.timer, self._reserve)
         self._next_drain = 0.0
+        self._unread_fetches: deque[SentFetch] = deque()
+        """Fetch calls sent whose replies are not read yet, oldest first (see
+        :meth:`_start_and_fetch`)."""
         self._polling = False
         self._task_options: dict[str, tuple[int, TaskOptions]] = {}
         self._time_limits: dict[str, tuple[float | None, float | None]] = {}
@@ -256,6 +269,8 @@ class Worker:
                     return
 
     def _turn(self) -> None:
+        if self._unread_fetches and not self._reply_can_wait():
+            self.read_fetches()
         if self.stopping and self.consumer.consuming:
             # Warm shutdown: take no more tasks (each would only be put back) and return what
             # was prefetched now; remote control goes on while running tasks finish.
@@ -272,7 +287,8 @@ class Worker:
         timeout = IDLE_WAIT if next_timer is None else min(IDLE_WAIT, next_timer)
         if batch or self.active or self.reserved:
             timeout = min(timeout, BUSY_WAIT)
-        room = FETCH_MAX if prefetch == 0 else min(FETCH_MAX, prefetch - self.held())
+        room = FETCH_MAX if prefetch == 0 else min(
+            FETCH_MAX, prefetch - self.held() - sum(f.room for f in self._unread_fetches))
         # While enough work is reserved, let the window empty further: bigger, rarer fetches.
         starving = len(self.reserved) < self.concurrency
         # A batch run in this thread is preceded by a call anyway (the acks of the tasks just
@@ -285,20 +301,54 @@ class Worker:
                 # A broker that pushes (RabbitMQ): the reserved work runs first, what came
                 # meanwhile is read once it runs out (remote control: every BUSY_WAIT).
                 if time.monotonic() >= self._next_drain:
-                    self.consumer.drain(0)
+                    self._drain(0)
                     self._next_drain = time.monotonic() + BUSY_WAIT
             elif not fetched:
-                self.consumer.drain(timeout)
+                self._drain(timeout)
             elif time.monotonic() >= self._next_drain:
-                self.consumer.drain(0)  # remote control rides the same connection
+                self._drain(0)  # remote control rides the same connection
                 self._next_drain = time.monotonic() + BUSY_WAIT
         else:
             if self._acks_due():
                 self.settlement.flush_acks()  # otherwise they ride with the next fetch
             self._process_events(wait=timeout)
             if time.monotonic() >= self._next_drain:
-                self.consumer.drain(0)
+                self._drain(0)
                 self._next_drain = time.monotonic() + BUSY_WAIT
+
+    def _drain(self, timeout: float) -> None:
+        """Deliver what the broker pushes (remote control, an idle wait's message) within
+        ``timeout`` seconds, after what the fetches sent took."""
+        self.read_fetches()
+        self.consumer.drain(timeout)
+
+    def _reply_can_wait(self) -> bool:
+        """Whether the unread fetch replies may stay unread through this turn: it runs the
+        next reserved task and nothing else that needs the deliveries they took (a timer,
+        orphans to settle, a shutdown)."""
+        next_timer = self.timer.next_due()
+        return (bool(self.reserved) and not self.stopping and not self.settlement.orphans
+                and not self.consumer.reclaim_due
+                and (next_timer is None or next_timer > time.monotonic()))
+
+    def read_fetches(self, keep: int = 0) -> int:
+        """Read the replies to the fetch calls sent, oldest first, and deliver what they took,
+        leaving the last ``keep`` unread; returns how many messages came. A reply lost with
+        the connection loses every call sent after it too: their acks are sent again."""
+        came = 0
+        while len(self._unread_fetches) > keep:
+            try:
+                came += self.consumer.read_fetch()
+            except self.consumer.errors as exc:
+                self._lost_fetches(exc)
+                raise
+            self._unread_fetches.popleft()
+        return came
+
+    def _lost_fetches(self, exc: BaseException) -> None:
+        unread, self._unread_fetches = self._unread_fetches, deque()
+        for fetch in unread:
+            self._lost_fetch(fetch.acks, fetch.record, [], exc)
 
     def _acks_due(self) -> bool:
         """Whether the gathered acks go out now rather than with a later fetch or turn: the
@@ -527,6 +577,7 @@ class Worker:
         try:
             sent = self.consumer.send_fetch(room, acks, record)
         except self.consumer.errors as exc:
+            self._lost_fetches(exc)
             self._lost_fetch(acks, record, batch, exc)
             raise
         if not sent:
@@ -540,11 +591,13 @@ class Worker:
                 self.settlement.flush_acks()
             return None
         self._start(batch)
-        try:
-            return self.consumer.read_fetch()
-        except self.consumer.errors as exc:
-            self._lost_fetch(acks, record, [], exc)
-            raise
+        self._unread_fetches.append(SentFetch(acks, record, room))
+        if self._runs_here(batch) and self.consumer.pipelines_fetches and self._reply_can_wait():
+            # Solo: the next task is reserved already, so this reply is read once the next
+            # call is sent, by when Redis has long answered: the worker does not wait for it.
+            # What it takes counts as on its way (the turn sends nothing else meanwhile).
+            return self.read_fetches(keep=1) or room
+        return self.read_fetches()
 
     def _flush_acks_before(self, batch: list[Job]) -> None:
         """Send the gathered acks before ``batch`` starts when due, and always when the pool
@@ -769,6 +822,7 @@ class Worker:
             self._reconnect_delay = 0.0
         logger.error("Broker connection lost: %s. Reconnecting%s...", exc or type(exc).__name__,
                      f" in {self._reconnect_delay:.1f}s" if self._reconnect_delay else "")
+        self._lost_fetches(exc)  # replies not read yet went with the connection
         self.settlement.connection_lost(self.take_waiting(), self.active.values())
         self.consumer.close(lost=True)
         self.sleep(self._reconnect_delay)

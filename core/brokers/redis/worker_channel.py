@@ -15,8 +15,9 @@ these messages as their own) and changes who takes and who gives back:
   cannot decode, by the worker right after: :meth:`Channel.read_fetch`). The same call records
   the starts of the batch the worker is about to run in the cluster ledger
   (:class:`~qtui.core.ledger.StartRecord`): sent before the batch starts
-  (:meth:`Channel.send_fetch`), its reply read while it runs. A batch that starts with nothing
-  to take or ack sends its record alone, one ``ZADD``.
+  (:meth:`Channel.send_fetch`), its reply read while it runs (a solo worker with the next task
+  reserved reads it after it sent the next call: Redis has answered by then). A batch that
+  starts with nothing to take or ack sends its record alone, one ``ZADD``.
 * **Waiting** moves, then delivers at once. An idle worker blocks in ``BLMOVE``, which moves a
   message into the worker's processing list (not into the void), and delivers it straight from
   the wait's reply; a small script (:data:`_ADOPT`), sent without waiting for its reply, then
@@ -341,6 +342,9 @@ class Channel(redis_broker.Channel):
 
     owner: str | None = None
     """The worker that owns what this channel takes (see :meth:`own`); None: kombu's ways."""
+    pipelines_fetches = True
+    """A fetch may be sent before the reply to the one before is read (:meth:`read_fetch`
+    reads the oldest)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -353,8 +357,9 @@ class Channel(redis_broker.Channel):
         """The fetch script's flag: RPOP takes a count (Redis 6.2)."""
         self._waiting_on: str | None = None
         """The queue a pending blocking move waits on."""
-        self._pending_fetch: _PendingFetch | None = None
-        """A fetch sent whose reply is not read yet."""
+        self._pending_fetches: deque[_PendingFetch] = deque()
+        """Fetches sent whose replies are not read yet, oldest first: a solo worker sends the
+        next one before it reads the last (see :meth:`read_fetch`)."""
         self._packed: dict[tuple[str, ...], tuple[bytes, bytes]] = {}
         """The fetch script's unchanging arguments in Redis's wire format, by its keys (see
         :meth:`_pack_fetch`)."""
@@ -527,7 +532,6 @@ class Channel(redis_broker.Channel):
         if (limit <= 0 or not queues) and not acks and starts is None:
             return False
         assert self.owner is not None, "fetch_many takes messages for an owner"
-        assert self._pending_fetch is None, "one fetch at a time"
         if (limit <= 0 or not queues) and not acks and starts is not None and starts.starts_only:
             # Only starts to record (a batch starts with nothing to take or ack): one ZADD,
             # far cheaper on both sides than the fetch script with its two dozen arguments.
@@ -567,14 +571,13 @@ class Channel(redis_broker.Channel):
     def _send_pending(self, pending: _PendingFetch) -> None:
         """Send ``pending``'s command on its connection, to be read by :meth:`read_fetch`."""
         conn = pending.conn
-        self._pending_fetch = pending
+        self._pending_fetches.append(pending)
         try:
             packed = self._pack_fetch(conn, pending) if pending.script \
                 else wire.command(conn, pending.args)
             unsent, self._unsent = self._unsent, []
             conn.send_packed_command([b"".join([*unsent, packed])])  # one sendall a chunk
         except BaseException:
-            self._pending_fetch = None
             self._release_fetch_connection(broken=True)
             raise
 
@@ -599,7 +602,7 @@ class Channel(redis_broker.Channel):
         """The connection for the next fetch, kept from one fetch to the next while they follow
         each other closely: taking one from redis-py's pool costs a readiness poll and two
         locked updates a call, and a busy worker makes a call for every task or two."""
-        if self._fetch_conn is not None and \
+        if self._fetch_conn is not None and not self._pending_fetches and \
                 monotonic() - self._fetch_used_at > FETCH_CONNECTION_IDLE:
             try:
                 self._read_unread(self._fetch_conn)
@@ -618,6 +621,7 @@ class Channel(redis_broker.Channel):
         it may not have reached Redis: that is logged, as a record Redis refused is."""
         conn, self._fetch_conn = self._fetch_conn, None
         unread, self._unread = self._unread, deque()
+        self._pending_fetches.clear()
         self._unsent = []  # never reached Redis: completed as lost adoptions are
         records = sum(1 for call in unread if call is None)
         if broken and records:
@@ -634,9 +638,10 @@ class Channel(redis_broker.Channel):
         super().close()
 
     def read_fetch(self) -> int:
-        """Read the reply to :meth:`send_fetch` and deliver its messages; returns how many."""
-        pending, self._pending_fetch = self._pending_fetch, None
-        assert pending is not None, "read_fetch follows send_fetch"
+        """Read the reply to the oldest :meth:`send_fetch` not read yet and deliver its
+        messages; returns how many."""
+        assert self._pending_fetches, "read_fetch follows send_fetch"
+        pending = self._pending_fetches.popleft()
         if not pending.script:  # a start record: its reply is read with the next call's
             self._unread.append(None)
             return 0
@@ -758,7 +763,7 @@ class Channel(redis_broker.Channel):
         if self.owner is None:
             super()._brpop_start(timeout)
             return None
-        if self._unadopted and self._pending_fetch is None:
+        if self._unadopted and not self._pending_fetches:
             self._adopt_refused()
         queues = self._queue_cycle.consume(1)
         if not queues:
