@@ -30,6 +30,7 @@ from qtui.tui.cli import main
 from qtui.workers.consumer import Consumer
 
 from .processes import celery_worker, running, write_module
+from .services import STALE_PAUSE, reset_pause_stream
 from .worker_helpers import Setup, hostname_of, make_setup, wait_for
 
 
@@ -445,6 +446,22 @@ def test_a_rabbitmq_that_will_not_make_the_stream_says_what_pausing_needs(stream
 def test_a_broker_with_no_pause_stream_has_no_pauses(amqp_url, unique):
     with Connection(amqp_url) as conn:
         assert PauseStream(conn, f"qp-none-{unique}").read() == {}
+
+
+def test_a_test_run_starting_keeps_the_pause_of_a_test_of_another_run(stream, amqp_url):
+    """A run starts the shared pause stream again once it has grown (conftest); other runs use
+    the same RabbitMQ meanwhile: a pause of theirs must outlive it, or the worker their test
+    starts next consumes the paused queue."""
+    stream.change(lambda pauses: {"q": Pause("q", time.time(), "another run")})
+    reset_pause_stream(amqp_url, reset_at=0, name=stream.name)
+    assert list(stream.read()) == ["q"]
+
+
+def test_a_test_run_starting_deletes_a_grown_stream_whose_pauses_are_stale(stream, amqp_url):
+    """Only pauses older than any test left in it (a run killed mid-test): it starts again."""
+    stream.change(lambda pauses: {"q": Pause("q", time.time() - STALE_PAUSE - 1, "a dead run")})
+    reset_pause_stream(amqp_url, reset_at=0, name=stream.name)
+    assert not queue_exists(stream.connection, stream.name)
 
 
 def test_qtui_queues_is_readable_at_80_columns_when_piped(listing_setup, capsys, monkeypatch):
