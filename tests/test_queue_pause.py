@@ -24,7 +24,7 @@ from qtui.core.brokers.amqp import pauses as amqp_pauses
 from qtui.core.brokers.amqp.pauses import PauseStream, PausesUnavailable, lock_name
 from qtui.core.brokers.amqp.queues import AmqpQueues
 from qtui.core.control import Replies
-from qtui.core.pauses import Pause, leave_out_paused, paused_queues
+from qtui.core.pauses import Pause, leave_out_paused, paused_queues, reapply
 from qtui.core.queues import QueueInspectionError, inspector_for, queue_exists
 from qtui.tui.cli import main
 from qtui.workers.consumer import Consumer
@@ -493,6 +493,33 @@ def test_a_worker_whose_only_queue_is_paused_waits_and_takes_it_on_resume(setup,
         assert hostname in capsys.readouterr().out
         assert any(r["tag"] == "held" for r in setup.wait_records("mark", 1))
         assert worker.poll() is None
+
+
+def test_a_worker_that_came_online_is_asked_what_it_consumes_until_it_answers(
+        redis_url, unique, monkeypatch):
+    """Celery sends worker-online before its remote control listens, so the first ask may get no
+    reply: the pause is still applied once the worker answers (it was not, and a Celery worker
+    restarted under `qtui pause --watch` kept consuming the paused queue)."""
+    queue = f"qp-{unique}"
+    app = App("client", broker=redis_url)
+    answers = iter([None, {"w@h": [{"name": queue}]}])
+    cancelled: list[str] = []
+
+    class Inspect:
+        def active_queues(self):
+            return next(answers)
+    monkeypatch.setattr(app.control, "inspect", lambda **options: Inspect())
+    monkeypatch.setattr(app.control, "cancel_consumer",
+                        lambda name, **options: cancelled.append(name))
+    try:
+        with inspector_for(app) as inspector:
+            inspector.pause(Pause(queue, time.time(), "me"))
+        reapply(app, "w@h", timeout=0.1)
+        assert cancelled == [queue] and paused_queues(app)[queue].consumers == ("w@h",)
+    finally:
+        with inspector_for(app) as inspector:
+            inspector.resume(queue)
+        app.close()
 
 
 def test_under_a_global_key_prefix_a_paused_queue_notes_its_workers(redis_url, unique):
