@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a worker that came online is asked what it consumes until it answers (see
+#: :func:`reapply`): Celery's Heart bootstep sends worker-online before its Tasks and Control
+#: steps start, so the first ask may come before it listens.
+ONLINE_ANSWER_WAIT = 10.0
+
 class PauseUnsupported(QtuiError):
     """The broker has no place for a pause that every worker would read."""
 
@@ -97,13 +102,11 @@ def paused_queues(app: App) -> dict[str, Pause]:
 
 def reapply(app: App, hostname: str, timeout: float = 1.0) -> dict[str, Any]:
     """A worker came online: tell it to stop consuming each paused queue it consumes, noting it
-    for the resume. Returns its replies by queue."""
+    for the resume. Returns its replies by queue (empty when it never answered)."""
     pauses = paused_queues(app)
     if not pauses:
         return {}
-    reply = app.control.inspect(destination=[hostname], timeout=timeout).active_queues() or {}
-    consumed = {q["name"] for q in reply.get(hostname) or ()
-                if isinstance(q, dict) and isinstance(q.get("name"), str)}
+    consumed = _queues_of_new_worker(app, hostname, timeout)
     done: dict[str, Any] = {}
     for queue in sorted(consumed & set(pauses)):
         with _inspector(app) as inspector:
@@ -112,6 +115,19 @@ def reapply(app: App, hostname: str, timeout: float = 1.0) -> dict[str, Any]:
                                               timeout=timeout)
         done[queue] = _by_worker(replies).get(hostname)
     return done
+
+
+def _queues_of_new_worker(app: App, hostname: str, timeout: float) -> set[str]:
+    """The queues a worker that came online consumes, asked again (each ask waits ``timeout``)
+    until it answers or :data:`ONLINE_ANSWER_WAIT` has passed: a Celery worker sends
+    worker-online before its remote control listens, and what is broadcast before then never
+    reaches it."""
+    deadline = time.monotonic() + ONLINE_ANSWER_WAIT
+    while True:
+        reply = app.control.inspect(destination=[hostname], timeout=timeout).active_queues() or {}
+        if hostname in reply or time.monotonic() >= deadline:
+            return {q["name"] for q in reply.get(hostname) or ()
+                    if isinstance(q, dict) and isinstance(q.get("name"), str)}
 
 
 def leave_out_paused(app: App, queues: Iterable[str], hostname: str) -> set[str]:

@@ -33,7 +33,8 @@ PAUSE_STREAM_RESET_AT = 150
 
 def pytest_configure(config: pytest.Config) -> None:
     """Once per run (in the controller, before any test worker starts): start the test
-    RabbitMQ's ``qtui.paused`` again when earlier runs have grown it, before it can roll."""
+    RabbitMQ's ``qtui.paused`` again when earlier runs have grown it, before it can roll, and
+    only while no run using the same RabbitMQ at the same time has a queue paused in it."""
     if hasattr(config, "workerinput"):
         return
     from .services import reset_pause_stream

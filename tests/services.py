@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -69,22 +70,37 @@ def need(name: str, host: str, port: int) -> None:
         unavailable(message)
 
 
-def reset_pause_stream(url: str, reset_at: int) -> None:
-    """Delete the RabbitMQ pause stream at ``url`` when it holds ``reset_at`` records or more
-    (pausing nothing; nothing else is running yet). A RabbitMQ that is not there is left to the
-    tests that need it to report."""
+#: Seconds after which a pause in the shared pause stream is taken as one left by a run that
+#: died: no test keeps a queue paused longer than its timeout (240 s at most).
+STALE_PAUSE = 900.0
+
+
+def reset_pause_stream(url: str, reset_at: int, name: str | None = None) -> None:
+    """Delete the RabbitMQ pause stream ``name`` (qtui's own by default) at ``url`` when it holds
+    ``reset_at`` records or more and no pause in it is younger than :data:`STALE_PAUSE`. Other
+    runs (other checkouts on this machine) use the same RabbitMQ at the same time: a stream
+    deleted under one of their tests drops its pause, and the worker it starts next consumes
+    the paused queue. The check and the delete hold the writers' lock, so no pause is written
+    in between; a lock held elsewhere (a writer at work) leaves the stream for a later run, and
+    so does a RabbitMQ that is not there (the tests that need it say so)."""
     from kombu import Connection
 
-    from qtui.core.brokers.amqp.pauses import PAUSE_STREAM
+    from qtui.core.brokers.amqp.pauses import PAUSE_STREAM, PauseStream, lock_name
 
+    name = name or PAUSE_STREAM
     try:
         with Connection(url, connect_timeout=2) as conn:
             channel = conn.channel()
             try:
-                declared = channel.queue_declare(queue=PAUSE_STREAM, passive=True)
+                declared = channel.queue_declare(queue=name, passive=True)
             except Exception:  # noqa: BLE001 - no stream yet (404 closes the channel): nothing to do
                 return
-            if declared.message_count >= reset_at:
-                conn.channel().queue_delete(queue=PAUSE_STREAM)
-    except Exception:  # noqa: BLE001 - no RabbitMQ: the tests that need it say so
+            if declared.message_count < reset_at:
+                return
+            # Held until the connection closes; a writer holding it raises ResourceLocked.
+            conn.channel().queue_declare(queue=lock_name(name), exclusive=True, auto_delete=True)
+            stream = PauseStream(conn, name)
+            if all(pause.since < time.time() - STALE_PAUSE for pause in stream.read().values()):
+                stream.delete()
+    except Exception:  # noqa: BLE001 - no RabbitMQ, the lock held, the stream unreadable: later
         return

@@ -137,3 +137,40 @@ class Interceptor:
         self.listener.close()
         for sock in self._sockets:
             self._shut(sock)
+
+
+def split_resp(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """The whole RESP values (RESP2 or RESP3) at the start of ``buffer`` (requests, or replies:
+    several may share one read, and one may span reads), and what is left of it, incomplete."""
+    values, start = [], 0
+    while (end := _resp_end(buffer, start)) is not None:
+        values.append(buffer[start:end])
+        start = end
+    return values, buffer[start:]
+
+
+#: RESP types followed by a length and that many bytes: bulk string, verbatim string, error.
+_BLOBS = frozenset(b"$=!")
+#: RESP types followed by a count of values (a map and an attribute: pairs of them).
+_AGGREGATES = {ord("*"): 1, ord("~"): 1, ord(">"): 1, ord("%"): 2, ord("|"): 2}
+
+
+def _resp_end(buffer: bytes, start: int) -> int | None:
+    """Where the RESP value at ``start`` ends; None while it is incomplete."""
+    line_end = buffer.find(b"\r\n", start)
+    if line_end < 0:
+        return None
+    kind, end = buffer[start], line_end + 2
+    if kind in _BLOBS:  # or nil (-1)
+        size = int(buffer[start + 1:line_end])
+        end += size + 2 if size >= 0 else 0
+        return end if end <= len(buffer) else None
+    if kind in _AGGREGATES:  # or nil (-1)
+        for _ in range(int(buffer[start + 1:line_end]) * _AGGREGATES[kind]):
+            found = _resp_end(buffer, end)
+            if found is None:
+                return None
+            end = found
+        if kind == ord("|"):  # an attribute comes before the value it is about
+            return _resp_end(buffer, end)
+    return end  # a simple string, error, number, double, boolean or null: one line

@@ -24,12 +24,13 @@ from qtui.core.brokers.amqp import pauses as amqp_pauses
 from qtui.core.brokers.amqp.pauses import PauseStream, PausesUnavailable, lock_name
 from qtui.core.brokers.amqp.queues import AmqpQueues
 from qtui.core.control import Replies
-from qtui.core.pauses import Pause, leave_out_paused, paused_queues
+from qtui.core.pauses import Pause, leave_out_paused, paused_queues, reapply
 from qtui.core.queues import QueueInspectionError, inspector_for, queue_exists
 from qtui.tui.cli import main
 from qtui.workers.consumer import Consumer
 
 from .processes import celery_worker, running, write_module
+from .services import STALE_PAUSE, reset_pause_stream
 from .worker_helpers import Setup, hostname_of, make_setup, wait_for
 
 
@@ -447,6 +448,22 @@ def test_a_broker_with_no_pause_stream_has_no_pauses(amqp_url, unique):
         assert PauseStream(conn, f"qp-none-{unique}").read() == {}
 
 
+def test_a_test_run_starting_keeps_the_pause_of_a_test_of_another_run(stream, amqp_url):
+    """A run starts the shared pause stream again once it has grown (conftest); other runs use
+    the same RabbitMQ meanwhile: a pause of theirs must outlive it, or the worker their test
+    starts next consumes the paused queue."""
+    stream.change(lambda pauses: {"q": Pause("q", time.time(), "another run")})
+    reset_pause_stream(amqp_url, reset_at=0, name=stream.name)
+    assert list(stream.read()) == ["q"]
+
+
+def test_a_test_run_starting_deletes_a_grown_stream_whose_pauses_are_stale(stream, amqp_url):
+    """Only pauses older than any test left in it (a run killed mid-test): it starts again."""
+    stream.change(lambda pauses: {"q": Pause("q", time.time() - STALE_PAUSE - 1, "a dead run")})
+    reset_pause_stream(amqp_url, reset_at=0, name=stream.name)
+    assert not queue_exists(stream.connection, stream.name)
+
+
 def test_qtui_queues_is_readable_at_80_columns_when_piped(listing_setup, capsys, monkeypatch):
     setup = listing_setup
     monkeypatch.setenv("COLUMNS", "80")
@@ -476,6 +493,33 @@ def test_a_worker_whose_only_queue_is_paused_waits_and_takes_it_on_resume(setup,
         assert hostname in capsys.readouterr().out
         assert any(r["tag"] == "held" for r in setup.wait_records("mark", 1))
         assert worker.poll() is None
+
+
+def test_a_worker_that_came_online_is_asked_what_it_consumes_until_it_answers(
+        redis_url, unique, monkeypatch):
+    """Celery sends worker-online before its remote control listens, so the first ask may get no
+    reply: the pause is still applied once the worker answers (it was not, and a Celery worker
+    restarted under `qtui pause --watch` kept consuming the paused queue)."""
+    queue = f"qp-{unique}"
+    app = App("client", broker=redis_url)
+    answers = iter([None, {"w@h": [{"name": queue}]}])
+    cancelled: list[str] = []
+
+    class Inspect:
+        def active_queues(self):
+            return next(answers)
+    monkeypatch.setattr(app.control, "inspect", lambda **options: Inspect())
+    monkeypatch.setattr(app.control, "cancel_consumer",
+                        lambda name, **options: cancelled.append(name))
+    try:
+        with inspector_for(app) as inspector:
+            inspector.pause(Pause(queue, time.time(), "me"))
+        reapply(app, "w@h", timeout=0.1)
+        assert cancelled == [queue] and paused_queues(app)[queue].consumers == ("w@h",)
+    finally:
+        with inspector_for(app) as inspector:
+            inspector.resume(queue)
+        app.close()
 
 
 def test_under_a_global_key_prefix_a_paused_queue_notes_its_workers(redis_url, unique):

@@ -14,6 +14,7 @@ import re
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -25,7 +26,7 @@ from qtui.core.pauses import Pause
 from qtui.core.queues import inspector_for
 
 from .redis_server import redis_server, spare_port
-from .tcp_proxy import Interceptor
+from .tcp_proxy import Interceptor, split_resp
 from .worker_helpers import make_setup, wait_for
 
 TASKS = 300
@@ -52,7 +53,12 @@ class ReplyCutter(Interceptor):
     list, or a ``BLMOVE``'s message, to a request carrying ``marker``; for ``ZADD`` and
     adoptions, the integer they answer) and closes that connection, as a Redis shutting down
     after running the command would; ``request_too``: drops the request itself instead, as a
-    connection that broke before Redis read it would."""
+    connection that broke before Redis read it would.
+
+    Each reply is matched to its request by their order on the connection (Redis answers in the
+    order it was asked), not taken as the answer to the last request seen: the worker sends its
+    next call before it reads a start record's or an adoption's reply, and on a loaded machine
+    that call can pass the proxy before the reply does, which then went through uncut."""
 
     def __init__(self, port: int, marker: bytes = b"EVALSHA", empty_too: bool = False,
                  on_cut: Callable[[], None] | None = None, request_too: bool = False) -> None:
@@ -65,35 +71,53 @@ class ReplyCutter(Interceptor):
         Redis between the lost reply and the worker's reconnection."""
         self.armed = threading.Event()
         self.cut = threading.Event()
-        self.dropped = b""
         super().__init__(port)
 
     def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
+        # whether each request not answered yet carries the marker, in the order sent
+        marked: deque[bool] = state.setdefault("marked", deque())
+        rest = b""
         while data := self._recv(client):
-            state["script"] = self.marker in data.upper()
-            if self.request_too and state["script"] and self.armed.is_set() \
-                    and not self.cut.is_set():
-                self._drop(data, client, server)
-                return
-            server.sendall(data)
+            requests, rest = split_resp(rest + data)
+            for index, request in enumerate(requests):
+                carries = self.marker in request.upper()
+                if carries and self.request_too and self._armed_and_uncut():
+                    server.sendall(b"".join(requests[:index]))
+                    self._drop(client, server)
+                    return
+                marked.append(carries)
+            if requests:  # noted before they go: a reply cannot overtake its request's note
+                server.sendall(b"".join(requests))
 
     def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
+        marked: deque[bool] = state.setdefault("marked", deque())
+        rest = b""
         while data := self._recv(server):
-            if self.marker == b"BLMOVE":  # a bulk string: the message moved, not nil
-                carries_messages = data.startswith(b"$") and b'"body"' in data
-            elif self.marker in (ZADD_MARKER, ADOPT_MARKER):  # an integer: records added
-                carries_messages = data.startswith(b":")
-            else:  # a script's list
-                carries_messages = data.startswith(b"*") and (
-                    self.empty_too or not data.startswith(b"*0\r\n"))
-            if (state.get("script") and carries_messages and self.armed.is_set()
-                    and not self.cut.is_set()):
-                self._drop(data, client, server)
-                return
-            client.sendall(data)
+            replies, rest = split_resp(rest + data)
+            for index, reply in enumerate(replies):
+                # a subscription's messages answer no request: none is marked
+                answers_marked = bool(marked) and marked.popleft()
+                if answers_marked and self._carries_messages(reply) and self._armed_and_uncut():
+                    client.sendall(b"".join(replies[:index]))
+                    self._drop(client, server)
+                    return
+            if replies:
+                client.sendall(b"".join(replies))
 
-    def _drop(self, data: bytes, *sockets: socket.socket) -> None:
-        self.dropped = data
+    def _carries_messages(self, reply: bytes) -> bool:
+        """Whether ``reply`` (to a marked request) is one this cutter drops."""
+        if self.marker == b"BLMOVE":  # a bulk string: the message moved, not nil
+            return reply.startswith(b"$") and b'"body"' in reply
+        if self.marker in (ZADD_MARKER, ADOPT_MARKER):  # an integer: records added
+            return reply.startswith(b":")
+        return reply.startswith(b"*") and (  # a script's list
+            self.empty_too or not reply.startswith(b"*0\r\n"))
+
+    def _armed_and_uncut(self) -> bool:
+        """Armed, and nothing cut yet: the next marked reply that qualifies is cut."""
+        return self.armed.is_set() and not self.cut.is_set()
+
+    def _drop(self, *sockets: socket.socket) -> None:
         if self.on_cut is not None:
             self.on_cut()
         self.cut.set()

@@ -20,6 +20,11 @@ from .worker_helpers import (  # noqa: F401 - fixtures
     wait_for,
 )
 
+#: A visibility timeout that lets the next worker give back a SIGKILLed worker's deliveries
+#: within seconds: the killed group takes its liveness helper along, so its ``alive`` key lasts
+#: the visibility timeout (the worker's default, 60 s, was most of these tests' time).
+DEAD_SOON = {"visibility_timeout": 4}
+
 
 def _tags(setup: Setup, kind: str = "mark") -> list:
     return [r["tag"] for r in setup.records(kind)]
@@ -63,7 +68,7 @@ def test_cold_shutdown_requeues_the_running_task(redis_setup: Setup):
 
 @pytest.mark.timeout(240)
 def test_sigkill_of_the_whole_worker_with_1000_tasks_queued_loses_none(redis_setup: Setup):
-    redis_setup.conf["broker_transport_options"] = {"visibility_timeout": 4}
+    redis_setup.conf["broker_transport_options"] = DEAD_SOON
     app = redis_setup.app()
     with app.producer():
         pass
@@ -186,7 +191,8 @@ def test_a_finished_task_is_not_run_again_when_its_solo_worker_dies_in_the_next(
     """A solo worker finishes A, then dies (SIGKILL) while B runs: A's ack was in Redis before B
     started, so the next worker runs B again (its worker died running it) and A never. No result
     backend: nothing else would tell a second run of A from the first."""
-    setup = make_setup(tmp_path, f"qw-{unique}", redis_url, None, task_acks_late=True)
+    setup = make_setup(tmp_path, f"qw-{unique}", redis_url, None, task_acks_late=True,
+                       broker_transport_options=DEAD_SOON)
     try:
         app = setup.app()
         app.send_task("tasks.mark", args=["A"])
@@ -210,7 +216,8 @@ def test_a_finished_task_is_not_run_again_when_its_solo_worker_dies_in_the_next_
         tmp_path, unique, redis_url):
     """As above with tasks queued behind B, so that B starts in a turn that takes nothing (the
     prefetch window is full): A's ack still reaches Redis before B starts."""
-    setup = make_setup(tmp_path, f"qw-{unique}", redis_url, None, task_acks_late=True)
+    setup = make_setup(tmp_path, f"qw-{unique}", redis_url, None, task_acks_late=True,
+                       broker_transport_options=DEAD_SOON)
     try:
         app = setup.app()
         app.send_task("tasks.mark", args=["A"])
