@@ -663,7 +663,12 @@ class Channel(redis_broker.Channel):
                 reason = item.decode() if isinstance(item, bytes) else item
                 logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue), reason)
                 continue
-            payload = json_loads(item)
+            try:
+                payload = json_loads(item)
+            except ValueError as exc:  # a typed value kombu cannot build: Lua's JSON read it
+                tag = json.loads(item)["properties"]["delivery_tag"]
+                self._dead_letter_taken(queue, item, tag, f"not a kombu message: {exc}")
+                continue
             tag = payload["properties"]["delivery_tag"]
             if not self._body_decodes(payload):
                 self._dead_letter_taken(queue, item, tag,
