@@ -35,7 +35,6 @@ idle wait's lost reply leaves its message in a processing list: after every lost
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import logging
@@ -60,6 +59,7 @@ from ...protocol import (
     dead_letter_queue_name,
     json_loads,
 )
+from ..envelope import dead_letter_wrapping
 from . import channel as redis_broker
 from . import wire
 
@@ -705,13 +705,8 @@ class Channel(redis_broker.Channel):
         dead-lettered again; never lost."""
         dead = dead_letter_queue_name(queue)
         self._fetches += 1
-        wrapped = dumps({
-            "body": base64.b64encode(item).decode(), "content-encoding": "binary",
-            "content-type": "application/octet-stream",
-            "headers": {DEAD_REASON_HEADER: reason, DEAD_QUEUE_HEADER: queue},
-            "properties": {"body_encoding": "base64", "delivery_mode": 2, "priority": 0,
-                           "delivery_tag": f"{self._tag_base}.{self._fetches}-0",
-                           "delivery_info": {"exchange": "", "routing_key": dead}}})
+        wrapped = dumps(dead_letter_wrapping(item, queue, reason,
+                                             f"{self._tag_base}.{self._fetches}-0"))
         pipe = self._create_client().pipeline(transaction=True).lpush(dead, wrapped)
         self.qos._remove_from_indices(tag, pipe).execute()
         logger.warning("Message moved to %s: %s", dead, reason)
