@@ -352,12 +352,18 @@ def json_loads(text: bytes | str) -> Any:
     ``__type__``, and no ``\\u`` escape that could spell it. Whatever the text holds, a failure
     is a ValueError: a typed value kombu cannot build (an unknown or unhashable ``__type__``, a
     ``__value__`` of the wrong kind) included, where kombu's hook raises anything."""
-    if isinstance(text, bytes):
-        if b"__type__" not in text and b"\\u" not in text:
-            return json.loads(text.decode())  # as kombu reads bytes: UTF-8, whatever they hold
-    elif isinstance(text, str) and "__type__" not in text and "\\u" not in text:
-        return json.loads(text)
+    if not may_hold_typed_value(text):
+        # bytes as kombu reads them: UTF-8, whatever they hold
+        return json.loads(text.decode() if isinstance(text, bytes) else text)
     return kombu_json_loads(text, object_hook=_typed_value)
+
+
+def may_hold_typed_value(text: bytes | str) -> bool:
+    """Whether JSON ``text`` may hold a typed value of kombu's: it spells ``__type__``, or has
+    a ``\\u`` escape that could."""
+    if isinstance(text, bytes):
+        return b"__type__" in text or b"\\u" in text
+    return "__type__" in text or "\\u" in text
 
 
 def _typed_value(found: dict[str, Any]) -> Any:

@@ -23,6 +23,7 @@ does not -- kombu's transport does not support Redis Cluster either.
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import time
@@ -37,6 +38,7 @@ from kombu.transport.virtual.base import UNDELIVERABLE_FMT, UndeliverableWarning
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 
+from ...protocol import json_loads, may_hold_typed_value
 from ..envelope import Envelope, ReplyLost
 from . import wire
 
@@ -121,6 +123,8 @@ return unrouted
 
 REDIS_SCHEMES = ("redis", "rediss")
 
+logger = logging.getLogger(__name__)
+
 
 class QoS(kombu_redis.QoS):
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
@@ -132,6 +136,20 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
+
+    def _handle_message(self, client: Any, r: Any) -> dict[str, Any]:
+        """A published message (events, remote control), its data emptied (so kombu skips it)
+        when it holds a typed JSON value kombu cannot build: kombu's decode of it raises past
+        its own ``except (TypeError, ValueError)`` and would end the receiver's loop."""
+        payload: dict[str, Any] = super()._handle_message(client, r)
+        data = payload["data"]
+        if isinstance(data, (bytes, str)) and may_hold_typed_value(data):
+            try:
+                json_loads(data)
+            except ValueError as exc:
+                logger.warning("dropped a message published on %r: %s", payload["channel"], exc)
+                payload["data"] = b""
+        return payload
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
