@@ -349,9 +349,9 @@ def build_open(message: TaskMessage, slot: Callable[[str], str]) -> WireMessage:
 def json_loads(text: bytes | str) -> Any:
     """kombu's JSON decode (an object ``{"__type__": ..., "__value__": ...}`` becomes the value
     kombu encoded so), without kombu's hook on every object where ``text`` cannot hold one: no
-    ``__type__``, and no ``\\u`` escape that could spell it. Whatever the text holds, a failure
-    is a ValueError: a typed value kombu cannot build (an unknown or unhashable ``__type__``, a
-    ``__value__`` of the wrong kind) included, where kombu's hook raises anything."""
+    ``__type__``, and no ``\\u`` escape that could spell it. A typed value kombu cannot build
+    (an unknown or unhashable ``__type__``, a ``__value__`` of the wrong kind) is a ValueError
+    naming it, as text that is not JSON is, where kombu's hook raises anything."""
     if not may_hold_typed_value(text):
         # bytes as kombu reads them: UTF-8, whatever they hold
         return json.loads(text.decode() if isinstance(text, bytes) else text)
