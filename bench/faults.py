@@ -413,10 +413,17 @@ BAD_KINDS = ("not-json", "truncated-json", "random-bytes", "random-bytes-as-json
              "pickle-not-accepted", "text-plain", "no-task-header", "no-id-header",
              "task-not-a-string", "unknown-task", "body-not-a-triple", "args-not-a-list",
              "kwargs-not-a-mapping", "embed-not-a-mapping", "bad-eta", "bad-retries",
-             "bad-timelimit")
+             "bad-timelimit", "typed-value-kombu-cannot-build")
 
 
 KIND_HEADER = "x-faults-kind"
+
+
+#: kombu's typed JSON values its decoder fails on with a TypeError, an AttributeError, a decimal
+#: error, ... (not only ValueError).
+CRAFTED_TYPED = [{"__type__": [], "__value__": None}, {"__type__": "bytes", "__value__": 1},
+                 {"__type__": "decimal", "__value__": "x"}, {"__type__": "uuid", "__value__": "a"},
+                 {"__type__": "datetime", "__value__": []}, {"__type__": "nope", "__value__": 1}]
 
 
 def bad_message(rng: random.Random, queue: str) -> tuple[str, bytes, str, str, dict[str, Any]]:
@@ -466,6 +473,8 @@ def bad_message(rng: random.Random, queue: str) -> tuple[str, bytes, str, str, d
         headers["retries"] = "x"
     elif kind == "bad-timelimit":
         headers["timelimit"] = "soon"
+    elif kind == "typed-value-kombu-cannot-build":
+        body = json.dumps([[rng.choice(CRAFTED_TYPED)], {}, embed]).encode()
     headers[KIND_HEADER] = kind  # kept in the dead letter: what was sent meets what came out
     return kind, body, content_type, encoding, headers
 
@@ -687,7 +696,7 @@ def raw_malformed(rng: random.Random) -> tuple[str, bytes]:
     """One item pushed to a queue list that is not a kombu envelope: (kind, bytes)."""
     kind = rng.choice(["plain text", "binary", "empty", "JSON array", "JSON number",
                        "JSON without body", "JSON without properties", "no delivery tag",
-                       "body not base64"])
+                       "body not base64", "typed value kombu cannot build"])
     envelope = {"body": "e30=", "content-type": "application/json", "content-encoding": "utf-8",
                 "headers": {}, "properties": {"body_encoding": "base64",
                                               "delivery_tag": str(uuid.uuid4()),
@@ -709,6 +718,8 @@ def raw_malformed(rng: random.Random) -> tuple[str, bytes]:
         del envelope["properties"]
     elif kind == "no delivery tag":
         del envelope["properties"]["delivery_tag"]
+    elif kind == "typed value kombu cannot build":
+        envelope["headers"]["x"] = rng.choice(CRAFTED_TYPED)
     else:
         envelope["body"] = "not*base64!"
     return kind, json.dumps(envelope).encode()

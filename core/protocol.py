@@ -34,6 +34,7 @@ from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
 from kombu.exceptions import DecodeError
 from kombu.serialization import loads, prepare_accept_content, registry
 from kombu.utils.json import loads as kombu_json_loads
+from kombu.utils.json import object_hook as kombu_object_hook
 
 from .exceptions import ContentDisallowed, ProtocolError
 
@@ -388,13 +389,31 @@ def build_open(message: TaskMessage, slot: Callable[[str], str]) -> WireMessage:
 def json_loads(text: bytes | str) -> Any:
     """kombu's JSON decode (an object ``{"__type__": ..., "__value__": ...}`` becomes the value
     kombu encoded so), without kombu's hook on every object where ``text`` cannot hold one: no
-    ``__type__``, and no ``\\u`` escape that could spell it."""
+    ``__type__``, and no ``\\u`` escape that could spell it. A typed value kombu cannot build
+    (an unknown or unhashable ``__type__``, a ``__value__`` of the wrong kind) is a ValueError
+    naming it, as text that is not JSON is, where kombu's hook raises anything."""
+    if not may_hold_typed_value(text):
+        # bytes as kombu reads them: UTF-8, whatever they hold
+        return json.loads(text.decode() if isinstance(text, bytes) else text)
+    return kombu_json_loads(text, object_hook=_typed_value)
+
+
+def may_hold_typed_value(text: bytes | str) -> bool:
+    """Whether JSON ``text`` may hold a typed value of kombu's: it spells ``__type__``, or has
+    a ``\\u`` escape that could."""
     if isinstance(text, bytes):
-        if b"__type__" not in text and b"\\u" not in text:
-            return json.loads(text.decode())  # as kombu reads bytes: UTF-8, whatever they hold
-    elif isinstance(text, str) and "__type__" not in text and "\\u" not in text:
-        return json.loads(text)
-    return kombu_json_loads(text)
+        return b"__type__" in text or b"\\u" in text
+    return "__type__" in text or "\\u" in text
+
+
+def _typed_value(found: dict[str, Any]) -> Any:
+    """kombu's object hook, its every failure a ValueError naming the typed value."""
+    try:
+        return kombu_object_hook(found)
+    except Exception as exc:
+        raise ValueError(
+            f"cannot decode the typed JSON value {{'__type__': {saferepr(found['__type__'], 80)}"
+            f", '__value__': {saferepr(found['__value__'], 80)}}}: {exc}") from exc
 
 
 def decode(raw: bytes | str, content_type: str | None, content_encoding: str | None,

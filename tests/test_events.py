@@ -96,6 +96,28 @@ def test_the_receiver_drops_what_is_not_an_event(app):
     assert [e["type"] for e in events] == ["worker-heartbeat"]
 
 
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_the_receiver_skips_an_event_with_a_typed_value_kombu_cannot_build_and_goes_on(
+        unique, where):
+    """A crafted ``{"__type__": "bytes", "__value__": 1}`` fails kombu's decoder with an
+    AttributeError; on Redis the whole published envelope is decoded by kombu's transport,
+    whose loop it ended (the console stopped ingesting). Skipped, the next event comes."""
+    need("redis", REDIS_HOST, REDIS_PORT)
+    app = App("client", broker=f"redis://{REDIS_HOST}:{REDIS_PORT}/3")
+    crafted = {"__type__": "bytes", "__value__": 1}
+    with EventReceiver(app, wakeup=False, node_id=unique) as receiver, \
+            Connection(app.conf.broker_url) as conn:
+        exchange = event_exchange(conn)
+        bad = {"type": "worker-heartbeat", "hostname": "bad@x", "x": crafted}
+        for event, headers in ((bad, {}) if where == "body" else (bad, {"x": crafted}),
+                               ({"type": "worker-heartbeat", "hostname": "good@x"}, {})):
+            conn.Producer().publish(event, exchange=exchange, routing_key="worker.heartbeat",
+                                    headers=headers, declare=[exchange], serializer="json")
+        events = list(receiver.events(timeout=1))
+    app.close()
+    assert [e["hostname"] for e in events] == ["good@x"]
+
+
 def test_events_stops_after_its_limit(app):
     with EventReceiver(app, wakeup=False) as receiver, Connection("memory://") as conn:
         dispatcher = EventDispatcher(conn, hostname="w@h")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import celery
@@ -203,11 +204,30 @@ def test_json_loads_agrees_with_kombus_json(value):
     text = kombu_dumps(value)
     try:
         expected = kombu_loads(text)
-    except ValueError:  # a "__type__" kombu does not know: refused either way
-        with pytest.raises(ValueError):
-            json_loads(text.encode())
+    except Exception:  # a typed value kombu cannot build (it raises anything): a ValueError here
+        for form in (text, text.encode()):
+            with pytest.raises(ValueError, match="typed JSON value"):
+                json_loads(form)
         return
     assert json_loads(text.encode()) == expected and json_loads(text) == expected
+
+
+CRAFTED_TYPED_VALUES = [
+    {"__type__": [], "__value__": None}, {"__type__": {}, "__value__": 1},
+    {"__type__": "nope", "__value__": 1}, {"__type__": "datetime", "__value__": []},
+    {"__type__": "date", "__value__": 5}, {"__type__": "time", "__value__": "x"},
+    {"__type__": "uuid", "__value__": "abc"}, {"__type__": "uuid", "__value__": {"x": 1}},
+    {"__type__": "decimal", "__value__": "x"}, {"__type__": "decimal", "__value__": []},
+    {"__type__": "bytes", "__value__": 1}, {"__type__": "base64", "__value__": "a"},
+    {"__type__": "base64", "__value__": None}]
+
+
+@pytest.mark.parametrize("crafted", CRAFTED_TYPED_VALUES, ids=repr)
+def test_a_typed_value_kombu_cannot_build_is_a_value_error_naming_its_type(crafted):
+    text = json.dumps({"headers": {"x": [crafted]}})
+    with pytest.raises(ValueError, match=r"typed JSON value \{'__type__': " +
+                       re.escape(repr(crafted["__type__"]))):
+        json_loads(text.encode())
 
 
 def test_header_values_of_a_str_subclass_are_read_as_text():

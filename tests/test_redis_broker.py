@@ -3,8 +3,11 @@ subscribes to its fanout queues on demand (before the first poll)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -306,3 +309,43 @@ def test_a_send_whose_reply_is_lost_says_the_task_may_be_stored(redis_url, names
         app.close()
         proxy.close()
     assert [body[0] for body in received(redis_url, names["a"])] == [[1, 1]]  # type: ignore[index]
+
+
+def _envelope_with_header(queue: str, header: object) -> bytes:
+    """A kombu envelope of body ``{"n": 1}`` on ``queue`` with a user header ``x``."""
+    return json.dumps({
+        "body": base64.b64encode(b'{"n": 1}').decode(), "content-encoding": "utf-8",
+        "content-type": "application/json", "headers": {"x": header},
+        "properties": {"delivery_tag": str(uuid.uuid4()), "body_encoding": "base64",
+                       "delivery_info": {"exchange": "", "routing_key": queue}}}).encode()
+
+
+@pytest.mark.parametrize("read", ["consume", "get"])
+def test_a_queue_item_with_a_typed_value_kombu_cannot_build_is_dropped_and_the_next_read(
+        names, redis_url, read):
+    """A crafted ``{"__type__": "bytes", "__value__": 1}`` in the envelope made kombu's read
+    (BRPOP or RPOP) raise an AttributeError out of ``drain_events``: a control reply so made
+    ended ``qtui inspect``. It is dropped with a warning and the next message is read."""
+    queue = names["a"]
+    client = redis.Redis.from_url(redis_url)
+    client.lpush(queue, _envelope_with_header(queue, {"__type__": "bytes", "__value__": 1}),
+                 _envelope_with_header(queue, "good"))
+    got: list[object] = []
+    with redis_broker.connection(redis_url) as conn:
+        if read == "get":
+            simple = conn.SimpleQueue(queue, no_ack=True)
+            with pytest.raises(simple.Empty):
+                simple.get(block=False)
+            got.append(simple.get(block=False).headers["x"])
+            simple.close()
+        else:
+            with Consumer(conn.default_channel, [Queue(queue, routing_key=queue)], no_ack=True,
+                          accept=["json"], on_message=lambda m: got.append(m.headers["x"])):
+                deadline = time.monotonic() + 5
+                while not got and time.monotonic() < deadline:
+                    try:
+                        conn.drain_events(timeout=0.5)
+                    except TimeoutError:
+                        pass
+    assert got == ["good"]
+    assert client.llen(queue) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from rich.console import Console as RichConsole
 from qtui.core import App
 from qtui.core.control import Replies
 from qtui.core.eventcheck import TEXT_FIELDS
+from qtui.core.protocol import json_loads
 from qtui.core.queues import QueueInfo
 from qtui.tui.commands import _show_status, format_event, show_replies
 from qtui.tui.feed import Feed
@@ -22,13 +24,19 @@ from qtui.tui.views.details import TaskDetailScreen
 from .console_data import FixedConsole
 from .test_untrusted_text import _OWN_SEQUENCES, assert_no_injected_sequence
 
+#: kombu's typed JSON values, each as a field's whole value: a datetime, a Decimal, a UUID, bytes.
+TYPED_JSON = [json.dumps({"__type__": kind, "__value__": value}) for kind, value in (
+    ("datetime", "2030-01-02T03:04:05"), ("date", "2030-01-02"), ("time", "03:04:05"),
+    ("decimal", "1e999999"), ("decimal", "NaN"), ("uuid", {"hex": "a" * 32}),
+    ("bytes", "\x1b[2J"), ("base64", "G1sySg=="))]
 NASTY = ["\x1b[2J", "\x1b]52;c;b3duZWQ=\x07", "\x07", "\x9b31m", "\u202e", "[/]", "[b]",
          "[@click=app.screenshot]", " [@click=app.quit]x[/]", "[ url=http://x]", "\n", "\r"]
 text = st.lists(st.one_of(st.sampled_from(NASTY), st.text(max_size=8)), max_size=6).map("".join)
 value = st.one_of(
     text, st.none(), st.booleans(), st.integers(-2**70, 2**70),
     st.floats(allow_nan=True, allow_infinity=True), st.lists(st.integers(), max_size=3),
-    st.dictionaries(text, st.integers(), max_size=2), st.just("x" * 50_000))
+    st.dictionaries(text, st.integers(), max_size=2), st.just("x" * 50_000),
+    st.builds(json_loads, st.sampled_from(TYPED_JSON)))  # what kombu's typed values decode to
 TYPES = ["task-sent", "task-received", "task-started", "task-succeeded", "task-failed",
          "task-retried", "task-revoked", "task-rejected", "worker-online", "worker-heartbeat",
          "worker-offline"]

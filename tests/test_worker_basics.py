@@ -184,3 +184,27 @@ def test_a_threads_worker_runs_as_many_tasks_at_once_as_it_has_threads_while_tas
     app.close()
     assert max(seen) == 3, seen
     assert seen.count(3) >= len(seen) - 2, seen
+
+
+@pytest.mark.timeout(120)
+def test_typed_json_values_kombu_cannot_build_are_dead_lettered_and_the_worker_goes_on(
+        every_setup: Setup):
+    """``{"__type__": [], "__value__": null}`` is JSON that kombu's decoder fails on with a
+    TypeError: in the body, the message is dead-lettered on every broker; in a header, on the
+    brokers whose envelope is JSON (Redis, SQLite), where it killed the worker, the message
+    is dead-lettered too (AMQP's headers are a table, not JSON: there it is a plain header)."""
+    crafted = {"__type__": [], "__value__": None}
+    app = every_setup.app()
+    _publish_raw(every_setup, '[[{"__type__": "bytes", "__value__": 1}], {}, {}]',
+                 _task_headers("bad-body"))
+    _publish_raw(every_setup, "[[20, 22], {}, {}]", {**_task_headers("crafted-header"),
+                                                     "x": crafted})
+    good = app.send_task("tasks.add", args=[1, 2])
+    envelope_is_json = not every_setup.broker.startswith("amqp")
+    with every_setup.worker("-P", "solo"):
+        assert good.get(timeout=30) == 3
+        dead = every_setup.dead_letters(expected=1 + envelope_is_json)
+    app.close()
+    reasons = sorted(m.headers[DEAD_REASON_HEADER] for m in dead)
+    assert len(reasons) == 1 + envelope_is_json
+    assert all("typed JSON value {'__type__': " in reason for reason in reasons), reasons

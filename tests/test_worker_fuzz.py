@@ -1,7 +1,7 @@
 """Random task messages from a client nobody trusts: hypothesis builds them (control
-characters, markup, huge and wrong-typed headers and bodies), they go to a real worker on Redis,
-and the worker must keep running the valid tasks behind them and never write a raw control
-character to its log or banner (issue 14)."""
+characters, markup, huge and wrong-typed headers and bodies, kombu's typed JSON values crafted to
+fail its decoder), they go to a real worker on Redis, and the worker must keep running the valid
+tasks behind them and never write a raw control character to its log or banner (issue 14)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,15 @@ NASTY = ["\x1b[2J", "\x1b]52;c;aGk=\x07", "\x07", "\x9b31m", "[/]", "[@click=app
 text = st.one_of(st.text(max_size=40), st.sampled_from(NASTY),
                  st.builds(lambda a, b: a + b, st.sampled_from(NASTY), st.text(max_size=10)),
                  st.just("x" * 200_000))
-value = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), text),
+leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), text)
+#: kombu's typed JSON values, well-formed or not (a type kombu does not know, or cannot hash;
+#: a value of the wrong kind): its decoder raises anything on the bad ones.
+typed = st.fixed_dictionaries({
+    "__type__": st.sampled_from(["datetime", "date", "time", "decimal", "uuid", "bytes",
+                                 "base64", "nope"]) | st.lists(leaf, max_size=1) | leaf,
+    "__value__": st.sampled_from(["2030-01-02", "1.5", "aGk="]) | leaf
+    | st.lists(leaf, max_size=2) | st.dictionaries(st.sampled_from(["hex", "x"]), leaf)})
+value = st.recursive(leaf | typed,
                      lambda inner: st.lists(inner, max_size=3)
                      | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
 HEADERS = ["task", "id", "eta", "expires", "retries", "timelimit", "argsrepr", "kwargsrepr",

@@ -187,6 +187,29 @@ def test_a_message_whose_body_is_not_base64_is_dead_lettered_and_its_records_dro
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("when", ["queued", "sent-idle"])
+def test_a_message_with_a_typed_value_kombu_cannot_build_is_dead_lettered(setup: Setup,
+                                                                          when: str):
+    """A header ``{"__type__": [], "__value__": null}`` is JSON to the fetch script and an
+    unhashable type to kombu's decoder: the worker dead-letters the message with the reason
+    and runs the next task, rather than dying with it in its processing list (so that the
+    worker restoring it died too: a crash loop)."""
+    def crafted_header(envelope: dict[str, Any]) -> bytes:
+        envelope["headers"]["x"] = {"__type__": [], "__value__": None}
+        return json.dumps(envelope).encode()
+
+    client = redis.Redis.from_url(BROKER)
+    bad, tag = _bad_message(setup, crafted_header)
+    with _between_two_tasks(setup, bad, when):
+        assert sorted(r["tag"] for r in setup.wait_records("mark", 2)) == ["first", "second"]
+        dead = setup.dead_letters(expected=1)
+    assert [m.body for m in dead] == [bad]
+    assert "typed JSON value {'__type__': []" in dead[0].headers[DEAD_REASON_HEADER]
+    assert not client.hexists("unacked", tag)
+    assert client.zscore("unacked_index", tag) is None
+
+
+@pytest.mark.timeout(60)
 def test_a_fetch_that_fails_half_way_leaves_what_it_took_recorded(setup: Setup, unique: str):
     """A priority list of the queue that is not a list makes the fetch script fail after it
     popped the messages before it: they stay recorded as the owner's unacked deliveries (what

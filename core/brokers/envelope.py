@@ -32,10 +32,13 @@ from kombu.serialization import dumps as serialize
 from kombu.utils.json import dumps as json_dumps
 
 from ..protocol import (
+    DEAD_QUEUE_HEADER,
+    DEAD_REASON_HEADER,
     PER_SEND,
     TaskMessage,
     build_open,
     call_body,
+    dead_letter_queue_name,
     json_body,
     new_id,
     per_send,
@@ -273,3 +276,17 @@ _templates: dict[tuple[Any, ...], Template] = {}
 """Templates by everything their text depends on (a message's :func:`template_key`, its
 route, the channel's default priority): a change to a task's options or route reaches the
 next send by making a new key, with nothing to invalidate."""
+
+
+def dead_letter_wrapping(item: bytes | str, queue: str, reason: str, tag: str) -> dict[str, Any]:
+    """The envelope that carries what a broker took from ``queue`` but cannot deliver (not a
+    kombu message) to its dead-letter queue: ``item`` kept whole as a binary body, with the
+    reason, as the Redis fetch script wraps it; ``tag`` is the new delivery tag."""
+    raw = item.encode() if isinstance(item, str) else item
+    return {"body": b2a_base64(raw, newline=False).decode(), "content-encoding": "binary",
+            "content-type": "application/octet-stream",
+            "headers": {DEAD_REASON_HEADER: reason, DEAD_QUEUE_HEADER: queue},
+            "properties": {"body_encoding": "base64", "delivery_mode": 2, "priority": 0,
+                           "delivery_tag": tag,
+                           "delivery_info": {"exchange": "",
+                                             "routing_key": dead_letter_queue_name(queue)}}}

@@ -23,11 +23,13 @@ does not -- kombu's transport does not support Redis Cluster either.
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import time
 import warnings
 from collections.abc import Sequence
+from queue import Empty
 from typing import Any
 
 import redis
@@ -37,6 +39,7 @@ from kombu.transport.virtual.base import UNDELIVERABLE_FMT, UndeliverableWarning
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 
+from ...protocol import json_loads, may_hold_typed_value
 from ..envelope import Envelope, ReplyLost
 from . import wire
 
@@ -121,6 +124,8 @@ return unrouted
 
 REDIS_SCHEMES = ("redis", "rediss")
 
+logger = logging.getLogger(__name__)
+
 
 class QoS(kombu_redis.QoS):
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
@@ -132,6 +137,63 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
+
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        """kombu's get (the highest priority first), reading the item with :meth:`_item`."""
+        with self.conn_or_acquire() as client:
+            for priority in self.priority_steps:
+                item = client.rpop(self._q_for_pri(queue, priority))
+                if item:
+                    self._maybe_update_queues_expire(client, queue)
+                    return self._item(item, queue)
+            self._maybe_update_queues_expire(client, queue)
+            raise Empty()
+
+    def _brpop_read(self, **options: Any) -> bool:
+        """kombu's read of a BRPOP reply, reading the item with :meth:`_item`."""
+        try:
+            try:
+                found = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()  # the next poll connects again
+                raise
+            if not found:
+                raise Empty()
+            dest, item = found
+            queue = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(queue)
+            self.connection._deliver(self._item(item, queue), queue)
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]  # kombu's own sets None too
+            self._flush_brpop_reauth()
+
+    @staticmethod
+    def _item(item: bytes, queue: str) -> dict[str, Any]:
+        """A queue item as kombu's envelope; Empty, with a warning, for one holding a typed JSON
+        value kombu cannot build (its decode raises past every ``except`` of kombu's loop: a
+        control reply so made ended ``qtui inspect``). The worker's channel dead-letters such
+        items of task queues before they come here."""
+        try:
+            envelope: dict[str, Any] = json_loads(item)
+        except ValueError as exc:
+            logger.warning("dropped a message of %r: %s", queue, exc)
+            raise Empty() from None
+        return envelope
+
+    def _handle_message(self, client: Any, r: Any) -> dict[str, Any]:
+        """A published message (events, remote control), its data emptied (so kombu skips it)
+        when it holds a typed JSON value kombu cannot build: kombu's decode of it raises past
+        its own ``except (TypeError, ValueError)`` and would end the receiver's loop."""
+        payload: dict[str, Any] = super()._handle_message(client, r)
+        data = payload["data"]
+        if isinstance(data, (bytes, str)) and may_hold_typed_value(data):
+            try:
+                json_loads(data)
+            except ValueError as exc:
+                logger.warning("dropped a message published on %r: %s", payload["channel"], exc)
+                payload["data"] = b""
+        return payload
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:

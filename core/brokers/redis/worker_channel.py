@@ -36,7 +36,6 @@ idle wait's lost reply leaves its message in a processing list: after every lost
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import logging
@@ -61,6 +60,7 @@ from ...protocol import (
     dead_letter_queue_name,
     json_loads,
 )
+from ..envelope import dead_letter_wrapping
 from . import channel as redis_broker
 from . import wire
 
@@ -668,7 +668,12 @@ class Channel(redis_broker.Channel):
                 reason = item.decode() if isinstance(item, bytes) else item
                 logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue), reason)
                 continue
-            payload = json_loads(item)
+            try:
+                payload = json_loads(item)
+            except ValueError as exc:  # a typed value kombu cannot build: Lua's JSON read it
+                tag = json.loads(item)["properties"]["delivery_tag"]
+                self._dead_letter_taken(queue, item, tag, f"not a kombu message: {exc}")
+                continue
             tag = payload["properties"]["delivery_tag"]
             if not self._body_decodes(payload):
                 self._dead_letter_taken(queue, item, tag,
@@ -705,13 +710,8 @@ class Channel(redis_broker.Channel):
         dead-lettered again; never lost."""
         dead = dead_letter_queue_name(queue)
         self._fetches += 1
-        wrapped = dumps({
-            "body": base64.b64encode(item).decode(), "content-encoding": "binary",
-            "content-type": "application/octet-stream",
-            "headers": {DEAD_REASON_HEADER: reason, DEAD_QUEUE_HEADER: queue},
-            "properties": {"body_encoding": "base64", "delivery_mode": 2, "priority": 0,
-                           "delivery_tag": f"{self._tag_base}.{self._fetches}-0",
-                           "delivery_info": {"exchange": "", "routing_key": dead}}})
+        wrapped = dumps(dead_letter_wrapping(item, queue, reason,
+                                             f"{self._tag_base}.{self._fetches}-0"))
         pipe = self._create_client().pipeline(transaction=True).lpush(dead, wrapped)
         self.qos._remove_from_indices(tag, pipe).execute()
         logger.warning("Message moved to %s: %s", dead, reason)

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from amqp.protocol import queue_declare_ok_t
 from kombu.transport import virtual
-from kombu.utils.json import dumps, loads
+from kombu.utils.json import dumps
 
 from ...delayed import DUE_QUEUE
-from ..envelope import Envelope
+from ...protocol import dead_letter_queue_name, json_loads
+from ..envelope import Envelope, dead_letter_wrapping
 from .database import DEFAULT_BUSY_TIMEOUT, Claimed, Database, broker_path
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ class Channel(virtual.Channel):
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         ahead = self._pop_ahead([queue], 1)
         if ahead:
-            return self._to_message(ahead[0][1])
+            return self._deliverable(queue, ahead[0][1])
         order, generation = self._not_known_empty([queue])
         if not order:
             raise Empty()
@@ -163,7 +164,7 @@ class Channel(virtual.Channel):
         if len(rows) > 1:
             with self._ahead_lock:
                 self._ahead.setdefault(queue, deque()).extend(rows[1:])
-        return self._to_message(rows[0])
+        return self._deliverable(queue, rows[0])
 
     def _pop_ahead(self, queues: Sequence[str], limit: int) -> deque[tuple[str, Claimed]]:
         """Up to ``limit`` rows claimed ahead for ``queues``, in turn; those whose lease ran out
@@ -206,11 +207,30 @@ class Channel(virtual.Channel):
                 self._empty_at[queue] = generation
             so_far += came[queue]
 
-    @staticmethod
-    def _to_message(claimed: Claimed) -> dict[str, Any]:
+    def _deliverable(self, queue: str, claimed: Claimed) -> dict[str, Any]:
+        """:meth:`_to_message`, or Empty when the row is no kombu message, after it has gone to
+        ``queue``'s dead-letter queue."""
+        message = self._to_message(queue, claimed)
+        if message is None:
+            raise Empty()
+        return message
+
+    def _to_message(self, queue: str, claimed: Claimed) -> dict[str, Any] | None:
         """The stored envelope with a per-delivery tag and, on a repeat, kombu's redelivered
-        flags (set where the Redis transport sets them)."""
-        message: dict[str, Any] = loads(claimed.payload)
+        flags (set where the Redis transport sets them); None for a row that is no kombu
+        message (a typed JSON value kombu cannot build), dead-lettered instead with the reason:
+        its dead letter is stored before the row goes (a crash between leaves both, never
+        neither)."""
+        try:
+            message: dict[str, Any] = json_loads(claimed.payload)
+        except ValueError as exc:
+            dead = dead_letter_queue_name(queue)
+            self.db.declare_queue(dead, False, None)
+            self.db.put(dead, 0, dumps(dead_letter_wrapping(
+                claimed.payload, queue, f"not a kombu message: {exc}", f"{claimed.id}.dead")))
+            self.db.ack(claimed.id)
+            logger.warning("Message moved to %s: not a kombu message: %s", dead, exc)
+            return None
         properties = message["properties"]
         properties["delivery_tag"] = f"{claimed.id}.{claimed.delivered_count}"
         if claimed.delivered_count > 1:
@@ -272,8 +292,10 @@ class Channel(virtual.Channel):
         try:
             while pending:
                 queue, claimed = pending.popleft()
-                self.connection._deliver(self._to_message(claimed), queue)
-                delivered += 1
+                message = self._to_message(queue, claimed)
+                if message is not None:
+                    self.connection._deliver(message, queue)
+                    delivered += 1
         finally:
             self._hold_ahead(pending)
         return delivered
@@ -397,7 +419,8 @@ class Channel(virtual.Channel):
         if not no_ack:
             return super().basic_get(queue, no_ack, **kwargs)
         taken = self.db.take(queue)
-        return self.Message(self._to_message(taken), channel=self) if taken else None
+        message = self._to_message(queue, taken) if taken else None
+        return self.Message(message, channel=self) if message else None
 
     def basic_cancel(self, consumer_tag: str) -> None:
         """Cancel, giving back the rows claimed ahead for the queue; an auto-delete queue this
