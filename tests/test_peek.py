@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import uuid
 import threading
 import time
 from collections.abc import Iterator
@@ -449,3 +450,25 @@ def test_with_the_management_api_a_peek_asks_for_a_get_that_requeues(amqp_url):
     path, body = server.requests[0]
     assert path == "/api/queues/%2F/reports/get"
     assert body == {"count": 4, "ackmode": "ack_requeue_true", "encoding": "base64"}
+
+
+@pytest.mark.parametrize("unreadable", ["routing key", "content header"])
+def test_a_rabbitmq_message_that_is_not_utf8_is_peeked_and_left_in_place(family, unreadable):
+    """Another client's routing key or ``content_type`` that is not UTF-8 (a worker dead-letters
+    such a message): a peek lists it among the others and requeues it, where py-amqp's decode
+    raised out of the peek."""
+    from .test_worker_hostile_amqp import content_header, publish_raw
+    kind, app, queue = family
+    if kind != "rabbitmq":
+        pytest.skip("RabbitMQ only")
+    first = send(app, queue, [0])
+    odd = str(uuid.uuid4())
+    if unreadable == "routing key":
+        publish_raw(queue, content_header(odd), ["x"], routing_key=b"\xff\xfe")
+    else:
+        publish_raw(queue, content_header(odd, content_type=b"\xff\xfe"), ["x"])
+    last = send(app, queue, [0])
+    with inspector_for(app) as inspector:
+        ids = [m.task_id for m in inspector.peek(queue, 0, 10).messages]
+        assert ids == [*first, odd if unreadable == "routing key" else "", *last]
+        assert inspector.queues([queue])[0].messages == 3

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from amqp.exceptions import MessageNacked
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Producer
 from kombu.exceptions import ChannelError
 from kombu.message import Message
 
@@ -183,7 +183,6 @@ class AmqpQueues(DeclaredQueues):
         channel = self.connection.channel()
         held: list[Message] = []
         try:
-            queue = Queue(name, Exchange(""), routing_key=name, channel=channel, no_declare=True)
             try:
                 depth = channel.queue_declare(queue=name, passive=True).message_count
             except ChannelError as exc:
@@ -193,9 +192,12 @@ class AmqpQueues(DeclaredQueues):
             for position in range(depth if limit is None else min(limit, depth)):
                 if until():
                     break
-                message = queue.get(no_ack=False)
-                if message is None:
+                # Not kombu's Queue.get, which raises a message's decode error: one that the
+                # worker will dead-letter (a routing key not UTF-8, ...) is shown as it is.
+                raw = channel.basic_get(queue=name, no_ack=False)
+                if raw is None:
                     break
+                message = channel.message_to_python(raw)
                 if not visit(position, message):
                     held.append(message)
         finally:

@@ -46,6 +46,8 @@ _ACK_FRAME = Struct(">BHIHHQBB").pack
 _ACK_SIZE = 13
 #: ``basic.deliver`` arguments after the consumer tag: delivery tag, ``redelivered`` (a bit).
 _DELIVER_TAG = Struct(">QB").unpack_from
+#: ``basic.get-ok``'s last argument: the messages left in the queue (long).
+_MESSAGE_COUNT = Struct(">I").unpack_from
 #: Frames of a task message: method, content header and (one, for most) body frame.
 FRAMES_PER_MESSAGE = 3
 
@@ -147,23 +149,56 @@ class WorkerChannel(pyamqp.Channel):
         handed to :meth:`_on_basic_deliver` directly. Every other method, and a delivery while
         the channel closes or while something waits on ``basic.deliver`` itself, goes through
         py-amqp."""
+        if method_sig == spec.Basic.GetOk and not self.is_closing:
+            return self._on_get_ok_frame(payload, content)
         if method_sig != spec.Basic.Deliver or self.is_closing or method_sig in self._pending:
             return super().dispatch_method(method_sig, payload, content)
+        self._decode_body(content)
+        end = 5 + payload[4]
+        tag_raw = payload[5:end]
+        delivery_tag, bits = _DELIVER_TAG(payload, end)
+        end += 9
+        exchange_end = end + 1 + payload[end]
+        exchange_raw = payload[end + 1:exchange_end]
+        key_raw = payload[exchange_end + 1:exchange_end + 1 + payload[exchange_end]]
+        try:
+            consumer_tag = tag_raw.decode("utf-8", "surrogatepass")
+            exchange = exchange_raw.decode("utf-8", "surrogatepass")
+            routing_key = key_raw.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:  # RabbitMQ passes any bytes: dead-lettered, not a crash
+            properties = content.properties
+            consumer_tag = frames.short_string(tag_raw, "consumer tag", properties)
+            exchange = frames.short_string(exchange_raw, "exchange", properties)
+            routing_key = frames.short_string(key_raw, "routing key", properties)
+        return self._on_basic_deliver(consumer_tag, delivery_tag, bits & 1 == 1, exchange,
+                                      routing_key, content)
+
+    def _decode_body(self, content: Any) -> None:
         if self.auto_decode and "content_encoding" in content.properties:
             try:
                 content.body = content.body.decode(content.properties["content_encoding"])
             except Exception:  # noqa: BLE001 - py-amqp's rule: the body stays as it came
                 pass
-        end = 5 + payload[4]
-        consumer_tag = payload[5:end].decode("utf-8", "surrogatepass")
-        delivery_tag, bits = _DELIVER_TAG(payload, end)
-        end += 9
-        exchange_end = end + 1 + payload[end]
-        exchange = payload[end + 1:exchange_end].decode("utf-8", "surrogatepass")
-        routing_key = payload[exchange_end + 1:exchange_end + 1 + payload[exchange_end]] \
-            .decode("utf-8", "surrogatepass")
-        return self._on_basic_deliver(consumer_tag, delivery_tag, bits & 1 == 1, exchange,
-                                      routing_key, content)
+
+    def _on_get_ok_frame(self, payload: bytes, content: Any) -> None:
+        """py-amqp's dispatch of ``basic.get-ok`` (a queue read by a peek) to the ``basic_get``
+        waiting for it, its exchange and routing key read by :func:`.frames.short_string`:
+        bytes that are not UTF-8 come with the message's error rather than raising out of the
+        read (the message held, the channel's waiter lost)."""
+        self._decode_body(content)
+        waiting = self._pending.pop(spec.Basic.GetOk, None)
+        if waiting is None:  # py-amqp has no listener of its own for it either
+            return
+        properties = content.properties
+        delivery_tag, bits = _DELIVER_TAG(payload, 4)
+        exchange_end = 14 + payload[13]
+        exchange = frames.short_string(payload[14:exchange_end], "exchange", properties)
+        key_end = exchange_end + 1 + payload[exchange_end]
+        routing_key = frames.short_string(payload[exchange_end + 1:key_end], "routing key",
+                                          properties)
+        message_count, = _MESSAGE_COUNT(payload, key_end)
+        waiting(spec.Basic.GetOk, delivery_tag, bits & 1 == 1, exchange, routing_key,
+                message_count, content)
 
     def _on_basic_deliver(self, consumer_tag: str, delivery_tag: int, *args: Any) -> None:
         if consumer_tag not in (self.no_ack_consumers or ()):
