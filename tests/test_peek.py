@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-import uuid
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
