@@ -146,9 +146,9 @@ class WorkerChannel(pyamqp.Channel):
     def dispatch_method(self, method_sig: tuple[int, int], payload: bytes, content: Any) -> Any:
         """py-amqp's, with ``basic.deliver`` (one per task message) read here: its five
         arguments unpacked in place rather than by py-amqp's general decoder, and the message
-        handed to :meth:`_on_basic_deliver` directly. Every other method, and a delivery while
-        the channel closes or while something waits on ``basic.deliver`` itself, goes through
-        py-amqp."""
+        handed to :meth:`_on_basic_deliver` directly; ``basic.get-ok`` too (see
+        :meth:`_on_get_ok_frame`). Every other method, and a delivery while the channel closes
+        or while something waits on ``basic.deliver`` itself, goes through py-amqp."""
         if method_sig == spec.Basic.GetOk and not self.is_closing:
             return self._on_get_ok_frame(payload, content)
         if method_sig != spec.Basic.Deliver or self.is_closing or method_sig in self._pending:
@@ -174,6 +174,7 @@ class WorkerChannel(pyamqp.Channel):
                                       routing_key, content)
 
     def _decode_body(self, content: Any) -> None:
+        """py-amqp's ``auto_decode``: the body as text in its ``content_encoding`` if it can."""
         if self.auto_decode and "content_encoding" in content.properties:
             try:
                 content.body = content.body.decode(content.properties["content_encoding"])
