@@ -165,6 +165,10 @@ def test_header_values_that_are_not_utf8_never_stop_the_worker_or_lose_the_messa
 
         assert wait_for(settled, 60), worker.log_path.read_text()[-3000:]
         assert len(ran) + len(dead) == len(sent), worker.log_path.read_text()[-3000:]
-        _marks(amqp_world, 1, worker.log_path)
+        app = amqp_world.app()
+        app.send_task("tasks.mark", args=["after"])
+        app.close()
+        assert wait_for(lambda: any(r["tag"] == "after" for r in amqp_world.records("mark")),
+                        30), worker.log_path.read_text()[-3000:]
         assert worker.poll() is None
         assert "Broker connection lost" not in worker.log_path.read_text()
