@@ -163,7 +163,18 @@ def test_header_values_that_are_not_utf8_never_stop_the_worker_or_lose_the_messa
             dead.extend(take_all(amqp_world.broker, f"{amqp_world.queue}.dead", 1, 0.2))
             return len(ran) + len(dead) >= len(sent)
 
-        assert wait_for(settled, 60), worker.log_path.read_text()[-3000:]
+        if not wait_for(settled, 60):
+            log = worker.log_path.read_text()
+            with amqp.Connection(f"{AMQP_HOST}:{AMQP_PORT}", userid="guest",
+                                 password="guest") as conn:
+                waiting = conn.channel().queue_declare(amqp_world.queue, passive=True)
+            unseen = [READ_HEADERS[n % len(READ_HEADERS)] for n, task_id in enumerate(sent)
+                      if task_id not in log and task_id not in ran]
+            raise AssertionError(
+                f"{len(sent)} sent: {len(ran)} ran, {len(dead)} dead-lettered; the queue holds "
+                f"{waiting.message_count} ready; ids the worker never logged (headers): "
+                f"{unseen}; the worker logged {log.count('Message moved to')} moved, "
+                f"{log.count(' received')} received")
         assert len(ran) + len(dead) == len(sent), worker.log_path.read_text()[-3000:]
         app = amqp_world.app()
         app.send_task("tasks.mark", args=["after"])
