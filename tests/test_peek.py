@@ -472,3 +472,22 @@ def test_a_rabbitmq_message_that_is_not_utf8_is_peeked_and_left_in_place(family,
         ids = [m.task_id for m in inspector.peek(queue, 0, 10).messages]
         assert ids == [*first, odd if unreadable == "routing key" else "", *last]
         assert inspector.queues([queue])[0].messages == 3
+
+
+def test_deleting_a_rabbitmq_message_without_a_task_id_takes_that_one_not_another(family):
+    """Two messages whose content headers cannot be read both peek with an empty task id:
+    deleting the second must take the second (found by id and body), where finding it by task
+    id alone took the first message with no id."""
+    from .test_worker_hostile_amqp import content_header, publish_raw
+    kind, app, queue = family
+    if kind != "rabbitmq":
+        pytest.skip("RabbitMQ only")
+    for args in (["first"], ["second"]):
+        publish_raw(queue, content_header(str(uuid.uuid4()), content_type=b"\xff\xfe"), args)
+    last = send(app, queue, [0])
+    with inspector_for(app) as inspector:
+        messages = inspector.peek(queue, 0, 10).messages
+        assert [m.task_id for m in messages] == ["", "", *last]
+        assert inspector.delete(queue, [messages[1]]) == 1
+        left = inspector.peek(queue, 0, 10).messages
+    assert [json.loads(m.body)[0] for m in left] == [["first"], [0, 0]]
