@@ -151,10 +151,11 @@ class AmqpQueues(DeclaredQueues):
 
     def _take(self, name: str, messages: Sequence[WaitingMessage],
               act: Callable[[Message, WaitingMessage], None]) -> list[WaitingMessage]:
-        """Get messages from the head until each wanted one (by :func:`_handle`) is found, ``act`` on
-        it and ack it; every other message got is held, and requeued at the end (RabbitMQ
-        cannot take one message from the middle of a queue). A connection lost half way
-        gives every held message back: nothing is lost. Returns those of ``messages`` taken."""
+        """Get messages from the head until each wanted one (by :func:`_handle`) is found,
+        ``act`` on it and ack it; every other message got is held, and requeued at the end
+        (RabbitMQ cannot take one message from the middle of a queue). A connection lost half
+        way gives every held message back: nothing is lost. Returns those of ``messages``
+        taken."""
         wanted: dict[Any, list[WaitingMessage]] = {}
         for chosen in messages:
             wanted.setdefault(chosen.handle, []).append(chosen)
