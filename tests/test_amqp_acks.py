@@ -26,6 +26,7 @@ from qtui.core.brokers.amqp.transport import (
     WorkerTransport,
     ack_plan,
 )
+from qtui.core.queues import queue_exists
 from qtui.workers.worker import Worker
 
 from .worker_helpers import REDIS_URL, make_setup, wait_for
@@ -194,6 +195,39 @@ def test_a_channel_the_broker_closed_and_py_amqp_reopened_holds_no_deliveries(am
             channel.queue_declare(f"{queue.name}-missing", passive=True)
         assert channel.unsettled == set()
     assert sorted(left_on(amqp_url, queue, 2)) == [b"1", b"2"]
+
+
+@pytest.mark.timeout(60)
+def test_a_delivery_that_arrives_while_a_callback_waits_on_the_broker_runs_after_that_callback(
+        amqp_url, queue):
+    """A callback that waits on the broker (a dead letter's declare, the event check py-amqp
+    makes before every publish) reads the connection, deliveries included: those run once it
+    returns, in order, never inside it. Run inside it, a callback could get the outer one's
+    404 (raised by whichever read takes the broker's channel.close), which ended it with its
+    message neither run nor dead-lettered."""
+    publish(amqp_url, queue, [b"1", b"2", b"3"])
+    events: list[tuple[str, bytes]] = []
+    with Connection(amqp_url, transport=WorkerTransport) as conn:
+        channel = conn.channel()
+
+        def on_message(message: Any) -> None:
+            events.append(("start", message.body))
+            # As a first dead letter does: a passive declare of a queue not made yet (the
+            # broker closes that channel with 404), a publish, each waiting on the broker.
+            assert not queue_exists(conn, f"{queue.name}.dead")
+            Producer(channel).publish(b"x", exchange="", routing_key=f"{queue.name}.dead")
+            message.ack()
+            events.append(("end", message.body))
+
+        consumer = Consumer(channel, [queue], no_ack=False, auto_declare=False,
+                            on_message=on_message)
+        consumer.consume()
+        deadline = time.monotonic() + 15
+        while len(events) < 6 and time.monotonic() < deadline:
+            conn.drain_events(timeout=1)
+        assert channel.unsettled == set()
+    assert events == [(step, body) for body in (b"1", b"2", b"3") for step in ("start", "end")]
+    assert left_on(amqp_url, queue, 0) == []
 
 
 @pytest.mark.timeout(60)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from collections import deque
 from collections.abc import Collection, Iterable
 from struct import Struct
 from typing import Any
@@ -202,9 +203,20 @@ class WorkerChannel(pyamqp.Channel):
                 message_count, content)
 
     def _on_basic_deliver(self, consumer_tag: str, delivery_tag: int, *args: Any) -> None:
+        """Counted as held at once (a later ``multiple`` ack must not cover it), and handed to
+        its consumer's callback unless another callback is running: then it waits in the
+        connection's :attr:`~BufferedConnection.held_deliveries` for the next read."""
         if consumer_tag not in (self.no_ack_consumers or ()):
             self.unsettled.add(delivery_tag)
-        super()._on_basic_deliver(consumer_tag, delivery_tag, *args)
+        conn = self.connection
+        if isinstance(conn, BufferedConnection):
+            conn.deliver(self, (consumer_tag, delivery_tag, *args))
+        else:
+            super()._on_basic_deliver(consumer_tag, delivery_tag, *args)
+
+    def hand_over(self, delivery: tuple[Any, ...]) -> None:
+        """Run the consumer callback of ``delivery`` (arguments of ``basic.deliver``)."""
+        super()._on_basic_deliver(*delivery)
 
     def message_to_python(self, raw_message: Any) -> Any:
         """kombu's Message; one whose content header could not be read carries the error, so
@@ -252,13 +264,19 @@ class WorkerChannel(pyamqp.Channel):
     def _do_revive(self) -> None:
         """py-amqp opens the channel again (after the broker closed it): it holds nothing and
         its delivery tags start at 1 again."""
-        self.unsettled.clear()
+        self._forget_held()
         super()._do_revive()
 
     def basic_recover(self, requeue: bool = False) -> Any:
         done = super().basic_recover(requeue)
-        self.unsettled.clear()  # given back or sent again under new tags
+        self._forget_held()  # given back or sent again under new tags
         return done
+
+    def _forget_held(self) -> None:
+        self.unsettled.clear()
+        conn = self.connection
+        if isinstance(conn, BufferedConnection):
+            conn.forget_held(self)
 
     def ack_many(self, tags: Iterable[int]) -> None:
         """Ack ``tags``: one frame for those below every delivery still held, one each for the
@@ -283,17 +301,56 @@ class BufferedConnection(pyamqp.Connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("frame_handler", frames.frame_handler)
         super().__init__(*args, **kwargs)
+        self.held_deliveries: deque[tuple[WorkerChannel, tuple[Any, ...]]] = deque()
+        """Deliveries that arrived while a consumer callback ran, in arrival order."""
+        self._in_callback = False
+
+    def deliver(self, channel: WorkerChannel, delivery: tuple[Any, ...]) -> None:
+        """Hand ``delivery`` to its consumer's callback, unless one is running: whatever a
+        callback waits for on this connection (a declare's reply, a confirm, the event check
+        py-amqp makes before every publish) reads deliveries too, and a callback run inside
+        another one broke the outer one's waits and could leave its message unsettled. Such a
+        delivery waits, in order, for the next read of the connection (:meth:`blocking_read`,
+        :meth:`drain_buffered`)."""
+        if self._in_callback:
+            self.held_deliveries.append((channel, delivery))
+            return
+        self._in_callback = True
+        try:
+            channel.hand_over(delivery)
+        finally:
+            self._in_callback = False
+
+    def deliver_held(self) -> bool:
+        """Hand the oldest held delivery to its callback (none while a callback runs); False
+        when there is none. One of a channel that closed since is dropped: the broker gives
+        it back, unacked, with the channel."""
+        while self.held_deliveries and not self._in_callback:
+            channel, delivery = self.held_deliveries.popleft()
+            if channel.is_open and channel.connection is self:
+                self.deliver(channel, delivery)
+                return True
+        return False
+
+    def forget_held(self, channel: WorkerChannel) -> None:
+        """Drop the held deliveries of ``channel``: it was reopened or recovered, and the
+        broker gives them back under new delivery tags."""
+        self.held_deliveries = deque(held for held in self.held_deliveries
+                                     if held[0] is not channel)
 
     def drain_buffered(self, messages: int) -> None:
         """Deliver the messages whose frames are already read, without touching the socket
         (``drain_events`` stops after one message), but no more than about ``messages`` of
         them: acks sent meanwhile let the broker send more, and the worker has outcomes,
         timers and signals to serve too. Nothing over TLS (py-amqp's transport reads exactly
-        one frame at a time)."""
+        one frame at a time). Deliveries held while a callback ran (:meth:`deliver`) first."""
+        budget = max(1, messages)
+        while budget and self.deliver_held():
+            budget -= 1
         transport = self.transport
         if not isinstance(transport, BufferedTCPTransport):
             return
-        for _ in range(FRAMES_PER_MESSAGE * max(1, messages)):
+        for _ in range(FRAMES_PER_MESSAGE * budget):
             if self.transport is not transport:
                 return
             frame = transport.buffered_frame()
@@ -302,7 +359,10 @@ class BufferedConnection(pyamqp.Connection):
             self.on_inbound_frame(frame)
 
     def blocking_read(self, timeout: float | None = None) -> Any:
-        """py-amqp's, taking a frame the buffer holds whole without its timeout calls."""
+        """py-amqp's, taking a frame the buffer holds whole without its timeout calls; a held
+        delivery (:meth:`deliver`) is handed over first, as one read."""
+        if self.held_deliveries and self.deliver_held():
+            return True
         transport = self.transport
         frame = transport.buffered_frame() if isinstance(transport, BufferedTCPTransport) \
             else None
