@@ -10,15 +10,18 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 from typing import Any
 
 import pytest
+from amqp.exceptions import RecoverableConnectionError
 from amqp.transport import SSLTransport
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.exceptions import ChannelError
 
 from qtui.core import App
+from qtui.core.brokers.amqp import transport as amqp_transport
 from qtui.core.brokers.amqp.transport import (
     BufferedConnection,
     BufferedTCPTransport,
@@ -29,6 +32,8 @@ from qtui.core.brokers.amqp.transport import (
 from qtui.core.queues import queue_exists
 from qtui.workers.worker import Worker
 
+from .services import AMQP_HOST, AMQP_PORT
+from .tcp_proxy import SilentProxy
 from .worker_helpers import REDIS_URL, make_setup, wait_for
 
 
@@ -228,6 +233,34 @@ def test_a_delivery_that_arrives_while_a_callback_waits_on_the_broker_runs_after
         assert channel.unsettled == set()
     assert events == [(step, body) for body in (b"1", b"2", b"3") for step in ("start", "end")]
     assert left_on(amqp_url, queue, 0) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_reply_that_never_comes_ends_the_wait_as_a_lost_connection(queue, monkeypatch):
+    """A declare (a dead letter's, say) on a connection gone silent used to wait for ever, the
+    worker stalled with what it held: past the reply timeout it is a lost connection, which the
+    worker reconnects from (and the broker gives back what it held)."""
+    monkeypatch.setattr(amqp_transport, "REPLY_TIMEOUT", 1.0)
+    proxy = SilentProxy((AMQP_HOST, AMQP_PORT))
+    conn = Connection(f"amqp://guest:guest@127.0.0.1:{proxy.port}//", transport=WorkerTransport)
+    outcome: list[Any] = []
+
+    def declare() -> None:
+        try:
+            outcome.append(channel.queue_declare(queue.name, passive=True))
+        except Exception as exc:  # noqa: BLE001 - what the wait ended with is the answer
+            outcome.append(exc)
+
+    try:
+        channel = conn.channel()
+        proxy.silence()
+        waiting = threading.Thread(target=declare, daemon=True)
+        waiting.start()
+        waiting.join(20)
+        assert len(outcome) == 1 and isinstance(outcome[0], RecoverableConnectionError), outcome
+    finally:
+        proxy.close()
+        conn.collect()
 
 
 @pytest.mark.timeout(60)

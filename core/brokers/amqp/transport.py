@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import sys
+import time
 from collections import deque
 from collections.abc import Collection, Iterable
 from struct import Struct
@@ -27,6 +28,7 @@ from typing import Any
 
 import amqp
 from amqp import spec
+from amqp.abstract_channel import ensure_promise  # the promise py-amqp's own wait makes
 from amqp.exceptions import RecoverableConnectionError, UnexpectedFrame
 from amqp.transport import TCPTransport
 from kombu.transport import pyamqp
@@ -51,6 +53,11 @@ _DELIVER_TAG = Struct(">QB").unpack_from
 _MESSAGE_COUNT = Struct(">I").unpack_from
 #: Frames of a task message: method, content header and (one, for most) body frame.
 FRAMES_PER_MESSAGE = 3
+#: Seconds the worker waits for a reply RabbitMQ owes it (a declare's, a channel's opening or
+#: closing, a publisher confirm) when the caller set no limit: past it the connection is taken
+#: for lost, so the worker reconnects and the broker gives back what it held, rather than
+#: waiting for ever on a half-open connection or a reply that will not come.
+REPLY_TIMEOUT = 60.0
 
 
 class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
@@ -173,6 +180,43 @@ class WorkerChannel(pyamqp.Channel):
             routing_key = frames.short_string(key_raw, "routing key", properties)
         return self._on_basic_deliver(consumer_tag, delivery_tag, bits & 1 == 1, exchange,
                                       routing_key, content)
+
+    def wait(self, method: Any, callback: Any = None, timeout: float | None = None,
+             returns_tuple: bool = False) -> Any:
+        """py-amqp's, with no wait unbounded: one without a ``timeout`` raises
+        ``RecoverableConnectionError`` (a lost connection to the worker) once
+        :data:`REPLY_TIMEOUT` passes without the reply, however many other frames (heartbeats,
+        deliveries) arrive meanwhile."""
+        if timeout is not None:
+            return super().wait(method, callback, timeout, returns_tuple)
+        promise = ensure_promise(callback)
+        methods = method if isinstance(method, list) else [method]
+        previous = [self._pending.get(each) for each in methods]
+        for each in methods:
+            self._pending[each] = promise
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        try:
+            while not promise.ready:
+                conn, remaining = self.connection, deadline - time.monotonic()
+                if conn is None:
+                    raise RecoverableConnectionError("connection already closed")
+                if remaining <= 0:
+                    raise RecoverableConnectionError(
+                        f"RabbitMQ did not answer {methods} within {REPLY_TIMEOUT:g}s")
+                try:
+                    conn.drain_events(timeout=remaining)
+                except TimeoutError:  # nothing arrived in time: the deadline says so next
+                    continue
+            if not promise.value:
+                return None
+            args = promise.value[0][1:]  # without the method, as py-amqp returns it
+            return args if returns_tuple else (args and args[0])
+        finally:
+            for each, before in zip(methods, previous, strict=True):
+                if before is not None:
+                    self._pending[each] = before
+                else:
+                    self._pending.pop(each, None)
 
     def _decode_body(self, content: Any) -> None:
         """py-amqp's ``auto_decode``: the body as text in its ``content_encoding`` if it can."""
