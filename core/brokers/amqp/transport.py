@@ -14,6 +14,10 @@ go out as one ``basic.ack`` with ``multiple`` set up to the highest tag below ev
 still held (:func:`ack_plan`): it never acks a task that has not finished. Content headers are
 read by :mod:`.frames`, ``basic.deliver`` arguments by the channel and ``basic.ack`` frames
 packed whole by it (the same values and bytes as py-amqp's, in fewer steps).
+
+Two rules py-amqp does not keep: one consumer callback runs at a time (a delivery read while one
+waits on the broker is held for the next read), and no wait for a broker reply is unbounded
+(:data:`REPLY_TIMEOUT`, then a lost connection).
 """
 
 from __future__ import annotations
