@@ -784,6 +784,115 @@ def malformed_redis(work: Path, bad: int, good: int) -> Trial:
             client.delete(key)
 
 
+#: Content headers and routing keys another AMQP client can send that are not UTF-8 where
+#: py-amqp's strict decode reads them (the routing key: RabbitMQ routes any bytes).
+AMQP_BAD_KINDS = ("routing-key-not-utf8", "content-type-not-utf8", "correlation-id-not-utf8",
+                  "header-name-not-utf8", "task-header-not-utf8", "id-header-not-utf8")
+
+
+def amqp_malformed(rng: random.Random) -> tuple[str, bytes, bytes | None]:
+    """One hostile message: (kind, its content header, its routing key if not the queue's)."""
+    from tests.test_worker_hostile_amqp import content_header, long_string
+    kind = rng.choice(AMQP_BAD_KINDS)
+    junk = bytes([0xFF]) + rng.randbytes(rng.randint(0, 8))
+    task_id = str(uuid.uuid4())
+    if kind == "routing-key-not-utf8":
+        return kind, content_header(task_id), junk
+    if kind == "content-type-not-utf8":
+        return kind, content_header(task_id, content_type=junk), None
+    if kind == "correlation-id-not-utf8":
+        return kind, content_header(task_id, correlation_id=junk), None
+    if kind == "header-name-not-utf8":
+        return kind, content_header(task_id, extra=((junk, long_string(b"v")),)), None
+    header = b"task" if kind == "task-header-not-utf8" else b"id"
+    # Written after the valid one: a table read into a dict keeps the last of a name.
+    return kind, content_header(task_id, extra=((header, long_string(junk)),)), None
+
+
+def malformed_amqp(work: Path, bad: int, good: int) -> Trial:
+    """Messages that are not UTF-8 where py-amqp reads text (a routing key through a fanout
+    exchange, a content type, a header name or value), hand-built and published among valid
+    tasks, half before the worker starts and half while it runs: each reaches ``<queue>.dead``
+    with its reason, every valid task runs once, and the worker neither dies nor reconnects."""
+    import amqp as pyamqp
+
+    from tests.test_worker_hostile_amqp import RawMessage
+    world = World(work, AMQP)
+    outcome = Trial(f"{bad:,} messages not UTF-8 among {good:,} valid (RabbitMQ, threads -c 4)")
+    rng = random.Random(12)
+    kinds: Counter[str] = Counter()
+    dead_queue = dead_letter_queue_name(world.queue)
+    fanout = f"{world.queue}.fanout"
+    app = world.app()
+    conn = pyamqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
+    conn.connect()
+    channel = conn.channel()
+    body = json.dumps([["bad"], {}, {"callbacks": None, "errbacks": None, "chain": None,
+                                     "chord": None}]).encode()
+
+    def publish(bad_count: int, numbers: range) -> None:
+        order = ["bad"] * bad_count + list(numbers)
+        rng.shuffle(order)
+        for what in order:
+            if what == "bad":
+                kind, raw, routing_key = amqp_malformed(rng)
+                kinds[kind] += 1
+                if routing_key is None:
+                    channel.basic_publish(RawMessage(body, raw), exchange="",
+                                          routing_key=world.queue)
+                else:
+                    channel.basic_publish(RawMessage(body, raw), exchange=fanout,
+                                          routing_key=routing_key)
+            else:
+                app.send_task("faults.record", args=[what, 0.0], ignore_result=True)
+
+    def dead_count() -> int:
+        return int(channel.queue_declare(dead_queue, passive=True).message_count)
+
+    try:
+        for name in (world.queue, dead_queue):  # as the worker declares them
+            channel.queue_declare(name, durable=True, auto_delete=False)
+        channel.exchange_declare(fanout, "fanout", auto_delete=True)
+        channel.queue_bind(world.queue, fanout)
+        publish(bad // 2, range(good // 2))
+        with world.worker("-P", "threads", "-c", "4") as proc:
+            wait_for(lambda: world.done() >= good // 2, 60)
+            publish(bad - bad // 2, range(good // 2, good))
+            finished = wait_for(lambda: world.done() >= good and dead_count() >= bad, 120)
+            time.sleep(1.0)
+            alive = proc.poll() is None
+            log = proc.log_path.read_text()  # type: ignore[attr-defined]
+        outcome.sent = good
+        outcome.distinct, outcome.runs = world.done(), world.runs()
+        reasons: Counter[str] = Counter()
+        without_reason = 0
+        reader = conn.channel()
+        while (letter := reader.basic_get(dead_queue, no_ack=True)) is not None:
+            reason = (letter.headers or {}).get(DEAD_REASON_HEADER)
+            if reason:
+                reasons[re.sub(r"b['\"].*", "b'...", UUID.sub("<id>", reason))] += 1
+            else:
+                without_reason += 1
+        dead = sum(reasons.values()) + without_reason
+        reconnected = log.count("Broker connection lost")
+        outcome.figures.update(invalid_sent=bad, dead_lettered=dead, without_reason=without_reason,
+                               reconnections=reconnected, worker_up=alive)
+        outcome.details = [
+            f"Messages not UTF-8 on RabbitMQ by kind ({bad:,} among {good:,} valid, "
+            "`random.Random(12)`): " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())),
+            "", "| reason recorded | dead-lettered |", "| --- | ---: |",
+            *(f"| {r} | {n:,} |" for r, n in sorted(reasons.items()))]
+        outcome.passed = (finished and alive and outcome.lost == 0 and dead == bad
+                          and without_reason == 0 and outcome.duplicates == 0
+                          and reconnected == 0)
+        return outcome
+    finally:
+        app.close()
+        conn.close()
+        delete_amqp_queues(world.queue, dead_queue)
+        world.cleanup()
+
+
 CELERY_TASKS = """
 import os, time
 import redis
@@ -1575,6 +1684,8 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Trial], float]] = {
     "idle-brpop-kill": (lambda w, q: idle_kill(w, 3 if q else 10), 300),
     "malformed-redis": (lambda w, q: malformed_redis(w, 200 if q else 2_000, 200 if q else 1_000),
                         300),
+    "malformed-amqp": (lambda w, q: malformed_amqp(w, 200 if q else 2_000, 200 if q else 1_000),
+                       300),
     "mixed-celery": (lambda w, q: mixed_celery(w, 10 if q else 40), 300),
     "gil-holder": (lambda w, q: gil_holder(w, 4 if q else 10), 300),
     "event-flood": (lambda w, q: event_flood(w, 10_000 if q else 30_000, 10 if q else 50), 300),

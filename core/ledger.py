@@ -77,8 +77,10 @@ class RedisLedger(Ledger):
         self.errors = (redis.RedisError, OSError)
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
         self._sender: redis.connection.Connection | None = None
-        """The connection of ``put(wait=False)``, and how many answers it has not read yet
-        (read from its socket by :class:`~.brokers.redis.wire.Reader`, not redis-py's parser)."""
+        """The connection of ``put(wait=False)``, the commands of the last such put and how
+        many of their answers are not read yet (read from its socket by
+        :class:`~.brokers.redis.wire.Reader`, not redis-py's parser)."""
+        self._unanswered: list[tuple[Any, ...]] = []
         self._unread = 0
         self._replies = wire.Reader()
 
@@ -107,18 +109,27 @@ class RedisLedger(Ledger):
             return
         # Sent before the caller goes on (a task starts): Redis has it even if this process is
         # killed at once; the answer is read with the next put, so no round trip is waited for.
+        # A kept connection the server closed meanwhile takes the write without an error and
+        # loses it: it is replaced first.
         if self._sender is None:
             self._sender = self.client.connection_pool.get_connection()
+            self._replies = wire.Reader()
+        elif wire.dropped(self._sender):
+            self._sender.disconnect()  # the send connects again
             self._replies = wire.Reader()
         try:
             self._sender.send_packed_command([wire.commands(self._sender, commands)])
         except self.errors:
             self._drop_sender()
             raise
-        self._unread = len(commands)
+        self._unanswered, self._unread = commands, len(commands)
 
     def _read_answers(self) -> None:
-        if self._sender is None:
+        """Read the answers of the last ``put(wait=False)``. Its connection lost before they
+        came (the server dropped it after the check in :meth:`put`, a network cut), the put may
+        not have reached Redis: it is sent once more on a new connection, and waited for (every
+        command of a put can run twice)."""
+        if self._sender is None or not self._unread:
             return
         try:
             while self._unread:
@@ -133,12 +144,21 @@ class RedisLedger(Ledger):
                 self._unread -= 1
                 if isinstance(item[1], wire.ErrorReply):
                     raise redis.ResponseError(item[1].decode(errors="replace"))
-        except self.errors:
+        except redis.ResponseError:
             self._drop_sender()
             raise
+        except self.errors:
+            sender, unanswered = self._sender, self._unanswered
+            self._unanswered, self._unread, self._replies = [], 0, wire.Reader()
+            sender.disconnect()
+            try:
+                wire.send_kept(sender, unanswered)
+            except self.errors:
+                self._drop_sender()
+                raise
 
     def _drop_sender(self) -> None:
-        sender, self._sender, self._unread = self._sender, None, 0
+        sender, self._sender, self._unread, self._unanswered = self._sender, None, 0, []
         if sender is not None:
             sender.disconnect()
             self.client.connection_pool.release(sender)

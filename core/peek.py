@@ -48,7 +48,7 @@ class WaitingMessage:
     """0 for the next to be delivered."""
     handle: Any
     """What the broker needs to find this exact message again (a Redis list and the exact
-    envelope, an SQLite row id and payload, a task id on RabbitMQ)."""
+    envelope, an SQLite row id and payload, a task id and body on RabbitMQ)."""
     body: bytes
     content_type: str | None
     content_encoding: str | None

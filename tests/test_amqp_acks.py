@@ -10,15 +10,18 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 from typing import Any
 
 import pytest
+from amqp.exceptions import RecoverableConnectionError
 from amqp.transport import SSLTransport
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.exceptions import ChannelError
 
 from qtui.core import App
+from qtui.core.brokers.amqp import transport as amqp_transport
 from qtui.core.brokers.amqp.transport import (
     BufferedConnection,
     BufferedTCPTransport,
@@ -26,8 +29,11 @@ from qtui.core.brokers.amqp.transport import (
     WorkerTransport,
     ack_plan,
 )
+from qtui.core.queues import queue_exists
 from qtui.workers.worker import Worker
 
+from .services import AMQP_HOST, AMQP_PORT
+from .tcp_proxy import SilentProxy
 from .worker_helpers import REDIS_URL, make_setup, wait_for
 
 
@@ -194,6 +200,67 @@ def test_a_channel_the_broker_closed_and_py_amqp_reopened_holds_no_deliveries(am
             channel.queue_declare(f"{queue.name}-missing", passive=True)
         assert channel.unsettled == set()
     assert sorted(left_on(amqp_url, queue, 2)) == [b"1", b"2"]
+
+
+@pytest.mark.timeout(60)
+def test_a_delivery_that_arrives_while_a_callback_waits_on_the_broker_runs_after_that_callback(
+        amqp_url, queue):
+    """A callback that waits on the broker (a dead letter's declare, the event check py-amqp
+    makes before every publish) reads the connection, deliveries included: those run once it
+    returns, in order, never inside it. Run inside it, a callback could get the outer one's
+    404 (raised by whichever read takes the broker's channel.close), which ended it with its
+    message neither run nor dead-lettered."""
+    publish(amqp_url, queue, [b"1", b"2", b"3"])
+    events: list[tuple[str, bytes]] = []
+    with Connection(amqp_url, transport=WorkerTransport) as conn:
+        channel = conn.channel()
+
+        def on_message(message: Any) -> None:
+            events.append(("start", message.body))
+            # As a first dead letter does: a passive declare of a queue not made yet (the
+            # broker closes that channel with 404), a publish, each waiting on the broker.
+            assert not queue_exists(conn, f"{queue.name}.dead")
+            Producer(channel).publish(b"x", exchange="", routing_key=f"{queue.name}.dead")
+            message.ack()
+            events.append(("end", message.body))
+
+        consumer = Consumer(channel, [queue], no_ack=False, auto_declare=False,
+                            on_message=on_message)
+        consumer.consume()
+        deadline = time.monotonic() + 15
+        while len(events) < 6 and time.monotonic() < deadline:
+            conn.drain_events(timeout=1)
+        assert channel.unsettled == set()
+    assert events == [(step, body) for body in (b"1", b"2", b"3") for step in ("start", "end")]
+    assert left_on(amqp_url, queue, 0) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_reply_that_never_comes_ends_the_wait_as_a_lost_connection(queue, monkeypatch):
+    """A declare (a dead letter's, say) on a connection gone silent used to wait for ever, the
+    worker stalled with what it held: past the reply timeout it is a lost connection, which the
+    worker reconnects from (and the broker gives back what it held)."""
+    monkeypatch.setattr(amqp_transport, "REPLY_TIMEOUT", 1.0)
+    proxy = SilentProxy((AMQP_HOST, AMQP_PORT))
+    conn = Connection(f"amqp://guest:guest@127.0.0.1:{proxy.port}//", transport=WorkerTransport)
+    outcome: list[Any] = []
+
+    def declare() -> None:
+        try:
+            outcome.append(channel.queue_declare(queue.name, passive=True))
+        except Exception as exc:  # noqa: BLE001 - what the wait ended with is the answer
+            outcome.append(exc)
+
+    try:
+        channel = conn.channel()
+        proxy.silence()
+        waiting = threading.Thread(target=declare, daemon=True)
+        waiting.start()
+        waiting.join(20)
+        assert len(outcome) == 1 and isinstance(outcome[0], RecoverableConnectionError), outcome
+    finally:
+        proxy.close()
+        conn.collect()
 
 
 @pytest.mark.timeout(60)

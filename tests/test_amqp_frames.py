@@ -282,3 +282,66 @@ def test_a_content_header_that_cannot_be_read_is_delivered_with_its_error(header
     (_, _, _, props, body), = handled(frames.frame_handler, frame_list)
     assert body == b"0123456789"
     assert "cannot read the message's content header" in str(props[frames.UNREADABLE])
+
+
+@pytest.mark.parametrize(("position", "what"), [(0, "consumer tag"), (3, "exchange"),
+                                                (4, "routing key")])
+def test_a_delivery_whose_short_string_is_not_utf8_reaches_the_consumer_with_its_error(
+        position, what):
+    """RabbitMQ passes a routing key's bytes as a client sent them: py-amqp's strict decode
+    raised out of the worker's read loop (the worker died; the message, given back, killed
+    the next worker). The message is delivered with the error, to be dead-lettered."""
+    args: list[Any] = ["ctag", 7, False, "ex", "rk"]
+    args[position] = b"\xff\xfe-" + args[position].encode()
+    channel = WorkerChannel(BufferedConnection(host="127.0.0.1:1"), 1)
+    got: list[Any] = []
+    channel.callbacks["ctag"] = got.append
+    payload = b"".join(part.to_bytes(2, "big") for part in spec.Basic.Deliver) \
+        + dumps("sLbss", args)
+    rejected: list[Any] = []
+    channel.basic_reject = lambda tag, requeue: rejected.append((tag, requeue))
+    channel.dispatch_method(spec.Basic.Deliver, payload, Message(b"{}", content_type="x/y"))
+    if what == "consumer tag":  # none of this channel's: given back, as py-amqp gives it back
+        assert (got, rejected) == ([], [(7, True)])
+        return
+    (received,) = got
+    assert received.delivery_info[["consumer_tag", "", "", "exchange", "routing_key"][position]] \
+        == "\udcff\udcfe-" + ["ctag", "", "", "ex", "rk"][position]
+    assert received.properties["content_type"] == "x/y"
+    error = received.properties[frames.UNREADABLE]
+    assert f"the {what} is not UTF-8: b'\\xff\\xfe-" in str(error)
+    assert channel.unsettled == {7}
+
+
+def got_through(dispatch: Any, args: list[Any], body: bytes, **props: Any) -> Any:
+    """What ``basic_get`` returns for one ``basic.get-ok`` dispatched by ``dispatch`` (the
+    channel's method, or py-amqp's applied to it)."""
+    channel = WorkerChannel(BufferedConnection(host="127.0.0.1:1"), 1)
+    payload = b"".join(part.to_bytes(2, "big") for part in spec.Basic.GetOk) \
+        + dumps("Lbssl", args)
+
+    def answer(*_: Any, **__: Any) -> None:
+        dispatch(channel, spec.Basic.GetOk, payload, Message(body, **props))
+
+    channel.connection.drain_events = answer
+    channel.send_method = lambda *a, wait=None, returns_tuple=False: channel.wait(
+        wait, returns_tuple=returns_tuple)
+    got = channel.basic_get("q")
+    return got.delivery_info, got.body, got.properties, channel.unsettled
+
+
+@pytest.mark.parametrize("args", [[7, False, "ex", "rk", 3], [2**63 + 5, True, "", "célery", 0]])
+@pytest.mark.parametrize("props", [{}, {"content_encoding": "utf-8"}])
+def test_a_get_ok_reaches_basic_get_as_py_amqp_dispatch_hands_it_over(args, props):
+    ours = got_through(WorkerChannel.dispatch_method, args, "é".encode(), **props)
+    theirs = got_through(amqp.Channel.dispatch_method, args, "é".encode(), **props)
+    assert ours == theirs
+    assert ours[0]["message_count"] == args[4] and ours[3] == {args[0]}
+
+
+def test_a_get_ok_whose_routing_key_is_not_utf8_is_got_with_its_error():
+    """A peek reads a queue by ``basic.get``: py-amqp's decode raised there as in a delivery."""
+    info, body, props, _ = got_through(WorkerChannel.dispatch_method,
+                                       [7, False, "ex", b"\xff\xfe", 3], b"{}")
+    assert (info["routing_key"], info["message_count"], body) == ("\udcff\udcfe", 3, b"{}")
+    assert "the routing key is not UTF-8: b'\\xff\\xfe'" in str(props[frames.UNREADABLE])

@@ -83,6 +83,15 @@ def test_raw_non_envelopes_on_redis_are_dead_lettered_with_reasons(tmp_path):
     assert outcome.figures["dead_lettered"] == 60 and outcome.lost == 0
 
 
+@pytest.mark.timeout(120)
+def test_amqp_messages_not_utf8_are_dead_lettered_with_reasons_and_the_worker_stays_up(
+        tmp_path):
+    need("RabbitMQ", AMQP_HOST, AMQP_PORT)
+    outcome = faults.malformed_amqp(tmp_path, bad=60, good=40)
+    assert outcome.passed, outcome
+    assert outcome.figures["dead_lettered"] == 60 and outcome.lost == 0
+
+
 @pytest.mark.timeout(300)
 def test_the_rabbitmq_restart_scenario_restarts_a_node_of_its_own_not_the_shared_one(
         tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -449,3 +450,44 @@ def test_with_the_management_api_a_peek_asks_for_a_get_that_requeues(amqp_url):
     path, body = server.requests[0]
     assert path == "/api/queues/%2F/reports/get"
     assert body == {"count": 4, "ackmode": "ack_requeue_true", "encoding": "base64"}
+
+
+@pytest.mark.parametrize("unreadable", ["routing key", "content header"])
+def test_a_rabbitmq_message_that_is_not_utf8_is_peeked_and_left_in_place(family, unreadable):
+    """Another client's routing key or ``content_type`` that is not UTF-8 (a worker dead-letters
+    such a message): a peek lists it among the others and requeues it, where py-amqp's decode
+    raised out of the peek."""
+    from .test_worker_hostile_amqp import content_header, publish_raw
+    kind, app, queue = family
+    if kind != "rabbitmq":
+        pytest.skip("RabbitMQ only")
+    first = send(app, queue, [0])
+    odd = str(uuid.uuid4())
+    if unreadable == "routing key":
+        publish_raw(queue, content_header(odd), ["x"], routing_key=b"\xff\xfe")
+    else:
+        publish_raw(queue, content_header(odd, content_type=b"\xff\xfe"), ["x"])
+    last = send(app, queue, [0])
+    with inspector_for(app) as inspector:
+        ids = [m.task_id for m in inspector.peek(queue, 0, 10).messages]
+        assert ids == [*first, odd if unreadable == "routing key" else "", *last]
+        assert inspector.queues([queue])[0].messages == 3
+
+
+def test_deleting_a_rabbitmq_message_without_a_task_id_takes_that_one_not_another(family):
+    """Two messages whose content headers cannot be read both peek with an empty task id:
+    deleting the second must take the second (found by id and body), where finding it by task
+    id alone took the first message with no id."""
+    from .test_worker_hostile_amqp import content_header, publish_raw
+    kind, app, queue = family
+    if kind != "rabbitmq":
+        pytest.skip("RabbitMQ only")
+    for args in (["first"], ["second"]):
+        publish_raw(queue, content_header(str(uuid.uuid4()), content_type=b"\xff\xfe"), args)
+    last = send(app, queue, [0])
+    with inspector_for(app) as inspector:
+        messages = inspector.peek(queue, 0, 10).messages
+        assert [m.task_id for m in messages] == ["", "", *last]
+        assert inspector.delete(queue, [messages[1]]) == 1
+        left = inspector.peek(queue, 0, 10).messages
+    assert [json.loads(m.body)[0] for m in left] == [["first"], [0, 0]]

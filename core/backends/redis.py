@@ -103,40 +103,14 @@ class RedisBackend(ResultBackend):
         """``commands`` in one write, their replies read in order, the first error reply raised
         once all are read: redis-py's pipeline without its per-command bookkeeping (a third
         less CPU for the result write on every task's path), packed by :mod:`wire` rather than
-        redis-py's packer, on the thread's own connection (:class:`_Writer`). A kept connection
-        is not checked before a write the way a pool checkout is, so one the server dropped
-        meanwhile (a restart, its ``timeout`` for idle clients, a proxy) fails the write: the
-        write is then sent once more on a new connection. Resending is safe: SET stores the same
-        value again and a second PUBLISH of it is ignored by a ``get()`` that already has it."""
+        redis-py's packer, on the thread's own connection (:class:`_Writer`), sent once more on a
+        new connection when the server dropped the kept one (:func:`wire.send_kept`). Resending
+        is safe: SET stores the same value again and a second PUBLISH of it is ignored by a
+        ``get()`` that already has it."""
         writer: _Writer | None = getattr(self._local, "writer", None)
         if writer is None or writer.pid != os.getpid():  # none yet, or the parent's (a fork)
             writer = self._local.writer = _Writer(self.client.connection_pool)
-        conn = writer.conn
-
-        def run() -> None:
-            conn.send_packed_command([wire.commands(conn, commands)])
-            refused: list[redis.ResponseError] = []
-            for _ in commands:
-                try:
-                    conn.read_response()
-                except redis.ResponseError as exc:
-                    refused.append(exc)
-            if refused:
-                raise refused[0]
-
-        for last in (False, True):
-            try:
-                conn.retry.call_with_retry(run, lambda error: conn.disconnect())
-                return
-            except redis.ResponseError:
-                raise  # every reply was read: the connection is clean
-            except (redis.ConnectionError, redis.TimeoutError):
-                conn.disconnect()  # dropped while kept: the next try connects again
-                if last:
-                    raise
-            except BaseException:
-                conn.disconnect()  # replies may be left unread: the next write connects again
-                raise
+        wire.send_kept(writer.conn, commands)
 
     def _get(self, task_id: str) -> bytes | None:
         try:

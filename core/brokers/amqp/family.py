@@ -28,7 +28,11 @@ class AmqpFamily(BrokerFamily):
 
     def queue_inspector(self, connection: Connection,
                         management_url: str | None = None) -> AmqpQueues:
-        return AmqpQueues(connection, management_url)
+        """Over the worker's transport: a message a peek gets whose routing key or content
+        header is not UTF-8 is read with its error, not raised out of the read."""
+        inspecting = connection.clone(transport=WorkerTransport)
+        connection.release()
+        return AmqpQueues(inspecting, management_url)
 
     def delayed(self, connection: Connection) -> AmqpDelayed:
         return AmqpDelayed(connection)

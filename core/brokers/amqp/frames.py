@@ -33,8 +33,9 @@ BASIC_CLASS_ID = spec.Basic.CLASS_ID
 #: are text, and the cache starts over when full.
 KEYS_KEPT = 1024
 _KEYS: dict[bytes, str] = {}
-#: The property :func:`frame_handler` puts the error in when a content header cannot be read;
-#: the worker's channel takes it out and makes the message undecodable (dead-lettered).
+#: The property :func:`frame_handler` puts the error in when a content header cannot be read
+#: (and :func:`short_string`, when a delivery's routing key or exchange is not UTF-8); the
+#: worker's channel takes it out and makes the message undecodable (dead-lettered).
 UNREADABLE = "x-qtui-unreadable-header"
 #: What a hostile content header can raise while being read.
 DECODE_ERRORS = (UnicodeDecodeError, ValueError, OverflowError, OSError, IndexError,
@@ -55,6 +56,18 @@ _PROPERTIES = ((0x8000, "content_type", "s"), (0x4000, "content_encoding", "s"),
                (0x0200, "reply_to", "s"), (0x0100, "expiration", "s"),
                (0x0080, "message_id", "s"), (0x0040, "timestamp", "T"), (0x0020, "type", "s"),
                (0x0010, "user_id", "s"), (0x0008, "app_id", "s"), (0x0004, "cluster_id", "s"))
+
+
+def short_string(raw: bytes, what: str, properties: dict[str, Any]) -> str:
+    """A short string of a method frame (a delivery's routing key, say) as py-amqp reads it.
+    RabbitMQ passes any bytes through there, where py-amqp's strict decode would raise out of
+    the connection's read loop: bytes that are not UTF-8 are kept as escapes (surrogateescape)
+    and the message's ``properties`` get the error, so it is dead-lettered with it."""
+    try:
+        return raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        properties.setdefault(UNREADABLE, ProtocolError(f"the {what} is not UTF-8: {raw!r}"))
+        return raw.decode("utf-8", "surrogateescape")
 
 
 def _text(raw: bytes) -> str | bytes:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from amqp.exceptions import MessageNacked
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Producer
 from kombu.exceptions import ChannelError
 from kombu.message import Message
 
@@ -151,10 +151,11 @@ class AmqpQueues(DeclaredQueues):
 
     def _take(self, name: str, messages: Sequence[WaitingMessage],
               act: Callable[[Message, WaitingMessage], None]) -> list[WaitingMessage]:
-        """Get messages from the head until each wanted one (by task id) is found, ``act`` on
-        it and ack it; every other message got is held, and requeued at the end (RabbitMQ
-        cannot take one message from the middle of a queue). A connection lost half way
-        gives every held message back: nothing is lost. Returns those of ``messages`` taken."""
+        """Get messages from the head until each wanted one (by :func:`_handle`) is found,
+        ``act`` on it and ack it; every other message got is held, and requeued at the end
+        (RabbitMQ cannot take one message from the middle of a queue). A connection lost half
+        way gives every held message back: nothing is lost. Returns those of ``messages``
+        taken."""
         wanted: dict[Any, list[WaitingMessage]] = {}
         for chosen in messages:
             wanted.setdefault(chosen.handle, []).append(chosen)
@@ -183,7 +184,6 @@ class AmqpQueues(DeclaredQueues):
         channel = self.connection.channel()
         held: list[Message] = []
         try:
-            queue = Queue(name, Exchange(""), routing_key=name, channel=channel, no_declare=True)
             try:
                 depth = channel.queue_declare(queue=name, passive=True).message_count
             except ChannelError as exc:
@@ -193,9 +193,12 @@ class AmqpQueues(DeclaredQueues):
             for position in range(depth if limit is None else min(limit, depth)):
                 if until():
                     break
-                message = queue.get(no_ack=False)
-                if message is None:
+                # Not kombu's Queue.get, which raises a message's decode error: one that the
+                # worker will dead-letter (a routing key not UTF-8, ...) is shown as it is.
+                raw = channel.basic_get(queue=name, no_ack=False)
+                if raw is None:
                     break
+                message = channel.message_to_python(raw)
                 if not visit(position, message):
                     held.append(message)
         finally:
@@ -290,9 +293,19 @@ _KEPT_PROPERTIES = ("correlation_id", "reply_to", "priority", "expiration", "mes
 
 def _waiting(position: int, message: Message) -> WaitingMessage:
     headers = message.headers or {}
-    task_id = headers.get("id") or message.properties.get("correlation_id") or ""
-    return WaitingMessage(position, str(task_id), message.body, message.content_type,
+    task_id = str(headers.get("id") or message.properties.get("correlation_id") or "")
+    body = message.body
+    if isinstance(body, str):  # py-amqp decoded it by its content_encoding: back to its bytes
+        body = body.encode(message.content_encoding or "utf-8")
+    return WaitingMessage(position, _handle(task_id, body), body, message.content_type,
                           message.content_encoding, headers, message.properties)
+
+
+def _handle(task_id: str, body: bytes) -> tuple[str, bytes]:
+    """How a delete or move finds a peeked message again among those it gets from the head:
+    its task id and body, so a message whose id cannot be read (empty) is never mistaken for
+    another one without an id. Copies equal in both are the same task."""
+    return task_id, body
 
 
 def parse_management_messages(payload: Any) -> list[WaitingMessage]:
@@ -307,8 +320,8 @@ def parse_management_messages(payload: Any) -> list[WaitingMessage]:
         body = (base64.b64decode(raw) if entry.get("payload_encoding") == "base64"
                 else raw.encode())
         headers = properties.pop("headers", None) or {}
-        task_id = headers.get("id") or properties.get("correlation_id") or ""
-        found.append(WaitingMessage(position, str(task_id), body,
+        task_id = str(headers.get("id") or properties.get("correlation_id") or "")
+        found.append(WaitingMessage(position, _handle(task_id, body), body,
                                     properties.get("content_type"),
                                     properties.get("content_encoding"), headers, properties))
     return found

@@ -14,18 +14,25 @@ go out as one ``basic.ack`` with ``multiple`` set up to the highest tag below ev
 still held (:func:`ack_plan`): it never acks a task that has not finished. Content headers are
 read by :mod:`.frames`, ``basic.deliver`` arguments by the channel and ``basic.ack`` frames
 packed whole by it (the same values and bytes as py-amqp's, in fewer steps).
+
+Two rules py-amqp does not keep: one consumer callback runs at a time (a delivery read while one
+waits on the broker is held for the next read), and no wait for a broker reply is unbounded
+(:data:`REPLY_TIMEOUT`, then a lost connection).
 """
 
 from __future__ import annotations
 
 import errno
 import sys
+import time
+from collections import deque
 from collections.abc import Collection, Iterable
 from struct import Struct
 from typing import Any
 
 import amqp
 from amqp import spec
+from amqp.abstract_channel import ensure_promise  # the promise py-amqp's own wait makes
 from amqp.exceptions import RecoverableConnectionError, UnexpectedFrame
 from amqp.transport import TCPTransport
 from kombu.transport import pyamqp
@@ -46,8 +53,15 @@ _ACK_FRAME = Struct(">BHIHHQBB").pack
 _ACK_SIZE = 13
 #: ``basic.deliver`` arguments after the consumer tag: delivery tag, ``redelivered`` (a bit).
 _DELIVER_TAG = Struct(">QB").unpack_from
+#: ``basic.get-ok``'s last argument: the messages left in the queue (long).
+_MESSAGE_COUNT = Struct(">I").unpack_from
 #: Frames of a task message: method, content header and (one, for most) body frame.
 FRAMES_PER_MESSAGE = 3
+#: Seconds the worker waits for a reply RabbitMQ owes it (a declare's, a channel's opening or
+#: closing, a publisher confirm) when the caller set no limit: past it the connection is taken
+#: for lost, so the worker reconnects and the broker gives back what it held, rather than
+#: waiting for ever on a half-open connection or a reply that will not come.
+REPLY_TIMEOUT = 60.0
 
 
 class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
@@ -144,31 +158,113 @@ class WorkerChannel(pyamqp.Channel):
     def dispatch_method(self, method_sig: tuple[int, int], payload: bytes, content: Any) -> Any:
         """py-amqp's, with ``basic.deliver`` (one per task message) read here: its five
         arguments unpacked in place rather than by py-amqp's general decoder, and the message
-        handed to :meth:`_on_basic_deliver` directly. Every other method, and a delivery while
-        the channel closes or while something waits on ``basic.deliver`` itself, goes through
-        py-amqp."""
+        handed to :meth:`_on_basic_deliver` directly; ``basic.get-ok`` too (see
+        :meth:`_on_get_ok_frame`). Every other method, and a delivery while the channel closes
+        or while something waits on ``basic.deliver`` itself, goes through py-amqp."""
+        if method_sig == spec.Basic.GetOk and not self.is_closing:
+            return self._on_get_ok_frame(payload, content)
         if method_sig != spec.Basic.Deliver or self.is_closing or method_sig in self._pending:
             return super().dispatch_method(method_sig, payload, content)
+        self._decode_body(content)
+        end = 5 + payload[4]
+        tag_raw = payload[5:end]
+        delivery_tag, bits = _DELIVER_TAG(payload, end)
+        end += 9
+        exchange_end = end + 1 + payload[end]
+        exchange_raw = payload[end + 1:exchange_end]
+        key_raw = payload[exchange_end + 1:exchange_end + 1 + payload[exchange_end]]
+        try:
+            consumer_tag = tag_raw.decode("utf-8", "surrogatepass")
+            exchange = exchange_raw.decode("utf-8", "surrogatepass")
+            routing_key = key_raw.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:  # RabbitMQ passes any bytes: dead-lettered, not a crash
+            properties = content.properties
+            consumer_tag = frames.short_string(tag_raw, "consumer tag", properties)
+            exchange = frames.short_string(exchange_raw, "exchange", properties)
+            routing_key = frames.short_string(key_raw, "routing key", properties)
+        return self._on_basic_deliver(consumer_tag, delivery_tag, bits & 1 == 1, exchange,
+                                      routing_key, content)
+
+    def wait(self, method: Any, callback: Any = None, timeout: float | None = None,
+             returns_tuple: bool = False) -> Any:
+        """py-amqp's, with no wait unbounded: one without a ``timeout`` raises
+        ``RecoverableConnectionError`` (a lost connection to the worker) once
+        :data:`REPLY_TIMEOUT` passes without the reply, however many other frames (heartbeats,
+        deliveries) arrive meanwhile."""
+        if timeout is not None:
+            return super().wait(method, callback, timeout, returns_tuple)
+        promise = ensure_promise(callback)
+        methods = method if isinstance(method, list) else [method]
+        previous = [self._pending.get(each) for each in methods]
+        for each in methods:
+            self._pending[each] = promise
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        try:
+            while not promise.ready:
+                conn, remaining = self.connection, deadline - time.monotonic()
+                if conn is None:
+                    raise RecoverableConnectionError("connection already closed")
+                if remaining <= 0:
+                    raise RecoverableConnectionError(
+                        f"RabbitMQ did not answer {methods} within {REPLY_TIMEOUT:g}s")
+                try:
+                    conn.drain_events(timeout=remaining)
+                except TimeoutError:  # nothing arrived in time: the deadline says so next
+                    continue
+            if not promise.value:
+                return None
+            args = promise.value[0][1:]  # without the method, as py-amqp returns it
+            return args if returns_tuple else (args and args[0])
+        finally:
+            for each, before in zip(methods, previous, strict=True):
+                if before is not None:
+                    self._pending[each] = before
+                else:
+                    self._pending.pop(each, None)
+
+    def _decode_body(self, content: Any) -> None:
+        """py-amqp's ``auto_decode``: the body as text in its ``content_encoding`` if it can."""
         if self.auto_decode and "content_encoding" in content.properties:
             try:
                 content.body = content.body.decode(content.properties["content_encoding"])
             except Exception:  # noqa: BLE001 - py-amqp's rule: the body stays as it came
                 pass
-        end = 5 + payload[4]
-        consumer_tag = payload[5:end].decode("utf-8", "surrogatepass")
-        delivery_tag, bits = _DELIVER_TAG(payload, end)
-        end += 9
-        exchange_end = end + 1 + payload[end]
-        exchange = payload[end + 1:exchange_end].decode("utf-8", "surrogatepass")
-        routing_key = payload[exchange_end + 1:exchange_end + 1 + payload[exchange_end]] \
-            .decode("utf-8", "surrogatepass")
-        return self._on_basic_deliver(consumer_tag, delivery_tag, bits & 1 == 1, exchange,
-                                      routing_key, content)
+
+    def _on_get_ok_frame(self, payload: bytes, content: Any) -> None:
+        """py-amqp's dispatch of ``basic.get-ok`` (a queue read by a peek) to the ``basic_get``
+        waiting for it, its exchange and routing key read by :func:`.frames.short_string`:
+        bytes that are not UTF-8 come with the message's error rather than raising out of the
+        read (the message held, the channel's waiter lost)."""
+        self._decode_body(content)
+        waiting = self._pending.pop(spec.Basic.GetOk, None)
+        if waiting is None:  # py-amqp has no listener of its own for it either
+            return
+        properties = content.properties
+        delivery_tag, bits = _DELIVER_TAG(payload, 4)
+        exchange_end = 14 + payload[13]
+        exchange = frames.short_string(payload[14:exchange_end], "exchange", properties)
+        key_end = exchange_end + 1 + payload[exchange_end]
+        routing_key = frames.short_string(payload[exchange_end + 1:key_end], "routing key",
+                                          properties)
+        message_count, = _MESSAGE_COUNT(payload, key_end)
+        waiting(spec.Basic.GetOk, delivery_tag, bits & 1 == 1, exchange, routing_key,
+                message_count, content)
 
     def _on_basic_deliver(self, consumer_tag: str, delivery_tag: int, *args: Any) -> None:
+        """Counted as held at once (a later ``multiple`` ack must not cover it), and handed to
+        its consumer's callback unless another callback is running: then it waits in the
+        connection's :attr:`~BufferedConnection.held_deliveries` for the next read."""
         if consumer_tag not in (self.no_ack_consumers or ()):
             self.unsettled.add(delivery_tag)
-        super()._on_basic_deliver(consumer_tag, delivery_tag, *args)
+        conn = self.connection
+        if isinstance(conn, BufferedConnection):
+            conn.deliver(self, (consumer_tag, delivery_tag, *args))
+        else:
+            super()._on_basic_deliver(consumer_tag, delivery_tag, *args)
+
+    def hand_over(self, delivery: tuple[Any, ...]) -> None:
+        """Run the consumer callback of ``delivery`` (arguments of ``basic.deliver``)."""
+        super()._on_basic_deliver(*delivery)
 
     def message_to_python(self, raw_message: Any) -> Any:
         """kombu's Message; one whose content header could not be read carries the error, so
@@ -216,13 +312,19 @@ class WorkerChannel(pyamqp.Channel):
     def _do_revive(self) -> None:
         """py-amqp opens the channel again (after the broker closed it): it holds nothing and
         its delivery tags start at 1 again."""
-        self.unsettled.clear()
+        self._forget_held()
         super()._do_revive()
 
     def basic_recover(self, requeue: bool = False) -> Any:
         done = super().basic_recover(requeue)
-        self.unsettled.clear()  # given back or sent again under new tags
+        self._forget_held()  # given back or sent again under new tags
         return done
+
+    def _forget_held(self) -> None:
+        self.unsettled.clear()
+        conn = self.connection
+        if isinstance(conn, BufferedConnection):
+            conn.forget_held(self)
 
     def ack_many(self, tags: Iterable[int]) -> None:
         """Ack ``tags``: one frame for those below every delivery still held, one each for the
@@ -247,17 +349,56 @@ class BufferedConnection(pyamqp.Connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("frame_handler", frames.frame_handler)
         super().__init__(*args, **kwargs)
+        self.held_deliveries: deque[tuple[WorkerChannel, tuple[Any, ...]]] = deque()
+        """Deliveries that arrived while a consumer callback ran, in arrival order."""
+        self._in_callback = False
+
+    def deliver(self, channel: WorkerChannel, delivery: tuple[Any, ...]) -> None:
+        """Hand ``delivery`` to its consumer's callback, unless one is running: whatever a
+        callback waits for on this connection (a declare's reply, a confirm, the event check
+        py-amqp makes before every publish) reads deliveries too, and a callback run inside
+        another one broke the outer one's waits and could leave its message unsettled. Such a
+        delivery waits, in order, for the next read of the connection (:meth:`blocking_read`,
+        :meth:`drain_buffered`)."""
+        if self._in_callback:
+            self.held_deliveries.append((channel, delivery))
+            return
+        self._in_callback = True
+        try:
+            channel.hand_over(delivery)
+        finally:
+            self._in_callback = False
+
+    def deliver_held(self) -> bool:
+        """Hand the oldest held delivery to its callback (none while a callback runs); False
+        when there is none. One of a channel that closed since is dropped: the broker gives
+        it back, unacked, with the channel."""
+        while self.held_deliveries and not self._in_callback:
+            channel, delivery = self.held_deliveries.popleft()
+            if channel.is_open and channel.connection is self:
+                self.deliver(channel, delivery)
+                return True
+        return False
+
+    def forget_held(self, channel: WorkerChannel) -> None:
+        """Drop the held deliveries of ``channel``: it was reopened or recovered, and the
+        broker gives them back under new delivery tags."""
+        self.held_deliveries = deque(held for held in self.held_deliveries
+                                     if held[0] is not channel)
 
     def drain_buffered(self, messages: int) -> None:
         """Deliver the messages whose frames are already read, without touching the socket
         (``drain_events`` stops after one message), but no more than about ``messages`` of
         them: acks sent meanwhile let the broker send more, and the worker has outcomes,
         timers and signals to serve too. Nothing over TLS (py-amqp's transport reads exactly
-        one frame at a time)."""
+        one frame at a time). Deliveries held while a callback ran (:meth:`deliver`) first."""
+        budget = max(1, messages)
+        while budget and self.deliver_held():
+            budget -= 1
         transport = self.transport
         if not isinstance(transport, BufferedTCPTransport):
             return
-        for _ in range(FRAMES_PER_MESSAGE * max(1, messages)):
+        for _ in range(FRAMES_PER_MESSAGE * budget):
             if self.transport is not transport:
                 return
             frame = transport.buffered_frame()
@@ -266,7 +407,10 @@ class BufferedConnection(pyamqp.Connection):
             self.on_inbound_frame(frame)
 
     def blocking_read(self, timeout: float | None = None) -> Any:
-        """py-amqp's, taking a frame the buffer holds whole without its timeout calls."""
+        """py-amqp's, taking a frame the buffer holds whole without its timeout calls; a held
+        delivery (:meth:`deliver`) is handed over first, as one read."""
+        if self.held_deliveries and self.deliver_held():
+            return True
         transport = self.transport
         frame = transport.buffered_frame() if isinstance(transport, BufferedTCPTransport) \
             else None

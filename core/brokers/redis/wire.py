@@ -3,8 +3,11 @@ a redis-py connection directly instead of going through its command path."""
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+import redis
 
 
 def arguments(conn: Any, values: list[Any]) -> bytes:
@@ -34,6 +37,51 @@ def command(conn: Any, values: list[Any]) -> bytes:
 def commands(conn: Any, each: Iterable[Sequence[Any]]) -> bytes:
     """Several commands packed as :func:`command` packs one, in order, for one write."""
     return b"".join(command(conn, list(values)) for values in each)
+
+
+def send_kept(conn: Any, each: Sequence[Sequence[Any]]) -> None:
+    """``each`` command in one write on ``conn``, a redis-py connection kept from one write to
+    the next, their replies read in order and the first error reply raised once all are read.
+    A kept connection is not checked before a write the way a pool checkout is, so one the
+    server dropped meanwhile (a restart, its ``timeout`` for idle clients, a proxy) fails the
+    write: it is then sent once more on a new connection. For commands that can run twice."""
+
+    def run() -> None:
+        conn.send_packed_command([commands(conn, each)])
+        refused: list[redis.ResponseError] = []
+        for _ in each:
+            try:
+                conn.read_response()
+            except redis.ResponseError as exc:
+                refused.append(exc)
+        if refused:
+            raise refused[0]
+
+    for last in (False, True):
+        try:
+            conn.retry.call_with_retry(run, lambda error: conn.disconnect())
+            return
+        except redis.ResponseError:
+            raise  # every reply was read: the connection is clean
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()  # dropped while kept: the next try connects again
+            if last:
+                raise
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: the next write connects again
+            raise
+
+
+def dropped(conn: Any) -> bool:
+    """Whether ``conn``, kept with every reply read, has something to read all the same: the
+    server closed it (its idle ``timeout``, CLIENT KILL, a restart) or it is out of step. A
+    write into it would be lost without an error. One poll, no round trip."""
+    sock = conn._sock
+    if sock is None:
+        return False  # not connected: redis-py connects on the next write
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class ErrorReply(bytes):
