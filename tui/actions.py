@@ -15,6 +15,7 @@ from qtui.core.display import clip
 from qtui.core.pauses import PauseOutcome, pause_queue, resume_queue
 from qtui.core.queues import inspector_for
 from qtui.core.states import READY_STATES
+from qtui.core.task import SendOptions
 
 from .audit import current_user
 
@@ -169,10 +170,16 @@ class Actions:
         """Send the task again as a new task with the same name and arguments, routed as given
         (the app's routing for what is None), with the sender's ``argsrepr``/``kwargsrepr``
         (its mask over the arguments) and ``shadow`` where given."""
+        options: SendOptions = {"queue": queue, "exchange": exchange, "routing_key": routing_key}
+        # the masks only where given: a plain retry sends what `qtui call` does
+        if argsrepr is not None:
+            options["argsrepr"] = argsrepr
+        if kwargsrepr is not None:
+            options["kwargsrepr"] = kwargsrepr
+        if shadow is not None:
+            options["shadow"] = shadow
         try:
-            result = self.app.send_task(name, args=list(args), kwargs=dict(kwargs), queue=queue,
-                                        exchange=exchange, routing_key=routing_key,
-                                        argsrepr=argsrepr, kwargsrepr=kwargsrepr, shadow=shadow)
+            result = self.app.send_task(name, args=list(args), kwargs=dict(kwargs), **options)
         except Exception as exc:
             return ActionResult(f"retry {name}", (f"could not send: {exc}",), False, "retry",
                                 (name,))
