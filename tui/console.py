@@ -527,6 +527,11 @@ def _retry_of(task: TaskRow, found: arguments.Arguments | None) -> Retry:
 def _masking_note(send: Retry, found: arguments.Arguments | None) -> str:
     """What the retry question adds about the arguments' masks: the sender's reprs in place of
     the arguments, or that the arguments come from the events' reprs (which may be a mask)."""
+    if send.masked and found is not None and found.masked is None \
+            and not (send.argsrepr or send.kwargsrepr):
+        return ("Nothing says whether its sender masked the arguments (no event carried their "
+                "reprs, no worker remembers it): they are not shown, and are sent with empty "
+                "reprs; no scripted command is shown (it would carry them).")
     if send.masked:
         return (f"Its sender masked the arguments (argsrepr/kwargsrepr): args {send.argsrepr}  "
                 f"kwargs {send.kwargsrepr}. They are sent with the real arguments and the same "

@@ -52,8 +52,9 @@ class Arguments:
     def reply(self) -> dict[str, Any]:
         """The ``task_arguments`` reply for this task: with the reprs its message carried, and
         whether they mask the arguments (worked out here, on request, where they are kept)."""
-        reply: dict[str, Any] = {"name": self.name, "queue": self.queue, "argsrepr": self.argsrepr,
-                 "kwargsrepr": self.kwargsrepr, "shadow": self.shadow, "masked": self.masked}
+        reply: dict[str, Any] = {
+            "name": self.name, "queue": self.queue, "argsrepr": self.argsrepr,
+            "kwargsrepr": self.kwargsrepr, "shadow": self.shadow, "masked": self.masked}
         if self.args is not None and self.kwargs is not None:
             reply.update(args=list(self.args), kwargs=self.kwargs,
                          masked=masks(self.args, self.kwargs, self.argsrepr, self.kwargsrepr))
