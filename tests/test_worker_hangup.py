@@ -94,6 +94,33 @@ def test_sighup_finishes_the_running_task_then_restarts_the_worker(tmp_path, pri
 
 
 @pytest.mark.timeout(90)
+def test_sigterm_after_sighup_stops_the_worker_without_restarting(tmp_path, private_redis):
+    queue = f"hup-{uuid.uuid4().hex[:10]}"
+    write_module(tmp_path, "huptasks", TASKS.format(broker=private_redis, queue=queue))
+    app = App("client", broker=private_redis, backend=private_redis, task_default_queue=queue)
+    log = tmp_path / "worker.log"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "qtui.tui.cli", "-A", "huptasks", "run-worker", "-P", "solo",
+             "-l", "INFO"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        wait_for(log, "ready")
+        task = app.send_task("hup.sleep", (2,))
+        wait_for(log, f"[{task.id}] received")
+        time.sleep(0.5)
+        worker.send_signal(signal.SIGHUP)
+        wait_for(log, "Warm shutdown (SIGHUP)")
+        worker.send_signal(signal.SIGTERM)  # a supervisor stopping it: no restart
+        assert worker.wait(30) == 0
+    finally:
+        stop(worker)  # type: ignore[arg-type]
+        app.close()
+    assert "Restarting:" not in log.read_text(), log.read_text()
+
+
+@pytest.mark.timeout(90)
 def test_sighup_on_a_terminal_shuts_down_warm_without_restarting(tmp_path, private_redis):
     queue = f"hup-{uuid.uuid4().hex[:10]}"
     write_module(tmp_path, "huptasks", TASKS.format(broker=private_redis, queue=queue))

@@ -65,6 +65,7 @@ class Shutdown:
         self.deadline = time.monotonic() + self.timeout
 
     def _on_warm_signal(self, signum: int, frame: Any) -> None:
+        self.restart = False  # told to stop: a SIGHUP's restart is off
         if self.stopping:
             self._on_cold_signal(signum, frame)
             return
@@ -76,6 +77,7 @@ class Shutdown:
     def _on_cold_signal(self, signum: int, frame: Any) -> None:
         logger.warning("worker: Cold shutdown (%s): requeueing everything unacked",
                        signal.Signals(signum).name)
+        self.restart = False
         self.stopping = True
         self.cold = True
         if self.worker.pool_name == "solo" and self.worker.pool.active:
