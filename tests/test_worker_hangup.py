@@ -13,8 +13,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,19 +61,26 @@ def wait_for(path: Path, text: str, count: int = 1, timeout: float = 30.0) -> st
     return log
 
 
+def start_worker(tmp_path: Path, broker: str, pool: str, out: Any,
+                 preexec: Callable[[], None] | None = None
+                 ) -> tuple[subprocess.Popen[bytes], App]:
+    """A worker of :data:`TASKS` on a queue of its own, its output to ``out``; and a client."""
+    queue = f"hup-{uuid.uuid4().hex[:10]}"
+    write_module(tmp_path, "huptasks", TASKS.format(broker=broker, queue=queue))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "qtui.tui.cli", "-A", "huptasks", "run-worker", "-P", pool,
+         "-c", "1", "-l", "INFO"], cwd=tmp_path, env=env, stdout=out,
+        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec)
+    return worker, App("client", broker=broker, backend=broker, task_default_queue=queue)
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("pool", ["solo", "prefork"])
 def test_sighup_finishes_the_running_task_then_restarts_the_worker(tmp_path, private_redis, pool):
-    queue = f"hup-{uuid.uuid4().hex[:10]}"
-    write_module(tmp_path, "huptasks", TASKS.format(broker=private_redis, queue=queue))
-    app = App("client", broker=private_redis, backend=private_redis, task_default_queue=queue)
     log = tmp_path / "worker.log"
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     with log.open("w") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "qtui.tui.cli", "-A", "huptasks", "run-worker", "-P", pool,
-             "-c", "1", "-l", "INFO"], cwd=tmp_path, env=env, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=block_sighup)
+        worker, app = start_worker(tmp_path, private_redis, pool, out, block_sighup)
     try:
         wait_for(log, "ready")
         first = app.send_task("hup.sleep", (3,))
@@ -95,16 +103,9 @@ def test_sighup_finishes_the_running_task_then_restarts_the_worker(tmp_path, pri
 
 @pytest.mark.timeout(90)
 def test_sigterm_after_sighup_stops_the_worker_without_restarting(tmp_path, private_redis):
-    queue = f"hup-{uuid.uuid4().hex[:10]}"
-    write_module(tmp_path, "huptasks", TASKS.format(broker=private_redis, queue=queue))
-    app = App("client", broker=private_redis, backend=private_redis, task_default_queue=queue)
     log = tmp_path / "worker.log"
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     with log.open("w") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "qtui.tui.cli", "-A", "huptasks", "run-worker", "-P", "solo",
-             "-l", "INFO"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+        worker, app = start_worker(tmp_path, private_redis, "solo", out)
     try:
         wait_for(log, "ready")
         task = app.send_task("hup.sleep", (2,))
@@ -122,15 +123,8 @@ def test_sigterm_after_sighup_stops_the_worker_without_restarting(tmp_path, priv
 
 @pytest.mark.timeout(90)
 def test_sighup_on_a_terminal_shuts_down_warm_without_restarting(tmp_path, private_redis):
-    queue = f"hup-{uuid.uuid4().hex[:10]}"
-    write_module(tmp_path, "huptasks", TASKS.format(broker=private_redis, queue=queue))
-    app = App("client", broker=private_redis, backend=private_redis, task_default_queue=queue)
     primary, secondary = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "qtui.tui.cli", "-A", "huptasks", "run-worker", "-P", "solo",
-         "-l", "INFO"], cwd=tmp_path, env=env, stdout=secondary, stderr=secondary,
-        start_new_session=True)
+    worker, app = start_worker(tmp_path, private_redis, "solo", secondary)
     os.close(secondary)
     said = b""
 
