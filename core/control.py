@@ -430,12 +430,14 @@ class Inspect:
         return self._request("active", safe=safe)
 
     def reserved(self, safe: bool | None = None) -> Any:
-        """``{hostname: [task info, ...]}`` prefetched, not yet running."""
-        return self._request("reserved")
+        """``{hostname: [task info, ...]}`` prefetched, not yet running; with ``safe``, a qtui
+        worker gives the tasks' reprs, as for :meth:`active` (a Celery worker ignores it)."""
+        return self._request("reserved", **({} if safe is None else {"safe": safe}))
 
     def scheduled(self, safe: bool | None = None) -> Any:
-        """``{hostname: [{'eta', 'priority', 'request'}, ...]}`` waiting for their ETA."""
-        return self._request("scheduled")
+        """``{hostname: [{'eta', 'priority', 'request'}, ...]}`` waiting for their ETA;
+        ``safe`` as for :meth:`reserved`."""
+        return self._request("scheduled", **({} if safe is None else {"safe": safe}))
 
     def revoked(self) -> Any:
         """``{hostname: [task id, ...]}``."""

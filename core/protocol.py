@@ -238,6 +238,19 @@ def saferepr(value: Any, maxsize: int) -> str:
     return text
 
 
+def masks(args: Sequence[Any], kwargs: Mapping[str, Any], argsrepr: str | None,
+          kwargsrepr: str | None) -> bool:
+    """Whether ``argsrepr``/``kwargsrepr`` hide ``args``/``kwargs``: they are not the reprs a
+    qtui or Celery client writes of them (a tuple's or a list's), so the sender gave its own
+    (Celery's way to keep a secret argument out of monitors). A repr not given (None) hides
+    nothing; an empty one hides whatever it stands for."""
+    args_masked = argsrepr is not None and argsrepr not in (
+        saferepr(tuple(args), ARGSREPR_MAXSIZE), saferepr(list(args), ARGSREPR_MAXSIZE))
+    kwargs_masked = kwargsrepr is not None and \
+        kwargsrepr != saferepr(dict(kwargs), KWARGSREPR_MAXSIZE)
+    return args_masked or kwargs_masked
+
+
 def _plain(value: Any) -> bool:
     """A flat tuple or dict of at most 64 numbers, flags and short strings (keys too): the
     arguments of most calls."""

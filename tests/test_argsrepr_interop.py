@@ -88,12 +88,15 @@ def test_a_celery_worker_shows_the_shadow_name_and_reprs_qtui_sent(celery_side):
         active: list[dict[str, Any]] = []
         deadline = time.monotonic() + 20
         while not active and time.monotonic() < deadline:
-            replies = app.control.inspect(timeout=1.0, destination=[celery_host]).active() or {}
+            # safe, as the console's worker detail asks: the reprs, not the arguments
+            replies = app.control.inspect(timeout=1.0,
+                                          destination=[celery_host]).active(safe=True) or {}
             active = [t for tasks in replies.values() for t in tasks if t["id"] == result.id]
         assert result.get(timeout=30) == 5
     assert (event["name"], event["args"], event["kwargs"]) == \
         ("masked.sleep", "(***)", "{'secret': '***'}")
     assert active and active[0]["name"] == "masked.sleep"
+    assert (active[0]["args"], active[0]["kwargs"]) == ("(***)", "{'secret': '***'}")
 
 
 @pytest.mark.timeout(120)

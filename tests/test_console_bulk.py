@@ -13,6 +13,7 @@ from textual.widgets import Input, Static
 
 from qtui.core import App
 from qtui.tui import commands
+from qtui.tui.arguments import Arguments
 from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen
 from qtui.tui.views.tasks import TasksScreen
 
@@ -197,7 +198,7 @@ async def test_a_bulk_retry_looks_up_every_arguments_at_once_and_sends_each(monk
 
     def full_arguments_of(ids: list[str]) -> dict[str, Any]:
         looked_up.append(list(ids))
-        return {RECEIVED.id: ([1, 2], {"x": 3})}
+        return {RECEIVED.id: Arguments([1, 2], {"x": 3}, masked=False)}
     monkeypatch.setattr(console.feed, "full_arguments_of", full_arguments_of)
     monkeypatch.setattr(console.cluster, "send_task",
                         lambda name, **options: sent.append((name, options)) or

@@ -12,6 +12,7 @@ import pytest
 from textual.widgets import DataTable, TabbedContent, TextArea, Tree
 
 from qtui.core.state import State, timeline_steps
+from qtui.tui.arguments import Arguments
 from qtui.tui.history import History
 from qtui.tui.model import ConsoleModel
 from qtui.tui.views.details import TaskDetailScreen, WorkerDetailScreen, worker_table
@@ -269,7 +270,7 @@ def values_with(monkeypatch: pytest.MonkeyPatch, task: Any, full: Any) -> Any:
 
 
 async def test_the_detail_shows_the_senders_argsrepr_never_the_arguments_it_masked(monkeypatch):
-    console = values_with(monkeypatch, SECRET, (["hunter2"], {"token": "s3cr3t"}))
+    console = values_with(monkeypatch, SECRET, Arguments(["hunter2"], {"token": "s3cr3t"}))
     async with console.run_test(size=SIZE) as pilot:
         detail = TaskDetailScreen(SECRET.id)
         console.push_screen(detail)
@@ -283,7 +284,7 @@ async def test_the_detail_shows_the_senders_argsrepr_never_the_arguments_it_mask
 
 async def test_the_detail_shows_the_complete_arguments_when_the_sender_masked_nothing(
         monkeypatch):
-    console = values_with(monkeypatch, TASKS[3], ([4, 19.99], {}))
+    console = values_with(monkeypatch, TASKS[3], Arguments([4, 19.99], {}))
     async with console.run_test(size=SIZE) as pilot:
         detail = TaskDetailScreen(TASKS[3].id)
         console.push_screen(detail)

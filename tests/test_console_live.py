@@ -209,7 +209,8 @@ async def test_retry_sends_a_failed_task_again_with_its_full_arguments(world):
         await pilot.press("enter")
         detail = console.screen
         assert isinstance(detail, TaskDetailScreen)
-        await until(pilot, lambda: detail.full_arguments == ([long_message], {}),
+        await until(pilot, lambda: detail.full_arguments is not None and (
+            detail.full_arguments.args, detail.full_arguments.kwargs) == ([long_message], {}),
                     what="the complete arguments in the task's detail")
         # Below the failure, which comes first (its 3000-character message fills the screen).
         assert "complete, from the worker" in detail.query_one("#values", TextArea).text

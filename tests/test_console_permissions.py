@@ -11,6 +11,7 @@ import pytest
 from qtui.core import App
 from qtui.core.exceptions import ConfigError
 from qtui.tui.actions import ActionResult
+from qtui.tui.arguments import Arguments
 from qtui.tui.views.modals import ConfirmScreen, HelpScreen
 from qtui.tui.views.queues import QueuesScreen
 from qtui.tui.views.schedules import SchedulesScreen
@@ -91,7 +92,7 @@ async def test_retry_is_refused_without_its_permission_even_when_called():
 async def test_retry_asks_first(monkeypatch, answer, retried):
     console = FixedConsole()
     sent: list[tuple[str, Any, Any]] = []
-    monkeypatch.setattr(console.feed, "full_arguments", lambda task_id: ([1, 2], {}))
+    monkeypatch.setattr(console.feed, "full_arguments", lambda task_id: Arguments([1, 2], {}))
     monkeypatch.setattr(console.actions, "retry", lambda name, args, kwargs, **routing: (
         sent.append((name, args, kwargs)) or ActionResult(f"retry {name}", ("sent",), True)))
     async with console.run_test(size=SIZE) as pilot:

@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Label, TextArea
 from qtui.core.display import clip, printable, safe_text
 from qtui.core.peek import WaitingMessage
 from qtui.core.protocol import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER
+from qtui.tui.arguments import Arguments
 from qtui.tui.console import Console
 from qtui.tui.rows import QueueRow, WorkerRow
 from qtui.tui.views.details import TaskDetailScreen, WorkerDetailScreen
@@ -259,7 +260,8 @@ def test_worker_log_lines_show_control_characters(tmp_path):
 async def test_huge_arguments_and_replies_are_shown_cut(monkeypatch):
     console = evil_console()
     monkeypatch.setattr(console.feed, "full_arguments",
-                        lambda task_id: (["a" * 1_000_000], {"k": "b" * 1_000_000}))
+                        lambda task_id: Arguments(["a" * 1_000_000], {"k": "b" * 1_000_000},
+                                                  masked=False))
     monkeypatch.setattr(console.feed, "inspect",
                         lambda hostname, method, *a, **kw: {"big": "c" * 1_000_000})
     async with console.run_test(size=SIZE) as pilot:

@@ -154,6 +154,20 @@ def test_scheduled_lists_a_task_waiting_for_its_eta(node: Node):
     assert isinstance(result.get(timeout=30, propagate=False), TaskRevokedError)
 
 
+@pytest.mark.timeout(60)
+def test_safe_mode_gives_the_senders_reprs_of_active_and_scheduled_tasks(node: Node):
+    running = node.app.send_task("tasks.slow", args=[30, "hunter2"], argsrepr="(30, '***')")
+    later = node.app.send_task("tasks.mark", args=["s3cr3t"], countdown=5, argsrepr="('***',)")
+    try:
+        active = eventually(lambda: next((t for t in node.inspect().active(safe=True)[
+            node.hostname] if t["id"] == running.id), None), "the task active")
+        entry = eventually(lambda: next((e for e in node.inspect().scheduled(safe=True)[
+            node.hostname] if e["request"]["id"] == later.id), None), "scheduled")
+    finally:
+        node.app.control.terminate([running.id, later.id], destination=[node.hostname])
+    assert active["args"] == "(30, '***')" and entry["request"]["args"] == "('***',)"
+
+
 # control ----------------------------------------------------------------------------------------
 @pytest.mark.timeout(90)
 def test_revoke_with_terminate_kills_only_the_target_task(node: Node):
@@ -288,11 +302,14 @@ def test_task_arguments_gives_back_the_full_arguments(node: Node):
     for result in (big, named, huge):
         result.get(timeout=30)
     reply = node.ask("task_arguments", ids=[big.id, named.id, huge.id, "unknown-id"])
-    assert reply == {
+    fields = ("args", "kwargs", "name", "queue", "masked")
+    assert {task_id: {k: found[k] for k in fields if k in found}
+            for task_id, found in reply.items()} == {
         big.id: {"args": [numbers, [1]], "kwargs": {}, "name": "tasks.add",
-                 "queue": node.setup.queue},
+                 "queue": node.setup.queue, "masked": False},
         named.id: {"args": [], "kwargs": {"tag": "x" * 5000}, "name": "tasks.mark",
-                   "queue": node.setup.queue}}
+                   "queue": node.setup.queue, "masked": False},
+        huge.id: {"name": "tasks.add", "queue": node.setup.queue, "masked": False}}
 
 
 @pytest.mark.timeout(90)

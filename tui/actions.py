@@ -15,6 +15,7 @@ from qtui.core.display import clip
 from qtui.core.pauses import PauseOutcome, pause_queue, resume_queue
 from qtui.core.queues import inspector_for
 from qtui.core.states import READY_STATES
+from qtui.core.task import SendOptions
 
 from .audit import current_user
 
@@ -163,12 +164,22 @@ class Actions:
                             "purge", (queue,))
 
     def retry(self, name: str, args: Any, kwargs: Any, queue: str | None = None,
-              exchange: str | None = None, routing_key: str | None = None) -> ActionResult:
+              exchange: str | None = None, routing_key: str | None = None, *,
+              argsrepr: str | None = None, kwargsrepr: str | None = None,
+              shadow: str | None = None) -> ActionResult:
         """Send the task again as a new task with the same name and arguments, routed as given
-        (the app's routing for what is None)."""
+        (the app's routing for what is None), with the sender's ``argsrepr``/``kwargsrepr``
+        (its mask over the arguments) and ``shadow`` where given."""
+        options: SendOptions = {"queue": queue, "exchange": exchange, "routing_key": routing_key}
+        # the masks only where given: a plain retry sends what `qtui call` does
+        if argsrepr is not None:
+            options["argsrepr"] = argsrepr
+        if kwargsrepr is not None:
+            options["kwargsrepr"] = kwargsrepr
+        if shadow is not None:
+            options["shadow"] = shadow
         try:
-            result = self.app.send_task(name, args=list(args), kwargs=dict(kwargs), queue=queue,
-                                        exchange=exchange, routing_key=routing_key)
+            result = self.app.send_task(name, args=list(args), kwargs=dict(kwargs), **options)
         except Exception as exc:
             return ActionResult(f"retry {name}", (f"could not send: {exc}",), False, "retry",
                                 (name,))
@@ -180,7 +191,9 @@ class Actions:
         original tasks and what became of each."""
         outcomes = [(send.task_id, self.retry(send.name, send.args, send.kwargs, queue=send.queue,
                                               exchange=send.exchange,
-                                              routing_key=send.routing_key))
+                                              routing_key=send.routing_key,
+                                              argsrepr=send.argsrepr, kwargsrepr=send.kwargsrepr,
+                                              shadow=send.shadow))
                      for send in sends]
         replies = tuple((task_id, o.message) for task_id, o in outcomes)
         targets = tuple(task_id for task_id, _ in outcomes)
@@ -219,7 +232,8 @@ class Actions:
 
 @dataclass(frozen=True)
 class Retry:
-    """A task to send again: its id (the one retried), name, full arguments and route."""
+    """A task to send again: its id (the one retried), name, full arguments and route, and the
+    sender's reprs and shadow name where it masked them."""
 
     task_id: str
     name: str
@@ -228,6 +242,14 @@ class Retry:
     queue: str | None = None
     exchange: str | None = None
     routing_key: str | None = None
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
+    shadow: str | None = None
+
+    @property
+    def masked(self) -> bool:
+        """Whether the sender's reprs go with it (its arguments are not to be shown)."""
+        return self.argsrepr is not None or self.kwargsrepr is not None
 
 
 def _tasks(task_ids: Sequence[str]) -> str:

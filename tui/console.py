@@ -240,7 +240,7 @@ class Console(TextualApp[None]):
         self.notify(transition.describe(), title="Alert",
                     severity="error" if transition.event == FIRING else "information")
 
-    def inspect(self, hostname: str, method: str, *arguments: str) -> Any:
+    def inspect(self, hostname: str, method: str, *arguments: Any) -> Any:
         """One worker's reply to an inspect method, or None if it did not answer (blocking)."""
         return self.feed.inspect(hostname, method, *arguments)
 
@@ -341,16 +341,21 @@ class Console(TextualApp[None]):
             known = {} if one is None else {named[0]: one}
         else:
             known = self.feed.full_arguments_of(named)
-        found = {t.id: known.get(t.id) or arguments.from_events(t.args, t.kwargs) for t in tasks}
+        found = {t.id: known[t.id] if t.id in known else arguments.from_events(t.args, t.kwargs)
+                 for t in tasks}
         self.call_from_thread(self._confirm_retry, tasks, found)
 
     def _confirm_retry(self, tasks: list[TaskRow],
                        found: dict[str, arguments.Arguments | None]) -> None:
         def refusal(task: TaskRow) -> str | None:
+            known = found.get(task.id)
             if not task.name:
                 return "name unknown"
-            if found.get(task.id) is None:
+            if known is None:
                 return "full arguments unknown, only a truncated repr was seen"
+            if not known.complete:
+                return ("its sender masked the arguments (argsrepr) and no worker or result "
+                        "backend has the real ones: the mask would be sent as its arguments")
             return None
         if len(tasks) == 1 and (reason := refusal(tasks[0])) is not None:
             self.notify(f"{tasks[0].id} cannot be retried faithfully ({reason}).",
@@ -358,20 +363,23 @@ class Console(TextualApp[None]):
             return
         plan = BulkPlan.of("Retry", "task", (Target(t.id, t.name, refusal(t)) for t in tasks))
         by_id = {t.id: t for t in tasks}
-        sends = [Retry(i, by_id[i].name, *found[i] or ([], {}), queue=by_id[i].queue or None,
-                       exchange=by_id[i].exchange or None,
-                       routing_key=by_id[i].routing_key or None) for i in plan.ids]
-        commands = [equivalents.retry(r.name, r.args, r.kwargs, r.queue, r.exchange,
+        sends = [_retry_of(by_id[i], found[i]) for i in plan.ids]
+        commands = [None if r.masked else
+                    equivalents.retry(r.name, r.args, r.kwargs, r.queue, r.exchange,
                                       r.routing_key) for r in sends]
         command = None if None in commands else equivalents.retries(
             [c for c in commands if c is not None])
         if len(tasks) == 1:
             question = (f"Retry {tasks[0].name} [{tasks[0].id}]? It is sent again as a new "
                         "task with the same arguments.")
-            details = ""
+            details = _masking_note(sends[0], found[tasks[0].id]) if sends else ""
         else:
             question = plan.question("Each is sent again as a new task with the same arguments.")
-            details = plan.details()
+            masked = sum(send.masked for send in sends)
+            details = plan.details() + (
+                f"\n{masked} of them masked by their senders (argsrepr/kwargsrepr): sent with the "
+                "same masks, and no scripted command is shown (it would carry the real "
+                "arguments)." if masked else "")
         if not plan.targets:
             self.notify(plan.nothing_left(), severity="warning")
             return
@@ -503,6 +511,36 @@ class Console(TextualApp[None]):
         if self.audit is not None:
             self.audit.close()
         self.collector.stop()
+
+
+def _retry_of(task: TaskRow, found: arguments.Arguments | None) -> Retry:
+    """What a retry of ``task`` sends: the arguments found, where it went first, its registered
+    name and shadow, and its sender's reprs where they mask the arguments."""
+    assert found is not None, "a task whose arguments are unknown is refused before"
+    argsrepr, kwargsrepr = arguments.resent_reprs(*task.reprs, found)
+    return Retry(task.id, found.name or task.name, found.args, found.kwargs,
+                 queue=task.queue or None, exchange=task.exchange or None,
+                 routing_key=task.routing_key or None, argsrepr=argsrepr, kwargsrepr=kwargsrepr,
+                 shadow=found.shadow)
+
+
+def _masking_note(send: Retry, found: arguments.Arguments | None) -> str:
+    """What the retry question adds about the arguments' masks: the sender's reprs in place of
+    the arguments, or that the arguments come from the events' reprs (which may be a mask)."""
+    if send.masked and found is not None and found.masked is None \
+            and not (send.argsrepr or send.kwargsrepr):
+        return ("Nothing says whether its sender masked the arguments (no event carried their "
+                "reprs, no worker remembers it): they are not shown, and are sent with empty "
+                "reprs; no scripted command is shown (it would carry them).")
+    if send.masked:
+        return (f"Its sender masked the arguments (argsrepr/kwargsrepr): args {send.argsrepr}  "
+                f"kwargs {send.kwargsrepr}. They are sent with the real arguments and the same "
+                "masks; no scripted command is shown (it would carry the real arguments).")
+    if found is not None and found.from_events:
+        return ("Its arguments are parsed from the reprs its events carried (no worker or "
+                "result backend has them): had its sender masked them with argsrepr, the mask "
+                "would be sent as its arguments.")
+    return ""
 
 
 def _bindings(node: Any, *, below: type | None = None, only: type | None = None

@@ -438,7 +438,7 @@ class Feed:
         return (depth - previous[0]) / (now - previous[1])
 
     # on demand (blocking: call from a thread worker) --------------------------------------------
-    def inspect(self, hostname: str, method: str, *arguments: str, timeout: float = 2.0) -> Any:
+    def inspect(self, hostname: str, method: str, *arguments: Any, timeout: float = 2.0) -> Any:
         """One worker's reply to an inspect method, or None when it did not answer; raises
         BrokerUnavailable when the broker cannot be reached."""
         inspect = self.app.control.inspect(destination=[hostname], timeout=timeout)

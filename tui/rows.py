@@ -91,6 +91,13 @@ class TaskRow:
         return _text(self.task.kwargs)
 
     @property
+    def reprs(self) -> tuple[str | None, str | None]:
+        """The argsrepr and kwargsrepr the events carried, each None when none did (the
+        console missed ``task-received``), where :attr:`args` shows ''."""
+        args, kwargs = self.task.args, self.task.kwargs
+        return (None if args is None else self.args, None if kwargs is None else self.kwargs)
+
+    @property
     def result(self) -> str:
         return _text(self.task.result)
 

@@ -4,10 +4,15 @@ Events carry ``argsrepr`` and ``kwargsrepr``, cut at 1 KiB: enough to read, not 
 again. A monitor that re-sends a failed task (the console's retry) asks the workers for the real
 arguments with the ``task_arguments`` remote-control command, answered from this store.
 
+Each reply carries the ``argsrepr``/``kwargsrepr`` the message came with and whether they mask
+the arguments (the sender gave its own to hide them): a monitor then shows the reprs, never the
+arguments, and a retry sends the reprs again.
+
 Bounded three ways: the most recent :data:`MAX_TASKS` tasks, at most :data:`MAX_BYTES` of
 arguments in all, and no task whose arguments take more than :data:`MAX_TASK_BYTES` as JSON
-(those are not kept). Sizes come from the message body where it is plain JSON, so keeping a task
-costs no serialization; the store holds the decoded message's own objects, copying nothing.
+(only the reprs of those are kept). Sizes come from the message body where it is plain JSON,
+so keeping a task costs no serialization; the store holds the decoded message's own objects,
+copying nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from qtui.core.protocol import masks
 
 from .hooks import Observer
 
@@ -28,18 +35,30 @@ MAX_TASK_BYTES = 256 * 1024
 MAX_BYTES = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~0.3 us a task more
 class Arguments:
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    args: tuple[Any, ...] | None
+    """None for a task whose arguments are too big to keep: only its reprs are."""
+    kwargs: dict[str, Any] | None
     name: str
     queue: str
     size: int
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
+    shadow: str | None = None
+    masked: bool = False
+    """Whether the reprs mask the arguments, for a task whose arguments are not kept."""
 
     def reply(self) -> dict[str, Any]:
-        """The ``task_arguments`` reply for this task."""
-        return {"args": list(self.args), "kwargs": self.kwargs, "name": self.name,
-                "queue": self.queue}
+        """The ``task_arguments`` reply for this task: with the reprs its message carried, and
+        whether they mask the arguments (worked out here, on request, where they are kept)."""
+        reply: dict[str, Any] = {
+            "name": self.name, "queue": self.queue, "argsrepr": self.argsrepr,
+            "kwargsrepr": self.kwargsrepr, "shadow": self.shadow, "masked": self.masked}
+        if self.args is not None and self.kwargs is not None:
+            reply.update(args=list(self.args), kwargs=self.kwargs,
+                         masked=masks(self.args, self.kwargs, self.argsrepr, self.kwargsrepr))
+        return reply
 
 
 class ArgumentStore(Observer):
@@ -56,9 +75,19 @@ class ArgumentStore(Observer):
     def on_task_received(self, job: Job) -> None:
         msg = job.message
         size = json_size(job)
-        if size is None or size > self.max_task_bytes:
+        if size is None:
             return
-        self.add(msg.id, Arguments(msg.args, msg.kwargs, msg.task, job.queue, size))
+        if size > self.max_task_bytes:
+            # Kept: whether its reprs mask its arguments, so a monitor never re-sends the mask
+            # as the arguments (saferepr is bounded: cheap however big they are).
+            reprs = len(msg.argsrepr or "") + len(msg.kwargsrepr or "")
+            self.add(msg.id, Arguments(None, None, msg.task, job.queue, reprs, msg.argsrepr,
+                                       msg.kwargsrepr, msg.shadow,
+                                       masks(msg.args, msg.kwargs, msg.argsrepr,
+                                             msg.kwargsrepr)))
+            return
+        self.add(msg.id, Arguments(msg.args, msg.kwargs, msg.task, job.queue, size,
+                                   msg.argsrepr, msg.kwargsrepr, msg.shadow))
 
     def add(self, task_id: str, arguments: Arguments) -> None:
         old = self._tasks.pop(task_id, None)

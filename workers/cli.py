@@ -21,7 +21,7 @@ from qtui.core.exceptions import ConfigError, QtuiError
 from qtui.core.files import PRIVATE_MODE
 from qtui.core.interrupts import honour_stop_signals
 
-from . import autoscale, log
+from . import autoscale, log, shutdown
 from .pools import POOLS
 
 if TYPE_CHECKING:
@@ -190,7 +190,10 @@ def run(args: argparse.Namespace, app: App) -> int:
             send_events=False if args.without_events else None,
             heartbeat=not args.without_heartbeat)
         with beside(app, worker.hostname, args.beat):
-            return worker.start()
+            code = worker.start()
+    if worker.shutdown.restart:
+        shutdown.restart()
+    return code
 
 
 @contextmanager

@@ -14,9 +14,11 @@ And one of qtui's own:
 * ``task_arguments(ids)`` -- the complete ``args`` and ``kwargs`` of tasks this worker received
   lately, so a monitor can send a failed task again exactly as it was (the ``argsrepr`` of
   events is cut at 1 KiB). The reply is ``{task_id: {"args": [...], "kwargs": {...}, "name":
-  ..., "queue": ...}}`` for each id the worker still remembers: the last 5,000 tasks, skipping
-  any whose arguments exceed 256 KiB as JSON (:mod:`~qtui.workers.arguments`). Unknown ids are
-  left out; a Celery worker answers ``{"error": ...}``, as for any command it does not know.
+  ..., "queue": ..., "argsrepr": ..., "kwargsrepr": ..., "masked": bool, "shadow": ...}}``
+  (``masked``: the sender's reprs hide the arguments) for each id the worker still remembers:
+  the last 5,000 tasks; for those whose arguments exceed 256 KiB as JSON, only the reprs, name
+  and queue (:mod:`~qtui.workers.arguments`). Unknown ids are left out; a Celery worker
+  answers ``{"error": ...}``, as for any command it does not know.
 
 Each handler is registered by name with :func:`handler` and called on the worker's main thread
 as ``handler(worker, **arguments)``; what it returns is the reply. :class:`ControlNode` guards
@@ -366,17 +368,20 @@ def active(worker: Worker, safe: Any = False, **kwargs: Any) -> list[dict[str, A
 
 
 @handler("reserved", "dump_reserved")
-def reserved(worker: Worker, **kwargs: Any) -> list[dict[str, Any]]:
+def reserved(worker: Worker, safe: Any = False, **kwargs: Any) -> list[dict[str, Any]]:
     """List of currently reserved tasks, not including scheduled/active (rate-limited ones
-    waiting for their turn included)."""
-    return [job_info(worker, job) for job in (*worker.reserved, *worker.rate_limits.jobs())]
+    waiting for their turn included). ``safe`` (qtui's, as for active): the reprs."""
+    safe = _flag(safe, "safe")
+    return [job_info(worker, job, safe)
+            for job in (*worker.reserved, *worker.rate_limits.jobs())]
 
 
 @handler("scheduled", "dump_schedule")
-def scheduled(worker: Worker, **kwargs: Any) -> list[dict[str, Any]]:
-    """List of currently scheduled ETA/countdown tasks."""
+def scheduled(worker: Worker, safe: Any = False, **kwargs: Any) -> list[dict[str, Any]]:
+    """List of currently scheduled ETA/countdown tasks. ``safe`` as for reserved."""
+    safe = _flag(safe, "safe")
     return [{"eta": job.message.eta.isoformat() if job.message.eta else None,
-             "priority": job.message.priority or 0, "request": job_info(worker, job)}
+             "priority": job.message.priority or 0, "request": job_info(worker, job, safe)}
             for job in worker.scheduler.jobs()]
 
 
@@ -493,7 +498,7 @@ def hello(worker: Worker, from_node: Any = None, revoked: Any = None,
 @handler()
 def task_arguments(worker: Worker, ids: Any = None, **kwargs: Any) -> dict[str, Any]:
     """The full args and kwargs of recently received tasks: ``{id: {args, kwargs, name,
-    queue}}`` for the ids this worker remembers."""
+    queue, argsrepr, kwargsrepr, masked, shadow}}`` for the ids this worker remembers."""
     return worker.arguments.lookup(_ids(ids or [], "ids"), ARGUMENTS_REPLY_MAX)
 
 

@@ -96,10 +96,11 @@ def run(url: str, owner: str, ttl: float, parent: int, keys: list[str]) -> None:
 
 
 def main() -> None:
-    # Ctrl-C and the worker's SIGTERM reach the whole process group; the helper must outlive a
-    # warm shutdown's running tasks, and ends when its parent does.
+    # Ctrl-C, the worker's SIGTERM and a closed terminal's SIGHUP reach the whole process group;
+    # the helper must outlive a warm shutdown's running tasks, and ends when its parent does.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     owner, ttl, parent, *keys = sys.argv[1:]
     url = sys.stdin.buffer.readline().decode().strip()
     run(url, owner, float(ttl), int(parent), keys)

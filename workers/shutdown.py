@@ -2,6 +2,10 @@
 
 * **Warm** (SIGTERM, SIGINT, the ``shutdown`` command): take no more tasks, put back what was
   prefetched, and let running tasks finish for up to ``worker_shutdown_timeout`` seconds.
+* **Restart** (SIGHUP, as Celery's worker): a warm shutdown, then the worker starts again with
+  the same command line (:func:`restart`); with its output on a terminal (one being closed
+  sends SIGHUP) only the warm shutdown, so a closed window does not leave a worker running
+  behind it.
 * **Cold** (SIGQUIT, or a second warm signal): put back what was prefetched and, after
   ``worker_soft_shutdown_timeout`` seconds (Celery's soft shutdown; none by default), stop the
   running tasks and requeue the ones not acked yet.
@@ -13,9 +17,11 @@ its queue with its delivery count kept, one acked early is logged as not requeue
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -38,13 +44,28 @@ class Shutdown:
         self.cold = False
         self.deadline = 0.0
         """When a warm shutdown stops waiting for running tasks (monotonic)."""
+        self.restart = False
+        """Whether the worker starts again once stopped (SIGHUP, away from a terminal)."""
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_warm_signal)
         signal.signal(signal.SIGINT, self._on_warm_signal)
         signal.signal(signal.SIGQUIT, self._on_cold_signal)
+        signal.signal(signal.SIGHUP, self._on_hangup)
+
+    def _on_hangup(self, signum: int, frame: Any) -> None:
+        if self.stopping:  # a hangup never turns a shutdown under way into a cold one
+            logger.warning("worker: SIGHUP while shutting down: ignored")
+            return
+        self.restart = not sys.stdout.isatty()
+        then = "then restarting" if self.restart else "not restarting (output on a terminal)"
+        logger.warning("worker: Warm shutdown (SIGHUP), %s: finishing running tasks (up to %ss)",
+                       then, self.timeout)
+        self.stopping = True
+        self.deadline = time.monotonic() + self.timeout
 
     def _on_warm_signal(self, signum: int, frame: Any) -> None:
+        self.restart = False  # told to stop: a SIGHUP's restart is off
         if self.stopping:
             self._on_cold_signal(signum, frame)
             return
@@ -56,6 +77,7 @@ class Shutdown:
     def _on_cold_signal(self, signum: int, frame: Any) -> None:
         logger.warning("worker: Cold shutdown (%s): requeueing everything unacked",
                        signal.Signals(signum).name)
+        self.restart = False
         self.stopping = True
         self.cold = True
         if self.worker.pool_name == "solo" and self.worker.pool.active:
@@ -154,3 +176,13 @@ class Shutdown:
             if worker.consumer.connection is not None:  # None: stopped during a broker outage
                 worker.settlement.flush_acks()
                 worker.consumer.drain(0)
+
+
+def restart() -> NoReturn:
+    """Start the worker again in this process with the command line it was started with (as
+    Celery's SIGHUP handler does), once its shutdown has run and its logs are written."""
+    logger.warning("worker: Restarting: %s", " ".join(sys.orig_argv))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, sys.orig_argv)

@@ -36,8 +36,13 @@ from ..rows import TaskRow
 from . import format
 from .base import ClusterView
 
-#: Arguments of inspect methods: registered tasks come with the limits that apply to them now.
-INSPECT_ARGUMENTS = {"registered": ("rate_limit", "time_limit", "soft_time_limit")}
+#: Arguments of inspect methods: registered tasks come with the limits that apply to them now;
+#: the task tabs ask in safe mode, for the tasks' argsrepr/kwargsrepr, never arguments their
+#: senders masked (Celery's ``active(safe=True)``; qtui's workers honour it for reserved and
+#: scheduled too, Celery's ignore it there).
+INSPECT_ARGUMENTS: dict[str, tuple[Any, ...]] = {
+    "registered": ("rate_limit", "time_limit", "soft_time_limit"),
+    "active": (True,), "reserved": (True,), "scheduled": (True,)}
 #: The worker detail's tabs; each shows the reply of the inspect method of its name, but for
 #: those :data:`TAB_METHOD` maps (the pool is a part of ``stats``).
 WORKER_TABS = (
@@ -72,7 +77,7 @@ class TaskDetailScreen(ClusterView):
     def __init__(self, task_id: str) -> None:
         super().__init__()
         self.task_id = task_id
-        self.full_arguments: tuple[list[Any], dict[str, Any]] | None = None
+        self.full_arguments: arguments.Arguments | None = None
         """The complete args and kwargs, once a worker or the result backend gave them."""
         self._family_shape: tuple[tuple[str, str, str, int], ...] | None = None
         """What the family tree was drawn from: it is redrawn (losing its cursor) only when
@@ -87,7 +92,7 @@ class TaskDetailScreen(ClusterView):
         if found is not None:
             self.app.call_from_thread(self._show_arguments, found)
 
-    def _show_arguments(self, found: tuple[list[Any], dict[str, Any]]) -> None:
+    def _show_arguments(self, found: arguments.Arguments) -> None:
         self.full_arguments = found
         if self.is_mounted:
             self.refresh_view()
@@ -144,15 +149,24 @@ class TaskDetailScreen(ClusterView):
 
     def _values(self, task: TaskRow) -> str:
         """Arguments and result as plain text, for a TextArea to select from."""
-        if self.full_arguments is not None \
-                and not arguments.masked(task.args, task.kwargs, self.full_arguments):
-            args, kwargs = self.full_arguments
+        found = self.full_arguments
+        if found is not None and not arguments.hidden(*task.reprs, found):
             limit = self.console.cluster.conf.console_max_field
-            lines = [f"args   {clip(repr(tuple(args)), limit)}",
-                     f"kwargs {clip(repr(kwargs), limit)}",
+            lines = [f"args   {clip(repr(tuple(found.args)), limit)}",
+                     f"kwargs {clip(repr(found.kwargs), limit)}",
                      "(complete, from the worker that received it)"]
         else:
-            lines = [f"args   {task.args or '()'}", f"kwargs {task.kwargs or '{}'}"]
+            args, kwargs = task.reprs
+            if found is not None and found.masked:  # the worker's reprs: the events may lack them
+                limit = self.console.cluster.conf.console_max_field
+                args = clip(found.argsrepr or "", limit)
+                kwargs = clip(found.kwargsrepr or "", limit)
+            lines = [f"args   {args or '()'}", f"kwargs {kwargs or '{}'}"]
+            if found is not None:
+                lines.append("(masked by the sender with argsrepr/kwargsrepr)"
+                             if found.masked or args is not None or kwargs is not None else
+                             "(complete arguments not shown: no event or worker said whether "
+                             "the sender masked them)")
         if task.result:
             lines.append(f"result {task.result}")
         return printable("\n".join(lines), multiline=True)
