@@ -17,14 +17,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from amqp.exceptions import MessageNacked
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Producer
 from kombu.exceptions import ChannelError
 from kombu.message import Message
+from kombu.transport import pyamqp
 
 from ...config import mask_url
 from ...pauses import Pause
 from ...peek import PAGE, SUMMARY_SAMPLE, Peek, PeekError, Summary, WaitingMessage
-from ...protocol import SENT_AT_HEADER
+from ...protocol import COMPRESSION_HEADER, SENT_AT_HEADER
 from ...queues import (
     DeclaredQueues,
     QueueInfo,
@@ -183,7 +184,6 @@ class AmqpQueues(DeclaredQueues):
         channel = self.connection.channel()
         held: list[Message] = []
         try:
-            queue = Queue(name, Exchange(""), routing_key=name, channel=channel, no_declare=True)
             try:
                 depth = channel.queue_declare(queue=name, passive=True).message_count
             except ChannelError as exc:
@@ -193,9 +193,10 @@ class AmqpQueues(DeclaredQueues):
             for position in range(depth if limit is None else min(limit, depth)):
                 if until():
                     break
-                message = queue.get(no_ack=False)
-                if message is None:
+                raw = channel.basic_get(queue=name, no_ack=False)
+                if raw is None:
                     break
+                message: Message = AsSent(raw, channel=channel)
                 if not visit(position, message):
                     held.append(message)
         finally:
@@ -286,6 +287,19 @@ _DELIVERY_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-dea
                                "x-last-death-queue", "x-last-death-reason"})
 _KEPT_PROPERTIES = ("correlation_id", "reply_to", "priority", "expiration", "message_id",
                     "type", "app_id", "timestamp")
+
+
+class AsSent(pyamqp.Message):
+    """kombu's AMQP message with the body as it was sent: kombu would decompress it, uncapped
+    (peek decompresses with a cap; a move sends the bytes on with their ``compression``)."""
+
+    def __init__(self, raw: Any, channel: Any = None) -> None:
+        headers = raw.properties.get("application_headers") or {}
+        compression = headers.pop(COMPRESSION_HEADER, None)
+        super().__init__(raw, channel=channel)
+        if compression is not None:
+            headers[COMPRESSION_HEADER] = compression
+            self.headers = headers
 
 
 def _waiting(position: int, message: Message) -> WaitingMessage:
