@@ -59,7 +59,8 @@ def test_compressed_tasks_put_back_at_a_warm_shutdown_run_in_the_next_worker(set
 
 @pytest.mark.timeout(120)
 def test_a_compressed_task_whose_worker_was_killed_runs_in_the_next(redis_setup: Setup):
-    redis_setup.conf["task_acks_late"] = True
+    redis_setup.conf.update(task_acks_late=True,  # the dead worker's deliveries, back soon
+                            broker_transport_options={"visibility_timeout": 2})
     app = redis_setup.app()
     result = app.send_task("tasks.slow", args=[3, "killed"], compression="zlib")
     with redis_setup.worker("-P", "solo") as proc:
