@@ -34,12 +34,21 @@ class BodyTooLarge(QtuiError):
         self.limit = limit
 
 
+#: Bytes inflated at a time: the body grows in place, never beside a copy of itself.
+STEP = 1 << 20
+
+
+def _step(out: bytes | bytearray, limit: int) -> int:
+    """How much the next step may inflate: up to one byte past the cap, to tell it was passed."""
+    return min(STEP, limit + 1 - len(out))
+
+
 def _zlib(body: bytes, limit: int) -> bytes:
     inflater = zlib.decompressobj()
     out = bytearray()
     data = body
     while not inflater.eof:
-        out += inflater.decompress(data, limit + 1 - len(out))
+        out += inflater.decompress(data, _step(out, limit))
         data = inflater.unconsumed_tail
         if len(out) > limit:
             raise BodyTooLarge(limit)
@@ -59,7 +68,7 @@ def _streams(make: Callable[[], Any]) -> Callable[[bytes, int], bytes]:
         while True:
             inflater = make()
             while not inflater.eof:
-                out += inflater.decompress(data, limit + 1 - len(out))
+                out += inflater.decompress(data, _step(out, limit))
                 data = b""
                 if len(out) > limit:
                     raise BodyTooLarge(limit)
@@ -72,13 +81,15 @@ def _streams(make: Callable[[], Any]) -> Callable[[bytes, int], bytes]:
 
 
 def _brotli(module: Any) -> Callable[[bytes, int], bytes]:
+    """brotli's output limit is a buffer size it may pass by one block: the total is checked."""
     def decode(body: bytes, limit: int) -> bytes:
         inflater = module.Decompressor()
-        out = bytearray(inflater.process(body, output_buffer_limit=limit + 1))
+        out = bytearray(inflater.process(body, output_buffer_limit=_step(b"", limit)))
         while len(out) <= limit and not inflater.is_finished():
-            if inflater.can_accept_more_data():
+            more = inflater.process(b"", output_buffer_limit=_step(out, limit))
+            if not more:
                 raise module.error("compressed data ended before the end of the stream")
-            out += inflater.process(b"", output_buffer_limit=limit + 1 - len(out))
+            out += more
         if len(out) > limit:
             raise BodyTooLarge(limit)
         return bytes(out)

@@ -182,3 +182,13 @@ def test_a_truncated_body_is_a_codec_error(name):
     encode, content_type = _encoder(name)
     with pytest.raises(CODEC_ERRORS):
         decompress(encode(bytes(range(256)) * 40)[:-8], content_type, 1 << 20)
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_a_body_inflated_in_many_steps_comes_out_whole(name, monkeypatch):
+    monkeypatch.setattr("qtui.core.compression.STEP", 64)
+    encode, content_type = _encoder(name)
+    body = bytes(range(256)) * 40
+    assert decompress(encode(body), content_type, len(body)) == body
+    with pytest.raises(BodyTooLarge):
+        decompress(encode(body), content_type, len(body) - 1)
