@@ -17,6 +17,7 @@ from qtui.core.queues import inspector_for
 
 from .worker_helpers import (  # noqa: F401 - fixtures
     Setup,
+    amqp_setup,
     every_setup,
     redis_setup,
     sqlite_setup,
@@ -36,7 +37,7 @@ def test_a_compressed_task_beyond_the_eta_horizon_runs_when_due(every_setup: Set
     app.close()
 
 
-@pytest.fixture(params=["redis", "sqlite"])
+@pytest.fixture(params=["redis", "sqlite", "amqp"])
 def setup(request) -> Setup:
     return request.getfixturevalue(f"{request.param}_setup")
 
