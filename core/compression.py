@@ -128,16 +128,18 @@ DECODERS, CODEC_ERRORS = _decoders()
 def decompress(body: bytes, content_type: str, limit: int) -> bytes:
     """``body`` decompressed as ``content_type`` (a content type or alias of kombu's registry);
     :class:`BodyTooLarge` past ``limit`` bytes, ``KeyError`` for a codec qtui cannot cap."""
-    return DECODERS[registry._aliases.get(content_type, content_type)](bytes(body), limit)
+    _, content_type = registry.get_encoder(content_type)  # an alias to its content type
+    return DECODERS[content_type](bytes(body), limit)
 
 
 def cap_decompression(limit: int) -> None:
     """Make kombu's own decompression of received bodies (in this process) stop at ``limit``
     bytes; a codec that cannot be capped is left out, so kombu refuses it as unknown."""
-    for content_type in list(registry._decoders):
+    for content_type in registry.encoders():
         if content_type in DECODERS:
             decoder = DECODERS[content_type]
-            registry._decoders[content_type] = \
-                lambda body, decoder=decoder: decoder(bytes(body), limit)
-        else:
-            del registry._decoders[content_type]
+            registry.register(registry.get_encoder(content_type)[0],
+                              lambda body, decoder=decoder: decoder(bytes(body), limit),
+                              content_type)
+        else:  # the registry has no way to unregister
+            registry._decoders.pop(content_type, None)
