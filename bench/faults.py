@@ -21,6 +21,8 @@ suite" section of ``bench/RESULTS.md`` (keeping its "### Notes"); ``--quick`` (s
 from __future__ import annotations
 
 import argparse
+import base64
+import bz2
 import errno
 import itertools
 import json
@@ -620,6 +622,61 @@ def compression(work: Path, bad: int, good: int) -> Trial:
     outcome.figures["dead_lettered"] = sum(v for k, v in outcome.figures.items()
                                            if k.endswith("_dead_lettered"))
     outcome.passed = len(checks) == 2 and all(checks)
+    return outcome
+
+
+def bomb(work: Path, streams: int, good: int) -> Trial:
+    """A bzip2 message of ``streams`` concatenated streams of 100 MB of zeros each (about 1 KB
+    sent) among ``good`` valid tasks on Redis, a solo worker at the default
+    ``worker_max_body_size``: it inflates the bomb in steps up to the cap only, dead-letters the
+    compressed bytes with the reason, runs every valid task, and stays up with its peak memory
+    bounded by the cap."""
+    payload = bz2.compress(b"\0" * (100 << 20), 9) * streams
+    outcome = Trial(f"a {len(payload):,}-byte bzip2 bomb ({streams * 100:,} MB inflated) among "
+                    f"{good:,} valid tasks (Redis, solo, default cap)")
+    url = databases().broker
+    world = World(work, url)
+    try:
+        half = good // 2
+        outcome.sent = world.send(range(half))
+        task_id = str(uuid.uuid4())
+        with Connection(url) as conn:
+            Producer(conn.default_channel, exchange=Exchange("")).publish(
+                payload, routing_key=world.queue, content_type="application/json",
+                content_encoding="utf-8", headers={
+                    "lang": "py", "task": "faults.record", "id": task_id, "root_id": task_id,
+                    "retries": 0, "timelimit": [None, None], "compression": "application/x-bz2"})
+        outcome.sent += world.send(range(half, good))
+        dead_queue = dead_letter_queue_name(world.queue)
+        broker_db = redis.Redis.from_url(url)
+        with world.worker("-P", "solo") as proc:
+            finished = world.settle(outcome, good, 120) and \
+                wait_for(lambda: broker_db.llen(dead_queue) >= 1, 60)
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak_mb = int(status.split("VmHWM:")[1].split()[0]) // 1024
+            alive = proc.poll() is None
+            log = proc.log_path.read_text()
+            began = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            stop_s = time.monotonic() - began
+        letters = [json.loads(item) for item in broker_db.lrange(dead_queue, 0, -1)]
+        kept = [base64.b64decode(e["body"]) == payload for e in letters]
+        reasons = [e["headers"].get(DEAD_REASON_HEADER) or "" for e in letters]
+        outcome.figures.update({"peak_rss_mb": peak_mb, "dead_lettered": len(letters),
+                                "sigterm_s": round(stop_s, 1),
+                                "reconnects": log.count("Broker connection lost")})
+        outcome.notes.append(f"reason: {reasons[0] if reasons else '-'}")
+        outcome.passed = bool(finished and alive and outcome.lost == 0
+                              and outcome.duplicates == 0 and kept == [True]
+                              and reasons[0].startswith("decompressed body exceeds")
+                              and peak_mb < 512 and "Broker connection lost" not in log)
+    finally:
+        world.cleanup()
+        broker_db = redis.Redis.from_url(url)
+        for pattern in (f"{world.queue}*", f"_kombu.binding.{world.queue}*"):
+            for key in broker_db.scan_iter(pattern):
+                broker_db.delete(key)
     return outcome
 
 
@@ -1673,6 +1730,7 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Trial], float]] = {
     "restart-rabbitmq": (lambda w, q: broker_restart(w, 600 if q else 3_000, "rabbitmq"), 600),
     "malformed": (lambda w, q: malformed(w, 1_000 if q else 10_000, 500 if q else 2_000), 600),
     "compression": (lambda w, q: compression(w, 200 if q else 1_000, 200 if q else 1_000), 600),
+    "bomb": (lambda w, q: bomb(w, 10, 200 if q else 1_000), 300),
     "eta-redis": (lambda w, q: long_eta(w, 50 if q else 200, "redis"), 300),
     "eta-sqlite": (lambda w, q: long_eta(w, 50 if q else 200, "sqlite"), 300),
     "sqlite-contention": (lambda w, q: sqlite_contention(w, 4, 500 if q else 2_500), 600),

@@ -22,6 +22,7 @@ from typing import Any
 from kombu import serialization
 
 from .alerts import parse_rules
+from .compression import DEFAULT_MAX_BODY_SIZE
 from .exceptions import ConfigError
 from .protocol import compression_type
 
@@ -281,6 +282,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("worker_eta_horizon", 10.0, _at_least(NUMBER, 0),
             "A task due within this many seconds is held by the worker; a later one goes to the "
             "broker's delayed store (Redis sorted set, RabbitMQ delay queues) until nearly due."),
+    Setting("worker_max_body_size", DEFAULT_MAX_BODY_SIZE, _at_least(INT, 1),
+            "Largest message body a worker takes in, in bytes, once decompressed: a compressed "
+            "body is inflated in steps and dead-lettered (as it came) past this size, so a small "
+            "compressed message cannot inflate into gigabytes; a larger plain body is "
+            "dead-lettered too. Peek stops reading a compressed body at the default."),
     Setting("task_max_redeliveries", 3, _at_least(INT, 1),
             "Deliveries of one message after which it goes to the dead-letter queue "
             "<queue>.dead instead of running again (a poison message cannot loop forever)."),

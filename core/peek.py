@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from .compression import CODEC_ERRORS, DEFAULT_MAX_BODY_SIZE, decompress
 from .exceptions import QtuiError
 from .protocol import (
+    COMPRESSION_HEADER,
     DEAD_QUEUE_HEADER,
     DEAD_REASON_HEADER,
     DELIVERIES_HEADER,
@@ -75,11 +77,19 @@ class WaitingMessage:
 
     @cached_property
     def _read(self) -> tuple[TaskMessage | None, str | None]:
+        body = self.body
+        compression = self.headers.get(COMPRESSION_HEADER)
         try:
-            return parse(decode(self.body, self.content_type, self.content_encoding,
+            if compression:
+                body = decompress(body, str(compression), DEFAULT_MAX_BODY_SIZE)
+            return parse(decode(body, self.content_type, self.content_encoding,
                                 ["json"]), self.headers, self.properties), None
-        except QtuiError as exc:  # ProtocolError, ContentDisallowed: shown, not raised
+        except QtuiError as exc:  # ProtocolError, ContentDisallowed, BodyTooLarge: shown
             return None, str(exc)
+        except KeyError:
+            return None, f"unknown compression {compression!r}: the body cannot be decompressed"
+        except CODEC_ERRORS as exc:
+            return None, f"cannot decompress the body as {compression!r}: {exc}"
 
     @property
     def task(self) -> TaskMessage | None:

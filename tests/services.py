@@ -10,7 +10,9 @@ from typing import NoReturn
 
 import pytest
 
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+#: The Redis the tests share; QTUI_TEST_REDIS_PORT points the suites built on it at another one
+#: (a private server, when the shared one holds what a test must not meet).
+REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("QTUI_TEST_REDIS_PORT") or 6379)
 AMQP_HOST, AMQP_PORT = "127.0.0.1", 5672
 REQUIRE_SERVICES = os.environ.get("QTUI_REQUIRE_SERVICES") == "1"
 

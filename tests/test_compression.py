@@ -14,8 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from kombu import compression as registry
 
 from qtui.core import App
+from qtui.core.compression import CODEC_ERRORS, DECODERS, BodyTooLarge, decompress
 
 from .processes import celery_worker, write_module
 from .worker_helpers import REDIS_URL, ModuleWorkers, Setup, module_workers  # noqa: F401
@@ -137,3 +139,56 @@ def test_send_task_by_name_uses_task_compression(redis_app):
     redis_app.send_task("tasks.add", (2, 3))
     envelope = _stored(REDIS_URL, redis_app.conf.task_default_queue)
     assert envelope["headers"]["compression"] == "application/x-gzip"  # type: ignore[index]
+
+
+# Capped decompression (qtui.core.compression) ----------------------------------------------
+CODECS = ["zlib", "bzip2", "lzma", "brotli", "zstd"]
+
+
+def _encoder(name: str):
+    try:
+        return registry.get_encoder(name)
+    except KeyError:
+        pytest.skip(f"{name} is not installed")
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_a_body_within_the_cap_decompresses_as_kombu_does(name):
+    encode, content_type = _encoder(name)
+    body = b"[[1, 2], {}, {}]" * 1000
+    assert content_type in DECODERS
+    assert decompress(encode(body), content_type, len(body)) == body
+    assert decompress(encode(body), name, len(body)) == registry.decompress(encode(body), name)
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_a_body_inflating_past_the_cap_stops_there(name):
+    encode, content_type = _encoder(name)
+    with pytest.raises(BodyTooLarge, match="decompressed body exceeds 999 bytes"):
+        decompress(encode(b"\0" * 100_000), content_type, 999)
+
+
+@pytest.mark.parametrize("name", ["bzip2", "lzma", "zstd"])
+def test_concatenated_streams_count_together_against_the_cap(name):
+    encode, content_type = _encoder(name)
+    stream = encode(b"\0" * 600)
+    assert decompress(stream * 2, content_type, 1200) == b"\0" * 1200
+    with pytest.raises(BodyTooLarge):
+        decompress(stream * 3, content_type, 1200)
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_a_truncated_body_is_a_codec_error(name):
+    encode, content_type = _encoder(name)
+    with pytest.raises(CODEC_ERRORS):
+        decompress(encode(bytes(range(256)) * 40)[:-8], content_type, 1 << 20)
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_a_body_inflated_in_many_steps_comes_out_whole(name, monkeypatch):
+    monkeypatch.setattr("qtui.core.compression.STEP", 64)
+    encode, content_type = _encoder(name)
+    body = bytes(range(256)) * 40
+    assert decompress(encode(body), content_type, len(body)) == body
+    with pytest.raises(BodyTooLarge):
+        decompress(encode(body), content_type, len(body) - 1)

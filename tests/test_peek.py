@@ -112,6 +112,26 @@ def test_peek_lists_waiting_messages_from_the_head_in_delivery_order(family):
         assert [m.task_id for m in inspector.peek(queue, 1, 1).messages] == ids[1:2]
 
 
+@pytest.mark.parametrize("compression", ["zlib", "bzip2", "lzma"])
+def test_peek_reads_compressed_messages(family, compression):
+    _kind, app, queue = family
+    sent = app.send_task("tasks.add", args=[40, 2], queue=queue, compression=compression)
+    with inspector_for(app) as inspector:
+        (message,) = inspector.peek(queue).messages
+    assert message.problem is None
+    assert (message.task_id, message.task.args) == (sent.id, (40, 2))
+
+
+def test_a_compressed_body_inflating_past_the_cap_is_not_read(family, monkeypatch):
+    _kind, app, queue = family
+    monkeypatch.setattr("qtui.core.peek.DEFAULT_MAX_BODY_SIZE", 1000)
+    app.send_task("tasks.add", args=["x" * 2000, 2], queue=queue, compression="zlib")
+    with inspector_for(app) as inspector:
+        (message,) = inspector.peek(queue).messages
+    assert message.task is None and message.name == "tasks.add"
+    assert message.problem == "decompressed body exceeds 1000 bytes (worker_max_body_size)"
+
+
 def test_peek_follows_priorities_on_redis_and_sqlite(family):
     kind, app, queue = family
     if kind == "rabbitmq":
@@ -326,11 +346,13 @@ def dead_setup(request, tmp_path, unique, redis_url) -> Iterator[Setup]:
 
 
 @pytest.mark.timeout(120)
-def test_a_requeued_dead_letter_runs_again_with_its_id_and_arguments(dead_setup: Setup):
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_a_requeued_dead_letter_runs_again_with_its_id_and_arguments(dead_setup: Setup,
+                                                                     compression):
     app = dead_setup.app()
     name = f"{dead_setup.queue}.dead"
     with dead_setup.worker():
-        result = app.send_task("tasks.fail_once", args=["x"])
+        result = app.send_task("tasks.fail_once", args=["x"], compression=compression)
         dead_setup.wait_records("fail_once", 1)
         with inspector_for(app) as inspector:
             letters = _wait_dead(inspector, name)

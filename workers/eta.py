@@ -58,7 +58,7 @@ from qtui.core.delayed import DELAY_QUEUE, DELAYED_KEY, DUE_QUEUE, LADDER, Delay
 from . import declare
 from .hooks import Observer
 from .job import SCHEDULED, Job
-from .redelivery import TRANSIENT_HEADERS, republish
+from .redelivery import republish, resent_headers
 
 if TYPE_CHECKING:
     from .timer import Timer
@@ -105,7 +105,7 @@ class RedisDelayedStore(DelayedStore):
         message = job.delivery
         priority = message.properties.get("priority") or 0
         target = self.channel._q_for_pri(job.queue, priority)  # kombu's priority sublist name
-        headers = {k: v for k, v in (message.headers or {}).items() if k not in TRANSIENT_HEADERS}
+        headers = resent_headers(message)
         properties = {k: v for k, v in message.properties.items()
                       if k not in ("delivery_info", "delivery_tag", "body_encoding")}
         properties.update(body_encoding="base64", delivery_tag=str(uuid.uuid4()),

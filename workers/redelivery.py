@@ -31,7 +31,7 @@ from kombu import Exchange, Producer, Queue
 from kombu.message import Message
 
 from qtui.core.ledger import Ledger, StartRecord
-from qtui.core.protocol import DELIVERIES_HEADER, TaskMessage
+from qtui.core.protocol import COMPRESSION_HEADER, DELIVERIES_HEADER, TaskMessage
 
 logger = logging.getLogger("qtui.worker")
 
@@ -145,6 +145,20 @@ class Starts:
             return True
 
 
+def resent_headers(message: Message, headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The headers ``message`` is sent again with (its body as received, ``message.body``):
+    its own but the transient ones, with ``headers`` merged over them.
+
+    kombu decompressed the body on arrival unless that failed (``message.errors``): a body it
+    decompressed goes out plain, without the ``compression`` header; one it could not goes out
+    as it came, header and all (a dead letter keeps the bytes that were sent)."""
+    merged = {k: v for k, v in (message.headers or {}).items() if k not in TRANSIENT_HEADERS}
+    if not message.errors:
+        merged.pop(COMPRESSION_HEADER, None)
+    merged.update(headers or {})
+    return merged
+
+
 def direct_queue(name: str, queue_type: str = "classic") -> Queue:
     """A durable queue reached through the default exchange by its own name (a quorum queue
     when ``queue_type`` says so)."""
@@ -156,8 +170,7 @@ def republish(producer: Producer, message: Message, routing_key: str,
               headers: Mapping[str, Any] | None = None, declare: list[Queue] | None = None,
               exchange: str = "") -> None:
     """Publish ``message`` again, byte for byte, with ``headers`` merged over its own."""
-    merged = {k: v for k, v in (message.headers or {}).items() if k not in TRANSIENT_HEADERS}
-    merged.update(headers or {})
+    merged = resent_headers(message, headers)
     properties = {k: message.properties[k] for k in _PROPERTIES
                   if message.properties.get(k) is not None}
     priority = (message.delivery_info or {}).get("priority")

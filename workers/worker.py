@@ -38,6 +38,7 @@ from kombu.message import Message
 
 from qtui.core import states
 from qtui.core.celery_app import CeleryApp
+from qtui.core.compression import BodyTooLarge, cap_decompression
 from qtui.core.exceptions import (
     ConfigError,
     NotRegistered,
@@ -133,6 +134,7 @@ class Worker:
         self.prefetch_multiplier = conf.worker_prefetch_multiplier \
             if prefetch_multiplier is None else prefetch_multiplier
         self.base_prefetch = max(0, self.concurrency * self.prefetch_multiplier)
+        self.max_body_size = int(conf.worker_max_body_size)
         self.queues = self._select_queues(queues)
         self.send_events = conf.worker_send_task_events if send_events is None else send_events
         self.heartbeat = heartbeat
@@ -224,6 +226,7 @@ class Worker:
         print_banner(self)
         self.shutdown.install_signals()
         self.started_at = time.time()
+        cap_decompression(self.max_body_size)
         self.pool.start()
         try:
             try:
@@ -410,6 +413,10 @@ class Worker:
         if self.stopping:
             self.settlement.put_back(queue_name, message)
             return
+        if len(message.body) > self.max_body_size:
+            self.settlement.reject_bad(queue_name, message,
+                                       str(BodyTooLarge(self.max_body_size, compressed=False)))
+            return
         try:
             body = decode(message.body, message.content_type, message.content_encoding,
                           self.app.conf.accept_content)
@@ -436,7 +443,7 @@ class Worker:
             self.settlement.put_back(queue_name, message)
             return
         compression = message.headers.get("compression")
-        if isinstance(exc, ProtocolError):
+        if isinstance(exc, (ProtocolError, BodyTooLarge)):
             reason = str(exc)
         elif not compression:
             reason = f"cannot read the message body: {exc!r}"

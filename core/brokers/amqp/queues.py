@@ -20,11 +20,12 @@ from amqp.exceptions import MessageNacked
 from kombu import Connection, Producer
 from kombu.exceptions import ChannelError
 from kombu.message import Message
+from kombu.transport import pyamqp
 
 from ...config import mask_url
 from ...pauses import Pause
 from ...peek import PAGE, SUMMARY_SAMPLE, Peek, PeekError, Summary, WaitingMessage
-from ...protocol import SENT_AT_HEADER
+from ...protocol import COMPRESSION_HEADER, SENT_AT_HEADER
 from ...queues import (
     DeclaredQueues,
     QueueInfo,
@@ -34,6 +35,7 @@ from ...queues import (
     is_internal,
     queue_exists,
 )
+from . import frames
 from .pauses import PAUSE_STREAM, Pauses, PauseStream, is_pause_queue, kept
 
 #: Seconds to wait for the RabbitMQ management API.
@@ -198,7 +200,7 @@ class AmqpQueues(DeclaredQueues):
                 raw = channel.basic_get(queue=name, no_ack=False)
                 if raw is None:
                     break
-                message = channel.message_to_python(raw)
+                message: Message = AsSent(raw, channel=channel)
                 if not visit(position, message):
                     held.append(message)
         finally:
@@ -289,6 +291,22 @@ _DELIVERY_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-dea
                                "x-last-death-queue", "x-last-death-reason"})
 _KEPT_PROPERTIES = ("correlation_id", "reply_to", "priority", "expiration", "message_id",
                     "type", "app_id", "timestamp")
+
+
+class AsSent(pyamqp.Message):
+    """kombu's AMQP message with the body as it was sent: kombu would decompress it, uncapped
+    (peek decompresses with a cap; a move sends the bytes on with their ``compression``)."""
+
+    def __init__(self, raw: Any, channel: Any = None) -> None:
+        # A content header the worker will dead-letter is shown as it came (see the worker
+        # transport's message_to_python, which carries the error instead).
+        raw.properties.pop(frames.UNREADABLE, None)
+        headers = raw.properties.get("application_headers") or {}
+        compression = headers.pop(COMPRESSION_HEADER, None)
+        super().__init__(raw, channel=channel)
+        if compression is not None:
+            headers[COMPRESSION_HEADER] = compression
+            self.headers = headers
 
 
 def _waiting(position: int, message: Message) -> WaitingMessage:
