@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -379,3 +380,32 @@ def test_a_job_terminated_in_task_prerun_never_runs():
     assert answers == [True]
     assert [(o.job_id, o.state) for o in outcomes] == [(1, "REVOKED")]
     assert RAN == []
+
+
+@pytest.mark.timeout(60)
+def test_a_hard_limit_passing_during_the_result_write_is_not_raised_there(monkeypatch):
+    """The task returned well inside its hard limit, which passes while its result is written:
+    the limit is not raised there (the task is stored and reported with its result), nor in the
+    next task on the thread. Without the gate it landed in the write (a FAILURE)."""
+    pool, outcomes, done = _one_thread_pool()
+    limit = 0.05
+
+    def slow_finish(*args: Any, **kwargs: Any) -> Outcome:
+        past = time.monotonic() + limit + 0.5  # the watchdog has long seen the deadline pass
+        while time.monotonic() < past:  # Python code: where a sent limit would land
+            pass
+        return _finish(*args, **kwargs)
+
+    monkeypatch.setattr(execution, "_finish", slow_finish)
+    message = TaskMessage(id="threads-limited", task="threads.answer", ignore_result=True)
+    try:
+        assert pool.apply(WorkItem(1, message, {"routing_key": "threads"}, "threads@test",
+                                   limit, None))
+        assert done.wait(10)
+        done.clear()
+        _apply(pool, 2, "threads.answer")
+        assert done.wait(10)
+    finally:
+        pool.stop()
+    assert [(o.job_id, o.state, o.result) for o in outcomes] == [(1, "SUCCESS", "42"),
+                                                                  (2, "SUCCESS", "42")]
