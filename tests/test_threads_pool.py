@@ -40,8 +40,8 @@ class CountingEvent(threading.Event):
         super().set()
 
 
-@pytest.fixture
-def pool() -> Iterator[tuple[ThreadsPool, list[Outcome], threading.Event]]:
+def _new_pool(concurrency: int = 1) -> tuple[ThreadsPool, list[Outcome], threading.Event]:
+    """A pool (not started) that keeps what it reports, and an event set at each report."""
     outcomes: list[Outcome] = []
     done = threading.Event()
 
@@ -50,7 +50,12 @@ def pool() -> Iterator[tuple[ThreadsPool, list[Outcome], threading.Event]]:
         outcomes.append(outcome)
         done.set()
 
-    pool = ThreadsPool(app, 2, report)
+    return ThreadsPool(app, concurrency, report), outcomes, done
+
+
+@pytest.fixture
+def pool() -> Iterator[tuple[ThreadsPool, list[Outcome], threading.Event]]:
+    pool, outcomes, done = _new_pool(2)
     pool._watchdog_wake = CountingEvent()
     pool.start()
     try:
@@ -235,21 +240,6 @@ def answer() -> int:
     return 42
 
 
-def _one_thread_pool(start: bool = True) -> tuple[ThreadsPool, list[Outcome], threading.Event]:
-    outcomes: list[Outcome] = []
-    done = threading.Event()
-
-    def report(outcome: object) -> None:
-        assert isinstance(outcome, Outcome)
-        outcomes.append(outcome)
-        done.set()
-
-    pool = ThreadsPool(app, 1, report)
-    if start:
-        pool.start()
-    return pool, outcomes, done
-
-
 def _apply(pool: ThreadsPool, job_id: int, name: str, *args: Any) -> None:
     message = TaskMessage(id=f"threads-{job_id}", task=name, args=args, ignore_result=True)
     assert pool.apply(WorkItem(job_id, message, {"routing_key": "threads"}, "threads@test",
@@ -262,7 +252,7 @@ def test_a_terminate_raised_by_a_tracer_as_the_task_is_armed_closes_the_gate(mon
     ``return`` event of the gate's ``__enter__`` is raised before the block, where its
     ``__exit__`` never runs: the gate stayed open, and a second terminate (or the hard limit)
     landed in the result write (stored as a FAILURE)."""
-    pool, outcomes, done = _one_thread_pool(start=False)
+    pool, outcomes, done = _new_pool()
     sent: dict[str, bool] = {}
 
     def tracer(frame: Any, event: str, arg: Any) -> Any:
@@ -317,7 +307,7 @@ def test_an_interruption_landing_in_the_pools_own_code_is_reported_with_the_task
     delivers it late), an interruption that lands in the pool's own bookkeeping after the task
     ended neither kills the pool's thread nor loses the report: the finished task is reported
     with its result (the old pool's thread died there, the job never reported)."""
-    pool, outcomes, done = _one_thread_pool(start=False)
+    pool, outcomes, done = _new_pool()
     pool._running = _StrayAtPop()
     pool.start()
     try:
@@ -345,7 +335,7 @@ def test_a_job_terminated_while_queued_for_its_thread_never_runs():
     """Celery's revoke(terminate=True) of a task not running yet: it never runs. The pool
     refused the terminate of a job waiting for its thread, and the task then ran to its end."""
     RAN.clear()
-    pool, outcomes, done = _one_thread_pool(start=False)
+    pool, outcomes, done = _new_pool()
     try:
         _apply(pool, 1, "threads.records")  # no thread takes it yet
         assert pool.signal(1, 15)
@@ -364,7 +354,8 @@ def test_a_job_terminated_in_task_prerun_never_runs():
     from qtui.core import signals
 
     RAN.clear()
-    pool, outcomes, done = _one_thread_pool()
+    pool, outcomes, done = _new_pool()
+    pool.start()
     answers: list[bool] = []
 
     def terminate_in_prerun(**_: Any) -> None:
@@ -387,7 +378,8 @@ def test_a_hard_limit_passing_during_the_result_write_is_not_raised_there(monkey
     """The task returned well inside its hard limit, which passes while its result is written:
     the limit is not raised there (the task is stored and reported with its result), nor in the
     next task on the thread. Without the gate it landed in the write (a FAILURE)."""
-    pool, outcomes, done = _one_thread_pool()
+    pool, outcomes, done = _new_pool()
+    pool.start()
     limit = 0.05
 
     def slow_finish(*args: Any, **kwargs: Any) -> Outcome:
