@@ -123,9 +123,11 @@ class ThreadsPool(Pool):
                 finally:
                     self._end(running)
             except _INTERRUPTS as exc:
-                # One that landed past the task's block (on a free-threaded build the test and
-                # the raise of _interrupt are not one step): the job is reported all the same,
-                # as what it ended with -- its outcome if it had one, else that interruption.
+                # A Celery task terminated before its block (the tracer does not catch what
+                # the gate's __enter__ raises), or one that landed past the task's block (on a
+                # free-threaded build the test and the raise of _interrupt are not one step):
+                # the job is reported as what it ended with -- its outcome if it had one, else
+                # that interruption.
                 self._end(running)
                 outcome = running.outcome or interrupted(self.app, running.item, exc,
                                                          running.started)
