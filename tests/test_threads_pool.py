@@ -1,5 +1,8 @@
-"""The threads pool's watchdog: woken for the tasks that have a time limit, not for every task;
-and a task's end leaves nothing that stalls a profiled or traced thread."""
+"""The threads pool: its watchdog is woken for the tasks that have a time limit, not for every
+task; a task's end leaves nothing that stalls a profiled or traced thread; a limit or terminate
+is taken by the task's code, or reported as such for that task, never in the result write or the
+next task, under Python profilers and tracers too; a terminate before the task's code begins
+keeps it from running."""
 
 from __future__ import annotations
 
@@ -349,8 +352,8 @@ def test_a_job_terminated_while_queued_for_its_thread_never_runs():
 
 @pytest.mark.timeout(60)
 def test_a_job_terminated_in_task_prerun_never_runs():
-    """A terminate while ``task_prerun`` receivers run (or STARTED is stored): refused, and the
-    task ran to its end."""
+    """A terminate while ``task_prerun`` receivers run (or STARTED is stored) keeps the task from
+    running. The pool refused it, and the task ran to its end."""
     from qtui.core import signals
 
     RAN.clear()
