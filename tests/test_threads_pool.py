@@ -1,12 +1,17 @@
-"""The threads pool's watchdog: woken for the tasks that have a time limit, not for every task;
-and a task's end leaves nothing that stalls a profiled or traced thread."""
+"""The threads pool: its watchdog is woken for the tasks that have a time limit, not for every
+task; a task's end leaves nothing that stalls a profiled or traced thread; a limit or terminate
+is taken by the task's code, or reported as such for that task, never in the result write or the
+next task, under Python profilers and tracers too; a terminate before the task's code begins
+keeps it from running."""
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,8 +43,8 @@ class CountingEvent(threading.Event):
         super().set()
 
 
-@pytest.fixture
-def pool() -> Iterator[tuple[ThreadsPool, list[Outcome], threading.Event]]:
+def _new_pool(concurrency: int = 1) -> tuple[ThreadsPool, list[Outcome], threading.Event]:
+    """A pool (not started) that keeps what it reports, and an event set at each report."""
     outcomes: list[Outcome] = []
     done = threading.Event()
 
@@ -48,7 +53,12 @@ def pool() -> Iterator[tuple[ThreadsPool, list[Outcome], threading.Event]]:
         outcomes.append(outcome)
         done.set()
 
-    pool = ThreadsPool(app, 2, report)
+    return ThreadsPool(app, concurrency, report), outcomes, done
+
+
+@pytest.fixture
+def pool() -> Iterator[tuple[ThreadsPool, list[Outcome], threading.Event]]:
+    pool, outcomes, done = _new_pool(2)
     pool._watchdog_wake = CountingEvent()
     pool.start()
     try:
@@ -142,9 +152,10 @@ def test_a_profiled_thread_runs_on_after_a_task_is_interrupted(tmp_path):
 class _TerminateAtEvent:
     """A profiler, installed by a task as its last line: at its ``at``-th event it terminates the
     task (``signal``, as ``revoke(terminate=True)`` does; the watchdog's limits go the same
-    way). Each event but a C call's stands for a point where the task's thread may stop for
-    another thread (a Python function's first instruction, the check after a C call returns);
-    an interruption sent there lands there (raised from the profiler, which then stops)."""
+    way). Each event is a point where the task's thread runs Python code (the profiler's) and
+    may stop for another thread; an interruption sent there is raised from the profiler (which
+    then stops). At a ``c_call`` event CPython then skips the C function: the gate's
+    ``__exit__``, once."""
 
     def __init__(self, pool: ThreadsPool, job_id: int, at: int) -> None:
         self.pool, self.job_id, self.at, self.seen = pool, job_id, at, 0
@@ -152,8 +163,6 @@ class _TerminateAtEvent:
         self.sent_in_result_write: bool | None = None
 
     def __call__(self, frame: Any, event: str, arg: Any) -> None:
-        if event == "c_call":  # no point to stop at: the C function is called straight on
-            return
         if self.pool._lock.locked():  # the pool's own step under its lock (no watchdog runs)
             return
         self.seen += 1
@@ -189,7 +198,9 @@ def test_an_interruption_as_a_task_ends_is_taken_by_the_task_or_never_sent(monke
     the interruption is no longer sent): it is sent only while the task's block is open and
     then ends the task (REVOKED), never once the block is left (at the result write), and
     nothing reaches the next task on the thread. The pool's old Python ``__exit__`` let one
-    landing at its first instruction escape with the job still armed."""
+    landing at its first instruction escape with the job still armed; with a C ``__exit__``
+    alone, one sent at its ``c_call`` event skipped it (the gate stayed open: a second
+    terminate landed in the result write)."""
     outcomes: list[Outcome] = []
     done = threading.Event()
 
@@ -225,3 +236,171 @@ def test_an_interruption_as_a_task_ends_is_taken_by_the_task_or_never_sent(monke
     finally:
         pool.stop()
     assert at >= 2  # points inside the block were tried too
+
+
+@app.task(name="threads.answer", ignore_result=True)
+def answer() -> int:
+    return 42
+
+
+def _apply(pool: ThreadsPool, job_id: int, name: str, *args: Any) -> None:
+    message = TaskMessage(id=f"threads-{job_id}", task=name, args=args, ignore_result=True)
+    assert pool.apply(WorkItem(job_id, message, {"routing_key": "threads"}, "threads@test",
+                               None, None))
+
+
+@pytest.mark.timeout(60)
+def test_a_terminate_raised_by_a_tracer_as_the_task_is_armed_closes_the_gate(monkeypatch):
+    """Under a Python tracer (pdb, debugpy, coverage's PyTracer) a terminate landing in the
+    ``return`` event of the gate's ``__enter__`` is raised before the block, where its
+    ``__exit__`` never runs: the gate stayed open, and a second terminate (or the hard limit)
+    landed in the result write (stored as a FAILURE)."""
+    pool, outcomes, done = _new_pool()
+    sent: dict[str, bool] = {}
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if (event == "return" and frame.f_code.co_name == "__enter__"
+                and type(frame.f_locals.get("self")).__name__ == "_Armed"
+                and "first" not in sent):
+            try:
+                sent["first"] = pool.signal(1, 15)
+            except TaskRevokedError:  # lands here, as the tracer returns
+                sent["first"] = True
+                raise
+        return tracer
+
+    def finish(*args: Any, **kwargs: Any) -> Outcome:
+        if "in result write" not in sent:
+            sent["in result write"] = pool.signal(1, 15)
+        return _finish(*args, **kwargs)
+
+    monkeypatch.setattr(execution, "_finish", finish)
+    try:
+        threading.settrace(tracer)
+        pool.start()  # its threads are traced
+        threading.settrace(None)
+        _apply(pool, 1, "threads.answer")
+        assert done.wait(10)
+        done.clear()
+        _apply(pool, 2, "threads.answer")
+        assert done.wait(10)
+    finally:
+        threading.settrace(None)
+        pool.stop()
+    assert sent == {"first": True, "in result write": False}
+    assert [(o.job_id, o.state) for o in outcomes] == [(1, "REVOKED"), (2, "SUCCESS")]
+
+
+class _StrayAtPop(dict):  # type: ignore[type-arg]
+    """The pool's table of jobs, where an interruption lands in the thread that removes job 1
+    (after removing it), as one sent at the last moment would."""
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        value = super().pop(key, *default)
+        if key == 1 and value is not None:
+            _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+            _set_async_exc(ctypes.c_ulong(threading.get_ident()),
+                           ctypes.py_object(TaskRevokedError))
+        return value
+
+
+@pytest.mark.timeout(60)
+def test_an_interruption_landing_in_the_pools_own_code_is_reported_with_the_tasks_result():
+    """Defense in depth: whatever lets one through (a free-threaded build, an interpreter that
+    delivers it late), an interruption that lands in the pool's own bookkeeping after the task
+    ended neither kills the pool's thread nor loses the report: the finished task is reported
+    with its result (the old pool's thread died there, the job never reported)."""
+    pool, outcomes, done = _new_pool()
+    pool._running = _StrayAtPop()
+    pool.start()
+    try:
+        for job_id in (1, 2):
+            done.clear()
+            _apply(pool, job_id, "threads.answer")
+            assert done.wait(10), [(o.job_id, o.state) for o in outcomes]
+    finally:
+        pool.stop()
+    assert [(o.job_id, o.state, o.result) for o in outcomes] == [(1, "SUCCESS", "42"),
+                                                                  (2, "SUCCESS", "42")]
+    assert pool.active == 0
+
+
+RAN: list[str] = []
+
+
+@app.task(name="threads.records", ignore_result=True)
+def records() -> None:
+    RAN.append("ran")
+
+
+@pytest.mark.timeout(60)
+def test_a_job_terminated_while_queued_for_its_thread_never_runs():
+    """Celery's revoke(terminate=True) of a task not running yet: it never runs. The pool
+    refused the terminate of a job waiting for its thread, and the task then ran to its end."""
+    RAN.clear()
+    pool, outcomes, done = _new_pool()
+    try:
+        _apply(pool, 1, "threads.records")  # no thread takes it yet
+        assert pool.signal(1, 15)
+        pool.start()
+        assert done.wait(10)
+    finally:
+        pool.stop()
+    assert [(o.job_id, o.state) for o in outcomes] == [(1, "REVOKED")]
+    assert RAN == []
+
+
+@pytest.mark.timeout(60)
+def test_a_job_terminated_in_task_prerun_never_runs():
+    """A terminate while ``task_prerun`` receivers run (or STARTED is stored) keeps the task from
+    running. The pool refused it, and the task ran to its end."""
+    from qtui.core import signals
+
+    RAN.clear()
+    pool, outcomes, done = _new_pool()
+    pool.start()
+    answers: list[bool] = []
+
+    def terminate_in_prerun(**_: Any) -> None:
+        answers.append(pool.signal(1, 15))
+
+    signals.task_prerun.connect(terminate_in_prerun)
+    try:
+        _apply(pool, 1, "threads.records")
+        assert done.wait(10)
+    finally:
+        signals.task_prerun.disconnect(terminate_in_prerun)
+        pool.stop()
+    assert answers == [True]
+    assert [(o.job_id, o.state) for o in outcomes] == [(1, "REVOKED")]
+    assert RAN == []
+
+
+@pytest.mark.timeout(60)
+def test_a_hard_limit_passing_during_the_result_write_is_not_raised_there(monkeypatch):
+    """The task returned well inside its hard limit, which passes while its result is written:
+    the limit is not raised there (the task is stored and reported with its result), nor in the
+    next task on the thread. Without the gate it landed in the write (a FAILURE)."""
+    pool, outcomes, done = _new_pool()
+    pool.start()
+    limit = 0.05
+
+    def slow_finish(*args: Any, **kwargs: Any) -> Outcome:
+        past = time.monotonic() + limit + 0.5  # the watchdog has long seen the deadline pass
+        while time.monotonic() < past:  # Python code: where a sent limit would land
+            pass
+        return _finish(*args, **kwargs)
+
+    monkeypatch.setattr(execution, "_finish", slow_finish)
+    message = TaskMessage(id="threads-limited", task="threads.answer", ignore_result=True)
+    try:
+        assert pool.apply(WorkItem(1, message, {"routing_key": "threads"}, "threads@test",
+                                   limit, None))
+        assert done.wait(10)
+        done.clear()
+        _apply(pool, 2, "threads.answer")
+        assert done.wait(10)
+    finally:
+        pool.stop()
+    assert [(o.job_id, o.state, o.result) for o in outcomes] == [(1, "SUCCESS", "42"),
+                                                                  (2, "SUCCESS", "42")]

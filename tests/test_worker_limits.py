@@ -111,32 +111,3 @@ def test_rate_limit_of_5_per_second_is_honoured_without_blocking_other_tasks(red
     # the other task type, sent after all the ticks, ran while half of them still waited
     assert max(marks) < times[9], (marks, times)
     app.close()
-
-
-@pytest.mark.timeout(120)
-def test_threads_hard_limits_racing_the_ends_of_many_tasks_end_each_task_one_way(
-        redis_setup: Setup):
-    """Tasks that end well inside, around and well past a hard time limit, four at a time on one
-    threads worker, mixed so each thread runs some of each: every task is stored once, as a
-    SUCCESS with its own result or as TimeLimitExceeded. One well inside always succeeds (an
-    interruption meant for the task before it on its thread never reaches it); one well past
-    never does."""
-    limit = 0.2
-    sleeps = [0.0, 0.18, 0.19, 0.2, 0.0, 0.21, 0.22, 0.5] * 20
-    with redis_setup.worker("-P", "threads", "-c", "4"):
-        app = redis_setup.app()
-        results = [app.send_task("tasks.slow", args=[seconds, i], time_limit=limit)
-                   for i, seconds in enumerate(sleeps)]
-        outcomes = [(seconds, r.get(timeout=60, propagate=False), r.state)
-                    for seconds, r in zip(sleeps, results, strict=True)]
-        assert redis_setup.dead_letters(expected=1, timeout=1) == []
-        app.close()
-    for i, (seconds, value, state) in enumerate(outcomes):
-        if state == states.SUCCESS:
-            assert value == i
-        else:
-            assert state == states.FAILURE and isinstance(value, TimeLimitExceeded), (i, value)
-        if seconds == 0:
-            assert state == states.SUCCESS, (i, seconds, value)
-        if seconds >= 0.5:
-            assert state == states.FAILURE, (i, seconds, value)

@@ -48,9 +48,11 @@ _prepared: dict[int, bool] = {}
 """Processes (by pid) where the Celery app was set up as a worker's app."""
 
 
-def run(task: CeleryTask, item: WorkItem, limits: AbstractContextManager[None]) -> Outcome:
-    """Run ``item`` with Celery's tracer under ``limits``; Celery stores its states (so the
-    limits bound the tracer's result write too, not only the task's code)."""
+def run(task: CeleryTask, item: WorkItem, limits: AbstractContextManager[None],
+        guard: AbstractContextManager[Any]) -> Outcome:
+    """Run ``item`` with Celery's tracer under ``limits`` (inside ``guard``, see
+    :func:`~qtui.workers.execution.execute`); Celery stores its states (so the limits bound the
+    tracer's result write too, not only the task's code)."""
     from .execution import Outcome
 
     celery_task = task.celery_task
@@ -64,7 +66,7 @@ def run(task: CeleryTask, item: WorkItem, limits: AbstractContextManager[None]) 
     request = request_dict(item)
     started = time.monotonic()
     try:
-        with limits:
+        with guard, limits:
             result, info, _, result_repr = trace_task(
                 celery_task, message.id, request["args"], request["kwargs"], request,
                 app=celery_app, hostname=item.hostname)

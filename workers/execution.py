@@ -20,7 +20,7 @@ import signal
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +123,9 @@ class TaskOptions:
                 min(soft, MAX_TIME_LIMIT) if soft else None)
 
 
+#: The default ``guard`` of :func:`execute`: nothing to do around the limits.
+NO_GUARD: AbstractContextManager[None] = nullcontext()
+
 LimitErrors = tuple[type[SoftTimeLimitExceeded], type[TimeLimitExceeded]]
 """The exceptions a task's (soft, hard) time limits raise in it."""
 
@@ -182,13 +185,16 @@ def alarm_limits(soft: float | None, hard: float | None = None,
 
 
 def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bool = False,
-            limits: AbstractContextManager[None] | None = None) -> Outcome:
+            limits: AbstractContextManager[None] | None = None,
+            guard: AbstractContextManager[Any] = NO_GUARD) -> Outcome:
     """Run the task of ``item`` here, store its state and return the outcome.
 
     ``use_alarm`` arms the soft limit with SIGALRM (main thread only); ``hard_by_alarm`` arms the
     hard limit the same way (solo: there is no parent to kill the process). ``limits`` replaces
     both: a context manager that enforces the limits while it is entered. Either way only the
-    task's own code is bounded, never the result write after it.
+    task's own code is bounded, never the result write after it. ``guard`` is entered just
+    before ``limits`` and left just after it: its exit runs when a profiler or tracer made the
+    interpreter skip ``limits``' own (the threads pool closes its gate there too).
     """
     message = item.message
     task = app.get_task(message.task)
@@ -197,7 +203,7 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
                               limit_errors(app, message.task)) if use_alarm else _no_limits()
     if isinstance(task, CeleryTask):
         from . import celery_trace
-        return celery_trace.run(task, item, limits)
+        return celery_trace.run(task, item, limits, guard)
     request = Request.from_message(message, item.hostname, item.delivery_info)
     request.time_limit, request.soft_time_limit = item.time_limit, item.soft_time_limit
     # What describes this delivery (its count, the broker's flags) must not follow a retry.
@@ -213,7 +219,7 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
         if store and task.track_started:
             store_state(app, message, {"pid": os.getpid(), "hostname": item.hostname},
                         states.STARTED, where=where_it_ran(item))
-        outcome, value = _run(app, item, task, store, limits, handlers, started)
+        outcome, value = _run(app, item, task, store, limits, guard, handlers, started)
         state = outcome.state
         return outcome
     finally:
@@ -222,13 +228,13 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
 
 
 def _run(app: App, item: WorkItem, task: Task, store: bool,
-         limits: AbstractContextManager[None], handlers: TaskHandlers,
-         started: float) -> tuple[Outcome, Any]:
+         limits: AbstractContextManager[None], guard: AbstractContextManager[Any],
+         handlers: TaskHandlers, started: float) -> tuple[Outcome, Any]:
     """Run the task, store its state and call its handlers; (the outcome, what it returned or
     raised)."""
     message = item.message
     try:
-        with limits:
+        with guard, limits:
             try:
                 handlers.before_start()
                 value = task(*message.args, **message.kwargs)
@@ -261,6 +267,15 @@ def _run(app: App, item: WorkItem, task: Task, store: bool,
         handlers.succeeded(value)
     handlers.returned(outcome.state, value, None)
     return outcome, value
+
+
+def interrupted(app: App, item: WorkItem, exc: BaseException, started: float) -> Outcome:
+    """The outcome of a run that an interruption (a terminate, a time limit) ended outside the
+    task's own code: stored and reported as that interruption (REVOKED, or a FAILURE)."""
+    task = app.get_task(item.message.task)
+    store = not (item.message.ignore_result or task.ignore_result)
+    state = states.REVOKED if isinstance(exc, TaskRevokedError) else states.FAILURE
+    return _finish(app, item, store, state, exc, started, trace=None)
 
 
 @contextmanager
