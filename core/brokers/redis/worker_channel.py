@@ -12,7 +12,9 @@ these messages as their own) and changes who takes and who gives back:
   queues (priority sublists in kombu's order), and records each in ``unacked``/``unacked_index``
   and in the worker's own ``owned`` set, atomically. A popped item that is not a kombu envelope
   is wrapped and pushed to ``<queue>.dead`` with the reason, in the same script (a body kombu
-  cannot decode, by the worker right after: :meth:`Channel.read_fetch`). The same call records
+  cannot decode, or JSON Python's decoder refuses where Lua's read it, by the worker right
+  after, settled by the delivery tag the script returns beside the item:
+  :meth:`Channel.read_fetch`). The same call records
   the starts of the batch the worker is about to run in the cluster ledger
   (:class:`~qtui.core.ledger.StartRecord`): sent before the batch starts
   (:meth:`Channel.send_fetch`), its reply read while it runs (a solo worker with the next task
