@@ -117,3 +117,18 @@ def test_an_unacked_record_is_split_without_decoding_its_item(item: bytes, excha
 def test_a_record_that_is_no_list_is_not_split():
     assert wire.split_record(b'{"a": 1}') is None
     assert wire.split_record(b"[1, 2, 3]") is None
+
+
+def test_a_record_whose_queue_cannot_be_found_is_left_in_unacked_not_dropped(
+        owner: tuple[Any, str, list[Any]], redis_url: str, unique: str):
+    """Neither kombu's restore nor the dead letter can read it: it stays where it is (an error
+    is logged) rather than raise in every restorer or be dropped."""
+    channel, _, _ = owner
+    client = redis.Redis.from_url(redis_url)
+    tag = f"unsplittable-{unique}"
+    client.hset("unacked", tag, b"[" * 990 + b"]" * 990)
+    try:
+        channel.qos.restore_by_tag(tag)
+        assert client.hget("unacked", tag) == b"[" * 990 + b"]" * 990
+    finally:
+        client.hdel("unacked", tag)

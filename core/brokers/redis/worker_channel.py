@@ -758,9 +758,14 @@ class Channel(redis_broker.Channel):
     def dead_letter_record(self, client: Any, tag: str, reason: str) -> None:
         """Move the message of the unacked record ``tag`` to the dead-letter queue of each queue
         its exchange and routing key lead to, wrapped whole, and drop its records, in one
-        transaction; the record is split, never decoded (see :func:`wire.split_record`)."""
+        transaction; the record is split, never decoded (see :func:`wire.split_record`). One
+        that cannot be split stays where it is, never dropped."""
         record = client.hget(self.unacked_key, tag)
         parts = None if record is None else wire.split_record(record)
+        if record is not None and parts is None:
+            logger.error("Cannot restore delivery %s (%s) nor find its queue in its unacked "
+                         "record: left in unacked", tag, reason)
+            return
         pipe = client.pipeline(transaction=True)
         if parts is not None:
             item, exchange, routing_key = parts
