@@ -749,11 +749,18 @@ def idle_kill(work: Path, kills: int) -> Trial:
             client.delete(key)
 
 
+#: JSON that Redis's Lua (cjson, nesting up to 1,000) decodes and Python refuses: more digits
+#: than Python converts to an int (4,300), arrays nested deeper than its recursion limit.
+UNDECODABLE = {"integer of 5,000 digits": "1" * 5000,
+               "arrays nested 990 deep": "[" * 990 + "]" * 990}
+
+
 def raw_malformed(rng: random.Random) -> tuple[str, bytes]:
     """One item pushed to a queue list that is not a kombu envelope: (kind, bytes)."""
     kind = rng.choice(["plain text", "binary", "empty", "JSON array", "JSON number",
                        "JSON without body", "JSON without properties", "no delivery tag",
-                       "body not base64", "typed value kombu cannot build"])
+                       "body not base64", "typed value kombu cannot build",
+                       "integer of 5,000 digits", "arrays nested 990 deep"])
     envelope = {"body": "e30=", "content-type": "application/json", "content-encoding": "utf-8",
                 "headers": {}, "properties": {"body_encoding": "base64",
                                               "delivery_tag": str(uuid.uuid4()),
@@ -777,6 +784,9 @@ def raw_malformed(rng: random.Random) -> tuple[str, bytes]:
         del envelope["properties"]["delivery_tag"]
     elif kind == "typed value kombu cannot build":
         envelope["headers"]["x"] = rng.choice(CRAFTED_TYPED)
+    elif kind in UNDECODABLE:  # Lua's JSON reads them, Python's refuses them
+        envelope["headers"]["x"] = "UNDECODABLE"
+        return kind, json.dumps(envelope).replace('"UNDECODABLE"', UNDECODABLE[kind]).encode()
     else:
         envelope["body"] = "not*base64!"
     return kind, json.dumps(envelope).encode()

@@ -320,15 +320,18 @@ def _envelope_with_header(queue: str, header: object) -> bytes:
                        "delivery_info": {"exchange": "", "routing_key": queue}}}).encode()
 
 
+@pytest.mark.parametrize("bad", ['{"__type__": "bytes", "__value__": 1}', "[" * 990 + "]" * 990],
+                         ids=["typed", "deep"])
 @pytest.mark.parametrize("read", ["consume", "get"])
-def test_a_queue_item_with_a_typed_value_kombu_cannot_build_is_dropped_and_the_next_read(
-        names, redis_url, read):
+def test_a_queue_item_python_cannot_decode_is_dropped_and_the_next_read(
+        names, redis_url, read, bad):
     """A crafted ``{"__type__": "bytes", "__value__": 1}`` in the envelope made kombu's read
     (BRPOP or RPOP) raise an AttributeError out of ``drain_events``: a control reply so made
-    ended ``qtui inspect``. It is dropped with a warning and the next message is read."""
+    ended ``qtui inspect``; arrays nested 990 deep, a RecursionError. It is dropped with a
+    warning and the next message is read."""
     queue = names["a"]
     client = redis.Redis.from_url(redis_url)
-    client.lpush(queue, _envelope_with_header(queue, {"__type__": "bytes", "__value__": 1}),
+    client.lpush(queue, _envelope_with_header(queue, "BAD").replace(b'"BAD"', bad.encode()),
                  _envelope_with_header(queue, "good"))
     got: list[object] = []
     with redis_broker.connection(redis_url) as conn:

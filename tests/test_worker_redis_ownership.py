@@ -116,20 +116,21 @@ def _bad_message(setup: Setup, change: Callable[[dict[str, Any]], bytes]) -> tup
 
 
 @contextmanager
-def _between_two_tasks(setup: Setup, bad: bytes, when: str) -> Iterator[None]:
-    """A solo worker given ``bad`` between the tasks "first" and "second": ``queued`` before
-    it starts (a fetch takes it), or ``sent-idle`` while it waits idle (its blocking wait
-    takes it)."""
+def _between_two_tasks(setup: Setup, bad: bytes, when: str,
+                       pool: str = "solo") -> Iterator[None]:
+    """A worker (``pool``) given ``bad`` between the tasks "first" and "second": ``queued``
+    before it starts (a fetch takes it), or ``sent-idle`` while it waits idle (its blocking
+    wait takes it)."""
     client = redis.Redis.from_url(BROKER)
     app = setup.app()
     if when == "queued":
         app.send_task("tasks.mark", args=["first"])
         client.lpush(setup.queue, bad)
         app.send_task("tasks.mark", args=["second"])
-        with setup.worker("-P", "solo"):
+        with setup.worker("-P", pool):
             yield
         return
-    with setup.worker("-P", "solo"):
+    with setup.worker("-P", pool):
         app.send_task("tasks.mark", args=["first"])
         assert setup.wait_records("mark", 1)
         time.sleep(0.5)  # idle again, inside its blocking wait
@@ -205,6 +206,78 @@ def test_a_message_with_a_typed_value_kombu_cannot_build_is_dead_lettered(setup:
         dead = setup.dead_letters(expected=1)
     assert [m.body for m in dead] == [bad]
     assert "typed JSON value {'__type__': []" in dead[0].headers[DEAD_REASON_HEADER]
+    assert not client.hexists("unacked", tag)
+    assert client.zscore("unacked_index", tag) is None
+
+
+#: What Lua's JSON (cjson, nesting up to 1,000) reads and Python's refuses: an integer of more
+#: digits than Python converts (4,300), arrays nested deeper than its recursion limit.
+UNDECODABLE = {"digits": ("1" * 5000, "Exceeds the limit (4300 digits)"),
+               "deep": ("[" * 990 + "]" * 990, "maximum recursion depth exceeded")}
+
+
+def _undecodable_header(kind: str) -> Callable[[dict[str, Any]], bytes]:
+    def change(envelope: dict[str, Any]) -> bytes:
+        envelope["headers"]["x"] = "CRAFTED"
+        return json.dumps(envelope).replace('"CRAFTED"', UNDECODABLE[kind][0]).encode()
+    return change
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+@pytest.mark.parametrize("when", ["queued", "sent-idle"])
+@pytest.mark.parametrize("kind", sorted(UNDECODABLE))
+def test_a_message_python_cannot_decode_is_dead_lettered(setup: Setup, kind: str, when: str,
+                                                         pool: str):
+    """The fetch script's JSON reads it, Python's refuses it: the worker dead-letters it with
+    the reason, settled by the tag the script read, and runs the next task. The worker died
+    (its handler decoded the item again to find the tag), leaving it owned: a crash loop."""
+    client = redis.Redis.from_url(BROKER)
+    bad, tag = _bad_message(setup, _undecodable_header(kind))
+    with _between_two_tasks(setup, bad, when, pool):
+        assert sorted(r["tag"] for r in setup.wait_records("mark", 2)) == ["first", "second"]
+        dead = setup.dead_letters(expected=1)
+    assert [m.body for m in dead] == [bad]
+    assert UNDECODABLE[kind][1] in dead[0].headers[DEAD_REASON_HEADER]
+    assert not client.hexists("unacked", tag)
+    assert client.zscore("unacked_index", tag) is None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("held", ["owned", "processing"])
+@pytest.mark.parametrize("kind", sorted(UNDECODABLE))
+def test_a_dead_owners_message_python_cannot_decode_is_dead_lettered(setup: Setup, unique: str,
+                                                                     kind: str, held: str):
+    """A worker died holding such a message: ``owned`` (the fetch script recorded it, the
+    worker was lost before it read the reply) or in its ``processing`` list (its idle wait
+    moved it). The worker restoring it dead-letters it and runs the next task; kombu's restore
+    decoded the unacked record and raised, in every worker that tried."""
+    client = redis.Redis.from_url(BROKER)
+    bad, tag = _bad_message(setup, _undecodable_header(kind))
+    owner = f"dead-{unique}"
+    if held == "owned":
+        client.lpush(setup.queue, bad)
+        with redis_broker.connection(BROKER, transport=worker_channel.Transport) as conn:
+            channel = conn.channel()
+            channel.do_restore = False
+            channel.own(owner, ttl=60)
+            Consumer(channel, [Queue(setup.queue)], callbacks=[lambda body, message: None],
+                     auto_declare=False).consume()
+            assert channel.send_fetch([setup.queue], 1)  # its reply never read
+            assert wait_for(lambda: client.hexists("unacked", tag), 5)
+    else:
+        client.sadd(OWNERS_KEY, owner)
+        client.sadd(worker_channel.PROCESSING_QUEUES_KEY.format(owner=owner), setup.queue)
+        client.lpush(PROCESSING_KEY.format(owner=owner, queue=setup.queue), bad)
+    client.delete(ALIVE_KEY.format(owner=owner))
+    setup.app().send_task("tasks.mark", args=["next"])
+    with setup.worker("-P", "solo"):
+        assert [r["tag"] for r in setup.wait_records("mark", 1)] == ["next"]
+        dead = setup.dead_letters(expected=1)
+        assert wait_for(lambda: not client.sismember(OWNERS_KEY, owner), 10)
+    assert [m.body for m in dead] == [bad]
+    assert UNDECODABLE[kind][1] in dead[0].headers[DEAD_REASON_HEADER]
+    assert dead[0].headers[DEAD_QUEUE_HEADER] == setup.queue
     assert not client.hexists("unacked", tag)
     assert client.zscore("unacked_index", tag) is None
 

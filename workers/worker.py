@@ -345,6 +345,9 @@ class Worker:
             except self.consumer.errors as exc:
                 self._lost_fetches(exc)
                 raise
+            except BaseException:  # the channel read the reply all the same: not unread now
+                self._unread_fetches.popleft()
+                raise
             self._unread_fetches.popleft()
         return came
 

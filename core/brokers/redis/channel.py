@@ -170,13 +170,13 @@ class Channel(kombu_redis.Channel):
 
     @staticmethod
     def _item(item: bytes, queue: str) -> dict[str, Any]:
-        """A queue item as kombu's envelope; Empty, with a warning, for one holding a typed JSON
-        value kombu cannot build (its decode raises past every ``except`` of kombu's loop: a
-        control reply so made ended ``qtui inspect``). The worker's channel dead-letters such
-        items of task queues before they come here."""
+        """A queue item as kombu's envelope; Empty, with a warning, for one Python cannot decode
+        (a typed JSON value kombu cannot build, arrays nested too deep: its decode raises past
+        every ``except`` of kombu's loop; a control reply so made ended ``qtui inspect``). The
+        worker's channel dead-letters such items of task queues before they come here."""
         try:
             envelope: dict[str, Any] = json_loads(item)
-        except ValueError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever Python's decode refuses (deep arrays)
             logger.warning("dropped a message of %r: %s", queue, exc)
             raise Empty() from None
         return envelope

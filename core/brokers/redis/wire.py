@@ -3,6 +3,7 @@ a redis-py connection directly instead of going through its command path."""
 
 from __future__ import annotations
 
+import json
 import select
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -147,3 +148,23 @@ def _parse(buffer: bytearray, pos: int) -> tuple[Any, int]:
     if kind == 0x2D:  # '-' error
         return ErrorReply(line), pos
     raise ValueError(f"unexpected reply type {chr(kind)!r} from Redis")
+
+
+def split_record(record: bytes) -> tuple[bytes, str, str] | None:
+    """The item, exchange and routing key of an ``unacked`` record (``[item, exchange, routing
+    key]`` in JSON) without decoding the item, which Python may refuse (Lua's JSON read it):
+    the shortest tail after a comma that holds two strings is taken as exchange and routing
+    key. None when no tail does."""
+    if not (record.startswith(b"[") and record.endswith(b"]")):
+        return None
+    at = len(record)
+    while (at := record.rfind(b",", 1, at)) > 0:
+        try:
+            tail = json.loads(b"[" + record[at + 1:])
+        except (ValueError, RecursionError):  # a comma inside the item, or inside a string
+            continue
+        if len(tail) == 2 and all(isinstance(x, str) for x in tail):
+            return record[1:at], tail[0], tail[1]
+        if len(tail) > 2:
+            return None
+    return None

@@ -12,7 +12,9 @@ these messages as their own) and changes who takes and who gives back:
   queues (priority sublists in kombu's order), and records each in ``unacked``/``unacked_index``
   and in the worker's own ``owned`` set, atomically. A popped item that is not a kombu envelope
   is wrapped and pushed to ``<queue>.dead`` with the reason, in the same script (a body kombu
-  cannot decode, by the worker right after: :meth:`Channel.read_fetch`). The same call records
+  cannot decode, or JSON Python's decoder refuses where Lua's read it, by the worker right
+  after, settled by the delivery tag the script returns beside the item:
+  :meth:`Channel.read_fetch`). The same call records
   the starts of the batch the worker is about to run in the cluster ledger
   (:class:`~qtui.core.ledger.StartRecord`): sent before the batch starts
   (:meth:`Channel.send_fetch`), its reply read while it runs (a solo worker with the next task
@@ -125,6 +127,8 @@ end
 -- ARGV: limit, stamp, size, dead-letter tag prefix, #acks, #started, #settled, trim time (''
 --       for none), '1' when RPOP takes a count (Redis 6.2), then acks, (expiry, key) per
 --       started delivery, settled keys, the queue names.
+-- Returns (group, delivery tag, item) per item taken, (-group, why, '') per item dead-lettered:
+-- the worker settles a taken item it cannot decode by that tag, never decoding it again.
 local limit, stamp, size = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local nacks, nstarted, nsettled = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 -- One command per key for values[first..last], in slices Lua's unpack can take.
@@ -188,6 +192,7 @@ local function take()
                           delivery_info = {exchange = '', routing_key = dead}}}))
           out[#out + 1] = -g
           out[#out + 1] = why
+          out[#out + 1] = ''
         else
           index[#index + 1] = stamp
           index[#index + 1] = tag
@@ -195,6 +200,7 @@ local function take()
           unacked[#unacked + 1] = record
           owned[#owned + 1] = tag
           out[#out + 1] = g
+          out[#out + 1] = tag
           out[#out + 1] = item
           taken = taken + 1
         end
@@ -241,7 +247,7 @@ def _envelope(item: bytes) -> tuple[dict[str, Any], str, bytes] | None:
     script (which dead-letters what is not a kombu message)."""
     try:
         payload = json_loads(item)
-    except ValueError:
+    except Exception:  # noqa: BLE001 - whatever Python's decode refuses (deep arrays too)
         return None
     if not isinstance(payload, dict):
         return None
@@ -311,8 +317,17 @@ class QoS(redis_broker.QoS):
         super().ack(delivery_tag)
 
     def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
+        """kombu's restore; an unacked record Python cannot decode (a message Lua's JSON read,
+        too deep or with too long an integer for Python's) is dead-lettered with the reason
+        instead, its item kept whole: kombu's restore raised, and so every restorer did."""
         self.channel.read_unread()
-        super().restore_by_tag(tag, client, leftmost)
+        try:
+            super().restore_by_tag(tag, client, leftmost)
+        except self.channel.connection_errors:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the record's decode: nothing ran
+            with self.channel.conn_or_acquire(client) as conn:
+                self.channel.dead_letter_record(conn, tag, f"not a kombu message: {exc}")
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         pipe = super()._remove_from_indices(delivery_tag, pipe)
@@ -661,35 +676,59 @@ class Channel(redis_broker.Channel):
         order = pending.order
         if order:
             self._queue_cycle.rotate(order[0])
+        taken = [(order[abs(int(group)) - 1], group, tag, item)
+                 for group, tag, item in zip(reply[::3], reply[1::3], reply[2::3], strict=True)]
         delivered = 0
-        for group, item in zip(reply[::2], reply[1::2], strict=True):
-            queue = order[abs(int(group)) - 1]
+        for at, (queue, group, tag, item) in enumerate(taken):
             if group < 0:
-                reason = item.decode() if isinstance(item, bytes) else item
-                logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue), reason)
+                logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue),
+                               tag.decode() if isinstance(tag, bytes) else tag)
                 continue
             try:
-                payload = json_loads(item)
-            except ValueError as exc:  # a typed value kombu cannot build: Lua's JSON read it
-                tag = json.loads(item)["properties"]["delivery_tag"]
-                self._dead_letter_taken(queue, item, tag, f"not a kombu message: {exc}")
-                continue
-            tag = payload["properties"]["delivery_tag"]
-            if not self._body_decodes(payload):
-                self._dead_letter_taken(queue, item, tag,
-                                        "not a kombu message: 'body' is not base64")
-                continue
-            if tag in self._unadopted:  # delivered from a wait already: now recorded
-                self._unadopted.discard(tag)
-                if not self._holds(tag):  # and settled since: drop the records
-                    self.qos._remove_from_indices(tag).execute()
-                continue
-            self.qos.recorded.add(tag)
-            if pending.during_wait:
-                self._taken_while_waiting.add(tag)
-            self.connection._deliver(payload, queue)
-            delivered += 1
+                delivered += self._deliver_taken(pending, queue, tag.decode(), item)
+            except BaseException:
+                self._put_back_taken(taken[at + 1:])
+                raise
         return delivered
+
+    def _deliver_taken(self, pending: _PendingFetch, queue: str, tag: str, item: bytes) -> int:
+        """Deliver a message ``pending`` took (its delivery tag as the fetch script read it);
+        one Python cannot decode (a typed value kombu cannot build, an integer of more digits
+        than Python converts, arrays nested deeper than its recursion limit: what Lua's JSON
+        reads) or whose body kombu cannot decode is dead-lettered instead. Returns how many
+        were delivered (0 or 1)."""
+        try:
+            payload = json_loads(item)
+        except Exception as exc:  # noqa: BLE001 - whatever Python's decode refuses
+            self._dead_letter_taken(queue, item, tag, f"not a kombu message: {exc}")
+            return 0
+        if not self._body_decodes(payload):
+            self._dead_letter_taken(queue, item, tag, "not a kombu message: 'body' is not base64")
+            return 0
+        if tag in self._unadopted:  # delivered from a wait already: now recorded
+            self._unadopted.discard(tag)
+            if not self._holds(tag):  # and settled since: drop the records
+                self.qos._remove_from_indices(tag).execute()
+            return 0
+        self.qos.recorded.add(tag)
+        if pending.during_wait:
+            self._taken_while_waiting.add(tag)
+        self.connection._deliver(payload, queue)
+        return 1
+
+    def _put_back_taken(self, rest: list[tuple[str, int, bytes, bytes]]) -> None:
+        """Give back what a fetch took and the worker did not deliver, as the handling of an
+        item before them failed: each to the consuming end of its queue (its highest priority),
+        as it was, its records dropped, in one transaction, never decoded (it may be what
+        failed). Those delivered from a wait already are the worker's; the dead-lettered are
+        gone."""
+        pipe = self._create_client().pipeline(transaction=True)
+        for queue, group, tag, item in rest:
+            name = tag.decode()
+            if group > 0 and name not in self._unadopted:
+                self.qos._remove_from_indices(name, pipe.rpush(queue, item))
+        if pipe:
+            pipe.execute()
 
     def _body_decodes(self, payload: dict[str, Any]) -> bool:
         """Whether kombu can decode the body of a message the fetch script took: it checks the
@@ -715,6 +754,27 @@ class Channel(redis_broker.Channel):
         pipe = self._create_client().pipeline(transaction=True).lpush(dead, wrapped)
         self.qos._remove_from_indices(tag, pipe).execute()
         logger.warning("Message moved to %s: %s", dead, reason)
+
+    def dead_letter_record(self, client: Any, tag: str, reason: str) -> None:
+        """Move the message of the unacked record ``tag`` to the dead-letter queue of each queue
+        its exchange and routing key lead to, wrapped whole, and drop its records, in one
+        transaction; the record is split, never decoded (see :func:`wire.split_record`). One
+        that cannot be split stays where it is, never dropped."""
+        record = client.hget(self.unacked_key, tag)
+        parts = None if record is None else wire.split_record(record)
+        if record is not None and parts is None:
+            logger.error("Cannot restore delivery %s (%s) nor find its queue in its unacked "
+                         "record: left in unacked", tag, reason)
+            return
+        pipe = client.pipeline(transaction=True)
+        if parts is not None:
+            item, exchange, routing_key = parts
+            for queue in self._lookup(exchange, routing_key):
+                self._fetches += 1
+                pipe.lpush(dead_letter_queue_name(queue), dumps(dead_letter_wrapping(
+                    item, queue, reason, f"{self._tag_base}.{self._fetches}-0")))
+                logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue), reason)
+        self.qos._remove_from_indices(tag, pipe).execute()
 
     def _read_unread(self, conn: Any) -> None:
         """Read the replies to the calls sent on ``conn`` and not read yet. A start record

@@ -1,0 +1,134 @@
+"""A failure while the worker handles one item of a Redis fetch reply (a callback that raises,
+an item nothing decodes) leaves the pipelined fetch state as it was meant to be: the other items
+are delivered or given back, the call sent meanwhile is still read, and nothing asserts later."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import redis
+from kombu import Consumer, Queue
+
+from qtui.core.brokers import redis as redis_broker
+from qtui.core.brokers.redis import wire, worker_channel
+from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_KEY
+from qtui.workers.worker import SentFetch, Worker
+
+
+class Refused(Exception):
+    """What the test's callback raises for the message it refuses."""
+
+
+@pytest.fixture
+def owner(redis_url: str, unique: str) -> Iterator[tuple[Any, str, list[Any]]]:
+    """A worker channel owning deliveries of the queue ``fail-<unique>``, whose callback
+    refuses the message ``{"n": 2}``: the channel, the queue and what was delivered."""
+    queue, name = f"fail-{unique}", f"fail-{unique}"
+    client = redis.Redis.from_url(redis_url)
+    received: list[Any] = []
+
+    def deliver(body: Any, message: Any) -> None:
+        if body == {"n": 2}:
+            raise Refused(body)
+        received.append(message)
+
+    with redis_broker.connection(redis_url, transport=worker_channel.Transport) as conn:
+        channel = conn.channel()
+        channel.own(name, ttl=60)
+        Consumer(channel, [Queue(queue)], auto_declare=False, callbacks=[deliver]).consume()
+        with redis_broker.connection(redis_url) as producing:
+            for n in (1, 2, 3, 4):
+                producing.Producer().publish({"n": n}, routing_key=queue)
+        yield channel, queue, received
+    for tag in client.smembers(OWNED_KEY.format(owner=name)):
+        client.hdel("unacked", tag)
+        client.zrem("unacked_index", tag)
+    client.delete(queue, OWNED_KEY.format(owner=name), ALIVE_KEY.format(owner=name))
+    client.srem(OWNERS_KEY, name)
+
+
+def test_a_failing_item_gives_back_the_rest_of_its_fetch_and_the_call_sent_after_is_read(
+        owner: tuple[Any, str, list[Any]], redis_url: str):
+    """The callback refuses the second of four messages while a second fetch call is pending:
+    the first is delivered, the third and fourth go back to the queue (owned and unacked no
+    more: they stayed recorded for a worker that never held them), the pending call is read,
+    and a next fetch takes them."""
+    channel, queue, received = owner
+    client = redis.Redis.from_url(redis_url)
+    assert channel.send_fetch([queue], 4)
+    assert channel.send_fetch([queue], 4)  # pending while the first reply is handled
+    with pytest.raises(Refused):
+        channel.read_fetch()
+    assert [m.payload for m in received] == [{"n": 1}]
+    assert client.llen(queue) == 2
+    owned = {t.decode() for t in client.smembers(channel.owned_key)}
+    assert len(owned) == 2  # the delivered one and the refused one
+    assert set(client.hkeys("unacked")) >= {t.encode() for t in owned}
+    assert channel.read_fetch() == 0  # the second call ran before they were given back
+    assert channel.fetch_many([queue], 4) == 2
+    assert sorted(m.payload["n"] for m in received) == [1, 3, 4]
+
+
+class _PipelinedChannel:
+    """A channel's side of pipelined fetches, as the worker sees it: each read takes the oldest
+    pending call (whatever happens next), and a read with none pending is a bug."""
+
+    def __init__(self, calls: int) -> None:
+        self.pending = deque(range(calls))
+
+    def read_fetch(self) -> int:
+        assert self.pending, "read_fetch follows send_fetch"
+        if self.pending.popleft() == 0:
+            raise Refused("the first reply's handling")
+        return 1
+
+
+def test_a_read_fetch_that_raises_leaves_the_worker_one_unread_fetch_less():
+    """The worker counted the reply still unread, and its next read (at shutdown) asked the
+    channel for a reply it had no call for: ``AssertionError: read_fetch follows send_fetch``."""
+    channel = _PipelinedChannel(2)
+    worker = SimpleNamespace(
+        consumer=SimpleNamespace(read_fetch=channel.read_fetch, errors=(ConnectionError,)),
+        _unread_fetches=deque(SentFetch([], None, 4) for _ in range(2)))
+    with pytest.raises(Refused):
+        Worker.read_fetches(worker)  # type: ignore[arg-type]
+    assert len(worker._unread_fetches) == 1
+    assert Worker.read_fetches(worker) == 1  # type: ignore[arg-type]
+    assert not worker._unread_fetches and not channel.pending
+
+
+@pytest.mark.parametrize(("item", "exchange", "routing_key"), [
+    (b'{"a": [1, 2], "b": "x,y"}', "", "celery"),
+    (b"[" * 990 + b"]" * 990, "tasks", "a,b"),
+    (b'{"n": ' + b"1" * 5000 + b"}", 'ex","', "q"),
+])
+def test_an_unacked_record_is_split_without_decoding_its_item(item: bytes, exchange: str,
+                                                              routing_key: str):
+    record = b"[%b,%b,%b]" % (item, json.dumps(exchange).encode(),
+                               json.dumps(routing_key).encode())
+    assert wire.split_record(record) == (item, exchange, routing_key)
+
+
+def test_a_record_that_is_no_list_is_not_split():
+    assert wire.split_record(b'{"a": 1}') is None
+    assert wire.split_record(b"[1, 2, 3]") is None
+
+
+def test_a_record_whose_queue_cannot_be_found_is_left_in_unacked_not_dropped(
+        owner: tuple[Any, str, list[Any]], redis_url: str, unique: str):
+    """Neither kombu's restore nor the dead letter can read it: it stays where it is (an error
+    is logged) rather than raise in every restorer or be dropped."""
+    channel, _, _ = owner
+    client = redis.Redis.from_url(redis_url)
+    tag = f"unsplittable-{unique}"
+    client.hset("unacked", tag, b"[" * 990 + b"]" * 990)
+    try:
+        channel.qos.restore_by_tag(tag)
+        assert client.hget("unacked", tag) == b"[" * 990 + b"]" * 990
+    finally:
+        client.hdel("unacked", tag)
