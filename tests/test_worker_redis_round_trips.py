@@ -492,3 +492,60 @@ def test_a_busy_solo_worker_runs_the_next_task_before_it_reads_the_last_fetch_re
         finally:
             holder.close()
             setup.cleanup()
+
+
+#: Appended to the worker's tasks module: each turn runs the worker's restore timer
+#: (``_restore_expired``) whenever a fetch reply is unread at the timers' point of the turn,
+#: as a timer that falls due between the turn's check of the timers and ``timer.run_due()``
+#: (or a task longer than the restore interval) makes it run on a busy solo worker.
+_RESTORE_AT_EVERY_UNREAD_REPLY = """
+import qtui.workers.worker as _worker
+
+_init = _worker.Worker.__init__
+
+
+def _forcing_init(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    run_due = self.timer.run_due
+
+    def restore_first():
+        if self._unread_fetches and self.consumer.leases is not None:
+            self._restore_expired()
+        return run_due()
+    self.timer.run_due = restore_first
+
+
+_worker.Worker.__init__ = _forcing_init
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_busy_solo_worker_restore_timer_puts_back_nothing_an_unread_fetch_took(
+        tmp_path, unique):
+    """The restore timer puts back what the worker owns and does not hold. A busy solo worker
+    leaves a fetch reply unread across a turn: the restore reads it first, so what that call
+    took is held, runs here once and is never put back. It was put back before, and ran twice
+    with no worker lost (no result backend says it ran already)."""
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        url, tasks = f"redis://127.0.0.1:{port}/0", 60
+        setup = make_setup(tmp_path, f"qw-{unique}", url, None)
+        with (tmp_path / "tasks.py").open("a") as module:
+            module.write(_RESTORE_AT_EVERY_UNREAD_REPLY)
+        try:
+            app = setup.app()
+            for n in range(tasks):
+                app.send_task("tasks.mark", args=[n])
+            app.close()
+            with setup.worker("-P", "solo", "--without-events", "--without-heartbeat") as worker:
+                assert wait_for(lambda: len({r["tag"] for r in setup.records("mark")}) == tasks,
+                                60), worker.log_path.read_text()[-3000:]
+                wait_for(lambda: not redis.Redis(port=port).llen(setup.queue), 10)
+                log = worker.log_path.read_text()
+            runs = Counter(record["tag"] for record in setup.records("mark"))
+            assert [tag for tag, count in runs.items() if count > 1] == [], log[-3000:]
+            # a copy put back and not run yet would run twice too
+            assert not redis.Redis(port=port).llen(setup.queue)
+            assert "owned but never received" not in log
+        finally:
+            setup.cleanup()
