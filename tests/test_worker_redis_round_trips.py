@@ -497,7 +497,7 @@ def test_a_busy_solo_worker_runs_the_next_task_before_it_reads_the_last_fetch_re
 #: Appended to the worker's tasks module: each turn runs the worker's restore timer
 #: (``_restore_expired``) whenever a fetch reply is unread at the timers' point of the turn,
 #: as a timer that falls due between the turn's check of the timers and ``timer.run_due()``
-#: (or a task longer than the restore interval) makes it run on a busy solo worker.
+#: makes it run on a busy solo worker (a GC pause or a loaded CPU there).
 _RESTORE_AT_EVERY_UNREAD_REPLY = """
 import qtui.workers.worker as _worker
 
