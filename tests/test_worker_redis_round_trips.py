@@ -549,3 +549,53 @@ def test_a_busy_solo_worker_restore_timer_puts_back_nothing_an_unread_fetch_took
             assert "owned but never received" not in log
         finally:
             setup.cleanup()
+
+
+@pytest.mark.timeout(60)
+def test_an_unread_fetch_reply_the_restore_timer_cannot_read_goes_to_the_reconnection(
+        tmp_path, unique):
+    """The restore timer finds a fetch reply unread and reading it fails (the connection is
+    lost): the error leaves the turn for the main loop's reconnection, nothing is put back
+    first, and after the reconnection each task runs once. The restore put back what the
+    unread call took before it read anything."""
+    from qtui.core import App
+    from qtui.workers.worker import Worker
+
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        url, queue = f"redis://127.0.0.1:{port}/0", f"qw-{unique}"
+        client = redis.Redis(port=port)
+        ran: list[int] = []
+        app = App("restore", broker=url, backend=None, task_default_queue=queue)
+
+        @app.task(name="note", ignore_result=True)
+        def note(n: int) -> None:
+            ran.append(n)
+
+        for n in range(20):
+            app.send_task("note", args=[n])
+        worker = Worker(app, pool="solo", heartbeat=False, send_events=False)
+        worker.consumer.connect(worker.prefetch_target())
+        worker._on_connected()
+        try:
+            deadline = time.monotonic() + 20
+            while not worker._unread_fetches and time.monotonic() < deadline:
+                worker._turn()
+            assert worker._unread_fetches, "no turn left a fetch reply unread"
+            waiting = client.llen(queue)
+
+            def lost() -> int:
+                raise ConnectionError("connection lost by the test")
+
+            worker.consumer.read_fetch = lost  # type: ignore[method-assign]
+            with pytest.raises(worker.consumer.errors) as failed:
+                worker._restore_expired()
+            assert client.llen(queue) == waiting  # nothing put back before the read
+            del worker.consumer.read_fetch
+            worker._on_connection_lost(failed.value)
+            while len(set(ran)) < 20 and time.monotonic() < deadline:
+                worker._turn()
+            assert sorted(ran) == list(range(20))
+        finally:
+            worker.consumer.stop()
+            app.close()
