@@ -34,6 +34,7 @@ import pytest
 import redis
 from kombu import Consumer, Producer, Queue
 
+from qtui.core import App
 from qtui.core.brokers import redis as redis_broker
 from qtui.core.brokers.redis import worker_channel
 from qtui.core.brokers.redis.worker_channel import (
@@ -43,6 +44,7 @@ from qtui.core.brokers.redis.worker_channel import (
     PROCESSING_KEY,
 )
 from qtui.core.ledger import StartRecord
+from qtui.workers.worker import Worker
 
 from .redis_server import redis_server, spare_port
 from .tcp_proxy import Interceptor
@@ -556,11 +558,8 @@ def test_an_unread_fetch_reply_the_restore_timer_cannot_read_goes_to_the_reconne
         tmp_path, unique):
     """The restore timer finds a fetch reply unread and reading it fails (the connection is
     lost): the error leaves the turn for the main loop's reconnection, nothing is put back
-    first, and after the reconnection each task runs once. The restore put back what the
-    unread call took before it read anything."""
-    from qtui.core import App
-    from qtui.workers.worker import Worker
-
+    first, and after the reconnection each task runs once. Before, the restore read nothing
+    (so nothing failed) and put back what the unread call took."""
     port = spare_port()
     with redis_server(tmp_path, port, durable=False):
         url, queue = f"redis://127.0.0.1:{port}/0", f"qw-{unique}"
