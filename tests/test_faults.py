@@ -83,6 +83,13 @@ def test_raw_non_envelopes_on_redis_are_dead_lettered_with_reasons(tmp_path):
     assert outcome.figures["dead_lettered"] == 60 and outcome.lost == 0
 
 
+@pytest.mark.timeout(120)
+def test_a_busy_solo_worker_runs_each_task_once_while_its_restore_timer_runs(tmp_path):
+    outcome = faults.busy_solo(tmp_path, 1_500)
+    assert outcome.passed, outcome
+    assert outcome.figures["put_back_unheld"] == 0
+
+
 @pytest.mark.timeout(300)
 def test_the_rabbitmq_restart_scenario_restarts_a_node_of_its_own_not_the_shared_one(
         tmp_path, monkeypatch):
