@@ -1040,9 +1040,81 @@ def gil_holder(work: Path, n: int) -> Trial:
     finally:
         app.close()
         world.cleanup()
-        client = redis.Redis.from_url(databases().broker)
-        for key in client.scan_iter(f"{world.queue}*"):
-            client.delete(key)
+        _delete_queue_keys(world)
+
+
+#: The worker's ``sitecustomize`` in :func:`busy_solo`: a pause in each turn's pool
+#: maintenance, as a GC pause or a loaded CPU makes, between the turn's check of its timers and
+#: their run (its fetch reply unread); no logic changes.
+MAINTENANCE_PAUSE = """
+import time
+from qtui.workers.pools.solo import SoloPool
+
+_maintain = SoloPool.maintain
+
+
+def maintain(self):
+    time.sleep(0.002)
+    return _maintain(self)
+
+
+SoloPool.maintain = maintain
+"""
+
+
+def busy_solo(work: Path, n: int) -> Trial:
+    """A busy solo worker drains ``n`` tasks (ignore_result, no result backend) with a 2 s
+    visibility timeout: it reads each fetch reply after it sent the next call, and its restore
+    timer runs every 0.5 s mid-drain, some of them in a turn whose reply is still unread (a
+    2 ms pause in each turn's pool maintenance widens that window). No worker is lost, so each
+    task runs once."""
+    world = World(work, databases().broker, broker_transport_options={"visibility_timeout": 2})
+    write_module(world.dir, "sitecustomize", MAINTENANCE_PAUSE)
+    outcome = Trial("A busy solo worker drains, its restore timer every 0.5 s, a 2 ms pause a "
+                    "turn (Redis, solo, visibility timeout 2 s)")
+    try:
+        outcome.sent = world.send(range(n), seconds=0.0005)
+        with world.worker("-P", "solo") as proc:
+            finished = world.settle(outcome, n, 300)
+            log = proc.log_path.read_text()  # type: ignore[attr-defined]
+        outcome.figures.update(visibility_timeout_s=2,
+                               put_back_unheld=log.count("owned but never received"))
+        outcome.passed = finished and outcome.lost == 0 and outcome.duplicates == 0
+        return outcome
+    finally:
+        world.cleanup()
+        _delete_queue_keys(world)
+
+
+def busy_solo_kill(work: Path, n: int, kills: int) -> Trial:
+    """SIGKILL a busy solo worker (late acks, a 2 s visibility timeout) mid-drain, again and
+    again; a last worker finishes. In flight at a kill: the task it runs (the finished ones'
+    acks go out with the call sent before the next task starts), so at most one duplicate a
+    kill; the messages its calls took and it did not run come back unrun."""
+    world = World(work, databases().broker, broker_transport_options={"visibility_timeout": 2})
+    outcome = Trial("SIGKILL a busy solo worker, repeatedly (Redis, solo, visibility timeout 2 s)")
+    try:
+        outcome.sent = world.send(range(n), seconds=0.0005)
+        for k in range(kills):
+            goal = world.done() + n // (kills + 2)
+            with world.worker("-P", "solo", name=f"k{k}") as proc:
+                wait_for(lambda g=goal: world.done() >= g, 120)
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        with world.worker("-P", "solo", name="last"):
+            finished = world.settle(outcome, n, 300)
+        outcome.figures.update(kills=kills, duplicate_bound=kills)
+        outcome.passed = finished and outcome.lost == 0 and outcome.duplicates <= kills
+        return outcome
+    finally:
+        world.cleanup()
+        _delete_queue_keys(world)
+
+
+def _delete_queue_keys(world: World) -> None:
+    client = redis.Redis.from_url(databases().broker)
+    for key in client.scan_iter(f"{world.queue}*"):
+        client.delete(key)
 
 
 PRODUCER = """
@@ -1756,6 +1828,9 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Trial], float]] = {
                        300),
     "mixed-celery": (lambda w, q: mixed_celery(w, 10 if q else 40), 300),
     "gil-holder": (lambda w, q: gil_holder(w, 4 if q else 10), 300),
+    "busy-solo": (lambda w, q: busy_solo(w, 3_000 if q else 10_000), 600),
+    "busy-solo-kill": (lambda w, q: busy_solo_kill(w, 2_000 if q else 10_000, 3 if q else 8),
+                       600),
     "event-flood": (lambda w, q: event_flood(w, 10_000 if q else 30_000, 10 if q else 50), 300),
     "requeue-accounting": (lambda w, q: requeue_accounting(w, 20 if q else 50, 2 if q else 4),
                            900),

@@ -70,6 +70,13 @@ def test_a_full_disk_under_the_embedded_broker_is_a_clear_error_and_loses_nothin
 
 
 @pytest.mark.timeout(120)
+def test_a_busy_solo_worker_runs_each_task_once_while_its_restore_timer_runs(tmp_path):
+    outcome = faults.busy_solo(tmp_path, 1_500)
+    assert outcome.passed, outcome
+    assert outcome.figures["put_back_unheld"] == 0
+
+
+@pytest.mark.timeout(120)
 def test_bad_compression_headers_are_dead_lettered_on_redis_and_sqlite(tmp_path):
     outcome = faults.compression(tmp_path, bad=20, good=20)
     assert outcome.passed, outcome

@@ -34,6 +34,7 @@ import pytest
 import redis
 from kombu import Consumer, Producer, Queue
 
+from qtui.core import App
 from qtui.core.brokers import redis as redis_broker
 from qtui.core.brokers.redis import worker_channel
 from qtui.core.brokers.redis.worker_channel import (
@@ -43,6 +44,7 @@ from qtui.core.brokers.redis.worker_channel import (
     PROCESSING_KEY,
 )
 from qtui.core.ledger import StartRecord
+from qtui.workers.worker import Worker
 
 from .redis_server import redis_server, spare_port
 from .tcp_proxy import Interceptor
@@ -492,3 +494,107 @@ def test_a_busy_solo_worker_runs_the_next_task_before_it_reads_the_last_fetch_re
         finally:
             holder.close()
             setup.cleanup()
+
+
+#: Appended to the worker's tasks module: each turn runs the worker's restore timer
+#: (``_restore_expired``) whenever a fetch reply is unread at the timers' point of the turn,
+#: as a timer that falls due between the turn's check of the timers and ``timer.run_due()``
+#: makes it run on a busy solo worker (a GC pause or a loaded CPU there).
+_RESTORE_AT_EVERY_UNREAD_REPLY = """
+import qtui.workers.worker as _worker
+
+_init = _worker.Worker.__init__
+
+
+def _forcing_init(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    run_due = self.timer.run_due
+
+    def restore_first():
+        if self._unread_fetches and self.consumer.leases is not None:
+            self._restore_expired()
+        return run_due()
+    self.timer.run_due = restore_first
+
+
+_worker.Worker.__init__ = _forcing_init
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_busy_solo_worker_restore_timer_puts_back_nothing_an_unread_fetch_took(
+        tmp_path, unique):
+    """The restore timer puts back what the worker owns and does not hold. A busy solo worker
+    leaves a fetch reply unread across a turn: the restore reads it first, so what that call
+    took is held, runs here once and is never put back. It was put back before, and ran twice
+    with no worker lost (no result backend says it ran already)."""
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        url, tasks = f"redis://127.0.0.1:{port}/0", 60
+        setup = make_setup(tmp_path, f"qw-{unique}", url, None)
+        with (tmp_path / "tasks.py").open("a") as module:
+            module.write(_RESTORE_AT_EVERY_UNREAD_REPLY)
+        try:
+            app = setup.app()
+            for n in range(tasks):
+                app.send_task("tasks.mark", args=[n])
+            app.close()
+            with setup.worker("-P", "solo", "--without-events", "--without-heartbeat") as worker:
+                assert wait_for(lambda: len({r["tag"] for r in setup.records("mark")}) == tasks,
+                                60), worker.log_path.read_text()[-3000:]
+                wait_for(lambda: not redis.Redis(port=port).llen(setup.queue), 10)
+                log = worker.log_path.read_text()
+            runs = Counter(record["tag"] for record in setup.records("mark"))
+            assert [tag for tag, count in runs.items() if count > 1] == [], log[-3000:]
+            # a copy put back and not run yet would run twice too
+            assert not redis.Redis(port=port).llen(setup.queue)
+            assert "owned but never received" not in log
+        finally:
+            setup.cleanup()
+
+
+@pytest.mark.timeout(60)
+def test_an_unread_fetch_reply_the_restore_timer_cannot_read_goes_to_the_reconnection(
+        tmp_path, unique):
+    """The restore timer finds a fetch reply unread and reading it fails (the connection is
+    lost): the error leaves the turn for the main loop's reconnection, nothing is put back
+    first, and after the reconnection each task runs once. Before, the restore read nothing
+    (so nothing failed) and put back what the unread call took."""
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        url, queue = f"redis://127.0.0.1:{port}/0", f"qw-{unique}"
+        client = redis.Redis(port=port)
+        ran: list[int] = []
+        app = App("restore", broker=url, backend=None, task_default_queue=queue)
+
+        @app.task(name="note", ignore_result=True)
+        def note(n: int) -> None:
+            ran.append(n)
+
+        for n in range(20):
+            app.send_task("note", args=[n])
+        worker = Worker(app, pool="solo", heartbeat=False, send_events=False)
+        worker.consumer.connect(worker.prefetch_target())
+        worker._on_connected()
+        try:
+            deadline = time.monotonic() + 20
+            while not worker._unread_fetches and time.monotonic() < deadline:
+                worker._turn()
+            assert worker._unread_fetches, "no turn left a fetch reply unread"
+            waiting = client.llen(queue)
+
+            def lost() -> int:
+                raise ConnectionError("connection lost by the test")
+
+            worker.consumer.read_fetch = lost  # type: ignore[method-assign]
+            with pytest.raises(worker.consumer.errors) as failed:
+                worker._restore_expired()
+            assert client.llen(queue) == waiting  # nothing put back before the read
+            del worker.consumer.read_fetch
+            worker._on_connection_lost(failed.value)
+            while len(set(ran)) < 20 and time.monotonic() < deadline:
+                worker._turn()
+            assert sorted(ran) == list(range(20))
+        finally:
+            worker.consumer.stop()
+            app.close()

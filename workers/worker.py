@@ -405,8 +405,11 @@ class Worker:
     def _restore_expired(self) -> None:
         if self.consumer.leases is not None:
             self.consumer.leases.restore_expired()
-        # From the main loop's timer, so no fetch is under way: what this worker owns and does
-        # not hold (nor has to settle) was taken by a fetch whose reply it never read.
+        # A busy solo worker may have a fetch reply unread (see _start_and_fetch): read first,
+        # or what that call took looks unheld, is put back and runs twice. Then what this
+        # worker owns and does not hold (nor has to settle) was taken by a fetch whose reply
+        # it never read (lost with a connection). A lost connection here reconnects as usual.
+        self.read_fetches()
         self.consumer.reclaim_unheld([*self.settlement.held_tags(),
                                       *(tag for tag, _ in self.settlement.orphans)])
 
