@@ -104,15 +104,21 @@ def pause_and_resume(terminal: Terminal, app, hostname: str, queue: str) -> None
     terminal.keys("p")
     terminal.wait_for(f"Pause {queue}")
     terminal.keys("y")
-    assert wait_for(lambda: "paused" in row(terminal.screen(), queue), timeout=20,
+    assert wait_for(lambda: shows_paused(row(terminal.screen(), queue)), timeout=20,
                     interval=0.3), terminal.screen()
     assert not _consumes(app, hostname, queue)
     terminal.keys("p")
     terminal.wait_for(f"Resume {queue}")
     terminal.keys("y")
-    assert wait_for(lambda: "paused" not in row(terminal.screen(), queue), timeout=20,
+    assert wait_for(lambda: not shows_paused(row(terminal.screen(), queue)), timeout=20,
                     interval=0.3), terminal.screen()
     assert wait_for(lambda: _consumes(app, hostname, queue))
+
+
+def shows_paused(cells: list[str]) -> bool:
+    """Whether a Queues row says paused: at 80 columns a long queue name of another test on the
+    shared broker widens the table, and the edge of the screen may cut the word to ``pause``."""
+    return any(cell in ("paused", "pause", "paus") for cell in cells[1:])
 
 
 def _consumes(app, hostname: str, queue: str) -> bool:
