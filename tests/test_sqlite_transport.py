@@ -750,8 +750,8 @@ def past_the_first_lease(renew: Callable[[], None]) -> None:
 def test_the_lease_renewal_covers_what_a_fetch_claimed_and_has_not_delivered_yet(
         url: str) -> None:
     """A solo worker reads its fetch after the task that call rode with: the rows it claimed
-    stay under this channel's lease meanwhile (they became visible to other workers, which ran
-    them too), and are delivered once read."""
+    stay under this channel's lease meanwhile (on main they became visible to other workers,
+    which ran them too), and are delivered once read."""
     publish(url, "unread", 3)
     with fetching(url, "unread", visibility_timeout=LEASE) as (channel, delivered):
         assert channel.send_fetch(["unread"], 3)
