@@ -1159,6 +1159,39 @@ def sqlite_contention(work: Path, producers: int, each: int) -> Trial:
         world.cleanup()
 
 
+def sqlite_short_lease(work: Path, batches: int) -> Trial:
+    """Solo, threads and prefork workers on one SQLite file with a 2 s visibility timeout,
+    batches of 50 tasks of which one takes 3 s (past the timeout) arriving while they work: what
+    a worker claimed and has not run yet (a solo worker's fetch, read after its task; rows held
+    ahead; prefetched tasks) stays under its lease until settled. No worker is lost, so each task
+    runs once."""
+    broker = f"sqlite://{work}/short-lease-{uuid.uuid4().hex[:6]}.sqlite"
+    world = World(work, broker, broker_transport_options={"visibility_timeout": 2})
+    outcome = Trial("embedded broker, visibility timeout 2 s, 3 s tasks among quick ones "
+                    "(2 solo, threads -c 2, prefork -c 2)")
+    pools = [("-P", "solo"), ("-P", "solo"), ("-P", "threads", "-c", "2"),
+             ("-P", "prefork", "-c", "2")]
+    try:
+        with ExitStack() as workers:
+            for k, pool in enumerate(pools):
+                workers.enter_context(world.worker(*pool, name=f"w{k}"))
+            app = world.app()
+            for b in range(batches):
+                with app.sending_batch():  # stored at once: idle workers claim several
+                    for i in range(b * 50, (b + 1) * 50):
+                        app.send_task("faults.record", args=[i, 3.0 if i % 50 == 0 else 0.001],
+                                      ignore_result=True)
+                time.sleep(0.5)
+            app.close()
+            outcome.sent = batches * 50
+            finished = world.settle(outcome, outcome.sent, 300)
+        outcome.figures.update(visibility_timeout_s=2, long_tasks=batches, long_task_s=3)
+        outcome.passed = finished and outcome.lost == 0 and outcome.duplicates == 0
+        return outcome
+    finally:
+        world.cleanup()
+
+
 def disk_full(work: Path, batch: int) -> Trial:
     """The embedded broker's file on a 16 MB tmpfs that fills up: sending fails with a clear
     error; once space returns, everything that was accepted runs, and sending works again."""
@@ -1816,6 +1849,7 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Trial], float]] = {
     "eta-redis": (lambda w, q: long_eta(w, 50 if q else 200, "redis"), 300),
     "eta-sqlite": (lambda w, q: long_eta(w, 50 if q else 200, "sqlite"), 300),
     "sqlite-contention": (lambda w, q: sqlite_contention(w, 4, 500 if q else 2_500), 600),
+    "sqlite-short-lease": (lambda w, q: sqlite_short_lease(w, 8 if q else 40), 600),
     "disk-full": (lambda w, q: disk_full(w, 100 if q else 500), 300),
     "disk-full-consuming": (lambda w, q: disk_full_consuming(w, 200 if q else 400), 300),
     "sqlite-lock-storm": (lambda w, q: sqlite_lock_storm(w, 40 if q else 200, 1.0), 600),

@@ -732,6 +732,84 @@ def test_a_fetch_claims_only_from_the_queues_it_names_and_their_due_queues(url: 
         assert queue_row(url, "other") == ("other", 1, 0)
 
 
+# -- leases of what the channel claimed and has not delivered yet ---------------------------------
+
+#: A lease short enough to run out within a test, long enough that the renewal below (made
+#: half-way) lands well before it does on a loaded machine.
+LEASE = 2.0
+
+
+def past_the_first_lease(renew: Callable[[], None]) -> None:
+    """Renew half-way through the first lease, then wait until that lease has run out."""
+    time.sleep(LEASE * 0.6)
+    renew()
+    time.sleep(LEASE * 0.6)
+
+
+@pytest.mark.timeout(60)
+def test_the_lease_renewal_covers_what_a_fetch_claimed_and_has_not_delivered_yet(
+        url: str) -> None:
+    """A solo worker reads its fetch after the task that call rode with: the rows it claimed
+    stay under this channel's lease meanwhile (on main they became visible to other workers,
+    which ran them too), and are delivered once read."""
+    publish(url, "unread", 3)
+    with fetching(url, "unread", visibility_timeout=LEASE) as (channel, delivered):
+        assert channel.send_fetch(["unread"], 3)
+        past_the_first_lease(lambda: channel.renew([]))  # the worker holds nothing else
+        assert queue_row(url, "unread") == ("unread", 0, 3)
+        assert channel.read_fetch() == 3
+        assert [m.payload["id"] for m in delivered] == [0, 1, 2]
+
+
+@pytest.mark.timeout(60)
+def test_the_lease_renewal_covers_rows_claimed_ahead_and_they_are_still_delivered(
+        url: str) -> None:
+    publish(url, "ahead", 4)
+    with fetching(url, "ahead", visibility_timeout=LEASE) as (channel, delivered):
+        channel.connection.client.drain_events(timeout=10)  # kombu's get: 1 delivered, 3 ahead
+        assert len(delivered) == 1 and len(held_ahead(channel)) == 3
+        past_the_first_lease(lambda: channel.renew([delivered[0].delivery_tag]))
+        assert queue_row(url, "ahead") == ("ahead", 0, 4)
+        assert channel.send_fetch(["ahead"], 3) and channel.read_fetch() == 3
+        assert [m.payload["id"] for m in delivered] == [0, 1, 2, 3]
+
+
+@pytest.mark.timeout(60)
+def test_a_fetched_row_whose_lease_ran_out_is_left_to_whoever_claimed_it_since(
+        url: str) -> None:
+    publish(url, "lapsed", 2)
+    with fetching(url, "lapsed", visibility_timeout=LEASE) as (channel, delivered):
+        assert channel.send_fetch(["lapsed"], 2)
+        time.sleep(LEASE * 1.2)  # no renewal: the rows are anyone's again
+        with Connection(url) as other:
+            q = other.SimpleQueue("lapsed")
+            assert [q.get(timeout=10).payload["id"] for _ in range(2)] == [0, 1]
+            assert channel.read_fetch() == 0 and not delivered
+            q.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_renewal_leaves_alone_a_row_claimed_again_since_its_lease_ran_out(url: str) -> None:
+    """The claim is renewed, not the row: a row whose lease ran out and that was claimed again
+    (here by a channel of the same process, whose holder is the same) keeps its new holder's
+    lease, and the first channel does not deliver its stale copy."""
+    publish(url, "again", 2)
+    with fetching(url, "again", visibility_timeout=LEASE) as (channel, delivered):
+        channel.connection.client.drain_events(timeout=10)  # 1 delivered, 1 ahead
+        assert len(delivered) == 1 and len(held_ahead(channel)) == 1
+        channel.qos.ack(delivered[0].delivery_tag)
+        time.sleep(LEASE * 1.2)
+        with Connection(url, transport_options={"visibility_timeout": 3600}) as other:
+            q = other.SimpleQueue("again")
+            assert q.get(timeout=10).payload["id"] == 1
+            channel.renew([])
+            assert channel.send_fetch(["again"], 1) and channel.read_fetch() == 0
+            with sqlite3.connect(channel.db.path) as db:
+                (until,), = db.execute("SELECT visible_at FROM messages").fetchall()
+            assert until > time.time() + 3000  # still the second claim's lease
+            q.close()
+
+
 class InterruptedAfterCommit:
     """A connection on which Ctrl+C lands just after the migration's COMMIT went through (the
     signal is handled at the next bytecode, after the call returned)."""

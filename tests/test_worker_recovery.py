@@ -153,6 +153,30 @@ def test_a_task_held_past_the_visibility_timeout_on_sqlite_runs_once(sqlite_setu
 
 
 @pytest.mark.timeout(120)
+def test_what_a_busy_solo_worker_claimed_on_sqlite_is_not_run_by_another_worker_too(
+        sqlite_setup: Setup):
+    """A solo worker claims the next messages with the call before its task and delivers them
+    after it: its lease thread renews them meanwhile, so the other worker does not take them
+    when the visibility timeout passes (it ran them, and then the first worker ran them too)."""
+    sqlite_setup.conf["broker_transport_options"] = {"visibility_timeout": 2}
+    app = sqlite_setup.app()
+    with sqlite_setup.worker("-P", "solo", name="a"):
+        # All at once to the idle worker: its wait takes the long task and claims the others
+        # ahead, and the call before the long task moves them to its fetch, read after it.
+        with app.sending_batch():
+            app.send_task("tasks.slow", args=[6, "long"])
+            for i in range(3):
+                app.send_task("tasks.mark", args=[i])
+        app.close()
+        (long,) = sqlite_setup.wait_records("started", 1)
+        with sqlite_setup.worker("-P", "solo", name="b"):
+            assert wait_for(lambda: len(_tags(sqlite_setup)) >= 3, 60)
+    marks = sqlite_setup.records("mark")
+    assert sorted(r["tag"] for r in marks) == [0, 1, 2]
+    assert {r["pid"] for r in marks} == {long["pid"]}
+
+
+@pytest.mark.timeout(120)
 def test_soft_shutdown_lets_the_running_task_finish_before_a_cold_shutdown(redis_setup: Setup):
     """``worker_soft_shutdown_timeout``: SIGQUIT still stops the worker, after the running task
     finished (Celery's soft shutdown) instead of requeueing it."""

@@ -11,8 +11,10 @@ idles).
 
 The embedded SQLite broker finds dead holders itself (by pid, on the same host), so its
 visibility timeout stays long (3600 s by default); a lease thread renews what the worker
-holds there, so neither a task that runs longer than the timeout nor an ETA held in memory is
-delivered twice, whatever the timeout is set to.
+holds there and what its channel claimed and has not delivered yet (a solo worker's fetch is
+read after the task it rode with), so neither a task that runs longer than the timeout, nor an
+ETA held in memory, nor a message claimed ahead is delivered twice, whatever the timeout is
+set to.
 
 Which broker does what is its family's answer (:mod:`qtui.core.brokers.family`): delivery tags
 that outlive the connection (Redis, SQLite) are settled through the next one with the
@@ -54,9 +56,9 @@ class Leases:
                 logger.debug("lease renewal failed: %s", exc)
 
     def renew(self) -> None:
-        tags = list(self.held())
-        if tags:
-            self.channel.renew(tags)
+        """Renew what the worker holds, and what the channel claimed for it and has not
+        delivered yet (called even when the worker holds nothing)."""
+        self.channel.renew(list(self.held()))
 
     def restore_expired(self) -> None:
         """Put back the messages of dead holders (Redis: dead owners only, see

@@ -359,15 +359,24 @@ class Database:
         if message_ids:
             self.fetch(message_ids, None, (), 0, 0.0)
 
-    def renew(self, message_ids: list[int], visibility_timeout: float) -> None:
-        """Keep messages this process holds invisible for another ``visibility_timeout`` (the
-        worker's lease thread: a task held longer than the timeout is not delivered twice)."""
-        if not message_ids:
-            return
+    def renew(self, claims: Sequence[tuple[int, int]], visibility_timeout: float
+              ) -> tuple[float, set[tuple[int, int]]]:
+        """Keep the claims this process still holds, each ``(row id, delivered count)``,
+        invisible for another ``visibility_timeout``, in one transaction (the worker's lease
+        thread: nothing it holds is delivered twice, however long it holds it). A row claimed
+        again since (its count moved on) is left alone. Returns the new deadline and the claims
+        renewed."""
         until, me = time.time() + visibility_timeout, current_process().token
-        self._read(lambda c: c.executemany(
-            "UPDATE messages SET visible_at = ? WHERE id = ? AND holder = ?",
-            [(until, i, me) for i in message_ids]))
+        if not claims:
+            return until, set()
+
+        def op(c: sqlite3.Connection) -> set[tuple[int, int]]:
+            with self._transaction(c):
+                return {(row, count) for row, count in claims if c.execute(
+                    "UPDATE messages SET visible_at = ? "
+                    "WHERE id = ? AND holder = ? AND delivered_count = ?",
+                    (until, row, me, count)).rowcount}
+        return until, self._read(op)
 
     def release(self, message_ids: list[int], delivered: bool = True) -> None:
         """Make messages this process still holds visible at once (one whose visibility timeout

@@ -78,6 +78,12 @@ def message_id(delivery_tag: str) -> int:
     return int(str(delivery_tag).partition(".")[0])
 
 
+def claim_of(delivery_tag: str) -> tuple[int, int]:
+    """The claim a delivery tag names: (row id, delivery count)."""
+    row, _, count = str(delivery_tag).partition(".")
+    return int(row), int(count)
+
+
 class Channel(virtual.Channel):
     """A kombu virtual channel whose queues, bindings and messages live in the broker file."""
 
@@ -284,19 +290,25 @@ class Channel(virtual.Channel):
         return True
 
     def read_fetch(self) -> int:
-        """Deliver what :meth:`send_fetch` claimed; returns how many. What a failing delivery
-        leaves is held ahead for the next get."""
-        pending, self._fetched = self._fetched, None
+        """Deliver what :meth:`send_fetch` claimed; returns how many. A row whose lease ran out
+        meanwhile (someone else's by now) is dropped, as one held ahead is; what a failing
+        delivery leaves is held ahead for the next get. The rows stay in ``_fetched`` until
+        delivered, so the lease thread renews them (see :meth:`renew`)."""
+        pending = self._fetched
         assert pending is not None, "read_fetch follows send_fetch"
+        now = time.time()
         delivered = 0
         try:
             while pending:
                 queue, claimed = pending.popleft()
+                if claimed.until <= now:
+                    continue
                 message = self._to_message(queue, claimed)
                 if message is not None:
                     self.connection._deliver(message, queue)
                     delivered += 1
         finally:
+            self._fetched = None
             self._hold_ahead(pending)
         return delivered
 
@@ -310,8 +322,28 @@ class Channel(virtual.Channel):
         return self.db.purge(queue)
 
     def renew(self, delivery_tags: list[str]) -> None:
-        """Renew the visibility lease of these deliveries (see :meth:`Database.renew`)."""
-        self.db.renew([message_id(tag) for tag in delivery_tags], self.visibility_timeout)
+        """Renew the visibility lease of these deliveries and of the rows this channel claimed
+        and has not handed to kombu yet (held ahead, or taken by a fetch not read yet: a solo
+        worker's fetch is read after the task it rides with), so none of them becomes visible
+        to another consumer while this process still means to deliver it (see
+        :meth:`Database.renew`)."""
+        undelivered = self._undelivered()
+        until, renewed = self.db.renew(
+            [*map(claim_of, delivery_tags), *((c.id, c.delivered_count) for c in undelivered)],
+            self.visibility_timeout)
+        for claimed in undelivered:
+            if (claimed.id, claimed.delivered_count) in renewed:
+                claimed.until = until
+
+    def _undelivered(self) -> list[Claimed]:
+        """The rows claimed and not handed to kombu: those of a fetch not read yet, then those
+        held ahead (read by the lease thread: copies; a row passing between the two at that
+        moment waits for the next renewal)."""
+        fetched = self._fetched
+        rows = [claimed for _, claimed in fetched.copy()] if fetched is not None else []
+        with self._ahead_lock:
+            rows += [claimed for ahead in self._ahead.values() for claimed in ahead]
+        return rows
 
     def settle(self, delivery_tags: list[str], requeue: bool) -> None:
         """Ack or requeue deliveries this process holds, whichever channel they came through
