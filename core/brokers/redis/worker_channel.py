@@ -51,7 +51,8 @@ from time import monotonic
 from typing import Any
 
 from kombu.transport import virtual
-from kombu.utils.json import dumps
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError, ResponseError
 
 from ...ledger import StartRecord
@@ -266,6 +267,13 @@ def _envelope(item: bytes) -> tuple[dict[str, Any], str, bytes] | None:
     return payload, tag, b"[%b,%b,%b]" % (item, exchange, routing_key)
 
 
+def _decode_record(record: bytes) -> tuple[dict[str, Any], str, str]:
+    """The payload, exchange and routing key of an ``unacked`` record, decoded as kombu's
+    restore decodes it."""
+    payload, exchange, routing_key = loads(bytes_to_str(record))
+    return payload, exchange, routing_key
+
+
 @dataclass
 class _Adoption:
     """An :data:`_ADOPT` call sent on the fetch connection, its reply not read yet."""
@@ -316,20 +324,35 @@ class QoS(redis_broker.QoS):
         self.channel.read_unread()  # the delivery's own record first, when it rides there
         super().ack(delivery_tag)
 
-    def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
-        """kombu's restore; an unacked record Python cannot decode (a message Lua's JSON read,
-        too deep or with too long an integer for Python's) is dead-lettered with the reason
-        instead, its item kept whole: kombu's restore raised, and so every restorer did."""
+    def restore_by_tag(self, tag: str | bytes, client: Any = None,
+                       leftmost: bool = False) -> None:
+        """kombu's restore, a WATCH transaction on ``unacked``; a record Python cannot decode (a
+        message Lua's JSON read, too deep or with too long an integer for Python's, or not
+        UTF-8) is dead-lettered with the reason in the same transaction, its item kept whole:
+        kombu's restore raised, and so every restorer did. Redis's errors are raised, the
+        delivery left owned for the next try. ``tag`` is bytes when it is not UTF-8."""
         self.channel.read_unread()
-        try:
-            super().restore_by_tag(tag, client, leftmost)
-        except self.channel.connection_errors:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the record's decode: nothing ran
-            with self.channel.conn_or_acquire(client) as conn:
-                self.channel.dead_letter_record(conn, tag, f"not a kombu message: {exc}")
 
-    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        def restore(pipe: Any) -> None:
+            record = pipe.hget(self.unacked_key, tag)
+            decoded = why = None
+            if record:
+                try:
+                    decoded = _decode_record(record)
+                except Exception as exc:  # noqa: BLE001 - whatever the decode of the record raises
+                    why = f"not a kombu message: {exc}"
+            pipe.multi()
+            if why is not None:
+                self.channel.dead_letter_record(pipe, tag, record, why)
+                return
+            self._remove_from_indices(tag, pipe)
+            if decoded is not None:
+                self.channel._do_restore_message(*decoded, pipe, leftmost)
+
+        with self.channel.conn_or_acquire(client) as conn:
+            conn.transaction(restore, self.unacked_key)
+
+    def _remove_from_indices(self, delivery_tag: str | bytes, pipe: Any = None) -> Any:
         pipe = super()._remove_from_indices(delivery_tag, pipe)
         owned = self.channel.owned_key
         return pipe if owned is None else pipe.srem(owned, delivery_tag)
@@ -755,26 +778,23 @@ class Channel(redis_broker.Channel):
         self.qos._remove_from_indices(tag, pipe).execute()
         logger.warning("Message moved to %s: %s", dead, reason)
 
-    def dead_letter_record(self, client: Any, tag: str, reason: str) -> None:
-        """Move the message of the unacked record ``tag`` to the dead-letter queue of each queue
-        its exchange and routing key lead to, wrapped whole, and drop its records, in one
-        transaction; the record is split, never decoded (see :func:`wire.split_record`). One
-        that cannot be split stays where it is, never dropped."""
-        record = client.hget(self.unacked_key, tag)
-        parts = None if record is None else wire.split_record(record)
-        if record is not None and parts is None:
-            logger.error("Cannot restore delivery %s (%s) nor find its queue in its unacked "
+    def dead_letter_record(self, pipe: Any, tag: str | bytes, record: bytes, reason: str) -> None:
+        """Queue on ``pipe`` (a transaction) the move of the message of the unacked record
+        ``tag`` to the dead-letter queue of each queue its exchange and routing key lead to,
+        wrapped whole, and the drop of its records; the record is split, never decoded (see
+        :func:`wire.split_record`). One that cannot be split stays where it is, never dropped."""
+        parts = wire.split_record(record)
+        if parts is None:
+            logger.error("Cannot restore delivery %r (%s) nor find its queue in its unacked "
                          "record: left in unacked", tag, reason)
             return
-        pipe = client.pipeline(transaction=True)
-        if parts is not None:
-            item, exchange, routing_key = parts
-            for queue in self._lookup(exchange, routing_key):
-                self._fetches += 1
-                pipe.lpush(dead_letter_queue_name(queue), dumps(dead_letter_wrapping(
-                    item, queue, reason, f"{self._tag_base}.{self._fetches}-0")))
-                logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue), reason)
-        self.qos._remove_from_indices(tag, pipe).execute()
+        item, exchange, routing_key = parts
+        for queue in self._lookup(exchange, routing_key):
+            self._fetches += 1
+            pipe.lpush(dead_letter_queue_name(queue), dumps(dead_letter_wrapping(
+                item, queue, reason, f"{self._tag_base}.{self._fetches}-0")))
+            logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue), reason)
+        self.qos._remove_from_indices(tag, pipe)
 
     def _read_unread(self, conn: Any) -> None:
         """Read the replies to the calls sent on ``conn`` and not read yet. A start record
