@@ -282,6 +282,70 @@ def test_a_dead_owners_message_python_cannot_decode_is_dead_lettered(setup: Setu
     assert client.zscore("unacked_index", tag) is None
 
 
+#: Delivery tags Python cannot use, as they appear in the JSON of a message: bytes that are not
+#: UTF-8 (Lua's JSON passes them through), a lone surrogate escape (Lua's JSON refuses it); and
+#: the dead-letter reason each gets.
+BAD_TAGS = {"not-utf8": (b'"bad-\xff"', "'properties.delivery_tag' is not UTF-8"),
+            "surrogate": (b'"bad-\\udcff"', "not a JSON object")}
+
+
+def _bad_tag(setup: Setup, kind: str) -> tuple[bytes, bytes]:
+    """A task message of the test's queue whose delivery tag is ``kind`` of :data:`BAD_TAGS`,
+    and that tag as Redis keys its records."""
+    bad, tag = _bad_message(setup, lambda envelope: json.dumps(envelope).encode())
+    spoiled = BAD_TAGS[kind][0]
+    return bad.replace(json.dumps(tag).encode(), spoiled), spoiled[1:-1]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("when", ["queued", "sent-idle"])
+@pytest.mark.parametrize("kind", sorted(BAD_TAGS))
+def test_a_message_whose_delivery_tag_is_not_utf8_is_dead_lettered(setup: Setup, kind: str,
+                                                                   when: str):
+    """The worker dead-letters it, settled by the tag's bytes, and runs the next task. It died
+    decoding the tag the fetch script returned, leaving the message owned."""
+    client = redis.Redis.from_url(BROKER)
+    bad, tag = _bad_tag(setup, kind)
+    with _between_two_tasks(setup, bad, when):
+        assert sorted(r["tag"] for r in setup.wait_records("mark", 2)) == ["first", "second"]
+        dead = setup.dead_letters(expected=1)
+    assert [m.body for m in dead] == [bad]
+    assert BAD_TAGS[kind][1] in dead[0].headers[DEAD_REASON_HEADER]
+    assert not client.hexists("unacked", tag)
+    assert client.zscore("unacked_index", tag) is None
+
+
+@pytest.mark.timeout(60)
+def test_a_dead_owners_message_whose_delivery_tag_is_not_utf8_is_dead_lettered(
+        setup: Setup, unique: str):
+    """A worker died holding it (the fetch script recorded it by the tag's bytes): the worker
+    restoring that owner dead-letters it and runs the next task. Every worker on the database
+    died decoding the owned tag, for good."""
+    client = redis.Redis.from_url(BROKER)
+    bad, tag = _bad_tag(setup, "not-utf8")
+    owner = f"dead-{unique}"
+    client.lpush(setup.queue, bad)
+    with redis_broker.connection(BROKER, transport=worker_channel.Transport) as conn:
+        channel = conn.channel()
+        channel.do_restore = False
+        channel.own(owner, ttl=60)
+        Consumer(channel, [Queue(setup.queue)], callbacks=[lambda body, message: None],
+                 auto_declare=False).consume()
+        assert channel.send_fetch([setup.queue], 1)  # its reply never read
+        assert wait_for(lambda: client.hexists("unacked", tag), 5)
+    client.delete(ALIVE_KEY.format(owner=owner))
+    setup.app().send_task("tasks.mark", args=["next"])
+    with setup.worker("-P", "solo"):
+        assert [r["tag"] for r in setup.wait_records("mark", 1)] == ["next"]
+        dead = setup.dead_letters(expected=1)
+        assert wait_for(lambda: not client.sismember(OWNERS_KEY, owner), 10)
+    assert [m.body for m in dead] == [bad]
+    assert "can't decode byte 0xff" in dead[0].headers[DEAD_REASON_HEADER]
+    assert dead[0].headers[DEAD_QUEUE_HEADER] == setup.queue
+    assert not client.hexists("unacked", tag)
+    assert client.zscore("unacked_index", tag) is None
+
+
 @pytest.mark.timeout(60)
 def test_a_fetch_that_fails_half_way_leaves_what_it_took_recorded(setup: Setup, unique: str):
     """A priority list of the queue that is not a list makes the fetch script fail after it

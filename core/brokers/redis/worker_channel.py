@@ -51,8 +51,7 @@ from time import monotonic
 from typing import Any
 
 from kombu.transport import virtual
-from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import dumps, loads
+from kombu.utils.json import dumps
 from redis.exceptions import NoScriptError, ResponseError
 
 from ...ledger import StartRecord
@@ -260,6 +259,10 @@ def _envelope(item: bytes) -> tuple[dict[str, Any], str, bytes] | None:
     if not (isinstance(tag, str) and isinstance(info, dict)):
         return None
     try:
+        tag.encode()
+    except UnicodeEncodeError:  # a lone surrogate (an escape Lua's JSON refuses): no Redis key
+        return None
+    try:
         exchange = json.dumps(info.get("exchange"), allow_nan=False).encode()
         routing_key = json.dumps(info.get("routing_key"), allow_nan=False).encode()
     except (TypeError, ValueError):  # what Lua's JSON cannot encode either
@@ -268,10 +271,22 @@ def _envelope(item: bytes) -> tuple[dict[str, Any], str, bytes] | None:
 
 
 def _decode_record(record: bytes) -> tuple[dict[str, Any], str, str]:
-    """The payload, exchange and routing key of an ``unacked`` record, decoded as kombu's
-    restore decodes it."""
-    payload, exchange, routing_key = loads(bytes_to_str(record))
+    """The payload, exchange and routing key of an ``unacked`` record, decoded as a fetched
+    item is (kombu's restore replaced bytes that are not UTF-8, a delivery tag's too)."""
+    payload, exchange, routing_key = json_loads(record)
     return payload, exchange, routing_key
+
+
+def _tag(raw: bytes | str) -> str | bytes:
+    """A delivery tag read from Redis as kombu knows it (a str); the bytes when they are not
+    UTF-8 (a message's ``properties.delivery_tag`` Lua's JSON passed through): still the key of
+    its records, to settle or restore it by, never delivered."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
 
 
 @dataclass
@@ -461,7 +476,7 @@ class Channel(redis_broker.Channel):
         processing_queues = PROCESSING_QUEUES_KEY.format(owner=owner)
         owned = OWNED_KEY.format(owner=owner)
         for tag in client.smembers(owned):
-            self.qos.restore_by_tag(tag.decode() if isinstance(tag, bytes) else tag, client)
+            self.qos.restore_by_tag(_tag(tag), client)
             restored += 1
         client.pipeline(transaction=False).delete(owned, processing_queues) \
             .srem(OWNERS_KEY, owner).execute()
@@ -544,8 +559,7 @@ class Channel(redis_broker.Channel):
             return 0
         keep = set(held)
         client = self._create_client()
-        lost = [tag for tag in (t.decode() if isinstance(t, bytes) else t
-                                for t in client.smembers(self.owned_key)) if tag not in keep]
+        lost = [tag for tag in map(_tag, client.smembers(self.owned_key)) if tag not in keep]
         for tag in lost:
             self.qos.restore_by_tag(tag, client)
         return len(lost)
@@ -708,18 +722,23 @@ class Channel(redis_broker.Channel):
                                tag.decode() if isinstance(tag, bytes) else tag)
                 continue
             try:
-                delivered += self._deliver_taken(pending, queue, tag.decode(), item)
+                delivered += self._deliver_taken(pending, queue, _tag(tag), item)
             except BaseException:
                 self._put_back_taken(taken[at + 1:])
                 raise
         return delivered
 
-    def _deliver_taken(self, pending: _PendingFetch, queue: str, tag: str, item: bytes) -> int:
+    def _deliver_taken(self, pending: _PendingFetch, queue: str, tag: str | bytes,
+                       item: bytes) -> int:
         """Deliver a message ``pending`` took (its delivery tag as the fetch script read it);
         one Python cannot decode (a typed value kombu cannot build, an integer of more digits
-        than Python converts, arrays nested deeper than its recursion limit: what Lua's JSON
-        reads) or whose body kombu cannot decode is dead-lettered instead. Returns how many
-        were delivered (0 or 1)."""
+        than Python converts, arrays nested deeper than its recursion limit, a tag that is not
+        UTF-8: what Lua's JSON reads) or whose body kombu cannot decode is dead-lettered
+        instead. Returns how many were delivered (0 or 1)."""
+        if isinstance(tag, bytes):
+            self._dead_letter_taken(queue, item, tag,
+                                    "not a kombu message: 'properties.delivery_tag' is not UTF-8")
+            return 0
         try:
             payload = json_loads(item)
         except Exception as exc:  # noqa: BLE001 - whatever Python's decode refuses
@@ -747,7 +766,7 @@ class Channel(redis_broker.Channel):
         gone."""
         pipe = self._create_client().pipeline(transaction=True)
         for queue, group, tag, item in rest:
-            name = tag.decode()
+            name = _tag(tag)
             if group > 0 and name not in self._unadopted:
                 self.qos._remove_from_indices(name, pipe.rpush(queue, item))
         if pipe:
@@ -765,7 +784,7 @@ class Channel(redis_broker.Channel):
             return False
         return True
 
-    def _dead_letter_taken(self, queue: str, item: bytes, tag: str, reason: str) -> None:
+    def _dead_letter_taken(self, queue: str, item: bytes, tag: str | bytes, reason: str) -> None:
         """Move a message the fetch script recorded as taken (``tag``) to ``queue``'s dead-letter
         list, wrapped as the script wraps what is not an envelope, and drop its records, in one
         transaction. A worker lost before it leaves the message owned, to be restored and
