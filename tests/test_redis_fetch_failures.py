@@ -16,7 +16,7 @@ from kombu import Consumer, Queue
 
 from qtui.core.brokers import redis as redis_broker
 from qtui.core.brokers.redis import wire, worker_channel
-from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_KEY
+from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_KEY, PROCESSING_KEY
 from qtui.workers.worker import SentFetch, Worker
 
 from .worker_helpers import wait_for
@@ -200,3 +200,50 @@ def test_two_restorers_of_one_undecodable_record_dead_letter_it_once(
             client.hdel("unacked", tag)
             client.zrem("unacked_index", tag)
     assert client.llen(f"{queue}.dead") == 1
+
+
+def test_a_message_put_back_after_a_failure_is_not_delivered_by_the_wait_that_moved_it(
+        redis_url: str, unique: str):
+    """An idle wait moved M into the processing list; a fetch sent meanwhile took a refused
+    message, then M, and put M back to its queue. Reading the wait's reply (as a cancel does)
+    delivered M all the same: it ran here and waited in its queue, with no worker lost."""
+    client = redis.Redis.from_url(redis_url)
+    first, second, name = f"wa-{unique}", f"wb-{unique}", f"wait-{unique}"
+    received: list[Any] = []
+
+    def deliver(body: Any, message: Any) -> None:
+        if body == "refused":
+            raise Refused(body)
+        received.append(body)
+
+    try:
+        with redis_broker.connection(redis_url, transport=worker_channel.Transport) as conn:
+            channel = conn.channel()
+            channel.own(name, ttl=60)
+            Consumer(channel, [Queue(first), Queue(second)], auto_declare=False,
+                     callbacks=[deliver]).consume()
+            with redis_broker.connection(redis_url) as producing:
+                producing.Producer().publish("M", routing_key=second)
+            channel._queue_cycle.items[:] = [second, first]
+            conn.transport.cycle._register_BRPOP(channel)  # the idle wait, on the second queue
+            processing = PROCESSING_KEY.format(owner=name, queue=second)
+            assert wait_for(lambda: client.llen(processing) == 1, 5)
+            with redis_broker.connection(redis_url) as producing:
+                producing.Producer().publish("refused", routing_key=first)
+            channel._queue_cycle.items[:] = [first, second]
+            assert channel.send_fetch([first, second], 4)  # takes the refused one, then M
+            with pytest.raises(Refused):
+                channel.read_fetch()
+            assert client.llen(second) == 1
+            channel.finish_pending_read()  # the wait's reply
+            assert received == []
+            assert channel.fetch_many([first, second], 4) == 1
+            assert received == ["M"]
+    finally:
+        for tag in client.smembers(OWNED_KEY.format(owner=name)):
+            client.hdel("unacked", tag)
+            client.zrem("unacked_index", tag)
+        client.delete(first, second, OWNED_KEY.format(owner=name), ALIVE_KEY.format(owner=name),
+                      PROCESSING_KEY.format(owner=name, queue=second),
+                      worker_channel.PROCESSING_QUEUES_KEY.format(owner=name))
+        client.srem(OWNERS_KEY, name)

@@ -724,7 +724,7 @@ class Channel(redis_broker.Channel):
             try:
                 delivered += self._deliver_taken(pending, queue, _tag(tag), item)
             except BaseException:
-                self._put_back_taken(taken[at + 1:])
+                self._put_back_taken(pending, taken[at + 1:])
                 raise
         return delivered
 
@@ -758,16 +758,19 @@ class Channel(redis_broker.Channel):
         self.connection._deliver(payload, queue)
         return 1
 
-    def _put_back_taken(self, rest: list[tuple[str, int, bytes, bytes]]) -> None:
+    def _put_back_taken(self, pending: _PendingFetch,
+                        rest: list[tuple[str, int, bytes, bytes]]) -> None:
         """Give back what a fetch took and the worker did not deliver, as the handling of an
         item before them failed: each to the consuming end of its queue (its highest priority),
         as it was, its records dropped, in one transaction, never decoded (it may be what
         failed). Those delivered from a wait already are the worker's; the dead-lettered are
-        gone."""
+        gone. One taken during a wait may be what the wait moved: its reply delivers it no more."""
         pipe = self._create_client().pipeline(transaction=True)
         for queue, group, tag, item in rest:
             name = _tag(tag)
             if group > 0 and name not in self._unadopted:
+                if pending.during_wait and isinstance(name, str):
+                    self._taken_while_waiting.add(name)
                 self.qos._remove_from_indices(name, pipe.rpush(queue, item))
         if pipe:
             pipe.execute()
