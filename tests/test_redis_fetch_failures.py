@@ -77,6 +77,17 @@ def test_a_failing_item_gives_back_the_rest_of_its_fetch_and_the_call_sent_after
     assert sorted(m.payload["n"] for m in received) == [1, 3, 4]
 
 
+def test_what_a_failing_item_gives_back_is_taken_again_in_its_order(
+        owner: tuple[Any, str, list[Any]]):
+    """The third and fourth messages come back to the queue in their order: they were pushed
+    one by one to its consuming end, the fourth ahead of the third."""
+    channel, queue, received = owner
+    with pytest.raises(Refused):
+        channel.fetch_many([queue], 4)
+    assert channel.fetch_many([queue], 1) == 1
+    assert [m.payload["n"] for m in received] == [1, 3]
+
+
 class _PipelinedChannel:
     """A channel's side of pipelined fetches, as the worker sees it: each read takes the oldest
     pending call (whatever happens next), and a read with none pending is a bug."""

@@ -762,11 +762,12 @@ class Channel(redis_broker.Channel):
                         rest: list[tuple[str, int, bytes, bytes]]) -> None:
         """Give back what a fetch took and the worker did not deliver, as the handling of an
         item before them failed: each to the consuming end of its queue (its highest priority),
-        as it was, its records dropped, in one transaction, never decoded (it may be what
-        failed). Those delivered from a wait already are the worker's; the dead-lettered are
-        gone. One taken during a wait may be what the wait moved: its reply delivers it no more."""
+        as it was and in the order they were taken, its records dropped, in one transaction,
+        never decoded (it may be what failed). Those delivered from a wait already are the
+        worker's; the dead-lettered are gone. One taken during a wait may be what the wait
+        moved: its reply delivers it no more."""
         pipe = self._create_client().pipeline(transaction=True)
-        for queue, group, tag, item in rest:
+        for queue, group, tag, item in reversed(rest):  # the first taken is pushed last
             name = _tag(tag)
             if group > 0 and name not in self._unadopted:
                 if pending.during_wait and isinstance(name, str):
