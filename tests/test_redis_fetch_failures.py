@@ -183,10 +183,10 @@ def test_a_restore_redis_refuses_is_raised_and_the_delivery_restored_at_the_next
 
 def test_two_restorers_of_one_undecodable_record_dead_letter_it_once(
         owner: tuple[Any, str, list[Any]], redis_url: str, unique: str,
-        monkeypatch: pytest.MonkeyPatch):
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
     """A second restorer dead-letters the record while the first is between its read of the
-    record and its write: the first writes nothing. Both dead-lettered it (a read, then a
-    transaction that watched nothing)."""
+    record and its write: the first writes nothing, and logs nothing. Both dead-lettered it (a
+    read, then a transaction that watched nothing)."""
     channel, queue, _ = owner
     client = redis.Redis.from_url(redis_url)
     tag = f"deep-{unique}"
@@ -211,6 +211,8 @@ def test_two_restorers_of_one_undecodable_record_dead_letter_it_once(
             client.hdel("unacked", tag)
             client.zrem("unacked_index", tag)
     assert client.llen(f"{queue}.dead") == 1
+    assert sum(r.getMessage().startswith(f"Message moved to {queue}.dead: ")
+               for r in caplog.records) == 1
 
 
 def test_a_message_put_back_after_a_failure_is_not_delivered_by_the_wait_that_moved_it(

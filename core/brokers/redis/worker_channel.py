@@ -347,10 +347,12 @@ class QoS(redis_broker.QoS):
         kombu's restore raised, and so every restorer did. Redis's errors are raised, the
         delivery left owned for the next try. ``tag`` is bytes when it is not UTF-8."""
         self.channel.read_unread()
+        moved: list[tuple[str, str]] = []  # dead-letter queue and reason, of the try that ran
 
         def restore(pipe: Any) -> None:
             record = pipe.hget(self.unacked_key, tag)
             decoded = why = None
+            moved.clear()
             if record:
                 try:
                     decoded = _decode_record(record)
@@ -358,7 +360,8 @@ class QoS(redis_broker.QoS):
                     why = f"not a kombu message: {exc}"
             pipe.multi()
             if why is not None:
-                self.channel.dead_letter_record(pipe, tag, record, why)
+                moved.extend((dead, why) for dead in
+                             self.channel.dead_letter_record(pipe, tag, record, why))
                 return
             self._remove_from_indices(tag, pipe)
             if decoded is not None:
@@ -366,6 +369,8 @@ class QoS(redis_broker.QoS):
 
         with self.channel.conn_or_acquire(client) as conn:
             conn.transaction(restore, self.unacked_key)
+        for dead, why in moved:  # logged once it happened: a try that lost its WATCH did not
+            logger.warning("Message moved to %s: %s", dead, why)
 
     def _remove_from_indices(self, delivery_tag: str | bytes, pipe: Any = None) -> Any:
         pipe = super()._remove_from_indices(delivery_tag, pipe)
@@ -801,23 +806,26 @@ class Channel(redis_broker.Channel):
         self.qos._remove_from_indices(tag, pipe).execute()
         logger.warning("Message moved to %s: %s", dead, reason)
 
-    def dead_letter_record(self, pipe: Any, tag: str | bytes, record: bytes, reason: str) -> None:
+    def dead_letter_record(self, pipe: Any, tag: str | bytes, record: bytes,
+                           reason: str) -> list[str]:
         """Queue on ``pipe`` (a transaction) the move of the message of the unacked record
         ``tag`` to the dead-letter queue of each queue its exchange and routing key lead to,
-        wrapped whole, and the drop of its records; the record is split, never decoded (see
-        :func:`wire.split_record`). One that cannot be split stays where it is, never dropped."""
+        wrapped whole, and the drop of its records; returns those dead-letter queues. The record
+        is split, never decoded (see :func:`wire.split_record`). One that cannot be split stays
+        where it is, never dropped."""
         parts = wire.split_record(record)
         if parts is None:
             logger.error("Cannot restore delivery %r (%s) nor find its queue in its unacked "
                          "record: left in unacked", tag, reason)
-            return
+            return []
         item, exchange, routing_key = parts
-        for queue in self._lookup(exchange, routing_key):
+        queues = self._lookup(exchange, routing_key)
+        for queue in queues:
             self._fetches += 1
             pipe.lpush(dead_letter_queue_name(queue), dumps(dead_letter_wrapping(
                 item, queue, reason, f"{self._tag_base}.{self._fetches}-0")))
-            logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue), reason)
         self.qos._remove_from_indices(tag, pipe)
+        return [dead_letter_queue_name(queue) for queue in queues]
 
     def _read_unread(self, conn: Any) -> None:
         """Read the replies to the calls sent on ``conn`` and not read yet. A start record
