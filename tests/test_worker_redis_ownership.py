@@ -223,37 +223,60 @@ def _undecodable_header(kind: str) -> Callable[[dict[str, Any]], bytes]:
     return change
 
 
+#: Delivery tags Python cannot use, as they appear in the JSON of a message: bytes that are not
+#: UTF-8 (Lua's JSON passes them through), a lone surrogate escape (Lua's JSON refuses it); and
+#: the dead-letter reason a fetch gives, and a restore of a dead owner's ``owned`` deliveries
+#: (none for the surrogate: the fetch script never records it).
+BAD_TAGS = {"tag-not-utf8": (b'"bad-\xff"', "'properties.delivery_tag' is not UTF-8",
+                             "can't decode byte 0xff"),
+            "tag-surrogate": (b'"bad-\\udcff"', "not a JSON object", "")}
+
+
+def _undecodable(setup: Setup, kind: str) -> tuple[bytes, str | bytes, str, str]:
+    """A task message of the test's queue spoiled as ``kind`` of :data:`UNDECODABLE` or
+    :data:`BAD_TAGS` says, its delivery tag as Redis keys its records, and the reasons a fetch
+    and a restore give when they dead-letter it."""
+    if kind in UNDECODABLE:
+        bad, tag = _bad_message(setup, _undecodable_header(kind))
+        return bad, tag, UNDECODABLE[kind][1], UNDECODABLE[kind][1]
+    bad, tag = _bad_message(setup, lambda envelope: json.dumps(envelope).encode())
+    spoiled, fetched, restored = BAD_TAGS[kind]
+    return bad.replace(json.dumps(tag).encode(), spoiled), spoiled[1:-1], fetched, restored
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("pool", ["solo", "threads"])
 @pytest.mark.parametrize("when", ["queued", "sent-idle"])
-@pytest.mark.parametrize("kind", sorted(UNDECODABLE))
+@pytest.mark.parametrize("kind", sorted(UNDECODABLE) + sorted(BAD_TAGS))
 def test_a_message_python_cannot_decode_is_dead_lettered(setup: Setup, kind: str, when: str,
                                                          pool: str):
-    """The fetch script's JSON reads it, Python's refuses it: the worker dead-letters it with
-    the reason, settled by the tag the script read, and runs the next task. The worker died
-    (its handler decoded the item again to find the tag), leaving it owned: a crash loop."""
+    """The fetch script's JSON reads it, Python's refuses it (or its tag: not UTF-8): the worker
+    dead-letters it with the reason, settled by the tag the script read, and runs the next
+    task. The worker died (its handler decoded the item again to find the tag; it decoded the
+    tag), leaving it owned: a crash loop."""
     client = redis.Redis.from_url(BROKER)
-    bad, tag = _bad_message(setup, _undecodable_header(kind))
+    bad, tag, reason, _ = _undecodable(setup, kind)
     with _between_two_tasks(setup, bad, when, pool):
         assert sorted(r["tag"] for r in setup.wait_records("mark", 2)) == ["first", "second"]
         dead = setup.dead_letters(expected=1)
     assert [m.body for m in dead] == [bad]
-    assert UNDECODABLE[kind][1] in dead[0].headers[DEAD_REASON_HEADER]
+    assert reason in dead[0].headers[DEAD_REASON_HEADER]
     assert not client.hexists("unacked", tag)
     assert client.zscore("unacked_index", tag) is None
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("held", ["owned", "processing"])
-@pytest.mark.parametrize("kind", sorted(UNDECODABLE))
+@pytest.mark.parametrize("kind", [*sorted(UNDECODABLE), "tag-not-utf8"])
 def test_a_dead_owners_message_python_cannot_decode_is_dead_lettered(setup: Setup, unique: str,
                                                                      kind: str, held: str):
     """A worker died holding such a message: ``owned`` (the fetch script recorded it, the
     worker was lost before it read the reply) or in its ``processing`` list (its idle wait
     moved it). The worker restoring it dead-letters it and runs the next task; kombu's restore
-    decoded the unacked record and raised, in every worker that tried."""
+    decoded the unacked record and raised, in every worker that tried (with a tag that is not
+    UTF-8, every worker died decoding the owned tag)."""
     client = redis.Redis.from_url(BROKER)
-    bad, tag = _bad_message(setup, _undecodable_header(kind))
+    bad, tag, fetched, restored = _undecodable(setup, kind)
     owner = f"dead-{unique}"
     if held == "owned":
         client.lpush(setup.queue, bad)
@@ -276,7 +299,7 @@ def test_a_dead_owners_message_python_cannot_decode_is_dead_lettered(setup: Setu
         dead = setup.dead_letters(expected=1)
         assert wait_for(lambda: not client.sismember(OWNERS_KEY, owner), 10)
     assert [m.body for m in dead] == [bad]
-    assert UNDECODABLE[kind][1] in dead[0].headers[DEAD_REASON_HEADER]
+    assert (restored if held == "owned" else fetched) in dead[0].headers[DEAD_REASON_HEADER]
     assert dead[0].headers[DEAD_QUEUE_HEADER] == setup.queue
     assert not client.hexists("unacked", tag)
     assert client.zscore("unacked_index", tag) is None

@@ -259,11 +259,34 @@ def _envelope(item: bytes) -> tuple[dict[str, Any], str, bytes] | None:
     if not (isinstance(tag, str) and isinstance(info, dict)):
         return None
     try:
+        tag.encode()
+    except UnicodeEncodeError:  # a lone surrogate (an escape Lua's JSON refuses): no Redis key
+        return None
+    try:
         exchange = json.dumps(info.get("exchange"), allow_nan=False).encode()
         routing_key = json.dumps(info.get("routing_key"), allow_nan=False).encode()
     except (TypeError, ValueError):  # what Lua's JSON cannot encode either
         return None
     return payload, tag, b"[%b,%b,%b]" % (item, exchange, routing_key)
+
+
+def _decode_record(record: bytes) -> tuple[dict[str, Any], str, str]:
+    """The payload, exchange and routing key of an ``unacked`` record, decoded as a fetched
+    item is (kombu's restore replaced bytes that are not UTF-8, a delivery tag's too)."""
+    payload, exchange, routing_key = json_loads(record)
+    return payload, exchange, routing_key
+
+
+def _tag(raw: bytes | str) -> str | bytes:
+    """A delivery tag read from Redis as kombu knows it (a str); the bytes when they are not
+    UTF-8 (a message's ``properties.delivery_tag`` Lua's JSON passed through): still the key of
+    its records, to settle or restore it by, never delivered."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
 
 
 @dataclass
@@ -316,20 +339,40 @@ class QoS(redis_broker.QoS):
         self.channel.read_unread()  # the delivery's own record first, when it rides there
         super().ack(delivery_tag)
 
-    def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
-        """kombu's restore; an unacked record Python cannot decode (a message Lua's JSON read,
-        too deep or with too long an integer for Python's) is dead-lettered with the reason
-        instead, its item kept whole: kombu's restore raised, and so every restorer did."""
+    def restore_by_tag(self, tag: str | bytes, client: Any = None,
+                       leftmost: bool = False) -> None:
+        """kombu's restore, a WATCH transaction on ``unacked``; a record Python cannot decode (a
+        message Lua's JSON read, too deep or with too long an integer for Python's, or not
+        UTF-8) is dead-lettered with the reason in the same transaction, its item kept whole:
+        kombu's restore raised, and so every restorer did. Redis's errors are raised, the
+        delivery left owned for the next try. ``tag`` is bytes when it is not UTF-8."""
         self.channel.read_unread()
-        try:
-            super().restore_by_tag(tag, client, leftmost)
-        except self.channel.connection_errors:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the record's decode: nothing ran
-            with self.channel.conn_or_acquire(client) as conn:
-                self.channel.dead_letter_record(conn, tag, f"not a kombu message: {exc}")
+        moved: list[tuple[str, str]] = []  # dead-letter queue and reason, of the try that ran
 
-    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        def restore(pipe: Any) -> None:
+            record = pipe.hget(self.unacked_key, tag)
+            decoded = why = None
+            moved.clear()
+            if record:
+                try:
+                    decoded = _decode_record(record)
+                except Exception as exc:  # noqa: BLE001 - whatever the decode of the record raises
+                    why = f"not a kombu message: {exc}"
+            pipe.multi()
+            if why is not None:
+                moved.extend((dead, why) for dead in
+                             self.channel.dead_letter_record(pipe, tag, record, why))
+                return
+            self._remove_from_indices(tag, pipe)
+            if decoded is not None:
+                self.channel._do_restore_message(*decoded, pipe, leftmost)
+
+        with self.channel.conn_or_acquire(client) as conn:
+            conn.transaction(restore, self.unacked_key)
+        for dead, why in moved:  # logged once it happened: a try that lost its WATCH did not
+            logger.warning("Message moved to %s: %s", dead, why)
+
+    def _remove_from_indices(self, delivery_tag: str | bytes, pipe: Any = None) -> Any:
         pipe = super()._remove_from_indices(delivery_tag, pipe)
         owned = self.channel.owned_key
         return pipe if owned is None else pipe.srem(owned, delivery_tag)
@@ -438,7 +481,7 @@ class Channel(redis_broker.Channel):
         processing_queues = PROCESSING_QUEUES_KEY.format(owner=owner)
         owned = OWNED_KEY.format(owner=owner)
         for tag in client.smembers(owned):
-            self.qos.restore_by_tag(tag.decode() if isinstance(tag, bytes) else tag, client)
+            self.qos.restore_by_tag(_tag(tag), client)
             restored += 1
         client.pipeline(transaction=False).delete(owned, processing_queues) \
             .srem(OWNERS_KEY, owner).execute()
@@ -521,8 +564,7 @@ class Channel(redis_broker.Channel):
             return 0
         keep = set(held)
         client = self._create_client()
-        lost = [tag for tag in (t.decode() if isinstance(t, bytes) else t
-                                for t in client.smembers(self.owned_key)) if tag not in keep]
+        lost = [tag for tag in map(_tag, client.smembers(self.owned_key)) if tag not in keep]
         for tag in lost:
             self.qos.restore_by_tag(tag, client)
         return len(lost)
@@ -685,18 +727,23 @@ class Channel(redis_broker.Channel):
                                tag.decode() if isinstance(tag, bytes) else tag)
                 continue
             try:
-                delivered += self._deliver_taken(pending, queue, tag.decode(), item)
+                delivered += self._deliver_taken(pending, queue, _tag(tag), item)
             except BaseException:
-                self._put_back_taken(taken[at + 1:])
+                self._put_back_taken(pending, taken[at + 1:])
                 raise
         return delivered
 
-    def _deliver_taken(self, pending: _PendingFetch, queue: str, tag: str, item: bytes) -> int:
+    def _deliver_taken(self, pending: _PendingFetch, queue: str, tag: str | bytes,
+                       item: bytes) -> int:
         """Deliver a message ``pending`` took (its delivery tag as the fetch script read it);
         one Python cannot decode (a typed value kombu cannot build, an integer of more digits
-        than Python converts, arrays nested deeper than its recursion limit: what Lua's JSON
-        reads) or whose body kombu cannot decode is dead-lettered instead. Returns how many
-        were delivered (0 or 1)."""
+        than Python converts, arrays nested deeper than its recursion limit, a tag that is not
+        UTF-8: what Lua's JSON reads) or whose body kombu cannot decode is dead-lettered
+        instead. Returns how many were delivered (0 or 1)."""
+        if isinstance(tag, bytes):
+            self._dead_letter_taken(queue, item, tag,
+                                    "not a kombu message: 'properties.delivery_tag' is not UTF-8")
+            return 0
         try:
             payload = json_loads(item)
         except Exception as exc:  # noqa: BLE001 - whatever Python's decode refuses
@@ -716,16 +763,20 @@ class Channel(redis_broker.Channel):
         self.connection._deliver(payload, queue)
         return 1
 
-    def _put_back_taken(self, rest: list[tuple[str, int, bytes, bytes]]) -> None:
+    def _put_back_taken(self, pending: _PendingFetch,
+                        rest: list[tuple[str, int, bytes, bytes]]) -> None:
         """Give back what a fetch took and the worker did not deliver, as the handling of an
         item before them failed: each to the consuming end of its queue (its highest priority),
-        as it was, its records dropped, in one transaction, never decoded (it may be what
-        failed). Those delivered from a wait already are the worker's; the dead-lettered are
-        gone."""
+        as it was and in the order they were taken, its records dropped, in one transaction,
+        never decoded (it may be what failed). Those delivered from a wait already are the
+        worker's; the dead-lettered are gone. One taken during a wait may be what the wait
+        moved: its reply delivers it no more."""
         pipe = self._create_client().pipeline(transaction=True)
-        for queue, group, tag, item in rest:
-            name = tag.decode()
+        for queue, group, tag, item in reversed(rest):  # the first taken is pushed last
+            name = _tag(tag)
             if group > 0 and name not in self._unadopted:
+                if pending.during_wait and isinstance(name, str):
+                    self._taken_while_waiting.add(name)
                 self.qos._remove_from_indices(name, pipe.rpush(queue, item))
         if pipe:
             pipe.execute()
@@ -742,7 +793,7 @@ class Channel(redis_broker.Channel):
             return False
         return True
 
-    def _dead_letter_taken(self, queue: str, item: bytes, tag: str, reason: str) -> None:
+    def _dead_letter_taken(self, queue: str, item: bytes, tag: str | bytes, reason: str) -> None:
         """Move a message the fetch script recorded as taken (``tag``) to ``queue``'s dead-letter
         list, wrapped as the script wraps what is not an envelope, and drop its records, in one
         transaction. A worker lost before it leaves the message owned, to be restored and
@@ -755,26 +806,26 @@ class Channel(redis_broker.Channel):
         self.qos._remove_from_indices(tag, pipe).execute()
         logger.warning("Message moved to %s: %s", dead, reason)
 
-    def dead_letter_record(self, client: Any, tag: str, reason: str) -> None:
-        """Move the message of the unacked record ``tag`` to the dead-letter queue of each queue
-        its exchange and routing key lead to, wrapped whole, and drop its records, in one
-        transaction; the record is split, never decoded (see :func:`wire.split_record`). One
-        that cannot be split stays where it is, never dropped."""
-        record = client.hget(self.unacked_key, tag)
-        parts = None if record is None else wire.split_record(record)
-        if record is not None and parts is None:
-            logger.error("Cannot restore delivery %s (%s) nor find its queue in its unacked "
+    def dead_letter_record(self, pipe: Any, tag: str | bytes, record: bytes,
+                           reason: str) -> list[str]:
+        """Queue on ``pipe`` (a transaction) the move of the message of the unacked record
+        ``tag`` to the dead-letter queue of each queue its exchange and routing key lead to,
+        wrapped whole, and the drop of its records; returns those dead-letter queues. The record
+        is split, never decoded (see :func:`wire.split_record`). One that cannot be split stays
+        where it is, never dropped."""
+        parts = wire.split_record(record)
+        if parts is None:
+            logger.error("Cannot restore delivery %r (%s) nor find its queue in its unacked "
                          "record: left in unacked", tag, reason)
-            return
-        pipe = client.pipeline(transaction=True)
-        if parts is not None:
-            item, exchange, routing_key = parts
-            for queue in self._lookup(exchange, routing_key):
-                self._fetches += 1
-                pipe.lpush(dead_letter_queue_name(queue), dumps(dead_letter_wrapping(
-                    item, queue, reason, f"{self._tag_base}.{self._fetches}-0")))
-                logger.warning("Message moved to %s: %s", dead_letter_queue_name(queue), reason)
-        self.qos._remove_from_indices(tag, pipe).execute()
+            return []
+        item, exchange, routing_key = parts
+        queues = self._lookup(exchange, routing_key)
+        for queue in queues:
+            self._fetches += 1
+            pipe.lpush(dead_letter_queue_name(queue), dumps(dead_letter_wrapping(
+                item, queue, reason, f"{self._tag_base}.{self._fetches}-0")))
+        self.qos._remove_from_indices(tag, pipe)
+        return [dead_letter_queue_name(queue) for queue in queues]
 
     def _read_unread(self, conn: Any) -> None:
         """Read the replies to the calls sent on ``conn`` and not read yet. A start record
