@@ -5,6 +5,7 @@ its result is stored, and nothing is left behind."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from qtui.core import App, states
+from qtui.core.backends import redis as redis_backend
+from qtui.core.brokers.redis import refusals
 from qtui.core.brokers.redis.refusals import describe, refusal_code
+from qtui.core.exceptions import BackendError
 
 from .redis_server import redis_server, spare_port
 from .worker_helpers import make_setup, wait_for
@@ -171,3 +176,34 @@ def test_transient_refusals_are_told_from_other_error_replies(own_redis):
     assert describe(refused.value).startswith("Redis refused writes (OOM: maxmemory")
     assert refusal_code(redis.ResponseError("MISCONF Redis is configured to save")) == "MISCONF"
     assert refusal_code(redis.ConnectionError("Connection refused")) is None
+
+
+def test_a_result_write_refused_for_a_while_is_stored_once_writes_come_back(own_redis,
+                                                                            caplog):
+    port, data = own_redis
+    client = redis.Redis(port=port)
+    app = App("refused", broker="memory://", backend=f"redis://127.0.0.1:{port}/1")
+    with readonly(client, data):
+        lift = threading.Timer(1.0, client.execute_command, args=("REPLICAOF", "NO", "ONE"))
+        lift.start()
+        with caplog.at_level(logging.WARNING, logger="qtui.backend"):
+            app.backend.store_result("t-1", 42, states.SUCCESS)
+        lift.join()
+    assert app.backend.get_task_meta("t-1")["result"] == 42
+    assert [r.getMessage() for r in caplog.records] == [
+        "Redis refused writes (READONLY: the server is a read-only replica, as after a "
+        f"failover): the result of task t-1 is written again for up to "
+        f"{sum(refusals.RESULT_RETRY_PAUSES):.0f}s"]
+    app.close()
+
+
+def test_a_result_write_refused_past_its_retries_fails_as_for_an_unreachable_backend(
+        own_redis, monkeypatch):
+    port, data = own_redis
+    client = redis.Redis(port=port)
+    monkeypatch.setattr(redis_backend, "RESULT_RETRY_PAUSES", (0.01, 0.01, 0.01))
+    app = App("refused", broker="memory://", backend=f"redis://127.0.0.1:{port}/1")
+    with readonly(client, data), pytest.raises(BackendError, match="cannot store the result "
+                                               "of task t-2 in Redis: You can't write"):
+        app.backend.store_result("t-2", 42, states.SUCCESS)
+    app.close()
