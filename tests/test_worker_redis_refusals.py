@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from kombu.exceptions import OperationalError
 
 from qtui.core import App, states
 from qtui.core.backends import redis as redis_backend
@@ -124,6 +125,8 @@ def _run_through(tmp_path, unique, port: int, data: Path, fault: str, *pool: str
         stored = [results.get(f"celery-task-meta-{task_id}") for task_id in ids]
         assert all(b'"SUCCESS"' in (meta or b"") for meta in stored), log[-4000:]
         assert warning in log, log[-3000:]
+        # Told as what it is, once: not as a lost connection, nor at every try.
+        assert "Broker connection lost" not in log and "Cannot connect" not in log, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
         assert client.llen(setup.queue) == 0 and client.hlen("unacked") == 0
         assert client.llen(f"{setup.queue}.dead") == 0
@@ -176,6 +179,11 @@ def test_transient_refusals_are_told_from_other_error_replies(own_redis):
     assert describe(refused.value).startswith("Redis refused writes (OOM: maxmemory")
     assert refusal_code(redis.ResponseError("MISCONF Redis is configured to save")) == "MISCONF"
     assert refusal_code(redis.ConnectionError("Connection refused")) is None
+    try:  # kombu raises a connection's error as the cause of its own
+        raise OperationalError("BUSY Redis is busy") from redis.ResponseError("BUSY Redis is")
+    except OperationalError as wrapped:
+        assert refusal_code(wrapped) == "BUSY"
+    assert refusal_code(OperationalError("READONLY")) is None
 
 
 def test_a_result_write_refused_for_a_while_is_stored_once_writes_come_back(own_redis,

@@ -44,10 +44,13 @@ _PIPELINE = " of pipeline caused error: "
 
 
 def refusal_code(exc: BaseException) -> str | None:
-    """The error code of a transient refusal (``READONLY``, ``OOM``, ...), None for anything
-    else (a ``WRONGTYPE``, a script error, a lost connection)."""
-    if not isinstance(exc, redis.RedisError):
-        return None
+    """The error code of a transient refusal (``READONLY``, ``OOM``, ...), also where kombu
+    raised it as the cause of its own error; None for anything else (a ``WRONGTYPE``, a script
+    error, a lost connection)."""
+    while not isinstance(exc, redis.RedisError):
+        if exc.__cause__ is None:
+            return None
+        exc = exc.__cause__
     code = getattr(exc, "status_code", None)
     if code is None:
         code = next((name for cls, name in _CLASSES if isinstance(exc, cls)), None)
