@@ -51,6 +51,17 @@ def readonly(client: redis.Redis, data: Path) -> Iterator[None]:
 
 
 @contextmanager
+def master_down(client: redis.Redis, data: Path) -> Iterator[None]:
+    """A replica whose master is not there, told not to serve stale data: it refuses reads too."""
+    client.config_set("replica-serve-stale-data", "no")
+    try:
+        with readonly(client, data):
+            yield
+    finally:
+        client.config_set("replica-serve-stale-data", "yes")
+
+
+@contextmanager
 def out_of_memory(client: redis.Redis, data: Path) -> Iterator[None]:
     client.config_set("maxmemory-policy", "noeviction")
     client.config_set("maxmemory", 1)
@@ -95,6 +106,7 @@ FAULTS: dict[str, tuple[Callable[[redis.Redis, Path], object], str]] = {
     "OOM": (out_of_memory, "Redis refused writes (OOM"),
     "MISCONF": (failed_save, "Redis refused writes (MISCONF"),
     "BUSY": (busy_script, "Redis refused commands (BUSY"),
+    "MASTERDOWN": (master_down, "Redis refused commands (MASTERDOWN"),
 }
 
 
