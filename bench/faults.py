@@ -749,6 +749,90 @@ def idle_kill(work: Path, kills: int) -> Trial:
             client.delete(key)
 
 
+@contextmanager
+def refusing(client: redis.Redis, kind: str) -> Iterator[None]:
+    """Redis refusing writes while the block runs: ``READONLY`` (a replica of a master that is
+    not there, as after a failover: its data stays) or ``OOM`` (``maxmemory`` under
+    ``noeviction``)."""
+    if kind == "READONLY":
+        client.execute_command("REPLICAOF", "127.0.0.1", str(spare_port()))
+    else:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)
+    try:
+        yield
+    finally:
+        if kind == "READONLY":
+            client.execute_command("REPLICAOF", "NO", "ONE")
+        else:
+            client.config_set("maxmemory", 0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time ``pid`` has used (``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def refused_writes(work: Path, n: int, seconds: float) -> Trial:
+    """Redis refuses writes for ``seconds`` twice while a worker drains ``n`` tasks that store
+    results on it: ``READONLY``, then ``OOM``. Every task runs once, every result is stored,
+    the worker stays up, warns, and does not spin meanwhile. The broker and results are a
+    ``redis-server`` of the scenario's own (the records stay on the suite's)."""
+    data = work / f"redis-{uuid.uuid4().hex[:6]}"
+    data.mkdir()
+    port = spare_port()
+    url = f"redis://127.0.0.1:{port}"
+    outcome = Trial(f"Redis refuses writes (READONLY, then OOM) for {seconds:.0f} s each "
+                    f"(threads -c 4, results on Redis)")
+    with redis_server(data, port, durable=False):
+        world = World(work, f"{url}/0", result_backend=f"{url}/1")
+        client = redis.Redis.from_url(f"{url}/0")
+        try:
+            outcome.sent = n
+            app = world.app()
+            try:
+                for i in range(n):
+                    app.send_task("faults.answer", args=[i, 0.02])
+            finally:
+                app.close()
+            with world.worker("-P", "threads", "-c", "4") as proc:
+                ran, cpu = {}, {}
+                for step, kind in enumerate(("READONLY", "OOM"), 1):
+                    wait_for(lambda s=step: world.done() >= s * n // 3, 120)
+                    before, used = world.done(), cpu_seconds(proc.pid)
+                    with refusing(client, kind):
+                        time.sleep(seconds)
+                    ran[kind], cpu[kind] = world.done() - before, cpu_seconds(proc.pid) - used
+                finished = world.settle(outcome, n, 300)
+                time.sleep(1.0)  # the last results
+                log = proc.log_path.read_text()  # type: ignore[attr-defined]
+                alive = proc.poll() is None
+            results = redis.Redis.from_url(f"{url}/1")
+            stored = sum(1 for key in results.scan_iter("celery-task-meta-*", count=1000)
+                         if b'"SUCCESS"' in (results.get(key) or b""))
+            dead = client.llen(f"{world.queue}.dead")
+            left = client.llen(world.queue) + client.hlen("unacked")
+            warned = {kind: f"Redis refused writes ({kind}" in log for kind in ("READONLY", "OOM")}
+            outcome.figures.update(
+                refused_s=seconds, ran_while_readonly=ran["READONLY"], ran_while_oom=ran["OOM"],
+                worker_cpu_s_while_readonly=round(cpu["READONLY"], 2),
+                worker_cpu_s_while_oom=round(cpu["OOM"], 2), results_stored=stored,
+                results_lost=n - stored, dead_lettered=dead, left_on_redis=left,
+                warned=all(warned.values()), results_lost_logged=log.count("cannot store its"),
+                tracebacks=log.count("Traceback"), worker_alive=alive)
+            # Not spinning: a worker waiting out a refusal uses a small part of one core.
+            outcome.passed = (finished and alive and outcome.lost == 0
+                              and outcome.duplicates == 0 and stored == n and dead == 0
+                              and left == 0 and all(warned.values())
+                              and "Traceback" not in log
+                              and max(cpu.values()) < 0.5 * seconds)
+            return outcome
+        finally:
+            world.cleanup()
+            shutil.rmtree(data, ignore_errors=True)
+
+
 #: JSON that Redis's Lua (cjson, nesting up to 1,000) decodes and Python refuses: more digits
 #: than Python converts to an int (4,300), arrays nested deeper than its recursion limit.
 UNDECODABLE = {"integer of 5,000 digits": "1" * 5000,
@@ -1856,6 +1940,8 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Trial], float]] = {
     "eta-rows": (lambda w, q: eta_rows(w, 3_000, 100_000), 600),
     "fork-grandchild": (lambda w, q: fork_grandchild(w, 3 if q else 10, 50 if q else 200), 300),
     "idle-brpop-kill": (lambda w, q: idle_kill(w, 3 if q else 10), 300),
+    "redis-refuses-writes": (lambda w, q: refused_writes(w, 300 if q else 2_000,
+                                                        3.0 if q else 6.0), 300),
     "malformed-redis": (lambda w, q: malformed_redis(w, 200 if q else 2_000, 200 if q else 1_000),
                         300),
     "malformed-amqp": (lambda w, q: malformed_amqp(w, 200 if q else 2_000, 200 if q else 1_000),

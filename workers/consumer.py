@@ -109,6 +109,11 @@ class Consumer:
         return (*conn.connection_errors, *conn.recoverable_channel_errors, OperationalError,
                 OSError, *family_for(conn).refusals())
 
+    def refusal(self, error: BaseException) -> str | None:
+        """What ``error`` says when it is the broker refusing operations for a while (Redis's
+        ``READONLY``, ``OOM``, ...: :meth:`BrokerFamily.refusal`); None for anything else."""
+        return family_for(self.connection or self.app.connection_for_read()).refusal(error)
+
     @property
     def family(self) -> BrokerFamily | None:
         """What the connected broker is (None while not connected)."""
@@ -131,8 +136,10 @@ class Consumer:
         """The broker takes back a delivery held unacked too long (RabbitMQ's consumer_timeout)."""
         return self.family is not None and self.family.takes_back_held
 
-    def connect(self, prefetch: int) -> None:
-        """Connect and start consuming; retries with backoff per broker_connection_max_retries."""
+    def connect(self, prefetch: int, told: str | None = None) -> None:
+        """Connect and start consuming; retries with backoff per broker_connection_max_retries.
+        ``told``: the broker's refusal the caller logged already (logged again only when the
+        refusal changes)."""
         max_retries = self.app.conf.broker_connection_max_retries
         interval, attempt = RECONNECT_INTERVAL_START, 0
         while True:
@@ -153,8 +160,17 @@ class Consumer:
                         f"after {attempt} attempts: {exc}") from exc
                 if self.stopping():
                     raise
-                logger.error("Cannot connect to %s: %s. Trying again in %.1fs...",
-                             mask_url(self.app.broker_url), exc, interval)
+                refused = self.refusal(exc)
+                if refused is None:
+                    logger.error("Cannot connect to %s: %s. Trying again in %.1fs...",
+                                 mask_url(self.app.broker_url), exc, interval)
+                elif refused != told:
+                    logger.warning("%s: trying again in %.1fs, then with backoff up to %.0fs; "
+                                   "running tasks go on", refused, interval,
+                                   RECONNECT_INTERVAL_MAX)
+                else:
+                    logger.debug("%s: trying again in %.1fs", refused, interval)
+                told = refused
                 self.sleep(interval)
                 interval = min(interval * 2, RECONNECT_INTERVAL_MAX)
 

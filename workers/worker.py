@@ -833,13 +833,19 @@ class Worker:
                                         self._reconnect_delay * 2 or RECONNECT_DELAY_MIN)
         else:
             self._reconnect_delay = 0.0
-        logger.error("Broker connection lost: %s. Reconnecting%s...", exc or type(exc).__name__,
-                     f" in {self._reconnect_delay:.1f}s" if self._reconnect_delay else "")
+        delay = f" in {self._reconnect_delay:.1f}s" if self._reconnect_delay else ""
+        refused = self.consumer.refusal(exc)
+        if refused is None:
+            logger.error("Broker connection lost: %s. Reconnecting%s...",
+                         exc or type(exc).__name__, delay)
+        else:  # a server-side refusal: waited out as a lost connection, nothing given up
+            logger.warning("%s: %s. Reconnecting%s and retrying; running tasks go on, and "
+                           "what they settle is sent once writes come back", refused, exc, delay)
         self._lost_fetches(exc)  # replies not read yet went with the connection
         self.settlement.connection_lost(self.take_waiting(), self.active.values())
         self.consumer.close(lost=True)
         self.sleep(self._reconnect_delay)
-        self.consumer.connect(self.prefetch_target())
+        self.consumer.connect(self.prefetch_target(), told=refused)
         self._on_connected()
         self._connected_at = time.monotonic()
         logger.warning("Reconnected to %s; consuming again", self.consumer.broker_name())

@@ -27,6 +27,8 @@ import redis
 
 from .. import exceptions, states
 from ..brokers.redis import wire
+from ..brokers.redis.refusals import RESULT_RETRY_PAUSES
+from ..brokers.redis.refusals import describe as describe_refusal
 from ..exceptions import BackendError
 from .base import ResultBackend, pending_meta
 from .redis_chord import RedisChordJoin
@@ -91,13 +93,26 @@ class RedisBackend(ResultBackend):
 
     def _set(self, task_id: str, payload: bytes, meta: dict[str, Any],
              request: TaskMessage | None) -> None:
+        """Write the result; one Redis refuses for a while (``READONLY``, ``OOM``, ...) is
+        written again after each of :data:`RESULT_RETRY_PAUSES`, then fails as a write to an
+        unreachable Redis does."""
         key = self.key(task_id)
         expiry = ("EX", max(1, int(self.expires))) if self.expires else ()
-        try:
-            self._pipeline([("SET", key, payload, *expiry), ("PUBLISH", key, payload)])
-        except redis.RedisError as exc:
-            raise BackendError(
-                f"cannot store the result of task {task_id} in Redis: {exc}") from exc
+        commands: list[tuple[Any, ...]] = [("SET", key, payload, *expiry),
+                                           ("PUBLISH", key, payload)]
+        for attempt, pause in enumerate((*RESULT_RETRY_PAUSES, None)):
+            try:
+                self._pipeline(commands)
+                return
+            except redis.RedisError as exc:
+                refused = describe_refusal(exc)
+                if refused is None or pause is None:
+                    raise BackendError(
+                        f"cannot store the result of task {task_id} in Redis: {exc}") from exc
+                if attempt == 0:
+                    logger.warning("%s: the result of task %s is written again for up to %.0fs",
+                                   refused, task_id, sum(RESULT_RETRY_PAUSES))
+                time.sleep(pause)
 
     def _pipeline(self, commands: list[tuple[Any, ...]]) -> None:
         """``commands`` in one write, their replies read in order, the first error reply raised

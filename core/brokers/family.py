@@ -76,6 +76,11 @@ class BrokerFamily:
         a read-only replica): a worker waits and reconnects, as for a lost connection."""
         return ()
 
+    def refusal(self, error: BaseException) -> str | None:
+        """What ``error`` says when it is the broker refusing operations for a while (one line
+        for the worker's log, naming the error and its cause); None for anything else."""
+        return None
+
     def write_refusals(self) -> tuple[type[BaseException], ...]:
         """Errors with which the broker refuses a write before storing any of it: a bulk send
         refused so names its batch not sent rather than in doubt."""

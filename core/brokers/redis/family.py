@@ -12,6 +12,7 @@ from kombu import Connection
 from ..family import BrokerFamily
 from .delayed import RedisDelayed
 from .queues import RedisQueues
+from .refusals import describe
 
 #: The visibility timeout of a worker's connection unless the user sets one: the TTL of a
 #: worker's life when its liveness helper dies with it (see :mod:`qtui.workers.leases`).
@@ -33,6 +34,9 @@ class RedisFamily(BrokerFamily):
         # Redis refusing writes (out of memory, a replica after a failover, a failed snapshot)
         # answers with an error reply, not a broken connection.
         return (redis.exceptions.ResponseError,)
+
+    def refusal(self, error: BaseException) -> str | None:
+        return describe(error)
 
     def write_refusals(self) -> tuple[type[BaseException], ...]:
         # Out of memory or read-only, Redis refuses a script at its first write: it stores

@@ -1,0 +1,229 @@
+"""The worker against a Redis of the test's own that answers with error replies for a while
+(READONLY after a failover, OOM at maxmemory, MISCONF after a failed save, BUSY under a long
+script) while tasks run: the worker stays up and says what it waits for, every task runs once,
+its result is stored, and nothing is left behind."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+from kombu.exceptions import OperationalError
+
+from qtui.core import App, states
+from qtui.core.backends import redis as redis_backend
+from qtui.core.brokers.redis import refusals
+from qtui.core.brokers.redis.refusals import describe, refusal_code
+from qtui.core.exceptions import BackendError
+
+from .redis_server import redis_server, spare_port
+from .worker_helpers import make_setup, wait_for
+
+TASKS = 6
+"""Tasks of a second each, for two threads with a prefetch of two: while the first two run,
+the rest wait in the queue (a fetch is due), and the first two finish while Redis refuses
+(their results and acks are refused)."""
+
+
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[tuple[int, Path]]:
+    port = spare_port()
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    with redis_server(data, port, durable=False):
+        yield port, data
+
+
+@contextmanager
+def readonly(client: redis.Redis, data: Path) -> Iterator[None]:
+    """A replica of a master that is not there (as after a failover): its data stays."""
+    client.execute_command("REPLICAOF", "127.0.0.1", str(spare_port()))
+    try:
+        yield
+    finally:
+        client.execute_command("REPLICAOF", "NO", "ONE")
+
+
+@contextmanager
+def master_down(client: redis.Redis, data: Path) -> Iterator[None]:
+    """A replica whose master is not there, told not to serve stale data: it refuses reads too."""
+    client.config_set("replica-serve-stale-data", "no")
+    try:
+        with readonly(client, data):
+            yield
+    finally:
+        client.config_set("replica-serve-stale-data", "yes")
+
+
+@contextmanager
+def out_of_memory(client: redis.Redis, data: Path) -> Iterator[None]:
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)
+    try:
+        yield
+    finally:
+        client.config_set("maxmemory", 0)
+
+
+@contextmanager
+def failed_save(client: redis.Redis, data: Path) -> Iterator[None]:
+    """A background save that fails (its directory is gone) with stop-writes-on-bgsave-error
+    (which Redis applies only where save points are set)."""
+    client.config_set("save", "3600 1")
+    client.config_set("stop-writes-on-bgsave-error", "yes")
+    data.rmdir()  # the server's working directory: the save cannot create its file
+    client.bgsave()
+    assert wait_for(lambda: client.info("persistence")["rdb_last_bgsave_status"] == "err", 10)
+    try:
+        yield
+    finally:
+        client.config_set("stop-writes-on-bgsave-error", "no")
+        client.config_set("save", "")
+
+
+@contextmanager
+def busy_script(client: redis.Redis, data: Path) -> Iterator[None]:
+    """A script that runs for 2.5 s, past a busy threshold of 0.1 s: every command is BUSY."""
+    client.config_set("busy-reply-threshold", 100)
+    loop = ("local t = redis.call('TIME') repeat local n = redis.call('TIME') "
+            "until (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > 2500000")
+    runner = threading.Thread(target=client.eval, args=(loop, 0))
+    runner.start()
+    try:
+        yield
+    finally:
+        runner.join(10)
+
+
+FAULTS: dict[str, tuple[Callable[[redis.Redis, Path], object], str]] = {
+    "READONLY": (readonly, "Redis refused writes (READONLY"),
+    "OOM": (out_of_memory, "Redis refused writes (OOM"),
+    "MISCONF": (failed_save, "Redis refused writes (MISCONF"),
+    "BUSY": (busy_script, "Redis refused commands (BUSY"),
+    "MASTERDOWN": (master_down, "Redis refused commands (MASTERDOWN"),
+}
+
+
+def _run_through(tmp_path, unique, port: int, data: Path, fault: str, *pool: str,
+                 **conf: object) -> None:
+    """Run :data:`TASKS` tasks, refusing for 2.5 s while the first two run; then check that the
+    worker is alive and warned once, each task ran once with its result stored, and nothing is
+    left in the queue, the unacked records or the dead-letter queue."""
+    broker = f"redis://127.0.0.1:{port}/0"
+    setup = make_setup(tmp_path, f"qw-{unique}", broker, f"redis://127.0.0.1:{port}/1", **conf)
+    client = redis.Redis(port=port)
+    refuse, warning = FAULTS[fault]
+    try:
+        app = setup.app()
+        ids = [app.send_task("tasks.slow", args=[1.0, i]).id for i in range(TASKS)]
+        app.close()
+        with setup.worker(*pool, "--prefetch-multiplier", "1") as worker:
+            assert wait_for(lambda: len(setup.records("started")) >= 1, 30)
+            with refuse(client, data):  # type: ignore[operator]
+                time.sleep(2.5)
+            assert wait_for(lambda: len(setup.records("done")) >= TASKS, 60), \
+                worker.log_path.read_text()[-3000:]
+            time.sleep(1.0)  # a task run twice would show now
+            log = worker.log_path.read_text()
+            assert worker.poll() is None, log[-3000:]
+        assert sorted(r["tag"] for r in setup.records("done")) == list(range(TASKS)), log[-3000:]
+        results = redis.Redis(port=port, db=1)
+        stored = [results.get(f"celery-task-meta-{task_id}") for task_id in ids]
+        assert all(b'"SUCCESS"' in (meta or b"") for meta in stored), log[-4000:]
+        assert warning in log, log[-3000:]
+        # Told as what it is, once: not as a lost connection, nor at every try.
+        assert "Broker connection lost" not in log and "Cannot connect" not in log, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+        assert client.llen(setup.queue) == 0 and client.hlen("unacked") == 0
+        assert client.llen(f"{setup.queue}.dead") == 0
+    finally:
+        for undo in (lambda: client.config_set("maxmemory", 0),
+                     lambda: client.execute_command("REPLICAOF", "NO", "ONE")):
+            try:
+                undo()
+            except redis.RedisError:
+                pass
+        setup.cleanup()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_threads_worker_waits_out_refused_writes_and_loses_no_task_nor_result(
+        tmp_path, unique, own_redis, fault):
+    port, data = own_redis
+    _run_through(tmp_path, unique, port, data, fault, "-P", "threads", "-c", "2")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fault", ["READONLY", "OOM"])
+def test_a_solo_worker_waits_out_refused_writes_and_loses_no_task_nor_result(
+        tmp_path, unique, own_redis, fault):
+    port, data = own_redis
+    _run_through(tmp_path, unique, port, data, fault, "-P", "solo")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fault", ["READONLY", "OOM"])
+def test_a_prefork_worker_with_early_acks_waits_out_refused_writes(tmp_path, unique,
+                                                                   own_redis, fault):
+    port, data = own_redis
+    _run_through(tmp_path, unique, port, data, fault, "-P", "prefork", "-c", "2",
+                 task_acks_late=False)
+
+
+def test_transient_refusals_are_told_from_other_error_replies(own_redis):
+    port, _ = own_redis
+    client = redis.Redis(port=port)
+    client.set("a-string", "x")
+    with pytest.raises(redis.ResponseError) as wrong_type:
+        client.lpush("a-string", "y")
+    assert refusal_code(wrong_type.value) is None and describe(wrong_type.value) is None
+    with out_of_memory(client, Path()):
+        with pytest.raises(redis.RedisError) as refused:
+            client.pipeline().set("b", "y").execute()  # the pipeline's wording around it
+    assert refusal_code(refused.value) == "OOM"
+    assert describe(refused.value).startswith("Redis refused writes (OOM: maxmemory")
+    assert refusal_code(redis.ResponseError("MISCONF Redis is configured to save")) == "MISCONF"
+    assert refusal_code(redis.ConnectionError("Connection refused")) is None
+    try:  # kombu raises a connection's error as the cause of its own
+        raise OperationalError("BUSY Redis is busy") from redis.ResponseError("BUSY Redis is")
+    except OperationalError as wrapped:
+        assert refusal_code(wrapped) == "BUSY"
+    assert refusal_code(OperationalError("READONLY")) is None
+
+
+def test_a_result_write_refused_for_a_while_is_stored_once_writes_come_back(own_redis,
+                                                                            caplog):
+    port, data = own_redis
+    client = redis.Redis(port=port)
+    app = App("refused", broker="memory://", backend=f"redis://127.0.0.1:{port}/1")
+    with readonly(client, data):
+        lift = threading.Timer(1.0, client.execute_command, args=("REPLICAOF", "NO", "ONE"))
+        lift.start()
+        with caplog.at_level(logging.WARNING, logger="qtui.backend"):
+            app.backend.store_result("t-1", 42, states.SUCCESS)
+        lift.join()
+    assert app.backend.get_task_meta("t-1")["result"] == 42
+    assert [r.getMessage() for r in caplog.records] == [
+        "Redis refused writes (READONLY: the server is a read-only replica, as after a "
+        f"failover): the result of task t-1 is written again for up to "
+        f"{sum(refusals.RESULT_RETRY_PAUSES):.0f}s"]
+    app.close()
+
+
+def test_a_result_write_refused_past_its_retries_fails_as_for_an_unreachable_backend(
+        own_redis, monkeypatch):
+    port, data = own_redis
+    client = redis.Redis(port=port)
+    monkeypatch.setattr(redis_backend, "RESULT_RETRY_PAUSES", (0.01, 0.01, 0.01))
+    app = App("refused", broker="memory://", backend=f"redis://127.0.0.1:{port}/1")
+    with readonly(client, data), pytest.raises(BackendError, match="cannot store the result "
+                                               "of task t-2 in Redis: You can't write"):
+        app.backend.store_result("t-2", 42, states.SUCCESS)
+    app.close()
