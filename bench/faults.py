@@ -1303,9 +1303,11 @@ def queue_rows(path: Path, queue: str) -> tuple[int, int]:
 # the embedded broker's locks and ETA rows, prefork grandchildren ------------------------------
 
 @contextmanager
-def lock_storm(path: Path, hold: float, gap: float) -> Iterator[list[int]]:
-    """Another connection takes ``path``'s write lock for ``hold`` s, lets go for ``gap`` s,
-    again and again until the block ends; yields [times it took the lock]."""
+def lock_storm(path: Path, hold: float, gap: float, first_hold: float | None = None
+               ) -> Iterator[list[int]]:
+    """Another connection takes ``path``'s write lock for ``hold`` s (the first time for
+    ``first_hold`` s, when given), lets go for ``gap`` s, again and again until the block ends;
+    yields [times it took the lock]."""
     stop = threading.Event()
     held = [0]
 
@@ -1315,7 +1317,7 @@ def lock_storm(path: Path, hold: float, gap: float) -> Iterator[list[int]]:
             while not stop.is_set():
                 locker.execute("BEGIN IMMEDIATE")
                 held[0] += 1
-                stop.wait(hold)
+                stop.wait(first_hold if first_hold is not None and held[0] == 1 else hold)
                 locker.execute("ROLLBACK")
                 stop.wait(gap)
         finally:
