@@ -73,7 +73,7 @@ def test_four_workers_under_a_lock_storm_never_start_a_running_task_twice(setup:
         started, done = setup.records("started"), setup.records("done")
     assert overlapping_runs(started, done) == []
     assert {r["tag"] for r in done} == {f"t{i}" for i in range(tasks)}
-    # Every worker's retries ran out while its tasks ran: it reconnected, and kept them.
+    # Every worker's retries ran out in the first hold, while the tasks ran, and it reconnected.
     for worker in workers:
         log = worker.log_path.read_text()
         assert "Broker connection lost: the SQLite broker" in log and "stayed locked" in log
