@@ -36,7 +36,11 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy -p qtui.core -p qtui.workers -p qtui.tui
 
+# The sources are compiled once first: where PYTHONDONTWRITEBYTECODE is set (CI images, this
+# machine) nothing caches them, and every worker and command the tests start compiled qtui again
+# (0.3 s of CPU each: 1.32 s against 1.03 s per worker start, task and stop).
 test: $(VENV)/.installed-test lint
+	$(BIN)/python -m compileall -q core workers tui tests bench
 	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python

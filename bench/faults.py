@@ -57,6 +57,7 @@ from rich.table import Table
 
 from bench.run import Broker, SQLiteBroker, machine
 from qtui.core import App
+from qtui.core.delayed import DELAY_QUEUE, DUE_QUEUE, DUE_TTL, LADDER
 from qtui.workers.deadletter import DEAD_REASON_HEADER, dead_letter_queue_name
 from tests.beat_helpers import beats as beat_processes
 from tests.beat_helpers import kill, leader, sent_ticks, store_of, write_config
@@ -1061,6 +1062,10 @@ def celery_record(i, seconds=0.0):
     pipe.incr(_key + ":runs")
     pipe.sadd(_key + ":done", i)
     pipe.execute()
+
+@app.task(name="faults.record", ignore_result=True)
+def record(i, seconds=0.0):
+    celery_record(i, seconds)
 """
 
 
@@ -1100,6 +1105,35 @@ def mixed_celery(work: Path, each: int) -> Trial:
         client = redis.Redis.from_url(databases().broker)
         for key in client.scan_iter(f"{world.queue}*"):
             client.delete(key)
+
+
+def eta_without_qtui(work: Path, n: int) -> Trial:
+    """ETA tasks (due in 4 s) that a qtui worker stored on RabbitMQ and left there when it
+    stopped: with no qtui worker to consume the due queue, its TTL (DUE_TTL) dead-letters them
+    to their queue, where a Celery worker runs each once, no command needed."""
+    world = World(work, AMQP, worker_eta_horizon=1.0)
+    write_module(world.dir, "celerytasks", CELERY_TASKS)
+    outcome = Trial(f"{n} ETA tasks left by a stopped qtui worker on RabbitMQ, run by a Celery "
+                    f"worker once the due queue's TTL ({DUE_TTL} s) passes")
+    celery_argv = [sys.executable, "-m", "celery", "-A", "celerytasks", "worker", "--pool",
+                   "solo", "-Q", world.queue, "-n", f"celery-{world.queue}@%h", "--loglevel",
+                   "INFO", "--without-mingle", "--without-gossip", "--without-heartbeat"]
+    try:
+        with world.worker("-P", "solo") as proc:
+            outcome.sent = world.send(range(n), countdown=4)
+            stored = wait_for(lambda: proc.log_path.read_text().count(  # type: ignore[attr-defined]
+                "stored until its ETA") >= n, 30)
+        held = world.done()  # none may run before a Celery worker is there
+        with running(celery_argv, world.dir, "ready.", timeout=60, env=world.env):
+            finished = world.settle(outcome, n, DUE_TTL + 60)
+        outcome.figures.update(due_ttl_s=DUE_TTL, ran_before_celery=held)
+        outcome.passed = stored and held == 0 and finished and outcome.lost == 0 \
+            and outcome.duplicates == 0
+        return outcome
+    finally:
+        world.cleanup()
+        delete_amqp_queues(world.queue, DUE_QUEUE.format(queue=world.queue),
+                           *(DELAY_QUEUE.format(queue=world.queue, seconds=s) for s in LADDER))
 
 
 def gil_holder(work: Path, n: int) -> Trial:
@@ -1387,9 +1421,11 @@ def queue_rows(path: Path, queue: str) -> tuple[int, int]:
 # the embedded broker's locks and ETA rows, prefork grandchildren ------------------------------
 
 @contextmanager
-def lock_storm(path: Path, hold: float, gap: float) -> Iterator[list[int]]:
-    """Another connection takes ``path``'s write lock for ``hold`` s, lets go for ``gap`` s,
-    again and again until the block ends; yields [times it took the lock]."""
+def lock_storm(path: Path, hold: float, gap: float, first_hold: float | None = None
+               ) -> Iterator[list[int]]:
+    """Another connection takes ``path``'s write lock for ``hold`` s (the first time for
+    ``first_hold`` s, when given), lets go for ``gap`` s, again and again until the block ends;
+    yields [times it took the lock]."""
     stop = threading.Event()
     held = [0]
 
@@ -1399,7 +1435,7 @@ def lock_storm(path: Path, hold: float, gap: float) -> Iterator[list[int]]:
             while not stop.is_set():
                 locker.execute("BEGIN IMMEDIATE")
                 held[0] += 1
-                stop.wait(hold)
+                stop.wait(first_hold if first_hold is not None and held[0] == 1 else hold)
                 locker.execute("ROLLBACK")
                 stop.wait(gap)
         finally:
@@ -1947,6 +1983,7 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Trial], float]] = {
     "malformed-amqp": (lambda w, q: malformed_amqp(w, 200 if q else 2_000, 200 if q else 1_000),
                        300),
     "mixed-celery": (lambda w, q: mixed_celery(w, 10 if q else 40), 300),
+    "eta-without-qtui": (lambda w, q: eta_without_qtui(w, 5 if q else 20), 300),
     "gil-holder": (lambda w, q: gil_holder(w, 4 if q else 10), 300),
     "busy-solo": (lambda w, q: busy_solo(w, 3_000 if q else 10_000), 600),
     "busy-solo-kill": (lambda w, q: busy_solo_kill(w, 2_000 if q else 10_000, 3 if q else 8),

@@ -33,16 +33,20 @@ def _broker(kind: str, tmp_path: Path) -> str:
     return f"sqlite://{tmp_path / 'broker.sqlite'}"
 
 
+#: Beats on one store: two standbys race for the lease the leader leaves. Two beats (one
+#: standby) are ``make faults``'s beat-redis-2 and beat-sqlite-2, on longer runs.
+BEATS = 3
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("count", [2, 3])
 @pytest.mark.parametrize("kind", ["redis", "sqlite"])
-def test_every_second_is_sent_once_when_the_leader_is_killed(kind: str, count: int, tmp_path,
+def test_every_second_is_sent_once_when_the_leader_is_killed(kind: str, tmp_path,
                                                              unique: str) -> None:
     broker = _broker(kind, tmp_path)
     queue = f"beat-{unique}"
     config = write_config(tmp_path, broker, prefix=f"beat-test-{unique}", queue=queue)
     store = store_of(config)
-    names = [f"beat{i}-{unique}" for i in range(count)]
+    names = [f"beat{i}-{unique}" for i in range(BEATS)]
     with beats(config, names) as procs:
         first = leader(store)
         time.sleep(BEFORE_KILL)

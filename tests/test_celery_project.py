@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
+from celery import _state as celery_state
 
 from qtui.core.celery_app import CeleryApp
 from qtui.core.exceptions import ConfigError
@@ -28,8 +30,9 @@ from qtui.core.loader import find_app
 from .processes import running
 from .services import AMQP_HOST, AMQP_PORT, REDIS_HOST, REDIS_PORT, need
 
-#: The project is imported here once per broker: Celery warns that its tasks are registered again.
-pytestmark = pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning")
+#: The project is imported here once per broker, and no task of it is registered twice (see
+#: ``proj``): Celery's warning is an error.
+pytestmark = pytest.mark.filterwarnings("error::celery.exceptions.DuplicateTaskNameWarning")
 
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 AMQP_URL = f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//"
@@ -257,6 +260,8 @@ def project(request, tmp_path_factory) -> Iterator[Path]:
 def proj(project: Path) -> Iterator[Any]:
     """The project's modules as its client code imports them (Celery's client only)."""
     sys.path.insert(0, str(project))
+    shared = set(celery_state._on_app_finalizers)  # Celery's built-in tasks (imported above)
+    tasks = None
     try:
         tasks = importlib.import_module("proj.tasks")
         yield tasks
@@ -264,6 +269,13 @@ def proj(project: Path) -> Iterator[Any]:
         sys.path.remove(str(project))
         for name in [n for n in sys.modules if n == "proj" or n.startswith("proj.")]:
             del sys.modules[name]
+        # Its tasks are shared ones: Celery gives them to every app alive or made later in this
+        # process. Kept, the next import's copies would join them, and the project's app and
+        # every later Celery app (another test file's client, say) would warn that each name is
+        # registered twice.
+        if tasks is not None:
+            tasks.app.close()
+        celery_state._on_app_finalizers.intersection_update(shared)
 
 
 @pytest.fixture(scope="module", params=["qtui", "celery"])
@@ -326,8 +338,6 @@ def test_dash_a_finds_a_celery_app_as_celery_does(spec, proj):
 
 
 def test_worker_settings_qtui_lacks_are_named_in_one_warning(caplog):
-    from celery import Celery
-
     lacking = Celery("lacking", broker=REDIS_URL, set_as_current=False)
     lacking.conf.update(worker_direct=True, worker_prefetch_multiplier=2)
     with caplog.at_level(logging.WARNING, logger="qtui.core.celery_app"):

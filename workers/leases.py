@@ -40,7 +40,7 @@ class Leases:
         self.held = held
         self.interval = max(0.5, float(channel.visibility_timeout) / 4)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="qtui-redis-leases", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="qtui-lease-renewal", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
