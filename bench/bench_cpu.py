@@ -79,6 +79,14 @@ def own_cpu(pid: int) -> float:
     return sum(int(x) for x in fields[11:13]) / os.sysconf("SC_CLK_TCK")
 
 
+def main_thread_schedule(pid: int) -> tuple[int, int, int]:
+    """The scheduler's account of the main thread of ``pid`` (``/proc/PID/schedstat``):
+    nanoseconds on a CPU, nanoseconds runnable but waiting for one, timeslices run. The wait
+    is what a loaded machine adds to each wake-up of a thread that all tasks pass through."""
+    on_cpu, waiting, slices = Path(f"/proc/{pid}/schedstat").read_text().split()
+    return int(on_cpu), int(waiting), int(slices)
+
+
 def redis_cpu(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
@@ -206,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             client.config_resetstat()
             worker_before, redis_before = tree_cpu(worker.pid), redis_cpu(client)
             parent_before = own_cpu(worker.pid)
+            schedule_before = main_thread_schedule(worker.pid)
             start = time.perf_counter()
             client.rename("staging", QUEUE)
             while client.llen(QUEUE) or client.hlen("unacked"):
@@ -213,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - start
             worker_cpu = tree_cpu(worker.pid) - worker_before
             parent_cpu = own_cpu(worker.pid) - parent_before
+            on_cpu, waiting, slices = (after - before for after, before in zip(
+                main_thread_schedule(worker.pid), schedule_before, strict=True))
             redis_used = redis_cpu(client) - redis_before
             if args.callgrind:
                 callgrind("--dump=drain", str(worker.pid))
@@ -232,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     print("  per task:", ", ".join(f"{name} {count / n:.2f}"
                                    for name, count in sorted(calls.items()) if count / n >= 0.01))
     print_worker_details(args, parent_cpu)
+    print(f"  worker main thread: on a CPU {on_cpu / 1e3 / n:.0f} us/task, runnable and waiting "
+          f"for a CPU {waiting / 1e3 / n:.0f} us/task, {slices / n:.2f} timeslices/task")
     if args.redis_callgrind:
         out = Path(args.redis_callgrind)
         dump = max(out.parent.glob(f"{out.name}.*"), key=lambda path: path.stat().st_mtime)

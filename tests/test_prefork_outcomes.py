@@ -41,6 +41,11 @@ def sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
+@app.task(name="outcomes.size", ignore_result=True)
+def size(text: str) -> int:
+    return len(text)
+
+
 class Reports:
     """What the pool reported, with the thread each report came from."""
 
@@ -97,6 +102,22 @@ def test_a_task_lost_with_its_child_wakes_the_collecting_thread(
     assert isinstance(lost, Lost) and lost.job_id == 1 and lost.cause == "died"
 
 
+@pytest.mark.timeout(60)
+def test_a_work_item_larger_than_a_pipe_holds_reaches_its_child_whole(
+        pool: tuple[PreforkPool, Reports]):
+    """A work item crosses the job pipe after its length; a child reads one bigger than the pipe
+    holds in as many reads as it takes, and the small ones after it as before."""
+    prefork, reports = pool
+    for job_id, text in ((1, "x" * 300_000), (2, "y"), (3, "zz"), (4, "w" * 70_000)):
+        while not prefork.apply(item(job_id, "outcomes.size", text)):
+            assert prefork.collect(1.0)
+    while len(reports.events) < 4:
+        assert prefork.collect(1.0)
+    assert sorted((e.job_id, e.state, e.result) for e, _ in reports.events) == [
+        (1, states.SUCCESS, "300000"), (2, states.SUCCESS, "1"), (3, states.SUCCESS, "2"),
+        (4, states.SUCCESS, "70000")]
+
+
 @pytest.mark.timeout(30)
 def test_one_read_reports_every_outcome_the_pipe_holds_and_waits_for_a_partial_one():
     """Two outcomes waiting in a result pipe come out of one read; one bigger than the pipe
@@ -115,7 +136,7 @@ def test_one_read_reports_every_outcome_the_pipe_holds_and_waits_for_a_partial_o
             read = child.read_outcomes() or []
         writer.join()
         assert [(o.job_id, o.traceback) for o in read] == [(3, big.traceback)]
-        assert not child.unread
+        assert not child.frames.unread
     finally:
         results.close()
         sender.close()

@@ -8,7 +8,8 @@ main thread reads the result pipes itself (:meth:`PreforkPool.collect`, one ``po
 all, one ``read`` for an outcome's length and payload together: with per-child dispatch a
 pipe holds at most one outcome, as a child gets its next item only after it is read), so an
 outcome reaches the acks without a hand-over between threads. Work items and outcomes cross the
-pipes as plain values, which pickle faster than the dataclasses they stand for. One watch
+pipes as plain values, which pickle faster than the dataclasses they stand for, each after its
+length (one ``write`` to send one, one ``read`` to take whatever a pipe holds). One watch
 thread in the parent waits on every child's pidfd and kills a child at its hard time limit. A
 child's death is seen by its pid (the pidfd turns readable; ``waitpid`` polling where there are no
 pidfds), not by end-of-file on its result pipe, which a grandchild the task forked may keep
@@ -32,6 +33,7 @@ import itertools
 import logging
 import math
 import multiprocessing
+import operator
 import os
 import pickle
 import resource
@@ -40,6 +42,7 @@ import signal
 import struct
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
@@ -57,13 +60,43 @@ _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter is linked with
 #: Longest the watch thread waits for a child with no pidfd to exit before polling ``waitpid``.
 _WAITPID_POLL = 0.1
-#: The length that goes before each outcome a child writes on its result pipe.
+#: The length that goes before each work item and each outcome on the pipes.
 _LENGTH = struct.Struct("!I")
-#: Most bytes taken from a result pipe in one read (a pipe holds 64 KiB).
+#: Most bytes taken from a pipe in one read (a pipe holds 64 KiB).
 _READ_SIZE = 65536
 #: What the parent sends a child on its job pipe to have it exit.
 _STOP = b""
-_OUTCOME_FIELDS = tuple(f.name for f in fields(Outcome))
+#: An outcome's fields as a tuple, in the order :class:`Outcome` takes them back.
+_OUTCOME_VALUES = operator.attrgetter(*(f.name for f in fields(Outcome)))
+
+
+class _Frames:
+    """Length-framed payloads read from a pipe (each after its length, as :func:`_write` writes
+    them): one ``read`` takes whatever the pipe holds, whole frames are handed out and the rest
+    kept for the next read."""
+
+    def __init__(self) -> None:
+        self.unread = bytearray()
+
+    def read(self, fd: int) -> list[bytes] | None:
+        """The frames one read of ``fd`` completes (maybe none); None at its end. The read
+        blocks while the pipe is empty."""
+        data = os.read(fd, _READ_SIZE)
+        if not data:
+            return None
+        unread = self.unread
+        unread += data
+        frames, start = [], 0
+        with memoryview(unread) as view:
+            while len(view) - start >= _LENGTH.size:
+                (size,) = _LENGTH.unpack_from(view, start)
+                end = start + _LENGTH.size + size
+                if end > len(view):
+                    break  # the rest of this one comes with the next read
+                frames.append(view[start + _LENGTH.size:end].tobytes())
+                start = end
+        del unread[:start]
+        return frames
 
 
 @dataclass(eq=False)
@@ -84,7 +117,7 @@ class _Child:
     signum: int | None = None
     killed: bool = False
     """SIGKILLed at its hard time limit (after a terminate-revoke too, if it outlived that)."""
-    unread: bytearray = field(default_factory=bytearray)
+    frames: _Frames = field(default_factory=_Frames)
     """What was read from the result pipe past the last whole outcome."""
 
     def read_outcomes(self) -> list[Outcome] | None:
@@ -92,22 +125,8 @@ class _Child:
         to :data:`_READ_SIZE`; at most one outcome, as a child has one task at a time, and none
         while a large one is still arriving); None at its end. Only when the pipe is readable: the
         read blocks otherwise."""
-        data = os.read(self.results.fileno(), _READ_SIZE)
-        if not data:
-            return None
-        unread = self.unread
-        unread += data
-        outcomes, start = [], 0
-        with memoryview(unread) as view:
-            while len(view) - start >= _LENGTH.size:
-                (size,) = _LENGTH.unpack_from(view, start)
-                end = start + _LENGTH.size + size
-                if end > len(view):
-                    break  # the rest of this one comes with the next read
-                outcomes.append(_unpack_outcome(view[start + _LENGTH.size:end]))
-                start = end
-        del unread[:start]
-        return outcomes
+        frames = self.frames.read(self.results.fileno())
+        return None if frames is None else [_unpack_outcome(frame) for frame in frames]
 
 
 class PreforkPool(Pool):
@@ -191,7 +210,7 @@ class PreforkPool(Pool):
             children = list(self._children)
         for child in children:
             try:
-                child.jobs.send_bytes(_STOP)
+                _write(child.jobs.fileno(), _STOP)
             except OSError:
                 pass
         deadline = time.monotonic() + 5.0
@@ -223,7 +242,7 @@ class PreforkPool(Pool):
                 if child.dead or child.retiring or child.item is not None:
                     continue
                 try:
-                    child.jobs.send_bytes(_pack_item(item))
+                    _write(child.jobs.fileno(), _pack_item(item))
                 except OSError:
                     continue  # dying: the watch thread will see it go
                 child.item = item
@@ -279,7 +298,7 @@ class PreforkPool(Pool):
             for child in candidates[:n]:
                 child.retiring = True
                 try:
-                    child.jobs.send_bytes(_STOP)
+                    _write(child.jobs.fileno(), _STOP)
                 except OSError:
                     pass
 
@@ -469,12 +488,17 @@ def _child_main(app: App, jobs: Connection, results: Connection, parent: int, in
         results.close()
     os.register_at_fork(after_in_child=close_pipes)
     app.after_fork()
-    done = 0
+    done, frames, waiting = 0, _Frames(), deque[bytes]()
     while True:
-        try:
-            data = jobs.recv_bytes()
-        except (EOFError, OSError):
-            return
+        while not waiting:
+            try:
+                read = frames.read(jobs.fileno())
+            except OSError:
+                return
+            if read is None:
+                return
+            waiting.extend(read)
+        data = waiting.popleft()
         if data == _STOP:
             return
         item = _unpack_item(data)
@@ -509,8 +533,7 @@ def _unpack_item(data: bytes) -> WorkItem:
 
 
 def _pack_outcome(outcome: Outcome) -> bytes:
-    return pickle.dumps(tuple(getattr(outcome, name) for name in _OUTCOME_FIELDS),
-                        pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps(_OUTCOME_VALUES(outcome), pickle.HIGHEST_PROTOCOL)
 
 
 def _unpack_outcome(data: bytes | memoryview) -> Outcome:
@@ -518,8 +541,8 @@ def _unpack_outcome(data: bytes | memoryview) -> Outcome:
 
 
 def _write(fd: int, data: bytes) -> None:
-    """Write ``data`` on the pipe ``fd`` after its length, as :meth:`_Child.read_outcomes`
-    reads it: one ``write`` unless the pipe is full."""
+    """Write ``data`` on the pipe ``fd`` after its length, as :class:`_Frames` reads it: one
+    ``write`` unless the pipe is full."""
     view = memoryview(_LENGTH.pack(len(data)) + data)
     while view:
         view = view[os.write(fd, view):]
