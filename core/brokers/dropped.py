@@ -15,7 +15,8 @@ INTERVAL = 10.0
 _PLACES = 1024
 
 _last: dict[tuple[str, str], tuple[float, int]] = {}
-"""By logger and place: when its last warning was logged, and how many were dropped unlogged since."""
+"""By logger and place: when its last warning was logged, and how many were dropped unlogged
+since."""
 
 
 def warn_dropped(logger: logging.Logger, place: str, text: str) -> None:
