@@ -244,3 +244,35 @@ def test_a_worker_answers_ping_after_hostile_broadcasts(broker, pool, request, t
         app.close()
         setup.cleanup()
 
+
+
+# the collection of control replies -----------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_inspect_collects_replies_past_items_that_are_no_envelope(private_redis, every_warning,
+                                                                   caplog):
+    """On Redis replies come through a list any client can push to: what comes there while
+    ``inspect ping`` collects is dropped with a warning, and the collection ends as usual."""
+    client = redis.Redis.from_url(private_redis)
+    pushed: list[str] = []
+
+    def push_once_bound() -> None:  # into the reply queue ping binds, as it binds it
+        deadline = time.monotonic() + 10
+        while not pushed and time.monotonic() < deadline:
+            for member in client.smembers("_kombu.binding.reply.celery.pidbox"):
+                queue = member.decode().rsplit("\x06\x16", 1)[-1]
+                client.lpush(queue, *NOT_ENVELOPES.values())
+                pushed.append(queue)
+            time.sleep(0.01)
+
+    app = App("t", broker=private_redis)
+    pusher = threading.Thread(target=push_once_bound)
+    pusher.start()
+    try:
+        assert app.control.inspect(timeout=3).ping() is None
+    finally:
+        pusher.join()
+        app.close()
+        client.close()
+    assert len(pushed) == 1
+    assert sum(f"Dropped a message of queue {pushed[0]!r}" in r.getMessage()
+               for r in caplog.records) == len(NOT_ENVELOPES)
