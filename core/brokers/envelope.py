@@ -283,12 +283,13 @@ class NotAnEnvelope(ValueError):
     """Stored or published text that no kombu client wrote: not kombu's envelope."""
 
 
-def read_envelope(text: bytes | str) -> dict[str, Any]:
-    """The envelope ``text`` holds, decoded once and checked to be what kombu's virtual
-    ``Message`` is built from: built from anything else, it raises past every ``except`` of
-    kombu's receive loop (a RecursionError for JSON nested too deep, a TypeError for a body
-    that is no string, an AttributeError for headers that are no object), and the loop ends.
-    Raises :class:`NotAnEnvelope` saying what is wrong."""
+def read_envelope(text: bytes | str) -> tuple[dict[str, Any], bytes | None]:
+    """The envelope ``text`` holds and its body decoded (None for a body kombu does not
+    decode), checked to be what kombu's virtual ``Message`` is built from: built from anything
+    else, it raises past every ``except`` of kombu's receive loop (a RecursionError for JSON
+    nested too deep, a TypeError for a body that is no string, an AttributeError for headers
+    that are no object), and the loop ends. Raises :class:`NotAnEnvelope` saying what is
+    wrong."""
     try:
         envelope = json_loads(text)
     except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, too deep, a bad typed value
@@ -308,18 +309,42 @@ def read_envelope(text: bytes | str) -> dict[str, Any]:
         if not isinstance(envelope.get(name), (str, type(None))):
             raise NotAnEnvelope(f"'{name}' is not a string")
     body = envelope.get("body")
-    if body:
-        if not isinstance(body, str):
-            raise NotAnEnvelope("'body' is not a string")
-        encoding = properties.get("body_encoding")
-        if encoding:
-            if encoding != "base64":  # the only codec of kombu's virtual channels
-                raise NotAnEnvelope(f"unknown 'properties.body_encoding' {encoding!r}")
-            try:
-                a2b_base64(body.encode())  # as kombu's codec reads it, lenient
-            except ValueError as exc:  # binascii.Error, or a lone surrogate
-                raise NotAnEnvelope(f"'body' is not base64: {exc}") from None
-    return envelope
+    if not body:
+        return envelope, None
+    if not isinstance(body, str):
+        raise NotAnEnvelope("'body' is not a string")
+    encoding = properties.get("body_encoding")
+    if not encoding:
+        return envelope, None
+    if encoding != "base64":  # the only codec of kombu's virtual channels
+        raise NotAnEnvelope(f"unknown 'properties.body_encoding' {encoding!r}")
+    try:
+        return envelope, a2b_base64(body.encode())  # as kombu's codec reads it, lenient
+    except ValueError as exc:  # binascii.Error, or a lone surrogate
+        raise NotAnEnvelope(f"'body' is not base64: {exc}") from None
+
+
+class ReadsEnvelopes:
+    """A kombu virtual channel that reads what it receives with :func:`read_envelope` and
+    hands kombu's ``Message``, built right after, the body decoded there: it is not decoded
+    twice."""
+
+    _decoded: tuple[str, bytes] | None = None
+    """The last body :meth:`read_envelope` decoded: its text and its bytes."""
+
+    def read_envelope(self, text: bytes | str) -> dict[str, Any]:
+        envelope, decoded = read_envelope(text)
+        self._decoded = None if decoded is None else (envelope["body"], decoded)
+        return envelope
+
+    def decode_body(self, body: Any, encoding: str | None = None) -> Any:
+        """kombu's decode of a message body, given back as decoded already for the body
+        :meth:`read_envelope` read last (the very same text)."""
+        decoded = self._decoded
+        if decoded is not None and decoded[0] is body:
+            self._decoded = None
+            return decoded[1]
+        return super().decode_body(body, encoding)  # type: ignore[misc]
 
 
 def dead_letter_wrapping(item: bytes | str, queue: str, reason: str, tag: str) -> dict[str, Any]:

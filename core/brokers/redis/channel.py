@@ -40,7 +40,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 
 from ..dropped import warn_dropped
-from ..envelope import Envelope, NotAnEnvelope, ReplyLost, read_envelope
+from ..envelope import Envelope, NotAnEnvelope, ReadsEnvelopes, ReplyLost
 from . import wire
 
 #: Route a message as kombu's direct exchange does and push it, in one round trip.
@@ -135,7 +135,7 @@ class QoS(kombu_redis.QoS):
         give back only what dead qtui workers held (:mod:`.worker_channel`)."""
 
 
-class Channel(kombu_redis.Channel):
+class Channel(ReadsEnvelopes, kombu_redis.Channel):
     QoS = QoS
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
@@ -168,14 +168,13 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None  # type: ignore[assignment]  # kombu's own sets None too
             self._flush_brpop_reauth()
 
-    @staticmethod
-    def _item(item: bytes, queue: str) -> dict[str, Any]:
+    def _item(self, item: bytes, queue: str) -> dict[str, Any]:
         """A queue item as kombu's envelope; Empty, with a warning, for one that is none
         (:func:`~..envelope.read_envelope`: built into a message it raises past every ``except``
         of kombu's loop; a control reply so made ended ``qtui inspect``). The worker's channel
         dead-letters such items of task queues before they come here."""
         try:
-            return read_envelope(item)
+            return self.read_envelope(item)
         except NotAnEnvelope as exc:
             warn_dropped(logger, queue, f"Dropped a message of queue {queue!r}: {exc}")
             raise Empty() from None
@@ -200,7 +199,7 @@ class Channel(kombu_redis.Channel):
             channel = channel.partition(".")[2]
         exchange = channel.split("/", 1)[0]
         try:
-            message = read_envelope(payload["data"])
+            message = self.read_envelope(payload["data"])
         except NotAnEnvelope as exc:
             warn_dropped(logger, exchange, f"Dropped a message published to exchange "
                                            f"{exchange!r} (Redis channel {published_on!r}): {exc}")

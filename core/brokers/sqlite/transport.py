@@ -21,7 +21,7 @@ from kombu.utils.json import dumps
 from ...delayed import DUE_QUEUE
 from ...protocol import dead_letter_queue_name
 from ..dropped import warn_dropped
-from ..envelope import Envelope, NotAnEnvelope, dead_letter_wrapping, read_envelope
+from ..envelope import Envelope, NotAnEnvelope, ReadsEnvelopes, dead_letter_wrapping
 from .database import DEFAULT_BUSY_TIMEOUT, Claimed, Database, broker_path
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def claim_of(delivery_tag: str) -> tuple[int, int]:
     return int(row), int(count)
 
 
-class Channel(virtual.Channel):
+class Channel(ReadsEnvelopes, virtual.Channel):
     """A kombu virtual channel whose queues, bindings and messages live in the broker file."""
 
     QoS = QoS
@@ -230,7 +230,7 @@ class Channel(virtual.Channel):
         instead with the reason: its dead letter is stored before the row goes (a crash between
         leaves both, never neither)."""
         try:
-            message = read_envelope(claimed.payload)
+            message = self.read_envelope(claimed.payload)
         except NotAnEnvelope as exc:
             dead = dead_letter_queue_name(queue)
             self.db.declare_queue(dead, False, None)
