@@ -910,8 +910,7 @@ def hostile_broadcast(work: Path, bad: int, good: int) -> Trial:
     finally:
         app.close()
         world.cleanup()
-        for key in client.scan_iter(f"{world.queue}*"):
-            client.delete(key)
+        _delete_queue_keys(world)
 
 
 #: Content headers and routing keys another AMQP client can send that are not UTF-8 where
