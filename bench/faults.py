@@ -58,6 +58,7 @@ from rich.table import Table
 from bench.run import Broker, SQLiteBroker, machine
 from qtui.core import App
 from qtui.core.delayed import DELAY_QUEUE, DUE_QUEUE, DUE_TTL, LADDER
+from qtui.core.events import EventReceiver
 from qtui.workers.deadletter import DEAD_REASON_HEADER, dead_letter_queue_name
 from tests.beat_helpers import beats as beat_processes
 from tests.beat_helpers import kill, leader, sent_ticks, store_of, write_config
@@ -934,6 +935,67 @@ def malformed_redis(work: Path, bad: int, good: int) -> Trial:
         world.cleanup()
         for key in client.scan_iter(f"{world.queue}*"):
             client.delete(key)
+
+
+def hostile_published(rng: random.Random) -> tuple[str, str]:
+    """One message for an event or control exchange that no kombu client would publish:
+    (kind, its text)."""
+    tag = '"properties": {"delivery_tag": "t", "body_encoding": "base64"}'
+    kind = rng.choice(["nested-deep", "not-an-object", "body-not-a-string",
+                       "headers-not-an-object", "body-not-base64", "no-properties"])
+    depth = rng.randint(1_000, 20_000)
+    text = {"nested-deep": "[" * depth + "]" * depth,
+            "not-an-object": json.dumps(rng.choice([[1, 2], "text", 7, None])),
+            "body-not-a-string": '{"body": 5, ' + tag + "}",
+            "headers-not-an-object": '{"body": "e30=", "headers": [1], ' + tag + "}",
+            "body-not-base64": '{"body": "a", ' + tag + "}",
+            "no-properties": '{"body": "e30="}'}[kind]
+    return kind, text
+
+
+def hostile_broadcast(work: Path, bad: int, good: int) -> Trial:
+    """``bad`` messages no kombu client would send, published on Redis to the remote-control
+    and event exchanges while a worker (threads -c 4) runs ``good`` tasks: the worker stays up,
+    runs every task once and still answers ``inspect ping``; an event receiver reading the same
+    stream hears the worker's events after the flood."""
+    world = World(work, databases().broker)
+    outcome = Trial(f"{bad:,} hostile broadcasts among {good:,} valid (Redis, threads -c 4)")
+    rng = random.Random(13)
+    kinds: Counter[str] = Counter()
+    client = redis.Redis.from_url(databases().broker)
+    db = client.connection_pool.connection_kwargs["db"]
+    app = world.app()
+    try:
+        with world.worker("-P", "threads", "-c", "4") as proc, \
+                EventReceiver(app, wakeup=False) as receiver:
+            hostname = f"w-{world.queue}@{socket.gethostname()}"
+            order = ["bad"] * bad + list(range(good))
+            rng.shuffle(order)
+            for what in order:
+                if what == "bad":
+                    kind, text = hostile_published(rng)
+                    kinds[kind] += 1
+                    channel = rng.choice([f"/{db}.celery.pidbox", f"/{db}.celeryev/task.multi"])
+                    client.publish(channel, text)
+                else:
+                    app.send_task("faults.record", args=[what, 0.0], ignore_result=True)
+            finished = world.settle(outcome, good, 120)
+            answered = app.control.ping(destination=[hostname], timeout=10)
+            heard = any(event.get("hostname") == hostname
+                        for event in receiver.events(timeout=10, limit=200))
+            alive = proc.poll() is None
+        outcome.sent = good
+        outcome.figures.update(hostile_sent=bad, ping_answered=bool(answered),
+                               events_heard_after=heard)
+        outcome.details = [f"Hostile broadcasts by kind ({bad:,}, `random.Random(13)`): "
+                           + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))]
+        outcome.passed = (finished and alive and bool(answered) and heard
+                          and outcome.lost == 0 and outcome.duplicates == 0)
+        return outcome
+    finally:
+        app.close()
+        world.cleanup()
+        _delete_queue_keys(world)
 
 
 #: Content headers and routing keys another AMQP client can send that are not UTF-8 where
@@ -1980,6 +2042,8 @@ SCENARIOS: dict[str, tuple[Callable[[Path, bool], Trial], float]] = {
                                                         3.0 if q else 6.0), 300),
     "malformed-redis": (lambda w, q: malformed_redis(w, 200 if q else 2_000, 200 if q else 1_000),
                         300),
+    "hostile-broadcast": (lambda w, q: hostile_broadcast(w, 200 if q else 2_000,
+                                                         200 if q else 1_000), 300),
     "malformed-amqp": (lambda w, q: malformed_amqp(w, 200 if q else 2_000, 200 if q else 1_000),
                        300),
     "mixed-celery": (lambda w, q: mixed_celery(w, 10 if q else 40), 300),

@@ -22,6 +22,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.clocks import LamportClock
 from kombu.utils.uuid import uuid
 
+from .brokers.dropped import warn_dropped
 from .brokers.family import family_for
 from .exceptions import BrokerUnavailable
 from .protocol import TaskMessage, default_origin
@@ -280,4 +281,4 @@ class EventReceiver:
                 self._buffer.append(event)
 
     def _on_decode_error(self, message: Any, exc: Exception) -> None:
-        logger.warning("dropped an event that cannot be decoded: %s", exc)
+        warn_dropped(logger, self.queue_name, f"dropped an event that cannot be decoded: {exc}")

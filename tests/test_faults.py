@@ -108,6 +108,13 @@ def test_raw_non_envelopes_on_redis_are_dead_lettered_with_reasons(tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_hostile_broadcasts_on_redis_leave_the_worker_answering_and_the_events_flowing(tmp_path):
+    outcome = faults.hostile_broadcast(tmp_path, bad=60, good=40)
+    assert outcome.passed, outcome
+    assert outcome.figures["ping_answered"] and outcome.lost == 0
+
+
+@pytest.mark.timeout(120)
 def test_amqp_messages_not_utf8_are_dead_lettered_with_reasons_and_the_worker_stays_up(
         tmp_path):
     need("RabbitMQ", AMQP_HOST, AMQP_PORT)

@@ -49,6 +49,7 @@ from kombu.pidbox import Node
 from kombu.utils.json import dumps
 
 from qtui.core import __version__
+from qtui.core.brokers.dropped import warn_dropped
 from qtui.core.brokers.family import transport_name
 from qtui.core.config import censor, mask_url
 from qtui.core.exceptions import ConfigError
@@ -154,6 +155,12 @@ class ControlNode(Node):
     hostname: str
     mailbox: Mailbox
     state: Worker
+
+    def on_decode_error(self, message: Message, exc: Exception) -> None:
+        """A request whose body cannot be decoded (anyone can publish one): a warning, not
+        kombu's error with a traceback for each."""
+        warn_dropped(logger, "celery.pidbox", f"Dropped a remote-control message that cannot "
+                                              f"be decoded: {exc}")
 
     def handle_message(self, body: Any, message: Message | None = None) -> Any:
         if not isinstance(body, Mapping):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from binascii import b2a_base64
+from binascii import a2b_base64, b2a_base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json import JSONEncoder
@@ -40,6 +40,7 @@ from ..protocol import (
     call_body,
     dead_letter_queue_name,
     json_body,
+    json_loads,
     new_id,
     per_send,
     template_key,
@@ -276,6 +277,74 @@ _templates: dict[tuple[Any, ...], Template] = {}
 """Templates by everything their text depends on (a message's :func:`template_key`, its
 route, the channel's default priority): a change to a task's options or route reaches the
 next send by making a new key, with nothing to invalidate."""
+
+
+class NotAnEnvelope(ValueError):
+    """Stored or published text that no kombu client wrote: not kombu's envelope."""
+
+
+def read_envelope(text: bytes | str) -> tuple[dict[str, Any], bytes | None]:
+    """The envelope ``text`` holds and its body decoded (None for a body kombu does not
+    decode), checked to be what kombu's virtual ``Message`` is built from: built from anything
+    else, it raises past every ``except`` of kombu's receive loop (a RecursionError for JSON
+    nested too deep, a TypeError for a body that is no string, an AttributeError for headers
+    that are no object), and the loop ends. Raises :class:`NotAnEnvelope` saying what is
+    wrong."""
+    try:
+        envelope = json_loads(text)
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, too deep, a bad typed value
+        raise NotAnEnvelope(f"not JSON Python can read: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise NotAnEnvelope(f"a JSON {type(envelope).__name__}, not an object")
+    properties = envelope.get("properties")
+    if not isinstance(properties, dict):
+        raise NotAnEnvelope("'properties' is not an object")
+    if not isinstance(properties.get("delivery_tag"), str):
+        raise NotAnEnvelope("'properties.delivery_tag' is not a string")
+    if properties.get("delivery_info") and not isinstance(properties["delivery_info"], dict):
+        raise NotAnEnvelope("'properties.delivery_info' is not an object")
+    if envelope.get("headers") and not isinstance(envelope["headers"], dict):
+        raise NotAnEnvelope("'headers' is not an object")
+    for name in ("content-type", "content-encoding"):
+        if not isinstance(envelope.get(name), (str, type(None))):
+            raise NotAnEnvelope(f"'{name}' is not a string")
+    body = envelope.get("body")
+    if not body:
+        return envelope, None
+    if not isinstance(body, str):
+        raise NotAnEnvelope("'body' is not a string")
+    encoding = properties.get("body_encoding")
+    if not encoding:
+        return envelope, None
+    if encoding != "base64":  # the only codec of kombu's virtual channels
+        raise NotAnEnvelope(f"unknown 'properties.body_encoding' {encoding!r}")
+    try:
+        return envelope, a2b_base64(body.encode())  # as kombu's codec reads it, lenient
+    except ValueError as exc:  # binascii.Error, or a lone surrogate
+        raise NotAnEnvelope(f"'body' is not base64: {exc}") from None
+
+
+class ReadsEnvelopes:
+    """A kombu virtual channel that reads what it receives with :func:`read_envelope` and
+    hands kombu's ``Message``, built right after, the body decoded there: it is not decoded
+    twice."""
+
+    _decoded: tuple[str, bytes] | None = None
+    """The last body :meth:`read_envelope` decoded: its text and its bytes."""
+
+    def read_envelope(self, text: bytes | str) -> dict[str, Any]:
+        envelope, decoded = read_envelope(text)
+        self._decoded = None if decoded is None else (envelope["body"], decoded)
+        return envelope
+
+    def decode_body(self, body: Any, encoding: str | None = None) -> Any:
+        """kombu's decode of a message body, given back as decoded already for the body
+        :meth:`read_envelope` read last (the very same text)."""
+        decoded = self._decoded
+        if decoded is not None and decoded[0] is body:
+            self._decoded = None
+            return decoded[1]
+        return super().decode_body(body, encoding)  # type: ignore[misc]
 
 
 def dead_letter_wrapping(item: bytes | str, queue: str, reason: str, tag: str) -> dict[str, Any]:

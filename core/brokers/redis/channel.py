@@ -39,8 +39,8 @@ from kombu.transport.virtual.base import UNDELIVERABLE_FMT, UndeliverableWarning
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 
-from ...protocol import json_loads, may_hold_typed_value
-from ..envelope import Envelope, ReplyLost
+from ..dropped import warn_dropped
+from ..envelope import Envelope, NotAnEnvelope, ReadsEnvelopes, ReplyLost
 from . import wire
 
 #: Route a message as kombu's direct exchange does and push it, in one round trip.
@@ -135,7 +135,7 @@ class QoS(kombu_redis.QoS):
         give back only what dead qtui workers held (:mod:`.worker_channel`)."""
 
 
-class Channel(kombu_redis.Channel):
+class Channel(ReadsEnvelopes, kombu_redis.Channel):
     QoS = QoS
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
@@ -168,32 +168,43 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None  # type: ignore[assignment]  # kombu's own sets None too
             self._flush_brpop_reauth()
 
-    @staticmethod
-    def _item(item: bytes, queue: str) -> dict[str, Any]:
-        """A queue item as kombu's envelope; Empty, with a warning, for one Python cannot decode
-        (a typed JSON value kombu cannot build, arrays nested too deep: its decode raises past
-        every ``except`` of kombu's loop; a control reply so made ended ``qtui inspect``). The
-        worker's channel dead-letters such items of task queues before they come here."""
+    def _item(self, item: bytes, queue: str) -> dict[str, Any]:
+        """A queue item as kombu's envelope; Empty, with a warning, for one that is none
+        (:func:`~..envelope.read_envelope`: built into a message it raises past every ``except``
+        of kombu's loop; a control reply so made ended ``qtui inspect``). The worker's channel
+        dead-letters such items of task queues before they come here."""
         try:
-            envelope: dict[str, Any] = json_loads(item)
-        except Exception as exc:  # noqa: BLE001 - whatever Python's decode refuses (deep arrays)
-            logger.warning("dropped a message of %r: %s", queue, exc)
+            return self.read_envelope(item)
+        except NotAnEnvelope as exc:
+            warn_dropped(logger, queue, f"Dropped a message of queue {queue!r}: {exc}")
             raise Empty() from None
-        return envelope
 
-    def _handle_message(self, client: Any, r: Any) -> dict[str, Any]:
-        """A published message (events, remote control), its data emptied (so kombu skips it)
-        when it holds a typed JSON value kombu cannot build: kombu's decode of it raises past
-        its own ``except (TypeError, ValueError)`` and would end the receiver's loop."""
-        payload: dict[str, Any] = super()._handle_message(client, r)
-        data = payload["data"]
-        if isinstance(data, (bytes, str)) and may_hold_typed_value(data):
-            try:
-                json_loads(data)
-            except ValueError as exc:
-                logger.warning("dropped a message published on %r: %s", payload["channel"], exc)
-                payload["data"] = b""
-        return payload
+    def _receive_one(self, c: Any) -> bool | None:
+        """kombu's read of one reply of the subscription, with a published message (events,
+        remote control: anyone can publish one) decoded once by
+        :func:`~..envelope.read_envelope`; one that is no envelope is dropped with a warning
+        (kombu would raise past its own ``except``, and the receiver's loop would end)."""
+        try:
+            response = c.parse_response()
+        except self.connection_errors:
+            self._in_listen = None  # type: ignore[assignment]  # kombu's own sets None too
+            raise
+        if not isinstance(response, (list, tuple)):
+            return None
+        payload = self._handle_message(c, response)  # redis-py's bookkeeping of unsubscribes
+        if not bytes_to_str(payload["type"]).endswith("message") or not payload["data"]:
+            return None
+        channel = published_on = bytes_to_str(payload["channel"])
+        if channel[0] == "/":  # the database prefix of fanout patterns: /{db}.exchange/key
+            channel = channel.partition(".")[2]
+        exchange = channel.split("/", 1)[0]
+        try:
+            message = self.read_envelope(payload["data"])
+        except NotAnEnvelope as exc:
+            warn_dropped(logger, exchange, f"Dropped a message published to exchange "
+                                           f"{exchange!r} (Redis channel {published_on!r}): {exc}")
+            return False  # not Empty: kombu's loop would leave the next replies read unhandled
+        return bool(self._deliver_fanout_message(message, exchange))
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:

@@ -19,8 +19,9 @@ from kombu.transport import virtual
 from kombu.utils.json import dumps
 
 from ...delayed import DUE_QUEUE
-from ...protocol import dead_letter_queue_name, json_loads
-from ..envelope import Envelope, dead_letter_wrapping
+from ...protocol import dead_letter_queue_name
+from ..dropped import warn_dropped
+from ..envelope import Envelope, NotAnEnvelope, ReadsEnvelopes, dead_letter_wrapping
 from .database import DEFAULT_BUSY_TIMEOUT, Claimed, Database, broker_path
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def claim_of(delivery_tag: str) -> tuple[int, int]:
     return int(row), int(count)
 
 
-class Channel(virtual.Channel):
+class Channel(ReadsEnvelopes, virtual.Channel):
     """A kombu virtual channel whose queues, bindings and messages live in the broker file."""
 
     QoS = QoS
@@ -224,18 +225,19 @@ class Channel(virtual.Channel):
     def _to_message(self, queue: str, claimed: Claimed) -> dict[str, Any] | None:
         """The stored envelope with a per-delivery tag and, on a repeat, kombu's redelivered
         flags (set where the Redis transport sets them); None for a row that is no kombu
-        message (a typed JSON value kombu cannot build), dead-lettered instead with the reason:
-        its dead letter is stored before the row goes (a crash between leaves both, never
-        neither)."""
+        envelope (:func:`~..envelope.read_envelope`: anyone can publish one to an event or
+        control exchange, and built into a message it ends the receiver's loop), dead-lettered
+        instead with the reason: its dead letter is stored before the row goes (a crash between
+        leaves both, never neither)."""
         try:
-            message: dict[str, Any] = json_loads(claimed.payload)
-        except ValueError as exc:
+            message = self.read_envelope(claimed.payload)
+        except NotAnEnvelope as exc:
             dead = dead_letter_queue_name(queue)
             self.db.declare_queue(dead, False, None)
             self.db.put(dead, 0, dumps(dead_letter_wrapping(
                 claimed.payload, queue, f"not a kombu message: {exc}", f"{claimed.id}.dead")))
             self.db.ack(claimed.id)
-            logger.warning("Message moved to %s: not a kombu message: %s", dead, exc)
+            warn_dropped(logger, queue, f"Message moved to {dead}: not a kombu message: {exc}")
             return None
         properties = message["properties"]
         properties["delivery_tag"] = f"{claimed.id}.{claimed.delivered_count}"

@@ -1,0 +1,278 @@
+"""Anyone who can reach the broker can publish to the event and remote-control exchanges: a
+message no kombu client would send (JSON nested thousands deep, an envelope of the wrong shape,
+a body that is not base64, a content type nobody accepts) is dropped with a warning, and the
+receiver -- the console's event feed, ``qtui events``, a worker's pidbox on every pool -- hears
+the next message. On Redis every test publishes on a private redis-server: a hostile message
+on the shared one would reach every receiver of the suite."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from kombu import Connection, Producer
+
+from qtui.core import App
+from qtui.core.brokers import dropped
+from qtui.core.events import EventReceiver, event_exchange
+from qtui.tui.feed import Feed
+
+from .redis_server import redis_server, spare_port
+from .services import AMQP_HOST, AMQP_PORT, need
+from .worker_helpers import hostname_of, make_setup, wait_for
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+def envelope(**changes: Any) -> str:
+    """kombu's envelope of an event, with ``changes`` to its top level."""
+    event = b'{"type": "worker-heartbeat", "hostname": "hostile"}'
+    found: dict[str, Any] = {
+        "body": base64.b64encode(event).decode(), "content-encoding": "utf-8",
+        "content-type": "application/json", "headers": {"hostname": "hostile"},
+        "properties": {"delivery_mode": 1, "priority": 0, "body_encoding": "base64",
+                       "delivery_tag": "d5a0c7e4-0d6e-4c1d-9d87-2d0b3b0e5c11",
+                       "delivery_info": {"exchange": "celeryev", "routing_key": "task.multi"}}}
+    found.update(changes)
+    return json.dumps(found)
+
+
+#: Published text that is no kombu envelope. Each one ended kombu's receive loop on Redis and
+#: the embedded broker (a RecursionError, TypeError, AttributeError, KeyError or binascii.Error
+#: past kombu's ``except (TypeError, ValueError)``).
+NOT_ENVELOPES = {
+    "nested-5000-deep": DEEP,
+    "header-nested-3000-deep": envelope(headers="HEADERS").replace(
+        '"HEADERS"', '{"x": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}"),
+    "not-an-object": "[1, 2]",
+    "body-not-a-string": envelope(body=5),
+    "headers-not-an-object": envelope(headers=[1, 2]),
+    "body-not-base64": envelope(body="a"),
+    "no-properties": json.dumps({"body": "e30="}),
+}
+
+#: Envelopes whose body no receiver can decode: every broker hands these to the consumer.
+UNDECODABLE_BODIES = {
+    "body-nested-5000-deep": (DEEP, "application/json"),
+    "unknown-content-type": ("x", "application/x-nobody-knows"),
+}
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = spare_port()
+    with redis_server(tmp_path_factory.mktemp("redis"), port, durable=False):
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture
+def every_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each drop logged, however close together (the tests publish many in a second)."""
+    monkeypatch.setattr(dropped, "INTERVAL", 0.0)
+
+
+def broker_url(broker: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The private Redis, an embedded broker in ``tmp_path``, or the machine's RabbitMQ."""
+    if broker == "redis":
+        url: str = request.getfixturevalue("private_redis")
+        return url
+    if broker == "sqlite":
+        return f"sqlite://{tmp_path}/broker.sqlite"
+    need("RabbitMQ", AMQP_HOST, AMQP_PORT)
+    return f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//"
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def fanout_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A broker whose fanout messages are kombu envelopes stored or published as JSON text."""
+    return broker_url(request.param, request, tmp_path)
+
+
+def publish_raw(url: str, exchange: str, routing_key: str, text: str) -> None:
+    """``text`` published to fanout ``exchange`` as it is, where kombu would put an envelope."""
+    if url.startswith("redis"):
+        client = redis.Redis.from_url(url)
+        topic = f"/0.{exchange}/{routing_key}" if routing_key else f"/0.{exchange}"
+        assert client.publish(topic, text) >= 1
+        client.close()
+    else:
+        with Connection(url) as conn:
+            assert conn.default_channel.db.put_fanout(exchange, 0, text) >= 1
+
+
+def publish_event(url: str, body: Any, content_type: str = "application/json",
+                  serializer: str | None = None) -> None:
+    with Connection(url) as conn:
+        exchange = event_exchange(conn)
+        Producer(conn.default_channel).publish(
+            body, exchange=exchange.name, routing_key="worker.heartbeat", declare=[exchange],
+            serializer=serializer, content_type=None if serializer else content_type,
+            content_encoding=None if serializer else "utf-8")
+
+
+def good_event(url: str, hostname: str = "good") -> None:
+    publish_event(url, {"type": "worker-heartbeat", "hostname": hostname}, serializer="json")
+
+
+def next_event(receiver: EventReceiver) -> dict[str, Any] | None:
+    return next(iter(receiver.events(timeout=10, limit=1)), None)
+
+
+# the event receiver ------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("text", NOT_ENVELOPES.values(), ids=NOT_ENVELOPES)
+def test_a_published_message_that_is_no_envelope_is_dropped_and_the_next_event_arrives(
+        fanout_url, text, every_warning, caplog):
+    with EventReceiver(App("t", broker=fanout_url), wakeup=False) as receiver:
+        publish_raw(fanout_url, "celeryev", "task.multi", text)
+        good_event(fanout_url)
+        assert next_event(receiver) == {"type": "worker-heartbeat", "hostname": "good",
+                                        "local_received": pytest.approx(time.time(), abs=60)}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("Dropped a message published to exchange 'celeryev'" in text  # Redis
+               or "Message moved to celeryev." in text for text in warnings)  # SQLite
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("broker", ["redis", "sqlite", "rabbitmq"])
+@pytest.mark.parametrize("body, content_type", UNDECODABLE_BODIES.values(),
+                         ids=UNDECODABLE_BODIES)
+def test_a_flood_of_undecodable_events_logs_one_warning_and_the_next_event_arrives(
+        broker, body, content_type, request, tmp_path, caplog):
+    url = broker_url(broker, request, tmp_path)
+    caplog.set_level(logging.WARNING)
+    with EventReceiver(App("t", broker=url), wakeup=False) as receiver:
+        for _ in range(3):
+            publish_event(url, body, content_type)
+        good_event(url)
+        event = next_event(receiver)
+        assert event is not None and event["hostname"] == "good"
+    dropped_lines = [r for r in caplog.records if "cannot be decoded" in r.getMessage()]
+    assert len(dropped_lines) == 1 and dropped_lines[0].levelno == logging.WARNING
+
+
+@pytest.mark.timeout(60)
+def test_the_console_feed_neither_fails_nor_restarts_on_a_message_that_is_no_envelope(
+        fanout_url, every_warning):
+    feed = Feed(App("t", broker=fanout_url))
+    snapshots: list[Any] = []
+    thread = threading.Thread(target=feed.run, args=(snapshots.append, 0.1), daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: bool(snapshots) and snapshots[-1].connected, timeout=15)
+        for text in NOT_ENVELOPES.values():
+            publish_raw(fanout_url, "celeryev", "task.multi", text)
+        publish_event(fanout_url, [{"type": "task-received", "uuid": "after-hostile",
+                                    "hostname": "w1", "timestamp": time.time(), "clock": 1,
+                                    "name": "tasks.add"}], serializer="json")
+        assert wait_for(lambda: any(t.id == "after-hostile" for s in snapshots for t in s.tasks),
+                        timeout=15)
+        assert snapshots[-1].feed_failures == 0
+    finally:
+        feed.stop()
+        thread.join(10)
+
+
+@pytest.mark.timeout(60)
+def test_qtui_events_prints_the_event_after_a_message_that_is_no_envelope(private_redis,
+                                                                          tmp_path):
+    client = redis.Redis.from_url(private_redis)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qtui.tui.cli", "-b", private_redis, "events", "--dump",
+         "--json", "--count", "1"], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert wait_for(lambda: client.execute_command("PUBSUB", "NUMPAT") >= 1, timeout=20)
+        for text in NOT_ENVELOPES.values():
+            publish_raw(private_redis, "celeryev", "task.multi", text)
+        good_event(private_redis, hostname="after-hostile")
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        client.close()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["hostname"] == "after-hostile"
+    assert "Dropped a message published to exchange 'celeryev'" in err
+    assert "Traceback" not in err
+
+
+# the worker's pidbox -------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("broker, pool", [("redis", "solo"), ("redis", "threads"),
+                                          ("redis", "prefork"), ("sqlite", "threads")])
+def test_a_worker_answers_ping_after_hostile_broadcasts(broker, pool, request, tmp_path,
+                                                        unique):
+    """Not on RabbitMQ: its ``celery.pidbox`` exchange is the one every worker of the suite
+    listens on (the broker hands undecodable bodies to the consumer there, as it does here)."""
+    request.getfixturevalue("redis_url")  # the task records live in Redis
+    url = broker_url(broker, request, tmp_path)
+    setup = make_setup(tmp_path, f"qw-{unique}", url, None)
+    app = setup.app()
+    try:
+        with setup.worker("-P", pool, "-c", "1") as proc:
+            hostname = hostname_of(setup)
+            for text in NOT_ENVELOPES.values():
+                publish_raw(url, "celery.pidbox", "", text)
+            with Connection(url) as conn:
+                mailbox = app.control.mailbox(conn)
+                for body, content_type in UNDECODABLE_BODIES.values():
+                    Producer(conn.default_channel).publish(
+                        body, exchange=mailbox.exchange, routing_key="",
+                        declare=[mailbox.exchange], content_type=content_type,
+                        content_encoding="utf-8")
+            assert app.control.ping(destination=[hostname], timeout=10) == [
+                {hostname: {"ok": "pong"}}]
+            assert proc.poll() is None
+            log = proc.log_path.read_text()
+        assert "Dropped a remote-control message that cannot be decoded" in log
+        assert ("Dropped a message published to exchange 'celery.pidbox'" in log  # Redis
+                or "not a kombu message" in log)  # SQLite
+        assert "Traceback" not in log
+    finally:
+        app.close()
+        setup.cleanup()
+
+
+
+# the collection of control replies -----------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_inspect_collects_replies_past_items_that_are_no_envelope(private_redis, every_warning,
+                                                                   caplog):
+    """On Redis replies come through a list any client can push to: what comes there while
+    ``inspect ping`` collects is dropped with a warning, and the collection ends as usual."""
+    client = redis.Redis.from_url(private_redis)
+    pushed: list[str] = []
+
+    def push_once_bound() -> None:  # into the reply queue ping binds, as it binds it
+        deadline = time.monotonic() + 10
+        while not pushed and time.monotonic() < deadline:
+            for member in client.smembers("_kombu.binding.reply.celery.pidbox"):
+                queue = member.decode().rsplit("\x06\x16", 1)[-1]
+                client.lpush(queue, *NOT_ENVELOPES.values())
+                pushed.append(queue)
+            time.sleep(0.01)
+
+    app = App("t", broker=private_redis)
+    pusher = threading.Thread(target=push_once_bound)
+    pusher.start()
+    try:
+        assert app.control.inspect(timeout=3).ping() is None
+    finally:
+        pusher.join()
+        app.close()
+        client.close()
+    assert len(pushed) == 1
+    assert sum(f"Dropped a message of queue {pushed[0]!r}" in r.getMessage()
+               for r in caplog.records) == len(NOT_ENVELOPES)
