@@ -85,8 +85,10 @@ def test_a_paused_entry_sends_nothing_until_resumed_across_a_beat_restart(tmp_pa
         time.sleep(3)
         assert not [s for s in sent_ticks(broker, queue) if s > paused_at], \
             "a paused entry was sent"
-        _schedule(config, "resume", "tick")
+        # Taken before the command starts: the resume takes effect while it runs (its start
+        # alone can take seconds on a loaded machine), and ticks from then on are due ones.
         resumed_at = time.time()
+        _schedule(config, "resume", "tick")
         wait_for_tick_after(store, "tick", resumed_at)
     store.close()
     after = sorted(sent_ticks(broker, queue))
