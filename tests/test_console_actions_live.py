@@ -36,6 +36,6 @@ async def test_cancelling_a_queues_last_consumer_asks_and_the_queue_shows_none(r
             await until(pilot, lambda: console.outcomes, what="cancel consumer outcome")
             assert console.outcomes[-1].ok, console.outcomes[-1]
             await pilot.press("4")
-            await until(pilot, lambda: any(r["Queue"] == setup.queue and r["Consumers"] == "none"
+            await until(pilot, lambda: any(r["Queue"] == setup.queue and r["Cons"] == "none"
                                            for r in table_records(console, "queues")),
                         what="the queue shown with no consumer")

@@ -35,6 +35,7 @@ def now() -> float:
 
 class ScheduledScreen(TableView, MarkingView, PolledView):
     TABLE, COLUMNS, NOUN = "scheduled", COLUMNS, "task"
+    SHORTENED = {"Held by": 8, "Name": 12, "Args": 4, "Queue": 6, "Id": 9}
     POLL_INTERVAL = 3.0  # each read asks the workers and the broker
     BINDINGS: ClassVar = [
         Binding("n", "run_now", "Run now"),
@@ -81,21 +82,14 @@ class ScheduledScreen(TableView, MarkingView, PolledView):
         if self.loaded is None:
             summary.update(safe_text(self.error or "Asking the workers and the broker…"))
             return
-        table, current = self.table, self.cursor_key()
-        table.clear()
         tasks = self.matching()
         self.marks.keep(t.id for t in self.loaded.tasks)
         clock = now()
-        for task in tasks:
-            mark = (f"{MARK} " if task.id in self.marks else "  ") if self.marks else ""
-            table.add_row(*format.cells(
-                mark + format.time_left(task.due, clock), task.holder, task.name,
-                f"{task.args} {task.kwargs}".strip(), task.queue, task.id,
-                format.date_time(task.due)),
-                key=task.id)
-        ids = [t.id for t in tasks]
-        if current in ids:
-            table.move_cursor(row=ids.index(current))
+        self.fill((task.id, format.cells(
+            ((f"{MARK} " if task.id in self.marks else "  ") if self.marks else "")
+            + format.time_left(task.due, clock), task.holder, task.name,
+            f"{task.args} {task.kwargs}".strip(), task.queue, task.id,
+            format.date_time(task.due))) for task in tasks)
         summary.update(self.summary(tasks))
 
     def summary(self, shown: list[ScheduledTask]) -> Text:

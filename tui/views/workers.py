@@ -29,6 +29,9 @@ COLUMNS = ("Worker", "Status", "Heartbeat", "Pool", "Conc", "Active", "Processed
 
 class WorkersScreen(TableView):
     TABLE, COLUMNS, NOUN = "workers", COLUMNS, "worker"
+    # A long hostname must not push Status off the screen (at 80 columns the table scrolls
+    # sideways from Load on); the line below the table shows it whole.
+    SHORTENED = {"Worker": 16, "Queues": 6}
     # Rebuilt whole on each redraw: up to console_max_workers rows (1,000 take ~0.2 s here), so
     # under a flood of made-up workers it redraws at most once a second and keys stay free.
     min_interval = 1.0
@@ -47,17 +50,12 @@ class WorkersScreen(TableView):
 
     def refresh_view(self) -> None:
         model = self.console.model
-        table = self.table
-        current = self.cursor_key()
-        table.clear()
-        for worker in sorted(model.workers.values(), key=lambda w: (not w.alive, w.hostname)):
-            table.add_row(*format.cells(
-                worker.hostname, format.alive(worker.alive), format.age(worker.heartbeat_age),
-                worker.pool, "" if worker.concurrency is None else str(worker.concurrency),
-                str(worker.active), str(worker.processed), format.load(worker.loadavg),
-                ", ".join(worker.queues)), key=worker.hostname)
-        if current in model.workers:
-            table.move_cursor(row=table.get_row_index(current))
+        self.fill((worker.hostname, format.cells(
+            worker.hostname, format.alive(worker.alive), format.age(worker.heartbeat_age),
+            worker.pool, "" if worker.concurrency is None else str(worker.concurrency),
+            str(worker.active), str(worker.processed), format.load(worker.loadavg),
+            ", ".join(worker.queues)))
+            for worker in sorted(model.workers.values(), key=lambda w: (not w.alive, w.hostname)))
         online = sum(w.alive for w in model.workers.values())
         self.query_one("#summary", Static).update(
             f"[b]{online}[/b] online, [b]{len(model.workers) - online}[/b] offline")
