@@ -122,11 +122,12 @@ def describe(message: WaitingMessage) -> Text:
         text.append("\nunreadable ", style="bold")
         text.append_text(safe_text(message.problem or ""))
         return text
+    args, kwargs = message.shown_arguments
     text.append("\nargs ", style="bold")
-    text.append_text(safe_text(repr(task.args)))
+    text.append_text(safe_text(args))
     text.append("  ")
     text.append("kwargs ", style="bold")
-    text.append_text(safe_text(repr(task.kwargs)))
+    text.append_text(safe_text(kwargs))
     facts = [f"retries {task.retries}",
              f"eta {task.eta.isoformat(timespec='seconds') if task.eta else '-'}",
              f"published {format.moment(message.published_at) or 'unknown'}"]
@@ -181,7 +182,7 @@ class PeekScreen(MessagesView):
         rows = []
         for key, m in self.messages.items():
             task = m.task
-            args = "" if task is None else f"{task.args!r} {task.kwargs!r}"
+            args = " ".join(m.shown_arguments) if task is not None else ""
             eta = task.eta.isoformat(timespec="seconds") if task and task.eta else ""
             rows.append((key, format.cells(self.mark(key), key, m.task_id[:8], m.name,
                                            args[:60], eta,

@@ -4,6 +4,7 @@ rows. Read by a thread worker every few seconds while shown (:mod:`qtui.core.sch
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar
@@ -68,9 +69,20 @@ class ScheduledScreen(TableView, MarkingView, PolledView):
 
     def show(self, found: Scheduled | None, error: str = "") -> None:
         if found is not None:
-            self.loaded = found
+            self.loaded = dataclasses.replace(found, tasks=[self.with_event_reprs(t)
+                                                            for t in found.tasks])
         self.error = error
         self.redraw()
+
+    def with_event_reprs(self, task: ScheduledTask) -> ScheduledTask:
+        """A task whose worker sent its arguments instead of their reprs (a Celery worker) with
+        the reprs its ``task-received`` event carried, where the console saw it: what its
+        sender let monitors show, and the mask a copy run now keeps."""
+        seen = self.console.model.tasks.get(task.id)
+        if task.args != store.UNSHOWN or seen is None or None in seen.reprs:
+            return task
+        args, kwargs = seen.reprs
+        return dataclasses.replace(task, args=args or "", kwargs=kwargs or "")
 
     # drawing ------------------------------------------------------------------------------------
     def matching(self) -> list[ScheduledTask]:
