@@ -28,8 +28,8 @@ from textual.widgets import (
 from textual.widgets.tree import TreeNode
 
 from qtui.core.display import clip, printable, safe_text
-from qtui.core.scheduled import UNSHOWN
 from qtui.core.exceptions import BrokerUnavailable
+from qtui.core.scheduled import UNSHOWN
 
 from .. import arguments
 from ..family import Member
