@@ -1,16 +1,21 @@
 """Acting on the right queue against a live qtui worker on Redis (its own queue on database 0):
 cancelling a worker's last consumer of a queue asks first, and the queues view then shows the
-queue has no consumer."""
+queue has no consumer; an action asked of a worker that restarted under its name before the
+operator said yes is not sent (database 13)."""
 
 from __future__ import annotations
 
 import socket
 
+import pytest
+import redis
+
 from qtui.tui.console import Console
 from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen
 
+from .services import REDIS_HOST, REDIS_PORT, need
 from .test_console_live import select, table_records, table_rows, until
-from .worker_helpers import redis_setup  # noqa: F401 - fixture
+from .worker_helpers import hostname_of, make_setup, redis_setup  # noqa: F401 - fixture
 
 SIZE = (160, 45)
 
@@ -39,3 +44,50 @@ async def test_cancelling_a_queues_last_consumer_asks_and_the_queue_shows_none(r
             await until(pilot, lambda: any(r["Queue"] == setup.queue and r["Cons"] == "none"
                                            for r in table_records(console, "queues")),
                         what="the queue shown with no consumer")
+
+
+#: Console extras: a database of their own (the worker's queue is this test's own too).
+EXTRAS = f"redis://{REDIS_HOST}:{REDIS_PORT}/13"
+
+
+@pytest.mark.timeout(180)
+async def test_a_shutdown_confirmed_after_the_worker_restarted_under_its_name_is_not_sent(
+        tmp_path, unique):
+    """Remote control addresses a hostname: a shutdown asked of one process and confirmed once
+    a new process took its name would stop the new one. The console sees the new pid in its
+    events and sends nothing."""
+    need("Redis", REDIS_HOST, REDIS_PORT)
+    setup = make_setup(tmp_path, f"rs-{unique}", EXTRAS, EXTRAS)
+    hostname = hostname_of(setup, "rs")
+    console = Console(setup.app(), history=False)
+
+    def alive() -> bool:
+        row = console.model.workers.get(hostname)
+        return row is not None and row.alive
+    try:
+        async with console.run_test(size=SIZE) as pilot:
+            with setup.worker("-P", "solo", name="rs"):
+                await until(pilot, alive, what="the worker online")
+                await pilot.press("2")
+                await until(pilot, lambda: any(r[0] == hostname
+                                               for r in table_rows(console, "workers")))
+                select(console, "workers", hostname)
+                await pilot.press("D")
+                assert isinstance(console.screen, ConfirmScreen)
+            await until(pilot, lambda: not alive(), what="the worker offline")
+            with setup.worker("-P", "solo", name="rs") as second:
+                await until(pilot, alive, what="the new process online under the same name")
+                await pilot.press("y")
+                await until(pilot, lambda: any("restarted since you chose it" in str(n.message)
+                                               for n in console.notification_log),
+                            what="the refusal")
+                answered = setup.app().control.inspect(destination=[hostname],
+                                                       timeout=2.0).ping()
+                assert answered and second.poll() is None  # the new process still runs
+    finally:
+        setup.cleanup()
+        client = redis.Redis.from_url(EXTRAS)
+        for pattern in (f"{setup.queue}*", f"_kombu.binding*{setup.queue}*",
+                        f"qtui.processing.*{setup.queue}*"):
+            for key in client.scan_iter(pattern):
+                client.delete(key)
