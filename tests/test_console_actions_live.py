@@ -10,6 +10,7 @@ import socket
 import pytest
 import redis
 
+from qtui.core.display import printable
 from qtui.tui.console import Console
 from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen
 
@@ -85,6 +86,51 @@ async def test_a_shutdown_confirmed_after_the_worker_restarted_under_its_name_is
                                                        timeout=2.0).ping()
                 assert answered and second.poll() is None  # the new process still runs
     finally:
+        setup.cleanup()
+        client = redis.Redis.from_url(EXTRAS)
+        for pattern in (f"{setup.queue}*", f"_kombu.binding*{setup.queue}*",
+                        f"qtui.processing.*{setup.queue}*"):
+            for key in client.scan_iter(pattern):
+                client.delete(key)
+
+
+@pytest.mark.timeout(180)
+async def test_terminate_hits_the_chosen_task_among_same_named_ones_while_rows_move(
+        tmp_path, unique):
+    """Two running tasks of one name, the chosen one with a long id full of control
+    characters; a third arrives while the signal is being picked and the rows re-sort. The
+    terminate goes to the chosen id alone: the other two finish."""
+    need("Redis", REDIS_HOST, REDIS_PORT)
+    setup = make_setup(tmp_path, f"tt-{unique}", EXTRAS, EXTRAS)
+    app = setup.app()
+    chosen = "kill\x1b[2J\r\x07" + "z" * 300
+    console = Console(app, history=False)
+    try:
+        with setup.worker("-P", "prefork", "-c", "3", name="tt"):
+            async with console.run_test(size=SIZE) as pilot:
+                await until(pilot, lambda: console.model.connected, what="connected")
+                app.send_task("tasks.slow", args=[6, "keep"])
+                app.send_task("tasks.slow", args=[6, "kill"], task_id=chosen)
+                await pilot.press("3")
+                await until(pilot, lambda: len([r for r in table_rows(console, "tasks")
+                                                if r[2] == "STARTED"]) == 2, what="both running")
+                select(console, "tasks", chosen)
+                await pilot.press("T")
+                assert isinstance(console.screen, ChoiceScreen)
+                app.send_task("tasks.slow", args=[1, "later"])  # a newer row, on top
+                await until(pilot, lambda: len(console.model.tasks) == 3, what="the third")
+                await pilot.pause(0.5)
+                await pilot.press("down", "enter")  # SIGKILL
+                assert isinstance(console.screen, ConfirmScreen)
+                question = str(console.screen.query_one("#question").render())
+                assert printable(chosen) in question  # whole, its controls made visible
+                await pilot.press("y")
+                await until(pilot, lambda: console.outcomes, what="terminate outcome")
+                assert console.outcomes[-1].targets == (chosen,)
+        done = {r["tag"] for r in setup.records("done")}
+        assert done == {"keep", "later"}, done
+    finally:
+        app.close()
         setup.cleanup()
         client = redis.Redis.from_url(EXTRAS)
         for pattern in (f"{setup.queue}*", f"_kombu.binding*{setup.queue}*",
