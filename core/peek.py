@@ -29,6 +29,7 @@ from .protocol import (
     SENT_AT_HEADER,
     TaskMessage,
     decode,
+    masks,
     parse,
 )
 
@@ -145,11 +146,23 @@ class WaitingMessage:
             return float(stamp)
         return self.enqueued_at
 
+    @property
+    def shown_arguments(self) -> tuple[str, str]:
+        """The args and kwargs as monitors may show them: the sender's ``argsrepr`` and
+        ``kwargsrepr`` where they mask the arguments (a secret stays out of the console and
+        its filter), else the arguments' own reprs."""
+        task = self.task
+        if task is None:
+            return "", ""
+        if masks(task.args, task.kwargs, task.argsrepr, task.kwargsrepr):
+            return task.argsrepr or "", task.kwargsrepr or ""
+        return repr(task.args), repr(task.kwargs)
+
     def filter_values(self) -> dict[str, str]:
         """What the console's filter language matches (:mod:`qtui.tui.query`): ``id``,
-        ``name``, ``args`` (args and kwargs) and, for a dead letter, ``result`` (its reason)."""
-        task = self.task
-        args = "" if task is None else f"{task.args!r} {task.kwargs!r}"
+        ``name``, ``args`` (args and kwargs as shown) and, for a dead letter, ``result`` (its
+        reason)."""
+        args = " ".join(self.shown_arguments) if self.task is not None else ""
         return {"id": self.task_id, "name": self.name, "args": args,
                 "state": "DEAD" if self.reason is not None else "WAITING",
                 "result": self.reason or ""}

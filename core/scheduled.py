@@ -6,10 +6,16 @@ Running a task now and deleting it are the store's verbs for broker-held tasks. 
 holds is in that worker's memory: nothing outside can change its ETA. Running it now revokes it
 there and sends a copy without ETA under a *new* id (a worker drops a message whose id it has
 revoked, so a copy with the same id would never run); deleting it is revoking it.
+
+Workers are asked for the *safe* view of what they hold (``inspect scheduled`` with ``safe``:
+the reprs the sender wrote, a mask where it masked a secret argument), so a secret never
+reaches a list; running a task now asks its worker for the arguments themselves
+(:func:`with_arguments`), and the copy keeps the sender's mask.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,12 +25,16 @@ from typing import TYPE_CHECKING, Any
 from kombu import Connection
 
 from .delayed import HeldTask, delayed_for, is_store_queue
+from .protocol import masks
 
 if TYPE_CHECKING:
     from .app import App
 
 BROKER = "broker"
 """Where a task waits when the broker's delayed store holds it (else: the worker's name)."""
+UNSHOWN = "(not shown: its worker sent the arguments, not their reprs)"
+"""The text of a worker-held task's arguments when its worker ignored ``safe`` (Celery's
+``scheduled`` does): whether its sender masked them is not known, so they are not shown."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,15 @@ class ScheduledTask:
     """:data:`BROKER`, or the hostname of the worker holding it."""
     full_args: list[Any] | None = None
     full_kwargs: dict[str, Any] | None = None
-    """A worker-held task's arguments as its worker reported them (None: only their reprs)."""
+    """A worker-held task's arguments, once :func:`with_arguments` asked its worker for them
+    (None: not asked, or it showed only their text)."""
+
+    @property
+    def masked(self) -> bool:
+        """Whether ``args``/``kwargs`` (the reprs the sender wrote) hide the full arguments:
+        then they are what is shown and sent with a copy, never the arguments."""
+        return self.full_args is not None and self.full_kwargs is not None and masks(
+            self.full_args, self.full_kwargs, self.args, self.kwargs)
 
     @property
     def broker_held(self) -> bool:
@@ -113,11 +131,32 @@ def from_workers(replies: Mapping[str, Any]) -> list[ScheduledTask]:
             full_args = list(args) if isinstance(args, list) else None
             full_kwargs = dict(kwargs) if isinstance(kwargs, dict) else None
             full = full_args is not None and full_kwargs is not None
+            # Reprs are text; values mean the worker sent the arguments themselves, unmasked.
+            reprs = isinstance(args, (str, type(None))) and isinstance(kwargs, (str, type(None)))
             found.append(ScheduledTask(
                 str(request["id"]), str(request.get("name") or ""), parse_time(item.get("eta")),
                 str(delivery.get("queue") or delivery.get("routing_key") or ""),
-                _text(args), _text(kwargs), str(hostname),
-                full_args if full else None, full_kwargs if full else None))
+                _text(args) if reprs else UNSHOWN, _text(kwargs) if reprs else "",
+                str(hostname), full_args if full else None, full_kwargs if full else None))
+    return found
+
+
+def with_arguments(app: App, tasks: Iterable[ScheduledTask], timeout: float = 1.0
+                   ) -> list[ScheduledTask]:
+    """Worker-held ``tasks`` with their full arguments, asked of the workers holding them (for
+    running them now); a task its worker no longer holds, or holds with arguments that cannot
+    travel as JSON, keeps ``full_args`` None."""
+    tasks = list(tasks)
+    holders = sorted({t.holder for t in tasks if not t.broker_held})
+    if not holders:
+        return tasks
+    replies = app.control.inspect(destination=holders, timeout=timeout).scheduled(safe=False)
+    full = {(t.holder, t.id): t for t in from_workers(replies or {})}
+    found = []
+    for task in tasks:
+        answer = full.get((task.holder, task.id))
+        found.append(task if answer is None else dataclasses.replace(
+            task, full_args=answer.full_args, full_kwargs=answer.full_kwargs))
     return found
 
 
@@ -171,7 +210,7 @@ def read(app: App, queues: Iterable[str] = (), timeout: float = 1.0,
     """Everything scheduled on ``app``'s cluster: the store's tasks of ``queues`` and of the
     queues the workers consume, and what each worker holds. Blocks for ``timeout``."""
     inspect = app.control.inspect(destination=destination, timeout=timeout)
-    held = inspect.scheduled() or {}
+    held = inspect.scheduled(safe=True) or {}  # the reprs: never a masked secret
     silent = list(inspect.no_reply)
     consumed = {str(q.get("name")) for replies in (inspect.active_queues() or {}).values()
                 if isinstance(replies, list) for q in replies if isinstance(q, Mapping)}

@@ -182,3 +182,18 @@ class MetricsConsole(FixedConsole):
             {"type": "task-received", "uuid": f"t{n}", "name": "tasks.add", "hostname": worker,
              "timestamp": NOW - n, "clock": n} for n, worker in enumerate(
                  ("qtui@alpha", "qtui@beta", "qtui@alpha"))])
+
+
+# Long names, as real clusters have them: for the layout at 80 columns -----------------------
+LONG_QUEUE = "reports.monthly-accounting-reconciliation.eu-west-1.priority-high"
+LONG_HOST = "celery@worker-0123.production.eu-west-1.internal.example.com"
+LONG_TASK = "billing.invoices.generate_monthly_invoice_pdf_for_enterprise_customers"
+
+LONG_NAMES = dataclasses.replace(
+    SNAPSHOT,
+    workers=(*WORKERS, WorkerRow(LONG_HOST, True, 1.0, "prefork", 16, 3, 12345,
+                                 (1.0, 0.9, 0.8), ("celery", LONG_QUEUE), "qtui 0.1.0")),
+    tasks=(*TASKS, _task(9, LONG_TASK, "STARTED", LONG_HOST, queue=LONG_QUEUE)),
+    queues=(*QUEUES, QueueRow(LONG_QUEUE, 7, 1, 0.0, (LONG_HOST,), 2, dead=1,
+                              paused=Pause(LONG_QUEUE, T0 - 60, "ops@admin", (LONG_HOST,)))),
+    task_count=len(TASKS) + 1)

@@ -268,7 +268,7 @@ async def test_a_queue_with_no_consumer_is_marked_in_the_queues_view():
     async with console.run_test(size=SIZE) as pilot:
         await pilot.press("4")
         table = console.screen.query_one("#queues", DataTable)
-        column = [str(c.label) for c in table.columns.values()].index("Consumers")
+        column = [str(c.label) for c in table.columns.values()].index("Cons")
         consumers = {str(table.get_row_at(i)[0]): str(table.get_cell_at((i, column)))
                      for i in range(table.row_count)}
         assert consumers == {"celery": "2", "images": "1", "reports": "none"}

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import pytest
 from textual.widgets import DataTable, TabbedContent, TextArea, Tree
 
+from qtui.core.scheduled import UNSHOWN
 from qtui.core.state import State, timeline_steps
 from qtui.tui.arguments import Arguments
 from qtui.tui.history import History
@@ -58,7 +59,7 @@ class InspectedConsole(FixedConsole):
                   "pool": {"implementation": "prefork", "max-concurrency": 4,
                            "processes": [101, 102]},
                   "total": {"tasks.add": 1500, "billing.charge": 20}},
-        "active": [{"id": TASKS[2].id, "name": "images.resize", "args": [3, 640],
+        "active": [{"id": TASKS[2].id, "name": "images.resize", "args": "(3, 640)",
                     "kwargs": {}, "time_start": T0 + 3.01, "worker_pid": 101,
                     "acknowledged": True}],
         "reserved": [],
@@ -395,7 +396,7 @@ async def test_the_worker_detail_shows_its_replies_as_tables():
         assert pool == {"implementation": "prefork", "max-concurrency": "4",
                         "processes": "101, 102"}
         assert table_rows(screen, "table-active") == [
-            [TASKS[2].id, "images.resize", "3, 640", "14:13:23.010", "101"]]
+            [TASKS[2].id, "images.resize", "(3, 640)", "14:13:23.010", "101"]]
         assert table_rows(screen, "table-scheduled") == [
             ["2026-09-21T14:20:00+00:00", "6", "later-1", "reports.build", ""]]
         assert table_rows(screen, "table-registered") == [
@@ -482,3 +483,15 @@ def test_task_family_layout(snap_compare, size):
 def test_worker_detail_layout(snap_compare, size):
     assert snap_compare(InspectedConsole(), press=["2", "enter"], terminal_size=size)
 
+
+
+def test_a_workers_reserved_and_scheduled_tabs_never_show_arguments_sent_as_values():
+    """Asked in safe mode, a worker sends the reprs; a Celery worker ignores it for reserved and
+    scheduled and sends the arguments themselves, a secret its sender masked included."""
+    request = {"id": "t1", "name": "tasks.login", "args": ["s3cret"], "kwargs": {}}
+    for tab, reply in (("reserved", [request]),
+                       ("scheduled", [{"eta": None, "priority": 0, "request": request}])):
+        _, rows = worker_table(tab, reply)
+        assert "s3cret" not in repr(rows) and UNSHOWN in rows[0][1]
+    _, rows = worker_table("reserved", [{**request, "args": "('***',)"}])
+    assert "('***',)" in rows[0][1]

@@ -26,7 +26,15 @@ from qtui.tui.views.rates import RateChart, bar_cells
 from qtui.tui.views.tasks import TasksScreen
 from qtui.tui.views.workers import WorkersScreen
 
-from .console_data import SNAPSHOT, FixedConsole, changed
+from .console_data import (
+    LONG_HOST,
+    LONG_NAMES,
+    LONG_QUEUE,
+    LONG_TASK,
+    SNAPSHOT,
+    FixedConsole,
+    changed,
+)
 
 SMALL = (80, 24)
 LARGE = (200, 50)
@@ -50,6 +58,46 @@ def line_with(console: Console, start: str) -> str:
 
 
 BLOCKS = set("▁▂▃▄▅▆▇█")
+
+
+# long names at 80 columns -------------------------------------------------------------------
+async def test_a_long_queue_name_leaves_every_queue_column_on_the_screen():
+    console = FixedConsole(snapshot=LONG_NAMES)
+    async with console.run_test(size=SMALL) as pilot:
+        await pilot.press("4")
+        header = line_with(console, "Queue")
+        assert header.split() == ["Queue", "Depth", "Oldest", "Sched", "Dead", "Cons", "In/s",
+                                  "Out/s", "Paused", "Workers"], header
+        long_row = line_with(console, LONG_QUEUE[:8])  # "reports.", not the queue "reports"
+        assert len(long_row.rstrip()) <= SMALL[0] and "paused" in long_row.split(), long_row
+
+
+async def test_the_line_below_the_queues_shows_the_cut_name_under_the_cursor_whole():
+    console = FixedConsole(snapshot=LONG_NAMES)
+    async with console.run_test(size=(200, 24)) as pilot:
+        await pilot.press("4", "G")
+        line_with(console, LONG_QUEUE)  # wide enough: the name is whole in the table
+        await pilot.resize_terminal(*SMALL)
+        await pilot.pause()
+        assert line_with(console, "Queue: ").split()[:2] == ["Queue:", LONG_QUEUE]
+
+
+async def test_a_long_hostname_leaves_the_worker_status_on_the_screen():
+    console = FixedConsole(snapshot=LONG_NAMES)
+    async with console.run_test(size=SMALL) as pilot:
+        await pilot.press("2")
+        assert line_with(console, LONG_HOST[:15]).split()[1] == "online"
+        await pilot.press("g")  # the long hostname sorts first
+        assert line_with(console, "Worker: ").split()[:2] == ["Worker:", LONG_HOST]
+
+
+async def test_a_long_task_name_leaves_the_state_and_worker_on_the_screen():
+    console = FixedConsole(snapshot=LONG_NAMES)
+    async with console.run_test(size=SMALL) as pilot:
+        await pilot.press("3")
+        cells = line_with(console, "8ff34739…").split()  # the long task, newest first
+        assert cells[2:4] == ["STARTED", LONG_HOST[:15] + "…"], cells
+        assert cells[1].endswith("…") and LONG_TASK.startswith(cells[1][:-1])
 
 
 # the overview -----------------------------------------------------------------------------

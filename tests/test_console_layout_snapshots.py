@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from textual.widgets._toast import Toast  # not exported; the toasts on screen
 
-from .console_data import T0, FixedConsole
+from .console_data import LONG_NAMES, T0, FixedConsole
 
 SIZES = {"80x24": (80, 24), "140x36": (140, 36)}
 
@@ -76,3 +76,11 @@ def test_notification_log(snap_compare, size):
 
 def test_overview_at_200x50(snap_compare):
     assert snap_compare(FixedConsole(), terminal_size=(200, 50))
+
+
+@pytest.mark.parametrize("view", ["2", "3", "4"])
+def test_long_names_at_80x24(snap_compare, view):
+    """Workers, Tasks and Queues with a long hostname, task name and queue name: cut with an
+    ellipsis, every column that matters still on the screen (Paused above all)."""
+    assert snap_compare(FixedConsole(snapshot=LONG_NAMES), press=[view, "G"],
+                        terminal_size=SIZES["80x24"])

@@ -315,3 +315,39 @@ async def test_requeue_all_shows_ids_for_a_queue_the_view_read_only_part_of(app,
         assert console.screen.command.commands == (
             ("dead", "requeue", "images.dead", *IDS[:2]),
             ("dead", "requeue", "reports.dead", "--all"))
+
+
+# masked arguments -------------------------------------------------------------------------
+async def test_a_peeked_message_whose_sender_masked_its_arguments_shows_the_mask(app):
+    """In the table, in full below it and to the filter: the sender's reprs, never the secret
+    (a filter on it would tell that it is there)."""
+    app.send_task("reports.login", args=["s3cret"], kwargs={"token": "t0ken"}, queue="reports",
+                  task_id=IDS[0], argsrepr="('***',)", kwargsrepr="{'token': '***'}")
+    console = FixedConsole(app=app)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4", "down", "down", "enter")
+        await settled(pilot)
+        text = screen_text(console)
+        assert "('***',) {'token': '***'}" in text
+        assert "s3cret" not in text and "t0ken" not in text
+        [message] = console.screen.messages.values()
+        assert "s3cret" not in message.filter_values()["args"]
+
+
+async def test_a_dead_letter_whose_sender_masked_its_arguments_shows_the_mask(app):
+    app.send_task("images.resize", args=["s3cret"], queue="images.tmp", task_id=IDS[1],
+                  argsrepr="('***',)")
+    with Connection(URL) as conn:
+        message = Queue("images.tmp", Exchange(""), routing_key="images.tmp")(
+            conn.default_channel).get(no_ack=True)
+        Producer(conn.default_channel).publish(
+            message.body, exchange="", routing_key="images.dead",
+            content_type=message.content_type, content_encoding=message.content_encoding,
+            headers={**message.headers, DEAD_REASON_HEADER: "failed", DEAD_QUEUE_HEADER: "images",
+                     DELIVERIES_HEADER: 1})
+    console = FixedConsole(app=app)
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("colon", *"dead", "enter")
+        await settled(pilot)
+        text = screen_text(console)
+        assert "1 dead letter(s)" in text and "s3cret" not in text

@@ -6,6 +6,7 @@ brokers); the layout is compared with the accepted SVGs in ``tests/__snapshots__
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -19,14 +20,14 @@ from qtui.tui.views import scheduled as view
 from qtui.tui.views.modals import ConfirmScreen
 from qtui.tui.views.scheduled import ScheduledScreen
 
-from .console_data import T0, FixedConsole, screen_text
+from .console_data import SNAPSHOT, T0, FixedConsole, row, screen_text
 
 pytestmark = pytest.mark.usefixtures("utc")
 
 SMALL = (80, 24)
 TASKS = [
     ScheduledTask("5b1e0c2a-0000-4000-8000-000000000001", "tasks.report", T0 + 42, "celery",
-                  '["daily"]', "{}", "qtui@alpha", ["daily"], {}),
+                  "['daily']", "{}", "qtui@alpha", ["daily"], {}),
     ScheduledTask("5b1e0c2a-0000-4000-8000-000000000002", "tasks.cleanup", T0 + 3600 + 300,
                   "celery", "[]", "{'deep': True}", BROKER),
     ScheduledTask("5b1e0c2a-0000-4000-8000-000000000003", "tasks.mail", T0 + 3 * 86400,
@@ -110,13 +111,12 @@ async def test_run_now_on_marked_rows_asks_with_the_scripted_commands(fixed_read
     async with console.run_test(size=(200, 40)) as pilot:
         await pilot.press("7")
         await _rows(console, pilot, 4)
-        await pilot.press("space", "space", "space", "n")  # report, pickle, cleanup
+        await pilot.press("space", "down", "space", "n")  # report, cleanup
         dialog = console.screen
         assert isinstance(dialog, ConfirmScreen)
         assert dialog.question.startswith("Run now 2 tasks?")
         assert "1 held by a worker: revoked there and sent again as a new task" \
             in dialog.question
-        assert "1 task skipped: held by a worker that showed only the text" in dialog.details
         command = dialog.command
         assert command is not None
         assert command.commands == (
@@ -214,3 +214,48 @@ async def test_run_now_needs_revoke_and_retry_and_delete_needs_purge(fixed_reads
         assert not isinstance(console.screen, ConfirmScreen)
         await pilot.press("R")
         assert isinstance(console.screen, ConfirmScreen)
+
+
+# masked arguments -----------------------------------------------------------------------------
+SECRET_ID = "5b1e0c2a-0000-4000-8000-0000000000ff"
+#: A Celery worker's reply to ``scheduled``: the arguments themselves, not their reprs.
+CELERY_REPLY = {"celery@beta": [{"eta": "2026-09-21T14:14:20", "priority": 0, "request": {
+    "id": SECRET_ID, "name": "tasks.login", "args": ["s3cret"], "kwargs": {},
+    "delivery_info": {"routing_key": "celery"}}}]}
+
+
+def test_a_worker_held_task_run_now_keeps_its_senders_mask_and_shows_no_call_line():
+    masked = ScheduledTask(SECRET_ID, "tasks.login", T0 + 60, "celery", "('***',)", "{}",
+                           "qtui@alpha", ["s3cret"], {})
+    assert scheduled_actions.run_now_command([masked]) is None  # a call line would carry it
+    copy = scheduled_actions.resend(masked)
+    assert (copy.args, copy.argsrepr, copy.kwargsrepr) == (["s3cret"], "('***',)", "{}")
+    plain = dataclasses.replace(masked, args="('s3cret',)")
+    assert scheduled_actions.resend(plain).argsrepr is None  # not masked: the client's reprs
+
+
+async def test_a_celery_held_task_shows_its_events_reprs_never_its_arguments(monkeypatch):
+    def read(app, queues=(), timeout=1.0, destination=None):  # type: ignore[no-untyped-def]
+        return Scheduled(store.from_workers(CELERY_REPLY), {}, [])
+    monkeypatch.setattr(store, "read", read)
+    monkeypatch.setattr(view, "now", lambda: T0)
+    seen = row(id=SECRET_ID, name="tasks.login", state="RECEIVED", args="('***',)",
+               kwargs="{}", received=T0)
+    console = FixedConsole(snapshot=dataclasses.replace(SNAPSHOT, tasks=(seen,)))
+    async with console.run_test(size=(200, 30)) as pilot:
+        await pilot.press("7")
+        rows = await _rows(console, pilot, 1)
+        assert rows[0][3] == "('***',) {}"
+        assert "s3cret" not in screen_text(console)
+
+
+async def test_a_celery_held_task_the_console_did_not_see_shows_no_arguments(monkeypatch):
+    def read(app, queues=(), timeout=1.0, destination=None):  # type: ignore[no-untyped-def]
+        return Scheduled(store.from_workers(CELERY_REPLY), {}, [])
+    monkeypatch.setattr(store, "read", read)
+    console = FixedConsole()
+    async with console.run_test(size=(200, 30)) as pilot:
+        await pilot.press("7")
+        rows = await _rows(console, pilot, 1)
+        assert rows[0][3] == store.UNSHOWN
+        assert "s3cret" not in screen_text(console)

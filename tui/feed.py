@@ -89,6 +89,8 @@ def worker_row(worker: WorkerState, details: Mapping[str, Any], now: float) -> W
         loadavg=tuple(worker.loadavg or ()),
         queues=tuple(consumed_queues(details.get("queues"))),
         software=" ".join(str(p) for p in (worker.sw_ident, worker.sw_ver) if p),
+        pid=worker.pid if isinstance(worker.pid, int) and not isinstance(worker.pid, bool)
+        else None,
     )
 
 

@@ -230,8 +230,9 @@ def _details(message: WaitingMessage, dead_letter: bool) -> Text:
         lines.append(Text.assemble(f"deliveries: {message.deliveries}  from: ",
                                    safe_text(message.origin_queue or "(unknown)")))
     if task is not None:
-        lines.append(Text.assemble("args: ", safe_text(repr(task.args))))
-        lines.append(Text.assemble("kwargs: ", safe_text(repr(task.kwargs))))
+        args, kwargs = message.shown_arguments
+        lines.append(Text.assemble("args: ", safe_text(args)))
+        lines.append(Text.assemble("kwargs: ", safe_text(kwargs)))
         facts = [f"retries: {task.retries}"]
         if task.eta is not None:
             facts.append(f"eta: {task.eta.isoformat(timespec='seconds')}")

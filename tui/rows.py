@@ -24,6 +24,8 @@ class WorkerRow:
     loadavg: tuple[float, ...] = ()
     queues: tuple[str, ...] = ()
     software: str = ""
+    pid: int | None = None
+    """The process its events came from: a restart under the same hostname changes it."""
 
 
 class TaskEvent(NamedTuple):

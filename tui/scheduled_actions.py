@@ -1,7 +1,8 @@
 """What the Scheduled view's actions do to ETA tasks not yet due: run now and delete. A
 broker-held task is taken out of the delayed store (:mod:`qtui.core.scheduled`); a worker-held
 one is in that worker's memory, so running it now revokes it there and sends a copy without
-ETA under a new id (the worker drops any message with the revoked id). These block on the
+ETA under a new id (the worker drops any message with the revoked id), with the arguments its
+worker reports at that moment and the sender's reprs where they mask them. These block on the
 network: the console runs them in thread workers."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 from qtui.core import App
-from qtui.core.scheduled import ScheduledTask, delete_from_store, run_now_in_store
+from qtui.core.scheduled import ScheduledTask, delete_from_store, run_now_in_store, with_arguments
 
 from . import equivalents
 from .actions import ActionResult, Actions, Retry
@@ -19,11 +20,8 @@ from .equivalents import Equivalent
 
 
 def run_now_target(task: ScheduledTask) -> Target:
-    """A worker-held task is sent again with its arguments: refused when only their text is
-    known (a Python literal a worker could not send as JSON)."""
-    refusal = None if task.broker_held or task.full_args is not None else \
-        "held by a worker that showed only the text of its arguments"
-    return Target(task.id, task.name, refusal)
+    """Any task can be run now: a worker-held one's arguments are asked of its worker then."""
+    return Target(task.id, task.name)
 
 
 def delete_target(task: ScheduledTask) -> Target:
@@ -33,7 +31,9 @@ def delete_target(task: ScheduledTask) -> Target:
 
 def run_now_command(tasks: Sequence[ScheduledTask]) -> Equivalent | None:
     """The scripted commands: ``qtui eta run`` for broker-held ones; ``qtui control revoke``
-    and a ``qtui call`` each for worker-held ones."""
+    and a ``qtui call`` each for worker-held ones. None when a worker-held one's arguments
+    are not known here (the view shows only their reprs) or are masked: a ``qtui call`` line
+    would have to carry them."""
     stored = [t for t in tasks if t.broker_held]
     held = [t for t in tasks if not t.broker_held]
     parts: list[Equivalent | None] = []
@@ -41,8 +41,9 @@ def run_now_command(tasks: Sequence[ScheduledTask]) -> Equivalent | None:
         parts.append(equivalents.eta_run([t.id for t in stored], [t.queue for t in stored]))
     if held:
         parts.append(equivalents.revoke([t.id for t in held]))
-        parts += [equivalents.retry(t.name, t.full_args or [], t.full_kwargs or {},
-                                    t.queue or None) for t in held]
+        parts += [None if t.full_args is None or t.full_kwargs is None or t.masked else
+                  equivalents.retry(t.name, t.full_args, t.full_kwargs, t.queue or None)
+                  for t in held]
     return equivalents.script(*parts)
 
 
@@ -75,17 +76,38 @@ def run_now(app: App, tasks: Sequence[ScheduledTask], workers: Iterable[str] = (
             replies.append((task.id, said))
         lines.append(f"{len(done)} of {len(stored)} broker-held sent to their queue now")
     if held:
-        actions = Actions(app)
-        revoked = actions.revoke([t.id for t in held], workers)
-        ok &= revoked.ok
-        replies += list(revoked.replies)
-        sent = actions.retry_many([Retry(t.id, t.name, t.full_args or [], t.full_kwargs or {},
-                                         t.queue or None) for t in held])
-        ok &= sent.ok
-        replies += list(sent.replies)
-        lines.append(f"{len(held)} worker-held revoked and sent again without ETA, as new "
-                     f"tasks: {sent.message}")
+        known = with_arguments(app, held)
+        unknown = [t for t in known if t.full_args is None or t.full_kwargs is None]
+        for task in unknown:  # gone (ran, revoked) or holding what JSON cannot carry: left be
+            ok = False
+            replies.append((task.id, f"{task.holder} did not report its arguments (it no longer "
+                                     "holds it, or they are not JSON): left as it was"))
+        sending = [t for t in known if t not in unknown]
+        if sending:
+            actions = Actions(app)
+            revoked = actions.revoke([t.id for t in sending], workers)
+            ok &= revoked.ok
+            replies += list(revoked.replies)
+            sent = actions.retry_many([resend(t) for t in sending])
+            ok &= sent.ok
+            replies += list(sent.replies)
+            lines.append(f"{len(sending)} worker-held revoked and sent again without ETA, as "
+                         f"new tasks: {sent.message}")
+        if unknown:
+            lines.append(f"{len(unknown)} worker-held left as they were: their worker did not "
+                         "report their arguments")
     return ActionResult(title, tuple(lines), ok, "run now", targets, tuple(replies))
+
+
+def resend(task: ScheduledTask) -> Retry:
+    """The copy of a worker-held task run now: its full arguments, and the sender's reprs as
+    the copy's ``argsrepr``/``kwargsrepr`` where they mask them (so its events, the console and
+    Flower show the mask, never the secret)."""
+    assert task.full_args is not None and task.full_kwargs is not None
+    masked = task.masked
+    return Retry(task.id, task.name, task.full_args, task.full_kwargs, task.queue or None,
+                 argsrepr=task.args if masked else None,
+                 kwargsrepr=task.kwargs if masked else None)
 
 
 def delete(app: App, tasks: Sequence[ScheduledTask]) -> ActionResult:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -16,6 +17,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from .. import equivalents
 from ..actions import SIGNALS, not_stoppable
 from ..bulk import BulkPlan, Marks, Target
+from . import format
 from .alert_badge import AlertBadge
 from .keybar import KeyBar
 from .text_table import TextTable
@@ -353,6 +355,14 @@ class TableView(ClusterView):
     TABLE: ClassVar[str]
     COLUMNS: ClassVar[tuple[str, ...]]
     NOUN: ClassVar[str]
+    SHORTENED: ClassVar[dict[str, int]] = {}
+    """Columns :meth:`fill` cuts with "…" so that every column fits the terminal (column: the
+    fewest cells it keeps)."""
+    WHOLE_LINE: ClassVar[bool] = True
+    """Whether a line below the table shows the cut cells of the row under the cursor whole
+    (views that show that row in full elsewhere leave it out)."""
+    whole: dict[str, list[Text]] = {}
+    """The cells :meth:`fill` was given, uncut, by row key."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -361,7 +371,49 @@ class TableView(ClusterView):
         for column in self.COLUMNS:
             table.add_column(column, key=column)
         yield table
+        if self.SHORTENED and self.WHOLE_LINE:
+            yield Static("", id="whole", classes="summary")
         yield KeyBar()
+
+    def fill(self, rows: Iterable[tuple[str, list[Text]]]) -> None:
+        """Replace the table's rows (key, cells), the SHORTENED columns cut to fit the
+        terminal; the cursor stays on its row while that row is still there."""
+        table = self.table
+        current = self.cursor_key()
+        table.clear()
+        self.whole = dict(rows)
+        least = {self.COLUMNS.index(column): n for column, n in self.SHORTENED.items()}
+        room = self.app.size.width - table.styles.scrollbar_size_vertical
+        fitted = format.fit(list(self.whole.values()), self.COLUMNS, least, room,
+                            table.cell_padding)
+        for key, cells in zip(self.whole, fitted, strict=True):
+            table.add_row(*cells, key=key)
+        if current in self.whole:
+            table.move_cursor(row=table.get_row_index(current))
+        self.show_whole()
+
+    def show_whole(self) -> None:
+        """The cut cells of the row under the cursor, whole (``Queue: <its full name>``)."""
+        lines = self.query("#whole")
+        if not lines:
+            return
+        key = self.cursor_key()
+        text = Text()
+        if key is not None and key in self.whole:
+            whole, row = self.whole[key], self.table.get_row(key)
+            for index, (cell, shown) in enumerate(zip(whole, row, strict=True)):
+                if isinstance(shown, Text) and cell.cell_len > shown.cell_len:
+                    text.append(f"{' · ' if text else ''}{self.COLUMNS[index]}: ", "bold")
+                    text.append_text(cell)
+        lines.first(Static).update(text)
+
+    @on(DataTable.RowHighlighted)
+    def _show_whole_under_cursor(self) -> None:
+        self.show_whole()
+
+    def on_resize(self) -> None:
+        if self.composed:
+            self._redraw_now()
 
     @property
     def table(self) -> DataTable[object]:

@@ -30,6 +30,7 @@ SHOWN_PER_QUEUE = 5_000
 class DeadLettersScreen(MessagesView):
     TABLE, NOUN = "dead", "dead letter"
     COLUMNS = ("", "From", "Id", "Task", "Reason", "Del.")
+    SHORTENED = {"From": 8, "Task": 12, "Reason": 8}
     BINDINGS: ClassVar = [
         *MessagesView.BINDINGS,
         Binding("slash", "filter", "Filter"),
@@ -70,16 +71,10 @@ class DeadLettersScreen(MessagesView):
     def draw_rows(self) -> None:
         self.shown = {k: m for k, m in self.messages.items()
                       if matches(self.terms, m.filter_values())}
-        table = self.table
-        current = self.cursor_key()
-        table.clear()
-        for key, m in self.shown.items():
-            origin = dead.origin(key.rpartition(":")[0], m)
-            table.add_row(*format.cells(self.mark(key), origin, m.task_id[:8], m.name,
-                                        (m.reason or "")[:REASON_SHOWN], str(m.deliveries)),
-                          key=key)
-        if current in self.shown:
-            table.move_cursor(row=table.get_row_index(current))
+        self.fill((key, format.cells(self.mark(key), dead.origin(key.rpartition(":")[0], m),
+                                     m.task_id[:8], m.name, (m.reason or "")[:REASON_SHOWN],
+                                     str(m.deliveries)))
+                  for key, m in self.shown.items())
         queues = {k.rpartition(":")[0] for k in self.messages}
         summary = Text(f"{len(self.messages)} dead letter(s) in {len(queues)} queue(s)")
         if self.cut_queues():

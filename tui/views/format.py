@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from rich.text import Text
@@ -151,3 +152,37 @@ def date_time(timestamp: float | None) -> str:
         return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
     except (OverflowError, ValueError, OSError, TypeError):  # a time no calendar holds
         return "?"
+
+
+def fit(rows: list[list[Text]], headers: Sequence[str], least: Mapping[int, int],
+        width: int, padding: int = 1) -> list[list[Text]]:
+    """``rows`` with the cells of the columns in ``least`` (column index: the fewest cells it
+    keeps) cut with an ellipsis, the widest first, so that every column fits in ``width``
+    (a long queue name must not push the Paused column off the screen). The others stay
+    whole; a column is never cut below its header."""
+    natural = [max([len(header), *(row[i].cell_len for row in rows)])
+               for i, header in enumerate(headers)]
+    floor = {i: max(least[i], len(headers[i])) for i in least}
+    caps = {i: min(natural[i], max(width, floor[i])) for i in least}
+    over = sum(natural) + 2 * padding * len(headers) - width - sum(natural[i] - caps[i]
+                                                                   for i in caps)
+    while over > 0:
+        widest = max(caps, key=lambda i: caps[i] - floor[i])
+        step = min(over, caps[widest] - floor[widest])
+        if step <= 0:
+            break
+        others = [caps[i] - floor[i] for i in caps if i != widest]
+        step = min(step, max(1, caps[widest] - floor[widest] - max(others, default=0)))
+        caps[widest] -= step
+        over -= step
+    return [[cut(cell, caps[i]) if i in caps else cell for i, cell in enumerate(row)]
+            for row in rows]
+
+
+def cut(value: Text, width: int) -> Text:
+    """``value`` in at most ``width`` cells, ending in "…" when it was longer."""
+    if value.cell_len <= width:
+        return value
+    short = value.copy()
+    short.truncate(width, overflow="ellipsis")
+    return short

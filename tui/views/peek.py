@@ -42,6 +42,7 @@ class MessagesView(TableView, MarkingView):
         Binding("u", "clear_marks", "Clear marks", show=False),
     ]
     messages: dict[str, WaitingMessage]
+    WHOLE_LINE = False  # the message under the cursor is shown in full below the table
 
     def __init__(self) -> None:
         super().__init__()
@@ -121,11 +122,12 @@ def describe(message: WaitingMessage) -> Text:
         text.append("\nunreadable ", style="bold")
         text.append_text(safe_text(message.problem or ""))
         return text
+    args, kwargs = message.shown_arguments
     text.append("\nargs ", style="bold")
-    text.append_text(safe_text(repr(task.args)))
+    text.append_text(safe_text(args))
     text.append("  ")
     text.append("kwargs ", style="bold")
-    text.append_text(safe_text(repr(task.kwargs)))
+    text.append_text(safe_text(kwargs))
     facts = [f"retries {task.retries}",
              f"eta {task.eta.isoformat(timespec='seconds') if task.eta else '-'}",
              f"published {format.moment(message.published_at) or 'unknown'}"]
@@ -139,6 +141,7 @@ def describe(message: WaitingMessage) -> Text:
 class PeekScreen(MessagesView):
     TABLE, NOUN = "peek", "message"
     COLUMNS = ("", "#", "Id", "Task", "Args", "ETA", "Retries")
+    SHORTENED = {"Task": 12, "Args": 6}
     BINDINGS: ClassVar = [
         *MessagesView.BINDINGS,
         Binding("right_square_bracket", "page(1)", "Next page"),
@@ -176,21 +179,19 @@ class PeekScreen(MessagesView):
         self.draw_rows()
 
     def draw_rows(self) -> None:
-        table = self.table
-        current = self.cursor_key()
-        table.clear()
+        rows = []
         for key, m in self.messages.items():
             task = m.task
-            args = "" if task is None else f"{task.args!r} {task.kwargs!r}"
+            args = " ".join(m.shown_arguments) if task is not None else ""
             eta = task.eta.isoformat(timespec="seconds") if task and task.eta else ""
-            table.add_row(*format.cells(self.mark(key), key, m.task_id[:8], m.name,
-                                        args[:60], eta, "" if task is None else str(task.retries)),
-                          key=key)
-        if current in self.messages:
-            table.move_cursor(row=table.get_row_index(current))
+            rows.append((key, format.cells(self.mark(key), key, m.task_id[:8], m.name,
+                                           args[:60], eta,
+                                           "" if task is None else str(task.retries))))
+        self.fill(rows)
         last = self.start + len(self.messages)
+        # A long queue name is cut, so that the line of what the broker did stays on screen.
         summary = Text.assemble(
-            safe_text(self.queue, "bold"),
+            format.cut(safe_text(self.queue, "bold"), max(20, self.app.size.width - 45)),
             f"  · messages {self.start + 1 if self.messages else 0}-{last}"
             f" from the head ([ ] pages)", f" · {len(self.marks)} marked" if self.marks else "")
         if self.summary is not None:

@@ -18,12 +18,15 @@ from .. import equivalents
 from . import format
 from .base import TableView
 
-COLUMNS = ("Queue", "Depth", "Oldest", "Sched", "Dead", "Consumers", "In/s", "Out/s",
+COLUMNS = ("Queue", "Depth", "Oldest", "Sched", "Dead", "Cons", "In/s", "Out/s",
            "Paused", "Workers")
 
 
 class QueuesScreen(TableView):
     TABLE, COLUMNS, NOUN = "queues", COLUMNS, "queue"
+    # A long name must not push Paused off an 80-column terminal: the line below the table
+    # shows the name under the cursor whole.
+    SHORTENED = {"Queue": 8, "Workers": 7}
     BINDINGS = [
         Binding("P", "purge", "Purge"),
         Binding("a", "add_consumer", "Add consumer"),
@@ -33,22 +36,15 @@ class QueuesScreen(TableView):
 
     def refresh_view(self) -> None:
         model = self.console.model
-        table = self.table
-        current = self.cursor_key()
-        table.clear()
-        for queue in sorted(model.queues.values(), key=lambda q: q.name):
-            workers = queue.workers or tuple(model.workers_consuming(queue.name))
-            table.add_row(*format.cells(
-                queue.name, "?" if queue.depth is None else str(queue.depth),
-                "" if queue.depth == 0 else format.waited(queue.age),
-                "" if queue.scheduled is None else str(queue.scheduled),
-                "" if queue.dead is None else str(queue.dead),
-                format.consumers(queue.consumers),
-                format.per_second(queue.inflow), format.per_second(queue.outflow),
-                Text("paused", style="bold yellow") if queue.paused else "", ", ".join(workers)),
-                key=queue.name)
-        if current in model.queues:
-            table.move_cursor(row=table.get_row_index(current))
+        self.fill((queue.name, format.cells(
+            queue.name, "?" if queue.depth is None else str(queue.depth),
+            "" if queue.depth == 0 else format.waited(queue.age),
+            "" if queue.scheduled is None else str(queue.scheduled),
+            "" if queue.dead is None else str(queue.dead), format.consumers(queue.consumers),
+            format.per_second(queue.inflow), format.per_second(queue.outflow),
+            Text("paused", style="bold yellow") if queue.paused else "",
+            ", ".join(queue.workers or model.workers_consuming(queue.name))))
+            for queue in sorted(model.queues.values(), key=lambda q: q.name))
         total = sum(q.depth or 0 for q in model.queues.values())
         summary = Text.from_markup(
             f"[b]{len(model.queues)}[/b] queue(s), [b]{total}[/b] message(s) waiting")

@@ -4,6 +4,7 @@ rows. Read by a thread worker every few seconds while shown (:mod:`qtui.core.sch
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar
@@ -35,6 +36,7 @@ def now() -> float:
 
 class ScheduledScreen(TableView, MarkingView, PolledView):
     TABLE, COLUMNS, NOUN = "scheduled", COLUMNS, "task"
+    SHORTENED = {"Held by": 8, "Name": 12, "Args": 4, "Queue": 6, "Id": 9}
     POLL_INTERVAL = 3.0  # each read asks the workers and the broker
     BINDINGS: ClassVar = [
         Binding("n", "run_now", "Run now"),
@@ -67,9 +69,20 @@ class ScheduledScreen(TableView, MarkingView, PolledView):
 
     def show(self, found: Scheduled | None, error: str = "") -> None:
         if found is not None:
-            self.loaded = found
+            self.loaded = dataclasses.replace(found, tasks=[self.with_event_reprs(t)
+                                                            for t in found.tasks])
         self.error = error
         self.redraw()
+
+    def with_event_reprs(self, task: ScheduledTask) -> ScheduledTask:
+        """A task whose worker sent its arguments instead of their reprs (a Celery worker) with
+        the reprs its ``task-received`` event carried, where the console saw it: what its
+        sender let monitors show, and the mask a copy run now keeps."""
+        seen = self.console.model.tasks.get(task.id)
+        if task.args != store.UNSHOWN or seen is None or None in seen.reprs:
+            return task
+        args, kwargs = seen.reprs
+        return dataclasses.replace(task, args=args or "", kwargs=kwargs or "")
 
     # drawing ------------------------------------------------------------------------------------
     def matching(self) -> list[ScheduledTask]:
@@ -81,21 +94,14 @@ class ScheduledScreen(TableView, MarkingView, PolledView):
         if self.loaded is None:
             summary.update(safe_text(self.error or "Asking the workers and the broker…"))
             return
-        table, current = self.table, self.cursor_key()
-        table.clear()
         tasks = self.matching()
         self.marks.keep(t.id for t in self.loaded.tasks)
         clock = now()
-        for task in tasks:
-            mark = (f"{MARK} " if task.id in self.marks else "  ") if self.marks else ""
-            table.add_row(*format.cells(
-                mark + format.time_left(task.due, clock), task.holder, task.name,
-                f"{task.args} {task.kwargs}".strip(), task.queue, task.id,
-                format.date_time(task.due)),
-                key=task.id)
-        ids = [t.id for t in tasks]
-        if current in ids:
-            table.move_cursor(row=ids.index(current))
+        self.fill((task.id, format.cells(
+            ((f"{MARK} " if task.id in self.marks else "  ") if self.marks else "")
+            + format.time_left(task.due, clock), task.holder, task.name,
+            f"{task.args} {task.kwargs}".strip(), task.queue, task.id,
+            format.date_time(task.due))) for task in tasks)
         summary.update(self.summary(tasks))
 
     def summary(self, shown: list[ScheduledTask]) -> Text:

@@ -36,6 +36,14 @@ PAGE_SIZE = 100
 SHORT_ID = 8
 
 
+def name_widths(width: int) -> tuple[int, int]:
+    """The most cells a task name and a worker hostname take in a terminal ``width`` columns
+    wide: 24 and 16 at 80, so that a long one does not push State and Received off the
+    screen (the detail shows them whole); more as the terminal widens."""
+    room = max(0, width - 80)
+    return 24 + room // 2, 16 + room // 4
+
+
 class TaskId(Text):
     """A task id cell: its first characters shown, the whole id kept (rows are put in order by
     it, and two ids may start alike). While some rows are marked for a bulk action, the cell
@@ -99,6 +107,8 @@ class TasksScreen(MarkingView):
         operator moves the cursor: the status line says so."""
         self.marks = Marks()
         """Task ids marked for a bulk action (kept across pages, tabs and filters)."""
+        self.widths = name_widths(80)
+        """What :func:`name_widths` gave for the terminal, when the rows shown were drawn."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -115,6 +125,7 @@ class TasksScreen(MarkingView):
         yield KeyBar()
 
     def on_mount(self) -> None:
+        self.widths = name_widths(self.app.size.width)
         self.query_one("#filter", Input).display = bool(self.filter_text)
         self.query_one("#tasks", DataTable).focus()
 
@@ -183,6 +194,11 @@ class TasksScreen(MarkingView):
         filter, tab or page) puts the cursor on the first row."""
         table = self.query_one("#tasks", DataTable)
         rows, matched = self.current_page(chosen)
+        widths = name_widths(self.app.size.width)
+        if widths != self.widths:  # the terminal was resized: every row is cut anew
+            self.widths = widths
+            table.clear()
+            self._shown.clear()
         self._update_table(table, rows)
         if chosen is not None and chosen in self._shown:
             table.move_cursor(row=table.get_row_index(chosen))
@@ -251,7 +267,9 @@ class TasksScreen(MarkingView):
         # No name: only later events were seen (task-received was missed); Flower keeps such
         # tasks too, and the operator may still need to act on them.
         name = safe_text(t.name) if t.name else Text("(unknown)", style="dim italic")
-        return format.cells(self._task_id(t.id), name, format.state(t.state), t.worker,
+        name_width, worker_width = self.widths
+        return format.cells(self._task_id(t.id), format.cut(name, name_width),
+                            format.state(t.state), format.cut(safe_text(t.worker), worker_width),
                             format.clock(t.received), format.clock(t.started),
                             format.duration(t.runtime), t.args[:60])
 

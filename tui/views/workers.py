@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from textual import work
@@ -29,6 +30,9 @@ COLUMNS = ("Worker", "Status", "Heartbeat", "Pool", "Conc", "Active", "Processed
 
 class WorkersScreen(TableView):
     TABLE, COLUMNS, NOUN = "workers", COLUMNS, "worker"
+    # A long hostname must not push Status off the screen (at 80 columns the table scrolls
+    # sideways from Load on); the line below the table shows it whole.
+    SHORTENED = {"Worker": 16, "Queues": 6}
     # Rebuilt whole on each redraw: up to console_max_workers rows (1,000 take ~0.2 s here), so
     # under a flood of made-up workers it redraws at most once a second and keys stay free.
     min_interval = 1.0
@@ -47,17 +51,12 @@ class WorkersScreen(TableView):
 
     def refresh_view(self) -> None:
         model = self.console.model
-        table = self.table
-        current = self.cursor_key()
-        table.clear()
-        for worker in sorted(model.workers.values(), key=lambda w: (not w.alive, w.hostname)):
-            table.add_row(*format.cells(
-                worker.hostname, format.alive(worker.alive), format.age(worker.heartbeat_age),
-                worker.pool, "" if worker.concurrency is None else str(worker.concurrency),
-                str(worker.active), str(worker.processed), format.load(worker.loadavg),
-                ", ".join(worker.queues)), key=worker.hostname)
-        if current in model.workers:
-            table.move_cursor(row=table.get_row_index(current))
+        self.fill((worker.hostname, format.cells(
+            worker.hostname, format.alive(worker.alive), format.age(worker.heartbeat_age),
+            worker.pool, "" if worker.concurrency is None else str(worker.concurrency),
+            str(worker.active), str(worker.processed), format.load(worker.loadavg),
+            ", ".join(worker.queues)))
+            for worker in sorted(model.workers.values(), key=lambda w: (not w.alive, w.hostname)))
         online = sum(w.alive for w in model.workers.values())
         self.query_one("#summary", Static).update(
             f"[b]{online}[/b] online, [b]{len(model.workers) - online}[/b] offline")
@@ -82,6 +81,22 @@ class WorkersScreen(TableView):
             return None
         return worker
 
+    def pid_of(self, worker: str) -> int | None:
+        row = self.console.model.workers.get(worker)
+        return row.pid if row is not None else None
+
+    def if_same_process(self, worker: str, pid: int | None, then: Callable[[], object]) -> None:
+        """``then``, if ``worker`` is still the process the operator chose (``pid`` when the
+        key was pressed): remote control addresses a hostname, so an action confirmed after a
+        restart under the same name would reach the new process. Says so when it is not."""
+        now = self.pid_of(worker)
+        if pid is None or now == pid:
+            then()
+            return
+        self.notify(f"{worker} restarted since you chose it (pid {pid}, now "
+                    f"{now if now is not None else 'unknown'}): nothing was sent. Choose again.",
+                    severity="error")
+
     def action_grow(self) -> None:
         if worker := self.online():
             self.perform(lambda: self.console.actions.pool_grow(worker))
@@ -94,8 +109,11 @@ class WorkersScreen(TableView):
         """Pick one of the queues the broker lists that the worker does not consume yet, or
         type the name of another."""
         if worker := self.online():
+            pid = self.pid_of(worker)
+
             def add(queue: str) -> None:
-                self.perform(lambda: self.console.actions.add_consumer(queue, [worker]))
+                self.if_same_process(worker, pid, lambda: self.perform(
+                    lambda: self.console.actions.add_consumer(queue, [worker])))
 
             def ask() -> None:
                 self.ask(f"Queue for {worker} to consume", add, "queue name")
@@ -115,8 +133,10 @@ class WorkersScreen(TableView):
                 self.notify(f"{worker} has not said which queues it consumes yet",
                             severity="warning")
                 return
+            pid = self.pid_of(worker)
             self.choose(f"Which queue should {worker} stop consuming?", queues,
-                        lambda queue: self.stop_consuming(queue, [worker]))
+                        lambda queue: self.if_same_process(
+                            worker, pid, lambda: self.stop_consuming(queue, [worker])))
 
     def action_rate_limit(self) -> None:
         if worker := self.online():
@@ -131,14 +151,15 @@ class WorkersScreen(TableView):
         """Ask the worker for its task types with their current limits (in a thread), then let
         the operator pick one; the task types seen in events when it does not answer."""
         items = LIMIT_ITEMS[limit]
+        pid = self.app.call_from_thread(self.pid_of, worker)
         try:
             reply: Any = self.console.inspect(worker, "registered", *items)
         except BrokerUnavailable:
             reply = None
         known = registered_tasks(reply) if reply is not None else None
-        self.app.call_from_thread(self._choose_task_type, worker, limit, known)
+        self.app.call_from_thread(self._choose_task_type, worker, pid, limit, known)
 
-    def _choose_task_type(self, worker: str, limit: str,
+    def _choose_task_type(self, worker: str, pid: int | None, limit: str,
                           known: dict[str, dict[str, str]] | None) -> None:
         if known is None:
             seen = {t.name for t in self.console.model.tasks.values() if t.name}
@@ -156,13 +177,15 @@ class WorkersScreen(TableView):
             attributes = current.get(name, {})
             if limit == "rate_limit":
                 self.ask(f"Rate limit for {name} on {worker} (e.g. 10/s, 5/m, 0 = none)",
-                         lambda rate: self.perform(
-                             lambda: self.console.actions.rate_limit(name, rate, [worker])),
+                         lambda rate: self.if_same_process(worker, pid, lambda: self.perform(
+                             lambda: self.console.actions.rate_limit(name, rate, [worker]))),
                          "10/m", attributes.get("rate_limit", ""))
             else:
                 now = f"{attributes.get('soft_time_limit', '')} {attributes.get('time_limit', '')}"
                 self.ask(f"Time limits for {name} on {worker}: SOFT HARD (seconds)",
-                         lambda text: self._time_limit(worker, name, text), "10 20", now.strip())
+                         lambda text: self.if_same_process(
+                             worker, pid, lambda: self._time_limit(worker, name, text)),
+                         "10 20", now.strip())
         verb = "Rate-limit" if limit == "rate_limit" else "Set the time limits of"
         self.choose(f"{verb} which task type on {worker}?", list(labels), chosen)
 
@@ -176,8 +199,10 @@ class WorkersScreen(TableView):
 
     def action_shutdown(self) -> None:
         if worker := self.online():
+            pid = self.pid_of(worker)
             self.confirm(f"Shut down {worker}? Its running tasks finish first.",
-                         lambda: self.perform(lambda: self.console.actions.shutdown(worker)),
+                         lambda: self.if_same_process(worker, pid, lambda: self.perform(
+                             lambda: self.console.actions.shutdown(worker))),
                          equivalents.shutdown(worker))
 
     def action_forget(self) -> None:
