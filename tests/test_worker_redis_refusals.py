@@ -17,10 +17,11 @@ import redis
 from kombu.exceptions import OperationalError
 
 from qtui.core import App, states
-from qtui.core.backends import redis as redis_backend
-from qtui.core.brokers.redis import refusals
 from qtui.core.brokers.redis.refusals import describe, refusal_code
 from qtui.core.exceptions import BackendError
+from qtui.core.protocol import TaskMessage
+from qtui.workers import canvas
+from qtui.workers.execution import Outcome
 
 from .redis_server import redis_server, spare_port
 from .worker_helpers import make_setup, wait_for
@@ -212,18 +213,39 @@ def test_a_result_write_refused_for_a_while_is_stored_once_writes_come_back(own_
     assert app.backend.get_task_meta("t-1")["result"] == 42
     assert [r.getMessage() for r in caplog.records] == [
         "Redis refused writes (READONLY: the server is a read-only replica, as after a "
-        f"failover): the result of task t-1 is written again for up to "
-        f"{sum(refusals.RESULT_RETRY_PAUSES):.0f}s"]
+        "failover): the result of task t-1 is written again until it is taken"]
     app.close()
 
 
-def test_a_result_write_refused_past_its_retries_fails_as_for_an_unreachable_backend(
-        own_redis, monkeypatch):
+def test_a_result_write_refused_past_result_backend_max_retries_fails(
+        own_redis):
     port, data = own_redis
     client = redis.Redis(port=port)
-    monkeypatch.setattr(redis_backend, "RESULT_RETRY_PAUSES", (0.01, 0.01, 0.01))
     app = App("refused", broker="memory://", backend=f"redis://127.0.0.1:{port}/1")
+    app.conf.result_backend_max_retries = 2
     with readonly(client, data), pytest.raises(BackendError, match="cannot store the result "
                                                "of task t-2 in Redis: You can't write"):
         app.backend.store_result("t-2", 42, states.SUCCESS)
+    app.close()
+
+
+def test_a_chain_step_the_broker_refuses_for_a_while_is_sent_once_writes_come_back(
+        own_redis, caplog):
+    port, data = own_redis
+    client = redis.Redis(port=port)
+    app = App("refused", broker=f"redis://127.0.0.1:{port}/0")
+    step = {"task": "tasks.add", "args": [1], "kwargs": {}, "options": {"queue": "next"}}
+    message = TaskMessage(id="t-3", task="tasks.add", chain=[step])
+    outcome = Outcome(job_id=1, state=states.SUCCESS, runtime=0.1)
+    with readonly(client, data):
+        lift = threading.Timer(1.0, client.execute_command, args=("REPLICAOF", "NO", "ONE"))
+        lift.start()
+        with caplog.at_level(logging.WARNING, logger="qtui.worker"):
+            value = canvas.before_store(app, message, outcome, 2)
+        lift.join()
+    assert (value, outcome.state, outcome.dead_letter) == (2, states.SUCCESS, None)
+    assert client.llen("next") == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "Redis refused writes (READONLY: the server is a read-only replica, as after a "
+        "failover): what follows task t-3 is sent again until the broker takes it"]
     app.close()

@@ -188,6 +188,7 @@ class Worker:
         self._unread_fetches: deque[SentFetch] = deque()
         """Fetch calls sent whose replies are not read yet, oldest first (see
         :meth:`_start_and_fetch`)."""
+        self._told_results_refused = False
         self._polling = False
         self._task_options: dict[str, tuple[int, TaskOptions]] = {}
         self._time_limits: dict[str, tuple[float | None, float | None]] = {}
@@ -297,7 +298,8 @@ class Worker:
         # A batch run in this thread is preceded by a call anyway (the acks of the tasks just
         # finished and the batch's starts, see _start_and_fetch): the fetch rides it.
         due = self.consumer.consuming and room > 0 and (starving or self._runs_here(batch)
-                                                        or 2 * room >= prefetch)
+                                                        or 2 * room >= prefetch) \
+            and not self._results_refused()
         fetched = self._start_and_fetch(batch, room if due else 0)
         if due:
             if fetched is None and self.reserved and self.pool.free_slots:
@@ -318,6 +320,17 @@ class Worker:
             if time.monotonic() >= self._next_drain:
                 self._drain(0)
                 self._next_drain = time.monotonic() + BUSY_WAIT
+
+    def _results_refused(self) -> bool:
+        """Whether a result write in this process waits out a refusal (Redis's ``OOM``, ...):
+        no task is fetched meanwhile, whose result would only wait too (or be lost, past
+        ``result_backend_max_retries``). Said once when it starts."""
+        refused = self.app.backend.refused
+        if refused is not None and not self._told_results_refused:
+            logger.warning("%s: no new task is fetched while a result waits to be written",
+                           refused)
+        self._told_results_refused = refused is not None
+        return self._told_results_refused
 
     def _drain(self, timeout: float) -> None:
         """Deliver what the broker pushes (remote control, an idle wait's message) within

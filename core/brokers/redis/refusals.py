@@ -6,7 +6,7 @@ Redis answers ``-READONLY`` after a failover made it a replica, ``-OOM`` at ``ma
 ``-BUSY`` while a long script runs, ``-LOADING`` while it loads its dataset, ``-MASTERDOWN``
 from a replica that lost its master: the connection stays up, so none of these is a kombu
 connection error. The worker waits them out as it waits out a lost connection; the result
-backend writes a refused result again (:data:`RESULT_RETRY_PAUSES`).
+backend writes a refused result again (:func:`qtui.core.refused.wait_out`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,6 @@ WHY = {
     "MASTERDOWN": "the replica lost its master",
     "UNBLOCKED": "the server changed role while a blocking wait was under way",
 }
-
-#: Pauses (seconds) between the tries of a result write Redis refuses: about 10 s in all, then
-#: the write fails as one to an unreachable backend does.
-RESULT_RETRY_PAUSES = (0.1, 0.2, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0)
 
 #: redis-py's classes for codes whose prefix it strips from the message (before 6.0, which
 #: keeps the code in ``status_code``).
