@@ -249,3 +249,29 @@ def test_a_chain_step_the_broker_refuses_for_a_while_is_sent_once_writes_come_ba
         "Redis refused writes (READONLY: the server is a read-only replica, as after a "
         "failover): what follows task t-3 is sent again until the broker takes it"]
     app.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_fetches_no_task_while_a_result_write_waits_out_a_refusal(tmp_path, unique,
+                                                                          own_redis):
+    port, data = own_redis
+    results = f"redis://127.0.0.1:{port}/1"
+    setup = make_setup(tmp_path, f"qw-{unique}", f"sqlite://{tmp_path / 'broker.db'}", results)
+    client = redis.Redis(port=port)
+    try:
+        app = setup.app()
+        ids = [app.send_task("tasks.slow", args=[0.5, i]).id for i in range(4)]
+        app.close()
+        with readonly(client, data), \
+                setup.worker("-P", "threads", "-c", "1", "--prefetch-multiplier", "1") as worker:
+            told = "no new task is fetched while a result waits to be written"
+            assert wait_for(lambda: told in worker.log_path.read_text(), 30), \
+                worker.log_path.read_text()[-3000:]
+            assert len(setup.records("started")) == 1, worker.log_path.read_text()[-3000:]
+            client.execute_command("REPLICAOF", "NO", "ONE")
+            assert wait_for(lambda: len(setup.records("done")) >= 4, 60), \
+                worker.log_path.read_text()[-3000:]
+        stored = [redis.Redis(port=port, db=1).get(f"celery-task-meta-{i}") for i in ids]
+        assert all(b'"SUCCESS"' in (meta or b"") for meta in stored)
+    finally:
+        setup.cleanup()

@@ -297,9 +297,9 @@ class Worker:
         starving = len(self.reserved) < self.concurrency
         # A batch run in this thread is preceded by a call anyway (the acks of the tasks just
         # finished and the batch's starts, see _start_and_fetch): the fetch rides it.
-        due = self.consumer.consuming and room > 0 and (starving or self._runs_here(batch)
-                                                        or 2 * room >= prefetch) \
-            and not self._results_refused()
+        refused = self._results_refused()
+        due = self.consumer.consuming and room > 0 and not refused \
+            and (starving or self._runs_here(batch) or 2 * room >= prefetch)
         fetched = self._start_and_fetch(batch, room if due else 0)
         if due:
             if fetched is None and self.reserved and self.pool.free_slots:
