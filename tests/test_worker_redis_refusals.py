@@ -6,6 +6,7 @@ its result is stored, and nothing is left behind."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -224,7 +225,8 @@ def test_a_result_write_refused_past_result_backend_max_retries_fails(
     app = App("refused", broker="memory://", backend=f"redis://127.0.0.1:{port}/1")
     app.conf.result_backend_max_retries = 2
     with readonly(client, data), pytest.raises(BackendError, match="cannot store the result "
-                                               "of task t-2 in Redis: You can't write"):
+                                               "of task t-2 in Redis: Redis refused writes "
+                                               r"\(READONLY: .*\): You can't write"):
         app.backend.store_result("t-2", 42, states.SUCCESS)
     app.close()
 
@@ -273,5 +275,37 @@ def test_a_worker_fetches_no_task_while_a_result_write_waits_out_a_refusal(tmp_p
                 worker.log_path.read_text()[-3000:]
         stored = [redis.Redis(port=port, db=1).get(f"celery-task-meta-{i}") for i in ids]
         assert all(b'"SUCCESS"' in (meta or b"") for meta in stored)
+    finally:
+        setup.cleanup()
+
+
+@pytest.mark.timeout(120)
+def test_a_warm_shutdown_during_a_refusal_settles_what_ran_once_writes_come_back(
+        tmp_path, unique, own_redis):
+    """SIGTERM half a second into a READONLY that lasts twelve seconds, within the thirty-second
+    grace: each finished task is acked and stored, the others go back to the queue."""
+    port, data = own_redis
+    broker = f"redis://127.0.0.1:{port}/0"
+    setup = make_setup(tmp_path, f"qw-{unique}", broker, f"redis://127.0.0.1:{port}/1")
+    client = redis.Redis(port=port)
+    try:
+        app = setup.app()
+        for i in range(4):
+            app.send_task("tasks.slow", args=[1.0, i])
+        app.close()
+        with setup.worker("-P", "threads", "-c", "2", "--prefetch-multiplier", "2") as worker:
+            assert wait_for(lambda: len(setup.records("started")) >= 2, 30)
+            with readonly(client, data):
+                time.sleep(0.5)
+                worker.send_signal(signal.SIGTERM)
+                time.sleep(12.0)  # past the ten seconds the result writes waited on main
+            worker.wait(60)
+            log = worker.log_path.read_text()
+        done = {r["tag"] for r in setup.records("done")}
+        assert done and client.hlen("unacked") == 0, log[-3000:]
+        assert client.llen(setup.queue) == 4 - len(done), log[-3000:]
+        assert "Redis refused writes (READONLY" in log, log[-3000:]
+        assert "Broker connection lost" not in log and "Broker unreachable" not in log, \
+            log[-3000:]
     finally:
         setup.cleanup()

@@ -261,7 +261,7 @@ class Worker:
                 self._turn()
             except self.consumer.errors as exc:
                 if self.stopping:
-                    logger.error("Broker connection lost during shutdown: %s", exc)
+                    self._lost_at_shutdown("Broker connection lost during shutdown", exc)
                     return
                 try:
                     self._on_connection_lost(exc)
@@ -269,8 +269,18 @@ class Worker:
                     if not self.stopping:
                         raise
                     # Told to stop while reconnecting: finish the running tasks without it.
-                    logger.error("Shutting down while the broker is unreachable (%s)", again)
+                    self._lost_at_shutdown("Shutting down while the broker is unreachable",
+                                           again)
                     return
+
+    def _lost_at_shutdown(self, what: str, exc: BaseException) -> None:
+        """Say why the broker failed as the shutdown began; a refusal (Redis's ``READONLY``,
+        ...) is not an error: it is waited out for the rest of the grace (:meth:`Shutdown.run`)."""
+        refused = self.consumer.refusal(exc)
+        if refused is None:
+            logger.error("%s: %s", what, exc)
+        else:  # told once, with how long it is waited out, by Shutdown.run
+            logger.debug("%s while shutting down", refused)
 
     def _turn(self) -> None:
         if self._unread_fetches and not self._reply_can_wait():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -130,6 +131,8 @@ class ResultBackend(ABC):
         self.expires: float | None = app.conf.result_expires
         #: The refusal each result write waiting one out now has met, by task id.
         self.waiting_out: dict[str, str] = {}
+        #: Set when refused writes must stop waiting (a worker's shutdown grace is over).
+        self.stop_retrying = threading.Event()
 
     @property
     def refused(self) -> str | None:

@@ -111,10 +111,12 @@ class RedisBackend(ResultBackend):
 
         try:
             wait_out(lambda: self._pipeline(commands), self._retried, warn=warn,
-                     max_retries=math.inf if max_retries is None else max_retries)
+                     max_retries=math.inf if max_retries is None else max_retries,
+                     stop=self.stop_retrying)
         except redis.RedisError as exc:
-            raise BackendError(
-                f"cannot store the result of task {task_id} in Redis: {exc}") from exc
+            told = self.waiting_out.get(task_id)  # the refusal warned about, named again
+            raise BackendError(f"cannot store the result of task {task_id} in Redis: "
+                               f"{f'{told}: ' if told else ''}{exc}") from exc
         finally:
             self.waiting_out.pop(task_id, None)
 
