@@ -24,13 +24,18 @@ from qtui.core.protocol import TaskMessage
 from qtui.workers import canvas
 from qtui.workers.execution import Outcome
 
-from .redis_server import redis_server, spare_port
+from .redis_server import listening, redis_server, spare_port
 from .worker_helpers import make_setup, wait_for
 
 TASKS = 6
 """Tasks of a second each, for two threads with a prefetch of two: while the first two run,
 the rest wait in the queue (a fetch is due), and the first two finish while Redis refuses
 (their results and acks are refused)."""
+
+NO_MASTER = 1
+"""The port of the missing master a refusing server replicates: a privileged port nothing
+listens on (checked), where a merely free port could be taken meanwhile by another test's
+redis-server, whose data the replica would then copy over its own."""
 
 
 @pytest.fixture
@@ -45,7 +50,8 @@ def own_redis(tmp_path) -> Iterator[tuple[int, Path]]:
 @contextmanager
 def readonly(client: redis.Redis, data: Path) -> Iterator[None]:
     """A replica of a master that is not there (as after a failover): its data stays."""
-    client.execute_command("REPLICAOF", "127.0.0.1", str(spare_port()))
+    assert not listening(NO_MASTER)
+    client.execute_command("REPLICAOF", "127.0.0.1", str(NO_MASTER))
     try:
         yield
     finally:
@@ -179,24 +185,40 @@ def test_a_prefork_worker_with_early_acks_waits_out_refused_writes(tmp_path, uni
                  task_acks_late=False)
 
 
-def test_transient_refusals_are_told_from_other_error_replies(own_redis):
+def test_an_error_reply_that_is_no_refusal_is_not_told_as_one(own_redis):
     port, _ = own_redis
     client = redis.Redis(port=port)
     client.set("a-string", "x")
     with pytest.raises(redis.ResponseError) as wrong_type:
         client.lpush("a-string", "y")
-    assert refusal_code(wrong_type.value) is None and describe(wrong_type.value) is None
+    assert (refusal_code(wrong_type.value), describe(wrong_type.value)) == (None, None)
+
+
+def test_a_refusal_inside_a_pipeline_error_is_told_by_its_code(own_redis):
+    port, _ = own_redis
+    client = redis.Redis(port=port)
     with out_of_memory(client, Path()):
         with pytest.raises(redis.RedisError) as refused:
             client.pipeline().set("b", "y").execute()  # the pipeline's wording around it
-    assert refusal_code(refused.value) == "OOM"
     assert describe(refused.value).startswith("Redis refused writes (OOM: maxmemory")
+
+
+def test_a_refusal_redis_py_has_no_class_for_is_told_by_its_code():
     assert refusal_code(redis.ResponseError("MISCONF Redis is configured to save")) == "MISCONF"
+
+
+def test_a_lost_connection_is_not_a_refusal():
     assert refusal_code(redis.ConnectionError("Connection refused")) is None
-    try:  # kombu raises a connection's error as the cause of its own
+
+
+def test_a_refusal_kombu_raised_as_the_cause_of_its_own_error_is_told():
+    try:
         raise OperationalError("BUSY Redis is busy") from redis.ResponseError("BUSY Redis is")
     except OperationalError as wrapped:
         assert refusal_code(wrapped) == "BUSY"
+
+
+def test_a_kombu_error_without_a_redis_cause_is_not_a_refusal():
     assert refusal_code(OperationalError("READONLY")) is None
 
 

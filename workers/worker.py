@@ -863,7 +863,8 @@ class Worker:
                          exc or type(exc).__name__, delay)
         else:  # a server-side refusal: waited out as a lost connection, nothing given up
             logger.warning("%s: %s. Reconnecting%s and retrying; running tasks go on, and "
-                           "what they settle is sent once writes come back", refused, exc, delay)
+                           "what they settle is sent once the broker takes it again", refused, exc,
+                           delay)
         self._lost_fetches(exc)  # replies not read yet went with the connection
         self.settlement.connection_lost(self.take_waiting(), self.active.values())
         self.consumer.close(lost=True)

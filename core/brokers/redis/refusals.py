@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import redis
 
-#: What each transient refusal means, by its error code.
-TRANSIENT = {
-    "READONLY": "writes", "OOM": "writes", "MISCONF": "writes", "NOREPLICAS": "writes",
-    "BUSY": "commands", "LOADING": "commands", "MASTERDOWN": "commands",
-    "UNBLOCKED": "commands",
-}
-WHY = {
-    "READONLY": "the server is a read-only replica, as after a failover",
-    "OOM": "maxmemory is reached and the eviction policy is noeviction",
-    "MISCONF": "its last RDB save failed and stop-writes-on-bgsave-error is on",
-    "NOREPLICAS": "fewer replicas than min-replicas-to-write are connected",
-    "BUSY": "a script or function has run past busy-reply-threshold",
-    "LOADING": "it is loading its dataset",
-    "MASTERDOWN": "the replica lost its master",
-    "UNBLOCKED": "the server changed role while a blocking wait was under way",
+#: Each transient refusal by its error code: what it refuses, and why.
+TRANSIENT: dict[str, tuple[str, str]] = {
+    "READONLY": ("writes", "the server is a read-only replica, as after a failover"),
+    "OOM": ("writes", "maxmemory is reached and the eviction policy is noeviction"),
+    "MISCONF": ("writes", "its last RDB save failed and stop-writes-on-bgsave-error is on"),
+    "NOREPLICAS": ("writes", "fewer replicas than min-replicas-to-write are connected"),
+    "BUSY": ("commands", "a script or function has run past busy-reply-threshold"),
+    "LOADING": ("commands", "it is loading its dataset"),
+    "MASTERDOWN": ("commands", "the replica lost its master"),
+    "UNBLOCKED": ("commands", "the server changed role while a blocking wait was under way"),
 }
 
 #: redis-py's classes for codes whose prefix it strips from the message (before 6.0, which
@@ -62,4 +57,5 @@ def describe(exc: BaseException) -> str | None:
     code = refusal_code(exc)
     if code is None:
         return None
-    return f"Redis refused {TRANSIENT[code]} ({code}: {WHY[code]})"
+    what, why = TRANSIENT[code]
+    return f"Redis refused {what} ({code}: {why})"
