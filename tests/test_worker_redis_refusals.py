@@ -27,11 +27,6 @@ from qtui.workers.execution import Outcome
 from .redis_server import listening, redis_server, spare_port
 from .worker_helpers import make_setup, wait_for
 
-TASKS = 6
-"""Tasks of a second each, for two threads with a prefetch of two: while the first two run,
-the rest wait in the queue (a fetch is due), and the first two finish while Redis refuses
-(their results and acks are refused)."""
-
 NO_MASTER = 1
 """The port of the missing master a refusing server replicates: a privileged port nothing
 listens on (checked), where a merely free port could be taken meanwhile by another test's
@@ -118,39 +113,47 @@ FAULTS: dict[str, tuple[Callable[[redis.Redis, Path], object], str]] = {
 }
 
 
-def _run_through(tmp_path, unique, port: int, data: Path, fault: str, *pool: str,
-                 **conf: object) -> None:
-    """Run :data:`TASKS` tasks, refusing for 2.5 s while the first two run; then check that the
-    worker is alive and warned once, each task ran once with its result stored, and nothing is
-    left in the queue, the unacked records or the dead-letter queue."""
+def _run_through(tmp_path, unique, port: int, data: Path, kinds: list[str], *pool: str,
+                 results: str | None = None) -> str:
+    """For each kind in turn: send four one-second tasks and refuse for 2.5 s while the first
+    runs. Then check that the worker is alive and warned of each kind, each task ran once with
+    its result stored, and nothing is left in the queue, the unacked records or the dead-letter
+    queue. ``results``: where results go (the private Redis's db 1 unless set elsewhere, so
+    that only fetches and acks meet the refusal). Returns the worker's log."""
     broker = f"redis://127.0.0.1:{port}/0"
-    setup = make_setup(tmp_path, f"qw-{unique}", broker, f"redis://127.0.0.1:{port}/1", **conf)
+    setup = make_setup(tmp_path, f"qw-{unique}", broker,
+                       results or f"redis://127.0.0.1:{port}/1")
     client = redis.Redis(port=port)
-    refuse, warning = FAULTS[fault]
+    app = setup.app()
+    ids: list[str] = []
     try:
-        app = setup.app()
-        ids = [app.send_task("tasks.slow", args=[1.0, i]).id for i in range(TASKS)]
-        app.close()
         with setup.worker(*pool, "--prefetch-multiplier", "1") as worker:
-            assert wait_for(lambda: len(setup.records("started")) >= 1, 30)
-            with refuse(client, data):  # type: ignore[operator]
-                time.sleep(2.5)
-            assert wait_for(lambda: len(setup.records("done")) >= TASKS, 60), \
-                worker.log_path.read_text()[-3000:]
+            for turn, kind in enumerate(kinds):
+                ids += [app.send_task("tasks.slow", args=[1.0, 10 * turn + i]).id
+                        for i in range(4)]
+                assert wait_for(lambda: len(setup.records("started")) > 4 * turn, 30)
+                refuse, _ = FAULTS[kind]
+                with refuse(client, data):  # type: ignore[operator]
+                    time.sleep(2.5)
+                assert wait_for(lambda: len(setup.records("done")) >= 4 * (turn + 1), 60), \
+                    worker.log_path.read_text()[-3000:]
             time.sleep(1.0)  # a task run twice would show now
             log = worker.log_path.read_text()
             assert worker.poll() is None, log[-3000:]
-        assert sorted(r["tag"] for r in setup.records("done")) == list(range(TASKS)), log[-3000:]
-        results = redis.Redis(port=port, db=1)
-        stored = [results.get(f"celery-task-meta-{task_id}") for task_id in ids]
-        assert all(b'"SUCCESS"' in (meta or b"") for meta in stored), log[-4000:]
-        assert warning in log, log[-3000:]
+        tags = sorted(r["tag"] for r in setup.records("done"))
+        assert tags == sorted(10 * turn + i for turn in range(len(kinds)) for i in range(4)), \
+            log[-3000:]
+        assert all(app.backend.get_task_meta(task_id)["status"] == states.SUCCESS
+                   for task_id in ids), log[-4000:]
+        assert [kind for kind in kinds if FAULTS[kind][1] not in log] == [], log[-3000:]
         # Told as what it is, once: not as a lost connection, nor at every try.
         assert "Broker connection lost" not in log and "Cannot connect" not in log, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
         assert client.llen(setup.queue) == 0 and client.hlen("unacked") == 0
         assert client.llen(f"{setup.queue}.dead") == 0
+        return log
     finally:
+        app.close()
         for undo in (lambda: client.config_set("maxmemory", 0),
                      lambda: client.execute_command("REPLICAOF", "NO", "ONE")):
             try:
@@ -160,29 +163,32 @@ def _run_through(tmp_path, unique, port: int, data: Path, fault: str, *pool: str
         setup.cleanup()
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_a_threads_worker_waits_out_refused_writes_and_loses_no_task_nor_result(
-        tmp_path, unique, own_redis, fault):
+@pytest.mark.timeout(180)
+def test_a_threads_worker_waits_out_every_kind_of_refusal_and_loses_no_task_nor_result(
+        tmp_path, unique, own_redis):
     port, data = own_redis
-    _run_through(tmp_path, unique, port, data, fault, "-P", "threads", "-c", "2")
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("fault", ["READONLY", "OOM"])
-def test_a_solo_worker_waits_out_refused_writes_and_loses_no_task_nor_result(
-        tmp_path, unique, own_redis, fault):
-    port, data = own_redis
-    _run_through(tmp_path, unique, port, data, fault, "-P", "solo")
+    # MISCONF last: it removes the server's working directory.
+    _run_through(tmp_path, unique, port, data, ["READONLY", "OOM", "BUSY", "MASTERDOWN",
+                                                "MISCONF"], "-P", "threads", "-c", "2")
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("fault", ["READONLY", "OOM"])
-def test_a_prefork_worker_with_early_acks_waits_out_refused_writes(tmp_path, unique,
-                                                                   own_redis, fault):
+def test_a_solo_worker_whose_fetches_and_acks_redis_refuses_reconnects_and_loses_nothing(
+        tmp_path, unique, own_redis):
+    """Results in SQLite: what meets the refusal is the consumer's fetch and ack."""
     port, data = own_redis
-    _run_through(tmp_path, unique, port, data, fault, "-P", "prefork", "-c", "2",
-                 task_acks_late=False)
+    log = _run_through(tmp_path, unique, port, data, ["READONLY", "OOM"], "-P", "solo",
+                       results=f"sqlite://{tmp_path / 'results.sqlite'}")
+    reconnecting = [line for line in log.splitlines() if "Reconnecting" in line]
+    assert [kind for kind in ("READONLY", "OOM")
+            if not any(f"Redis refused writes ({kind}" in line for line in reconnecting)] == [], \
+        log[-3000:]
+
+
+@pytest.mark.timeout(120)
+def test_a_prefork_worker_with_late_acks_waits_out_refused_writes(tmp_path, unique, own_redis):
+    port, data = own_redis
+    _run_through(tmp_path, unique, port, data, ["READONLY", "OOM"], "-P", "prefork", "-c", "2")
 
 
 def test_an_error_reply_that_is_no_refusal_is_not_told_as_one(own_redis):
@@ -304,11 +310,13 @@ def test_a_worker_fetches_no_task_while_a_result_write_waits_out_a_refusal(tmp_p
 @pytest.mark.timeout(120)
 def test_a_warm_shutdown_during_a_refusal_settles_what_ran_once_writes_come_back(
         tmp_path, unique, own_redis):
-    """SIGTERM half a second into a READONLY that lasts twelve seconds, within the thirty-second
-    grace: each finished task is acked and stored, the others go back to the queue."""
+    """SIGTERM half a second into a READONLY that lasts three seconds, within the
+    thirty-second grace (results in SQLite: the acks and the put-backs meet the refusal): each
+    finished task is acked, the others go back to the queue."""
     port, data = own_redis
     broker = f"redis://127.0.0.1:{port}/0"
-    setup = make_setup(tmp_path, f"qw-{unique}", broker, f"redis://127.0.0.1:{port}/1")
+    setup = make_setup(tmp_path, f"qw-{unique}", broker,
+                       f"sqlite://{tmp_path / 'results.sqlite'}")
     client = redis.Redis(port=port)
     try:
         app = setup.app()
@@ -320,7 +328,7 @@ def test_a_warm_shutdown_during_a_refusal_settles_what_ran_once_writes_come_back
             with readonly(client, data):
                 time.sleep(0.5)
                 worker.send_signal(signal.SIGTERM)
-                time.sleep(12.0)  # past the ten seconds the result writes waited on main
+                time.sleep(3.0)
             worker.wait(60)
             log = worker.log_path.read_text()
         done = {r["tag"] for r in setup.records("done")}
