@@ -32,6 +32,9 @@ NO_MASTER = 1
 listens on (checked), where a merely free port could be taken meanwhile by another test's
 redis-server, whose data the replica would then copy over its own."""
 
+REFUSAL = 1.5
+"""Seconds each refusal lasts in the worker runs: past a task and an ack or fetch."""
+
 
 @pytest.fixture
 def own_redis(tmp_path) -> Iterator[tuple[int, Path]]:
@@ -92,10 +95,11 @@ def failed_save(client: redis.Redis, data: Path) -> Iterator[None]:
 
 @contextmanager
 def busy_script(client: redis.Redis, data: Path) -> Iterator[None]:
-    """A script that runs for 2.5 s, past a busy threshold of 0.1 s: every command is BUSY."""
+    """A script that runs for :data:`REFUSAL` seconds, past a busy threshold of 0.1 s: every
+    command is BUSY."""
     client.config_set("busy-reply-threshold", 100)
     loop = ("local t = redis.call('TIME') repeat local n = redis.call('TIME') "
-            "until (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > 2500000")
+            f"until (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > {int(REFUSAL * 1e6)}")
     runner = threading.Thread(target=client.eval, args=(loop, 0))
     runner.start()
     try:
@@ -115,8 +119,8 @@ FAULTS: dict[str, tuple[Callable[[redis.Redis, Path], object], str]] = {
 
 def _run_through(tmp_path, unique, port: int, data: Path, kinds: list[str], *pool: str,
                  results: str | None = None) -> str:
-    """For each kind in turn: send four one-second tasks and refuse for 2.5 s while the first
-    runs. Then check that the worker is alive and warned of each kind, each task ran once with
+    """For each kind in turn: send four half-second tasks and refuse for :data:`REFUSAL` seconds
+    while the first runs. Then check that the worker is alive and warned of each kind, each task ran once with
     its result stored, and nothing is left in the queue, the unacked records or the dead-letter
     queue. ``results``: where results go (the private Redis's db 1 unless set elsewhere, so
     that only fetches and acks meet the refusal). Returns the worker's log."""
@@ -129,12 +133,12 @@ def _run_through(tmp_path, unique, port: int, data: Path, kinds: list[str], *poo
     try:
         with setup.worker(*pool, "--prefetch-multiplier", "1") as worker:
             for turn, kind in enumerate(kinds):
-                ids += [app.send_task("tasks.slow", args=[1.0, 10 * turn + i]).id
+                ids += [app.send_task("tasks.slow", args=[0.5, 10 * turn + i]).id
                         for i in range(4)]
                 assert wait_for(lambda: len(setup.records("started")) > 4 * turn, 30)
                 refuse, _ = FAULTS[kind]
                 with refuse(client, data):  # type: ignore[operator]
-                    time.sleep(2.5)
+                    time.sleep(REFUSAL)
                 assert wait_for(lambda: len(setup.records("done")) >= 4 * (turn + 1), 60), \
                     worker.log_path.read_text()[-3000:]
             time.sleep(1.0)  # a task run twice would show now
