@@ -122,8 +122,9 @@ def _run_through(tmp_path, unique, port: int, data: Path, kinds: list[str], *poo
     """For each kind in turn: send four half-second tasks and refuse for :data:`REFUSAL` seconds
     while the first runs. Then check that the worker is alive and warned of each kind, each
     task ran once with its result stored, and nothing is left in the queue, the unacked
-    records or the dead-letter queue. ``results``: where results go (the private Redis's db 1 unless set elsewhere, so
-    that only fetches and acks meet the refusal). Returns the worker's log."""
+    records or the dead-letter queue. ``results``: where results go (the private Redis's
+    db 1 unless set elsewhere, so that only fetches and acks meet the refusal). Returns the
+    worker's log."""
     broker = f"redis://127.0.0.1:{port}/0"
     setup = make_setup(tmp_path, f"qw-{unique}", broker,
                        results or f"redis://127.0.0.1:{port}/1")
