@@ -191,6 +191,14 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "Content types accepted when reading results; nothing means accept_content."),
     Setting("result_expires", 86400, _optional(_at_least(NUMBER, 0)),
             "Seconds a stored result is kept (nothing: forever)."),
+    Setting("result_backend_always_retry", False, BOOL,
+            "Also retry a result write that fails because the backend is unreachable (a "
+            "connection error or timeout), as Celery's; a write the backend refuses for a while "
+            "(Redis's READONLY, OOM, ...) is retried whatever this says."),
+    Setting("result_backend_max_retries", None, _optional(_at_least(NUMBER, 0)),
+            "How many times a refused result write is tried again before the write fails "
+            "(nothing: for as long as the refusal lasts, Celery's inf); a worker stops fetching "
+            "while a result write is refused."),
     Setting("result_extended", False, BOOL,
             "Store the task name, args, kwargs, worker and queue with the result."),
     # Serialization and time

@@ -94,13 +94,6 @@ def test_bad_compression_headers_are_dead_lettered_on_redis_and_sqlite(tmp_path)
 
 
 @pytest.mark.timeout(120)
-def test_redis_refusing_writes_loses_no_task_nor_result_and_the_worker_waits_it_out(tmp_path):
-    outcome = faults.refused_writes(tmp_path, n=200, seconds=3.0)
-    assert outcome.passed, outcome
-    assert outcome.figures["results_lost"] == 0 and outcome.figures["warned"]
-
-
-@pytest.mark.timeout(120)
 def test_raw_non_envelopes_on_redis_are_dead_lettered_with_reasons(tmp_path):
     outcome = faults.malformed_redis(tmp_path, bad=60, good=40)
     assert outcome.passed, outcome

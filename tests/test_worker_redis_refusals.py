@@ -6,6 +6,7 @@ its result is stored, and nothing is left behind."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,18 +18,22 @@ import redis
 from kombu.exceptions import OperationalError
 
 from qtui.core import App, states
-from qtui.core.backends import redis as redis_backend
-from qtui.core.brokers.redis import refusals
 from qtui.core.brokers.redis.refusals import describe, refusal_code
 from qtui.core.exceptions import BackendError
+from qtui.core.protocol import TaskMessage
+from qtui.workers import canvas
+from qtui.workers.execution import Outcome
 
-from .redis_server import redis_server, spare_port
+from .redis_server import listening, redis_server, spare_port
 from .worker_helpers import make_setup, wait_for
 
-TASKS = 6
-"""Tasks of a second each, for two threads with a prefetch of two: while the first two run,
-the rest wait in the queue (a fetch is due), and the first two finish while Redis refuses
-(their results and acks are refused)."""
+NO_MASTER = 1
+"""The port of the missing master a refusing server replicates: a privileged port nothing
+listens on (checked), where a merely free port could be taken meanwhile by another test's
+redis-server, whose data the replica would then copy over its own."""
+
+REFUSAL = 1.5
+"""Seconds each refusal lasts in the worker runs: past a task and an ack or fetch."""
 
 
 @pytest.fixture
@@ -43,7 +48,8 @@ def own_redis(tmp_path) -> Iterator[tuple[int, Path]]:
 @contextmanager
 def readonly(client: redis.Redis, data: Path) -> Iterator[None]:
     """A replica of a master that is not there (as after a failover): its data stays."""
-    client.execute_command("REPLICAOF", "127.0.0.1", str(spare_port()))
+    assert not listening(NO_MASTER)
+    client.execute_command("REPLICAOF", "127.0.0.1", str(NO_MASTER))
     try:
         yield
     finally:
@@ -89,10 +95,11 @@ def failed_save(client: redis.Redis, data: Path) -> Iterator[None]:
 
 @contextmanager
 def busy_script(client: redis.Redis, data: Path) -> Iterator[None]:
-    """A script that runs for 2.5 s, past a busy threshold of 0.1 s: every command is BUSY."""
+    """A script that runs for :data:`REFUSAL` seconds, past a busy threshold of 0.1 s: every
+    command is BUSY."""
     client.config_set("busy-reply-threshold", 100)
     loop = ("local t = redis.call('TIME') repeat local n = redis.call('TIME') "
-            "until (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > 2500000")
+            f"until (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > {int(REFUSAL * 1e6)}")
     runner = threading.Thread(target=client.eval, args=(loop, 0))
     runner.start()
     try:
@@ -110,39 +117,48 @@ FAULTS: dict[str, tuple[Callable[[redis.Redis, Path], object], str]] = {
 }
 
 
-def _run_through(tmp_path, unique, port: int, data: Path, fault: str, *pool: str,
-                 **conf: object) -> None:
-    """Run :data:`TASKS` tasks, refusing for 2.5 s while the first two run; then check that the
-    worker is alive and warned once, each task ran once with its result stored, and nothing is
-    left in the queue, the unacked records or the dead-letter queue."""
+def _run_through(tmp_path, unique, port: int, data: Path, kinds: list[str], *pool: str,
+                 results: str | None = None) -> str:
+    """For each kind in turn: send four half-second tasks and refuse for :data:`REFUSAL` seconds
+    while the first runs. Then check that the worker is alive and warned of each kind, each
+    task ran once with its result stored, and nothing is left in the queue, the unacked
+    records or the dead-letter queue. ``results``: where results go (the private Redis's
+    db 1 unless set elsewhere, so that only fetches and acks meet the refusal). Returns the
+    worker's log."""
     broker = f"redis://127.0.0.1:{port}/0"
-    setup = make_setup(tmp_path, f"qw-{unique}", broker, f"redis://127.0.0.1:{port}/1", **conf)
+    setup = make_setup(tmp_path, f"qw-{unique}", broker,
+                       results or f"redis://127.0.0.1:{port}/1")
     client = redis.Redis(port=port)
-    refuse, warning = FAULTS[fault]
+    app = setup.app()
+    ids: list[str] = []
     try:
-        app = setup.app()
-        ids = [app.send_task("tasks.slow", args=[1.0, i]).id for i in range(TASKS)]
-        app.close()
         with setup.worker(*pool, "--prefetch-multiplier", "1") as worker:
-            assert wait_for(lambda: len(setup.records("started")) >= 1, 30)
-            with refuse(client, data):  # type: ignore[operator]
-                time.sleep(2.5)
-            assert wait_for(lambda: len(setup.records("done")) >= TASKS, 60), \
-                worker.log_path.read_text()[-3000:]
+            for turn, kind in enumerate(kinds):
+                ids += [app.send_task("tasks.slow", args=[0.5, 10 * turn + i]).id
+                        for i in range(4)]
+                assert wait_for(lambda: len(setup.records("started")) > 4 * turn, 30)
+                refuse, _ = FAULTS[kind]
+                with refuse(client, data):  # type: ignore[operator]
+                    time.sleep(REFUSAL)
+                assert wait_for(lambda: len(setup.records("done")) >= 4 * (turn + 1), 60), \
+                    worker.log_path.read_text()[-3000:]
             time.sleep(1.0)  # a task run twice would show now
             log = worker.log_path.read_text()
             assert worker.poll() is None, log[-3000:]
-        assert sorted(r["tag"] for r in setup.records("done")) == list(range(TASKS)), log[-3000:]
-        results = redis.Redis(port=port, db=1)
-        stored = [results.get(f"celery-task-meta-{task_id}") for task_id in ids]
-        assert all(b'"SUCCESS"' in (meta or b"") for meta in stored), log[-4000:]
-        assert warning in log, log[-3000:]
+        tags = sorted(r["tag"] for r in setup.records("done"))
+        assert tags == sorted(10 * turn + i for turn in range(len(kinds)) for i in range(4)), \
+            log[-3000:]
+        assert all(app.backend.get_task_meta(task_id)["status"] == states.SUCCESS
+                   for task_id in ids), log[-4000:]
+        assert [kind for kind in kinds if FAULTS[kind][1] not in log] == [], log[-3000:]
         # Told as what it is, once: not as a lost connection, nor at every try.
         assert "Broker connection lost" not in log and "Cannot connect" not in log, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
         assert client.llen(setup.queue) == 0 and client.hlen("unacked") == 0
         assert client.llen(f"{setup.queue}.dead") == 0
+        return log
     finally:
+        app.close()
         for undo in (lambda: client.config_set("maxmemory", 0),
                      lambda: client.execute_command("REPLICAOF", "NO", "ONE")):
             try:
@@ -152,49 +168,68 @@ def _run_through(tmp_path, unique, port: int, data: Path, fault: str, *pool: str
         setup.cleanup()
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_a_threads_worker_waits_out_refused_writes_and_loses_no_task_nor_result(
-        tmp_path, unique, own_redis, fault):
+@pytest.mark.timeout(180)
+def test_a_threads_worker_waits_out_every_kind_of_refusal_and_loses_no_task_nor_result(
+        tmp_path, unique, own_redis):
     port, data = own_redis
-    _run_through(tmp_path, unique, port, data, fault, "-P", "threads", "-c", "2")
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("fault", ["READONLY", "OOM"])
-def test_a_solo_worker_waits_out_refused_writes_and_loses_no_task_nor_result(
-        tmp_path, unique, own_redis, fault):
-    port, data = own_redis
-    _run_through(tmp_path, unique, port, data, fault, "-P", "solo")
+    # MISCONF last: it removes the server's working directory.
+    _run_through(tmp_path, unique, port, data, ["READONLY", "OOM", "BUSY", "MASTERDOWN",
+                                                "MISCONF"], "-P", "threads", "-c", "2")
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("fault", ["READONLY", "OOM"])
-def test_a_prefork_worker_with_early_acks_waits_out_refused_writes(tmp_path, unique,
-                                                                   own_redis, fault):
+def test_a_solo_worker_whose_fetches_and_acks_redis_refuses_reconnects_and_loses_nothing(
+        tmp_path, unique, own_redis):
+    """Results in SQLite: what meets the refusal is the consumer's fetch and ack."""
     port, data = own_redis
-    _run_through(tmp_path, unique, port, data, fault, "-P", "prefork", "-c", "2",
-                 task_acks_late=False)
+    log = _run_through(tmp_path, unique, port, data, ["READONLY", "OOM"], "-P", "solo",
+                       results=f"sqlite://{tmp_path / 'results.sqlite'}")
+    reconnecting = [line for line in log.splitlines() if "Reconnecting" in line]
+    assert [kind for kind in ("READONLY", "OOM")
+            if not any(f"Redis refused writes ({kind}" in line for line in reconnecting)] == [], \
+        log[-3000:]
 
 
-def test_transient_refusals_are_told_from_other_error_replies(own_redis):
+@pytest.mark.timeout(120)
+def test_a_prefork_worker_with_late_acks_waits_out_refused_writes(tmp_path, unique, own_redis):
+    port, data = own_redis
+    _run_through(tmp_path, unique, port, data, ["READONLY", "OOM"], "-P", "prefork", "-c", "2")
+
+
+def test_an_error_reply_that_is_no_refusal_is_not_told_as_one(own_redis):
     port, _ = own_redis
     client = redis.Redis(port=port)
     client.set("a-string", "x")
     with pytest.raises(redis.ResponseError) as wrong_type:
         client.lpush("a-string", "y")
-    assert refusal_code(wrong_type.value) is None and describe(wrong_type.value) is None
+    assert (refusal_code(wrong_type.value), describe(wrong_type.value)) == (None, None)
+
+
+def test_a_refusal_inside_a_pipeline_error_is_told_by_its_code(own_redis):
+    port, _ = own_redis
+    client = redis.Redis(port=port)
     with out_of_memory(client, Path()):
         with pytest.raises(redis.RedisError) as refused:
             client.pipeline().set("b", "y").execute()  # the pipeline's wording around it
-    assert refusal_code(refused.value) == "OOM"
     assert describe(refused.value).startswith("Redis refused writes (OOM: maxmemory")
+
+
+def test_a_refusal_redis_py_has_no_class_for_is_told_by_its_code():
     assert refusal_code(redis.ResponseError("MISCONF Redis is configured to save")) == "MISCONF"
+
+
+def test_a_lost_connection_is_not_a_refusal():
     assert refusal_code(redis.ConnectionError("Connection refused")) is None
-    try:  # kombu raises a connection's error as the cause of its own
+
+
+def test_a_refusal_kombu_raised_as_the_cause_of_its_own_error_is_told():
+    try:
         raise OperationalError("BUSY Redis is busy") from redis.ResponseError("BUSY Redis is")
     except OperationalError as wrapped:
         assert refusal_code(wrapped) == "BUSY"
+
+
+def test_a_kombu_error_without_a_redis_cause_is_not_a_refusal():
     assert refusal_code(OperationalError("READONLY")) is None
 
 
@@ -212,18 +247,100 @@ def test_a_result_write_refused_for_a_while_is_stored_once_writes_come_back(own_
     assert app.backend.get_task_meta("t-1")["result"] == 42
     assert [r.getMessage() for r in caplog.records] == [
         "Redis refused writes (READONLY: the server is a read-only replica, as after a "
-        f"failover): the result of task t-1 is written again for up to "
-        f"{sum(refusals.RESULT_RETRY_PAUSES):.0f}s"]
+        "failover): the result of task t-1 is written again until it is taken"]
     app.close()
 
 
-def test_a_result_write_refused_past_its_retries_fails_as_for_an_unreachable_backend(
-        own_redis, monkeypatch):
+def test_a_result_write_refused_past_result_backend_max_retries_fails(
+        own_redis):
     port, data = own_redis
     client = redis.Redis(port=port)
-    monkeypatch.setattr(redis_backend, "RESULT_RETRY_PAUSES", (0.01, 0.01, 0.01))
     app = App("refused", broker="memory://", backend=f"redis://127.0.0.1:{port}/1")
+    app.conf.result_backend_max_retries = 2
     with readonly(client, data), pytest.raises(BackendError, match="cannot store the result "
-                                               "of task t-2 in Redis: You can't write"):
+                                               "of task t-2 in Redis: Redis refused writes "
+                                               r"\(READONLY: .*\): You can't write"):
         app.backend.store_result("t-2", 42, states.SUCCESS)
     app.close()
+
+
+def test_a_chain_step_the_broker_refuses_for_a_while_is_sent_once_writes_come_back(
+        own_redis, caplog):
+    port, data = own_redis
+    client = redis.Redis(port=port)
+    app = App("refused", broker=f"redis://127.0.0.1:{port}/0")
+    step = {"task": "tasks.add", "args": [1], "kwargs": {}, "options": {"queue": "next"}}
+    message = TaskMessage(id="t-3", task="tasks.add", chain=[step])
+    outcome = Outcome(job_id=1, state=states.SUCCESS, runtime=0.1)
+    with readonly(client, data):
+        lift = threading.Timer(1.0, client.execute_command, args=("REPLICAOF", "NO", "ONE"))
+        lift.start()
+        with caplog.at_level(logging.WARNING, logger="qtui.worker"):
+            value = canvas.before_store(app, message, outcome, 2)
+        lift.join()
+    assert (value, outcome.state, outcome.dead_letter) == (2, states.SUCCESS, None)
+    assert client.llen("next") == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "Redis refused writes (READONLY: the server is a read-only replica, as after a "
+        "failover): what follows task t-3 is sent again until the broker takes it"]
+    app.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_fetches_no_task_while_a_result_write_waits_out_a_refusal(tmp_path, unique,
+                                                                          own_redis):
+    port, data = own_redis
+    results = f"redis://127.0.0.1:{port}/1"
+    setup = make_setup(tmp_path, f"qw-{unique}", f"sqlite://{tmp_path / 'broker.db'}", results)
+    client = redis.Redis(port=port)
+    try:
+        app = setup.app()
+        ids = [app.send_task("tasks.slow", args=[0.5, i]).id for i in range(4)]
+        app.close()
+        with readonly(client, data), \
+                setup.worker("-P", "threads", "-c", "1", "--prefetch-multiplier", "1") as worker:
+            told = "no new task is fetched while a result waits to be written"
+            assert wait_for(lambda: told in worker.log_path.read_text(), 30), \
+                worker.log_path.read_text()[-3000:]
+            assert len(setup.records("started")) == 1, worker.log_path.read_text()[-3000:]
+            client.execute_command("REPLICAOF", "NO", "ONE")
+            assert wait_for(lambda: len(setup.records("done")) >= 4, 60), \
+                worker.log_path.read_text()[-3000:]
+        stored = [redis.Redis(port=port, db=1).get(f"celery-task-meta-{i}") for i in ids]
+        assert all(b'"SUCCESS"' in (meta or b"") for meta in stored)
+    finally:
+        setup.cleanup()
+
+
+@pytest.mark.timeout(120)
+def test_a_warm_shutdown_during_a_refusal_settles_what_ran_once_writes_come_back(
+        tmp_path, unique, own_redis):
+    """SIGTERM half a second into a READONLY that lasts three seconds, within the
+    thirty-second grace (results in SQLite: the acks and the put-backs meet the refusal): each
+    finished task is acked, the others go back to the queue."""
+    port, data = own_redis
+    broker = f"redis://127.0.0.1:{port}/0"
+    setup = make_setup(tmp_path, f"qw-{unique}", broker,
+                       f"sqlite://{tmp_path / 'results.sqlite'}")
+    client = redis.Redis(port=port)
+    try:
+        app = setup.app()
+        for i in range(4):
+            app.send_task("tasks.slow", args=[1.0, i])
+        app.close()
+        with setup.worker("-P", "threads", "-c", "2", "--prefetch-multiplier", "2") as worker:
+            assert wait_for(lambda: len(setup.records("started")) >= 2, 30)
+            with readonly(client, data):
+                time.sleep(0.5)
+                worker.send_signal(signal.SIGTERM)
+                time.sleep(3.0)
+            worker.wait(60)
+            log = worker.log_path.read_text()
+        done = {r["tag"] for r in setup.records("done")}
+        assert done and client.hlen("unacked") == 0, log[-3000:]
+        assert client.llen(setup.queue) == 4 - len(done), log[-3000:]
+        assert "Redis refused writes (READONLY" in log, log[-3000:]
+        assert "Broker connection lost" not in log and "Broker unreachable" not in log, \
+            log[-3000:]
+    finally:
+        setup.cleanup()

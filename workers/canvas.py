@@ -6,8 +6,10 @@ After a success: each ``callbacks`` signature gets the result prepended to its a
 chord part is counted. After a failure: the chord part is counted, the tasks left in the chain
 are stored as failed too, and each ``errbacks`` signature is called -- in this process with
 ``(request, exc, traceback)`` when it is a task registered here that takes more than one
-argument, otherwise sent as a task with the failed task's id. What cannot be followed fails the
-task with the reason: its state, the log and the dead-letter queue.
+argument, otherwise sent as a task with the failed task's id. A send the broker refuses for a
+while (Redis's ``READONLY``, ``OOM``, ...) is sent again until it is taken
+(:func:`qtui.core.refused.wait_out`); what cannot be followed otherwise fails the task with the
+reason: its state, the log and the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from qtui.core import states
+from qtui.core.brokers.family import family_for
 from qtui.core.canvas import apply, signature_of
 from qtui.core.exceptions import CanvasError, NotRegistered
+from qtui.core.refused import wait_out
 
 if TYPE_CHECKING:
     from qtui.core.app import App
@@ -40,7 +44,7 @@ def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) -
     try:
         _callbacks(app, message.callbacks or [], value, parent)
         if message.chain:
-            apply(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
+            _send(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
     except Exception as exc:  # CanvasError, or the broker refused the next message
         return _failed(message, outcome, exc)
     return value
@@ -74,6 +78,19 @@ def _failed(message: TaskMessage, outcome: Outcome, exc: Exception) -> CanvasErr
     return error
 
 
+def _send(app: App, value: Any, args: tuple[Any, ...], **options: Any) -> None:
+    """Send a signature as :func:`apply` does, again after each pause while the broker refuses
+    it for a while: a refusal ends, so it neither fails the task nor dead-letters it."""
+    def refusal(exc: BaseException) -> str | None:
+        return family_for(app.connection_for_write()).refusal(exc)
+
+    def warn(refused: str) -> None:
+        logger.warning("%s: what follows task %s is sent again until the broker takes it",
+                       refused, options.get("parent_id"))
+
+    wait_out(lambda: apply(app, value, args, **options), refusal, warn=warn)
+
+
 def _parent(message: TaskMessage) -> dict[str, Any]:
     return {"parent_id": message.id, "root_id": message.root_id or message.id}
 
@@ -96,7 +113,7 @@ def follow(app: App, message: TaskMessage, state: str, value: Any,
         parent = _parent(message)
         _callbacks(app, message.callbacks or [], value, parent)
         if message.chain:
-            apply(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
+            _send(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
     _after_store(app, message, state, value, traceback)
 
 
@@ -112,14 +129,14 @@ def _after_store(app: App, message: TaskMessage, state: str, value: Any,
 def _callbacks(app: App, callbacks: list[Any], value: Any, parent: dict[str, Any]) -> None:
     """One callback is sent as it is; several go as one group (each group callback apart)."""
     if len(callbacks) == 1:
-        apply(app, callbacks[0], (value,), **parent)
+        _send(app, callbacks[0], (value,), **parent)
         return
     sigs = [signature_of(c) for c in callbacks]
     for group in (s for s in sigs if s.get("subtask_type") == "group"):
-        apply(app, group, (value,), **parent)
+        _send(app, group, (value,), **parent)
     tasks = [s for s in sigs if s.get("subtask_type") != "group"]
     if tasks:
-        apply(app, {"task": "celery.group", "subtask_type": "group", "args": (),
+        _send(app, {"task": "celery.group", "subtask_type": "group", "args": (),
                     "kwargs": {"tasks": tasks}, "options": {}}, (value,), **parent)
 
 
@@ -154,9 +171,9 @@ def _errbacks(app: App, message: TaskMessage, exc: Any, traceback: str | None,
             logger.exception("Errback %s of task %s[%s] raised", sig["task"], message.task,
                              message.id)
     if len(by_id) == 1:
-        apply(app, by_id[0], (message.id,), **parent)
+        _send(app, by_id[0], (message.id,), **parent)
     elif by_id:
-        apply(app, {"task": "celery.group", "subtask_type": "group", "args": (),
+        _send(app, {"task": "celery.group", "subtask_type": "group", "args": (),
                     "kwargs": {"tasks": by_id}, "options": {}}, (message.id,), **parent)
 
 

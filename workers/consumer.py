@@ -107,7 +107,7 @@ class Consumer:
         # A broker refusing an operation for a while (Redis out of memory) answers with an
         # error reply, not a broken connection: wait and reconnect all the same.
         return (*conn.connection_errors, *conn.recoverable_channel_errors, OperationalError,
-                OSError, *family_for(conn).refusals())
+                OSError, *family_for(conn).retried_errors())
 
     def refusal(self, error: BaseException) -> str | None:
         """What ``error`` says when it is the broker refusing operations for a while (Redis's

@@ -69,6 +69,9 @@ class Settlement:
         self.orphans: list[tuple[str, bool]] = []
         """Deliveries of a lost connection to settle through the next (Redis and the embedded
         broker): (delivery tag, requeue)."""
+        self.unsent: dict[str, str] = {}
+        """Task id of each ack gathered or not sent yet, by delivery tag: what would run again
+        if the worker stopped now."""
         self.stale_by_task: dict[str, Job] = {}
         """Running jobs whose delivery went with a lost connection, by task id: a redelivery
         of one is adopted by the running job."""
@@ -111,6 +114,7 @@ class Settlement:
         if job.acked:
             return
         job.acked = True
+        self.unsent[job.delivery_tag] = job.task_id
         if job.stale:
             if self.consumer.keeps_deliveries:
                 self.orphans.append((job.delivery_tag, False))
@@ -118,6 +122,7 @@ class Settlement:
                 return
             # RabbitMQ gives it back with the connection: see settled_already.
             _remember(self._settled_stale, job.task_id)
+            del self.unsent[job.delivery_tag]
             return
         if not self.consumer.keeps_deliveries:  # before the ack, which may fail or be lost
             _remember(self._acked_at, job.task_id, time.monotonic())
@@ -132,6 +137,7 @@ class Settlement:
             if self.consumer.keeps_deliveries:
                 self.orphans.append((job.delivery_tag, False))
             raise
+        del self.unsent[job.delivery_tag]
 
     def ack_before_run(self, job: Job) -> None:
         """Acks early: where the broker gives deliveries back with the connection (RabbitMQ)
@@ -160,6 +166,11 @@ class Settlement:
         except self.consumer.errors:
             self.orphans.extend((tag, False) for tag in tags)
             raise
+        self._sent(tags)
+
+    def _sent(self, tags: Iterable[str]) -> None:
+        for tag in tags:
+            self.unsent.pop(tag, None)
 
     def dead_letter(self, job: Job, reason: str) -> None:
         job.acked = True
@@ -277,9 +288,10 @@ class Settlement:
             del self._settled_stale[next(iter(self._settled_stale))]
         self._acked_at.clear()
 
-    def settle_orphans(self) -> None:
+    def settle_orphans(self, raising: bool = False) -> None:
         """Settle the deliveries of a lost connection through the current one; what cannot be
-        settled yet (the broker is still failing) is tried again on the next turn."""
+        settled yet (the broker is still failing) is tried again on the next turn, or its
+        error raised with ``raising`` (at shutdown, which has no next turn)."""
         if not (self.orphans or self.consumer.reclaim_due) \
                 or self.consumer.connection is None:
             return
@@ -302,8 +314,12 @@ class Settlement:
             except self.consumer.errors as exc:
                 unsettled = [o for o in orphans if o[1]] if requeue else orphans
                 self.orphans = unsettled + self.orphans
+                if raising:
+                    raise
                 logger.debug("%d deliveries not settled yet: %s", len(self.orphans), exc)
                 return
+            if not requeue:
+                self._sent(tags)
         # After the acks above: a finished task's message must not come back.
         try:
             self.consumer.reclaim_after_loss(self.held_tags())

@@ -20,13 +20,18 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from .job import Job
     from .worker import Worker
 
 logger = logging.getLogger("qtui.worker")
+
+#: Pause (seconds) before settling again at shutdown while the broker refuses.
+REFUSED_PAUSE = 0.5
 
 
 class WorkerTerminate(SystemExit):
@@ -62,7 +67,7 @@ class Shutdown:
         logger.warning("worker: Warm shutdown (SIGHUP), %s: finishing running tasks (up to %ss)",
                        then, self.timeout)
         self.stopping = True
-        self.deadline = time.monotonic() + self.timeout
+        self._start_grace()
 
     def _on_warm_signal(self, signum: int, frame: Any) -> None:
         self.restart = False  # told to stop: a SIGHUP's restart is off
@@ -72,7 +77,18 @@ class Shutdown:
         logger.warning("worker: Warm shutdown (%s): finishing running tasks (up to %ss)",
                        signal.Signals(signum).name, self.timeout)
         self.stopping = True
+        self._start_grace()
+
+    def _start_grace(self) -> None:
+        """The warm shutdown's grace starts: at its end a result write still waiting out a
+        refusal gives up (in a solo worker it runs in the main thread: a timer says so)."""
         self.deadline = time.monotonic() + self.timeout
+        grace = threading.Timer(self.timeout, self._grace_over)
+        grace.daemon = True
+        grace.start()
+
+    def _grace_over(self) -> None:
+        self.worker.app.backend.stop_retrying.set()  # in the timer's thread: it may lock
 
     def _on_cold_signal(self, signum: int, frame: Any) -> None:
         logger.warning("worker: Cold shutdown (%s): requeueing everything unacked",
@@ -86,46 +102,34 @@ class Shutdown:
     def request(self, cold: bool = False) -> None:
         """Ask the main loop to shut down (warm: finish running tasks first)."""
         self.stopping = True
-        self.deadline = time.monotonic() + self.timeout
+        self._start_grace()
         self.cold = self.cold or cold
 
     def run(self) -> None:
-        """The end of the worker's run: settle what it holds, then let go of everything."""
+        """The end of the worker's run: settle what it holds, then let go of everything. While
+        the broker refuses (Redis's ``READONLY``, ...), settling is tried again for as long as
+        the warm shutdown's grace lasts."""
         worker = self.worker
-        settlement = worker.settlement
         self.stopping = True
         worker.hooks.on_worker_stopping(worker)
+        deadline = self.deadline or time.monotonic() + self.timeout
+        told: str | None = None
         try:
-            worker.read_fetches()  # what they took is put back with the other waiting jobs
-            settlement.flush_acks()
-            self.put_back_waiting()
-            if not self.cold:
-                self._finish_active()
-            else:
-                self._soft_shutdown()
-            worker._process_events()  # outcomes already in: those tasks are done, not requeued
-            if worker.active:
-                worker.pool.terminate()
-                abandoned = []
-                for job in list(worker.active.values()):
-                    settlement.forget(job)
-                    if not job.acked and not job.stale:
-                        # Given back on purpose, not lost: forget its start first, and keep
-                        # its count, so the next delivery does not count against it.
-                        worker.starts.flush()
-                        settlement.put_back(job.queue, job.delivery, job.delivery_number - 1)
-                        job.acked = True
-                    elif not job.stale:
-                        abandoned.append(job)
-                worker.active.clear()
-                for job in abandoned:
-                    logger.warning("Task %s[%s] was stopped at shutdown and is not requeued: it "
-                                   "was acknowledged before it ran (acks_late is off)",
-                                   job.name, job.task_id)
-            settlement.flush_acks()
-        except worker.consumer.errors as exc:
-            logger.error("Broker unreachable while shutting down (%s); the broker returns what "
-                         "this worker held", exc)
+            while True:
+                try:
+                    self._settle()
+                    break
+                except worker.consumer.errors as exc:
+                    refused = worker.consumer.refusal(exc)
+                    if refused is None or self.cold or time.monotonic() >= deadline:
+                        self._unsettled(exc, told or refused)
+                        break
+                    if told is None:
+                        logger.warning("%s while shutting down: what this worker settled is "
+                                       "sent again for up to %.0fs", refused,
+                                       deadline - time.monotonic())
+                    told = told or refused
+                    time.sleep(REFUSED_PAUSE)
         finally:
             worker.pool.stop()
             worker.consumer.stop()
@@ -136,6 +140,58 @@ class Shutdown:
             worker.hooks.on_worker_stopped(worker)
         logger.info("worker %s stopped", worker.hostname)
 
+    def _settle(self) -> None:
+        """Settle everything the worker holds; run again from the top after a refusal."""
+        worker = self.worker
+        settlement = worker.settlement
+        if worker.consumer.connection is None and (settlement.orphans or settlement.acks) \
+                and worker.consumer.keeps_deliveries:
+            worker.consumer.connect(1)  # once (stopping): the acks a lost connection held
+            worker.consumer.cancel()
+        worker.read_fetches()  # what they took is put back with the other waiting jobs
+        settlement.settle_orphans(raising=True)
+        settlement.flush_acks()
+        self.put_back_waiting()
+        if not self.cold:
+            self._finish_active()
+        else:
+            self._soft_shutdown()
+        worker._process_events()  # outcomes already in: those tasks are done, not requeued
+        if worker.active:
+            worker.pool.terminate()
+            abandoned = []
+            for job in list(worker.active.values()):
+                settlement.forget(job)
+                if not job.acked and not job.stale:
+                    # Given back on purpose, not lost: forget its start first, and keep
+                    # its count, so the next delivery does not count against it.
+                    worker.starts.flush()
+                    settlement.put_back(job.queue, job.delivery, job.delivery_number - 1)
+                    job.acked = True
+                elif not job.stale:
+                    abandoned.append(job)
+            worker.active.clear()
+            for job in abandoned:
+                logger.warning("Task %s[%s] was stopped at shutdown and is not requeued: it "
+                               "was acknowledged before it ran (acks_late is off)",
+                               job.name, job.task_id)
+        settlement.settle_orphans(raising=True)
+        settlement.flush_acks()
+
+    def _unsettled(self, exc: BaseException, refused: str | None) -> None:
+        """The broker failed for good, or past the grace: the broker gives back what this worker
+        held, so these tasks run again."""
+        worker = self.worker
+        again = sorted({*worker.settlement.unsent.values(),
+                        *(job.task_id for job in worker.active.values() if not job.acked)})
+        which = f"; these tasks will run again: {', '.join(again)}" if again else ""
+        if refused is None:
+            logger.error("Broker unreachable while shutting down (%s); the broker returns what "
+                         "this worker held%s", exc, which)
+        else:
+            logger.error("%s until the end of the shutdown: the broker returns what this worker "
+                         "held%s", refused, which)
+
     def put_back_waiting(self) -> None:
         """Warm or cold: what was prefetched but did not start goes back to its queue."""
         worker = self.worker
@@ -143,13 +199,27 @@ class Shutdown:
             return
         worker.consumer.cancel()
         waiting = worker.take_waiting()
-        for job in waiting:
-            if not job.acked and not job.stale:
-                worker.settlement.put_back(job.queue, job.delivery, job.delivery_number - 1)
-                job.acked = True
+        for position, job in enumerate(waiting):
+            try:
+                if not job.acked and not job.stale:
+                    worker.settlement.put_back(job.queue, job.delivery, job.delivery_number - 1)
+                    job.acked = True
+            except worker.consumer.errors:
+                self._put_back_later(waiting[position:])
+                raise
             worker.settlement.forget(job)
         if waiting:
             logger.info("Requeued %d prefetched task(s)", len(waiting))
+
+    def _put_back_later(self, jobs: list[Job]) -> None:
+        """Jobs the broker refused to take back now: requeued with the orphans, which
+        :meth:`run` settles again while the grace lasts (the broker returns them otherwise)."""
+        settlement = self.worker.settlement
+        for job in jobs:
+            if not job.acked and not job.stale and self.worker.consumer.keeps_deliveries:
+                settlement.orphans.append((job.delivery_tag, True))
+                job.acked = True
+            settlement.forget(job)
 
     def _finish_active(self) -> None:
         deadline = self.deadline or time.monotonic() + self.timeout

@@ -188,6 +188,7 @@ class Worker:
         self._unread_fetches: deque[SentFetch] = deque()
         """Fetch calls sent whose replies are not read yet, oldest first (see
         :meth:`_start_and_fetch`)."""
+        self._told_results_refused = False
         self._polling = False
         self._task_options: dict[str, tuple[int, TaskOptions]] = {}
         self._time_limits: dict[str, tuple[float | None, float | None]] = {}
@@ -260,7 +261,7 @@ class Worker:
                 self._turn()
             except self.consumer.errors as exc:
                 if self.stopping:
-                    logger.error("Broker connection lost during shutdown: %s", exc)
+                    self._lost_at_shutdown("Broker connection lost during shutdown", exc)
                     return
                 try:
                     self._on_connection_lost(exc)
@@ -268,8 +269,18 @@ class Worker:
                     if not self.stopping:
                         raise
                     # Told to stop while reconnecting: finish the running tasks without it.
-                    logger.error("Shutting down while the broker is unreachable (%s)", again)
+                    self._lost_at_shutdown("Shutting down while the broker is unreachable",
+                                           again)
                     return
+
+    def _lost_at_shutdown(self, what: str, exc: BaseException) -> None:
+        """Say why the broker failed as the shutdown began; a refusal (Redis's ``READONLY``,
+        ...) is not an error: it is waited out for the rest of the grace (:meth:`Shutdown.run`)."""
+        refused = self.consumer.refusal(exc)
+        if refused is None:
+            logger.error("%s: %s", what, exc)
+        else:  # told once, with how long it is waited out, by Shutdown.run
+            logger.debug("%s while shutting down", refused)
 
     def _turn(self) -> None:
         if self._unread_fetches and not self._reply_can_wait():
@@ -296,8 +307,9 @@ class Worker:
         starving = len(self.reserved) < self.concurrency
         # A batch run in this thread is preceded by a call anyway (the acks of the tasks just
         # finished and the batch's starts, see _start_and_fetch): the fetch rides it.
-        due = self.consumer.consuming and room > 0 and (starving or self._runs_here(batch)
-                                                        or 2 * room >= prefetch)
+        refused = self._results_refused()
+        due = self.consumer.consuming and room > 0 and not refused \
+            and (starving or self._runs_here(batch) or 2 * room >= prefetch)
         fetched = self._start_and_fetch(batch, room if due else 0)
         if due:
             if fetched is None and self.reserved and self.pool.free_slots:
@@ -318,6 +330,17 @@ class Worker:
             if time.monotonic() >= self._next_drain:
                 self._drain(0)
                 self._next_drain = time.monotonic() + BUSY_WAIT
+
+    def _results_refused(self) -> bool:
+        """Whether a result write in this process waits out a refusal (Redis's ``OOM``, ...):
+        no task is fetched meanwhile, whose result would only wait too (or be lost, past
+        ``result_backend_max_retries``). Said once when it starts."""
+        refused = self.app.backend.refused
+        if refused is not None and not self._told_results_refused:
+            logger.warning("%s: no new task is fetched while a result waits to be written",
+                           refused)
+        self._told_results_refused = refused is not None
+        return self._told_results_refused
 
     def _drain(self, timeout: float) -> None:
         """Deliver what the broker pushes (remote control, an idle wait's message) within
@@ -840,7 +863,8 @@ class Worker:
                          exc or type(exc).__name__, delay)
         else:  # a server-side refusal: waited out as a lost connection, nothing given up
             logger.warning("%s: %s. Reconnecting%s and retrying; running tasks go on, and "
-                           "what they settle is sent once writes come back", refused, exc, delay)
+                           "what they settle is sent once the broker takes it again", refused, exc,
+                           delay)
         self._lost_fetches(exc)  # replies not read yet went with the connection
         self.settlement.connection_lost(self.take_waiting(), self.active.values())
         self.consumer.close(lost=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -128,6 +129,17 @@ class ResultBackend(ABC):
         accept = app.conf.result_accept_content or app.conf.accept_content
         self.accept: set[str] = prepare_accept_content(accept)
         self.expires: float | None = app.conf.result_expires
+        #: The refusal each result write waiting one out now has met, by task id.
+        self.waiting_out: dict[str, str] = {}
+        #: Set when refused writes must stop waiting (a worker's shutdown grace is over).
+        self.stop_retrying = threading.Event()
+
+    @property
+    def refused(self) -> str | None:
+        """The refusal a result write is waiting out now (None while writes go through): a
+        worker fetches no new task meanwhile, whose result would wait too."""
+        refusals = list(self.waiting_out.values())  # one C call: safe while writers change it
+        return refusals[0] if refusals else None
 
     # storage verbs --------------------------------------------------------------------------
     @abstractmethod

@@ -16,6 +16,7 @@ instead."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -27,9 +28,9 @@ import redis
 
 from .. import exceptions, states
 from ..brokers.redis import wire
-from ..brokers.redis.refusals import RESULT_RETRY_PAUSES
 from ..brokers.redis.refusals import describe as describe_refusal
 from ..exceptions import BackendError
+from ..refused import wait_out
 from .base import ResultBackend, pending_meta
 from .redis_chord import RedisChordJoin
 from .redis_listener import Ended, Listener, NoResp3
@@ -94,25 +95,39 @@ class RedisBackend(ResultBackend):
     def _set(self, task_id: str, payload: bytes, meta: dict[str, Any],
              request: TaskMessage | None) -> None:
         """Write the result; one Redis refuses for a while (``READONLY``, ``OOM``, ...) is
-        written again after each of :data:`RESULT_RETRY_PAUSES`, then fails as a write to an
-        unreachable Redis does."""
+        written again until it goes through or ``result_backend_max_retries`` are spent
+        (:func:`wait_out`), then fails as a write to an unreachable Redis does."""
         key = self.key(task_id)
         expiry = ("EX", max(1, int(self.expires))) if self.expires else ()
         commands: list[tuple[Any, ...]] = [("SET", key, payload, *expiry),
                                            ("PUBLISH", key, payload)]
-        for attempt, pause in enumerate((*RESULT_RETRY_PAUSES, None)):
-            try:
-                self._pipeline(commands)
-                return
-            except redis.RedisError as exc:
-                refused = describe_refusal(exc)
-                if refused is None or pause is None:
-                    raise BackendError(
-                        f"cannot store the result of task {task_id} in Redis: {exc}") from exc
-                if attempt == 0:
-                    logger.warning("%s: the result of task %s is written again for up to %.0fs",
-                                   refused, task_id, sum(RESULT_RETRY_PAUSES))
-                time.sleep(pause)
+        max_retries = self.app.conf.result_backend_max_retries
+
+        def warn(refused: str) -> None:
+            self.waiting_out[task_id] = refused
+            logger.warning("%s: the result of task %s is written again %s", refused, task_id,
+                           "until it is taken" if max_retries is None
+                           else f"up to {max_retries:g} times")
+
+        try:
+            wait_out(lambda: self._pipeline(commands), self._retried, warn=warn,
+                     max_retries=math.inf if max_retries is None else max_retries,
+                     stop=self.stop_retrying)
+        except redis.RedisError as exc:
+            told = self.waiting_out.get(task_id)  # the refusal warned about, named again
+            raise BackendError(f"cannot store the result of task {task_id} in Redis: "
+                               f"{f'{told}: ' if told else ''}{exc}") from exc
+        finally:
+            self.waiting_out.pop(task_id, None)
+
+    def _retried(self, exc: BaseException) -> str | None:
+        """What a failed write waits out: a refusal, and with ``result_backend_always_retry``
+        an unreachable Redis; None for an error that is not retried."""
+        refused = describe_refusal(exc)
+        if refused is None and self.app.conf.result_backend_always_retry \
+                and isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            return f"Redis is unreachable ({exc})"
+        return refused
 
     def _pipeline(self, commands: list[tuple[Any, ...]]) -> None:
         """``commands`` in one write, their replies read in order, the first error reply raised

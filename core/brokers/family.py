@@ -71,7 +71,7 @@ class BrokerFamily:
     """The kombu transport class a worker's consuming connection uses instead of the URL's
     (None: the URL's own)."""
 
-    def refusals(self) -> tuple[type[BaseException], ...]:
+    def retried_errors(self) -> tuple[type[BaseException], ...]:
         """Errors with which a reachable broker refuses an operation for a while (out of memory,
         a read-only replica): a worker waits and reconnects, as for a lost connection."""
         return ()

@@ -19,7 +19,7 @@ class AmqpFamily(BrokerFamily):
     takes_back_held = True
     worker_transport = WorkerTransport
 
-    def refusals(self) -> tuple[type[BaseException], ...]:
+    def retried_errors(self) -> tuple[type[BaseException], ...]:
         # The pause stream a worker reads when it connects, not readable for now.
         return (PausesUnavailable,)
 

@@ -30,7 +30,7 @@ class RedisFamily(BrokerFamily):
     worker_transport_options: Mapping[str, Any] = {
         "visibility_timeout": WORKER_VISIBILITY_TIMEOUT}
 
-    def refusals(self) -> tuple[type[BaseException], ...]:
+    def retried_errors(self) -> tuple[type[BaseException], ...]:
         # Redis refusing writes (out of memory, a replica after a failover, a failed snapshot)
         # answers with an error reply, not a broken connection.
         return (redis.exceptions.ResponseError,)

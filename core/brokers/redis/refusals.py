@@ -6,33 +6,24 @@ Redis answers ``-READONLY`` after a failover made it a replica, ``-OOM`` at ``ma
 ``-BUSY`` while a long script runs, ``-LOADING`` while it loads its dataset, ``-MASTERDOWN``
 from a replica that lost its master: the connection stays up, so none of these is a kombu
 connection error. The worker waits them out as it waits out a lost connection; the result
-backend writes a refused result again (:data:`RESULT_RETRY_PAUSES`).
+backend writes a refused result again (:func:`qtui.core.refused.wait_out`).
 """
 
 from __future__ import annotations
 
 import redis
 
-#: What each transient refusal means, by its error code.
-TRANSIENT = {
-    "READONLY": "writes", "OOM": "writes", "MISCONF": "writes", "NOREPLICAS": "writes",
-    "BUSY": "commands", "LOADING": "commands", "MASTERDOWN": "commands",
-    "UNBLOCKED": "commands",
+#: Each transient refusal by its error code: what it refuses, and why.
+TRANSIENT: dict[str, tuple[str, str]] = {
+    "READONLY": ("writes", "the server is a read-only replica, as after a failover"),
+    "OOM": ("writes", "maxmemory is reached and the eviction policy is noeviction"),
+    "MISCONF": ("writes", "its last RDB save failed and stop-writes-on-bgsave-error is on"),
+    "NOREPLICAS": ("writes", "fewer replicas than min-replicas-to-write are connected"),
+    "BUSY": ("commands", "a script or function has run past busy-reply-threshold"),
+    "LOADING": ("commands", "it is loading its dataset"),
+    "MASTERDOWN": ("commands", "the replica lost its master"),
+    "UNBLOCKED": ("commands", "the server changed role while a blocking wait was under way"),
 }
-WHY = {
-    "READONLY": "the server is a read-only replica, as after a failover",
-    "OOM": "maxmemory is reached and the eviction policy is noeviction",
-    "MISCONF": "its last RDB save failed and stop-writes-on-bgsave-error is on",
-    "NOREPLICAS": "fewer replicas than min-replicas-to-write are connected",
-    "BUSY": "a script or function has run past busy-reply-threshold",
-    "LOADING": "it is loading its dataset",
-    "MASTERDOWN": "the replica lost its master",
-    "UNBLOCKED": "the server changed role while a blocking wait was under way",
-}
-
-#: Pauses (seconds) between the tries of a result write Redis refuses: about 10 s in all, then
-#: the write fails as one to an unreachable backend does.
-RESULT_RETRY_PAUSES = (0.1, 0.2, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0)
 
 #: redis-py's classes for codes whose prefix it strips from the message (before 6.0, which
 #: keeps the code in ``status_code``).
@@ -66,4 +57,5 @@ def describe(exc: BaseException) -> str | None:
     code = refusal_code(exc)
     if code is None:
         return None
-    return f"Redis refused {TRANSIENT[code]} ({code}: {WHY[code]})"
+    what, why = TRANSIENT[code]
+    return f"Redis refused {what} ({code}: {why})"
