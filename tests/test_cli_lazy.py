@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -61,16 +62,26 @@ def test_each_subcommand_has_its_own_help(command):
     assert "\noptions:\n" in text
 
 
+def run_importing(cwd: Path, *argv: str) -> tuple[str, set[str]]:
+    """The real ``qtui`` command's output, and the modules it imported."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "qtui.tui.cli", *argv],
+                         cwd=cwd, capture_output=True, text=True, timeout=50)
+    assert out.returncode == 0, out.stderr
+    return out.stdout, imported(out.stderr)
+
+
+@pytest.mark.timeout(60)
+def test_qtui_help_imports_neither_the_library_nor_a_subcommand(tmp_path):
+    text, modules = run_importing(tmp_path, "--help")
+    assert "run-worker" in text
+    assert not {m for m in modules if m.startswith(("qtui.core", "kombu", "rich"))}
+    assert modules.isdisjoint(NOT_THE_WORKERS) and "qtui.workers.cli" not in modules
+
+
 @pytest.mark.timeout(60)
 def test_run_worker_help_imports_no_other_subcommand(tmp_path):
-    import subprocess
-
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "qtui.tui.cli",
-                          "run-worker", "--help"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=50)
-    assert out.returncode == 0, out.stderr
-    assert "usage: qtui run-worker" in out.stdout
-    modules = imported(out.stderr)
+    text, modules = run_importing(tmp_path, "run-worker", "--help")
+    assert "usage: qtui run-worker" in text
     assert "qtui.workers.pools" in modules  # the -P choices
     assert modules.isdisjoint(NOT_THE_WORKERS), sorted(modules & set(NOT_THE_WORKERS))
 

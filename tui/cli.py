@@ -2,7 +2,7 @@
 
 Each subcommand is declared here by name and one line of help (:data:`SUBCOMMANDS`); its module,
 which adds its options and handler, is imported only when it runs: ``qtui run-worker`` does not
-import the console or the scripted commands, and ``qtui --help`` none of them.
+import the console or the scripted commands, and ``qtui --help`` none of them, nor the library.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ import sys
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast
-
-from qtui.core.exceptions import QtuiError
-from qtui.core.interrupts import honour_stop_signals
 
 if TYPE_CHECKING:
     from qtui.core.app import App
@@ -146,11 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    honour_stop_signals()
     parser = build_parser()
     args = parser.parse_args(argv)
+    from qtui.core.exceptions import QtuiError
+    from qtui.core.interrupts import honour_stop_signals
     from qtui.core.loader import load_app
 
+    honour_stop_signals()
     warnings.simplefilter("default")
     try:
         app = load_app(args.app, args.config, args.broker)
