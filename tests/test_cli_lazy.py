@@ -42,7 +42,8 @@ def help_of(*argv: str) -> str:
 
 
 def imported(importtime_output: str) -> set[str]:
-    """The modules ``python -X importtime`` reported importing."""
+    """The modules ``python -X importtime`` reported importing (by an import statement: the
+    module ``importlib.import_module`` itself loads is not reported, what it imports is)."""
     return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", importtime_output,
                           re.MULTILINE))
 
