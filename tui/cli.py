@@ -98,6 +98,9 @@ class LazySubcommands(_Subparsers):
         help is :data:`SUBCOMMANDS`'."""
         parser: argparse.ArgumentParser = self._name_parser_map[name]
         for option, value in options.items():
+            if not hasattr(parser, option):
+                raise TypeError(f"qtui {name}: {option}= is not a parser's to set (help is "
+                                "in SUBCOMMANDS)")
             setattr(parser, option, value)
         return parser
 
