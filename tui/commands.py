@@ -53,12 +53,11 @@ def _err() -> Console:
 # parsers --------------------------------------------------------------------------------------
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare the subcommands on the ``qtui`` parser; each sets ``func(args, app) -> int``."""
-    for kind, func, verb, what in (
-            ("inspect", inspect_command, "Ask the workers", "what they hold and run"),
-            ("control", control_command, "Tell the workers", "to change what they do")):
+    for kind, func, verb in (("inspect", inspect_command, "Ask the workers"),
+                             ("control", control_command, "Tell the workers")):
         commands = {name: c for name, c in COMMANDS.items() if c.kind == kind}
         parser = subparsers.add_parser(
-            kind, help=f"{verb.lower()} {what} (`qtui {kind} -h` lists the commands)",
+            kind,
             description=f"{verb} through the remote-control mailbox and show each one's reply.",
             epilog=_command_list(commands.values()),
             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,7 +73,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         parser.set_defaults(func=func)
 
     status = subparsers.add_parser(
-        "status", help="workers online, the broker, queues and their depths",
+        "status",
         description="Ping the workers, then show the broker and every queue it can list.")
     _remote_options(status, destination=False)
     status.add_argument("--check", action="store_true",
@@ -92,7 +91,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     status.set_defaults(func=status_command)
 
     purge = subparsers.add_parser(
-        "purge", help="discard every waiting task of some queues",
+        "purge",
         description="Delete the messages waiting in queues (the app's task queues unless -Q).")
     purge.add_argument("-Q", "--queues", action="append", metavar="QUEUE[,QUEUE]",
                        help="queues to purge (comma-separated, repeatable)")
@@ -100,7 +99,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     purge.set_defaults(func=purge_command)
 
     eta = subparsers.add_parser(
-        "eta", help="the ETA tasks qtui workers left in the broker's delayed store",
+        "eta",
         description="Hand the ETA tasks held in the broker's delayed store back to their queues.")
     eta_commands = eta.add_subparsers(dest="eta_command", required=True, metavar="COMMAND")
     release = eta_commands.add_parser(
@@ -125,7 +124,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     scheduled_commands.add_eta_parsers(eta_commands)
 
     events = subparsers.add_parser(
-        "events", help="print the cluster's events as they arrive",
+        "events",
         description="Print events as they arrive, until Ctrl-C (the console is plain `qtui`).")
     events.add_argument("--dump", action="store_true", required=True,
                         help="print every event as one line")
@@ -135,7 +134,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     events.set_defaults(func=events_command)
 
     call = subparsers.add_parser(
-        "call", help="send a task by name, with JSON arguments (as `celery call`)",
+        "call",
         description="Send one task by its name and print its id. The console's retry is this "
                     "command with the task's full original arguments and route.")
     call.add_argument("name", metavar="TASK", help="the task's name (tasks.add)")
@@ -149,7 +148,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     call.set_defaults(func=call_command)
 
     audit = subparsers.add_parser(
-        "audit", help="the audit trail: actions taken on this cluster, newest first",
+        "audit",
         description="Every action taken on the cluster from the console or a scripted command "
                     "(who, when, what, each worker's reply), newest first.")
     audit.add_argument("-n", "--limit", type=int, default=50, metavar="N",

@@ -28,7 +28,7 @@ PR_SET_PDEATHSIG = 1
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
-        "demo", help="start a demo worker and producer, and open the console on them",
+        "demo",
         description="Start a worker running demo tasks (fast, slow, failing, retrying, "
                     "scheduled, rate-limited) and a producer in the background, then open the "
                     "console. Everything stops when you leave the console. Uses the configured "

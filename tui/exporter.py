@@ -441,7 +441,7 @@ def _pool_processes(stats: Any) -> int:
 # the command -----------------------------------------------------------------------------------
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
-        "exporter", help="serve the cluster's metrics to Prometheus (celery-exporter's names)",
+        "exporter",
         description="Serve Prometheus metrics on http://ADDR:PORT/metrics: celery-exporter's "
                     "task, worker and queue metrics, plus qtui's own (qtui_*).")
     parser.add_argument("--port", type=int, default=None,

@@ -39,7 +39,7 @@ class FilterError(QtuiError):
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``peek`` and ``dead``; each sets ``func(args, app) -> int``."""
     peek = subparsers.add_parser(
-        "peek", help="the messages waiting in a queue, from the next to be delivered",
+        "peek",
         description="List a queue's waiting messages from its head, with a count by task name "
                     "over the first 10,000. On Redis and the embedded broker nothing is taken "
                     "or reordered; on RabbitMQ each message read is taken and requeued (the "
@@ -58,7 +58,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     peek.set_defaults(func=peek_command)
 
     deadletters = subparsers.add_parser(
-        "dead", help="list, requeue or delete dead letters (the <queue>.dead queues)",
+        "dead",
         description="The messages workers dead-lettered, with why and how often they were "
                     "delivered. A requeued one goes back to the queue it came from with its "
                     "task id and arguments, its delivery count started again.")

@@ -41,7 +41,7 @@ WATCH_CHECK = 5.0
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``queues``, ``pause`` and ``resume``; each sets ``func(args, app) -> int``."""
     queues = subparsers.add_parser(
-        "queues", help="every queue: depth, oldest message's age, consumers, paused",
+        "queues",
         description="Every queue the broker lists, and those the app routes to: messages "
                     "waiting, how long the oldest has waited (exact from qtui's publish time "
                     "or the embedded broker's record; '?' when unknown: a Celery client's "
@@ -60,7 +60,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     queues.set_defaults(func=queues_command)
 
     pause = subparsers.add_parser(
-        "pause", help="stop every worker consuming a queue, until `qtui resume`",
+        "pause",
         description="Store the pause in the broker (qtui workers that start later leave the "
                     "queue out too) and tell every running worker, qtui's and Celery's, to "
                     "stop consuming it (cancel_consumer).")
@@ -74,7 +74,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     pause.set_defaults(func=pause_command)
 
     resume = subparsers.add_parser(
-        "resume", help="give a paused queue back to the workers that consumed it",
+        "resume",
         description="Remove the pause and send add_consumer to the workers that consumed "
                     "the queue when it was paused, or would have since.")
     resume.add_argument("queue", metavar="QUEUE")

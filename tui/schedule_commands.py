@@ -26,7 +26,7 @@ from .audit import LOCAL, record_command
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``beat`` and ``schedule``; each sets ``func(args, app) -> int``."""
     beat = subparsers.add_parser(
-        "beat", help="send the periodic tasks of beat_schedule (run as many as you like)",
+        "beat",
         description="Send each entry of beat_schedule at its times. Several beat processes "
                     "may run: one leads, the others stand by and take over when it dies.")
     beat.add_argument("-n", "--name", metavar="NAME",
@@ -36,7 +36,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     beat.set_defaults(func=beat_command)
 
     schedule = subparsers.add_parser(
-        "schedule", help="list, run now, pause or resume periodic tasks",
+        "schedule",
         description="See and steer the entries of beat_schedule; pauses last until resumed, "
                     "across beat restarts.")
     schedule.add_argument("action", choices=("list", "run", "pause", "resume"))

@@ -33,7 +33,7 @@ from .views.format import date_time, time_left
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``scheduled``; it sets ``func(args, app) -> int``."""
     scheduled = subparsers.add_parser(
-        "scheduled", help="every ETA/countdown task not yet due: broker-held and worker-held",
+        "scheduled",
         description="List every ETA/countdown task not yet due, soonest first: those the "
                     "broker's delayed store holds and those workers hold in memory (`inspect "
                     "scheduled`, qtui and Celery workers alike), with where each waits.")

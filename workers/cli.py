@@ -1,8 +1,8 @@
 """``qtui run-worker``: the worker's command-line options and how they become a Worker.
 
-The ``qtui`` command adds these options to its ``run-worker`` subcommand with
-:func:`add_arguments` and calls :func:`run`; :func:`main` is the same worker as a command of its
-own (``python -m qtui.workers.cli -A tasks``), handy in scripts and tests.
+The ``qtui`` command declares its ``run-worker`` subcommand with :func:`add_parser`: these
+options (:func:`add_arguments`), then :func:`run`; :func:`main` is the same worker as a command
+of its own (``python -m qtui.workers.cli -A tasks``), handy in scripts and tests.
 """
 
 from __future__ import annotations
@@ -26,6 +26,15 @@ from .pools import POOLS
 
 if TYPE_CHECKING:
     from qtui.core.app import App
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare ``run-worker`` on the ``qtui`` command's subcommands."""
+    worker = commands.add_parser(
+        "run-worker",
+        description="Start a worker: consume the queues, run the tasks, store the results.")
+    add_arguments(worker)
+    worker.set_defaults(func=run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
