@@ -41,7 +41,6 @@ from __future__ import annotations
 import binascii
 import json
 import logging
-import re
 import time
 import uuid
 from collections import deque
@@ -87,22 +86,17 @@ PROCESSING_QUEUES_KEY = "qtui.processing.{owner}"
 RESTORE_INTERVAL = 1.0
 
 #: The end of a queue item in kombu's layout: its ``properties`` whole, the last member of the
-#: message, each a string without a quote or an escape, or a number, in kombu's order (the Lua
-#: pattern below says the same). From the first :data:`_TAIL_START` in the item's last
-#: :data:`TAIL_WINDOW` bytes, the fetch script reads the exchange, routing key and delivery tag
-#: there instead of decoding the item: a quote after a space is never inside a JSON string, so
-#: what it reads is the message's own properties. The worker decodes the item and checks the
-#: rest (:func:`_tail_fault`); an item of any other layout is decoded by the script.
-_TAIL = re.compile(
-    rb', "properties": \{"correlation_id": "[^"\\]*", "reply_to": "[^"\\]*", '
-    rb'"delivery_mode": [0-9]+, "delivery_info": \{"exchange": "([^"\\]*)", '
-    rb'"routing_key": "([^"\\]*)"\}, "priority": [0-9]+, "body_encoding": "base64", '
-    rb'"delivery_tag": "([^"\\]*)"\}\}\Z')
+#: message, each a string without a quote or an escape, or a number, in kombu's order. From the
+#: first :data:`_TAIL_START` in the item's last :data:`TAIL_WINDOW` bytes, the fetch script reads
+#: the exchange, routing key and delivery tag there (a Lua pattern) instead of decoding the item:
+#: a quote after a space is never inside a JSON string, so what it reads is the message's own
+#: properties. The worker decodes the item and checks the rest (:func:`_envelope_fault`); an item
+#: of any other layout is decoded by the script.
 _TAIL_LUA = (', "properties": {"correlation_id": "[^"\\\\]*", "reply_to": "[^"\\\\]*", '
              '"delivery_mode": %d+, "delivery_info": {"exchange": "([^"\\\\]*)", '
              '"routing_key": "([^"\\\\]*)"}, "priority": %d+, "body_encoding": "base64", '
              '"delivery_tag": "([^"\\\\]*)"}}$')
-_TAIL_START = b', "properties": {"correlation_id": "'
+_TAIL_START = ', "properties": {"correlation_id": "'
 TAIL_WINDOW = 512
 
 _FETCH = """
@@ -244,7 +238,7 @@ if not ok then error(err) end
 return out
 """.replace("@DEAD_SUFFIX@", DEAD_SUFFIX).replace("@DEAD_REASON_HEADER@", DEAD_REASON_HEADER) \
     .replace("@DEAD_QUEUE_HEADER@", DEAD_QUEUE_HEADER).replace("@TAIL_WINDOW@", str(TAIL_WINDOW)) \
-    .replace("@TAIL@", _TAIL_LUA).replace("@TAIL_START@", _TAIL_START.decode())
+    .replace("@TAIL@", _TAIL_LUA).replace("@TAIL_START@", _TAIL_START)
 
 
 # What an idle wait moved and the worker delivered from the wait's reply: recorded as unacked and
@@ -299,13 +293,10 @@ def _envelope(item: bytes) -> tuple[dict[str, Any], str, bytes] | None:
     return payload, tag, b"[%b,%b,%b]" % (item, exchange, routing_key)
 
 
-def _tail_fault(payload: Any, item: bytes) -> str | None:
-    """Why a queue item whose properties the fetch script read at its end (:data:`_TAIL`)
-    instead of decoding it is not a kombu message after all, as the script says of an item it
-    decodes; None when it is, or when the script decoded it (and checked it then)."""
-    at = item.find(_TAIL_START, max(0, len(item) - TAIL_WINDOW - 1))
-    if at < 0 or _TAIL.match(item, at) is None:
-        return None
+def _envelope_fault(payload: Any) -> str | None:
+    """Why a decoded queue item the fetch script took is not a kombu message, as the script says
+    of an item it decodes; it does not decode one in kombu's layout (:data:`_TAIL_LUA`), whose
+    body and headers only the worker sees. None when it is one."""
     if not isinstance(payload, dict):
         return "not a kombu message: not a JSON object"
     if not isinstance(payload.get("body"), str):
@@ -832,7 +823,7 @@ class Channel(redis_broker.Channel):
         except Exception as exc:  # noqa: BLE001 - whatever Python's decode refuses
             self._dead_letter_taken(queue, item, tag, f"not a kombu message: {exc}")
             return 0
-        fault = _tail_fault(payload, item)
+        fault = _envelope_fault(payload)
         if fault is not None:
             self._dead_letter_taken(queue, item, tag, fault)
             return 0
