@@ -52,9 +52,7 @@ from typing import Any
 
 from kombu.transport import virtual
 from kombu.utils.json import dumps
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...ledger import StartRecord
 from ...protocol import (
@@ -326,24 +324,6 @@ def _tag(raw: bytes | str) -> str | bytes:
         return raw
 
 
-def _receive(conn: Any) -> bytes:
-    """What the redis-py connection ``conn`` has to read (blocking up to its socket's
-    timeout), its failures raised as redis-py's own read raises them, ``conn`` disconnected."""
-    try:
-        data: bytes = conn._sock.recv(65536)
-    except TimeoutError:
-        conn.disconnect()
-        raise RedisTimeoutError("Timeout reading from the fetch connection") from None
-    except (OSError, AttributeError) as exc:  # AttributeError: no socket, disconnected
-        conn.disconnect()
-        raise RedisConnectionError(f"Error while reading from the fetch connection: {exc}") \
-            from exc
-    if not data:
-        conn.disconnect()
-        raise RedisConnectionError("Connection closed by server.")
-    return data
-
-
 @dataclass
 class _Adoption:
     """An :data:`_ADOPT` call sent on the fetch connection, its reply not read yet."""
@@ -481,10 +461,6 @@ class Channel(redis_broker.Channel):
         self._fetch_conn: Any = None
         """The connection fetches ride while the worker is busy (see :meth:`_fetch_connection`)."""
         self._fetch_used_at = 0.0
-        self._replies = wire.Reader()
-        """What the fetch connection answered and is not read yet (:meth:`_read_reply`)."""
-        self._checked_body: tuple[str, bytes] | None = None
-        """The last body :meth:`_body_decodes` checked, and what it decodes to."""
         self._unread: deque[_Adoption | None] = deque()
         """Calls made on the fetch connection whose replies are not read yet, in order: start
         records (None: one ``ZADD`` each) and adoptions (see :meth:`_adopt`); read before the
@@ -736,7 +712,6 @@ class Channel(redis_broker.Channel):
         still unread): closed first. Start records whose reply a broken connection took with
         it may not have reached Redis: that is logged, as a record Redis refused is."""
         conn, self._fetch_conn = self._fetch_conn, None
-        self._replies = wire.Reader()
         unread, self._unread = self._unread, deque()
         self._pending_fetches.clear()
         self._unsent = []  # never reached Redis: completed as lost adoptions are
@@ -749,20 +724,6 @@ class Channel(redis_broker.Channel):
             if broken or unread:
                 conn.disconnect()
             self._create_client().connection_pool.release(conn)
-
-    def _read_reply(self, conn: Any) -> Any:
-        """The next reply on the fetch connection ``conn``, parsed in one pass by
-        :class:`wire.Reader` (redis-py's parser makes several calls per line of it); an error
-        reply is raised as redis-py raises it (``NoScriptError``, ``ResponseError``), and so is
-        a connection that broke or timed out."""
-        replies = self._replies
-        while (found := replies.next()) is None or found[0]:  # a push is nothing asked for
-            if found is None:
-                replies.feed(_receive(conn))
-        reply = found[1]
-        if isinstance(reply, wire.ErrorReply):
-            raise conn._parser.parse_error(reply.decode(errors="replace"))
-        return reply
 
     def close(self) -> None:
         self._release_fetch_connection()
@@ -780,7 +741,7 @@ class Channel(redis_broker.Channel):
         try:
             self._read_unread(pending.conn)
             try:
-                reply = self._read_reply(pending.conn)
+                reply = pending.conn.read_response()
             except NoScriptError:  # flushed from Redis's cache: nothing of it ran, run it now
                 reply = self._script("fetch", _FETCH)(keys=pending.keys, args=pending.args,
                                                       client=client)
@@ -866,18 +827,10 @@ class Channel(redis_broker.Channel):
         if not body or encoding != "base64":
             return True
         try:
-            self._checked_body = (body, self.decode_body(body, encoding))
+            self.decode_body(body, encoding)
         except binascii.Error:
             return False
         return True
-
-    def decode_body(self, body: Any, encoding: str | None = None) -> Any:
-        """kombu's, but the body :meth:`_body_decodes` decoded last is not decoded again when
-        kombu's Message, made as the message is delivered, asks for it."""
-        checked, self._checked_body = self._checked_body, None
-        if checked is not None and checked[0] is body:
-            return checked[1]
-        return super().decode_body(body, encoding)
 
     def _dead_letter_taken(self, queue: str, item: bytes, tag: str | bytes, reason: str) -> None:
         """Move a message the fetch script recorded as taken (``tag``) to ``queue``'s dead-letter
@@ -925,7 +878,7 @@ class Channel(redis_broker.Channel):
         while self._unread:
             adoption = self._unread[0]
             try:
-                reply = self._read_reply(conn)
+                reply = conn.read_response()
             except ResponseError as exc:
                 self._unread.popleft()
                 if adoption is None:
