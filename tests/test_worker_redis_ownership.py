@@ -188,6 +188,51 @@ def test_a_message_whose_body_is_not_base64_is_dead_lettered_and_its_records_dro
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize(("member", "value", "reason"), [
+    ("body", 12, "no 'body' string"), ("headers", ["a list"], "'headers' is not an object")])
+def test_a_message_in_kombus_layout_with_a_bad_body_or_headers_is_dead_lettered(
+        setup: Setup, member: str, value: Any, reason: str):
+    """The fetch script reads a message in kombu's layout at its end without decoding it; the
+    worker, which decodes it, finds a body or headers no kombu message has and dead-letters it
+    with the reason the script gives such a message, its records dropped, between two tasks."""
+    def spoiled(envelope: dict[str, Any]) -> bytes:
+        envelope[member] = value
+        return json.dumps(envelope).encode()
+
+    client = redis.Redis.from_url(BROKER)
+    bad, tag = _bad_message(setup, spoiled)
+    with _between_two_tasks(setup, bad, "queued"):
+        assert sorted(r["tag"] for r in setup.wait_records("mark", 2)) == ["first", "second"]
+        dead = setup.dead_letters(expected=1)
+    assert [m.body for m in dead] == [bad]
+    assert dead[0].headers[DEAD_REASON_HEADER] == f"not a kombu message: {reason}"
+    assert not client.hexists("unacked", tag)
+
+
+@pytest.mark.timeout(60)
+def test_a_message_whose_end_only_looks_like_kombus_properties_runs_by_its_own(setup: Setup):
+    """The fetch script reads a message's delivery tag and routing at its end, where kombu's
+    layout puts its properties, without decoding it. A message whose properties come first and
+    whose last member ends as kombu's properties do (a delivery tag and routing of its own) is
+    delivered by its real properties: run once, settled, no record left under the tag its end
+    names."""
+    def false_end(envelope: dict[str, Any]) -> bytes:
+        reordered = {"properties": envelope["properties"], **envelope, "zz": {
+            "delivery_info": {"exchange": "", "routing_key": "elsewhere"}, "priority": 0,
+            "body_encoding": "base64", "delivery_tag": "false-end"}}
+        return json.dumps(reordered).encode()
+
+    client = redis.Redis.from_url(BROKER)
+    bad, _ = _bad_message(setup, false_end)
+    with _between_two_tasks(setup, bad, "queued"):
+        assert sorted(r["tag"] for r in setup.wait_records("mark", 3)) == \
+            ["bad", "first", "second"]
+        assert wait_for(lambda: client.hlen("unacked") == 0, 10)
+    assert client.zscore("unacked_index", "false-end") is None
+    assert not client.llen("elsewhere")
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("when", ["queued", "sent-idle"])
 def test_a_message_with_a_typed_value_kombu_cannot_build_is_dead_lettered(setup: Setup,
                                                                           when: str):

@@ -166,14 +166,16 @@ class _Owner:
     """A worker channel owning deliveries as a test's own owner, its messages received into
     :attr:`received`; the owner's keys, the ledger's and the queue's are deleted at the end."""
 
-    def __init__(self, url: str, unique: str) -> None:
+    def __init__(self, url: str, unique: str, **transport_options: Any) -> None:
         self.url, self.queue, self.owner = url, f"rt-{unique}", f"rt-{unique}"
         self.ledger = f"rt-ledger-{unique}"
         self.client = redis.Redis.from_url(url)
         self.received: list[Any] = []
+        self.transport_options = transport_options
 
     def __enter__(self) -> worker_channel.Channel:
-        self._conn = redis_broker.connection(self.url, transport=worker_channel.Transport)
+        self._conn = redis_broker.connection(self.url, transport=worker_channel.Transport,
+                                             transport_options=self.transport_options)
         channel = self._conn.channel()
         channel.own(self.owner, ttl=60)
         Consumer(channel, [Queue(self.queue)], auto_declare=False,
@@ -190,9 +192,11 @@ class _Owner:
                            ALIVE_KEY.format(owner=self.owner))
         self.client.srem(OWNERS_KEY, self.owner)
 
-    def publish(self) -> None:
+    def publish(self, count: int = 1) -> None:
         with redis_broker.connection(self.url) as conn:
-            conn.Producer().publish({"n": 1}, routing_key=self.queue)
+            producer = conn.Producer()
+            for n in range(1, count + 1):
+                producer.publish({"n": n}, routing_key=self.queue)
 
 
 def test_a_start_record_is_in_redis_at_once_and_its_reply_read_with_the_next_fetch(
@@ -229,6 +233,27 @@ def test_a_start_record_redis_refuses_is_logged_and_the_next_fetch_still_deliver
             assert channel.fetch_many([owner.queue], 1) == 1
         assert "Cannot record started tasks" in caplog.text and "WRONGTYPE" in caplog.text
         assert len(owner.received) == 1
+
+
+def test_a_busy_fetch_connection_outlives_redis_pys_health_check_interval(redis_url, unique):
+    """Fetches sent one after another, each before the last one's reply is read (a busy solo
+    worker), for longer than redis-py's health check interval (kombu's is 25 s; 1 s here):
+    every message comes, in order, on one connection. A channel that read its replies from the
+    socket itself left redis-py's check clock where the connection's handshake set it, and the
+    check's PING, sent with a fetch's reply still unread, took that reply for its answer and
+    failed the connection (the busy worker reconnected every 25 s)."""
+    owner = _Owner(redis_url, unique, health_check_interval=1)
+    with owner as channel:
+        owner.publish(40)
+        assert channel.send_fetch([owner.queue], 1)
+        fetch_conn = channel._fetch_conn
+        for _ in range(39):
+            time.sleep(0.06)  # 2.3 s at least in all: past the interval, whatever the load
+            assert channel.send_fetch([owner.queue], 1)
+            assert channel.read_fetch() == 1
+        assert channel.read_fetch() == 1
+        assert channel._fetch_conn is fetch_conn
+        assert [message.payload["n"] for message in owner.received] == list(range(1, 41))
 
 
 class ScriptReplyHolder(Interceptor):

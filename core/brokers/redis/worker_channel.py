@@ -83,6 +83,20 @@ PROCESSING_QUEUES_KEY = "qtui.processing.{owner}"
 #: How often a consumer looks for dead owners to restore (seconds).
 RESTORE_INTERVAL = 1.0
 
+#: The end of a queue item in kombu's layout: its ``properties`` whole, the last member of the
+#: message, each a string without a quote or an escape, or a number, in kombu's order. From the
+#: first :data:`_TAIL_START` in the item's last :data:`TAIL_WINDOW` bytes, the fetch script reads
+#: the exchange, routing key and delivery tag there (a Lua pattern) instead of decoding the item:
+#: a quote after a space is never inside a JSON string, so what it reads is the message's own
+#: properties. The worker decodes the item and checks the rest (:func:`_envelope_fault`); an item
+#: of any other layout is decoded by the script.
+_TAIL_LUA = (', "properties": {"correlation_id": "[^"\\\\]*", "reply_to": "[^"\\\\]*", '
+             '"delivery_mode": %d+, "delivery_info": {"exchange": "([^"\\\\]*)", '
+             '"routing_key": "([^"\\\\]*)"}, "priority": %d+, "body_encoding": "base64", '
+             '"delivery_tag": "([^"\\\\]*)"}}$')
+_TAIL_START = ', "properties": {"correlation_id": "'
+TAIL_WINDOW = 512
+
 _FETCH = """
 local b64chars = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
 local function b64(data)
@@ -101,8 +115,14 @@ local function b64(data)
 end
 -- The delivery tag and the unacked record of an item, or nil and why it cannot be delivered as
 -- a kombu message. Nothing here may raise: what the loop below popped is recorded after it.
--- A base64 body is checked by the worker (Channel.read_fetch), in C, not walked here.
+-- A base64 body is checked by the worker (Channel.read_fetch), in C, not walked here. kombu's
+-- layout is read at its end, not decoded (the worker checks the decoded message agrees).
 local function envelope(item)
+  local at = string.find(item, '@TAIL_START@', math.max(1, #item - @TAIL_WINDOW@), true)
+  if at then
+    local exchange, routing_key, tag = string.match(item, '^@TAIL@', at)
+    if tag then return tag, '[' .. item .. ',"' .. exchange .. '","' .. routing_key .. '"]' end
+  end
   local ok, msg = pcall(cjson.decode, item)
   if not ok or type(msg) ~= 'table' or msg[1] ~= nil then
     return nil, 'not a kombu message: not a JSON object' end
@@ -215,7 +235,8 @@ each('SADD', KEYS[3], 1, #owned, 1000, owned)
 if not ok then error(err) end
 return out
 """.replace("@DEAD_SUFFIX@", DEAD_SUFFIX).replace("@DEAD_REASON_HEADER@", DEAD_REASON_HEADER) \
-    .replace("@DEAD_QUEUE_HEADER@", DEAD_QUEUE_HEADER)
+    .replace("@DEAD_QUEUE_HEADER@", DEAD_QUEUE_HEADER).replace("@TAIL_WINDOW@", str(TAIL_WINDOW)) \
+    .replace("@TAIL@", _TAIL_LUA).replace("@TAIL_START@", _TAIL_START)
 
 
 # What an idle wait moved and the worker delivered from the wait's reply: recorded as unacked and
@@ -268,6 +289,20 @@ def _envelope(item: bytes) -> tuple[dict[str, Any], str, bytes] | None:
     except (TypeError, ValueError):  # what Lua's JSON cannot encode either
         return None
     return payload, tag, b"[%b,%b,%b]" % (item, exchange, routing_key)
+
+
+def _envelope_fault(payload: Any) -> str | None:
+    """Why a decoded queue item the fetch script took is not a kombu message, as the script says
+    of an item it decodes; it does not decode one in kombu's layout (:data:`_TAIL_LUA`), whose
+    body and headers only the worker sees. None when it is one."""
+    if not isinstance(payload, dict):
+        return "not a kombu message: not a JSON object"
+    if not isinstance(payload.get("body"), str):
+        return "not a kombu message: no 'body' string"
+    headers = payload.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        return "not a kombu message: 'headers' is not an object"
+    return None
 
 
 def _decode_record(record: bytes) -> tuple[dict[str, Any], str, str]:
@@ -748,6 +783,10 @@ class Channel(redis_broker.Channel):
             payload = json_loads(item)
         except Exception as exc:  # noqa: BLE001 - whatever Python's decode refuses
             self._dead_letter_taken(queue, item, tag, f"not a kombu message: {exc}")
+            return 0
+        fault = _envelope_fault(payload)
+        if fault is not None:
+            self._dead_letter_taken(queue, item, tag, fault)
             return 0
         if not self._body_decodes(payload):
             self._dead_letter_taken(queue, item, tag, "not a kombu message: 'body' is not base64")
