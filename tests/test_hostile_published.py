@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import amqp
 import pytest
 import redis
 from kombu import Connection, Producer
@@ -29,6 +30,7 @@ from qtui.tui.feed import Feed
 
 from .redis_server import redis_server, spare_port
 from .services import AMQP_HOST, AMQP_PORT, need
+from .test_worker_hostile_amqp import DEEP_HEADERS, RawMessage, content_header
 from .worker_helpers import hostname_of, make_setup, wait_for
 
 DEEP = "[" * 5000 + "]" * 5000
@@ -110,6 +112,18 @@ def publish_raw(url: str, exchange: str, routing_key: str, text: str) -> None:
             assert conn.default_channel.db.put_fanout(exchange, 0, text) >= 1
 
 
+def publish_amqp_raw(queue: str, content_header: bytes, body: bytes) -> None:
+    """``body`` sent to ``queue`` on RabbitMQ (the default exchange) with a content header
+    written by hand."""
+    conn = amqp.Connection(f"{AMQP_HOST}:{AMQP_PORT}", userid="guest", password="guest")
+    conn.connect()
+    try:
+        conn.channel().basic_publish(RawMessage(body, content_header), exchange="",
+                                     routing_key=queue)
+    finally:
+        conn.close()
+
+
 def publish_event(url: str, body: Any, content_type: str = "application/json",
                   serializer: str | None = None) -> None:
     with Connection(url) as conn:
@@ -126,6 +140,13 @@ def good_event(url: str, hostname: str = "good") -> None:
 
 def next_event(receiver: EventReceiver) -> dict[str, Any] | None:
     return next(iter(receiver.events(timeout=10, limit=1)), None)
+
+
+def event_from(receiver: EventReceiver, hostname: str) -> dict[str, Any] | None:
+    """The first event from ``hostname``, past those of others: on the machine's RabbitMQ the
+    ``celeryev`` exchange is shared with every worker and receiver of other tests."""
+    return next((event for event in receiver.events(timeout=10)
+                 if event.get("hostname") == hostname), None)
 
 
 # the event receiver ------------------------------------------------------------------------------
@@ -148,15 +169,14 @@ def test_a_published_message_that_is_no_envelope_is_dropped_and_the_next_event_a
 @pytest.mark.parametrize("body, content_type", UNDECODABLE_BODIES.values(),
                          ids=UNDECODABLE_BODIES)
 def test_a_flood_of_undecodable_events_logs_one_warning_and_the_next_event_arrives(
-        broker, body, content_type, request, tmp_path, caplog):
+        broker, body, content_type, request, tmp_path, caplog, unique):
     url = broker_url(broker, request, tmp_path)
     caplog.set_level(logging.WARNING)
     with EventReceiver(App("t", broker=url), wakeup=False) as receiver:
         for _ in range(3):
             publish_event(url, body, content_type)
-        good_event(url)
-        event = next_event(receiver)
-        assert event is not None and event["hostname"] == "good"
+        good_event(url, hostname=f"good-{unique}")
+        assert event_from(receiver, f"good-{unique}") is not None
     dropped_lines = [r for r in caplog.records if "cannot be decoded" in r.getMessage()]
     assert len(dropped_lines) == 1 and dropped_lines[0].levelno == logging.WARNING
 
@@ -208,6 +228,23 @@ def test_qtui_events_prints_the_event_after_a_message_that_is_no_envelope(privat
     assert "Traceback" not in err
 
 
+@pytest.mark.timeout(60)
+def test_an_amqp_event_whose_headers_nest_thousands_deep_is_dropped_and_the_next_arrives(
+        amqp_url, caplog, unique):
+    """Sent to the receiver's own queue (the default exchange): no other receiver gets it."""
+    caplog.set_level(logging.WARNING)
+    with EventReceiver(App("t", broker=amqp_url), wakeup=False) as receiver:
+        publish_amqp_raw(receiver.queue_name, content_header(unique, extra=DEEP_HEADERS),
+                         b'{"type": "worker-heartbeat", "hostname": "deep"}')
+        with Connection(amqp_url) as conn:
+            Producer(conn.default_channel).publish(
+                {"type": "worker-heartbeat", "hostname": f"good-{unique}"}, exchange="",
+                routing_key=receiver.queue_name, serializer="json")
+        assert event_from(receiver, f"good-{unique}") is not None
+    assert any("Dropped an event that cannot be decoded" in r.getMessage()
+               and "RecursionError" in r.getMessage() for r in caplog.records)
+
+
 # the worker's pidbox -------------------------------------------------------------------------
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("broker, pool", [("redis", "solo"), ("redis", "threads"),
@@ -244,6 +281,29 @@ def test_a_worker_answers_ping_after_hostile_broadcasts(broker, pool, request, t
         app.close()
         setup.cleanup()
 
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_answers_ping_after_an_amqp_request_whose_headers_nest_thousands_deep(
+        amqp_url, request, tmp_path, unique):
+    """Sent to the worker's own pidbox queue (the default exchange): no other worker gets it."""
+    request.getfixturevalue("redis_url")  # the task records live in Redis
+    setup = make_setup(tmp_path, f"qw-{unique}", amqp_url, None)
+    app = setup.app()
+    try:
+        with setup.worker("-P", "threads", "-c", "1") as proc:
+            hostname = hostname_of(setup)
+            publish_amqp_raw(f"{hostname}.celery.pidbox",
+                             content_header(unique, extra=DEEP_HEADERS), b"{}")
+            assert app.control.ping(destination=[hostname], timeout=10) == [
+                {hostname: {"ok": "pong"}}]
+            assert proc.poll() is None
+            log = proc.log_path.read_text()
+        assert "Dropped a remote-control message that cannot be decoded" in log
+        assert "Traceback" not in log
+    finally:
+        app.close()
+        setup.cleanup()
 
 
 # the collection of control replies -----------------------------------------------------------
