@@ -161,7 +161,32 @@ def test_a_published_message_that_is_no_envelope_is_dropped_and_the_next_event_a
                                         "local_received": pytest.approx(time.time(), abs=60)}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("Dropped a message published to exchange 'celeryev'" in text  # Redis
-               or "Message moved to celeryev." in text for text in warnings)  # SQLite
+               or "Dropped a message of queue 'celeryev." in text for text in warnings)  # SQLite
+
+
+@pytest.mark.timeout(60)
+def test_the_embedded_broker_keeps_no_dead_letters_of_an_event_receivers_queue(tmp_path):
+    """The receiver's queue goes with it: a dead-letter queue of it would stay, read by nobody,
+    for as long as the broker file."""
+    url = f"sqlite://{tmp_path}/broker.sqlite"
+    with EventReceiver(App("t", broker=url), wakeup=False) as receiver:
+        for text in NOT_ENVELOPES.values():
+            publish_raw(url, "celeryev", "task.multi", text)
+        good_event(url)
+        assert next_event(receiver) is not None
+    with Connection(url) as conn:
+        queues = [name for name, _, _ in conn.default_channel.db.list_queues()]
+    assert not [name for name in queues if name.endswith(".dead")], queues
+
+
+def test_the_embedded_broker_still_dead_letters_what_is_no_envelope_in_a_task_queue(tmp_path):
+    url = f"sqlite://{tmp_path}/broker.sqlite"
+    with Connection(url) as conn:
+        channel = conn.default_channel
+        channel.queue_declare("tasks", durable=True, auto_delete=False)
+        channel.db.put("tasks", 0, NOT_ENVELOPES["not-an-object"])
+        assert channel.basic_get("tasks") is None
+        assert channel.db.size("tasks.dead") == 1
 
 
 @pytest.mark.timeout(60)
@@ -275,7 +300,7 @@ def test_a_worker_answers_ping_after_hostile_broadcasts(broker, pool, request, t
             log = proc.log_path.read_text()
         assert "Dropped a remote-control message that cannot be decoded" in log
         assert ("Dropped a message published to exchange 'celery.pidbox'" in log  # Redis
-                or "not a kombu message" in log)  # SQLite
+                or "Dropped a message of queue" in log)  # SQLite
         assert "Traceback" not in log
     finally:
         app.close()
