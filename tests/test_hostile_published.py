@@ -7,7 +7,6 @@ on the shared one would reach every receiver of the suite."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import subprocess
@@ -28,46 +27,11 @@ from qtui.core.brokers import dropped
 from qtui.core.events import EventReceiver, event_exchange
 from qtui.tui.feed import Feed
 
+from .hostile_shapes import NOT_ENVELOPES, UNDECODABLE_BODIES
 from .redis_server import redis_server, spare_port
 from .services import AMQP_HOST, AMQP_PORT, need
 from .test_worker_hostile_amqp import DEEP_HEADERS, RawMessage, content_header
 from .worker_helpers import hostname_of, make_setup, wait_for
-
-DEEP = "[" * 5000 + "]" * 5000
-
-
-def envelope(**changes: Any) -> str:
-    """kombu's envelope of an event, with ``changes`` to its top level."""
-    event = b'{"type": "worker-heartbeat", "hostname": "hostile"}'
-    found: dict[str, Any] = {
-        "body": base64.b64encode(event).decode(), "content-encoding": "utf-8",
-        "content-type": "application/json", "headers": {"hostname": "hostile"},
-        "properties": {"delivery_mode": 1, "priority": 0, "body_encoding": "base64",
-                       "delivery_tag": "d5a0c7e4-0d6e-4c1d-9d87-2d0b3b0e5c11",
-                       "delivery_info": {"exchange": "celeryev", "routing_key": "task.multi"}}}
-    found.update(changes)
-    return json.dumps(found)
-
-
-#: Published text that is no kombu envelope. Each one ended kombu's receive loop on Redis and
-#: the embedded broker (a RecursionError, TypeError, AttributeError, KeyError or binascii.Error
-#: past kombu's ``except (TypeError, ValueError)``).
-NOT_ENVELOPES = {
-    "nested-5000-deep": DEEP,
-    "header-nested-3000-deep": envelope(headers="HEADERS").replace(
-        '"HEADERS"', '{"x": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}"),
-    "not-an-object": "[1, 2]",
-    "body-not-a-string": envelope(body=5),
-    "headers-not-an-object": envelope(headers=[1, 2]),
-    "body-not-base64": envelope(body="a"),
-    "no-properties": json.dumps({"body": "e30="}),
-}
-
-#: Envelopes whose body no receiver can decode: every broker hands these to the consumer.
-UNDECODABLE_BODIES = {
-    "body-nested-5000-deep": (DEEP, "application/json"),
-    "unknown-content-type": ("x", "application/x-nobody-knows"),
-}
 
 
 @pytest.fixture(scope="module")
