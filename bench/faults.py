@@ -1088,7 +1088,7 @@ def malformed_amqp(work: Path, bad: int, good: int) -> Trial:
         outcome.figures.update(invalid_sent=bad, dead_lettered=dead, without_reason=without_reason,
                                reconnections=reconnected, worker_up=alive)
         outcome.details = [
-            f"Messages not UTF-8 on RabbitMQ by kind ({bad:,} among {good:,} valid, "
+            f"Unreadable messages on RabbitMQ by kind ({bad:,} among {good:,} valid, "
             "`random.Random(12)`): " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())),
             "", "| reason recorded | dead-lettered |", "| --- | ---: |",
             *(f"| {r} | {n:,} |" for r, n in sorted(reasons.items()))]
