@@ -10,9 +10,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import redis
@@ -190,28 +191,38 @@ NOT_RESULTS = {"body-nested-5000-deep": ("[" * 5000 + "]" * 5000, "application/j
                "unknown-content-type": ("x", "application/x-nobody-knows")}
 
 
+def result_past(url: str, unique: str, send_hostile: Callable[[App, str], None]) -> Any:
+    """What ``get()`` returns for a task whose result (2) reaches the rpc:// reply queue after
+    what ``send_hostile(app, task_id)`` sends there."""
+    app = App("rpc", broker=url, backend="rpc://", task_default_queue=f"rpc-{unique}")
+    try:
+        result = app.send_task("tasks.add", args=[1, 1])
+        send_hostile(app, result.id)
+        worker_side = App("worker", broker=url, backend="rpc://")
+        request_message = TaskMessage(id=result.id, task="tasks.add", reply_to=app.backend.oid)
+        worker_side.backend.store_result(result.id, 2, states.SUCCESS, request=request_message)
+        worker_side.close()
+        return result.get(timeout=10)
+    finally:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(f"rpc-{unique}")
+        app.close()
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("body, content_type", NOT_RESULTS.values(), ids=NOT_RESULTS)
 @pytest.mark.parametrize("broker_name", ["redis", "rabbitmq"])
 def test_an_rpc_reply_that_cannot_be_decoded_is_dropped_and_get_waits_for_the_result(
         broker_name, body, content_type, request, unique, caplog):
     url = request.getfixturevalue("redis_url" if broker_name == "redis" else "amqp_url")
-    app = App("rpc", broker=url, backend="rpc://", task_default_queue=f"rpc-{unique}")
-    try:
-        result = app.send_task("tasks.add", args=[1, 1])
+
+    def send_hostile(app: App, task_id: str) -> None:
         with app.connection_for_write() as conn:
             Producer(conn.default_channel).publish(
                 body, exchange="", routing_key=app.backend.oid, content_type=content_type,
-                content_encoding="utf-8", correlation_id=result.id)
-        worker_side = App("worker", broker=url, backend="rpc://")
-        request_message = TaskMessage(id=result.id, task="tasks.add", reply_to=app.backend.oid)
-        worker_side.backend.store_result(result.id, 2, states.SUCCESS, request=request_message)
-        worker_side.close()
-        assert result.get(timeout=10) == 2
-    finally:
-        with app.connection_for_write() as conn:
-            conn.default_channel.queue_delete(f"rpc-{unique}")
-        app.close()
+                content_encoding="utf-8", correlation_id=task_id)
+
+    assert result_past(url, unique, send_hostile) == 2
     assert any("Dropped a result message that cannot be decoded" in r.getMessage()
                for r in caplog.records)
 
@@ -219,20 +230,11 @@ def test_an_rpc_reply_that_cannot_be_decoded_is_dropped_and_get_waits_for_the_re
 @pytest.mark.timeout(60)
 def test_an_rpc_reply_whose_amqp_headers_nest_thousands_deep_is_dropped(amqp_url, unique,
                                                                         caplog):
-    app = App("rpc", broker=amqp_url, backend="rpc://", task_default_queue=f"rpc-{unique}")
-    try:
-        result = app.send_task("tasks.add", args=[1, 1])
-        publish_amqp_raw(app.backend.oid, content_header(result.id, extra=DEEP_HEADERS),
+    def send_hostile(app: App, task_id: str) -> None:
+        publish_amqp_raw(app.backend.oid, content_header(task_id, extra=DEEP_HEADERS),
                          b'{"status": "SUCCESS", "result": 3}')
-        worker_side = App("worker", broker=amqp_url, backend="rpc://")
-        request_message = TaskMessage(id=result.id, task="tasks.add", reply_to=app.backend.oid)
-        worker_side.backend.store_result(result.id, 2, states.SUCCESS, request=request_message)
-        worker_side.close()
-        assert result.get(timeout=10) == 2
-    finally:
-        with app.connection_for_write() as conn:
-            conn.default_channel.queue_delete(f"rpc-{unique}")
-        app.close()
+
+    assert result_past(amqp_url, unique, send_hostile) == 2
     assert any("RecursionError" in r.getMessage() for r in caplog.records)
 
 
