@@ -939,18 +939,10 @@ def malformed_redis(work: Path, bad: int, good: int) -> Trial:
 
 def hostile_published(rng: random.Random) -> tuple[str, str]:
     """One message for an event or control exchange that no kombu client would publish:
-    (kind, its text)."""
-    tag = '"properties": {"delivery_tag": "t", "body_encoding": "base64"}'
-    kind = rng.choice(["nested-deep", "not-an-object", "body-not-a-string",
-                       "headers-not-an-object", "body-not-base64", "no-properties"])
-    depth = rng.randint(1_000, 20_000)
-    text = {"nested-deep": "[" * depth + "]" * depth,
-            "not-an-object": json.dumps(rng.choice([[1, 2], "text", 7, None])),
-            "body-not-a-string": '{"body": 5, ' + tag + "}",
-            "headers-not-an-object": '{"body": "e30=", "headers": [1], ' + tag + "}",
-            "body-not-base64": '{"body": "a", ' + tag + "}",
-            "no-properties": '{"body": "e30="}'}[kind]
-    return kind, text
+    (kind, its text), from the list the tests use."""
+    from tests.hostile_shapes import NOT_ENVELOPES
+    kind = rng.choice(sorted(NOT_ENVELOPES))
+    return kind, NOT_ENVELOPES[kind]
 
 
 def hostile_broadcast(work: Path, bad: int, good: int) -> Trial:
@@ -1001,12 +993,13 @@ def hostile_broadcast(work: Path, bad: int, good: int) -> Trial:
 #: Content headers and routing keys another AMQP client can send that are not UTF-8 where
 #: py-amqp's strict decode reads them (the routing key: RabbitMQ routes any bytes).
 AMQP_BAD_KINDS = ("routing-key-not-utf8", "content-type-not-utf8", "correlation-id-not-utf8",
-                  "header-name-not-utf8", "task-header-not-utf8", "id-header-not-utf8")
+                  "header-name-not-utf8", "task-header-not-utf8", "id-header-not-utf8",
+                  "headers-nested-deep")
 
 
 def amqp_malformed(rng: random.Random) -> tuple[str, bytes, bytes | None]:
     """One hostile message: (kind, its content header, its routing key if not the queue's)."""
-    from tests.test_worker_hostile_amqp import content_header, long_string
+    from tests.test_worker_hostile_amqp import DEEP_HEADERS, content_header, long_string
     kind = rng.choice(AMQP_BAD_KINDS)
     junk = bytes([0xFF]) + rng.randbytes(rng.randint(0, 8))
     task_id = str(uuid.uuid4())
@@ -1018,6 +1011,8 @@ def amqp_malformed(rng: random.Random) -> tuple[str, bytes, bytes | None]:
         return kind, content_header(task_id, correlation_id=junk), None
     if kind == "header-name-not-utf8":
         return kind, content_header(task_id, extra=((junk, long_string(b"v")),)), None
+    if kind == "headers-nested-deep":  # RecursionError in a recursive table reader
+        return kind, content_header(task_id, extra=DEEP_HEADERS), None
     header = b"task" if kind == "task-header-not-utf8" else b"id"
     # Written after the valid one: a table read into a dict keeps the last of a name.
     return kind, content_header(task_id, extra=((header, long_string(junk)),)), None
@@ -1025,14 +1020,15 @@ def amqp_malformed(rng: random.Random) -> tuple[str, bytes, bytes | None]:
 
 def malformed_amqp(work: Path, bad: int, good: int) -> Trial:
     """Messages that are not UTF-8 where py-amqp reads text (a routing key through a fanout
-    exchange, a content type, a header name or value), hand-built and published among valid
+    exchange, a content type, a header name or value) or whose headers nest thousands of
+    tables deep, hand-built and published among valid
     tasks, half before the worker starts and half while it runs: each reaches ``<queue>.dead``
     with its reason, every valid task runs once, and the worker neither dies nor reconnects."""
     import amqp as pyamqp
 
     from tests.test_worker_hostile_amqp import RawMessage
     world = World(work, AMQP)
-    outcome = Trial(f"{bad:,} messages not UTF-8 among {good:,} valid (RabbitMQ, threads -c 4)")
+    outcome = Trial(f"{bad:,} unreadable messages among {good:,} valid (RabbitMQ, threads -c 4)")
     rng = random.Random(12)
     kinds: Counter[str] = Counter()
     dead_queue = dead_letter_queue_name(world.queue)
@@ -1092,7 +1088,7 @@ def malformed_amqp(work: Path, bad: int, good: int) -> Trial:
         outcome.figures.update(invalid_sent=bad, dead_lettered=dead, without_reason=without_reason,
                                reconnections=reconnected, worker_up=alive)
         outcome.details = [
-            f"Messages not UTF-8 on RabbitMQ by kind ({bad:,} among {good:,} valid, "
+            f"Unreadable messages on RabbitMQ by kind ({bad:,} among {good:,} valid, "
             "`random.Random(12)`): " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())),
             "", "| reason recorded | dead-lettered |", "| --- | ---: |",
             *(f"| {r} | {n:,} |" for r, n in sorted(reasons.items()))]

@@ -285,6 +285,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("worker_enable_remote_control", True, BOOL,
             "Serve remote control (the celery.pidbox mailbox: inspect, control, the console's "
             "commands); false: the worker answers none of them."),
+    Setting("worker_enable_pcre_matcher", False, BOOL,
+            "Match broadcasts sent with matcher 'pcre' against the worker's hostname; false: "
+            "drop them (a pattern such as '(.+)+!' backtracks for hours and locks the worker)."),
     Setting("worker_statedb", None, _optional(STR),
             "File keeping the revoked task ids across worker restarts (nothing: memory only)."),
     Setting("worker_eta_horizon", 10.0, _at_least(NUMBER, 0),

@@ -196,7 +196,8 @@ class EventReceiver:
     def connect(self) -> None:
         """Open the connection, bind the queue, start consuming, then wake the workers."""
         self.close()
-        conn = self.connection = self.app.connection_for_read()
+        conn = self.app.connection_for_read()
+        conn = self.connection = family_for(conn).for_reading(conn)
         conn.connect()
         self.queue = Queue(self.queue_name, exchange=event_exchange(conn),
                            routing_key=self.routing_key, durable=False, auto_delete=True,
@@ -281,4 +282,4 @@ class EventReceiver:
                 self._buffer.append(event)
 
     def _on_decode_error(self, message: Any, exc: Exception) -> None:
-        warn_dropped(logger, self.queue_name, f"dropped an event that cannot be decoded: {exc}")
+        warn_dropped(logger, self.queue_name, f"Dropped an event that cannot be decoded: {exc}")

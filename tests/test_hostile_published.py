@@ -1,13 +1,12 @@
 """Anyone who can reach the broker can publish to the event and remote-control exchanges: a
 message no kombu client would send (JSON nested thousands deep, an envelope of the wrong shape,
 a body that is not base64, a content type nobody accepts) is dropped with a warning, and the
-receiver -- the console's event feed, ``qtui events``, a worker's pidbox on every pool -- hears
+receiver -- the console's event feed, ``qtui events``, a worker's pidbox -- hears
 the next message. On Redis every test publishes on a private redis-server: a hostile message
 on the shared one would reach every receiver of the suite."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import subprocess
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import amqp
 import pytest
 import redis
 from kombu import Connection, Producer
@@ -27,45 +27,11 @@ from qtui.core.brokers import dropped
 from qtui.core.events import EventReceiver, event_exchange
 from qtui.tui.feed import Feed
 
+from .hostile_shapes import NOT_ENVELOPES, UNDECODABLE_BODIES
 from .redis_server import redis_server, spare_port
 from .services import AMQP_HOST, AMQP_PORT, need
+from .test_worker_hostile_amqp import DEEP_HEADERS, RawMessage, content_header
 from .worker_helpers import hostname_of, make_setup, wait_for
-
-DEEP = "[" * 5000 + "]" * 5000
-
-
-def envelope(**changes: Any) -> str:
-    """kombu's envelope of an event, with ``changes`` to its top level."""
-    event = b'{"type": "worker-heartbeat", "hostname": "hostile"}'
-    found: dict[str, Any] = {
-        "body": base64.b64encode(event).decode(), "content-encoding": "utf-8",
-        "content-type": "application/json", "headers": {"hostname": "hostile"},
-        "properties": {"delivery_mode": 1, "priority": 0, "body_encoding": "base64",
-                       "delivery_tag": "d5a0c7e4-0d6e-4c1d-9d87-2d0b3b0e5c11",
-                       "delivery_info": {"exchange": "celeryev", "routing_key": "task.multi"}}}
-    found.update(changes)
-    return json.dumps(found)
-
-
-#: Published text that is no kombu envelope. Each one ended kombu's receive loop on Redis and
-#: the embedded broker (a RecursionError, TypeError, AttributeError, KeyError or binascii.Error
-#: past kombu's ``except (TypeError, ValueError)``).
-NOT_ENVELOPES = {
-    "nested-5000-deep": DEEP,
-    "header-nested-3000-deep": envelope(headers="HEADERS").replace(
-        '"HEADERS"', '{"x": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}"),
-    "not-an-object": "[1, 2]",
-    "body-not-a-string": envelope(body=5),
-    "headers-not-an-object": envelope(headers=[1, 2]),
-    "body-not-base64": envelope(body="a"),
-    "no-properties": json.dumps({"body": "e30="}),
-}
-
-#: Envelopes whose body no receiver can decode: every broker hands these to the consumer.
-UNDECODABLE_BODIES = {
-    "body-nested-5000-deep": (DEEP, "application/json"),
-    "unknown-content-type": ("x", "application/x-nobody-knows"),
-}
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +76,18 @@ def publish_raw(url: str, exchange: str, routing_key: str, text: str) -> None:
             assert conn.default_channel.db.put_fanout(exchange, 0, text) >= 1
 
 
+def publish_amqp_raw(queue: str, content_header: bytes, body: bytes) -> None:
+    """``body`` sent to ``queue`` on RabbitMQ (the default exchange) with a content header
+    written by hand."""
+    conn = amqp.Connection(f"{AMQP_HOST}:{AMQP_PORT}", userid="guest", password="guest")
+    conn.connect()
+    try:
+        conn.channel().basic_publish(RawMessage(body, content_header), exchange="",
+                                     routing_key=queue)
+    finally:
+        conn.close()
+
+
 def publish_event(url: str, body: Any, content_type: str = "application/json",
                   serializer: str | None = None) -> None:
     with Connection(url) as conn:
@@ -128,6 +106,13 @@ def next_event(receiver: EventReceiver) -> dict[str, Any] | None:
     return next(iter(receiver.events(timeout=10, limit=1)), None)
 
 
+def event_from(receiver: EventReceiver, hostname: str) -> dict[str, Any] | None:
+    """The first event from ``hostname``, past those of others: on the machine's RabbitMQ the
+    ``celeryev`` exchange is shared with every worker and receiver of other tests."""
+    return next((event for event in receiver.events(timeout=10)
+                 if event.get("hostname") == hostname), None)
+
+
 # the event receiver ------------------------------------------------------------------------------
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("text", NOT_ENVELOPES.values(), ids=NOT_ENVELOPES)
@@ -140,7 +125,32 @@ def test_a_published_message_that_is_no_envelope_is_dropped_and_the_next_event_a
                                         "local_received": pytest.approx(time.time(), abs=60)}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("Dropped a message published to exchange 'celeryev'" in text  # Redis
-               or "Message moved to celeryev." in text for text in warnings)  # SQLite
+               or "Dropped a message of queue 'celeryev." in text for text in warnings)  # SQLite
+
+
+@pytest.mark.timeout(60)
+def test_the_embedded_broker_keeps_no_dead_letters_of_an_event_receivers_queue(tmp_path):
+    """The receiver's queue goes with it: a dead-letter queue of it would stay, read by nobody,
+    for as long as the broker file."""
+    url = f"sqlite://{tmp_path}/broker.sqlite"
+    with EventReceiver(App("t", broker=url), wakeup=False) as receiver:
+        for text in NOT_ENVELOPES.values():
+            publish_raw(url, "celeryev", "task.multi", text)
+        good_event(url)
+        assert next_event(receiver) is not None
+    with Connection(url) as conn:
+        queues = [name for name, _, _ in conn.default_channel.db.list_queues()]
+    assert not [name for name in queues if name.endswith(".dead")], queues
+
+
+def test_the_embedded_broker_still_dead_letters_what_is_no_envelope_in_a_task_queue(tmp_path):
+    url = f"sqlite://{tmp_path}/broker.sqlite"
+    with Connection(url) as conn:
+        channel = conn.default_channel
+        channel.queue_declare("tasks", durable=True, auto_delete=False)
+        channel.db.put("tasks", 0, NOT_ENVELOPES["not-an-object"])
+        assert channel.basic_get("tasks") is None
+        assert channel.db.size("tasks.dead") == 1
 
 
 @pytest.mark.timeout(60)
@@ -148,15 +158,14 @@ def test_a_published_message_that_is_no_envelope_is_dropped_and_the_next_event_a
 @pytest.mark.parametrize("body, content_type", UNDECODABLE_BODIES.values(),
                          ids=UNDECODABLE_BODIES)
 def test_a_flood_of_undecodable_events_logs_one_warning_and_the_next_event_arrives(
-        broker, body, content_type, request, tmp_path, caplog):
+        broker, body, content_type, request, tmp_path, caplog, unique):
     url = broker_url(broker, request, tmp_path)
     caplog.set_level(logging.WARNING)
     with EventReceiver(App("t", broker=url), wakeup=False) as receiver:
         for _ in range(3):
             publish_event(url, body, content_type)
-        good_event(url)
-        event = next_event(receiver)
-        assert event is not None and event["hostname"] == "good"
+        good_event(url, hostname=f"good-{unique}")
+        assert event_from(receiver, f"good-{unique}") is not None
     dropped_lines = [r for r in caplog.records if "cannot be decoded" in r.getMessage()]
     assert len(dropped_lines) == 1 and dropped_lines[0].levelno == logging.WARNING
 
@@ -208,20 +217,37 @@ def test_qtui_events_prints_the_event_after_a_message_that_is_no_envelope(privat
     assert "Traceback" not in err
 
 
+@pytest.mark.timeout(60)
+def test_an_amqp_event_whose_headers_nest_thousands_deep_is_dropped_and_the_next_arrives(
+        amqp_url, caplog, unique):
+    """Sent to the receiver's own queue (the default exchange): no other receiver gets it."""
+    caplog.set_level(logging.WARNING)
+    with EventReceiver(App("t", broker=amqp_url), wakeup=False) as receiver:
+        publish_amqp_raw(receiver.queue_name, content_header(unique, extra=DEEP_HEADERS),
+                         b'{"type": "worker-heartbeat", "hostname": "deep"}')
+        with Connection(amqp_url) as conn:
+            Producer(conn.default_channel).publish(
+                {"type": "worker-heartbeat", "hostname": f"good-{unique}"}, exchange="",
+                routing_key=receiver.queue_name, serializer="json")
+        assert event_from(receiver, f"good-{unique}") is not None
+    assert any("Dropped an event that cannot be decoded" in r.getMessage()
+               and "RecursionError" in r.getMessage() for r in caplog.records)
+
+
 # the worker's pidbox -------------------------------------------------------------------------
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("broker, pool", [("redis", "solo"), ("redis", "threads"),
-                                          ("redis", "prefork"), ("sqlite", "threads")])
-def test_a_worker_answers_ping_after_hostile_broadcasts(broker, pool, request, tmp_path,
-                                                        unique):
-    """Not on RabbitMQ: its ``celery.pidbox`` exchange is the one every worker of the suite
-    listens on (the broker hands undecodable bodies to the consumer there, as it does here)."""
+@pytest.mark.parametrize("broker", ["redis", "sqlite"])
+def test_a_worker_answers_ping_after_hostile_broadcasts(broker, request, tmp_path, unique):
+    """One pool (threads): the pidbox is read in the worker's main process, by the same code,
+    whatever the pool, so solo and prefork are not repeated. Not on RabbitMQ: its
+    ``celery.pidbox`` exchange is the one every worker of the suite listens on (the request
+    with deep headers there goes to one worker's own queue, below)."""
     request.getfixturevalue("redis_url")  # the task records live in Redis
     url = broker_url(broker, request, tmp_path)
     setup = make_setup(tmp_path, f"qw-{unique}", url, None)
     app = setup.app()
     try:
-        with setup.worker("-P", pool, "-c", "1") as proc:
+        with setup.worker("-P", "threads", "-c", "1") as proc:
             hostname = hostname_of(setup)
             for text in NOT_ENVELOPES.values():
                 publish_raw(url, "celery.pidbox", "", text)
@@ -238,12 +264,35 @@ def test_a_worker_answers_ping_after_hostile_broadcasts(broker, pool, request, t
             log = proc.log_path.read_text()
         assert "Dropped a remote-control message that cannot be decoded" in log
         assert ("Dropped a message published to exchange 'celery.pidbox'" in log  # Redis
-                or "not a kombu message" in log)  # SQLite
+                or "Dropped a message of queue" in log)  # SQLite
         assert "Traceback" not in log
     finally:
         app.close()
         setup.cleanup()
 
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_answers_ping_after_an_amqp_request_whose_headers_nest_thousands_deep(
+        amqp_url, request, tmp_path, unique):
+    """Sent to the worker's own pidbox queue (the default exchange): no other worker gets it."""
+    request.getfixturevalue("redis_url")  # the task records live in Redis
+    setup = make_setup(tmp_path, f"qw-{unique}", amqp_url, None)
+    app = setup.app()
+    try:
+        with setup.worker("-P", "threads", "-c", "1") as proc:
+            hostname = hostname_of(setup)
+            publish_amqp_raw(f"{hostname}.celery.pidbox",
+                             content_header(unique, extra=DEEP_HEADERS), b"{}")
+            assert app.control.ping(destination=[hostname], timeout=10) == [
+                {hostname: {"ok": "pong"}}]
+            assert proc.poll() is None
+            log = proc.log_path.read_text()
+        assert "Dropped a remote-control message that cannot be decoded" in log
+        assert "Traceback" not in log
+    finally:
+        app.close()
+        setup.cleanup()
 
 
 # the collection of control replies -----------------------------------------------------------

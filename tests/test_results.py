@@ -10,12 +10,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import redis
+from kombu import Producer
 
 from qtui.core import App, states
 from qtui.core.backends import exception_from_meta, exception_to_meta
@@ -23,6 +25,8 @@ from qtui.core.backends.redis_listener import EXPECTED_UNREAD_MAX
 from qtui.core.exceptions import BackendError, RemoteTaskError, TimeoutError
 from qtui.core.protocol import TaskMessage
 
+from .test_hostile_published import publish_amqp_raw
+from .test_worker_hostile_amqp import DEEP_HEADERS, content_header
 from .worker_helpers import wait_for
 
 
@@ -179,6 +183,59 @@ def test_rpc_results_come_back_to_the_sender(amqp_url, unique):
         with app.connection_for_write() as conn:
             conn.default_channel.queue_delete(f"rpc-{unique}")
         app.close()
+
+
+#: Messages no worker sends, to a client's rpc:// reply queue (its name is in every task's
+#: ``reply_to``): (body, content type).
+NOT_RESULTS = {"body-nested-5000-deep": ("[" * 5000 + "]" * 5000, "application/json"),
+               "unknown-content-type": ("x", "application/x-nobody-knows")}
+
+
+def result_past(url: str, unique: str, send_hostile: Callable[[App, str], None]) -> Any:
+    """What ``get()`` returns for a task whose result (2) reaches the rpc:// reply queue after
+    what ``send_hostile(app, task_id)`` sends there."""
+    app = App("rpc", broker=url, backend="rpc://", task_default_queue=f"rpc-{unique}")
+    try:
+        result = app.send_task("tasks.add", args=[1, 1])
+        send_hostile(app, result.id)
+        worker_side = App("worker", broker=url, backend="rpc://")
+        request_message = TaskMessage(id=result.id, task="tasks.add", reply_to=app.backend.oid)
+        worker_side.backend.store_result(result.id, 2, states.SUCCESS, request=request_message)
+        worker_side.close()
+        return result.get(timeout=10)
+    finally:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(f"rpc-{unique}")
+        app.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("body, content_type", NOT_RESULTS.values(), ids=NOT_RESULTS)
+@pytest.mark.parametrize("broker_name", ["redis", "rabbitmq"])
+def test_an_rpc_reply_that_cannot_be_decoded_is_dropped_and_get_waits_for_the_result(
+        broker_name, body, content_type, request, unique, caplog):
+    url = request.getfixturevalue("redis_url" if broker_name == "redis" else "amqp_url")
+
+    def send_hostile(app: App, task_id: str) -> None:
+        with app.connection_for_write() as conn:
+            Producer(conn.default_channel).publish(
+                body, exchange="", routing_key=app.backend.oid, content_type=content_type,
+                content_encoding="utf-8", correlation_id=task_id)
+
+    assert result_past(url, unique, send_hostile) == 2
+    assert any("Dropped a result message that cannot be decoded" in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.timeout(60)
+def test_an_rpc_reply_whose_amqp_headers_nest_thousands_deep_is_dropped(amqp_url, unique,
+                                                                        caplog):
+    def send_hostile(app: App, task_id: str) -> None:
+        publish_amqp_raw(app.backend.oid, content_header(task_id, extra=DEEP_HEADERS),
+                         b'{"status": "SUCCESS", "result": 3}')
+
+    assert result_past(amqp_url, unique, send_hostile) == 2
+    assert any("RecursionError" in r.getMessage() for r in caplog.records)
 
 
 def test_a_crafted_result_cannot_make_get_raise_system_exit(redis_app, redis_url, unique):

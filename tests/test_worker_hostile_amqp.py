@@ -41,6 +41,20 @@ def content_header(task_id: str, content_type: bytes = b"application/json",
     return struct.pack(">H", flags) + out
 
 
+def nested_table(depth: int) -> bytes:
+    """A field table value nested ``depth`` tables deep, written by hand (py-amqp's encoder
+    recurses, and runs out of stack before RabbitMQ refuses such a table: it does not)."""
+    value = b"V"
+    for _ in range(depth):
+        entry = short(b"a") + value
+        value = b"F" + struct.pack(">I", len(entry)) + entry
+    return value
+
+
+#: Headers nested deeper than Python's recursion limit lets a recursive reader go.
+DEEP_HEADERS = ((b"x-deep", nested_table(3000)),)
+
+
 class RawMessage(Message):  # type: ignore[misc]
     """A message whose content header goes out as given."""
 
@@ -74,6 +88,7 @@ def publish_raw(queue: str, raw: bytes, args: list[Any], routing_key: bytes | No
 
 
 UNREADABLE = {
+    "headers_nested_3000_deep": dict(extra=DEEP_HEADERS),
     "content_type_not_utf8": dict(content_type=b"\xff\xfeapplication/json"),
     "correlation_id_not_utf8": dict(correlation_id=b"\xff\xfe"),
     "header_name_not_utf8": dict(extra=((b"\xff\xfe", long_string(b"v")),)),

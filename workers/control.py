@@ -151,6 +151,10 @@ class ControlNode(Node):
     with an error instead of being run."""
 
     verifier: Verifier | None = None
+    matches_pcre = False
+    """Whether a broadcast with matcher 'pcre' is matched (``worker_enable_pcre_matcher``):
+    Python's regular expressions run without a time bound, and a backtracking pattern holds
+    the worker's main thread for hours."""
     # kombu's Node declares these None at class level; __init__ sets them, as the consumer does
     hostname: str
     mailbox: Mailbox
@@ -182,6 +186,11 @@ class ControlNode(Node):
             if self.hostname not in destination:
                 return None
         elif pattern and matcher:
+            if matcher == "pcre" and not self.matches_pcre:
+                warn_dropped(logger, "celery.pidbox", f"Dropped a remote-control message with "
+                             f"matcher pcre and pattern {_short(pattern)}: "
+                             f"worker_enable_pcre_matcher is off")
+                return None
             try:
                 if not match(self.hostname.encode(), pattern, matcher):
                     return None

@@ -170,6 +170,7 @@ class Worker:
         control_node = control.ControlNode(self.hostname, state=self, handlers=control.HANDLERS,
                                            mailbox=app.control.mailbox)
         control_node.verifier = self.control_verifier
+        control_node.matches_pcre = bool(app.conf.worker_enable_pcre_matcher)
         self.consumer = Consumer(
             app, self.hostname, self.queues, self.on_message, self.on_undecodable,
             # A lambda: the settlement that answers is made from the consumer, just below.

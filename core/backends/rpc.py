@@ -11,6 +11,7 @@ connection.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -20,6 +21,8 @@ from kombu import Consumer, Exchange, Queue
 
 from .. import exceptions, states
 from ..brokers import broker_errors
+from ..brokers.dropped import warn_dropped
+from ..brokers.family import family_for
 from ..config import mask_url
 from .base import ResultBackend, pending_meta
 
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
     from ..protocol import TaskMessage
 
 REPLY_QUEUE_EXPIRES = 86400.0
+
+logger = logging.getLogger(__name__)
 
 
 class RPCBackend(ResultBackend):
@@ -62,10 +67,12 @@ class RPCBackend(ResultBackend):
         with self._lock:
             if self._consumer is None:
                 connection = self.app.connection_for_read()
+                connection = family_for(connection).for_reading(connection)
                 try:
                     self._consumer = Consumer(connection.default_channel, [self.binding],
                                               callbacks=[self._on_message], no_ack=True,
-                                              accept=self.accept)
+                                              accept=self.accept,
+                                              on_decode_error=self._on_decode_error)
                     self._consumer.consume()
                 except broker_errors(connection) as exc:
                     connection.collect()
@@ -95,6 +102,11 @@ class RPCBackend(ResultBackend):
             if body["status"] in states.READY_STATES:
                 self._waiting.discard(task_id)
                 self._across_loss.discard(task_id)
+
+    def _on_decode_error(self, message: Message, exc: Exception) -> None:
+        """Anyone may send to the reply queue (its name is in every task's ``reply_to``): what
+        cannot be decoded is dropped with a warning, and the wait for the results goes on."""
+        warn_dropped(logger, self.oid, f"Dropped a result message that cannot be decoded: {exc}")
 
     def _drain(self, timeout: float) -> None:
         self._ensure_consumer()

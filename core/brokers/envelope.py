@@ -299,8 +299,9 @@ def read_envelope(text: bytes | str) -> tuple[dict[str, Any], bytes | None]:
     properties = envelope.get("properties")
     if not isinstance(properties, dict):
         raise NotAnEnvelope("'properties' is not an object")
-    if not isinstance(properties.get("delivery_tag"), str):
-        raise NotAnEnvelope("'properties.delivery_tag' is not a string")
+    tag = properties.get("delivery_tag")
+    if not isinstance(tag, (str, int)) or isinstance(tag, bool):  # kombu takes either
+        raise NotAnEnvelope("'properties.delivery_tag' is neither a string nor an integer")
     if properties.get("delivery_info") and not isinstance(properties["delivery_info"], dict):
         raise NotAnEnvelope("'properties.delivery_info' is not an object")
     if envelope.get("headers") and not isinstance(envelope["headers"], dict):

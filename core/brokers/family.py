@@ -71,6 +71,19 @@ class BrokerFamily:
     """The kombu transport class a worker's consuming connection uses instead of the URL's
     (None: the URL's own)."""
 
+    reading_transport: type[Any] | None = None
+    """The kombu transport class a connection that receives what anyone may publish (events,
+    queue peeks) uses instead of the URL's: one that reads a message it cannot decode with
+    its error rather than raising out of the read (None: the URL's own)."""
+
+    def for_reading(self, connection: Connection) -> Connection:
+        """``connection``, or a clone over :attr:`reading_transport` (``connection`` released)."""
+        if self.reading_transport is None:
+            return connection
+        reading: Connection = connection.clone(transport=self.reading_transport)
+        connection.release()
+        return reading
+
     def retried_errors(self) -> tuple[type[BaseException], ...]:
         """Errors with which a reachable broker refuses an operation for a while (out of memory,
         a read-only replica): a worker waits and reconnects, as for a lost connection."""

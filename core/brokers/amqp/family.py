@@ -18,6 +18,7 @@ class AmqpFamily(BrokerFamily):
 
     takes_back_held = True
     worker_transport = WorkerTransport
+    reading_transport = WorkerTransport
 
     def retried_errors(self) -> tuple[type[BaseException], ...]:
         # The pause stream a worker reads when it connects, not readable for now.
@@ -30,9 +31,7 @@ class AmqpFamily(BrokerFamily):
                         management_url: str | None = None) -> AmqpQueues:
         """Over the worker's transport: a message a peek gets whose routing key or content
         header is not UTF-8 is read with its error, not raised out of the read."""
-        inspecting = connection.clone(transport=WorkerTransport)
-        connection.release()
-        return AmqpQueues(inspecting, management_url)
+        return AmqpQueues(self.for_reading(connection), management_url)
 
     def delayed(self, connection: Connection) -> AmqpDelayed:
         return AmqpDelayed(connection)

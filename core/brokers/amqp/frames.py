@@ -37,9 +37,10 @@ _KEYS: dict[bytes, str] = {}
 #: (and :func:`short_string`, when a delivery's routing key or exchange is not UTF-8); the
 #: worker's channel takes it out and makes the message undecodable (dead-lettered).
 UNREADABLE = "x-qtui-unreadable-header"
-#: What a hostile content header can raise while being read.
+#: What a hostile content header can raise while being read (RecursionError: tables nested
+#: thousands deep, which RabbitMQ passes on).
 DECODE_ERRORS = (UnicodeDecodeError, ValueError, OverflowError, OSError, IndexError,
-                 struct.error)
+                 struct.error, RecursionError)
 
 _U32 = Struct(">I").unpack_from
 _I32 = Struct(">i").unpack_from

@@ -565,6 +565,13 @@ class Database:
             "owner = excluded.owner",
             (name, int(auto_delete), expires_ms, owner, time.time())))
 
+    def is_transient(self, name: str) -> bool:
+        """Whether the queue was declared auto-delete or expiring (an event receiver's, a
+        remote-control mailbox's)."""
+        return bool(self._read(lambda c: c.execute(
+            "SELECT EXISTS (SELECT 1 FROM queues WHERE name = ? "
+            "AND (auto_delete OR expires_ms IS NOT NULL))", (name,)).fetchone()[0]))
+
     def has_queue(self, name: str) -> bool:
         return bool(self._read(lambda c: c.execute(
             "SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?1) "

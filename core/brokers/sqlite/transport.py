@@ -228,10 +228,15 @@ class Channel(ReadsEnvelopes, virtual.Channel):
         envelope (:func:`~..envelope.read_envelope`: anyone can publish one to an event or
         control exchange, and built into a message it ends the receiver's loop), dead-lettered
         instead with the reason: its dead letter is stored before the row goes (a crash between
-        leaves both, never neither)."""
+        leaves both, never neither). One of a transient queue (an event receiver's, a mailbox's)
+        is dropped with a warning: its dead-letter queue would outlive it, read by nobody."""
         try:
             message = self.read_envelope(claimed.payload)
         except NotAnEnvelope as exc:
+            if self.db.is_transient(queue):
+                self.db.ack(claimed.id)
+                warn_dropped(logger, queue, f"Dropped a message of queue {queue!r}: {exc}")
+                return None
             dead = dead_letter_queue_name(queue)
             self.db.declare_queue(dead, False, None)
             self.db.put(dead, 0, dumps(dead_letter_wrapping(
