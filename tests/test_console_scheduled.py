@@ -13,6 +13,7 @@ import pytest
 from textual.widgets import DataTable
 
 from qtui.core import scheduled as store
+from qtui.core.display import UNSHOWN
 from qtui.core.scheduled import BROKER, Scheduled, ScheduledTask
 from qtui.tui import scheduled_actions
 from qtui.tui.actions import ActionResult
@@ -257,5 +258,5 @@ async def test_a_celery_held_task_the_console_did_not_see_shows_no_arguments(mon
     async with console.run_test(size=(200, 30)) as pilot:
         await pilot.press("7")
         rows = await _rows(console, pilot, 1)
-        assert rows[0][3] == store.UNSHOWN
+        assert rows[0][3] == UNSHOWN
         assert "s3cret" not in screen_text(console)

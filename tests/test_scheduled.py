@@ -194,7 +194,7 @@ def test_a_worker_held_task_whose_sender_masked_its_arguments_is_listed_and_run_
         worker, redis_setup: Setup):
     """Listed with its sender's reprs, never the secret; run now sends the copy with the real
     arguments and the same reprs, so the copy's events (the console, Flower) show the mask."""
-    from qtui.core.scheduled import UNSHOWN
+    from qtui.core.display import UNSHOWN
     from qtui.tui.arguments import lookup
     from qtui.tui.scheduled_actions import run_now
     redis_setup.conf["worker_eta_horizon"] = HORIZON
