@@ -51,3 +51,17 @@ def clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[:limit] + CLIP_MARKER.format(len(text) - limit)
+
+
+UNSHOWN = "(not shown: its worker sent the arguments, not their reprs)"
+"""The text of a task's args in a worker's reply when its worker ignored ``safe`` (Celery's
+``reserved``, ``scheduled`` and ``query_task`` do): whether its sender masked them is not known,
+so they are not shown."""
+
+
+def reprs_only(value: Any) -> Any:
+    """A task's ``args`` or ``kwargs`` from a worker's reply, as they may be shown: text (the
+    reprs a worker sends in safe mode) and empty values as they are, anything else (the
+    arguments themselves, where a mask their sender wrote cannot be told from them)
+    :data:`UNSHOWN`."""
+    return value if isinstance(value, str) or not value else UNSHOWN

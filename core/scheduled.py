@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from kombu import Connection
 
 from .delayed import HeldTask, delayed_for, is_store_queue
+from .display import UNSHOWN
 from .protocol import masks
 
 if TYPE_CHECKING:
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
 
 BROKER = "broker"
 """Where a task waits when the broker's delayed store holds it (else: the worker's name)."""
-UNSHOWN = "(not shown: its worker sent the arguments, not their reprs)"
-"""The text of a worker-held task's arguments when its worker ignored ``safe`` (Celery's
-``scheduled`` does): whether its sender masked them is not known, so they are not shown."""
 
 
 @dataclass(frozen=True)

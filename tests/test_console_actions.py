@@ -388,3 +388,38 @@ async def test_a_filter_keeps_the_tab_the_operator_chose():
         screen = console.screen
         assert isinstance(screen, TasksScreen) and screen.state_tab == "RETRY"
         assert screen.query_one("#tasks", DataTable).row_count == 1
+
+
+def with_pid(pid: int) -> Snapshot:
+    """The fixed cluster, qtui@alpha's process known by its pid."""
+    return dataclasses.replace(SNAPSHOT, workers=tuple(
+        dataclasses.replace(w, pid=pid) if w.hostname == "qtui@alpha" else w for w in WORKERS))
+
+
+@pytest.mark.parametrize("keys, answer", [
+    (("r", "enter"), "5/m"),  # rate limit of tasks.add: the rate asked
+    (("t", "enter"), "30 60"),  # time limits of tasks.add: the limits asked
+    (("a",), None),  # add consumer: the queue asked
+    (("x",), None),  # cancel consumer: the queue asked
+], ids=["rate_limit", "time_limit", "add_consumer", "cancel_consumer"])
+async def test_a_worker_action_answered_after_the_worker_restarted_is_not_sent(
+        monkeypatch, keys, answer):
+    """Remote control addresses a hostname: an action whose last question is answered once
+    a new process took the chosen worker's name would reach the new one. Nothing is sent."""
+    console = FixedConsole(snapshot=with_pid(100))
+    calls = recorded(monkeypatch, console)
+    monkeypatch.setattr(console, "inspect", lambda *args: ["tasks.add", "tasks.mul"])
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("2", keys[0])
+        await settle(console, pilot)
+        await pilot.press(*keys[1:])
+        assert isinstance(console.screen, PromptScreen if answer else ChoiceScreen)
+        if answer:
+            console.screen.query_one("#answer").value = answer  # type: ignore[attr-defined]
+        alpha = console.model.workers["qtui@alpha"]
+        console.model.workers["qtui@alpha"] = dataclasses.replace(alpha, pid=200)
+        await pilot.press("enter")
+        await settle(console, pilot)
+    assert calls == []
+    assert any(severity == "error" and "qtui@alpha restarted since you chose it (pid 100, now "
+               "200)" in text for severity, text in console.notes), console.notes

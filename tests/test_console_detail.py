@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import pytest
 from textual.widgets import DataTable, TabbedContent, TextArea, Tree
 
-from qtui.core.scheduled import UNSHOWN
+from qtui.core.display import UNSHOWN
 from qtui.core.state import State, timeline_steps
 from qtui.tui.arguments import Arguments
 from qtui.tui.history import History

@@ -13,6 +13,7 @@ import pytest
 from textual.widgets import DataTable
 
 from qtui.core import scheduled as store
+from qtui.core.display import UNSHOWN
 from qtui.core.scheduled import BROKER, Scheduled, ScheduledTask
 from qtui.tui import scheduled_actions
 from qtui.tui.actions import ActionResult
@@ -234,6 +235,17 @@ def test_a_worker_held_task_run_now_keeps_its_senders_mask_and_shows_no_call_lin
     assert scheduled_actions.resend(plain).argsrepr is None  # not masked: the client's reprs
 
 
+def test_a_celery_held_task_whose_reprs_are_unknown_is_run_now_with_a_neutral_mask():
+    """Its worker sent the arguments (Celery's ``scheduled`` ignores ``safe``) and no event
+    carried the reprs: the copy runs with the real arguments and shows a neutral mask, neither
+    the arguments nor the sentence the view shows for them."""
+    [held] = store.from_workers(CELERY_REPLY)
+    copy = scheduled_actions.resend(held)
+    assert copy.args == ["s3cret"]
+    assert (copy.argsrepr, copy.kwargsrepr) == (scheduled_actions.UNKNOWN_REPRS,) * 2
+    assert scheduled_actions.run_now_command([held]) is None
+
+
 async def test_a_celery_held_task_shows_its_events_reprs_never_its_arguments(monkeypatch):
     def read(app, queues=(), timeout=1.0, destination=None):  # type: ignore[no-untyped-def]
         return Scheduled(store.from_workers(CELERY_REPLY), {}, [])
@@ -257,5 +269,5 @@ async def test_a_celery_held_task_the_console_did_not_see_shows_no_arguments(mon
     async with console.run_test(size=(200, 30)) as pilot:
         await pilot.press("7")
         rows = await _rows(console, pilot, 1)
-        assert rows[0][3] == store.UNSHOWN
+        assert rows[0][3] == UNSHOWN
         assert "s3cret" not in screen_text(console)

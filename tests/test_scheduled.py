@@ -191,15 +191,22 @@ def test_run_now_of_a_worker_held_task_runs_a_copy_now_and_never_the_original(
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("worker", ["qtui", "celery"])
 def test_a_worker_held_task_whose_sender_masked_its_arguments_is_listed_and_run_with_the_mask(
-        worker, redis_setup: Setup):
+        worker, redis_setup: Setup, monkeypatch):
     """Listed with its sender's reprs, never the secret; run now sends the copy with the real
-    arguments and the same reprs, so the copy's events (the console, Flower) show the mask."""
-    from qtui.core.scheduled import UNSHOWN
+    arguments and the same reprs, so the copy's events (the console, Flower) show the mask. A
+    Celery worker sends the arguments, not the reprs: the copy's reprs are a neutral mask."""
+    from qtui.core.display import UNSHOWN
     from qtui.tui.arguments import lookup
-    from qtui.tui.scheduled_actions import run_now
+    from qtui.tui.scheduled_actions import UNKNOWN_REPRS, run_now
     redis_setup.conf["worker_eta_horizon"] = HORIZON
     started = redis_setup.worker("-P", "solo") if worker == "qtui" else celery_worker(redis_setup)
     app = redis_setup.app()
+    sent: list[tuple[Any, Any]] = []
+    send_task = app.send_task
+
+    def spy(name, args=None, kwargs=None, **options):  # type: ignore[no-untyped-def]
+        sent.append((options.get("argsrepr"), options.get("kwargsrepr")))
+        return send_task(name, args=args, kwargs=kwargs, **options)
     with started:
         original = app.send_task("tasks.mark", args=["s3cret"], countdown=20,
                                  argsrepr="('***',)", kwargsrepr="{}")
@@ -208,9 +215,11 @@ def test_a_worker_held_task_whose_sender_masked_its_arguments_is_listed_and_run_
         # they are not shown (the console shows its events' reprs instead).
         assert (task.args, task.kwargs) == (("('***',)", "{}") if worker == "qtui" else
                                             (UNSHOWN, ""))
+        monkeypatch.setattr(app, "send_task", spy)
         outcome = run_now(app, [task], [task.holder])
         assert outcome.ok, outcome.lines
         assert "s3cret" not in repr(outcome)
+        assert sent == [("('***',)", "{}") if worker == "qtui" else (UNKNOWN_REPRS,) * 2]
         assert [r["tag"] for r in redis_setup.wait_records("mark", 1)] == ["s3cret"]
         copy = next(said.rpartition(" ")[2] for _, said in outcome.replies
                     if said.startswith("sent again as "))

@@ -27,7 +27,7 @@ from qtui.core import App, brokers
 from qtui.core.config import mask_url
 from qtui.core.control import COMMANDS, Command, Replies
 from qtui.core.delayed import delayed_for
-from qtui.core.display import printable, safe_text
+from qtui.core.display import printable, reprs_only, safe_text
 from qtui.core.events import EventReceiver
 from qtui.core.exceptions import BrokerUnavailable
 from qtui.core.queues import QueueInfo, inspector_for
@@ -40,6 +40,8 @@ from .tables import table_or_records
 
 NO_REPLY = 69
 """Exit status when no worker answered (sysexits' EX_UNAVAILABLE, as Celery's CLI uses)."""
+ARGUMENT_COMMANDS = ("active", "reserved", "scheduled", "query_task")
+"""The inspect commands whose replies carry tasks' arguments: asked in safe mode by default."""
 
 
 def _out() -> Console:
@@ -69,6 +71,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                                 help="revoke only: also kill the process running the task")
             parser.add_argument("--signal", metavar="SIGNAL",
                                 help="revoke --terminate only: the signal (default: SIGTERM)")
+        else:
+            parser.add_argument("--unsafe", action="store_true",
+                                help=f"{', '.join(ARGUMENT_COMMANDS)} only: the tasks' real "
+                                     "arguments, not the reprs their senders wrote (masks "
+                                     "included)")
         _remote_options(parser)
         parser.set_defaults(func=func)
 
@@ -199,6 +206,7 @@ def _remote(args: argparse.Namespace, app: App) -> int:
     try:
         arguments = command.arguments(args.arguments)
         arguments.update(_revoke_options(command, args))
+        arguments.update(_safe_option(command, args))
     except ValueError as exc:
         _err().print(f"error: {exc}", markup=False)
         return 2
@@ -217,10 +225,12 @@ def _remote(args: argparse.Namespace, app: App) -> int:
         if args.json:
             print("{}")
         return 0
+    unsafe = getattr(args, "unsafe", False)
     if args.json:
-        print(json.dumps(replies.by_worker(), default=str, sort_keys=True))
+        print(json.dumps(shown_replies(command.name, replies, unsafe), default=str,
+                         sort_keys=True))
     else:
-        show_replies(_out(), command.name, replies)
+        show_replies(_out(), command.name, replies, unsafe)
     return _exit_status(replies, args.timeout)
 
 
@@ -252,10 +262,51 @@ def _revoke_options(command: Command, args: argparse.Namespace) -> dict[str, Any
     return {"terminate": terminate, "signal": signal or "SIGTERM"}
 
 
-def show_replies(console: Console, command: str, replies: Replies) -> None:
-    """Each worker's reply, as Celery's CLI words it (``worker: OK`` then the reply), with
-    tables for lists of tasks and queues."""
+def _safe_option(command: Command, args: argparse.Namespace) -> dict[str, Any]:
+    """``safe`` for the commands that list tasks (the reprs their senders wrote, never the
+    arguments they masked) unless ``--unsafe``; ``--unsafe`` refused with other commands."""
+    unsafe = getattr(args, "unsafe", False)
+    if command.name not in ARGUMENT_COMMANDS:
+        if unsafe:
+            raise ValueError(f"--unsafe goes with {', '.join(ARGUMENT_COMMANDS)} only")
+        return {}
+    return {"safe": not unsafe}
+
+
+def shown_replies(command: str, replies: Replies, unsafe: bool = False) -> dict[str, Any]:
+    """Each worker's reply as it may be shown: the tasks' args and kwargs as reprs only
+    (:func:`~qtui.core.display.reprs_only`: a worker that ignores ``safe`` sends the arguments
+    themselves), or as they came with ``unsafe``."""
     by_worker = replies.by_worker()
+    if unsafe or command not in ARGUMENT_COMMANDS:
+        return by_worker
+    return {hostname: _reply_reprs_only(command, reply) for hostname, reply in by_worker.items()}
+
+
+def _reply_reprs_only(command: str, reply: Any) -> Any:
+    if command == "query_task" and isinstance(reply, Mapping):
+        return {task_id: [found[0], _info_reprs_only(found[1])]
+                if isinstance(found, list) and len(found) == 2 else found
+                for task_id, found in reply.items()}
+    if command == "scheduled" and isinstance(reply, list):
+        return [{**item, "request": _info_reprs_only(item.get("request"))}
+                if isinstance(item, Mapping) else item for item in reply]
+    if isinstance(reply, list):
+        return [_info_reprs_only(item) for item in reply]
+    return reply
+
+
+def _info_reprs_only(info: Any) -> Any:
+    if not isinstance(info, Mapping):
+        return info
+    return {**info, **{key: reprs_only(info[key]) for key in ("args", "kwargs") if key in info}}
+
+
+def show_replies(console: Console, command: str, replies: Replies, unsafe: bool = False
+                 ) -> None:
+    """Each worker's reply, as Celery's CLI words it (``worker: OK`` then the reply), with
+    tables for lists of tasks and queues; tasks' arguments as :func:`shown_replies` gives them."""
+    by_worker = shown_replies(command, replies, unsafe)
     if command in ("active", "reserved", "scheduled") and _all_lists(by_worker):
         console.print(_task_table(command, by_worker, console.width))
         return

@@ -11,12 +11,18 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 from qtui.core import App
+from qtui.core.display import UNSHOWN
 from qtui.core.scheduled import ScheduledTask, delete_from_store, run_now_in_store, with_arguments
 
 from . import equivalents
 from .actions import ActionResult, Actions, Retry
 from .bulk import Target
 from .equivalents import Equivalent
+
+UNKNOWN_REPRS = "(masked: reprs unknown)"
+"""The copy's ``argsrepr`` and ``kwargsrepr`` when its worker sent the arguments, not the reprs
+(:data:`~qtui.core.display.UNSHOWN`): whether the sender masked them is not known, so the copy
+runs with its real arguments and shows neither them nor a sentence about the worker."""
 
 
 def run_now_target(task: ScheduledTask) -> Target:
@@ -102,12 +108,15 @@ def run_now(app: App, tasks: Sequence[ScheduledTask], workers: Iterable[str] = (
 def resend(task: ScheduledTask) -> Retry:
     """The copy of a worker-held task run now: its full arguments, and the sender's reprs as
     the copy's ``argsrepr``/``kwargsrepr`` where they mask them (so its events, the console and
-    Flower show the mask, never the secret)."""
+    Flower show the mask, never the secret), :data:`UNKNOWN_REPRS` where they are unknown."""
     assert task.full_args is not None and task.full_kwargs is not None
-    masked = task.masked
+    if task.args == UNSHOWN:
+        argsrepr: str | None = UNKNOWN_REPRS
+        kwargsrepr: str | None = UNKNOWN_REPRS
+    else:
+        argsrepr, kwargsrepr = (task.args, task.kwargs) if task.masked else (None, None)
     return Retry(task.id, task.name, task.full_args, task.full_kwargs, task.queue or None,
-                 argsrepr=task.args if masked else None,
-                 kwargsrepr=task.kwargs if masked else None)
+                 argsrepr=argsrepr, kwargsrepr=kwargsrepr)
 
 
 def delete(app: App, tasks: Sequence[ScheduledTask]) -> ActionResult:

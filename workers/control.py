@@ -448,11 +448,13 @@ def task_attribute(worker: Worker, name: str, item: str) -> str | None:
 
 
 @handler()
-def query_task(worker: Worker, ids: Any = None, **kwargs: Any) -> dict[str, Any]:
+def query_task(worker: Worker, ids: Any = None, safe: Any = False, **kwargs: Any
+               ) -> dict[str, Any]:
     """Query for task information by id: ``{id: [state, info]}`` for the tasks this worker
-    holds (active, reserved or scheduled)."""
+    holds (active, reserved or scheduled). ``safe`` as for reserved."""
     wanted = set(_ids(ids or [], "ids"))
-    return {job.task_id: [_STATE_OF_STAGE.get(job.stage, "ready"), job_info(worker, job)]
+    safe = _flag(safe, "safe")
+    return {job.task_id: [_STATE_OF_STAGE.get(job.stage, "ready"), job_info(worker, job, safe)]
             for job in list(worker.jobs.values()) if job.task_id in wanted}
 
 

@@ -27,9 +27,8 @@ from textual.widgets import (
 )
 from textual.widgets.tree import TreeNode
 
-from qtui.core.display import clip, printable, safe_text
+from qtui.core.display import clip, printable, reprs_only, safe_text
 from qtui.core.exceptions import BrokerUnavailable
-from qtui.core.scheduled import UNSHOWN
 
 from .. import arguments
 from ..family import Member
@@ -403,19 +402,13 @@ class WorkerDetailScreen(ClusterView):
 Rows = list[tuple[str | None, list[str]]]
 
 
-def _reprs(args: Any) -> str:
-    """A task's args as a worker's reply gives them: the reprs (text) in safe mode, which a
-    Celery worker ignores for reserved and scheduled, sending the arguments themselves: then
-    they are not shown (a mask their sender wrote could not be told from them)."""
-    return _cell(args) if isinstance(args, str) or not args else UNSHOWN
-
-
 def worker_table(tab: str, reply: Any) -> tuple[tuple[str, ...], Rows]:
     """A worker's reply as (columns, rows of (key, cells)): the keys of task rows are task ids.
     A reply of an unexpected shape is shown as key and value, whatever it holds."""
     if tab in ("active", "reserved") and _records(reply):
         return ("ID", "Name", "Args", "Started", "PID"), [
-            (_key(t.get("id")), [_cell(t.get("id")), _cell(t.get("name")), _reprs(t.get("args")),
+            (_key(t.get("id")), [_cell(t.get("id")), _cell(t.get("name")),
+                                 _cell(reprs_only(t.get("args"))),
                                  format.moment(_time(t.get("time_start"))),
                                  _cell(t.get("worker_pid"))])
             for t in reply]
@@ -426,7 +419,7 @@ def worker_table(tab: str, reply: Any) -> tuple[tuple[str, ...], Rows]:
             request = request if isinstance(request, Mapping) else {}
             rows.append((_key(request.get("id")), [
                 _cell(entry.get("eta")), _cell(entry.get("priority")), _cell(request.get("id")),
-                _cell(request.get("name")), _reprs(request.get("args"))]))
+                _cell(request.get("name")), _cell(reprs_only(request.get("args")))]))
         return ("ETA", "Priority", "ID", "Name", "Args"), rows
     if tab == "revoked" and isinstance(reply, list):
         return ("ID",), [(_key(task_id), [_cell(task_id)]) for task_id in reply]

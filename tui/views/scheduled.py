@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from qtui.core import scheduled as store
-from qtui.core.display import safe_text
+from qtui.core.display import UNSHOWN, safe_text
 from qtui.core.scheduled import Scheduled, ScheduledTask
 
 from .. import equivalents, query, scheduled_actions
@@ -79,7 +79,7 @@ class ScheduledScreen(TableView, MarkingView, PolledView):
         the reprs its ``task-received`` event carried, where the console saw it: what its
         sender let monitors show, and the mask a copy run now keeps."""
         seen = self.console.model.tasks.get(task.id)
-        if task.args != store.UNSHOWN or seen is None or None in seen.reprs:
+        if task.args != UNSHOWN or seen is None or None in seen.reprs:
             return task
         args, kwargs = seen.reprs
         return dataclasses.replace(task, args=args or "", kwargs=kwargs or "")
