@@ -1,0 +1,95 @@
+"""A Redis reached on a unix socket (``redis+socket:///path``, kombu's and Celery's form) serves
+qtui as one on TCP: the worker's own channel (ownership, liveness), results, remote control and
+the scripted commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qtui.core import App
+from qtui.core.brokers.redis.channel import client_url
+from qtui.tui import commands
+
+from .redis_server import redis_server
+from .worker_helpers import Setup, hostname_of, make_setup
+
+
+@pytest.fixture(scope="module")
+def socket_url() -> Iterator[str]:
+    """A private redis-server listening on a unix socket only (no TCP port)."""
+    # A short directory: a unix socket's path is limited to about 100 bytes.
+    with tempfile.TemporaryDirectory(prefix="qtui-sock-") as directory:
+        path = Path(directory) / "redis.sock"
+        with redis_server(Path(directory), 0, durable=False,
+                          extra=("--unixsocket", str(path), "--unixsocketperm", "700")):
+            yield f"redis+socket://{path}"
+
+
+@pytest.fixture
+def setup(tmp_path, unique, socket_url) -> Iterator[Setup]:
+    setup = make_setup(tmp_path, f"qs-{unique}", socket_url, socket_url,
+                       broker_transport_options={"visibility_timeout": 2})
+    yield setup
+    setup.cleanup()
+
+
+def qtui(app: App, *argv: str) -> int:
+    """One scripted command in-process, as ``qtui`` runs it after loading the app."""
+    parser = argparse.ArgumentParser(prog="qtui")
+    commands.add_parsers(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return int(args.func(args, app))
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("pool", ["solo", "threads", "prefork"])
+def test_a_worker_on_a_unix_socket_runs_tasks_and_stores_their_results(setup: Setup, pool: str):
+    app = setup.app()
+    with setup.worker("-P", pool, "-c", "2"):
+        results = [app.send_task("tasks.add", args=[n, n]) for n in range(5)]
+        assert [r.get(timeout=30) for r in results] == [n + n for n in range(5)]
+
+
+@pytest.mark.timeout(90)
+def test_a_task_of_a_worker_killed_on_a_unix_socket_is_run_by_the_next(setup: Setup):
+    app = setup.app()
+    with setup.worker("-P", "solo", name="a") as first:
+        app.send_task("tasks.slow", args=[60, "held"])
+        assert setup.wait_records("started", 1)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+    with setup.worker("-P", "solo", name="b"):
+        app.send_task("tasks.mark", args=["after"])
+        assert setup.wait_records("mark", 1)
+        started = setup.wait_records("started", 2)
+    assert [r["tag"] for r in started] == ["held", "held"]
+
+
+@pytest.mark.timeout(90)
+def test_inspect_ping_and_status_reach_a_worker_on_a_unix_socket(setup: Setup, capsys,
+                                                                 monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    app = setup.app()
+    with setup.worker("-P", "solo"):
+        hostname = hostname_of(setup)
+        assert qtui(app, "inspect", "ping", "-d", hostname, "-t", "10") == 0
+        assert f"{hostname}: OK" in capsys.readouterr().out
+        assert qtui(app, "status", "-t", "5") == 0
+        out = capsys.readouterr().out
+        assert hostname in out and setup.queue in out
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("redis+socket:///run/redis.sock?virtual_host=3", "unix:///run/redis.sock?db=3"),
+    ("socket:///run/redis.sock", "unix:///run/redis.sock"),
+    ("redis://:secret@host:6379/2", "redis://:secret@host:6379/2"),
+])
+def test_a_unix_socket_url_reaches_redis_py_with_its_database(url: str, expected: str):
+    assert client_url(url) == expected
