@@ -73,6 +73,18 @@ def test_a_task_of_a_worker_killed_on_a_unix_socket_is_run_by_the_next(setup: Se
 
 
 @pytest.mark.timeout(90)
+def test_a_live_workers_task_on_a_unix_socket_is_not_run_by_another(setup: Setup):
+    """The liveness helper keeps the owner alive past the visibility timeout (2 s)."""
+    app = setup.app()
+    with setup.worker("-P", "solo", name="a"):
+        app.send_task("tasks.slow", args=[8, "long"])
+        assert setup.wait_records("started", 1)
+        with setup.worker("-P", "solo", name="b"):
+            assert setup.wait_records("done", 1)
+    assert [r["tag"] for r in setup.records("started")] == ["long"]
+
+
+@pytest.mark.timeout(90)
 def test_inspect_ping_and_status_reach_a_worker_on_a_unix_socket(setup: Setup, capsys,
                                                                  monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
