@@ -42,8 +42,8 @@ def redis_server(directory: Path, port: int, durable: bool = True, extra: tuple[
                  ) -> Iterator[subprocess.Popen[bytes]]:
     """redis-server on ``port`` with its data in ``directory`` (append-only, fsync always, so a
     restart keeps what was acknowledged; nothing on disk unless ``durable``), ``extra`` added to
-    its arguments; terminated on exit. Port 0 with ``--unixsocket PATH`` in ``extra``: on that
-    unix socket only."""
+    its arguments; terminated on exit. Port 0 with ``--unixsocket PATH`` or ``--tls-port N`` in
+    ``extra``: on that unix socket or TLS port only."""
     keep = ["--appendonly", "yes", "--appendfsync", "always"] if durable \
         else ["--appendonly", "no"]
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--dir", str(directory),
@@ -53,6 +53,8 @@ def redis_server(directory: Path, port: int, durable: bool = True, extra: tuple[
     try:
         deadline = time.monotonic() + 10
         unix = extra[extra.index("--unixsocket") + 1] if "--unixsocket" in extra else None
+        if "--tls-port" in extra:
+            port = int(extra[extra.index("--tls-port") + 1])
         while not (socket_listening(Path(unix)) if unix else listening(port)):
             if time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not start")

@@ -1,12 +1,14 @@
-"""A Redis reached on a unix socket (``redis+socket:///path``, kombu's and Celery's form) serves
-qtui as one on TCP: the worker's own channel (ownership, liveness), results, remote control and
-the scripted commands."""
+"""A Redis reached on a unix socket (``redis+socket:///path``, kombu's and Celery's form) or over
+TLS (``rediss://``) serves qtui as one on TCP: the worker's own channel (ownership, liveness),
+results, remote control and the scripted commands."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from qtui.core import App
 from qtui.core.brokers.redis.channel import client_url
 from qtui.tui import commands
 
-from .redis_server import redis_server
+from .redis_server import redis_server, spare_port
 from .worker_helpers import Setup, hostname_of, make_setup
 
 
@@ -30,6 +32,25 @@ def socket_url() -> Iterator[str]:
         with redis_server(Path(directory), 0, durable=False,
                           extra=("--unixsocket", str(path), "--unixsocketperm", "700")):
             yield f"redis+socket://{path}"
+
+
+@pytest.fixture(scope="module")
+def tls_url(tmp_path_factory) -> Iterator[str]:
+    """A private redis-server on a TLS port only, with a self-signed certificate."""
+    server = shutil.which("redis-server") or "redis-server"
+    if b"libssl" not in subprocess.run(["ldd", server], capture_output=True).stdout:
+        pytest.skip("this redis-server is built without TLS")
+    directory = tmp_path_factory.mktemp("redis-tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    port = spare_port()
+    with redis_server(directory, 0, durable=False, extra=(
+            "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+            "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no")):
+        yield f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
 
 
 @pytest.fixture
@@ -55,6 +76,17 @@ def test_a_worker_on_a_unix_socket_runs_tasks_and_stores_their_results(setup: Se
     with setup.worker("-P", pool, "-c", "2"):
         results = [app.send_task("tasks.add", args=[n, n]) for n in range(5)]
         assert [r.get(timeout=30) for r in results] == [n + n for n in range(5)]
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_over_tls_runs_tasks_and_stores_their_results(tmp_path, unique, tls_url):
+    setup = make_setup(tmp_path, f"qt-{unique}", tls_url, tls_url)
+    try:
+        with setup.worker("-P", "threads", "-c", "2"):
+            results = [setup.app().send_task("tasks.add", args=[n, 1]) for n in range(5)]
+            assert [r.get(timeout=30) for r in results] == [n + 1 for n in range(5)]
+    finally:
+        setup.cleanup()
 
 
 @pytest.mark.timeout(90)
