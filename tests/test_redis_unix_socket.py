@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from qtui.core import App
+from qtui.core.beat.redis_store import RedisBeatStore
+from qtui.core.beat.store import store_for
 from qtui.core.brokers.redis.channel import client_url
+from qtui.core.ledger import RedisLedger, ledger_for
 from qtui.tui import commands
 
 from .redis_server import redis_server, spare_port
@@ -137,3 +140,19 @@ def test_inspect_ping_and_status_reach_a_worker_on_a_unix_socket(setup: Setup, c
 ])
 def test_a_unix_socket_url_reaches_redis_py_with_its_database(url: str, expected: str):
     assert client_url(url) == expected
+
+
+def test_the_ledger_and_the_beat_store_live_on_a_unix_socket_broker(socket_url: str,
+                                                                    unique: str):
+    app = App("sock", broker=socket_url, backend=None)
+    ledger, store = ledger_for(app), store_for(app)
+    try:
+        assert isinstance(ledger, RedisLedger) and isinstance(store, RedisBeatStore)
+        ledger.put(f"sock-{unique}", {"task": 1e12})
+        assert ledger.present(f"sock-{unique}", ["task", "other"]) == {"task"}
+        assert store.hold_lease(f"node-{unique}", 10)
+    finally:
+        if ledger is not None:
+            ledger.close()
+        if store is not None:
+            store.close()
