@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 
 from .backends.sqlite import results_path
+from .brokers.redis import channel as redis_channel
 from .brokers.redis import wire
 from .brokers.sqlite import broker_path, ledger_table
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("qtui")
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = (*redis_channel.REDIS_SCHEMES, "unix")
 KEY_PREFIX = "qtui.ledger."
 REVOKED = "revoked"
 """Kind of the revoked task ids: every qtui worker reads them when it (re)connects."""
@@ -75,7 +76,8 @@ class RedisLedger(Ledger):
         self.where = "redis"
         self.url = url
         self.errors = (redis.RedisError, OSError)
-        self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        self.client = redis.Redis.from_url(redis_channel.client_url(url), socket_connect_timeout=5,
+                                           socket_timeout=10)
         self._sender: redis.connection.Connection | None = None
         """The connection of ``put(wait=False)``, the commands of the last such put and how
         many of their answers are not read yet (read from its socket by

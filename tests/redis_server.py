@@ -27,12 +27,23 @@ def listening(port: int) -> bool:
         return False
 
 
+def socket_listening(path: Path) -> bool:
+    """Whether a server accepts connections on the unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
 @contextmanager
 def redis_server(directory: Path, port: int, durable: bool = True, extra: tuple[str, ...] = ()
                  ) -> Iterator[subprocess.Popen[bytes]]:
     """redis-server on ``port`` with its data in ``directory`` (append-only, fsync always, so a
     restart keeps what was acknowledged; nothing on disk unless ``durable``), ``extra`` added to
-    its arguments; terminated on exit."""
+    its arguments; terminated on exit. Port 0 with ``--unixsocket PATH`` or ``--tls-port N`` in
+    ``extra``: on that unix socket or TLS port only."""
     keep = ["--appendonly", "yes", "--appendfsync", "always"] if durable \
         else ["--appendonly", "no"]
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--dir", str(directory),
@@ -41,7 +52,10 @@ def redis_server(directory: Path, port: int, durable: bool = True, extra: tuple[
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 10
-        while not listening(port):
+        unix = extra[extra.index("--unixsocket") + 1] if "--unixsocket" in extra else None
+        if "--tls-port" in extra:
+            port = int(extra[extra.index("--tls-port") + 1])
+        while not (socket_listening(Path(unix)) if unix else listening(port)):
             if time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not start")
             time.sleep(0.05)

@@ -27,6 +27,7 @@ from kombu.message import Message
 
 from qtui.core.brokers.family import BrokerFamily, family_for
 from qtui.core.brokers.redis import worker_channel
+from qtui.core.brokers.redis.channel import client_url
 from qtui.core.config import mask_url
 from qtui.core.delayed import due_queue
 from qtui.core.exceptions import BrokerUnavailable
@@ -194,7 +195,7 @@ class Consumer:
             ttl = float(self.channel.visibility_timeout)
             self.channel.own(self.owner, ttl)
             if self.liveness is None:
-                self.liveness = Liveness(str(self.app.broker_url), self.owner, ttl,
+                self.liveness = Liveness(client_url(str(self.app.broker_url)), self.owner, ttl,
                                          self.channel.liveness_keys())
                 self.liveness.start()
         self._leave_out_paused()

@@ -23,6 +23,7 @@ BACKENDS = {
     "redis": "redis:RedisBackend",
     "rediss": "redis:RedisBackend",
     "unix": "redis:RedisBackend",
+    "redis+socket": "redis:RedisBackend",
     "rpc": "rpc:RPCBackend",
     "sqlite": "sqlite:SQLiteBackend",
 }

@@ -28,6 +28,7 @@ import redis
 
 from .. import exceptions, states
 from ..brokers.redis import wire
+from ..brokers.redis.channel import client_url
 from ..brokers.redis.refusals import describe as describe_refusal
 from ..exceptions import BackendError
 from ..refused import wait_out
@@ -76,7 +77,7 @@ class RedisBackend(ResultBackend):
     def __init__(self, app: App, url: str) -> None:
         super().__init__(app, url)
         try:
-            self.client = redis.Redis.from_url(url, socket_connect_timeout=5,
+            self.client = redis.Redis.from_url(client_url(url), socket_connect_timeout=5,
                                                health_check_interval=30)
         except ValueError as exc:
             raise exceptions.ImproperlyConfigured(f"result_backend: bad Redis URL: {exc}") from exc

@@ -11,6 +11,7 @@ from typing import cast
 
 import redis
 
+from ..brokers.redis.channel import client_url
 from ..config import mask_url
 from .store import RUNS_KEPT, TICK_TTL, BeatStore, Claim, Node, Run
 
@@ -50,8 +51,8 @@ return 'orphaned'
 
 class RedisBeatStore(BeatStore):
     def __init__(self, url: str, prefix: str) -> None:
-        self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5,
-                                           health_check_interval=10)
+        self.client = redis.Redis.from_url(client_url(url), socket_connect_timeout=5,
+                                           socket_timeout=5, health_check_interval=10)
         self.prefix = prefix
         self.where = mask_url(url)
         self.errors = (redis.RedisError, OSError)

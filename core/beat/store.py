@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from ..brokers.redis.channel import REDIS_SCHEMES
 from ..config import mask_url
 from ..exceptions import ConfigError
 
@@ -137,7 +138,7 @@ def store_for(app: App) -> BeatStore:
     prefix = app.conf.beat_key_prefix
     for url in (app.broker_url, app.result_backend_url or ""):
         scheme = url.partition("://")[0].lower()
-        if scheme in ("redis", "rediss"):
+        if scheme in REDIS_SCHEMES:
             from .redis_store import RedisBeatStore
             return RedisBeatStore(url, prefix)
         if scheme == "sqlite":

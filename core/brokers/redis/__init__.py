@@ -1,7 +1,7 @@
 """The Redis broker family: everything qtui knows about a Redis broker, in one package.
 
 - :mod:`.channel` -- kombu's Redis transport with less work per message: what every qtui
-  connection to Redis uses (``redis://``, ``rediss://``);
+  connection to Redis uses (``redis://``, ``rediss://``, ``redis+socket://``);
 - :mod:`.worker_channel` -- the worker's channel on top of it: every message owned from the
   moment it leaves its queue (one fetch script), and given back only when its owner is dead;
 - :mod:`.queues` -- queue inspection (LLEN over the priority lists, queues found in kombu's

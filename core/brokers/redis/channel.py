@@ -27,6 +27,7 @@ import logging
 import select
 import socket
 import time
+import urllib.parse
 import warnings
 from collections.abc import Sequence
 from queue import Empty
@@ -122,7 +123,9 @@ end
 return unrouted
 """
 
-REDIS_SCHEMES = ("redis", "rediss")
+REDIS_SCHEMES = ("redis", "rediss", "redis+socket")
+"""The broker URL schemes that reach Redis: kombu's (and Celery's) TCP, TLS and unix socket
+forms."""
 
 logger = logging.getLogger(__name__)
 
@@ -379,11 +382,39 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+class _Connection(Connection):
+    """kombu's Connection, keeping the transport class it is given for a ``redis+socket://``
+    URL: kombu takes the URL's prefix (``redis``) for the transport, on every clone too."""
+
+    def __init__(self, hostname: Any = "localhost", transport: Any = None,
+                 **kwargs: Any) -> None:
+        super().__init__(hostname, transport=transport, **kwargs)
+        if transport is not None and not isinstance(transport, str):
+            self.transport_cls = transport
+
+
 def connection(url: str, transport: type[kombu_redis.Transport] = Transport,
                **kwargs: Any) -> Connection:
-    """A kombu Connection to ``url``; a ``redis://`` or ``rediss://`` one uses ``transport``
+    """A kombu Connection to ``url``; a Redis one (:data:`REDIS_SCHEMES`) uses ``transport``
     (qtui's channel unless told otherwise), every other URL its usual kombu transport."""
     conn = Connection(url, **kwargs)
-    if conn.transport_cls not in REDIS_SCHEMES:
+    if scheme(url) not in REDIS_SCHEMES:
         return conn
-    return Connection(url, transport=transport, ssl=conn.ssl, **kwargs)
+    return _Connection(url, transport=transport, ssl=conn.ssl, **kwargs)
+
+
+def scheme(url: str) -> str:
+    """The scheme of ``url``, lower case, prefix included (``redis+socket``)."""
+    return url.partition("://")[0].strip().lower()
+
+
+def client_url(url: str) -> str:
+    """``url`` as redis-py's ``Redis.from_url`` takes it: kombu's and Celery's unix socket
+    forms (``redis+socket:///path?virtual_host=N``, ``socket://...``) become
+    ``unix:///path?db=N``."""
+    if scheme(url) not in ("redis+socket", "socket"):
+        return url
+    path, _, query = url.strip().partition("://")[2].partition("?")
+    pairs = [("db" if key == "virtual_host" else key, value)
+             for key, value in urllib.parse.parse_qsl(query)]
+    return f"unix://{path}" + (f"?{urllib.parse.urlencode(pairs)}" if pairs else "")
