@@ -3,8 +3,8 @@
 A shell without job control starts a command run with ``&`` with SIGINT ignored (Python then
 installs no KeyboardInterrupt handler), and a supervisor may start it with the stop signals
 blocked; either way Ctrl+C would do nothing. Every command's entry point calls
-:func:`honour_stop_signals` first, before any thread or child starts, so they inherit the
-unblocked mask too.
+:func:`honour_stop_signals` once its arguments are parsed, before any thread or child starts, so
+they inherit the unblocked mask too.
 """
 
 from __future__ import annotations

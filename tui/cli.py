@@ -85,9 +85,14 @@ class LazySubcommands(_Subparsers):
     these subcommands, and its ``add_parser(name, **options)`` fills in the declared parser.
     """
 
+    #: What a module may set on its declared parser: attributes argparse reads when it formats
+    #: help, not ones it only reads when it builds a parser (``prefix_chars``, ``add_help``, ...).
+    SETTABLE = frozenset({"description", "epilog", "formatter_class", "usage"})
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._declared_by: dict[str, str] = {}
+        self._filled: set[str] = set()
 
     def declare(self, command: Subcommand) -> None:
         super().add_parser(command.name, help=command.help)
@@ -98,10 +103,11 @@ class LazySubcommands(_Subparsers):
         help is :data:`SUBCOMMANDS`'."""
         parser: argparse.ArgumentParser = self._name_parser_map[name]
         for option, value in options.items():
-            if not hasattr(parser, option):
+            if option not in self.SETTABLE:
                 raise TypeError(f"qtui {name}: {option}= is not a parser's to set (help is "
-                                "in SUBCOMMANDS)")
+                                f"in SUBCOMMANDS; settable: {', '.join(sorted(self.SETTABLE))})")
             setattr(parser, option, value)
+        self._filled.add(name)
         return parser
 
     def load(self, name: str) -> None:
@@ -111,6 +117,9 @@ class LazySubcommands(_Subparsers):
         getattr(importlib.import_module(module), function)(self)
         for other, by in list(self._declared_by.items()):
             if by == declared_by:
+                if other not in self._filled:
+                    raise RuntimeError(f"{declared_by} did not add the parser of qtui {other}, "
+                                       "which SUBCOMMANDS says it does")
                 del self._declared_by[other]
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
