@@ -502,9 +502,15 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@\s]*:)(?P<password>[^/
                            r"(?=@[^@/\s]*(?:[/?#\s]|$))", re.I)
 
 
+#: A credential in a URL's query (?password=..., &access_token=...).
+_URL_QUERY_SECRET = re.compile(r"(?P<head>[?&;][a-z_]*(?:pass|pw|token|secret|key|auth|signature"
+                               r"|sig)[a-z_]*=)[^&#;\s]+", re.I)
+
+
 def mask_url(url: str) -> str:
-    """``redis://:secret@host`` -> ``redis://:**@host``; any scheme, several URLs in one string."""
-    return _URL_PASSWORD.sub(r"\g<head>**", url)
+    """``redis://:secret@host`` -> ``redis://:**@host``, ``?password=secret`` ->
+    ``?password=**``; any scheme, several URLs in one string."""
+    return _URL_QUERY_SECRET.sub(r"\g<head>**", _URL_PASSWORD.sub(r"\g<head>**", url))
 
 
 #: Secrets recognised by their shape, wherever they are: (pattern, replacement).
@@ -512,9 +518,6 @@ _SECRET_SHAPES = [
     # A URL whose user part alone is the secret (a token-only Sentry DSN: https://KEY@host/1).
     (re.compile(r"(?P<head>[a-z0-9+.-]+://)[^:/@\s]+(?=@[^@/\s]*(?:[/?#\s]|$))", re.I),
      r"\g<head>**"),
-    # A credential in a URL's query (?password=..., &access_token=...).
-    (re.compile(r"(?P<head>[?&;][a-z_]*(?:pass|pw|token|secret|key|auth|signature|sig)"
-                r"[a-z_]*=)[^&#;\s]+", re.I), r"\g<head>**"),
     # An HTTP authorization value.
     (re.compile(r"(?P<head>\b(?:Bearer|Basic|Token|Bot)\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\g<head>**"),
     # key=value DSNs (libpq, ODBC): password=..., Pwd=...

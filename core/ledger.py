@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("qtui")
 
-REDIS_SCHEMES = (*redis_channel.REDIS_SCHEMES, "unix")
 KEY_PREFIX = "qtui.ledger."
 REVOKED = "revoked"
 """Kind of the revoked task ids: every qtui worker reads them when it (re)connects."""
@@ -258,8 +257,8 @@ def ledger_for(app: App) -> Ledger | None:
     result backend, else None."""
     for url, path_of in ((app.broker_url, broker_path),
                          (app.result_backend_url or "", results_path)):
-        scheme = url.partition("://")[0].lower()
-        if scheme in REDIS_SCHEMES:
+        scheme = redis_channel.scheme(url)
+        if scheme in redis_channel.CLIENT_SCHEMES:
             return RedisLedger(url)
         if scheme == "sqlite":
             return SQLiteLedger(path_of(url))

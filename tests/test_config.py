@@ -143,6 +143,11 @@ def test_discovery_prefers_the_flag_then_the_environment_then_the_working_direct
     assert discover_config_file("/x/flag.toml", cwd=tmp_path) == Path("/x/flag.toml")
 
 
+def test_a_password_in_a_url_query_is_masked():
+    assert mask_url("redis+socket:///r.sock?password=secret&virtual_host=2") == \
+        "redis+socket:///r.sock?password=**&virtual_host=2"
+
+
 def test_secrets_are_censored():
     assert mask_url("redis://:hunter2@host:6379/0") == "redis://:**@host:6379/0"
     assert mask_url("amqp://guest:guest@h//") == "amqp://guest:**@h//"

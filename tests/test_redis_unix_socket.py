@@ -108,8 +108,21 @@ def test_a_task_of_a_worker_killed_on_a_unix_socket_is_run_by_the_next(setup: Se
 
 
 @pytest.mark.timeout(90)
-def test_a_live_workers_task_on_a_unix_socket_is_not_run_by_another(setup: Setup):
+@pytest.mark.parametrize("query", ["", "?virtual_host=3"])
+def test_a_live_workers_task_on_a_unix_socket_is_not_run_by_another(tmp_path, unique,
+                                                                    socket_url, query):
     """The liveness helper keeps the owner alive past the visibility timeout (2 s)."""
+    url = socket_url + query
+    setup = make_setup(tmp_path, f"qs-{unique}", url, url,
+                       broker_transport_options={"visibility_timeout": 2})
+    try:
+        live_worker_runs_once(setup)
+    finally:
+        setup.cleanup()
+
+
+def live_worker_runs_once(setup: Setup) -> None:
+    """A worker's 8 s task is not run again by a second worker (visibility timeout 2 s)."""
     app = setup.app()
     with setup.worker("-P", "solo", name="a"):
         app.send_task("tasks.slow", args=[8, "long"])
@@ -135,18 +148,33 @@ def test_inspect_ping_and_status_reach_a_worker_on_a_unix_socket(setup: Setup, c
 
 @pytest.mark.parametrize(("url", "expected"), [
     ("redis+socket:///run/redis.sock?virtual_host=3", "unix:///run/redis.sock?db=3"),
-    ("socket:///run/redis.sock", "unix:///run/redis.sock"),
     ("redis://:secret@host:6379/2", "redis://:secret@host:6379/2"),
+    ("redis://h1:6379/5;redis://h2:6379/5", "redis://h1:6379/5"),
 ])
 def test_a_unix_socket_url_reaches_redis_py_with_its_database(url: str, expected: str):
     assert client_url(url) == expected
 
 
+def test_a_unix_socket_result_backend_holds_the_ledger_and_the_beat_store(socket_url: str):
+    backend = client_url(socket_url)
+    app = App("sock", broker="amqp://guest:guest@127.0.0.1:5672//", backend=backend)
+    ledger = store = None
+    try:
+        ledger, store = ledger_for(app), store_for(app)
+        assert isinstance(ledger, RedisLedger) and isinstance(store, RedisBeatStore)
+    finally:
+        if ledger is not None:
+            ledger.close()
+        if store is not None:
+            store.close()
+
+
 def test_the_ledger_and_the_beat_store_live_on_a_unix_socket_broker(socket_url: str,
                                                                     unique: str):
     app = App("sock", broker=socket_url, backend=None)
-    ledger, store = ledger_for(app), store_for(app)
+    ledger = store = None
     try:
+        ledger, store = ledger_for(app), store_for(app)
         assert isinstance(ledger, RedisLedger) and isinstance(store, RedisBeatStore)
         ledger.put(f"sock-{unique}", {"task": 1e12})
         assert ledger.present(f"sock-{unique}", ["task", "other"]) == {"task"}

@@ -195,8 +195,8 @@ class Consumer:
             ttl = float(self.channel.visibility_timeout)
             self.channel.own(self.owner, ttl)
             if self.liveness is None:
-                self.liveness = Liveness(client_url(str(self.app.broker_url)), self.owner, ttl,
-                                         self.channel.liveness_keys())
+                self.liveness = Liveness(client_url(str(self.app.broker_url), conn), self.owner,
+                                         ttl, self.channel.liveness_keys())
                 self.liveness.start()
         self._leave_out_paused()
         for queue in self.queues:

@@ -30,6 +30,8 @@ import redis
 
 #: How often the helper checks that its parent lives (seconds).
 PARENT_CHECK = 0.2
+#: How often, at most, the helper repeats that it cannot refresh the alive key (seconds).
+WARN_EVERY = 60.0
 
 _REFRESH = """
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
@@ -79,13 +81,21 @@ def run(url: str, owner: str, ttl: float, parent: int, keys: list[str]) -> None:
     alive = keys[0]
     interval = max(0.1, min(ttl / 4, 5.0))
     next_refresh = 0.0
+    next_warning: float | None = None  # while refreshes fail: when to say so again
     while os.getppid() == parent:
         if time.monotonic() >= next_refresh:
             try:
                 refresh(keys=keys, args=[int(ttl * 1000), time.time(), owner])
                 next_refresh = time.monotonic() + interval
-            except redis.RedisError:  # Redis is down: the worker reconnects, so do we
+                if next_warning is not None:
+                    _warn(f"refreshing {alive} again")
+                next_warning = None
+            except redis.RedisError as exc:  # Redis is down: the worker reconnects, so do we
                 next_refresh = time.monotonic() + PARENT_CHECK
+                if next_warning is None or time.monotonic() >= next_warning:
+                    _warn(f"cannot refresh {alive} ({type(exc).__name__}: {exc}); while this "
+                          f"lasts, other workers may run this worker's tasks again")
+                    next_warning = time.monotonic() + WARN_EVERY
         readable, _, _ = select.select([sys.stdin], [], [], PARENT_CHECK)
         if readable and not os.read(sys.stdin.fileno(), 1):
             break  # stdin closed: the worker is shutting down
@@ -93,6 +103,11 @@ def run(url: str, owner: str, ttl: float, parent: int, keys: list[str]) -> None:
         client.delete(alive)
     except redis.RedisError:  # the TTL does it then
         pass
+
+
+def _warn(message: str) -> None:
+    """One line on the worker's stderr (the helper has no logging set up: it imports little)."""
+    print(f"qtui liveness helper: WARNING: {message}", file=sys.stderr, flush=True)
 
 
 def main() -> None:

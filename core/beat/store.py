@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from ..brokers.redis.channel import REDIS_SCHEMES
+from ..brokers.redis.channel import CLIENT_SCHEMES, scheme
 from ..config import mask_url
 from ..exceptions import ConfigError
 
@@ -137,11 +137,10 @@ def store_for(app: App) -> BeatStore:
     no shared place, so that is a ConfigError that says what to set."""
     prefix = app.conf.beat_key_prefix
     for url in (app.broker_url, app.result_backend_url or ""):
-        scheme = url.partition("://")[0].lower()
-        if scheme in REDIS_SCHEMES:
+        if scheme(url) in CLIENT_SCHEMES:
             from .redis_store import RedisBeatStore
             return RedisBeatStore(url, prefix)
-        if scheme == "sqlite":
+        if scheme(url) == "sqlite":
             from .sqlite_store import SQLiteBeatStore
             return SQLiteBeatStore(_sqlite_path(url, url == app.broker_url), prefix)
     raise ConfigError(

@@ -37,6 +37,10 @@ def check_url(url: str, transport_options: Mapping[str, Any] | None = None) -> N
     bad port or host, a virtual host the transport refuses, a Sentinel URL without its master's
     name), before anything connects: kombu would raise a bare KeyError or ValueError deep inside
     the first connection."""
+    if ";" in url and any(part.strip().lower().startswith("redis+socket://")
+                          for part in url.split(";")):
+        raise ConfigError(f"broker URL {mask_url(url)!r} is a failover list with a unix socket, "
+                          f"which kombu cannot switch to: give one redis+socket:// URL")
     for part in url.split(";"):
         if (part.strip().startswith("sentinel://")
                 and not (transport_options or {}).get("master_name")):

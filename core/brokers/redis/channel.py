@@ -127,6 +127,10 @@ REDIS_SCHEMES = ("redis", "rediss", "redis+socket")
 """The broker URL schemes that reach Redis: kombu's (and Celery's) TCP, TLS and unix socket
 forms."""
 
+CLIENT_SCHEMES = (*REDIS_SCHEMES, "unix")
+"""The URL schemes of a Redis that results, the ledger and the beat store reach with redis-py
+(:func:`client_url`): the broker's, and redis-py's own unix socket form."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -389,8 +393,16 @@ class _Connection(Connection):
     def __init__(self, hostname: Any = "localhost", transport: Any = None,
                  **kwargs: Any) -> None:
         super().__init__(hostname, transport=transport, **kwargs)
+        self._kept_transport = None
         if transport is not None and not isinstance(transport, str):
-            self.transport_cls = transport
+            self.transport_cls = self._kept_transport = transport
+
+    def switch(self, conn_str: str) -> None:
+        """kombu's switch to the next failover URL, keeping the transport class: kombu re-parses
+        the URL and would put its own ``redis`` transport (without qtui's channel) back."""
+        super().switch(conn_str)
+        if self._kept_transport is not None:
+            self.transport_cls = self._kept_transport
 
 
 def connection(url: str, transport: type[kombu_redis.Transport] = Transport,
@@ -408,13 +420,23 @@ def scheme(url: str) -> str:
     return url.partition("://")[0].strip().lower()
 
 
-def client_url(url: str) -> str:
-    """``url`` as redis-py's ``Redis.from_url`` takes it: kombu's and Celery's unix socket
-    forms (``redis+socket:///path?virtual_host=N``, ``socket://...``) become
-    ``unix:///path?db=N``."""
-    if scheme(url) not in ("redis+socket", "socket"):
+def client_url(url: str, active: Connection | None = None) -> str:
+    """``url`` as redis-py's ``Redis.from_url`` takes it: of a failover list (``;``), the entry
+    ``active`` is connected to (the first without it); kombu's unix socket form
+    (``redis+socket:///path?virtual_host=N``) becomes ``unix:///path?db=N``."""
+    entries = [entry.strip() for entry in url.split(";") if entry.strip()]
+    url = entries[0] if entries else url
+    if active is not None:
+        url = next((entry for entry in entries if _same_server(entry, active)), url)
+    if scheme(url) != "redis+socket":
         return url
     path, _, query = url.strip().partition("://")[2].partition("?")
     pairs = [("db" if key == "virtual_host" else key, value)
              for key, value in urllib.parse.parse_qsl(query)]
     return f"unix://{path}" + (f"?{urllib.parse.urlencode(pairs)}" if pairs else "")
+
+
+def _same_server(url: str, active: Connection) -> bool:
+    """Whether ``url`` names the host and port ``active`` is connected to."""
+    entry = Connection(url)
+    return (entry.hostname, entry.port) == (active.hostname, active.port)
