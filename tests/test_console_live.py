@@ -19,6 +19,7 @@ from textual.widgets import DataTable, TextArea
 from qtui.core.state import State
 from qtui.tui.console import Console
 from qtui.tui.feed import Feed
+from qtui.tui.views.base import TableView
 from qtui.tui.views.details import TaskDetailScreen, WorkerDetailScreen
 from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen, PromptScreen
 
@@ -62,8 +63,13 @@ async def until(pilot: Any, condition: Callable[[], Any], timeout: float = 20.0,
 
 
 def table_rows(console: Console, table_id: str) -> list[list[str]]:
-    table = console.screen.query_one(f"#{table_id}", DataTable)
-    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+    """The table's rows, each cell whole: a view cuts long cells to fit the terminal (other
+    tests' queues and workers on this shared DB can make this test's names the ones cut)."""
+    screen = console.screen
+    table = screen.query_one(f"#{table_id}", DataTable)
+    whole = screen.whole if isinstance(screen, TableView) and screen.table is table else {}
+    return [[str(cell) for cell in whole.get(str(row.key.value), table.get_row_at(i))]
+            for i, row in enumerate(table.ordered_rows)]
 
 
 def table_records(console: Console, table_id: str) -> list[dict[str, str]]:
