@@ -20,10 +20,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/qtui demo
 
-# Three pytest processes, each taking whole files (tests in one file share its fixtures and names):
-# most of the suite waits on real workers and brokers, so three on a 2-core machine take about
-# half the time of one (1,198 tests in 10:11 with three, against 18:38 with two, both loaded).
-TEST_PROCESSES ?= 3
+# Four pytest processes, each taking whole files (tests in one file share its fixtures and names):
+# most of the suite waits on real workers and brokers (1,198 tests in 10:11 with three, against
+# 18:38 with two, both loaded; 2,087 in 15:08 with three on a quiet machine at load 1.3 to 1.6).
+TEST_PROCESSES ?= 4
 
 # Lint and types first (2 s once mypy's cache is warm): ruff over the tree, mypy over
 # the installed names (strict on qtui.core). build/typecheck/qtui/ links the three source folders

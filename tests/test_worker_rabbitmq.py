@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from amqp.exceptions import InternalError
 from kombu import Connection, Exchange, Queue
 from kombu.exceptions import ChannelError
 
@@ -31,18 +32,25 @@ def take_all(url: str, name: str, expected: int, timeout: float = 15.0) -> list[
     """Messages of the queue ``name`` (basic_get: no declare that could disagree with it)."""
     found: list[Any] = []
     deadline = time.monotonic() + timeout
-    with Connection(url) as conn:
-        while len(found) < expected and time.monotonic() < deadline:
-            channel = conn.channel()
-            try:
-                message = channel.basic_get(queue=name, no_ack=True)
-            except ChannelError as exc:  # the worker has not declared it yet (404)
-                assert exc.reply_code == 404, exc
-                message = None
-            if message is None:
-                time.sleep(0.1)
-            else:
-                found.append(message)
+    while len(found) < expected and time.monotonic() < deadline:
+        try:
+            with Connection(url) as conn:
+                while len(found) < expected and time.monotonic() < deadline:
+                    channel = conn.channel()
+                    try:
+                        message = channel.basic_get(queue=name, no_ack=True)
+                    except ChannelError as exc:  # the worker has not declared it yet (404)
+                        assert exc.reply_code == 404, exc
+                        message = None
+                    if message is None:
+                        time.sleep(0.1)
+                    else:
+                        found.append(message)
+        except InternalError as exc:
+            # A quorum queue just declared whose process has not started yet: RabbitMQ closes
+            # the connection (541 noproc); ask again on a new one.
+            assert "noproc" in str(exc), exc
+            time.sleep(0.1)
     return found
 
 
