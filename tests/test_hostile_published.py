@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,18 @@ import amqp
 import pytest
 import redis
 from kombu import Connection, Producer
+from kombu.pidbox import Mailbox
 
-from qtui.core import App
+from qtui.core import App, control
 from qtui.core.brokers import dropped
+from qtui.core.control import UNDECODABLE
 from qtui.core.events import EventReceiver, event_exchange
 from qtui.tui.feed import Feed
 
 from .hostile_shapes import NOT_ENVELOPES, UNDECODABLE_BODIES
 from .redis_server import redis_server, spare_port
 from .services import AMQP_HOST, AMQP_PORT, need
-from .test_worker_hostile_amqp import DEEP_HEADERS, RawMessage, content_header
+from .test_worker_hostile_amqp import DEEP_HEADERS, UNREADABLE, RawMessage, content_header
 from .worker_helpers import hostname_of, make_setup, wait_for
 
 
@@ -296,6 +298,9 @@ def test_a_worker_answers_ping_after_an_amqp_request_whose_headers_nest_thousand
 
 
 # the collection of control replies -----------------------------------------------------------
+REPLY_EXCHANGE = "reply.celery.pidbox"
+
+
 @pytest.mark.timeout(60)
 def test_inspect_collects_replies_past_items_that_are_no_envelope(private_redis, every_warning,
                                                                    caplog):
@@ -325,3 +330,77 @@ def test_inspect_collects_replies_past_items_that_are_no_envelope(private_redis,
     assert len(pushed) == 1
     assert sum(f"Dropped a message of queue {pushed[0]!r}" in r.getMessage()
                for r in caplog.records) == len(NOT_ENVELOPES)
+
+
+def replying_after(monkeypatch: pytest.MonkeyPatch, url: str,
+                   hostile: Callable[[Mailbox, str], None], hostname: str) -> None:
+    """Each command the test sends gets, in its reply queue, what ``hostile`` publishes (given
+    the command's mailbox and ticket), then ``hostname``'s pong: a reply as a worker sends it,
+    without a worker on the shared ``celery.pidbox``."""
+    publish = control._publish
+
+    def publish_then_reply(mailbox: Mailbox, conn: Connection, message: dict[str, Any], ticket: str | None,
+                           timeout: float, secret: bytes | None) -> None:
+        publish(mailbox, conn, message, ticket, timeout, secret)
+        assert ticket is not None
+        hostile(mailbox, ticket)
+        with Connection(url) as replier:
+            Producer(replier.default_channel).publish(
+                {hostname: {"ok": "pong"}}, exchange=REPLY_EXCHANGE,
+                routing_key=mailbox.oid, headers={"ticket": ticket}, serializer="json")
+
+    monkeypatch.setattr(control, "_publish", publish_then_reply)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", ["headers_nested_3000_deep", "content_type_not_utf8",
+                                  "correlation_id_not_utf8"])
+def test_an_amqp_reply_the_collection_cannot_read_is_dropped_and_the_workers_reply_kept(
+        amqp_url, case, monkeypatch, every_warning, caplog, unique):
+    """Headers nested thousands deep ended ``inspect`` with a RecursionError (a content type or
+    correlation id that is not UTF-8, with a UnicodeDecodeError)."""
+    hostname = f"fake-{unique}@here"
+
+    def unreadable(mailbox: Mailbox, ticket: str) -> None:
+        publish_amqp_raw(mailbox.reply_queue.name, content_header(ticket, **UNREADABLE[case]), b"{}")
+
+    replying_after(monkeypatch, amqp_url, unreadable, hostname)
+    app = App("t", broker=amqp_url)
+    try:
+        assert app.control.inspect(destination=[hostname], timeout=10).ping() == {
+            hostname: {"ok": "pong"}}
+    finally:
+        app.close()
+    assert any("Dropped a remote-control reply that cannot be decoded" in r.getMessage()
+               and r.levelno == logging.WARNING for r in caplog.records)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("broker", ["redis", "sqlite", "rabbitmq"])
+def test_undecodable_replies_neither_end_the_collection_nor_go_unsaid(
+        broker, request, tmp_path, monkeypatch, every_warning, caplog, unique):
+    """One with the command's ticket (anyone who saw the command has it) is shown as an error
+    of its own and does not count as a worker's answer, which used to end the wait for the
+    named workers before they answered; one without is dropped with a warning."""
+    url = broker_url(broker, request, tmp_path)
+    hostname = f"fake-{unique}@here"
+
+    def undecodable(mailbox: Mailbox, ticket: str) -> None:
+        with Connection(url) as conn:
+            for body, content_type in UNDECODABLE_BODIES.values():
+                for headers in ({"ticket": ticket}, {}):
+                    Producer(conn.default_channel).publish(
+                        body, exchange=REPLY_EXCHANGE, routing_key=mailbox.oid,
+                        headers=headers, content_type=content_type, content_encoding="utf-8")
+
+    replying_after(monkeypatch, url, undecodable, hostname)
+    app = App("t", broker=url)
+    try:
+        replies = app.control.broadcast("ping", reply=True, destination=[hostname], timeout=10)
+    finally:
+        app.close()
+    assert replies is not None and replies.by_worker()[hostname] == {"ok": "pong"}
+    assert sorted(replies.by_worker()) == sorted(
+        [hostname, *(f"{UNDECODABLE}{n}" for n in range(1, len(UNDECODABLE_BODIES) + 1))])
+    assert sum("Dropped a remote-control reply that cannot be decoded" in r.getMessage()
+               for r in caplog.records) == len(UNDECODABLE_BODIES)
