@@ -7,6 +7,7 @@ on the shared one would reach every receiver of the suite."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -20,7 +21,7 @@ from typing import Any
 import amqp
 import pytest
 import redis
-from kombu import Connection, Producer
+from kombu import Connection, Consumer, Producer, Queue
 from kombu.pidbox import Mailbox
 
 from qtui.core import App, control
@@ -404,3 +405,48 @@ def test_undecodable_replies_neither_end_the_collection_nor_go_unsaid(
         [hostname, *(f"{UNDECODABLE}{n}" for n in range(1, len(UNDECODABLE_BODIES) + 1))])
     assert sum("Dropped a remote-control reply that cannot be decoded" in r.getMessage()
                for r in caplog.records) == len(UNDECODABLE_BODIES)
+
+
+@pytest.mark.timeout(90)
+def test_qtui_inspect_prints_the_workers_reply_after_one_whose_headers_nest_thousands_deep(
+        amqp_url, tmp_path, unique):
+    """As an attacker would: the command read from the ``celery.pidbox`` fanout exchange (any
+    client may bind a queue to it) names the reply queue's routing key and the ticket, and
+    the hostile reply goes there ahead of the named worker's."""
+    hostname = f"fake-{unique}@here"
+    app = App("t", broker=amqp_url)
+    commands: list[dict[str, Any]] = []
+    with Connection(amqp_url) as conn:
+        spy = Queue(f"spy-{unique}", app.control.mailbox.exchange, auto_delete=True)
+        with Consumer(conn.default_channel, [spy], no_ack=True, accept=["json"],
+                      callbacks=[lambda body, _: commands.append(body)]):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "qtui.tui.cli", "-b", amqp_url, "inspect", "ping",
+                 "-d", hostname, "-t", "20"], cwd=tmp_path, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True, start_new_session=True)
+            try:
+                deadline = time.monotonic() + 30
+                while not any(c.get("destination") == [hostname] for c in commands) \
+                        and time.monotonic() < deadline:
+                    with contextlib.suppress(TimeoutError):
+                        conn.drain_events(timeout=1)
+                command = next(c for c in commands if c.get("destination") == [hostname])
+                reply_to, ticket = command["reply_to"], command["ticket"]
+                with amqp.Connection(f"{AMQP_HOST}:{AMQP_PORT}", userid="guest",
+                                     password="guest") as raw:
+                    raw.channel().basic_publish(
+                        RawMessage(b"{}", content_header(ticket, extra=DEEP_HEADERS)),
+                        exchange=reply_to["exchange"], routing_key=reply_to["routing_key"])
+                Producer(conn.default_channel).publish(
+                    {hostname: {"ok": "pong"}}, exchange=reply_to["exchange"],
+                    routing_key=reply_to["routing_key"], headers={"ticket": ticket},
+                    serializer="json")
+                out, err = proc.communicate(timeout=30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(5)
+    assert proc.returncode == 0, err
+    assert f"{hostname}: OK" in out
+    assert "Dropped a remote-control reply that cannot be decoded" in err
+    assert "Traceback" not in err
