@@ -445,19 +445,21 @@ class Inspect:
         """``{hostname: {...}}``: pool, broker, clock, uptime, pid, prefetch_count, rusage..."""
         return self._request("stats")
 
-    def active(self, safe: bool | None = None) -> Any:
-        """``{hostname: [task info, ...]}`` of the tasks running now."""
+    def active(self, safe: bool = True) -> Any:
+        """``{hostname: [task info, ...]}`` of the tasks running now: their args and kwargs as
+        the reprs their senders wrote (a mask where they masked a secret), as ``qtui inspect``
+        and the console ask; ``safe=False`` for the arguments themselves (Celery's default)."""
         return self._request("active", safe=safe)
 
-    def reserved(self, safe: bool | None = None) -> Any:
-        """``{hostname: [task info, ...]}`` prefetched, not yet running; with ``safe``, a qtui
-        worker gives the tasks' reprs, as for :meth:`active` (a Celery worker ignores it)."""
-        return self._request("reserved", **({} if safe is None else {"safe": safe}))
+    def reserved(self, safe: bool = True) -> Any:
+        """``{hostname: [task info, ...]}`` prefetched, not yet running; ``safe`` as for
+        :meth:`active` (a Celery worker ignores it here and sends the arguments)."""
+        return self._request("reserved", safe=safe)
 
-    def scheduled(self, safe: bool | None = None) -> Any:
+    def scheduled(self, safe: bool = True) -> Any:
         """``{hostname: [{'eta', 'priority', 'request'}, ...]}`` waiting for their ETA;
         ``safe`` as for :meth:`reserved`."""
-        return self._request("scheduled", **({} if safe is None else {"safe": safe}))
+        return self._request("scheduled", safe=safe)
 
     def revoked(self) -> Any:
         """``{hostname: [task id, ...]}``."""
@@ -469,11 +471,12 @@ class Inspect:
 
     registered_tasks = registered
 
-    def query_task(self, *ids: str | Sequence[str]) -> Any:
-        """``{hostname: {task id: [state, task info]}}`` for the tasks a worker holds."""
+    def query_task(self, *ids: str | Sequence[str], safe: bool = True) -> Any:
+        """``{hostname: {task id: [state, task info]}}`` for the tasks a worker holds, by ids
+        or one list of them (Celery's call); ``safe`` as for :meth:`reserved`."""
         if len(ids) == 1 and isinstance(ids[0], (list, tuple)):
             ids = tuple(ids[0])
-        return self._request("query_task", ids=ids)
+        return self._request("query_task", ids=ids, safe=safe)
 
     def conf(self, with_defaults: bool = False) -> Any:
         """``{hostname: {setting: value}}`` with secrets censored."""
