@@ -340,8 +340,8 @@ def replying_after(monkeypatch: pytest.MonkeyPatch, url: str,
     without a worker on the shared ``celery.pidbox``."""
     publish = control._publish
 
-    def publish_then_reply(mailbox: Mailbox, conn: Connection, message: dict[str, Any], ticket: str | None,
-                           timeout: float, secret: bytes | None) -> None:
+    def publish_then_reply(mailbox: Mailbox, conn: Connection, message: dict[str, Any],
+                           ticket: str | None, timeout: float, secret: bytes | None) -> None:
         publish(mailbox, conn, message, ticket, timeout, secret)
         assert ticket is not None
         hostile(mailbox, ticket)
@@ -363,7 +363,8 @@ def test_an_amqp_reply_the_collection_cannot_read_is_dropped_and_the_workers_rep
     hostname = f"fake-{unique}@here"
 
     def unreadable(mailbox: Mailbox, ticket: str) -> None:
-        publish_amqp_raw(mailbox.reply_queue.name, content_header(ticket, **UNREADABLE[case]), b"{}")
+        publish_amqp_raw(mailbox.reply_queue.name, content_header(ticket, **UNREADABLE[case]),
+                         b"{}")
 
     replying_after(monkeypatch, amqp_url, unreadable, hostname)
     app = App("t", broker=amqp_url)
@@ -450,3 +451,26 @@ def test_qtui_inspect_prints_the_workers_reply_after_one_whose_headers_nest_thou
     assert f"{hostname}: OK" in out
     assert "Dropped a remote-control reply that cannot be decoded" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.timeout(60)
+def test_items_that_are_no_envelope_in_an_embedded_reply_queue_are_dropped(
+        tmp_path, monkeypatch, every_warning, caplog, unique):
+    """The embedded broker's counterpart of the Redis test above (it held up before too)."""
+    url = f"sqlite://{tmp_path}/broker.sqlite"
+    hostname = f"fake-{unique}@here"
+
+    def not_envelopes(mailbox: Mailbox, ticket: str) -> None:
+        with Connection(url) as conn:
+            for text in NOT_ENVELOPES.values():
+                conn.default_channel.db.put(mailbox.reply_queue.name, 0, text)
+
+    replying_after(monkeypatch, url, not_envelopes, hostname)
+    app = App("t", broker=url)
+    try:
+        assert app.control.ping(destination=[hostname], timeout=10) == [
+            {hostname: {"ok": "pong"}}]
+    finally:
+        app.close()
+    assert sum("Dropped a message of queue" in r.getMessage()
+               for r in caplog.records) == len(NOT_ENVELOPES)
