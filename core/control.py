@@ -348,10 +348,10 @@ def _publish(mailbox: Mailbox, conn: Connection, message: dict[str, Any], ticket
 def _collect(mailbox: Mailbox, conn: Connection, ticket: str, timeout: float,
              limit: int | None, callback: Callable[[dict[str, Any]], None] | None
              ) -> list[dict[str, Any]]:
-    """Replies carrying our ticket, until the deadline or ``limit`` of them. A reply that is
-    not JSON is not decoded: it becomes an error entry, not counted in ``limit`` (anyone who saw
-    the request can send one with its ticket, and a worker's reply must not be shut out by it).
-    One that cannot be told to be ours (its headers unreadable) is dropped with a warning."""
+    """Replies carrying our ticket, until the deadline or ``limit`` of them. A reply that
+    cannot be decoded (not JSON, headers unreadable) becomes an error entry when it carries our
+    ticket, not counted in ``limit`` (anyone who saw the request can send one with it, and a
+    worker's reply must not be shut out by it); without, it is dropped with a warning."""
     replies: list[dict[str, Any]] = []
     decoded = 0
     undecodable = itertools.count(1)
