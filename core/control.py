@@ -402,6 +402,12 @@ def _collect(mailbox: Mailbox, conn: Connection, ticket: str, timeout: float,
     return replies
 
 
+def _safe_mode(safe: bool | None) -> dict[str, bool]:
+    """The ``safe`` argument of a task list request, sent only when the caller chose (Celery's
+    client sends none unless asked)."""
+    return {} if safe is None else {"safe": safe}
+
+
 class Inspect:
     """``app.control.inspect(...)``: read-only commands; each returns ``{hostname: reply}``,
     or None when nobody answered (Celery's shapes). :attr:`no_reply` then names the
@@ -445,21 +451,21 @@ class Inspect:
         """``{hostname: {...}}``: pool, broker, clock, uptime, pid, prefetch_count, rusage..."""
         return self._request("stats")
 
-    def active(self, safe: bool = True) -> Any:
-        """``{hostname: [task info, ...]}`` of the tasks running now: their args and kwargs as
-        the reprs their senders wrote (a mask where they masked a secret), as ``qtui inspect``
-        and the console ask; ``safe=False`` for the arguments themselves (Celery's default)."""
-        return self._request("active", safe=safe)
+    def active(self, safe: bool | None = None) -> Any:
+        """``{hostname: [task info, ...]}`` of the tasks running now; with ``safe=True`` their
+        args and kwargs are the reprs their senders wrote (a mask where they masked a secret),
+        as ``qtui inspect`` and the console ask; by default the arguments, as Celery's client."""
+        return self._request("active", **_safe_mode(safe))
 
-    def reserved(self, safe: bool = True) -> Any:
+    def reserved(self, safe: bool | None = None) -> Any:
         """``{hostname: [task info, ...]}`` prefetched, not yet running; ``safe`` as for
         :meth:`active` (a Celery worker ignores it here and sends the arguments)."""
-        return self._request("reserved", safe=safe)
+        return self._request("reserved", **_safe_mode(safe))
 
-    def scheduled(self, safe: bool = True) -> Any:
+    def scheduled(self, safe: bool | None = None) -> Any:
         """``{hostname: [{'eta', 'priority', 'request'}, ...]}`` waiting for their ETA;
         ``safe`` as for :meth:`reserved`."""
-        return self._request("scheduled", safe=safe)
+        return self._request("scheduled", **_safe_mode(safe))
 
     def revoked(self) -> Any:
         """``{hostname: [task id, ...]}``."""
@@ -471,12 +477,12 @@ class Inspect:
 
     registered_tasks = registered
 
-    def query_task(self, *ids: str | Sequence[str], safe: bool = True) -> Any:
+    def query_task(self, *ids: str | Sequence[str], safe: bool | None = None) -> Any:
         """``{hostname: {task id: [state, task info]}}`` for the tasks a worker holds, by ids
         or one list of them (Celery's call); ``safe`` as for :meth:`reserved`."""
         if len(ids) == 1 and isinstance(ids[0], (list, tuple)):
             ids = tuple(ids[0])
-        return self._request("query_task", ids=ids, safe=safe)
+        return self._request("query_task", ids=ids, **_safe_mode(safe))
 
     def conf(self, with_defaults: bool = False) -> Any:
         """``{hostname: {setting: value}}`` with secrets censored."""

@@ -248,7 +248,7 @@ def test_inspect_with_one_named_worker_returns_its_reply_alone(cluster):
 def test_a_running_task_shows_in_active_and_query_task(cluster):
     result = cluster.app.send_task("tasks.sleep", args=[3])
     inspect = cluster.app.control.inspect(destination=[cluster.hostname], timeout=5)
-    task = eventually(lambda: next((t for t in inspect.active(safe=False)[cluster.hostname]
+    task = eventually(lambda: next((t for t in inspect.active()[cluster.hostname]
                                     if t["id"] == result.id), None), f"{result.id} active")
     assert task["name"] == "tasks.sleep" and task["args"] == [3]
     state, info = inspect.query_task(result.id)[cluster.hostname][result.id]
