@@ -2,10 +2,11 @@
 
 A worker that is SIGKILLed keeps nothing, and one that starts later knows nothing; what both
 must agree on (which deliveries started running, which task ids are revoked) is kept where
-they all meet: on the broker when it is Redis (a sorted set per kind, scored by expiry) or the
-embedded SQLite broker (a table in its file), else in the result backend when that is Redis or
-SQLite (RabbitMQ with such a backend). With neither -- RabbitMQ and rpc:// or no results --
-there is no ledger (:func:`ledger_for` returns None) and callers say what they do without it.
+they all meet: on the broker when it is Redis (a sorted set per kind, scored by expiry:
+:mod:`.brokers.redis.ledger`, imported only then) or the embedded SQLite broker (a table in its
+file), else in the result backend when that is Redis or SQLite (RabbitMQ with such a backend).
+With neither -- RabbitMQ and rpc:// or no results -- there is no ledger (:func:`ledger_for`
+returns None) and callers say what they do without it.
 """
 
 from __future__ import annotations
