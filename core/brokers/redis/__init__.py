@@ -8,6 +8,7 @@
 - :mod:`.queues` -- queue inspection (LLEN over the priority lists, queues found in kombu's
   binding sets);
 - :mod:`.delayed` -- the delayed (ETA) store, a sorted set per queue;
+- :mod:`.ledger` -- the cluster ledger (:mod:`qtui.core.ledger`) kept in Redis;
 - :mod:`.family` -- :class:`~.family.RedisFamily`, the answers the rest of qtui asks for
   (:mod:`qtui.core.brokers.family`).
 
