@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from qtui.core import App, sending
-from qtui.core.brokers.redis import Channel as RedisChannel
+from qtui.core.brokers.redis.channel import Channel as RedisChannel
 from qtui.core.brokers.sqlite import Channel as SqliteChannel
 from qtui.core.canvas import chunks, group, signature
 from qtui.core.events import EventReceiver
