@@ -865,3 +865,13 @@ def test_a_group_sends_each_member_under_its_result_id_group_and_index(monkeypat
         (first.id, 0), (first.id, 1), (second.id, 0), (second.id, 1)]
     assert [m.eta is not None for m in messages] == [False, True, False, True]
     assert [o.routing_key for o in sent] == ["elsewhere", "elsewhere", "ids", "ids"]
+
+
+def test_a_call_giving_none_of_the_planned_options_is_kept_under_the_all_none_key():
+    """A group member's options are its ids and index alone: its plan is the one kept for a
+    call that gives every planned option as None."""
+    from qtui.core.plans import PLANNED, plan_key
+
+    own = {"task_id": "t", "group_id": "g", "group_index": 3, "countdown": None}
+    assert plan_key("tasks.add", None, own) == plan_key(
+        "tasks.add", None, {**dict.fromkeys(PLANNED), "group_index": 4})
