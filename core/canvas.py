@@ -415,7 +415,8 @@ class group(Signature):  # noqa: N801 - Celery's name
             return super().apply_async(args, kwargs, **options)
         group_id, ids = _send_group(app, tasks, tuple(args or ()), options)
         return GroupResult(group_id, [AsyncResult(task_id, app=task.app, task_name=task.name)
-                                      for task_id, task in zip(ids, tasks)], app=app)
+                                      for task_id, task in zip(ids, tasks, strict=True)],
+                           app=app)
 
 
 class chord(Signature):  # noqa: N801 - Celery's name
