@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -23,6 +24,7 @@ from qtui.core.exceptions import BackendError
 from qtui.core.protocol import TaskMessage
 from qtui.workers import canvas
 from qtui.workers.execution import Outcome
+from qtui.workers.shutdown import Shutdown
 
 from .redis_server import listening, redis_server, spare_port
 from .worker_helpers import make_setup, wait_for
@@ -344,3 +346,25 @@ def test_a_warm_shutdown_during_a_refusal_settles_what_ran_once_writes_come_back
             log[-3000:]
     finally:
         setup.cleanup()
+
+
+@pytest.mark.parametrize("first", ["SIGTERM", "request"])
+def test_a_warm_shutdown_asked_again_keeps_its_one_grace(first):
+    """A SIGTERM, a second SIGTERM (cold) and ``shutdown`` commands: one grace timer, whose end
+    a later request does not move."""
+    backend = SimpleNamespace(stop_retrying=threading.Event())
+    shutdown = Shutdown(SimpleNamespace(app=SimpleNamespace(backend=backend),
+                                        pool_name="threads"), timeout=30.0)
+    if first == "SIGTERM":
+        shutdown._on_warm_signal(signal.SIGTERM, None)
+    else:
+        shutdown.request()
+    deadline = shutdown.deadline
+    shutdown.request()
+    shutdown._on_warm_signal(signal.SIGTERM, None)
+    shutdown.request(cold=True)
+    timers = [t for t in threading.enumerate()
+              if isinstance(t, threading.Timer) and t.function == shutdown._grace_over]
+    assert (len(timers), shutdown.deadline, shutdown.cold) == (1, deadline, True)
+    for timer in timers:
+        timer.cancel()
