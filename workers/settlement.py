@@ -223,14 +223,17 @@ class Settlement:
 
     def rejected_by_task(self, job: Job, outcome: Outcome) -> None:
         """A Celery task raised ``Reject``: its message goes back to its queue (``requeue``) or
-        to the dead-letter queue, where Celery's broker would drop it or dead-letter it."""
+        to the dead-letter queue, where Celery's broker would drop it or dead-letter it. One
+        acked before it ran has nothing left to give back (Celery's ``Reject`` needs acks_late)."""
         msg = job.message
         reason = f"rejected by the task: {outcome.exception}"
         logger.warning("Task %s[%s] %s%s", msg.task, msg.id, reason,
-                       " (requeued)" if outcome.requeue else "")
+                       "" if not outcome.requeue else " (requeued)" if not job.acked
+                       else " (not requeued: it was acknowledged before it ran)")
         if outcome.requeue:
-            self.put_back(job.queue, job.delivery)
-            job.acked = True
+            if not job.acked:
+                self.put_back(job.queue, job.delivery)
+                job.acked = True
             self.hooks.on_task_rejected(job, reason)
         else:
             self.dead_letter(job, reason)

@@ -131,7 +131,8 @@ class ResultBackend(ABC):
         self.expires: float | None = app.conf.result_expires
         #: The refusal each result write waiting one out now has met, by task id.
         self.waiting_out: dict[str, str] = {}
-        #: Set when refused writes must stop waiting (a worker's shutdown grace is over).
+        #: Set when refused writes (results, a worker's canvas sends) must stop waiting (a
+        #: worker's shutdown grace is over).
         self.stop_retrying = threading.Event()
 
     @property
