@@ -525,3 +525,43 @@ def _stopped_during_a_chain_step_refusal(tmp_path, unique, own_redis, **conf: An
         setup.cleanup()
         raise
     return setup, log
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_worker_takes_no_task_sent_while_a_result_write_waits_out_a_refusal(
+        tmp_path, unique, own_redis, pool):
+    """A result write meets READONLY (on the results' server; the broker is another one, which
+    takes writes): the worker -- a prefork child tells its parent -- takes none of the tasks
+    sent meanwhile (prefetch 4; kombu's idle BRPOP included) until the write goes through."""
+    port, data = own_redis
+    broker_data = tmp_path / "broker-data"
+    broker_data.mkdir()
+    broker_port = spare_port()
+    client = redis.Redis(port=port)
+    with redis_server(broker_data, broker_port, durable=False):
+        setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{broker_port}/0",
+                           f"redis://127.0.0.1:{port}/1")
+        app = setup.app()
+        try:
+            with setup.worker("-P", pool, "-c", "1", "--prefetch-multiplier", "4") as worker:
+                def received() -> int:
+                    return worker.log_path.read_text().count("] received")
+
+                with readonly(client, data):
+                    ids = [app.send_task("tasks.slow", args=[0.1, 0]).id]
+                    told = "no new task is fetched while a result waits to be written"
+                    assert wait_for(lambda: told in worker.log_path.read_text(), 30), \
+                        worker.log_path.read_text()[-3000:]
+                    ids += [app.send_task("tasks.slow", args=[0.1, i]).id for i in range(1, 4)]
+                    # Five seconds to take them, which a parent that fetched would use; an
+                    # idle wait under way as the child spoke may take one.
+                    assert not wait_for(lambda: received() > 2, 5), \
+                        worker.log_path.read_text()[-3000:]
+                assert wait_for(lambda: len(setup.records("done")) >= 4, 60), \
+                    worker.log_path.read_text()[-3000:]
+            stored = [redis.Redis(port=port, db=1).get(f"celery-task-meta-{i}") for i in ids]
+            assert all(b'"SUCCESS"' in (meta or b"") for meta in stored)
+        finally:
+            app.close()
+            setup.cleanup()
