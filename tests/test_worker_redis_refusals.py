@@ -293,6 +293,12 @@ def test_a_chain_step_the_broker_refuses_for_a_while_is_sent_once_writes_come_ba
     app.close()
 
 
+def _all_succeeded(port: int, ids: list[str]) -> bool:
+    """Whether each task's SUCCESS is stored on the test's Redis (db 1)."""
+    stored = [redis.Redis(port=port, db=1).get(f"celery-task-meta-{i}") for i in ids]
+    return all(b'"SUCCESS"' in (meta or b"") for meta in stored)
+
+
 @pytest.mark.timeout(120)
 def test_a_worker_fetches_no_task_while_a_result_write_waits_out_a_refusal(tmp_path, unique,
                                                                           own_redis):
@@ -313,8 +319,7 @@ def test_a_worker_fetches_no_task_while_a_result_write_waits_out_a_refusal(tmp_p
             client.execute_command("REPLICAOF", "NO", "ONE")
             assert wait_for(lambda: len(setup.records("done")) >= 4, 60), \
                 worker.log_path.read_text()[-3000:]
-        stored = [redis.Redis(port=port, db=1).get(f"celery-task-meta-{i}") for i in ids]
-        assert all(b'"SUCCESS"' in (meta or b"") for meta in stored)
+        assert _all_succeeded(port, ids)
     finally:
         setup.cleanup()
 
@@ -560,8 +565,7 @@ def test_a_worker_takes_no_task_sent_while_a_result_write_waits_out_a_refusal(
                         worker.log_path.read_text()[-3000:]
                 assert wait_for(lambda: len(setup.records("done")) >= 4, 60), \
                     worker.log_path.read_text()[-3000:]
-            stored = [redis.Redis(port=port, db=1).get(f"celery-task-meta-{i}") for i in ids]
-            assert all(b'"SUCCESS"' in (meta or b"") for meta in stored)
+            assert _all_succeeded(port, ids)
         finally:
             app.close()
             setup.cleanup()

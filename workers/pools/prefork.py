@@ -278,9 +278,8 @@ class PreforkPool(Pool):
 
     @property
     def results_refused(self) -> str | None:
-        with self._lock:
-            return next((c.refused for c in self._children
-                         if not c.dead and c.refused is not None), None)
+        # Read on every turn of the worker's loop: no lock (a child that exits leaves the list).
+        return next((c.refused for c in self._children if c.refused is not None), None)
 
     def pids(self) -> list[int]:
         with self._lock:
