@@ -482,23 +482,27 @@ def test_a_warm_shutdown_gives_up_a_chain_step_refused_past_its_grace_and_loses_
         setup.cleanup()
 
 
-def test_a_requeue_of_a_task_acked_early_gives_nothing_back(caplog):
-    """What follows it not sent by the end of the grace, a task acked before it ran is not
-    published again (kombu would then refuse to ack its delivery twice), as Celery's
-    ``Reject`` needs acks_late."""
+def test_a_requeue_of_a_task_acked_early_dead_letters_it(caplog):
+    """What follows it not sent by the end of the grace, a task acked before it ran cannot go
+    back to its queue (kombu would refuse to ack its delivery twice; Celery's ``Reject`` needs
+    acks_late): its message goes to the dead-letter queue, never dropped."""
     hooks = SimpleNamespace(on_task_rejected=lambda job, reason: None)
     consumer = SimpleNamespace(publisher=lambda: None, queue_type=None)
     settlement = Settlement(App("refused", broker="memory://"), consumer, {},
                             SimpleNamespace(settled=lambda key: None), hooks, 3)
     put_back: list[str] = []
+    dead: list[tuple[str, str]] = []
     settlement.put_back = lambda queue, delivery, counted=None: put_back.append(queue)
+    settlement.dead_letters = SimpleNamespace(
+        send=lambda delivery, queue, reason: dead.append((queue, reason)))
     job = Job(TaskMessage(id="t-8", task="tasks.add"), delivery=None, queue="q", acked=True)
     outcome = Outcome(job_id=job.id, state=states.REJECTED, runtime=0.1, requeue=True,
                       exception="not sent")
     with caplog.at_level(logging.WARNING, logger="qtui.worker"):
         settlement.rejected_by_task(job, outcome)
     assert put_back == []
-    assert "(not requeued: it was acknowledged before it ran)" in caplog.text
+    assert dead == [("q", "rejected by the task: not sent")]
+    assert "(dead-lettered: acknowledged before it ran, it cannot be requeued)" in caplog.text
 
 
 def _stopped_during_a_chain_step_refusal(tmp_path, unique, own_redis, **conf: Any

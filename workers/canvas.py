@@ -137,9 +137,16 @@ def _send(app: App, value: Any, args: tuple[Any, ...], **options: Any) -> None:
         refused = refusal(exc)
         if refused is None or not stop.is_set():
             raise
-        unsent = ", ".join(o.task_id for o in held) if held else "its next message"
+        unsent = _ids(held) if held else "its next message"
         raise Unsent(f"{refused} until the end of the shutdown grace: what follows task "
                      f"{options.get('parent_id')} was not sent ({unsent})") from exc
+
+
+def _ids(held: list[Outgoing], shown: int = 5) -> str:
+    """The ids of what was not sent: the first few and how many in all."""
+    ids = [outgoing.task_id for outgoing in held]
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return f"{', '.join(ids[:shown])}{more}"
 
 
 def _parent(message: TaskMessage) -> dict[str, Any]:

@@ -500,9 +500,11 @@ def _child_main(app: App, jobs: Connection, results: Connection, parent: int, in
     multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
     # A task that forks must not hand the pool's pipes on: a grandchild holding the result pipe
     # would keep it open after this child dies. (``exec`` drops them anyway: close-on-exec.)
+    # Nor the telling of refused result writes, whose pipe it no longer has.
     def close_pipes() -> None:
         jobs.close()
         results.close()
+        app.backend.on_refused = None
     os.register_at_fork(after_in_child=close_pipes)
     app.after_fork()
     # A result write waiting out a refusal says so to the parent, which fetches no task meanwhile.
