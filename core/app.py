@@ -420,6 +420,19 @@ class App:
                 sending.send(self, held, batch_size)
 
     @contextmanager
+    def holding(self) -> Iterator[list[Outgoing]]:
+        """Within the block, tasks this thread sends are only built and held, in the list it
+        gives, for the caller to send (:func:`sending.send`): a send refused part way can then
+        send again only what the broker did not take, under the same ids."""
+        outer = getattr(self._batch, "outgoing", None)
+        held: list[Outgoing] = []
+        self._batch.outgoing = held
+        try:
+            yield held
+        finally:
+            self._batch.outgoing = outer
+
+    @contextmanager
     def sending_now(self) -> Iterator[None]:
         """Within the block, tasks this thread sends go out at once, even inside
         :meth:`sending_batch` (a retry must be sent before the ``Retry`` it raises ends the

@@ -23,8 +23,8 @@ from qtui.workers.pools.prefork import (
     _Child,
     _pack_item,
     _pack_outcome,
+    _unpack,
     _unpack_item,
-    _unpack_outcome,
     _write,
 )
 
@@ -152,4 +152,4 @@ def test_work_items_and_outcomes_cross_the_pipe_unchanged():
     assert received == sent and vars(received.message) == vars(message)
     outcome = Outcome(7, states.RETRY, 0.25, result=None, exception="Retry()", traceback="tb",
                       retry_when=3.0, dead_letter="why", requeue=True, retiring=True)
-    assert vars(_unpack_outcome(_pack_outcome(outcome))) == vars(outcome)
+    assert vars(_unpack(_pack_outcome(outcome))) == vars(outcome)

@@ -5,6 +5,7 @@ its result is stored, and nothing is left behind."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -12,20 +13,26 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import redis
 from kombu.exceptions import OperationalError
 
-from qtui.core import App, states
+from qtui.core import App, sending, states
 from qtui.core.brokers.redis.refusals import describe, refusal_code
+from qtui.core.canvas import Signature
 from qtui.core.exceptions import BackendError
 from qtui.core.protocol import TaskMessage
 from qtui.workers import canvas
 from qtui.workers.execution import Outcome
+from qtui.workers.job import Job
+from qtui.workers.settlement import Settlement
+from qtui.workers.shutdown import Shutdown
 
 from .redis_server import listening, redis_server, spare_port
-from .worker_helpers import make_setup, wait_for
+from .worker_helpers import Setup, make_setup, wait_for
 
 NO_MASTER = 1
 """The port of the missing master a refusing server replicates: a privileged port nothing
@@ -286,6 +293,12 @@ def test_a_chain_step_the_broker_refuses_for_a_while_is_sent_once_writes_come_ba
     app.close()
 
 
+def _all_succeeded(port: int, ids: list[str]) -> bool:
+    """Whether each task's SUCCESS is stored on the test's Redis (db 1)."""
+    stored = [redis.Redis(port=port, db=1).get(f"celery-task-meta-{i}") for i in ids]
+    return all(b'"SUCCESS"' in (meta or b"") for meta in stored)
+
+
 @pytest.mark.timeout(120)
 def test_a_worker_fetches_no_task_while_a_result_write_waits_out_a_refusal(tmp_path, unique,
                                                                           own_redis):
@@ -306,8 +319,7 @@ def test_a_worker_fetches_no_task_while_a_result_write_waits_out_a_refusal(tmp_p
             client.execute_command("REPLICAOF", "NO", "ONE")
             assert wait_for(lambda: len(setup.records("done")) >= 4, 60), \
                 worker.log_path.read_text()[-3000:]
-        stored = [redis.Redis(port=port, db=1).get(f"celery-task-meta-{i}") for i in ids]
-        assert all(b'"SUCCESS"' in (meta or b"") for meta in stored)
+        assert _all_succeeded(port, ids)
     finally:
         setup.cleanup()
 
@@ -344,3 +356,220 @@ def test_a_warm_shutdown_during_a_refusal_settles_what_ran_once_writes_come_back
             log[-3000:]
     finally:
         setup.cleanup()
+
+
+@pytest.mark.parametrize("first", ["SIGTERM", "request"])
+def test_a_warm_shutdown_asked_again_keeps_its_one_grace(first):
+    """A SIGTERM, a second SIGTERM (cold) and ``shutdown`` commands: one grace timer, whose end
+    a later request does not move."""
+    backend = SimpleNamespace(stop_retrying=threading.Event())
+    shutdown = Shutdown(SimpleNamespace(app=SimpleNamespace(backend=backend),
+                                        pool_name="threads"), timeout=30.0)
+    if first == "SIGTERM":
+        shutdown._on_warm_signal(signal.SIGTERM, None)
+    else:
+        shutdown.request()
+    deadline = shutdown.deadline
+    shutdown.request()
+    shutdown._on_warm_signal(signal.SIGTERM, None)
+    shutdown.request(cold=True)
+    timers = [t for t in threading.enumerate()
+              if isinstance(t, threading.Timer) and t.function == shutdown._grace_over]
+    assert (len(timers), shutdown.deadline, shutdown.cold) == (1, deadline, True)
+    for timer in timers:
+        timer.cancel()
+
+
+class _Acting(logging.Handler):
+    """Calls ``act`` at each record: what ends a refusal once the worker has met it."""
+
+    def __init__(self, act: Callable[[], object]) -> None:
+        super().__init__()
+        self.act = act
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.act()
+
+
+def _group(tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"task": "celery.group", "subtask_type": "group", "args": (),
+            "kwargs": {"tasks": tasks}, "options": {}}
+
+
+def _continuations(parts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A group of ``parts`` as a task's link, as its next chain step, and as the header of a
+    chord that is its next chain step."""
+    body = {"task": "tasks.add", "args": [0], "kwargs": {}, "options": {"queue": "body"}}
+    chord = {"task": "celery.chord", "subtask_type": "chord", "args": (), "options": {},
+             "kwargs": {"header": _group(parts), "body": body}}
+    return {"link": {"callbacks": [_group(parts)]}, "chain step": {"chain": [_group(parts)]},
+            "chord": {"chain": [chord]}}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["link", "chain step", "chord"])
+def test_a_group_refused_part_way_sends_each_task_once_when_writes_come_back(own_redis, kind,
+                                                                             caplog):
+    """Past the first batch of a send, Redis runs out of memory for a second (a batch of a
+    thousand tasks takes about 1.2 MB stored, and its command as much while Redis reads it):
+    the batch it took is not sent again, the rest is, each task under one id."""
+    port, _data = own_redis
+    client = redis.Redis(port=port)
+    app = App("refused", broker=f"redis://127.0.0.1:{port}/0",
+              backend=f"redis://127.0.0.1:{port}/1")
+    count = 2 * sending.BATCH_SIZE
+    parts = [{"task": "tasks.add", "args": [i], "kwargs": {}, "options": {"queue": "next"}}
+             for i in range(count)]
+    message = TaskMessage(id="t-5", task="tasks.add", **_continuations(parts)[kind])
+    outcome = Outcome(job_id=1, state=states.SUCCESS, runtime=0.1)
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", client.info("memory")["used_memory"] + 1_800_000)
+    lift = _Acting(lambda: client.config_set("maxmemory", 0))  # at the refusal's warning
+    logging.getLogger("qtui.worker").addHandler(lift)
+    try:
+        with caplog.at_level(logging.WARNING, logger="qtui.worker"):
+            value = canvas.before_store(app, message, outcome, 2)
+    finally:
+        logging.getLogger("qtui.worker").removeHandler(lift)
+    assert "Redis refused writes (OOM" in caplog.text
+    ids = [json.loads(raw)["headers"]["id"] for raw in client.lrange("next", 0, -1)]
+    assert (value, outcome.state) == (2, states.SUCCESS)
+    assert (len(ids), len(set(ids))) == (count, count)
+    app.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_chain_step_refused_past_the_shutdown_grace_sends_the_task_back(own_redis, caplog):
+    """The grace ends (the shutdown's timer sets ``stop_retrying``) while Redis still refuses
+    the next step: one error names what was not sent, and the task is requeued, not failed nor
+    dead-lettered, so it runs again and sends the step then."""
+    port, data = own_redis
+    client = redis.Redis(port=port)
+    app = App("refused", broker=f"redis://127.0.0.1:{port}/0")
+    step = {"task": "tasks.add", "args": [1], "kwargs": {}, "options": {"queue": "next",
+                                                                         "task_id": "t-7"}}
+    message = TaskMessage(id="t-6", task="tasks.add", chain=[step])
+    outcome = Outcome(job_id=1, state=states.SUCCESS, runtime=0.1)
+    with readonly(client, data):
+        grace = threading.Timer(1.0, app.backend.stop_retrying.set)
+        grace.start()
+        with caplog.at_level(logging.ERROR, logger="qtui.worker"):
+            canvas.before_store(app, message, outcome, 2)
+        grace.join()
+    assert (outcome.state, outcome.requeue, outcome.dead_letter) == (states.REJECTED, True,
+                                                                    None)
+    assert client.llen("next") == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "Task tasks.add[t-6]: Redis refused writes (READONLY: the server is a read-only "
+        "replica, as after a failover) until the end of the shutdown grace: what follows task "
+        "t-6 was not sent (t-7); the task will run again"]
+    app.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_warm_shutdown_gives_up_a_chain_step_refused_past_its_grace_and_loses_nothing(
+        tmp_path, unique, own_redis):
+    """SIGTERM while a task's chain step is refused, until the worker has stopped: the worker
+    stops at its two-second grace, naming the step not sent; once Redis takes writes again,
+    the next worker runs the task again and its step then."""
+    setup, log = _stopped_during_a_chain_step_refusal(tmp_path, unique, own_redis,
+                                                      task_acks_late=True)
+    try:
+        with setup.worker("-P", "threads", "-c", "1", name="again"):
+            assert wait_for(lambda: setup.records("mark"), 120), log[-3000:]
+        assert [r["tag"] for r in setup.records("done")] == ["a", "a"]
+    finally:
+        setup.cleanup()
+
+
+def test_a_requeue_of_a_task_acked_early_dead_letters_it(caplog):
+    """What follows it not sent by the end of the grace, a task acked before it ran cannot go
+    back to its queue (kombu would refuse to ack its delivery twice; Celery's ``Reject`` needs
+    acks_late): its message goes to the dead-letter queue, never dropped."""
+    hooks = SimpleNamespace(on_task_rejected=lambda job, reason: None)
+    consumer = SimpleNamespace(publisher=lambda: None, queue_type=None)
+    settlement = Settlement(App("refused", broker="memory://"), consumer, {},
+                            SimpleNamespace(settled=lambda key: None), hooks, 3)
+    put_back: list[str] = []
+    dead: list[tuple[str, str]] = []
+    settlement.put_back = lambda queue, delivery, counted=None: put_back.append(queue)
+    settlement.dead_letters = SimpleNamespace(
+        send=lambda delivery, queue, reason: dead.append((queue, reason)))
+    job = Job(TaskMessage(id="t-8", task="tasks.add"), delivery=None, queue="q", acked=True)
+    outcome = Outcome(job_id=job.id, state=states.REJECTED, runtime=0.1, requeue=True,
+                      exception="not sent")
+    with caplog.at_level(logging.WARNING, logger="qtui.worker"):
+        settlement.rejected_by_task(job, outcome)
+    assert put_back == []
+    assert dead == [("q", "rejected by the task: not sent")]
+    assert "(dead-lettered: acknowledged before it ran, it cannot be requeued)" in caplog.text
+
+
+def _stopped_during_a_chain_step_refusal(tmp_path, unique, own_redis, **conf: Any
+                                         ) -> tuple[Setup, str]:
+    """A worker with a two-second grace, stopped while Redis (out of memory: the connections
+    stay up) refuses its chain step; its log names the step not sent, which has not run."""
+    port, data = own_redis
+    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{port}/0",
+                       f"sqlite://{tmp_path / 'results.sqlite'}", worker_shutdown_timeout=2,
+                       **conf)
+    client = redis.Redis(port=port)
+    try:
+        app = setup.app()
+        (Signature("tasks.slow", (1.0, "a"), app=app)
+         | Signature("tasks.mark", ("b",), immutable=True, app=app)).apply_async()
+        app.close()
+        with setup.worker("-P", "threads", "-c", "1") as worker:
+            assert wait_for(lambda: setup.records("started"), 30)
+            with out_of_memory(client, data):
+                told = "is sent again until the broker takes it"
+                assert wait_for(lambda: told in worker.log_path.read_text(), 30), \
+                    worker.log_path.read_text()[-3000:]
+                worker.send_signal(signal.SIGTERM)
+                worker.wait(60)
+            log = worker.log_path.read_text()
+        assert "until the end of the shutdown grace: what follows task" in log, log[-3000:]
+        assert not setup.records("mark"), log[-3000:]
+    except BaseException:
+        setup.cleanup()
+        raise
+    return setup, log
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_worker_takes_no_task_sent_while_a_result_write_waits_out_a_refusal(
+        tmp_path, unique, own_redis, pool):
+    """A result write meets READONLY (on the results' server; the broker is another one, which
+    takes writes): the worker -- a prefork child tells its parent -- takes none of the tasks
+    sent meanwhile (prefetch 4; kombu's idle BRPOP included) until the write goes through."""
+    port, data = own_redis
+    broker_data = tmp_path / "broker-data"
+    broker_data.mkdir()
+    broker_port = spare_port()
+    client = redis.Redis(port=port)
+    with redis_server(broker_data, broker_port, durable=False):
+        setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{broker_port}/0",
+                           f"redis://127.0.0.1:{port}/1")
+        app = setup.app()
+        try:
+            with setup.worker("-P", pool, "-c", "1", "--prefetch-multiplier", "4") as worker:
+                def received() -> int:
+                    return worker.log_path.read_text().count("] received")
+
+                with readonly(client, data):
+                    ids = [app.send_task("tasks.slow", args=[0.1, 0]).id]
+                    told = "no new task is fetched while a result waits to be written"
+                    assert wait_for(lambda: told in worker.log_path.read_text(), 30), \
+                        worker.log_path.read_text()[-3000:]
+                    ids += [app.send_task("tasks.slow", args=[0.1, i]).id for i in range(1, 4)]
+                    # Five seconds to take them, which a parent that fetched would use; an
+                    # idle wait under way as the child spoke may take one.
+                    assert not wait_for(lambda: received() > 2, 5), \
+                        worker.log_path.read_text()[-3000:]
+                assert wait_for(lambda: len(setup.records("done")) >= 4, 60), \
+                    worker.log_path.read_text()[-3000:]
+            assert _all_succeeded(port, ids)
+        finally:
+            app.close()
+            setup.cleanup()

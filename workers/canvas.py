@@ -8,7 +8,8 @@ are stored as failed too, and each ``errbacks`` signature is called -- in this p
 ``(request, exc, traceback)`` when it is a task registered here that takes more than one
 argument, otherwise sent as a task with the failed task's id. A send the broker refuses for a
 while (Redis's ``READONLY``, ``OOM``, ...) is sent again until it is taken
-(:func:`qtui.core.refused.wait_out`); what cannot be followed otherwise fails the task with the
+(:func:`qtui.core.refused.wait_out`), or until the worker's shutdown grace ends: the task then
+goes back to its queue; what cannot be followed otherwise fails the task with the
 reason: its state, the log and the dead-letter queue.
 """
 
@@ -18,15 +19,16 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from qtui.core import states
+from qtui.core import sending, states
 from qtui.core.brokers.family import family_for
 from qtui.core.canvas import apply, signature_of
-from qtui.core.exceptions import CanvasError, NotRegistered
+from qtui.core.exceptions import CanvasError, NotRegistered, SendFailed
 from qtui.core.refused import wait_out
 
 if TYPE_CHECKING:
     from qtui.core.app import App
     from qtui.core.protocol import TaskMessage
+    from qtui.core.sending import Outgoing
 
     from .execution import Outcome
 
@@ -45,6 +47,8 @@ def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) -
         _callbacks(app, message.callbacks or [], value, parent)
         if message.chain:
             _send(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
+    except Unsent as exc:
+        _given_back(message, outcome, exc)
     except Exception as exc:  # CanvasError, or the broker refused the next message
         return _failed(message, outcome, exc)
     return value
@@ -58,12 +62,24 @@ def after_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) ->
     try:
         _after_store(app, message, outcome.state, value, outcome.traceback)
         return
+    except Unsent as exc:
+        _given_back(message, outcome, exc)
+        return
     except Exception as exc:  # CanvasError, or the broker or the backend refused
         error = _failed(message, outcome, exc)
     try:
         app.backend.store_result(message.id, error, states.FAILURE, request=message)
     except Exception as exc:  # the backend is down: the dead letter still keeps the message
         logger.error("Task %s[%s]: cannot store its failure: %s", message.task, message.id, exc)
+
+
+def _given_back(message: TaskMessage, outcome: Outcome, exc: Unsent) -> None:
+    """Turn the outcome into a requeue: the task runs again and sends what follows it then
+    (acked early, it is not requeued, as a task stopped at shutdown)."""
+    logger.error("Task %s[%s]: %s; the task will run again", message.task, message.id, exc)
+    outcome.state = states.REJECTED
+    outcome.requeue = True
+    outcome.exception = str(exc)
 
 
 def _failed(message: TaskMessage, outcome: Outcome, exc: Exception) -> CanvasError:
@@ -78,17 +94,59 @@ def _failed(message: TaskMessage, outcome: Outcome, exc: Exception) -> CanvasErr
     return error
 
 
+class Unsent(Exception):
+    """The shutdown grace ended while the broker still refused what follows a task: the task
+    goes back to its queue, to run again and send it then."""
+
+
 def _send(app: App, value: Any, args: tuple[Any, ...], **options: Any) -> None:
     """Send a signature as :func:`apply` does, again after each pause while the broker refuses
-    it for a while: a refusal ends, so it neither fails the task nor dead-letters it."""
+    it for a while: a refusal ends, so it neither fails the task nor dead-letters it. Its
+    messages are built once, and a send refused part way sends again only those the broker
+    did not take; past the worker's shutdown grace it gives up (:class:`Unsent`)."""
+    held: list[Outgoing] | None = None
+
+    def send() -> None:
+        nonlocal held
+        if held is None:
+            with app.holding() as built:
+                apply(app, value, args, **options)
+            held = built
+        if not held:
+            return
+        try:
+            sending.send(app, held)
+        except SendFailed as exc:
+            left = set(exc.unsent)
+            held = [outgoing for outgoing in held if outgoing.task_id in left]
+            raise
+
     def refusal(exc: BaseException) -> str | None:
+        if isinstance(exc, SendFailed) and exc.in_doubt:
+            return None  # sent again, those in doubt could be stored twice
         return family_for(app.connection_for_write()).refusal(exc)
 
     def warn(refused: str) -> None:
         logger.warning("%s: what follows task %s is sent again until the broker takes it",
                        refused, options.get("parent_id"))
 
-    wait_out(lambda: apply(app, value, args, **options), refusal, warn=warn)
+    stop = app.backend.stop_retrying
+    try:
+        wait_out(send, refusal, warn=warn, stop=stop)
+    except Exception as exc:
+        refused = refusal(exc)
+        if refused is None or not stop.is_set():
+            raise
+        unsent = _ids(held) if held else "its next message"
+        raise Unsent(f"{refused} until the end of the shutdown grace: what follows task "
+                     f"{options.get('parent_id')} was not sent ({unsent})") from exc
+
+
+def _ids(held: list[Outgoing], shown: int = 5) -> str:
+    """The ids of what was not sent: the first few and how many in all."""
+    ids = [outgoing.task_id for outgoing in held]
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return f"{', '.join(ids[:shown])}{more}"
 
 
 def _parent(message: TaskMessage) -> dict[str, Any]:

@@ -38,5 +38,6 @@ class DeadLetters:
         republish(producer, message, name, headers={
             DEAD_REASON_HEADER: reason, DEAD_QUEUE_HEADER: queue,
             DELIVERIES_HEADER: delivery_number(message)})
-        message.ack()
+        if not message.acknowledged:  # one acked before it ran is copied there all the same
+            message.ack()
         logger.warning("Message moved to %s: %s", name, reason)

@@ -293,6 +293,8 @@ def _finish(app: App, item: WorkItem, store: bool, state: str, value: Any, start
     else:
         outcome.result = _safe_repr(value)
     value = canvas.before_store(app, item.message, outcome, value)
+    if outcome.state == states.REJECTED:  # what follows it was not sent: it runs again
+        return outcome
     if store:
         outcome.dead_letter = store_state(app, item.message, value, outcome.state, trace,
                                           where=where_it_ran(item)) or outcome.dead_letter

@@ -223,16 +223,19 @@ class Settlement:
 
     def rejected_by_task(self, job: Job, outcome: Outcome) -> None:
         """A Celery task raised ``Reject``: its message goes back to its queue (``requeue``) or
-        to the dead-letter queue, where Celery's broker would drop it or dead-letter it."""
+        to the dead-letter queue, where Celery's broker would drop it or dead-letter it. One
+        acked before it ran cannot go back to its queue (Celery's ``Reject`` needs acks_late and
+        drops it): its message goes to the dead-letter queue, to be requeued from there."""
         msg = job.message
         reason = f"rejected by the task: {outcome.exception}"
         logger.warning("Task %s[%s] %s%s", msg.task, msg.id, reason,
-                       " (requeued)" if outcome.requeue else "")
-        if outcome.requeue:
+                       "" if not outcome.requeue else " (requeued)" if not job.acked
+                       else " (dead-lettered: acknowledged before it ran, it cannot be requeued)")
+        if outcome.requeue and not job.acked:
             self.put_back(job.queue, job.delivery)
             job.acked = True
             self.hooks.on_task_rejected(job, reason)
-        else:
+        else:  # one acked before it ran is kept there too, not dropped
             self.dead_letter(job, reason)
         self.forget(job)
 

@@ -51,6 +51,8 @@ class Shutdown:
         """When a warm shutdown stops waiting for running tasks (monotonic)."""
         self.restart = False
         """Whether the worker starts again once stopped (SIGHUP, away from a terminal)."""
+        self._grace: threading.Timer | None = None
+        """The warm shutdown's grace, once started: one per shutdown, however often asked."""
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_warm_signal)
@@ -80,12 +82,15 @@ class Shutdown:
         self._start_grace()
 
     def _start_grace(self) -> None:
-        """The warm shutdown's grace starts: at its end a result write still waiting out a
-        refusal gives up (in a solo worker it runs in the main thread: a timer says so)."""
+        """The warm shutdown's grace starts, once (a request after a signal keeps its end): at
+        its end a result write still waiting out a refusal gives up (in a solo worker it runs
+        in the main thread: a timer says so)."""
+        if self._grace is not None:
+            return
         self.deadline = time.monotonic() + self.timeout
-        grace = threading.Timer(self.timeout, self._grace_over)
-        grace.daemon = True
-        grace.start()
+        self._grace = threading.Timer(self.timeout, self._grace_over)
+        self._grace.daemon = True
+        self._grace.start()
 
     def _grace_over(self) -> None:
         self.worker.app.backend.stop_retrying.set()  # in the timer's thread: it may lock

@@ -297,7 +297,10 @@ class Worker:
         self.pool.maintain()
         next_timer = self.timer.run_due()
         batch = self._next_batch()
-        prefetch = self.prefetch_target()
+        refused = self._results_refused()
+        # While a result write is refused, a window of what is held: no fetch is due, and the
+        # broker (RabbitMQ's push, kombu's idle BRPOP on Redis) sends no more either.
+        prefetch = max(1, self.held()) if refused else self.prefetch_target()
         self.consumer.set_prefetch(prefetch)
         timeout = IDLE_WAIT if next_timer is None else min(IDLE_WAIT, next_timer)
         if batch or self.active or self.reserved:
@@ -308,7 +311,6 @@ class Worker:
         starving = len(self.reserved) < self.concurrency
         # A batch run in this thread is preceded by a call anyway (the acks of the tasks just
         # finished and the batch's starts, see _start_and_fetch): the fetch rides it.
-        refused = self._results_refused()
         due = self.consumer.consuming and room > 0 and not refused \
             and (starving or self._runs_here(batch) or 2 * room >= prefetch)
         fetched = self._start_and_fetch(batch, room if due else 0)
@@ -333,10 +335,10 @@ class Worker:
                 self._next_drain = time.monotonic() + BUSY_WAIT
 
     def _results_refused(self) -> bool:
-        """Whether a result write in this process waits out a refusal (Redis's ``OOM``, ...):
-        no task is fetched meanwhile, whose result would only wait too (or be lost, past
-        ``result_backend_max_retries``). Said once when it starts."""
-        refused = self.app.backend.refused
+        """Whether a result write in this process or a pool child waits out a refusal
+        (Redis's ``OOM``, ...): no task is fetched meanwhile, whose result would only wait too
+        (or be lost, past ``result_backend_max_retries``). Said once when it starts."""
+        refused = self.app.backend.refused or self.pool.results_refused
         if refused is not None and not self._told_results_refused:
             logger.warning("%s: no new task is fetched while a result waits to be written",
                            refused)

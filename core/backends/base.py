@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -131,8 +131,13 @@ class ResultBackend(ABC):
         self.expires: float | None = app.conf.result_expires
         #: The refusal each result write waiting one out now has met, by task id.
         self.waiting_out: dict[str, str] = {}
-        #: Set when refused writes must stop waiting (a worker's shutdown grace is over).
+        #: Set when refused writes (results, a worker's canvas sends) must stop waiting (a
+        #: worker's shutdown grace is over).
         self.stop_retrying = threading.Event()
+
+        #: Called with :attr:`refused` each time a write starts or stops waiting one out (a
+        #: prefork child tells its parent, which fetches no new task meanwhile).
+        self.on_refused: Callable[[str | None], None] | None = None
 
     @property
     def refused(self) -> str | None:
@@ -140,6 +145,17 @@ class ResultBackend(ABC):
         worker fetches no new task meanwhile, whose result would wait too."""
         refusals = list(self.waiting_out.values())  # one C call: safe while writers change it
         return refusals[0] if refusals else None
+
+    def _waiting_out(self, task_id: str, refused: str) -> None:
+        """The result write of ``task_id`` waits out ``refused``."""
+        self.waiting_out[task_id] = refused
+        if self.on_refused is not None:
+            self.on_refused(self.refused)
+
+    def _waited_out(self, task_id: str) -> None:
+        """The result write of ``task_id`` waits no more (written, or given up)."""
+        if self.waiting_out.pop(task_id, None) is not None and self.on_refused is not None:
+            self.on_refused(self.refused)
 
     # storage verbs --------------------------------------------------------------------------
     @abstractmethod

@@ -105,7 +105,7 @@ class RedisBackend(ResultBackend):
         max_retries = self.app.conf.result_backend_max_retries
 
         def warn(refused: str) -> None:
-            self.waiting_out[task_id] = refused
+            self._waiting_out(task_id, refused)
             logger.warning("%s: the result of task %s is written again %s", refused, task_id,
                            "until it is taken" if max_retries is None
                            else f"up to {max_retries:g} times")
@@ -119,7 +119,7 @@ class RedisBackend(ResultBackend):
             raise BackendError(f"cannot store the result of task {task_id} in Redis: "
                                f"{f'{told}: ' if told else ''}{exc}") from exc
         finally:
-            self.waiting_out.pop(task_id, None)
+            self._waited_out(task_id)
 
     def _retried(self, exc: BaseException) -> str | None:
         """What a failed write waits out: a refusal, and with ``result_backend_always_retry``

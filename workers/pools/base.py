@@ -55,6 +55,12 @@ class Pool(ABC):
     def active(self) -> int:
         """How many items are running."""
 
+    @property
+    def results_refused(self) -> str | None:
+        """The refusal a result write in another process of the pool waits out now (prefork's
+        children); writes in this process are the backend's own :attr:`refused`."""
+        return None
+
     def maintain(self) -> None:
         """Called by the worker's main thread on every turn of its loop (respawn, resize)."""
 

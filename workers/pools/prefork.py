@@ -119,14 +119,26 @@ class _Child:
     """SIGKILLed at its hard time limit (after a terminate-revoke too, if it outlived that)."""
     frames: _Frames = field(default_factory=_Frames)
     """What was read from the result pipe past the last whole outcome."""
+    refused: str | None = None
+    """The refusal its task's result write waits out now, as the child last said."""
 
     def read_outcomes(self) -> list[Outcome] | None:
         """The outcomes one read of the result pipe completes (length and payload in one read, up
         to :data:`_READ_SIZE`; at most one outcome, as a child has one task at a time, and none
         while a large one is still arriving); None at its end. Only when the pipe is readable: the
-        read blocks otherwise."""
+        read blocks otherwise. What the child said of a refused result write is kept in
+        :attr:`refused`."""
         frames = self.frames.read(self.results.fileno())
-        return None if frames is None else [_unpack_outcome(frame) for frame in frames]
+        if frames is None:
+            return None
+        outcomes = []
+        for frame in frames:
+            value = _unpack(frame)
+            if isinstance(value, Outcome):
+                outcomes.append(value)
+            else:
+                self.refused = value
+        return outcomes
 
 
 class PreforkPool(Pool):
@@ -263,6 +275,11 @@ class PreforkPool(Pool):
     def active(self) -> int:
         with self._lock:
             return sum(1 for c in self._children if not c.dead and c.item is not None)
+
+    @property
+    def results_refused(self) -> str | None:
+        # Read on every turn of the worker's loop: no lock (a child that exits leaves the list).
+        return next((c.refused for c in self._children if c.refused is not None), None)
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -483,11 +500,15 @@ def _child_main(app: App, jobs: Connection, results: Connection, parent: int, in
     multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
     # A task that forks must not hand the pool's pipes on: a grandchild holding the result pipe
     # would keep it open after this child dies. (``exec`` drops them anyway: close-on-exec.)
+    # Nor the telling of refused result writes, whose pipe it no longer has.
     def close_pipes() -> None:
         jobs.close()
         results.close()
+        app.backend.on_refused = None
     os.register_at_fork(after_in_child=close_pipes)
     app.after_fork()
+    # A result write waiting out a refusal says so to the parent, which fetches no task meanwhile.
+    app.backend.on_refused = lambda refused: _write(results.fileno(), _pack_refused(refused))
     done, frames, waiting = 0, _Frames(), deque[bytes]()
     while True:
         while not waiting:
@@ -536,8 +557,16 @@ def _pack_outcome(outcome: Outcome) -> bytes:
     return pickle.dumps(_OUTCOME_VALUES(outcome), pickle.HIGHEST_PROTOCOL)
 
 
-def _unpack_outcome(data: bytes | memoryview) -> Outcome:
-    return Outcome(*pickle.loads(data))
+def _pack_refused(refused: str | None) -> bytes:
+    """What a child says of its result write, beside its outcomes: the refusal it waits out,
+    or None once it waits no more."""
+    return pickle.dumps(refused, pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack(data: bytes | memoryview) -> Outcome | str | None:
+    """An outcome (sent as a tuple), or what the child said of its result write."""
+    value = pickle.loads(data)
+    return Outcome(*value) if isinstance(value, tuple) else value
 
 
 def _write(fd: int, data: bytes) -> None:
