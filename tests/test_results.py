@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -161,6 +162,48 @@ def test_sqlite_backend_refuses_a_file_that_is_not_a_database(tmp_path):
     app = App("r", broker="memory://", backend=f"sqlite://{path}")
     with pytest.raises(BackendError, match=r"cannot use .*notes.txt as a result store"):
         app.AsyncResult("x").state
+
+
+class _LockedAtFirst:
+    """A connection whose first switches to WAL meet a lock SQLite reports at once, as when
+    another process opens the file at the same instant (seen in a suite run)."""
+
+    def __init__(self, conn: sqlite3.Connection, refusals: list[int]) -> None:
+        self.conn, self.refusals = conn, refusals
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "PRAGMA journal_mode=WAL" and self.refusals:
+            self.refusals.pop()
+            raise sqlite3.OperationalError("database is locked")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_sqlite_results_open_through_a_lock_met_at_once(tmp_path, monkeypatch):
+    from qtui.core.backends import sqlite as backend
+    refusals = [1, 1]
+    connect = sqlite3.connect
+    monkeypatch.setattr(backend.sqlite3, "connect",
+                        lambda *a, **k: _LockedAtFirst(connect(*a, **k), refusals))
+    app = App("r", broker="memory://", backend=f"sqlite://{tmp_path / 'r.sqlite'}")
+    app.backend.store_result("t-1", 1, states.SUCCESS)
+    assert (refusals, app.AsyncResult("t-1").get(timeout=5)) == ([], 1)
+    app.close()
+
+
+def test_sqlite_results_say_so_when_the_lock_stays(tmp_path, monkeypatch):
+    from qtui.core.backends import sqlite as backend
+    refusals = [1] * 100
+    connect = sqlite3.connect
+    monkeypatch.setattr(backend, "BUSY_BACKOFF", 0.001)
+    monkeypatch.setattr(backend.sqlite3, "connect",
+                        lambda *a, **k: _LockedAtFirst(connect(*a, **k), refusals))
+    app = App("r", broker="memory://", backend=f"sqlite://{tmp_path / 'r.sqlite'}")
+    with pytest.raises(BackendError, match=r"cannot use .* as a result store: database is locked"):
+        app.backend.store_result("t-1", 1, states.SUCCESS)
+    assert len(refusals) == 100 - backend.BUSY_RETRIES
 
 
 def test_unknown_backend_scheme_lists_the_known_ones():

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
+from ..brokers.sqlite.database import BUSY_BACKOFF, BUSY_RETRIES, is_busy
 from ..exceptions import BackendError
 from ..files import create_private, sqlite_file
 from .base import ResultBackend
@@ -57,10 +58,31 @@ class SQLiteBackend(ResultBackend):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == os.getpid():
             return conn
+        delay = BUSY_BACKOFF
+        for attempt in range(1, BUSY_RETRIES + 1):
+            try:
+                conn = self._open()
+                break
+            except sqlite3.OperationalError as exc:
+                # SQLite answers some lock conflicts at once, past its busy timeout (a switch
+                # to WAL while another process opens the file): the broker retries them too.
+                if not is_busy(exc) or attempt == BUSY_RETRIES:
+                    raise BackendError(f"cannot use {self.path} as a result store: {exc}") \
+                        from exc
+                time.sleep(delay)
+                delay *= 2
+        self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        """A new connection, in WAL mode, with the schema created (or a clear refusal)."""
         try:
             create_private(self.path)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
+        except OSError as exc:
+            raise BackendError(f"cannot create the result store {self.path}: {exc}") from exc
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -70,11 +92,12 @@ class SQLiteBackend(ResultBackend):
                                    "upgrade qtui or use another file")
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise BackendError(f"cannot use {self.path} as a result store: {exc}") from exc
-        except OSError as exc:
-            raise BackendError(f"cannot create the result store {self.path}: {exc}") from exc
-        self._local.conn, self._local.pid = conn, os.getpid()
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.DatabaseError) \
+                    and not isinstance(exc, sqlite3.OperationalError):  # those: _connect's
+                raise BackendError(f"cannot use {self.path} as a result store: {exc}") from exc
+            raise
         return conn
 
     def _set(self, task_id: str, payload: bytes, meta: dict[str, Any],

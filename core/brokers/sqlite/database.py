@@ -78,7 +78,7 @@ class Claimed:
     until: float
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
+def is_busy(exc: sqlite3.OperationalError) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED (any extended code); by message before Python 3.11. Not
     :class:`BrokerLocked`: its retries are already spent."""
     if isinstance(exc, BrokerLocked):
@@ -209,7 +209,7 @@ class Database:
             try:
                 return op()
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+                if not is_busy(exc):
                     raise
                 if attempt == BUSY_RETRIES:
                     raise BrokerLocked(
