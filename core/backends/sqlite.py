@@ -55,11 +55,11 @@ class SQLiteBackend(ResultBackend):
         self._connect()
 
     def _connect(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            return conn
-        delay = BUSY_BACKOFF
-        for attempt in range(1, BUSY_RETRIES + 1):
+        kept: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if kept is not None and self._local.pid == os.getpid():
+            return kept
+        delay, attempt = BUSY_BACKOFF, 1
+        while True:
             try:
                 conn = self._open()
                 break
@@ -70,7 +70,7 @@ class SQLiteBackend(ResultBackend):
                     raise BackendError(f"cannot use {self.path} as a result store: {exc}") \
                         from exc
                 time.sleep(delay)
-                delay *= 2
+                delay, attempt = delay * 2, attempt + 1
         self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
