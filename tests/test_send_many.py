@@ -761,6 +761,53 @@ def test_a_bulk_send_fills_each_call_into_its_template_without_building_its_mess
     assert len(ours) == 60 and ours == kombus
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("broker", ["redis", "sqlite"])
+def test_delay_builds_a_message_only_for_the_first_call_of_each_kind(
+        broker, tmp_path, unique, fixed_wire, monkeypatch):
+    """Calls sent one at a time find their template on the send plan: a message is built for
+    the first call of each priority (to cut its template), not for every call, and each call
+    stores what kombu stores for its message, with the origin of the process sending it."""
+    from qtui.core import protocol
+
+    queue = f"delays-{unique}"
+    app = client(tmp_path, broker, queue)
+    add = app.tasks["tasks.add"]
+    built: list[TaskMessage] = []
+    for_call = TaskMessage.for_call
+    monkeypatch.setattr(TaskMessage, "for_call",
+                        lambda self, *call: built.append(self) or for_call(self, *call))
+    origin = protocol.default_origin()
+    sent: list[TaskMessage] = []  # what each call sent, as a message kombu is given below
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            channel.queue_declare(queue)
+            for i in range(10):
+                sent.append(TaskMessage(id=add.delay(i, "é\n\"%s").id, task="tasks.add",
+                                        args=(i, "é\n\"%s"), origin=origin))
+                sent.append(TaskMessage(id=add.apply_async((i, "x"), priority=3).id,
+                                        task="tasks.add", args=(i, "x"), priority=3,
+                                        origin=origin))
+            assert len(built) == 2  # one per kind of message: no priority, and priority 3
+            monkeypatch.setattr(protocol, "_origin", "gen1@forked")  # as in a forked child
+            sent.append(TaskMessage(id=add.delay(20, "y").id, task="tasks.add", args=(20, "y"),
+                                    origin="gen1@forked"))
+            ours = stored(channel, queue)
+            channel.queue_purge(queue)
+            for message in sent:
+                message.ignore_result = True
+                wire = build(message)
+                conn.Producer().publish(
+                    wire.body, exchange="", routing_key=queue, serializer="json",
+                    headers=wire.headers, delivery_mode=2, **wire.properties)
+            kombus = stored(channel, queue)
+            channel.queue_purge(queue)
+    finally:
+        app.close()
+    assert len(ours) == 21 and sorted(ours) == sorted(kombus)
+
+
 def test_sending_a_group_copies_each_member_signature_once(monkeypatch):
     """A group's ``apply_async`` copies each member once (so freezing it leaves the caller's
     group as it was) and sends that copy as it is: no copy per member per layer."""
