@@ -167,13 +167,20 @@ def ours_and_kombus(app: App, conn: Any, queue: str, message: TaskMessage
     sending.send(app, [Outgoing(message, "", queue, None, "json")])
     ours = stored(channel, queue)
     channel.queue_purge(queue)
-    wire = build(message)
-    conn.Producer().publish(
-        wire.body, exchange="", routing_key=queue, serializer="json",
-        headers=wire.headers, delivery_mode=2, **wire.properties)
-    kombus = stored(channel, queue)
-    channel.queue_purge(queue)
-    return ours, kombus
+    return ours, kombus_store(conn, queue, [message])
+
+
+def kombus_store(conn: Any, queue: str, messages: list[TaskMessage]) -> list[str]:
+    """What ``queue`` stores for ``messages`` sent through kombu's own ``Producer.publish``
+    (as qtui sent them before); the queue is left empty."""
+    for message in messages:
+        wire = build(message)
+        conn.Producer().publish(
+            wire.body, exchange="", routing_key=queue, serializer="json",
+            headers=wire.headers, delivery_mode=2, **wire.properties)
+    kombus = stored(conn.default_channel, queue)
+    conn.default_channel.queue_purge(queue)
+    return kombus
 
 
 @pytest.mark.parametrize("broker", ["redis", "sqlite"])
@@ -746,16 +753,10 @@ def test_a_bulk_send_fills_each_call_into_its_template_without_building_its_mess
             assert len(built) == 2  # one per kind of message: no eta, and eta + priority
             ours = stored(channel, queue)
             channel.queue_purge(queue)
-            for sig in calls:
-                own = sig.options
-                wire = build(TaskMessage(
-                    id=own["task_id"], task="tasks.add", args=tuple(sig.args),
-                    ignore_result=True, eta=own.get("eta"), priority=own.get("priority")))
-                conn.Producer().publish(
-                    wire.body, exchange="", routing_key=queue, serializer="json",
-                    headers=wire.headers, delivery_mode=2, **wire.properties)
-            kombus = stored(channel, queue)
-            channel.queue_purge(queue)
+            kombus = kombus_store(conn, queue, [TaskMessage(
+                id=sig.options["task_id"], task="tasks.add", args=tuple(sig.args),
+                ignore_result=True, eta=sig.options.get("eta"),
+                priority=sig.options.get("priority")) for sig in calls])
     finally:
         app.close()
     assert len(ours) == 60 and ours == kombus
@@ -797,12 +798,7 @@ def test_delay_builds_a_message_only_for_the_first_call_of_each_kind(
             channel.queue_purge(queue)
             for message in sent:
                 message.ignore_result = True
-                wire = build(message)
-                conn.Producer().publish(
-                    wire.body, exchange="", routing_key=queue, serializer="json",
-                    headers=wire.headers, delivery_mode=2, **wire.properties)
-            kombus = stored(channel, queue)
-            channel.queue_purge(queue)
+            kombus = kombus_store(conn, queue, sent)
     finally:
         app.close()
     assert len(ours) == 21 and sorted(ours) == sorted(kombus)
