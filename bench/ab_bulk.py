@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=10, help="calls per part of chunks")
     parser.add_argument("--brokers", default="redis,sqlite")
     parser.add_argument("--ways", default="send_many,group")
+    parser.add_argument("--port", type=int, help="the private redis-server's port (a spare one)")
     parser.add_argument("--child", nargs=2, metavar=("WAY", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="qtui-ab-bulk-") as tmp:
         folder = Path(tmp)
         other = extract(args.ref, folder)
-        port = spare_port()
+        port = args.port or spare_port()
         sides = (args.ref, "this checkout")
         figures: dict[tuple[str, str, str], list[dict[str, float]]] = {}
         with redis_server(folder, port, durable=False):

@@ -19,7 +19,7 @@ from kombu import Connection, Producer, Queue
 from . import brokers, builtins, config, sending
 from .backends import ResultBackend, backend_for
 from .brokers import amqp as amqp_broker
-from .brokers import redis as redis_broker
+from .brokers.redis.urls import REDIS_SCHEMES, scheme
 from .config import Conf
 from .events import EventDispatcher
 from .exceptions import ConfigError, NotRegistered
@@ -193,13 +193,14 @@ class App:
         return _MISSING
 
     # connections ----------------------------------------------------------------------------
-    def connection_for_write(self, url: str | None = None,
-                             redis_transport: type[Any] | None = None,
-                             heartbeat: float = 0, *, confirm: bool = False) -> Connection:
+    def connection_for_write(self, url: str | None = None, heartbeat: float = 0, *,
+                             confirm: bool = False, worker: bool = False) -> Connection:
         """A new (unconnected) kombu Connection to the broker; Redis URLs get qtui's channel
-        (:mod:`qtui.core.brokers.redis`), or ``redis_transport`` when given. ``heartbeat``
-        (AMQP, seconds) is for connections whose owner calls ``heartbeat_check`` (the worker's):
-        the broker closes a connection that stays silent past two of them. ``confirm``: on
+        (:mod:`qtui.core.brokers.redis.channel`; with ``worker``, the channel a worker consumes
+        on: :mod:`qtui.core.brokers.redis.worker_channel`), imported for a Redis URL only, so a
+        process on another broker never loads redis-py. ``heartbeat`` (AMQP, seconds) is for
+        connections whose owner calls ``heartbeat_check`` (the worker's): the broker closes a
+        connection that stays silent past two of them. ``confirm``: on
         AMQP, publisher confirms and ``connection.blocked`` tracking
         (:mod:`qtui.core.brokers.amqp`), for the app's own producers: a send returns once the
         broker has the task. A worker's consuming connection does without (a confirm wait
@@ -208,10 +209,15 @@ class App:
         options = dict(self.conf.broker_transport_options)
         if confirm and amqp_broker.is_amqp(url):
             options = amqp_broker.transport_options(options)
-        return redis_broker.connection(
-            url, redis_transport or redis_broker.Transport,
-            connect_timeout=self.conf.broker_connection_timeout, heartbeat=heartbeat,
-            transport_options=options)
+        settings: dict[str, Any] = {"connect_timeout": self.conf.broker_connection_timeout,
+                                    "heartbeat": heartbeat, "transport_options": options}
+        if scheme(url) not in REDIS_SCHEMES:
+            return Connection(url, **settings)
+        from .brokers.redis import channel
+        if not worker:
+            return channel.connection(url, **settings)
+        from .brokers.redis import worker_channel
+        return channel.connection(url, worker_channel.Transport, **settings)
 
     connection_for_read = connection_for_write
     connection = connection_for_write

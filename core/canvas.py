@@ -35,6 +35,11 @@ _SEND_OPTIONS = {
 }
 
 
+#: The ``subtask_type`` of a signature that is one task message (a map is one task:
+#: ``celery.map`` or ``celery.starmap``).
+ONE_TASK = (None, "xmap", "xstarmap")
+
+
 def signature_of(value: Any) -> dict[str, Any]:
     """A signature dict from what arrived in a message; anything else is a CanvasError."""
     if not isinstance(value, Mapping) or not isinstance(value.get("task"), str):
@@ -60,7 +65,7 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
     else:
         args, kwargs = tuple(sig["args"]), sig["kwargs"]
     merged = {**sig["options"], **options}
-    if kind in (None, "xmap", "xstarmap"):  # a map is one task: celery.map or celery.starmap
+    if kind in ONE_TASK:
         return _apply_task(app, sig["task"], args, kwargs, merged)
     if kind == "chunks":
         return _apply_group(app, _chunks_group(sig), (), merged)
@@ -119,13 +124,19 @@ def _tasks_of(sig: Mapping[str, Any]) -> list[Any]:
 
 def _apply_group(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
                  options: dict[str, Any]) -> str:
-    """Each task with the group's id and its index, as ``group._apply_tasks`` sends them."""
+    return _send_group(app, _tasks_of(sig), args, options)[0]
+
+
+def _send_group(app: App, tasks: list[Any], args: tuple[Any, ...], options: dict[str, Any]
+                ) -> tuple[str, list[str]]:
+    """Each task with the group's id and its index, as ``group._apply_tasks`` sends them;
+    returns the group's id and the id each task runs under."""
     group_id = options.pop("task_id", None) or new_id()
     inherited = _inherited(options)
     with app.sending_batch(discard_on_error=True):  # pipelined, as app.send_many sends
-        for index, task in enumerate(_tasks_of(sig)):
-            apply(app, task, args, group_id=group_id, group_index=index, **inherited)
-    return group_id
+        ids = [apply(app, task, args, group_id=group_id, group_index=index, **inherited)
+               for index, task in enumerate(tasks)]
+    return group_id, ids
 
 
 def _apply_chain(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
@@ -388,6 +399,24 @@ class group(Signature):  # noqa: N801 - Celery's name
                 task["options"]["root_id"] = root_id
             results.append(task.freeze(None, group_id=group_id, group_index=index))
         return GroupResult(group_id, results, app=self.app)
+
+    def apply_async(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+                    **options: Any) -> Any:
+        """Send every member. Members that are one task each (a map too) are sent as they
+        are, each under the id the send gives it (its own, if frozen before), rather than
+        copied and the copy frozen first: the same messages, and the caller's group stays
+        unfrozen. A group with options of its own, or on a backend whose results come back
+        by ``reply_to`` (which freezing adds), is frozen as a copy and sent."""
+        app = self.app
+        tasks = self.tasks
+        if self["options"] or kwargs or app.send_settings.backend.reply_to() \
+                or any(type(task) is not Signature or task["subtask_type"] not in ONE_TASK
+                       for task in tasks):
+            return super().apply_async(args, kwargs, **options)
+        group_id, ids = _send_group(app, tasks, tuple(args or ()), options)
+        return GroupResult(group_id, [AsyncResult(task_id, app=task.app, task_name=task.name)
+                                      for task_id, task in zip(ids, tasks, strict=True)],
+                           app=app)
 
 
 class chord(Signature):  # noqa: N801 - Celery's name

@@ -10,6 +10,7 @@ that said nothing.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
@@ -22,6 +23,8 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.pidbox import Mailbox
 from kombu.utils.uuid import uuid
 
+from .brokers.dropped import warn_dropped
+from .brokers.family import family_for
 from .config import mask_url
 from .exceptions import BrokerUnavailable
 from .ledger import record_revoked
@@ -37,6 +40,8 @@ TERM_SIGNAME = "SIGTERM"
 CONTROL_CONTENT = ["json"]
 #: Stands for the (unknown) sender of a reply that could not be decoded, numbered.
 UNDECODABLE = "undecodable reply #"
+
+logger = logging.getLogger(__name__)
 
 
 def _strtobool(text: str) -> bool:
@@ -196,8 +201,7 @@ class Control:
         secret = secret_of(self.app.conf)
         if limit is None and destination:
             limit = len(destination)
-        context = nullcontext(connection) if connection is not None \
-            else self.app.connection_for_write()
+        context = nullcontext(connection) if connection is not None else _reading(self.app)
         try:
             with context as conn:
                 mailbox = self.mailbox(conn)
@@ -315,6 +319,14 @@ class Control:
     discard_all = purge
 
 
+def _reading(app: App) -> Connection:
+    """A new connection that publishes the command and reads the replies: its broker family's
+    reading one, since a reply comes from anyone who can publish to the broker (py-amqp's own
+    reader raises RecursionError out of the collection on headers nested thousands deep)."""
+    connection = app.connection_for_write()
+    return family_for(connection).for_reading(connection)
+
+
 def _publish(mailbox: Mailbox, conn: Connection, message: dict[str, Any], ticket: str | None,
              timeout: float, secret: bytes | None) -> None:
     """kombu's ``Mailbox._publish``, signing the command when there is a control secret."""
@@ -336,9 +348,12 @@ def _publish(mailbox: Mailbox, conn: Connection, message: dict[str, Any], ticket
 def _collect(mailbox: Mailbox, conn: Connection, ticket: str, timeout: float,
              limit: int | None, callback: Callable[[dict[str, Any]], None] | None
              ) -> list[dict[str, Any]]:
-    """Replies carrying our ticket, until the deadline or ``limit`` of them. A reply that is
-    not JSON is not decoded: it becomes an error entry, and the other replies still count."""
+    """Replies carrying our ticket, until the deadline or ``limit`` of them. A reply that
+    cannot be decoded (not JSON, headers unreadable) becomes an error entry when it carries our
+    ticket, not counted in ``limit`` (anyone who saw the request can send one with it, and a
+    worker's reply must not be shut out by it); without, it is dropped with a warning."""
     replies: list[dict[str, Any]] = []
+    decoded = 0
     undecodable = itertools.count(1)
     deadline = time.monotonic() + timeout
 
@@ -355,13 +370,18 @@ def _collect(mailbox: Mailbox, conn: Connection, ticket: str, timeout: float,
         replies.append(body)
 
     def on_message(body: Any, message: Any) -> None:
+        nonlocal decoded
         if ours(message) and isinstance(body, dict):  # else a late answer, or garbage
+            decoded += 1
             add(body)
 
     def on_decode_error(message: Any, exc: Exception) -> None:
         if ours(message):
             add({f"{UNDECODABLE}{next(undecodable)}": {"error": (
                 f"a reply that is not JSON ({message.content_type}) was dropped: {exc}")}})
+        else:
+            warn_dropped(logger, queue.name,
+                         f"Dropped a remote-control reply that cannot be decoded: {exc}")
 
     queue = mailbox.reply_queue
     channel = conn.default_channel
@@ -369,7 +389,7 @@ def _collect(mailbox: Mailbox, conn: Connection, ticket: str, timeout: float,
                         callbacks=[on_message], on_decode_error=on_decode_error)
     try:
         with consumer:
-            while limit is None or len(replies) < limit:
+            while limit is None or decoded < limit:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -380,6 +400,12 @@ def _collect(mailbox: Mailbox, conn: Connection, ticket: str, timeout: float,
     finally:
         channel.after_reply_message_received(queue.name)
     return replies
+
+
+def _safe_mode(safe: bool | None) -> dict[str, bool]:
+    """The ``safe`` argument of a task list request, sent only when the caller chose (Celery's
+    client sends none unless asked)."""
+    return {} if safe is None else {"safe": safe}
 
 
 class Inspect:
@@ -426,18 +452,20 @@ class Inspect:
         return self._request("stats")
 
     def active(self, safe: bool | None = None) -> Any:
-        """``{hostname: [task info, ...]}`` of the tasks running now."""
-        return self._request("active", safe=safe)
+        """``{hostname: [task info, ...]}`` of the tasks running now; with ``safe=True`` their
+        args and kwargs are the reprs their senders wrote (a mask where they masked a secret),
+        as ``qtui inspect`` and the console ask; by default the arguments, as Celery's client."""
+        return self._request("active", **_safe_mode(safe))
 
     def reserved(self, safe: bool | None = None) -> Any:
-        """``{hostname: [task info, ...]}`` prefetched, not yet running; with ``safe``, a qtui
-        worker gives the tasks' reprs, as for :meth:`active` (a Celery worker ignores it)."""
-        return self._request("reserved", **({} if safe is None else {"safe": safe}))
+        """``{hostname: [task info, ...]}`` prefetched, not yet running; ``safe`` as for
+        :meth:`active` (a Celery worker ignores it here and sends the arguments)."""
+        return self._request("reserved", **_safe_mode(safe))
 
     def scheduled(self, safe: bool | None = None) -> Any:
         """``{hostname: [{'eta', 'priority', 'request'}, ...]}`` waiting for their ETA;
         ``safe`` as for :meth:`reserved`."""
-        return self._request("scheduled", **({} if safe is None else {"safe": safe}))
+        return self._request("scheduled", **_safe_mode(safe))
 
     def revoked(self) -> Any:
         """``{hostname: [task id, ...]}``."""
@@ -449,11 +477,12 @@ class Inspect:
 
     registered_tasks = registered
 
-    def query_task(self, *ids: str | Sequence[str]) -> Any:
-        """``{hostname: {task id: [state, task info]}}`` for the tasks a worker holds."""
+    def query_task(self, *ids: str | Sequence[str], safe: bool | None = None) -> Any:
+        """``{hostname: {task id: [state, task info]}}`` for the tasks a worker holds, by ids
+        or one list of them (Celery's call); ``safe`` as for :meth:`reserved`."""
         if len(ids) == 1 and isinstance(ids[0], (list, tuple)):
             ids = tuple(ids[0])
-        return self._request("query_task", ids=ids)
+        return self._request("query_task", ids=ids, **_safe_mode(safe))
 
     def conf(self, with_defaults: bool = False) -> Any:
         """``{hostname: {setting: value}}`` with secrets censored."""

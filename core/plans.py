@@ -47,6 +47,9 @@ PLANNED = ("queue", "routing_key", "exchange", "priority", "serializer", "compre
 #: is made for its call alone.
 _FIRST_CONTAINER = PLANNED.index("headers")
 _NO_CONTAINERS = (None,) * (len(PLANNED) - _FIRST_CONTAINER)
+_PLANNED_NAMES = frozenset(PLANNED)
+#: The planned options' values and their types in the key of a call that gives none of them.
+_NONE_GIVEN = ((None,) * len(PLANNED), (type(None),) * len(PLANNED))
 #: The types of the values a kept plan's options may have.
 _KEYED = frozenset({type(None), str, int, bool, float})
 #: Plans an app keeps (names times kinds of options: a few in practice); past it they are
@@ -167,6 +170,8 @@ def plan_key(name: str, task: Task | None, options: Mapping[str, Any]
     (a container option, or a value of a type a key cannot tell apart from an equal one).
     Equal values written differently make different keys, as they make different messages:
     ``1``, ``1.0`` and ``True`` by their types, ``0.0`` and ``-0.0`` by their reprs."""
+    if options.keys().isdisjoint(_PLANNED_NAMES):  # a group's member: its ids and index alone
+        return (name, task, *_NONE_GIVEN)
     values = tuple(map(options.get, PLANNED))
     kinds = tuple(map(type, values))
     if not _KEYED.issuperset(kinds) or values[_FIRST_CONTAINER:] != _NO_CONTAINERS:

@@ -202,6 +202,26 @@ class _CallRepr(reprlib.Repr):
     """reprlib's bounded repr with a dict's items in insertion order, as Celery's saferepr
     shows them (reprlib sorts the keys): a kwargsrepr reads as the call was written."""
 
+    def repr1(self, x: Any, level: int) -> str:
+        """reprlib's text of ``x``; a value whose builtin repr is that text (a number, flag or
+        string; a flat container of them above the depth limit) skips reprlib's lookup of a
+        method by type name and its per-item join (a ``chunks`` part is a list of tuples)."""
+        kind = type(x)
+        if kind is tuple or kind is list or kind is dict:
+            if level > 0 and _plain(x):
+                return repr(x)
+        elif kind is int:
+            if -_SHORT < x < _SHORT:
+                return repr(x)
+        elif kind is str:
+            if len(x) <= self.maxstring:
+                text = repr(x)
+                if len(text) <= self.maxstring:
+                    return text
+        elif kind in _PLAIN:
+            return repr(x)
+        return super().repr1(x, level)
+
     def repr_dict(self, x: dict[Any, Any], level: int) -> str:
         if not x:
             return "{}"
@@ -252,10 +272,10 @@ def masks(args: Sequence[Any], kwargs: Mapping[str, Any], argsrepr: str | None,
 
 
 def _plain(value: Any) -> bool:
-    """A flat tuple or dict of at most 64 numbers, flags and short strings (keys too): the
-    arguments of most calls."""
+    """A flat tuple, list or dict of at most 64 numbers, flags and short strings (keys too):
+    the arguments of most calls."""
     kind = type(value)
-    if kind is tuple:
+    if kind is tuple or kind is list:
         items: Any = value
     elif kind is dict:
         items = (*value, *value.values())

@@ -118,3 +118,28 @@ def test_a_qtui_workers_events_carry_the_reprs_celery_sent(module_workers: Modul
         app.close()
     assert "add: 5" in out.stdout
     assert (event["args"], event["kwargs"]) == ("(***)", "{***}")
+
+
+@pytest.mark.timeout(120)
+def test_inspect_of_a_celery_worker_in_safe_mode_and_with_celerys_calls(celery_side):
+    """``active(safe=True)`` gives the reprs (Celery honours ``safe`` there), ``active()`` the
+    arguments, as Celery's client; ``query_task`` takes ids or one list of them, as Celery's
+    does (a Celery worker ignores ``safe`` there and sends the arguments: ``qtui inspect`` does
+    not show them)."""
+    app = celery_side
+    celery_host = f"celery-{app.conf.task_default_queue}@{socket.gethostname()}"
+    result = app.send_task("tasks.sleep", (5,), {"secret": "hunter2"}, argsrepr="(***)",
+                           kwargsrepr="{'secret': '***'}")
+    inspect = app.control.inspect(timeout=1.0, destination=[celery_host])
+    active: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 20
+    while not active and time.monotonic() < deadline:
+        active = [t for t in (inspect.active(safe=True) or {}).get(celery_host, [])
+                  if t["id"] == result.id]
+    assert active and (active[0]["args"], active[0]["kwargs"]) == ("(***)", "{'secret': '***'}")
+    (plain,) = [t for t in inspect.active()[celery_host] if t["id"] == result.id]
+    assert (plain["args"], plain["kwargs"]) == ([5], {"secret": "hunter2"})
+    for queried in (inspect.query_task(result.id), inspect.query_task([result.id])):
+        state, info = queried[celery_host][result.id]
+        assert state == "active" and info["id"] == result.id
+    assert result.get(timeout=30) == 5

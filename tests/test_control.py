@@ -154,8 +154,11 @@ def test_control_methods_take_celerys_arguments(method):
 
 @pytest.mark.parametrize("method", INSPECT_METHODS)
 def test_inspect_methods_take_celerys_arguments(method):
+    """Celery's, in Celery's order; keyword-only ones may follow (query_task's ``safe``)."""
     from celery.app.control import Inspect as CeleryInspect
-    assert _parameters(getattr(Inspect, method)) == _parameters(getattr(CeleryInspect, method))
+    ours = pyinspect.signature(getattr(Inspect, method)).parameters.values()
+    assert [p.name for p in ours if p.kind is not p.KEYWORD_ONLY] == \
+        _parameters(getattr(CeleryInspect, method))
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

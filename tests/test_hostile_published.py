@@ -7,30 +7,33 @@ on the shared one would reach every receiver of the suite."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import amqp
 import pytest
 import redis
-from kombu import Connection, Producer
+from kombu import Connection, Consumer, Producer, Queue
+from kombu.pidbox import Mailbox
 
-from qtui.core import App
+from qtui.core import App, control
 from qtui.core.brokers import dropped
+from qtui.core.control import UNDECODABLE
 from qtui.core.events import EventReceiver, event_exchange
 from qtui.tui.feed import Feed
 
 from .hostile_shapes import NOT_ENVELOPES, UNDECODABLE_BODIES
 from .redis_server import redis_server, spare_port
 from .services import AMQP_HOST, AMQP_PORT, need
-from .test_worker_hostile_amqp import DEEP_HEADERS, RawMessage, content_header
+from .test_worker_hostile_amqp import DEEP_HEADERS, UNREADABLE, RawMessage, content_header
 from .worker_helpers import hostname_of, make_setup, wait_for
 
 
@@ -296,6 +299,9 @@ def test_a_worker_answers_ping_after_an_amqp_request_whose_headers_nest_thousand
 
 
 # the collection of control replies -----------------------------------------------------------
+REPLY_EXCHANGE = "reply.celery.pidbox"
+
+
 @pytest.mark.timeout(60)
 def test_inspect_collects_replies_past_items_that_are_no_envelope(private_redis, every_warning,
                                                                    caplog):
@@ -324,4 +330,147 @@ def test_inspect_collects_replies_past_items_that_are_no_envelope(private_redis,
         client.close()
     assert len(pushed) == 1
     assert sum(f"Dropped a message of queue {pushed[0]!r}" in r.getMessage()
+               for r in caplog.records) == len(NOT_ENVELOPES)
+
+
+def replying_after(monkeypatch: pytest.MonkeyPatch, url: str,
+                   hostile: Callable[[Mailbox, str], None], hostname: str) -> None:
+    """Each command the test sends gets, in its reply queue, what ``hostile`` publishes (given
+    the command's mailbox and ticket), then ``hostname``'s pong: a reply as a worker sends it,
+    without a worker on the shared ``celery.pidbox``."""
+    publish = control._publish
+
+    def publish_then_reply(mailbox: Mailbox, conn: Connection, message: dict[str, Any],
+                           ticket: str | None, timeout: float, secret: bytes | None) -> None:
+        publish(mailbox, conn, message, ticket, timeout, secret)
+        assert ticket is not None
+        hostile(mailbox, ticket)
+        with Connection(url) as replier:
+            Producer(replier.default_channel).publish(
+                {hostname: {"ok": "pong"}}, exchange=REPLY_EXCHANGE,
+                routing_key=mailbox.oid, headers={"ticket": ticket}, serializer="json")
+
+    monkeypatch.setattr(control, "_publish", publish_then_reply)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", ["headers_nested_3000_deep", "content_type_not_utf8",
+                                  "correlation_id_not_utf8"])
+def test_an_amqp_reply_the_collection_cannot_read_is_dropped_and_the_workers_reply_kept(
+        amqp_url, case, monkeypatch, every_warning, caplog, unique):
+    """Headers nested thousands deep ended ``inspect`` with a RecursionError (a content type or
+    correlation id that is not UTF-8, with a UnicodeDecodeError)."""
+    hostname = f"fake-{unique}@here"
+
+    def unreadable(mailbox: Mailbox, ticket: str) -> None:
+        publish_amqp_raw(mailbox.reply_queue.name, content_header(ticket, **UNREADABLE[case]),
+                         b"{}")
+
+    replying_after(monkeypatch, amqp_url, unreadable, hostname)
+    app = App("t", broker=amqp_url)
+    try:
+        assert app.control.inspect(destination=[hostname], timeout=10).ping() == {
+            hostname: {"ok": "pong"}}
+    finally:
+        app.close()
+    assert any("Dropped a remote-control reply that cannot be decoded" in r.getMessage()
+               and r.levelno == logging.WARNING for r in caplog.records)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("broker", ["redis", "sqlite", "rabbitmq"])
+def test_undecodable_replies_neither_end_the_collection_nor_go_unsaid(
+        broker, request, tmp_path, monkeypatch, every_warning, caplog, unique):
+    """One with the command's ticket (anyone who saw the command has it) is shown as an error
+    of its own and does not count as a worker's answer, which used to end the wait for the
+    named workers before they answered; one without is dropped with a warning."""
+    url = broker_url(broker, request, tmp_path)
+    hostname = f"fake-{unique}@here"
+
+    def undecodable(mailbox: Mailbox, ticket: str) -> None:
+        with Connection(url) as conn:
+            for body, content_type in UNDECODABLE_BODIES.values():
+                for headers in ({"ticket": ticket}, {}):
+                    Producer(conn.default_channel).publish(
+                        body, exchange=REPLY_EXCHANGE, routing_key=mailbox.oid,
+                        headers=headers, content_type=content_type, content_encoding="utf-8")
+
+    replying_after(monkeypatch, url, undecodable, hostname)
+    app = App("t", broker=url)
+    try:
+        replies = app.control.broadcast("ping", reply=True, destination=[hostname], timeout=10)
+    finally:
+        app.close()
+    assert replies is not None and replies.by_worker()[hostname] == {"ok": "pong"}
+    assert sorted(replies.by_worker()) == sorted(
+        [hostname, *(f"{UNDECODABLE}{n}" for n in range(1, len(UNDECODABLE_BODIES) + 1))])
+    assert sum("Dropped a remote-control reply that cannot be decoded" in r.getMessage()
+               for r in caplog.records) == len(UNDECODABLE_BODIES)
+
+
+@pytest.mark.timeout(90)
+def test_qtui_inspect_prints_the_workers_reply_after_one_whose_headers_nest_thousands_deep(
+        amqp_url, tmp_path, unique):
+    """As an attacker would: the command read from the ``celery.pidbox`` fanout exchange (any
+    client may bind a queue to it) names the reply queue's routing key and the ticket, and
+    the hostile reply goes there ahead of the named worker's."""
+    hostname = f"fake-{unique}@here"
+    app = App("t", broker=amqp_url)
+    commands: list[dict[str, Any]] = []
+    with Connection(amqp_url) as conn:
+        spy = Queue(f"spy-{unique}", app.control.mailbox.exchange, auto_delete=True)
+        with Consumer(conn.default_channel, [spy], no_ack=True, accept=["json"],
+                      callbacks=[lambda body, _: commands.append(body)]):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "qtui.tui.cli", "-b", amqp_url, "inspect", "ping",
+                 "-d", hostname, "-t", "20"], cwd=tmp_path, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True, start_new_session=True)
+            try:
+                deadline = time.monotonic() + 30
+                while not any(c.get("destination") == [hostname] for c in commands) \
+                        and time.monotonic() < deadline:
+                    with contextlib.suppress(TimeoutError):
+                        conn.drain_events(timeout=1)
+                command = next(c for c in commands if c.get("destination") == [hostname])
+                reply_to, ticket = command["reply_to"], command["ticket"]
+                with amqp.Connection(f"{AMQP_HOST}:{AMQP_PORT}", userid="guest",
+                                     password="guest") as raw:
+                    raw.channel().basic_publish(
+                        RawMessage(b"{}", content_header(ticket, extra=DEEP_HEADERS)),
+                        exchange=reply_to["exchange"], routing_key=reply_to["routing_key"])
+                Producer(conn.default_channel).publish(
+                    {hostname: {"ok": "pong"}}, exchange=reply_to["exchange"],
+                    routing_key=reply_to["routing_key"], headers={"ticket": ticket},
+                    serializer="json")
+                out, err = proc.communicate(timeout=30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(5)
+    assert proc.returncode == 0, err
+    assert f"{hostname}: OK" in out
+    assert "Dropped a remote-control reply that cannot be decoded" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.timeout(60)
+def test_items_that_are_no_envelope_in_an_embedded_reply_queue_are_dropped(
+        tmp_path, monkeypatch, every_warning, caplog, unique):
+    """The embedded broker's counterpart of the Redis test above (it held up before too)."""
+    url = f"sqlite://{tmp_path}/broker.sqlite"
+    hostname = f"fake-{unique}@here"
+
+    def not_envelopes(mailbox: Mailbox, ticket: str) -> None:
+        with Connection(url) as conn:
+            for text in NOT_ENVELOPES.values():
+                conn.default_channel.db.put(mailbox.reply_queue.name, 0, text)
+
+    replying_after(monkeypatch, url, not_envelopes, hostname)
+    app = App("t", broker=url)
+    try:
+        assert app.control.ping(destination=[hostname], timeout=10) == [
+            {hostname: {"ok": "pong"}}]
+    finally:
+        app.close()
+    assert sum("Dropped a message of queue" in r.getMessage()
                for r in caplog.records) == len(NOT_ENVELOPES)

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from qtui.core import App
-from qtui.core.ledger import Ledger, RedisLedger, SQLiteLedger, ledger_for
+from qtui.core.brokers.redis.ledger import RedisLedger
+from qtui.core.ledger import Ledger, SQLiteLedger, ledger_for
 
 from .services import REDIS_HOST, REDIS_PORT, need
 from .worker_helpers import wait_for

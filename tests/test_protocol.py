@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import json
 import re
+import reprlib
 from datetime import datetime, timedelta, timezone
 
 import celery
@@ -13,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kombu import serialization
 
-from qtui.core import App
+from qtui.core import App, protocol
 from qtui.core.exceptions import ContentDisallowed, ProtocolError
 from qtui.core.protocol import (
     ARGSREPR_MAXSIZE,
@@ -88,6 +91,39 @@ def test_a_long_kwargsrepr_keeps_the_order_the_call_wrote():
     kwargs = {f"k{n}": [n] for n in range(70, 0, -1)}
     text = saferepr(kwargs, 10_000)
     assert text.startswith("{'k70': [70], 'k69': [69], ") and text.endswith("'k7': [7], ...}")
+
+
+def _reprlib_text(value, maxsize=ARGSREPR_MAXSIZE):
+    """saferepr's text as reprlib itself writes it: qtui's repr with reprlib's own dispatch
+    for every item (no builtin-repr shortcut)."""
+    reference = copy.copy(protocol._repr)
+    reference.repr1 = functools.partial(reprlib.Repr.repr1, reference)
+    text = reference.repr(value)
+    return text if len(text) <= maxsize else text[: maxsize - 3] + "..."
+
+
+@pytest.mark.parametrize("value", [
+    {"task": {"task": "t", "args": (1, "a")}, "it": [(n,) for n in range(10)]},  # a chunk
+    [(1, 2.5, None, True), ["s", -(10 ** 29)], {"k": "v"}, (), [], {}],
+    ([[[[1], [2]]]], {"deep": [[[["x"]]]]}),  # past reprlib's depth limit
+    ([list(range(70))], (tuple(range(65)),), [{str(n): n for n in range(65)}]),  # too long
+    ([10 ** 40, "y" * 2000, 1.5e300, float("nan")], [b"bytes", {1, 2}]),  # shortened, other
+])
+def test_nested_arguments_are_shown_as_reprlib_shows_them(value):
+    assert saferepr(value, ARGSREPR_MAXSIZE) == _reprlib_text(value)
+
+
+def test_a_chunks_part_is_shown_without_reprlib_visiting_each_item(monkeypatch):
+    """A ``chunks`` message's kwargsrepr (a list of argument tuples) costs a builtin repr,
+    not reprlib's method lookup and join per item."""
+    visited = []
+    for name in ("repr_tuple", "repr_int"):
+        original = getattr(reprlib.Repr, name)
+        monkeypatch.setattr(reprlib.Repr, name, lambda self, x, level, _o=original, _n=name: (
+            visited.append(_n), _o(self, x, level))[1])
+    part = {"task": {"task": "t"}, "it": [(n,) for n in range(10)]}
+    assert saferepr(part, ARGSREPR_MAXSIZE) == repr(part)
+    assert visited == []
 
 
 def test_naive_dates_are_read_as_utc_and_z_suffix_is_accepted():

@@ -14,7 +14,7 @@ import pytest
 import redis
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from qtui.core.brokers import redis as redis_broker
+from qtui.core.brokers.redis import channel as redis_broker
 
 from .services import REDIS_HOST, REDIS_PORT
 from .tcp_proxy import Interceptor, SilentProxy

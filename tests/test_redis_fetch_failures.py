@@ -14,7 +14,7 @@ import pytest
 import redis
 from kombu import Consumer, Queue
 
-from qtui.core.brokers import redis as redis_broker
+from qtui.core.brokers.redis import channel as redis_broker
 from qtui.core.brokers.redis import wire, worker_channel
 from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_KEY, PROCESSING_KEY
 from qtui.workers.worker import SentFetch, Worker

@@ -18,8 +18,9 @@ import pytest
 from qtui.core import App
 from qtui.core.beat.redis_store import RedisBeatStore
 from qtui.core.beat.store import store_for
-from qtui.core.brokers.redis.channel import client_url
-from qtui.core.ledger import RedisLedger, ledger_for
+from qtui.core.brokers.redis.ledger import RedisLedger
+from qtui.core.brokers.redis.urls import client_url
+from qtui.core.ledger import ledger_for
 from qtui.tui import commands
 
 from .redis_server import redis_server, spare_port

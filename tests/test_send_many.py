@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from qtui.core import App, sending
-from qtui.core.brokers.redis import Channel as RedisChannel
+from qtui.core.brokers.redis.channel import Channel as RedisChannel
 from qtui.core.brokers.sqlite import Channel as SqliteChannel
 from qtui.core.canvas import chunks, group, signature
 from qtui.core.events import EventReceiver
@@ -804,9 +804,9 @@ def test_delay_builds_a_message_only_for_the_first_call_of_each_kind(
     assert len(ours) == 21 and sorted(ours) == sorted(kombus)
 
 
-def test_sending_a_group_copies_each_member_signature_once(monkeypatch):
-    """A group's ``apply_async`` copies each member once (so freezing it leaves the caller's
-    group as it was) and sends that copy as it is: no copy per member per layer."""
+def test_sending_a_group_copies_no_member_signature(monkeypatch):
+    """A group's ``apply_async`` sends each one-task member as it is, under the id the send
+    gives it, without copying it to freeze the copy: the caller's group stays unfrozen."""
     from qtui.core import canvas
 
     app = App("client", broker="memory://", backend=None, task_default_queue="copies")
@@ -832,7 +832,7 @@ def test_sending_a_group_copies_each_member_signature_once(monkeypatch):
         app.close()
     assert len(result.results) == 20
     assert members.id is None and all(m.id is None for m in members.tasks)
-    assert copied.count("tasks.add") == 20
+    assert copied.count("tasks.add") == 0
 
 
 @pytest.mark.timeout(30)
@@ -880,3 +880,41 @@ def test_celerys_argsrepr_kwargsrepr_and_shadow_options_set_the_headers_of_every
             message.ack()
     plain = {"argsrepr": "(1,)", "kwargsrepr": "{'y': 2}", "shadow": None}
     assert headers == [masked, masked, masked, plain, masked]
+
+
+def test_a_group_sends_each_member_under_its_result_id_group_and_index(monkeypatch):
+    """Each member goes out under the id its result has (a member frozen before keeps its
+    own), with the group's id and its index and its own options; each send makes new ids."""
+    app = App("client", broker="memory://", backend=None, task_default_queue="ids")
+
+    @app.task(name="tasks.add", ignore_result=True)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    sent: list[Any] = []
+    monkeypatch.setattr(sending, "send", lambda _app, outgoing, *_: sent.extend(outgoing))
+    frozen = add.s(1, 1)
+    frozen.freeze()
+    members = group([frozen, add.s(2, 2).set(countdown=60)])
+    try:
+        first, second = members.apply_async(queue="elsewhere"), members.apply_async()
+    finally:
+        app.close()
+    messages = [outgoing.message for outgoing in sent]
+    assert [m.id for m in messages] == [r.id for r in (*first.results, *second.results)]
+    assert messages[0].id == messages[2].id == frozen.id
+    assert messages[1].id != messages[3].id and first.id != second.id
+    assert [(m.group, m.group_index) for m in messages] == [
+        (first.id, 0), (first.id, 1), (second.id, 0), (second.id, 1)]
+    assert [m.eta is not None for m in messages] == [False, True, False, True]
+    assert [o.routing_key for o in sent] == ["elsewhere", "elsewhere", "ids", "ids"]
+
+
+def test_a_call_giving_none_of_the_planned_options_is_kept_under_the_all_none_key():
+    """A group member's options are its ids and index alone: its plan is the one kept for a
+    call that gives every planned option as None."""
+    from qtui.core.plans import PLANNED, plan_key
+
+    own = {"task_id": "t", "group_id": "g", "group_index": 3, "countdown": None}
+    assert plan_key("tasks.add", None, own) == plan_key(
+        "tasks.add", None, {**dict.fromkeys(PLANNED), "group_index": 4})

@@ -168,6 +168,48 @@ def test_safe_mode_gives_the_senders_reprs_of_active_and_scheduled_tasks(node: N
     assert active["args"] == "(30, '***')" and entry["request"]["args"] == "('***',)"
 
 
+@pytest.mark.timeout(90)
+def test_inspect_asks_in_safe_mode_when_told(module_workers: ModuleWorkers):
+    """``app.control.inspect()``'s task lists give the reprs the sender wrote with
+    ``safe=True``, as ``qtui inspect`` asks, and the arguments by default, as Celery's client
+    (query_task could not ask for safe mode). One pool process, so a second task waits
+    reserved; a horizon that keeps the countdown task."""
+    setup, _ = module_workers.get("redis", "-P", "prefork", "-c", "1",
+                                  worker_eta_horizon=3600)
+    node = Node(setup, None)
+    sent = [node.app.send_task("tasks.slow", args=[30, "hunter2"], argsrepr="(30, '***')"),
+            node.app.send_task("tasks.add", args=[2, 3], argsrepr="(***)"),
+            node.app.send_task("tasks.mark", args=["s3cr3t"], countdown=600,
+                               argsrepr="('***',)")]
+    running, waiting, later = (r.id for r in sent)
+    inspect, host = node.inspect(), node.hostname
+    try:
+        eventually(lambda: any(t["id"] == running for t in inspect.active(safe=True)[host])
+                   and any(t["id"] == waiting for t in inspect.reserved(safe=True)[host])
+                   and any(e["request"]["id"] == later for e in inspect.scheduled(safe=True)[host]),
+                   "the tasks held")
+
+        def args(tasks: list[dict[str, Any]], task_id: str) -> Any:
+            return next(t["args"] for t in tasks if t["id"] == task_id)
+
+        assert args(inspect.active(safe=True)[host], running) == "(30, '***')"
+        assert args(inspect.active()[host], running) == [30, "hunter2"]
+        assert args(inspect.reserved(safe=True)[host], waiting) == "(***)"
+        assert args(inspect.reserved()[host], waiting) == [2, 3]
+        assert args([e["request"] for e in inspect.scheduled(safe=True)[host]], later) == "('***',)"
+        assert args([e["request"] for e in inspect.scheduled()[host]], later) == \
+            ["s3cr3t"]
+        for queried in (inspect.query_task(running, later, safe=True),
+                        inspect.query_task([running, later], safe=True)):
+            assert {i: info["args"] for i, (_, info) in queried[host].items()} == {
+                running: "(30, '***')", later: "('***',)"}
+        _, info = inspect.query_task(later)[host][later]
+        assert info["args"] == ["s3cr3t"]
+    finally:
+        node.app.control.terminate([running, waiting, later], destination=[host])
+        node.app.close()
+
+
 # control ----------------------------------------------------------------------------------------
 @pytest.mark.timeout(90)
 def test_revoke_with_terminate_kills_only_the_target_task(node: Node):

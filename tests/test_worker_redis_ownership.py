@@ -20,7 +20,7 @@ import redis
 from celery import Celery
 from kombu import Consumer, Producer, Queue
 
-from qtui.core.brokers import redis as redis_broker
+from qtui.core.brokers.redis import channel as redis_broker
 from qtui.core.brokers.redis import worker_channel
 from qtui.core.brokers.redis.worker_channel import ALIVE_KEY, OWNED_KEY, OWNERS_KEY, PROCESSING_KEY
 from qtui.workers.deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER

@@ -35,7 +35,7 @@ import redis
 from kombu import Consumer, Producer, Queue
 
 from qtui.core import App
-from qtui.core.brokers import redis as redis_broker
+from qtui.core.brokers.redis import channel as redis_broker
 from qtui.core.brokers.redis import worker_channel
 from qtui.core.brokers.redis.worker_channel import (
     ALIVE_KEY,

@@ -23,7 +23,7 @@ import redis
 from kombu import Connection, Consumer, Queue
 
 from qtui.core import App
-from qtui.core.brokers import redis as redis_broker
+from qtui.core.brokers.redis import channel as redis_broker
 from qtui.core.brokers.redis import worker_channel
 from qtui.core.delayed import DELAY_QUEUE, DELAYED_KEY, DUE_QUEUE, LADDER
 from qtui.workers.redelivery import direct_queue

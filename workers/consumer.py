@@ -26,12 +26,11 @@ from kombu.exceptions import ChannelError, OperationalError
 from kombu.message import Message
 
 from qtui.core.brokers.family import BrokerFamily, family_for
-from qtui.core.brokers.redis import worker_channel
-from qtui.core.brokers.redis.channel import client_url
+from qtui.core.brokers.redis.urls import client_url
 from qtui.core.config import mask_url
 from qtui.core.delayed import due_queue
 from qtui.core.exceptions import BrokerUnavailable
-from qtui.core.ledger import Ledger, RedisLedger, SQLiteLedger
+from qtui.core.ledger import Ledger
 from qtui.core.pauses import leave_out_paused
 from qtui.core.routing import queue_type
 
@@ -177,8 +176,7 @@ class Consumer:
 
     def _connect(self, prefetch: int) -> None:
         conn = self.connection = self.app.connection_for_read(
-            redis_transport=worker_channel.Transport,
-            heartbeat=float(self.app.conf.broker_heartbeat or 0))
+            heartbeat=float(self.app.conf.broker_heartbeat or 0), worker=True)
         family = family_for(conn)
         if family.worker_transport is not None:
             conn = self.connection = conn.clone(transport=family.worker_transport)
@@ -389,15 +387,10 @@ class Consumer:
         return hasattr(self.channel, "ack_many")
 
     def writes_ledger(self, ledger: Ledger | None) -> bool:
-        """Whether :meth:`send_fetch` can write ``ledger``'s records: the worker's Redis
-        channel, on the database the ledger is kept in, with plain key names; the embedded
-        broker's channel, on the file the ledger is kept in."""
-        if not hasattr(self.channel, "send_fetch"):
-            return False
-        if isinstance(ledger, RedisLedger):
-            return not self.channel.global_keyprefix and ledger.url == self.app.broker_url
-        return (isinstance(ledger, SQLiteLedger)
-                and ledger.path.resolve() == self.channel.db.path.resolve())
+        """Whether :meth:`send_fetch` can write ``ledger``'s records
+        (:meth:`~qtui.core.ledger.Ledger.written_by`)."""
+        return (hasattr(self.channel, "send_fetch") and ledger is not None
+                and ledger.written_by(self.channel, self.app.broker_url))
 
     @property
     def settles_with_records(self) -> bool:

@@ -26,8 +26,6 @@ import sys
 import time
 from collections.abc import Sequence
 
-import redis
-
 #: How often the helper checks that its parent lives (seconds).
 PARENT_CHECK = 0.2
 #: How often, at most, the helper repeats that it cannot refresh the alive key (seconds).
@@ -76,6 +74,8 @@ class Liveness:
 
 
 def run(url: str, owner: str, ttl: float, parent: int, keys: list[str]) -> None:
+    import redis  # the helper's: a worker imports this module for Liveness, on any broker
+
     client = redis.Redis.from_url(url)
     refresh = client.register_script(_REFRESH)
     alive = keys[0]

@@ -28,8 +28,8 @@ import redis
 
 from .. import exceptions, states
 from ..brokers.redis import wire
-from ..brokers.redis.channel import client_url
 from ..brokers.redis.refusals import describe as describe_refusal
+from ..brokers.redis.urls import client_url
 from ..exceptions import BackendError
 from ..refused import wait_out
 from .base import ResultBackend, pending_meta

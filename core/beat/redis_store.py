@@ -11,7 +11,7 @@ from typing import cast
 
 import redis
 
-from ..brokers.redis.channel import client_url
+from ..brokers.redis.urls import client_url
 from ..config import mask_url
 from .store import RUNS_KEPT, TICK_TTL, BeatStore, Claim, Node, Run
 

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from ..brokers.redis.channel import CLIENT_SCHEMES, scheme
+from ..brokers.redis.urls import CLIENT_SCHEMES, scheme
 from ..config import mask_url
 from ..exceptions import ConfigError
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from kombu import Connection, Queue
@@ -120,19 +121,26 @@ class BrokerFamily:
 KOMBU = BrokerFamily()
 
 
+#: Where each family is, by its transports' ``driver_type``: the module and its family's name.
+_FAMILIES = {"redis": (".redis.family", "REDIS"), "amqp": (".amqp.family", "AMQP"),
+             "sqlite": (".sqlite.family", "SQLITE")}
+
+
 def family_for(connection: Connection) -> BrokerFamily:
     """The family of ``connection``'s transport (the connection need not be open)."""
-    return _families().get(connection.transport.driver_type, KOMBU)
+    return _family(connection.transport.driver_type)
 
 
 @cache
-def _families() -> dict[str, BrokerFamily]:
-    """Each family by its transports' ``driver_type``. Imported on first use: each family's
-    package imports the interfaces (queues, delayed) that ask this module for the family."""
-    from .amqp.family import AMQP
-    from .redis.family import REDIS
-    from .sqlite.family import SQLITE
-    return {"redis": REDIS, "amqp": AMQP, "sqlite": SQLITE}
+def _family(driver_type: str) -> BrokerFamily:
+    """The family of transports of ``driver_type``, its package imported on first use: only the
+    families a process uses are loaded (redis-py with Redis's), and each family's package
+    imports the interfaces (queues, delayed) that ask this module for the family."""
+    if driver_type not in _FAMILIES:
+        return KOMBU
+    module, name = _FAMILIES[driver_type]
+    family: BrokerFamily = getattr(import_module(module, __package__), name)
+    return family
 
 
 def transport_name(connection: Connection) -> str:

@@ -27,7 +27,6 @@ import logging
 import select
 import socket
 import time
-import urllib.parse
 import warnings
 from collections.abc import Sequence
 from queue import Empty
@@ -43,6 +42,7 @@ from kombu.utils.json import dumps
 from ..dropped import warn_dropped
 from ..envelope import Envelope, NotAnEnvelope, ReadsEnvelopes, ReplyLost
 from . import wire
+from .urls import REDIS_SCHEMES, scheme
 
 #: Route a message as kombu's direct exchange does and push it, in one round trip.
 #: KEYS[1] the exchange's binding set; ARGV: routing key, message, separator, priority suffix.
@@ -122,14 +122,6 @@ while i <= #ARGV do
 end
 return unrouted
 """
-
-REDIS_SCHEMES = ("redis", "rediss", "redis+socket")
-"""The broker URL schemes that reach Redis: kombu's (and Celery's) TCP, TLS and unix socket
-forms."""
-
-CLIENT_SCHEMES = (*REDIS_SCHEMES, "unix")
-"""The URL schemes of a Redis that results, the ledger and the beat store reach with redis-py
-(:func:`client_url`): the broker's, and redis-py's own unix socket form."""
 
 logger = logging.getLogger(__name__)
 
@@ -413,30 +405,3 @@ def connection(url: str, transport: type[kombu_redis.Transport] = Transport,
     if scheme(url) not in REDIS_SCHEMES:
         return conn
     return _Connection(url, transport=transport, ssl=conn.ssl, **kwargs)
-
-
-def scheme(url: str) -> str:
-    """The scheme of ``url``, lower case, prefix included (``redis+socket``)."""
-    return url.partition("://")[0].strip().lower()
-
-
-def client_url(url: str, active: Connection | None = None) -> str:
-    """``url`` as redis-py's ``Redis.from_url`` takes it: of a failover list (``;``), the entry
-    ``active`` is connected to (the first without it); kombu's unix socket form
-    (``redis+socket:///path?virtual_host=N``) becomes ``unix:///path?db=N``."""
-    entries = [entry.strip() for entry in url.split(";") if entry.strip()]
-    url = entries[0] if entries else url
-    if active is not None:
-        url = next((entry for entry in entries if _same_server(entry, active)), url)
-    if scheme(url) != "redis+socket":
-        return url
-    path, _, query = url.strip().partition("://")[2].partition("?")
-    pairs = [("db" if key == "virtual_host" else key, value)
-             for key, value in urllib.parse.parse_qsl(query)]
-    return f"unix://{path}" + (f"?{urllib.parse.urlencode(pairs)}" if pairs else "")
-
-
-def _same_server(url: str, active: Connection) -> bool:
-    """Whether ``url`` names the host and port ``active`` is connected to."""
-    entry = Connection(url)
-    return (entry.hostname, entry.port) == (active.hostname, active.port)
