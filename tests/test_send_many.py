@@ -733,7 +733,7 @@ def test_a_task_s_own_expiry_and_limits_reach_every_call_that_gives_none(tmp_pat
 def test_a_bulk_send_fills_each_call_into_its_template_without_building_its_message(
         broker, tmp_path, unique, fixed_wire, monkeypatch):
     """``send_many`` stores for each call what kombu stores for that call's message, and
-    builds a message only to cut each kind's template (once per batch), not one per call."""
+    builds a message only to cut each kind's template (once per plan), not one per call."""
     queue = f"calls-{unique}"
     app = client(tmp_path, broker, queue)
     add = app.tasks["tasks.add"]
