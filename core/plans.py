@@ -15,7 +15,7 @@ message that does not fill a template, a backend that hears of each call, task-s
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -35,6 +35,7 @@ from .task import resolve_eta, resolve_expires
 
 if TYPE_CHECKING:
     from .app import App
+    from .brokers.envelope import Template
     from .task import Task
 
 #: The options a plan is made of, in the order of its key. Any other option (see
@@ -75,6 +76,9 @@ class SendPlan:
     embed: Mapping[str, Any]
     """The third part of every call's body (:func:`~qtui.core.protocol.body_of`):
     :data:`~qtui.core.protocol.NO_EMBED` itself when the plan has no canvas fields."""
+    templates: dict[tuple[Any, ...], Template | None] = field(default_factory=dict)
+    """The message templates of this plan's calls (or None: no template fits), kept by
+    :meth:`~qtui.core.brokers.envelope.Template.of_call`."""
 
     @classmethod
     def of(cls, app: App, name: str, task: Task | None, options: Mapping[str, Any]

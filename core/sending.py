@@ -342,23 +342,15 @@ def _put_envelopes(producer: Producer, chunk: Sequence[Outgoing], deadline: floa
                    ) -> None:
     """Build the envelopes on the producer's channel now (a retry revives the channel), from
     each message's template where it has one, and store them in one call, waiting for the
-    broker until ``deadline`` where the channel can bound it. The calls of one plan, priority
-    and route share a template, looked up once."""
+    broker until ``deadline`` where the channel can bound it. A call of a send plan finds its
+    template on the plan, its message unbuilt."""
     channel: EnvelopeChannel = producer.channel
-    templates: dict[tuple[Any, ...], Template | None] = {}
     envelopes = []
     for outgoing in chunk:
         call = outgoing.unbuilt
-        if call is None:
-            envelopes.append(_envelope(channel, outgoing))
-            continue
-        key = (call.plan, call.priority, outgoing.exchange, outgoing.routing_key)
-        try:
-            template = templates[key]
-        except KeyError:
-            template = templates[key] = Template.of(channel, outgoing.message, outgoing.body,
-                                                    outgoing.exchange, outgoing.routing_key)
-        if template is None:
+        template = None if call is None else Template.of_call(
+            channel, call, outgoing.body, outgoing.exchange, outgoing.routing_key)
+        if call is None or template is None:
             envelopes.append(_envelope(channel, outgoing))
         else:
             envelopes.append(template.fill(call, outgoing.body, call.plan.prototype.headers))

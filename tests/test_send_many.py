@@ -167,13 +167,20 @@ def ours_and_kombus(app: App, conn: Any, queue: str, message: TaskMessage
     sending.send(app, [Outgoing(message, "", queue, None, "json")])
     ours = stored(channel, queue)
     channel.queue_purge(queue)
-    wire = build(message)
-    conn.Producer().publish(
-        wire.body, exchange="", routing_key=queue, serializer="json",
-        headers=wire.headers, delivery_mode=2, **wire.properties)
-    kombus = stored(channel, queue)
-    channel.queue_purge(queue)
-    return ours, kombus
+    return ours, kombus_store(conn, queue, [message])
+
+
+def kombus_store(conn: Any, queue: str, messages: list[TaskMessage]) -> list[str]:
+    """What ``queue`` stores for ``messages`` sent through kombu's own ``Producer.publish``
+    (as qtui sent them before); the queue is left empty."""
+    for message in messages:
+        wire = build(message)
+        conn.Producer().publish(
+            wire.body, exchange="", routing_key=queue, serializer="json",
+            headers=wire.headers, delivery_mode=2, **wire.properties)
+    kombus = stored(conn.default_channel, queue)
+    conn.default_channel.queue_purge(queue)
+    return kombus
 
 
 @pytest.mark.parametrize("broker", ["redis", "sqlite"])
@@ -726,7 +733,7 @@ def test_a_task_s_own_expiry_and_limits_reach_every_call_that_gives_none(tmp_pat
 def test_a_bulk_send_fills_each_call_into_its_template_without_building_its_message(
         broker, tmp_path, unique, fixed_wire, monkeypatch):
     """``send_many`` stores for each call what kombu stores for that call's message, and
-    builds a message only to cut each kind's template (once per batch), not one per call."""
+    builds a message only to cut each kind's template (once per plan), not one per call."""
     queue = f"calls-{unique}"
     app = client(tmp_path, broker, queue)
     add = app.tasks["tasks.add"]
@@ -746,19 +753,55 @@ def test_a_bulk_send_fills_each_call_into_its_template_without_building_its_mess
             assert len(built) == 2  # one per kind of message: no eta, and eta + priority
             ours = stored(channel, queue)
             channel.queue_purge(queue)
-            for sig in calls:
-                own = sig.options
-                wire = build(TaskMessage(
-                    id=own["task_id"], task="tasks.add", args=tuple(sig.args),
-                    ignore_result=True, eta=own.get("eta"), priority=own.get("priority")))
-                conn.Producer().publish(
-                    wire.body, exchange="", routing_key=queue, serializer="json",
-                    headers=wire.headers, delivery_mode=2, **wire.properties)
-            kombus = stored(channel, queue)
-            channel.queue_purge(queue)
+            kombus = kombus_store(conn, queue, [TaskMessage(
+                id=sig.options["task_id"], task="tasks.add", args=tuple(sig.args),
+                ignore_result=True, eta=sig.options.get("eta"),
+                priority=sig.options.get("priority")) for sig in calls])
     finally:
         app.close()
     assert len(ours) == 60 and ours == kombus
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("broker", ["redis", "sqlite"])
+def test_delay_builds_a_message_only_for_the_first_call_of_each_kind(
+        broker, tmp_path, unique, fixed_wire, monkeypatch):
+    """Calls sent one at a time find their template on the send plan: a message is built for
+    the first call of each priority (to cut its template), not for every call, and each call
+    stores what kombu stores for its message, with the origin of the process sending it."""
+    from qtui.core import protocol
+
+    queue = f"delays-{unique}"
+    app = client(tmp_path, broker, queue)
+    add = app.tasks["tasks.add"]
+    built: list[TaskMessage] = []
+    for_call = TaskMessage.for_call
+    monkeypatch.setattr(TaskMessage, "for_call",
+                        lambda self, *call: built.append(self) or for_call(self, *call))
+    origin = protocol.default_origin()
+    sent: list[TaskMessage] = []  # what each call sent, as a message kombu is given below
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            channel.queue_declare(queue)
+            for i in range(10):
+                sent.append(TaskMessage(id=add.delay(i, "é\n\"%s").id, task="tasks.add",
+                                        args=(i, "é\n\"%s"), origin=origin))
+                sent.append(TaskMessage(id=add.apply_async((i, "x"), priority=3).id,
+                                        task="tasks.add", args=(i, "x"), priority=3,
+                                        origin=origin))
+            assert len(built) == 2  # one per kind of message: no priority, and priority 3
+            monkeypatch.setattr(protocol, "_origin", "gen1@forked")  # as in a forked child
+            sent.append(TaskMessage(id=add.delay(20, "y").id, task="tasks.add", args=(20, "y"),
+                                    origin="gen1@forked"))
+            ours = stored(channel, queue)
+            channel.queue_purge(queue)
+            for message in sent:
+                message.ignore_result = True
+            kombus = kombus_store(conn, queue, sent)
+    finally:
+        app.close()
+    assert len(ours) == 21 and sorted(ours) == sorted(kombus)
 
 
 def test_sending_a_group_copies_no_member_signature(monkeypatch):

@@ -39,6 +39,7 @@ from ..protocol import (
     build_open,
     call_body,
     dead_letter_queue_name,
+    default_origin,
     json_body,
     json_loads,
     new_id,
@@ -196,6 +197,8 @@ _SLOTS = (*PER_SEND, "delivery_tag", "body")
 #: Templates kept at most (kinds of message: a few per task in practice); past it they are
 #: cut again as they are used.
 _TEMPLATE_SIZE = 1024
+#: Templates a send plan keeps (its calls' priorities and routes: one or a few in practice).
+_PLAN_TEMPLATES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +235,24 @@ class Template:
                 _templates.clear()
             template = _templates[key] = cls._cut(channel, message, body, exchange,
                                                   routing_key)
+        return template
+
+    @classmethod
+    def of_call(cls, channel: EnvelopeChannel, call: Call, body: Body, exchange: str,
+                routing_key: str) -> Template | None:
+        """:meth:`of` for the message of ``call``, kept on its send plan: a call's message
+        differs from the plan's prototype only in what a template leaves open, its priority
+        and its origin, so a call finds its template without its message being built."""
+        key = (call.priority, exchange, routing_key, body.content_type, body.content_encoding,
+               channel.body_encoding, channel.default_priority, default_origin())
+        kept = call.plan.templates
+        try:
+            return kept[key]
+        except KeyError:
+            pass
+        if len(kept) >= _PLAN_TEMPLATES:
+            kept.clear()
+        template = kept[key] = cls.of(channel, call.message(), body, exchange, routing_key)
         return template
 
     @classmethod
