@@ -422,7 +422,8 @@ def test_a_dead_owners_message_with_an_integer_delivery_tag_is_restored_as_it_ca
 #: Task messages a worker cannot deliver as they are, each a member set (by the test's unique
 #: integer) and the reason it is dead-lettered with: a delivery tag that is no integer, or one
 #: the fetch script cannot read exactly; a body encoding kombu does not know (the worker
-#: stalled on it); a content type that is no string.
+#: stalled on it); a content type that is no string; a body escaping a lone surrogate (which no
+#: base64 holds).
 UNDELIVERABLE: dict[str, tuple[tuple[str, ...], Callable[[int], Any], str]] = {
     "tag-2^53": (TAG, lambda unique: 2**53, worker_channel.TAG_TOO_LARGE),
     "tag-fraction": (TAG, lambda unique: unique + 0.5,
@@ -433,6 +434,7 @@ UNDELIVERABLE: dict[str, tuple[tuple[str, ...], Callable[[int], Any], str]] = {
                               "unknown 'properties.body_encoding' 'rot13'"),
     "content-type-not-a-string": (("content-type",), lambda unique: 5,
                                   "'content-type' is not a string"),
+    "body-a-lone-surrogate": (("body",), lambda unique: "\udcff", "'body' is not base64"),
 }
 
 

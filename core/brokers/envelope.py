@@ -313,7 +313,7 @@ def check_envelope(envelope: Any, fetched: bool = False) -> bytes | None:
         raise NotAnEnvelope("'properties.delivery_tag' is neither a string nor an integer")
     if properties.get("delivery_info") and not isinstance(properties["delivery_info"], dict):
         raise NotAnEnvelope("'properties.delivery_info' is not an object")
-    headers = envelope.get("headers")
+    headers = envelope.get("headers")  # kombu takes any false value for none, the script null
     if (headers is not None if fetched else headers) and not isinstance(headers, dict):
         raise NotAnEnvelope("'headers' is not an object")
     for name in ("content-type", "content-encoding"):
