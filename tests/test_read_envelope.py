@@ -48,6 +48,8 @@ def test_a_delivery_tag_kombu_delivers_is_accepted(tag):
 FETCHED_REFUSED = {
     "no-body": (envelope(body=None), "no 'body' string"),
     "headers-an-empty-list": (envelope(headers=[]), "'headers' is not an object"),
+    "headers-null": (envelope(headers=None), "'headers' is not an object"),
+    "tag-an-integer": (with_properties(delivery_tag=7), "no 'properties.delivery_tag' string"),
 }
 
 

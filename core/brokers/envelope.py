@@ -302,19 +302,23 @@ def check_envelope(envelope: Any, fetched: bool = False) -> bytes | None:
     wrong.
 
     ``fetched``: a task message the Redis worker's fetch took, held to the fetch script's
-    rules too (a body string, headers absent or an object); the reasons are the script's."""
+    rules too (a delivery tag string, a body string, headers absent or an object); the reasons
+    are the script's."""
     if not isinstance(envelope, dict):
         raise NotAnEnvelope("not a JSON object")
     properties = envelope.get("properties")
     if not isinstance(properties, dict):
         raise NotAnEnvelope("no 'properties' object")
     tag = properties.get("delivery_tag")
+    if fetched and not isinstance(tag, str):  # the key of its records: 7 and "7" would share one
+        raise NotAnEnvelope("no 'properties.delivery_tag' string")
     if not isinstance(tag, (str, int)) or isinstance(tag, bool):  # kombu takes either
         raise NotAnEnvelope("'properties.delivery_tag' is neither a string nor an integer")
     if properties.get("delivery_info") and not isinstance(properties["delivery_info"], dict):
         raise NotAnEnvelope("'properties.delivery_info' is not an object")
-    headers = envelope.get("headers")  # kombu takes any false value for none, the script null
-    if (headers is not None if fetched else headers) and not isinstance(headers, dict):
+    headers = envelope.get("headers")  # kombu takes any false value for none; the script
+    # takes none (JSON null is no object to it, and kombu cannot restore such a message)
+    if ("headers" in envelope if fetched else headers) and not isinstance(headers, dict):
         raise NotAnEnvelope("'headers' is not an object")
     for name in ("content-type", "content-encoding"):
         if not isinstance(envelope.get(name), (str, type(None))):

@@ -96,12 +96,6 @@ _TAIL_LUA = (', "properties": {"correlation_id": "[^"\\\\]*", "reply_to": "[^"\\
 _TAIL_START = ', "properties": {"correlation_id": "'
 TAIL_WINDOW = 512
 
-#: Integer delivery tags the fetch script reads exactly (Lua's numbers are doubles) are below
-#: this, in magnitude; one past it is dead-lettered with :data:`TAG_TOO_LARGE`.
-EXACT_TAGS = 2**53
-TAG_TOO_LARGE = ("'properties.delivery_tag' is an integer of magnitude 2^53 or more, which "
-                 "Redis's Lua cannot read exactly")
-
 _FETCH = """
 local b64chars = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
 local function b64(data)
@@ -134,15 +128,10 @@ local function envelope(item)
   if type(msg['body']) ~= 'string' then return nil, "not a kombu message: no 'body' string" end
   local props = msg['properties']
   if type(props) ~= 'table' then return nil, "not a kombu message: no 'properties' object" end
+  -- a string: the key of its records (an integer tag, 7 and 7.0 alike to Lua, would share one)
   local tag = props['delivery_tag']
-  if type(tag) == 'number' and tag == math.floor(tag) then
-    -- kombu delivers an integer tag, recorded by its digits (redis-py's key for it)
-    if math.abs(tag) >= @EXACT_TAGS@ then
-      return nil, "not a kombu message: @TAG_TOO_LARGE@" end
-    tag = string.format('%d', tag)
-  elseif type(tag) ~= 'string' then
-    return nil, "not a kombu message: 'properties.delivery_tag' is neither a string nor an integer"
-  end
+  if type(tag) ~= 'string' then
+    return nil, "not a kombu message: no 'properties.delivery_tag' string" end
   if type(props['delivery_info']) ~= 'table' then
     return nil, "not a kombu message: no 'properties.delivery_info' object" end
   if msg['headers'] ~= nil and type(msg['headers']) ~= 'table' then
@@ -248,8 +237,7 @@ if not ok then error(err) end
 return out
 """.replace("@DEAD_SUFFIX@", DEAD_SUFFIX).replace("@DEAD_REASON_HEADER@", DEAD_REASON_HEADER) \
     .replace("@DEAD_QUEUE_HEADER@", DEAD_QUEUE_HEADER).replace("@TAIL_WINDOW@", str(TAIL_WINDOW)) \
-    .replace("@TAIL@", _TAIL_LUA).replace("@TAIL_START@", _TAIL_START) \
-    .replace("@EXACT_TAGS@", str(EXACT_TAGS)).replace("@TAG_TOO_LARGE@", TAG_TOO_LARGE)
+    .replace("@TAIL@", _TAIL_LUA).replace("@TAIL_START@", _TAIL_START)
 
 
 # What an idle wait moved and the worker delivered from the wait's reply: recorded as unacked and
@@ -279,9 +267,9 @@ class _Item(NamedTuple):
     it."""
 
     payload: dict[str, Any]
-    """Its envelope, its delivery tag made :attr:`tag`."""
+    """Its envelope."""
     tag: str
-    """The key of its records: its delivery tag, an integer one as its digits."""
+    """The key of its records: its delivery tag."""
     record: bytes
     """Its ``unacked`` record."""
     body: bytes | None
@@ -291,9 +279,8 @@ class _Item(NamedTuple):
 def _envelope(item: bytes) -> _Item | None:
     """A queue item as the fetch script's ``envelope`` takes it and the worker's check
     (:func:`~..envelope.check_envelope`) passes it; None for anything else, and for what that
-    script rejects (a delivery tag it cannot read exactly, an exchange or routing key JSON
-    cannot encode back, such as infinity), left to the fetch script (which dead-letters what
-    is not a kombu message)."""
+    script rejects (an exchange or routing key JSON cannot encode back, such as infinity), left
+    to the fetch script (which dead-letters what is not a kombu message)."""
     try:
         payload = json_loads(item)
         body = check_envelope(payload, fetched=True)
@@ -303,10 +290,6 @@ def _envelope(item: bytes) -> _Item | None:
     tag, info = properties["delivery_tag"], properties.get("delivery_info")
     if not isinstance(info, dict):
         return None
-    if isinstance(tag, int):
-        if not -EXACT_TAGS < tag < EXACT_TAGS:
-            return None
-        tag = properties["delivery_tag"] = str(tag)
     try:
         tag.encode()
     except UnicodeEncodeError:  # a lone surrogate (an escape Lua's JSON refuses): no Redis key
@@ -808,7 +791,6 @@ class Channel(redis_broker.Channel):
         self.qos.recorded.add(tag)
         if pending.during_wait:
             self._taken_while_waiting.add(tag)
-        payload["properties"]["delivery_tag"] = tag  # an integer one as the key of its records
         self.keep_decoded(payload, body)
         self.connection._deliver(payload, queue)
         return 1
