@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from qtui.core.brokers.envelope import NotAnEnvelope, read_envelope
+from qtui.core.brokers.envelope import NotAnEnvelope, check_envelope, read_envelope
 
 from .hostile_shapes import envelope, with_properties
 
@@ -40,3 +40,21 @@ def test_a_delivery_tag_kombu_delivers_is_accepted(tag):
     found, body = read_envelope(with_properties(delivery_tag=tag))
     assert found["properties"]["delivery_tag"] == tag
     assert json.loads(body or b"") == {"type": "worker-heartbeat", "hostname": "hostile"}
+
+
+#: Envelopes kombu delivers that a task message the Redis worker's fetch took may not be: the
+#: fetch script dead-letters them, and the worker holds what the script does not decode to the
+#: same rules, with the same reasons.
+FETCHED_REFUSED = {
+    "no-body": (envelope(body=None), "no 'body' string"),
+    "headers-an-empty-list": (envelope(headers=[]), "'headers' is not an object"),
+    "headers-null": (envelope(headers=None), "'headers' is not an object"),
+    "tag-an-integer": (with_properties(delivery_tag=7), "no 'properties.delivery_tag' string"),
+}
+
+
+@pytest.mark.parametrize("text, reason", FETCHED_REFUSED.values(), ids=FETCHED_REFUSED)
+def test_a_fetched_task_message_is_held_to_the_fetch_scripts_rules_as_well(text, reason):
+    check_envelope(json.loads(text))  # a published message: kombu delivers it
+    with pytest.raises(NotAnEnvelope, match=reason):
+        check_envelope(json.loads(text), fetched=True)

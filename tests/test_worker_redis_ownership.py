@@ -350,6 +350,60 @@ def test_a_dead_owners_message_python_cannot_decode_is_dead_lettered(setup: Setu
     assert client.zscore("unacked_index", tag) is None
 
 
+TAG = ("properties", "delivery_tag")
+
+
+def _with(path: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], bytes]:
+    """A change to a task message that sets its member at ``path`` to ``value``."""
+    def change(envelope: dict[str, Any]) -> bytes:
+        member = envelope
+        for parent in path[:-1]:
+            member = member[parent]
+        member[path[-1]] = value
+        return json.dumps(envelope).encode()
+    return change
+
+
+#: Task messages a worker cannot deliver as they are, each a member set (by the test's unique
+#: integer) and the reason it is dead-lettered with: a delivery tag that is no string (the key
+#: of the message's records: 7, "7" and, to Redis's Lua, 7.0 would share one, and a lost
+#: worker's restore would put back one of them); headers that are null (kombu cannot restore
+#: such a message); a body encoding kombu does not know (the worker stalled on it); a content
+#: type that is no string; a body escaping a lone surrogate (which no base64 holds).
+UNDELIVERABLE: dict[str, tuple[tuple[str, ...], Callable[[int], Any], str]] = {
+    "tag-an-integer": (TAG, lambda unique: unique, "no 'properties.delivery_tag' string"),
+    "tag-fraction": (TAG, lambda unique: unique + 0.5, "no 'properties.delivery_tag' string"),
+    "tag-integral-float": (TAG, float, "no 'properties.delivery_tag' string"),
+    "headers-null": (("headers",), lambda unique: None, "'headers' is not an object"),
+    "unknown-body-encoding": (("properties", "body_encoding"), lambda unique: "rot13",
+                              "unknown 'properties.body_encoding' 'rot13'"),
+    "content-type-not-a-string": (("content-type",), lambda unique: 5,
+                                  "'content-type' is not a string"),
+    "body-a-lone-surrogate": (("body",), lambda unique: "\udcff", "'body' is not base64"),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("when", ["queued", "sent-idle"])
+@pytest.mark.parametrize("kind", sorted(UNDELIVERABLE))
+def test_a_message_kombu_cannot_deliver_as_it_is_is_dead_lettered_with_the_reason(
+        setup: Setup, unique: str, kind: str, when: str):
+    """Taken by the busy fetch or the idle wait, between two tasks that run: dead-lettered
+    whole with the reason, no records left (under its tag or the digits of the unique
+    integer)."""
+    client = redis.Redis.from_url(BROKER)
+    path, value, reason = UNDELIVERABLE[kind]
+    bad, its_tag = _bad_message(setup, _with(path, value(int(unique, 16))))
+    with _between_two_tasks(setup, bad, when):
+        assert sorted(r["tag"] for r in setup.wait_records("mark", 2)) == ["first", "second"]
+        dead = setup.dead_letters(expected=1)
+    assert [m.body for m in dead] == [bad]
+    assert dead[0].headers[DEAD_REASON_HEADER] == f"not a kombu message: {reason}"
+    for key in (its_tag, str(int(unique, 16))):
+        assert not client.hexists("unacked", key)
+        assert client.zscore("unacked_index", key) is None
+
+
 @pytest.mark.timeout(60)
 def test_a_fetch_that_fails_half_way_leaves_what_it_took_recorded(setup: Setup, unique: str):
     """A priority list of the queue that is not a list makes the fetch script fail after it

@@ -305,63 +305,80 @@ class NotAnEnvelope(ValueError):
 
 
 def read_envelope(text: bytes | str) -> tuple[dict[str, Any], bytes | None]:
-    """The envelope ``text`` holds and its body decoded (None for a body kombu does not
-    decode), checked to be what kombu's virtual ``Message`` is built from: built from anything
-    else, it raises past every ``except`` of kombu's receive loop (a RecursionError for JSON
-    nested too deep, a TypeError for a body that is no string, an AttributeError for headers
-    that are no object), and the loop ends. Raises :class:`NotAnEnvelope` saying what is
-    wrong."""
+    """The envelope ``text`` holds and its body decoded, checked by :func:`check_envelope`.
+    Raises :class:`NotAnEnvelope` saying what is wrong."""
     try:
         envelope = json_loads(text)
     except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, too deep, a bad typed value
         raise NotAnEnvelope(f"not JSON Python can read: {exc}") from None
+    return envelope, check_envelope(envelope)
+
+
+def check_envelope(envelope: Any, fetched: bool = False) -> bytes | None:
+    """The body of the decoded ``envelope`` decoded (None for a body kombu does not decode),
+    once ``envelope`` is checked to be what kombu's virtual ``Message`` is built from: built
+    from anything else, it raises past every ``except`` of kombu's receive loop (a TypeError
+    for a body that is no string, an AttributeError for headers that are no object or an
+    unknown body encoding), and the loop ends. Raises :class:`NotAnEnvelope` saying what is
+    wrong.
+
+    ``fetched``: a task message the Redis worker's fetch took, held to the fetch script's
+    rules too (a delivery tag string, a body string, headers absent or an object); the reasons
+    are the script's."""
     if not isinstance(envelope, dict):
-        raise NotAnEnvelope(f"a JSON {type(envelope).__name__}, not an object")
+        raise NotAnEnvelope("not a JSON object")
     properties = envelope.get("properties")
     if not isinstance(properties, dict):
-        raise NotAnEnvelope("'properties' is not an object")
+        raise NotAnEnvelope("no 'properties' object")
     tag = properties.get("delivery_tag")
+    if fetched and not isinstance(tag, str):  # the key of its records: 7 and "7" would share one
+        raise NotAnEnvelope("no 'properties.delivery_tag' string")
     if not isinstance(tag, (str, int)) or isinstance(tag, bool):  # kombu takes either
         raise NotAnEnvelope("'properties.delivery_tag' is neither a string nor an integer")
     if properties.get("delivery_info") and not isinstance(properties["delivery_info"], dict):
         raise NotAnEnvelope("'properties.delivery_info' is not an object")
-    if envelope.get("headers") and not isinstance(envelope["headers"], dict):
+    headers = envelope.get("headers")  # kombu takes any false value for none; the script
+    # takes none (JSON null is no object to it, and kombu cannot restore such a message)
+    if ("headers" in envelope if fetched else headers) and not isinstance(headers, dict):
         raise NotAnEnvelope("'headers' is not an object")
     for name in ("content-type", "content-encoding"):
         if not isinstance(envelope.get(name), (str, type(None))):
             raise NotAnEnvelope(f"'{name}' is not a string")
     body = envelope.get("body")
-    if not body:
-        return envelope, None
-    if not isinstance(body, str):
-        raise NotAnEnvelope("'body' is not a string")
+    if not isinstance(body, str) and (fetched or body):
+        raise NotAnEnvelope("no 'body' string")
     encoding = properties.get("body_encoding")
-    if not encoding:
-        return envelope, None
+    if not (body and encoding):
+        return None
     if encoding != "base64":  # the only codec of kombu's virtual channels
         raise NotAnEnvelope(f"unknown 'properties.body_encoding' {encoding!r}")
     try:
-        return envelope, a2b_base64(body.encode())  # as kombu's codec reads it, lenient
-    except ValueError as exc:  # binascii.Error, or a lone surrogate
-        raise NotAnEnvelope(f"'body' is not base64: {exc}") from None
+        return a2b_base64(body.encode())  # as kombu's codec reads it, lenient
+    except ValueError:  # binascii.Error, or a lone surrogate
+        raise NotAnEnvelope("'body' is not base64") from None
 
 
 class ReadsEnvelopes:
-    """A kombu virtual channel that reads what it receives with :func:`read_envelope` and
-    hands kombu's ``Message``, built right after, the body decoded there: it is not decoded
-    twice."""
+    """A kombu virtual channel that reads what it receives with :func:`read_envelope` (or
+    checks it with :func:`check_envelope`) and hands kombu's ``Message``, built right after,
+    the body decoded there: it is not decoded twice."""
 
     _decoded: tuple[str, bytes] | None = None
-    """The last body :meth:`read_envelope` decoded: its text and its bytes."""
+    """The last body :meth:`keep_decoded` kept: its text and its bytes."""
 
     def read_envelope(self, text: bytes | str) -> dict[str, Any]:
         envelope, decoded = read_envelope(text)
-        self._decoded = None if decoded is None else (envelope["body"], decoded)
+        self.keep_decoded(envelope, decoded)
         return envelope
+
+    def keep_decoded(self, envelope: Mapping[str, Any], decoded: bytes | None) -> None:
+        """Give kombu's next decode of ``envelope``'s body ``decoded`` (what
+        :func:`check_envelope` returned for it)."""
+        self._decoded = None if decoded is None else (envelope["body"], decoded)
 
     def decode_body(self, body: Any, encoding: str | None = None) -> Any:
         """kombu's decode of a message body, given back as decoded already for the body
-        :meth:`read_envelope` read last (the very same text)."""
+        :meth:`keep_decoded` kept last (the very same text)."""
         decoded = self._decoded
         if decoded is not None and decoded[0] is body:
             self._decoded = None

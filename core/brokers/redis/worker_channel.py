@@ -38,7 +38,6 @@ idle wait's lost reply leaves its message in a processing list: after every lost
 
 from __future__ import annotations
 
-import binascii
 import json
 import logging
 import time
@@ -48,7 +47,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from queue import Empty
 from time import monotonic
-from typing import Any
+from typing import Any, NamedTuple
 
 from kombu.transport import virtual
 from kombu.utils.json import dumps
@@ -62,7 +61,7 @@ from ...protocol import (
     dead_letter_queue_name,
     json_loads,
 )
-from ..envelope import dead_letter_wrapping
+from ..envelope import check_envelope, dead_letter_wrapping
 from . import channel as redis_broker
 from . import wire
 
@@ -88,8 +87,8 @@ RESTORE_INTERVAL = 1.0
 #: first :data:`_TAIL_START` in the item's last :data:`TAIL_WINDOW` bytes, the fetch script reads
 #: the exchange, routing key and delivery tag there (a Lua pattern) instead of decoding the item:
 #: a quote after a space is never inside a JSON string, so what it reads is the message's own
-#: properties. The worker decodes the item and checks the rest (:func:`_envelope_fault`); an item
-#: of any other layout is decoded by the script.
+#: properties. The worker decodes the item and checks the rest
+#: (:func:`~..envelope.check_envelope`); an item of any other layout is decoded by the script.
 _TAIL_LUA = (', "properties": {"correlation_id": "[^"\\\\]*", "reply_to": "[^"\\\\]*", '
              '"delivery_mode": %d+, "delivery_info": {"exchange": "([^"\\\\]*)", '
              '"routing_key": "([^"\\\\]*)"}, "priority": %d+, "body_encoding": "base64", '
@@ -129,7 +128,9 @@ local function envelope(item)
   if type(msg['body']) ~= 'string' then return nil, "not a kombu message: no 'body' string" end
   local props = msg['properties']
   if type(props) ~= 'table' then return nil, "not a kombu message: no 'properties' object" end
-  if type(props['delivery_tag']) ~= 'string' then
+  -- a string: the key of its records (an integer tag, 7 and 7.0 alike to Lua, would share one)
+  local tag = props['delivery_tag']
+  if type(tag) ~= 'string' then
     return nil, "not a kombu message: no 'properties.delivery_tag' string" end
   if type(props['delivery_info']) ~= 'table' then
     return nil, "not a kombu message: no 'properties.delivery_info' object" end
@@ -140,7 +141,7 @@ local function envelope(item)
   local ok_key, routing_key = pcall(cjson.encode, info['routing_key'])
   if not (ok_exchange and ok_key) then
     return nil, "not a kombu message: 'properties.delivery_info' cannot be encoded" end
-  return props['delivery_tag'], '[' .. item .. ',' .. exchange .. ',' .. routing_key .. ']'
+  return tag, '[' .. item .. ',' .. exchange .. ',' .. routing_key .. ']'
 end
 -- KEYS: unacked_index, unacked, owned, the ledger's started set, then per queue `size` lists:
 --       its processing list (only when it may hold a message), its priority lists.
@@ -261,23 +262,33 @@ return 1
 """
 
 
-def _envelope(item: bytes) -> tuple[dict[str, Any], str, bytes] | None:
-    """The payload, delivery tag and ``unacked`` record of a queue item, as the fetch script's
-    ``envelope`` makes them; None for anything else, and for what that script rejects (an
-    exchange or routing key JSON cannot encode back, such as infinity), left to the fetch
-    script (which dead-letters what is not a kombu message)."""
+class _Item(NamedTuple):
+    """A queue item in kombu's envelope, as the fetch script records it and the worker delivers
+    it."""
+
+    payload: dict[str, Any]
+    """Its envelope."""
+    tag: str
+    """The key of its records: its delivery tag."""
+    record: bytes
+    """Its ``unacked`` record."""
+    body: bytes | None
+    """Its body decoded (see :func:`~..envelope.check_envelope`)."""
+
+
+def _envelope(item: bytes) -> _Item | None:
+    """A queue item as the fetch script's ``envelope`` takes it and the worker's check
+    (:func:`~..envelope.check_envelope`) passes it; None for anything else, and for what that
+    script rejects (an exchange or routing key JSON cannot encode back, such as infinity), left
+    to the fetch script (which dead-letters what is not a kombu message)."""
     try:
         payload = json_loads(item)
-    except Exception:  # noqa: BLE001 - whatever Python's decode refuses (deep arrays too)
+        body = check_envelope(payload, fetched=True)
+    except Exception:  # noqa: BLE001 - NotAnEnvelope, whatever Python's decode refuses
         return None
-    if not isinstance(payload, dict):
-        return None
-    body, props, headers = payload.get("body"), payload.get("properties"), payload.get("headers")
-    if not (isinstance(body, str) and isinstance(props, dict)
-            and (headers is None or isinstance(headers, dict))):
-        return None
-    tag, info = props.get("delivery_tag"), props.get("delivery_info")
-    if not (isinstance(tag, str) and isinstance(info, dict)):
+    properties = payload["properties"]
+    tag, info = properties["delivery_tag"], properties.get("delivery_info")
+    if not isinstance(info, dict):
         return None
     try:
         tag.encode()
@@ -288,21 +299,7 @@ def _envelope(item: bytes) -> tuple[dict[str, Any], str, bytes] | None:
         routing_key = json.dumps(info.get("routing_key"), allow_nan=False).encode()
     except (TypeError, ValueError):  # what Lua's JSON cannot encode either
         return None
-    return payload, tag, b"[%b,%b,%b]" % (item, exchange, routing_key)
-
-
-def _envelope_fault(payload: Any) -> str | None:
-    """Why a decoded queue item the fetch script took is not a kombu message, as the script says
-    of an item it decodes; it does not decode one in kombu's layout (:data:`_TAIL_LUA`), whose
-    body and headers only the worker sees. None when it is one."""
-    if not isinstance(payload, dict):
-        return "not a kombu message: not a JSON object"
-    if not isinstance(payload.get("body"), str):
-        return "not a kombu message: no 'body' string"
-    headers = payload.get("headers")
-    if headers is not None and not isinstance(headers, dict):
-        return "not a kombu message: 'headers' is not an object"
-    return None
+    return _Item(payload, tag, b"[%b,%b,%b]" % (item, exchange, routing_key), body)
 
 
 def _decode_record(record: bytes) -> tuple[dict[str, Any], str, str]:
@@ -565,11 +562,11 @@ class Channel(redis_broker.Channel):
             processing = PROCESSING_KEY.format(owner=self.owner, queue=queue)
             for item in client.lrange(processing, 0, -1):
                 found = _envelope(item)
-                if found is not None and found[1] in keep:
+                if found is not None and found.tag in keep:
                     self._script("adopt", _ADOPT)(keys=self._adopt_keys(self.owner, queue),
-                                                  args=[item, time.time(), *found[1:]],
-                                                  client=client)
-                elif found is not None and found[1] in drop:
+                                                  args=[item, time.time(), found.tag,
+                                                        found.record], client=client)
+                elif found is not None and found.tag in drop:
                     client.lrem(processing, -1, item)
 
     def _adopt_refused(self) -> None:
@@ -770,26 +767,21 @@ class Channel(redis_broker.Channel):
 
     def _deliver_taken(self, pending: _PendingFetch, queue: str, tag: str | bytes,
                        item: bytes) -> int:
-        """Deliver a message ``pending`` took (its delivery tag as the fetch script read it);
-        one Python cannot decode (a typed value kombu cannot build, an integer of more digits
-        than Python converts, arrays nested deeper than its recursion limit, a tag that is not
-        UTF-8: what Lua's JSON reads) or whose body kombu cannot decode is dead-lettered
-        instead. Returns how many were delivered (0 or 1)."""
+        """Deliver a message ``pending`` took, by the delivery tag the fetch script read (the
+        key of its records); one Python cannot decode (a typed value kombu cannot build, an
+        integer of more digits than Python converts, arrays nested deeper than its recursion
+        limit, a tag that is not UTF-8: what Lua's JSON reads) or that is no kombu envelope
+        (:func:`~..envelope.check_envelope`: the script does not decode one in kombu's layout)
+        is dead-lettered instead. Returns how many were delivered (0 or 1)."""
         if isinstance(tag, bytes):
             self._dead_letter_taken(queue, item, tag,
                                     "not a kombu message: 'properties.delivery_tag' is not UTF-8")
             return 0
         try:
             payload = json_loads(item)
-        except Exception as exc:  # noqa: BLE001 - whatever Python's decode refuses
+            body = check_envelope(payload, fetched=True)
+        except Exception as exc:  # noqa: BLE001 - NotAnEnvelope, whatever Python's decode refuses
             self._dead_letter_taken(queue, item, tag, f"not a kombu message: {exc}")
-            return 0
-        fault = _envelope_fault(payload)
-        if fault is not None:
-            self._dead_letter_taken(queue, item, tag, fault)
-            return 0
-        if not self._body_decodes(payload):
-            self._dead_letter_taken(queue, item, tag, "not a kombu message: 'body' is not base64")
             return 0
         if tag in self._unadopted:  # delivered from a wait already: now recorded
             self._unadopted.discard(tag)
@@ -799,6 +791,7 @@ class Channel(redis_broker.Channel):
         self.qos.recorded.add(tag)
         if pending.during_wait:
             self._taken_while_waiting.add(tag)
+        self.keep_decoded(payload, body)
         self.connection._deliver(payload, queue)
         return 1
 
@@ -819,18 +812,6 @@ class Channel(redis_broker.Channel):
                 self.qos._remove_from_indices(name, pipe.rpush(queue, item))
         if pipe:
             pipe.execute()
-
-    def _body_decodes(self, payload: dict[str, Any]) -> bool:
-        """Whether kombu can decode the body of a message the fetch script took: it checks the
-        envelope, not the body, which is decoded here in C rather than walked in Lua."""
-        body, encoding = payload.get("body"), payload["properties"].get("body_encoding")
-        if not body or encoding != "base64":
-            return True
-        try:
-            self.decode_body(body, encoding)
-        except binascii.Error:
-            return False
-        return True
 
     def _dead_letter_taken(self, queue: str, item: bytes, tag: str | bytes, reason: str) -> None:
         """Move a message the fetch script recorded as taken (``tag``) to ``queue``'s dead-letter
@@ -958,19 +939,16 @@ class Channel(redis_broker.Channel):
         if moved is None:
             raise Empty()
         found = _envelope(moved)
-        if found is not None and not self._body_decodes(found[0]):
-            found = None
         if found is None:  # not a plain kombu envelope: the fetch script's (it dead-letters it)
             if not self.fetch_many([queue], 1, moved=True):
                 raise Empty()
             return True
-        if found[1] in self._taken_while_waiting:  # a fetch meanwhile delivered it already
+        if found.tag in self._taken_while_waiting:  # a fetch meanwhile delivered it already
             raise Empty()
-        self._adopt(queue, moved, *found)
+        self._adopt(queue, moved, found)
         return True
 
-    def _adopt(self, queue: str, item: bytes, payload: dict[str, Any], tag: str,
-               record: bytes) -> None:
+    def _adopt(self, queue: str, item: bytes, found: _Item) -> None:
         """Deliver what an idle wait moved straight from the wait's reply; its record as unacked
         and owned (:data:`_ADOPT`) goes out on the fetch connection in the write of the next
         call there (the fetch the worker sends before it starts the task) or before anything
@@ -985,10 +963,11 @@ class Channel(redis_broker.Channel):
             static = self._adopt_packed[queue] = wire.arguments(
                 conn, ["EVAL", _ADOPT, len(keys), *keys])
         self._unsent.append(b"*11\r\n%b%b" % (static, wire.arguments(
-            conn, [item, time.time(), tag, record])))  # EVAL, script, 1 + 4 keys, 4 args
-        self._unread.append(_Adoption(tag))
-        self.qos.recorded.add(tag)
-        self.connection._deliver(payload, queue)
+            conn, [item, time.time(), found.tag, found.record])))  # EVAL, script, 1+4 keys, 4 args
+        self._unread.append(_Adoption(found.tag))
+        self.qos.recorded.add(found.tag)
+        self.keep_decoded(found.payload, found.body)
+        self.connection._deliver(found.payload, queue)
 
     def _adopt_keys(self, owner: str, queue: str) -> list[str]:
         return [PROCESSING_KEY.format(owner=owner, queue=queue), self.unacked_index_key,
