@@ -75,7 +75,7 @@ def after_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) ->
 
 def _given_back(message: TaskMessage, outcome: Outcome, exc: Unsent) -> None:
     """Turn the outcome into a requeue: the task runs again and sends what follows it then
-    (acked early, it is not requeued, as a task stopped at shutdown)."""
+    (acked early, it cannot go back to its queue: the settlement dead-letters it instead)."""
     logger.error("Task %s[%s]: %s; the task will run again", message.task, message.id, exc)
     outcome.state = states.REJECTED
     outcome.requeue = True
