@@ -195,15 +195,16 @@ def test_sqlite_results_open_through_a_lock_met_at_once(tmp_path, monkeypatch):
 
 def test_sqlite_results_say_so_when_the_lock_stays(tmp_path, monkeypatch):
     from qtui.core.backends import sqlite as backend
+    from qtui.core.brokers.sqlite import database
     refusals = [1] * 100
     connect = sqlite3.connect
-    monkeypatch.setattr(backend, "BUSY_BACKOFF", 0.001)
+    monkeypatch.setattr(database, "BUSY_BACKOFF", 0.001)
     monkeypatch.setattr(backend.sqlite3, "connect",
                         lambda *a, **k: _LockedAtFirst(connect(*a, **k), refusals))
     app = App("r", broker="memory://", backend=f"sqlite://{tmp_path / 'r.sqlite'}")
     with pytest.raises(BackendError, match=r"cannot use .* as a result store: database is locked"):
         app.backend.store_result("t-1", 1, states.SUCCESS)
-    assert len(refusals) == 100 - backend.BUSY_RETRIES
+    assert len(refusals) == 100 - database.BUSY_RETRIES
 
 
 def test_unknown_backend_scheme_lists_the_known_ones():

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
-from ..brokers.sqlite.database import BUSY_BACKOFF, BUSY_RETRIES, is_busy
+from ..brokers.sqlite.database import retry_while_busy
 from ..exceptions import BackendError
 from ..files import create_private, sqlite_file
 from .base import ResultBackend
@@ -58,19 +58,10 @@ class SQLiteBackend(ResultBackend):
         kept: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if kept is not None and self._local.pid == os.getpid():
             return kept
-        delay, attempt = BUSY_BACKOFF, 1
-        while True:
-            try:
-                conn = self._open()
-                break
-            except sqlite3.OperationalError as exc:
-                # SQLite answers some lock conflicts at once, past its busy timeout (a switch
-                # to WAL while another process opens the file): the broker retries them too.
-                if not is_busy(exc) or attempt == BUSY_RETRIES:
-                    raise BackendError(f"cannot use {self.path} as a result store: {exc}") \
-                        from exc
-                time.sleep(delay)
-                delay, attempt = delay * 2, attempt + 1
+        try:  # a lock met at once (a switch to WAL while another process opens the file)
+            conn = retry_while_busy(self._open)
+        except sqlite3.OperationalError as exc:
+            raise BackendError(f"cannot use {self.path} as a result store: {exc}") from exc
         self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 

@@ -89,6 +89,25 @@ def is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+def retry_while_busy(op: Callable[[], T], warn: Callable[[sqlite3.OperationalError, int, float],
+                                                         None] | None = None) -> T:
+    """Run ``op``, again after a pause doubling from :data:`BUSY_BACKOFF` while SQLite reports
+    the file busy or locked (:func:`is_busy`; some lock conflicts it reports at once, past its
+    busy timeout), :data:`BUSY_RETRIES` attempts in all; ``warn`` hears of each retry. The last
+    busy error, or any other, is raised."""
+    delay, attempt = BUSY_BACKOFF, 1
+    while True:
+        try:
+            return op()
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or attempt == BUSY_RETRIES:
+                raise
+            if warn is not None:
+                warn(exc, attempt, delay)
+            time.sleep(delay)
+            delay, attempt = delay * 2, attempt + 1
+
+
 class Database:
     """One SQLite connection to the broker file, with the verbs the channel needs.
 
@@ -204,25 +223,21 @@ class Database:
         """Run ``op``, retrying with backoff (and a warning) while the file stays locked past
         ``busy_timeout``; past the last retry, :class:`BrokerLocked` says so (a kombu
         connection error: a worker reconnects, keeping what it holds)."""
-        delay, started, attempt = BUSY_BACKOFF, time.monotonic(), 1
-        while True:
-            try:
-                return op()
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc):
-                    raise
-                if attempt == BUSY_RETRIES:
-                    raise BrokerLocked(
-                        f"the SQLite broker at {self.path} stayed locked for "
-                        f"{time.monotonic() - started:.1f}s ({BUSY_RETRIES} attempts of "
-                        f"busy_timeout {self.busy_timeout}s): another process holds its write "
-                        "lock; raise the transport option busy_timeout if that is expected") \
-                        from exc
-                logger.warning("SQLite broker %s busy (%s): retry %d of %d in %.2fs",
-                               self.path, exc, attempt, BUSY_RETRIES - 1, delay)
-                time.sleep(delay)
-                delay *= 2
-                attempt += 1
+        started = time.monotonic()
+
+        def warn(exc: sqlite3.OperationalError, attempt: int, delay: float) -> None:
+            logger.warning("SQLite broker %s busy (%s): retry %d of %d in %.2fs",
+                           self.path, exc, attempt, BUSY_RETRIES - 1, delay)
+        try:
+            return retry_while_busy(op, warn)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            raise BrokerLocked(
+                f"the SQLite broker at {self.path} stayed locked for "
+                f"{time.monotonic() - started:.1f}s ({BUSY_RETRIES} attempts of "
+                f"busy_timeout {self.busy_timeout}s): another process holds its write "
+                "lock; raise the transport option busy_timeout if that is expected") from exc
 
     def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``op``, a read or a write that reveals no row (see :meth:`_run`)."""
