@@ -153,3 +153,17 @@ def test_work_items_and_outcomes_cross_the_pipe_unchanged():
     outcome = Outcome(7, states.RETRY, 0.25, result=None, exception="Retry()", traceback="tb",
                       retry_when=3.0, dead_letter="why", requeue=True, retiring=True)
     assert vars(_unpack(_pack_outcome(outcome))) == vars(outcome)
+
+
+@pytest.mark.timeout(60)
+def test_an_outcome_names_the_child_that_ran_it(pool: tuple[PreforkPool, Reports]):
+    """Each child's outcomes carry its own pid (kept per process, not asked for per task), never
+    the worker's."""
+    prefork, reports = pool
+    for job_id in range(1, 7):
+        while not prefork.apply(item(job_id, "outcomes.noop")):
+            assert prefork.collect(1.0)
+    while len(reports.events) < 6:
+        assert prefork.collect(1.0)
+    pids = {event.pid for event, _ in reports.events}
+    assert pids <= set(prefork.pids()) and os.getpid() not in pids
