@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("qtui.worker")
 
 RESULT_REPR_MAXSIZE = 256
+#: The longest time limit a run gets, in seconds (a year); OS timers overflow far above it.
+MAX_TIME_LIMIT = 365 * 24 * 3600.0
+
 _pid = os.getpid()
 """This process's id, for each outcome without a system call per task."""
 
@@ -55,8 +58,6 @@ def _forget_pid() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_pid)
-#: The longest time limit a run gets, in seconds (a year); OS timers overflow far above it.
-MAX_TIME_LIMIT = 365 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
