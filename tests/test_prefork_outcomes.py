@@ -61,6 +61,15 @@ def item(job_id: int, task: str, *args: object) -> WorkItem:
     return WorkItem(job_id, message, {"routing_key": "outcomes"}, "outcomes@test")
 
 
+def run_noops(prefork: PreforkPool, reports: Reports, n: int) -> None:
+    """Run ``n`` no-op tasks (job ids 1 to n) through the pool until each is reported."""
+    for job_id in range(1, n + 1):
+        while not prefork.apply(item(job_id, "outcomes.noop")):
+            assert prefork.collect(1.0)
+    while len(reports.events) < n:
+        assert prefork.collect(1.0)
+
+
 @pytest.fixture
 def pool() -> Iterator[tuple[PreforkPool, Reports]]:
     reports = Reports()
@@ -76,11 +85,7 @@ def pool() -> Iterator[tuple[PreforkPool, Reports]]:
 def test_outcomes_are_reported_from_the_thread_that_collects_them(
         pool: tuple[PreforkPool, Reports]):
     prefork, reports = pool
-    for job_id in range(1, 21):
-        while not prefork.apply(item(job_id, "outcomes.noop")):
-            assert prefork.collect(1.0)
-    while len(reports.events) < 20:
-        assert prefork.collect(1.0)
+    run_noops(prefork, reports, 20)
     assert sorted(event.job_id for event, _ in reports.events) == list(range(1, 21))
     assert {event.state for event, _ in reports.events} == {states.SUCCESS}
     assert {thread for _, thread in reports.events} == {threading.get_ident()}
@@ -153,3 +158,13 @@ def test_work_items_and_outcomes_cross_the_pipe_unchanged():
     outcome = Outcome(7, states.RETRY, 0.25, result=None, exception="Retry()", traceback="tb",
                       retry_when=3.0, dead_letter="why", requeue=True, retiring=True)
     assert vars(_unpack(_pack_outcome(outcome))) == vars(outcome)
+
+
+@pytest.mark.timeout(60)
+def test_an_outcome_names_the_child_that_ran_it(pool: tuple[PreforkPool, Reports]):
+    """Each child's outcomes carry its own pid (kept per process, not asked for per task), never
+    the worker's."""
+    prefork, reports = pool
+    run_noops(prefork, reports, 6)
+    pids = {event.pid for event, _ in reports.events}
+    assert pids <= set(prefork.pids()) and os.getpid() not in pids

@@ -48,6 +48,17 @@ RESULT_REPR_MAXSIZE = 256
 #: The longest time limit a run gets, in seconds (a year); OS timers overflow far above it.
 MAX_TIME_LIMIT = 365 * 24 * 3600.0
 
+_pid = os.getpid()
+"""This process's id, for each outcome without a system call per task."""
+
+
+def _forget_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forget_pid)
+
 
 @dataclass(frozen=True)
 class WorkItem:
@@ -68,7 +79,7 @@ class Outcome:
     job_id: int
     state: str
     runtime: float
-    pid: int = field(default_factory=os.getpid)
+    pid: int = field(default_factory=lambda: _pid)
     result: str | None = None
     """The result's repr (bounded), for the log line."""
     exception: str | None = None
@@ -125,6 +136,8 @@ class TaskOptions:
 
 #: The default ``guard`` of :func:`execute`: nothing to do around the limits.
 NO_GUARD: AbstractContextManager[None] = nullcontext()
+#: The ``limits`` of a run without time limits (reusable: no context manager made per task).
+NO_LIMITS: AbstractContextManager[None] = nullcontext()
 
 LimitErrors = tuple[type[SoftTimeLimitExceeded], type[TimeLimitExceeded]]
 """The exceptions a task's (soft, hard) time limits raise in it."""
@@ -199,8 +212,9 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
     message = item.message
     task = app.get_task(message.task)
     if limits is None:
-        limits = alarm_limits(item.soft_time_limit, item.time_limit if hard_by_alarm else None,
-                              limit_errors(app, message.task)) if use_alarm else _no_limits()
+        soft, hard = item.soft_time_limit, item.time_limit if hard_by_alarm else None
+        limits = alarm_limits(soft, hard, limit_errors(app, message.task)) \
+            if use_alarm and (soft or hard) else NO_LIMITS
     if isinstance(task, CeleryTask):
         from . import celery_trace
         return celery_trace.run(task, item, limits, guard)
@@ -276,11 +290,6 @@ def interrupted(app: App, item: WorkItem, exc: BaseException, started: float) ->
     store = not (item.message.ignore_result or task.ignore_result)
     state = states.REVOKED if isinstance(exc, TaskRevokedError) else states.FAILURE
     return _finish(app, item, store, state, exc, started, trace=None)
-
-
-@contextmanager
-def _no_limits() -> Iterator[None]:
-    yield
 
 
 def _finish(app: App, item: WorkItem, store: bool, state: str, value: Any, started: float,
