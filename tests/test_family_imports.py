@@ -1,5 +1,6 @@
 """A process imports only the broker and result backend families it uses: redis-py (and kombu's
-Redis transport) only where the broker or the result backend is Redis."""
+Redis transport) only where the broker or the result backend is Redis, qtui's embedded SQLite
+broker only where the broker is SQLite."""
 
 from __future__ import annotations
 
@@ -50,6 +51,20 @@ def redis_modules(modules: set[str]) -> list[str]:
                   or m == "kombu.transport.redis")
 
 
+#: What a worker names whatever its broker: the delayed store's not-before header (its ETA stores
+#: are chosen by type) and the ledger's table (kept in a SQLite result store too).
+SQLITE_NAMES = {"qtui.core.brokers.sqlite", "qtui.core.brokers.sqlite.delayed",
+                "qtui.core.brokers.sqlite.ledger_table"}
+
+
+def embedded_broker_modules(modules: set[str]) -> list[str]:
+    """The modules of qtui's embedded broker (its transport, SQL layer, queues and family) and of
+    the SQLite result backend among ``modules``."""
+    return sorted(m for m in modules
+                  if m.startswith(("qtui.core.brokers.sqlite", "qtui.core.backends.sqlite"))
+                  and m not in SQLITE_NAMES)
+
+
 def started_worker_modules(tmp_path: Path, broker: str, backend: str,
                            *options: str) -> set[str]:
     """The modules a solo worker on ``broker`` with results in ``backend`` had loaded when it
@@ -62,6 +77,17 @@ def started_worker_modules(tmp_path: Path, broker: str, backend: str,
     modules = loaded(proc.log_path.read_text())
     assert "qtui.workers.worker" in modules
     return modules
+
+
+def rabbitmq_worker_modules(tmp_path: Path, amqp_url: str, unique: str) -> set[str]:
+    """:func:`started_worker_modules` of a worker on RabbitMQ with rpc:// results, consuming a
+    queue of its own, deleted afterwards."""
+    queue = f"fx-imports-{unique}"
+    try:
+        return started_worker_modules(tmp_path, amqp_url, "rpc://", "-Q", queue)
+    finally:
+        with Connection(amqp_url) as conn:
+            conn.default_channel.queue_delete(queue)
 
 
 @pytest.mark.timeout(90)
@@ -77,14 +103,17 @@ def test_a_worker_on_the_embedded_broker_never_imports_redis(tmp_path, backend):
 
 @pytest.mark.timeout(90)
 def test_a_worker_on_rabbitmq_with_rpc_results_never_imports_redis(tmp_path, amqp_url, unique):
-    queue = f"fx-imports-{unique}"
-    try:
-        modules = started_worker_modules(tmp_path, amqp_url, "rpc://", "-Q", queue)
-    finally:
-        with Connection(amqp_url) as conn:
-            conn.default_channel.queue_delete(queue)
+    modules = rabbitmq_worker_modules(tmp_path, amqp_url, unique)
     assert "qtui.core.brokers.amqp.family" in modules
     assert not redis_modules(modules), redis_modules(modules)
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_on_rabbitmq_with_rpc_results_never_imports_the_embedded_broker(
+        tmp_path, amqp_url, unique):
+    modules = rabbitmq_worker_modules(tmp_path, amqp_url, unique)
+    assert "qtui.core.brokers.amqp.family" in modules
+    assert not embedded_broker_modules(modules), embedded_broker_modules(modules)
 
 
 @pytest.mark.timeout(90)
