@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from kombu import Connection
 
+from qtui.core.delayed import DUE_QUEUE
+
 from .processes import running, write_module
 from .test_cli_lazy import RUNS_QTUI, loaded
 
@@ -81,13 +83,14 @@ def started_worker_modules(tmp_path: Path, broker: str, backend: str,
 
 def rabbitmq_worker_modules(tmp_path: Path, amqp_url: str, unique: str) -> set[str]:
     """:func:`started_worker_modules` of a worker on RabbitMQ with rpc:// results, consuming a
-    queue of its own, deleted afterwards."""
+    queue of its own, deleted afterwards with the due queue the worker declared for it."""
     queue = f"fx-imports-{unique}"
     try:
         return started_worker_modules(tmp_path, amqp_url, "rpc://", "-Q", queue)
     finally:
         with Connection(amqp_url) as conn:
-            conn.default_channel.queue_delete(queue)
+            for name in (queue, DUE_QUEUE.format(queue=queue)):
+                conn.default_channel.queue_delete(name)
 
 
 @pytest.mark.timeout(90)
