@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from kombu import Connection
 
+from qtui.core import App
 from qtui.core.delayed import DUE_QUEUE
 
 from .processes import running, write_module
@@ -67,15 +69,15 @@ def embedded_broker_modules(modules: set[str]) -> list[str]:
                   and m not in SQLITE_NAMES)
 
 
-def started_worker_modules(tmp_path: Path, broker: str, backend: str,
-                           *options: str) -> set[str]:
+def started_worker_modules(tmp_path: Path, broker: str, backend: str, *options: str,
+                           meanwhile: Callable[[], object] = lambda: None) -> set[str]:
     """The modules a solo worker on ``broker`` with results in ``backend`` had loaded when it
-    was stopped, once ready."""
+    was stopped, once ready and ``meanwhile`` has returned."""
     write_module(tmp_path, "tasks", TASKS)
     argv = [sys.executable, "-c", RUNS_QTUI, "-A", "tasks", "run-worker", "-P", "solo", *options]
     with running(argv, tmp_path, ready="ready.", timeout=60.0,
                  env={"QTUI_TEST_BROKER": broker, "QTUI_TEST_BACKEND": backend}) as proc:
-        pass  # stopped (warm shutdown) as the block ends: the modules are written as it exits
+        meanwhile()  # then stopped (warm shutdown): the modules are written as it exits
     modules = loaded(proc.log_path.read_text())
     assert "qtui.workers.worker" in modules
     return modules
@@ -121,9 +123,19 @@ def test_a_worker_on_rabbitmq_with_rpc_results_never_imports_the_embedded_broker
 
 @pytest.mark.timeout(90)
 def test_a_worker_with_redis_results_imports_redis(tmp_path, redis_url):
-    """The other side: the Redis result backend still loads what it needs."""
-    modules = started_worker_modules(tmp_path, f"sqlite://{tmp_path / 'broker.sqlite'}",
-                                     redis_url)
+    """The other side: the Redis result backend still loads what it needs. A task runs first:
+    the worker opens its result backend when it first needs it, which may be after a stop
+    sent as soon as it is ready."""
+    broker = f"sqlite://{tmp_path / 'broker.sqlite'}"
+
+    def one_task() -> None:
+        app = App("client", broker=broker, backend=redis_url)
+        try:
+            assert app.send_task("tasks.add", args=[1, 2]).get(timeout=30) == 3
+        finally:
+            app.close()
+
+    modules = started_worker_modules(tmp_path, broker, redis_url, meanwhile=one_task)
     assert "redis" in modules and "qtui.core.backends.redis" in modules
 
 
