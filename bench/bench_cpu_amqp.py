@@ -31,6 +31,7 @@ from kombu import Connection
 
 from bench.bench_cpu import listening_pid, process_cpu, tree_cpu
 from bench.bench_drain import stop
+from qtui.core.delayed import DUE_QUEUE
 
 TASKS = """
 from qtui.core import App
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 stop(worker, 60)
         finally:
-            channel.queue_delete(queue)
+            for name in (queue, DUE_QUEUE.format(queue=queue)):  # the worker declared the due one
+                channel.queue_delete(name)
             channel.exchange_delete(queue)
     n = args.tasks
     label = args.pool + (f" -c {args.concurrency}" if args.concurrency else "")

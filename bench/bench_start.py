@@ -20,6 +20,7 @@ not traced): they repeat from run to run whatever the load.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import re
 import signal
@@ -52,10 +53,13 @@ RUNS_QTUI = ("import atexit, runpy, sys\n"
 
 
 def linked(name: str, tree: Path, under: Path) -> Path:
-    """A folder with ``qtui/`` made of ``tree``'s three source folders, for ``PYTHONPATH``."""
+    """A folder with ``qtui/`` made of ``tree``'s three source folders, for ``PYTHONPATH``.
+    Each folder is compiled first: under ``PYTHONDONTWRITEBYTECODE`` a tree without ``.pyc``
+    files (a fresh ``git archive``) would compile every module at every start."""
     folder = under / name / "qtui"
     folder.mkdir(parents=True)
     for package in ("core", "workers", "tui"):
+        compileall.compile_dir(tree.resolve() / package, quiet=1)
         (folder / package).symlink_to(tree.resolve() / package)
     return folder.parent
 

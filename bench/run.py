@@ -60,6 +60,7 @@ from typing import Any
 import redis
 
 from bench.bench_cpu import listening_pid, process_cpu, redis_cpu, tree_cpu
+from qtui.core.delayed import DUE_QUEUE
 
 SECTIONS = ("redis", "rabbitmq", "sqlite", "latency", "console")
 SECTIONS += ("eta",)  # bench.bench_eta's lateness of ETA tasks behind a backlog
@@ -315,7 +316,11 @@ class RabbitBroker(Broker):
         return ok.message_count, None
 
     def reset(self, queue: str) -> None:
-        for delete in (lambda c: c.queue_delete(queue), lambda c: c.exchange_delete(queue)):
+        """The queue, the due queue a qtui worker declared for it (kept 48 h unused otherwise)
+        and the exchange."""
+        due = DUE_QUEUE.format(queue=queue)
+        for delete in (lambda c: c.queue_delete(queue), lambda c: c.queue_delete(due),
+                       lambda c: c.exchange_delete(queue)):
             try:
                 delete(self.channel)
             except self.connection.channel_errors:

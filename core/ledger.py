@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .backends.sqlite import results_path
+from .backends import results_path
+from .brokers import broker_path
 from .brokers.redis.urls import CLIENT_SCHEMES, scheme
-from .brokers.sqlite import broker_path, ledger_table
+from .brokers.sqlite import ledger_table
 
 if TYPE_CHECKING:
     from .app import App
@@ -176,7 +177,7 @@ class StartRecord:
     """What the ledger must learn before a batch of tasks runs, written by the worker's next
     fetch from the broker that keeps it: the Redis fetch script
     (:mod:`qtui.core.brokers.redis.worker_channel`) or the embedded broker's fetch transaction
-    (:meth:`qtui.core.brokers.sqlite.Channel.send_fetch`)."""
+    (:meth:`qtui.core.brokers.sqlite.transport.Channel.send_fetch`)."""
 
     key: str
     """Where the records go (:meth:`Ledger.key`)."""

@@ -9,12 +9,12 @@ import pytest
 from kombu import Connection
 
 from qtui.core import brokers
-from qtui.core.backends.sqlite import results_path
+from qtui.core.backends import results_path
+from qtui.core.brokers import broker_path
 from qtui.core.brokers.amqp.delayed import AmqpDelayed
 from qtui.core.brokers.amqp.family import AMQP
 from qtui.core.brokers.family import KOMBU, family_for
 from qtui.core.brokers.redis.family import REDIS
-from qtui.core.brokers.sqlite import broker_path
 from qtui.core.brokers.sqlite.family import SQLITE
 from qtui.core.delayed import delayed_for, due_queue
 from qtui.core.events import event_exchange

@@ -1,14 +1,19 @@
 """A process imports only the broker and result backend families it uses: redis-py (and kombu's
-Redis transport) only where the broker or the result backend is Redis."""
+Redis transport) only where the broker or the result backend is Redis, qtui's embedded SQLite
+broker only where the broker is SQLite."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from kombu import Connection
+
+from qtui.core import App
+from qtui.core.delayed import DUE_QUEUE
 
 from .processes import running, write_module
 from .test_cli_lazy import RUNS_QTUI, loaded
@@ -50,18 +55,44 @@ def redis_modules(modules: set[str]) -> list[str]:
                   or m == "kombu.transport.redis")
 
 
-def started_worker_modules(tmp_path: Path, broker: str, backend: str,
-                           *options: str) -> set[str]:
+#: What a worker names whatever its broker: the delayed store's not-before header (its ETA stores
+#: are chosen by type) and the ledger's table (kept in a SQLite result store too).
+SQLITE_NAMES = {"qtui.core.brokers.sqlite", "qtui.core.brokers.sqlite.delayed",
+                "qtui.core.brokers.sqlite.ledger_table"}
+
+
+def embedded_broker_modules(modules: set[str]) -> list[str]:
+    """The modules of qtui's embedded broker (its transport, SQL layer, queues and family) and of
+    the SQLite result backend among ``modules``."""
+    return sorted(m for m in modules
+                  if m.startswith(("qtui.core.brokers.sqlite", "qtui.core.backends.sqlite"))
+                  and m not in SQLITE_NAMES)
+
+
+def started_worker_modules(tmp_path: Path, broker: str, backend: str, *options: str,
+                           meanwhile: Callable[[], object] = lambda: None) -> set[str]:
     """The modules a solo worker on ``broker`` with results in ``backend`` had loaded when it
-    was stopped, once ready."""
+    was stopped, once ready and ``meanwhile`` has returned."""
     write_module(tmp_path, "tasks", TASKS)
     argv = [sys.executable, "-c", RUNS_QTUI, "-A", "tasks", "run-worker", "-P", "solo", *options]
     with running(argv, tmp_path, ready="ready.", timeout=60.0,
                  env={"QTUI_TEST_BROKER": broker, "QTUI_TEST_BACKEND": backend}) as proc:
-        pass  # stopped (warm shutdown) as the block ends: the modules are written as it exits
+        meanwhile()  # then stopped (warm shutdown): the modules are written as it exits
     modules = loaded(proc.log_path.read_text())
     assert "qtui.workers.worker" in modules
     return modules
+
+
+def rabbitmq_worker_modules(tmp_path: Path, amqp_url: str, unique: str) -> set[str]:
+    """:func:`started_worker_modules` of a worker on RabbitMQ with rpc:// results, consuming a
+    queue of its own, deleted afterwards with the due queue the worker declared for it."""
+    queue = f"fx-imports-{unique}"
+    try:
+        return started_worker_modules(tmp_path, amqp_url, "rpc://", "-Q", queue)
+    finally:
+        with Connection(amqp_url) as conn:
+            for name in (queue, DUE_QUEUE.format(queue=queue)):
+                conn.default_channel.queue_delete(name)
 
 
 @pytest.mark.timeout(90)
@@ -77,21 +108,34 @@ def test_a_worker_on_the_embedded_broker_never_imports_redis(tmp_path, backend):
 
 @pytest.mark.timeout(90)
 def test_a_worker_on_rabbitmq_with_rpc_results_never_imports_redis(tmp_path, amqp_url, unique):
-    queue = f"fx-imports-{unique}"
-    try:
-        modules = started_worker_modules(tmp_path, amqp_url, "rpc://", "-Q", queue)
-    finally:
-        with Connection(amqp_url) as conn:
-            conn.default_channel.queue_delete(queue)
+    modules = rabbitmq_worker_modules(tmp_path, amqp_url, unique)
     assert "qtui.core.brokers.amqp.family" in modules
     assert not redis_modules(modules), redis_modules(modules)
 
 
 @pytest.mark.timeout(90)
+def test_a_worker_on_rabbitmq_with_rpc_results_never_imports_the_embedded_broker(
+        tmp_path, amqp_url, unique):
+    modules = rabbitmq_worker_modules(tmp_path, amqp_url, unique)
+    assert "qtui.core.brokers.amqp.family" in modules
+    assert not embedded_broker_modules(modules), embedded_broker_modules(modules)
+
+
+@pytest.mark.timeout(90)
 def test_a_worker_with_redis_results_imports_redis(tmp_path, redis_url):
-    """The other side: the Redis result backend still loads what it needs."""
-    modules = started_worker_modules(tmp_path, f"sqlite://{tmp_path / 'broker.sqlite'}",
-                                     redis_url)
+    """The other side: the Redis result backend still loads what it needs. A task runs first:
+    the worker opens its result backend when it first needs it, which may be after a stop
+    sent as soon as it is ready."""
+    broker = f"sqlite://{tmp_path / 'broker.sqlite'}"
+
+    def one_task() -> None:
+        app = App("client", broker=broker, backend=redis_url)
+        try:
+            assert app.send_task("tasks.add", args=[1, 2]).get(timeout=30) == 3
+        finally:
+            app.close()
+
+    modules = started_worker_modules(tmp_path, broker, redis_url, meanwhile=one_task)
     assert "redis" in modules and "qtui.core.backends.redis" in modules
 
 

@@ -247,9 +247,8 @@ def test_a_worker_answers_ping_after_hostile_broadcasts(broker, request, tmp_pat
     with deep headers there goes to one worker's own queue, below)."""
     request.getfixturevalue("redis_url")  # the task records live in Redis
     url = broker_url(broker, request, tmp_path)
-    setup = make_setup(tmp_path, f"qw-{unique}", url, None)
-    app = setup.app()
-    try:
+    with make_setup(tmp_path, f"qw-{unique}", url, None) as setup, \
+            contextlib.closing(setup.app()) as app:
         with setup.worker("-P", "threads", "-c", "1") as proc:
             hostname = hostname_of(setup)
             for text in NOT_ENVELOPES.values():
@@ -269,9 +268,6 @@ def test_a_worker_answers_ping_after_hostile_broadcasts(broker, request, tmp_pat
         assert ("Dropped a message published to exchange 'celery.pidbox'" in log  # Redis
                 or "Dropped a message of queue" in log)  # SQLite
         assert "Traceback" not in log
-    finally:
-        app.close()
-        setup.cleanup()
 
 
 
@@ -280,9 +276,8 @@ def test_a_worker_answers_ping_after_an_amqp_request_whose_headers_nest_thousand
         amqp_url, request, tmp_path, unique):
     """Sent to the worker's own pidbox queue (the default exchange): no other worker gets it."""
     request.getfixturevalue("redis_url")  # the task records live in Redis
-    setup = make_setup(tmp_path, f"qw-{unique}", amqp_url, None)
-    app = setup.app()
-    try:
+    with make_setup(tmp_path, f"qw-{unique}", amqp_url, None) as setup, \
+            contextlib.closing(setup.app()) as app:
         with setup.worker("-P", "threads", "-c", "1") as proc:
             hostname = hostname_of(setup)
             publish_amqp_raw(f"{hostname}.celery.pidbox",
@@ -293,9 +288,6 @@ def test_a_worker_answers_ping_after_an_amqp_request_whose_headers_nest_thousand
             log = proc.log_path.read_text()
         assert "Dropped a remote-control message that cannot be decoded" in log
         assert "Traceback" not in log
-    finally:
-        app.close()
-        setup.cleanup()
 
 
 # the collection of control replies -----------------------------------------------------------

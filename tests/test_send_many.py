@@ -19,7 +19,7 @@ import redis
 
 from qtui.core import App, sending
 from qtui.core.brokers.redis.channel import Channel as RedisChannel
-from qtui.core.brokers.sqlite import Channel as SqliteChannel
+from qtui.core.brokers.sqlite.transport import Channel as SqliteChannel
 from qtui.core.canvas import chunks, group, signature
 from qtui.core.events import EventReceiver
 from qtui.core.exceptions import SendFailed

@@ -22,8 +22,10 @@ from kombu.exceptions import OperationalError
 from kombu.transport import TRANSPORT_ALIASES
 
 from qtui.core import brokers
-from qtui.core.brokers import sqlite as transport
+from qtui.core.brokers import broker_path
+from qtui.core.brokers.sqlite import database
 from qtui.core.brokers.sqlite.database import VERSION_REUSE
+from qtui.core.brokers.sqlite.transport import Transport
 from qtui.core.delayed import DUE_QUEUE
 from qtui.core.ledger import StartRecord
 
@@ -146,7 +148,7 @@ def url(tmp_path: Path) -> str:
 
 
 def queue_row(url: str, name: str) -> tuple[str, int, int] | None:
-    return next((row for row in transport.list_queues(url) if row[0] == name), None)
+    return next((row for row in database.list_queues(url) if row[0] == name), None)
 
 
 # -- delivery -----------------------------------------------------------------------------------
@@ -330,7 +332,7 @@ def test_fanout_reaches_every_bound_queue_in_three_processes(url: str, tmp_path:
             assert proc.exitcode == 0
     assert [json.loads(o.read_text()) for o in outs] == [list(range(count))] * 3
     # Each subscriber's auto-delete queue went with its consumer.
-    assert [row for row in transport.list_queues(url) if row[0].startswith("sub-")] == []
+    assert [row for row in database.list_queues(url) if row[0].startswith("sub-")] == []
 
 
 @pytest.mark.timeout(120)
@@ -408,7 +410,7 @@ def test_list_queues_shows_queues_without_consumers_from_another_connection(url:
         listed = other.default_channel.list_queues()
     assert ("lonely", 1, 0) in listed
     assert ("empty", 0, 0) in listed
-    assert transport.list_queues(url) == listed
+    assert database.list_queues(url) == listed
 
 
 # -- a busy file --------------------------------------------------------------------------------
@@ -433,7 +435,7 @@ def write_locked(path: Path, release_on_first_retry: bool) -> Iterator[RetryWarn
     locker = sqlite3.connect(path, isolation_level=None)
     locker.execute("BEGIN IMMEDIATE")
     handler = RetryWarnings(locker, release_on_first_retry)
-    log = logging.getLogger(transport.__name__)
+    log = logging.getLogger(database.__name__)
     log.addHandler(handler)
     try:
         yield handler
@@ -462,7 +464,7 @@ def test_a_publish_that_never_gets_the_lock_fails_loudly_after_bounded_retries(u
         with write_locked(conn.transport.path, release_on_first_retry=False) as retries, \
                 pytest.raises((sqlite3.OperationalError, OperationalError), match="locked"):
             q.put({"id": 1})
-        assert len(retries.warnings) == transport.BUSY_RETRIES - 1
+        assert len(retries.warnings) == database.BUSY_RETRIES - 1
         assert q.qsize() == 0
         q.close()
 
@@ -473,9 +475,9 @@ def test_register_is_idempotent_and_kombu_resolves_sqlite_urls_to_this_transport
         url: str) -> None:
     brokers.register()
     brokers.register()
-    assert TRANSPORT_ALIASES["sqlite"] == "qtui.core.brokers.sqlite:Transport"
+    assert TRANSPORT_ALIASES["sqlite"] == "qtui.core.brokers.sqlite.transport:Transport"
     with Connection(url) as conn:
-        assert isinstance(conn.transport, transport.Transport)
+        assert isinstance(conn.transport, Transport)
         assert conn.transport.driver_type == "sqlite"
 
 
@@ -483,18 +485,18 @@ def test_absolute_urls_with_three_or_four_slashes_and_relative_urls(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert transport.broker_path("sqlite:///tmp/x.db") == Path("/tmp/x.db")
-    assert transport.broker_path("sqlite:////tmp/x.db") == Path("/tmp/x.db")
-    assert transport.broker_path("sqlite://data/Broker.db") == tmp_path / "data/Broker.db"
-    assert transport.broker_path("sqlite://~/b.db") == tmp_path / "home/b.db"
-    assert transport.broker_path("sqlite://") == brokers.default_broker_path()
+    assert broker_path("sqlite:///tmp/x.db") == Path("/tmp/x.db")
+    assert broker_path("sqlite:////tmp/x.db") == Path("/tmp/x.db")
+    assert broker_path("sqlite://data/Broker.db") == tmp_path / "data/Broker.db"
+    assert broker_path("sqlite://~/b.db") == tmp_path / "home/b.db"
+    assert broker_path("sqlite://") == brokers.default_broker_path()
 
 
 def test_default_broker_url_is_absolute_under_xdg_data_home(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert brokers.default_broker_url() == f"sqlite://{tmp_path}/qtui/broker.sqlite"
-    assert transport.broker_path(brokers.default_broker_url()) == brokers.default_broker_path()
+    assert broker_path(brokers.default_broker_url()) == brokers.default_broker_path()
 
 
 @pytest.mark.timeout(60)
@@ -523,7 +525,7 @@ def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path) -> None:
 def test_a_newer_schema_version_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "future.sqlite"
     with sqlite3.connect(path) as db:
-        db.execute(f"PRAGMA user_version = {transport.SCHEMA_VERSION + 1}")
+        db.execute(f"PRAGMA user_version = {database.SCHEMA_VERSION + 1}")
     with pytest.raises(OperationalError, match="newer than this qtui understands"):
         Connection(f"sqlite://{path}").connect()
 
@@ -534,15 +536,15 @@ def test_a_new_file_is_in_wal_mode_at_the_current_schema(url: str) -> None:
         path = conn.transport.path
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == transport.SCHEMA_VERSION
+        assert db.execute("PRAGMA user_version").fetchone()[0] == database.SCHEMA_VERSION
         plan = " ".join(row[3] for row in db.execute(
-            f"EXPLAIN QUERY PLAN {transport.READY} LIMIT 16", ("q", 0)))
+            f"EXPLAIN QUERY PLAN {database.READY} LIMIT 16", ("q", 0)))
     # One index range per priority, bounded by visible_at: future rows are never read.
     assert "COVERING INDEX messages_ready (queue=? AND priority=? AND visible_at<?)" in plan
     assert "TEMP B-TREE" not in plan
 
 
-def vm_steps(db: transport.Database, op: Callable[[], object]) -> int:
+def vm_steps(db: database.Database, op: Callable[[], object]) -> int:
     """SQLite virtual-machine instructions ``op`` runs on ``db``'s connection (a measure of the
     rows it reads that does not depend on the machine's speed)."""
     steps = [0]
@@ -557,11 +559,11 @@ def vm_steps(db: transport.Database, op: Callable[[], object]) -> int:
 
 @pytest.mark.timeout(60)
 def test_a_fetch_does_not_read_the_future_eta_rows_of_its_queue(tmp_path: Path) -> None:
-    db = transport.Database(tmp_path / "eta.sqlite")
+    db = database.Database(tmp_path / "eta.sqlite")
     try:
         for i in range(40):
             db.put("q", 5, json.dumps({"id": i}))
-        claimed: list[transport.Claimed] = []
+        claimed: list[database.Claimed] = []
         before = vm_steps(db, lambda: claimed.extend(db.claim("q", 16, 60)))
         db.release([c.id for c in claimed], delivered=False)
         later = time.time() + 3600
@@ -587,7 +589,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_messages(tmp_path: Path) -> 
         assert q.get(timeout=10).payload == {"id": "kept"}
         q.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == transport.SCHEMA_VERSION
+        assert db.execute("PRAGMA user_version").fetchone()[0] == database.SCHEMA_VERSION
         indexes = {name for (name,) in db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")}
         tables = {name for (name,) in db.execute(
@@ -604,10 +606,10 @@ def test_a_failed_commit_is_rolled_back_so_the_connection_can_write_again() -> N
         CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
     """)
     with pytest.raises(sqlite3.IntegrityError):  # raised by COMMIT (the check is deferred)
-        with transport.Database._transaction(conn):
+        with database.Database._transaction(conn):
             conn.execute("INSERT INTO child VALUES (1)")
     assert not conn.in_transaction
-    with transport.Database._transaction(conn):
+    with database.Database._transaction(conn):
         conn.execute("INSERT INTO parent VALUES (1)")
     assert conn.execute("SELECT count(*) FROM parent").fetchone()[0] == 1
     conn.close()
@@ -691,7 +693,7 @@ def test_rows_claimed_ahead_stay_held_ahead_in_order_when_a_fetch_fails(url: str
         ahead = held_ahead(channel)
         assert len(delivered) == 1 and len(ahead) == 15
         with write_locked(channel.db.path, release_on_first_retry=False):
-            with pytest.raises(transport.BrokerLocked):
+            with pytest.raises(database.BrokerLocked):
                 channel.send_fetch(["ahead"], 8, [delivered[0].delivery_tag])
         assert held_ahead(channel) == ahead
         channel.close()
@@ -830,11 +832,11 @@ class InterruptedAfterCommit:
 def test_ctrl_c_after_the_schema_migration_commits_is_not_turned_into_a_broker_error(tmp_path):
     # The ROLLBACK of a committed migration failed ("no transaction is active"); that error
     # replaced the KeyboardInterrupt and kombu retried the connection: Ctrl+C was lost.
-    database = transport.Database(tmp_path / "opened.sqlite")
+    db = database.Database(tmp_path / "opened.sqlite")
     fresh = sqlite3.connect(tmp_path / "fresh.sqlite", isolation_level=None)
     try:
         with pytest.raises(KeyboardInterrupt):
-            database._prepare(InterruptedAfterCommit(fresh))  # type: ignore[arg-type]
+            db._prepare(InterruptedAfterCommit(fresh))  # type: ignore[arg-type]
     finally:
         fresh.close()
-        database.close()
+        db.close()

@@ -32,10 +32,7 @@ def test_redis_refusing_writes_makes_the_worker_wait_not_die(tmp_path, unique, o
     setup = _setup(tmp_path, unique, port)
     client = redis.Redis(port=port)
     try:
-        app = setup.app()
-        for i in range(40):
-            app.send_task("tasks.slow", args=[0.2, i])
-        app.close()
+        setup.send_slow(40, 0.2)
         with setup.worker("-P", "threads", "-c", "2") as worker:
             assert wait_for(lambda: len(setup.records("done")) >= 5, 30)
             client.config_set("maxmemory-policy", "noeviction")
@@ -55,9 +52,8 @@ def test_redis_refusing_writes_makes_the_worker_wait_not_die(tmp_path, unique, o
 def test_a_warm_shutdown_takes_no_more_tasks_while_running_ones_finish(tmp_path, unique,
                                                                         own_redis):
     port, _ = own_redis
-    setup = _setup(tmp_path, unique, port)
     client = redis.Redis(port=port)
-    try:
+    with _setup(tmp_path, unique, port) as setup:
         app = setup.app()
         app.send_task("tasks.slow", args=[3, "long"])
         with setup.worker("-P", "threads", "-c", "2", "--prefetch-multiplier", "1") as worker:
@@ -74,8 +70,6 @@ def test_a_warm_shutdown_takes_no_more_tasks_while_running_ones_finish(tmp_path,
         # Finishing the running task, remote control and events take a few dozen commands;
         # taking tasks only to put them back takes thousands a second.
         assert spent < 1_500, f"{spent} Redis commands during a 3 s warm shutdown"
-    finally:
-        setup.cleanup()
 
 
 @pytest.mark.timeout(90)

@@ -16,6 +16,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
 
 import pytest
 import redis
@@ -27,7 +29,7 @@ from qtui.core.queues import inspector_for
 
 from .redis_server import redis_server, spare_port
 from .tcp_proxy import Interceptor, split_resp
-from .worker_helpers import make_setup, wait_for
+from .worker_helpers import Setup, make_setup, wait_for
 
 TASKS = 300
 VISIBILITY_TIMEOUT = 40
@@ -125,18 +127,24 @@ class ReplyCutter(Interceptor):
             self._shut(sock)
 
 
+@contextmanager
+def behind(cutter: ReplyCutter, tmp_path: Path, queue: str,
+           visibility_timeout: float = VISIBILITY_TIMEOUT) -> Iterator[Setup]:
+    """A test's world on the private Redis behind ``cutter``; as the block ends, the cutter is
+    closed and the world cleaned up."""
+    with make_setup(tmp_path, queue, f"redis://127.0.0.1:{cutter.port}/0", None,
+                    broker_transport_options={"visibility_timeout": visibility_timeout}) as setup, \
+            closing(cutter):
+        yield setup
+
+
 @pytest.mark.timeout(90)
 def test_what_a_fetch_took_when_its_reply_was_lost_comes_back_at_once(tmp_path, unique,
                                                                        redis_url, private_redis):
     client = redis.Redis(port=private_redis)
     cutter = ReplyCutter(private_redis)
-    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/0", None,
-                       broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
-    try:
-        app = setup.app()
-        for i in range(TASKS):
-            app.send_task("tasks.slow", args=[0.02, i])
-        app.close()
+    with behind(cutter, tmp_path, f"qw-{unique}") as setup:
+        setup.send_slow(TASKS, 0.02)
         with setup.worker("-P", "threads", "-c", "4") as worker:
             assert wait_for(lambda: len(setup.records("done")) >= 40, 20)
             cutter.armed.set()
@@ -151,9 +159,6 @@ def test_what_a_fetch_took_when_its_reply_was_lost_comes_back_at_once(tmp_path, 
                      f"{client.zcard('unacked_index')} unacked in Redis\n{log[-3000:]}")
         assert done == set(range(TASKS))
         assert "Put back" in log, log[-3000:]
-    finally:
-        cutter.close()
-        setup.cleanup()
 
 
 @pytest.mark.timeout(60)
@@ -167,9 +172,7 @@ def test_what_an_idle_wait_delivered_runs_once_when_its_adoption_is_lost(
     put it back."""
     client = redis.Redis(port=private_redis)
     cutter = ReplyCutter(private_redis, marker=ADOPT_MARKER, request_too=lost == "request")
-    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/0", None,
-                       broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
-    try:
+    with behind(cutter, tmp_path, f"qw-{unique}") as setup:
         with setup.worker("-P", "solo") as worker:
             cutter.armed.set()
             app = setup.app()
@@ -192,18 +195,13 @@ def test_what_an_idle_wait_delivered_runs_once_when_its_adoption_is_lost(
         assert sorted(r["tag"] for r in setup.records("mark")) == list(range(sent)), log[-3000:]
         assert not processing and not client.llen(setup.queue), log[-3000:]
         assert "Reconnected" in log, log[-3000:]
-    finally:
-        cutter.close()
-        setup.cleanup()
 
 
 def _marks_run_once_through_a_cut(tmp_path, queue: str, cutter: ReplyCutter,
                                   count: int, pool: tuple[str, ...] = ("-P", "solo")) -> str:
     """Send ``count`` marks to a solo worker behind ``cutter`` once it is armed; each must run
     once, the cut reply notwithstanding. Returns the worker's log."""
-    setup = make_setup(tmp_path, queue, f"redis://127.0.0.1:{cutter.port}/0", None,
-                       broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT})
-    try:
+    with behind(cutter, tmp_path, queue) as setup:
         with setup.worker(*pool) as worker:
             cutter.armed.set()
             app = setup.app()
@@ -221,9 +219,6 @@ def _marks_run_once_through_a_cut(tmp_path, queue: str, cutter: ReplyCutter,
         assert sorted(r["tag"] for r in setup.records("mark")) == list(range(count)), log[-3000:]
         assert not setup.dead_letters(expected=1, timeout=0.5)
         return log
-    finally:
-        cutter.close()
-        setup.cleanup()
 
 
 @pytest.mark.timeout(60)
@@ -265,9 +260,7 @@ def test_a_lost_fetch_comes_back_at_reconnect_though_its_stamp_changed(tmp_path,
                     xx=True)
 
     cutter = ReplyCutter(private_redis, on_cut=restamp)
-    setup = make_setup(tmp_path, f"qw-{unique}", f"redis://127.0.0.1:{cutter.port}/0", None,
-                       broker_transport_options={"visibility_timeout": SLOW_RECLAIM_TIMEOUT})
-    try:
+    with behind(cutter, tmp_path, f"qw-{unique}", SLOW_RECLAIM_TIMEOUT) as setup:
         # Sent before the worker starts, so that its first turn's fetch takes it (an idle wait
         # would deliver it from its own reply, no fetch reply carrying it).
         app = setup.app()
@@ -281,9 +274,6 @@ def test_a_lost_fetch_comes_back_at_reconnect_though_its_stamp_changed(tmp_path,
             log = worker.log_path.read_text()
         assert ran, f"{client.zcard('unacked_index')} unacked in Redis\n{log[-3000:]}"
         assert [r["tag"] for r in setup.records("mark")] == ["restamped"]
-    finally:
-        cutter.close()
-        setup.cleanup()
 
 
 @pytest.mark.timeout(60)
@@ -300,9 +290,7 @@ def test_what_an_idle_wait_moved_goes_back_to_its_queue_when_its_reply_is_lost(
             found.pause(Pause(queue, time.time(), "test"))
 
     cutter = ReplyCutter(private_redis, marker=b"BLMOVE", on_cut=pause)
-    setup = make_setup(tmp_path, queue, f"redis://127.0.0.1:{cutter.port}/0", None,
-                       broker_transport_options={"visibility_timeout": SLOW_RECLAIM_TIMEOUT})
-    try:
+    with behind(cutter, tmp_path, queue, SLOW_RECLAIM_TIMEOUT) as setup:
         with setup.worker("-P", "solo") as worker:
             cutter.armed.set()
             app = setup.app()
@@ -328,6 +316,3 @@ def test_what_an_idle_wait_moved_goes_back_to_its_queue_when_its_reply_is_lost(
         # turn's script delivered it first, there is nothing to put back (and it ran, once).
         if back:
             assert "Put back 1 message" in log, log[-3000:]
-    finally:
-        cutter.close()
-        setup.cleanup()

@@ -304,9 +304,9 @@ def test_a_worker_fetches_no_task_while_a_result_write_waits_out_a_refusal(tmp_p
                                                                           own_redis):
     port, data = own_redis
     results = f"redis://127.0.0.1:{port}/1"
-    setup = make_setup(tmp_path, f"qw-{unique}", f"sqlite://{tmp_path / 'broker.db'}", results)
     client = redis.Redis(port=port)
-    try:
+    with make_setup(tmp_path, f"qw-{unique}", f"sqlite://{tmp_path / 'broker.db'}",
+                    results) as setup:
         app = setup.app()
         ids = [app.send_task("tasks.slow", args=[0.5, i]).id for i in range(4)]
         app.close()
@@ -320,8 +320,6 @@ def test_a_worker_fetches_no_task_while_a_result_write_waits_out_a_refusal(tmp_p
             assert wait_for(lambda: len(setup.records("done")) >= 4, 60), \
                 worker.log_path.read_text()[-3000:]
         assert _all_succeeded(port, ids)
-    finally:
-        setup.cleanup()
 
 
 @pytest.mark.timeout(120)
@@ -332,14 +330,10 @@ def test_a_warm_shutdown_during_a_refusal_settles_what_ran_once_writes_come_back
     finished task is acked, the others go back to the queue."""
     port, data = own_redis
     broker = f"redis://127.0.0.1:{port}/0"
-    setup = make_setup(tmp_path, f"qw-{unique}", broker,
-                       f"sqlite://{tmp_path / 'results.sqlite'}")
     client = redis.Redis(port=port)
-    try:
-        app = setup.app()
-        for i in range(4):
-            app.send_task("tasks.slow", args=[1.0, i])
-        app.close()
+    with make_setup(tmp_path, f"qw-{unique}", broker,
+                    f"sqlite://{tmp_path / 'results.sqlite'}") as setup:
+        setup.send_slow(4, 1.0)
         with setup.worker("-P", "threads", "-c", "2", "--prefetch-multiplier", "2") as worker:
             assert wait_for(lambda: len(setup.records("started")) >= 2, 30)
             with readonly(client, data):
@@ -354,8 +348,6 @@ def test_a_warm_shutdown_during_a_refusal_settles_what_ran_once_writes_come_back
         assert "Redis refused writes (READONLY" in log, log[-3000:]
         assert "Broker connection lost" not in log and "Broker unreachable" not in log, \
             log[-3000:]
-    finally:
-        setup.cleanup()
 
 
 @pytest.mark.parametrize("first", ["SIGTERM", "request"])

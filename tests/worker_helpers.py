@@ -162,7 +162,8 @@ def always_key_error():
 
 @dataclass
 class Setup:
-    """One test's world: its queue, broker, backend, tasks module and client app."""
+    """One test's world: its queue, broker, backend, tasks module and client app; as a context
+    manager, cleaned up when the block ends."""
 
     directory: Path
     queue: str
@@ -187,10 +188,23 @@ class Setup:
         with running(argv, self.directory, ready=ready, timeout=timeout, env=self.env) as proc:
             yield proc
 
+    def __enter__(self) -> Setup:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()
+
     def app(self, **settings: Any) -> App:
         app = App("client", broker=self.broker, backend=self.backend,
                   task_default_queue=self.queue, **{**self.conf, **settings})
         return app
+
+    def send_slow(self, count: int, seconds: float) -> None:
+        """Send ``count`` ``tasks.slow`` of ``seconds`` each, tagged 0 to ``count - 1``."""
+        app = self.app()
+        for i in range(count):
+            app.send_task("tasks.slow", args=[seconds, i])
+        app.close()
 
     def records(self, kind: str) -> list[dict[str, Any]]:
         client = redis.Redis.from_url(REDIS_URL)

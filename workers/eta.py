@@ -51,8 +51,7 @@ from kombu import Connection, Exchange, Producer, Queue
 
 from qtui.core.brokers.amqp.delayed import AmqpDelayed, amqp_due_queue
 from qtui.core.brokers.redis.delayed import RedisDelayed
-from qtui.core.brokers.sqlite import NOT_BEFORE_HEADER
-from qtui.core.brokers.sqlite.delayed import SqliteDelayed
+from qtui.core.brokers.sqlite.delayed import NOT_BEFORE_HEADER, SqliteDelayed
 from qtui.core.delayed import DELAY_QUEUE, DELAYED_KEY, DUE_QUEUE, LADDER, DelayedTasks, delayed_for
 
 from . import declare

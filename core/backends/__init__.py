@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..exceptions import ImproperlyConfigured
+from ..files import sqlite_file
 from .base import DisabledBackend, ResultBackend, exception_from_meta, exception_to_meta
 
 if TYPE_CHECKING:
@@ -17,6 +19,7 @@ __all__ = [
     "backend_for",
     "exception_from_meta",
     "exception_to_meta",
+    "results_path",
 ]
 
 BACKENDS = {
@@ -41,3 +44,12 @@ def backend_for(app: App, url: str | None) -> ResultBackend:
     module, _, name = BACKENDS[scheme].partition(":")
     cls: type[ResultBackend] = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     return cls(app, url)
+
+
+def results_path(url: str) -> Path:
+    """The SQLite results file a ``sqlite://PATH`` URL names
+    (:func:`~qtui.core.files.sqlite_file`); unlike the broker's URL, it must name one."""
+    rest = url.partition("://")[2]
+    if not rest:
+        raise ImproperlyConfigured(f"{url!r} names no file: use sqlite://PATH")
+    return sqlite_file(rest)

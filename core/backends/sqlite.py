@@ -12,13 +12,12 @@ import sqlite3
 import threading
 import time
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import exceptions
 from ..brokers.sqlite.database import retry_while_busy
 from ..exceptions import BackendError
-from ..files import create_private, sqlite_file
+from ..files import create_private
+from . import results_path
 from .base import ResultBackend
 from .sqlite_chord import SQLiteChordJoin
 
@@ -36,15 +35,6 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_expires_at ON results (expires_at);
 """
-
-
-def results_path(url: str) -> Path:
-    """The results file a ``sqlite://PATH`` URL names (:func:`~qtui.core.files.sqlite_file`);
-    unlike the broker's URL, it must name one."""
-    rest = url.partition("://")[2]
-    if not rest:
-        raise exceptions.ImproperlyConfigured(f"{url!r} names no file: use sqlite://PATH")
-    return sqlite_file(rest)
 
 
 class SQLiteBackend(ResultBackend):

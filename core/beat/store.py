@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from ..backends import results_path
+from ..brokers import broker_path
 from ..brokers.redis.urls import CLIENT_SCHEMES, scheme
 from ..config import mask_url
 from ..exceptions import ConfigError
@@ -151,8 +153,4 @@ def store_for(app: App) -> BeatStore:
 
 
 def _sqlite_path(url: str, is_broker: bool) -> str:
-    if is_broker:
-        from ..brokers.sqlite import broker_path
-        return str(broker_path(url))
-    from ..backends.sqlite import results_path
-    return str(results_path(url))
+    return str(broker_path(url) if is_broker else results_path(url))

@@ -16,8 +16,9 @@ from kombu.transport import TRANSPORT_ALIASES
 
 from ..config import mask_url
 from ..exceptions import ConfigError
+from ..files import sqlite_file
 
-SQLITE_TRANSPORT = "qtui.core.brokers.sqlite:Transport"
+SQLITE_TRANSPORT = "qtui.core.brokers.sqlite.transport:Transport"
 
 
 def register() -> None:
@@ -81,3 +82,10 @@ def default_broker_path() -> Path:
 def default_broker_url() -> str:
     """``sqlite://`` + the absolute :func:`default_broker_path` (so ``sqlite:///home/...``)."""
     return f"sqlite://{default_broker_path()}"
+
+
+def broker_path(url: str | None) -> Path:
+    """The embedded broker's file a ``sqlite://`` URL (or a bare path) names; plain ``sqlite://``
+    is qtui's default file (:mod:`.sqlite` says how the path is read)."""
+    rest = (url or "").partition("://")[2] if "://" in (url or "") else (url or "")
+    return sqlite_file(rest) if rest else default_broker_path()

@@ -5,6 +5,7 @@ The package: :mod:`.schema` (tables, indexes, migrations), :mod:`.liveness` (pro
 and whether a holder still runs), :mod:`.database` (the SQL layer), :mod:`.transport` (the
 kombu classes), :mod:`.queues` (queue inspection), :mod:`.delayed` (the delayed store) and
 :mod:`.family` (what the rest of qtui asks of this broker, :mod:`qtui.core.brokers.family`).
+This ``__init__`` imports none of them, so a process on another broker loads no SQL layer.
 
 URLs (``kombu.Connection(url)``; kombu hands this transport the raw URL, see ``can_parse_url``):
 
@@ -46,28 +47,13 @@ Transport options: ``visibility_timeout`` (s, 3600; the claiming consumer's valu
 polls while messages flow, and after a second without any; an empty poll costs one
 ``PRAGMA data_version``), ``busy_timeout`` (s, 5: SQLite's wait for the write lock, after which
 the operation is retried with backoff and a warning, five attempts in all; then
-:class:`BrokerLocked`, a connection error: qtui's worker reconnects and keeps what it holds, it
-does not give back tasks still running), ``fetch_batch`` (16: rows one claim may
+:class:`.database.BrokerLocked`, a connection error: qtui's worker reconnects and keeps what it
+holds, it does not give back tasks still running), ``fetch_batch`` (16: rows one claim may
 take ahead, within the consumer's prefetch limit; they stay invisible until acked, and go back
 on cancel, requeue and close).
 
-qtui's worker fetches through :meth:`Channel.send_fetch` instead while it is busy: the acks of
-its finished tasks, the start records of the batch it is about to run (the cluster ledger's
-table in this file) and the claim of what its prefetch window has room for are one transaction.
+qtui's worker fetches through :meth:`.transport.Channel.send_fetch` instead while it is busy:
+the acks of its finished tasks, the start records of the batch it is about to run (the cluster
+ledger's table in this file) and the claim of what its prefetch window has room for are one
+transaction.
 """
-
-from .database import (
-    BUSY_RETRIES,
-    BrokerFileError,
-    BrokerLocked,
-    Claimed,
-    Database,
-    broker_path,
-    list_queues,
-)
-from .schema import READY, SCHEMA_VERSION
-from .transport import NOT_BEFORE_HEADER, Channel, QoS, Transport
-
-__all__ = ["BUSY_RETRIES", "NOT_BEFORE_HEADER", "READY", "SCHEMA_VERSION", "BrokerFileError",
-           "BrokerLocked", "Channel", "Claimed", "Database", "QoS", "Transport", "broker_path",
-           "list_queues"]

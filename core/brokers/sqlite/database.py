@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kombu.exceptions import OperationalError
 
-from ...files import create_private, sqlite_file
-from .. import default_broker_path
+from ...files import create_private
+from .. import broker_path
 from . import ledger_table
 from .liveness import current_process, process_alive
 from .schema import MIGRATIONS, READY, READY_ROWS, SCHEMA_VERSION
@@ -59,13 +59,6 @@ class BrokerFileError(OperationalError):
 class BrokerLocked(OperationalError, sqlite3.OperationalError):
     """The broker file stayed locked by other connections past every retry (an SQLite error
     too, so what gives back held rows later still sees it as one)."""
-
-
-def broker_path(url: str | None) -> Path:
-    """The broker file a ``sqlite://`` URL (or a bare path) names; plain ``sqlite://`` is qtui's
-    default file (see the package docstring)."""
-    rest = (url or "").partition("://")[2] if "://" in (url or "") else (url or "")
-    return sqlite_file(rest) if rest else default_broker_path()
 
 
 @dataclass

@@ -10,7 +10,10 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from ...delayed import DUE_QUEUE, DelayedTasks, HeldTask, held_task, without_eta
-from .transport import NOT_BEFORE_HEADER
+
+#: Message header: epoch seconds before which a published message stays invisible (delayed
+#: delivery; the worker's ETA store on this transport).
+NOT_BEFORE_HEADER = "x-qtui-not-before"
 
 
 def sqlite_due_queue(queue: str) -> Queue:

@@ -20,9 +20,11 @@ from kombu.utils.json import dumps
 
 from ...delayed import DUE_QUEUE
 from ...protocol import dead_letter_queue_name
+from .. import broker_path
 from ..dropped import warn_dropped
 from ..envelope import Envelope, NotAnEnvelope, ReadsEnvelopes, dead_letter_wrapping
-from .database import DEFAULT_BUSY_TIMEOUT, Claimed, Database, broker_path
+from .database import DEFAULT_BUSY_TIMEOUT, Claimed, Database
+from .delayed import NOT_BEFORE_HEADER
 
 if TYPE_CHECKING:
     from ...ledger import StartRecord
@@ -30,9 +32,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
-#: Message header: epoch seconds before which a published message stays invisible (delayed
-#: delivery; the worker's ETA store on this transport).
-NOT_BEFORE_HEADER = "x-qtui-not-before"
 DEFAULT_FETCH_BATCH = 16
 DEFAULT_POLLING_INTERVAL = 0.005
 DEFAULT_IDLE_POLLING_INTERVAL = 0.03
