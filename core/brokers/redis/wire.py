@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import select
-import socket
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -89,8 +88,9 @@ def dropped(conn: Any) -> bool:
 
 def read_reply(conn: Any, timeout: float | None = None) -> Any:
     """The reply to the one command sent on ``conn``, a redis-py connection whose earlier
-    replies are all read, parsed here from its socket (by :class:`Reader`) rather than by
-    redis-py's parser and its bookkeeping for each reply; pushes before it are skipped.
+    replies are all read, parsed here from its socket (by :class:`Reader`, which knows the
+    replies of single-key commands) rather than by redis-py's parser and its bookkeeping for
+    each reply; pushes before it are skipped.
     Raises what ``conn.read_response(timeout=timeout)`` raises: redis-py's TimeoutError or
     ConnectionError, or the error reply's exception."""
     sock = conn._sock
@@ -107,7 +107,7 @@ def read_reply(conn: Any, timeout: float | None = None) -> Any:
                 reader.feed(data)
             elif not item[0]:
                 break
-    except socket.timeout:
+    except TimeoutError:  # the socket's timeout (socket.timeout)
         raise redis.TimeoutError("Timeout reading from socket") from None
     except OSError as exc:
         raise redis.ConnectionError(f"Error while reading from socket: {exc.args}") from exc
