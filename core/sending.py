@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kombu import Exchange, Producer, Queue
+from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import EncodeError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -391,11 +391,34 @@ def _publication(encoded: Outgoing) -> amqp_broker.Publication:
 def _retrying(retry: bool, producer: Producer, policy: dict[str, Any],
               fun: Callable[[], T]) -> T:
     """``fun()``, with ``retry`` retried per the policy when the connection fails (kombu's
-    ``ensure``, as ``Producer.publish(retry=True)`` does it)."""
-    if not retry:
+    ``ensure``, as ``Producer.publish(retry=True)`` does it). The first attempt is made here,
+    as ensure's first is, and ensure is built only for an error it would retry: its loop
+    then starts from that error (no second plain attempt), so the retries, their errback and
+    ``max_retries`` are ensure's own."""
+    try:
         return fun()
-    ensured: Callable[[], T] = producer.connection.ensure(producer, fun, **policy)
+    except Exception as exc:  # which errors ensure retries is asked only once one is raised
+        if not (retry and isinstance(exc, _retried_errors(producer.connection, policy))):
+            raise
+        failed: BaseException | None = exc
+
+    def again() -> T:
+        nonlocal failed
+        if failed is not None:
+            exc, failed = failed, None
+            raise exc
+        return fun()
+
+    ensured: Callable[[], T] = producer.connection.ensure(producer, again, **policy)
     return ensured()
+
+
+def _retried_errors(connection: Connection, policy: dict[str, Any]
+                    ) -> tuple[type[BaseException], ...]:
+    """The errors ``connection.ensure`` retries under ``policy`` (every other error it lets
+    through as it is)."""
+    return (*(policy.get("retry_errors") or ()), *connection.recoverable_connection_errors,
+            *connection.recoverable_channel_errors)
 
 
 def _send_sent_events(app: App, producer: Producer, chunk: Sequence[Outgoing]) -> None:

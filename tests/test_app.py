@@ -6,8 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from queue import Empty
+from typing import Any
 
 import pytest
 from kombu import Connection, Queue
@@ -302,6 +304,59 @@ def test_an_unreachable_broker_is_a_clear_error_with_the_url_masked():
         app.send_task("tasks.add")
     assert "redis://:**@127.0.0.1:1/0 is unreachable" in str(info.value)
     assert "secret" not in str(info.value)
+
+
+class _Refused(Exception):
+    """An error a retry policy names in ``retry_errors``."""
+
+
+@pytest.mark.parametrize("error", ["connection", "retry_errors", "other"])
+@pytest.mark.parametrize("max_retries", [0, 1, 3, None])
+@pytest.mark.parametrize("failures", [0, 1, 2, 4])
+def test_a_send_that_fails_is_retried_exactly_as_kombus_ensure_retries_it(
+        error, max_retries, failures):
+    """A send's first attempt is made before kombu's ``ensure`` is built, and only an error
+    ensure would retry builds it: the attempts, the errback's and ``on_revive``'s calls, and
+    what is raised in the end are the same as when ensure makes every attempt."""
+    from amqp.exceptions import ConnectionError as AmqpConnectionError
+    from kombu import Producer
+
+    from qtui.core import sending
+
+    kind = {"connection": AmqpConnectionError, "retry_errors": _Refused,
+            "other": TypeError}[error]
+
+    def run(send: Callable[..., Any]) -> tuple[list[Any], Any]:
+        seen: list[Any] = []
+        left = [failures]
+
+        def attempt() -> str:
+            seen.append("attempt")
+            if left[0]:
+                left[0] -= 1
+                raise kind(f"failure {failures - left[0]}")
+            return "sent"
+
+        policy = {"max_retries": max_retries, "interval_start": 0, "interval_step": 0,
+                  "interval_max": 0, "retry_errors": (_Refused,),
+                  "errback": lambda exc, interval: seen.append(("errback", str(exc), interval)),
+                  "on_revive": lambda channel: seen.append("revived")}
+        with Connection("memory://") as connection:
+            producer = Producer(connection)
+            try:
+                outcome: Any = send(producer, policy, attempt)
+            except Exception as exc:  # noqa: BLE001 - the outcome compared, whatever it is
+                outcome = (type(exc), str(exc))
+        return seen, outcome
+
+    def ensured(producer: Any, policy: dict[str, Any], attempt: Callable[[], str]) -> str:
+        result: str = producer.connection.ensure(producer, attempt, **policy)()
+        return result
+
+    def sent(producer: Any, policy: dict[str, Any], attempt: Callable[[], str]) -> str:
+        return sending._retrying(True, producer, policy, attempt)
+
+    assert run(sent) == run(ensured)
 
 
 def test_arguments_json_cannot_encode_are_refused_at_the_call_site(app):

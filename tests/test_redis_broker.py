@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 import redis
@@ -309,6 +311,40 @@ def test_a_send_whose_reply_is_lost_says_the_task_may_be_stored(redis_url, names
         app.close()
         proxy.close()
     assert [body[0] for body in received(redis_url, names["a"])] == [[1, 1]]  # type: ignore[index]
+
+
+@pytest.mark.timeout(60)
+def test_a_send_after_redis_went_away_is_retried_and_stored_once(tmp_path, unique):
+    """A connection lost between two sends (Redis restarted) fails the next send's first
+    attempt: the send is retried per ``task_publish_retry_policy`` on a new connection once
+    Redis is back, and the broker holds each task once."""
+    from qtui.core import App
+
+    from .redis_server import redis_server, spare_port
+
+    port = spare_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    revived: list[object] = []
+    policy = {"max_retries": 200, "interval_start": 0, "interval_step": 0.1,
+              "interval_max": 0.1, "on_revive": revived.append}
+    with ExitStack() as servers:
+        first = servers.enter_context(redis_server(tmp_path, port))
+        app = App("client", broker=url, backend=None, task_default_queue=unique,
+                  task_publish_retry_policy=policy, broker_publish_timeout=30)
+        try:
+            sent = [app.send_task("tasks.add", args=[1, 1]).id]
+            first.terminate()  # append-only with fsync always: the first task is kept
+            first.wait(10)
+            back = threading.Timer(0.5, lambda: servers.enter_context(
+                redis_server(tmp_path, port)))
+            back.start()
+            sent.append(app.send_task("tasks.add", args=[2, 2]).id)
+            back.join()
+        finally:
+            app.close()
+        assert revived  # the first attempt failed: the send went through ensure's retries
+        stored = redis.Redis.from_url(url).lrange(unique, 0, -1)
+    assert [json.loads(item)["headers"]["id"] for item in reversed(stored)] == sent
 
 
 def _envelope_with_header(queue: str, header: object) -> bytes:

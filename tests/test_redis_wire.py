@@ -1,6 +1,12 @@
-"""qtui's RESP reader (``wire.Reader``): what Redis answers, whole or cut anywhere."""
+"""qtui's RESP reader (``wire.Reader``, ``wire.read_reply``): what Redis answers, whole or cut
+anywhere."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis
 
 from qtui.core.brokers.redis import wire
 
@@ -40,3 +46,33 @@ def test_the_reader_waits_for_the_rest_of_an_item_cut_anywhere():
         items = _read_all(reader)
         reader.feed(STREAM[cut:])
         assert items + _read_all(reader) == EXPECTED, cut
+
+
+@pytest.mark.redis
+def test_read_reply_reads_what_redis_py_reads(redis_url, unique):
+    """A reply read from the socket by ``read_reply`` is what redis-py's ``read_response``
+    gives: the value, or the error reply raised as redis-py's exception for its code; the
+    connection stays in step for the next command."""
+    client = redis.Redis.from_url(redis_url)
+    key = f"wire-{unique}"
+    client.set(key, "x")
+    commands = [["GET", key], ["EXISTS", key], ["LPUSH", key, "a"], ["EVALSHA", "0" * 40, 0],
+                ["NO-SUCH-COMMAND"], ["GET", key]]
+    connection = client.connection_pool.get_connection()
+    try:
+        def outcomes(read: Callable[[], object]) -> list[object]:
+            found: list[object] = []
+            for command in commands:
+                connection.send_packed_command([wire.command(connection, command)])
+                try:
+                    found.append(read())
+                except redis.ResponseError as exc:
+                    found.append((type(exc), str(exc)))
+            return found
+
+        theirs = outcomes(connection.read_response)
+        assert outcomes(lambda: wire.read_reply(connection, 5.0)) == theirs
+        assert theirs[0] == b"x" and theirs[3][0] is redis.exceptions.NoScriptError
+    finally:
+        client.connection_pool.release(connection)
+        client.delete(key)

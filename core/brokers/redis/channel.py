@@ -300,10 +300,8 @@ class Channel(ReadsEnvelopes, kombu_redis.Channel):
         try:
             connection.send_packed_command([wire.command(connection, ["LPUSH", key, payload])])
             try:
-                if deadline is None:
-                    connection.read_response()
-                else:  # redis-py gives the socket its own timeout back after the read
-                    connection.read_response(timeout=max(deadline - time.monotonic(), 0.001))
+                wire.read_reply(connection, None if deadline is None
+                                else max(deadline - time.monotonic(), 0.001))
             except redis.exceptions.TimeoutError as exc:
                 raise TimeoutError(f"Redis did not answer the push in time: {exc}") from exc
             except redis.exceptions.ConnectionError as exc:

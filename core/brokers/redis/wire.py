@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import select
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -83,6 +84,42 @@ def dropped(conn: Any) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
+
+
+def read_reply(conn: Any, timeout: float | None = None) -> Any:
+    """The reply to the one command sent on ``conn``, a redis-py connection whose earlier
+    replies are all read, parsed here from its socket (by :class:`Reader`, which knows the
+    replies of single-key commands) rather than by redis-py's parser and its bookkeeping for
+    each reply; pushes before it are skipped.
+    Raises what ``conn.read_response(timeout=timeout)`` raises: redis-py's TimeoutError or
+    ConnectionError, or the error reply's exception."""
+    sock = conn._sock
+    reader = Reader()
+    if timeout is not None:
+        sock.settimeout(timeout)
+    try:
+        while True:
+            item = reader.next()
+            if item is None:
+                data = sock.recv(65536)
+                if not data:
+                    raise redis.ConnectionError("Connection closed by server.")
+                reader.feed(data)
+            elif not item[0]:
+                break
+    except TimeoutError:  # the socket's timeout (socket.timeout)
+        raise redis.TimeoutError("Timeout reading from socket") from None
+    except OSError as exc:
+        raise redis.ConnectionError(f"Error while reading from socket: {exc.args}") from exc
+    finally:
+        if timeout is not None:
+            sock.settimeout(conn.socket_timeout)
+    if conn.health_check_interval:
+        conn.next_health_check = time.monotonic() + conn.health_check_interval
+    value = item[1]
+    if isinstance(value, ErrorReply):
+        raise conn._parser.parse_error(value.decode("utf-8", errors="replace"))
+    return value
 
 
 class ErrorReply(bytes):
