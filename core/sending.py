@@ -417,7 +417,10 @@ def _retried_errors(connection: Connection, policy: dict[str, Any]
                     ) -> tuple[type[BaseException], ...]:
     """The errors ``connection.ensure`` retries under ``policy`` (every other error it lets
     through as it is)."""
-    return (*(policy.get("retry_errors") or ()), *connection.recoverable_connection_errors,
+    named = policy.get("retry_errors") or ()
+    if isinstance(named, type):  # one class, as kombu's ``except retry_errors`` takes it
+        named = (named,)
+    return (*named, *connection.recoverable_connection_errors,
             *connection.recoverable_channel_errors)
 
 

@@ -311,13 +311,15 @@ class _Refused(Exception):
 
 
 @pytest.mark.parametrize("error", ["connection", "retry_errors", "other"])
+@pytest.mark.parametrize("named", [(_Refused,), _Refused], ids=["tuple", "class"])
 @pytest.mark.parametrize("max_retries", [0, 1, 3, None])
 @pytest.mark.parametrize("failures", [0, 1, 2, 4])
 def test_a_send_that_fails_is_retried_exactly_as_kombus_ensure_retries_it(
-        error, max_retries, failures):
+        error, named, max_retries, failures):
     """A send's first attempt is made before kombu's ``ensure`` is built, and only an error
     ensure would retry builds it: the attempts, the errback's and ``on_revive``'s calls, and
-    what is raised in the end are the same as when ensure makes every attempt."""
+    what is raised in the end are the same as when ensure makes every attempt; the policy's
+    ``retry_errors`` a tuple or one class, as ensure takes either."""
     from amqp.exceptions import ConnectionError as AmqpConnectionError
     from kombu import Producer
 
@@ -338,7 +340,7 @@ def test_a_send_that_fails_is_retried_exactly_as_kombus_ensure_retries_it(
             return "sent"
 
         policy = {"max_retries": max_retries, "interval_start": 0, "interval_step": 0,
-                  "interval_max": 0, "retry_errors": (_Refused,),
+                  "interval_max": 0, "retry_errors": named,
                   "errback": lambda exc, interval: seen.append(("errback", str(exc), interval)),
                   "on_revive": lambda channel: seen.append("revived")}
         with Connection("memory://") as connection:

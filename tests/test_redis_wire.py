@@ -3,6 +3,8 @@ anywhere."""
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -76,3 +78,40 @@ def test_read_reply_reads_what_redis_py_reads(redis_url, unique):
     finally:
         client.connection_pool.release(connection)
         client.delete(key)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("sent", "raised"), [
+    (b"$10\r\nhal", redis.TimeoutError),  # half a reply, then nothing
+    (b"?what\r\n", redis.InvalidResponse),  # a reply type no command gets
+    (b"$10\r\nhal", redis.ConnectionError),  # half a reply, then the server closes
+], ids=["half-then-stall", "unknown-type", "half-then-close"])
+def test_read_reply_drops_a_connection_whose_reply_it_could_not_read(sent, raised):
+    """A reply read in part (or not understood) leaves bytes the next command would take for
+    its own: the connection is closed, as redis-py's ``read_response`` closes it, and the
+    error is redis-py's."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    close = raised is redis.ConnectionError
+
+    def serve() -> None:
+        peer, _ = listener.accept()
+        with peer:
+            peer.recv(1024)
+            peer.sendall(sent)
+            if not close:
+                peer.recv(1024)  # until the client hangs up
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    connection = redis.Connection(host="127.0.0.1", port=port, socket_timeout=5)
+    try:
+        connection._sock = socket.create_connection(("127.0.0.1", port))  # no hand-shake
+        connection.send_packed_command([wire.command(connection, ["GET", "k"])])
+        with pytest.raises(raised):
+            wire.read_reply(connection, 0.5)
+        assert connection._sock is None
+    finally:
+        connection.disconnect()
+        server.join(5)
+        listener.close()

@@ -91,8 +91,10 @@ def read_reply(conn: Any, timeout: float | None = None) -> Any:
     replies are all read, parsed here from its socket (by :class:`Reader`, which knows the
     replies of single-key commands) rather than by redis-py's parser and its bookkeeping for
     each reply; pushes before it are skipped.
-    Raises what ``conn.read_response(timeout=timeout)`` raises: redis-py's TimeoutError or
-    ConnectionError, or the error reply's exception."""
+    Raises what ``conn.read_response(timeout=timeout)`` raises: redis-py's TimeoutError,
+    ConnectionError or InvalidResponse (the connection closed first, as redis-py closes it:
+    a reply left half read must not be taken for the next command's), or the error reply's
+    exception (the connection stays usable)."""
     sock = conn._sock
     reader = Reader()
     if timeout is not None:
@@ -107,11 +109,18 @@ def read_reply(conn: Any, timeout: float | None = None) -> Any:
                 reader.feed(data)
             elif not item[0]:
                 break
-    except TimeoutError:  # the socket's timeout (socket.timeout)
-        raise redis.TimeoutError("Timeout reading from socket") from None
-    except OSError as exc:
-        raise redis.ConnectionError(f"Error while reading from socket: {exc.args}") from exc
-    finally:
+    except BaseException as exc:
+        conn.disconnect()
+        if isinstance(exc, TimeoutError):  # the socket's timeout (socket.timeout)
+            raise redis.TimeoutError("Timeout reading from socket") from None
+        if isinstance(exc, redis.ConnectionError):
+            raise
+        if isinstance(exc, OSError):
+            raise redis.ConnectionError(f"Error while reading from socket: {exc.args}") from exc
+        if isinstance(exc, ValueError):  # a reply type no command of ours gets
+            raise redis.InvalidResponse(str(exc)) from exc
+        raise
+    else:
         if timeout is not None:
             sock.settimeout(conn.socket_timeout)
     if conn.health_check_interval:
