@@ -1,0 +1,62 @@
+"""Counts held back until a task's queue is known.
+
+A Celery worker's task events do not name the queue; only the client's ``task-sent`` does, and
+a client publishes it just after the task. A worker that takes the task at once can get its
+events (received, started, succeeded) to the receiver first, so counted on arrival the task
+would go under no queue (the exporter's ``celery``), and never under its own. Metrics hold such
+a task's counts until its ``task-sent`` arrives, or for :data:`PLACEMENT_WAIT` seconds (its
+clients send no task-sent), then count them under what is known by then.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+#: Seconds a task's counts wait for the client's task-sent that names its queue.
+PLACEMENT_WAIT = 2.0
+#: Tasks held at most: past it the oldest are counted at once (memory stays bounded).
+MAX_HELD_TASKS = 50_000
+
+T = TypeVar("T")
+
+
+class Held(Generic[T]):
+    """Counts to make (of any shape) of tasks whose queue is not known yet, by task id, in the
+    order the tasks were first held."""
+
+    def __init__(self, wait: float = PLACEMENT_WAIT, limit: int = MAX_HELD_TASKS) -> None:
+        self.wait = wait
+        self.limit = limit
+        self._held: dict[str, tuple[float, list[T]]] = {}
+        """Task id -> (when its counts are due, the counts)."""
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __contains__(self, uuid: object) -> bool:
+        return uuid in self._held
+
+    def hold(self, uuid: str, count: T, now: float) -> None:
+        """Hold one count of a task, due ``wait`` seconds after the task's first."""
+        held = self._held.get(uuid)
+        if held is None:
+            self._held[uuid] = (now + self.wait, [count])
+        else:
+            held[1].append(count)
+
+    def release(self, uuid: str) -> list[T]:
+        """The task's held counts (its queue is known now), in the order they were held."""
+        held = self._held.pop(uuid, None)
+        return [] if held is None else held[1]
+
+    def due(self, now: float) -> list[tuple[str, list[T]]]:
+        """The tasks whose wait is over at ``now``, and the oldest past ``limit``, with their
+        counts; they are held no more."""
+        found = []
+        while self._held:
+            uuid, (due, counts) = next(iter(self._held.items()))
+            if due > now and len(self._held) <= self.limit:
+                break
+            del self._held[uuid]
+            found.append((uuid, counts))
+        return found
