@@ -36,6 +36,16 @@ class Held(Generic[T]):
     def __contains__(self, uuid: object) -> bool:
         return uuid in self._held
 
+    def counts(self, uuid: str, placed: bool, count: T, now: float) -> list[T]:
+        """What to count of a task now that ``count`` comes: nothing while its queue is not
+        ``placed`` (``count`` waits with its others), else what it held, then ``count``."""
+        if not placed:
+            self.hold(uuid, count, now)
+            return []
+        if uuid in self._held:
+            return [*self.release(uuid), count]
+        return [count]
+
     def hold(self, uuid: str, count: T, now: float) -> None:
         """Hold one count of a task, due ``wait`` seconds after the task's first."""
         held = self._held.get(uuid)

@@ -442,14 +442,9 @@ class State:
             runtime = event.get("runtime")
             if runtime is None and task.started is not None:
                 runtime = timestamp - task.started
-        count = (kind, timestamp, task.name, runtime, wait)
-        if kind != "task-sent" and not task.placed:
-            self._unplaced.hold(task.uuid, count, local)
-            return
-        if task.uuid in self._unplaced:
-            for held in self._unplaced.release(task.uuid):
-                self._record(held, task.name, task.queue)
-        self._record(count, task.name, task.queue)
+        for count in self._unplaced.counts(task.uuid, task.placed,
+                                           (kind, timestamp, task.name, runtime, wait), local):
+            self._record(count, task.name, task.queue)
 
     def _record(self, count: _Measure, name: str | None, queue: str | None) -> None:
         assert self.metrics is not None

@@ -243,13 +243,8 @@ class Exporter:
                        task.name,
                        exception_class(task.exception) if kind == "task-failed" else "",
                        task.runtime if kind == "task-succeeded" else None)
-        if kind != "task-sent" and not task.placed:
-            self.unplaced.hold(task.uuid, count, now)
-            return
-        if task.uuid in self.unplaced:
-            for held in self.unplaced.release(task.uuid):
-                self._add(held, task.name, task.queue)
-        self._add(count, task.name, task.queue)
+        for placed in self.unplaced.counts(task.uuid, task.placed, count, now):
+            self._add(placed, task.name, task.queue)
 
     def _add(self, count: _Count, name: str | None, queue: str | None) -> None:
         labels = self.series((self.names(name or UNKNOWN_NAME), self.hostnames(count.hostname),
