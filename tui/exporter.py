@@ -157,7 +157,7 @@ class Poll:
     """When the broker answered (None: not yet)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Count:
     """One task event to count, as it was when it arrived."""
 
