@@ -10,6 +10,7 @@ clients send no task-sent), then count them under what is known by then.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Generic, TypeVar
 
 #: Seconds a task's counts wait for the client's task-sent that names its queue.
@@ -27,8 +28,11 @@ class Held(Generic[T]):
     def __init__(self, wait: float = PLACEMENT_WAIT, limit: int = MAX_HELD_TASKS) -> None:
         self.wait = wait
         self.limit = limit
-        self._held: dict[str, tuple[float, list[T]]] = {}
-        """Task id -> (when its counts are due, the counts)."""
+        self._held: dict[str, list[T]] = {}
+        self._order: deque[tuple[float, str, list[T]]] = deque()
+        """(when due, task id, its counts) in the order held; an entry whose counts are no
+        longer the task's (released) is skipped. A deque: taking the oldest from a dict walks
+        over the holes its earlier deletions left, once per task."""
 
     def __len__(self) -> int:
         return len(self._held)
@@ -48,25 +52,30 @@ class Held(Generic[T]):
 
     def hold(self, uuid: str, count: T, now: float) -> None:
         """Hold one count of a task, due ``wait`` seconds after the task's first."""
-        held = self._held.get(uuid)
-        if held is None:
-            self._held[uuid] = (now + self.wait, [count])
+        counts = self._held.get(uuid)
+        if counts is None:
+            counts = self._held[uuid] = [count]
+            self._order.append((now + self.wait, uuid, counts))
         else:
-            held[1].append(count)
+            counts.append(count)
 
     def release(self, uuid: str) -> list[T]:
         """The task's held counts (its queue is known now), in the order they were held."""
-        held = self._held.pop(uuid, None)
-        return [] if held is None else held[1]
+        return self._held.pop(uuid, [])
 
     def due(self, now: float) -> list[tuple[str, list[T]]]:
         """The tasks whose wait is over at ``now``, and the oldest past ``limit``, with their
         counts; they are held no more."""
         found = []
-        while self._held:
-            uuid, (due, counts) = next(iter(self._held.items()))
-            if due > now and len(self._held) <= self.limit:
+        held, order = self._held, self._order
+        while order:
+            due, uuid, counts = order[0]
+            if held.get(uuid) is not counts:
+                order.popleft()
+                continue
+            if due > now and len(held) <= self.limit:
                 break
-            del self._held[uuid]
+            order.popleft()
+            del held[uuid]
             found.append((uuid, counts))
         return found

@@ -138,7 +138,9 @@ def test_held_counts_past_the_limit_are_due_at_once_oldest_first():
     held.hold("a", "a-started", now=1.0)
     assert held.due(now=0.0) == [("a", ["a-received", "a-started"])]
     assert held.release("c") == ["c-received"] and held.release("c") == []
+    held.hold("c", "c-again", now=5.0)
     assert held.due(now=10.0) == [("b", ["b-received"])]
+    assert held.due(now=15.0) == [("c", ["c-again"])]
     assert len(held) == 0
 
 
