@@ -22,6 +22,7 @@ from . import states
 from .display import clip
 from .eventcheck import MAX_FIELD, BadEvent, check
 from .metrics import Recorder
+from .placement import Held
 from .queue_rates import QueueRates
 
 #: Seconds between a worker's heartbeats when its events do not say (Celery's default).
@@ -80,6 +81,9 @@ SHORT_TEXT = 16
 #: repeat (each task's own small result) cannot grow it as they grow ``sys.intern``'s table.
 SHARED_TEXTS_MAX = 4096
 _IDS = frozenset({"root_id", "parent_id"})
+
+_Measure = tuple[str, float, str | None, float | None, float | None]
+"""A task event held for the metrics: type, timestamp, the task's name then, runtime, wait."""
 
 _WORKER_FIELDS = ("pid", "freq", "active", "processed", "loadavg", "sw_ident", "sw_ver",
                   "sw_sys")
@@ -168,6 +172,11 @@ class TaskState:
     @property
     def ready(self) -> bool:
         return self.state in states.READY_STATES
+
+    @property
+    def placed(self) -> bool:
+        """Whether its queue is known, or no event will say it (its task-sent did not)."""
+        return self.queue is not None or self.sent is not None
 
     def copy(self) -> TaskState:
         """Another record with the same fields (what the State changes once this one is out)."""
@@ -277,6 +286,8 @@ class State:
         """Where task events are counted per minute, task name and queue (None: nowhere)."""
         self.queue_rates = queue_rates
         """Where task-sent and task-received are counted per queue (None: nowhere)."""
+        self._unplaced: Held[_Measure] = Held()
+        """Metrics of tasks whose queue no event has said yet."""
         # Two LRU orders, so running tasks outlive finished ones when memory runs out. Plain
         # dicts (insertion order; a task that changes is taken out and put back): an
         # OrderedDict's links cost 5 MB more at 100,000 tasks. See _evict for the catch.
@@ -399,7 +410,7 @@ class State:
         if new_state is not None:
             self.throughput.add(new_state, local)
         if self.metrics is not None:
-            self._measure(kind, task, timestamp, event)
+            self._measure(kind, task, timestamp, event, local)
         if self.queue_rates is not None and kind in ("task-sent", "task-received"):
             self._count_flow(kind, task, hostname, local, event.get("queue") or None)
         if self.track_changes:
@@ -413,9 +424,10 @@ class State:
             self._evict()
 
     def _measure(self, kind: str, task: TaskState, timestamp: float,
-                 event: Mapping[str, Any]) -> None:
+                 event: Mapping[str, Any], local: float) -> None:
         """Count the event in the metrics, under the task's name and queue as merged so far
-        (task-started does not name them), with the runtime or wait it ends."""
+        (task-started does not name them), with the runtime or wait it ends; held while no
+        event has said the task's queue (see :mod:`.placement`)."""
         assert self.metrics is not None
         runtime = wait = None
         if kind == "task-started":
@@ -430,7 +442,23 @@ class State:
             runtime = event.get("runtime")
             if runtime is None and task.started is not None:
                 runtime = timestamp - task.started
-        self.metrics.record(kind, timestamp, task.name or "", task.queue or "", runtime, wait)
+        for count in self._unplaced.counts(task.uuid, task.placed,
+                                           (kind, timestamp, task.name, runtime, wait), local):
+            self._record(count, task.name, task.queue)
+
+    def _record(self, count: _Measure, name: str | None, queue: str | None) -> None:
+        assert self.metrics is not None
+        kind, timestamp, _, runtime, wait = count
+        self.metrics.record(kind, timestamp, name or "", queue or "", runtime, wait)
+
+    def measure_unplaced(self, now: float) -> None:
+        """Count in the metrics the held events of tasks whose wait for their queue is over at
+        ``now`` (local time), under what is known of them by then."""
+        for uuid, counts in self._unplaced.due(now):
+            task = self.task(uuid)
+            for count in counts:
+                self._record(count, count[2] if task is None else task.name,
+                             None if task is None else task.queue)
 
     def _count_flow(self, kind: str, task: TaskState, hostname: str, local: float,
                     queue: str | None) -> None:

@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from qtui.core import App
+from qtui.core.placement import PLACEMENT_WAIT
 from qtui.tui import exporter as exporter_module
 from qtui.tui.exporter import Exporter, client_host, exception_class
 from qtui.tui.metric_labels import MAX_LENGTH, OVERFLOW, LabelSets, LabelValues, clean
@@ -31,6 +32,11 @@ def task_event(kind: str, uuid: str, **fields: Any) -> dict[str, Any]:
     """An event as a worker sends it: each one later on the worker's Lamport clock."""
     return {"type": kind, "uuid": uuid, "hostname": "w1@host", "timestamp": time.time(),
             "local_received": time.time(), "clock": next(_clock), "pid": 1, **fields}
+
+
+def after_the_wait(exporter: Exporter) -> None:
+    """Count what was held for want of a queue, as once no task-sent came in time."""
+    exporter.ingest([], now=time.time() + PLACEMENT_WAIT + 1)
 
 
 def served(exporter: Exporter) -> tuple[str, list[Any]]:
@@ -58,8 +64,39 @@ def test_a_task_is_counted_under_its_name_and_queue_from_earlier_events(exporter
                   (("hostname", "web1"), ("name", "proj.add"), ("queue_name", "hipri")))] == 1
 
 
+def test_a_workers_events_before_the_task_sent_count_under_the_queue_it_names(exporter):
+    """A Celery worker names no queue: its events can arrive before the client's task-sent."""
+    exporter.ingest([
+        task_event("task-received", "t1", name="proj.add"),
+        task_event("task-started", "t1"),
+        task_event("task-succeeded", "t1", runtime=0.25),
+    ])
+    exporter.ingest([task_event("task-sent", "t1", name="proj.add", queue="hipri",
+                                hostname="gen42@web1")])
+    _, samples = served(exporter)
+    counted = {(s.name, s.labels["queue_name"]): s.value for s in samples
+               if s.name.startswith("celery_task_") and s.name.endswith(("_total", "_count"))
+               and s.value}
+    assert counted == {(name, "hipri"): 1.0 for name in (
+        "celery_task_sent_total", "celery_task_received_total", "celery_task_started_total",
+        "celery_task_succeeded_total", "celery_task_runtime_count")}
+
+
+def test_a_task_whose_queue_no_event_names_counts_under_celery_once_the_wait_is_over(exporter):
+    exporter.ingest([task_event("task-received", "t1", name="proj.add"),
+                     task_event("task-succeeded", "t1", runtime=0.25)])
+    _, samples = served(exporter)
+    assert not [s for s in samples if s.name.startswith("celery_task_") and s.value]
+    after_the_wait(exporter)
+    _, samples = served(exporter)
+    succeeded = [(s.labels, s.value) for s in samples if s.name == "celery_task_succeeded_total"]
+    assert succeeded == [({"name": "proj.add", "hostname": "w1@host", "queue_name": "celery"},
+                          1.0)]
+
+
 def test_a_task_no_event_named_counts_under_celery_exporters_none(exporter):
     exporter.ingest([task_event("task-started", "t9")])
+    after_the_wait(exporter)
     _, samples = served(exporter)
     started = [s.labels for s in samples if s.name == "celery_task_started_total"]
     assert started == [{"name": "None", "hostname": "w1@host", "queue_name": "celery"}]
@@ -88,6 +125,7 @@ def test_hostile_label_values_are_made_visible_masked_and_cut(exporter):
         task_event("task-received", "t2", name="redis://:hunter2@db.example.com/0"),
         task_event("task-received", "t3", name="x" * 100_000),
     ])
+    after_the_wait(exporter)
     text, samples = served(exporter)
     assert "\x1b" not in text and "\x07" not in text and "hunter2" not in text
     names = label_values(samples, "celery_task_received_total", "name")
@@ -104,6 +142,7 @@ def test_a_flood_of_names_and_hostnames_stays_within_the_bounds(monkeypatch):
     exporter = Exporter(App("labels", broker="redis://127.0.0.1:6379/10"))
     exporter.ingest(task_event("task-received", f"t{i}", name=f"made.up.{i}",
                                hostname=f"w{i % 30}@host") for i in range(2_000))
+    after_the_wait(exporter)
     exporter.ingest({"type": "worker-heartbeat", "hostname": f"fake{i}@host", "freq": 2.0,
                      "timestamp": time.time(), "local_received": time.time(), "active": 1}
                     for i in range(500))
@@ -140,6 +179,7 @@ def test_random_events_never_break_a_scrape(exporter):
             event[key] = rng.choice(values)
         events.append(event)
     exporter.ingest(events)
+    after_the_wait(exporter)
     _, samples = served(exporter)  # parses: the output stays valid exposition text
     assert any(s.name == "qtui_exporter_bad_events_total" and s.value > 0 for s in samples)
 

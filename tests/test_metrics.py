@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 
 from qtui.core.metrics import BOUNDS, MINUTE, Histogram, Recorder, Rollup, bucket_of
+from qtui.core.placement import PLACEMENT_WAIT, Held
 from qtui.core.state import State
 from qtui.tui.history import COARSE, History
 
@@ -103,6 +104,44 @@ def test_a_retried_task_waits_from_its_new_delivery_not_from_the_first_send():
     rollup = state.metrics.take()[(int(T0), "app.flaky", "q")]  # type: ignore[union-attr]
     assert rollup.count("retried") == 1
     assert rollup.wait.total == pytest.approx(1.0 + 0.5)
+
+
+def test_a_workers_events_before_the_task_sent_count_under_the_queue_it_names():
+    """A Celery worker names no queue: its events can arrive before the client's task-sent."""
+    state = State(metrics=Recorder())
+    state.ingest([
+        event("task-received", "t1", T0 + 0.5, name="app.add"),
+        event("task-started", "t1", T0 + 0.6),
+        event("task-succeeded", "t1", T0 + 0.9, runtime=0.3),
+        event("task-sent", "t1", T0 + 1.0, name="app.add", queue="fast", hostname="c@h"),
+    ])
+    taken = state.metrics.take()  # type: ignore[union-attr]
+    assert list(taken) == [(int(T0), "app.add", "fast")]
+    assert taken[(int(T0), "app.add", "fast")].counts[:4] == [1, 1, 1, 1]
+
+
+def test_a_task_whose_queue_no_event_names_is_counted_once_the_wait_is_over():
+    state = State(metrics=Recorder())
+    state.ingest([event("task-received", "t1", T0, name="app.add"),
+                  event("task-succeeded", "t1", T0 + 0.5, runtime=0.5)])
+    state.measure_unplaced(T0 + PLACEMENT_WAIT / 2)
+    assert state.metrics.take() == {}  # type: ignore[union-attr]
+    state.measure_unplaced(T0 + PLACEMENT_WAIT)
+    taken = state.metrics.take()  # type: ignore[union-attr]
+    assert taken[(int(T0), "app.add", "")].count("succeeded") == 1
+
+
+def test_held_counts_past_the_limit_are_due_at_once_oldest_first():
+    held: Held[str] = Held(wait=10.0, limit=2)
+    for uuid in ("a", "b", "c"):
+        held.hold(uuid, f"{uuid}-received", now=0.0)
+    held.hold("a", "a-started", now=1.0)
+    assert held.due(now=0.0) == [("a", ["a-received", "a-started"])]
+    assert held.release("c") == ["c-received"] and held.release("c") == []
+    held.hold("c", "c-again", now=5.0)
+    assert held.due(now=10.0) == [("b", ["b-received"])]
+    assert held.due(now=15.0) == [("c", ["c-again"])]
+    assert len(held) == 0
 
 
 def rollup(succeeded: int = 0, failed: int = 0, runtimes: tuple[float, ...] = ()) -> Rollup:

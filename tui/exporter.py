@@ -34,6 +34,7 @@ from qtui.core.eventcheck import MAX_NAME
 from qtui.core.events import EventReceiver
 from qtui.core.exceptions import QtuiError
 from qtui.core.pauses import Pause
+from qtui.core.placement import Held
 from qtui.core.queues import (
     LISTING_REUSE,
     QueueHead,
@@ -156,6 +157,20 @@ class Poll:
     """When the broker answered (None: not yet)."""
 
 
+@dataclass(slots=True)
+class _Count:
+    """One task event to count, as it was when it arrived."""
+
+    kind: str
+    hostname: str
+    name: str | None
+    """The task's name then (a held count takes the name known when it is counted)."""
+    exception: str
+    """A failure's exception class ('' for other events)."""
+    runtime: float | None
+    """A success's runtime."""
+
+
 class Exporter:
     """The metrics of one cluster. Thread-safe: the event thread and the poll thread write
     under ``lock``; a scrape reads under it."""
@@ -177,6 +192,8 @@ class Exporter:
         self.series = LabelSets(MAX_SERIES)
         self.failed_series = LabelSets(MAX_SERIES)
         self.poll_result = Poll()
+        self.unplaced: Held[_Count] = Held()
+        """Counts of tasks whose queue no event has said yet (see :mod:`qtui.core.placement`)."""
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._shown: set[tuple[str, ...]] = set()
         """Label sets whose counters were all started at 0."""
@@ -195,13 +212,20 @@ class Exporter:
         self.registry.register(_ClusterCollector(self))
 
     # events ------------------------------------------------------------------------------------
-    def ingest(self, events: Iterable[Mapping[str, Any]]) -> None:
-        """Count a batch of events (as an EventReceiver yields them)."""
+    def ingest(self, events: Iterable[Mapping[str, Any]], now: float | None = None) -> None:
+        """Count a batch of events (as an EventReceiver yields them), then the held counts of
+        tasks whose wait for their queue is over at ``now`` (default: the current time)."""
+        now = time.time() if now is None else now
         with self.lock:
             for event in events:
-                self._count(event)
+                self._count(event, now)
+            for uuid, counts in self.unplaced.due(now):
+                task = self.state.task(uuid)
+                for count in counts:
+                    self._add(count, count.name if task is None else task.name,
+                              None if task is None else task.queue)
 
-    def _count(self, event: Mapping[str, Any]) -> None:
+    def _count(self, event: Mapping[str, Any], now: float) -> None:
         refused = self.state.bad_events
         self.state.event(event)
         if self.state.bad_events != refused:
@@ -215,18 +239,23 @@ class Exporter:
         if task is None:
             return
         hostname = event.get("hostname") or ""
-        if kind == "task-sent":
-            hostname = client_host(hostname)
-        labels = self.series((self.names(task.name or UNKNOWN_NAME), self.hostnames(hostname),
-                              self._queue_label(task.queue)))
-        if kind != "task-sent" and labels not in self._shown:
+        count = _Count(kind, client_host(hostname) if kind == "task-sent" else hostname,
+                       task.name,
+                       exception_class(task.exception) if kind == "task-failed" else "",
+                       task.runtime if kind == "task-succeeded" else None)
+        for placed in self.unplaced.counts(task.uuid, task.placed, count, now):
+            self._add(placed, task.name, task.queue)
+
+    def _add(self, count: _Count, name: str | None, queue: str | None) -> None:
+        labels = self.series((self.names(name or UNKNOWN_NAME), self.hostnames(count.hostname),
+                              self._queue_label(queue)))
+        if count.kind != "task-sent" and labels not in self._shown:
             self._show(labels)
-        if kind == "task-failed":
-            labels = self.failed_series((*labels, self.exceptions(exception_class(
-                task.exception))))
-        self._child(kind, labels).inc()
-        if kind == "task-succeeded" and task.runtime is not None:
-            self._child("runtime", labels).observe(task.runtime)
+        if count.kind == "task-failed":
+            labels = self.failed_series((*labels, self.exceptions(count.exception)))
+        self._child(count.kind, labels).inc()
+        if count.runtime is not None:
+            self._child("runtime", labels).observe(count.runtime)
 
     def _child(self, kind: str, labels: tuple[str, ...]) -> Any:
         """The counter (or, for "runtime", histogram) of one label set, kept at hand: looking

@@ -269,6 +269,7 @@ class Feed:
     def _save_metrics(self) -> None:
         assert self.history is not None and self.state.metrics is not None
         with self.lock:
+            self.state.measure_unplaced(time.time())
             rollups = self.state.metrics.take()
         try:
             self.history.save_metrics(rollups)
