@@ -106,6 +106,16 @@ def sentinel_setup(tmp_path, unique, redis_url, sentinel_group) -> Iterator[Setu
     setup.cleanup()
 
 
+def test_a_task_sent_through_sentinel_is_stored_on_the_master(sentinel_setup):
+    app = sentinel_setup.app()
+    try:
+        app.send_task("tasks.add", args=[1, 1])
+        app.send_many([signature("tasks.add", i, i, app=app) for i in range(3)])
+    finally:
+        app.close()
+    assert redis.Redis(port=MASTER_PORT).llen(sentinel_setup.queue) == 4
+
+
 def test_tasks_sent_through_sentinel_run_on_a_worker_and_their_results_come_back(sentinel_setup):
     """One at a time and send_many; the worker's fetch and wait, results and remote control."""
     app = sentinel_setup.app()
@@ -115,6 +125,8 @@ def test_tasks_sent_through_sentinel_run_on_a_worker_and_their_results_come_back
             many = app.send_many([signature("tasks.add", i, i, app=app) for i in range(20)])
             assert one.get(timeout=30) == 5
             assert [result.get(timeout=30) for result in many] == [i + i for i in range(20)]
+            # the worker's liveness helper keeps its alive key on the master
+            assert redis.Redis(port=MASTER_PORT).keys("qtui.alive.*")
             hostname = f"w-{sentinel_setup.queue}"
             assert wait_for(lambda: app.control.ping(destination=[_full(hostname)], timeout=1.0),
                             timeout=15)
