@@ -125,11 +125,11 @@ def test_tasks_sent_through_sentinel_run_on_a_worker_and_their_results_come_back
             many = app.send_many([signature("tasks.add", i, i, app=app) for i in range(20)])
             assert one.get(timeout=30) == 5
             assert [result.get(timeout=30) for result in many] == [i + i for i in range(20)]
-            # the worker's liveness helper keeps its alive key on the master
-            assert redis.Redis(port=MASTER_PORT).keys("qtui.alive.*")
             hostname = f"w-{sentinel_setup.queue}"
             assert wait_for(lambda: app.control.ping(destination=[_full(hostname)], timeout=1.0),
                             timeout=15)
+        # the worker's liveness helper reached the master: stopped, it deleted the alive key
+        assert not redis.Redis(port=MASTER_PORT).keys("qtui.alive.*")
     finally:
         app.close()
 
