@@ -196,8 +196,9 @@ class Consumer:
                 url = str(self.app.broker_url)
                 if scheme(url) != SENTINEL_SCHEME:  # every sentinel, else the one connected
                     url = client_url(url, conn)
+                master_name = (conn.transport_options or {}).get("master_name") or ""
                 self.liveness = Liveness(url, self.owner, ttl, self.channel.liveness_keys(),
-                                         str(conn.transport_options.get("master_name") or ""))
+                                         str(master_name))
                 self.liveness.start()
         self._leave_out_paused()
         for queue in self.queues:
