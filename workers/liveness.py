@@ -13,7 +13,7 @@ Run as ``python -m qtui.workers.liveness OWNER TTL PARENT_PID ALIVE_KEY OWNED_KE
 UNACKED_INDEX_KEY`` (the owner's keys, which the worker's Redis channel names:
 :meth:`qtui.core.brokers.redis.worker_channel.Channel.liveness_keys`, so that the helper imports
 nothing but redis-py); the broker URL arrives on stdin (never in argv, which every user of the
-machine can read).
+machine can read), followed by the master's name for a ``sentinel://`` URL.
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ class Liveness:
             [sys.executable, "-m", "qtui.workers.liveness", self.owner, str(self.ttl),
              str(os.getpid()), *self.keys], stdin=subprocess.PIPE)
         assert self._process.stdin is not None
-        self._process.stdin.write(f"{self.url}\n{self.master_name}\n".encode())
+        self._process.stdin.write(f"{self.url}\n".encode())
+        if _is_sentinel(self.url):
+            self._process.stdin.write(f"{self.master_name}\n".encode())
         self._process.stdin.flush()
 
     def stop(self) -> None:
@@ -116,7 +118,7 @@ def _client(url: str, master_name: str) -> Any:
     import redis
     from redis.sentinel import Sentinel
 
-    if not url.startswith("sentinel://"):
+    if not _is_sentinel(url):
         return redis.Redis.from_url(url)
     entries = [urllib.parse.urlsplit(entry.strip()) for entry in url.split(";") if entry.strip()]
     first = entries[0]
@@ -124,6 +126,11 @@ def _client(url: str, master_name: str) -> Any:
     db = int(first.path.strip("/") or 0)
     return Sentinel(sentinels).master_for(master_name, username=first.username or None,
                                           password=first.password or None, db=db)
+
+
+def _is_sentinel(url: str) -> bool:
+    """Whether ``url`` names sentinels, whose master's name follows it on the helper's stdin."""
+    return url.startswith("sentinel://")
 
 
 def _warn(message: str) -> None:
@@ -139,7 +146,7 @@ def main() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     owner, ttl, parent, *keys = sys.argv[1:]
     url = sys.stdin.buffer.readline().decode().strip()
-    master_name = sys.stdin.buffer.readline().decode().strip()
+    master_name = sys.stdin.buffer.readline().decode().strip() if _is_sentinel(url) else ""
     run(url, owner, float(ttl), int(parent), keys, master_name)
 
 
