@@ -130,7 +130,7 @@ def _client(url: str, master_name: str) -> Any:
 
 def _is_sentinel(url: str) -> bool:
     """Whether ``url`` names sentinels, whose master's name follows it on the helper's stdin."""
-    return url.startswith("sentinel://")
+    return url.strip().lower().startswith("sentinel://")
 
 
 def _warn(message: str) -> None:
