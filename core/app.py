@@ -19,7 +19,7 @@ from kombu import Connection, Producer, Queue
 from . import brokers, builtins, config, sending
 from .backends import ResultBackend, backend_for
 from .brokers import amqp as amqp_broker
-from .brokers.redis.urls import REDIS_SCHEMES, scheme
+from .brokers.redis.urls import BROKER_SCHEMES, scheme
 from .config import Conf
 from .events import EventDispatcher
 from .exceptions import ConfigError, NotRegistered
@@ -211,13 +211,14 @@ class App:
             options = amqp_broker.transport_options(options)
         settings: dict[str, Any] = {"connect_timeout": self.conf.broker_connection_timeout,
                                     "heartbeat": heartbeat, "transport_options": options}
-        if scheme(url) not in REDIS_SCHEMES:
+        if scheme(url) not in BROKER_SCHEMES:
             return Connection(url, **settings)
         from .brokers.redis import channel
         if not worker:
             return channel.connection(url, **settings)
         from .brokers.redis import worker_channel
-        return channel.connection(url, worker_channel.Transport, **settings)
+        return channel.connection(url, worker_channel.Transport, worker_channel.SentinelTransport,
+                                  **settings)
 
     connection_for_read = connection_for_write
     connection = connection_for_write

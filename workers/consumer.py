@@ -26,7 +26,7 @@ from kombu.exceptions import ChannelError, OperationalError
 from kombu.message import Message
 
 from qtui.core.brokers.family import BrokerFamily, family_for
-from qtui.core.brokers.redis.urls import client_url
+from qtui.core.brokers.redis.urls import SENTINEL_SCHEME, client_url, scheme
 from qtui.core.config import mask_url
 from qtui.core.delayed import due_queue
 from qtui.core.exceptions import BrokerUnavailable
@@ -193,8 +193,12 @@ class Consumer:
             ttl = float(self.channel.visibility_timeout)
             self.channel.own(self.owner, ttl)
             if self.liveness is None:
-                self.liveness = Liveness(client_url(str(self.app.broker_url), conn), self.owner,
-                                         ttl, self.channel.liveness_keys())
+                url = str(self.app.broker_url)
+                if scheme(url) != SENTINEL_SCHEME:  # every sentinel, else the one connected
+                    url = client_url(url, conn)
+                master_name = (conn.transport_options or {}).get("master_name") or ""
+                self.liveness = Liveness(url, self.owner, ttl, self.channel.liveness_keys(),
+                                         str(master_name))
                 self.liveness.start()
         self._leave_out_paused()
         for queue in self.queues:

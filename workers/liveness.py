@@ -13,7 +13,7 @@ Run as ``python -m qtui.workers.liveness OWNER TTL PARENT_PID ALIVE_KEY OWNED_KE
 UNACKED_INDEX_KEY`` (the owner's keys, which the worker's Redis channel names:
 :meth:`qtui.core.brokers.redis.worker_channel.Channel.liveness_keys`, so that the helper imports
 nothing but redis-py); the broker URL arrives on stdin (never in argv, which every user of the
-machine can read).
+machine can read), followed by the master's name for a ``sentinel://`` URL.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
+from typing import Any
 
 #: How often the helper checks that its parent lives (seconds).
 PARENT_CHECK = 0.2
@@ -44,10 +46,12 @@ return 1
 class Liveness:
     """The helper process of one owner (a worker), started and stopped by its consumer."""
 
-    def __init__(self, url: str, owner: str, ttl: float, keys: Sequence[str]) -> None:
+    def __init__(self, url: str, owner: str, ttl: float, keys: Sequence[str],
+                 master_name: str = "") -> None:
         """``keys``: the owner's alive key, its owned set, the set of owners and kombu's
-        ``unacked_index``, in that order."""
-        self.url, self.owner, self.ttl = url, owner, ttl
+        ``unacked_index``, in that order. ``master_name``: for a ``sentinel://`` URL, the
+        master the sentinels name."""
+        self.url, self.owner, self.ttl, self.master_name = url, owner, ttl, master_name
         self.keys = list(keys)
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -56,7 +60,9 @@ class Liveness:
             [sys.executable, "-m", "qtui.workers.liveness", self.owner, str(self.ttl),
              str(os.getpid()), *self.keys], stdin=subprocess.PIPE)
         assert self._process.stdin is not None
-        self._process.stdin.write(self.url.encode() + b"\n")
+        self._process.stdin.write(f"{self.url}\n".encode())
+        if _is_sentinel(self.url):
+            self._process.stdin.write(f"{self.master_name}\n".encode())
         self._process.stdin.flush()
 
     def stop(self) -> None:
@@ -73,10 +79,11 @@ class Liveness:
             process.wait()
 
 
-def run(url: str, owner: str, ttl: float, parent: int, keys: list[str]) -> None:
+def run(url: str, owner: str, ttl: float, parent: int, keys: list[str],
+        master_name: str = "") -> None:
     import redis  # the helper's: a worker imports this module for Liveness, on any broker
 
-    client = redis.Redis.from_url(url)
+    client = _client(url, master_name)
     refresh = client.register_script(_REFRESH)
     alive = keys[0]
     interval = max(0.1, min(ttl / 4, 5.0))
@@ -105,6 +112,27 @@ def run(url: str, owner: str, ttl: float, parent: int, keys: list[str]) -> None:
         pass
 
 
+def _client(url: str, master_name: str) -> Any:
+    """A redis-py client of ``url``; of a ``sentinel://`` URL (``;`` between sentinels), a
+    client of the master the sentinels name, which follows a failover as the worker does."""
+    import redis
+    from redis.sentinel import Sentinel
+
+    if not _is_sentinel(url):
+        return redis.Redis.from_url(url)
+    entries = [urllib.parse.urlsplit(entry.strip()) for entry in url.split(";") if entry.strip()]
+    first = entries[0]
+    sentinels = [(entry.hostname or "localhost", entry.port or 26379) for entry in entries]
+    db = int(first.path.strip("/") or 0)
+    return Sentinel(sentinels).master_for(master_name, username=first.username or None,
+                                          password=first.password or None, db=db)
+
+
+def _is_sentinel(url: str) -> bool:
+    """Whether ``url`` names sentinels, whose master's name follows it on the helper's stdin."""
+    return url.strip().lower().startswith("sentinel://")
+
+
 def _warn(message: str) -> None:
     """One line on the worker's stderr (the helper has no logging set up: it imports little)."""
     print(f"qtui liveness helper: WARNING: {message}", file=sys.stderr, flush=True)
@@ -118,7 +146,8 @@ def main() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     owner, ttl, parent, *keys = sys.argv[1:]
     url = sys.stdin.buffer.readline().decode().strip()
-    run(url, owner, float(ttl), int(parent), keys)
+    master_name = sys.stdin.buffer.readline().decode().strip() if _is_sentinel(url) else ""
+    run(url, owner, float(ttl), int(parent), keys, master_name)
 
 
 if __name__ == "__main__":

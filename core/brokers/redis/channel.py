@@ -42,7 +42,7 @@ from kombu.utils.json import dumps
 from ..dropped import warn_dropped
 from ..envelope import Envelope, NotAnEnvelope, ReadsEnvelopes, ReplyLost
 from . import wire
-from .urls import REDIS_SCHEMES, scheme
+from .urls import REDIS_SCHEMES, SENTINEL_SCHEME, scheme
 
 #: Route a message as kombu's direct exchange does and push it, in one round trip.
 #: KEYS[1] the exchange's binding set; ARGV: routing key, message, separator, priority suffix.
@@ -376,6 +376,16 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """qtui's channel on the master a Redis Sentinel names: kombu's Sentinel connection pool
+    (it asks the sentinels for the master on every new connection, so a failover is followed
+    once the old master's connections fail) under qtui's sends and reads."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
 class _Connection(Connection):
     """kombu's Connection, keeping the transport class it is given for a ``redis+socket://``
     URL: kombu takes the URL's prefix (``redis``) for the transport, on every clone too."""
@@ -396,10 +406,14 @@ class _Connection(Connection):
 
 
 def connection(url: str, transport: type[kombu_redis.Transport] = Transport,
+               sentinel_transport: type[kombu_redis.Transport] = SentinelTransport,
                **kwargs: Any) -> Connection:
-    """A kombu Connection to ``url``; a Redis one (:data:`REDIS_SCHEMES`) uses ``transport``
-    (qtui's channel unless told otherwise), every other URL its usual kombu transport."""
+    """A kombu Connection to ``url``; a Redis one (:data:`REDIS_SCHEMES`) uses ``transport``,
+    a Sentinel one ``sentinel_transport`` (qtui's channels unless told otherwise), every other
+    URL its usual kombu transport."""
     conn = Connection(url, **kwargs)
-    if scheme(url) not in REDIS_SCHEMES:
+    if scheme(url) == SENTINEL_SCHEME:
+        transport = sentinel_transport
+    elif scheme(url) not in REDIS_SCHEMES:
         return conn
     return _Connection(url, transport=transport, ssl=conn.ssl, **kwargs)

@@ -15,6 +15,13 @@ REDIS_SCHEMES = ("redis", "rediss", "redis+socket")
 """The broker URL schemes that reach Redis: kombu's (and Celery's) TCP, TLS and unix socket
 forms."""
 
+SENTINEL_SCHEME = "sentinel"
+"""The broker URL scheme of Redis Sentinel: the sentinels to ask for the master that the
+``master_name`` transport option names. redis-py takes no such URL (:func:`client_url`)."""
+
+BROKER_SCHEMES = (*REDIS_SCHEMES, SENTINEL_SCHEME)
+"""The broker URL schemes that qtui's Redis channels serve."""
+
 CLIENT_SCHEMES = (*REDIS_SCHEMES, "unix")
 """The URL schemes of a Redis that results, the ledger and the beat store reach with redis-py
 (:func:`client_url`): the broker's, and redis-py's own unix socket form."""

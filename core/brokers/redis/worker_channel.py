@@ -1019,3 +1019,11 @@ class Channel(redis_broker.Channel):
 
 class Transport(redis_broker.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, redis_broker.SentinelChannel):
+    """The worker's channel on the master a Redis Sentinel names."""
+
+
+class SentinelTransport(redis_broker.SentinelTransport):
+    Channel = SentinelChannel
