@@ -56,7 +56,8 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
     sig = value if type(value) is Signature else signature_of(value)
     kind = sig.get("subtask_type")
     if kind in ONE_TASK:
-        return str(send_one(app, sig, args, kwargs, send_options({**sig["options"], **options})).id)
+        return str(send_one(app, sig, args, kwargs, send_options({**sig["options"], **options}),
+                            check=False).id)
     if not sig.get("immutable"):
         args = tuple(args) + tuple(sig["args"])
         kwargs = {**sig["kwargs"], **(kwargs or {})}
@@ -76,12 +77,16 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
 
 
 def send_one(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
-             kwargs: Mapping[str, Any] | None, send: dict[str, Any]) -> AsyncResult:
+             kwargs: Mapping[str, Any] | None, send: dict[str, Any], *, check: bool
+             ) -> AsyncResult:
     """Send ``sig``, a signature of one task message (:data:`ONE_TASK`), with ``args`` put
     first (unless it is immutable) and ``send``, its options as ``send_options`` makes them
     (a dict this may change), and return its result: a task registered on ``app`` with its
     own routing and options (as its ``apply_async`` sends it, and Celery's signatures),
-    another by name."""
+    another by name. ``check``: a registered task's arguments are checked (``typing``)
+    first. :func:`apply` does not check them: what a worker sends after a task (a chain
+    step, a link, an errback, a chord body) goes out as it is and fails when it runs, so
+    neither the task that sent it nor the chord waiting for it is failed for it."""
     if sig.get("immutable"):
         args, kwargs = sig["args"], sig["kwargs"]
     else:
@@ -91,7 +96,7 @@ def send_one(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     task = app.tasks.get(name)
     if task is None:
         return app.send_task(name, args, kwargs, **send)  # the message copies both
-    return task.send_call(args, kwargs, send)  # type: ignore[arg-type]
+    return task.send_call(args, kwargs, send, check=check)  # type: ignore[arg-type]
 
 
 def send_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -430,7 +435,7 @@ class group(Signature):  # noqa: N801 - Celery's name
                 own = {"group_id": group_id, "group_index": index}
                 send = send_options({**task["options"], **inherited, **own}) \
                     if task["options"] else {**sent, **own}
-                results.append(send_one(app, task, args, None, send))
+                results.append(send_one(app, task, args, None, send, check=True))
         return GroupResult(group_id, results, app=app)
 
 

@@ -274,11 +274,13 @@ class Task:
         return self.send_call(args, kwargs, options)
 
     def send_call(self, args: tuple[Any, ...] | list[Any] | None,
-                  kwargs: Mapping[str, Any] | None, options: SendOptions) -> AsyncResult:
+                  kwargs: Mapping[str, Any] | None, options: SendOptions, *,
+                  check: bool = True) -> AsyncResult:
         """Send the task as :meth:`apply_async` does, whatever ``task_always_eager``: how the
         canvas sends a signature of a task registered here. ``options`` (a dict of the
-        caller's that this may change) are :class:`SendOptions`."""
-        if self.typing:
+        caller's that this may change) are :class:`SendOptions`; ``check``: the arguments
+        are checked (``typing``)."""
+        if check and self.typing:
             self._check_signature(args or (), kwargs or {})
         defaults = self._send_defaults()
         if not options:  # delay(), a plain signature: the task's own options, as they are

@@ -1,7 +1,8 @@
 """How a group holds and sends its members, as Celery's group does: it keeps the caller's
 signatures as they are (a change made to one after the group was built is sent; freezing works
 on copies), and sends each member as its task's ``apply_async`` sends it (the task's own
-routing and options, its arguments checked), all of them or none."""
+routing and options, its arguments checked), all of them or none; what a worker sends after a
+task is not checked."""
 
 from __future__ import annotations
 
@@ -120,6 +121,26 @@ def test_a_member_whose_arguments_do_not_fit_its_task_sends_no_member(
         group([add.s(1, 1), add.s(1, 2, 3), add.s(2, 2)]).apply_async()
 
     assert calls == []
+
+
+def test_what_a_worker_sends_after_a_task_is_sent_even_if_its_arguments_do_not_fit(
+        app: App, sent: list[Outgoing]) -> None:
+    """A chain step, link or chord body is applied (``canvas.apply``, as a worker applies it)
+    without the argument check: it is sent and fails when it runs, so the task before it is
+    not failed for it, nor is a chord left waiting for a body never sent."""
+    from qtui.core.canvas import apply
+
+    @app.task(name="tasks.add", ignore_result=True)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    step = dict(add.s(1, 2))  # as a message carries it: the previous result makes 3 arguments
+    body = dict(add.s(5, 6))  # a chord body gets the header's results: 3 arguments
+    apply(app, step, (2,), parent_id="t-1", root_id="t-1")
+    apply(app, body, ([2, 4],), group_id="g-1")
+
+    assert [(o.message.task, o.message.args) for o in sent] == [
+        ("tasks.add", (2, 1, 2)), ("tasks.add", ([2, 4], 5, 6))]
 
 
 def test_a_call_giving_only_its_own_ids_shares_the_plan_of_a_call_giving_none() -> None:
