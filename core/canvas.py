@@ -22,17 +22,13 @@ from .result import AsyncResult, GroupResult
 if TYPE_CHECKING:
     from .app import App
 
-#: Signature options that map onto ``App.send_task`` arguments of the same meaning.
-_SEND_OPTIONS = {
-    "task_id": "task_id", "group_id": "group_id", "group_index": "group_index",
-    "queue": "queue", "routing_key": "routing_key", "exchange": "exchange",
-    "priority": "priority", "countdown": "countdown", "eta": "eta", "expires": "expires",
-    "time_limit": "time_limit", "soft_time_limit": "soft_time_limit", "headers": "headers",
-    "parent_id": "parent_id", "root_id": "root_id", "reply_to": "reply_to",
-    "serializer": "serializer", "ignore_result": "ignore_result", "link": "link",
-    "link_error": "link_error", "chain": "chain", "chord": "chord", "argsrepr": "argsrepr",
-    "kwargsrepr": "kwargsrepr", "shadow": "shadow",
-}
+#: Signature options that are ``App.send_task`` options of the same name and meaning.
+_SEND_OPTIONS = frozenset({
+    "task_id", "group_id", "group_index", "queue", "routing_key", "exchange", "priority",
+    "countdown", "eta", "expires", "time_limit", "soft_time_limit", "headers", "parent_id",
+    "root_id", "reply_to", "serializer", "ignore_result", "link", "link_error", "chain",
+    "chord", "argsrepr", "kwargsrepr", "shadow",
+})
 
 
 #: The ``subtask_type`` of a signature that is one task message (a map is one task:
@@ -59,14 +55,15 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
     # a Signature is in shape already (and is not changed here); anything else is checked
     sig = value if type(value) is Signature else signature_of(value)
     kind = sig.get("subtask_type")
+    if kind in ONE_TASK:
+        return str(send_one(app, sig, args, kwargs, send_options({**sig["options"], **options}),
+                            check=False).id)
     if not sig.get("immutable"):
         args = tuple(args) + tuple(sig["args"])
         kwargs = {**sig["kwargs"], **(kwargs or {})}
     else:
         args, kwargs = tuple(sig["args"]), sig["kwargs"]
     merged = {**sig["options"], **options}
-    if kind in ONE_TASK:
-        return _apply_task(app, sig["task"], args, kwargs, merged)
     if kind == "chunks":
         return _apply_group(app, _chunks_group(sig), (), merged)
     if kind == "group":
@@ -79,19 +76,35 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
                       "supported: a task, group, chain, chord, map, starmap, chunks")
 
 
-def _apply_task(app: App, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
-                options: Mapping[str, Any]) -> str:
-    send = send_options(options)
-    send.setdefault("task_id", new_id())
-    app.send_task(name, args, kwargs, **send)  # the message copies both
-    return str(send["task_id"])
+def send_one(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
+             kwargs: Mapping[str, Any] | None, send: dict[str, Any], *, check: bool
+             ) -> AsyncResult:
+    """Send ``sig``, a signature of one task message (:data:`ONE_TASK`), with ``args`` put
+    first (unless it is immutable) and ``send``, its options as ``send_options`` makes them
+    (a dict this may change), and return its result: a task registered on ``app`` with its
+    own routing and options (as its ``apply_async`` sends it, and Celery's signatures),
+    another by name. ``check``: a registered task's arguments are checked (``typing``)
+    first. :func:`apply` does not check them: what a worker sends after a task (a chain
+    step, a link, an errback, a chord body) goes out as it is and fails when it runs, so
+    neither the task that sent it nor the chord waiting for it is failed for it."""
+    if sig.get("immutable"):
+        args, kwargs = sig["args"], sig["kwargs"]
+    else:
+        args = (*args, *sig["args"]) if args else sig["args"]
+        kwargs = {**sig["kwargs"], **kwargs} if kwargs else sig["kwargs"]
+    name = sig["task"]
+    task = app.tasks.get(name)
+    if task is None:
+        return app.send_task(name, args, kwargs, **send)  # the message copies both
+    return task.send_call(args, kwargs, send, check=check)  # type: ignore[arg-type]
 
 
 def send_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """A signature's options as ``send_task`` options (dates that travelled as text parsed)."""
+    """A signature's options as ``send_task`` options (dates that travelled as text parsed),
+    in a new dict."""
     if not options:  # most signatures of a bulk send
         return {}
-    send = {_SEND_OPTIONS[k]: v for k, v in options.items() if k in _SEND_OPTIONS and v is not None}
+    send = {k: v for k, v in options.items() if k in _SEND_OPTIONS and v is not None}
     if isinstance(send.get("eta"), str):
         send["eta"] = datetime.fromisoformat(send["eta"])
     if isinstance(send.get("expires"), str):
@@ -124,19 +137,13 @@ def _tasks_of(sig: Mapping[str, Any]) -> list[Any]:
 
 def _apply_group(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
                  options: dict[str, Any]) -> str:
-    return _send_group(app, _tasks_of(sig), args, options)[0]
-
-
-def _send_group(app: App, tasks: list[Any], args: tuple[Any, ...], options: dict[str, Any]
-                ) -> tuple[str, list[str]]:
-    """Each task with the group's id and its index, as ``group._apply_tasks`` sends them;
-    returns the group's id and the id each task runs under."""
+    """Each task with the group's id and its index, as ``group._apply_tasks`` sends them."""
     group_id = options.pop("task_id", None) or new_id()
     inherited = _inherited(options)
     with app.sending_batch(discard_on_error=True):  # pipelined, as app.send_many sends
-        ids = [apply(app, task, args, group_id=group_id, group_index=index, **inherited)
-               for index, task in enumerate(tasks)]
-    return group_id, ids
+        for index, task in enumerate(_tasks_of(sig)):
+            apply(app, task, args, group_id=group_id, group_index=index, **inherited)
+    return group_id
 
 
 def _apply_chain(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
@@ -375,12 +382,14 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
 
 class group(Signature):  # noqa: N801 - Celery's name
-    """Tasks run in parallel; ``apply_async`` returns a GroupResult."""
+    """Tasks run in parallel; ``apply_async`` returns a GroupResult. A member signature is
+    kept as it is, as Celery's group keeps it (a change made to it later is sent): freezing
+    and sending work on copies, or leave it unchanged."""
 
     def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
             tasks = tuple(tasks[0])
-        sigs = [Signature.from_dict(t, app) for t in tasks]
+        sigs = [t if isinstance(t, Signature) else Signature.from_dict(t, app) for t in tasks]
         super().__init__("celery.group", (), {"tasks": sigs}, options, "group", False,
                          app or (sigs[0]._app if sigs else None))
 
@@ -393,8 +402,11 @@ class group(Signature):  # noqa: N801 - Celery's name
         self["options"].update(options)
         group_id = self["options"]["task_id"] = task_id or self.id or new_id()
         root_id = self["options"].get("root_id")
+        # Celery's group freezes copies in place of its members: the caller's stay unfrozen
+        tasks = self.tasks
+        tasks[:] = [Signature.from_dict(task, self._app) for task in tasks]
         results = []
-        for index, task in enumerate(self.tasks):
+        for index, task in enumerate(tasks):
             if root_id:
                 task["options"]["root_id"] = root_id
             results.append(task.freeze(None, group_id=group_id, group_index=index))
@@ -413,10 +425,18 @@ class group(Signature):  # noqa: N801 - Celery's name
                 or any(type(task) is not Signature or task["subtask_type"] not in ONE_TASK
                        for task in tasks):
             return super().apply_async(args, kwargs, **options)
-        group_id, ids = _send_group(app, tasks, tuple(args or ()), options)
-        return GroupResult(group_id, [AsyncResult(task_id, app=task.app, task_name=task.name)
-                                      for task_id, task in zip(ids, tasks, strict=True)],
-                           app=app)
+        group_id = options.pop("task_id", None) or new_id()
+        inherited = _inherited(options)
+        sent = send_options(inherited)  # a member without options of its own sends these
+        args = tuple(args or ())
+        results = []
+        with app.sending_batch(discard_on_error=True):  # pipelined, as app.send_many sends
+            for index, task in enumerate(tasks):
+                own = {"group_id": group_id, "group_index": index}
+                send = send_options({**task["options"], **inherited, **own}) \
+                    if task["options"] else {**sent, **own}
+                results.append(send_one(app, task, args, None, send, check=True))
+        return GroupResult(group_id, results, app=app)
 
 
 class chord(Signature):  # noqa: N801 - Celery's name

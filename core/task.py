@@ -120,6 +120,10 @@ _MISSING: Any = object()
 _SEND_DEFAULTS = ("queue", "routing_key", "exchange", "serializer", "compression", "expires",
                   "priority", "time_limit", "soft_time_limit", "ignore_result")
 _NAMES = frozenset({"queue", "routing_key", "exchange", "serializer"})
+#: Options that are a call's own (none of them planned, none a default of the task's): a call
+#: giving only these is sent on the plan of a call that gives none.
+_PER_CALL = frozenset({"task_id", "root_id", "parent_id", "group_id", "group_index",
+                       "countdown", "eta", "argsrepr", "kwargsrepr"})
 #: Argument shapes a task remembers as fitting its function (a few in practice).
 _FITTED_SHAPES = 256
 
@@ -262,14 +266,28 @@ class Task:
                     **options: Unpack[SendOptions]) -> AsyncResult:
         """Send the task with options (see :class:`SendOptions`); routing, limits, expiry,
         priority, ignore_result and serializer not given are the task's own."""
-        if self.typing:
-            self._check_signature(args or (), kwargs or {})
         if self.app.send_settings.always_eager:
+            if self.typing:
+                self._check_signature(args or (), kwargs or {})
             return self.apply(  # type: ignore[return-value]
                 args, kwargs, task_id=options.get("task_id"))
+        return self.send_call(args, kwargs, options)
+
+    def send_call(self, args: tuple[Any, ...] | list[Any] | None,
+                  kwargs: Mapping[str, Any] | None, options: SendOptions, *,
+                  check: bool = True) -> AsyncResult:
+        """Send the task as :meth:`apply_async` does, whatever ``task_always_eager``: how the
+        canvas sends a signature of a task registered here. ``options`` (a dict of the
+        caller's that this may change) are :class:`SendOptions`; ``check``: the arguments
+        are checked (``typing``)."""
+        if check and self.typing:
+            self._check_signature(args or (), kwargs or {})
         defaults = self._send_defaults()
         if not options:  # delay(), a plain signature: the task's own options, as they are
             return self.app.send_planned(self._default_plan(defaults), args, kwargs, defaults)
+        if _PER_CALL.issuperset(options):  # a group's member: the same plan, its own ids
+            return self.app.send_planned(self._default_plan(defaults), args, kwargs,
+                                         {**defaults, **options})
         for key, default in defaults.items():
             given = options.get(key)
             if given is None or (not given and key in _NAMES):

@@ -275,7 +275,8 @@ class Template:
         """The envelope of ``message`` (or of a call whose message is not built) with its
         body serialized already (as the one this template was made for)."""
         values = [_json_string(value) if type(value) is str
-                  else "null" if value is None else _json_number(value)
+                  else "null" if value is None else repr(value) if type(value) is int
+                  else _json_number(value)
                   for value in per_send(message)]
         values.append(f'"{new_id()}"')  # hex digits and dashes: nothing to escape
         data = body.data
