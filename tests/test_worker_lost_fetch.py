@@ -316,7 +316,7 @@ def test_what_an_idle_wait_moved_goes_back_to_its_queue_when_its_reply_is_lost(
         # Only a message still in the processing list at reconnection is put back: when the
         # turn's script delivered it first, there is nothing to put back (and it ran, once),
         # unless the connection went before it started: then it was requeued unrun with the
-        # prefetched tasks (under load, 1 run in about 13 took that path).
+        # prefetched tasks (1 run in 30 took that path at load 6-9).
         if back:
             moved = json.loads(client.lindex(queue, 0))["headers"]["id"]
             said = "Requeued 1 prefetched task" if f"[{moved}] received" in log \
