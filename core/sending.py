@@ -329,13 +329,21 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[Outg
 def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[Outgoing],
              policy: dict[str, Any]) -> None:
     """Declare the queues (and other entities) this connection has not declared yet (kombu
-    would check the same set, after copying and binding each entity)."""
+    would check the same set, after copying and binding each entity). The retry is the
+    producer's: one that connects again gives the producer the new channel, where kombu's
+    ``maybe_declare(retry=True)`` revives only the entity and leaves the producer on the
+    channel the reconnect closed, for the send to fail on."""
     declared = producer.connection.declared_entities
     entities = {entity for e in chunk for entity in (e.queue, *e.declare)
-                if entity is not None}
-    for entity in entities:
-        if hash(entity) not in declared:
-            producer.maybe_declare(entity, retry=settings.retry, **policy)
+                if entity is not None and hash(entity) not in declared}
+    if not entities:
+        return
+
+    def declare() -> None:
+        for entity in entities:
+            producer.maybe_declare(entity)
+
+    _retrying(settings.retry, producer, policy, declare)
 
 
 def _put_envelopes(producer: Producer, chunk: Sequence[Outgoing], deadline: float

@@ -119,8 +119,10 @@ def test_tasks_given_back_on_lost_connections_are_not_dead_lettered_for_it(tmp_p
                     lambda: worker.log_path.read_text().count("Reconnected") >= restart, 20)
                 time.sleep(0.5)  # the waiting task is taken again before the next restart
             assert wait_for(lambda: setup.records("mark"), 30), worker.log_path.read_text()[-3000:]
+            log = worker.log_path.read_text()
         assert [r["tag"] for r in setup.records("mark")] == ["waiting"]
         assert redis.Redis(port=port).llen(f"{setup.queue}.dead") == 0
+        assert "Requeued 1 prefetched task(s) that had not started" in log, log[-3000:]
     finally:
         server.__exit__(None, None, None)
         setup.cleanup()

@@ -21,6 +21,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from qtui.core import App, sending, states
+from qtui.core.brokers.redis import channel as redis_channel
 from qtui.core.brokers.redis.refusals import describe, refusal_code
 from qtui.core.canvas import Signature
 from qtui.core.exceptions import BackendError
@@ -290,6 +291,38 @@ def test_a_chain_step_the_broker_refuses_for_a_while_is_sent_once_writes_come_ba
     assert [r.getMessage() for r in caplog.records] == [
         "Redis refused writes (READONLY: the server is a read-only replica, as after a "
         "failover): what follows task t-3 is sent again until the broker takes it"]
+    app.close()
+
+
+def test_a_chain_step_whose_queue_bind_is_refused_once_goes_out_on_the_reconnected_channel(
+        own_redis, monkeypatch):
+    """READONLY ends between kombu's two tries of the step's queue declaration (the first
+    refused bind lifts it here; under load the lift's timer can land there): kombu connected
+    again for the second try, and the step goes out on that connection's channel, not on the
+    one the reconnect closed."""
+    port, data = own_redis
+    client = redis.Redis(port=port)
+    bind = redis_channel.Channel._queue_bind
+    refused: list[str] = []
+
+    def refused_once(channel: redis_channel.Channel, *args: Any) -> Any:
+        try:
+            return bind(channel, *args)
+        except redis.exceptions.ReadOnlyError as exc:
+            refused.append(str(exc))
+            client.execute_command("REPLICAOF", "NO", "ONE")
+            raise
+
+    monkeypatch.setattr(redis_channel.Channel, "_queue_bind", refused_once)
+    app = App("refused", broker=f"redis://127.0.0.1:{port}/0")
+    step = {"task": "tasks.add", "args": [1], "kwargs": {}, "options": {"queue": "next"}}
+    message = TaskMessage(id="t-4", task="tasks.add", chain=[step])
+    outcome = Outcome(job_id=1, state=states.SUCCESS, runtime=0.1)
+    with readonly(client, data):
+        value = canvas.before_store(app, message, outcome, 2)
+    assert len(refused) == 1
+    assert (value, outcome.state, outcome.dead_letter) == (2, states.SUCCESS, None)
+    assert client.llen("next") == 1
     app.close()
 
 

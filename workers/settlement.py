@@ -321,7 +321,9 @@ class Settlement:
                     raise
                 logger.debug("%d deliveries not settled yet: %s", len(self.orphans), exc)
                 return
-            if not requeue:
+            if requeue:
+                logger.info("Requeued %d prefetched task(s) that had not started", len(tags))
+            else:
                 self._sent(tags)
         # After the acks above: a finished task's message must not come back.
         try:
