@@ -77,6 +77,22 @@ def test_a_failed_part_fails_the_body_instead_of_sending_it(apps, unique):
     assert "part-1" in meta["result"]["exc_message"][0]
 
 
+def test_a_body_that_cannot_be_sent_fails_the_chord_instead_of_leaving_it_waiting(apps, unique):
+    """As Celery's join does (``ChordError("Callback error: ...")``): the join is over once
+    the last part arrived, so a body that was not sent would be waited on for ever."""
+    first, _ = apps
+    group_id = f"g3-{unique}"
+    body = {**body_of(group_id, f"body-3-{group_id}"), "subtask_type": "no-such-kind"}
+    first.backend.set_chord_size(group_id, 1)
+    first.backend.on_chord_part_return(part(group_id, 0, body), states.SUCCESS, 1)
+    assert sent(first) == []
+    meta = first.backend.get_task_meta(f"body-3-{group_id}")
+    assert meta["status"] == states.FAILURE
+    assert meta["result"]["exc_type"] == "ChordError"
+    assert "Callback error: CanvasError" in meta["result"]["exc_message"][0]
+    assert "no-such-kind" in meta["result"]["exc_message"][0]
+
+
 def test_a_backend_that_cannot_join_says_so():
     app = App("w", broker="memory://", backend="rpc://")
     try:

@@ -44,11 +44,16 @@ def fail_body(backend: ResultBackend, message: TaskMessage, error: ChordError) -
 def send_body(backend: ResultBackend, message: TaskMessage, results: list[Any]) -> None:
     """Send the body as the header part that completed the chord sends it on a Celery worker
     (``callback.delay`` inside that task): that part is its parent, and its root is the part's
-    root, unless the body was frozen with its own."""
+    root, unless the body was frozen with its own. A body that cannot be sent (one qtui cannot
+    apply, the broker failing) fails the chord with Celery's ``ChordError("Callback error:
+    ...")``: the join is over, nothing would send it later, and waiting on it ends."""
     from ..canvas import apply
 
     body = message.chord
     frozen = (body.get("options") or {}) if isinstance(body, dict) else {}
     family = {"parent_id": message.id, "root_id": message.root_id or message.id}
-    apply(backend.app, body, (results,), None,
-          **{name: value for name, value in family.items() if not frozen.get(name)})
+    try:
+        apply(backend.app, body, (results,), None,
+              **{name: value for name, value in family.items() if not frozen.get(name)})
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the body is not sent: say so
+        fail_body(backend, message, ChordError(f"Callback error: {exc!r}"))
