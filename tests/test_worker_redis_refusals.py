@@ -326,6 +326,35 @@ def test_a_chain_step_whose_queue_bind_is_refused_once_goes_out_on_the_reconnect
     app.close()
 
 
+def test_a_chord_body_the_broker_refuses_for_a_while_is_sent_once_writes_come_back(
+        own_redis, tmp_path, caplog):
+    """The part that completes a chord sends its body as a chain step is sent: again until
+    the broker takes it (the join is over once the part is counted: a body not sent then
+    would fail the chord)."""
+    port, data = own_redis
+    client = redis.Redis(port=port)
+    app = App("refused", broker=f"redis://127.0.0.1:{port}/0",
+              backend=f"sqlite://{tmp_path / 'results.sqlite'}")
+    body = {"task": "tasks.collect", "args": [], "kwargs": {}, "subtask_type": None,
+            "immutable": False, "options": {"task_id": "body-1", "queue": "bodies"}}
+    message = TaskMessage(id="part-0", task="tasks.add", group="g-1", group_index=0, chord=body)
+    outcome = Outcome(job_id=1, state=states.SUCCESS, runtime=0.1)
+    app.backend.set_chord_size("g-1", 1)
+    with readonly(client, data):
+        lift = threading.Timer(1.0, client.execute_command, args=("REPLICAOF", "NO", "ONE"))
+        lift.start()
+        with caplog.at_level(logging.WARNING, logger="qtui.worker"):
+            canvas.after_store(app, message, outcome, 2)
+        lift.join()
+    assert (outcome.state, outcome.dead_letter) == (states.SUCCESS, None)
+    assert client.llen("bodies") == 1
+    assert app.backend.get_task_meta("body-1")["status"] == states.PENDING
+    assert [r.getMessage() for r in caplog.records] == [
+        "Redis refused writes (READONLY: the server is a read-only replica, as after a "
+        "failover): what follows task part-0 is sent again until the broker takes it"]
+    app.close()
+
+
 def _all_succeeded(port: int, ids: list[str]) -> bool:
     """Whether each task's SUCCESS is stored on the test's Redis (db 1)."""
     stored = [redis.Redis(port=port, db=1).get(f"celery-task-meta-{i}") for i in ids]

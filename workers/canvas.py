@@ -178,7 +178,7 @@ def follow(app: App, message: TaskMessage, state: str, value: Any,
 def _after_store(app: App, message: TaskMessage, state: str, value: Any,
                  traceback: str | None) -> None:
     if state in (states.SUCCESS, states.FAILURE, states.REVOKED) and message.chord:
-        app.backend.on_chord_part_return(message, state, value)
+        app.backend.on_chord_part_return(message, state, value, send=_send)
     if state == states.FAILURE:
         _fail_chain(app, message.chain or [], value, traceback)
         _errbacks(app, message, value, traceback, _parent(message))

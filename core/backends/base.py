@@ -251,8 +251,10 @@ class ResultBackend(ABC):
         raise exceptions.CanvasError(f"the result backend {self.url.partition(':')[0]}:// "
                                      "cannot join a chord's header; use Redis")
 
-    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any) -> None:
-        """Count one finished header task of a chord; the last one sends the body."""
+    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any,
+                             send: Callable[..., Any] | None = None) -> None:
+        """Count one finished header task of a chord; the last one sends the body (with
+        ``send``, see :data:`.chord.Send`)."""
         raise exceptions.CanvasError(f"the result backend {self.url.partition(':')[0]}:// "
                                      "cannot join a chord's header; use Redis")
 

@@ -8,7 +8,7 @@ argument; a failed or revoked entry fails the body instead, with Celery's
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import states
@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from .base import ResultBackend
 
 logger = logging.getLogger("qtui.backend")
+
+Send = Callable[..., Any]
+"""How the body is sent: ``send(app, body, args, **options)``, as :func:`..canvas.apply` (the
+default) takes them; a worker passes its own, which waits out the broker refusing writes."""
 
 
 def header_results(entries: Iterable[tuple[str, str, Any]]) -> list[Any]:
@@ -41,19 +45,25 @@ def fail_body(backend: ResultBackend, message: TaskMessage, error: ChordError) -
         backend.store_result(body_id, error, states.FAILURE)
 
 
-def send_body(backend: ResultBackend, message: TaskMessage, results: list[Any]) -> None:
+def send_body(backend: ResultBackend, message: TaskMessage, results: list[Any],
+              send: Send | None = None) -> None:
     """Send the body as the header part that completed the chord sends it on a Celery worker
     (``callback.delay`` inside that task): that part is its parent, and its root is the part's
-    root, unless the body was frozen with its own. A body that cannot be sent (one qtui cannot
-    apply, the broker failing) fails the chord with Celery's ``ChordError("Callback error:
-    ...")``: the join is over, nothing would send it later, and waiting on it ends."""
+    root, unless the body was frozen with its own. A worker's ``send`` sends it again while the
+    broker refuses writes for a while (until its shutdown grace ends). A body that cannot be
+    sent (one qtui cannot apply, the broker failing for good) fails the chord with Celery's
+    ``ChordError("Callback error: ...")``: the join is over, nothing would send it later, and
+    waiting on it ends."""
     from ..canvas import apply
 
     body = message.chord
     frozen = (body.get("options") or {}) if isinstance(body, dict) else {}
     family = {"parent_id": message.id, "root_id": message.root_id or message.id}
+    options = {name: value for name, value in family.items() if not frozen.get(name)}
     try:
-        apply(backend.app, body, (results,), None,
-              **{name: value for name, value in family.items() if not frozen.get(name)})
+        if send is None:
+            apply(backend.app, body, (results,), None, **options)
+        else:
+            send(backend.app, body, (results,), **options)
     except Exception as exc:  # noqa: BLE001 - whatever it is, the body is not sent: say so
         fail_body(backend, message, ChordError(f"Callback error: {exc!r}"))

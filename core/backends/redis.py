@@ -33,6 +33,7 @@ from ..brokers.redis.urls import client_url
 from ..exceptions import BackendError
 from ..refused import wait_out
 from .base import ResultBackend, pending_meta
+from .chord import Send
 from .redis_chord import RedisChordJoin
 from .redis_listener import Ended, Listener, NoResp3
 
@@ -169,8 +170,9 @@ class RedisBackend(ResultBackend):
     def set_chord_size(self, group_id: str, size: int) -> None:
         self._chords.set_chord_size(group_id, size)
 
-    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any) -> None:
-        self._chords.on_chord_part_return(message, state, result)
+    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any,
+                             send: Send | None = None) -> None:
+        self._chords.on_chord_part_return(message, state, result, send)
 
     def _held(self) -> Listener | None:
         """This thread's subscriber connection if it has one (none after a fork)."""

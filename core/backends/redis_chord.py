@@ -19,7 +19,7 @@ from kombu.serialization import loads
 
 from ..exceptions import ChordError
 from .base import GROUP_PREFIX, exception_to_meta
-from .chord import fail_body, header_results, send_body
+from .chord import Send, fail_body, header_results, send_body
 
 if TYPE_CHECKING:
     from ..protocol import TaskMessage
@@ -129,7 +129,8 @@ class RedisChordJoin:
         self.client.delete(group_key(group_id, ".c"))
         self.client.set(group_key(group_id, ".s"), size, ex=self.expires or None)
 
-    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any) -> None:
+    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any,
+                             send: Send | None = None) -> None:
         group_id, task_id = message.group, message.id
         if not group_id or not task_id:
             return
@@ -161,7 +162,7 @@ class RedisChordJoin:
             logger.warning("Chord %s: body not sent, another worker holds the claim", group_id)
             return
         try:
-            send_body(self.backend, message, results)
+            send_body(self.backend, message, results, send)
         finally:
             if not self._cleanup(keys=[keys[".c"], keys[".j"], keys[".t"], keys[".s"], keys[".d"]],
                                  args=[token, DONE_EXPIRES]):

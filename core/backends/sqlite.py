@@ -19,6 +19,7 @@ from ..exceptions import BackendError
 from ..files import create_private
 from . import results_path
 from .base import ResultBackend
+from .chord import Send
 from .sqlite_chord import SQLiteChordJoin
 
 if TYPE_CHECKING:
@@ -124,8 +125,9 @@ class SQLiteBackend(ResultBackend):
     def set_chord_size(self, group_id: str, size: int) -> None:
         self._chords.set_chord_size(group_id, size)
 
-    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any) -> None:
-        self._chords.on_chord_part_return(message, state, result)
+    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any,
+                             send: Send | None = None) -> None:
+        self._chords.on_chord_part_return(message, state, result, send)
 
     def cleanup(self) -> None:
         self._connect().execute("DELETE FROM results WHERE expires_at <= ?", (time.time(),))

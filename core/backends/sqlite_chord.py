@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import BackendError, ChordError
 from .base import exception_to_meta
-from .chord import fail_body, header_results, send_body
+from .chord import Send, fail_body, header_results, send_body
 
 if TYPE_CHECKING:
     from ..protocol import TaskMessage
@@ -61,7 +61,8 @@ class SQLiteChordJoin:
             raise BackendError(f"cannot record chord {group_id} in {self.backend.path}: "
                                f"{exc}") from exc
 
-    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any) -> None:
+    def on_chord_part_return(self, message: TaskMessage, state: str, result: Any,
+                             send: Send | None = None) -> None:
         group_id = message.group
         if not group_id:
             return
@@ -89,7 +90,7 @@ class SQLiteChordJoin:
         except ChordError as exc:
             fail_body(self.backend, message, exc)
             return
-        send_body(self.backend, message, results)
+        send_body(self.backend, message, results, send)
 
     @staticmethod
     def _add_and_claim(conn: sqlite3.Connection, group_id: str,
