@@ -58,11 +58,7 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
     if kind in ONE_TASK:
         return str(send_one(app, sig, args, kwargs, send_options({**sig["options"], **options}),
                             check=False).id)
-    if not sig.get("immutable"):
-        args = tuple(args) + tuple(sig["args"])
-        kwargs = {**sig["kwargs"], **(kwargs or {})}
-    else:
-        args, kwargs = tuple(sig["args"]), sig["kwargs"]
+    args = _arguments(sig, args, None)[0]  # a group, chain or chord hands its parts args only
     merged = {**sig["options"], **options}
     if kind == "chunks":
         return _apply_group(app, _chunks_group(sig), (), merged)
@@ -87,16 +83,22 @@ def send_one(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     first. :func:`apply` does not check them: what a worker sends after a task (a chain
     step, a link, an errback, a chord body) goes out as it is and fails when it runs, so
     neither the task that sent it nor the chord waiting for it is failed for it."""
-    if sig.get("immutable"):
-        args, kwargs = sig["args"], sig["kwargs"]
-    else:
-        args = (*args, *sig["args"]) if args else sig["args"]
-        kwargs = {**sig["kwargs"], **kwargs} if kwargs else sig["kwargs"]
+    args, kwargs = _arguments(sig, args, kwargs)
     name = sig["task"]
     task = app.tasks.get(name)
     if task is None:
         return app.send_task(name, args, kwargs, **send)  # the message copies both
     return task.send_call(args, kwargs, send, check=check)  # type: ignore[arg-type]
+
+
+def _arguments(sig: Mapping[str, Any], args: Any, kwargs: Mapping[str, Any] | None
+               ) -> tuple[Any, Mapping[str, Any]]:
+    """The arguments ``sig`` runs with: ``args`` put first and ``kwargs`` over its own, or its
+    own as they are when it is immutable (nothing copied that need not be)."""
+    if sig.get("immutable"):
+        return sig["args"], sig["kwargs"]
+    return ((*args, *sig["args"]) if args else sig["args"],
+            {**sig["kwargs"], **kwargs} if kwargs else sig["kwargs"])
 
 
 def send_options(options: Mapping[str, Any]) -> dict[str, Any]:
