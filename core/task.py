@@ -266,12 +266,12 @@ class Task:
                     **options: Unpack[SendOptions]) -> AsyncResult:
         """Send the task with options (see :class:`SendOptions`); routing, limits, expiry,
         priority, ignore_result and serializer not given are the task's own."""
+        if self.typing:
+            self._check_signature(args or (), kwargs or {})
         if self.app.send_settings.always_eager:
-            if self.typing:
-                self._check_signature(args or (), kwargs or {})
             return self.apply(  # type: ignore[return-value]
                 args, kwargs, task_id=options.get("task_id"))
-        return self.send_call(args, kwargs, options)
+        return self.send_call(args, kwargs, options, check=False)  # checked above
 
     def send_call(self, args: tuple[Any, ...] | list[Any] | None,
                   kwargs: Mapping[str, Any] | None, options: SendOptions, *,
