@@ -11,7 +11,11 @@ clients send no task-sent), then count them under what is known by then.
 from __future__ import annotations
 
 from collections import deque
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from .state import TaskState
 
 #: Seconds a task's counts wait for the client's task-sent that names its queue.
 PLACEMENT_WAIT = 2.0
@@ -79,3 +83,17 @@ class Held(Generic[T]):
             del held[uuid]
             found.append((uuid, counts))
         return found
+
+    def due_placed(self, now: float, task_of: Callable[[str], TaskState | None],
+                   held_name: Callable[[T], str | None]
+                   ) -> Iterator[tuple[T, str | None, str | None]]:
+        """:meth:`due`'s counts one by one, each with its task's name and queue as
+        ``task_of`` knows them now (for a task gone: the name the count was held with,
+        ``held_name`` of it, and no queue)."""
+        for uuid, counts in self.due(now):
+            task = task_of(uuid)
+            for count in counts:
+                if task is None:
+                    yield count, held_name(count), None
+                else:
+                    yield count, task.name, task.queue

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from itertools import islice
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from sys import intern
 from typing import Any
 
@@ -84,6 +84,7 @@ _IDS = frozenset({"root_id", "parent_id"})
 
 _Measure = tuple[str, float, str | None, float | None, float | None]
 """A task event held for the metrics: type, timestamp, the task's name then, runtime, wait."""
+_measured_name: Callable[[_Measure], str | None] = itemgetter(2)
 
 _WORKER_FIELDS = ("pid", "freq", "active", "processed", "loadavg", "sw_ident", "sw_ver",
                   "sw_sys")
@@ -454,11 +455,8 @@ class State:
     def measure_unplaced(self, now: float) -> None:
         """Count in the metrics the held events of tasks whose wait for their queue is over at
         ``now`` (local time), under what is known of them by then."""
-        for uuid, counts in self._unplaced.due(now):
-            task = self.task(uuid)
-            for count in counts:
-                self._record(count, count[2] if task is None else task.name,
-                             None if task is None else task.queue)
+        for count, name, queue in self._unplaced.due_placed(now, self.task, _measured_name):
+            self._record(count, name, queue)
 
     def _count_flow(self, kind: str, task: TaskState, hostname: str, local: float,
                     queue: str | None) -> None:

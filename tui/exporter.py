@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import operator
 import re
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -171,6 +172,9 @@ class _Count:
     """A success's runtime."""
 
 
+_counted_name: Callable[[_Count], str | None] = operator.attrgetter("name")
+
+
 class Exporter:
     """The metrics of one cluster. Thread-safe: the event thread and the poll thread write
     under ``lock``; a scrape reads under it."""
@@ -219,11 +223,9 @@ class Exporter:
         with self.lock:
             for event in events:
                 self._count(event, now)
-            for uuid, counts in self.unplaced.due(now):
-                task = self.state.task(uuid)
-                for count in counts:
-                    self._add(count, count.name if task is None else task.name,
-                              None if task is None else task.queue)
+            for count, name, queue in self.unplaced.due_placed(now, self.state.task,
+                                                               _counted_name):
+                self._add(count, name, queue)
 
     def _count(self, event: Mapping[str, Any], now: float) -> None:
         refused = self.state.bad_events
