@@ -191,11 +191,13 @@ def test_status_check_watch_prints_and_runs_alert_command_when_a_worker_stops_an
         assert wait_for(lambda: said("worker-down fires"), timeout=30), log.read_text()
         with setup.worker("-P", "solo"):
             assert wait_for(lambda: said("worker-down cleared"), timeout=30), log.read_text()
+        # At least two: on a loaded machine a late heartbeat may fire and clear it again.
         assert wait_for(lambda: received.exists() and len(
-            received.read_text().splitlines()) == 2, timeout=30)
+            received.read_text().splitlines()) >= 2, timeout=30), (
+            log.read_text(), received.exists() and received.read_text())
     finally:
         stop(watcher)
-    assert [json.loads(line)["event"] for line in received.read_text().splitlines()] == [
+    assert [json.loads(line)["event"] for line in received.read_text().splitlines()][:2] == [
         "firing", "cleared"]
 
 

@@ -106,13 +106,15 @@ def test_celery_control_rate_limit(cli):
     celery.run("control", "rate_limit", "tasks.mark", "0")
 
 
-@pytest.mark.timeout(150)  # three `celery` programs, each up to 10 s for its reply, at load 8
+@pytest.mark.timeout(180)  # three `celery` programs, each up to 10 s for its reply, at load 8
 def test_celery_control_revoke_and_terminate(cli):
     celery, app = cli
-    later = app.send_task("tasks.mark", args=["never"], countdown=3)
+    # Due well after the `celery` program can start and send the revoke on a loaded machine
+    # (at load 8 a 3 s countdown ran the task first); its REVOKED state is stored when it is due.
+    later = app.send_task("tasks.mark", args=["never"], countdown=15)
     out = celery.run("control", "revoke", later.id).stdout
     assert f"tasks {{'{later.id}'}} flagged as revoked" in out
-    assert isinstance(later.get(timeout=30, propagate=False), TaskRevokedError)
+    assert isinstance(later.get(timeout=45, propagate=False), TaskRevokedError)
     running = app.send_task("tasks.slow", args=[30, "terminated"])
     inspect = app.control.inspect(destination=[celery.hostname], timeout=10)
     deadline = time.monotonic() + 30
