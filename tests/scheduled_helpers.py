@@ -10,11 +10,22 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from .test_eta_store import held
 from .worker_helpers import Setup, wait_for
 
 #: Seconds within which a worker of these tests holds an ETA task itself.
 HORIZON = 30.0
+
+
+@pytest.fixture(params=["redis_setup", "sqlite_setup"])
+def horizon_setup(request: pytest.FixtureRequest) -> Setup:
+    """A Redis and an embedded-broker setup whose workers hold ETA tasks due within HORIZON
+    (the test module imports both fixtures)."""
+    setup: Setup = request.getfixturevalue(request.param)
+    setup.conf["worker_eta_horizon"] = HORIZON
+    return setup
 
 
 def qtui(setup: Setup, *argv: str, columns: int = 200) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from .scheduled_helpers import HORIZON, held_by_worker, qtui, scheduled, send_far
+from .scheduled_helpers import (  # noqa: F401 - fixtures
+    HORIZON,
+    held_by_worker,
+    horizon_setup,
+    qtui,
+    scheduled,
+    send_far,
+)
 from .test_eta_store import celery_worker, held
 from .worker_helpers import (  # noqa: F401 - fixtures
     Setup,
@@ -20,10 +27,8 @@ from .worker_helpers import (  # noqa: F401 - fixtures
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("name", ["redis_setup", "sqlite_setup"])
-def test_run_now_runs_a_broker_held_task_at_once_and_only_once(name, request):
-    setup: Setup = request.getfixturevalue(name)
-    setup.conf["worker_eta_horizon"] = HORIZON
+def test_run_now_runs_a_broker_held_task_at_once_and_only_once(horizon_setup: Setup):
+    setup = horizon_setup
     with setup.worker("-P", "solo"):
         result = send_far(setup, "now")
         done = qtui(setup, "eta", "run", result.id, "-Q", setup.queue)
@@ -39,10 +44,8 @@ def test_run_now_runs_a_broker_held_task_at_once_and_only_once(name, request):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("name", ["redis_setup", "sqlite_setup"])
-def test_delete_discards_only_the_named_held_task(name, request):
-    setup: Setup = request.getfixturevalue(name)
-    setup.conf["worker_eta_horizon"] = HORIZON
+def test_delete_discards_only_the_named_held_task(horizon_setup: Setup):
+    setup = horizon_setup
     with setup.worker("-P", "solo"):
         gone = send_far(setup, "gone")
         kept = setup.app().send_task("tasks.mark", args=["kept"], countdown=600)

@@ -8,7 +8,13 @@ import time
 
 import pytest
 
-from .scheduled_helpers import HORIZON, qtui, scheduled, send_far
+from .scheduled_helpers import (  # noqa: F401 - fixtures
+    HORIZON,
+    horizon_setup,
+    qtui,
+    scheduled,
+    send_far,
+)
 from .test_eta_store import celery_worker, held
 from .worker_helpers import (  # noqa: F401 - fixtures
     Setup,
@@ -21,10 +27,8 @@ from .worker_helpers import (  # noqa: F401 - fixtures
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("name", ["redis_setup", "sqlite_setup"])
-def test_scheduled_lists_broker_held_and_worker_held_tasks(name, request):
-    setup: Setup = request.getfixturevalue(name)
-    setup.conf["worker_eta_horizon"] = HORIZON
+def test_scheduled_lists_broker_held_and_worker_held_tasks(horizon_setup: Setup):
+    setup = horizon_setup
     with setup.worker("-P", "solo"):
         far = send_far(setup, "far")
         near = setup.app().send_task("tasks.mark", args=["near"], countdown=HORIZON - 5)
