@@ -23,6 +23,8 @@ run: $(VENV)/.installed-run
 # Four pytest processes, each taking whole files (tests in one file share its fixtures and names):
 # most of the suite waits on real workers and brokers (1,198 tests in 10:11 with three, against
 # 18:38 with two, both loaded; 2,087 in 15:08 with three on a quiet machine at load 1.3 to 1.6).
+# The known-slow files start first (SLOW_FILES in tests/conftest.py): xdist's own order, most
+# tests first, left few-test slow files such as test_scheduled.py (5 min loaded) for the end.
 TEST_PROCESSES ?= 4
 
 # Lint and types first (2 s once mypy's cache is warm): ruff over the tree, mypy over

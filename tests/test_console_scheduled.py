@@ -1,8 +1,9 @@
 """The console's Scheduled view (7, :scheduled): every ETA task not yet due, broker-held and
 worker-held, soonest first with where it waits; run now, revoke and delete ask first (showing
 the scripted command) and act on the marked rows or the one under the cursor. The reads are
-fixed here (the live tests in test_scheduled.py and test_console_scheduled_live.py read real
-brokers); the layout is compared with the accepted SVGs in ``tests/__snapshots__/``."""
+fixed here (the live tests in test_scheduled_listing.py, test_scheduled_actions.py and
+test_console_scheduled_live.py read real brokers); the layout is compared with the accepted
+SVGs in ``tests/__snapshots__/``."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from textual.widgets import DataTable
 from qtui.tui.views.modals import ConfirmScreen
 
 from .console_data import FixedConsole
+from .scheduled_helpers import HORIZON
 from .test_eta_store import held
-from .test_scheduled import HORIZON
 from .worker_helpers import Setup, redis_setup, wait_for  # noqa: F401 - fixtures
 
 

@@ -183,6 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def program() -> NoReturn:
+    """The ``qtui`` command (and ``python -m qtui.tui.cli``): :func:`main`, then a quick exit
+    (:mod:`qtui.core.exit`); tests call :func:`main` in their own process."""
+    status = main()
+    from qtui.core.exit import exit_program
+    exit_program(status)
+
+
 def leave(status: int) -> NoReturn:
     """Exit at once once the console has closed: its threads are done and its files closed,
     and Python's own teardown of an interpreter with Textual and kombu loaded (0.3-0.8 s
@@ -207,4 +215,4 @@ def open_console(args: argparse.Namespace, app: App) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    program()

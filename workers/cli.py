@@ -246,4 +246,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from qtui.core.exit import exit_program
+    exit_program(main())
