@@ -3,8 +3,9 @@
 A job's path (each step a method below, each feature in its own module):
 
 ``on_message`` (decode and validate; bad input is dead-lettered) -> ``_receive`` (delivery
-counter, unknown task; the ``refuse_task`` and ``delay_task`` gates) -> ``_ready`` (the
-``refuse_task`` and ``throttle_task`` gates) -> ``_reserve`` -> ``_start`` in the pool ->
+counter, unknown task; the ``refuse_task`` and ``delay_task`` gates) -> ``_admit`` (the
+``throttle_task`` gate; ``_ready`` asks ``refuse_task`` first for a job whose ETA passed) ->
+``_reserve`` -> ``_start`` in the pool ->
 ``_on_outcome`` / ``_on_lost`` (ack, dead-letter or deliver again).
 
 This module is the orchestrator: the main loop and the job's path. The broker connection is the
@@ -516,7 +517,7 @@ class Worker:
         self.hooks.on_task_received(job)
         if self.hooks.refuse_task(job) or self.hooks.delay_task(job):
             return
-        self._ready(job)
+        self._admit(job)  # refuse_task was asked just now: not again before the rate limit
 
     def _redelivered(self, job: Job) -> bool:
         """A message the broker delivers again (its holder died or gave it back). True when it
@@ -559,9 +560,13 @@ class Worker:
 
     def _ready(self, job: Job) -> None:
         """The job may run now (its ETA passed): last checks, then the rate limit."""
-        if self.hooks.refuse_task(job) or self.hooks.throttle_task(job):
-            return
-        self._reserve(job)
+        if not self.hooks.refuse_task(job):
+            self._admit(job)
+
+    def _admit(self, job: Job) -> None:
+        """The rate limit, then the job waits for a pool slot."""
+        if not self.hooks.throttle_task(job):
+            self._reserve(job)
 
     def _reserve(self, job: Job) -> None:
         job.stage = RESERVED
