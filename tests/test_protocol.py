@@ -248,6 +248,19 @@ def test_json_loads_agrees_with_kombus_json(value):
     assert json_loads(text.encode()) == expected and json_loads(text) == expected
 
 
+@pytest.mark.parametrize("text", [
+    '{"a": [1, {"b": null}]}', ' {"a": 1}', '{"a": 1}\n', '[1] x', '', 'nul', '"x"', '1e400',
+    '{"a": 1', '[1,]', '\t[]\t', '{"a": "\\ud800"}', '[' * 100 + ']' * 100])
+def test_json_loads_reads_plain_json_as_json_loads_does(text):
+    """The value json.loads reads, or its very error (a dead letter's reason quotes it)."""
+    def outcome(read):
+        try:
+            return read()
+        except ValueError as exc:
+            return type(exc), str(exc)
+    assert outcome(lambda: json_loads(text.encode())) == outcome(lambda: json.loads(text))
+
+
 CRAFTED_TYPED_VALUES = [
     {"__type__": [], "__value__": None}, {"__type__": {}, "__value__": 1},
     {"__type__": "nope", "__value__": 1}, {"__type__": "datetime", "__value__": []},

@@ -11,6 +11,7 @@ from qtui.core import App
 from qtui.core.protocol import TaskMessage
 from qtui.workers import control
 from qtui.workers.execution import MAX_TIME_LIMIT, TaskOptions
+from qtui.workers.job import Job
 from qtui.workers.ratelimit import RateLimiter, parse_rate
 from qtui.workers.timer import Timer
 
@@ -71,3 +72,33 @@ def test_a_rate_limit_set_in_config_after_the_first_message_applies_to_the_next(
     app.conf.task_annotations = {"tasks.free": {"rate_limit": "5/s"}}
     assert limiter.rate_of("tasks.free") == "5/s"
     assert limiter._bucket("tasks.free") is not None
+
+
+def _job(name: str) -> Job:
+    return Job(TaskMessage(id=f"id-{name}", task=name), delivery=None, queue="q")
+
+
+def test_a_rate_set_by_command_after_unlimited_tasks_applies_to_the_next():
+    app = App("t", broker="memory://")
+
+    @app.task(name="tasks.free")
+    def free():
+        pass
+
+    limiter = RateLimiter(app, Timer(), release=lambda job: None)
+    assert not limiter.throttle_task(_job("tasks.free"))  # unlimited, and known so
+    limiter.set_rate("tasks.free", "1/m")
+    assert [limiter.throttle_task(_job("tasks.free")) for _ in range(2)] == [False, True]
+
+
+def test_a_rate_set_in_config_after_unlimited_tasks_applies_to_the_next():
+    app = App("t", broker="memory://")
+
+    @app.task(name="tasks.free")
+    def free():
+        pass
+
+    limiter = RateLimiter(app, Timer(), release=lambda job: None)
+    assert not limiter.throttle_task(_job("tasks.free"))
+    app.conf.task_annotations = {"tasks.free": {"rate_limit": "1/m"}}
+    assert [limiter.throttle_task(_job("tasks.free")) for _ in range(2)] == [False, True]
