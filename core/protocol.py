@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import json.scanner
 import math
 import os
 import reprlib
@@ -432,7 +431,7 @@ def json_loads(text: bytes | str) -> Any:
     return kombu_json_loads(text, object_hook=_typed_value)
 
 
-_scan_json = json.scanner.make_scanner(json.JSONDecoder())
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set by __init__
 """The scanner ``json.loads`` runs (the C one where there is one) for a whole value."""
 
 
@@ -492,7 +491,7 @@ def decode(raw: bytes | str, content_type: str | None, content_encoding: str | N
         raise ProtocolError(f"cannot decode the message body as {content_type!r}: {exc}") from exc
 
 
-def _accepted(accept: Sequence[str]) -> set[str]:
+def _accepted(accept: Sequence[str]) -> Any:
     """kombu's content types for ``accept`` (names or types), worked out once per setting."""
     try:
         key = tuple(accept)
@@ -504,7 +503,7 @@ def _accepted(accept: Sequence[str]) -> set[str]:
     return accepted
 
 
-_ACCEPTED: dict[tuple[str, ...], set[str]] = {}
+_ACCEPTED: dict[tuple[str, ...], Any] = {}
 
 
 def parse(body: Any, headers: Mapping[str, Any] | None,

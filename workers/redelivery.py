@@ -51,7 +51,7 @@ _PROPERTIES = ("correlation_id", "reply_to", "priority", "expiration", "message_
                "type", "app_id", "user_id", "timestamp")
 
 
-def _expiry() -> int:
+def _expiry() -> float:
     """When a start recorded now expires, in whole seconds: written once per started task, an
     integer's text costs a fraction of a float's."""
     return int(time.time() + STARTED_TTL) + 1
