@@ -438,16 +438,22 @@ _scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set b
 def _plain_json(text: str) -> Any:
     """``json.loads(text)``, with its scanner called directly for text that is one value from
     its first character to its last (every text a client sends): not through three Python
-    calls and two whitespace matches, twice a task in the worker's main thread. Anything
-    else (whitespace around the value, text that is not JSON) goes to ``json.loads``, which
-    reads it or raises its own error."""
+    calls and two whitespace matches, twice a task in the worker's main thread. Text after
+    the value is read as ``json.loads`` reads it (whitespace, or its "Extra data" error)
+    without the value being parsed again; anything else (whitespace before the value, text
+    that is not JSON) goes to ``json.loads``, which reads it or raises its own error."""
     try:
         value, end = _scan_json(text, 0)
     except (StopIteration, ValueError):
         return json.loads(text)
     if end != len(text):
-        return json.loads(text)
+        end = _JSON_SPACE(text, end).end()
+        if end != len(text):
+            raise json.JSONDecodeError("Extra data", text, end)
     return value
+
+
+_JSON_SPACE = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]  # not in typeshed
 
 
 def may_hold_typed_value(text: bytes | str) -> bool:
@@ -492,9 +498,11 @@ def decode(raw: bytes | str, content_type: str | None, content_encoding: str | N
 
 
 def _accepted(accept: Sequence[str]) -> Any:
-    """kombu's content types for ``accept`` (names or types), worked out once per setting."""
+    """kombu's content types for ``accept`` (names or types), worked out once per setting and
+    state of kombu's registry for those names (a name registered again, or unregistered,
+    after the first message is read as kombu reads it then)."""
     try:
-        key = tuple(accept)
+        key = (*accept, *map(registry.name_to_type.get, accept))
     except TypeError:  # not a list of names (None): kombu says what it makes of it
         return prepare_accept_content(accept)
     accepted = _ACCEPTED.get(key)
@@ -503,7 +511,7 @@ def _accepted(accept: Sequence[str]) -> Any:
     return accepted
 
 
-_ACCEPTED: dict[tuple[str, ...], Any] = {}
+_ACCEPTED: dict[tuple[str | None, ...], Any] = {}
 
 
 def parse(body: Any, headers: Mapping[str, Any] | None,
