@@ -270,12 +270,14 @@ class Lane:
         plan = self.plan
         exchange, routing_key, queue, serializer = self.outgoing
         self.held.append(Outgoing(
-            Call(plan, task_id, args, kwargs, saferepr(args, ARGSREPR_MAXSIZE), kwargsrepr,
-                 task_id, None, group_id, group_index, None, None, self.priority),
+            _new_tuple(Call, (plan, task_id, args, kwargs, saferepr(args, ARGSREPR_MAXSIZE),
+                              kwargsrepr, task_id, None, group_id, group_index, None, None,
+                              self.priority)),  # Call(...) without its __new__'s frame
             exchange, routing_key, queue, serializer, compression=plan.compression))
         return AsyncResult(task_id, app=self.app, backend=self.backend, task_name=self.name)
 
 
+_new_tuple = tuple.__new__
 #: The methods of a task and of an app a call of a :class:`Lane` would go through: a class
 #: that overrides one sends its calls the usual way.
 _TASK_SENDS = ("apply_async", "send_call", "_send_defaults", "_default_plan",
