@@ -273,8 +273,8 @@ class Lane:
             _new_tuple(Call, (plan, task_id, args, kwargs, saferepr(args, ARGSREPR_MAXSIZE),
                               kwargsrepr, task_id, None, group_id, group_index, None, None,
                               self.priority)),  # Call(...) without its __new__'s frame
-            exchange, routing_key, queue, serializer, compression=plan.compression))
-        return AsyncResult(task_id, app=self.app, backend=self.backend, task_name=self.name)
+            exchange, routing_key, queue, serializer, (), plan.compression))
+        return AsyncResult(task_id, self.app, self.backend, self.name)
 
 
 _new_tuple = tuple.__new__
