@@ -440,7 +440,8 @@ class group(Signature):  # noqa: N801 - Celery's name
                 if not sent and not task["options"]:  # straight into its task's lane
                     lane = lanes[task["task"]]
                     if lane is not None:
-                        own_args, own_kwargs = _arguments(task, args, None)
+                        own_args, own_kwargs = _arguments(task, args, None) if args \
+                            else (task["args"], task["kwargs"])  # as _arguments gives them
                         result = lane.hold(own_args, own_kwargs, group_id, index)
                         if result is not None:
                             results.append(result)
