@@ -176,3 +176,107 @@ def test_under_always_eager_send_many_runs_each_call_here() -> None:
     finally:
         app.close()
     assert [r.get() for r in results] == [0, 2, 4]
+
+
+@pytest.fixture
+def held_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    """An app whose sends are only recorded (``app.sent``), with one task ``t.a``."""
+    app = App("c", broker="memory://", backend=None, task_default_queue="lanes")
+    sent: list[Any] = []
+    monkeypatch.setattr("qtui.core.app.sending.send", lambda _app, out, *_: sent.extend(out))
+    app.sent = sent  # type: ignore[attr-defined]
+
+    @app.task(name="t.a")
+    def a(x: int, y: int = 1) -> int:
+        return x
+
+    yield app
+    app.close()
+
+
+@pytest.mark.parametrize("method", ["apply_async", "send_call"])
+def test_a_send_patched_on_the_task_itself_is_called_for_each_call(
+        held_app: App, method: str) -> None:
+    """``mock.patch.object(task, "apply_async")``, a test's way to keep a send from the broker:
+    send_many and a group call it, as apply_async per call does, and store nothing."""
+    from unittest import mock
+    a = held_app.tasks["t.a"]
+    with mock.patch.object(a, method) as patched:
+        held_app.send_many([a.s(1), a.s(2)])
+    assert patched.call_count == 2 and held_app.sent == []  # type: ignore[attr-defined]
+
+
+def test_a_send_call_patched_on_the_task_itself_is_called_for_each_group_member(
+        held_app: App) -> None:
+    from unittest import mock
+    a = held_app.tasks["t.a"]
+    with mock.patch.object(a, "send_call") as patched:
+        group([a.s(1), a.s(2)]).apply_async()
+    assert patched.call_count == 2 and held_app.sent == []  # type: ignore[attr-defined]
+
+
+def test_send_many_while_another_thread_sets_a_task_option(held_app: App) -> None:
+    """A task option set by another thread while a lane is made sends the batch the usual
+    way (it was a KeyError, nothing sent)."""
+    import sys
+    import threading
+    a = held_app.tasks["t.a"]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    stop = threading.Event()
+
+    def setter() -> None:
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            a.priority = i % 3
+
+    thread = threading.Thread(target=setter)
+    thread.start()
+    try:
+        for _ in range(3000):
+            held_app.send_many([a.s(1)])
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert len(held_app.sent) == 3000  # type: ignore[attr-defined]
+
+
+def test_a_task_registered_again_part_way_sends_the_calls_after_it(held_app: App) -> None:
+    """A lane keeps its task for the batch: a task registered again under the name while a
+    generator feeds send_many sends the calls after it as the new one's."""
+    a = held_app.tasks["t.a"]
+
+    def calls() -> Iterator[Any]:
+        yield a.s(1)
+
+        @held_app.task(name="t.a", queue="elsewhere")
+        def again(x: int) -> int:
+            return x
+        yield again.s(2)
+    held_app.send_many(calls())
+    queues = [o.routing_key for o in held_app.sent]  # type: ignore[attr-defined]
+    assert queues == ["lanes", "elsewhere"]
+
+
+def test_a_lane_checks_a_new_keyword_name_after_a_good_call(held_app: App) -> None:
+    a = held_app.tasks["t.a"]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'z'"):
+        held_app.send_many([a.s(1, y=2), a.s(1, z=2)])
+    assert held_app.sent == []  # type: ignore[attr-defined]
+
+
+def test_s_uses_an_overridden_signature(held_app: App) -> None:
+    from qtui.core.canvas import Signature
+
+    class Tagged(Task):
+        def signature(self, args: Any = None, kwargs: Any = None, immutable: bool = False,
+                      **options: Any) -> Signature:
+            return Signature(self, args, kwargs, {"queue": "tagged", **options}, app=self.app)
+
+    @held_app.task(name="t.tagged", base=Tagged)
+    def tagged(x: int) -> int:
+        return x
+
+    assert tagged.s(1)["options"] == {"queue": "tagged"}
