@@ -421,6 +421,8 @@ class group(Signature):  # noqa: N801 - Celery's name
         copied and the copy frozen first: the same messages, and the caller's group stays
         unfrozen. A group with options of its own, or on a backend whose results come back
         by ``reply_to`` (which freezing adds), is frozen as a copy and sent."""
+        from .plans import Lanes
+
         app = self.app
         tasks = self.tasks
         if self["options"] or kwargs or app.send_settings.backend.reply_to() \
@@ -433,7 +435,17 @@ class group(Signature):  # noqa: N801 - Celery's name
         args = tuple(args or ())
         results = []
         with app.sending_batch(discard_on_error=True):  # pipelined, as app.send_many sends
+            lanes = Lanes(app, eager=False)
             for index, task in enumerate(tasks):
+                if not sent and not task["options"]:  # straight into its task's lane
+                    lane = lanes[task["task"]]
+                    if lane is not None:
+                        own_args, own_kwargs = _arguments(task, args, None) if args \
+                            else (task["args"], task["kwargs"])  # as _arguments gives them
+                        result = lane.hold(own_args, own_kwargs, group_id, index)
+                        if result is not None:
+                            results.append(result)
+                            continue
                 own = {"group_id": group_id, "group_index": index}
                 send = send_options({**task["options"], **inherited, **own}) \
                     if task["options"] else {**sent, **own}

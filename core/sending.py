@@ -26,11 +26,19 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from . import config
 from .brokers import amqp as amqp_broker
-from .brokers.envelope import Body, Envelope, EnvelopeChannel, ReplyLost, Template, encode
+from .brokers.envelope import (
+    Body,
+    Envelope,
+    EnvelopeChannel,
+    ReplyLost,
+    Template,
+    encode,
+    plain_json,
+)
 from .brokers.family import family_for
 from .events import task_sent_fields
 from .exceptions import BrokerBlocked, BrokerUnavailable, SendFailed
-from .protocol import TaskMessage, WireMessage, body_of, build
+from .protocol import NO_EMBED, NO_EMBED_JSON, TaskMessage, WireMessage, body_of, build
 
 if TYPE_CHECKING:
     from .app import App
@@ -162,8 +170,7 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
     is in doubt and what was not sent, whatever the error. A TypeError (arguments that cannot
     be serialized) means nothing was sent. Several are never sent again after a failure that
     may have stored them (the broker would hold them twice)."""
-    for item in outgoing:
-        _encode(item)
+    _encode_all(outgoing)
     settings = app.send_settings
     several = len(outgoing) > 1
     sent: list[str] = []
@@ -217,6 +224,25 @@ def _failed_part_way(settings: SendSettings, producer: Producer, chunk: Sequence
         cause = BrokerUnavailable(f"cannot send {_describe(chunk)}: {type(exc).__name__}: {exc}.")
     return SendFailed(cause, sent=sent, in_doubt=in_doubt, unsent=unsent,
                       whole=progress.whole and bool(in_doubt))
+
+
+def _encode_all(outgoing: Sequence[Outgoing]) -> None:
+    """Serialize every body: a call's JSON body without canvas fields or compression (a bulk
+    send's) written here, the text :func:`_encode` writes, and any other by it."""
+    write = plain_json()
+    for item in outgoing:
+        call = item.call
+        if write is not None and call is not None and item._message is None \
+                and item.serializer == "json" and call.plan.embed is NO_EMBED \
+                and not item.compression:
+            try:
+                text = write((call.args, call.kwargs))
+            except (TypeError, ValueError, RecursionError):  # not JSON's own types: kombu's
+                pass
+            else:
+                item.body = Body("application/json", "utf-8", f"{text[:-1]}, {NO_EMBED_JSON}]")
+                continue
+        _encode(item)
 
 
 def _encode(outgoing: Outgoing) -> None:

@@ -365,6 +365,9 @@ class Task:
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A mutable signature: in a chain or link the previous result goes first."""
+        if type(self).signature is Task.signature and "signature" not in self.__dict__:
+            # one call less: a bulk send makes many
+            return Signature(self, args, kwargs)
         return self.signature(args, kwargs)
 
     def si(self, *args: Any, **kwargs: Any) -> Signature:

@@ -415,3 +415,31 @@ def test_a_serializer_registered_again_is_accepted_as_kombu_now_reads_it():
             decode(b"[1]", "application/x-qtui-v1", "utf-8", ["qtui-test-ser"])
     finally:
         unregister("qtui-test-ser")
+
+
+def test_new_ids_are_distinct_rfc_4122_version_4_uuids():
+    """Ids written 256 at a time: each a valid version-4 UUID in uuid's own text, none twice
+    (over more than one batch)."""
+    import uuid
+    ids = [protocol.new_id() for _ in range(3 * 256 + 7)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        value = uuid.UUID(text)
+        assert str(value) == text and value.version == 4 and value.variant == uuid.RFC_4122
+
+
+def test_a_forked_child_does_not_reuse_its_parents_ready_ids():
+    import os
+    protocol.new_id()  # the parent now holds ready ids
+    ready = list(protocol._ready_ids)
+    assert ready
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, protocol.new_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert child not in ready

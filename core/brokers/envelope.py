@@ -77,6 +77,13 @@ def _json_encoder() -> Callable[[Any], str]:
 _plain_json = _json_encoder()
 
 
+def plain_json() -> Callable[[Any], str] | None:
+    """While kombu's JSON codec is the registered one, the writer of its text for values of
+    JSON's own types (raising TypeError, ValueError or RecursionError for others, which
+    :func:`_json` hands to kombu's encoder); else None."""
+    return _plain_json if registry._encoders.get("json") == _KOMBU_JSON else None
+
+
 def _json(value: Any) -> str:
     """kombu's JSON text of ``value``: the standard library's encoder when ``value`` holds
     only JSON's own types (the same text: kombu's encoder only adds types), else kombu's,
