@@ -26,7 +26,15 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from . import config
 from .brokers import amqp as amqp_broker
-from .brokers.envelope import Body, Envelope, EnvelopeChannel, ReplyLost, Template, encode
+from .brokers.envelope import (
+    Body,
+    Envelope,
+    EnvelopeChannel,
+    ReplyLost,
+    Template,
+    encode,
+    publish_time,
+)
 from .brokers.family import family_for
 from .events import task_sent_fields
 from .exceptions import BrokerBlocked, BrokerUnavailable, SendFailed
@@ -334,8 +342,14 @@ def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[Outgoin
     ``maybe_declare(retry=True)`` revives only the entity and leaves the producer on the
     channel the reconnect closed, for the send to fail on."""
     declared = producer.connection.declared_entities
-    entities = {entity for e in chunk for entity in (e.queue, *e.declare)
-                if entity is not None and hash(entity) not in declared}
+    entities: set[Queue | Exchange] = set()
+    queue = None
+    for outgoing in chunk:
+        if outgoing.queue is not queue:  # a chunk's calls share a few Queue objects, in runs
+            queue = outgoing.queue
+            if queue is not None and hash(queue) not in declared:
+                entities.add(queue)
+        entities.update(e for e in outgoing.declare if hash(e) not in declared)
     if not entities:
         return
 
@@ -351,26 +365,29 @@ def _put_envelopes(producer: Producer, chunk: Sequence[Outgoing], deadline: floa
     """Build the envelopes on the producer's channel now (a retry revives the channel), from
     each message's template where it has one, and store them in one call, waiting for the
     broker until ``deadline`` where the channel can bound it. A call of a send plan finds its
-    template on the plan, its message unbuilt."""
+    template on the plan, its message unbuilt. The chunk is stored at once: its messages
+    share one publish time."""
     channel: EnvelopeChannel = producer.channel
+    sent_at = publish_time()
     envelopes = []
     for outgoing in chunk:
         call = outgoing.unbuilt
         template = None if call is None else Template.of_call(
             channel, call, outgoing.body, outgoing.exchange, outgoing.routing_key)
         if call is None or template is None:
-            envelopes.append(_envelope(channel, outgoing))
+            envelopes.append(_envelope(channel, outgoing, sent_at))
         else:
-            envelopes.append(template.fill(call, outgoing.body, call.plan.prototype.headers))
+            envelopes.append(template.fill(call, outgoing.body, call.plan.prototype.headers,
+                                           sent_at))
     channel.put_envelopes(envelopes, deadline)
 
 
-def _envelope(channel: EnvelopeChannel, outgoing: Outgoing) -> Envelope:
+def _envelope(channel: EnvelopeChannel, outgoing: Outgoing, sent_at: str) -> Envelope:
     message = outgoing.message
     template = Template.of(channel, message, outgoing.body, outgoing.exchange,
                            outgoing.routing_key)
     if template is not None:
-        return template.fill(message, outgoing.body, message.headers)
+        return template.fill(message, outgoing.body, message.headers, sent_at)
     wire = outgoing.wire
     return encode(channel, outgoing.task_id, outgoing.body, wire.headers, wire.properties,
                   outgoing.exchange, outgoing.routing_key, message.headers)

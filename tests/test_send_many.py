@@ -532,13 +532,17 @@ def test_an_out_of_memory_redis_part_way_names_what_it_stored_and_what_it_did_no
 
 
 @pytest.mark.timeout(60)
-def test_a_batch_whose_reply_was_lost_is_not_sent_again(tmp_path, unique, monkeypatch):
-    """Redis ran the script but its reply was lost with the connection: with retries on, the
-    batch is not pushed a second time; it is named in doubt and every task is stored once."""
-    from .test_worker_lost_fetch import ReplyCutter
+@pytest.mark.parametrize("queues", [1, 2])
+def test_a_batch_whose_reply_was_lost_is_not_sent_again(queues, tmp_path, unique, monkeypatch):
+    """Redis ran the batch's push (one LPUSH for a batch to one queue, the script for one to
+    two) but its reply was lost with the connection: with retries on, the batch is not pushed
+    a second time; it is named in doubt and every task is stored once."""
+    from .test_worker_lost_fetch import LPUSH_MARKER, ReplyCutter
 
     queue = f"lost-reply-{unique}"
-    cutter = ReplyCutter(REDIS_PORT, marker=b"EVALSHA", empty_too=True)
+    names = [queue, f"{queue}-b"][:queues]
+    cutter = ReplyCutter(REDIS_PORT, marker=LPUSH_MARKER if queues == 1 else b"EVALSHA",
+                         empty_too=True)
     app = App("client", broker=f"redis://127.0.0.1:{cutter.port}/0", backend=None,
               task_default_queue=queue, task_publish_retry=True,
               task_publish_retry_policy={"max_retries": 3, "interval_start": 0,
@@ -558,18 +562,19 @@ def test_a_batch_whose_reply_was_lost_is_not_sent_again(tmp_path, unique, monkey
     try:
         with pytest.raises(SendFailed) as failed:
             # small batches: each script call reaches the proxy in one read
-            app.send_many([signature("tasks.add", i, i, app=app) for i in range(7)],
-                          batch_size=3)
+            app.send_many([signature("tasks.add", i, i, app=app).set(queue=names[i % queues])
+                           for i in range(7)], batch_size=3)
         error = failed.value
         assert cutter.cut.is_set() and calls == [3, 3]
         assert (len(error.sent), len(error.in_doubt), len(error.unsent)) == (3, 3, 1)
         assert error.in_doubt[0] in str(error) and "all or none" in str(error)
-        stored = [json.loads(m)["headers"]["id"] for m in direct.lrange(queue, 0, -1)]
+        stored = [json.loads(m)["headers"]["id"] for name in names
+                  for m in direct.lrange(name, 0, -1)]
         assert sorted(stored) == sorted(error.sent + error.in_doubt)  # each once
     finally:
         app.close()
         cutter.close()
-        direct.delete(queue)
+        direct.delete(*names)
 
 
 def test_a_rabbitmq_channel_error_part_way_is_a_send_failed_naming_what_was_sent(

@@ -251,12 +251,16 @@ class Channel(ReadsEnvelopes, kombu_redis.Channel):
                       ) -> None:
         """Push every envelope in one command: one round trip, all or none (one LPUSH, or a
         script, which Redis runs whole; one refused before its first write, out of memory,
-        writes nothing). ``deadline`` bounds the wait for the reply of a lone LPUSH (a
+        writes nothing). Envelopes for one queue and priority on the default exchange (a
+        ``delay()``, most batches) take one LPUSH of them all, first pushed first, as one
+        LPUSH each in order would push them; ``deadline`` bounds the wait for its reply (a
         script's waits as long as the connection's ``socket_timeout``)."""
-        if len(envelopes) == 1 and not envelopes[0].exchange:  # delay(): a plain LPUSH
-            envelope = envelopes[0]
-            self._push(self._q_for_pri(envelope.routing_key, self._priority_of(envelope)),
-                       envelope.payload, deadline)
+        first = envelopes[0]
+        if not first.exchange and all(
+                not e.exchange and e.routing_key == first.routing_key
+                and e.priority == first.priority for e in envelopes):
+            self._push(self._q_for_pri(first.routing_key, self._priority_of(first)),
+                       [e.payload for e in envelopes], deadline)
             return
         args: list[Any] = [self.sep]
         run: list[Any] = []  # the current run: exchange key, routing key, suffix, count, messages
@@ -282,8 +286,8 @@ class Channel(ReadsEnvelopes, kombu_redis.Channel):
             self._undeliverable(envelope.exchange, envelope.routing_key, envelope.priority,
                                 envelope.payload)
 
-    def _push(self, key: str, payload: str, deadline: float | None) -> None:
-        """``LPUSH key payload`` on a connection of the pool that this channel keeps for its
+    def _push(self, key: str, payloads: list[str], deadline: float | None) -> None:
+        """``LPUSH key *payloads`` on a connection of the pool that this channel keeps for its
         pushes: redis-py's command path (a pool checkout, retry and metrics hooks, for each
         command) costs more than the push. As a checkout does, a connection Redis closed
         meanwhile (a restart, an idle timeout) is opened again before the push is sent. A
@@ -298,7 +302,7 @@ class Channel(ReadsEnvelopes, kombu_redis.Channel):
         if _readable(connection):
             connection.disconnect()  # send_packed_command connects again
         try:
-            connection.send_packed_command([wire.command(connection, ["LPUSH", key, payload])])
+            connection.send_packed_command([wire.command(connection, ["LPUSH", key, *payloads])])
             try:
                 wire.read_reply(connection, None if deadline is None
                                 else max(deadline - time.monotonic(), 0.001))
