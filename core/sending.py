@@ -289,9 +289,7 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[Outg
         _declare(settings, producer, chunk, policy)
         family = family_for(connection)
         if family.stores_envelopes:
-            channel: EnvelopeChannel = producer.channel
-            if all(channel.accepts_envelopes(e.exchange, e.routing_key)
-                   for e in chunk):
+            if _accepted(producer.channel, chunk):
                 progress.in_doubt, progress.whole = [e.task_id for e in chunk], True
                 _retrying(retry, producer, policy,
                           lambda: _put_envelopes(producer, chunk, deadline))
@@ -349,7 +347,8 @@ def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[Outgoin
             queue = outgoing.queue
             if queue is not None and hash(queue) not in declared:
                 entities.add(queue)
-        entities.update(e for e in outgoing.declare if hash(e) not in declared)
+        if outgoing.declare:
+            entities.update(e for e in outgoing.declare if hash(e) not in declared)
     if not entities:
         return
 
@@ -358,6 +357,18 @@ def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[Outgoin
             producer.maybe_declare(entity)
 
     _retrying(settings.retry, producer, policy, declare)
+
+
+def _accepted(channel: EnvelopeChannel, chunk: Sequence[Outgoing]) -> bool:
+    """Whether ``channel`` takes the envelope of every message of ``chunk`` (asked once for
+    each run of messages to one exchange and routing key)."""
+    exchange = routing_key = None
+    for outgoing in chunk:
+        if outgoing.routing_key != routing_key or outgoing.exchange != exchange:
+            exchange, routing_key = outgoing.exchange, outgoing.routing_key
+            if not channel.accepts_envelopes(exchange, routing_key):
+                return False
+    return True
 
 
 def _put_envelopes(producer: Producer, chunk: Sequence[Outgoing], deadline: float
