@@ -257,6 +257,34 @@ def test_a_batch_is_one_broker_call(broker, tmp_path, unique, monkeypatch):
         app.close()
 
 
+def test_a_redis_batch_to_one_queue_is_one_lpush_of_messages_published_at_one_time(
+        tmp_path, unique, monkeypatch):
+    """A batch to one queue and priority is one LPUSH of every message, in order (no script);
+    one that changes priority goes through the script. The messages of a batch carry one
+    publish time."""
+    queue = f"push-{unique}"
+    app = client(tmp_path, "redis", queue)
+    add = app.tasks["tasks.add"]
+    pushes: list[int] = []
+    push = RedisChannel._push
+    monkeypatch.setattr(RedisChannel, "_push", lambda self, key, payloads, deadline: (
+        pushes.append(len(payloads)), push(self, key, payloads, deadline))[1])
+    try:
+        results = app.send_many([add.s(i, 1) for i in range(250)], batch_size=100)
+        assert pushes == [100, 100, 50]
+        with app.connection_for_read() as conn:
+            texts = stored(conn.default_channel, queue)
+        sent_at = [json.loads(text)["headers"]["x-qtui-sent-at"] for text in texts[::-1]]
+        assert [len(set(sent_at[at:at + 100])) for at in (0, 100, 200)] == [1, 1, 1]
+        assert drain_ids(app, queue, 250) == [r.id for r in results]
+        pushes.clear()
+        mixed = app.send_many([add.s(i, 2).set(priority=i % 2 * 9) for i in range(10)])
+        assert pushes == []
+        assert sorted(drain_ids(app, queue, 10)) == sorted(r.id for r in mixed)
+    finally:
+        app.close()
+
+
 def test_nothing_is_sent_when_one_call_cannot_be_serialized(tmp_path, unique):
     queue = f"bad-{unique}"
     app = client(tmp_path, "sqlite", queue)
