@@ -288,12 +288,11 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[Outg
                 f"was sent. {amqp_broker.ALARM_HINT}.")
         _declare(settings, producer, chunk, policy)
         family = family_for(connection)
-        if family.stores_envelopes:
-            if _accepted(producer.channel, chunk):
-                progress.in_doubt, progress.whole = [e.task_id for e in chunk], True
-                _retrying(retry, producer, policy,
-                          lambda: _put_envelopes(producer, chunk, deadline))
-                return []
+        if family.stores_envelopes and _accepted(producer.channel, chunk):
+            progress.in_doubt, progress.whole = [e.task_id for e in chunk], True
+            _retrying(retry, producer, policy,
+                      lambda: _put_envelopes(producer, chunk, deadline))
+            return []
         if len(chunk) > 1 and family.confirms_batches(connection):
             progress.in_doubt = [e.task_id for e in chunk]
             confirmed: dict[int, bool] = {}
