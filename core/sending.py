@@ -289,6 +289,11 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[Outg
         _declare(settings, producer, chunk, policy)
         family = family_for(connection)
         if family.stores_envelopes and _accepted(producer.channel, chunk):
+            if time.monotonic() >= deadline:  # connecting and declaring took it all
+                raise BrokerBlocked(
+                    f"cannot send {_describe(chunk)}: broker_publish_timeout ({timeout:g}s) "
+                    f"was spent connecting to {where} and declaring its queue. Nothing was "
+                    "sent.")
             progress.in_doubt, progress.whole = [e.task_id for e in chunk], True
             _retrying(retry, producer, policy,
                       lambda: _put_envelopes(producer, chunk, deadline))

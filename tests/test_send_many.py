@@ -951,3 +951,32 @@ def test_a_call_giving_none_of_the_planned_options_is_kept_under_the_all_none_ke
     own = {"task_id": "t", "group_id": "g", "group_index": 3, "countdown": None}
     assert plan_key("tasks.add", None, own) == plan_key(
         "tasks.add", None, {**dict.fromkeys(PLANNED), "group_index": 4})
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("broker", ["redis", "sqlite"])
+def test_a_batch_whose_publish_timeout_is_spent_before_it_goes_out_is_not_sent(
+        broker: str, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connecting and declaring took all of broker_publish_timeout: the batch is not pushed
+    (to be given a moment for its reply and called in doubt though the broker stored it);
+    every task is named not sent, none in doubt, and the queue holds none of them."""
+    queue = f"spent-{unique}"
+    app = client(tmp_path, broker, queue, broker_publish_timeout=0.2)
+    try:
+        app.send_many([signature("tasks.add", 0, 0, app=app)] * 2)
+        declare = sending._declare
+
+        def slow(*args: Any, **kwargs: Any) -> None:
+            declare(*args, **kwargs)
+            time.sleep(0.3)
+        monkeypatch.setattr(sending, "_declare", slow)
+        calls = [signature("tasks.add", i, i, app=app) for i in range(5)]
+        with pytest.raises(SendFailed, match="was spent connecting") as failed:
+            app.send_many(calls)
+        assert (failed.value.sent, failed.value.in_doubt, len(failed.value.unsent)) == ([], [], 5)
+        monkeypatch.setattr(sending, "_declare", declare)
+        assert len(drain_ids(app, queue, 2)) == 2
+    finally:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+        app.close()

@@ -38,6 +38,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual.base import UNDELIVERABLE_FMT, UndeliverableWarning
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
+from redis.sentinel import SentinelManagedConnection
 
 from ..dropped import warn_dropped
 from ..envelope import Envelope, NotAnEnvelope, ReadsEnvelopes, ReplyLost
@@ -300,17 +301,39 @@ class Channel(ReadsEnvelopes, kombu_redis.Channel):
             held = self.__dict__["_push_connection"] = (pool, pool.get_connection())
         connection = held[1]
         if _readable(connection):
-            connection.disconnect()  # send_packed_command connects again
+            # connected again here: send_packed_command would, but to the same address, where
+            # connect() asks a Sentinel pool for the master's
+            connection.disconnect()
+            connection.connect()
+        command = wire.command(connection, ["LPUSH", key, *payloads])
+        # a master Sentinel names may turn out a replica (a failover under way): pushed again
+        retries = iter(_FAILOVER_WAITS if isinstance(connection, SentinelManagedConnection)
+                       else ())
         try:
-            connection.send_packed_command([wire.command(connection, ["LPUSH", key, *payloads])])
-            try:
-                wire.read_reply(connection, None if deadline is None
-                                else max(deadline - time.monotonic(), 0.001))
-            except redis.exceptions.TimeoutError as exc:
-                raise TimeoutError(f"Redis did not answer the push in time: {exc}") from exc
-            except redis.exceptions.ConnectionError as exc:
-                raise ReplyLost(f"the connection failed after the push went out: {exc}"
-                                ) from exc
+            while True:
+                connection.send_packed_command([command])
+                try:
+                    wire.read_reply(connection, None if deadline is None
+                                    else max(deadline - time.monotonic(), 0.001))
+                except redis.exceptions.TimeoutError as exc:
+                    raise TimeoutError(f"Redis did not answer the push in time: {exc}") from exc
+                except redis.exceptions.ConnectionError as exc:
+                    raise ReplyLost(f"the connection failed after the push went out: {exc}"
+                                    ) from exc
+                except redis.exceptions.ReadOnlyError:
+                    # Nothing was written. Through Sentinel, the master this connection was
+                    # made to is now a replica: connected again (the pool asks the sentinels
+                    # for the master), it is pushed again, as redis-py's Sentinel connection
+                    # and client retry such a command, for a little while within the deadline.
+                    wait = next(retries, None)
+                    if wait is None or (deadline is not None
+                                        and time.monotonic() + wait >= deadline):
+                        raise
+                    connection.disconnect()
+                    time.sleep(wait)
+                    connection.connect()
+                    continue
+                break
         except BaseException:
             del self.__dict__["_push_connection"]
             connection.disconnect()
@@ -374,6 +397,10 @@ def _readable(connection: Any) -> bool:
         return bool(connection.can_read(timeout=0))
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
         return True  # closed, or broken: it cannot carry a command either
+
+
+#: Seconds between pushes through Sentinel that a replica refused (a failover under way).
+_FAILOVER_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 class Transport(kombu_redis.Transport):
