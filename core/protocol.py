@@ -386,8 +386,9 @@ def body_of(message: TaskMessage, copy: bool = True) -> tuple[Any, ...]:
     return list(message.args), dict(message.kwargs), embed
 
 
-#: The fields that differ between sends of one task, in the order :func:`per_send` gives them:
-#: a message template (:class:`~qtui.core.brokers.envelope.Template`) leaves them open.
+#: The fields that differ between sends of one task, in the order :func:`per_send` gives them
+#: (the publish time last: the sender gives it, once for a batch stored at once): a message
+#: template (:class:`~qtui.core.brokers.envelope.Template`) leaves them open.
 PER_SEND = ("id", "root_id", "parent_id", "group", "group_index", "eta", "expires", "argsrepr",
             "kwargsrepr", SENT_AT_HEADER)
 
@@ -417,13 +418,12 @@ _WRITTEN_ALIKE = frozenset({type(None), int, bool})
 
 
 def per_send(message: TaskMessage | Call) -> tuple[Any, ...]:
-    """The header values of :data:`PER_SEND` of a message, or of a call whose message is
-    not built, as :func:`build` writes them (the publish time is now)."""
+    """The header values of :data:`PER_SEND` but the publish time of a message, or of a call
+    whose message is not built, as :func:`build` writes them."""
     eta, expires = message.eta, message.expires
     return (message.id, message.root_id, message.parent_id, message.group,
             message.group_index, eta.isoformat() if eta else None,
-            expires.isoformat() if expires else None, message.argsrepr, message.kwargsrepr,
-            time.time())
+            expires.isoformat() if expires else None, message.argsrepr, message.kwargsrepr)
 
 
 def build_open(message: TaskMessage, slot: Callable[[str], str]) -> WireMessage:

@@ -34,6 +34,7 @@ from .brokers.envelope import (
     Template,
     encode,
     plain_json,
+    publish_time,
 )
 from .brokers.family import family_for
 from .events import task_sent_fields
@@ -306,14 +307,16 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[Outg
                 f"was sent. {amqp_broker.ALARM_HINT}.")
         _declare(settings, producer, chunk, policy)
         family = family_for(connection)
-        if family.stores_envelopes:
-            channel: EnvelopeChannel = producer.channel
-            if all(channel.accepts_envelopes(e.exchange, e.routing_key)
-                   for e in chunk):
-                progress.in_doubt, progress.whole = [e.task_id for e in chunk], True
-                _retrying(retry, producer, policy,
-                          lambda: _put_envelopes(producer, chunk, deadline))
-                return []
+        if family.stores_envelopes and _accepted(producer.channel, chunk):
+            if time.monotonic() >= deadline:  # connecting and declaring took it all
+                raise BrokerBlocked(
+                    f"cannot send {_describe(chunk)}: broker_publish_timeout ({timeout:g}s) "
+                    f"was spent connecting to {where} and declaring its queue. Nothing was "
+                    "sent.")
+            progress.in_doubt, progress.whole = [e.task_id for e in chunk], True
+            _retrying(retry, producer, policy,
+                      lambda: _put_envelopes(producer, chunk, deadline))
+            return []
         if len(chunk) > 1 and family.confirms_batches(connection):
             progress.in_doubt = [e.task_id for e in chunk]
             confirmed: dict[int, bool] = {}
@@ -360,8 +363,15 @@ def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[Outgoin
     ``maybe_declare(retry=True)`` revives only the entity and leaves the producer on the
     channel the reconnect closed, for the send to fail on."""
     declared = producer.connection.declared_entities
-    entities = {entity for e in chunk for entity in (e.queue, *e.declare)
-                if entity is not None and hash(entity) not in declared}
+    entities: set[Queue | Exchange] = set()
+    queue = None
+    for outgoing in chunk:
+        if outgoing.queue is not queue:  # a chunk's calls share a few Queue objects, in runs
+            queue = outgoing.queue
+            if queue is not None and hash(queue) not in declared:
+                entities.add(queue)
+        if outgoing.declare:
+            entities.update(e for e in outgoing.declare if hash(e) not in declared)
     if not entities:
         return
 
@@ -372,31 +382,46 @@ def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[Outgoin
     _retrying(settings.retry, producer, policy, declare)
 
 
+def _accepted(channel: EnvelopeChannel, chunk: Sequence[Outgoing]) -> bool:
+    """Whether ``channel`` takes the envelope of every message of ``chunk`` (asked once for
+    each run of messages to one exchange and routing key)."""
+    exchange = routing_key = None
+    for outgoing in chunk:
+        if outgoing.routing_key != routing_key or outgoing.exchange != exchange:
+            exchange, routing_key = outgoing.exchange, outgoing.routing_key
+            if not channel.accepts_envelopes(exchange, routing_key):
+                return False
+    return True
+
+
 def _put_envelopes(producer: Producer, chunk: Sequence[Outgoing], deadline: float
                    ) -> None:
     """Build the envelopes on the producer's channel now (a retry revives the channel), from
     each message's template where it has one, and store them in one call, waiting for the
     broker until ``deadline`` where the channel can bound it. A call of a send plan finds its
-    template on the plan, its message unbuilt."""
+    template on the plan, its message unbuilt. The chunk is stored at once: its messages
+    share one publish time."""
     channel: EnvelopeChannel = producer.channel
+    sent_at = publish_time()
     envelopes = []
     for outgoing in chunk:
         call = outgoing.unbuilt
         template = None if call is None else Template.of_call(
             channel, call, outgoing.body, outgoing.exchange, outgoing.routing_key)
         if call is None or template is None:
-            envelopes.append(_envelope(channel, outgoing))
+            envelopes.append(_envelope(channel, outgoing, sent_at))
         else:
-            envelopes.append(template.fill(call, outgoing.body, call.plan.prototype.headers))
+            envelopes.append(template.fill(call, outgoing.body, call.plan.prototype.headers,
+                                           sent_at))
     channel.put_envelopes(envelopes, deadline)
 
 
-def _envelope(channel: EnvelopeChannel, outgoing: Outgoing) -> Envelope:
+def _envelope(channel: EnvelopeChannel, outgoing: Outgoing, sent_at: str) -> Envelope:
     message = outgoing.message
     template = Template.of(channel, message, outgoing.body, outgoing.exchange,
                            outgoing.routing_key)
     if template is not None:
-        return template.fill(message, outgoing.body, message.headers)
+        return template.fill(message, outgoing.body, message.headers, sent_at)
     wire = outgoing.wire
     return encode(channel, outgoing.task_id, outgoing.body, wire.headers, wire.properties,
                   outgoing.exchange, outgoing.routing_key, message.headers)
