@@ -22,12 +22,13 @@ from .result import AsyncResult, GroupResult
 if TYPE_CHECKING:
     from .app import App
 
-#: Signature options that are ``App.send_task`` options of the same name and meaning.
+#: Signature options that are ``App.send_task`` options of the same name and meaning: every
+#: key of :class:`~qtui.core.task.SendOptions` (which imports this module, hence the copy).
 _SEND_OPTIONS = frozenset({
     "task_id", "group_id", "group_index", "queue", "routing_key", "exchange", "priority",
     "countdown", "eta", "expires", "time_limit", "soft_time_limit", "headers", "parent_id",
-    "root_id", "reply_to", "serializer", "ignore_result", "link", "link_error", "chain",
-    "chord", "argsrepr", "kwargsrepr", "shadow",
+    "root_id", "reply_to", "serializer", "compression", "retries", "ignore_result", "link",
+    "link_error", "chain", "chord", "argsrepr", "kwargsrepr", "shadow",
 })
 
 
@@ -56,18 +57,19 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
     sig = value if type(value) is Signature else signature_of(value)
     kind = sig.get("subtask_type")
     if kind in ONE_TASK:
-        return str(send_one(app, sig, args, kwargs, send_options({**sig["options"], **options}),
-                            check=False).id)
-    args = _arguments(sig, args, None)[0]  # a group, chain or chord hands its parts args only
+        return str(send_own_way(app, sig, args, kwargs,
+                                send_options({**sig["options"], **options}), check=False).id)
+    # a group's, chain's or chord's own kwargs hold its parts: ``kwargs`` go to those parts
+    args = _arguments(sig, args, None)[0]
     merged = {**sig["options"], **options}
     if kind == "chunks":
-        return _apply_group(app, _chunks_group(sig), (), merged)
+        return _apply_group(app, _chunks_group(sig), (), None, merged)
     if kind == "group":
-        return _apply_group(app, sig, args, merged)
+        return _apply_group(app, sig, args, kwargs, merged)
     if kind == "chain":
-        return _apply_chain(app, sig, args, merged)
+        return _apply_chain(app, sig, args, kwargs, merged)
     if kind == "chord":
-        return _apply_chord(app, sig, args, merged)
+        return _apply_chord(app, sig, args, kwargs, merged)
     raise CanvasError(f"a {kind!r} signature ({sig['task']}) cannot be applied by qtui; "
                       "supported: a task, group, chain, chord, map, starmap, chunks")
 
@@ -91,6 +93,18 @@ def send_one(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     return task.send_call(args, kwargs, send, check=check)  # type: ignore[arg-type]
 
 
+def send_own_way(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
+                 kwargs: Mapping[str, Any] | None, send: dict[str, Any], *, check: bool) -> Any:
+    """:func:`send_one`, except that a task whose class overrides ``apply_async`` is sent
+    through it, as Celery's ``Signature.apply_async`` calls ``self.type.apply_async``; returns
+    what that returns. ``check`` is for :func:`send_one`: the override checks what it does."""
+    task = app.tasks.get(sig["task"])
+    if task is not None and task.overrides_apply_async:
+        args, kwargs = _arguments(sig, args, kwargs)
+        return task.apply_async(args, kwargs, **send)
+    return send_one(app, sig, args, kwargs, send, check=check)
+
+
 def _arguments(sig: Mapping[str, Any], args: Any, kwargs: Mapping[str, Any] | None
                ) -> tuple[Any, Mapping[str, Any]]:
     """The arguments ``sig`` runs with: ``args`` put first and ``kwargs`` over its own, or its
@@ -101,17 +115,49 @@ def _arguments(sig: Mapping[str, Any], args: Any, kwargs: Mapping[str, Any] | No
             {**sig["kwargs"], **kwargs} if kwargs else sig["kwargs"])
 
 
-def send_options(options: Mapping[str, Any]) -> dict[str, Any]:
+def send_options(options: Mapping[str, Any], *, strict: bool = False) -> dict[str, Any]:
     """A signature's options as ``send_task`` options (dates that travelled as text parsed),
-    in a new dict."""
+    in a new dict. ``strict`` (a client's call): an option no message of qtui's carries is a
+    TypeError (:func:`check_options`); else it is left out, as what a Celery client put in a
+    message (stamps) is when a worker sends what follows a task."""
     if not options:  # most signatures of a bulk send
         return {}
     send = {k: v for k, v in options.items() if k in _SEND_OPTIONS and v is not None}
+    if strict and len(send) < len(options):
+        _refuse_unknown("a signature", options)
     if isinstance(send.get("eta"), str):
         send["eta"] = datetime.fromisoformat(send["eta"])
     if isinstance(send.get("expires"), str):
         send["expires"] = datetime.fromisoformat(send["expires"])
     return send
+
+
+def check_options(sig: Mapping[str, Any], options: Mapping[str, Any]) -> None:
+    """Raise TypeError when ``options`` or an option of ``sig`` or of one of its parts is not
+    one qtui sends. Celery's client hands every option to ``Task.apply_async``, which puts
+    one it does not know in the message's properties; qtui's messages carry
+    :class:`~qtui.core.task.SendOptions` only, so it refuses the rest rather than drop them."""
+    _refuse_unknown(sig["task"], options)
+    _refuse_unknown(sig["task"], sig.get("options") or {})
+    kind, own = sig.get("subtask_type"), sig.get("kwargs") or {}
+    if kind in ("group", "chain"):
+        parts = list(own.get("tasks") or ())
+    elif kind == "chord":
+        header = own.get("header")
+        parts = [own.get("body"), *([header] if isinstance(header, Mapping) else header or ())]
+    else:
+        return
+    for part in parts:
+        if isinstance(part, Mapping):
+            check_options(part, {})
+
+
+def _refuse_unknown(name: str, options: Mapping[str, Any]) -> None:
+    unknown = options.keys() - _SEND_OPTIONS
+    if unknown:
+        raise TypeError(f"{name}: qtui cannot send option(s) {sorted(unknown)} (Celery puts "
+                        "them in the message's properties); a signature's options are "
+                        f"Task.apply_async's: {', '.join(sorted(_SEND_OPTIONS))}")
 
 
 def _chunks_group(sig: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,21 +184,22 @@ def _tasks_of(sig: Mapping[str, Any]) -> list[Any]:
 
 
 def _apply_group(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
-                 options: dict[str, Any]) -> str:
-    """Each task with the group's id and its index, as ``group._apply_tasks`` sends them."""
+                 kwargs: Mapping[str, Any] | None, options: dict[str, Any]) -> str:
+    """Each task with the group's id and its index (and ``args`` and ``kwargs``), as
+    ``group._apply_tasks`` sends them."""
     group_id = options.pop("task_id", None) or new_id()
     inherited = _inherited(options)
     with app.sending_batch(discard_on_error=True):  # pipelined, as app.send_many sends
         for index, task in enumerate(_tasks_of(sig)):
-            apply(app, task, args, group_id=group_id, group_index=index, **inherited)
+            apply(app, task, args, kwargs, group_id=group_id, group_index=index, **inherited)
     return group_id
 
 
 def _apply_chain(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
-                 options: dict[str, Any]) -> str:
-    """The first step now; the rest travels reversed in its message's ``chain`` field, ahead
-    of what an enclosing chain still has to run. ``link`` goes to the last step, ``link_error``
-    to every step."""
+                 kwargs: Mapping[str, Any] | None, options: dict[str, Any]) -> str:
+    """The first step now, with ``args`` and ``kwargs``; the rest travels reversed in its
+    message's ``chain`` field, ahead of what an enclosing chain still has to run. ``link``
+    goes to the last step, ``link_error`` to every step."""
     tasks = [signature_of(t) for t in _tasks_of(sig)]
     if not tasks:
         raise CanvasError("an empty chain cannot be applied")
@@ -166,14 +213,17 @@ def _apply_chain(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
             task["options"]["link_error"] = options["link_error"]
     rest = list(options.get("chain") or []) + tasks[:0:-1]
     inherited = {k: v for k, v in _inherited(options).items() if k not in ("link", "link_error")}
-    return apply(app, tasks[0], args, chain=rest or None, **inherited)
+    return apply(app, tasks[0], args, kwargs, chain=rest or None, **inherited)
 
 
 def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
-                 options: dict[str, Any]) -> str:
+                 kwargs: Mapping[str, Any] | None, options: dict[str, Any]) -> str:
     """The header tasks as one group carrying the body in their ``chord`` field; the backend
-    joins them (``set_chord_size`` first, as ``group._apply_tasks`` does)."""
+    joins them (``set_chord_size`` first, as ``group._apply_tasks`` does). ``args`` and
+    ``kwargs`` (over the chord's own ``kwargs``) go to each header task, as in Celery's
+    ``chord.run``; the body gets the header's results only."""
     header, body = sig["kwargs"].get("header"), sig["kwargs"].get("body")
+    kwargs = {**(sig["kwargs"].get("kwargs") or {}), **(kwargs or {})}
     if body is None:
         raise CanvasError(f"a chord without a body: {sig!r:.200}")
     if isinstance(header, Mapping):
@@ -205,9 +255,32 @@ def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     inherited = _inherited(options)
     with app.sending_batch(discard_on_error=True):
         for index, task in enumerate(tasks):
-            apply(app, task, args, group_id=group_id, group_index=index, chord=body_sig,
-                  **inherited)
+            apply(app, task, args, kwargs, group_id=group_id, group_index=index,
+                  chord=body_sig, **inherited)
     return body_id
+
+
+def _unchained(inner: Mapping[str, Any], app: App | None) -> list[Signature]:
+    """The steps of a chain put in another, as Celery's ``unchain_tasks`` gives them: copies,
+    the chain's ``link`` on its last step and its ``link_error`` on each."""
+    steps = [Signature.from_dict(t, app) for t in _tasks_of(inner)]
+    options = inner.get("options") or {}
+    links = _as_list(options.get("link"))
+    if links:
+        own = steps[-1]["options"]
+        own["link"] = [*_as_list(own.get("link")), *links]  # a new list: the caller's stays
+    errbacks = _as_list(options.get("link_error"))
+    for step in steps if errbacks else ():
+        step["options"]["link_error"] = [*_as_list(step["options"].get("link_error")),
+                                         *errbacks]
+    return steps
+
+
+def _as_list(value: Any) -> list[Any]:
+    """A link option (one signature or a list of them) as a list."""
+    if not value:
+        return []
+    return [value] if isinstance(value, Mapping) else list(value)
 
 
 def _inherited(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -319,7 +392,21 @@ class Signature(dict[str, Any]):
     def apply_async(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
                     **options: Any) -> Any:
         """Send it; returns the result handle (a chain's last step, a group's GroupResult, a
-        chord's body)."""
+        chord's body). As Celery's: a task whose class overrides ``apply_async`` is sent
+        through it, and under ``task_always_eager`` it runs here (:meth:`apply`)."""
+        check_options(self, options)
+        app = self.app
+        if self["subtask_type"] in ONE_TASK:
+            task = app.tasks.get(self["task"])
+            if task is None and app.send_settings.always_eager:
+                task = app.get_task(self["task"])  # NotRegistered: nothing here can run it
+            if task is not None and (task.overrides_apply_async
+                                     or app.send_settings.always_eager):
+                args, kwargs = _arguments(self, tuple(args or ()), kwargs)
+                return task.apply_async(args, kwargs,
+                                        **send_options({**self["options"], **options}))
+        elif app.send_settings.always_eager:
+            return self.apply(args, kwargs, **options)
         sig = Signature.from_dict(self, app=self._app)
         result = sig.freeze(options.pop("task_id", None))
         apply(sig.app, sig, tuple(args or ()), kwargs, **options)
@@ -327,6 +414,15 @@ class Signature(dict[str, Any]):
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
+
+    def apply(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        """Run it here and now, in this thread, as Celery's ``Signature.apply`` (what
+        ``task_always_eager`` does): an EagerResult (a group's GroupResult of them, a chain's
+        last step, a chord's body)."""
+        args, kwargs = _arguments(self, tuple(args or ()), kwargs)
+        own = {**self["options"], **{k: v for k, v in options.items() if v is not None}}
+        return self.app.get_task(self["task"]).apply(args, kwargs, **own)
 
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]  # a chain, not a merge
         if not isinstance(other, Mapping):
@@ -349,7 +445,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
         for task in tasks:
             step = Signature.from_dict(task, app)
             if step["subtask_type"] == "chain":
-                steps.extend(Signature.from_dict(t, app) for t in _tasks_of(step))
+                steps.extend(_unchained(step, app))
             elif steps and steps[-1]["subtask_type"] == "group":
                 steps[-1] = chord(steps[-1], step, app=app)
             else:
@@ -362,6 +458,20 @@ class chain(Signature):  # noqa: N801 - Celery's name
     def tasks(self) -> list[Signature]:
         tasks: list[Signature] = self["kwargs"]["tasks"]
         return tasks
+
+    def apply(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        """Each step here and now, each given the previous result (the first ``args`` and
+        ``kwargs``), as Celery's ``chain.apply``; the last step's result, with its parents."""
+        last = None
+        own = {**self["options"], **options}
+        own.pop("link", None)
+        for step in self.tasks:
+            result = Signature.from_dict(step, self._app).apply(
+                (last.get(),) if last is not None else args,
+                None if last is not None else kwargs, **own)
+            result.parent, last = last, result
+        return last
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         parent = None
@@ -389,8 +499,14 @@ class group(Signature):  # noqa: N801 - Celery's name
     and sending work on copies, or leave it unchanged."""
 
     def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
-            tasks = tuple(tasks[0])
+        if len(tasks) == 1:  # one group: its tasks; one signature: a copy (as Celery's)
+            only = tasks[0]
+            if isinstance(only, Mapping) and only.get("subtask_type") == "group":
+                tasks = tuple(_tasks_of(signature_of(only)))
+            elif isinstance(only, Mapping):
+                tasks = (Signature.from_dict(only, app or getattr(only, "_app", None)),)
+            else:
+                tasks = tuple(only)
         sigs = [t if isinstance(t, Signature) else Signature.from_dict(t, app) for t in tasks]
         super().__init__("celery.group", (), {"tasks": sigs}, options, "group", False,
                          app or (sigs[0]._app if sigs else None))
@@ -421,12 +537,19 @@ class group(Signature):  # noqa: N801 - Celery's name
         copied and the copy frozen first: the same messages, and the caller's group stays
         unfrozen. A group with options of its own, or on a backend whose results come back
         by ``reply_to`` (which freezing adds), is frozen as a copy and sent."""
+        if options.get("link") is not None:
+            raise TypeError("Cannot add link to group: use a chord")
+        if options.get("link_error") is not None:
+            raise TypeError("Cannot add link to group: do that on individual tasks")
         app = self.app
         tasks = self.tasks
         if self["options"] or kwargs or app.send_settings.backend.reply_to() \
+                or app.send_settings.always_eager \
                 or any(type(task) is not Signature or task["subtask_type"] not in ONE_TASK
                        for task in tasks):
             return super().apply_async(args, kwargs, **options)
+        _refuse_unknown(self["task"], options)
+        send_member = send_own_way if app.tasks_override_apply_async else send_one
         group_id = options.pop("task_id", None) or new_id()
         inherited = _inherited(options)
         sent = send_options(inherited)  # a member without options of its own sends these
@@ -435,10 +558,19 @@ class group(Signature):  # noqa: N801 - Celery's name
         with app.sending_batch(discard_on_error=True):  # pipelined, as app.send_many sends
             for index, task in enumerate(tasks):
                 own = {"group_id": group_id, "group_index": index}
-                send = send_options({**task["options"], **inherited, **own}) \
+                send = send_options({**task["options"], **inherited, **own}, strict=True) \
                     if task["options"] else {**sent, **own}
-                results.append(send_one(app, task, args, None, send, check=True))
+                results.append(send_member(app, task, args, None, send, check=True))
         return GroupResult(group_id, results, app=app)
+
+    def apply(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        """Every member here and now, as Celery's ``group.apply``: a GroupResult of their
+        EagerResults."""
+        group_id = options.pop("task_id", None) or self.id or new_id()
+        own = _inherited({**self["options"], **options})
+        return GroupResult(group_id, [Signature.from_dict(task, self._app).apply(
+            args, kwargs, **own) for task in self.tasks], app=self.app)
 
 
 class chord(Signature):  # noqa: N801 - Celery's name
@@ -451,6 +583,16 @@ class chord(Signature):  # noqa: N801 - Celery's name
         super().__init__("celery.chord", (), {"header": header_sig, "body": body_sig,
                                               "kwargs": {}}, options, "chord", False,
                          app or body_sig._app)
+
+    def apply(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        """The header here and now, then the body with its results, as Celery's
+        ``chord.apply``: the body's EagerResult, its parent the header's GroupResult."""
+        header, body = self["kwargs"]["header"], self["kwargs"]["body"]
+        parts = header.apply(args, {**(self["kwargs"].get("kwargs") or {}), **(kwargs or {})})
+        result = Signature.from_dict(body, self._app).apply((parts.get(),))
+        result.parent = parts
+        return result
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         header, body = self["kwargs"]["header"], self["kwargs"]["body"]
@@ -491,6 +633,10 @@ class chunks(Signature):  # noqa: N801 - Celery's name
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         raise CanvasError("freeze the chunks' group instead: chunks(...).group().freeze()")
+
+    def apply(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        return self.group().apply(args, kwargs, **options)
 
     def apply_async(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
                     **options: Any) -> Any:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar
 
 from .canvas import Signature
 from .exceptions import MaxRetriesExceededError, Retry
@@ -211,6 +211,14 @@ class Task:
     retry_backoff = Option[Any](False)
     retry_backoff_max = Option[float](600)
     retry_jitter = Option[bool](True)
+
+    overrides_apply_async: ClassVar[bool] = False
+    """Whether this class overrides :meth:`apply_async`: signatures of its tasks are then sent
+    through it, as Celery's signatures call ``self.type.apply_async``."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.overrides_apply_async = cls.apply_async is not Task.apply_async
 
     #: Decorator options a task accepts; anything else is a typo and raises TypeError.
     OPTIONS = frozenset({
