@@ -136,6 +136,17 @@ def test_a_chord_body_gets_the_header_results_in_order(client):
 
 
 @pytest.mark.timeout(60)
+def test_keyword_arguments_reach_a_groups_members_a_chains_first_step_and_a_chords_header(
+        client):
+    _setup, _app, t = client
+    assert group(t["add"].s(1), t["add"].s(2)).apply_async(kwargs={"y": 10}).get(
+        timeout=30) == [11, 12]
+    assert chain(t["add"].s(1), t["mul"].s(3)).delay(y=1).get(timeout=30) == 6
+    assert chord([t["add"].s(i) for i in range(3)], t["collect"].s()).delay(y=5).get(
+        timeout=30) == [5, 6, 7]
+
+
+@pytest.mark.timeout(60)
 def test_a_group_then_a_task_in_a_chain_is_a_chord(client):
     _setup, _app, t = client
     result = chain(t["add"].s(1, 1), group(t["add"].s(1), t["mul"].s(3)), t["collect"].s()).delay()
