@@ -57,8 +57,8 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
     sig = value if type(value) is Signature else signature_of(value)
     kind = sig.get("subtask_type")
     if kind in ONE_TASK:
-        return str(send_own_way(app, sig, args, kwargs,
-                                send_options({**sig["options"], **options}), check=False).id)
+        return str(send_one(app, sig, args, kwargs, send_options({**sig["options"], **options}),
+                            check=False, own_way=True).id)
     # a group's, chain's or chord's own kwargs hold its parts: ``kwargs`` go to those parts
     args = _arguments(sig, args, None)[0]
     merged = {**sig["options"], **options}
@@ -75,8 +75,8 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
 
 
 def send_one(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
-             kwargs: Mapping[str, Any] | None, send: dict[str, Any], *, check: bool
-             ) -> AsyncResult:
+             kwargs: Mapping[str, Any] | None, send: dict[str, Any], *, check: bool,
+             own_way: bool) -> Any:
     """Send ``sig``, a signature of one task message (:data:`ONE_TASK`), with ``args`` put
     first (unless it is immutable) and ``send``, its options as ``send_options`` makes them
     (a dict this may change), and return its result: a task registered on ``app`` with its
@@ -84,25 +84,18 @@ def send_one(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     another by name. ``check``: a registered task's arguments are checked (``typing``)
     first. :func:`apply` does not check them: what a worker sends after a task (a chain
     step, a link, an errback, a chord body) goes out as it is and fails when it runs, so
-    neither the task that sent it nor the chord waiting for it is failed for it."""
+    neither the task that sent it nor the chord waiting for it is failed for it.
+    ``own_way``: a task whose class overrides ``apply_async`` is sent through it (and returns
+    what that returns), as Celery's ``Signature.apply_async`` calls ``self.type.apply_async``;
+    a group passes False when no task of its app does, so its members need not be asked."""
     args, kwargs = _arguments(sig, args, kwargs)
     name = sig["task"]
     task = app.tasks.get(name)
     if task is None:
         return app.send_task(name, args, kwargs, **send)  # the message copies both
-    return task.send_call(args, kwargs, send, check=check)  # type: ignore[arg-type]
-
-
-def send_own_way(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
-                 kwargs: Mapping[str, Any] | None, send: dict[str, Any], *, check: bool) -> Any:
-    """:func:`send_one`, except that a task whose class overrides ``apply_async`` is sent
-    through it, as Celery's ``Signature.apply_async`` calls ``self.type.apply_async``; returns
-    what that returns. ``check`` is for :func:`send_one`: the override checks what it does."""
-    task = app.tasks.get(sig["task"])
-    if task is not None and task.overrides_apply_async:
-        args, kwargs = _arguments(sig, args, kwargs)
+    if own_way and task.overrides_apply_async:
         return task.apply_async(args, kwargs, **send)
-    return send_one(app, sig, args, kwargs, send, check=check)
+    return task.send_call(args, kwargs, send, check=check)  # type: ignore[arg-type]
 
 
 def _arguments(sig: Mapping[str, Any], args: Any, kwargs: Mapping[str, Any] | None
@@ -139,7 +132,10 @@ def check_options(sig: Mapping[str, Any], options: Mapping[str, Any]) -> None:
     :class:`~qtui.core.task.SendOptions` only, so it refuses the rest rather than drop them."""
     _refuse_unknown(sig["task"], options)
     _refuse_unknown(sig["task"], sig.get("options") or {})
-    kind, own = sig.get("subtask_type"), sig.get("kwargs") or {}
+    kind = sig.get("subtask_type")
+    if kind in ONE_TASK:
+        return
+    own = sig.get("kwargs") or {}
     if kind in ("group", "chain"):
         parts = list(own.get("tasks") or ())
     elif kind == "chord":
@@ -153,8 +149,8 @@ def check_options(sig: Mapping[str, Any], options: Mapping[str, Any]) -> None:
 
 
 def _refuse_unknown(name: str, options: Mapping[str, Any]) -> None:
-    unknown = options.keys() - _SEND_OPTIONS
-    if unknown:
+    if options and not _SEND_OPTIONS.issuperset(options):
+        unknown = options.keys() - _SEND_OPTIONS
         raise TypeError(f"{name}: qtui cannot send option(s) {sorted(unknown)} (Celery puts "
                         "them in the message's properties); a signature's options are "
                         f"Task.apply_async's: {', '.join(sorted(_SEND_OPTIONS))}")
@@ -396,16 +392,15 @@ class Signature(dict[str, Any]):
         through it, and under ``task_always_eager`` it runs here (:meth:`apply`)."""
         check_options(self, options)
         app = self.app
+        eager = app.send_settings.always_eager
         if self["subtask_type"] in ONE_TASK:
-            task = app.tasks.get(self["task"])
-            if task is None and app.send_settings.always_eager:
-                task = app.get_task(self["task"])  # NotRegistered: nothing here can run it
-            if task is not None and (task.overrides_apply_async
-                                     or app.send_settings.always_eager):
+            # NotRegistered when eager: nothing here could run it
+            task = app.get_task(self["task"]) if eager else app.tasks.get(self["task"])
+            if task is not None and (eager or task.overrides_apply_async):
                 args, kwargs = _arguments(self, tuple(args or ()), kwargs)
                 return task.apply_async(args, kwargs,
                                         **send_options({**self["options"], **options}))
-        elif app.send_settings.always_eager:
+        elif eager:
             return self.apply(args, kwargs, **options)
         sig = Signature.from_dict(self, app=self._app)
         result = sig.freeze(options.pop("task_id", None))
@@ -549,7 +544,7 @@ class group(Signature):  # noqa: N801 - Celery's name
                        for task in tasks):
             return super().apply_async(args, kwargs, **options)
         _refuse_unknown(self["task"], options)
-        send_member = send_own_way if app.tasks_override_apply_async else send_one
+        own_way = app.tasks_override_apply_async  # asked once, not per member
         group_id = options.pop("task_id", None) or new_id()
         inherited = _inherited(options)
         sent = send_options(inherited)  # a member without options of its own sends these
@@ -560,7 +555,8 @@ class group(Signature):  # noqa: N801 - Celery's name
                 own = {"group_id": group_id, "group_index": index}
                 send = send_options({**task["options"], **inherited, **own}, strict=True) \
                     if task["options"] else {**sent, **own}
-                results.append(send_member(app, task, args, None, send, check=True))
+                results.append(send_one(app, task, args, None, send, check=True,
+                                        own_way=own_way))
         return GroupResult(group_id, results, app=app)
 
     def apply(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
