@@ -390,7 +390,8 @@ class Signature(dict[str, Any]):
         """Send it; returns the result handle (a chain's last step, a group's GroupResult, a
         chord's body). As Celery's: a task whose class overrides ``apply_async`` is sent
         through it, and under ``task_always_eager`` it runs here (:meth:`apply`)."""
-        check_options(self, options)
+        if options or self["options"] or self["subtask_type"] is not None:
+            check_options(self, options)
         app = self.app
         eager = app.send_settings.always_eager
         if self["subtask_type"] in ONE_TASK:
