@@ -92,9 +92,6 @@ class App:
         self.main = main
         self.conf = Conf()
         self.tasks: dict[str, Task] = {}
-        self.tasks_override_apply_async = False
-        """Whether a task registered here overrides ``apply_async`` (a group's members are
-        then each sent through their task's, as Celery's are)."""
         self._lock = threading.RLock()
         self._backends: dict[str, ResultBackend] = {}
         self._router: tuple[int, Router] | None = None
@@ -165,7 +162,6 @@ class App:
             task = cls(self, f, task_name, **options)
             with self._lock:
                 self.tasks[task_name] = task
-                self.tasks_override_apply_async |= task.overrides_apply_async
             return task
         return register(fun) if fun is not None else register
 

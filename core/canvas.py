@@ -12,6 +12,7 @@ The client's :class:`Signature`, :class:`chain`, :class:`group`, :class:`chord`,
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,11 @@ _SEND_OPTIONS = frozenset({
     "link_error", "chain", "chord", "argsrepr", "kwargsrepr", "shadow",
 })
 
+
+#: Set while :func:`send_one` calls a task's ``apply_async`` override for what must not be
+#: checked (a worker's follow-up): ``Task.apply_async`` reached from the override then does
+#: not check the arguments either, so the task before keeps its success.
+UNCHECKED: ContextVar[bool] = ContextVar("qtui_canvas_unchecked", default=False)
 
 #: The ``subtask_type`` of a signature that is one task message (a map is one task:
 #: ``celery.map`` or ``celery.starmap``).
@@ -57,8 +63,10 @@ def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str,
     sig = value if type(value) is Signature else signature_of(value)
     kind = sig.get("subtask_type")
     if kind in ONE_TASK:
-        return str(send_one(app, sig, args, kwargs, send_options({**sig["options"], **options}),
-                            check=False, own_way=True).id)
+        send = send_options({**sig["options"], **options})
+        result = send_one(app, sig, args, kwargs, send, check=False, own_way=True)
+        # an override's return is its own (Celery ignores it): the id is the one it was given
+        return str(send.get("task_id") or result.id)
     # a group's, chain's or chord's own kwargs hold its parts: ``kwargs`` go to those parts
     args = _arguments(sig, args, None)[0]
     merged = {**sig["options"], **options}
@@ -85,16 +93,24 @@ def send_one(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     first. :func:`apply` does not check them: what a worker sends after a task (a chain
     step, a link, an errback, a chord body) goes out as it is and fails when it runs, so
     neither the task that sent it nor the chord waiting for it is failed for it.
-    ``own_way``: a task whose class overrides ``apply_async`` is sent through it (and returns
-    what that returns), as Celery's ``Signature.apply_async`` calls ``self.type.apply_async``;
-    a group passes False when no task of its app does, so its members need not be asked."""
+    ``own_way``: a task whose ``apply_async`` is overridden is sent through it (and returns
+    what that returns), as Celery's ``Signature.apply_async`` calls ``self.type.apply_async``,
+    with a ``task_id`` set in ``send`` first; a group passes False when no task of its app
+    has one, so its members need not be asked."""
     args, kwargs = _arguments(sig, args, kwargs)
     name = sig["task"]
     task = app.tasks.get(name)
     if task is None:
         return app.send_task(name, args, kwargs, **send)  # the message copies both
     if own_way and task.overrides_apply_async:
-        return task.apply_async(args, kwargs, **send)
+        send["task_id"] = send.get("task_id") or new_id()
+        if check:
+            return task.apply_async(args, kwargs, **send)
+        token = UNCHECKED.set(True)
+        try:
+            return task.apply_async(args, kwargs, **send)
+        finally:
+            UNCHECKED.reset(token)
     return task.send_call(args, kwargs, send, check=check)  # type: ignore[arg-type]
 
 
@@ -202,11 +218,7 @@ def _apply_chain(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     if any(t.get("subtask_type") == "group" for t in tasks[:-1]):
         raise CanvasError("a chain with a group before its last step must be sent as a chord "
                           "(Celery's client does this); qtui's worker does not rewrite it")
-    if options.get("link"):
-        tasks[-1]["options"]["link"] = options["link"]
-    if options.get("link_error"):
-        for task in tasks:
-            task["options"]["link_error"] = options["link_error"]
+    _add_links(tasks, options)
     rest = list(options.get("chain") or []) + tasks[:0:-1]
     inherited = {k: v for k, v in _inherited(options).items() if k not in ("link", "link_error")}
     return apply(app, tasks[0], args, kwargs, chain=rest or None, **inherited)
@@ -260,16 +272,21 @@ def _unchained(inner: Mapping[str, Any], app: App | None) -> list[Signature]:
     """The steps of a chain put in another, as Celery's ``unchain_tasks`` gives them: copies,
     the chain's ``link`` on its last step and its ``link_error`` on each."""
     steps = [Signature.from_dict(t, app) for t in _tasks_of(inner)]
-    options = inner.get("options") or {}
+    _add_links(steps, inner.get("options") or {})
+    return steps
+
+
+def _add_links(steps: list[Any], options: Mapping[str, Any]) -> None:
+    """A chain's ``link`` added to its last step's own, its ``link_error`` to each step's own,
+    as Celery's chain adds them (new lists in the steps' option dicts: the caller's stay)."""
     links = _as_list(options.get("link"))
     if links:
         own = steps[-1]["options"]
-        own["link"] = [*_as_list(own.get("link")), *links]  # a new list: the caller's stays
+        own["link"] = [*_as_list(own.get("link")), *links]
     errbacks = _as_list(options.get("link_error"))
     for step in steps if errbacks else ():
         step["options"]["link_error"] = [*_as_list(step["options"].get("link_error")),
                                          *errbacks]
-    return steps
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -395,8 +412,7 @@ class Signature(dict[str, Any]):
         app = self.app
         eager = app.send_settings.always_eager
         if self["subtask_type"] in ONE_TASK:
-            # NotRegistered when eager: nothing here could run it
-            task = app.get_task(self["task"]) if eager else app.tasks.get(self["task"])
+            task = app.tasks.get(self["task"])  # not registered here: sent by name, as Celery's
             if task is not None and (eager or task.overrides_apply_async):
                 args, kwargs = _arguments(self, tuple(args or ()), kwargs)
                 return task.apply_async(args, kwargs,
@@ -461,11 +477,19 @@ class chain(Signature):  # noqa: N801 - Celery's name
         ``kwargs``), as Celery's ``chain.apply``; the last step's result, with its parents."""
         last = None
         own = {**self["options"], **options}
-        own.pop("link", None)
-        for step in self.tasks:
-            result = Signature.from_dict(step, self._app).apply(
-                (last.get(),) if last is not None else args,
-                None if last is not None else kwargs, **own)
+        link = own.pop("link", None)  # the last step's, once; link_error goes to each step
+        steps = [Signature.from_dict(step, self._app) for step in self.tasks]
+        if link and steps:
+            end = steps[-1]
+            if end["subtask_type"] == "chord":  # chord.apply runs its body with its options
+                body = Signature.from_dict(end["kwargs"]["body"], self._app)
+                _add_links([body], {"link": link})
+                end = steps[-1] = chord(end["kwargs"]["header"], body, app=self._app)
+            else:
+                _add_links([end], {"link": link})
+        for step in steps:
+            result = step.apply((last.get(),) if last is not None else args,
+                                None if last is not None else kwargs, **own)
             result.parent, last = last, result
         return last
 
@@ -486,7 +510,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]  # a chain, not a merge
         if not isinstance(other, Mapping):
             return NotImplemented
-        return chain(*self.tasks, other, app=self._app)
+        return chain(self, other, app=self._app)  # unchained with its links, as in __init__
 
 
 class group(Signature):  # noqa: N801 - Celery's name
@@ -545,7 +569,8 @@ class group(Signature):  # noqa: N801 - Celery's name
                        for task in tasks):
             return super().apply_async(args, kwargs, **options)
         _refuse_unknown(self["task"], options)
-        own_way = app.tasks_override_apply_async  # asked once, not per member
+        # asked once per send, not per member: a task's apply_async may be patched at any time
+        own_way = any(task.overrides_apply_async for task in app.tasks.values())
         group_id = options.pop("task_id", None) or new_id()
         inherited = _inherited(options)
         sent = send_options(inherited)  # a member without options of its own sends these

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
-from .canvas import Signature
+from .canvas import UNCHECKED, Signature
 from .exceptions import MaxRetriesExceededError, Retry
 from .protocol import TaskMessage, new_id
 
@@ -212,14 +212,6 @@ class Task:
     retry_backoff_max = Option[float](600)
     retry_jitter = Option[bool](True)
 
-    overrides_apply_async: ClassVar[bool] = False
-    """Whether this class overrides :meth:`apply_async`: signatures of its tasks are then sent
-    through it, as Celery's signatures call ``self.type.apply_async``."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.overrides_apply_async = cls.apply_async is not Task.apply_async
-
     #: Decorator options a task accepts; anything else is a typo and raises TypeError.
     OPTIONS = frozenset({
         "name", "bind", "typing", "rate_limit", "time_limit", "soft_time_limit", "acks_late",
@@ -274,12 +266,20 @@ class Task:
                     **options: Unpack[SendOptions]) -> AsyncResult:
         """Send the task with options (see :class:`SendOptions`); routing, limits, expiry,
         priority, ignore_result and serializer not given are the task's own."""
-        if self.typing:
+        if self.typing and not UNCHECKED.get():
             self._check_signature(args or (), kwargs or {})
         if self.app.send_settings.always_eager:
             return self.apply(  # type: ignore[return-value]
-                args, kwargs, task_id=options.get("task_id"))
+                args, kwargs, task_id=options.get("task_id"), link=options.get("link"),
+                link_error=options.get("link_error"))
         return self.send_call(args, kwargs, options, check=False)  # checked above
+
+    @property
+    def overrides_apply_async(self) -> bool:
+        """Whether this task's :meth:`apply_async` is not :class:`Task`'s (a ``base=`` class's
+        override, or one patched on the task or its class): signatures of it are then sent
+        through it, as Celery's signatures call ``self.type.apply_async``."""
+        return "apply_async" in self.__dict__ or type(self).apply_async is not Task.apply_async
 
     def send_call(self, args: tuple[Any, ...] | list[Any] | None,
                   kwargs: Mapping[str, Any] | None, options: SendOptions, *,
