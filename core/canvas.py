@@ -501,7 +501,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
                 step["options"]["root_id"] = root_id
             result = step.freeze(task_id if index == len(self.tasks) - 1 else None)
             root_id = root_id or step.id
-            if index == 0:
+            if index == 0 and step["subtask_type"] in ONE_TASK:  # a chord's tasks are their own
                 step["options"]["root_id"] = root_id
             result.parent = parent
             parent = result

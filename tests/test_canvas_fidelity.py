@@ -1,15 +1,18 @@
 """What qtui's canvas client puts on the broker is what Celery's client puts there: the same
-canvas built with ``celery`` and with ``qtui.core`` sends messages with the same arguments,
-keyword arguments, options and canvas fields (read back raw from a Redis queue of each), or
-qtui refuses it with an error where Celery would send something qtui cannot."""
+canvas built with ``celery`` and with ``qtui.core`` sends the same messages -- every header,
+property and body field, the canvas fields' signatures with their options, read back raw from
+a Redis queue of each; ids compared by where they recur -- or qtui refuses it with an error
+where Celery would send something qtui cannot."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -24,8 +27,22 @@ from .worker_helpers import REDIS_URL
 celery = pytest.importorskip("celery")
 ccanvas = pytest.importorskip("celery.canvas")
 
-#: The message fields compared: what a worker reads (ids, origin and timestamps differ by nature).
-_HEADERS = ("task", "retries", "compression", "shadow", "timelimit", "group_index", "ignore_result")
+#: What differs between the two clients' messages by design, so is not compared: qtui's send
+#: time header, the ``reply_to`` each client's result consumer sets, the ``chord_size`` of
+#: Celery's chord messages (qtui's backend counts the header itself) and the envelope's
+#: ``delivery_tag`` (a random one per message). Everything else is.
+_DIFFER_BY_DESIGN = frozenset({"x-qtui-sent-at", "reply_to", "chord_size", "delivery_tag"})
+#: Properties Celery's client adds that qtui's does not (known, left as they are): the
+#: ``expiration`` (ms) it derives from ``expires`` (a broker-side TTL; both sides' workers
+#: check the ``expires`` header) and the copies of ``argsrepr``/``kwargsrepr`` given as
+#: options (the headers carry them on both sides).
+_CELERY_ONLY_PROPERTIES = frozenset({"expiration", "argsrepr", "kwargsrepr"})
+#: What differs in a signature carried in a message (a chain step, link, chord body): the
+#: ``root_id`` qtui's client puts in each chain step's options when it freezes the chain
+#: (a worker sets it again when it sends the step, on both sides).
+_SIGNATURE_DIFFERS_BY_DESIGN = frozenset({"root_id"})
+#: An id either client makes up (a task, group or delivery id).
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def add(x: int = 0, y: int = 0, z: int = 0) -> int:
@@ -55,22 +72,22 @@ class Side:
         self.tsum = self.app.task(name="tasks.tsum")(tsum)
 
     def sent(self) -> list[dict[str, Any]]:
-        """The messages on the queue, oldest first, as the fields a worker reads."""
-        found = []
+        """The messages on the queue, oldest first: each one's headers, properties and body
+        fields (with the envelope's encodings), each id replaced by ``id-<n>``, ``n`` counting
+        the ids in the order they first appear on this queue."""
+        found, ids = [], {}
         for raw in reversed(self.redis.lrange(self.queue, 0, -1)):
             envelope = json.loads(raw)
-            headers = envelope["headers"]
-            body = base64.b64decode(envelope["body"])
-            if headers.get("compression"):
+            body = base64.b64decode(envelope.pop("body"))
+            if envelope["headers"].get("compression"):
                 body = zlib.decompress(body)
             args, kwargs, embed = json.loads(body)
-            found.append({
-                **{key: headers.get(key) for key in _HEADERS},
-                "args": args, "kwargs": kwargs,
-                "chain": [(s["task"], s["args"], s["kwargs"]) for s in embed.get("chain") or []],
-                "chord": embed["chord"]["task"] if embed.get("chord") else None,
-                "errbacks": [s["task"] for s in embed.get("errbacks") or []],
-            })
+            for name in _CELERY_ONLY_PROPERTIES:
+                envelope["properties"].pop(name, None)
+            message = _compared({**envelope, "args": args, "kwargs": kwargs, **embed})
+            text = json.dumps(message).replace(self.queue, "<queue>")
+            found.append(json.loads(_ID.sub(lambda m: ids.setdefault(m[0], f"id-{len(ids)}"),
+                                            text)))
         return found
 
     def close(self) -> None:
@@ -80,12 +97,33 @@ class Side:
 
 @pytest.fixture
 def sides() -> Iterator[dict[str, Side]]:
-    need("redis", REDIS_HOST, REDIS_PORT)
+    need("Redis", REDIS_HOST, REDIS_PORT)
     client = redis.Redis(REDIS_HOST, REDIS_PORT)
     made = {kind: Side(kind, client) for kind in ("celery", "qtui")}
     yield made
     for side in made.values():
         side.close()
+
+
+def _compared(value: Any) -> Any:
+    """``value`` without the keys that differ by design, at any depth."""
+    if isinstance(value, dict):
+        if "subtask_type" in value and isinstance(value.get("options"), dict):  # a signature
+            value = {**value, "options": {k: v for k, v in value["options"].items()
+                                          if k not in _SIGNATURE_DIFFERS_BY_DESIGN}}
+        return {k: _compared(v) for k, v in value.items() if k not in _DIFFER_BY_DESIGN}
+    if isinstance(value, list):
+        return [_compared(v) for v in value]
+    return value
+
+
+def _headers(message: dict[str, Any], *names: str) -> tuple[Any, ...]:
+    return tuple(message["headers"][name] for name in names)
+
+
+def _steps(message: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The rest of a message's chain, as (task, args, kwargs) of each step, last first."""
+    return [(s["task"], s["args"], s["kwargs"]) for s in message["chain"] or []]
 
 
 def same_messages(sides: dict[str, Side], send: Callable[[Side], Any]) -> list[dict[str, Any]]:
@@ -115,7 +153,7 @@ def test_a_groups_delay_keywords_go_to_each_member(sides: dict[str, Side]) -> No
 def test_a_chains_keyword_arguments_go_to_its_first_step(sides: dict[str, Side]) -> None:
     sent = same_messages(sides, lambda s: s.canvas.chain(s.add.s(1), s.add.s(2))
                          .apply_async(kwargs={"y": 5}))
-    assert [(m["args"], m["kwargs"], m["chain"]) for m in sent] == [
+    assert [(m["args"], m["kwargs"], _steps(m)) for m in sent] == [
         ([1], {"y": 5}, [("tasks.add", [2], {})])]
 
 
@@ -123,7 +161,7 @@ def test_a_chains_keyword_arguments_go_to_its_first_step(sides: dict[str, Side])
 def test_a_chords_keyword_arguments_go_to_its_header_not_its_body(sides: dict[str, Side]) -> None:
     sent = same_messages(sides, lambda s: s.canvas.chord([s.add.s(1), s.add.s(2)], s.tsum.s())
                          .delay(y=7))
-    assert [(m["kwargs"], m["chord"]) for m in sent] == [({"y": 7}, "tasks.tsum")] * 2
+    assert [(m["kwargs"], m["chord"]["task"]) for m in sent] == [({"y": 7}, "tasks.tsum")] * 2
 
 
 @pytest.mark.timeout(30)
@@ -140,7 +178,7 @@ def test_a_signatures_compression_retries_shadow_and_limits_reach_the_message(
     sent = same_messages(sides, lambda s: s.add.s(1).set(
         compression="zlib", retries=3, shadow="masked", time_limit=9, soft_time_limit=4)
         .apply_async())
-    assert [(m["compression"], m["retries"], m["shadow"], m["timelimit"]) for m in sent] == [
+    assert [_headers(m, "compression", "retries", "shadow", "timelimit") for m in sent] == [
         ("application/x-gzip", 3, "masked", [9, 4])]
 
 
@@ -149,7 +187,7 @@ def test_a_groups_own_and_call_options_reach_each_member(sides: dict[str, Side])
     sent = same_messages(sides, lambda s: (
         s.canvas.group(s.add.s(1), s.add.s(2), compression="zlib", retries=2).apply_async(),
         s.canvas.group(s.add.s(3), s.add.s(4)).apply_async(compression="zlib", retries=1)))
-    assert [(m["args"], m["compression"], m["retries"]) for m in sent] == [
+    assert [(m["args"], *_headers(m, "compression", "retries")) for m in sent] == [
         ([1], "application/x-gzip", 2), ([2], "application/x-gzip", 2),
         ([3], "application/x-gzip", 1), ([4], "application/x-gzip", 1)]
 
@@ -158,7 +196,7 @@ def test_a_groups_own_and_call_options_reach_each_member(sides: dict[str, Side])
 def test_a_chains_options_go_to_its_first_step(sides: dict[str, Side]) -> None:
     sent = same_messages(sides, lambda s: s.canvas.chain(s.add.s(1), s.add.s(2))
                          .apply_async(retries=2, compression="zlib"))
-    assert [(m["retries"], m["compression"]) for m in sent] == [(2, "application/x-gzip")]
+    assert [_headers(m, "retries", "compression") for m in sent] == [(2, "application/x-gzip")]
 
 
 @pytest.mark.timeout(30)
@@ -172,7 +210,7 @@ def test_a_group_of_one_group_is_that_groups_members(sides: dict[str, Side]) -> 
         results[s] = built.apply_async()
 
     sent = same_messages(sides, send)
-    assert [(m["args"], m["group_index"]) for m in sent] == [([1], 0), ([2], 1)]
+    assert [(m["args"], m["headers"]["group_index"]) for m in sent] == [([1], 0), ([2], 1)]
     result = results[sides["qtui"]]
     assert [type(r).__name__ for r in result.results] == ["AsyncResult", "AsyncResult"]
 
@@ -187,7 +225,11 @@ def test_a_chain_in_a_chain_is_spliced_in_with_its_error_links(sides: dict[str, 
         return built.apply_async()
 
     sent = same_messages(sides, send)
-    assert [m["chain"] for m in sent] == [[("tasks.add", [3], {}), ("tasks.add", [2], {})]]
+    assert [_steps(m) for m in sent] == [[("tasks.add", [3], {}), ("tasks.add", [2], {})]]
+    assert [[s["options"].get("link_error") for s in m["chain"]] for m in sent] == [
+        [None, [{"task": "tasks.tsum", "args": [[0]], "kwargs": {}, "options": {},
+                  "subtask_type": None, "immutable": True}]]]
+    assert [s["task"] for s in sent[0]["errbacks"]] == ["tasks.tsum"]
 
 
 def test_an_option_qtui_cannot_send_is_an_error_not_dropped(sides: dict[str, Side]) -> None:
@@ -209,3 +251,33 @@ def test_a_link_given_to_a_groups_apply_async_is_an_error_as_in_celery(
         with pytest.raises(TypeError, match="individual tasks"):
             side.canvas.group(side.add.s(1)).apply_async(link_error=side.tsum.s())
         assert side.sent() == []
+
+
+@pytest.mark.timeout(30)
+def test_a_signatures_expiry_headers_reprs_and_link_are_celerys(sides: dict[str, Side]) -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    sent = same_messages(sides, lambda s: s.add.s(1).set(
+        expires=at, headers={"hh": 1}, argsrepr="A", ignore_result=True, link=s.tsum.s())
+        .apply_async())
+    assert [(m["headers"]["expires"], m["headers"]["argsrepr"], m["headers"]["hh"],
+             [c["task"] for c in m["callbacks"]]) for m in sent] == [
+        (at.isoformat(), "A", 1, ["tasks.tsum"])]
+
+
+@pytest.mark.timeout(30)
+def test_a_groups_options_win_over_its_members_own(sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: s.canvas.group(
+        s.add.s(1).set(retries=5, shadow="own"), s.add.s(2)).apply_async(retries=2))
+    assert [_headers(m, "retries", "shadow") for m in sent] == [(2, "own"), (2, None)]
+
+
+@pytest.mark.timeout(30)
+def test_a_spliced_chains_link_and_error_links_travel_as_celerys(sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: s.canvas.chain(
+        s.canvas.chain(s.add.s(1), s.add.s(2)).set(link_error=[s.tsum.si([0])],
+                                                   link=[s.tsum.si([1])]),
+        s.add.s(3)).apply_async())
+    assert [[(s["options"].get("link"), s["options"].get("link_error") is not None)
+             for s in m["chain"]] for m in sent] == [[(None, False), (
+                 [{"task": "tasks.tsum", "args": [[1]], "kwargs": {}, "options": {},
+                   "subtask_type": None, "immutable": True}], True)]]
