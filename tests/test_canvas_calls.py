@@ -210,8 +210,10 @@ def test_an_apply_async_patched_on_one_task_is_called_by_its_signatures_and_grou
     assert patched.call_count == 4 and sent == []
 
 
-def test_under_always_eager_links_get_the_result_and_errbacks_the_failed_tasks_id(
-        eager: App, sent: list[Outgoing]) -> None:
+@pytest.fixture
+def linked(eager: App) -> tuple[list[Any], Task, Task, Task]:
+    """``seen`` (what ``tasks.record`` got, in order) and the eager tasks ``tasks.add``,
+    ``tasks.fail`` (raises, whatever it is given) and ``tasks.record``."""
     seen: list[Any] = []
 
     @eager.task(name="tasks.add")
@@ -219,12 +221,19 @@ def test_under_always_eager_links_get_the_result_and_errbacks_the_failed_tasks_i
         return x + y
 
     @eager.task(name="tasks.fail")
-    def fail() -> None:
-        raise ValueError("no")
+    def fail(*args: Any) -> None:
+        raise ValueError(args)
 
     @eager.task(name="tasks.record")
     def record(value: Any) -> None:
         seen.append(value)
+
+    return seen, add, fail, record
+
+
+def test_under_always_eager_links_get_the_result_and_errbacks_the_failed_tasks_id(
+        linked: tuple[list[Any], Task, Task, Task], sent: list[Outgoing]) -> None:
+    seen, add, fail, record = linked
 
     add.s(1, 2).set(link=record.s()).apply_async()
     chain(add.s(1, 2), add.s(3)).set(link=record.s()).apply_async()
@@ -235,24 +244,22 @@ def test_under_always_eager_links_get_the_result_and_errbacks_the_failed_tasks_i
 
 
 def test_under_always_eager_a_chain_runs_its_error_link_for_the_step_that_failed(
-        eager: App, sent: list[Outgoing]) -> None:
-    seen: list[Any] = []
-
-    @eager.task(name="tasks.add")
-    def add(x: int, y: int = 0) -> int:
-        return x + y
-
-    @eager.task(name="tasks.fail")
-    def fail(value: Any) -> None:
-        raise ValueError(value)
-
-    @eager.task(name="tasks.record")
-    def record(value: Any) -> None:
-        seen.append(value)
+        linked: tuple[list[Any], Task, Task, Task], sent: list[Outgoing]) -> None:
+    seen, add, fail, record = linked
 
     result = chain(add.s(1, 2), fail.s()).set(link_error=record.s()).apply_async()
 
     assert seen == [result.id] and result.failed() and result.parent.get() == 3
+
+
+def test_under_always_eager_a_chains_link_on_a_closing_chord_goes_to_its_body(
+        linked: tuple[list[Any], Task, Task, Task], sent: list[Outgoing]) -> None:
+    seen, add, _fail, record = linked
+
+    steps = chain(add.s(1, 1), chord([add.s(1), add.s(2)], record.s())).set(link=record.s())
+    steps.apply_async()
+
+    assert seen == [[3, 4], None]
 
 
 def test_a_chain_piped_on_keeps_its_links_on_its_steps(app: App) -> None:
