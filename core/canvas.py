@@ -102,7 +102,7 @@ def send_one(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     task = app.tasks.get(name)
     if task is None:
         return app.send_task(name, args, kwargs, **send)  # the message copies both
-    if own_way and task.overrides_apply_async:
+    if own_way and (task.overrides_apply_async or "apply_async" in task.__dict__):
         send["task_id"] = send.get("task_id") or new_id()
         if check:
             return task.apply_async(args, kwargs, **send)
@@ -413,7 +413,8 @@ class Signature(dict[str, Any]):
         eager = app.send_settings.always_eager
         if self["subtask_type"] in ONE_TASK:
             task = app.tasks.get(self["task"])  # not registered here: sent by name, as Celery's
-            if task is not None and (eager or task.overrides_apply_async):
+            if task is not None and (eager or task.overrides_apply_async
+                                     or "apply_async" in task.__dict__):
                 args, kwargs = _arguments(self, tuple(args or ()), kwargs)
                 return task.apply_async(args, kwargs,
                                         **send_options({**self["options"], **options}))
@@ -570,7 +571,8 @@ class group(Signature):  # noqa: N801 - Celery's name
             return super().apply_async(args, kwargs, **options)
         _refuse_unknown(self["task"], options)
         # asked once per send, not per member: a task's apply_async may be patched at any time
-        own_way = any(task.overrides_apply_async for task in app.tasks.values())
+        own_way = any(task.overrides_apply_async or "apply_async" in task.__dict__
+                      for task in app.tasks.values())
         group_id = options.pop("task_id", None) or new_id()
         inherited = _inherited(options)
         sent = send_options(inherited)  # a member without options of its own sends these
