@@ -285,14 +285,15 @@ class App:
         """Send a task by name (it need not be registered here) and return its AsyncResult;
         ``options`` are :class:`~qtui.core.task.SendOptions`. Inside :meth:`send_many` (and a
         group's ``apply_async``) the task is sent with the rest of the batch."""
-        unknown = options.keys() - _SEND_OPTIONS
+        others = options.keys() - _MESSAGE_OPTIONS  # the one set operation most sends pay
+        if not others:
+            return self.send_planned(self.plan(name, task, options), args, kwargs, options)
+        unknown = others - _PUBLISH_OPTIONS
         if unknown:
             raise TypeError(f"send_task({name!r}): unknown option(s) {sorted(unknown)}")
-        plan = self.plan(name, task, options)
-        if options.keys().isdisjoint(_PUBLISH_OPTIONS):
-            return self.send_planned(plan, args, kwargs, options)
         retry, policy = self._publish_options(name, options)
-        return self.send_planned(plan, args, kwargs, options, retry=retry, retry_policy=policy)
+        return self.send_planned(self.plan(name, task, options), args, kwargs, options,
+                                 retry=retry, retry_policy=policy)
 
     def _publish_options(self, name: str, options: Mapping[str, Any]
                          ) -> tuple[bool | None, dict[str, Any] | None]:
@@ -505,7 +506,10 @@ class App:
 #: The keyword options of send_task.
 _SEND_OPTIONS = frozenset(SendOptions.__annotations__)
 #: The send options about how a call is published rather than what its message says.
-_PUBLISH_OPTIONS = frozenset({"retry", "retry_policy", "producer", "publisher", "connection"})
+_PUBLISH_OPTIONS = frozenset({"retry", "retry_policy", "producer", "publisher", "connection",
+                              "add_to_parent"})
+#: The send options that make the message.
+_MESSAGE_OPTIONS = _SEND_OPTIONS - _PUBLISH_OPTIONS
 
 
 def _broker_of(connection: Connection) -> tuple[Any, ...]:
