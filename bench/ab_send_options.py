@@ -63,8 +63,8 @@ print(json.dumps(figures))
 """
 
 
-def extract(ref: str) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="ab-send-options-"))
+def extract(ref: str, folder: Path) -> Path:
+    """``ref``'s core/, workers/ and tui/ written under ``folder``."""
     archive = subprocess.run(["git", "archive", ref, "core", "workers", "tui"], cwd=REPO,
                              check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
@@ -92,7 +92,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--callgrind", action="store_true")
     options = parser.parse_args()
-    sides = {"this": "", options.ref: str(extract(options.ref))}
+    with tempfile.TemporaryDirectory(prefix="ab-send-options-") as folder:
+        run(options, {"this": "", options.ref: str(extract(options.ref, Path(folder)))})
+
+
+def run(options: argparse.Namespace, sides: dict[str, str]) -> None:
     if options.callgrind:
         for kind in ("delay", "apply_async(queue=)"):
             for side, root in sides.items():
