@@ -7,17 +7,22 @@ Each run is a child process (the other ref first on its ``PYTHONPATH``, as in
 after an untimed warm-up send of 200, then checks the queue holds exactly what it sent. It
 prints the rate (messages/s), the client's CPU per call (``time.process_time()``, steadier than
 the rate on a loaded machine) and the cyclic garbage collector's passes. Figures are the
-median and range per side.
+median and range per side. With ``--instructions`` each run is one child per side under
+valgrind's callgrind, counting only the timed send (``--toggle-collect`` on the
+``functools.reduce`` that calls it): instructions per call, which the load does not move.
 
     python -m bench.ab_bulk --ref main --rounds 4 --tasks 20000 --ways send_many,group
+    python -m bench.ab_bulk --ref main --instructions --tasks 2000 --ways send_many,group
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -33,8 +38,14 @@ from tests.redis_server import redis_server, spare_port
 WARM_UP = 200
 
 
+#: callgrind's options for ``--instructions``: only the timed send is counted.
+CALLGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             "--collect-atstart=no", "--toggle-collect=functools_reduce")
+
+
 def child(way: str, url: str, count: int, chunk: int) -> None:
-    """One run, in this process: prints its figures as one JSON line."""
+    """One run, in this process: prints its figures as one JSON line. The timed send runs
+    inside ``functools.reduce``, which ``--instructions`` counts (see :data:`CALLGRIND`)."""
     queue = f"ab-bulk-{uuid.uuid4().hex[:8]}"
     app, noop = tasks_app(url, queue)
     try:
@@ -43,7 +54,7 @@ def child(way: str, url: str, count: int, chunk: int) -> None:
         gc.callbacks.append(lambda phase, _info: passes.__setitem__(0, passes[0] + (
             phase == "start")))
         cpu, start = time.process_time(), time.perf_counter()
-        messages = send(way, noop, count, chunk)
+        messages = functools.reduce(lambda _, __: send(way, noop, count, chunk), [0, 0])
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         found = queued(url, queue)
         if found != expected + messages:
@@ -66,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--brokers", default="redis,sqlite")
     parser.add_argument("--ways", default="send_many,group")
     parser.add_argument("--port", type=int, help="the private redis-server's port (a spare one)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="one run per side under callgrind: instructions per call")
     parser.add_argument("--child", nargs=2, metavar=("WAY", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -80,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         sides = (args.ref, "this checkout")
         figures: dict[tuple[str, str, str], list[dict[str, float]]] = {}
         with redis_server(folder, port, durable=False):
-            for round_ in range(args.rounds):
+            for round_ in range(1 if args.instructions else args.rounds):
                 for side in sides if round_ % 2 == 0 else sides[::-1]:
-                    env = dict(os.environ)
+                    env = dict(os.environ, PYTHONHASHSEED="0")
                     if side == args.ref:
                         env["PYTHONPATH"] = os.pathsep.join(
                             [str(other), *filter(None, [env.get("PYTHONPATH")])])
@@ -90,16 +103,30 @@ def main(argv: list[str] | None = None) -> int:
                         for way in ways:
                             url = f"redis://127.0.0.1:{port}/0" if broker == "redis" else \
                                 f"sqlite://{folder / f'bulk-{uuid.uuid4().hex[:8]}.sqlite'}"
-                            out = subprocess.run(
-                                [sys.executable, "-m", "bench.ab_bulk", "--child", way, url,
+                            run = subprocess.run(
+                                [*(CALLGRIND if args.instructions else ()), sys.executable,
+                                 "-m", "bench.ab_bulk", "--child", way, url,
                                  "--tasks", str(args.tasks), "--chunk", str(args.chunk)],
-                                env=env, check=True, capture_output=True, text=True).stdout
-                            result = json.loads(out.splitlines()[-1])
+                                env=env, check=True, capture_output=True, text=True)
+                            result = json.loads(run.stdout.splitlines()[-1])
+                            if args.instructions:
+                                collected = re.search(r"Collected : (\d+)", run.stderr)
+                                assert collected, run.stderr[-2000:]
+                                result["instructions"] = int(collected[1]) / args.tasks
                             figures.setdefault((broker, way, side), []).append(result)
                             load = Path("/proc/loadavg").read_text().split()[0]
                             print(f"round {round_} {side:<14} {broker:<7} {way:<10} "
                                   f"{result['rate']:9,.0f}/s {result['cpu_us']:6.1f} us/call "
-                                  f"gc {result['gc']:4d}  load {load}", flush=True)
+                                  f"gc {result['gc']:4d}  load {load}"
+                                  + (f"  {result['instructions']:,.0f} instructions/call"
+                                     if args.instructions else ""), flush=True)
+    if args.instructions:
+        print("\n| broker | how | side | instructions per call | gc passes |")
+        print("| --- | --- | --- | ---: | ---: |")
+        for (broker, way, side), results in figures.items():
+            print(f"| {broker} | {way} | {side} | {results[0]['instructions']:,.0f} | "
+                  f"{results[0]['gc']} |")
+        return 0
     print("\n| broker | how | side | messages/s | client CPU us/call | gc passes |")
     print("| --- | --- | --- | ---: | ---: | ---: |")
     for (broker, way, side), results in figures.items():

@@ -23,7 +23,7 @@ from .brokers.redis.urls import BROKER_SCHEMES, scheme
 from .config import Conf
 from .events import EventDispatcher
 from .exceptions import ConfigError, NotRegistered
-from .plans import PLANS_KEPT, SendPlan, plan_key
+from .plans import PLANS_KEPT, Lanes, SendPlan, plan_key
 from .protocol import TaskMessage
 from .result import AsyncResult
 from .routing import Router
@@ -403,7 +403,17 @@ class App:
 
         results: list[Any] = []
         with self.sending_batch(batch_size, discard_on_error=True):
+            lanes = Lanes(self, eager=True)
             for call in calls:
+                # a plain signature of a registered task: straight into its lane
+                if type(call) is Signature and call["subtask_type"] is None \
+                        and not call["options"]:
+                    lane = lanes[call["task"]]
+                    if lane is not None:
+                        result = lane.hold(call["args"], call["kwargs"])
+                        if result is not None:
+                            results.append(result)
+                            continue
                 # a Signature is in shape already; anything else is checked and copied
                 sig = call if type(call) is Signature else signature_of(call)
                 if sig.get("subtask_type") is not None:

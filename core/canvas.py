@@ -12,6 +12,7 @@ The client's :class:`Signature`, :class:`chain`, :class:`group`, :class:`chord`,
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,14 +23,27 @@ from .result import AsyncResult, GroupResult
 if TYPE_CHECKING:
     from .app import App
 
-#: Signature options that are ``App.send_task`` options of the same name and meaning.
+#: Signature options that are ``App.send_task`` options of the same name and meaning: every
+#: key of :class:`~qtui.core.task.SendOptions` (which imports this module, hence the copy).
 _SEND_OPTIONS = frozenset({
     "task_id", "group_id", "group_index", "queue", "routing_key", "exchange", "priority",
     "countdown", "eta", "expires", "time_limit", "soft_time_limit", "headers", "parent_id",
-    "root_id", "reply_to", "serializer", "ignore_result", "link", "link_error", "chain",
-    "chord", "argsrepr", "kwargsrepr", "shadow",
+    "root_id", "reply_to", "serializer", "compression", "retries", "ignore_result", "link",
+    "link_error", "chain", "chord", "argsrepr", "kwargsrepr", "shadow",
 })
+#: The options of :class:`~qtui.core.task.SendOptions` about how a call is published, not
+#: what its message says (``retry``, ``retry_policy``, ...): a client's call passes them on;
+#: a worker's send of what a message carried leaves them out (a Celery client's signatures
+#: may carry any of them, valid here or not).
+_PUBLISH_OPTIONS = frozenset({"retry", "retry_policy", "producer", "publisher", "connection",
+                              "add_to_parent"})
+_CLIENT_OPTIONS = _SEND_OPTIONS | _PUBLISH_OPTIONS
 
+
+#: Set while :func:`send_one` calls a task's ``apply_async`` override for what must not be
+#: checked (a worker's follow-up): ``Task.apply_async`` reached from the override then does
+#: not check the arguments either, so the task before keeps its success.
+UNCHECKED: ContextVar[bool] = ContextVar("qtui_canvas_unchecked", default=False)
 
 #: The ``subtask_type`` of a signature that is one task message (a map is one task:
 #: ``celery.map`` or ``celery.starmap``).
@@ -48,33 +62,37 @@ def signature_of(value: Any) -> dict[str, Any]:
 
 
 def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None,
-          **options: Any) -> str:
+          *, strict: bool = False, **options: Any) -> str:
     """Send a signature with ``args`` prepended to its own (unless it is immutable) and
     ``options`` over its own, as ``Signature.apply_async`` does; returns the id it runs under
-    (a task's id, a group's id, a chord body's id)."""
+    (a task's id, a group's id, a chord body's id). ``strict``: a client's call (its
+    publishing options, ``retry`` and the like, are used; see :func:`send_options`)."""
     # a Signature is in shape already (and is not changed here); anything else is checked
     sig = value if type(value) is Signature else signature_of(value)
     kind = sig.get("subtask_type")
     if kind in ONE_TASK:
-        return str(send_one(app, sig, args, kwargs, send_options({**sig["options"], **options}),
-                            check=False).id)
-    args = _arguments(sig, args, None)[0]  # a group, chain or chord hands its parts args only
+        send = send_options({**sig["options"], **options}, strict=strict)
+        result = send_one(app, sig, args, kwargs, send, check=False, own_way=True)
+        # an override's return is its own (Celery ignores it): the id is the one it was given
+        return str(send.get("task_id") or result.id)
+    # a group's, chain's or chord's own kwargs hold its parts: ``kwargs`` go to those parts
+    args = _arguments(sig, args, None)[0]
     merged = {**sig["options"], **options}
     if kind == "chunks":
-        return _apply_group(app, _chunks_group(sig), (), merged)
+        return _apply_group(app, _chunks_group(sig), (), None, merged)
     if kind == "group":
-        return _apply_group(app, sig, args, merged)
+        return _apply_group(app, sig, args, kwargs, merged)
     if kind == "chain":
-        return _apply_chain(app, sig, args, merged)
+        return _apply_chain(app, sig, args, kwargs, merged)
     if kind == "chord":
-        return _apply_chord(app, sig, args, merged)
+        return _apply_chord(app, sig, args, kwargs, merged)
     raise CanvasError(f"a {kind!r} signature ({sig['task']}) cannot be applied by qtui; "
                       "supported: a task, group, chain, chord, map, starmap, chunks")
 
 
 def send_one(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
-             kwargs: Mapping[str, Any] | None, send: dict[str, Any], *, check: bool
-             ) -> AsyncResult:
+             kwargs: Mapping[str, Any] | None, send: dict[str, Any], *, check: bool,
+             own_way: bool) -> Any:
     """Send ``sig``, a signature of one task message (:data:`ONE_TASK`), with ``args`` put
     first (unless it is immutable) and ``send``, its options as ``send_options`` makes them
     (a dict this may change), and return its result: a task registered on ``app`` with its
@@ -82,12 +100,25 @@ def send_one(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     another by name. ``check``: a registered task's arguments are checked (``typing``)
     first. :func:`apply` does not check them: what a worker sends after a task (a chain
     step, a link, an errback, a chord body) goes out as it is and fails when it runs, so
-    neither the task that sent it nor the chord waiting for it is failed for it."""
+    neither the task that sent it nor the chord waiting for it is failed for it.
+    ``own_way``: a task whose ``apply_async`` is overridden is sent through it (and returns
+    what that returns), as Celery's ``Signature.apply_async`` calls ``self.type.apply_async``,
+    with a ``task_id`` set in ``send`` first; a group passes False when no task of its app
+    has one, so its members need not be asked."""
     args, kwargs = _arguments(sig, args, kwargs)
     name = sig["task"]
     task = app.tasks.get(name)
     if task is None:
         return app.send_task(name, args, kwargs, **send)  # the message copies both
+    if own_way and (task.overrides_apply_async or "apply_async" in task.__dict__):
+        send["task_id"] = send.get("task_id") or new_id()
+        if check:
+            return task.apply_async(args, kwargs, **send)
+        token = UNCHECKED.set(True)
+        try:
+            return task.apply_async(args, kwargs, **send)
+        finally:
+            UNCHECKED.reset(token)
     return task.send_call(args, kwargs, send, check=check)  # type: ignore[arg-type]
 
 
@@ -101,17 +132,54 @@ def _arguments(sig: Mapping[str, Any], args: Any, kwargs: Mapping[str, Any] | No
             {**sig["kwargs"], **kwargs} if kwargs else sig["kwargs"])
 
 
-def send_options(options: Mapping[str, Any]) -> dict[str, Any]:
+def send_options(options: Mapping[str, Any], *, strict: bool = False) -> dict[str, Any]:
     """A signature's options as ``send_task`` options (dates that travelled as text parsed),
-    in a new dict."""
+    in a new dict. ``strict`` (a client's call): an option no message of qtui's carries is a
+    TypeError (:func:`check_options`), and the publishing options are kept; else both are
+    left out, as what a Celery client put in a message (stamps) is when a worker sends what
+    follows a task."""
     if not options:  # most signatures of a bulk send
         return {}
-    send = {k: v for k, v in options.items() if k in _SEND_OPTIONS and v is not None}
+    known = _CLIENT_OPTIONS if strict else _SEND_OPTIONS
+    send = {k: v for k, v in options.items() if k in known and v is not None}
+    if strict and len(send) < len(options):
+        _refuse_unknown("a signature", options)
     if isinstance(send.get("eta"), str):
         send["eta"] = datetime.fromisoformat(send["eta"])
     if isinstance(send.get("expires"), str):
         send["expires"] = datetime.fromisoformat(send["expires"])
     return send
+
+
+def check_options(sig: Mapping[str, Any], options: Mapping[str, Any]) -> None:
+    """Raise TypeError when ``options`` or an option of ``sig`` or of one of its parts is not
+    one qtui sends. Celery's client hands every option to ``Task.apply_async``, which puts
+    one it does not know in the message's properties; qtui's messages carry
+    :class:`~qtui.core.task.SendOptions` only, so it refuses the rest rather than drop them."""
+    _refuse_unknown(sig["task"], options)
+    _refuse_unknown(sig["task"], sig.get("options") or {})
+    kind = sig.get("subtask_type")
+    if kind in ONE_TASK:
+        return
+    own = sig.get("kwargs") or {}
+    if kind in ("group", "chain"):
+        parts = list(own.get("tasks") or ())
+    elif kind == "chord":
+        header = own.get("header")
+        parts = [own.get("body"), *([header] if isinstance(header, Mapping) else header or ())]
+    else:
+        return
+    for part in parts:
+        if isinstance(part, Mapping):
+            check_options(part, {})
+
+
+def _refuse_unknown(name: str, options: Mapping[str, Any]) -> None:
+    if options and not _CLIENT_OPTIONS.issuperset(options):
+        unknown = options.keys() - _CLIENT_OPTIONS
+        raise TypeError(f"{name}: qtui cannot send option(s) {sorted(unknown)} (Celery puts "
+                        "them in the message's properties); a signature's options are "
+                        f"Task.apply_async's: {', '.join(sorted(_CLIENT_OPTIONS))}")
 
 
 def _chunks_group(sig: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,42 +206,42 @@ def _tasks_of(sig: Mapping[str, Any]) -> list[Any]:
 
 
 def _apply_group(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
-                 options: dict[str, Any]) -> str:
-    """Each task with the group's id and its index, as ``group._apply_tasks`` sends them."""
+                 kwargs: Mapping[str, Any] | None, options: dict[str, Any]) -> str:
+    """Each task with the group's id and its index (and ``args`` and ``kwargs``), as
+    ``group._apply_tasks`` sends them."""
     group_id = options.pop("task_id", None) or new_id()
     inherited = _inherited(options)
     with app.sending_batch(discard_on_error=True):  # pipelined, as app.send_many sends
         for index, task in enumerate(_tasks_of(sig)):
-            apply(app, task, args, group_id=group_id, group_index=index, **inherited)
+            apply(app, task, args, kwargs, group_id=group_id, group_index=index, **inherited)
     return group_id
 
 
 def _apply_chain(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
-                 options: dict[str, Any]) -> str:
-    """The first step now; the rest travels reversed in its message's ``chain`` field, ahead
-    of what an enclosing chain still has to run. ``link`` goes to the last step, ``link_error``
-    to every step."""
+                 kwargs: Mapping[str, Any] | None, options: dict[str, Any]) -> str:
+    """The first step now, with ``args`` and ``kwargs``; the rest travels reversed in its
+    message's ``chain`` field, ahead of what an enclosing chain still has to run. ``link``
+    goes to the last step, ``link_error`` to every step."""
     tasks = [signature_of(t) for t in _tasks_of(sig)]
     if not tasks:
         raise CanvasError("an empty chain cannot be applied")
     if any(t.get("subtask_type") == "group" for t in tasks[:-1]):
         raise CanvasError("a chain with a group before its last step must be sent as a chord "
                           "(Celery's client does this); qtui's worker does not rewrite it")
-    if options.get("link"):
-        tasks[-1]["options"]["link"] = options["link"]
-    if options.get("link_error"):
-        for task in tasks:
-            task["options"]["link_error"] = options["link_error"]
+    _add_links(tasks, options)
     rest = list(options.get("chain") or []) + tasks[:0:-1]
     inherited = {k: v for k, v in _inherited(options).items() if k not in ("link", "link_error")}
-    return apply(app, tasks[0], args, chain=rest or None, **inherited)
+    return apply(app, tasks[0], args, kwargs, chain=rest or None, **inherited)
 
 
 def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
-                 options: dict[str, Any]) -> str:
+                 kwargs: Mapping[str, Any] | None, options: dict[str, Any]) -> str:
     """The header tasks as one group carrying the body in their ``chord`` field; the backend
-    joins them (``set_chord_size`` first, as ``group._apply_tasks`` does)."""
+    joins them (``set_chord_size`` first, as ``group._apply_tasks`` does). ``args`` and
+    ``kwargs`` (over the chord's own ``kwargs``) go to each header task, as in Celery's
+    ``chord.run``; the body gets the header's results only."""
     header, body = sig["kwargs"].get("header"), sig["kwargs"].get("body")
+    kwargs = {**(sig["kwargs"].get("kwargs") or {}), **(kwargs or {})}
     if body is None:
         raise CanvasError(f"a chord without a body: {sig!r:.200}")
     if isinstance(header, Mapping):
@@ -205,9 +273,37 @@ def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     inherited = _inherited(options)
     with app.sending_batch(discard_on_error=True):
         for index, task in enumerate(tasks):
-            apply(app, task, args, group_id=group_id, group_index=index, chord=body_sig,
-                  **inherited)
+            apply(app, task, args, kwargs, group_id=group_id, group_index=index,
+                  chord=body_sig, **inherited)
     return body_id
+
+
+def _unchained(inner: Mapping[str, Any], app: App | None) -> list[Signature]:
+    """The steps of a chain put in another, as Celery's ``unchain_tasks`` gives them: copies,
+    the chain's ``link`` on its last step and its ``link_error`` on each."""
+    steps = [Signature.from_dict(t, app) for t in _tasks_of(inner)]
+    _add_links(steps, inner.get("options") or {})
+    return steps
+
+
+def _add_links(steps: list[Any], options: Mapping[str, Any]) -> None:
+    """A chain's ``link`` added to its last step's own, its ``link_error`` to each step's own,
+    as Celery's chain adds them (new lists in the steps' option dicts: the caller's stay)."""
+    links = _as_list(options.get("link"))
+    if links:
+        own = steps[-1]["options"]
+        own["link"] = [*_as_list(own.get("link")), *links]
+    errbacks = _as_list(options.get("link_error"))
+    for step in steps if errbacks else ():
+        step["options"]["link_error"] = [*_as_list(step["options"].get("link_error")),
+                                         *errbacks]
+
+
+def _as_list(value: Any) -> list[Any]:
+    """A link option (one signature or a list of them) as a list."""
+    if not value:
+        return []
+    return [value] if isinstance(value, Mapping) else list(value)
 
 
 def _inherited(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -319,14 +415,37 @@ class Signature(dict[str, Any]):
     def apply_async(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
                     **options: Any) -> Any:
         """Send it; returns the result handle (a chain's last step, a group's GroupResult, a
-        chord's body)."""
+        chord's body). As Celery's: a task whose class overrides ``apply_async`` is sent
+        through it, and under ``task_always_eager`` it runs here (:meth:`apply`)."""
+        if options or self["options"] or self["subtask_type"] is not None:
+            check_options(self, options)
+        app = self.app
+        eager = app.send_settings.always_eager
+        if self["subtask_type"] in ONE_TASK:
+            task = app.tasks.get(self["task"])  # not registered here: sent by name, as Celery's
+            if task is not None and (eager or task.overrides_apply_async
+                                     or "apply_async" in task.__dict__):
+                args, kwargs = _arguments(self, tuple(args or ()), kwargs)
+                return task.apply_async(args, kwargs, **send_options(
+                    {**self["options"], **options}, strict=True))
+        elif eager:
+            return self.apply(args, kwargs, **options)
         sig = Signature.from_dict(self, app=self._app)
         result = sig.freeze(options.pop("task_id", None))
-        apply(sig.app, sig, tuple(args or ()), kwargs, **options)
+        apply(sig.app, sig, tuple(args or ()), kwargs, strict=True, **options)
         return result
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
+
+    def apply(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        """Run it here and now, in this thread, as Celery's ``Signature.apply`` (what
+        ``task_always_eager`` does): an EagerResult (a group's GroupResult of them, a chain's
+        last step, a chord's body)."""
+        args, kwargs = _arguments(self, tuple(args or ()), kwargs)
+        own = {**self["options"], **{k: v for k, v in options.items() if v is not None}}
+        return self.app.get_task(self["task"]).apply(args, kwargs, **own)
 
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]  # a chain, not a merge
         if not isinstance(other, Mapping):
@@ -349,7 +468,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
         for task in tasks:
             step = Signature.from_dict(task, app)
             if step["subtask_type"] == "chain":
-                steps.extend(Signature.from_dict(t, app) for t in _tasks_of(step))
+                steps.extend(_unchained(step, app))
             elif steps and steps[-1]["subtask_type"] == "group":
                 steps[-1] = chord(steps[-1], step, app=app)
             else:
@@ -363,6 +482,28 @@ class chain(Signature):  # noqa: N801 - Celery's name
         tasks: list[Signature] = self["kwargs"]["tasks"]
         return tasks
 
+    def apply(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        """Each step here and now, each given the previous result (the first ``args`` and
+        ``kwargs``), as Celery's ``chain.apply``; the last step's result, with its parents."""
+        last = None
+        own = {**self["options"], **options}
+        link = own.pop("link", None)  # the last step's, once; link_error goes to each step
+        steps = [Signature.from_dict(step, self._app) for step in self.tasks]
+        if link and steps:
+            end = steps[-1]
+            if end["subtask_type"] == "chord":  # chord.apply runs its body with its options
+                body = Signature.from_dict(end["kwargs"]["body"], self._app)
+                _add_links([body], {"link": link})
+                end = steps[-1] = chord(end["kwargs"]["header"], body, app=self._app)
+            else:
+                _add_links([end], {"link": link})
+        for step in steps:
+            result = step.apply((last.get(),) if last is not None else args,
+                                None if last is not None else kwargs, **own)
+            result.parent, last = last, result
+        return last
+
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         parent = None
         root_id = self["options"].get("root_id")
@@ -371,7 +512,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
                 step["options"]["root_id"] = root_id
             result = step.freeze(task_id if index == len(self.tasks) - 1 else None)
             root_id = root_id or step.id
-            if index == 0:
+            if index == 0 and step["subtask_type"] in ONE_TASK:  # a chord's tasks are their own
                 step["options"]["root_id"] = root_id
             result.parent = parent
             parent = result
@@ -380,7 +521,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]  # a chain, not a merge
         if not isinstance(other, Mapping):
             return NotImplemented
-        return chain(*self.tasks, other, app=self._app)
+        return chain(self, other, app=self._app)  # unchained with its links, as in __init__
 
 
 class group(Signature):  # noqa: N801 - Celery's name
@@ -389,8 +530,14 @@ class group(Signature):  # noqa: N801 - Celery's name
     and sending work on copies, or leave it unchanged."""
 
     def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
-            tasks = tuple(tasks[0])
+        if len(tasks) == 1:  # one group: its tasks; one signature: a copy (as Celery's)
+            only = tasks[0]
+            if isinstance(only, Mapping) and only.get("subtask_type") == "group":
+                tasks = tuple(_tasks_of(signature_of(only)))
+            elif isinstance(only, Mapping):
+                tasks = (Signature.from_dict(only, app or getattr(only, "_app", None)),)
+            else:
+                tasks = tuple(only)
         sigs = [t if isinstance(t, Signature) else Signature.from_dict(t, app) for t in tasks]
         super().__init__("celery.group", (), {"tasks": sigs}, options, "group", False,
                          app or (sigs[0]._app if sigs else None))
@@ -421,24 +568,55 @@ class group(Signature):  # noqa: N801 - Celery's name
         copied and the copy frozen first: the same messages, and the caller's group stays
         unfrozen. A group with options of its own, or on a backend whose results come back
         by ``reply_to`` (which freezing adds), is frozen as a copy and sent."""
+        from .plans import Lanes
+
+        if options.get("link") is not None:
+            raise TypeError("Cannot add link to group: use a chord")
+        if options.get("link_error") is not None:
+            raise TypeError("Cannot add link to group: do that on individual tasks")
         app = self.app
         tasks = self.tasks
         if self["options"] or kwargs or app.send_settings.backend.reply_to() \
+                or app.send_settings.always_eager \
                 or any(type(task) is not Signature or task["subtask_type"] not in ONE_TASK
                        for task in tasks):
             return super().apply_async(args, kwargs, **options)
+        _refuse_unknown(self["task"], options)
+        # asked once per send, not per member: a task's apply_async may be patched at any time
+        own_way = any(task.overrides_apply_async or "apply_async" in task.__dict__
+                      for task in app.tasks.values())
         group_id = options.pop("task_id", None) or new_id()
         inherited = _inherited(options)
         sent = send_options(inherited)  # a member without options of its own sends these
         args = tuple(args or ())
         results = []
         with app.sending_batch(discard_on_error=True):  # pipelined, as app.send_many sends
+            lanes = Lanes(app, eager=False)
             for index, task in enumerate(tasks):
+                if not sent and not task["options"]:  # straight into its task's lane
+                    lane = lanes[task["task"]]
+                    if lane is not None:
+                        own_args, own_kwargs = _arguments(task, args, None) if args \
+                            else (task["args"], task["kwargs"])  # as _arguments gives them
+                        result = lane.hold(own_args, own_kwargs, group_id, index)
+                        if result is not None:
+                            results.append(result)
+                            continue
                 own = {"group_id": group_id, "group_index": index}
-                send = send_options({**task["options"], **inherited, **own}) \
+                send = send_options({**task["options"], **inherited, **own}, strict=True) \
                     if task["options"] else {**sent, **own}
-                results.append(send_one(app, task, args, None, send, check=True))
+                results.append(send_one(app, task, args, None, send, check=True,
+                                        own_way=own_way))
         return GroupResult(group_id, results, app=app)
+
+    def apply(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        """Every member here and now, as Celery's ``group.apply``: a GroupResult of their
+        EagerResults."""
+        group_id = options.pop("task_id", None) or self.id or new_id()
+        own = _inherited({**self["options"], **options})
+        return GroupResult(group_id, [Signature.from_dict(task, self._app).apply(
+            args, kwargs, **own) for task in self.tasks], app=self.app)
 
 
 class chord(Signature):  # noqa: N801 - Celery's name
@@ -451,6 +629,16 @@ class chord(Signature):  # noqa: N801 - Celery's name
         super().__init__("celery.chord", (), {"header": header_sig, "body": body_sig,
                                               "kwargs": {}}, options, "chord", False,
                          app or body_sig._app)
+
+    def apply(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        """The header here and now, then the body with its results, as Celery's
+        ``chord.apply``: the body's EagerResult, its parent the header's GroupResult."""
+        header, body = self["kwargs"]["header"], self["kwargs"]["body"]
+        parts = header.apply(args, {**(self["kwargs"].get("kwargs") or {}), **(kwargs or {})})
+        result = Signature.from_dict(body, self._app).apply((parts.get(),))
+        result.parent = parts
+        return result
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         header, body = self["kwargs"]["header"], self["kwargs"]["body"]
@@ -491,6 +679,10 @@ class chunks(Signature):  # noqa: N801 - Celery's name
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         raise CanvasError("freeze the chunks' group instead: chunks(...).group().freeze()")
+
+    def apply(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        return self.group().apply(args, kwargs, **options)
 
     def apply_async(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
                     **options: Any) -> Any:

@@ -1,6 +1,9 @@
 """Running a task here and now, as Celery's ``Task.apply()`` and ``task_always_eager`` do: for
 tests, with no broker and no worker. The handlers and signals are called as on a worker, a
 retry runs again at once (its countdown ignored) and nothing is stored in the result backend.
+``link`` and ``link_error`` are applied as Celery's tracer applies them (``apply_async``, which
+runs them here too under ``task_always_eager``): a link with the result, an errback with the
+task's id.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class EagerResult:
 
 def apply(task: Task, args: Any = None, kwargs: Mapping[str, Any] | None = None, *,
           task_id: str | None = None, retries: int = 0, throw: bool | None = None,
-          **_: Any) -> EagerResult:
+          link: Any = None, link_error: Any = None, **_: Any) -> EagerResult:
     """Run ``task`` in this thread as a worker would; ``throw`` (default
     ``task_eager_propagates``) raises a failure here instead of returning it."""
     if throw is None:
@@ -86,12 +89,14 @@ def apply(task: Task, args: Any = None, kwargs: Mapping[str, Any] | None = None,
         except Exception as exc:
             state, value, trace = states.FAILURE, exc, traceback.format_exc()
             einfo = ExceptionInfo(exc, trace)
+            _follow(task, request, link_error, request.id)
             handlers.failed(exc, einfo)
             handlers.returned(state, exc, einfo)
             if throw:
                 raise
         else:
             state = states.SUCCESS
+            _follow(task, request, link, value)
             handlers.succeeded(value)
             handlers.returned(state, value, None)
     finally:
@@ -99,5 +104,19 @@ def apply(task: Task, args: Any = None, kwargs: Mapping[str, Any] | None = None,
         task.pop_request()
     if state == states.RETRY:
         return apply(task, request.args, request.kwargs, task_id=request.id,
-                     retries=retries + 1, throw=throw)
+                     retries=retries + 1, throw=throw, link=link, link_error=link_error)
     return EagerResult(request.id or "", value, state, trace, task.name)
+
+
+def _follow(task: Task, request: Request, links: Any, value: Any) -> None:
+    """Apply ``links`` (one signature or a list) with ``value`` first in their arguments: one
+    as it is, several as one group, as Celery's tracer does."""
+    from .canvas import Signature, group
+
+    if not links:
+        return
+    sigs = [links] if isinstance(links, Mapping) else list(links)
+    parent: dict[str, Any] = {"parent_id": request.id, "root_id": request.root_id or request.id}
+    follow = Signature.from_dict(sigs[0], task.app) if len(sigs) == 1 else group(*sigs,
+                                                                             app=task.app)
+    follow.apply_async((value,), **parent)

@@ -30,7 +30,9 @@ from .protocol import (
     new_id,
     saferepr,
 )
+from .result import AsyncResult
 from .routing import Route
+from .sending import Outgoing
 from .task import resolve_eta, resolve_expires
 
 if TYPE_CHECKING:
@@ -191,3 +193,125 @@ def _signatures(value: Any) -> list[Any] | None:
     if not value:
         return None
     return [dict(sig) for sig in value] if isinstance(value, (list, tuple)) else [dict(value)]
+
+
+class Lane:
+    """The calls of one registered task that give no options but a group's id and index
+    (``send_many``'s plain signatures, a group's members), each made straight into its
+    :class:`Call` and held for the batch, without ``apply_async``'s layers per call (options
+    merged, plan looked up, route asked). Made only where those layers give the same message
+    (see :meth:`of`); a call that does not fit it (:meth:`hold` returns None) goes the usual
+    way."""
+
+    __slots__ = ("app", "backend", "defaults_cache", "held", "name", "outgoing", "plan",
+                 "priority", "shape", "task", "tasks", "typing", "version")
+
+    def __init__(self, app: App, task: Task, plan: SendPlan, held: list[Outgoing],
+                 defaults_cache: tuple[Any, dict[str, Any]]) -> None:
+        self.app, self.task, self.plan, self.held = app, task, plan, held
+        self.name = plan.name
+        self.tasks = app.tasks
+        self.backend = app.send_settings.backend
+        self.version = app.conf.version
+        self.defaults_cache = defaults_cache
+        """The task's send defaults as the plan was made of them (a task option set since
+        makes a new one: the calls after it go the usual way)."""
+        self.typing = task.typing
+        route = plan.route
+        assert route is not None
+        self.priority = route.priority
+        self.outgoing = (route.exchange, route.routing_key, route.queue, plan.serializer)
+        self.shape: Any = None
+        """The shape of the last call's arguments that fitted the task (checked again only
+        for a new one)."""
+
+    @classmethod
+    def of(cls, app: App, task: Task | None, held: list[Outgoing], *, eager: bool
+           ) -> Lane | None:
+        """The lane of ``task`` for calls held in ``held`` (a :meth:`App.sending_batch`'s),
+        or None where a call must go the usual way: a task not registered, a task or app
+        class, or the task or app itself (``mock.patch.object``), that overrides how it
+        sends, a router that sees the arguments, a backend that hears of each call, an expiry
+        worked out per call, or (``eager``: calls that ``task_always_eager`` runs here) an
+        app that runs tasks eagerly."""
+        from .app import App
+        from .task import Task
+
+        if task is None or any(getattr(type(task), method) is not getattr(Task, method)
+                               for method in _TASK_SENDS) \
+                or any(getattr(type(app), method) is not getattr(App, method)
+                       for method in _APP_SENDS) \
+                or not vars(task).keys().isdisjoint(_TASK_SENDS) \
+                or not vars(app).keys().isdisjoint(_APP_SENDS):
+            return None
+        settings = app.send_settings
+        if eager and settings.always_eager:
+            return None
+        defaults = task._send_defaults()
+        # read once: another thread setting a task option meanwhile drops the cache
+        cache = task.__dict__.get("_send_defaults_cache")
+        if cache is None or cache[1] is not defaults:
+            return None
+        plan = task._default_plan(defaults)
+        if plan.route is None or defaults.get("expires") is not None \
+                or (plan.stores_result and settings.backend.hears_of_calls):
+            return None
+        return cls(app, task, plan, held, cache)
+
+    def hold(self, args: Any, kwargs: Any, group_id: str | None = None,
+             group_index: int | None = None) -> AsyncResult | None:
+        """Check and hold one call (as ``send_planned`` makes it), and return its result; None
+        when it does not fit the lane: arguments not a tuple and a dict, or the task's options,
+        the configuration or the task registered under its name changed since the lane was
+        made."""
+        if type(args) is not tuple or type(kwargs) is not dict \
+                or self.task.__dict__.get("_send_defaults_cache") is not self.defaults_cache \
+                or self.app.conf.version != self.version \
+                or self.tasks.get(self.name) is not self.task:
+            return None
+        if self.typing:
+            shape = (len(args), *kwargs) if kwargs else len(args)
+            if shape != self.shape:
+                self.task._check_signature(args, kwargs)
+                self.shape = shape
+        task_id = new_id()
+        if kwargs:
+            kwargs = dict(kwargs)
+            kwargsrepr = saferepr(kwargs, KWARGSREPR_MAXSIZE)
+        else:
+            kwargs, kwargsrepr = {}, "{}"
+        plan = self.plan
+        exchange, routing_key, queue, serializer = self.outgoing
+        self.held.append(Outgoing(
+            _new_tuple(Call, (plan, task_id, args, kwargs, saferepr(args, ARGSREPR_MAXSIZE),
+                              kwargsrepr, task_id, None, group_id, group_index, None, None,
+                              self.priority)),  # Call(...) without its __new__'s frame
+            exchange, routing_key, queue, serializer, (), plan.compression))
+        return AsyncResult(task_id, self.app, self.backend, self.name)
+
+
+_new_tuple = tuple.__new__
+# Lane.hold fills a Call's fields by position: a field added to Call must be added there too.
+assert len(Call._fields) == 13, "Lane.hold makes a Call of 13 values"
+#: The methods of a task and of an app a call of a :class:`Lane` would go through: a class
+#: that overrides one sends its calls the usual way.
+_TASK_SENDS = ("apply_async", "send_call", "_send_defaults", "_default_plan",
+               "_check_signature")
+_APP_SENDS = ("send_task", "send_planned", "plan")
+
+
+class Lanes(dict[str, "Lane | None"]):
+    """The lanes of one batch by task name, each made when a call of its task first comes
+    (None: that task's calls go the usual way)."""
+
+    def __init__(self, app: App, *, eager: bool) -> None:
+        super().__init__()
+        self.app, self.eager = app, eager
+        held = app._batch.outgoing
+        assert held is not None, "lanes hold calls for an App.sending_batch block"
+        self.held: list[Outgoing] = held
+
+    def __missing__(self, name: str) -> Lane | None:
+        lane = self[name] = Lane.of(self.app, self.app.tasks.get(name), self.held,
+                                    eager=self.eager)
+        return lane

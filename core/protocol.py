@@ -180,20 +180,40 @@ _ready_ids: deque[str] = deque()
 os.register_at_fork(after_in_child=_ready_ids.clear)  # a child must not reuse its parent's
 
 
+#: Ids made per ``os.urandom`` call.
+_IDS_PER_READ = 256
+_HEX = b"0123456789abcdef"
+#: A byte's high and low hex digit, and the digit of the variant's byte (RFC 4122: 10xx).
+_HIGH_DIGIT = bytes(_HEX[byte >> 4] for byte in range(256))
+_LOW_DIGIT = bytes(_HEX[byte & 0x0F] for byte in range(256))
+_VARIANT_DIGIT = bytes(_HEX[byte >> 4 & 0x3 | 0x8] for byte in range(256))
+#: Where each of an id's 32 hex digits goes in its 36 characters (the rest are dashes), with
+#: the byte it is read from and whether it is the byte's high digit. The version digit (14)
+#: and the variant digit (19) are written apart.
+_DIGITS = tuple((at, digit // 2, digit % 2 == 0) for digit, at in enumerate(
+    at for at in range(36) if at not in (8, 13, 18, 23)) if at not in (14, 19))
+
+
 def new_id() -> str:
     """A random (version 4) UUID as text, what task ids and delivery tags are: the same
     randomness as ``uuid.uuid4()`` (``os.urandom``), read 256 ids at a time rather than one
-    system call each (a deque's append and pop are thread-safe)."""
+    system call each, and written as text all at once (each digit by a byte table, a slice
+    per position): an id costs a slice and a pop (a deque's append and pop are
+    thread-safe)."""
     try:
         return _ready_ids.popleft()
     except IndexError:
         pass
-    data = bytearray(os.urandom(16 * 256))
-    data[6::16] = bytes(byte & 0x0F | 0x40 for byte in data[6::16])  # version 4
-    data[8::16] = bytes(byte & 0x3F | 0x80 for byte in data[8::16])  # RFC 4122 variant
-    text = data.hex()
-    ids = [f"{text[at:at + 8]}-{text[at + 8:at + 12]}-{text[at + 12:at + 16]}-"
-           f"{text[at + 16:at + 20]}-{text[at + 20:at + 32]}" for at in range(0, len(text), 32)]
+    count = _IDS_PER_READ
+    data = os.urandom(16 * count)
+    high, low = data.translate(_HIGH_DIGIT), data.translate(_LOW_DIGIT)
+    out = bytearray(b"-" * (36 * count))
+    for at, byte, is_high in _DIGITS:
+        out[at::36] = (high if is_high else low)[byte::16]
+    out[14::36] = b"4" * count  # version 4
+    out[19::36] = data[8::16].translate(_VARIANT_DIGIT)
+    text = out.decode("ascii")
+    ids = [text[at:at + 36] for at in range(0, 36 * count, 36)]
     _ready_ids.extend(ids[1:])
     return ids[0]
 
@@ -366,8 +386,9 @@ def body_of(message: TaskMessage, copy: bool = True) -> tuple[Any, ...]:
     return list(message.args), dict(message.kwargs), embed
 
 
-#: The fields that differ between sends of one task, in the order :func:`per_send` gives them:
-#: a message template (:class:`~qtui.core.brokers.envelope.Template`) leaves them open.
+#: The fields that differ between sends of one task, in the order :func:`per_send` gives them
+#: (the publish time last: the sender gives it, once for a batch stored at once): a message
+#: template (:class:`~qtui.core.brokers.envelope.Template`) leaves them open.
 PER_SEND = ("id", "root_id", "parent_id", "group", "group_index", "eta", "expires", "argsrepr",
             "kwargsrepr", SENT_AT_HEADER)
 
@@ -397,13 +418,12 @@ _WRITTEN_ALIKE = frozenset({type(None), int, bool})
 
 
 def per_send(message: TaskMessage | Call) -> tuple[Any, ...]:
-    """The header values of :data:`PER_SEND` of a message, or of a call whose message is
-    not built, as :func:`build` writes them (the publish time is now)."""
+    """The header values of :data:`PER_SEND` but the publish time of a message, or of a call
+    whose message is not built, as :func:`build` writes them."""
     eta, expires = message.eta, message.expires
     return (message.id, message.root_id, message.parent_id, message.group,
             message.group_index, eta.isoformat() if eta else None,
-            expires.isoformat() if expires else None, message.argsrepr, message.kwargsrepr,
-            time.time())
+            expires.isoformat() if expires else None, message.argsrepr, message.kwargsrepr)
 
 
 def build_open(message: TaskMessage, slot: Callable[[str], str]) -> WireMessage:
@@ -427,15 +447,42 @@ def json_loads(text: bytes | str) -> Any:
     naming it, as text that is not JSON is, where kombu's hook raises anything."""
     if not may_hold_typed_value(text):
         # bytes as kombu reads them: UTF-8, whatever they hold
-        return json.loads(text.decode() if isinstance(text, bytes) else text)
+        return _plain_json(text.decode() if isinstance(text, bytes) else text)
     return kombu_json_loads(text, object_hook=_typed_value)
+
+
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set by __init__
+"""The scanner ``json.loads`` runs (the C one where there is one) for a whole value."""
+
+
+def _plain_json(text: str) -> Any:
+    """``json.loads(text)``, with its scanner called directly for text that is one value from
+    its first character to its last (every text a client sends): not through three Python
+    calls and two whitespace matches, twice a task in the worker's main thread. Text after
+    the value is read as ``json.loads`` reads it (whitespace, or its "Extra data" error)
+    without the value being parsed again; anything else (whitespace before the value, text
+    that is not JSON) goes to ``json.loads``, which reads it or raises its own error."""
+    try:
+        value, end = _scan_json(text, 0)
+    except (StopIteration, ValueError):
+        return json.loads(text)
+    if end != len(text):
+        end = _JSON_SPACE(text, end).end()
+        if end != len(text):
+            raise json.JSONDecodeError("Extra data", text, end)
+    return value
+
+
+_JSON_SPACE = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]  # not in typeshed
 
 
 def may_hold_typed_value(text: bytes | str) -> bool:
     """Whether JSON ``text`` may hold a typed value of kombu's: it spells ``__type__``, or has
     a ``\\u`` escape that could."""
     if isinstance(text, bytes):
-        return b"__type__" in text or b"\\u" in text
+        # find, not ``in``: on bytes, ``in`` first tries its operand as an integer (raising
+        # and clearing a TypeError each time, a tenth of the check's cost and more)
+        return text.find(b"__type__") >= 0 or text.find(b"\\u") >= 0
     return "__type__" in text or "\\u" in text
 
 
@@ -453,7 +500,7 @@ def decode(raw: bytes | str, content_type: str | None, content_encoding: str | N
            accept: Sequence[str]) -> Any:
     """Deserialize a raw body, refusing any content type not in ``accept``."""
     try:
-        accepted = prepare_accept_content(accept)
+        accepted = _accepted(accept)
         if (content_type == JSON and raw and JSON in accepted
                 and registry._decoders.get(JSON) is kombu_json_loads):  # kombu's own JSON
             return json_loads(raw)
@@ -468,6 +515,23 @@ def decode(raw: bytes | str, content_type: str | None, content_encoding: str | N
     # serializers raise anything on garbage (UnicodeDecodeError, ValueError)
     except Exception as exc:
         raise ProtocolError(f"cannot decode the message body as {content_type!r}: {exc}") from exc
+
+
+def _accepted(accept: Sequence[str]) -> Any:
+    """kombu's content types for ``accept`` (names or types), worked out once per setting and
+    state of kombu's registry for those names (a name registered again, or unregistered,
+    after the first message is read as kombu reads it then)."""
+    try:
+        key = (*accept, *map(registry.name_to_type.get, accept))
+    except TypeError:  # not a list of names (None): kombu says what it makes of it
+        return prepare_accept_content(accept)
+    accepted = _ACCEPTED.get(key)
+    if accepted is None:
+        accepted = _ACCEPTED[key] = prepare_accept_content(accept)
+    return accepted
+
+
+_ACCEPTED: dict[tuple[str | None, ...], Any] = {}
 
 
 def parse(body: Any, headers: Mapping[str, Any] | None,
@@ -500,43 +564,67 @@ def _parse_v2(body: Any, headers: Mapping[str, Any], properties: Mapping[str, An
                             f"got {saferepr(body, 120)}")
     args, kwargs, embed = body
     embed = {} if embed is None else _mapping(embed, "body embed", task_id)
-    hard, soft = _timelimit(headers.get("timelimit"), task_id)
+    get, embedded = headers.get, embed.get
+    # Each check below is called only for a value that is present: most messages leave most
+    # of these fields out (None), and a call per field adds up in the worker's main thread.
+    hard, soft = _timelimit(value, task_id) if (value := get("timelimit")) is not None \
+        else (None, None)
     root_id, parent_id, group, shadow, argsrepr, kwargsrepr, origin = \
         _text_headers(headers, task_id)
-    return TaskMessage(
-        id=task_id,
-        task=task,
-        args=_args(args, task_id),
-        kwargs=_kwargs(kwargs, task_id),
-        eta=_date(headers.get("eta"), "headers.eta", task_id),
-        expires=_date(headers.get("expires"), "headers.expires", task_id),
-        retries=_count(headers.get("retries"), "headers.retries", task_id),
-        time_limit=hard,
-        soft_time_limit=soft,
-        root_id=root_id,
-        parent_id=parent_id,
-        group=group,
-        group_index=_optional_count(headers.get("group_index"), "headers.group_index", task_id),
-        shadow=shadow,
-        argsrepr=argsrepr,
-        kwargsrepr=kwargsrepr,
-        origin=origin,
-        ignore_result=bool(headers.get("ignore_result") or False),
-        reply_to=_text(properties.get("reply_to"), "properties.reply_to", task_id=task_id) or None,
-        priority=_priority(properties.get("priority"), task_id),
-        callbacks=_optional_list(embed.get("callbacks"), "embed.callbacks", task_id),
-        errbacks=_optional_list(embed.get("errbacks"), "embed.errbacks", task_id),
-        chain=_optional_list(embed.get("chain"), "embed.chain", task_id),
-        chord=embed.get("chord"),
-        replaced_task_nesting=_count(headers.get("replaced_task_nesting"),
-                                     "headers.replaced_task_nesting", task_id),
-        stamped_headers=_optional_list(headers.get("stamped_headers"), "headers.stamped_headers",
-                                       task_id),
-        stamps=dict(_mapping(_or(headers.get("stamps"), {}), "headers.stamps", task_id)),
-        headers=({} if _KNOWN_HEADERS.issuperset(headers) else
+    reply_to = properties.get("reply_to")
+    priority = properties.get("priority")
+    stamps = get("stamps")
+    # The fields set as TaskMessage(...) sets them, without the keyword matching of a call
+    # with every field named (the worker parses a message for every task).
+    message = object.__new__(TaskMessage)
+    message.__dict__ = {
+        "id": task_id,
+        "task": task,
+        "args": tuple(args) if type(args) is list else _args(args, task_id),
+        "kwargs": _kwargs(kwargs, task_id) if kwargs else {} if type(kwargs) is dict
+        else _kwargs(kwargs, task_id),
+        "eta": None if (value := get("eta")) is None else _date(value, "headers.eta", task_id),
+        "expires": None if (value := get("expires")) is None
+        else _date(value, "headers.expires", task_id),
+        "retries": 0 if (value := get("retries")) is None else value
+        if type(value) is int and value >= 0 else _count(value, "headers.retries", task_id),
+        "time_limit": hard,
+        "soft_time_limit": soft,
+        "root_id": root_id,
+        "parent_id": parent_id,
+        "group": group,
+        "group_index": None if (value := get("group_index")) is None
+        else _count(value, "headers.group_index", task_id),
+        "shadow": shadow,
+        "argsrepr": argsrepr,
+        "kwargsrepr": kwargsrepr,
+        "origin": origin,
+        "ignore_result": bool(get("ignore_result") or False),
+        "reply_to": None if reply_to is None
+        else _text(reply_to, "properties.reply_to", task_id=task_id) or None,
+        "priority": priority
+        if priority is None or (type(priority) is int and 0 <= priority <= 255)
+        else _priority(priority, task_id),
+        "callbacks": None if (value := embedded("callbacks")) is None
+        else _optional_list(value, "embed.callbacks", task_id),
+        "errbacks": None if (value := embedded("errbacks")) is None
+        else _optional_list(value, "embed.errbacks", task_id),
+        "chain": None if (value := embedded("chain")) is None
+        else _optional_list(value, "embed.chain", task_id),
+        "chord": embedded("chord"),
+        "replaced_task_nesting": 0 if (value := get("replaced_task_nesting")) is None else value
+        if type(value) is int and value >= 0
+        else _count(value, "headers.replaced_task_nesting", task_id),
+        "stamped_headers": None if (value := get("stamped_headers")) is None
+        else _optional_list(value, "headers.stamped_headers", task_id),
+        "stamps": {} if stamps is None else dict(_mapping(stamps, "headers.stamps", task_id)),
+        "headers": ({} if _KNOWN_HEADERS.issuperset(headers) else
                  {k: v for k, v in headers.items() if k not in _KNOWN_HEADERS}),
-        sent_at=sent_at_of(headers),
-    )
+        "sent_at": None if (value := get(SENT_AT_HEADER)) is None else value
+        if type(value) is float and math.isfinite(value) else sent_at_of(headers),
+    }
+    message.__post_init__()
+    return message
 
 
 def _text_headers(headers: Mapping[str, Any], task_id: str) -> list[Any]:

@@ -26,11 +26,20 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from . import config
 from .brokers import amqp as amqp_broker
-from .brokers.envelope import Body, Envelope, EnvelopeChannel, ReplyLost, Template, encode
+from .brokers.envelope import (
+    Body,
+    Envelope,
+    EnvelopeChannel,
+    ReplyLost,
+    Template,
+    encode,
+    plain_json,
+    publish_time,
+)
 from .brokers.family import family_for
 from .events import task_sent_fields
 from .exceptions import BrokerBlocked, BrokerUnavailable, SendFailed
-from .protocol import TaskMessage, WireMessage, body_of, build
+from .protocol import NO_EMBED, NO_EMBED_JSON, TaskMessage, WireMessage, body_of, build
 
 if TYPE_CHECKING:
     from .app import App
@@ -165,8 +174,7 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE, *
     is in doubt and what was not sent, whatever the error. A TypeError (arguments that cannot
     be serialized) means nothing was sent. Several are never sent again after a failure that
     may have stored them (the broker would hold them twice)."""
-    for item in outgoing:
-        _encode(item)
+    _encode_all(outgoing)
     settings = app.send_settings
     several = len(outgoing) > 1
     retrying = settings.retry if retry is None else retry
@@ -222,6 +230,25 @@ def _failed_part_way(settings: SendSettings, producer: Producer, chunk: Sequence
         cause = BrokerUnavailable(f"cannot send {_describe(chunk)}: {type(exc).__name__}: {exc}.")
     return SendFailed(cause, sent=sent, in_doubt=in_doubt, unsent=unsent,
                       whole=progress.whole and bool(in_doubt))
+
+
+def _encode_all(outgoing: Sequence[Outgoing]) -> None:
+    """Serialize every body: a call's JSON body without canvas fields or compression (a bulk
+    send's) written here, the text :func:`_encode` writes, and any other by it."""
+    write = plain_json()
+    for item in outgoing:
+        call = item.call
+        if write is not None and call is not None and item._message is None \
+                and item.serializer == "json" and call.plan.embed is NO_EMBED \
+                and not item.compression:
+            try:
+                text = write((call.args, call.kwargs))
+            except (TypeError, ValueError, RecursionError):  # not JSON's own types: kombu's
+                pass
+            else:
+                item.body = Body("application/json", "utf-8", f"{text[:-1]}, {NO_EMBED_JSON}]")
+                continue
+        _encode(item)
 
 
 def _encode(outgoing: Outgoing) -> None:
@@ -288,14 +315,16 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[Outg
                 f"was sent. {amqp_broker.ALARM_HINT}.")
         _declare(producer, chunk, policy, redeclare)
         family = family_for(connection)
-        if family.stores_envelopes:
-            channel: EnvelopeChannel = producer.channel
-            if all(channel.accepts_envelopes(e.exchange, e.routing_key)
-                   for e in chunk):
-                progress.in_doubt, progress.whole = [e.task_id for e in chunk], True
-                _retrying(retry, producer, policy,
-                          lambda: _put_envelopes(producer, chunk, deadline))
-                return []
+        if family.stores_envelopes and _accepted(producer.channel, chunk):
+            if time.monotonic() >= deadline:  # connecting and declaring took it all
+                raise BrokerBlocked(
+                    f"cannot send {_describe(chunk)}: broker_publish_timeout ({timeout:g}s) "
+                    f"was spent connecting to {where} and declaring its queue. Nothing was "
+                    "sent.")
+            progress.in_doubt, progress.whole = [e.task_id for e in chunk], True
+            _retrying(retry, producer, policy,
+                      lambda: _put_envelopes(producer, chunk, deadline))
+            return []
         if len(chunk) > 1 and family.confirms_batches(connection):
             progress.in_doubt = [e.task_id for e in chunk]
             confirmed: dict[int, bool] = {}
@@ -342,8 +371,15 @@ def _declare(producer: Producer, chunk: Sequence[Outgoing], policy: dict[str, An
     ``maybe_declare(retry=True)`` revives only the entity and leaves the producer on the
     channel the reconnect closed, for the send to fail on."""
     declared = producer.connection.declared_entities
-    entities = {entity for e in chunk for entity in (e.queue, *e.declare)
-                if entity is not None and hash(entity) not in declared}
+    entities: set[Queue | Exchange] = set()
+    queue = None
+    for outgoing in chunk:
+        if outgoing.queue is not queue:  # a chunk's calls share a few Queue objects, in runs
+            queue = outgoing.queue
+            if queue is not None and hash(queue) not in declared:
+                entities.add(queue)
+        if outgoing.declare:
+            entities.update(e for e in outgoing.declare if hash(e) not in declared)
     if not entities:
         return
 
@@ -354,31 +390,46 @@ def _declare(producer: Producer, chunk: Sequence[Outgoing], policy: dict[str, An
     _retrying(retry, producer, policy, declare)
 
 
+def _accepted(channel: EnvelopeChannel, chunk: Sequence[Outgoing]) -> bool:
+    """Whether ``channel`` takes the envelope of every message of ``chunk`` (asked once for
+    each run of messages to one exchange and routing key)."""
+    exchange = routing_key = None
+    for outgoing in chunk:
+        if outgoing.routing_key != routing_key or outgoing.exchange != exchange:
+            exchange, routing_key = outgoing.exchange, outgoing.routing_key
+            if not channel.accepts_envelopes(exchange, routing_key):
+                return False
+    return True
+
+
 def _put_envelopes(producer: Producer, chunk: Sequence[Outgoing], deadline: float
                    ) -> None:
     """Build the envelopes on the producer's channel now (a retry revives the channel), from
     each message's template where it has one, and store them in one call, waiting for the
     broker until ``deadline`` where the channel can bound it. A call of a send plan finds its
-    template on the plan, its message unbuilt."""
+    template on the plan, its message unbuilt. The chunk is stored at once: its messages
+    share one publish time."""
     channel: EnvelopeChannel = producer.channel
+    sent_at = publish_time()
     envelopes = []
     for outgoing in chunk:
         call = outgoing.unbuilt
         template = None if call is None else Template.of_call(
             channel, call, outgoing.body, outgoing.exchange, outgoing.routing_key)
         if call is None or template is None:
-            envelopes.append(_envelope(channel, outgoing))
+            envelopes.append(_envelope(channel, outgoing, sent_at))
         else:
-            envelopes.append(template.fill(call, outgoing.body, call.plan.prototype.headers))
+            envelopes.append(template.fill(call, outgoing.body, call.plan.prototype.headers,
+                                           sent_at))
     channel.put_envelopes(envelopes, deadline)
 
 
-def _envelope(channel: EnvelopeChannel, outgoing: Outgoing) -> Envelope:
+def _envelope(channel: EnvelopeChannel, outgoing: Outgoing, sent_at: str) -> Envelope:
     message = outgoing.message
     template = Template.of(channel, message, outgoing.body, outgoing.exchange,
                            outgoing.routing_key)
     if template is not None:
-        return template.fill(message, outgoing.body, message.headers)
+        return template.fill(message, outgoing.body, message.headers, sent_at)
     wire = outgoing.wire
     return encode(channel, outgoing.task_id, outgoing.body, wire.headers, wire.properties,
                   outgoing.exchange, outgoing.routing_key, message.headers)

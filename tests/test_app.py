@@ -364,3 +364,12 @@ def test_a_send_that_fails_is_retried_exactly_as_kombus_ensure_retries_it(
 def test_arguments_json_cannot_encode_are_refused_at_the_call_site(app):
     with pytest.raises(TypeError, match="cannot be serialized with 'json'"):
         app.send_task("tasks.add", args=[object()])
+
+
+def test_a_workers_accept_content_set_after_it_started_applies_to_the_next_message():
+    from qtui.workers.worker import Worker
+    app = App("t", broker="memory://")
+    worker = Worker(app, pool="solo", heartbeat=False, send_events=False)
+    assert worker._accept_content() == ["json"]
+    app.conf.accept_content = ["json", "msgpack"]
+    assert worker._accept_content() == ["json", "msgpack"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from qtui.core import App, GroupResult, chain, chord, group, states
+from qtui.core import App, GroupResult, Signature, chain, chord, group, states
 
 from .processes import celery_worker, write_module
 from .test_canvas_interop import QTUI_TASKS
@@ -136,10 +136,39 @@ def test_a_chord_body_gets_the_header_results_in_order(client):
 
 
 @pytest.mark.timeout(60)
+def test_keyword_arguments_reach_a_groups_members_a_chains_first_step_and_a_chords_header(
+        client):
+    _setup, _app, t = client
+    assert group(t["add"].s(1), t["add"].s(2)).apply_async(kwargs={"y": 10}).get(
+        timeout=30) == [11, 12]
+    assert chain(t["add"].s(1), t["mul"].s(3)).delay(y=1).get(timeout=30) == 6
+    assert chord([t["add"].s(i) for i in range(3)], t["collect"].s()).delay(y=5).get(
+        timeout=30) == [5, 6, 7]
+
+
+@pytest.mark.timeout(60)
 def test_a_group_then_a_task_in_a_chain_is_a_chord(client):
     _setup, _app, t = client
     result = chain(t["add"].s(1, 1), group(t["add"].s(1), t["mul"].s(3)), t["collect"].s()).delay()
     assert result.get(timeout=30) == [3, 6]
+
+
+@pytest.mark.timeout(60)
+def test_a_next_step_through_an_override_that_does_not_fit_fails_alone(workers):
+    """qtui's worker sends a chain's next step of a task whose class overrides apply_async as
+    it is, arguments unchecked: that step fails when it runs, the task before keeps its
+    success. (Celery's worker checks them in its Task.apply_async and fails the task before.)"""
+    setup = workers["qtui"]
+    app = App("tasks", broker=setup.broker, backend=setup.backend,
+              task_default_queue=setup.queue)
+    try:
+        steps = chain(Signature("tasks.add", (1, 2), app=app),
+                      Signature("tasks.audited_add", (1, 2), app=app)).apply_async()
+        with pytest.raises(TypeError, match="3 were given"):
+            steps.get(timeout=30)
+        assert (steps.parent.state, steps.parent.get(timeout=5)) == (states.SUCCESS, 3)
+    finally:
+        app.close()
 
 
 @pytest.mark.timeout(60)

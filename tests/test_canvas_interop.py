@@ -25,7 +25,7 @@ import time
 
 import redis
 
-from qtui.core import App
+from qtui.core import App, Task
 
 app = App("tasks", broker=os.environ["QTUI_TEST_BROKER"],
           backend=os.environ.get("QTUI_TEST_BACKEND") or None,
@@ -45,6 +45,14 @@ def add(x, y):
 @app.task
 def mul(x, y):
     return x * y
+
+class Audited(Task):  # overrides apply_async, as a project's base class may
+    def apply_async(self, args=None, kwargs=None, **options):
+        return super().apply_async(args, kwargs, **options)
+
+@app.task(base=Audited)
+def audited_add(x, y):
+    return x + y
 
 @app.task
 def fail(message):

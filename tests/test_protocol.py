@@ -248,6 +248,33 @@ def test_json_loads_agrees_with_kombus_json(value):
     assert json_loads(text.encode()) == expected and json_loads(text) == expected
 
 
+@pytest.mark.parametrize("text", [
+    '{"a": [1, {"b": null}]}', ' {"a": 1}', '{"a": 1}\n', '[1] x', '', 'nul', '"x"', '1e400',
+    '{"a": 1', '[1,]', '\t[]\t', '{"a": "\\ud800"}', '[' * 100 + ']' * 100, '[1]\n',
+    '[1] \r\n\t ', '[1]  \n x', '{"a": 1}{"b": 2}', '[' * 100_000])
+def test_json_loads_reads_plain_json_as_json_loads_does(text):
+    """The value json.loads reads, or its very error (a dead letter's reason quotes it)."""
+    def outcome(read):
+        try:
+            return read()
+        except Exception as exc:  # a RecursionError too: the same one, compared
+            return type(exc), str(exc)
+    assert outcome(lambda: json_loads(text.encode())) == outcome(lambda: json.loads(text))
+
+
+@pytest.mark.parametrize("text", ['[1, 2]\n', '{"a": 1}\r\n', '[1] x'])
+def test_json_loads_reads_text_after_the_value_without_parsing_it_again(text, monkeypatch):
+    """A body with a newline after it (Go's json.Encoder, a redis-cli push) or hostile
+    garbage after a large value is scanned once, not once and then again by json.loads."""
+    def again(*_args, **_kwargs):
+        raise AssertionError("json.loads parsed the text a second time")
+    monkeypatch.setattr(json, "loads", again)
+    try:
+        assert json_loads(text.encode()) in ([1, 2], {"a": 1})
+    except json.JSONDecodeError as exc:
+        assert (exc.msg, exc.pos) == ("Extra data", 4)
+
+
 CRAFTED_TYPED_VALUES = [
     {"__type__": [], "__value__": None}, {"__type__": {}, "__value__": 1},
     {"__type__": "nope", "__value__": 1}, {"__type__": "datetime", "__value__": []},
@@ -369,3 +396,50 @@ def test_changing_the_embed_a_send_plan_hands_out_leaves_later_messages_alone(mo
 @pytest.mark.parametrize("args, kwargs", [((), {}), ((1, "é", [2.5, None]), {"k": {"n": "\n"}})])
 def test_a_calls_json_body_is_the_text_json_writes_for_the_whole_body(args, kwargs, embed):
     assert json_body(args, kwargs, embed, json.dumps) == json.dumps([args, kwargs, dict(embed)])
+
+
+def test_a_serializer_registered_again_is_accepted_as_kombu_now_reads_it():
+    """The accepted content types are worked out once per setting, and again when kombu's
+    registry maps one of its names to another type (a name registered again)."""
+    from kombu.serialization import register, unregister
+
+    from qtui.core.protocol import decode
+    register("qtui-test-ser", json.dumps, json.loads, content_type="application/x-qtui-v1",
+             content_encoding="utf-8")
+    try:
+        assert decode(b"[1]", "application/x-qtui-v1", "utf-8", ["qtui-test-ser"]) == [1]
+        register("qtui-test-ser", json.dumps, json.loads, content_type="application/x-qtui-v2",
+                 content_encoding="utf-8")
+        assert decode(b"[2]", "application/x-qtui-v2", "utf-8", ["qtui-test-ser"]) == [2]
+        with pytest.raises(ContentDisallowed):
+            decode(b"[1]", "application/x-qtui-v1", "utf-8", ["qtui-test-ser"])
+    finally:
+        unregister("qtui-test-ser")
+
+
+def test_new_ids_are_distinct_rfc_4122_version_4_uuids():
+    """Ids written 256 at a time: each a valid version-4 UUID in uuid's own text, none twice
+    (over more than one batch)."""
+    import uuid
+    ids = [protocol.new_id() for _ in range(3 * 256 + 7)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        value = uuid.UUID(text)
+        assert str(value) == text and value.version == 4 and value.variant == uuid.RFC_4122
+
+
+def test_a_forked_child_does_not_reuse_its_parents_ready_ids():
+    import os
+    protocol.new_id()  # the parent now holds ready ids
+    ready = list(protocol._ready_ids)
+    assert ready
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, protocol.new_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert child not in ready

@@ -257,6 +257,34 @@ def test_a_batch_is_one_broker_call(broker, tmp_path, unique, monkeypatch):
         app.close()
 
 
+def test_a_redis_batch_to_one_queue_is_one_lpush_of_messages_published_at_one_time(
+        tmp_path, unique, monkeypatch):
+    """A batch to one queue and priority is one LPUSH of every message, in order (no script);
+    one that changes priority goes through the script. The messages of a batch carry one
+    publish time."""
+    queue = f"push-{unique}"
+    app = client(tmp_path, "redis", queue)
+    add = app.tasks["tasks.add"]
+    pushes: list[int] = []
+    push = RedisChannel._push
+    monkeypatch.setattr(RedisChannel, "_push", lambda self, key, payloads, deadline: (
+        pushes.append(len(payloads)), push(self, key, payloads, deadline))[1])
+    try:
+        results = app.send_many([add.s(i, 1) for i in range(250)], batch_size=100)
+        assert pushes == [100, 100, 50]
+        with app.connection_for_read() as conn:
+            texts = stored(conn.default_channel, queue)
+        sent_at = [json.loads(text)["headers"]["x-qtui-sent-at"] for text in texts[::-1]]
+        assert [len(set(sent_at[at:at + 100])) for at in (0, 100, 200)] == [1, 1, 1]
+        assert drain_ids(app, queue, 250) == [r.id for r in results]
+        pushes.clear()
+        mixed = app.send_many([add.s(i, 2).set(priority=i % 2 * 9) for i in range(10)])
+        assert pushes == []
+        assert sorted(drain_ids(app, queue, 10)) == sorted(r.id for r in mixed)
+    finally:
+        app.close()
+
+
 def test_nothing_is_sent_when_one_call_cannot_be_serialized(tmp_path, unique):
     queue = f"bad-{unique}"
     app = client(tmp_path, "sqlite", queue)
@@ -532,13 +560,17 @@ def test_an_out_of_memory_redis_part_way_names_what_it_stored_and_what_it_did_no
 
 
 @pytest.mark.timeout(60)
-def test_a_batch_whose_reply_was_lost_is_not_sent_again(tmp_path, unique, monkeypatch):
-    """Redis ran the script but its reply was lost with the connection: with retries on, the
-    batch is not pushed a second time; it is named in doubt and every task is stored once."""
-    from .test_worker_lost_fetch import ReplyCutter
+@pytest.mark.parametrize("queues", [1, 2])
+def test_a_batch_whose_reply_was_lost_is_not_sent_again(queues, tmp_path, unique, monkeypatch):
+    """Redis ran the batch's push (one LPUSH for a batch to one queue, the script for one to
+    two) but its reply was lost with the connection: with retries on, the batch is not pushed
+    a second time; it is named in doubt and every task is stored once."""
+    from .test_worker_lost_fetch import LPUSH_MARKER, ReplyCutter
 
     queue = f"lost-reply-{unique}"
-    cutter = ReplyCutter(REDIS_PORT, marker=b"EVALSHA", empty_too=True)
+    names = [queue, f"{queue}-b"][:queues]
+    cutter = ReplyCutter(REDIS_PORT, marker=LPUSH_MARKER if queues == 1 else b"EVALSHA",
+                         empty_too=True)
     app = App("client", broker=f"redis://127.0.0.1:{cutter.port}/0", backend=None,
               task_default_queue=queue, task_publish_retry=True,
               task_publish_retry_policy={"max_retries": 3, "interval_start": 0,
@@ -558,18 +590,19 @@ def test_a_batch_whose_reply_was_lost_is_not_sent_again(tmp_path, unique, monkey
     try:
         with pytest.raises(SendFailed) as failed:
             # small batches: each script call reaches the proxy in one read
-            app.send_many([signature("tasks.add", i, i, app=app) for i in range(7)],
-                          batch_size=3)
+            app.send_many([signature("tasks.add", i, i, app=app).set(queue=names[i % queues])
+                           for i in range(7)], batch_size=3)
         error = failed.value
         assert cutter.cut.is_set() and calls == [3, 3]
         assert (len(error.sent), len(error.in_doubt), len(error.unsent)) == (3, 3, 1)
         assert error.in_doubt[0] in str(error) and "all or none" in str(error)
-        stored = [json.loads(m)["headers"]["id"] for m in direct.lrange(queue, 0, -1)]
+        stored = [json.loads(m)["headers"]["id"] for name in names
+                  for m in direct.lrange(name, 0, -1)]
         assert sorted(stored) == sorted(error.sent + error.in_doubt)  # each once
     finally:
         app.close()
         cutter.close()
-        direct.delete(queue)
+        direct.delete(*names)
 
 
 def test_a_rabbitmq_channel_error_part_way_is_a_send_failed_naming_what_was_sent(
@@ -918,3 +951,32 @@ def test_a_call_giving_none_of_the_planned_options_is_kept_under_the_all_none_ke
     own = {"task_id": "t", "group_id": "g", "group_index": 3, "countdown": None}
     assert plan_key("tasks.add", None, own) == plan_key(
         "tasks.add", None, {**dict.fromkeys(PLANNED), "group_index": 4})
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("broker", ["redis", "sqlite"])
+def test_a_batch_whose_publish_timeout_is_spent_before_it_goes_out_is_not_sent(
+        broker: str, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connecting and declaring took all of broker_publish_timeout: the batch is not pushed
+    (to be given a moment for its reply and called in doubt though the broker stored it);
+    every task is named not sent, none in doubt, and the queue holds none of them."""
+    queue = f"spent-{unique}"
+    app = client(tmp_path, broker, queue, broker_publish_timeout=0.2)
+    try:
+        app.send_many([signature("tasks.add", 0, 0, app=app)] * 2)
+        declare = sending._declare
+
+        def slow(*args: Any, **kwargs: Any) -> None:
+            declare(*args, **kwargs)
+            time.sleep(0.3)
+        monkeypatch.setattr(sending, "_declare", slow)
+        calls = [signature("tasks.add", i, i, app=app) for i in range(5)]
+        with pytest.raises(SendFailed, match="was spent connecting") as failed:
+            app.send_many(calls)
+        assert (failed.value.sent, failed.value.in_doubt, len(failed.value.unsent)) == ([], [], 5)
+        monkeypatch.setattr(sending, "_declare", declare)
+        assert len(drain_ids(app, queue, 2)) == 2
+    finally:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+        app.close()

@@ -14,6 +14,7 @@ from kombu import Connection, Producer
 
 from qtui.core import App
 from qtui.core.canvas import apply as apply_signature
+from qtui.core.canvas import group
 from qtui.core.exceptions import BrokerUnavailable, SendFailed
 from qtui.core.protocol import parse
 
@@ -95,6 +96,44 @@ def test_a_batch_never_sends_again_whatever_its_calls_retry(stopped_broker):
         stopped_broker.send_task("t.add", (1,), retry=True, retry_policy=policy)
         stopped_broker.send_task("t.add", (2,), retry=True, retry_policy=policy)
     assert retries == []
+
+
+def test_a_signatures_apply_async_takes_retry_as_the_tasks_does(stopped_broker):
+    @stopped_broker.task
+    def add(x, y):
+        return x + y
+
+    policy, retries = counting_policy(2)
+    with pytest.raises(BrokerUnavailable, match="unreachable"):
+        add.s(1, 2).apply_async(retry=True, retry_policy=policy)
+    assert len(retries) == 3
+
+
+def test_a_signatures_own_retry_policy_is_checked_on_the_clients_send(app):
+    @app.task
+    def add(x, y):
+        return x + y
+
+    with pytest.raises(TypeError, match=r"retry_policy must be .*'max_retrys'"):
+        add.s(1, 2).set(retry_policy={"max_retrys": 1}).delay()
+
+
+def test_a_chains_apply_async_takes_publishing_options(app, unique):
+    @app.task
+    def add(x, y):
+        return x + y
+
+    (add.s(1, 2) | add.s(3)).apply_async(retry=False, add_to_parent=False)
+    assert fetch(f"q-{unique}").args == (1, 2)
+
+
+def test_a_groups_apply_async_takes_publishing_options_and_sends_one_batch(app, unique):
+    @app.task
+    def add(x, y):
+        return x + y
+
+    group(add.s(1, 2), add.s(3, 4)).apply_async(retry=True, add_to_parent=False)
+    assert [fetch(f"q-{unique}").args for _ in range(2)] == [(1, 2), (3, 4)]
 
 
 def test_a_retry_policy_key_the_config_does_not_know_is_a_clear_error(app):

@@ -11,6 +11,7 @@ from qtui.core import App
 from qtui.core.protocol import TaskMessage
 from qtui.workers import control
 from qtui.workers.execution import MAX_TIME_LIMIT, TaskOptions
+from qtui.workers.job import Job
 from qtui.workers.ratelimit import RateLimiter, parse_rate
 from qtui.workers.timer import Timer
 
@@ -59,15 +60,38 @@ def test_a_prefork_worker_goes_on_after_a_message_with_a_huge_time_limit(redis_s
     assert sorted(r["tag"] for r in marks) == [1, 2]
 
 
-def test_a_rate_limit_set_in_config_after_the_first_message_applies_to_the_next():
+def _free_task_limiter() -> tuple[App, RateLimiter]:
+    """An app with the task ``tasks.free`` (no rate limit of its own) and a rate limiter."""
     app = App("t", broker="memory://")
 
     @app.task(name="tasks.free")
     def free():
         pass
 
-    limiter = RateLimiter(app, Timer(), release=lambda job: None)
+    return app, RateLimiter(app, Timer(), release=lambda job: None)
+
+
+def _job(name: str) -> Job:
+    return Job(TaskMessage(id=f"id-{name}", task=name), delivery=None, queue="q")
+
+
+def test_a_rate_limit_set_in_config_after_the_first_message_applies_to_the_next():
+    app, limiter = _free_task_limiter()
     assert limiter.rate_of("tasks.free") is None
     app.conf.task_annotations = {"tasks.free": {"rate_limit": "5/s"}}
     assert limiter.rate_of("tasks.free") == "5/s"
     assert limiter._bucket("tasks.free") is not None
+
+
+def test_a_rate_set_by_command_after_unlimited_tasks_applies_to_the_next():
+    _, limiter = _free_task_limiter()
+    assert not limiter.throttle_task(_job("tasks.free"))  # unlimited, and known so
+    limiter.set_rate("tasks.free", "1/m")
+    assert [limiter.throttle_task(_job("tasks.free")) for _ in range(2)] == [False, True]
+
+
+def test_a_rate_set_in_config_after_unlimited_tasks_applies_to_the_next():
+    app, limiter = _free_task_limiter()
+    assert not limiter.throttle_task(_job("tasks.free"))
+    app.conf.task_annotations = {"tasks.free": {"rate_limit": "1/m"}}
+    assert [limiter.throttle_task(_job("tasks.free")) for _ in range(2)] == [False, True]

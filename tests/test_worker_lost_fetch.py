@@ -41,6 +41,8 @@ SLOW_RECLAIM_TIMEOUT = 120
 ADOPT_MARKER = worker_channel._ADOPT.strip().splitlines()[0].upper().encode()
 #: What a start record's request carries: the command ZADD (the adoption's script names it too).
 ZADD_MARKER = b"$4\r\nZADD\r\n"
+#: What a client's push of task messages to one queue carries: the command LPUSH.
+LPUSH_MARKER = b"$5\r\nLPUSH\r\n"
 
 
 @pytest.fixture
@@ -111,7 +113,8 @@ class ReplyCutter(Interceptor):
         """Whether ``reply`` (to a marked request) is one this cutter drops."""
         if self.marker == b"BLMOVE":  # a bulk string: the message moved, not nil
             return reply.startswith(b"$") and b'"body"' in reply
-        if self.marker in (ZADD_MARKER, ADOPT_MARKER):  # an integer: records added
+        if self.marker in (ZADD_MARKER, ADOPT_MARKER, LPUSH_MARKER):  # an integer: records
+            # added, or the queue's length
             return reply.startswith(b":")
         return reply.startswith(b"*") and (  # a script's list
             self.empty_too or not reply.startswith(b"*0\r\n"))

@@ -133,10 +133,12 @@ class Events(Observer):
 
     def on_task_started(self, job: Job, pid: int | None) -> None:
         self._started += 1
-        self._task("task-started", job)
+        if self.task_events:  # asked here too: once a task, twice with the call to _task
+            self._task("task-started", job)
 
     def on_task_succeeded(self, job: Job, outcome: Outcome) -> None:
-        self._task("task-succeeded", job, result=outcome.result, runtime=outcome.runtime)
+        if self.task_events:
+            self._task("task-succeeded", job, result=outcome.result, runtime=outcome.runtime)
 
     def on_task_failed(self, job: Job, exception: str, traceback: str | None) -> None:
         self._task("task-failed", job, exception=exception, traceback=traceback)

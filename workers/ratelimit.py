@@ -89,6 +89,9 @@ class RateLimiter(Observer):
         """Each task type's own rate limit, with the configuration version it was read at."""
         self._invalid: set[str] = set()
         """Task types whose configured rate limit is not a rate (reported once)."""
+        self._unlimited: dict[str, int] = {}
+        """Task types found without a rate limit, with the configuration version then: their
+        tasks pass without a look at the task, its rate or a bucket (one lookup a task)."""
 
     def rate_of(self, name: str) -> Any:
         """The rate limit in force for a task type, as it was given ("10/m", 5, None). The
@@ -109,6 +112,7 @@ class RateLimiter(Observer):
         waiting get their turn at the new rate."""
         parse_rate(rate)  # a bad rate raises before anything changes
         self._overrides[name] = rate
+        self._unlimited.pop(name, None)
         wakeup = self._wakeups.pop(name, None)
         if wakeup is not None:
             wakeup.cancel()
@@ -134,6 +138,7 @@ class RateLimiter(Observer):
         """True: run now. False: the job waits here and goes to ``release`` in its turn."""
         bucket = self._bucket(job.name)
         if bucket is None:
+            self._unlimited[job.name] = self.app.conf.version
             return True
         waiting = self._waiting.setdefault(job.name, deque())
         if not waiting and bucket.can_consume():
@@ -144,6 +149,8 @@ class RateLimiter(Observer):
         return False
 
     def throttle_task(self, job: Job) -> bool:
+        if self._unlimited.get(job.message.task) == self.app.conf.version:
+            return False
         return not self.admit(job)
 
     def _schedule(self, name: str, bucket: TokenBucket) -> None:

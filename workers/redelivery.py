@@ -51,6 +51,12 @@ _PROPERTIES = ("correlation_id", "reply_to", "priority", "expiration", "message_
                "type", "app_id", "user_id", "timestamp")
 
 
+def _expiry() -> float:
+    """When a start recorded now expires, in whole seconds: written once per started task, an
+    integer's text costs a fraction of a float's."""
+    return int(time.time() + STARTED_TTL) + 1
+
+
 def counted_deliveries(message: Message) -> int:
     """Deliveries lost before this one, as counted in the header (the broker's flag aside)."""
     try:
@@ -86,7 +92,7 @@ class Starts:
         :meth:`untaken` if it was not written."""
         assert self.ledger is not None, "only a ledger hands its records out"
         key = self.ledger.key(STARTED)
-        started = dict.fromkeys(keys, time.time() + STARTED_TTL)
+        started = dict.fromkeys(keys, _expiry())
         if not started and not (settle and self._settled):
             return None
         if not settle:
@@ -112,7 +118,7 @@ class Starts:
         without waiting for the answer where the ledger allows it."""
         if self.ledger is None:
             return
-        started = dict.fromkeys(keys, time.time() + STARTED_TTL)
+        started = dict.fromkeys(keys, _expiry())
         settled, self._settled = self._settled, []
         trim = bool(started) and time.monotonic() >= self._next_trim
         if trim:

@@ -114,7 +114,8 @@ class Settlement:
         if job.acked:
             return
         job.acked = True
-        self.unsent[job.delivery_tag] = job.task_id
+        tag = job.delivery.delivery_tag  # read once: asked of every task
+        self.unsent[tag] = job.message.id
         if job.stale:
             if self.consumer.keeps_deliveries:
                 self.orphans.append((job.delivery_tag, False))
@@ -129,7 +130,7 @@ class Settlement:
         if self.consumer.batches_acks:
             if not self.acks:
                 self.acks_since = time.monotonic()
-            self.acks.append(job.delivery_tag)
+            self.acks.append(tag)
             return
         try:
             job.delivery.ack()
@@ -182,8 +183,8 @@ class Settlement:
         if job.start_key is not None:
             self.starts.settled(job.start_key)
             job.start_key = None
-        if self.stale_by_task.get(job.task_id) is job:
-            del self.stale_by_task[job.task_id]
+        if self.stale_by_task and self.stale_by_task.get(job.message.id) is job:
+            del self.stale_by_task[job.message.id]
 
     def reject_bad(self, queue_name: str, message: Message, reason: str, job: Job | None = None,
                    state: str = states.REJECTED, exc: Exception | None = None) -> None:

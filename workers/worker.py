@@ -3,8 +3,9 @@
 A job's path (each step a method below, each feature in its own module):
 
 ``on_message`` (decode and validate; bad input is dead-lettered) -> ``_receive`` (delivery
-counter, unknown task; the ``refuse_task`` and ``delay_task`` gates) -> ``_ready`` (the
-``refuse_task`` and ``throttle_task`` gates) -> ``_reserve`` -> ``_start`` in the pool ->
+counter, unknown task; the ``refuse_task`` and ``delay_task`` gates) -> ``_admit`` (the
+``throttle_task`` gate; ``_ready`` asks ``refuse_task`` first for a job whose ETA passed) ->
+``_reserve`` -> ``_start`` in the pool ->
 ``_on_outcome`` / ``_on_lost`` (ack, dead-letter or deliver again).
 
 This module is the orchestrator: the main loop and the job's path. The broker connection is the
@@ -192,6 +193,8 @@ class Worker:
         self._told_results_refused = False
         self._polling = False
         self._task_options: dict[str, tuple[int, TaskOptions]] = {}
+        self._accept: tuple[int, list[str]] = (-1, [])
+        """``accept_content`` and the configuration version it was read at."""
         self._time_limits: dict[str, tuple[float | None, float | None]] = {}
         """(hard, soft) set by the time_limit command, by task name."""
         self._connected_at = 0.0
@@ -451,7 +454,7 @@ class Worker:
             return
         try:
             body = decode(message.body, message.content_type, message.content_encoding,
-                          self.app.conf.accept_content)
+                          self._accept_content())
             task_message = parse(body, message.headers, message.properties)
         except ProtocolError as exc:
             self.settlement.reject_bad(queue_name, message, str(exc))
@@ -516,7 +519,7 @@ class Worker:
         self.hooks.on_task_received(job)
         if self.hooks.refuse_task(job) or self.hooks.delay_task(job):
             return
-        self._ready(job)
+        self._admit(job)  # refuse_task was asked just now: not again before the rate limit
 
     def _redelivered(self, job: Job) -> bool:
         """A message the broker delivers again (its holder died or gave it back). True when it
@@ -559,9 +562,13 @@ class Worker:
 
     def _ready(self, job: Job) -> None:
         """The job may run now (its ETA passed): last checks, then the rate limit."""
-        if self.hooks.refuse_task(job) or self.hooks.throttle_task(job):
-            return
-        self._reserve(job)
+        if not self.hooks.refuse_task(job):
+            self._admit(job)
+
+    def _admit(self, job: Job) -> None:
+        """The rate limit, then the job waits for a pool slot."""
+        if not self.hooks.throttle_task(job):
+            self._reserve(job)
 
     def _reserve(self, job: Job) -> None:
         job.stage = RESERVED
@@ -580,7 +587,7 @@ class Worker:
         # Recorded before the tasks run: if this worker is lost while they run, their
         # redelivery counts against task_max_redeliveries (a prefetched one's does not).
         for job in batch:
-            if self.task_options(job.name).acks_late:
+            if self.task_options(job.message.task).acks_late:
                 job.start_key = start_key(job.message, job.delivery_number - 1)
         return batch
 
@@ -660,13 +667,14 @@ class Worker:
     def _start(self, batch: list[Job]) -> None:
         """Hand ``batch`` to the pool (what it refuses goes back to the reserved jobs)."""
         for index, job in enumerate(batch):
-            options = self.task_options(job.name)
+            name = job.message.task  # not job.name: a property, asked for every task
+            options = self.task_options(name)
             job.time_limit, job.soft_time_limit = options.limits(job.message)
             item = WorkItem(job.id, job.message, job.delivery_info(), self.hostname,
                             job.time_limit, job.soft_time_limit)
             job.stage, job.started_at = ACTIVE, time.time()
             self.active[job.id] = job
-            self.total[job.name] += 1
+            self.total[name] += 1
             if not options.acks_late:
                 try:
                     self.settlement.ack_before_run(job)
@@ -686,6 +694,14 @@ class Worker:
         del self.active[jobs[0].id]
         jobs[0].stage = RESERVED
         self.reserved.extendleft(reversed(jobs))
+
+    def _accept_content(self) -> list[str]:
+        """``accept_content``, read again whenever the configuration changes (a lookup through
+        the settings, and a copy of the default, for every message otherwise)."""
+        version = self.app.conf.version
+        if self._accept[0] != version:
+            self._accept = (version, self.app.conf.accept_content)
+        return self._accept[1]
 
     def task_options(self, name: str) -> TaskOptions:
         """A task type's options, read again whenever the configuration changes."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+import time
 from binascii import a2b_base64, b2a_base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -75,6 +76,13 @@ def _json_encoder() -> Callable[[Any], str]:
 
 
 _plain_json = _json_encoder()
+
+
+def plain_json() -> Callable[[Any], str] | None:
+    """While kombu's JSON codec is the registered one, the writer of its text for values of
+    JSON's own types (raising TypeError, ValueError or RecursionError for others, which
+    :func:`_json` hands to kombu's encoder); else None."""
+    return _plain_json if registry._encoders.get("json") == _KOMBU_JSON else None
 
 
 def _json(value: Any) -> str:
@@ -201,6 +209,13 @@ _TEMPLATE_SIZE = 1024
 _PLAN_TEMPLATES = 64
 
 
+def publish_time() -> str:
+    """The JSON text of the time now, a message's ``x-qtui-sent-at``: written once for the
+    messages of a batch (stored by one command or transaction, the same moment), as the
+    float's repr is the dearest value of a message to write."""
+    return repr(time.time())
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """The stored text of one kind of message (one task, route and set of options) with the
@@ -209,10 +224,11 @@ class Template:
     built nor serialized again. The text is cut from what :func:`encode` stores, so the two
     are the same byte for byte (a test holds them to it)."""
 
-    text: str
-    """The stored text as a ``%`` format with a ``%s`` per slot, in the order of the text."""
-    order: Callable[[Sequence[str]], tuple[str, ...]]
-    """The slot values (in :data:`_SLOTS` order) in the order of the text."""
+    pieces: tuple[str, ...]
+    """The stored text cut at its slots: one piece more than the slots."""
+    assemble: Callable[[Sequence[str]], tuple[str, ...]]
+    """The stored text's pieces and slot values in the order of the text, taken from the slot
+    values (in :data:`_SLOTS` order) followed by :attr:`pieces`, to be joined."""
     exchange: str
     routing_key: str
     priority: int
@@ -262,29 +278,34 @@ class Template:
         priority, envelope = _envelope(channel, _SLOT.format("body"), "base64", body,
                                        wire.headers, wire.properties, exchange, routing_key,
                                        _SLOT.format("delivery_tag"))
-        text = _json(envelope).replace("%", "%%")
+        text = _json(envelope)
         marks = {_plain_json(_SLOT.format(name)): index for index, name in enumerate(_SLOTS)}
-        pieces = re.split("(" + "|".join(map(re.escape, marks)) + ")", text)
-        if any("qtui-slot:" in piece for piece in pieces[0::2]):
+        cut = re.split("(" + "|".join(map(re.escape, marks)) + ")", text)
+        pieces = tuple(cut[0::2])
+        if any("qtui-slot:" in piece for piece in pieces):
             raise AssertionError(f"a message template kept a slot: {text}")
-        order = operator.itemgetter(*(marks[mark] for mark in pieces[1::2]))
-        return cls("%s".join(pieces[0::2]), order, exchange, routing_key, priority)
+        first = len(_SLOTS)  # where the pieces follow the slot values
+        order = [first]
+        for at, mark in enumerate(cut[1::2], start=1):
+            order += (marks[mark], first + at)
+        return cls(pieces, operator.itemgetter(*order), exchange, routing_key, priority)
 
-    def fill(self, message: TaskMessage | Call, body: Body, user_headers: Mapping[str, Any]
-             ) -> Envelope:
+    def fill(self, message: TaskMessage | Call, body: Body, user_headers: Mapping[str, Any],
+             sent_at: str) -> Envelope:
         """The envelope of ``message`` (or of a call whose message is not built) with its
-        body serialized already (as the one this template was made for)."""
+        body serialized already (as the one this template was made for), published at
+        ``sent_at`` (:func:`publish_time`)."""
         values = [_json_string(value) if type(value) is str
                   else "null" if value is None else repr(value) if type(value) is int
                   else _json_number(value)
                   for value in per_send(message)]
-        values.append(f'"{new_id()}"')  # hex digits and dashes: nothing to escape
         data = body.data
         # kombu's base64 codec (the channel's, as Template.of checked), without its lookups
         encoded = b2a_base64(data.encode() if isinstance(data, str) else data, newline=False)
-        values.append(f'"{encoded.decode()}"')
+        # the delivery tag: hex digits and dashes, nothing to escape
+        values += (sent_at, f'"{new_id()}"', f'"{encoded.decode()}"', *self.pieces)
         return Envelope(message.id, self.exchange, self.routing_key, self.priority,
-                        user_headers, self.text % self.order(values))
+                        user_headers, "".join(self.assemble(values)))
 
 
 def _json_number(value: Any) -> str:

@@ -116,6 +116,10 @@ class _Child:
     results: Connection
     exits: int | None
     """A pidfd that turns readable when the child exits (None where the OS has none)."""
+    jobs_fd: int = field(init=False)
+    results_fd: int = field(init=False)
+    """The pipes' file descriptors, asked of them once (used under the pool's lock while the
+    child is not dead: its pipes are closed only after it is marked so)."""
     item: WorkItem | None = None
     deadline: float | None = None
     tasks_done: int = 0
@@ -131,13 +135,16 @@ class _Child:
     refused: str | None = None
     """The refusal its task's result write waits out now, as the child last said."""
 
+    def __post_init__(self) -> None:
+        self.jobs_fd, self.results_fd = self.jobs.fileno(), self.results.fileno()
+
     def read_outcomes(self) -> list[Outcome] | None:
         """The outcomes one read of the result pipe completes (length and payload in one read, up
         to :data:`_READ_SIZE`; at most one outcome, as a child has one task at a time, and none
         while a large one is still arriving); None at its end. Only when the pipe is readable: the
         read blocks otherwise. What the child said of a refused result write is kept in
         :attr:`refused`."""
-        frames = self.frames.read(self.results.fileno())
+        frames = self.frames.read(self.results_fd)
         if frames is None:
             return None
         outcomes = []
@@ -263,7 +270,7 @@ class PreforkPool(Pool):
                 if child.dead or child.retiring or child.item is not None:
                     continue
                 try:
-                    _write(child.jobs.fileno(), _pack_item(item))
+                    _write(child.jobs_fd, _pack_item(item))
                 except OSError:
                     continue  # dying: the watch thread will see it go
                 child.item = item

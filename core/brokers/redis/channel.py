@@ -38,6 +38,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual.base import UNDELIVERABLE_FMT, UndeliverableWarning
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
+from redis.sentinel import SentinelManagedConnection
 
 from ..dropped import warn_dropped
 from ..envelope import Envelope, NotAnEnvelope, ReadsEnvelopes, ReplyLost
@@ -251,12 +252,16 @@ class Channel(ReadsEnvelopes, kombu_redis.Channel):
                       ) -> None:
         """Push every envelope in one command: one round trip, all or none (one LPUSH, or a
         script, which Redis runs whole; one refused before its first write, out of memory,
-        writes nothing). ``deadline`` bounds the wait for the reply of a lone LPUSH (a
+        writes nothing). Envelopes for one queue and priority on the default exchange (a
+        ``delay()``, most batches) take one LPUSH of them all, first pushed first, as one
+        LPUSH each in order would push them; ``deadline`` bounds the wait for its reply (a
         script's waits as long as the connection's ``socket_timeout``)."""
-        if len(envelopes) == 1 and not envelopes[0].exchange:  # delay(): a plain LPUSH
-            envelope = envelopes[0]
-            self._push(self._q_for_pri(envelope.routing_key, self._priority_of(envelope)),
-                       envelope.payload, deadline)
+        first = envelopes[0]
+        if not first.exchange and all(
+                not e.exchange and e.routing_key == first.routing_key
+                and e.priority == first.priority for e in envelopes):
+            self._push(self._q_for_pri(first.routing_key, self._priority_of(first)),
+                       [e.payload for e in envelopes], deadline)
             return
         args: list[Any] = [self.sep]
         run: list[Any] = []  # the current run: exchange key, routing key, suffix, count, messages
@@ -282,8 +287,8 @@ class Channel(ReadsEnvelopes, kombu_redis.Channel):
             self._undeliverable(envelope.exchange, envelope.routing_key, envelope.priority,
                                 envelope.payload)
 
-    def _push(self, key: str, payload: str, deadline: float | None) -> None:
-        """``LPUSH key payload`` on a connection of the pool that this channel keeps for its
+    def _push(self, key: str, payloads: list[str], deadline: float | None) -> None:
+        """``LPUSH key *payloads`` on a connection of the pool that this channel keeps for its
         pushes: redis-py's command path (a pool checkout, retry and metrics hooks, for each
         command) costs more than the push. As a checkout does, a connection Redis closed
         meanwhile (a restart, an idle timeout) is opened again before the push is sent. A
@@ -296,17 +301,39 @@ class Channel(ReadsEnvelopes, kombu_redis.Channel):
             held = self.__dict__["_push_connection"] = (pool, pool.get_connection())
         connection = held[1]
         if _readable(connection):
-            connection.disconnect()  # send_packed_command connects again
+            # connected again here: send_packed_command would, but to the same address, where
+            # connect() asks a Sentinel pool for the master's
+            connection.disconnect()
+            connection.connect()
+        command = wire.command(connection, ["LPUSH", key, *payloads])
+        # a master Sentinel names may turn out a replica (a failover under way): pushed again
+        retries = iter(_FAILOVER_WAITS if isinstance(connection, SentinelManagedConnection)
+                       else ())
         try:
-            connection.send_packed_command([wire.command(connection, ["LPUSH", key, payload])])
-            try:
-                wire.read_reply(connection, None if deadline is None
-                                else max(deadline - time.monotonic(), 0.001))
-            except redis.exceptions.TimeoutError as exc:
-                raise TimeoutError(f"Redis did not answer the push in time: {exc}") from exc
-            except redis.exceptions.ConnectionError as exc:
-                raise ReplyLost(f"the connection failed after the push went out: {exc}"
-                                ) from exc
+            while True:
+                connection.send_packed_command([command])
+                try:
+                    wire.read_reply(connection, None if deadline is None
+                                    else max(deadline - time.monotonic(), 0.001))
+                except redis.exceptions.TimeoutError as exc:
+                    raise TimeoutError(f"Redis did not answer the push in time: {exc}") from exc
+                except redis.exceptions.ConnectionError as exc:
+                    raise ReplyLost(f"the connection failed after the push went out: {exc}"
+                                    ) from exc
+                except redis.exceptions.ReadOnlyError:
+                    # Nothing was written. Through Sentinel, the master this connection was
+                    # made to is now a replica: connected again (the pool asks the sentinels
+                    # for the master), it is pushed again, as redis-py's Sentinel connection
+                    # and client retry such a command, for a little while within the deadline.
+                    wait = next(retries, None)
+                    if wait is None or (deadline is not None
+                                        and time.monotonic() + wait >= deadline):
+                        raise
+                    connection.disconnect()
+                    time.sleep(wait)
+                    connection.connect()
+                    continue
+                break
         except BaseException:
             del self.__dict__["_push_connection"]
             connection.disconnect()
@@ -370,6 +397,10 @@ def _readable(connection: Any) -> bool:
         return bool(connection.can_read(timeout=0))
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
         return True  # closed, or broken: it cannot carry a command either
+
+
+#: Seconds between pushes through Sentinel that a replica refused (a failover under way).
+_FAILOVER_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 class Transport(kombu_redis.Transport):

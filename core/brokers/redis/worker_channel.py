@@ -745,8 +745,9 @@ class Channel(redis_broker.Channel):
         except BaseException:
             self._release_fetch_connection(broken=True)
             raise
+        qos = self.qos  # a property of kombu's: asked once, not once an ack
         for tag in pending.acks:
-            virtual.QoS.ack(self.qos, tag)
+            virtual.QoS.ack(qos, tag)
         order = pending.order
         if order:
             self._queue_cycle.rotate(order[0])

@@ -126,9 +126,11 @@ class Channel(ReadsEnvelopes, virtual.Channel):
                       ) -> None:
         """Store every envelope, each in the queues its exchange routes it to, in one
         transaction: all or none (``deadline`` is not used: SQLite's busy timeout bounds the
-        wait)."""
+        wait). An exchange's bindings are read once per batch, as the Redis channel's script
+        reads them."""
         rows = []
         levels: dict[int, int] = {}  # the stored priority by message priority
+        routes: dict[tuple[str, str], list[str]] = {}  # the queues by exchange and routing key
         for envelope in envelopes:
             priority = levels.get(envelope.priority)
             if priority is None:
@@ -137,8 +139,11 @@ class Channel(ReadsEnvelopes, virtual.Channel):
             not_before = envelope.user_headers.get(NOT_BEFORE_HEADER)
             if not isinstance(not_before, (int, float)):
                 not_before = None
-            rows += [(queue, priority, envelope.payload, not_before)
-                     for queue in self._lookup(envelope.exchange, envelope.routing_key)]
+            route = (envelope.exchange, envelope.routing_key)
+            queues = routes.get(route)
+            if queues is None:
+                queues = routes[route] = self._lookup(*route)
+            rows += [(queue, priority, envelope.payload, not_before) for queue in queues]
         self.db.put_many(rows)
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str,

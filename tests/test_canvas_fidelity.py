@@ -1,0 +1,283 @@
+"""What qtui's canvas client puts on the broker is what Celery's client puts there: the same
+canvas built with ``celery`` and with ``qtui.core`` sends the same messages -- every header,
+property and body field, the canvas fields' signatures with their options, read back raw from
+a Redis queue of each; ids compared by where they recur -- or qtui refuses it with an error
+where Celery would send something qtui cannot."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+import redis
+
+from qtui.core import App
+from qtui.core import canvas as qcanvas
+
+from .services import REDIS_HOST, REDIS_PORT, need
+from .worker_helpers import REDIS_URL
+
+celery = pytest.importorskip("celery")
+ccanvas = pytest.importorskip("celery.canvas")
+
+#: What differs between the two clients' messages by design, so is not compared: qtui's send
+#: time header, the ``reply_to`` each client's result consumer sets, the ``chord_size`` of
+#: Celery's chord messages (qtui's backend counts the header itself) and the envelope's
+#: ``delivery_tag`` (a random one per message). Everything else is.
+_DIFFER_BY_DESIGN = frozenset({"x-qtui-sent-at", "reply_to", "chord_size", "delivery_tag"})
+#: Properties Celery's client adds that qtui's does not (known, left as they are): the
+#: ``expiration`` (ms) it derives from ``expires`` (a broker-side TTL; both sides' workers
+#: check the ``expires`` header) and the copies of ``argsrepr``/``kwargsrepr`` given as
+#: options (the headers carry them on both sides).
+_CELERY_ONLY_PROPERTIES = frozenset({"expiration", "argsrepr", "kwargsrepr"})
+#: What differs in a signature carried in a message (a chain step, link, chord body): the
+#: ``root_id`` qtui's client puts in each chain step's options when it freezes the chain
+#: (a worker sets it again when it sends the step, on both sides).
+_SIGNATURE_DIFFERS_BY_DESIGN = frozenset({"root_id"})
+#: An id either client makes up (a task, group or delivery id).
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def add(x: int = 0, y: int = 0, z: int = 0) -> int:
+    return x + y + z
+
+
+def tsum(values: list[int], y: int = 0) -> int:
+    return sum(values) + y
+
+
+class Side:
+    """One client (Celery's or qtui's) with the tasks ``tasks.add`` and ``tasks.tsum``, sending
+    to a queue of its own on the shared Redis."""
+
+    def __init__(self, kind: str, client: redis.Redis) -> None:
+        self.queue = f"fidelity-{kind}-{uuid.uuid4().hex[:10]}"
+        self.redis = client
+        if kind == "celery":
+            self.app: Any = celery.Celery("fidelity", broker=REDIS_URL, backend=REDIS_URL)
+            self.app.conf.task_default_queue = self.queue
+            self.canvas: Any = ccanvas
+        else:
+            self.app = App("fidelity", broker=REDIS_URL, backend=REDIS_URL,
+                           task_default_queue=self.queue)
+            self.canvas = qcanvas
+        self.add = self.app.task(name="tasks.add")(add)
+        self.tsum = self.app.task(name="tasks.tsum")(tsum)
+
+    def sent(self) -> list[dict[str, Any]]:
+        """The messages on the queue, oldest first: each one's headers, properties and body
+        fields (with the envelope's encodings), each id replaced by ``id-<n>``, ``n`` counting
+        the ids in the order they first appear on this queue."""
+        found, ids = [], {}
+        for raw in reversed(self.redis.lrange(self.queue, 0, -1)):
+            envelope = json.loads(raw)
+            body = base64.b64decode(envelope.pop("body"))
+            if envelope["headers"].get("compression"):
+                body = zlib.decompress(body)
+            args, kwargs, embed = json.loads(body)
+            for name in _CELERY_ONLY_PROPERTIES:
+                envelope["properties"].pop(name, None)
+            message = _compared({**envelope, "args": args, "kwargs": kwargs, **embed})
+            text = json.dumps(message).replace(self.queue, "<queue>")
+            found.append(json.loads(_ID.sub(lambda m: ids.setdefault(m[0], f"id-{len(ids)}"),
+                                            text)))
+        return found
+
+    def close(self) -> None:
+        self.redis.delete(self.queue)
+        self.app.close()
+
+
+@pytest.fixture
+def sides() -> Iterator[dict[str, Side]]:
+    need("Redis", REDIS_HOST, REDIS_PORT)
+    client = redis.Redis(REDIS_HOST, REDIS_PORT)
+    made = {kind: Side(kind, client) for kind in ("celery", "qtui")}
+    yield made
+    for side in made.values():
+        side.close()
+
+
+def _compared(value: Any) -> Any:
+    """``value`` without the keys that differ by design, at any depth."""
+    if isinstance(value, dict):
+        if "subtask_type" in value and isinstance(value.get("options"), dict):  # a signature
+            value = {**value, "options": {k: v for k, v in value["options"].items()
+                                          if k not in _SIGNATURE_DIFFERS_BY_DESIGN}}
+        return {k: _compared(v) for k, v in value.items() if k not in _DIFFER_BY_DESIGN}
+    if isinstance(value, list):
+        return [_compared(v) for v in value]
+    return value
+
+
+def _headers(message: dict[str, Any], *names: str) -> tuple[Any, ...]:
+    return tuple(message["headers"][name] for name in names)
+
+
+def _steps(message: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The rest of a message's chain, as (task, args, kwargs) of each step, last first."""
+    return [(s["task"], s["args"], s["kwargs"]) for s in message["chain"] or []]
+
+
+def same_messages(sides: dict[str, Side], send: Callable[[Side], Any]) -> list[dict[str, Any]]:
+    """Send the canvas ``send`` builds on each side; the messages each put on its queue, which
+    must be the same."""
+    for side in sides.values():
+        send(side)
+    celery_sent, qtui_sent = sides["celery"].sent(), sides["qtui"].sent()
+    assert qtui_sent == celery_sent
+    return qtui_sent
+
+
+@pytest.mark.timeout(30)
+def test_a_groups_keyword_arguments_go_to_each_member(sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: s.canvas.group(s.add.s(1), s.add.s(2))
+                         .apply_async(kwargs={"y": 5}))
+    assert [(m["args"], m["kwargs"]) for m in sent] == [([1], {"y": 5}), ([2], {"y": 5})]
+
+
+@pytest.mark.timeout(30)
+def test_a_groups_delay_keywords_go_to_each_member(sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: s.canvas.group(s.add.s(1), s.add.s(2, z=1)).delay(y=6))
+    assert [m["kwargs"] for m in sent] == [{"y": 6}, {"z": 1, "y": 6}]
+
+
+@pytest.mark.timeout(30)
+def test_a_chains_keyword_arguments_go_to_its_first_step(sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: s.canvas.chain(s.add.s(1), s.add.s(2))
+                         .apply_async(kwargs={"y": 5}))
+    assert [(m["args"], m["kwargs"], _steps(m)) for m in sent] == [
+        ([1], {"y": 5}, [("tasks.add", [2], {})])]
+
+
+@pytest.mark.timeout(30)
+def test_a_chords_keyword_arguments_go_to_its_header_not_its_body(sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: s.canvas.chord([s.add.s(1), s.add.s(2)], s.tsum.s())
+                         .delay(y=7))
+    assert [(m["kwargs"], m["chord"]["task"]) for m in sent] == [({"y": 7}, "tasks.tsum")] * 2
+
+
+@pytest.mark.timeout(30)
+def test_a_group_then_a_step_in_a_chain_gives_the_keywords_to_the_header(
+        sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: s.canvas.chain(
+        s.canvas.group(s.add.s(1), s.add.s(2)), s.tsum.s()).apply_async(kwargs={"y": 5}))
+    assert [m["kwargs"] for m in sent] == [{"y": 5}] * 2
+
+
+@pytest.mark.timeout(30)
+def test_a_signatures_compression_retries_shadow_and_limits_reach_the_message(
+        sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: s.add.s(1).set(
+        compression="zlib", retries=3, shadow="masked", time_limit=9, soft_time_limit=4)
+        .apply_async())
+    assert [_headers(m, "compression", "retries", "shadow", "timelimit") for m in sent] == [
+        ("application/x-gzip", 3, "masked", [9, 4])]
+
+
+@pytest.mark.timeout(30)
+def test_a_groups_own_and_call_options_reach_each_member(sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: (
+        s.canvas.group(s.add.s(1), s.add.s(2), compression="zlib", retries=2).apply_async(),
+        s.canvas.group(s.add.s(3), s.add.s(4)).apply_async(compression="zlib", retries=1)))
+    assert [(m["args"], *_headers(m, "compression", "retries")) for m in sent] == [
+        ([1], "application/x-gzip", 2), ([2], "application/x-gzip", 2),
+        ([3], "application/x-gzip", 1), ([4], "application/x-gzip", 1)]
+
+
+@pytest.mark.timeout(30)
+def test_a_chains_options_go_to_its_first_step(sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: s.canvas.chain(s.add.s(1), s.add.s(2))
+                         .apply_async(retries=2, compression="zlib"))
+    assert [_headers(m, "retries", "compression") for m in sent] == [(2, "application/x-gzip")]
+
+
+@pytest.mark.timeout(30)
+def test_a_group_of_one_group_is_that_groups_members(sides: dict[str, Side]) -> None:
+    results = {}
+
+    def send(s: Side) -> None:
+        built = s.canvas.group(s.canvas.group(s.add.s(1), s.add.s(2)))
+        assert [(t["task"], tuple(t["args"])) for t in built.tasks] == [
+            ("tasks.add", (1,)), ("tasks.add", (2,))]
+        results[s] = built.apply_async()
+
+    sent = same_messages(sides, send)
+    assert [(m["args"], m["headers"]["group_index"]) for m in sent] == [([1], 0), ([2], 1)]
+    result = results[sides["qtui"]]
+    assert [type(r).__name__ for r in result.results] == ["AsyncResult", "AsyncResult"]
+
+
+@pytest.mark.timeout(30)
+def test_a_chain_in_a_chain_is_spliced_in_with_its_error_links(sides: dict[str, Side]) -> None:
+    def send(s: Side) -> Any:
+        inner = s.canvas.chain(s.add.s(1), s.add.s(2)).set(link_error=[s.tsum.si([0])])
+        built = s.canvas.chain(inner, s.add.s(3))
+        assert [step.options.get("link_error") for step in built.tasks] == [
+            [s.tsum.si([0])], [s.tsum.si([0])], None]
+        return built.apply_async()
+
+    sent = same_messages(sides, send)
+    assert [_steps(m) for m in sent] == [[("tasks.add", [3], {}), ("tasks.add", [2], {})]]
+    assert [[s["options"].get("link_error") for s in m["chain"]] for m in sent] == [
+        [None, [{"task": "tasks.tsum", "args": [[0]], "kwargs": {}, "options": {},
+                  "subtask_type": None, "immutable": True}]]]
+    assert [s["task"] for s in sent[0]["errbacks"]] == ["tasks.tsum"]
+
+
+def test_an_option_qtui_cannot_send_is_an_error_not_dropped(sides: dict[str, Side]) -> None:
+    qtui = sides["qtui"]
+    with pytest.raises(TypeError, match="mandatory"):
+        qtui.add.s(1).set(mandatory=True).apply_async()
+    with pytest.raises(TypeError, match="mandatory"):
+        qtui.canvas.group(qtui.add.s(1), qtui.add.s(2).set(mandatory=True)).apply_async()
+    with pytest.raises(TypeError, match="mandatory"):
+        qtui.canvas.chain(qtui.add.s(1), qtui.add.s(2)).apply_async(mandatory=True)
+    assert qtui.sent() == []
+
+
+def test_a_link_given_to_a_groups_apply_async_is_an_error_as_in_celery(
+        sides: dict[str, Side]) -> None:
+    for side in sides.values():
+        with pytest.raises(TypeError, match="chord"):
+            side.canvas.group(side.add.s(1)).apply_async(link=side.tsum.s())
+        with pytest.raises(TypeError, match="individual tasks"):
+            side.canvas.group(side.add.s(1)).apply_async(link_error=side.tsum.s())
+        assert side.sent() == []
+
+
+@pytest.mark.timeout(30)
+def test_a_signatures_expiry_headers_reprs_and_link_are_celerys(sides: dict[str, Side]) -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    sent = same_messages(sides, lambda s: s.add.s(1).set(
+        expires=at, headers={"hh": 1}, argsrepr="A", ignore_result=True, link=s.tsum.s())
+        .apply_async())
+    assert [(m["headers"]["expires"], m["headers"]["argsrepr"], m["headers"]["hh"],
+             [c["task"] for c in m["callbacks"]]) for m in sent] == [
+        (at.isoformat(), "A", 1, ["tasks.tsum"])]
+
+
+@pytest.mark.timeout(30)
+def test_a_groups_options_win_over_its_members_own(sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: s.canvas.group(
+        s.add.s(1).set(retries=5, shadow="own"), s.add.s(2)).apply_async(retries=2))
+    assert [_headers(m, "retries", "shadow") for m in sent] == [(2, "own"), (2, None)]
+
+
+@pytest.mark.timeout(30)
+def test_a_spliced_chains_link_and_error_links_travel_as_celerys(sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: s.canvas.chain(
+        s.canvas.chain(s.add.s(1), s.add.s(2)).set(link_error=[s.tsum.si([0])],
+                                                   link=[s.tsum.si([1])]),
+        s.add.s(3)).apply_async())
+    assert [[(s["options"].get("link"), s["options"].get("link_error") is not None)
+             for s in m["chain"]] for m in sent] == [[(None, False), (
+                 [{"task": "tasks.tsum", "args": [[1]], "kwargs": {}, "options": {},
+                   "subtask_type": None, "immutable": True}], True)]]
