@@ -355,7 +355,10 @@ class App:
         else:
             if plan.stores_result:
                 backend.expect_result(call.id)
-            sending.send(self, [outgoing], retry=retry, retry_policy=retry_policy)
+            if retry is None and retry_policy is None:
+                sending.send(self, [outgoing])
+            else:
+                sending.send(self, [outgoing], retry=retry, retry_policy=retry_policy)
         return AsyncResult(call.id, app=self, backend=backend, task_name=name)
 
     def plan(self, name: str, task: Task | None, options: Mapping[str, Any]) -> SendPlan:
