@@ -285,15 +285,57 @@ class App:
         """Send a task by name (it need not be registered here) and return its AsyncResult;
         ``options`` are :class:`~qtui.core.task.SendOptions`. Inside :meth:`send_many` (and a
         group's ``apply_async``) the task is sent with the rest of the batch."""
-        unknown = options.keys() - _SEND_OPTIONS
+        others = options.keys() - _MESSAGE_OPTIONS  # the one set operation most sends pay
+        if not others:
+            return self.send_planned(self.plan(name, task, options), args, kwargs, options)
+        unknown = others - _PUBLISH_OPTIONS
         if unknown:
             raise TypeError(f"send_task({name!r}): unknown option(s) {sorted(unknown)}")
-        return self.send_planned(self.plan(name, task, options), args, kwargs, options)
+        retry, policy = self._publish_options(name, options)
+        return self.send_planned(self.plan(name, task, options), args, kwargs, options,
+                                 retry=retry, retry_policy=policy)
+
+    def _publish_options(self, name: str, options: Mapping[str, Any]
+                         ) -> tuple[bool | None, dict[str, Any] | None]:
+        """The call's ``retry`` and ``retry_policy`` (its keys over the configured policy's,
+        as Celery merges them), after checking that a ``producer``, ``publisher`` or
+        ``connection`` given points at this app's broker: qtui sends through its own."""
+        for key in ("producer", "publisher", "connection"):
+            given = options.get(key)
+            if given is not None:
+                self._check_same_broker(name, key, given)
+        policy = options.get("retry_policy")
+        if policy is not None:
+            if not config.RETRY_POLICY.check(policy):
+                keys = sorted(set(policy) - config.RETRY_POLICY_KEYS) \
+                    if isinstance(policy, Mapping) else policy
+                raise TypeError(f"send_task({name!r}): retry_policy must be "
+                                f"{config.RETRY_POLICY.expected}; got {keys!r}")
+            policy = {**self.send_settings.retry_policy, **policy}
+        retry = options.get("retry")
+        return (None if retry is None else bool(retry)), policy
+
+    def _check_same_broker(self, name: str, key: str, given: Any) -> None:
+        """``given`` (a kombu Producer, or Connection for ``connection``) must point at the
+        broker this app writes to; else TypeError or ValueError naming what it points at."""
+        connection = given.connection if isinstance(given, Producer) else given
+        if not isinstance(connection, Connection):
+            kinds = "a kombu Connection" if key == "connection" else "a kombu Producer"
+            raise TypeError(f"send_task({name!r}): {key} must be {kinds}, got "
+                            f"{type(given).__name__}")
+        if _broker_of(connection) != _broker_of(self.connection_for_write()):
+            raise ValueError(
+                f"send_task({name!r}): {key} points at {config.mask_url(connection.as_uri())}, "
+                f"not at this app's broker {config.mask_url(self.broker_url)}; qtui sends "
+                "through its own producers on the app's broker: leave it out, or send with an "
+                "app configured for that broker")
 
     def send_planned(self, plan: SendPlan, args: Any, kwargs: Mapping[str, Any] | None,
-                     options: Mapping[str, Any]) -> AsyncResult:
+                     options: Mapping[str, Any], *, retry: bool | None = None,
+                     retry_policy: Mapping[str, Any] | None = None) -> AsyncResult:
         """Send one call of ``plan`` (see :meth:`send_task`), with ``options`` the call's
-        send options, of which the plan's were made."""
+        send options, of which the plan's were made. ``retry``/``retry_policy`` (None: the
+        configured ones) apply to a send on its own; in a batch, the batch's rule does."""
         name = plan.name
         if args is not None and not isinstance(args, (list, tuple)):
             raise TypeError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
@@ -313,7 +355,10 @@ class App:
         else:
             if plan.stores_result:
                 backend.expect_result(call.id)
-            sending.send(self, [outgoing])
+            if retry is None and retry_policy is None:
+                sending.send(self, [outgoing])
+            else:
+                sending.send(self, [outgoing], retry=retry, retry_policy=retry_policy)
         return AsyncResult(call.id, app=self, backend=backend, task_name=name)
 
     def plan(self, name: str, task: Task | None, options: Mapping[str, Any]) -> SendPlan:
@@ -473,6 +518,21 @@ class App:
 
 #: The keyword options of send_task.
 _SEND_OPTIONS = frozenset(SendOptions.__annotations__)
+#: The send options about how a call is published rather than what its message says.
+_PUBLISH_OPTIONS = frozenset({"retry", "retry_policy", "producer", "publisher", "connection",
+                              "add_to_parent"})
+#: The send options that make the message.
+_MESSAGE_OPTIONS = _SEND_OPTIONS - _PUBLISH_OPTIONS
+
+
+def _broker_of(connection: Connection) -> tuple[Any, ...]:
+    """Where ``connection`` sends: its transport's kind, host, port and virtual host (``/``
+    and empty alike; kombu's Redis reads both, and ``0``, as database 0)."""
+    transport = connection.transport
+    vhost = (connection.virtual_host or "").strip("/")
+    return (transport.driver_type, connection.hostname or "localhost",
+            connection.port or transport.default_port, "" if vhost == "0" else vhost,
+            connection.userid or None)
 
 
 class _Lease:

@@ -31,6 +31,13 @@ _SEND_OPTIONS = frozenset({
     "root_id", "reply_to", "serializer", "compression", "retries", "ignore_result", "link",
     "link_error", "chain", "chord", "argsrepr", "kwargsrepr", "shadow",
 })
+#: The options of :class:`~qtui.core.task.SendOptions` about how a call is published, not
+#: what its message says (``retry``, ``retry_policy``, ...): a client's call passes them on;
+#: a worker's send of what a message carried leaves them out (a Celery client's signatures
+#: may carry any of them, valid here or not).
+_PUBLISH_OPTIONS = frozenset({"retry", "retry_policy", "producer", "publisher", "connection",
+                              "add_to_parent"})
+_CLIENT_OPTIONS = _SEND_OPTIONS | _PUBLISH_OPTIONS
 
 
 #: Set while :func:`send_one` calls a task's ``apply_async`` override for what must not be
@@ -55,15 +62,16 @@ def signature_of(value: Any) -> dict[str, Any]:
 
 
 def apply(app: App, value: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None,
-          **options: Any) -> str:
+          *, strict: bool = False, **options: Any) -> str:
     """Send a signature with ``args`` prepended to its own (unless it is immutable) and
     ``options`` over its own, as ``Signature.apply_async`` does; returns the id it runs under
-    (a task's id, a group's id, a chord body's id)."""
+    (a task's id, a group's id, a chord body's id). ``strict``: a client's call (its
+    publishing options, ``retry`` and the like, are used; see :func:`send_options`)."""
     # a Signature is in shape already (and is not changed here); anything else is checked
     sig = value if type(value) is Signature else signature_of(value)
     kind = sig.get("subtask_type")
     if kind in ONE_TASK:
-        send = send_options({**sig["options"], **options})
+        send = send_options({**sig["options"], **options}, strict=strict)
         result = send_one(app, sig, args, kwargs, send, check=False, own_way=True)
         # an override's return is its own (Celery ignores it): the id is the one it was given
         return str(send.get("task_id") or result.id)
@@ -127,11 +135,13 @@ def _arguments(sig: Mapping[str, Any], args: Any, kwargs: Mapping[str, Any] | No
 def send_options(options: Mapping[str, Any], *, strict: bool = False) -> dict[str, Any]:
     """A signature's options as ``send_task`` options (dates that travelled as text parsed),
     in a new dict. ``strict`` (a client's call): an option no message of qtui's carries is a
-    TypeError (:func:`check_options`); else it is left out, as what a Celery client put in a
-    message (stamps) is when a worker sends what follows a task."""
+    TypeError (:func:`check_options`), and the publishing options are kept; else both are
+    left out, as what a Celery client put in a message (stamps) is when a worker sends what
+    follows a task."""
     if not options:  # most signatures of a bulk send
         return {}
-    send = {k: v for k, v in options.items() if k in _SEND_OPTIONS and v is not None}
+    known = _CLIENT_OPTIONS if strict else _SEND_OPTIONS
+    send = {k: v for k, v in options.items() if k in known and v is not None}
     if strict and len(send) < len(options):
         _refuse_unknown("a signature", options)
     if isinstance(send.get("eta"), str):
@@ -165,11 +175,11 @@ def check_options(sig: Mapping[str, Any], options: Mapping[str, Any]) -> None:
 
 
 def _refuse_unknown(name: str, options: Mapping[str, Any]) -> None:
-    if options and not _SEND_OPTIONS.issuperset(options):
-        unknown = options.keys() - _SEND_OPTIONS
+    if options and not _CLIENT_OPTIONS.issuperset(options):
+        unknown = options.keys() - _CLIENT_OPTIONS
         raise TypeError(f"{name}: qtui cannot send option(s) {sorted(unknown)} (Celery puts "
                         "them in the message's properties); a signature's options are "
-                        f"Task.apply_async's: {', '.join(sorted(_SEND_OPTIONS))}")
+                        f"Task.apply_async's: {', '.join(sorted(_CLIENT_OPTIONS))}")
 
 
 def _chunks_group(sig: Mapping[str, Any]) -> dict[str, Any]:
@@ -416,13 +426,13 @@ class Signature(dict[str, Any]):
             if task is not None and (eager or task.overrides_apply_async
                                      or "apply_async" in task.__dict__):
                 args, kwargs = _arguments(self, tuple(args or ()), kwargs)
-                return task.apply_async(args, kwargs,
-                                        **send_options({**self["options"], **options}))
+                return task.apply_async(args, kwargs, **send_options(
+                    {**self["options"], **options}, strict=True))
         elif eager:
             return self.apply(args, kwargs, **options)
         sig = Signature.from_dict(self, app=self._app)
         result = sig.freeze(options.pop("task_id", None))
-        apply(sig.app, sig, tuple(args or ()), kwargs, **options)
+        apply(sig.app, sig, tuple(args or ()), kwargs, strict=True, **options)
         return result
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:

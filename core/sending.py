@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -164,8 +164,11 @@ class _Progress:
     """The ids in doubt are stored all or none (one script run, one transaction)."""
 
 
-def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -> None:
-    """Send every message, ``batch_size`` per broker call, in order. One message fails as
+def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE, *,
+         retry: bool | None = None, retry_policy: Mapping[str, Any] | None = None) -> None:
+    """Send every message, ``batch_size`` per broker call, in order. ``retry`` and
+    ``retry_policy`` (None: ``task_publish_retry`` and its policy) say how one message is sent
+    again after a connection error; several never are. One message fails as
     ``App.send_task`` always has (BrokerUnavailable, BrokerBlocked, TypeError); several that
     the broker fails to take raise SendFailed (a BrokerUnavailable) naming what was sent, what
     is in doubt and what was not sent, whatever the error. A TypeError (arguments that cannot
@@ -174,6 +177,8 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
     _encode_all(outgoing)
     settings = app.send_settings
     several = len(outgoing) > 1
+    retrying = settings.retry if retry is None else retry
+    policy = settings.retry_policy if retry_policy is None else dict(retry_policy)
     sent: list[str] = []
     with app.producer() as producer:
         for start in range(0, len(outgoing), batch_size):
@@ -181,7 +186,7 @@ def send(app: App, outgoing: Sequence[Outgoing], batch_size: int = BATCH_SIZE) -
             progress = _Progress()
             try:
                 refused = _send_chunk(settings, producer, chunk, progress,
-                                      retry=settings.retry and not several)
+                                      retrying and not several, policy, retrying)
             except Exception as exc:
                 if not several:
                     raise
@@ -276,9 +281,11 @@ def _describe(chunk: Sequence[Outgoing]) -> str:
 
 
 def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[Outgoing],
-                progress: _Progress, retry: bool) -> list[str]:
+                progress: _Progress, retry: bool, retry_policy: dict[str, Any],
+                redeclare: bool) -> list[str]:
     """Send ``chunk`` in one broker call where the broker allows it, within
-    ``broker_publish_timeout`` (with ``retry``, retrying per the policy); returns the ids of
+    ``broker_publish_timeout`` (with ``retry``, retrying per ``retry_policy``; declaring, which
+    may be repeated, with ``redeclare``); returns the ids of
     the tasks the broker refused (RabbitMQ's nack). ``progress`` follows what was sent."""
     timeout = settings.publish_timeout
     deadline = time.monotonic() + timeout
@@ -297,7 +304,8 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[Outg
         if time.monotonic() >= deadline:
             raise unconfirmed(exc) from exc
 
-    policy = {**settings.retry_policy, "errback": give_up_after_deadline}
+    policy = {**retry_policy, "errback": _both(retry_policy.get("errback"),
+                                               give_up_after_deadline)}
     try:
         reason = amqp_broker.wait_unblocked(connection, timeout)
         if reason is not None:
@@ -305,7 +313,7 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[Outg
                 f"cannot send {_describe(chunk)}: {where} blocks publishers ({reason}) and "
                 f"did not lift the block within broker_publish_timeout ({timeout:g}s). Nothing "
                 f"was sent. {amqp_broker.ALARM_HINT}.")
-        _declare(settings, producer, chunk, policy)
+        _declare(producer, chunk, policy, redeclare)
         family = family_for(connection)
         if family.stores_envelopes and _accepted(producer.channel, chunk):
             if time.monotonic() >= deadline:  # connecting and declaring took it all
@@ -355,8 +363,8 @@ def _send_chunk(settings: SendSettings, producer: Producer, chunk: Sequence[Outg
             "task_publish_retry_policy sets how long sending retries.") from exc
 
 
-def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[Outgoing],
-             policy: dict[str, Any]) -> None:
+def _declare(producer: Producer, chunk: Sequence[Outgoing], policy: dict[str, Any],
+             retry: bool) -> None:
     """Declare the queues (and other entities) this connection has not declared yet (kombu
     would check the same set, after copying and binding each entity). The retry is the
     producer's: one that connects again gives the producer the new channel, where kombu's
@@ -379,7 +387,7 @@ def _declare(settings: SendSettings, producer: Producer, chunk: Sequence[Outgoin
         for entity in entities:
             producer.maybe_declare(entity)
 
-    _retrying(settings.retry, producer, policy, declare)
+    _retrying(retry, producer, policy, declare)
 
 
 def _accepted(channel: EnvelopeChannel, chunk: Sequence[Outgoing]) -> bool:
@@ -470,6 +478,21 @@ def _retrying(retry: bool, producer: Producer, policy: dict[str, Any],
 
     ensured: Callable[[], T] = producer.connection.ensure(producer, again, **policy)
     return ensured()
+
+
+def _both(errback: Callable[[BaseException, float], Any] | None,
+          deadline: Callable[[BaseException, float], None]
+          ) -> Callable[[BaseException, float], None]:
+    """kombu's retry errback: the policy's own (``errback``, as in Celery's policies) and then
+    the send's deadline."""
+    if errback is None:
+        return deadline
+
+    def both(exc: BaseException, interval: float) -> None:
+        errback(exc, interval)
+        deadline(exc, interval)
+
+    return both
 
 
 def _retried_errors(connection: Connection, policy: dict[str, Any]

@@ -41,7 +41,11 @@ class SendOptions(TypedDict, total=False):
     ``parent_id``, ``group_id`` and ``group_index`` are what a worker and the canvas set.
     ``argsrepr``/``kwargsrepr`` replace the arguments' reprs that events, logs and the console
     show (Celery's way to mask secret arguments); ``shadow`` is the name they show instead of
-    the task's.
+    the task's. ``retry``/``retry_policy`` override ``task_publish_retry``/
+    ``task_publish_retry_policy`` for this send (the policy's keys over the configured ones,
+    as in Celery); ``producer``/``publisher``/``connection`` (Celery's) are accepted when they
+    point at the app's broker (qtui sends through its own producers); ``add_to_parent`` is
+    accepted and changes nothing (qtui does not track a running task's children).
     """
 
     countdown: float | None
@@ -71,6 +75,12 @@ class SendOptions(TypedDict, total=False):
     argsrepr: str | None
     kwargsrepr: str | None
     shadow: str | None
+    retry: bool | None
+    retry_policy: Mapping[str, Any] | None
+    producer: Any
+    publisher: Any
+    connection: Any
+    add_to_parent: bool
 
 #: Options that ``task_annotations`` and the decorator may set, with the config key supplying
 #: their default (None: the class default).
@@ -279,6 +289,7 @@ class Task:
         if self.typing and not UNCHECKED.get():
             self._check_signature(args or (), kwargs or {})
         if self.app.send_settings.always_eager:
+            self._send_defaults()  # Celery checks the task's time limits before running it here
             return self.apply(  # type: ignore[return-value]
                 args, kwargs, task_id=options.get("task_id"), link=options.get("link"),
                 link_error=options.get("link_error"))
@@ -308,12 +319,17 @@ class Task:
     def _send_defaults(self) -> dict[str, Any]:
         """The send options this task supplies when a call does not (``Option`` values read
         through annotations and config), worked out again when the configuration or one of
-        the task's own options changes."""
+        the task's own options changes. A soft time limit above the hard one is a ValueError
+        for every send, as in Celery (a call's own limits are not checked, as in Celery)."""
         version = self.app.conf.version
         cached = self.__dict__.get("_send_defaults_cache")
         if cached is None or cached[0] != version:
-            cached = self.__dict__["_send_defaults_cache"] = (version, {
-                key: getattr(self, key) for key in _SEND_DEFAULTS})
+            values = {key: getattr(self, key) for key in _SEND_DEFAULTS}
+            hard, soft = values["time_limit"], values["soft_time_limit"]
+            if hard and soft and soft > hard:  # Celery's check, on the task's own limits
+                raise ValueError(f"task {self.name}: soft_time_limit ({soft}) must be less "
+                                 f"than or equal to time_limit ({hard})")
+            cached = self.__dict__["_send_defaults_cache"] = (version, values)
         defaults: dict[str, Any] = cached[1]
         return defaults
 

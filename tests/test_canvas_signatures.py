@@ -43,7 +43,7 @@ def test_a_plain_signature_takes_extra_attributes_and_weak_references_as_celerys
 
 
 def test_every_send_option_of_a_task_is_one_a_signature_sends() -> None:
-    from qtui.core.canvas import _SEND_OPTIONS
+    from qtui.core.canvas import _PUBLISH_OPTIONS, _SEND_OPTIONS
     from qtui.core.task import SendOptions
 
-    assert frozenset(SendOptions.__annotations__) == _SEND_OPTIONS
+    assert frozenset(SendOptions.__annotations__) == _SEND_OPTIONS | _PUBLISH_OPTIONS

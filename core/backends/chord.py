@@ -59,7 +59,8 @@ def send_body(backend: ResultBackend, message: TaskMessage, results: list[Any],
     body = message.chord
     frozen = (body.get("options") or {}) if isinstance(body, dict) else {}
     family = {"parent_id": message.id, "root_id": message.root_id or message.id}
-    options = {name: value for name, value in family.items() if not frozen.get(name)}
+    options: dict[str, Any] = {name: value for name, value in family.items()
+                               if not frozen.get(name)}
     try:
         if send is None:
             apply(backend.app, body, (results,), None, **options)
