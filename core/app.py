@@ -19,6 +19,7 @@ from kombu import Connection, Producer, Queue
 from . import brokers, builtins, config, sending
 from .backends import ResultBackend, backend_for
 from .brokers import amqp as amqp_broker
+from .brokers.family import transport_name
 from .brokers.redis.urls import BROKER_SCHEMES, scheme
 from .config import Conf
 from .events import EventDispatcher
@@ -530,7 +531,7 @@ def _broker_of(connection: Connection) -> tuple[Any, ...]:
     and empty alike; kombu's Redis reads both, and ``0``, as database 0)."""
     transport = connection.transport
     vhost = (connection.virtual_host or "").strip("/")
-    return (transport.driver_type, connection.hostname or "localhost",
+    return (transport_name(connection), connection.hostname or "localhost",
             connection.port or transport.default_port, "" if vhost == "0" else vhost,
             connection.userid or None)
 
