@@ -110,7 +110,7 @@ def send_one(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     task = app.tasks.get(name)
     if task is None:
         return app.send_task(name, args, kwargs, **send)  # the message copies both
-    if own_way and (task.overrides_apply_async or "apply_async" in task.__dict__):
+    if own_way and _sends_its_own_way(task):
         send["task_id"] = send.get("task_id") or new_id()
         if check:
             return task.apply_async(args, kwargs, **send)
@@ -120,6 +120,13 @@ def send_one(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
         finally:
             UNCHECKED.reset(token)
     return task.send_call(args, kwargs, send, check=check)  # type: ignore[arg-type]
+
+
+def _sends_its_own_way(task: Any) -> bool:
+    """Whether ``task`` is sent through its own ``apply_async``: its class overrides it, or one
+    is patched on the task itself (``mock.patch.object``), as Celery's signatures call
+    ``self.type.apply_async``."""
+    return bool(task.overrides_apply_async or "apply_async" in task.__dict__)
 
 
 def _arguments(sig: Mapping[str, Any], args: Any, kwargs: Mapping[str, Any] | None
@@ -423,8 +430,7 @@ class Signature(dict[str, Any]):
         eager = app.send_settings.always_eager
         if self["subtask_type"] in ONE_TASK:
             task = app.tasks.get(self["task"])  # not registered here: sent by name, as Celery's
-            if task is not None and (eager or task.overrides_apply_async
-                                     or "apply_async" in task.__dict__):
+            if task is not None and (eager or _sends_its_own_way(task)):
                 args, kwargs = _arguments(self, tuple(args or ()), kwargs)
                 return task.apply_async(args, kwargs, **send_options(
                     {**self["options"], **options}, strict=True))
@@ -583,8 +589,7 @@ class group(Signature):  # noqa: N801 - Celery's name
             return super().apply_async(args, kwargs, **options)
         _refuse_unknown(self["task"], options)
         # asked once per send, not per member: a task's apply_async may be patched at any time
-        own_way = any(task.overrides_apply_async or "apply_async" in task.__dict__
-                      for task in app.tasks.values())
+        own_way = any(_sends_its_own_way(task) for task in app.tasks.values())
         group_id = options.pop("task_id", None) or new_id()
         inherited = _inherited(options)
         sent = send_options(inherited)  # a member without options of its own sends these

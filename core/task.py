@@ -226,7 +226,8 @@ class Task:
     """Whether this class overrides :meth:`apply_async` (set when the class is made). With
     ``"apply_async" in task.__dict__`` (one patched on the task, as ``mock.patch.object``
     does), whether signatures of a task are sent through its own ``apply_async``, as
-    Celery's signatures call ``self.type.apply_async``; asked at each send, inline (cheap)."""
+    Celery's signatures call ``self.type.apply_async``; asked at each send
+    (``canvas._sends_its_own_way``)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
