@@ -39,7 +39,7 @@ from .brokers.envelope import (
 from .brokers.family import family_for
 from .events import task_sent_fields
 from .exceptions import BrokerBlocked, BrokerUnavailable, SendFailed
-from .protocol import NO_EMBED, NO_EMBED_JSON, TaskMessage, WireMessage, body_of, build
+from .protocol import NO_EMBED, TaskMessage, WireMessage, body_of, build, json_body
 
 if TYPE_CHECKING:
     from .app import App
@@ -242,11 +242,11 @@ def _encode_all(outgoing: Sequence[Outgoing]) -> None:
                 and item.serializer == "json" and call.plan.embed is NO_EMBED \
                 and not item.compression:
             try:
-                text = write((call.args, call.kwargs))
+                text = json_body(call.args, call.kwargs, NO_EMBED, write)
             except (TypeError, ValueError, RecursionError):  # not JSON's own types: kombu's
                 pass
             else:
-                item.body = Body("application/json", "utf-8", f"{text[:-1]}, {NO_EMBED_JSON}]")
+                item.body = Body("application/json", "utf-8", text)
                 continue
         _encode(item)
 
