@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
+import redis
 
-from qtui.core import states
+from qtui.core import App, states
 from qtui.core.exceptions import TaskRevokedError
+from qtui.workers import control
+from qtui.workers.job import Job
+from qtui.workers.worker import Worker
 
-from .worker_helpers import Setup, every_setup, hostname_of, redis_setup  # noqa: F401 - fixtures
+from .worker_helpers import REDIS_URL, Setup, every_setup, hostname_of, redis_setup  # noqa: F401
 
 #: Seconds a task runs when the test shows it was stopped: short enough that the test can wait
 #: past its end to see it never finished.
@@ -63,7 +72,10 @@ def test_revoke_with_terminate_kills_the_running_task(redis_setup: Setup):
         app = redis_setup.app()
         result = app.send_task("tasks.slow", args=[SHORT, "killed"])
         started = redis_setup.wait_records("started", 1)[0]["t"]
-        app.control.revoke(result.id, terminate=True, signal="SIGKILL")
+        replies = app.control.revoke(result.id, terminate=True, signal="SIGKILL", reply=True,
+                                     timeout=3, destination=[hostname_of(redis_setup)])
+        assert replies.by_worker().get(hostname_of(redis_setup)) == {
+            "ok": f"terminate: {result.id}"}, worker.log_path.read_text()[-3000:]
         exc = result.get(timeout=20, propagate=False)
         assert result.state == states.REVOKED and "terminated" in str(exc), \
             worker.log_path.read_text()[-3000:]
@@ -71,3 +83,126 @@ def test_revoke_with_terminate_kills_the_running_task(redis_setup: Setup):
         assert redis_setup.records("done") == []
         assert app.send_task("tasks.add", args=[2, 2]).get(timeout=20) == 4
         app.close()
+
+
+# In the worker's own process: the test decides where a remote-control request is handled.
+@contextmanager
+def worker_in_process(setup: Setup, pool: str, **settings: Any
+                      ) -> Iterator[tuple[App, Worker, threading.Event]]:
+    """A worker of ``pool`` (one slot) run here by the test's turns, with ``note(tag)`` (records
+    ``ran``) and ``hold(tag)`` (records ``ran``, then waits for the event yielded; threads pool
+    only: the event lives in this process)."""
+    records = redis.Redis.from_url(REDIS_URL)
+    release = threading.Event()
+    app = App("revoke", broker=setup.broker, backend=setup.backend,
+              task_default_queue=setup.queue, **settings)
+
+    @app.task(name="note")
+    def note(tag: str) -> str:
+        records.rpush(f"{setup.queue}:ran", json.dumps({"tag": tag}))
+        return tag
+
+    @app.task(name="hold")
+    def hold(tag: str) -> str:
+        records.rpush(f"{setup.queue}:ran", json.dumps({"tag": tag}))
+        assert release.wait(30)
+        return tag
+
+    worker = Worker(app, pool=pool, concurrency=1, heartbeat=False, send_events=False)
+    worker.pool.start()
+    worker.consumer.connect(worker.prefetch_target())
+    worker._on_connected()
+    try:
+        yield app, worker, release
+    finally:
+        release.set()
+        worker.pool.stop()
+        worker.consumer.close()
+        app.close()
+
+
+def turn_until(worker: Worker, done: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "the worker never got there"
+        worker._turn()
+
+
+def finished(app: App, task_id: str) -> Callable[[], bool]:
+    return lambda: app.backend.get_task_meta(task_id)["status"] in states.READY_STATES
+
+
+def terminate(worker: Worker, task_id: str) -> Any:
+    """The worker handles ``revoke(task_id, terminate=True)`` as a broadcast would have it."""
+    return control.call(worker, "revoke", {"task_id": task_id, "terminate": True,
+                                           "signal": "SIGKILL"})
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+@pytest.mark.parametrize("handled", ["after the revoked check", "in its early ack"])
+def test_a_terminate_handled_on_the_way_to_the_pool_stops_the_task(
+        redis_setup: Setup, pool: str, handled: str):
+    """The terminate reaches the worker after the revoked check let the task through and before
+    the pool has it: inside a broker round trip made on the way (py-amqp hands a remote-control
+    request over while it waits for ``basic_qos``'s reply), so no process runs it yet. It never
+    runs and is stored REVOKED. Before, it was not found running, so nothing stopped it: it ran
+    to completion, SUCCESS, although the operator terminated it."""
+    acks_late = handled != "in its early ack"
+    with worker_in_process(redis_setup, pool, task_acks_late=acks_late) as (app, worker, _):
+        result = app.send_task("note", args=["terminated"])
+        replies: list[Any] = []
+        if handled == "after the revoked check":
+            next_batch = worker._next_batch
+
+            def batch_then_terminate() -> list[Job]:
+                batch = next_batch()
+                if batch and not replies:
+                    replies.append(terminate(worker, result.id))
+                return batch
+            worker._next_batch = batch_then_terminate  # type: ignore[method-assign]
+        else:
+            ack_before_run = worker.settlement.ack_before_run
+
+            def ack_then_terminate(job: Job) -> None:
+                ack_before_run(job)
+                if not replies:
+                    replies.append(terminate(worker, result.id))
+            worker.settlement.ack_before_run = ack_then_terminate  # type: ignore[method-assign]
+        turn_until(worker, finished(app, result.id))
+        assert replies == [{"ok": f"terminate: {result.id}"}]
+        assert result.state == states.REVOKED
+        assert isinstance(result.get(timeout=5, propagate=False), TaskRevokedError)
+        assert redis_setup.records("ran") == []
+        assert not worker.active and not worker.jobs
+
+
+@pytest.mark.timeout(60)
+def test_a_revoke_without_terminate_lets_a_started_task_finish_with_its_own_result(
+        redis_setup: Setup):
+    """As Celery: a plain revoke only keeps the task from starting; one already running ends
+    as it would have, and its result is its own (SUCCESS), not REVOKED."""
+    with worker_in_process(redis_setup, "threads") as (app, worker, release):
+        result = app.send_task("hold", args=["finished"])
+        turn_until(worker, lambda: bool(redis_setup.records("ran")))
+        reply = control.call(worker, "revoke", {"task_id": result.id})
+        assert reply == {"ok": f"tasks {{'{result.id}'}} flagged as revoked"}
+        release.set()
+        turn_until(worker, finished(app, result.id))
+        assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished")
+
+
+@pytest.mark.timeout(60)
+def test_a_terminated_task_still_waiting_for_a_slot_never_runs(redis_setup: Setup):
+    """Terminate of a task the worker holds but has not started (its one slot is busy): it is
+    never started, stored REVOKED, and the reply names it."""
+    with worker_in_process(redis_setup, "threads") as (app, worker, release):
+        busy = app.send_task("hold", args=["busy"])
+        waiting = app.send_task("note", args=["never"])
+        turn_until(worker, lambda: any(j.task_id == waiting.id for j in worker.reserved))
+        assert terminate(worker, waiting.id) == {"ok": f"terminate: {waiting.id}"}
+        release.set()
+        turn_until(worker, lambda: finished(app, busy.id)() and finished(app, waiting.id)())
+        assert busy.get(timeout=5) == "busy"
+        assert waiting.state == states.REVOKED
+        assert [r["tag"] for r in redis_setup.records("ran")] == ["busy"]

@@ -138,14 +138,15 @@ class Revocation(Observer):
     def refuse_task(self, job: Job) -> bool:
         msg = job.message
         if msg.is_expired():
-            self._discard(job, expired=True)
+            self.discard(job, expired=True)
             return True
         if msg.id in self.revoked:
-            self._discard(job)
+            self.discard(job)
             return True
         return False
 
-    def _discard(self, job: Job, expired: bool = False) -> None:
+    def discard(self, job: Job, expired: bool = False) -> None:
+        """Settle ``job`` unrun: acked, stored as REVOKED (expired or revoked), reported."""
         msg = job.message
         why = "expired" if expired else "revoked"
         logger.warning("Discarding %s task %s[%s]", why, msg.task, msg.id)

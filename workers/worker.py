@@ -684,9 +684,20 @@ class Worker:
                     self._unstart(batch[index:])
                     raise
             self.hooks.on_task_started(job, None)
+            if job.message.id in self.revoked:
+                self._revoked_before_run(job)
+                continue
             if not self.pool.apply(item):
                 self._unstart(batch[index:])
                 return
+
+    def _revoked_before_run(self, job: Job) -> None:
+        """``job`` was revoked after the gate let it through (:meth:`_next_batch`) and before
+        the pool took it: a remote-control request handled inside a broker round trip on the
+        way (py-amqp hands over the deliveries that come while it waits for a reply, as for
+        ``basic_qos``), which could not terminate it, as no process ran it yet. It never runs."""
+        del self.active[job.id]
+        self.revocation.discard(job)
 
     def _unstart(self, jobs: list[Job]) -> None:
         """``jobs`` (the first one put in :attr:`active`, the others not yet) wait again, in
