@@ -85,6 +85,30 @@ def test_revoke_with_terminate_kills_the_running_task(redis_setup: Setup):
         app.close()
 
 
+
+@pytest.mark.timeout(90)
+def test_a_terminate_that_lands_after_the_result_was_stored_leaves_the_result(
+        redis_setup: Setup):
+    """The prefork child has stored the task's result and not yet told the worker (its
+    ``after_return`` runs) when the terminate kills it: the task ran to completion, so its result
+    stands, as on Celery (whose Redis backend never overwrites a SUCCESS). Before, REVOKED
+    'terminated' was stored over the SUCCESS of a task that had run to its end."""
+    with redis_setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = redis_setup.app()
+        result = app.send_task("tasks.lingering", args=[30, "finished"])
+        assert redis_setup.wait_records("stored", 1) != []
+        assert app.AsyncResult(result.id).state == states.SUCCESS
+        replies = app.control.revoke(result.id, terminate=True, signal="SIGKILL", reply=True,
+                                     timeout=3, destination=[hostname_of(redis_setup)])
+        assert replies.by_worker().get(hostname_of(redis_setup)) == {
+            "ok": f"terminate: {result.id}"}
+        # The worker has taken the child's death in once it runs the next task.
+        assert app.send_task("tasks.add", args=[2, 2]).get(timeout=20) == 4
+        assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished"), \
+            worker.log_path.read_text()[-3000:]
+        app.close()
+
+
 # In the worker's own process: the test decides where a remote-control request is handled.
 @contextmanager
 def worker_in_process(setup: Setup, pool: str, **settings: Any

@@ -547,7 +547,10 @@ class Worker:
         self.settlement.forget(job)
         return True
 
-    def _already_done(self, msg: TaskMessage) -> bool:
+    def _already_done(self, msg: TaskMessage, otherwise: str = "delivered again: running it"
+                      ) -> bool:
+        """Whether the result backend holds a final state of the task. ``otherwise`` says
+        what is done when it cannot tell."""
         backend = self.app.backend
         if not backend.persistent or msg.ignore_result:
             return False
@@ -556,8 +559,8 @@ class Worker:
                 states.SUCCESS, states.FAILURE, states.REVOKED, states.REJECTED)
         except Exception as exc:  # noqa: BLE001 - a backend down or a record unreadable: it
             # cannot say, so the task runs again, as a redelivered task does without a backend
-            logger.warning("Task %s[%s] was delivered again and the result backend cannot tell "
-                           "whether it already ran (%r): running it", msg.task, msg.id, exc)
+            logger.warning("Task %s[%s]: the result backend cannot tell whether it already ran "
+                           "(%r); %s", msg.task, msg.id, exc, otherwise)
             return False
 
     def _ready(self, job: Job) -> None:
@@ -792,10 +795,16 @@ class Worker:
             self.settlement.forget(job)
             self.hooks.on_task_failed(job, repr(exc), None)
         elif lost.cause == "signalled":
-            logger.warning("Task %s[%s] terminated by signal %s (revoked)", msg.task, msg.id,
-                           lost.signum)
-            store_state(self.app, msg, TaskRevokedError("terminated"), states.REVOKED)
-            canvas.after_lost(self.app, msg, states.REVOKED, TaskRevokedError("terminated"))
+            if self._already_done(msg, otherwise="terminated: recorded REVOKED"):
+                # Its result was stored before the signal landed (after_return, the outcome on
+                # its way): the task ran to its end, and its result stands, as on Celery.
+                logger.warning("Task %s[%s] had finished when signal %s ended its process; its "
+                               "stored result stands", msg.task, msg.id, lost.signum)
+            else:
+                logger.warning("Task %s[%s] terminated by signal %s (revoked)", msg.task,
+                               msg.id, lost.signum)
+                store_state(self.app, msg, TaskRevokedError("terminated"), states.REVOKED)
+                canvas.after_lost(self.app, msg, states.REVOKED, TaskRevokedError("terminated"))
             self.settlement.ack(job)
             self.settlement.forget(job)
             self.hooks.on_task_revoked(job, terminated=True, signum=lost.signum)
