@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import threading
 import time
 import uuid
@@ -19,7 +20,14 @@ from qtui.workers import control
 from qtui.workers.job import Job
 from qtui.workers.worker import Worker
 
-from .worker_helpers import REDIS_URL, Setup, every_setup, hostname_of, redis_setup  # noqa: F401
+from .worker_helpers import (  # noqa: F401 - fixtures
+    REDIS_URL,
+    Setup,
+    amqp_setup,
+    every_setup,
+    hostname_of,
+    redis_setup,
+)
 
 #: Seconds a task runs when the test shows it was stopped: short enough that the test can wait
 #: past its end to see it never finished.
@@ -111,7 +119,7 @@ def test_a_terminate_that_lands_after_the_result_was_stored_leaves_the_result(
 
 # In the worker's own process: the test decides where a remote-control request is handled.
 @contextmanager
-def worker_in_process(setup: Setup, pool: str, **settings: Any
+def worker_in_process(setup: Setup, pool: str, hostname: str | None = None, **settings: Any
                       ) -> Iterator[tuple[App, Worker, threading.Event]]:
     """A worker of ``pool`` (one slot) run here by the test's turns, with ``note(tag)`` (records
     ``ran``) and ``hold(tag)`` (records ``ran``, then waits for the event yielded; threads pool
@@ -132,7 +140,8 @@ def worker_in_process(setup: Setup, pool: str, **settings: Any
         assert release.wait(30)
         return tag
 
-    worker = Worker(app, pool=pool, concurrency=1, heartbeat=False, send_events=False)
+    worker = Worker(app, pool=pool, concurrency=1, heartbeat=False, send_events=False,
+                    hostname=hostname)
     worker.pool.start()
     worker.consumer.connect(worker.prefetch_target())
     worker._on_connected()
@@ -199,6 +208,29 @@ def test_a_terminate_handled_on_the_way_to_the_pool_stops_the_task(
         assert isinstance(result.get(timeout=5, propagate=False), TaskRevokedError)
         assert redis_setup.records("ran") == []
         assert not worker.active and not worker.jobs
+
+
+@pytest.mark.timeout(60)
+def test_a_terminate_rabbitmq_hands_over_while_the_worker_waits_for_basic_qos_stops_the_task(
+        amqp_setup: Setup):
+    """RabbitMQ, for real: the terminate is on the worker's connection when the turn that
+    starts the task changes the prefetch window (a pool resize, an ETA task held): py-amqp
+    dispatches it while it waits for ``basic_qos``'s reply, after the revoked check and before
+    the pool has the task. It never runs. Before, it ran to completion (SUCCESS)."""
+    hostname = f"revoke-{amqp_setup.queue}@test"
+    with worker_in_process(amqp_setup, "threads", hostname=hostname) as (app, worker, _):
+        result = app.send_task("note", args=["terminated"])
+        turn_until(worker, lambda: bool(worker.reserved))  # received; starts on the next turn
+        app.control.revoke(result.id, terminate=True, signal="SIGKILL", reply=False,
+                           destination=[hostname])
+        # The command has reached the worker's socket (nothing else is sent to it meanwhile).
+        assert worker.consumer.connection is not None
+        sock = worker.consumer.connection.connection.sock
+        assert select.select([sock], [], [], 10)[0], "the command never reached the worker"
+        worker.base_prefetch += 1  # as pool_grow does: this turn sends basic_qos
+        turn_until(worker, finished(app, result.id))
+        assert result.state == states.REVOKED
+        assert amqp_setup.records("ran") == []
 
 
 @pytest.mark.timeout(60)
