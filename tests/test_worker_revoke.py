@@ -17,6 +17,7 @@ import redis
 from qtui.core import App, states
 from qtui.core.exceptions import TaskRevokedError
 from qtui.workers import control
+from qtui.workers.hooks import Observer
 from qtui.workers.job import Job
 from qtui.workers.worker import Worker
 
@@ -119,11 +120,12 @@ def test_a_terminate_that_lands_after_the_result_was_stored_leaves_the_result(
 
 # In the worker's own process: the test decides where a remote-control request is handled.
 @contextmanager
-def worker_in_process(setup: Setup, pool: str, hostname: str | None = None, **settings: Any
+def worker_in_process(setup: Setup, pool: str, hostname: str | None = None,
+                      concurrency: int = 1, **settings: Any
                       ) -> Iterator[tuple[App, Worker, threading.Event]]:
-    """A worker of ``pool`` (one slot) run here by the test's turns, with ``note(tag)`` (records
-    ``ran``) and ``hold(tag)`` (records ``ran``, then waits for the event yielded; threads pool
-    only: the event lives in this process)."""
+    """A worker of ``pool`` (``concurrency`` slots) run here by the test's turns, with
+    ``note(tag)`` (records ``ran``) and ``hold(tag)`` (records ``ran``, then waits for the event
+    yielded; threads pool only: the event lives in this process)."""
     records = redis.Redis.from_url(REDIS_URL)
     release = threading.Event()
     app = App("revoke", broker=setup.broker, backend=setup.backend,
@@ -140,7 +142,7 @@ def worker_in_process(setup: Setup, pool: str, hostname: str | None = None, **se
         assert release.wait(30)
         return tag
 
-    worker = Worker(app, pool=pool, concurrency=1, heartbeat=False, send_events=False,
+    worker = Worker(app, pool=pool, concurrency=concurrency, heartbeat=False, send_events=False,
                     hostname=hostname)
     worker.pool.start()
     worker.consumer.connect(worker.prefetch_target())
@@ -246,6 +248,36 @@ def test_a_revoke_without_terminate_lets_a_started_task_finish_with_its_own_resu
         release.set()
         turn_until(worker, finished(app, result.id))
         assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished")
+
+
+@pytest.mark.timeout(60)
+def test_a_revoked_copy_of_a_task_running_here_does_not_store_revoked_over_it(
+        redis_setup: Setup):
+    """A second delivery of a task this worker runs, arriving after a revoke (without terminate)
+    of it: the copy is refused and acked, and the result stays the running one's (it finishes:
+    SUCCESS). Before, the copy stored REVOKED 'revoked' while the task ran on, which a client
+    waiting for the result took as its end."""
+    class Received(Observer):
+        def __init__(self) -> None:
+            self.jobs: list[Job] = []
+
+        def on_task_received(self, job: Job) -> None:
+            self.jobs.append(job)
+
+    with worker_in_process(redis_setup, "threads", concurrency=2) as (app, worker, release):
+        received = Received()
+        worker.hooks.add(received)
+        result = app.send_task("hold", args=["finished"])
+        turn_until(worker, lambda: bool(redis_setup.records("ran")))
+        control.call(worker, "revoke", {"task_id": result.id})
+        app.send_task("hold", args=["copy"], task_id=result.id)
+        turn_until(worker, lambda: len(received.jobs) == 2
+                   and received.jobs[1].id not in worker.jobs)
+        assert app.backend.get_task_meta(result.id)["status"] != states.REVOKED
+        release.set()
+        turn_until(worker, finished(app, result.id))
+        assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished")
+        assert [r["tag"] for r in redis_setup.records("ran")] == ["finished"]
 
 
 @pytest.mark.timeout(60)

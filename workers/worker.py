@@ -182,7 +182,7 @@ class Worker:
         """Starts are recorded by the fetch script (the ledger is on the Redis broker)."""
         self.settlement = Settlement(app, self.consumer, self.jobs, self.starts, self.hooks,
                                      self.max_redeliveries)
-        self.revocation = Revocation(app, self.revoked, self.settlement, self.hooks)
+        self.revocation = Revocation(app, self.revoked, self.settlement, self.hooks, self.runs)
         self.scheduler = Scheduler(self.timer, self._ready, float(conf.worker_eta_horizon),
                                    self.settlement.forget)
         self.rate_limits = RateLimiter(app, self.timer, self._reserve)
@@ -693,6 +693,10 @@ class Worker:
             if not self.pool.apply(item):
                 self._unstart(batch[index:])
                 return
+
+    def runs(self, task_id: str) -> bool:
+        """Whether a job of ``task_id`` is active here (asked when a revoked one is refused)."""
+        return any(job.task_id == task_id for job in self.active.values())
 
     def _revoked_before_run(self, job: Job) -> None:
         """``job`` was revoked after the gate let it through (:meth:`_next_batch`) and before
