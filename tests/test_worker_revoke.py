@@ -95,6 +95,18 @@ def test_revoke_with_terminate_kills_the_running_task(redis_setup: Setup):
 
 
 
+def wait_for_signalled(worker: Any, app: App, task_id: str, timeout: float = 30) -> None:
+    """Wait until the worker process has taken in the end of the process that a terminate
+    signalled while it ran ``task_id``: it logs that (either way) first, and runs a task sent
+    after the line only once it has done the rest (its main thread does one thing at a time)."""
+    deadline = time.monotonic() + timeout
+    lines = (f"[{task_id}] terminated by signal", f"[{task_id}] had finished when signal")
+    while not any(line in worker.log_path.read_text() for line in lines):
+        assert time.monotonic() < deadline, worker.log_path.read_text()[-3000:]
+        time.sleep(0.05)
+    assert app.send_task("tasks.add", args=[2, 2]).get(timeout=20) == 4
+
+
 @pytest.mark.timeout(90)
 def test_a_terminate_that_lands_after_the_result_was_stored_leaves_the_result(
         redis_setup: Setup):
@@ -111,9 +123,27 @@ def test_a_terminate_that_lands_after_the_result_was_stored_leaves_the_result(
                                      timeout=3, destination=[hostname_of(redis_setup)])
         assert replies.by_worker().get(hostname_of(redis_setup)) == {
             "ok": f"terminate: {result.id}"}
-        # The worker has taken the child's death in once it runs the next task.
-        assert app.send_task("tasks.add", args=[2, 2]).get(timeout=20) == 4
+        wait_for_signalled(worker, app, result.id)
         assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished"), \
+            worker.log_path.read_text()[-3000:]
+        app.close()
+
+
+
+@pytest.mark.timeout(90)
+def test_a_terminate_stores_revoked_over_an_earlier_run_of_the_same_id(redis_setup: Setup):
+    """The result an earlier run of the same task id stored is not this run's: the run that the
+    terminate ends is recorded REVOKED 'terminated'."""
+    with redis_setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = redis_setup.app()
+        task_id = str(uuid.uuid4())
+        assert app.send_task("tasks.add", args=[1, 1], task_id=task_id).get(timeout=20) == 2
+        result = app.send_task("tasks.slow", args=[30, "again"], task_id=task_id)
+        assert redis_setup.wait_records("started", 1) != []
+        app.control.revoke(result.id, terminate=True, signal="SIGKILL")
+        wait_for_signalled(worker, app, result.id)
+        exc = result.get(timeout=5, propagate=False)
+        assert result.state == states.REVOKED and "terminated" in str(exc), \
             worker.log_path.read_text()[-3000:]
         app.close()
 

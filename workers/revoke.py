@@ -150,7 +150,8 @@ class Revocation(Observer):
         return False
 
     def discard(self, job: Job, expired: bool = False) -> None:
-        """Settle ``job`` unrun: acked, stored as REVOKED (expired or revoked), reported."""
+        """Settle ``job`` unrun: acked, stored as REVOKED (expired or revoked) and reported;
+        a copy of a task that runs here is acked alone."""
         msg = job.message
         why = "expired" if expired else "revoked"
         if self.runs(msg.id):

@@ -32,6 +32,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from kombu import Queue
@@ -547,16 +548,21 @@ class Worker:
         self.settlement.forget(job)
         return True
 
-    def _already_done(self, msg: TaskMessage, otherwise: str = "delivered again: running it"
-                      ) -> bool:
-        """Whether the result backend holds a final state of the task. ``otherwise`` says
-        what is done when it cannot tell."""
+    def _already_done(self, msg: TaskMessage, since: float | None = None,
+                      otherwise: str = "delivered again: running it") -> bool:
+        """Whether the result backend holds a final state of the task (stored at ``since`` or
+        later, when given: by the run started then). ``otherwise`` says what is done when it
+        cannot tell."""
         backend = self.app.backend
         if not backend.persistent or msg.ignore_result:
             return False
         try:
-            return backend.get_task_meta(msg.id)["status"] in (
-                states.SUCCESS, states.FAILURE, states.REVOKED, states.REJECTED)
+            meta = backend.get_task_meta(msg.id)
+            done = meta["status"] in (states.SUCCESS, states.FAILURE, states.REVOKED,
+                                      states.REJECTED)
+            if done and since is not None:
+                done = datetime.fromisoformat(meta["date_done"]).timestamp() >= since
+            return done
         except Exception as exc:  # noqa: BLE001 - a backend down or a record unreadable: it
             # cannot say, so the task runs again, as a redelivered task does without a backend
             logger.warning("Task %s[%s]: the result backend cannot tell whether it already ran "
@@ -799,7 +805,8 @@ class Worker:
             self.settlement.forget(job)
             self.hooks.on_task_failed(job, repr(exc), None)
         elif lost.cause == "signalled":
-            if self._already_done(msg, otherwise="terminated: recorded REVOKED"):
+            if self._already_done(msg, since=job.started_at,
+                                  otherwise="terminated: recorded REVOKED"):
                 # Its result was stored before the signal landed (after_return, the outcome on
                 # its way): the task ran to its end, and its result stands, as on Celery.
                 logger.warning("Task %s[%s] had finished when signal %s ended its process; its "
