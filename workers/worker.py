@@ -549,10 +549,10 @@ class Worker:
         return True
 
     def _already_done(self, msg: TaskMessage, since: float | None = None,
-                      otherwise: str = "delivered again: running it") -> bool:
+                      when: str = "was delivered again", otherwise: str = "running it") -> bool:
         """Whether the result backend holds a final state of the task (stored at ``since`` or
-        later, when given: by the run started then). ``otherwise`` says what is done when it
-        cannot tell."""
+        later, when given: by the run started then). When it cannot tell, the log says what
+        happened to the task (``when``) and what is done (``otherwise``)."""
         backend = self.app.backend
         if not backend.persistent or msg.ignore_result:
             return False
@@ -564,9 +564,9 @@ class Worker:
                 done = datetime.fromisoformat(meta["date_done"]).timestamp() >= since
             return done
         except Exception as exc:  # noqa: BLE001 - a backend down or a record unreadable: it
-            # cannot say, so the task runs again, as a redelivered task does without a backend
-            logger.warning("Task %s[%s]: the result backend cannot tell whether it already ran "
-                           "(%r); %s", msg.task, msg.id, exc, otherwise)
+            # cannot say, so the caller goes on as it does without a backend
+            logger.warning("Task %s[%s] %s and the result backend cannot tell whether it "
+                           "already ran (%r): %s", msg.task, msg.id, when, exc, otherwise)
             return False
 
     def _ready(self, job: Job) -> None:
@@ -805,8 +805,8 @@ class Worker:
             self.settlement.forget(job)
             self.hooks.on_task_failed(job, repr(exc), None)
         elif lost.cause == "signalled":
-            if self._already_done(msg, since=job.started_at,
-                                  otherwise="terminated: recorded REVOKED"):
+            if self._already_done(msg, since=job.started_at, when="was terminated",
+                                  otherwise="recorded REVOKED"):
                 # Its result was stored before the signal landed (after_return, the outcome on
                 # its way): the task ran to its end, and its result stands, as on Celery.
                 logger.warning("Task %s[%s] had finished when signal %s ended its process; its "
