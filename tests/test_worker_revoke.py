@@ -94,7 +94,6 @@ def test_revoke_with_terminate_kills_the_running_task(redis_setup: Setup):
         app.close()
 
 
-
 def wait_for_signalled(worker: Any, app: App, task_id: str, timeout: float = 30) -> None:
     """Wait until the worker process has taken in the end of the process that a terminate
     signalled while it ran ``task_id``: it logs that (either way) first, and runs a task sent
@@ -127,7 +126,6 @@ def test_a_terminate_that_lands_after_the_result_was_stored_leaves_the_result(
         assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished"), \
             worker.log_path.read_text()[-3000:]
         app.close()
-
 
 
 @pytest.mark.timeout(90)
