@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import select
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
+import redis
 
-from qtui.core import states
+from qtui.core import App, states
 from qtui.core.exceptions import TaskRevokedError
+from qtui.workers import control
+from qtui.workers.hooks import Observer
+from qtui.workers.job import Job
+from qtui.workers.worker import Worker
 
-from .worker_helpers import Setup, every_setup, hostname_of, redis_setup  # noqa: F401 - fixtures
+from .worker_helpers import (  # noqa: F401 - fixtures
+    REDIS_URL,
+    Setup,
+    amqp_setup,
+    every_setup,
+    hostname_of,
+    redis_setup,
+)
 
 #: Seconds a task runs when the test shows it was stopped: short enough that the test can wait
 #: past its end to see it never finished.
@@ -63,7 +81,10 @@ def test_revoke_with_terminate_kills_the_running_task(redis_setup: Setup):
         app = redis_setup.app()
         result = app.send_task("tasks.slow", args=[SHORT, "killed"])
         started = redis_setup.wait_records("started", 1)[0]["t"]
-        app.control.revoke(result.id, terminate=True, signal="SIGKILL")
+        replies = app.control.revoke(result.id, terminate=True, signal="SIGKILL", reply=True,
+                                     timeout=3, destination=[hostname_of(redis_setup)])
+        assert replies.by_worker().get(hostname_of(redis_setup)) == {
+            "ok": f"terminate: {result.id}"}, worker.log_path.read_text()[-3000:]
         exc = result.get(timeout=20, propagate=False)
         assert result.state == states.REVOKED and "terminated" in str(exc), \
             worker.log_path.read_text()[-3000:]
@@ -71,3 +92,233 @@ def test_revoke_with_terminate_kills_the_running_task(redis_setup: Setup):
         assert redis_setup.records("done") == []
         assert app.send_task("tasks.add", args=[2, 2]).get(timeout=20) == 4
         app.close()
+
+
+def wait_for_signalled(worker: Any, app: App, task_id: str, timeout: float = 30) -> None:
+    """Wait until the worker process has taken in the end of the process that a terminate
+    signalled while it ran ``task_id``: it logs that (either way) first, and runs a task sent
+    after the line only once it has done the rest (its main thread does one thing at a time)."""
+    deadline = time.monotonic() + timeout
+    lines = (f"[{task_id}] terminated by signal", f"[{task_id}] had finished when signal")
+    while not any(line in worker.log_path.read_text() for line in lines):
+        assert time.monotonic() < deadline, worker.log_path.read_text()[-3000:]
+        time.sleep(0.05)
+    assert app.send_task("tasks.add", args=[2, 2]).get(timeout=20) == 4
+
+
+@pytest.mark.timeout(90)
+def test_a_terminate_that_lands_after_the_result_was_stored_leaves_the_result(
+        redis_setup: Setup):
+    """The prefork child has stored the task's result and not yet told the worker (its
+    ``after_return`` runs) when the terminate kills it: the task ran to completion, so its result
+    stands, as on Celery (whose Redis backend never overwrites a SUCCESS). Before, REVOKED
+    'terminated' was stored over the SUCCESS of a task that had run to its end."""
+    with redis_setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = redis_setup.app()
+        result = app.send_task("tasks.lingering", args=[30, "finished"])
+        assert redis_setup.wait_records("stored", 1) != []
+        assert app.AsyncResult(result.id).state == states.SUCCESS
+        replies = app.control.revoke(result.id, terminate=True, signal="SIGKILL", reply=True,
+                                     timeout=3, destination=[hostname_of(redis_setup)])
+        assert replies.by_worker().get(hostname_of(redis_setup)) == {
+            "ok": f"terminate: {result.id}"}
+        wait_for_signalled(worker, app, result.id)
+        assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished"), \
+            worker.log_path.read_text()[-3000:]
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_terminate_stores_revoked_over_an_earlier_run_of_the_same_id(redis_setup: Setup):
+    """The result an earlier run of the same task id stored is not this run's: the run that the
+    terminate ends is recorded REVOKED 'terminated'."""
+    with redis_setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = redis_setup.app()
+        task_id = str(uuid.uuid4())
+        assert app.send_task("tasks.add", args=[1, 1], task_id=task_id).get(timeout=20) == 2
+        result = app.send_task("tasks.slow", args=[30, "again"], task_id=task_id)
+        assert redis_setup.wait_records("started", 1) != []
+        app.control.revoke(result.id, terminate=True, signal="SIGKILL")
+        wait_for_signalled(worker, app, result.id)
+        exc = result.get(timeout=5, propagate=False)
+        assert result.state == states.REVOKED and "terminated" in str(exc), \
+            worker.log_path.read_text()[-3000:]
+        app.close()
+
+
+# In the worker's own process: the test decides where a remote-control request is handled.
+@contextmanager
+def worker_in_process(setup: Setup, pool: str, hostname: str | None = None,
+                      concurrency: int = 1, **settings: Any
+                      ) -> Iterator[tuple[App, Worker, threading.Event]]:
+    """A worker of ``pool`` (``concurrency`` slots) run here by the test's turns, with
+    ``note(tag)`` (records ``ran``) and ``hold(tag)`` (records ``ran``, then waits for the event
+    yielded; threads pool only: the event lives in this process)."""
+    records = redis.Redis.from_url(REDIS_URL)
+    release = threading.Event()
+    app = App("revoke", broker=setup.broker, backend=setup.backend,
+              task_default_queue=setup.queue, **settings)
+
+    @app.task(name="note")
+    def note(tag: str) -> str:
+        records.rpush(f"{setup.queue}:ran", json.dumps({"tag": tag}))
+        return tag
+
+    @app.task(name="hold")
+    def hold(tag: str) -> str:
+        records.rpush(f"{setup.queue}:ran", json.dumps({"tag": tag}))
+        assert release.wait(30)
+        return tag
+
+    worker = Worker(app, pool=pool, concurrency=concurrency, heartbeat=False, send_events=False,
+                    hostname=hostname)
+    worker.pool.start()
+    worker.consumer.connect(worker.prefetch_target())
+    worker._on_connected()
+    try:
+        yield app, worker, release
+    finally:
+        release.set()
+        worker.pool.stop()
+        worker.consumer.close()
+        app.close()
+
+
+def turn_until(worker: Worker, done: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "the worker never got there"
+        worker._turn()
+
+
+def finished(app: App, task_id: str) -> Callable[[], bool]:
+    return lambda: app.backend.get_task_meta(task_id)["status"] in states.READY_STATES
+
+
+def terminate(worker: Worker, task_id: str) -> Any:
+    """The worker handles ``revoke(task_id, terminate=True)`` as a broadcast would have it."""
+    return control.call(worker, "revoke", {"task_id": task_id, "terminate": True,
+                                           "signal": "SIGKILL"})
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+@pytest.mark.parametrize("handled", ["after the revoked check", "in its early ack"])
+def test_a_terminate_handled_on_the_way_to_the_pool_stops_the_task(
+        redis_setup: Setup, pool: str, handled: str):
+    """The terminate reaches the worker after the revoked check let the task through and before
+    the pool has it: inside a broker round trip made on the way (py-amqp hands a remote-control
+    request over while it waits for ``basic_qos``'s reply), so no process runs it yet. It never
+    runs and is stored REVOKED. Before, it was not found running, so nothing stopped it: it ran
+    to completion, SUCCESS, although the operator terminated it."""
+    acks_late = handled != "in its early ack"
+    with worker_in_process(redis_setup, pool, task_acks_late=acks_late) as (app, worker, _):
+        result = app.send_task("note", args=["terminated"])
+        replies: list[Any] = []
+        if handled == "after the revoked check":
+            next_batch = worker._next_batch
+
+            def batch_then_terminate() -> list[Job]:
+                batch = next_batch()
+                if batch and not replies:
+                    replies.append(terminate(worker, result.id))
+                return batch
+            worker._next_batch = batch_then_terminate  # type: ignore[method-assign]
+        else:
+            ack_before_run = worker.settlement.ack_before_run
+
+            def ack_then_terminate(job: Job) -> None:
+                ack_before_run(job)
+                if not replies:
+                    replies.append(terminate(worker, result.id))
+            worker.settlement.ack_before_run = ack_then_terminate  # type: ignore[method-assign]
+        turn_until(worker, finished(app, result.id))
+        assert replies == [{"ok": f"terminate: {result.id}"}]
+        assert result.state == states.REVOKED
+        assert isinstance(result.get(timeout=5, propagate=False), TaskRevokedError)
+        assert redis_setup.records("ran") == []
+        assert not worker.active and not worker.jobs
+
+
+@pytest.mark.timeout(60)
+def test_a_terminate_rabbitmq_hands_over_while_the_worker_waits_for_basic_qos_stops_the_task(
+        amqp_setup: Setup):
+    """RabbitMQ, for real: the terminate is on the worker's connection when the turn that
+    starts the task changes the prefetch window (a pool resize, an ETA task held): py-amqp
+    dispatches it while it waits for ``basic_qos``'s reply, after the revoked check and before
+    the pool has the task. It never runs. Before, it ran to completion (SUCCESS)."""
+    hostname = f"revoke-{amqp_setup.queue}@test"
+    with worker_in_process(amqp_setup, "threads", hostname=hostname) as (app, worker, _):
+        result = app.send_task("note", args=["terminated"])
+        turn_until(worker, lambda: bool(worker.reserved))  # received; starts on the next turn
+        app.control.revoke(result.id, terminate=True, signal="SIGKILL", reply=False,
+                           destination=[hostname])
+        # The command has reached the worker's socket (nothing else is sent to it meanwhile).
+        assert worker.consumer.connection is not None
+        sock = worker.consumer.connection.connection.sock
+        assert select.select([sock], [], [], 10)[0], "the command never reached the worker"
+        worker.base_prefetch += 1  # as pool_grow does: this turn sends basic_qos
+        turn_until(worker, finished(app, result.id))
+        assert result.state == states.REVOKED
+        assert amqp_setup.records("ran") == []
+
+
+@pytest.mark.timeout(60)
+def test_a_revoke_without_terminate_lets_a_started_task_finish_with_its_own_result(
+        redis_setup: Setup):
+    """As Celery: a plain revoke only keeps the task from starting; one already running ends
+    as it would have, and its result is its own (SUCCESS), not REVOKED."""
+    with worker_in_process(redis_setup, "threads") as (app, worker, release):
+        result = app.send_task("hold", args=["finished"])
+        turn_until(worker, lambda: bool(redis_setup.records("ran")))
+        reply = control.call(worker, "revoke", {"task_id": result.id})
+        assert reply == {"ok": f"tasks {{'{result.id}'}} flagged as revoked"}
+        release.set()
+        turn_until(worker, finished(app, result.id))
+        assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished")
+
+
+@pytest.mark.timeout(60)
+def test_a_revoked_copy_of_a_task_running_here_does_not_store_revoked_over_it(
+        redis_setup: Setup):
+    """A second delivery of a task this worker runs, arriving after a revoke (without terminate)
+    of it: the copy is refused and acked, and the result stays the running one's (it finishes:
+    SUCCESS). Before, the copy stored REVOKED 'revoked' while the task ran on, which a client
+    waiting for the result took as its end."""
+    class Received(Observer):
+        def __init__(self) -> None:
+            self.jobs: list[Job] = []
+
+        def on_task_received(self, job: Job) -> None:
+            self.jobs.append(job)
+
+    with worker_in_process(redis_setup, "threads", concurrency=2) as (app, worker, release):
+        received = Received()
+        worker.hooks.add(received)
+        result = app.send_task("hold", args=["finished"])
+        turn_until(worker, lambda: bool(redis_setup.records("ran")))
+        control.call(worker, "revoke", {"task_id": result.id})
+        app.send_task("hold", args=["copy"], task_id=result.id)
+        turn_until(worker, lambda: len(received.jobs) == 2
+                   and received.jobs[1].id not in worker.jobs)
+        assert app.backend.get_task_meta(result.id)["status"] != states.REVOKED
+        release.set()
+        turn_until(worker, finished(app, result.id))
+        assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished")
+        assert [r["tag"] for r in redis_setup.records("ran")] == ["finished"]
+
+
+@pytest.mark.timeout(60)
+def test_a_terminated_task_still_waiting_for_a_slot_never_runs(redis_setup: Setup):
+    """Terminate of a task the worker holds but has not started (its one slot is busy): it is
+    never started, stored REVOKED, and the reply names it."""
+    with worker_in_process(redis_setup, "threads") as (app, worker, release):
+        busy = app.send_task("hold", args=["busy"])
+        waiting = app.send_task("note", args=["never"])
+        turn_until(worker, lambda: any(j.task_id == waiting.id for j in worker.reserved))
+        assert terminate(worker, waiting.id) == {"ok": f"terminate: {waiting.id}"}
+        release.set()
+        turn_until(worker, lambda: finished(app, busy.id)() and finished(app, waiting.id)())
+        assert busy.get(timeout=5) == "busy"
+        assert waiting.state == states.REVOKED
+        assert [r["tag"] for r in redis_setup.records("ran")] == ["busy"]

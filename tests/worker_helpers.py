@@ -43,6 +43,7 @@ import redis
 
 from qtui.core import App
 from qtui.core.exceptions import SoftTimeLimitExceeded
+from qtui.core.task import Task
 
 app = App("tasks", broker=os.environ["QTUI_TEST_BROKER"],
           backend=os.environ.get("QTUI_TEST_BACKEND") or None,
@@ -82,6 +83,19 @@ def slow(seconds, tag=None):
     record("started", tag=tag)
     time.sleep(seconds)
     record("done", tag=tag)
+    return tag
+
+
+class _LingersAfterReturn(Task):
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        # Its result is stored by now; its process lives on, its outcome not yet told.
+        record("stored", status=status)
+        time.sleep(args[0])
+
+
+@app.task(base=_LingersAfterReturn)
+def lingering(seconds, tag=None):
+    record("started", tag=tag)
     return tag
 
 

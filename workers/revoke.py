@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,27 +127,39 @@ class Revoked:
 
 class Revocation(Observer):
     """The gate that refuses a task revoked or past its ``expires``: it is acked, stored as
-    REVOKED and reported through the ``on_task_revoked`` hook, never run."""
+    REVOKED and reported through the ``on_task_revoked`` hook, never run. A copy of a task
+    this worker runs (delivered again) is acked alone: the running one's end is the result."""
 
-    def __init__(self, app: App, revoked: Revoked, settlement: Settlement, hooks: Hooks) -> None:
+    def __init__(self, app: App, revoked: Revoked, settlement: Settlement, hooks: Hooks,
+                 runs: Callable[[str], bool]) -> None:
         self.app = app
         self.revoked = revoked
         self.settlement = settlement
         self.hooks = hooks
+        self.runs = runs
+        """Whether this worker runs a task of that id now."""
 
     def refuse_task(self, job: Job) -> bool:
         msg = job.message
         if msg.is_expired():
-            self._discard(job, expired=True)
+            self.discard(job, expired=True)
             return True
         if msg.id in self.revoked:
-            self._discard(job)
+            self.discard(job)
             return True
         return False
 
-    def _discard(self, job: Job, expired: bool = False) -> None:
+    def discard(self, job: Job, expired: bool = False) -> None:
+        """Settle ``job`` unrun: acked, stored as REVOKED (expired or revoked) and reported;
+        a copy of a task that runs here is acked alone."""
         msg = job.message
         why = "expired" if expired else "revoked"
+        if self.runs(msg.id):
+            logger.warning("Discarding a copy of the %s task %s[%s], which runs here: its "
+                           "result is the running one's", why, msg.task, msg.id)
+            self.settlement.ack(job)
+            self.settlement.forget(job)
+            return
         logger.warning("Discarding %s task %s[%s]", why, msg.task, msg.id)
         store_state(self.app, msg, TaskRevokedError(why), states.REVOKED)
         self.settlement.ack(job)

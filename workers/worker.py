@@ -32,6 +32,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from kombu import Queue
@@ -182,7 +183,7 @@ class Worker:
         """Starts are recorded by the fetch script (the ledger is on the Redis broker)."""
         self.settlement = Settlement(app, self.consumer, self.jobs, self.starts, self.hooks,
                                      self.max_redeliveries)
-        self.revocation = Revocation(app, self.revoked, self.settlement, self.hooks)
+        self.revocation = Revocation(app, self.revoked, self.settlement, self.hooks, self.runs)
         self.scheduler = Scheduler(self.timer, self._ready, float(conf.worker_eta_horizon),
                                    self.settlement.forget)
         self.rate_limits = RateLimiter(app, self.timer, self._reserve)
@@ -547,17 +548,25 @@ class Worker:
         self.settlement.forget(job)
         return True
 
-    def _already_done(self, msg: TaskMessage) -> bool:
+    def _already_done(self, msg: TaskMessage, since: float | None = None,
+                      when: str = "was delivered again", otherwise: str = "running it") -> bool:
+        """Whether the result backend holds a final state of the task (stored at ``since`` or
+        later, when given: by the run started then). When it cannot tell, the log says what
+        happened to the task (``when``) and what is done (``otherwise``)."""
         backend = self.app.backend
         if not backend.persistent or msg.ignore_result:
             return False
         try:
-            return backend.get_task_meta(msg.id)["status"] in (
-                states.SUCCESS, states.FAILURE, states.REVOKED, states.REJECTED)
+            meta = backend.get_task_meta(msg.id)
+            done = meta["status"] in (states.SUCCESS, states.FAILURE, states.REVOKED,
+                                      states.REJECTED)
+            if done and since is not None:
+                done = datetime.fromisoformat(meta["date_done"]).timestamp() >= since
+            return done
         except Exception as exc:  # noqa: BLE001 - a backend down or a record unreadable: it
-            # cannot say, so the task runs again, as a redelivered task does without a backend
-            logger.warning("Task %s[%s] was delivered again and the result backend cannot tell "
-                           "whether it already ran (%r): running it", msg.task, msg.id, exc)
+            # cannot say, so the caller goes on as it does without a backend
+            logger.warning("Task %s[%s] %s and the result backend cannot tell whether it "
+                           "already ran (%r): %s", msg.task, msg.id, when, exc, otherwise)
             return False
 
     def _ready(self, job: Job) -> None:
@@ -684,9 +693,24 @@ class Worker:
                     self._unstart(batch[index:])
                     raise
             self.hooks.on_task_started(job, None)
+            if job.message.id in self.revoked:
+                self._revoked_before_run(job)
+                continue
             if not self.pool.apply(item):
                 self._unstart(batch[index:])
                 return
+
+    def runs(self, task_id: str) -> bool:
+        """Whether a job of ``task_id`` is active here (asked when a revoked one is refused)."""
+        return any(job.task_id == task_id for job in self.active.values())
+
+    def _revoked_before_run(self, job: Job) -> None:
+        """``job`` was revoked after the gate let it through (:meth:`_next_batch`) and before
+        the pool took it: a remote-control request handled inside a broker round trip on the
+        way (py-amqp hands over the deliveries that come while it waits for a reply, as for
+        ``basic_qos``), which could not terminate it, as no process ran it yet. It never runs."""
+        del self.active[job.id]
+        self.revocation.discard(job)
 
     def _unstart(self, jobs: list[Job]) -> None:
         """``jobs`` (the first one put in :attr:`active`, the others not yet) wait again, in
@@ -781,10 +805,17 @@ class Worker:
             self.settlement.forget(job)
             self.hooks.on_task_failed(job, repr(exc), None)
         elif lost.cause == "signalled":
-            logger.warning("Task %s[%s] terminated by signal %s (revoked)", msg.task, msg.id,
-                           lost.signum)
-            store_state(self.app, msg, TaskRevokedError("terminated"), states.REVOKED)
-            canvas.after_lost(self.app, msg, states.REVOKED, TaskRevokedError("terminated"))
+            if self._already_done(msg, since=job.started_at, when="was terminated",
+                                  otherwise="recorded REVOKED"):
+                # Its result was stored before the signal landed (after_return, the outcome on
+                # its way): the task ran to its end, and its result stands, as on Celery.
+                logger.warning("Task %s[%s] had finished when signal %s ended its process; its "
+                               "stored result stands", msg.task, msg.id, lost.signum)
+            else:
+                logger.warning("Task %s[%s] terminated by signal %s (revoked)", msg.task,
+                               msg.id, lost.signum)
+                store_state(self.app, msg, TaskRevokedError("terminated"), states.REVOKED)
+                canvas.after_lost(self.app, msg, states.REVOKED, TaskRevokedError("terminated"))
             self.settlement.ack(job)
             self.settlement.forget(job)
             self.hooks.on_task_revoked(job, terminated=True, signum=lost.signum)
