@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import CanvasError
+from .lineage import lineage
 from .protocol import new_id
 from .result import AsyncResult, GroupResult
 
@@ -512,7 +513,8 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         parent = None
-        root_id = self["options"].get("root_id")
+        # inside a task, the steps share its root, as the messages it sends do
+        root_id = self["options"].get("root_id") or lineage(None, None)[0]
         for index, step in enumerate(self.tasks):
             if root_id:
                 step["options"]["root_id"] = root_id

@@ -33,6 +33,7 @@ from .protocol import (
 from .result import AsyncResult
 from .routing import Route
 from .sending import Outgoing
+from .lineage import lineage
 from .task import resolve_eta, resolve_expires
 
 if TYPE_CHECKING:
@@ -135,11 +136,13 @@ class SendPlan:
         args = tuple(args) if args else ()
         kwargs = dict(kwargs) if kwargs else {}
         argsrepr, kwargsrepr = options.get("argsrepr"), options.get("kwargsrepr")
+        root_id, parent_id = options.get("root_id"), options.get("parent_id")
+        if not (root_id and parent_id):  # a send from inside a task: its ids fill the gaps
+            root_id, parent_id = lineage(root_id, parent_id)
         return Call(self, task_id, args, kwargs,
                     saferepr(args, ARGSREPR_MAXSIZE) if argsrepr is None else argsrepr,
                     saferepr(kwargs, KWARGSREPR_MAXSIZE) if kwargsrepr is None else kwargsrepr,
-                    options.get("root_id") or task_id,
-                    options.get("parent_id"), options.get("group_id"),
+                    root_id or task_id, parent_id, options.get("group_id"),
                     options.get("group_index"), eta_at, expires_at, priority)
 
 
@@ -203,8 +206,8 @@ class Lane:
     (see :meth:`of`); a call that does not fit it (:meth:`hold` returns None) goes the usual
     way."""
 
-    __slots__ = ("app", "backend", "defaults_cache", "held", "name", "outgoing", "plan",
-                 "priority", "shape", "task", "tasks", "typing", "version")
+    __slots__ = ("app", "backend", "defaults_cache", "held", "name", "outgoing", "parent_id",
+                 "plan", "priority", "root_id", "shape", "task", "tasks", "typing", "version")
 
     def __init__(self, app: App, task: Task, plan: SendPlan, held: list[Outgoing],
                  defaults_cache: tuple[Any, dict[str, Any]]) -> None:
@@ -224,6 +227,9 @@ class Lane:
         self.shape: Any = None
         """The shape of the last call's arguments that fitted the task (checked again only
         for a new one)."""
+        self.root_id, self.parent_id = lineage(None, None)
+        """The ids of the task whose batch this is, when one is running here (read once for
+        the lane: a batch does not outlive the task that sends it)."""
 
     @classmethod
     def of(cls, app: App, task: Task | None, held: list[Outgoing], *, eager: bool
@@ -284,7 +290,8 @@ class Lane:
         exchange, routing_key, queue, serializer = self.outgoing
         self.held.append(Outgoing(
             _new_tuple(Call, (plan, task_id, args, kwargs, saferepr(args, ARGSREPR_MAXSIZE),
-                              kwargsrepr, task_id, None, group_id, group_index, None, None,
+                              kwargsrepr, self.root_id or task_id, self.parent_id, group_id,
+                              group_index, None, None,
                               self.priority)),  # Call(...) without its __new__'s frame
             exchange, routing_key, queue, serializer, (), plan.compression))
         return AsyncResult(task_id, self.app, self.backend, self.name)

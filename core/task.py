@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar
 
 from .canvas import UNCHECKED, Signature
 from .exceptions import MaxRetriesExceededError, Retry
+from .lineage import entered, left
 from .protocol import TaskMessage, new_id
 
 if TYPE_CHECKING:
@@ -267,10 +268,15 @@ class Task:
         return stack[-1] if stack else Request()
 
     def push_request(self, request: Request) -> None:
+        """Make ``request`` this task's current one; a request not called directly (a
+        worker's run, ``apply()``) is also the running task of this thread or context, whose
+        sends name it as their parent (:mod:`.lineage`)."""
         self._local.__dict__.setdefault("stack", []).append(request)
+        if not request.called_directly:
+            entered(request)
 
     def pop_request(self) -> None:
-        self._local.stack.pop()
+        left(self._local.stack.pop())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task here and now, in this process (no broker involved)."""
