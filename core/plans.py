@@ -34,7 +34,7 @@ from .result import AsyncResult
 from .routing import Route
 from .sending import Outgoing
 from .lineage import lineage
-from .task import resolve_eta, resolve_expires
+from .task import resolve_eta, resolve_expires, seconds_to_live
 
 if TYPE_CHECKING:
     from .app import App
@@ -126,12 +126,13 @@ class SendPlan:
         eta, expires, countdown = (options.get("eta"), options.get("expires"),
                                    options.get("countdown"))
         if eta is None and expires is None and countdown is None:
-            eta_at = expires_at = None
+            eta_at = expires_at = expiration = None
         else:
             # The zone only reads naive datetimes: worked out only when there is one.
             tz = app.timezone if eta is not None or isinstance(expires, datetime) \
                 else timezone.utc
             eta_at, expires_at = resolve_eta(countdown, eta, tz), resolve_expires(expires, tz)
+            expiration = None if expires_at is None else seconds_to_live(expires, expires_at)
         task_id = options.get("task_id") or new_id()
         args = tuple(args) if args else ()
         kwargs = dict(kwargs) if kwargs else {}
@@ -143,7 +144,7 @@ class SendPlan:
                     saferepr(args, ARGSREPR_MAXSIZE) if argsrepr is None else argsrepr,
                     saferepr(kwargs, KWARGSREPR_MAXSIZE) if kwargsrepr is None else kwargsrepr,
                     root_id or task_id, parent_id, options.get("group_id"),
-                    options.get("group_index"), eta_at, expires_at, priority)
+                    options.get("group_index"), eta_at, expires_at, expiration, priority)
 
 
 class Call(NamedTuple):
@@ -163,6 +164,8 @@ class Call(NamedTuple):
     group_index: int | None
     eta: datetime | None
     expires: datetime | None
+    expiration: float | None
+    """Seconds the broker may hold it (:attr:`TaskMessage.expiration`)."""
     priority: int | None
 
     def message(self) -> TaskMessage:
@@ -291,7 +294,7 @@ class Lane:
         self.held.append(Outgoing(
             _new_tuple(Call, (plan, task_id, args, kwargs, saferepr(args, ARGSREPR_MAXSIZE),
                               kwargsrepr, self.root_id or task_id, self.parent_id, group_id,
-                              group_index, None, None,
+                              group_index, None, None, None,
                               self.priority)),  # Call(...) without its __new__'s frame
             exchange, routing_key, queue, serializer, (), plan.compression))
         return AsyncResult(task_id, self.app, self.backend, self.name)
@@ -299,7 +302,7 @@ class Lane:
 
 _new_tuple = tuple.__new__
 # Lane.hold fills a Call's fields by position: a field added to Call must be added there too.
-assert len(Call._fields) == 13, "Lane.hold makes a Call of 13 values"
+assert len(Call._fields) == 14, "Lane.hold makes a Call of 14 values"
 #: The methods of a task and of an app a call of a :class:`Lane` would go through: a class
 #: that overrides one sends its calls the usual way.
 _TASK_SENDS = ("apply_async", "send_call", "_send_defaults", "_default_plan",

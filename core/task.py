@@ -535,5 +535,14 @@ def resolve_expires(expires: float | datetime | None, tz: tzinfo,
     return (now or datetime.now(timezone.utc)) + timedelta(seconds=float(expires))
 
 
+def seconds_to_live(expires: float | datetime, expires_at: datetime) -> float:
+    """Celery's ``expiration`` message property for ``expires`` (resolved to ``expires_at``):
+    the seconds given, or those left until the date; 0 for a date past, as Celery sends it
+    (RabbitMQ then drops the message unless a consumer takes it at once)."""
+    if isinstance(expires, datetime):
+        return max((expires_at - datetime.now(timezone.utc)).total_seconds(), 0.0)
+    return max(float(expires), 0.0)
+
+
 def new_task_id() -> str:
     return new_id()
