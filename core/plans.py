@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 #: :class:`~qtui.core.task.SendOptions`) is the call's own.
 PLANNED = ("queue", "routing_key", "exchange", "priority", "serializer", "compression",
            "ignore_result", "reply_to", "retries", "time_limit", "soft_time_limit", "shadow",
-           "headers", "link", "link_error", "chain", "chord")
+           "headers", "link", "link_error", "chain", "chord", "stamped_headers", "stamps")
 #: Where the options that hold containers start in :data:`PLANNED`: a plan with any of them
 #: is made for its call alone.
 _FIRST_CONTAINER = PLANNED.index("headers")
@@ -107,7 +107,9 @@ class SendPlan:
             headers=headers,
             callbacks=_signatures(options.get("link")),
             errbacks=_signatures(options.get("link_error")),
-            chain=list(chain) if chain else None, chord=options.get("chord"))
+            chain=list(chain) if chain else None, chord=options.get("chord"),
+            stamped_headers=_names(options.get("stamped_headers")),
+            stamps=dict(options.get("stamps") or {}))
         embed = body_of(prototype, copy=False)[2]
         return cls(name, task, route, options.get("serializer") or settings.serializer,
                    compression, prototype, not ignore_result and not reply_to,
@@ -192,6 +194,13 @@ def plan_key(name: str, task: Task | None, options: Mapping[str, Any]
 def _route_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {"queue": options.get("queue"), "exchange": options.get("exchange"),
             "routing_key": options.get("routing_key"), "priority": options.get("priority")}
+
+
+def _names(value: Any) -> list[str] | None:
+    """``stamped_headers``: a list of names, or one name, as Celery's ``maybe_list`` takes it."""
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _signatures(value: Any) -> list[Any] | None:

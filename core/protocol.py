@@ -134,7 +134,8 @@ class TaskMessage:
             "parent_id": call.parent_id, "group": call.group, "group_index": call.group_index,
             "eta": call.eta, "expires": call.expires, "expiration": call.expiration,
             "priority": call.priority,
-            "origin": default_origin(), "headers": dict(self.headers), "stamps": {}}
+            "origin": default_origin(), "headers": dict(self.headers),
+            "stamps": dict(self.stamps) if self.stamps else {}}
         return message
 
     def is_expired(self, now: datetime | None = None) -> bool:

@@ -42,7 +42,10 @@ class SendOptions(TypedDict, total=False):
     ``parent_id``, ``group_id`` and ``group_index`` are what a worker and the canvas set.
     ``argsrepr``/``kwargsrepr`` replace the arguments' reprs that events, logs and the console
     show (Celery's way to mask secret arguments); ``shadow`` is the name they show instead of
-    the task's. ``retry``/``retry_policy`` override ``task_publish_retry``/
+    the task's. ``stamped_headers`` and ``stamps`` (a mapping of each stamped header to its
+    value) are Celery's stamps, sent in the headers of the same names (a signature's options
+    may carry them as Celery's do: ``stamped_headers`` and each stamp an option of its own).
+    ``retry``/``retry_policy`` override ``task_publish_retry``/
     ``task_publish_retry_policy`` for this send (the policy's keys over the configured ones,
     as in Celery); ``producer``/``publisher``/``connection`` (Celery's) are accepted when they
     point at the app's broker (qtui sends through its own producers); ``add_to_parent`` is
@@ -76,6 +79,8 @@ class SendOptions(TypedDict, total=False):
     argsrepr: str | None
     kwargsrepr: str | None
     shadow: str | None
+    stamped_headers: list[str] | None
+    stamps: Mapping[str, Any] | None
     retry: bool | None
     retry_policy: Mapping[str, Any] | None
     producer: Any
@@ -161,6 +166,9 @@ class Request:
     time_limit: float | None = None
     soft_time_limit: float | None = None
     headers: dict[str, Any] = field(default_factory=dict)
+    stamped_headers: list[str] | None = None
+    stamps: dict[str, Any] = field(default_factory=dict)
+    """Celery's stamps of the message (a retry carries them on, as Celery's does)."""
     called_directly: bool = True
     is_eager: bool = False
     """Run by ``apply()`` (or ``task_always_eager``) in the caller's thread, not by a worker."""
@@ -175,6 +183,7 @@ class Request:
                    root_id=message.root_id, parent_id=message.parent_id, group=message.group,
                    origin=message.origin, time_limit=message.time_limit,
                    soft_time_limit=message.soft_time_limit, headers=dict(message.headers),
+                   stamped_headers=message.stamped_headers, stamps=dict(message.stamps),
                    called_directly=False)
 
 
@@ -482,7 +491,9 @@ class Task:
                 **route,
                 time_limit=request.time_limit, soft_time_limit=request.soft_time_limit,
                 root_id=request.root_id, parent_id=request.parent_id, group_id=request.group,
-                reply_to=request.reply_to, headers=request.headers, task=self, **options)
+                reply_to=request.reply_to, headers=request.headers,
+                stamped_headers=request.stamped_headers, stamps=request.stamps or None,
+                task=self, **options)
         when = countdown if countdown is not None else (
             (eta - datetime.now(timezone.utc)).total_seconds() if eta else None)
         retry = Retry(exc=exc, when=when)
