@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .lineage import RUNNING, lineage
 from .protocol import (
     ARGSREPR_MAXSIZE,
     COMPRESSION_HEADER,
@@ -33,7 +34,6 @@ from .protocol import (
 from .result import AsyncResult
 from .routing import Route
 from .sending import Outgoing
-from .lineage import lineage
 from .task import resolve_eta, resolve_expires, seconds_to_live
 
 if TYPE_CHECKING:
@@ -134,13 +134,14 @@ class SendPlan:
             tz = app.timezone if eta is not None or isinstance(expires, datetime) \
                 else timezone.utc
             eta_at, expires_at = resolve_eta(countdown, eta, tz), resolve_expires(expires, tz)
-            expiration = None if expires_at is None else seconds_to_live(expires, expires_at)
+            expiration = None if expires is None or expires_at is None \
+                else seconds_to_live(expires, expires_at)
         task_id = options.get("task_id") or new_id()
         args = tuple(args) if args else ()
         kwargs = dict(kwargs) if kwargs else {}
         argsrepr, kwargsrepr = options.get("argsrepr"), options.get("kwargsrepr")
         root_id, parent_id = options.get("root_id"), options.get("parent_id")
-        if not (root_id and parent_id):  # a send from inside a task: its ids fill the gaps
+        if RUNNING.get() and not (root_id and parent_id):  # inside a task: its ids fill gaps
             root_id, parent_id = lineage(root_id, parent_id)
         return Call(self, task_id, args, kwargs,
                     saferepr(args, ARGSREPR_MAXSIZE) if argsrepr is None else argsrepr,

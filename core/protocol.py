@@ -409,10 +409,10 @@ PER_SEND = ("id", "root_id", "parent_id", "group", "group_index", "eta", "expire
 def template_key(message: TaskMessage) -> tuple[Any, ...] | None:
     """What the headers and properties of ``message`` share with every message built from one
     template (everything but :data:`PER_SEND`), or None when it carries what a template leaves
-    to :func:`build` (user headers, stamps, an expiration, a canvas embed). Values that are equal but written
-    differently (``1`` and ``1.0``, ``0.0`` and ``-0.0``, ``Decimal("1.5")`` and
-    ``Decimal("1.50")``) make different keys: a plain int or None is keyed by itself, anything
-    else by its type and ``repr``."""
+    to :func:`build` (user headers, stamps, an expiration, a canvas embed). Values that are
+    equal but written differently (``1`` and ``1.0``, ``0.0`` and ``-0.0``,
+    ``Decimal("1.5")`` and ``Decimal("1.50")``) make different keys: a plain int or None is
+    keyed by itself, anything else by its type and ``repr``."""
     if (message.headers or message.stamps or message.stamped_headers is not None
             or message.expiration is not None
             or message.callbacks is not None or message.errbacks is not None

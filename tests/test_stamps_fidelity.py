@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from qtui.core import states
-from qtui.core.exceptions import Retry
 from qtui.core.brokers.envelope import read_envelope
+from qtui.core.exceptions import Retry
 from qtui.core.protocol import json_loads, parse
 from qtui.core.task import Request
 from qtui.workers.canvas import follow
