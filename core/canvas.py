@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import CanvasError
+from .lineage import lineage
 from .protocol import new_id
 from .result import AsyncResult, GroupResult
 
@@ -29,7 +30,8 @@ _SEND_OPTIONS = frozenset({
     "task_id", "group_id", "group_index", "queue", "routing_key", "exchange", "priority",
     "countdown", "eta", "expires", "time_limit", "soft_time_limit", "headers", "parent_id",
     "root_id", "reply_to", "serializer", "compression", "retries", "ignore_result", "link",
-    "link_error", "chain", "chord", "argsrepr", "kwargsrepr", "shadow",
+    "link_error", "chain", "chord", "argsrepr", "kwargsrepr", "shadow", "stamped_headers",
+    "stamps",
 })
 #: The options of :class:`~qtui.core.task.SendOptions` about how a call is published, not
 #: what its message says (``retry``, ``retry_policy``, ...): a client's call passes them on;
@@ -140,17 +142,24 @@ def _arguments(sig: Mapping[str, Any], args: Any, kwargs: Mapping[str, Any] | No
 
 
 def send_options(options: Mapping[str, Any], *, strict: bool = False) -> dict[str, Any]:
-    """A signature's options as ``send_task`` options (dates that travelled as text parsed),
-    in a new dict. ``strict`` (a client's call): an option no message of qtui's carries is a
-    TypeError (:func:`check_options`), and the publishing options are kept; else both are
-    left out, as what a Celery client put in a message (stamps) is when a worker sends what
-    follows a task."""
+    """A signature's options as ``send_task`` options (dates that travelled as text parsed,
+    Celery's stamps gathered into ``stamps``), in a new dict. ``strict`` (a client's call):
+    an option no message of qtui's carries is a TypeError (:func:`check_options`), and the
+    publishing options are kept; else both are left out, as what a Celery client put in a
+    message is when a worker sends what follows a task. The stamps a signature carries go
+    on, as Celery's worker sends them: each stamped header is an option of its own."""
     if not options:  # most signatures of a bulk send
         return {}
     known = _CLIENT_OPTIONS if strict else _SEND_OPTIONS
     send = {k: v for k, v in options.items() if k in known and v is not None}
     if strict and len(send) < len(options):
         _refuse_unknown("a signature", options)
+    stamped = send.get("stamped_headers")
+    if stamped:
+        if isinstance(stamped, str):
+            stamped = send["stamped_headers"] = [stamped]
+        send["stamps"] = {**(send.get("stamps") or {}),
+                          **{name: options[name] for name in stamped if name in options}}
     if isinstance(send.get("eta"), str):
         send["eta"] = datetime.fromisoformat(send["eta"])
     if isinstance(send.get("expires"), str):
@@ -183,10 +192,20 @@ def check_options(sig: Mapping[str, Any], options: Mapping[str, Any]) -> None:
 
 def _refuse_unknown(name: str, options: Mapping[str, Any]) -> None:
     if options and not _CLIENT_OPTIONS.issuperset(options):
-        unknown = options.keys() - _CLIENT_OPTIONS
+        unknown = options.keys() - _CLIENT_OPTIONS - _stamp_names(options)
+        if not unknown:  # Celery's stamps: options named by stamped_headers
+            return
         raise TypeError(f"{name}: qtui cannot send option(s) {sorted(unknown)} (Celery puts "
                         "them in the message's properties); a signature's options are "
                         f"Task.apply_async's: {', '.join(sorted(_CLIENT_OPTIONS))}")
+
+
+def _stamp_names(options: Mapping[str, Any]) -> set[str]:
+    """The options that are Celery stamps: those ``stamped_headers`` names."""
+    stamped = options.get("stamped_headers")
+    if not stamped:
+        return set()
+    return {stamped} if isinstance(stamped, str) else {n for n in stamped if isinstance(n, str)}
 
 
 def _chunks_group(sig: Mapping[str, Any]) -> dict[str, Any]:
@@ -512,7 +531,8 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         parent = None
-        root_id = self["options"].get("root_id")
+        # inside a task, the steps share its root, as the messages it sends do
+        root_id = self["options"].get("root_id") or lineage(None, None)[0]
         for index, step in enumerate(self.tasks):
             if root_id:
                 step["options"]["root_id"] = root_id

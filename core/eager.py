@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import states
 from .exceptions import Retry
 from .handlers import TaskHandlers
+from .lineage import running_request
 from .task import ExceptionInfo, Request, new_task_id
 
 if TYPE_CHECKING:
@@ -64,8 +65,12 @@ def apply(task: Task, args: Any = None, kwargs: Mapping[str, Any] | None = None,
     ``task_eager_propagates``) raises a failure here instead of returning it."""
     if throw is None:
         throw = bool(task.app.conf.task_eager_propagates)
-    request = Request(id=task_id or new_task_id(), task=task.name, args=tuple(args or ()),
+    task_id = task_id or new_task_id()
+    running = running_request()  # applied inside a task: its child, as in Celery
+    request = Request(id=task_id, task=task.name, args=tuple(args or ()),
                       kwargs=dict(kwargs or {}), retries=retries,
+                      root_id=(running.root_id if running else None) or task_id,
+                      parent_id=running.id if running else None,
                       hostname=socket.gethostname(), delivery_info={"is_eager": True},
                       called_directly=False, is_eager=True)
     handlers = TaskHandlers(task, request)

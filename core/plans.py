@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .lineage import RUNNING, lineage
 from .protocol import (
     ARGSREPR_MAXSIZE,
     COMPRESSION_HEADER,
@@ -33,7 +34,7 @@ from .protocol import (
 from .result import AsyncResult
 from .routing import Route
 from .sending import Outgoing
-from .task import resolve_eta, resolve_expires
+from .task import resolve_eta, resolve_expires, seconds_to_live
 
 if TYPE_CHECKING:
     from .app import App
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 #: :class:`~qtui.core.task.SendOptions`) is the call's own.
 PLANNED = ("queue", "routing_key", "exchange", "priority", "serializer", "compression",
            "ignore_result", "reply_to", "retries", "time_limit", "soft_time_limit", "shadow",
-           "headers", "link", "link_error", "chain", "chord")
+           "headers", "link", "link_error", "chain", "chord", "stamped_headers", "stamps")
 #: Where the options that hold containers start in :data:`PLANNED`: a plan with any of them
 #: is made for its call alone.
 _FIRST_CONTAINER = PLANNED.index("headers")
@@ -106,7 +107,9 @@ class SendPlan:
             headers=headers,
             callbacks=_signatures(options.get("link")),
             errbacks=_signatures(options.get("link_error")),
-            chain=list(chain) if chain else None, chord=options.get("chord"))
+            chain=list(chain) if chain else None, chord=options.get("chord"),
+            stamped_headers=_names(options.get("stamped_headers")),
+            stamps=dict(options.get("stamps") or {}))
         embed = body_of(prototype, copy=False)[2]
         return cls(name, task, route, options.get("serializer") or settings.serializer,
                    compression, prototype, not ignore_result and not reply_to,
@@ -125,22 +128,26 @@ class SendPlan:
         eta, expires, countdown = (options.get("eta"), options.get("expires"),
                                    options.get("countdown"))
         if eta is None and expires is None and countdown is None:
-            eta_at = expires_at = None
+            eta_at = expires_at = expiration = None
         else:
             # The zone only reads naive datetimes: worked out only when there is one.
             tz = app.timezone if eta is not None or isinstance(expires, datetime) \
                 else timezone.utc
             eta_at, expires_at = resolve_eta(countdown, eta, tz), resolve_expires(expires, tz)
+            expiration = None if expires is None or expires_at is None \
+                else seconds_to_live(expires, expires_at)
         task_id = options.get("task_id") or new_id()
         args = tuple(args) if args else ()
         kwargs = dict(kwargs) if kwargs else {}
         argsrepr, kwargsrepr = options.get("argsrepr"), options.get("kwargsrepr")
+        root_id, parent_id = options.get("root_id"), options.get("parent_id")
+        if RUNNING.get() and not (root_id and parent_id):  # inside a task: its ids fill gaps
+            root_id, parent_id = lineage(root_id, parent_id)
         return Call(self, task_id, args, kwargs,
                     saferepr(args, ARGSREPR_MAXSIZE) if argsrepr is None else argsrepr,
                     saferepr(kwargs, KWARGSREPR_MAXSIZE) if kwargsrepr is None else kwargsrepr,
-                    options.get("root_id") or task_id,
-                    options.get("parent_id"), options.get("group_id"),
-                    options.get("group_index"), eta_at, expires_at, priority)
+                    root_id or task_id, parent_id, options.get("group_id"),
+                    options.get("group_index"), eta_at, expires_at, expiration, priority)
 
 
 class Call(NamedTuple):
@@ -160,6 +167,8 @@ class Call(NamedTuple):
     group_index: int | None
     eta: datetime | None
     expires: datetime | None
+    expiration: float | None
+    """Seconds the broker may hold it (:attr:`TaskMessage.expiration`)."""
     priority: int | None
 
     def message(self) -> TaskMessage:
@@ -188,6 +197,13 @@ def _route_options(options: Mapping[str, Any]) -> dict[str, Any]:
             "routing_key": options.get("routing_key"), "priority": options.get("priority")}
 
 
+def _names(value: Any) -> list[str] | None:
+    """``stamped_headers``: a list of names, or one name, as Celery's ``maybe_list`` takes it."""
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
 def _signatures(value: Any) -> list[Any] | None:
     """``link=`` and ``link_error=`` take one signature or a list of them, as in Celery."""
     if not value:
@@ -203,8 +219,8 @@ class Lane:
     (see :meth:`of`); a call that does not fit it (:meth:`hold` returns None) goes the usual
     way."""
 
-    __slots__ = ("app", "backend", "defaults_cache", "held", "name", "outgoing", "plan",
-                 "priority", "shape", "task", "tasks", "typing", "version")
+    __slots__ = ("app", "backend", "defaults_cache", "held", "name", "outgoing", "parent_id",
+                 "plan", "priority", "root_id", "shape", "task", "tasks", "typing", "version")
 
     def __init__(self, app: App, task: Task, plan: SendPlan, held: list[Outgoing],
                  defaults_cache: tuple[Any, dict[str, Any]]) -> None:
@@ -224,6 +240,9 @@ class Lane:
         self.shape: Any = None
         """The shape of the last call's arguments that fitted the task (checked again only
         for a new one)."""
+        self.root_id, self.parent_id = lineage(None, None)
+        """The ids of the task whose batch this is, when one is running here (read once for
+        the lane: a batch does not outlive the task that sends it)."""
 
     @classmethod
     def of(cls, app: App, task: Task | None, held: list[Outgoing], *, eager: bool
@@ -284,7 +303,8 @@ class Lane:
         exchange, routing_key, queue, serializer = self.outgoing
         self.held.append(Outgoing(
             _new_tuple(Call, (plan, task_id, args, kwargs, saferepr(args, ARGSREPR_MAXSIZE),
-                              kwargsrepr, task_id, None, group_id, group_index, None, None,
+                              kwargsrepr, self.root_id or task_id, self.parent_id, group_id,
+                              group_index, None, None, None,
                               self.priority)),  # Call(...) without its __new__'s frame
             exchange, routing_key, queue, serializer, (), plan.compression))
         return AsyncResult(task_id, self.app, self.backend, self.name)
@@ -292,7 +312,7 @@ class Lane:
 
 _new_tuple = tuple.__new__
 # Lane.hold fills a Call's fields by position: a field added to Call must be added there too.
-assert len(Call._fields) == 13, "Lane.hold makes a Call of 13 values"
+assert len(Call._fields) == 14, "Lane.hold makes a Call of 14 values"
 #: The methods of a task and of an app a call of a :class:`Lane` would go through: a class
 #: that overrides one sends its calls the usual way.
 _TASK_SENDS = ("apply_async", "send_call", "_send_defaults", "_default_plan",

@@ -82,6 +82,9 @@ class TaskMessage:
     kwargs: dict[str, Any] = field(default_factory=dict)
     eta: datetime | None = None
     expires: datetime | None = None
+    expiration: float | None = None
+    """Seconds the broker may hold the message, as a client sends it (Celery's AMQP
+    ``expiration`` property, from ``expires`` at send time); None for a received one."""
     retries: int = 0
     time_limit: float | None = None
     soft_time_limit: float | None = None
@@ -129,8 +132,10 @@ class TaskMessage:
             **self.__dict__, "id": call.id, "args": call.args, "kwargs": call.kwargs,
             "argsrepr": call.argsrepr, "kwargsrepr": call.kwargsrepr, "root_id": call.root_id,
             "parent_id": call.parent_id, "group": call.group, "group_index": call.group_index,
-            "eta": call.eta, "expires": call.expires, "priority": call.priority,
-            "origin": default_origin(), "headers": dict(self.headers), "stamps": {}}
+            "eta": call.eta, "expires": call.expires, "expiration": call.expiration,
+            "priority": call.priority,
+            "origin": default_origin(), "headers": dict(self.headers),
+            "stamps": dict(self.stamps) if self.stamps else {}}
         return message
 
     def is_expired(self, now: datetime | None = None) -> bool:
@@ -316,6 +321,12 @@ def _plain(value: Any) -> bool:
     return True
 
 
+def expiration_text(seconds: float) -> str:
+    """The ``expiration`` property for ``seconds``: milliseconds as text, as kombu's
+    ``Producer.publish(expiration=seconds)`` writes it."""
+    return str(int(seconds * 1000))
+
+
 def build(message: TaskMessage) -> WireMessage:
     """Turn a TaskMessage into protocol-v2 body, headers and properties, exactly as Celery sends
     them."""
@@ -343,6 +354,8 @@ def build(message: TaskMessage) -> WireMessage:
         SENT_AT_HEADER: time.time(),
     })
     properties: dict[str, Any] = {"correlation_id": message.id, "reply_to": message.reply_to or ""}
+    if message.expiration is not None:
+        properties["expiration"] = expiration_text(message.expiration)
     if message.priority is not None:
         properties["priority"] = message.priority
     return WireMessage(body=body_of(message), headers=headers, properties=properties)
@@ -396,11 +409,12 @@ PER_SEND = ("id", "root_id", "parent_id", "group", "group_index", "eta", "expire
 def template_key(message: TaskMessage) -> tuple[Any, ...] | None:
     """What the headers and properties of ``message`` share with every message built from one
     template (everything but :data:`PER_SEND`), or None when it carries what a template leaves
-    to :func:`build` (user headers, stamps, a canvas embed). Values that are equal but written
-    differently (``1`` and ``1.0``, ``0.0`` and ``-0.0``, ``Decimal("1.5")`` and
-    ``Decimal("1.50")``) make different keys: a plain int or None is keyed by itself, anything
-    else by its type and ``repr``."""
+    to :func:`build` (user headers, stamps, an expiration, a canvas embed). Values that are
+    equal but written differently (``1`` and ``1.0``, ``0.0`` and ``-0.0``,
+    ``Decimal("1.5")`` and ``Decimal("1.50")``) make different keys: a plain int or None is
+    keyed by itself, anything else by its type and ``repr``."""
     if (message.headers or message.stamps or message.stamped_headers is not None
+            or message.expiration is not None
             or message.callbacks is not None or message.errbacks is not None
             or message.chain is not None or message.chord is not None):
         return None
@@ -586,6 +600,7 @@ def _parse_v2(body: Any, headers: Mapping[str, Any], properties: Mapping[str, An
         "eta": None if (value := get("eta")) is None else _date(value, "headers.eta", task_id),
         "expires": None if (value := get("expires")) is None
         else _date(value, "headers.expires", task_id),
+        "expiration": None,
         "retries": 0 if (value := get("retries")) is None else value
         if type(value) is int and value >= 0 else _count(value, "headers.retries", task_id),
         "time_limit": hard,

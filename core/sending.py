@@ -414,7 +414,7 @@ def _put_envelopes(producer: Producer, chunk: Sequence[Outgoing], deadline: floa
     envelopes = []
     for outgoing in chunk:
         call = outgoing.unbuilt
-        template = None if call is None else Template.of_call(
+        template = None if call is None or call.expiration is not None else Template.of_call(
             channel, call, outgoing.body, outgoing.exchange, outgoing.routing_key)
         if call is None or template is None:
             envelopes.append(_envelope(channel, outgoing, sent_at))
@@ -437,13 +437,18 @@ def _envelope(channel: EnvelopeChannel, outgoing: Outgoing, sent_at: str) -> Env
 
 def _publish(settings: SendSettings, producer: Producer, encoded: Outgoing,
              policy: dict[str, Any], retry: bool) -> None:
-    """One message through kombu's ``Producer.publish``, its body serialized already."""
+    """One message through kombu's ``Producer.publish``, its body serialized already (its
+    ``expiration`` in seconds, which kombu writes as :func:`build` does)."""
+    properties = encoded.wire.properties
+    if "expiration" in properties:
+        properties = {k: v for k, v in properties.items() if k != "expiration"}
     producer.publish(
         encoded.body.data, exchange=encoded.exchange,
         routing_key=encoded.routing_key, content_type=encoded.body.content_type,
         content_encoding=encoded.body.content_encoding, headers=encoded.wire.headers,
         retry=retry, retry_policy=policy, timeout=settings.publish_timeout,
-        confirm_timeout=settings.publish_timeout, delivery_mode=2, **encoded.wire.properties)
+        confirm_timeout=settings.publish_timeout, delivery_mode=2,
+        expiration=encoded.message.expiration, **properties)
 
 
 def _publication(encoded: Outgoing) -> amqp_broker.Publication:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar
 
 from .canvas import UNCHECKED, Signature
 from .exceptions import MaxRetriesExceededError, Retry
+from .lineage import entered, left
 from .protocol import TaskMessage, new_id
 
 if TYPE_CHECKING:
@@ -41,7 +42,10 @@ class SendOptions(TypedDict, total=False):
     ``parent_id``, ``group_id`` and ``group_index`` are what a worker and the canvas set.
     ``argsrepr``/``kwargsrepr`` replace the arguments' reprs that events, logs and the console
     show (Celery's way to mask secret arguments); ``shadow`` is the name they show instead of
-    the task's. ``retry``/``retry_policy`` override ``task_publish_retry``/
+    the task's. ``stamped_headers`` and ``stamps`` (a mapping of each stamped header to its
+    value) are Celery's stamps, sent in the headers of the same names (a signature's options
+    may carry them as Celery's do: ``stamped_headers`` and each stamp an option of its own).
+    ``retry``/``retry_policy`` override ``task_publish_retry``/
     ``task_publish_retry_policy`` for this send (the policy's keys over the configured ones,
     as in Celery); ``producer``/``publisher``/``connection`` (Celery's) are accepted when they
     point at the app's broker (qtui sends through its own producers); ``add_to_parent`` is
@@ -75,6 +79,8 @@ class SendOptions(TypedDict, total=False):
     argsrepr: str | None
     kwargsrepr: str | None
     shadow: str | None
+    stamped_headers: list[str] | None
+    stamps: Mapping[str, Any] | None
     retry: bool | None
     retry_policy: Mapping[str, Any] | None
     producer: Any
@@ -160,6 +166,9 @@ class Request:
     time_limit: float | None = None
     soft_time_limit: float | None = None
     headers: dict[str, Any] = field(default_factory=dict)
+    stamped_headers: list[str] | None = None
+    stamps: dict[str, Any] = field(default_factory=dict)
+    """Celery's stamps of the message (a retry carries them on, as Celery's does)."""
     called_directly: bool = True
     is_eager: bool = False
     """Run by ``apply()`` (or ``task_always_eager``) in the caller's thread, not by a worker."""
@@ -174,6 +183,7 @@ class Request:
                    root_id=message.root_id, parent_id=message.parent_id, group=message.group,
                    origin=message.origin, time_limit=message.time_limit,
                    soft_time_limit=message.soft_time_limit, headers=dict(message.headers),
+                   stamped_headers=message.stamped_headers, stamps=dict(message.stamps),
                    called_directly=False)
 
 
@@ -267,10 +277,15 @@ class Task:
         return stack[-1] if stack else Request()
 
     def push_request(self, request: Request) -> None:
+        """Make ``request`` this task's current one; a request not called directly (a
+        worker's run, ``apply()``) is also the running task of this thread or context, whose
+        sends name it as their parent (:mod:`.lineage`)."""
         self._local.__dict__.setdefault("stack", []).append(request)
+        if not request.called_directly:
+            entered(request)
 
     def pop_request(self) -> None:
-        self._local.stack.pop()
+        left(self._local.stack.pop())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task here and now, in this process (no broker involved)."""
@@ -476,7 +491,9 @@ class Task:
                 **route,
                 time_limit=request.time_limit, soft_time_limit=request.soft_time_limit,
                 root_id=request.root_id, parent_id=request.parent_id, group_id=request.group,
-                reply_to=request.reply_to, headers=request.headers, task=self, **options)
+                reply_to=request.reply_to, headers=request.headers,
+                stamped_headers=request.stamped_headers, stamps=request.stamps or None,
+                task=self, **options)
         when = countdown if countdown is not None else (
             (eta - datetime.now(timezone.utc)).total_seconds() if eta else None)
         retry = Retry(exc=exc, when=when)
@@ -527,6 +544,15 @@ def resolve_expires(expires: float | datetime | None, tz: tzinfo,
     if isinstance(expires, datetime):
         return expires if expires.tzinfo else expires.replace(tzinfo=tz)
     return (now or datetime.now(timezone.utc)) + timedelta(seconds=float(expires))
+
+
+def seconds_to_live(expires: float | datetime, expires_at: datetime) -> float:
+    """Celery's ``expiration`` message property for ``expires`` (resolved to ``expires_at``):
+    the seconds given, or those left until the date; 0 for a date past, as Celery sends it
+    (RabbitMQ then drops the message unless a consumer takes it at once)."""
+    if isinstance(expires, datetime):
+        return max((expires_at - datetime.now(timezone.utc)).total_seconds(), 0.0)
+    return max(float(expires), 0.0)
 
 
 def new_task_id() -> str:

@@ -33,10 +33,9 @@ ccanvas = pytest.importorskip("celery.canvas")
 #: ``delivery_tag`` (a random one per message). Everything else is.
 _DIFFER_BY_DESIGN = frozenset({"x-qtui-sent-at", "reply_to", "chord_size", "delivery_tag"})
 #: Properties Celery's client adds that qtui's does not (known, left as they are): the
-#: ``expiration`` (ms) it derives from ``expires`` (a broker-side TTL; both sides' workers
-#: check the ``expires`` header) and the copies of ``argsrepr``/``kwargsrepr`` given as
-#: options (the headers carry them on both sides).
-_CELERY_ONLY_PROPERTIES = frozenset({"expiration", "argsrepr", "kwargsrepr"})
+#: copies of ``argsrepr``/``kwargsrepr`` given as options (the headers carry them on both
+#: sides).
+_CELERY_ONLY_PROPERTIES = frozenset({"argsrepr", "kwargsrepr"})
 #: What differs in a signature carried in a message (a chain step, link, chord body): the
 #: ``root_id`` qtui's client puts in each chain step's options when it freezes the chain
 #: (a worker sets it again when it sends the step, on both sides).
@@ -71,10 +70,12 @@ class Side:
         self.add = self.app.task(name="tasks.add")(add)
         self.tsum = self.app.task(name="tasks.tsum")(tsum)
 
-    def sent(self) -> list[dict[str, Any]]:
+    def sent(self, *, minutes: bool = True) -> list[dict[str, Any]]:
         """The messages on the queue, oldest first: each one's headers, properties and body
         fields (with the envelope's encodings), each id replaced by ``id-<n>``, ``n`` counting
-        the ids in the order they first appear on this queue."""
+        the ids in the order they first appear on this queue. ``minutes``: an ``expiration``
+        (milliseconds until an ``expires`` date, a moment apart on the two sides) in whole
+        minutes."""
         found, ids = [], {}
         for raw in reversed(self.redis.lrange(self.queue, 0, -1)):
             envelope = json.loads(raw)
@@ -84,6 +85,9 @@ class Side:
             args, kwargs, embed = json.loads(body)
             for name in _CELERY_ONLY_PROPERTIES:
                 envelope["properties"].pop(name, None)
+            if minutes and "expiration" in envelope["properties"]:
+                envelope["properties"]["expiration"] = \
+                    f"{int(envelope['properties']['expiration']) // 60_000} min"
             message = _compared({**envelope, "args": args, "kwargs": kwargs, **embed})
             text = json.dumps(message).replace(self.queue, "<queue>")
             found.append(json.loads(_ID.sub(lambda m: ids.setdefault(m[0], f"id-{len(ids)}"),

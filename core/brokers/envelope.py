@@ -187,8 +187,11 @@ def _envelope(channel: EnvelopeChannel, encoded: Any, body_encoding: str | None,
               routing_key: str, delivery_tag: str) -> tuple[int, dict[str, Any]]:
     """The message priority and the envelope as kombu's channel builds it, in its key order."""
     priority = properties.get("priority") or channel.default_priority
-    props = {key: value for key, value in properties.items() if key != "priority"}
+    props = {key: value for key, value in properties.items()
+             if key != "priority" and key != "expiration"}
     props["delivery_mode"] = PERSISTENT
+    if "expiration" in properties:  # where kombu's publish puts it
+        props["expiration"] = properties["expiration"]
     props["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
     props["priority"] = priority
     props["body_encoding"] = body_encoding

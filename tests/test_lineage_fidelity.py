@@ -1,0 +1,107 @@
+"""What a task sends from inside its body is what Celery's client sends there: the running
+task's id as each message's ``parent_id`` and its root (or its id) as the ``root_id``, on
+every way of sending (``delay``, ``apply_async``, ``send_task``, a signature, a group, chain
+or chord, ``send_many``), with the ids a caller gives winning; outside a task neither is set.
+Whole messages compared as :mod:`tests.test_canvas_fidelity` compares them, the task run by
+``apply()`` on each side (Celery's eager run is a running task to its ``send_task`` too)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from qtui.core import App
+
+from .test_canvas_fidelity import Side, same_messages, sides  # noqa: F401 - the fixture
+
+#: The running task's id: not an id ``Side.sent`` renames, so the messages show it as it is.
+PARENT = "the-parent"
+#: A fixed ETA (a countdown would differ between the two sides by the time between them).
+ETA = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+def in_task(send: Callable[[Side], Any], task_id: str = PARENT) -> Callable[[Side], Any]:
+    """``send`` run inside the body of a task applied under ``task_id`` on a side."""
+    def run(side: Side) -> None:
+        def body() -> None:
+            send(side)
+        side.app.task(name="tasks.parent")(body).apply(task_id=task_id)
+    return run
+
+
+def _ids(sent: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
+    return [(m["headers"]["parent_id"], m["headers"]["root_id"]) for m in sent]
+
+
+def _is_qtui(side: Side) -> bool:
+    return isinstance(side.app, App)
+
+
+@pytest.mark.timeout(30)
+def test_delay_apply_async_and_send_task_in_a_task_name_it_parent_and_root(
+        sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, in_task(lambda s: (
+        s.add.delay(1), s.add.apply_async((2,), eta=ETA),
+        # ignore_result given: Celery's send_task sends null for it where qtui sends false
+        s.app.send_task("tasks.other", (3,), ignore_result=False))))
+    assert _ids(sent) == [(PARENT, PARENT)] * 3
+
+
+@pytest.mark.timeout(30)
+def test_a_signature_group_chain_and_chord_in_a_task_name_it_parent_and_root(
+        sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, in_task(lambda s: (
+        s.add.s(1).apply_async(), s.add.s(2).delay(),
+        s.canvas.group(s.add.s(3), s.add.s(4)).apply_async(),
+        s.canvas.chain(s.add.s(5), s.add.s(6)).apply_async(),
+        s.canvas.chord([s.add.s(7), s.add.s(8)], s.tsum.s()).apply_async())))
+    assert _ids(sent) == [(PARENT, PARENT)] * 7
+
+
+@pytest.mark.timeout(30)
+def test_send_many_in_a_task_sends_what_celerys_calls_one_by_one_send(
+        sides: dict[str, Side]) -> None:
+    def send(side: Side) -> None:
+        calls = [side.add.s(1), side.add.s(2, y=1), side.add.s(3).set(eta=ETA),
+                 side.canvas.group(side.add.s(4), side.add.s(5))]
+        if _is_qtui(side):
+            side.app.send_many(calls)
+        else:
+            for call in calls:
+                call.apply_async()
+
+    sent = same_messages(sides, in_task(send))
+    assert _ids(sent) == [(PARENT, PARENT)] * 5
+
+
+@pytest.mark.timeout(30)
+def test_the_ids_a_caller_gives_win_over_the_running_tasks(sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, in_task(lambda s: (
+        s.add.apply_async((1,), parent_id="given-parent", root_id="given-root"),
+        s.add.apply_async((2,), parent_id="given-parent"),
+        s.add.apply_async((3,), root_id="given-root"))))
+    assert _ids(sent) == [("given-parent", "given-root"), ("given-parent", PARENT),
+                          (PARENT, "given-root")]
+
+
+@pytest.mark.timeout(30)
+def test_a_task_run_inside_another_sends_with_its_own_id_and_the_outer_root(
+        sides: dict[str, Side]) -> None:
+    def outer(side: Side) -> None:
+        def inner() -> None:  # a def: Celery cannot make a task of a lambda
+            side.add.delay(1)
+        side.app.task(name="tasks.inner")(inner).apply(task_id="the-inner")
+
+    sent = same_messages(sides, in_task(outer))
+    assert _ids(sent) == [("the-inner", PARENT)]
+
+
+@pytest.mark.timeout(30)
+def test_outside_a_task_a_send_has_no_parent_and_is_its_own_root(
+        sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: (s.add.delay(1), s.add.s(2).delay()))
+    assert [(parent, root == m["headers"]["id"]) for m, (parent, root)
+            in zip(sent, _ids(sent), strict=True)] == [(None, True)] * 2
