@@ -167,7 +167,8 @@ class DramatiqClient(Client):
         return count
 
     def close(self) -> None:
-        self.broker.flush(self.queue)
+        self.broker.flush(self.queue)  # its Lua call marks this broker alive: unmarked here
+        self.broker.client.zrem(f"{self.broker.namespace}:__heartbeats__", self.broker.broker_id)
         self.broker.close()
 
 
