@@ -660,14 +660,14 @@ def bulk_versus(cases: dict[tuple[str, str], list[BulkMeasure]], way: str
 
 def bulk_table(bulk: list[BulkMeasure], broker: str) -> str:
     """The ``bulk`` section's table of one broker: calls (tasks) and messages per second, the
-    client's CPU per call, the broker's per 1,000 calls, qtui over Celery and Dramatiq, and
+    client's and the broker's CPU per call, qtui over Celery and Dramatiq, and
     whether each qtui path reaches issue 19's 30,000 tasks/s in the median."""
     cases = bulk_rates(bulk, broker)
     if not cases:
         return ""
     first = next(iter(cases.values()))[0]
     lines = [f"| {broker}: {first.calls:,} calls a case | tasks (calls)/s | messages/s | "
-             "client CPU us/call | broker CPU s/1,000 calls | vs Celery same way | "
+             "client CPU us/call | broker CPU us/call | vs Celery same way | "
              f"vs Celery's best | vs Dramatiq | {BULK_TARGET:,} tasks/s |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for (fw, way), bs in cases.items():
@@ -678,7 +678,7 @@ def bulk_table(bulk: list[BulkMeasure], broker: str) -> str:
             f"| {fw} {way} | {spread([b.calls_rate for b in bs])} | "
             f"{spread([b.messages_rate for b in bs])} | "
             f"{spread([b.client_cpu_us for b in bs], 1)} | "
-            f"{per_thousand([b.broker_cpu for b in bs], bs[0].calls)} | "
+            f"{per_call([b.broker_cpu for b in bs], bs[0].calls)} | "
             f"{' | '.join(versus)} | {target} |")
     lines.append("")
     lines.append("chunks: parts of " + ", ".join(sorted({
@@ -690,6 +690,12 @@ def bulk_table(bulk: list[BulkMeasure], broker: str) -> str:
         + ("" if broker == "redis" else " Celery and Dramatiq do not run on qtui's "
            "embedded broker."))
     return "\n".join(lines)
+
+
+def per_call(seconds: list[float | None], calls: int) -> str:
+    """CPU microseconds per call, the median of the runs that measured it."""
+    known = [s for s in seconds if s is not None]
+    return "-" if not known else f"{statistics.median(known) * 1e6 / calls:.1f}"
 
 
 def per_thousand(seconds: list[float | None], tasks: int) -> str:
