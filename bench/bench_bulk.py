@@ -94,13 +94,10 @@ class Client:
         raise NotImplementedError
 
 
-class QtuiClient(Client):
-    def __init__(self, url: str, queue: str) -> None:
-        super().__init__(url, queue)
-        self.app, self.noop = tasks_app(url, queue)
+class AppClient(Client):
+    """A client whose app (qtui's or Celery's) sends through kombu."""
 
-    def send(self, way: str, count: int, chunk: int) -> int:
-        return send(way, self.noop, count, chunk)
+    app: Any
 
     def close(self) -> None:
         with self.app.connection_for_write() as conn:
@@ -108,7 +105,16 @@ class QtuiClient(Client):
         self.app.close()
 
 
-class CeleryClient(Client):
+class QtuiClient(AppClient):
+    def __init__(self, url: str, queue: str) -> None:
+        super().__init__(url, queue)
+        self.app, self.noop = tasks_app(url, queue)
+
+    def send(self, way: str, count: int, chunk: int) -> int:
+        return send(way, self.noop, count, chunk)
+
+
+class CeleryClient(AppClient):
     def __init__(self, url: str, queue: str) -> None:
         from celery import Celery
 
@@ -134,11 +140,6 @@ class CeleryClient(Client):
             return count
         self.noop.chunks([(i,) for i in range(count)], chunk).apply_async()
         return -(-count // chunk)
-
-    def close(self) -> None:
-        with self.app.connection_for_write() as conn:
-            delete_queue(conn, self.queue)
-        self.app.close()
 
 
 class DramatiqClient(Client):
