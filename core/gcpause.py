@@ -12,6 +12,7 @@ was; nothing is lost (cyclic garbage made meanwhile is collected by the next pas
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,15 +34,28 @@ _pauses = _Pauses()
 def paused() -> Iterator[None]:
     """Automatic garbage collection off within the block (and within any other thread's that
     overlaps it); on again when the last of them ends, if it was on when the first began."""
-    with _pauses.lock:
-        if _pauses.running == 0:
-            _pauses.was_enabled = gc.isenabled()
+    pauses = _pauses  # a child forked meanwhile counts its own: this block ends on these
+    with pauses.lock:
+        if pauses.running == 0:
+            pauses.was_enabled = gc.isenabled()
             gc.disable()
-        _pauses.running += 1
+        pauses.running += 1
     try:
         yield
     finally:
-        with _pauses.lock:
-            _pauses.running -= 1
-            if _pauses.running == 0 and _pauses.was_enabled:
+        with pauses.lock:
+            pauses.running -= 1
+            if pauses.running == 0 and pauses.was_enabled:
                 gc.enable()
+
+
+def _after_fork_in_child() -> None:
+    """A child forked during a pause (a prefork pool, a preloading web server) has not the
+    other threads whose sends would end it: its collector goes on again now."""
+    global _pauses
+    if _pauses.running and _pauses.was_enabled:
+        gc.enable()
+    _pauses = _Pauses()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

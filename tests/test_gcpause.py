@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,4 +84,15 @@ def test_overlapping_pauses_turn_the_collector_on_when_the_last_one_ends():
     first.__exit__(None, None, None)  # another thread's send ends first
     assert not gc.isenabled()
     second.__exit__(None, None, None)
+    assert gc.isenabled()
+
+
+def test_a_child_forked_during_a_pause_collects_again():
+    with gcpause.paused():
+        pid = os.fork()
+        if pid == 0:  # the child: the send that paused it is its parent's
+            os._exit(0 if gc.isenabled() else 1)
+        _, status = os.waitpid(pid, 0)
+        assert not gc.isenabled()
+    assert os.waitstatus_to_exitcode(status) == 0
     assert gc.isenabled()
