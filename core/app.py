@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kombu import Connection, Producer, Queue
 
-from . import brokers, builtins, config, gcpause, sending
+from . import brokers, builtins, config, sending
 from .backends import ResultBackend, backend_for
 from .brokers import amqp as amqp_broker
 from .brokers.family import transport_name
@@ -406,7 +406,7 @@ class App:
         from .canvas import Signature, send_options, signature_of
 
         results: list[Any] = []
-        with gcpause.paused(), self.sending_batch(batch_size, discard_on_error=True):
+        with self.sending_batch(batch_size, discard_on_error=True):
             lanes = Lanes(self, eager=True)
             for call in calls:
                 # a plain signature of a registered task: straight into its lane

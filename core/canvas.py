@@ -16,7 +16,6 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import gcpause
 from .exceptions import CanvasError
 from .protocol import new_id
 from .result import AsyncResult, GroupResult
@@ -219,8 +218,7 @@ def _apply_group(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     ``group._apply_tasks`` sends them."""
     group_id = options.pop("task_id", None) or new_id()
     inherited = _inherited(options)
-    # pipelined, as app.send_many sends
-    with gcpause.paused(), app.sending_batch(discard_on_error=True):
+    with app.sending_batch(discard_on_error=True):  # pipelined, as app.send_many sends
         for index, task in enumerate(_tasks_of(sig)):
             apply(app, task, args, kwargs, group_id=group_id, group_index=index, **inherited)
     return group_id
@@ -280,7 +278,7 @@ def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
                               "qtui's worker; make each header part one task")
     app.backend.set_chord_size(group_id, len(tasks))
     inherited = _inherited(options)
-    with gcpause.paused(), app.sending_batch(discard_on_error=True):
+    with app.sending_batch(discard_on_error=True):
         for index, task in enumerate(tasks):
             apply(app, task, args, kwargs, group_id=group_id, group_index=index,
                   chord=body_sig, **inherited)
@@ -538,17 +536,15 @@ class group(Signature):  # noqa: N801 - Celery's name
     and sending work on copies, or leave it unchanged."""
 
     def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
-        with gcpause.paused():  # many members, built or copied: no cycles among them
-            if len(tasks) == 1:  # one group: its tasks; one signature: a copy (as Celery's)
-                only = tasks[0]
-                if isinstance(only, Mapping) and only.get("subtask_type") == "group":
-                    tasks = tuple(_tasks_of(signature_of(only)))
-                elif isinstance(only, Mapping):
-                    tasks = (Signature.from_dict(only, app or getattr(only, "_app", None)),)
-                else:
-                    tasks = tuple(only)
-            sigs = [t if isinstance(t, Signature) else Signature.from_dict(t, app)
-                    for t in tasks]
+        if len(tasks) == 1:  # one group: its tasks; one signature: a copy (as Celery's)
+            only = tasks[0]
+            if isinstance(only, Mapping) and only.get("subtask_type") == "group":
+                tasks = tuple(_tasks_of(signature_of(only)))
+            elif isinstance(only, Mapping):
+                tasks = (Signature.from_dict(only, app or getattr(only, "_app", None)),)
+            else:
+                tasks = tuple(only)
+        sigs = [t if isinstance(t, Signature) else Signature.from_dict(t, app) for t in tasks]
         super().__init__("celery.group", (), {"tasks": sigs}, options, "group", False,
                          app or (sigs[0]._app if sigs else None))
 
@@ -599,8 +595,7 @@ class group(Signature):  # noqa: N801 - Celery's name
         sent = send_options(inherited)  # a member without options of its own sends these
         args = tuple(args or ())
         results = []
-        # pipelined, as app.send_many sends
-        with gcpause.paused(), app.sending_batch(discard_on_error=True):
+        with app.sending_batch(discard_on_error=True):  # pipelined, as app.send_many sends
             lanes = Lanes(app, eager=False)
             for index, task in enumerate(tasks):
                 if not sent and not task["options"]:  # straight into its task's lane
@@ -697,5 +692,4 @@ class chunks(Signature):  # noqa: N801 - Celery's name
     def apply_async(self, args: Any = None, kwargs: Mapping[str, Any] | None = None,
                     **options: Any) -> Any:
         """A GroupResult whose results are each part's list."""
-        with gcpause.paused():  # the parts are built, then sent
-            return self.group().apply_async(args, kwargs, **options)
+        return self.group().apply_async(args, kwargs, **options)
