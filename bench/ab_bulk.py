@@ -3,13 +3,14 @@ then B, then B then A), on a private ``redis-server`` and a fresh embedded SQLit
 load from other work on the machine hits both sides alike.
 
 Each run is a child process (the other ref first on its ``PYTHONPATH``, as in
-:mod:`bench.ab_latency`) that sends ``--tasks`` calls one way (:func:`bench.bench_bulk.send`)
-after an untimed warm-up send of 200, then checks the queue holds exactly what it sent. It
-prints the rate (messages/s), the client's CPU per call (``time.process_time()``, steadier than
-the rate on a loaded machine) and the cyclic garbage collector's passes. Figures are the
-median and range per side. With ``--instructions`` each run is one child per side under
-valgrind's callgrind, counting only the timed send (``--toggle-collect`` on the
-``functools.reduce`` that calls it): instructions per call, which the load does not move.
+:mod:`bench.ab_latency`): :func:`bench.bench_bulk.measure` sends ``--tasks`` calls one way after
+an untimed warm-up send of 200, then checks the queue holds exactly what it sent (the count, and
+no id twice). It prints the rate (messages/s), the client's CPU per call
+(``time.process_time()``, steadier than the rate on a loaded machine) and the cyclic garbage
+collector's passes. Figures are the median and range per side. With ``--instructions`` each
+run is one child per side under valgrind's callgrind, counting only the timed send
+(``--toggle-collect`` on the ``functools.reduce`` that calls it): instructions per call, which
+the load does not move.
 
     python -m bench.ab_bulk --ref main --rounds 4 --tasks 20000 --ways send_many,group
     python -m bench.ab_bulk --ref main --instructions --tasks 2000 --ways send_many,group
@@ -18,8 +19,6 @@ valgrind's callgrind, counting only the timed send (``--toggle-collect`` on the
 from __future__ import annotations
 
 import argparse
-import functools
-import gc
 import json
 import os
 import re
@@ -27,45 +26,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 from bench.ab_latency import extract
-from bench.bench_bulk import WAYS, queued, send, tasks_app
+from bench.bench_bulk import WAYS, child_argv
 from tests.redis_server import redis_server, spare_port
-
-WARM_UP = 200
-
 
 #: callgrind's options for ``--instructions``: only the timed send is counted.
 CALLGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
              "--collect-atstart=no", "--toggle-collect=functools_reduce")
-
-
-def child(way: str, url: str, count: int, chunk: int) -> None:
-    """One run, in this process: prints its figures as one JSON line. The timed send runs
-    inside ``functools.reduce``, which ``--instructions`` counts (see :data:`CALLGRIND`)."""
-    queue = f"ab-bulk-{uuid.uuid4().hex[:8]}"
-    app, noop = tasks_app(url, queue)
-    try:
-        expected = send(way, noop, WARM_UP, chunk)
-        passes = [0]
-        gc.callbacks.append(lambda phase, _info: passes.__setitem__(0, passes[0] + (
-            phase == "start")))
-        cpu, start = time.process_time(), time.perf_counter()
-        messages = functools.reduce(lambda _, __: send(way, noop, count, chunk), [0, 0])
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        found = queued(url, queue)
-        if found != expected + messages:
-            raise RuntimeError(f"{way}: {found} messages in the queue, expected "
-                               f"{expected + messages}")
-        print(json.dumps({"rate": messages / seconds, "cpu_us": 1e6 * cpu / count,
-                          "gc": passes[0]}))
-    finally:
-        with app.connection_for_write() as conn:
-            conn.default_channel.queue_delete(queue)
-        app.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,11 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="the private redis-server's port (a spare one)")
     parser.add_argument("--instructions", action="store_true",
                         help="one run per side under callgrind: instructions per call")
-    parser.add_argument("--child", nargs=2, metavar=("WAY", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        child(args.child[0], args.child[1], args.tasks, args.chunk)
-        return 0
     ways = [w for w in args.ways.split(",") if w in WAYS]
     brokers = [b for b in args.brokers.split(",") if b]
     with tempfile.TemporaryDirectory(prefix="qtui-ab-bulk-") as tmp:
@@ -104,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                             url = f"redis://127.0.0.1:{port}/0" if broker == "redis" else \
                                 f"sqlite://{folder / f'bulk-{uuid.uuid4().hex[:8]}.sqlite'}"
                             run = subprocess.run(
-                                [*(CALLGRIND if args.instructions else ()), sys.executable,
-                                 "-m", "bench.ab_bulk", "--child", way, url,
-                                 "--tasks", str(args.tasks), "--chunk", str(args.chunk)],
+                                [*(CALLGRIND if args.instructions else ()),
+                                 *child_argv("qtui", way, url, args.tasks, args.chunk)],
                                 env=env, check=True, capture_output=True, text=True)
                             result = json.loads(run.stdout.splitlines()[-1])
                             if args.instructions:

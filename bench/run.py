@@ -9,6 +9,10 @@ Sections (``--only`` picks some, comma-separated):
   client) run by ``qtui -A module run-worker``, so the cost of Celery's tracer on qtui's worker
   shows beside qtui's own App;
 - ``sqlite``: qtui on its embedded SQLite broker (a fresh file per run);
+- ``bulk``: bulk enqueue (:func:`bench.bench_bulk.measure`, each case a client process of its
+  own): qtui's ``app.send_many``, ``group(...).apply_async()`` and ``chunks`` on Redis and
+  SQLite, Celery's group and chunks and Dramatiq's ``group(...).run()`` on the same Redis; each
+  case reads every message id back (the count, none twice) before it reports a rate;
 - ``latency``: round trip from ``delay`` to ``get``, one task at a time, qtui and Celery on Redis
   (results in the same Redis);
 - ``console``: :mod:`bench.bench_console` in a process of its own (without it, the last
@@ -59,12 +63,21 @@ from typing import Any
 
 import redis
 
+from bench.bench_bulk import child_argv
 from bench.bench_cpu import listening_pid, process_cpu, redis_cpu, tree_cpu
 from qtui.core.delayed import DUE_QUEUE
 
 SECTIONS = ("redis", "rabbitmq", "sqlite", "latency", "console")
 SECTIONS += ("eta",)  # bench.bench_eta's lateness of ETA tasks behind a backlog
 SECTIONS += ("peek",)  # bench.bench_peek: a peek at 1,000,000 messages, 10,000 dead letters
+SECTIONS += ("bulk",)  # bench.bench_bulk's bulk sends: qtui, Celery, Dramatiq
+BULK_CASES = {"redis": [("qtui", "send_many"), ("qtui", "group"), ("qtui", "chunks"),
+                        ("celery", "group"), ("celery", "chunks"), ("dramatiq", "group")],
+              "sqlite": [("qtui", "send_many"), ("qtui", "group"), ("qtui", "chunks")]}
+"""The ``bulk`` section's (framework, way) cases per broker: Celery has no ``send_many``;
+Dramatiq has neither ``send_many`` nor ``chunks`` (:data:`bench.bench_bulk.FRAMEWORK_WAYS`)."""
+BULK_TARGET = 30_000
+"""Tasks (calls) per second issue 19 item 2 asks of each qtui bulk path."""
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 120.0
 """Seconds a worker may take to start taking messages."""
@@ -191,6 +204,26 @@ class Measure:
     """CPU seconds of the worker's process tree during the drain."""
     broker_cpu: float | None = None
     """CPU seconds of the broker during the drain (None: not seen, or in the worker: SQLite)."""
+
+
+@dataclass
+class BulkMeasure:
+    """One bulk send: ``calls`` tasks sent one ``way``, in ``messages`` messages (fewer for
+    ``chunks``, one message a part)."""
+
+    broker: str
+    framework: str
+    way: str
+    calls: int
+    messages: int
+    calls_rate: float
+    messages_rate: float
+    client_cpu_us: float
+    """The client's CPU microseconds per call."""
+    broker_cpu: float | None
+    """CPU seconds of the broker during the send (None: not seen, or in the client: SQLite)."""
+    gc: int
+    """The cyclic garbage collector's passes during the send."""
 
 
 def worker_cases(broker: str, concurrency: int, threads: int, events: bool = False
@@ -476,6 +509,23 @@ class Bench:
                                    f"{log_path.read_text()[-3000:]}")
             time.sleep(POLL)
 
+    def run_bulk(self, framework: str, way: str, broker: Broker, calls: int, chunk: int
+                 ) -> BulkMeasure:
+        """One bulk case in a client process of its own; raises if its queue did not hold
+        exactly what it sent."""
+        url = broker.new_file() if isinstance(broker, SQLiteBroker) else broker.url
+        try:
+            done = subprocess.run(child_argv(framework, way, url, calls, chunk),
+                                  cwd=self.workdir, env=self.env, capture_output=True,
+                                  text=True, timeout=DRAIN_TIMEOUT)
+        finally:
+            broker.reset("")
+        if done.returncode != 0:
+            raise RuntimeError(f"{framework} {way} failed:\n{done.stderr[-3000:]}")
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        return BulkMeasure(broker.name, framework, way, calls, r["messages"], r["calls_rate"],
+                           r["rate"], r["cpu_us"], r["broker_cpu"], r["gc"])
+
     def run_latency(self, case: Case, redis_url: str, count: int) -> dict[str, Any]:
         queue = f"qtui-bench-{uuid.uuid4().hex[:8]}"
         module, _ = self.module(case.framework, redis_url, redis_url, queue)
@@ -585,6 +635,69 @@ def latency_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def bulk_rates(bulk: list[BulkMeasure], broker: str
+               ) -> dict[tuple[str, str], list[BulkMeasure]]:
+    """``broker``'s bulk runs by (framework, way), in the order they ran."""
+    cases: dict[tuple[str, str], list[BulkMeasure]] = {}
+    for b in bulk:
+        if b.broker == broker:
+            cases.setdefault((b.framework, b.way), []).append(b)
+    return cases
+
+
+def bulk_versus(cases: dict[tuple[str, str], list[BulkMeasure]], way: str
+                ) -> tuple[str, str, str]:
+    """A qtui bulk path's median calls/s over Celery's same way, over Celery's best bulk path
+    and over Dramatiq's (its one bulk path, ``group(...).run()``)."""
+    rate = {case: statistics.median(b.calls_rate for b in bs) for case, bs in cases.items()}
+    celery_best = max((v for (fw, _), v in rate.items() if fw == "celery"), default=None)
+    mine = rate[("qtui", way)]
+    same = times(mine, rate.get(("celery", way)))
+    if way == "send_many" and celery_best:
+        same = "Celery has no send_many"
+    return same, times(mine, celery_best), times(mine, rate.get(("dramatiq", "group")))
+
+
+def bulk_table(bulk: list[BulkMeasure], broker: str) -> str:
+    """The ``bulk`` section's table of one broker: calls (tasks) and messages per second, the
+    client's and the broker's CPU per call, qtui over Celery and Dramatiq, and
+    whether each qtui path reaches issue 19's 30,000 tasks/s in the median."""
+    cases = bulk_rates(bulk, broker)
+    if not cases:
+        return ""
+    first = next(iter(cases.values()))[0]
+    lines = [f"| {broker}: {first.calls:,} calls a case | tasks (calls)/s | messages/s | "
+             "client CPU us/call | broker CPU us/call | vs Celery same way | "
+             f"vs Celery's best | vs Dramatiq | {BULK_TARGET:,} tasks/s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for (fw, way), bs in cases.items():
+        calls = statistics.median(b.calls_rate for b in bs)
+        versus = bulk_versus(cases, way) if fw == "qtui" else ("-", "-", "-")
+        target = ("met" if calls >= BULK_TARGET else "not met") if fw == "qtui" else "-"
+        lines.append(
+            f"| {fw} {way} | {spread([b.calls_rate for b in bs])} | "
+            f"{spread([b.messages_rate for b in bs])} | "
+            f"{spread([b.client_cpu_us for b in bs], 1)} | "
+            f"{per_call([b.broker_cpu for b in bs], bs[0].calls)} | "
+            f"{' | '.join(versus)} | {target} |")
+    lines.append("")
+    lines.append("chunks: parts of " + ", ".join(sorted({
+        f"{round(b.calls / b.messages)}" for b in bulk
+        if b.broker == broker and b.way == "chunks"})) + " calls, one message a part. "
+        "Celery has no send_many (its bulk paths are group and chunks); Dramatiq has no "
+        "send_many or chunks: its bulk path is group(...).run(), one enqueue a message (its "
+        "pipeline is a chain: it enqueues the first message only)."
+        + ("" if broker == "redis" else " Celery and Dramatiq do not run on qtui's "
+           "embedded broker."))
+    return "\n".join(lines)
+
+
+def per_call(seconds: list[float | None], calls: int) -> str:
+    """CPU microseconds per call, the median of the runs that measured it."""
+    known = [s for s in seconds if s is not None]
+    return "-" if not known else f"{statistics.median(known) * 1e6 / calls:.1f}"
+
+
 def per_thousand(seconds: list[float | None], tasks: int) -> str:
     """CPU seconds per 1,000 tasks, the median of the runs that measured it."""
     known = [s for s in seconds if s is not None]
@@ -596,19 +709,23 @@ def times(mine: float, theirs: float | None) -> str:
     return f"{mine / theirs:.2f}x" if theirs else "-"
 
 
-def ratio_table(measures: list[Measure], latencies: list[dict[str, Any]]) -> str:
+def ratio_table(measures: list[Measure], latencies: list[dict[str, Any]],
+                bulk: list[BulkMeasure] | None = None) -> str:
     """Every path side by side: qtui's figure over Celery's in the same pool and over Celery's
     best, over Dramatiq's where it ran (above 1.00x: qtui is ahead; for latency, the other's
     p50 over qtui's), and the CPU seconds per 1,000 tasks the worker's process tree and the
     broker used during the drain. Figures compare within one task events setting (Dramatiq
-    has none: its runs serve both)."""
+    has none: its runs serve both). A bulk path's row has the client's CPU in the worker's
+    column, and compares with Celery's same way, Celery's best bulk path and Dramatiq's
+    group."""
     lines = ["| path | worker | events | figure | vs Celery same pool | vs Celery's best | "
              "vs Dramatiq | worker CPU s/1,000 tasks | broker CPU s/1,000 tasks |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
 
-    def row(path: str, worker: str, events: bool, figure: str, same: str, best: str,
+    def row(path: str, worker: str, events: bool | None, figure: str, same: str, best: str,
             dramatiq: str, cpu: tuple[str, str] = ("-", "-")) -> None:
-        lines.append(f"| {path} | {worker} | {'on' if events else 'off'} | {figure} | {same} | "
+        shown = "-" if events is None else "on" if events else "off"
+        lines.append(f"| {path} | {worker} | {shown} | {figure} | {same} | "
                      f"{best} | {dramatiq} | {cpu[0]} | {cpu[1]} |")
 
     groups: dict[tuple[str, bool], list[Measure]] = {}
@@ -657,6 +774,18 @@ def ratio_table(measures: list[Measure], latencies: list[dict[str, Any]]) -> str
         row("latency p50, redis", f"{fw} {pool}", events, f"{p50:.2f} ms",
             f"{same / p50:.2f}x" if qtui and same else "-",
             f"{best / p50:.2f}x" if qtui and best else "-", "-")
+    for broker in ("redis", "sqlite"):
+        cases = bulk_rates(bulk or [], broker)
+        for (fw, way), bs in cases.items():
+            calls = statistics.median(b.calls_rate for b in bs)
+            figure = f"{calls:,.0f} tasks/s" + (
+                f" ({statistics.median(b.messages_rate for b in bs):,.0f} messages/s)"
+                if way == "chunks" else "")
+            versus = bulk_versus(cases, way) if fw == "qtui" else ("-", "-", "-")
+            cpu = statistics.median(b.client_cpu_us for b in bs) / 1000
+            row(f"bulk {way}, {broker}", f"{fw} (client)", None, figure, *versus,
+                cpu=(f"client {cpu:.3f}", "in the client" if broker == "sqlite"
+                     else per_thousand([b.broker_cpu for b in bs], bs[0].calls)))
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -711,6 +840,28 @@ def run_eta(workdir: Path, args: argparse.Namespace) -> list[str]:
     return tables
 
 
+def run_bulk_section(bench: Bench, brokers: dict[str, Broker], calls: int,
+                     args: argparse.Namespace) -> list[BulkMeasure]:
+    """The ``bulk`` section: every case of :data:`BULK_CASES` round-robin, ``--repeat``
+    rounds per broker; a case that fails is reported and left out."""
+    results = []
+    for name, cases in BULK_CASES.items():
+        cases = [(fw, way) for fw, way in cases if wanted(args.workers, f"{fw} {way}")]
+        for _ in range(args.repeat):
+            for fw, way in cases:
+                try:
+                    b = bench.run_bulk(fw, way, brokers[name], calls, args.chunk)
+                except RuntimeError as exc:
+                    print(f"bulk      {name:<7} {fw} {way} FAILED: {str(exc)[-1500:]}",
+                          flush=True)
+                    continue
+                results.append(b)
+                print(f"bulk      {name:<7} {fw:<9} {way:<10} {b.calls_rate:9,.0f} tasks/s "
+                      f"{b.messages_rate:9,.0f} messages/s  {b.client_cpu_us:6.1f} us/call  "
+                      f"gc {b.gc}", flush=True)
+    return results
+
+
 def wanted(workers: str | None, label: str) -> bool:
     """Whether ``--workers`` (texts, comma-separated) picks the case ``label``."""
     return not workers or any(text.strip() in label for text in workers.split(","))
@@ -748,6 +899,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT,
                         help="seconds a drain may take before its case is reported as failed "
                              "and the run goes on")
+    parser.add_argument("--chunk", type=int, default=10,
+                        help="calls per part of chunks in the bulk section (10)")
     parser.add_argument("--json", metavar="FILE", help="also write every measurement here")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -760,18 +913,19 @@ def main(argv: list[str] | None = None) -> int:
     console_tasks = args.console_tasks or (10_000 if args.quick else 100_000)
 
     brokers: dict[str, Broker] = {}
-    if {"redis", "latency"} & set(sections):
+    if {"redis", "latency", "bulk"} & set(sections):
         brokers["redis"] = RedisBroker(args.redis)
     if "rabbitmq" in sections:
         brokers["rabbitmq"] = RabbitBroker(args.amqp)
     measures: list[Measure] = []
     latencies: list[dict[str, Any]] = []
+    bulk: list[BulkMeasure] = []
     console = ""
     eta_tables: list[str] = []
     peek = ""
     with tempfile.TemporaryDirectory(prefix="qtui-bench-") as tmp:
         workdir = Path(tmp)
-        if "sqlite" in sections:
+        if {"sqlite", "bulk"} & set(sections):
             brokers["sqlite"] = SQLiteBroker(workdir)
         print(f"# qtui bench\n\n{machine(list(brokers.values()))}\n"
               f"task events {args.events} for qtui and Celery workers; publisher confirms "
@@ -799,6 +953,8 @@ def main(argv: list[str] | None = None) -> int:
                               + (" events on" if m.events else "")
                               + (f"  LEFT {m.left}" if m.left else "")
                               + (f"  RAN {m.ran}" if m.ran != tasks else ""), flush=True)
+            if "bulk" in sections:
+                bulk = run_bulk_section(bench, brokers, tasks, args)
             if "latency" in sections:
                 cases = [c for c in each_events_setting("redis", args)
                          if c.framework in ("qtui", "celery")
@@ -839,7 +995,11 @@ def main(argv: list[str] | None = None) -> int:
         mine = [r for r in latencies if r["events"] == events]
         if mine:
             print(latency_table(mine) + "\n")
-    ratios = ratio_table(measures, latencies)
+    for name in ("redis", "sqlite"):
+        table = bulk_table(bulk, name)
+        if table:
+            print(f"Bulk enqueue, {name}:\n\n{table}\n")
+    ratios = ratio_table(measures, latencies, bulk)
     if ratios:
         print("### Ratios and CPU per 1,000 tasks\n\n" + ratios + "\n")
     for table in eta_tables:
@@ -856,6 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({
             "machine": machine(list(brokers.values())),
             "measures": [asdict(m) for m in measures], "latency": latencies,
+            "bulk": [asdict(b) for b in bulk],
             "console": console}, indent=1))
     return 0
 

@@ -1,11 +1,11 @@
-"""`make bench`'s ratio table and its task events settings (bench/run.py): pure functions, no
-broker."""
+"""`make bench`'s ratio table, its bulk section's table and its task events settings
+(bench/run.py): pure functions, no broker."""
 
 from __future__ import annotations
 
 import argparse
 
-from bench.run import Measure, each_events_setting, ratio_table
+from bench.run import BulkMeasure, Measure, bulk_table, each_events_setting, ratio_table
 
 
 def drain(framework: str, pool: str, rate: float, *, events: bool = False, broker: str = "redis",
@@ -85,3 +85,51 @@ def test_events_both_runs_every_case_each_way_with_celery_given_dash_E_when_on()
     qtui = {c.events: c.argv("tasks", "q") for c in cases if c.label == "qtui solo"}
     assert "--without-events" in qtui[False] and "--without-events" not in qtui[True]
     assert [c.label for c in cases].count("dramatiq -p 2 -t 8") == 1
+
+
+def bulk(framework: str, way: str, calls_rate: float, *, broker: str = "redis",
+         client_cpu_us: float = 20.0, broker_cpu: float | None = 0.04) -> BulkMeasure:
+    calls = 20_000
+    messages = calls // 10 if way == "chunks" else calls
+    return BulkMeasure(broker, framework, way, calls, messages, calls_rate,
+                       calls_rate * messages / calls, client_cpu_us, broker_cpu, 0)
+
+
+BULK_RUN = [bulk("qtui", "send_many", 60_000), bulk("qtui", "group", 40_000),
+            bulk("qtui", "chunks", 200_000), bulk("celery", "group", 2_000),
+            bulk("celery", "chunks", 20_000), bulk("dramatiq", "group", 4_000)]
+
+
+def test_bulk_paths_are_compared_with_celerys_same_way_its_best_and_dramatiqs_group():
+    table = rows(ratio_table([], [], BULK_RUN))
+    figure, same, best, dramatiq, *_ = table[("bulk group, redis", "qtui (client)", "-")]
+    assert (figure, same, best, dramatiq) == ("40,000 tasks/s", "20.00x", "2.00x", "10.00x")
+    assert table[("bulk chunks, redis", "qtui (client)", "-")][:2] == [
+        "200,000 tasks/s (20,000 messages/s)", "10.00x"]
+    assert table[("bulk group, redis", "celery (client)", "-")][1:4] == ["-", "-", "-"]
+
+
+def test_send_many_says_celery_has_none_and_is_compared_with_celerys_best():
+    table = rows(ratio_table([], [], BULK_RUN))
+    assert table[("bulk send_many, redis", "qtui (client)", "-")][1:4] == [
+        "Celery has no send_many", "3.00x", "15.00x"]
+
+
+def test_bulk_rows_show_the_clients_cpu_and_the_brokers_per_thousand_calls():
+    table = rows(ratio_table([], [], [bulk("qtui", "group", 40_000, broker_cpu=0.04),
+                                      bulk("qtui", "group", 40_000, broker="sqlite",
+                                           broker_cpu=None)]))
+    assert table[("bulk group, redis", "qtui (client)", "-")][4:] == ["client 0.020", "0.002"]
+    assert table[("bulk group, sqlite", "qtui (client)", "-")][4:] == ["client 0.020",
+                                                                       "in the client"]
+
+
+def test_bulk_table_says_per_qtui_path_whether_the_median_reaches_30000_tasks_a_second():
+    table = bulk_table([bulk("qtui", "send_many", 25_000), bulk("qtui", "send_many", 31_000),
+                        bulk("qtui", "send_many", 32_000), bulk("qtui", "group", 29_000),
+                        bulk("celery", "group", 2_000)], "redis")
+    found = rows(table.partition("\n\n")[0])
+    assert found[("qtui send_many", "31,000 (25,000-32,000)", "31,000 (25,000-32,000)")][-1] \
+        == "met"
+    assert found[("qtui group", "29,000", "29,000")][-1] == "not met"
+    assert found[("celery group", "2,000", "2,000")][-1] == "-"
