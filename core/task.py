@@ -43,8 +43,8 @@ class SendOptions(TypedDict, total=False):
     ``argsrepr``/``kwargsrepr`` replace the arguments' reprs that events, logs and the console
     show (Celery's way to mask secret arguments); ``shadow`` is the name they show instead of
     the task's. ``stamped_headers`` and ``stamps`` (a mapping of each stamped header to its
-    value) are Celery's stamps, sent in the headers of the same names (a signature's options
-    may carry them as Celery's do: ``stamped_headers`` and each stamp an option of its own).
+    value) are Celery's stamps, sent in the headers of the same names; Celery's form,
+    ``stamped_headers`` and each stamp an option of its own, is taken too.
     ``retry``/``retry_policy`` override ``task_publish_retry``/
     ``task_publish_retry_policy`` for this send (the policy's keys over the configured ones,
     as in Celery); ``producer``/``publisher``/``connection`` (Celery's) are accepted when they

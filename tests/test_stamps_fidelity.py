@@ -105,3 +105,39 @@ def test_a_retry_keeps_the_stamps_of_the_message_it_retries(sides: dict[str, Sid
     celery_sent, qtui_sent = sides["celery"].sent(), sides["qtui"].sent()
     assert qtui_sent == celery_sent
     assert _stamps(qtui_sent) == [(["batch"], {"batch": "b7"})]
+
+
+@pytest.mark.timeout(30)
+def test_celerys_send_form_of_stamps_is_taken_as_celery_takes_it(sides: dict[str, Side]) -> None:
+    """``apply_async(stamped_headers=["a"], a=1)``: each stamp an option of its own."""
+    for side in sides.values():
+        side.add.apply_async((1,), stamped_headers=["a", "b"], a=1, b="two")
+        side.app.send_task("tasks.other", (2,), stamped_headers=["c"], c=[3],
+                           ignore_result=False)
+        side.add.s(4).apply_async(stamped_headers=["d"], d=4)
+    celery_sent, qtui_sent = sides["celery"].sent(), sides["qtui"].sent()
+    assert qtui_sent == celery_sent
+    assert _stamps(qtui_sent) == [(["a", "b"], {"a": 1, "b": "two"}), (["c"], {"c": [3]}),
+                                  (["d"], {"d": 4})]
+
+
+@pytest.mark.timeout(30)
+def test_a_link_stamped_by_qtuis_client_is_followed_by_celerys_worker(
+        sides: dict[str, Side]) -> None:
+    """qtui's ``stamps`` mapping is written into a signature in Celery's form, which Celery's
+    tracer reads when it sends the link (the mapping alone made it fail the task)."""
+    celery_side, qtui_side = sides["celery"], sides["qtui"]
+    link = qtui_side.tsum.s().set(stamped_headers=["batch"], stamps={"batch": "b7"})
+    qtui_side.add.apply_async((1,), link=link)
+    raw = qtui_side.redis.rpop(qtui_side.queue)
+    envelope, body = read_envelope(raw)
+    args, kwargs, embed = json_loads(body)
+    headers = envelope["headers"]
+    request = {**headers, **embed, "args": args, "kwargs": kwargs, "is_eager": False,
+               "correlation_id": headers["id"], "reply_to": None, "hostname": "fidelity",
+               "delivery_info": {"exchange": "", "routing_key": celery_side.queue,
+                                 "priority": 0, "redelivered": False}}
+    trace.trace_task(celery_side.add, headers["id"], args, kwargs, request, app=celery_side.app)
+    assert celery_side.app.AsyncResult(headers["id"]).state == "SUCCESS"
+    assert [(m["headers"]["task"], m["headers"]["stamped_headers"], m["headers"]["stamps"])
+            for m in celery_side.sent()] == [("tasks.tsum", ["batch"], {"batch": "b7"})]
