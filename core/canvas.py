@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import CanvasError
-from .lineage import lineage
 from .protocol import new_id
 from .result import AsyncResult, GroupResult
 
@@ -563,15 +562,14 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         parent = None
-        # inside a task, the steps share its root, as the messages it sends do
-        root_id = self["options"].get("root_id") or lineage(None, None)[0]
+        # a root given goes to every step, as Celery's prepare_steps freezes them; else none
+        # (the first message gets the running task's root or its own id when it is sent,
+        # each later step the root of the task before it, from the worker)
+        root_id = self["options"].get("root_id")
         for index, step in enumerate(self.tasks):
             if root_id:
                 step["options"]["root_id"] = root_id
             result = step.freeze(task_id if index == len(self.tasks) - 1 else None)
-            root_id = root_id or step.id
-            if index == 0 and step["subtask_type"] in ONE_TASK:  # a chord's tasks are their own
-                step["options"]["root_id"] = root_id
             result.parent = parent
             parent = result
         return parent
