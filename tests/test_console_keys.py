@@ -3,7 +3,7 @@ INPUT_QUIET after the latest key, even one held back for the view's pace before 
 (the repaint of a key would otherwise wait for the redraw of a whole table), but no longer than
 INPUT_HOLD_MAX under a held key; and the tasks
 table's redraw, which a key can still meet, draws its text cells at a tenth of DataTable's
-cost, looking the same."""
+cost, looking the same, and draws a column at the width its idle-time measure gave it."""
 
 from __future__ import annotations
 
