@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from qtui.core import App, states
+from qtui.core import App, Task, states
 from qtui.core.exceptions import TaskRevokedError
 from qtui.workers import control
 from qtui.workers.hooks import Observer
@@ -146,16 +146,28 @@ def test_a_terminate_stores_revoked_over_an_earlier_run_of_the_same_id(redis_set
         app.close()
 
 
+#: What a retrier's ``on_retry`` waits for: its run stays active after it stored RETRY.
+LINGER = threading.Event()
+
+
+class _LingersOnRetry(Task):
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                 einfo: Any) -> None:
+        assert LINGER.wait(30)
+
+
 # In the worker's own process: the test decides where a remote-control request is handled.
 @contextmanager
 def worker_in_process(setup: Setup, pool: str, hostname: str | None = None,
                       concurrency: int = 1, **settings: Any
                       ) -> Iterator[tuple[App, Worker, threading.Event]]:
     """A worker of ``pool`` (``concurrency`` slots) run here by the test's turns, with
-    ``note(tag)`` (records ``ran``) and ``hold(tag)`` (records ``ran``, then waits for the event
-    yielded; threads pool only: the event lives in this process)."""
+    ``note(tag)`` (records ``ran``), ``hold(tag)`` (records ``ran``, then waits for the event
+    yielded; threads pool only: the event lives in this process) and ``retrier(tag)`` (as
+    ``hold``, then retries in a second, its ``on_retry`` waiting for :data:`LINGER`)."""
     records = redis.Redis.from_url(REDIS_URL)
     release = threading.Event()
+    LINGER.clear()
     app = App("revoke", broker=setup.broker, backend=setup.backend,
               task_default_queue=setup.queue, **settings)
 
@@ -170,6 +182,12 @@ def worker_in_process(setup: Setup, pool: str, hostname: str | None = None,
         assert release.wait(30)
         return tag
 
+    @app.task(name="retrier", bind=True, base=_LingersOnRetry, max_retries=None)
+    def retrier(self: Task, tag: str) -> str:
+        records.rpush(f"{setup.queue}:ran", json.dumps({"tag": tag}))
+        assert release.wait(30)
+        raise self.retry(countdown=1)
+
     worker = Worker(app, pool=pool, concurrency=concurrency, heartbeat=False, send_events=False,
                     hostname=hostname)
     worker.pool.start()
@@ -179,6 +197,7 @@ def worker_in_process(setup: Setup, pool: str, hostname: str | None = None,
         yield app, worker, release
     finally:
         release.set()
+        LINGER.set()
         worker.pool.stop()
         worker.consumer.close()
         app.close()
@@ -322,3 +341,67 @@ def test_a_terminated_task_still_waiting_for_a_slot_never_runs(redis_setup: Setu
         assert busy.get(timeout=5) == "busy"
         assert waiting.state == states.REVOKED
         assert [r["tag"] for r in redis_setup.records("ran")] == ["busy"]
+
+
+class Seen(Observer):
+    """What the worker reported of its tasks through its hooks, in order."""
+
+    def __init__(self) -> None:
+        self.received: list[Job] = []
+        self.calls: list[str] = []
+
+    def on_task_received(self, job: Job) -> None:
+        self.received.append(job)
+
+    def on_task_started(self, job: Job, pid: Any) -> None:
+        self.calls.append("started")
+
+    def on_task_revoked(self, job: Job, **how: Any) -> None:
+        self.calls.append("revoked")
+
+
+@pytest.mark.timeout(60)
+def test_a_revoked_task_whose_running_try_retries_ends_revoked(redis_setup: Setup):
+    """A plain revoke of a running task that then calls ``self.retry()``: the retry message
+    (same id, one retry more) arrives while the try still runs (its ``on_retry``). It is not a
+    copy of the running task: once the try ends (RETRY stored), the retry is refused, stored
+    REVOKED and reported. Before, it was dropped as a copy, so the task stayed RETRY for ever
+    and ``result.get()`` never returned."""
+    with worker_in_process(redis_setup, "threads", concurrency=2) as (app, worker, release):
+        seen = Seen()
+        worker.hooks.add(seen)
+        result = app.send_task("retrier", args=["first"])
+        turn_until(worker, lambda: bool(redis_setup.records("ran")))
+        control.call(worker, "revoke", {"task_id": result.id})
+        release.set()
+        turn_until(worker, lambda: len(seen.received) == 2)  # the retry, while the try runs
+        assert result.id in {job.task_id for job in worker.active.values()}
+        LINGER.set()
+        turn_until(worker, lambda: not worker.active and not worker.jobs)
+        assert result.state == states.REVOKED
+        assert isinstance(result.get(timeout=5, propagate=False), TaskRevokedError)
+        assert seen.calls == ["started", "revoked"]
+        assert [r["tag"] for r in redis_setup.records("ran")] == ["first"]
+
+
+@pytest.mark.timeout(60)
+def test_a_task_revoked_on_its_way_to_the_pool_is_not_reported_started(redis_setup: Setup):
+    """A task revoked after the gate let it through and before the pool took it never runs:
+    the worker reports it revoked, never started (no task-started event, not counted in the
+    stats' totals). Before, it was reported started, then revoked."""
+    with worker_in_process(redis_setup, "threads") as (app, worker, _):
+        seen = Seen()
+        worker.hooks.add(seen)
+        result = app.send_task("note", args=["never"])
+        next_batch = worker._next_batch
+
+        def batch_then_terminate() -> list[Job]:
+            batch = next_batch()
+            if batch and not seen.calls:
+                terminate(worker, result.id)
+            return batch
+        worker._next_batch = batch_then_terminate  # type: ignore[method-assign]
+        turn_until(worker, finished(app, result.id))
+        assert result.state == states.REVOKED
+        assert seen.calls == ["revoked"]
+        assert dict(worker.total) == {}
