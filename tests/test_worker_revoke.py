@@ -15,12 +15,14 @@ import pytest
 import redis
 
 from qtui.core import App, Task, states
+from qtui.core.canvas import chord, signature
 from qtui.core.exceptions import TaskRevokedError
 from qtui.workers import control
 from qtui.workers.hooks import Observer
 from qtui.workers.job import Job
 from qtui.workers.worker import Worker
 
+from .processes import write_module
 from .worker_helpers import (  # noqa: F401 - fixtures
     REDIS_URL,
     Setup,
@@ -99,7 +101,8 @@ def wait_for_signalled(worker: Any, app: App, task_id: str, timeout: float = 30)
     signalled while it ran ``task_id``: it logs that (either way) first, and runs a task sent
     after the line only once it has done the rest (its main thread does one thing at a time)."""
     deadline = time.monotonic() + timeout
-    lines = (f"[{task_id}] terminated by signal", f"[{task_id}] had finished when signal")
+    lines = (f"[{task_id}] terminated by signal", f"[{task_id}] had finished when signal",
+             f"[{task_id}] was past its code when the terminate came")
     while not any(line in worker.log_path.read_text() for line in lines):
         assert time.monotonic() < deadline, worker.log_path.read_text()[-3000:]
         time.sleep(0.05)
@@ -110,12 +113,13 @@ def wait_for_signalled(worker: Any, app: App, task_id: str, timeout: float = 30)
 def test_a_terminate_that_lands_after_the_result_was_stored_leaves_the_result(
         redis_setup: Setup):
     """The prefork child has stored the task's result and not yet told the worker (its
-    ``after_return`` runs) when the terminate kills it: the task ran to completion, so its result
-    stands, as on Celery (whose Redis backend never overwrites a SUCCESS). Before, REVOKED
-    'terminated' was stored over the SUCCESS of a task that had run to its end."""
+    ``after_return`` runs) when the terminate comes: the task is past its code, so it is not
+    signalled and ends as it would have, its result standing, as on Celery (whose Redis backend
+    never overwrites a SUCCESS). Before, REVOKED 'terminated' was stored over the SUCCESS of a
+    task that had run to its end."""
     with redis_setup.worker("-P", "prefork", "-c", "1") as worker:
         app = redis_setup.app()
-        result = app.send_task("tasks.lingering", args=[30, "finished"])
+        result = app.send_task("tasks.lingering", args=[SHORT, "finished"])
         assert redis_setup.wait_records("stored", 1) != []
         assert app.AsyncResult(result.id).state == states.SUCCESS
         replies = app.control.revoke(result.id, terminate=True, signal="SIGKILL", reply=True,
@@ -125,6 +129,48 @@ def test_a_terminate_that_lands_after_the_result_was_stored_leaves_the_result(
         wait_for_signalled(worker, app, result.id)
         assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished"), \
             worker.log_path.read_text()[-3000:]
+        app.close()
+
+
+#: A tasks module whose chord part ``tasks.mark("slow")`` counts itself slowly in the chord (a
+#: slow or far result backend): its SUCCESS is stored, the count not yet made, for seconds.
+SLOW_CHORD_COUNT = """
+import time
+
+from tasks import *  # noqa: F403 - the test's tasks, as they are
+from tasks import app, record
+
+_count = type(app.backend).on_chord_part_return
+
+
+def _slow_count(self, message, state, result, send=None):
+    if list(message.args) == ["slow"]:
+        record("counting", id=message.id, state=state)
+        time.sleep(3)
+    return _count(self, message, state, result, send=send)
+
+
+type(app.backend).on_chord_part_return = _slow_count
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_terminate_between_a_chord_parts_stored_result_and_its_count_leaves_the_chord_whole(
+        redis_setup: Setup):
+    """A chord part has stored SUCCESS and is counting itself in the chord when the terminate
+    comes: it is past its code, so it is not signalled, its count is made and the chord's body
+    runs. Before, the signal killed it there and its stored SUCCESS was left standing without
+    the count: the chord's body never ran (PENDING for ever)."""
+    write_module(redis_setup.directory, "slowchord", SLOW_CHORD_COUNT)
+    with redis_setup.worker("-P", "prefork", "-c", "2", tasks="slowchord") as worker:
+        app = redis_setup.app()
+        parts = [signature("tasks.mark", "slow", app=app), signature("tasks.mark", "fast", app=app)]
+        body = chord(parts, signature("tasks.mark", app=app)).apply_async()
+        part_id = redis_setup.wait_records("counting", 1)[0]["id"]
+        app.control.revoke(part_id, terminate=True, signal="SIGKILL")
+        assert sorted(body.get(timeout=30)) == ["fast", "slow"], \
+            worker.log_path.read_text()[-3000:]
+        assert app.AsyncResult(part_id).get(timeout=5) == "slow"
         app.close()
 
 

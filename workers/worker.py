@@ -820,8 +820,9 @@ class Worker:
         elif lost.cause == "signalled":
             if self._already_done(msg, since=job.started_at, when="was terminated",
                                   otherwise="recorded REVOKED"):
-                # Its result was stored before the signal landed (after_return, the outcome on
-                # its way): the task ran to its end, and its result stands, as on Celery.
+                # Its result was stored before the signal landed: the task ran to its end, and
+                # its result stands, as on Celery. Only a Celery task gets here: its tracer stores
+                # inside the call the pool's terminate gate guards (a qtui task is past the gate).
                 logger.warning("Task %s[%s] had finished when signal %s ended its process; its "
                                "stored result stands", msg.task, msg.id, lost.signum)
             else:
