@@ -266,6 +266,23 @@ def terminate(worker: Worker, task_id: str) -> Any:
                                            "signal": "SIGKILL"})
 
 
+class Seen(Observer):
+    """What the worker reported of its tasks through its hooks, in order."""
+
+    def __init__(self) -> None:
+        self.received: list[Job] = []
+        self.calls: list[str] = []
+
+    def on_task_received(self, job: Job) -> None:
+        self.received.append(job)
+
+    def on_task_started(self, job: Job, pid: Any) -> None:
+        self.calls.append("started")
+
+    def on_task_revoked(self, job: Job, **how: Any) -> None:
+        self.calls.append("revoked")
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
 @pytest.mark.parametrize("handled", ["after the revoked check", "in its early ack"])
@@ -350,22 +367,15 @@ def test_a_revoked_copy_of_a_task_running_here_does_not_store_revoked_over_it(
     of it: the copy is refused and acked, and the result stays the running one's (it finishes:
     SUCCESS). Before, the copy stored REVOKED 'revoked' while the task ran on, which a client
     waiting for the result took as its end."""
-    class Received(Observer):
-        def __init__(self) -> None:
-            self.jobs: list[Job] = []
-
-        def on_task_received(self, job: Job) -> None:
-            self.jobs.append(job)
-
     with worker_in_process(redis_setup, "threads", concurrency=2) as (app, worker, release):
-        received = Received()
-        worker.hooks.add(received)
+        seen = Seen()
+        worker.hooks.add(seen)
         result = app.send_task("hold", args=["finished"])
         turn_until(worker, lambda: bool(redis_setup.records("ran")))
         control.call(worker, "revoke", {"task_id": result.id})
         app.send_task("hold", args=["copy"], task_id=result.id)
-        turn_until(worker, lambda: len(received.jobs) == 2
-                   and received.jobs[1].id not in worker.jobs)
+        turn_until(worker, lambda: len(seen.received) == 2
+                   and seen.received[1].id not in worker.jobs)
         assert app.backend.get_task_meta(result.id)["status"] != states.REVOKED
         release.set()
         turn_until(worker, finished(app, result.id))
@@ -387,23 +397,6 @@ def test_a_terminated_task_still_waiting_for_a_slot_never_runs(redis_setup: Setu
         assert busy.get(timeout=5) == "busy"
         assert waiting.state == states.REVOKED
         assert [r["tag"] for r in redis_setup.records("ran")] == ["busy"]
-
-
-class Seen(Observer):
-    """What the worker reported of its tasks through its hooks, in order."""
-
-    def __init__(self) -> None:
-        self.received: list[Job] = []
-        self.calls: list[str] = []
-
-    def on_task_received(self, job: Job) -> None:
-        self.received.append(job)
-
-    def on_task_started(self, job: Job, pid: Any) -> None:
-        self.calls.append("started")
-
-    def on_task_revoked(self, job: Job, **how: Any) -> None:
-        self.calls.append("revoked")
 
 
 @pytest.mark.timeout(60)
