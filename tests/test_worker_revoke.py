@@ -444,3 +444,25 @@ def test_a_task_revoked_on_its_way_to_the_pool_is_not_reported_started(redis_set
         assert result.state == states.REVOKED
         assert seen.calls == ["revoked"]
         assert dict(worker.total) == {}
+
+
+@pytest.mark.timeout(60)
+def test_a_revoked_tasks_held_retry_goes_back_to_its_queue_when_the_worker_stops(
+        redis_setup: Setup):
+    """The retry message a revoked task's running try sent, held until the try ends, is given
+    back to its queue unrun when the worker stops meanwhile (as every message it holds and has
+    not started): another worker refuses it then. Before, it was acked and dropped."""
+    with worker_in_process(redis_setup, "threads", concurrency=2) as (app, worker, release):
+        seen = Seen()
+        worker.hooks.add(seen)
+        result = app.send_task("retrier", args=["first"])
+        turn_until(worker, lambda: bool(redis_setup.records("ran")))
+        control.call(worker, "revoke", {"task_id": result.id})
+        release.set()
+        turn_until(worker, lambda: len(seen.received) == 2)
+        worker.shutdown.put_back_waiting()
+        assert not worker.jobs.keys() - {job.id for job in worker.active.values()}
+        queued = [json.loads(raw) for raw in
+                  redis.Redis.from_url(redis_setup.broker).lrange(redis_setup.queue, 0, -1)]
+        assert [(m["headers"]["id"], m["headers"]["retries"]) for m in queued] == [
+            (result.id, 1)]
