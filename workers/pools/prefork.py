@@ -121,7 +121,9 @@ class _CodeEnd(AbstractContextManager[None]):
     tests it and signals under a lock shared with that setting."""
 
     def __init__(self) -> None:
-        self._lock = multiprocessing.Lock()
+        # The fork context's: unlinked at once, no resource tracker, whatever start method
+        # the application set (the pool forks its children itself).
+        self._lock = multiprocessing.get_context("fork").Lock()
         self._ended = mmap.mmap(-1, 1)
 
     def __exit__(self, *exc_info: object) -> None:
