@@ -25,7 +25,9 @@ run: $(VENV)/.installed-run
 # 18:38 with two, both loaded; 2,087 in 15:08 with three on a quiet machine at load 1.3 to 1.6).
 # The known-slow files start first (SLOW_FILES in tests/conftest.py): xdist's own order, most
 # tests first, left few-test slow files such as test_scheduled.py (5 min loaded) for the end.
-TEST_PROCESSES ?= 4
+# Six, not four: the 16 slow files (118 tests) took 227 s and 201 s with six against 278 s and
+# 244 s with four, interleaved at load 9 to 14, every test passing (bench/RESULTS.md, fx-suite4).
+TEST_PROCESSES ?= 6
 
 # Lint and types first (2 s once mypy's cache is warm): ruff over the tree, mypy over
 # the installed names (strict on qtui.core). build/typecheck/qtui/ links the three source folders

@@ -91,17 +91,20 @@ def utc(monkeypatch) -> Iterator[None]:
     time.tzset()
 
 
-#: Seconds each of the slowest files took in a loaded suite run (summed from the slowest 120
-#: tests' --durations, 2026-12-01, load 6 to 9). With --dist loadfile a file runs in one pytest
-#: process, so a long file started last is the run's tail: these start first, longest first.
+#: Seconds each of the slowest files took in a loaded suite run (summed from --durations=0 of the
+#: whole suite in six processes, 2026-12-01 23:40-23:51, load 7.5 to 14.6; every file of 40 s or
+#: more). With --dist loadfile a file runs in one pytest process, so a long file started last is
+#: the run's tail: these start first, longest first.
 SLOW_FILES = {
-    "test_worker_recovery.py": 207, "test_eta_store.py": 180, "test_console_live.py": 174,
-    "test_scheduled_actions.py": 170, "test_scheduled_listing.py": 151, "test_faults.py": 107,
-    "test_alert_check.py": 102, "test_console_actions_live.py": 101, "test_worker_eta.py": 99,
-    "test_worker_redelivery_accounting.py": 98, "test_console_permissions.py": 82,
-    "test_rabbitmq_own_node.py": 78, "test_worker_lost_fetch.py": 75,
-    "test_beat_processes.py": 72, "test_console_memory.py": 52,
-    "test_worker_consumer_timeout.py": 51,
+    "test_worker_redis_ownership.py": 146, "test_worker_recovery.py": 114,
+    "test_console_live.py": 114, "test_queue_pause.py": 104, "test_console.py": 103,
+    "test_console_actions.py": 91, "test_scheduled_actions.py": 86, "test_console_detail.py": 86,
+    "test_worker_eta.py": 75, "test_faults.py": 75, "test_worker_redis_refusals.py": 73,
+    "test_eta_store.py": 71, "test_worker_redelivery_accounting.py": 64,
+    "test_scheduled_listing.py": 60, "test_console_layout.py": 60, "test_redis_unix_socket.py": 54,
+    "test_celery_project.py": 53, "test_commands.py": 49, "test_worker_compressed_resend.py": 47,
+    "test_console_actions_live.py": 44, "test_worker_control.py": 44, "test_worker_ready.py": 42,
+    "test_beat_processes.py": 41,
 }
 
 

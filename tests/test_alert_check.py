@@ -208,3 +208,20 @@ def test_status_check_with_the_broker_down_is_an_error_not_an_all_clear(setup):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "cannot check the alerts: no events from the broker at redis://127.0.0.1:1/0" \
         in " ".join(result.stderr.split())
+
+
+def test_a_check_that_never_heard_the_broker_fails_without_polling_its_queues(tmp_path,
+                                                                             monkeypatch):
+    """The poll would only retry the unreachable broker (6 s) before the same error."""
+    from qtui.core import App
+    from qtui.core.exceptions import BrokerUnavailable
+    from qtui.tui.alert_check import run_check
+    from qtui.tui.feed import Feed
+
+    polled: list[Feed] = []
+    monkeypatch.setattr(Feed, "poll_once", lambda feed: polled.append(feed))
+    app = App("t", broker="redis://127.0.0.1:1/0",
+              alerts=[{"name": "backlog", "kind": "queue_depth", "over": 10}])
+    with pytest.raises(BrokerUnavailable, match="no events from the broker"):
+        run_check(app, wait=0.5, state_path=tmp_path / "state.json")
+    assert polled == []

@@ -22,8 +22,9 @@ from .beat_helpers import (
 )
 from .services import REDIS_HOST, REDIS_PORT, need
 
-#: Seconds the entry runs before the leader is killed, and after.
-BEFORE_KILL, AFTER_KILL = 7.0, 9.0
+#: Seconds the entry runs before the leader is killed (ticks from at least 3 s before the kill
+#: are checked), and after (more than twice the 3 s lease the standbys wait out).
+BEFORE_KILL, AFTER_KILL = 5.0, 7.0
 
 
 def _broker(kind: str, tmp_path: Path) -> str:

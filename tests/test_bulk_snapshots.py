@@ -5,8 +5,11 @@ SVGs in ``tests/__snapshots__/`` (update with ``--snapshot-update``, and look at
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input
 
 from qtui.tui.audit import AuditEntry, AuditLog
 from qtui.tui.views.tasks import TasksScreen
@@ -25,16 +28,50 @@ def test_bulk_confirmation_layout(snap_compare):
                         terminal_size=SMALL)
 
 
+class StillConsole(FixedConsole):
+    """The fixed console whose toasts stay up: a loaded machine took the screenshot more than
+    the 3 s an information toast lasts after it came."""
+
+    def notify(self, message: str, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        super().notify(message, *args, **{**kwargs, "timeout": 3600.0})
+
+
+async def settle(pilot: Pilot[object], done: Callable[[], bool], what: str) -> None:
+    """Pause (each pause lets every widget of the screen handle what it was sent) until
+    ``done()``: the next key then lands where a person's would, however loaded the machine.
+    Pilot's own wait between keys is a guess from CPU time."""
+    for _ in range(100):
+        if done():
+            return
+        await pilot.pause()
+    raise AssertionError(f"the console never settled: {what}")
+
+
 def test_bulk_confirmation_with_the_count_to_type_layout(snap_compare):
-    console = FixedConsole(snapshot=dataclasses.replace(
+    console = StillConsole(snapshot=dataclasses.replace(
         SNAPSHOT, tasks=(*TASKS, *new_tasks(150))))
 
     async def mark_all_new(pilot):  # type: ignore[no-untyped-def]
         await pilot.press("3")
+        await settle(pilot, lambda: isinstance(console.screen, TasksScreen), "the Tasks view")
         screen = console.screen
         assert isinstance(screen, TasksScreen)
         screen.set_filter("name:tasks.new")
-        await pilot.press("asterisk", "R", *"15")
+        ids = screen.query_one("#tasks", DataTable).columns["ID"]
+        unmarked = ids.content_width
+        await pilot.press("asterisk")
+        # The table measures the marked ids when idle, and the screen lays that out once more:
+        # the confirmation then covers the table as it now is (Textual lays out no screen
+        # under a modal one, so the widths of before would stay behind it).
+        await settle(pilot, lambda: ids.content_width > unmarked, "the marks measured")
+        await pilot.pause()
+        await pilot.press("R")
+        await settle(pilot, lambda: isinstance(console.focused, Input), "the count box focused")
+        count = console.focused
+        assert isinstance(count, Input)
+        count.cursor_blink = False  # shown, not blinking: a screenshot 0.5 s on had it off
+        await pilot.press(*"15")
+        await settle(pilot, lambda: count.value == "15", "the count typed")
 
     assert snap_compare(console, run_before=mark_all_new, terminal_size=SMALL)
 

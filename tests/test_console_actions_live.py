@@ -6,6 +6,7 @@ operator said yes is not sent (database 13)."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +21,8 @@ from .test_console_live import select, table_records, table_rows, until
 from .worker_helpers import Setup, hostname_of, make_setup, redis_setup  # noqa: F401 - fixture
 
 SIZE = (160, 45)
+#: Seconds the two same-named tasks run: long enough to pick one and a signal from the console.
+RUNS = 12
 
 
 async def test_cancelling_a_queues_last_consumer_asks_and_the_queue_shows_none(redis_setup):
@@ -114,8 +117,8 @@ async def test_terminate_hits_the_chosen_task_among_same_named_ones_while_rows_m
     with setup.worker("-P", "prefork", "-c", "3", name="tt"):
         async with console.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: console.model.connected, what="connected")
-            app.send_task("tasks.slow", args=[12, "keep"])
-            app.send_task("tasks.slow", args=[12, "kill"], task_id=chosen)
+            app.send_task("tasks.slow", args=[RUNS, "keep"])
+            app.send_task("tasks.slow", args=[RUNS, "kill"], task_id=chosen)
             await pilot.press("3")
             await until(pilot, lambda: len([r for r in table_rows(console, "tasks")
                                             if r[2] == "STARTED"]) == 2, what="both running")
@@ -132,7 +135,10 @@ async def test_terminate_hits_the_chosen_task_among_same_named_ones_while_rows_m
             await pilot.press("y")
             await until(pilot, lambda: console.outcomes, what="terminate outcome")
             assert console.outcomes[-1].targets == (chosen,)
-        # Waits for a third "done" as long as the chosen task would have taken to finish.
-        done = {r["tag"] for r in setup.wait_records("done", 3, timeout=20)}
+        # Waits for a third "done" until well after the chosen task would have finished.
+        would_end = max(r["t"] for r in setup.records("started")
+                        if r["tag"] in ("keep", "kill")) + RUNS + 5
+        done = {r["tag"] for r in setup.wait_records("done", 3,
+                                                     timeout=max(0.0, would_end - time.time()))}
     app.close()
     assert done == {"keep", "later"}, done

@@ -3,7 +3,7 @@ INPUT_QUIET after the latest key, even one held back for the view's pace before 
 (the repaint of a key would otherwise wait for the redraw of a whole table), but no longer than
 INPUT_HOLD_MAX under a held key; and the tasks
 table's redraw, which a key can still meet, draws its text cells at a tenth of DataTable's
-cost, looking the same."""
+cost, looking the same, and draws a column at the width its idle-time measure gave it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import dataclasses
 import time
 
 from rich.text import Text
+from textual.coordinate import Coordinate
 from textual.renderables.styled import Styled
 from textual.widgets import DataTable
 
@@ -148,3 +149,21 @@ async def test_a_textual_without_the_state_text_table_reads_draws_every_cell_as_
         table._cell_render_cache.clear()
         assert ours == DataTable._render_cell(table, 0, 0, table.rich_style, 14)
         assert TextTable._reads_datatable is False
+
+
+async def test_cells_widened_before_the_table_measured_them_are_drawn_at_their_new_width():
+    """DataTable measures updated cells when idle and keys its drawn lines by its update count,
+    which the measure leaves as it was: lines drawn between the update and the measure (the
+    screen's refresh tick came first, on a loaded machine) stayed at the old widths. Marking
+    every task widens the id column by its mark: the marks stayed cut, and the header at the
+    old widths behind the bulk confirmation, until the table next changed."""
+    console = FixedConsole()
+    async with console.run_test(size=(140, 40)) as pilot:
+        screen = await tasks_view(pilot)
+        table = screen.query_one("#tasks", DataTable)
+        screen.action_mark_all()
+        table.render_line(1)  # the first row, drawn before the table measured its new cells
+        await pilot.pause()
+        first_id = table.get_cell_at(Coordinate(0, 0))
+        assert isinstance(first_id, Text) and first_id.plain.startswith("✓")
+        assert first_id.plain in table.render_line(1).text

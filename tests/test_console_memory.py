@@ -18,7 +18,10 @@ from qtui.core import App
 from qtui.tui.feed import Feed
 from qtui.tui.model import ConsoleModel
 
-TASKS = 10_000
+#: Tasks fed in (half the console bench's 10,000: traced by tracemalloc, those took 21 s in a
+#: loaded run of the slow files; fewer tasks spread the fixed costs over less, so the figure is
+#: higher: 896 bytes at 5,000 against 880 at 10,000, 997 at 2,000).
+TASKS = 5_000
 #: Bytes per task held by the state and the model together, with room to spare: 881 when
 #: this was written (1,085 while the model kept a copy of each task and the State its LRU in
 #: OrderedDicts, 1,500 before timelines were flat, short texts shared in a bounded table and

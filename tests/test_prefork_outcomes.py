@@ -21,6 +21,7 @@ from qtui.workers.execution import Lost, Outcome, WorkItem
 from qtui.workers.pools.prefork import (
     PreforkPool,
     _Child,
+    _CodeEnd,
     _pack_item,
     _pack_outcome,
     _unpack,
@@ -128,7 +129,7 @@ def test_one_read_reports_every_outcome_the_pipe_holds_and_waits_for_a_partial_o
     """Two outcomes waiting in a result pipe come out of one read; one bigger than the pipe
     (a long traceback) comes out whole once its last part has been read."""
     results, sender = multiprocessing.Pipe(duplex=False)
-    child = _Child(1, os.getpid(), sender, results, None)
+    child = _Child(1, os.getpid(), sender, results, None, _CodeEnd())
     try:
         for job_id in (1, 2):
             _write(sender.fileno(), _pack_outcome(Outcome(job_id, states.SUCCESS, 0.0)))

@@ -19,10 +19,8 @@ from qtui.core.exceptions import BrokerUnavailable, SendFailed
 from qtui.core.protocol import parse
 
 from .processes import write_module
-from .redis_server import redis_server
+from .redis_server import redis_server, spare_port
 
-#: A private redis-server this file starts and stops (the shared one is never stopped).
-PRIVATE_PORT = 16440
 #: A port of this engineer's range nothing listens on: another broker.
 OTHER_PORT = 16449
 
@@ -37,10 +35,12 @@ def app(unique: str) -> Iterator[App]:
 @pytest.fixture
 def stopped_broker(tmp_path: Path, unique: str) -> Iterator[App]:
     """An app whose broker took one task and then stopped: its pooled producer's connection
-    is gone."""
-    app = App("tasks", broker=f"redis://127.0.0.1:{PRIVATE_PORT}/0",
+    is gone. The redis-server is the test's own, on a port free when it starts (a fixed one
+    was another session's server on this shared machine, and the sends reached it)."""
+    port = spare_port()
+    app = App("tasks", broker=f"redis://127.0.0.1:{port}/0",
               task_default_queue=f"q-{unique}", broker_connection_timeout=1)
-    with redis_server(tmp_path, PRIVATE_PORT, durable=False):
+    with redis_server(tmp_path, port, durable=False):
         app.send_task("t.warm")
     yield app
     app.close()

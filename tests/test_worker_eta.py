@@ -107,16 +107,16 @@ def test_a_due_task_runs_ahead_of_the_backlog_of_its_queue(every_setup: Setup):
     backlog = 60
     with every_setup.worker("-P", "solo") as proc:
         app = every_setup.app()
-        result = app.send_task("tasks.mark", args=["eta"], countdown=4)
+        result = app.send_task("tasks.mark", args=["eta"], countdown=3)
         assert wait_for(lambda: "stored until its ETA" in proc.log_path.read_text(), 20)
         for i in range(backlog):
-            app.send_task("tasks.slow", args=[0.2, i])
+            app.send_task("tasks.slow", args=[0.1, i])
         assert result.get(timeout=60) == "eta"
         ran_at = every_setup.records("mark")[0]["t"]
         done = every_setup.wait_records("done", backlog, timeout=60)
         app.close()
     assert len(done) == backlog
-    # 60 tasks of 0.2 s take 12 s; due after 4 s, the ETA task runs with most of them still
+    # 60 tasks of 0.1 s take 6 s; due after 3 s, the ETA task runs with most of them still
     # waiting (behind the whole backlog it would run after all of them).
     after = [r for r in done if r["t"] > ran_at]
     assert len(after) >= backlog // 3, (len(after), backlog)

@@ -24,6 +24,9 @@ from .worker_helpers import (  # noqa: F401 - fixtures
 #: within seconds: the killed group takes its liveness helper along, so its ``alive`` key lasts
 #: the visibility timeout (the worker's default, 60 s, was most of these tests' time).
 DEAD_SOON = {"visibility_timeout": 4}
+#: Seconds task B runs in the solo worker tests: long enough that its worker is killed while it
+#: runs (the test kills it once B has started); the next worker runs it whole.
+B_RUNS = 3
 
 
 def _tags(setup: Setup, kind: str = "mark") -> list:
@@ -220,7 +223,7 @@ def test_a_finished_task_is_not_run_again_when_its_solo_worker_dies_in_the_next(
     try:
         app = setup.app()
         app.send_task("tasks.mark", args=["A"])
-        app.send_task("tasks.slow", args=[6, "B"])
+        app.send_task("tasks.slow", args=[B_RUNS, "B"])
         app.close()
         with setup.worker("-P", "solo") as proc:
             assert setup.wait_records("started", 1), proc.log_path.read_text()[-3000:]
@@ -245,7 +248,7 @@ def test_a_finished_task_is_not_run_again_when_its_solo_worker_dies_in_the_next_
     try:
         app = setup.app()
         app.send_task("tasks.mark", args=["A"])
-        app.send_task("tasks.slow", args=[6, "B"])
+        app.send_task("tasks.slow", args=[B_RUNS, "B"])
         for tag in "CDEFG":
             app.send_task("tasks.mark", args=[tag])
         app.close()

@@ -262,9 +262,15 @@ class ScriptReplyHolder(Interceptor):
     (their keys name ``unacked_index``; not the timers' scripts, an ETA poll say) are held back
     until the task's result is written, or for :data:`HOLD_LIMIT` seconds. A worker that waits
     for one of them before it runs the task writes the result only after they went. A result
-    written before any reply recording the task went to the worker (the reply carrying it, or
-    the reply to the call carrying it, which the proxy may even forward after the result: two
-    connections, two threads) counts as written while held."""
+    written before any reply recording the task went to the worker (the reply to the call
+    carrying its adoption, which the proxy may even forward after the result: two connections,
+    two threads) counts as written while held.
+
+    A script's reply that carries the task means a fetch took it: from the queue, or from the
+    processing list the wait had moved it to. Such a fetch was sent before the worker read the
+    wait's reply (an idle turn whose drain timed out just before it came), however its request
+    and the wait's reply were ordered here: the worker delivers from the fetch's reply and drops
+    the wait's, so the task did not come from the wait (:attr:`via_wait` False, nothing held)."""
 
     def __init__(self, port: int) -> None:
         self._lock = threading.Lock()
@@ -276,13 +282,12 @@ class ScriptReplyHolder(Interceptor):
         reply."""
         self._record_passed = False
         """Whether a reply recording the followed task went to the worker."""
-        self._requests = 0
-        """Requests seen so far: orders a fetch's request against the wait's reply."""
-        self._wait_seen = 0
         self._task_id = b""
+        self.waiting = threading.Event()
+        """Set while an idle wait is under way at Redis (sent, not answered yet)."""
         self.via_wait: bool | None = None
-        """True: an idle wait's reply carried the task; False: a script's (a fetch) did, or a
-        fetch sent while the wait was under way took it from the processing list first."""
+        """True: an idle wait's reply carried the task, and no script's reply did; False: a
+        script's (a fetch) did."""
         self.written_while_held: bool | None = None
         """Whether the task's result was written while script replies were held back."""
         super().__init__(port)
@@ -303,15 +308,14 @@ class ScriptReplyHolder(Interceptor):
         while data := self._recv(client):
             upper = data.upper()
             if data.startswith(b"*"):  # a new request (a long one may come in several reads)
-                with self._lock:
-                    self._requests += 1
-                    state["sent"] = self._requests
                 records = b"EVAL" in upper and b"UNACKED_INDEX" in upper  # EVALSHA too
                 state["command"] = b"EVALSHA" if records \
                     else b"BLMOVE" if b"BLMOVE" in upper else b""
                 if records and self._task_id and self._task_id in data:
                     with self._lock:
                         self._recording.add(id(state))
+                if state["command"] == b"BLMOVE":
+                    self.waiting.set()
             with self._lock:
                 if self.via_wait and b"$3\r\nSET\r\n" in upper \
                         and b"celery-task-meta-" + self._task_id in data:
@@ -322,20 +326,20 @@ class ScriptReplyHolder(Interceptor):
     def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
         while data := self._recv(server):
             with self._lock:
-                if self._task_id and self.via_wait is None and self._task_id in data \
-                        and b'"body"' in data:  # the message itself, not a subscription's reply
-                    self.via_wait = state.get("command") == b"BLMOVE"
-                    self._wait_seen = self._requests
+                command = state.get("command")
+                if command == b"BLMOVE":  # cleared before the worker can send the next wait
+                    self.waiting.clear()
+                # the message itself, not a subscription's reply naming the task's result
+                carries = bool(self._task_id) and self._task_id in data and b'"body"' in data
+                if carries and self.via_wait is None:
+                    self.via_wait = command == b"BLMOVE"
                     if self.via_wait:
                         self._released.clear()
                         threading.Timer(HOLD_LIMIT, self._release, (self._task_id,)).start()
-                hold = state.get("command") == b"EVALSHA" and not self._released.is_set()
-                if hold and self._task_id in data and b'"body"' in data \
-                        and state.get("sent", 0) < self._wait_seen:
-                    # a fetch sent during the wait took the moved message from the processing
-                    # list first (an idle turn racing the wait): not the case this test is about
-                    self.via_wait, hold = False, False
+                elif carries and command == b"EVALSHA":  # a fetch took what the wait moved
+                    self.via_wait = False
                     self._released.set()
+                hold = command == b"EVALSHA" and not self._released.is_set()
                 self._held += hold
             if hold:
                 self._released.wait()
@@ -346,9 +350,7 @@ class ScriptReplyHolder(Interceptor):
             except OSError:
                 return
             with self._lock:
-                if id(state) in self._recording or (
-                        state.get("command") == b"EVALSHA" and self._task_id
-                        and self._task_id in data and b'"body"' in data):
+                if id(state) in self._recording:
                     self._record_passed = True
                 self._recording.discard(id(state))
 
@@ -357,30 +359,65 @@ class ScriptReplyHolder(Interceptor):
         super().close()
 
 
+#: Appended to the worker's tasks module: the idle turns race the wait for the tasks that come
+#: while ``{racing}`` or fewer ran. Each turn's drain only starts the wait (or reads a reply there
+#: already), then sleeps its timeout out: a message that comes meanwhile is moved by the wait
+#: and taken from the processing list by the next turn's fetch, sent before that turn reads the
+#: wait's reply. A loaded machine does that whenever a drain times out just before the reply.
+_IDLE_TURNS_RACE_THE_WAIT = """
+import time
+
+import qtui.workers.worker as _worker
+
+_drain = _worker.Worker._drain
+
+
+def _racing_drain(self, timeout):
+    if self.processed > {racing}:
+        return _drain(self, timeout)
+    _drain(self, 0)
+    time.sleep(timeout)
+
+
+_worker.Worker._drain = _racing_drain
+"""
+
+
 @pytest.mark.timeout(120)
-def test_an_idle_worker_runs_what_its_wait_took_without_waiting_for_a_script_reply(tmp_path):
+@pytest.mark.parametrize("racing", [0, 2], ids=["turns-as-they-come", "turns-racing-the-wait"])
+def test_an_idle_worker_runs_what_its_wait_took_without_waiting_for_a_script_reply(
+        tmp_path, racing):
     """The idle wait's reply carries the message: the solo worker runs the task and writes its
     result while the replies to its script calls (the record of the delivery as unacked, the
     start record) are still held back. It took a fetch script's reply before: one round trip
-    between the wake-up and the run."""
+    between the wake-up and the run. Each try sends the task while the worker's wait is under
+    way; a try whose message a fetch took first (an idle turn racing the wait: the first
+    ``racing`` tries are made to) does not count."""
     port = spare_port()
     with redis_server(tmp_path, port, durable=False):
         holder = ScriptReplyHolder(port)
         url = f"redis://127.0.0.1:{holder.port}/0"
         setup = make_setup(tmp_path, "qw-held", url, url)
+        if racing:
+            with (tmp_path / "tasks.py").open("a") as module:
+                module.write(_IDLE_TURNS_RACE_THE_WAIT.format(racing=racing))
+        tries: list[bool | None] = []
         try:
             with setup.worker("-P", "solo"):
                 app = setup.app()
                 assert app.send_task("tasks.add", args=[1, 1]).get(timeout=30) == 2
                 for attempt in range(10):  # until the worker's wait, not a turn's fetch, takes it
+                    assert holder.waiting.wait(30), "the worker's idle wait never started"
                     task_id = str(uuid.uuid4())
                     holder.follow(task_id)
                     assert app.send_task("tasks.add", args=[attempt, 2], task_id=task_id
                                          ).get(timeout=30) == attempt + 2
+                    tries.append(holder.via_wait)
                     if holder.via_wait:
                         break
                 app.close()
-            assert holder.via_wait, "no idle wait took a task"
+            assert holder.via_wait, \
+                f"no task ran from an idle wait's reply (False: a fetch's did): {tries}"
             assert holder.written_while_held
         finally:
             holder.close()

@@ -14,13 +14,15 @@ from typing import Any
 import pytest
 import redis
 
-from qtui.core import App, states
+from qtui.core import App, Task, states
+from qtui.core.canvas import chord, signature
 from qtui.core.exceptions import TaskRevokedError
 from qtui.workers import control
 from qtui.workers.hooks import Observer
 from qtui.workers.job import Job
 from qtui.workers.worker import Worker
 
+from .processes import write_module
 from .worker_helpers import (  # noqa: F401 - fixtures
     REDIS_URL,
     Setup,
@@ -99,7 +101,8 @@ def wait_for_signalled(worker: Any, app: App, task_id: str, timeout: float = 30)
     signalled while it ran ``task_id``: it logs that (either way) first, and runs a task sent
     after the line only once it has done the rest (its main thread does one thing at a time)."""
     deadline = time.monotonic() + timeout
-    lines = (f"[{task_id}] terminated by signal", f"[{task_id}] had finished when signal")
+    lines = (f"[{task_id}] terminated by signal", f"[{task_id}] had finished when signal",
+             f"[{task_id}] was past its code when the terminate came")
     while not any(line in worker.log_path.read_text() for line in lines):
         assert time.monotonic() < deadline, worker.log_path.read_text()[-3000:]
         time.sleep(0.05)
@@ -110,12 +113,13 @@ def wait_for_signalled(worker: Any, app: App, task_id: str, timeout: float = 30)
 def test_a_terminate_that_lands_after_the_result_was_stored_leaves_the_result(
         redis_setup: Setup):
     """The prefork child has stored the task's result and not yet told the worker (its
-    ``after_return`` runs) when the terminate kills it: the task ran to completion, so its result
-    stands, as on Celery (whose Redis backend never overwrites a SUCCESS). Before, REVOKED
-    'terminated' was stored over the SUCCESS of a task that had run to its end."""
+    ``after_return`` runs) when the terminate comes: the task is past its code, so it is not
+    signalled and ends as it would have, its result standing, as on Celery (whose Redis backend
+    never overwrites a SUCCESS). Before, REVOKED 'terminated' was stored over the SUCCESS of a
+    task that had run to its end."""
     with redis_setup.worker("-P", "prefork", "-c", "1") as worker:
         app = redis_setup.app()
-        result = app.send_task("tasks.lingering", args=[30, "finished"])
+        result = app.send_task("tasks.lingering", args=[SHORT, "finished"])
         assert redis_setup.wait_records("stored", 1) != []
         assert app.AsyncResult(result.id).state == states.SUCCESS
         replies = app.control.revoke(result.id, terminate=True, signal="SIGKILL", reply=True,
@@ -125,6 +129,48 @@ def test_a_terminate_that_lands_after_the_result_was_stored_leaves_the_result(
         wait_for_signalled(worker, app, result.id)
         assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished"), \
             worker.log_path.read_text()[-3000:]
+        app.close()
+
+
+#: A tasks module whose chord part ``tasks.mark("slow")`` counts itself slowly in the chord (a
+#: slow or far result backend): its SUCCESS is stored, the count not yet made, for seconds.
+SLOW_CHORD_COUNT = """
+import time
+
+from tasks import *  # noqa: F403 - the test's tasks, as they are
+from tasks import app, record
+
+_count = type(app.backend).on_chord_part_return
+
+
+def _slow_count(self, message, state, result, send=None):
+    if list(message.args) == ["slow"]:
+        record("counting", id=message.id, state=state)
+        time.sleep(3)
+    return _count(self, message, state, result, send=send)
+
+
+type(app.backend).on_chord_part_return = _slow_count
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_terminate_between_a_chord_parts_stored_result_and_its_count_leaves_the_chord_whole(
+        redis_setup: Setup):
+    """A chord part has stored SUCCESS and is counting itself in the chord when the terminate
+    comes: it is past its code, so it is not signalled, its count is made and the chord's body
+    runs. Before, the signal killed it there and its stored SUCCESS was left standing without
+    the count: the chord's body never ran (PENDING for ever)."""
+    write_module(redis_setup.directory, "slowchord", SLOW_CHORD_COUNT)
+    with redis_setup.worker("-P", "prefork", "-c", "2", tasks="slowchord") as worker:
+        app = redis_setup.app()
+        parts = [signature("tasks.mark", "slow", app=app), signature("tasks.mark", "fast", app=app)]
+        body = chord(parts, signature("tasks.mark", app=app)).apply_async()
+        part_id = redis_setup.wait_records("counting", 1)[0]["id"]
+        app.control.revoke(part_id, terminate=True, signal="SIGKILL")
+        assert sorted(body.get(timeout=30)) == ["fast", "slow"], \
+            worker.log_path.read_text()[-3000:]
+        assert app.AsyncResult(part_id).get(timeout=5) == "slow"
         app.close()
 
 
@@ -146,16 +192,28 @@ def test_a_terminate_stores_revoked_over_an_earlier_run_of_the_same_id(redis_set
         app.close()
 
 
+#: What a retrier's ``on_retry`` waits for: its run stays active after it stored RETRY.
+LINGER = threading.Event()
+
+
+class _LingersOnRetry(Task):
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                 einfo: Any) -> None:
+        assert LINGER.wait(30)
+
+
 # In the worker's own process: the test decides where a remote-control request is handled.
 @contextmanager
 def worker_in_process(setup: Setup, pool: str, hostname: str | None = None,
                       concurrency: int = 1, **settings: Any
                       ) -> Iterator[tuple[App, Worker, threading.Event]]:
     """A worker of ``pool`` (``concurrency`` slots) run here by the test's turns, with
-    ``note(tag)`` (records ``ran``) and ``hold(tag)`` (records ``ran``, then waits for the event
-    yielded; threads pool only: the event lives in this process)."""
+    ``note(tag)`` (records ``ran``), ``hold(tag)`` (records ``ran``, then waits for the event
+    yielded; threads pool only: the event lives in this process) and ``retrier(tag)`` (as
+    ``hold``, then retries in a second, its ``on_retry`` waiting for :data:`LINGER`)."""
     records = redis.Redis.from_url(REDIS_URL)
     release = threading.Event()
+    LINGER.clear()
     app = App("revoke", broker=setup.broker, backend=setup.backend,
               task_default_queue=setup.queue, **settings)
 
@@ -170,6 +228,12 @@ def worker_in_process(setup: Setup, pool: str, hostname: str | None = None,
         assert release.wait(30)
         return tag
 
+    @app.task(name="retrier", bind=True, base=_LingersOnRetry, max_retries=None)
+    def retrier(self: Task, tag: str) -> str:
+        records.rpush(f"{setup.queue}:ran", json.dumps({"tag": tag}))
+        assert release.wait(30)
+        raise self.retry(countdown=1)
+
     worker = Worker(app, pool=pool, concurrency=concurrency, heartbeat=False, send_events=False,
                     hostname=hostname)
     worker.pool.start()
@@ -179,6 +243,7 @@ def worker_in_process(setup: Setup, pool: str, hostname: str | None = None,
         yield app, worker, release
     finally:
         release.set()
+        LINGER.set()
         worker.pool.stop()
         worker.consumer.close()
         app.close()
@@ -199,6 +264,23 @@ def terminate(worker: Worker, task_id: str) -> Any:
     """The worker handles ``revoke(task_id, terminate=True)`` as a broadcast would have it."""
     return control.call(worker, "revoke", {"task_id": task_id, "terminate": True,
                                            "signal": "SIGKILL"})
+
+
+class Seen(Observer):
+    """What the worker reported of its tasks through its hooks, in order."""
+
+    def __init__(self) -> None:
+        self.received: list[Job] = []
+        self.calls: list[str] = []
+
+    def on_task_received(self, job: Job) -> None:
+        self.received.append(job)
+
+    def on_task_started(self, job: Job, pid: Any) -> None:
+        self.calls.append("started")
+
+    def on_task_revoked(self, job: Job, **how: Any) -> None:
+        self.calls.append("revoked")
 
 
 @pytest.mark.timeout(60)
@@ -285,22 +367,15 @@ def test_a_revoked_copy_of_a_task_running_here_does_not_store_revoked_over_it(
     of it: the copy is refused and acked, and the result stays the running one's (it finishes:
     SUCCESS). Before, the copy stored REVOKED 'revoked' while the task ran on, which a client
     waiting for the result took as its end."""
-    class Received(Observer):
-        def __init__(self) -> None:
-            self.jobs: list[Job] = []
-
-        def on_task_received(self, job: Job) -> None:
-            self.jobs.append(job)
-
     with worker_in_process(redis_setup, "threads", concurrency=2) as (app, worker, release):
-        received = Received()
-        worker.hooks.add(received)
+        seen = Seen()
+        worker.hooks.add(seen)
         result = app.send_task("hold", args=["finished"])
         turn_until(worker, lambda: bool(redis_setup.records("ran")))
         control.call(worker, "revoke", {"task_id": result.id})
         app.send_task("hold", args=["copy"], task_id=result.id)
-        turn_until(worker, lambda: len(received.jobs) == 2
-                   and received.jobs[1].id not in worker.jobs)
+        turn_until(worker, lambda: len(seen.received) == 2
+                   and seen.received[1].id not in worker.jobs)
         assert app.backend.get_task_meta(result.id)["status"] != states.REVOKED
         release.set()
         turn_until(worker, finished(app, result.id))
@@ -322,3 +397,72 @@ def test_a_terminated_task_still_waiting_for_a_slot_never_runs(redis_setup: Setu
         assert busy.get(timeout=5) == "busy"
         assert waiting.state == states.REVOKED
         assert [r["tag"] for r in redis_setup.records("ran")] == ["busy"]
+
+
+@pytest.mark.timeout(60)
+def test_a_revoked_task_whose_running_try_retries_ends_revoked(redis_setup: Setup):
+    """A plain revoke of a running task that then calls ``self.retry()``: the retry message
+    (same id, one retry more) arrives while the try still runs (its ``on_retry``). It is not a
+    copy of the running task: once the try ends (RETRY stored), the retry is refused, stored
+    REVOKED and reported. Before, it was dropped as a copy, so the task stayed RETRY for ever
+    and ``result.get()`` never returned."""
+    with worker_in_process(redis_setup, "threads", concurrency=2) as (app, worker, release):
+        seen = Seen()
+        worker.hooks.add(seen)
+        result = app.send_task("retrier", args=["first"])
+        turn_until(worker, lambda: bool(redis_setup.records("ran")))
+        control.call(worker, "revoke", {"task_id": result.id})
+        release.set()
+        turn_until(worker, lambda: len(seen.received) == 2)  # the retry, while the try runs
+        assert result.id in {job.task_id for job in worker.active.values()}
+        LINGER.set()
+        turn_until(worker, lambda: not worker.active and not worker.jobs)
+        assert result.state == states.REVOKED
+        assert isinstance(result.get(timeout=5, propagate=False), TaskRevokedError)
+        assert seen.calls == ["started", "revoked"]
+        assert [r["tag"] for r in redis_setup.records("ran")] == ["first"]
+
+
+@pytest.mark.timeout(60)
+def test_a_task_revoked_on_its_way_to_the_pool_is_not_reported_started(redis_setup: Setup):
+    """A task revoked after the gate let it through and before the pool took it never runs:
+    the worker reports it revoked, never started (no task-started event, not counted in the
+    stats' totals). Before, it was reported started, then revoked."""
+    with worker_in_process(redis_setup, "threads") as (app, worker, _):
+        seen = Seen()
+        worker.hooks.add(seen)
+        result = app.send_task("note", args=["never"])
+        next_batch = worker._next_batch
+
+        def batch_then_terminate() -> list[Job]:
+            batch = next_batch()
+            if batch and not seen.calls:
+                terminate(worker, result.id)
+            return batch
+        worker._next_batch = batch_then_terminate  # type: ignore[method-assign]
+        turn_until(worker, finished(app, result.id))
+        assert result.state == states.REVOKED
+        assert seen.calls == ["revoked"]
+        assert dict(worker.total) == {}
+
+
+@pytest.mark.timeout(60)
+def test_a_revoked_tasks_held_retry_goes_back_to_its_queue_when_the_worker_stops(
+        redis_setup: Setup):
+    """The retry message a revoked task's running try sent, held until the try ends, is given
+    back to its queue unrun when the worker stops meanwhile (as every message it holds and has
+    not started): another worker refuses it then. Before, it was acked and dropped."""
+    with worker_in_process(redis_setup, "threads", concurrency=2) as (app, worker, release):
+        seen = Seen()
+        worker.hooks.add(seen)
+        result = app.send_task("retrier", args=["first"])
+        turn_until(worker, lambda: bool(redis_setup.records("ran")))
+        control.call(worker, "revoke", {"task_id": result.id})
+        release.set()
+        turn_until(worker, lambda: len(seen.received) == 2)
+        worker.shutdown.put_back_waiting()
+        assert not worker.jobs.keys() - {job.id for job in worker.active.values()}
+        queued = [json.loads(raw) for raw in
+                  redis.Redis.from_url(redis_setup.broker).lrange(redis_setup.queue, 0, -1)]
+        assert [(m["headers"]["id"], m["headers"]["retries"]) for m in queued] == [
+            (result.id, 1)]

@@ -192,11 +192,12 @@ class Setup:
                 "QTUI_TEST_CONF": json.dumps(self.conf)}
 
     @contextmanager
-    def worker(self, *options: str, name: str = "w", timeout: float = 30.0,
+    def worker(self, *options: str, name: str = "w", timeout: float = 30.0, tasks: str = "tasks",
                ) -> Iterator[Any]:
-        """A ``qtui -A tasks run-worker`` process, stopped (TERM, then KILL) when the block ends."""
+        """A ``qtui -A tasks run-worker`` process (``tasks``: another module of the test's
+        directory), stopped (TERM, then KILL) when the block ends."""
         hostname = f"{name}-{self.queue}"
-        argv = [sys.executable, "-m", "qtui.tui.cli", "-A", "tasks", "run-worker",
+        argv = [sys.executable, "-m", "qtui.tui.cli", "-A", tasks, "run-worker",
                 "-n", hostname, "-l", "INFO", *options]
         ready = f"qtui worker {hostname}@{socket.gethostname()} ready."
         with running(argv, self.directory, ready=ready, timeout=timeout, env=self.env) as proc:

@@ -132,11 +132,15 @@ def run_check(app: App, wait: float = DEFAULT_WAIT, state_path: Path | None = No
     listener.start()
     try:
         feed.stopped.wait(wait)
-        feed.poll_once()
+        # Unheard by the end of the wait, the broker fails the check: polling it would only
+        # retry the connection (6 s) before saying so.
+        connected = feed.connected
+        if connected:
+            feed.poll_once()
     finally:
         feed.stop()
         listener.join(STOP_TIMEOUT)
-    if not feed.connected:
+    if not connected:
         raise BrokerUnavailable(f"cannot check the alerts: no events from the broker at "
                                 f"{mask_url(app.broker_url)} ({feed.error or 'not connected'})")
     now = time.time()

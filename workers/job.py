@@ -44,6 +44,9 @@ class Job:
     timer: Any = None
     start_key: str | None = None
     """Set while its start is recorded in the ledger (see :class:`~.redelivery.Starts`)."""
+    held_retry: Job | None = None
+    """Its own retry message (same id, one retry more), refused by the revoked gate while this
+    job ran: examined again once this one ends (see :meth:`~.revoke.Revocation.discard`)."""
 
     @property
     def task_id(self) -> str:

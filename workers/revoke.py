@@ -128,16 +128,17 @@ class Revoked:
 class Revocation(Observer):
     """The gate that refuses a task revoked or past its ``expires``: it is acked, stored as
     REVOKED and reported through the ``on_task_revoked`` hook, never run. A copy of a task
-    this worker runs (delivered again) is acked alone: the running one's end is the result."""
+    this worker runs (delivered again) is acked alone: the running one's end is the result.
+    The running task's own retry message waits for that end, then is refused as any other."""
 
     def __init__(self, app: App, revoked: Revoked, settlement: Settlement, hooks: Hooks,
-                 runs: Callable[[str], bool]) -> None:
+                 running: Callable[[str], Job | None]) -> None:
         self.app = app
         self.revoked = revoked
         self.settlement = settlement
         self.hooks = hooks
-        self.runs = runs
-        """Whether this worker runs a task of that id now."""
+        self.running = running
+        """The job of that task id this worker runs now, if any."""
 
     def refuse_task(self, job: Job) -> bool:
         msg = job.message
@@ -151,10 +152,19 @@ class Revocation(Observer):
 
     def discard(self, job: Job, expired: bool = False) -> None:
         """Settle ``job`` unrun: acked, stored as REVOKED (expired or revoked) and reported;
-        a copy of a task that runs here is acked alone."""
+        a copy of a task that runs here is acked alone, and that task's retry message is held
+        until the run ends."""
         msg = job.message
         why = "expired" if expired else "revoked"
-        if self.runs(msg.id):
+        running = self.running(msg.id)
+        if running is not None:
+            if msg.retries > running.message.retries and running.held_retry is None:
+                # Not a copy: the message the run's self.retry() sent. Refused now, its REVOKED
+                # would be overwritten by the RETRY the run stores, and nothing would end it.
+                logger.info("Task %s[%s] is %s: its retry waits for the running try's end",
+                            msg.task, msg.id, why)
+                running.held_retry = job
+                return
             logger.warning("Discarding a copy of the %s task %s[%s], which runs here: its "
                            "result is the running one's", why, msg.task, msg.id)
             self.settlement.ack(job)

@@ -183,7 +183,8 @@ class Worker:
         """Starts are recorded by the fetch script (the ledger is on the Redis broker)."""
         self.settlement = Settlement(app, self.consumer, self.jobs, self.starts, self.hooks,
                                      self.max_redeliveries)
-        self.revocation = Revocation(app, self.revoked, self.settlement, self.hooks, self.runs)
+        self.revocation = Revocation(app, self.revoked, self.settlement, self.hooks,
+                                     self.running)
         self.scheduler = Scheduler(self.timer, self._ready, float(conf.worker_eta_horizon),
                                    self.settlement.forget)
         self.rate_limits = RateLimiter(app, self.timer, self._reserve)
@@ -518,6 +519,10 @@ class Worker:
             return
         logger.info("Task %s[%s] received", msg.task, msg.id)
         self.hooks.on_task_received(job)
+        self._examine(job)
+
+    def _examine(self, job: Job) -> None:
+        """The gates a received job passes: refused, delayed (ETA) or admitted."""
         if self.hooks.refuse_task(job) or self.hooks.delay_task(job):
             return
         self._admit(job)  # refuse_task was asked just now: not again before the rate limit
@@ -683,7 +688,6 @@ class Worker:
                             job.time_limit, job.soft_time_limit)
             job.stage, job.started_at = ACTIVE, time.time()
             self.active[job.id] = job
-            self.total[name] += 1
             if not options.acks_late:
                 try:
                     self.settlement.ack_before_run(job)
@@ -692,17 +696,18 @@ class Worker:
                     # back must run rather than be adopted as this one.
                     self._unstart(batch[index:])
                     raise
-            self.hooks.on_task_started(job, None)
             if job.message.id in self.revoked:
                 self._revoked_before_run(job)
                 continue
+            self.total[name] += 1
+            self.hooks.on_task_started(job, None)
             if not self.pool.apply(item):
                 self._unstart(batch[index:])
                 return
 
-    def runs(self, task_id: str) -> bool:
-        """Whether a job of ``task_id`` is active here (asked when a revoked one is refused)."""
-        return any(job.task_id == task_id for job in self.active.values())
+    def running(self, task_id: str) -> Job | None:
+        """The job of ``task_id`` active here, if any (asked when a revoked one is refused)."""
+        return next((job for job in self.active.values() if job.task_id == task_id), None)
 
     def _revoked_before_run(self, job: Job) -> None:
         """``job`` was revoked after the gate let it through (:meth:`_next_batch`) and before
@@ -765,6 +770,7 @@ class Worker:
         msg = job.message
         if outcome.state == states.REJECTED:
             self.settlement.rejected_by_task(job, outcome)
+            self._after_run(job)
             return
         if outcome.dead_letter:
             self.settlement.dead_letter(job, outcome.dead_letter)
@@ -789,6 +795,13 @@ class Worker:
             logger.error("Task %s[%s] raised unexpected: %s\n%s", msg.task, msg.id,
                          outcome.exception, outcome.traceback or "")
             self.hooks.on_task_failed(job, outcome.exception or "", outcome.traceback)
+        self._after_run(job)
+
+    def _after_run(self, job: Job) -> None:
+        """``job``'s run has ended and its outcome is taken in: its retry message, held while
+        it ran, goes through the gates now (refused: REVOKED stored after the run's RETRY)."""
+        if job.held_retry is not None:
+            self._examine(job.held_retry)
 
     def _on_lost(self, lost: Lost) -> None:
         job = self.active.pop(lost.job_id, None)
@@ -807,8 +820,9 @@ class Worker:
         elif lost.cause == "signalled":
             if self._already_done(msg, since=job.started_at, when="was terminated",
                                   otherwise="recorded REVOKED"):
-                # Its result was stored before the signal landed (after_return, the outcome on
-                # its way): the task ran to its end, and its result stands, as on Celery.
+                # Its result was stored before the signal landed: the task ran to its end, and
+                # its result stands, as on Celery. Only a Celery task gets here: its tracer stores
+                # inside the call the pool's terminate gate guards (a qtui task is past the gate).
                 logger.warning("Task %s[%s] had finished when signal %s ended its process; its "
                                "stored result stands", msg.task, msg.id, lost.signum)
             else:
@@ -832,6 +846,7 @@ class Worker:
                 self.hooks.on_task_failed(job, repr(WorkerLostError(reason)), None)
             else:
                 self.settlement.deliver_again(job, reason)
+        self._after_run(job)
 
     # remote control --------------------------------------------------------------------------
     def call_soon(self, action: Callable[[], Any], what: str) -> None:
@@ -925,8 +940,12 @@ class Worker:
         logger.warning("Reconnected to %s; consuming again", self.consumer.broker_name())
 
     def take_waiting(self) -> list[Job]:
-        """Every job held but not started (ETA, rate limit, reserved), removed: for shutdown
-        and connection loss."""
+        """Every job held but not started (ETA, rate limit, reserved, a running task's retry),
+        removed: for shutdown and connection loss."""
         waiting = [*self.scheduler.take_all(), *self.rate_limits.take_all(), *self.reserved]
         self.reserved.clear()
+        for job in self.active.values():
+            if job.held_retry is not None:
+                waiting.append(job.held_retry)
+                job.held_retry = None
         return waiting

@@ -10,6 +10,9 @@ Cells this does not cover (taller rows, text wider than its column, tabs, line b
 left-justified text, a non-default ``Text.end``, other renderables, the header) are drawn by
 DataTable as before. The views' tables that redraw from
 the feed (the tasks table, every one-table view, the overview's) are TextTables.
+
+A TextTable also redraws the lines a column's new width changes: DataTable measures updated
+cells when idle and keys its drawn lines by an update count its measure leaves as it was.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from rich.style import Style
 from rich.text import Text
 from textual._types import SegmentLines
 from textual.widgets import DataTable
+from textual.widgets.data_table import CellKey
 
 #: The justifications that leave a line that fits its width as it is ("left" pads it with the
 #: text's own style, as DataTable draws it).
@@ -37,6 +41,17 @@ class TextTable(DataTable[object]):
     """Whether this Textual's DataTable has the private state read here; found on first draw.
     Without it (a release renamed some), DataTable draws every cell
     (tests/test_console_keys.py compares the two)."""
+
+    def _update_column_widths(self, updated_cells: set[CellKey]) -> None:
+        """DataTable's measure of updated cells, then a new update count when a column's width
+        changed: lines drawn between the update and this measure (the screen's refresh tick
+        came first, on a loaded machine) kept the old widths until the table next changed, the
+        marks of a bulk action cut (tests/test_console_keys.py)."""
+        before = [column.content_width for column in self.columns.values()]
+        super()._update_column_widths(updated_cells)
+        if [column.content_width for column in self.columns.values()] != before:
+            self._update_count += 1
+            self.refresh()
 
     def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
                      cursor: bool = False, hover: bool = False) -> SegmentLines:

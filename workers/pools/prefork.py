@@ -16,7 +16,8 @@ pidfds), not by end-of-file on its result pipe, which a grandchild the task fork
 open; a grandchild does not get the pool's pipes anyway (closed after ``fork``, close-on-exec
 for ``exec``). The task a dead child was running is reported lost -- killed at its hard time
 limit, signalled by ``revoke(terminate=True)`` (still killed at the hard limit if it survives
-the signal), or died for any other reason (then the worker delivers the task again). The main
+the signal), or died for any other reason (then the worker delivers the task again). A terminate
+is sent only while the task's own code runs (see :class:`_CodeEnd`). The main
 thread respawns missing children on every turn of its loop, so a child that died, retired after
 ``max_tasks_per_child`` (or above ``worker_max_memory_per_child``) or was added by :meth:`grow`
 is replaced at once.
@@ -32,6 +33,7 @@ import ctypes
 import itertools
 import logging
 import math
+import mmap
 import multiprocessing
 import operator
 import os
@@ -43,6 +45,7 @@ import struct
 import threading
 import time
 from collections import deque
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
@@ -64,6 +67,8 @@ _WAITPID_POLL = 0.1
 _LENGTH = struct.Struct("!I")
 #: Most bytes taken from a pipe in one read (a pipe holds 64 KiB).
 _READ_SIZE = 65536
+#: Longest a terminate waits for a child that is saying its task's code has ended.
+_CODE_END_WAIT = 1.0
 #: What the parent sends a child on its job pipe to have it exit.
 _STOP = b""
 #: An outcome's fields as a tuple, in the order :class:`Outcome` takes them back.
@@ -108,6 +113,43 @@ class _Frames:
         return frames
 
 
+class _CodeEnd(AbstractContextManager[None]):
+    """Whether a child's task has left its own code, so that a terminate stops a task in its
+    code or not at all, never in its result write or canvas follow-up (a chord part stored
+    SUCCESS and never counted). The child sets a byte both processes map, as it leaves the
+    task's code (this is the ``guard`` of :func:`~qtui.workers.execution.execute`); the parent
+    tests it and signals under a lock shared with that setting."""
+
+    def __init__(self) -> None:
+        # The fork context's: unlinked at once, no resource tracker, whatever start method
+        # the application set (the pool forks its children itself).
+        self._lock = multiprocessing.get_context("fork").Lock()
+        self._ended = mmap.mmap(-1, 1)
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._ended[0] = 1
+
+    def rearm(self) -> None:
+        """The child is about to be given its next task (it is idle: it does not touch the
+        byte now)."""
+        self._ended[0] = 0
+
+    def signal(self, pid: int, pidfd: int | None, signum: int) -> bool:
+        """Send ``signum`` to the child unless its task's code has ended: whether it was sent.
+        A signal at its default action (the child leaves SIGTERM and the others so) ends the
+        child before ``kill`` returns, so it cannot get past the lock after the test."""
+        if not self._lock.acquire(timeout=_CODE_END_WAIT):
+            return False  # the child is saying its code ended, or died saying it
+        try:
+            return not self._ended[0] and _kill(pid, pidfd, signum)
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        self._ended.close()
+
+
 @dataclass(eq=False)
 class _Child:
     index: int
@@ -116,6 +158,7 @@ class _Child:
     results: Connection
     exits: int | None
     """A pidfd that turns readable when the child exits (None where the OS has none)."""
+    code_end: _CodeEnd
     jobs_fd: int = field(init=False)
     results_fd: int = field(init=False)
     """The pipes' file descriptors, asked of them once (used under the pool's lock while the
@@ -204,6 +247,7 @@ class PreforkPool(Pool):
         results_r, results_w = multiprocessing.Pipe(duplex=False)
         index = next(self._indexes)
         parent = os.getpid()
+        code_end = _CodeEnd()
         pid = os.fork()
         if pid == 0:  # the child
             code = 0
@@ -220,7 +264,7 @@ class PreforkPool(Pool):
                 jobs_w.close()
                 results_r.close()
                 _child_main(self.app, jobs_r, results_w, parent, index, self.max_tasks_per_child,
-                            self.app.conf.worker_max_memory_per_child)
+                            self.app.conf.worker_max_memory_per_child, code_end)
             except BaseException:  # noqa: BLE001 - a child must never return into the worker
                 logger.exception("pool child %d failed", index)
                 code = 1
@@ -229,7 +273,8 @@ class PreforkPool(Pool):
         jobs_r.close()
         results_w.close()
         with self._lock:
-            self._children.append(_Child(index, pid, jobs_w, results_r, _watch_exit(pid)))
+            self._children.append(_Child(index, pid, jobs_w, results_r, _watch_exit(pid),
+                                         code_end))
             self._generation += 1
 
     def stop(self) -> None:
@@ -269,6 +314,7 @@ class PreforkPool(Pool):
             for child in self._children:
                 if child.dead or child.retiring or child.item is not None:
                     continue
+                child.code_end.rearm()  # before the child can have the item and end its code
                 try:
                     _write(child.jobs_fd, _pack_item(item))
                 except OSError:
@@ -339,12 +385,14 @@ class PreforkPool(Pool):
         with self._lock:
             for child in self._children:
                 if child.item is not None and child.item.job_id == job_id and not child.dead:
-                    child.cause, child.signum = "signalled", signum
-                    try:
-                        os.kill(child.pid, signum)
-                    except ProcessLookupError:
-                        return False
-                    return True
+                    if child.code_end.signal(child.pid, child.exits, signum):
+                        child.cause, child.signum = "signalled", signum  # read under this lock
+                        return True
+                    message = child.item.message
+                    logger.warning("Task %s[%s] was past its code when the terminate came (or "
+                                   "its process had ended): not signalled", message.task,
+                                   message.id)
+                    return False
         return False
 
     # outcomes (main thread) ------------------------------------------------------------------
@@ -478,6 +526,7 @@ class PreforkPool(Pool):
             child.results.close()
         if child.exits is not None:
             os.close(child.exits)
+        child.code_end.close()
         if item is not None:
             exitcode = os.waitstatus_to_exitcode(status) if status else 0
             killed_by = -exitcode if exitcode < 0 else None
@@ -499,14 +548,11 @@ class PreforkPool(Pool):
                                        "terminate); killed at its hard time limit",
                                        child.pid, child.signum)
                     child.cause, child.killed = child.cause or "time-limit", True
-                    try:
-                        os.kill(child.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                    _kill(child.pid, child.exits, signal.SIGKILL)
 
 
 def _child_main(app: App, jobs: Connection, results: Connection, parent: int, index: int,
-                max_tasks: int | None, max_memory: int | None = None) -> None:
+                max_tasks: int | None, max_memory: int | None, code_end: _CodeEnd) -> None:
     """A child's life: take a work item, run it, send the outcome; until told to stop."""
     _die_with(parent)
     os.setpgid(0, 0)
@@ -539,7 +585,7 @@ def _child_main(app: App, jobs: Connection, results: Connection, parent: int, in
         if data == _STOP:
             return
         item = _unpack_item(data)
-        outcome = execute(app, item, use_alarm=True)
+        outcome = execute(app, item, use_alarm=True, guard=code_end)
         # Peak resident size in KiB on Linux, as Celery's --max-memory-per-child measures it.
         outcome.retiring = bool(
             max_memory and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > max_memory)
@@ -610,6 +656,19 @@ def _watch_exit(pid: int) -> int | None:
         return pidfd_open(pid)
     except OSError:  # ENOSYS on older kernels, EPERM under some sandboxes
         return None
+
+
+def _kill(pid: int, pidfd: int | None, signum: int) -> bool:
+    """Signal a child through its pidfd where it has one (a pid is free for reuse from the
+    moment the child is reaped, before the pool marks it dead); whether it was still there."""
+    try:
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signum)
+        else:
+            os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _die_with(parent: int) -> None:
