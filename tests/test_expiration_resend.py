@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 from kombu import Connection
+
+from qtui.core.protocol import expiration_left
 
 from .worker_helpers import (  # noqa: F401 - the fixtures
     Setup,
@@ -106,3 +109,11 @@ def test_a_task_with_expires_whose_worker_was_killed_runs_again(
     with setup.worker("-P", "solo", name="next") as proc:
         assert wait_for(lambda: len(setup.records("started")) == 2, 60)
         assert proc.poll() is None
+
+
+def test_a_copy_may_wait_the_time_left_of_expires_and_none_once_it_is_past() -> None:
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    assert [expiration_left(headers, now) for headers in (
+        {"expires": "2030-01-01T00:01:00+00:00"}, {"expires": "2030-01-01T00:01:00"},
+        {"expires": "2029-12-31T23:59:00+00:00"}, {"expires": None}, {"expires": "soon"},
+        {"expires": 60}, {}, None)] == [60.0, 60.0, None, None, None, None, None, None]
