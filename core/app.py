@@ -21,6 +21,7 @@ from .backends import ResultBackend, backend_for
 from .brokers import amqp as amqp_broker
 from .brokers.family import transport_name
 from .brokers.redis.urls import BROKER_SCHEMES, scheme
+from .canvas import gather_stamps, stamp_names
 from .config import Conf
 from .events import EventDispatcher
 from .exceptions import ConfigError, NotRegistered
@@ -289,9 +290,11 @@ class App:
         others = options.keys() - _MESSAGE_OPTIONS  # the one set operation most sends pay
         if not others:
             return self.send_planned(self.plan(name, task, options), args, kwargs, options)
-        unknown = others - _PUBLISH_OPTIONS
-        if unknown:
-            raise TypeError(f"send_task({name!r}): unknown option(s) {sorted(unknown)}")
+        if others - _PUBLISH_OPTIONS:
+            unknown = others - _PUBLISH_OPTIONS - set(stamp_names(options))
+            if unknown:
+                raise TypeError(f"send_task({name!r}): unknown option(s) {sorted(unknown)}")
+            options = gather_stamps(options)  # type: ignore[assignment]  # Celery's form
         retry, policy = self._publish_options(name, options)
         return self.send_planned(self.plan(name, task, options), args, kwargs, options,
                                  retry=retry, retry_policy=policy)

@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import CanvasError
-from .lineage import lineage
 from .protocol import new_id
 from .result import AsyncResult, GroupResult
 
@@ -157,9 +156,8 @@ def send_options(options: Mapping[str, Any], *, strict: bool = False) -> dict[st
     stamped = send.get("stamped_headers")
     if stamped:
         if isinstance(stamped, str):
-            stamped = send["stamped_headers"] = [stamped]
-        send["stamps"] = {**(send.get("stamps") or {}),
-                          **{name: options[name] for name in stamped if name in options}}
+            send["stamped_headers"] = [stamped]
+        send["stamps"] = _stamps(options)
     if isinstance(send.get("eta"), str):
         send["eta"] = datetime.fromisoformat(send["eta"])
     if isinstance(send.get("expires"), str):
@@ -192,7 +190,7 @@ def check_options(sig: Mapping[str, Any], options: Mapping[str, Any]) -> None:
 
 def _refuse_unknown(name: str, options: Mapping[str, Any]) -> None:
     if options and not _CLIENT_OPTIONS.issuperset(options):
-        unknown = options.keys() - _CLIENT_OPTIONS - _stamp_names(options)
+        unknown = options.keys() - _CLIENT_OPTIONS - set(stamp_names(options))
         if not unknown:  # Celery's stamps: options named by stamped_headers
             return
         raise TypeError(f"{name}: qtui cannot send option(s) {sorted(unknown)} (Celery puts "
@@ -200,12 +198,43 @@ def _refuse_unknown(name: str, options: Mapping[str, Any]) -> None:
                         f"Task.apply_async's: {', '.join(sorted(_CLIENT_OPTIONS))}")
 
 
-def _stamp_names(options: Mapping[str, Any]) -> set[str]:
-    """The options that are Celery stamps: those ``stamped_headers`` names."""
+def stamp_names(options: Mapping[str, Any]) -> list[str]:
+    """The options that are Celery stamps: those ``stamped_headers`` names, in its order."""
     stamped = options.get("stamped_headers")
     if not stamped:
-        return set()
-    return {stamped} if isinstance(stamped, str) else {n for n in stamped if isinstance(n, str)}
+        return []
+    return [stamped] if isinstance(stamped, str) \
+        else list(dict.fromkeys(n for n in stamped if isinstance(n, str)))
+
+
+def _stamps(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The stamps ``options`` carry: the ``stamps`` mapping, and Celery's form over it (each
+    stamp an option of its own, named by ``stamped_headers``)."""
+    return {**(options.get("stamps") or {}),
+            **{name: options[name] for name in stamp_names(options) if name in options}}
+
+
+def gather_stamps(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A send's ``options`` with the stamps given in Celery's form
+    (``apply_async(stamped_headers=["a"], a=1)``) gathered into the ``stamps`` mapping that
+    :class:`~qtui.core.task.SendOptions` takes."""
+    names = stamp_names(options)
+    gathered = {k: v for k, v in options.items() if k not in names or k in _CLIENT_OPTIONS}
+    gathered["stamps"] = _stamps(options)
+    return gathered
+
+
+def celery_stamps(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A signature's ``options`` with a ``stamps`` mapping written in Celery's form, the one a
+    Celery worker reads when it sends the signature: each stamp an option of its own, named
+    by ``stamped_headers`` (a Celery worker fails a task whose link has only the mapping)."""
+    stamps = options.get("stamps")
+    if not isinstance(stamps, Mapping):  # left for the send to refuse
+        return dict(options)
+    written = {k: v for k, v in options.items() if k != "stamps"}
+    written.update(stamps)
+    written["stamped_headers"] = list(dict.fromkeys([*stamp_names(options), *stamps]))
+    return written
 
 
 def _chunks_group(sig: Mapping[str, Any]) -> dict[str, Any]:
@@ -354,7 +383,8 @@ class Signature(dict[str, Any]):
         self["task"] = task if named else task.name
         self["args"] = tuple(args) if args else ()
         self["kwargs"] = dict(kwargs) if kwargs else {}
-        self["options"] = dict(options) if options else {}
+        self["options"] = {} if not options else dict(options) if "stamps" not in options \
+            else celery_stamps(options)
         self["subtask_type"] = subtask_type
         self["immutable"] = bool(immutable)
         self["chord_size"] = None
@@ -409,11 +439,12 @@ class Signature(dict[str, Any]):
         if not self.immutable:
             copy["args"] = tuple(args or ()) + tuple(self.args)
             copy["kwargs"] = {**self.kwargs, **(kwargs or {})}
-        copy["options"].update(options)
+        copy["options"].update(celery_stamps(options) if "stamps" in options else options)
         return copy
 
     def set(self, **options: Any) -> Signature:
-        self["options"].update(options)
+        """Add ``options``; stamps given as a ``stamps`` mapping are written in Celery's form."""
+        self["options"].update(celery_stamps(options) if "stamps" in options else options)
         return self
 
     def set_immutable(self, immutable: bool) -> None:
@@ -531,15 +562,14 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
     def freeze(self, task_id: str | None = None, **options: Any) -> Any:
         parent = None
-        # inside a task, the steps share its root, as the messages it sends do
-        root_id = self["options"].get("root_id") or lineage(None, None)[0]
+        # a root given goes to every step, as Celery's prepare_steps freezes them; else none
+        # (the first message gets the running task's root or its own id when it is sent,
+        # each later step the root of the task before it, from the worker)
+        root_id = self["options"].get("root_id")
         for index, step in enumerate(self.tasks):
             if root_id:
                 step["options"]["root_id"] = root_id
             result = step.freeze(task_id if index == len(self.tasks) - 1 else None)
-            root_id = root_id or step.id
-            if index == 0 and step["subtask_type"] in ONE_TASK:  # a chord's tasks are their own
-                step["options"]["root_id"] = root_id
             result.parent = parent
             parent = result
         return parent

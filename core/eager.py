@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import states
 from .exceptions import Retry
 from .handlers import TaskHandlers
-from .lineage import running_request
+from .lineage import applied_under
 from .task import ExceptionInfo, Request, new_task_id
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def apply(task: Task, args: Any = None, kwargs: Mapping[str, Any] | None = None,
     if throw is None:
         throw = bool(task.app.conf.task_eager_propagates)
     task_id = task_id or new_task_id()
-    running = running_request()  # applied inside a task: its child, as in Celery
+    running = applied_under()  # applied inside a task: its child, as in Celery
     request = Request(id=task_id, task=task.name, args=tuple(args or ()),
                       kwargs=dict(kwargs or {}), retries=retries,
                       root_id=(running.root_id if running else None) or task_id,

@@ -19,6 +19,10 @@ RUNNING: ContextVar[tuple[Request, ...]] = ContextVar("qtui_running_requests", d
 """The requests of the tasks run in this thread or context (a worker's, ``apply()``'s),
 innermost last: per thread, so each task of a threads pool sees its own."""
 
+DIRECT: ContextVar[tuple[int, ...]] = ContextVar("qtui_direct_calls", default=())
+"""For each task called directly (``task()``) inside a running task, innermost last: how many
+tasks were running in this thread or context then."""
+
 
 def entered(request: Request) -> None:
     """``request``'s task runs here now (until :func:`left`)."""
@@ -34,11 +38,16 @@ def left(request: Request) -> None:
             return
 
 
-def running_request() -> Request | None:
-    """The request of the task running in this thread or context, or None outside a task
-    (Celery's ``app.current_worker_task``: a task called directly is not one)."""
+def applied_under() -> Request | None:
+    """The request an ``apply()`` here is the child of: the running task's, or None when the
+    innermost task is one called directly inside it, whose request has no id (Celery's
+    ``Task.apply`` reads ``_task_stack.top``, which a direct call pushes; its ``send_task``
+    skips such a task, as :func:`lineage` does)."""
     running = RUNNING.get()
-    return running[-1] if running else None
+    if not running:
+        return None
+    direct = DIRECT.get()
+    return None if direct and direct[-1] == len(running) else running[-1]
 
 
 def lineage(root_id: str | None, parent_id: str | None) -> tuple[str | None, str | None]:

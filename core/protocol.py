@@ -327,6 +327,22 @@ def expiration_text(seconds: float) -> str:
     return str(int(seconds * 1000))
 
 
+def expiration_left(headers: Mapping[str, Any] | None, now: datetime | None = None
+                    ) -> float | None:
+    """The ``expiration`` a received message is published again with, in kombu's seconds: the
+    time left until its ``expires`` header, as a broker's own requeue keeps it. None without a
+    readable date, or once it is past: the worker that receives the copy then records the task
+    as expired, where the broker would drop it unseen."""
+    try:
+        expires = _date((headers or {}).get("expires"), "headers.expires", "")
+    except ProtocolError:
+        return None
+    if expires is None:
+        return None
+    left = (expires - (now or utcnow())).total_seconds()
+    return left if left > 0 else None
+
+
 def build(message: TaskMessage) -> WireMessage:
     """Turn a TaskMessage into protocol-v2 body, headers and properties, exactly as Celery sends
     them."""

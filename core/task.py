@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar
 
 from .canvas import UNCHECKED, Signature
 from .exceptions import MaxRetriesExceededError, Retry
-from .lineage import entered, left
+from .lineage import DIRECT, RUNNING, entered, left
 from .protocol import TaskMessage, new_id
 
 if TYPE_CHECKING:
@@ -43,8 +43,8 @@ class SendOptions(TypedDict, total=False):
     ``argsrepr``/``kwargsrepr`` replace the arguments' reprs that events, logs and the console
     show (Celery's way to mask secret arguments); ``shadow`` is the name they show instead of
     the task's. ``stamped_headers`` and ``stamps`` (a mapping of each stamped header to its
-    value) are Celery's stamps, sent in the headers of the same names (a signature's options
-    may carry them as Celery's do: ``stamped_headers`` and each stamp an option of its own).
+    value) are Celery's stamps, sent in the headers of the same names; Celery's form,
+    ``stamped_headers`` and each stamp an option of its own, is taken too.
     ``retry``/``retry_policy`` override ``task_publish_retry``/
     ``task_publish_retry_policy`` for this send (the policy's keys over the configured ones,
     as in Celery); ``producer``/``publisher``/``connection`` (Celery's) are accepted when they
@@ -288,7 +288,17 @@ class Task:
         left(self._local.stack.pop())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the task here and now, in this process (no broker involved)."""
+        """Run the task here and now, in this process (no broker involved). Called directly
+        inside a running task (not as its run), it is what an ``apply()`` in it sees on top
+        (:func:`~.lineage.applied_under`)."""
+        running = RUNNING.get()
+        stack = getattr(self._local, "stack", None)
+        if running and not (stack and stack[-1] is running[-1]):
+            mark = DIRECT.set((*DIRECT.get(), len(running)))
+            try:
+                return self.run(self, *args, **kwargs) if self.bind else self.run(*args, **kwargs)
+            finally:
+                DIRECT.reset(mark)
         if self.bind:
             return self.run(self, *args, **kwargs)
         return self.run(*args, **kwargs)

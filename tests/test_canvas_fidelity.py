@@ -36,10 +36,6 @@ _DIFFER_BY_DESIGN = frozenset({"x-qtui-sent-at", "reply_to", "chord_size", "deli
 #: copies of ``argsrepr``/``kwargsrepr`` given as options (the headers carry them on both
 #: sides).
 _CELERY_ONLY_PROPERTIES = frozenset({"argsrepr", "kwargsrepr"})
-#: What differs in a signature carried in a message (a chain step, link, chord body): the
-#: ``root_id`` qtui's client puts in each chain step's options when it freezes the chain
-#: (a worker sets it again when it sends the step, on both sides).
-_SIGNATURE_DIFFERS_BY_DESIGN = frozenset({"root_id"})
 #: An id either client makes up (a task, group or delivery id).
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -112,9 +108,6 @@ def sides() -> Iterator[dict[str, Side]]:
 def _compared(value: Any) -> Any:
     """``value`` without the keys that differ by design, at any depth."""
     if isinstance(value, dict):
-        if "subtask_type" in value and isinstance(value.get("options"), dict):  # a signature
-            value = {**value, "options": {k: v for k, v in value["options"].items()
-                                          if k not in _SIGNATURE_DIFFERS_BY_DESIGN}}
         return {k: _compared(v) for k, v in value.items() if k not in _DIFFER_BY_DESIGN}
     if isinstance(value, list):
         return [_compared(v) for v in value]

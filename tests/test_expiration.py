@@ -1,7 +1,7 @@
 """Celery's ``expiration`` message property: a send with ``expires`` carries the seconds it
 may wait as milliseconds (text), as Celery 5.7's ``send_task`` sets it and kombu writes it,
 on every way of sending (one at a time, ``send_many`` and a group's lanes, the canvas, a
-task's own ``expires``); qtui's worker runs such a message on Redis and SQLite, and RabbitMQ
+task's own ``expires``); qtui's worker runs such a message on each broker, and RabbitMQ
 drops one nobody took in time, for Celery's client and qtui's alike."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 from kombu import Connection, Queue
 
 from qtui.core import App
+from qtui.core.queues import inspector_for
 
 from .test_canvas_fidelity import Side, sides  # noqa: F401 - the fixture
 from .worker_helpers import Setup, amqp_setup, redis_setup, sqlite_setup  # noqa: F401
@@ -88,13 +89,16 @@ def _expiring(x: int) -> int:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("broker", ["redis", "sqlite"])
+@pytest.mark.parametrize("broker", ["redis", "sqlite", "amqp"])
 def test_qtuis_worker_runs_a_message_with_an_expiration(
         request: pytest.FixtureRequest, broker: str) -> None:
     setup: Setup = request.getfixturevalue(f"{broker}_setup")
     app = setup.app()
     try:
         result = app.send_task("tasks.add", (2, 3), expires=60)
+        with inspector_for(app) as inspector:
+            (waiting,) = inspector.peek(setup.queue).messages
+        assert 0 < float(waiting.properties["expiration"]) <= 60_000
         with setup.worker("-P", "solo"):
             assert result.get(timeout=30) == 5
     finally:

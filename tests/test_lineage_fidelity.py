@@ -7,6 +7,8 @@ Whole messages compared as :mod:`tests.test_canvas_fidelity` compares them, the 
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -97,6 +99,57 @@ def test_a_task_run_inside_another_sends_with_its_own_id_and_the_outer_root(
 
     sent = same_messages(sides, in_task(outer))
     assert _ids(sent) == [("the-inner", PARENT)]
+
+
+@pytest.mark.timeout(30)
+def test_a_task_applied_in_one_called_directly_in_a_task_is_its_own_root(
+        sides: dict[str, Side]) -> None:
+    """Celery's ``apply()`` takes its parent from the innermost task, which a direct call
+    is: its request has no id, so the applied task has no parent and is its own root; a send
+    from the direct call names the running task, as Celery's ``send_task`` skips that call."""
+    seen: dict[str, Any] = {}
+
+    def outer(side: Side) -> None:
+        def inner() -> None:
+            seen["qtui" if _is_qtui(side) else "celery"] = (inner_task.request.parent_id,
+                                                          inner_task.request.root_id)
+            side.add.delay(1)
+        inner_task = side.app.task(name="tasks.inner")(inner)
+
+        def mid() -> None:
+            side.add.delay(2)
+            inner_task.apply(task_id="the-inner")
+        side.app.task(name="tasks.mid")(mid)()
+
+    sent = same_messages(sides, in_task(outer))
+    assert _ids(sent) == [(PARENT, PARENT), ("the-inner", "the-inner")]
+    assert seen == {"celery": (None, "the-inner"), "qtui": (None, "the-inner")}
+
+
+def _chain_roots(side: Side) -> list[tuple[Any, list[Any]]]:
+    """Each message's ``root_id`` and those of its chain's steps (which ``Side.sent`` leaves
+    out of the comparison), its own id written ``self``."""
+    found = []
+    for raw in reversed(side.redis.lrange(side.queue, 0, -1)):
+        envelope = json.loads(raw)
+        embed = json.loads(base64.b64decode(envelope["body"]))[2]
+        own = envelope["headers"]["id"]
+        found.append(tuple("self" if root == own else root for root in (
+            envelope["headers"]["root_id"],
+            *(step["options"].get("root_id") for step in embed["chain"] or ()))))
+    return found
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("inside", [True, False])
+def test_a_chains_steps_carry_the_root_celerys_carry(sides: dict[str, Side], inside: bool) -> None:
+    def send(side: Side) -> None:
+        side.canvas.chain(side.add.s(1), side.add.s(2), side.add.s(3)).apply_async()
+
+    same_messages(sides, in_task(send) if inside else send)
+    roots = {kind: _chain_roots(side) for kind, side in sides.items()}
+    assert roots["qtui"] == roots["celery"]
+    assert roots["qtui"] == [(PARENT if inside else "self", None, None)]
 
 
 @pytest.mark.timeout(30)

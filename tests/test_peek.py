@@ -236,6 +236,20 @@ def test_a_moved_message_keeps_the_publish_time_its_producer_gave_it(family):
     assert _seconds(moved.properties.get("timestamp")) == an_hour_ago
 
 
+def test_a_moved_message_with_expires_may_wait_the_time_it_had_left(family):
+    """Its ``expiration`` is milliseconds as text; kombu's publish takes seconds: the copy
+    RabbitMQ gets carries the time left of ``expires``."""
+    _kind, app, queue = family
+    other = f"{queue}.other"
+    sent = app.send_task("tasks.add", args=[1, 1], queue=queue, expires=60).id
+    with inspector_for(app) as inspector:
+        (message,) = inspector.peek(queue).messages
+        assert inspector.move(queue, [message], lambda m: other) == 1
+        (moved,) = inspector.peek(other).messages
+    assert moved.task_id == sent
+    assert 0 < float(moved.properties["expiration"]) <= 60_000
+
+
 def _seconds(timestamp: object) -> object:
     """py-amqp reads the AMQP ``timestamp`` property as a datetime; kombu's virtual transports
     keep the number sent."""

@@ -30,14 +30,11 @@ CeleryRetry = pytest.importorskip("celery.exceptions").Retry
 ETA = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
 
-def followed(sides: dict[str, Side], canvas: Callable[[Side], Any]) -> list[dict[str, Any]]:
-    """Send the stamped canvas with Celery's client, take its first message, run it with
-    Celery's tracer (its follow-ups go to Celery's queue) and follow it with qtui's worker code
-    (to qtui's queue); the follow-ups, the same on both queues."""
-    celery_side, qtui_side = sides["celery"], sides["qtui"]
-    canvas(celery_side).apply_async()
-    raw = celery_side.redis.rpop(celery_side.queue)
-    assert raw is not None and celery_side.redis.llen(celery_side.queue) == 0
+def run_by_celery(sender: Side, celery_side: Side) -> tuple[dict[str, Any], Any]:
+    """Take the one message ``sender`` sent and run it with Celery's tracer (its follow-ups
+    go to Celery's queue); the message's envelope and body."""
+    raw = sender.redis.rpop(sender.queue)
+    assert raw is not None and sender.redis.llen(sender.queue) == 0
     envelope, body = read_envelope(raw)
     args, kwargs, embed = json_loads(body)
     headers = envelope["headers"]
@@ -47,6 +44,18 @@ def followed(sides: dict[str, Side], canvas: Callable[[Side], Any]) -> list[dict
                                  "priority": 0, "redelivered": False}}
     task = celery_side.app.tasks[headers["task"]]
     trace.trace_task(task, headers["id"], args, kwargs, request, app=celery_side.app)
+    return envelope, (args, kwargs, embed)
+
+
+def followed(sides: dict[str, Side], canvas: Callable[[Side], Any]) -> list[dict[str, Any]]:
+    """Send the stamped canvas with Celery's client, take its first message, run it with
+    Celery's tracer (its follow-ups go to Celery's queue) and follow it with qtui's worker code
+    (to qtui's queue); the follow-ups, the same on both queues."""
+    celery_side, qtui_side = sides["celery"], sides["qtui"]
+    canvas(celery_side).apply_async()
+    envelope, (args, kwargs, embed) = run_by_celery(celery_side, celery_side)
+    headers = envelope["headers"]
+    task = celery_side.app.tasks[headers["task"]]
     message = parse((args, kwargs, embed), headers, envelope["properties"])
     follow(qtui_side.app, message, states.SUCCESS, task(*args, **kwargs), None)
     celery_sent, qtui_sent = celery_side.sent(), qtui_side.sent()
@@ -105,3 +114,31 @@ def test_a_retry_keeps_the_stamps_of_the_message_it_retries(sides: dict[str, Sid
     celery_sent, qtui_sent = sides["celery"].sent(), sides["qtui"].sent()
     assert qtui_sent == celery_sent
     assert _stamps(qtui_sent) == [(["batch"], {"batch": "b7"})]
+
+
+@pytest.mark.timeout(30)
+def test_celerys_send_form_of_stamps_is_taken_as_celery_takes_it(sides: dict[str, Side]) -> None:
+    """``apply_async(stamped_headers=["a"], a=1)``: each stamp an option of its own."""
+    for side in sides.values():
+        side.add.apply_async((1,), stamped_headers=["a", "b"], a=1, b="two")
+        side.app.send_task("tasks.other", (2,), stamped_headers=["c"], c=[3],
+                           ignore_result=False)
+        side.add.s(4).apply_async(stamped_headers=["d"], d=4)
+    celery_sent, qtui_sent = sides["celery"].sent(), sides["qtui"].sent()
+    assert qtui_sent == celery_sent
+    assert _stamps(qtui_sent) == [(["a", "b"], {"a": 1, "b": "two"}), (["c"], {"c": [3]}),
+                                  (["d"], {"d": 4})]
+
+
+@pytest.mark.timeout(30)
+def test_a_link_stamped_by_qtuis_client_is_followed_by_celerys_worker(
+        sides: dict[str, Side]) -> None:
+    """qtui's ``stamps`` mapping is written into a signature in Celery's form, which Celery's
+    tracer reads when it sends the link (the mapping alone made it fail the task)."""
+    celery_side, qtui_side = sides["celery"], sides["qtui"]
+    link = qtui_side.tsum.s().set(stamped_headers=["batch"], stamps={"batch": "b7"})
+    qtui_side.add.apply_async((1,), link=link)
+    envelope, _ = run_by_celery(qtui_side, celery_side)
+    assert celery_side.app.AsyncResult(envelope["headers"]["id"]).state == "SUCCESS"
+    assert [(m["headers"]["task"], m["headers"]["stamped_headers"], m["headers"]["stamps"])
+            for m in celery_side.sent()] == [("tasks.tsum", ["batch"], {"batch": "b7"})]

@@ -37,7 +37,7 @@ class DeadLetters:
         declare.ensure(producer.connection, direct_queue(name, self._queue_type(queue)))
         republish(producer, message, name, headers={
             DEAD_REASON_HEADER: reason, DEAD_QUEUE_HEADER: queue,
-            DELIVERIES_HEADER: delivery_number(message)})
+            DELIVERIES_HEADER: delivery_number(message)}, expiring=False)
         if not message.acknowledged:  # one acked before it ran is copied there all the same
             message.ack()
         logger.warning("Message moved to %s: %s", name, reason)

@@ -167,7 +167,7 @@ class AMQPDelayQueues(DelayedStore):
         # The due queue first: a message dead-lettered to a queue that does not exist is lost.
         declare.ensure(producer.connection, amqp_due_queue(job.queue, queue_type))
         declare.ensure(producer.connection, queue)
-        republish(producer, job.delivery, queue.name)
+        republish(producer, job.delivery, queue.name, expiring=False)
         job.delivery.ack()
         return True
 
@@ -178,7 +178,7 @@ class SqliteDelayedStore(DelayedStore):
 
     def put(self, job: Job, delay: float) -> bool:
         republish(self._producer(), job.delivery, DUE_QUEUE.format(queue=job.queue),
-                  headers={NOT_BEFORE_HEADER: time.time() + delay})
+                  headers={NOT_BEFORE_HEADER: time.time() + delay}, expiring=False)
         job.delivery.ack()
         return True
 

@@ -31,7 +31,12 @@ from kombu import Exchange, Producer, Queue
 from kombu.message import Message
 
 from qtui.core.ledger import Ledger, StartRecord
-from qtui.core.protocol import COMPRESSION_HEADER, DELIVERIES_HEADER, TaskMessage
+from qtui.core.protocol import (
+    COMPRESSION_HEADER,
+    DELIVERIES_HEADER,
+    TaskMessage,
+    expiration_left,
+)
 
 logger = logging.getLogger("qtui.worker")
 
@@ -47,8 +52,10 @@ TRANSIENT_HEADERS = frozenset({"redelivered", "x-death", "x-first-death-exchange
                                "x-first-death-queue", "x-first-death-reason",
                                "x-last-death-exchange", "x-last-death-queue",
                                "x-last-death-reason"})
-_PROPERTIES = ("correlation_id", "reply_to", "priority", "expiration", "message_id",
-               "type", "app_id", "user_id", "timestamp")
+#: Properties a copy keeps as received; ``expiration`` is not one: it is text in milliseconds,
+#: where kombu's publish takes seconds, and a copy's is the time left (:func:`republish`).
+_PROPERTIES = ("correlation_id", "reply_to", "priority", "message_id", "type", "app_id",
+               "user_id", "timestamp")
 
 
 def _expiry() -> float:
@@ -174,11 +181,17 @@ def direct_queue(name: str, queue_type: str = "classic") -> Queue:
 
 def republish(producer: Producer, message: Message, routing_key: str,
               headers: Mapping[str, Any] | None = None, declare: list[Queue] | None = None,
-              exchange: str = "") -> None:
-    """Publish ``message`` again, byte for byte, with ``headers`` merged over its own."""
+              exchange: str = "", expiring: bool = True) -> None:
+    """Publish ``message`` again, byte for byte, with ``headers`` merged over its own.
+
+    ``expiring``: the copy may expire on the broker, with the time left of its ``expires`` (a
+    message put back, as the broker's own requeue keeps it); False for a copy that must not (a
+    dead letter, one in a delay queue, whose expiry the worker checks when it is due)."""
     merged = resent_headers(message, headers)
     properties = {k: message.properties[k] for k in _PROPERTIES
                   if message.properties.get(k) is not None}
+    if expiring and (left := expiration_left(message.headers)) is not None:
+        properties["expiration"] = left
     priority = (message.delivery_info or {}).get("priority")
     if priority is not None and "priority" not in properties:
         properties["priority"] = priority

@@ -25,7 +25,7 @@ from kombu.transport import pyamqp
 from ...config import mask_url
 from ...pauses import Pause
 from ...peek import PAGE, SUMMARY_SAMPLE, Peek, PeekError, Summary, WaitingMessage
-from ...protocol import COMPRESSION_HEADER, SENT_AT_HEADER
+from ...protocol import COMPRESSION_HEADER, SENT_AT_HEADER, expiration_left
 from ...queues import (
     DeclaredQueues,
     QueueInfo,
@@ -136,6 +136,8 @@ class AmqpQueues(DeclaredQueues):
             headers[SENT_AT_HEADER] = time.time()  # a new publish: its age starts now
             properties = {k: message.properties[k] for k in _KEPT_PROPERTIES
                           if message.properties.get(k) is not None}
+            if (left := expiration_left(message.headers)) is not None:
+                properties["expiration"] = left
             target = to(waiting)
             try:
                 Producer(confirming.default_channel).publish(
@@ -289,8 +291,11 @@ GET_PEEK = ("basic.get of each message, then basic.reject with requeue: taken an
 _DELIVERY_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-queue",
                                "x-first-death-reason", "x-last-death-exchange",
                                "x-last-death-queue", "x-last-death-reason"})
-_KEPT_PROPERTIES = ("correlation_id", "reply_to", "priority", "expiration", "message_id",
-                    "type", "app_id", "timestamp")
+#: Properties a moved copy keeps as received; its ``expiration`` is the time left
+#: (:func:`~qtui.core.protocol.expiration_left`): the received one is text in milliseconds, where
+#: kombu's publish takes seconds.
+_KEPT_PROPERTIES = ("correlation_id", "reply_to", "priority", "message_id", "type", "app_id",
+                    "timestamp")
 
 
 class AsSent(pyamqp.Message):
