@@ -1,0 +1,41 @@
+"""What a snapshot test needs to take the same picture on a loaded machine: the console in the
+state it waits for (not after Pilot's wait between keys, a guess from CPU time), with what
+changes by the clock held still (toasts stay up, a focused input's cursor does not blink)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from .console_data import FixedConsole
+
+
+class StillConsole(FixedConsole):
+    """The fixed console whose toasts stay up: a loaded machine took the screenshot more than
+    the 3 s an information toast lasts after it came."""
+
+    def notify(self, message: str, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        super().notify(message, *args, **{**kwargs, "timeout": 3600.0})
+
+
+async def settle(pilot: Pilot[object], done: Callable[[], bool], what: str) -> None:
+    """Pause (each pause lets every widget of the screen handle what it was sent) until
+    ``done()``: the next key then lands where a person's would, however loaded the machine.
+    Pilot's own wait between keys is a guess from CPU time."""
+    for _ in range(100):
+        if done():
+            return
+        await pilot.pause()
+    raise AssertionError(f"the console never settled: {what}")
+
+
+async def focused_input(pilot: Pilot[object], what: str) -> Input:
+    """The input the last key opened, once it has the focus, its cursor shown without
+    blinking: a screenshot taken 0.5 s after the last key had it off."""
+    await settle(pilot, lambda: isinstance(pilot.app.focused, Input), what)
+    box = pilot.app.focused
+    assert isinstance(box, Input)
+    box.cursor_blink = False
+    return box
