@@ -4,6 +4,7 @@ changes by the clock held still (toasts stay up, a focused input's cursor does n
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from textual.pilot import Pilot
@@ -20,15 +21,20 @@ class StillConsole(FixedConsole):
         super().notify(message, *args, **{**kwargs, "timeout": 3600.0})
 
 
+#: Seconds :func:`settle` waits at most: long enough for a thread worker on a loaded machine
+#: (a count of pauses was not: a pause is short when the process is idle waiting for a thread).
+SETTLE_SECONDS = 30.0
+
+
 async def settle(pilot: Pilot[object], done: Callable[[], bool], what: str) -> None:
     """Pause (each pause lets every widget of the screen handle what it was sent) until
     ``done()``: the next key then lands where a person's would, however loaded the machine.
     Pilot's own wait between keys is a guess from CPU time."""
-    for _ in range(100):
-        if done():
-            return
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the console never settled: {what}")
         await pilot.pause()
-    raise AssertionError(f"the console never settled: {what}")
 
 
 async def focused_input(pilot: Pilot[object], what: str) -> Input:
