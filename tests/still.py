@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable
 
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import DataTable, Input
+
+from qtui.tui.views.tasks import TasksScreen
 
 from .console_data import FixedConsole
 
@@ -45,3 +47,24 @@ async def focused_input(pilot: Pilot[object], what: str) -> Input:
     assert isinstance(box, Input)
     box.cursor_blink = False
     return box
+
+
+async def typed(pilot: Pilot[object], text: str, what: str) -> Input:
+    """``text`` typed into the input the last key opened, once it has the focus (the keys
+    before that went to the screen below it)."""
+    box = await focused_input(pilot, what)
+    await pilot.press(*text)
+    await settle(pilot, lambda: box.value == text, f"{text!r} typed")
+    return box
+
+
+async def tasks_table(pilot: Pilot[object]) -> DataTable[object]:
+    """The Tasks view ('3'), once its table has the focus and its rows: keys sent sooner
+    moved nothing."""
+    await pilot.press("3")
+    await settle(pilot, lambda: isinstance(pilot.app.screen, TasksScreen)
+                 and isinstance(pilot.app.focused, DataTable) and pilot.app.focused.row_count > 0,
+                 "the Tasks table focused and filled")
+    table = pilot.app.focused
+    assert isinstance(table, DataTable)
+    return table

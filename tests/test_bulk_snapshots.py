@@ -10,10 +10,12 @@ import pytest
 from textual.widgets import DataTable
 
 from qtui.tui.audit import AuditEntry, AuditLog
+from qtui.tui.views.audit import AuditScreen
+from qtui.tui.views.modals import ConfirmScreen
 from qtui.tui.views.tasks import TasksScreen
 
 from .console_data import SNAPSHOT, TASKS, FixedConsole
-from .still import StillConsole, focused_input, settle
+from .still import StillConsole, focused_input, settle, tasks_table, typed
 from .test_console_actions import new_tasks
 
 pytestmark = pytest.mark.usefixtures("utc")  # times shown the same on every machine
@@ -22,9 +24,15 @@ SMALL = (80, 24)
 
 
 def test_bulk_confirmation_layout(snap_compare):
-    # REVOKED, RECEIVED, RETRY marked: two to revoke, one skipped.
-    assert snap_compare(FixedConsole(), press=["3", "down", "shift+down", "shift+down", "R"],
-                        terminal_size=SMALL)
+    async def mark_three(pilot):  # type: ignore[no-untyped-def]
+        table = await tasks_table(pilot)
+        # REVOKED, RECEIVED, RETRY marked: two to revoke, one skipped.
+        await pilot.press("down", "shift+down", "shift+down")
+        await settle(pilot, lambda: table.cursor_row == 3, "three tasks marked")
+        await pilot.press("R")
+        await settle(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen),
+                     "the confirmation")
+    assert snap_compare(FixedConsole(), run_before=mark_three, terminal_size=SMALL)
 
 
 def test_bulk_confirmation_with_the_count_to_type_layout(snap_compare):
@@ -71,7 +79,10 @@ def test_audit_view_layout(snap_compare, tmp_path):
                               replies, ok))
 
     async def open_audit(pilot):  # type: ignore[no-untyped-def]
-        await pilot.press("colon", *"audit", "enter")
+        await pilot.press("colon")
+        await typed(pilot, "audit", "the command box focused")
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(console.screen, AuditScreen), "the Audit view")
         await console.workers.wait_for_complete()
         await pilot.pause()
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable
 
 from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen
-from qtui.tui.views.tasks import TasksScreen
 
 from .console_data import FixedConsole
-from .still import settle
+from .still import settle, tasks_table
 
 pytestmark = pytest.mark.usefixtures("utc")  # times shown the same on every machine
 
@@ -20,12 +18,8 @@ SIZES = pytest.mark.parametrize("size", [(80, 24), (140, 36)], ids=["80x24", "14
 
 
 async def on_the_third_task(pilot: Pilot[object]) -> None:
-    """The Tasks view, its cursor moved two rows down once the table has them and the keys."""
-    await pilot.press("3")
-    await settle(pilot, lambda: isinstance(pilot.app.focused, DataTable)
-                 and isinstance(pilot.app.screen, TasksScreen)
-                 and pilot.app.focused.row_count > 2, "the Tasks table focused and filled")
-    table = pilot.app.focused
+    """The Tasks view, its cursor moved two rows down."""
+    table = await tasks_table(pilot)
     await pilot.press("down", "down")
     await settle(pilot, lambda: table.cursor_row == 2, "the cursor on the third task")
 
