@@ -11,10 +11,9 @@ import pytest
 from textual.widgets._toast import Toast  # not exported; the toasts on screen
 
 from qtui.tui.views.notifications import NotificationsScreen
-from qtui.tui.views.tasks import TasksScreen
 
 from .console_data import LONG_NAMES, T0, FixedConsole
-from .still import focused_input, settle
+from .still import focused_input, settle, tasks_table
 
 SIZES = {"80x24": (80, 24), "140x36": (140, 36)}
 
@@ -34,8 +33,7 @@ def test_workers(snap_compare, size):
 @pytest.mark.parametrize("size", SIZES)
 def test_tasks_with_the_filter_open(snap_compare, size):
     async def open_filter(pilot) -> None:  # type: ignore[no-untyped-def]
-        await pilot.press("3")
-        await settle(pilot, lambda: isinstance(pilot.app.screen, TasksScreen), "the Tasks view")
+        await tasks_table(pilot)
         await pilot.press("slash")
         await focused_input(pilot, "the filter box focused")
     assert snap_compare(FixedConsole(), run_before=open_filter, terminal_size=SIZES[size])
