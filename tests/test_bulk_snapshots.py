@@ -5,16 +5,17 @@ SVGs in ``tests/__snapshots__/`` (update with ``--snapshot-update``, and look at
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import pytest
-from textual.pilot import Pilot
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable
 
 from qtui.tui.audit import AuditEntry, AuditLog
+from qtui.tui.views.audit import AuditScreen
+from qtui.tui.views.modals import ConfirmScreen
 from qtui.tui.views.tasks import TasksScreen
 
 from .console_data import SNAPSHOT, TASKS, FixedConsole
+from .still import StillConsole, focused_input, settle, tasks_table, typed
 from .test_console_actions import new_tasks
 
 pytestmark = pytest.mark.usefixtures("utc")  # times shown the same on every machine
@@ -23,28 +24,15 @@ SMALL = (80, 24)
 
 
 def test_bulk_confirmation_layout(snap_compare):
-    # REVOKED, RECEIVED, RETRY marked: two to revoke, one skipped.
-    assert snap_compare(FixedConsole(), press=["3", "down", "shift+down", "shift+down", "R"],
-                        terminal_size=SMALL)
-
-
-class StillConsole(FixedConsole):
-    """The fixed console whose toasts stay up: a loaded machine took the screenshot more than
-    the 3 s an information toast lasts after it came."""
-
-    def notify(self, message: str, *args: object, **kwargs: object) -> None:  # type: ignore[override]
-        super().notify(message, *args, **{**kwargs, "timeout": 3600.0})
-
-
-async def settle(pilot: Pilot[object], done: Callable[[], bool], what: str) -> None:
-    """Pause (each pause lets every widget of the screen handle what it was sent) until
-    ``done()``: the next key then lands where a person's would, however loaded the machine.
-    Pilot's own wait between keys is a guess from CPU time."""
-    for _ in range(100):
-        if done():
-            return
-        await pilot.pause()
-    raise AssertionError(f"the console never settled: {what}")
+    async def mark_three(pilot):  # type: ignore[no-untyped-def]
+        table = await tasks_table(pilot)
+        # REVOKED, RECEIVED, RETRY marked: two to revoke, one skipped.
+        await pilot.press("down", "shift+down", "shift+down")
+        await settle(pilot, lambda: table.cursor_row == 3, "three tasks marked")
+        await pilot.press("R")
+        await settle(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen),
+                     "the confirmation")
+    assert snap_compare(FixedConsole(), run_before=mark_three, terminal_size=SMALL)
 
 
 def test_bulk_confirmation_with_the_count_to_type_layout(snap_compare):
@@ -66,10 +54,7 @@ def test_bulk_confirmation_with_the_count_to_type_layout(snap_compare):
         await settle(pilot, lambda: ids.content_width > unmarked, "the marks measured")
         await pilot.pause()
         await pilot.press("R")
-        await settle(pilot, lambda: isinstance(console.focused, Input), "the count box focused")
-        count = console.focused
-        assert isinstance(count, Input)
-        count.cursor_blink = False  # shown, not blinking: a screenshot 0.5 s on had it off
+        count = await focused_input(pilot, "the count box focused")
         await pilot.press(*"15")
         await settle(pilot, lambda: count.value == "15", "the count typed")
 
@@ -94,7 +79,10 @@ def test_audit_view_layout(snap_compare, tmp_path):
                               replies, ok))
 
     async def open_audit(pilot):  # type: ignore[no-untyped-def]
-        await pilot.press("colon", *"audit", "enter")
+        await pilot.press("colon")
+        await typed(pilot, "audit", "the command box focused")
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(console.screen, AuditScreen), "the Audit view")
         await console.workers.wait_for_complete()
         await pilot.pause()
 

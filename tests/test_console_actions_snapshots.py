@@ -5,28 +5,49 @@ of the other console snapshots, compared with the accepted SVGs in ``tests/__sna
 from __future__ import annotations
 
 import pytest
+from textual.pilot import Pilot
+
+from qtui.tui.views.modals import ChoiceScreen, ConfirmScreen
 
 from .console_data import FixedConsole
+from .still import settle, tasks_table
 
 pytestmark = pytest.mark.usefixtures("utc")  # times shown the same on every machine
 
 SIZES = pytest.mark.parametrize("size", [(80, 24), (140, 36)], ids=["80x24", "140x36"])
 
 
+async def on_the_third_task(pilot: Pilot[object]) -> None:
+    """The Tasks view, its cursor moved two rows down."""
+    table = await tasks_table(pilot)
+    await pilot.press("down", "down")
+    await settle(pilot, lambda: table.cursor_row == 2, "the cursor on the third task")
+
+
 @SIZES
 def test_tasks_view_layout(snap_compare, size):
-    assert snap_compare(FixedConsole(), press=["3", "down", "down"], terminal_size=size)
+    assert snap_compare(FixedConsole(), run_before=on_the_third_task, terminal_size=size)
+
+
+async def pick_a_signal(pilot: Pilot[object]) -> None:
+    await on_the_third_task(pilot)
+    await pilot.press("T")
+    await settle(pilot, lambda: isinstance(pilot.app.screen, ChoiceScreen), "the signal picker")
 
 
 @SIZES
 def test_signal_picker_layout(snap_compare, size):
-    assert snap_compare(FixedConsole(), press=["3", "down", "down", "T"], terminal_size=size)
+    assert snap_compare(FixedConsole(), run_before=pick_a_signal, terminal_size=size)
 
 
 @SIZES
 def test_terminate_confirmation_layout(snap_compare, size):
-    assert snap_compare(FixedConsole(), press=["3", "down", "down", "T", "enter"],
-                        terminal_size=size)
+    async def confirm(pilot: Pilot[object]) -> None:
+        await pick_a_signal(pilot)
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen),
+                     "the confirmation")
+    assert snap_compare(FixedConsole(), run_before=confirm, terminal_size=size)
 
 
 @SIZES

@@ -9,7 +9,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 import pytest
-from textual.widgets import DataTable, TabbedContent, TextArea, Tree
+from textual.widgets import DataTable, Static, TabbedContent, TextArea, Tree
 
 from qtui.core.display import UNSHOWN
 from qtui.core.state import State, timeline_steps
@@ -18,8 +18,10 @@ from qtui.tui.history import History
 from qtui.tui.model import ConsoleModel
 from qtui.tui.views.details import TaskDetailScreen, WorkerDetailScreen, worker_table
 from qtui.tui.views.tasks import TasksScreen
+from qtui.tui.views.workers import WorkersScreen
 
 from .console_data import SNAPSHOT, T0, TASKS, FixedConsole, changed, screen_text
+from .still import settle
 
 SMALL = (80, 24)
 SIZE = (140, 36)
@@ -481,7 +483,16 @@ def test_task_family_layout(snap_compare, size):
 
 @pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "140x36"])
 def test_worker_detail_layout(snap_compare, size):
-    assert snap_compare(InspectedConsole(), press=["2", "enter"], terminal_size=size)
+    async def open_detail(pilot: Any) -> None:
+        await pilot.press("2")
+        await settle(pilot, lambda: isinstance(pilot.app.screen, WorkersScreen), "the Workers view")
+        await pilot.press("enter")
+        # Each tab says "loading…" until its reply, read in a thread, is shown: a thread a
+        # loaded machine ran late left the snapshot with some tabs still loading.
+        await settle(pilot, lambda: isinstance(pilot.app.screen, WorkerDetailScreen) and all(
+            str(note.content) != "loading…" for note in pilot.app.screen.query(".note")
+            .results(Static)), "every inspect reply shown")
+    assert snap_compare(InspectedConsole(), run_before=open_detail, terminal_size=size)
 
 
 

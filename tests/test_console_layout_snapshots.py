@@ -10,7 +10,10 @@ from dataclasses import replace
 import pytest
 from textual.widgets._toast import Toast  # not exported; the toasts on screen
 
+from qtui.tui.views.notifications import NotificationsScreen
+
 from .console_data import LONG_NAMES, T0, FixedConsole
+from .still import focused_input, settle, tasks_table
 
 SIZES = {"80x24": (80, 24), "140x36": (140, 36)}
 
@@ -29,7 +32,11 @@ def test_workers(snap_compare, size):
 
 @pytest.mark.parametrize("size", SIZES)
 def test_tasks_with_the_filter_open(snap_compare, size):
-    assert snap_compare(FixedConsole(), press=["3", "slash"], terminal_size=SIZES[size])
+    async def open_filter(pilot) -> None:  # type: ignore[no-untyped-def]
+        await tasks_table(pilot)
+        await pilot.press("slash")
+        await focused_input(pilot, "the filter box focused")
+    assert snap_compare(FixedConsole(), run_before=open_filter, terminal_size=SIZES[size])
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -45,13 +52,15 @@ def test_help(snap_compare, size):
 @pytest.mark.parametrize("size", SIZES)
 def test_command_prompt(snap_compare, size):
     async def complete(pilot) -> None:  # type: ignore[no-untyped-def]
-        await pilot.press("colon", *"qu")
-        box = pilot.app.screen.query_one("#command")
+        await pilot.press("colon")
+        box = await focused_input(pilot, "the command box focused")
+        await pilot.press(*"qu")
         for _ in range(100):  # the completion is looked up in a worker
             if box.value == "queues":
                 break
             await pilot.pause(0.05)
             await pilot.press("tab")
+        assert box.value == "queues"
     assert snap_compare(FixedConsole(), run_before=complete, terminal_size=SIZES[size])
 
 
@@ -66,11 +75,11 @@ def test_notification_log(snap_compare, size):
         log.extend(fixed)
         await pilot.pause()  # the toasts are put up on a later refresh: let them come first
         pilot.app.clear_notifications()
-        for _ in range(100):  # the toasts leave on a later refresh: a loaded machine is slow
-            if not pilot.app.screen.query(Toast):
-                break
-            await pilot.pause(0.05)
+        # The toasts leave on a later refresh: a loaded machine is slow.
+        await settle(pilot, lambda: not pilot.app.screen.query(Toast), "the toasts gone")
         await pilot.press("N")
+        await settle(pilot, lambda: isinstance(pilot.app.screen, NotificationsScreen),
+                     "the notification log")
     assert snap_compare(FixedConsole(), run_before=notify, terminal_size=SIZES[size])
 
 

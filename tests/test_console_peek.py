@@ -22,6 +22,7 @@ from qtui.tui.views.peek import PeekScreen
 
 from .console_data import FixedConsole, screen_text
 from .services import REDIS_HOST, REDIS_PORT, need
+from .still import settle, typed
 
 #: A database of this file's own, flushed before and after each test (the views count every
 #: dead letter in it): test_peek.py uses 2, test_worker_acks.py flushes 4.
@@ -200,7 +201,11 @@ def test_dead_letters_view_layout(snap_compare, app):
     dead_letter(app, IDS[1], "unknown task 'images.old'")
 
     async def open_dead(pilot) -> None:  # type: ignore[no-untyped-def]
-        await pilot.press("colon", *"dead", "enter")
+        await pilot.press("colon")
+        await typed(pilot, "dead", "the command box focused")
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(pilot.app.screen, DeadLettersScreen),
+                     "the dead letters view")
         await settled(pilot)
 
     assert snap_compare(FixedConsole(app=app), run_before=open_dead, terminal_size=(80, 24))

@@ -23,6 +23,7 @@ from qtui.tui.views.modals import ConfirmScreen
 from qtui.tui.views.scheduled import ScheduledScreen
 
 from .console_data import SNAPSHOT, T0, FixedConsole, row, screen_text
+from .still import settle
 
 pytestmark = pytest.mark.usefixtures("utc")
 
@@ -77,6 +78,8 @@ async def _until(pilot: Any, done: Any) -> None:
 
 
 async def _rows(console: FixedConsole, pilot: Any, count: int) -> list[list[str]]:
+    await settle(pilot, lambda: isinstance(console.screen, ScheduledScreen),
+                 "the Scheduled view")
     table = console.screen.query_one("#scheduled", DataTable)
     for _ in range(100):
         if table.row_count >= count:
