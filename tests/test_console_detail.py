@@ -382,8 +382,14 @@ async def test_a_family_tree_keeps_its_cursor_while_nothing_in_it_changes():
 async def open_worker(console: FixedConsole, pilot: Any, tab: str) -> Any:
     console.push_screen(WorkerDetailScreen("qtui@alpha"))
     await pilot.pause()
+    await settle(pilot, lambda: bool(console.screen.query("#inspect")), "the detail's tabs")
     console.screen.query_one("#inspect", TabbedContent).active = f"tab-{tab}"
     await pilot.pause()
+    # Each tab says "loading…" until its reply, read in a thread, is shown (late on a loaded
+    # machine): one pause was not always enough.
+    await settle(pilot, lambda: all(str(note.content) != "loading…" for note in
+                                    console.screen.query(".note").results(Static)),
+                 "every inspect reply shown")
     return console.screen
 
 
