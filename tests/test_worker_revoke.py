@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import select
+import socket
 import threading
 import time
 import uuid
@@ -466,3 +467,71 @@ def test_a_revoked_tasks_held_retry_goes_back_to_its_queue_when_the_worker_stops
                   redis.Redis.from_url(redis_setup.broker).lrange(redis_setup.queue, 0, -1)]
         assert [(m["headers"]["id"], m["headers"]["retries"]) for m in queued] == [
             (result.id, 1)]
+
+
+class _SlowOnRetry(Task):
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                 einfo: Any) -> None:
+        time.sleep(5)  # the try runs on while the connection is lost and made again
+
+
+def turn_through_losses(worker: Worker) -> None:
+    """One turn of the worker; a lost connection is handled as ``Worker._loop`` does."""
+    try:
+        worker._turn()
+    except worker.consumer.errors as exc:
+        worker._on_connection_lost(exc)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("revoked", [True, False])
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_retry_message_rabbitmq_gives_back_on_a_reconnection_is_not_taken_for_its_try(
+        amqp_setup: Setup, pool: str, revoked: bool):
+    """A task's retry message (same id, one retry more) arrives while its try still runs (its
+    ``on_retry``), then the connection is lost: RabbitMQ delivers the retry again once the
+    worker has reconnected. It is not a redelivery of the running try: a revoked task's retry
+    is held and refused after the try (REVOKED), another's runs. Before, it was adopted as the
+    running try's delivery and acked, so the retry was lost and the task stayed RETRY."""
+    records = redis.Redis.from_url(REDIS_URL)
+    app = App("revoke", broker=amqp_setup.broker, backend=REDIS_URL,
+              task_default_queue=amqp_setup.queue, worker_prefetch_multiplier=1,
+              task_acks_late=False)
+
+    @app.task(name="retrier", bind=True, base=_SlowOnRetry, max_retries=1)
+    def retrier(self: Task, tag: str) -> str:
+        records.rpush(f"{amqp_setup.queue}:ran", json.dumps({"retries": self.request.retries}))
+        if self.request.retries:
+            return tag
+        time.sleep(1)
+        raise self.retry(countdown=0)
+
+    worker = Worker(app, pool=pool, concurrency=1, heartbeat=False, send_events=False,
+                    hostname=f"revoke-{amqp_setup.queue}@test")
+    worker.pool.start()
+    worker.consumer.connect(worker.prefetch_target())
+    worker._on_connected()
+    try:
+        seen = Seen()
+        worker.hooks.add(seen)
+        result = app.send_task("retrier", args=["again"])
+        turn_until(worker, lambda: bool(amqp_setup.records("ran")))
+        if revoked:
+            control.call(worker, "revoke", {"task_id": result.id})
+        turn_until(worker, lambda: len(seen.received) == 2)  # the retry, while the try runs
+        assert result.id in {job.task_id for job in worker.active.values()}
+        worker.consumer.connection.connection.sock.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + 60
+        while not (finished(app, result.id)() and not worker.active and not worker.jobs):
+            assert time.monotonic() < deadline, (result.state, amqp_setup.records("ran"))
+            turn_through_losses(worker)
+        ran = [r["retries"] for r in amqp_setup.records("ran")]
+        if revoked:
+            assert (result.state, ran) == (states.REVOKED, [0])
+            assert seen.calls[-1] == "revoked"
+        else:
+            assert (result.state, result.get(timeout=5), ran) == (states.SUCCESS, "again", [0, 1])
+    finally:
+        worker.pool.stop()
+        worker.consumer.close()
+        app.close()

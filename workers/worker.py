@@ -493,9 +493,12 @@ class Worker:
     def _receive(self, job: Job) -> None:
         msg = job.message
         stale = self.settlement.stale_by_task.get(msg.id)
-        if stale is not None and stale.id in self.active:
+        if stale is not None and stale.id in self.active \
+                and msg.retries == stale.message.retries:
             # Redelivered after a reconnection while this worker still runs it: adopt it. The
             # new delivery is unacked, even where the old one was acked before the task ran.
+            # The task's own retry message (one retry more, given back held) is not this run:
+            # it is received as any other.
             stale.delivery, stale.stale, stale.acked = job.delivery, False, False
             del self.settlement.stale_by_task[msg.id]
             self.jobs.pop(job.id, None)
