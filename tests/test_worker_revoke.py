@@ -114,22 +114,43 @@ def wait_for_signalled(worker: Any, app: App, task_id: str, timeout: float = 30)
 def test_a_terminate_that_lands_after_the_result_was_stored_leaves_the_result(
         redis_setup: Setup):
     """The prefork child has stored the task's result and not yet told the worker (its
-    ``after_return`` runs) when the terminate comes: the task is past its code, so it is not
-    signalled and ends as it would have, its result standing, as on Celery (whose Redis backend
-    never overwrites a SUCCESS). Before, REVOKED 'terminated' was stored over the SUCCESS of a
-    task that had run to its end."""
+    ``after_return`` runs) when a SIGTERM terminate comes: the task is past its code, so it is
+    not signalled and ends as it would have, its result standing, as on Celery (whose Redis
+    backend never overwrites a SUCCESS); the reply says it was not signalled. Before, REVOKED
+    'terminated' was stored over the SUCCESS of a task that had run to its end."""
     with redis_setup.worker("-P", "prefork", "-c", "1") as worker:
         app = redis_setup.app()
         result = app.send_task("tasks.lingering", args=[SHORT, "finished"])
         assert redis_setup.wait_records("stored", 1) != []
         assert app.AsyncResult(result.id).state == states.SUCCESS
+        replies = app.control.revoke(result.id, terminate=True, signal="SIGTERM", reply=True,
+                                     timeout=3, destination=[hostname_of(redis_setup)])
+        assert replies.by_worker().get(hostname_of(redis_setup)) == {
+            "ok": f"not signalled (past its code): {result.id}"}
+        wait_for_signalled(worker, app, result.id)
+        assert "was past its code when the terminate came" in worker.log_path.read_text()
+        assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished"), \
+            worker.log_path.read_text()[-3000:]
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_sigkill_terminate_stops_a_task_stuck_past_its_code(redis_setup: Setup):
+    """SIGKILL, the operator's last resort, goes through the gate: a prefork child stuck past
+    its task's code (an ``after_return`` that blocks, as a result write to a frozen backend
+    would) is killed, and the worker runs the next task; the stored result stands. Before, the
+    child was left to block while the reply said it was terminated."""
+    with redis_setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = redis_setup.app()
+        result = app.send_task("tasks.lingering", args=[600, "finished"])
+        assert redis_setup.wait_records("stored", 1) != []
         replies = app.control.revoke(result.id, terminate=True, signal="SIGKILL", reply=True,
                                      timeout=3, destination=[hostname_of(redis_setup)])
         assert replies.by_worker().get(hostname_of(redis_setup)) == {
             "ok": f"terminate: {result.id}"}
-        wait_for_signalled(worker, app, result.id)
-        assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished"), \
-            worker.log_path.read_text()[-3000:]
+        wait_for_signalled(worker, app, result.id)  # the next task runs: the child was killed
+        assert "was past its code when the terminate came" not in worker.log_path.read_text()
+        assert result.state == states.SUCCESS, worker.log_path.read_text()[-3000:]
         app.close()
 
 
@@ -158,17 +179,18 @@ type(app.backend).on_chord_part_return = _slow_count
 @pytest.mark.timeout(90)
 def test_a_terminate_between_a_chord_parts_stored_result_and_its_count_leaves_the_chord_whole(
         redis_setup: Setup):
-    """A chord part has stored SUCCESS and is counting itself in the chord when the terminate
-    comes: it is past its code, so it is not signalled, its count is made and the chord's body
-    runs. Before, the signal killed it there and its stored SUCCESS was left standing without
-    the count: the chord's body never ran (PENDING for ever)."""
+    """A chord part has stored SUCCESS and is counting itself in the chord when a SIGTERM
+    terminate comes: it is past its code, so it is not signalled, its count is made and the
+    chord's body runs. Before, the signal killed it there and its stored SUCCESS was left
+    standing without the count: the chord's body never ran (PENDING for ever). (A SIGKILL
+    terminate still kills it there: the operator's last resort.)"""
     write_module(redis_setup.directory, "slowchord", SLOW_CHORD_COUNT)
     with redis_setup.worker("-P", "prefork", "-c", "2", tasks="slowchord") as worker:
         app = redis_setup.app()
         parts = [signature("tasks.mark", "slow", app=app), signature("tasks.mark", "fast", app=app)]
         body = chord(parts, signature("tasks.mark", app=app)).apply_async()
         part_id = redis_setup.wait_records("counting", 1)[0]["id"]
-        app.control.revoke(part_id, terminate=True, signal="SIGKILL")
+        app.control.revoke(part_id, terminate=True, signal="SIGTERM")
         assert sorted(body.get(timeout=30)) == ["fast", "slow"], \
             worker.log_path.read_text()[-3000:]
         assert app.AsyncResult(part_id).get(timeout=5) == "slow"

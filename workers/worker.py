@@ -704,7 +704,9 @@ class Worker:
                 continue
             self.total[name] += 1
             self.hooks.on_task_started(job, None)
+            job.pooled = True
             if not self.pool.apply(item):
+                job.pooled = False
                 self._unstart(batch[index:])
                 return
 
@@ -903,17 +905,22 @@ class Worker:
         self.shutdown.request(cold)
 
     def revoke(self, task_ids: list[str], terminate: bool = False,
-               signum: int = signal.SIGTERM) -> list[str]:
-        """Never start these tasks; with ``terminate``, signal the processes running them."""
+               signum: int = signal.SIGTERM) -> tuple[list[str], list[str]]:
+        """Never start these tasks; with ``terminate``, signal the processes running them:
+        the tasks signalled, and those the pool runs but did not signal (past their code)."""
         self.revoked.add(task_ids)
         logger.info("Tasks flagged as revoked: %s", ", ".join(task_ids))
-        terminated = []
+        terminated, unsignalled = [], []
         if terminate:
             wanted = set(task_ids)
             for job in list(self.active.values()):
-                if job.task_id in wanted and self.pool.signal(job.id, signum):
+                if job.task_id not in wanted:
+                    continue
+                if self.pool.signal(job.id, signum):
                     terminated.append(job.task_id)
-        return terminated
+                elif job.pooled:
+                    unsignalled.append(job.task_id)
+        return terminated, unsignalled
 
     # connection loss -------------------------------------------------------------------------
     def _on_connection_lost(self, exc: BaseException) -> None:
