@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import select
+import socket
 import threading
 import time
 import uuid
@@ -113,22 +114,43 @@ def wait_for_signalled(worker: Any, app: App, task_id: str, timeout: float = 30)
 def test_a_terminate_that_lands_after_the_result_was_stored_leaves_the_result(
         redis_setup: Setup):
     """The prefork child has stored the task's result and not yet told the worker (its
-    ``after_return`` runs) when the terminate comes: the task is past its code, so it is not
-    signalled and ends as it would have, its result standing, as on Celery (whose Redis backend
-    never overwrites a SUCCESS). Before, REVOKED 'terminated' was stored over the SUCCESS of a
-    task that had run to its end."""
+    ``after_return`` runs) when a SIGTERM terminate comes: the task is past its code, so it is
+    not signalled and ends as it would have, its result standing, as on Celery (whose Redis
+    backend never overwrites a SUCCESS); the reply says it was not signalled. Before, REVOKED
+    'terminated' was stored over the SUCCESS of a task that had run to its end."""
     with redis_setup.worker("-P", "prefork", "-c", "1") as worker:
         app = redis_setup.app()
         result = app.send_task("tasks.lingering", args=[SHORT, "finished"])
         assert redis_setup.wait_records("stored", 1) != []
         assert app.AsyncResult(result.id).state == states.SUCCESS
+        replies = app.control.revoke(result.id, terminate=True, signal="SIGTERM", reply=True,
+                                     timeout=3, destination=[hostname_of(redis_setup)])
+        assert replies.by_worker().get(hostname_of(redis_setup)) == {
+            "ok": f"not signalled (past its code): {result.id}"}
+        wait_for_signalled(worker, app, result.id)
+        assert "was past its code when the terminate came" in worker.log_path.read_text()
+        assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished"), \
+            worker.log_path.read_text()[-3000:]
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_sigkill_terminate_stops_a_task_stuck_past_its_code(redis_setup: Setup):
+    """SIGKILL, the operator's last resort, goes through the gate: a prefork child stuck past
+    its task's code (an ``after_return`` that blocks, as a result write to a frozen backend
+    would) is killed, and the worker runs the next task; the stored result stands. Before, the
+    child was left to block while the reply said it was terminated."""
+    with redis_setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = redis_setup.app()
+        result = app.send_task("tasks.lingering", args=[600, "finished"])
+        assert redis_setup.wait_records("stored", 1) != []
         replies = app.control.revoke(result.id, terminate=True, signal="SIGKILL", reply=True,
                                      timeout=3, destination=[hostname_of(redis_setup)])
         assert replies.by_worker().get(hostname_of(redis_setup)) == {
             "ok": f"terminate: {result.id}"}
-        wait_for_signalled(worker, app, result.id)
-        assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished"), \
-            worker.log_path.read_text()[-3000:]
+        wait_for_signalled(worker, app, result.id)  # the next task runs: the child was killed
+        assert "was past its code when the terminate came" not in worker.log_path.read_text()
+        assert result.state == states.SUCCESS, worker.log_path.read_text()[-3000:]
         app.close()
 
 
@@ -157,17 +179,18 @@ type(app.backend).on_chord_part_return = _slow_count
 @pytest.mark.timeout(90)
 def test_a_terminate_between_a_chord_parts_stored_result_and_its_count_leaves_the_chord_whole(
         redis_setup: Setup):
-    """A chord part has stored SUCCESS and is counting itself in the chord when the terminate
-    comes: it is past its code, so it is not signalled, its count is made and the chord's body
-    runs. Before, the signal killed it there and its stored SUCCESS was left standing without
-    the count: the chord's body never ran (PENDING for ever)."""
+    """A chord part has stored SUCCESS and is counting itself in the chord when a SIGTERM
+    terminate comes: it is past its code, so it is not signalled, its count is made and the
+    chord's body runs. Before, the signal killed it there and its stored SUCCESS was left
+    standing without the count: the chord's body never ran (PENDING for ever). (A SIGKILL
+    terminate still kills it there: the operator's last resort.)"""
     write_module(redis_setup.directory, "slowchord", SLOW_CHORD_COUNT)
     with redis_setup.worker("-P", "prefork", "-c", "2", tasks="slowchord") as worker:
         app = redis_setup.app()
         parts = [signature("tasks.mark", "slow", app=app), signature("tasks.mark", "fast", app=app)]
         body = chord(parts, signature("tasks.mark", app=app)).apply_async()
         part_id = redis_setup.wait_records("counting", 1)[0]["id"]
-        app.control.revoke(part_id, terminate=True, signal="SIGKILL")
+        app.control.revoke(part_id, terminate=True, signal="SIGTERM")
         assert sorted(body.get(timeout=30)) == ["fast", "slow"], \
             worker.log_path.read_text()[-3000:]
         assert app.AsyncResult(part_id).get(timeout=5) == "slow"
@@ -466,3 +489,71 @@ def test_a_revoked_tasks_held_retry_goes_back_to_its_queue_when_the_worker_stops
                   redis.Redis.from_url(redis_setup.broker).lrange(redis_setup.queue, 0, -1)]
         assert [(m["headers"]["id"], m["headers"]["retries"]) for m in queued] == [
             (result.id, 1)]
+
+
+class _SlowOnRetry(Task):
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                 einfo: Any) -> None:
+        time.sleep(5)  # the try runs on while the connection is lost and made again
+
+
+def turn_through_losses(worker: Worker) -> None:
+    """One turn of the worker; a lost connection is handled as ``Worker._loop`` does."""
+    try:
+        worker._turn()
+    except worker.consumer.errors as exc:
+        worker._on_connection_lost(exc)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("revoked", [True, False])
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_retry_message_rabbitmq_gives_back_on_a_reconnection_is_not_taken_for_its_try(
+        amqp_setup: Setup, pool: str, revoked: bool):
+    """A task's retry message (same id, one retry more) arrives while its try still runs (its
+    ``on_retry``), then the connection is lost: RabbitMQ delivers the retry again once the
+    worker has reconnected. It is not a redelivery of the running try: a revoked task's retry
+    is held and refused after the try (REVOKED), another's runs. Before, it was adopted as the
+    running try's delivery and acked, so the retry was lost and the task stayed RETRY."""
+    records = redis.Redis.from_url(REDIS_URL)
+    app = App("revoke", broker=amqp_setup.broker, backend=REDIS_URL,
+              task_default_queue=amqp_setup.queue, worker_prefetch_multiplier=1,
+              task_acks_late=False)
+
+    @app.task(name="retrier", bind=True, base=_SlowOnRetry, max_retries=1)
+    def retrier(self: Task, tag: str) -> str:
+        records.rpush(f"{amqp_setup.queue}:ran", json.dumps({"retries": self.request.retries}))
+        if self.request.retries:
+            return tag
+        time.sleep(1)
+        raise self.retry(countdown=0)
+
+    worker = Worker(app, pool=pool, concurrency=1, heartbeat=False, send_events=False,
+                    hostname=f"revoke-{amqp_setup.queue}@test")
+    worker.pool.start()
+    worker.consumer.connect(worker.prefetch_target())
+    worker._on_connected()
+    try:
+        seen = Seen()
+        worker.hooks.add(seen)
+        result = app.send_task("retrier", args=["again"])
+        turn_until(worker, lambda: bool(amqp_setup.records("ran")))
+        if revoked:
+            control.call(worker, "revoke", {"task_id": result.id})
+        turn_until(worker, lambda: len(seen.received) == 2)  # the retry, while the try runs
+        assert result.id in {job.task_id for job in worker.active.values()}
+        worker.consumer.connection.connection.sock.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + 60
+        while not (finished(app, result.id)() and not worker.active and not worker.jobs):
+            assert time.monotonic() < deadline, (result.state, amqp_setup.records("ran"))
+            turn_through_losses(worker)
+        ran = [r["retries"] for r in amqp_setup.records("ran")]
+        if revoked:
+            assert (result.state, ran) == (states.REVOKED, [0])
+            assert seen.calls[-1] == "revoked"
+        else:
+            assert (result.state, result.get(timeout=5), ran) == (states.SUCCESS, "again", [0, 1])
+    finally:
+        worker.pool.stop()
+        worker.consumer.close()
+        app.close()

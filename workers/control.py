@@ -525,15 +525,21 @@ def task_arguments(worker: Worker, ids: Any = None, **kwargs: Any) -> dict[str, 
 def revoke(worker: Worker, task_id: Any = None, terminate: Any = False, signal: Any = None,
            **kwargs: Any) -> dict[str, str]:
     """Revoke task by task id (or list of ids): it never starts here. With ``terminate``, the
-    process running it is sent ``signal`` (default SIGTERM)."""
+    process running it is sent ``signal`` (default SIGTERM); a task past its own code is not
+    signalled (unless by SIGKILL, on prefork) and the reply says so."""
     ids = _ids(task_id if task_id is not None else [])
     terminate = _flag(terminate, "terminate")
     signum = signum_of(signal)
     known = {job.task_id for job in list(worker.jobs.values())}
-    signalled = set(worker.revoke(ids, terminate=terminate, signum=signum))
+    signalled, unsignalled = map(set, worker.revoke(ids, terminate=terminate, signum=signum))
     if terminate:
-        stopped = [i for i in ids if i in signalled or i in known]
-        return ok(f"terminate: {', '.join(stopped)}" if stopped else "terminate: tasks unknown")
+        # A running task left unsignalled (past its code) is not said to be terminated.
+        past = [i for i in ids if i in unsignalled and i not in signalled]
+        stopped = [i for i in ids if i in signalled or (i in known and i not in past)]
+        said = [f"terminate: {', '.join(stopped)}"] if stopped else []
+        if past:
+            said.append(f"not signalled (past its code): {', '.join(past)}")
+        return ok("; ".join(said) or "terminate: tasks unknown")
     shown = "{" + ", ".join(repr(i) for i in ids) + "}" if ids else "set()"
     return ok(f"tasks {shown} flagged as revoked")
 

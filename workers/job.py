@@ -44,6 +44,8 @@ class Job:
     timer: Any = None
     start_key: str | None = None
     """Set while its start is recorded in the ledger (see :class:`~.redelivery.Starts`)."""
+    pooled: bool = False
+    """Handed to the pool (a terminate the pool does not signal then finds it past its code)."""
     held_retry: Job | None = None
     """Its own retry message (same id, one retry more), refused by the revoked gate while this
     job ran: examined again once this one ends (see :meth:`~.revoke.Revocation.discard`)."""

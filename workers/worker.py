@@ -493,9 +493,12 @@ class Worker:
     def _receive(self, job: Job) -> None:
         msg = job.message
         stale = self.settlement.stale_by_task.get(msg.id)
-        if stale is not None and stale.id in self.active:
+        if stale is not None and stale.id in self.active \
+                and msg.retries == stale.message.retries:
             # Redelivered after a reconnection while this worker still runs it: adopt it. The
             # new delivery is unacked, even where the old one was acked before the task ran.
+            # The task's own retry message (one retry more, given back held) is not this run:
+            # it is received as any other.
             stale.delivery, stale.stale, stale.acked = job.delivery, False, False
             del self.settlement.stale_by_task[msg.id]
             self.jobs.pop(job.id, None)
@@ -701,7 +704,9 @@ class Worker:
                 continue
             self.total[name] += 1
             self.hooks.on_task_started(job, None)
+            job.pooled = True
             if not self.pool.apply(item):
+                job.pooled = False
                 self._unstart(batch[index:])
                 return
 
@@ -900,17 +905,22 @@ class Worker:
         self.shutdown.request(cold)
 
     def revoke(self, task_ids: list[str], terminate: bool = False,
-               signum: int = signal.SIGTERM) -> list[str]:
-        """Never start these tasks; with ``terminate``, signal the processes running them."""
+               signum: int = signal.SIGTERM) -> tuple[list[str], list[str]]:
+        """Never start these tasks; with ``terminate``, signal the processes running them:
+        the tasks signalled, and those the pool runs but did not signal (past their code)."""
         self.revoked.add(task_ids)
         logger.info("Tasks flagged as revoked: %s", ", ".join(task_ids))
-        terminated = []
+        terminated, unsignalled = [], []
         if terminate:
             wanted = set(task_ids)
             for job in list(self.active.values()):
-                if job.task_id in wanted and self.pool.signal(job.id, signum):
+                if job.task_id not in wanted:
+                    continue
+                if self.pool.signal(job.id, signum):
                     terminated.append(job.task_id)
-        return terminated
+                elif job.pooled:
+                    unsignalled.append(job.task_id)
+        return terminated, unsignalled
 
     # connection loss -------------------------------------------------------------------------
     def _on_connection_lost(self, exc: BaseException) -> None:

@@ -116,9 +116,10 @@ class _Frames:
 class _CodeEnd(AbstractContextManager[None]):
     """Whether a child's task has left its own code, so that a terminate stops a task in its
     code or not at all, never in its result write or canvas follow-up (a chord part stored
-    SUCCESS and never counted). The child sets a byte both processes map, as it leaves the
-    task's code (this is the ``guard`` of :func:`~qtui.workers.execution.execute`); the parent
-    tests it and signals under a lock shared with that setting."""
+    SUCCESS and never counted); SIGKILL excepted. The child sets a byte both processes map,
+    as it leaves the task's code (this is the ``guard`` of
+    :func:`~qtui.workers.execution.execute`); the parent tests it and signals under a lock
+    shared with that setting."""
 
     def __init__(self) -> None:
         # The fork context's: unlinked at once, no resource tracker, whatever start method
@@ -138,7 +139,11 @@ class _CodeEnd(AbstractContextManager[None]):
     def signal(self, pid: int, pidfd: int | None, signum: int) -> bool:
         """Send ``signum`` to the child unless its task's code has ended: whether it was sent.
         A signal at its default action (the child leaves SIGTERM and the others so) ends the
-        child before ``kill`` returns, so it cannot get past the lock after the test."""
+        child before ``kill`` returns, so it cannot get past the lock after the test. SIGKILL,
+        the operator's last resort, is sent wherever the child is (stuck past its code: a
+        result write to a frozen backend, a handler that blocks), the byte and lock unasked."""
+        if signum == signal.SIGKILL:
+            return _kill(pid, pidfd, signum)
         if not self._lock.acquire(timeout=_CODE_END_WAIT):
             return False  # the child is saying its code ended, or died saying it
         try:
