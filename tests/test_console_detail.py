@@ -379,6 +379,12 @@ async def test_a_family_tree_keeps_its_cursor_while_nothing_in_it_changes():
 
 
 # the worker detail -----------------------------------------------------------------------------
+def replies_shown(screen: Any) -> bool:
+    """Whether no tab of a worker detail still says "loading…" (each does until its reply,
+    read in a thread, is shown)."""
+    return all(str(note.content) != "loading…" for note in screen.query(".note").results(Static))
+
+
 async def open_worker(console: FixedConsole, pilot: Any, tab: str) -> Any:
     console.push_screen(WorkerDetailScreen("qtui@alpha"))
     await pilot.pause()
@@ -387,9 +393,7 @@ async def open_worker(console: FixedConsole, pilot: Any, tab: str) -> Any:
     await pilot.pause()
     # Each tab says "loading…" until its reply, read in a thread, is shown (late on a loaded
     # machine): one pause was not always enough.
-    await settle(pilot, lambda: all(str(note.content) != "loading…" for note in
-                                    console.screen.query(".note").results(Static)),
-                 "every inspect reply shown")
+    await settle(pilot, lambda: replies_shown(console.screen), "every inspect reply shown")
     return console.screen
 
 
@@ -495,9 +499,8 @@ def test_worker_detail_layout(snap_compare, size):
         await pilot.press("enter")
         # Each tab says "loading…" until its reply, read in a thread, is shown: a thread a
         # loaded machine ran late left the snapshot with some tabs still loading.
-        await settle(pilot, lambda: isinstance(pilot.app.screen, WorkerDetailScreen) and all(
-            str(note.content) != "loading…" for note in pilot.app.screen.query(".note")
-            .results(Static)), "every inspect reply shown")
+        await settle(pilot, lambda: isinstance(pilot.app.screen, WorkerDetailScreen)
+                     and replies_shown(pilot.app.screen), "every inspect reply shown")
     assert snap_compare(InspectedConsole(), run_before=open_detail, terminal_size=size)
 
 

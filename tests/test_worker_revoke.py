@@ -422,6 +422,22 @@ def test_a_terminated_task_still_waiting_for_a_slot_never_runs(redis_setup: Setu
         assert [r["tag"] for r in redis_setup.records("ran")] == ["busy"]
 
 
+@contextmanager
+def revoked_try_with_its_retry_held(setup: Setup) -> Iterator[tuple[Worker, Seen, Any]]:
+    """A threads worker in this process whose running ``retrier`` try was revoked (a plain
+    revoke) and has sent its retry message (same id, one retry more), which the worker has
+    received while the try still runs (held in its ``on_retry`` until :data:`LINGER`)."""
+    with worker_in_process(setup, "threads", concurrency=2) as (app, worker, release):
+        seen = Seen()
+        worker.hooks.add(seen)
+        result = app.send_task("retrier", args=["first"])
+        turn_until(worker, lambda: bool(setup.records("ran")))
+        control.call(worker, "revoke", {"task_id": result.id})
+        release.set()
+        turn_until(worker, lambda: len(seen.received) == 2)  # the retry, while the try runs
+        yield worker, seen, result
+
+
 @pytest.mark.timeout(60)
 def test_a_revoked_task_whose_running_try_retries_ends_revoked(redis_setup: Setup):
     """A plain revoke of a running task that then calls ``self.retry()``: the retry message
@@ -429,14 +445,7 @@ def test_a_revoked_task_whose_running_try_retries_ends_revoked(redis_setup: Setu
     copy of the running task: once the try ends (RETRY stored), the retry is refused, stored
     REVOKED and reported. Before, it was dropped as a copy, so the task stayed RETRY for ever
     and ``result.get()`` never returned."""
-    with worker_in_process(redis_setup, "threads", concurrency=2) as (app, worker, release):
-        seen = Seen()
-        worker.hooks.add(seen)
-        result = app.send_task("retrier", args=["first"])
-        turn_until(worker, lambda: bool(redis_setup.records("ran")))
-        control.call(worker, "revoke", {"task_id": result.id})
-        release.set()
-        turn_until(worker, lambda: len(seen.received) == 2)  # the retry, while the try runs
+    with revoked_try_with_its_retry_held(redis_setup) as (worker, seen, result):
         assert result.id in {job.task_id for job in worker.active.values()}
         LINGER.set()
         turn_until(worker, lambda: not worker.active and not worker.jobs)
@@ -475,14 +484,7 @@ def test_a_revoked_tasks_held_retry_goes_back_to_its_queue_when_the_worker_stops
     """The retry message a revoked task's running try sent, held until the try ends, is given
     back to its queue unrun when the worker stops meanwhile (as every message it holds and has
     not started): another worker refuses it then. Before, it was acked and dropped."""
-    with worker_in_process(redis_setup, "threads", concurrency=2) as (app, worker, release):
-        seen = Seen()
-        worker.hooks.add(seen)
-        result = app.send_task("retrier", args=["first"])
-        turn_until(worker, lambda: bool(redis_setup.records("ran")))
-        control.call(worker, "revoke", {"task_id": result.id})
-        release.set()
-        turn_until(worker, lambda: len(seen.received) == 2)
+    with revoked_try_with_its_retry_held(redis_setup) as (worker, _, result):
         worker.shutdown.put_back_waiting()
         assert not worker.jobs.keys() - {job.id for job in worker.active.values()}
         queued = [json.loads(raw) for raw in
