@@ -660,3 +660,79 @@ def test_an_unread_fetch_reply_the_restore_timer_cannot_read_goes_to_the_reconne
         finally:
             worker.consumer.stop()
             app.close()
+
+
+class _IdleCalls:
+    """Counts, on a worker's Redis channel, the fetch script calls it sends and the idle waits
+    (``BLMOVE``) it starts."""
+
+    def __init__(self, channel: Any) -> None:
+        self.fetches = self.waits = 0
+        send, start = channel._send_pending, channel._brpop_start
+
+        def counted_send(pending: Any) -> None:
+            self.fetches += pending.script
+            send(pending)
+
+        def counted_start(*args: Any, **kwargs: Any) -> None:
+            self.waits += 1
+            start(*args, **kwargs)
+
+        channel._send_pending, channel._brpop_start = counted_send, counted_start
+
+
+@pytest.fixture
+def idle_worker(tmp_path, unique, monkeypatch):
+    """A solo worker on a Redis of the test's own, nothing waiting in its queue, turned by the
+    test; an idle turn drains for 0.05 s, so that each of its 0.25 s waits spans several turns
+    (as heartbeats, timers and control commands make it do)."""
+    monkeypatch.setattr("qtui.workers.worker.IDLE_WAIT", 0.05)
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        app = App("idle", broker=f"redis://127.0.0.1:{port}/0", backend=None,
+                  task_default_queue=f"qw-{unique}")
+        ran: list[int] = []
+
+        @app.task(name="note", ignore_result=True)
+        def note(n: int) -> None:
+            ran.append(n)
+
+        worker = Worker(app, pool="solo", heartbeat=False, send_events=False)
+        worker.consumer.connect(worker.prefetch_target())
+        worker._on_connected()
+        try:
+            yield worker, app, ran
+        finally:
+            worker.consumer.stop()
+            app.close()
+
+
+@pytest.mark.timeout(60)
+def test_an_idle_worker_polls_once_per_wait_not_once_per_turn(idle_worker):
+    """An idle worker's turn sends the fetch script while its wait is under way only to poll
+    what the wait does not watch (other queues, priority sublists): once that found nothing,
+    the turns of the same wait send nothing more. Every turn sent one before (a round trip
+    each, 30 over 30 turns here)."""
+    worker, _, _ = idle_worker
+    calls = _IdleCalls(worker.consumer.channel)
+    turns = 30
+    for _ in range(turns):
+        worker._turn()
+    # one poll in each wait, one more where a turn begins between two waits
+    assert calls.fetches <= 2 * calls.waits + 1 < turns, vars(calls)
+
+
+@pytest.mark.timeout(60)
+def test_an_idle_worker_still_takes_a_message_its_wait_does_not_watch(idle_worker):
+    """The wait watches its queue's list of the default priority only: a message of another
+    priority is taken by the poll of the wait's first turn, so an idle worker runs it within a
+    wait or two, never leaves it behind."""
+    worker, app, ran = idle_worker
+    calls = _IdleCalls(worker.consumer.channel)
+    for _ in range(10):
+        worker._turn()
+    app.send_task("note", args=[1], priority=5)
+    waits = calls.waits
+    while not ran and calls.waits < waits + 3:
+        worker._turn()
+    assert ran == [1], vars(calls)

@@ -344,6 +344,9 @@ class _PendingFetch:
     keys: list[str]
     args: list[Any]
     script: bool = True
+    take_only: bool = False
+    """Sent to take messages only (no acks, no starts): one that finds nothing while a wait is
+    under way makes the next ones wait for the next wait (see :meth:`Channel.send_fetch`)."""
     """False: a plain command (a record of starts only), whose reply delivers nothing and is
     read with the next call's (see :meth:`Channel._read_unread`)."""
     during_wait: bool = False
@@ -478,6 +481,9 @@ class Channel(redis_broker.Channel):
         self._taken_while_waiting: set[str] = set()
         """Delivery tags of what fetches took while the pending wait was under way: the
         message the wait moved may be one of them, delivered already."""
+        self._polled_empty = False
+        """A fetch that only takes found nothing while the pending wait is under way: until
+        the next wait starts, such a fetch is not sent again (see :meth:`send_fetch`)."""
 
     # ownership -------------------------------------------------------------------------------
     def own(self, owner: str, ttl: float) -> None:
@@ -616,9 +622,15 @@ class Channel(redis_broker.Channel):
         Redis's hands. ``moved``: take what an idle wait moved into the processing list first
         (otherwise the processing lists are popped only while a wait is under way, the only
         time one may hold a message; after a lost reply, :meth:`reclaim_after_loss` empties
-        them). False when there is nothing to send."""
+        them). False when there is nothing to send, or when it would only take and a fetch
+        that only took found nothing since the pending wait started: that wait takes what comes
+        to its queue, and what it does not watch (other queues, priority sublists) was polled
+        in it already, at the first idle turn of each wait, not at every turn."""
         acks = acks or []
         if (limit <= 0 or not queues) and not acks and starts is None:
+            return False
+        take_only = not moved and not acks and starts is None
+        if take_only and self._polled_empty and self._waiting_on is not None:
             return False
         assert self.owner is not None, "fetch_many takes messages for an owner"
         if (limit <= 0 or not queues) and not acks and starts is not None and starts.starts_only:
@@ -654,7 +666,8 @@ class Channel(redis_broker.Channel):
                 len(acks), len(started) // 2, len(settled), trim, self._pop_many, *acks,
                 *started, *settled, *order]
         self._send_pending(_PendingFetch(self._fetch_connection(), order, acks, keys, args,
-                                         during_wait=self._waiting_on is not None))
+                                         during_wait=self._waiting_on is not None,
+                                         take_only=take_only))
         return True
 
     def _send_pending(self, pending: _PendingFetch) -> None:
@@ -764,6 +777,9 @@ class Channel(redis_broker.Channel):
             except BaseException:
                 self._put_back_taken(pending, taken[at + 1:])
                 raise
+        if pending.take_only:
+            self._polled_empty = not taken and pending.during_wait \
+                and self._waiting_on is not None
         return delivered
 
     def _deliver_taken(self, pending: _PendingFetch, queue: str, tag: str | bytes,
@@ -915,6 +931,7 @@ class Channel(redis_broker.Channel):
                 conn, [self._blocking_move, *args])
         self._waiting_on = queue
         self._taken_while_waiting.clear()
+        self._polled_empty = False
         self._in_poll = conn
         # kombu's class attribute (None) types it; kombu's own _brpop_start sets a float too
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
