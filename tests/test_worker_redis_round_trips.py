@@ -48,7 +48,7 @@ from qtui.workers.worker import Worker
 
 from .redis_server import redis_server, spare_port
 from .tcp_proxy import Interceptor
-from .worker_helpers import make_setup, owned_channel, wait_for
+from .worker_helpers import make_setup, owned_channel, start_idle_wait, wait_for
 
 TASKS = 300
 #: Commands a task may cost on average: one script call, plus a share of the events, the
@@ -309,8 +309,9 @@ class ScriptReplyHolder(Interceptor):
             upper = data.upper()
             if data.startswith(b"*"):  # a new request (a long one may come in several reads)
                 records = b"EVAL" in upper and b"UNACKED_INDEX" in upper  # EVALSHA too
-                state["command"] = b"EVALSHA" if records \
-                    else b"BLMOVE" if b"BLMOVE" in upper else b""
+                # a wait's write starts with the poll that rides it: its replies are the wait's
+                state["command"] = b"BLMOVE" if b"BLMOVE" in upper \
+                    else b"EVALSHA" if records else b""
                 if records and self._task_id and self._task_id in data:
                     with self._lock:
                         self._recording.add(id(state))
@@ -438,6 +439,7 @@ def test_what_an_idle_wait_delivered_is_recorded_by_the_write_of_the_next_call(t
         owned = OWNED_KEY.format(owner=owner)
         with owned_channel(url, owner, queue) as (conn, channel, received):
             for settle_first in (False, True):
+                start_idle_wait(conn, channel)
                 Producer(conn.channel()).publish({"n": 1}, routing_key=queue)
                 conn.drain_events(timeout=5)  # the idle wait delivers it
                 tag = received[-1].delivery_tag
@@ -663,11 +665,11 @@ def test_an_unread_fetch_reply_the_restore_timer_cannot_read_goes_to_the_reconne
 
 
 class _IdleCalls:
-    """Counts, on a worker's Redis channel, the fetch script calls it sends and the idle waits
-    (``BLMOVE``) it starts."""
+    """Counts, on a worker's Redis channel, the fetch script calls it sends on their own (a
+    round trip each), the idle waits (``BLMOVE``) it starts and the polls that ride them."""
 
     def __init__(self, channel: Any) -> None:
-        self.fetches = self.waits = 0
+        self.fetches = self.waits = self.polls = 0
         send, start = channel._send_pending, channel._brpop_start
 
         def counted_send(pending: Any) -> None:
@@ -675,8 +677,9 @@ class _IdleCalls:
             send(pending)
 
         def counted_start(*args: Any, **kwargs: Any) -> None:
-            self.waits += 1
             start(*args, **kwargs)
+            self.waits += channel._waiting_on is not None
+            self.polls += getattr(channel, "_wait_poll", None) is not None
 
         channel._send_pending, channel._brpop_start = counted_send, counted_start
 
@@ -708,31 +711,30 @@ def idle_worker(tmp_path, unique, monkeypatch):
 
 
 @pytest.mark.timeout(60)
-def test_an_idle_worker_polls_once_per_wait_not_once_per_turn(idle_worker):
-    """An idle worker's turn sends the fetch script while its wait is under way only to poll
-    what the wait does not watch (other queues, priority sublists): once that found nothing,
-    the turns of the same wait send nothing more. Every turn sent one before (a round trip
-    each, 30 over 30 turns here)."""
+def test_an_idle_worker_sends_no_fetch_of_its_own_while_it_waits(idle_worker):
+    """An idle worker's lists are polled by the fetch script in the write of each wait it
+    starts (the wait watches one list: not the other queues, not the priority sublists), and
+    a turn sends no fetch while the last one found nothing: over 30 idle turns, only the first
+    turn's fetch is a round trip of its own. Every turn sent one before (30 here)."""
     worker, _, _ = idle_worker
     calls = _IdleCalls(worker.consumer.channel)
-    turns = 30
-    for _ in range(turns):
+    for _ in range(30):
         worker._turn()
-    # one poll in each wait, one more where a turn begins between two waits
-    assert calls.fetches <= 2 * calls.waits + 1 < turns, vars(calls)
+    assert calls.fetches <= 1 and calls.polls == calls.waits > 0, vars(calls)
 
 
 @pytest.mark.timeout(60)
-def test_an_idle_worker_still_takes_a_message_its_wait_does_not_watch(idle_worker):
-    """The wait watches its queue's list of the default priority only: a message of another
-    priority is taken by the poll of the wait's first turn, so an idle worker runs it within a
-    wait or two, never leaves it behind."""
+@pytest.mark.parametrize("priority", [0, 5])
+def test_an_idle_worker_takes_a_message_of_any_priority_within_a_wait(idle_worker, priority):
+    """The wait takes a message of the default priority; one of another priority (a list the
+    wait does not watch) is taken by the poll that rides the next wait: an idle worker runs
+    either within two waits, and never leaves one behind."""
     worker, app, ran = idle_worker
     calls = _IdleCalls(worker.consumer.channel)
     for _ in range(10):
         worker._turn()
-    app.send_task("note", args=[1], priority=5)
+    app.send_task("note", args=[priority], priority=priority)
     waits = calls.waits
     while not ran and calls.waits < waits + 3:
         worker._turn()
-    assert ran == [1], vars(calls)
+    assert ran == [priority], vars(calls)

@@ -344,9 +344,6 @@ class _PendingFetch:
     keys: list[str]
     args: list[Any]
     script: bool = True
-    take_only: bool = False
-    """Sent to take messages only (no acks, no starts): one that finds nothing while a wait is
-    under way makes the next ones wait for the next wait (see :meth:`Channel.send_fetch`)."""
     """False: a plain command (a record of starts only), whose reply delivers nothing and is
     read with the next call's (see :meth:`Channel._read_unread`)."""
     during_wait: bool = False
@@ -481,9 +478,12 @@ class Channel(redis_broker.Channel):
         self._taken_while_waiting: set[str] = set()
         """Delivery tags of what fetches took while the pending wait was under way: the
         message the wait moved may be one of them, delivered already."""
+        self._wait_poll: _PendingFetch | None = None
+        """The fetch sent in the write of the pending wait (see :meth:`_brpop_start`), its
+        reply not read yet."""
         self._polled_empty = False
-        """A fetch that only takes found nothing while the pending wait is under way: until
-        the next wait starts, such a fetch is not sent again (see :meth:`send_fetch`)."""
+        """The last fetch that could take found nothing, and nothing came since: a fetch that
+        would only take is not sent (see :meth:`send_fetch`)."""
 
     # ownership -------------------------------------------------------------------------------
     def own(self, owner: str, ttl: float) -> None:
@@ -622,15 +622,14 @@ class Channel(redis_broker.Channel):
         Redis's hands. ``moved``: take what an idle wait moved into the processing list first
         (otherwise the processing lists are popped only while a wait is under way, the only
         time one may hold a message; after a lost reply, :meth:`reclaim_after_loss` empties
-        them). False when there is nothing to send, or when it would only take and a fetch
-        that only took found nothing since the pending wait started: that wait takes what comes
-        to its queue, and what it does not watch (other queues, priority sublists) was polled
-        in it already, at the first idle turn of each wait, not at every turn."""
+        them). False when there is nothing to send, or when it would only take and the last
+        fetch found nothing, nothing having come since: an idle worker's lists are polled with
+        each wait it starts, in the wait's own write (:meth:`_brpop_start`), not at every turn
+        with a round trip of its own."""
         acks = acks or []
         if (limit <= 0 or not queues) and not acks and starts is None:
             return False
-        take_only = not moved and not acks and starts is None
-        if take_only and self._polled_empty and self._waiting_on is not None:
+        if self._polled_empty and not (moved or acks or starts):
             return False
         assert self.owner is not None, "fetch_many takes messages for an owner"
         if (limit <= 0 or not queues) and not acks and starts is not None and starts.starts_only:
@@ -639,12 +638,19 @@ class Channel(redis_broker.Channel):
             self._send_pending(_PendingFetch(self._fetch_connection(), [], [], [],
                                              _record_command(starts), script=False))
             return True
+        # A processing list holds a message only between a wait's move and the fetch that
+        # takes it (``moved``); a busy fetch while a wait is under way may take it first.
+        self._send_pending(self._fetch_call(self._fetch_connection(), queues, limit, acks, starts,
+                                            processing=moved or self._waiting_on is not None))
+        return True
+
+    def _fetch_call(self, conn: Any, queues: list[str], limit: int, acks: list[str],
+                    starts: StartRecord | None, processing: bool) -> _PendingFetch:
+        """The fetch script call on ``conn`` that acks ``acks``, records ``starts`` and takes up
+        to ``limit`` messages of ``queues`` (and of their processing lists: ``processing``)."""
         order = [] if limit <= 0 else [
             q for q in self._queue_cycle.consume(len(self._queue_cycle.items))
             if q in queues] or list(queues)
-        # A processing list holds a message only between a wait's move and the fetch that
-        # takes it (``moved``); a busy fetch while a wait is under way may take it first.
-        processing = moved or self._waiting_on is not None
         keys: list[str] = []
         for queue in order:
             if processing:
@@ -665,10 +671,8 @@ class Channel(redis_broker.Channel):
         args = [max(limit, 0), time.time(), size, f"{self._tag_base}.{self._fetches}",
                 len(acks), len(started) // 2, len(settled), trim, self._pop_many, *acks,
                 *started, *settled, *order]
-        self._send_pending(_PendingFetch(self._fetch_connection(), order, acks, keys, args,
-                                         during_wait=self._waiting_on is not None,
-                                         take_only=take_only))
-        return True
+        return _PendingFetch(conn, order, acks, keys, args,
+                             during_wait=processing and self._waiting_on is not None)
 
     def _send_pending(self, pending: _PendingFetch) -> None:
         """Send ``pending``'s command on its connection, to be read by :meth:`read_fetch`."""
@@ -761,9 +765,15 @@ class Channel(redis_broker.Channel):
         qos = self.qos  # a property of kombu's: asked once, not once an ack
         for tag in pending.acks:
             virtual.QoS.ack(qos, tag)
+        if pending.order:
+            self._queue_cycle.rotate(pending.order[0])
+        return self._deliver_reply(pending, reply)
+
+    def _deliver_reply(self, pending: _PendingFetch, reply: list[Any]) -> int:
+        """Deliver what the fetch ``pending`` took (its ``reply``); returns how many."""
         order = pending.order
-        if order:
-            self._queue_cycle.rotate(order[0])
+        if order:  # a call that could take: what it found tells whether the next one may
+            self._polled_empty = not reply
         taken = [(order[abs(int(group)) - 1], group, tag, item)
                  for group, tag, item in zip(reply[::3], reply[1::3], reply[2::3], strict=True)]
         delivered = 0
@@ -777,9 +787,6 @@ class Channel(redis_broker.Channel):
             except BaseException:
                 self._put_back_taken(pending, taken[at + 1:])
                 raise
-        if pending.take_only:
-            self._polled_empty = not taken and pending.during_wait \
-                and self._waiting_on is not None
         return delivered
 
     def _deliver_taken(self, pending: _PendingFetch, queue: str, tag: str | bytes,
@@ -907,7 +914,11 @@ class Channel(redis_broker.Channel):
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         """Wait for a message of the next queue in turn by moving it into this owner's
-        processing list (``BLMOVE``): taken by Redis, it is never only in a socket buffer."""
+        processing list (``BLMOVE``): taken by Redis, it is never only in a socket buffer. The
+        same write first polls every list of every queue for one message (the fetch script,
+        :meth:`_read_poll`): the wait watches one list, not the other queues nor the priority
+        sublists. Where the prefetch window has room for one only, the wait goes alone and
+        the worker's turns poll as before."""
         if self.owner is None:
             super()._brpop_start(timeout)
             return None
@@ -929,9 +940,15 @@ class Channel(redis_broker.Channel):
                 else [queue, target, wait]
             packed = self._wait_packed[(queue, wait)] = wire.command(
                 conn, [self._blocking_move, *args])
+        room = self.qos.can_consume_max_estimate()
+        if room is None or room > 1:  # the poll's message and the wait's
+            self._wait_poll = self._fetch_call(conn, self._queue_cycle.items, 1, [], None,
+                                          processing=False)
+            packed = self._pack_fetch(conn, self._wait_poll) + packed
+        else:
+            self._polled_empty = False
         self._waiting_on = queue
         self._taken_while_waiting.clear()
-        self._polled_empty = False
         self._in_poll = conn
         # kombu's class attribute (None) types it; kombu's own _brpop_start sets a float too
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
@@ -941,6 +958,8 @@ class Channel(redis_broker.Channel):
     def _brpop_read(self, **options: Any) -> bool:
         if self._waiting_on is None:
             return bool(super()._brpop_read(**options))
+        if self._wait_poll is not None and self._read_poll():
+            return True
         queue, self._waiting_on = self._waiting_on, None
         try:
             try:
@@ -956,6 +975,7 @@ class Channel(redis_broker.Channel):
         self._queue_cycle.rotate(queue)
         if moved is None:
             raise Empty()
+        self._polled_empty = False
         found = _envelope(moved)
         if found is None:  # not a plain kombu envelope: the fetch script's (it dead-letters it)
             if not self.fetch_many([queue], 1, moved=True):
@@ -964,6 +984,39 @@ class Channel(redis_broker.Channel):
         if found.tag in self._taken_while_waiting:  # a fetch meanwhile delivered it already
             raise Empty()
         self._adopt(queue, moved, found)
+        return True
+
+    def _read_poll(self) -> bool:
+        """Read the reply to the poll sent with the pending wait and deliver what it took.
+        True: it delivered, and the wait's reply is not here yet (the poller reads it when it
+        comes); False: the wait's reply is here, to be read now (a reply already in redis-py's
+        buffer makes the socket readable no more). Raises Empty when it took nothing and the
+        wait goes on. A lost connection loses the wait as a lost wait's reply does; a poll
+        Redis refused leaves the polls to the worker's turns, whose fetch meets the refusal
+        where a fetch's is handled."""
+        pending, self._wait_poll = self._wait_poll, None
+        assert pending is not None, "a poll rides the pending wait"
+        conn = self.client.connection
+        try:
+            try:
+                delivered = self._deliver_reply(
+                    pending, self.client.parse_response(conn, "EVALSHA"))
+            except NoScriptError:  # flushed from Redis's cache: nothing of it ran
+                self._fetch_loaded = False
+                self._polled_empty = delivered = False
+            except ResponseError as exc:
+                logger.debug("The poll with an idle wait was refused: %s", exc)
+                self._polled_empty = delivered = False
+            if conn.can_read(timeout=0):
+                return False
+        except self.connection_errors:
+            self._waiting_on = None
+            # kombu's class attribute (False) types it; kombu's own _brpop_read sets None too
+            self._in_poll = None  # type: ignore[assignment]
+            conn.disconnect()
+            raise
+        if not delivered:
+            raise Empty()
         return True
 
     def _adopt(self, queue: str, item: bytes, found: _Item) -> None:
@@ -1021,10 +1074,10 @@ class Channel(redis_broker.Channel):
     def finish_pending_read(self) -> None:
         """Read a pending blocking wait's reply now, while every consumer is registered: after
         ``basic_cancel`` kombu would read it later and hand the message it took to nobody."""
-        if getattr(self, "_in_poll", None):
+        while getattr(self, "_in_poll", None):  # the poll's reply, then the wait's
             try:
                 self._brpop_read()
-            except Empty:  # the wait took nothing
+            except Empty:  # took nothing
                 pass
 
     def liveness_keys(self) -> list[str]:
