@@ -348,6 +348,9 @@ class _PendingFetch:
     read with the next call's (see :meth:`Channel._read_unread`)."""
     during_wait: bool = False
     """Sent while an idle wait was under way: it may take what the wait moves."""
+    given_back: int = 0
+    """How many times the channel had given messages back when it was sent (see
+    :meth:`Channel.gave_back`): one given back since may be in a list it found empty."""
 
 
 class QoS(redis_broker.QoS):
@@ -401,6 +404,7 @@ class QoS(redis_broker.QoS):
 
         with self.channel.conn_or_acquire(client) as conn:
             conn.transaction(restore, self.unacked_key)
+        self.channel.gave_back()
         for dead, why in moved:  # logged once it happened: a try that lost its WATCH did not
             logger.warning("Message moved to %s: %s", dead, why)
 
@@ -484,6 +488,7 @@ class Channel(redis_broker.Channel):
         self._polled_empty = False
         """The last fetch that could take found nothing, and nothing came since: a fetch that
         would only take is not sent (see :meth:`send_fetch`)."""
+        self._given_back = 0
 
     # ownership -------------------------------------------------------------------------------
     def own(self, owner: str, ttl: float) -> None:
@@ -539,6 +544,8 @@ class Channel(redis_broker.Channel):
                    if self._blocking_move == "BLMOVE"
                    else client.rpoplpush(source, queue)) is not None:
                 moved += 1
+        if moved:
+            self.gave_back()
         return moved
 
     def reclaim_after_loss(self, held: Iterable[str]) -> int:
@@ -672,7 +679,14 @@ class Channel(redis_broker.Channel):
                 len(acks), len(started) // 2, len(settled), trim, self._pop_many, *acks,
                 *started, *settled, *order]
         return _PendingFetch(conn, order, acks, keys, args,
-                             during_wait=processing and self._waiting_on is not None)
+                             during_wait=processing and self._waiting_on is not None,
+                             given_back=self._given_back)
+
+    def gave_back(self) -> None:
+        """Messages were given back to their queues: the next fetch that would only take is
+        sent, and a fetch sent before does not tell that the lists are empty."""
+        self._given_back += 1
+        self._polled_empty = False
 
     def _send_pending(self, pending: _PendingFetch) -> None:
         """Send ``pending``'s command on its connection, to be read by :meth:`read_fetch`."""
@@ -773,7 +787,7 @@ class Channel(redis_broker.Channel):
         """Deliver what the fetch ``pending`` took (its ``reply``); returns how many."""
         order = pending.order
         if order:  # a call that could take: what it found tells whether the next one may
-            self._polled_empty = not reply
+            self._polled_empty = not reply and pending.given_back == self._given_back
         taken = [(order[abs(int(group)) - 1], group, tag, item)
                  for group, tag, item in zip(reply[::3], reply[1::3], reply[2::3], strict=True)]
         delivered = 0
@@ -836,6 +850,7 @@ class Channel(redis_broker.Channel):
                 self.qos._remove_from_indices(name, pipe.rpush(queue, item))
         if pipe:
             pipe.execute()
+            self.gave_back()
 
     def _dead_letter_taken(self, queue: str, item: bytes, tag: str | bytes, reason: str) -> None:
         """Move a message the fetch script recorded as taken (``tag``) to ``queue``'s dead-letter
