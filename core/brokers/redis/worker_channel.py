@@ -754,6 +754,11 @@ class Channel(redis_broker.Channel):
             self._create_client().connection_pool.release(conn)
 
     def close(self) -> None:
+        if self._wait_poll is not None and getattr(self, "_in_poll", None):
+            try:  # the poll's reply first: kombu's close reads one, the wait's
+                self._read_poll()
+            except Empty:  # took nothing
+                pass
         self._release_fetch_connection()
         super().close()
 
