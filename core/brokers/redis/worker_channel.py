@@ -437,6 +437,11 @@ class Channel(redis_broker.Channel):
     owner: str | None = None
     """The worker that owns what this channel takes (see :meth:`own`); None: kombu's ways."""
     pipelines_fetches = True
+    idle = False
+    """Whether the worker runs and holds nothing (the worker says, each turn): then what the
+    wait does not watch is polled with each wait (:meth:`_brpop_start`), not at each turn. A
+    busy worker's turns poll as before: a poll's reply read in the main thread while a task
+    runs in another would hold the GIL on that task's path."""
     """A fetch may be sent before the reply to the one before is read (:meth:`read_fetch`
     reads the oldest)."""
 
@@ -486,8 +491,9 @@ class Channel(redis_broker.Channel):
         """The fetch sent in the write of the pending wait (see :meth:`_brpop_start`), its
         reply not read yet."""
         self._polled_empty = False
-        """The last fetch that could take found nothing, and nothing came since: a fetch that
-        would only take is not sent (see :meth:`send_fetch`)."""
+        """The last fetch that could take found nothing, and nothing came since."""
+        self._wait_polled = False
+        """The pending wait's write carried a poll."""
         self._given_back = 0
 
     # ownership -------------------------------------------------------------------------------
@@ -629,14 +635,15 @@ class Channel(redis_broker.Channel):
         Redis's hands. ``moved``: take what an idle wait moved into the processing list first
         (otherwise the processing lists are popped only while a wait is under way, the only
         time one may hold a message; after a lost reply, :meth:`reclaim_after_loss` empties
-        them). False when there is nothing to send, or when it would only take and the last
-        fetch found nothing, nothing having come since: an idle worker's lists are polled with
-        each wait it starts, in the wait's own write (:meth:`_brpop_start`), not at every turn
-        with a round trip of its own."""
+        them). False when there is nothing to send, or when it would only take while the
+        worker is :attr:`idle`, the last fetch found nothing (nothing having come since) and
+        the pending wait carried a poll: an idle worker's lists are polled with each wait, in
+        the wait's own write (:meth:`_brpop_start`), not at every turn with a round trip."""
         acks = acks or []
         if (limit <= 0 or not queues) and not acks and starts is None:
             return False
-        if self._polled_empty and not (moved or acks or starts):
+        if self.idle and self._polled_empty and self._wait_polled \
+                and not (moved or acks or starts):
             return False
         assert self.owner is not None, "fetch_many takes messages for an owner"
         if (limit <= 0 or not queues) and not acks and starts is not None and starts.starts_only:
@@ -937,8 +944,8 @@ class Channel(redis_broker.Channel):
         processing list (``BLMOVE``): taken by Redis, it is never only in a socket buffer. The
         same write first polls every list of every queue for one message (the fetch script,
         :meth:`_read_poll`): the wait watches one list, not the other queues nor the priority
-        sublists. Where the prefetch window has room for one only, the wait goes alone and
-        the worker's turns poll as before."""
+        sublists. That is while the worker is :attr:`idle` and the prefetch window has room
+        for two; otherwise the wait goes alone and the worker's turns poll as before."""
         if self.owner is None:
             super()._brpop_start(timeout)
             return None
@@ -961,12 +968,11 @@ class Channel(redis_broker.Channel):
             packed = self._wait_packed[(queue, wait)] = wire.command(
                 conn, [self._blocking_move, *args])
         room = self.qos.can_consume_max_estimate()
-        if room is None or room > 1:  # the poll's message and the wait's
+        self._wait_polled = self.idle and (room is None or room > 1)  # the poll's and the wait's
+        if self._wait_polled:
             self._wait_poll = self._fetch_call(conn, self._queue_cycle.items, 1, [], None,
-                                          processing=False)
+                                               processing=False)
             packed = self._pack_fetch(conn, self._wait_poll) + packed
-        else:
-            self._polled_empty = False
         self._waiting_on = queue
         self._taken_while_waiting.clear()
         self._in_poll = conn
@@ -981,6 +987,7 @@ class Channel(redis_broker.Channel):
         if self._wait_poll is not None and self._read_poll():
             return True
         queue, self._waiting_on = self._waiting_on, None
+        self._wait_polled = False
         try:
             try:
                 moved = self.client.parse_response(self.client.connection, self._blocking_move,
