@@ -235,11 +235,10 @@ def test_a_message_put_back_after_a_failure_is_not_delivered_by_the_wait_that_mo
             channel.own(name, ttl=60)
             Consumer(channel, [Queue(first), Queue(second)], auto_declare=False,
                      callbacks=[deliver]).consume()
-            channel.brpop_timeout = 5.0  # pending until M comes
+            with redis_broker.connection(redis_url) as producing:
+                producing.Producer().publish("M", routing_key=second)
             channel._queue_cycle.items[:] = [second, first]
             conn.transport.cycle._register_BRPOP(channel)  # the idle wait, on the second queue
-            with redis_broker.connection(redis_url) as producing:  # the wait's, not its poll's
-                producing.Producer().publish("M", routing_key=second)
             processing = PROCESSING_KEY.format(owner=name, queue=second)
             assert wait_for(lambda: client.llen(processing) == 1, 5)
             with redis_broker.connection(redis_url) as producing:

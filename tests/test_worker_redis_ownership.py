@@ -28,15 +28,7 @@ from qtui.workers.deadletter import DEAD_QUEUE_HEADER, DEAD_REASON_HEADER
 from .processes import running, write_module
 from .redis_server import redis_server, spare_port
 from .services import REDIS_HOST, REDIS_PORT
-from .worker_helpers import (
-    REDIS_URL,
-    TASKS,
-    Setup,
-    make_setup,
-    owned_channel,
-    start_idle_wait,
-    wait_for,
-)
+from .worker_helpers import REDIS_URL, TASKS, Setup, make_setup, owned_channel, wait_for
 
 #: A database of these tests' own: another consumer restoring by age with a short visibility
 #: timeout (an older qtui, kombu) would give back the deliveries these tests watch.
@@ -551,7 +543,6 @@ def test_an_adoption_redis_refuses_changes_nothing_and_is_done_later(tmp_path, u
         client = redis.Redis(port=port)
         with owned_channel(url, owner, queue) as (conn, channel, received):
             client.set(OWNED_KEY.format(owner=owner), "not a set")
-            start_idle_wait(conn, channel)
             Producer(conn.channel()).publish({"n": 1}, routing_key=queue)
             conn.drain_events(timeout=5)  # the idle wait delivers it
             assert len(received) == 1

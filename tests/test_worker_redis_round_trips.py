@@ -48,7 +48,7 @@ from qtui.workers.worker import Worker
 
 from .redis_server import redis_server, spare_port
 from .tcp_proxy import Interceptor
-from .worker_helpers import make_setup, owned_channel, start_idle_wait, wait_for
+from .worker_helpers import make_setup, owned_channel, wait_for
 
 TASKS = 300
 #: Commands a task may cost on average: one script call, plus a share of the events, the
@@ -439,7 +439,6 @@ def test_what_an_idle_wait_delivered_is_recorded_by_the_write_of_the_next_call(t
         owned = OWNED_KEY.format(owner=owner)
         with owned_channel(url, owner, queue) as (conn, channel, received):
             for settle_first in (False, True):
-                start_idle_wait(conn, channel)
                 Producer(conn.channel()).publish({"n": 1}, routing_key=queue)
                 conn.drain_events(timeout=5)  # the idle wait delivers it
                 tag = received[-1].delivery_tag

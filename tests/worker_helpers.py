@@ -397,11 +397,3 @@ def owned_channel(url: str, owner: str, queue: str) -> Iterator[tuple[Connection
         Consumer(channel, [Queue(queue)], callbacks=[lambda body, message:
                                                      received.append(message)]).consume()
         yield conn, channel, received
-
-
-def start_idle_wait(conn: Connection, channel: Any) -> None:
-    """Start ``channel``'s idle wait and read the poll that rides it (finding nothing), leaving
-    the wait pending for a second: a message published now is the wait's to take."""
-    channel.brpop_timeout = 1.0
-    with pytest.raises(socket.timeout):
-        conn.drain_events(timeout=0.1)
