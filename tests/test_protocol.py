@@ -28,6 +28,7 @@ from qtui.core.protocol import (
     json_body,
     json_loads,
     parse,
+    resent_properties,
     saferepr,
 )
 
@@ -443,3 +444,20 @@ def test_a_forked_child_does_not_reuse_its_parents_ready_ids():
     os.close(read)
     os.close(write)
     assert child not in ready
+
+
+def test_a_resent_copy_keeps_its_user_id_only_when_its_sender_asks():
+    """RabbitMQ refuses a ``user_id`` that is not the connection's user: the worker, which
+    connects as the senders of what it consumes, keeps it; the console's move does not."""
+    received = {"correlation_id": "c", "priority": 3, "user_id": "guest", "timestamp": 5,
+                "expiration": "60000", "reply_to": None, "delivery_mode": 2}
+    kept = {"correlation_id": "c", "priority": 3, "timestamp": 5}
+    assert resent_properties(received, {}, keep_user_id=False) == kept
+    assert resent_properties(received, {}, keep_user_id=True) == {**kept, "user_id": "guest"}
+
+
+def test_a_resent_copy_may_expire_with_the_time_left_of_its_expires_only_while_expiring():
+    later = {"expires": "2999-01-01T00:00:00+00:00"}
+    assert resent_properties({}, later, keep_user_id=False)["expiration"] > 0
+    assert resent_properties({}, later, keep_user_id=False, expiring=False) == {}
+
