@@ -343,6 +343,18 @@ def expiration_left(headers: Mapping[str, Any] | None, now: datetime | None = No
     return left if left > 0 else None
 
 
+def stamped_header_names(value: Any) -> list[str] | None:
+    """``stamped_headers`` as a message carries it: None stays None; one name is a list of it
+    (Celery's ``maybe_list``); each name once, in its first place (Celery's stamping merges them
+    as a set); a name that is not text is left out: stamps travel as a JSON mapping, whose keys
+    are text, so it could never name one (Celery's client fails on both with a KeyError)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    return list(dict.fromkeys(name for name in value if isinstance(name, str)))
+
+
 #: Headers that describe one delivery (RabbitMQ's dead-lettering record), not the task: never
 #: copied when a received message is published again.
 DELIVERY_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-queue",

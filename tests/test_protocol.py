@@ -30,6 +30,7 @@ from qtui.core.protocol import (
     parse,
     resent_properties,
     saferepr,
+    stamped_header_names,
 )
 
 
@@ -461,3 +462,9 @@ def test_a_resent_copy_may_expire_with_the_time_left_of_its_expires_only_while_e
     assert resent_properties({}, later, keep_user_id=False)["expiration"] > 0
     assert resent_properties({}, later, keep_user_id=False, expiring=False) == {}
 
+
+@pytest.mark.parametrize(("given", "names"), [
+    (None, None), ("a", ["a"]), ([], []), (["b", "a", "b"], ["b", "a"]), (("a", 1, None), ["a"]),
+])
+def test_stamped_headers_are_names_each_once_in_their_first_place(given, names):
+    assert stamped_header_names(given) == names
