@@ -374,9 +374,9 @@ def resent_properties(properties: Mapping[str, Any], headers: Mapping[str, Any] 
     ``expires`` header (:func:`expiration_left`).
 
     ``keep_user_id``: RabbitMQ refuses a publish (406 PRECONDITION_FAILED) whose ``user_id`` is
-    not the connection's user, so only a sender that connects as the message's senders do keeps
-    it: the worker, which re-sends the deliveries it consumed; not the console, whose user may be
-    anyone's, and whose move would fail on the first message another user sent."""
+    not the connection's user. The worker keeps it (the sender RabbitMQ vouched for), which
+    holds while it connects as the tasks' senders do; the console, whose user may be anyone's,
+    does not: its move would fail on the first message another user sent."""
     kept = {k: properties[k] for k in _RESENT_PROPERTIES if properties.get(k) is not None}
     if keep_user_id and properties.get("user_id") is not None:
         kept["user_id"] = properties["user_id"]
