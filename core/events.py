@@ -69,6 +69,10 @@ def utcoffset(at: float | None = None) -> float:
     return time.timezone / 3600
 
 
+_dumps = JSONEncoder(separators=(",", ":")).encode
+"""Events as JSON: kombu's encoder (its typed values), compact."""
+
+
 def routing_key_for(event_type: str) -> str:
     return event_type.replace("-", ".")
 
@@ -149,7 +153,8 @@ class EventDispatcher:
                 if len(self._buffer) >= self.buffer_limit:
                     self._flush()
                 return
-            self._publish(event, routing_key_for(type), self._own_producer(), self._exchange)
+            producer = self._own_producer()
+            self._publish(event, routing_key_for(type), producer, self._exchange)
 
     def flush(self) -> None:
         """Send the held events as one ``<group>.multi`` message."""
@@ -159,8 +164,8 @@ class EventDispatcher:
     def _flush(self) -> None:
         if self._buffer:
             batch, self._buffer = self._buffer, []
-            self._publish(batch, f"{self.buffer_group}.multi", self._own_producer(),
-                          self._exchange)
+            producer = self._own_producer()
+            self._publish(batch, f"{self.buffer_group}.multi", producer, self._exchange)
 
     def close(self) -> None:
         self.flush()
@@ -186,10 +191,6 @@ class EventDispatcher:
                          declare=declare, content_type="application/json",
                          content_encoding="utf-8", headers={"hostname": self.hostname},
                          delivery_mode=1)
-
-
-_dumps = JSONEncoder(separators=(",", ":")).encode
-"""Events as JSON: kombu's encoder (its typed values), compact."""
 
 
 class EventReceiver:

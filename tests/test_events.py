@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from celery import Celery
+from celery.events.state import State as CeleryState
 from celery.utils.time import adjust_timestamp
 from celery.utils.time import utcoffset as celery_utcoffset
 from kombu import Connection, Queue
@@ -337,7 +340,6 @@ def test_an_events_utcoffset_is_the_hosts_at_its_time_across_a_dst_change(monkey
 def test_a_flushed_batch_is_what_celerys_state_reads_as_a_workers_task_events(app):
     """The ``task.multi`` message, decoded as Celery's receiver decodes it, carries Celery's
     fields with their types, and Celery's own State follows the task through it."""
-    from celery.events.state import State as CeleryState
     with Connection("memory://") as conn:
         queue = raw_queue(conn, "task.multi", f"raw-{app.conf.task_default_queue}")
         dispatcher = EventDispatcher(conn, hostname="w@h", buffer_group="task", buffer_limit=10)
@@ -373,3 +375,44 @@ def test_a_forked_child_stamps_its_own_pid():
     os.waitpid(child, 0)
     with os.fdopen(read) as pipe:
         assert int(pipe.read()) == child
+
+
+@pytest.mark.timeout(60)
+def test_celerys_own_receiver_reads_a_workers_task_multi_batch_on_redis(unique):
+    """What ``celery events`` and Flower run: Celery's EventReceiver, on Redis, reads our batch
+    (compact JSON, encoded by the dispatcher) and its State follows the task."""
+    need("redis", REDIS_HOST, REDIS_PORT)
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/3"
+    celery_app = Celery("monitor", broker=url)
+    seen: list[dict] = []
+
+    def until_succeeded(event: dict) -> None:
+        seen.append(event)
+        receiver.should_stop = event["type"] == "task-succeeded"
+
+    with celery_app.connection_for_read() as read:
+        receiver = celery_app.events.Receiver(read, handlers={"*": until_succeeded},
+                                              node_id=unique)
+        listening = threading.Thread(target=receiver.capture,
+                                     kwargs={"timeout": 30, "wakeup": False}, daemon=True)
+        listening.start()
+        with Connection(url) as conn:
+            dispatcher = EventDispatcher(conn, hostname=f"w-{unique}@h", buffer_group="task",
+                                         buffer_limit=10)
+            deadline = time.monotonic() + 20
+            while listening.is_alive() and time.monotonic() < deadline:  # until subscribed
+                dispatcher.send("task-received", {"uuid": unique, "name": "tasks.add",
+                                                  "args": "(1, 2)", "kwargs": "{}"})
+                dispatcher.send("task-started", {"uuid": unique})
+                dispatcher.send("task-succeeded", {"uuid": unique, "result": "3",
+                                                   "runtime": 0.25})
+                dispatcher.flush()
+                listening.join(0.2)
+        receiver.should_stop = True
+        listening.join(5)
+    state = celery_app.events.State()
+    for event in seen:
+        state.event(event)
+    task = state.tasks[unique]
+    assert (task.state, task.name, task.args, task.result, task.runtime, task.hostname) == (
+        "SUCCESS", "tasks.add", "(1, 2)", "3", 0.25, f"w-{unique}@h")
