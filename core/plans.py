@@ -87,9 +87,10 @@ class SendPlan:
     def of(cls, app: App, name: str, task: Task | None, options: Mapping[str, Any]
            ) -> SendPlan:
         settings = app.send_settings
-        ignore_result = options.get("ignore_result")
-        if ignore_result is None:
-            ignore_result = settings.ignore_result
+        # On the wire as given (null when not: Celery's send_task); the configured setting
+        # decides only whether this client expects a result.
+        given_ignore = options.get("ignore_result")
+        ignore_result = settings.ignore_result if given_ignore is None else given_ignore
         reply_to = options.get("reply_to")
         router = app.router
         route = router.route(name, (), None, _route_options(options), task=task) \
@@ -103,7 +104,7 @@ class SendPlan:
         prototype = TaskMessage(
             id="", task=name, shadow=options.get("shadow"), retries=options.get("retries", 0),
             time_limit=options.get("time_limit"), soft_time_limit=options.get("soft_time_limit"),
-            ignore_result=ignore_result, reply_to=reply_to,
+            ignore_result=given_ignore, reply_to=reply_to,
             headers=headers,
             callbacks=_signatures(options.get("link")),
             errbacks=_signatures(options.get("link_error")),

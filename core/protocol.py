@@ -96,7 +96,8 @@ class TaskMessage:
     argsrepr: str | None = None
     kwargsrepr: str | None = None
     origin: str | None = None
-    ignore_result: bool = False
+    ignore_result: bool | None = False
+    """None: not said (Celery's ``send_task`` sends null); a worker reads it as False."""
     reply_to: str | None = None
     priority: int | None = None
     callbacks: list[Any] | None = None

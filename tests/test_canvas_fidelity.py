@@ -278,3 +278,22 @@ def test_a_spliced_chains_link_and_error_links_travel_as_celerys(sides: dict[str
              for s in m["chain"]] for m in sent] == [[(None, False), (
                  [{"task": "tasks.tsum", "args": [[1]], "kwargs": {}, "options": {},
                    "subtask_type": None, "immutable": True}], True)]]
+
+
+@pytest.mark.timeout(30)
+def test_send_task_sends_null_ignore_result_as_celerys_send_task_does(
+        sides: dict[str, Side]) -> None:
+    """Celery's ``send_task`` sends ``ignore_result`` as given (null when not), registered task
+    or not; ``apply_async`` sends the task's own setting."""
+    sent = same_messages(sides, lambda s: (
+        s.app.send_task("tasks.add", (1,)), s.app.send_task("tasks.other", (2,)),
+        s.app.send_task("tasks.add", (3,), ignore_result=True), s.add.apply_async((4,))))
+    assert [m["headers"]["ignore_result"] for m in sent] == [None, None, True, False]
+
+
+@pytest.mark.timeout(30)
+def test_a_chords_expiry_goes_to_its_header_tasks_and_its_body(sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: s.canvas.chord([s.add.s(1), s.add.s(2)], s.tsum.s())
+                         .apply_async(expires=600))
+    assert [(m["properties"]["expiration"], m["chord"]["options"]["expires"]) for m in sent] \
+        == [("10 min", 600)] * 2

@@ -47,8 +47,7 @@ def test_delay_apply_async_and_send_task_in_a_task_name_it_parent_and_root(
         sides: dict[str, Side]) -> None:
     sent = same_messages(sides, in_task(lambda s: (
         s.add.delay(1), s.add.apply_async((2,), eta=ETA),
-        # ignore_result given: Celery's send_task sends null for it where qtui sends false
-        s.app.send_task("tasks.other", (3,), ignore_result=False))))
+        s.app.send_task("tasks.other", (3,)))))
     assert _ids(sent) == [(PARENT, PARENT)] * 3
 
 
