@@ -293,7 +293,10 @@ def test_send_task_sends_null_ignore_result_as_celerys_send_task_does(
 
 @pytest.mark.timeout(30)
 def test_a_chords_expiry_goes_to_its_header_tasks_and_its_body(sides: dict[str, Side]) -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     sent = same_messages(sides, lambda s: s.canvas.chord([s.add.s(1), s.add.s(2)], s.tsum.s())
-                         .apply_async(expires=600))
-    assert [(m["properties"]["expiration"], m["chord"]["options"]["expires"]) for m in sent] \
-        == [("10 min", 600)] * 2
+                         .apply_async(expires=at, time_limit=30))
+    assert [(m["headers"]["expires"], m["chord"]["options"]["expires"],
+             m["chord"]["options"]["time_limit"]) for m in sent] \
+        == [(at.isoformat(), sent[0]["chord"]["options"]["expires"], 30)] * 2
+    assert at.isoformat() in json.dumps(sent[0]["chord"]["options"]["expires"])
