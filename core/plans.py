@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .lineage import RUNNING, lineage
+from .lineage import RUNNING, lineage, running_priority
 from .protocol import (
     ARGSREPR_MAXSIZE,
     COMPRESSION_HEADER,
@@ -237,6 +237,8 @@ class Lane:
         route = plan.route
         assert route is not None
         self.priority = route.priority
+        if self.priority is None and app.send_settings.inherit_priority:
+            self.priority = running_priority()
         self.outgoing = (route.exchange, route.routing_key, route.queue, plan.serializer)
         self.shape: Any = None
         """The shape of the last call's arguments that fitted the task (checked again only

@@ -66,14 +66,17 @@ class Side:
         self.add = self.app.task(name="tasks.add")(add)
         self.tsum = self.app.task(name="tasks.tsum")(tsum)
 
-    def sent(self, *, minutes: bool = True) -> list[dict[str, Any]]:
+    def sent(self, *, minutes: bool = True, priority: int = 0) -> list[dict[str, Any]]:
         """The messages on the queue, oldest first: each one's headers, properties and body
         fields (with the envelope's encodings), each id replaced by ``id-<n>``, ``n`` counting
         the ids in the order they first appear on this queue. ``minutes``: an ``expiration``
         (milliseconds until an ``expires`` date, a moment apart on the two sides) in whole
-        minutes."""
+        minutes. ``priority``: those on kombu's list for that priority step (3, 6 or 9: the
+        list ``<queue>\\x06\\x16<step>`` that priorities from the step up to the next go to;
+        0, the queue itself)."""
         found, ids = [], {}
-        for raw in reversed(self.redis.lrange(self.queue, 0, -1)):
+        key = f"{self.queue}\x06\x16{priority}" if priority else self.queue
+        for raw in reversed(self.redis.lrange(key, 0, -1)):
             envelope = json.loads(raw)
             body = base64.b64decode(envelope.pop("body"))
             if envelope["headers"].get("compression"):
@@ -91,7 +94,7 @@ class Side:
         return found
 
     def close(self) -> None:
-        self.redis.delete(self.queue)
+        self.redis.delete(self.queue, *(f"{self.queue}\x06\x16{step}" for step in (3, 6, 9)))
         self.app.close()
 
 
@@ -123,12 +126,14 @@ def _steps(message: dict[str, Any]) -> list[tuple[Any, ...]]:
     return [(s["task"], s["args"], s["kwargs"]) for s in message["chain"] or []]
 
 
-def same_messages(sides: dict[str, Side], send: Callable[[Side], Any]) -> list[dict[str, Any]]:
-    """Send the canvas ``send`` builds on each side; the messages each put on its queue, which
-    must be the same."""
+def same_messages(sides: dict[str, Side], send: Callable[[Side], Any], priority: int = 0
+                  ) -> list[dict[str, Any]]:
+    """Send the canvas ``send`` builds on each side; the messages each put on its queue (its
+    list for ``priority``: see :meth:`Side.sent`), which must be the same."""
     for side in sides.values():
         send(side)
-    celery_sent, qtui_sent = sides["celery"].sent(), sides["qtui"].sent()
+    celery_sent, qtui_sent = sides["celery"].sent(priority=priority), \
+        sides["qtui"].sent(priority=priority)
     assert qtui_sent == celery_sent
     return qtui_sent
 

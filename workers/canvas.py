@@ -2,7 +2,8 @@
 ``celery/backends/base.py``), so chains, links and chords sent by Celery or qtui go on.
 
 After a success: each ``callbacks`` signature gets the result prepended to its arguments
-(unless immutable), then the next ``chain`` step is sent with the rest of the chain, then a
+(unless immutable), then the next ``chain`` step is sent with the rest of the chain (both with
+the task's priority under ``task_inherit_parent_priority``), then a
 chord part is counted. After a failure: the chord part is counted, the tasks left in the chain
 are stored as failed too, and each ``errbacks`` signature is called -- in this process with
 ``(request, exc, traceback)`` when it is a task registered here that takes more than one
@@ -23,6 +24,7 @@ from qtui.core import sending, states
 from qtui.core.brokers.family import family_for
 from qtui.core.canvas import apply, signature_of
 from qtui.core.exceptions import CanvasError, NotRegistered, SendFailed
+from qtui.core.lineage import inherited_priority
 from qtui.core.refused import wait_out
 
 if TYPE_CHECKING:
@@ -168,7 +170,8 @@ def follow(app: App, message: TaskMessage, state: str, value: Any,
            traceback: str | None) -> None:
     """Everything that comes after an outcome, in Celery's order (see the module docstring)."""
     if state == states.SUCCESS:
-        parent = _parent(message)
+        parent = {**_parent(message),
+                  **inherited_priority(app, {"priority": message.priority})}
         _callbacks(app, message.callbacks or [], value, parent)
         if message.chain:
             _send(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
