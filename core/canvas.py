@@ -30,7 +30,7 @@ _SEND_OPTIONS = frozenset({
     "countdown", "eta", "expires", "time_limit", "soft_time_limit", "headers", "parent_id",
     "root_id", "reply_to", "serializer", "compression", "retries", "ignore_result", "link",
     "link_error", "chain", "chord", "argsrepr", "kwargsrepr", "shadow", "stamped_headers",
-    "stamps",
+    "stamps", "replaced_task_nesting",
 })
 #: The options of :class:`~qtui.core.task.SendOptions` about how a call is published, not
 #: what its message says (``retry``, ``retry_policy``, ...): a client's call passes them on;

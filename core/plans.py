@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 #: :class:`~qtui.core.task.SendOptions`) is the call's own.
 PLANNED = ("queue", "routing_key", "exchange", "priority", "serializer", "compression",
            "ignore_result", "reply_to", "retries", "time_limit", "soft_time_limit", "shadow",
-           "headers", "link", "link_error", "chain", "chord", "stamped_headers", "stamps")
+           "replaced_task_nesting", "headers", "link", "link_error", "chain", "chord",
+           "stamped_headers", "stamps")
 #: Where the options that hold containers start in :data:`PLANNED`: a plan with any of them
 #: is made for its call alone.
 _FIRST_CONTAINER = PLANNED.index("headers")
@@ -110,7 +111,8 @@ class SendPlan:
             errbacks=_signatures(options.get("link_error")),
             chain=list(chain) if chain else None, chord=options.get("chord"),
             stamped_headers=_names(options.get("stamped_headers")),
-            stamps=dict(options.get("stamps") or {}))
+            stamps=dict(options.get("stamps") or {}),
+            replaced_task_nesting=_nesting(name, options.get("replaced_task_nesting")))
         embed = body_of(prototype, copy=False)[2]
         return cls(name, task, route, options.get("serializer") or settings.serializer,
                    compression, prototype, not ignore_result and not reply_to,
@@ -196,6 +198,17 @@ def plan_key(name: str, task: Task | None, options: Mapping[str, Any]
 def _route_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {"queue": options.get("queue"), "exchange": options.get("exchange"),
             "routing_key": options.get("routing_key"), "priority": options.get("priority")}
+
+
+def _nesting(name: str, value: Any) -> int:
+    """``replaced_task_nesting``: a count (0 when not given); anything else would be a message
+    every worker refuses."""
+    if value is None:
+        return 0
+    if type(value) is not int or value < 0:
+        raise TypeError(f"send_task({name!r}): replaced_task_nesting must be a count (an int "
+                        f">= 0), got {value!r}")
+    return value
 
 
 def _names(value: Any) -> list[str] | None:

@@ -305,3 +305,19 @@ def test_a_chords_expiry_goes_to_its_header_tasks_and_its_body(sides: dict[str, 
              m["chord"]["options"]["time_limit"]) for m in sent] \
         == [(at.isoformat(), sent[0]["chord"]["options"]["expires"], 30)] * 2
     assert at.isoformat() in json.dumps(sent[0]["chord"]["options"]["expires"])
+
+
+@pytest.mark.timeout(30)
+def test_replaced_task_nesting_given_to_a_send_goes_in_its_header(
+        sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: (
+        s.app.send_task("tasks.other", (1,), replaced_task_nesting=3),
+        s.add.apply_async((2,), replaced_task_nesting=1),
+        s.add.s(3).set(replaced_task_nesting=2).apply_async(), s.add.delay(4)))
+    assert [m["headers"]["replaced_task_nesting"] for m in sent] == [3, 1, 2, 0]
+
+
+def test_a_replaced_task_nesting_that_is_not_a_count_is_refused_before_sending() -> None:
+    app = App("fidelity", broker="memory://")
+    with pytest.raises(TypeError, match="replaced_task_nesting must be a count"):
+        app.send_task("tasks.other", (1,), replaced_task_nesting="2")
