@@ -44,7 +44,7 @@ def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) -
     continuation could not be sent."""
     if outcome.state != states.SUCCESS or not (message.callbacks or message.chain):
         return value
-    parent = _parent(message)
+    parent = _next_options(app, message)
     try:
         _callbacks(app, message.callbacks or [], value, parent)
         if message.chain:
@@ -155,6 +155,12 @@ def _parent(message: TaskMessage) -> dict[str, Any]:
     return {"parent_id": message.id, "root_id": message.root_id or message.id}
 
 
+def _next_options(app: App, message: TaskMessage) -> dict[str, Any]:
+    """The options a success gives its links and next chain step: its ids, and its priority
+    under ``task_inherit_parent_priority``."""
+    return {**_parent(message), **inherited_priority(app, {"priority": message.priority})}
+
+
 def after_lost(app: App, message: TaskMessage, state: str, exc: BaseException) -> None:
     """A task whose process was killed (time limit, terminate, died for good) still ends its
     chord part, its chain and its errbacks, as Celery's ``mark_as_failure`` does."""
@@ -170,8 +176,7 @@ def follow(app: App, message: TaskMessage, state: str, value: Any,
            traceback: str | None) -> None:
     """Everything that comes after an outcome, in Celery's order (see the module docstring)."""
     if state == states.SUCCESS:
-        parent = {**_parent(message),
-                  **inherited_priority(app, {"priority": message.priority})}
+        parent = _next_options(app, message)
         _callbacks(app, message.callbacks or [], value, parent)
         if message.chain:
             _send(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
