@@ -312,7 +312,7 @@ def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     root_id = options.get("root_id")
     # The chord's options (its expiry, priority, queue, ...) are the body's too, over its own,
     # as Celery's chord.run updates the body with them; countdown and eta delay the header only.
-    body_sig["options"].update({k: v for k, v in options.items() if k not in _HEADER_ONLY})
+    body_sig["options"].update({k: v for k, v in options.items() if k not in _NOT_FOR_THE_BODY})
     body_sig["options"].update(task_id=body_id, group_id=group_id)
     # What follows the chord in a chain, and its links, belong to the body (Celery's chord.run).
     for key in ("chain", "link", "link_error"):
@@ -336,10 +336,11 @@ def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     return body_id
 
 
-#: A chord's options that are not copied to its body (Celery's ``chord.run`` keeps the
-#: parent and the header's delay off it; qtui gives the body its own ids and canvas fields).
-_HEADER_ONLY = frozenset({"parent_id", "countdown", "eta", "task_id", "group_id", "group_index",
-                          "chain", "chord", "link", "link_error"})
+#: A chord's options that are not copied to its body: Celery's ``chord.run`` keeps the parent
+#: and the header's delay off it; qtui gives the body its own ids and canvas fields, and how
+#: this call is published (a producer, a retry policy) is not the body's to carry.
+_NOT_FOR_THE_BODY = _PUBLISH_OPTIONS | {"parent_id", "countdown", "eta", "task_id", "group_id",
+                                        "group_index", "chain", "chord", "link", "link_error"}
 
 
 def _unchained(inner: Mapping[str, Any], app: App | None) -> list[Signature]:

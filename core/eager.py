@@ -96,14 +96,15 @@ def apply(task: Task, args: Any = None, kwargs: Mapping[str, Any] | None = None,
         except Exception as exc:
             state, value, trace = states.FAILURE, exc, traceback.format_exc()
             einfo = ExceptionInfo(exc, trace)
-            _follow(task, request, link_error, request.id)
+            _follow(task, request, link_error, request.id, {})
             handlers.failed(exc, einfo)
             handlers.returned(state, exc, einfo)
             if throw:
                 raise
         else:
             state = states.SUCCESS
-            _follow(task, request, link, value)
+            _follow(task, request, link, value,
+                    inherited_priority(task.app, request.delivery_info))
             handlers.succeeded(value)
             handlers.returned(state, value, None)
     finally:
@@ -116,16 +117,18 @@ def apply(task: Task, args: Any = None, kwargs: Mapping[str, Any] | None = None,
     return EagerResult(request.id or "", value, state, trace, task.name)
 
 
-def _follow(task: Task, request: Request, links: Any, value: Any) -> None:
+def _follow(task: Task, request: Request, links: Any, value: Any,
+            priority: dict[str, int]) -> None:
     """Apply ``links`` (one signature or a list) with ``value`` first in their arguments: one
-    as it is, several as one group, as Celery's tracer does."""
+    as it is, several as one group, as Celery's tracer does; ``priority``, the option a
+    success passes its links (errbacks get none, as in Celery)."""
     from .canvas import Signature, group
 
     if not links:
         return
     sigs = [links] if isinstance(links, Mapping) else list(links)
     parent: dict[str, Any] = {"parent_id": request.id, "root_id": request.root_id or request.id,
-                              **inherited_priority(task.app, request.delivery_info)}
+                              **priority}
     follow = Signature.from_dict(sigs[0], task.app) if len(sigs) == 1 else group(*sigs,
                                                                              app=task.app)
     follow.apply_async((value,), **parent)

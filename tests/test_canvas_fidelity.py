@@ -321,3 +321,16 @@ def test_a_replaced_task_nesting_that_is_not_a_count_is_refused_before_sending()
     app = App("fidelity", broker="memory://")
     with pytest.raises(TypeError, match="replaced_task_nesting must be a count"):
         app.send_task("tasks.other", (1,), replaced_task_nesting="2")
+
+
+@pytest.mark.timeout(30)
+def test_how_a_chord_is_published_stays_off_its_body(sides: dict[str, Side]) -> None:
+    """``retry`` and a ``producer`` given to a chord's ``apply_async`` are how that call is
+    published: its body, sent later by a worker, does not carry them (qtui's side alone:
+    Celery's copies ``retry`` into the body's options)."""
+    side = sides["qtui"]
+    with side.app.producer() as producer:
+        side.canvas.chord([side.add.s(1)], side.tsum.s()).apply_async(
+            expires=600, retry=False, producer=producer)
+    [message] = side.sent()
+    assert sorted(message["chord"]["options"]) == ["expires", "group_id", "task_id"]

@@ -218,3 +218,14 @@ def test_a_finished_tasks_link_and_next_step_get_its_priority_over_their_own(
     sent = followed(inheriting(sides), canvas)
     assert [(m["headers"]["task"], m["args"], m["properties"]["priority"]) for m in sent] == [
         ("tasks.tsum", [1], 0), ("tasks.add", [1, 2], 0)]
+
+
+@pytest.mark.timeout(30)
+def test_a_failed_tasks_errback_keeps_its_own_priority(sides: dict[str, Side]) -> None:
+    """Celery's tracer gives the task's priority to its links and next step only, not to its
+    errbacks (sent by ``mark_as_failure``): an errback is sent with the priority it carries (7,
+    on kombu's list for 6). qtui's side alone: Celery's ``apply()`` sends no errback."""
+    side = inheriting(sides)["qtui"]
+    side.add.apply(("x",), priority=5, link_error=side.tsum.si([0]).set(priority=7))
+    assert [(m["headers"]["task"], m["properties"]["priority"])
+            for m in side.sent(priority=6)] == [("tasks.tsum", 7)]
