@@ -301,10 +301,10 @@ def test_a_chords_expiry_goes_to_its_header_tasks_and_its_body(sides: dict[str, 
     at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     sent = same_messages(sides, lambda s: s.canvas.chord([s.add.s(1), s.add.s(2)], s.tsum.s())
                          .apply_async(expires=at, time_limit=30))
+    in_body = {"__type__": "datetime", "__value__": at.isoformat()}  # kombu's JSON of a date
     assert [(m["headers"]["expires"], m["chord"]["options"]["expires"],
              m["chord"]["options"]["time_limit"]) for m in sent] \
-        == [(at.isoformat(), sent[0]["chord"]["options"]["expires"], 30)] * 2
-    assert at.isoformat() in json.dumps(sent[0]["chord"]["options"]["expires"])
+        == [(at.isoformat(), in_body, 30)] * 2
 
 
 @pytest.mark.timeout(30)
