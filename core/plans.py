@@ -30,6 +30,7 @@ from .protocol import (
     compression_type,
     new_id,
     saferepr,
+    stamped_header_names,
 )
 from .result import AsyncResult
 from .routing import Route
@@ -110,7 +111,7 @@ class SendPlan:
             callbacks=_signatures(options.get("link")),
             errbacks=_signatures(options.get("link_error")),
             chain=list(chain) if chain else None, chord=options.get("chord"),
-            stamped_headers=_names(options.get("stamped_headers")),
+            stamped_headers=stamped_header_names(options.get("stamped_headers")),
             stamps=dict(options.get("stamps") or {}),
             replaced_task_nesting=_nesting(name, options.get("replaced_task_nesting")))
         embed = body_of(prototype, copy=False)[2]
@@ -209,13 +210,6 @@ def _nesting(name: str, value: Any) -> int:
         raise TypeError(f"send_task({name!r}): replaced_task_nesting must be a count (an int "
                         f">= 0), got {value!r}")
     return value
-
-
-def _names(value: Any) -> list[str] | None:
-    """``stamped_headers``: a list of names, or one name, as Celery's ``maybe_list`` takes it."""
-    if value is None:
-        return None
-    return [value] if isinstance(value, str) else list(value)
 
 
 def _signatures(value: Any) -> list[Any] | None:
