@@ -350,7 +350,7 @@ class App:
         route = plan.route_of(self, args, kwargs, options)
         priority = route.priority
         if priority is None and settings.inherit_priority:
-            priority = running_priority()
+            priority = running_priority(options.get("root_id"), options.get("parent_id"))
         call = plan.call(self, args, kwargs, options, priority)
         backend = settings.backend
         outgoing = Outgoing(call, route.exchange, route.routing_key, route.queue,

@@ -53,12 +53,14 @@ def applied_under() -> Request | None:
     return None if direct and direct[-1] == len(running) else running[-1]
 
 
-def running_priority() -> int | None:
+def running_priority(root_id: str | None, parent_id: str | None) -> int | None:
     """The delivery priority of the task running here (None outside a task, or none), which
     ``task_inherit_parent_priority`` gives a send from it, as Celery's ``send_task`` reads
-    ``parent.request.delivery_info['priority']``."""
+    ``parent.request.delivery_info['priority']``: only for a send that leaves its root or parent
+    id to be filled in (Celery's ``if not root_id or not parent_id``), so not for one that names
+    both, as a failed task's errbacks do."""
     running = RUNNING.get()
-    if not running:
+    if not running or (root_id and parent_id):
         return None
     priority: int | None = running[-1].delivery_info.get("priority")
     return priority

@@ -245,7 +245,7 @@ class Lane:
         assert route is not None
         self.priority = route.priority
         if self.priority is None and app.send_settings.inherit_priority:
-            self.priority = running_priority()
+            self.priority = running_priority(None, None)  # a lane's calls give no ids
         self.outgoing = (route.exchange, route.routing_key, route.queue, plan.serializer)
         self.shape: Any = None
         """The shape of the last call's arguments that fitted the task (checked again only

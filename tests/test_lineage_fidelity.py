@@ -229,3 +229,29 @@ def test_a_failed_tasks_errback_keeps_its_own_priority(sides: dict[str, Side]) -
     side.add.apply(("x",), priority=5, link_error=side.tsum.si([0]).set(priority=7))
     assert [(m["headers"]["task"], m["properties"]["priority"])
             for m in side.sent(priority=6)] == [("tasks.tsum", 7)]
+
+
+@pytest.mark.timeout(30)
+def test_a_failed_tasks_errback_with_no_priority_gets_none(sides: dict[str, Side]) -> None:
+    """An errback is sent naming its parent and root, so ``task_inherit_parent_priority``
+    gives it nothing (Celery's ``send_task`` inherits only where it fills an id in): the failed
+    task's 5 does not reach it (before, it did)."""
+    side = inheriting(sides)["qtui"]
+    side.add.apply(("x",), priority=5, link_error=side.tsum.si([0]))
+    assert [(m["headers"]["task"], m["properties"]["priority"])
+            for m in side.sent()] == [("tasks.tsum", 0)]
+
+
+@pytest.mark.timeout(30)
+def test_a_send_from_a_task_naming_both_ids_inherits_no_priority(sides: dict[str, Side]) -> None:
+    """Celery inherits only when ``root_id`` or ``parent_id`` is left to be filled in: one of
+    them given still inherits, both given does not."""
+    inheriting(sides)
+    for side in sides.values():
+        in_task(lambda s: (s.app.send_task("tasks.other", (1,), parent_id="p", root_id="r"),
+                           s.app.send_task("tasks.other", (2,), parent_id="p")), priority=5)(side)
+    both, one = ([(m["args"], m["properties"]["priority"]) for m in side.sent(priority=step)]
+                 for step in (0, 3) for side in [sides["qtui"]])
+    assert (both, one) == ([([1], 0)], [([2], 5)])
+    assert [side.sent(priority=step) for step in (0, 3) for side in [sides["qtui"]]] == \
+        [side.sent(priority=step) for step in (0, 3) for side in [sides["celery"]]]

@@ -85,3 +85,25 @@ def test_with_inherit_parent_priority_a_child_and_a_link_get_the_tasks_priority(
         children = lineage_setup.wait_records("child", 2, timeout=60)
     assert sorted((r["tag"], r["parent"], r["priority"]) for r in children) == [
         ("linked", sent, 5), ("p", sent, 5)]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_with_inherit_parent_priority_an_errback_keeps_no_priority_of_its_own(
+        lineage_setup: Setup, pool: str) -> None:
+    """Celery's backend sends an errback naming the failed task as its parent and root, and
+    its ``send_task`` gives the running task's priority only to a send that leaves an id to be
+    filled in: an errback with no priority has none, whether the task raised or ran past its
+    time limit (before, the raise's errback got the task's 5 on both pools, the time limit's
+    on threads too)."""
+    lineage_setup.conf["task_inherit_parent_priority"] = True
+    app = lineage_setup.app()
+    app.send_task("tasks.fail", ("boom",), priority=5,
+                  link_error=Signature("tasks.child", ("raised",), immutable=True))
+    app.send_task("tasks.slow", (15,), priority=5, time_limit=1,
+                  link_error=Signature("tasks.child", ("killed",), immutable=True))
+    app.close()
+    with lineage_setup.worker("-P", pool, "-c", "2"):
+        errbacks = lineage_setup.wait_records("child", 2, timeout=60)
+    assert sorted((r["tag"], r["priority"]) for r in errbacks) == [
+        ("killed", 0), ("raised", 0)]  # 0: the envelope's default
