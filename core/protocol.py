@@ -673,7 +673,7 @@ def _parse_v2(body: Any, headers: Mapping[str, Any], properties: Mapping[str, An
         "argsrepr": argsrepr,
         "kwargsrepr": kwargsrepr,
         "origin": origin,
-        "ignore_result": bool(get("ignore_result") or False),
+        "ignore_result": None if (value := get("ignore_result")) is None else bool(value),
         "reply_to": None if reply_to is None
         else _text(reply_to, "properties.reply_to", task_id=task_id) or None,
         "priority": priority
