@@ -11,17 +11,20 @@ The client's :class:`Signature`, :class:`chain`, :class:`group`, :class:`chord`,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import CanvasError
-from .protocol import new_id, stamped_header_names
+from .protocol import is_nesting, new_id, stamped_header_names
 from .result import AsyncResult, GroupResult
 
 if TYPE_CHECKING:
     from .app import App
+
+logger = logging.getLogger(__name__)
 
 #: Signature options that are ``App.send_task`` options of the same name and meaning: every
 #: key of :class:`~qtui.core.task.SendOptions` (which imports this module, hence the copy).
@@ -153,6 +156,11 @@ def send_options(options: Mapping[str, Any], *, strict: bool = False) -> dict[st
     send = {k: v for k, v in options.items() if k in known and v is not None}
     if strict and len(send) < len(options):
         _refuse_unknown("a signature", options)
+    if not strict and not is_nesting(send.get("replaced_task_nesting", 0)):
+        # a worker sending what follows a task: a bad value some client put in the canvas
+        # must not fail the task that ran (a client's own call refuses it)
+        logger.warning("Left out replaced_task_nesting=%r, not a count, from what follows a "
+                       "task", send.pop("replaced_task_nesting"))
     if send.get("stamped_headers"):
         send["stamped_headers"] = stamp_names(options)
         send["stamps"] = _stamps(options)

@@ -28,6 +28,7 @@ from .protocol import (
     TaskMessage,
     body_of,
     compression_type,
+    is_nesting,
     new_id,
     saferepr,
     stamped_header_names,
@@ -206,7 +207,7 @@ def _nesting(name: str, value: Any) -> int:
     every worker refuses."""
     if value is None:
         return 0
-    if type(value) is not int or value < 0:
+    if not is_nesting(value):
         raise TypeError(f"send_task({name!r}): replaced_task_nesting must be a count (an int "
                         f">= 0), got {value!r}")
     return value

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from kombu import compression as kombu_compression
 from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
@@ -342,6 +342,12 @@ def expiration_left(headers: Mapping[str, Any] | None, now: datetime | None = No
         return None
     left = (expires - (now or utcnow())).total_seconds()
     return left if left > 0 else None
+
+
+def is_nesting(value: Any) -> TypeGuard[int]:
+    """Whether ``value`` is a ``replaced_task_nesting`` a worker reads: a count (an int, not a
+    bool, >= 0)."""
+    return type(value) is int and value >= 0
 
 
 def stamped_header_names(value: Any) -> list[str] | None:

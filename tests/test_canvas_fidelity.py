@@ -324,6 +324,30 @@ def test_a_replaced_task_nesting_that_is_not_a_count_is_refused_before_sending()
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("given, sent", [(1, 1), ("1", 0), (1.0, 0), (-1, 0), (True, 0)])
+def test_a_worker_sends_the_next_step_without_a_replaced_task_nesting_not_a_count(
+        sides: dict[str, Side], caplog: pytest.LogCaptureFixture, given: Any, sent: int) -> None:
+    """A chain step whose options carry a ``replaced_task_nesting`` that is not a count (some
+    client's garbage) is sent after the task's success without it, with a warning: the task
+    that ran succeeded and its chain goes on (before, the worker raised, stored the task as a
+    FAILURE and sent nothing). A count goes on, as Celery's ``Task.replace`` sets it."""
+    from qtui.core.protocol import TaskMessage
+    from qtui.workers.canvas import before_store
+    from qtui.workers.execution import Outcome
+
+    side = sides["qtui"]
+    step = {"task": "tasks.add", "args": [1], "kwargs": {}, "subtask_type": None,
+            "immutable": False, "options": {"replaced_task_nesting": given}}
+    outcome = Outcome(job_id=1, state="SUCCESS", runtime=0.0)
+    message = TaskMessage(id="ran", task="tasks.add", args=(1, 2), chain=[step])
+    assert before_store(side.app, message, outcome, 3) == 3
+    assert outcome.state == "SUCCESS"
+    assert [(m["headers"]["task"], m["args"], m["headers"]["replaced_task_nesting"])
+            for m in side.sent()] == [("tasks.add", [3, 1], sent)]
+    assert ("Left out replaced_task_nesting" in caplog.text) is (sent == 0)
+
+
+@pytest.mark.timeout(30)
 def test_how_a_chord_is_published_stays_off_its_body(sides: dict[str, Side]) -> None:
     """``retry`` and a ``producer`` given to a chord's ``apply_async`` are how that call is
     published: its body, sent later by a worker, does not carry them (qtui's side alone:
