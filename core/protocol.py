@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from kombu import compression as kombu_compression
 from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
@@ -96,7 +96,8 @@ class TaskMessage:
     argsrepr: str | None = None
     kwargsrepr: str | None = None
     origin: str | None = None
-    ignore_result: bool = False
+    ignore_result: bool | None = False
+    """None: not said (Celery's ``send_task`` sends null); a worker reads it as False."""
     reply_to: str | None = None
     priority: int | None = None
     callbacks: list[Any] | None = None
@@ -341,6 +342,12 @@ def expiration_left(headers: Mapping[str, Any] | None, now: datetime | None = No
         return None
     left = (expires - (now or utcnow())).total_seconds()
     return left if left > 0 else None
+
+
+def is_nesting(value: Any) -> TypeGuard[int]:
+    """Whether ``value`` is a ``replaced_task_nesting`` a worker reads: a count (an int, not a
+    bool, >= 0)."""
+    return type(value) is int and value >= 0
 
 
 def stamped_header_names(value: Any) -> list[str] | None:
@@ -672,7 +679,7 @@ def _parse_v2(body: Any, headers: Mapping[str, Any], properties: Mapping[str, An
         "argsrepr": argsrepr,
         "kwargsrepr": kwargsrepr,
         "origin": origin,
-        "ignore_result": bool(get("ignore_result") or False),
+        "ignore_result": None if (value := get("ignore_result")) is None else bool(value),
         "reply_to": None if reply_to is None
         else _text(reply_to, "properties.reply_to", task_id=task_id) or None,
         "priority": priority

@@ -468,3 +468,16 @@ def test_a_resent_copy_may_expire_with_the_time_left_of_its_expires_only_while_e
 ])
 def test_stamped_headers_are_names_each_once_in_their_first_place(given, names):
     assert stamped_header_names(given) == names
+
+
+@pytest.mark.parametrize("sent, read", [(None, None), (True, True), (False, False), (1, True),
+                                        (0, False)])
+def test_ignore_result_is_read_as_given_null_staying_null(sent, read):
+    """A null ``ignore_result`` (Celery's and qtui's ``send_task`` when not given) is read as
+    not given, not as false, and a message built again from it (Celery's tracer's request on
+    qtui's worker, ``workers/celery_trace.py``) says null: an explicit false would override
+    a task's ``ignore_result=True`` (before, null was read, and written again, as false)."""
+    wire = _wire(ignore_result=sent)
+    got = parse(list(wire.body), wire.headers, wire.properties)
+    assert got.ignore_result is read
+    assert build(got).headers["ignore_result"] is read
