@@ -25,6 +25,7 @@ from .canvas import gather_stamps, stamp_names
 from .config import Conf
 from .events import EventDispatcher
 from .exceptions import ConfigError, NotRegistered
+from .lineage import running_priority
 from .plans import PLANS_KEPT, Lanes, SendPlan, plan_key
 from .protocol import TaskMessage
 from .result import AsyncResult
@@ -347,7 +348,10 @@ class App:
             raise TypeError(f"{name}: kwargs must be a mapping, got {type(kwargs).__name__}")
         settings = self.send_settings
         route = plan.route_of(self, args, kwargs, options)
-        call = plan.call(self, args, kwargs, options, route.priority)
+        priority = route.priority
+        if priority is None and settings.inherit_priority:
+            priority = running_priority(options.get("root_id"), options.get("parent_id"))
+        call = plan.call(self, args, kwargs, options, priority)
         backend = settings.backend
         outgoing = Outgoing(call, route.exchange, route.routing_key, route.queue,
                             plan.serializer, compression=plan.compression)

@@ -11,17 +11,20 @@ The client's :class:`Signature`, :class:`chain`, :class:`group`, :class:`chord`,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import CanvasError
-from .protocol import new_id
+from .protocol import is_nesting, new_id, stamped_header_names
 from .result import AsyncResult, GroupResult
 
 if TYPE_CHECKING:
     from .app import App
+
+logger = logging.getLogger(__name__)
 
 #: Signature options that are ``App.send_task`` options of the same name and meaning: every
 #: key of :class:`~qtui.core.task.SendOptions` (which imports this module, hence the copy).
@@ -30,7 +33,7 @@ _SEND_OPTIONS = frozenset({
     "countdown", "eta", "expires", "time_limit", "soft_time_limit", "headers", "parent_id",
     "root_id", "reply_to", "serializer", "compression", "retries", "ignore_result", "link",
     "link_error", "chain", "chord", "argsrepr", "kwargsrepr", "shadow", "stamped_headers",
-    "stamps",
+    "stamps", "replaced_task_nesting",
 })
 #: The options of :class:`~qtui.core.task.SendOptions` about how a call is published, not
 #: what its message says (``retry``, ``retry_policy``, ...): a client's call passes them on;
@@ -153,10 +156,13 @@ def send_options(options: Mapping[str, Any], *, strict: bool = False) -> dict[st
     send = {k: v for k, v in options.items() if k in known and v is not None}
     if strict and len(send) < len(options):
         _refuse_unknown("a signature", options)
-    stamped = send.get("stamped_headers")
-    if stamped:
-        if isinstance(stamped, str):
-            send["stamped_headers"] = [stamped]
+    if not strict and not is_nesting(send.get("replaced_task_nesting", 0)):
+        # a worker sending what follows a task: a bad value some client put in the canvas
+        # must not fail the task that ran (a client's own call refuses it)
+        logger.warning("Left out replaced_task_nesting=%r, not a count, from what follows a "
+                       "task", send.pop("replaced_task_nesting"))
+    if send.get("stamped_headers"):
+        send["stamped_headers"] = stamp_names(options)
         send["stamps"] = _stamps(options)
     if isinstance(send.get("eta"), str):
         send["eta"] = datetime.fromisoformat(send["eta"])
@@ -199,12 +205,9 @@ def _refuse_unknown(name: str, options: Mapping[str, Any]) -> None:
 
 
 def stamp_names(options: Mapping[str, Any]) -> list[str]:
-    """The options that are Celery stamps: those ``stamped_headers`` names, in its order."""
-    stamped = options.get("stamped_headers")
-    if not stamped:
-        return []
-    return [stamped] if isinstance(stamped, str) \
-        else list(dict.fromkeys(n for n in stamped if isinstance(n, str)))
+    """The options that are Celery stamps: those ``stamped_headers`` names
+    (:func:`~qtui.core.protocol.stamped_header_names`)."""
+    return stamped_header_names(options.get("stamped_headers")) or []
 
 
 def _stamps(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -310,6 +313,9 @@ def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
     body_sig = signature_of(body)
     body_id = body_sig["options"].get("task_id") or new_id()
     root_id = options.get("root_id")
+    # The chord's options (its expiry, priority, queue, ...) are the body's too, over its own,
+    # as Celery's chord.run updates the body with them; countdown and eta delay the header only.
+    body_sig["options"].update({k: v for k, v in options.items() if k not in _NOT_FOR_THE_BODY})
     body_sig["options"].update(task_id=body_id, group_id=group_id)
     # What follows the chord in a chain, and its links, belong to the body (Celery's chord.run).
     for key in ("chain", "link", "link_error"):
@@ -331,6 +337,13 @@ def _apply_chord(app: App, sig: Mapping[str, Any], args: tuple[Any, ...],
             apply(app, task, args, kwargs, group_id=group_id, group_index=index,
                   chord=body_sig, **inherited)
     return body_id
+
+
+#: A chord's options that are not copied to its body: Celery's ``chord.run`` keeps the parent
+#: and the header's delay off it; qtui gives the body its own ids and canvas fields, and how
+#: this call is published (a producer, a retry policy) is not the body's to carry.
+_NOT_FOR_THE_BODY = _PUBLISH_OPTIONS | {"parent_id", "countdown", "eta", "task_id", "group_id",
+                                        "group_index", "chain", "chord", "link", "link_error"}
 
 
 def _unchained(inner: Mapping[str, Any], app: App | None) -> list[Signature]:

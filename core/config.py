@@ -223,6 +223,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "Routing key of the default queue (nothing: the queue's name)."),
     Setting("task_default_priority", None, _optional(_between(INT, 0, 255)),
             "Priority of tasks sent without one."),
+    Setting("task_inherit_parent_priority", False, BOOL,
+            "A task sent from inside a running task, with no priority of its own, gets the "
+            "running task's (Celery's setting)."),
     Setting("task_queue_max_priority", None, _optional(_between(INT, 1, 255)),
             "x-max-priority of declared queues (RabbitMQ priority queues)."),
     Setting("task_queues", None, QUEUES,

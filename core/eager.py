@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import states
 from .exceptions import Retry
 from .handlers import TaskHandlers
-from .lineage import applied_under
+from .lineage import applied_under, inherited_priority
 from .task import ExceptionInfo, Request, new_task_id
 
 if TYPE_CHECKING:
@@ -60,7 +60,8 @@ class EagerResult:
 
 def apply(task: Task, args: Any = None, kwargs: Mapping[str, Any] | None = None, *,
           task_id: str | None = None, retries: int = 0, throw: bool | None = None,
-          link: Any = None, link_error: Any = None, **_: Any) -> EagerResult:
+          link: Any = None, link_error: Any = None, priority: int | None = None, **_: Any
+          ) -> EagerResult:
     """Run ``task`` in this thread as a worker would; ``throw`` (default
     ``task_eager_propagates``) raises a failure here instead of returning it."""
     if throw is None:
@@ -71,7 +72,8 @@ def apply(task: Task, args: Any = None, kwargs: Mapping[str, Any] | None = None,
                       kwargs=dict(kwargs or {}), retries=retries,
                       root_id=(running.root_id if running else None) or task_id,
                       parent_id=running.id if running else None,
-                      hostname=socket.gethostname(), delivery_info={"is_eager": True},
+                      hostname=socket.gethostname(),
+                      delivery_info={"is_eager": True, "priority": priority},
                       called_directly=False, is_eager=True)
     handlers = TaskHandlers(task, request)
     task.push_request(request)
@@ -94,14 +96,15 @@ def apply(task: Task, args: Any = None, kwargs: Mapping[str, Any] | None = None,
         except Exception as exc:
             state, value, trace = states.FAILURE, exc, traceback.format_exc()
             einfo = ExceptionInfo(exc, trace)
-            _follow(task, request, link_error, request.id)
+            _follow(task, request, link_error, request.id, {})
             handlers.failed(exc, einfo)
             handlers.returned(state, exc, einfo)
             if throw:
                 raise
         else:
             state = states.SUCCESS
-            _follow(task, request, link, value)
+            _follow(task, request, link, value,
+                    inherited_priority(task.app, request.delivery_info))
             handlers.succeeded(value)
             handlers.returned(state, value, None)
     finally:
@@ -109,19 +112,23 @@ def apply(task: Task, args: Any = None, kwargs: Mapping[str, Any] | None = None,
         task.pop_request()
     if state == states.RETRY:
         return apply(task, request.args, request.kwargs, task_id=request.id,
-                     retries=retries + 1, throw=throw, link=link, link_error=link_error)
+                     retries=retries + 1, throw=throw, link=link, link_error=link_error,
+                     priority=priority)
     return EagerResult(request.id or "", value, state, trace, task.name)
 
 
-def _follow(task: Task, request: Request, links: Any, value: Any) -> None:
+def _follow(task: Task, request: Request, links: Any, value: Any,
+            priority: dict[str, int]) -> None:
     """Apply ``links`` (one signature or a list) with ``value`` first in their arguments: one
-    as it is, several as one group, as Celery's tracer does."""
+    as it is, several as one group, as Celery's tracer does; ``priority``, the option a
+    success passes its links (errbacks get none, as in Celery)."""
     from .canvas import Signature, group
 
     if not links:
         return
     sigs = [links] if isinstance(links, Mapping) else list(links)
-    parent: dict[str, Any] = {"parent_id": request.id, "root_id": request.root_id or request.id}
+    parent: dict[str, Any] = {"parent_id": request.id, "root_id": request.root_id or request.id,
+                              **priority}
     follow = Signature.from_dict(sigs[0], task.app) if len(sigs) == 1 else group(*sigs,
                                                                              app=task.app)
     follow.apply_async((value,), **parent)

@@ -1,4 +1,5 @@
-"""Lineage: the ``parent_id`` and ``root_id`` of what a task sends from inside its body.
+"""Lineage: the ``parent_id`` and ``root_id`` of what a task sends from inside its body (and,
+with ``task_inherit_parent_priority``, its priority).
 
 As in Celery (``Celery.send_task`` reads ``current_worker_task``), a send made while a task
 runs (on a worker, or by ``apply()``) names that task as its parent and shares its root;
@@ -9,10 +10,12 @@ outside a task reads one empty variable and sets nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .app import App
     from .task import Request
 
 RUNNING: ContextVar[tuple[Request, ...]] = ContextVar("qtui_running_requests", default=())
@@ -48,6 +51,29 @@ def applied_under() -> Request | None:
         return None
     direct = DIRECT.get()
     return None if direct and direct[-1] == len(running) else running[-1]
+
+
+def running_priority(root_id: str | None, parent_id: str | None) -> int | None:
+    """The delivery priority of the task running here (None outside a task, or none), which
+    ``task_inherit_parent_priority`` gives a send from it, as Celery's ``send_task`` reads
+    ``parent.request.delivery_info['priority']``: only for a send that leaves its root or parent
+    id to be filled in (Celery's ``if not root_id or not parent_id``), so not for one that names
+    both, as a failed task's errbacks do."""
+    running = RUNNING.get()
+    if not running or (root_id and parent_id):
+        return None
+    priority: int | None = running[-1].delivery_info.get("priority")
+    return priority
+
+
+def inherited_priority(app: App, delivery_info: Mapping[str, Any]) -> dict[str, int]:
+    """The ``priority`` option a finished task gives its links and next chain step: its own
+    delivery priority under ``task_inherit_parent_priority`` (over theirs, as Celery's tracer
+    passes it to their ``apply_async``), else none."""
+    priority = delivery_info.get("priority")
+    if priority is None or not app.send_settings.inherit_priority:
+        return {}
+    return {"priority": priority}
 
 
 def lineage(root_id: str | None, parent_id: str | None) -> tuple[str | None, str | None]:

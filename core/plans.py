@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .lineage import RUNNING, lineage
+from .lineage import RUNNING, lineage, running_priority
 from .protocol import (
     ARGSREPR_MAXSIZE,
     COMPRESSION_HEADER,
@@ -28,8 +28,10 @@ from .protocol import (
     TaskMessage,
     body_of,
     compression_type,
+    is_nesting,
     new_id,
     saferepr,
+    stamped_header_names,
 )
 from .result import AsyncResult
 from .routing import Route
@@ -45,7 +47,8 @@ if TYPE_CHECKING:
 #: :class:`~qtui.core.task.SendOptions`) is the call's own.
 PLANNED = ("queue", "routing_key", "exchange", "priority", "serializer", "compression",
            "ignore_result", "reply_to", "retries", "time_limit", "soft_time_limit", "shadow",
-           "headers", "link", "link_error", "chain", "chord", "stamped_headers", "stamps")
+           "replaced_task_nesting", "headers", "link", "link_error", "chain", "chord",
+           "stamped_headers", "stamps")
 #: Where the options that hold containers start in :data:`PLANNED`: a plan with any of them
 #: is made for its call alone.
 _FIRST_CONTAINER = PLANNED.index("headers")
@@ -87,9 +90,10 @@ class SendPlan:
     def of(cls, app: App, name: str, task: Task | None, options: Mapping[str, Any]
            ) -> SendPlan:
         settings = app.send_settings
-        ignore_result = options.get("ignore_result")
-        if ignore_result is None:
-            ignore_result = settings.ignore_result
+        # On the wire as given (null when not: Celery's send_task); the configured setting
+        # decides only whether this client expects a result.
+        given_ignore = options.get("ignore_result")
+        ignore_result = settings.ignore_result if given_ignore is None else given_ignore
         reply_to = options.get("reply_to")
         router = app.router
         route = router.route(name, (), None, _route_options(options), task=task) \
@@ -103,13 +107,14 @@ class SendPlan:
         prototype = TaskMessage(
             id="", task=name, shadow=options.get("shadow"), retries=options.get("retries", 0),
             time_limit=options.get("time_limit"), soft_time_limit=options.get("soft_time_limit"),
-            ignore_result=ignore_result, reply_to=reply_to,
+            ignore_result=given_ignore, reply_to=reply_to,
             headers=headers,
             callbacks=_signatures(options.get("link")),
             errbacks=_signatures(options.get("link_error")),
             chain=list(chain) if chain else None, chord=options.get("chord"),
-            stamped_headers=_names(options.get("stamped_headers")),
-            stamps=dict(options.get("stamps") or {}))
+            stamped_headers=stamped_header_names(options.get("stamped_headers")),
+            stamps=dict(options.get("stamps") or {}),
+            replaced_task_nesting=_nesting(name, options.get("replaced_task_nesting")))
         embed = body_of(prototype, copy=False)[2]
         return cls(name, task, route, options.get("serializer") or settings.serializer,
                    compression, prototype, not ignore_result and not reply_to,
@@ -197,11 +202,15 @@ def _route_options(options: Mapping[str, Any]) -> dict[str, Any]:
             "routing_key": options.get("routing_key"), "priority": options.get("priority")}
 
 
-def _names(value: Any) -> list[str] | None:
-    """``stamped_headers``: a list of names, or one name, as Celery's ``maybe_list`` takes it."""
+def _nesting(name: str, value: Any) -> int:
+    """``replaced_task_nesting``: a count (0 when not given); anything else would be a message
+    every worker refuses."""
     if value is None:
-        return None
-    return [value] if isinstance(value, str) else list(value)
+        return 0
+    if not is_nesting(value):
+        raise TypeError(f"send_task({name!r}): replaced_task_nesting must be a count (an int "
+                        f">= 0), got {value!r}")
+    return value
 
 
 def _signatures(value: Any) -> list[Any] | None:
@@ -236,6 +245,8 @@ class Lane:
         route = plan.route
         assert route is not None
         self.priority = route.priority
+        if self.priority is None and app.send_settings.inherit_priority:
+            self.priority = running_priority(None, None)  # a lane's calls give no ids
         self.outgoing = (route.exchange, route.routing_key, route.queue, plan.serializer)
         self.shape: Any = None
         """The shape of the last call's arguments that fitted the task (checked again only

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from kombu import compression as kombu_compression
 from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
@@ -96,7 +96,8 @@ class TaskMessage:
     argsrepr: str | None = None
     kwargsrepr: str | None = None
     origin: str | None = None
-    ignore_result: bool = False
+    ignore_result: bool | None = False
+    """None: not said (Celery's ``send_task`` sends null); a worker reads it as False."""
     reply_to: str | None = None
     priority: int | None = None
     callbacks: list[Any] | None = None
@@ -341,6 +342,54 @@ def expiration_left(headers: Mapping[str, Any] | None, now: datetime | None = No
         return None
     left = (expires - (now or utcnow())).total_seconds()
     return left if left > 0 else None
+
+
+def is_nesting(value: Any) -> TypeGuard[int]:
+    """Whether ``value`` is a ``replaced_task_nesting`` a worker reads: a count (an int, not a
+    bool, >= 0)."""
+    return type(value) is int and value >= 0
+
+
+def stamped_header_names(value: Any) -> list[str] | None:
+    """``stamped_headers`` as a message carries it: None stays None; one name is a list of it
+    (Celery's ``maybe_list``); each name once, in its first place (Celery's stamping merges them
+    as a set); a name that is not text is left out: stamps travel as a JSON mapping, whose keys
+    are text, so it could never name one (Celery's client fails on both with a KeyError)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    return list(dict.fromkeys(name for name in value if isinstance(name, str)))
+
+
+#: Headers that describe one delivery (RabbitMQ's dead-lettering record), not the task: never
+#: copied when a received message is published again.
+DELIVERY_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-queue",
+                              "x-first-death-reason", "x-last-death-exchange",
+                              "x-last-death-queue", "x-last-death-reason"})
+#: Properties a re-sent copy keeps as received. ``expiration`` is not one (its text is
+#: milliseconds, where kombu's publish takes seconds; a copy's is the time left), and neither is
+#: ``user_id`` unless the sender asks (:func:`resent_properties`).
+_RESENT_PROPERTIES = ("correlation_id", "reply_to", "priority", "message_id", "type", "app_id",
+                      "timestamp")
+
+
+def resent_properties(properties: Mapping[str, Any], headers: Mapping[str, Any] | None, *,
+                      keep_user_id: bool, expiring: bool = True) -> dict[str, Any]:
+    """The properties, as ``Producer.publish`` keywords, of a received message published again:
+    those it came with, and while ``expiring`` an ``expiration`` of the time left until its
+    ``expires`` header (:func:`expiration_left`).
+
+    ``keep_user_id``: RabbitMQ refuses a publish (406 PRECONDITION_FAILED) whose ``user_id`` is
+    not the connection's user. The worker keeps it (the sender RabbitMQ vouched for), which
+    holds while it connects as the tasks' senders do; the console, whose user may be anyone's,
+    does not: its move would fail on the first message another user sent."""
+    kept = {k: properties[k] for k in _RESENT_PROPERTIES if properties.get(k) is not None}
+    if keep_user_id and properties.get("user_id") is not None:
+        kept["user_id"] = properties["user_id"]
+    if expiring and (left := expiration_left(headers)) is not None:
+        kept["expiration"] = left
+    return kept
 
 
 def build(message: TaskMessage) -> WireMessage:
@@ -630,7 +679,7 @@ def _parse_v2(body: Any, headers: Mapping[str, Any], properties: Mapping[str, An
         "argsrepr": argsrepr,
         "kwargsrepr": kwargsrepr,
         "origin": origin,
-        "ignore_result": bool(get("ignore_result") or False),
+        "ignore_result": None if (value := get("ignore_result")) is None else bool(value),
         "reply_to": None if reply_to is None
         else _text(reply_to, "properties.reply_to", task_id=task_id) or None,
         "priority": priority

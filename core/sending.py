@@ -72,6 +72,9 @@ class SendSettings:
     """``the broker at URL`` (password masked), for error messages."""
     always_eager: bool
     """``task_always_eager``: a task's ``apply_async`` runs it here instead of sending it."""
+    inherit_priority: bool
+    """``task_inherit_parent_priority``: a send from a running task with no priority of its
+    own gets the task's."""
     backend: ResultBackend
     """The app's result backend (the app drops these settings when it closes or forks)."""
 
@@ -83,7 +86,8 @@ class SendSettings:
                    bool(conf.task_send_sent_event), bool(conf.task_publish_retry),
                    dict(conf.task_publish_retry_policy), float(conf.broker_publish_timeout),
                    f"the broker at {config.mask_url(app.broker_url)}",
-                   bool(conf.task_always_eager), app.backend)
+                   bool(conf.task_always_eager), bool(conf.task_inherit_parent_priority),
+                   app.backend)
 
 
 class Outgoing:

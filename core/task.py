@@ -50,6 +50,8 @@ class SendOptions(TypedDict, total=False):
     as in Celery); ``producer``/``publisher``/``connection`` (Celery's) are accepted when they
     point at the app's broker (qtui sends through its own producers); ``add_to_parent`` is
     accepted and changes nothing (qtui does not track a running task's children).
+    ``replaced_task_nesting`` is the header of that name (how many ``Task.replace`` calls deep
+    the task is), sent as given, as Celery's ``send_task`` takes it.
     """
 
     countdown: float | None
@@ -87,6 +89,7 @@ class SendOptions(TypedDict, total=False):
     publisher: Any
     connection: Any
     add_to_parent: bool
+    replaced_task_nesting: int
 
 #: Options that ``task_annotations`` and the decorator may set, with the config key supplying
 #: their default (None: the class default).

@@ -66,14 +66,17 @@ class Side:
         self.add = self.app.task(name="tasks.add")(add)
         self.tsum = self.app.task(name="tasks.tsum")(tsum)
 
-    def sent(self, *, minutes: bool = True) -> list[dict[str, Any]]:
+    def sent(self, *, minutes: bool = True, priority: int = 0) -> list[dict[str, Any]]:
         """The messages on the queue, oldest first: each one's headers, properties and body
         fields (with the envelope's encodings), each id replaced by ``id-<n>``, ``n`` counting
         the ids in the order they first appear on this queue. ``minutes``: an ``expiration``
         (milliseconds until an ``expires`` date, a moment apart on the two sides) in whole
-        minutes."""
+        minutes. ``priority``: those on kombu's list for that priority step (3, 6 or 9: the
+        list ``<queue>\\x06\\x16<step>`` that priorities from the step up to the next go to;
+        0, the queue itself)."""
         found, ids = [], {}
-        for raw in reversed(self.redis.lrange(self.queue, 0, -1)):
+        key = f"{self.queue}\x06\x16{priority}" if priority else self.queue
+        for raw in reversed(self.redis.lrange(key, 0, -1)):
             envelope = json.loads(raw)
             body = base64.b64decode(envelope.pop("body"))
             if envelope["headers"].get("compression"):
@@ -91,7 +94,7 @@ class Side:
         return found
 
     def close(self) -> None:
-        self.redis.delete(self.queue)
+        self.redis.delete(self.queue, *(f"{self.queue}\x06\x16{step}" for step in (3, 6, 9)))
         self.app.close()
 
 
@@ -123,12 +126,14 @@ def _steps(message: dict[str, Any]) -> list[tuple[Any, ...]]:
     return [(s["task"], s["args"], s["kwargs"]) for s in message["chain"] or []]
 
 
-def same_messages(sides: dict[str, Side], send: Callable[[Side], Any]) -> list[dict[str, Any]]:
-    """Send the canvas ``send`` builds on each side; the messages each put on its queue, which
-    must be the same."""
+def same_messages(sides: dict[str, Side], send: Callable[[Side], Any], priority: int = 0
+                  ) -> list[dict[str, Any]]:
+    """Send the canvas ``send`` builds on each side; the messages each put on its queue (its
+    list for ``priority``: see :meth:`Side.sent`), which must be the same."""
     for side in sides.values():
         send(side)
-    celery_sent, qtui_sent = sides["celery"].sent(), sides["qtui"].sent()
+    celery_sent, qtui_sent = sides["celery"].sent(priority=priority), \
+        sides["qtui"].sent(priority=priority)
     assert qtui_sent == celery_sent
     return qtui_sent
 
@@ -278,3 +283,78 @@ def test_a_spliced_chains_link_and_error_links_travel_as_celerys(sides: dict[str
              for s in m["chain"]] for m in sent] == [[(None, False), (
                  [{"task": "tasks.tsum", "args": [[1]], "kwargs": {}, "options": {},
                    "subtask_type": None, "immutable": True}], True)]]
+
+
+@pytest.mark.timeout(30)
+def test_send_task_sends_null_ignore_result_as_celerys_send_task_does(
+        sides: dict[str, Side]) -> None:
+    """Celery's ``send_task`` sends ``ignore_result`` as given (null when not), registered task
+    or not; ``apply_async`` sends the task's own setting."""
+    sent = same_messages(sides, lambda s: (
+        s.app.send_task("tasks.add", (1,)), s.app.send_task("tasks.other", (2,)),
+        s.app.send_task("tasks.add", (3,), ignore_result=True), s.add.apply_async((4,))))
+    assert [m["headers"]["ignore_result"] for m in sent] == [None, None, True, False]
+
+
+@pytest.mark.timeout(30)
+def test_a_chords_expiry_goes_to_its_header_tasks_and_its_body(sides: dict[str, Side]) -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    sent = same_messages(sides, lambda s: s.canvas.chord([s.add.s(1), s.add.s(2)], s.tsum.s())
+                         .apply_async(expires=at, time_limit=30))
+    in_body = {"__type__": "datetime", "__value__": at.isoformat()}  # kombu's JSON of a date
+    assert [(m["headers"]["expires"], m["chord"]["options"]["expires"],
+             m["chord"]["options"]["time_limit"]) for m in sent] \
+        == [(at.isoformat(), in_body, 30)] * 2
+
+
+@pytest.mark.timeout(30)
+def test_replaced_task_nesting_given_to_a_send_goes_in_its_header(
+        sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, lambda s: (
+        s.app.send_task("tasks.other", (1,), replaced_task_nesting=3),
+        s.add.apply_async((2,), replaced_task_nesting=1),
+        s.add.s(3).set(replaced_task_nesting=2).apply_async(), s.add.delay(4)))
+    assert [m["headers"]["replaced_task_nesting"] for m in sent] == [3, 1, 2, 0]
+
+
+def test_a_replaced_task_nesting_that_is_not_a_count_is_refused_before_sending() -> None:
+    app = App("fidelity", broker="memory://")
+    with pytest.raises(TypeError, match="replaced_task_nesting must be a count"):
+        app.send_task("tasks.other", (1,), replaced_task_nesting="2")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("given, sent", [(1, 1), ("1", 0), (1.0, 0), (-1, 0), (True, 0)])
+def test_a_worker_sends_the_next_step_without_a_replaced_task_nesting_not_a_count(
+        sides: dict[str, Side], caplog: pytest.LogCaptureFixture, given: Any, sent: int) -> None:
+    """A chain step whose options carry a ``replaced_task_nesting`` that is not a count (some
+    client's garbage) is sent after the task's success without it, with a warning: the task
+    that ran succeeded and its chain goes on (before, the worker raised, stored the task as a
+    FAILURE and sent nothing). A count goes on, as Celery's ``Task.replace`` sets it."""
+    from qtui.core.protocol import TaskMessage
+    from qtui.workers.canvas import before_store
+    from qtui.workers.execution import Outcome
+
+    side = sides["qtui"]
+    step = {"task": "tasks.add", "args": [1], "kwargs": {}, "subtask_type": None,
+            "immutable": False, "options": {"replaced_task_nesting": given}}
+    outcome = Outcome(job_id=1, state="SUCCESS", runtime=0.0)
+    message = TaskMessage(id="ran", task="tasks.add", args=(1, 2), chain=[step])
+    assert before_store(side.app, message, outcome, 3) == 3
+    assert outcome.state == "SUCCESS"
+    assert [(m["headers"]["task"], m["args"], m["headers"]["replaced_task_nesting"])
+            for m in side.sent()] == [("tasks.add", [3, 1], sent)]
+    assert ("Left out replaced_task_nesting" in caplog.text) is (sent == 0)
+
+
+@pytest.mark.timeout(30)
+def test_how_a_chord_is_published_stays_off_its_body(sides: dict[str, Side]) -> None:
+    """``retry`` and a ``producer`` given to a chord's ``apply_async`` are how that call is
+    published: its body, sent later by a worker, does not carry them (qtui's side alone:
+    Celery's copies ``retry`` into the body's options)."""
+    side = sides["qtui"]
+    with side.app.producer() as producer:
+        side.canvas.chord([side.add.s(1)], side.tsum.s()).apply_async(
+            expires=600, retry=False, producer=producer)
+    [message] = side.sent()
+    assert sorted(message["chord"]["options"]) == ["expires", "group_id", "task_id"]

@@ -18,6 +18,7 @@ import pytest
 from qtui.core import App
 
 from .test_canvas_fidelity import Side, same_messages, sides  # noqa: F401 - the fixture
+from .test_stamps_fidelity import followed
 
 #: The running task's id: not an id ``Side.sent`` renames, so the messages show it as it is.
 PARENT = "the-parent"
@@ -25,12 +26,14 @@ PARENT = "the-parent"
 ETA = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
 
-def in_task(send: Callable[[Side], Any], task_id: str = PARENT) -> Callable[[Side], Any]:
-    """``send`` run inside the body of a task applied under ``task_id`` on a side."""
+def in_task(send: Callable[[Side], Any], task_id: str = PARENT, priority: int | None = None
+            ) -> Callable[[Side], Any]:
+    """``send`` run inside the body of a task applied under ``task_id`` (with ``priority`` as
+    its delivery priority) on a side."""
     def run(side: Side) -> None:
         def body() -> None:
             send(side)
-        side.app.task(name="tasks.parent")(body).apply(task_id=task_id)
+        side.app.task(name="tasks.parent")(body).apply(task_id=task_id, priority=priority)
     return run
 
 
@@ -47,8 +50,7 @@ def test_delay_apply_async_and_send_task_in_a_task_name_it_parent_and_root(
         sides: dict[str, Side]) -> None:
     sent = same_messages(sides, in_task(lambda s: (
         s.add.delay(1), s.add.apply_async((2,), eta=ETA),
-        # ignore_result given: Celery's send_task sends null for it where qtui sends false
-        s.app.send_task("tasks.other", (3,), ignore_result=False))))
+        s.app.send_task("tasks.other", (3,)))))
     assert _ids(sent) == [(PARENT, PARENT)] * 3
 
 
@@ -158,3 +160,98 @@ def test_outside_a_task_a_send_has_no_parent_and_is_its_own_root(
     sent = same_messages(sides, lambda s: (s.add.delay(1), s.add.s(2).delay()))
     assert [(parent, root == m["headers"]["id"]) for m, (parent, root)
             in zip(sent, _ids(sent), strict=True)] == [(None, True)] * 2
+
+
+def inheriting(sides: dict[str, Side]) -> dict[str, Side]:
+    """``sides`` with ``task_inherit_parent_priority`` on."""
+    for side in sides.values():
+        side.app.conf.task_inherit_parent_priority = True
+    return sides
+
+
+@pytest.mark.timeout(30)
+def test_a_send_from_a_task_inherits_its_priority_on_every_way_of_sending(
+        sides: dict[str, Side]) -> None:
+    """Priority 5 is on kombu's list for step 3 on both sides: every message sent there has
+    the running task's priority, as Celery's ``send_task`` gives it (a chord's body is not sent
+    yet: its options stay its own; ``send_many`` against Celery's one by one)."""
+    def send(side: Side) -> None:
+        side.add.delay(1)
+        side.add.apply_async((2,), eta=ETA)
+        side.app.send_task("tasks.other", (3,))
+        side.add.s(4).apply_async()
+        side.canvas.group(side.add.s(5), side.add.s(6)).apply_async()
+        side.canvas.chain(side.add.s(7), side.add.s(8)).apply_async()
+        side.canvas.chord([side.add.s(9)], side.tsum.s()).apply_async()
+        if _is_qtui(side):
+            side.app.send_many([side.add.s(10)])
+        else:
+            side.add.s(10).apply_async()
+
+    sent = same_messages(inheriting(sides), in_task(send, priority=5), priority=3)
+    assert [m["properties"]["priority"] for m in sent] == [5] * 9
+
+
+@pytest.mark.timeout(30)
+def test_a_priority_given_wins_over_the_running_tasks(sides: dict[str, Side]) -> None:
+    sent = same_messages(inheriting(sides), in_task(lambda s: (
+        s.add.apply_async((1,), priority=1), s.add.s(2).set(priority=2).delay()), priority=5))
+    assert [m["properties"]["priority"] for m in sent] == [1, 2]
+
+
+@pytest.mark.timeout(30)
+def test_without_the_setting_a_send_from_a_task_has_no_priority(sides: dict[str, Side]) -> None:
+    sent = same_messages(sides, in_task(lambda s: s.add.delay(1), priority=5))
+    assert [m["properties"]["priority"] for m in sent] == [0]  # the envelope's default
+
+
+@pytest.mark.timeout(30)
+def test_a_finished_tasks_link_and_next_step_get_its_priority_over_their_own(
+        sides: dict[str, Side]) -> None:
+    """Celery's tracer passes the task's priority to its links' and next step's
+    ``apply_async``: it wins over the priority they carry (7 here, on kombu's list for 6)."""
+    def canvas(side: Side) -> Any:
+        first = side.add.s(1).set(priority=0)
+        first.link(side.tsum.s().set(priority=7))
+        return side.canvas.chain(first, side.add.s(2).set(priority=7), side.add.s(3))
+
+    sent = followed(inheriting(sides), canvas)
+    assert [(m["headers"]["task"], m["args"], m["properties"]["priority"]) for m in sent] == [
+        ("tasks.tsum", [1], 0), ("tasks.add", [1, 2], 0)]
+
+
+@pytest.mark.timeout(30)
+def test_a_failed_tasks_errback_keeps_its_own_priority(sides: dict[str, Side]) -> None:
+    """Celery's tracer gives the task's priority to its links and next step only, not to its
+    errbacks (sent by ``mark_as_failure``): an errback is sent with the priority it carries (7,
+    on kombu's list for 6). qtui's side alone: Celery's ``apply()`` sends no errback."""
+    side = inheriting(sides)["qtui"]
+    side.add.apply(("x",), priority=5, link_error=side.tsum.si([0]).set(priority=7))
+    assert [(m["headers"]["task"], m["properties"]["priority"])
+            for m in side.sent(priority=6)] == [("tasks.tsum", 7)]
+
+
+@pytest.mark.timeout(30)
+def test_a_failed_tasks_errback_with_no_priority_gets_none(sides: dict[str, Side]) -> None:
+    """An errback is sent naming its parent and root, so ``task_inherit_parent_priority``
+    gives it nothing (Celery's ``send_task`` inherits only where it fills an id in): the failed
+    task's 5 does not reach it (before, it did)."""
+    side = inheriting(sides)["qtui"]
+    side.add.apply(("x",), priority=5, link_error=side.tsum.si([0]))
+    assert [(m["headers"]["task"], m["properties"]["priority"])
+            for m in side.sent()] == [("tasks.tsum", 0)]
+
+
+@pytest.mark.timeout(30)
+def test_a_send_from_a_task_naming_both_ids_inherits_no_priority(sides: dict[str, Side]) -> None:
+    """Celery inherits only when ``root_id`` or ``parent_id`` is left to be filled in: one of
+    them given still inherits, both given does not."""
+    inheriting(sides)
+    for side in sides.values():
+        in_task(lambda s: (s.app.send_task("tasks.other", (1,), parent_id="p", root_id="r"),
+                           s.app.send_task("tasks.other", (2,), parent_id="p")), priority=5)(side)
+    both, one = ([(m["args"], m["properties"]["priority"]) for m in side.sent(priority=step)]
+                 for step in (0, 3) for side in [sides["qtui"]])
+    assert (both, one) == ([([1], 0)], [([2], 5)])
+    assert [side.sent(priority=step) for step in (0, 3) for side in [sides["qtui"]]] == \
+        [side.sent(priority=step) for step in (0, 3) for side in [sides["celery"]]]

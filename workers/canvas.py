@@ -2,7 +2,8 @@
 ``celery/backends/base.py``), so chains, links and chords sent by Celery or qtui go on.
 
 After a success: each ``callbacks`` signature gets the result prepended to its arguments
-(unless immutable), then the next ``chain`` step is sent with the rest of the chain, then a
+(unless immutable), then the next ``chain`` step is sent with the rest of the chain (both with
+the task's priority under ``task_inherit_parent_priority``), then a
 chord part is counted. After a failure: the chord part is counted, the tasks left in the chain
 are stored as failed too, and each ``errbacks`` signature is called -- in this process with
 ``(request, exc, traceback)`` when it is a task registered here that takes more than one
@@ -23,6 +24,7 @@ from qtui.core import sending, states
 from qtui.core.brokers.family import family_for
 from qtui.core.canvas import apply, signature_of
 from qtui.core.exceptions import CanvasError, NotRegistered, SendFailed
+from qtui.core.lineage import inherited_priority
 from qtui.core.refused import wait_out
 
 if TYPE_CHECKING:
@@ -42,11 +44,8 @@ def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) -
     continuation could not be sent."""
     if outcome.state != states.SUCCESS or not (message.callbacks or message.chain):
         return value
-    parent = _parent(message)
     try:
-        _callbacks(app, message.callbacks or [], value, parent)
-        if message.chain:
-            _send(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
+        _after_success(app, message, value)
     except Unsent as exc:
         _given_back(message, outcome, exc)
     except Exception as exc:  # CanvasError, or the broker refused the next message
@@ -153,6 +152,12 @@ def _parent(message: TaskMessage) -> dict[str, Any]:
     return {"parent_id": message.id, "root_id": message.root_id or message.id}
 
 
+def _next_options(app: App, message: TaskMessage) -> dict[str, Any]:
+    """The options a success gives its links and next chain step: its ids, and its priority
+    under ``task_inherit_parent_priority``."""
+    return {**_parent(message), **inherited_priority(app, {"priority": message.priority})}
+
+
 def after_lost(app: App, message: TaskMessage, state: str, exc: BaseException) -> None:
     """A task whose process was killed (time limit, terminate, died for good) still ends its
     chord part, its chain and its errbacks, as Celery's ``mark_as_failure`` does."""
@@ -168,11 +173,17 @@ def follow(app: App, message: TaskMessage, state: str, value: Any,
            traceback: str | None) -> None:
     """Everything that comes after an outcome, in Celery's order (see the module docstring)."""
     if state == states.SUCCESS:
-        parent = _parent(message)
-        _callbacks(app, message.callbacks or [], value, parent)
-        if message.chain:
-            _send(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
+        _after_success(app, message, value)
     _after_store(app, message, state, value, traceback)
+
+
+def _after_success(app: App, message: TaskMessage, value: Any) -> None:
+    """Send the links, then the next chain step, with the success's ``value`` (and its priority
+    under ``task_inherit_parent_priority``)."""
+    parent = _next_options(app, message)
+    _callbacks(app, message.callbacks or [], value, parent)
+    if message.chain:
+        _send(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
 
 
 def _after_store(app: App, message: TaskMessage, state: str, value: Any,
