@@ -309,7 +309,7 @@ class Consumer:
         """Tell the channel whether the worker runs and holds nothing, where it asks (Redis:
         an idle worker polls with each wait instead of at each turn, see
         :attr:`~qtui.core.brokers.redis.worker_channel.Channel.idle`)."""
-        if self.channel is not None and hasattr(self.channel, "idle"):
+        if self.channel is not None and self.family is not None and self.family.polls_with_waits:
             self.channel.idle = idle
 
     def heartbeat_check(self) -> None:

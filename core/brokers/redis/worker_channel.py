@@ -437,13 +437,13 @@ class Channel(redis_broker.Channel):
     owner: str | None = None
     """The worker that owns what this channel takes (see :meth:`own`); None: kombu's ways."""
     pipelines_fetches = True
+    """A fetch may be sent before the reply to the one before is read (:meth:`read_fetch`
+    reads the oldest)."""
     idle = False
     """Whether the worker runs and holds nothing (the worker says, each turn): then what the
     wait does not watch is polled with each wait (:meth:`_brpop_start`), not at each turn. A
     busy worker's turns poll as before: a poll's reply read in the main thread while a task
     runs in another would hold the GIL on that task's path."""
-    """A fetch may be sent before the reply to the one before is read (:meth:`read_fetch`
-    reads the oldest)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
