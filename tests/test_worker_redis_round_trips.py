@@ -723,6 +723,20 @@ def test_an_idle_worker_sends_no_fetch_of_its_own_while_it_waits(idle_worker):
 
 
 @pytest.mark.timeout(60)
+def test_an_idle_worker_polls_at_each_turn_while_its_waits_are_longer_than_a_turn(idle_worker):
+    """Before Redis 6 a wait lasts kombu's whole second (the channel's ``brpop_timeout``), so
+    the poll that rides each wait would leave a message of another priority or queue waiting up
+    to a second: the turns poll as well, each with its fetch."""
+    worker, _, _ = idle_worker
+    channel = worker.consumer.channel
+    channel.brpop_timeout = 1  # what a Redis 5 server leaves it at
+    calls = _IdleCalls(channel)
+    for _ in range(30):
+        worker._turn()
+    assert calls.fetches == 30 and calls.polls == calls.waits > 0, vars(calls)
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("priority", [0, 5])
 def test_an_idle_worker_takes_a_message_of_any_priority_within_a_wait(idle_worker, priority):
     """The wait takes a message of the default priority; one of another priority (a list the

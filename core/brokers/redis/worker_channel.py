@@ -424,7 +424,9 @@ class QoS(redis_broker.QoS):
 
 #: An idle worker's blocking wait (kombu's BRPOP waits 1 s). A shutdown waits for the pending
 #: wait's reply (a message it moved must be taken), so this bounds how long SIGTERM takes to act.
-#: Redis takes fractions of a second from 6.0 on; older servers keep kombu's whole second.
+#: Redis takes fractions of a second from 6.0 on; older servers keep kombu's whole second. It is
+#: the worker's idle turn too (``workers.worker.IDLE_WAIT``): a wait no longer than that may poll
+#: in a turn's place (:meth:`Channel.send_fetch`).
 BRPOP_TIMEOUT = 0.25
 #: A fetch connection unused this long goes back to redis-py's pool, whose readiness check (a
 #: poll) vets it before the next fetch: the server may have closed an idle connection.
@@ -638,12 +640,14 @@ class Channel(redis_broker.Channel):
         them). False when there is nothing to send, or when it would only take while the
         worker is :attr:`idle`, the last fetch found nothing (nothing having come since) and
         the pending wait carried a poll: an idle worker's lists are polled with each wait, in
-        the wait's own write (:meth:`_brpop_start`), not at every turn with a round trip."""
+        the wait's own write (:meth:`_brpop_start`), not at every turn with a round trip. Only
+        while a wait is no longer than an idle turn (:data:`BRPOP_TIMEOUT`): before Redis 6 it
+        is kombu's whole second, and the turns poll as well."""
         acks = acks or []
         if (limit <= 0 or not queues) and not acks and starts is None:
             return False
         if self.idle and self._polled_empty and self._wait_polled \
-                and not (moved or acks or starts):
+                and self.brpop_timeout <= BRPOP_TIMEOUT and not (moved or acks or starts):
             return False
         assert self.owner is not None, "fetch_many takes messages for an owner"
         if (limit <= 0 or not queues) and not acks and starts is not None and starts.starts_only:
