@@ -737,6 +737,33 @@ def test_an_idle_worker_polls_at_each_turn_while_its_waits_are_longer_than_a_tur
 
 
 @pytest.mark.timeout(60)
+def test_a_channel_closed_with_its_poll_unread_on_a_lost_connection_lets_go_of_everything(
+        idle_worker):
+    """A wait's connection lost while the poll riding it is unread: closing the channel gives
+    its fetch connection back and closes it all the same (the wait is lost as any lost wait)."""
+    worker, _, _ = idle_worker
+    channel = worker.consumer.channel
+    for _ in range(10):
+        worker._turn()
+    channel.finish_pending_read()
+    channel.idle = False
+    channel.fetch_many([worker.consumer.queues[0].name], 1)  # holds a fetch connection
+    channel.idle = True
+    channel._brpop_start()
+    assert channel._wait_poll is not None and channel._fetch_conn is not None
+    where = channel.client.connection_pool.connection_kwargs
+    admin = redis.Redis(host=where["host"], port=where["port"])
+    try:
+        for client in admin.client_list():
+            if client["cmd"] in ("blmove", "brpoplpush"):
+                admin.client_kill_filter(_id=client["id"])
+    finally:
+        admin.close()
+    channel.close()
+    assert channel.closed and channel._fetch_conn is None
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("priority", [0, 5])
 def test_an_idle_worker_takes_a_message_of_any_priority_within_a_wait(idle_worker, priority):
     """The wait takes a message of the default priority; one of another priority (a list the

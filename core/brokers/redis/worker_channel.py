@@ -765,12 +765,20 @@ class Channel(redis_broker.Channel):
             self._create_client().connection_pool.release(conn)
 
     def close(self) -> None:
-        if self._wait_poll is not None and getattr(self, "_in_poll", None):
-            try:  # the poll's reply first: kombu's close reads one, the wait's
-                self._read_poll()
-            except Empty:  # took nothing
-                pass
-        self._release_fetch_connection()
+        try:
+            if self._wait_poll is not None and getattr(self, "_in_poll", None):
+                try:  # the poll's reply first: kombu's close reads one, the wait's
+                    self._read_poll()
+                except Empty:  # took nothing
+                    pass
+                except self.connection_errors as exc:
+                    # The wait is lost with its connection, as any lost wait: what it moved is
+                    # given back (reclaim_after_loss, or restore_dead_owners once this owner is
+                    # gone), and kombu's close has no reply left to read.
+                    logger.debug("The wait's connection was lost before the channel closed: %r",
+                                 exc)
+        finally:
+            self._release_fetch_connection()
         super().close()
 
     def read_fetch(self) -> int:
