@@ -713,13 +713,15 @@ def idle_worker(tmp_path, unique, monkeypatch):
 def test_an_idle_worker_sends_no_fetch_of_its_own_while_it_waits(idle_worker):
     """An idle worker's lists are polled by the fetch script in the write of each wait it
     starts (the wait watches one list: not the other queues, not the priority sublists), and
-    a turn sends no fetch while the last one found nothing: over 30 idle turns, only the first
-    turn's fetch is a round trip of its own. Every turn sent one before (30 here)."""
+    a turn sends no fetch while the last one found nothing: over 30 idle turns, the first
+    turn's fetch is a round trip of its own, and at most one more at each wait's end (a turn
+    that falls between a wait's reply and the next wait, as on a loaded machine), not one a
+    turn. Every turn sent one before (30 here, against a wait each five turns or so)."""
     worker, _, _ = idle_worker
     calls = _IdleCalls(worker.consumer.channel)
     for _ in range(30):
         worker._turn()
-    assert calls.fetches <= 1 and calls.polls == calls.waits > 0, vars(calls)
+    assert calls.fetches <= calls.waits and calls.polls == calls.waits > 0, vars(calls)
 
 
 @pytest.mark.timeout(60)
