@@ -309,8 +309,9 @@ class ScriptReplyHolder(Interceptor):
             upper = data.upper()
             if data.startswith(b"*"):  # a new request (a long one may come in several reads)
                 records = b"EVAL" in upper and b"UNACKED_INDEX" in upper  # EVALSHA too
-                state["command"] = b"EVALSHA" if records \
-                    else b"BLMOVE" if b"BLMOVE" in upper else b""
+                # a wait's write starts with the poll that rides it: its replies are the wait's
+                state["command"] = b"BLMOVE" if b"BLMOVE" in upper \
+                    else b"EVALSHA" if records else b""
                 if records and self._task_id and self._task_id in data:
                     with self._lock:
                         self._recording.add(id(state))
@@ -660,3 +661,122 @@ def test_an_unread_fetch_reply_the_restore_timer_cannot_read_goes_to_the_reconne
         finally:
             worker.consumer.stop()
             app.close()
+
+
+class _IdleCalls:
+    """Counts, on a worker's Redis channel, the fetch script calls it sends on their own (a
+    round trip each), the idle waits (``BLMOVE``) it starts and the polls that ride them."""
+
+    def __init__(self, channel: Any) -> None:
+        self.fetches = self.waits = self.polls = 0
+        send, start = channel._send_pending, channel._brpop_start
+
+        def counted_send(pending: Any) -> None:
+            self.fetches += pending.script
+            send(pending)
+
+        def counted_start(*args: Any, **kwargs: Any) -> None:
+            start(*args, **kwargs)
+            self.waits += channel._waiting_on is not None
+            self.polls += getattr(channel, "_wait_poll", None) is not None
+
+        channel._send_pending, channel._brpop_start = counted_send, counted_start
+
+
+@pytest.fixture
+def idle_worker(tmp_path, unique, monkeypatch):
+    """A solo worker on a Redis of the test's own, nothing waiting in its queue, turned by the
+    test; an idle turn drains for 0.05 s, so that each of its 0.25 s waits spans several turns
+    (as heartbeats, timers and control commands make it do)."""
+    monkeypatch.setattr("qtui.workers.worker.IDLE_WAIT", 0.05)
+    port = spare_port()
+    with redis_server(tmp_path, port, durable=False):
+        app = App("idle", broker=f"redis://127.0.0.1:{port}/0", backend=None,
+                  task_default_queue=f"qw-{unique}")
+        ran: list[int] = []
+
+        @app.task(name="note", ignore_result=True)
+        def note(n: int) -> None:
+            ran.append(n)
+
+        worker = Worker(app, pool="solo", heartbeat=False, send_events=False)
+        worker.consumer.connect(worker.prefetch_target())
+        worker._on_connected()
+        try:
+            yield worker, app, ran
+        finally:
+            worker.consumer.stop()
+            app.close()
+
+
+@pytest.mark.timeout(60)
+def test_an_idle_worker_sends_no_fetch_of_its_own_while_it_waits(idle_worker):
+    """An idle worker's lists are polled by the fetch script in the write of each wait it
+    starts (the wait watches one list: not the other queues, not the priority sublists), and
+    a turn sends no fetch while the last one found nothing: over 30 idle turns, the first
+    turn's fetch is a round trip of its own, and at most one more at each wait's end (a turn
+    that falls between a wait's reply and the next wait, as on a loaded machine), not one a
+    turn. Every turn sent one before (30 here, against a wait each five turns or so)."""
+    worker, _, _ = idle_worker
+    calls = _IdleCalls(worker.consumer.channel)
+    for _ in range(30):
+        worker._turn()
+    assert calls.fetches <= calls.waits and calls.polls == calls.waits > 0, vars(calls)
+
+
+@pytest.mark.timeout(60)
+def test_an_idle_worker_polls_at_each_turn_while_its_waits_are_longer_than_a_turn(idle_worker):
+    """Before Redis 6 a wait lasts kombu's whole second (the channel's ``brpop_timeout``), so
+    the poll that rides each wait would leave a message of another priority or queue waiting up
+    to a second: the turns poll as well, each with its fetch."""
+    worker, _, _ = idle_worker
+    channel = worker.consumer.channel
+    channel.brpop_timeout = 1  # what a Redis 5 server leaves it at
+    calls = _IdleCalls(channel)
+    for _ in range(30):
+        worker._turn()
+    assert calls.fetches == 30 and calls.polls == calls.waits > 0, vars(calls)
+
+
+@pytest.mark.timeout(60)
+def test_a_channel_closed_with_its_poll_unread_on_a_lost_connection_lets_go_of_everything(
+        idle_worker):
+    """A wait's connection lost while the poll riding it is unread: closing the channel gives
+    its fetch connection back and closes it all the same (the wait is lost as any lost wait)."""
+    worker, _, _ = idle_worker
+    channel = worker.consumer.channel
+    for _ in range(10):
+        worker._turn()
+    channel.finish_pending_read()
+    channel.idle = False
+    channel.fetch_many([worker.consumer.queues[0].name], 1)  # holds a fetch connection
+    channel.idle = True
+    channel._brpop_start()
+    assert channel._wait_poll is not None and channel._fetch_conn is not None
+    where = channel.client.connection_pool.connection_kwargs
+    admin = redis.Redis(host=where["host"], port=where["port"])
+    try:
+        for client in admin.client_list():
+            if client["cmd"] in ("blmove", "brpoplpush"):
+                admin.client_kill_filter(_id=client["id"])
+    finally:
+        admin.close()
+    channel.close()
+    assert channel.closed and channel._fetch_conn is None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("priority", [0, 5])
+def test_an_idle_worker_takes_a_message_of_any_priority_within_a_wait(idle_worker, priority):
+    """The wait takes a message of the default priority; one of another priority (a list the
+    wait does not watch) is taken by the poll that rides the next wait: an idle worker runs
+    either within two waits, and never leaves one behind."""
+    worker, app, ran = idle_worker
+    calls = _IdleCalls(worker.consumer.channel)
+    for _ in range(10):
+        worker._turn()
+    app.send_task("note", args=[priority], priority=priority)
+    waits = calls.waits
+    while not ran and calls.waits < waits + 3:
+        worker._turn()
+    assert ran == [priority], vars(calls)

@@ -305,6 +305,13 @@ class Consumer:
             and not self.connection.qos_semantics_matches_spec
         self.channel.basic_qos(0, count, apply_global)
 
+    def set_idle(self, idle: bool) -> None:
+        """Tell the channel whether the worker runs and holds nothing, where it asks (Redis:
+        an idle worker polls with each wait instead of at each turn, see
+        :attr:`~qtui.core.brokers.redis.worker_channel.Channel.idle`)."""
+        if self.channel is not None and self.family is not None and self.family.polls_with_waits:
+            self.channel.idle = idle
+
     def heartbeat_check(self) -> None:
         """Send the AMQP heartbeat when due, and raise a connection error when the broker has
         been silent past two heartbeats (a half-open connection); other transports: nothing."""

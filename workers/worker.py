@@ -308,8 +308,10 @@ class Worker:
         prefetch = max(1, self.held()) if refused else self.prefetch_target()
         self.consumer.set_prefetch(prefetch)
         timeout = IDLE_WAIT if next_timer is None else min(IDLE_WAIT, next_timer)
-        if batch or self.active or self.reserved:
+        busy = bool(batch or self.active or self.reserved)
+        if busy:
             timeout = min(timeout, BUSY_WAIT)
+        self.consumer.set_idle(not busy)
         room = FETCH_MAX if prefetch == 0 else min(
             FETCH_MAX, prefetch - self.held() - sum(f.room for f in self._unread_fetches))
         # While enough work is reserved, let the window empty further: bigger, rarer fetches.

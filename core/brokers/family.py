@@ -54,6 +54,11 @@ class BrokerFamily:
     """The worker takes deliveries as a named owner whose life a helper process vouches for
     (the channel's ``own`` and ``liveness_keys``; :mod:`qtui.workers.liveness`)."""
 
+    polls_with_waits = False
+    """The worker's channel polls what its blocking wait does not watch (other queues, priority
+    sublists) in the write of each wait, while the worker tells it it is idle (the channel's
+    ``idle``): its idle turns need not poll."""
+
     stores_envelopes = False
     """The broker stores kombu's virtual envelope and the transport's channel takes a batch of
     them at once (:class:`~.envelope.EnvelopeChannel`): a client builds each one in one pass

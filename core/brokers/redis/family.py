@@ -26,6 +26,7 @@ class RedisFamily(BrokerFamily):
     event_exchange_type = "fanout"
     keeps_deliveries = True
     owns_deliveries = True
+    polls_with_waits = True
     stores_envelopes = True
     worker_transport_options: Mapping[str, Any] = {
         "visibility_timeout": WORKER_VISIBILITY_TIMEOUT}

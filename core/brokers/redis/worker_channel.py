@@ -348,6 +348,9 @@ class _PendingFetch:
     read with the next call's (see :meth:`Channel._read_unread`)."""
     during_wait: bool = False
     """Sent while an idle wait was under way: it may take what the wait moves."""
+    given_back: int = 0
+    """How many times the channel had given messages back when it was sent (see
+    :meth:`Channel.gave_back`): one given back since may be in a list it found empty."""
 
 
 class QoS(redis_broker.QoS):
@@ -401,6 +404,7 @@ class QoS(redis_broker.QoS):
 
         with self.channel.conn_or_acquire(client) as conn:
             conn.transaction(restore, self.unacked_key)
+        self.channel.gave_back()
         for dead, why in moved:  # logged once it happened: a try that lost its WATCH did not
             logger.warning("Message moved to %s: %s", dead, why)
 
@@ -420,7 +424,9 @@ class QoS(redis_broker.QoS):
 
 #: An idle worker's blocking wait (kombu's BRPOP waits 1 s). A shutdown waits for the pending
 #: wait's reply (a message it moved must be taken), so this bounds how long SIGTERM takes to act.
-#: Redis takes fractions of a second from 6.0 on; older servers keep kombu's whole second.
+#: Redis takes fractions of a second from 6.0 on; older servers keep kombu's whole second. It is
+#: the worker's idle turn too (``workers.worker.IDLE_WAIT``): a wait no longer than that may poll
+#: in a turn's place (:meth:`Channel.send_fetch`).
 BRPOP_TIMEOUT = 0.25
 #: A fetch connection unused this long goes back to redis-py's pool, whose readiness check (a
 #: poll) vets it before the next fetch: the server may have closed an idle connection.
@@ -435,6 +441,11 @@ class Channel(redis_broker.Channel):
     pipelines_fetches = True
     """A fetch may be sent before the reply to the one before is read (:meth:`read_fetch`
     reads the oldest)."""
+    idle = False
+    """Whether the worker runs and holds nothing (the worker says, each turn): then what the
+    wait does not watch is polled with each wait (:meth:`_brpop_start`), not at each turn. A
+    busy worker's turns poll as before: a poll's reply read in the main thread while a task
+    runs in another would hold the GIL on that task's path."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -478,6 +489,14 @@ class Channel(redis_broker.Channel):
         self._taken_while_waiting: set[str] = set()
         """Delivery tags of what fetches took while the pending wait was under way: the
         message the wait moved may be one of them, delivered already."""
+        self._wait_poll: _PendingFetch | None = None
+        """The fetch sent in the write of the pending wait (see :meth:`_brpop_start`), its
+        reply not read yet."""
+        self._polled_empty = False
+        """The last fetch that could take found nothing, and nothing came since."""
+        self._wait_polled = False
+        """The pending wait's write carried a poll."""
+        self._given_back = 0
 
     # ownership -------------------------------------------------------------------------------
     def own(self, owner: str, ttl: float) -> None:
@@ -533,6 +552,8 @@ class Channel(redis_broker.Channel):
                    if self._blocking_move == "BLMOVE"
                    else client.rpoplpush(source, queue)) is not None:
                 moved += 1
+        if moved:
+            self.gave_back()
         return moved
 
     def reclaim_after_loss(self, held: Iterable[str]) -> int:
@@ -616,9 +637,17 @@ class Channel(redis_broker.Channel):
         Redis's hands. ``moved``: take what an idle wait moved into the processing list first
         (otherwise the processing lists are popped only while a wait is under way, the only
         time one may hold a message; after a lost reply, :meth:`reclaim_after_loss` empties
-        them). False when there is nothing to send."""
+        them). False when there is nothing to send, or when it would only take while the
+        worker is :attr:`idle`, the last fetch found nothing (nothing having come since) and
+        the pending wait carried a poll: an idle worker's lists are polled with each wait, in
+        the wait's own write (:meth:`_brpop_start`), not at every turn with a round trip. Only
+        while a wait is no longer than an idle turn (:data:`BRPOP_TIMEOUT`): before Redis 6 it
+        is kombu's whole second, and the turns poll as well."""
         acks = acks or []
         if (limit <= 0 or not queues) and not acks and starts is None:
+            return False
+        if self.idle and self._polled_empty and self._wait_polled \
+                and self.brpop_timeout <= BRPOP_TIMEOUT and not (moved or acks or starts):
             return False
         assert self.owner is not None, "fetch_many takes messages for an owner"
         if (limit <= 0 or not queues) and not acks and starts is not None and starts.starts_only:
@@ -627,12 +656,19 @@ class Channel(redis_broker.Channel):
             self._send_pending(_PendingFetch(self._fetch_connection(), [], [], [],
                                              _record_command(starts), script=False))
             return True
+        # A processing list holds a message only between a wait's move and the fetch that
+        # takes it (``moved``); a busy fetch while a wait is under way may take it first.
+        self._send_pending(self._fetch_call(self._fetch_connection(), queues, limit, acks, starts,
+                                            processing=moved or self._waiting_on is not None))
+        return True
+
+    def _fetch_call(self, conn: Any, queues: list[str], limit: int, acks: list[str],
+                    starts: StartRecord | None, processing: bool) -> _PendingFetch:
+        """The fetch script call on ``conn`` that acks ``acks``, records ``starts`` and takes up
+        to ``limit`` messages of ``queues`` (and of their processing lists: ``processing``)."""
         order = [] if limit <= 0 else [
             q for q in self._queue_cycle.consume(len(self._queue_cycle.items))
             if q in queues] or list(queues)
-        # A processing list holds a message only between a wait's move and the fetch that
-        # takes it (``moved``); a busy fetch while a wait is under way may take it first.
-        processing = moved or self._waiting_on is not None
         keys: list[str] = []
         for queue in order:
             if processing:
@@ -653,9 +689,15 @@ class Channel(redis_broker.Channel):
         args = [max(limit, 0), time.time(), size, f"{self._tag_base}.{self._fetches}",
                 len(acks), len(started) // 2, len(settled), trim, self._pop_many, *acks,
                 *started, *settled, *order]
-        self._send_pending(_PendingFetch(self._fetch_connection(), order, acks, keys, args,
-                                         during_wait=self._waiting_on is not None))
-        return True
+        return _PendingFetch(conn, order, acks, keys, args,
+                             during_wait=processing and self._waiting_on is not None,
+                             given_back=self._given_back)
+
+    def gave_back(self) -> None:
+        """Messages were given back to their queues: the next fetch that would only take is
+        sent, and a fetch sent before does not tell that the lists are empty."""
+        self._given_back += 1
+        self._polled_empty = False
 
     def _send_pending(self, pending: _PendingFetch) -> None:
         """Send ``pending``'s command on its connection, to be read by :meth:`read_fetch`."""
@@ -723,7 +765,20 @@ class Channel(redis_broker.Channel):
             self._create_client().connection_pool.release(conn)
 
     def close(self) -> None:
-        self._release_fetch_connection()
+        try:
+            if self._wait_poll is not None and getattr(self, "_in_poll", None):
+                try:  # the poll's reply first: kombu's close reads one, the wait's
+                    self._read_poll()
+                except Empty:  # took nothing
+                    pass
+                except self.connection_errors as exc:
+                    # The wait is lost with its connection, as any lost wait: what it moved is
+                    # given back (reclaim_after_loss, or restore_dead_owners once this owner is
+                    # gone), and kombu's close has no reply left to read.
+                    logger.debug("The wait's connection was lost before the channel closed: %r",
+                                 exc)
+        finally:
+            self._release_fetch_connection()
         super().close()
 
     def read_fetch(self) -> int:
@@ -748,9 +803,15 @@ class Channel(redis_broker.Channel):
         qos = self.qos  # a property of kombu's: asked once, not once an ack
         for tag in pending.acks:
             virtual.QoS.ack(qos, tag)
+        if pending.order:
+            self._queue_cycle.rotate(pending.order[0])
+        return self._deliver_reply(pending, reply)
+
+    def _deliver_reply(self, pending: _PendingFetch, reply: list[Any]) -> int:
+        """Deliver what the fetch ``pending`` took (its ``reply``); returns how many."""
         order = pending.order
-        if order:
-            self._queue_cycle.rotate(order[0])
+        if order:  # a call that could take: what it found tells whether the next one may
+            self._polled_empty = not reply and pending.given_back == self._given_back
         taken = [(order[abs(int(group)) - 1], group, tag, item)
                  for group, tag, item in zip(reply[::3], reply[1::3], reply[2::3], strict=True)]
         delivered = 0
@@ -813,6 +874,7 @@ class Channel(redis_broker.Channel):
                 self.qos._remove_from_indices(name, pipe.rpush(queue, item))
         if pipe:
             pipe.execute()
+            self.gave_back()
 
     def _dead_letter_taken(self, queue: str, item: bytes, tag: str | bytes, reason: str) -> None:
         """Move a message the fetch script recorded as taken (``tag``) to ``queue``'s dead-letter
@@ -891,7 +953,11 @@ class Channel(redis_broker.Channel):
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         """Wait for a message of the next queue in turn by moving it into this owner's
-        processing list (``BLMOVE``): taken by Redis, it is never only in a socket buffer."""
+        processing list (``BLMOVE``): taken by Redis, it is never only in a socket buffer. The
+        same write first polls every list of every queue for one message (the fetch script,
+        :meth:`_read_poll`): the wait watches one list, not the other queues nor the priority
+        sublists. That is while the worker is :attr:`idle` and the prefetch window has room
+        for two; otherwise the wait goes alone and the worker's turns poll as before."""
         if self.owner is None:
             super()._brpop_start(timeout)
             return None
@@ -913,6 +979,12 @@ class Channel(redis_broker.Channel):
                 else [queue, target, wait]
             packed = self._wait_packed[(queue, wait)] = wire.command(
                 conn, [self._blocking_move, *args])
+        room = self.qos.can_consume_max_estimate()
+        self._wait_polled = self.idle and (room is None or room > 1)  # the poll's and the wait's
+        if self._wait_polled:
+            self._wait_poll = self._fetch_call(conn, self._queue_cycle.items, 1, [], None,
+                                               processing=False)
+            packed = self._pack_fetch(conn, self._wait_poll) + packed
         self._waiting_on = queue
         self._taken_while_waiting.clear()
         self._in_poll = conn
@@ -924,7 +996,10 @@ class Channel(redis_broker.Channel):
     def _brpop_read(self, **options: Any) -> bool:
         if self._waiting_on is None:
             return bool(super()._brpop_read(**options))
+        if self._wait_poll is not None and self._read_poll():
+            return True
         queue, self._waiting_on = self._waiting_on, None
+        self._wait_polled = False
         try:
             try:
                 moved = self.client.parse_response(self.client.connection, self._blocking_move,
@@ -939,6 +1014,7 @@ class Channel(redis_broker.Channel):
         self._queue_cycle.rotate(queue)
         if moved is None:
             raise Empty()
+        self._polled_empty = False
         found = _envelope(moved)
         if found is None:  # not a plain kombu envelope: the fetch script's (it dead-letters it)
             if not self.fetch_many([queue], 1, moved=True):
@@ -947,6 +1023,39 @@ class Channel(redis_broker.Channel):
         if found.tag in self._taken_while_waiting:  # a fetch meanwhile delivered it already
             raise Empty()
         self._adopt(queue, moved, found)
+        return True
+
+    def _read_poll(self) -> bool:
+        """Read the reply to the poll sent with the pending wait and deliver what it took.
+        True: it delivered, and the wait's reply is not here yet (the poller reads it when it
+        comes); False: the wait's reply is here, to be read now (a reply already in redis-py's
+        buffer makes the socket readable no more). Raises Empty when it took nothing and the
+        wait goes on. A lost connection loses the wait as a lost wait's reply does; a poll
+        Redis refused leaves the polls to the worker's turns, whose fetch meets the refusal
+        where a fetch's is handled."""
+        pending, self._wait_poll = self._wait_poll, None
+        assert pending is not None, "a poll rides the pending wait"
+        conn = self.client.connection
+        try:
+            try:
+                delivered = self._deliver_reply(
+                    pending, self.client.parse_response(conn, "EVALSHA"))
+            except NoScriptError:  # flushed from Redis's cache: nothing of it ran
+                self._fetch_loaded = False
+                self._polled_empty = delivered = False
+            except ResponseError as exc:
+                logger.debug("The poll with an idle wait was refused: %s", exc)
+                self._polled_empty = delivered = False
+            if conn.can_read(timeout=0):
+                return False
+        except self.connection_errors:
+            self._waiting_on = None
+            # kombu's class attribute (False) types it; kombu's own _brpop_read sets None too
+            self._in_poll = None  # type: ignore[assignment]
+            conn.disconnect()
+            raise
+        if not delivered:
+            raise Empty()
         return True
 
     def _adopt(self, queue: str, item: bytes, found: _Item) -> None:
@@ -1004,10 +1113,10 @@ class Channel(redis_broker.Channel):
     def finish_pending_read(self) -> None:
         """Read a pending blocking wait's reply now, while every consumer is registered: after
         ``basic_cancel`` kombu would read it later and hand the message it took to nobody."""
-        if getattr(self, "_in_poll", None):
+        while getattr(self, "_in_poll", None):  # the poll's reply, then the wait's
             try:
                 self._brpop_read()
-            except Empty:  # the wait took nothing
+            except Empty:  # took nothing
                 pass
 
     def liveness_keys(self) -> list[str]:
