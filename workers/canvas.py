@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from qtui.core import sending, states
@@ -35,12 +36,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("qtui.worker")
 
 
+def continues(message: TaskMessage, state: str) -> bool:
+    """Whether an outcome in ``state`` sends links or a next chain step before it is stored."""
+    return state == states.SUCCESS and bool(message.callbacks or message.chain)
+
+
 def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) -> Any:
     """After a success, send the links and the next chain step before the result is stored,
     as Celery does: a client never sees a success whose continuation was lost. Returns the
     value to store -- a CanvasError, with ``outcome`` turned into that failure, when the
     continuation could not be sent."""
-    if outcome.state != states.SUCCESS or not (message.callbacks or message.chain):
+    if not continues(message, outcome.state):
         return value
     parent = _parent(message)
     try:
@@ -153,13 +159,32 @@ def _parent(message: TaskMessage) -> dict[str, Any]:
     return {"parent_id": message.id, "root_id": message.root_id or message.id}
 
 
-def after_lost(app: App, message: TaskMessage, state: str, exc: BaseException) -> None:
+def after_lost(app: App, message: TaskMessage, state: str, exc: BaseException,
+               continued: bool = False) -> None:
     """A task whose process was killed (time limit, terminate, died for good) still ends its
-    chord part, its chain and its errbacks, as Celery's ``mark_as_failure`` does."""
-    if not (message.callbacks or message.errbacks or message.chain or message.chord):
-        return
+    chord part, its chain and its errbacks, as Celery's ``mark_as_failure`` does. One killed
+    while its success's links and next step were being sent (``continued``: some may be gone)
+    ends its chord part only: its chain goes on from what was sent, and no errback runs."""
+    if continued:
+        _ended_by_worker(lambda: _count_part(app, message, state, exc), message)
+    elif message.callbacks or message.errbacks or message.chain or message.chord:
+        _ended_by_worker(lambda: follow(app, message, state, exc, None), message)
+
+
+def after_stored(app: App, message: TaskMessage, state: str, value: Any,
+                 traceback: str | None) -> None:
+    """A task whose process was killed once its outcome was stored (and a success's links and
+    next step sent): what :func:`after_store` does, from the stored outcome. The chord part is
+    counted once even if the child had counted it (both backends record each part once); a
+    chain step failed again stores the same FAILURE; an errback the child had sent already is
+    sent again (at least once)."""
+    if message.errbacks or message.chain or message.chord:
+        _ended_by_worker(lambda: _after_store(app, message, state, value, traceback), message)
+
+
+def _ended_by_worker(end: Callable[[], None], message: TaskMessage) -> None:
     try:
-        follow(app, message, state, exc, None)
+        end()
     except Exception as error:  # CanvasError, or the broker or backend refusing: say so
         logger.error("Task %s[%s] cannot follow its canvas: %s", message.task, message.id, error)
 
@@ -177,11 +202,15 @@ def follow(app: App, message: TaskMessage, state: str, value: Any,
 
 def _after_store(app: App, message: TaskMessage, state: str, value: Any,
                  traceback: str | None) -> None:
-    if state in (states.SUCCESS, states.FAILURE, states.REVOKED) and message.chord:
-        app.backend.on_chord_part_return(message, state, value, send=_send)
+    _count_part(app, message, state, value)
     if state == states.FAILURE:
         _fail_chain(app, message.chain or [], value, traceback)
         _errbacks(app, message, value, traceback, _parent(message))
+
+
+def _count_part(app: App, message: TaskMessage, state: str, value: Any) -> None:
+    if state in (states.SUCCESS, states.FAILURE, states.REVOKED) and message.chord:
+        app.backend.on_chord_part_return(message, state, value, send=_send)
 
 
 def _callbacks(app: App, callbacks: list[Any], value: Any, parent: dict[str, Any]) -> None:
