@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from qtui.core import states
+from qtui.core import App, states
 from qtui.core.canvas import chord, signature
 
 from .processes import write_module
@@ -88,10 +88,9 @@ def test_a_task_killed_at_its_hard_time_limit_after_its_follow_up_keeps_its_succ
     with setup.worker("-P", "prefork", "-c", "1") as worker:
         app = setup.app()
         result = app.send_task("tasks.lingering", args=[600, "finished"], time_limit=2,
-                               link_error=signature("tasks.mark", "errback", app=app))
+                               link_error=signature("tasks.mark", app=app))  # mark(task id)
         assert setup.wait_records("stored", 1) != []
-        wait_for_lost(worker, result.id)
-        # The worker took the loss in whole before it ran the probe (one thing at a time).
+        wait_for_lost(worker, app, result.id)
         assert app.send_task("tasks.mark", args=["probe"]).get(timeout=20) == "probe"
         assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished"), \
             worker.log_path.read_text()[-3000:]
@@ -111,9 +110,9 @@ def test_a_task_killed_at_its_hard_time_limit_while_sending_its_link_runs_no_err
         app = setup.app()
         result = app.send_task("tasks.mark", args=["held-link"], time_limit=2,
                                link=signature("tasks.mark", app=app),
-                               link_error=signature("tasks.mark", "errback", app=app))
+                               link_error=signature("tasks.mark", app=app))  # mark(task id)
         assert setup.wait_records("sent", 1) != []
-        wait_for_lost(worker, result.id)
+        wait_for_lost(worker, app, result.id)
         assert app.send_task("tasks.mark", args=["probe"]).get(timeout=20) == "probe"
         assert result.state == states.FAILURE, worker.log_path.read_text()[-3000:]
         assert sorted(r["tag"] for r in setup.records("mark")) == ["held-link", "held-link",
@@ -121,10 +120,14 @@ def test_a_task_killed_at_its_hard_time_limit_while_sending_its_link_runs_no_err
         app.close()
 
 
-def wait_for_lost(worker: Any, task_id: str, timeout: float = 30) -> None:
-    """Wait until the worker has taken in the end of the child that ran ``task_id``."""
+def wait_for_lost(worker: Any, app: App, task_id: str, timeout: float = 30) -> None:
+    """Wait until the worker has taken in the end of the child that ran ``task_id``: it logs
+    that first, and runs a task sent after the line only once it has done the rest (its main
+    thread does one thing at a time). What it sent meanwhile runs before a task sent after
+    this returns (one child)."""
     deadline = time.monotonic() + timeout
     lines = (f"[{task_id}] ended", f"[{task_id}]: hard time limit", f"[{task_id}] succeeded and")
     while not any(line in worker.log_path.read_text() for line in lines):
         assert time.monotonic() < deadline, worker.log_path.read_text()[-3000:]
         time.sleep(0.05)
+    assert app.send_task("tasks.add", args=[2, 2]).get(timeout=20) == 4
