@@ -120,6 +120,71 @@ def test_a_task_killed_at_its_hard_time_limit_while_sending_its_link_runs_no_err
         app.close()
 
 
+#: A Celery app (run by Celery's own tracer in qtui's prefork child) whose task lingers in
+#: ``after_return``, after the tracer stored its result.
+CELERY_TASKS = """
+import json
+import os
+import time
+
+import redis
+from celery import Celery, Task
+
+app = Celery("ctasks", broker=os.environ["QTUI_TEST_BROKER"],
+             backend=os.environ["QTUI_TEST_BACKEND"])
+app.conf.task_default_queue = os.environ["QTUI_TEST_QUEUE"]
+KEY = os.environ["QTUI_TEST_QUEUE"]
+_redis = redis.Redis.from_url(os.environ["QTUI_TEST_RECORDS"])
+
+
+def record(kind, **data):
+    _redis.rpush(f"{KEY}:{kind}", json.dumps({"t": time.time(), **data}))
+
+
+class _LingersAfterReturn(Task):
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        record("stored", status=status)
+        time.sleep(600)
+
+
+@app.task(base=_LingersAfterReturn, name="tasks.lingering")
+def lingering(tag):
+    return tag
+
+
+@app.task(name="tasks.add")
+def add(x, y):
+    return x + y
+
+
+@app.task(name="tasks.mark")
+def mark(tag):
+    record("mark", tag=tag)
+    return tag
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_celery_task_killed_at_its_hard_time_limit_after_its_tracer_stored_keeps_its_success(
+        setup: Setup):
+    """Celery's tracer stored SUCCESS and the hard time limit lands in ``after_return``: the
+    SUCCESS stands and no errback runs, as on Celery (whose Redis backend never overwrites a
+    SUCCESS). Before, the worker stored FAILURE (TimeLimitExceeded) over it and sent the
+    errbacks."""
+    write_module(setup.directory, "ctasks", CELERY_TASKS)
+    with setup.worker("-P", "prefork", "-c", "1", tasks="ctasks") as worker:
+        app = setup.app()
+        result = app.send_task("tasks.lingering", args=["finished"], time_limit=2,
+                               link_error=signature("tasks.mark", app=app))  # mark(task id)
+        assert setup.wait_records("stored", 1) != []
+        wait_for_lost(worker, app, result.id)
+        assert app.send_task("tasks.mark", args=["probe"]).get(timeout=20) == "probe"
+        assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished"), \
+            worker.log_path.read_text()[-3000:]
+        assert [r["tag"] for r in setup.records("mark")] == ["probe"]
+        app.close()
+
+
 def wait_for_lost(worker: Any, app: App, task_id: str, timeout: float = 30) -> None:
     """Wait until the worker has taken in the end of the child that ran ``task_id``: it logs
     that first, and runs a task sent after the line only once it has done the rest (its main

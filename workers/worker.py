@@ -40,7 +40,7 @@ from kombu.message import Message
 
 from qtui.core import states
 from qtui.core.backends.base import exception_from_meta
-from qtui.core.celery_app import CeleryApp
+from qtui.core.celery_app import CeleryApp, CeleryTask
 from qtui.core.compression import BodyTooLarge, cap_decompression
 from qtui.core.exceptions import (
     ConfigError,
@@ -826,6 +826,14 @@ class Worker:
         msg = job.message
         if lost.phase >= Phase.STORED and lost.state is not None:
             self._settle_outcome(job, self._stored_outcome(job, lost))
+            return
+        if lost.cause != "signalled" and isinstance(self.app.tasks.get(msg.task), CeleryTask) \
+                and self._already_done(msg, since=job.started_at, when=f"was lost ({lost.cause})",
+                                       otherwise="recorded lost"):
+            # Celery's tracer stores and follows up inside the call the pool cannot see into:
+            # its stored outcome stands, what it had not followed stays undone (as on Celery).
+            self._settle_outcome(job, self._stored_outcome(job, replace(lost,
+                                                                        phase=Phase.FOLLOWED)))
             return
         continued = lost.phase == Phase.SENDING
         if continued:
