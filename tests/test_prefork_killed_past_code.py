@@ -48,6 +48,19 @@ def _held_send(app, value, args, **options):
         time.sleep(600)
 
 
+class _DiesAfterReturn(Task):
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        # Its result is stored and its canvas followed: its process dies (once).
+        if _redis.incr(f"{KEY}:dies:{task_id}") == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(base=_DiesAfterReturn)
+def dies_after_return(tag):
+    record("ran", tag=tag)
+    return tag
+
+
 type(app.backend).on_chord_part_return = _held_count
 canvas._send = _held_send
 """
@@ -117,6 +130,22 @@ def test_a_task_killed_at_its_hard_time_limit_while_sending_its_link_runs_no_err
         assert result.state == states.FAILURE, worker.log_path.read_text()[-3000:]
         assert sorted(r["tag"] for r in setup.records("mark")) == ["held-link", "held-link",
                                                                    "probe"]
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_task_whose_process_dies_after_its_follow_up_is_not_delivered_again(setup: Setup):
+    """The child dies by itself (no signal from the worker) once its task's SUCCESS is stored
+    and its canvas followed: the SUCCESS stands and the task does not run again. Before, the
+    worker delivered it again (``task_reject_on_worker_lost``) and it ran twice."""
+    with setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = setup.app()
+        result = app.send_task("tasks.dies_after_return", args=["once"])
+        wait_for_lost(worker, app, result.id)
+        assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "once"), \
+            worker.log_path.read_text()[-3000:]
+        assert app.send_task("tasks.add", args=[1, 1]).get(timeout=20) == 2
+        assert [r["tag"] for r in setup.records("ran")] == ["once"]
         app.close()
 
 
@@ -191,7 +220,8 @@ def wait_for_lost(worker: Any, app: App, task_id: str, timeout: float = 30) -> N
     thread does one thing at a time). What it sent meanwhile runs before a task sent after
     this returns (one child)."""
     deadline = time.monotonic() + timeout
-    lines = (f"[{task_id}] ended", f"[{task_id}]: hard time limit", f"[{task_id}] succeeded and")
+    lines = (f"[{task_id}] ended", f"[{task_id}]: hard time limit", f"[{task_id}] succeeded and",
+             f"[{task_id}]: the process running it")
     while not any(line in worker.log_path.read_text() for line in lines):
         assert time.monotonic() < deadline, worker.log_path.read_text()[-3000:]
         time.sleep(0.05)

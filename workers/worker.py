@@ -870,8 +870,9 @@ class Worker:
             how = f"signal {lost.signum}" if lost.signum else f"exit code {lost.exitcode}"
             reason = f"the process running it (pid {lost.pid}) died ({how})"
             logger.error("Task %s[%s]: %s", msg.task, msg.id, reason)
-            if job.acked or not self.app.conf.task_reject_on_worker_lost:
-                # Acked early, or the app chose Celery's default: a lost task fails, once.
+            if job.acked or not self.app.conf.task_reject_on_worker_lost or continued:
+                # Acked early, or the app chose Celery's default: a lost task fails, once; so
+                # does one whose links may be gone (run again, it would send them again).
                 store_state(self.app, msg, WorkerLostError(reason), states.FAILURE)
                 canvas.after_lost(self.app, msg, states.FAILURE, WorkerLostError(reason),
                                   continued)
