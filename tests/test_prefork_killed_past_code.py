@@ -1,5 +1,5 @@
-"""A prefork child killed past its task's code (SIGKILL terminate, the hard time limit) at any
-point of its result write and canvas follow-up: the task's outcome is stored once with its own
+"""A prefork child killed past its task's code (SIGKILL terminate, the hard time limit, a death
+of its own) at any point of its result write and canvas follow-up: the task's outcome is stored once with its own
 state, its chord part counted once, its links, chain and errbacks sent at most once and only
 for that outcome. Each window is held open by a hook in the child that records it got there
 and then blocks until the test (or the hard time limit) kills the child."""
@@ -20,7 +20,7 @@ from .worker_helpers import TASKS, Setup, redis_setup  # noqa: F401 - fixtures
 
 #: Hooks that hold a pool child (never the worker, which loads the module too) at a point past
 #: its task's code: counting the chord part of ``mark("held")``, and right after sending the
-#: link of ``mark("held-link")``.
+#: link of ``mark("held-link")``; and a task whose process dies once after its follow-up.
 HELD = """
 import multiprocessing
 
@@ -66,6 +66,50 @@ canvas._send = _held_send
 """
 
 
+#: A Celery app (run by Celery's own tracer in qtui's prefork child) whose task lingers in
+#: ``after_return``, after the tracer stored its result.
+CELERY_TASKS = """
+import json
+import os
+import time
+
+import redis
+from celery import Celery, Task
+
+app = Celery("ctasks", broker=os.environ["QTUI_TEST_BROKER"],
+             backend=os.environ["QTUI_TEST_BACKEND"])
+app.conf.task_default_queue = os.environ["QTUI_TEST_QUEUE"]
+KEY = os.environ["QTUI_TEST_QUEUE"]
+_redis = redis.Redis.from_url(os.environ["QTUI_TEST_RECORDS"])
+
+
+def record(kind, **data):
+    _redis.rpush(f"{KEY}:{kind}", json.dumps({"t": time.time(), **data}))
+
+
+class _LingersAfterReturn(Task):
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        record("stored", status=status)
+        time.sleep(args[0])
+
+
+@app.task(base=_LingersAfterReturn, name="tasks.lingering")
+def lingering(seconds, tag=None):
+    return tag
+
+
+@app.task(name="tasks.add")
+def add(x, y):
+    return x + y
+
+
+@app.task(name="tasks.mark")
+def mark(tag):
+    record("mark", tag=tag)
+    return tag
+"""
+
+
 @pytest.fixture
 def setup(redis_setup: Setup) -> Iterator[Setup]:
     write_module(redis_setup.directory, "tasks", TASKS + HELD)
@@ -93,12 +137,15 @@ def test_a_chord_part_killed_between_its_stored_success_and_its_count_is_counted
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("tasks", ["tasks", "ctasks"])
 def test_a_task_killed_at_its_hard_time_limit_after_its_follow_up_keeps_its_success(
-        setup: Setup):
+        setup: Setup, tasks: str):
     """The hard time limit lands in ``after_return``, once the task's SUCCESS is stored and
-    its canvas followed: the SUCCESS stands and no errback runs. Before, FAILURE
-    (TimeLimitExceeded) was stored over it and its errbacks were sent."""
-    with setup.worker("-P", "prefork", "-c", "1") as worker:
+    its canvas followed (by qtui, or by Celery's tracer for a Celery app's task): the SUCCESS
+    stands and no errback runs, as on Celery (whose Redis backend never overwrites a SUCCESS).
+    Before, FAILURE (TimeLimitExceeded) was stored over it and its errbacks were sent."""
+    write_module(setup.directory, "ctasks", CELERY_TASKS)
+    with setup.worker("-P", "prefork", "-c", "1", tasks=tasks) as worker:
         app = setup.app()
         result = app.send_task("tasks.lingering", args=[600, "finished"], time_limit=2,
                                link_error=signature("tasks.mark", app=app))  # mark(task id)
@@ -146,71 +193,6 @@ def test_a_task_whose_process_dies_after_its_follow_up_is_not_delivered_again(se
             worker.log_path.read_text()[-3000:]
         assert app.send_task("tasks.add", args=[1, 1]).get(timeout=20) == 2
         assert [r["tag"] for r in setup.records("ran")] == ["once"]
-        app.close()
-
-
-#: A Celery app (run by Celery's own tracer in qtui's prefork child) whose task lingers in
-#: ``after_return``, after the tracer stored its result.
-CELERY_TASKS = """
-import json
-import os
-import time
-
-import redis
-from celery import Celery, Task
-
-app = Celery("ctasks", broker=os.environ["QTUI_TEST_BROKER"],
-             backend=os.environ["QTUI_TEST_BACKEND"])
-app.conf.task_default_queue = os.environ["QTUI_TEST_QUEUE"]
-KEY = os.environ["QTUI_TEST_QUEUE"]
-_redis = redis.Redis.from_url(os.environ["QTUI_TEST_RECORDS"])
-
-
-def record(kind, **data):
-    _redis.rpush(f"{KEY}:{kind}", json.dumps({"t": time.time(), **data}))
-
-
-class _LingersAfterReturn(Task):
-    def after_return(self, status, retval, task_id, args, kwargs, einfo):
-        record("stored", status=status)
-        time.sleep(600)
-
-
-@app.task(base=_LingersAfterReturn, name="tasks.lingering")
-def lingering(tag):
-    return tag
-
-
-@app.task(name="tasks.add")
-def add(x, y):
-    return x + y
-
-
-@app.task(name="tasks.mark")
-def mark(tag):
-    record("mark", tag=tag)
-    return tag
-"""
-
-
-@pytest.mark.timeout(90)
-def test_a_celery_task_killed_at_its_hard_time_limit_after_its_tracer_stored_keeps_its_success(
-        setup: Setup):
-    """Celery's tracer stored SUCCESS and the hard time limit lands in ``after_return``: the
-    SUCCESS stands and no errback runs, as on Celery (whose Redis backend never overwrites a
-    SUCCESS). Before, the worker stored FAILURE (TimeLimitExceeded) over it and sent the
-    errbacks."""
-    write_module(setup.directory, "ctasks", CELERY_TASKS)
-    with setup.worker("-P", "prefork", "-c", "1", tasks="ctasks") as worker:
-        app = setup.app()
-        result = app.send_task("tasks.lingering", args=["finished"], time_limit=2,
-                               link_error=signature("tasks.mark", app=app))  # mark(task id)
-        assert setup.wait_records("stored", 1) != []
-        wait_for_lost(worker, app, result.id)
-        assert app.send_task("tasks.mark", args=["probe"]).get(timeout=20) == "probe"
-        assert (result.state, result.get(timeout=5)) == (states.SUCCESS, "finished"), \
-            worker.log_path.read_text()[-3000:]
-        assert [r["tag"] for r in setup.records("mark")] == ["probe"]
         app.close()
 
 
