@@ -71,7 +71,8 @@ _READ_SIZE = 65536
 #: Longest a terminate waits for a child that is saying its task's code has ended.
 _CODE_END_WAIT = 1.0
 #: The outcomes a child's shared bytes name, by their place here plus one (0: none yet).
-_STATES = (states.SUCCESS, states.FAILURE, states.REVOKED, states.RETRY, states.IGNORED)
+_STATES = (states.SUCCESS, states.FAILURE, states.REVOKED, states.RETRY, states.IGNORED,
+           states.REJECTED)
 #: What the parent sends a child on its job pipe to have it exit.
 _STOP = b""
 #: An outcome's fields as a tuple, in the order :class:`Outcome` takes them back.
