@@ -1,8 +1,9 @@
 """A prefork child killed past its task's code (SIGKILL terminate, the hard time limit, a death
-of its own) at any point of its result write and canvas follow-up: the task's outcome is stored once with its own
-state, its chord part counted once, its links, chain and errbacks sent at most once and only
-for that outcome. Each window is held open by a hook in the child that records it got there
-and then blocks until the test (or the hard time limit) kills the child."""
+of its own) at any point of its result write and canvas follow-up: the task's outcome is
+stored once with its own state, its chord part counted once, its links, chain and errbacks
+sent at most once and only for that outcome. Each window is held open by a hook in the child
+that records it got there and then blocks until the test (or the hard time limit) kills the
+child."""
 
 from __future__ import annotations
 
