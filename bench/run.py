@@ -82,6 +82,10 @@ REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 120.0
 """Seconds a worker may take to start taking messages."""
 DRAIN_TIMEOUT = 600.0
+STALL_TIMEOUT = 60.0
+"""Seconds a drain may go without one more task run before its case is reported as failed
+(a worker that lost its broker and sits in warm shutdown, as Celery's threads pool with
+``-E`` on RabbitMQ does here, costs a minute, not the whole drain timeout)."""
 POLL = 0.005
 
 # The tasks modules each case imports (client and worker), written to a temporary folder.
@@ -412,9 +416,11 @@ class SQLiteBroker(Broker):
 # running one case ----------------------------------------------------------------------------
 class Bench:
     def __init__(self, workdir: Path, verbose: bool, confirm: bool = True,
-                 drain_timeout: float = DRAIN_TIMEOUT) -> None:
+                 drain_timeout: float = DRAIN_TIMEOUT, stall_timeout: float = STALL_TIMEOUT
+                 ) -> None:
         self.workdir = workdir
         self.drain_timeout = drain_timeout
+        self.stall_timeout = stall_timeout
         self.verbose = verbose
         self.confirm = confirm
         """Publisher confirms on RabbitMQ, the same for qtui and Celery (kombu's
@@ -493,8 +499,11 @@ class Bench:
         start = time.perf_counter()
         worker_before, broker_before = tree_cpu(proc.pid), broker.cpu_seconds()
         deadline = time.monotonic() + self.drain_timeout
+        ran, stall_at = -1, 0.0
         while True:
-            if counter.stat().st_size >= tasks:
+            if (now_ran := counter.stat().st_size) != ran:
+                ran, stall_at = now_ran, time.monotonic() + self.stall_timeout
+            if ran >= tasks:
                 ready, in_flight = broker.count(case.framework, queue)
                 if ready == 0 and not in_flight:
                     seconds = time.perf_counter() - start
@@ -503,9 +512,13 @@ class Bench:
                                      None if broker_after is None or broker_before is None
                                      else broker_after - broker_before)
             else:
-                ready = tasks - counter.stat().st_size
+                ready = tasks - ran
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{case.label} stopped with {ready} messages left:\n"
+                                   f"{log_path.read_text()[-3000:]}")
+            if time.monotonic() > stall_at:
+                raise RuntimeError(f"{case.label} ran no task for {self.stall_timeout:.0f} s "
+                                   f"with {ready} messages left:\n"
                                    f"{log_path.read_text()[-3000:]}")
             time.sleep(POLL)
 
@@ -899,6 +912,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT,
                         help="seconds a drain may take before its case is reported as failed "
                              "and the run goes on")
+    parser.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT,
+                        help="seconds a drain may go without a task run before its case is "
+                             "reported as failed (60)")
     parser.add_argument("--chunk", type=int, default=10,
                         help="calls per part of chunks in the bulk section (10)")
     parser.add_argument("--json", metavar="FILE", help="also write every measurement here")
@@ -931,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
               f"task events {args.events} for qtui and Celery workers; publisher confirms "
               f"{args.confirm} on RabbitMQ for both\n", flush=True)
         bench = Bench(workdir, args.verbose, confirm=args.confirm == "on",
-                      drain_timeout=args.drain_timeout)
+                      drain_timeout=args.drain_timeout, stall_timeout=args.stall_timeout)
         try:
             for name in ("redis", "rabbitmq", "sqlite"):
                 if name not in sections:

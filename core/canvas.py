@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import CanvasError
-from .protocol import new_id
+from .protocol import new_id, stamped_header_names
 from .result import AsyncResult, GroupResult
 
 if TYPE_CHECKING:
@@ -153,10 +153,8 @@ def send_options(options: Mapping[str, Any], *, strict: bool = False) -> dict[st
     send = {k: v for k, v in options.items() if k in known and v is not None}
     if strict and len(send) < len(options):
         _refuse_unknown("a signature", options)
-    stamped = send.get("stamped_headers")
-    if stamped:
-        if isinstance(stamped, str):
-            send["stamped_headers"] = [stamped]
+    if send.get("stamped_headers"):
+        send["stamped_headers"] = stamp_names(options)
         send["stamps"] = _stamps(options)
     if isinstance(send.get("eta"), str):
         send["eta"] = datetime.fromisoformat(send["eta"])
@@ -199,12 +197,9 @@ def _refuse_unknown(name: str, options: Mapping[str, Any]) -> None:
 
 
 def stamp_names(options: Mapping[str, Any]) -> list[str]:
-    """The options that are Celery stamps: those ``stamped_headers`` names, in its order."""
-    stamped = options.get("stamped_headers")
-    if not stamped:
-        return []
-    return [stamped] if isinstance(stamped, str) \
-        else list(dict.fromkeys(n for n in stamped if isinstance(n, str)))
+    """The options that are Celery stamps: those ``stamped_headers`` names
+    (:func:`~qtui.core.protocol.stamped_header_names`)."""
+    return stamped_header_names(options.get("stamped_headers")) or []
 
 
 def _stamps(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.clocks import LamportClock
+from kombu.common import maybe_declare
+from kombu.utils.json import JSONEncoder
 from kombu.utils.uuid import uuid
 
 from .brokers.dropped import warn_dropped
@@ -46,13 +48,29 @@ def event_exchange(connection: Connection) -> Exchange:
     return Exchange(EVENT_EXCHANGE, type=family_for(connection).event_exchange_type)
 
 
-def utcoffset() -> float:
-    """This host's offset from UTC in hours, as Celery puts it in every event: hours *west* of
-    UTC (``time.timezone``), so Paris in winter is -1.0; receivers (Celery's included) subtract
-    it from what their own host reports to compare timestamps."""
-    if time.localtime().tm_isdst:
+_pid = os.getpid()
+"""This process's id, the ``pid`` of its events (asked again in a forked child)."""
+
+
+def _forked() -> None:
+    global _pid  # one value a process, refreshed in a forked child
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def utcoffset(at: float | None = None) -> float:
+    """This host's offset from UTC in hours (now, or ``at`` epoch seconds), as Celery puts it in
+    every event: hours *west* of UTC (``time.timezone``), so Paris in winter is -1.0; receivers
+    (Celery's included) subtract it from what their own host reports to compare timestamps."""
+    if time.localtime(at).tm_isdst:
         return time.altzone / 3600
     return time.timezone / 3600
+
+
+_dumps = JSONEncoder(separators=(",", ":")).encode
+"""Events as JSON: kombu's encoder (its typed values), compact."""
 
 
 def routing_key_for(event_type: str) -> str:
@@ -90,38 +108,53 @@ class EventDispatcher:
         self.clock = clock or LamportClock()
         self.buffer_group = buffer_group
         self.buffer_limit = buffer_limit
+        self._held = None if buffer_group is None else f"{buffer_group}-"
+        """The type prefix of the events held for a batch."""
         self._buffer: list[dict[str, Any]] = []
         self._producer: Producer | None = None
+        self._exchange = ""
+        """The name of the event exchange, once declared on the dispatcher's own channel."""
+        self._utcoffset = 0.0
+        self._utcoffset_until = 0.0
+        """Time (epoch seconds) until which ``_utcoffset`` holds: the next whole minute, as a
+        DST change falls on one."""
         self._lock = threading.Lock()  # a worker sends from several threads
 
     def event(self, type: str, fields: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
         """One event dict: the common fields, then ``fields``."""
-        return {"type": type, "hostname": self.hostname, "utcoffset": utcoffset(),
-                "pid": os.getpid(), "clock": self.clock.forward(), "timestamp": time.time(),
-                **fields}
+        now = time.time()
+        if now >= self._utcoffset_until:
+            self._utcoffset, self._utcoffset_until = utcoffset(now), now - now % 60 + 60
+        return {"type": type, "hostname": self.hostname, "utcoffset": self._utcoffset,
+                "pid": _pid, "clock": self.clock.forward(), "timestamp": now, **fields}
 
     def publish(self, type: str, fields: Mapping[str, Any], producer: Producer  # noqa: A002
                 ) -> None:
         """Send one event right away on ``producer``."""
-        self._publish(self.event(type, fields), routing_key_for(type), producer)
+        exchange = event_exchange(producer.connection)
+        self._publish(self.event(type, fields), routing_key_for(type), producer,
+                      exchange.name, [exchange])
 
     def publish_many(self, type: str, fields: Sequence[Mapping[str, Any]],  # noqa: A002
                      producer: Producer) -> None:
         """Send several events of one group as one ``<group>.multi`` list on ``producer``, as
         a worker sends its batches (a bulk send's task-sent events)."""
         group = type.partition("-")[0]
-        self._publish([self.event(type, f) for f in fields], f"{group}.multi", producer)
+        exchange = event_exchange(producer.connection)
+        self._publish([self.event(type, f) for f in fields], f"{group}.multi", producer,
+                      exchange.name, [exchange])
 
-    def send(self, type: str, **fields: Any) -> None:  # noqa: A002
+    def send(self, type: str, fields: Mapping[str, Any]) -> None:  # noqa: A002
         """Send one event on the dispatcher's connection, or hold it if its group is batched."""
         event = self.event(type, fields)
         with self._lock:
-            if self.buffer_group is not None and type.partition("-")[0] == self.buffer_group:
+            if self._held is not None and type.startswith(self._held):
                 self._buffer.append(event)
                 if len(self._buffer) >= self.buffer_limit:
                     self._flush()
                 return
-            self._publish(event, routing_key_for(type), self._own_producer())
+            producer = self._own_producer()
+            self._publish(event, routing_key_for(type), producer, self._exchange)
 
     def flush(self) -> None:
         """Send the held events as one ``<group>.multi`` message."""
@@ -131,7 +164,8 @@ class EventDispatcher:
     def _flush(self) -> None:
         if self._buffer:
             batch, self._buffer = self._buffer, []
-            self._publish(batch, f"{self.buffer_group}.multi", self._own_producer())
+            producer = self._own_producer()
+            self._publish(batch, f"{self.buffer_group}.multi", producer, self._exchange)
 
     def close(self) -> None:
         self.flush()
@@ -142,14 +176,21 @@ class EventDispatcher:
             raise RuntimeError("EventDispatcher.send() needs a connection; "
                                "use publish() with a producer instead")
         if self._producer is None:
-            self._producer = Producer(self.connection.default_channel, auto_declare=False)
+            channel = self.connection.default_channel
+            exchange = event_exchange(self.connection)
+            maybe_declare(exchange, channel)  # once: the channel keeps it for every send
+            self._producer = Producer(channel, auto_declare=False)
+            self._exchange = exchange.name
         return self._producer
 
-    def _publish(self, body: Any, routing_key: str, producer: Producer) -> None:
-        exchange = event_exchange(producer.connection)
-        producer.publish(body, exchange=exchange.name, routing_key=routing_key,
-                         declare=[exchange], serializer="json",
-                         headers={"hostname": self.hostname}, delivery_mode=1)
+    def _publish(self, body: Any, routing_key: str, producer: Producer, exchange: str,
+                 declare: list[Exchange] | None = None) -> None:
+        # Encoded here rather than by kombu's serializer: the same JSON (kombu's encoder, for
+        # the same typed values), without the spaces after separators.
+        producer.publish(_dumps(body), exchange=exchange, routing_key=routing_key,
+                         declare=declare, content_type="application/json",
+                         content_encoding="utf-8", headers={"hostname": self.hostname},
+                         delivery_mode=1)
 
 
 class EventReceiver:

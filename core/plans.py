@@ -30,6 +30,7 @@ from .protocol import (
     compression_type,
     new_id,
     saferepr,
+    stamped_header_names,
 )
 from .result import AsyncResult
 from .routing import Route
@@ -108,7 +109,7 @@ class SendPlan:
             callbacks=_signatures(options.get("link")),
             errbacks=_signatures(options.get("link_error")),
             chain=list(chain) if chain else None, chord=options.get("chord"),
-            stamped_headers=_names(options.get("stamped_headers")),
+            stamped_headers=stamped_header_names(options.get("stamped_headers")),
             stamps=dict(options.get("stamps") or {}))
         embed = body_of(prototype, copy=False)[2]
         return cls(name, task, route, options.get("serializer") or settings.serializer,
@@ -195,13 +196,6 @@ def plan_key(name: str, task: Task | None, options: Mapping[str, Any]
 def _route_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {"queue": options.get("queue"), "exchange": options.get("exchange"),
             "routing_key": options.get("routing_key"), "priority": options.get("priority")}
-
-
-def _names(value: Any) -> list[str] | None:
-    """``stamped_headers``: a list of names, or one name, as Celery's ``maybe_list`` takes it."""
-    if value is None:
-        return None
-    return [value] if isinstance(value, str) else list(value)
 
 
 def _signatures(value: Any) -> list[Any] | None:

@@ -343,6 +343,48 @@ def expiration_left(headers: Mapping[str, Any] | None, now: datetime | None = No
     return left if left > 0 else None
 
 
+def stamped_header_names(value: Any) -> list[str] | None:
+    """``stamped_headers`` as a message carries it: None stays None; one name is a list of it
+    (Celery's ``maybe_list``); each name once, in its first place (Celery's stamping merges them
+    as a set); a name that is not text is left out: stamps travel as a JSON mapping, whose keys
+    are text, so it could never name one (Celery's client fails on both with a KeyError)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    return list(dict.fromkeys(name for name in value if isinstance(name, str)))
+
+
+#: Headers that describe one delivery (RabbitMQ's dead-lettering record), not the task: never
+#: copied when a received message is published again.
+DELIVERY_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-queue",
+                              "x-first-death-reason", "x-last-death-exchange",
+                              "x-last-death-queue", "x-last-death-reason"})
+#: Properties a re-sent copy keeps as received. ``expiration`` is not one (its text is
+#: milliseconds, where kombu's publish takes seconds; a copy's is the time left), and neither is
+#: ``user_id`` unless the sender asks (:func:`resent_properties`).
+_RESENT_PROPERTIES = ("correlation_id", "reply_to", "priority", "message_id", "type", "app_id",
+                      "timestamp")
+
+
+def resent_properties(properties: Mapping[str, Any], headers: Mapping[str, Any] | None, *,
+                      keep_user_id: bool, expiring: bool = True) -> dict[str, Any]:
+    """The properties, as ``Producer.publish`` keywords, of a received message published again:
+    those it came with, and while ``expiring`` an ``expiration`` of the time left until its
+    ``expires`` header (:func:`expiration_left`).
+
+    ``keep_user_id``: RabbitMQ refuses a publish (406 PRECONDITION_FAILED) whose ``user_id`` is
+    not the connection's user. The worker keeps it (the sender RabbitMQ vouched for), which
+    holds while it connects as the tasks' senders do; the console, whose user may be anyone's,
+    does not: its move would fail on the first message another user sent."""
+    kept = {k: properties[k] for k in _RESENT_PROPERTIES if properties.get(k) is not None}
+    if keep_user_id and properties.get("user_id") is not None:
+        kept["user_id"] = properties["user_id"]
+    if expiring and (left := expiration_left(headers)) is not None:
+        kept["expiration"] = left
+    return kept
+
+
 def build(message: TaskMessage) -> WireMessage:
     """Turn a TaskMessage into protocol-v2 body, headers and properties, exactly as Celery sends
     them."""

@@ -1,11 +1,24 @@
-"""`make bench`'s ratio table, its bulk section's table and its task events settings
-(bench/run.py): pure functions, no broker."""
+"""`make bench`'s ratio table, its bulk section's table, its task events settings and its
+stalled-drain check (bench/run.py): no broker."""
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 
-from bench.run import BulkMeasure, Measure, bulk_table, each_events_setting, ratio_table
+import pytest
+
+from bench.run import (
+    Bench,
+    Broker,
+    BulkMeasure,
+    Case,
+    Measure,
+    bulk_table,
+    each_events_setting,
+    ratio_table,
+)
 
 
 def drain(framework: str, pool: str, rate: float, *, events: bool = False, broker: str = "redis",
@@ -133,3 +146,34 @@ def test_bulk_table_says_per_qtui_path_whether_the_median_reaches_30000_tasks_a_
         == "met"
     assert found[("qtui group", "29,000", "29,000")][-1] == "not met"
     assert found[("celery group", "2,000", "2,000")][-1] == "-"
+
+
+class _Waiting(Broker):
+    """A broker whose queue never empties (what a stuck worker leaves)."""
+
+    name = "redis"
+
+    def count(self, framework: str, queue: str) -> tuple[int, int | None]:
+        return 10, 0
+
+    def cpu_seconds(self) -> float | None:
+        return None
+
+
+@pytest.mark.timeout(30)
+def test_a_drain_that_runs_no_task_for_the_stall_timeout_fails_its_case(tmp_path):
+    # A worker alive but stuck (Celery's threads pool with -E on RabbitMQ here) must cost the
+    # stall timeout, not the whole drain timeout.
+    counter = tmp_path / "ran"
+    counter.write_bytes(b"x" * 5)
+    bench = Bench(tmp_path, verbose=False, drain_timeout=600, stall_timeout=0.3)
+    case = Case("redis", "qtui", "solo", lambda module, queue: [], False)
+    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    log = tmp_path / "worker.log"
+    log.write_text("warm shutdown\n")
+    try:
+        with pytest.raises(RuntimeError, match=r"ran no task for 0 s with 10 messages left"):
+            bench._drain(case, _Waiting(), "q", 15, counter, stuck, log)
+    finally:
+        stuck.kill()
+        stuck.wait()

@@ -293,7 +293,7 @@ def test_events_dump_ends_quietly_when_its_reader_leaves(argv, tmp_path):
         with Connection(broker) as conn:
             dispatcher = EventDispatcher(conn, "pipe@test")
             while not stop.wait(0.1):
-                dispatcher.send("worker-heartbeat", freq=2.0)
+                dispatcher.send("worker-heartbeat", {"freq": 2.0})
     sender = threading.Thread(target=send_events, daemon=True)
     sender.start()
     try:

@@ -111,8 +111,9 @@ def test_a_worker_forwards_at_most_1_kib_of_a_clients_argsrepr():
     from qtui.workers.events import Events
     events = Events(SimpleNamespace(send_events=True, heartbeat=False))  # type: ignore[arg-type]
     sent: list[dict[str, object]] = []
-    events._send = lambda type, **fields: sent.append(fields)  # type: ignore[method-assign]
-    message = SimpleNamespace(task="tasks.add", argsrepr="a" * 100_000, kwargsrepr="k" * 5_000,
+    events._send = lambda type, fields: sent.append(fields)  # type: ignore[method-assign]
+    message = SimpleNamespace(id="t1", task="tasks.add", argsrepr="a" * 100_000,
+                              kwargsrepr="k" * 5_000,
                               root_id=None, parent_id=None, retries=0, eta=None, expires=None)
     job = SimpleNamespace(task_id="t1", message=message, queue="celery")
     events.on_task_received(job)  # type: ignore[arg-type]

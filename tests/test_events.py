@@ -3,11 +3,15 @@ expanded), and the state model follows a real Celery worker on Redis and RabbitM
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from celery import Celery
+from celery.events.state import State as CeleryState
 from celery.utils.time import adjust_timestamp
 from celery.utils.time import utcoffset as celery_utcoffset
 from kombu import Connection, Queue
@@ -47,8 +51,8 @@ def raw_queue(conn: Connection, routing_key: str, name: str) -> Queue:
 def test_every_event_carries_what_celery_stamps_on_it(app):
     with EventReceiver(app, wakeup=False) as receiver, Connection("memory://") as conn:
         dispatcher = EventDispatcher(conn, hostname="worker@host")
-        dispatcher.send("worker-heartbeat", freq=2.0, active=0)
-        dispatcher.send("worker-heartbeat", freq=2.0, active=1)
+        dispatcher.send("worker-heartbeat", {"freq": 2.0, "active": 0})
+        dispatcher.send("worker-heartbeat", {"freq": 2.0, "active": 1})
         first, second = list(receiver.events(timeout=1))
     assert first["type"] == "worker-heartbeat" and first["hostname"] == "worker@host"
     assert {"utcoffset", "pid", "clock", "timestamp", "local_received"} <= set(first)
@@ -58,7 +62,7 @@ def test_every_event_carries_what_celery_stamps_on_it(app):
 def test_the_routing_key_is_the_type_with_dots(app):
     with Connection("memory://") as conn:
         queue = raw_queue(conn, "worker.heartbeat", f"raw-{app.conf.task_default_queue}")
-        EventDispatcher(conn, hostname="w@h").send("worker-heartbeat", freq=2.0)
+        EventDispatcher(conn, hostname="w@h").send("worker-heartbeat", {"freq": 2.0})
         message = queue(conn.default_channel).get(no_ack=True)
     assert message.delivery_info["routing_key"] == "worker.heartbeat"
     assert message.headers["hostname"] == "w@h"
@@ -69,7 +73,7 @@ def test_task_events_are_batched_as_task_multi(app):
         queue = raw_queue(conn, "task.multi", f"raw-{app.conf.task_default_queue}")
         dispatcher = EventDispatcher(conn, hostname="w@h", buffer_group="task", buffer_limit=3)
         for n in range(3):
-            dispatcher.send("task-received", uuid=f"t{n}", name="tasks.add")
+            dispatcher.send("task-received", {"uuid": f"t{n}", "name": "tasks.add"})
         message = queue(conn.default_channel).get(no_ack=True)
     assert [event["uuid"] for event in message.decode()] == ["t0", "t1", "t2"]
 
@@ -77,9 +81,9 @@ def test_task_events_are_batched_as_task_multi(app):
 def test_the_receiver_expands_batches_into_events(app):
     with EventReceiver(app, wakeup=False) as receiver, Connection("memory://") as conn:
         dispatcher = EventDispatcher(conn, hostname="w@h", buffer_group="task", buffer_limit=10)
-        dispatcher.send("task-received", uuid="t1", name="tasks.add")
-        dispatcher.send("task-succeeded", uuid="t1", result="3")
-        dispatcher.send("worker-heartbeat", freq=2.0)  # not batched: arrives first
+        dispatcher.send("task-received", {"uuid": "t1", "name": "tasks.add"})
+        dispatcher.send("task-succeeded", {"uuid": "t1", "result": "3"})
+        dispatcher.send("worker-heartbeat", {"freq": 2.0})  # not batched: arrives first
         dispatcher.flush()
         events = list(receiver.events(timeout=1))
     assert [e["type"] for e in events] == ["worker-heartbeat", "task-received", "task-succeeded"]
@@ -122,7 +126,7 @@ def test_events_stops_after_its_limit(app):
     with EventReceiver(app, wakeup=False) as receiver, Connection("memory://") as conn:
         dispatcher = EventDispatcher(conn, hostname="w@h")
         for _ in range(5):
-            dispatcher.send("worker-heartbeat", freq=2.0)
+            dispatcher.send("worker-heartbeat", {"freq": 2.0})
         assert len(list(receiver.events(limit=2))) == 2
         assert len(list(receiver.events(timeout=1))) == 3
 
@@ -291,7 +295,7 @@ def test_the_receiver_comes_back_after_the_broker_restarts(tmp_path):
                 next(batches)
             assert receiver.error == ""
             with Connection(app.broker_url) as conn:
-                EventDispatcher(conn, hostname="w@h").send("worker-online", freq=2.0)
+                EventDispatcher(conn, hostname="w@h").send("worker-online", {"freq": 2.0})
             for batch in batches:
                 if batch:
                     break
@@ -314,3 +318,101 @@ def test_utcoffset_is_what_celery_sends_so_its_receivers_place_our_events_right(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_an_events_utcoffset_is_the_hosts_at_its_time_across_a_dst_change(monkeypatch):
+    """The dispatcher keeps the offset for the rest of the minute (a DST change falls on a whole
+    minute): Paris went from UTC+1 to UTC+2 at 2026-03-29 01:00 UTC."""
+    change = 1774746000.0
+    clock = iter([change - 61, change - 0.5, change, change + 30])
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        dispatcher = EventDispatcher(hostname="w@h")
+        monkeypatch.setattr(time, "time", lambda: next(clock))
+        offsets = [dispatcher.event("worker-heartbeat", {})["utcoffset"] for _ in range(4)]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert offsets == [-1.0, -1.0, -2.0, -2.0]
+
+
+def test_a_flushed_batch_is_what_celerys_state_reads_as_a_workers_task_events(app):
+    """The ``task.multi`` message, decoded as Celery's receiver decodes it, carries Celery's
+    fields with their types, and Celery's own State follows the task through it."""
+    with Connection("memory://") as conn:
+        queue = raw_queue(conn, "task.multi", f"raw-{app.conf.task_default_queue}")
+        dispatcher = EventDispatcher(conn, hostname="w@h", buffer_group="task", buffer_limit=10)
+        dispatcher.send("task-received", {"uuid": "t1", "name": "tasks.add", "args": "(1, 2)",
+                                          "kwargs": "{}", "retries": 0, "eta": None})
+        dispatcher.send("task-started", {"uuid": "t1"})
+        dispatcher.send("task-succeeded", {"uuid": "t1", "result": "3", "runtime": 0.25})
+        dispatcher.flush()
+        message = queue(conn.default_channel).get(no_ack=True)
+    assert message.content_type == "application/json"
+    events = message.decode()
+    assert [e["type"] for e in events] == ["task-received", "task-started", "task-succeeded"]
+    for event in events:
+        assert (type(event["hostname"]), type(event["utcoffset"]), type(event["pid"]),
+                type(event["clock"]), type(event["timestamp"])) == (str, float, int, int, float)
+        assert event["pid"] == os.getpid() and event["utcoffset"] == utcoffset()
+    assert [e["clock"] for e in events] == sorted({e["clock"] for e in events})
+    state = CeleryState()
+    for event in events:
+        state.event({**event, "local_received": time.time()})  # as Celery's receiver adds it
+    task = state.tasks["t1"]
+    assert (task.state, task.name, task.args, task.result, task.runtime, task.hostname) == (
+        "SUCCESS", "tasks.add", "(1, 2)", "3", 0.25, "w@h")
+
+
+def test_a_forked_child_stamps_its_own_pid():
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, str(EventDispatcher(hostname="w@h").event("x", {})["pid"]).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read) as pipe:
+        assert int(pipe.read()) == child
+
+
+@pytest.mark.timeout(60)
+def test_celerys_own_receiver_reads_a_workers_task_multi_batch_on_redis(unique):
+    """What ``celery events`` and Flower run: Celery's EventReceiver, on Redis, reads our batch
+    (compact JSON, encoded by the dispatcher) and its State follows the task."""
+    need("redis", REDIS_HOST, REDIS_PORT)
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/3"
+    celery_app = Celery("monitor", broker=url)
+    seen: list[dict] = []
+
+    def until_succeeded(event: dict) -> None:
+        seen.append(event)
+        receiver.should_stop = event["type"] == "task-succeeded"
+
+    with celery_app.connection_for_read() as read:
+        receiver = celery_app.events.Receiver(read, handlers={"*": until_succeeded},
+                                              node_id=unique)
+        listening = threading.Thread(target=receiver.capture,
+                                     kwargs={"timeout": 30, "wakeup": False}, daemon=True)
+        listening.start()
+        with Connection(url) as conn:
+            dispatcher = EventDispatcher(conn, hostname=f"w-{unique}@h", buffer_group="task",
+                                         buffer_limit=10)
+            deadline = time.monotonic() + 20
+            while listening.is_alive() and time.monotonic() < deadline:  # until subscribed
+                dispatcher.send("task-received", {"uuid": unique, "name": "tasks.add",
+                                                  "args": "(1, 2)", "kwargs": "{}"})
+                dispatcher.send("task-started", {"uuid": unique})
+                dispatcher.send("task-succeeded", {"uuid": unique, "result": "3",
+                                                   "runtime": 0.25})
+                dispatcher.flush()
+                listening.join(0.2)
+        receiver.should_stop = True
+        listening.join(5)
+    state = celery_app.events.State()
+    for event in seen:
+        state.event(event)
+    task = state.tasks[unique]
+    assert (task.state, task.name, task.args, task.result, task.runtime, task.hostname) == (
+        "SUCCESS", "tasks.add", "(1, 2)", "3", 0.25, f"w-{unique}@h")

@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import signal
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from kombu import Connection
+from kombu.message import Message
 
-from qtui.core.protocol import expiration_left
+from qtui.core.protocol import JSON, expiration_left
+from qtui.workers.redelivery import republish
 
 from .worker_helpers import (  # noqa: F401 - the fixtures
     Setup,
@@ -117,3 +120,20 @@ def test_a_copy_may_wait_the_time_left_of_expires_and_none_once_it_is_past() -> 
         {"expires": "2030-01-01T00:01:00+00:00"}, {"expires": "2030-01-01T00:01:00"},
         {"expires": "2029-12-31T23:59:00+00:00"}, {"expires": None}, {"expires": "soon"},
         {"expires": 60}, {}, None)] == [60.0, 60.0, None, None, None, None, None, None]
+
+
+def test_a_copy_the_worker_publishes_again_keeps_the_properties_its_sender_gave_it() -> None:
+    """``user_id`` too: the worker connects as the senders of what it consumes (RabbitMQ
+    refuses a ``user_id`` that is not the connection's user; the console's move drops it)."""
+    sent: list[dict[str, Any]] = []
+    producer = SimpleNamespace(publish=lambda body, **kwargs: sent.append(kwargs))
+    message = Message(body=b"[]", headers={"task": "t", "id": "i"}, content_type=JSON,
+                      content_encoding="utf-8", delivery_info={"priority": 4},
+                      properties={"correlation_id": "i", "user_id": "guest", "app_id": "a",
+                                  "expiration": "60000"})
+    republish(producer, message, "q")  # type: ignore[arg-type]  # records what it is given
+    (kwargs,) = sent
+    assert {k: kwargs.get(k) for k in ("correlation_id", "user_id", "app_id", "priority",
+                                       "expiration")} == {
+        "correlation_id": "i", "user_id": "guest", "app_id": "a", "priority": 4,
+        "expiration": None}

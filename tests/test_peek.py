@@ -527,3 +527,30 @@ def test_deleting_a_rabbitmq_message_without_a_task_id_takes_that_one_not_anothe
         assert inspector.delete(queue, [messages[1]]) == 1
         left = inspector.peek(queue, 0, 10).messages
     assert [json.loads(m.body)[0] for m in left] == [["first"], [0, 0]]
+
+
+def test_a_rabbitmq_move_leaves_out_the_user_id_rabbitmq_checks_against_its_connection(family):
+    """RabbitMQ refuses a publish whose ``user_id`` is not the connection's user, and the
+    console may connect as another user than the sender: the moved copy carries none."""
+    kind, app, queue = family
+    if kind != "rabbitmq":
+        pytest.skip("only RabbitMQ checks user_id")
+    other = f"{queue}.other"
+
+    def publish(conn: Connection, user_id: str) -> None:
+        conn.Producer().publish([[1, 1], {}, {}], exchange="", routing_key=queue,
+                                serializer="json", user_id=user_id,
+                                headers={"task": "tasks.add", "id": user_id})
+        conn.default_channel.queue_declare(queue, passive=True)  # a reply: any refusal comes
+
+    with Connection(app.broker_url) as conn:  # the fixture connects as guest
+        publish(conn, "guest")
+    with Connection(app.broker_url) as conn, \
+            pytest.raises(conn.channel_errors, match="PRECONDITION_FAILED"):
+        publish(conn, "not-the-connections-user")
+    with inspector_for(app) as inspector:
+        (message,) = inspector.peek(queue).messages
+        assert message.properties.get("user_id") == "guest"
+        assert inspector.move(queue, [message], lambda m: other) == 1
+        (moved,) = inspector.peek(other).messages
+    assert moved.task_id == "guest" and "user_id" not in moved.properties

@@ -28,7 +28,9 @@ from qtui.core.protocol import (
     json_body,
     json_loads,
     parse,
+    resent_properties,
     saferepr,
+    stamped_header_names,
 )
 
 
@@ -443,3 +445,26 @@ def test_a_forked_child_does_not_reuse_its_parents_ready_ids():
     os.close(read)
     os.close(write)
     assert child not in ready
+
+
+def test_a_resent_copy_keeps_its_user_id_only_when_its_sender_asks():
+    """RabbitMQ refuses a ``user_id`` that is not the connection's user: the worker, which
+    connects as the senders of what it consumes, keeps it; the console's move does not."""
+    received = {"correlation_id": "c", "priority": 3, "user_id": "guest", "timestamp": 5,
+                "expiration": "60000", "reply_to": None, "delivery_mode": 2}
+    kept = {"correlation_id": "c", "priority": 3, "timestamp": 5}
+    assert resent_properties(received, {}, keep_user_id=False) == kept
+    assert resent_properties(received, {}, keep_user_id=True) == {**kept, "user_id": "guest"}
+
+
+def test_a_resent_copy_may_expire_with_the_time_left_of_its_expires_only_while_expiring():
+    later = {"expires": "2999-01-01T00:00:00+00:00"}
+    assert resent_properties({}, later, keep_user_id=False)["expiration"] > 0
+    assert resent_properties({}, later, keep_user_id=False, expiring=False) == {}
+
+
+@pytest.mark.parametrize(("given", "names"), [
+    (None, None), ("a", ["a"]), ([], []), (["b", "a", "b"], ["b", "a"]), (("a", 1, None), ["a"]),
+])
+def test_stamped_headers_are_names_each_once_in_their_first_place(given, names):
+    assert stamped_header_names(given) == names

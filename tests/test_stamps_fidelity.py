@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from .test_canvas_fidelity import Side, sides  # noqa: F401 - the fixture
 trace = pytest.importorskip("celery.app.trace")
 _state = pytest.importorskip("celery._state")
 CeleryRetry = pytest.importorskip("celery.exceptions").Retry
+CeleryRequest = pytest.importorskip("celery.worker.request").Request
 
 ETA = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
@@ -142,3 +144,48 @@ def test_a_link_stamped_by_qtuis_client_is_followed_by_celerys_worker(
     assert celery_side.app.AsyncResult(envelope["headers"]["id"]).state == "SUCCESS"
     assert [(m["headers"]["task"], m["headers"]["stamped_headers"], m["headers"]["stamps"])
             for m in celery_side.sent()] == [("tasks.tsum", ["batch"], {"batch": "b7"})]
+
+
+def read_by_celerys_worker(side: Side, celery_side: Side) -> list[Any]:
+    """Each message ``side`` sent, oldest first, taken off its queue and read as Celery's
+    worker reads it (``celery.worker.request.Request``)."""
+    requests = []
+    while (raw := side.redis.rpop(side.queue)) is not None:
+        envelope, body = read_envelope(raw)
+        message = SimpleNamespace(headers=envelope["headers"], body=body, delivery_info={},
+                                  properties=envelope["properties"], payload=json_loads(body),
+                                  content_type=envelope["content-type"],
+                                  content_encoding=envelope["content-encoding"])
+        requests.append(CeleryRequest(message, app=celery_side.app))
+    return requests
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("given", "names"), [
+    (["a", "b", "a"], ["a", "b"]),  # each name once, in its first place
+    (["a", 1, "b"], ["a", "b"]),  # no JSON stamps key can be a number
+    ("a", ["a"]),  # one name, as Celery's maybe_list takes it
+], ids=["duplicates", "not-text", "one-name"])
+def test_stamped_headers_go_out_the_same_whichever_way_qtui_sends_them(
+        sides: dict[str, Side], given: Any, names: list[str]) -> None:
+    """The stamps mapping, Celery's send form (each stamp an option of its own), and a
+    signature's options all send ``stamped_headers`` as one function normalizes it, and
+    Celery's worker reads each stamp it names."""
+    celery_side, qtui_side = sides["celery"], sides["qtui"]
+    stamps = {name: {"a": 1, "b": "two"}[name] for name in names}
+    qtui_side.app.send_task("tasks.add", (1,), stamped_headers=given, stamps=stamps)
+    qtui_side.app.send_task("tasks.add", (2,), **{"stamped_headers": given, **stamps})
+    qtui_side.add.s(3).set(stamped_headers=given, **stamps).apply_async()
+    assert [(r.stamped_headers, r.stamps) for r in read_by_celerys_worker(
+        qtui_side, celery_side)] == [(names, stamps)] * 3
+
+
+@pytest.mark.timeout(30)
+def test_no_stamped_headers_go_out_as_none_and_celerys_worker_reads_no_stamps(
+        sides: dict[str, Side]) -> None:
+    celery_side, qtui_side = sides["celery"], sides["qtui"]
+    qtui_side.app.send_task("tasks.add", (1,), stamped_headers=None)
+    qtui_side.add.s(2).set(stamped_headers=None).apply_async()
+    (first, second) = read_by_celerys_worker(qtui_side, celery_side)
+    assert first._request_dict["stamped_headers"] is None
+    assert [(r.stamped_headers, r.stamps) for r in (first, second)] == [([], {}), ([], {})]

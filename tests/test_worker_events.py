@@ -280,7 +280,7 @@ def _events_sent(send_events: bool) -> tuple[Events, list[tuple[str, dict[str, A
                              heartbeat=False, pool_name="threads", stopping=False)
     events = Events(worker)
     sent: list[tuple[str, dict[str, Any]]] = []
-    events._send = lambda kind, **fields: sent.append((kind, fields))  # type: ignore[method-assign]
+    events._send = lambda kind, fields: sent.append((kind, fields))  # type: ignore[method-assign]
     return events, sent
 
 

@@ -48,11 +48,8 @@ def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) -
     continuation could not be sent."""
     if not continues(message, outcome.state):
         return value
-    parent = _parent(message)
     try:
-        _callbacks(app, message.callbacks or [], value, parent)
-        if message.chain:
-            _send(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
+        _after_success(app, message, value)
     except Unsent as exc:
         _given_back(message, outcome, exc)
     except Exception as exc:  # CanvasError, or the broker refused the next message
@@ -193,11 +190,16 @@ def follow(app: App, message: TaskMessage, state: str, value: Any,
            traceback: str | None) -> None:
     """Everything that comes after an outcome, in Celery's order (see the module docstring)."""
     if state == states.SUCCESS:
-        parent = _parent(message)
-        _callbacks(app, message.callbacks or [], value, parent)
-        if message.chain:
-            _send(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
+        _after_success(app, message, value)
     _after_store(app, message, state, value, traceback)
+
+
+def _after_success(app: App, message: TaskMessage, value: Any) -> None:
+    """Send the links, then the next chain step, with the success's ``value``."""
+    parent = _parent(message)
+    _callbacks(app, message.callbacks or [], value, parent)
+    if message.chain:
+        _send(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
 
 
 def _after_store(app: App, message: TaskMessage, state: str, value: Any,

@@ -91,25 +91,25 @@ class Events(Observer):
             threading.Thread(target=self._watch_solo, name="qtui-events-solo",
                              daemon=True).start()
         if self.heartbeats:
-            self._send("worker-online", **self._worker_fields())
+            self._send("worker-online", self._worker_fields())
             worker.timer.call_repeatedly(HEARTBEAT_INTERVAL, self._beat)
 
     def on_worker_stopped(self, worker: Worker) -> None:
         self._watcher_stop.set()
         self.flush()
         if self.heartbeats:
-            self._send("worker-offline", **self._worker_fields())
+            self._send("worker-offline", self._worker_fields())
         self._close()
 
     def _beat(self) -> None:
         if self.heartbeats and not self.worker.stopping:
-            self._send("worker-heartbeat", **self._worker_fields())
+            self._send("worker-heartbeat", self._worker_fields())
 
     def heartbeat_now(self) -> None:
         """Send a worker-heartbeat at once (the ``heartbeat`` command: a monitor that just
         started learns of this worker without waiting for the next beat)."""
         if self.heartbeats or self.task_events:
-            self._send("worker-heartbeat", **self._worker_fields())
+            self._send("worker-heartbeat", self._worker_fields())
 
     def _worker_fields(self) -> dict[str, Any]:
         return {"freq": HEARTBEAT_INTERVAL, "active": len(self.worker.active),
@@ -126,39 +126,44 @@ class Events(Observer):
         kwargs = None if msg.kwargsrepr is None else clip(msg.kwargsrepr, KWARGSREPR_MAXSIZE)
         # ``queue`` is qtui's addition (Celery says it in task-sent only): monitors count
         # tasks per queue without the client's task-sent events.
-        self._task("task-received", job, name=msg.task, args=args, kwargs=kwargs,
-                   queue=job.queue, root_id=msg.root_id, parent_id=msg.parent_id,
-                   retries=msg.retries, eta=msg.eta.isoformat() if msg.eta else None,
-                   expires=msg.expires.isoformat() if msg.expires else None)
+        self._task("task-received", {
+            "uuid": msg.id, "name": msg.task, "args": args, "kwargs": kwargs,
+            "queue": job.queue, "root_id": msg.root_id, "parent_id": msg.parent_id,
+            "retries": msg.retries, "eta": msg.eta.isoformat() if msg.eta else None,
+            "expires": msg.expires.isoformat() if msg.expires else None})
 
     def on_task_started(self, job: Job, pid: int | None) -> None:
         self._started += 1
         if self.task_events:  # asked here too: once a task, twice with the call to _task
-            self._task("task-started", job)
+            self._task("task-started", {"uuid": job.message.id})
 
     def on_task_succeeded(self, job: Job, outcome: Outcome) -> None:
         if self.task_events:
-            self._task("task-succeeded", job, result=outcome.result, runtime=outcome.runtime)
+            self._task("task-succeeded", {"uuid": job.message.id, "result": outcome.result,
+                                          "runtime": outcome.runtime})
 
     def on_task_failed(self, job: Job, exception: str, traceback: str | None) -> None:
-        self._task("task-failed", job, exception=exception, traceback=traceback)
+        self._task("task-failed", {"uuid": job.message.id, "exception": exception,
+                                   "traceback": traceback})
 
     def on_task_retried(self, job: Job, outcome: Outcome) -> None:
-        self._task("task-retried", job, exception=outcome.exception,
-                   traceback=outcome.traceback)
+        self._task("task-retried", {"uuid": job.message.id, "exception": outcome.exception,
+                                    "traceback": outcome.traceback})
 
     def on_task_revoked(self, job: Job, *, expired: bool = False, terminated: bool = False,
                         signum: int | None = None) -> None:
-        self._task("task-revoked", job, terminated=terminated, signum=signum, expired=expired)
+        self._task("task-revoked", {"uuid": job.message.id, "terminated": terminated,
+                                    "signum": signum, "expired": expired})
 
     def on_task_rejected(self, job: Job | None, reason: str) -> None:
         if job is not None:  # a message without a task id tells a monitor nothing
-            self._task("task-rejected", job, requeue=False)
+            self._task("task-rejected", {"uuid": job.message.id, "requeue": False})
 
-    def _task(self, type: str, job: Job, **fields: Any) -> None:  # noqa: A002
+    def _task(self, type: str, fields: dict[str, Any]) -> None:  # noqa: A002
+        """Hold one task event (``fields`` start with its ``uuid``) for the next batch."""
         if not self.task_events:
             return
-        self._send(type, uuid=job.task_id, **fields)
+        self._send(type, fields)
         if self._flush_entry is None and self.dispatcher is not None:
             self._flush_entry = self.worker.timer.call_later(FLUSH_INTERVAL, self.flush)
 
@@ -181,7 +186,10 @@ class Events(Observer):
             self._flush_entry.cancel()
             self._flush_entry = None
         if self.dispatcher is not None:
-            self._guarded(self.dispatcher.flush)
+            try:
+                self.dispatcher.flush()
+            except Exception as exc:
+                self._failed(exc)
 
     def _watch_solo(self) -> None:
         """Solo pool: send the held events when the same task is seen running twice in a row,
@@ -199,12 +207,15 @@ class Events(Observer):
                 running = None  # once per task
             seen = running
 
-    def _send(self, type: str, **fields: Any) -> None:  # noqa: A002
-        dispatcher = self._dispatcher()
+    def _send(self, type: str, fields: dict[str, Any]) -> None:  # noqa: A002
+        dispatcher = self.dispatcher if self.dispatcher is not None else self._dispatcher()
         if dispatcher is None:
             self.dropped += 1
             return
-        self._guarded(dispatcher.send, type, **fields)
+        try:
+            dispatcher.send(type, fields)
+        except Exception as exc:
+            self._failed(exc)
 
     def _dispatcher(self) -> EventDispatcher | None:
         if self.dispatcher is None and time.monotonic() >= self._retry_at:
@@ -214,21 +225,19 @@ class Events(Observer):
                 buffer_group="task", buffer_limit=BATCH_LIMIT)
         return self.dispatcher
 
-    def _guarded(self, send: Any, *args: Any, **kwargs: Any) -> None:
-        """Send; a broker that fails costs the events in flight, and a pause before retrying."""
+    def _failed(self, exc: Exception) -> None:
+        """A broker that fails costs the events in flight, and a pause before retrying; any
+        other error is raised again."""
         connection = self._connection
         assert connection is not None
-        try:
-            send(*args, **kwargs)
-        except Exception as exc:
-            # Worked out only on failure: this runs for every task event.
-            if not isinstance(exc, broker_errors(connection)):
-                raise
-            self.dropped += 1
-            logger.warning("Cannot send events to the broker (%s); dropping them for %.0fs",
-                           exc or type(exc).__name__, RETRY_INTERVAL)
-            self._close()
-            self._retry_at = time.monotonic() + RETRY_INTERVAL
+        # Worked out only on failure: sending runs for every task event.
+        if not isinstance(exc, broker_errors(connection)):
+            raise exc
+        self.dropped += 1
+        logger.warning("Cannot send events to the broker (%s); dropping them for %.0fs",
+                       exc or type(exc).__name__, RETRY_INTERVAL)
+        self._close()
+        self._retry_at = time.monotonic() + RETRY_INTERVAL
 
     def _close(self) -> None:
         connection, self._connection, self.dispatcher = self._connection, None, None

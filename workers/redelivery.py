@@ -34,8 +34,9 @@ from qtui.core.ledger import Ledger, StartRecord
 from qtui.core.protocol import (
     COMPRESSION_HEADER,
     DELIVERIES_HEADER,
+    DELIVERY_HEADERS,
     TaskMessage,
-    expiration_left,
+    resent_properties,
 )
 
 logger = logging.getLogger("qtui.worker")
@@ -48,14 +49,7 @@ SETTLED_MAX = 10_000
 #: How often a record that rides the fetch also drops the expired records (seconds).
 TRIM_INTERVAL = 1.0
 #: Headers that describe one delivery, not the task: never copied into a new publication.
-TRANSIENT_HEADERS = frozenset({"redelivered", "x-death", "x-first-death-exchange",
-                               "x-first-death-queue", "x-first-death-reason",
-                               "x-last-death-exchange", "x-last-death-queue",
-                               "x-last-death-reason"})
-#: Properties a copy keeps as received; ``expiration`` is not one: it is text in milliseconds,
-#: where kombu's publish takes seconds, and a copy's is the time left (:func:`republish`).
-_PROPERTIES = ("correlation_id", "reply_to", "priority", "message_id", "type", "app_id",
-               "user_id", "timestamp")
+TRANSIENT_HEADERS = DELIVERY_HEADERS | {"redelivered"}
 
 
 def _expiry() -> float:
@@ -188,10 +182,8 @@ def republish(producer: Producer, message: Message, routing_key: str,
     message put back, as the broker's own requeue keeps it); False for a copy that must not (a
     dead letter, one in a delay queue, whose expiry the worker checks when it is due)."""
     merged = resent_headers(message, headers)
-    properties = {k: message.properties[k] for k in _PROPERTIES
-                  if message.properties.get(k) is not None}
-    if expiring and (left := expiration_left(message.headers)) is not None:
-        properties["expiration"] = left
+    properties = resent_properties(message.properties, message.headers, keep_user_id=True,
+                                   expiring=expiring)
     priority = (message.delivery_info or {}).get("priority")
     if priority is not None and "priority" not in properties:
         properties["priority"] = priority

@@ -210,7 +210,7 @@ class Beat:
         if self._events is None:
             return
         try:
-            self._events.send(type, **fields)
+            self._events.send(type, fields)
         except Exception as exc:  # noqa: BLE001 - an event is news, never a reason to stop
             logger.warning("beat: could not send the %s event: %s", type, exc)
 

@@ -16,11 +16,7 @@ from ...delayed import (
     LADDER,
     DelayedTasks,
 )
-
-#: Headers a broker adds when it dead-letters a message: not part of the task.
-DEAD_LETTER_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-queue",
-                                 "x-first-death-reason", "x-last-death-exchange",
-                                 "x-last-death-queue", "x-last-death-reason"})
+from ...protocol import DELIVERY_HEADERS
 
 
 def amqp_due_queue(queue: str, queue_type: str = "classic") -> Queue:
@@ -84,7 +80,7 @@ def _move_all(channel: Any, name: str, producer: Producer, queue: str) -> int:
     moved = 0
     while (message := channel.basic_get(name, no_ack=False)) is not None:
         headers = {k: v for k, v in (message.headers or {}).items()
-                   if k not in DEAD_LETTER_HEADERS}
+                   if k not in DELIVERY_HEADERS}
         properties = {k: message.properties[k]
                       for k in ("correlation_id", "reply_to", "priority", "message_id")
                       if message.properties.get(k) is not None}

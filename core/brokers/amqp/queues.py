@@ -25,7 +25,7 @@ from kombu.transport import pyamqp
 from ...config import mask_url
 from ...pauses import Pause
 from ...peek import PAGE, SUMMARY_SAMPLE, Peek, PeekError, Summary, WaitingMessage
-from ...protocol import COMPRESSION_HEADER, SENT_AT_HEADER, expiration_left
+from ...protocol import COMPRESSION_HEADER, DELIVERY_HEADERS, SENT_AT_HEADER, resent_properties
 from ...queues import (
     DeclaredQueues,
     QueueInfo,
@@ -132,12 +132,10 @@ class AmqpQueues(DeclaredQueues):
         def publish(message: Message, waiting: WaitingMessage) -> None:
             nonlocal moved
             headers = {k: v for k, v in (message.headers or {}).items()
-                       if k not in without and k not in _DELIVERY_HEADERS}
+                       if k not in without and k not in DELIVERY_HEADERS}
             headers[SENT_AT_HEADER] = time.time()  # a new publish: its age starts now
-            properties = {k: message.properties[k] for k in _KEPT_PROPERTIES
-                          if message.properties.get(k) is not None}
-            if (left := expiration_left(message.headers)) is not None:
-                properties["expiration"] = left
+            properties = resent_properties(message.properties, message.headers,
+                                           keep_user_id=False)
             target = to(waiting)
             try:
                 Producer(confirming.default_channel).publish(
@@ -287,15 +285,6 @@ MANAGEMENT_PEEK = ("the management API's get with ackmode=ack_requeue_true: each
 GET_PEEK = ("basic.get of each message, then basic.reject with requeue: taken and requeued, "
             "back at its place unless other consumers took messages meanwhile (then nearer "
             "the head), and flagged redelivered")
-#: Headers that describe one delivery, never copied when a message is moved.
-_DELIVERY_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-queue",
-                               "x-first-death-reason", "x-last-death-exchange",
-                               "x-last-death-queue", "x-last-death-reason"})
-#: Properties a moved copy keeps as received; its ``expiration`` is the time left
-#: (:func:`~qtui.core.protocol.expiration_left`): the received one is text in milliseconds, where
-#: kombu's publish takes seconds.
-_KEPT_PROPERTIES = ("correlation_id", "reply_to", "priority", "message_id", "type", "app_id",
-                    "timestamp")
 
 
 class AsSent(pyamqp.Message):
