@@ -14,20 +14,25 @@ from typing import Any
 import pytest
 
 from qtui.core import App, states
-from qtui.core.canvas import chord, signature
+from qtui.core.canvas import chain, chord, signature
 
 from .processes import write_module
 from .worker_helpers import TASKS, Setup, redis_setup  # noqa: F401 - fixtures
 
 #: Hooks that hold a pool child (never the worker, which loads the module too) at a point past
-#: its task's code: counting the chord part of ``mark("held")``, and right after sending the
-#: link of ``mark("held-link")``; and a task whose process dies once after its follow-up.
+#: its task's code: counting the chord part of ``mark("held")``, storing the result of
+#: ``mark("held-link")`` (its link sent), before sending the next chain step of
+#: ``mark("held-at-step")`` (or dying there, once, for ``mark("dies-at-step")``); and tasks
+#: whose process dies once after their follow-up (given back once, or failed with a
+#: CanvasError).
 HELD = """
 import multiprocessing
 
+from qtui.core.exceptions import CanvasError
 from qtui.workers import canvas
 
 _count = type(app.backend).on_chord_part_return
+_store = type(app.backend).store_result
 _send = canvas._send
 
 
@@ -43,10 +48,28 @@ def _held_count(self, message, state, result, send=None):
 
 
 def _held_send(app, value, args, **options):
+    parent = options.get("parent_id")
+    if _in_child() and "chain" in options and args[:1] in (("dies-at-step",), ("held-at-step",)):
+        # About to send a success's next chain step (its links sent): held, or dies (once).
+        record("sending", id=parent)
+        if args == ("held-at-step",):
+            time.sleep(600)
+        if _redis.incr(f"{KEY}:dies-sending:{parent}") == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+    if parent in _give_back:
+        _give_back.discard(parent)
+        raise canvas.Unsent("the broker refused it to the end of the shutdown grace (simulated)")
+    if parent in _cannot_follow:
+        raise CanvasError("cannot follow (simulated)")
     _send(app, value, args, **options)
-    if args == ("held-link",) and _in_child():
-        record("sent", id=options.get("parent_id"))
+
+
+def _held_store(self, task_id, result, state, traceback=None, request=None, **extra):
+    if request is not None and list(request.args) == ["held-link"] and request.callbacks \
+            and _in_child():
+        record("sent", id=task_id)  # its link sent, its result not stored yet
         time.sleep(600)
+    return _store(self, task_id, result, state, traceback, request, **extra)
 
 
 class _DiesAfterReturn(Task):
@@ -62,7 +85,31 @@ def dies_after_return(tag):
     return tag
 
 
+_give_back = set()  # tasks whose first send after they ended is given back (canvas.Unsent)
+_cannot_follow = set()  # tasks whose sends after they ended fail (CanvasError)
+
+
+@app.task(base=_DiesAfterReturn, bind=True)
+def gives_back_once(self, tag, fail=False):
+    # What follows its first run is given back (it runs again), then its process dies.
+    record("ran", tag=tag)
+    if _redis.incr(f"{KEY}:gives-back:{self.request.id}") == 1:
+        _give_back.add(self.request.id)
+    if fail:
+        raise ValueError(tag)
+    return tag
+
+
+@app.task(base=_DiesAfterReturn, bind=True)
+def cannot_follow(self, tag):
+    # Its link cannot be sent (CanvasError: dead-lettered), then its process dies.
+    record("ran", tag=tag)
+    _cannot_follow.add(self.request.id)
+    return tag
+
+
 type(app.backend).on_chord_part_return = _held_count
+type(app.backend).store_result = _held_store
 canvas._send = _held_send
 """
 
@@ -194,6 +241,100 @@ def test_a_task_whose_process_dies_after_its_follow_up_is_not_delivered_again(se
             worker.log_path.read_text()[-3000:]
         assert app.send_task("tasks.add", args=[1, 1]).get(timeout=20) == 2
         assert [r["tag"] for r in setup.records("ran")] == ["once"]
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_task_whose_process_dies_before_its_next_chain_step_is_sent_runs_again(setup: Setup):
+    """The child dies by itself while a chain step's success sends the next step, before the
+    broker took it (nothing sent yet): the step is delivered again, as if lost in its code,
+    and the chain ends. Before, it was marked 'sending' before the first send: FAILURE was
+    stored, the task acked and the chain's result stayed PENDING for ever."""
+    with setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = setup.app()
+        result = chain(signature("tasks.mark", "dies-at-step", app=app),
+                       signature("tasks.mark", app=app)).apply_async()
+        assert result.get(timeout=30) == "dies-at-step", worker.log_path.read_text()[-3000:]
+        assert (result.parent.state, result.parent.get(timeout=5)) == \
+            (states.SUCCESS, "dies-at-step")
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_task_killed_at_its_hard_time_limit_before_its_next_chain_step_fails_the_chain(
+        setup: Setup):
+    """The hard time limit lands while a chain step's success sends the next step, before the
+    broker took it: the chain fails (its last result too) and the errback runs, as for a task
+    killed in its code. Before, the chain's result stayed PENDING and no errback ran."""
+    with setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = setup.app()
+        result = chain(signature("tasks.mark", "held-at-step", app=app).set(time_limit=2),
+                       signature("tasks.mark", app=app)).apply_async(
+            link_error=signature("tasks.mark", app=app))  # mark(task id)
+        first = result.parent
+        assert setup.wait_records("sending", 1) != []
+        wait_for_lost(worker, app, first.id)
+        assert app.send_task("tasks.mark", args=["probe"]).get(timeout=20) == "probe"
+        assert (first.state, result.state) == (states.FAILURE, states.FAILURE), \
+            worker.log_path.read_text()[-3000:]
+        assert first.id in [r["tag"] for r in setup.records("mark")]  # the errback
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_task_whose_process_dies_between_its_link_and_its_next_chain_step_fails_the_rest(
+        setup: Setup):
+    """The child dies once its success's link was sent and before its next chain step was:
+    not run again (its link would go twice), and the chain steps not sent are failed, so
+    waiting on the chain ends."""
+    with setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = setup.app()
+        first = signature("tasks.mark", "dies-at-step", app=app)
+        first.link(signature("tasks.mark", app=app))
+        result = chain(first, signature("tasks.mark", app=app)).apply_async()
+        wait_for_lost(worker, app, result.parent.id)
+        assert app.send_task("tasks.mark", args=["probe"]).get(timeout=20) == "probe"
+        assert (result.parent.state, result.state) == (states.FAILURE, states.FAILURE), \
+            worker.log_path.read_text()[-3000:]
+        # Its first run and its link's, once each.
+        assert sorted(r["tag"] for r in setup.records("mark")) == ["dies-at-step",
+                                                                   "dies-at-step", "probe"]
+        app.close()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("fail", [False, True], ids=["link", "errback"])
+def test_a_task_that_gave_back_its_follow_up_and_then_died_runs_again(setup: Setup, fail: bool):
+    """A success's link (before its result is stored) or a failure's errback (after) is given
+    back (the broker refused it to the end of the shutdown grace: REJECTED, the task runs
+    again), then the child dies in ``after_return``: the task runs again and its link or
+    errback goes then. Before, it was recorded lost (FAILURE over the success, acked), or
+    settled as its stored FAILURE: the link or errback never went."""
+    with setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = setup.app()
+        result = app.send_task("tasks.gives_back_once", args=["x"], kwargs={"fail": fail},
+                               link=signature("tasks.mark", app=app),
+                               link_error=signature("tasks.mark", app=app))
+        marked = setup.wait_records("mark", 1)
+        assert [r["tag"] for r in marked] == [result.id if fail else "x"], \
+            worker.log_path.read_text()[-3000:]
+        assert result.state == (states.FAILURE if fail else states.SUCCESS)
+        assert [r["tag"] for r in setup.records("ran")] == ["x", "x"]
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_task_dead_lettered_by_its_process_stays_dead_lettered_when_it_dies(setup: Setup):
+    """A success whose link cannot be sent is stored as a CanvasError and dead-lettered by the
+    child, which then dies in ``after_return``: the worker dead-letters it too. Before, it was
+    settled as an ordinary failure and not dead-lettered."""
+    with setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = setup.app()
+        result = app.send_task("tasks.cannot_follow", args=["x"],
+                               link=signature("tasks.mark", app=app))
+        wait_for_lost(worker, app, result.id)
+        assert result.state == states.FAILURE, worker.log_path.read_text()[-3000:]
+        assert [m.headers["id"] for m in setup.dead_letters()] == [result.id]
         app.close()
 
 

@@ -41,15 +41,17 @@ def continues(message: TaskMessage, state: str) -> bool:
     return state == states.SUCCESS and bool(message.callbacks or message.chain)
 
 
-def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) -> Any:
+def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any,
+                 sent: Callable[[bool], None] = lambda whole: None) -> Any:
     """After a success, send the links and the next chain step before the result is stored,
     as Celery does: a client never sees a success whose continuation was lost. Returns the
     value to store -- a CanvasError, with ``outcome`` turned into that failure, when the
-    continuation could not be sent."""
+    continuation could not be sent. ``sent`` is told after each send the broker took, with
+    whether all are sent."""
     if not continues(message, outcome.state):
         return value
     try:
-        _after_success(app, message, value)
+        _after_success(app, message, value, sent)
     except Unsent as exc:
         _given_back(message, outcome, exc)
     except Exception as exc:  # CanvasError, or the broker refused the next message
@@ -157,13 +159,18 @@ def _parent(message: TaskMessage) -> dict[str, Any]:
 
 
 def after_lost(app: App, message: TaskMessage, state: str, exc: BaseException,
-               continued: bool = False) -> None:
+               some_sent: bool = False, all_sent: bool = False) -> None:
     """A task whose process was killed (time limit, terminate, died for good) still ends its
     chord part, its chain and its errbacks, as Celery's ``mark_as_failure`` does. One killed
-    while its success's links and next step were being sent (``continued``: some may be gone)
-    ends its chord part only: its chain goes on from what was sent, and no errback runs."""
-    if continued:
-        _ended_by_worker(lambda: _count_part(app, message, state, exc), message)
+    once some of its success's links were sent (``some_sent``) ends its chord part and fails
+    the chain steps not sent, and no errback runs (its links went as for a success); once its
+    links and next step were all sent (``all_sent``), its chord part only: its chain goes on."""
+    if some_sent or all_sent:
+        def end() -> None:
+            _count_part(app, message, state, exc)
+            if not all_sent:
+                _fail_chain(app, message.chain or [], exc, None)
+        _ended_by_worker(end, message)
     elif message.callbacks or message.errbacks or message.chain or message.chord:
         _ended_by_worker(lambda: follow(app, message, state, exc, None), message)
 
@@ -194,12 +201,15 @@ def follow(app: App, message: TaskMessage, state: str, value: Any,
     _after_store(app, message, state, value, traceback)
 
 
-def _after_success(app: App, message: TaskMessage, value: Any) -> None:
-    """Send the links, then the next chain step, with the success's ``value``."""
+def _after_success(app: App, message: TaskMessage, value: Any,
+                   sent: Callable[[bool], None] = lambda whole: None) -> None:
+    """Send the links, then the next chain step, with the success's ``value``; ``sent`` is
+    told after each send, with whether all are sent."""
     parent = _parent(message)
-    _callbacks(app, message.callbacks or [], value, parent)
+    _callbacks(app, message.callbacks or [], value, parent, sent)
     if message.chain:
         _send(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
+    sent(True)
 
 
 def _after_store(app: App, message: TaskMessage, state: str, value: Any,
@@ -215,18 +225,22 @@ def _count_part(app: App, message: TaskMessage, state: str, value: Any) -> None:
         app.backend.on_chord_part_return(message, state, value, send=_send)
 
 
-def _callbacks(app: App, callbacks: list[Any], value: Any, parent: dict[str, Any]) -> None:
+def _callbacks(app: App, callbacks: list[Any], value: Any, parent: dict[str, Any],
+               sent: Callable[[bool], None]) -> None:
     """One callback is sent as it is; several go as one group (each group callback apart)."""
     if len(callbacks) == 1:
         _send(app, callbacks[0], (value,), **parent)
+        sent(False)
         return
     sigs = [signature_of(c) for c in callbacks]
     for group in (s for s in sigs if s.get("subtask_type") == "group"):
         _send(app, group, (value,), **parent)
+        sent(False)
     tasks = [s for s in sigs if s.get("subtask_type") != "group"]
     if tasks:
         _send(app, {"task": "celery.group", "subtask_type": "group", "args": (),
                     "kwargs": {"tasks": tasks}, "options": {}}, (value,), **parent)
+        sent(False)
 
 
 def _fail_chain(app: App, chain: list[Any], exc: Any, traceback: str | None) -> None:

@@ -103,25 +103,30 @@ class Phase(IntEnum):
     CODE = 0
     """In the task's own code (or nothing said): the run is lost."""
     ENDED = 1
-    """The code ended; nothing stored or sent yet."""
+    """The code ended; nothing stored or sent yet (a success's links and next chain step may
+    be being sent, none of them taken yet)."""
     SENDING = 2
-    """A success's links and next chain step are being sent (some may be gone); nothing
-    stored yet."""
-    STORED = 3
+    """Some of a success's links are sent, its next chain step is not; nothing stored yet."""
+    SENT = 3
+    """A success's links and next chain step are all sent; nothing stored yet."""
+    STORED = 4
     """The outcome is stored (or was not to be) and a success's links and chain step sent;
     the chord part, the failed chain and the errbacks not yet done."""
-    FOLLOWED = 4
-    """The chord part counted, the chain and errbacks done: only the telling is left."""
+    FOLLOWED = 5
+    """The chord part counted, the chain and errbacks done, or the outcome given back (a
+    follow-up the broker refused to the end of the shutdown grace: REJECTED, it runs again):
+    only the telling is left."""
 
 
 class Phases(Protocol):
-    """Told by :func:`execute` as a run passes each :class:`Phase` after its code."""
+    """Told by :func:`execute` as a run passes each :class:`Phase` after its code, with the
+    outcome's state and whether it goes to the dead-letter queue."""
 
-    def reached(self, phase: Phase, state: str) -> None: ...
+    def reached(self, phase: Phase, state: str, dead_letter: bool = False) -> None: ...
 
 
 class _NoPhases:
-    def reached(self, phase: Phase, state: str) -> None:
+    def reached(self, phase: Phase, state: str, dead_letter: bool = False) -> None:
         pass
 
 
@@ -145,6 +150,7 @@ class Lost:
     signum: int | None = None
     phase: Phase = Phase.CODE
     state: str | None = None
+    dead_letter: bool = False
 
 
 @dataclass(frozen=True)
@@ -344,17 +350,18 @@ def _finish(app: App, item: WorkItem, store: bool, state: str, value: Any, start
         outcome.exception = _safe_repr(value)
     else:
         outcome.result = _safe_repr(value)
-    if canvas.continues(item.message, state):
-        phases.reached(Phase.SENDING, state)
-    value = canvas.before_store(app, item.message, outcome, value)
+    value = canvas.before_store(app, item.message, outcome, value,
+                                sent=lambda whole: phases.reached(
+                                    Phase.SENT if whole else Phase.SENDING, state))
     if outcome.state == states.REJECTED:  # what follows it was not sent: it runs again
+        phases.reached(Phase.FOLLOWED, outcome.state)
         return outcome
     if store:
         outcome.dead_letter = store_state(app, item.message, value, outcome.state, trace,
                                           where=where_it_ran(item)) or outcome.dead_letter
-    phases.reached(Phase.STORED, outcome.state)
+    phases.reached(Phase.STORED, outcome.state, bool(outcome.dead_letter))
     canvas.after_store(app, item.message, outcome, value)
-    phases.reached(Phase.FOLLOWED, outcome.state)
+    phases.reached(Phase.FOLLOWED, outcome.state, bool(outcome.dead_letter))
     return outcome
 
 

@@ -835,17 +835,22 @@ class Worker:
             self._settle_outcome(job, self._stored_outcome(job, replace(lost,
                                                                         phase=Phase.FOLLOWED)))
             return
-        continued = lost.phase == Phase.SENDING
+        # Killed once the broker took some of a success's links (SENDING) or all of them and
+        # its next chain step (SENT): not run again (it would send them twice); what was not
+        # sent is failed. Nothing taken yet (ENDED): lost as in its code.
+        some_sent, all_sent = lost.phase == Phase.SENDING, lost.phase == Phase.SENT
+        continued = some_sent or all_sent
         if continued:
             logger.warning("Task %s[%s] succeeded and its process was killed while sending "
-                           "what follows it: its chain goes on from what was sent, its own "
-                           "result is lost", msg.task, msg.id)
+                           "what follows it: %s, its own result is lost", msg.task, msg.id,
+                           "all of it was sent" if all_sent
+                           else "its chain steps not sent are failed")
         if lost.cause == "time-limit":
             exc: Exception = TimeLimitExceeded(job.time_limit)
             logger.error("Task %s[%s]: hard time limit (%ss) exceeded; its process was killed",
                          msg.task, msg.id, job.time_limit)
             store_state(self.app, msg, exc, states.FAILURE)
-            canvas.after_lost(self.app, msg, states.FAILURE, exc, continued)
+            canvas.after_lost(self.app, msg, states.FAILURE, exc, some_sent, all_sent)
             self.settlement.settle_failed(job, f"hard time limit ({job.time_limit}s) exceeded")
             self.settlement.forget(job)
             self.hooks.on_task_failed(job, repr(exc), None)
@@ -862,7 +867,7 @@ class Worker:
                                msg.id, lost.signum)
                 store_state(self.app, msg, TaskRevokedError("terminated"), states.REVOKED)
                 canvas.after_lost(self.app, msg, states.REVOKED, TaskRevokedError("terminated"),
-                                  continued)
+                                  some_sent, all_sent)
             self.settlement.ack(job)
             self.settlement.forget(job)
             self.hooks.on_task_revoked(job, terminated=True, signum=lost.signum)
@@ -875,7 +880,7 @@ class Worker:
                 # does one whose links may be gone (run again, it would send them again).
                 store_state(self.app, msg, WorkerLostError(reason), states.FAILURE)
                 canvas.after_lost(self.app, msg, states.FAILURE, WorkerLostError(reason),
-                                  continued)
+                                  some_sent, all_sent)
                 self.settlement.ack(job)
                 self.settlement.forget(job)
                 self.hooks.on_task_failed(job, repr(WorkerLostError(reason)), None)
@@ -888,6 +893,14 @@ class Worker:
         says so): that outcome stands, and what the process had not followed yet is done here
         (a chord part counted once, a failure's chain and errbacks), nothing twice."""
         msg, state = job.message, lost.state or states.FAILURE
+        if state == states.REJECTED:  # a follow-up given back: it runs again, whatever is stored
+            logger.warning("Task %s[%s] gave back what follows it before its process was "
+                           "killed (%s): it runs again", msg.task, msg.id, lost.cause)
+            runtime = time.time() - job.started_at if job.started_at else 0.0
+            return Outcome(job_id=lost.job_id, state=state, runtime=runtime, pid=lost.pid or 0,
+                           requeue=True,
+                           exception="what follows it was not sent before its process was "
+                                     "killed")
         value: Any = None
         stored = self.app.backend.persistent and not msg.ignore_result
         if stored:
@@ -914,6 +927,9 @@ class Worker:
             outcome.exception = repr(error)
         elif stored:
             outcome.result = saferepr(value, RESULT_REPR_MAXSIZE)
+        if lost.dead_letter:  # the reason the process stored (a CanvasError's, ...)
+            outcome.dead_letter = str(error) if failed and value is not None \
+                else f"dead-lettered by its process (pid {lost.pid})"
         return outcome
 
     # remote control --------------------------------------------------------------------------

@@ -118,39 +118,43 @@ class _Frames:
 
 
 class _CodeEnd(AbstractContextManager[None]):
-    """How far a child's task has got past its own code (a :class:`~qtui.workers.execution.Phase`
-    and the outcome's state), in two bytes both processes map. A terminate stops a task in its
-    code or not at all, never in its result write or canvas follow-up, SIGKILL excepted: the
-    child leaves the code (this is the ``guard`` of :func:`~qtui.workers.execution.execute`)
-    under a lock the parent holds while it tests the phase and signals. The parent reads the
-    bytes of a child that died (killed at the hard time limit or by a SIGKILL, anywhere) to end
-    its task from there (these are the ``phases`` of ``execute``)."""
+    """How far a child's task has got past its own code (a :class:`~qtui.workers.execution.Phase`,
+    the outcome's state and whether it is dead-lettered), in three bytes both processes map. A
+    terminate stops a task in its code or not at all, never in its result write or canvas
+    follow-up, SIGKILL excepted: the child leaves the code (this is the ``guard`` of
+    :func:`~qtui.workers.execution.execute`) under a lock the parent holds while it tests the
+    phase and signals. The parent reads the bytes of a child that died (killed at the hard time
+    limit or by a SIGKILL, anywhere) to end its task from there (these are the ``phases`` of
+    ``execute``)."""
 
     def __init__(self) -> None:
         # The fork context's: unlinked at once, no resource tracker, whatever start method
         # the application set (the pool forks its children itself).
         self._lock = multiprocessing.get_context("fork").Lock()
-        self._bytes = mmap.mmap(-1, 2)
+        self._bytes = mmap.mmap(-1, 3)
 
     def __exit__(self, *exc_info: object) -> None:
         with self._lock:
             if self._bytes[0] == Phase.CODE:
                 self._bytes[0] = Phase.ENDED
 
-    def reached(self, phase: Phase, state: str) -> None:
-        """The child passed ``phase`` with an outcome in ``state``: the state first, so that the
-        parent never reads a phase with the state of the task before."""
+    def reached(self, phase: Phase, state: str, dead_letter: bool = False) -> None:
+        """The child passed ``phase`` with an outcome in ``state`` (dead-lettered or not): the
+        state first, so that the parent never reads a phase with the state of the task before."""
+        self._bytes[2] = dead_letter
         self._bytes[1] = _STATES.index(state) + 1 if state in _STATES else 0
         self._bytes[0] = phase
 
-    def passed(self) -> tuple[Phase, str | None]:
-        """The phase the child last passed and the outcome's state (read once it is dead)."""
+    def passed(self) -> tuple[Phase, str | None, bool]:
+        """The phase the child last passed, the outcome's state and whether it is dead-lettered
+        (read once it is dead)."""
         state = self._bytes[1]
-        return Phase(self._bytes[0]), _STATES[state - 1] if state else None
+        return Phase(self._bytes[0]), _STATES[state - 1] if state else None, bool(self._bytes[2])
 
     def rearm(self) -> None:
         """The child is about to be given its next task (it is idle: it does not touch the
         bytes now)."""
+        self._bytes[2] = 0
         self._bytes[1] = 0
         self._bytes[0] = Phase.CODE
 
@@ -549,13 +553,14 @@ class PreforkPool(Pool):
             child.results.close()
         if child.exits is not None:
             os.close(child.exits)
-        phase, state = child.code_end.passed()
+        phase, state, dead_letter = child.code_end.passed()
         child.code_end.close()
         if item is not None:
             exitcode = os.waitstatus_to_exitcode(status) if status else 0
             killed_by = -exitcode if exitcode < 0 else None
             self.report(Lost(item.job_id, cause or "died", child.pid, exitcode,
-                             signum if cause == "signalled" else killed_by, phase, state))
+                             signum if cause == "signalled" else killed_by, phase, state,
+                             dead_letter))
         try:
             os.write(self._alert_w, b"\0")
         except BlockingIOError:
