@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from qtui.core import App, states
 from qtui.core.canvas import chain, chord, signature
 
 from .processes import write_module
-from .worker_helpers import TASKS, Setup, redis_setup  # noqa: F401 - fixtures
+from .worker_helpers import REDIS_URL, TASKS, Setup, redis_setup, sqlite_setup  # noqa: F401
 
 #: Hooks that hold a pool child (never the worker, which loads the module too) at a point past
 #: its task's code: counting the chord part of ``mark("held")``, storing the result of
@@ -28,6 +29,7 @@ from .worker_helpers import TASKS, Setup, redis_setup  # noqa: F401 - fixtures
 HELD = """
 import multiprocessing
 
+from qtui.core.backends import redis_chord, sqlite_chord
 from qtui.core.exceptions import CanvasError
 from qtui.workers import canvas
 
@@ -108,6 +110,18 @@ def cannot_follow(self, tag):
     return tag
 
 
+def _holding_body(send_body):
+    def held(backend, message, results, send=None):
+        # The part that claimed the chord, before its body goes (when the test asks).
+        if _in_child() and _redis.get(f"{KEY}:hold-body"):
+            record("claimed", id=message.id)
+            time.sleep(600)
+        return send_body(backend, message, results, send)
+    return held
+
+
+redis_chord.send_body = _holding_body(redis_chord.send_body)
+sqlite_chord.send_body = _holding_body(sqlite_chord.send_body)
 type(app.backend).on_chord_part_return = _held_count
 type(app.backend).store_result = _held_store
 canvas._send = _held_send
@@ -162,6 +176,27 @@ def mark(tag):
 def setup(redis_setup: Setup) -> Iterator[Setup]:
     write_module(redis_setup.directory, "tasks", TASKS + HELD)
     yield redis_setup
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("backend", ["redis_setup", "sqlite_setup"])
+def test_a_chord_part_killed_after_it_claimed_the_chord_has_its_body_sent_by_the_worker(
+        request: pytest.FixtureRequest, backend: str):
+    """SIGKILL lands on the part that completed a chord and claimed it, before its body is
+    sent: the worker, ending that part, takes its claim back and sends the body. Before, the
+    claim was the dead child's (Redis: a random token; SQLite: claimed and the parts deleted
+    in one transaction): nobody sent the body, the chord's result stayed PENDING for ever."""
+    setup: Setup = request.getfixturevalue(backend)
+    write_module(setup.directory, "tasks", TASKS + HELD)
+    with setup.worker("-P", "prefork", "-c", "2") as worker:
+        app = setup.app()
+        redis.Redis.from_url(REDIS_URL).set(f"{setup.queue}:hold-body", 1)
+        parts = [signature("tasks.mark", "a", app=app), signature("tasks.mark", "b", app=app)]
+        body = chord(parts, signature("tasks.mark", app=app)).apply_async()
+        part_id = setup.wait_records("claimed", 1)[0]["id"]
+        app.control.revoke(part_id, terminate=True, signal="SIGKILL")
+        assert sorted(body.get(timeout=30)) == ["a", "b"], worker.log_path.read_text()[-3000:]
+        app.close()
 
 
 @pytest.mark.timeout(90)

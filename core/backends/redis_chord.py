@@ -5,13 +5,15 @@ Each header task, when done, records ``[1, task_id, state, result]`` in the sort
 size, ``.t`` extra parts, ``.d`` the parts seen (a redelivered part counts once) and ``.c`` the
 claim of the one worker that sends the body. The three Lua scripts are Celery's own
 (``celery/backends/redis.py``, BSD licence), so both kinds of worker agree atomically on which
-of them sends the body, once.
+of them sends the body, once. qtui's claim token is the part's (its task id and index), not a
+random one, and the part holding the claim takes it again: a part whose process was killed
+while it sent the body sends it when the worker ends it (twice if the kill came between the
+publish and the cleanup).
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -72,6 +74,8 @@ local size = redis.call('GET', skey)
 local claimed = 0
 if size and readycount == tonumber(size) + tonumber(totaldiff or 0) then
     if redis.call('SET', ckey, claim_token, 'NX', 'EX', claim_expires) then
+        claimed = 1
+    elseif redis.call('GET', ckey) == claim_token then
         claimed = 1
     end
 end
@@ -139,7 +143,9 @@ class RedisChordJoin:
             result = exception_to_meta(result)
         encoded = self.backend.encode([1, task_id, state, result])
         keys = {s: group_key(group_id, s) for s in (".j", ".t", ".s", ".d", ".c")}
-        token = uuid.uuid4().hex
+        # The part's own token: the same part, run again (its process killed while it held
+        # the claim, the worker ending it), takes its claim back and sends the body.
+        token = f"{task_id}:{score}"
         ready, diff, size, claimed = self._part_return(
             keys=[keys[".j"], keys[".t"], keys[".s"], keys[".d"], group_key(group_id), keys[".c"]],
             args=[task_id, encoded, 1, score, self.expires, self.expires, CLAIM_EXPIRES, token])
