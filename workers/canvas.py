@@ -36,11 +36,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("qtui.worker")
 
 
-def continues(message: TaskMessage, state: str) -> bool:
-    """Whether an outcome in ``state`` sends links or a next chain step before it is stored."""
-    return state == states.SUCCESS and bool(message.callbacks or message.chain)
-
-
 def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any,
                  sent: Callable[[bool], None] = lambda whole: None) -> Any:
     """After a success, send the links and the next chain step before the result is stored,
@@ -48,7 +43,7 @@ def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any,
     value to store -- a CanvasError, with ``outcome`` turned into that failure, when the
     continuation could not be sent. ``sent`` is told after each send the broker took, with
     whether all are sent."""
-    if not continues(message, outcome.state):
+    if outcome.state != states.SUCCESS or not (message.callbacks or message.chain):
         return value
     try:
         _after_success(app, message, value, sent)

@@ -139,8 +139,9 @@ class Lost:
     """The pool lost a running task without an outcome: its process died or was killed.
 
     ``cause`` is ``"time-limit"`` (killed at the hard limit), ``"signalled"`` (revoked with
-    terminate) or ``"died"`` (anything else: the task will be delivered again). ``phase`` and
-    ``state`` say how far the run had got past its code, and with which outcome.
+    terminate) or ``"died"`` (anything else: the task will be delivered again). ``phase``,
+    ``state`` and ``dead_letter`` say how far the run had got past its code, with which
+    outcome, and whether that outcome goes to the dead-letter queue.
     """
 
     job_id: int
