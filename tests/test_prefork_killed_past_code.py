@@ -42,11 +42,11 @@ def _in_child():
     return multiprocessing.current_process().name.startswith("ForkPoolWorker")
 
 
-def _held_count(self, message, state, result, send=None):
+def _held_count(self, message, state, result, send=None, retake=False):
     if list(message.args) == ["held"] and _in_child():
         record("counting", id=message.id, state=state)
         time.sleep(600)
-    return _count(self, message, state, result, send=send)
+    return _count(self, message, state, result, send=send, retake=retake)
 
 
 def _held_send(app, value, args, **options):
@@ -71,6 +71,9 @@ def _held_store(self, task_id, result, state, traceback=None, request=None, **ex
             and _in_child():
         record("sent", id=task_id)  # its link sent, its result not stored yet
         time.sleep(600)
+    if request is not None and list(request.args) == ["dies-after-link"] and request.callbacks \
+            and _in_child() and _redis.incr(f"{KEY}:dies-store:{task_id}") == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # its link sent, its result not stored yet
     return _store(self, task_id, result, state, traceback, request, **extra)
 
 
@@ -196,6 +199,55 @@ def test_a_chord_part_killed_after_it_claimed_the_chord_has_its_body_sent_by_the
         part_id = setup.wait_records("claimed", 1)[0]["id"]
         app.control.revoke(part_id, terminate=True, signal="SIGKILL")
         assert sorted(body.get(timeout=30)) == ["a", "b"], worker.log_path.read_text()[-3000:]
+        assert app.send_task("tasks.add", args=[2, 2]).get(timeout=20) == 4
+        assert bodies_run(setup) == 1
+        app.close()
+
+
+def bodies_run(setup: Setup) -> int:
+    """How many times a chord body (``mark`` of the header's list) ran."""
+    return sum(isinstance(r["tag"], list) for r in setup.records("mark"))
+
+
+@pytest.mark.timeout(90)
+def test_a_chord_part_dying_after_its_link_went_runs_again_and_the_chord_completes(
+        setup: Setup):
+    """A chord part succeeded, its link went, and its process died (no signal from the
+    worker) before its result was stored: it is delivered again, as on main
+    (``task_reject_on_worker_lost``), and the chord's body runs once with every part (the link
+    at least once). Before, the part was counted as FAILURE (WorkerLostError) and the chord
+    failed though every part succeeded."""
+    with setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = setup.app()
+        first = signature("tasks.mark", "dies-after-link", app=app)
+        first.link(signature("tasks.mark", app=app))
+        body = chord([first, signature("tasks.mark", "b", app=app)],
+                     signature("tasks.mark", app=app)).apply_async()
+        assert sorted(body.get(timeout=30)) == ["b", "dies-after-link"], \
+            worker.log_path.read_text()[-3000:]
+        assert app.send_task("tasks.add", args=[2, 2]).get(timeout=20) == 4
+        assert bodies_run(setup) == 1
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_chord_part_killed_at_its_hard_time_limit_after_its_link_went_ends_the_chord(
+        setup: Setup):
+    """The hard time limit lands once a chord part's link went, before its result is
+    stored: not delivered again (as on main), its part counted once as the kill, so the chord
+    fails and its body does not run."""
+    with setup.worker("-P", "prefork", "-c", "1") as worker:
+        app = setup.app()
+        first = signature("tasks.mark", "held-link", app=app).set(time_limit=2)
+        first.link(signature("tasks.mark", app=app))
+        body = chord([first, signature("tasks.mark", "b", app=app)],
+                     signature("tasks.mark", app=app)).apply_async()
+        body.get(timeout=30, propagate=False)
+        assert body.state == states.FAILURE, worker.log_path.read_text()[-3000:]
+        assert app.send_task("tasks.add", args=[2, 2]).get(timeout=20) == 4
+        assert bodies_run(setup) == 0
+        assert sorted(r["tag"] for r in setup.records("mark")) == ["b", "held-link",
+                                                                   "held-link"]
         app.close()
 
 
@@ -317,23 +369,18 @@ def test_a_task_killed_at_its_hard_time_limit_before_its_next_chain_step_fails_t
 
 
 @pytest.mark.timeout(90)
-def test_a_task_whose_process_dies_between_its_link_and_its_next_chain_step_fails_the_rest(
+def test_a_task_whose_process_dies_between_its_link_and_its_next_chain_step_runs_again(
         setup: Setup):
-    """The child dies once its success's link was sent and before its next chain step was:
-    not run again (its link would go twice), and the chain steps not sent are failed, so
-    waiting on the chain ends."""
+    """The child dies by itself once its success's link was sent and before its next chain
+    step was: delivered again, as on main (``task_reject_on_worker_lost``), and the chain
+    completes; its link ran at least once (twice here)."""
     with setup.worker("-P", "prefork", "-c", "1") as worker:
         app = setup.app()
         first = signature("tasks.mark", "dies-at-step", app=app)
         first.link(signature("tasks.mark", app=app))
         result = chain(first, signature("tasks.mark", app=app)).apply_async()
-        wait_for_lost(worker, app, result.parent.id)
-        assert app.send_task("tasks.mark", args=["probe"]).get(timeout=20) == "probe"
-        assert (result.parent.state, result.state) == (states.FAILURE, states.FAILURE), \
-            worker.log_path.read_text()[-3000:]
-        # Its first run and its link's, once each.
-        assert sorted(r["tag"] for r in setup.records("mark")) == ["dies-at-step",
-                                                                   "dies-at-step", "probe"]
+        assert result.get(timeout=30) == "dies-at-step", worker.log_path.read_text()[-3000:]
+        assert result.parent.state == states.SUCCESS
         app.close()
 
 

@@ -166,11 +166,11 @@ from tasks import app, record
 _count = type(app.backend).on_chord_part_return
 
 
-def _slow_count(self, message, state, result, send=None):
+def _slow_count(self, message, state, result, send=None, retake=False):
     if list(message.args) == ["slow"]:
         record("counting", id=message.id, state=state)
         time.sleep(3)
-    return _count(self, message, state, result, send=send)
+    return _count(self, message, state, result, send=send, retake=retake)
 
 
 type(app.backend).on_chord_part_return = _slow_count

@@ -162,12 +162,12 @@ def after_lost(app: App, message: TaskMessage, state: str, exc: BaseException,
     links and next step were all sent (``all_sent``), its chord part only: its chain goes on."""
     if some_sent or all_sent:
         def end() -> None:
-            _count_part(app, message, state, exc)
+            _count_part(app, message, state, exc, retake=True)
             if not all_sent:
                 _fail_chain(app, message.chain or [], exc, None)
         _ended_by_worker(end, message)
     elif message.callbacks or message.errbacks or message.chain or message.chord:
-        _ended_by_worker(lambda: follow(app, message, state, exc, None), message)
+        _ended_by_worker(lambda: follow(app, message, state, exc, None, retake=True), message)
 
 
 def after_stored(app: App, message: TaskMessage, state: str, value: Any,
@@ -178,7 +178,8 @@ def after_stored(app: App, message: TaskMessage, state: str, value: Any,
     chain step failed again stores the same FAILURE; an errback the child had sent already is
     sent again (at least once)."""
     if message.errbacks or message.chain or message.chord:
-        _ended_by_worker(lambda: _after_store(app, message, state, value, traceback), message)
+        _ended_by_worker(lambda: _after_store(app, message, state, value, traceback,
+                                              retake=True), message)
 
 
 def _ended_by_worker(end: Callable[[], None], message: TaskMessage) -> None:
@@ -189,11 +190,12 @@ def _ended_by_worker(end: Callable[[], None], message: TaskMessage) -> None:
 
 
 def follow(app: App, message: TaskMessage, state: str, value: Any,
-           traceback: str | None) -> None:
-    """Everything that comes after an outcome, in Celery's order (see the module docstring)."""
+           traceback: str | None, retake: bool = False) -> None:
+    """Everything that comes after an outcome, in Celery's order (see the module docstring).
+    ``retake``: the worker ends a task whose process it reaped (see :func:`_count_part`)."""
     if state == states.SUCCESS:
         _after_success(app, message, value)
-    _after_store(app, message, state, value, traceback)
+    _after_store(app, message, state, value, traceback, retake)
 
 
 def _after_success(app: App, message: TaskMessage, value: Any,
@@ -208,16 +210,19 @@ def _after_success(app: App, message: TaskMessage, value: Any,
 
 
 def _after_store(app: App, message: TaskMessage, state: str, value: Any,
-                 traceback: str | None) -> None:
-    _count_part(app, message, state, value)
+                 traceback: str | None, retake: bool = False) -> None:
+    _count_part(app, message, state, value, retake)
     if state == states.FAILURE:
         _fail_chain(app, message.chain or [], value, traceback)
         _errbacks(app, message, value, traceback, _parent(message))
 
 
-def _count_part(app: App, message: TaskMessage, state: str, value: Any) -> None:
+def _count_part(app: App, message: TaskMessage, state: str, value: Any,
+                retake: bool = False) -> None:
+    """``retake``: the worker ends a part whose process it reaped; it takes back a chord claim
+    that process held (only then: a duplicate run of the part cannot take it)."""
     if state in (states.SUCCESS, states.FAILURE, states.REVOKED) and message.chord:
-        app.backend.on_chord_part_return(message, state, value, send=_send)
+        app.backend.on_chord_part_return(message, state, value, send=_send, retake=retake)
 
 
 def _callbacks(app: App, callbacks: list[Any], value: Any, parent: dict[str, Any],

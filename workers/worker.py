@@ -835,12 +835,13 @@ class Worker:
             self._settle_outcome(job, self._stored_outcome(job, replace(lost,
                                                                         phase=Phase.FOLLOWED)))
             return
-        # Killed once the broker took some of a success's links (SENDING) or all of them and
-        # its next chain step (SENT): not run again (it would send them twice); what was not
-        # sent is failed. Nothing taken yet (ENDED): lost as in its code.
+        # Killed at its hard time limit or terminated once the broker took some of a success's
+        # links (SENDING) or all of them and its next chain step (SENT): not run again (as on
+        # main, no redelivery there); what was not sent is failed, its chord part counted as
+        # the kill. Died otherwise, or nothing taken yet (ENDED): lost as in its code (with
+        # task_reject_on_worker_lost, delivered again: its links may go twice, at least once).
         some_sent, all_sent = lost.phase == Phase.SENDING, lost.phase == Phase.SENT
-        continued = some_sent or all_sent
-        if continued:
+        if (some_sent or all_sent) and lost.cause in ("time-limit", "signalled"):
             logger.warning("Task %s[%s] succeeded and its process was killed while sending "
                            "what follows it: %s, its own result is lost", msg.task, msg.id,
                            "all of it was sent" if all_sent
@@ -875,9 +876,8 @@ class Worker:
             how = f"signal {lost.signum}" if lost.signum else f"exit code {lost.exitcode}"
             reason = f"the process running it (pid {lost.pid}) died ({how})"
             logger.error("Task %s[%s]: %s", msg.task, msg.id, reason)
-            if job.acked or not self.app.conf.task_reject_on_worker_lost or continued:
-                # Acked early, or the app chose Celery's default: a lost task fails, once; so
-                # does one whose links may be gone (run again, it would send them again).
+            if job.acked or not self.app.conf.task_reject_on_worker_lost:
+                # Acked early, or the app chose Celery's default: a lost task fails, once.
                 store_state(self.app, msg, WorkerLostError(reason), states.FAILURE)
                 canvas.after_lost(self.app, msg, states.FAILURE, WorkerLostError(reason),
                                   some_sent, all_sent)

@@ -3,13 +3,16 @@
 Each finished header task adds its ``(index, task id, state, result)`` row once (a redelivered
 part is ignored); the part that completes the count claims the chord in the same ``BEGIN
 IMMEDIATE`` transaction, so exactly one worker process sends the body. The parts are kept, with
-the part holding the claim, until the body is sent: that part, run again (its process killed
-while it sent the body, the worker ending it), takes the claim back and sends the body (twice
-if the kill came between the publish and the cleanup).
+the part holding the claim, until the body is sent: only the worker ending that part once it
+reaped its process (``retake``) gets the rows back and sends the body (twice if the kill came
+between the publish and the cleanup); any other run of the part (a duplicate delivery) does
+not. Once the body is sent, a cleanup that fails is logged, not raised: the chord is done, and
+its rows are left to :meth:`SQLiteChordJoin.cleanup`.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
     from .sqlite import SQLiteBackend
 
 _T = TypeVar("_T")
+
+logger = logging.getLogger("qtui.backend")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chords (
@@ -73,7 +78,7 @@ class SQLiteChordJoin:
                                f"{exc}") from exc
 
     def on_chord_part_return(self, message: TaskMessage, state: str, result: Any,
-                             send: Send | None = None) -> None:
+                             send: Send | None = None, retake: bool = False) -> None:
         group_id = message.group
         if not group_id:
             return
@@ -82,7 +87,7 @@ class SQLiteChordJoin:
         index = -1 if message.group_index is None else message.group_index
         payload = self.backend.encode({"status": state, "result": result})
         rows = self._in_transaction(group_id, lambda conn: self._add_and_claim(
-            conn, group_id, (index, message.id, state, payload)))
+            conn, group_id, (index, message.id, state, payload), retake))
         if rows is None:
             return
         try:
@@ -92,7 +97,11 @@ class SQLiteChordJoin:
             fail_body(self.backend, message, exc)
         else:
             send_body(self.backend, message, results, send)
-        self._in_transaction(group_id, lambda conn: self._sent(conn, group_id))
+        try:
+            self._in_transaction(group_id, lambda conn: self._sent(conn, group_id))
+        except BackendError as exc:  # the body went: the chord is done, whatever is left here
+            logger.warning("Chord %s: body sent; its parts and claim are left to the backend's "
+                           "cleanup (%s)", group_id, exc)
 
     def _in_transaction(self, group_id: str, work: Callable[[sqlite3.Connection], _T]) -> _T:
         conn = self._conn()
@@ -118,16 +127,17 @@ class SQLiteChordJoin:
 
     @staticmethod
     def _add_and_claim(conn: sqlite3.Connection, group_id: str,
-                       part: tuple[int, str, str, bytes]) -> list[tuple[str, str, bytes]] | None:
-        """Record one part; the header's rows in order when it completes the chord (or holds
-        its claim, the body not sent yet), else None (a part arriving after the body was sent
-        is dropped)."""
+                       part: tuple[int, str, str, bytes],
+                       retake: bool) -> list[tuple[str, str, bytes]] | None:
+        """Record one part; the header's rows in order when it completes the chord (or, with
+        ``retake``, holds its claim, the body not sent yet), else None (a part arriving once
+        the chord is claimed is dropped)."""
         chord = conn.execute("SELECT size, claimed FROM chords WHERE group_id = ?",
                              (group_id,)).fetchone()
         if chord is not None and chord[1]:
             holder = conn.execute("SELECT task_id FROM chord_claims WHERE group_id = ?",
                                   (group_id,)).fetchone()
-            if holder is None or holder[0] != part[1]:
+            if not retake or holder is None or holder[0] != part[1]:
                 return None
         conn.execute("INSERT OR IGNORE INTO chord_parts VALUES (?, ?, ?, ?, ?)",
                      (group_id, *part))
@@ -142,10 +152,12 @@ class SQLiteChordJoin:
         return [(task_id, state, bytes(raw)) for task_id, state, raw in rows]
 
     def cleanup(self) -> None:
-        """Forget the chords (and their parts) past their expiry."""
+        """Forget the chords (and their parts) past their expiry, and the parts and claims
+        of claimed chords (a claimed chord takes no more parts; its holder, killed, is ended by
+        its worker long before a cleanup)."""
         conn, now = self._conn(), time.time()
         conn.execute("DELETE FROM chord_parts WHERE group_id IN "
-                     "(SELECT group_id FROM chords WHERE expires_at <= ?)", (now,))
+                     "(SELECT group_id FROM chords WHERE expires_at <= ? OR claimed = 1)", (now,))
         conn.execute("DELETE FROM chord_claims WHERE group_id IN "
-                     "(SELECT group_id FROM chords WHERE expires_at <= ?)", (now,))
+                     "(SELECT group_id FROM chords WHERE expires_at <= ? OR claimed = 1)", (now,))
         conn.execute("DELETE FROM chords WHERE expires_at <= ?", (now,))
