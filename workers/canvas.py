@@ -154,20 +154,21 @@ def _parent(message: TaskMessage) -> dict[str, Any]:
 
 
 def after_lost(app: App, message: TaskMessage, state: str, exc: BaseException,
-               some_sent: bool = False, all_sent: bool = False) -> None:
+               some_sent: bool = False, all_sent: bool = False, retake: bool = False) -> None:
     """A task whose process was killed (time limit, terminate, died for good) still ends its
     chord part, its chain and its errbacks, as Celery's ``mark_as_failure`` does. One killed
     once some of its success's links were sent (``some_sent``) ends its chord part and fails
     the chain steps not sent, and no errback runs (its links went as for a success); once its
-    links and next step were all sent (``all_sent``), its chord part only: its chain goes on."""
+    links and next step were all sent (``all_sent``), its chord part only: its chain goes on.
+    ``retake``: the worker reaped the task's process (see :func:`_count_part`)."""
     if some_sent or all_sent:
         def end() -> None:
-            _count_part(app, message, state, exc, retake=True)
+            _count_part(app, message, state, exc, retake)
             if not all_sent:
                 _fail_chain(app, message.chain or [], exc, None)
         _ended_by_worker(end, message)
     elif message.callbacks or message.errbacks or message.chain or message.chord:
-        _ended_by_worker(lambda: follow(app, message, state, exc, None, retake=True), message)
+        _ended_by_worker(lambda: follow(app, message, state, exc, None, retake), message)
 
 
 def after_stored(app: App, message: TaskMessage, state: str, value: Any,

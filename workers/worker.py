@@ -851,7 +851,8 @@ class Worker:
             logger.error("Task %s[%s]: hard time limit (%ss) exceeded; its process was killed",
                          msg.task, msg.id, job.time_limit)
             store_state(self.app, msg, exc, states.FAILURE)
-            canvas.after_lost(self.app, msg, states.FAILURE, exc, some_sent, all_sent)
+            canvas.after_lost(self.app, msg, states.FAILURE, exc, some_sent, all_sent,
+                              retake=True)
             self.settlement.settle_failed(job, f"hard time limit ({job.time_limit}s) exceeded")
             self.settlement.forget(job)
             self.hooks.on_task_failed(job, repr(exc), None)
@@ -868,7 +869,7 @@ class Worker:
                                msg.id, lost.signum)
                 store_state(self.app, msg, TaskRevokedError("terminated"), states.REVOKED)
                 canvas.after_lost(self.app, msg, states.REVOKED, TaskRevokedError("terminated"),
-                                  some_sent, all_sent)
+                                  some_sent, all_sent, retake=True)
             self.settlement.ack(job)
             self.settlement.forget(job)
             self.hooks.on_task_revoked(job, terminated=True, signum=lost.signum)
@@ -880,7 +881,7 @@ class Worker:
                 # Acked early, or the app chose Celery's default: a lost task fails, once.
                 store_state(self.app, msg, WorkerLostError(reason), states.FAILURE)
                 canvas.after_lost(self.app, msg, states.FAILURE, WorkerLostError(reason),
-                                  some_sent, all_sent)
+                                  some_sent, all_sent, retake=True)
                 self.settlement.ack(job)
                 self.settlement.forget(job)
                 self.hooks.on_task_failed(job, repr(WorkerLostError(reason)), None)
