@@ -4,12 +4,16 @@ header with the results in header order, and fail the body when a part failed.""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from typing import Any
 
 import pytest
 from kombu import Connection, Queue
 
 from qtui.core import App, states
+from qtui.core.backends.sqlite_chord import SQLiteChordJoin
+from qtui.core.canvas import apply
 from qtui.core.protocol import TaskMessage, parse
 
 
@@ -100,3 +104,59 @@ def test_a_backend_that_cannot_join_says_so():
             app.backend.set_chord_size("g3", 2)
     finally:
         app.close()
+
+
+def test_the_same_part_run_twice_at_once_sends_the_body_once(apps, unique):
+    """Two runs of the completing part (a duplicate delivery, two workers): the second reaches
+    the join while the first holds the claim and sends the body; it does not send it too.
+    Before (the claim token was the part's), both counted as the holder and both sent it."""
+    first, second = apps
+    group_id = f"gdup-{unique}"
+    body = body_of(group_id, f"body-dup-{group_id}")
+    first.backend.set_chord_size(group_id, 2)
+    first.backend.on_chord_part_return(part(group_id, 0, body), states.SUCCESS, 10)
+    holding, second_done = threading.Event(), threading.Event()
+
+    def held_send(app, body, args, **options):  # the first run, publishing the body
+        holding.set()
+        second_done.wait(30)
+        apply(app, body, args, None, **options)
+
+    run = threading.Thread(target=first.backend.on_chord_part_return,
+                           args=(part(group_id, 1, body), states.SUCCESS, 20),
+                           kwargs={"send": held_send})
+    run.start()
+    try:
+        assert holding.wait(30)
+        second.backend.on_chord_part_return(part(group_id, 1, body), states.SUCCESS, 20)
+    finally:
+        second_done.set()
+        run.join()
+    assert [(m.id, m.args) for m in sent(first)] == [(f"body-dup-{group_id}", ([10, 20],))]
+
+
+def test_a_failed_cleanup_after_the_body_went_neither_raises_nor_sends_it_again(
+        tmp_path, unique, monkeypatch):
+    """SQLite: the body is sent, then forgetting the parts and the claim fails (database
+    locked, simulated): the join does not raise (the worker would store a CanvasError over the
+    part's SUCCESS), and the part run again does not send the body again. Before, it raised
+    and the claim it left sent the body a second time."""
+    app = App("w", broker=f"memory://{unique}", backend=f"sqlite://{tmp_path}/r.sqlite",
+              task_default_queue=unique)
+    group_id = f"gs-{unique}"
+    body = body_of(group_id, f"body-{group_id}")
+    app.backend.set_chord_size(group_id, 2)
+    app.backend.on_chord_part_return(part(group_id, 0, body), states.SUCCESS, 10)
+    real = SQLiteChordJoin._sent
+
+    def locked(conn, gid):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(SQLiteChordJoin, "_sent", staticmethod(locked))
+    app.backend.on_chord_part_return(part(group_id, 1, body), states.SUCCESS, 20)
+    monkeypatch.setattr(SQLiteChordJoin, "_sent", staticmethod(real))
+    app.backend.on_chord_part_return(part(group_id, 1, body), states.SUCCESS, 20)  # run again
+    app.backend.cleanup()  # the claimed chord's rows go
+    app.backend.on_chord_part_return(part(group_id, 1, body), states.SUCCESS, 20)
+    assert [(m.id, m.args) for m in sent(app)] == [(f"body-{group_id}", ([10, 20],))]
+    app.close()

@@ -103,7 +103,8 @@ def wait_for_signalled(worker: Any, app: App, task_id: str, timeout: float = 30)
     after the line only once it has done the rest (its main thread does one thing at a time)."""
     deadline = time.monotonic() + timeout
     lines = (f"[{task_id}] terminated by signal", f"[{task_id}] had finished when signal",
-             f"[{task_id}] was past its code when the terminate came")
+             f"[{task_id}] was past its code when the terminate came",
+             f"[{task_id}] ended ")  # its outcome stored before a SIGKILL landed
     while not any(line in worker.log_path.read_text() for line in lines):
         assert time.monotonic() < deadline, worker.log_path.read_text()[-3000:]
         time.sleep(0.05)
@@ -165,11 +166,11 @@ from tasks import app, record
 _count = type(app.backend).on_chord_part_return
 
 
-def _slow_count(self, message, state, result, send=None):
+def _slow_count(self, message, state, result, send=None, retake=False):
     if list(message.args) == ["slow"]:
         record("counting", id=message.id, state=state)
         time.sleep(3)
-    return _count(self, message, state, result, send=send)
+    return _count(self, message, state, result, send=send, retake=retake)
 
 
 type(app.backend).on_chord_part_return = _slow_count

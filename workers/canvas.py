@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from qtui.core import sending, states
@@ -37,15 +38,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("qtui.worker")
 
 
-def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any) -> Any:
+def before_store(app: App, message: TaskMessage, outcome: Outcome, value: Any,
+                 sent: Callable[[bool], None] = lambda whole: None) -> Any:
     """After a success, send the links and the next chain step before the result is stored,
     as Celery does: a client never sees a success whose continuation was lost. Returns the
     value to store -- a CanvasError, with ``outcome`` turned into that failure, when the
-    continuation could not be sent."""
+    continuation could not be sent. ``sent`` is told after each send the broker took, with
+    whether all are sent."""
     if outcome.state != states.SUCCESS or not (message.callbacks or message.chain):
         return value
     try:
-        _after_success(app, message, value)
+        _after_success(app, message, value, sent)
     except Unsent as exc:
         _given_back(message, outcome, exc)
     except Exception as exc:  # CanvasError, or the broker refused the next message
@@ -158,55 +161,96 @@ def _next_options(app: App, message: TaskMessage) -> dict[str, Any]:
     return {**_parent(message), **inherited_priority(app, {"priority": message.priority})}
 
 
-def after_lost(app: App, message: TaskMessage, state: str, exc: BaseException) -> None:
+def after_lost(app: App, message: TaskMessage, state: str, exc: BaseException,
+               some_sent: bool = False, all_sent: bool = False, retake: bool = False) -> None:
     """A task whose process was killed (time limit, terminate, died for good) still ends its
-    chord part, its chain and its errbacks, as Celery's ``mark_as_failure`` does."""
-    if not (message.callbacks or message.errbacks or message.chain or message.chord):
-        return
+    chord part, its chain and its errbacks, as Celery's ``mark_as_failure`` does. One killed
+    once some of its success's links were sent (``some_sent``) ends its chord part and fails
+    the chain steps not sent, and no errback runs (its links went as for a success); once its
+    links and next step were all sent (``all_sent``), its chord part only: its chain goes on.
+    ``retake``: the worker reaped the task's process (see :func:`_count_part`)."""
+    if some_sent or all_sent:
+        def end() -> None:
+            _count_part(app, message, state, exc, retake)
+            if not all_sent:
+                _fail_chain(app, message.chain or [], exc, None)
+        _ended_by_worker(end, message)
+    elif message.callbacks or message.errbacks or message.chain or message.chord:
+        _ended_by_worker(lambda: follow(app, message, state, exc, None, retake), message)
+
+
+def after_stored(app: App, message: TaskMessage, state: str, value: Any,
+                 traceback: str | None) -> None:
+    """A task whose process was killed once its outcome was stored (and a success's links and
+    next step sent): what :func:`after_store` does, from the stored outcome. The chord part is
+    counted once even if the child had counted it (both backends record each part once); a
+    chain step failed again stores the same FAILURE; an errback the child had sent already is
+    sent again (at least once)."""
+    if message.errbacks or message.chain or message.chord:
+        _ended_by_worker(lambda: _after_store(app, message, state, value, traceback,
+                                              retake=True), message)
+
+
+def _ended_by_worker(end: Callable[[], None], message: TaskMessage) -> None:
     try:
-        follow(app, message, state, exc, None)
+        end()
     except Exception as error:  # CanvasError, or the broker or backend refusing: say so
         logger.error("Task %s[%s] cannot follow its canvas: %s", message.task, message.id, error)
 
 
 def follow(app: App, message: TaskMessage, state: str, value: Any,
-           traceback: str | None) -> None:
-    """Everything that comes after an outcome, in Celery's order (see the module docstring)."""
+           traceback: str | None, retake: bool = False) -> None:
+    """Everything that comes after an outcome, in Celery's order (see the module docstring).
+    ``retake``: the worker ends a task whose process it reaped (see :func:`_count_part`)."""
     if state == states.SUCCESS:
         _after_success(app, message, value)
-    _after_store(app, message, state, value, traceback)
+    _after_store(app, message, state, value, traceback, retake)
 
 
-def _after_success(app: App, message: TaskMessage, value: Any) -> None:
+def _after_success(app: App, message: TaskMessage, value: Any,
+                   sent: Callable[[bool], None] = lambda whole: None) -> None:
     """Send the links, then the next chain step, with the success's ``value`` (and its priority
-    under ``task_inherit_parent_priority``)."""
+    under ``task_inherit_parent_priority``); ``sent`` is told after each send, with whether all
+    are sent."""
     parent = _next_options(app, message)
-    _callbacks(app, message.callbacks or [], value, parent)
+    _callbacks(app, message.callbacks or [], value, parent, sent)
     if message.chain:
         _send(app, message.chain[-1], (value,), chain=message.chain[:-1] or None, **parent)
+    sent(True)
 
 
 def _after_store(app: App, message: TaskMessage, state: str, value: Any,
-                 traceback: str | None) -> None:
-    if state in (states.SUCCESS, states.FAILURE, states.REVOKED) and message.chord:
-        app.backend.on_chord_part_return(message, state, value, send=_send)
+                 traceback: str | None, retake: bool = False) -> None:
+    _count_part(app, message, state, value, retake)
     if state == states.FAILURE:
         _fail_chain(app, message.chain or [], value, traceback)
         _errbacks(app, message, value, traceback, _parent(message))
 
 
-def _callbacks(app: App, callbacks: list[Any], value: Any, parent: dict[str, Any]) -> None:
+def _count_part(app: App, message: TaskMessage, state: str, value: Any,
+                retake: bool = False) -> None:
+    """``retake``: the worker ends a part whose process it reaped; it takes back a chord claim
+    that process held (only then: a duplicate run of the part cannot take it)."""
+    if state in (states.SUCCESS, states.FAILURE, states.REVOKED) and message.chord:
+        app.backend.on_chord_part_return(message, state, value, send=_send, retake=retake)
+
+
+def _callbacks(app: App, callbacks: list[Any], value: Any, parent: dict[str, Any],
+               sent: Callable[[bool], None]) -> None:
     """One callback is sent as it is; several go as one group (each group callback apart)."""
     if len(callbacks) == 1:
         _send(app, callbacks[0], (value,), **parent)
+        sent(False)
         return
     sigs = [signature_of(c) for c in callbacks]
     for group in (s for s in sigs if s.get("subtask_type") == "group"):
         _send(app, group, (value,), **parent)
+        sent(False)
     tasks = [s for s in sigs if s.get("subtask_type") != "group"]
     if tasks:
         _send(app, {"task": "celery.group", "subtask_type": "group", "args": (),
                     "kwargs": {"tasks": tasks}, "options": {}}, (value,), **parent)
+        sent(False)
 
 
 def _fail_chain(app: App, chain: list[Any], exc: Any, traceback: str | None) -> None:

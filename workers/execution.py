@@ -22,7 +22,8 @@ import traceback
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Protocol
 
 from qtui.core import states
 from qtui.core.celery_app import CeleryTask
@@ -94,12 +95,53 @@ class Outcome:
     """The prefork child that ran it exits after sending it (``worker_max_memory_per_child``)."""
 
 
+class Phase(IntEnum):
+    """How far a run got past its task's code, as a pool that can lose it midway (prefork)
+    keeps it: the worker ends a lost run from there, so that nothing is stored or followed
+    twice."""
+
+    CODE = 0
+    """In the task's own code (or nothing said): the run is lost."""
+    ENDED = 1
+    """The code ended; nothing stored or sent yet (a success's links and next chain step may
+    be being sent, none of them taken yet)."""
+    SENDING = 2
+    """Some of a success's links are sent, its next chain step is not; nothing stored yet."""
+    SENT = 3
+    """A success's links and next chain step are all sent; nothing stored yet."""
+    STORED = 4
+    """The outcome is stored (or was not to be) and a success's links and chain step sent;
+    the chord part, the failed chain and the errbacks not yet done."""
+    FOLLOWED = 5
+    """The chord part counted, the chain and errbacks done, or the outcome given back (a
+    follow-up the broker refused to the end of the shutdown grace: REJECTED, it runs again):
+    only the telling is left."""
+
+
+class Phases(Protocol):
+    """Told by :func:`execute` as a run passes each :class:`Phase` after its code, with the
+    outcome's state and whether it goes to the dead-letter queue."""
+
+    def reached(self, phase: Phase, state: str, dead_letter: bool = False) -> None: ...
+
+
+class _NoPhases:
+    def reached(self, phase: Phase, state: str, dead_letter: bool = False) -> None:
+        pass
+
+
+#: The default ``phases`` of :func:`execute`: a pool that never loses a run midway.
+NO_PHASES: Phases = _NoPhases()
+
+
 @dataclass
 class Lost:
     """The pool lost a running task without an outcome: its process died or was killed.
 
     ``cause`` is ``"time-limit"`` (killed at the hard limit), ``"signalled"`` (revoked with
-    terminate) or ``"died"`` (anything else: the task will be delivered again).
+    terminate) or ``"died"`` (anything else: the task will be delivered again). ``phase``,
+    ``state`` and ``dead_letter`` say how far the run had got past its code, with which
+    outcome, and whether that outcome goes to the dead-letter queue.
     """
 
     job_id: int
@@ -107,6 +149,9 @@ class Lost:
     pid: int | None = None
     exitcode: int | None = None
     signum: int | None = None
+    phase: Phase = Phase.CODE
+    state: str | None = None
+    dead_letter: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,7 +244,7 @@ def alarm_limits(soft: float | None, hard: float | None = None,
 
 def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bool = False,
             limits: AbstractContextManager[None] | None = None,
-            guard: AbstractContextManager[Any] = NO_GUARD) -> Outcome:
+            guard: AbstractContextManager[Any] = NO_GUARD, phases: Phases = NO_PHASES) -> Outcome:
     """Run the task of ``item`` here, store its state and return the outcome.
 
     ``use_alarm`` arms the soft limit with SIGALRM (main thread only); ``hard_by_alarm`` arms the
@@ -207,7 +252,9 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
     both: a context manager that enforces the limits while it is entered. Either way only the
     task's own code is bounded, never the result write after it. ``guard`` is entered just
     before ``limits`` and left just after it: its exit runs when a profiler or tracer made the
-    interpreter skip ``limits``' own (the threads pool closes its gate there too).
+    interpreter skip ``limits``' own (the threads pool closes its gate there too). ``phases``
+    is told each :class:`Phase` the run passes after its code (not by Celery's tracer, which
+    stores and follows up inside the guarded call).
     """
     message = item.message
     task = app.get_task(message.task)
@@ -233,7 +280,7 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
         if store and task.track_started:
             store_state(app, message, {"pid": os.getpid(), "hostname": item.hostname},
                         states.STARTED, where=where_it_ran(item))
-        outcome, value = _run(app, item, task, store, limits, guard, handlers, started)
+        outcome, value = _run(app, item, task, store, limits, guard, phases, handlers, started)
         state = outcome.state
         return outcome
     finally:
@@ -243,7 +290,7 @@ def execute(app: App, item: WorkItem, use_alarm: bool = False, hard_by_alarm: bo
 
 def _run(app: App, item: WorkItem, task: Task, store: bool,
          limits: AbstractContextManager[None], guard: AbstractContextManager[Any],
-         handlers: TaskHandlers, started: float) -> tuple[Outcome, Any]:
+         phases: Phases, handlers: TaskHandlers, started: float) -> tuple[Outcome, Any]:
     """Run the task, store its state and call its handlers; (the outcome, what it returned or
     raised)."""
     message = item.message
@@ -264,19 +311,21 @@ def _run(app: App, item: WorkItem, task: Task, store: bool,
     except Retry as retry:
         reason = retry.exc if retry.exc is not None else retry
         outcome = _finish(app, item, store, states.RETRY, reason, started,
-                          retry_when=retry.when, trace=traceback.format_exc())
+                          retry_when=retry.when, trace=traceback.format_exc(), phases=phases)
         handlers.retried(retry, ExceptionInfo(retry, outcome.traceback or ""))
         return outcome, reason
     except TaskRevokedError as exc:
-        return _finish(app, item, store, states.REVOKED, exc, started, trace=None), exc
+        return _finish(app, item, store, states.REVOKED, exc, started, trace=None,
+                       phases=phases), exc
     except Exception as exc:
         outcome = _finish(app, item, store, states.FAILURE, exc, started,
-                          trace=traceback.format_exc())
+                          trace=traceback.format_exc(), phases=phases)
         einfo = ExceptionInfo(exc, outcome.traceback or "")
         handlers.failed(exc, einfo)
         handlers.returned(states.FAILURE, exc, einfo)
         return outcome, exc
-    outcome = _finish(app, item, store, states.SUCCESS, value, started, trace=None)
+    outcome = _finish(app, item, store, states.SUCCESS, value, started, trace=None,
+                      phases=phases)
     if outcome.state == states.SUCCESS:  # not when its continuation could not be sent (canvas)
         handlers.succeeded(value)
     handlers.returned(outcome.state, value, None)
@@ -293,7 +342,8 @@ def interrupted(app: App, item: WorkItem, exc: BaseException, started: float) ->
 
 
 def _finish(app: App, item: WorkItem, store: bool, state: str, value: Any, started: float,
-            trace: str | None, retry_when: float | None = None) -> Outcome:
+            trace: str | None, retry_when: float | None = None,
+            phases: Phases = NO_PHASES) -> Outcome:
     runtime = time.monotonic() - started
     outcome = Outcome(job_id=item.job_id, state=state, runtime=runtime, traceback=trace,
                       retry_when=retry_when)
@@ -301,13 +351,18 @@ def _finish(app: App, item: WorkItem, store: bool, state: str, value: Any, start
         outcome.exception = _safe_repr(value)
     else:
         outcome.result = _safe_repr(value)
-    value = canvas.before_store(app, item.message, outcome, value)
+    value = canvas.before_store(app, item.message, outcome, value,
+                                sent=lambda whole: phases.reached(
+                                    Phase.SENT if whole else Phase.SENDING, state))
     if outcome.state == states.REJECTED:  # what follows it was not sent: it runs again
+        phases.reached(Phase.FOLLOWED, outcome.state)
         return outcome
     if store:
         outcome.dead_letter = store_state(app, item.message, value, outcome.state, trace,
                                           where=where_it_ran(item)) or outcome.dead_letter
+    phases.reached(Phase.STORED, outcome.state, bool(outcome.dead_letter))
     canvas.after_store(app, item.message, outcome, value)
+    phases.reached(Phase.FOLLOWED, outcome.state, bool(outcome.dead_letter))
     return outcome
 
 

@@ -39,7 +39,8 @@ from kombu import Queue
 from kombu.message import Message
 
 from qtui.core import states
-from qtui.core.celery_app import CeleryApp
+from qtui.core.backends.base import exception_from_meta
+from qtui.core.celery_app import CeleryApp, CeleryTask
 from qtui.core.compression import BodyTooLarge, cap_decompression
 from qtui.core.exceptions import (
     ConfigError,
@@ -50,7 +51,7 @@ from qtui.core.exceptions import (
     WorkerLostError,
 )
 from qtui.core.ledger import ledger_for
-from qtui.core.protocol import TaskMessage, decode, parse
+from qtui.core.protocol import TaskMessage, decode, parse, saferepr
 from qtui.core.signing import verifier_for
 
 from . import canvas, consumer_timeout, control
@@ -60,7 +61,15 @@ from .banner import print_banner
 from .consumer import Consumer
 from .eta import RedisDelayedStore, Scheduler, delayed_store_for
 from .events import Events
-from .execution import Lost, Outcome, TaskOptions, WorkItem, store_state
+from .execution import (
+    RESULT_REPR_MAXSIZE,
+    Lost,
+    Outcome,
+    Phase,
+    TaskOptions,
+    WorkItem,
+    store_state,
+)
 from .hooks import Hooks
 from .job import ACTIVE, RESERVED, Job
 from .pools import pool_class
@@ -771,8 +780,10 @@ class Worker:
 
     def _on_outcome(self, outcome: Outcome) -> None:
         job = self.active.pop(outcome.job_id, None)
-        if job is None:
-            return
+        if job is not None:
+            self._settle_outcome(job, outcome)
+
+    def _settle_outcome(self, job: Job, outcome: Outcome) -> None:
         self.processed += 1
         msg = job.message
         if outcome.state == states.REJECTED:
@@ -815,12 +826,35 @@ class Worker:
         if job is None or self.shutdown.cold:
             return
         msg = job.message
+        if lost.phase >= Phase.STORED and lost.state is not None:
+            self._settle_outcome(job, self._stored_outcome(job, lost))
+            return
+        if lost.cause != "signalled" and isinstance(self.app.tasks.get(msg.task), CeleryTask) \
+                and self._already_done(msg, since=job.started_at, when=f"was lost ({lost.cause})",
+                                       otherwise="recorded lost"):
+            # Celery's tracer stores and follows up inside the call the pool cannot see into:
+            # its stored outcome stands, what it had not followed stays undone (as on Celery).
+            self._settle_outcome(job, self._stored_outcome(job, replace(lost,
+                                                                        phase=Phase.FOLLOWED)))
+            return
+        # Killed at its hard time limit or terminated once the broker took some of a success's
+        # links (SENDING) or all of them and its next chain step (SENT): not run again (as on
+        # main, no redelivery there); what was not sent is failed, its chord part counted as
+        # the kill. Died otherwise, or nothing taken yet (ENDED): lost as in its code (with
+        # task_reject_on_worker_lost, delivered again: its links may go twice, at least once).
+        some_sent, all_sent = lost.phase == Phase.SENDING, lost.phase == Phase.SENT
+        if (some_sent or all_sent) and lost.cause in ("time-limit", "signalled"):
+            logger.warning("Task %s[%s] succeeded and its process was killed while sending "
+                           "what follows it: %s, its own result is lost", msg.task, msg.id,
+                           "all of it was sent" if all_sent
+                           else "its chain steps not sent are failed")
         if lost.cause == "time-limit":
             exc: Exception = TimeLimitExceeded(job.time_limit)
             logger.error("Task %s[%s]: hard time limit (%ss) exceeded; its process was killed",
                          msg.task, msg.id, job.time_limit)
             store_state(self.app, msg, exc, states.FAILURE)
-            canvas.after_lost(self.app, msg, states.FAILURE, exc)
+            canvas.after_lost(self.app, msg, states.FAILURE, exc, some_sent, all_sent,
+                              retake=True)
             self.settlement.settle_failed(job, f"hard time limit ({job.time_limit}s) exceeded")
             self.settlement.forget(job)
             self.hooks.on_task_failed(job, repr(exc), None)
@@ -836,7 +870,8 @@ class Worker:
                 logger.warning("Task %s[%s] terminated by signal %s (revoked)", msg.task,
                                msg.id, lost.signum)
                 store_state(self.app, msg, TaskRevokedError("terminated"), states.REVOKED)
-                canvas.after_lost(self.app, msg, states.REVOKED, TaskRevokedError("terminated"))
+                canvas.after_lost(self.app, msg, states.REVOKED, TaskRevokedError("terminated"),
+                                  some_sent, all_sent, retake=True)
             self.settlement.ack(job)
             self.settlement.forget(job)
             self.hooks.on_task_revoked(job, terminated=True, signum=lost.signum)
@@ -847,13 +882,58 @@ class Worker:
             if job.acked or not self.app.conf.task_reject_on_worker_lost:
                 # Acked early, or the app chose Celery's default: a lost task fails, once.
                 store_state(self.app, msg, WorkerLostError(reason), states.FAILURE)
-                canvas.after_lost(self.app, msg, states.FAILURE, WorkerLostError(reason))
+                canvas.after_lost(self.app, msg, states.FAILURE, WorkerLostError(reason),
+                                  some_sent, all_sent, retake=True)
                 self.settlement.ack(job)
                 self.settlement.forget(job)
                 self.hooks.on_task_failed(job, repr(WorkerLostError(reason)), None)
             else:
                 self.settlement.deliver_again(job, reason)
         self._after_run(job)
+
+    def _stored_outcome(self, job: Job, lost: Lost) -> Outcome:
+        """The outcome of a task whose process was killed once it had stored it (the pool
+        says so): that outcome stands, and what the process had not followed yet is done here
+        (a chord part counted once, a failure's chain and errbacks), nothing twice."""
+        msg, state = job.message, lost.state or states.FAILURE
+        if state == states.REJECTED:  # a follow-up given back: it runs again, whatever is stored
+            logger.warning("Task %s[%s] gave back what follows it before its process was "
+                           "killed (%s): it runs again", msg.task, msg.id, lost.cause)
+            runtime = time.time() - job.started_at if job.started_at else 0.0
+            return Outcome(job_id=lost.job_id, state=state, runtime=runtime, pid=lost.pid or 0,
+                           requeue=True,
+                           exception="what follows it was not sent before its process was "
+                                     "killed")
+        value: Any = None
+        stored = self.app.backend.persistent and not msg.ignore_result
+        if stored:
+            try:
+                meta = self.app.backend.get_task_meta(msg.id)
+            except Exception as exc:  # noqa: BLE001 - the backend is down: its state as told
+                logger.warning("Task %s[%s]: cannot read its stored outcome: %s", msg.task,
+                               msg.id, exc)
+            else:
+                # Its own, or a canvas failure the process stored over it.
+                if meta["status"] == state or meta["status"] in states.READY_STATES:
+                    state, value = meta["status"], meta.get("result")
+        failed = state in states.EXCEPTION_STATES
+        error = exception_from_meta(value) if failed and value is not None \
+            else WorkerLostError(f"its process (pid {lost.pid}) was killed after it ended")
+        logger.warning("Task %s[%s] ended %s before its process was killed (%s): that outcome "
+                       "stands%s", msg.task, msg.id, state, lost.cause,
+                       "" if lost.phase == Phase.FOLLOWED else "; what follows it is done here")
+        if lost.phase == Phase.STORED:
+            canvas.after_stored(self.app, msg, state, error if failed else value, None)
+        runtime = time.time() - job.started_at if job.started_at else 0.0
+        outcome = Outcome(job_id=lost.job_id, state=state, runtime=runtime, pid=lost.pid or 0)
+        if failed:
+            outcome.exception = repr(error)
+        elif stored:
+            outcome.result = saferepr(value, RESULT_REPR_MAXSIZE)
+        if lost.dead_letter:  # the reason the process stored (a CanvasError's, ...)
+            outcome.dead_letter = str(error) if failed and value is not None \
+                else f"dead-lettered by its process (pid {lost.pid})"
+        return outcome
 
     # remote control --------------------------------------------------------------------------
     def call_soon(self, action: Callable[[], Any], what: str) -> None:

@@ -252,9 +252,11 @@ class ResultBackend(ABC):
                                      "cannot join a chord's header; use Redis")
 
     def on_chord_part_return(self, message: TaskMessage, state: str, result: Any,
-                             send: Callable[..., Any] | None = None) -> None:
+                             send: Callable[..., Any] | None = None,
+                             retake: bool = False) -> None:
         """Count one finished header task of a chord; the last one sends the body (with
-        ``send``, see :data:`.chord.Send`)."""
+        ``send``, see :data:`.chord.Send`). ``retake``: the worker ends a part whose process it
+        reaped, which may have held the chord's claim; it takes that claim back."""
         raise exceptions.CanvasError(f"the result backend {self.url.partition(':')[0]}:// "
                                      "cannot join a chord's header; use Redis")
 

@@ -171,8 +171,8 @@ class RedisBackend(ResultBackend):
         self._chords.set_chord_size(group_id, size)
 
     def on_chord_part_return(self, message: TaskMessage, state: str, result: Any,
-                             send: Send | None = None) -> None:
-        self._chords.on_chord_part_return(message, state, result, send)
+                             send: Send | None = None, retake: bool = False) -> None:
+        self._chords.on_chord_part_return(message, state, result, send, retake)
 
     def _held(self) -> Listener | None:
         """This thread's subscriber connection if it has one (none after a fork)."""

@@ -5,13 +5,16 @@ Each header task, when done, records ``[1, task_id, state, result]`` in the sort
 size, ``.t`` extra parts, ``.d`` the parts seen (a redelivered part counts once) and ``.c`` the
 claim of the one worker that sends the body. The three Lua scripts are Celery's own
 (``celery/backends/redis.py``, BSD licence), so both kinds of worker agree atomically on which
-of them sends the body, once.
+of them sends the body, once. qtui's claim token is the part's (its task id and index), and only
+the worker ending a part whose process it reaped (``retake``) takes a claim that token holds: a
+part killed while it sent the body sends it then (twice if the kill came between the publish
+and the cleanup). Any other run of the part (a duplicate delivery, a second worker) needs the
+claim free, as on Celery, so a duplicate running at the same time does not send the body.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -40,6 +43,7 @@ local tid, value, ordered, score = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local expires, group_expires = tonumber(ARGV[5]), tonumber(ARGV[6])
 local claim_expires = tonumber(ARGV[7])
 local claim_token = ARGV[8]
+local retake = ARGV[9]
 local done_marker = redis.call('GET', ckey)
 if done_marker == 'done' then
     return {-1, 0, 0, 0}
@@ -72,6 +76,8 @@ local size = redis.call('GET', skey)
 local claimed = 0
 if size and readycount == tonumber(size) + tonumber(totaldiff or 0) then
     if redis.call('SET', ckey, claim_token, 'NX', 'EX', claim_expires) then
+        claimed = 1
+    elseif retake == '1' and redis.call('GET', ckey) == claim_token then
         claimed = 1
     end
 end
@@ -130,7 +136,7 @@ class RedisChordJoin:
         self.client.set(group_key(group_id, ".s"), size, ex=self.expires or None)
 
     def on_chord_part_return(self, message: TaskMessage, state: str, result: Any,
-                             send: Send | None = None) -> None:
+                             send: Send | None = None, retake: bool = False) -> None:
         group_id, task_id = message.group, message.id
         if not group_id or not task_id:
             return
@@ -139,10 +145,13 @@ class RedisChordJoin:
             result = exception_to_meta(result)
         encoded = self.backend.encode([1, task_id, state, result])
         keys = {s: group_key(group_id, s) for s in (".j", ".t", ".s", ".d", ".c")}
-        token = uuid.uuid4().hex
+        # The part's own token: the worker ending a part whose process it reaped (``retake``)
+        # takes back the claim that process held and sends the body.
+        token = f"{task_id}:{score}"
         ready, diff, size, claimed = self._part_return(
             keys=[keys[".j"], keys[".t"], keys[".s"], keys[".d"], group_key(group_id), keys[".c"]],
-            args=[task_id, encoded, 1, score, self.expires, self.expires, CLAIM_EXPIRES, token])
+            args=[task_id, encoded, 1, score, self.expires, self.expires, CLAIM_EXPIRES, token,
+                  int(retake)])
         if ready == -1 or not size or not claimed:
             return
         if ready != int(size) + int(diff or 0):

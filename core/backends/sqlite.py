@@ -126,8 +126,8 @@ class SQLiteBackend(ResultBackend):
         self._chords.set_chord_size(group_id, size)
 
     def on_chord_part_return(self, message: TaskMessage, state: str, result: Any,
-                             send: Send | None = None) -> None:
-        self._chords.on_chord_part_return(message, state, result, send)
+                             send: Send | None = None, retake: bool = False) -> None:
+        self._chords.on_chord_part_return(message, state, result, send, retake)
 
     def cleanup(self) -> None:
         self._connect().execute("DELETE FROM results WHERE expires_at <= ?", (time.time(),))

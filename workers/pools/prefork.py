@@ -50,9 +50,10 @@ from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
+from qtui.core import states
 from qtui.core.protocol import TaskMessage
 
-from ..execution import Lost, Outcome, WorkItem, execute
+from ..execution import Lost, Outcome, Phase, WorkItem, execute
 from .base import Pool
 
 if TYPE_CHECKING:
@@ -69,6 +70,9 @@ _LENGTH = struct.Struct("!I")
 _READ_SIZE = 65536
 #: Longest a terminate waits for a child that is saying its task's code has ended.
 _CODE_END_WAIT = 1.0
+#: The outcomes a child's shared bytes name, by their place here plus one (0: none yet).
+_STATES = (states.SUCCESS, states.FAILURE, states.REVOKED, states.RETRY, states.IGNORED,
+           states.REJECTED)
 #: What the parent sends a child on its job pipe to have it exit.
 _STOP = b""
 #: An outcome's fields as a tuple, in the order :class:`Outcome` takes them back.
@@ -114,45 +118,63 @@ class _Frames:
 
 
 class _CodeEnd(AbstractContextManager[None]):
-    """Whether a child's task has left its own code, so that a terminate stops a task in its
-    code or not at all, never in its result write or canvas follow-up (a chord part stored
-    SUCCESS and never counted); SIGKILL excepted. The child sets a byte both processes map,
-    as it leaves the task's code (this is the ``guard`` of
-    :func:`~qtui.workers.execution.execute`); the parent tests it and signals under a lock
-    shared with that setting."""
+    """How far a child's task has got past its own code (a :class:`~qtui.workers.execution.Phase`,
+    the outcome's state and whether it is dead-lettered), in three bytes both processes map. A
+    terminate stops a task in its code or not at all, never in its result write or canvas
+    follow-up, SIGKILL excepted: the child leaves the code (this is the ``guard`` of
+    :func:`~qtui.workers.execution.execute`) under a lock the parent holds while it tests the
+    phase and signals. The parent reads the bytes of a child that died (killed at the hard time
+    limit or by a SIGKILL, anywhere) to end its task from there (these are the ``phases`` of
+    ``execute``)."""
 
     def __init__(self) -> None:
         # The fork context's: unlinked at once, no resource tracker, whatever start method
         # the application set (the pool forks its children itself).
         self._lock = multiprocessing.get_context("fork").Lock()
-        self._ended = mmap.mmap(-1, 1)
+        self._bytes = mmap.mmap(-1, 3)
 
     def __exit__(self, *exc_info: object) -> None:
         with self._lock:
-            self._ended[0] = 1
+            if self._bytes[0] == Phase.CODE:
+                self._bytes[0] = Phase.ENDED
+
+    def reached(self, phase: Phase, state: str, dead_letter: bool = False) -> None:
+        """The child passed ``phase`` with an outcome in ``state`` (dead-lettered or not): the
+        state first, so that the parent never reads a phase with the state of the task before."""
+        self._bytes[2] = dead_letter
+        self._bytes[1] = _STATES.index(state) + 1 if state in _STATES else 0
+        self._bytes[0] = phase
+
+    def passed(self) -> tuple[Phase, str | None, bool]:
+        """The phase the child last passed, the outcome's state and whether it is dead-lettered
+        (read once it is dead)."""
+        state = self._bytes[1]
+        return Phase(self._bytes[0]), _STATES[state - 1] if state else None, bool(self._bytes[2])
 
     def rearm(self) -> None:
         """The child is about to be given its next task (it is idle: it does not touch the
-        byte now)."""
-        self._ended[0] = 0
+        bytes now)."""
+        self._bytes[2] = 0
+        self._bytes[1] = 0
+        self._bytes[0] = Phase.CODE
 
     def signal(self, pid: int, pidfd: int | None, signum: int) -> bool:
         """Send ``signum`` to the child unless its task's code has ended: whether it was sent.
         A signal at its default action (the child leaves SIGTERM and the others so) ends the
         child before ``kill`` returns, so it cannot get past the lock after the test. SIGKILL,
         the operator's last resort, is sent wherever the child is (stuck past its code: a
-        result write to a frozen backend, a handler that blocks), the byte and lock unasked."""
+        result write to a frozen backend, a handler that blocks), the bytes and lock unasked."""
         if signum == signal.SIGKILL:
             return _kill(pid, pidfd, signum)
         if not self._lock.acquire(timeout=_CODE_END_WAIT):
             return False  # the child is saying its code ended, or died saying it
         try:
-            return not self._ended[0] and _kill(pid, pidfd, signum)
+            return self._bytes[0] == Phase.CODE and _kill(pid, pidfd, signum)
         finally:
             self._lock.release()
 
     def close(self) -> None:
-        self._ended.close()
+        self._bytes.close()
 
 
 @dataclass(eq=False)
@@ -531,12 +553,14 @@ class PreforkPool(Pool):
             child.results.close()
         if child.exits is not None:
             os.close(child.exits)
+        phase, state, dead_letter = child.code_end.passed()
         child.code_end.close()
         if item is not None:
             exitcode = os.waitstatus_to_exitcode(status) if status else 0
             killed_by = -exitcode if exitcode < 0 else None
             self.report(Lost(item.job_id, cause or "died", child.pid, exitcode,
-                             signum if cause == "signalled" else killed_by))
+                             signum if cause == "signalled" else killed_by, phase, state,
+                             dead_letter))
         try:
             os.write(self._alert_w, b"\0")
         except BlockingIOError:
@@ -590,7 +614,7 @@ def _child_main(app: App, jobs: Connection, results: Connection, parent: int, in
         if data == _STOP:
             return
         item = _unpack_item(data)
-        outcome = execute(app, item, use_alarm=True, guard=code_end)
+        outcome = execute(app, item, use_alarm=True, guard=code_end, phases=code_end)
         # Peak resident size in KiB on Linux, as Celery's --max-memory-per-child measures it.
         outcome.retiring = bool(
             max_memory and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > max_memory)
