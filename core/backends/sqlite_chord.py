@@ -100,8 +100,10 @@ class SQLiteChordJoin:
         try:
             self._in_transaction(group_id, lambda conn: self._sent(conn, group_id))
         except BackendError as exc:  # the body went: the chord is done, whatever is left here
-            logger.warning("Chord %s: body sent; its parts and claim are left to the backend's "
-                           "cleanup (%s)", group_id, exc)
+            # Nothing calls the backend's cleanup() on its own (Celery's backend_cleanup task
+            # would): the rows stay, and take no more parts, as the chord is claimed.
+            logger.warning("Chord %s: body sent; its parts and claim stay in the results "
+                           "database, claimed, until the backend's cleanup() (%s)", group_id, exc)
 
     def _in_transaction(self, group_id: str, work: Callable[[sqlite3.Connection], _T]) -> _T:
         conn = self._conn()
