@@ -391,12 +391,8 @@ def test_a_revoked_copy_of_a_task_running_here_does_not_store_revoked_over_it(
     of it: the copy is refused and acked, and the result stays the running one's (it finishes:
     SUCCESS). Before, the copy stored REVOKED 'revoked' while the task ran on, which a client
     waiting for the result took as its end."""
-    with worker_in_process(redis_setup, "threads", concurrency=2) as (app, worker, release):
-        seen = Seen()
-        worker.hooks.add(seen)
-        result = app.send_task("hold", args=["finished"])
-        turn_until(worker, lambda: bool(redis_setup.records("ran")))
-        control.call(worker, "revoke", {"task_id": result.id})
+    with revoked_while_running(redis_setup, "hold", "finished") as (app, worker, release, seen,
+                                                                    result):
         app.send_task("hold", args=["copy"], task_id=result.id)
         turn_until(worker, lambda: len(seen.received) == 2
                    and seen.received[1].id not in worker.jobs)
@@ -424,16 +420,26 @@ def test_a_terminated_task_still_waiting_for_a_slot_never_runs(redis_setup: Setu
 
 
 @contextmanager
+def revoked_while_running(setup: Setup, task: str, tag: str
+                          ) -> Iterator[tuple[App, Worker, threading.Event, Seen, Any]]:
+    """A threads worker (two slots) in this process, told what it receives (``Seen``), whose
+    running ``task`` (sent with ``tag``) was revoked without terminate: (app, worker, release,
+    seen, the task's result)."""
+    with worker_in_process(setup, "threads", concurrency=2) as (app, worker, release):
+        seen = Seen()
+        worker.hooks.add(seen)
+        result = app.send_task(task, args=[tag])
+        turn_until(worker, lambda: bool(setup.records("ran")))
+        control.call(worker, "revoke", {"task_id": result.id})
+        yield app, worker, release, seen, result
+
+
+@contextmanager
 def revoked_try_with_its_retry_held(setup: Setup) -> Iterator[tuple[Worker, Seen, Any]]:
     """A threads worker in this process whose running ``retrier`` try was revoked (a plain
     revoke) and has sent its retry message (same id, one retry more), which the worker has
     received while the try still runs (held in its ``on_retry`` until :data:`LINGER`)."""
-    with worker_in_process(setup, "threads", concurrency=2) as (app, worker, release):
-        seen = Seen()
-        worker.hooks.add(seen)
-        result = app.send_task("retrier", args=["first"])
-        turn_until(worker, lambda: bool(setup.records("ran")))
-        control.call(worker, "revoke", {"task_id": result.id})
+    with revoked_while_running(setup, "retrier", "first") as (_, worker, release, seen, result):
         release.set()
         turn_until(worker, lambda: len(seen.received) == 2)  # the retry, while the try runs
         yield worker, seen, result
