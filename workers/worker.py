@@ -896,10 +896,10 @@ class Worker:
         says so): that outcome stands, and what the process had not followed yet is done here
         (a chord part counted once, a failure's chain and errbacks), nothing twice."""
         msg, state = job.message, lost.state or states.FAILURE
+        runtime = time.time() - job.started_at if job.started_at else 0.0
         if state == states.REJECTED:  # a follow-up given back: it runs again, whatever is stored
             logger.warning("Task %s[%s] gave back what follows it before its process was "
                            "killed (%s): it runs again", msg.task, msg.id, lost.cause)
-            runtime = time.time() - job.started_at if job.started_at else 0.0
             return Outcome(job_id=lost.job_id, state=state, runtime=runtime, pid=lost.pid or 0,
                            requeue=True,
                            exception="what follows it was not sent before its process was "
@@ -924,7 +924,6 @@ class Worker:
                        "" if lost.phase == Phase.FOLLOWED else "; what follows it is done here")
         if lost.phase == Phase.STORED:
             canvas.after_stored(self.app, msg, state, error if failed else value, None)
-        runtime = time.time() - job.started_at if job.started_at else 0.0
         outcome = Outcome(job_id=lost.job_id, state=state, runtime=runtime, pid=lost.pid or 0)
         if failed:
             outcome.exception = repr(error)
